@@ -1,0 +1,128 @@
+//! What the engine asks its driver to do: [`Action`]s, drained with `Engine::poll_action`.
+//!
+//! Actions are the engine's only way to touch the outside world. Every action that concerns a
+//! transport names it by [`TransportId`], and every transport input the driver reports carries
+//! the same id back, so late news from a transport the engine already abandoned is recognised
+//! and ignored instead of confusing the current connection.
+
+use crate::config::TransportKind;
+use std::fmt;
+
+/// Identifies one transport (one connection attempt). Ids are never reused within an engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TransportId(pub(crate) u64);
+
+impl TransportId {
+    /// The raw number, for logs.
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for TransportId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "t{}", self.0)
+    }
+}
+
+/// One WebSocket message (or SSE event data) going out or coming in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// A text message.
+    Text(String),
+    /// A binary message.
+    Binary(Vec<u8>),
+}
+
+impl Frame {
+    /// Payload size in bytes.
+    pub fn len(&self) -> usize {
+        match self {
+            Frame::Text(t) => t.len(),
+            Frame::Binary(b) => b.len(),
+        }
+    }
+
+    /// Whether the payload is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl From<String> for Frame {
+    fn from(text: String) -> Self {
+        Frame::Text(text)
+    }
+}
+
+impl From<&str> for Frame {
+    fn from(text: &str) -> Self {
+        Frame::Text(text.to_owned())
+    }
+}
+
+impl From<Vec<u8>> for Frame {
+    fn from(bytes: Vec<u8>) -> Self {
+        Frame::Binary(bytes)
+    }
+}
+
+/// Everything a driver needs to open a transport.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenRequest {
+    /// The id to report this transport's inputs with.
+    pub transport: TransportId,
+    /// WebSocket or SSE.
+    pub kind: TransportKind,
+    /// The URL, with the token query parameter when that placement is configured.
+    pub url: String,
+    /// Handshake headers (configured headers plus the token header, if any).
+    pub headers: Vec<(String, String)>,
+    /// WebSocket subprotocols to offer.
+    pub subprotocols: Vec<String>,
+    /// For SSE: the `Last-Event-ID` to resume from.
+    pub last_event_id: Option<String>,
+    /// Which attempt this is since the last stable connection (1-based).
+    pub attempt: u32,
+}
+
+/// An instruction for the driver. Perform each one in the order drained.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Action {
+    /// Ask the app's token provider for a token and report it with `Engine::token_ready`
+    /// (or `Engine::token_failed`). `refresh` is true when the previous token was refused,
+    /// so a cached token must not be returned.
+    FetchToken {
+        /// The attempt the token is for; echo it back.
+        attempt: u32,
+        /// Whether the server refused the last token.
+        refresh: bool,
+    },
+    /// Open a new transport. Any previous transport has already been told to close.
+    Open(OpenRequest),
+    /// Write one frame on the transport.
+    Send {
+        /// The transport to write on.
+        transport: TransportId,
+        /// The frame.
+        frame: Frame,
+    },
+    /// Send a WebSocket ping control frame with this payload.
+    Ping {
+        /// The transport to ping on.
+        transport: TransportId,
+        /// Payload to expect back in the pong (report it with `Engine::pong_received`).
+        payload: Vec<u8>,
+    },
+    /// Close the transport (a close frame where the transport has one), then drop it.
+    /// No further input for this transport is needed; any that arrives is ignored.
+    Close {
+        /// The transport to close.
+        transport: TransportId,
+        /// WebSocket close code.
+        code: u16,
+        /// Close reason (at most 123 bytes, already truncated).
+        reason: String,
+    },
+}

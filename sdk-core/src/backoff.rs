@@ -1,0 +1,183 @@
+//! Reconnect delays: capped exponential growth, jitter, and server hints.
+//!
+//! This module owns the count of consecutive failed attempts and the previous delay
+//! (decorrelated jitter needs it). The engine asks it for the next delay after every failure
+//! and resets it only once a connection has stayed open for the minimum uptime.
+
+use crate::close_policy::DelayHint;
+use crate::config::{BackoffConfig, Jitter};
+use crate::rng::Prng;
+use std::time::Duration;
+
+/// The un-jittered delay before attempt number `attempt` (1-based, the first retry is 1):
+/// `min(max, initial × factor^(attempt-1))`.
+///
+/// ```
+/// use std::time::Duration;
+/// use tether_core::{backoff::base_delay, BackoffConfig};
+/// let c = BackoffConfig::default();
+/// assert_eq!(base_delay(&c, 1), Duration::from_secs(1));
+/// assert_eq!(base_delay(&c, 4), Duration::from_secs(8));
+/// assert_eq!(base_delay(&c, 40), Duration::from_secs(30));
+/// ```
+pub fn base_delay(config: &BackoffConfig, attempt: u32) -> Duration {
+    let exponent = attempt.saturating_sub(1).min(1_000) as i32;
+    let scaled = config.initial.as_secs_f64() * config.factor.powi(exponent);
+    if !scaled.is_finite() || scaled >= config.max.as_secs_f64() {
+        config.max
+    } else {
+        Duration::from_secs_f64(scaled)
+    }
+}
+
+/// The inclusive range a jittered delay for `attempt` must fall in (without server hints).
+pub fn delay_bounds(config: &BackoffConfig, attempt: u32) -> (Duration, Duration) {
+    let base = base_delay(config, attempt);
+    match config.jitter {
+        Jitter::None => (base, base),
+        Jitter::Full => (Duration::ZERO, base),
+        Jitter::Equal => (base / 2, base),
+        Jitter::Decorrelated => (config.initial, config.max),
+    }
+}
+
+/// Consecutive-failure state and the delay calculation.
+#[derive(Debug, Clone)]
+pub(crate) struct Backoff {
+    config: BackoffConfig,
+    failures: u32,
+    previous: Duration,
+}
+
+impl Backoff {
+    pub(crate) fn new(config: BackoffConfig) -> Self {
+        let previous = config.initial;
+        Backoff {
+            config,
+            failures: 0,
+            previous,
+        }
+    }
+
+    /// Consecutive failed attempts since the last reset.
+    pub(crate) fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    /// Whether the configured attempt limit has been reached.
+    pub(crate) fn exhausted(&self) -> bool {
+        self.config
+            .max_attempts
+            .is_some_and(|max| self.failures >= max)
+    }
+
+    /// Forget past failures: the connection proved stable.
+    pub(crate) fn reset(&mut self) {
+        self.failures = 0;
+        self.previous = self.config.initial;
+    }
+
+    /// Records one more failure and returns the delay before the next attempt.
+    pub(crate) fn next_delay(&mut self, rng: &mut Prng, hint: Option<DelayHint>) -> Duration {
+        self.failures = self.failures.saturating_add(1);
+        let jittered = self.jittered(rng);
+        self.previous = jittered.max(self.config.initial);
+        match hint {
+            None => jittered,
+            Some(DelayHint::AtLeast(floor)) => {
+                // Spread clients told the same Retry-After over a quarter of it.
+                let spread = rng.duration_between(Duration::ZERO, floor / 4);
+                jittered.max(floor + spread)
+            }
+            Some(DelayHint::Within(window)) => rng.duration_between(Duration::ZERO, window),
+        }
+    }
+
+    fn jittered(&self, rng: &mut Prng) -> Duration {
+        let base = base_delay(&self.config, self.failures);
+        match self.config.jitter {
+            Jitter::None => base,
+            Jitter::Full => rng.duration_between(Duration::ZERO, base),
+            Jitter::Equal => rng.duration_between(base / 2, base),
+            Jitter::Decorrelated => {
+                let high = self.previous.saturating_mul(3).min(self.config.max);
+                rng.duration_between(self.config.initial, high)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(jitter: Jitter) -> BackoffConfig {
+        BackoffConfig {
+            jitter,
+            ..BackoffConfig::default()
+        }
+    }
+
+    #[test]
+    fn none_is_exact_exponential_with_cap() {
+        let mut b = Backoff::new(config(Jitter::None));
+        let mut rng = Prng::seed_from_u64(1);
+        let delays: Vec<u64> = (0..7)
+            .map(|_| b.next_delay(&mut rng, None).as_secs())
+            .collect();
+        assert_eq!(delays, vec![1, 2, 4, 8, 16, 30, 30]);
+        b.reset();
+        assert_eq!(b.next_delay(&mut rng, None), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn every_strategy_stays_in_bounds() {
+        for jitter in [Jitter::None, Jitter::Full, Jitter::Equal, Jitter::Decorrelated] {
+            let c = config(jitter);
+            let mut b = Backoff::new(c.clone());
+            let mut rng = Prng::seed_from_u64(9);
+            for attempt in 1..=200 {
+                let d = b.next_delay(&mut rng, None);
+                let (lo, hi) = delay_bounds(&c, attempt);
+                assert!(d >= lo && d <= hi, "{jitter:?} attempt {attempt}: {d:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn full_jitter_does_not_collapse_at_the_cap() {
+        let mut b = Backoff::new(config(Jitter::Full));
+        let mut rng = Prng::seed_from_u64(3);
+        let late: Vec<Duration> = (0..100).map(|_| b.next_delay(&mut rng, None)).skip(20).collect();
+        let distinct: std::collections::BTreeSet<_> = late.iter().collect();
+        assert!(distinct.len() > 70, "delays at the cap must stay spread");
+    }
+
+    #[test]
+    fn hints_raise_or_replace_the_delay() {
+        let mut b = Backoff::new(config(Jitter::Full));
+        let mut rng = Prng::seed_from_u64(5);
+        let floor = Duration::from_secs(7);
+        let d = b.next_delay(&mut rng, Some(DelayHint::AtLeast(floor)));
+        assert!(d >= floor && d <= floor + floor / 4);
+        let window = Duration::from_secs(10);
+        for _ in 0..100 {
+            let d = b.next_delay(&mut rng, Some(DelayHint::Within(window)));
+            assert!(d <= window);
+        }
+    }
+
+    #[test]
+    fn attempt_limit() {
+        let mut b = Backoff::new(BackoffConfig {
+            max_attempts: Some(2),
+            ..BackoffConfig::default()
+        });
+        let mut rng = Prng::seed_from_u64(0);
+        assert!(!b.exhausted());
+        b.next_delay(&mut rng, None);
+        assert!(!b.exhausted());
+        b.next_delay(&mut rng, None);
+        assert!(b.exhausted());
+    }
+}

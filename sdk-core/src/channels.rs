@@ -1,0 +1,212 @@
+//! Channel subscriptions (Tether mode): which channels to (re)subscribe on every open, the
+//! last offset seen on each (so the server can replay what was missed and duplicates can be
+//! dropped), and each channel's presence set.
+//!
+//! Offsets: a fresh subscription adopts the server's head offset from `subscribed`, so even a
+//! client that has received nothing yet resumes from the right place after a reconnect. On a
+//! resume (`recovered: true`) the server replays the missed messages after `subscribed`, and
+//! any message at or below the last seen offset is a duplicate and is dropped. When the server
+//! could not recover (`recovered: false`: history trimmed, or a new epoch after a server
+//! restart), the client adopts the new head and the app is told.
+
+use crate::event::Event;
+use crate::protocol::{ClientMessage, PresenceChange};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Longest channel name accepted, in bytes.
+pub const MAX_CHANNEL_LEN: usize = 256;
+
+#[derive(Debug, Default)]
+struct Subscription {
+    last_offset: Option<u64>,
+    epoch: Option<String>,
+    members: BTreeSet<String>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Channels {
+    subs: BTreeMap<String, Subscription>,
+}
+
+/// What to do with an inbound channel message.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Admission {
+    Deliver,
+    Duplicate,
+}
+
+impl Channels {
+    /// Adds a subscription; false if it already existed.
+    pub(crate) fn add(&mut self, channel: &str) -> bool {
+        if self.subs.contains_key(channel) {
+            return false;
+        }
+        self.subs.insert(channel.to_owned(), Subscription::default());
+        true
+    }
+
+    /// Removes a subscription; false if there was none.
+    pub(crate) fn remove(&mut self, channel: &str) -> bool {
+        self.subs.remove(channel).is_some()
+    }
+
+    pub(crate) fn contains(&self, channel: &str) -> bool {
+        self.subs.contains_key(channel)
+    }
+
+    pub(crate) fn names(&self) -> impl Iterator<Item = &str> {
+        self.subs.keys().map(String::as_str)
+    }
+
+    /// The subscribe message for `channel`, resuming after its last seen offset.
+    pub(crate) fn subscribe_message(&self, channel: &str) -> ClientMessage {
+        let sub = self.subs.get(channel);
+        ClientMessage::Subscribe {
+            channel: channel.to_owned(),
+            since: sub.and_then(|s| s.last_offset),
+            epoch: sub.and_then(|s| s.epoch.clone()),
+        }
+    }
+
+    /// Subscribe messages for every channel, in name order (sent on every open).
+    pub(crate) fn resubscribe_all(&self) -> Vec<ClientMessage> {
+        self.names().map(|c| self.subscribe_message(c)).collect()
+    }
+
+    /// The last offset seen on `channel`.
+    pub(crate) fn last_offset(&self, channel: &str) -> Option<u64> {
+        self.subs.get(channel).and_then(|s| s.last_offset)
+    }
+
+    /// The server confirmed a subscription. Unless it replays from our offset (`recovered`),
+    /// adopt its head: after a server restart (new epoch) offsets start over, so the old
+    /// offset must not be kept or every new message would look like a duplicate.
+    pub(crate) fn on_subscribed(
+        &mut self,
+        channel: &str,
+        head: u64,
+        epoch: Option<String>,
+        recovered: bool,
+    ) {
+        if let Some(sub) = self.subs.get_mut(channel) {
+            if sub.last_offset.is_none() || !recovered {
+                sub.last_offset = Some(head);
+            }
+            sub.epoch = epoch;
+        }
+    }
+
+    /// Dedupe by offset: a message at or below the last seen offset was delivered already.
+    pub(crate) fn admit(&mut self, channel: &str, offset: Option<u64>) -> Admission {
+        let (Some(sub), Some(offset)) = (self.subs.get_mut(channel), offset) else {
+            return Admission::Deliver;
+        };
+        match sub.last_offset {
+            Some(last) if offset <= last => Admission::Duplicate,
+            _ => {
+                sub.last_offset = Some(offset);
+                Admission::Deliver
+            }
+        }
+    }
+
+    /// The current members of `channel`, if subscribed.
+    pub(crate) fn members(&self, channel: &str) -> Option<&BTreeSet<String>> {
+        self.subs.get(channel).map(|s| &s.members)
+    }
+
+    /// Applies a presence update; returns the event to emit if anything changed.
+    pub(crate) fn apply_presence(&mut self, channel: &str, change: PresenceChange) -> Option<Event> {
+        let sub = self.subs.get_mut(channel)?;
+        let (joined, left) = match change {
+            PresenceChange::Snapshot(list) => {
+                let next: BTreeSet<String> = list.into_iter().collect();
+                let joined: Vec<String> = next.difference(&sub.members).cloned().collect();
+                let left: Vec<String> = sub.members.difference(&next).cloned().collect();
+                sub.members = next;
+                (joined, left)
+            }
+            PresenceChange::Join(member) => {
+                if sub.members.insert(member.clone()) {
+                    (vec![member], Vec::new())
+                } else {
+                    return None;
+                }
+            }
+            PresenceChange::Leave(member) => {
+                if sub.members.remove(&member) {
+                    (Vec::new(), vec![member])
+                } else {
+                    return None;
+                }
+            }
+        };
+        if joined.is_empty() && left.is_empty() {
+            return None;
+        }
+        Some(Event::Presence {
+            channel: channel.to_owned(),
+            members: sub.members.iter().cloned().collect(),
+            joined,
+            left,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fresh_subscription_adopts_head_then_dedupes() {
+        let mut c = Channels::default();
+        c.add("room");
+        c.on_subscribed("room", 5, Some("e1".into()), false);
+        assert_eq!(c.admit("room", Some(5)), Admission::Duplicate);
+        assert_eq!(c.admit("room", Some(6)), Admission::Deliver);
+        assert_eq!(c.admit("room", Some(6)), Admission::Duplicate);
+        assert_eq!(
+            c.subscribe_message("room"),
+            ClientMessage::Subscribe {
+                channel: "room".into(),
+                since: Some(6),
+                epoch: Some("e1".into()),
+            }
+        );
+    }
+
+    #[test]
+    fn recovered_resume_keeps_offset_so_replay_is_delivered() {
+        let mut c = Channels::default();
+        c.add("room");
+        c.on_subscribed("room", 3, None, false);
+        c.on_subscribed("room", 9, None, true);
+        assert_eq!(c.admit("room", Some(4)), Admission::Deliver);
+        c.on_subscribed("room", 20, None, false);
+        assert_eq!(c.last_offset("room"), Some(20));
+        // A restarted server (new epoch) starts over at a lower head: adopt it.
+        c.on_subscribed("room", 0, Some("e2".into()), false);
+        assert_eq!(c.admit("room", Some(1)), Admission::Deliver);
+    }
+
+    #[test]
+    fn snapshot_replaces_members_and_reports_ghosts() {
+        let mut c = Channels::default();
+        c.add("room");
+        c.apply_presence("room", PresenceChange::Snapshot(vec!["a".into(), "ghost".into()]));
+        let ev = c
+            .apply_presence("room", PresenceChange::Snapshot(vec!["a".into(), "b".into()]))
+            .unwrap();
+        assert_eq!(
+            ev,
+            Event::Presence {
+                channel: "room".into(),
+                members: vec!["a".into(), "b".into()],
+                joined: vec!["b".into()],
+                left: vec!["ghost".into()],
+            }
+        );
+        assert!(c.apply_presence("room", PresenceChange::Join("a".into())).is_none());
+        assert!(c.apply_presence("other", PresenceChange::Join("x".into())).is_none());
+    }
+}

@@ -1,0 +1,288 @@
+//! Close policy: what a WebSocket close code or an HTTP status means for the next attempt.
+//!
+//! One classifier serves both transports, so a 401 on an SSE stream and a 4001 close on a
+//! WebSocket lead to the same decision. Each input maps to a [`Verdict`]: a [`Disposition`]
+//! (retry, refresh the token once then retry, or stop) and an optional [`DelayHint`] from the
+//! server (Retry-After, close 1012/1013, an advised reconnect window in the close reason).
+//!
+//! Documented defaults (see docs/protocol.md, "Close codes"):
+//!
+//! | input | disposition | delay |
+//! |---|---|---|
+//! | close 1008, 4001–4003; HTTP 401, 403 | `Reauth`: new token, one more try, then terminal | backoff |
+//! | close 4004–4099; HTTP 204, 400, 404, 405, 410, other 4xx | `Terminal` | — |
+//! | close 1012 (service restart) | `Retry` | spread uniformly over 5 s (or the advised window) |
+//! | close 1013 (try again later); HTTP 429 | `Retry` | at least 5 s (or Retry-After) |
+//! | HTTP 503 | `Retry` | at least Retry-After, if sent |
+//! | every other code or status, and transport errors | `Retry` | backoff |
+//!
+//! A close reason that is a JSON object may carry advice that overrides the table:
+//! `{"reconnect": false}` makes the close terminal, and `{"reconnect_within_ms": N}` asks
+//! clients to spread their reconnects uniformly over the next N ms (graceful restarts).
+
+use crate::config::ConfigError;
+use std::ops::RangeInclusive;
+use std::time::Duration;
+
+/// What to do after a connection closed or an attempt failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Disposition {
+    /// Reconnect after the backoff delay (or the server's hint).
+    Retry,
+    /// The credentials were refused: fetch a fresh token and try once more; if that attempt
+    /// is refused too, stop with `CloseReason::Unauthorized`.
+    Reauth,
+    /// Stop reconnecting: state `Closed { reason: Refused }`.
+    Terminal,
+}
+
+/// A server's advice on when to come back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DelayHint {
+    /// Wait at least this long (Retry-After, 1013, SSE `retry:`). A little jitter is added on
+    /// top so that clients told the same value do not return in the same instant.
+    AtLeast(Duration),
+    /// Reconnect at a uniformly random moment within this window (graceful restart), instead
+    /// of the backoff curve, so a crowd arrives evenly spread.
+    Within(Duration),
+}
+
+/// The policy's decision for one close or failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verdict {
+    /// Retry, reauthenticate or stop.
+    pub disposition: Disposition,
+    /// The server's timing advice, if any.
+    pub hint: Option<DelayHint>,
+}
+
+impl Verdict {
+    pub(crate) const RETRY: Verdict = Verdict {
+        disposition: Disposition::Retry,
+        hint: None,
+    };
+}
+
+/// Maps close codes and HTTP statuses to [`Verdict`]s. The defaults are in the module docs;
+/// overrides added with [`ClosePolicy::with_code`] / [`ClosePolicy::with_status`] take
+/// precedence, the latest first.
+///
+/// ```
+/// use tether_core::{ClosePolicy, Disposition};
+/// let policy = ClosePolicy::default()
+///     .with_code(4500..=4599, Disposition::Terminal)
+///     .with_status(404..=404, Disposition::Retry);
+/// assert_eq!(policy.disposition_for_code(4501), Disposition::Terminal);
+/// assert_eq!(policy.disposition_for_status(404), Disposition::Retry);
+/// assert_eq!(policy.disposition_for_code(4001), Disposition::Reauth);
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClosePolicy {
+    code_overrides: Vec<(RangeInclusive<u16>, Disposition)>,
+    status_overrides: Vec<(RangeInclusive<u16>, Disposition)>,
+    /// Window over which clients spread reconnects after close 1012 without advice. Default 5 s.
+    pub service_restart_window: Duration,
+    /// Minimum delay after close 1013 or HTTP 429 without Retry-After. Default 5 s.
+    pub try_again_later_delay: Duration,
+    /// Upper bound applied to any server-advised delay or window. Default 5 min.
+    pub max_server_delay: Duration,
+}
+
+impl Default for ClosePolicy {
+    fn default() -> Self {
+        ClosePolicy {
+            code_overrides: Vec::new(),
+            status_overrides: Vec::new(),
+            service_restart_window: Duration::from_secs(5),
+            try_again_later_delay: Duration::from_secs(5),
+            max_server_delay: Duration::from_secs(300),
+        }
+    }
+}
+
+impl ClosePolicy {
+    /// Overrides the disposition for a range of WebSocket close codes.
+    pub fn with_code(mut self, codes: RangeInclusive<u16>, disposition: Disposition) -> Self {
+        self.code_overrides.push((codes, disposition));
+        self
+    }
+
+    /// Overrides the disposition for a range of HTTP statuses (handshake or SSE response).
+    pub fn with_status(mut self, statuses: RangeInclusive<u16>, disposition: Disposition) -> Self {
+        self.status_overrides.push((statuses, disposition));
+        self
+    }
+
+    /// The disposition for close `code`, overrides first.
+    pub fn disposition_for_code(&self, code: u16) -> Disposition {
+        if let Some(d) = lookup(&self.code_overrides, code) {
+            return d;
+        }
+        match code {
+            1008 | 4001..=4003 => Disposition::Reauth,
+            4004..=4099 => Disposition::Terminal,
+            _ => Disposition::Retry,
+        }
+    }
+
+    /// The disposition for HTTP `status`, overrides first.
+    pub fn disposition_for_status(&self, status: u16) -> Disposition {
+        if let Some(d) = lookup(&self.status_overrides, status) {
+            return d;
+        }
+        match status {
+            401 | 403 => Disposition::Reauth,
+            408 | 425 | 429 => Disposition::Retry,
+            // 204 is SSE's "do not reconnect"; other 4xx mean the request itself is wrong.
+            204 | 400..=499 => Disposition::Terminal,
+            _ => Disposition::Retry,
+        }
+    }
+
+    /// Classifies a WebSocket close. `code` is `None` when the close frame had no code
+    /// (treated like 1005/1006: retry).
+    pub fn classify_close(&self, code: Option<u16>, reason: &str) -> Verdict {
+        let Some(code) = code else {
+            return Verdict::RETRY;
+        };
+        let advice = ReasonAdvice::parse(reason);
+        let mut disposition = self.disposition_for_code(code);
+        if advice.reconnect == Some(false) {
+            disposition = Disposition::Terminal;
+        }
+        let hint = match (advice.within, code) {
+            (Some(window), _) => Some(DelayHint::Within(window.min(self.max_server_delay))),
+            (None, 1012) => Some(DelayHint::Within(self.service_restart_window)),
+            (None, 1013) => Some(DelayHint::AtLeast(self.try_again_later_delay)),
+            _ => None,
+        };
+        Verdict { disposition, hint }
+    }
+
+    /// Classifies an HTTP response that refused the handshake or the SSE stream.
+    pub fn classify_http(&self, status: u16, retry_after: Option<Duration>) -> Verdict {
+        let disposition = self.disposition_for_status(status);
+        let hint = match (status, retry_after) {
+            (429 | 503, Some(d)) => Some(DelayHint::AtLeast(d.min(self.max_server_delay))),
+            (429, None) => Some(DelayHint::AtLeast(self.try_again_later_delay)),
+            _ => None,
+        };
+        Verdict { disposition, hint }
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        let checks = [
+            ("close_policy.service_restart_window", self.service_restart_window),
+            ("close_policy.try_again_later_delay", self.try_again_later_delay),
+            ("close_policy.max_server_delay", self.max_server_delay),
+        ];
+        for (field, d) in checks {
+            if d.is_zero() {
+                return Err(ConfigError {
+                    field,
+                    reason: "must be positive".to_owned(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+fn lookup(overrides: &[(RangeInclusive<u16>, Disposition)], value: u16) -> Option<Disposition> {
+    overrides
+        .iter()
+        .rev()
+        .find(|(range, _)| range.contains(&value))
+        .map(|(_, d)| *d)
+}
+
+/// Advice a server may put in a close reason as a JSON object.
+#[derive(Debug, Default, PartialEq)]
+struct ReasonAdvice {
+    reconnect: Option<bool>,
+    within: Option<Duration>,
+}
+
+impl ReasonAdvice {
+    fn parse(reason: &str) -> Self {
+        // Close reasons are at most 123 bytes; only objects are advice, anything else is prose.
+        if !reason.trim_start().starts_with('{') {
+            return ReasonAdvice::default();
+        }
+        let Ok(serde_json::Value::Object(map)) = serde_json::from_str(reason) else {
+            return ReasonAdvice::default();
+        };
+        ReasonAdvice {
+            reconnect: map.get("reconnect").and_then(|v| v.as_bool()),
+            within: map
+                .get("reconnect_within_ms")
+                .and_then(|v| v.as_u64())
+                .filter(|ms| *ms > 0)
+                .map(Duration::from_millis),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_code_table() {
+        let p = ClosePolicy::default();
+        for code in [1000, 1001, 1006, 1011, 3000, 4000, 4100, 4999] {
+            assert_eq!(p.disposition_for_code(code), Disposition::Retry, "{code}");
+        }
+        for code in [1008, 4001, 4002, 4003] {
+            assert_eq!(p.disposition_for_code(code), Disposition::Reauth, "{code}");
+        }
+        for code in [4004, 4050, 4099] {
+            assert_eq!(p.disposition_for_code(code), Disposition::Terminal, "{code}");
+        }
+    }
+
+    #[test]
+    fn default_status_table() {
+        let p = ClosePolicy::default();
+        assert_eq!(p.disposition_for_status(401), Disposition::Reauth);
+        assert_eq!(p.disposition_for_status(403), Disposition::Reauth);
+        assert_eq!(p.disposition_for_status(404), Disposition::Terminal);
+        assert_eq!(p.disposition_for_status(204), Disposition::Terminal);
+        assert_eq!(p.disposition_for_status(429), Disposition::Retry);
+        assert_eq!(p.disposition_for_status(500), Disposition::Retry);
+        assert_eq!(p.disposition_for_status(503), Disposition::Retry);
+    }
+
+    #[test]
+    fn server_hints() {
+        let p = ClosePolicy::default();
+        assert_eq!(
+            p.classify_close(Some(1012), "").hint,
+            Some(DelayHint::Within(Duration::from_secs(5)))
+        );
+        assert_eq!(
+            p.classify_close(Some(1012), r#"{"reconnect_within_ms": 10000}"#).hint,
+            Some(DelayHint::Within(Duration::from_secs(10)))
+        );
+        assert_eq!(
+            p.classify_close(Some(1013), "busy").hint,
+            Some(DelayHint::AtLeast(Duration::from_secs(5)))
+        );
+        let v = p.classify_close(Some(1000), r#"{"reconnect": false}"#);
+        assert_eq!(v.disposition, Disposition::Terminal);
+        assert_eq!(
+            p.classify_http(503, Some(Duration::from_secs(7))).hint,
+            Some(DelayHint::AtLeast(Duration::from_secs(7)))
+        );
+        assert_eq!(
+            p.classify_http(429, Some(Duration::from_secs(86_400))).hint,
+            Some(DelayHint::AtLeast(Duration::from_secs(300))),
+            "server advice is capped"
+        );
+        assert_eq!(p.classify_close(None, "").disposition, Disposition::Retry);
+        // Malformed advice is ignored, not an error.
+        assert_eq!(p.classify_close(Some(1001), "{not json").hint, None);
+    }
+}

@@ -1,0 +1,707 @@
+//! Engine configuration: every knob, its documented default, and validation in one place.
+//!
+//! A [`Config`] is only ever made by [`ConfigBuilder::build`], which checks each field once
+//! and names the offending field in a [`ConfigError`]. The engine can then trust its config
+//! and never re-validate it on the hot path.
+
+use crate::close_policy::ClosePolicy;
+use std::time::Duration;
+
+/// Which wire protocol the engine speaks over the transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Protocol {
+    /// Frames pass through untouched: works with any WebSocket or SSE server.
+    /// Channels, presence, acks and requests are unavailable.
+    #[default]
+    Raw,
+    /// Tether's versioned JSON envelope (docs/protocol.md): channels with resume, presence,
+    /// acknowledged publishes and request/reply.
+    Tether,
+}
+
+/// Which transport a URL selects: `ws(s)://` is WebSocket, `http(s)://` is Server-Sent Events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TransportKind {
+    /// A full-duplex WebSocket.
+    WebSocket,
+    /// A receive-only Server-Sent Events stream. Outgoing messages stay in the outbox.
+    Sse,
+}
+
+/// How the reconnect delay is randomised around the capped exponential curve.
+///
+/// With `base = min(max, initial × factor^(attempt-1))`:
+/// - `None`: exactly `base` (every client retries in lock-step; for tests and comparisons).
+/// - `Full`: uniform in `[0, base]` (the default: spreads a crowd of clients the most).
+/// - `Equal`: uniform in `[base/2, base]`.
+/// - `Decorrelated`: uniform in `[initial, min(max, previous × 3)]` (AWS's decorrelated jitter).
+///
+/// Jitter is applied *after* the cap, so it never collapses to a constant at the cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Jitter {
+    /// No randomisation.
+    None,
+    /// Uniform in `[0, base]`.
+    #[default]
+    Full,
+    /// Uniform in `[base/2, base]`.
+    Equal,
+    /// Uniform in `[initial, min(max, previous × 3)]`.
+    Decorrelated,
+}
+
+/// Reconnect delays and when to give up.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackoffConfig {
+    /// Delay scale of the first retry. Default 1 s.
+    pub initial: Duration,
+    /// Cap on the un-jittered delay. Default 30 s.
+    pub max: Duration,
+    /// Growth per attempt. Default 2.0.
+    pub factor: f64,
+    /// Randomisation. Default [`Jitter::Full`].
+    pub jitter: Jitter,
+    /// Give up (state `Closed { GaveUp }`) after this many failed attempts in a row.
+    /// Default `None`: never give up.
+    pub max_attempts: Option<u32>,
+    /// A connection must stay open this long before the attempt counter and the backoff are
+    /// reset, so a server that accepts and then drops cannot cause a hot loop. Default 5 s.
+    pub min_uptime: Duration,
+}
+
+impl Default for BackoffConfig {
+    fn default() -> Self {
+        BackoffConfig {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(30),
+            factor: 2.0,
+            jitter: Jitter::Full,
+            max_attempts: None,
+            min_uptime: Duration::from_secs(5),
+        }
+    }
+}
+
+/// How liveness of an open connection is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum HeartbeatMode {
+    /// Pick for the transport: WebSocket ping frames where the driver can send them, else
+    /// application pings in Tether protocol mode, else server-driven (any inbound traffic).
+    #[default]
+    Auto,
+    /// WebSocket ping/pong control frames (native drivers only; browsers cannot send them).
+    PingFrame,
+    /// Application-level ping messages: `{"type":"ping"}` in Tether mode; in raw mode the
+    /// configured [`HeartbeatConfig::raw_ping`] text, answered by [`HeartbeatConfig::raw_pong`].
+    AppMessage,
+    /// The client sends nothing; the server must show life (any frame or a ping) at least once
+    /// every `interval × (max_missed + 1)`.
+    ServerDriven,
+    /// No dead-connection detection beyond what the transport reports.
+    Off,
+}
+
+/// Dead-connection detection.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeartbeatConfig {
+    /// Mode. Default [`HeartbeatMode::Auto`].
+    pub mode: HeartbeatMode,
+    /// Time between pings. Default 25 s.
+    pub interval: Duration,
+    /// The connection is declared dead when this many pings in a row went unanswered.
+    /// Default 2, so a black hole is detected within `interval × (max_missed + 1)`.
+    pub max_missed: u32,
+    /// Optional per-ping deadline: if set, one unanswered ping older than this is fatal,
+    /// independently of `max_missed`. Default `None`.
+    pub pong_timeout: Option<Duration>,
+    /// Whether any inbound frame proves the connection alive (resets the missed count).
+    /// Default `true`.
+    pub any_frame_is_liveness: bool,
+    /// Deadline for the probe ping sent when the network changes or the app returns to the
+    /// foreground while a connection is open. Default 5 s.
+    pub probe_timeout: Duration,
+    /// Ping text for [`HeartbeatMode::AppMessage`] in raw mode. Default `"ping"`.
+    pub raw_ping: String,
+    /// Pong text for [`HeartbeatMode::AppMessage`] in raw mode; such frames are consumed, not
+    /// delivered. Default `"pong"`.
+    pub raw_pong: String,
+}
+
+impl Default for HeartbeatConfig {
+    fn default() -> Self {
+        HeartbeatConfig {
+            mode: HeartbeatMode::Auto,
+            interval: Duration::from_secs(25),
+            max_missed: 2,
+            pong_timeout: None,
+            any_frame_is_liveness: true,
+            probe_timeout: Duration::from_secs(5),
+            raw_ping: "ping".to_owned(),
+            raw_pong: "pong".to_owned(),
+        }
+    }
+}
+
+/// What happens when a message arrives at a full outbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum OverflowPolicy {
+    /// Drop the oldest queued messages (reported with `Dropped { reason: Overflow }`).
+    #[default]
+    DropOldest,
+    /// Refuse the new message with `SendError::OutboxFull`.
+    RejectNew,
+}
+
+/// The bounded queue of messages waiting for (or awaiting acknowledgement from) the server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxConfig {
+    /// Most messages held (queued + in flight). Default 1,000.
+    pub max_messages: usize,
+    /// Most payload bytes held (queued + in flight). Default 1 MiB.
+    pub max_bytes: usize,
+    /// Default [`OverflowPolicy::DropOldest`].
+    pub overflow: OverflowPolicy,
+    /// Messages not sent within this time are dropped with reason `Expired` and never sent
+    /// later. Per-message TTLs override it. Default `None` (no expiry).
+    pub default_ttl: Option<Duration>,
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        OutboxConfig {
+            max_messages: 1_000,
+            max_bytes: 1 << 20,
+            overflow: OverflowPolicy::DropOldest,
+            default_ttl: None,
+        }
+    }
+}
+
+/// Where the token from the app's token provider goes on each attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TokenPlacement {
+    /// An HTTP header on the handshake, `name: {prefix}{token}`
+    /// (default `Authorization: Bearer …`). Native drivers only: browsers cannot set headers.
+    Header {
+        /// Header name.
+        name: String,
+        /// Prepended to the token.
+        prefix: String,
+    },
+    /// A query parameter appended to the URL (browsers, SSE).
+    Query {
+        /// Parameter name.
+        param: String,
+    },
+    /// The first frame after open, `{"type":"auth","payload":{"token":…}}` (Tether mode).
+    FirstMessage,
+}
+
+impl TokenPlacement {
+    /// `Authorization: Bearer <token>`.
+    pub fn bearer_header() -> Self {
+        TokenPlacement::Header {
+            name: "Authorization".to_owned(),
+            prefix: "Bearer ".to_owned(),
+        }
+    }
+}
+
+/// The engine's full configuration. Build it with [`Config::builder`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub(crate) url: String,
+    pub(crate) transport: TransportKind,
+    pub(crate) protocol: Protocol,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) subprotocols: Vec<String>,
+    pub(crate) backoff: BackoffConfig,
+    pub(crate) heartbeat: HeartbeatConfig,
+    pub(crate) outbox: OutboxConfig,
+    pub(crate) close_policy: ClosePolicy,
+    pub(crate) token: Option<TokenPlacement>,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) close_timeout: Duration,
+    pub(crate) max_message_bytes: usize,
+    pub(crate) request_timeout: Duration,
+    pub(crate) fail_requests_on_disconnect: bool,
+    pub(crate) client_id: Option<String>,
+    pub(crate) seed: Option<u64>,
+    pub(crate) can_send_ping_frames: bool,
+}
+
+impl Config {
+    /// Starts a builder for `url` (`ws://`, `wss://`, `http://` or `https://`).
+    pub fn builder(url: impl Into<String>) -> ConfigBuilder {
+        ConfigBuilder::new(url)
+    }
+
+    /// The server URL (without any token query parameter).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+    /// The transport the URL selected.
+    pub fn transport(&self) -> TransportKind {
+        self.transport
+    }
+    /// The wire protocol.
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+    /// Backoff settings.
+    pub fn backoff(&self) -> &BackoffConfig {
+        &self.backoff
+    }
+    /// Heartbeat settings (mode as configured; see [`Config::effective_heartbeat_mode`]).
+    pub fn heartbeat(&self) -> &HeartbeatConfig {
+        &self.heartbeat
+    }
+    /// Outbox bounds.
+    pub fn outbox(&self) -> &OutboxConfig {
+        &self.outbox
+    }
+    /// Close-code and HTTP-status policy.
+    pub fn close_policy(&self) -> &ClosePolicy {
+        &self.close_policy
+    }
+    /// Where tokens go, if a token provider is used.
+    pub fn token_placement(&self) -> Option<&TokenPlacement> {
+        self.token.as_ref()
+    }
+    /// Time allowed for a connection attempt (token fetch + handshake). Default 10 s.
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+    /// Largest message accepted in either direction, in bytes. Default 1 MiB.
+    pub fn max_message_bytes(&self) -> usize {
+        self.max_message_bytes
+    }
+    /// The fixed seed, if one was configured (tests, `--seed`).
+    pub fn seed(&self) -> Option<u64> {
+        self.seed
+    }
+
+    /// The heartbeat mode after resolving [`HeartbeatMode::Auto`] for this transport.
+    pub fn effective_heartbeat_mode(&self) -> HeartbeatMode {
+        match (self.heartbeat.mode, self.transport) {
+            (HeartbeatMode::Auto, TransportKind::Sse) => HeartbeatMode::ServerDriven,
+            (HeartbeatMode::Auto, TransportKind::WebSocket) if self.can_send_ping_frames => {
+                HeartbeatMode::PingFrame
+            }
+            (HeartbeatMode::Auto, TransportKind::WebSocket) => match self.protocol {
+                Protocol::Tether => HeartbeatMode::AppMessage,
+                Protocol::Raw => HeartbeatMode::ServerDriven,
+            },
+            (mode, _) => mode,
+        }
+    }
+}
+
+/// A field of the configuration is invalid. `field` names it as the builder method does.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid config `{field}`: {reason}")]
+pub struct ConfigError {
+    /// The builder method / field at fault, e.g. `"backoff.initial"`.
+    pub field: &'static str,
+    /// What is wrong and what would be accepted.
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(field: &'static str, reason: impl Into<String>) -> Self {
+        ConfigError {
+            field,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Builds and validates a [`Config`]. Every setter documents its default.
+///
+/// ```
+/// use std::time::Duration;
+/// use tether_core::{Config, Jitter, Protocol};
+///
+/// let config = Config::builder("wss://example.com/socket")
+///     .protocol(Protocol::Tether)
+///     .backoff_initial(Duration::from_millis(500))
+///     .jitter(Jitter::Equal)
+///     .build()
+///     .expect("valid config");
+/// assert_eq!(config.backoff().max, Duration::from_secs(30));
+///
+/// let err = Config::builder("ftp://example.com").build().unwrap_err();
+/// assert_eq!(err.field, "url");
+/// ```
+#[derive(Debug, Clone)]
+pub struct ConfigBuilder {
+    config: Config,
+}
+
+impl ConfigBuilder {
+    fn new(url: impl Into<String>) -> Self {
+        ConfigBuilder {
+            config: Config {
+                url: url.into(),
+                transport: TransportKind::WebSocket,
+                protocol: Protocol::Raw,
+                headers: Vec::new(),
+                subprotocols: Vec::new(),
+                backoff: BackoffConfig::default(),
+                heartbeat: HeartbeatConfig::default(),
+                outbox: OutboxConfig::default(),
+                close_policy: ClosePolicy::default(),
+                token: None,
+                connect_timeout: Duration::from_secs(10),
+                close_timeout: Duration::from_secs(2),
+                max_message_bytes: 1 << 20,
+                request_timeout: Duration::from_secs(10),
+                fail_requests_on_disconnect: true,
+                client_id: None,
+                seed: None,
+                can_send_ping_frames: true,
+            },
+        }
+    }
+
+    /// Wire protocol. Default [`Protocol::Raw`].
+    pub fn protocol(mut self, protocol: Protocol) -> Self {
+        self.config.protocol = protocol;
+        self
+    }
+    /// Adds a handshake header (native drivers). Default none.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.config.headers.push((name.into(), value.into()));
+        self
+    }
+    /// Adds a WebSocket subprotocol to offer. Default none.
+    pub fn subprotocol(mut self, name: impl Into<String>) -> Self {
+        self.config.subprotocols.push(name.into());
+        self
+    }
+    /// Replaces all backoff settings at once. Default [`BackoffConfig::default`].
+    pub fn backoff(mut self, backoff: BackoffConfig) -> Self {
+        self.config.backoff = backoff;
+        self
+    }
+    /// First retry delay scale. Default 1 s.
+    pub fn backoff_initial(mut self, d: Duration) -> Self {
+        self.config.backoff.initial = d;
+        self
+    }
+    /// Cap of the un-jittered delay. Default 30 s.
+    pub fn backoff_max(mut self, d: Duration) -> Self {
+        self.config.backoff.max = d;
+        self
+    }
+    /// Growth factor per attempt. Default 2.0.
+    pub fn backoff_factor(mut self, factor: f64) -> Self {
+        self.config.backoff.factor = factor;
+        self
+    }
+    /// Jitter strategy. Default [`Jitter::Full`].
+    pub fn jitter(mut self, jitter: Jitter) -> Self {
+        self.config.backoff.jitter = jitter;
+        self
+    }
+    /// Give up after this many consecutive failed attempts. Default unlimited.
+    pub fn max_attempts(mut self, attempts: Option<u32>) -> Self {
+        self.config.backoff.max_attempts = attempts;
+        self
+    }
+    /// Uptime after which backoff resets. Default 5 s.
+    pub fn min_uptime(mut self, d: Duration) -> Self {
+        self.config.backoff.min_uptime = d;
+        self
+    }
+    /// Replaces all heartbeat settings at once. Default [`HeartbeatConfig::default`].
+    pub fn heartbeat(mut self, heartbeat: HeartbeatConfig) -> Self {
+        self.config.heartbeat = heartbeat;
+        self
+    }
+    /// Heartbeat mode. Default [`HeartbeatMode::Auto`].
+    pub fn heartbeat_mode(mut self, mode: HeartbeatMode) -> Self {
+        self.config.heartbeat.mode = mode;
+        self
+    }
+    /// Ping interval. Default 25 s.
+    pub fn heartbeat_interval(mut self, d: Duration) -> Self {
+        self.config.heartbeat.interval = d;
+        self
+    }
+    /// Unanswered pings in a row before the connection is declared dead. Default 2.
+    pub fn max_missed_pongs(mut self, n: u32) -> Self {
+        self.config.heartbeat.max_missed = n;
+        self
+    }
+    /// Per-ping deadline. Default none.
+    pub fn pong_timeout(mut self, d: Option<Duration>) -> Self {
+        self.config.heartbeat.pong_timeout = d;
+        self
+    }
+    /// Replaces all outbox settings at once. Default [`OutboxConfig::default`].
+    pub fn outbox(mut self, outbox: OutboxConfig) -> Self {
+        self.config.outbox = outbox;
+        self
+    }
+    /// Outbox bound in messages. Default 1,000.
+    pub fn outbox_max_messages(mut self, n: usize) -> Self {
+        self.config.outbox.max_messages = n;
+        self
+    }
+    /// Outbox bound in bytes. Default 1 MiB.
+    pub fn outbox_max_bytes(mut self, n: usize) -> Self {
+        self.config.outbox.max_bytes = n;
+        self
+    }
+    /// Default per-message TTL. Default none.
+    pub fn message_ttl(mut self, ttl: Option<Duration>) -> Self {
+        self.config.outbox.default_ttl = ttl;
+        self
+    }
+    /// Close-code / HTTP-status policy. Default [`ClosePolicy::default`].
+    pub fn close_policy(mut self, policy: ClosePolicy) -> Self {
+        self.config.close_policy = policy;
+        self
+    }
+    /// Ask the driver's token provider before every attempt and place the token here.
+    /// Default: no token provider.
+    pub fn token(mut self, placement: TokenPlacement) -> Self {
+        self.config.token = Some(placement);
+        self
+    }
+    /// Time allowed for token fetch + handshake. Default 10 s.
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
+        self.config.connect_timeout = d;
+        self
+    }
+    /// Time allowed for the close handshake before the transport is dropped. Default 2 s.
+    pub fn close_timeout(mut self, d: Duration) -> Self {
+        self.config.close_timeout = d;
+        self
+    }
+    /// Largest message in either direction. Default 1 MiB.
+    pub fn max_message_bytes(mut self, n: usize) -> Self {
+        self.config.max_message_bytes = n;
+        self
+    }
+    /// Default request timeout. Default 10 s.
+    pub fn request_timeout(mut self, d: Duration) -> Self {
+        self.config.request_timeout = d;
+        self
+    }
+    /// Whether requests already sent fail at once (`ConnectionLost`) when the connection
+    /// drops, rather than being re-sent after the reconnect. Default `true`.
+    pub fn fail_requests_on_disconnect(mut self, fail: bool) -> Self {
+        self.config.fail_requests_on_disconnect = fail;
+        self
+    }
+    /// Stable identity for presence, sent in `hello` (Tether mode). Default: random per engine.
+    pub fn client_id(mut self, id: impl Into<String>) -> Self {
+        self.config.client_id = Some(id.into());
+        self
+    }
+    /// Fixes the PRNG seed (tests, reproducing a run). Default: the driver's entropy.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.config.seed = Some(seed);
+        self
+    }
+    /// Declares whether the driver can send WebSocket ping frames (browsers cannot).
+    /// Used to resolve [`HeartbeatMode::Auto`]. Default `true`; the wasm driver sets `false`.
+    pub fn driver_can_send_ping_frames(mut self, can: bool) -> Self {
+        self.config.can_send_ping_frames = can;
+        self
+    }
+
+    /// Validates every field and returns the config, or the first invalid field.
+    pub fn build(self) -> Result<Config, ConfigError> {
+        let mut c = self.config;
+        c.transport = transport_for_url(&c.url)?;
+        validate_backoff(&c.backoff)?;
+        validate_heartbeat(&c)?;
+        if c.outbox.max_messages == 0 {
+            return Err(ConfigError::new("outbox.max_messages", "must be at least 1"));
+        }
+        if c.outbox.max_bytes == 0 {
+            return Err(ConfigError::new("outbox.max_bytes", "must be at least 1"));
+        }
+        if c.outbox.default_ttl == Some(Duration::ZERO) {
+            return Err(ConfigError::new("outbox.default_ttl", "must be positive"));
+        }
+        if c.max_message_bytes == 0 {
+            return Err(ConfigError::new("max_message_bytes", "must be at least 1"));
+        }
+        positive("connect_timeout", c.connect_timeout)?;
+        positive("close_timeout", c.close_timeout)?;
+        positive("request_timeout", c.request_timeout)?;
+        if c.token == Some(TokenPlacement::FirstMessage) && c.protocol != Protocol::Tether {
+            return Err(ConfigError::new(
+                "token",
+                "FirstMessage placement needs Protocol::Tether (a raw server would not know it)",
+            ));
+        }
+        if let Some(TokenPlacement::Header { name, .. }) = &c.token {
+            if name.is_empty() {
+                return Err(ConfigError::new("token", "header name is empty"));
+            }
+        }
+        for (name, _) in &c.headers {
+            if name.is_empty() || name.contains([':', '\r', '\n']) {
+                return Err(ConfigError::new("header", format!("invalid header name {name:?}")));
+            }
+        }
+        if let Some(id) = &c.client_id {
+            if id.is_empty() || id.len() > 128 {
+                return Err(ConfigError::new("client_id", "must be 1 to 128 bytes"));
+            }
+        }
+        c.close_policy.validate()?;
+        Ok(c)
+    }
+}
+
+fn transport_for_url(url: &str) -> Result<TransportKind, ConfigError> {
+    let lower = url.get(..8).unwrap_or(url).to_ascii_lowercase();
+    let (kind, rest) = if lower.starts_with("ws://") {
+        (TransportKind::WebSocket, &url[5..])
+    } else if lower.starts_with("wss://") {
+        (TransportKind::WebSocket, &url[6..])
+    } else if lower.starts_with("http://") {
+        (TransportKind::Sse, &url[7..])
+    } else if lower.starts_with("https://") {
+        (TransportKind::Sse, &url[8..])
+    } else {
+        return Err(ConfigError::new(
+            "url",
+            format!("{url:?} must start with ws://, wss://, http:// or https://"),
+        ));
+    };
+    let host_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    if rest[..host_end].is_empty() {
+        return Err(ConfigError::new("url", format!("{url:?} has no host")));
+    }
+    if url.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
+        return Err(ConfigError::new("url", format!("{url:?} contains whitespace")));
+    }
+    Ok(kind)
+}
+
+fn validate_backoff(b: &BackoffConfig) -> Result<(), ConfigError> {
+    positive("backoff.initial", b.initial)?;
+    if b.max < b.initial {
+        return Err(ConfigError::new("backoff.max", "must be at least backoff.initial"));
+    }
+    if !b.factor.is_finite() || b.factor < 1.0 {
+        return Err(ConfigError::new("backoff.factor", "must be a finite number >= 1.0"));
+    }
+    if b.max_attempts == Some(0) {
+        return Err(ConfigError::new(
+            "backoff.max_attempts",
+            "must be at least 1 (use None for unlimited)",
+        ));
+    }
+    Ok(())
+}
+
+fn validate_heartbeat(c: &Config) -> Result<(), ConfigError> {
+    let h = &c.heartbeat;
+    let mode = c.effective_heartbeat_mode();
+    if mode == HeartbeatMode::Off {
+        return Ok(());
+    }
+    positive("heartbeat.interval", h.interval)?;
+    positive("heartbeat.probe_timeout", h.probe_timeout)?;
+    if h.max_missed == 0 {
+        return Err(ConfigError::new("heartbeat.max_missed", "must be at least 1"));
+    }
+    if h.pong_timeout == Some(Duration::ZERO) {
+        return Err(ConfigError::new("heartbeat.pong_timeout", "must be positive"));
+    }
+    match (mode, c.transport) {
+        (HeartbeatMode::PingFrame | HeartbeatMode::AppMessage, TransportKind::Sse) => Err(
+            ConfigError::new("heartbeat.mode", "SSE is receive-only: use ServerDriven or Off"),
+        ),
+        (HeartbeatMode::PingFrame, _) if !c.can_send_ping_frames => Err(ConfigError::new(
+            "heartbeat.mode",
+            "this driver cannot send ping frames: use AppMessage",
+        )),
+        (HeartbeatMode::AppMessage, _) if c.protocol == Protocol::Raw && h.raw_ping.is_empty() => {
+            Err(ConfigError::new("heartbeat.raw_ping", "must not be empty"))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn positive(field: &'static str, d: Duration) -> Result<(), ConfigError> {
+    if d.is_zero() {
+        Err(ConfigError::new(field, "must be positive"))
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_scheme_selects_transport() {
+        let ws = Config::builder("ws://127.0.0.1:9000/ws").build().unwrap();
+        assert_eq!(ws.transport(), TransportKind::WebSocket);
+        let sse = Config::builder("HTTPS://example.com/sse").build().unwrap();
+        assert_eq!(sse.transport(), TransportKind::Sse);
+        assert_eq!(sse.effective_heartbeat_mode(), HeartbeatMode::ServerDriven);
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        let cases: Vec<(ConfigBuilder, &str)> = vec![
+            (Config::builder("example.com"), "url"),
+            (Config::builder("ws://"), "url"),
+            (Config::builder("ws://a b"), "url"),
+            (Config::builder("ws://h").backoff_initial(Duration::ZERO), "backoff.initial"),
+            (
+                Config::builder("ws://h")
+                    .backoff_initial(Duration::from_secs(5))
+                    .backoff_max(Duration::from_secs(1)),
+                "backoff.max",
+            ),
+            (Config::builder("ws://h").backoff_factor(f64::NAN), "backoff.factor"),
+            (Config::builder("ws://h").max_attempts(Some(0)), "backoff.max_attempts"),
+            (Config::builder("ws://h").max_missed_pongs(0), "heartbeat.max_missed"),
+            (Config::builder("ws://h").outbox_max_messages(0), "outbox.max_messages"),
+            (Config::builder("ws://h").max_message_bytes(0), "max_message_bytes"),
+            (
+                Config::builder("http://h").heartbeat_mode(HeartbeatMode::PingFrame),
+                "heartbeat.mode",
+            ),
+            (Config::builder("ws://h").token(TokenPlacement::FirstMessage), "token"),
+            (Config::builder("ws://h").header("Bad:Name", "v"), "header"),
+        ];
+        for (builder, field) in cases {
+            let err = builder.build().unwrap_err();
+            assert_eq!(err.field, field, "{err}");
+        }
+    }
+
+    #[test]
+    fn auto_heartbeat_follows_driver_capability() {
+        let browser_raw = Config::builder("ws://h")
+            .driver_can_send_ping_frames(false)
+            .build()
+            .unwrap();
+        assert_eq!(browser_raw.effective_heartbeat_mode(), HeartbeatMode::ServerDriven);
+        let browser_tether = Config::builder("ws://h")
+            .protocol(Protocol::Tether)
+            .driver_can_send_ping_frames(false)
+            .build()
+            .unwrap();
+        assert_eq!(browser_tether.effective_heartbeat_mode(), HeartbeatMode::AppMessage);
+    }
+}

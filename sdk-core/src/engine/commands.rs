@@ -1,0 +1,457 @@
+//! The app's commands.
+
+use super::{Drain, Engine};
+use crate::action::{Action, Frame};
+use crate::channels::MAX_CHANNEL_LEN;
+use crate::config::{Protocol, TransportKind};
+use crate::errors::{CloseError, SendError, SubscribeError};
+use crate::event::{CloseReason, DropReason, Event, MessageId, Payload, RequestId, State};
+use crate::outbox::{Awaiting, Entry, PushError};
+use crate::protocol::ClientMessage;
+use crate::requests::Requests;
+use crate::time::Instant;
+use serde_json::Value;
+use std::time::Duration;
+
+/// Per-message options for [`Engine::send_with`] and [`Engine::publish`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SendOptions {
+    /// Keep the message until the server acknowledges it, and re-send it after a reconnect
+    /// (at-least-once; the server deduplicates by id). `None` means the protocol's default:
+    /// acknowledged in Tether mode, not available in raw mode.
+    pub ack: Option<bool>,
+    /// Drop the message (reason `Expired`) if it cannot be sent within this time.
+    /// `None` uses the configured default TTL.
+    pub ttl: Option<Duration>,
+}
+
+impl SendOptions {
+    /// Options with acknowledgement explicitly on.
+    pub fn acked() -> Self {
+        SendOptions {
+            ack: Some(true),
+            ttl: None,
+        }
+    }
+
+    /// Options with acknowledgement explicitly off (fire and forget).
+    pub fn unacked() -> Self {
+        SendOptions {
+            ack: Some(false),
+            ttl: None,
+        }
+    }
+
+    /// Sets the TTL.
+    pub fn with_ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+}
+
+impl Engine {
+    /// Starts connecting: from `Idle` or `Closed` (a fresh start, backoff reset), or from
+    /// `Waiting` (skips the remaining wait). Ignored while `Connecting`, `Open` or `Closing`.
+    pub fn connect(&mut self, now: Instant) {
+        let now = self.observe(now);
+        match self.state {
+            State::Idle | State::Closed { .. } => {
+                self.backoff.reset();
+                self.auth = Default::default();
+                self.start_attempt(now);
+            }
+            State::Waiting { .. } => self.start_attempt(now),
+            State::Connecting { .. } | State::Open | State::Closing => {}
+        }
+    }
+
+    /// Sends a message with default options: raw mode writes the frame as is; Tether mode wraps
+    /// it in a channel-less `publish` (acknowledged). See [`Engine::send_with`].
+    pub fn send(&mut self, now: Instant, payload: impl Into<Payload>) -> Result<MessageId, SendError> {
+        self.send_with(now, payload, SendOptions::default())
+    }
+
+    /// Sends a message. It is queued if not connected (or if the transport pushes back) and
+    /// written in order. Errors mean it was not accepted; once accepted it is eventually
+    /// written (or acknowledged), or reported in an [`Event::Dropped`] — never lost silently.
+    ///
+    /// Raw mode: `Payload::Text`/`Binary` are written as frames, `Payload::Json` as text.
+    /// Tether mode: text becomes a JSON string payload; binary is refused.
+    pub fn send_with(
+        &mut self,
+        now: Instant,
+        payload: impl Into<Payload>,
+        options: SendOptions,
+    ) -> Result<MessageId, SendError> {
+        let payload = payload.into();
+        match self.config.protocol {
+            Protocol::Raw => {
+                if options.ack == Some(true) {
+                    return Err(SendError::NeedsTetherProtocol("acknowledged sends"));
+                }
+                let frame = match payload {
+                    Payload::Text(t) => Frame::Text(t),
+                    Payload::Binary(b) => Frame::Binary(b),
+                    Payload::Json(v) => Frame::Text(v.to_string()),
+                };
+                self.accept(now, frame, Awaiting::Nothing, options.ttl)
+            }
+            Protocol::Tether => self.publish_inner(now, None, payload, options),
+        }
+    }
+
+    /// Publishes `payload` to `channel` (Tether mode). Acknowledged unless
+    /// `options.ack == Some(false)`. Subscribing is not required to publish.
+    pub fn publish(
+        &mut self,
+        now: Instant,
+        channel: &str,
+        payload: impl Into<Payload>,
+        options: SendOptions,
+    ) -> Result<MessageId, SendError> {
+        if self.config.protocol != Protocol::Tether {
+            return Err(SendError::NeedsTetherProtocol("publish"));
+        }
+        validate_channel(channel).map_err(SendError::InvalidChannel)?;
+        self.publish_inner(now, Some(channel), payload.into(), options)
+    }
+
+    fn publish_inner(
+        &mut self,
+        now: Instant,
+        channel: Option<&str>,
+        payload: Payload,
+        options: SendOptions,
+    ) -> Result<MessageId, SendError> {
+        let value = json_payload(payload)?;
+        let ack = options.ack.unwrap_or(true);
+        let seq = self.next_message + 1;
+        let wire_id = format!("{}{seq}", self.wire_prefix);
+        let frame = Frame::Text(
+            ClientMessage::Publish {
+                id: wire_id.clone(),
+                channel: channel.map(str::to_owned),
+                payload: value,
+                ack,
+            }
+            .encode(),
+        );
+        let awaiting = if ack {
+            Awaiting::Ack(wire_id)
+        } else {
+            Awaiting::Nothing
+        };
+        self.accept(now, frame, awaiting, options.ttl)
+    }
+
+    /// Sends a request (Tether mode) and expects one reply within `timeout` (default: the
+    /// configured request timeout). The outcome is an [`Event::Replied`] or an
+    /// [`Event::RequestFailed`].
+    pub fn request(
+        &mut self,
+        now: Instant,
+        payload: impl Into<Payload>,
+        timeout: Option<Duration>,
+    ) -> Result<RequestId, SendError> {
+        if self.config.protocol != Protocol::Tether {
+            return Err(SendError::NeedsTetherProtocol("requests"));
+        }
+        let now = self.observe(now);
+        self.check_accepting()?;
+        let value = json_payload(payload.into())?;
+        self.next_request += 1;
+        self.next_message += 1;
+        let id = RequestId(self.next_request);
+        let frame = Frame::Text(
+            ClientMessage::Request {
+                id: Requests::wire_id(id),
+                channel: None,
+                payload: value,
+            }
+            .encode(),
+        );
+        self.check_size(&frame)?;
+        let entry = Entry {
+            id: MessageId(self.next_message),
+            frame,
+            expires_at: None,
+            awaiting: Awaiting::Reply(id),
+            written: false,
+        };
+        self.push_entry(entry)?;
+        let timeout = timeout.unwrap_or(self.config.request_timeout);
+        self.requests.insert(id, now + timeout);
+        self.flush(now);
+        Ok(id)
+    }
+
+    /// Subscribes to `channel` (Tether mode). The subscription is renewed on every open with
+    /// the last seen offset, so missed messages are replayed and duplicates dropped.
+    /// Subscribing twice is a no-op.
+    pub fn subscribe(&mut self, now: Instant, channel: &str) -> Result<(), SubscribeError> {
+        self.check_channel_command(channel)?;
+        let _ = self.observe(now);
+        if self.channels.add(channel) && self.state.is_open() && self.can_write_frames() {
+            let msg = self.channels.subscribe_message(channel);
+            self.send_control(&msg);
+        }
+        Ok(())
+    }
+
+    /// Unsubscribes from `channel`; forgets its offset and presence. Unknown channels are a
+    /// no-op.
+    pub fn unsubscribe(&mut self, now: Instant, channel: &str) -> Result<(), SubscribeError> {
+        self.check_channel_command(channel)?;
+        let _ = self.observe(now);
+        if self.channels.remove(channel) {
+            if self.state.is_open() && self.can_write_frames() {
+                self.send_control(&ClientMessage::Unsubscribe {
+                    channel: channel.to_owned(),
+                });
+            }
+            self.events.push_back(Event::Unsubscribed {
+                channel: channel.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    fn check_channel_command(&self, channel: &str) -> Result<(), SubscribeError> {
+        if self.config.protocol != Protocol::Tether {
+            return Err(SubscribeError::NeedsTetherProtocol);
+        }
+        if self.state.is_closed() {
+            return Err(SubscribeError::Closed);
+        }
+        validate_channel(channel).map_err(SubscribeError::InvalidChannel)
+    }
+
+    /// Closes the connection with `code` (1000 or 3000–4999) and stops reconnecting. Pending
+    /// messages and requests are reported as dropped / failed with reason `Closed`. Closing an
+    /// already closed engine is a no-op.
+    pub fn close(&mut self, now: Instant, code: u16, reason: &str) -> Result<(), CloseError> {
+        if code != 1000 && !(3000..=4999).contains(&code) {
+            return Err(CloseError::InvalidCode(code));
+        }
+        let now = self.observe(now);
+        self.close_now(now, code, reason);
+        Ok(())
+    }
+
+    pub(super) fn close_now(&mut self, now: Instant, code: u16, reason: &str) {
+        match self.state {
+            State::Closed { .. } | State::Closing => {}
+            State::Open => {
+                self.drop_everything_pending();
+                self.begin_close(now, code, reason);
+            }
+            _ => self.finish_closed(CloseReason::App { code }),
+        }
+    }
+
+    /// Closes once everything pending is written and acknowledged (reconnecting if needed), or
+    /// at `timeout` at the latest, when what is left is dropped with reason `Closed`. New
+    /// messages are refused with [`SendError::Closing`] meanwhile.
+    pub fn close_after_drain(&mut self, now: Instant, timeout: Duration) {
+        let now = self.observe(now);
+        if self.state.is_closed() || self.state == State::Closing {
+            return;
+        }
+        self.drain = Some(Drain {
+            deadline: now + timeout,
+        });
+        if self.state == State::Idle && !self.outbox.is_empty() {
+            self.start_attempt(now);
+        }
+        self.check_drain(now);
+    }
+
+    /// Tells the engine the device's network went `online` or offline. Coming online while
+    /// waiting reconnects at once; any change while open sends a probe ping with a short
+    /// deadline, so a socket that died with the old network is found in seconds without
+    /// killing a healthy one.
+    pub fn network_changed(&mut self, now: Instant, online: bool) {
+        let now = self.observe(now);
+        let was_online = std::mem::replace(&mut self.online, online);
+        match self.state {
+            State::Waiting { .. } if online => self.start_attempt(now),
+            State::Open if online != was_online || online => self.probe(now),
+            _ => {}
+        }
+    }
+
+    /// Tells the engine the app moved to the foreground (`true`) or background. Returning to
+    /// the foreground reconnects at once if waiting, and probes an open connection.
+    pub fn set_foreground(&mut self, now: Instant, foreground: bool) {
+        let now = self.observe(now);
+        let was = std::mem::replace(&mut self.foreground, foreground);
+        if !foreground || was {
+            return;
+        }
+        match self.state {
+            State::Waiting { .. } => self.start_attempt(now),
+            State::Open => self.probe(now),
+            _ => {}
+        }
+    }
+
+    /// Whether the app last said the network is online.
+    pub fn is_online(&self) -> bool {
+        self.online
+    }
+
+    /// Whether the app last said it is in the foreground.
+    pub fn is_foreground(&self) -> bool {
+        self.foreground
+    }
+
+    // ---- shared with inputs ---------------------------------------------------------------
+
+    fn check_accepting(&self) -> Result<(), SendError> {
+        if self.state.is_closed() {
+            return Err(SendError::Closed);
+        }
+        if self.drain.is_some() || self.state == State::Closing {
+            return Err(SendError::Closing);
+        }
+        Ok(())
+    }
+
+    fn check_size(&self, frame: &Frame) -> Result<(), SendError> {
+        let max = self.config.max_message_bytes;
+        if frame.len() > max {
+            return Err(SendError::TooLarge {
+                size: frame.len(),
+                max,
+            });
+        }
+        Ok(())
+    }
+
+    /// Puts an app message in the outbox and writes what can be written.
+    fn accept(
+        &mut self,
+        now: Instant,
+        frame: Frame,
+        awaiting: Awaiting,
+        ttl: Option<Duration>,
+    ) -> Result<MessageId, SendError> {
+        let now = self.observe(now);
+        self.check_accepting()?;
+        self.check_size(&frame)?;
+        self.next_message += 1;
+        let id = MessageId(self.next_message);
+        let ttl = ttl.or(self.config.outbox.default_ttl);
+        self.push_entry(Entry {
+            id,
+            frame,
+            expires_at: ttl.map(|t| now + t),
+            awaiting,
+            written: false,
+        })?;
+        self.stats.messages_accepted += 1;
+        self.flush(now);
+        Ok(id)
+    }
+
+    fn push_entry(&mut self, entry: Entry) -> Result<(), SendError> {
+        match self.outbox.push(entry) {
+            Ok(dropped) => {
+                self.report_removed(dropped, DropReason::Overflow);
+                Ok(())
+            }
+            Err(PushError::TooLarge { size, max }) => Err(SendError::TooLarge { size, max }),
+            Err(PushError::Full) => Err(SendError::OutboxFull),
+        }
+    }
+
+    /// Writes queued messages while the transport takes them.
+    pub(super) fn flush(&mut self, now: Instant) {
+        let expired = self.outbox.expire(now);
+        self.report_removed(expired, DropReason::Expired);
+        if !self.state.is_open() || !self.conn.writable || !self.can_write_frames() {
+            return;
+        }
+        let Some(transport) = self.conn.transport else {
+            return;
+        };
+        while let Some(out) = self.outbox.next_to_send() {
+            if out.resend {
+                self.stats.resent += 1;
+            }
+            if !out.awaits {
+                self.stats.messages_settled += 1;
+            }
+            self.stats.frames_sent += 1;
+            self.stats.bytes_sent += out.frame.len() as u64;
+            self.actions.push_back(Action::Send {
+                transport,
+                frame: out.frame,
+            });
+        }
+    }
+
+    /// Whether frames can be written on this transport kind at all (SSE is receive-only).
+    pub(super) fn can_write_frames(&self) -> bool {
+        self.config.transport == TransportKind::WebSocket
+    }
+
+    /// Writes a protocol control message (hello, subscribe, pong…) ahead of the outbox.
+    pub(super) fn send_control(&mut self, msg: &ClientMessage) {
+        let Some(transport) = self.conn.transport else {
+            return;
+        };
+        let frame = Frame::Text(msg.encode());
+        self.stats.frames_sent += 1;
+        self.stats.bytes_sent += frame.len() as u64;
+        self.actions.push_back(Action::Send { transport, frame });
+    }
+}
+
+fn json_payload(payload: Payload) -> Result<Value, SendError> {
+    match payload {
+        Payload::Json(v) => Ok(v),
+        Payload::Text(t) => Ok(Value::String(t)),
+        Payload::Binary(_) => Err(SendError::BinaryInTetherMode),
+    }
+}
+
+fn validate_channel(channel: &str) -> Result<(), String> {
+    if channel.is_empty() {
+        return Err("empty".to_owned());
+    }
+    if channel.len() > MAX_CHANNEL_LEN {
+        return Err(format!(
+            "{} bytes, at most {MAX_CHANNEL_LEN} allowed",
+            channel.len()
+        ));
+    }
+    if channel.chars().any(char::is_control) {
+        return Err("contains control characters".to_owned());
+    }
+    Ok(())
+}
+
+impl From<String> for Payload {
+    fn from(text: String) -> Self {
+        Payload::Text(text)
+    }
+}
+
+impl From<&str> for Payload {
+    fn from(text: &str) -> Self {
+        Payload::Text(text.to_owned())
+    }
+}
+
+impl From<Vec<u8>> for Payload {
+    fn from(bytes: Vec<u8>) -> Self {
+        Payload::Binary(bytes)
+    }
+}
+
+impl From<Value> for Payload {
+    fn from(value: Value) -> Self {
+        Payload::Json(value)
+    }
+}

@@ -1,0 +1,124 @@
+//! What each decoded server message (Tether mode) does to the engine.
+
+use super::Engine;
+use crate::channels::Admission;
+use crate::event::{DropReason, EngineError, Event, Payload, RequestFailure};
+use crate::protocol::{ClientMessage, ServerMessage};
+use crate::requests::Requests;
+use crate::time::Instant;
+
+impl Engine {
+    pub(super) fn handle_server_message(&mut self, now: Instant, msg: ServerMessage) {
+        match msg {
+            ServerMessage::Message {
+                channel,
+                offset,
+                payload,
+                ..
+            } => {
+                if let Some(name) = channel.as_deref() {
+                    if self.channels.admit(name, offset) == Admission::Duplicate {
+                        self.stats.duplicates_dropped += 1;
+                        return;
+                    }
+                }
+                self.deliver(channel, offset, Payload::Json(payload));
+            }
+            ServerMessage::Ack { id, offset } => {
+                // Unknown ids are normal under at-least-once: a resent message is acked twice.
+                if let Some(message) = self.outbox.acknowledge(&id) {
+                    self.stats.messages_settled += 1;
+                    self.events.push_back(Event::Acked {
+                        id: message,
+                        offset,
+                    });
+                    self.check_drain(now);
+                }
+            }
+            ServerMessage::Reply { id, payload } => {
+                let Some(request) = Requests::parse_wire_id(&id) else {
+                    self.emit_error(EngineError::UnexpectedFrame(format!(
+                        "reply with unknown id {id:?}"
+                    )));
+                    return;
+                };
+                if self.requests.complete(request) {
+                    self.outbox.remove_request(request);
+                    self.events.push_back(Event::Replied {
+                        id: request,
+                        payload,
+                    });
+                    self.check_drain(now);
+                }
+            }
+            ServerMessage::Subscribed {
+                channel,
+                offset,
+                epoch,
+                recovered,
+            } => {
+                if self.channels.contains(&channel) {
+                    self.channels.on_subscribed(&channel, offset, epoch, recovered);
+                    self.events.push_back(Event::Subscribed {
+                        channel,
+                        offset,
+                        recovered,
+                    });
+                }
+            }
+            ServerMessage::Unsubscribed { channel } => {
+                if self.channels.remove(&channel) {
+                    self.events.push_back(Event::Unsubscribed { channel });
+                }
+            }
+            ServerMessage::Presence { channel, change } => {
+                if let Some(event) = self.channels.apply_presence(&channel, change) {
+                    self.events.push_back(event);
+                }
+            }
+            ServerMessage::Error { code, message, id } => {
+                self.handle_server_error(now, code, message, id)
+            }
+            ServerMessage::Ping { id } => self.send_control(&ClientMessage::Pong { id }),
+            ServerMessage::Pong { id } => {
+                let seq = id.as_deref().and_then(|s| s.parse().ok());
+                self.record_pong(now, seq);
+            }
+        }
+    }
+
+    /// A server `error`: if it names one of our messages or requests, that one fails with the
+    /// server's code; otherwise it is surfaced as an error event.
+    fn handle_server_error(
+        &mut self,
+        now: Instant,
+        code: String,
+        message: String,
+        id: Option<String>,
+    ) {
+        if let Some(wire) = id.as_deref() {
+            if let Some(request) = Requests::parse_wire_id(wire) {
+                if self.requests.complete(request) {
+                    self.outbox.remove_request(request);
+                    self.events.push_back(Event::RequestFailed {
+                        id: request,
+                        reason: RequestFailure::Rejected { code, message },
+                    });
+                    self.check_drain(now);
+                    return;
+                }
+            }
+            if let Some(msg_id) = self.outbox.id_for_wire(wire) {
+                self.outbox.remove_message(msg_id);
+                self.report_removed(
+                    vec![(msg_id, crate::outbox::Awaiting::Nothing)],
+                    DropReason::Rejected { code: code.clone() },
+                );
+                self.emit_error(EngineError::Server { code, message });
+                self.check_drain(now);
+                return;
+            }
+        }
+        self.emit_error(EngineError::Server { code, message });
+    }
+}

@@ -1,0 +1,336 @@
+//! What the driver reports: token results, transport events, and `handle_timeout`.
+//!
+//! Every input names its transport; inputs about a transport the engine has abandoned are
+//! counted in `Stats::stale_inputs` and otherwise ignored. Inputs in a state where they make no
+//! sense are ignored the same way, so every input is total.
+
+use super::Engine;
+use crate::action::{Action, Frame, TransportId};
+use crate::close_policy::Verdict;
+use crate::config::{HeartbeatMode, Protocol};
+use crate::errors::{SseEvent, TransportFailure};
+use crate::event::{
+    CloseReason, DisconnectCause, EngineError, Event, InboundMessage, Payload, State,
+};
+use crate::heartbeat::Beat;
+use crate::protocol::{ClientMessage, ServerMessage};
+use crate::time::Instant;
+
+/// Close code the engine uses when it abandons a transport itself (heartbeat or connect
+/// timeout): 1001 "going away".
+const ABANDON_CODE: u16 = 1001;
+
+impl Engine {
+    /// The token provider answered for `attempt` (from [`Action::FetchToken`]).
+    pub fn token_ready(&mut self, now: Instant, attempt: u32, token: String) {
+        let _ = self.observe(now);
+        if self.state != (State::Connecting { attempt }) || !self.conn.awaiting_token {
+            self.stats.stale_inputs += 1;
+            return;
+        }
+        self.conn.awaiting_token = false;
+        self.open_transport(attempt, Some(token));
+    }
+
+    /// The token provider failed for `attempt`: the attempt fails and is retried with backoff.
+    pub fn token_failed(&mut self, now: Instant, attempt: u32, message: &str) {
+        let now = self.observe(now);
+        if self.state != (State::Connecting { attempt }) || !self.conn.awaiting_token {
+            self.stats.stale_inputs += 1;
+            return;
+        }
+        self.emit_error(EngineError::Token(message.to_owned()));
+        let cause = DisconnectCause::TokenUnavailable {
+            message: message.to_owned(),
+        };
+        self.connection_lost(now, cause, Verdict::RETRY, None);
+    }
+
+    /// The transport from [`Action::Open`] completed its handshake.
+    pub fn transport_opened(&mut self, now: Instant, transport: TransportId) {
+        let now = self.observe(now);
+        if !self.is_current(transport) || !matches!(self.state, State::Connecting { .. }) {
+            return;
+        }
+        self.on_opened(now);
+    }
+
+    /// A frame arrived. Frames larger than `max_message_bytes` are discarded with an error
+    /// event; in Tether mode frames are decoded and undecodable ones reported and discarded.
+    pub fn frame_received(&mut self, now: Instant, transport: TransportId, frame: Frame) {
+        let now = self.observe(now);
+        if !self.is_current(transport) || !self.receives_frames() {
+            return;
+        }
+        self.stats.frames_received += 1;
+        self.stats.bytes_received += frame.len() as u64;
+        self.heartbeat.activity(now);
+        if frame.len() > self.config.max_message_bytes {
+            self.emit_error(EngineError::FrameTooLarge {
+                size: frame.len(),
+                max: self.config.max_message_bytes,
+            });
+            return;
+        }
+        match (self.config.protocol, frame) {
+            (Protocol::Raw, Frame::Text(text))
+                if self.heartbeat_mode == HeartbeatMode::AppMessage
+                    && text == self.config.heartbeat.raw_pong =>
+            {
+                self.record_pong(now, None);
+            }
+            (Protocol::Raw, frame) => self.deliver(None, None, Payload::from(frame)),
+            (Protocol::Tether, Frame::Text(text)) => match ServerMessage::decode(&text) {
+                Ok(msg) => self.handle_server_message(now, msg),
+                Err(err) => self.emit_error(EngineError::Decode(err)),
+            },
+            (Protocol::Tether, Frame::Binary(bytes)) => self.emit_error(
+                EngineError::UnexpectedFrame(format!(
+                    "binary frame of {} bytes in Tether protocol mode",
+                    bytes.len()
+                )),
+            ),
+        }
+    }
+
+    /// A Server-Sent Event arrived on an SSE transport. Its `retry:` becomes the minimum
+    /// reconnect delay, its `id:` the `Last-Event-ID` for the next attempt, and its data is
+    /// handled like a frame (decoded as a protocol message in Tether mode).
+    pub fn sse_event_received(&mut self, now: Instant, transport: TransportId, event: SseEvent) {
+        let now = self.observe(now);
+        if !self.is_current(transport) || !self.receives_frames() {
+            return;
+        }
+        if let Some(retry) = event.retry {
+            self.sse_retry = Some(retry.min(self.config.close_policy.max_server_delay));
+        }
+        if let Some(id) = &event.id {
+            // Per the SSE spec an empty id resets the last event id.
+            self.last_event_id = (!id.is_empty()).then(|| id.clone());
+        }
+        if event.data.is_empty() {
+            self.heartbeat.activity(now);
+            return;
+        }
+        match self.config.protocol {
+            Protocol::Tether => self.frame_received(now, transport, Frame::Text(event.data)),
+            _ => {
+                self.stats.frames_received += 1;
+                self.stats.bytes_received += event.data.len() as u64;
+                self.heartbeat.activity(now);
+                if event.data.len() > self.config.max_message_bytes {
+                    self.emit_error(EngineError::FrameTooLarge {
+                        size: event.data.len(),
+                        max: self.config.max_message_bytes,
+                    });
+                    return;
+                }
+                let offset = event.id.as_deref().and_then(|id| id.parse().ok());
+                self.deliver(None, offset, Payload::Text(event.data));
+            }
+        }
+    }
+
+    /// A WebSocket pong control frame arrived with `payload`.
+    pub fn pong_received(&mut self, now: Instant, transport: TransportId, payload: &[u8]) {
+        let now = self.observe(now);
+        if !self.is_current(transport) || !self.receives_frames() {
+            return;
+        }
+        self.heartbeat.activity(now);
+        let seq = <[u8; 8]>::try_from(payload).ok().map(u64::from_be_bytes);
+        self.record_pong(now, seq);
+    }
+
+    /// A WebSocket ping control frame arrived (the driver's WebSocket library answers it);
+    /// counts as a sign of life, which server-driven heartbeats rely on.
+    pub fn ping_received(&mut self, now: Instant, transport: TransportId) {
+        let now = self.observe(now);
+        if !self.is_current(transport) || !self.receives_frames() {
+            return;
+        }
+        self.heartbeat.activity(now);
+    }
+
+    /// Backpressure: whether the transport can take more frames now. While `false`, messages
+    /// wait in the (bounded) outbox instead of piling up in the driver.
+    pub fn transport_writable(&mut self, now: Instant, transport: TransportId, writable: bool) {
+        let now = self.observe(now);
+        if !self.is_current(transport) {
+            return;
+        }
+        let was = std::mem::replace(&mut self.conn.writable, writable);
+        if writable && !was {
+            self.flush(now);
+        }
+    }
+
+    /// The transport closed, with the close frame's code and reason if there was one
+    /// (`None` for an abrupt end). The close policy decides whether and when to reconnect.
+    pub fn transport_closed(
+        &mut self,
+        now: Instant,
+        transport: TransportId,
+        code: Option<u16>,
+        reason: &str,
+    ) {
+        let now = self.observe(now);
+        if !self.is_current(transport) {
+            return;
+        }
+        if let Some(app_code) = self.conn.closing {
+            self.finish_closed(CloseReason::App { code: app_code });
+            return;
+        }
+        let verdict = self.config.close_policy.classify_close(code, reason);
+        let cause = DisconnectCause::Closed {
+            code,
+            reason: reason.to_owned(),
+        };
+        self.connection_lost(now, cause, verdict, None);
+    }
+
+    /// The transport failed (during the handshake or later).
+    pub fn transport_failed(
+        &mut self,
+        now: Instant,
+        transport: TransportId,
+        failure: TransportFailure,
+    ) {
+        let now = self.observe(now);
+        if !self.is_current(transport) {
+            return;
+        }
+        if let Some(app_code) = self.conn.closing {
+            self.finish_closed(CloseReason::App { code: app_code });
+            return;
+        }
+        self.emit_error(EngineError::Transport(failure.to_string()));
+        let (cause, verdict) = match failure {
+            TransportFailure::Http {
+                status,
+                retry_after,
+            } => (
+                DisconnectCause::Http { status },
+                self.config.close_policy.classify_http(status, retry_after),
+            ),
+            TransportFailure::Io(message) => (DisconnectCause::Failed { message }, Verdict::RETRY),
+        };
+        self.connection_lost(now, cause, verdict, None);
+    }
+
+    /// Fires every deadline at or before `now`. Spurious or repeated calls are no-ops.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let now = self.observe(now);
+        if self.timers.close.is_some_and(|t| t <= now) {
+            let code = self.conn.closing.unwrap_or(1000);
+            self.finish_closed(CloseReason::App { code });
+            return;
+        }
+        if self.drain.is_some_and(|d| d.deadline <= now) {
+            self.drain = None;
+            self.close_now(now, 1000, "drain timeout");
+            return;
+        }
+        if self.timers.connect.is_some_and(|t| t <= now) {
+            self.connection_lost(
+                now,
+                DisconnectCause::ConnectTimeout,
+                Verdict::RETRY,
+                Some(ABANDON_CODE),
+            );
+            return;
+        }
+        if self.timers.retry.is_some_and(|t| t <= now) {
+            self.start_attempt(now);
+            return;
+        }
+        if self.timers.min_uptime.is_some_and(|t| t <= now) {
+            self.on_stable();
+        }
+        self.fire_request_timeouts(now);
+        self.flush(now);
+        self.run_heartbeat(now);
+    }
+
+    fn fire_request_timeouts(&mut self, now: Instant) {
+        for request in self.requests.take_expired(now) {
+            self.outbox.remove_request(request);
+            self.events.push_back(Event::RequestFailed {
+                id: request,
+                reason: crate::event::RequestFailure::TimedOut,
+            });
+        }
+    }
+
+    fn run_heartbeat(&mut self, now: Instant) {
+        while let Some(beat) = self.heartbeat.tick(now) {
+            match beat {
+                Beat::SendPing { seq } => self.send_ping(seq),
+                Beat::Dead => {
+                    self.connection_lost(
+                        now,
+                        DisconnectCause::HeartbeatTimeout,
+                        Verdict::RETRY,
+                        Some(ABANDON_CODE),
+                    );
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Sends a probe ping with a short deadline on an open connection.
+    pub(super) fn probe(&mut self, now: Instant) {
+        if let Some(Beat::SendPing { seq }) = self.heartbeat.probe(now) {
+            self.send_ping(seq);
+        }
+    }
+
+    fn send_ping(&mut self, seq: u64) {
+        let Some(transport) = self.conn.transport else {
+            return;
+        };
+        match self.heartbeat.mode() {
+            HeartbeatMode::PingFrame => self.actions.push_back(Action::Ping {
+                transport,
+                payload: seq.to_be_bytes().to_vec(),
+            }),
+            HeartbeatMode::AppMessage => match self.config.protocol {
+                Protocol::Tether => self.send_control(&ClientMessage::Ping {
+                    id: seq.to_string(),
+                }),
+                _ => {
+                    let text = self.config.heartbeat.raw_ping.clone();
+                    self.stats.frames_sent += 1;
+                    self.stats.bytes_sent += text.len() as u64;
+                    self.actions.push_back(Action::Send {
+                        transport,
+                        frame: Frame::Text(text),
+                    });
+                }
+            },
+            _ => {}
+        }
+    }
+
+    pub(super) fn record_pong(&mut self, now: Instant, seq: Option<u64>) {
+        if let Some(rtt) = self.heartbeat.pong(now, seq) {
+            self.stats.last_rtt = Some(rtt);
+            self.events.push_back(Event::Rtt { rtt });
+        }
+    }
+
+    /// Frames are delivered while open and during the close handshake.
+    fn receives_frames(&self) -> bool {
+        matches!(self.state, State::Open | State::Closing)
+    }
+
+    pub(super) fn deliver(&mut self, channel: Option<String>, offset: Option<u64>, payload: Payload) {
+        self.events.push_back(Event::Message(InboundMessage {
+            channel,
+            offset,
+            payload,
+        }));
+    }
+}

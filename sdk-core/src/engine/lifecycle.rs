@@ -1,0 +1,364 @@
+//! Attempts, failures, reconnect scheduling, opening and closing: every state transition is
+//! made here.
+
+use super::{Connection, Engine};
+use crate::action::{Action, OpenRequest, TransportId};
+use crate::close_policy::{DelayHint, Disposition, Verdict};
+use crate::config::{Protocol, TokenPlacement, TransportKind};
+use crate::event::{
+    CloseReason, DisconnectCause, DropReason, Event, MessageId, RequestFailure, State,
+};
+use crate::outbox::Awaiting;
+use crate::protocol::ClientMessage;
+use crate::time::Instant;
+
+/// Close reasons travel in a WebSocket close frame, which allows 123 bytes.
+const MAX_CLOSE_REASON: usize = 123;
+
+impl Engine {
+    /// Starts the next attempt: fetch a token if configured, then open.
+    pub(super) fn start_attempt(&mut self, now: Instant) {
+        let attempt = self.backoff.failures() + 1;
+        self.timers.retry = None;
+        self.next_transport += 1;
+        self.conn = Connection {
+            transport: Some(TransportId(self.next_transport)),
+            ..Connection::default()
+        };
+        self.stats.attempts += 1;
+        self.timers.connect = Some(now + self.config.connect_timeout);
+        self.set_state(State::Connecting { attempt });
+        if self.config.token.is_some() {
+            self.conn.awaiting_token = true;
+            let refresh = std::mem::take(&mut self.auth.refresh_next);
+            self.actions
+                .push_back(Action::FetchToken { attempt, refresh });
+        } else {
+            self.open_transport(attempt, None);
+        }
+    }
+
+    /// Emits the `Open` action for the current transport, placing the token.
+    pub(super) fn open_transport(&mut self, attempt: u32, token: Option<String>) {
+        let Some(transport) = self.conn.transport else {
+            return;
+        };
+        let mut url = self.config.url.clone();
+        let mut headers = self.config.headers.clone();
+        match (&self.config.token, token) {
+            (Some(TokenPlacement::Header { name, prefix }), Some(token)) => {
+                headers.push((name.clone(), format!("{prefix}{token}")));
+            }
+            (Some(TokenPlacement::Query { param }), Some(token)) => {
+                append_query(&mut url, param, &token);
+            }
+            (Some(TokenPlacement::FirstMessage), Some(token)) => {
+                self.conn.hello_token = Some(token);
+            }
+            _ => {}
+        }
+        let last_event_id = match self.config.transport {
+            TransportKind::Sse => self.last_event_id.clone(),
+            TransportKind::WebSocket => None,
+        };
+        self.actions.push_back(Action::Open(OpenRequest {
+            transport,
+            kind: self.config.transport,
+            url,
+            headers,
+            subprotocols: self.config.subprotocols.clone(),
+            last_event_id,
+            attempt,
+        }));
+    }
+
+    /// The current transport opened.
+    pub(super) fn on_opened(&mut self, now: Instant) {
+        self.timers.connect = None;
+        self.stats.opens += 1;
+        if self.stats.opens > 1 {
+            self.stats.reconnects += 1;
+        }
+        self.conn.writable = true;
+        self.timers.min_uptime = Some(now + self.config.backoff.min_uptime);
+        self.heartbeat.start(now);
+        self.set_state(State::Open);
+        if self.config.protocol == Protocol::Tether && self.can_write_frames() {
+            let hello = ClientMessage::Hello {
+                client_id: self.client_id.clone(),
+                token: self.conn.hello_token.take(),
+            };
+            self.send_control(&hello);
+            for msg in self.channels.resubscribe_all() {
+                self.send_control(&msg);
+            }
+        }
+        self.flush(now);
+        self.check_drain(now);
+    }
+
+    /// The connection stayed up for `min_uptime`: it is stable, forget past failures.
+    pub(super) fn on_stable(&mut self) {
+        self.timers.min_uptime = None;
+        self.backoff.reset();
+        self.auth.refreshed_once = false;
+    }
+
+    /// The current connection or attempt ended for `cause`; `verdict` decides what next.
+    /// `close_code` is set when the engine itself abandons the transport (timeouts), so the
+    /// driver is told to close it.
+    pub(super) fn connection_lost(
+        &mut self,
+        now: Instant,
+        cause: DisconnectCause,
+        verdict: Verdict,
+        close_code: Option<u16>,
+    ) {
+        if let (Some(transport), Some(code)) = (self.conn.transport, close_code) {
+            self.actions.push_back(Action::Close {
+                transport,
+                code,
+                reason: truncate_reason(&cause.to_string()),
+            });
+        }
+        self.teardown_connection();
+        let (code, status) = match &cause {
+            DisconnectCause::Closed { code, .. } => (*code, None),
+            DisconnectCause::Http { status } => (None, Some(*status)),
+            _ => (None, None),
+        };
+        match verdict.disposition {
+            Disposition::Terminal => {
+                let reason = match &cause {
+                    DisconnectCause::Closed { reason, .. } => reason.clone(),
+                    other => other.to_string(),
+                };
+                self.finish_closed(CloseReason::Refused {
+                    code,
+                    status,
+                    reason,
+                });
+            }
+            Disposition::Reauth if self.auth.refreshed_once => {
+                self.finish_closed(CloseReason::Unauthorized { code, status });
+            }
+            Disposition::Reauth => {
+                self.auth.refreshed_once = true;
+                self.auth.refresh_next = true;
+                self.schedule_retry(now, cause, verdict.hint);
+            }
+            _ => self.schedule_retry(now, cause, verdict.hint),
+        }
+    }
+
+    /// Forgets the current transport and everything tied to it.
+    fn teardown_connection(&mut self) {
+        self.conn = Connection::default();
+        self.heartbeat.stop();
+        self.timers.connect = None;
+        self.timers.min_uptime = None;
+        let keep_requests = !self.config.fail_requests_on_disconnect;
+        for request in self.outbox.requeue_in_flight(keep_requests) {
+            if self.requests.complete(request) {
+                self.events.push_back(Event::RequestFailed {
+                    id: request,
+                    reason: RequestFailure::ConnectionLost,
+                });
+            }
+        }
+    }
+
+    fn schedule_retry(&mut self, now: Instant, cause: DisconnectCause, hint: Option<DelayHint>) {
+        // The SSE `retry:` field is standing advice for every later reconnect.
+        let hint = match (hint, self.sse_retry) {
+            (None, Some(retry)) => Some(DelayHint::AtLeast(retry)),
+            (hint, _) => hint,
+        };
+        let delay = self.backoff.next_delay(&mut self.rng, hint);
+        if self.backoff.exhausted() {
+            self.finish_closed(CloseReason::GaveUp {
+                attempts: self.backoff.failures(),
+            });
+            return;
+        }
+        let attempt = self.backoff.failures() + 1;
+        let until = now + delay;
+        self.timers.retry = Some(until);
+        self.set_state(State::Waiting { attempt, until });
+        self.events.push_back(Event::ReconnectScheduled {
+            attempt,
+            delay,
+            cause,
+        });
+    }
+
+    /// Starts the close handshake on an open connection.
+    pub(super) fn begin_close(&mut self, now: Instant, code: u16, reason: &str) {
+        let Some(transport) = self.conn.transport else {
+            self.finish_closed(CloseReason::App { code });
+            return;
+        };
+        self.actions.push_back(Action::Close {
+            transport,
+            code,
+            reason: truncate_reason(reason),
+        });
+        self.heartbeat.stop();
+        self.timers.min_uptime = None;
+        self.timers.close = Some(now + self.config.close_timeout);
+        self.conn.closing = Some(code);
+        self.set_state(State::Closing);
+    }
+
+    /// Enters the terminal state: nothing pending survives, and all of it is reported.
+    pub(super) fn finish_closed(&mut self, reason: CloseReason) {
+        if let Some(transport) = self.conn.transport {
+            if self.conn.closing.is_none() {
+                self.actions.push_back(Action::Close {
+                    transport,
+                    code: 1000,
+                    reason: String::new(),
+                });
+            }
+        }
+        self.teardown_connection();
+        self.timers = Default::default();
+        self.drain = None;
+        self.drop_everything_pending();
+        self.set_state(State::Closed { reason });
+    }
+
+    /// Reports entries that left the outbox undelivered: messages in one `Dropped` event,
+    /// requests each as `RequestFailed`.
+    pub(super) fn report_removed(&mut self, removed: Vec<(MessageId, Awaiting)>, reason: DropReason) {
+        if removed.is_empty() {
+            return;
+        }
+        let mut ids = Vec::with_capacity(removed.len());
+        for (id, awaiting) in removed {
+            match awaiting {
+                Awaiting::Reply(request) => {
+                    if self.requests.complete(request) {
+                        self.events.push_back(Event::RequestFailed {
+                            id: request,
+                            reason: request_failure(&reason),
+                        });
+                    }
+                }
+                _ => ids.push(id),
+            }
+        }
+        if ids.is_empty() {
+            return;
+        }
+        let n = ids.len() as u64;
+        match reason {
+            DropReason::Overflow => self.stats.dropped_overflow += n,
+            DropReason::Expired => self.stats.dropped_expired += n,
+            DropReason::Closed => self.stats.dropped_closed += n,
+            DropReason::Rejected { .. } => self.stats.dropped_rejected += n,
+        }
+        self.events.push_back(Event::Dropped { ids, reason });
+    }
+
+    /// Empties the outbox and the request table, reporting everything (the engine closes).
+    pub(super) fn drop_everything_pending(&mut self) {
+        let removed = self.outbox.drain_all();
+        self.report_removed(removed, DropReason::Closed);
+        for request in self.requests.take_all() {
+            self.events.push_back(Event::RequestFailed {
+                id: request,
+                reason: RequestFailure::Closed,
+            });
+        }
+    }
+
+    /// When draining, closes once nothing is pending.
+    pub(super) fn check_drain(&mut self, now: Instant) {
+        if self.drain.is_none() || !self.outbox.is_empty() || self.requests.len() > 0 {
+            return;
+        }
+        self.drain = None;
+        match self.state {
+            State::Open => self.begin_close(now, 1000, "done"),
+            State::Closing | State::Closed { .. } => {}
+            _ => self.finish_closed(CloseReason::App { code: 1000 }),
+        }
+    }
+}
+
+fn request_failure(reason: &DropReason) -> RequestFailure {
+    match reason {
+        DropReason::Overflow => RequestFailure::Overflow,
+        DropReason::Expired => RequestFailure::TimedOut,
+        DropReason::Rejected { code } => RequestFailure::Rejected {
+            code: code.clone(),
+            message: String::new(),
+        },
+        _ => RequestFailure::Closed,
+    }
+}
+
+/// Appends `param=value` to `url`'s query, percent-encoding the value.
+fn append_query(url: &mut String, param: &str, value: &str) {
+    let (base, fragment) = match url.find('#') {
+        Some(i) => (url[..i].to_owned(), url[i..].to_owned()),
+        None => (url.clone(), String::new()),
+    };
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let mut out = base;
+    out.push(sep);
+    out.push_str(&percent_encode(param));
+    out.push('=');
+    out.push_str(&percent_encode(value));
+    out.push_str(&fragment);
+    *url = out;
+}
+
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// Cuts `reason` to the 123 bytes a close frame allows, at a character boundary.
+pub(super) fn truncate_reason(reason: &str) -> String {
+    if reason.len() <= MAX_CLOSE_REASON {
+        return reason.to_owned();
+    }
+    let mut end = MAX_CLOSE_REASON;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    reason[..end].to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_token_is_encoded_and_placed_before_fragment() {
+        let mut url = "ws://h/p?x=1#frag".to_owned();
+        append_query(&mut url, "token", "a b&c");
+        assert_eq!(url, "ws://h/p?x=1&token=a%20b%26c#frag");
+        let mut url = "ws://h/p".to_owned();
+        append_query(&mut url, "t", "v");
+        assert_eq!(url, "ws://h/p?t=v");
+    }
+
+    #[test]
+    fn reasons_are_truncated_on_char_boundaries() {
+        let long = "é".repeat(100);
+        let cut = truncate_reason(&long);
+        assert!(cut.len() <= 123);
+        assert!(cut.chars().all(|c| c == 'é'));
+    }
+}

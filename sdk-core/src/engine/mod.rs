@@ -1,0 +1,295 @@
+//! The [`Engine`]: composes lifecycle, backoff, outbox, heartbeat, close policy, channels and
+//! requests into one sans-IO state machine.
+//!
+//! The methods are split by who calls them, one file each:
+//! - `commands.rs`: the app's commands (`connect`, `send`, `publish`, `subscribe`, `close`…);
+//! - `inputs.rs`: the transport's reports (`transport_opened`, `frame_received`…) and
+//!   `handle_timeout`;
+//! - `inbound.rs`: what a decoded server message does;
+//! - `lifecycle.rs`: attempts, failures, reconnect scheduling and closing.
+
+mod commands;
+mod inbound;
+mod inputs;
+mod lifecycle;
+
+use crate::action::{Action, TransportId};
+use crate::backoff::Backoff;
+use crate::channels::Channels;
+use crate::config::{Config, HeartbeatMode};
+use crate::event::{Event, State};
+use crate::heartbeat::Heartbeat;
+use crate::outbox::Outbox;
+use crate::requests::Requests;
+use crate::rng::Prng;
+use crate::stats::Stats;
+use crate::time::{Clock, Instant};
+use std::collections::{BTreeSet, VecDeque};
+use std::time::Duration;
+
+pub use commands::SendOptions;
+
+/// The sans-IO reconnection engine. See the [crate docs](crate) for the contract and a
+/// complete driver loop.
+///
+/// Methods come in four groups:
+/// - **getters**: [`state`](Engine::state), [`stats`](Engine::stats),
+///   [`presence`](Engine::presence), [`config`](Engine::config)…
+/// - **app commands**: [`connect`](Engine::connect), [`send`](Engine::send),
+///   [`publish`](Engine::publish), [`request`](Engine::request),
+///   [`subscribe`](Engine::subscribe), [`unsubscribe`](Engine::unsubscribe),
+///   [`close`](Engine::close), [`close_after_drain`](Engine::close_after_drain),
+///   [`network_changed`](Engine::network_changed), [`set_foreground`](Engine::set_foreground);
+/// - **transport inputs**: [`token_ready`](Engine::token_ready),
+///   [`transport_opened`](Engine::transport_opened),
+///   [`frame_received`](Engine::frame_received), [`pong_received`](Engine::pong_received),
+///   [`transport_closed`](Engine::transport_closed),
+///   [`transport_failed`](Engine::transport_failed)…, and
+///   [`handle_timeout`](Engine::handle_timeout);
+/// - **outputs**: [`poll_action`](Engine::poll_action), [`poll_event`](Engine::poll_event),
+///   [`poll_timeout`](Engine::poll_timeout).
+///
+/// **The drain rule:** after any command or input, drain `poll_action` and `poll_event` until
+/// both return `None`, then read `poll_timeout` and call `handle_timeout` when it passes.
+/// Calling `handle_timeout` early or twice is harmless.
+#[derive(Debug)]
+pub struct Engine {
+    config: Config,
+    heartbeat_mode: HeartbeatMode,
+    clock: Clock,
+    rng: Prng,
+    state: State,
+    backoff: Backoff,
+    outbox: Outbox,
+    heartbeat: Heartbeat,
+    channels: Channels,
+    requests: Requests,
+    timers: Timers,
+    actions: VecDeque<Action>,
+    events: VecDeque<Event>,
+    stats: Stats,
+    conn: Connection,
+    next_transport: u64,
+    next_message: u64,
+    next_request: u64,
+    /// Prefix of this engine's publish ids: unique across clients so servers can deduplicate.
+    wire_prefix: String,
+    client_id: String,
+    online: bool,
+    foreground: bool,
+    auth: AuthState,
+    /// The server's SSE `retry:` advice, applied to every later reconnect.
+    sse_retry: Option<Duration>,
+    /// The SSE `Last-Event-ID` to resume from.
+    last_event_id: Option<String>,
+    drain: Option<Drain>,
+}
+
+/// The current transport, if any, and what is known about it.
+#[derive(Debug, Default)]
+struct Connection {
+    transport: Option<TransportId>,
+    /// Whether the driver can take more frames right now (backpressure).
+    writable: bool,
+    /// Waiting for the token provider before opening.
+    awaiting_token: bool,
+    /// The token for a `hello` (FirstMessage placement).
+    hello_token: Option<String>,
+    /// The close code and reason requested by the app while `Closing`.
+    closing: Option<u16>,
+}
+
+/// Token refresh bookkeeping: refresh once after a refusal, then give up.
+#[derive(Debug, Default)]
+struct AuthState {
+    /// The next attempt must fetch a fresh token.
+    refresh_next: bool,
+    /// A refusal was already answered with a refresh; the next refusal is terminal.
+    refreshed_once: bool,
+}
+
+/// The app asked to close once the outbox is empty.
+#[derive(Debug, Clone, Copy)]
+struct Drain {
+    deadline: Instant,
+}
+
+/// The engine's own deadlines (heartbeat, outbox TTLs and requests keep theirs).
+#[derive(Debug, Default)]
+struct Timers {
+    connect: Option<Instant>,
+    retry: Option<Instant>,
+    min_uptime: Option<Instant>,
+    close: Option<Instant>,
+}
+
+impl Engine {
+    /// Creates an engine in [`State::Idle`]. `entropy` seeds the PRNG unless the config fixes
+    /// a seed; drivers pass OS or browser randomness, tests a constant.
+    ///
+    /// ```
+    /// use tether_core::{Config, Engine, State};
+    /// let engine = Engine::new(Config::builder("ws://127.0.0.1:9000").build()?, 1);
+    /// assert_eq!(engine.state(), &State::Idle);
+    /// # Ok::<(), tether_core::ConfigError>(())
+    /// ```
+    pub fn new(config: Config, entropy: u64) -> Self {
+        let mut rng = Prng::seed_from_u64(config.seed.unwrap_or(entropy));
+        let nonce = rng.next_u64();
+        let client_id = config
+            .client_id
+            .clone()
+            .unwrap_or_else(|| format!("c{nonce:016x}"));
+        let heartbeat_mode = config.effective_heartbeat_mode();
+        Engine {
+            heartbeat: Heartbeat::new(heartbeat_mode, config.heartbeat.clone()),
+            backoff: Backoff::new(config.backoff.clone()),
+            outbox: Outbox::new(config.outbox.clone()),
+            heartbeat_mode,
+            clock: Clock::default(),
+            rng,
+            state: State::Idle,
+            channels: Channels::default(),
+            requests: Requests::default(),
+            timers: Timers::default(),
+            actions: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: Stats::default(),
+            conn: Connection::default(),
+            next_transport: 0,
+            next_message: 0,
+            next_request: 0,
+            wire_prefix: format!("{:012x}-", nonce >> 16),
+            client_id,
+            online: true,
+            foreground: true,
+            auth: AuthState::default(),
+            sse_retry: None,
+            last_event_id: None,
+            drain: None,
+            config,
+        }
+    }
+
+    // ---- getters ----------------------------------------------------------------------
+
+    /// The current lifecycle state.
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// The configuration the engine runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The heartbeat mode in effect (after resolving `Auto`).
+    pub fn heartbeat_mode(&self) -> HeartbeatMode {
+        self.heartbeat_mode
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Messages held in the outbox (queued + awaiting ack or reply).
+    pub fn outbox_len(&self) -> usize {
+        self.outbox.len()
+    }
+
+    /// Bytes held in the outbox.
+    pub fn outbox_bytes(&self) -> usize {
+        self.outbox.bytes()
+    }
+
+    /// Requests still waiting for a reply.
+    pub fn pending_requests(&self) -> usize {
+        self.requests.len()
+    }
+
+    /// The identity sent in `hello` (Tether mode) and used as presence member name.
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    /// Subscribed channels, in name order.
+    pub fn channels(&self) -> impl Iterator<Item = &str> {
+        self.channels.names()
+    }
+
+    /// The last offset seen on `channel`.
+    pub fn last_offset(&self, channel: &str) -> Option<u64> {
+        self.channels.last_offset(channel)
+    }
+
+    /// The current presence set of a subscribed channel.
+    pub fn presence(&self, channel: &str) -> Option<&BTreeSet<String>> {
+        self.channels.members(channel)
+    }
+
+    /// The latest time the engine has seen (inputs earlier than it are clamped to it).
+    pub fn now(&self) -> Instant {
+        self.clock.now()
+    }
+
+    // ---- outputs ----------------------------------------------------------------------
+
+    /// The next thing the driver must do, in order.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// The next thing that happened, for the app.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When the engine next needs [`handle_timeout`](Engine::handle_timeout), if ever.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let t = &self.timers;
+        [
+            t.connect,
+            t.retry,
+            t.min_uptime,
+            t.close,
+            self.drain.map(|d| d.deadline),
+            self.heartbeat.deadline(),
+            self.outbox.next_expiry(),
+            self.requests.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    // ---- small helpers shared by the submodules ---------------------------------------
+
+    fn set_state(&mut self, to: State) {
+        if self.state == to {
+            return;
+        }
+        let from = std::mem::replace(&mut self.state, to.clone());
+        self.events.push_back(Event::StateChanged { from, to });
+    }
+
+    fn emit_error(&mut self, error: crate::event::EngineError) {
+        self.stats.errors += 1;
+        self.events.push_back(Event::Error(error));
+    }
+
+    /// Accepts an input's `now`, clamping time that went backwards.
+    fn observe(&mut self, now: Instant) -> Instant {
+        self.clock.observe(now)
+    }
+
+    /// Whether `transport` is the current one; counts stale inputs.
+    fn is_current(&mut self, transport: TransportId) -> bool {
+        if self.conn.transport == Some(transport) {
+            true
+        } else {
+            self.stats.stale_inputs += 1;
+            false
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! Errors returned by the engine's commands, one enum per operation, and the failure reports
+//! drivers feed in. (Problems the engine handles by itself are `Event::Error`s instead.)
+
+use std::time::Duration;
+
+/// Why `send`, `publish` or `request` refused a message. A refused message was not accepted,
+/// so it is not in the outbox and no event will mention it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The message is larger than `max_message_bytes` (or than the whole outbox).
+    #[error("message of {size} bytes exceeds the limit of {max} bytes")]
+    TooLarge {
+        /// Encoded size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The outbox is full and its policy is `RejectNew`.
+    #[error("the outbox is full")]
+    OutboxFull,
+    /// The engine is closed; call `connect` to start again.
+    #[error("the client is closed")]
+    Closed,
+    /// The engine is draining its outbox before closing and takes no new messages.
+    #[error("the client is closing")]
+    Closing,
+    /// This needs `Protocol::Tether` (channels, acks, requests).
+    #[error("{0} needs the Tether protocol (raw mode passes frames through)")]
+    NeedsTetherProtocol(&'static str),
+    /// Binary payloads cannot be carried in the JSON envelope.
+    #[error("binary payloads are not supported in Tether protocol mode")]
+    BinaryInTetherMode,
+    /// The channel name is empty or too long.
+    #[error("invalid channel name: {0}")]
+    InvalidChannel(String),
+}
+
+/// Why `subscribe` or `unsubscribe` was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SubscribeError {
+    /// Channels need `Protocol::Tether`.
+    #[error("channels need the Tether protocol")]
+    NeedsTetherProtocol,
+    /// The channel name is empty or longer than 256 bytes.
+    #[error("invalid channel name: {0}")]
+    InvalidChannel(String),
+    /// The engine is closed.
+    #[error("the client is closed")]
+    Closed,
+}
+
+/// Why `close` was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CloseError {
+    /// Apps may close with 1000 or a code in 3000–4999 (RFC 6455 §7.4).
+    #[error("close code {0} is not allowed: use 1000 or 3000-4999")]
+    InvalidCode(u16),
+}
+
+/// A transport failure, as reported by a driver with `Engine::transport_failed`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TransportFailure {
+    /// The server answered the handshake (or the SSE request) with a non-success HTTP status.
+    Http {
+        /// The status code.
+        status: u16,
+        /// The parsed `Retry-After`, if the response had one.
+        retry_after: Option<Duration>,
+    },
+    /// Anything else: refused, reset, DNS, TLS, protocol violation.
+    Io(String),
+}
+
+impl std::fmt::Display for TransportFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TransportFailure::Http { status, .. } => write!(f, "HTTP status {status}"),
+            TransportFailure::Io(msg) => f.write_str(msg),
+        }
+    }
+}
+
+/// One Server-Sent Event, as reported with `Engine::sse_event_received`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SseEvent {
+    /// The `id:` field, if the event had one (an empty id resets `Last-Event-ID`).
+    pub id: Option<String>,
+    /// The `event:` field (`"message"` when absent).
+    pub event: String,
+    /// The `data:` lines, joined with newlines.
+    pub data: String,
+    /// The `retry:` field: the server's reconnection time.
+    pub retry: Option<Duration>,
+}

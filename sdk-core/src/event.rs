@@ -1,0 +1,470 @@
+//! What the engine tells the app: the connection [`State`] and [`Event`]s, drained with
+//! `Engine::poll_event`.
+//!
+//! Events are plain data named for what happened. Each variant documents when it is emitted.
+//! They are `Clone + PartialEq` so tests can compare them and drivers can fan them out.
+
+use crate::action::Frame;
+use crate::protocol::DecodeError;
+use crate::time::Instant;
+use serde_json::Value;
+use std::fmt;
+use std::time::Duration;
+
+/// Local id of a message accepted by `Engine::send`/`publish`. Unique per engine, increasing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MessageId(pub(crate) u64);
+
+impl MessageId {
+    /// The raw number.
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "m{}", self.0)
+    }
+}
+
+/// Local id of a request made with `Engine::request`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RequestId(pub(crate) u64);
+
+impl RequestId {
+    /// The raw number.
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "r{}", self.0)
+    }
+}
+
+/// The connection lifecycle. Every change is reported as [`Event::StateChanged`].
+///
+/// ```text
+///  Idle ──connect──▶ Connecting ──opened──▶ Open ──close()──▶ Closing ──▶ Closed{App}
+///                      │   ▲                  │
+///              failure │   │ timer / online   │ dropped, dead, server close
+///                      ▼   │                  ▼
+///                     Waiting ◀───────────────┘
+///                      │
+///                      └─ attempts exhausted / terminal code ─▶ Closed{GaveUp|Refused|Unauthorized}
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum State {
+    /// Created, `connect` not called yet.
+    Idle,
+    /// Attempt number `attempt` (1-based since the last stable connection) is under way:
+    /// fetching a token and/or performing the handshake.
+    Connecting {
+        /// Attempt number.
+        attempt: u32,
+    },
+    /// The transport is open and messages flow.
+    Open,
+    /// The app asked to close; waiting for the close handshake.
+    Closing,
+    /// Backing off before attempt number `attempt`, which starts at `until`.
+    Waiting {
+        /// The next attempt's number.
+        attempt: u32,
+        /// When it starts (engine time).
+        until: Instant,
+    },
+    /// Terminal until the app calls `connect` again.
+    Closed {
+        /// Why.
+        reason: CloseReason,
+    },
+}
+
+impl State {
+    /// Lower-case name: `idle`, `connecting`, `open`, `closing`, `waiting`, `closed`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            State::Idle => "idle",
+            State::Connecting { .. } => "connecting",
+            State::Open => "open",
+            State::Closing => "closing",
+            State::Waiting { .. } => "waiting",
+            State::Closed { .. } => "closed",
+        }
+    }
+
+    /// Whether this is [`State::Open`].
+    pub fn is_open(&self) -> bool {
+        matches!(self, State::Open)
+    }
+
+    /// Whether this is [`State::Closed`].
+    pub fn is_closed(&self) -> bool {
+        matches!(self, State::Closed { .. })
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            State::Connecting { attempt } => write!(f, "connecting (attempt {attempt})"),
+            State::Waiting { attempt, until } => {
+                write!(f, "waiting (attempt {attempt} at {until})")
+            }
+            State::Closed { reason } => write!(f, "closed ({reason})"),
+            other => f.write_str(other.name()),
+        }
+    }
+}
+
+/// Why the engine reached [`State::Closed`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// The app called `close`.
+    App {
+        /// The code the app closed with.
+        code: u16,
+    },
+    /// `max_attempts` consecutive attempts failed.
+    GaveUp {
+        /// How many.
+        attempts: u32,
+    },
+    /// The close policy classified the server's close code or HTTP status as terminal.
+    Refused {
+        /// The WebSocket close code, if any.
+        code: Option<u16>,
+        /// The HTTP status, if any.
+        status: Option<u16>,
+        /// The server's reason text.
+        reason: String,
+    },
+    /// The credentials were refused even after a fresh token.
+    Unauthorized {
+        /// The close code, if the refusal was a close.
+        code: Option<u16>,
+        /// The HTTP status, if the refusal was an HTTP response.
+        status: Option<u16>,
+    },
+}
+
+impl CloseReason {
+    /// Short machine name: `app`, `gave_up`, `refused`, `unauthorized`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            CloseReason::App { .. } => "app",
+            CloseReason::GaveUp { .. } => "gave_up",
+            CloseReason::Refused { .. } => "refused",
+            CloseReason::Unauthorized { .. } => "unauthorized",
+        }
+    }
+
+    /// Whether the engine stopped on its own (gave up or was refused), as opposed to the app
+    /// closing it. The CLI exits with status 2 for these.
+    pub fn is_failure(&self) -> bool {
+        !matches!(self, CloseReason::App { .. })
+    }
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CloseReason::App { code } => write!(f, "closed by the app with code {code}"),
+            CloseReason::GaveUp { attempts } => write!(f, "gave up after {attempts} attempts"),
+            CloseReason::Refused {
+                code,
+                status,
+                reason,
+            } => {
+                f.write_str("refused by the server")?;
+                if let Some(code) = code {
+                    write!(f, " with close code {code}")?;
+                }
+                if let Some(status) = status {
+                    write!(f, " with HTTP status {status}")?;
+                }
+                if !reason.is_empty() {
+                    write!(f, ": {reason}")?;
+                }
+                Ok(())
+            }
+            CloseReason::Unauthorized { .. } => {
+                f.write_str("unauthorized: the server refused a freshly fetched token")
+            }
+        }
+    }
+}
+
+/// Why a connection ended or an attempt failed; carried by [`Event::ReconnectScheduled`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DisconnectCause {
+    /// The server (or the network) closed the transport.
+    Closed {
+        /// Close code, if there was a close frame.
+        code: Option<u16>,
+        /// Close reason.
+        reason: String,
+    },
+    /// The handshake or the stream failed with an HTTP status.
+    Http {
+        /// The status.
+        status: u16,
+    },
+    /// The transport failed (refused, reset, TLS, DNS…).
+    Failed {
+        /// The driver's description.
+        message: String,
+    },
+    /// No pong (or other sign of life) in time.
+    HeartbeatTimeout,
+    /// The attempt (token + handshake) took longer than the connect timeout.
+    ConnectTimeout,
+    /// The token provider failed.
+    TokenUnavailable {
+        /// The provider's error.
+        message: String,
+    },
+}
+
+impl fmt::Display for DisconnectCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DisconnectCause::Closed { code: Some(c), reason } if !reason.is_empty() => {
+                write!(f, "closed with code {c}: {reason}")
+            }
+            DisconnectCause::Closed { code: Some(c), .. } => write!(f, "closed with code {c}"),
+            DisconnectCause::Closed { code: None, .. } => f.write_str("connection lost"),
+            DisconnectCause::Http { status } => write!(f, "HTTP status {status}"),
+            DisconnectCause::Failed { message } => write!(f, "transport failed: {message}"),
+            DisconnectCause::HeartbeatTimeout => f.write_str("heartbeat timeout"),
+            DisconnectCause::ConnectTimeout => f.write_str("connect timeout"),
+            DisconnectCause::TokenUnavailable { message } => {
+                write!(f, "token unavailable: {message}")
+            }
+        }
+    }
+}
+
+/// Why accepted messages left the outbox without being delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DropReason {
+    /// The outbox was full and these were the oldest.
+    Overflow,
+    /// Their TTL passed before they could be sent (or re-sent).
+    Expired,
+    /// The engine closed (app close or terminal state) while they were pending.
+    Closed,
+    /// The server refused them with an `error` naming their id.
+    Rejected {
+        /// The server's error code.
+        code: String,
+    },
+}
+
+impl DropReason {
+    /// Short machine name: `overflow`, `expired`, `closed`, `rejected`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            DropReason::Overflow => "overflow",
+            DropReason::Expired => "expired",
+            DropReason::Closed => "closed",
+            DropReason::Rejected { .. } => "rejected",
+        }
+    }
+}
+
+/// Why a request got no reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RequestFailure {
+    /// No reply within its timeout.
+    TimedOut,
+    /// The connection dropped after it was sent (with `fail_requests_on_disconnect`).
+    ConnectionLost,
+    /// The engine closed.
+    Closed,
+    /// It was still queued when the outbox overflowed.
+    Overflow,
+    /// The server answered with an error.
+    Rejected {
+        /// Error code.
+        code: String,
+        /// Explanation.
+        message: String,
+    },
+}
+
+/// The content of a received message.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Payload {
+    /// A raw text frame (raw mode) or SSE data.
+    Text(String),
+    /// A raw binary frame (raw mode).
+    Binary(Vec<u8>),
+    /// The `payload` of a Tether protocol message.
+    Json(Value),
+}
+
+impl From<Frame> for Payload {
+    fn from(frame: Frame) -> Self {
+        match frame {
+            Frame::Text(t) => Payload::Text(t),
+            Frame::Binary(b) => Payload::Binary(b),
+        }
+    }
+}
+
+/// A message delivered to the app.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InboundMessage {
+    /// The channel, in Tether mode when the message came from one.
+    pub channel: Option<String>,
+    /// The channel offset (Tether mode) or SSE event id parsed as a number.
+    pub offset: Option<u64>,
+    /// The content.
+    pub payload: Payload,
+}
+
+/// Something went wrong that the app may want to see; the engine has already handled it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// An inbound frame exceeded `max_message_bytes`; it was discarded.
+    #[error("inbound frame of {size} bytes exceeds the limit of {max}")]
+    FrameTooLarge {
+        /// Its size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// An inbound frame could not be decoded as a protocol message; it was discarded.
+    #[error("undecodable frame: {0}")]
+    Decode(#[from] DecodeError),
+    /// A frame the protocol does not allow here (e.g. binary in Tether mode); discarded.
+    #[error("unexpected frame: {0}")]
+    UnexpectedFrame(String),
+    /// The server sent an `error` message.
+    #[error("server error {code}: {message}")]
+    Server {
+        /// Error code.
+        code: String,
+        /// Explanation.
+        message: String,
+    },
+    /// The transport failed; the engine will reconnect per policy.
+    #[error("transport error: {0}")]
+    Transport(String),
+    /// The token provider failed; the attempt was abandoned.
+    #[error("token provider failed: {0}")]
+    Token(String),
+}
+
+impl EngineError {
+    /// Short machine name for logs and JSON output.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            EngineError::FrameTooLarge { .. } => "frame_too_large",
+            EngineError::Decode(_) => "decode",
+            EngineError::UnexpectedFrame(_) => "unexpected_frame",
+            EngineError::Server { .. } => "server",
+            EngineError::Transport(_) => "transport",
+            EngineError::Token(_) => "token",
+        }
+    }
+}
+
+/// Something that happened, for the app. Drain with `Engine::poll_event`.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Event {
+    /// The lifecycle state changed. Emitted for every transition, with both ends.
+    StateChanged {
+        /// Previous state.
+        from: State,
+        /// New state.
+        to: State,
+    },
+    /// A reconnect was scheduled after `cause`: attempt `attempt` starts after `delay`.
+    ReconnectScheduled {
+        /// The attempt number.
+        attempt: u32,
+        /// The delay (backoff with jitter, or the server's hint).
+        delay: Duration,
+        /// What ended the connection or attempt.
+        cause: DisconnectCause,
+    },
+    /// A message arrived (duplicates by offset are already removed).
+    Message(InboundMessage),
+    /// Accepted messages left the outbox undelivered. Never silent.
+    Dropped {
+        /// Which.
+        ids: Vec<MessageId>,
+        /// Why.
+        reason: DropReason,
+    },
+    /// The server acknowledged an acked publish.
+    Acked {
+        /// Which message.
+        id: MessageId,
+        /// Where it was stored, if on a channel.
+        offset: Option<u64>,
+    },
+    /// A request got its reply.
+    Replied {
+        /// Which request.
+        id: RequestId,
+        /// The reply payload.
+        payload: Value,
+    },
+    /// A request failed.
+    RequestFailed {
+        /// Which request.
+        id: RequestId,
+        /// Why.
+        reason: RequestFailure,
+    },
+    /// A subscription became active (on every open, for every channel).
+    Subscribed {
+        /// Channel.
+        channel: String,
+        /// The channel's last offset at the server.
+        offset: u64,
+        /// Whether the messages missed since the last seen offset were replayed. `false`
+        /// after a reconnect means there may be a gap: resync from your own source.
+        recovered: bool,
+    },
+    /// A subscription ended by the server or by `unsubscribe`.
+    Unsubscribed {
+        /// Channel.
+        channel: String,
+    },
+    /// The presence set of a channel changed. `members` is the whole current set; a snapshot
+    /// replaces the previous set entirely, so members that vanished during a disconnect are
+    /// listed in `left`.
+    Presence {
+        /// Channel.
+        channel: String,
+        /// Current members, sorted.
+        members: Vec<String>,
+        /// Members added by this update.
+        joined: Vec<String>,
+        /// Members removed by this update.
+        left: Vec<String>,
+    },
+    /// A round trip was measured from a ping and its pong.
+    Rtt {
+        /// The round-trip time.
+        rtt: Duration,
+    },
+    /// A problem the engine handled (bad frame, server error, transport failure).
+    Error(EngineError),
+}

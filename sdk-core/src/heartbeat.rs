@@ -1,0 +1,261 @@
+//! Dead-connection detection for one open connection: when to ping, which pong is expected,
+//! how many went missing, and the round-trip time.
+//!
+//! Pings go out every `interval`. At each tick, if the previous ping is still unanswered and
+//! nothing else arrived since it was sent, it counts as missed; `max_missed` misses in a row
+//! declare the connection dead. So a silent black hole is detected at the latest
+//! `interval × (max_missed + 1)` after the last sign of life. Optionally each ping also has a
+//! hard `pong_timeout`. A *probe* (network change, back to foreground) sends a ping at once
+//! with the short `probe_timeout`, so a socket that died while the device switched networks is
+//! found in seconds rather than after a full heartbeat cycle.
+//!
+//! In server-driven mode nothing is sent; the server must show life at least once every
+//! `interval × (max_missed + 1)`.
+
+use crate::config::{HeartbeatConfig, HeartbeatMode};
+use crate::time::Instant;
+use std::time::Duration;
+
+/// What the heartbeat wants the engine to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Beat {
+    /// Send ping number `seq` (frame or app message, per mode).
+    SendPing { seq: u64 },
+    /// The connection is dead.
+    Dead,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Outstanding {
+    seq: u64,
+    sent_at: Instant,
+    /// Whether any inbound traffic arrived since this ping was sent.
+    answered_by_traffic: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct Heartbeat {
+    mode: HeartbeatMode,
+    config: HeartbeatConfig,
+    next_ping: Option<Instant>,
+    outstanding: Option<Outstanding>,
+    /// A hard deadline for the outstanding ping (pong timeout or probe).
+    pong_deadline: Option<Instant>,
+    /// Server-driven mode: the connection is dead if nothing arrives by then.
+    silence_deadline: Option<Instant>,
+    missed: u32,
+    seq: u64,
+}
+
+impl Heartbeat {
+    pub(crate) fn new(mode: HeartbeatMode, config: HeartbeatConfig) -> Self {
+        Heartbeat {
+            mode,
+            config,
+            next_ping: None,
+            outstanding: None,
+            pong_deadline: None,
+            silence_deadline: None,
+            missed: 0,
+            seq: 0,
+        }
+    }
+
+    pub(crate) fn mode(&self) -> HeartbeatMode {
+        self.mode
+    }
+
+    fn sends_pings(&self) -> bool {
+        matches!(self.mode, HeartbeatMode::PingFrame | HeartbeatMode::AppMessage)
+    }
+
+    fn silence_limit(&self) -> Duration {
+        self.config
+            .interval
+            .saturating_mul(self.config.max_missed.saturating_add(1))
+    }
+
+    /// A connection opened: start the cycle.
+    pub(crate) fn start(&mut self, now: Instant) {
+        self.stop();
+        if self.sends_pings() {
+            self.next_ping = Some(now + self.config.interval);
+        } else if self.mode == HeartbeatMode::ServerDriven {
+            self.silence_deadline = Some(now + self.silence_limit());
+        }
+    }
+
+    /// The connection is gone: no timers.
+    pub(crate) fn stop(&mut self) {
+        self.next_ping = None;
+        self.outstanding = None;
+        self.pong_deadline = None;
+        self.silence_deadline = None;
+        self.missed = 0;
+    }
+
+    /// The earliest moment the heartbeat needs a `tick`.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        [self.next_ping, self.pong_deadline, self.silence_deadline]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Advances to `now`. At most one beat per call; call again while it returns `Some`.
+    pub(crate) fn tick(&mut self, now: Instant) -> Option<Beat> {
+        if self.silence_deadline.is_some_and(|at| at <= now) {
+            return Some(Beat::Dead);
+        }
+        if let (Some(at), Some(out)) = (self.pong_deadline, self.outstanding) {
+            if at <= now {
+                if out.answered_by_traffic && self.config.any_frame_is_liveness {
+                    self.pong_deadline = None;
+                } else {
+                    return Some(Beat::Dead);
+                }
+            }
+        }
+        match self.next_ping {
+            Some(at) if at <= now => {
+                if let Some(out) = self.outstanding {
+                    let alive = out.answered_by_traffic && self.config.any_frame_is_liveness;
+                    self.missed = if alive { 0 } else { self.missed + 1 };
+                    if self.missed >= self.config.max_missed {
+                        return Some(Beat::Dead);
+                    }
+                }
+                self.next_ping = Some(now + self.config.interval);
+                let deadline = self.config.pong_timeout.map(|t| now + t);
+                Some(self.send_ping(now, deadline))
+            }
+            _ => None,
+        }
+    }
+
+    fn send_ping(&mut self, now: Instant, deadline: Option<Instant>) -> Beat {
+        self.seq += 1;
+        self.outstanding = Some(Outstanding {
+            seq: self.seq,
+            sent_at: now,
+            answered_by_traffic: false,
+        });
+        // A pending probe deadline survives a regular ping: it was a promise to decide soon.
+        self.pong_deadline = [self.pong_deadline, deadline].into_iter().flatten().min();
+        Beat::SendPing { seq: self.seq }
+    }
+
+    /// Check liveness now with a short deadline (network changed, back in foreground).
+    /// Returns the ping to send, if this mode can solicit one.
+    pub(crate) fn probe(&mut self, now: Instant) -> Option<Beat> {
+        if !self.sends_pings() || self.next_ping.is_none() {
+            return None;
+        }
+        let deadline = now + self.config.probe_timeout;
+        Some(self.send_ping(now, Some(deadline)))
+    }
+
+    /// A pong arrived. Returns the round-trip time when it answers the latest ping.
+    pub(crate) fn pong(&mut self, now: Instant, seq: Option<u64>) -> Option<Duration> {
+        self.missed = 0;
+        let out = self.outstanding?;
+        if seq.is_some_and(|s| s != out.seq) {
+            // An answer to an older ping still proves the connection alive.
+            self.outstanding = Some(Outstanding {
+                answered_by_traffic: true,
+                ..out
+            });
+            return None;
+        }
+        self.outstanding = None;
+        self.pong_deadline = None;
+        Some(now.saturating_duration_since(out.sent_at))
+    }
+
+    /// Any inbound traffic (a frame, or a ping from the server).
+    pub(crate) fn activity(&mut self, now: Instant) {
+        if self.mode == HeartbeatMode::ServerDriven {
+            self.silence_deadline = Some(now + self.silence_limit());
+        }
+        if let Some(out) = self.outstanding.as_mut() {
+            out.answered_by_traffic = true;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hb(max_missed: u32) -> Heartbeat {
+        Heartbeat::new(
+            HeartbeatMode::PingFrame,
+            HeartbeatConfig {
+                interval: Duration::from_secs(10),
+                max_missed,
+                ..HeartbeatConfig::default()
+            },
+        )
+    }
+
+    fn at(s: u64) -> Instant {
+        Instant::from_millis(s * 1000)
+    }
+
+    #[test]
+    fn black_hole_is_dead_after_interval_times_missed_plus_one() {
+        let mut h = hb(2);
+        h.start(at(0));
+        assert_eq!(h.deadline(), Some(at(10)));
+        assert_eq!(h.tick(at(10)), Some(Beat::SendPing { seq: 1 }));
+        assert_eq!(h.tick(at(20)), Some(Beat::SendPing { seq: 2 }));
+        assert_eq!(h.tick(at(30)), Some(Beat::Dead));
+    }
+
+    #[test]
+    fn pongs_keep_it_alive_and_measure_rtt() {
+        let mut h = hb(1);
+        h.start(at(0));
+        assert_eq!(h.tick(at(10)), Some(Beat::SendPing { seq: 1 }));
+        let rtt = h.pong(at(10) + Duration::from_millis(30), Some(1));
+        assert_eq!(rtt, Some(Duration::from_millis(30)));
+        assert_eq!(h.tick(at(20)), Some(Beat::SendPing { seq: 2 }));
+    }
+
+    #[test]
+    fn traffic_counts_as_liveness() {
+        let mut h = hb(1);
+        h.start(at(0));
+        h.tick(at(10));
+        h.activity(at(15));
+        assert_eq!(h.tick(at(20)), Some(Beat::SendPing { seq: 2 }));
+        assert_eq!(h.tick(at(30)), Some(Beat::Dead));
+    }
+
+    #[test]
+    fn probe_has_a_short_deadline() {
+        let mut h = hb(2);
+        h.start(at(0));
+        assert_eq!(h.probe(at(3)), Some(Beat::SendPing { seq: 1 }));
+        assert_eq!(h.deadline(), Some(at(8)));
+        assert_eq!(h.tick(at(8)), Some(Beat::Dead));
+    }
+
+    #[test]
+    fn server_driven_waits_for_silence() {
+        let mut h = Heartbeat::new(
+            HeartbeatMode::ServerDriven,
+            HeartbeatConfig {
+                interval: Duration::from_secs(10),
+                max_missed: 2,
+                ..HeartbeatConfig::default()
+            },
+        );
+        h.start(at(0));
+        assert_eq!(h.deadline(), Some(at(30)));
+        h.activity(at(25));
+        assert_eq!(h.tick(at(30)), None);
+        assert_eq!(h.tick(at(55)), Some(Beat::Dead));
+        assert_eq!(h.probe(at(1)), None);
+    }
+}

@@ -1,0 +1,382 @@
+//! The outbox: bounded storage for messages the app handed over and the server has not yet
+//! taken (or, for acknowledged sends, not yet acknowledged).
+//!
+//! It owns two FIFO queues: `queued` (not written to any transport yet) and `in_flight`
+//! (written, awaiting an ack or a reply; kept so they can be re-sent after a reconnect). The
+//! bounds in messages and bytes cover both. When a new message does not fit, the oldest
+//! *queued* messages are dropped first (in-flight ones have most likely reached the server
+//! already), then the oldest in-flight ones; the caller reports every dropped id. Messages whose
+//! TTL has passed are removed before they can be sent, so nothing that timed out is ever sent
+//! late.
+
+use crate::action::Frame;
+use crate::config::{OutboxConfig, OverflowPolicy};
+use crate::event::{MessageId, RequestId};
+use crate::time::Instant;
+use std::collections::VecDeque;
+
+/// What an entry waits for once written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Awaiting {
+    /// Nothing: it leaves the outbox when written.
+    Nothing,
+    /// An `ack` with this wire id.
+    Ack(String),
+    /// A `reply` to this request.
+    Reply(RequestId),
+}
+
+#[derive(Debug)]
+pub(crate) struct Entry {
+    pub(crate) id: MessageId,
+    pub(crate) frame: Frame,
+    pub(crate) expires_at: Option<Instant>,
+    pub(crate) awaiting: Awaiting,
+    /// Whether it was written before (a resend after reconnect if written again).
+    pub(crate) written: bool,
+}
+
+/// One entry taken for writing by [`Outbox::next_to_send`].
+#[derive(Debug)]
+pub(crate) struct Outgoing {
+    pub(crate) frame: Frame,
+    /// It stays in the outbox until acknowledged or replied to.
+    pub(crate) awaits: bool,
+    /// It was written on an earlier connection.
+    pub(crate) resend: bool,
+}
+
+/// Refusals from [`Outbox::push`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PushError {
+    /// The message alone exceeds the byte bound.
+    TooLarge { size: usize, max: usize },
+    /// Full and the policy is `RejectNew`.
+    Full,
+}
+
+#[derive(Debug)]
+pub(crate) struct Outbox {
+    config: OutboxConfig,
+    queued: VecDeque<Entry>,
+    in_flight: VecDeque<Entry>,
+    bytes: usize,
+    /// Earliest TTL among queued entries, possibly stale-early (a spurious wake-up is harmless;
+    /// rescanning on every removal would make sends O(n)).
+    next_expiry: Option<Instant>,
+}
+
+impl Outbox {
+    pub(crate) fn new(config: OutboxConfig) -> Self {
+        Outbox {
+            config,
+            queued: VecDeque::new(),
+            in_flight: VecDeque::new(),
+            bytes: 0,
+            next_expiry: None,
+        }
+    }
+
+    /// Messages held (queued + in flight).
+    pub(crate) fn len(&self) -> usize {
+        self.queued.len() + self.in_flight.len()
+    }
+
+    /// Bytes held (queued + in flight).
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub(crate) fn next_expiry(&self) -> Option<Instant> {
+        self.next_expiry
+    }
+
+    /// Adds an entry at the back. On success returns the entries dropped to make room, oldest
+    /// first.
+    pub(crate) fn push(&mut self, entry: Entry) -> Result<Vec<(MessageId, Awaiting)>, PushError> {
+        let size = entry.frame.len();
+        if size > self.config.max_bytes {
+            return Err(PushError::TooLarge {
+                size,
+                max: self.config.max_bytes,
+            });
+        }
+        let mut dropped = Vec::new();
+        while self.len() + 1 > self.config.max_messages || self.bytes + size > self.config.max_bytes
+        {
+            if self.config.overflow == OverflowPolicy::RejectNew {
+                return Err(PushError::Full);
+            }
+            match self.pop_oldest() {
+                Some(old) => dropped.push((old.id, old.awaiting)),
+                None => break,
+            }
+        }
+        if let Some(at) = entry.expires_at {
+            self.next_expiry = Some(self.next_expiry.map_or(at, |cur| cur.min(at)));
+        }
+        self.bytes += size;
+        self.queued.push_back(entry);
+        Ok(dropped)
+    }
+
+    fn pop_oldest(&mut self) -> Option<Entry> {
+        let old = self.queued.pop_front().or_else(|| self.in_flight.pop_front())?;
+        self.bytes -= old.frame.len();
+        Some(old)
+    }
+
+    /// Takes the next queued entry to write. Entries awaiting an ack or a reply stay (as in
+    /// flight) with a copy of their frame for a possible resend. Expired entries are never
+    /// returned: call [`Outbox::expire`] first.
+    pub(crate) fn next_to_send(&mut self) -> Option<Outgoing> {
+        let mut entry = self.queued.pop_front()?;
+        let resend = entry.written;
+        if entry.awaiting == Awaiting::Nothing {
+            self.bytes -= entry.frame.len();
+            Some(Outgoing {
+                frame: entry.frame,
+                awaits: false,
+                resend,
+            })
+        } else {
+            entry.written = true;
+            let frame = entry.frame.clone();
+            self.in_flight.push_back(entry);
+            Some(Outgoing {
+                frame,
+                awaits: true,
+                resend,
+            })
+        }
+    }
+
+    /// Removes the in-flight entry awaiting ack `wire_id`. Acks usually come in order, so the
+    /// front is checked first.
+    pub(crate) fn acknowledge(&mut self, wire_id: &str) -> Option<MessageId> {
+        let pos = self
+            .in_flight
+            .iter()
+            .position(|e| matches!(&e.awaiting, Awaiting::Ack(w) if w == wire_id))?;
+        self.remove_in_flight_at(pos)
+    }
+
+    /// Removes the entry (queued or in flight) awaiting a reply to `request`.
+    pub(crate) fn remove_request(&mut self, request: RequestId) -> Option<MessageId> {
+        let wanted = Awaiting::Reply(request);
+        if let Some(pos) = self.in_flight.iter().position(|e| e.awaiting == wanted) {
+            return self.remove_in_flight_at(pos);
+        }
+        let pos = self.queued.iter().position(|e| e.awaiting == wanted)?;
+        let entry = self.queued.remove(pos)?;
+        self.bytes -= entry.frame.len();
+        Some(entry.id)
+    }
+
+    /// Removes the entry with local id `id`, wherever it is.
+    pub(crate) fn remove_message(&mut self, id: MessageId) -> bool {
+        if let Some(pos) = self.in_flight.iter().position(|e| e.id == id) {
+            return self.remove_in_flight_at(pos).is_some();
+        }
+        if let Some(pos) = self.queued.iter().position(|e| e.id == id) {
+            if let Some(entry) = self.queued.remove(pos) {
+                self.bytes -= entry.frame.len();
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Finds the local id of the entry with ack wire id `wire_id`.
+    pub(crate) fn id_for_wire(&self, wire_id: &str) -> Option<MessageId> {
+        self.in_flight
+            .iter()
+            .chain(self.queued.iter())
+            .find(|e| matches!(&e.awaiting, Awaiting::Ack(w) if w == wire_id))
+            .map(|e| e.id)
+    }
+
+    fn remove_in_flight_at(&mut self, pos: usize) -> Option<MessageId> {
+        let entry = self.in_flight.remove(pos)?;
+        self.bytes -= entry.frame.len();
+        Some(entry.id)
+    }
+
+    /// The connection dropped: in-flight entries go back to the front of the queue, in their
+    /// original order, to be re-sent first. Requests are handed back to the caller instead
+    /// when `keep_requests` is false (they fail with `ConnectionLost`).
+    pub(crate) fn requeue_in_flight(&mut self, keep_requests: bool) -> Vec<RequestId> {
+        let mut lost_requests = Vec::new();
+        while let Some(entry) = self.in_flight.pop_back() {
+            match entry.awaiting {
+                Awaiting::Reply(req) if !keep_requests => {
+                    self.bytes -= entry.frame.len();
+                    lost_requests.push(req);
+                }
+                _ => {
+                    if let Some(at) = entry.expires_at {
+                        self.next_expiry = Some(self.next_expiry.map_or(at, |cur| cur.min(at)));
+                    }
+                    self.queued.push_front(entry);
+                }
+            }
+        }
+        lost_requests.reverse();
+        lost_requests
+    }
+
+    /// Removes queued entries whose TTL is at or before `now`; returns them.
+    pub(crate) fn expire(&mut self, now: Instant) -> Vec<(MessageId, Awaiting)> {
+        if self.next_expiry.is_none_or(|at| at > now) {
+            return Vec::new();
+        }
+        let mut expired = Vec::new();
+        let mut next = None::<Instant>;
+        let mut bytes = self.bytes;
+        self.queued.retain_mut(|e| match e.expires_at {
+            Some(at) if at <= now => {
+                bytes -= e.frame.len();
+                let awaiting = std::mem::replace(&mut e.awaiting, Awaiting::Nothing);
+                expired.push((e.id, awaiting));
+                false
+            }
+            Some(at) => {
+                next = Some(next.map_or(at, |cur| cur.min(at)));
+                true
+            }
+            None => true,
+        });
+        self.bytes = bytes;
+        self.next_expiry = next;
+        expired
+    }
+
+    /// Empties the outbox (engine closing); returns every entry's id and what it awaited.
+    pub(crate) fn drain_all(&mut self) -> Vec<(MessageId, Awaiting)> {
+        self.bytes = 0;
+        self.next_expiry = None;
+        self.in_flight
+            .drain(..)
+            .chain(self.queued.drain(..))
+            .map(|e| (e.id, e.awaiting))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: u64, text: &str) -> Entry {
+        Entry {
+            id: MessageId(id),
+            frame: Frame::Text(text.to_owned()),
+            expires_at: None,
+            awaiting: Awaiting::Nothing,
+            written: false,
+        }
+    }
+
+    fn outbox(max_messages: usize, max_bytes: usize) -> Outbox {
+        Outbox::new(OutboxConfig {
+            max_messages,
+            max_bytes,
+            ..OutboxConfig::default()
+        })
+    }
+
+    #[test]
+    fn drops_oldest_by_count_and_bytes() {
+        let mut o = outbox(2, 100);
+        assert!(o.push(entry(1, "a")).unwrap().is_empty());
+        assert!(o.push(entry(2, "b")).unwrap().is_empty());
+        assert_eq!(
+            o.push(entry(3, "c")).unwrap(),
+            vec![(MessageId(1), Awaiting::Nothing)]
+        );
+        let mut o = outbox(10, 10);
+        o.push(entry(1, "12345")).unwrap();
+        o.push(entry(2, "12345")).unwrap();
+        assert_eq!(
+            o.push(entry(3, "123")).unwrap(),
+            vec![(MessageId(1), Awaiting::Nothing)]
+        );
+        assert_eq!(o.bytes(), 8);
+        assert_eq!(
+            o.push(entry(4, "12345678901")),
+            Err(PushError::TooLarge { size: 11, max: 10 })
+        );
+    }
+
+    #[test]
+    fn queued_are_dropped_before_in_flight() {
+        let mut o = outbox(2, 100);
+        let mut acked = entry(1, "a");
+        acked.awaiting = Awaiting::Ack("w1".into());
+        o.push(acked).unwrap();
+        o.next_to_send().unwrap();
+        o.push(entry(2, "b")).unwrap();
+        assert_eq!(
+            o.push(entry(3, "c")).unwrap(),
+            vec![(MessageId(2), Awaiting::Nothing)]
+        );
+        assert_eq!(o.acknowledge("w1"), Some(MessageId(1)));
+        assert_eq!(o.len(), 1);
+    }
+
+    #[test]
+    fn requeue_puts_in_flight_first_in_order() {
+        let mut o = outbox(10, 100);
+        for i in 1..=3 {
+            let mut e = entry(i, &format!("m{i}"));
+            e.awaiting = Awaiting::Ack(format!("w{i}"));
+            o.push(e).unwrap();
+        }
+        o.next_to_send();
+        o.next_to_send();
+        o.requeue_in_flight(true);
+        let order: Vec<(Frame, bool)> =
+            std::iter::from_fn(|| o.next_to_send().map(|out| (out.frame, out.resend))).collect();
+        assert_eq!(
+            order,
+            vec![
+                (Frame::Text("m1".into()), true),
+                (Frame::Text("m2".into()), true),
+                (Frame::Text("m3".into()), false)
+            ]
+        );
+    }
+
+    #[test]
+    fn expiry_removes_only_due_entries() {
+        let mut o = outbox(10, 100);
+        let mut e = entry(1, "old");
+        e.expires_at = Some(Instant::from_millis(10));
+        o.push(e).unwrap();
+        let mut e = entry(2, "new");
+        e.expires_at = Some(Instant::from_millis(20));
+        o.push(e).unwrap();
+        o.push(entry(3, "forever")).unwrap();
+        assert_eq!(o.next_expiry(), Some(Instant::from_millis(10)));
+        let gone: Vec<_> = o.expire(Instant::from_millis(15)).into_iter().map(|e| e.0).collect();
+        assert_eq!(gone, vec![MessageId(1)]);
+        assert_eq!(o.next_expiry(), Some(Instant::from_millis(20)));
+        assert_eq!(o.bytes(), 10);
+    }
+
+    #[test]
+    fn reject_new_policy() {
+        let mut o = Outbox::new(OutboxConfig {
+            max_messages: 1,
+            overflow: OverflowPolicy::RejectNew,
+            ..OutboxConfig::default()
+        });
+        o.push(entry(1, "a")).unwrap();
+        assert_eq!(o.push(entry(2, "b")), Err(PushError::Full));
+        assert_eq!(o.len(), 1);
+    }
+}

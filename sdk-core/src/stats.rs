@@ -1,0 +1,56 @@
+//! Running counters the engine keeps about itself, for dashboards and the CLI's summary.
+
+use std::time::Duration;
+
+/// A snapshot of the engine's counters. All counts are since the engine was created.
+///
+/// Invariant (checked by the property tests): every message accepted by `send`/`publish` is
+/// settled (written, or acknowledged when acks are on), dropped with a reported reason, or
+/// still pending: `messages_accepted == messages_settled + dropped_total() + pending`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Connection attempts started.
+    pub attempts: u64,
+    /// Transports that opened.
+    pub opens: u64,
+    /// Opens after the first one.
+    pub reconnects: u64,
+    /// Messages accepted from the app (`send`/`publish`).
+    pub messages_accepted: u64,
+    /// Messages that left the outbox successfully (written; or acknowledged if acked).
+    pub messages_settled: u64,
+    /// Frames handed to the transport (including resends and control frames).
+    pub frames_sent: u64,
+    /// Frames received from the transport.
+    pub frames_received: u64,
+    /// Bytes handed to the transport.
+    pub bytes_sent: u64,
+    /// Bytes received from the transport.
+    pub bytes_received: u64,
+    /// Acked messages written again after a reconnect.
+    pub resent: u64,
+    /// Messages dropped because the outbox was full.
+    pub dropped_overflow: u64,
+    /// Messages dropped because their TTL passed.
+    pub dropped_expired: u64,
+    /// Messages dropped because the engine closed.
+    pub dropped_closed: u64,
+    /// Messages the server rejected.
+    pub dropped_rejected: u64,
+    /// Inbound channel messages dropped as duplicates (offset already seen).
+    pub duplicates_dropped: u64,
+    /// Error events emitted.
+    pub errors: u64,
+    /// Inputs about an abandoned transport, ignored.
+    pub stale_inputs: u64,
+    /// The latest round-trip time measured.
+    pub last_rtt: Option<Duration>,
+}
+
+impl Stats {
+    /// Every message dropped, for any reason.
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped_overflow + self.dropped_expired + self.dropped_closed + self.dropped_rejected
+    }
+}
