@@ -77,9 +77,14 @@ impl Backoff {
         self.previous = self.config.initial;
     }
 
-    /// Records one more failure and returns the delay before the next attempt.
-    pub(crate) fn next_delay(&mut self, rng: &mut Prng, hint: Option<DelayHint>) -> Duration {
+    /// Records one more failed attempt (or a connection that dropped before it was stable).
+    pub(crate) fn record_failure(&mut self) {
         self.failures = self.failures.saturating_add(1);
+    }
+
+    /// The delay before the next attempt. A stable connection that dropped has no failures
+    /// yet and waits like after the first failure: a crowd dropped at once must still spread.
+    pub(crate) fn next_delay(&mut self, rng: &mut Prng, hint: Option<DelayHint>) -> Duration {
         let jittered = self.jittered(rng);
         self.previous = jittered.max(self.config.initial);
         match hint {
@@ -94,7 +99,7 @@ impl Backoff {
     }
 
     fn jittered(&self, rng: &mut Prng) -> Duration {
-        let base = base_delay(&self.config, self.failures);
+        let base = base_delay(&self.config, self.failures.max(1));
         match self.config.jitter {
             Jitter::None => base,
             Jitter::Full => rng.duration_between(Duration::ZERO, base),
@@ -123,20 +128,33 @@ mod tests {
         let mut b = Backoff::new(config(Jitter::None));
         let mut rng = Prng::seed_from_u64(1);
         let delays: Vec<u64> = (0..7)
-            .map(|_| b.next_delay(&mut rng, None).as_secs())
+            .map(|_| {
+                b.record_failure();
+                b.next_delay(&mut rng, None).as_secs()
+            })
             .collect();
         assert_eq!(delays, vec![1, 2, 4, 8, 16, 30, 30]);
         b.reset();
         assert_eq!(b.next_delay(&mut rng, None), Duration::from_secs(1));
+        b.record_failure();
+        assert_eq!(b.next_delay(&mut rng, None), Duration::from_secs(1));
+        b.record_failure();
+        assert_eq!(b.next_delay(&mut rng, None), Duration::from_secs(2));
     }
 
     #[test]
     fn every_strategy_stays_in_bounds() {
-        for jitter in [Jitter::None, Jitter::Full, Jitter::Equal, Jitter::Decorrelated] {
+        for jitter in [
+            Jitter::None,
+            Jitter::Full,
+            Jitter::Equal,
+            Jitter::Decorrelated,
+        ] {
             let c = config(jitter);
             let mut b = Backoff::new(c.clone());
             let mut rng = Prng::seed_from_u64(9);
             for attempt in 1..=200 {
+                b.record_failure();
                 let d = b.next_delay(&mut rng, None);
                 let (lo, hi) = delay_bounds(&c, attempt);
                 assert!(d >= lo && d <= hi, "{jitter:?} attempt {attempt}: {d:?}");
@@ -148,7 +166,13 @@ mod tests {
     fn full_jitter_does_not_collapse_at_the_cap() {
         let mut b = Backoff::new(config(Jitter::Full));
         let mut rng = Prng::seed_from_u64(3);
-        let late: Vec<Duration> = (0..100).map(|_| b.next_delay(&mut rng, None)).skip(20).collect();
+        let late: Vec<Duration> = (0..100)
+            .map(|_| {
+                b.record_failure();
+                b.next_delay(&mut rng, None)
+            })
+            .skip(20)
+            .collect();
         let distinct: std::collections::BTreeSet<_> = late.iter().collect();
         assert!(distinct.len() > 70, "delays at the cap must stay spread");
     }
@@ -173,11 +197,10 @@ mod tests {
             max_attempts: Some(2),
             ..BackoffConfig::default()
         });
-        let mut rng = Prng::seed_from_u64(0);
         assert!(!b.exhausted());
-        b.next_delay(&mut rng, None);
+        b.record_failure();
         assert!(!b.exhausted());
-        b.next_delay(&mut rng, None);
+        b.record_failure();
         assert!(b.exhausted());
     }
 }

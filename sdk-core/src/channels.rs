@@ -41,7 +41,8 @@ impl Channels {
         if self.subs.contains_key(channel) {
             return false;
         }
-        self.subs.insert(channel.to_owned(), Subscription::default());
+        self.subs
+            .insert(channel.to_owned(), Subscription::default());
         true
     }
 
@@ -116,7 +117,11 @@ impl Channels {
     }
 
     /// Applies a presence update; returns the event to emit if anything changed.
-    pub(crate) fn apply_presence(&mut self, channel: &str, change: PresenceChange) -> Option<Event> {
+    pub(crate) fn apply_presence(
+        &mut self,
+        channel: &str,
+        change: PresenceChange,
+    ) -> Option<Event> {
         let sub = self.subs.get_mut(channel)?;
         let (joined, left) = match change {
             PresenceChange::Snapshot(list) => {
@@ -193,9 +198,15 @@ mod tests {
     fn snapshot_replaces_members_and_reports_ghosts() {
         let mut c = Channels::default();
         c.add("room");
-        c.apply_presence("room", PresenceChange::Snapshot(vec!["a".into(), "ghost".into()]));
+        c.apply_presence(
+            "room",
+            PresenceChange::Snapshot(vec!["a".into(), "ghost".into()]),
+        );
         let ev = c
-            .apply_presence("room", PresenceChange::Snapshot(vec!["a".into(), "b".into()]))
+            .apply_presence(
+                "room",
+                PresenceChange::Snapshot(vec!["a".into(), "b".into()]),
+            )
             .unwrap();
         assert_eq!(
             ev,
@@ -206,7 +217,11 @@ mod tests {
                 left: vec!["ghost".into()],
             }
         );
-        assert!(c.apply_presence("room", PresenceChange::Join("a".into())).is_none());
-        assert!(c.apply_presence("other", PresenceChange::Join("x".into())).is_none());
+        assert!(c
+            .apply_presence("room", PresenceChange::Join("a".into()))
+            .is_none());
+        assert!(c
+            .apply_presence("other", PresenceChange::Join("x".into()))
+            .is_none());
     }
 }

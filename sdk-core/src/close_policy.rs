@@ -174,8 +174,14 @@ impl ClosePolicy {
 
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         let checks = [
-            ("close_policy.service_restart_window", self.service_restart_window),
-            ("close_policy.try_again_later_delay", self.try_again_later_delay),
+            (
+                "close_policy.service_restart_window",
+                self.service_restart_window,
+            ),
+            (
+                "close_policy.try_again_later_delay",
+                self.try_again_later_delay,
+            ),
             ("close_policy.max_server_delay", self.max_server_delay),
         ];
         for (field, d) in checks {
@@ -239,7 +245,11 @@ mod tests {
             assert_eq!(p.disposition_for_code(code), Disposition::Reauth, "{code}");
         }
         for code in [4004, 4050, 4099] {
-            assert_eq!(p.disposition_for_code(code), Disposition::Terminal, "{code}");
+            assert_eq!(
+                p.disposition_for_code(code),
+                Disposition::Terminal,
+                "{code}"
+            );
         }
     }
 
@@ -263,7 +273,8 @@ mod tests {
             Some(DelayHint::Within(Duration::from_secs(5)))
         );
         assert_eq!(
-            p.classify_close(Some(1012), r#"{"reconnect_within_ms": 10000}"#).hint,
+            p.classify_close(Some(1012), r#"{"reconnect_within_ms": 10000}"#)
+                .hint,
             Some(DelayHint::Within(Duration::from_secs(10)))
         );
         assert_eq!(

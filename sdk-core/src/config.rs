@@ -526,7 +526,10 @@ impl ConfigBuilder {
         validate_backoff(&c.backoff)?;
         validate_heartbeat(&c)?;
         if c.outbox.max_messages == 0 {
-            return Err(ConfigError::new("outbox.max_messages", "must be at least 1"));
+            return Err(ConfigError::new(
+                "outbox.max_messages",
+                "must be at least 1",
+            ));
         }
         if c.outbox.max_bytes == 0 {
             return Err(ConfigError::new("outbox.max_bytes", "must be at least 1"));
@@ -553,7 +556,10 @@ impl ConfigBuilder {
         }
         for (name, _) in &c.headers {
             if name.is_empty() || name.contains([':', '\r', '\n']) {
-                return Err(ConfigError::new("header", format!("invalid header name {name:?}")));
+                return Err(ConfigError::new(
+                    "header",
+                    format!("invalid header name {name:?}"),
+                ));
             }
         }
         if let Some(id) = &c.client_id {
@@ -587,7 +593,10 @@ fn transport_for_url(url: &str) -> Result<TransportKind, ConfigError> {
         return Err(ConfigError::new("url", format!("{url:?} has no host")));
     }
     if url.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
-        return Err(ConfigError::new("url", format!("{url:?} contains whitespace")));
+        return Err(ConfigError::new(
+            "url",
+            format!("{url:?} contains whitespace"),
+        ));
     }
     Ok(kind)
 }
@@ -595,10 +604,16 @@ fn transport_for_url(url: &str) -> Result<TransportKind, ConfigError> {
 fn validate_backoff(b: &BackoffConfig) -> Result<(), ConfigError> {
     positive("backoff.initial", b.initial)?;
     if b.max < b.initial {
-        return Err(ConfigError::new("backoff.max", "must be at least backoff.initial"));
+        return Err(ConfigError::new(
+            "backoff.max",
+            "must be at least backoff.initial",
+        ));
     }
     if !b.factor.is_finite() || b.factor < 1.0 {
-        return Err(ConfigError::new("backoff.factor", "must be a finite number >= 1.0"));
+        return Err(ConfigError::new(
+            "backoff.factor",
+            "must be a finite number >= 1.0",
+        ));
     }
     if b.max_attempts == Some(0) {
         return Err(ConfigError::new(
@@ -618,15 +633,24 @@ fn validate_heartbeat(c: &Config) -> Result<(), ConfigError> {
     positive("heartbeat.interval", h.interval)?;
     positive("heartbeat.probe_timeout", h.probe_timeout)?;
     if h.max_missed == 0 {
-        return Err(ConfigError::new("heartbeat.max_missed", "must be at least 1"));
+        return Err(ConfigError::new(
+            "heartbeat.max_missed",
+            "must be at least 1",
+        ));
     }
     if h.pong_timeout == Some(Duration::ZERO) {
-        return Err(ConfigError::new("heartbeat.pong_timeout", "must be positive"));
+        return Err(ConfigError::new(
+            "heartbeat.pong_timeout",
+            "must be positive",
+        ));
     }
     match (mode, c.transport) {
-        (HeartbeatMode::PingFrame | HeartbeatMode::AppMessage, TransportKind::Sse) => Err(
-            ConfigError::new("heartbeat.mode", "SSE is receive-only: use ServerDriven or Off"),
-        ),
+        (HeartbeatMode::PingFrame | HeartbeatMode::AppMessage, TransportKind::Sse) => {
+            Err(ConfigError::new(
+                "heartbeat.mode",
+                "SSE is receive-only: use ServerDriven or Off",
+            ))
+        }
         (HeartbeatMode::PingFrame, _) if !c.can_send_ping_frames => Err(ConfigError::new(
             "heartbeat.mode",
             "this driver cannot send ping frames: use AppMessage",
@@ -665,23 +689,44 @@ mod tests {
             (Config::builder("example.com"), "url"),
             (Config::builder("ws://"), "url"),
             (Config::builder("ws://a b"), "url"),
-            (Config::builder("ws://h").backoff_initial(Duration::ZERO), "backoff.initial"),
+            (
+                Config::builder("ws://h").backoff_initial(Duration::ZERO),
+                "backoff.initial",
+            ),
             (
                 Config::builder("ws://h")
                     .backoff_initial(Duration::from_secs(5))
                     .backoff_max(Duration::from_secs(1)),
                 "backoff.max",
             ),
-            (Config::builder("ws://h").backoff_factor(f64::NAN), "backoff.factor"),
-            (Config::builder("ws://h").max_attempts(Some(0)), "backoff.max_attempts"),
-            (Config::builder("ws://h").max_missed_pongs(0), "heartbeat.max_missed"),
-            (Config::builder("ws://h").outbox_max_messages(0), "outbox.max_messages"),
-            (Config::builder("ws://h").max_message_bytes(0), "max_message_bytes"),
+            (
+                Config::builder("ws://h").backoff_factor(f64::NAN),
+                "backoff.factor",
+            ),
+            (
+                Config::builder("ws://h").max_attempts(Some(0)),
+                "backoff.max_attempts",
+            ),
+            (
+                Config::builder("ws://h").max_missed_pongs(0),
+                "heartbeat.max_missed",
+            ),
+            (
+                Config::builder("ws://h").outbox_max_messages(0),
+                "outbox.max_messages",
+            ),
+            (
+                Config::builder("ws://h").max_message_bytes(0),
+                "max_message_bytes",
+            ),
             (
                 Config::builder("http://h").heartbeat_mode(HeartbeatMode::PingFrame),
                 "heartbeat.mode",
             ),
-            (Config::builder("ws://h").token(TokenPlacement::FirstMessage), "token"),
+            (
+                Config::builder("ws://h").token(TokenPlacement::FirstMessage),
+                "token",
+            ),
             (Config::builder("ws://h").header("Bad:Name", "v"), "header"),
         ];
         for (builder, field) in cases {
@@ -696,12 +741,18 @@ mod tests {
             .driver_can_send_ping_frames(false)
             .build()
             .unwrap();
-        assert_eq!(browser_raw.effective_heartbeat_mode(), HeartbeatMode::ServerDriven);
+        assert_eq!(
+            browser_raw.effective_heartbeat_mode(),
+            HeartbeatMode::ServerDriven
+        );
         let browser_tether = Config::builder("ws://h")
             .protocol(Protocol::Tether)
             .driver_can_send_ping_frames(false)
             .build()
             .unwrap();
-        assert_eq!(browser_tether.effective_heartbeat_mode(), HeartbeatMode::AppMessage);
+        assert_eq!(
+            browser_tether.effective_heartbeat_mode(),
+            HeartbeatMode::AppMessage
+        );
     }
 }

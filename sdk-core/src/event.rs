@@ -236,7 +236,10 @@ pub enum DisconnectCause {
 impl fmt::Display for DisconnectCause {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            DisconnectCause::Closed { code: Some(c), reason } if !reason.is_empty() => {
+            DisconnectCause::Closed {
+                code: Some(c),
+                reason,
+            } if !reason.is_empty() => {
                 write!(f, "closed with code {c}: {reason}")
             }
             DisconnectCause::Closed { code: Some(c), .. } => write!(f, "closed with code {c}"),

@@ -66,7 +66,10 @@ impl Heartbeat {
     }
 
     fn sends_pings(&self) -> bool {
-        matches!(self.mode, HeartbeatMode::PingFrame | HeartbeatMode::AppMessage)
+        matches!(
+            self.mode,
+            HeartbeatMode::PingFrame | HeartbeatMode::AppMessage
+        )
     }
 
     fn silence_limit(&self) -> Duration {

@@ -125,7 +125,10 @@ impl Outbox {
     }
 
     fn pop_oldest(&mut self) -> Option<Entry> {
-        let old = self.queued.pop_front().or_else(|| self.in_flight.pop_front())?;
+        let old = self
+            .queued
+            .pop_front()
+            .or_else(|| self.in_flight.pop_front())?;
         self.bytes -= old.frame.len();
         Some(old)
     }
@@ -362,7 +365,11 @@ mod tests {
         o.push(e).unwrap();
         o.push(entry(3, "forever")).unwrap();
         assert_eq!(o.next_expiry(), Some(Instant::from_millis(10)));
-        let gone: Vec<_> = o.expire(Instant::from_millis(15)).into_iter().map(|e| e.0).collect();
+        let gone: Vec<_> = o
+            .expire(Instant::from_millis(15))
+            .into_iter()
+            .map(|e| e.0)
+            .collect();
         assert_eq!(gone, vec![MessageId(1)]);
         assert_eq!(o.next_expiry(), Some(Instant::from_millis(20)));
         assert_eq!(o.bytes(), 10);

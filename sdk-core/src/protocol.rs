@@ -595,7 +595,9 @@ mod tests {
                 message: "frame of 2000000 bytes exceeds 1048576".into(),
                 id: None,
             },
-            ServerMessage::Pong { id: Some("7".into()) },
+            ServerMessage::Pong {
+                id: Some("7".into()),
+            },
         ];
         for m in msgs {
             assert_eq!(ServerMessage::decode(&m.encode()).unwrap(), m);

@@ -73,7 +73,10 @@ mod tests {
 
     #[test]
     fn wire_ids_round_trip_and_reject_garbage() {
-        assert_eq!(Requests::parse_wire_id(&Requests::wire_id(RequestId(42))), Some(RequestId(42)));
+        assert_eq!(
+            Requests::parse_wire_id(&Requests::wire_id(RequestId(42))),
+            Some(RequestId(42))
+        );
         assert_eq!(Requests::parse_wire_id("x42"), None);
         assert_eq!(Requests::parse_wire_id("q-1"), None);
         assert_eq!(Requests::parse_wire_id("q"), None);

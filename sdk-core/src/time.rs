@@ -149,8 +149,17 @@ mod tests {
     #[test]
     fn clock_clamps_backwards_time() {
         let mut clock = Clock::default();
-        assert_eq!(clock.observe(Instant::from_millis(10)), Instant::from_millis(10));
-        assert_eq!(clock.observe(Instant::from_millis(5)), Instant::from_millis(10));
-        assert_eq!(clock.observe(Instant::from_millis(11)), Instant::from_millis(11));
+        assert_eq!(
+            clock.observe(Instant::from_millis(10)),
+            Instant::from_millis(10)
+        );
+        assert_eq!(
+            clock.observe(Instant::from_millis(5)),
+            Instant::from_millis(10)
+        );
+        assert_eq!(
+            clock.observe(Instant::from_millis(11)),
+            Instant::from_millis(11)
+        );
     }
 }

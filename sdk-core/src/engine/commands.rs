@@ -67,7 +67,11 @@ impl Engine {
 
     /// Sends a message with default options: raw mode writes the frame as is; Tether mode wraps
     /// it in a channel-less `publish` (acknowledged). See [`Engine::send_with`].
-    pub fn send(&mut self, now: Instant, payload: impl Into<Payload>) -> Result<MessageId, SendError> {
+    pub fn send(
+        &mut self,
+        now: Instant,
+        payload: impl Into<Payload>,
+    ) -> Result<MessageId, SendError> {
         self.send_with(now, payload, SendOptions::default())
     }
 

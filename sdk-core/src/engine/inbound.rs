@@ -58,7 +58,8 @@ impl Engine {
                 recovered,
             } => {
                 if self.channels.contains(&channel) {
-                    self.channels.on_subscribed(&channel, offset, epoch, recovered);
+                    self.channels
+                        .on_subscribed(&channel, offset, epoch, recovered);
                     self.events.push_back(Event::Subscribed {
                         channel,
                         offset,

@@ -84,12 +84,12 @@ impl Engine {
                 Ok(msg) => self.handle_server_message(now, msg),
                 Err(err) => self.emit_error(EngineError::Decode(err)),
             },
-            (Protocol::Tether, Frame::Binary(bytes)) => self.emit_error(
-                EngineError::UnexpectedFrame(format!(
+            (Protocol::Tether, Frame::Binary(bytes)) => {
+                self.emit_error(EngineError::UnexpectedFrame(format!(
                     "binary frame of {} bytes in Tether protocol mode",
                     bytes.len()
-                )),
-            ),
+                )))
+            }
         }
     }
 
@@ -326,7 +326,12 @@ impl Engine {
         matches!(self.state, State::Open | State::Closing)
     }
 
-    pub(super) fn deliver(&mut self, channel: Option<String>, offset: Option<u64>, payload: Payload) {
+    pub(super) fn deliver(
+        &mut self,
+        channel: Option<String>,
+        offset: Option<u64>,
+        payload: Payload,
+    ) {
         self.events.push_back(Event::Message(InboundMessage {
             channel,
             offset,

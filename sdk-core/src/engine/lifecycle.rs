@@ -102,6 +102,7 @@ impl Engine {
         self.timers.min_uptime = None;
         self.backoff.reset();
         self.auth.refreshed_once = false;
+        self.stable = true;
     }
 
     /// The current connection or attempt ended for `cause`; `verdict` decides what next.
@@ -120,6 +121,11 @@ impl Engine {
                 code,
                 reason: truncate_reason(&cause.to_string()),
             });
+        }
+        // A connection that dropped before proving stable counts as a failed attempt, so an
+        // accept-then-drop server meets growing delays; one that was stable starts afresh.
+        if !std::mem::take(&mut self.stable) {
+            self.backoff.record_failure();
         }
         self.teardown_connection();
         let (code, status) = match &cause {
@@ -154,6 +160,7 @@ impl Engine {
     /// Forgets the current transport and everything tied to it.
     fn teardown_connection(&mut self) {
         self.conn = Connection::default();
+        self.stable = false;
         self.heartbeat.stop();
         self.timers.connect = None;
         self.timers.min_uptime = None;
@@ -230,7 +237,11 @@ impl Engine {
 
     /// Reports entries that left the outbox undelivered: messages in one `Dropped` event,
     /// requests each as `RequestFailed`.
-    pub(super) fn report_removed(&mut self, removed: Vec<(MessageId, Awaiting)>, reason: DropReason) {
+    pub(super) fn report_removed(
+        &mut self,
+        removed: Vec<(MessageId, Awaiting)>,
+        reason: DropReason,
+    ) {
         if removed.is_empty() {
             return;
         }

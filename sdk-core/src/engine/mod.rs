@@ -83,6 +83,8 @@ pub struct Engine {
     /// The SSE `Last-Event-ID` to resume from.
     last_event_id: Option<String>,
     drain: Option<Drain>,
+    /// The current connection has stayed open for `min_uptime` (backoff was reset).
+    stable: bool,
 }
 
 /// The current transport, if any, and what is known about it.
@@ -167,6 +169,7 @@ impl Engine {
             sse_retry: None,
             last_event_id: None,
             drain: None,
+            stable: false,
             config,
         }
     }

@@ -1,0 +1,1178 @@
+//! Scenario tests: each one names the behaviour it proves, runs one engine against the scripted
+//! server of `sim` in virtual time with a fixed seed, and asserts on what the engine did.
+#![allow(clippy::unwrap_used)]
+
+mod sim;
+
+use serde_json::json;
+use sim::{Behaviour, Sim};
+use std::time::Duration;
+use tether_core::{
+    backoff::delay_bounds, BackoffConfig, CloseReason, Config, DisconnectCause, DropReason, Event,
+    Frame, HeartbeatMode, Instant, Jitter, MessageId, Payload, Protocol, RequestFailure,
+    SendOptions, SseEvent, State, TokenPlacement,
+};
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+fn ms(m: u64) -> Duration {
+    Duration::from_millis(m)
+}
+
+fn tether(builder: tether_core::ConfigBuilder) -> Sim {
+    Sim::new(
+        builder.protocol(Protocol::Tether).seed(3).build().unwrap(),
+        true,
+    )
+}
+
+// ---- backoff and lifecycle ------------------------------------------------------------------
+
+#[test]
+fn accept_then_drop_server_makes_delays_grow_instead_of_a_hot_loop() {
+    let mut sim = Sim::new(
+        Config::builder("ws://relay")
+            .jitter(Jitter::None)
+            .build()
+            .unwrap(),
+        false,
+    );
+    sim.server.behaviour = Behaviour::AcceptThenClose {
+        after: ms(100),
+        code: Some(1000),
+        reason: String::new(),
+    };
+    sim.connect();
+    sim.run_for(secs(120));
+    let delays: Vec<u64> = sim.reconnects().iter().map(|r| r.2.as_secs()).collect();
+    // Every connection opened, but none lived for the 5 s minimum uptime: no reset.
+    assert_eq!(delays[..7], [1, 2, 4, 8, 16, 30, 30]);
+    let attempts: Vec<u32> = sim.reconnects().iter().map(|r| r.1).collect();
+    assert!(
+        attempts.windows(2).all(|w| w[1] == w[0] + 1),
+        "{attempts:?}"
+    );
+    assert!(
+        sim.engine.stats().attempts <= 9,
+        "{}",
+        sim.engine.stats().attempts
+    );
+}
+
+#[test]
+fn full_jitter_delays_stay_within_the_capped_curve() {
+    let mut sim = Sim::raw("ws://relay");
+    sim.server.behaviour = Behaviour::Down;
+    sim.connect();
+    sim.run_for(secs(600));
+    let config = BackoffConfig::default();
+    let reconnects = sim.reconnects();
+    assert!(reconnects.len() > 20);
+    for (_, attempt, delay, _) in reconnects {
+        let (lo, hi) = delay_bounds(&config, attempt - 1);
+        assert!(delay >= lo && delay <= hi, "attempt {attempt}: {delay:?}");
+    }
+}
+
+#[test]
+fn a_connection_that_stays_up_for_min_uptime_resets_the_backoff() {
+    let mut sim = Sim::new(
+        Config::builder("ws://relay")
+            .jitter(Jitter::None)
+            .build()
+            .unwrap(),
+        false,
+    );
+    sim.server.behaviour = Behaviour::Down;
+    sim.connect();
+    sim.run_for(secs(10)); // attempts 1..4 fail
+    let before = sim.reconnects().last().unwrap().1;
+    assert!(before >= 3);
+    sim.server.behaviour = Behaviour::Normal;
+    sim.run_until_state(secs(30), |e| e.state().is_open());
+    sim.run_for(secs(6)); // longer than min_uptime (5 s)
+    sim.kill_connection();
+    sim.run_for(ms(1));
+    let (_, attempt, delay, _) = sim.reconnects().last().cloned().unwrap();
+    assert_eq!(
+        (attempt, delay),
+        (1, secs(1)),
+        "backoff restarts from the beginning"
+    );
+}
+
+#[test]
+fn server_restart_reconnects_and_resubscribes() {
+    let mut sim = tether(Config::builder("ws://relay"));
+    sim.engine.subscribe(sim.now, "room").unwrap();
+    sim.connect_open();
+    sim.run_for(ms(100));
+    sim.kill_connection();
+    sim.server.behaviour = Behaviour::Down;
+    sim.run_for(secs(2));
+    sim.server.behaviour = Behaviour::Normal;
+    sim.run_until_state(secs(30), |e| e.state().is_open());
+    sim.run_for(ms(100));
+    let subscribes = sim
+        .server_texts()
+        .iter()
+        .filter(|t| t.contains(r#""type":"subscribe""#))
+        .count();
+    assert_eq!(
+        subscribes, 2,
+        "subscribed on the first open and again after the restart"
+    );
+    assert_eq!(sim.engine.stats().reconnects, 1);
+    let states: Vec<&'static str> = sim.events_matching(|e| match e {
+        Event::StateChanged { to, .. } => Some(to.name()),
+        _ => None,
+    });
+    assert_eq!(&states[..3], ["connecting", "open", "waiting"]);
+    assert_eq!(states.last(), Some(&"open"));
+}
+
+#[test]
+fn every_transition_reports_both_ends() {
+    let mut sim = Sim::raw("ws://relay");
+    sim.connect_open();
+    sim.kill_connection();
+    sim.run_for(secs(3));
+    let mut previous = State::Idle;
+    for (_, e) in &sim.events {
+        if let Event::StateChanged { from, to } = e {
+            assert_eq!(from, &previous);
+            assert_ne!(from, to);
+            previous = to.clone();
+        }
+    }
+    assert_eq!(&previous, sim.engine.state());
+}
+
+#[test]
+fn max_attempts_gives_up_with_a_terminal_state() {
+    let mut sim = Sim::new(
+        Config::builder("ws://relay")
+            .max_attempts(Some(3))
+            .build()
+            .unwrap(),
+        false,
+    );
+    sim.server.behaviour = Behaviour::Down;
+    sim.engine.send(sim.now, "never delivered").unwrap();
+    sim.connect();
+    sim.run_for(secs(60));
+    assert_eq!(
+        sim.engine.state(),
+        &State::Closed {
+            reason: CloseReason::GaveUp { attempts: 3 }
+        }
+    );
+    assert_eq!(sim.server.opens.len(), 3);
+    let dropped = sim.events_matching(|e| match e {
+        Event::Dropped { ids, reason } => Some((ids.clone(), reason.clone())),
+        _ => None,
+    });
+    assert_eq!(dropped, vec![(vec![first_id()], DropReason::Closed)]);
+    assert_eq!(
+        sim.engine.poll_timeout(),
+        None,
+        "a closed engine has no timers"
+    );
+}
+
+#[test]
+fn connect_after_close_starts_again() {
+    let mut sim = Sim::raw("ws://relay");
+    sim.connect_open();
+    sim.engine.close(sim.now, 1000, "bye").unwrap();
+    sim.run_for(secs(3));
+    assert!(sim.engine.state().is_closed());
+    sim.connect_open();
+    assert_eq!(sim.server.opens.len(), 2);
+}
+
+#[test]
+fn connect_timeout_abandons_a_hanging_handshake() {
+    let mut sim = Sim::new(
+        Config::builder("ws://relay")
+            .connect_timeout(secs(3))
+            .build()
+            .unwrap(),
+        false,
+    );
+    sim.server.behaviour = Behaviour::Hang;
+    sim.connect();
+    sim.run_for(ms(3001));
+    let r = sim.reconnects();
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].0, Instant::from_millis(3000));
+    assert_eq!(r[0].3, DisconnectCause::ConnectTimeout);
+}
+
+// ---- server hints and close policy ----------------------------------------------------------
+
+#[test]
+fn close_1013_waits_at_least_the_try_again_delay() {
+    let mut sim = Sim::raw("ws://relay");
+    sim.connect_open();
+    sim.server_close(1013, "overloaded");
+    sim.run_for(ms(50));
+    let (_, _, delay, _) = sim.reconnects()[0].clone();
+    assert!(
+        delay >= secs(5) && delay <= secs(5) + secs(5) / 4,
+        "{delay:?}"
+    );
+}
+
+#[test]
+fn graceful_restart_window_spreads_reconnects_within_it() {
+    for seed in 0..50 {
+        let mut sim = Sim::new(
+            Config::builder("ws://relay").seed(seed).build().unwrap(),
+            false,
+        );
+        sim.connect_open();
+        sim.server_close(1012, r#"{"reconnect_within_ms": 10000}"#);
+        sim.run_for(ms(50));
+        let (_, _, delay, _) = sim.reconnects()[0].clone();
+        assert!(delay <= secs(10), "{delay:?}");
+    }
+}
+
+#[test]
+fn http_429_retry_after_raises_the_delay() {
+    let mut sim = Sim::raw("ws://relay");
+    sim.server.behaviour = Behaviour::Http {
+        status: 429,
+        retry_after: Some(secs(7)),
+    };
+    sim.connect();
+    sim.run_for(ms(50));
+    let (_, _, delay, cause) = sim.reconnects()[0].clone();
+    assert!(delay >= secs(7), "{delay:?}");
+    assert_eq!(cause, DisconnectCause::Http { status: 429 });
+}
+
+#[test]
+fn terminal_close_code_stops_and_reports_the_reason() {
+    let mut sim = Sim::raw("ws://relay");
+    sim.connect_open();
+    sim.server_close(4004, "no such room");
+    sim.run_for(secs(60));
+    assert_eq!(
+        sim.engine.state(),
+        &State::Closed {
+            reason: CloseReason::Refused {
+                code: Some(4004),
+                status: None,
+                reason: "no such room".into()
+            }
+        }
+    );
+    assert_eq!(
+        sim.server.opens.len(),
+        1,
+        "no reconnect after a terminal code"
+    );
+}
+
+#[test]
+fn json_close_reason_can_forbid_reconnecting() {
+    let mut sim = Sim::raw("ws://relay");
+    sim.connect_open();
+    sim.server_close(1000, r#"{"reconnect": false}"#);
+    sim.run_for(secs(10));
+    assert!(sim.engine.state().is_closed());
+}
+
+#[test]
+fn http_404_is_terminal() {
+    let mut sim = Sim::raw("ws://relay");
+    sim.server.behaviour = Behaviour::Http {
+        status: 404,
+        retry_after: None,
+    };
+    sim.connect();
+    sim.run_for(secs(10));
+    assert!(matches!(
+        sim.engine.state(),
+        State::Closed {
+            reason: CloseReason::Refused {
+                status: Some(404),
+                ..
+            }
+        }
+    ));
+}
+
+// ---- auth -------------------------------------------------------------------------------------
+
+#[test]
+fn token_provider_is_asked_before_every_attempt_and_the_token_placed_in_a_header() {
+    let mut sim = Sim::new(
+        Config::builder("ws://relay")
+            .token(TokenPlacement::bearer_header())
+            .build()
+            .unwrap(),
+        false,
+    );
+    sim.server.behaviour = Behaviour::Down;
+    sim.connect();
+    sim.run_for(secs(5));
+    sim.server.behaviour = Behaviour::Normal;
+    sim.run_until_state(secs(30), |e| e.state().is_open());
+    let n = sim.server.opens.len();
+    assert!(n >= 3);
+    assert_eq!(sim.token_requests.len(), n);
+    for (i, (_, open)) in sim.server.opens.iter().enumerate() {
+        let auth = open
+            .headers
+            .iter()
+            .find(|(k, _)| k == "Authorization")
+            .unwrap();
+        assert_eq!(
+            auth.1,
+            format!("Bearer tok{}", i + 1),
+            "a fresh token per attempt"
+        );
+    }
+}
+
+#[test]
+fn query_token_placement_appends_to_the_url() {
+    let mut sim = Sim::new(
+        Config::builder("wss://relay/ws?room=a")
+            .token(TokenPlacement::Query {
+                param: "token".into(),
+            })
+            .build()
+            .unwrap(),
+        false,
+    );
+    sim.connect_open();
+    assert_eq!(
+        sim.server.opens[0].1.url,
+        "wss://relay/ws?room=a&token=tok1"
+    );
+}
+
+#[test]
+fn first_message_token_goes_in_hello() {
+    let mut sim = tether(Config::builder("ws://relay").token(TokenPlacement::FirstMessage));
+    sim.connect_open();
+    sim.run_for(ms(50));
+    assert_eq!(sim.server.hellos[0].1.as_deref(), Some("tok1"));
+}
+
+#[test]
+fn unauthorized_close_refreshes_the_token_once_then_stops() {
+    let mut sim = Sim::new(
+        Config::builder("ws://relay")
+            .token(TokenPlacement::bearer_header())
+            .build()
+            .unwrap(),
+        false,
+    );
+    sim.connect_open();
+    sim.server_close(4001, "token expired");
+    sim.run_until_state(secs(10), |e| e.state().is_open());
+    sim.server_close(4001, "token expired");
+    sim.run_for(secs(10));
+    assert_eq!(sim.token_requests, vec![(1, false), (2, true)]);
+    assert_eq!(
+        sim.engine.state(),
+        &State::Closed {
+            reason: CloseReason::Unauthorized {
+                code: Some(4001),
+                status: None
+            }
+        }
+    );
+}
+
+#[test]
+fn unauthorized_refusal_after_a_stable_period_gets_a_fresh_refresh() {
+    let mut sim = Sim::new(
+        Config::builder("ws://relay")
+            .token(TokenPlacement::bearer_header())
+            .build()
+            .unwrap(),
+        false,
+    );
+    sim.connect_open();
+    sim.server_close(1008, "expired");
+    sim.run_until_state(secs(10), |e| e.state().is_open());
+    sim.run_for(secs(6)); // stable: the refresh allowance is renewed
+    sim.server_close(1008, "expired again, hours later");
+    sim.run_until_state(secs(10), |e| e.state().is_open());
+    assert_eq!(sim.token_requests.iter().filter(|r| r.1).count(), 2);
+}
+
+#[test]
+fn token_provider_failure_is_retried_with_backoff() {
+    let mut sim = Sim::new(
+        Config::builder("ws://relay")
+            .token(TokenPlacement::bearer_header())
+            .build()
+            .unwrap(),
+        false,
+    );
+    sim.token_fails = true;
+    sim.connect();
+    sim.run_for(secs(5));
+    assert!(sim.server.opens.is_empty(), "no handshake without a token");
+    let causes = sim.reconnects();
+    assert!(matches!(
+        causes[0].3,
+        DisconnectCause::TokenUnavailable { .. }
+    ));
+    sim.token_fails = false;
+    sim.run_until_state(secs(30), |e| e.state().is_open());
+}
+
+// ---- heartbeat --------------------------------------------------------------------------------
+
+fn heartbeat_sim(mode: HeartbeatMode, protocol: Protocol) -> Sim {
+    Sim::new(
+        Config::builder("ws://relay")
+            .protocol(protocol)
+            .heartbeat_mode(mode)
+            .heartbeat_interval(secs(10))
+            .max_missed_pongs(2)
+            .seed(5)
+            .build()
+            .unwrap(),
+        protocol == Protocol::Tether,
+    )
+}
+
+#[test]
+fn black_hole_is_detected_within_interval_times_missed_plus_one() {
+    for (mode, protocol) in [
+        (HeartbeatMode::PingFrame, Protocol::Raw),
+        (HeartbeatMode::AppMessage, Protocol::Raw),
+        (HeartbeatMode::AppMessage, Protocol::Tether),
+    ] {
+        let mut sim = heartbeat_sim(mode, protocol);
+        sim.connect_open();
+        sim.run_for(secs(25)); // healthy: pongs arrive
+        assert!(
+            sim.reconnects().is_empty(),
+            "{mode:?}: a healthy connection stays up"
+        );
+        let rtts = sim.events_matching(|e| match e {
+            Event::Rtt { rtt } => Some(*rtt),
+            _ => None,
+        });
+        assert_eq!(rtts.len(), 2, "{mode:?}");
+        assert_eq!(rtts[0], ms(20), "{mode:?}: RTT = two one-way latencies");
+        let went_dark = sim.now;
+        sim.server.behaviour = Behaviour::BlackHole;
+        sim.run_for(secs(40));
+        let (at, _, _, cause) = sim.reconnects()[0].clone();
+        assert_eq!(cause, DisconnectCause::HeartbeatTimeout, "{mode:?}");
+        let detected = at.saturating_duration_since(went_dark);
+        assert!(
+            detected <= secs(30),
+            "{mode:?}: detected after {detected:?}"
+        );
+    }
+}
+
+#[test]
+fn inbound_traffic_counts_as_liveness_when_pongs_are_lost() {
+    let mut sim = heartbeat_sim(HeartbeatMode::PingFrame, Protocol::Raw);
+    sim.server.answer_pings = false;
+    sim.connect_open();
+    for _ in 0..10 {
+        sim.server_push(Frame::from("tick"));
+        sim.run_for(secs(5));
+    }
+    assert!(sim.reconnects().is_empty());
+}
+
+#[test]
+fn server_driven_heartbeat_expects_traffic() {
+    let mut sim = heartbeat_sim(HeartbeatMode::ServerDriven, Protocol::Raw);
+    sim.connect_open();
+    let opened = sim.now;
+    sim.run_for(secs(31));
+    let (at, _, _, cause) = sim.reconnects()[0].clone();
+    assert_eq!(cause, DisconnectCause::HeartbeatTimeout);
+    assert_eq!(at.saturating_duration_since(opened), secs(30));
+}
+
+// ---- network and lifecycle hints ----------------------------------------------------------------
+
+#[test]
+fn coming_online_while_waiting_reconnects_at_once() {
+    let mut sim = Sim::new(
+        Config::builder("ws://relay")
+            .jitter(Jitter::None)
+            .build()
+            .unwrap(),
+        false,
+    );
+    sim.server.behaviour = Behaviour::Down;
+    sim.connect();
+    sim.run_for(secs(4)); // waiting 4 s before attempt 4
+    sim.engine.network_changed(sim.now, false);
+    sim.server.behaviour = Behaviour::Normal;
+    let before = sim.server.opens.len();
+    sim.engine.network_changed(sim.now, true);
+    sim.run_for(ms(50));
+    assert_eq!(sim.server.opens.len(), before + 1, "attempted immediately");
+    assert!(sim.engine.state().is_open());
+}
+
+#[test]
+fn going_offline_probes_instead_of_killing_a_healthy_socket() {
+    let mut sim = heartbeat_sim(HeartbeatMode::PingFrame, Protocol::Raw);
+    sim.connect_open();
+    sim.engine.network_changed(sim.now, false);
+    sim.run_for(secs(6));
+    assert!(sim.reconnects().is_empty(), "the probe was answered");
+    assert_eq!(
+        sim.events_matching(|e| matches!(e, Event::Rtt { .. }).then_some(()))
+            .len(),
+        1
+    );
+
+    sim.server.behaviour = Behaviour::BlackHole;
+    let probe_at = sim.now;
+    sim.engine.network_changed(sim.now, true);
+    sim.run_for(secs(6));
+    let (at, _, _, cause) = sim.reconnects()[0].clone();
+    assert_eq!(cause, DisconnectCause::HeartbeatTimeout);
+    assert_eq!(
+        at.saturating_duration_since(probe_at),
+        secs(5),
+        "a dead socket is found within the probe timeout, not after 30 s"
+    );
+}
+
+#[test]
+fn returning_to_foreground_reconnects_a_waiting_client() {
+    let mut sim = Sim::raw("ws://relay");
+    sim.server.behaviour = Behaviour::Down;
+    sim.connect();
+    sim.run_for(secs(3));
+    sim.engine.set_foreground(sim.now, false);
+    sim.server.behaviour = Behaviour::Normal;
+    sim.engine.set_foreground(sim.now, true);
+    sim.run_for(ms(50));
+    assert!(sim.engine.state().is_open());
+}
+
+// ---- outbox -----------------------------------------------------------------------------------
+
+#[test]
+fn outbox_overflow_drops_the_oldest_reports_them_and_delivers_the_rest_in_order() {
+    let mut sim = Sim::new(
+        Config::builder("ws://relay")
+            .outbox_max_messages(10)
+            .build()
+            .unwrap(),
+        false,
+    );
+    sim.server.echo = false;
+    sim.server.behaviour = Behaviour::Down;
+    sim.connect();
+    for i in 1..=15 {
+        sim.engine.send(sim.now, format!("m{i}")).unwrap();
+        sim.run_for(ms(1));
+    }
+    let dropped: Vec<u64> = sim
+        .events_matching(|e| match e {
+            Event::Dropped {
+                ids,
+                reason: DropReason::Overflow,
+            } => Some(ids.iter().map(|i| i.get()).collect::<Vec<_>>()),
+            _ => None,
+        })
+        .concat();
+    assert_eq!(dropped, vec![1, 2, 3, 4, 5]);
+    assert_eq!(sim.engine.stats().dropped_overflow, 5);
+    sim.server.behaviour = Behaviour::Normal;
+    sim.run_until_state(secs(30), |e| e.state().is_open());
+    sim.run_for(ms(100));
+    let got = sim.server_texts();
+    let want: Vec<String> = (6..=15).map(|i| format!("m{i}")).collect();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn outbox_byte_bound_and_too_large_messages() {
+    let mut sim = Sim::new(
+        Config::builder("ws://relay")
+            .outbox_max_bytes(10)
+            .max_message_bytes(8)
+            .build()
+            .unwrap(),
+        false,
+    );
+    assert_eq!(
+        sim.engine.send(sim.now, "123456789"),
+        Err(tether_core::SendError::TooLarge { size: 9, max: 8 })
+    );
+    sim.engine.send(sim.now, "12345").unwrap();
+    sim.engine.send(sim.now, "12345").unwrap();
+    sim.engine.send(sim.now, "1").unwrap();
+    assert_eq!(sim.engine.outbox_bytes(), 6);
+    assert_eq!(sim.engine.stats().dropped_overflow, 1);
+}
+
+#[test]
+fn expired_messages_are_reported_and_never_sent_late() {
+    let mut sim = Sim::raw("ws://relay");
+    sim.server.echo = false;
+    sim.server.behaviour = Behaviour::Down;
+    sim.connect();
+    sim.engine
+        .send_with(sim.now, "stale", SendOptions::default().with_ttl(secs(1)))
+        .unwrap();
+    sim.engine.send(sim.now, "fresh").unwrap();
+    sim.run_for(ms(1001));
+    let expired = sim.events_matching(|e| match e {
+        Event::Dropped {
+            ids,
+            reason: DropReason::Expired,
+        } => Some(ids.clone()),
+        _ => None,
+    });
+    assert_eq!(expired, vec![vec![first_id()]]);
+    sim.server.behaviour = Behaviour::Normal;
+    sim.run_until_state(secs(30), |e| e.state().is_open());
+    sim.run_for(ms(50));
+    assert_eq!(sim.server_texts(), vec!["fresh"]);
+}
+
+#[test]
+fn messages_sent_while_open_queue_behind_older_ones_under_backpressure() {
+    let mut sim = Sim::raw("ws://relay");
+    sim.server.echo = false;
+    sim.connect_open();
+    let t = sim.server.conn.unwrap();
+    sim.engine.transport_writable(sim.now, t, false);
+    sim.engine.send(sim.now, "a").unwrap();
+    sim.engine.send(sim.now, "b").unwrap();
+    sim.run_for(ms(50));
+    assert!(
+        sim.server_texts().is_empty(),
+        "held in the outbox while the socket is full"
+    );
+    assert_eq!(sim.engine.outbox_len(), 2);
+    sim.engine.transport_writable(sim.now, t, true);
+    sim.engine.send(sim.now, "c").unwrap();
+    sim.run_for(ms(50));
+    assert_eq!(sim.server_texts(), vec!["a", "b", "c"]);
+}
+
+#[test]
+fn close_reports_pending_messages_as_dropped() {
+    let mut sim = Sim::raw("ws://relay");
+    sim.server.behaviour = Behaviour::Down;
+    sim.connect();
+    sim.engine.send(sim.now, "a").unwrap();
+    sim.engine.close(sim.now, 1000, "bye").unwrap();
+    let dropped = sim.engine.stats().dropped_closed;
+    assert_eq!(dropped, 1);
+    assert_eq!(
+        sim.engine.send(sim.now, "late"),
+        Err(tether_core::SendError::Closed)
+    );
+    assert!(
+        sim.engine.close(sim.now, 1005, "").is_err(),
+        "1005 is reserved"
+    );
+}
+
+#[test]
+fn close_after_drain_delivers_everything_then_closes() {
+    let mut sim = tether(Config::builder("ws://relay"));
+    sim.server.behaviour = Behaviour::Down;
+    sim.connect();
+    for i in 0..3 {
+        sim.engine
+            .publish(sim.now, "room", json!(i), SendOptions::default())
+            .unwrap();
+    }
+    sim.engine.close_after_drain(sim.now, secs(30));
+    assert_eq!(
+        sim.engine
+            .publish(sim.now, "room", json!(9), SendOptions::default()),
+        Err(tether_core::SendError::Closing)
+    );
+    sim.run_for(secs(2));
+    sim.server.behaviour = Behaviour::Normal;
+    sim.run_for(secs(10));
+    assert_eq!(sim.server_publishes().len(), 3);
+    assert_eq!(
+        sim.engine.state(),
+        &State::Closed {
+            reason: CloseReason::App { code: 1000 }
+        }
+    );
+    assert_eq!(sim.engine.stats().messages_settled, 3);
+    assert_eq!(sim.engine.stats().dropped_total(), 0);
+}
+
+#[test]
+fn close_after_drain_gives_up_at_its_deadline_and_reports_the_rest() {
+    let mut sim = Sim::raw("ws://relay");
+    sim.server.behaviour = Behaviour::Down;
+    sim.engine.send(sim.now, "a").unwrap();
+    sim.engine.close_after_drain(sim.now, secs(3));
+    sim.run_for(secs(4));
+    assert!(sim.engine.state().is_closed());
+    assert_eq!(sim.engine.stats().dropped_closed, 1);
+}
+
+// ---- acknowledged sends -----------------------------------------------------------------------
+
+#[test]
+fn acked_publishes_survive_a_drop_with_no_loss_and_no_duplicate_delivery() {
+    let mut sim = tether(Config::builder("ws://relay"));
+    sim.engine.subscribe(sim.now, "room").unwrap();
+    sim.connect_open();
+    sim.run_for(ms(100));
+    // The server stores the publishes but the connection dies before any ack is back.
+    for i in 0..5 {
+        sim.engine
+            .publish(sim.now, "room", json!(i), SendOptions::default())
+            .unwrap();
+    }
+    sim.run_for(ms(15)); // frames reached the server; acks are still in flight
+    sim.kill_connection();
+    sim.run_until_state(secs(10), |e| e.state().is_open());
+    sim.run_for(ms(200));
+    let acked = sim.events_matching(|e| matches!(e, Event::Acked { .. }).then_some(()));
+    assert_eq!(acked.len(), 5, "every publish acknowledged exactly once");
+    assert_eq!(sim.engine.stats().resent, 5);
+    let publishes = sim.server_publishes();
+    assert_eq!(publishes.len(), 10, "each publish was written twice");
+    assert_eq!(sim.server.head("room"), 5, "the server deduplicated by id");
+    let delivered: Vec<serde_json::Value> = sim
+        .delivered()
+        .into_iter()
+        .filter_map(|m| match m.payload {
+            Payload::Json(v) => Some(v),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(delivered, (0..5).map(|i| json!(i)).collect::<Vec<_>>());
+    assert_eq!(sim.engine.outbox_len(), 0);
+}
+
+#[test]
+fn a_publish_the_server_rejects_is_dropped_and_reported() {
+    let mut sim = tether(Config::builder("ws://relay"));
+    sim.connect_open();
+    sim.server.send_acks = false;
+    let id = sim
+        .engine
+        .publish(sim.now, "room", json!("x"), SendOptions::default())
+        .unwrap();
+    sim.run_for(ms(50));
+    let wire = sim.server_publishes()[0].0.clone();
+    sim.server_push(Frame::Text(
+        tether_core::protocol::ServerMessage::Error {
+            code: "rate_limited".into(),
+            message: "slow down".into(),
+            id: Some(wire),
+        }
+        .encode(),
+    ));
+    sim.run_for(ms(50));
+    let dropped = sim.events_matching(|e| match e {
+        Event::Dropped { ids, reason } => Some((ids.clone(), reason.clone())),
+        _ => None,
+    });
+    assert_eq!(
+        dropped,
+        vec![(
+            vec![id],
+            DropReason::Rejected {
+                code: "rate_limited".into()
+            }
+        )]
+    );
+    assert_eq!(sim.engine.outbox_len(), 0);
+}
+
+#[test]
+fn unacked_publishes_in_raw_mode_are_refused_with_a_clear_error() {
+    let mut sim = Sim::raw("ws://relay");
+    assert_eq!(
+        sim.engine.send_with(sim.now, "x", SendOptions::acked()),
+        Err(tether_core::SendError::NeedsTetherProtocol(
+            "acknowledged sends"
+        ))
+    );
+    assert!(sim
+        .engine
+        .publish(sim.now, "room", "x", SendOptions::default())
+        .is_err());
+    assert!(sim.engine.subscribe(sim.now, "room").is_err());
+}
+
+// ---- channels, resume, presence -----------------------------------------------------------------
+
+fn offsets(sim: &Sim) -> Vec<u64> {
+    sim.delivered().iter().filter_map(|m| m.offset).collect()
+}
+
+#[test]
+fn resubscribe_replays_missed_messages_and_drops_duplicates() {
+    let mut sim = tether(Config::builder("ws://relay"));
+    sim.engine.subscribe(sim.now, "room").unwrap();
+    sim.connect_open();
+    sim.run_for(ms(100));
+    for i in 1..=3 {
+        sim.other_publishes("room", json!(i));
+    }
+    sim.run_for(ms(100));
+    assert_eq!(offsets(&sim), vec![1, 2, 3]);
+    sim.kill_connection();
+    sim.server.behaviour = Behaviour::Down;
+    for i in 4..=6 {
+        sim.other_publishes("room", json!(i)); // missed while down
+    }
+    sim.server.replay_overlap = 2; // the server replays 2..6: 2 and 3 are duplicates
+    sim.server.behaviour = Behaviour::Normal;
+    sim.run_until_state(secs(30), |e| e.state().is_open());
+    sim.run_for(ms(200));
+    assert_eq!(offsets(&sim), vec![1, 2, 3, 4, 5, 6]);
+    assert_eq!(sim.engine.stats().duplicates_dropped, 2);
+    let resumed = sim.events_matching(|e| match e {
+        Event::Subscribed { recovered, .. } => Some(*recovered),
+        _ => None,
+    });
+    assert_eq!(
+        resumed,
+        vec![false, true],
+        "first subscribe fresh, then a full resume"
+    );
+    assert!(sim
+        .server_texts()
+        .iter()
+        .any(|t| t.contains(r#""since":3"#) && t.contains(r#""epoch":"epoch-1""#)));
+}
+
+#[test]
+fn a_client_that_received_nothing_still_resumes_from_the_head() {
+    let mut sim = tether(Config::builder("ws://relay"));
+    sim.other_publishes("room", json!("old"));
+    sim.engine.subscribe(sim.now, "room").unwrap();
+    sim.connect_open();
+    sim.run_for(ms(100));
+    sim.kill_connection();
+    sim.server.behaviour = Behaviour::Down;
+    sim.other_publishes("room", json!("missed"));
+    sim.server.behaviour = Behaviour::Normal;
+    sim.run_until_state(secs(30), |e| e.state().is_open());
+    sim.run_for(ms(200));
+    let got: Vec<Payload> = sim.delivered().into_iter().map(|m| m.payload).collect();
+    assert_eq!(got, vec![Payload::Json(json!("missed"))]);
+}
+
+#[test]
+fn a_restarted_server_with_a_new_epoch_is_not_mistaken_for_duplicates() {
+    let mut sim = tether(Config::builder("ws://relay"));
+    sim.engine.subscribe(sim.now, "room").unwrap();
+    sim.connect_open();
+    for i in 1..=5 {
+        sim.other_publishes("room", json!(i));
+    }
+    sim.run_for(ms(100));
+    sim.kill_connection();
+    // The server restarts with empty history and a new epoch.
+    sim.server.channels.clear();
+    sim.server.epoch = "epoch-2".into();
+    sim.run_until_state(secs(30), |e| e.state().is_open());
+    sim.run_for(ms(100));
+    sim.other_publishes("room", json!("after restart"));
+    sim.run_for(ms(100));
+    let last = sim.delivered().pop().unwrap();
+    assert_eq!(last.payload, Payload::Json(json!("after restart")));
+    assert_eq!(last.offset, Some(1));
+}
+
+#[test]
+fn presence_snapshot_after_reconnect_removes_ghosts() {
+    let mut sim = tether(Config::builder("ws://relay").client_id("me"));
+    sim.server.others_present = ["alice", "ghost"].into_iter().map(String::from).collect();
+    sim.engine.subscribe(sim.now, "room").unwrap();
+    sim.connect_open();
+    sim.run_for(ms(100));
+    let members: Vec<&str> = sim
+        .engine
+        .presence("room")
+        .unwrap()
+        .iter()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(members, ["alice", "ghost", "me"]);
+    sim.kill_connection();
+    sim.server.others_present = ["alice", "bob"].into_iter().map(String::from).collect();
+    sim.run_until_state(secs(30), |e| e.state().is_open());
+    sim.run_for(ms(100));
+    let members: Vec<&str> = sim
+        .engine
+        .presence("room")
+        .unwrap()
+        .iter()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(members, ["alice", "bob", "me"]);
+    let last = sim
+        .events_matching(|e| match e {
+            Event::Presence { joined, left, .. } => Some((joined.clone(), left.clone())),
+            _ => None,
+        })
+        .pop()
+        .unwrap();
+    assert_eq!(last, (vec!["bob".to_string()], vec!["ghost".to_string()]));
+}
+
+#[test]
+fn unsubscribe_stops_resubscribing() {
+    let mut sim = tether(Config::builder("ws://relay"));
+    sim.engine.subscribe(sim.now, "a").unwrap();
+    sim.engine.subscribe(sim.now, "b").unwrap();
+    sim.connect_open();
+    sim.engine.unsubscribe(sim.now, "a").unwrap();
+    sim.run_for(ms(100));
+    sim.kill_connection();
+    sim.run_until_state(secs(30), |e| e.state().is_open());
+    sim.run_for(ms(100));
+    let subs: Vec<String> = sim
+        .server_texts()
+        .into_iter()
+        .filter(|t| t.contains(r#""type":"subscribe""#))
+        .collect();
+    assert_eq!(subs.len(), 3, "{subs:?}");
+    assert!(subs[2].contains(r#""channel":"b""#));
+    assert!(matches!(
+        sim.engine.subscribe(sim.now, ""),
+        Err(tether_core::SubscribeError::InvalidChannel(_))
+    ));
+}
+
+// ---- requests ---------------------------------------------------------------------------------
+
+#[test]
+fn requests_get_replies_or_time_out() {
+    let mut sim = tether(Config::builder("ws://relay"));
+    sim.connect_open();
+    let ok = sim.engine.request(sim.now, json!("ping"), None).unwrap();
+    sim.run_for(ms(100));
+    sim.server.answer_requests = false;
+    let lost = sim
+        .engine
+        .request(sim.now, json!("x"), Some(secs(2)))
+        .unwrap();
+    let sent_at = sim.now;
+    sim.run_for(secs(3));
+    let outcomes = sim.events_matching(|e| match e {
+        Event::Replied { id, payload } => Some((*id, Ok(payload.clone()))),
+        Event::RequestFailed { id, reason } => Some((*id, Err(reason.clone()))),
+        _ => None,
+    });
+    assert_eq!(
+        outcomes,
+        vec![
+            (ok, Ok(json!({"echo": "ping"}))),
+            (lost, Err(RequestFailure::TimedOut))
+        ]
+    );
+    let failed_at = sim
+        .events
+        .iter()
+        .find(|(_, e)| matches!(e, Event::RequestFailed { .. }))
+        .unwrap()
+        .0;
+    assert_eq!(failed_at.saturating_duration_since(sent_at), secs(2));
+    assert_eq!(sim.engine.pending_requests(), 0);
+    assert_eq!(sim.engine.outbox_len(), 0);
+}
+
+#[test]
+fn requests_fail_fast_when_the_connection_drops() {
+    let mut sim = tether(Config::builder("ws://relay"));
+    sim.connect_open();
+    sim.server.answer_requests = false;
+    let id = sim
+        .engine
+        .request(sim.now, json!(1), Some(secs(30)))
+        .unwrap();
+    sim.run_for(ms(50));
+    sim.kill_connection();
+    sim.run_for(ms(1));
+    let failed = sim.events_matching(|e| match e {
+        Event::RequestFailed { id, reason } => Some((*id, reason.clone())),
+        _ => None,
+    });
+    assert_eq!(failed, vec![(id, RequestFailure::ConnectionLost)]);
+}
+
+#[test]
+fn requests_can_survive_a_drop_when_configured() {
+    let mut sim = tether(Config::builder("ws://relay").fail_requests_on_disconnect(false));
+    sim.connect_open();
+    sim.server.answer_requests = false;
+    let id = sim
+        .engine
+        .request(sim.now, json!(1), Some(secs(30)))
+        .unwrap();
+    sim.run_for(ms(50));
+    sim.kill_connection();
+    sim.server.answer_requests = true;
+    sim.run_until_state(secs(10), |e| e.state().is_open());
+    sim.run_for(ms(100));
+    let replied = sim.events_matching(|e| match e {
+        Event::Replied { id, .. } => Some(*id),
+        _ => None,
+    });
+    assert_eq!(replied, vec![id]);
+}
+
+// ---- bad input --------------------------------------------------------------------------------
+
+#[test]
+fn malformed_and_oversized_frames_are_reported_and_the_connection_survives() {
+    let mut sim = tether(Config::builder("ws://relay").max_message_bytes(100));
+    sim.engine.subscribe(sim.now, "room").unwrap();
+    sim.connect_open();
+    sim.run_for(ms(100));
+    sim.server_push(Frame::from("{not json"));
+    sim.server_push(Frame::from(r#"{"v":1,"type":"teleport"}"#));
+    sim.server_push(Frame::from(r#"{"v":9,"type":"message"}"#));
+    sim.server_push(Frame::Binary(vec![0xff, 0x00]));
+    sim.server_push(Frame::Text("x".repeat(101)));
+    sim.other_publishes("room", json!("still works"));
+    sim.run_for(ms(100));
+    let kinds = sim.events_matching(|e| match e {
+        Event::Error(err) => Some(err.kind()),
+        _ => None,
+    });
+    assert_eq!(
+        kinds,
+        vec![
+            "decode",
+            "decode",
+            "decode",
+            "unexpected_frame",
+            "frame_too_large"
+        ]
+    );
+    assert!(sim.engine.state().is_open());
+    assert_eq!(
+        sim.delivered().last().unwrap().payload,
+        Payload::Json(json!("still works"))
+    );
+}
+
+#[test]
+fn time_going_backwards_is_clamped_and_stale_inputs_are_ignored() {
+    let mut sim = Sim::raw("ws://relay");
+    sim.connect_open();
+    let stale = sim.server.conn.unwrap();
+    sim.kill_connection();
+    sim.run_until_state(secs(10), |e| e.state().is_open());
+    // Late news about the old transport changes nothing.
+    sim.engine
+        .transport_closed(sim.now, stale, Some(1011), "late");
+    sim.engine
+        .frame_received(sim.now, stale, Frame::from("late"));
+    assert!(sim.engine.state().is_open());
+    assert_eq!(sim.engine.stats().stale_inputs, 2);
+    // A clock that jumps backwards does not fire timers early or panic.
+    let deadline = sim.engine.poll_timeout().unwrap();
+    sim.engine.handle_timeout(Instant::ZERO);
+    assert_eq!(sim.engine.poll_timeout(), Some(deadline));
+    assert!(sim.engine.poll_action().is_none());
+}
+
+#[test]
+fn inputs_in_the_wrong_state_are_harmless() {
+    let mut sim = Sim::raw("ws://relay");
+    let engine = &mut sim.engine;
+    let bogus = {
+        // A transport id from another engine: never current here.
+        let mut other = tether_core::Engine::new(Config::builder("ws://x").build().unwrap(), 0);
+        other.connect(Instant::ZERO);
+        match other.poll_action() {
+            Some(tether_core::Action::Open(o)) => o.transport,
+            other => panic!("{other:?}"),
+        }
+    };
+    engine.transport_opened(Instant::ZERO, bogus);
+    engine.token_ready(Instant::ZERO, 1, "t".into());
+    engine.handle_timeout(Instant::from_millis(5));
+    engine.network_changed(Instant::ZERO, true);
+    engine.set_foreground(Instant::ZERO, true);
+    assert_eq!(engine.state(), &State::Idle);
+    assert!(engine.poll_action().is_none());
+    assert!(engine.poll_event().is_none());
+}
+
+// ---- SSE ------------------------------------------------------------------------------------
+
+#[test]
+fn sse_resumes_with_last_event_id_and_honours_retry() {
+    let mut sim = Sim::new(
+        Config::builder("http://relay/sse/room")
+            .jitter(Jitter::None)
+            .build()
+            .unwrap(),
+        false,
+    );
+    sim.connect_open();
+    assert_eq!(sim.server.opens[0].1.last_event_id, None);
+    sim.server_push_sse(SseEvent {
+        retry: Some(secs(3)),
+        ..SseEvent::default()
+    });
+    for i in 1..=2 {
+        sim.server_push_sse(SseEvent {
+            id: Some(i.to_string()),
+            event: "message".into(),
+            data: format!("tick {i}"),
+            retry: None,
+        });
+    }
+    sim.run_for(ms(50));
+    sim.kill_connection();
+    sim.run_for(ms(1));
+    let (_, _, delay, _) = sim.reconnects()[0].clone();
+    assert!(
+        delay >= secs(3) && delay <= secs(3) + secs(3) / 4,
+        "SSE retry: raises the 1 s backoff to 3 s (+ jitter): {delay:?}"
+    );
+    sim.run_until_state(secs(10), |e| e.state().is_open());
+    assert_eq!(sim.server.opens[1].1.last_event_id.as_deref(), Some("2"));
+    let got: Vec<(Option<u64>, Payload)> = sim
+        .delivered()
+        .into_iter()
+        .map(|m| (m.offset, m.payload))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (Some(1), Payload::Text("tick 1".into())),
+            (Some(2), Payload::Text("tick 2".into()))
+        ]
+    );
+    // SSE is receive-only: sends wait in the outbox.
+    sim.engine.send(sim.now, "held").unwrap();
+    assert_eq!(sim.engine.outbox_len(), 1);
+}
+
+/// `MessageId`s are opaque outside the crate; this is the first one an engine hands out.
+fn first_id() -> MessageId {
+    let mut e = tether_core::Engine::new(Config::builder("ws://x").build().unwrap(), 0);
+    e.send(Instant::ZERO, "x").unwrap()
+}

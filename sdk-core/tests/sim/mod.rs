@@ -1,0 +1,612 @@
+//! A deterministic simulator for scenario tests: one engine, a scripted server and a link with
+//! latency, all in virtual time with a hard step cap.
+//!
+//! The simulated server speaks raw echo or a small in-memory version of the Tether protocol
+//! (channels with offsets and an epoch, acks with dedupe by id, replay on resubscribe,
+//! presence snapshots, request/reply, ping/pong). Its [`Behaviour`] can be switched at any
+//! moment to model a restart, an outage, a black hole, an accept-then-close server, or HTTP
+//! refusals.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+use tether_core::protocol::{ClientMessage, PresenceChange, ServerMessage};
+use tether_core::{
+    Action, Config, Engine, Event, Frame, Instant, OpenRequest, SseEvent, TransportFailure,
+    TransportId,
+};
+
+/// How the server treats new connections (and, for `BlackHole`, the current one).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Behaviour {
+    /// Accepts and answers.
+    Normal,
+    /// Nothing listens: attempts fail at once.
+    Down,
+    /// Answers the handshake with an HTTP status.
+    Http {
+        status: u16,
+        retry_after: Option<Duration>,
+    },
+    /// Accepts, then closes after `after` with `code`.
+    AcceptThenClose {
+        after: Duration,
+        code: Option<u16>,
+        reason: String,
+    },
+    /// Accepts (or keeps the current connection) but never answers anything again.
+    BlackHole,
+    /// Accepts but never completes the handshake.
+    Hang,
+}
+
+/// Something scheduled to reach the engine.
+#[derive(Debug, Clone)]
+enum Input {
+    Opened,
+    Frame(Frame),
+    Sse(SseEvent),
+    Pong(Vec<u8>),
+    Closed(Option<u16>, String),
+    Failed(TransportFailure),
+    /// A frame arriving at the server.
+    ToServer(Frame),
+}
+
+#[derive(Debug)]
+struct Scheduled {
+    at: Instant,
+    seq: u64,
+    transport: TransportId,
+    input: Input,
+}
+
+/// In-memory channel state of the simulated Tether server.
+#[derive(Debug, Default)]
+pub struct SimChannel {
+    pub history: Vec<(u64, Value, String)>,
+    pub members: BTreeSet<String>,
+}
+
+/// The scripted server.
+#[derive(Debug)]
+pub struct Server {
+    pub behaviour: Behaviour,
+    /// Tether protocol (true) or raw echo (false).
+    pub tether: bool,
+    /// Whether raw mode echoes frames back.
+    pub echo: bool,
+    /// Whether requests are answered.
+    pub answer_requests: bool,
+    /// Whether acks are sent for publishes.
+    pub send_acks: bool,
+    /// Whether pings (frames and app messages) are answered.
+    pub answer_pings: bool,
+    pub epoch: String,
+    pub channels: BTreeMap<String, SimChannel>,
+    pub seen_ids: HashMap<String, u64>,
+    /// Every frame the server received, in order, with its arrival time.
+    pub received: Vec<(Instant, Frame)>,
+    /// Every open request the engine made, with its time.
+    pub opens: Vec<(Instant, OpenRequest)>,
+    /// Clients who said hello (client_id, token).
+    pub hellos: Vec<(String, Option<String>)>,
+    /// The server's current connection.
+    pub conn: Option<TransportId>,
+    pub subscribed: BTreeSet<String>,
+    /// Extra presence members the server reports besides the client itself.
+    pub others_present: BTreeSet<String>,
+    /// When set, a resubscribe also replays this many messages the client already has.
+    pub replay_overlap: u64,
+}
+
+impl Server {
+    fn new(tether: bool) -> Self {
+        Server {
+            behaviour: Behaviour::Normal,
+            tether,
+            echo: true,
+            answer_requests: true,
+            send_acks: true,
+            answer_pings: true,
+            epoch: "epoch-1".into(),
+            channels: BTreeMap::new(),
+            seen_ids: HashMap::new(),
+            received: Vec::new(),
+            opens: Vec::new(),
+            hellos: Vec::new(),
+            conn: None,
+            subscribed: BTreeSet::new(),
+            others_present: BTreeSet::new(),
+            replay_overlap: 0,
+        }
+    }
+
+    /// Publishes from another client: stores it and returns the message to push to our
+    /// client if it is subscribed.
+    pub fn store(&mut self, channel: &str, payload: Value, id: &str) -> (u64, ServerMessage) {
+        let ch = self.channels.entry(channel.to_owned()).or_default();
+        let offset = ch.history.last().map_or(1, |m| m.0 + 1);
+        ch.history.push((offset, payload.clone(), id.to_owned()));
+        (
+            offset,
+            ServerMessage::Message {
+                channel: Some(channel.to_owned()),
+                offset: Some(offset),
+                id: Some(id.to_owned()),
+                payload,
+                ts: None,
+            },
+        )
+    }
+
+    pub fn head(&self, channel: &str) -> u64 {
+        self.channels
+            .get(channel)
+            .and_then(|c| c.history.last().map(|m| m.0))
+            .unwrap_or(0)
+    }
+
+    /// The server's answers to one client frame.
+    fn handle(&mut self, frame: &Frame) -> Vec<Frame> {
+        if !self.tether {
+            return match frame {
+                Frame::Text(t) if t == "ping" && self.answer_pings => vec![Frame::from("pong")],
+                other if self.echo => vec![other.clone()],
+                _ => vec![],
+            };
+        }
+        let Frame::Text(text) = frame else {
+            return vec![];
+        };
+        let Ok(msg) = ClientMessage::decode(text) else {
+            return vec![Frame::Text(
+                ServerMessage::Error {
+                    code: "bad_frame".into(),
+                    message: "undecodable".into(),
+                    id: None,
+                }
+                .encode(),
+            )];
+        };
+        let out = |m: ServerMessage| Frame::Text(m.encode());
+        match msg {
+            ClientMessage::Hello { client_id, token } => {
+                self.hellos.push((client_id, token));
+                vec![]
+            }
+            ClientMessage::Subscribe {
+                channel,
+                since,
+                epoch,
+            } => {
+                self.subscribed.insert(channel.clone());
+                let head = self.head(&channel);
+                let recovered =
+                    since.is_some_and(|s| s <= head) && epoch.as_ref() == Some(&self.epoch);
+                let mut frames = vec![out(ServerMessage::Subscribed {
+                    channel: channel.clone(),
+                    offset: head,
+                    epoch: Some(self.epoch.clone()),
+                    recovered,
+                })];
+                if recovered {
+                    let from = since.unwrap_or(0).saturating_sub(self.replay_overlap);
+                    if let Some(ch) = self.channels.get(&channel) {
+                        for (offset, payload, id) in &ch.history {
+                            if *offset > from {
+                                frames.push(out(ServerMessage::Message {
+                                    channel: Some(channel.clone()),
+                                    offset: Some(*offset),
+                                    id: Some(id.clone()),
+                                    payload: payload.clone(),
+                                    ts: None,
+                                }));
+                            }
+                        }
+                    }
+                }
+                let mut members = self.others_present.clone();
+                if let Some((me, _)) = self.hellos.last() {
+                    members.insert(me.clone());
+                }
+                frames.push(out(ServerMessage::Presence {
+                    channel,
+                    change: PresenceChange::Snapshot(members.into_iter().collect()),
+                }));
+                frames
+            }
+            ClientMessage::Unsubscribe { channel } => {
+                self.subscribed.remove(&channel);
+                vec![out(ServerMessage::Unsubscribed { channel })]
+            }
+            ClientMessage::Publish {
+                id,
+                channel,
+                payload,
+                ack,
+            } => {
+                let mut frames = Vec::new();
+                let offset = match (&channel, self.seen_ids.get(&id)) {
+                    (_, Some(offset)) => Some(*offset),
+                    (Some(ch), None) => {
+                        let (offset, msg) = self.store(ch, payload, &id);
+                        self.seen_ids.insert(id.clone(), offset);
+                        if self.subscribed.contains(ch) {
+                            frames.push(out(msg));
+                        }
+                        Some(offset)
+                    }
+                    (None, None) => {
+                        frames.push(out(ServerMessage::Message {
+                            channel: None,
+                            offset: None,
+                            id: Some(id.clone()),
+                            payload,
+                            ts: None,
+                        }));
+                        None
+                    }
+                };
+                if ack && self.send_acks {
+                    frames.push(out(ServerMessage::Ack { id, offset }));
+                }
+                frames
+            }
+            ClientMessage::Request { id, payload, .. } if self.answer_requests => {
+                vec![out(ServerMessage::Reply {
+                    id,
+                    payload: json!({"echo": payload}),
+                })]
+            }
+            ClientMessage::Ping { id } if self.answer_pings => {
+                vec![out(ServerMessage::Pong { id: Some(id) })]
+            }
+            _ => vec![],
+        }
+    }
+}
+
+/// Engine + server + link, stepped in virtual time.
+pub struct Sim {
+    pub engine: Engine,
+    pub server: Server,
+    pub now: Instant,
+    /// One-way latency of the link.
+    pub latency: Duration,
+    /// Every event the engine emitted, with the time it was drained.
+    pub events: Vec<(Instant, Event)>,
+    /// Tokens handed out by the simulated token provider, with the `refresh` flag it got.
+    pub token_requests: Vec<(u32, bool)>,
+    /// When true, the token provider fails.
+    pub token_fails: bool,
+    queue: Vec<Scheduled>,
+    seq: u64,
+    steps: u64,
+}
+
+/// Hard cap on loop iterations in one `run_*` call: a hot loop fails the test, not the machine.
+const STEP_CAP: u64 = 200_000;
+
+impl Sim {
+    pub fn new(config: Config, tether: bool) -> Self {
+        Sim {
+            engine: Engine::new(config, 7),
+            server: Server::new(tether),
+            now: Instant::ZERO,
+            latency: Duration::from_millis(10),
+            events: Vec::new(),
+            token_requests: Vec::new(),
+            token_fails: false,
+            queue: Vec::new(),
+            seq: 0,
+            steps: 0,
+        }
+    }
+
+    pub fn raw(url: &str) -> Self {
+        Self::new(Config::builder(url).seed(1).build().unwrap(), false)
+    }
+
+    fn schedule(&mut self, delay: Duration, transport: TransportId, input: Input) {
+        self.seq += 1;
+        self.queue.push(Scheduled {
+            at: self.now + delay,
+            seq: self.seq,
+            transport,
+            input,
+        });
+    }
+
+    /// Time advanced so far, as a Duration.
+    pub fn elapsed(&self) -> Duration {
+        self.now.saturating_duration_since(Instant::ZERO)
+    }
+
+    /// Drains the engine's outputs, performing actions.
+    fn drain(&mut self) {
+        loop {
+            let mut progressed = false;
+            while let Some(action) = self.engine.poll_action() {
+                progressed = true;
+                self.perform(action);
+            }
+            while let Some(event) = self.engine.poll_event() {
+                progressed = true;
+                self.events.push((self.now, event));
+            }
+            if !progressed {
+                break;
+            }
+        }
+    }
+
+    fn perform(&mut self, action: Action) {
+        match action {
+            Action::FetchToken { attempt, refresh } => {
+                self.token_requests.push((attempt, refresh));
+                if self.token_fails {
+                    self.engine.token_failed(self.now, attempt, "provider down");
+                } else {
+                    let token = format!("tok{}", self.token_requests.len());
+                    self.engine.token_ready(self.now, attempt, token);
+                }
+            }
+            Action::Open(req) => {
+                let t = req.transport;
+                self.server.opens.push((self.now, req));
+                let lat = self.latency;
+                match self.server.behaviour.clone() {
+                    Behaviour::Down => self.schedule(
+                        lat,
+                        t,
+                        Input::Failed(TransportFailure::Io("connection refused".into())),
+                    ),
+                    Behaviour::Http {
+                        status,
+                        retry_after,
+                    } => self.schedule(
+                        lat,
+                        t,
+                        Input::Failed(TransportFailure::Http {
+                            status,
+                            retry_after,
+                        }),
+                    ),
+                    Behaviour::Hang => {}
+                    Behaviour::AcceptThenClose {
+                        after,
+                        code,
+                        reason,
+                    } => {
+                        self.server.conn = Some(t);
+                        self.schedule(lat, t, Input::Opened);
+                        self.schedule(lat + after, t, Input::Closed(code, reason));
+                    }
+                    Behaviour::Normal | Behaviour::BlackHole => {
+                        self.server.conn = Some(t);
+                        self.server.subscribed.clear();
+                        self.schedule(lat * 2, t, Input::Opened);
+                    }
+                }
+            }
+            Action::Send { transport, frame } => {
+                if self.server.conn == Some(transport)
+                    && self.server.behaviour != Behaviour::BlackHole
+                {
+                    self.schedule(self.latency, transport, Input::ToServer(frame));
+                }
+            }
+            Action::Ping { transport, payload } => {
+                if self.server.conn == Some(transport)
+                    && self.server.behaviour != Behaviour::BlackHole
+                    && self.server.answer_pings
+                {
+                    self.schedule(self.latency * 2, transport, Input::Pong(payload));
+                }
+            }
+            Action::Close { transport, .. } => {
+                if self.server.conn == Some(transport) {
+                    self.server.conn = None;
+                }
+            }
+            other => panic!("unexpected action {other:?}"),
+        }
+    }
+
+    fn deliver(&mut self, s: Scheduled) {
+        let now = self.now;
+        let t = s.transport;
+        match s.input {
+            Input::Opened => self.engine.transport_opened(now, t),
+            Input::Frame(f) => self.engine.frame_received(now, t, f),
+            Input::Sse(e) => self.engine.sse_event_received(now, t, e),
+            Input::Pong(p) => self.engine.pong_received(now, t, &p),
+            Input::Closed(code, reason) => {
+                if self.server.conn == Some(t) {
+                    self.server.conn = None;
+                }
+                self.engine.transport_closed(now, t, code, &reason)
+            }
+            Input::Failed(f) => self.engine.transport_failed(now, t, f),
+            Input::ToServer(frame) => {
+                if self.server.conn != Some(t) || self.server.behaviour == Behaviour::BlackHole {
+                    return;
+                }
+                self.server.received.push((now, frame.clone()));
+                for reply in self.server.handle(&frame) {
+                    self.schedule(self.latency, t, Input::Frame(reply));
+                }
+            }
+        }
+    }
+
+    /// Runs until virtual time `until` (inclusive of everything due by then).
+    pub fn run_until(&mut self, until: Instant) {
+        self.drain();
+        loop {
+            self.steps += 1;
+            assert!(
+                self.steps < STEP_CAP,
+                "step cap reached at {:?}: hot loop?",
+                self.now
+            );
+            let next_input = self.queue.iter().map(|s| (s.at, s.seq)).min();
+            let next_timer = self.engine.poll_timeout();
+            let next = match (next_input, next_timer) {
+                (Some((a, _)), Some(b)) => a.min(b),
+                (Some((a, _)), None) => a,
+                (None, Some(b)) => b,
+                (None, None) => break,
+            };
+            if next > until {
+                break;
+            }
+            self.now = self.now.max(next);
+            if let Some((at, seq)) = next_input {
+                if at <= self.now {
+                    let pos = self.queue.iter().position(|s| s.seq == seq).unwrap();
+                    let s = self.queue.swap_remove(pos);
+                    self.deliver(s);
+                    self.drain();
+                    continue;
+                }
+            }
+            self.engine.handle_timeout(self.now);
+            self.drain();
+        }
+        self.now = self.now.max(until);
+    }
+
+    /// Runs for `d` of virtual time.
+    pub fn run_for(&mut self, d: Duration) {
+        let until = self.now + d;
+        self.run_until(until);
+    }
+
+    /// Runs until `pred` holds for the engine, or panics after `limit` of virtual time.
+    pub fn run_until_state(&mut self, limit: Duration, pred: impl Fn(&Engine) -> bool) {
+        let deadline = self.now + limit;
+        while !pred(&self.engine) {
+            assert!(
+                self.now < deadline,
+                "condition not reached within {limit:?}"
+            );
+            let step = Duration::from_millis(1);
+            self.run_for(step);
+        }
+    }
+
+    pub fn connect(&mut self) {
+        self.engine.connect(self.now);
+        self.drain();
+    }
+
+    /// Connects and runs until open.
+    pub fn connect_open(&mut self) {
+        self.connect();
+        self.run_until_state(Duration::from_secs(5), |e| e.state().is_open());
+    }
+
+    /// Drops the current connection abruptly (crash): the engine sees, now, a close without
+    /// a code. Anything still in flight on that connection is lost.
+    pub fn kill_connection(&mut self) {
+        if let Some(t) = self.server.conn.take() {
+            self.queue.retain(|s| s.transport != t);
+            self.engine.transport_closed(self.now, t, None, "");
+            self.drain();
+        }
+    }
+
+    /// Closes the current connection with a code and reason (server-initiated); the engine
+    /// sees it now.
+    pub fn server_close(&mut self, code: u16, reason: &str) {
+        if let Some(t) = self.server.conn.take() {
+            self.queue.retain(|s| s.transport != t);
+            self.engine
+                .transport_closed(self.now, t, Some(code), reason);
+            self.drain();
+        }
+    }
+
+    /// Pushes a frame from the server on the current connection.
+    pub fn server_push(&mut self, frame: Frame) {
+        if let Some(t) = self.server.conn {
+            self.schedule(self.latency, t, Input::Frame(frame));
+        }
+    }
+
+    /// Pushes an SSE event on the current connection.
+    pub fn server_push_sse(&mut self, event: SseEvent) {
+        if let Some(t) = self.server.conn {
+            self.schedule(self.latency, t, Input::Sse(event));
+        }
+    }
+
+    /// Another client publishes on `channel`; delivered to ours if connected and subscribed.
+    pub fn other_publishes(&mut self, channel: &str, payload: Value) -> u64 {
+        let id = format!("other-{}", self.server.head(channel) + 1);
+        let (offset, msg) = self.server.store(channel, payload, &id);
+        if self.server.conn.is_some() && self.server.subscribed.contains(channel) {
+            self.server_push(Frame::Text(msg.encode()));
+        }
+        offset
+    }
+
+    /// Events drained since the start, filtered.
+    pub fn events_matching<T>(&self, f: impl Fn(&Event) -> Option<T>) -> Vec<T> {
+        self.events.iter().filter_map(|(_, e)| f(e)).collect()
+    }
+
+    /// Payloads of the messages delivered to the app.
+    pub fn delivered(&self) -> Vec<tether_core::InboundMessage> {
+        self.events_matching(|e| match e {
+            Event::Message(m) => Some(m.clone()),
+            _ => None,
+        })
+    }
+
+    /// (time, attempt, delay, cause) of every scheduled reconnect.
+    pub fn reconnects(&self) -> Vec<(Instant, u32, Duration, tether_core::DisconnectCause)> {
+        self.events
+            .iter()
+            .filter_map(|(t, e)| match e {
+                Event::ReconnectScheduled {
+                    attempt,
+                    delay,
+                    cause,
+                } => Some((*t, *attempt, *delay, cause.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Texts of the frames the server received (raw mode).
+    pub fn server_texts(&self) -> Vec<String> {
+        self.server
+            .received
+            .iter()
+            .filter_map(|(_, f)| match f {
+                Frame::Text(t) => Some(t.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Publishes the server received, decoded: (id, channel, payload).
+    pub fn server_publishes(&self) -> Vec<(String, Option<String>, Value)> {
+        self.server_texts()
+            .iter()
+            .filter_map(|t| match ClientMessage::decode(t) {
+                Ok(ClientMessage::Publish {
+                    id,
+                    channel,
+                    payload,
+                    ..
+                }) => Some((id, channel, payload)),
+                _ => None,
+            })
+            .collect()
+    }
+}
