@@ -1,1 +1,61 @@
-//! Placeholder until its issue lands.
+//! # tether: a real-time client that survives the network
+//!
+//! WebSocket (`ws://`, `wss://`) and Server-Sent Events (`http://`, `https://`) connections that
+//! reconnect with jittered backoff, detect dead sockets with heartbeats, keep messages in a
+//! bounded outbox while disconnected (never dropping one without telling you), resume channel
+//! subscriptions where they left off, and refresh credentials on every attempt.
+//!
+//! This crate is the tokio driver of [`tether_core`], the sans-IO engine where every one of
+//! those decisions is made (and tested in virtual time). It performs I/O and nothing else:
+//! one task per client owns the engine and the transport; [`Client`] is a cheap handle; events
+//! arrive on [`Events`].
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use tether::{Client, Event, Jitter, Protocol};
+//!
+//! let (client, mut events) = Client::builder("ws://127.0.0.1:9000/ws")
+//!     .protocol(Protocol::Tether)          // channels, acks, presence, resume
+//!     .jitter(Jitter::Full)                // the default: spreads a crowd of reconnects
+//!     .outbox_max_messages(500)            // bounded; overflow is reported, not silent
+//!     .connect()?;
+//! client.subscribe("room")?;
+//! let offset = client.publish_acked("room", "hello").await?; // resolves on the server's ack
+//! println!("stored at {offset:?}");
+//! while let Some(event) = events.recv().await {
+//!     match event {
+//!         Event::Message(m) => println!("{:?} #{:?}: {:?}", m.channel, m.offset, m.payload),
+//!         Event::ReconnectScheduled { attempt, delay, cause } => {
+//!             println!("reconnecting (attempt {attempt}) in {delay:?}: {cause}")
+//!         }
+//!         Event::Dropped { ids, reason } => println!("{} dropped: {}", ids.len(), reason.name()),
+//!         _ => {}
+//!     }
+//! }
+//! client.close().await;
+//! # Ok(()) }
+//! ```
+//!
+//! Logging goes through `tracing`: every state change and every reconnect decision is an
+//! `info` event with its reason; drops and errors are `warn`.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod builder;
+mod client;
+mod driver;
+mod token;
+mod transport;
+
+pub use builder::{BuildError, ClientBuilder};
+pub use client::{AckError, Client, Events, RequestError};
+pub use token::{TokenFuture, TokenProvider};
+
+pub use tether_core::{
+    serde_json, BackoffConfig, CloseError, ClosePolicy, CloseReason, DisconnectCause, Disposition,
+    DropReason, EngineError, Event, HeartbeatConfig, HeartbeatMode, InboundMessage, Jitter,
+    MessageId, OutboxConfig, OverflowPolicy, Payload, Protocol, RequestFailure, RequestId,
+    SendError, SendOptions, State, Stats, SubscribeError, TokenPlacement,
+};

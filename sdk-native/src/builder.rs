@@ -1,0 +1,237 @@
+//! [`ClientBuilder`]: the engine's configuration (forwarded to `tether_core::ConfigBuilder`,
+//! which validates it) plus what only the native driver needs: the token provider, TLS roots,
+//! WebSocket buffer sizes and the event queue's capacity.
+
+use crate::client::{Client, Events};
+use crate::token::{BoxTokenProvider, TokenProvider};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tether_core::{
+    BackoffConfig, ClosePolicy, Config, ConfigBuilder, ConfigError, HeartbeatConfig, HeartbeatMode,
+    Jitter, OutboxConfig, Protocol, TokenPlacement,
+};
+
+/// Why a client could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// A setting is invalid; the error names the field.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A CA file could not be read or holds no certificate.
+    #[error("TLS roots: {0}")]
+    Tls(String),
+    /// `build`/`connect` was called outside a tokio runtime.
+    #[error("a tether client must be built inside a tokio runtime")]
+    NoRuntime,
+}
+
+/// Options of the native driver itself.
+#[derive(Clone)]
+pub(crate) struct NativeOptions {
+    pub(crate) token_provider: Option<BoxTokenProvider>,
+    pub(crate) ca_files: Vec<PathBuf>,
+    pub(crate) ca_pems: Vec<Vec<u8>>,
+    pub(crate) read_buffer_size: usize,
+    pub(crate) write_buffer_size: usize,
+    pub(crate) event_capacity: usize,
+}
+
+impl std::fmt::Debug for NativeOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NativeOptions")
+            .field("token_provider", &self.token_provider.is_some())
+            .field("ca_files", &self.ca_files)
+            .field("read_buffer_size", &self.read_buffer_size)
+            .field("write_buffer_size", &self.write_buffer_size)
+            .field("event_capacity", &self.event_capacity)
+            .finish()
+    }
+}
+
+impl Default for NativeOptions {
+    fn default() -> Self {
+        NativeOptions {
+            token_provider: None,
+            ca_files: Vec::new(),
+            ca_pems: Vec::new(),
+            read_buffer_size: 4 * 1024,
+            write_buffer_size: 8 * 1024,
+            event_capacity: 1024,
+        }
+    }
+}
+
+/// Builds a [`Client`]. Engine settings are validated by `tether_core` and documented on
+/// [`ConfigBuilder`]; the driver's own settings are documented here.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+/// use tether::{Client, Protocol};
+///
+/// let (client, mut events) = Client::builder("wss://relay.example.com/ws")
+///     .protocol(Protocol::Tether)
+///     .heartbeat_interval(Duration::from_secs(15))
+///     .token_provider(|_refresh| async { Ok::<_, std::io::Error>("secret".to_owned()) })
+///     .connect()?;
+/// client.subscribe("room")?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct ClientBuilder {
+    core: ConfigBuilder,
+    native: NativeOptions,
+    token_placement: Option<TokenPlacement>,
+}
+
+/// Forwards setters to `tether_core::ConfigBuilder`, keeping their documentation in one place.
+macro_rules! forward {
+    ($($(#[$doc:meta])* $name:ident($($arg:ident: $ty:ty),*);)*) => {$(
+        $(#[$doc])*
+        #[doc = concat!("\n\nSee [`ConfigBuilder::", stringify!($name), "`] for the default.")]
+        pub fn $name(mut self, $($arg: $ty),*) -> Self {
+            self.core = self.core.$name($($arg),*);
+            self
+        }
+    )*};
+}
+
+impl ClientBuilder {
+    pub(crate) fn new(url: impl Into<String>) -> Self {
+        ClientBuilder {
+            core: Config::builder(url),
+            native: NativeOptions::default(),
+            token_placement: None,
+        }
+    }
+
+    forward! {
+        /// Wire protocol: raw frames or the Tether envelope.
+        protocol(protocol: Protocol);
+        /// Adds a handshake header.
+        header(name: impl Into<String>, value: impl Into<String>);
+        /// Offers a WebSocket subprotocol.
+        subprotocol(name: impl Into<String>);
+        /// Replaces all backoff settings.
+        backoff(backoff: BackoffConfig);
+        /// First retry delay scale.
+        backoff_initial(d: Duration);
+        /// Cap of the un-jittered delay.
+        backoff_max(d: Duration);
+        /// Growth factor per attempt.
+        backoff_factor(factor: f64);
+        /// Jitter strategy.
+        jitter(jitter: Jitter);
+        /// Give up after this many consecutive failed attempts.
+        max_attempts(attempts: Option<u32>);
+        /// Uptime after which backoff resets.
+        min_uptime(d: Duration);
+        /// Replaces all heartbeat settings.
+        heartbeat(heartbeat: HeartbeatConfig);
+        /// Heartbeat mode.
+        heartbeat_mode(mode: HeartbeatMode);
+        /// Ping interval.
+        heartbeat_interval(d: Duration);
+        /// Unanswered pings before the connection is declared dead.
+        max_missed_pongs(n: u32);
+        /// Per-ping deadline.
+        pong_timeout(d: Option<Duration>);
+        /// Replaces all outbox settings.
+        outbox(outbox: OutboxConfig);
+        /// Outbox bound in messages.
+        outbox_max_messages(n: usize);
+        /// Outbox bound in bytes.
+        outbox_max_bytes(n: usize);
+        /// Default per-message TTL.
+        message_ttl(ttl: Option<Duration>);
+        /// Close-code and HTTP-status policy.
+        close_policy(policy: ClosePolicy);
+        /// Time allowed for token fetch + handshake.
+        connect_timeout(d: Duration);
+        /// Time allowed for the close handshake.
+        close_timeout(d: Duration);
+        /// Largest message in either direction (also passed to the WebSocket library).
+        max_message_bytes(n: usize);
+        /// Default request timeout.
+        request_timeout(d: Duration);
+        /// Whether sent requests fail when the connection drops.
+        fail_requests_on_disconnect(fail: bool);
+        /// Stable identity for presence.
+        client_id(id: impl Into<String>);
+        /// Fixes the PRNG seed (reproducible jitter).
+        seed(seed: u64);
+    }
+
+    /// Asks `provider` for a token before every connection attempt (with `refresh = true`
+    /// after the server refused the previous one). The token goes into
+    /// `Authorization: Bearer <token>` unless [`token_placement`](Self::token_placement)
+    /// says otherwise. Default: no provider.
+    pub fn token_provider<P: TokenProvider>(mut self, provider: P) -> Self {
+        self.native.token_provider = Some(Arc::new(provider));
+        self
+    }
+
+    /// Where the provider's token goes. Default `Authorization: Bearer <token>`.
+    pub fn token_placement(mut self, placement: TokenPlacement) -> Self {
+        self.token_placement = Some(placement);
+        self
+    }
+
+    /// Trusts the CA certificates in this PEM file for `wss://` and `https://`, in addition
+    /// to the built-in web PKI roots (for self-hosted servers). Default: web PKI roots only.
+    pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.native.ca_files.push(path.into());
+        self
+    }
+
+    /// Trusts the CA certificates in this PEM text, like [`ca_file`](Self::ca_file).
+    pub fn ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.native.ca_pems.push(pem.into());
+        self
+    }
+
+    /// WebSocket read buffer, allocated per connection. Default 4 KiB: thousands of idle
+    /// connections stay cheap (tungstenite's own default is 128 KiB), and one read still takes
+    /// dozens of small messages at once.
+    pub fn read_buffer_size(mut self, bytes: usize) -> Self {
+        self.native.read_buffer_size = bytes.max(256);
+        self
+    }
+
+    /// WebSocket write buffer target before a write is issued (frames are flushed after every
+    /// batch regardless). Default 8 KiB.
+    pub fn write_buffer_size(mut self, bytes: usize) -> Self {
+        self.native.write_buffer_size = bytes;
+        self
+    }
+
+    /// Events the client buffers for a slow consumer before it stops reading the socket (so
+    /// a slow app applies TCP backpressure instead of growing memory). Default 1,024.
+    pub fn event_capacity(mut self, events: usize) -> Self {
+        self.native.event_capacity = events.max(1);
+        self
+    }
+
+    /// Validates everything and starts the client task in `Idle`; call [`Client::connect`].
+    pub fn build(mut self) -> Result<(Client, Events), BuildError> {
+        if self.native.token_provider.is_some() {
+            let placement = self
+                .token_placement
+                .take()
+                .unwrap_or_else(TokenPlacement::bearer_header);
+            self.core = self.core.token(placement);
+        }
+        let config = self.core.build()?;
+        let tls = crate::transport::tls::TlsRoots::load(&self.native)?;
+        Client::start(config, self.native, tls)
+    }
+
+    /// [`build`](Self::build), then start connecting.
+    pub fn connect(self) -> Result<(Client, Events), BuildError> {
+        let (client, events) = self.build()?;
+        client.connect();
+        Ok((client, events))
+    }
+}

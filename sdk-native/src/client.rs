@@ -1,0 +1,395 @@
+//! The public [`Client`] handle and the [`Events`] stream.
+//!
+//! The engine lives behind a mutex shared by the handles and the client's task. A command
+//! locks it for the duration of one engine call (no await, no app code while locked), then
+//! wakes the task, which performs whatever the engine asked for. So `send` returns its
+//! `MessageId` or typed error synchronously, costs no channel hop per message, and the
+//! engine's bounded outbox stays the only queue between the app and the socket.
+
+use crate::builder::{BuildError, ClientBuilder, NativeOptions};
+use crate::driver::{self, Waiters};
+use crate::transport::tls::TlsRoots;
+use futures_util::Stream;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tether_core::{
+    CloseError, CloseReason, Config, DropReason, Engine, Event, MessageId, Payload, RequestFailure,
+    SendError, SendOptions, State, Stats, SubscribeError,
+};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio_util::sync::CancellationToken;
+
+/// State shared by the handles and the client task.
+pub(crate) struct Shared {
+    pub(crate) inner: Mutex<Inner>,
+    pub(crate) wake: Notify,
+    pub(crate) state: watch::Receiver<State>,
+    pub(crate) origin: tokio::time::Instant,
+}
+
+/// Everything behind the lock: the engine, and who waits for what.
+pub(crate) struct Inner {
+    pub(crate) engine: Engine,
+    pub(crate) waiters: Waiters,
+}
+
+impl Shared {
+    pub(crate) fn now(&self) -> tether_core::Instant {
+        let micros = u64::try_from(self.origin.elapsed().as_micros()).unwrap_or(u64::MAX);
+        tether_core::Instant::from_micros(micros)
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave the engine half-updated in a way that
+        // matters more than stopping would: keep serving.
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Runs one engine command, then wakes the task to perform its actions.
+    fn command<T>(&self, f: impl FnOnce(&mut Engine, tether_core::Instant) -> T) -> T {
+        let now = self.now();
+        let result = f(&mut self.lock().engine, now);
+        self.wake.notify_one();
+        result
+    }
+}
+
+/// Cancels the client task when the last handle is dropped.
+struct HandleGuard(CancellationToken);
+
+impl Drop for HandleGuard {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
+/// Why an acknowledged send did not complete.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AckError {
+    /// The message was not accepted.
+    #[error(transparent)]
+    Send(#[from] SendError),
+    /// It was accepted but dropped before the server acknowledged it.
+    #[error("dropped before acknowledgement: {}", .0.name())]
+    Dropped(DropReason),
+    /// The client shut down.
+    #[error("the client shut down")]
+    ClientGone,
+}
+
+/// Why a request got no reply.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestError {
+    /// The request was not accepted.
+    #[error(transparent)]
+    Send(#[from] SendError),
+    /// It was sent but failed.
+    #[error("request failed: {0:?}")]
+    Failed(RequestFailure),
+    /// The client shut down.
+    #[error("the client shut down")]
+    ClientGone,
+}
+
+/// A real-time client that survives the network. Cheap to clone; every clone drives the same
+/// connection. Dropping the last clone closes the connection and stops the client's task.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use tether::{Client, Event, Protocol};
+///
+/// let (client, mut events) = Client::builder("ws://127.0.0.1:9000/ws")
+///     .protocol(Protocol::Tether)
+///     .connect()?;
+/// client.subscribe("room")?;
+/// client.publish("room", "hello")?;            // queued while connecting, never lost silently
+/// while let Some(event) = events.recv().await {
+///     match event {
+///         Event::Message(m) => println!("{:?}: {:?}", m.channel, m.payload),
+///         Event::StateChanged { to, .. } => println!("now {to}"),
+///         _ => {}
+///     }
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    shared: Arc<Shared>,
+    _guard: Arc<HandleGuard>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("state", &*self.shared.state.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Starts building a client for `url`: `ws://`/`wss://` for WebSocket, `http://`/
+    /// `https://` for Server-Sent Events.
+    pub fn builder(url: impl Into<String>) -> ClientBuilder {
+        ClientBuilder::new(url)
+    }
+
+    pub(crate) fn start(
+        config: Config,
+        native: NativeOptions,
+        roots: TlsRoots,
+    ) -> Result<(Client, Events), BuildError> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
+        let link_ctx = crate::transport::LinkContext::new(&native, &config, &roots)
+            .map_err(BuildError::Tls)?;
+        let engine = Engine::new(config, os_entropy());
+        let (state_tx, state_rx) = watch::channel(engine.state().clone());
+        let (events_tx, events_rx) = mpsc::channel(native.event_capacity);
+        let shared = Arc::new(Shared {
+            inner: Mutex::new(Inner {
+                engine,
+                waiters: Waiters::default(),
+            }),
+            wake: Notify::new(),
+            state: state_rx,
+            origin: tokio::time::Instant::now(),
+        });
+        let cancel = CancellationToken::new();
+        let task = driver::Driver::new(
+            shared.clone(),
+            link_ctx,
+            native.token_provider,
+            events_tx,
+            state_tx,
+            cancel.clone(),
+        );
+        runtime.spawn(task.run());
+        let client = Client {
+            shared,
+            _guard: Arc::new(HandleGuard(cancel)),
+        };
+        Ok((client, Events { rx: events_rx }))
+    }
+
+    /// Starts connecting (from idle or closed), or retries at once if waiting.
+    pub fn connect(&self) {
+        self.shared.command(|e, now| e.connect(now));
+    }
+
+    /// Sends a message with default options (see [`Client::send_with`]).
+    pub fn send(&self, payload: impl Into<Payload>) -> Result<MessageId, SendError> {
+        self.send_with(payload, SendOptions::default())
+    }
+
+    /// Sends a message: queued in the bounded outbox while disconnected, written in order.
+    /// Once accepted it is written (or acknowledged), or reported in an `Event::Dropped`.
+    pub fn send_with(
+        &self,
+        payload: impl Into<Payload>,
+        options: SendOptions,
+    ) -> Result<MessageId, SendError> {
+        let payload = payload.into();
+        self.shared
+            .command(|e, now| e.send_with(now, payload, options))
+    }
+
+    /// Sends a channel-less message (Tether mode) and resolves when the server acknowledges
+    /// it, with the stored offset if any.
+    pub async fn send_acked(&self, payload: impl Into<Payload>) -> Result<Option<u64>, AckError> {
+        let payload = payload.into();
+        self.acked(|e, now| e.send_with(now, payload, SendOptions::acked()))
+            .await
+    }
+
+    /// Publishes to `channel` (Tether mode; acknowledged by default, re-sent after a
+    /// reconnect until acknowledged).
+    pub fn publish(
+        &self,
+        channel: &str,
+        payload: impl Into<Payload>,
+    ) -> Result<MessageId, SendError> {
+        let payload = payload.into();
+        self.shared
+            .command(|e, now| e.publish(now, channel, payload, SendOptions::default()))
+    }
+
+    /// Publishes and resolves when the server acknowledges, with the message's offset.
+    pub async fn publish_acked(
+        &self,
+        channel: &str,
+        payload: impl Into<Payload>,
+    ) -> Result<Option<u64>, AckError> {
+        let payload = payload.into();
+        self.acked(|e, now| e.publish(now, channel, payload, SendOptions::acked()))
+            .await
+    }
+
+    async fn acked(
+        &self,
+        f: impl FnOnce(&mut Engine, tether_core::Instant) -> Result<MessageId, SendError>,
+    ) -> Result<Option<u64>, AckError> {
+        let (tx, rx) = oneshot::channel();
+        {
+            let now = self.shared.now();
+            let mut inner = self.shared.lock();
+            let id = f(&mut inner.engine, now)?;
+            // Registered under the same lock the task resolves under: the ack cannot slip by.
+            inner.waiters.acks.insert(id, tx);
+        }
+        self.shared.wake.notify_one();
+        rx.await.map_err(|_| AckError::ClientGone)?
+    }
+
+    /// Sends a request (Tether mode) and waits for its reply, at most `timeout` (default: the
+    /// configured request timeout).
+    pub async fn request(
+        &self,
+        payload: impl Into<Payload>,
+        timeout: Option<Duration>,
+    ) -> Result<Value, RequestError> {
+        let payload = payload.into();
+        let (tx, rx) = oneshot::channel();
+        {
+            let now = self.shared.now();
+            let mut inner = self.shared.lock();
+            let id = inner.engine.request(now, payload, timeout)?;
+            inner.waiters.requests.insert(id, tx);
+        }
+        self.shared.wake.notify_one();
+        rx.await
+            .map_err(|_| RequestError::ClientGone)?
+            .map_err(RequestError::Failed)
+    }
+
+    /// Subscribes to `channel` (Tether mode); renewed with resume on every reconnect.
+    pub fn subscribe(&self, channel: &str) -> Result<(), SubscribeError> {
+        self.shared.command(|e, now| e.subscribe(now, channel))
+    }
+
+    /// Unsubscribes from `channel`.
+    pub fn unsubscribe(&self, channel: &str) -> Result<(), SubscribeError> {
+        self.shared.command(|e, now| e.unsubscribe(now, channel))
+    }
+
+    /// The current members of a subscribed channel.
+    pub fn presence(&self, channel: &str) -> Option<Vec<String>> {
+        let inner = self.shared.lock();
+        inner
+            .engine
+            .presence(channel)
+            .map(|m| m.iter().cloned().collect())
+    }
+
+    /// Tells the client the network went online or offline (from the OS's reachability).
+    pub fn network_changed(&self, online: bool) {
+        self.shared.command(|e, now| e.network_changed(now, online));
+    }
+
+    /// Tells the client the app moved to the foreground (`true`) or background.
+    pub fn set_foreground(&self, foreground: bool) {
+        self.shared
+            .command(|e, now| e.set_foreground(now, foreground));
+    }
+
+    /// The current state.
+    pub fn state(&self) -> State {
+        self.shared.state.borrow().clone()
+    }
+
+    /// A receiver that sees every state change (`watch` semantics: the latest value).
+    pub fn watch_state(&self) -> watch::Receiver<State> {
+        self.shared.state.clone()
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> Stats {
+        self.shared.lock().engine.stats().clone()
+    }
+
+    /// Messages waiting in the outbox (queued or awaiting acknowledgement).
+    pub fn outbox_len(&self) -> usize {
+        self.shared.lock().engine.outbox_len()
+    }
+
+    /// Closes with code 1000 and waits until closed. Pending messages are reported dropped.
+    pub async fn close(&self) -> CloseReason {
+        let _ = self.shared.command(|e, now| e.close(now, 1000, ""));
+        self.closed().await
+    }
+
+    /// Closes with `code` (1000 or 3000–4999) and `reason`, and waits until closed.
+    pub async fn close_with(&self, code: u16, reason: &str) -> Result<CloseReason, CloseError> {
+        self.shared.command(|e, now| e.close(now, code, reason))?;
+        Ok(self.closed().await)
+    }
+
+    /// Stops taking new messages, delivers (and gets acknowledged) everything pending —
+    /// reconnecting if needed — then closes; at `timeout` at the latest, reporting the rest as
+    /// dropped. Waits until closed.
+    pub async fn close_after_drain(&self, timeout: Duration) -> CloseReason {
+        self.shared
+            .command(|e, now| e.close_after_drain(now, timeout));
+        self.closed().await
+    }
+
+    /// Waits until the client reaches `Closed` (by the app, or because it gave up).
+    pub async fn closed(&self) -> CloseReason {
+        let mut rx = self.shared.state.clone();
+        loop {
+            if let State::Closed { reason } = &*rx.borrow_and_update() {
+                return reason.clone();
+            }
+            if rx.changed().await.is_err() {
+                return CloseReason::App { code: 1000 };
+            }
+        }
+    }
+}
+
+/// The client's events, in order. Ends when the client shuts down.
+///
+/// A slow consumer is not given an ever-growing queue: once `event_capacity` events are
+/// waiting, the client stops reading its socket until there is room (TCP backpressure).
+#[derive(Debug)]
+pub struct Events {
+    rx: mpsc::Receiver<Event>,
+}
+
+impl Events {
+    /// The next event, or `None` once the client has shut down.
+    pub async fn recv(&mut self) -> Option<Event> {
+        self.rx.recv().await
+    }
+
+    /// The next event if one is ready now.
+    pub fn try_recv(&mut self) -> Option<Event> {
+        self.rx.try_recv().ok()
+    }
+}
+
+impl Stream for Events {
+    type Item = Event;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+/// 64 bits of OS randomness for the engine's seed, without a dependency: std's `RandomState`
+/// is keyed from the OS's random source.
+fn os_entropy() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0x7e7e_7e7e);
+    h.finish()
+}
+
+/// Waiter maps, re-exported for the driver.
+pub(crate) type AckWaiters = HashMap<MessageId, oneshot::Sender<Result<Option<u64>, AckError>>>;

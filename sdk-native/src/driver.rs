@@ -1,0 +1,291 @@
+//! The client task: the tokio loop around the engine. It owns the transport, performs the
+//! engine's actions, feeds it inputs stamped with the current time, wakes it at the deadline
+//! it names, and hands its events to the app. It decides nothing.
+
+use crate::client::{AckError, AckWaiters, Shared};
+use crate::token::{BoxTokenProvider, TokenFuture};
+use crate::transport::{Link, LinkContext, LinkInput};
+use futures_util::FutureExt;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::future::poll_fn;
+use std::sync::Arc;
+use std::task::Poll;
+use tether_core::{Action, Engine, Event, Instant, RequestFailure, RequestId, State};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+/// Futures waiting for an ack or a reply; resolved under the engine lock, as the events are
+/// drained, so a waiter can never miss its event.
+#[derive(Default)]
+pub(crate) struct Waiters {
+    pub(crate) acks: AckWaiters,
+    pub(crate) requests: HashMap<RequestId, oneshot::Sender<Result<Value, RequestFailure>>>,
+}
+
+/// Inputs read from the link in one go, fed to the engine under one lock.
+const INPUT_BATCH: usize = 64;
+
+pub(crate) struct Driver {
+    shared: Arc<Shared>,
+    ctx: LinkContext,
+    token_provider: Option<BoxTokenProvider>,
+    events_tx: mpsc::Sender<Event>,
+    state_tx: watch::Sender<State>,
+    cancel: CancellationToken,
+    actions: Vec<Action>,
+    events: Vec<Event>,
+}
+
+impl Driver {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        ctx: LinkContext,
+        token_provider: Option<BoxTokenProvider>,
+        events_tx: mpsc::Sender<Event>,
+        state_tx: watch::Sender<State>,
+        cancel: CancellationToken,
+    ) -> Self {
+        Driver {
+            shared,
+            ctx,
+            token_provider,
+            events_tx,
+            state_tx,
+            cancel,
+            actions: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+
+    pub(crate) async fn run(mut self) {
+        let mut link: Option<Link> = None;
+        let mut token: Option<(u32, TokenFuture)> = None;
+        let mut inputs: Vec<LinkInput> = Vec::with_capacity(INPUT_BATCH);
+        let mut shutting_down = false;
+        let sleep = tokio::time::sleep(std::time::Duration::from_secs(86_400));
+        tokio::pin!(sleep);
+        loop {
+            let deadline = self.pump(&mut link, &mut token);
+            if !self.dispatch_events().await && shutting_down {
+                return;
+            }
+            if shutting_down && self.shared.state.borrow().is_closed() {
+                return;
+            }
+            let wake_at = match deadline {
+                Some(at) => self.shared.origin + at.saturating_duration_since(Instant::ZERO),
+                None => tokio::time::Instant::now() + std::time::Duration::from_secs(86_400),
+            };
+            sleep.as_mut().reset(wake_at);
+
+            tokio::select! {
+                biased;
+                _ = self.cancel.cancelled(), if !shutting_down => {
+                    shutting_down = true;
+                    let now = self.shared.now();
+                    let _ = self.shared.lock().engine.close(now, 1000, "client dropped");
+                }
+                _ = poll_fn(|cx| poll_link(&mut link, &mut inputs, cx)) => {
+                    let now = self.shared.now();
+                    let mut inner = self.shared.lock();
+                    let id = link.as_ref().map(Link::id);
+                    for input in inputs.drain(..) {
+                        if let Some(id) = id {
+                            feed(&mut inner.engine, now, id, input);
+                        }
+                    }
+                }
+                result = poll_token(&mut token) => {
+                    let now = self.shared.now();
+                    let mut inner = self.shared.lock();
+                    match result {
+                        (attempt, Ok(t)) => inner.engine.token_ready(now, attempt, t),
+                        (attempt, Err(e)) => inner.engine.token_failed(now, attempt, &e),
+                    }
+                }
+                _ = self.shared.wake.notified() => {}
+                _ = &mut sleep => {
+                    let now = self.shared.now();
+                    self.shared.lock().engine.handle_timeout(now);
+                }
+            }
+        }
+    }
+
+    /// Drains the engine (the drain rule), resolves waiters, performs the actions.
+    /// Returns the next deadline.
+    fn pump(
+        &mut self,
+        link: &mut Option<Link>,
+        token: &mut Option<(u32, TokenFuture)>,
+    ) -> Option<Instant> {
+        let deadline = {
+            let mut inner = self.shared.lock();
+            let inner = &mut *inner;
+            while let Some(action) = inner.engine.poll_action() {
+                self.actions.push(action);
+            }
+            while let Some(event) = inner.engine.poll_event() {
+                resolve_waiters(&mut inner.waiters, &event);
+                if let Event::StateChanged { to, .. } = &event {
+                    self.state_tx.send_replace(to.clone());
+                }
+                self.events.push(event);
+            }
+            inner.engine.poll_timeout()
+        };
+        for action in self.actions.drain(..) {
+            match action {
+                Action::Open(request) => {
+                    debug!(transport = %request.transport, attempt = request.attempt, url = %request.url, "opening");
+                    *link = Some(Link::open(request, &self.ctx));
+                }
+                Action::Send { transport, frame } => {
+                    if let Some(l) = link.as_mut().filter(|l| l.id() == transport) {
+                        l.send(frame);
+                    }
+                }
+                Action::Ping { transport, payload } => {
+                    if let Some(l) = link.as_mut().filter(|l| l.id() == transport) {
+                        l.ping(payload);
+                    }
+                }
+                Action::Close {
+                    transport,
+                    code,
+                    reason,
+                } => {
+                    if let Some(l) = link.as_mut().filter(|l| l.id() == transport) {
+                        debug!(%transport, code, %reason, "closing transport");
+                        l.close(code, reason);
+                    }
+                }
+                Action::FetchToken { attempt, refresh } => {
+                    *token = match &self.token_provider {
+                        Some(p) => Some((attempt, p.token(refresh))),
+                        None => Some((
+                            attempt,
+                            Box::pin(async { Err("no token provider configured".to_owned()) }),
+                        )),
+                    };
+                }
+                other => warn!(?other, "action not supported by this driver"),
+            }
+        }
+        deadline
+    }
+
+    /// Hands the drained events to the app, waiting for room if it is slow. Returns false
+    /// once nobody listens any more.
+    async fn dispatch_events(&mut self) -> bool {
+        let mut listening = !self.events_tx.is_closed();
+        for event in self.events.drain(..) {
+            trace_event(&event);
+            if listening && self.events_tx.send(event).await.is_err() {
+                listening = false;
+            }
+        }
+        listening
+    }
+}
+
+/// Reads up to a batch of ready inputs; Ready when at least one arrived.
+fn poll_link(
+    link: &mut Option<Link>,
+    inputs: &mut Vec<LinkInput>,
+    cx: &mut std::task::Context<'_>,
+) -> Poll<()> {
+    let Some(l) = link.as_mut() else {
+        return Poll::Pending;
+    };
+    while inputs.len() < INPUT_BATCH {
+        match l.poll_input(cx) {
+            Poll::Ready(input) => inputs.push(input),
+            Poll::Pending => break,
+        }
+    }
+    if inputs.is_empty() {
+        Poll::Pending
+    } else {
+        Poll::Ready(())
+    }
+}
+
+async fn poll_token(token: &mut Option<(u32, TokenFuture)>) -> (u32, Result<String, String>) {
+    poll_fn(|cx| match token.as_mut() {
+        Some((attempt, fut)) => match fut.poll_unpin(cx) {
+            Poll::Ready(result) => {
+                let attempt = *attempt;
+                *token = None;
+                Poll::Ready((attempt, result))
+            }
+            Poll::Pending => Poll::Pending,
+        },
+        None => Poll::Pending,
+    })
+    .await
+}
+
+fn feed(engine: &mut Engine, now: Instant, id: tether_core::TransportId, input: LinkInput) {
+    match input {
+        LinkInput::Opened => engine.transport_opened(now, id),
+        LinkInput::Frame(frame) => engine.frame_received(now, id, frame),
+        LinkInput::Sse(event) => engine.sse_event_received(now, id, event),
+        LinkInput::Ping => engine.ping_received(now, id),
+        LinkInput::Pong(payload) => engine.pong_received(now, id, &payload),
+        LinkInput::Writable(w) => engine.transport_writable(now, id, w),
+        LinkInput::Closed { code, reason } => engine.transport_closed(now, id, code, &reason),
+        LinkInput::Failed(failure) => engine.transport_failed(now, id, failure),
+    }
+}
+
+fn resolve_waiters(waiters: &mut Waiters, event: &Event) {
+    match event {
+        Event::Acked { id, offset } => {
+            if let Some(tx) = waiters.acks.remove(id) {
+                let _ = tx.send(Ok(*offset));
+            }
+        }
+        Event::Dropped { ids, reason } => {
+            for id in ids {
+                if let Some(tx) = waiters.acks.remove(id) {
+                    let _ = tx.send(Err(AckError::Dropped(reason.clone())));
+                }
+            }
+        }
+        Event::Replied { id, payload } => {
+            if let Some(tx) = waiters.requests.remove(id) {
+                let _ = tx.send(Ok(payload.clone()));
+            }
+        }
+        Event::RequestFailed { id, reason } => {
+            if let Some(tx) = waiters.requests.remove(id) {
+                let _ = tx.send(Err(reason.clone()));
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Every state change and reconnect decision is logged with its reason.
+fn trace_event(event: &Event) {
+    match event {
+        Event::StateChanged { from, to } => info!(%from, %to, "state changed"),
+        Event::ReconnectScheduled {
+            attempt,
+            delay,
+            cause,
+        } => info!(attempt, delay_ms = delay.as_millis() as u64, %cause, "reconnect scheduled"),
+        Event::Dropped { ids, reason } => {
+            warn!(
+                count = ids.len(),
+                reason = reason.name(),
+                "messages dropped"
+            )
+        }
+        Event::Error(e) => warn!(kind = e.kind(), error = %e, "engine reported an error"),
+        _ => {}
+    }
+}

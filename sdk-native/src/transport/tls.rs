@@ -1,0 +1,67 @@
+//! TLS trust: the web PKI roots plus any CA the app adds (self-hosted servers), prepared once
+//! per client for both transports.
+
+use crate::builder::{BuildError, NativeOptions};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
+use std::sync::Arc;
+
+/// Extra trusted CAs, parsed once at build time so a bad file is a build error, not a
+/// reconnect loop.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TlsRoots {
+    extra: Vec<CertificateDer<'static>>,
+    pems: Vec<Vec<u8>>,
+}
+
+impl TlsRoots {
+    pub(crate) fn load(options: &NativeOptions) -> Result<Self, BuildError> {
+        let mut roots = TlsRoots::default();
+        let mut pems = options.ca_pems.clone();
+        for path in &options.ca_files {
+            let pem = std::fs::read(path)
+                .map_err(|e| BuildError::Tls(format!("cannot read {}: {e}", path.display())))?;
+            pems.push(pem);
+        }
+        for pem in pems {
+            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
+                .collect::<Result<_, _>>()
+                .map_err(|e| BuildError::Tls(format!("invalid PEM: {e}")))?;
+            if certs.is_empty() {
+                return Err(BuildError::Tls("no certificate in the PEM data".to_owned()));
+            }
+            roots.extra.extend(certs);
+            roots.pems.push(pem);
+        }
+        Ok(roots)
+    }
+
+    /// A rustls client config trusting the web PKI roots and the extra CAs.
+    pub(crate) fn rustls_config(&self) -> Result<Arc<rustls::ClientConfig>, String> {
+        let mut store = rustls::RootCertStore::empty();
+        store.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        for cert in &self.extra {
+            store
+                .add(cert.clone())
+                .map_err(|e| format!("unusable CA certificate: {e}"))?;
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(store)
+            .with_no_client_auth();
+        Ok(Arc::new(config))
+    }
+
+    /// An HTTP client for SSE trusting the same roots.
+    pub(crate) fn http_client(&self) -> Result<reqwest::Client, String> {
+        let mut builder = reqwest::Client::builder();
+        for pem in &self.pems {
+            for cert in reqwest::Certificate::from_pem_bundle(pem).map_err(|e| e.to_string())? {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        builder.build().map_err(|e| e.to_string())
+    }
+}

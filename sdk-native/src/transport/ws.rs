@@ -1,0 +1,228 @@
+//! A WebSocket link over tokio-tungstenite.
+//!
+//! Reading and writing are driven from one `poll_input`, so the link can never deadlock on a
+//! peer that only reads after it has written (writes progress whenever the driver polls for
+//! input). Frames the engine hands over wait in a small local queue only while the socket
+//! pushes back; the link then reports `Writable(false)` so that further messages stay in the
+//! engine's bounded outbox instead of piling up here.
+
+use super::{retry_after, LinkInput};
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tether_core::{Frame, OpenRequest, TransportFailure};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
+
+type Stream = WebSocketStream<MaybeTlsStream<TcpStream>>;
+type Connecting = Pin<Box<dyn Future<Output = Result<Stream, TransportFailure>> + Send>>;
+
+/// Per-client WebSocket settings.
+#[derive(Clone)]
+pub(crate) struct WsOptions {
+    pub(crate) tls: Arc<rustls::ClientConfig>,
+    pub(crate) read_buffer_size: usize,
+    pub(crate) write_buffer_size: usize,
+    pub(crate) max_message_bytes: usize,
+}
+
+enum State {
+    Connecting(Connecting),
+    /// Boxed: the stream is ~1.4 KB and links are moved around while connecting.
+    Open(Box<Stream>),
+    Done,
+}
+
+pub(crate) struct WsLink {
+    state: State,
+    /// Frames accepted from the engine but not yet taken by the socket.
+    pending: VecDeque<Message>,
+    needs_flush: bool,
+    writable: bool,
+}
+
+impl WsLink {
+    pub(crate) fn open(request: OpenRequest, options: Arc<WsOptions>) -> Self {
+        WsLink {
+            state: State::Connecting(Box::pin(connect(request, options))),
+            pending: VecDeque::new(),
+            needs_flush: false,
+            writable: true,
+        }
+    }
+
+    pub(crate) fn send(&mut self, frame: Frame) {
+        self.pending.push_back(match frame {
+            Frame::Text(text) => Message::text(text),
+            Frame::Binary(bytes) => Message::binary(bytes),
+        });
+    }
+
+    pub(crate) fn ping(&mut self, payload: Vec<u8>) {
+        self.pending.push_back(Message::Ping(payload.into()));
+    }
+
+    pub(crate) fn close(&mut self, code: u16, reason: String) {
+        self.pending.push_back(Message::Close(Some(CloseFrame {
+            code: CloseCode::from(code),
+            reason: reason.into(),
+        })));
+    }
+
+    pub(crate) fn poll_input(&mut self, cx: &mut Context<'_>) -> Poll<LinkInput> {
+        match &mut self.state {
+            State::Connecting(fut) => match fut.poll_unpin(cx) {
+                Poll::Ready(Ok(stream)) => {
+                    self.state = State::Open(Box::new(stream));
+                    Poll::Ready(LinkInput::Opened)
+                }
+                Poll::Ready(Err(failure)) => {
+                    self.state = State::Done;
+                    Poll::Ready(LinkInput::Failed(failure))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+            State::Open(_) => {
+                let input = self.poll_open(cx);
+                if let Poll::Ready(LinkInput::Closed { .. } | LinkInput::Failed(_)) = &input {
+                    self.state = State::Done;
+                }
+                input
+            }
+            State::Done => Poll::Pending,
+        }
+    }
+
+    fn poll_open(&mut self, cx: &mut Context<'_>) -> Poll<LinkInput> {
+        let State::Open(stream) = &mut self.state else {
+            return Poll::Pending;
+        };
+        // Write what the socket takes.
+        while !self.pending.is_empty() {
+            match stream.poll_ready_unpin(cx) {
+                Poll::Ready(Ok(())) => {
+                    let Some(msg) = self.pending.pop_front() else {
+                        break;
+                    };
+                    if let Err(e) = stream.start_send_unpin(msg) {
+                        return Poll::Ready(failure(e));
+                    }
+                    self.needs_flush = true;
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(failure(e)),
+                Poll::Pending => break,
+            }
+        }
+        if self.needs_flush {
+            match stream.poll_flush_unpin(cx) {
+                Poll::Ready(Ok(())) => self.needs_flush = false,
+                Poll::Ready(Err(e)) => return Poll::Ready(failure(e)),
+                Poll::Pending => {}
+            }
+        }
+        let writable = self.pending.is_empty();
+        if writable != self.writable {
+            self.writable = writable;
+            return Poll::Ready(LinkInput::Writable(writable));
+        }
+        // Then read.
+        loop {
+            return match stream.poll_next_unpin(cx) {
+                Poll::Ready(Some(Ok(msg))) => match msg {
+                    Message::Text(text) => {
+                        Poll::Ready(LinkInput::Frame(Frame::Text(text.as_str().to_owned())))
+                    }
+                    Message::Binary(bytes) => {
+                        Poll::Ready(LinkInput::Frame(Frame::Binary(bytes.to_vec())))
+                    }
+                    Message::Ping(_) => Poll::Ready(LinkInput::Ping),
+                    Message::Pong(payload) => Poll::Ready(LinkInput::Pong(payload.to_vec())),
+                    Message::Close(frame) => {
+                        // tungstenite queued the close reply; push it out before we go.
+                        let _ = stream.poll_flush_unpin(cx);
+                        Poll::Ready(match frame {
+                            Some(f) => LinkInput::Closed {
+                                code: Some(u16::from(f.code)),
+                                reason: f.reason.as_str().to_owned(),
+                            },
+                            None => LinkInput::Closed {
+                                code: None,
+                                reason: String::new(),
+                            },
+                        })
+                    }
+                    Message::Frame(_) => continue,
+                },
+                Poll::Ready(Some(Err(e))) => Poll::Ready(failure(e)),
+                Poll::Ready(None) => Poll::Ready(LinkInput::Closed {
+                    code: None,
+                    reason: String::new(),
+                }),
+                Poll::Pending => Poll::Pending,
+            };
+        }
+    }
+}
+
+fn failure(e: WsError) -> LinkInput {
+    match e {
+        WsError::ConnectionClosed | WsError::AlreadyClosed => LinkInput::Closed {
+            code: None,
+            reason: String::new(),
+        },
+        other => LinkInput::Failed(TransportFailure::Io(other.to_string())),
+    }
+}
+
+async fn connect(
+    request: OpenRequest,
+    options: Arc<WsOptions>,
+) -> Result<Stream, TransportFailure> {
+    let mut http = request
+        .url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| TransportFailure::Io(format!("invalid request: {e}")))?;
+    for (name, value) in &request.headers {
+        let name = tokio_tungstenite::tungstenite::http::HeaderName::try_from(name.as_str())
+            .map_err(|e| TransportFailure::Io(format!("invalid header name {name:?}: {e}")))?;
+        let value = HeaderValue::try_from(value.as_str())
+            .map_err(|e| TransportFailure::Io(format!("invalid header value: {e}")))?;
+        http.headers_mut().append(name, value);
+    }
+    if !request.subprotocols.is_empty() {
+        let value = HeaderValue::try_from(request.subprotocols.join(", "))
+            .map_err(|e| TransportFailure::Io(format!("invalid subprotocol: {e}")))?;
+        http.headers_mut().insert("Sec-WebSocket-Protocol", value);
+    }
+    let mut config = WebSocketConfig::default();
+    config.read_buffer_size = options.read_buffer_size;
+    config.write_buffer_size = options.write_buffer_size;
+    config.max_message_size = Some(options.max_message_bytes);
+    config.max_frame_size = Some(options.max_message_bytes);
+    let connector = Connector::Rustls(options.tls.clone());
+    // Nagle off: small frames (pings, acks, chat messages) must not wait 40 ms for company.
+    match tokio_tungstenite::connect_async_tls_with_config(
+        http,
+        Some(config),
+        true,
+        Some(connector),
+    )
+    .await
+    {
+        Ok((stream, _response)) => Ok(stream),
+        Err(WsError::Http(response)) => Err(TransportFailure::Http {
+            status: response.status().as_u16(),
+            retry_after: retry_after(response.headers()),
+        }),
+        Err(e) => Err(TransportFailure::Io(e.to_string())),
+    }
+}

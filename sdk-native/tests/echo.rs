@@ -1,0 +1,89 @@
+//! The driver against a plain echo server on loopback: connect, round trip, reconnect after
+//! the server goes away and comes back, close.
+#![allow(clippy::unwrap_used)]
+
+use futures_util::{SinkExt, StreamExt};
+use std::time::Duration;
+use tether::{Client, Event, Payload, State};
+use tokio::net::TcpListener;
+use tokio::time::timeout;
+
+/// An echo server. Aborting the returned task drops its `JoinSet`, which aborts every
+/// connection too: to the client, the server vanished.
+async fn echo_server(listener: TcpListener) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut connections = tokio::task::JoinSet::new();
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            connections.spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+                    return;
+                };
+                while let Some(Ok(msg)) = ws.next().await {
+                    if msg.is_text() || msg.is_binary() {
+                        if ws.send(msg).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    })
+}
+
+async fn next_message(events: &mut tether::Events) -> Payload {
+    loop {
+        match timeout(Duration::from_secs(5), events.recv())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            Event::Message(m) => return m.payload,
+            _ => continue,
+        }
+    }
+}
+
+#[tokio::test]
+async fn round_trip_reconnect_and_close() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = echo_server(listener).await;
+
+    let (client, mut events) = Client::builder(format!("ws://{addr}"))
+        .backoff_initial(Duration::from_millis(50))
+        .connect()
+        .unwrap();
+    client.send("hello").unwrap();
+    assert_eq!(
+        next_message(&mut events).await,
+        Payload::Text("hello".into())
+    );
+
+    // The server goes away: the client notices and keeps the next message in its outbox.
+    server.abort();
+    let _ = server.await;
+    let mut state = client.watch_state();
+    timeout(Duration::from_secs(5), state.wait_for(|s| !s.is_open()))
+        .await
+        .unwrap()
+        .unwrap();
+    client.send("while down").unwrap();
+
+    let listener = TcpListener::bind(addr).await.unwrap();
+    let server = echo_server(listener).await;
+    assert_eq!(
+        next_message(&mut events).await,
+        Payload::Text("while down".into())
+    );
+    assert!(client.stats().reconnects >= 1);
+
+    let reason = timeout(Duration::from_secs(5), client.close())
+        .await
+        .unwrap();
+    assert_eq!(reason, tether::CloseReason::App { code: 1000 });
+    assert!(matches!(client.state(), State::Closed { .. }));
+    server.abort();
+}
