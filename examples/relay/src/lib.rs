@@ -1,1 +1,55 @@
-//! Placeholder until its issue lands.
+//! The Tether reference relay: the server side of the Tether protocol
+//! (`docs/protocol.md`), in memory, for development, tests, demos and benchmarks.
+//!
+//! One port serves:
+//! - **WebSocket** (any path): `hello`, channels with `subscribe`/`unsubscribe`, publishes
+//!   with offsets, acks and deduplication by id, resume from `since`/`epoch` out of a
+//!   per-channel history, presence with a grace period, `request`→`reply` echo,
+//!   `ping`→`pong`, and optional server pings.
+//! - **Server-Sent Events**: `GET /sse/{channel}` streams a channel's messages, replaying
+//!   after `Last-Event-ID` (header or `?lastEventId=`).
+//!
+//! Misbehaving clients get `error` frames (`bad_frame`, `unsupported_version`,
+//! `invalid_channel`, `rate_limited`) and keep their connection; an oversized message closes
+//! with 1009, invalid UTF-8 with 1007, a missing or wrong token with HTTP 401 or close 4001.
+//! Graceful shutdown closes every WebSocket with 1012 and `{"reconnect_within_ms": N}`.
+//!
+//! Everything lives in memory: a restarted relay starts a new epoch, so clients can tell
+//! that offsets from before the restart mean nothing now.
+//!
+//! ```no_run
+//! use tether_relay::{Relay, RelayConfig};
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let relay = Relay::bind("127.0.0.1:9000", RelayConfig::default()).await?;
+//! println!("listening on {}", relay.ws_url());
+//! tokio::signal::ctrl_c().await?;
+//! relay.shutdown().await; // clients are told to come back within 5 s
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Modules, one job each: `config` (limits and defaults), `server` (bind, accept, route,
+//! lifecycle), `http` (request heads and plain responses), `auth` (token rules), `ws`
+//! (WebSocket connection I/O and close codes), `session` (the protocol per connection),
+//! `hub` (channels, fan-out, presence timers), `history` (offsets, ring buffer, dedupe),
+//! `presence` (members and grace periods), `peer` (per-connection outbound queues and the
+//! slow-consumer rule), `rate_limit` (token bucket), `sse` (event streams), `stats`
+//! (counters).
+
+mod auth;
+mod config;
+mod history;
+mod http;
+mod hub;
+mod peer;
+mod presence;
+mod rate_limit;
+mod server;
+mod session;
+mod sse;
+mod stats;
+mod ws;
+
+pub use config::{ConfigError, RateLimit, RelayConfig};
+pub use server::{Relay, RelayHandle};

@@ -1,0 +1,208 @@
+//! Relay configuration: every limit and timing the relay applies, with documented defaults,
+//! checked once by [`RelayConfig::validate`] when the relay binds.
+
+use std::time::Duration;
+
+/// How a [`Relay`](crate::Relay) behaves. Every field has a documented default; start from
+/// [`RelayConfig::default()`] and change what you need:
+///
+/// ```
+/// use std::time::Duration;
+/// use tether_relay::RelayConfig;
+///
+/// let config = RelayConfig {
+///     presence_grace: Duration::from_millis(200),
+///     token: Some("s3cret".to_owned()),
+///     ..RelayConfig::default()
+/// };
+/// assert!(config.validate().is_ok());
+/// ```
+#[derive(Clone)]
+pub struct RelayConfig {
+    /// Largest inbound WebSocket message (and frame) in bytes. A larger one closes the
+    /// connection with 1009. Default: 1 MiB.
+    pub max_message_size: usize,
+    /// Per-connection inbound message rate; `None` disables the limit. A message over the
+    /// limit is answered with `error{code:"rate_limited", id}` and not processed.
+    /// Default: 1,000 messages/s with a burst of 2,000.
+    pub rate_limit: Option<RateLimit>,
+    /// Messages kept per channel for resume (`since`) and SSE `Last-Event-ID` replay.
+    /// Default: 1,024.
+    pub history_capacity: usize,
+    /// Publish ids remembered per channel to acknowledge resends without storing them
+    /// twice. Default: 4,096.
+    pub dedupe_capacity: usize,
+    /// How long a member whose last connection to a channel went away stays present before
+    /// `leave` is broadcast, so that a quick reconnect is invisible to others. Default: 5 s.
+    pub presence_grace: Duration,
+    /// A token every client must present (`Authorization: Bearer`, `?token=`, or
+    /// `hello.token`). Default: `None` (open relay).
+    pub token: Option<String>,
+    /// The `retry:` hint sent at the start of every SSE stream. Default: 1,000 ms.
+    pub sse_retry: Duration,
+    /// How often an idle SSE stream gets a `:keepalive` comment, so proxies and clients
+    /// see it is alive. Default: 15 s.
+    pub sse_keepalive: Duration,
+    /// Interval of server-driven application `ping`s on WebSocket connections; `None` sends
+    /// none. Default: `None`.
+    pub ping_interval: Option<Duration>,
+    /// The window advised to clients on graceful shutdown (close 1012 with
+    /// `{"reconnect_within_ms": N}`), over which they spread their reconnects.
+    /// Default: 5,000 ms.
+    pub reconnect_window: Duration,
+    /// Frames a connection may have queued for sending before it is treated as a slow
+    /// consumer and closed with 1013 (it can reconnect and resume from history). A
+    /// subscribe's replay does not count against it. Default: 4,096.
+    pub max_queued_frames: usize,
+    /// Time allowed for the HTTP request head and, when the token must come in `hello`,
+    /// for that `hello`. Default: 10 s.
+    pub handshake_timeout: Duration,
+}
+
+/// A token bucket: `per_second` tokens are added each second up to `burst`; every inbound
+/// message takes one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Sustained messages per second.
+    pub per_second: u32,
+    /// Messages that may arrive at once after a quiet period.
+    pub burst: u32,
+}
+
+/// A configuration field that cannot work, found by [`RelayConfig::validate`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// `max_message_size` is 0: no message could ever be received.
+    #[error("max_message_size must be at least 1 byte")]
+    MaxMessageSize,
+    /// `rate_limit.burst` is 0: every message would be refused.
+    #[error("rate_limit.burst must be at least 1 (use rate_limit: None for no limit)")]
+    RateLimitBurst,
+    /// `max_queued_frames` is 0: every connection would be a slow consumer.
+    #[error("max_queued_frames must be at least 1")]
+    MaxQueuedFrames,
+    /// A timing that must be positive is zero.
+    #[error("{0} must be greater than zero")]
+    ZeroDuration(&'static str),
+    /// `token` is set but empty, which no client could present.
+    #[error("token must not be empty (use token: None for an open relay)")]
+    EmptyToken,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            max_message_size: 1024 * 1024,
+            rate_limit: Some(RateLimit {
+                per_second: 1_000,
+                burst: 2_000,
+            }),
+            history_capacity: 1_024,
+            dedupe_capacity: 4_096,
+            presence_grace: Duration::from_secs(5),
+            token: None,
+            sse_retry: Duration::from_millis(1_000),
+            sse_keepalive: Duration::from_secs(15),
+            ping_interval: None,
+            reconnect_window: Duration::from_millis(5_000),
+            max_queued_frames: 4_096,
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl RelayConfig {
+    /// Checks that every field can work; [`Relay::bind`](crate::Relay::bind) calls it.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_message_size == 0 {
+            return Err(ConfigError::MaxMessageSize);
+        }
+        if matches!(self.rate_limit, Some(RateLimit { burst: 0, .. })) {
+            return Err(ConfigError::RateLimitBurst);
+        }
+        if self.max_queued_frames == 0 {
+            return Err(ConfigError::MaxQueuedFrames);
+        }
+        if self.token.as_deref() == Some("") {
+            return Err(ConfigError::EmptyToken);
+        }
+        let positive = [
+            ("sse_keepalive", Some(self.sse_keepalive)),
+            ("handshake_timeout", Some(self.handshake_timeout)),
+            ("ping_interval", self.ping_interval),
+        ];
+        for (name, value) in positive {
+            if value == Some(Duration::ZERO) {
+                return Err(ConfigError::ZeroDuration(name));
+            }
+        }
+        Ok(())
+    }
+}
+
+// Hand-written so that the token never ends up in logs.
+impl std::fmt::Debug for RelayConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RelayConfig")
+            .field("max_message_size", &self.max_message_size)
+            .field("rate_limit", &self.rate_limit)
+            .field("history_capacity", &self.history_capacity)
+            .field("dedupe_capacity", &self.dedupe_capacity)
+            .field("presence_grace", &self.presence_grace)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("sse_retry", &self.sse_retry)
+            .field("sse_keepalive", &self.sse_keepalive)
+            .field("ping_interval", &self.ping_interval)
+            .field("reconnect_window", &self.reconnect_window)
+            .field("max_queued_frames", &self.max_queued_frames)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_documented_ones_and_valid() {
+        let c = RelayConfig::default();
+        assert_eq!(c.max_message_size, 1 << 20);
+        assert_eq!(
+            c.rate_limit,
+            Some(RateLimit {
+                per_second: 1000,
+                burst: 2000
+            })
+        );
+        assert_eq!(c.presence_grace, Duration::from_secs(5));
+        assert_eq!(c.validate(), Ok(()));
+    }
+
+    #[test]
+    fn unusable_fields_are_named() {
+        let bad = RelayConfig {
+            ping_interval: Some(Duration::ZERO),
+            ..RelayConfig::default()
+        };
+        assert_eq!(
+            bad.validate(),
+            Err(ConfigError::ZeroDuration("ping_interval"))
+        );
+        let bad = RelayConfig {
+            token: Some(String::new()),
+            ..RelayConfig::default()
+        };
+        assert_eq!(bad.validate(), Err(ConfigError::EmptyToken));
+    }
+
+    #[test]
+    fn debug_output_hides_the_token() {
+        let c = RelayConfig {
+            token: Some("hunter2".into()),
+            ..RelayConfig::default()
+        };
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,237 @@
+//! One channel's message history: the epoch, the head offset, a ring buffer of the latest
+//! messages for resume and SSE replay, and the remembered publish ids that make resends
+//! idempotent. Pure data; the hub decides who hears about what.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+/// A stored channel message: its offset and its `message` frame, encoded once and shared by
+/// every subscriber, replay and SSE stream (cloning `Utf8Bytes` only bumps a count).
+#[derive(Debug, Clone)]
+pub(crate) struct Stored {
+    pub(crate) offset: u64,
+    pub(crate) frame: Utf8Bytes,
+}
+
+/// The result of [`History::append`].
+#[derive(Debug)]
+pub(crate) enum Appended {
+    /// A new message, now at `stored.offset`.
+    New(Stored),
+    /// A resend of an id already stored at this offset: acknowledge, do not deliver.
+    Duplicate(u64),
+}
+
+/// What a subscriber asking to resume can have.
+#[derive(Debug)]
+pub(crate) struct Resume<'a> {
+    /// Whether every message after `since` is still here (so `replay` is exactly the gap).
+    pub(crate) recovered: bool,
+    /// The messages to replay, in order; empty unless `recovered`.
+    pub(crate) replay: Vec<&'a Stored>,
+}
+
+#[derive(Debug)]
+pub(crate) struct History {
+    epoch: Arc<str>,
+    head: u64,
+    /// Offsets `head - ring.len() + 1 ..= head`, oldest first.
+    ring: VecDeque<Stored>,
+    capacity: usize,
+    /// Publish id → offset, for the last `dedupe_capacity` publishes.
+    seen: HashMap<String, u64>,
+    /// The same ids in arrival order, so the oldest can be forgotten.
+    seen_order: VecDeque<String>,
+    dedupe_capacity: usize,
+}
+
+impl History {
+    pub(crate) fn new(epoch: Arc<str>, capacity: usize, dedupe_capacity: usize) -> Self {
+        History {
+            epoch,
+            head: 0,
+            ring: VecDeque::new(),
+            capacity,
+            seen: HashMap::new(),
+            seen_order: VecDeque::new(),
+            dedupe_capacity,
+        }
+    }
+
+    pub(crate) fn epoch(&self) -> &Arc<str> {
+        &self.epoch
+    }
+
+    /// The last offset assigned, 0 before the first message.
+    pub(crate) fn head(&self) -> u64 {
+        self.head
+    }
+
+    /// True while nothing was ever stored, so dropping the history loses nothing.
+    pub(crate) fn is_pristine(&self) -> bool {
+        self.head == 0
+    }
+
+    /// Stores a message under the next offset unless `id` was already stored; `frame` builds
+    /// the message frame for the assigned offset.
+    pub(crate) fn append(&mut self, id: &str, frame: impl FnOnce(u64) -> Utf8Bytes) -> Appended {
+        if let Some(&offset) = self.seen.get(id) {
+            return Appended::Duplicate(offset);
+        }
+        self.head += 1;
+        let stored = Stored {
+            offset: self.head,
+            frame: frame(self.head),
+        };
+        if self.capacity > 0 {
+            if self.ring.len() == self.capacity {
+                self.ring.pop_front();
+            }
+            self.ring.push_back(stored.clone());
+        }
+        if self.dedupe_capacity > 0 {
+            if self.seen_order.len() == self.dedupe_capacity {
+                if let Some(oldest) = self.seen_order.pop_front() {
+                    self.seen.remove(&oldest);
+                }
+            }
+            self.seen.insert(id.to_owned(), self.head);
+            self.seen_order.push_back(id.to_owned());
+        }
+        Appended::New(stored)
+    }
+
+    /// What a subscriber that has seen everything up to `since` of `epoch` can get back.
+    /// Recovery needs the same epoch, `since` not beyond the head, and every offset after
+    /// `since` still in the ring.
+    pub(crate) fn resume(&self, since: Option<u64>, epoch: Option<&str>) -> Resume<'_> {
+        let recoverable = match (since, epoch) {
+            (Some(since), Some(epoch)) => {
+                epoch == &*self.epoch
+                    && since <= self.head
+                    && self.head - since <= self.ring.len() as u64
+            }
+            _ => false,
+        };
+        if !recoverable {
+            return Resume {
+                recovered: false,
+                replay: Vec::new(),
+            };
+        }
+        let since = since.unwrap_or(0);
+        Resume {
+            recovered: true,
+            replay: self.ring.iter().filter(|m| m.offset > since).collect(),
+        }
+    }
+
+    /// The retained messages after `offset`, for SSE `Last-Event-ID`, which carries no epoch.
+    /// An offset beyond the head cannot be from this epoch (offsets only grow), so the
+    /// client is given everything retained rather than nothing.
+    pub(crate) fn after(&self, offset: u64) -> impl Iterator<Item = &Stored> {
+        let from = if offset > self.head { 0 } else { offset };
+        self.ring.iter().filter(move |m| m.offset > from)
+    }
+
+    /// Every retained message, oldest first.
+    #[cfg(test)]
+    fn retained(&self) -> Vec<u64> {
+        self.ring.iter().map(|m| m.offset).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn history(capacity: usize, dedupe: usize) -> History {
+        History::new(Arc::from("e1"), capacity, dedupe)
+    }
+
+    fn push(h: &mut History, id: &str) -> Appended {
+        h.append(id, |offset| Utf8Bytes::from(format!("m{offset}")))
+    }
+
+    fn offsets(resume: &Resume<'_>) -> Vec<u64> {
+        resume.replay.iter().map(|m| m.offset).collect()
+    }
+
+    #[test]
+    fn offsets_count_from_one_and_the_ring_keeps_the_latest() {
+        let mut h = history(3, 10);
+        for i in 0..5 {
+            assert!(matches!(push(&mut h, &format!("id{i}")), Appended::New(_)));
+        }
+        assert_eq!(h.head(), 5);
+        assert_eq!(h.retained(), vec![3, 4, 5]);
+    }
+
+    #[test]
+    fn a_resent_id_is_a_duplicate_with_its_first_offset() {
+        let mut h = history(10, 10);
+        push(&mut h, "a");
+        push(&mut h, "b");
+        assert!(matches!(push(&mut h, "a"), Appended::Duplicate(1)));
+        assert_eq!(h.head(), 2);
+    }
+
+    #[test]
+    fn only_the_last_ids_are_remembered() {
+        let mut h = history(10, 2);
+        push(&mut h, "a");
+        push(&mut h, "b");
+        push(&mut h, "c");
+        assert!(matches!(push(&mut h, "a"), Appended::New(_)));
+        assert!(matches!(push(&mut h, "c"), Appended::Duplicate(3)));
+    }
+
+    #[test]
+    fn resume_replays_exactly_the_gap() {
+        let mut h = history(10, 10);
+        for id in ["a", "b", "c", "d"] {
+            push(&mut h, id);
+        }
+        let r = h.resume(Some(2), Some("e1"));
+        assert!(r.recovered);
+        assert_eq!(offsets(&r), vec![3, 4]);
+        let r = h.resume(Some(4), Some("e1"));
+        assert!(r.recovered);
+        assert!(r.replay.is_empty());
+    }
+
+    #[test]
+    fn resume_fails_for_other_epochs_trimmed_history_or_the_future() {
+        let mut h = history(2, 10);
+        for id in ["a", "b", "c", "d"] {
+            push(&mut h, id);
+        }
+        assert!(!h.resume(Some(3), Some("e0")).recovered);
+        assert!(!h.resume(Some(3), None).recovered);
+        assert!(!h.resume(None, Some("e1")).recovered);
+        assert!(!h.resume(Some(1), Some("e1")).recovered, "3 was trimmed");
+        assert!(h.resume(Some(2), Some("e1")).recovered, "3 and 4 retained");
+        assert!(!h.resume(Some(9), Some("e1")).recovered);
+    }
+
+    #[test]
+    fn without_a_ring_only_an_up_to_date_client_recovers() {
+        let mut h = history(0, 10);
+        push(&mut h, "a");
+        assert!(h.resume(Some(1), Some("e1")).recovered);
+        assert!(!h.resume(Some(0), Some("e1")).recovered);
+    }
+
+    #[test]
+    fn sse_replay_after_an_offset() {
+        let mut h = history(10, 10);
+        for id in ["a", "b", "c"] {
+            push(&mut h, id);
+        }
+        let after = |o| h.after(o).map(|m| m.offset).collect::<Vec<_>>();
+        assert_eq!(after(1), vec![2, 3]);
+        assert_eq!(after(3), Vec::<u64>::new());
+        assert_eq!(after(42), vec![1, 2, 3], "an id from another epoch");
+    }
+}

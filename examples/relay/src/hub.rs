@@ -1,0 +1,445 @@
+//! The channel registry: for every channel its history, its subscribers (WebSocket and SSE)
+//! and its presence table, plus the grace timers that turn a dropped connection into a
+//! `leave`. Sessions and SSE streams call in; the hub queues frames on the peers.
+//!
+//! One mutex guards all channels. Every operation under it is short and never waits (frames
+//! are queued with [`Peer::offer`], which does not block), and it keeps the ordering rules
+//! of the protocol simple: a subscriber's `subscribed`, replay and snapshot are queued in one
+//! critical section, so no live message can slip in between them.
+
+use crate::config::RelayConfig;
+use crate::history::{Appended, History, Stored};
+use crate::peer::{Outbound, Peer, PeerId};
+use crate::presence::{Departure, Presence};
+use crate::server::RunState;
+use crate::stats::Stats;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use tether_core::protocol::{PresenceChange, ServerMessage};
+use tether_core::MAX_CHANNEL_LEN;
+use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+/// Channel names (and client ids): 1–256 bytes, no control characters (docs/protocol.md).
+pub(crate) fn is_valid_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= MAX_CHANNEL_LEN && !name.chars().any(char::is_control)
+}
+
+/// Encodes a server message into a shareable text frame.
+pub(crate) fn frame(msg: &ServerMessage) -> Utf8Bytes {
+    Utf8Bytes::from(msg.encode())
+}
+
+#[derive(Debug)]
+struct Subscriber {
+    peer: Peer,
+    /// The presence identity; `None` for SSE streams, which are not members.
+    member: Option<Arc<str>>,
+}
+
+#[derive(Debug)]
+struct Channel {
+    history: History,
+    subscribers: HashMap<PeerId, Subscriber>,
+    presence: Presence,
+}
+
+impl Channel {
+    /// Nothing here that anyone could observe: dropping it and recreating it later (same
+    /// epoch, head 0) is indistinguishable from keeping it.
+    fn is_idle(&self) -> bool {
+        self.subscribers.is_empty() && self.presence.is_empty() && self.history.is_pristine()
+    }
+
+    /// Queues a presence change for every member subscriber except `except`.
+    fn announce(&self, name: &str, change: PresenceChange, except: Option<PeerId>) {
+        let frame = frame(&ServerMessage::Presence {
+            channel: name.to_owned(),
+            change,
+        });
+        for sub in self.subscribers.values() {
+            if sub.member.is_some() && Some(sub.peer.id()) != except {
+                sub.peer.offer(Outbound::Frame(frame.clone()));
+            }
+        }
+    }
+}
+
+/// The outcome of a channel publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Published {
+    pub(crate) offset: u64,
+    /// The id was already stored: nothing was delivered again.
+    pub(crate) duplicate: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct Hub {
+    config: Arc<RelayConfig>,
+    /// This relay run's history generation. Every channel shares it, which is sound because
+    /// a channel is only dropped while its history is empty (see [`Channel::is_idle`]).
+    epoch: Arc<str>,
+    channels: Mutex<HashMap<String, Channel>>,
+    stats: Arc<Stats>,
+    run_state: watch::Receiver<RunState>,
+}
+
+impl Hub {
+    pub(crate) fn new(
+        config: Arc<RelayConfig>,
+        epoch: String,
+        stats: Arc<Stats>,
+        run_state: watch::Receiver<RunState>,
+    ) -> Self {
+        Hub {
+            config,
+            epoch: Arc::from(epoch),
+            channels: Mutex::new(HashMap::new()),
+            stats,
+            run_state,
+        }
+    }
+
+    fn channels(&self) -> MutexGuard<'_, HashMap<String, Channel>> {
+        // Nothing under this lock can panic halfway through an update that matters more than
+        // keeping the relay up, so a poisoned lock is used as it is.
+        self.channels.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn new_channel(&self) -> Channel {
+        Channel {
+            history: History::new(
+                self.epoch.clone(),
+                self.config.history_capacity,
+                self.config.dedupe_capacity,
+            ),
+            subscribers: HashMap::new(),
+            presence: Presence::default(),
+        }
+    }
+
+    /// Subscribes a WebSocket peer: queues `subscribed`, the replay after `since` when it can
+    /// be recovered, and a presence snapshot on `peer`; tells the others if `member` is new.
+    /// Subscribing again on the same connection refreshes all three without a presence change.
+    pub(crate) fn subscribe(
+        &self,
+        peer: &Peer,
+        member: &Arc<str>,
+        name: &str,
+        since: Option<u64>,
+        epoch: Option<&str>,
+    ) {
+        let mut channels = self.channels();
+        let channel = channels
+            .entry(name.to_owned())
+            .or_insert_with(|| self.new_channel());
+
+        let resume = channel.history.resume(since, epoch);
+        peer.push(Outbound::Frame(frame(&ServerMessage::Subscribed {
+            channel: name.to_owned(),
+            offset: channel.history.head(),
+            epoch: Some(channel.history.epoch().to_string()),
+            recovered: resume.recovered,
+        })));
+        for stored in resume.replay {
+            peer.push(Outbound::Message(stored.clone()));
+        }
+
+        let previous = channel.subscribers.insert(
+            peer.id(),
+            Subscriber {
+                peer: peer.clone(),
+                member: Some(member.clone()),
+            },
+        );
+        let joined = previous.is_none() && channel.presence.arrive(member);
+
+        peer.push(Outbound::Frame(frame(&ServerMessage::Presence {
+            channel: name.to_owned(),
+            change: PresenceChange::Snapshot(channel.presence.snapshot()),
+        })));
+        if joined {
+            channel.announce(
+                name,
+                PresenceChange::Join(member.to_string()),
+                Some(peer.id()),
+            );
+        }
+    }
+
+    /// Ends a WebSocket peer's subscription on purpose: its member leaves at once if this
+    /// was its last subscription here (no grace: it is not coming back).
+    pub(crate) fn unsubscribe(&self, peer: PeerId, name: &str) {
+        self.remove(peer, [name], false);
+    }
+
+    /// Attaches an SSE stream: queues the retained messages after `last_event_id`, then
+    /// live messages. SSE streams are not presence members.
+    pub(crate) fn follow(&self, peer: &Peer, name: &str, last_event_id: Option<u64>) {
+        let mut channels = self.channels();
+        let channel = channels
+            .entry(name.to_owned())
+            .or_insert_with(|| self.new_channel());
+        if let Some(last) = last_event_id {
+            for stored in channel.history.after(last) {
+                peer.push(Outbound::Message(stored.clone()));
+            }
+        }
+        channel.subscribers.insert(
+            peer.id(),
+            Subscriber {
+                peer: peer.clone(),
+                member: None,
+            },
+        );
+    }
+
+    /// Stores a publish under the next offset and delivers it to every subscriber, or, for
+    /// an id already stored, reports the original offset and delivers nothing.
+    pub(crate) fn publish(&self, name: &str, id: &str, payload: Value, ts: u64) -> Published {
+        let mut channels = self.channels();
+        let channel = channels
+            .entry(name.to_owned())
+            .or_insert_with(|| self.new_channel());
+        let appended = channel.history.append(id, |offset| {
+            frame(&ServerMessage::Message {
+                channel: Some(name.to_owned()),
+                offset: Some(offset),
+                id: Some(id.to_owned()),
+                payload,
+                ts: Some(ts),
+            })
+        });
+        match appended {
+            Appended::Duplicate(offset) => Published {
+                offset,
+                duplicate: true,
+            },
+            Appended::New(stored) => {
+                self.stats.message_published();
+                let offset = stored.offset;
+                deliver(channel, &stored);
+                Published {
+                    offset,
+                    duplicate: false,
+                }
+            }
+        }
+    }
+
+    /// Removes a connection that went away from `names`. Its members get a grace period
+    /// before others hear `leave`.
+    pub(crate) fn disconnect<'a>(
+        self: &Arc<Self>,
+        peer: PeerId,
+        names: impl IntoIterator<Item = &'a str>,
+    ) {
+        let grace = !self.config.presence_grace.is_zero();
+        let pending = self.remove(peer, names, grace);
+        for (name, member, generation) in pending {
+            self.start_grace(name, member, generation);
+        }
+    }
+
+    /// Removes `peer` from `names`, announcing immediate leaves; returns the grace periods
+    /// that started.
+    fn remove<'a>(
+        &self,
+        peer: PeerId,
+        names: impl IntoIterator<Item = &'a str>,
+        grace: bool,
+    ) -> Vec<(String, Arc<str>, u64)> {
+        let mut pending = Vec::new();
+        let mut channels = self.channels();
+        for name in names {
+            let Some(channel) = channels.get_mut(name) else {
+                continue;
+            };
+            let member = channel.subscribers.remove(&peer).and_then(|s| s.member);
+            if let Some(member) = member {
+                match channel.presence.depart(&member, grace) {
+                    Departure::Stays => {}
+                    Departure::Left => {
+                        channel.announce(name, PresenceChange::Leave(member.to_string()), None)
+                    }
+                    Departure::Leaving(generation) => {
+                        pending.push((name.to_owned(), member, generation));
+                    }
+                }
+            }
+            if channel.is_idle() {
+                channels.remove(name);
+            }
+        }
+        pending
+    }
+
+    fn start_grace(self: &Arc<Self>, name: String, member: Arc<str>, generation: u64) {
+        let mut run_state = self.run_state.clone();
+        if *run_state.borrow() != RunState::Running {
+            // The relay is stopping: nobody is left to tell.
+            return;
+        }
+        // Connections are also cleaned up from `Drop`, which may run while the runtime is
+        // shutting down; then there is no timer to start and nobody to tell either.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let hub = Arc::downgrade(self);
+        let grace = self.config.presence_grace;
+        runtime.spawn(async move {
+            tokio::select! {
+                () = tokio::time::sleep(grace) => {}
+                _ = run_state.wait_for(|s| *s != RunState::Running) => return,
+            }
+            if let Some(hub) = hub.upgrade() {
+                hub.expire(&name, &member, generation);
+            }
+        });
+    }
+
+    fn expire(&self, name: &str, member: &str, generation: u64) {
+        let mut channels = self.channels();
+        let Some(channel) = channels.get_mut(name) else {
+            return;
+        };
+        if channel.presence.expire(member, generation) {
+            tracing::debug!(channel = name, member, "presence grace period ended");
+            channel.announce(name, PresenceChange::Leave(member.to_owned()), None);
+        }
+        if channel.is_idle() {
+            channels.remove(name);
+        }
+    }
+
+    /// Channels currently held (for tests of the cleanup rule).
+    #[cfg(test)]
+    fn channel_count(&self) -> usize {
+        self.channels().len()
+    }
+}
+
+/// Queues a stored message for every subscriber of `channel`.
+fn deliver(channel: &Channel, stored: &Stored) {
+    for sub in channel.subscribers.values() {
+        if !sub.peer.offer(Outbound::Message(stored.clone())) {
+            tracing::debug!(peer = sub.peer.id(), "slow consumer: message not queued");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::peer::PeerQueue;
+    use serde_json::json;
+    use std::time::Duration;
+
+    fn hub(grace: Duration) -> (Arc<Hub>, watch::Sender<RunState>) {
+        let (tx, rx) = watch::channel(RunState::Running);
+        let config = RelayConfig {
+            presence_grace: grace,
+            ..RelayConfig::default()
+        };
+        let hub = Hub::new(
+            Arc::new(config),
+            "e1".into(),
+            Arc::new(Stats::default()),
+            rx,
+        );
+        (Arc::new(hub), tx)
+    }
+
+    fn drain(queue: &mut PeerQueue) -> Vec<ServerMessage> {
+        let mut out = Vec::new();
+        while let Some(item) = queue.try_recv() {
+            match ServerMessage::decode(item.into_frame().as_str()) {
+                Ok(msg) => out.push(msg),
+                Err(e) => panic!("relay sent an undecodable frame: {e}"),
+            }
+        }
+        out
+    }
+
+    fn member(s: &str) -> Arc<str> {
+        Arc::from(s)
+    }
+
+    #[tokio::test]
+    async fn subscribe_queues_subscribed_replay_and_snapshot_in_order() {
+        let (hub, _run) = hub(Duration::ZERO);
+        let (a, mut qa) = Peer::new(1, 100);
+        hub.subscribe(&a, &member("alice"), "room", None, None);
+        hub.publish("room", "p1", json!(1), 0);
+        hub.publish("room", "p2", json!(2), 0);
+        let first = drain(&mut qa);
+        assert!(matches!(
+            &first[0],
+            ServerMessage::Subscribed {
+                offset: 0,
+                recovered: false,
+                ..
+            }
+        ));
+        assert_eq!(
+            first.len(),
+            4,
+            "subscribed, snapshot, two messages: {first:?}"
+        );
+
+        let (b, mut qb) = Peer::new(2, 100);
+        hub.subscribe(&b, &member("bob"), "room", Some(1), Some("e1"));
+        let got = drain(&mut qb);
+        assert!(matches!(
+            &got[0],
+            ServerMessage::Subscribed {
+                offset: 2,
+                recovered: true,
+                ..
+            }
+        ));
+        assert!(matches!(
+            &got[1],
+            ServerMessage::Message {
+                offset: Some(2),
+                ..
+            }
+        ));
+        assert!(matches!(
+            &got[2],
+            ServerMessage::Presence { change: PresenceChange::Snapshot(m), .. } if m == &["alice", "bob"]
+        ));
+        assert_eq!(got.len(), 3);
+        assert!(matches!(
+            drain(&mut qa).as_slice(),
+            [ServerMessage::Presence { change: PresenceChange::Join(m), .. }] if m == "bob"
+        ));
+    }
+
+    #[tokio::test]
+    async fn idle_channels_are_dropped_but_channels_with_history_are_kept() {
+        let (hub, _run) = hub(Duration::ZERO);
+        let (a, _qa) = Peer::new(1, 100);
+        hub.subscribe(&a, &member("alice"), "empty", None, None);
+        hub.subscribe(&a, &member("alice"), "busy", None, None);
+        hub.publish("busy", "p1", json!(1), 0);
+        hub.disconnect(1, ["empty", "busy"]);
+        assert_eq!(hub.channel_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_duplicate_publish_is_not_delivered() {
+        let (hub, _run) = hub(Duration::ZERO);
+        let (a, mut qa) = Peer::new(1, 100);
+        hub.subscribe(&a, &member("alice"), "room", None, None);
+        drain(&mut qa);
+        let first = hub.publish("room", "x", json!(1), 0);
+        let again = hub.publish("room", "x", json!(1), 0);
+        assert_eq!(
+            (first.offset, first.duplicate, again.offset, again.duplicate),
+            (1, false, 1, true)
+        );
+        assert_eq!(drain(&mut qa).len(), 1);
+    }
+}

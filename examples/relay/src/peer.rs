@@ -1,0 +1,169 @@
+//! A connection as the rest of the relay sees it: an id and an outbound queue. The hub
+//! queues frames without blocking (it holds its lock while broadcasting), the connection's
+//! writer drains them to the socket. A queue that grows past its limit marks a slow
+//! consumer: further frames are dropped and the connection task closes the connection, so
+//! one client that stops reading cannot make the relay buffer without bound. The client can
+//! reconnect and resume from the channel history.
+
+use crate::history::Stored;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use tokio::sync::{mpsc, Notify};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+/// Unique per relay, for the hub's subscriber tables and for logs.
+pub(crate) type PeerId = u64;
+
+/// One item queued for a connection.
+#[derive(Debug)]
+pub(crate) enum Outbound {
+    /// A frame for this connection: a reply, a presence update, a `subscribed`.
+    Frame(Utf8Bytes),
+    /// A channel message; SSE also needs its offset for the event's `id:`.
+    Message(Stored),
+}
+
+impl Outbound {
+    /// The WebSocket text frame for this item.
+    pub(crate) fn into_frame(self) -> Utf8Bytes {
+        match self {
+            Outbound::Frame(frame) => frame,
+            Outbound::Message(stored) => stored.frame,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Shared {
+    queued: AtomicUsize,
+    limit: usize,
+    overflow: Notify,
+}
+
+/// The sending side of a connection's queue; cheap to clone.
+#[derive(Debug, Clone)]
+pub(crate) struct Peer {
+    id: PeerId,
+    tx: mpsc::UnboundedSender<Outbound>,
+    shared: Arc<Shared>,
+}
+
+/// The receiving side, owned by the connection's writer.
+#[derive(Debug)]
+pub(crate) struct PeerQueue {
+    rx: mpsc::UnboundedReceiver<Outbound>,
+    shared: Arc<Shared>,
+}
+
+impl Peer {
+    /// A peer whose queue may hold `limit` items before it counts as a slow consumer.
+    pub(crate) fn new(id: PeerId, limit: usize) -> (Peer, PeerQueue) {
+        // Unbounded on purpose: the hub must never wait on one connection while it holds
+        // its lock; the limit is enforced by `offer` instead.
+        let (tx, rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            queued: AtomicUsize::new(0),
+            limit,
+            overflow: Notify::new(),
+        });
+        (
+            Peer {
+                id,
+                tx,
+                shared: shared.clone(),
+            },
+            PeerQueue { rx, shared },
+        )
+    }
+
+    pub(crate) fn id(&self) -> PeerId {
+        self.id
+    }
+
+    /// Queues `item` whatever the queue length. Only for bounded bursts the connection
+    /// asked for, such as a subscribe's replay (at most the history capacity).
+    pub(crate) fn push(&self, item: Outbound) {
+        self.shared.queued.fetch_add(1, Ordering::Relaxed);
+        if self.tx.send(item).is_err() {
+            // The connection is gone; it will be removed from every table shortly.
+            self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Queues `item` unless the queue is over its limit, in which case the peer is marked
+    /// as a slow consumer and the item is dropped. Returns whether it was queued.
+    pub(crate) fn offer(&self, item: Outbound) -> bool {
+        if self.shared.queued.load(Ordering::Relaxed) >= self.shared.limit {
+            // `notify_one` stores a permit, so the connection task sees it even if it is not
+            // waiting right now.
+            self.shared.overflow.notify_one();
+            return false;
+        }
+        self.push(item);
+        true
+    }
+
+    /// Resolves once the peer has been marked as a slow consumer.
+    pub(crate) async fn overflowed(&self) {
+        self.shared.overflow.notified().await;
+    }
+}
+
+impl PeerQueue {
+    /// The next queued item; `None` only once every [`Peer`] is dropped.
+    pub(crate) async fn recv(&mut self) -> Option<Outbound> {
+        let item = self.rx.recv().await;
+        if item.is_some() {
+            self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+        }
+        item
+    }
+
+    /// The next item if one is queued already.
+    pub(crate) fn try_recv(&mut self) -> Option<Outbound> {
+        let item = self.rx.try_recv().ok();
+        if item.is_some() {
+            self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+        }
+        item
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn frame(s: &str) -> Outbound {
+        Outbound::Frame(Utf8Bytes::from(s))
+    }
+
+    #[tokio::test]
+    async fn offers_past_the_limit_are_dropped_and_flag_the_peer() {
+        let (peer, mut queue) = Peer::new(1, 2);
+        assert!(peer.offer(frame("a")));
+        assert!(peer.offer(frame("b")));
+        assert!(!peer.offer(frame("c")));
+        tokio::time::timeout(Duration::from_secs(1), peer.overflowed())
+            .await
+            .expect("flagged");
+        assert_eq!(
+            queue.recv().await.map(|o| o.into_frame().to_string()),
+            Some("a".into())
+        );
+        assert!(peer.offer(frame("d")), "room again after draining one");
+    }
+
+    #[tokio::test]
+    async fn pushes_ignore_the_limit() {
+        let (peer, mut queue) = Peer::new(1, 1);
+        for _ in 0..5 {
+            peer.push(frame("x"));
+        }
+        let mut n = 0;
+        while queue.try_recv().is_some() {
+            n += 1;
+        }
+        assert_eq!(n, 5);
+    }
+}

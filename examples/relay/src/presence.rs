@@ -1,0 +1,177 @@
+//! One channel's presence table: which members (client ids) are present, how many
+//! subscriptions each holds, and which are inside their grace period. Pure data: the hub
+//! runs the grace timers and broadcasts what this table decides.
+//!
+//! A member inside its grace period is still present (it is in snapshots, and nobody has
+//! been told it left), so a return within the grace period changes nothing anyone can see.
+//! Each grace period has a generation number, so a timer that fires after the member came
+//! back, or after a newer grace period started, is recognised as stale.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+#[derive(Debug)]
+struct Member {
+    /// Subscriptions to this channel held by this member's connections.
+    subscriptions: usize,
+    /// The generation of the running grace period, if the member has no subscription left.
+    leaving: Option<u64>,
+}
+
+/// What a subscription's end means for its member.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Departure {
+    /// The member still has another subscription here.
+    Stays,
+    /// The member is gone: broadcast `leave` now.
+    Left,
+    /// A grace period started; call [`Presence::expire`] with this generation when it ends.
+    Leaving(u64),
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Presence {
+    members: HashMap<Arc<str>, Member>,
+    next_generation: u64,
+}
+
+impl Presence {
+    /// Records a new subscription of `member`; true if the member was not present, so others
+    /// should hear `join`. A member back within its grace period is not new.
+    pub(crate) fn arrive(&mut self, member: &Arc<str>) -> bool {
+        match self.members.get_mut(member) {
+            Some(m) => {
+                m.subscriptions += 1;
+                m.leaving = None;
+                false
+            }
+            None => {
+                self.members.insert(
+                    member.clone(),
+                    Member {
+                        subscriptions: 1,
+                        leaving: None,
+                    },
+                );
+                true
+            }
+        }
+    }
+
+    /// Records the end of one of `member`'s subscriptions. With `grace`, the last one starts
+    /// a grace period instead of leaving at once (a dropped connection may come back; an
+    /// explicit unsubscribe will not).
+    pub(crate) fn depart(&mut self, member: &str, grace: bool) -> Departure {
+        let Some(m) = self.members.get_mut(member) else {
+            return Departure::Stays;
+        };
+        m.subscriptions = m.subscriptions.saturating_sub(1);
+        if m.subscriptions > 0 {
+            return Departure::Stays;
+        }
+        if grace {
+            self.next_generation += 1;
+            m.leaving = Some(self.next_generation);
+            Departure::Leaving(self.next_generation)
+        } else {
+            self.members.remove(member);
+            Departure::Left
+        }
+    }
+
+    /// Ends the grace period `generation` of `member`; true if the member is now gone (so
+    /// `leave` must be broadcast), false if it came back or the timer is stale.
+    pub(crate) fn expire(&mut self, member: &str, generation: u64) -> bool {
+        let current = self
+            .members
+            .get(member)
+            .is_some_and(|m| m.subscriptions == 0 && m.leaving == Some(generation));
+        if current {
+            self.members.remove(member);
+        }
+        current
+    }
+
+    /// Every present member (including those in their grace period), sorted so snapshots
+    /// are stable.
+    pub(crate) fn snapshot(&self) -> Vec<String> {
+        let mut members: Vec<String> = self.members.keys().map(|m| m.to_string()).collect();
+        members.sort_unstable();
+        members
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(s: &str) -> Arc<str> {
+        Arc::from(s)
+    }
+
+    #[test]
+    fn first_arrival_joins_and_last_departure_leaves() {
+        let mut p = Presence::default();
+        assert!(p.arrive(&id("a")));
+        assert!(!p.arrive(&id("a")), "second tab: already present");
+        assert_eq!(p.depart("a", false), Departure::Stays);
+        assert_eq!(p.depart("a", false), Departure::Left);
+        assert!(p.is_empty());
+    }
+
+    #[test]
+    fn a_return_within_grace_is_invisible() {
+        let mut p = Presence::default();
+        p.arrive(&id("a"));
+        let Departure::Leaving(generation) = p.depart("a", true) else {
+            panic!("expected a grace period");
+        };
+        assert_eq!(
+            p.snapshot(),
+            vec!["a".to_owned()],
+            "still present while leaving"
+        );
+        assert!(!p.arrive(&id("a")), "no join for the return");
+        assert!(!p.expire("a", generation), "the stale timer does nothing");
+        assert_eq!(p.snapshot(), vec!["a".to_owned()]);
+    }
+
+    #[test]
+    fn grace_expiry_removes_the_member() {
+        let mut p = Presence::default();
+        p.arrive(&id("a"));
+        p.arrive(&id("b"));
+        let Departure::Leaving(generation) = p.depart("a", true) else {
+            panic!("expected a grace period");
+        };
+        assert!(p.expire("a", generation));
+        assert!(!p.expire("a", generation), "only once");
+        assert_eq!(p.snapshot(), vec!["b".to_owned()]);
+    }
+
+    #[test]
+    fn an_older_grace_period_cannot_end_a_newer_one() {
+        let mut p = Presence::default();
+        p.arrive(&id("a"));
+        let Departure::Leaving(first) = p.depart("a", true) else {
+            panic!("expected a grace period");
+        };
+        p.arrive(&id("a"));
+        let Departure::Leaving(second) = p.depart("a", true) else {
+            panic!("expected a grace period");
+        };
+        assert!(!p.expire("a", first));
+        assert!(p.expire("a", second));
+    }
+
+    #[test]
+    fn unknown_members_are_ignored() {
+        let mut p = Presence::default();
+        assert_eq!(p.depart("ghost", true), Departure::Stays);
+        assert!(!p.expire("ghost", 1));
+    }
+}

@@ -1,0 +1,83 @@
+//! The per-connection token bucket that enforces [`RateLimit`]. Pure: the caller passes the
+//! current time, so the arithmetic is tested without waiting.
+
+use crate::config::RateLimit;
+use tokio::time::Instant;
+
+/// Tokens refill continuously at `per_second` up to `burst`; each message takes one.
+#[derive(Debug)]
+pub(crate) struct TokenBucket {
+    per_second: f64,
+    burst: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    /// A full bucket, so a new connection may send its first `burst` messages at once.
+    pub(crate) fn new(limit: RateLimit, now: Instant) -> Self {
+        TokenBucket {
+            per_second: f64::from(limit.per_second),
+            burst: f64::from(limit.burst),
+            tokens: f64::from(limit.burst),
+            last: now,
+        }
+    }
+
+    /// Takes one token if there is one.
+    pub(crate) fn try_take(&mut self, now: Instant) -> bool {
+        // `saturating_duration_since` keeps a clock that goes backwards from minting tokens.
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now.max(self.last);
+        self.tokens = (self.tokens + elapsed * self.per_second).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_burst_is_allowed_then_the_sustained_rate() {
+        let t0 = Instant::now();
+        let mut bucket = TokenBucket::new(
+            RateLimit {
+                per_second: 10,
+                burst: 3,
+            },
+            t0,
+        );
+        assert!((0..3).all(|_| bucket.try_take(t0)));
+        assert!(!bucket.try_take(t0));
+        // 10/s: one token every 100 ms.
+        assert!(!bucket.try_take(t0 + Duration::from_millis(50)));
+        assert!(bucket.try_take(t0 + Duration::from_millis(100)));
+        assert!(!bucket.try_take(t0 + Duration::from_millis(100)));
+        // A long pause refills only up to the burst.
+        let later = t0 + Duration::from_secs(60);
+        assert_eq!((0..10).filter(|_| bucket.try_take(later)).count(), 3);
+    }
+
+    #[test]
+    fn time_going_backwards_mints_nothing() {
+        let t0 = Instant::now() + Duration::from_secs(1);
+        let mut bucket = TokenBucket::new(
+            RateLimit {
+                per_second: 1,
+                burst: 1,
+            },
+            t0,
+        );
+        assert!(bucket.try_take(t0));
+        assert!(!bucket.try_take(t0 - Duration::from_millis(500)));
+        assert!(!bucket.try_take(t0 + Duration::from_millis(500)));
+        assert!(bucket.try_take(t0 + Duration::from_millis(1000)));
+    }
+}

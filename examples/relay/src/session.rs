@@ -1,0 +1,447 @@
+//! The protocol side of one WebSocket connection: authentication by `hello`, the rate
+//! limit, and what each client message does (subscribe, publish, request …). It never
+//! touches the socket: replies are queued on the connection's [`Peer`], and a decision to
+//! close comes back as a [`Flow`]. New message types (such as a document-sync layer) are
+//! added as arms of [`Session::dispatch`].
+//!
+//! Dropping a session removes its subscriptions from the hub (with the presence grace
+//! period), so cleanup happens however the connection ends, aborts included.
+
+use crate::auth::{token_matches, Access};
+use crate::config::RelayConfig;
+use crate::hub::{frame, is_valid_name, Hub};
+use crate::peer::{Outbound, Peer};
+use crate::rate_limit::TokenBucket;
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::HashSet;
+use std::sync::Arc;
+use tether_core::protocol::{ClientMessage, DecodeError, ServerMessage};
+use tether_core::MAX_CHANNEL_LEN;
+use tokio::time::Instant;
+
+/// Close code for a missing or refused token (protocol: `unauthorized`).
+pub(crate) const CLOSE_UNAUTHORIZED: u16 = 4001;
+
+/// Error codes the relay sends (docs/protocol.md, "Errors").
+mod code {
+    pub(super) const BAD_FRAME: &str = "bad_frame";
+    pub(super) const UNSUPPORTED_VERSION: &str = "unsupported_version";
+    pub(super) const INVALID_CHANNEL: &str = "invalid_channel";
+    pub(super) const RATE_LIMITED: &str = "rate_limited";
+    pub(super) const UNAUTHORIZED: &str = "unauthorized";
+}
+
+/// What the connection should do after a frame.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Flow {
+    Continue,
+    /// Send the queued frames, then close with this code and reason.
+    Close {
+        code: u16,
+        reason: String,
+    },
+}
+
+#[derive(Debug)]
+pub(crate) struct Session {
+    peer: Peer,
+    hub: Arc<Hub>,
+    config: Arc<RelayConfig>,
+    access: Access,
+    /// The presence identity, from `hello` (or assigned at the first other message).
+    member: Option<Arc<str>>,
+    channels: HashSet<String>,
+    limiter: Option<TokenBucket>,
+}
+
+impl Session {
+    pub(crate) fn new(
+        peer: Peer,
+        hub: Arc<Hub>,
+        config: Arc<RelayConfig>,
+        access: Access,
+        now: Instant,
+    ) -> Self {
+        let limiter = config.rate_limit.map(|limit| TokenBucket::new(limit, now));
+        Session {
+            peer,
+            hub,
+            config,
+            access,
+            member: None,
+            channels: HashSet::new(),
+            limiter,
+        }
+    }
+
+    /// True until `hello` has brought the token that the handshake did not.
+    pub(crate) fn awaiting_token(&self) -> bool {
+        self.access == Access::HelloMustProve
+    }
+
+    /// Handles one text frame.
+    pub(crate) fn on_text(&mut self, text: &str, now: Instant) -> Flow {
+        if !self.within_rate(now) {
+            self.reply_error(
+                code::RATE_LIMITED,
+                "message rate limit exceeded; this message was not processed".into(),
+                id_of(text),
+            );
+            return Flow::Continue;
+        }
+        match ClientMessage::decode(text) {
+            Ok(msg) if self.awaiting_token() => self.authenticate(msg),
+            Ok(msg) => self.dispatch(msg),
+            Err(_) if self.awaiting_token() => self.unauthorized("expected hello with a token"),
+            Err(e) => {
+                let code = match e {
+                    DecodeError::UnsupportedVersion(_) => code::UNSUPPORTED_VERSION,
+                    _ => code::BAD_FRAME,
+                };
+                self.reply_error(code, e.to_string(), id_of(text));
+                Flow::Continue
+            }
+        }
+    }
+
+    /// Handles one binary frame: not part of the protocol.
+    pub(crate) fn on_binary(&mut self, now: Instant) -> Flow {
+        if self.awaiting_token() {
+            return self.unauthorized("expected hello with a token");
+        }
+        if self.within_rate(now) {
+            self.reply_error(
+                code::BAD_FRAME,
+                "binary frames are not part of the protocol".into(),
+                None,
+            );
+        }
+        Flow::Continue
+    }
+
+    /// The handshake timeout passed without `hello` bringing the token.
+    pub(crate) fn hello_timed_out(&mut self) -> Flow {
+        if self.awaiting_token() {
+            self.unauthorized("no hello with a token in time")
+        } else {
+            Flow::Continue
+        }
+    }
+
+    fn within_rate(&mut self, now: Instant) -> bool {
+        self.limiter.as_mut().is_none_or(|l| l.try_take(now))
+    }
+
+    fn authenticate(&mut self, msg: ClientMessage) -> Flow {
+        let ClientMessage::Hello { client_id, token } = msg else {
+            return self.unauthorized("expected hello with a token");
+        };
+        let required = self.config.token.as_deref().unwrap_or_default();
+        if !token.is_some_and(|t| token_matches(required, &t)) {
+            return self.unauthorized("token missing or refused");
+        }
+        self.access = Access::Granted;
+        self.hello(client_id);
+        Flow::Continue
+    }
+
+    fn unauthorized(&mut self, why: &str) -> Flow {
+        self.reply_error(code::UNAUTHORIZED, why.to_owned(), None);
+        Flow::Close {
+            code: CLOSE_UNAUTHORIZED,
+            reason: "unauthorized".to_owned(),
+        }
+    }
+
+    fn dispatch(&mut self, msg: ClientMessage) -> Flow {
+        match msg {
+            ClientMessage::Hello { client_id, .. } => self.hello(client_id),
+            ClientMessage::Subscribe {
+                channel,
+                since,
+                epoch,
+            } => {
+                if self.check_channel(&channel, None) {
+                    let member = self.member();
+                    self.hub
+                        .subscribe(&self.peer, &member, &channel, since, epoch.as_deref());
+                    self.channels.insert(channel);
+                }
+            }
+            ClientMessage::Unsubscribe { channel } => {
+                if self.check_channel(&channel, None) {
+                    if self.channels.remove(&channel) {
+                        self.hub.unsubscribe(self.peer.id(), &channel);
+                    }
+                    // Acknowledged even if not subscribed, so unsubscribing is idempotent.
+                    self.reply(&ServerMessage::Unsubscribed { channel });
+                }
+            }
+            ClientMessage::Publish {
+                id,
+                channel,
+                payload,
+                ack,
+            } => self.publish(id, channel, payload, ack),
+            ClientMessage::Request { id, payload, .. } => {
+                // The reference relay is its own echo service.
+                self.reply(&ServerMessage::Reply { id, payload });
+            }
+            ClientMessage::Ping { id } => {
+                let id = (!id.is_empty()).then_some(id);
+                self.reply(&ServerMessage::Pong { id });
+            }
+            // Liveness only; the connection is alive because a frame arrived.
+            ClientMessage::Pong { .. } => {}
+            other => {
+                // A message type that tether-core knows and this relay does not (yet).
+                let id = other.to_envelope().id;
+                self.reply_error(
+                    code::BAD_FRAME,
+                    "message type not supported by this relay".into(),
+                    id,
+                );
+            }
+        }
+        Flow::Continue
+    }
+
+    fn hello(&mut self, client_id: String) {
+        if self.member.is_some() {
+            // The identity is fixed once presence may have seen it.
+            self.reply_error(
+                code::BAD_FRAME,
+                "hello must be the first message".into(),
+                None,
+            );
+        } else if !is_valid_name(&client_id) {
+            self.reply_error(
+                code::BAD_FRAME,
+                format!("client_id must be 1–{MAX_CHANNEL_LEN} bytes without control characters"),
+                None,
+            );
+        } else {
+            self.member = Some(Arc::from(client_id));
+        }
+    }
+
+    /// The presence identity; a client that skipped `hello` (allowed on an open relay, for
+    /// hand-typed sessions) is named after its connection.
+    fn member(&mut self) -> Arc<str> {
+        let id = self.peer.id();
+        self.member
+            .get_or_insert_with(|| Arc::from(format!("anonymous-{id}")))
+            .clone()
+    }
+
+    fn publish(&mut self, id: String, channel: Option<String>, payload: Value, ack: bool) {
+        let ts = unix_ms();
+        let Some(channel) = channel else {
+            // A channel-less publish goes to the relay itself, which echoes it.
+            self.reply(&ServerMessage::Message {
+                channel: None,
+                offset: None,
+                id: Some(id.clone()),
+                payload,
+                ts: Some(ts),
+            });
+            if ack {
+                self.reply(&ServerMessage::Ack { id, offset: None });
+            }
+            return;
+        };
+        if !self.check_channel(&channel, Some(&id)) {
+            return;
+        }
+        let published = self.hub.publish(&channel, &id, payload, ts);
+        if ack {
+            self.reply(&ServerMessage::Ack {
+                id,
+                offset: Some(published.offset),
+            });
+        }
+    }
+
+    /// Answers `invalid_channel` (naming `id`) unless `channel` is a valid name.
+    fn check_channel(&mut self, channel: &str, id: Option<&str>) -> bool {
+        let ok = is_valid_name(channel);
+        if !ok {
+            self.reply_error(
+                code::INVALID_CHANNEL,
+                format!("channel names are 1–{MAX_CHANNEL_LEN} bytes without control characters"),
+                id.map(str::to_owned),
+            );
+        }
+        ok
+    }
+
+    fn reply(&self, msg: &ServerMessage) {
+        // Over the queue limit the peer is flagged and its connection closed, so a client
+        // that sends without reading cannot grow this queue without bound.
+        self.peer.offer(Outbound::Frame(frame(msg)));
+    }
+
+    fn reply_error(&self, code: &str, message: String, id: Option<String>) {
+        self.reply(&ServerMessage::Error {
+            code: code.to_owned(),
+            message,
+            id,
+        });
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.hub
+            .disconnect(self.peer.id(), self.channels.iter().map(String::as_str));
+    }
+}
+
+/// The `id` of a frame that could not be handled, so the error can name it; skips
+/// everything else in the frame without building it.
+fn id_of(text: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct IdOnly {
+        id: Option<String>,
+    }
+    serde_json::from_str::<IdOnly>(text).ok()?.id
+}
+
+/// Wall-clock time in Unix milliseconds, for `message.ts`.
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::peer::PeerQueue;
+    use crate::server::RunState;
+    use crate::stats::Stats;
+    use tether_core::protocol::PresenceChange;
+    use tokio::sync::watch;
+
+    fn session(config: RelayConfig, access: Access) -> (Session, PeerQueue) {
+        let config = Arc::new(config);
+        let (_tx, rx) = watch::channel(RunState::Running);
+        let hub = Arc::new(Hub::new(
+            config.clone(),
+            "e1".into(),
+            Arc::new(Stats::default()),
+            rx,
+        ));
+        let (peer, queue) = Peer::new(7, 100);
+        (
+            Session::new(peer, hub, config, access, Instant::now()),
+            queue,
+        )
+    }
+
+    fn replies(queue: &mut PeerQueue) -> Vec<ServerMessage> {
+        let mut out = Vec::new();
+        while let Some(item) = queue.try_recv() {
+            match ServerMessage::decode(item.into_frame().as_str()) {
+                Ok(msg) => out.push(msg),
+                Err(e) => panic!("undecodable frame: {e}"),
+            }
+        }
+        out
+    }
+
+    fn error_code(msg: &ServerMessage) -> Option<(&str, Option<&str>)> {
+        match msg {
+            ServerMessage::Error { code, id, .. } => Some((code.as_str(), id.as_deref())),
+            _ => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn bad_input_is_answered_with_the_right_code() {
+        let (mut s, mut q) = session(RelayConfig::default(), Access::Granted);
+        let now = Instant::now();
+        let inputs = [
+            ("not json", ("bad_frame", None)),
+            (
+                r#"{"type":"teleport","id":"t1"}"#,
+                ("bad_frame", Some("t1")),
+            ),
+            (r#"{"type":"publish"}"#, ("bad_frame", None)),
+            (
+                r#"{"v":2,"type":"ping","id":"p"}"#,
+                ("unsupported_version", Some("p")),
+            ),
+            (
+                r#"{"type":"publish","id":"x","channel":"","payload":1}"#,
+                ("invalid_channel", Some("x")),
+            ),
+            (
+                r#"{"type":"subscribe","channel":"a\u0007b"}"#,
+                ("invalid_channel", None),
+            ),
+        ];
+        for (input, expected) in inputs {
+            assert_eq!(s.on_text(input, now), Flow::Continue);
+            let got = replies(&mut q);
+            assert_eq!(got.len(), 1, "{input}: {got:?}");
+            assert_eq!(error_code(&got[0]), Some(expected), "{input}");
+        }
+        assert_eq!(s.on_binary(now), Flow::Continue);
+        assert_eq!(error_code(&replies(&mut q)[0]), Some(("bad_frame", None)));
+    }
+
+    #[tokio::test]
+    async fn a_token_in_hello_is_required_when_the_handshake_had_none() {
+        let config = RelayConfig {
+            token: Some("t".into()),
+            ..RelayConfig::default()
+        };
+        let now = Instant::now();
+        let (mut s, _q) = session(config.clone(), Access::HelloMustProve);
+        assert!(matches!(
+            s.on_text(r#"{"type":"ping","id":"1"}"#, now),
+            Flow::Close { code: 4001, .. }
+        ));
+        let (mut s, _q) = session(config.clone(), Access::HelloMustProve);
+        assert!(matches!(
+            s.on_text(r#"{"type":"hello","client_id":"c","token":"x"}"#, now),
+            Flow::Close { code: 4001, .. }
+        ));
+        let (mut s, mut q) = session(config, Access::HelloMustProve);
+        assert_eq!(
+            s.on_text(r#"{"type":"hello","client_id":"c","token":"t"}"#, now),
+            Flow::Continue
+        );
+        assert!(!s.awaiting_token());
+        s.on_text(r#"{"type":"ping","id":"1"}"#, now);
+        assert_eq!(
+            replies(&mut q),
+            vec![ServerMessage::Pong {
+                id: Some("1".into())
+            }]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_client_without_hello_is_an_anonymous_member() {
+        let (mut s, mut q) = session(RelayConfig::default(), Access::Granted);
+        s.on_text(r#"{"type":"subscribe","channel":"c"}"#, Instant::now());
+        let got = replies(&mut q);
+        assert!(matches!(
+            &got[1],
+            ServerMessage::Presence { change: PresenceChange::Snapshot(m), .. } if m == &["anonymous-7"]
+        ));
+        s.on_text(r#"{"type":"hello","client_id":"late"}"#, Instant::now());
+        assert_eq!(error_code(&replies(&mut q)[0]), Some(("bad_frame", None)));
+    }
+
+    #[test]
+    fn ids_are_found_in_frames_that_fail() {
+        assert_eq!(id_of(r#"{"id":"a","type":7}"#).as_deref(), Some("a"));
+        assert_eq!(id_of(r#"{"id":5}"#), None);
+        assert_eq!(id_of("nope"), None);
+    }
+}

@@ -1,0 +1,162 @@
+//! Server-Sent Events: `GET /sse/{channel}` streams one channel's messages, one event per
+//! message (`id: <offset>`, `data: <message envelope>`), after a `retry:` hint and a replay
+//! of the history after `Last-Event-ID` (header, or `?lastEventId=` because a browser's
+//! `EventSource` sends the header only on its own reconnects). Idle streams get a
+//! `:keepalive` comment now and then.
+//!
+//! The body is delimited by closing the connection (`Connection: close`, no length, no
+//! chunking): every HTTP/1.1 client reads such a body until EOF, and ending the stream is
+//! then simply closing the socket.
+
+use crate::http::RequestHead;
+use crate::peer::{Outbound, Peer, PeerQueue};
+use crate::server::{stopping, RunState, Shared};
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::MissedTickBehavior;
+
+/// How long ending a stream may take before the socket is dropped.
+const END_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Streams `channel` until the client goes away or the relay stops.
+pub(crate) async fn serve(
+    mut stream: TcpStream,
+    head: &RequestHead,
+    channel: String,
+    shared: Arc<Shared>,
+    mut run_state: watch::Receiver<RunState>,
+) -> io::Result<()> {
+    let last_event_id = head
+        .header("last-event-id")
+        .map(str::to_owned)
+        .or_else(|| head.query_param("lastEventId"))
+        .and_then(|id| id.trim().parse::<u64>().ok());
+
+    let preamble = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n\
+         Connection: close\r\nAccess-Control-Allow-Origin: *\r\nX-Accel-Buffering: no\r\n\r\n\
+         retry: {}\n\n",
+        shared.config.sse_retry.as_millis()
+    );
+    tokio::time::timeout(
+        shared.config.handshake_timeout,
+        stream.write_all(preamble.as_bytes()),
+    )
+    .await
+    .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
+
+    let _open = shared.stats.connection_opened();
+    let (peer, mut queue) = Peer::new(shared.next_peer_id(), shared.config.max_queued_frames);
+    shared.hub.follow(&peer, &channel, last_event_id);
+    tracing::debug!(peer = peer.id(), channel, ?last_event_id, "sse stream open");
+
+    let (mut reader, mut writer) = stream.split();
+    let end = tokio::select! {
+        result = write_events(&mut writer, &mut queue, shared.config.sse_keepalive) => {
+            if let Err(e) = result {
+                tracing::debug!(peer = peer.id(), error = %e, "sse stream write failed");
+            }
+            None
+        }
+        () = hung_up(&mut reader) => None,
+        // A slow reader is cut off; its EventSource comes back with Last-Event-ID.
+        () = peer.overflowed() => None,
+        how = stopping(&mut run_state) => Some(how),
+    };
+    shared
+        .hub
+        .disconnect(peer.id(), std::iter::once(channel.as_str()));
+    if end == Some(RunState::Draining) {
+        // Graceful: what was accepted before the shutdown still goes out, then EOF.
+        let mut rest = Vec::new();
+        drain_into(&mut rest, &mut queue, usize::MAX);
+        let finish = async {
+            writer.write_all(&rest).await?;
+            writer.shutdown().await
+        };
+        let _ = tokio::time::timeout(END_TIMEOUT, finish).await;
+    }
+    Ok(())
+}
+
+async fn write_events(
+    writer: &mut (impl AsyncWrite + Unpin),
+    queue: &mut PeerQueue,
+    keepalive: Duration,
+) -> io::Result<()> {
+    let start = tokio::time::Instant::now() + keepalive;
+    let mut keepalives = tokio::time::interval_at(start, keepalive);
+    keepalives.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            item = queue.recv() => {
+                let Some(item) = item else { return Ok(()) };
+                let mut buf = Vec::new();
+                encode(&mut buf, item);
+                drain_into(&mut buf, queue, 63);
+                writer.write_all(&buf).await?;
+                // Activity counts as keepalive.
+                keepalives.reset();
+            }
+            _ = keepalives.tick() => writer.write_all(b":keepalive\n\n").await?,
+        }
+    }
+}
+
+/// Encodes up to `max` already queued events into `buf`, so a burst goes out in one write.
+fn drain_into(buf: &mut Vec<u8>, queue: &mut PeerQueue, max: usize) {
+    for _ in 0..max {
+        let Some(item) = queue.try_recv() else { break };
+        encode(buf, item);
+    }
+}
+
+/// One SSE event per channel message. The envelope is compact JSON (serde_json never
+/// emits a raw newline), so one `data:` line holds it.
+fn encode(buf: &mut Vec<u8>, item: Outbound) {
+    match item {
+        Outbound::Message(stored) => {
+            buf.extend_from_slice(format!("id: {}\ndata: ", stored.offset).as_bytes());
+            buf.extend_from_slice(stored.frame.as_bytes());
+            buf.extend_from_slice(b"\n\n");
+        }
+        // Streams are not presence members, so the hub sends them nothing else.
+        Outbound::Frame(_) => {}
+    }
+}
+
+/// Resolves when the client closes its side (or the socket fails). SSE clients send
+/// nothing after the request, so anything read is discarded.
+async fn hung_up(reader: &mut (impl AsyncRead + Unpin)) {
+    let mut scratch = [0u8; 256];
+    while let Ok(n) = reader.read(&mut scratch).await {
+        if n == 0 {
+            break;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::Stored;
+    use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+    #[test]
+    fn events_carry_the_offset_as_id() {
+        let mut buf = Vec::new();
+        encode(
+            &mut buf,
+            Outbound::Message(Stored {
+                offset: 7,
+                frame: Utf8Bytes::from(r#"{"type":"message"}"#),
+            }),
+        );
+        encode(&mut buf, Outbound::Frame(Utf8Bytes::from("ignored")));
+        assert_eq!(buf, b"id: 7\ndata: {\"type\":\"message\"}\n\n");
+    }
+}

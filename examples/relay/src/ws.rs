@@ -1,0 +1,349 @@
+//! WebSocket connections: the upgrade response, then one task per connection in which a
+//! reader (frames → [`Session`]) and a writer (queue → socket) run side by side, and the
+//! closing sequence. Which close code a failure earns is decided here:
+//! oversized message 1009, invalid UTF-8 1007, protocol violation 1002, slow consumer 1013,
+//! graceful shutdown 1012, and whatever the session asks for (4001).
+
+use crate::auth::Access;
+use crate::config::RelayConfig;
+use crate::http::{self, RequestHead};
+use crate::hub::frame;
+use crate::peer::{Peer, PeerQueue};
+use crate::server::{aborted, stopping, RunState, Shared};
+use crate::session::{Flow, Session};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+use tether_core::protocol::ServerMessage;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::{Instant, Interval, MissedTickBehavior};
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::WebSocketStream;
+
+type Ws = WebSocketStream<TcpStream>;
+
+/// Read buffer per connection. tungstenite's default (128 KiB, allocated up front) would
+/// cost 1.25 GiB for 10,000 idle connections; protocol frames are small, and a large
+/// message still arrives fine, just in more reads.
+const READ_BUFFER: usize = 4 * 1024;
+/// Bytes buffered before tungstenite writes to the socket. The writer flushes after every
+/// batch anyway, so this only merges the frames of one batch into fewer writes.
+const WRITE_BUFFER: usize = 8 * 1024;
+/// Frames sent per flush at most, so a long queue still reaches the socket steadily.
+const MAX_BATCH: usize = 64;
+/// How long the closing sequence may take (sending the close frame, then waiting for the
+/// client to hang up) before the socket is simply dropped.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+fn ws_config(config: &RelayConfig) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+        // Writes never fail for long without the connection being closed, so this only
+        // needs room for one maximal message beyond the target.
+        .max_write_buffer_size(WRITE_BUFFER + 2 * config.max_message_size + 1024)
+        .max_message_size(Some(config.max_message_size))
+        .max_frame_size(Some(config.max_message_size))
+}
+
+/// How a connection ends.
+#[derive(Debug)]
+enum Ending {
+    /// The client left or the socket failed: nothing more to say.
+    Gone,
+    /// Close with this code and reason; `flush` first sends what is still queued.
+    Close {
+        code: u16,
+        reason: String,
+        flush: bool,
+    },
+    /// Abort: drop the socket without a close frame.
+    Drop,
+}
+
+impl Ending {
+    fn close(code: u16, reason: &str) -> Ending {
+        Ending::Close {
+            code,
+            reason: reason.to_owned(),
+            flush: true,
+        }
+    }
+
+    fn from_read_error(e: WsError) -> Ending {
+        match e {
+            WsError::Capacity(e) => {
+                tracing::debug!(error = %e, "closing: message too big");
+                Ending::close(1009, "message too big")
+            }
+            WsError::Utf8(_) => Ending::close(1007, "text frame is not valid UTF-8"),
+            WsError::Protocol(e) => {
+                tracing::debug!(error = %e, "closing: protocol violation");
+                Ending::close(1002, "protocol error")
+            }
+            _ => Ending::Gone,
+        }
+    }
+}
+
+/// Why an upgrade request cannot be accepted: status, reason phrase, extra headers.
+type Refusal = (u16, &'static str, &'static [(&'static str, &'static str)]);
+
+/// Checks the upgrade request (RFC 6455 §4.2.1) and computes the accept key.
+fn accept_key(head: &RequestHead) -> Result<String, Refusal> {
+    if head.header("sec-websocket-version") != Some("13") {
+        return Err((426, "Upgrade Required", &[("Sec-WebSocket-Version", "13")]));
+    }
+    let key = head.header("sec-websocket-key").unwrap_or_default();
+    if !head.header_lists("connection", "upgrade") || key.is_empty() {
+        return Err((400, "Bad Request", &[]));
+    }
+    Ok(derive_accept_key(key.as_bytes()))
+}
+
+/// Serves one WebSocket connection from its upgrade request to its close.
+pub(crate) async fn serve(
+    mut stream: TcpStream,
+    head: &RequestHead,
+    rest: Vec<u8>,
+    access: Access,
+    shared: Arc<Shared>,
+    mut run_state: watch::Receiver<RunState>,
+) -> io::Result<()> {
+    let key = match accept_key(head) {
+        Ok(key) => key,
+        Err((status, reason, headers)) => {
+            return http::respond(&mut stream, status, reason, headers, "").await;
+        }
+    };
+    let response = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Accept: {key}\r\n\r\n"
+    );
+    let limit = shared.config.handshake_timeout;
+    tokio::time::timeout(limit, stream.write_all(response.as_bytes()))
+        .await
+        .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
+    // Bytes the client sent right behind its request head are its first frames.
+    let ws = WebSocketStream::from_partially_read(
+        stream,
+        rest,
+        Role::Server,
+        Some(ws_config(&shared.config)),
+    )
+    .await;
+
+    let _open = shared.stats.connection_opened();
+    let (peer, mut queue) = Peer::new(shared.next_peer_id(), shared.config.max_queued_frames);
+    let now = Instant::now();
+    let mut session = Session::new(
+        peer.clone(),
+        shared.hub.clone(),
+        shared.config.clone(),
+        access,
+        now,
+    );
+    let hello_deadline = session.awaiting_token().then(|| now + limit);
+    tracing::debug!(peer = peer.id(), "websocket open");
+
+    let (mut sink, mut frames) = ws.split();
+    let ending = tokio::select! {
+        end = read_frames(&mut frames, &mut session, hello_deadline) => end,
+        end = write_frames(&mut sink, &mut queue, shared.config.ping_interval) => end,
+        () = peer.overflowed() => Ending::Close {
+            code: 1013,
+            reason: "slow consumer".to_owned(),
+            // Its queue is what is too long; the client resumes from history instead.
+            flush: false,
+        },
+        how = stopping(&mut run_state) => match how {
+            RunState::Aborting => Ending::Drop,
+            _ => Ending::close(
+                1012,
+                &format!(
+                    r#"{{"reconnect_within_ms":{}}}"#,
+                    shared.config.reconnect_window.as_millis()
+                ),
+            ),
+        },
+    };
+    // Leave the hub first, so nothing new is queued while the connection closes.
+    drop(session);
+    tracing::debug!(peer = peer.id(), ?ending, "websocket closing");
+    if let Ending::Close {
+        code,
+        reason,
+        flush,
+    } = ending
+    {
+        let closing = close(sink, frames, queue, code, reason, flush);
+        // An abort during a graceful close still drops the socket at once.
+        tokio::select! {
+            () = closing => {}
+            () = aborted(&mut run_state) => {}
+        }
+    }
+    Ok(())
+}
+
+async fn read_frames(
+    frames: &mut SplitStream<Ws>,
+    session: &mut Session,
+    hello_deadline: Option<Instant>,
+) -> Ending {
+    loop {
+        let next = match hello_deadline.filter(|_| session.awaiting_token()) {
+            Some(deadline) => match tokio::time::timeout_at(deadline, frames.next()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    if let Flow::Close { code, reason } = session.hello_timed_out() {
+                        return Ending::close(code, &reason);
+                    }
+                    continue;
+                }
+            },
+            None => frames.next().await,
+        };
+        let flow = match next {
+            None => return Ending::Gone,
+            Some(Ok(Message::Text(text))) => session.on_text(&text, Instant::now()),
+            Some(Ok(Message::Binary(_))) => session.on_binary(Instant::now()),
+            // tungstenite answers pings and close frames itself; after a close the stream
+            // ends on the next read.
+            Some(Ok(_)) => Flow::Continue,
+            Some(Err(e)) => return Ending::from_read_error(e),
+        };
+        if let Flow::Close { code, reason } = flow {
+            return Ending::close(code, &reason);
+        }
+    }
+}
+
+async fn write_frames(
+    sink: &mut SplitSink<Ws, Message>,
+    queue: &mut PeerQueue,
+    ping_interval: Option<Duration>,
+) -> Ending {
+    let mut pings = ping_interval.map(|every| {
+        let mut interval = tokio::time::interval_at(Instant::now() + every, every);
+        interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        interval
+    });
+    let mut pings_sent = 0u64;
+    loop {
+        let first = tokio::select! {
+            item = queue.recv() => match item {
+                Some(item) => item.into_frame(),
+                None => return Ending::Gone,
+            },
+            () = tick(&mut pings) => {
+                pings_sent += 1;
+                frame(&ServerMessage::Ping { id: Some(format!("s{pings_sent}")) })
+            }
+        };
+        if sink.feed(Message::Text(first)).await.is_err() {
+            return Ending::Gone;
+        }
+        for _ in 1..MAX_BATCH {
+            let Some(item) = queue.try_recv() else { break };
+            if sink.feed(Message::Text(item.into_frame())).await.is_err() {
+                return Ending::Gone;
+            }
+        }
+        if sink.flush().await.is_err() {
+            return Ending::Gone;
+        }
+    }
+}
+
+async fn tick(interval: &mut Option<Interval>) {
+    match interval {
+        Some(interval) => {
+            interval.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Sends the close frame (after what is still queued, if `flush`), then half-closes and
+/// waits for the client to hang up. Closing the socket at once instead could turn unread
+/// input (say, the rest of an oversized frame) into a TCP reset that destroys the close
+/// frame before the client reads it. After a read error the socket is drained raw:
+/// tungstenite's reader may be mid-frame and would buffer whatever follows.
+async fn close(
+    mut sink: SplitSink<Ws, Message>,
+    frames: SplitStream<Ws>,
+    mut queue: PeerQueue,
+    code: u16,
+    reason: String,
+    flush: bool,
+) {
+    let send = async {
+        if flush {
+            while let Some(item) = queue.try_recv() {
+                sink.feed(Message::Text(item.into_frame())).await?;
+            }
+        }
+        let frame = CloseFrame {
+            code: CloseCode::from(code),
+            reason: reason.into(),
+        };
+        sink.send(Message::Close(Some(frame))).await
+    };
+    match tokio::time::timeout(CLOSE_TIMEOUT, send).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::debug!(error = %e, "close frame not sent"),
+        Err(_) => tracing::debug!("close frame not sent in time"),
+    }
+    let Ok(mut ws) = frames.reunite(sink) else {
+        return;
+    };
+    let tcp = ws.get_mut();
+    let linger = async {
+        tcp.shutdown().await?;
+        let mut scratch = [0u8; 1024];
+        while tcp.read(&mut scratch).await? > 0 {}
+        Ok::<_, io::Error>(())
+    };
+    // The outcome does not matter: the socket is dropped right after either way.
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, linger).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::read_head;
+
+    async fn head(raw: &str) -> RequestHead {
+        match read_head(&mut raw.as_bytes()).await {
+            Ok((head, _)) => head,
+            Err(e) => panic!("bad test head: {e}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn upgrade_requests_are_checked() {
+        let good = "GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                    Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+        // The example from RFC 6455 §1.3.
+        assert_eq!(
+            accept_key(&head(good).await).ok().as_deref(),
+            Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+        );
+        let old = good.replace("Version: 13", "Version: 8");
+        assert_eq!(accept_key(&head(&old).await).err().map(|r| r.0), Some(426));
+        let keyless = "GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                       Sec-WebSocket-Version: 13\r\n\r\n";
+        assert_eq!(
+            accept_key(&head(keyless).await).err().map(|r| r.0),
+            Some(400)
+        );
+    }
+}
