@@ -1,1 +1,89 @@
-fn main() {}
+//! `tether`: a reconnecting WebSocket/SSE client for the terminal (think wscat, but it survives
+//! the network), the reference relay, a live demo of what the engine does when the network
+//! misbehaves, and a reconnect-storm simulator.
+//!
+//! Exit status: 0 after a clean close, 1 for usage or configuration errors (the message names
+//! the bad option), 2 when the client gave up or the server refused it (terminal close code,
+//! unauthorized after a token refresh, max attempts reached).
+
+// Printing to stdout/stderr is this program's job.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod connect;
+mod demo;
+mod output;
+mod relay;
+mod storm;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(name = "tether", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the reference relay (channels, presence, history, acks, SSE).
+    Relay(relay::RelayArgs),
+    /// Connect to a WebSocket or SSE URL and stay connected: stdin lines are sent, received
+    /// messages are printed.
+    Connect(connect::ConnectArgs),
+    /// Watch the engine survive a relay restart, a black hole and an outbox overflow.
+    Demo(demo::DemoArgs),
+    /// Simulate N clients reconnecting after an outage, in virtual time, per jitter strategy.
+    Storm(storm::StormArgs),
+}
+
+/// Exit status for usage and configuration errors.
+pub(crate) const EXIT_USAGE: u8 = 1;
+/// Exit status when the client gave up or the server refused it.
+pub(crate) const EXIT_GAVE_UP: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    ExitCode::SUCCESS
+                }
+                _ => ExitCode::from(EXIT_USAGE),
+            };
+        }
+    };
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tether: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Relay(args) => relay::run(args).await,
+            Command::Connect(args) => connect::run(args).await,
+            Command::Demo(args) => demo::run(args).await,
+            // Pure computation in virtual time; no I/O to wait for.
+            Command::Storm(args) => storm::run(args),
+        }
+    })
+}
+
+/// Diagnostics go to stderr; `RUST_LOG` selects what (default: warnings).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

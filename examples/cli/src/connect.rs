@@ -1,0 +1,297 @@
+//! `tether connect URL`: connect and stay connected. Stdin lines are sent (or published with
+//! `--publish`), received messages are printed. At the end of stdin the outbox is drained
+//! (bounded by `--drain-timeout`) and the connection closed cleanly.
+
+use crate::output::Output;
+use crate::{EXIT_GAVE_UP, EXIT_USAGE};
+use clap::{Args, ValueEnum};
+use serde_json::Value;
+use std::process::ExitCode;
+use std::time::Duration;
+use tether::{Client, ClientBuilder, HeartbeatMode, Jitter, Payload, Protocol};
+use tokio::io::AsyncBufReadExt;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum ProtocolArg {
+    Raw,
+    Tether,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum JitterArg {
+    None,
+    Full,
+    Equal,
+    Decorrelated,
+}
+
+impl From<JitterArg> for Jitter {
+    fn from(j: JitterArg) -> Jitter {
+        match j {
+            JitterArg::None => Jitter::None,
+            JitterArg::Full => Jitter::Full,
+            JitterArg::Equal => Jitter::Equal,
+            JitterArg::Decorrelated => Jitter::Decorrelated,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum PingModeArg {
+    /// WebSocket ping frames.
+    Frame,
+    /// Application ping messages.
+    Message,
+    /// Expect the server to show life.
+    Server,
+    /// No heartbeat.
+    Off,
+}
+
+/// Options of `tether connect`. Every option defaults to the SDK's default.
+#[derive(Debug, Args)]
+pub(crate) struct ConnectArgs {
+    /// ws://, wss:// (WebSocket) or http://, https:// (Server-Sent Events).
+    pub url: String,
+    /// Wire protocol. Default: tether when --subscribe or --publish is given, else raw.
+    #[arg(long, value_enum)]
+    pub protocol: Option<ProtocolArg>,
+    /// Subscribe to CHANNEL (repeatable; Tether protocol).
+    #[arg(long, value_name = "CHANNEL")]
+    pub subscribe: Vec<String>,
+    /// Publish stdin lines to CHANNEL (Tether protocol). A line that is valid JSON is sent as
+    /// that JSON value, any other line as a string.
+    #[arg(long, value_name = "CHANNEL")]
+    pub publish: Option<String>,
+    /// Extra handshake header 'Name: value' (repeatable).
+    #[arg(long = "header", value_name = "'K: V'")]
+    pub headers: Vec<String>,
+    /// Token sent as `Authorization: Bearer T` on every attempt.
+    #[arg(long)]
+    pub token: Option<String>,
+    /// Trust the CA certificates in this PEM file (self-hosted wss:// or https://).
+    #[arg(long, value_name = "PEM")]
+    pub ca_file: Option<String>,
+    /// Heartbeat interval in ms (default 25000).
+    #[arg(long, value_name = "MS")]
+    pub heartbeat_interval: Option<u64>,
+    /// Unanswered pings before the connection is declared dead (default 2).
+    #[arg(long, value_name = "N")]
+    pub max_missed_pongs: Option<u32>,
+    /// Heartbeat mode (default: frame for WebSocket, server for SSE).
+    #[arg(long, value_enum)]
+    pub ping_mode: Option<PingModeArg>,
+    /// First backoff delay scale in ms (default 1000).
+    #[arg(long, value_name = "MS")]
+    pub backoff_initial: Option<u64>,
+    /// Backoff cap in ms (default 30000).
+    #[arg(long, value_name = "MS")]
+    pub backoff_max: Option<u64>,
+    /// Jitter strategy (default full).
+    #[arg(long, value_enum)]
+    pub jitter: Option<JitterArg>,
+    /// Give up after N consecutive failed attempts (default: never).
+    #[arg(long, value_name = "N")]
+    pub max_attempts: Option<u32>,
+    /// Uptime in ms after which the backoff resets (default 5000).
+    #[arg(long, value_name = "MS")]
+    pub min_uptime: Option<u64>,
+    /// Outbox bound in messages (default 1000).
+    #[arg(long, value_name = "N")]
+    pub outbox_messages: Option<usize>,
+    /// Outbox bound in bytes (default 1 MiB).
+    #[arg(long, value_name = "N")]
+    pub outbox_bytes: Option<usize>,
+    /// Largest message in either direction, in bytes (default 1 MiB).
+    #[arg(long, value_name = "N")]
+    pub max_message_bytes: Option<usize>,
+    /// Connect timeout in ms (default 10000).
+    #[arg(long, value_name = "MS")]
+    pub connect_timeout: Option<u64>,
+    /// Seed for the jitter PRNG (reproducible delays).
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+    /// Stable client id (presence member name).
+    #[arg(long, value_name = "ID")]
+    pub client_id: Option<String>,
+    /// At the end of stdin, wait at most this long (ms) for pending messages (default 10000).
+    #[arg(long, value_name = "MS", default_value_t = 10_000)]
+    pub drain_timeout: u64,
+    /// Print one JSON object per line on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn ms(v: u64) -> Duration {
+    Duration::from_millis(v)
+}
+
+impl ConnectArgs {
+    fn protocol(&self) -> Protocol {
+        match self.protocol {
+            Some(ProtocolArg::Tether) => Protocol::Tether,
+            Some(ProtocolArg::Raw) => Protocol::Raw,
+            None if !self.subscribe.is_empty() || self.publish.is_some() => Protocol::Tether,
+            None => Protocol::Raw,
+        }
+    }
+
+    /// The client builder these options describe; errors name the option.
+    pub(crate) fn builder(&self) -> Result<ClientBuilder, String> {
+        let mut b = Client::builder(&self.url).protocol(self.protocol());
+        for header in &self.headers {
+            let (name, value) = header
+                .split_once(':')
+                .ok_or_else(|| format!("--header {header:?}: expected 'Name: value'"))?;
+            b = b.header(name.trim(), value.trim());
+        }
+        if let Some(token) = self.token.clone() {
+            b = b.token_provider(move |_refresh| {
+                let token = token.clone();
+                async move { Ok::<_, std::convert::Infallible>(token) }
+            });
+        }
+        if let Some(path) = &self.ca_file {
+            b = b.ca_file(path);
+        }
+        if let Some(v) = self.heartbeat_interval {
+            b = b.heartbeat_interval(ms(v));
+        }
+        if let Some(v) = self.max_missed_pongs {
+            b = b.max_missed_pongs(v);
+        }
+        if let Some(mode) = self.ping_mode {
+            b = b.heartbeat_mode(match mode {
+                PingModeArg::Frame => HeartbeatMode::PingFrame,
+                PingModeArg::Message => HeartbeatMode::AppMessage,
+                PingModeArg::Server => HeartbeatMode::ServerDriven,
+                PingModeArg::Off => HeartbeatMode::Off,
+            });
+        }
+        if let Some(v) = self.backoff_initial {
+            b = b.backoff_initial(ms(v));
+        }
+        if let Some(v) = self.backoff_max {
+            b = b.backoff_max(ms(v));
+        }
+        if let Some(j) = self.jitter {
+            b = b.jitter(j.into());
+        }
+        if self.max_attempts.is_some() {
+            b = b.max_attempts(self.max_attempts);
+        }
+        if let Some(v) = self.min_uptime {
+            b = b.min_uptime(ms(v));
+        }
+        if let Some(v) = self.outbox_messages {
+            b = b.outbox_max_messages(v);
+        }
+        if let Some(v) = self.outbox_bytes {
+            b = b.outbox_max_bytes(v);
+        }
+        if let Some(v) = self.max_message_bytes {
+            b = b.max_message_bytes(v);
+        }
+        if let Some(v) = self.connect_timeout {
+            b = b.connect_timeout(ms(v));
+        }
+        if let Some(v) = self.seed {
+            b = b.seed(v);
+        }
+        if let Some(id) = &self.client_id {
+            b = b.client_id(id.clone());
+        }
+        Ok(b)
+    }
+}
+
+/// Maps a config error's field to the option that sets it, so the message names what to fix.
+fn option_for_field(field: &str) -> &'static str {
+    match field {
+        "url" => "URL",
+        "backoff.initial" => "--backoff-initial",
+        "backoff.max" => "--backoff-max",
+        "backoff.max_attempts" => "--max-attempts",
+        "heartbeat.interval" => "--heartbeat-interval",
+        "heartbeat.max_missed" => "--max-missed-pongs",
+        "heartbeat.mode" => "--ping-mode",
+        "outbox.max_messages" => "--outbox-messages",
+        "outbox.max_bytes" => "--outbox-bytes",
+        "max_message_bytes" => "--max-message-bytes",
+        "connect_timeout" => "--connect-timeout",
+        "header" => "--header",
+        "client_id" => "--client-id",
+        "token" => "--token",
+        _ => "an option",
+    }
+}
+
+pub(crate) async fn run(args: ConnectArgs) -> ExitCode {
+    let out = Output::new(args.json);
+    let built = args.builder().and_then(|b| {
+        b.connect().map_err(|e| match e {
+            tether::BuildError::Config(c) => format!("{}: {}", option_for_field(c.field), c.reason),
+            other => other.to_string(),
+        })
+    });
+    let (client, mut events) = match built {
+        Ok(pair) => pair,
+        Err(message) => {
+            eprintln!("tether connect: {message}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    for channel in &args.subscribe {
+        if let Err(e) = client.subscribe(channel) {
+            eprintln!("tether connect: --subscribe {channel:?}: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    }
+
+    let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut stdin_open = true;
+    let mut draining: Option<tokio::task::JoinHandle<tether::CloseReason>> = None;
+    loop {
+        tokio::select! {
+            line = stdin.next_line(), if stdin_open => match line {
+                Ok(Some(line)) => send_line(&client, &args, &out, line),
+                Ok(None) | Err(_) => {
+                    stdin_open = false;
+                    let c = client.clone();
+                    let timeout = ms(args.drain_timeout);
+                    draining = Some(tokio::spawn(async move { c.close_after_drain(timeout).await }));
+                }
+            },
+            event = events.recv() => match event {
+                Some(event) => {
+                    out.event(&event);
+                    if let tether::Event::StateChanged { to: tether::State::Closed { reason }, .. } = &event {
+                        if let Some(task) = draining.take() {
+                            task.abort();
+                        }
+                        out.closed(reason, &client.stats());
+                        return if reason.is_failure() {
+                            ExitCode::from(EXIT_GAVE_UP)
+                        } else {
+                            ExitCode::SUCCESS
+                        };
+                    }
+                }
+                None => return ExitCode::SUCCESS,
+            },
+        }
+    }
+}
+
+fn send_line(client: &Client, args: &ConnectArgs, out: &Output, line: String) {
+    let result = match &args.publish {
+        Some(channel) => {
+            let value: Value = serde_json::from_str(&line).unwrap_or(Value::String(line));
+            client.publish(channel, Payload::Json(value))
+        }
+        None => client.send(line),
+    };
+    if let Err(e) = result {
+        out.error("send", &e.to_string());
+    }
+}

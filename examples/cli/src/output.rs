@@ -1,0 +1,228 @@
+//! How the CLI prints events: one JSON object per line (`--json`, for programs and tests) or a
+//! readable line (for people). JSON lines always carry `"event"` and `"t_ms"` (milliseconds
+//! since the program started).
+
+use serde_json::{json, Map, Value};
+use std::io::Write;
+use std::time::Instant;
+use tether::{CloseReason, Event, Payload, State, Stats};
+
+/// Writes events to stdout in the chosen format.
+pub(crate) struct Output {
+    json: bool,
+    start: Instant,
+}
+
+impl Output {
+    pub(crate) fn new(json: bool) -> Self {
+        Output {
+            json,
+            start: Instant::now(),
+        }
+    }
+
+    fn t_ms(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Prints one JSON line, adding `event` and `t_ms`.
+    pub(crate) fn json_line(&self, event: &str, fields: Value) {
+        let mut map = Map::new();
+        map.insert("event".into(), json!(event));
+        map.insert("t_ms".into(), json!(self.t_ms()));
+        if let Value::Object(extra) = fields {
+            map.extend(extra);
+        }
+        let mut out = std::io::stdout().lock();
+        // A closed stdout (e.g. piped into `head`) is not worth crashing over.
+        let _ = writeln!(out, "{}", Value::Object(map));
+        let _ = out.flush();
+    }
+
+    /// Prints an event: JSON with `--json`; otherwise messages go to stdout as plain data and
+    /// everything else to stderr as a readable line.
+    pub(crate) fn event(&self, event: &Event) {
+        if self.json {
+            if let Some((name, fields)) = event_json(event) {
+                self.json_line(name, fields);
+            }
+            return;
+        }
+        match event {
+            Event::Message(m) => {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{}", payload_text(&m.payload));
+                let _ = out.flush();
+            }
+            other => {
+                if let Some(line) = human(other) {
+                    eprintln!("[{:>7.3}s] {line}", self.t_ms() as f64 / 1000.0);
+                }
+            }
+        }
+    }
+
+    /// A problem found by the CLI itself (a refused send, a bad line).
+    pub(crate) fn error(&self, kind: &str, message: &str) {
+        if self.json {
+            self.json_line("error", json!({"kind": kind, "message": message}));
+        } else {
+            eprintln!("tether: {kind}: {message}");
+        }
+    }
+
+    /// The final line: why the client closed, with its counters.
+    pub(crate) fn closed(&self, reason: &CloseReason, stats: &Stats) {
+        if self.json {
+            self.json_line(
+                "closed",
+                json!({"reason": reason.name(), "detail": reason.to_string(), "stats": stats_json(stats)}),
+            );
+        } else {
+            eprintln!("closed: {reason}");
+        }
+    }
+}
+
+/// The JSON form of an event: its name and fields.
+pub(crate) fn event_json(event: &Event) -> Option<(&'static str, Value)> {
+    Some(match event {
+        Event::StateChanged { from, to } => (
+            "state",
+            json!({"from": from.name(), "to": to.name(), "detail": state_detail(to)}),
+        ),
+        Event::ReconnectScheduled {
+            attempt,
+            delay,
+            cause,
+        } => (
+            "reconnect_scheduled",
+            json!({"attempt": attempt, "delay_ms": delay.as_millis() as u64, "cause": cause.to_string()}),
+        ),
+        Event::Message(m) => {
+            let mut fields = json!({"data": payload_value(&m.payload)});
+            if let Some(channel) = &m.channel {
+                fields["channel"] = json!(channel);
+            }
+            if let Some(offset) = m.offset {
+                fields["offset"] = json!(offset);
+            }
+            ("message", fields)
+        }
+        Event::Dropped { ids, reason } => (
+            "dropped",
+            json!({"count": ids.len(), "reason": reason.name(), "ids": ids.iter().map(|i| i.get()).collect::<Vec<_>>()}),
+        ),
+        Event::Acked { id, offset } => ("acked", json!({"id": id.get(), "offset": offset})),
+        Event::Replied { id, payload } => ("reply", json!({"id": id.get(), "data": payload})),
+        Event::RequestFailed { id, reason } => (
+            "request_failed",
+            json!({"id": id.get(), "reason": format!("{reason:?}")}),
+        ),
+        Event::Subscribed {
+            channel,
+            offset,
+            recovered,
+        } => (
+            "subscribed",
+            json!({"channel": channel, "offset": offset, "recovered": recovered}),
+        ),
+        Event::Unsubscribed { channel } => ("unsubscribed", json!({"channel": channel})),
+        Event::Presence {
+            channel,
+            members,
+            joined,
+            left,
+        } => (
+            "presence",
+            json!({"channel": channel, "members": members, "joined": joined, "left": left}),
+        ),
+        Event::Rtt { rtt } => ("rtt", json!({"ms": rtt.as_secs_f64() * 1000.0})),
+        Event::Error(e) => ("error", json!({"kind": e.kind(), "message": e.to_string()})),
+        _ => return None,
+    })
+}
+
+fn state_detail(state: &State) -> String {
+    state.to_string()
+}
+
+/// A payload as a JSON value: JSON payloads as they are, text as a string, binary as a
+/// base-16 string.
+pub(crate) fn payload_value(payload: &Payload) -> Value {
+    match payload {
+        Payload::Json(v) => v.clone(),
+        Payload::Text(t) => json!(t),
+        Payload::Binary(b) => json!(hex(b)),
+        _ => Value::Null,
+    }
+}
+
+/// A payload as one line of text: strings unquoted, other JSON compact.
+pub(crate) fn payload_text(payload: &Payload) -> String {
+    match payload {
+        Payload::Json(Value::String(s)) => s.clone(),
+        Payload::Json(v) => v.to_string(),
+        Payload::Text(t) => t.clone(),
+        Payload::Binary(b) => hex(b),
+        _ => String::new(),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub(crate) fn stats_json(s: &Stats) -> Value {
+    json!({
+        "attempts": s.attempts,
+        "opens": s.opens,
+        "reconnects": s.reconnects,
+        "accepted": s.messages_accepted,
+        "settled": s.messages_settled,
+        "resent": s.resent,
+        "frames_sent": s.frames_sent,
+        "frames_received": s.frames_received,
+        "bytes_sent": s.bytes_sent,
+        "bytes_received": s.bytes_received,
+        "dropped": s.dropped_total(),
+        "dropped_overflow": s.dropped_overflow,
+        "dropped_expired": s.dropped_expired,
+        "dropped_closed": s.dropped_closed,
+        "dropped_rejected": s.dropped_rejected,
+        "duplicates_dropped": s.duplicates_dropped,
+        "errors": s.errors,
+        "last_rtt_ms": s.last_rtt.map(|d| d.as_secs_f64() * 1000.0),
+    })
+}
+
+/// A readable line for people, or nothing for events not worth a line.
+fn human(event: &Event) -> Option<String> {
+    Some(match event {
+        Event::StateChanged { to, .. } => format!("{to}"),
+        Event::ReconnectScheduled {
+            attempt,
+            delay,
+            cause,
+        } => format!(
+            "{cause}; reconnecting (attempt {attempt}) in {:.1} s",
+            delay.as_secs_f64()
+        ),
+        Event::Dropped { ids, reason } => {
+            format!("dropped {} message(s): {}", ids.len(), reason.name())
+        }
+        Event::Presence {
+            channel, members, ..
+        } => {
+            format!("presence {channel}: {}", members.join(", "))
+        }
+        Event::Subscribed {
+            channel, recovered, ..
+        } => format!(
+            "subscribed to {channel}{}",
+            if *recovered { " (resumed)" } else { "" }
+        ),
+        Event::Error(e) => format!("error: {e}"),
+        _ => return None,
+    })
+}
