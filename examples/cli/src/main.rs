@@ -31,7 +31,7 @@ enum Command {
     Relay(relay::RelayArgs),
     /// Connect to a WebSocket or SSE URL and stay connected: stdin lines are sent, received
     /// messages are printed.
-    Connect(connect::ConnectArgs),
+    Connect(Box<connect::ConnectArgs>),
     /// Watch the engine survive a relay restart, a black hole and an outbox overflow.
     Demo(demo::DemoArgs),
     /// Simulate N clients reconnecting after an outage, in virtual time, per jitter strategy.
@@ -70,7 +70,7 @@ fn main() -> ExitCode {
     runtime.block_on(async move {
         match cli.command {
             Command::Relay(args) => relay::run(args).await,
-            Command::Connect(args) => connect::run(args).await,
+            Command::Connect(args) => connect::run(*args).await,
             Command::Demo(args) => demo::run(args).await,
             // Pure computation in virtual time; no I/O to wait for.
             Command::Storm(args) => storm::run(args),
