@@ -1,0 +1,86 @@
+//! Stopping the relay: graceful shutdown tells clients when to come back, abort vanishes
+//! like a crash, and dropping the handle stops the relay too.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{relay, within, Client, Sse};
+use std::time::Duration;
+use tether_relay::RelayConfig;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+
+#[tokio::test]
+async fn graceful_shutdown_closes_with_1012_and_a_reconnect_window() {
+    let relay = relay(RelayConfig {
+        reconnect_window: Duration::from_millis(1234),
+        ..RelayConfig::default()
+    })
+    .await;
+    let url = relay.ws_url();
+    let addr = relay.local_addr();
+    let mut a = Client::hello(&url, "a").await;
+    a.subscribe("room", None, None).await;
+    let mut b = Client::hello(&url, "b").await;
+    b.barrier().await;
+    assert_eq!(relay.open_connections(), 2);
+
+    let shutdown = tokio::spawn(relay.shutdown());
+    // Each client is dropped after the handshake, as real clients do, which lets the relay
+    // finish without waiting out its close timeout.
+    for mut client in [a, b] {
+        let close = client.recv_close().await;
+        assert_eq!(u16::from(close.code), 1012);
+        let advice: serde_json::Value = serde_json::from_str(&close.reason).unwrap();
+        assert_eq!(advice, serde_json::json!({"reconnect_within_ms": 1234}));
+        // The client completes the close handshake; the stream then ends.
+        while let Some(Ok(_)) = client.next_raw().await {}
+    }
+    within("shutdown", shutdown).await.unwrap();
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "the port is released"
+    );
+}
+
+#[tokio::test]
+async fn abort_drops_connections_without_a_close_frame() {
+    let relay = relay(RelayConfig::default()).await;
+    let mut c = Client::hello(&relay.ws_url(), "c").await;
+    c.subscribe("room", None, None).await;
+    within("abort", relay.abort()).await;
+    match c.next_raw().await {
+        None | Some(Err(_)) => {}
+        Some(Ok(Message::Close(frame))) => panic!("abort sent a close frame: {frame:?}"),
+        Some(Ok(other)) => panic!("unexpected message after abort: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn dropping_the_handle_stops_the_relay() {
+    let relay = relay(RelayConfig::default()).await;
+    let addr = relay.local_addr();
+    let mut c = Client::hello(&relay.ws_url(), "c").await;
+    c.barrier().await;
+    drop(relay);
+    assert_eq!(u16::from(c.recv_close().await.code), 1012);
+    while let Some(Ok(_)) = c.next_raw().await {}
+    // The listener goes away with the accept loop; poll briefly for that.
+    within("the listener to close", async {
+        while TcpStream::connect(addr).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn graceful_shutdown_ends_sse_streams() {
+    let relay = relay(RelayConfig::default()).await;
+    let mut sse = Sse::get(&relay, "/sse/room", &[]).await;
+    assert_eq!(sse.status, 200);
+    let _retry = sse.next_event().await;
+    let shutdown = tokio::spawn(relay.shutdown());
+    assert_eq!(sse.read_to_end().await, "");
+    within("shutdown", shutdown).await.unwrap();
+}

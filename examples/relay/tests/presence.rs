@@ -1,0 +1,140 @@
+//! Presence over real sockets: snapshots, joins, leaves, and the grace period that hides a
+//! quick reconnect.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{relay, Client};
+use serde_json::json;
+use std::time::Duration;
+use tether_core::protocol::{ClientMessage, PresenceChange, ServerMessage};
+use tether_relay::RelayConfig;
+
+fn presence(change: PresenceChange) -> ServerMessage {
+    ServerMessage::Presence {
+        channel: "room".into(),
+        change,
+    }
+}
+
+#[tokio::test]
+async fn subscribers_get_a_snapshot_and_others_hear_join_and_leave() {
+    // A long grace: the leave below must come from the unsubscribe, not from a timer.
+    let relay = relay(RelayConfig {
+        presence_grace: Duration::from_secs(60),
+        ..RelayConfig::default()
+    })
+    .await;
+    let url = relay.ws_url();
+    let mut alice = Client::hello(&url, "alice").await;
+    assert_eq!(alice.subscribe("room", None, None).await.members, ["alice"]);
+
+    let mut bob = Client::hello(&url, "bob").await;
+    assert_eq!(
+        bob.subscribe("room", None, None).await.members,
+        ["alice", "bob"]
+    );
+    assert_eq!(
+        alice.recv().await,
+        presence(PresenceChange::Join("bob".into()))
+    );
+
+    // A second connection of a present member is not a join.
+    let mut bob_tab = Client::hello(&url, "bob").await;
+    bob_tab.subscribe("room", None, None).await;
+    bob.send(ClientMessage::Unsubscribe {
+        channel: "room".into(),
+    })
+    .await;
+    assert!(matches!(
+        bob.recv().await,
+        ServerMessage::Unsubscribed { .. }
+    ));
+    // bob is still there through the other tab, so alice hears nothing yet; the barrier
+    // message below proves it.
+    bob_tab
+        .publish_acked("room", "m1", json!("still here"))
+        .await;
+    assert!(matches!(
+        alice.recv().await,
+        ServerMessage::Message { id: Some(id), .. } if id == "m1"
+    ));
+
+    bob_tab
+        .send(ClientMessage::Unsubscribe {
+            channel: "room".into(),
+        })
+        .await;
+    assert_eq!(
+        alice.recv().await,
+        presence(PresenceChange::Leave("bob".into()))
+    );
+    common::stop(relay, [alice, bob, bob_tab]).await;
+}
+
+#[tokio::test]
+async fn a_reconnect_within_the_grace_period_is_invisible_to_others() {
+    let grace = Duration::from_millis(300);
+    let relay = relay(RelayConfig {
+        presence_grace: grace,
+        ..RelayConfig::default()
+    })
+    .await;
+    let url = relay.ws_url();
+    let mut alice = Client::hello(&url, "alice").await;
+    alice.subscribe("room", None, None).await;
+    let mut bob = Client::hello(&url, "bob").await;
+    bob.subscribe("room", None, None).await;
+    assert_eq!(
+        alice.recv().await,
+        presence(PresenceChange::Join("bob".into()))
+    );
+
+    // The connection drops without a close handshake, then bob comes straight back.
+    drop(bob);
+    let mut bob = Client::hello(&url, "bob").await;
+    let back = bob.subscribe("room", None, None).await;
+    assert_eq!(back.members, ["alice", "bob"]);
+
+    // Absence can only be shown by letting the grace period pass: a leave (or a second
+    // join) would be queued for alice before the marker message below.
+    tokio::time::sleep(grace * 3).await;
+    bob.publish_acked("room", "marker", json!(null)).await;
+    assert!(
+        matches!(alice.recv().await, ServerMessage::Message { id: Some(id), .. } if id == "marker"),
+        "alice saw a presence change for a reconnect within the grace period"
+    );
+    common::stop(relay, [alice, bob]).await;
+}
+
+#[tokio::test]
+async fn a_member_that_does_not_return_leaves_after_the_grace_period() {
+    let relay = relay(RelayConfig {
+        presence_grace: Duration::from_millis(200),
+        ..RelayConfig::default()
+    })
+    .await;
+    let url = relay.ws_url();
+    let mut alice = Client::hello(&url, "alice").await;
+    alice.subscribe("room", None, None).await;
+    let mut bob = Client::hello(&url, "bob").await;
+    bob.subscribe("room", None, None).await;
+    assert_eq!(
+        alice.recv().await,
+        presence(PresenceChange::Join("bob".into()))
+    );
+
+    drop(bob);
+    assert_eq!(
+        alice.recv().await,
+        presence(PresenceChange::Leave("bob".into()))
+    );
+
+    // A later subscriber's snapshot no longer lists bob.
+    let mut carol = Client::hello(&url, "carol").await;
+    assert_eq!(
+        carol.subscribe("room", None, None).await.members,
+        ["alice", "carol"]
+    );
+    common::stop(relay, [alice, carol]).await;
+}

@@ -1,0 +1,290 @@
+//! Misbehaving clients over real sockets: bad frames, oversized frames, invalid UTF-8,
+//! floods, slow readers, and wrong or missing tokens. One client's trouble never reaches
+//! another.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{relay, within, Client};
+use serde_json::json;
+use tether_core::protocol::{ClientMessage, ServerMessage};
+use tether_relay::{RateLimit, RelayConfig};
+use tokio::net::TcpSocket;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::{Bytes, Error as WsError, Message};
+use tokio_tungstenite::MaybeTlsStream;
+
+fn error(msg: &ServerMessage) -> (&str, Option<&str>) {
+    match msg {
+        ServerMessage::Error { code, id, .. } => (code.as_str(), id.as_deref()),
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn bad_frames_are_answered_and_the_connection_stays_usable() {
+    let relay = relay(RelayConfig::default()).await;
+    let url = relay.ws_url();
+    let mut bystander = Client::hello(&url, "bystander").await;
+    bystander.subscribe("room", None, None).await;
+    let mut c = Client::hello(&url, "c").await;
+
+    let cases: [(&str, (&str, Option<&str>)); 6] = [
+        ("{not json", ("bad_frame", None)),
+        ("[1,2,3]", ("bad_frame", None)),
+        (r#"{"type":"teleport","id":"t"}"#, ("bad_frame", Some("t"))),
+        (
+            r#"{"type":"publish","channel":"room"}"#,
+            ("bad_frame", None),
+        ),
+        (
+            r#"{"v":9,"type":"ping","id":"v9"}"#,
+            ("unsupported_version", Some("v9")),
+        ),
+        (
+            r#"{"type":"publish","id":"long","channel":"CHANNEL","payload":1}"#,
+            ("invalid_channel", Some("long")),
+        ),
+    ];
+    for (input, expected) in cases {
+        let input = input.replace("CHANNEL", &"x".repeat(257));
+        c.send_text(&input).await;
+        assert_eq!(error(&c.recv().await), expected, "for {input}");
+    }
+    c.send_raw(Message::Binary(Bytes::from_static(b"\x00\x01")))
+        .await;
+    assert_eq!(error(&c.recv().await), ("bad_frame", None));
+
+    // Still usable, and the bystander saw nothing but the one good message.
+    c.publish("room", "ok", json!("fine"), false).await;
+    assert!(matches!(
+        bystander.recv().await,
+        ServerMessage::Message { id: Some(id), .. } if id == "ok"
+    ));
+    c.send(ClientMessage::Ping { id: "alive".into() }).await;
+    assert_eq!(
+        c.recv().await,
+        ServerMessage::Pong {
+            id: Some("alive".into())
+        }
+    );
+    common::stop(relay, [bystander, c]).await;
+}
+
+#[tokio::test]
+async fn an_oversized_message_closes_with_1009_and_others_carry_on() {
+    let relay = relay(RelayConfig {
+        max_message_size: 1024,
+        ..RelayConfig::default()
+    })
+    .await;
+    let url = relay.ws_url();
+    let mut other = Client::hello(&url, "other").await;
+    let mut c = Client::hello(&url, "c").await;
+    let big = format!(
+        r#"{{"type":"publish","id":"big","payload":"{}"}}"#,
+        "x".repeat(4096)
+    );
+    c.send_text(&big).await;
+    assert_eq!(u16::from(c.recv_close().await.code), 1009);
+
+    other.send(ClientMessage::Ping { id: "p".into() }).await;
+    assert!(matches!(other.recv().await, ServerMessage::Pong { .. }));
+    common::stop(relay, [other, c]).await;
+}
+
+#[tokio::test]
+async fn a_text_frame_that_is_not_utf8_closes_with_1007() {
+    let relay = relay(RelayConfig::default()).await;
+    let mut c = Client::hello(&relay.ws_url(), "c").await;
+    let frame = Frame::message(
+        Bytes::from_static(&[b'"', 0xff, 0xfe, b'"']),
+        OpCode::Data(Data::Text),
+        true,
+    );
+    c.send_raw(Message::Frame(frame)).await;
+    assert_eq!(u16::from(c.recv_close().await.code), 1007);
+    common::stop(relay, [c]).await;
+}
+
+#[tokio::test]
+async fn messages_over_the_rate_limit_are_refused_by_id() {
+    // One token per second: the refill during the test is negligible.
+    let relay = relay(RelayConfig {
+        rate_limit: Some(RateLimit {
+            per_second: 1,
+            burst: 3,
+        }),
+        ..RelayConfig::default()
+    })
+    .await;
+    let mut c = Client::connect(&relay.ws_url()).await;
+    for i in 0..6 {
+        c.send(ClientMessage::Ping {
+            id: format!("p{i}"),
+        })
+        .await;
+    }
+    for i in 0..3 {
+        assert_eq!(
+            c.recv().await,
+            ServerMessage::Pong {
+                id: Some(format!("p{i}"))
+            }
+        );
+    }
+    for i in 3..6 {
+        let got = c.recv().await;
+        assert_eq!(
+            error(&got),
+            ("rate_limited", Some(format!("p{i}").as_str()))
+        );
+    }
+    common::stop(relay, [c]).await;
+}
+
+#[tokio::test]
+async fn a_subscriber_that_stops_reading_is_closed_with_1013() {
+    let relay = relay(RelayConfig {
+        max_queued_frames: 8,
+        rate_limit: None,
+        ..RelayConfig::default()
+    })
+    .await;
+    let url = relay.ws_url();
+
+    // A tiny receive window, so the relay's socket buffers fill quickly.
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let tcp = within("tcp connect", socket.connect(relay.local_addr()))
+        .await
+        .unwrap();
+    let (ws, _) = within(
+        "handshake",
+        tokio_tungstenite::client_async(&url, MaybeTlsStream::Plain(tcp)),
+    )
+    .await
+    .unwrap();
+    let mut slow = Client { ws };
+    slow.subscribe("firehose", None, None).await;
+
+    let mut publisher = Client::hello(&url, "publisher").await;
+    let payload = json!("y".repeat(64 * 1024));
+    let total = 200;
+    for i in 0..total {
+        publisher
+            .publish("firehose", &format!("f{i}"), payload.clone(), false)
+            .await;
+    }
+    publisher.barrier().await;
+
+    // Now read: some messages, then the close.
+    let mut delivered = 0;
+    let close = loop {
+        match slow.next_raw().await {
+            Some(Ok(Message::Text(_))) => delivered += 1,
+            Some(Ok(Message::Close(Some(frame)))) => break frame,
+            other => panic!("expected messages then a close, got {other:?}"),
+        }
+    };
+    assert_eq!(u16::from(close.code), 1013);
+    assert!(
+        delivered < total,
+        "the relay stopped queueing for the slow reader"
+    );
+
+    // The publisher was never affected.
+    publisher.send(ClientMessage::Ping { id: "p".into() }).await;
+    assert!(matches!(publisher.recv().await, ServerMessage::Pong { .. }));
+    common::stop(relay, [slow, publisher]).await;
+}
+
+fn token_config() -> RelayConfig {
+    RelayConfig {
+        token: Some("s3cret".into()),
+        ..RelayConfig::default()
+    }
+}
+
+async fn refused_status(request: impl IntoClientRequest + Unpin) -> u16 {
+    match within("handshake", tokio_tungstenite::connect_async(request)).await {
+        Err(WsError::Http(response)) => response.status().as_u16(),
+        Err(e) => panic!("expected an HTTP refusal, got {e}"),
+        Ok(_) => panic!("expected an HTTP refusal, got a connection"),
+    }
+}
+
+#[tokio::test]
+async fn a_wrong_token_in_the_handshake_is_refused_with_401() {
+    let relay = relay(token_config()).await;
+    let url = relay.ws_url();
+
+    let mut request = url.as_str().into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("Authorization", HeaderValue::from_static("Bearer wrong"));
+    assert_eq!(refused_status(request).await, 401);
+    assert_eq!(refused_status(format!("{url}?token=wrong")).await, 401);
+    common::stop(relay, []).await;
+}
+
+#[tokio::test]
+async fn a_correct_token_in_the_handshake_is_enough() {
+    let relay = relay(token_config()).await;
+    let url = relay.ws_url();
+
+    let mut request = url.as_str().into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("Authorization", HeaderValue::from_static("Bearer s3cret"));
+    let (ws, _) = within("connect", tokio_tungstenite::connect_async(request))
+        .await
+        .unwrap();
+    let mut by_header = Client { ws };
+    by_header.send(ClientMessage::Ping { id: "h".into() }).await;
+    assert!(matches!(by_header.recv().await, ServerMessage::Pong { .. }));
+
+    let mut by_query = Client::hello(&format!("{url}?token=s3cret"), "q").await;
+    by_query.send(ClientMessage::Ping { id: "q".into() }).await;
+    assert!(matches!(by_query.recv().await, ServerMessage::Pong { .. }));
+    common::stop(relay, [by_header, by_query]).await;
+}
+
+#[tokio::test]
+async fn without_a_handshake_token_hello_must_bring_it() {
+    let relay = relay(token_config()).await;
+    let url = relay.ws_url();
+
+    let mut good = Client::connect(&url).await;
+    good.send(ClientMessage::Hello {
+        client_id: "good".into(),
+        token: Some("s3cret".into()),
+    })
+    .await;
+    assert_eq!(good.subscribe("room", None, None).await.members, ["good"]);
+
+    for token in [None, Some("wrong".to_owned())] {
+        let mut bad = Client::connect(&url).await;
+        bad.send(ClientMessage::Hello {
+            client_id: "bad".into(),
+            token,
+        })
+        .await;
+        assert_eq!(error(&bad.recv().await), ("unauthorized", None));
+        assert_eq!(u16::from(bad.recv_close().await.code), 4001);
+    }
+
+    let mut skipped = Client::connect(&url).await;
+    skipped
+        .send(ClientMessage::Subscribe {
+            channel: "room".into(),
+            since: None,
+            epoch: None,
+        })
+        .await;
+    assert_eq!(u16::from(skipped.recv_close().await.code), 4001);
+    common::stop(relay, [good, skipped]).await;
+}

@@ -1,0 +1,127 @@
+//! Server-Sent Events and plain HTTP over a raw TCP client.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{http_request, relay, Client, Sse};
+use serde_json::json;
+use tether_core::protocol::ServerMessage;
+use tether_relay::RelayConfig;
+
+fn payload_of(msg: &ServerMessage) -> serde_json::Value {
+    match msg {
+        ServerMessage::Message { payload, .. } => payload.clone(),
+        other => panic!("expected a message, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_sse_stream_replays_after_last_event_id_then_goes_live() {
+    let relay = relay(RelayConfig::default()).await;
+    let mut publisher = Client::hello(&relay.ws_url(), "pub").await;
+    for i in 1..=3 {
+        publisher
+            .publish_acked("news", &format!("n{i}"), json!(i))
+            .await;
+    }
+
+    let mut sse = Sse::get(&relay, "/sse/news", &["Last-Event-ID: 1"]).await;
+    assert_eq!(sse.status, 200);
+    assert_eq!(sse.header("content-type"), Some("text/event-stream"));
+    assert_eq!(sse.header("cache-control"), Some("no-cache"));
+    assert_eq!(sse.header("access-control-allow-origin"), Some("*"));
+    assert_eq!(
+        sse.next_event().await,
+        Some(vec![("retry".to_owned(), "1000".to_owned())])
+    );
+    for expected in 2..=3 {
+        let (id, msg) = sse.next_message().await;
+        assert_eq!(id, expected);
+        assert_eq!(payload_of(&msg), json!(expected));
+        assert!(matches!(msg, ServerMessage::Message { offset: Some(o), .. } if o == expected));
+    }
+
+    publisher.publish_acked("news", "n4", json!(4)).await;
+    let (id, msg) = sse.next_message().await;
+    assert_eq!((id, payload_of(&msg)), (4, json!(4)));
+    common::stop(relay, [publisher]).await;
+}
+
+#[tokio::test]
+async fn last_event_id_may_come_as_a_query_parameter() {
+    let relay = relay(RelayConfig::default()).await;
+    let mut publisher = Client::hello(&relay.ws_url(), "pub").await;
+    for i in 1..=3 {
+        publisher
+            .publish_acked("room 1", &format!("m{i}"), json!(i))
+            .await;
+    }
+    let mut sse = Sse::get(&relay, "/sse/room%201?lastEventId=2", &[]).await;
+    assert_eq!(sse.status, 200);
+    let (id, _) = sse.next_message().await;
+    assert_eq!(id, 3);
+    common::stop(relay, [publisher]).await;
+}
+
+#[tokio::test]
+async fn a_fresh_sse_stream_gets_only_live_messages_and_keepalives() {
+    let relay = relay(RelayConfig {
+        sse_keepalive: std::time::Duration::from_millis(50),
+        ..RelayConfig::default()
+    })
+    .await;
+    let mut publisher = Client::hello(&relay.ws_url(), "pub").await;
+    publisher.publish_acked("c", "old", json!("old")).await;
+
+    let mut sse = Sse::get(&relay, "/sse/c", &[]).await;
+    let _retry = sse.next_event().await;
+    assert_eq!(
+        sse.next_event().await,
+        Some(vec![(String::new(), "keepalive".to_owned())])
+    );
+    publisher.publish_acked("c", "new", json!("new")).await;
+    let (id, msg) = sse.next_message().await;
+    assert_eq!((id, payload_of(&msg)), (2, json!("new")));
+    common::stop(relay, [publisher]).await;
+}
+
+#[tokio::test]
+async fn sse_requires_the_token_when_the_relay_does() {
+    let relay = relay(RelayConfig {
+        token: Some("s3cret".into()),
+        ..RelayConfig::default()
+    })
+    .await;
+    assert_eq!(Sse::get(&relay, "/sse/c", &[]).await.status, 401);
+    assert_eq!(Sse::get(&relay, "/sse/c?token=nope", &[]).await.status, 401);
+    assert_eq!(
+        Sse::get(&relay, "/sse/c?token=s3cret", &[]).await.status,
+        200
+    );
+    let bearer = Sse::get(&relay, "/sse/c", &["Authorization: Bearer s3cret"]).await;
+    assert_eq!(bearer.status, 200);
+    common::stop(relay, []).await;
+}
+
+#[tokio::test]
+async fn other_requests_get_plain_http_answers() {
+    let relay = relay(RelayConfig::default()).await;
+    let status = |response: String| response.split(' ').nth(1).unwrap_or_default().to_owned();
+
+    let plain = http_request(&relay, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!(status(plain), "426");
+    let post = http_request(&relay, "POST /sse/c HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!(status(post), "405");
+    let preflight = http_request(&relay, "OPTIONS /sse/c HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(preflight.contains("Access-Control-Allow-Headers"));
+    assert_eq!(status(preflight), "204");
+    let bad_channel = http_request(&relay, "GET /sse/ HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!(status(bad_channel), "400");
+    let garbage = http_request(&relay, "HELLO\r\n\r\n").await;
+    assert_eq!(status(garbage), "400");
+
+    // None of that disturbed the relay.
+    let mut c = Client::hello(&relay.ws_url(), "c").await;
+    c.barrier().await;
+    common::stop(relay, [c]).await;
+}
