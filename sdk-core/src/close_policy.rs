@@ -115,6 +115,24 @@ impl ClosePolicy {
         self
     }
 
+    /// Sets the window over which clients spread reconnects after close 1012 without advice.
+    pub fn with_service_restart_window(mut self, window: Duration) -> Self {
+        self.service_restart_window = window;
+        self
+    }
+
+    /// Sets the minimum delay after close 1013 or HTTP 429 without Retry-After.
+    pub fn with_try_again_later_delay(mut self, delay: Duration) -> Self {
+        self.try_again_later_delay = delay;
+        self
+    }
+
+    /// Sets the cap on server-advised delays and windows.
+    pub fn with_max_server_delay(mut self, max: Duration) -> Self {
+        self.max_server_delay = max;
+        self
+    }
+
     /// The disposition for close `code`, overrides first.
     pub fn disposition_for_code(&self, code: u16) -> Disposition {
         if let Some(d) = lookup(&self.code_overrides, code) {

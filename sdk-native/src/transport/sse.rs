@@ -1,88 +1,266 @@
-//! A Server-Sent Events link over reqwest-eventsource, with its own retry turned off: when the
-//! stream ends or fails, the engine decides what happens next (backoff, `retry:`, Retry-After,
-//! close policy), and a reconnect is a new link that carries `Last-Event-ID`.
+//! A Server-Sent Events link: one HTTP GET with reqwest, the body parsed as an event stream.
+//!
+//! We parse the stream ourselves (about sixty lines, below) instead of using
+//! reqwest-eventsource: its parser (eventsource-stream) throws away a `retry:` field that
+//! arrives in a block without `data:` — which is how servers usually announce it — so the
+//! engine could never honour the server's reconnection time. It also had its own retry loop
+//! to switch off. Here the link only reads: when the stream ends or fails, the engine decides
+//! what happens next, and a reconnect is a new link carrying `Last-Event-ID`.
 
 use super::{retry_after, LinkInput};
-use futures_util::StreamExt;
-use reqwest_eventsource::{retry::Never, Error as SseError, Event, EventSource};
+use futures_util::{FutureExt, Stream, StreamExt};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 use tether_core::{OpenRequest, SseEvent, TransportFailure};
 
+type Requesting = Pin<Box<dyn Future<Output = Result<reqwest::Response, reqwest::Error>> + Send>>;
+type Body = Pin<Box<dyn Stream<Item = Result<bytes::Bytes, reqwest::Error>> + Send>>;
+
+enum State {
+    Requesting(Requesting),
+    Streaming(Body),
+    Done,
+}
+
 pub(crate) struct SseLink {
-    source: Option<EventSource>,
-    /// A failure found while building the request, reported on the first poll.
-    early_failure: Option<TransportFailure>,
+    state: State,
+    parser: Parser,
 }
 
 impl SseLink {
     pub(crate) fn open(request: &OpenRequest, http: &reqwest::Client) -> Self {
-        let mut builder = http.get(&request.url).header("Accept", "text/event-stream");
+        let mut builder = http
+            .get(&request.url)
+            .header("Accept", "text/event-stream")
+            .header("Cache-Control", "no-cache");
         for (name, value) in &request.headers {
             builder = builder.header(name.as_str(), value.as_str());
         }
         if let Some(id) = &request.last_event_id {
             builder = builder.header("Last-Event-ID", id.as_str());
         }
-        match EventSource::new(builder) {
-            Ok(mut source) => {
-                source.set_retry_policy(Box::new(Never));
-                SseLink {
-                    source: Some(source),
-                    early_failure: None,
-                }
-            }
-            Err(e) => SseLink {
-                source: None,
-                early_failure: Some(TransportFailure::Io(e.to_string())),
-            },
+        SseLink {
+            state: State::Requesting(Box::pin(builder.send())),
+            parser: Parser::default(),
         }
     }
 
+    /// SSE has no close handshake: dropping the response is the close, reported at once.
     pub(crate) fn close(&mut self) {
-        if let Some(source) = self.source.as_mut() {
-            source.close();
-        }
+        self.state = State::Done;
+        self.parser.ready.clear();
+        self.parser.ready.push_back(LinkInput::Closed {
+            code: None,
+            reason: "closed".to_owned(),
+        });
     }
 
     pub(crate) fn poll_input(&mut self, cx: &mut Context<'_>) -> Poll<LinkInput> {
-        if let Some(failure) = self.early_failure.take() {
-            return Poll::Ready(LinkInput::Failed(failure));
+        if let Some(input) = self.parser.ready.pop_front() {
+            return Poll::Ready(input);
         }
-        let Some(source) = self.source.as_mut() else {
-            return Poll::Pending;
-        };
-        match source.poll_next_unpin(cx) {
-            Poll::Ready(Some(Ok(Event::Open))) => Poll::Ready(LinkInput::Opened),
-            Poll::Ready(Some(Ok(Event::Message(m)))) => Poll::Ready(LinkInput::Sse(SseEvent {
-                id: (!m.id.is_empty()).then_some(m.id),
-                event: m.event,
-                data: m.data,
-                retry: m.retry,
-            })),
-            Poll::Ready(Some(Err(e))) => {
-                self.source = None;
-                Poll::Ready(match e {
-                    SseError::InvalidStatusCode(status, response) => {
-                        LinkInput::Failed(TransportFailure::Http {
-                            status: status.as_u16(),
-                            retry_after: retry_after(response.headers()),
-                        })
+        match &mut self.state {
+            State::Requesting(fut) => match fut.poll_unpin(cx) {
+                Poll::Ready(Ok(response)) => Poll::Ready(self.on_response(response)),
+                Poll::Ready(Err(e)) => {
+                    self.state = State::Done;
+                    Poll::Ready(LinkInput::Failed(TransportFailure::Io(e.to_string())))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+            State::Streaming(body) => loop {
+                match body.poll_next_unpin(cx) {
+                    Poll::Ready(Some(Ok(chunk))) => {
+                        self.parser.feed(&chunk);
+                        if let Some(input) = self.parser.ready.pop_front() {
+                            return Poll::Ready(input);
+                        }
                     }
-                    SseError::StreamEnded => LinkInput::Closed {
-                        code: None,
-                        reason: "stream ended".to_owned(),
-                    },
-                    other => LinkInput::Failed(TransportFailure::Io(other.to_string())),
-                })
-            }
-            Poll::Ready(None) => {
-                self.source = None;
-                Poll::Ready(LinkInput::Closed {
-                    code: None,
-                    reason: "stream ended".to_owned(),
-                })
-            }
-            Poll::Pending => Poll::Pending,
+                    Poll::Ready(Some(Err(e))) => {
+                        self.state = State::Done;
+                        return Poll::Ready(LinkInput::Failed(TransportFailure::Io(e.to_string())));
+                    }
+                    Poll::Ready(None) => {
+                        self.state = State::Done;
+                        return Poll::Ready(LinkInput::Closed {
+                            code: None,
+                            reason: "stream ended".to_owned(),
+                        });
+                    }
+                    Poll::Pending => return Poll::Pending,
+                }
+            },
+            State::Done => Poll::Pending,
         }
+    }
+
+    fn on_response(&mut self, response: reqwest::Response) -> LinkInput {
+        let status = response.status().as_u16();
+        let is_event_stream = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        if status != 200 {
+            self.state = State::Done;
+            return LinkInput::Failed(TransportFailure::Http {
+                status,
+                retry_after: retry_after(response.headers()),
+            });
+        }
+        if !is_event_stream {
+            self.state = State::Done;
+            return LinkInput::Failed(TransportFailure::Io(
+                "response is not text/event-stream".to_owned(),
+            ));
+        }
+        self.state = State::Streaming(Box::pin(response.bytes_stream()));
+        LinkInput::Opened
+    }
+}
+
+/// The event-stream format (WHATWG HTML §9.2.6), incrementally.
+#[derive(Default)]
+struct Parser {
+    line: Vec<u8>,
+    /// The previous byte was a CR, so a following LF belongs to the same line end.
+    after_cr: bool,
+    started: bool,
+    data: String,
+    event: String,
+    id: Option<String>,
+    ready: VecDeque<LinkInput>,
+}
+
+impl Parser {
+    fn feed(&mut self, chunk: &[u8]) {
+        for &b in chunk {
+            match b {
+                b'\n' if self.after_cr => self.after_cr = false,
+                b'\n' | b'\r' => {
+                    self.after_cr = b == b'\r';
+                    let line = std::mem::take(&mut self.line);
+                    self.process(&line);
+                }
+                _ => {
+                    self.after_cr = false;
+                    self.line.push(b);
+                }
+            }
+        }
+    }
+
+    fn process(&mut self, raw: &[u8]) {
+        let mut line = String::from_utf8_lossy(raw).into_owned();
+        if !self.started {
+            self.started = true;
+            if let Some(rest) = line.strip_prefix('\u{feff}') {
+                line = rest.to_owned();
+            }
+        }
+        if line.is_empty() {
+            return self.dispatch();
+        }
+        if line.starts_with(':') {
+            // A comment: the server's keepalive, which proves the stream alive.
+            self.ready.push_back(LinkInput::Ping);
+            return;
+        }
+        let (field, value) = match line.split_once(':') {
+            Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
+            None => (line.as_str(), ""),
+        };
+        match field {
+            "data" => {
+                self.data.push_str(value);
+                self.data.push('\n');
+            }
+            "event" => self.event = value.to_owned(),
+            "id" if !value.contains('\0') => self.id = Some(value.to_owned()),
+            "retry" => {
+                if let Ok(ms) = value.parse::<u64>() {
+                    // Takes effect at once, whether or not an event is dispatched.
+                    self.ready.push_back(LinkInput::Sse(SseEvent {
+                        retry: Some(Duration::from_millis(ms)),
+                        ..SseEvent::default()
+                    }));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn dispatch(&mut self) {
+        let event = std::mem::take(&mut self.event);
+        if self.data.is_empty() {
+            return;
+        }
+        let mut data = std::mem::take(&mut self.data);
+        data.pop(); // the last newline
+        self.ready.push_back(LinkInput::Sse(SseEvent {
+            id: self.id.clone(),
+            event: if event.is_empty() {
+                "message".to_owned()
+            } else {
+                event
+            },
+            data,
+            retry: None,
+        }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(chunks: &[&str]) -> Vec<SseEvent> {
+        let mut p = Parser::default();
+        for c in chunks {
+            p.feed(c.as_bytes());
+        }
+        p.ready
+            .into_iter()
+            .filter_map(|i| match i {
+                LinkInput::Sse(e) => Some(e),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn retry_alone_in_its_block_is_kept() {
+        let events = parse(&["retry: 3000\n\n", "id: 7\ndata: hi\n\n"]);
+        assert_eq!(events[0].retry, Some(Duration::from_secs(3)));
+        assert_eq!(events[1].id.as_deref(), Some("7"));
+        assert_eq!(events[1].data, "hi");
+        assert_eq!(events[1].event, "message");
+    }
+
+    #[test]
+    fn lines_split_across_chunks_and_crlf() {
+        let events = parse(&[
+            "da",
+            "ta: a\r",
+            "\ndata:b\r\n",
+            "\r\n",
+            "event: x\ndata: c\n\n",
+        ]);
+        assert_eq!(events[0].data, "a\nb");
+        assert_eq!(events[1].event, "x");
+        // The id persists across events until changed.
+        let events = parse(&["id: 1\ndata: a\n\ndata: b\n\n"]);
+        assert_eq!(events[1].id.as_deref(), Some("1"));
+    }
+
+    #[test]
+    fn comments_are_liveness_and_empty_data_is_not_dispatched() {
+        let mut p = Parser::default();
+        p.feed(b":keepalive\n\nevent: nothing\n\n");
+        assert!(matches!(p.ready.pop_front(), Some(LinkInput::Ping)));
+        assert!(p.ready.is_empty());
     }
 }

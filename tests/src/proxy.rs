@@ -1,0 +1,153 @@
+//! A TCP proxy that misbehaves on command: it forwards between clients and an upstream
+//! server until told to kill every connection, refuse new ones, or black-hole traffic (keep
+//! sockets open but forward nothing — the failure heartbeats exist for).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// What the proxy does with traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Forward in both directions.
+    Forward,
+    /// Accept new connections and close them at once (upstream "down").
+    Refuse,
+    /// Keep every connection open but forward nothing in either direction.
+    BlackHole,
+}
+
+/// A running proxy; dropping it stops everything.
+#[derive(Debug)]
+pub struct ChaosProxy {
+    addr: SocketAddr,
+    mode: watch::Sender<Mode>,
+    /// Bumped to kill all current connections.
+    generation: watch::Sender<u64>,
+    accept: tokio::task::JoinHandle<()>,
+    accepted: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl ChaosProxy {
+    /// Listens on an ephemeral loopback port, forwarding to `upstream`.
+    pub async fn start(upstream: SocketAddr) -> std::io::Result<ChaosProxy> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (mode_tx, mode_rx) = watch::channel(Mode::Forward);
+        let (gen_tx, gen_rx) = watch::channel(0u64);
+        let accepted = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = accepted.clone();
+        let accept = tokio::spawn(async move {
+            let mut connections = JoinSet::new();
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    return;
+                };
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if *mode_rx.borrow() == Mode::Refuse {
+                    drop(client);
+                    continue;
+                }
+                connections.spawn(pipe(client, upstream, mode_rx.clone(), gen_rx.clone()));
+                while connections.try_join_next().is_some() {}
+            }
+        });
+        Ok(ChaosProxy {
+            addr,
+            mode: mode_tx,
+            generation: gen_tx,
+            accept,
+            accepted,
+        })
+    }
+
+    /// The address clients should connect to.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `ws://ADDR{path}` for this proxy.
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("ws://{}{path}", self.addr)
+    }
+
+    /// `http://ADDR{path}` for this proxy.
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Changes what happens to traffic from now on (existing connections included).
+    pub fn set_mode(&self, mode: Mode) {
+        self.mode.send_replace(mode);
+    }
+
+    /// Drops every current connection abruptly (both sides see the TCP connection end).
+    pub fn kill_all(&self) {
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> u64 {
+        self.accepted.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Drop for ChaosProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+async fn pipe(
+    client: TcpStream,
+    upstream: SocketAddr,
+    mode: watch::Receiver<Mode>,
+    mut generation: watch::Receiver<u64>,
+) {
+    let Ok(server) = TcpStream::connect(upstream).await else {
+        return;
+    };
+    let _ = client.set_nodelay(true);
+    let _ = server.set_nodelay(true);
+    let (cr, cw) = client.into_split();
+    let (sr, sw) = server.into_split();
+    generation.borrow_and_update();
+    tokio::select! {
+        _ = copy(cr, sw, mode.clone()) => {}
+        _ = copy(sr, cw, mode) => {}
+        _ = generation.changed() => {}
+    }
+}
+
+/// Copies until EOF, pausing (neither reading nor writing) while black-holed.
+async fn copy(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut mode: watch::Receiver<Mode>,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        while *mode.borrow_and_update() == Mode::BlackHole {
+            if mode.changed().await.is_err() {
+                return;
+            }
+        }
+        tokio::select! {
+            read = from.read(&mut buf) => match read {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    if *mode.borrow() == Mode::BlackHole {
+                        continue; // swallowed
+                    }
+                    if to.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            },
+            _ = mode.changed() => {}
+        }
+    }
+}

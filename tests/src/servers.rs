@@ -1,0 +1,185 @@
+//! Servers that misbehave in one specific way, on an ephemeral loopback port. Each records
+//! when connections arrived (and with which headers), so tests can check the client's timing.
+
+use futures_util::{SinkExt, StreamExt};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+
+/// What the server does with each connection.
+#[derive(Debug, Clone)]
+pub enum Behaviour {
+    /// Completes the WebSocket handshake, then closes with this code and reason at once
+    /// (`None`: drops the TCP connection without a close frame).
+    AcceptThenClose(Option<(u16, String)>),
+    /// Answers the HTTP request with this status and optional `Retry-After` seconds.
+    HttpStatus(u16, Option<u64>),
+    /// Echoes text and binary messages.
+    Echo,
+    /// Completes the handshake, then sends this text frame and keeps echoing.
+    SendThenEcho(String),
+}
+
+/// A record of one accepted connection.
+#[derive(Debug, Clone)]
+pub struct Arrival {
+    /// When it arrived.
+    pub at: Instant,
+    /// The `Authorization` header, if any.
+    pub authorization: Option<String>,
+    /// The request path and query.
+    pub path: String,
+}
+
+/// A running misbehaving server; dropping it stops it and its connections.
+#[derive(Debug)]
+pub struct MisbehavingServer {
+    addr: SocketAddr,
+    arrivals: Arc<Mutex<Vec<Arrival>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl MisbehavingServer {
+    /// Starts on an ephemeral loopback port.
+    pub async fn start(behaviour: Behaviour) -> std::io::Result<MisbehavingServer> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let arrivals = Arc::new(Mutex::new(Vec::new()));
+        let log = arrivals.clone();
+        let task = tokio::spawn(async move {
+            let mut connections = JoinSet::new();
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                connections.spawn(serve(tcp, behaviour.clone(), log.clone()));
+                while connections.try_join_next().is_some() {}
+            }
+        });
+        Ok(MisbehavingServer {
+            addr,
+            arrivals,
+            task,
+        })
+    }
+
+    /// `ws://ADDR/`.
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/", self.addr)
+    }
+
+    /// The listening address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Connections so far.
+    pub fn arrivals(&self) -> Vec<Arrival> {
+        self.arrivals.lock().map(|a| a.clone()).unwrap_or_default()
+    }
+}
+
+impl Drop for MisbehavingServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn serve(
+    mut tcp: tokio::net::TcpStream,
+    behaviour: Behaviour,
+    log: Arc<Mutex<Vec<Arrival>>>,
+) {
+    let at = Instant::now();
+    if let Behaviour::HttpStatus(status, retry_after) = behaviour {
+        let mut buf = [0u8; 4096];
+        let n = tcp.read(&mut buf).await.unwrap_or(0);
+        let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+        record(&log, at, &head);
+        let retry = retry_after
+            .map(|s| format!("Retry-After: {s}\r\n"))
+            .unwrap_or_default();
+        let response = format!(
+            "HTTP/1.1 {status} Refused\r\nContent-Length: 0\r\n{retry}Connection: close\r\n\r\n"
+        );
+        let _ = tcp.write_all(response.as_bytes()).await;
+        return;
+    }
+    let mut seen = None;
+    let callback = |req: &Request, resp: Response| {
+        seen = Some(Arrival {
+            at,
+            authorization: req
+                .headers()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+            path: req.uri().to_string(),
+        });
+        Ok(resp)
+    };
+    let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(tcp, callback).await else {
+        return;
+    };
+    if let (Some(arrival), Ok(mut log)) = (seen, log.lock()) {
+        log.push(arrival);
+    }
+    match behaviour {
+        Behaviour::AcceptThenClose(Some((code, reason))) => {
+            let _ = ws
+                .close(Some(CloseFrame {
+                    code: CloseCode::from(code),
+                    reason: reason.into(),
+                }))
+                .await;
+            // Drain until the client answers the close.
+            while let Some(Ok(_)) = ws.next().await {}
+        }
+        Behaviour::AcceptThenClose(None) => drop(ws),
+        Behaviour::SendThenEcho(text) => {
+            if ws.send(Message::text(text)).await.is_ok() {
+                echo(ws).await;
+            }
+        }
+        Behaviour::Echo => echo(ws).await,
+        Behaviour::HttpStatus(..) => {}
+    }
+}
+
+async fn echo(mut ws: tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>) {
+    while let Some(Ok(msg)) = ws.next().await {
+        if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn record(log: &Arc<Mutex<Vec<Arrival>>>, at: Instant, head: &str) {
+    let path = head
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or("")
+        .to_owned();
+    let authorization = head
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("authorization: ")
+                .or_else(|| l.strip_prefix("Authorization: "))
+        })
+        .map(str::to_owned);
+    if let Ok(mut log) = log.lock() {
+        log.push(Arrival {
+            at,
+            authorization,
+            path,
+        });
+    }
+}

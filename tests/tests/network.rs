@@ -1,0 +1,621 @@
+//! The engine's scenarios again, end to end over real loopback sockets: the native client
+//! against the reference relay, a chaos proxy and misbehaving servers. Timings are scaled down
+//! (50 ms backoff, 200 ms heartbeats) and every wait is bounded.
+#![allow(clippy::unwrap_used)]
+
+use serde_json::json;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tether::{
+    Client, ClientBuilder, ClosePolicy, CloseReason, DisconnectCause, Event, HeartbeatMode, Jitter,
+    Payload, Protocol, State,
+};
+use tether_relay::{Relay, RelayConfig, RelayHandle};
+use tether_tests::proxy::{ChaosProxy, Mode};
+use tether_tests::servers::{Behaviour, MisbehavingServer};
+use tether_tests::tls::TlsEchoServer;
+use tether_tests::wait::Recorder;
+
+const LIMIT: Duration = Duration::from_secs(10);
+
+fn ms(v: u64) -> Duration {
+    Duration::from_millis(v)
+}
+
+async fn relay() -> RelayHandle {
+    relay_with(RelayConfig::default()).await
+}
+
+async fn relay_with(config: RelayConfig) -> RelayHandle {
+    Relay::bind(
+        "127.0.0.1:0",
+        RelayConfig {
+            presence_grace: ms(1_000),
+            sse_retry: ms(300),
+            ..config
+        },
+    )
+    .await
+    .unwrap()
+}
+
+/// A client tuned for tests: fast backoff, fast heartbeats, fixed seed.
+fn fast(url: impl Into<String>) -> ClientBuilder {
+    Client::builder(url)
+        .backoff_initial(ms(50))
+        .backoff_max(ms(400))
+        .heartbeat_interval(ms(200))
+        .min_uptime(ms(300))
+        .seed(42)
+}
+
+fn tether_client(url: impl Into<String>) -> (Client, Recorder) {
+    let (client, events) = fast(url).protocol(Protocol::Tether).connect().unwrap();
+    (client, Recorder::new(events))
+}
+
+fn json_payload(m: &tether::InboundMessage) -> serde_json::Value {
+    match &m.payload {
+        Payload::Json(v) => v.clone(),
+        other => panic!("expected JSON, got {other:?}"),
+    }
+}
+
+/// Waits for the next channel message and returns (offset, payload).
+async fn next_message(rec: &mut Recorder) -> (u64, serde_json::Value) {
+    rec.until(LIMIT, |e| match e {
+        Event::Message(m) => Some((m.offset.unwrap_or(0), json_payload(m))),
+        _ => None,
+    })
+    .await
+}
+
+#[tokio::test]
+async fn reconnects_after_the_relay_restarts_and_resubscribes() {
+    let relay = relay().await;
+    let addr = relay.local_addr();
+    let (client, mut rec) = tether_client(relay.ws_url());
+    client.subscribe("room").unwrap();
+    rec.until(LIMIT, |e| {
+        matches!(e, Event::Subscribed { .. }).then_some(())
+    })
+    .await;
+
+    relay.abort().await;
+    rec.until_state(LIMIT, |s| matches!(s, State::Waiting { .. }))
+        .await;
+    let relay = relay_with_addr(addr).await;
+    rec.until(LIMIT, |e| match e {
+        Event::Subscribed { recovered, .. } => Some(assert!(!recovered, "new relay, new epoch")),
+        _ => None,
+    })
+    .await;
+    let (publisher, mut prec) = tether_client(relay.ws_url());
+    prec.until_open(LIMIT).await;
+    publisher
+        .publish_acked("room", "after restart")
+        .await
+        .unwrap();
+    assert_eq!(next_message(&mut rec).await, (1, json!("after restart")));
+    assert_eq!(client.stats().reconnects, 1);
+    relay.shutdown().await;
+}
+
+async fn relay_with_addr(addr: std::net::SocketAddr) -> RelayHandle {
+    // The old socket is gone once abort() resolved; retry briefly in case the OS lags.
+    for _ in 0..50 {
+        if let Ok(r) = Relay::bind(addr, RelayConfig::default()).await {
+            return r;
+        }
+        tokio::time::sleep(ms(20)).await;
+    }
+    panic!("cannot rebind {addr}");
+}
+
+#[tokio::test]
+async fn resubscribe_replays_what_was_missed_without_duplicates() {
+    let relay = relay().await;
+    let proxy = ChaosProxy::start(relay.local_addr()).await.unwrap();
+    let (reader, mut rec) = tether_client(proxy.ws_url("/"));
+    reader.subscribe("room").unwrap();
+    rec.until(LIMIT, |e| {
+        matches!(e, Event::Subscribed { .. }).then_some(())
+    })
+    .await;
+    let (writer, mut wrec) = tether_client(relay.ws_url());
+    wrec.until_open(LIMIT).await;
+    for i in 1..=3 {
+        writer.publish_acked("room", json!(i)).await.unwrap();
+    }
+    for i in 1..=3 {
+        assert_eq!(next_message(&mut rec).await, (i, json!(i)));
+    }
+
+    proxy.set_mode(Mode::Refuse);
+    proxy.kill_all();
+    for i in 4..=6 {
+        writer.publish_acked("room", json!(i)).await.unwrap();
+    }
+    proxy.set_mode(Mode::Forward);
+    let recovered = rec
+        .until(LIMIT, |e| match e {
+            Event::Subscribed { recovered, .. } => Some(*recovered),
+            _ => None,
+        })
+        .await;
+    assert!(recovered, "the relay still had the history");
+    for i in 4..=6 {
+        assert_eq!(next_message(&mut rec).await, (i, json!(i)));
+    }
+    rec.collect_for(ms(200)).await;
+    let extra: Vec<_> = rec
+        .seen
+        .iter()
+        .filter(|(_, e)| matches!(e, Event::Message(_)))
+        .collect();
+    assert_eq!(extra.len(), 6, "no duplicates: {:?}", rec.names());
+    relay.shutdown().await;
+}
+
+#[tokio::test]
+async fn acknowledged_publishes_survive_a_dropped_connection() {
+    let relay = relay().await;
+    let proxy = ChaosProxy::start(relay.local_addr()).await.unwrap();
+    let (reader, mut rec) = tether_client(relay.ws_url());
+    reader.subscribe("room").unwrap();
+    rec.until(LIMIT, |e| {
+        matches!(e, Event::Subscribed { .. }).then_some(())
+    })
+    .await;
+    let (writer, mut wrec) = tether_client(proxy.ws_url("/"));
+    wrec.until_open(LIMIT).await;
+
+    let mut acks = Vec::new();
+    for i in 0..50 {
+        let w = writer.clone();
+        acks.push(tokio::spawn(async move {
+            w.publish_acked("room", json!(i)).await
+        }));
+        if i == 25 {
+            proxy.kill_all(); // some publishes reached the relay, their acks did not come back
+        }
+    }
+    for ack in acks {
+        tokio::time::timeout(LIMIT, ack)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+    }
+    let mut got = Vec::new();
+    while got.len() < 50 {
+        got.push(next_message(&mut rec).await.1);
+    }
+    assert_eq!(
+        got,
+        (0..50).map(|i| json!(i)).collect::<Vec<_>>(),
+        "each once, in order"
+    );
+    rec.collect_for(ms(200)).await;
+    let messages = rec
+        .seen
+        .iter()
+        .filter(|(_, e)| matches!(e, Event::Message(_)))
+        .count();
+    assert_eq!(messages, 50, "no duplicate delivery");
+    assert!(writer.stats().reconnects >= 1);
+    relay.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_black_hole_is_detected_within_the_heartbeat_bound() {
+    let relay = relay().await;
+    let proxy = ChaosProxy::start(relay.local_addr()).await.unwrap();
+    let (client, events) = fast(proxy.ws_url("/"))
+        .heartbeat_mode(HeartbeatMode::PingFrame)
+        .max_missed_pongs(2)
+        .connect()
+        .unwrap();
+    let mut rec = Recorder::new(events);
+    rec.until_open(LIMIT).await;
+    rec.until(LIMIT, |e| matches!(e, Event::Rtt { .. }).then_some(()))
+        .await;
+
+    let went_dark = std::time::Instant::now();
+    proxy.set_mode(Mode::BlackHole);
+    let cause = rec
+        .until(LIMIT, |e| match e {
+            Event::ReconnectScheduled { cause, .. } => Some(cause.clone()),
+            _ => None,
+        })
+        .await;
+    let took = went_dark.elapsed();
+    assert_eq!(cause, DisconnectCause::HeartbeatTimeout);
+    // interval × (missed + 1) = 600 ms, plus slack for a loaded machine.
+    assert!(took <= ms(600 + 400), "detected after {took:?}");
+    proxy.set_mode(Mode::Forward);
+    rec.until_open(LIMIT).await;
+    drop(client);
+    relay.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_accept_then_close_server_meets_growing_delays() {
+    let server = MisbehavingServer::start(Behaviour::AcceptThenClose(None))
+        .await
+        .unwrap();
+    let (client, events) = fast(server.ws_url())
+        .jitter(Jitter::None)
+        .backoff_max(ms(5_000))
+        .min_uptime(ms(1_000))
+        .connect()
+        .unwrap();
+    let mut rec = Recorder::new(events);
+    rec.collect_for(ms(1_700)).await;
+    let arrivals = server.arrivals();
+    // Delays 50, 100, 200, 400, 800 ms: about 6 connections in 1.7 s, never a hot loop.
+    assert!(
+        (4..=7).contains(&arrivals.len()),
+        "{} connections",
+        arrivals.len()
+    );
+    let gaps: Vec<Duration> = arrivals.windows(2).map(|w| w[1].at - w[0].at).collect();
+    for pair in gaps.windows(2) {
+        assert!(pair[1] > pair[0], "delays must grow: {gaps:?}");
+    }
+    drop(client);
+}
+
+#[tokio::test]
+async fn policy_violation_refreshes_the_token_once_then_stops() {
+    let server = MisbehavingServer::start(Behaviour::AcceptThenClose(Some((
+        1008,
+        "token expired".into(),
+    ))))
+    .await
+    .unwrap();
+    let calls = Arc::new(AtomicU32::new(0));
+    let counter = calls.clone();
+    let (client, events) = fast(server.ws_url())
+        .token_provider(move |refresh| {
+            let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+            async move { Ok::<_, std::io::Error>(format!("t{n}-{refresh}")) }
+        })
+        .connect()
+        .unwrap();
+    let mut rec = Recorder::new(events);
+    let state = rec.until_state(LIMIT, State::is_closed).await;
+    assert_eq!(
+        state,
+        State::Closed {
+            reason: CloseReason::Unauthorized {
+                code: Some(1008),
+                status: None
+            }
+        }
+    );
+    let auth: Vec<Option<String>> = server
+        .arrivals()
+        .into_iter()
+        .map(|a| a.authorization)
+        .collect();
+    assert_eq!(
+        auth,
+        vec![
+            Some("Bearer t1-false".into()),
+            Some("Bearer t2-true".into())
+        ]
+    );
+    drop(client);
+}
+
+#[tokio::test]
+async fn try_again_later_and_service_restart_delay_the_retry() {
+    let server = MisbehavingServer::start(Behaviour::AcceptThenClose(Some((1013, "busy".into()))))
+        .await
+        .unwrap();
+    let policy = ClosePolicy::default().with_try_again_later_delay(ms(400));
+    let (client, events) = fast(server.ws_url())
+        .close_policy(policy)
+        .connect()
+        .unwrap();
+    let mut rec = Recorder::new(events);
+    let delay = rec
+        .until(LIMIT, |e| match e {
+            Event::ReconnectScheduled { delay, .. } => Some(*delay),
+            _ => None,
+        })
+        .await;
+    assert!(delay >= ms(400), "{delay:?}");
+    rec.collect_for(ms(600)).await;
+    let arrivals = server.arrivals();
+    assert!(arrivals.len() >= 2);
+    assert!(arrivals[1].at - arrivals[0].at >= ms(400));
+    drop(client);
+
+    let server = MisbehavingServer::start(Behaviour::AcceptThenClose(Some((
+        1012,
+        r#"{"reconnect_within_ms": 300}"#.into(),
+    ))))
+    .await
+    .unwrap();
+    let (client, events) = fast(server.ws_url())
+        .backoff_initial(ms(5_000))
+        .backoff_max(ms(5_000))
+        .connect()
+        .unwrap();
+    let mut rec = Recorder::new(events);
+    let delay = rec
+        .until(LIMIT, |e| match e {
+            Event::ReconnectScheduled { delay, .. } => Some(*delay),
+            _ => None,
+        })
+        .await;
+    assert!(
+        delay <= ms(300),
+        "the advised window replaces the 5 s backoff: {delay:?}"
+    );
+    drop(client);
+}
+
+#[tokio::test]
+async fn malformed_frames_are_reported_and_the_connection_survives() {
+    let server = MisbehavingServer::start(Behaviour::SendThenEcho("{not json".into()))
+        .await
+        .unwrap();
+    let (client, events) = fast(server.ws_url())
+        .protocol(Protocol::Tether)
+        .connect()
+        .unwrap();
+    let mut rec = Recorder::new(events);
+    let kind = rec
+        .until(LIMIT, |e| match e {
+            Event::Error(err) => Some(err.kind()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(kind, "decode");
+    rec.collect_for(ms(300)).await;
+    assert!(
+        client.state().is_open(),
+        "a bad frame does not cost the connection"
+    );
+    assert!(matches!(
+        client.send("x".repeat(2 << 20)),
+        Err(tether::SendError::TooLarge { .. })
+    ));
+}
+
+#[tokio::test]
+async fn oversized_frames_close_only_the_offender_at_the_relay() {
+    let relay = relay_with(RelayConfig {
+        max_message_size: 1024,
+        ..RelayConfig::default()
+    })
+    .await;
+    let (bystander, mut brec) = tether_client(relay.ws_url());
+    bystander.subscribe("room").unwrap();
+    brec.until(LIMIT, |e| {
+        matches!(e, Event::Subscribed { .. }).then_some(())
+    })
+    .await;
+    let (offender, events) = fast(relay.ws_url())
+        .protocol(Protocol::Tether)
+        .connect()
+        .unwrap();
+    let mut orec = Recorder::new(events);
+    orec.until_open(LIMIT).await;
+    offender.publish("room", "x".repeat(4096)).unwrap();
+    let cause = orec
+        .until(LIMIT, |e| match e {
+            Event::ReconnectScheduled { cause, .. } => Some(cause.clone()),
+            _ => None,
+        })
+        .await;
+    assert!(
+        matches!(
+            &cause,
+            DisconnectCause::Closed {
+                code: Some(1009),
+                ..
+            } | DisconnectCause::Failed { .. }
+        ),
+        "{cause:?}"
+    );
+    bystander.publish_acked("room", "still here").await.unwrap();
+    assert_eq!(next_message(&mut brec).await.1, json!("still here"));
+    drop(offender);
+    relay.shutdown().await;
+}
+
+#[tokio::test]
+async fn wss_with_a_private_ca_is_trusted_only_when_given_the_ca() {
+    let server = TlsEchoServer::start().await.unwrap();
+    let (untrusting, events) = fast(server.wss_url()).connect().unwrap();
+    let mut rec = Recorder::new(events);
+    let message = rec
+        .until(LIMIT, |e| match e {
+            Event::Error(err) => Some(err.to_string()),
+            _ => None,
+        })
+        .await;
+    assert!(message.to_lowercase().contains("certificate"), "{message}");
+    assert!(!untrusting.state().is_open());
+    drop(untrusting);
+
+    let (client, events) = fast(server.wss_url())
+        .ca_file(server.ca_file())
+        .connect()
+        .unwrap();
+    let mut rec = Recorder::new(events);
+    rec.until_open(LIMIT).await;
+    client.send("over tls").unwrap();
+    let got = rec
+        .until(LIMIT, |e| match e {
+            Event::Message(m) => Some(m.payload.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(got, Payload::Text("over tls".into()));
+}
+
+#[tokio::test]
+async fn sse_resumes_with_last_event_id_and_honours_retry() {
+    let relay = relay().await;
+    let proxy = ChaosProxy::start(relay.local_addr()).await.unwrap();
+    let (sse, events) = fast(proxy.http_url("/sse/news")).connect().unwrap();
+    let mut rec = Recorder::new(events);
+    rec.until_open(LIMIT).await;
+    let (writer, mut wrec) = tether_client(relay.ws_url());
+    wrec.until_open(LIMIT).await;
+    for i in 1..=3 {
+        writer.publish_acked("news", json!(i)).await.unwrap();
+    }
+    let mut offsets = Vec::new();
+    while offsets.len() < 3 {
+        offsets.push(
+            rec.until(LIMIT, |e| match e {
+                Event::Message(m) => m.offset,
+                _ => None,
+            })
+            .await,
+        );
+    }
+    assert_eq!(offsets, vec![1, 2, 3]);
+
+    proxy.set_mode(Mode::Refuse);
+    proxy.kill_all();
+    let delay = rec
+        .until(LIMIT, |e| match e {
+            Event::ReconnectScheduled { delay, .. } => Some(*delay),
+            _ => None,
+        })
+        .await;
+    assert!(
+        delay >= ms(300),
+        "the relay's retry: 300 raises the 50 ms backoff: {delay:?}"
+    );
+    for i in 4..=5 {
+        writer.publish_acked("news", json!(i)).await.unwrap();
+    }
+    proxy.set_mode(Mode::Forward);
+    let mut resumed = Vec::new();
+    while resumed.len() < 2 {
+        resumed.push(
+            rec.until(LIMIT, |e| match e {
+                Event::Message(m) => m.offset,
+                _ => None,
+            })
+            .await,
+        );
+    }
+    assert_eq!(
+        resumed,
+        vec![4, 5],
+        "replayed after Last-Event-ID, no duplicates"
+    );
+    drop(sse);
+    relay.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_token_provider_is_asked_on_every_attempt() {
+    let relay = relay_with(RelayConfig {
+        token: Some("s3cret".into()),
+        ..RelayConfig::default()
+    })
+    .await;
+    let proxy = ChaosProxy::start(relay.local_addr()).await.unwrap();
+    let calls = Arc::new(AtomicU32::new(0));
+    let counter = calls.clone();
+    let (client, events) = fast(proxy.ws_url("/"))
+        .protocol(Protocol::Tether)
+        .token_provider(move |refresh: bool| {
+            let n = counter.fetch_add(1, Ordering::SeqCst);
+            // The first token is stale: the relay refuses it, and the refresh gets a good one.
+            let token = if n == 0 && !refresh {
+                "stale"
+            } else {
+                "s3cret"
+            };
+            async move { Ok::<_, std::io::Error>(token.to_owned()) }
+        })
+        .connect()
+        .unwrap();
+    let mut rec = Recorder::new(events);
+    rec.until_open(LIMIT).await;
+    for _ in 0..3 {
+        rec.collect_for(ms(400)).await; // longer than min uptime: stable
+        proxy.kill_all();
+        rec.until_state(LIMIT, |s| matches!(s, State::Waiting { .. }))
+            .await;
+        rec.until_open(LIMIT).await;
+    }
+    let stats = client.stats();
+    assert_eq!(u64::from(calls.load(Ordering::SeqCst)), stats.attempts);
+    assert!(stats.attempts >= 5, "{stats:?}");
+    relay.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_quick_reconnect_never_looks_like_leaving() {
+    let relay = relay().await;
+    let proxy = ChaosProxy::start(relay.local_addr()).await.unwrap();
+    let (flaky, events) = fast(proxy.ws_url("/"))
+        .protocol(Protocol::Tether)
+        .client_id("flaky")
+        .connect()
+        .unwrap();
+    let mut frec = Recorder::new(events);
+    flaky.subscribe("lobby").unwrap();
+    frec.until(LIMIT, |e| {
+        matches!(e, Event::Subscribed { .. }).then_some(())
+    })
+    .await;
+    let (watcher, events) = fast(relay.ws_url())
+        .protocol(Protocol::Tether)
+        .client_id("watcher")
+        .connect()
+        .unwrap();
+    let mut wrec = Recorder::new(events);
+    watcher.subscribe("lobby").unwrap();
+    wrec.until(LIMIT, |e| match e {
+        Event::Presence { members, .. } if members.contains(&"flaky".to_owned()) => Some(()),
+        _ => None,
+    })
+    .await;
+
+    proxy.kill_all();
+    frec.until(LIMIT, |e| {
+        matches!(e, Event::Subscribed { .. }).then_some(())
+    })
+    .await;
+    wrec.collect_for(ms(1_500)).await; // past the 1 s grace period
+    let left_flaky = wrec.seen.iter().any(
+        |(_, e)| matches!(e, Event::Presence { left, .. } if left.contains(&"flaky".to_owned())),
+    );
+    assert!(!left_flaky, "{:?}", wrec.names());
+    assert_eq!(watcher.presence("lobby").unwrap(), vec!["flaky", "watcher"]);
+
+    drop(flaky);
+    wrec.until(LIMIT, |e| match e {
+        Event::Presence { left, .. } if left.contains(&"flaky".to_owned()) => Some(()),
+        _ => None,
+    })
+    .await;
+    relay.shutdown().await;
+}
+
+#[tokio::test]
+async fn requests_get_replies_over_the_relay() {
+    let relay = relay().await;
+    let (client, mut rec) = tether_client(relay.ws_url());
+    rec.until_open(LIMIT).await;
+    let reply = client
+        .request(json!({"q": 1}), Some(ms(2_000)))
+        .await
+        .unwrap();
+    assert_eq!(reply, json!({"q": 1}));
+    relay.shutdown().await;
+}
