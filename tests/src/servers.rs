@@ -92,6 +92,8 @@ impl Drop for MisbehavingServer {
     }
 }
 
+// The handshake callback's error type is tungstenite's, large by its design.
+#[allow(clippy::result_large_err)]
 async fn serve(
     mut tcp: tokio::net::TcpStream,
     behaviour: Behaviour,
