@@ -86,11 +86,13 @@ async fn reconnects_after_the_relay_restarts_and_resubscribes() {
     rec.until_state(LIMIT, |s| matches!(s, State::Waiting { .. }))
         .await;
     let relay = relay_with_addr(addr).await;
-    rec.until(LIMIT, |e| match e {
-        Event::Subscribed { recovered, .. } => Some(assert!(!recovered, "new relay, new epoch")),
-        _ => None,
-    })
-    .await;
+    let recovered = rec
+        .until(LIMIT, |e| match e {
+            Event::Subscribed { recovered, .. } => Some(*recovered),
+            _ => None,
+        })
+        .await;
+    assert!(!recovered, "a new relay has a new epoch: nothing to resume");
     let (publisher, mut prec) = tether_client(relay.ws_url());
     prec.until_open(LIMIT).await;
     publisher
