@@ -38,6 +38,7 @@
 //! (counters).
 
 mod auth;
+pub mod chaos;
 mod config;
 mod history;
 mod http;

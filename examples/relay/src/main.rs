@@ -3,7 +3,7 @@
 //! stderr (`RUST_LOG` filters them); stdout gets one line, `listening on ws://ADDR`, once
 //! the port is bound, so scripts can wait for it.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use tether_relay::{Relay, RelayConfig};
 use tracing_subscriber::EnvFilter;
@@ -45,6 +45,8 @@ async fn main() -> ExitCode {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only help a person at a terminal; in files and CI logs they are noise.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 
     let args = match parse_args() {

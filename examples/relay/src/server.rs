@@ -99,6 +99,7 @@ impl Relay {
         let config = Arc::new(config);
         let stats = Arc::new(Stats::default());
         let epoch = format!("{:016x}", rand::random::<u64>());
+        tracing::info!(%local_addr, %epoch, "relay listening");
         let hub = Arc::new(Hub::new(
             config.clone(),
             epoch,
@@ -112,7 +113,6 @@ impl Relay {
             next_peer: AtomicU64::new(1),
         });
         let server = tokio::spawn(accept_loop(listener, shared.clone(), state_rx));
-        tracing::info!(%local_addr, "relay listening");
         Ok(RelayHandle {
             local_addr,
             shared,
@@ -313,11 +313,11 @@ async fn route(
         if access != Access::Granted {
             return unauthorized(&mut stream).await;
         }
-        return sse::serve(stream, &head, channel, shared, run_state).await;
+        return sse::serve(stream, head, channel, shared, run_state).await;
     }
 
     if head.header_lists("upgrade", "websocket") {
-        return ws::serve(stream, &head, rest, access, shared, run_state).await;
+        return ws::serve(stream, head, rest, access, shared, run_state).await;
     }
     http::respond(
         &mut stream,

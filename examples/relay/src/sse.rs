@@ -25,7 +25,7 @@ const END_TIMEOUT: Duration = Duration::from_secs(2);
 /// Streams `channel` until the client goes away or the relay stops.
 pub(crate) async fn serve(
     mut stream: TcpStream,
-    head: &RequestHead,
+    head: RequestHead,
     channel: String,
     shared: Arc<Shared>,
     mut run_state: watch::Receiver<RunState>,
@@ -35,6 +35,7 @@ pub(crate) async fn serve(
         .map(str::to_owned)
         .or_else(|| head.query_param("lastEventId"))
         .and_then(|id| id.trim().parse::<u64>().ok());
+    drop(head);
 
     let preamble = format!(
         "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n\

@@ -111,13 +111,16 @@ fn accept_key(head: &RequestHead) -> Result<String, Refusal> {
 /// Serves one WebSocket connection from its upgrade request to its close.
 pub(crate) async fn serve(
     mut stream: TcpStream,
-    head: &RequestHead,
+    head: RequestHead,
     rest: Vec<u8>,
     access: Access,
     shared: Arc<Shared>,
     mut run_state: watch::Receiver<RunState>,
 ) -> io::Result<()> {
-    let key = match accept_key(head) {
+    let key = accept_key(&head);
+    // The head is not needed past the handshake; do not keep it for the connection's life.
+    drop(head);
+    let key = match key {
         Ok(key) => key,
         Err((status, reason, headers)) => {
             return http::respond(&mut stream, status, reason, headers, "").await;

@@ -1,6 +1,6 @@
-//! A TCP proxy that misbehaves on command: it forwards between clients and an upstream
-//! server until told to kill every connection, refuse new ones, or black-hole traffic (keep
-//! sockets open but forward nothing — the failure heartbeats exist for).
+//! A TCP proxy that misbehaves on command, for demos and tests: it forwards between clients
+//! and an upstream server until told to kill every connection, refuse new ones, or black-hole
+//! traffic (keep sockets open but forward nothing — the failure heartbeats exist for).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
