@@ -27,6 +27,7 @@ pub struct RelayConfig {
     /// Default: 1,000 messages/s with a burst of 2,000.
     pub rate_limit: Option<RateLimit>,
     /// Messages kept per channel for resume (`since`) and SSE `Last-Event-ID` replay.
+    /// Memory: up to this many times `max_message_size` per channel with traffic.
     /// Default: 1,024.
     pub history_capacity: usize,
     /// Publish ids remembered per channel to acknowledge resends without storing them

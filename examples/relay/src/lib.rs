@@ -15,7 +15,9 @@
 //! Graceful shutdown closes every WebSocket with 1012 and `{"reconnect_within_ms": N}`.
 //!
 //! Everything lives in memory: a restarted relay starts a new epoch, so clients can tell
-//! that offsets from before the restart mean nothing now.
+//! that offsets from before the restart mean nothing now. It is a reference server, not a
+//! product: one process, no persistence, and no limit on the number of channels (a channel
+//! without history or subscribers is dropped; one with history is kept for resumes).
 //!
 //! ```no_run
 //! use tether_relay::{Relay, RelayConfig};

@@ -116,6 +116,12 @@ impl Session {
                 "binary frames are not part of the protocol".into(),
                 None,
             );
+        } else {
+            self.reply_error(
+                code::RATE_LIMITED,
+                "message rate limit exceeded; this message was not processed".into(),
+                None,
+            );
         }
         Flow::Continue
     }
