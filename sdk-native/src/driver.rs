@@ -285,6 +285,11 @@ fn trace_event(event: &Event) {
                 "messages dropped"
             )
         }
+        // Transport errors are the normal news of a reconnect (and are in the cause of the
+        // ReconnectScheduled that follows); anything else deserves a warning.
+        Event::Error(e @ tether_core::EngineError::Transport(_)) => {
+            debug!(error = %e, "transport error")
+        }
         Event::Error(e) => warn!(kind = e.kind(), error = %e, "engine reported an error"),
         _ => {}
     }

@@ -2,7 +2,8 @@
 //! TLS server with a CA generated on the fly, and helpers to start the relay and await events.
 //! Every server here listens on 127.0.0.1 only and stops when dropped.
 
-pub mod proxy;
+/// The chaos proxy lives with the relay so the demo can use it too.
+pub use tether_relay::chaos as proxy;
 pub mod servers;
 pub mod tls;
 pub mod wait;

@@ -56,7 +56,12 @@ fn main() -> ExitCode {
             };
         }
     };
-    init_logging();
+    // The demo narrates on stdout; its library logs would only repeat the story.
+    init_logging(if matches!(cli.command, Command::Demo(_)) {
+        "error"
+    } else {
+        "warn"
+    });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -78,10 +83,10 @@ fn main() -> ExitCode {
     })
 }
 
-/// Diagnostics go to stderr; `RUST_LOG` selects what (default: warnings).
-fn init_logging() {
+/// Diagnostics go to stderr; `RUST_LOG` selects what (default: `default`).
+fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
