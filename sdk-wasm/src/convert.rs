@@ -1,0 +1,392 @@
+//! The JavaScript edge: options (a JSON object from the JS wrapper) into a validated
+//! [`Config`], and engine events and state into JSON for the wrapper to dispatch.
+//!
+//! Everything crosses as JSON text through the `serde_json` the engine already links, so the
+//! module carries no second serialisation machinery (no serde-wasm-bindgen, no js-sys object
+//! building per field). Times cross as integer microseconds; the wrapper turns them into
+//! milliseconds.
+
+use std::time::Duration;
+use tether_core::serde_json::{json, Map, Value};
+use tether_core::{
+    BackoffConfig, CloseReason, Config, DisconnectCause, DropReason, Event, HeartbeatConfig,
+    HeartbeatMode, Jitter, OutboxConfig, OverflowPolicy, Payload, Protocol, RequestFailure, State,
+    Stats, TokenPlacement,
+};
+
+/// Options the driver itself uses besides the engine config.
+#[derive(Debug)]
+pub(crate) struct DriverOptions {
+    pub(crate) high_water: u32,
+    pub(crate) low_water: u32,
+    pub(crate) lifecycle: bool,
+}
+
+/// An error for JS: `code:message`, split by the wrapper into a `TetherError`.
+pub(crate) fn error(code: &str, message: &str) -> wasm_bindgen::JsValue {
+    let mut s = String::with_capacity(code.len() + message.len() + 1);
+    s.push_str(code);
+    s.push(':');
+    s.push_str(message);
+    s.into()
+}
+
+fn field<'a>(o: &'a Value, path: &[&str]) -> Option<&'a Value> {
+    path.iter()
+        .try_fold(o, |v, k| v.get(k))
+        .filter(|v| !v.is_null())
+}
+
+fn invalid(path: &[&str], what: &str) -> String {
+    let mut s = path.join(".");
+    s.push_str(" must be ");
+    s.push_str(what);
+    s
+}
+
+fn number(o: &Value, path: &[&str]) -> Result<Option<f64>, String> {
+    match field(o, path) {
+        None => Ok(None),
+        Some(v) => v
+            .as_f64()
+            .filter(|n| n.is_finite() && *n >= 0.0)
+            .map(Some)
+            .ok_or_else(|| invalid(path, "a non-negative number")),
+    }
+}
+
+fn millis(o: &Value, path: &[&str]) -> Result<Option<Duration>, String> {
+    match number(o, path)? {
+        None => Ok(None),
+        Some(ms) => Duration::try_from_secs_f64(ms / 1000.0)
+            .map(Some)
+            .map_err(|_| invalid(path, "a duration in milliseconds")),
+    }
+}
+
+fn count(o: &Value, path: &[&str]) -> Result<Option<u64>, String> {
+    match field(o, path) {
+        None => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .map(Some)
+            .ok_or_else(|| invalid(path, "a whole number")),
+    }
+}
+
+fn text<'a>(o: &'a Value, path: &[&str]) -> Result<Option<&'a str>, String> {
+    match field(o, path) {
+        None => Ok(None),
+        Some(v) => v
+            .as_str()
+            .map(Some)
+            .ok_or_else(|| invalid(path, "a string")),
+    }
+}
+
+fn flag(o: &Value, path: &[&str]) -> Result<Option<bool>, String> {
+    match field(o, path) {
+        None => Ok(None),
+        Some(v) => v
+            .as_bool()
+            .map(Some)
+            .ok_or_else(|| invalid(path, "a boolean")),
+    }
+}
+
+fn choice<T: Copy>(o: &Value, path: &[&str], names: &[(&str, T)]) -> Result<Option<T>, String> {
+    let Some(name) = text(o, path)? else {
+        return Ok(None);
+    };
+    match names.iter().find(|(n, _)| *n == name) {
+        Some((_, v)) => Ok(Some(*v)),
+        None => {
+            let list: Vec<&str> = names.iter().map(|(n, _)| *n).collect();
+            Err(invalid(path, &list.join(" | ")))
+        }
+    }
+}
+
+fn usize_of(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
+
+/// Builds the engine config for `url` from the wrapper's options object. The engine's
+/// builder validates; this only maps names and types (and names the option at fault).
+pub(crate) fn config(url: &str, options: &str) -> Result<(Config, DriverOptions), String> {
+    let o: Value = tether_core::serde_json::from_str(options).map_err(|e| e.to_string())?;
+    let mut b = Config::builder(url).driver_can_send_ping_frames(false);
+    let protocols = [("raw", Protocol::Raw), ("tether", Protocol::Tether)];
+    if let Some(p) = choice(&o, &["protocol"], &protocols)? {
+        b = b.protocol(p);
+    }
+
+    let mut backoff = BackoffConfig::default();
+    let k = |key| ["backoff", key];
+    backoff.initial = millis(&o, &k("initialMs"))?.unwrap_or(backoff.initial);
+    backoff.max = millis(&o, &k("maxMs"))?.unwrap_or(backoff.max);
+    backoff.factor = number(&o, &k("factor"))?.unwrap_or(backoff.factor);
+    let jitters = [
+        ("none", Jitter::None),
+        ("full", Jitter::Full),
+        ("equal", Jitter::Equal),
+        ("decorrelated", Jitter::Decorrelated),
+    ];
+    backoff.jitter = choice(&o, &k("jitter"), &jitters)?.unwrap_or(backoff.jitter);
+    if let Some(n) = count(&o, &k("maxAttempts"))? {
+        backoff.max_attempts = Some(u32::try_from(n).unwrap_or(u32::MAX));
+    }
+    backoff.min_uptime = millis(&o, &k("minUptimeMs"))?.unwrap_or(backoff.min_uptime);
+    b = b.backoff(backoff);
+
+    let mut hb = HeartbeatConfig::default();
+    let k = |key| ["heartbeat", key];
+    let modes = [
+        ("auto", HeartbeatMode::Auto),
+        ("app", HeartbeatMode::AppMessage),
+        ("server", HeartbeatMode::ServerDriven),
+        ("off", HeartbeatMode::Off),
+    ];
+    hb.mode = choice(&o, &k("mode"), &modes)?.unwrap_or(hb.mode);
+    hb.interval = millis(&o, &k("intervalMs"))?.unwrap_or(hb.interval);
+    if let Some(n) = count(&o, &k("maxMissed"))? {
+        hb.max_missed = u32::try_from(n).unwrap_or(u32::MAX);
+    }
+    hb.pong_timeout = millis(&o, &k("pongTimeoutMs"))?.or(hb.pong_timeout);
+    hb.probe_timeout = millis(&o, &k("probeTimeoutMs"))?.unwrap_or(hb.probe_timeout);
+    let liveness = flag(&o, &k("anyFrameIsLiveness"))?;
+    hb.any_frame_is_liveness = liveness.unwrap_or(hb.any_frame_is_liveness);
+    if let Some(t) = text(&o, &k("rawPing"))? {
+        hb.raw_ping = t.to_owned();
+    }
+    if let Some(t) = text(&o, &k("rawPong"))? {
+        hb.raw_pong = t.to_owned();
+    }
+    b = b.heartbeat(hb);
+
+    let mut outbox = OutboxConfig::default();
+    let k = |key| ["outbox", key];
+    outbox.max_messages = count(&o, &k("maxMessages"))?.map_or(outbox.max_messages, usize_of);
+    outbox.max_bytes = count(&o, &k("maxBytes"))?.map_or(outbox.max_bytes, usize_of);
+    let policies = [
+        ("drop-oldest", OverflowPolicy::DropOldest),
+        ("reject-new", OverflowPolicy::RejectNew),
+    ];
+    outbox.overflow = choice(&o, &k("overflow"), &policies)?.unwrap_or(outbox.overflow);
+    outbox.default_ttl = millis(&o, &k("ttlMs"))?;
+    b = b.outbox(outbox);
+
+    if flag(&o, &["hasToken"])? == Some(true) {
+        // Browsers cannot set handshake headers: the token goes in the URL or in `hello`.
+        let placement = match text(&o, &["tokenPlacement"])? {
+            None | Some("query") => TokenPlacement::Query {
+                param: text(&o, &["tokenParam"])?.unwrap_or("token").to_owned(),
+            },
+            Some("first-message") => TokenPlacement::FirstMessage,
+            Some(_) => return Err(invalid(&["tokenPlacement"], "query | first-message")),
+        };
+        b = b.token(placement);
+    }
+    if let Some(d) = millis(&o, &["connectTimeoutMs"])? {
+        b = b.connect_timeout(d);
+    }
+    if let Some(d) = millis(&o, &["closeTimeoutMs"])? {
+        b = b.close_timeout(d);
+    }
+    if let Some(d) = millis(&o, &["requestTimeoutMs"])? {
+        b = b.request_timeout(d);
+    }
+    if let Some(n) = count(&o, &["maxMessageBytes"])? {
+        b = b.max_message_bytes(usize_of(n));
+    }
+    if let Some(f) = flag(&o, &["failRequestsOnDisconnect"])? {
+        b = b.fail_requests_on_disconnect(f);
+    }
+    if let Some(id) = text(&o, &["clientId"])? {
+        b = b.client_id(id);
+    }
+    if let Some(seed) = count(&o, &["seed"])? {
+        b = b.seed(seed);
+    }
+    if let Some(list) = field(&o, &["subprotocols"]).and_then(Value::as_array) {
+        for p in list.iter().filter_map(Value::as_str) {
+            b = b.subprotocol(p);
+        }
+    }
+    let config = b.build().map_err(|e| e.to_string())?;
+
+    let high = count(&o, &["backpressure", "highWaterBytes"])?.unwrap_or(1 << 20);
+    let low = count(&o, &["backpressure", "lowWaterBytes"])?.unwrap_or(high / 4);
+    let driver = DriverOptions {
+        high_water: u32::try_from(high).unwrap_or(u32::MAX),
+        low_water: u32::try_from(low).unwrap_or(u32::MAX),
+        lifecycle: flag(&o, &["lifecycle"])?.unwrap_or(true),
+    };
+    Ok((config, driver))
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// `{name, attempt?, until?, reason?...}`; `until` is in `performance.now()` microseconds.
+pub(crate) fn state(s: &State) -> Value {
+    let mut v = json!({ "name": s.name() });
+    match s {
+        State::Connecting { attempt } => v["attempt"] = json!(attempt),
+        State::Waiting { attempt, until } => {
+            v["attempt"] = json!(attempt);
+            v["until"] = json!(until.as_micros());
+        }
+        State::Closed { reason } => {
+            let (code, status) = match reason {
+                CloseReason::App { code } => (Some(*code), None),
+                CloseReason::Refused { code, status, .. }
+                | CloseReason::Unauthorized { code, status } => (*code, *status),
+                _ => (None, None),
+            };
+            v["reason"] = json!(reason.name());
+            v["code"] = json!(code);
+            v["status"] = json!(status);
+            v["message"] = json!(reason.to_string());
+        }
+        _ => {}
+    }
+    v
+}
+
+fn cause(c: &DisconnectCause) -> Value {
+    let (kind, code, status) = match c {
+        DisconnectCause::Closed { code, .. } => ("closed", *code, None),
+        DisconnectCause::Http { status } => ("http", None, Some(*status)),
+        DisconnectCause::Failed { .. } => ("failed", None, None),
+        DisconnectCause::HeartbeatTimeout => ("heartbeat_timeout", None, None),
+        DisconnectCause::ConnectTimeout => ("connect_timeout", None, None),
+        DisconnectCause::TokenUnavailable { .. } => ("token_unavailable", None, None),
+        _ => ("other", None, None),
+    };
+    json!({ "kind": kind, "code": code, "status": status, "message": c.to_string() })
+}
+
+fn drop_reason(r: &DropReason) -> Value {
+    match r {
+        DropReason::Rejected { code } => json!({ "reason": r.name(), "code": code }),
+        _ => json!({ "reason": r.name() }),
+    }
+}
+
+fn request_failure(r: &RequestFailure) -> (&'static str, String) {
+    match r {
+        RequestFailure::TimedOut => ("timeout", "no reply in time".into()),
+        RequestFailure::ConnectionLost => ("connection_lost", "the connection dropped".into()),
+        RequestFailure::Closed => ("closed", "the client closed".into()),
+        RequestFailure::Overflow => ("outbox_full", "dropped from a full outbox".into()),
+        RequestFailure::Rejected { code, message } => {
+            let mut m = code.clone();
+            if !message.is_empty() {
+                m.push_str(": ");
+                m.push_str(message);
+            }
+            ("rejected", m)
+        }
+        _ => ("failed", "request failed".into()),
+    }
+}
+
+/// An engine event as `(kind, JSON, binary payload)` for the wrapper; `None` for events this
+/// driver does not know (the enum is non-exhaustive).
+pub(crate) fn event(e: Event) -> Option<(&'static str, String, Option<Vec<u8>>)> {
+    let mut bytes = None;
+    let (kind, v) = match e {
+        Event::StateChanged { from, to } => {
+            ("state", json!({ "from": state(&from), "to": state(&to) }))
+        }
+        Event::ReconnectScheduled {
+            attempt,
+            delay,
+            cause: c,
+        } => (
+            "reconnecting",
+            json!({ "attempt": attempt, "delay": micros(delay), "cause": cause(&c) }),
+        ),
+        Event::Message(m) => {
+            let mut v = json!({ "channel": m.channel, "offset": m.offset });
+            match m.payload {
+                Payload::Json(p) => v["json"] = p,
+                Payload::Text(t) => v["text"] = Value::String(t),
+                Payload::Binary(b) => bytes = Some(b),
+                _ => return None,
+            }
+            ("message", v)
+        }
+        Event::Dropped { ids, reason } => {
+            let mut v = drop_reason(&reason);
+            v["ids"] = ids.iter().map(|id| id.get()).collect();
+            ("dropped", v)
+        }
+        Event::Acked { id, offset } => ("acked", json!({ "id": id.get(), "offset": offset })),
+        Event::Replied { id, payload } => {
+            ("replied", json!({ "id": id.get(), "payload": payload }))
+        }
+        Event::RequestFailed { id, reason } => {
+            let (code, message) = request_failure(&reason);
+            (
+                "request_failed",
+                json!({ "id": id.get(), "code": code, "message": message }),
+            )
+        }
+        Event::Subscribed {
+            channel,
+            offset,
+            recovered,
+        } => (
+            "subscribed",
+            json!({ "channel": channel, "offset": offset, "recovered": recovered }),
+        ),
+        Event::Unsubscribed { channel } => ("unsubscribed", json!({ "channel": channel })),
+        Event::Presence {
+            channel,
+            members,
+            joined,
+            left,
+        } => (
+            "presence",
+            json!({ "channel": channel, "members": members, "joined": joined, "left": left }),
+        ),
+        Event::Rtt { rtt } => ("rtt", json!({ "rtt": micros(rtt) })),
+        Event::Error(err) => (
+            "error",
+            json!({ "code": err.kind(), "message": err.to_string() }),
+        ),
+        _ => return None,
+    };
+    Some((kind, v.to_string(), bytes))
+}
+
+/// The counters, plus the outbox's current size.
+pub(crate) fn stats(s: &Stats, outbox_len: usize, outbox_bytes: usize) -> String {
+    let mut m = Map::new();
+    let mut put = |k: &str, v: u64| {
+        m.insert(k.into(), v.into());
+    };
+    put("attempts", s.attempts);
+    put("opens", s.opens);
+    put("reconnects", s.reconnects);
+    put("messagesAccepted", s.messages_accepted);
+    put("messagesSettled", s.messages_settled);
+    put("framesSent", s.frames_sent);
+    put("framesReceived", s.frames_received);
+    put("bytesSent", s.bytes_sent);
+    put("bytesReceived", s.bytes_received);
+    put("resent", s.resent);
+    put("droppedOverflow", s.dropped_overflow);
+    put("droppedExpired", s.dropped_expired);
+    put("droppedClosed", s.dropped_closed);
+    put("droppedRejected", s.dropped_rejected);
+    put("duplicatesDropped", s.duplicates_dropped);
+    put("errors", s.errors);
+    put("outboxLength", outbox_len as u64);
+    put("outboxBytes", outbox_bytes as u64);
+    m.insert("lastRtt".into(), json!(s.last_rtt.map(micros)));
+    Value::Object(m).to_string()
+}

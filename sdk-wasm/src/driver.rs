@@ -1,0 +1,316 @@
+//! The driver loop: feeds the engine inputs stamped with `performance.now()`, performs its
+//! actions on the current [`Socket`], keeps one `setTimeout` armed at its next deadline, and
+//! hands its events to JavaScript once the engine is no longer borrowed.
+//!
+//! Re-entrancy is the one browser-specific hazard: an app's event handler may call back into
+//! the client (`send` from an `on('message')` handler). So app code is never called while
+//! the engine is borrowed: events wait in a queue and are delivered afterwards, in order, by
+//! the outermost call only.
+
+use crate::js;
+use crate::transport::Socket;
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::rc::{Rc, Weak};
+use std::time::Duration;
+use tether_core::{Action, Engine, Event, Instant, TransportFailure, TransportId};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+
+/// While the browser's send buffer is above the high-water mark, check it this often (the
+/// browser has no "drained" event).
+const DRAIN_POLL: Duration = Duration::from_millis(20);
+
+/// Something for JavaScript, delivered once the engine is released.
+#[derive(Debug)]
+pub(crate) enum Out {
+    Event(Event),
+    /// The engine's `Action::FetchToken`: JS calls the app's token provider and answers
+    /// with `token_ready` / `token_failed`.
+    FetchToken {
+        attempt: u32,
+        refresh: bool,
+    },
+}
+
+/// A window/document listener the driver added and removes on drop.
+type Hook = (web_sys::EventTarget, &'static str, Closure<dyn FnMut()>);
+
+/// State shared between the JS handle and every callback (which hold it weakly).
+pub(crate) struct Shared {
+    inner: RefCell<Inner>,
+    out: RefCell<VecDeque<Out>>,
+    delivering: Cell<bool>,
+    sink: Box<dyn Fn(Out)>,
+    timer_cb: RefCell<Option<Closure<dyn FnMut()>>>,
+    hooks: RefCell<Vec<Hook>>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Shared")
+    }
+}
+
+/// The engine and the I/O resources it drives.
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) engine: Engine,
+    socket: Option<Socket>,
+    /// The armed `setTimeout` handle and the deadline it is for.
+    timer: Option<(JsValue, Instant)>,
+    /// The engine was told `transport_writable(false)`.
+    blocked: bool,
+    /// Backpressure watermarks on `bufferedAmount`: stop above `high`, resume at `low`.
+    high_water: u32,
+    low_water: u32,
+}
+
+/// Runs `f` on the driver behind `weak` (if the client still exists), then drains.
+pub(crate) fn input(weak: &Weak<Shared>, f: impl FnOnce(&mut Inner, Instant)) {
+    if let Some(shared) = weak.upgrade() {
+        shared.run(f);
+    }
+}
+
+impl Shared {
+    pub(crate) fn new(engine: Engine, water: (u32, u32), sink: Box<dyn Fn(Out)>) -> Rc<Shared> {
+        let shared = Rc::new(Shared {
+            inner: RefCell::new(Inner {
+                engine,
+                socket: None,
+                timer: None,
+                blocked: false,
+                high_water: water.0,
+                low_water: water.1.min(water.0),
+            }),
+            out: RefCell::default(),
+            delivering: Cell::new(false),
+            sink,
+            timer_cb: RefCell::default(),
+            hooks: RefCell::default(),
+        });
+        let weak = Rc::downgrade(&shared);
+        let on_timer = Closure::new(move || {
+            input(&weak, |i, now| {
+                i.timer = None;
+                i.engine.handle_timeout(now);
+            })
+        });
+        *shared.timer_cb.borrow_mut() = Some(on_timer);
+        shared
+    }
+
+    /// Runs `f` with the engine at the current time, performs what the engine asks, re-arms
+    /// the timer, then delivers events. `None` if the engine is already borrowed (a call made
+    /// from inside the driver itself, which the design rules out).
+    pub(crate) fn run<R>(self: &Rc<Self>, f: impl FnOnce(&mut Inner, Instant) -> R) -> Option<R> {
+        let result = {
+            let mut inner = self.inner.try_borrow_mut().ok()?;
+            let now = js::now();
+            let result = f(&mut inner, now);
+            inner.drain(self, now);
+            result
+        };
+        self.deliver();
+        Some(result)
+    }
+
+    /// Reads the engine without side effects.
+    pub(crate) fn read<R>(&self, f: impl FnOnce(&Engine) -> R) -> Option<R> {
+        self.inner.try_borrow().ok().map(|i| f(&i.engine))
+    }
+
+    fn deliver(&self) {
+        if self.delivering.replace(true) {
+            return; // an outer call is delivering; it will reach what was just queued
+        }
+        loop {
+            let next = self.out.borrow_mut().pop_front();
+            match next {
+                Some(out) => (self.sink)(out),
+                None => break,
+            }
+        }
+        self.delivering.set(false);
+    }
+
+    /// Wires window `online`/`offline` and document `visibilitychange` to the engine, and
+    /// reports the current values. Does nothing outside a window (workers).
+    pub(crate) fn watch_lifecycle(self: &Rc<Self>) {
+        let Some(window) = web_sys::window() else {
+            return;
+        };
+        let mut hooks: Vec<Hook> = Vec::new();
+        for (name, online) in [("online", true), ("offline", false)] {
+            let w = Rc::downgrade(self);
+            let cb =
+                Closure::new(move || input(&w, |i, now| i.engine.network_changed(now, online)));
+            hooks.push((window.clone().unchecked_into(), name, cb));
+        }
+        let online = window.navigator().on_line();
+        let document = window.document();
+        if let Some(doc) = &document {
+            let (w, d) = (Rc::downgrade(self), doc.clone());
+            let cb = Closure::new(move || {
+                let visible = d.visibility_state() == web_sys::VisibilityState::Visible;
+                input(&w, |i, now| i.engine.set_foreground(now, visible));
+            });
+            hooks.push((doc.clone().unchecked_into(), "visibilitychange", cb));
+        }
+        for (target, name, cb) in &hooks {
+            let _ = target.add_event_listener_with_callback(name, cb.as_ref().unchecked_ref());
+        }
+        *self.hooks.borrow_mut() = hooks;
+        let visible =
+            document.is_none_or(|d| d.visibility_state() == web_sys::VisibilityState::Visible);
+        self.run(|i, now| {
+            if !online {
+                i.engine.network_changed(now, false);
+            }
+            if !visible {
+                i.engine.set_foreground(now, false);
+            }
+        });
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        for (target, name, cb) in self.hooks.get_mut().drain(..) {
+            let _ = target.remove_event_listener_with_callback(name, cb.as_ref().unchecked_ref());
+        }
+        let inner = self.inner.get_mut();
+        if let Some((handle, _)) = inner.timer.take() {
+            js::clear_timeout(&handle);
+        }
+        inner.socket = None; // detaches its handlers and closes it
+    }
+}
+
+impl Inner {
+    /// Drains actions and events until the engine has nothing more (performing an action can
+    /// feed an input back), then arms the timer for the next deadline.
+    fn drain(&mut self, shared: &Rc<Shared>, now: Instant) {
+        // Each pass either does work or ends the loop; the bound only guards against a bug.
+        for _ in 0..10_000 {
+            let mut busy = false;
+            while let Some(action) = self.engine.poll_action() {
+                busy = true;
+                self.perform(shared, action, now);
+            }
+            while let Some(event) = self.engine.poll_event() {
+                busy = true;
+                shared.out.borrow_mut().push_back(Out::Event(event));
+            }
+            if !busy && !self.check_backpressure(now) {
+                break;
+            }
+        }
+        self.arm_timer(shared, now);
+    }
+
+    fn perform(&mut self, shared: &Rc<Shared>, action: Action, now: Instant) {
+        match action {
+            Action::FetchToken { attempt, refresh } => {
+                shared
+                    .out
+                    .borrow_mut()
+                    .push_back(Out::FetchToken { attempt, refresh });
+            }
+            Action::Open(req) => {
+                self.socket = None; // the engine has already told the old one to close
+                self.blocked = false;
+                match Socket::open(&req, Rc::downgrade(shared)) {
+                    Ok(socket) => self.socket = Some(socket),
+                    Err(message) => {
+                        let failure = TransportFailure::Io(message);
+                        self.engine.transport_failed(now, req.transport, failure);
+                    }
+                }
+            }
+            Action::Send { transport, frame } => {
+                if let Some(socket) = self.current(transport) {
+                    socket.send(&frame);
+                }
+            }
+            Action::Close {
+                transport,
+                code,
+                reason,
+            } => {
+                // A WebSocket stays in place until its `close` event reports the end of the
+                // handshake (the engine waits for it while `Closing`); an EventSource closes at
+                // once and fires nothing, so its end is reported here.
+                #[allow(clippy::collapsible_match)] // a side effect does not belong in a guard
+                if self
+                    .current(transport)
+                    .is_some_and(|s| s.close(code, &reason))
+                {
+                    self.socket = None;
+                    self.engine
+                        .transport_closed(now, transport, Some(code), &reason);
+                }
+            }
+            // Browsers cannot send ping frames: the config says so, so the engine uses
+            // application pings and never asks for these.
+            _ => {}
+        }
+    }
+
+    fn current(&self, transport: TransportId) -> Option<&Socket> {
+        self.socket.as_ref().filter(|s| s.id() == transport)
+    }
+
+    /// Drops the socket if it is `transport` (it ended).
+    pub(crate) fn forget(&mut self, transport: TransportId) {
+        if self.current(transport).is_some() {
+            self.socket = None;
+            self.blocked = false;
+        }
+    }
+
+    /// Reports `bufferedAmount` crossing the watermarks. Returns whether the engine was told.
+    fn check_backpressure(&mut self, now: Instant) -> bool {
+        let Some(socket) = &self.socket else {
+            return false;
+        };
+        let (id, Some(buffered)) = (socket.id(), socket.buffered()) else {
+            return false;
+        };
+        let writable = if self.blocked {
+            buffered <= self.low_water
+        } else {
+            buffered <= self.high_water
+        };
+        if writable != self.blocked {
+            return false;
+        }
+        self.blocked = !writable;
+        self.engine.transport_writable(now, id, writable);
+        true
+    }
+
+    /// One `setTimeout` at a time, for the engine's next deadline (or the drain poll).
+    fn arm_timer(&mut self, shared: &Shared, now: Instant) {
+        let mut deadline = self.engine.poll_timeout();
+        if self.blocked {
+            let poll = now + DRAIN_POLL;
+            deadline = Some(deadline.map_or(poll, |d| d.min(poll)));
+        }
+        if self.timer.as_ref().map(|t| t.1) == deadline {
+            return;
+        }
+        if let Some((handle, _)) = self.timer.take() {
+            js::clear_timeout(&handle);
+        }
+        let timer_cb = shared.timer_cb.borrow();
+        let (Some(at), Some(cb)) = (deadline, timer_cb.as_ref()) else {
+            return;
+        };
+        // Round up: a timer that fires early only re-arms. Browsers overflow above 2^31-1 ms.
+        let ms = at.saturating_duration_since(now).as_micros().div_ceil(1000);
+        let ms = i32::try_from(ms).unwrap_or(i32::MAX);
+        self.timer = Some((js::set_timeout(cb.as_ref().unchecked_ref(), ms), at));
+    }
+}

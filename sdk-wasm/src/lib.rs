@@ -1,0 +1,276 @@
+//! # tether-wasm: the browser driver for `tether-core`
+//!
+//! The engine decides everything; this crate only does the browser's I/O for it:
+//!
+//! * transports: `WebSocket` (with `bufferedAmount` backpressure) and `EventSource`
+//!   ([`transport`]);
+//! * time from `performance.now()`, one `setTimeout` re-armed to `poll_timeout`, the PRNG
+//!   seeded from `crypto.getRandomValues` ([`driver`], `js`);
+//! * window `online`/`offline` → `network_changed`, document `visibilitychange` →
+//!   `set_foreground`;
+//! * application-level heartbeats: the config is built with
+//!   `driver_can_send_ping_frames(false)`, so `HeartbeatMode::Auto` resolves to app pings in
+//!   Tether mode.
+//!
+//! [`WasmClient`] is the low-level handle exported to JavaScript. Apps use the npm package
+//! `tether-web`, whose `TetherClient` (js/tether.js, typed by js/tether.d.ts) wraps it with
+//! typed events, promises for requests and a `TetherError` class.
+
+mod convert;
+mod driver;
+mod js;
+mod transport;
+
+use driver::{Out, Shared};
+use std::rc::Rc;
+use std::time::Duration;
+use tether_core::serde_json::{self, Value};
+use tether_core::{Engine, Payload, SendError, SendOptions, SubscribeError};
+use wasm_bindgen::prelude::*;
+
+/// The low-level client: one engine and its browser driver. Used through `TetherClient` in
+/// the npm package; every method returns at once and reports through the `sink` callback.
+#[wasm_bindgen]
+#[derive(Debug)]
+pub struct WasmClient {
+    shared: Rc<Shared>,
+}
+
+fn send_error(e: SendError) -> JsValue {
+    let code = match e {
+        SendError::TooLarge { .. } => "too_large",
+        SendError::OutboxFull => "outbox_full",
+        SendError::Closed => "closed",
+        SendError::Closing => "closing",
+        SendError::NeedsTetherProtocol(_) => "needs_tether_protocol",
+        SendError::BinaryInTetherMode => "binary_in_tether_mode",
+        SendError::InvalidChannel(_) => "invalid_channel",
+        _ => "send_failed",
+    };
+    convert::error(code, &e.to_string())
+}
+
+fn subscribe_error(e: SubscribeError) -> JsValue {
+    let code = match e {
+        SubscribeError::NeedsTetherProtocol => "needs_tether_protocol",
+        SubscribeError::InvalidChannel(_) => "invalid_channel",
+        SubscribeError::Closed => "closed",
+        _ => "subscribe_failed",
+    };
+    convert::error(code, &e.to_string())
+}
+
+fn busy() -> JsValue {
+    convert::error("busy", "the client is busy (called from inside the driver)")
+}
+
+/// Text is sent as is; `json` text is parsed so it travels as a JSON payload.
+fn payload(data: String, json: bool) -> Result<Payload, JsValue> {
+    if !json {
+        return Ok(Payload::Text(data));
+    }
+    serde_json::from_str::<Value>(&data)
+        .map(Payload::Json)
+        .map_err(|e| convert::error("invalid_json", &e.to_string()))
+}
+
+fn duration(ms: Option<f64>) -> Option<Duration> {
+    ms.and_then(|ms| Duration::try_from_secs_f64(ms / 1000.0).ok())
+}
+
+fn options(ack: Option<bool>, ttl_ms: Option<f64>) -> SendOptions {
+    SendOptions {
+        ack,
+        ttl: duration(ttl_ms),
+    }
+}
+
+#[wasm_bindgen]
+impl WasmClient {
+    /// Creates a client for `url` (`ws(s)://` WebSocket, `http(s)://` SSE) with `options`
+    /// (JSON, see js/tether.d.ts). `sink(kind, json, bytes)` receives every event and token
+    /// request. Throws `"invalid_config:<message>"` when an option is invalid.
+    #[wasm_bindgen(constructor)]
+    pub fn new(url: &str, options: &str, sink: js_sys::Function) -> Result<WasmClient, JsValue> {
+        let (config, opts) =
+            convert::config(url, options).map_err(|m| convert::error("invalid_config", &m))?;
+        let engine = Engine::new(config, js::entropy());
+        let deliver = move |out: Out| {
+            let (kind, json, bytes) = match out {
+                Out::Event(event) => match convert::event(event) {
+                    Some(e) => e,
+                    None => return,
+                },
+                Out::FetchToken { attempt, refresh } => {
+                    let v = serde_json::json!({ "attempt": attempt, "refresh": refresh });
+                    ("token", v.to_string(), None)
+                }
+            };
+            let bytes = bytes.map_or(JsValue::UNDEFINED, |b| {
+                js_sys::Uint8Array::from(&b[..]).into()
+            });
+            // An exception in an app handler must not unwind into the driver.
+            let _ = sink.call3(&JsValue::NULL, &kind.into(), &json.into(), &bytes);
+        };
+        let shared = Shared::new(engine, (opts.high_water, opts.low_water), Box::new(deliver));
+        if opts.lifecycle {
+            shared.watch_lifecycle();
+        }
+        Ok(WasmClient { shared })
+    }
+
+    /// Starts connecting (also from `closed`, or now instead of waiting out a backoff).
+    pub fn connect(&self) {
+        self.shared.run(|i, now| i.engine.connect(now));
+    }
+
+    /// Queues a text (or, with `json`, a JSON) message; returns its id.
+    pub fn send(
+        &self,
+        data: String,
+        json: bool,
+        ack: Option<bool>,
+        ttl_ms: Option<f64>,
+    ) -> Result<f64, JsValue> {
+        let payload = payload(data, json)?;
+        let opts = options(ack, ttl_ms);
+        let id = self
+            .shared
+            .run(|i, now| i.engine.send_with(now, payload, opts))
+            .ok_or_else(busy)?;
+        id.map(|id| id.get() as f64).map_err(send_error)
+    }
+
+    /// Queues a binary message (raw protocol); returns its id.
+    pub fn send_bytes(&self, data: Vec<u8>, ttl_ms: Option<f64>) -> Result<f64, JsValue> {
+        let opts = options(None, ttl_ms);
+        let id = self
+            .shared
+            .run(|i, now| i.engine.send_with(now, data, opts))
+            .ok_or_else(busy)?;
+        id.map(|id| id.get() as f64).map_err(send_error)
+    }
+
+    /// Publishes to `channel` (Tether protocol); returns the message id.
+    pub fn publish(
+        &self,
+        channel: &str,
+        data: String,
+        json: bool,
+        ack: Option<bool>,
+        ttl_ms: Option<f64>,
+    ) -> Result<f64, JsValue> {
+        let payload = payload(data, json)?;
+        let opts = options(ack, ttl_ms);
+        let id = self
+            .shared
+            .run(|i, now| i.engine.publish(now, channel, payload, opts))
+            .ok_or_else(busy)?;
+        id.map(|id| id.get() as f64).map_err(send_error)
+    }
+
+    /// Sends a request (Tether protocol); the outcome arrives as `replied` or
+    /// `request_failed` with the returned id.
+    pub fn request(
+        &self,
+        data: String,
+        json: bool,
+        timeout_ms: Option<f64>,
+    ) -> Result<f64, JsValue> {
+        let payload = payload(data, json)?;
+        let timeout = duration(timeout_ms);
+        let id = self
+            .shared
+            .run(|i, now| i.engine.request(now, payload, timeout))
+            .ok_or_else(busy)?;
+        id.map(|id| id.get() as f64).map_err(send_error)
+    }
+
+    /// Subscribes to `channel` (renewed with resume on every reconnect).
+    pub fn subscribe(&self, channel: &str) -> Result<(), JsValue> {
+        let r = self
+            .shared
+            .run(|i, now| i.engine.subscribe(now, channel))
+            .ok_or_else(busy)?;
+        r.map_err(subscribe_error)
+    }
+
+    /// Unsubscribes from `channel`.
+    pub fn unsubscribe(&self, channel: &str) -> Result<(), JsValue> {
+        let r = self
+            .shared
+            .run(|i, now| i.engine.unsubscribe(now, channel))
+            .ok_or_else(busy)?;
+        r.map_err(subscribe_error)
+    }
+
+    /// Closes with `code` (1000 or 3000-4999) and stops reconnecting.
+    pub fn close(&self, code: u16, reason: &str) -> Result<(), JsValue> {
+        let r = self
+            .shared
+            .run(|i, now| i.engine.close(now, code, reason))
+            .ok_or_else(busy)?;
+        r.map_err(|e| convert::error("invalid_close_code", &e.to_string()))
+    }
+
+    /// Closes once everything pending is delivered, or after `timeout_ms`.
+    pub fn close_after_drain(&self, timeout_ms: f64) {
+        let timeout = duration(Some(timeout_ms)).unwrap_or_default();
+        self.shared
+            .run(|i, now| i.engine.close_after_drain(now, timeout));
+    }
+
+    /// The token provider's answer for `attempt`.
+    pub fn token_ready(&self, attempt: u32, token: String) {
+        self.shared
+            .run(|i, now| i.engine.token_ready(now, attempt, token));
+    }
+
+    /// The token provider failed for `attempt`.
+    pub fn token_failed(&self, attempt: u32, message: &str) {
+        self.shared
+            .run(|i, now| i.engine.token_failed(now, attempt, message));
+    }
+
+    /// Reports a network change (the window's `online`/`offline` are wired already).
+    pub fn network_changed(&self, online: bool) {
+        self.shared
+            .run(|i, now| i.engine.network_changed(now, online));
+    }
+
+    /// Reports foreground/background (`visibilitychange` is wired already).
+    pub fn set_foreground(&self, foreground: bool) {
+        self.shared
+            .run(|i, now| i.engine.set_foreground(now, foreground));
+    }
+
+    /// The current state as JSON (`until` in `performance.now()` microseconds).
+    pub fn state(&self) -> String {
+        let state = self.shared.read(|e| convert::state(e.state()));
+        state.unwrap_or(Value::Null).to_string()
+    }
+
+    /// The counters as JSON.
+    pub fn stats(&self) -> String {
+        let stats = self
+            .shared
+            .read(|e| convert::stats(e.stats(), e.outbox_len(), e.outbox_bytes()));
+        stats.unwrap_or_default()
+    }
+
+    /// The members of a subscribed channel as a JSON array (`null` if not subscribed).
+    pub fn presence(&self, channel: &str) -> String {
+        let members = self.shared.read(|e| {
+            e.presence(channel)
+                .map_or(Value::Null, |m| m.iter().cloned().collect())
+        });
+        members.unwrap_or(Value::Null).to_string()
+    }
+
+    /// The identity sent in `hello` and used as presence member name.
+    pub fn client_id(&self) -> String {
+        self.shared
+            .read(|e| e.client_id().to_owned())
+            .unwrap_or_default()
+    }
+}

@@ -1,0 +1,237 @@
+//! One browser transport: a `WebSocket` or an `EventSource`, with its event handlers wired
+//! to the engine's inputs.
+//!
+//! Every handler carries the engine's [`TransportId`], so news from a transport the engine
+//! has abandoned is recognised (and ignored) by the engine itself. The driver keeps at most one
+//! transport; dropping it detaches the handlers first and then closes it, so an abandoned
+//! socket can never call back.
+//!
+//! `EventSource` reconnects on its own after an error. That would bypass the engine's backoff,
+//! so the driver closes it on the first error and lets the engine decide; because a new
+//! `EventSource` cannot set the `Last-Event-ID` header, the resume position travels as the
+//! `lastEventId` query parameter (the convention of the common EventSource polyfills).
+
+use crate::driver::{input, Shared};
+use std::cell::Cell;
+use std::rc::{Rc, Weak};
+use tether_core::{Frame, OpenRequest, SseEvent, TransportFailure, TransportId, TransportKind};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use web_sys::{BinaryType, CloseEvent, EventSource, MessageEvent, WebSocket};
+
+type Handler = Closure<dyn FnMut(JsValue)>;
+
+enum Kind {
+    Ws(WebSocket),
+    Sse(EventSource),
+}
+
+/// The current transport and the handlers that feed the engine.
+pub(crate) struct Socket {
+    id: TransportId,
+    kind: Kind,
+    _handlers: [Handler; 3],
+}
+
+impl std::fmt::Debug for Socket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Socket")
+    }
+}
+
+impl Socket {
+    /// Opens the transport the engine asked for. An `Err` is a synchronous failure (bad URL)
+    /// to report with `transport_failed`.
+    pub(crate) fn open(req: &OpenRequest, shared: Weak<Shared>) -> Result<Socket, String> {
+        let id = req.transport;
+        // Set on `open`: a close before it is a failed handshake, after it a lost connection.
+        let opened = Rc::new(Cell::new(false));
+        let on_open = {
+            let (w, o) = (shared.clone(), opened.clone());
+            handler(move |_| {
+                o.set(true);
+                input(&w, |i, now| i.engine.transport_opened(now, id));
+            })
+        };
+        if req.kind == TransportKind::Sse {
+            return Self::open_sse(req, shared, opened, on_open);
+        }
+        let ws = if req.subprotocols.is_empty() {
+            WebSocket::new(&req.url)
+        } else {
+            let list: js_sys::Array = req
+                .subprotocols
+                .iter()
+                .map(|p| JsValue::from_str(p))
+                .collect();
+            WebSocket::new_with_str_sequence(&req.url, &list)
+        }
+        .map_err(describe)?;
+        ws.set_binary_type(BinaryType::Arraybuffer);
+        let on_message = {
+            let w = shared.clone();
+            handler(move |ev| {
+                let data = ev.unchecked_into::<MessageEvent>().data();
+                let frame = match data.as_string() {
+                    Some(text) => Frame::Text(text),
+                    None => Frame::Binary(js_sys::Uint8Array::new(&data).to_vec()),
+                };
+                input(&w, |i, now| i.engine.frame_received(now, id, frame));
+            })
+        };
+        let on_close = handler(move |ev| {
+            let ev = ev.unchecked_into::<CloseEvent>();
+            let (code, reason) = (ev.code(), ev.reason());
+            input(&shared, |i, now| {
+                if opened.get() {
+                    // 1005 (no status) and 1006 (abnormal) mean there was no close frame.
+                    let code = (code != 1005 && code != 1006).then_some(code);
+                    i.engine.transport_closed(now, id, code, &reason);
+                } else {
+                    let failure = TransportFailure::Io("WebSocket handshake failed".into());
+                    i.engine.transport_failed(now, id, failure);
+                }
+                i.forget(id);
+            });
+        });
+        ws.set_onopen(Some(on_open.as_ref().unchecked_ref()));
+        ws.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+        ws.set_onclose(Some(on_close.as_ref().unchecked_ref()));
+        Ok(Socket {
+            id,
+            kind: Kind::Ws(ws),
+            _handlers: [on_open, on_message, on_close],
+        })
+    }
+
+    fn open_sse(
+        req: &OpenRequest,
+        shared: Weak<Shared>,
+        opened: Rc<Cell<bool>>,
+        on_open: Handler,
+    ) -> Result<Socket, String> {
+        let id = req.transport;
+        let mut url = req.url.clone();
+        if let Some(last) = &req.last_event_id {
+            url.push(if url.contains('?') { '&' } else { '?' });
+            url.push_str("lastEventId=");
+            url.push_str(&String::from(js_sys::encode_uri_component(last)));
+        }
+        let es = EventSource::new(&url).map_err(describe)?;
+        let on_message = {
+            let w = shared.clone();
+            handler(move |ev| {
+                let ev = ev.unchecked_into::<MessageEvent>();
+                let last = ev.last_event_id();
+                let event = SseEvent {
+                    id: (!last.is_empty()).then_some(last),
+                    event: ev.type_(),
+                    data: ev.data().as_string().unwrap_or_default(),
+                    retry: None, // browsers do not expose the `retry:` field
+                };
+                input(&w, |i, now| i.engine.sse_event_received(now, id, event));
+            })
+        };
+        let on_error = {
+            let es = es.clone();
+            handler(move |_| {
+                // Stop the browser's own reconnect: the engine decides when to retry.
+                es.close();
+                input(&shared, |i, now| {
+                    if opened.get() {
+                        i.engine.transport_closed(now, id, None, "");
+                    } else {
+                        let failure = TransportFailure::Io("EventSource failed".into());
+                        i.engine.transport_failed(now, id, failure);
+                    }
+                    i.forget(id);
+                });
+            })
+        };
+        es.set_onopen(Some(on_open.as_ref().unchecked_ref()));
+        es.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+        es.set_onerror(Some(on_error.as_ref().unchecked_ref()));
+        Ok(Socket {
+            id,
+            kind: Kind::Sse(es),
+            _handlers: [on_open, on_message, on_error],
+        })
+    }
+
+    pub(crate) fn id(&self) -> TransportId {
+        self.id
+    }
+
+    /// Writes a frame. Browsers queue it (see [`Socket::buffered`]) and never block.
+    pub(crate) fn send(&self, frame: &Frame) {
+        if let Kind::Ws(ws) = &self.kind {
+            // Only a still-connecting socket throws, and the engine sends only once open.
+            let _ = match frame {
+                Frame::Text(text) => ws.send_with_str(text),
+                Frame::Binary(bytes) => ws.send_with_u8_array(bytes),
+            };
+        }
+    }
+
+    /// Starts closing. Returns `true` when the transport is already closed (an `EventSource`
+    /// closes at once and fires no event), so the driver reports it itself.
+    pub(crate) fn close(&self, code: u16, reason: &str) -> bool {
+        match &self.kind {
+            Kind::Ws(ws) => {
+                // Browsers only accept 1000 and 3000-4999 from scripts (1001 would throw).
+                let code = if code == 1000 || (3000..=4999).contains(&code) {
+                    code
+                } else {
+                    1000
+                };
+                let _ = ws.close_with_code_and_reason(code, reason);
+                false
+            }
+            Kind::Sse(es) => {
+                es.close();
+                true
+            }
+        }
+    }
+
+    /// Bytes the browser holds unsent, for an open WebSocket.
+    pub(crate) fn buffered(&self) -> Option<u32> {
+        match &self.kind {
+            Kind::Ws(ws) if ws.ready_state() == WebSocket::OPEN => Some(ws.buffered_amount()),
+            _ => None,
+        }
+    }
+}
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        match &self.kind {
+            Kind::Ws(ws) => {
+                ws.set_onopen(None);
+                ws.set_onmessage(None);
+                ws.set_onclose(None);
+                if ws.ready_state() <= WebSocket::OPEN {
+                    let _ = ws.close_with_code(1000);
+                }
+            }
+            Kind::Sse(es) => {
+                es.set_onopen(None);
+                es.set_onmessage(None);
+                es.set_onerror(None);
+                es.close();
+            }
+        }
+    }
+}
+
+fn handler(f: impl FnMut(JsValue) + 'static) -> Handler {
+    Closure::new(f)
+}
+
+/// The message of a JS exception (e.g. `SyntaxError` for a bad URL).
+pub(crate) fn describe(err: JsValue) -> String {
+    match err.dyn_ref::<js_sys::Error>() {
+        Some(e) => String::from(e.message()),
+        None => err.as_string().unwrap_or_else(|| "unknown error".into()),
+    }
+}
