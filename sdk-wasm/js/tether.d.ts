@@ -1,0 +1,236 @@
+// Type declarations for tether-web (hand-written; the module's own bindings are internal).
+
+/** Loads and instantiates the WebAssembly module once; safe to call repeatedly. */
+export function init(
+  module?: string | URL | Request | Response | BufferSource | WebAssembly.Module,
+): Promise<void>;
+
+/** Machine-readable error codes carried by `TetherError.code`. */
+export type TetherErrorCode =
+  // thrown by methods
+  | 'not_initialized' | 'disposed' | 'invalid_config' | 'invalid_json' | 'busy'
+  | 'too_large' | 'outbox_full' | 'closed' | 'closing' | 'needs_tether_protocol'
+  | 'binary_in_tether_mode' | 'invalid_channel' | 'invalid_close_code'
+  // request() rejections
+  | 'timeout' | 'connection_lost' | 'rejected'
+  // 'error' events (problems the client already handled)
+  | 'frame_too_large' | 'decode' | 'unexpected_frame' | 'server' | 'transport' | 'token'
+  | (string & {});
+
+/** Every failure is a `TetherError` with a `code` to branch on. */
+export class TetherError extends Error {
+  readonly name: 'TetherError';
+  readonly code: TetherErrorCode;
+  readonly details?: unknown;
+  constructor(code: TetherErrorCode, message: string, details?: unknown);
+}
+
+export type StateName = 'idle' | 'connecting' | 'open' | 'closing' | 'waiting' | 'closed';
+
+/** Why a client reached `closed`. */
+export type CloseReasonName = 'app' | 'gave_up' | 'refused' | 'unauthorized';
+
+export type TetherState =
+  | { name: 'idle' }
+  | { name: 'connecting'; attempt: number }
+  | { name: 'open' }
+  | { name: 'closing' }
+  | {
+      name: 'waiting';
+      /** The next attempt's number. */
+      attempt: number;
+      /** When it starts, in `performance.now()` milliseconds. */
+      retryAt: number;
+      /** Milliseconds left when this object was made. */
+      retryInMs: number;
+    }
+  | {
+      name: 'closed';
+      reason: CloseReasonName;
+      /** The close code (app close, or the server's refusing close code). */
+      code: number | null;
+      /** The HTTP status that refused the connection, if any. */
+      status: number | null;
+      message: string;
+    };
+
+export type DisconnectCause = {
+  kind: 'closed' | 'http' | 'failed' | 'heartbeat_timeout' | 'connect_timeout' | 'token_unavailable' | 'other';
+  code: number | null;
+  status: number | null;
+  message: string;
+};
+
+export type DropReason = 'overflow' | 'expired' | 'closed' | 'rejected';
+
+/** Event payloads, by event name. */
+export interface TetherEventMap {
+  /** Every lifecycle transition. */
+  state: { state: TetherState; previous: TetherState };
+  /** A message: JSON payload (Tether protocol), text, or bytes (raw binary frames). */
+  message: { data: unknown; channel?: string; offset?: number };
+  /** The connection ended or an attempt failed; attempt `attempt` starts in `delayMs`. */
+  reconnecting: { attempt: number; delayMs: number; cause: DisconnectCause };
+  /** Accepted messages that will not be delivered, and why. Never silent. */
+  dropped: { ids: number[]; reason: DropReason; code?: string };
+  /** The server acknowledged an acked publish. */
+  acked: { id: number; offset: number | null };
+  /** A subscription became active (after every reconnect too); `recovered: false` after a reconnect means a gap. */
+  subscribed: { channel: string; offset: number; recovered: boolean };
+  unsubscribed: { channel: string };
+  /** A channel's member set changed; `members` is the whole set. */
+  presence: { channel: string; members: string[]; joined: string[]; left: string[] };
+  /** A heartbeat round trip. */
+  rtt: { rttMs: number };
+  /** A problem the client handled by itself (bad frame, transport failure...). */
+  error: TetherError;
+}
+
+export type TetherEventType = keyof TetherEventMap;
+
+/** What the token provider is asked with. */
+export interface TokenRequest {
+  /** The connection attempt the token is for. */
+  attempt: number;
+  /** The server refused the previous token: do not return a cached one. */
+  refresh: boolean;
+}
+
+/** Options; every one is optional and mirrors the Rust `ConfigBuilder` (defaults in brackets). */
+export interface TetherClientOptions {
+  /** `'raw'` passes frames through to any server; `'tether'` adds channels, presence, acks, requests. ['raw'] */
+  protocol?: 'raw' | 'tether';
+  backoff?: {
+    /** First retry delay scale. [1000] */
+    initialMs?: number;
+    /** Cap of the un-jittered delay. [30000] */
+    maxMs?: number;
+    /** Growth per attempt. [2] */
+    factor?: number;
+    /** ['full'] */
+    jitter?: 'none' | 'full' | 'equal' | 'decorrelated';
+    /** Give up (state `closed`, reason `gave_up`) after this many failed attempts. [unlimited] */
+    maxAttempts?: number;
+    /** Uptime after which the backoff resets. [5000] */
+    minUptimeMs?: number;
+  };
+  heartbeat?: {
+    /** `'auto'` = app pings in Tether mode, server-driven otherwise (browsers cannot send ping frames). ['auto'] */
+    mode?: 'auto' | 'app' | 'server' | 'off';
+    /** [25000] */
+    intervalMs?: number;
+    /** Unanswered pings in a row before the connection is declared dead. [2] */
+    maxMissed?: number;
+    /** Optional hard deadline per ping. */
+    pongTimeoutMs?: number;
+    /** Deadline of the probe ping sent on `online` / back to foreground. [5000] */
+    probeTimeoutMs?: number;
+    /** Any inbound frame proves the connection alive. [true] */
+    anyFrameIsLiveness?: boolean;
+    /** Raw-mode app ping/pong texts. ['ping' / 'pong'] */
+    rawPing?: string;
+    rawPong?: string;
+  };
+  outbox?: {
+    /** [1000] */
+    maxMessages?: number;
+    /** [1048576] */
+    maxBytes?: number;
+    /** ['drop-oldest'] (reported with a `dropped` event) */
+    overflow?: 'drop-oldest' | 'reject-new';
+    /** Drop messages not sent within this time (reason `expired`). [none] */
+    ttlMs?: number;
+  };
+  /**
+   * Called before every connection attempt; return the token (or a promise of it). Browsers
+   * cannot set headers, so the token goes in the URL (`?token=`) or in the first message.
+   */
+  token?: (request: TokenRequest) => string | Promise<string>;
+  /** ['query'] ('first-message' needs the Tether protocol) */
+  tokenPlacement?: 'query' | 'first-message';
+  /** Query parameter name for the token. ['token'] */
+  tokenParam?: string;
+  /** Token fetch + handshake. [10000] */
+  connectTimeoutMs?: number;
+  /** Close handshake. [2000] */
+  closeTimeoutMs?: number;
+  /** Default `request()` timeout. [10000] */
+  requestTimeoutMs?: number;
+  /** Largest message either way. [1048576] */
+  maxMessageBytes?: number;
+  /** Fail sent requests at once when the connection drops. [true] */
+  failRequestsOnDisconnect?: boolean;
+  /** Presence identity sent in `hello`. [random] */
+  clientId?: string;
+  /** Fixes the PRNG seed (tests). [crypto.getRandomValues] */
+  seed?: number;
+  /** WebSocket subprotocols to offer. */
+  subprotocols?: string[];
+  /** Stop writing while the socket's `bufferedAmount` is above `highWaterBytes`, resume at `lowWaterBytes`. [1 MiB / 256 KiB] */
+  backpressure?: { highWaterBytes?: number; lowWaterBytes?: number };
+  /** Wire window `online`/`offline` and `visibilitychange`. [true] */
+  lifecycle?: boolean;
+  /** Connect right after construction (in a microtask, so handlers can be attached). [true] */
+  autoConnect?: boolean;
+  /** Where to load the wasm module from (`TetherClient.connect` only). */
+  wasm?: string | URL | Request | Response | BufferSource | WebAssembly.Module;
+}
+
+export interface SendOptions {
+  /** Tether protocol: keep until acknowledged, re-send after reconnects. [true for publish/send in Tether mode] */
+  ack?: boolean;
+  /** Drop (reason `expired`) if not sent within this time. */
+  ttlMs?: number;
+}
+
+export interface TetherStats {
+  attempts: number;
+  opens: number;
+  reconnects: number;
+  messagesAccepted: number;
+  messagesSettled: number;
+  framesSent: number;
+  framesReceived: number;
+  bytesSent: number;
+  bytesReceived: number;
+  resent: number;
+  droppedOverflow: number;
+  droppedExpired: number;
+  droppedClosed: number;
+  droppedRejected: number;
+  duplicatesDropped: number;
+  errors: number;
+  outboxLength: number;
+  outboxBytes: number;
+  lastRttMs: number | null;
+}
+
+export type Payload = string | ArrayBuffer | ArrayBufferView | unknown;
+
+export class TetherClient {
+  /** Loads the module if needed, then creates (and by default connects) a client. */
+  static connect(url: string, options?: TetherClientOptions): Promise<TetherClient>;
+  /** Needs `await init()` first (throws `not_initialized`). `ws(s)://` = WebSocket, `http(s)://` = SSE. */
+  constructor(url: string, options?: TetherClientOptions);
+
+  on<K extends TetherEventType>(type: K, handler: (event: TetherEventMap[K]) => void): () => void;
+  off<K extends TetherEventType>(type: K, handler: (event: TetherEventMap[K]) => void): void;
+  once<K extends TetherEventType>(type: K, handler: (event: TetherEventMap[K]) => void): () => void;
+
+  connect(): void;
+  /** Returns the message id; throws `TetherError` (`outbox_full`, `too_large`, `closed`...). */
+  send(data: Payload, options?: SendOptions): number;
+  publish(channel: string, data: unknown, options?: SendOptions): number;
+  request<T = unknown>(data: unknown, options?: { timeout?: number }): Promise<T>;
+  subscribe(channel: string): void;
+  unsubscribe(channel: string): void;
+  presence(channel: string): string[] | undefined;
+  close(code?: number, reason?: string, options?: { drain?: number }): void;
+  dispose(): void;
+  networkChanged(online: boolean): void;
+  setForeground(foreground: boolean): void;
+
+  readonly state: TetherState;
+  readonly stats: TetherStats;
+  readonly clientId: string;
+}

@@ -1,0 +1,333 @@
+// tether-web: the browser client of Tether. A thin, typed JavaScript face over the wasm
+// driver (crate tether-wasm), which runs the sans-IO reconnection engine tether-core.
+// Types: tether.d.ts. Everything that decides lives in the engine; this file only maps
+// options, events, promises and errors between JavaScript and the module.
+import initModule, { WasmClient } from './tether_wasm.js';
+
+let ready = null;
+let initialised = false;
+
+/**
+ * Loads and instantiates the WebAssembly module once. Safe to call repeatedly.
+ * `module` may be a URL, Response, BufferSource or WebAssembly.Module (defaults to the
+ * `tether_wasm_bg.wasm` next to this file).
+ */
+export function init(module) {
+  if (!ready) {
+    ready = initModule(module === undefined ? undefined : { module_or_path: module }).then(() => {
+      initialised = true;
+    });
+  }
+  return ready;
+}
+
+/** An error with a machine-readable `code` (see `TetherErrorCode` in tether.d.ts). */
+export class TetherError extends Error {
+  constructor(code, message, details) {
+    super(message);
+    this.name = 'TetherError';
+    this.code = code;
+    if (details !== undefined) this.details = details;
+  }
+}
+
+function toError(e) {
+  if (e instanceof TetherError) return e;
+  if (typeof e === 'string') {
+    const i = e.indexOf(':');
+    return i > 0 ? new TetherError(e.slice(0, i), e.slice(i + 1)) : new TetherError('internal', e);
+  }
+  return new TetherError('internal', e && e.message ? e.message : String(e));
+}
+
+function call(f) {
+  try {
+    return f();
+  } catch (e) {
+    throw toError(e);
+  }
+}
+
+const ms = (us) => (us == null ? us : us / 1000);
+
+function state(s) {
+  if (!s) return s;
+  const out = { name: s.name };
+  if (s.attempt !== undefined) out.attempt = s.attempt;
+  if (s.until !== undefined) {
+    out.retryAt = s.until / 1000; // performance.now() milliseconds
+    out.retryInMs = Math.max(0, out.retryAt - performance.now());
+  }
+  if (s.reason !== undefined) {
+    out.reason = s.reason;
+    out.code = s.code;
+    out.status = s.status;
+    out.message = s.message;
+  }
+  return out;
+}
+
+// How payloads travel: strings as text, binary as bytes (raw protocol), anything else as JSON.
+function encode(data) {
+  if (typeof data === 'string') return { text: data, json: false };
+  if (data instanceof ArrayBuffer) return { bytes: new Uint8Array(data) };
+  if (ArrayBuffer.isView(data)) return { bytes: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) };
+  const text = JSON.stringify(data);
+  if (text === undefined) throw new TetherError('invalid_json', 'the payload cannot be encoded as JSON');
+  return { text, json: true };
+}
+
+function ttl(opts) {
+  return opts && opts.ttlMs != null ? opts.ttlMs : undefined;
+}
+
+/**
+ * A connection that stays alive: reconnects with backoff and jitter, detects dead
+ * connections with heartbeats, queues messages in a bounded outbox while disconnected,
+ * resubscribes channels with resume, and reports everything as typed events.
+ */
+export class TetherClient {
+  /** Loads the module if needed, then creates (and by default connects) a client. */
+  static async connect(url, options = {}) {
+    await init(options.wasm);
+    return new TetherClient(url, options);
+  }
+
+  constructor(url, options = {}) {
+    if (!initialised) {
+      throw new TetherError('not_initialized',
+        'tether-web is not initialised: `await init()` first, or use `await TetherClient.connect(url, options)`');
+    }
+    const { token, wasm, autoConnect, ...rest } = options;
+    if (token !== undefined && typeof token !== 'function') {
+      throw new TetherError('invalid_config', 'token must be a function returning a token or a promise of one');
+    }
+    this._handlers = new Map();
+    this._requests = new Map();
+    this._token = token;
+    this._raw = call(() => new WasmClient(String(url), JSON.stringify({ ...rest, hasToken: !!token }),
+      (kind, json, bytes) => this._dispatch(kind, json, bytes)));
+    // Connect after the caller had the chance to attach handlers.
+    if (autoConnect !== false) queueMicrotask(() => this._raw && this._raw.connect());
+  }
+
+  /** Adds a handler; returns a function that removes it. */
+  on(type, handler) {
+    let set = this._handlers.get(type);
+    if (!set) this._handlers.set(type, (set = new Set()));
+    set.add(handler);
+    return () => this.off(type, handler);
+  }
+
+  /** Removes a handler added with `on`. */
+  off(type, handler) {
+    const set = this._handlers.get(type);
+    if (set) set.delete(handler);
+  }
+
+  /** Like `on`, for the next event only. */
+  once(type, handler) {
+    const off = this.on(type, (ev) => {
+      off();
+      handler(ev);
+    });
+    return off;
+  }
+
+  /** Starts connecting: after `close()`, or now instead of waiting out a backoff delay. */
+  connect() {
+    this._live().connect();
+  }
+
+  /** Queues a message; returns its id. Strings go as text, ArrayBuffer/views as binary, anything else as JSON. */
+  send(data, options) {
+    const raw = this._live();
+    const p = encode(data);
+    return call(() => p.bytes
+      ? raw.send_bytes(p.bytes, ttl(options))
+      : raw.send(p.text, p.json, options && options.ack != null ? options.ack : undefined, ttl(options)));
+  }
+
+  /** Publishes to a channel (Tether protocol); acknowledged unless `{ack: false}`. Returns the message id. */
+  publish(channel, data, options) {
+    const raw = this._live();
+    const p = encode(data);
+    if (p.bytes) throw new TetherError('binary_in_tether_mode', 'binary payloads are not supported in Tether protocol mode');
+    return call(() => raw.publish(String(channel), p.text, p.json,
+      options && options.ack != null ? options.ack : undefined, ttl(options)));
+  }
+
+  /** Sends a request (Tether protocol) and resolves with the reply's payload. */
+  request(data, options) {
+    const raw = this._live();
+    const p = encode(data);
+    if (p.bytes) return Promise.reject(new TetherError('binary_in_tether_mode', 'binary payloads are not supported in Tether protocol mode'));
+    return new Promise((resolve, reject) => {
+      let id;
+      try {
+        id = raw.request(p.text, p.json, options && options.timeout != null ? options.timeout : undefined);
+      } catch (e) {
+        reject(toError(e));
+        return;
+      }
+      this._requests.set(id, { resolve, reject });
+    });
+  }
+
+  /** Subscribes to a channel; renewed with resume after every reconnect. */
+  subscribe(channel) {
+    const raw = this._live();
+    call(() => raw.subscribe(String(channel)));
+  }
+
+  /** Leaves a channel. */
+  unsubscribe(channel) {
+    const raw = this._live();
+    call(() => raw.unsubscribe(String(channel)));
+  }
+
+  /** The current members of a subscribed channel (`undefined` if not subscribed). */
+  presence(channel) {
+    const members = JSON.parse(this._live().presence(String(channel)));
+    return members === null ? undefined : members;
+  }
+
+  /**
+   * Closes and stops reconnecting. Pending messages are reported as `dropped` (reason
+   * `closed`) and pending requests rejected. With `{drain: timeoutMs}` it first delivers what
+   * is pending, for at most that long.
+   */
+  close(code = 1000, reason = '', options) {
+    const raw = this._live();
+    if (options && options.drain != null) raw.close_after_drain(options.drain);
+    else call(() => raw.close(code, reason));
+  }
+
+  /** Closes and releases the module's memory; the client cannot be used afterwards. */
+  dispose() {
+    if (!this._raw) return;
+    try {
+      this._raw.close(1000, '');
+    } catch (_) { /* already closed */ }
+    const raw = this._raw;
+    this._raw = null;
+    raw.free();
+    this._failRequests('closed', 'the client was disposed');
+    this._handlers.clear();
+  }
+
+  /** Tells the client the network changed (window `online`/`offline` are already wired). */
+  networkChanged(online) {
+    this._live().network_changed(!!online);
+  }
+
+  /** Tells the client the app moved to the foreground or background (`visibilitychange` is wired). */
+  setForeground(foreground) {
+    this._live().set_foreground(!!foreground);
+  }
+
+  /** The connection state, e.g. `{name: 'waiting', attempt: 3, retryInMs: 1840}`. */
+  get state() {
+    return state(JSON.parse(this._live().state()));
+  }
+
+  /** The engine's counters (times in milliseconds). */
+  get stats() {
+    const s = JSON.parse(this._live().stats());
+    s.lastRttMs = ms(s.lastRtt);
+    delete s.lastRtt;
+    return s;
+  }
+
+  /** The identity this client announces in Tether mode (its presence member name). */
+  get clientId() {
+    return this._live().client_id();
+  }
+
+  _live() {
+    if (!this._raw) throw new TetherError('disposed', 'the client was disposed');
+    return this._raw;
+  }
+
+  _failRequests(code, message) {
+    for (const { reject } of this._requests.values()) reject(new TetherError(code, message));
+    this._requests.clear();
+  }
+
+  _emit(type, ev) {
+    const set = this._handlers.get(type);
+    if (!set) return;
+    for (const h of [...set]) {
+      try {
+        h(ev);
+      } catch (e) {
+        // A throwing handler must not stop the others, nor the driver: report it like an
+        // uncaught exception in an event listener.
+        queueMicrotask(() => { throw e; });
+      }
+    }
+  }
+
+  _dispatch(kind, json, bytes) {
+    const d = JSON.parse(json);
+    switch (kind) {
+      case 'state':
+        this._emit('state', { state: state(d.to), previous: state(d.from) });
+        break;
+      case 'reconnecting':
+        this._emit('reconnecting', { attempt: d.attempt, delayMs: ms(d.delay), cause: d.cause });
+        break;
+      case 'message': {
+        const data = bytes !== undefined ? bytes : d.text !== undefined ? d.text : d.json;
+        const ev = { data };
+        if (d.channel != null) ev.channel = d.channel;
+        if (d.offset != null) ev.offset = d.offset;
+        this._emit('message', ev);
+        break;
+      }
+      case 'dropped':
+        this._emit('dropped', d);
+        break;
+      case 'replied':
+      case 'request_failed': {
+        const pending = this._requests.get(d.id);
+        if (!pending) break;
+        this._requests.delete(d.id);
+        if (kind === 'replied') pending.resolve(d.payload);
+        else pending.reject(new TetherError(d.code, d.message));
+        break;
+      }
+      case 'rtt':
+        this._emit('rtt', { rttMs: ms(d.rtt) });
+        break;
+      case 'error':
+        this._emit('error', new TetherError(d.code, d.message));
+        break;
+      case 'token':
+        this._fetchToken(d.attempt, d.refresh);
+        break;
+      default: // acked, subscribed, unsubscribed, presence
+        this._emit(kind, d);
+    }
+  }
+
+  // The engine's Action::FetchToken: ask the app's provider, answer the engine.
+  _fetchToken(attempt, refresh) {
+    const raw = this._raw;
+    const fail = (e) => {
+      if (this._raw === raw) raw.token_failed(attempt, e && e.message ? e.message : String(e));
+    };
+    let result;
+    try {
+      result = this._token({ attempt, refresh });
+    } catch (e) {
+      fail(e);
+      return;
+    }
+    Promise.resolve(result).then((token) => {
+      if (this._raw !== raw) return;
+      if (typeof token !== 'string') fail(new Error('the token provider returned ' + typeof token + ', not a string'));
+      else raw.token_ready(attempt, token);
+    }, fail);
+  }
+}
