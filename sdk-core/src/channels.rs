@@ -2,12 +2,13 @@
 //! last offset seen on each (so the server can replay what was missed and duplicates can be
 //! dropped), and each channel's presence set.
 //!
-//! Offsets: a fresh subscription adopts the server's head offset from `subscribed`, so even a
-//! client that has received nothing yet resumes from the right place after a reconnect. On a
-//! resume (`recovered: true`) the server replays the missed messages after `subscribed`, and
-//! any message at or below the last seen offset is a duplicate and is dropped. When the server
-//! could not recover (`recovered: false`: history trimmed, or a new epoch after a server
-//! restart), the client adopts the new head and the app is told.
+//! Offsets: `subscribed.offset` is where the server's stream for this subscriber starts. A fresh
+//! subscription adopts it (the head), so even a client that has received nothing yet resumes
+//! from the right place after a reconnect. On a resume (`recovered: true`) the server replays
+//! the missed messages after `subscribed`, and any message at or below the last seen offset is
+//! a duplicate and is dropped. When the server could not recover (`recovered: false`: history
+//! trimmed, or a new epoch after a server restart) the client adopts the server's starting
+//! point, the retained history is replayed, and the app is told there may be a gap.
 
 use crate::event::Event;
 use crate::protocol::{ClientMessage, PresenceChange};
@@ -79,19 +80,19 @@ impl Channels {
         self.subs.get(channel).and_then(|s| s.last_offset)
     }
 
-    /// The server confirmed a subscription. Unless it replays from our offset (`recovered`),
-    /// adopt its head: after a server restart (new epoch) offsets start over, so the old
-    /// offset must not be kept or every new message would look like a duplicate.
+    /// The server confirmed a subscription. Unless it resumes from our offset (`recovered`),
+    /// adopt its starting point: after a server restart (new epoch) offsets start over, so the
+    /// old offset must not be kept or every new message would look like a duplicate.
     pub(crate) fn on_subscribed(
         &mut self,
         channel: &str,
-        head: u64,
+        start: u64,
         epoch: Option<String>,
         recovered: bool,
     ) {
         if let Some(sub) = self.subs.get_mut(channel) {
             if sub.last_offset.is_none() || !recovered {
-                sub.last_offset = Some(head);
+                sub.last_offset = Some(start);
             }
             sub.epoch = epoch;
         }

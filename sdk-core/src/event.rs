@@ -439,7 +439,7 @@ pub enum Event {
     Subscribed {
         /// Channel.
         channel: String,
-        /// The channel's last offset at the server.
+        /// Where the stream resumes: the messages that follow have greater offsets.
         offset: u64,
         /// Whether the messages missed since the last seen offset were replayed. `false`
         /// after a reconnect means there may be a gap: resync from your own source.

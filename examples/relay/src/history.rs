@@ -23,12 +23,15 @@ pub(crate) enum Appended {
     Duplicate(u64),
 }
 
-/// What a subscriber asking to resume can have.
+/// What a subscriber gets: where its stream starts and what is replayed to get there.
 #[derive(Debug)]
 pub(crate) struct Resume<'a> {
-    /// Whether every message after `since` is still here (so `replay` is exactly the gap).
+    /// Whether `replay` is exactly the gap after the client's `since` (nothing was missed).
     pub(crate) recovered: bool,
-    /// The messages to replay, in order; empty unless `recovered`.
+    /// The offset after which this subscriber's messages follow (`subscribed.offset`): the
+    /// client adopts it, so the replay that follows is not mistaken for duplicates.
+    pub(crate) after: u64,
+    /// The messages to replay, in order.
     pub(crate) replay: Vec<&'a Stored>,
 }
 
@@ -64,6 +67,7 @@ impl History {
     }
 
     /// The last offset assigned, 0 before the first message.
+    #[cfg(test)]
     pub(crate) fn head(&self) -> u64 {
         self.head
     }
@@ -103,27 +107,36 @@ impl History {
     }
 
     /// What a subscriber that has seen everything up to `since` of `epoch` can get back.
-    /// Recovery needs the same epoch, `since` not beyond the head, and every offset after
-    /// `since` still in the ring.
+    ///
+    /// - A fresh subscription (no `since`) starts at the head: no replay.
+    /// - A resume in the same epoch with every offset after `since` still retained replays
+    ///   exactly that gap (`recovered`).
+    /// - Any other resume (another epoch, e.g. after a restart; a trimmed history) replays
+    ///   everything retained, not recovered: the client may have lost what came before, but it
+    ///   does not also lose what this relay does have. After a restart that is every message
+    ///   since the restart.
     pub(crate) fn resume(&self, since: Option<u64>, epoch: Option<&str>) -> Resume<'_> {
-        let recoverable = match (since, epoch) {
-            (Some(since), Some(epoch)) => {
-                epoch == &*self.epoch
-                    && since <= self.head
-                    && self.head - since <= self.ring.len() as u64
-            }
-            _ => false,
-        };
-        if !recoverable {
+        let Some(since) = since else {
             return Resume {
                 recovered: false,
+                after: self.head,
                 replay: Vec::new(),
             };
+        };
+        let recoverable = epoch == Some(&*self.epoch)
+            && since <= self.head
+            && self.head - since <= self.ring.len() as u64;
+        if recoverable {
+            return Resume {
+                recovered: true,
+                after: since,
+                replay: self.ring.iter().filter(|m| m.offset > since).collect(),
+            };
         }
-        let since = since.unwrap_or(0);
         Resume {
-            recovered: true,
-            replay: self.ring.iter().filter(|m| m.offset > since).collect(),
+            recovered: false,
+            after: self.head - self.ring.len() as u64,
+            replay: self.ring.iter().collect(),
         }
     }
 
@@ -195,6 +208,7 @@ mod tests {
         }
         let r = h.resume(Some(2), Some("e1"));
         assert!(r.recovered);
+        assert_eq!(r.after, 2);
         assert_eq!(offsets(&r), vec![3, 4]);
         let r = h.resume(Some(4), Some("e1"));
         assert!(r.recovered);
@@ -213,6 +227,20 @@ mod tests {
         assert!(!h.resume(Some(1), Some("e1")).recovered, "3 was trimmed");
         assert!(h.resume(Some(2), Some("e1")).recovered, "3 and 4 retained");
         assert!(!h.resume(Some(9), Some("e1")).recovered);
+    }
+
+    #[test]
+    fn an_unrecoverable_resume_still_gets_everything_retained() {
+        let mut h = history(2, 10);
+        for id in ["a", "b", "c", "d"] {
+            push(&mut h, id);
+        }
+        let other_epoch = h.resume(Some(3), Some("e0"));
+        assert_eq!((other_epoch.after, offsets(&other_epoch)), (2, vec![3, 4]));
+        let trimmed = h.resume(Some(1), Some("e1"));
+        assert_eq!((trimmed.after, offsets(&trimmed)), (2, vec![3, 4]));
+        let fresh = h.resume(None, None);
+        assert_eq!((fresh.after, offsets(&fresh)), (4, vec![]));
     }
 
     #[test]

@@ -119,8 +119,8 @@ impl Hub {
         }
     }
 
-    /// Subscribes a WebSocket peer: queues `subscribed`, the replay after `since` when it can
-    /// be recovered, and a presence snapshot on `peer`; tells the others if `member` is new.
+    /// Subscribes a WebSocket peer: queues `subscribed`, the replay (see `History::resume`),
+    /// and a presence snapshot on `peer`; tells the others if `member` is new.
     /// Subscribing again on the same connection refreshes all three without a presence change.
     pub(crate) fn subscribe(
         &self,
@@ -138,7 +138,7 @@ impl Hub {
         let resume = channel.history.resume(since, epoch);
         peer.push(Outbound::Frame(frame(&ServerMessage::Subscribed {
             channel: name.to_owned(),
-            offset: channel.history.head(),
+            offset: resume.after,
             epoch: Some(channel.history.epoch().to_string()),
             recovered: resume.recovered,
         })));
@@ -391,10 +391,11 @@ mod tests {
         let (b, mut qb) = Peer::new(2, 100);
         hub.subscribe(&b, &member("bob"), "room", Some(1), Some("e1"));
         let got = drain(&mut qb);
+        // `offset` is where bob's stream resumes: after #1, so #2 follows as replay.
         assert!(matches!(
             &got[0],
             ServerMessage::Subscribed {
-                offset: 2,
+                offset: 1,
                 recovered: true,
                 ..
             }

@@ -180,7 +180,10 @@ async fn scenario(args: DemoArgs) -> Result<bool, Box<dyn std::error::Error>> {
             "every message was delivered exactly once or reported dropped: nothing lost silently"
         );
     } else {
-        println!("FAILED: some messages vanished without a report");
+        println!(
+            "FAILED: some messages vanished without a report: seq {:?}",
+            stage.tally().lost()
+        );
     }
     Ok(summary.holds())
 }

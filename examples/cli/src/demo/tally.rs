@@ -67,6 +67,15 @@ impl Tally {
             .all(|seq| self.received.contains_key(seq) || self.reported.contains(seq))
     }
 
+    /// Sequence numbers neither received nor reported.
+    pub(crate) fn lost(&self) -> Vec<u64> {
+        self.sent
+            .iter()
+            .copied()
+            .filter(|seq| !self.received.contains_key(seq) && !self.reported.contains(seq))
+            .collect()
+    }
+
     pub(crate) fn summary(&self) -> Summary {
         let delivered: BTreeSet<u64> = self
             .received
@@ -80,11 +89,7 @@ impl Tally {
             .iter()
             .filter(|seq| !delivered.contains(seq))
             .count();
-        let lost = self
-            .sent
-            .iter()
-            .filter(|seq| !delivered.contains(seq) && !self.reported.contains(seq))
-            .count();
+        let lost = self.lost().len();
         Summary {
             sent: self.sent.len(),
             delivered: delivered.len(),

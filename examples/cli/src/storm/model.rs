@@ -75,6 +75,18 @@ impl Strategy {
         }
     }
 
+    /// The strategy's colour in the chart.
+    pub(crate) fn colour(self) -> &'static str {
+        match self {
+            Strategy::Full => "#2563eb",
+            Strategy::Equal => "#059669",
+            Strategy::Decorrelated => "#7c3aed",
+            Strategy::None => "#dc2626",
+            Strategy::SocketIo => "#ea580c",
+            Strategy::FixedGrowth => "#a16207",
+        }
+    }
+
     /// The engine's jitter for the engine strategies; `None` for the baseline models.
     pub(crate) fn engine_jitter(self) -> Option<Jitter> {
         match self {
@@ -187,7 +199,10 @@ mod tests {
         let ms: Vec<u128> = (0..8)
             .map(|k| Baseline::FixedGrowth.delay(k, &mut rng).as_millis())
             .collect();
-        assert_eq!(ms, vec![3000, 3900, 5070, 6591, 8568, 10_000, 10_000, 10_000]);
+        assert_eq!(
+            ms,
+            vec![3000, 3900, 5070, 6591, 8568, 10_000, 10_000, 10_000]
+        );
     }
 
     #[test]

@@ -146,11 +146,12 @@ impl Metrics {
             .iter()
             .enumerate()
             // The earliest bucket wins a tie.
-            .fold((0, 0), |best, (i, &n)| if n > best.0 { (n, i) } else { best });
+            .fold(
+                (0, 0),
+                |best, (i, &n)| if n > best.0 { (n, i) } else { best },
+            );
         let t99 = timeline.time_until(QUORUM);
-        let not_back = timeline
-            .clients
-            .saturating_sub(timeline.back.len() as u64);
+        let not_back = timeline.clients.saturating_sub(timeline.back.len() as u64);
         Metrics {
             total_attempts: timeline.total_attempts(),
             peak,
@@ -199,20 +200,15 @@ pub(crate) struct Row<'a> {
 /// The human-readable table, followed by one `NAME peak/mean: X` line per strategy.
 pub(crate) fn table(rows: &[Row<'_>], relay_back: Micros) -> String {
     let mut out = String::new();
+    let _ = writeln!(out, "{:<18} {:>10} {:^24}", "", "", "-- peak per 100 ms --");
     let _ = writeln!(
         out,
-        "{:<18} {:>11} {:>13} {:>15} {:>9} {:>16} {:>9}",
-        "strategy", "attempts", "peak/100ms", "window (s)", "peak/mean", "99% back (s)", "all (s)"
+        "{:<18} {:>10} {:>11} {:>12} {:>9} {:>16} {:>9}",
+        "strategy", "attempts", "whole run", "after return", "peak/mean", "99% back (s)", "all (s)"
     );
     for row in rows {
         let m = &row.metrics;
-        let window = m.window.map_or("-".to_owned(), |w| {
-            format!(
-                "{:.1}-{:.1}",
-                secs(w.first as u64 * BUCKET),
-                secs((w.last as u64 + 1) * BUCKET)
-            )
-        });
+        let window_peak = m.window.map_or("-".to_owned(), |w| grouped(w.peak));
         let ratio = m
             .peak_over_mean()
             .map_or("-".to_owned(), |r| format!("{r:.2}"));
@@ -223,16 +219,16 @@ pub(crate) fn table(rows: &[Row<'_>], relay_back: Micros) -> String {
                 secs(t.saturating_sub(relay_back))
             )
         });
-        let all = m.t_all.map_or(format!("{} out", m.not_back), |t| {
-            format!("{:.2}", secs(t))
-        });
+        let all = m
+            .t_all
+            .map_or(format!("{} out", m.not_back), |t| format!("{:.2}", secs(t)));
         let _ = writeln!(
             out,
-            "{:<18} {:>11} {:>13} {:>15} {:>9} {:>16} {:>9}",
+            "{:<18} {:>10} {:>11} {:>12} {:>9} {:>16} {:>9}",
             row.name,
             grouped(m.total_attempts),
             grouped(m.peak.0),
-            window,
+            window_peak,
             ratio,
             t99,
             all
@@ -243,7 +239,9 @@ pub(crate) fn table(rows: &[Row<'_>], relay_back: Micros) -> String {
         let ratio = row
             .metrics
             .peak_over_mean()
-            .map_or("n/a (fewer than 99% back)".to_owned(), |r| format!("{r:.2}"));
+            .map_or("n/a (fewer than 99% back)".to_owned(), |r| {
+                format!("{r:.2}")
+            });
         let _ = writeln!(out, "{:<18} peak/mean: {ratio}", row.name);
     }
     out.push('\n');
@@ -280,7 +278,11 @@ pub(crate) fn json_row(row: &Row<'_>, relay_back: Micros) -> Value {
 
 /// Attempts per bucket, one column per strategy: `t_s,full,none,…`.
 pub(crate) fn csv(names: &[&str], timelines: &[Timeline]) -> String {
-    let buckets = timelines.iter().map(|t| t.attempts.len()).max().unwrap_or(0);
+    let buckets = timelines
+        .iter()
+        .map(|t| t.attempts.len())
+        .max()
+        .unwrap_or(0);
     let mut out = String::from("t_s");
     for name in names {
         out.push(',');
@@ -317,11 +319,7 @@ mod tests {
 
     #[test]
     fn attempts_fall_into_100ms_buckets_aligned_on_the_failure() {
-        let t = timeline(
-            &[(0, 1), (99_999, 1), (100_000, 2), (350_000, 3)],
-            &[],
-            1,
-        );
+        let t = timeline(&[(0, 1), (99_999, 1), (100_000, 2), (350_000, 3)], &[], 1);
         assert_eq!(t.attempts, vec![2, 2, 0, 3]);
         assert_eq!(t.total_attempts(), 7);
     }

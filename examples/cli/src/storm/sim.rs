@@ -413,7 +413,7 @@ pub(crate) fn run(
     run_sharded(scenario, strategies, threads, SHARD_SIZE)
 }
 
-fn run_sharded(
+pub(crate) fn run_sharded(
     scenario: &Scenario,
     strategies: &[Strategy],
     threads: usize,
@@ -436,16 +436,14 @@ fn run_sharded(
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<Timeline>>> = Mutex::new(vec![None; units.len()]);
     let threads = threads.clamp(1, units.len().max(1));
-    let worker = || {
-        loop {
-            let i = next.fetch_add(1, Ordering::Relaxed);
-            let Some(&(s, first, count)) = units.get(i) else {
-                break;
-            };
-            let timeline = run_unit(scenario, strategies[s], configs[s].as_ref(), first, count);
-            if let Ok(mut slots) = results.lock() {
-                slots[i] = Some(timeline);
-            }
+    let worker = || loop {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        let Some(&(s, first, count)) = units.get(i) else {
+            break;
+        };
+        let timeline = run_unit(scenario, strategies[s], configs[s].as_ref(), first, count);
+        if let Ok(mut slots) = results.lock() {
+            slots[i] = Some(timeline);
         }
     };
     let all_joined = std::thread::scope(|scope| {

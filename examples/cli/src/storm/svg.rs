@@ -210,7 +210,11 @@ fn panel(
     let (y_step, y_end) = axis(peak as f64, 4.0);
     let y_of = |n: f64| bottom - n / y_end * PANEL;
 
-    let _ = writeln!(svg, "<g class=\"panel\" data-strategy=\"{}\">", esc(series.name));
+    let _ = writeln!(
+        svg,
+        "<g class=\"panel\" data-strategy=\"{}\">",
+        esc(series.name)
+    );
     let _ = writeln!(
         svg,
         "<text x=\"{LEFT}\" y=\"{:.1}\"><tspan font-weight=\"bold\" fill=\"{}\">{}</tspan> \
@@ -309,10 +313,7 @@ mod tests {
                     return Err(format!("bare & in {text:?}"));
                 }
             }
-            let close = rest[open..]
-                .find('>')
-                .ok_or("unterminated tag")?
-                + open;
+            let close = rest[open..].find('>').ok_or("unterminated tag")? + open;
             let tag = &rest[open + 1..close];
             if tag.matches('"').count() % 2 != 0 {
                 return Err(format!("unbalanced quotes in <{tag}>"));
@@ -376,7 +377,10 @@ mod tests {
         assert!(doc.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""));
         let tags = check_well_formed(&doc).unwrap();
         assert_eq!(tags.first().map(String::as_str), Some("svg"));
-        assert!(tags.iter().filter(|t| *t == "path").count() >= 4, "series + axes");
+        assert!(
+            tags.iter().filter(|t| *t == "path").count() >= 4,
+            "series + axes"
+        );
         // Title, axis titles, legend entries, tick labels on both axes.
         assert!(doc.contains("5,000 clients &amp; a 30 s outage"));
         assert!(doc.contains("abrupt drop &lt;test&gt;"));
