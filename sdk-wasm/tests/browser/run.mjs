@@ -1,0 +1,449 @@
+// Browser tests of the npm package `tether-web` in real headless Chromium (Debian's
+// /usr/bin/chromium through playwright-core), against the reference relay and misbehaving
+// servers on 127.0.0.1. Prints `N passed, M failed`; exits non-zero on any failure.
+//
+//   node run.mjs [name-filter]     (scripts/test-web sets REPO_ROOT, WEB_TOOLS, PKG_DIR)
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import fs from 'node:fs';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+import { behaviours, freePort, proxy, relay, sleep, staticServer, stopAll, until, wsServer } from './servers.mjs';
+
+const require = createRequire(import.meta.url);
+const { chromium } = require(path.resolve(process.env.WEB_TOOLS, 'node_modules/playwright-core'));
+const here = path.dirname(fileURLToPath(import.meta.url));
+const ROOT = process.env.REPO_ROOT;
+const SHOTS = path.join(ROOT, 'sdk-wasm/target/screenshots');
+const TEST_TIMEOUT_MS = 45000;
+
+const tests = [];
+const test = (name, fn) => tests.push({ name, fn });
+
+// ---- transports and the basic API --------------------------------------------------------
+
+test('raw WebSocket: connects, echoes text and binary, counts frames', async ({ page }) => {
+  const srv = await wsServer(behaviours.echo);
+  const r = await page.evaluate(async (url) => {
+    const c = new tether.TetherClient(url);
+    const log = record(c);
+    await until(() => c.state.name === 'open', 5000, 'open');
+    c.send('hello');
+    c.send(new Uint8Array([1, 2, 3]));
+    c.send({ json: true });
+    await until(() => log.filter((e) => e.type === 'message').length >= 3, 5000, 'three echoes');
+    const msgs = log.filter((e) => e.type === 'message')
+      .map((e) => (typeof e.data === 'string' ? e.data : Array.from(e.data)));
+    const out = { msgs, states: log.filter((e) => e.type === 'state').map((e) => e.state.name), stats: c.stats };
+    c.close();
+    await until(() => c.state.name === 'closed', 3000, 'closed');
+    out.closed = c.state;
+    return out;
+  }, srv.url);
+  assert.deepEqual(r.msgs, ['hello', [1, 2, 3], '{"json":true}']);
+  assert.deepEqual(r.states, ['connecting', 'open']);
+  assert.equal(r.stats.framesSent, 3);
+  assert.equal(r.stats.framesReceived, 3);
+  assert.equal(r.closed.reason, 'app');
+  assert.deepEqual(srv.frames.map((f) => (typeof f === 'string' ? f : [...f])), ['hello', [1, 2, 3], '{"json":true}']);
+});
+
+test('relay: channels, presence, acked publish and request/reply between two clients', async ({ page }) => {
+  const rl = await relay(await freePort());
+  const r = await page.evaluate(async (url) => {
+    const opts = { protocol: 'tether' };
+    const a = new tether.TetherClient(url, { ...opts, clientId: 'alice' });
+    const b = new tether.TetherClient(url, { ...opts, clientId: 'bob' });
+    const la = record(a);
+    const lb = record(b);
+    a.subscribe('room');
+    b.subscribe('room');
+    await until(() => (a.presence('room') || []).length === 2, 5000, 'both present');
+    const id = a.publish('room', { text: 'hi' });
+    await until(() => lb.some((e) => e.type === 'message' && e.data.text === 'hi'), 5000, 'bob gets it');
+    await until(() => la.some((e) => e.type === 'acked' && e.id === id), 5000, 'ack');
+    const reply = await a.request({ q: 42 }, { timeout: 3000 });
+    const msg = lb.find((e) => e.type === 'message');
+    const out = { reply, msg: { channel: msg.channel, offset: msg.offset, data: msg.data },
+      presence: a.presence('room'), subscribed: la.find((e) => e.type === 'subscribed') };
+    a.close(); b.close();
+    return out;
+  }, rl.ws);
+  assert.deepEqual(r.presence, ['alice', 'bob']);
+  assert.deepEqual(r.msg, { channel: 'room', offset: 1, data: { text: 'hi' } });
+  assert.equal(r.subscribed.recovered, false);
+  assert.deepEqual(r.reply, { q: 42 });
+});
+
+test('errors are TetherErrors with a code', async ({ page, base }) => {
+  const r = await page.evaluate(async () => {
+    const code = (f) => { try { f(); return 'no error'; } catch (e) { return [e instanceof tether.TetherError, e.code, e.message]; } };
+    const raw = new tether.TetherClient('ws://127.0.0.1:9/ws', { autoConnect: false });
+    return {
+      config: code(() => new tether.TetherClient('ws://127.0.0.1:9/ws', { backoff: { initialMs: 0 } })),
+      scheme: code(() => new tether.TetherClient('ftp://x')),
+      jitter: code(() => new tether.TetherClient('ws://x', { backoff: { jitter: 'lots' } })),
+      publishRaw: code(() => raw.publish('room', {})),
+      badClose: code(() => raw.close(1001)),
+      request: await raw.request({}).then(() => 'resolved', (e) => [e instanceof tether.TetherError, e.code]),
+    };
+  });
+  assert.deepEqual(r.config.slice(0, 2), [true, 'invalid_config']);
+  assert.match(r.config[2], /backoff\.initial/);
+  assert.deepEqual(r.scheme.slice(0, 2), [true, 'invalid_config']);
+  assert.match(r.jitter[2], /backoff\.jitter must be none \| full \| equal \| decorrelated/);
+  assert.deepEqual(r.publishRaw.slice(0, 2), [true, 'needs_tether_protocol']);
+  assert.deepEqual(r.badClose.slice(0, 2), [true, 'invalid_close_code']);
+  assert.deepEqual(r.request, [true, 'needs_tether_protocol']);
+  // Before init(): a clear error, and the async factory initialises by itself.
+  await page.goto(`${base}/t/page.html?bare`);
+  await page.waitForSelector('body[data-ready]', { state: 'attached' });
+  const bare = await page.evaluate(async () => {
+    let before;
+    try { new tether.TetherClient('ws://127.0.0.1:9/ws'); } catch (e) { before = e.code; }
+    const c = await tether.TetherClient.connect('ws://127.0.0.1:9/ws', { autoConnect: false });
+    return { before, after: c.state.name };
+  });
+  assert.deepEqual(bare, { before: 'not_initialized', after: 'idle' });
+});
+
+// ---- reconnection ------------------------------------------------------------------------
+
+test('accept-then-close server: delays grow instead of a hot loop', async ({ page }) => {
+  const srv = await wsServer(behaviours.acceptThenClose(1000));
+  const r = await page.evaluate(async (url) => {
+    const c = new tether.TetherClient(url, { backoff: { initialMs: 100, jitter: 'none' } });
+    const log = record(c);
+    await until(() => log.filter((e) => e.type === 'reconnecting').length >= 4, 8000, 'four reconnects');
+    c.close();
+    return log.filter((e) => e.type === 'reconnecting').slice(0, 4);
+  }, srv.url);
+  assert.deepEqual(r.map((e) => e.delayMs), [100, 200, 400, 800]);
+  assert.deepEqual(r.map((e) => e.cause.code), [1000, 1000, 1000, 1000]);
+  assert.ok(srv.connections.length <= 5, `${srv.connections.length} connections`);
+});
+
+test('relay restart: graceful 1012 and a crash both reconnect with backoff', async ({ page }) => {
+  const port = await freePort();
+  let rl = await relay(port);
+  await page.evaluate(async (url) => {
+    window.c = new tether.TetherClient(url, { protocol: 'tether', backoff: { initialMs: 100, maxMs: 400 } });
+    window.log = record(c);
+    c.subscribe('room');
+    await until(() => c.state.name === 'open', 5000, 'open');
+  }, rl.ws);
+  await rl.terminate(); // SIGTERM: close 1012 with {"reconnect_within_ms": N}
+  await page.evaluate(() => until(() => log.some((e) => e.type === 'reconnecting'), 5000, 'reconnecting'));
+  rl = await relay(port);
+  await page.evaluate(() => until(() => c.state.name === 'open' && c.stats.opens === 2, 15000, 'reopened'));
+  await rl.stop(); // SIGKILL: no close frame
+  await page.evaluate(() => until(() => log.filter((e) => e.type === 'reconnecting').length >= 4, 8000, 'retries while down'));
+  rl = await relay(port);
+  const r = await page.evaluate(async () => {
+    await until(() => c.state.name === 'open' && c.stats.opens === 3, 8000, 'reopened again');
+    return { rec: log.filter((e) => e.type === 'reconnecting'), subs: log.filter((e) => e.type === 'subscribed').length, stats: c.stats };
+  });
+  assert.equal(r.rec[0].cause.kind, 'closed');
+  assert.equal(r.rec[0].cause.code, 1012);
+  const crash = r.rec.slice(1);
+  assert.equal(crash[0].cause.code, null, 'a crash has no close frame');
+  for (const e of crash) assert.ok(e.delayMs >= 0 && e.delayMs <= 400, `delay ${e.delayMs} within the capped curve`);
+  assert.ok(crash.slice(1).every((e) => e.cause.kind === 'failed'), 'later attempts are refused connections');
+  assert.equal(r.subs, 3, 'resubscribed on every open');
+  assert.equal(r.stats.reconnects, 2);
+});
+
+test('black hole: missed app-level pongs declare the connection dead and reconnect', async ({ page }) => {
+  const srv = await wsServer(behaviours.blackHole);
+  const r = await page.evaluate(async (url) => {
+    const c = new tether.TetherClient(url, { protocol: 'tether', heartbeat: { intervalMs: 250, maxMissed: 2 }, backoff: { initialMs: 30000 } });
+    const log = record(c);
+    await until(() => c.state.name === 'open', 5000, 'open');
+    const opened = performance.now();
+    const rec = await until(() => log.find((e) => e.type === 'reconnecting'), 5000, 'heartbeat timeout');
+    c.close();
+    return { cause: rec.cause.kind, after: rec.at - opened };
+  }, srv.url);
+  assert.equal(r.cause, 'heartbeat_timeout');
+  assert.ok(r.after >= 500 && r.after < 2000, `declared dead after ${r.after} ms`);
+  const types = srv.connections[0].frames.map((f) => JSON.parse(f).type);
+  assert.equal(types[0], 'hello');
+  assert.ok(types.filter((t) => t === 'ping').length >= 2, `app-level pings sent: ${types}`);
+});
+
+test('online event while waiting: reconnects at once instead of after the backoff', async ({ page }) => {
+  const port = await freePort();
+  await page.evaluate(async (url) => {
+    window.c = new tether.TetherClient(url, { backoff: { initialMs: 20000, jitter: 'none' } });
+    await until(() => c.state.name === 'waiting', 5000, 'waiting');
+  }, `ws://127.0.0.1:${port}/ws`);
+  const srv = await wsServer(behaviours.echo, port);
+  const r = await page.evaluate(async () => {
+    const waitingFor = c.state.retryInMs;
+    const t0 = performance.now();
+    window.dispatchEvent(new Event('online'));
+    await until(() => c.state.name === 'open', 3000, 'open after online');
+    return { waitingFor, took: performance.now() - t0 };
+  });
+  assert.ok(r.waitingFor > 15000, `backoff was ${r.waitingFor} ms`);
+  assert.ok(r.took < 1000, `reconnected ${r.took} ms after online`);
+  assert.equal(srv.connections.length, 1);
+});
+
+// ---- outbox and backpressure -------------------------------------------------------------
+
+test('outbox overflow is reported, and what is kept is flushed in order', async ({ page }) => {
+  const srv = await wsServer(behaviours.echo);
+  const r = await page.evaluate(async (url) => {
+    const c = new tether.TetherClient(url, { autoConnect: false, outbox: { maxMessages: 3 } });
+    const log = record(c);
+    const ids = [1, 2, 3, 4, 5].map((i) => c.send(`m${i}`));
+    const before = c.stats;
+    c.connect();
+    await until(() => log.filter((e) => e.type === 'message').length === 3, 5000, 'echoes');
+    const strict = new tether.TetherClient(url, { autoConnect: false, outbox: { maxMessages: 1, overflow: 'reject-new' } });
+    strict.send('a');
+    let rejected;
+    try { strict.send('b'); } catch (e) { rejected = [e instanceof tether.TetherError, e.code]; }
+    c.close();
+    return { ids, dropped: log.filter((e) => e.type === 'dropped'), before, rejected,
+      echoed: log.filter((e) => e.type === 'message').map((e) => e.data) };
+  }, srv.url);
+  assert.deepEqual(r.ids, [1, 2, 3, 4, 5]);
+  assert.deepEqual(r.dropped.map((d) => [d.ids, d.reason]), [[[1], 'overflow'], [[2], 'overflow']]);
+  assert.equal(r.before.droppedOverflow, 2);
+  assert.equal(r.before.outboxLength, 3);
+  assert.deepEqual(r.echoed, ['m3', 'm4', 'm5']);
+  assert.deepEqual(srv.frames, ['m3', 'm4', 'm5']);
+  assert.deepEqual(r.rejected, [true, 'outbox_full']);
+});
+
+test('backpressure: bufferedAmount above the high-water mark keeps messages in the outbox', async ({ page }) => {
+  // A slow consumer: the proxy stops reading once the handshake is done, so the kernel's and
+  // the browser's buffers fill up (loopback absorbs ~10 MB first) and bufferedAmount climbs.
+  const srv = await wsServer(behaviours.blackHole);
+  const px = await proxy(srv.port);
+  px.stall(true);
+  const r = await page.evaluate(async (url) => {
+    const c = new tether.TetherClient(url, {
+      backpressure: { highWaterBytes: 256 * 1024, lowWaterBytes: 64 * 1024 },
+      outbox: { maxMessages: 5000, maxBytes: 128 << 20 },
+    });
+    window.c = c;
+    const log = record(c);
+    await until(() => c.state.name === 'open', 5000, 'open');
+    const chunk = 'x'.repeat(16 * 1024);
+    let n = 0;
+    // Write until the engine has to hold messages back (bounded: at most 64 MB).
+    while (n < 4000 && c.stats.outboxLength < 50) {
+      c.send(`${String(n).padStart(5, '0')}${chunk}`);
+      n++;
+      if (n % 16 === 0) await sleep(2);
+    }
+    const first = c.stats;
+    await sleep(300);
+    return { n, first, later: c.stats, drops: log.filter((e) => e.type === 'dropped').length };
+  }, px.ws);
+  assert.ok(r.first.outboxLength >= 50, `the engine held messages back after ${r.n} sends: ${JSON.stringify(r.first)}`);
+  assert.ok(r.later.framesSent - r.first.framesSent <= 16, 'nothing more handed to the browser while it cannot drain');
+  assert.equal(r.drops, 0);
+  px.stall(false);
+  await until(() => srv.frames.length === r.n, 30000, 'all frames at the server');
+  assert.deepEqual(srv.frames.map((f) => Number(f.slice(0, 5))), [...Array(r.n).keys()]);
+  const done = await page.evaluate(() => until(() => c.stats.outboxLength === 0, 5000, 'drained').then(() => c.stats));
+  assert.equal(done.framesSent, r.n);
+  assert.equal(done.messagesSettled, r.n);
+});
+
+// ---- channels, resume, auth, SSE ---------------------------------------------------------
+
+test('resubscribe after a cut connection replays what was missed, without duplicates', async ({ page }) => {
+  const rl = await relay(await freePort());
+  const px = await proxy(Number(new URL(rl.ws).port));
+  await page.evaluate(async ({ via, direct }) => {
+    window.a = new tether.TetherClient(via, { protocol: 'tether', clientId: 'reader', backoff: { initialMs: 300, jitter: 'none' } });
+    window.b = new tether.TetherClient(direct, { protocol: 'tether', clientId: 'writer' });
+    window.la = record(a);
+    window.lb = record(b);
+    a.subscribe('news');
+    await until(() => la.some((e) => e.type === 'subscribed'), 5000, 'subscribed');
+    for (const n of [1, 2, 3]) b.publish('news', { n });
+    await until(() => la.filter((e) => e.type === 'message').length === 3, 5000, 'first three');
+  }, { via: px.ws, direct: rl.ws });
+  px.refuse(true);
+  px.cut();
+  await page.evaluate(async () => {
+    await until(() => a.state.name === 'waiting', 5000, 'reader disconnected');
+    for (const n of [4, 5]) b.publish('news', { n });
+    await until(() => lb.filter((e) => e.type === 'acked').length === 5, 5000, 'acks');
+  });
+  px.refuse(false);
+  const r = await page.evaluate(async () => {
+    await until(() => la.filter((e) => e.type === 'message').length >= 5, 8000, 'replay');
+    await sleep(200);
+    return { msgs: la.filter((e) => e.type === 'message').map((e) => [e.offset, e.data.n]),
+      subs: la.filter((e) => e.type === 'subscribed').map((e) => [e.offset, e.recovered]), stats: a.stats };
+  });
+  assert.deepEqual(r.msgs, [[1, 1], [2, 2], [3, 3], [4, 4], [5, 5]]);
+  assert.deepEqual(r.subs.map((s) => s[1]), [false, true], JSON.stringify(r.subs));
+});
+
+test('token provider: asked before every attempt, refreshed after a refusal (query and first message)', async ({ page }) => {
+  const rl = await relay(await freePort(), { token: 's3cret' });
+  const r = await page.evaluate(async (url) => {
+    const calls = [];
+    const q = new tether.TetherClient(url, {
+      protocol: 'tether', backoff: { initialMs: 50, jitter: 'none' },
+      token: async (req) => { calls.push(req); await sleep(10); return calls.length < 3 ? 'wrong' : 's3cret'; },
+    });
+    await until(() => q.state.name === 'open', 8000, 'open with the query token');
+    const hello = [];
+    const h = new tether.TetherClient(url, {
+      protocol: 'tether', tokenPlacement: 'first-message', backoff: { initialMs: 50, jitter: 'none' },
+      token: ({ attempt, refresh }) => { hello.push({ attempt, refresh }); return refresh ? 's3cret' : 'stale'; },
+    });
+    const lh = record(h);
+    await until(() => h.state.name === 'open' && h.stats.opens === 2, 8000, 'open after a refresh');
+    await sleep(300);
+    q.close(); h.close();
+    return { calls, hello, cause: lh.find((e) => e.type === 'reconnecting').cause, opens: h.stats.opens };
+  }, rl.ws);
+  assert.deepEqual(r.calls.map((c) => c.attempt), [1, 2, 3]);
+  assert.deepEqual(r.hello, [{ attempt: 1, refresh: false }, { attempt: 2, refresh: true }]);
+  assert.equal(r.cause.code, 4001);
+  assert.equal(r.opens, 2, 'stays open with the fresh token');
+});
+
+test('SSE through EventSource: messages, then resume with lastEventId after a cut', async ({ page }) => {
+  const rl = await relay(await freePort());
+  const px = await proxy(Number(new URL(rl.ws).port));
+  await page.evaluate(async ({ sse, direct }) => {
+    window.s = new tether.TetherClient(`${sse}/sse/feed`, { protocol: 'tether', backoff: { initialMs: 200, jitter: 'none' } });
+    window.ls = record(s);
+    window.b = new tether.TetherClient(direct, { protocol: 'tether' });
+    window.lb = record(b);
+    await until(() => s.state.name === 'open' && b.state.name === 'open', 5000, 'both open');
+    for (const n of [1, 2, 3]) b.publish('feed', { n });
+    await until(() => ls.filter((e) => e.type === 'message').length === 3, 5000, 'three events');
+  }, { sse: px.http, direct: rl.ws });
+  px.refuse(true);
+  px.cut();
+  await page.evaluate(async () => {
+    await until(() => s.state.name === 'waiting', 5000, 'SSE lost');
+    for (const n of [4, 5]) b.publish('feed', { n });
+    await until(() => lb.filter((e) => e.type === 'acked').length === 5, 5000, 'acks');
+  });
+  px.refuse(false);
+  const r = await page.evaluate(async () => {
+    await until(() => ls.filter((e) => e.type === 'message').length >= 5, 8000, 'resumed');
+    await sleep(200);
+    return { msgs: ls.filter((e) => e.type === 'message').map((e) => [e.offset, e.data.n]), states: ls.filter((e) => e.type === 'state').map((e) => e.state.name) };
+  });
+  assert.deepEqual(r.msgs, [[1, 1], [2, 2], [3, 3], [4, 4], [5, 5]]);
+  assert.deepEqual(r.states, ['connecting', 'open', 'waiting', 'connecting', 'open']);
+});
+
+// ---- the demo page, as a user would use it -----------------------------------------------
+
+test('demo page: two people chat, see presence, and watch a relay restart', async ({ browser, base }) => {
+  const port = await freePort();
+  let rl = await relay(port);
+  const ctx = await browser.newContext({ viewport: { width: 1000, height: 700 } });
+  try {
+    const open = async (name) => {
+      const p = await ctx.newPage();
+      p.on('pageerror', (e) => console.log(`  [${name} pageerror] ${e.message}`));
+      await p.goto(`${base}/examples/web/index.html?relay=${encodeURIComponent(rl.ws)}&name=${name}`);
+      await p.waitForSelector('#status[data-state="open"]', { timeout: 10000 });
+      return p;
+    };
+    const alice = await open('alice');
+    const bob = await open('bob');
+    await alice.waitForFunction(() => document.querySelectorAll('#members li').length === 2, null, { timeout: 10000 });
+    await alice.fill('#text', 'hello from alice');
+    await alice.press('#text', 'Enter');
+    await bob.waitForFunction(() => [...document.querySelectorAll('#messages li')].some((li) => li.textContent.includes('hello from alice')), null, { timeout: 5000 });
+    await bob.fill('#text', 'hi alice');
+    await bob.click('#send');
+    await alice.waitForFunction(() => [...document.querySelectorAll('#messages li')].some((li) => li.textContent.includes('hi alice')), null, { timeout: 5000 });
+    assert.deepEqual(await alice.$$eval('#members li', (els) => els.map((e) => e.textContent.trim()).sort()), ['alice', 'bob']);
+    fs.mkdirSync(SHOTS, { recursive: true });
+    await alice.screenshot({ path: path.join(SHOTS, 'demo-connected.png') });
+    await rl.stop(); // the relay dies: the page must say so, with the countdown
+    await alice.waitForSelector('#status[data-state="waiting"]', { timeout: 5000 });
+    const text = await alice.textContent('#status');
+    assert.match(text, /reconnecting in \d+(\.\d)? s/);
+    await alice.screenshot({ path: path.join(SHOTS, 'demo-reconnecting.png') });
+    rl = await relay(port);
+    await alice.waitForSelector('#status[data-state="open"]', { timeout: 15000 });
+    await bob.waitForSelector('#status[data-state="open"]', { timeout: 15000 });
+    await alice.fill('#text', 'back again');
+    await alice.press('#text', 'Enter');
+    await bob.waitForFunction(() => [...document.querySelectorAll('#messages li')].some((li) => li.textContent.includes('back again')), null, { timeout: 5000 });
+    await alice.screenshot({ path: path.join(SHOTS, 'demo.png') });
+  } finally {
+    await ctx.close();
+  }
+});
+
+// ---- runner --------------------------------------------------------------------------------
+
+async function main() {
+  const filter = process.argv[2];
+  const site = await staticServer({
+    '/pkg/': process.env.PKG_DIR,
+    '/t/': here,
+    '/examples/web/': path.join(ROOT, 'examples/web'),
+  });
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-quic',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
+  });
+  let passed = 0;
+  let failed = 0;
+  try {
+    for (const t of tests) {
+      if (filter && !t.name.includes(filter)) continue;
+      const t0 = Date.now();
+      const ctx = await browser.newContext();
+      const page = await ctx.newPage();
+      const errors = [];
+      page.on('pageerror', (e) => errors.push(e.message));
+      if (process.env.WEB_DEBUG) page.on('console', (m) => console.log('  [console]', m.type(), m.text()));
+      page.on('console', (m) => { if (m.type() === 'error' && !/favicon|ERR_CONNECTION_REFUSED|WebSocket connection|EventSource|net::ERR/.test(m.text())) errors.push(m.text()); });
+      let timer;
+      try {
+        await page.goto(`${site.url}/t/page.html`);
+        await page.waitForSelector('body[data-ready]', { state: 'attached', timeout: 10000 });
+        await Promise.race([
+          t.fn({ page, browser, base: site.url }),
+          new Promise((_, reject) => { timer = setTimeout(() => reject(new Error(`test timed out after ${TEST_TIMEOUT_MS} ms`)), TEST_TIMEOUT_MS); }),
+        ]);
+        if (errors.length) throw new Error(`page errors: ${errors.join(' | ')}`);
+        passed++;
+        console.log(`ok   ${t.name} (${Date.now() - t0} ms)`);
+      } catch (e) {
+        failed++;
+        console.log(`FAIL ${t.name} (${Date.now() - t0} ms)\n     ${String(e && e.stack || e).split('\n').slice(0, 6).join('\n     ')}`);
+      } finally {
+        clearTimeout(timer);
+        await ctx.close().catch(() => {});
+        await stopAll();
+      }
+    }
+  } finally {
+    await browser.close().catch(() => {});
+    await stopAll();
+    await site.stop().catch(() => {});
+  }
+  console.log(`${passed} passed, ${failed} failed`);
+  process.exit(failed === 0 && passed > 0 ? 0 : 1);
+}
+
+main().catch(async (e) => {
+  console.error(e);
+  await stopAll();
+  console.log('0 passed, 1 failed');
+  process.exit(1);
+});

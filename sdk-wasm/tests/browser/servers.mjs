@@ -1,0 +1,189 @@
+// Test servers for the browser suite, all on 127.0.0.1 and all stopped by `stopAll()`:
+// a static file server for the pages and the package, the reference relay (a child process),
+// a TCP proxy that can cut connections, and misbehaving WebSocket/SSE servers.
+import { spawn } from 'node:child_process';
+import { createServer } from 'node:http';
+import net from 'node:net';
+import fs from 'node:fs';
+import path from 'node:path';
+import { createRequire } from 'node:module';
+
+const require = createRequire(import.meta.url);
+const { WebSocketServer } = require(path.resolve(process.env.WEB_TOOLS, 'node_modules/ws'));
+
+const stoppers = new Set();
+function track(stop) {
+  stoppers.add(stop);
+  return async () => {
+    stoppers.delete(stop);
+    await stop();
+  };
+}
+
+/** Stops every server still running (called at the end of each test and at exit). */
+export async function stopAll() {
+  for (const stop of [...stoppers]) {
+    stoppers.delete(stop);
+    try {
+      await stop();
+    } catch (_) { /* already gone */ }
+  }
+}
+
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.on('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+export function sleep(ms) {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/** Waits (bounded) until `pred()` is truthy. */
+export async function until(pred, ms, what) {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await pred();
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await sleep(20);
+  }
+}
+
+const TYPES = { '.html': 'text/html', '.js': 'text/javascript', '.mjs': 'text/javascript', '.wasm': 'application/wasm',
+  '.css': 'text/css', '.json': 'application/json', '.png': 'image/png', '.ts': 'text/plain' };
+
+/** Serves `mounts` ({'/prefix/': dir}) on a free port. */
+export async function staticServer(mounts) {
+  const server = createServer((req, res) => {
+    const url = new URL(req.url, 'http://x');
+    for (const [prefix, dir] of Object.entries(mounts)) {
+      if (!url.pathname.startsWith(prefix)) continue;
+      let file = path.join(dir, decodeURIComponent(url.pathname.slice(prefix.length)));
+      if (!file.startsWith(dir)) break;
+      if (fs.existsSync(file) && fs.statSync(file).isDirectory()) file = path.join(file, 'index.html');
+      if (!fs.existsSync(file)) break;
+      res.writeHead(200, { 'content-type': TYPES[path.extname(file)] || 'application/octet-stream', 'cache-control': 'no-store' });
+      fs.createReadStream(file).pipe(res);
+      return;
+    }
+    res.writeHead(404).end();
+  });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  // Not tracked by stopAll: it serves every test and is stopped by the runner at the end.
+  const stop = () => new Promise((r) => { server.closeAllConnections(); server.close(() => r()); });
+  return { url: `http://127.0.0.1:${server.address().port}`, stop };
+}
+
+/** The reference relay on `port` (a fixed port, so a test can restart it in place). */
+export async function relay(port, { token } = {}) {
+  const bin = path.join(process.env.REPO_ROOT, 'target/debug/tether-relay');
+  const args = ['--listen', `127.0.0.1:${port}`];
+  if (token) args.push('--token', token);
+  const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: 'warn' } });
+  let log = '';
+  child.stderr.on('data', (d) => { log += d; });
+  let out = '';
+  child.stdout.on('data', (d) => { out += d; });
+  await until(() => {
+    if (child.exitCode !== null) throw new Error(`relay exited: ${log}`);
+    return out.includes('listening on');
+  }, 10000, 'the relay to listen');
+  const exited = new Promise((r) => child.once('exit', r));
+  const kill = async (signal) => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill(signal);
+      await Promise.race([exited, sleep(5000)]);
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    }
+  };
+  const stop = track(() => kill('SIGKILL'));
+  return {
+    ws: `ws://127.0.0.1:${port}/ws`,
+    http: `http://127.0.0.1:${port}`,
+    /** Graceful: the relay closes every socket with 1012 first. */
+    terminate: async () => { await kill('SIGTERM'); await stop(); },
+    stop,
+  };
+}
+
+/** A TCP proxy to `target` whose connections can be cut, and which can refuse new ones. */
+export async function proxy(targetPort) {
+  const sockets = new Set();
+  let refusing = false;
+  let stalled = false;
+  const server = net.createServer((client) => {
+    if (refusing) { client.destroy(); return; }
+    const upstream = net.connect(targetPort, '127.0.0.1');
+    const pair = [client, upstream];
+    if (stalled) upstream.once('data', () => { client.unpipe(upstream); client.pause(); });
+    sockets.add(pair);
+    const end = () => { sockets.delete(pair); client.destroy(); upstream.destroy(); };
+    client.on('error', end); upstream.on('error', end); client.on('close', end); upstream.on('close', end);
+    client.pipe(upstream); upstream.pipe(client);
+  });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  const port = server.address().port;
+  const cut = () => { for (const [a, b] of [...sockets]) { a.destroy(); b.destroy(); } sockets.clear(); };
+  const stop = track(() => new Promise((r) => { cut(); server.close(() => r()); }));
+  return {
+    port,
+    ws: `ws://127.0.0.1:${port}/ws`,
+    http: `http://127.0.0.1:${port}`,
+    connections: () => sockets.size,
+    cut,
+    refuse: (on) => { refusing = on; },
+    /** Stops reading what clients send once the upstream answered the handshake (a slow
+     *  consumer: the client's socket buffers fill up), or reads again. */
+    stall: (on) => {
+      stalled = on;
+      if (!on) for (const [client, upstream] of sockets) { client.pipe(upstream); client.resume(); }
+    },
+    stop,
+  };
+}
+
+/**
+ * A scripted WebSocket server. `behaviour(ws, req, server)` runs per connection; every
+ * connection's URL and received frames are recorded.
+ */
+export async function wsServer(behaviour, port = 0) {
+  const wss = new WebSocketServer({ host: '127.0.0.1', port });
+  await new Promise((r, j) => { wss.once('listening', r); wss.once('error', j); });
+  const server = {
+    port: wss.address().port,
+    url: `ws://127.0.0.1:${wss.address().port}/ws`,
+    connections: [],
+    frames: [],
+  };
+  wss.on('connection', (ws, req) => {
+    const conn = { url: req.url, frames: [], ws };
+    server.connections.push(conn);
+    ws.on('message', (data, binary) => {
+      const frame = binary ? Buffer.from(data) : data.toString();
+      conn.frames.push(frame);
+      server.frames.push(frame);
+    });
+    behaviour(ws, req, server, conn);
+  });
+  server.stop = track(() => new Promise((r) => {
+    for (const c of wss.clients) c.terminate();
+    wss.close(() => r());
+  }));
+  return server;
+}
+
+export const behaviours = {
+  /** Raw echo. */
+  echo: (ws) => ws.on('message', (data, binary) => ws.send(data, { binary })),
+  /** Accepts the handshake, then closes at once with `code`. */
+  acceptThenClose: (code = 1000) => (ws) => ws.close(code, 'go away'),
+  /** Accepts and never answers anything (app pings go unanswered). */
+  blackHole: () => {},
+};
