@@ -1,0 +1,269 @@
+//! The `tether` binary as a process: its JSON output, its exit statuses, its options.
+#![allow(clippy::unwrap_used)]
+
+use serde_json::Value;
+use std::process::Stdio;
+use std::time::Duration;
+use tether_relay::{Relay, RelayConfig};
+use tether_tests::servers::{Behaviour, MisbehavingServer};
+use tether_tests::tls::TlsEchoServer;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::time::timeout;
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+fn tether(args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+/// Reads JSON lines from the child's stdout until `pred` matches one (bounded).
+async fn lines_until(
+    out: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    seen: &mut Vec<Value>,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
+    loop {
+        let line = timeout(LIMIT, out.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("no matching line; seen {seen:#?}"))
+            .unwrap()
+            .unwrap_or_else(|| panic!("stdout ended; seen {seen:#?}"));
+        let value: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+        assert!(
+            value["event"].is_string() && value["t_ms"].is_u64(),
+            "{value}"
+        );
+        seen.push(value.clone());
+        if pred(&value) {
+            return value;
+        }
+    }
+}
+
+async fn exit_code(child: &mut Child) -> i32 {
+    timeout(LIMIT, child.wait())
+        .await
+        .unwrap()
+        .unwrap()
+        .code()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn connect_prints_json_events_and_exits_cleanly_at_end_of_input() {
+    let relay = Relay::bind("127.0.0.1:0", RelayConfig::default())
+        .await
+        .unwrap();
+    let url = relay.ws_url();
+    let mut child = tether(&[
+        "connect",
+        &url,
+        "--subscribe",
+        "room",
+        "--publish",
+        "room",
+        "--json",
+    ]);
+    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    lines_until(&mut out, &mut seen, |v| {
+        v["event"] == "state" && v["to"] == "open"
+    })
+    .await;
+    lines_until(&mut out, &mut seen, |v| v["event"] == "subscribed").await;
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"hello\n{\"n\":1}\n").await.unwrap();
+    let first = lines_until(&mut out, &mut seen, |v| v["event"] == "message").await;
+    assert_eq!(
+        (&first["data"], &first["channel"], &first["offset"]),
+        (&Value::from("hello"), &Value::from("room"), &Value::from(1))
+    );
+    let second = lines_until(&mut out, &mut seen, |v| v["event"] == "message").await;
+    assert_eq!(
+        second["data"],
+        serde_json::json!({"n": 1}),
+        "a JSON line is published as JSON"
+    );
+    drop(stdin); // EOF: drain and close
+    let closed = lines_until(&mut out, &mut seen, |v| v["event"] == "closed").await;
+    assert_eq!(closed["reason"], "app");
+    assert_eq!(closed["stats"]["accepted"], 2);
+    assert_eq!(closed["stats"]["dropped"], 0);
+    assert_eq!(exit_code(&mut child).await, 0);
+    let states: Vec<&str> = seen
+        .iter()
+        .filter(|v| v["event"] == "state")
+        .filter_map(|v| v["to"].as_str())
+        .collect();
+    assert_eq!(states, ["connecting", "open", "closing", "closed"]);
+    relay.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_terminal_close_code_exits_with_status_2() {
+    let server = MisbehavingServer::start(Behaviour::AcceptThenClose(Some((
+        4004,
+        "no such room".into(),
+    ))))
+    .await
+    .unwrap();
+    let mut child = tether(&["connect", &server.ws_url(), "--json"]);
+    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let closed = lines_until(&mut out, &mut seen, |v| v["event"] == "closed").await;
+    assert_eq!(closed["reason"], "refused");
+    assert!(
+        closed["detail"].as_str().unwrap().contains("4004"),
+        "{closed}"
+    );
+    assert_eq!(exit_code(&mut child).await, 2);
+}
+
+#[tokio::test]
+async fn giving_up_after_max_attempts_exits_with_status_2() {
+    // A port nobody listens on: bind, learn the port, close.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("ws://127.0.0.1:{port}/");
+    let mut child = tether(&[
+        "connect",
+        &url,
+        "--max-attempts",
+        "3",
+        "--backoff-initial",
+        "20",
+        "--json",
+    ]);
+    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let closed = lines_until(&mut out, &mut seen, |v| v["event"] == "closed").await;
+    assert_eq!(closed["reason"], "gave_up");
+    assert_eq!(closed["stats"]["attempts"], 3);
+    let delays: Vec<u64> = seen
+        .iter()
+        .filter(|v| v["event"] == "reconnect_scheduled")
+        .map(|v| v["delay_ms"].as_u64().unwrap())
+        .collect();
+    assert_eq!(delays.len(), 2, "{seen:#?}");
+    assert_eq!(exit_code(&mut child).await, 2);
+}
+
+#[tokio::test]
+async fn bad_options_exit_with_status_1_and_name_the_option() {
+    for (args, expected) in [
+        (
+            vec!["connect", "ws://127.0.0.1:1/", "--backoff-initial", "0"],
+            "--backoff-initial",
+        ),
+        (
+            vec!["connect", "ws://127.0.0.1:1/", "--jitter", "sometimes"],
+            "--jitter",
+        ),
+        (vec!["connect", "ftp://example.com"], "URL"),
+        (
+            vec!["connect", "ws://127.0.0.1:1/", "--header", "no-colon"],
+            "--header",
+        ),
+        (
+            vec![
+                "connect",
+                "ws://127.0.0.1:1/",
+                "--ca-file",
+                "/nonexistent.pem",
+            ],
+            "nonexistent",
+        ),
+        (vec!["frobnicate"], "frobnicate"),
+    ] {
+        let child = tether(&args);
+        let output = timeout(LIMIT, child.wait_with_output())
+            .await
+            .unwrap()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+}
+
+#[tokio::test]
+async fn wss_with_a_private_ca_works_only_with_ca_file() {
+    let server = TlsEchoServer::start().await.unwrap();
+    let url = server.wss_url();
+
+    let mut untrusting = tether(&["connect", &url, "--json", "--backoff-initial", "50"]);
+    let mut out = BufReader::new(untrusting.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let error = lines_until(&mut out, &mut seen, |v| v["event"] == "error").await;
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("certificate"),
+        "{error}"
+    );
+    assert!(!seen.iter().any(|v| v["to"] == "open"));
+    untrusting.kill().await.unwrap();
+
+    let ca = server.ca_file().to_str().unwrap().to_owned();
+    let mut child = tether(&["connect", &url, "--ca-file", &ca, "--json"]);
+    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    lines_until(&mut out, &mut seen, |v| v["to"] == "open").await;
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"over tls\n").await.unwrap();
+    let echoed = lines_until(&mut out, &mut seen, |v| v["event"] == "message").await;
+    assert_eq!(echoed["data"], "over tls");
+    drop(stdin);
+    assert_eq!(exit_code(&mut child).await, 0);
+}
+
+#[tokio::test]
+async fn the_relay_command_announces_its_address_and_stops_on_sigterm() {
+    let mut child = tether(&["relay", "--listen", "127.0.0.1:0"]);
+    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = timeout(LIMIT, out.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(line.starts_with("listening on ws://127.0.0.1:"), "{line}");
+    let pid = child.id().unwrap();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(exit_code(&mut child).await, 0);
+}
+
+#[tokio::test]
+async fn the_demo_holds_its_summary() {
+    let child = tether(&["demo"]);
+    let output = timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    let summary = stdout.lines().find(|l| l.starts_with("sent ")).unwrap();
+    assert!(summary.ends_with("lost 0"), "{summary}");
+    for phase in ["relay  crashed", "heartbeat timeout", "dropped"] {
+        assert!(
+            stdout.contains(phase),
+            "the timeline shows {phase:?}:\n{stdout}"
+        );
+    }
+}
