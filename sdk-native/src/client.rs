@@ -149,6 +149,7 @@ impl Client {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
         let link_ctx = crate::transport::LinkContext::new(&native, &config, &roots)
             .map_err(BuildError::Tls)?;
+        let url = config.url().to_owned();
         let engine = Engine::new(config, os_entropy());
         let (state_tx, state_rx) = watch::channel(engine.state().clone());
         let (events_tx, events_rx) = mpsc::channel(native.event_capacity);
@@ -170,7 +171,9 @@ impl Client {
             state_tx,
             cancel.clone(),
         );
-        runtime.spawn(task.run());
+        // Every log line of this client's task carries its URL.
+        let span = tracing::info_span!("tether", url = %url);
+        runtime.spawn(tracing::Instrument::instrument(task.run(), span));
         let client = Client {
             shared,
             _guard: Arc::new(HandleGuard(cancel)),
