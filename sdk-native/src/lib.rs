@@ -59,3 +59,8 @@ pub use tether_core::{
     MessageId, OutboxConfig, OverflowPolicy, Payload, Protocol, RequestFailure, RequestId,
     SendError, SendOptions, State, Stats, SubscribeError, TokenPlacement,
 };
+
+/// The README's Rust examples, compiled as doctests so they cannot rot.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
