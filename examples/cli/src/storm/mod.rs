@@ -273,9 +273,13 @@ fn chart(
             window_ms as f64 / 1000.0
         ),
     };
+    let how = match scenario.drop {
+        DropKind::Abrupt => "every connection drops at 0 s",
+        DropKind::Graceful { .. } => "every connection is closed with 1012 at 0 s",
+    };
     let subtitle = format!(
-        "Connection attempts per 100 ms after every connection drops at 0 s; \
-         the window for peak/mean runs from the relay's return to 99% back. Seed {}.",
+        "Connection attempts per 100 ms after {how}; the window for peak/mean runs from the \
+         relay's return to 99% back. Seed {}.",
         scenario.seed
     );
     let series = strategies
@@ -287,14 +291,19 @@ fn chart(
             let ratio = m
                 .peak_over_mean()
                 .map_or("-".to_owned(), |r| format!("{r:.2}"));
-            let t99 = m.t99.map_or("not reached".to_owned(), |t| {
-                format!("{:.1} s", report::secs(t))
-            });
+            let after_return = match (m.window, m.t99) {
+                (Some(w), Some(t)) => format!(
+                    "after return: peak {} per 100 ms, 99% back at {:.1} s",
+                    report::grouped(w.peak),
+                    report::secs(t)
+                ),
+                _ => "99% never back".to_owned(),
+            };
             svg::Series {
                 name,
                 colour: s.colour(),
                 note: format!(
-                    "peak/mean {ratio} · peak {} per 100 ms · 99% back at {t99} · {} attempts",
+                    "peak/mean {ratio} · {after_return} · whole run: peak {}, {} attempts",
                     report::grouped(m.peak.0),
                     report::grouped(m.total_attempts)
                 ),

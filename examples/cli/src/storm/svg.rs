@@ -1,9 +1,10 @@
 //! A hand-written SVG chart of attempts per 100 ms: one panel per strategy, stacked on a
 //! shared time axis, the relay-down interval shaded and the 99%-back moment marked.
 //!
-//! Each panel has its own y scale: a lock-step crowd puts all N clients in one bucket, which
-//! on a shared scale would flatten the well-spread strategies into the baseline. The panel
-//! titles carry the numbers that compare across panels (peak/mean, peak, 99% back).
+//! The y axis is logarithmic and shared by every panel: a lock-step crowd puts all N clients
+//! in one bucket, five hundred times what full jitter sends after the relay returns, and on a
+//! linear scale one of the two would be unreadable. The panel titles carry the exact numbers
+//! (peak/mean, peaks, 99% back).
 
 use super::report::{grouped, BUCKET};
 use super::sim::Micros;
@@ -119,9 +120,21 @@ pub(crate) fn render(chart: &Chart<'_>) -> String {
     );
     legend(&mut svg, chart);
 
+    let peak = chart
+        .series
+        .iter()
+        .flat_map(|s| s.attempts.iter().copied())
+        .max()
+        .unwrap_or(0);
+    let decades = decades(peak);
     for (i, series) in chart.series.iter().enumerate() {
         let top = TOP + i as f64 * (PANEL_GAP + PANEL) + PANEL_GAP;
-        panel(&mut svg, series, top, chart.outage, x_end, x_step, &x_of);
+        let x = XAxis {
+            end: x_end,
+            step: x_step,
+            of: &x_of,
+        };
+        panel(&mut svg, series, top, chart.outage, &x, decades);
     }
 
     // The shared x axis under the last panel.
@@ -153,7 +166,7 @@ pub(crate) fn render(chart: &Chart<'_>) -> String {
         svg,
         "<text class=\"y-title\" x=\"18\" y=\"{mid_y:.1}\" text-anchor=\"middle\" font-size=\"13\" \
          transform=\"rotate(-90 18 {mid_y:.1})\">connection attempts per 100 ms \
-         (each panel has its own scale)</text>"
+         (log scale)</text>"
     );
     svg.push_str("</svg>\n");
     svg
@@ -195,20 +208,35 @@ fn legend(svg: &mut String, chart: &Chart<'_>) {
     let _ = writeln!(svg, "</g>");
 }
 
+/// Decades on the log axis: enough for `peak` (at least one).
+fn decades(peak: u64) -> u32 {
+    let mut d = 1;
+    while 10u64.saturating_pow(d) < peak {
+        d += 1;
+    }
+    d
+}
+
+/// The shared time axis.
+struct XAxis<'a> {
+    end: f64,
+    step: f64,
+    of: &'a dyn Fn(f64) -> f64,
+}
+
 fn panel(
     svg: &mut String,
     series: &Series<'_>,
     top: f64,
     outage: Micros,
-    x_end: f64,
-    x_step: f64,
-    x_of: &dyn Fn(f64) -> f64,
+    x: &XAxis<'_>,
+    decades: u32,
 ) {
+    let (x_end, x_step, x_of) = (x.end, x.step, x.of);
     let bottom = top + PANEL;
     let right = WIDTH - RIGHT;
-    let peak = series.attempts.iter().copied().max().unwrap_or(0);
-    let (y_step, y_end) = axis(peak as f64, 4.0);
-    let y_of = |n: f64| bottom - n / y_end * PANEL;
+    // Log scale from 1 (the baseline, where empty buckets sit too) to 10^decades.
+    let y_of = |n: f64| bottom - n.max(1.0).log10() / f64::from(decades) * PANEL;
 
     let _ = writeln!(
         svg,
@@ -231,18 +259,17 @@ fn panel(
         "<rect x=\"{LEFT}\" y=\"{top:.1}\" width=\"{:.1}\" height=\"{PANEL}\" fill=\"#e5e7eb\"/>",
         down_end - LEFT
     );
-    // Grid and y ticks.
-    let y_ticks = (y_end / y_step).round() as u64;
-    for k in 0..=y_ticks {
-        let n = k as f64 * y_step;
-        let y = y_of(n);
+    // Grid and y ticks, one per decade.
+    for k in 0..=decades {
+        let n = 10u64.saturating_pow(k);
+        let y = y_of(n as f64);
         let _ = writeln!(
             svg,
             "<line x1=\"{LEFT}\" y1=\"{y:.1}\" x2=\"{right:.1}\" y2=\"{y:.1}\" stroke=\"#e5e7eb\" \
              stroke-width=\"0.8\"/><text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
             LEFT - 6.0,
             y + 4.0,
-            grouped(n as u64)
+            grouped(n)
         );
     }
     let x_ticks = (x_end / x_step).round() as u64;
@@ -398,8 +425,12 @@ mod tests {
         for tick in [">0<", ">10<", ">50<"] {
             assert!(x_axis.contains(tick), "x axis lacks {tick}");
         }
-        assert!(doc.contains(">4,000<"), "y tick at the spike's height");
-        assert!(doc.contains(">60<"), "y tick on the spread panel");
+        // Log-scale y ticks, one per decade up to the spike.
+        for tick in [">1<", ">10<", ">100<", ">1,000<", ">10,000<"] {
+            assert!(doc.contains(tick), "y axis lacks {tick}");
+        }
+        assert!(!doc.contains(">100,000<"));
+        assert!(doc.contains("(log scale)"));
     }
 
     #[test]
@@ -420,5 +451,14 @@ mod tests {
         assert_eq!(nice_step(0.0, 4.0), 1.0);
         assert_eq!(axis(1700.0, 4.0), (500.0, 2000.0));
         assert_eq!(axis(0.0, 4.0), (1.0, 1.0));
+    }
+
+    #[test]
+    fn the_log_axis_reaches_the_peak() {
+        assert_eq!(decades(0), 1);
+        assert_eq!(decades(10), 1);
+        assert_eq!(decades(11), 2);
+        assert_eq!(decades(100_000), 5);
+        assert_eq!(decades(100_001), 6);
     }
 }
