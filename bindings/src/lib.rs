@@ -1,1 +1,50 @@
-//! Placeholder until its issue lands.
+//! # tether-ffi: the tether client for Kotlin (Android), Swift (iOS) and Python
+//!
+//! UniFFI bindings over the `tether` crate. The core (`tether-core`) and the tokio driver
+//! (`tether`) know nothing of UniFFI: every type here mirrors one of theirs through a `From`
+//! impl, one file per exported concept:
+//!
+//! | file | exports |
+//! |---|---|
+//! | `config.rs` | `ClientConfig` (chainable builder), `Protocol`, `Jitter`, `HeartbeatMode`, `OverflowPolicy`, `TokenPlacement`, `Disposition` |
+//! | `client.rs` | `Client`: connect, send/publish, acked sends and requests (async), channels, presence, close, network and lifecycle hooks, state, stats |
+//! | `listener.rs` | `ClientListener` (foreign trait), `ListenerHandle` (cancel-on-drop), `ListenerError` |
+//! | `event.rs` | `ClientEvent`, `DisconnectCause`, `DropReason`, `Payload`, `InboundMessage`, `EngineIssue` |
+//! | `state.rs` | `ConnectionState`, `CloseReason` |
+//! | `token.rs` | `TokenProvider` (async foreign trait), `TokenError` |
+//! | `error.rs` | `ClientError` |
+//! | `stats.rs` | `ClientStats` |
+//!
+//! Internals: `runtime.rs` (the library's lazily started tokio runtime) and `dispatch.rs`
+//! (how events reach foreign listeners without foreign code ever stalling or crashing the
+//! client). See bindings/README.md for building the Android and iOS libraries and for usage.
+
+mod client;
+mod config;
+mod dispatch;
+mod error;
+mod event;
+mod listener;
+mod runtime;
+mod state;
+mod stats;
+mod token;
+
+pub use client::Client;
+pub use config::{
+    ClientConfig, Disposition, HeartbeatMode, Jitter, OverflowPolicy, Protocol, TokenPlacement,
+};
+pub use error::ClientError;
+pub use event::{ClientEvent, DisconnectCause, DropReason, EngineIssue, InboundMessage, Payload};
+pub use listener::{ClientListener, ListenerError, ListenerHandle};
+pub use state::{CloseReason, ConnectionState};
+pub use stats::ClientStats;
+pub use token::{TokenError, TokenProvider};
+
+uniffi::setup_scaffolding!();
+
+/// The version of the tether SDK these bindings were built from, e.g. for a support log.
+#[uniffi::export]
+pub fn sdk_version() -> String {
+    env!("CARGO_PKG_VERSION").to_owned()
+}

@@ -1,0 +1,202 @@
+//! Getting events from the client to foreign listeners without ever letting foreign code
+//! stall or crash the client.
+//!
+//! ```text
+//!  tether client task ──Events (bounded, backpressure)──▶ pump task ──▶ Hub ──broadcast ring──▶ dispatcher thread ──▶ listener.onEvent
+//!                                                       (never waits)   (state + sender)  (drop-oldest) │ one per listener
+//! ```
+//!
+//! - The `tether` crate's `Events` queue is bounded and a full queue makes the client stop
+//!   reading its socket and stop its timers until there is room. So the pump must drain it
+//!   promptly: it converts each event and hands it to the hub, whose `send` never waits.
+//! - The hub is a `tokio::sync::broadcast` ring of `listenerQueueCapacity` events. A listener
+//!   too slow to keep up loses the oldest events it has not read (it is told how many with
+//!   `Lagged`, then gets a state snapshot), instead of stalling everyone else.
+//! - Each listener has a dedicated OS thread, so a callback that blocks stalls only itself,
+//!   and no foreign code ever runs on the runtime's worker threads or under a lock: the hub's
+//!   mutex is held only to record the state and push one event (or to subscribe).
+//! - A foreign exception comes back as an `Err(ListenerError)` value (the listener method is
+//!   declared fallible for exactly this), is counted and logged, and dispatching continues.
+//!   The call also runs under `catch_unwind`, so that even a panic in UniFFI's lifting code
+//!   cannot take the dispatcher down in builds that unwind.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::broadcast::{self, error::RecvError};
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use crate::event::ClientEvent;
+use crate::listener::{ClientListener, ListenerError};
+use crate::runtime::runtime;
+use crate::state::{ConnectionState, EngineClock};
+
+/// One event in the ring, with the state the sequence was in just before it (what a listener
+/// that lagged up to this point should be told).
+#[derive(Debug)]
+struct Item {
+    state_before: ConnectionState,
+    event: ClientEvent,
+}
+
+#[derive(Debug)]
+struct HubState {
+    /// The state after the last event pushed.
+    state: ConnectionState,
+    /// `None` once the client has shut down.
+    tx: Option<broadcast::Sender<Arc<Item>>>,
+}
+
+/// The fan-out point between the pump and the listeners, plus their counters.
+#[derive(Debug)]
+pub(crate) struct Hub {
+    inner: Mutex<HubState>,
+    pub(crate) missed: AtomicU64,
+    pub(crate) failures: AtomicU64,
+}
+
+impl Hub {
+    pub(crate) fn new(initial: ConnectionState, capacity: usize) -> Arc<Self> {
+        let (tx, _) = broadcast::channel(capacity.max(1));
+        Arc::new(Hub {
+            inner: Mutex::new(HubState {
+                state: initial,
+                tx: Some(tx),
+            }),
+            missed: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HubState> {
+        // Nothing that can panic runs under this lock; recover rather than propagate anyway.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn publish(&self, event: ClientEvent) {
+        let mut hub = self.lock();
+        let state_before = hub.state.clone();
+        if let ClientEvent::StateChanged { current, .. } = &event {
+            hub.state = current.clone();
+        }
+        if let Some(tx) = &hub.tx {
+            // An error only means nobody listens right now.
+            let _ = tx.send(Arc::new(Item {
+                state_before,
+                event,
+            }));
+        }
+    }
+
+    fn shut(&self) {
+        self.lock().tx = None;
+    }
+
+    /// Starts delivering to `listener` on a thread of its own: first the current state, then
+    /// every later event, until `cancel` fires or the client shuts down.
+    pub(crate) fn attach(self: &Arc<Self>, listener: Arc<dyn ClientListener>) -> CancellationToken {
+        let cancel = CancellationToken::new();
+        // Snapshot and subscription under one lock: the snapshot is exactly the state before
+        // the first event this receiver will see.
+        let (snapshot, rx) = {
+            let hub = self.lock();
+            (hub.state.clone(), hub.tx.as_ref().map(|tx| tx.subscribe()))
+        };
+        let dispatcher = Dispatcher {
+            hub: self.clone(),
+            listener,
+            cancel: cancel.clone(),
+        };
+        let spawned = std::thread::Builder::new()
+            .name("tether-listener".to_owned())
+            .spawn(move || dispatcher.run(snapshot, rx));
+        if let Err(e) = spawned {
+            warn!(error = %e, "cannot start a listener thread; the listener gets no events");
+            cancel.cancel();
+        }
+        cancel
+    }
+}
+
+/// Forwards the client's events to the hub until the client shuts down. Runs on the runtime.
+pub(crate) async fn pump(mut events: tether::Events, hub: Arc<Hub>, clock: EngineClock) {
+    while let Some(event) = events.recv().await {
+        if let Some(event) = ClientEvent::from_core(event, &clock) {
+            hub.publish(event);
+        }
+    }
+    // Listeners drain what is queued, then their threads end.
+    hub.shut();
+}
+
+struct Dispatcher {
+    hub: Arc<Hub>,
+    listener: Arc<dyn ClientListener>,
+    cancel: CancellationToken,
+}
+
+impl Dispatcher {
+    fn run(self, snapshot: ConnectionState, rx: Option<broadcast::Receiver<Arc<Item>>>) {
+        self.deliver(ClientEvent::StateChanged {
+            previous: None,
+            current: snapshot,
+        });
+        let Some(mut rx) = rx else { return };
+        let handle = runtime().handle();
+        let mut missed = 0u64;
+        loop {
+            let next = handle.block_on(async {
+                tokio::select! {
+                    biased;
+                    _ = self.cancel.cancelled() => None,
+                    next = rx.recv() => Some(next),
+                }
+            });
+            match next {
+                None => return,
+                Some(Ok(item)) => {
+                    if missed > 0 {
+                        self.deliver(ClientEvent::Lagged { missed });
+                        self.deliver(ClientEvent::StateChanged {
+                            previous: None,
+                            current: item.state_before.clone(),
+                        });
+                        missed = 0;
+                    }
+                    self.deliver(item.event.clone());
+                }
+                Some(Err(RecvError::Lagged(n))) => {
+                    self.hub.missed.fetch_add(n, Ordering::Relaxed);
+                    missed += n;
+                }
+                Some(Err(RecvError::Closed)) => {
+                    if missed > 0 {
+                        let state = self.hub.lock().state.clone();
+                        self.deliver(ClientEvent::Lagged { missed });
+                        self.deliver(ClientEvent::StateChanged {
+                            previous: None,
+                            current: state,
+                        });
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// One callback, unless cancelled; an exception (or a panic) is contained.
+    fn deliver(&self, event: ClientEvent) {
+        if self.cancel.is_cancelled() {
+            return;
+        }
+        let listener = &self.listener;
+        let failure = match catch_unwind(AssertUnwindSafe(|| listener.on_event(event))) {
+            Ok(Ok(())) => return,
+            Ok(Err(ListenerError::Threw { reason })) => reason,
+            Err(_) => "panicked".to_owned(),
+        };
+        self.hub.failures.fetch_add(1, Ordering::Relaxed);
+        warn!(%failure, "a ClientListener threw; the event is skipped for it and dispatching goes on");
+    }
+}

@@ -1,0 +1,201 @@
+//! [`ClientError`]: the one error type of the bindings, with only the variants a Kotlin or
+//! Swift caller would branch on. The `tether` crate's per-operation errors (`SendError`,
+//! `AckError`, `RequestError`, `SubscribeError`, `CloseError`, `BuildError`) all map into it.
+
+use crate::event::{DropReason, Payload};
+
+/// Why a call failed. Each variant says what the caller can do about it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, uniffi::Error)]
+pub enum ClientError {
+    /// A `ClientConfig` setting is invalid; `field` names it. Fix the configuration.
+    #[error("invalid config `{field}`: {reason}")]
+    InvalidConfig {
+        /// The setting, e.g. `backoff.initial`.
+        field: String,
+        /// What is wrong and what would be accepted.
+        reason: String,
+    },
+    /// An argument is invalid (channel name, JSON text, close code…); `argument` names it.
+    #[error("invalid {argument}: {reason}")]
+    InvalidArgument {
+        /// Which argument.
+        argument: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Channels, acks, requests and presence need `Protocol.TETHER`.
+    #[error("this needs the Tether protocol (the client is in raw mode)")]
+    NeedsTetherProtocol,
+    /// The outbox is full and its overflow policy is `REJECT_NEW`: retry later.
+    #[error("the outbox is full")]
+    OutboxFull,
+    /// The message is larger than `maxMessageBytes` (or the whole outbox).
+    #[error("message of {size} bytes exceeds the limit of {max} bytes")]
+    TooLarge {
+        /// Its size in bytes.
+        size: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// The client is closed: call `connect()` to start again.
+    #[error("the client is closed")]
+    Closed,
+    /// The client is draining its outbox before closing and takes no new messages.
+    #[error("the client is closing")]
+    Closing,
+    /// An acknowledged message left the outbox without an ack (it may have been delivered if
+    /// the reason is not `Rejected`, but the server never confirmed it).
+    #[error("dropped before acknowledgement: {reason:?}")]
+    Dropped {
+        /// Why.
+        reason: DropReason,
+    },
+    /// The ack or reply did not arrive within the timeout. An acked message stays in the
+    /// outbox and may still be delivered; its `Acked` or `Dropped` event will say.
+    #[error("timed out")]
+    TimedOut,
+    /// The connection dropped after the request was sent; its reply is lost. Retry it.
+    #[error("the connection was lost before the reply")]
+    ConnectionLost,
+    /// The server answered the request with an error.
+    #[error("the server refused: {code}: {reason}")]
+    Rejected {
+        /// The server's error code.
+        code: String,
+        /// Its explanation. (Not `message`: that is every exception's own property.)
+        reason: String,
+    },
+}
+
+impl From<tether::SendError> for ClientError {
+    fn from(e: tether::SendError) -> Self {
+        match e {
+            tether::SendError::TooLarge { size, max } => ClientError::TooLarge {
+                size: size as u64,
+                max: max as u64,
+            },
+            tether::SendError::OutboxFull => ClientError::OutboxFull,
+            tether::SendError::Closed => ClientError::Closed,
+            tether::SendError::Closing => ClientError::Closing,
+            tether::SendError::NeedsTetherProtocol(_) => ClientError::NeedsTetherProtocol,
+            tether::SendError::BinaryInTetherMode => ClientError::InvalidArgument {
+                argument: "payload".to_owned(),
+                reason: "binary payloads need the raw protocol".to_owned(),
+            },
+            tether::SendError::InvalidChannel(name) => invalid_channel(name),
+            other => ClientError::InvalidArgument {
+                argument: "message".to_owned(),
+                reason: other.to_string(),
+            },
+        }
+    }
+}
+
+impl From<tether::SubscribeError> for ClientError {
+    fn from(e: tether::SubscribeError) -> Self {
+        match e {
+            tether::SubscribeError::NeedsTetherProtocol => ClientError::NeedsTetherProtocol,
+            tether::SubscribeError::InvalidChannel(name) => invalid_channel(name),
+            tether::SubscribeError::Closed => ClientError::Closed,
+            other => ClientError::InvalidArgument {
+                argument: "channel".to_owned(),
+                reason: other.to_string(),
+            },
+        }
+    }
+}
+
+impl From<tether::AckError> for ClientError {
+    fn from(e: tether::AckError) -> Self {
+        match e {
+            tether::AckError::Send(e) => e.into(),
+            tether::AckError::Dropped(reason) => ClientError::Dropped {
+                reason: reason.into(),
+            },
+            // The client task stopped: for the app that is a closed client.
+            _ => ClientError::Closed,
+        }
+    }
+}
+
+impl From<tether::RequestError> for ClientError {
+    fn from(e: tether::RequestError) -> Self {
+        match e {
+            tether::RequestError::Send(e) => e.into(),
+            tether::RequestError::Failed(failure) => failure.into(),
+            _ => ClientError::Closed,
+        }
+    }
+}
+
+impl From<tether::RequestFailure> for ClientError {
+    fn from(failure: tether::RequestFailure) -> Self {
+        match failure {
+            tether::RequestFailure::TimedOut => ClientError::TimedOut,
+            tether::RequestFailure::ConnectionLost => ClientError::ConnectionLost,
+            tether::RequestFailure::Closed => ClientError::Closed,
+            tether::RequestFailure::Overflow => ClientError::Dropped {
+                reason: DropReason::Overflow,
+            },
+            tether::RequestFailure::Rejected { code, message } => ClientError::Rejected {
+                code,
+                reason: message,
+            },
+            _ => ClientError::ConnectionLost,
+        }
+    }
+}
+
+impl From<tether::CloseError> for ClientError {
+    fn from(e: tether::CloseError) -> Self {
+        ClientError::InvalidArgument {
+            argument: "code".to_owned(),
+            reason: e.to_string(),
+        }
+    }
+}
+
+impl From<tether::BuildError> for ClientError {
+    fn from(e: tether::BuildError) -> Self {
+        match e {
+            tether::BuildError::Config(c) => ClientError::InvalidConfig {
+                field: c.field.to_owned(),
+                reason: c.reason,
+            },
+            tether::BuildError::Tls(reason) => ClientError::InvalidConfig {
+                field: "caPem".to_owned(),
+                reason,
+            },
+            other => ClientError::InvalidConfig {
+                field: "runtime".to_owned(),
+                reason: other.to_string(),
+            },
+        }
+    }
+}
+
+fn invalid_channel(reason: String) -> ClientError {
+    ClientError::InvalidArgument {
+        argument: "channel".to_owned(),
+        reason,
+    }
+}
+
+impl TryFrom<Payload> for tether::Payload {
+    type Error = ClientError;
+
+    fn try_from(payload: Payload) -> Result<Self, ClientError> {
+        Ok(match payload {
+            Payload::Text { text } => tether::Payload::Text(text),
+            Payload::Binary { data } => tether::Payload::Binary(data),
+            Payload::Json { json } => {
+                tether::Payload::Json(tether::serde_json::from_str(&json).map_err(|e| {
+                    ClientError::InvalidArgument {
+                        argument: "payload".to_owned(),
+                        reason: format!("not JSON: {e}"),
+                    }
+                })?)
+            }
+        })
+    }
+}

@@ -1,0 +1,77 @@
+//! [`ClientListener`] (implemented by the app) and [`ListenerHandle`] (what
+//! `Client.addListener` returns). The machinery between them is in `dispatch`.
+
+use tokio_util::sync::CancellationToken;
+
+use crate::event::ClientEvent;
+
+/// Receives the client's events, in order, on a thread of its own (one per listener, never a
+/// thread of the client). The first event is always a `StateChanged` snapshot with
+/// `previous = null`, then every event as it happens.
+///
+/// Keep `onEvent` quick: post to your UI thread or your own queue. A listener that is slow
+/// never stalls the connection; it falls behind, and once more than `listenerQueueCapacity`
+/// events wait for it the oldest are skipped and it receives `Lagged(missed)` followed by a
+/// fresh state snapshot. An exception thrown from `onEvent` is caught, counted in
+/// `ClientStats.listenerFailures`, and the next event is delivered as usual.
+#[uniffi::export(foreign)]
+pub trait ClientListener: Send + Sync {
+    /// One event. Any exception it throws is contained (see [`ListenerError`]).
+    fn on_event(&self, event: ClientEvent) -> Result<(), ListenerError>;
+}
+
+/// What a listener's exception becomes on the Rust side.
+///
+/// `onEvent` is declared fallible so that an exception crosses the FFI as a value: without an
+/// error type UniFFI turns a foreign exception into a Rust panic, which an app built with
+/// `panic = "abort"` (common for mobile release builds) could not survive. Apps never need to
+/// throw this themselves; any exception is converted into it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, uniffi::Error)]
+pub enum ListenerError {
+    /// The listener threw.
+    #[error("the listener threw: {reason}")]
+    Threw {
+        /// The exception, as text.
+        reason: String,
+    },
+}
+
+impl From<uniffi::UnexpectedUniFFICallbackError> for ListenerError {
+    fn from(e: uniffi::UnexpectedUniFFICallbackError) -> Self {
+        ListenerError::Threw { reason: e.reason }
+    }
+}
+
+/// Keeps a listener subscribed. Dropping it (or `cancel()`) unsubscribes: keep a reference
+/// for as long as you want events (on the JVM a handle that is garbage-collected cancels its
+/// listener).
+#[derive(Debug, uniffi::Object)]
+pub struct ListenerHandle {
+    cancel: CancellationToken,
+}
+
+impl ListenerHandle {
+    pub(crate) fn new(cancel: CancellationToken) -> Self {
+        ListenerHandle { cancel }
+    }
+}
+
+#[uniffi::export]
+impl ListenerHandle {
+    /// Stops the listener. Returns at once, from any thread (also from inside `onEvent`); no
+    /// callback starts afterwards, though one already running finishes. Idempotent.
+    pub fn cancel(&self) {
+        self.cancel.cancel();
+    }
+
+    /// Whether `cancel()` was called (or the handle dropped).
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+}
+
+impl Drop for ListenerHandle {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
