@@ -15,7 +15,12 @@ const EXPECTED: &str = include_str!("parity/expected.txt");
 fn seeded_runs_match_the_native_transcript_in_chromium() {
     let got = cases::transcript();
     for (n, (want, got)) in EXPECTED.lines().zip(got.lines()).enumerate() {
-        assert_eq!(got, want, "line {} differs from the native transcript", n + 1);
+        assert_eq!(
+            got,
+            want,
+            "line {} differs from the native transcript",
+            n + 1
+        );
     }
     assert_eq!(got.lines().count(), EXPECTED.lines().count());
 }
