@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use crate::token::{ForeignTokens, TokenProvider};
 
-/// Wire protocol.
+/// Wire protocol. (Not `Protocol`: in Swift `X.Protocol` is metatype syntax, and
+/// Objective-C has a `Protocol` class.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
-pub enum Protocol {
+pub enum WireProtocol {
     /// Frames pass through untouched; works with any WebSocket or SSE server.
     Raw,
     /// Tether's JSON envelope: channels with resume, presence, acks, requests.
@@ -87,7 +88,7 @@ pub enum Disposition {
 /// Every option, `None` meaning "the core's documented default".
 #[derive(Clone, Default)]
 struct Options {
-    protocol: Option<Protocol>,
+    protocol: Option<WireProtocol>,
     headers: Vec<(String, String)>,
     subprotocols: Vec<String>,
     backoff_initial_ms: Option<u64>,
@@ -283,7 +284,7 @@ impl ClientConfig {
     }
 
     /// Wire protocol. Default `RAW`.
-    pub fn protocol(self: Arc<Self>, protocol: Protocol) -> Arc<Self> {
+    pub fn wire_protocol(self: Arc<Self>, protocol: WireProtocol) -> Arc<Self> {
         self.with(|o| o.protocol = Some(protocol))
     }
     /// Adds a handshake header. Default none.
@@ -427,11 +428,11 @@ impl ClientConfig {
     }
 }
 
-impl From<Protocol> for tether::Protocol {
-    fn from(p: Protocol) -> Self {
+impl From<WireProtocol> for tether::Protocol {
+    fn from(p: WireProtocol) -> Self {
         match p {
-            Protocol::Raw => tether::Protocol::Raw,
-            Protocol::Tether => tether::Protocol::Tether,
+            WireProtocol::Raw => tether::Protocol::Raw,
+            WireProtocol::Tether => tether::Protocol::Tether,
         }
     }
 }

@@ -23,7 +23,7 @@ pub enum ClientError {
         /// What is wrong.
         reason: String,
     },
-    /// Channels, acks, requests and presence need `Protocol.TETHER`.
+    /// Channels, acks, requests and presence need `WireProtocol.TETHER`.
     #[error("this needs the Tether protocol (the client is in raw mode)")]
     NeedsTetherProtocol,
     /// The outbox is full and its overflow policy is `REJECT_NEW`: retry later.

@@ -6,7 +6,7 @@
 //!
 //! | file | exports |
 //! |---|---|
-//! | `config.rs` | `ClientConfig` (chainable builder), `Protocol`, `Jitter`, `HeartbeatMode`, `OverflowPolicy`, `TokenPlacement`, `Disposition` |
+//! | `config.rs` | `ClientConfig` (chainable builder), `WireProtocol`, `Jitter`, `HeartbeatMode`, `OverflowPolicy`, `TokenPlacement`, `Disposition` |
 //! | `client.rs` | `Client`: connect, send/publish, acked sends and requests (async), channels, presence, close, network and lifecycle hooks, state, stats |
 //! | `listener.rs` | `ClientListener` (foreign trait), `ListenerHandle` (cancel-on-drop), `ListenerError` |
 //! | `event.rs` | `ClientEvent`, `DisconnectCause`, `DropReason`, `Payload`, `InboundMessage`, `EngineIssue` |
@@ -32,7 +32,7 @@ mod token;
 
 pub use client::Client;
 pub use config::{
-    ClientConfig, Disposition, HeartbeatMode, Jitter, OverflowPolicy, Protocol, TokenPlacement,
+    ClientConfig, Disposition, HeartbeatMode, Jitter, OverflowPolicy, TokenPlacement, WireProtocol,
 };
 pub use error::ClientError;
 pub use event::{ClientEvent, DisconnectCause, DropReason, EngineIssue, InboundMessage, Payload};
