@@ -1,0 +1,208 @@
+"""Fixtures for the Python bindings tests: the reference relay as a restartable child process,
+one asyncio loop for the whole session, and an event recorder.
+
+Run by scripts/test-bindings with the generated module on PYTHONPATH and TETHER_RELAY_BIN set.
+"""
+
+import asyncio
+import os
+import subprocess
+import threading
+import time
+
+import pytest
+
+import tether_ffi as t
+
+TOKEN = "s3cret"
+
+
+class Relay:
+    """The reference relay as a child process, restartable on the same port."""
+
+    def __init__(self, binary, log_path):
+        self.binary = binary
+        self.log_path = log_path
+        self.port = 0
+        self.proc = None
+
+    @property
+    def url(self):
+        return f"ws://127.0.0.1:{self.port}/"
+
+    def start(self):
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [self.binary, "--listen", f"127.0.0.1:{self.port}", "--token", TOKEN],
+            stdout=subprocess.PIPE,
+            stderr=log,
+        )
+        log.close()
+        ready = {}
+
+        def read():
+            for raw in self.proc.stdout:
+                line = raw.decode().strip()
+                if line.startswith("listening on ws://"):
+                    ready["line"] = line
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        deadline = time.monotonic() + 15
+        while "line" not in ready:
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                self.stop(graceful=False)
+                raise RuntimeError(f"the relay did not start (see {self.log_path})")
+            time.sleep(0.01)
+        self.port = int(ready["line"].rsplit(":", 1)[1].strip("/"))
+
+    def stop(self, graceful):
+        """SIGTERM lets the relay close every connection with 1012; SIGKILL is a crash."""
+        if self.proc is None:
+            return
+        if graceful:
+            self.proc.terminate()
+        else:
+            self.proc.kill()
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+        self.proc.stdout.close()
+        self.proc = None
+
+
+@pytest.fixture(scope="session")
+def relay():
+    log_dir = os.environ.get("TETHER_TEST_LOG_DIR", "target/bindings/logs")
+    os.makedirs(log_dir, exist_ok=True)
+    r = Relay(os.environ["TETHER_RELAY_BIN"], os.path.join(log_dir, "relay-python.log"))
+    r.start()
+    yield r
+    r.stop(graceful=False)
+
+
+@pytest.fixture(scope="session")
+def run():
+    """Runs coroutines on one asyncio loop that lives for the whole session.
+
+    UniFFI's Python bindings resolve Rust futures on the loop set with `uniffi_set_event_loop`,
+    and run async foreign callbacks (the token provider, called from a Rust thread) there too.
+    An app has one such loop; so do the tests: every test's coroutine and every token fetch,
+    including those during reconnects between tests, run on it.
+    """
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="test-loop", daemon=True)
+    thread.start()
+    t.uniffi_set_event_loop(loop)
+
+    def run_coroutine(coro, timeout=60):
+        return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout)
+
+    yield run_coroutine
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(timeout=5)
+    loop.close()
+
+
+class Tokens(t.TokenProvider):
+    def __init__(self):
+        self.calls = 0
+
+    async def token(self, refresh):
+        self.calls += 1
+        await asyncio.sleep(0.005)  # really asynchronous
+        return TOKEN
+
+
+@pytest.fixture(scope="session")
+def tokens():
+    return Tokens()
+
+
+class Recorder(t.ClientListener):
+    """Records every event with the thread it arrived on; waits for events without blocking
+    the event loop (token fetches run on it)."""
+
+    def __init__(self, on_each=None):
+        self.lock = threading.Lock()
+        self.events = []
+        self.threads = set()
+        self.cursor = 0
+        self.on_each = on_each
+
+    def on_event(self, event):
+        with self.lock:
+            self.events.append(event)
+            self.threads.add(threading.current_thread().name)
+        if self.on_each is not None:
+            self.on_each(event)
+
+    def mark(self):
+        with self.lock:
+            return len(self.events)
+
+    def snapshot(self):
+        with self.lock:
+            return list(self.events)
+
+    async def next(self, what, pred, timeout=10.0):
+        """The next event after the previous match that satisfies `pred`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self.lock:
+                while self.cursor < len(self.events):
+                    event = self.events[self.cursor]
+                    self.cursor += 1
+                    if pred(event):
+                        return event
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {what} within {timeout} s; saw {self.snapshot()[-8:]}")
+            await asyncio.sleep(0.01)
+
+    async def state(self, what, pred, timeout=10.0):
+        return await self.next(
+            what, lambda e: e.is_STATE_CHANGED() and pred(e.current), timeout
+        )
+
+    async def wait_for(self, what, cond, since=0, timeout=10.0):
+        """Waits until the events from `since` on satisfy `cond`, in any order."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self.lock:
+                if cond(self.events[since:]):
+                    return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {what} within {timeout} s; saw {self.snapshot()[-8:]}")
+            await asyncio.sleep(0.01)
+
+
+def config(url, client_id, tokens):
+    return (
+        t.ClientConfig(url)
+        .wire_protocol(t.WireProtocol.TETHER)
+        .client_id(client_id)
+        .token_provider(tokens)
+        .backoff_initial_ms(100)
+        .backoff_max_ms(400)
+        .jitter(t.Jitter.NONE)
+    )
+
+
+@pytest.fixture(scope="session")
+def pair(relay, tokens):
+    """Two clients subscribed to "room", shared by the scenario tests, released at the end."""
+    rec_a, rec_b = Recorder(), Recorder()
+    a = t.Client(config(relay.url, "py-a", tokens).listener_queue_capacity(64))
+    b = t.Client(config(relay.url, "py-b", tokens))
+    handle_a, handle_b = a.add_listener(rec_a), b.add_listener(rec_b)
+    a.subscribe("room")
+    b.subscribe("room")
+    a.connect()
+    b.connect()
+    yield a, b, rec_a, rec_b, handle_a
+    handle_a.cancel()
+    handle_b.cancel()
+    # Dropping the last reference stops a client (its task closes the connection).
+    del a, b

@@ -1,0 +1,276 @@
+"""The generated Python bindings on CPython, against the reference relay on loopback: the same
+scenario as the Kotlin test (bindings/tests/kotlin/TetherTest.kt). Tests run in file order and
+the later ones share two clients (the `pair` fixture)."""
+
+import asyncio
+import socket
+import threading
+import time
+
+import pytest
+
+import tether_ffi as t
+from conftest import Recorder, config
+
+OPEN = t.ConnectionState.OPEN()
+
+
+def json(text):
+    return t.Payload.JSON(text)
+
+
+def has_message(events, payload):
+    return any(e.is_MESSAGE() and e.message.payload == payload for e in events)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_typed_errors_name_the_field_and_raw_mode_refuses_channels():
+    assert t.sdk_version()
+    with pytest.raises(t.ClientError.InvalidConfig) as bad:
+        t.Client(t.ClientConfig("ftp://nowhere"))
+    assert bad.value.field == "url"
+    with pytest.raises(t.ClientError.InvalidConfig) as zero:
+        t.Client(t.ClientConfig("ws://127.0.0.1:9/").backoff_initial_ms(0))
+    assert zero.value.field == "backoff.initial"
+    raw = t.Client(t.ClientConfig("ws://127.0.0.1:9/"))
+    with pytest.raises(t.ClientError.NeedsTetherProtocol):
+        raw.subscribe("room")
+    with pytest.raises(t.ClientError.InvalidArgument) as arg:
+        raw.send(json("{not json"))
+    assert arg.value.argument == "payload"
+    assert raw.state() == t.ConnectionState.IDLE()
+
+
+def test_listener_gets_current_state_first_then_transitions_in_order(relay, tokens, run):
+    async def scenario():
+        c = t.Client(config(relay.url, "py-order", tokens))
+        rec = Recorder()
+        handle = c.add_listener(rec)
+        first = await rec.next("snapshot", lambda e: True)
+        assert first.is_STATE_CHANGED() and first.previous is None
+        assert first.current == t.ConnectionState.IDLE()
+        c.connect()
+        connecting = await rec.next("connecting", lambda e: True)
+        assert connecting.previous == t.ConnectionState.IDLE()
+        assert connecting.current == t.ConnectionState.CONNECTING(1)
+        opened = await rec.next("open", lambda e: True)
+        assert opened.previous == t.ConnectionState.CONNECTING(1) and opened.current == OPEN
+        assert c.state() == OPEN
+        assert threading.main_thread().name not in rec.threads
+        assert tokens.calls >= 1
+        handle.cancel()
+        assert handle.is_cancelled()
+        await c.disconnect()
+
+    run(scenario())
+
+
+def test_publish_is_acked_and_received_with_presence(pair, run):
+    a, b, rec_a, rec_b, _ = pair
+
+    async def scenario():
+        await rec_a.next("A subscribed", lambda e: e.is_SUBSCRIBED() and e.channel == "room")
+        await rec_b.next("B subscribed", lambda e: e.is_SUBSCRIBED() and e.channel == "room")
+        offset = await a.publish_acked("room", json('{"n":1}'), 5000)
+        assert offset == 1
+        m = await rec_b.next("message on B", lambda e: e.is_MESSAGE())
+        assert m.message.channel == "room" and m.message.offset == 1
+        assert m.message.payload == json('{"n":1}')
+        await rec_b.wait_for(
+            "A in B's presence",
+            lambda evs: any(e.is_PRESENCE() and "py-a" in e.members for e in evs),
+        )
+        assert "py-a" in b.presence("room")
+        assert b.presence("elsewhere") is None
+
+    run(scenario())
+
+
+def test_request_gets_the_echo_and_publish_gets_an_acked_event(pair, run):
+    a, b, rec_a, rec_b, _ = pair
+
+    async def scenario():
+        assert await a.request(json('{"q":42}'), 5000) == '{"q":42}'
+        msg_id = a.publish("room", t.Payload.TEXT("plain"))
+        await rec_a.next("Acked", lambda e: e.is_ACKED() and e.id == msg_id)
+        m = await rec_b.next("text message", lambda e: e.is_MESSAGE())
+        assert m.message.payload == json('"plain"')
+
+    run(scenario())
+
+
+def test_a_listener_that_raises_or_blocks_stalls_nothing(pair, run):
+    a, b, rec_a, rec_b, _ = pair
+    release = threading.Event()
+
+    def explode(_event):
+        raise RuntimeError("listener bug")
+
+    def block(event):
+        if event.is_MESSAGE():
+            release.wait(30)
+
+    thrower, blocker = Recorder(explode), Recorder(block)
+    h1, h2 = a.add_listener(thrower), a.add_listener(blocker)
+
+    async def scenario():
+        since = rec_b.mark()
+        acks = await asyncio.gather(
+            *(a.publish_acked("room", json(str(i)), 10000) for i in range(1, 41))
+        )
+        assert all(offset is not None for offset in acks)
+        await rec_b.wait_for(
+            "40 messages on B",
+            lambda evs: all(has_message(evs, json(str(i))) for i in range(1, 41)),
+            since,
+        )
+        await thrower.next("the thrower still gets events", lambda e: e.is_ACKED(), 5)
+        assert a.stats().listener_failures > 0
+        release.set()
+        lag = await blocker.next("Lagged", lambda e: e.is_LAGGED())
+        assert lag.missed > 0
+        snap = await blocker.next("snapshot after lag", lambda e: True)
+        assert snap.is_STATE_CHANGED() and snap.previous is None and snap.current == OPEN
+        assert a.stats().listener_events_missed >= lag.missed
+        assert a.state() == OPEN
+
+    try:
+        run(scenario())
+    finally:
+        release.set()
+        h1.cancel()
+        h2.cancel()
+
+
+def test_acked_sends_time_out_and_cancel_while_unreachable(tokens, run):
+    c = t.Client(config(f"ws://127.0.0.1:{free_port()}/", "py-lonely", tokens))
+
+    async def scenario():
+        c.connect()
+        t0 = time.monotonic()
+        with pytest.raises(t.ClientError.TimedOut):
+            await c.send_acked(json("1"), 300)
+        took = time.monotonic() - t0
+        assert 0.25 <= took <= 5, took
+        task = asyncio.ensure_future(c.publish_acked("room", json("2"), None))
+        await asyncio.sleep(0.1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, 2)
+        assert c.stats().outbox_len == 2  # both still wait in the outbox
+
+    run(scenario())
+
+
+def test_relay_killed_and_restarted_delivers_every_queued_acked_message(pair, relay, tokens, run):
+    a, b, rec_a, rec_b, _ = pair
+    calls_before = tokens.calls
+    slow = Recorder()
+    # A client whose backoff is long: network_changed(True) must skip the wait.
+    d = t.Client(
+        config(relay.url, "py-d", tokens).backoff_initial_ms(30000).backoff_max_ms(30000)
+    )
+    hd = d.add_listener(slow)
+
+    async def scenario():
+        d.connect()
+        await slow.state("D open", lambda s: s == OPEN)
+
+        relay.stop(graceful=False)
+        # The engine reports the state change first, then why and for how long.
+        await rec_a.state("A waiting", lambda s: s.is_WAITING())
+        sched = await rec_a.next("reconnect scheduled", lambda e: e.is_RECONNECT_SCHEDULED())
+        assert sched.attempt >= 1 and sched.delay_ms <= 400
+        waiting = (await slow.state("D waiting", lambda s: s.is_WAITING())).current
+        in_ms = waiting.retry_at_unix_ms - time.time() * 1000
+        assert 20000 <= in_ms <= 30500, in_ms
+
+        # Publish while the relay is down: queued, not acked.
+        acks = [
+            asyncio.ensure_future(a.publish_acked("room", json('{"down":%d}' % i), 20000))
+            for i in range(1, 6)
+        ]
+        await asyncio.sleep(0.3)
+        assert not any(f.done() for f in acks), "acked while the relay was down"
+        assert a.stats().outbox_len >= 5
+
+        since_a = rec_a.mark()
+        relay.start()
+        await rec_a.state("A open again", lambda s: s == OPEN, 15)
+        offsets = await asyncio.gather(*acks)
+        assert all(o is not None for o in offsets), offsets
+        # A is subscribed too: the relay stored and delivered all five.
+        await rec_a.wait_for(
+            "A's five queued messages",
+            lambda evs: all(has_message(evs, json('{"down":%d}' % i)) for i in range(1, 6)),
+            since_a,
+        )
+        assert a.stats().outbox_len == 0
+        assert a.stats().reconnects >= 1
+        # B is back and subscribed in the relay's new epoch: it gets what comes next.
+        await rec_b.state("B open again", lambda s: s == OPEN, 15)
+        sub = await rec_b.next("B resubscribed", lambda e: e.is_SUBSCRIBED())
+        assert not sub.recovered, "a restarted relay has a new epoch"
+        since_b = rec_b.mark()
+        await a.publish_acked("room", json('"after"'), 5000)
+        await rec_b.wait_for(
+            "B receives after the restart", lambda evs: has_message(evs, json('"after"')), since_b
+        )
+        assert tokens.calls > calls_before + 2, "token provider not asked on every attempt"
+
+        # D is still waiting out its 30 s backoff: the network coming back skips it.
+        assert d.state().is_WAITING()
+        d.network_changed(True)
+        await slow.state("D open after network_changed(True)", lambda s: s == OPEN, 5)
+        d.set_foreground(False)
+        d.set_foreground(True)
+        assert d.state() == OPEN
+
+    try:
+        run(scenario())
+    finally:
+        hd.cancel()
+
+
+def test_graceful_relay_restart_retries_close_1012(pair, relay, run):
+    a, b, rec_a, rec_b, _ = pair
+
+    async def scenario():
+        relay.stop(graceful=True)
+        await rec_a.state("A waiting after 1012", lambda s: s.is_WAITING())
+        sched = await rec_a.next("reconnect after 1012", lambda e: e.is_RECONNECT_SCHEDULED())
+        assert sched.cause.is_CLOSED() and sched.cause.code == 1012, sched
+        assert sched.delay_ms <= 5000
+        relay.start()
+        await rec_a.state("A open after 1012", lambda s: s == OPEN, 20)
+        await rec_b.state("B open after 1012", lambda s: s == OPEN, 20)
+
+    run(scenario())
+
+
+def test_disconnect_then_connect_again_then_cancel_stops_events(pair, run):
+    a, b, rec_a, rec_b, handle_a = pair
+
+    async def scenario():
+        reason = await a.disconnect()
+        assert reason == t.CloseReason.APP(1000)
+        await rec_a.state("A closing", lambda s: s == t.ConnectionState.CLOSING())
+        await rec_a.state(
+            "A closed", lambda s: s == t.ConnectionState.CLOSED(t.CloseReason.APP(1000))
+        )
+        with pytest.raises(t.ClientError.Closed):
+            a.send(json("1"))
+        a.connect()
+        await rec_a.state("A open again", lambda s: s == OPEN)
+        handle_a.cancel()
+        seen = rec_a.mark()
+        await a.disconnect()
+        await asyncio.sleep(0.2)
+        assert rec_a.mark() == seen, rec_a.snapshot()[seen:]
+
+    run(scenario())
