@@ -51,7 +51,7 @@ test('raw WebSocket: connects, echoes text and binary, counts frames', async ({ 
 test('relay: channels, presence, acked publish and request/reply between two clients', async ({ page }) => {
   const rl = await relay(await freePort());
   const r = await page.evaluate(async (url) => {
-    const opts = { protocol: 'tether' };
+    const opts = { protocol: 'tether', heartbeat: { intervalMs: 150 } };
     const a = new tether.TetherClient(url, { ...opts, clientId: 'alice' });
     const b = new tether.TetherClient(url, { ...opts, clientId: 'bob' });
     const la = record(a);
@@ -63,8 +63,9 @@ test('relay: channels, presence, acked publish and request/reply between two cli
     await until(() => lb.some((e) => e.type === 'message' && e.data.text === 'hi'), 5000, 'bob gets it');
     await until(() => la.some((e) => e.type === 'acked' && e.id === id), 5000, 'ack');
     const reply = await a.request({ q: 42 }, { timeout: 3000 });
+    const rtt = await until(() => la.find((e) => e.type === 'rtt'), 3000, 'an app-ping round trip');
     const msg = lb.find((e) => e.type === 'message');
-    const out = { reply, msg: { channel: msg.channel, offset: msg.offset, data: msg.data },
+    const out = { reply, rtt: rtt.rttMs, lastRtt: a.stats.lastRttMs, msg: { channel: msg.channel, offset: msg.offset, data: msg.data },
       presence: a.presence('room'), subscribed: la.find((e) => e.type === 'subscribed') };
     a.close(); b.close();
     return out;
@@ -73,6 +74,8 @@ test('relay: channels, presence, acked publish and request/reply between two cli
   assert.deepEqual(r.msg, { channel: 'room', offset: 1, data: { text: 'hi' } });
   assert.equal(r.subscribed.recovered, false);
   assert.deepEqual(r.reply, { q: 42 });
+  assert.ok(r.rtt > 0 && r.rtt < 1000, `rtt ${r.rtt} ms`);
+  assert.ok(r.lastRtt > 0, 'stats.lastRttMs');
 });
 
 test('errors are TetherErrors with a code', async ({ page, base }) => {
@@ -141,6 +144,7 @@ test('relay restart: graceful 1012 and a crash both reconnect with backoff', asy
   rl = await relay(port);
   const r = await page.evaluate(async () => {
     await until(() => c.state.name === 'open' && c.stats.opens === 3, 8000, 'reopened again');
+    await until(() => log.filter((e) => e.type === 'subscribed').length === 3, 3000, 'resubscribed');
     return { rec: log.filter((e) => e.type === 'reconnecting'), subs: log.filter((e) => e.type === 'subscribed').length, stats: c.stats };
   });
   assert.equal(r.rec[0].cause.kind, 'closed');
@@ -188,6 +192,49 @@ test('online event while waiting: reconnects at once instead of after the backof
   assert.ok(r.waitingFor > 15000, `backoff was ${r.waitingFor} ms`);
   assert.ok(r.took < 1000, `reconnected ${r.took} ms after online`);
   assert.equal(srv.connections.length, 1);
+});
+
+test('visibilitychange to visible while waiting: reconnects at once', async ({ page }) => {
+  const port = await freePort();
+  await page.evaluate(async (url) => {
+    window.c = new tether.TetherClient(url, { backoff: { initialMs: 20000, jitter: 'none' } });
+    await until(() => c.state.name === 'waiting', 5000, 'waiting');
+    // Headless pages are always visible: pretend the tab went to the background.
+    window.visibility = 'hidden';
+    Object.defineProperty(document, 'visibilityState', { configurable: true, get: () => window.visibility });
+    document.dispatchEvent(new Event('visibilitychange'));
+  }, `ws://127.0.0.1:${port}/ws`);
+  const srv = await wsServer(behaviours.echo, port);
+  const r = await page.evaluate(async () => {
+    await sleep(200);
+    const hidden = c.state.name;
+    const t0 = performance.now();
+    window.visibility = 'visible';
+    document.dispatchEvent(new Event('visibilitychange'));
+    await until(() => c.state.name === 'open', 3000, 'open after visible');
+    return { hidden, took: performance.now() - t0 };
+  });
+  assert.equal(r.hidden, 'waiting', 'going hidden does not reconnect');
+  assert.ok(r.took < 1000, `reconnected ${r.took} ms after becoming visible`);
+  assert.equal(srv.connections.length, 1);
+});
+
+test('network change while open: a probe ping finds a dead link in probeTimeoutMs', async ({ page }) => {
+  const srv = await wsServer(behaviours.blackHole);
+  const r = await page.evaluate(async (url) => {
+    const c = new tether.TetherClient(url, { protocol: 'tether', heartbeat: { intervalMs: 25000, probeTimeoutMs: 300 }, backoff: { initialMs: 30000 } });
+    const log = record(c);
+    await until(() => c.state.name === 'open', 5000, 'open');
+    const t0 = performance.now();
+    window.dispatchEvent(new Event('offline'));
+    const rec = await until(() => log.find((e) => e.type === 'reconnecting'), 3000, 'probe timeout');
+    c.close();
+    return { cause: rec.cause.kind, after: rec.at - t0 };
+  }, srv.url);
+  assert.equal(r.cause, 'heartbeat_timeout');
+  assert.ok(r.after >= 250 && r.after < 1500, `dead link found ${r.after} ms after the network change`);
+  const types = srv.connections[0].frames.map((f) => JSON.parse(f).type);
+  assert.deepEqual(types, ['hello', 'ping'], 'one probe ping, sent at once');
 });
 
 // ---- outbox and backpressure -------------------------------------------------------------
