@@ -200,3 +200,170 @@ impl Dispatcher {
         warn!(%failure, "a ClientListener threw; the event is skipped for it and dispatching goes on");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    const WAIT: Duration = Duration::from_secs(5);
+
+    /// Forwards events to a channel; optionally blocks on the first one until released, and
+    /// optionally fails or panics on every call.
+    struct Probe {
+        tx: Mutex<mpsc::Sender<ClientEvent>>,
+        gate: Option<Mutex<mpsc::Receiver<()>>>,
+        fail: bool,
+        panic: bool,
+    }
+
+    impl ClientListener for Probe {
+        fn on_event(&self, event: ClientEvent) -> Result<(), ListenerError> {
+            if let Some(gate) = &self.gate {
+                let _ = gate.lock().map(|g| g.recv_timeout(WAIT));
+            }
+            let _ = self.tx.lock().map(|tx| tx.send(event));
+            assert!(!self.panic, "listener panicked");
+            if self.fail {
+                return Err(ListenerError::Threw {
+                    reason: "boom".to_owned(),
+                });
+            }
+            Ok(())
+        }
+    }
+
+    fn probe(fail: bool, panic: bool) -> (Arc<Probe>, mpsc::Receiver<ClientEvent>) {
+        let (tx, rx) = mpsc::channel();
+        let p = Probe {
+            tx: Mutex::new(tx),
+            gate: None,
+            fail,
+            panic,
+        };
+        (Arc::new(p), rx)
+    }
+
+    fn rtt(ms: u32) -> ClientEvent {
+        ClientEvent::Rtt {
+            rtt_ms: f64::from(ms),
+        }
+    }
+
+    fn changed(previous: Option<ConnectionState>, current: ConnectionState) -> ClientEvent {
+        ClientEvent::StateChanged { previous, current }
+    }
+
+    fn next(rx: &mpsc::Receiver<ClientEvent>) -> ClientEvent {
+        rx.recv_timeout(WAIT).expect("an event within 5 s")
+    }
+
+    #[test]
+    fn a_listener_gets_the_state_at_attach_time_then_every_later_event_in_order() {
+        let hub = Hub::new(ConnectionState::Idle, 16);
+        hub.publish(changed(
+            Some(ConnectionState::Idle),
+            ConnectionState::Connecting { attempt: 1 },
+        ));
+        let (listener, rx) = probe(false, false);
+        let _cancel = hub.attach(listener);
+        assert_eq!(
+            next(&rx),
+            changed(None, ConnectionState::Connecting { attempt: 1 })
+        );
+        let open = changed(
+            Some(ConnectionState::Connecting { attempt: 1 }),
+            ConnectionState::Open,
+        );
+        hub.publish(open.clone());
+        hub.publish(rtt(1));
+        assert_eq!(next(&rx), open);
+        assert_eq!(next(&rx), rtt(1));
+    }
+
+    #[test]
+    fn a_slow_listener_skips_the_oldest_is_told_how_many_and_gets_a_snapshot() {
+        let hub = Hub::new(ConnectionState::Idle, 4);
+        let (tx, rx) = mpsc::channel();
+        let (release, gate) = mpsc::channel();
+        let listener = Arc::new(Probe {
+            tx: Mutex::new(tx),
+            gate: Some(Mutex::new(gate)),
+            fail: false,
+            panic: false,
+        });
+        let _cancel = hub.attach(listener);
+        // The listener is now stuck in its first callback (the snapshot).
+        hub.publish(changed(Some(ConnectionState::Idle), ConnectionState::Open));
+        for ms in 1..=9 {
+            hub.publish(rtt(ms));
+        }
+        for _ in 0..20 {
+            let _ = release.send(());
+        }
+        assert_eq!(next(&rx), changed(None, ConnectionState::Idle));
+        // Ten events into a ring of four: six skipped, then the state at that point.
+        assert_eq!(next(&rx), ClientEvent::Lagged { missed: 6 });
+        assert_eq!(next(&rx), changed(None, ConnectionState::Open));
+        for ms in 6..=9 {
+            assert_eq!(next(&rx), rtt(ms));
+        }
+        assert_eq!(hub.missed.load(Ordering::Relaxed), 6);
+    }
+
+    #[test]
+    fn failing_and_panicking_listeners_are_counted_and_keep_receiving() {
+        let hub = Hub::new(ConnectionState::Idle, 16);
+        let (failing, failed_rx) = probe(true, false);
+        let (panicking, panicked_rx) = probe(false, true);
+        let _a = hub.attach(failing);
+        let _b = hub.attach(panicking);
+        hub.publish(rtt(1));
+        for rx in [&failed_rx, &panicked_rx] {
+            assert_eq!(next(rx), changed(None, ConnectionState::Idle));
+            assert_eq!(next(rx), rtt(1));
+        }
+        let deadline = std::time::Instant::now() + WAIT;
+        while hub.failures.load(Ordering::Relaxed) < 4 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(hub.failures.load(Ordering::Relaxed), 4);
+    }
+
+    #[test]
+    fn a_cancelled_listener_gets_nothing_more_and_its_thread_ends() {
+        let hub = Hub::new(ConnectionState::Idle, 16);
+        let (listener, rx) = probe(false, false);
+        let cancel = hub.attach(listener);
+        assert_eq!(next(&rx), changed(None, ConnectionState::Idle));
+        cancel.cancel();
+        hub.publish(rtt(1));
+        // The thread drops its sender when it ends: the channel disconnects, empty.
+        assert_eq!(
+            rx.recv_timeout(WAIT),
+            Err(mpsc::RecvTimeoutError::Disconnected)
+        );
+    }
+
+    #[test]
+    fn after_shutdown_listeners_drain_what_is_queued_then_end() {
+        let hub = Hub::new(ConnectionState::Open, 16);
+        let (listener, rx) = probe(false, false);
+        let _cancel = hub.attach(listener);
+        hub.publish(rtt(1));
+        hub.publish(rtt(2));
+        hub.shut();
+        assert_eq!(next(&rx), changed(None, ConnectionState::Open));
+        assert_eq!(next(&rx), rtt(1));
+        assert_eq!(next(&rx), rtt(2));
+        assert_eq!(
+            rx.recv_timeout(WAIT),
+            Err(mpsc::RecvTimeoutError::Disconnected)
+        );
+        // A listener added after shutdown still learns the final state.
+        let (late, late_rx) = probe(false, false);
+        let _late = hub.attach(late);
+        assert_eq!(next(&late_rx), changed(None, ConnectionState::Open));
+    }
+}

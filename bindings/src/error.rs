@@ -199,3 +199,64 @@ impl TryFrom<Payload> for tether::Payload {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn send_errors_map_to_what_the_caller_acts_on() {
+        assert_eq!(
+            ClientError::from(tether::SendError::TooLarge { size: 10, max: 5 }),
+            ClientError::TooLarge { size: 10, max: 5 }
+        );
+        assert_eq!(
+            ClientError::from(tether::SendError::Closed),
+            ClientError::Closed
+        );
+        let ClientError::InvalidArgument { argument, .. } =
+            ClientError::from(tether::SendError::BinaryInTetherMode)
+        else {
+            panic!("binary in Tether mode is an invalid argument");
+        };
+        assert_eq!(argument, "payload");
+    }
+
+    #[test]
+    fn request_failures_and_drops_keep_their_reason() {
+        assert_eq!(
+            ClientError::from(tether::RequestFailure::Rejected {
+                code: "bad".to_owned(),
+                message: "no".to_owned(),
+            }),
+            ClientError::Rejected {
+                code: "bad".to_owned(),
+                reason: "no".to_owned(),
+            }
+        );
+        assert_eq!(
+            ClientError::from(tether::AckError::Dropped(tether::DropReason::Expired)),
+            ClientError::Dropped {
+                reason: DropReason::Expired
+            }
+        );
+    }
+
+    #[test]
+    fn json_payloads_are_parsed_once_at_the_edge() {
+        let ok = tether::Payload::try_from(Payload::Json {
+            json: r#"{"n":1}"#.to_owned(),
+        });
+        assert_eq!(
+            ok,
+            Ok(tether::Payload::Json(tether::serde_json::json!({"n": 1})))
+        );
+        let bad = tether::Payload::try_from(Payload::Json {
+            json: "{not json".to_owned(),
+        });
+        assert!(matches!(
+            bad,
+            Err(ClientError::InvalidArgument { ref argument, .. }) if argument == "payload"
+        ));
+    }
+}

@@ -142,3 +142,48 @@ impl EngineClock {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_backoff_deadline_is_placed_on_the_wall_clock() {
+        let clock = EngineClock {
+            origin_unix: Duration::from_millis(1_700_000_000_000),
+        };
+        let waiting = tether::State::Waiting {
+            attempt: 3,
+            until: tether_core::Instant::from_millis(1_500),
+        };
+        assert_eq!(
+            clock.state(waiting),
+            ConnectionState::Waiting {
+                attempt: 3,
+                retry_at_unix_ms: 1_700_000_001_500,
+            }
+        );
+    }
+
+    #[test]
+    fn close_reasons_keep_their_details() {
+        let clock = EngineClock::now();
+        let refused = tether::State::Closed {
+            reason: tether::CloseReason::Refused {
+                code: Some(4004),
+                status: None,
+                reason: "gone".to_owned(),
+            },
+        };
+        assert_eq!(
+            clock.state(refused),
+            ConnectionState::Closed {
+                reason: CloseReason::Refused {
+                    code: Some(4004),
+                    status: None,
+                    reason: "gone".to_owned(),
+                },
+            }
+        );
+    }
+}
