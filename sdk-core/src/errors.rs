@@ -51,6 +51,31 @@ pub enum SubscribeError {
     Closed,
 }
 
+/// Why a document command was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SyncError {
+    /// Documents need `Protocol::Tether`.
+    #[error("documents need the Tether protocol")]
+    NeedsTetherProtocol,
+    /// `open_document` was not called for this channel.
+    #[error("document {0:?} is not open")]
+    NotOpen(String),
+    /// The channel name is empty or too long.
+    #[error("invalid channel name: {0}")]
+    InvalidChannel(String),
+    /// A change with no operations.
+    #[error("a change needs at least one operation")]
+    EmptyChange,
+    /// The change cannot apply to the current view (e.g. `insert` of an existing key,
+    /// `increment` of a non-number); it was not sent.
+    #[error(transparent)]
+    Rejected(#[from] crate::sync::Rejection),
+    /// The outbox refused it.
+    #[error(transparent)]
+    Send(#[from] SendError),
+}
+
 /// Why `close` was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

@@ -6,6 +6,7 @@
 
 use crate::action::Frame;
 use crate::protocol::DecodeError;
+use crate::sync::{ChangeOrigin, KeyChange};
 use crate::time::Instant;
 use serde_json::Value;
 use std::fmt;
@@ -470,4 +471,31 @@ pub enum Event {
     },
     /// A problem the engine handled (bad frame, server error, transport failure).
     Error(EngineError),
+    /// A shared document's view changed (see `tether_core::sync`).
+    DocumentChanged {
+        /// The document's channel.
+        channel: String,
+        /// Why: a local change, its confirmation, another client, or a rollback.
+        origin: ChangeOrigin,
+        /// The keys that changed, with their new values.
+        changes: Vec<KeyChange>,
+    },
+    /// A local document change was rejected by the server (or dropped before it was
+    /// accepted) and rolled back; a `DocumentChanged { origin: RolledBack }` shows the effect.
+    ChangeRejected {
+        /// The document's channel.
+        channel: String,
+        /// The change (the id `change_document` returned).
+        change: MessageId,
+        /// The server's code (`conflict`, `type_mismatch`) or the drop reason.
+        code: String,
+    },
+    /// A document was replaced by a server snapshot (first sync, resync after a gap or a
+    /// restart); pending local changes were replayed on top.
+    DocumentResynced {
+        /// The document's channel.
+        channel: String,
+        /// The snapshot's version.
+        version: u64,
+    },
 }

@@ -106,6 +106,7 @@ pub mod protocol;
 mod requests;
 mod rng;
 mod stats;
+pub mod sync;
 mod time;
 
 pub use action::{Action, Frame, OpenRequest, TransportId};
@@ -116,7 +117,7 @@ pub use config::{
     OutboxConfig, OverflowPolicy, Protocol, TokenPlacement, TransportKind,
 };
 pub use engine::{Engine, SendOptions};
-pub use errors::{CloseError, SendError, SseEvent, SubscribeError, TransportFailure};
+pub use errors::{CloseError, SendError, SseEvent, SubscribeError, SyncError, TransportFailure};
 pub use event::{
     CloseReason, DisconnectCause, DropReason, EngineError, Event, InboundMessage, MessageId,
     Payload, RequestFailure, RequestId, State,

@@ -71,6 +71,68 @@ pub struct Envelope {
     /// On `hello`: the credential, when the token goes in the first message.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// Documents: a document version (`doc_sync`, `doc_snapshot`, `doc_change`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+    /// Documents: the version a client's change was made on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base: Option<u64>,
+    /// Documents: the operations of one change.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ops: Option<Vec<Op>>,
+    /// Documents: a full document state (`doc_snapshot`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<serde_json::Map<String, Value>>,
+    /// Documents: ids of the changes a snapshot already contains (the server's recent log), so
+    /// a client can tell which of its unacknowledged changes were applied.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub applied: Option<Vec<String>>,
+}
+
+/// One operation on a shared document (a JSON map of keys to values). See `tether_core::sync`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Op {
+    /// Sets `key` to `value` (last writer in server order wins).
+    Set {
+        /// The key.
+        key: String,
+        /// The new value.
+        value: Value,
+    },
+    /// Removes `key`.
+    Delete {
+        /// The key.
+        key: String,
+    },
+    /// Adds `by` to the number at `key` (a missing key counts as 0). Increments commute.
+    Increment {
+        /// The key.
+        key: String,
+        /// The amount (integer or float).
+        by: serde_json::Number,
+    },
+    /// Sets `key` to `value` only if it is absent; otherwise the whole change is rejected
+    /// with `conflict` (e.g. claiming a seat, creating a unique item).
+    Insert {
+        /// The key.
+        key: String,
+        /// The value.
+        value: Value,
+    },
+}
+
+impl Op {
+    /// The key this operation touches.
+    pub fn key(&self) -> &str {
+        match self {
+            Op::Set { key, .. }
+            | Op::Delete { key }
+            | Op::Increment { key, .. }
+            | Op::Insert { key, .. } => key,
+        }
+    }
 }
 
 /// Why a frame could not be decoded.
@@ -151,6 +213,28 @@ pub enum ClientMessage {
         /// The server ping's id, if it had one.
         id: Option<String>,
     },
+    /// Start (or resume) syncing a document: replay the changes after `version` of `epoch`, or
+    /// send a snapshot when that is not possible (or no version is given).
+    DocSync {
+        /// The document's channel.
+        channel: String,
+        /// The last version the client has.
+        version: Option<u64>,
+        /// The epoch `version` belongs to.
+        epoch: Option<String>,
+    },
+    /// A change to a document; acknowledged with `ack{id, offset: new version}` or refused with
+    /// `error{id, code}` (followed by a `doc_snapshot`).
+    DocChange {
+        /// Unique change id (resends reuse it; the server applies it at most once).
+        id: String,
+        /// The document's channel.
+        channel: String,
+        /// The version the change was made on.
+        base: u64,
+        /// The operations, applied atomically.
+        ops: Vec<Op>,
+    },
 }
 
 /// Messages a server sends.
@@ -225,6 +309,30 @@ pub enum ServerMessage {
     Pong {
         /// The client ping's id.
         id: Option<String>,
+    },
+    /// A document's full state at `version` (after `doc_sync`, or after a rejected change).
+    DocSnapshot {
+        /// The document's channel.
+        channel: String,
+        /// Its version.
+        version: u64,
+        /// Its epoch (a server that lost its document history starts a new one).
+        epoch: Option<String>,
+        /// The whole map.
+        state: serde_json::Map<String, Value>,
+        /// Ids of recent changes included in `state`.
+        applied: Vec<String>,
+    },
+    /// One accepted change, in server order (live, or replayed after `doc_sync`).
+    DocChange {
+        /// The document's channel.
+        channel: String,
+        /// The version this change produced.
+        version: u64,
+        /// The change id (a client recognises its own changes by it).
+        id: String,
+        /// The operations.
+        ops: Vec<Op>,
     },
 }
 
@@ -315,6 +423,20 @@ impl ClientMessage {
                 id: env.id.take().unwrap_or_default(),
             },
             "pong" => ClientMessage::Pong { id: env.id.take() },
+            "doc_sync" => ClientMessage::DocSync {
+                channel: env.take_channel("doc_sync")?,
+                version: env.version,
+                epoch: env.epoch.take(),
+            },
+            "doc_change" => ClientMessage::DocChange {
+                id: env.take_id("doc_change")?,
+                channel: env.take_channel("doc_change")?,
+                base: env.base.unwrap_or(0),
+                ops: env.ops.take().ok_or(DecodeError::MissingField {
+                    kind: "doc_change",
+                    field: "ops",
+                })?,
+            },
             _ => return Err(DecodeError::UnknownType(env.kind)),
         })
     }
@@ -375,6 +497,28 @@ impl ClientMessage {
             ClientMessage::Pong { id } => Envelope {
                 id: id.clone(),
                 ..Envelope::new("pong")
+            },
+            ClientMessage::DocSync {
+                channel,
+                version,
+                epoch,
+            } => Envelope {
+                channel: Some(channel.clone()),
+                version: *version,
+                epoch: epoch.clone(),
+                ..Envelope::new("doc_sync")
+            },
+            ClientMessage::DocChange {
+                id,
+                channel,
+                base,
+                ops,
+            } => Envelope {
+                id: Some(id.clone()),
+                channel: Some(channel.clone()),
+                base: Some(*base),
+                ops: Some(ops.clone()),
+                ..Envelope::new("doc_change")
             },
         }
     }
@@ -437,6 +581,22 @@ impl ServerMessage {
             },
             "ping" => ServerMessage::Ping { id: env.id.take() },
             "pong" => ServerMessage::Pong { id: env.id.take() },
+            "doc_snapshot" => ServerMessage::DocSnapshot {
+                channel: env.take_channel("doc_snapshot")?,
+                version: env.version.unwrap_or(0),
+                epoch: env.epoch.take(),
+                state: env.state.take().unwrap_or_default(),
+                applied: env.applied.take().unwrap_or_default(),
+            },
+            "doc_change" => ServerMessage::DocChange {
+                channel: env.take_channel("doc_change")?,
+                version: env.version.ok_or(DecodeError::MissingField {
+                    kind: "doc_change",
+                    field: "version",
+                })?,
+                id: env.id.take().unwrap_or_default(),
+                ops: env.ops.take().unwrap_or_default(),
+            },
             _ => return Err(DecodeError::UnknownType(env.kind)),
         })
     }
@@ -515,6 +675,32 @@ impl ServerMessage {
                 id: id.clone(),
                 ..Envelope::new("pong")
             },
+            ServerMessage::DocSnapshot {
+                channel,
+                version,
+                epoch,
+                state,
+                applied,
+            } => Envelope {
+                channel: Some(channel.clone()),
+                version: Some(*version),
+                epoch: epoch.clone(),
+                state: Some(state.clone()),
+                applied: Some(applied.clone()),
+                ..Envelope::new("doc_snapshot")
+            },
+            ServerMessage::DocChange {
+                channel,
+                version,
+                id,
+                ops,
+            } => Envelope {
+                channel: Some(channel.clone()),
+                version: Some(*version),
+                id: Some(id.clone()),
+                ops: Some(ops.clone()),
+                ..Envelope::new("doc_change")
+            },
         }
     }
 }
@@ -552,6 +738,31 @@ mod tests {
             },
             ClientMessage::Ping { id: "7".into() },
             ClientMessage::Pong { id: None },
+            ClientMessage::DocSync {
+                channel: "todo".into(),
+                version: Some(3),
+                epoch: Some("e".into()),
+            },
+            ClientMessage::DocChange {
+                id: "c-1".into(),
+                channel: "todo".into(),
+                base: 3,
+                ops: vec![
+                    Op::Set {
+                        key: "a".into(),
+                        value: json!({"done": false}),
+                    },
+                    Op::Increment {
+                        key: "n".into(),
+                        by: 2.into(),
+                    },
+                    Op::Delete { key: "b".into() },
+                    Op::Insert {
+                        key: "seat-1".into(),
+                        value: json!("me"),
+                    },
+                ],
+            },
         ];
         for m in msgs {
             assert_eq!(ClientMessage::decode(&m.encode()).unwrap(), m);

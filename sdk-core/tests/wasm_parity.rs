@@ -25,7 +25,14 @@ fn seeded_runs_match_the_shared_transcript() {
     }
     let expected = std::fs::read_to_string(EXPECTED_PATH).expect("read expected.txt");
     for (n, (want, got)) in expected.lines().zip(got.lines()).enumerate() {
-        assert_eq!(got, want, "line {} of expected.txt", n + 1);
+        assert_eq!(
+            got,
+            want,
+            "line {} of sdk-wasm/tests/parity/expected.txt: if the engine's behaviour changed on \
+             purpose, regenerate it with TETHER_BLESS_PARITY=1 cargo test -p tether-core --test \
+             wasm_parity and review the diff (scripts/test-web asserts the same file on wasm32)",
+            n + 1
+        );
     }
     assert_eq!(got.lines().count(), expected.lines().count());
 }

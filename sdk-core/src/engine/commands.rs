@@ -333,7 +333,7 @@ impl Engine {
     }
 
     /// Puts an app message in the outbox and writes what can be written.
-    fn accept(
+    pub(super) fn accept(
         &mut self,
         now: Instant,
         frame: Frame,

@@ -26,6 +26,7 @@ impl Engine {
             }
             ServerMessage::Ack { id, offset } => {
                 // Unknown ids are normal under at-least-once: a resent message is acked twice.
+                self.on_doc_ack(&id, offset);
                 if let Some(message) = self.outbox.acknowledge(&id) {
                     self.stats.messages_settled += 1;
                     self.events.push_back(Event::Acked {
@@ -85,6 +86,19 @@ impl Engine {
                 let seq = id.as_deref().and_then(|s| s.parse().ok());
                 self.record_pong(now, seq);
             }
+            ServerMessage::DocSnapshot {
+                channel,
+                version,
+                epoch,
+                state,
+                applied,
+            } => self.on_doc_snapshot(channel, version, epoch, state, applied),
+            ServerMessage::DocChange {
+                channel,
+                version,
+                id,
+                ops,
+            } => self.on_doc_change(channel, version, id, ops),
         }
     }
 

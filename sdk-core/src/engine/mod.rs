@@ -6,9 +6,11 @@
 //! - `inputs.rs`: the transport's reports (`transport_opened`, `frame_received`…) and
 //!   `handle_timeout`;
 //! - `inbound.rs`: what a decoded server message does;
-//! - `lifecycle.rs`: attempts, failures, reconnect scheduling and closing.
+//! - `lifecycle.rs`: attempts, failures, reconnect scheduling and closing;
+//! - `documents.rs`: shared documents (commands, and what their messages do).
 
 mod commands;
+mod documents;
 mod inbound;
 mod inputs;
 mod lifecycle;
@@ -85,6 +87,8 @@ pub struct Engine {
     drain: Option<Drain>,
     /// The current connection has stayed open for `min_uptime` (backoff was reset).
     stable: bool,
+    /// Shared documents by channel (Tether mode).
+    documents: std::collections::BTreeMap<String, crate::sync::Document>,
 }
 
 /// The current transport, if any, and what is known about it.
@@ -170,6 +174,7 @@ impl Engine {
             last_event_id: None,
             drain: None,
             stable: false,
+            documents: Default::default(),
             config,
         }
     }

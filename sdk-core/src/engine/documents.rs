@@ -1,0 +1,259 @@
+//! Shared documents in the engine: the app's document commands, and what document messages,
+//! acks and drops do to them. The document logic itself is in `crate::sync`.
+
+use super::Engine;
+use crate::action::Frame;
+use crate::channels::MAX_CHANNEL_LEN;
+use crate::config::Protocol;
+use crate::errors::SyncError;
+use crate::event::{Event, MessageId};
+use crate::outbox::Awaiting;
+use crate::protocol::{ClientMessage, Op};
+use crate::sync::{ChangeOrigin, Document, KeyChange};
+use crate::time::Instant;
+use serde_json::{Map, Value};
+
+impl Engine {
+    /// Starts syncing the shared document on `channel` (Tether mode). Synced again on every
+    /// open: the server replays the changes after the last known version, or sends a snapshot.
+    /// Opening twice is a no-op.
+    pub fn open_document(&mut self, now: Instant, channel: &str) -> Result<(), SyncError> {
+        if self.config.protocol != Protocol::Tether {
+            return Err(SyncError::NeedsTetherProtocol);
+        }
+        if channel.is_empty()
+            || channel.len() > MAX_CHANNEL_LEN
+            || channel.chars().any(char::is_control)
+        {
+            return Err(SyncError::InvalidChannel(
+                channel.chars().take(40).collect(),
+            ));
+        }
+        let _ = self.observe(now);
+        if self.documents.contains_key(channel) {
+            return Ok(());
+        }
+        self.documents.insert(channel.to_owned(), Document::new());
+        if self.state.is_open() && self.can_write_frames() {
+            self.send_doc_sync(channel);
+        }
+        Ok(())
+    }
+
+    /// Stops tracking the document on `channel`. Pending changes stay in the outbox and are
+    /// still delivered; their outcome is no longer reflected anywhere.
+    pub fn close_document(&mut self, channel: &str) -> bool {
+        self.documents.remove(channel).is_some()
+    }
+
+    /// The document on `channel`, if open.
+    pub fn document(&self, channel: &str) -> Option<&Document> {
+        self.documents.get(channel)
+    }
+
+    /// Changes the document on `channel`: applied to the local view at once
+    /// (`DocumentChanged { origin: LocalPending }`), queued, and sent through the acknowledged
+    /// path (re-sent after a reconnect until the server acknowledges or rejects it). A change
+    /// that cannot apply to the current view is refused here and never sent.
+    pub fn change_document(
+        &mut self,
+        now: Instant,
+        channel: &str,
+        ops: Vec<Op>,
+    ) -> Result<MessageId, SyncError> {
+        if ops.is_empty() {
+            return Err(SyncError::EmptyChange);
+        }
+        let doc = self
+            .documents
+            .get(channel)
+            .ok_or_else(|| SyncError::NotOpen(channel.to_owned()))?;
+        doc.check(&ops)?;
+        let seq = self.next_message + 1;
+        let wire = format!("{}{seq}", self.wire_prefix);
+        let frame = Frame::Text(
+            ClientMessage::DocChange {
+                id: wire.clone(),
+                channel: channel.to_owned(),
+                base: doc.base(),
+                ops: ops.clone(),
+            }
+            .encode(),
+        );
+        let id = self.accept(now, frame, Awaiting::Ack(wire.clone()), None)?;
+        if let Some(doc) = self.documents.get_mut(channel) {
+            let changes = doc.local(id, wire, ops);
+            self.emit_doc_changes(channel, ChangeOrigin::LocalPending, changes);
+        }
+        Ok(id)
+    }
+
+    /// Sets `key` (last writer in server order wins).
+    pub fn doc_set(
+        &mut self,
+        now: Instant,
+        channel: &str,
+        key: &str,
+        value: Value,
+    ) -> Result<MessageId, SyncError> {
+        let op = Op::Set {
+            key: key.to_owned(),
+            value,
+        };
+        self.change_document(now, channel, vec![op])
+    }
+
+    /// Deletes `key`.
+    pub fn doc_delete(
+        &mut self,
+        now: Instant,
+        channel: &str,
+        key: &str,
+    ) -> Result<MessageId, SyncError> {
+        let op = Op::Delete {
+            key: key.to_owned(),
+        };
+        self.change_document(now, channel, vec![op])
+    }
+
+    /// Adds `by` to the counter at `key` (increments from many clients sum exactly).
+    pub fn doc_increment(
+        &mut self,
+        now: Instant,
+        channel: &str,
+        key: &str,
+        by: impl Into<serde_json::Number>,
+    ) -> Result<MessageId, SyncError> {
+        let op = Op::Increment {
+            key: key.to_owned(),
+            by: by.into(),
+        };
+        self.change_document(now, channel, vec![op])
+    }
+
+    /// Sets `key` only if absent; rejected with `conflict` if another client got there first.
+    pub fn doc_insert(
+        &mut self,
+        now: Instant,
+        channel: &str,
+        key: &str,
+        value: Value,
+    ) -> Result<MessageId, SyncError> {
+        let op = Op::Insert {
+            key: key.to_owned(),
+            value,
+        };
+        self.change_document(now, channel, vec![op])
+    }
+
+    // ---- inputs ------------------------------------------------------------------------
+
+    pub(super) fn send_doc_syncs(&mut self) {
+        let channels: Vec<String> = self.documents.keys().cloned().collect();
+        for channel in channels {
+            self.send_doc_sync(&channel);
+        }
+    }
+
+    fn send_doc_sync(&mut self, channel: &str) {
+        let Some(doc) = self.documents.get_mut(channel) else {
+            return;
+        };
+        let (version, epoch) = doc.sync_from();
+        self.send_control(&ClientMessage::DocSync {
+            channel: channel.to_owned(),
+            version,
+            epoch,
+        });
+    }
+
+    pub(super) fn on_doc_snapshot(
+        &mut self,
+        channel: String,
+        version: u64,
+        epoch: Option<String>,
+        state: Map<String, Value>,
+        applied: Vec<String>,
+    ) {
+        let Some(doc) = self.documents.get_mut(&channel) else {
+            return;
+        };
+        let reaction = doc.snapshot(version, epoch, state, &applied);
+        self.events.push_back(Event::DocumentResynced {
+            channel: channel.clone(),
+            version,
+        });
+        for (origin, changes) in reaction.changes {
+            self.emit_doc_changes(&channel, origin, changes);
+        }
+    }
+
+    pub(super) fn on_doc_change(
+        &mut self,
+        channel: String,
+        version: u64,
+        id: String,
+        ops: Vec<Op>,
+    ) {
+        let Some(doc) = self.documents.get_mut(&channel) else {
+            return;
+        };
+        let reaction = doc.remote(version, &id, ops);
+        for (origin, changes) in reaction.changes {
+            self.emit_doc_changes(&channel, origin, changes);
+        }
+        if reaction.resync_from.is_some() {
+            self.send_doc_sync(&channel);
+        }
+    }
+
+    /// An ack for `wire`: if it is a document change, its version is `offset`.
+    pub(super) fn on_doc_ack(&mut self, wire: &str, offset: Option<u64>) {
+        let found = self
+            .documents
+            .iter_mut()
+            .map(|(channel, doc)| (channel.clone(), doc.acked(wire, offset)))
+            .find(|(_, r)| !r.changes.is_empty() || r.resync_from.is_some());
+        if let Some((channel, reaction)) = found {
+            for (origin, changes) in reaction.changes {
+                self.emit_doc_changes(&channel, origin, changes);
+            }
+            if reaction.resync_from.is_some() {
+                self.send_doc_sync(&channel);
+            }
+        }
+    }
+
+    /// A message left the outbox undelivered: if it was a document change, roll it back.
+    pub(super) fn on_doc_discarded(&mut self, id: MessageId, code: &str) {
+        let Some(channel) = self
+            .documents
+            .iter()
+            .find(|(_, d)| d.has_pending(id))
+            .map(|(c, _)| c.clone())
+        else {
+            return;
+        };
+        let Some((_, changes)) = self.documents.get_mut(&channel).and_then(|d| d.discard(id))
+        else {
+            return;
+        };
+        self.events.push_back(Event::ChangeRejected {
+            channel: channel.clone(),
+            change: id,
+            code: code.to_owned(),
+        });
+        self.emit_doc_changes(&channel, ChangeOrigin::RolledBack, changes);
+    }
+
+    fn emit_doc_changes(&mut self, channel: &str, origin: ChangeOrigin, changes: Vec<KeyChange>) {
+        if changes.is_empty() {
+            return;
+        }
+        self.events.push_back(Event::DocumentChanged {
+            channel: channel.to_owned(),
+            origin,
+            changes,
+        });
+    }
+}

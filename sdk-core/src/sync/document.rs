@@ -1,0 +1,439 @@
+//! The client's copy of one shared document: the confirmed state at a version, the pending
+//! local changes, and the view the app sees (confirmed + pending, replayed in order).
+//!
+//! Every method returns the [`KeyChange`]s of the view it caused, so the engine can tell the
+//! app exactly what moved and why.
+
+use super::{apply_change, Op};
+use crate::event::MessageId;
+use serde_json::{Map, Value};
+use std::collections::{BTreeSet, VecDeque};
+
+/// Why the view of a document changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ChangeOrigin {
+    /// A local change, applied at once, not yet acknowledged by the server.
+    LocalPending,
+    /// The server accepted a local change (the view usually does not move; the keys are
+    /// listed so the app can mark them as saved).
+    Confirmed,
+    /// Another client's change, or a resync from a snapshot.
+    Remote,
+    /// A local change was rejected (or dropped) and its effect removed.
+    RolledBack,
+}
+
+/// One key of the view that changed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyChange {
+    /// The key.
+    pub key: String,
+    /// Its new value (`None`: deleted).
+    pub value: Option<Value>,
+    /// A remote change replaced a value this client had written: it lost the race.
+    pub overwrote_local: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Pending {
+    id: MessageId,
+    wire: String,
+    ops: Vec<Op>,
+}
+
+/// One shared document as this client knows it.
+#[derive(Debug, Clone)]
+pub struct Document {
+    confirmed: Map<String, Value>,
+    version: Option<u64>,
+    epoch: Option<String>,
+    pending: VecDeque<Pending>,
+    view: Map<String, Value>,
+    /// Keys whose confirmed value this client wrote (to tell when it lost a race).
+    mine: BTreeSet<String>,
+    /// The version a `doc_sync` was last requested from, to avoid asking twice.
+    sync_requested: Option<Option<u64>>,
+}
+
+impl Default for Document {
+    fn default() -> Self {
+        Document::new()
+    }
+}
+
+/// What the engine must do after feeding the document a server message.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct Reaction {
+    /// View changes to report, with their origin.
+    pub(crate) changes: Vec<(ChangeOrigin, Vec<KeyChange>)>,
+    /// The document fell behind (a version gap): ask the server for what was missed.
+    pub(crate) resync_from: Option<Option<u64>>,
+}
+
+impl Document {
+    /// An empty document, not yet synced.
+    pub fn new() -> Self {
+        Document {
+            confirmed: Map::new(),
+            version: None,
+            epoch: None,
+            pending: VecDeque::new(),
+            view: Map::new(),
+            mine: BTreeSet::new(),
+            sync_requested: None,
+        }
+    }
+
+    /// The value the app sees for `key` (local changes included).
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.view.get(key)
+    }
+
+    /// The whole view.
+    pub fn view(&self) -> &Map<String, Value> {
+        &self.view
+    }
+
+    /// The server's state as last confirmed.
+    pub fn confirmed(&self) -> &Map<String, Value> {
+        &self.confirmed
+    }
+
+    /// The confirmed version, once synced.
+    pub fn version(&self) -> Option<u64> {
+        self.version
+    }
+
+    /// The epoch of `version`.
+    pub fn epoch(&self) -> Option<&str> {
+        self.epoch.as_deref()
+    }
+
+    /// Local changes not yet confirmed.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Whether a change would apply to the current view (what the engine checks before
+    /// accepting it, so a change already known to fail is never sent).
+    pub(crate) fn check(&self, ops: &[Op]) -> Result<(), super::Rejection> {
+        let mut scratch = self.view.clone();
+        apply_change(&mut scratch, ops)
+    }
+
+    /// The `doc_sync` to send: resume after the confirmed version of this epoch.
+    pub(crate) fn sync_from(&mut self) -> (Option<u64>, Option<String>) {
+        self.sync_requested = Some(self.version);
+        (self.version, self.epoch.clone())
+    }
+
+    /// A local change, accepted by the engine: it shows at once.
+    pub(crate) fn local(&mut self, id: MessageId, wire: String, ops: Vec<Op>) -> Vec<KeyChange> {
+        let keys = keys_of(&ops);
+        self.pending.push_back(Pending { id, wire, ops });
+        self.refresh(&keys, |_| false)
+    }
+
+    /// The base version for a new change.
+    pub(crate) fn base(&self) -> u64 {
+        self.version.unwrap_or(0)
+    }
+
+    /// A snapshot: the confirmed state is replaced; pending changes the snapshot already
+    /// contains (`applied`) are dropped; the rest are replayed on top.
+    pub(crate) fn snapshot(
+        &mut self,
+        version: u64,
+        epoch: Option<String>,
+        state: Map<String, Value>,
+        applied: &[String],
+    ) -> Reaction {
+        let mut keys: BTreeSet<String> = self.view.keys().cloned().collect();
+        keys.extend(state.keys().cloned());
+        self.pending.retain(|p| !applied.contains(&p.wire));
+        self.confirmed = state;
+        self.version = Some(version);
+        self.epoch = epoch;
+        self.mine.clear();
+        self.sync_requested = None;
+        let changes = self.refresh(&keys, |_| false);
+        Reaction {
+            changes: vec![(ChangeOrigin::Remote, changes)],
+            resync_from: None,
+        }
+    }
+
+    /// A change from the server at `version` (another client's, or ours replayed).
+    pub(crate) fn remote(&mut self, version: u64, wire: &str, ops: Vec<Op>) -> Reaction {
+        let Some(current) = self.version else {
+            return self.behind();
+        };
+        if version <= current {
+            return Reaction::default(); // already have it
+        }
+        if version > current + 1 {
+            return self.behind();
+        }
+        if let Some(pos) = self.pending.iter().position(|p| p.wire == wire) {
+            return self.confirm_at(pos, version);
+        }
+        let keys = keys_of(&ops);
+        if apply_change(&mut self.confirmed, &ops).is_err() {
+            // The server applied it, so our confirmed state must be wrong: start over.
+            return self.behind();
+        }
+        self.version = Some(version);
+        let lost: BTreeSet<String> = keys
+            .iter()
+            .filter(|k| {
+                let overwrote = ops
+                    .iter()
+                    .any(|op| op.key() == k.as_str() && !matches!(op, Op::Increment { .. }));
+                overwrote && self.mine.remove(k.as_str())
+            })
+            .cloned()
+            .collect();
+        let changes = self.refresh(&keys, |k| lost.contains(k));
+        Reaction {
+            changes: vec![(ChangeOrigin::Remote, changes)],
+            resync_from: None,
+        }
+    }
+
+    /// The server acknowledged our change `wire` at `version`.
+    pub(crate) fn acked(&mut self, wire: &str, version: Option<u64>) -> Reaction {
+        let Some(pos) = self.pending.iter().position(|p| p.wire == wire) else {
+            return Reaction::default();
+        };
+        match (self.version, version) {
+            (Some(current), Some(v)) if v == current + 1 => self.confirm_at(pos, v),
+            (Some(current), Some(v)) if v <= current => {
+                // Applied before our current version (a resend's ack after a snapshot that
+                // already contained it): its effect is in `confirmed`; stop replaying it.
+                let Some(p) = self.pending.remove(pos) else {
+                    return Reaction::default();
+                };
+                let changes = self.refresh(&keys_of(&p.ops), |_| false);
+                Reaction {
+                    changes: vec![(ChangeOrigin::Confirmed, changes)],
+                    resync_from: None,
+                }
+            }
+            // A gap: keep it pending (the view stays right) and fetch what we missed; the
+            // replay will confirm it by id.
+            _ => self.behind(),
+        }
+    }
+
+    /// Our change was rejected or dropped: remove it; the view rolls back.
+    pub(crate) fn discard(&mut self, id: MessageId) -> Option<(String, Vec<KeyChange>)> {
+        let pos = self.pending.iter().position(|p| p.id == id)?;
+        let p = self.pending.remove(pos)?;
+        let changes = self.refresh(&keys_of(&p.ops), |_| false);
+        Some((p.wire, changes))
+    }
+
+    /// Whether `id` is one of this document's pending changes.
+    pub(crate) fn has_pending(&self, id: MessageId) -> bool {
+        self.pending.iter().any(|p| p.id == id)
+    }
+
+    fn confirm_at(&mut self, pos: usize, version: u64) -> Reaction {
+        let Some(p) = self.pending.remove(pos) else {
+            return Reaction::default();
+        };
+        let keys = keys_of(&p.ops);
+        if apply_change(&mut self.confirmed, &p.ops).is_err() {
+            return self.behind();
+        }
+        self.version = Some(version);
+        for op in &p.ops {
+            if !matches!(op, Op::Increment { .. }) {
+                self.mine.insert(op.key().to_owned());
+            }
+        }
+        let mut changes = self.refresh(&keys, |_| false);
+        if changes.is_empty() {
+            // The view did not move (it already showed the change); say what was saved.
+            changes = keys
+                .iter()
+                .map(|k| KeyChange {
+                    key: k.clone(),
+                    value: self.view.get(k).cloned(),
+                    overwrote_local: false,
+                })
+                .collect();
+        }
+        Reaction {
+            changes: vec![(ChangeOrigin::Confirmed, changes)],
+            resync_from: None,
+        }
+    }
+
+    fn behind(&mut self) -> Reaction {
+        let from = self.version;
+        if self.sync_requested == Some(from) {
+            return Reaction::default();
+        }
+        self.sync_requested = Some(from);
+        Reaction {
+            changes: Vec::new(),
+            resync_from: Some(from),
+        }
+    }
+
+    /// Recomputes the view for `keys` (confirmed + pending in order; a pending change that
+    /// would fail is left out, as the server will reject it) and returns what moved.
+    fn refresh(&mut self, keys: &BTreeSet<String>, lost: impl Fn(&str) -> bool) -> Vec<KeyChange> {
+        let mut next = self.confirmed.clone();
+        for p in &self.pending {
+            let _ = apply_change(&mut next, &p.ops);
+        }
+        let mut changes = Vec::new();
+        for key in keys {
+            let old = self.view.get(key);
+            let new = next.get(key);
+            if old != new {
+                changes.push(KeyChange {
+                    key: key.clone(),
+                    value: new.cloned(),
+                    overwrote_local: lost(key),
+                });
+            }
+        }
+        self.view = next;
+        changes
+    }
+}
+
+fn keys_of(ops: &[Op]) -> BTreeSet<String> {
+    ops.iter().map(|op| op.key().to_owned()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn set(key: &str, v: Value) -> Vec<Op> {
+        vec![Op::Set {
+            key: key.into(),
+            value: v,
+        }]
+    }
+
+    fn inc(key: &str, by: i64) -> Vec<Op> {
+        vec![Op::Increment {
+            key: key.into(),
+            by: by.into(),
+        }]
+    }
+
+    fn synced() -> Document {
+        let mut d = Document::new();
+        d.snapshot(0, Some("e".into()), Map::new(), &[]);
+        d
+    }
+
+    #[test]
+    fn a_local_change_shows_at_once_and_is_confirmed_by_its_ack() {
+        let mut d = synced();
+        let changes = d.local(MessageId(1), "w1".into(), set("a", json!(1)));
+        assert_eq!(changes[0].value, Some(json!(1)));
+        assert_eq!(d.get("a"), Some(&json!(1)));
+        assert!(d.confirmed().is_empty());
+        let r = d.acked("w1", Some(1));
+        assert_eq!(r.changes[0].0, ChangeOrigin::Confirmed);
+        assert_eq!(d.confirmed().get("a"), Some(&json!(1)));
+        assert_eq!((d.version(), d.pending()), (Some(1), 0));
+    }
+
+    #[test]
+    fn pending_changes_are_rebased_over_remote_ones() {
+        let mut d = synced();
+        d.local(MessageId(1), "w1".into(), inc("n", 5));
+        d.local(MessageId(2), "w2".into(), set("k", json!("mine")));
+        d.remote(1, "other", inc("n", 10));
+        d.remote(2, "other2", set("k", json!("theirs")));
+        assert_eq!(d.get("n"), Some(&json!(15)), "increments commute");
+        assert_eq!(
+            d.get("k"),
+            Some(&json!("mine")),
+            "our pending set is later in server order"
+        );
+        d.acked("w1", Some(3));
+        d.acked("w2", Some(4));
+        assert_eq!(d.confirmed().get("k"), Some(&json!("mine")));
+    }
+
+    #[test]
+    fn losing_a_race_is_reported() {
+        let mut d = synced();
+        d.local(MessageId(1), "w1".into(), set("k", json!("mine")));
+        d.acked("w1", Some(1));
+        let r = d.remote(2, "other", set("k", json!("theirs")));
+        let (origin, changes) = &r.changes[0];
+        assert_eq!(*origin, ChangeOrigin::Remote);
+        assert!(changes[0].overwrote_local);
+        assert_eq!(d.get("k"), Some(&json!("theirs")));
+    }
+
+    #[test]
+    fn a_rejected_change_rolls_back_and_the_rest_replays() {
+        let mut d = synced();
+        d.local(
+            MessageId(1),
+            "w1".into(),
+            vec![Op::Insert {
+                key: "seat".into(),
+                value: json!("me"),
+            }],
+        );
+        d.local(MessageId(2), "w2".into(), set("x", json!(2)));
+        // Someone else took the seat first.
+        d.remote(1, "other", set("seat", json!("them")));
+        assert_eq!(
+            d.get("seat"),
+            Some(&json!("them")),
+            "our insert would fail: not shown"
+        );
+        let (wire, _) = d.discard(MessageId(1)).unwrap();
+        assert_eq!(wire, "w1");
+        assert_eq!(d.get("x"), Some(&json!(2)));
+        assert_eq!(d.pending(), 1);
+    }
+
+    #[test]
+    fn gaps_ask_for_a_resync_once_and_replays_confirm_by_id() {
+        let mut d = synced();
+        d.local(MessageId(1), "w1".into(), inc("n", 1));
+        let r = d.remote(3, "x", inc("n", 1));
+        assert_eq!(r.resync_from, Some(Some(0)));
+        assert_eq!(
+            d.remote(4, "y", inc("n", 1)).resync_from,
+            None,
+            "asked already"
+        );
+        d.remote(1, "w1", inc("n", 1)); // our change, replayed
+        assert_eq!(d.pending(), 0);
+        d.remote(2, "z", inc("n", 1));
+        d.remote(3, "x", inc("n", 1));
+        assert_eq!(d.get("n"), Some(&json!(3)));
+    }
+
+    #[test]
+    fn a_snapshot_drops_pending_changes_it_contains() {
+        let mut d = synced();
+        d.local(MessageId(1), "w1".into(), inc("n", 1));
+        d.local(MessageId(2), "w2".into(), inc("n", 1));
+        let state = json!({"n": 1}).as_object().cloned().unwrap();
+        d.snapshot(7, Some("e2".into()), state, &["w1".into()]);
+        assert_eq!(
+            d.get("n"),
+            Some(&json!(2)),
+            "w1 counted once, w2 still pending"
+        );
+        assert_eq!(d.pending(), 1);
+    }
+}

@@ -1,0 +1,226 @@
+//! The authoritative side of a shared document: orders changes, assigns versions, keeps a
+//! bounded change log for resume, and answers `doc_sync` with the missed changes or a snapshot.
+//!
+//! Pure data, no I/O: the reference relay serves it over sockets and the tests drive it in
+//! virtual time, so both use the very same rules.
+
+use super::{apply_change, Op, Rejection};
+use serde_json::{Map, Value};
+use std::collections::{HashMap, VecDeque};
+
+/// What became of a change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChangeOutcome {
+    /// Applied as `version`; tell the other clients.
+    Applied {
+        /// The new version.
+        version: u64,
+    },
+    /// Already applied (a resend) as `version`: acknowledge again, do not apply or broadcast.
+    Duplicate {
+        /// The version it was applied as.
+        version: u64,
+    },
+    /// Refused; the author gets the error and a snapshot.
+    Rejected(Rejection),
+}
+
+/// The answer to `doc_sync`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SyncReply {
+    /// The changes after the client's version, in order: (version, id, ops).
+    Changes(Vec<(u64, String, Vec<Op>)>),
+    /// The whole state (the log no longer reaches back, another epoch, or a first sync).
+    Snapshot {
+        /// The version.
+        version: u64,
+        /// The state.
+        state: Map<String, Value>,
+        /// Ids of the changes in the log (all included in `state`).
+        applied: Vec<String>,
+    },
+}
+
+/// One document, authoritative.
+#[derive(Debug, Clone)]
+pub struct DocumentServer {
+    epoch: String,
+    version: u64,
+    state: Map<String, Value>,
+    log: VecDeque<(u64, String, Vec<Op>)>,
+    log_capacity: usize,
+    /// Applied change ids → version, kept longer than the log (and through `trim_log`): a
+    /// resend must never be applied twice just because the log was cut.
+    ids: HashMap<String, u64>,
+    id_order: VecDeque<String>,
+    id_capacity: usize,
+}
+
+impl DocumentServer {
+    /// An empty document in `epoch`, keeping the last `log_capacity` changes for resume and
+    /// the ids of the last `max(4 × log_capacity, 4096)` changes for duplicate detection.
+    pub fn new(epoch: impl Into<String>, log_capacity: usize) -> Self {
+        DocumentServer {
+            epoch: epoch.into(),
+            version: 0,
+            state: Map::new(),
+            log: VecDeque::new(),
+            log_capacity,
+            ids: HashMap::new(),
+            id_order: VecDeque::new(),
+            id_capacity: log_capacity.saturating_mul(4).max(4096),
+        }
+    }
+
+    /// The epoch.
+    pub fn epoch(&self) -> &str {
+        &self.epoch
+    }
+
+    /// The current version.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The current state.
+    pub fn state(&self) -> &Map<String, Value> {
+        &self.state
+    }
+
+    /// Orders and applies change `id`. Resends of a change still in the log are recognised.
+    pub fn apply(&mut self, id: &str, ops: &[Op]) -> ChangeOutcome {
+        if let Some(&version) = self.ids.get(id) {
+            return ChangeOutcome::Duplicate { version };
+        }
+        if let Err(rejection) = apply_change(&mut self.state, ops) {
+            return ChangeOutcome::Rejected(rejection);
+        }
+        self.version += 1;
+        self.log
+            .push_back((self.version, id.to_owned(), ops.to_vec()));
+        while self.log.len() > self.log_capacity {
+            self.log.pop_front();
+        }
+        self.ids.insert(id.to_owned(), self.version);
+        self.id_order.push_back(id.to_owned());
+        while self.id_order.len() > self.id_capacity {
+            if let Some(old) = self.id_order.pop_front() {
+                self.ids.remove(&old);
+            }
+        }
+        ChangeOutcome::Applied {
+            version: self.version,
+        }
+    }
+
+    /// What a client at `version` of `epoch` needs.
+    pub fn sync(&self, version: Option<u64>, epoch: Option<&str>) -> SyncReply {
+        let oldest_known = self.log.front().map_or(self.version, |(v, _, _)| v - 1);
+        match version {
+            Some(v)
+                if epoch == Some(self.epoch.as_str()) && v <= self.version && v >= oldest_known =>
+            {
+                SyncReply::Changes(
+                    self.log
+                        .iter()
+                        .filter(|(lv, _, _)| *lv > v)
+                        .cloned()
+                        .collect(),
+                )
+            }
+            _ => self.snapshot(),
+        }
+    }
+
+    /// The whole state.
+    pub fn snapshot(&self) -> SyncReply {
+        SyncReply::Snapshot {
+            version: self.version,
+            state: self.state.clone(),
+            applied: self.log.iter().map(|(_, id, _)| id.clone()).collect(),
+        }
+    }
+
+    /// Forgets the change log but keeps the state and the applied ids (e.g. a restart that
+    /// kept the document but not its log): older clients must then resync from a snapshot,
+    /// and their resends are still recognised.
+    pub fn trim_log(&mut self) {
+        self.log.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn set(k: &str, v: i64) -> Vec<Op> {
+        vec![Op::Set {
+            key: k.into(),
+            value: json!(v),
+        }]
+    }
+
+    #[test]
+    fn orders_dedupes_and_replays() {
+        let mut s = DocumentServer::new("e", 2);
+        assert_eq!(
+            s.apply("a", &set("x", 1)),
+            ChangeOutcome::Applied { version: 1 }
+        );
+        assert_eq!(
+            s.apply("a", &set("x", 9)),
+            ChangeOutcome::Duplicate { version: 1 }
+        );
+        s.apply("b", &set("x", 2));
+        s.apply("c", &set("y", 3));
+        match s.sync(Some(1), Some("e")) {
+            SyncReply::Changes(c) => {
+                assert_eq!(c.iter().map(|c| c.0).collect::<Vec<_>>(), vec![2, 3])
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            matches!(s.sync(Some(0), Some("e")), SyncReply::Snapshot { .. }),
+            "log trimmed"
+        );
+        assert!(
+            matches!(s.sync(Some(3), Some("old")), SyncReply::Snapshot { .. }),
+            "other epoch"
+        );
+        match s.sync(None, None) {
+            SyncReply::Snapshot {
+                version,
+                state,
+                applied,
+            } => {
+                assert_eq!(
+                    (version, state["x"].clone(), applied),
+                    (3, json!(2), vec!["b".into(), "c".into()])
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn rejected_changes_do_not_advance() {
+        let mut s = DocumentServer::new("e", 10);
+        s.apply("a", &set("x", 1));
+        let r = s.apply(
+            "b",
+            &[Op::Insert {
+                key: "x".into(),
+                value: json!(2),
+            }],
+        );
+        assert!(matches!(
+            r,
+            ChangeOutcome::Rejected(Rejection {
+                code: "conflict",
+                ..
+            })
+        ));
+        assert_eq!(s.version(), 1);
+    }
+}
