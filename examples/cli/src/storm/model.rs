@@ -122,8 +122,9 @@ pub(crate) fn seconds(d: Duration) -> String {
 pub(crate) enum Baseline {
     /// socket.io-client 4 (`Manager` + `contrib/backo2`): delay = 1000 × 2^n ms, then one
     /// uniform draw `r` gives both the size (`⌊r × 0.5 × delay⌋`) and the sign (even first
-    /// decimal digit subtracts), and only then is the result capped at 5000 ms. From the third
-    /// retry on nearly every client waits exactly 5 s, so a crowd stays synchronised.
+    /// decimal digit subtracts), and only then is the result capped at 5000 ms. The third
+    /// retry is capped for 30% of clients, the fourth for 90%, every later one for all: from
+    /// then on each client waits exactly 5 s, so whatever spread the crowd had is frozen.
     /// `n` counts retries since the last successful open, from 0.
     SocketIo,
     /// Fixed growth without jitter, as partysocket's defaults: the k-th retry after a stable
