@@ -205,15 +205,17 @@ export class TetherClient {
 
   /** Closes and releases the module's memory; the client cannot be used afterwards. */
   dispose() {
-    if (!this._raw) return;
-    try {
-      this._raw.close(1000, '');
-    } catch (_) { /* already closed */ }
     const raw = this._raw;
+    if (!raw) return;
     this._raw = null;
-    raw.free();
+    try {
+      raw.close(1000, '');
+    } catch (_) { /* already closed */ }
     this._failRequests('closed', 'the client was disposed');
     this._handlers.clear();
+    // Free after the current call returns: dispose() may run inside an event handler, while
+    // the module is still using the object.
+    queueMicrotask(() => raw.free());
   }
 
   /** Tells the client the network changed (window `online`/`offline` are already wired). */

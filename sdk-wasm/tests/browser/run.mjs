@@ -48,6 +48,26 @@ test('raw WebSocket: connects, echoes text and binary, counts frames', async ({ 
   assert.deepEqual(srv.frames.map((f) => (typeof f === 'string' ? f : [...f])), ['hello', [1, 2, 3], '{"json":true}']);
 });
 
+test('dispose() from inside an event handler: no error, no further events', async ({ page }) => {
+  const srv = await wsServer(behaviours.echo);
+  const r = await page.evaluate(async (url) => {
+    const c = new tether.TetherClient(url);
+    const states = [];
+    c.on('state', ({ state }) => states.push(state.name));
+    await until(() => c.state.name === 'open', 5000, 'open');
+    let disposedIn;
+    c.on('message', () => { disposedIn = 'message'; c.dispose(); });
+    c.send('bye');
+    await until(() => disposedIn, 5000, 'the echo');
+    await sleep(50);
+    let after;
+    try { c.state; } catch (e) { after = e.code; }
+    return { disposedIn, after, states };
+  }, srv.url);
+  // Nothing is delivered after dispose(), not even the transitions it caused.
+  assert.deepEqual(r, { disposedIn: 'message', after: 'disposed', states: ['connecting', 'open'] });
+});
+
 test('relay: channels, presence, acked publish and request/reply between two clients', async ({ page }) => {
   const rl = await relay(await freePort());
   const r = await page.evaluate(async (url) => {
@@ -472,7 +492,7 @@ async function main() {
         console.log(`ok   ${t.name} (${Date.now() - t0} ms)`);
       } catch (e) {
         failed++;
-        console.log(`FAIL ${t.name} (${Date.now() - t0} ms)\n     ${String(e && e.stack || e).split('\n').slice(0, 6).join('\n     ')}`);
+        console.log(`FAIL ${t.name} (${Date.now() - t0} ms)\n     ${String(e && e.stack || e).split('\n').slice(0, 14).join('\n     ')}`);
       } finally {
         clearTimeout(timer);
         await ctx.close().catch(() => {});
