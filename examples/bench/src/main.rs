@@ -1,0 +1,475 @@
+//! `tether-bench`: the tether client side by side with a plain tokio-tungstenite client, in
+//! one run, on loopback, against the same echo server (a child process: see `server`).
+//!
+//! ```text
+//! cargo run --release -p tether-bench -- [all|rtt|throughput|memory|reconnect] [options]
+//! ```
+//!
+//! Prints every figure for both clients and the ratio tether/raw, then which targets were met.
+//! Figures are printed, never asserted: machines are shared and noisy.
+
+// A bench binary's output is its report.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod clients;
+mod memory;
+mod reconnect;
+mod server;
+mod stats;
+mod sys;
+
+use clap::{Parser, ValueEnum};
+use clients::{BoxError, Kind};
+use memory::{MemoryClient, MemoryFigure};
+use reconnect::{Profile, ReconnectFigures};
+use server::ServerProcess;
+use stats::Sample;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum What {
+    /// Every benchmark.
+    All,
+    /// Sequential round trips.
+    Rtt,
+    /// Pipelined throughput.
+    Throughput,
+    /// Idle memory per connection.
+    Memory,
+    /// Reconnect after a server outage.
+    Reconnect,
+    /// (internal) run the echo server.
+    #[value(hide = true)]
+    Serve,
+    /// (internal) open idle connections and report RSS.
+    #[value(hide = true)]
+    MemoryChild,
+}
+
+/// Benchmarks the tether client against a plain tokio-tungstenite client on loopback.
+#[derive(Debug, Parser)]
+#[command(name = "tether-bench")]
+struct Cli {
+    /// Which benchmark.
+    #[arg(value_enum, default_value = "all")]
+    what: What,
+    /// Sequential round trips per repeat.
+    #[arg(long, default_value_t = 20_000)]
+    rtt_count: usize,
+    /// Pipelined messages per repeat.
+    #[arg(long, default_value_t = 200_000)]
+    tput_count: usize,
+    /// Pipelined messages in flight.
+    #[arg(long, default_value_t = 100)]
+    window: usize,
+    /// Message size in bytes (text).
+    #[arg(long, default_value_t = 64)]
+    size: usize,
+    /// Repeats of the round-trip and throughput phases (raw and tether interleaved); the
+    /// table shows medians.
+    #[arg(long, default_value_t = 5)]
+    repeat: usize,
+    /// Idle connections for the memory figure.
+    #[arg(long, default_value_t = 2_000)]
+    conns: usize,
+    /// Real reconnect runs per profile.
+    #[arg(long, default_value_t = 7)]
+    runs: usize,
+    /// How long the server stays down, ms.
+    #[arg(long, default_value_t = 2_000)]
+    outage_ms: u64,
+    /// The app sends one message every this many ms during the reconnect benchmark.
+    #[arg(long, default_value_t = 50)]
+    interval_ms: u64,
+    /// Seeds for the virtual-time reconnect model.
+    #[arg(long, default_value_t = 10_000)]
+    model_seeds: u64,
+    /// Also run the reconnect benchmark with this non-default `backoff_max` (0: don't).
+    #[arg(long, default_value_t = 1_000)]
+    alt_backoff_max_ms: u64,
+    /// Skip the reconnect run with default settings (only the alternative profile runs).
+    #[arg(long)]
+    skip_default_reconnect: bool,
+    /// Non-default `min_uptime` for both reconnect profiles (for quick smoke runs).
+    #[arg(long)]
+    min_uptime_ms: Option<u64>,
+    /// Client runtime: tokio's multi-threaded runtime (as most apps run) or current-thread.
+    #[arg(long, value_enum, default_value = "multi-thread")]
+    runtime: Runtime,
+    /// Print every repeat's figures.
+    #[arg(long)]
+    verbose: bool,
+    /// (internal) server address to bind.
+    #[arg(long, hide = true, default_value = "127.0.0.1:0")]
+    addr: String,
+    /// (internal) server URL for a memory child.
+    #[arg(long, hide = true, default_value = "")]
+    url: String,
+    /// (internal) which client a memory child opens.
+    #[arg(long, hide = true, value_enum, default_value = "tether")]
+    client: MemoryClient,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Runtime {
+    MultiThread,
+    CurrentThread,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    if cli.what == What::Serve {
+        return match server::serve(&cli.addr) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("echo server: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
+    let runtime = match cli.runtime {
+        Runtime::MultiThread => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
+        Runtime::CurrentThread => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+    };
+    let result = runtime.map_err(BoxError::from).and_then(|rt| {
+        rt.block_on(async {
+            if cli.what == What::MemoryChild {
+                memory::child(cli.client, &cli.url, cli.conns).await
+            } else {
+                run(&cli).await
+            }
+        })
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tether-bench: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+#[derive(Default)]
+struct Results {
+    rtt: Option<(Vec<Sample>, Vec<Sample>)>,
+    tput: Option<(Vec<Sample>, Vec<Sample>)>,
+    memory: Option<Vec<(MemoryClient, MemoryFigure)>>,
+    reconnect: Vec<ReconnectFigures>,
+}
+
+async fn run(cli: &Cli) -> Result<(), BoxError> {
+    let all = cli.what == What::All;
+    let payload = "x".repeat(cli.size);
+    println!(
+        "tether-bench: {}; client runtime {:?}; echo server: child process, current-thread tokio",
+        sys::machine(),
+        cli.runtime
+    );
+    let mut results = Results::default();
+    if all || matches!(cli.what, What::Rtt | What::Throughput | What::Memory) {
+        let mut server = ServerProcess::spawn("127.0.0.1:0").await?;
+        let url = server.url();
+        let outcome: Result<(), BoxError> = async {
+            if all || cli.what == What::Rtt {
+                results.rtt = Some(
+                    repeated(cli, "rtt", |kind| {
+                        let (url, payload) = (url.clone(), payload.clone());
+                        async move { clients::rtt(kind, &url, cli.rtt_count, &payload).await }
+                    })
+                    .await?,
+                );
+            }
+            if all || cli.what == What::Throughput {
+                results.tput = Some(
+                    repeated(cli, "pipelined", |kind| {
+                        let (url, payload) = (url.clone(), payload.clone());
+                        async move {
+                            clients::pipelined(kind, &url, cli.tput_count, cli.window, &payload)
+                                .await
+                        }
+                    })
+                    .await?,
+                );
+            }
+            if all || cli.what == What::Memory {
+                let mut figures = Vec::new();
+                for client in [
+                    MemoryClient::Raw,
+                    MemoryClient::RawSmall,
+                    MemoryClient::Tether,
+                ] {
+                    figures.push((client, memory::measure(client, &url, cli.conns).await?));
+                }
+                results.memory = Some(figures);
+            }
+            Ok(())
+        }
+        .await;
+        server.kill().await?;
+        outcome?;
+    }
+    if all || cli.what == What::Reconnect {
+        let opts = reconnect::Options {
+            runs: cli.runs,
+            outage: Duration::from_millis(cli.outage_ms),
+            interval: Duration::from_millis(cli.interval_ms.max(1)),
+            model_seeds: cli.model_seeds,
+        };
+        let min_uptime = cli.min_uptime_ms.map(Duration::from_millis);
+        let mut profiles = Vec::new();
+        if !cli.skip_default_reconnect {
+            profiles.push(Profile {
+                backoff_max: None,
+                min_uptime,
+            });
+        }
+        if cli.alt_backoff_max_ms > 0 {
+            profiles.push(Profile {
+                backoff_max: Some(Duration::from_millis(cli.alt_backoff_max_ms)),
+                min_uptime,
+            });
+        }
+        for profile in profiles {
+            eprintln!("reconnect ({}): {} runs…", profile.label(), opts.runs);
+            results
+                .reconnect
+                .push(reconnect::measure(profile, opts).await?);
+        }
+    }
+    print_report(cli, &results);
+    Ok(())
+}
+
+/// Runs `phase` for raw and tether `cli.repeat` times, alternating which goes first.
+async fn repeated<F, Fut>(
+    cli: &Cli,
+    name: &str,
+    phase: F,
+) -> Result<(Vec<Sample>, Vec<Sample>), BoxError>
+where
+    F: Fn(Kind) -> Fut,
+    Fut: std::future::Future<Output = Result<Sample, BoxError>>,
+{
+    let (mut raw, mut tether) = (Vec::new(), Vec::new());
+    for i in 0..cli.repeat.max(1) {
+        let order = if i % 2 == 0 {
+            [Kind::Raw, Kind::Tether]
+        } else {
+            [Kind::Tether, Kind::Raw]
+        };
+        for kind in order {
+            let sample = phase(kind).await?;
+            if cli.verbose {
+                eprintln!(
+                    "{name} #{i} {kind:?}: {:.0} msgs/s, p50 {:.1} µs, p99 {:.1} µs, cpu {:.2} µs/msg",
+                    sample.msgs_per_s, sample.p50_us, sample.p99_us, sample.cpu_us
+                );
+            }
+            match kind {
+                Kind::Raw => raw.push(sample),
+                Kind::Tether => tether.push(sample),
+            }
+        }
+    }
+    Ok((raw, tether))
+}
+
+fn row(label: &str, raw: String, tether: String, ratio: String, note: String) {
+    println!("  {label:<34} {raw:>16} {tether:>16} {ratio:>12}  {note}");
+}
+
+fn ratio(tether: f64, raw: f64) -> String {
+    if raw > 0.0 && tether.is_finite() {
+        format!("{:.2}", tether / raw)
+    } else {
+        "n/a".to_owned()
+    }
+}
+
+fn noise(raw: &[Sample], tether: &[Sample], f: fn(&Sample) -> f64) -> String {
+    format!(
+        "spread ±{:.0}% / ±{:.0}%",
+        Sample::spread(raw, f) * 50.0,
+        Sample::spread(tether, f) * 50.0
+    )
+}
+
+fn print_report(cli: &Cli, r: &Results) {
+    println!();
+    row(
+        "figure",
+        "raw tungstenite".into(),
+        "tether".into(),
+        "tether/raw".into(),
+        "noise (raw / tether)".into(),
+    );
+    let mut targets: Vec<(String, bool, String)> = Vec::new();
+    let samples = |label: &str, pair: &(Vec<Sample>, Vec<Sample>), p99_only: bool| {
+        let (raw, tether) = pair;
+        let (mr, mt) = (Sample::median(raw), Sample::median(tether));
+        println!("{label}");
+        row(
+            "msgs/s",
+            format!("{:.0}", mr.msgs_per_s),
+            format!("{:.0}", mt.msgs_per_s),
+            ratio(mt.msgs_per_s, mr.msgs_per_s),
+            noise(raw, tether, |s| s.msgs_per_s),
+        );
+        if !p99_only {
+            row(
+                "p50 µs",
+                format!("{:.1}", mr.p50_us),
+                format!("{:.1}", mt.p50_us),
+                ratio(mt.p50_us, mr.p50_us),
+                noise(raw, tether, |s| s.p50_us),
+            );
+        }
+        row(
+            "p99 µs",
+            format!("{:.1}", mr.p99_us),
+            format!("{:.1}", mt.p99_us),
+            ratio(mt.p99_us, mr.p99_us),
+            noise(raw, tether, |s| s.p99_us),
+        );
+        row(
+            "client CPU µs/msg",
+            format!("{:.2}", mr.cpu_us),
+            format!("{:.2}", mt.cpu_us),
+            ratio(mt.cpu_us, mr.cpu_us),
+            noise(raw, tether, |s| s.cpu_us),
+        );
+        (mr, mt)
+    };
+    if let Some(pair) = &r.rtt {
+        let label = format!(
+            "sequential round trips ({} × {} B text, median of {})",
+            cli.rtt_count,
+            cli.size,
+            pair.0.len()
+        );
+        let (mr, mt) = samples(&label, pair, false);
+        let q = mt.p50_us / mr.p50_us;
+        targets.push((
+            "round-trip p50 ≤ 1.10 × raw".into(),
+            q <= 1.10,
+            format!("{q:.2} × raw"),
+        ));
+    }
+    if let Some(pair) = &r.tput {
+        let label = format!(
+            "pipelined ({} × {} B text, window {}, median of {})",
+            cli.tput_count,
+            cli.size,
+            cli.window,
+            pair.0.len()
+        );
+        let (mr, mt) = samples(&label, pair, true);
+        let q = mt.msgs_per_s / mr.msgs_per_s;
+        targets.push((
+            "pipelined throughput ≥ 0.90 × raw".into(),
+            q >= 0.90,
+            format!("{q:.2} × raw"),
+        ));
+    }
+    if let Some(figures) = &r.memory {
+        let get = |c: MemoryClient| figures.iter().find(|(k, _)| *k == c).map(|(_, f)| *f);
+        let conns = figures.first().map_or(0, |(_, f)| f.conns);
+        println!("idle memory ({conns} open connections, one process per client kind)");
+        if let (Some(raw), Some(small), Some(tether)) = (
+            get(MemoryClient::Raw),
+            get(MemoryClient::RawSmall),
+            get(MemoryClient::Tether),
+        ) {
+            row(
+                "RSS KiB per connection",
+                format!("{:.1}", raw.per_conn_kib()),
+                format!("{:.1}", tether.per_conn_kib()),
+                ratio(tether.per_conn_kib(), raw.per_conn_kib()),
+                "raw: library defaults".into(),
+            );
+            row(
+                "  vs raw with 4 KiB/8 KiB buffers",
+                format!("{:.1}", small.per_conn_kib()),
+                format!("{:.1}", tether.per_conn_kib()),
+                ratio(tether.per_conn_kib(), small.per_conn_kib()),
+                "raw: tether's buffer sizes".into(),
+            );
+            row(
+                "RSS MiB before → after (tether)",
+                format!("{}→{}", raw.before_kib / 1024, raw.after_kib / 1024),
+                format!("{}→{}", tether.before_kib / 1024, tether.after_kib / 1024),
+                String::new(),
+                String::new(),
+            );
+            targets.push((
+                "idle memory ≤ 10 KiB per connection".into(),
+                tether.per_conn_kib() <= 10.0,
+                format!("{:.1} KiB", tether.per_conn_kib()),
+            ));
+        }
+    }
+    for f in &r.reconnect {
+        println!(
+            "reconnect, tether ({}): server down {} ms, 1 msg / {} ms, {} runs",
+            f.profile.label(),
+            cli.outage_ms,
+            cli.interval_ms,
+            f.runs.len()
+        );
+        let runs: Vec<String> = f
+            .runs
+            .iter()
+            .map(|r| format!("{:.0}", r.restart_to_open.as_secs_f64() * 1e3))
+            .collect();
+        row(
+            "restart → open, median ms",
+            "n/a".into(),
+            format!("{:.0}", f.median_ms()),
+            String::new(),
+            format!("runs: {}", runs.join(", ")),
+        );
+        row(
+            "  engine model, p50 / p90 ms",
+            "n/a".into(),
+            format!("{:.0} / {:.0}", f.model_ms(0.5), f.model_ms(0.9)),
+            String::new(),
+            format!("virtual time, {} seeds", f.model.len()),
+        );
+        row(
+            "outage messages delivered",
+            "n/a".into(),
+            format!("{} / {}", f.delivered(), f.sent()),
+            String::new(),
+            format!("{} reported dropped", f.dropped),
+        );
+        if f.profile.backoff_max.is_none() {
+            targets.push((
+                "reconnect ≤ 1 s median (defaults)".into(),
+                f.median_ms() <= 1_000.0,
+                format!(
+                    "{:.0} ms (model p50 {:.0} ms)",
+                    f.median_ms(),
+                    f.model_ms(0.5)
+                ),
+            ));
+        }
+        targets.push((
+            format!("0 outage messages lost ({})", f.profile.label()),
+            f.delivered() == f.sent(),
+            format!("{} lost", f.sent() - f.delivered()),
+        ));
+    }
+    println!("  (raw tungstenite has no reconnection: its reconnect cells are n/a)");
+    println!();
+    println!("targets");
+    for (name, met, value) in targets {
+        println!(
+            "  {:<7} {name:<40} {value}",
+            if met { "MET" } else { "MISSED" }
+        );
+    }
+}

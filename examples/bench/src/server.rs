@@ -1,0 +1,171 @@
+//! The echo server: a lean tokio-tungstenite server that writes every text or binary message
+//! back, batching the echoes of everything one read brought in into one write.
+//!
+//! It runs as a child process of the bench (`tether-bench serve`), on a single-threaded
+//! runtime, so that:
+//! - its CPU time is not counted in the client's (the bench reports client CPU per message);
+//! - its memory is not counted in the client's resident set (the idle-memory figure);
+//! - the reconnect benchmark can really kill it (SIGKILL: the kernel closes every socket,
+//!   as in a crash) and start a new one on the same port.
+//!
+//! The child exits when its standard input closes, so it cannot outlive the bench.
+
+use crate::sys;
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use std::io;
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::process::{Child, Command};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Runs the server until standard input closes. Prints `listening ADDR` once bound.
+pub fn serve(addr: &str) -> io::Result<()> {
+    sys::raise_nofile(65_536);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let listener = bind(addr).await?;
+        println!("listening {}", listener.local_addr()?);
+        let accept = async {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, _)) => {
+                        tokio::spawn(echo(stream));
+                    }
+                    // Out of descriptors or a reset before accept: not fatal for a server.
+                    Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+                }
+            }
+        };
+        let parent_gone = async {
+            let mut stdin = tokio::io::stdin();
+            let mut buf = [0u8; 64];
+            while let Ok(n) = stdin.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        };
+        tokio::select! {
+            () = accept => {}
+            () = parent_gone => {}
+        }
+        Ok(())
+    })
+}
+
+/// Binds, retrying briefly: after a kill the port may take a moment to be free again.
+async fn bind(addr: &str) -> io::Result<TcpListener> {
+    let mut last = None;
+    for _ in 0..100 {
+        match TcpListener::bind(addr).await {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Err(last.unwrap_or_else(|| io::Error::other("bind failed")))
+}
+
+async fn echo(stream: TcpStream) {
+    if stream.set_nodelay(true).is_err() {
+        return;
+    }
+    // Small buffers: the memory benchmark holds 2,000 connections here at once.
+    let config = WebSocketConfig::default()
+        .read_buffer_size(16 * 1024)
+        .write_buffer_size(16 * 1024);
+    let Ok(mut ws) = tokio_tungstenite::accept_async_with_config(stream, Some(config)).await else {
+        return;
+    };
+    loop {
+        let Some(Ok(first)) = ws.next().await else {
+            return;
+        };
+        if !relay(&mut ws, first).await {
+            return;
+        }
+        // Everything the last read already brought in goes into the same write.
+        while let Some(next) = ws.next().now_or_never() {
+            let Some(Ok(msg)) = next else {
+                return;
+            };
+            if !relay(&mut ws, msg).await {
+                return;
+            }
+        }
+        if ws.flush().await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn relay(ws: &mut tokio_tungstenite::WebSocketStream<TcpStream>, msg: Message) -> bool {
+    match msg {
+        Message::Text(_) | Message::Binary(_) => ws.feed(msg).await.is_ok(),
+        // Pings are answered by tungstenite itself; a close reply is queued by it too.
+        _ => true,
+    }
+}
+
+/// A running echo server child process. Killed (SIGKILL) on drop at the latest.
+#[derive(Debug)]
+pub struct ServerProcess {
+    child: Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// When the parent learnt that it listens.
+    pub ready_at: Instant,
+}
+
+impl ServerProcess {
+    /// Starts `tether-bench serve --addr ADDR` and waits until it listens.
+    pub async fn spawn(addr: &str) -> io::Result<ServerProcess> {
+        let exe = std::env::current_exe()?;
+        let mut child = Command::new(exe)
+            .args(["serve", "--addr", addr])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| io::Error::other("no stdout"))?;
+        let mut line = String::new();
+        let mut reader = BufReader::new(stdout);
+        let read = reader.read_line(&mut line);
+        tokio::time::timeout(Duration::from_secs(10), read)
+            .await
+            .map_err(|_| io::Error::other("echo server did not start in 10 s"))??;
+        let ready_at = Instant::now();
+        let addr = line
+            .trim()
+            .strip_prefix("listening ")
+            .and_then(|a| a.parse().ok())
+            .ok_or_else(|| io::Error::other(format!("unexpected server output {line:?}")))?;
+        Ok(ServerProcess {
+            child,
+            addr,
+            ready_at,
+        })
+    }
+
+    /// The `ws://` URL of the server.
+    pub fn url(&self) -> String {
+        format!("ws://{}/", self.addr)
+    }
+
+    /// Kills it with SIGKILL (like a crash: the kernel closes its sockets) and reaps it.
+    pub async fn kill(&mut self) -> io::Result<()> {
+        self.child.start_kill()?;
+        self.child.wait().await?;
+        Ok(())
+    }
+}

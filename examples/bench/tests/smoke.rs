@@ -1,0 +1,45 @@
+//! Runs the whole bench with tiny counts, end to end: echo server child, both clients, the
+//! memory children and a reconnect run. Proves it works; asserts no figure (machines are
+//! shared and noisy).
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+#[test]
+fn every_benchmark_runs_end_to_end_with_tiny_counts() {
+    let started = Instant::now();
+    let output = Command::new(env!("CARGO_BIN_EXE_tether-bench"))
+        .args([
+            "all",
+            "--rtt-count",
+            "200",
+            "--tput-count",
+            "2000",
+            "--repeat",
+            "1",
+        ])
+        .args(["--conns", "20", "--runs", "1", "--outage-ms", "200"])
+        .args(["--skip-default-reconnect", "--alt-backoff-max-ms", "100"])
+        .args(["--min-uptime-ms", "100", "--model-seeds", "100"])
+        .output()
+        .expect("the bench binary runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "bench failed:\n{stdout}\n{stderr}");
+    for expected in [
+        "sequential round trips",
+        "pipelined",
+        "RSS KiB per connection",
+        "restart → open",
+        "outage messages delivered",
+        "targets",
+    ] {
+        assert!(stdout.contains(expected), "no {expected:?} in:\n{stdout}");
+    }
+    // Informative only: the smoke run is meant to stay quick.
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "took {:?}",
+        started.elapsed()
+    );
+}
