@@ -1,16 +1,18 @@
 //! Reconnect delays: capped exponential growth, jitter, and server hints.
 //!
-//! This module owns the count of consecutive failed attempts and the previous delay
-//! (decorrelated jitter needs it). The engine asks it for the next delay after every failure
-//! and resets it only once a connection has stayed open for the minimum uptime.
+//! This module owns the count of consecutive failed attempts (attempt numbers and the attempt
+//! limit), the count of waits since the last reset (the exponent: the n-th wait uses
+//! `base_delay(n)`, whether the episode began with a failed first attempt or with a stable
+//! connection dropping), and the previous delay (decorrelated jitter needs it). The engine resets
+//! it only once a connection has stayed open for the minimum uptime.
 
 use crate::close_policy::DelayHint;
 use crate::config::{BackoffConfig, Jitter};
 use crate::rng::Prng;
 use std::time::Duration;
 
-/// The un-jittered delay before attempt number `attempt` (1-based, the first retry is 1):
-/// `min(max, initial × factor^(attempt-1))`.
+/// The un-jittered `n`-th wait since the backoff was last reset (1-based):
+/// `min(max, initial × factor^(n-1))`.
 ///
 /// ```
 /// use std::time::Duration;
@@ -30,9 +32,9 @@ pub fn base_delay(config: &BackoffConfig, attempt: u32) -> Duration {
     }
 }
 
-/// The inclusive range a jittered delay for `attempt` must fall in (without server hints).
-pub fn delay_bounds(config: &BackoffConfig, attempt: u32) -> (Duration, Duration) {
-    let base = base_delay(config, attempt);
+/// The inclusive range the jittered `n`-th wait must fall in (without server hints).
+pub fn delay_bounds(config: &BackoffConfig, n: u32) -> (Duration, Duration) {
+    let base = base_delay(config, n);
     match config.jitter {
         Jitter::None => (base, base),
         Jitter::Full => (Duration::ZERO, base),
@@ -46,6 +48,7 @@ pub fn delay_bounds(config: &BackoffConfig, attempt: u32) -> (Duration, Duration
 pub(crate) struct Backoff {
     config: BackoffConfig,
     failures: u32,
+    waits: u32,
     previous: Duration,
 }
 
@@ -55,6 +58,7 @@ impl Backoff {
         Backoff {
             config,
             failures: 0,
+            waits: 0,
             previous,
         }
     }
@@ -74,6 +78,7 @@ impl Backoff {
     /// Forget past failures: the connection proved stable.
     pub(crate) fn reset(&mut self) {
         self.failures = 0;
+        self.waits = 0;
         self.previous = self.config.initial;
     }
 
@@ -82,9 +87,11 @@ impl Backoff {
         self.failures = self.failures.saturating_add(1);
     }
 
-    /// The delay before the next attempt. A stable connection that dropped has no failures
-    /// yet and waits like after the first failure: a crowd dropped at once must still spread.
+    /// The delay before the next attempt: the next wait of the curve (a stable connection
+    /// that dropped waits like after a first failure, so a crowd dropped at once still
+    /// spreads), or the server's hint.
     pub(crate) fn next_delay(&mut self, rng: &mut Prng, hint: Option<DelayHint>) -> Duration {
+        self.waits = self.waits.saturating_add(1);
         let jittered = self.jittered(rng);
         self.previous = jittered.max(self.config.initial);
         match hint {
@@ -95,11 +102,12 @@ impl Backoff {
                 jittered.max(floor + spread)
             }
             Some(DelayHint::Within(window)) => rng.duration_between(Duration::ZERO, window),
+            Some(DelayHint::Between(from, to)) => rng.duration_between(from, to),
         }
     }
 
     fn jittered(&self, rng: &mut Prng) -> Duration {
-        let base = base_delay(&self.config, self.failures.max(1));
+        let base = base_delay(&self.config, self.waits);
         match self.config.jitter {
             Jitter::None => base,
             Jitter::Full => rng.duration_between(Duration::ZERO, base),
@@ -134,12 +142,13 @@ mod tests {
             })
             .collect();
         assert_eq!(delays, vec![1, 2, 4, 8, 16, 30, 30]);
+        // A stable connection dropped: the curve starts over, 1, 2, 4 s.
         b.reset();
         assert_eq!(b.next_delay(&mut rng, None), Duration::from_secs(1));
         b.record_failure();
-        assert_eq!(b.next_delay(&mut rng, None), Duration::from_secs(1));
-        b.record_failure();
         assert_eq!(b.next_delay(&mut rng, None), Duration::from_secs(2));
+        b.record_failure();
+        assert_eq!(b.next_delay(&mut rng, None), Duration::from_secs(4));
     }
 
     #[test]

@@ -17,8 +17,10 @@
 //! | every other code or status, and transport errors | `Retry` | backoff |
 //!
 //! A close reason that is a JSON object may carry advice that overrides the table:
-//! `{"reconnect": false}` makes the close terminal, and `{"reconnect_within_ms": N}` asks
-//! clients to spread their reconnects uniformly over the next N ms (graceful restarts).
+//! `{"reconnect": false}` makes the close terminal, `{"reconnect_within_ms": N}` asks clients
+//! to spread their reconnects uniformly over the next N ms (graceful restarts), and
+//! `{"reconnect_after_ms": A, "reconnect_within_ms": N}` over the window from A to N ms (a
+//! server that knows it will be down for A ms: nobody wastes an attempt on the closed port).
 
 use crate::config::ConfigError;
 use std::ops::RangeInclusive;
@@ -47,6 +49,9 @@ pub enum DelayHint {
     /// Reconnect at a uniformly random moment within this window (graceful restart), instead
     /// of the backoff curve, so a crowd arrives evenly spread.
     Within(Duration),
+    /// Reconnect at a uniformly random moment between the two (a graceful restart whose
+    /// server knows it will be away for the first part of the window).
+    Between(Duration, Duration),
 }
 
 /// The policy's decision for one close or failure.
@@ -170,10 +175,16 @@ impl ClosePolicy {
         if advice.reconnect == Some(false) {
             disposition = Disposition::Terminal;
         }
-        let hint = match (advice.within, code) {
-            (Some(window), _) => Some(DelayHint::Within(window.min(self.max_server_delay))),
-            (None, 1012) => Some(DelayHint::Within(self.service_restart_window)),
-            (None, 1013) => Some(DelayHint::AtLeast(self.try_again_later_delay)),
+        let cap = self.max_server_delay;
+        let hint = match (advice.after, advice.within, code) {
+            (Some(after), Some(within), _) => {
+                let within = within.min(cap);
+                Some(DelayHint::Between(after.min(within), within))
+            }
+            (Some(after), None, _) => Some(DelayHint::AtLeast(after.min(cap))),
+            (None, Some(window), _) => Some(DelayHint::Within(window.min(cap))),
+            (None, None, 1012) => Some(DelayHint::Within(self.service_restart_window)),
+            (None, None, 1013) => Some(DelayHint::AtLeast(self.try_again_later_delay)),
             _ => None,
         };
         Verdict { disposition, hint }
@@ -226,6 +237,7 @@ fn lookup(overrides: &[(RangeInclusive<u16>, Disposition)], value: u16) -> Optio
 #[derive(Debug, Default, PartialEq)]
 struct ReasonAdvice {
     reconnect: Option<bool>,
+    after: Option<Duration>,
     within: Option<Duration>,
 }
 
@@ -238,13 +250,16 @@ impl ReasonAdvice {
         let Ok(serde_json::Value::Object(map)) = serde_json::from_str(reason) else {
             return ReasonAdvice::default();
         };
-        ReasonAdvice {
-            reconnect: map.get("reconnect").and_then(|v| v.as_bool()),
-            within: map
-                .get("reconnect_within_ms")
+        let millis = |field: &str| {
+            map.get(field)
                 .and_then(|v| v.as_u64())
                 .filter(|ms| *ms > 0)
-                .map(Duration::from_millis),
+                .map(Duration::from_millis)
+        };
+        ReasonAdvice {
+            reconnect: map.get("reconnect").and_then(|v| v.as_bool()),
+            after: millis("reconnect_after_ms"),
+            within: millis("reconnect_within_ms"),
         }
     }
 }
@@ -294,6 +309,17 @@ mod tests {
             p.classify_close(Some(1012), r#"{"reconnect_within_ms": 10000}"#)
                 .hint,
             Some(DelayHint::Within(Duration::from_secs(10)))
+        );
+        assert_eq!(
+            p.classify_close(
+                Some(1012),
+                r#"{"reconnect_after_ms": 2000, "reconnect_within_ms": 10000}"#
+            )
+            .hint,
+            Some(DelayHint::Between(
+                Duration::from_secs(2),
+                Duration::from_secs(10)
+            ))
         );
         assert_eq!(
             p.classify_close(Some(1013), "busy").hint,

@@ -461,7 +461,10 @@ impl Harness {
                     || self.sse_retry_seen
                     || matches!(cause, DisconnectCause::Http { status: 429 | 503 });
                 if !hint_possible {
-                    let (lo, hi) = delay_bounds(&backoff, (attempt - 1).max(1));
+                    // This is the (attempt-1)-th wait after a failed first attempt, or the
+                    // attempt-th after a stable connection dropped.
+                    let lo = delay_bounds(&backoff, (attempt - 1).max(1)).0;
+                    let hi = delay_bounds(&backoff, attempt).1;
                     assert!(
                         delay >= lo && delay <= hi,
                         "attempt {attempt}: {delay:?} outside [{lo:?}, {hi:?}] ({:?})",

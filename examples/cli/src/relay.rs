@@ -28,6 +28,10 @@ pub(crate) struct RelayArgs {
     /// Reconnect window advised to clients on graceful shutdown, in ms.
     #[arg(long, value_name = "MS", default_value_t = 5_000)]
     pub reconnect_window: u64,
+    /// Expected downtime after a graceful shutdown, in ms: clients are told not to come back
+    /// before it (they spread over this..window). Default 0.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub reconnect_after: u64,
 }
 
 pub(crate) async fn run(args: RelayArgs) -> ExitCode {
@@ -37,6 +41,7 @@ pub(crate) async fn run(args: RelayArgs) -> ExitCode {
         history_capacity: args.history,
         max_message_size: args.max_message_bytes,
         reconnect_window: Duration::from_millis(args.reconnect_window),
+        reconnect_after: Duration::from_millis(args.reconnect_after),
         ..RelayConfig::default()
     };
     let relay = match Relay::bind(args.listen.as_str(), config).await {

@@ -33,6 +33,9 @@ pub struct RelayConfig {
     /// Publish ids remembered per channel to acknowledge resends without storing them
     /// twice. Default: 4,096.
     pub dedupe_capacity: usize,
+    /// Changes kept per shared document so a reconnecting client gets the changes it missed
+    /// instead of a snapshot. Default: 1,024.
+    pub document_log_capacity: usize,
     /// How long a member whose last connection to a channel went away stays present before
     /// `leave` is broadcast, so that a quick reconnect is invisible to others. Default: 5 s.
     pub presence_grace: Duration,
@@ -51,6 +54,11 @@ pub struct RelayConfig {
     /// `{"reconnect_within_ms": N}`), over which they spread their reconnects.
     /// Default: 5,000 ms.
     pub reconnect_window: Duration,
+    /// How long the relay expects to be away after a graceful shutdown (a restart): when
+    /// non-zero the close reason also says `"reconnect_after_ms": A`, and clients spread their
+    /// returns over A..window instead of 0..window, so none wastes an attempt on a closed port.
+    /// Default: 0.
+    pub reconnect_after: Duration,
     /// Frames a connection may have queued for sending before it is treated as a slow
     /// consumer and closed with 1013 (it can reconnect and resume from history). A
     /// subscribe's replay does not count against it. Default: 4,096.
@@ -101,12 +109,14 @@ impl Default for RelayConfig {
             }),
             history_capacity: 1_024,
             dedupe_capacity: 4_096,
+            document_log_capacity: 1_024,
             presence_grace: Duration::from_secs(5),
             token: None,
             sse_retry: Duration::from_millis(1_000),
             sse_keepalive: Duration::from_secs(15),
             ping_interval: None,
             reconnect_window: Duration::from_millis(5_000),
+            reconnect_after: Duration::ZERO,
             max_queued_frames: 4_096,
             handshake_timeout: Duration::from_secs(10),
         }
@@ -150,12 +160,14 @@ impl std::fmt::Debug for RelayConfig {
             .field("rate_limit", &self.rate_limit)
             .field("history_capacity", &self.history_capacity)
             .field("dedupe_capacity", &self.dedupe_capacity)
+            .field("document_log_capacity", &self.document_log_capacity)
             .field("presence_grace", &self.presence_grace)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("sse_retry", &self.sse_retry)
             .field("sse_keepalive", &self.sse_keepalive)
             .field("ping_interval", &self.ping_interval)
             .field("reconnect_window", &self.reconnect_window)
+            .field("reconnect_after", &self.reconnect_after)
             .field("max_queued_frames", &self.max_queued_frames)
             .field("handshake_timeout", &self.handshake_timeout)
             .finish()

@@ -8,6 +8,7 @@
 //! critical section, so no live message can slip in between them.
 
 use crate::config::RelayConfig;
+use crate::docs::Docs;
 use crate::history::{Appended, History, Stored};
 use crate::peer::{Outbound, Peer, PeerId};
 use crate::presence::{Departure, Presence};
@@ -81,6 +82,8 @@ pub(crate) struct Hub {
     /// a channel is only dropped while its history is empty (see [`Channel::is_idle`]).
     epoch: Arc<str>,
     channels: Mutex<HashMap<String, Channel>>,
+    /// Shared documents, a namespace of their own.
+    pub(crate) docs: Docs,
     stats: Arc<Stats>,
     run_state: watch::Receiver<RunState>,
 }
@@ -92,9 +95,11 @@ impl Hub {
         stats: Arc<Stats>,
         run_state: watch::Receiver<RunState>,
     ) -> Self {
+        let epoch: Arc<str> = Arc::from(epoch);
         Hub {
+            docs: Docs::new(epoch.clone(), config.document_log_capacity),
             config,
-            epoch: Arc::from(epoch),
+            epoch,
             channels: Mutex::new(HashMap::new()),
             stats,
             run_state,

@@ -42,6 +42,7 @@
 mod auth;
 pub mod chaos;
 mod config;
+mod docs;
 mod history;
 mod http;
 mod hub;

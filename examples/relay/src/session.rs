@@ -52,6 +52,8 @@ pub(crate) struct Session {
     /// The presence identity, from `hello` (or assigned at the first other message).
     member: Option<Arc<str>>,
     channels: HashSet<String>,
+    /// Documents this connection syncs.
+    documents: HashSet<String>,
     limiter: Option<TokenBucket>,
 }
 
@@ -71,6 +73,7 @@ impl Session {
             access,
             member: None,
             channels: HashSet::new(),
+            documents: HashSet::new(),
             limiter,
         }
     }
@@ -200,6 +203,25 @@ impl Session {
             }
             // Liveness only; the connection is alive because a frame arrived.
             ClientMessage::Pong { .. } => {}
+            ClientMessage::DocSync {
+                channel,
+                version,
+                epoch,
+            } => {
+                if self.check_channel(&channel, None) {
+                    self.hub
+                        .docs
+                        .sync(&self.peer, &channel, version, epoch.as_deref());
+                    self.documents.insert(channel);
+                }
+            }
+            ClientMessage::DocChange {
+                id, channel, ops, ..
+            } => {
+                if self.check_channel(&channel, Some(&id)) {
+                    self.hub.docs.change(&self.peer, &channel, id, ops);
+                }
+            }
             other => {
                 // A message type that tether-core knows and this relay does not (yet).
                 let id = other.to_envelope().id;
@@ -301,6 +323,9 @@ impl Drop for Session {
     fn drop(&mut self) {
         self.hub
             .disconnect(self.peer.id(), self.channels.iter().map(String::as_str));
+        self.hub
+            .docs
+            .disconnect(self.peer.id(), self.documents.iter().map(String::as_str));
     }
 }
 

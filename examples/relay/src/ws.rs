@@ -168,13 +168,7 @@ pub(crate) async fn serve(
         },
         how = stopping(&mut run_state) => match how {
             RunState::Aborting => Ending::Drop,
-            _ => Ending::close(
-                1012,
-                &format!(
-                    r#"{{"reconnect_within_ms":{}}}"#,
-                    shared.config.reconnect_window.as_millis()
-                ),
-            ),
+            _ => Ending::close(1012, &restart_advice(&shared.config)),
         },
     };
     // Leave the hub first, so nothing new is queued while the connection closes.
@@ -348,5 +342,16 @@ mod tests {
             accept_key(&head(keyless).await).err().map(|r| r.0),
             Some(400)
         );
+    }
+}
+
+/// The close reason of a graceful shutdown: when to come back (protocol: close codes).
+fn restart_advice(config: &crate::config::RelayConfig) -> String {
+    let within = config.reconnect_window.as_millis();
+    let after = config.reconnect_after.as_millis().min(within);
+    if after == 0 {
+        format!(r#"{{"reconnect_within_ms":{within}}}"#)
+    } else {
+        format!(r#"{{"reconnect_after_ms":{after},"reconnect_within_ms":{within}}}"#)
     }
 }

@@ -52,6 +52,11 @@ pub(crate) struct StormArgs {
     #[arg(long, value_name = "WINDOW_MS",
           value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
     graceful: Option<u64>,
+    /// With --graceful: the relay also advises its expected downtime
+    /// ({"reconnect_after_ms": OUTAGE}), so clients spread their returns over the part of the
+    /// window when it is back instead of wasting attempts on the closed port.
+    #[arg(long, requires = "graceful")]
+    advise_downtime: bool,
     /// Master seed: client i's engine is seeded from it and i.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -120,7 +125,7 @@ pub(crate) fn run(args: StormArgs) -> ExitCode {
             "outage_s": report::secs(scenario.outage),
             "drop": match scenario.drop {
                 DropKind::Abrupt => json!({"kind": "abrupt"}),
-                DropKind::Graceful { window_ms } =>
+                DropKind::Graceful { window_ms, .. } =>
                     json!({"kind": "graceful", "close_code": 1012, "window_ms": window_ms}),
             },
             "seed": scenario.seed,
@@ -135,7 +140,7 @@ pub(crate) fn run(args: StormArgs) -> ExitCode {
     } else {
         say(&header(&scenario));
         say(&report::table(&rows, scenario.outage));
-        if let DropKind::Graceful { window_ms } = scenario.drop {
+        if let DropKind::Graceful { window_ms, .. } = scenario.drop {
             say(&graceful_verdicts(&rows, window_ms));
         }
         say(&format!(
@@ -191,7 +196,10 @@ fn scenario(args: &StormArgs) -> Result<Scenario, String> {
         clients: args.clients,
         outage,
         drop: match args.graceful {
-            Some(window_ms) => DropKind::Graceful { window_ms },
+            Some(window_ms) => DropKind::Graceful {
+                window_ms,
+                after_ms: args.advise_downtime.then_some(outage / 1_000),
+            },
             None => DropKind::Abrupt,
         },
         latency: (args.latency_ms * 1000.0).round() as Micros,
@@ -223,9 +231,19 @@ fn chosen(asked: &[Strategy]) -> Vec<Strategy> {
 fn header(scenario: &Scenario) -> String {
     let drop = match scenario.drop {
         DropKind::Abrupt => "every connection dropped at once without a close code".to_owned(),
-        DropKind::Graceful { window_ms } => format!(
+        DropKind::Graceful {
+            window_ms,
+            after_ms: None,
+        } => format!(
             "graceful restart: every connection closed with 1012 \
              {{\"reconnect_within_ms\": {window_ms}}}"
+        ),
+        DropKind::Graceful {
+            window_ms,
+            after_ms: Some(after),
+        } => format!(
+            "graceful restart: every connection closed with 1012 \
+             {{\"reconnect_after_ms\": {after}, \"reconnect_within_ms\": {window_ms}}}"
         ),
     };
     format!(
@@ -268,7 +286,7 @@ fn chart(
     let outage = report::secs(scenario.outage);
     let title = match scenario.drop {
         DropKind::Abrupt => format!("Reconnect storm: {clients} clients, relay down for {outage} s"),
-        DropKind::Graceful { window_ms } => format!(
+        DropKind::Graceful { window_ms, .. } => format!(
             "Graceful restart: {clients} clients told to return within {} s, relay down for {outage} s",
             window_ms as f64 / 1000.0
         ),

@@ -35,10 +35,13 @@ pub(crate) enum DropKind {
     /// Every connection ends abruptly: `transport_closed(code: None)`.
     Abrupt,
     /// A graceful restart: every connection is closed with 1012 and the reason
-    /// `{"reconnect_within_ms": window_ms}`.
+    /// `{"reconnect_within_ms": window_ms}`, plus `"reconnect_after_ms": after_ms` when the
+    /// relay advises its expected downtime.
     Graceful {
         /// The advised reconnect window.
         window_ms: u64,
+        /// The advised earliest return, if any.
+        after_ms: Option<u64>,
     },
 }
 
@@ -190,8 +193,16 @@ impl Client for EngineClient {
         };
         match drop {
             DropKind::Abrupt => self.engine.transport_closed(at, transport, None, ""),
-            DropKind::Graceful { window_ms } => {
-                let reason = format!("{{\"reconnect_within_ms\": {window_ms}}}");
+            DropKind::Graceful {
+                window_ms,
+                after_ms,
+            } => {
+                let reason = match after_ms {
+                    Some(after) => format!(
+                        "{{\"reconnect_after_ms\": {after}, \"reconnect_within_ms\": {window_ms}}}"
+                    ),
+                    None => format!("{{\"reconnect_within_ms\": {window_ms}}}"),
+                };
                 self.engine
                     .transport_closed(at, transport, Some(1012), &reason);
             }
