@@ -313,6 +313,17 @@ async fn close(
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, linger).await;
 }
 
+/// The close reason of a graceful shutdown: when to come back (protocol: close codes).
+fn restart_advice(config: &crate::config::RelayConfig) -> String {
+    let within = config.reconnect_window.as_millis();
+    let after = config.reconnect_after.as_millis().min(within);
+    if after == 0 {
+        format!(r#"{{"reconnect_within_ms":{within}}}"#)
+    } else {
+        format!(r#"{{"reconnect_after_ms":{after},"reconnect_within_ms":{within}}}"#)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -342,16 +353,5 @@ mod tests {
             accept_key(&head(keyless).await).err().map(|r| r.0),
             Some(400)
         );
-    }
-}
-
-/// The close reason of a graceful shutdown: when to come back (protocol: close codes).
-fn restart_advice(config: &crate::config::RelayConfig) -> String {
-    let within = config.reconnect_window.as_millis();
-    let after = config.reconnect_after.as_millis().min(within);
-    if after == 0 {
-        format!(r#"{{"reconnect_within_ms":{within}}}"#)
-    } else {
-        format!(r#"{{"reconnect_after_ms":{after},"reconnect_within_ms":{within}}}"#)
     }
 }
