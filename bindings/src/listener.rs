@@ -58,8 +58,9 @@ impl ListenerHandle {
 
 #[uniffi::export]
 impl ListenerHandle {
-    /// Stops the listener. Returns at once, from any thread (also from inside `onEvent`); no
-    /// callback starts afterwards, though one already running finishes. Idempotent.
+    /// Stops the listener. Returns at once, from any thread (also from inside `onEvent`),
+    /// without waiting for a callback in progress. At most one event the listener's thread was
+    /// already handing over may still arrive after this returns; none after that. Idempotent.
     pub fn cancel(&self) {
         self.cancel.cancel();
     }

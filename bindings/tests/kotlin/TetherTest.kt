@@ -15,6 +15,11 @@ import kotlin.system.exitProcess
 
 const val TOKEN = "s3cret"
 
+/** Client A's listener queue, and a burst that overflows it for a blocked listener only. */
+const val QUEUE = 256u
+const val BURST = 150 // 150 messages + 150 acks for A: more than QUEUE behind a blocked listener
+const val CHUNK = 25
+
 /** The reference relay as a child process, restartable on the same port. */
 class Relay(private val bin: String, private val log: File) {
     private var process: Process? = null
@@ -207,7 +212,7 @@ fun main() {
         // Two clients on one channel, shared by the tests below.
         val recA = Recorder()
         val recB = Recorder()
-        val a = Client(base(relay.url, "kt-a", tokens).listenerQueueCapacity(64u))
+        val a = Client(base(relay.url, "kt-a", tokens).listenerQueueCapacity(QUEUE))
         val b = Client(base(relay.url, "kt-b", tokens))
         val handleA = a.addListener(recA)
         val handleB = b.addListener(recB)
@@ -244,11 +249,18 @@ fun main() {
                 val h1 = a.addListener(thrower)
                 val h2 = a.addListener(blocker)
                 try {
+                    val fromA = recA.mark()
                     val fromB = recB.mark()
-                    val acks = (1..40).map { i -> async(Dispatchers.Default) { a.publishAcked("room", json("$i"), 10_000uL) } }
-                    check(acks.awaitAll().all { it != null })
+                    // Paced in chunks so that the fast listeners never fall QUEUE events
+                    // behind: the blocked listener's lag is then certain, and nobody else's
+                    // happens.
+                    for (chunk in (1..BURST).chunked(CHUNK)) {
+                        val acks = chunk.map { i -> async(Dispatchers.Default) { a.publishAcked("room", json("$i"), 10_000uL) } }
+                        check(acks.awaitAll().all { it != null })
+                        recA.waitFor("messages ${chunk.first()}..${chunk.last()} on A", fromA) { evs -> chunk.all { evs.hasMessage(json("$it")) } }
+                    }
                     // Concurrent publishes may be sent in any order; all must arrive.
-                    recB.waitFor("40 messages on B", fromB) { evs -> (1..40).all { evs.hasMessage(json("$it")) } }
+                    recB.waitFor("$BURST messages on B", fromB) { evs -> (1..BURST).all { evs.hasMessage(json("$it")) } }
                     thrower.next("the thrower still gets events", 5_000) { it is ClientEvent.Acked }
                     check(a.stats().listenerFailures > 0uL) { a.stats() }
                     release.countDown()
@@ -358,8 +370,9 @@ fun main() {
                 a.connect()
                 recA.state("A open again") { it == ConnectionState.Open }
                 handleA.cancel()
+                delay(200) // at most one event already being handed over may still arrive
                 val seen = recA.snapshot().size
-                a.disconnect()
+                a.disconnect() // Closing, Closed: none of it reaches the cancelled listener
                 delay(200)
                 check(recA.snapshot().size == seen) { "events after cancel: ${recA.snapshot().drop(seen)}" }
             }

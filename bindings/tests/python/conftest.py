@@ -5,6 +5,7 @@ Run by scripts/test-bindings with the generated module on PYTHONPATH and TETHER_
 """
 
 import asyncio
+import gc
 import os
 import subprocess
 import threading
@@ -15,6 +16,11 @@ import pytest
 import tether_ffi as t
 
 TOKEN = "s3cret"
+# Client A's listener queue, and a burst that overflows it for a blocked listener only:
+# BURST messages + BURST acks for A put a blocked listener more than QUEUE events behind.
+QUEUE = 256
+BURST = 150
+CHUNK = 25
 
 
 class Relay:
@@ -71,6 +77,22 @@ class Relay:
             self.proc.wait(timeout=5)
         self.proc.stdout.close()
         self.proc = None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def quiesce():
+    """Torn down last: frees every client and listener while the interpreter is still alive.
+
+    Releasing a client ends its task on a Rust thread, which then releases the Python token
+    provider and listeners it held (a call into Python). If that happened during interpreter
+    finalization, CPython would kill the calling thread with pthread_exit and the process would
+    abort ("FATAL: exception not rethrown"). So: collect, check that no client survived, and
+    give those threads a moment."""
+    yield
+    gc.collect()
+    alive = [o for o in gc.get_objects() if isinstance(o, (t.Client, t.ListenerHandle))]
+    time.sleep(0.3)
+    assert not alive, f"still referenced at exit: {alive}"
 
 
 @pytest.fixture(scope="session")
@@ -191,18 +213,24 @@ def config(url, client_id, tokens):
 
 
 @pytest.fixture(scope="session")
-def pair(relay, tokens):
-    """Two clients subscribed to "room", shared by the scenario tests, released at the end."""
+def pair(relay, tokens, run):
+    """Two clients subscribed to "room", shared by the scenario tests, closed at the end.
+
+    Yields a list (unpacked by the tests) that teardown empties: pytest keeps a fixture's
+    value referenced until the interpreter exits, and the clients must be released before
+    that (see `quiesce`)."""
     rec_a, rec_b = Recorder(), Recorder()
-    a = t.Client(config(relay.url, "py-a", tokens).listener_queue_capacity(64))
+    a = t.Client(config(relay.url, "py-a", tokens).listener_queue_capacity(QUEUE))
     b = t.Client(config(relay.url, "py-b", tokens))
     handle_a, handle_b = a.add_listener(rec_a), b.add_listener(rec_b)
     a.subscribe("room")
     b.subscribe("room")
     a.connect()
     b.connect()
-    yield a, b, rec_a, rec_b, handle_a
+    held = [a, b, rec_a, rec_b, handle_a]
+    yield held
     handle_a.cancel()
     handle_b.cancel()
-    # Dropping the last reference stops a client (its task closes the connection).
-    del a, b
+    run(a.disconnect())
+    run(b.disconnect())
+    held.clear()
