@@ -96,6 +96,13 @@ struct Cli {
     /// Client runtime: tokio's multi-threaded runtime (as most apps run) or current-thread.
     #[arg(long, value_enum, default_value = "multi-thread")]
     runtime: Runtime,
+    /// Run only one client in the round-trip and throughput phases (for profiling one side).
+    #[arg(long, value_enum)]
+    only: Option<Only>,
+    /// Run the app loops in `block_on` on the main thread (as a `#[tokio::main]` body does)
+    /// instead of in a spawned task.
+    #[arg(long)]
+    app_in_main: bool,
     /// Print every repeat's figures.
     #[arg(long)]
     verbose: bool,
@@ -108,6 +115,12 @@ struct Cli {
     /// (internal) which client a memory child opens.
     #[arg(long, hide = true, value_enum, default_value = "tether")]
     client: MemoryClient,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Only {
+    Raw,
+    Tether,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -177,8 +190,11 @@ async fn run(cli: &Cli) -> Result<(), BoxError> {
             if all || cli.what == What::Rtt {
                 results.rtt = Some(
                     repeated(cli, "rtt", |kind| {
-                        let (url, payload) = (url.clone(), payload.clone());
-                        async move { clients::rtt(kind, &url, cli.rtt_count, &payload).await }
+                        let (url, payload, n) = (url.clone(), payload.clone(), cli.rtt_count);
+                        app(
+                            cli,
+                            async move { clients::rtt(kind, &url, n, &payload).await },
+                        )
                     })
                     .await?,
                 );
@@ -187,10 +203,10 @@ async fn run(cli: &Cli) -> Result<(), BoxError> {
                 results.tput = Some(
                     repeated(cli, "pipelined", |kind| {
                         let (url, payload) = (url.clone(), payload.clone());
-                        async move {
-                            clients::pipelined(kind, &url, cli.tput_count, cli.window, &payload)
-                                .await
-                        }
+                        let (n, window) = (cli.tput_count, cli.window);
+                        app(cli, async move {
+                            clients::pipelined(kind, &url, n, window, &payload).await
+                        })
                     })
                     .await?,
                 );
@@ -244,6 +260,18 @@ async fn run(cli: &Cli) -> Result<(), BoxError> {
     Ok(())
 }
 
+/// Runs an app loop where apps run it: in a spawned task (default) or in `block_on` itself.
+async fn app<T: Send + 'static>(
+    cli: &Cli,
+    f: impl std::future::Future<Output = Result<T, BoxError>> + Send + 'static,
+) -> Result<T, BoxError> {
+    if cli.app_in_main {
+        f.await
+    } else {
+        tokio::spawn(f).await?
+    }
+}
+
 /// Runs `phase` for raw and tether `cli.repeat` times, alternating which goes first.
 async fn repeated<F, Fut>(
     cli: &Cli,
@@ -262,6 +290,10 @@ where
             [Kind::Tether, Kind::Raw]
         };
         for kind in order {
+            match (cli.only, kind) {
+                (Some(Only::Raw), Kind::Tether) | (Some(Only::Tether), Kind::Raw) => continue,
+                _ => {}
+            }
             let sample = phase(kind).await?;
             if cli.verbose {
                 eprintln!(
