@@ -14,18 +14,21 @@ use serde_json::Value;
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 use tether_core::{
     CloseError, CloseReason, Config, DropReason, Engine, Event, MessageId, Payload, RequestFailure,
     SendError, SendOptions, State, Stats, SubscribeError,
 };
-use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::sync::{oneshot, watch, Notify};
 use tokio_util::sync::CancellationToken;
 
-/// State shared by the handles and the client task.
+/// State shared by the handles, the client task and [`Events`].
 pub(crate) struct Shared {
     pub(crate) inner: Mutex<Inner>,
+    /// The events on their way to the app. Its own lock, so the app taking an event never
+    /// waits for the task feeding the engine.
+    pub(crate) events: Mutex<EventQueue>,
     pub(crate) wake: Notify,
     pub(crate) state: watch::Receiver<State>,
     pub(crate) origin: tokio::time::Instant,
@@ -47,6 +50,13 @@ impl Shared {
         // A panic while holding the lock cannot leave the engine half-updated in a way that
         // matters more than stopping would: keep serving.
         self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The event queue. Lock order: `inner` before `events`, never the reverse.
+    pub(crate) fn lock_events(&self) -> MutexGuard<'_, EventQueue> {
+        self.events
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -147,17 +157,16 @@ impl Client {
         roots: TlsRoots,
     ) -> Result<(Client, Events), BuildError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
-        let link_ctx = crate::transport::LinkContext::new(&native, &config, &roots)
-            .map_err(BuildError::Tls)?;
+        let link_ctx = link_context(&native, &config, &roots).map_err(BuildError::Tls)?;
         let url = config.url().to_owned();
         let engine = Engine::new(config, os_entropy());
         let (state_tx, state_rx) = watch::channel(engine.state().clone());
-        let (events_tx, events_rx) = mpsc::channel(native.event_capacity);
         let shared = Arc::new(Shared {
             inner: Mutex::new(Inner {
                 engine,
                 waiters: Waiters::default(),
             }),
+            events: Mutex::new(EventQueue::new(native.event_capacity)),
             wake: Notify::new(),
             state: state_rx,
             origin: tokio::time::Instant::now(),
@@ -167,7 +176,6 @@ impl Client {
             shared.clone(),
             link_ctx,
             native.token_provider,
-            events_tx,
             state_tx,
             cancel.clone(),
         );
@@ -175,10 +183,10 @@ impl Client {
         let span = tracing::info_span!("tether", url = %url);
         runtime.spawn(tracing::Instrument::instrument(task.run(), span));
         let client = Client {
-            shared,
+            shared: shared.clone(),
             _guard: Arc::new(HandleGuard(cancel)),
         };
-        Ok((client, Events { rx: events_rx }))
+        Ok((client, Events { shared }))
     }
 
     /// Starts connecting (from idle or closed), or retries at once if waiting.
@@ -360,20 +368,54 @@ impl Client {
 ///
 /// A slow consumer is not given an ever-growing queue: once `event_capacity` events are
 /// waiting, the client stops reading its socket until there is room (TCP backpressure).
-#[derive(Debug)]
 pub struct Events {
-    rx: mpsc::Receiver<Event>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Events {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Events")
+            .field("waiting", &self.shared.lock_events().events.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Events {
     /// The next event, or `None` once the client has shut down.
     pub async fn recv(&mut self) -> Option<Event> {
-        self.rx.recv().await
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
     }
 
     /// The next event if one is ready now.
     pub fn try_recv(&mut self) -> Option<Event> {
-        self.rx.try_recv().ok()
+        let mut queue = self.shared.lock_events();
+        let event = queue.events.pop_front()?;
+        let room = queue.room_made();
+        drop(queue);
+        if let Some(task) = room {
+            task.wake();
+        }
+        Some(event)
+    }
+
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        let mut queue = self.shared.lock_events();
+        if let Some(event) = queue.events.pop_front() {
+            let room = queue.room_made();
+            drop(queue);
+            if let Some(task) = room {
+                task.wake();
+            }
+            return Poll::Ready(Some(event));
+        }
+        if queue.sender_gone {
+            return Poll::Ready(None);
+        }
+        match &mut queue.receiver {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            slot => *slot = Some(cx.waker().clone()),
+        }
+        Poll::Pending
     }
 }
 
@@ -381,8 +423,102 @@ impl Stream for Events {
     type Item = Event;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
-        self.rx.poll_recv(cx)
+        self.poll_recv(cx)
     }
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        let mut queue = self.shared.lock_events();
+        queue.receiver_gone = true;
+        let waiting = std::mem::take(&mut queue.events);
+        let room = queue.room.take();
+        drop(queue);
+        drop(waiting);
+        if let Some(task) = room {
+            task.wake();
+        }
+    }
+}
+
+/// The bounded queue between the client task and [`Events`]: the task appends everything
+/// one engine drain produced under one lock and wakes the app once; the app takes events
+/// one by one. Replaces a tokio mpsc channel, whose per-event semaphore, block and waker
+/// traffic cost more than the engine call that produced the event, and whose first block
+/// (32 events) was most of an idle client's memory.
+pub(crate) struct EventQueue {
+    pub(crate) events: std::collections::VecDeque<Event>,
+    capacity: usize,
+    /// The app waits for an event.
+    pub(crate) receiver: Option<Waker>,
+    /// The client task waits for the queue to fall to `capacity`.
+    pub(crate) room: Option<Waker>,
+    /// `Events` was dropped: nobody listens, events are discarded.
+    pub(crate) receiver_gone: bool,
+    /// The client task ended: `Events` ends once the queue is empty.
+    pub(crate) sender_gone: bool,
+}
+
+impl EventQueue {
+    fn new(capacity: usize) -> Self {
+        EventQueue {
+            events: std::collections::VecDeque::new(),
+            capacity,
+            receiver: None,
+            room: None,
+            receiver_gone: false,
+            sender_gone: false,
+        }
+    }
+
+    /// Whether the task may go on: the queue holds at most `capacity` events.
+    pub(crate) fn has_room(&self) -> bool {
+        self.events.len() <= self.capacity
+    }
+
+    /// The waiting task, if taking an event made room for it.
+    fn room_made(&mut self) -> Option<Waker> {
+        if self.room.is_some() && self.has_room() {
+            self.room.take()
+        } else {
+            None
+        }
+    }
+}
+
+/// The transports' context. A rustls config with the web PKI roots and a reqwest client cost
+/// about 45 KiB of resident memory per client (tether-bench's idle-memory figure) and are
+/// identical for every client that trusts no extra CA, so those clients share one pair, built
+/// by the first of them. (They then also share reqwest's idle-connection pool and rustls's
+/// session-resumption cache, which only saves handshakes.)
+fn link_context(
+    native: &NativeOptions,
+    config: &Config,
+    roots: &TlsRoots,
+) -> Result<crate::transport::LinkContext, String> {
+    use crate::transport::{ws::WsOptions, LinkContext};
+    static DEFAULT_ROOTS: Mutex<Option<LinkContext>> = Mutex::new(None);
+    if !native.ca_files.is_empty() || !native.ca_pems.is_empty() {
+        return LinkContext::new(native, config, roots);
+    }
+    let mut shared = DEFAULT_ROOTS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let Some(ctx) = shared.as_ref() else {
+        let ctx = LinkContext::new(native, config, roots)?;
+        *shared = Some(ctx.clone());
+        return Ok(ctx);
+    };
+    // The same per-client settings LinkContext::new takes, over the shared TLS and HTTP parts.
+    Ok(LinkContext {
+        ws: WsOptions {
+            tls: ctx.ws.tls.clone(),
+            read_buffer_size: native.read_buffer_size,
+            write_buffer_size: native.write_buffer_size,
+            max_message_bytes: config.max_message_bytes(),
+        },
+        http: ctx.http.clone(),
+    })
 }
 
 /// 64 bits of OS randomness for the engine's seed, without a dependency: std's `RandomState`

@@ -12,7 +12,7 @@ use std::future::poll_fn;
 use std::sync::Arc;
 use std::task::Poll;
 use tether_core::{Action, Engine, Event, Instant, RequestFailure, RequestId, State};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -31,11 +31,9 @@ pub(crate) struct Driver {
     shared: Arc<Shared>,
     ctx: LinkContext,
     token_provider: Option<BoxTokenProvider>,
-    events_tx: mpsc::Sender<Event>,
     state_tx: watch::Sender<State>,
     cancel: CancellationToken,
     actions: Vec<Action>,
-    events: Vec<Event>,
 }
 
 impl Driver {
@@ -43,7 +41,6 @@ impl Driver {
         shared: Arc<Shared>,
         ctx: LinkContext,
         token_provider: Option<BoxTokenProvider>,
-        events_tx: mpsc::Sender<Event>,
         state_tx: watch::Sender<State>,
         cancel: CancellationToken,
     ) -> Self {
@@ -51,38 +48,52 @@ impl Driver {
             shared,
             ctx,
             token_provider,
-            events_tx,
             state_tx,
             cancel,
             actions: Vec::new(),
-            events: Vec::new(),
         }
     }
 
     pub(crate) async fn run(mut self) {
         let mut link: Option<Link> = None;
         let mut token: Option<(u32, TokenFuture)> = None;
-        let mut inputs: Vec<LinkInput> = Vec::with_capacity(INPUT_BATCH);
+        // Grows to the largest batch actually read: an idle client keeps a few slots only.
+        let mut inputs: Vec<LinkInput> = Vec::new();
         let mut shutting_down = false;
         let sleep = tokio::time::sleep(std::time::Duration::from_secs(86_400));
         tokio::pin!(sleep);
+        let mut armed: Option<Option<Instant>> = None;
+        // Long-lived wake-up futures: created per loop turn, each would register with (and
+        // on drop unregister from) the Notify's and the token's waiter lists every time.
+        let shared = self.shared.clone();
+        let cancel = self.cancel.clone();
+        let cancelled = cancel.cancelled();
+        tokio::pin!(cancelled);
+        let notified = shared.wake.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
         loop {
             let deadline = self.pump(&mut link, &mut token);
-            if !self.dispatch_events().await && shutting_down {
+            if !self.room_for_events().await && shutting_down {
                 return;
             }
             if shutting_down && self.shared.state.borrow().is_closed() {
                 return;
             }
-            let wake_at = match deadline {
-                Some(at) => self.shared.origin + at.saturating_duration_since(Instant::ZERO),
-                None => tokio::time::Instant::now() + std::time::Duration::from_secs(86_400),
-            };
-            sleep.as_mut().reset(wake_at);
+            // Re-arming the timer reads the clock and touches the timer wheel: only when
+            // the deadline moved.
+            if armed != Some(deadline) {
+                armed = Some(deadline);
+                let wake_at = match deadline {
+                    Some(at) => self.shared.origin + at.saturating_duration_since(Instant::ZERO),
+                    None => tokio::time::Instant::now() + std::time::Duration::from_secs(86_400),
+                };
+                sleep.as_mut().reset(wake_at);
+            }
 
             tokio::select! {
                 biased;
-                _ = self.cancel.cancelled(), if !shutting_down => {
+                _ = &mut cancelled, if !shutting_down => {
                     shutting_down = true;
                     let now = self.shared.now();
                     let _ = self.shared.lock().engine.close(now, 1000, "client dropped");
@@ -105,8 +116,13 @@ impl Driver {
                         (attempt, Err(e)) => inner.engine.token_failed(now, attempt, &e),
                     }
                 }
-                _ = self.shared.wake.notified() => {}
+                _ = &mut notified => {
+                    notified.set(shared.wake.notified());
+                    notified.as_mut().enable();
+                }
                 _ = &mut sleep => {
+                    // Elapsed: it must be re-armed even if the deadline is unchanged.
+                    armed = None;
                     let now = self.shared.now();
                     self.shared.lock().engine.handle_timeout(now);
                 }
@@ -121,21 +137,35 @@ impl Driver {
         link: &mut Option<Link>,
         token: &mut Option<(u32, TokenFuture)>,
     ) -> Option<Instant> {
+        let mut receiver = None;
         let deadline = {
             let mut inner = self.shared.lock();
             let inner = &mut *inner;
             while let Some(action) = inner.engine.poll_action() {
                 self.actions.push(action);
             }
-            while let Some(event) = inner.engine.poll_event() {
-                resolve_waiters(&mut inner.waiters, &event);
-                if let Event::StateChanged { to, .. } = &event {
-                    self.state_tx.send_replace(to.clone());
+            if let Some(first) = inner.engine.poll_event() {
+                // Straight into the app's queue: one lock and one wake-up per drain.
+                let mut queue = self.shared.lock_events();
+                let mut next = Some(first);
+                while let Some(event) = next {
+                    resolve_waiters(&mut inner.waiters, &event);
+                    if let Event::StateChanged { to, .. } = &event {
+                        self.state_tx.send_replace(to.clone());
+                    }
+                    trace_event(&event);
+                    if !queue.receiver_gone {
+                        queue.events.push_back(event);
+                    }
+                    next = inner.engine.poll_event();
                 }
-                self.events.push(event);
+                receiver = queue.receiver.take();
             }
             inner.engine.poll_timeout()
         };
+        if let Some(app) = receiver {
+            app.wake();
+        }
         for action in self.actions.drain(..) {
             match action {
                 Action::Open(request) => {
@@ -177,17 +207,34 @@ impl Driver {
         deadline
     }
 
-    /// Hands the drained events to the app, waiting for room if it is slow. Returns false
-    /// once nobody listens any more.
-    async fn dispatch_events(&mut self) -> bool {
-        let mut listening = !self.events_tx.is_closed();
-        for event in self.events.drain(..) {
-            trace_event(&event);
-            if listening && self.events_tx.send(event).await.is_err() {
-                listening = false;
+    /// Waits while the app's queue holds more than `event_capacity` events (a slow app
+    /// stops the reading, so TCP pushes back). Returns false once nobody listens any more.
+    async fn room_for_events(&self) -> bool {
+        poll_fn(|cx| {
+            let mut queue = self.shared.lock_events();
+            if queue.receiver_gone {
+                return Poll::Ready(false);
             }
+            if queue.has_room() {
+                return Poll::Ready(true);
+            }
+            queue.room = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+impl Drop for Driver {
+    /// `Events` ends once it has handed over what is queued.
+    fn drop(&mut self) {
+        let mut queue = self.shared.lock_events();
+        queue.sender_gone = true;
+        let receiver = queue.receiver.take();
+        drop(queue);
+        if let Some(app) = receiver {
+            app.wake();
         }
-        listening
     }
 }
 
