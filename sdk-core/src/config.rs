@@ -199,7 +199,10 @@ pub enum TokenPlacement {
         /// Parameter name.
         param: String,
     },
-    /// The first frame after open, `{"type":"auth","payload":{"token":…}}` (Tether mode).
+    /// In the first frame after open, `{"type":"hello","client_id":…,"token":…}` (Tether mode).
+    /// The choice for browsers: they can set no headers, and a token refused in the URL is an
+    /// HTTP 401 the page never sees, while a refused `hello` closes with 4001, which the close
+    /// policy understands.
     FirstMessage,
 }
 

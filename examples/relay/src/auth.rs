@@ -1,7 +1,10 @@
 //! Token checks. Where a client may put its token: the handshake's `Authorization: Bearer`
 //! header, a `?token=` query parameter, or (WebSocket only) `hello.token`. The rule for a
-//! WebSocket handshake: a correct token is accepted, a wrong one refused with HTTP 401, and
-//! none at all accepted on condition that `hello` brings it (else close 4001), because
+//! WebSocket handshake: a correct token is accepted; a wrong one in the header is refused with
+//! HTTP 401; a wrong one in the query is accepted only to be closed at once with 4001, because
+//! a browser's WebSocket never sees an HTTP status (a 401 would look like a network failure and
+//! be retried for ever, while 4001 tells the client to refresh its token once, then stop);
+//! none at all is accepted on condition that `hello` brings it (else close 4001), because
 //! browsers cannot set headers and may prefer not to put tokens in URLs.
 
 use crate::http::RequestHead;
@@ -13,6 +16,8 @@ pub(crate) enum Access {
     Granted,
     /// A token is required and the handshake carried none: `hello` must bring it.
     HelloMustProve,
+    /// A wrong token came in the URL: upgrade, then close with 4001 where a browser sees it.
+    RefusedInUrl,
 }
 
 /// The handshake carried a token and it is wrong: answer HTTP 401.
@@ -28,21 +33,28 @@ pub(crate) fn check_handshake(
         return Ok(Access::Granted);
     };
     match presented(head) {
-        Some(token) if token_matches(required, &token) => Ok(Access::Granted),
-        Some(_) => Err(Refused),
+        Some((token, _)) if token_matches(required, &token) => Ok(Access::Granted),
+        Some((_, Where::Header)) => Err(Refused),
+        Some((_, Where::Query)) => Ok(Access::RefusedInUrl),
         None => Ok(Access::HelloMustProve),
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Where {
+    Header,
+    Query,
+}
+
 /// The token in the `Authorization: Bearer` header, else in the `token` query parameter.
-fn presented(head: &RequestHead) -> Option<String> {
+fn presented(head: &RequestHead) -> Option<(String, Where)> {
     let bearer = head.header("authorization").and_then(|value| {
         let (scheme, token) = value.split_once(' ')?;
         scheme
             .eq_ignore_ascii_case("bearer")
-            .then(|| token.trim().to_owned())
+            .then(|| (token.trim().to_owned(), Where::Header))
     });
-    bearer.or_else(|| head.query_param("token"))
+    bearer.or_else(|| head.query_param("token").map(|t| (t, Where::Query)))
 }
 
 /// Compares in time independent of where the first difference is, so response timing does
@@ -76,7 +88,7 @@ mod tests {
         assert_eq!(check(Some("u"), header).await, Err(Refused));
         let query = "GET /?x=1&token=t%21 HTTP/1.1\r\n\r\n";
         assert_eq!(check(Some("t!"), query).await, Ok(Access::Granted));
-        assert_eq!(check(Some("t"), query).await, Err(Refused));
+        assert_eq!(check(Some("t"), query).await, Ok(Access::RefusedInUrl));
         let other_scheme = "GET / HTTP/1.1\r\nAuthorization: Basic dTpw\r\n\r\n";
         assert_eq!(
             check(Some("t"), other_scheme).await,

@@ -129,6 +129,15 @@ impl Session {
         Flow::Continue
     }
 
+    /// A wrong token came in the URL: refuse with close 4001 before anything else.
+    pub(crate) fn refused_at_handshake(&mut self) -> Flow {
+        if self.access == Access::RefusedInUrl {
+            self.unauthorized("the token in the URL was refused")
+        } else {
+            Flow::Continue
+        }
+    }
+
     /// The handshake timeout passed without `hello` bringing the token.
     pub(crate) fn hello_timed_out(&mut self) -> Flow {
         if self.awaiting_token() {

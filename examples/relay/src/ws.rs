@@ -157,7 +157,15 @@ pub(crate) async fn serve(
     tracing::debug!(peer = peer.id(), "websocket open");
 
     let (mut sink, mut frames) = ws.split();
-    let ending = tokio::select! {
+    let refused = session.refused_at_handshake();
+    let ending = if let Flow::Close { code, reason } = refused {
+        Ending::Close {
+            code,
+            reason,
+            flush: true,
+        }
+    } else {
+        tokio::select! {
         end = read_frames(&mut frames, &mut session, hello_deadline) => end,
         end = write_frames(&mut sink, &mut queue, shared.config.ping_interval) => end,
         () = peer.overflowed() => Ending::Close {
@@ -170,6 +178,7 @@ pub(crate) async fn serve(
             RunState::Aborting => Ending::Drop,
             _ => Ending::close(1012, &restart_advice(&shared.config)),
         },
+        }
     };
     // Leave the hub first, so nothing new is queued while the connection closes.
     drop(session);

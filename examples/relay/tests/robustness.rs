@@ -6,6 +6,7 @@
 mod common;
 
 use common::{relay, within, Client};
+use futures_util::StreamExt;
 use serde_json::json;
 use tether_core::protocol::{ClientMessage, ServerMessage};
 use tether_relay::{RateLimit, RelayConfig};
@@ -218,7 +219,7 @@ async fn refused_status(request: impl IntoClientRequest + Unpin) -> u16 {
 }
 
 #[tokio::test]
-async fn a_wrong_token_in_the_handshake_is_refused_with_401() {
+async fn a_wrong_token_in_the_header_is_refused_with_401_and_in_the_url_with_close_4001() {
     let relay = relay(token_config()).await;
     let url = relay.ws_url();
 
@@ -227,7 +228,21 @@ async fn a_wrong_token_in_the_handshake_is_refused_with_401() {
         .headers_mut()
         .insert("Authorization", HeaderValue::from_static("Bearer wrong"));
     assert_eq!(refused_status(request).await, 401);
-    assert_eq!(refused_status(format!("{url}?token=wrong")).await, 401);
+
+    // A browser never sees an HTTP status, so a URL token is refused where it can see it.
+    let (mut ws, _) = within(
+        "connect",
+        tokio_tungstenite::connect_async(format!("{url}?token=wrong")),
+    )
+    .await
+    .unwrap();
+    let mut close_code = None;
+    while let Some(Ok(msg)) = within("close", ws.next()).await {
+        if let Message::Close(Some(frame)) = msg {
+            close_code = Some(u16::from(frame.code));
+        }
+    }
+    assert_eq!(close_code, Some(4001));
     common::stop(relay, []).await;
 }
 

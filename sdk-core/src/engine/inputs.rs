@@ -17,8 +17,9 @@ use crate::protocol::{ClientMessage, ServerMessage};
 use crate::time::Instant;
 
 /// Close code the engine uses when it abandons a transport itself (heartbeat or connect
-/// timeout): 1001 "going away".
-const ABANDON_CODE: u16 = 1001;
+/// timeout). In the application range because browsers let scripts send only 1000 and
+/// 3000–4999 (docs/protocol.md, close codes).
+const ABANDON_CODE: u16 = 4000;
 
 impl Engine {
     /// The token provider answered for `attempt` (from [`Action::FetchToken`]).
