@@ -33,7 +33,6 @@ pub(crate) struct Driver {
     token_provider: Option<BoxTokenProvider>,
     state_tx: watch::Sender<State>,
     cancel: CancellationToken,
-    actions: Vec<Action>,
 }
 
 impl Driver {
@@ -50,15 +49,12 @@ impl Driver {
             token_provider,
             state_tx,
             cancel,
-            actions: Vec::new(),
         }
     }
 
     pub(crate) async fn run(mut self) {
         let mut link: Option<Link> = None;
         let mut token: Option<(u32, TokenFuture)> = None;
-        // Grows to the largest batch actually read: an idle client keeps a few slots only.
-        let mut inputs: Vec<LinkInput> = Vec::new();
         let mut shutting_down = false;
         let sleep = tokio::time::sleep(std::time::Duration::from_secs(86_400));
         tokio::pin!(sleep);
@@ -98,11 +94,11 @@ impl Driver {
                     let now = self.shared.now();
                     let _ = self.shared.lock().engine.close(now, 1000, "client dropped");
                 }
-                _ = poll_fn(|cx| poll_link(&mut link, &mut inputs, cx)) => {
+                inputs = poll_fn(|cx| poll_link(&mut link, cx)) => {
                     let now = self.shared.now();
                     let mut inner = self.shared.lock();
                     let id = link.as_ref().map(Link::id);
-                    for input in inputs.drain(..) {
+                    for input in inputs {
                         if let Some(id) = id {
                             feed(&mut inner.engine, now, id, input);
                         }
@@ -130,19 +126,25 @@ impl Driver {
         }
     }
 
-    /// Drains the engine (the drain rule), resolves waiters, performs the actions.
-    /// Returns the next deadline.
+    /// Drains the engine (the drain rule): performs its actions and moves its events to the
+    /// app's queue, under one lock. Performing an action only queues a frame on the link or
+    /// creates a connect future, so no I/O runs under the lock; the token provider is app
+    /// code, so it is called after the lock is released. Returns the next deadline.
     fn pump(
         &mut self,
         link: &mut Option<Link>,
         token: &mut Option<(u32, TokenFuture)>,
     ) -> Option<Instant> {
         let mut receiver = None;
+        let mut fetch = None;
         let deadline = {
             let mut inner = self.shared.lock();
             let inner = &mut *inner;
             while let Some(action) = inner.engine.poll_action() {
-                self.actions.push(action);
+                match action {
+                    Action::FetchToken { attempt, refresh } => fetch = Some((attempt, refresh)),
+                    other => perform(link, other, &self.ctx),
+                }
             }
             if let Some(first) = inner.engine.poll_event() {
                 // Straight into the app's queue: one lock and one wake-up per drain.
@@ -166,43 +168,14 @@ impl Driver {
         if let Some(app) = receiver {
             app.wake();
         }
-        for action in self.actions.drain(..) {
-            match action {
-                Action::Open(request) => {
-                    debug!(transport = %request.transport, attempt = request.attempt, url = %request.url, "opening");
-                    *link = Some(Link::open(request, &self.ctx));
-                }
-                Action::Send { transport, frame } => {
-                    if let Some(l) = link.as_mut().filter(|l| l.id() == transport) {
-                        l.send(frame);
-                    }
-                }
-                Action::Ping { transport, payload } => {
-                    if let Some(l) = link.as_mut().filter(|l| l.id() == transport) {
-                        l.ping(payload);
-                    }
-                }
-                Action::Close {
-                    transport,
-                    code,
-                    reason,
-                } => {
-                    if let Some(l) = link.as_mut().filter(|l| l.id() == transport) {
-                        debug!(%transport, code, %reason, "closing transport");
-                        l.close(code, reason);
-                    }
-                }
-                Action::FetchToken { attempt, refresh } => {
-                    *token = match &self.token_provider {
-                        Some(p) => Some((attempt, p.token(refresh))),
-                        None => Some((
-                            attempt,
-                            Box::pin(async { Err("no token provider configured".to_owned()) }),
-                        )),
-                    };
-                }
-                other => warn!(?other, "action not supported by this driver"),
-            }
+        if let Some((attempt, refresh)) = fetch {
+            *token = match &self.token_provider {
+                Some(p) => Some((attempt, p.token(refresh))),
+                None => Some((
+                    attempt,
+                    Box::pin(async { Err("no token provider configured".to_owned()) }),
+                )),
+            };
         }
         deadline
     }
@@ -238,25 +211,59 @@ impl Drop for Driver {
     }
 }
 
-/// Reads up to a batch of ready inputs; Ready when at least one arrived.
-fn poll_link(
-    link: &mut Option<Link>,
-    inputs: &mut Vec<LinkInput>,
-    cx: &mut std::task::Context<'_>,
-) -> Poll<()> {
+/// Performs one engine action on the link (every action but `FetchToken`).
+fn perform(link: &mut Option<Link>, action: Action, ctx: &LinkContext) {
+    match action {
+        Action::Open(request) => {
+            debug!(transport = %request.transport, attempt = request.attempt, url = %request.url, "opening");
+            *link = Some(Link::open(request, ctx));
+        }
+        Action::Send { transport, frame } => {
+            if let Some(l) = link.as_mut().filter(|l| l.id() == transport) {
+                l.send(frame);
+            }
+        }
+        Action::Ping { transport, payload } => {
+            if let Some(l) = link.as_mut().filter(|l| l.id() == transport) {
+                l.ping(payload);
+            }
+        }
+        Action::Close {
+            transport,
+            code,
+            reason,
+        } => {
+            if let Some(l) = link.as_mut().filter(|l| l.id() == transport) {
+                debug!(%transport, code, %reason, "closing transport");
+                l.close(code, reason);
+            }
+        }
+        other => warn!(?other, "action not supported by this driver"),
+    }
+}
+
+/// Reads up to a batch of ready inputs; Ready with them when at least one arrived. The batch
+/// is allocated only once an input is there, so an idle client holds none.
+fn poll_link(link: &mut Option<Link>, cx: &mut std::task::Context<'_>) -> Poll<Vec<LinkInput>> {
     let Some(l) = link.as_mut() else {
         return Poll::Pending;
     };
+    let mut inputs = Vec::new();
     while inputs.len() < INPUT_BATCH {
         match l.poll_input(cx) {
-            Poll::Ready(input) => inputs.push(input),
+            Poll::Ready(input) => {
+                if inputs.capacity() == 0 {
+                    inputs.reserve_exact(INPUT_BATCH);
+                }
+                inputs.push(input);
+            }
             Poll::Pending => break,
         }
     }
     if inputs.is_empty() {
         Poll::Pending
     } else {
-        Poll::Ready(())
+        Poll::Ready(inputs)
     }
 }
 
