@@ -223,7 +223,19 @@ fn raw_echoed(
 
 /// A tether client (raw protocol mode, defaults), connected and open.
 pub async fn tether_connect(url: &str) -> Result<(Client, Events), BoxError> {
-    let (client, mut events) = Client::builder(url).connect()?;
+    tether_connect_with(url, None).await
+}
+
+/// A tether client, optionally with a non-default WebSocket read buffer, connected and open.
+pub async fn tether_connect_with(
+    url: &str,
+    read_buffer: Option<usize>,
+) -> Result<(Client, Events), BoxError> {
+    let mut builder = Client::builder(url);
+    if let Some(bytes) = read_buffer {
+        builder = builder.read_buffer_size(bytes);
+    }
+    let (client, mut events) = builder.connect()?;
     wait_open(&mut events).await?;
     Ok((client, events))
 }

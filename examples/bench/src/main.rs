@@ -217,6 +217,7 @@ async fn run(cli: &Cli) -> Result<(), BoxError> {
                     MemoryClient::Raw,
                     MemoryClient::RawSmall,
                     MemoryClient::Tether,
+                    MemoryClient::TetherReadBuf2k,
                 ] {
                     figures.push((client, memory::measure(client, &url, cli.conns).await?));
                 }
@@ -430,8 +431,17 @@ fn print_report(cli: &Cli, r: &Results) {
                 ratio(tether.per_conn_kib(), small.per_conn_kib()),
                 "raw: tether's buffer sizes".into(),
             );
+            if let Some(small_read) = get(MemoryClient::TetherReadBuf2k) {
+                row(
+                    "  tether, read_buffer_size 2 KiB",
+                    format!("{:.1}", small.per_conn_kib()),
+                    format!("{:.1}", small_read.per_conn_kib()),
+                    ratio(small_read.per_conn_kib(), small.per_conn_kib()),
+                    "non-default setting".into(),
+                );
+            }
             row(
-                "RSS MiB before → after (tether)",
+                "RSS MiB before → after",
                 format!("{}→{}", raw.before_kib / 1024, raw.after_kib / 1024),
                 format!("{}→{}", tether.before_kib / 1024, tether.after_kib / 1024),
                 String::new(),

@@ -2,7 +2,7 @@
 //! and reports its resident set before and after. Each client kind gets its own process, so
 //! allocator state left by one cannot flatter or penalise the other.
 
-use crate::clients::{raw_connect_with, tether_connect, BoxError};
+use crate::clients::{raw_connect_with, tether_connect_with, BoxError};
 use crate::sys;
 use futures_util::StreamExt;
 use std::time::Duration;
@@ -22,6 +22,8 @@ pub enum MemoryClient {
     RawSmall,
     /// tether clients (raw protocol mode, defaults); the app holds their `Events`.
     Tether,
+    /// tether clients with one non-default setting: `read_buffer_size(2 KiB)`.
+    TetherReadBuf2k,
 }
 
 /// What a memory child measured.
@@ -49,6 +51,7 @@ pub async fn measure(
         MemoryClient::Raw => "raw",
         MemoryClient::RawSmall => "raw-small",
         MemoryClient::Tether => "tether",
+        MemoryClient::TetherReadBuf2k => "tether-read-buf2k",
     };
     let run = Command::new(exe)
         .args(["memory-child", "--client", name, "--url", url])
@@ -123,8 +126,10 @@ pub async fn child(client: MemoryClient, url: &str, conns: usize) -> Result<(), 
                 reader.abort();
             }
         }
-        MemoryClient::Tether => {
-            let (warm, _events) = tether_connect(url).await?;
+        MemoryClient::Tether | MemoryClient::TetherReadBuf2k => {
+            let read_buffer = (client == MemoryClient::TetherReadBuf2k).then_some(2 * 1024);
+            let connect = || tether_connect_with(url, read_buffer);
+            let (warm, _events) = connect().await?;
             warm.close().await;
             drop(warm);
             let mut clients = Vec::with_capacity(conns);
@@ -132,8 +137,7 @@ pub async fn child(client: MemoryClient, url: &str, conns: usize) -> Result<(), 
             let before = sys::rss_kib().ok_or("no VmRSS")?;
             while clients.len() < conns {
                 let batch = BATCH.min(conns - clients.len());
-                let opened =
-                    futures_util::future::join_all((0..batch).map(|_| tether_connect(url))).await;
+                let opened = futures_util::future::join_all((0..batch).map(|_| connect())).await;
                 for client in opened {
                     clients.push(client?);
                 }
