@@ -23,8 +23,10 @@ type RawWs = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// Longest wait for any single step (connect, one echo) before the run is declared broken.
 const STEP: Duration = Duration::from_secs(10);
 
-/// Round trips made before measuring (connection warm-up, buffers grown).
-const WARMUP: usize = 1_000;
+/// Round trips made before measuring (connection warm-up, buffers grown); fewer for tiny runs.
+fn warmup(n: usize) -> usize {
+    (n / 2).clamp(10, 1_000)
+}
 
 /// Which client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,7 +65,7 @@ pub async fn rtt(kind: Kind, url: &str, n: usize, payload: &str) -> Result<Sampl
     match kind {
         Kind::Raw => {
             let mut ws = raw_connect(url).await?;
-            for _ in 0..WARMUP {
+            for _ in 0..warmup(n) {
                 raw_round_trip(&mut ws, payload).await?;
             }
             let mut meter = Meter::start(n);
@@ -78,7 +80,7 @@ pub async fn rtt(kind: Kind, url: &str, n: usize, payload: &str) -> Result<Sampl
         }
         Kind::Tether => {
             let (client, mut events) = tether_connect(url).await?;
-            for _ in 0..WARMUP {
+            for _ in 0..warmup(n) {
                 client.send(payload.to_owned())?;
                 tether_echo(&mut events).await?;
             }
@@ -109,7 +111,7 @@ pub async fn pipelined(
     match kind {
         Kind::Raw => {
             let mut ws = raw_connect(url).await?;
-            for _ in 0..WARMUP {
+            for _ in 0..warmup(n) {
                 raw_round_trip(&mut ws, payload).await?;
             }
             let mut meter = Meter::start(n);
@@ -141,7 +143,7 @@ pub async fn pipelined(
         }
         Kind::Tether => {
             let (client, mut events) = tether_connect(url).await?;
-            for _ in 0..WARMUP {
+            for _ in 0..warmup(n) {
                 client.send(payload.to_owned())?;
                 tether_echo(&mut events).await?;
             }

@@ -92,7 +92,9 @@ pub async fn child(client: MemoryClient, url: &str, conns: usize) -> Result<(), 
     if limit < conns as u64 + 64 {
         return Err(format!("open-file limit {limit} is too low for {conns} connections").into());
     }
-    let settle = || tokio::time::sleep(Duration::from_millis(300));
+    // Lets connection set-up garbage be freed before RSS is read (shorter for tiny runs).
+    let settle_ms = (50 + conns as u64 / 8).min(300);
+    let settle = || tokio::time::sleep(Duration::from_millis(settle_ms));
     match client {
         MemoryClient::Raw | MemoryClient::RawSmall => {
             let config = (client == MemoryClient::RawSmall).then(|| {
