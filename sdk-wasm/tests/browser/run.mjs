@@ -355,15 +355,25 @@ test('resubscribe after a cut connection replays what was missed, without duplic
   assert.deepEqual(r.subs.map((s) => s[1]), [false, true], JSON.stringify(r.subs));
 });
 
-test('token provider: asked before every attempt, refreshed after a refusal (query and first message)', async ({ page }) => {
+test('token provider: asked before every attempt; a refused token is refreshed once, then the client stops', async ({ page }) => {
   const rl = await relay(await freePort(), { token: 's3cret' });
   const r = await page.evaluate(async (url) => {
+    // In the URL: the relay lets a wrong token in and closes at once with 4001 (a browser
+    // never sees an HTTP 401), which makes the engine fetch a fresh token once.
     const calls = [];
     const q = new tether.TetherClient(url, {
       protocol: 'tether', backoff: { initialMs: 50, jitter: 'none' },
-      token: async (req) => { calls.push(req); await sleep(10); return calls.length < 3 ? 'wrong' : 's3cret'; },
+      token: async (req) => { calls.push(req); await sleep(10); return req.refresh ? 's3cret' : 'stale'; },
     });
-    await until(() => q.state.name === 'open', 8000, 'open with the query token');
+    const lq = record(q);
+    await until(() => q.state.name === 'open' && q.stats.opens === 2, 8000, 'open with the refreshed query token');
+    // Still wrong after the refresh: the client stops instead of retrying for ever.
+    const wrong = [];
+    const w = new tether.TetherClient(url, {
+      protocol: 'tether', backoff: { initialMs: 50, jitter: 'none' },
+      token: (req) => { wrong.push(req); return 'wrong'; },
+    });
+    await until(() => w.state.name === 'closed', 8000, 'stopped');
     const hello = [];
     const h = new tether.TetherClient(url, {
       protocol: 'tether', tokenPlacement: 'first-message', backoff: { initialMs: 50, jitter: 'none' },
@@ -372,10 +382,16 @@ test('token provider: asked before every attempt, refreshed after a refusal (que
     const lh = record(h);
     await until(() => h.state.name === 'open' && h.stats.opens === 2, 8000, 'open after a refresh');
     await sleep(300);
+    const out = { calls, wrong, stopped: w.state, hello, qState: q.state.name, qCause: lq.find((e) => e.type === 'reconnecting').cause,
+      cause: lh.find((e) => e.type === 'reconnecting').cause, opens: h.stats.opens };
     q.close(); h.close();
-    return { calls, hello, cause: lh.find((e) => e.type === 'reconnecting').cause, opens: h.stats.opens };
+    return out;
   }, rl.ws);
-  assert.deepEqual(r.calls.map((c) => c.attempt), [1, 2, 3]);
+  assert.deepEqual(r.calls, [{ attempt: 1, refresh: false }, { attempt: 2, refresh: true }]);
+  assert.equal(r.qCause.code, 4001);
+  assert.equal(r.qState, 'open', 'stays open with the fresh token');
+  assert.deepEqual(r.wrong.map((c) => c.refresh), [false, true], 'one refresh, no retry loop');
+  assert.equal(r.stopped.reason, 'unauthorized');
   assert.deepEqual(r.hello, [{ attempt: 1, refresh: false }, { attempt: 2, refresh: true }]);
   assert.equal(r.cause.code, 4001);
   assert.equal(r.opens, 2, 'stays open with the fresh token');
