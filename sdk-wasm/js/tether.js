@@ -81,34 +81,10 @@ function ttl(opts) {
   return opts && opts.ttlMs != null ? opts.ttlMs : undefined;
 }
 
-/**
- * A connection that stays alive: reconnects with backoff and jitter, detects dead
- * connections with heartbeats, queues messages in a bounded outbox while disconnected,
- * resubscribes channels with resume, and reports everything as typed events.
- */
-export class TetherClient {
-  /** Loads the module if needed, then creates (and by default connects) a client. */
-  static async connect(url, options = {}) {
-    await init(options.wasm);
-    return new TetherClient(url, options);
-  }
-
-  constructor(url, options = {}) {
-    if (!initialised) {
-      throw new TetherError('not_initialized',
-        'tether-web is not initialised: `await init()` first, or use `await TetherClient.connect(url, options)`');
-    }
-    const { token, wasm, autoConnect, ...rest } = options;
-    if (token !== undefined && typeof token !== 'function') {
-      throw new TetherError('invalid_config', 'token must be a function returning a token or a promise of one');
-    }
+// Event handlers by type, for the client and its documents.
+class Emitter {
+  constructor() {
     this._handlers = new Map();
-    this._requests = new Map();
-    this._token = token;
-    this._raw = call(() => new WasmClient(String(url), JSON.stringify({ ...rest, hasToken: !!token }),
-      (kind, json, bytes) => this._dispatch(kind, json, bytes)));
-    // Connect after the caller had the chance to attach handlers.
-    if (autoConnect !== false) queueMicrotask(() => this._raw && this._raw.connect());
   }
 
   /** Adds a handler; returns a function that removes it. */
@@ -132,6 +108,173 @@ export class TetherClient {
       handler(ev);
     });
     return off;
+  }
+
+  _emit(type, ev) {
+    const set = this._handlers.get(type);
+    if (!set) return;
+    for (const h of [...set]) {
+      try {
+        h(ev);
+      } catch (e) {
+        // A throwing handler must not stop the others, nor the driver: report it like an
+        // uncaught exception in an event listener.
+        queueMicrotask(() => { throw e; });
+      }
+    }
+  }
+}
+
+/**
+ * A shared document (Tether protocol): a JSON map of keys to values that this client changes
+ * locally at once and that converges to the server's order for every client, through drops
+ * and reconnects. Get it with `client.document(channel)`. The engine does the work (pending
+ * changes replayed over remote ones, rollback on rejection, resync); this only forwards.
+ */
+export class TetherDocument extends Emitter {
+  constructor(client, channel) {
+    super();
+    this._client = client;
+    this.channel = channel;
+  }
+
+  /** The value of `key` as this client sees it (its pending changes included), or `undefined`. */
+  get(key) {
+    return parse(this._live().document_get(this.channel, String(key), false));
+  }
+
+  /** Whether `key` is present. */
+  has(key) {
+    return this.get(key) !== undefined;
+  }
+
+  /** Whether `key` shows a local change the server has not confirmed yet. */
+  isPending(key) {
+    const raw = this._live();
+    key = String(key);
+    return raw.document_get(this.channel, key, false) !== raw.document_get(this.channel, key, true);
+  }
+
+  /** The whole document as this client sees it, as a plain object (a copy). */
+  toJSON() {
+    return this._info(false).map;
+  }
+
+  /** `[key, value]` pairs of `toJSON()`, in key order. */
+  entries() {
+    return Object.entries(this.toJSON());
+  }
+
+  /** The server's state as this client last confirmed it (without its pending changes). */
+  confirmed() {
+    return this._info(true).map;
+  }
+
+  /** The confirmed server version (`null` before the first sync). */
+  get version() {
+    return this._info().version;
+  }
+
+  /** The server's epoch of `version`: a new one means the server lost the document (restart). */
+  get epoch() {
+    return this._info().epoch;
+  }
+
+  /** How many local changes await the server's confirmation. */
+  get pending() {
+    return this._info().pending;
+  }
+
+  /** Sets `key` (per key, the last writer in server order wins). Returns the change id. */
+  set(key, value) {
+    return this.change([{ op: 'set', key, value }]);
+  }
+
+  /** Removes `key`. Returns the change id. */
+  delete(key) {
+    return this.change([{ op: 'delete', key }]);
+  }
+
+  /** Adds `by` to the number at `key` (missing counts as 0); concurrent increments sum exactly. */
+  increment(key, by = 1) {
+    return this.change([{ op: 'increment', key, by }]);
+  }
+
+  /** Sets `key` only if absent: `conflict` if this client sees it, a `rejected` event if another got there first. */
+  insert(key, value) {
+    return this.change([{ op: 'insert', key, value }]);
+  }
+
+  /**
+   * Applies operations atomically, all or nothing: `{op: 'set' | 'insert', key, value}`,
+   * `{op: 'delete', key}`, `{op: 'increment', key, by}`. Shown at once (a `change` event
+   * with origin `local_pending`), then confirmed, or rejected and rolled back. Returns its id.
+   */
+  change(ops) {
+    const raw = this._live();
+    let text;
+    try {
+      text = JSON.stringify(ops);
+    } catch (e) {
+      throw new TetherError('invalid_json', e.message);
+    }
+    return call(() => raw.change_document(this.channel, text));
+  }
+
+  /** Stops syncing; the handle can no longer be used (pending changes are still sent). */
+  close() {
+    const c = this._client;
+    if (c._docs.get(this.channel) !== this) return;
+    c._docs.delete(this.channel);
+    if (c._raw) c._raw.close_document(this.channel);
+    this._handlers.clear();
+  }
+
+  _live() {
+    const raw = this._client._live();
+    if (this._client._docs.get(this.channel) !== this) {
+      throw new TetherError('not_open', `document ${JSON.stringify(this.channel)} was closed`);
+    }
+    return raw;
+  }
+
+  // {version, epoch, pending}, with `map`: the view (false) or the confirmed state (true).
+  _info(map) {
+    return JSON.parse(this._live().document_info(this.channel, map));
+  }
+}
+
+const parse = (json) => (json === undefined ? undefined : JSON.parse(json));
+
+/**
+ * A connection that stays alive: reconnects with backoff and jitter, detects dead
+ * connections with heartbeats, queues messages in a bounded outbox while disconnected,
+ * resubscribes channels with resume, and reports everything as typed events.
+ */
+export class TetherClient extends Emitter {
+  /** Loads the module if needed, then creates (and by default connects) a client. */
+  static async connect(url, options = {}) {
+    await init(options.wasm);
+    return new TetherClient(url, options);
+  }
+
+  constructor(url, options = {}) {
+    if (!initialised) {
+      throw new TetherError('not_initialized',
+        'tether-web is not initialised: `await init()` first, or use `await TetherClient.connect(url, options)`');
+    }
+    const { token, wasm, autoConnect, ...rest } = options;
+    if (token !== undefined && typeof token !== 'function') {
+      throw new TetherError('invalid_config', 'token must be a function returning a token or a promise of one');
+    }
+    super();
+    this._requests = new Map();
+    this._docs = new Map();
+    this._token = token;
+    this._raw = call(() => new WasmClient(String(url), JSON.stringify({ ...rest, hasToken: !!token }),
+      (kind, json, bytes) => this._dispatch(kind, json, bytes)));
+    // Connect after the caller had the chance to attach handlers.
+    if (autoConnect !== false) queueMicrotask(() => this._raw && this._raw.connect());
   }
 
   /** Starts connecting: after `close()`, or now instead of waiting out a backoff delay. */
@@ -186,6 +329,21 @@ export class TetherClient {
     call(() => raw.unsubscribe(String(channel)));
   }
 
+  /**
+   * The shared document on `channel` (Tether protocol): opened and synced on first use (again
+   * after every reconnect), the same object on later calls until its `close()`.
+   */
+  document(channel) {
+    const raw = this._live();
+    channel = String(channel);
+    let doc = this._docs.get(channel);
+    if (!doc) {
+      call(() => raw.open_document(channel));
+      this._docs.set(channel, (doc = new TetherDocument(this, channel)));
+    }
+    return doc;
+  }
+
   /** The current members of a subscribed channel (`undefined` if not subscribed). */
   presence(channel) {
     const members = JSON.parse(this._live().presence(String(channel)));
@@ -213,6 +371,8 @@ export class TetherClient {
     } catch (_) { /* already closed */ }
     this._failRequests('closed', 'the client was disposed');
     this._handlers.clear();
+    for (const doc of this._docs.values()) doc._handlers.clear();
+    this._docs.clear();
     // Free after the current call returns: dispose() may run inside an event handler, while
     // the module is still using the object.
     queueMicrotask(() => raw.free());
@@ -256,20 +416,6 @@ export class TetherClient {
     this._requests.clear();
   }
 
-  _emit(type, ev) {
-    const set = this._handlers.get(type);
-    if (!set) return;
-    for (const h of [...set]) {
-      try {
-        h(ev);
-      } catch (e) {
-        // A throwing handler must not stop the others, nor the driver: report it like an
-        // uncaught exception in an event listener.
-        queueMicrotask(() => { throw e; });
-      }
-    }
-  }
-
   _dispatch(kind, json, bytes) {
     const d = JSON.parse(json);
     switch (kind) {
@@ -308,6 +454,15 @@ export class TetherClient {
       case 'token':
         this._fetchToken(d.attempt, d.refresh);
         break;
+      case 'doc_change':
+        for (const c of d.changes) c.deleted = c.value === undefined;
+      // fall through
+      case 'doc_rejected':
+      case 'doc_resynced': {
+        const doc = this._docs.get(d.channel);
+        if (doc) doc._emit(kind.slice(4), d); // change, rejected, resynced
+        break;
+      }
       default: // acked, subscribed, unsubscribed, presence
         this._emit(kind, d);
     }

@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 use tether_core::serde_json::{json, Map, Value};
+use tether_core::sync::{ChangeOrigin, KeyChange, Op};
 use tether_core::{
     BackoffConfig, CloseReason, Config, DisconnectCause, DropReason, Event, HeartbeatConfig,
     HeartbeatMode, Jitter, OutboxConfig, OverflowPolicy, Payload, Protocol, RequestFailure, State,
@@ -225,6 +226,36 @@ pub(crate) fn config(url: &str, options: &str) -> Result<(Config, DriverOptions)
     Ok((config, driver))
 }
 
+/// A change's operations from the wrapper's JSON array. Whether they apply is the engine's
+/// decision; this only checks their shape.
+pub(crate) fn ops(list: &Value) -> Result<Vec<Op>, &'static str> {
+    const SHAPES: &str = "a change is an array of {op: 'set' | 'insert', key, value}, \
+        {op: 'delete', key} or {op: 'increment', key, by: number}";
+    let list = list.as_array().ok_or(SHAPES)?;
+    list.iter().map(|o| op(o).ok_or(SHAPES)).collect()
+}
+
+fn op(o: &Value) -> Option<Op> {
+    let key = o.get("key")?.as_str()?.to_owned();
+    let value = || o.get("value").cloned();
+    Some(match o.get("op")?.as_str()? {
+        "set" => Op::Set {
+            key,
+            value: value()?,
+        },
+        "insert" => Op::Insert {
+            key,
+            value: value()?,
+        },
+        "delete" => Op::Delete { key },
+        "increment" => Op::Increment {
+            key,
+            by: o.get("by")?.as_number()?.clone(),
+        },
+        _ => return None,
+    })
+}
+
 fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
@@ -293,6 +324,15 @@ fn request_failure(r: &RequestFailure) -> (&'static str, String) {
     }
 }
 
+/// `{key, value, overwroteLocal}`; no `value` when the key was deleted.
+fn key_change(c: KeyChange) -> Value {
+    let mut v = json!({ "key": c.key, "overwroteLocal": c.overwrote_local });
+    if let Some(value) = c.value {
+        v["value"] = value;
+    }
+    v
+}
+
 /// An engine event as `(kind, JSON, binary payload)` for the wrapper; `None` for events this
 /// driver does not know (the enum is non-exhaustive).
 pub(crate) fn event(e: Event) -> Option<(&'static str, String, Option<Vec<u8>>)> {
@@ -354,6 +394,34 @@ pub(crate) fn event(e: Event) -> Option<(&'static str, String, Option<Vec<u8>>)>
             json!({ "channel": channel, "members": members, "joined": joined, "left": left }),
         ),
         Event::Rtt { rtt } => ("rtt", json!({ "rtt": micros(rtt) })),
+        Event::DocumentChanged {
+            channel,
+            origin,
+            changes,
+        } => {
+            let origin = match origin {
+                ChangeOrigin::LocalPending => "local_pending",
+                ChangeOrigin::Confirmed => "confirmed",
+                ChangeOrigin::Remote => "remote",
+                ChangeOrigin::RolledBack => "rolled_back",
+                _ => return None,
+            };
+            let changes: Vec<Value> = changes.into_iter().map(key_change).collect();
+            let v = json!({ "channel": channel, "origin": origin, "changes": changes });
+            ("doc_change", v)
+        }
+        Event::ChangeRejected {
+            channel,
+            change,
+            code,
+        } => (
+            "doc_rejected",
+            json!({ "channel": channel, "change": change.get(), "code": code }),
+        ),
+        Event::DocumentResynced { channel, version } => (
+            "doc_resynced",
+            json!({ "channel": channel, "version": version }),
+        ),
         Event::Error(err) => (
             "error",
             json!({ "code": err.kind(), "message": err.to_string() }),

@@ -24,8 +24,9 @@ mod transport;
 use driver::{Out, Shared};
 use std::rc::Rc;
 use std::time::Duration;
-use tether_core::serde_json::{self, Value};
-use tether_core::{Engine, Payload, SendError, SendOptions, SubscribeError};
+use tether_core::serde_json::{self, Map, Value};
+use tether_core::sync::Document;
+use tether_core::{Engine, Payload, SendError, SendOptions, SubscribeError, SyncError};
 use wasm_bindgen::prelude::*;
 
 /// The low-level client: one engine and its browser driver. Used through `TetherClient` in
@@ -60,8 +61,36 @@ fn subscribe_error(e: SubscribeError) -> JsValue {
     convert::error(code, &e.to_string())
 }
 
+fn sync_error(e: SyncError) -> JsValue {
+    let code = match e {
+        SyncError::Send(e) => return send_error(e),
+        // `conflict` or `type_mismatch`: the change cannot apply to the current view.
+        SyncError::Rejected(r) => return convert::error(r.code, &r.message),
+        SyncError::NeedsTetherProtocol => "needs_tether_protocol",
+        SyncError::NotOpen(_) => "not_open",
+        SyncError::InvalidChannel(_) => "invalid_channel",
+        SyncError::EmptyChange => "empty_change",
+        _ => "change_failed",
+    };
+    convert::error(code, &e.to_string())
+}
+
+/// A document's view (what this client sees), or with `confirmed` the server's state.
+fn doc_map(doc: &Document, confirmed: bool) -> &Map<String, Value> {
+    if confirmed {
+        doc.confirmed()
+    } else {
+        doc.view()
+    }
+}
+
 fn busy() -> JsValue {
     convert::error("busy", "the client is busy (called from inside the driver)")
+}
+
+/// JSON text from the wrapper (the one place the driver parses JSON).
+fn parse(text: &str) -> Result<Value, JsValue> {
+    serde_json::from_str::<Value>(text).map_err(|e| convert::error("invalid_json", &e.to_string()))
 }
 
 /// Text is sent as is; `json` text is parsed so it travels as a JSON payload.
@@ -69,9 +98,7 @@ fn payload(data: String, json: bool) -> Result<Payload, JsValue> {
     if !json {
         return Ok(Payload::Text(data));
     }
-    serde_json::from_str::<Value>(&data)
-        .map(Payload::Json)
-        .map_err(|e| convert::error("invalid_json", &e.to_string()))
+    parse(&data).map(Payload::Json)
 }
 
 fn duration(ms: Option<f64>) -> Option<Duration> {
@@ -202,6 +229,63 @@ impl WasmClient {
             .run(|i, now| i.engine.unsubscribe(now, channel))
             .ok_or_else(busy)?;
         r.map_err(subscribe_error)
+    }
+
+    /// Starts syncing the shared document on `channel` (Tether protocol; again on every
+    /// open). Opening twice is a no-op.
+    pub fn open_document(&self, channel: &str) -> Result<(), JsValue> {
+        let r = self
+            .shared
+            .run(|i, now| i.engine.open_document(now, channel))
+            .ok_or_else(busy)?;
+        r.map_err(sync_error)
+    }
+
+    /// Stops tracking the document on `channel` (its pending changes are still delivered).
+    pub fn close_document(&self, channel: &str) -> bool {
+        let closed = self.shared.run(|i, _| i.engine.close_document(channel));
+        closed.unwrap_or(false)
+    }
+
+    /// Changes the document on `channel` atomically with `ops`, a JSON array of operations
+    /// (`{op: "set" | "insert", key, value}`, `{op: "delete", key}`,
+    /// `{op: "increment", key, by}`); returns the change id. The engine shows it at once and
+    /// sends it acknowledged; a change that cannot apply to the current view is refused.
+    pub fn change_document(&self, channel: &str, ops: &str) -> Result<f64, JsValue> {
+        let ops = convert::ops(&parse(ops)?).map_err(|m| convert::error("invalid_op", m))?;
+        let id = self
+            .shared
+            .run(|i, now| i.engine.change_document(now, channel, ops))
+            .ok_or_else(busy)?;
+        id.map(|id| id.get() as f64).map_err(sync_error)
+    }
+
+    /// The value of `key` in the document on `channel` as JSON: as this client sees it, or
+    /// with `confirmed` as the server last confirmed it. `None`: absent, or not open.
+    pub fn document_get(&self, channel: &str, key: &str, confirmed: bool) -> Option<String> {
+        let value = self.shared.read(|e| {
+            let doc = e.document(channel)?;
+            doc_map(doc, confirmed).get(key).map(Value::to_string)
+        });
+        value.flatten()
+    }
+
+    /// `{version, epoch, pending}` of the document on `channel` as JSON, plus `map`: with
+    /// `Some(false)` the whole view, with `Some(true)` the server's confirmed state. `None`
+    /// if it is not open.
+    pub fn document_info(&self, channel: &str, map: Option<bool>) -> Option<String> {
+        let info = self.shared.read(|e| {
+            let doc = e.document(channel)?;
+            let mut v = Map::new();
+            v.insert("version".into(), doc.version().into());
+            v.insert("epoch".into(), doc.epoch().into());
+            v.insert("pending".into(), doc.pending().into());
+            if let Some(confirmed) = map {
+                v.insert("map".into(), doc_map(doc, confirmed).clone().into());
+            }
+            Some(Value::Object(v).to_string())
+        });
+        info.flatten()
     }
 
     /// Closes with `code` (1000 or 3000-4999) and stops reconnecting.

@@ -1,6 +1,8 @@
 // Compiled with `tsc --noEmit --strict` by scripts/test-web: the hand-written tether.d.ts must
 // accept what the README shows and refuse what is wrong (each @ts-expect-error must fire).
-import { init, TetherClient, TetherError, type TetherState, type TetherStats } from '../../js/tether.js';
+import {
+  init, TetherClient, TetherError, type KeyChange, type TetherDocument, type TetherState, type TetherStats,
+} from '../../js/tether.js';
 
 async function main(): Promise<void> {
   await init();
@@ -37,6 +39,48 @@ async function main(): Promise<void> {
   const stats: TetherStats = client.stats;
   console.log(stats.droppedOverflow, stats.lastRttMs ?? 0, client.presence('room')?.length, client.clientId);
   client.close(1000, 'bye', { drain: 500 });
+
+  // Documents: untyped, and with a shape (template-literal keys for collections).
+  const notes = client.document('notes');
+  notes.set('anything', { nested: [1, 2] });
+  console.log(notes.get('anything'), notes.has('x'), notes.entries().length, notes.toJSON(), notes.confirmed());
+  type Item = { text: string; done: boolean };
+  type Todo = { [key: `item:${string}`]: Item | null; completed: number };
+  const todo: TetherDocument<Todo> = client.document<Todo>('todo');
+  const item: Item | null | undefined = todo.get('item:1');
+  const added: number = todo.insert('item:2', { text: 'milk', done: false });
+  todo.increment('completed');
+  todo.increment('completed', -1);
+  todo.delete('item:1');
+  todo.change([
+    { op: 'insert', key: 'item:3', value: { text: 'eggs', done: true } },
+    { op: 'delete', key: 'item:2' },
+    { op: 'increment', key: 'completed', by: 1 },
+  ]);
+  todo.on('change', ({ origin, changes }) => {
+    const first: KeyChange<Todo> | undefined = changes[0];
+    if (origin === 'local_pending' || origin === 'rolled_back') console.log(first?.key, first?.deleted, first?.overwroteLocal);
+  });
+  todo.once('rejected', ({ change, code }) => console.log(change === added, code === 'conflict'));
+  todo.on('resynced', ({ version }) => console.log(version, todo.epoch, todo.version ?? 0, todo.pending, todo.isPending('completed')));
+  todo.close();
+  try {
+    todo.insert('item:2', null);
+  } catch (e) {
+    if (e instanceof TetherError && (e.code === 'conflict' || e.code === 'not_open')) console.log(item);
+  }
+  // @ts-expect-error: the counter holds a number
+  todo.set('completed', 'three');
+  // @ts-expect-error: not a key of the shape
+  todo.set('title', 'x');
+  // @ts-expect-error: no such operation
+  todo.change([{ op: 'append', key: 'completed', value: 1 }]);
+  // @ts-expect-error: increments need a number
+  todo.increment('completed', '1');
+  // @ts-expect-error: documents emit change, rejected and resynced
+  todo.on('changed', () => {});
+  // @ts-expect-error: 'change' events carry origin and changes, not value
+  todo.on('change', ({ value }) => console.log(value));
 
   // @ts-expect-error: no such event
   client.on('connected', () => {});
