@@ -486,7 +486,17 @@ fn print_report(cli: &Cli, r: &Results) {
             "n/a".into(),
             format!("{} / {}", f.delivered(), f.sent()),
             String::new(),
-            format!("{} reported dropped", f.dropped),
+            format!(
+                "sent while down; {} reported dropped by the client",
+                f.dropped
+            ),
+        );
+        row(
+            "  sent before the drop was seen",
+            "n/a".into(),
+            format!("{} / {}", f.delivered_blind(), f.sent_blind()),
+            String::new(),
+            "written to a dead socket: needs acks".into(),
         );
         if f.profile.backoff_max.is_none() {
             targets.push((

@@ -87,10 +87,15 @@ fn default_initial() -> Duration {
 pub struct Run {
     /// From the new server listening to the client being open.
     pub restart_to_open: Duration,
-    /// Messages the app sent between the kill and the reopening.
+    /// Messages the app sent after the client saw the connection drop, before it reopened.
     pub sent_in_outage: usize,
     /// How many of those came back echoed.
     pub delivered: usize,
+    /// Messages sent between the kill and the client seeing the drop: written to a socket
+    /// whose peer was already dead. Raw mode has no acknowledgements to recover them.
+    pub sent_blind: usize,
+    /// How many of those came back echoed.
+    pub delivered_blind: usize,
 }
 
 /// Real runs and the virtual-time model for one profile.
@@ -125,6 +130,14 @@ impl ReconnectFigures {
     pub fn delivered(&self) -> usize {
         self.runs.iter().map(|r| r.delivered).sum()
     }
+
+    pub fn sent_blind(&self) -> usize {
+        self.runs.iter().map(|r| r.sent_blind).sum()
+    }
+
+    pub fn delivered_blind(&self) -> usize {
+        self.runs.iter().map(|r| r.delivered_blind).sum()
+    }
 }
 
 /// Options of the reconnect benchmark.
@@ -142,6 +155,8 @@ struct Log {
     sent: Vec<(u64, Instant)>,
     echoed: HashSet<u64>,
     opens: Vec<Instant>,
+    /// When the client left `Open` (saw the connection drop).
+    drops: Vec<Instant>,
     dropped: usize,
 }
 
@@ -192,6 +207,9 @@ pub async fn measure(profile: Profile, opts: Options) -> Result<ReconnectFigures
                     Event::StateChanged {
                         to: State::Open, ..
                     } => log.opens.push(Instant::now()),
+                    Event::StateChanged {
+                        from: State::Open, ..
+                    } => log.drops.push(Instant::now()),
                     Event::Dropped { ids, .. } => log.dropped += ids.len(),
                     _ => {}
                 }
@@ -223,17 +241,28 @@ pub async fn measure(profile: Profile, opts: Options) -> Result<ReconnectFigures
             })
             .await
             .ok_or("the client did not reconnect within 120 s")?;
-            let outage_seqs: Vec<u64> = log_lock(&log)
-                .sent
+            let noticed_at = log_lock(&log)
+                .drops
                 .iter()
-                .filter(|(_, at)| *at >= killed_at && *at < opened_at)
-                .map(|(seq, _)| *seq)
-                .collect();
+                .copied()
+                .find(|at| *at >= killed_at)
+                .unwrap_or(killed_at);
+            let sent_between = |from: Instant, to: Instant| -> Vec<u64> {
+                log_lock(&log)
+                    .sent
+                    .iter()
+                    .filter(|(_, at)| *at >= from && *at < to)
+                    .map(|(seq, _)| *seq)
+                    .collect()
+            };
+            let blind_seqs = sent_between(killed_at, noticed_at);
+            let outage_seqs = sent_between(noticed_at, opened_at);
             // The outbox is flushed on open: give the echoes a moment to come back.
             let _ = wait_until(Duration::from_secs(5), || {
                 let log = log_lock(&log);
                 outage_seqs
                     .iter()
+                    .chain(&blind_seqs)
                     .all(|s| log.echoed.contains(s))
                     .then_some(())
             })
@@ -246,6 +275,8 @@ pub async fn measure(profile: Profile, opts: Options) -> Result<ReconnectFigures
                     .iter()
                     .filter(|s| log.echoed.contains(s))
                     .count(),
+                sent_blind: blind_seqs.len(),
+                delivered_blind: blind_seqs.iter().filter(|s| log.echoed.contains(s)).count(),
             });
         }
         Ok(())
