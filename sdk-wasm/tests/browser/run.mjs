@@ -426,6 +426,300 @@ test('SSE through EventSource: messages, then resume with lastEventId after a cu
   assert.deepEqual(r.states, ['connecting', 'open', 'waiting', 'connecting', 'open']);
 });
 
+// ---- shared documents (two pages = two separate clients) -----------------------------------
+
+// In page `p`: a Tether client (window.c) with the document `channel` (window.doc) and its
+// events (window.log), once first synced.
+function openDoc(p, url, name, { channel = 'todo', options = {} } = {}) {
+  return p.evaluate(async ({ url, name, channel, options }) => {
+    window.c = new tether.TetherClient(url, {
+      protocol: 'tether', clientId: name, backoff: { initialMs: 100, maxMs: 400, jitter: 'none' }, ...options,
+    });
+    window.doc = c.document(channel);
+    window.log = recordDoc(doc);
+    await until(() => doc.version !== null, 5000, `${name}: first sync`);
+    return { version: doc.version, epoch: doc.epoch, pending: doc.pending, view: doc.toJSON() };
+  }, { url, name, channel, options });
+}
+
+// Takes page `p` (connected through proxy `px`) off the network, or back (now, not after the backoff).
+async function goOffline(px, p) {
+  px.refuse(true);
+  px.cut();
+  await p.evaluate(() => until(() => c.state.name === 'waiting', 5000, 'disconnected'));
+}
+async function goOnline(px, p) {
+  px.refuse(false);
+  await p.evaluate(() => { c.connect(); return until(() => c.state.name === 'open', 5000, 'reconnected'); });
+}
+
+// Waits until every page has no pending change and all show the same version and view.
+async function converged(pages, ms = 8000) {
+  let last;
+  await until(async () => {
+    last = await Promise.all(pages.map((p) => p.evaluate(() => ({ version: doc.version, pending: doc.pending, view: doc.toJSON(), confirmed: doc.confirmed() }))));
+    const same = JSON.stringify(last[0].view);
+    return last.every((s) => s.pending === 0 && s.version === last[0].version && JSON.stringify(s.view) === same);
+  }, ms, 'the pages to converge').catch((e) => { throw new Error(`${e.message}: ${JSON.stringify(last)}`); });
+  return last;
+}
+
+const changesOf = (log, origin) => log.filter((e) => e.type === 'change' && (!origin || e.origin === origin)).flatMap((e) => e.changes);
+
+test('documents: a local change shows at once, is confirmed, and two pages converge', async ({ page, newPage }) => {
+  const rl = await relay(await freePort());
+  const pb = await newPage();
+  const [a0, b0] = await Promise.all([openDoc(page, rl.ws, 'alice'), openDoc(pb, rl.ws, 'bob')]);
+  assert.equal(typeof a0.epoch, 'string');
+  assert.deepEqual(a0, { version: 0, epoch: b0.epoch, pending: 0, view: {} });
+  const local = await page.evaluate(() => {
+    const before = log.length;
+    const id = doc.set('milk', { text: 'milk', done: false });
+    return {
+      id, value: doc.get('milk'), has: doc.has('milk'), pending: doc.pending, isPending: doc.isPending('milk'),
+      confirmed: doc.confirmed(), events: log.slice(before).map(({ type, origin, changes }) => ({ type, origin, changes })),
+    };
+  });
+  assert.equal(typeof local.id, 'number');
+  assert.deepEqual(local.value, { text: 'milk', done: false }, 'visible as soon as set() returns');
+  assert.deepEqual([local.has, local.pending, local.isPending, local.confirmed], [true, 1, true, {}]);
+  assert.deepEqual(local.events, [{ type: 'change', origin: 'local_pending',
+    changes: [{ key: 'milk', value: { text: 'milk', done: false }, deleted: false, overwroteLocal: false }] }], 'the change event fired before set() returned');
+  const saved = await page.evaluate(() => until(() => doc.pending === 0, 5000, 'confirmed')
+    .then(() => ({ isPending: doc.isPending('milk'), version: doc.version, confirmed: doc.confirmed() })));
+  assert.deepEqual(saved, { isPending: false, version: 1, confirmed: { milk: { text: 'milk', done: false } } });
+  await pb.evaluate(() => until(() => doc.has('milk'), 5000, 'bob sees it'));
+
+  // Every operation, from both pages, then the same state everywhere.
+  await pb.evaluate(() => {
+    doc.increment('count');
+    doc.increment('count', 4);
+    doc.insert('eggs', { text: 'eggs', done: true });
+    doc.delete('milk');
+  });
+  await page.evaluate(() => doc.change([{ op: 'set', key: 'title', value: 'Groceries' }, { op: 'increment', key: 'count', by: -2 }]));
+  const [a, b] = await converged([page, pb]);
+  const expected = { count: 3, eggs: { text: 'eggs', done: true }, title: 'Groceries' };
+  assert.deepEqual(a.view, expected);
+  assert.deepEqual(b.confirmed, expected);
+  assert.equal(a.version, 6, 'one version per change: milk, four from bob, one atomic from alice');
+  const [la, lb, entries] = await Promise.all([page.evaluate(() => log), pb.evaluate(() => log), page.evaluate(() => doc.entries())]);
+  assert.deepEqual(entries, Object.entries(expected));
+  assert.ok(changesOf(la, 'confirmed').some((c) => c.key === 'milk'), 'alice is told her change was saved');
+  assert.ok(changesOf(la, 'remote').some((c) => c.key === 'milk' && c.deleted), 'and that bob deleted it');
+  assert.deepEqual(changesOf(lb, 'remote').filter((c) => c.key === 'title'), [{ key: 'title', value: 'Groceries', deleted: false, overwroteLocal: false }]);
+  assert.ok(!la.concat(lb).some((e) => e.type === 'rejected'));
+});
+
+test('documents: concurrent sets of one key end in the server order; the loser is told', async ({ page, newPage }) => {
+  const rl = await relay(await freePort());
+  const port = Number(new URL(rl.ws).port);
+  const [pxa, pxb] = [await proxy(port), await proxy(port)];
+  const pb = await newPage();
+  await Promise.all([openDoc(page, pxa.ws, 'alice', { channel: 'board' }), openDoc(pb, pxb.ws, 'bob', { channel: 'board' })]);
+  await Promise.all([goOffline(pxa, page), goOffline(pxb, pb)]);
+  // Neither can see the other's change: they are concurrent.
+  const mine = await Promise.all([
+    page.evaluate(() => { doc.set('color', 'red'); return [doc.get('color'), doc.isPending('color')]; }),
+    pb.evaluate(() => { doc.set('color', 'blue'); return [doc.get('color'), doc.isPending('color')]; }),
+  ]);
+  assert.deepEqual(mine, [['red', true], ['blue', true]], 'each sees its own value at once');
+  // alice reaches the server first, bob second: bob's set is later in the server order.
+  await goOnline(pxa, page);
+  await page.evaluate(() => until(() => doc.pending === 0, 5000, 'alice confirmed'));
+  await goOnline(pxb, pb);
+  const [a, b] = await converged([page, pb]);
+  assert.equal(a.view.color, 'blue');
+  assert.equal(b.view.color, 'blue');
+  assert.equal(a.version, 2);
+  const [la, lb] = await Promise.all([page.evaluate(() => log), pb.evaluate(() => log)]);
+  assert.deepEqual(changesOf(la, 'remote').filter((c) => c.key === 'color'),
+    [{ key: 'color', value: 'blue', deleted: false, overwroteLocal: true }], 'alice lost the race and is told so');
+  assert.ok(!changesOf(lb).some((c) => c.overwroteLocal), 'bob won: nothing of his was overwritten');
+  assert.ok(!changesOf(lb, 'remote').some((c) => c.key === 'color' && c.value === 'red'), 'bob never saw red: his pending change stayed on top');
+});
+
+test('documents: increments from two pages sum exactly, offline and through lost acks', async ({ page, newPage }) => {
+  const rl = await relay(await freePort());
+  const px = await proxy(Number(new URL(rl.ws).port));
+  const pb = await newPage();
+  await Promise.all([openDoc(page, rl.ws, 'alice', { channel: 'votes' }), openDoc(pb, px.ws, 'bob', { channel: 'votes' })]);
+
+  // bob offline: his increments show at once and are queued; alice's go through.
+  await goOffline(px, pb);
+  const bobOffline = await pb.evaluate(async () => {
+    for (let i = 0; i < 15; i++) doc.increment('votes', 2);
+    return [doc.get('votes'), doc.pending];
+  });
+  assert.deepEqual(bobOffline, [30, 15]);
+  await page.evaluate(async () => {
+    for (let i = 0; i < 20; i++) { doc.increment('votes'); await sleep(2); }
+    await until(() => doc.pending === 0, 5000, 'alice confirmed');
+  });
+  await goOnline(px, pb);
+  let [a, b] = await converged([page, pb]);
+  assert.deepEqual([a.view.votes, b.view.votes, a.version], [50, 50, 35]);
+
+  // bob's changes reach the relay but its acks do not; the connection is cut: bob resends
+  // them all and the relay must recognise every one (applied once, acknowledged again).
+  px.holdReplies(true);
+  await pb.evaluate(() => { for (let i = 0; i < 10; i++) doc.increment('votes'); });
+  await page.evaluate(() => until(() => doc.get('votes') === 60, 5000, 'alice sees bob\'s ten'));
+  assert.equal(await pb.evaluate(() => doc.pending), 10, 'no acks reached bob');
+  await page.evaluate(() => { for (let i = 0; i < 5; i++) doc.increment('votes', 3); });
+  px.cut();
+  px.holdReplies(false);
+  [a, b] = await converged([page, pb]);
+  assert.deepEqual([a.view.votes, b.view.votes, a.version], [75, 75, 50], 'every increment counted exactly once');
+  const stats = await pb.evaluate(() => c.stats);
+  assert.ok(stats.resent >= 10, `bob resent his unacknowledged changes (${stats.resent})`);
+});
+
+test('documents: an insert conflict is rejected and rolled back; a dropped change too', async ({ page, newPage }) => {
+  const rl = await relay(await freePort());
+  const px = await proxy(Number(new URL(rl.ws).port));
+  const pb = await newPage();
+  await Promise.all([openDoc(page, rl.ws, 'alice', { channel: 'seats' }), openDoc(pb, px.ws, 'bob', { channel: 'seats' })]);
+  await goOffline(px, pb);
+  const bobId = await pb.evaluate(() => {
+    window.id = doc.insert('seat:1', 'bob');
+    doc.set('note', 'bob was here');
+    return id;
+  });
+  await page.evaluate(() => { doc.insert('seat:1', 'alice'); return until(() => doc.pending === 0, 5000, 'alice got the seat'); });
+  await goOnline(px, pb);
+  const r = await pb.evaluate(async () => {
+    const rejected = await until(() => log.find((e) => e.type === 'rejected'), 5000, 'the rejection');
+    await until(() => doc.pending === 0, 5000, 'nothing pending');
+    return { rejected, seat: doc.get('seat:1'), note: doc.get('note'), events: log };
+  });
+  assert.deepEqual([r.rejected.change, r.rejected.code, r.rejected.channel], [bobId, 'conflict', 'seats']);
+  assert.equal(r.seat, 'alice', 'bob\'s insert rolled back: the seat is alice\'s');
+  assert.equal(r.note, 'bob was here', 'his other change still went through');
+  assert.ok(changesOf(r.events).some((c) => c.key === 'seat:1' && c.value === 'alice'), 'bob\'s page was told the seat changed');
+  await converged([page, pb]);
+
+  // A change that is dropped before the server saw it (outbox TTL while offline) rolls back
+  // with an explicit rolled_back change.
+  const dropped = await pb.evaluate(async () => {
+    const d = new tether.TetherClient('ws://127.0.0.1:9/ws', { protocol: 'tether', autoConnect: false, outbox: { ttlMs: 200 } });
+    const doc2 = d.document('local');
+    const log2 = recordDoc(doc2);
+    const id2 = doc2.set('draft', 'hello');
+    const shown = doc2.get('draft');
+    await until(() => log2.some((e) => e.type === 'rejected'), 3000, 'the expiry');
+    const out = { id2, shown, after: doc2.get('draft'), pending: doc2.pending, log2 };
+    d.dispose();
+    return out;
+  });
+  assert.equal(dropped.shown, 'hello');
+  assert.equal(dropped.after, undefined);
+  assert.equal(dropped.pending, 0);
+  assert.deepEqual(dropped.log2.map(({ type, origin, code, change, changes }) => ({ type, origin, code, change, changes })), [
+    { type: 'change', origin: 'local_pending', code: undefined, change: undefined, changes: [{ key: 'draft', value: 'hello', deleted: false, overwroteLocal: false }] },
+    { type: 'rejected', origin: undefined, code: 'expired', change: dropped.id2, changes: undefined },
+    { type: 'change', origin: 'rolled_back', code: undefined, change: undefined, changes: [{ key: 'draft', deleted: true, overwroteLocal: false }] },
+  ]);
+});
+
+test('documents: refusals are TetherErrors with a code, and nothing is sent', async ({ page }) => {
+  const r = await page.evaluate(() => {
+    const code = (f) => { try { f(); return 'no error'; } catch (e) { return [e instanceof tether.TetherError, e.code]; } };
+    const c = new tether.TetherClient('ws://127.0.0.1:9/ws', { protocol: 'tether', autoConnect: false });
+    const raw = new tether.TetherClient('ws://127.0.0.1:9/ws', { autoConnect: false });
+    const doc = c.document('d');
+    doc.change([{ op: 'insert', key: 'seat', value: 'me' }, { op: 'set', key: 'text', value: 'words' }]);
+    const out = {
+      same: c.document('d') === doc,
+      raw: code(() => raw.document('d')),
+      channel: code(() => c.document('')),
+      conflict: code(() => doc.insert('seat', 'you')),
+      mismatch: code(() => doc.increment('text')),
+      atomic: code(() => doc.change([{ op: 'set', key: 'other', value: 1 }, { op: 'increment', key: 'text', by: 1 }])),
+      empty: code(() => doc.change([])),
+      badOp: code(() => doc.change([{ op: 'append', key: 'x', value: 1 }])),
+      noValue: code(() => doc.set('x', undefined)),
+      notFinite: code(() => doc.increment('n', NaN)),
+      notJson: code(() => doc.set('x', 1n)),
+      other: doc.has('other'),
+      pending: doc.pending,
+      outbox: c.stats.outboxLength,
+    };
+    doc.close();
+    out.closed = code(() => doc.get('seat'));
+    out.closedSet = code(() => doc.set('seat', 1));
+    out.reopened = c.document('d') !== doc;
+    c.dispose();
+    out.disposed = code(() => doc.get('seat'));
+    return out;
+  });
+  assert.deepEqual(r, {
+    same: true, raw: [true, 'needs_tether_protocol'], channel: [true, 'invalid_channel'],
+    conflict: [true, 'conflict'], mismatch: [true, 'type_mismatch'], atomic: [true, 'type_mismatch'],
+    empty: [true, 'empty_change'], badOp: [true, 'invalid_op'], noValue: [true, 'invalid_op'],
+    notFinite: [true, 'invalid_op'], notJson: [true, 'invalid_json'], other: false, pending: 1, outbox: 1,
+    closed: [true, 'not_open'], closedSet: [true, 'not_open'], reopened: true, disposed: [true, 'disposed'],
+  });
+});
+
+test('documents: a cut connection resyncs (replay, or a snapshot when too much was missed) and converges', async ({ page, newPage }) => {
+  const rl = await relay(await freePort());
+  const px = await proxy(Number(new URL(rl.ws).port));
+  const pb = await newPage();
+  await Promise.all([openDoc(page, rl.ws, 'alice', { channel: 'log' }), openDoc(pb, px.ws, 'bob', { channel: 'log' })]);
+  const resyncs = () => pb.evaluate(() => log.filter((e) => e.type === 'resynced').length);
+  assert.equal(await resyncs(), 1, 'the first sync is a snapshot');
+
+  // A short cut: bob gets the changes he missed replayed, his own pending ones on top.
+  await goOffline(px, pb);
+  await page.evaluate(async () => { doc.set('a', 1); doc.increment('n', 5); await until(() => doc.pending === 0, 5000, 'saved'); });
+  await pb.evaluate(() => { doc.set('b', 2); doc.increment('n', 1); });
+  await goOnline(px, pb);
+  let [a] = await converged([page, pb]);
+  assert.deepEqual(a.view, { a: 1, b: 2, n: 6 });
+  assert.equal(await resyncs(), 1, 'replayed change by change, no snapshot');
+
+  // A long one: more changes than the relay keeps (1,024): bob gets a snapshot.
+  await goOffline(px, pb);
+  await page.evaluate(async () => {
+    for (let i = 0; i < 1100; i++) {
+      doc.increment('n');
+      if (i % 100 === 99) await until(() => doc.pending < 100, 5000, 'acks');
+    }
+    await until(() => doc.pending === 0, 5000, 'saved');
+  });
+  await pb.evaluate(() => { doc.set('b', 3); doc.increment('n', 10); });
+  await goOnline(px, pb);
+  [a] = await converged([page, pb]);
+  assert.deepEqual(a.view, { a: 1, b: 3, n: 1116 });
+  const last = await pb.evaluate(() => log.filter((e) => e.type === 'resynced').pop());
+  assert.equal(await resyncs(), 2, 'one snapshot for the long cut');
+  assert.ok(last.version >= 1104 && last.version <= a.version, `snapshot at version ${last.version}`);
+});
+
+test('documents: a relay restart starts a new epoch; pending changes are replayed', async ({ page, newPage }) => {
+  const port = await freePort();
+  let rl = await relay(port);
+  const pb = await newPage();
+  const [a0] = await Promise.all([openDoc(page, rl.ws, 'alice', { channel: 'list' }), openDoc(pb, rl.ws, 'bob', { channel: 'list' })]);
+  await page.evaluate(async () => { doc.set('kept?', 'no: the relay keeps documents in memory'); doc.increment('n', 7); await until(() => doc.pending === 0, 5000, 'saved'); });
+  await pb.evaluate(() => until(() => doc.get('n') === 7, 5000, 'bob synced'));
+  await rl.stop(); // a crash: no close frame
+  await page.evaluate(async () => {
+    await until(() => c.state.name !== 'open', 5000, 'down');
+    doc.increment('n', 1);
+    doc.set('while-down', true);
+  });
+  rl = await relay(port);
+  const [a, b] = await converged([page, pb], 15000);
+  assert.deepEqual(a.view, { n: 1, 'while-down': true }, 'the new relay started empty; alice\'s pending changes were replayed');
+  assert.deepEqual(b.view, a.view);
+  const epochs = await Promise.all([page, pb].map((p) => p.evaluate(() => [doc.epoch, log.filter((e) => e.type === 'resynced').length])));
+  assert.notEqual(epochs[0][0], a0.epoch, 'a new epoch');
+  assert.equal(epochs[0][0], epochs[1][0]);
+  assert.deepEqual([epochs[0][1], epochs[1][1]], [2, 2], 'each page resynced from a snapshot');
+});
+
 // ---- the demo page, as a user would use it -----------------------------------------------
 
 test('demo page: two people chat, see presence, and watch a relay restart', async ({ browser, base }) => {
@@ -490,17 +784,23 @@ async function main() {
       if (filter && !t.name.includes(filter)) continue;
       const t0 = Date.now();
       const ctx = await browser.newContext();
-      const page = await ctx.newPage();
       const errors = [];
-      page.on('pageerror', (e) => errors.push(e.message));
-      if (process.env.WEB_DEBUG) page.on('console', (m) => console.log('  [console]', m.type(), m.text()));
-      page.on('console', (m) => { if (m.type() === 'error' && !/favicon|ERR_CONNECTION_REFUSED|WebSocket connection|EventSource|net::ERR/.test(m.text())) errors.push(m.text()); });
+      // A test page with the package loaded; `newPage()` gives a test another one (its own
+      // module instance, so its own clients), watched the same way.
+      const newPage = async () => {
+        const p = await ctx.newPage();
+        p.on('pageerror', (e) => errors.push(e.message));
+        if (process.env.WEB_DEBUG) p.on('console', (m) => console.log('  [console]', m.type(), m.text()));
+        p.on('console', (m) => { if (m.type() === 'error' && !/favicon|ERR_CONNECTION_REFUSED|WebSocket connection|EventSource|net::ERR/.test(m.text())) errors.push(m.text()); });
+        await p.goto(`${site.url}/t/page.html`);
+        await p.waitForSelector('body[data-ready]', { state: 'attached', timeout: 10000 });
+        return p;
+      };
       let timer;
       try {
-        await page.goto(`${site.url}/t/page.html`);
-        await page.waitForSelector('body[data-ready]', { state: 'attached', timeout: 10000 });
+        const page = await newPage();
         await Promise.race([
-          t.fn({ page, browser, base: site.url }),
+          t.fn({ page, browser, base: site.url, newPage }),
           new Promise((_, reject) => { timer = setTimeout(() => reject(new Error(`test timed out after ${TEST_TIMEOUT_MS} ms`)), TEST_TIMEOUT_MS); }),
         ]);
         if (errors.length) throw new Error(`page errors: ${errors.join(' | ')}`);

@@ -139,6 +139,13 @@ export async function proxy(targetPort) {
     connections: () => sockets.size,
     cut,
     refuse: (on) => { refusing = on; },
+    /** Withholds what the server sends on the current connections (acks included), or
+     *  delivers again; a cut discards what was held, so the client must resend. */
+    holdReplies: (on) => {
+      for (const [client, upstream] of sockets) {
+        if (on) { upstream.unpipe(client); upstream.pause(); } else { upstream.pipe(client); upstream.resume(); }
+      }
+    },
     /** Stops reading what clients send once the upstream answered the handshake (a slow
      *  consumer: the client's socket buffers fill up), or reads again. */
     stall: (on) => {
