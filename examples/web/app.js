@@ -1,6 +1,7 @@
-// A live chat on the reference relay: shows the connection state (connected / reconnecting
-// in N s / offline), who is here, and the messages of one channel. Uses tether-web exactly as
-// an app would. URL parameters: ?relay=ws://127.0.0.1:9000/ws&name=alice&room=room
+// A live chat and a shared todo list on the reference relay: shows the connection state
+// (connected / reconnecting in N s / offline), who is here, the messages of one channel, and
+// a list everyone edits at once (a tether document). Uses tether-web exactly as an app would.
+// URL parameters: ?relay=ws://127.0.0.1:9000/ws&name=alice&room=room&list=todo
 import { TetherClient } from 'tether-web';
 
 const params = new URLSearchParams(location.search);
@@ -15,7 +16,8 @@ const client = await TetherClient.connect(relay, {
   clientId: name,
   backoff: { initialMs: 500, maxMs: 10000 },
   heartbeat: { intervalMs: 10000 },
-  outbox: { maxMessages: 200, ttlMs: 60000 },
+  // Chat messages expire (below); list changes wait as long as it takes.
+  outbox: { maxMessages: 500 },
 });
 
 function renderStatus() {
@@ -107,10 +109,191 @@ $('compose').addEventListener('submit', (ev) => {
   ev.preventDefault();
   const text = $('text').value.trim();
   if (!text) return;
-  client.publish(room, { from: name, text }); // queued in the outbox while disconnected
+  // Queued in the outbox while disconnected; a chat line older than a minute is not worth sending.
+  client.publish(room, { from: name, text }, { ttlMs: 60000 });
   $('text').value = '';
 });
 
+// ---- the shared list: one tether document on the relay ----------------------------------
+//
+// The document is a JSON map of keys to values, the same for everyone on ?list=:
+//   "item:<id>#<gen>"  {text, by, at, done}: one live key per item; null once deleted
+//   "completed"        how many items are done, kept by increments (they sum exactly)
+//   "restored"         {by, items}: who put the list back after a relay restart
+// Ticking or deleting an item inserts its next generation's key and deletes the current one,
+// in one atomic change with the counter's increment. Two people acting on the same item at
+// once both insert the same key: the relay applies the first and rejects the second
+// (`conflict`), which rolls back everywhere, so the counter never counts an item twice.
+// Every change shows here at once; until the relay confirms it, the item is drawn as pending.
+
+const list = client.document(params.get('list') || 'todo');
+const ITEM = /^item:([^#]+)#(\d+)$/;
+let shown = { items: [], ids: new Set() }; // what was last drawn, i.e. the view before an event
+let epoch = null; // the relay epoch the list was last synced in
+const mine = new Map(); // change id -> what it did, to explain a rejection
+
+function readList() {
+  const items = [];
+  const ids = new Set(); // every item id with a key, deleted ones (null) included
+  for (const [key, value] of list.entries()) {
+    const m = ITEM.exec(key);
+    if (!m) continue;
+    ids.add(m[1]);
+    if (value) items.push({ ...value, key, id: m[1], gen: Number(m[2]), pending: list.isPending(key) });
+  }
+  items.sort((a, b) => a.at - b.at || (a.id < b.id ? -1 : 1));
+  return { items, ids };
+}
+
+function renderList() {
+  shown = readList();
+  const { items } = shown;
+  $('todo-items').replaceChildren(...items.map((it) => {
+    const li = document.createElement('li');
+    li.dataset.key = it.key;
+    li.className = (it.done ? 'done ' : '') + (it.pending ? 'pending' : '');
+    const box = document.createElement('input');
+    box.type = 'checkbox';
+    box.checked = it.done;
+    box.setAttribute('aria-label', `done: ${it.text}`);
+    const text = document.createElement('span');
+    text.className = 'text';
+    text.textContent = it.text;
+    const by = document.createElement('span');
+    by.className = 'by';
+    by.textContent = it.by;
+    const del = document.createElement('button');
+    del.className = 'del';
+    del.type = 'button';
+    del.textContent = '×';
+    del.setAttribute('aria-label', `delete ${it.text}`);
+    li.append(box, text, by);
+    if (it.pending) {
+      const p = document.createElement('span');
+      p.className = 'saving';
+      p.textContent = 'not saved yet';
+      li.append(p);
+    }
+    li.append(del);
+    return li;
+  }));
+  const completed = list.get('completed') || 0;
+  $('todo-count').textContent = `${completed} of ${items.length} done`;
+  const pending = list.pending;
+  $('todo-pending').textContent = pending === 0 ? ''
+    : `${pending} change${pending > 1 ? 's' : ''} not confirmed yet${client.state.name === 'open' ? '' : ' (sent when the relay is back)'}`;
+}
+
+function note(text) {
+  const el = $('todo-note');
+  el.textContent = text;
+  el.hidden = !text;
+}
+
+// Applies `ops` atomically and remembers what it was for; a change the list already refuses
+// (someone changed that item a moment ago) is explained instead.
+function change(ops, what) {
+  try {
+    mine.set(list.change(ops), what);
+    if (mine.size > 100) mine.delete(mine.keys().next().value);
+  } catch (e) {
+    if (e.code === 'conflict') note(`Not done: someone changed the list just before you (${what}).`);
+    else note(`Not done: ${e.message}`);
+  }
+}
+
+$('todo-add').addEventListener('submit', (ev) => {
+  ev.preventDefault();
+  const text = $('todo-text').value.trim();
+  if (!text) return;
+  const id = Date.now().toString(36) + Math.random().toString(36).slice(2, 6);
+  change([{ op: 'insert', key: `item:${id}#0`, value: { text, by: name, at: Date.now(), done: false } }], `adding “${text}”`);
+  $('todo-text').value = '';
+});
+
+$('todo-items').addEventListener('click', (ev) => {
+  const li = ev.target.closest('li');
+  const it = li && shown.items.find((i) => i.key === li.dataset.key);
+  if (!it) return;
+  const next = `item:${it.id}#${it.gen + 1}`;
+  if (ev.target.matches('input[type=checkbox]')) {
+    const done = !it.done;
+    change([
+      { op: 'insert', key: next, value: { text: it.text, by: it.by, at: it.at, done } },
+      { op: 'delete', key: it.key },
+      { op: 'increment', key: 'completed', by: done ? 1 : -1 },
+    ], `${done ? 'ticking' : 'unticking'} “${it.text}”`);
+  } else if (ev.target.matches('.del')) {
+    const ops = [{ op: 'insert', key: next, value: null }, { op: 'delete', key: it.key }];
+    if (it.done) ops.push({ op: 'increment', key: 'completed', by: -1 });
+    change(ops, `deleting “${it.text}”`);
+  }
+});
+
+list.on('change', ({ origin, changes }) => {
+  const restored = origin === 'remote' && changes.find((c) => c.key === 'restored' && c.value);
+  if (restored && restored.value.by !== name) {
+    note(`The relay restarted and lost the list; ${restored.value.by}’s page put back ${restored.value.items} item(s).`);
+  }
+  renderList();
+});
+
+list.on('rejected', ({ change: id, code }) => {
+  const what = mine.get(id) || 'a change';
+  mine.delete(id);
+  if (what === RESTORE) {
+    // Another page put the list back first (said on 'change'), or someone's replayed change
+    // took an item first: then try again without it.
+    if (code === 'conflict' && !list.has('restored') && restoreTries++ < 3) putBack(lastEpochItems);
+    return;
+  }
+  note(code === 'conflict'
+    ? `Undone: someone else changed that item first (${what}).`
+    : `Undone: ${what} could not be sent (${code}).`);
+});
+
+// A snapshot from a relay in a new epoch means it restarted and lost the list (it keeps
+// documents in memory). The engine has already replayed our unconfirmed changes; this page
+// then puts back the items it still had, once per restart: the insert of "restored" lets only
+// the first page that tries succeed (the others get `conflict` and see its items arrive).
+const RESTORE = 'putting the list back';
+let lastEpochItems = [];
+let restoreTries = 0;
+list.on('resynced', () => {
+  const before = shown.items;
+  const restarted = epoch !== null && list.epoch !== epoch;
+  epoch = list.epoch;
+  if (restarted && (before.length || list.pending)) {
+    note('The relay restarted and lost the list: it keeps documents in memory only. Changes not confirmed yet were sent again.');
+    lastEpochItems = before;
+    restoreTries = 0;
+    if (!list.has('restored')) putBack(before);
+  }
+  renderList();
+});
+
+// Items come back at their next generation: a replayed change from another page to the same
+// item (made on the same generation) then conflicts with the restore, and one of the two wins
+// whole, so no item ever has two live keys and the counter stays exact.
+function putBack(previous) {
+  const { items, ids } = readList();
+  const back = previous.filter((it) => !ids.has(it.id)); // not changed or deleted meanwhile
+  const done = items.concat(back).filter((it) => it.done).length;
+  const ops = [{ op: 'insert', key: 'restored', value: { by: name, items: back.length } }];
+  for (const it of back) {
+    ops.push({ op: 'insert', key: `item:${it.id}#${it.gen + 1}`, value: { text: it.text, by: it.by, at: it.at, done: it.done } });
+  }
+  const fix = done - (list.get('completed') || 0); // replayed changes may have moved the counter
+  if (fix) ops.push({ op: 'increment', key: 'completed', by: fix });
+  if (ops.length === 1) return; // nothing to put back, nothing to correct
+  note(`The relay restarted and lost the list (it keeps documents in memory only); this page put back the ${back.length} item(s) it still had.`);
+  change(ops, RESTORE);
+}
+
+client.on('state', renderList);
+
 setInterval(() => { renderStatus(); renderStats(); }, 200);
 renderStatus();
+renderList();
 window.chat = client; // for poking around in the console
+window.list = list;

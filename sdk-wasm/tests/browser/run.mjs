@@ -726,10 +726,11 @@ test('demo page: two people chat, see presence, and watch a relay restart', asyn
   const port = await freePort();
   let rl = await relay(port);
   const ctx = await browser.newContext({ viewport: { width: 1000, height: 700 } });
+  const pageErrors = [];
   try {
     const open = async (name) => {
       const p = await ctx.newPage();
-      p.on('pageerror', (e) => console.log(`  [${name} pageerror] ${e.message}`));
+      p.on('pageerror', (e) => pageErrors.push(`${name}: ${e.message}`));
       await p.goto(`${base}/examples/web/index.html?relay=${encodeURIComponent(rl.ws)}&name=${name}`);
       await p.waitForSelector('#status[data-state="open"]', { timeout: 10000 });
       return p;
@@ -758,6 +759,100 @@ test('demo page: two people chat, see presence, and watch a relay restart', asyn
     await alice.press('#text', 'Enter');
     await bob.waitForFunction(() => [...document.querySelectorAll('#messages li')].some((li) => li.textContent.includes('back again')), null, { timeout: 5000 });
     await alice.screenshot({ path: path.join(SHOTS, 'demo.png') });
+    assert.deepEqual(pageErrors, [], 'no errors on the demo page');
+  } finally {
+    await ctx.close();
+  }
+});
+
+test('demo page: a shared list edited by two people, offline and through a relay restart', async ({ browser, base }) => {
+  const port = await freePort();
+  let rl = await relay(port);
+  const ctx = await browser.newContext({ viewport: { width: 1200, height: 720 } });
+  const pageErrors = [];
+  try {
+    const open = async (name) => {
+      const p = await ctx.newPage();
+      p.on('pageerror', (e) => pageErrors.push(`${name}: ${e.message}`));
+      await p.goto(`${base}/examples/web/index.html?relay=${encodeURIComponent(rl.ws)}&name=${name}&list=groceries`);
+      await p.waitForSelector('#status[data-state="open"]', { timeout: 10000 });
+      return p;
+    };
+    // What a person sees: the items (text, ticked, marked as not saved yet), the counter, the note.
+    const look = (p) => p.evaluate(() => ({
+      items: [...document.querySelectorAll('#todo-items li')].map((li) => [li.querySelector('.text').textContent,
+        li.querySelector('input').checked, li.classList.contains('pending') && !!li.querySelector('.saving')]),
+      count: document.querySelector('#todo-count').textContent,
+      pending: document.querySelector('#todo-pending').textContent,
+      note: document.querySelector('#todo-note').hidden ? '' : document.querySelector('#todo-note').textContent,
+    }));
+    const seen = async (p, pred, what, ms = 5000) => {
+      let last;
+      await until(async () => pred((last = await look(p))), ms, what).catch((e) => { throw new Error(`${e.message}: ${JSON.stringify(last)}`); });
+      return last;
+    };
+    const texts = (v) => v.items.map((i) => i[0]);
+    const box = (text) => `#todo-items li:has(.text:text-is("${text}")) input[type=checkbox]`;
+
+    const alice = await open('alice');
+    const bob = await open('bob');
+    await alice.fill('#todo-text', 'milk');
+    await alice.press('#todo-text', 'Enter');
+    const mine = await look(alice);
+    assert.deepEqual(texts(mine), ['milk'], 'on alice\'s page at once');
+    await seen(bob, (v) => texts(v).includes('milk'), 'bob sees milk');
+    await bob.fill('#todo-text', 'eggs');
+    await bob.click('#todo-submit');
+    await seen(alice, (v) => texts(v).join() === 'milk,eggs', 'alice sees eggs');
+    await alice.click(box('milk'));
+    await seen(bob, (v) => v.count === '1 of 2 done' && v.items[0][1] === true, 'bob sees milk ticked');
+
+    // Both tick eggs at the same moment. In whatever order the relay takes the clicks, the two
+    // pages end the same, and the counter says exactly how many items are ticked.
+    await Promise.all([alice.click(box('eggs')), bob.click(box('eggs'))]);
+    const settled = (v) => v.items.every((i) => !i[2]) && v.pending === '';
+    const a1 = await seen(alice, settled, 'alice settles');
+    const b1 = await seen(bob, (v) => settled(v) && JSON.stringify(v.items) === JSON.stringify(a1.items), 'bob agrees');
+    const ticked = a1.items.filter((i) => i[1]).length;
+    assert.equal(a1.count, `${ticked} of 2 done`);
+    assert.equal(b1.count, a1.count);
+    const undone = [a1.note, b1.note].filter((n) => /Undone: someone else changed that item first/.test(n)).length;
+    assert.ok((ticked === 2 && undone === 1) || (ticked === 1 && undone === 0),
+      `one click lost the race and its page says so, or the second click unticked: ${JSON.stringify([a1, b1])}`);
+    if (ticked === 1) await alice.click(box('eggs'));
+    await seen(bob, (v) => v.count === '2 of 2 done' && settled(v), 'both ticked');
+
+    // The relay dies: alice keeps editing; her new item shows at once, marked as not saved.
+    await rl.stop();
+    await alice.waitForSelector('#status[data-state="waiting"]', { timeout: 5000 });
+    await alice.fill('#todo-text', 'bread');
+    await alice.press('#todo-text', 'Enter');
+    const offline = await look(alice);
+    assert.deepEqual(offline.items, [['milk', true, false], ['eggs', true, false], ['bread', false, true]]);
+    assert.match(offline.pending, /^1 change not confirmed yet \(sent when the relay is back\)$/);
+    fs.mkdirSync(SHOTS, { recursive: true });
+    await alice.screenshot({ path: path.join(SHOTS, 'demo-list-offline.png') });
+
+    // It comes back empty (documents live in memory): bread is replayed, a page puts the rest
+    // back, and both pages say what happened.
+    rl = await relay(port);
+    const want = [['milk', true, false], ['eggs', true, false], ['bread', false, false]];
+    const same = (v) => JSON.stringify(v.items) === JSON.stringify(want) && v.count === '2 of 3 done' && v.pending === '';
+    const a2 = await seen(alice, same, 'alice after the restart', 15000);
+    const b2 = await seen(bob, same, 'bob after the restart', 15000);
+    for (const n of [a2.note, b2.note]) assert.match(n, /relay restarted and lost the list/);
+    assert.ok([a2.note, b2.note].some((n) => /put back (the )?2 item\(s\)/.test(n)), `one page put two items back: ${a2.note} | ${b2.note}`);
+
+    // And it keeps working: bob deletes bread, alice unticks milk.
+    await bob.click('#todo-items li:has(.text:text-is("bread")) .del');
+    await alice.click(box('milk'));
+    const end = [['milk', false, false], ['eggs', true, false]];
+    for (const p of [alice, bob]) await seen(p, (v) => JSON.stringify(v.items) === JSON.stringify(end) && v.count === '1 of 2 done' && v.pending === '', 'the final list');
+    await alice.fill('#todo-text', 'apples');
+    await alice.press('#todo-text', 'Enter');
+    await seen(bob, (v) => texts(v).includes('apples'), 'bob sees apples');
+    await alice.screenshot({ path: path.join(SHOTS, 'demo-list.png') });
+    assert.deepEqual(pageErrors, [], 'no errors on the demo page');
   } finally {
     await ctx.close();
   }
