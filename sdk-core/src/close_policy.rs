@@ -247,7 +247,7 @@ impl ReasonAdvice {
         if !reason.trim_start().starts_with('{') {
             return ReasonAdvice::default();
         }
-        let Ok(serde_json::Value::Object(map)) = serde_json::from_str(reason) else {
+        let Ok(serde_json::Value::Object(map)) = crate::json::parse(reason) else {
             return ReasonAdvice::default();
         };
         let millis = |field: &str| {

@@ -86,6 +86,7 @@
 //! One concern each: [`config`] (validated settings), [`backoff`] (delays and jitter),
 //! `outbox` (bounded queue with TTL and acks), `heartbeat` (dead-connection detection),
 //! [`close_policy`] (close codes and HTTP statuses), [`protocol`] (the JSON envelope),
+//! [`json`] (JSON text to and from `serde_json::Value`, without serde's machinery),
 //! `channels` (subscriptions, offsets, presence), `requests`, and `engine`, which composes
 //! them. See docs/architecture.md in the repository for the picture.
 
@@ -101,6 +102,7 @@ mod engine;
 mod errors;
 mod event;
 mod heartbeat;
+pub mod json;
 mod outbox;
 pub mod protocol;
 mod requests;

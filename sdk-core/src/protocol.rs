@@ -6,92 +6,78 @@
 //! share one definition and cannot drift apart. Decoding is total: any input gives a message
 //! or a [`DecodeError`] that says what was wrong. Unknown fields are ignored so that newer
 //! servers can add fields without breaking older clients.
+//!
+//! The codec is written by hand on `crate::json` (no serde derives: their generic code was
+//! the largest part of the engine's wasm). Decoding reads the envelope straight from the
+//! parser, field by field; encoding writes a message's fields from borrowed data, in the
+//! envelope's field order, without copying the payload.
 
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use crate::json::{self, ErrorKind, JsonError, Parser};
+use serde_json::{Map, Number, Value};
 
 /// The protocol version this crate speaks, sent as `v` in every envelope.
 pub const PROTOCOL_VERSION: u32 = 1;
 
-/// The flat wire form shared by every message type. Fields not used by a type are omitted.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+/// The flat wire form shared by every message type. Fields not used by a type are omitted;
+/// they are written in the order declared here. On decoding, `null` reads as absent, unknown
+/// fields are ignored, and a field given twice or of the wrong type makes the frame malformed.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Envelope {
     /// Protocol version; a missing `v` is read as 1.
     pub v: Option<u32>,
     /// Message type, e.g. `"publish"`.
-    #[serde(rename = "type")]
     pub kind: String,
     /// Correlation id (publish/ack, request/reply, ping/pong, error).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
     /// Channel name.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub channel: Option<String>,
     /// Application payload: any JSON value.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub payload: Option<Value>,
     /// Sender's wall-clock time in Unix milliseconds (set by servers; clients may omit it).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub ts: Option<u64>,
     /// Position of a message in its channel's history.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub offset: Option<u64>,
     /// Resume point on subscribe: the last offset the client has seen.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub since: Option<u64>,
     /// The history generation of a channel: offsets are only comparable within one epoch
     /// (a server that lost its history, e.g. by restarting, starts a new epoch).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub epoch: Option<String>,
     /// On `subscribed`: whether everything after `since` was replayed.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub recovered: Option<bool>,
     /// On `publish`: whether the client wants an `ack`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub ack: Option<bool>,
     /// On `presence`: the full member list, replacing what the client had.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<Vec<String>>,
     /// On `presence`: a member who joined.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub join: Option<String>,
     /// On `presence`: a member who left.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub leave: Option<String>,
     /// On `error`: a machine-readable code such as `"too_large"`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub code: Option<String>,
     /// On `error`: a human-readable explanation.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     /// On `hello`: the client's stable identity (presence member name).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
     /// On `hello`: the credential, when the token goes in the first message.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
     /// Documents: a document version (`doc_sync`, `doc_snapshot`, `doc_change`).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<u64>,
     /// Documents: the version a client's change was made on.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub base: Option<u64>,
     /// Documents: the operations of one change.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub ops: Option<Vec<Op>>,
     /// Documents: a full document state (`doc_snapshot`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub state: Option<serde_json::Map<String, Value>>,
+    pub state: Option<Map<String, Value>>,
     /// Documents: ids of the changes a snapshot already contains (the server's recent log), so
     /// a client can tell which of its unacknowledged changes were applied.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub applied: Option<Vec<String>>,
 }
 
 /// One operation on a shared document (a JSON map of keys to values). See `tether_core::sync`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
+///
+/// On the wire an object tagged by `op`: `{"op":"set","key":"k","value":1}`,
+/// `{"op":"delete","key":"k"}`, `{"op":"increment","key":"n","by":2}`, `{"op":"insert",…}`.
+#[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum Op {
     /// Sets `key` to `value` (last writer in server order wins).
@@ -111,7 +97,7 @@ pub enum Op {
         /// The key.
         key: String,
         /// The amount (integer or float).
-        by: serde_json::Number,
+        by: Number,
     },
     /// Sets `key` to `value` only if it is absent; otherwise the whole change is rejected
     /// with `conflict` (e.g. claiming a seat, creating a unique item).
@@ -319,7 +305,7 @@ pub enum ServerMessage {
         /// Its epoch (a server that lost its document history starts a new one).
         epoch: Option<String>,
         /// The whole map.
-        state: serde_json::Map<String, Value>,
+        state: Map<String, Value>,
         /// Ids of recent changes included in `state`.
         applied: Vec<String>,
     },
@@ -349,28 +335,97 @@ pub enum PresenceChange {
 }
 
 impl Envelope {
-    fn new(kind: &str) -> Self {
-        Envelope {
-            v: Some(PROTOCOL_VERSION),
-            kind: kind.to_owned(),
-            ..Envelope::default()
-        }
-    }
-
     /// Parses one frame's text into an envelope, checking the version.
     pub fn decode(text: &str) -> Result<Envelope, DecodeError> {
-        let env: Envelope =
-            serde_json::from_str(text).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+        let env = Envelope::parse(text).map_err(|e| DecodeError::Malformed(e.to_string()))?;
         match env.v {
             Some(v) if v > PROTOCOL_VERSION => Err(DecodeError::UnsupportedVersion(v)),
             _ => Ok(env),
         }
     }
 
+    fn parse(text: &str) -> Result<Envelope, JsonError> {
+        let mut p = Parser::new(text);
+        let mut env = Envelope::default();
+        let mut seen = 0u32;
+        p.object(&mut |p, key| {
+            let seen = &mut seen;
+            match &*key {
+                "v" => env.v = field(p, seen, 0, "v", version)?,
+                "type" => {
+                    // Required to be a string when present (not even `null`); absent is "".
+                    first_time(p, seen, 1, "type")?;
+                    let at = p.mark();
+                    match p.value()? {
+                        Value::String(kind) => env.kind = kind,
+                        _ => return Err(p.error_at(at, invalid("type", "a string"))),
+                    }
+                }
+                "id" => env.id = field(p, seen, 2, "id", string)?,
+                "channel" => env.channel = field(p, seen, 3, "channel", string)?,
+                "payload" => env.payload = field(p, seen, 4, "payload", any)?,
+                "ts" => env.ts = field(p, seen, 5, "ts", uint)?,
+                "offset" => env.offset = field(p, seen, 6, "offset", uint)?,
+                "since" => env.since = field(p, seen, 7, "since", uint)?,
+                "epoch" => env.epoch = field(p, seen, 8, "epoch", string)?,
+                "recovered" => env.recovered = field(p, seen, 9, "recovered", boolean)?,
+                "ack" => env.ack = field(p, seen, 10, "ack", boolean)?,
+                "snapshot" => env.snapshot = field(p, seen, 11, "snapshot", strings)?,
+                "join" => env.join = field(p, seen, 12, "join", string)?,
+                "leave" => env.leave = field(p, seen, 13, "leave", string)?,
+                "code" => env.code = field(p, seen, 14, "code", string)?,
+                "message" => env.message = field(p, seen, 15, "message", string)?,
+                "client_id" => env.client_id = field(p, seen, 16, "client_id", string)?,
+                "token" => env.token = field(p, seen, 17, "token", string)?,
+                "version" => env.version = field(p, seen, 18, "version", uint)?,
+                "base" => env.base = field(p, seen, 19, "base", uint)?,
+                "ops" => {
+                    first_time(p, seen, 20, "ops")?;
+                    env.ops = ops(p)?;
+                }
+                "state" => env.state = field(p, seen, 21, "state", object)?,
+                "applied" => env.applied = field(p, seen, 22, "applied", strings)?,
+                _ => {
+                    p.value()?; // unknown fields are read and ignored
+                }
+            }
+            Ok(())
+        })?;
+        p.finish()?;
+        Ok(env)
+    }
+
     /// Serialises the envelope to its JSON text.
     pub fn encode(&self) -> String {
-        // Serialising a struct of strings, numbers and `Value`s cannot fail.
-        serde_json::to_string(self).unwrap_or_default()
+        self.fields().encode()
+    }
+
+    fn fields(&self) -> Fields<'_> {
+        Fields {
+            v: self.v,
+            kind: &self.kind,
+            id: self.id.as_ref(),
+            channel: self.channel.as_ref(),
+            payload: self.payload.as_ref(),
+            ts: self.ts,
+            offset: self.offset,
+            since: self.since,
+            epoch: self.epoch.as_ref(),
+            recovered: self.recovered,
+            ack: self.ack,
+            snapshot: self.snapshot.as_ref(),
+            join: self.join.as_ref(),
+            leave: self.leave.as_ref(),
+            code: self.code.as_ref(),
+            message: self.message.as_ref(),
+            client_id: self.client_id.as_ref(),
+            token: self.token.as_ref(),
+            version: self.version,
+            base: self.base,
+            ops: self.ops.as_ref(),
+            state: self.state.as_ref(),
+            applied: self.applied.as_ref(),
+        }
     }
 
     fn take_channel(&mut self, kind: &'static str) -> Result<String, DecodeError> {
@@ -443,82 +498,87 @@ impl ClientMessage {
 
     /// Encodes the message as one JSON frame.
     pub fn encode(&self) -> String {
-        self.to_envelope().encode()
+        self.fields().encode()
     }
 
     /// The envelope form of this message.
     pub fn to_envelope(&self) -> Envelope {
+        self.fields().to_envelope()
+    }
+
+    /// The message's fields, borrowed.
+    fn fields(&self) -> Fields<'_> {
         match self {
-            ClientMessage::Hello { client_id, token } => Envelope {
-                client_id: Some(client_id.clone()),
-                token: token.clone(),
-                ..Envelope::new("hello")
+            ClientMessage::Hello { client_id, token } => Fields {
+                client_id: Some(client_id),
+                token: token.as_ref(),
+                ..Fields::new("hello")
             },
             ClientMessage::Subscribe {
                 channel,
                 since,
                 epoch,
-            } => Envelope {
-                channel: Some(channel.clone()),
+            } => Fields {
+                channel: Some(channel),
                 since: *since,
-                epoch: epoch.clone(),
-                ..Envelope::new("subscribe")
+                epoch: epoch.as_ref(),
+                ..Fields::new("subscribe")
             },
-            ClientMessage::Unsubscribe { channel } => Envelope {
-                channel: Some(channel.clone()),
-                ..Envelope::new("unsubscribe")
+            ClientMessage::Unsubscribe { channel } => Fields {
+                channel: Some(channel),
+                ..Fields::new("unsubscribe")
             },
             ClientMessage::Publish {
                 id,
                 channel,
                 payload,
                 ack,
-            } => Envelope {
-                id: Some(id.clone()),
-                channel: channel.clone(),
-                payload: Some(payload.clone()),
+            } => Fields {
+                id: Some(id),
+                channel: channel.as_ref(),
+                payload: Some(payload),
                 ack: ack.then_some(true),
-                ..Envelope::new("publish")
+                ..Fields::new("publish")
             },
             ClientMessage::Request {
                 id,
                 channel,
                 payload,
-            } => Envelope {
-                id: Some(id.clone()),
-                channel: channel.clone(),
-                payload: Some(payload.clone()),
-                ..Envelope::new("request")
+            } => Fields {
+                id: Some(id),
+                channel: channel.as_ref(),
+                payload: Some(payload),
+                ..Fields::new("request")
             },
-            ClientMessage::Ping { id } => Envelope {
-                id: Some(id.clone()),
-                ..Envelope::new("ping")
+            ClientMessage::Ping { id } => Fields {
+                id: Some(id),
+                ..Fields::new("ping")
             },
-            ClientMessage::Pong { id } => Envelope {
-                id: id.clone(),
-                ..Envelope::new("pong")
+            ClientMessage::Pong { id } => Fields {
+                id: id.as_ref(),
+                ..Fields::new("pong")
             },
             ClientMessage::DocSync {
                 channel,
                 version,
                 epoch,
-            } => Envelope {
-                channel: Some(channel.clone()),
+            } => Fields {
+                channel: Some(channel),
                 version: *version,
-                epoch: epoch.clone(),
-                ..Envelope::new("doc_sync")
+                epoch: epoch.as_ref(),
+                ..Fields::new("doc_sync")
             },
             ClientMessage::DocChange {
                 id,
                 channel,
                 base,
                 ops,
-            } => Envelope {
-                id: Some(id.clone()),
-                channel: Some(channel.clone()),
+            } => Fields {
+                id: Some(id),
+                channel: Some(channel),
                 base: Some(*base),
-                ops: Some(ops.clone()),
-                ..Envelope::new("doc_change")
+                ops: Some(ops),
+                ..Fields::new("doc_change")
             },
         }
     }
@@ -601,29 +661,34 @@ impl ServerMessage {
         })
     }
 
-    /// Encodes the message as one JSON frame, stamped with `ts` if given.
+    /// Encodes the message as one JSON frame.
     pub fn encode(&self) -> String {
-        self.to_envelope().encode()
+        self.fields().encode()
     }
 
     /// The envelope form of this message.
     pub fn to_envelope(&self) -> Envelope {
+        self.fields().to_envelope()
+    }
+
+    /// The message's fields, borrowed.
+    fn fields(&self) -> Fields<'_> {
         match self {
             ServerMessage::Subscribed {
                 channel,
                 offset,
                 epoch,
                 recovered,
-            } => Envelope {
-                channel: Some(channel.clone()),
+            } => Fields {
+                channel: Some(channel),
                 offset: Some(*offset),
-                epoch: epoch.clone(),
+                epoch: epoch.as_ref(),
                 recovered: Some(*recovered),
-                ..Envelope::new("subscribed")
+                ..Fields::new("subscribed")
             },
-            ServerMessage::Unsubscribed { channel } => Envelope {
-                channel: Some(channel.clone()),
-                ..Envelope::new("unsubscribed")
+            ServerMessage::Unsubscribed { channel } => Fields {
+                channel: Some(channel),
+                ..Fields::new("unsubscribed")
             },
             ServerMessage::Message {
                 channel,
@@ -631,49 +696,49 @@ impl ServerMessage {
                 id,
                 payload,
                 ts,
-            } => Envelope {
-                channel: channel.clone(),
+            } => Fields {
+                channel: channel.as_ref(),
                 offset: *offset,
-                id: id.clone(),
-                payload: Some(payload.clone()),
+                id: id.as_ref(),
+                payload: Some(payload),
                 ts: *ts,
-                ..Envelope::new("message")
+                ..Fields::new("message")
             },
-            ServerMessage::Ack { id, offset } => Envelope {
-                id: Some(id.clone()),
+            ServerMessage::Ack { id, offset } => Fields {
+                id: Some(id),
                 offset: *offset,
-                ..Envelope::new("ack")
+                ..Fields::new("ack")
             },
-            ServerMessage::Reply { id, payload } => Envelope {
-                id: Some(id.clone()),
-                payload: Some(payload.clone()),
-                ..Envelope::new("reply")
+            ServerMessage::Reply { id, payload } => Fields {
+                id: Some(id),
+                payload: Some(payload),
+                ..Fields::new("reply")
             },
             ServerMessage::Presence { channel, change } => {
-                let mut env = Envelope {
-                    channel: Some(channel.clone()),
-                    ..Envelope::new("presence")
+                let mut env = Fields {
+                    channel: Some(channel),
+                    ..Fields::new("presence")
                 };
                 match change {
-                    PresenceChange::Snapshot(m) => env.snapshot = Some(m.clone()),
-                    PresenceChange::Join(m) => env.join = Some(m.clone()),
-                    PresenceChange::Leave(m) => env.leave = Some(m.clone()),
+                    PresenceChange::Snapshot(m) => env.snapshot = Some(m),
+                    PresenceChange::Join(m) => env.join = Some(m),
+                    PresenceChange::Leave(m) => env.leave = Some(m),
                 }
                 env
             }
-            ServerMessage::Error { code, message, id } => Envelope {
-                code: Some(code.clone()),
-                message: Some(message.clone()),
-                id: id.clone(),
-                ..Envelope::new("error")
+            ServerMessage::Error { code, message, id } => Fields {
+                code: Some(code),
+                message: Some(message),
+                id: id.as_ref(),
+                ..Fields::new("error")
             },
-            ServerMessage::Ping { id } => Envelope {
-                id: id.clone(),
-                ..Envelope::new("ping")
+            ServerMessage::Ping { id } => Fields {
+                id: id.as_ref(),
+                ..Fields::new("ping")
             },
-            ServerMessage::Pong { id } => Envelope {
-                id: id.clone(),
-                ..Envelope::new("pong")
+            ServerMessage::Pong { id } => Fields {
+                id: id.as_ref(),
+                ..Fields::new("pong")
             },
             ServerMessage::DocSnapshot {
                 channel,
@@ -681,28 +746,415 @@ impl ServerMessage {
                 epoch,
                 state,
                 applied,
-            } => Envelope {
-                channel: Some(channel.clone()),
+            } => Fields {
+                channel: Some(channel),
                 version: Some(*version),
-                epoch: epoch.clone(),
-                state: Some(state.clone()),
-                applied: Some(applied.clone()),
-                ..Envelope::new("doc_snapshot")
+                epoch: epoch.as_ref(),
+                state: Some(state),
+                applied: Some(applied),
+                ..Fields::new("doc_snapshot")
             },
             ServerMessage::DocChange {
                 channel,
                 version,
                 id,
                 ops,
-            } => Envelope {
-                channel: Some(channel.clone()),
+            } => Fields {
+                channel: Some(channel),
                 version: Some(*version),
-                id: Some(id.clone()),
-                ops: Some(ops.clone()),
-                ..Envelope::new("doc_change")
+                id: Some(id),
+                ops: Some(ops),
+                ..Fields::new("doc_change")
             },
         }
     }
+}
+
+/// An envelope borrowed from a message or an [`Envelope`]: what `encode` writes.
+#[derive(Debug, Default)]
+struct Fields<'a> {
+    v: Option<u32>,
+    kind: &'a str,
+    id: Option<&'a String>,
+    channel: Option<&'a String>,
+    payload: Option<&'a Value>,
+    ts: Option<u64>,
+    offset: Option<u64>,
+    since: Option<u64>,
+    epoch: Option<&'a String>,
+    recovered: Option<bool>,
+    ack: Option<bool>,
+    snapshot: Option<&'a Vec<String>>,
+    join: Option<&'a String>,
+    leave: Option<&'a String>,
+    code: Option<&'a String>,
+    message: Option<&'a String>,
+    client_id: Option<&'a String>,
+    token: Option<&'a String>,
+    version: Option<u64>,
+    base: Option<u64>,
+    ops: Option<&'a Vec<Op>>,
+    state: Option<&'a Map<String, Value>>,
+    applied: Option<&'a Vec<String>>,
+}
+
+impl<'a> Fields<'a> {
+    fn new(kind: &'a str) -> Self {
+        Fields {
+            v: Some(PROTOCOL_VERSION),
+            kind,
+            ..Fields::default()
+        }
+    }
+
+    /// The JSON text: fields in declaration order, absent ones omitted (but `v` always).
+    fn encode(&self) -> String {
+        // Most frames fit: one allocation.
+        let mut out = String::with_capacity(128);
+        let mut w = ObjectWriter::new(&mut out);
+        w.key("v");
+        match self.v {
+            Some(v) => json::write_u64(w.out, u64::from(v)),
+            None => w.out.push_str("null"),
+        }
+        w.key("type");
+        json::write_str(w.out, self.kind);
+        w.string("id", self.id);
+        w.string("channel", self.channel);
+        if let Some(payload) = self.payload {
+            w.key("payload");
+            json::write_value(w.out, payload);
+        }
+        w.uint("ts", self.ts);
+        w.uint("offset", self.offset);
+        w.uint("since", self.since);
+        w.string("epoch", self.epoch);
+        w.boolean("recovered", self.recovered);
+        w.boolean("ack", self.ack);
+        w.strings("snapshot", self.snapshot);
+        w.string("join", self.join);
+        w.string("leave", self.leave);
+        w.string("code", self.code);
+        w.string("message", self.message);
+        w.string("client_id", self.client_id);
+        w.string("token", self.token);
+        w.uint("version", self.version);
+        w.uint("base", self.base);
+        if let Some(ops) = self.ops {
+            w.key("ops");
+            w.out.push('[');
+            for (i, op) in ops.iter().enumerate() {
+                if i > 0 {
+                    w.out.push(',');
+                }
+                write_op(w.out, op);
+            }
+            w.out.push(']');
+        }
+        if let Some(state) = self.state {
+            w.key("state");
+            json::write_map(w.out, state);
+        }
+        w.strings("applied", self.applied);
+        w.finish();
+        out
+    }
+
+    fn to_envelope(&self) -> Envelope {
+        Envelope {
+            v: self.v,
+            kind: self.kind.to_owned(),
+            id: self.id.cloned(),
+            channel: self.channel.cloned(),
+            payload: self.payload.cloned(),
+            ts: self.ts,
+            offset: self.offset,
+            since: self.since,
+            epoch: self.epoch.cloned(),
+            recovered: self.recovered,
+            ack: self.ack,
+            snapshot: self.snapshot.cloned(),
+            join: self.join.cloned(),
+            leave: self.leave.cloned(),
+            code: self.code.cloned(),
+            message: self.message.cloned(),
+            client_id: self.client_id.cloned(),
+            token: self.token.cloned(),
+            version: self.version,
+            base: self.base,
+            ops: self.ops.cloned(),
+            state: self.state.cloned(),
+            applied: self.applied.cloned(),
+        }
+    }
+}
+
+fn write_op(out: &mut String, op: &Op) {
+    let mut w = ObjectWriter::new(out);
+    let (name, key) = match op {
+        Op::Set { key, .. } => ("set", key),
+        Op::Delete { key } => ("delete", key),
+        Op::Increment { key, .. } => ("increment", key),
+        Op::Insert { key, .. } => ("insert", key),
+    };
+    w.key("op");
+    json::write_str(w.out, name);
+    w.key("key");
+    json::write_str(w.out, key);
+    match op {
+        Op::Set { value, .. } | Op::Insert { value, .. } => {
+            w.key("value");
+            json::write_value(w.out, value);
+        }
+        Op::Increment { by, .. } => {
+            w.key("by");
+            json::write_number(w.out, by);
+        }
+        Op::Delete { .. } => {}
+    }
+    w.finish();
+}
+
+/// Writes one JSON object member by member.
+struct ObjectWriter<'o> {
+    out: &'o mut String,
+    first: bool,
+}
+
+impl<'o> ObjectWriter<'o> {
+    fn new(out: &'o mut String) -> Self {
+        ObjectWriter { out, first: true }
+    }
+
+    /// Starts a member (the key needs no escaping).
+    fn key(&mut self, key: &str) {
+        self.out.push_str(if self.first { "{\"" } else { ",\"" });
+        self.first = false;
+        self.out.push_str(key);
+        self.out.push_str("\":");
+    }
+
+    fn string(&mut self, key: &str, value: Option<&String>) {
+        if let Some(value) = value {
+            self.key(key);
+            json::write_str(self.out, value);
+        }
+    }
+
+    fn uint(&mut self, key: &str, value: Option<u64>) {
+        if let Some(value) = value {
+            self.key(key);
+            json::write_u64(self.out, value);
+        }
+    }
+
+    fn boolean(&mut self, key: &str, value: Option<bool>) {
+        if let Some(value) = value {
+            self.key(key);
+            self.out.push_str(if value { "true" } else { "false" });
+        }
+    }
+
+    fn strings(&mut self, key: &str, value: Option<&Vec<String>>) {
+        if let Some(items) = value {
+            self.key(key);
+            self.out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    self.out.push(',');
+                }
+                json::write_str(self.out, item);
+            }
+            self.out.push(']');
+        }
+    }
+
+    fn finish(self) {
+        if self.first {
+            self.out.push('{');
+        }
+        self.out.push('}');
+    }
+}
+
+// ---- decoding: one envelope field at a time, straight from the parser --------------------
+
+/// Reads the value of envelope field `name` (bit `bit` in `seen`): `null` is `None`, other
+/// values go through `convert`, which names what it expected when the type is wrong.
+fn field<T>(
+    p: &mut Parser<'_>,
+    seen: &mut u32,
+    bit: u32,
+    name: &'static str,
+    convert: fn(Value) -> Result<T, &'static str>,
+) -> Result<Option<T>, JsonError> {
+    first_time(p, seen, bit, name)?;
+    let at = p.mark();
+    match p.value()? {
+        Value::Null => Ok(None),
+        value => convert(value).map(Some).map_err(|expected| {
+            p.error_at(
+                at,
+                ErrorKind::InvalidField {
+                    field: name,
+                    expected,
+                },
+            )
+        }),
+    }
+}
+
+/// Refuses a field given twice.
+fn first_time(
+    p: &Parser<'_>,
+    seen: &mut u32,
+    bit: u32,
+    name: &'static str,
+) -> Result<(), JsonError> {
+    if *seen & (1 << bit) != 0 {
+        return Err(p.error(ErrorKind::DuplicateField(name)));
+    }
+    *seen |= 1 << bit;
+    Ok(())
+}
+
+fn version(value: Value) -> Result<u32, &'static str> {
+    const EXPECTED: &str = "a protocol version (an unsigned 32-bit integer)";
+    let n = uint(value).map_err(|_| EXPECTED)?;
+    u32::try_from(n).map_err(|_| EXPECTED)
+}
+
+fn uint(value: Value) -> Result<u64, &'static str> {
+    value.as_u64().ok_or("a non-negative integer")
+}
+
+fn boolean(value: Value) -> Result<bool, &'static str> {
+    value.as_bool().ok_or("a boolean")
+}
+
+fn string(value: Value) -> Result<String, &'static str> {
+    match value {
+        Value::String(s) => Ok(s),
+        _ => Err("a string"),
+    }
+}
+
+fn any(value: Value) -> Result<Value, &'static str> {
+    Ok(value)
+}
+
+fn strings(value: Value) -> Result<Vec<String>, &'static str> {
+    const EXPECTED: &str = "an array of strings";
+    let Value::Array(items) = value else {
+        return Err(EXPECTED);
+    };
+    items
+        .into_iter()
+        .map(|v| string(v).map_err(|_| EXPECTED))
+        .collect()
+}
+
+fn object(value: Value) -> Result<Map<String, Value>, &'static str> {
+    match value {
+        Value::Object(map) => Ok(map),
+        _ => Err("an object"),
+    }
+}
+
+/// The `ops` field: `null`, or an array of operations.
+fn ops(p: &mut Parser<'_>) -> Result<Option<Vec<Op>>, JsonError> {
+    let at = p.mark();
+    if p.peek_token() != Some(b'[') {
+        return match p.value()? {
+            Value::Null => Ok(None),
+            _ => Err(p.error_at(
+                at,
+                ErrorKind::InvalidField {
+                    field: "ops",
+                    expected: "an array of operations",
+                },
+            )),
+        };
+    }
+    let mut ops = Vec::new();
+    p.array(&mut |p| {
+        ops.push(op(p)?);
+        Ok(())
+    })?;
+    Ok(Some(ops))
+}
+
+/// One operation: an object tagged by `op`. Fields the operation does not use are ignored
+/// (even when given twice, as serde's derived decoder ignored them).
+fn op(p: &mut Parser<'_>) -> Result<Op, JsonError> {
+    const OP: usize = 0;
+    const KEY: usize = 1;
+    const VALUE: usize = 2;
+    const BY: usize = 3;
+    const NAMES: [&str; 4] = ["op", "key", "value", "by"];
+    let mut fields: [Option<Value>; 4] = Default::default();
+    let mut twice = [false; 4];
+    p.object(&mut |p, name| {
+        let Some(i) = NAMES.iter().position(|n| *n == name) else {
+            p.value()?;
+            return Ok(());
+        };
+        twice[i] |= fields[i].is_some();
+        fields[i] = Some(p.value()?);
+        Ok(())
+    })?;
+    let error = |kind| p.error(kind);
+    let uses = |used: &[usize]| match used.iter().find(|&&i| twice[i]) {
+        Some(&i) => Err(error(ErrorKind::DuplicateField(NAMES[i]))),
+        None => Ok(()),
+    };
+    uses(&[OP])?;
+    let [tag, key, value, by] = fields;
+    let tag = match tag {
+        Some(Value::String(tag)) => tag,
+        Some(_) => return Err(error(invalid("op", "a string"))),
+        None => return Err(error(ErrorKind::MissingField("op"))),
+    };
+    let key = match key {
+        Some(Value::String(key)) => Ok(key),
+        Some(_) => Err(error(invalid("key", "a string"))),
+        None => Err(error(ErrorKind::MissingField("key"))),
+    };
+    let value = value.ok_or_else(|| error(ErrorKind::MissingField("value")));
+    Ok(match tag.as_str() {
+        "set" | "insert" => {
+            uses(&[KEY, VALUE])?;
+            let (key, value) = (key?, value?);
+            if tag == "set" {
+                Op::Set { key, value }
+            } else {
+                Op::Insert { key, value }
+            }
+        }
+        "delete" => {
+            uses(&[KEY])?;
+            Op::Delete { key: key? }
+        }
+        "increment" => {
+            uses(&[KEY, BY])?;
+            let key = key?;
+            match by {
+                Some(Value::Number(by)) => Op::Increment { key, by },
+                Some(_) => return Err(error(invalid("by", "a number"))),
+                None => return Err(error(ErrorKind::MissingField("by"))),
+            }
+        }
+        _ => {
+            return Err(error(invalid(
+                "op",
+                "one of `set`, `delete`, `increment`, `insert`",
+            )))
+        }
+    })
+}
+
+fn invalid(field: &'static str, expected: &'static str) -> ErrorKind {
+    ErrorKind::InvalidField { field, expected }
 }
 
 #[cfg(test)]
@@ -861,5 +1313,64 @@ mod tests {
         ));
         // Unknown fields are ignored (forward compatibility).
         assert!(ServerMessage::decode(r#"{"v":1,"type":"pong","future":true}"#).is_ok());
+    }
+
+    #[test]
+    fn malformed_frames_say_what_and_where() {
+        let err = |text: &str| match Envelope::decode(text) {
+            Err(DecodeError::Malformed(why)) => why,
+            other => panic!("{text}: {other:?}"),
+        };
+        assert_eq!(
+            err(r#"{"type":"message","offset":"seven"}"#),
+            "invalid `offset`: expected a non-negative integer at line 1 column 28"
+        );
+        assert_eq!(
+            err(r#"{"type":null}"#),
+            "invalid `type`: expected a string at line 1 column 9"
+        );
+        assert_eq!(err("{not json"), "expected a string key at line 1 column 2");
+        assert_eq!(err("[1,2]"), "expected an object at line 1 column 1");
+        assert_eq!(
+            err(r#"{"type":"doc_change","ops":[{"op":"move","key":"k"}]}"#),
+            "invalid `op`: expected one of `set`, `delete`, `increment`, `insert` at line 1 \
+             column 52"
+        );
+        assert_eq!(
+            err(r#"{"type":"doc_change","ops":[{"op":"set","key":"k"}]}"#),
+            "missing field `value` at line 1 column 51"
+        );
+        // Every field is refused when given twice, even as `null`.
+        for field in [
+            "v",
+            "id",
+            "channel",
+            "payload",
+            "ts",
+            "offset",
+            "since",
+            "epoch",
+            "recovered",
+            "ack",
+            "snapshot",
+            "join",
+            "leave",
+            "code",
+            "message",
+            "client_id",
+            "token",
+            "version",
+            "base",
+            "ops",
+            "state",
+            "applied",
+        ] {
+            let text = format!(r#"{{"type":"pong","{field}":null,"{field}":null}}"#);
+            assert!(
+                err(&text).starts_with(&format!("duplicate field `{field}`")),
+                "{text}"
+            );
+        }
+        assert!(err(r#"{"type":"pong","type":"ping"}"#).starts_with("duplicate field `type`"));
     }
 }

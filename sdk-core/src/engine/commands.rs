@@ -96,7 +96,7 @@ impl Engine {
                 let frame = match payload {
                     Payload::Text(t) => Frame::Text(t),
                     Payload::Binary(b) => Frame::Binary(b),
-                    Payload::Json(v) => Frame::Text(v.to_string()),
+                    Payload::Json(v) => Frame::Text(crate::json::to_string(&v)),
                 };
                 self.accept(now, frame, Awaiting::Nothing, options.ttl)
             }

@@ -99,7 +99,10 @@ fn apply_op(current: Option<Value>, op: &Op) -> Result<Option<Value>, Rejection>
                 Some(other) => {
                     return Err(Rejection {
                         code: "type_mismatch",
-                        message: format!("cannot increment {key:?}: it holds {other}"),
+                        message: format!(
+                            "cannot increment {key:?}: it holds {}",
+                            crate::json::to_string(other)
+                        ),
                     })
                 }
             };
