@@ -4,7 +4,7 @@
 
 use std::cell::RefCell;
 use std::time::Duration;
-use tether_core::serde_json::{self, Value};
+use tether_core::json;
 use tether_core::{
     Action, Config, Engine, Event, Frame, Instant, Payload, Protocol, SendOptions, SseEvent,
     TokenPlacement, TransportFailure,
@@ -56,7 +56,8 @@ pub extern "C" fn engine_input(kind: u32, now: u64, ptr: *const u8, len: usize) 
             }
         }
         let Some(id) = id else { return acc };
-        let json = || serde_json::from_str::<Value>(&t).unwrap_or_default();
+        // A driver turns the app's JSON text into payloads with the engine's own parser.
+        let json = || json::parse(&t).unwrap_or_default();
         match kind {
             0 => en.connect(now),
             1 => en.transport_opened(now, id),
@@ -86,14 +87,14 @@ pub extern "C" fn engine_input(kind: u32, now: u64, ptr: *const u8, len: usize) 
         while let Some(event) = en.poll_event() {
             acc += match event {
                 Event::Message(m) => match m.payload {
-                    Payload::Json(v) => v.to_string().len() as u64,
+                    Payload::Json(v) => json::to_string(&v).len() as u64,
                     _ => 1,
                 },
                 Event::StateChanged { to, .. } => to.to_string().len() as u64,
                 Event::Error(e) => e.to_string().len() as u64,
                 Event::ReconnectScheduled { cause, .. } => cause.to_string().len() as u64,
                 Event::Presence { members, .. } => members.len() as u64,
-                Event::Replied { payload, .. } => payload.to_string().len() as u64,
+                Event::Replied { payload, .. } => json::to_string(&payload).len() as u64,
                 _ => 2,
             };
         }
