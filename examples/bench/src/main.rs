@@ -235,6 +235,7 @@ async fn run(cli: &Cli) -> Result<(), BoxError> {
             outage: Duration::from_millis(cli.outage_ms),
             interval: Duration::from_millis(cli.interval_ms.max(1)),
             model_seeds: cli.model_seeds,
+            verbose: cli.verbose,
         };
         let min_uptime = cli.min_uptime_ms.map(Duration::from_millis);
         let mut profiles = Vec::new();
@@ -475,9 +476,14 @@ fn print_report(cli: &Cli, r: &Results) {
             format!("runs: {}", runs.join(", ")),
         );
         row(
-            "  engine model, p50 / p90 ms",
+            "  engine model, p50 / p90 / p99 ms",
             "n/a".into(),
-            format!("{:.0} / {:.0}", f.model_ms(0.5), f.model_ms(0.9)),
+            format!(
+                "{:.0} / {:.0} / {:.0}",
+                f.model_ms(0.5),
+                f.model_ms(0.9),
+                f.model_ms(0.99)
+            ),
             String::new(),
             format!("virtual time, {} seeds", f.model.len()),
         );

@@ -147,6 +147,8 @@ pub struct Options {
     pub outage: Duration,
     pub interval: Duration,
     pub model_seeds: u64,
+    /// Print every reconnect decision of every run.
+    pub verbose: bool,
 }
 
 #[derive(Default)]
@@ -157,6 +159,8 @@ struct Log {
     opens: Vec<Instant>,
     /// When the client left `Open` (saw the connection drop).
     drops: Vec<Instant>,
+    /// Every reconnect decision: when, attempt, delay, cause.
+    scheduled: Vec<(Instant, u32, Duration, String)>,
     dropped: usize,
 }
 
@@ -211,6 +215,13 @@ pub async fn measure(profile: Profile, opts: Options) -> Result<ReconnectFigures
                         from: State::Open, ..
                     } => log.drops.push(Instant::now()),
                     Event::Dropped { ids, .. } => log.dropped += ids.len(),
+                    Event::ReconnectScheduled {
+                        attempt,
+                        delay,
+                        cause,
+                    } => log
+                        .scheduled
+                        .push((Instant::now(), attempt, delay, cause.to_string())),
                     _ => {}
                 }
             }
@@ -268,6 +279,22 @@ pub async fn measure(profile: Profile, opts: Options) -> Result<ReconnectFigures
             })
             .await;
             let log = log_lock(&log);
+            if opts.verbose {
+                for (at, attempt, delay, cause) in &log.scheduled {
+                    if *at >= killed_at && *at < opened_at {
+                        eprintln!(
+                            "  t={:>6.0} ms attempt {attempt} in {:>5} ms ({cause})",
+                            at.duration_since(killed_at).as_secs_f64() * 1e3,
+                            delay.as_millis()
+                        );
+                    }
+                }
+                eprintln!(
+                    "  restarted at t={:.0} ms, open at t={:.0} ms",
+                    restarted_at.duration_since(killed_at).as_secs_f64() * 1e3,
+                    opened_at.duration_since(killed_at).as_secs_f64() * 1e3
+                );
+            }
             runs.push(Run {
                 restart_to_open: opened_at.saturating_duration_since(restarted_at),
                 sent_in_outage: outage_seqs.len(),
