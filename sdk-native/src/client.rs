@@ -279,6 +279,14 @@ impl Client {
             .map_err(RequestError::Failed)
     }
 
+    /// The shared document on `channel` (Tether mode): edits show at once and converge to the
+    /// server's order for every client, through drops and reconnects. See [`Document`].
+    ///
+    /// [`Document`]: crate::Document
+    pub fn document(&self, channel: &str) -> Result<crate::Document, tether_core::SyncError> {
+        crate::document::Document::open(self.shared.clone(), channel)
+    }
+
     /// Subscribes to `channel` (Tether mode); renewed with resume on every reconnect.
     pub fn subscribe(&self, channel: &str) -> Result<(), SubscribeError> {
         self.shared.command(|e, now| e.subscribe(now, channel))

@@ -3,6 +3,7 @@
 //! it names, and hands its events to the app. It decides nothing.
 
 use crate::client::{AckError, AckWaiters, Shared};
+use crate::document::DocumentEvent;
 use crate::token::{BoxTokenProvider, TokenFuture};
 use crate::transport::{Link, LinkContext, LinkInput};
 use futures_util::FutureExt;
@@ -22,6 +23,8 @@ use tracing::{debug, info, warn};
 pub(crate) struct Waiters {
     pub(crate) acks: AckWaiters,
     pub(crate) requests: HashMap<RequestId, oneshot::Sender<Result<Value, RequestFailure>>>,
+    /// Change streams of open documents, by channel.
+    pub(crate) documents: HashMap<String, tokio::sync::broadcast::Sender<DocumentEvent>>,
 }
 
 /// Inputs read from the link in one go, fed to the engine under one lock.
@@ -319,7 +322,37 @@ fn resolve_waiters(waiters: &mut Waiters, event: &Event) {
                 let _ = tx.send(Err(reason.clone()));
             }
         }
+        Event::DocumentChanged {
+            channel,
+            origin,
+            changes,
+        } => forward(waiters, channel, || DocumentEvent::Changed {
+            origin: *origin,
+            changes: changes.clone(),
+        }),
+        Event::ChangeRejected {
+            channel,
+            change,
+            code,
+        } => forward(waiters, channel, || DocumentEvent::Rejected {
+            change: *change,
+            code: code.clone(),
+        }),
+        Event::DocumentResynced { channel, version } => forward(waiters, channel, || {
+            DocumentEvent::Resynced { version: *version }
+        }),
         _ => {}
+    }
+}
+
+/// Hands a document event to that document's change streams, if anyone listens.
+fn forward(waiters: &Waiters, channel: &str, event: impl FnOnce() -> DocumentEvent) {
+    if let Some(tx) = waiters
+        .documents
+        .get(channel)
+        .filter(|tx| tx.receiver_count() > 0)
+    {
+        let _ = tx.send(event());
     }
 }
 

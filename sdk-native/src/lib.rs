@@ -45,19 +45,22 @@
 
 mod builder;
 mod client;
+mod document;
 mod driver;
 mod token;
 mod transport;
 
 pub use builder::{BuildError, ClientBuilder};
 pub use client::{AckError, Client, Events, RequestError};
+pub use document::{Document, DocumentChanges, DocumentEvent};
 pub use token::{TokenFuture, TokenProvider};
 
+pub use tether_core::sync::{ChangeOrigin, KeyChange, Op};
 pub use tether_core::{
     serde_json, BackoffConfig, CloseError, ClosePolicy, CloseReason, DisconnectCause, Disposition,
     DropReason, EngineError, Event, HeartbeatConfig, HeartbeatMode, InboundMessage, Jitter,
     MessageId, OutboxConfig, OverflowPolicy, Payload, Protocol, RequestFailure, RequestId,
-    SendError, SendOptions, State, Stats, SubscribeError, TokenPlacement,
+    SendError, SendOptions, State, Stats, SubscribeError, SyncError, TokenPlacement,
 };
 
 /// The README's Rust examples, compiled as doctests so they cannot rot.

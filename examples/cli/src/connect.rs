@@ -53,7 +53,8 @@ pub(crate) enum PingModeArg {
 pub(crate) struct ConnectArgs {
     /// ws://, wss:// (WebSocket) or http://, https:// (Server-Sent Events).
     pub url: String,
-    /// Wire protocol. Default: tether when --subscribe or --publish is given, else raw.
+    /// Wire protocol. Default: tether when --subscribe, --publish or --document is given,
+    /// else raw.
     #[arg(long, value_enum)]
     pub protocol: Option<ProtocolArg>,
     /// Subscribe to CHANNEL (repeatable; Tether protocol).
@@ -63,6 +64,11 @@ pub(crate) struct ConnectArgs {
     /// that JSON value, any other line as a string.
     #[arg(long, value_name = "CHANNEL")]
     pub publish: Option<String>,
+    /// Edit the shared document on CHANNEL (Tether protocol) and print it as it converges.
+    /// Stdin lines are commands: `set KEY JSON`, `insert KEY JSON`, `delete KEY`,
+    /// `inc KEY NUMBER`.
+    #[arg(long, value_name = "CHANNEL", conflicts_with = "publish")]
+    pub document: Option<String>,
     /// Extra handshake header 'Name: value' (repeatable).
     #[arg(long = "header", value_name = "'K: V'")]
     pub headers: Vec<String>,
@@ -131,7 +137,12 @@ impl ConnectArgs {
         match self.protocol {
             Some(ProtocolArg::Tether) => Protocol::Tether,
             Some(ProtocolArg::Raw) => Protocol::Raw,
-            None if !self.subscribe.is_empty() || self.publish.is_some() => Protocol::Tether,
+            None if !self.subscribe.is_empty()
+                || self.publish.is_some()
+                || self.document.is_some() =>
+            {
+                Protocol::Tether
+            }
             None => Protocol::Raw,
         }
     }
@@ -247,6 +258,14 @@ pub(crate) async fn run(args: ConnectArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     }
+    let document = match args.document.as_deref().map(|c| client.document(c)) {
+        None => None,
+        Some(Ok(doc)) => Some(doc),
+        Some(Err(e)) => {
+            eprintln!("tether connect: --document: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
 
     let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     let mut stdin_open = true;
@@ -254,7 +273,10 @@ pub(crate) async fn run(args: ConnectArgs) -> ExitCode {
     loop {
         tokio::select! {
             line = stdin.next_line(), if stdin_open => match line {
-                Ok(Some(line)) => send_line(&client, &args, &out, line),
+                Ok(Some(line)) => match &document {
+                    Some(doc) => edit_document(doc, &out, &line),
+                    None => send_line(&client, &args, &out, line),
+                },
                 Ok(None) | Err(_) => {
                     stdin_open = false;
                     let c = client.clone();
@@ -265,6 +287,9 @@ pub(crate) async fn run(args: ConnectArgs) -> ExitCode {
             event = events.recv() => match event {
                 Some(event) => {
                     out.event(&event);
+                    if let (Some(doc), tether::Event::DocumentChanged { origin, .. }) = (&document, &event) {
+                        out.document(doc, *origin);
+                    }
                     if let tether::Event::StateChanged { to: tether::State::Closed { reason }, .. } = &event {
                         if let Some(task) = draining.take() {
                             task.abort();
@@ -280,6 +305,35 @@ pub(crate) async fn run(args: ConnectArgs) -> ExitCode {
                 None => return ExitCode::SUCCESS,
             },
         }
+    }
+}
+
+/// One document command from stdin: `set KEY JSON`, `insert KEY JSON`, `delete KEY`,
+/// `inc KEY NUMBER`. A JSON argument that does not parse is taken as a string.
+fn edit_document(doc: &tether::Document, out: &Output, line: &str) {
+    let mut parts = line.trim().splitn(3, char::is_whitespace);
+    let (verb, key, arg) = (parts.next(), parts.next(), parts.next().map(str::trim));
+    let json =
+        |arg: &str| serde_json::from_str(arg).unwrap_or_else(|_| Value::String(arg.to_owned()));
+    let result = match (verb, key, arg) {
+        (Some("set"), Some(key), Some(arg)) => doc.set(key, json(arg)),
+        (Some("insert"), Some(key), Some(arg)) => doc.insert(key, json(arg)),
+        (Some("delete" | "del"), Some(key), None) => doc.delete(key),
+        (Some("inc" | "increment"), Some(key), by) => {
+            match serde_json::from_str::<serde_json::Number>(by.unwrap_or("1")) {
+                Ok(n) => doc.increment(key, n),
+                Err(_) => return out.error("document", &format!("not a number: {line:?}")),
+            }
+        }
+        _ => {
+            return out.error(
+                "document",
+                &format!("expected `set KEY JSON`, `insert KEY JSON`, `delete KEY` or `inc KEY N`, got {line:?}"),
+            )
+        }
+    };
+    if let Err(e) = result {
+        out.error("document", &e.to_string());
     }
 }
 

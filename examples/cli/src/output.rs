@@ -62,6 +62,21 @@ impl Output {
         }
     }
 
+    /// The whole document after a change: a JSON line, or the document on one stdout line.
+    pub(crate) fn document(&self, doc: &tether::Document, origin: tether::ChangeOrigin) {
+        let state = Value::Object(doc.snapshot());
+        if self.json {
+            self.json_line(
+                "document",
+                json!({"channel": doc.channel(), "origin": origin_name(origin), "version": doc.version(), "pending": doc.pending(), "doc": state}),
+            );
+        } else {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{state}");
+            let _ = out.flush();
+        }
+    }
+
     /// A problem found by the CLI itself (a refused send, a bad line).
     pub(crate) fn error(&self, kind: &str, message: &str) {
         if self.json {
@@ -139,8 +154,42 @@ pub(crate) fn event_json(event: &Event) -> Option<(&'static str, Value)> {
         ),
         Event::Rtt { rtt } => ("rtt", json!({"ms": rtt.as_secs_f64() * 1000.0})),
         Event::Error(e) => ("error", json!({"kind": e.kind(), "message": e.to_string()})),
+        Event::DocumentChanged {
+            channel,
+            origin,
+            changes,
+        } => (
+            "document_changed",
+            json!({
+                "channel": channel,
+                "origin": origin_name(*origin),
+                "changes": changes.iter().map(|c| json!({"key": c.key, "value": c.value, "overwrote_local": c.overwrote_local})).collect::<Vec<_>>(),
+            }),
+        ),
+        Event::ChangeRejected {
+            channel,
+            change,
+            code,
+        } => (
+            "change_rejected",
+            json!({"channel": channel, "id": change.get(), "code": code}),
+        ),
+        Event::DocumentResynced { channel, version } => (
+            "document_resynced",
+            json!({"channel": channel, "version": version}),
+        ),
         _ => return None,
     })
+}
+
+fn origin_name(origin: tether::ChangeOrigin) -> &'static str {
+    match origin {
+        tether::ChangeOrigin::LocalPending => "local_pending",
+        tether::ChangeOrigin::Confirmed => "confirmed",
+        tether::ChangeOrigin::Remote => "remote",
+        tether::ChangeOrigin::RolledBack => "rolled_back",
+        _ => "other",
+    }
 }
 
 fn state_detail(state: &State) -> String {

@@ -267,3 +267,36 @@ async fn the_demo_holds_its_summary() {
         );
     }
 }
+
+#[tokio::test]
+async fn connect_with_a_document_prints_it_as_it_converges() {
+    let relay = Relay::bind("127.0.0.1:0", RelayConfig::default())
+        .await
+        .unwrap();
+    let url = relay.ws_url();
+    let mut child = tether(&["connect", &url, "--document", "todo", "--json"]);
+    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    lines_until(&mut out, &mut seen, |v| v["event"] == "document_resynced").await;
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(b"set milk {\"done\":false}\ninc count 2\ninsert milk 1\n")
+        .await
+        .unwrap();
+    let refused = lines_until(&mut out, &mut seen, |v| v["event"] == "error").await;
+    assert!(
+        refused["message"].as_str().unwrap().contains("conflict"),
+        "{refused}"
+    );
+    let settled = lines_until(&mut out, &mut seen, |v| {
+        v["event"] == "document" && v["pending"] == 0 && v["version"] == 2
+    })
+    .await;
+    assert_eq!(
+        settled["doc"],
+        serde_json::json!({"milk": {"done": false}, "count": 2})
+    );
+    drop(stdin);
+    assert_eq!(exit_code(&mut child).await, 0);
+    relay.shutdown().await;
+}

@@ -97,6 +97,12 @@ async fn scenario(args: DemoArgs) -> Result<bool, Box<dyn std::error::Error>> {
     for c in [&alice, &bob, &carol] {
         wait_state(c, STEP_LIMIT, State::is_open).await;
     }
+    // A subscription starts when the relay confirms it: publishing before that would be
+    // publishing to nobody.
+    let subscribing = Instant::now();
+    while stage.tally().observer_subscriptions == 0 && subscribing.elapsed() < STEP_LIMIT {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 
     let mut seq = 0u64;
     stage.say(
@@ -285,7 +291,9 @@ async fn narrate(stage: Arc<Stage>, name: &'static str, mut events: Events) {
                 recovered,
             } => {
                 if name == "bob" {
-                    stage.tally().observer_away = false;
+                    let mut tally = stage.tally();
+                    tally.observer_away = false;
+                    tally.observer_subscriptions += 1;
                 }
                 let how = if *recovered {
                     format!("resuming gap-free after #{offset}")

@@ -17,6 +17,8 @@ pub(crate) struct Tally {
     pub(crate) received: BTreeMap<u64, u32>,
     /// Whether the observer is currently disconnected or not yet resubscribed.
     pub(crate) observer_away: bool,
+    /// Subscriptions the observer has confirmed so far.
+    pub(crate) observer_subscriptions: u32,
     /// Messages the relay stored while the observer was away: it can only have them by replay.
     pub(crate) stored_while_away: BTreeSet<u64>,
 }

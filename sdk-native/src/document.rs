@@ -1,0 +1,238 @@
+//! [`Document`]: a live handle on a shared document (Tether protocol), and its change stream.
+//!
+//! All the document logic (optimistic local changes, rebase over remote ones, rollback on
+//! rejection, resync after a reconnect) lives in `tether_core::sync` and the engine; this
+//! handle only locks the engine for one call at a time, like every other `Client` command.
+
+use crate::client::Shared;
+use futures_util::Stream;
+use serde_json::{Map, Value};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tether_core::sync::{ChangeOrigin, KeyChange, Op};
+use tether_core::{MessageId, SyncError};
+use tokio::sync::broadcast;
+use tokio_util::sync::ReusableBoxFuture;
+
+/// Events of one document.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum DocumentEvent {
+    /// Keys of the view changed: a local change (shown at once), its confirmation, another
+    /// client's change, or a rollback.
+    Changed {
+        /// Why.
+        origin: ChangeOrigin,
+        /// What, with the new values (`overwrote_local` marks a lost race).
+        changes: Vec<KeyChange>,
+    },
+    /// A local change was rejected (`conflict`, `type_mismatch`) or dropped, and rolled back.
+    Rejected {
+        /// The change's id.
+        change: MessageId,
+        /// Why.
+        code: String,
+    },
+    /// The document was replaced by a server snapshot; pending changes were replayed on top.
+    Resynced {
+        /// The snapshot's version.
+        version: u64,
+    },
+    /// This stream fell behind and skipped `missed` events: read [`Document::snapshot`].
+    Lagged {
+        /// How many.
+        missed: u64,
+    },
+}
+
+/// How many document events a slow change stream may fall behind before it skips (and is
+/// told so with [`DocumentEvent::Lagged`]).
+pub(crate) const DOCUMENT_EVENT_CAPACITY: usize = 256;
+
+/// A shared document on a channel: a JSON map that every client edits locally at once and
+/// that converges to the server's order. Cheap to clone.
+///
+/// ```no_run
+/// # async fn demo(client: tether::Client) -> Result<(), Box<dyn std::error::Error>> {
+/// use tether::serde_json::json;
+/// use tether::DocumentEvent;
+///
+/// let todo = client.document("todo")?;
+/// let mut changes = todo.changes();
+/// todo.set("milk", json!({"done": false}))?;   // visible in todo.get("milk") at once
+/// todo.increment("count", 1)?;                 // increments from every client sum exactly
+/// while let Some(event) = changes.recv().await {
+///     if let DocumentEvent::Changed { origin, changes } = event {
+///         println!("{origin:?}: {changes:?}");
+///     }
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Document {
+    shared: Arc<Shared>,
+    channel: Arc<str>,
+}
+
+impl std::fmt::Debug for Document {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Document")
+            .field("channel", &self.channel)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Document {
+    /// Opens (or reuses) the document on `channel`.
+    pub(crate) fn open(shared: Arc<Shared>, channel: &str) -> Result<Document, SyncError> {
+        {
+            let now = shared.now();
+            let mut inner = shared.lock();
+            inner.engine.open_document(now, channel)?;
+            inner
+                .waiters
+                .documents
+                .entry(channel.to_owned())
+                .or_insert_with(|| broadcast::channel(DOCUMENT_EVENT_CAPACITY).0);
+        }
+        shared.wake.notify_one();
+        Ok(Document {
+            shared,
+            channel: Arc::from(channel),
+        })
+    }
+
+    /// The channel.
+    pub fn channel(&self) -> &str {
+        &self.channel
+    }
+
+    /// The value of `key` as this client sees it (its own pending changes included).
+    pub fn get(&self, key: &str) -> Option<Value> {
+        self.read(|d| d.get(key).cloned()).flatten()
+    }
+
+    /// The whole document as this client sees it.
+    pub fn snapshot(&self) -> Map<String, Value> {
+        self.read(|d| d.view().clone()).unwrap_or_default()
+    }
+
+    /// The server's version this client last confirmed (`None` before the first sync).
+    pub fn version(&self) -> Option<u64> {
+        self.read(|d| d.version()).flatten()
+    }
+
+    /// Local changes not yet confirmed by the server.
+    pub fn pending(&self) -> usize {
+        self.read(|d| d.pending()).unwrap_or(0)
+    }
+
+    /// Sets `key` (last writer in server order wins).
+    pub fn set(&self, key: &str, value: impl Into<Value>) -> Result<MessageId, SyncError> {
+        self.change(vec![Op::Set {
+            key: key.to_owned(),
+            value: value.into(),
+        }])
+    }
+
+    /// Deletes `key`.
+    pub fn delete(&self, key: &str) -> Result<MessageId, SyncError> {
+        self.change(vec![Op::Delete {
+            key: key.to_owned(),
+        }])
+    }
+
+    /// Adds `by` to the counter at `key`.
+    pub fn increment(
+        &self,
+        key: &str,
+        by: impl Into<serde_json::Number>,
+    ) -> Result<MessageId, SyncError> {
+        self.change(vec![Op::Increment {
+            key: key.to_owned(),
+            by: by.into(),
+        }])
+    }
+
+    /// Sets `key` only if absent (rejected with `conflict` if another client got there first).
+    pub fn insert(&self, key: &str, value: impl Into<Value>) -> Result<MessageId, SyncError> {
+        self.change(vec![Op::Insert {
+            key: key.to_owned(),
+            value: value.into(),
+        }])
+    }
+
+    /// Applies several operations atomically.
+    pub fn change(&self, ops: Vec<Op>) -> Result<MessageId, SyncError> {
+        let now = self.shared.now();
+        let result = self
+            .shared
+            .lock()
+            .engine
+            .change_document(now, &self.channel, ops);
+        self.shared.wake.notify_one();
+        result
+    }
+
+    /// A stream of this document's events from now on.
+    pub fn changes(&self) -> DocumentChanges {
+        let mut inner = self.shared.lock();
+        let tx = inner
+            .waiters
+            .documents
+            .entry(self.channel.to_string())
+            .or_insert_with(|| broadcast::channel(DOCUMENT_EVENT_CAPACITY).0);
+        DocumentChanges::new(tx.subscribe())
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&tether_core::sync::Document) -> T) -> Option<T> {
+        self.shared.lock().engine.document(&self.channel).map(f)
+    }
+}
+
+/// The events of one document. Ends when the client shuts down.
+pub struct DocumentChanges {
+    /// The pending `recv`, which owns the receiver between polls.
+    next: ReusableBoxFuture<'static, (Option<DocumentEvent>, broadcast::Receiver<DocumentEvent>)>,
+}
+
+impl std::fmt::Debug for DocumentChanges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DocumentChanges").finish_non_exhaustive()
+    }
+}
+
+async fn recv(
+    mut rx: broadcast::Receiver<DocumentEvent>,
+) -> (Option<DocumentEvent>, broadcast::Receiver<DocumentEvent>) {
+    let event = match rx.recv().await {
+        Ok(event) => Some(event),
+        Err(broadcast::error::RecvError::Lagged(missed)) => Some(DocumentEvent::Lagged { missed }),
+        Err(broadcast::error::RecvError::Closed) => None,
+    };
+    (event, rx)
+}
+
+impl DocumentChanges {
+    fn new(rx: broadcast::Receiver<DocumentEvent>) -> Self {
+        DocumentChanges {
+            next: ReusableBoxFuture::new(recv(rx)),
+        }
+    }
+
+    /// The next event, or `None` once the client has shut down.
+    pub async fn recv(&mut self) -> Option<DocumentEvent> {
+        std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
+    }
+}
+
+impl Stream for DocumentChanges {
+    type Item = DocumentEvent;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<DocumentEvent>> {
+        let (event, rx) = futures_util::ready!(self.next.poll(cx));
+        self.next.set(recv(rx));
+        Poll::Ready(event)
+    }
+}

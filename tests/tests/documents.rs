@@ -1,0 +1,152 @@
+//! Shared documents end to end: native clients on the reference relay over loopback, with the
+//! chaos proxy cutting one of them off.
+#![allow(clippy::unwrap_used)]
+
+use serde_json::json;
+use std::time::Duration;
+use tether::{ChangeOrigin, Client, Document, DocumentEvent, Protocol};
+use tether_relay::{Relay, RelayConfig};
+use tether_tests::proxy::{ChaosProxy, Mode};
+
+const LIMIT: Duration = Duration::from_secs(10);
+
+fn client(url: String) -> Client {
+    let (client, _events) = Client::builder(url)
+        .protocol(Protocol::Tether)
+        .backoff_initial(Duration::from_millis(50))
+        .backoff_max(Duration::from_millis(300))
+        .heartbeat_interval(Duration::from_millis(300))
+        .connect()
+        .unwrap();
+    client
+}
+
+/// Waits until `doc`'s view satisfies `pred` (bounded).
+async fn until(
+    doc: &Document,
+    what: &str,
+    pred: impl Fn(&serde_json::Map<String, serde_json::Value>) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    loop {
+        if pred(&doc.snapshot()) && doc.pending() == 0 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: {:?}",
+            doc.snapshot()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn two_clients_converge_and_the_loser_of_a_race_is_told() {
+    let relay = Relay::bind("127.0.0.1:0", RelayConfig::default())
+        .await
+        .unwrap();
+    let a = client(relay.ws_url());
+    let b = client(relay.ws_url());
+    let doc_a = a.document("list").unwrap();
+    let doc_b = b.document("list").unwrap();
+    let mut changes_a = doc_a.changes();
+
+    doc_a.set("title", "groceries").unwrap();
+    assert_eq!(
+        doc_a.get("title"),
+        Some(json!("groceries")),
+        "visible at once"
+    );
+    until(&doc_b, "b sees a's change", |d| {
+        d.get("title") == Some(&json!("groceries"))
+    })
+    .await;
+
+    // A race on one key: a's value lands first, b's last; a must be told it lost.
+    doc_a.set("owner", "alice").unwrap();
+    until(&doc_a, "a's set confirmed", |d| {
+        d.get("owner") == Some(&json!("alice"))
+    })
+    .await;
+    doc_b.set("owner", "bob").unwrap();
+    until(&doc_a, "a converges", |d| {
+        d.get("owner") == Some(&json!("bob"))
+    })
+    .await;
+    let mut told = false;
+    while let Ok(Some(event)) =
+        tokio::time::timeout(Duration::from_millis(200), changes_a.recv()).await
+    {
+        if let DocumentEvent::Changed {
+            origin: ChangeOrigin::Remote,
+            changes,
+        } = event
+        {
+            told |= changes
+                .iter()
+                .any(|c| c.key == "owner" && c.overwrote_local);
+        }
+    }
+    assert!(told, "the loser sees its value replaced, flagged");
+    assert_eq!(doc_a.snapshot(), doc_b.snapshot());
+    relay.shutdown().await;
+}
+
+#[tokio::test]
+async fn increments_while_cut_off_sum_exactly_and_conflicts_roll_back() {
+    let relay = Relay::bind("127.0.0.1:0", RelayConfig::default())
+        .await
+        .unwrap();
+    let proxy = ChaosProxy::start(relay.local_addr()).await.unwrap();
+    let online = client(relay.ws_url());
+    let flaky = client(proxy.ws_url("/"));
+    let doc_on = online.document("votes").unwrap();
+    let doc_off = flaky.document("votes").unwrap();
+    until(&doc_off, "flaky synced", |_| true).await;
+    let mut flaky_events = doc_off.changes();
+
+    proxy.set_mode(Mode::Refuse);
+    proxy.kill_all();
+    for _ in 0..10 {
+        doc_on.increment("yes", 1).unwrap();
+        doc_off.increment("yes", 2).unwrap();
+    }
+    doc_on.insert("seat", "online").unwrap();
+    let claim = doc_off.insert("seat", "flaky").unwrap();
+    assert_eq!(
+        doc_off.get("yes"),
+        Some(json!(20)),
+        "its own votes show while cut off"
+    );
+    until(&doc_on, "online settles", |d| {
+        d.get("yes") == Some(&json!(10))
+    })
+    .await;
+
+    proxy.set_mode(Mode::Forward);
+    until(&doc_off, "flaky converges", |d| {
+        d.get("yes") == Some(&json!(30))
+    })
+    .await;
+    until(&doc_on, "online converges", |d| {
+        d.get("yes") == Some(&json!(30))
+    })
+    .await;
+    assert_eq!(
+        doc_off.get("seat"),
+        Some(json!("online")),
+        "the later insert lost"
+    );
+    assert_eq!(doc_on.snapshot(), doc_off.snapshot());
+    let mut rejected = None;
+    while let Ok(Some(event)) =
+        tokio::time::timeout(Duration::from_millis(200), flaky_events.recv()).await
+    {
+        if let DocumentEvent::Rejected { change, code } = event {
+            rejected = Some((change, code));
+        }
+    }
+    assert_eq!(rejected, Some((claim, "conflict".to_owned())));
+    relay.shutdown().await;
+}
