@@ -71,7 +71,10 @@ impl Shared {
 }
 
 /// Cancels the client task when the last handle is dropped.
-struct HandleGuard(CancellationToken);
+struct HandleGuard(
+    CancellationToken,
+    std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+);
 
 impl Drop for HandleGuard {
     fn drop(&mut self) {
@@ -181,10 +184,10 @@ impl Client {
         );
         // Every log line of this client's task carries its URL.
         let span = tracing::info_span!("tether", url = %url);
-        runtime.spawn(tracing::Instrument::instrument(task.run(), span));
+        let task = runtime.spawn(tracing::Instrument::instrument(task.run(), span));
         let client = Client {
             shared: shared.clone(),
-            _guard: Arc::new(HandleGuard(cancel)),
+            _guard: Arc::new(HandleGuard(cancel, std::sync::Mutex::new(Some(task)))),
         };
         Ok((client, Events { shared }))
     }
@@ -214,8 +217,23 @@ impl Client {
     /// Sends a channel-less message (Tether mode) and resolves when the server acknowledges
     /// it, with the stored offset if any.
     pub async fn send_acked(&self, payload: impl Into<Payload>) -> Result<Option<u64>, AckError> {
+        self.send_acked_with(payload, SendOptions::acked()).await
+    }
+
+    /// [`send_acked`](Self::send_acked) with options: a `ttl` bounds how long the message may
+    /// wait to be sent (or re-sent) before it is dropped as `Expired` and this resolves with
+    /// `AckError::Dropped`.
+    pub async fn send_acked_with(
+        &self,
+        payload: impl Into<Payload>,
+        options: SendOptions,
+    ) -> Result<Option<u64>, AckError> {
         let payload = payload.into();
-        self.acked(|e, now| e.send_with(now, payload, SendOptions::acked()))
+        let options = SendOptions {
+            ack: Some(true),
+            ..options
+        };
+        self.acked(|e, now| e.send_with(now, payload, options))
             .await
     }
 
@@ -237,8 +255,36 @@ impl Client {
         channel: &str,
         payload: impl Into<Payload>,
     ) -> Result<Option<u64>, AckError> {
+        self.publish_acked_with(channel, payload, SendOptions::acked())
+            .await
+    }
+
+    /// Publishes with options (`ack: Some(false)` for fire-and-forget; a `ttl`).
+    pub fn publish_with(
+        &self,
+        channel: &str,
+        payload: impl Into<Payload>,
+        options: SendOptions,
+    ) -> Result<MessageId, SendError> {
         let payload = payload.into();
-        self.acked(|e, now| e.publish(now, channel, payload, SendOptions::acked()))
+        self.shared
+            .command(|e, now| e.publish(now, channel, payload, options))
+    }
+
+    /// [`publish_acked`](Self::publish_acked) with options (e.g. a `ttl` after which an
+    /// unsent message is dropped as `Expired`).
+    pub async fn publish_acked_with(
+        &self,
+        channel: &str,
+        payload: impl Into<Payload>,
+        options: SendOptions,
+    ) -> Result<Option<u64>, AckError> {
+        let payload = payload.into();
+        let options = SendOptions {
+            ack: Some(true),
+            ..options
+        };
+        self.acked(|e, now| e.publish(now, channel, payload, options))
             .await
     }
 
@@ -356,6 +402,19 @@ impl Client {
         self.shared
             .command(|e, now| e.close_after_drain(now, timeout));
         self.closed().await
+    }
+
+    /// Closes (code 1000, pending messages reported dropped) and stops the client's task,
+    /// resolving once it has ended: for deterministic teardown (an FFI host finalising, a
+    /// test, a process exit). Every clone of this client is then inert.
+    pub async fn shutdown(&self) {
+        let _ = self.shared.command(|e, now| e.close(now, 1000, "shutdown"));
+        let _ = self.closed().await;
+        self._guard.0.cancel();
+        let task = self._guard.1.lock().ok().and_then(|mut t| t.take());
+        if let Some(task) = task {
+            let _ = task.await;
+        }
     }
 
     /// Waits until the client reaches `Closed` (by the app, or because it gave up).

@@ -85,3 +85,28 @@ async fn round_trip_reconnect_and_close() {
     assert!(matches!(client.state(), State::Closed { .. }));
     server.abort();
 }
+
+#[tokio::test]
+async fn shutdown_closes_and_ends_the_task() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = echo_server(listener).await;
+    let (client, mut events) = Client::builder(format!("ws://{addr}")).connect().unwrap();
+    let mut state = client.watch_state();
+    timeout(Duration::from_secs(5), state.wait_for(State::is_open))
+        .await
+        .unwrap()
+        .unwrap();
+    timeout(Duration::from_secs(5), client.shutdown())
+        .await
+        .unwrap();
+    assert!(client.state().is_closed());
+    // The task is gone: the event stream ends after the last events.
+    while timeout(Duration::from_secs(5), events.recv())
+        .await
+        .unwrap()
+        .is_some()
+    {}
+    assert_eq!(client.send("late"), Err(tether::SendError::Closed));
+    server.abort();
+}
