@@ -1,12 +1,13 @@
 //! The JavaScript edge: options (a JSON object from the JS wrapper) into a validated
 //! [`Config`], and engine events and state into JSON for the wrapper to dispatch.
 //!
-//! Everything crosses as JSON text through the `serde_json` the engine already links, so the
+//! Everything crosses as JSON text through the engine's own `tether_core::json`, so the
 //! module carries no second serialisation machinery (no serde-wasm-bindgen, no js-sys object
 //! building per field). Times cross as integer microseconds; the wrapper turns them into
 //! milliseconds.
 
 use std::time::Duration;
+use tether_core::json as text;
 use tether_core::serde_json::{json, Map, Value};
 use tether_core::sync::{ChangeOrigin, KeyChange, Op};
 use tether_core::{
@@ -115,7 +116,7 @@ fn usize_of(n: u64) -> usize {
 /// Builds the engine config for `url` from the wrapper's options object. The engine's
 /// builder validates; this only maps names and types (and names the option at fault).
 pub(crate) fn config(url: &str, options: &str) -> Result<(Config, DriverOptions), String> {
-    let o: Value = tether_core::serde_json::from_str(options).map_err(|e| e.to_string())?;
+    let o = text::parse(options).map_err(|e| e.to_string())?;
     let mut b = Config::builder(url).driver_can_send_ping_frames(false);
     let protocols = [("raw", Protocol::Raw), ("tether", Protocol::Tether)];
     if let Some(p) = choice(&o, &["protocol"], &protocols)? {
@@ -428,7 +429,7 @@ pub(crate) fn event(e: Event) -> Option<(&'static str, String, Option<Vec<u8>>)>
         ),
         _ => return None,
     };
-    Some((kind, v.to_string(), bytes))
+    Some((kind, text::to_string(&v), bytes))
 }
 
 /// The counters, plus the outbox's current size.
@@ -456,5 +457,5 @@ pub(crate) fn stats(s: &Stats, outbox_len: usize, outbox_bytes: usize) -> String
     put("outboxLength", outbox_len as u64);
     put("outboxBytes", outbox_bytes as u64);
     m.insert("lastRtt".into(), json!(s.last_rtt.map(micros)));
-    Value::Object(m).to_string()
+    text::to_string(&Value::Object(m))
 }

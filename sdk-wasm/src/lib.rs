@@ -24,6 +24,7 @@ mod transport;
 use driver::{Out, Shared};
 use std::rc::Rc;
 use std::time::Duration;
+use tether_core::json;
 use tether_core::serde_json::{self, Map, Value};
 use tether_core::sync::Document;
 use tether_core::{Engine, Payload, SendError, SendOptions, SubscribeError, SyncError};
@@ -88,9 +89,9 @@ fn busy() -> JsValue {
     convert::error("busy", "the client is busy (called from inside the driver)")
 }
 
-/// JSON text from the wrapper (the one place the driver parses JSON).
+/// JSON text from the wrapper, through the engine's own parser (no serde_json parser linked).
 fn parse(text: &str) -> Result<Value, JsValue> {
-    serde_json::from_str::<Value>(text).map_err(|e| convert::error("invalid_json", &e.to_string()))
+    json::parse(text).map_err(|e| convert::error("invalid_json", &e.to_string()))
 }
 
 /// Text is sent as is; `json` text is parsed so it travels as a JSON payload.
@@ -130,7 +131,7 @@ impl WasmClient {
                 },
                 Out::FetchToken { attempt, refresh } => {
                     let v = serde_json::json!({ "attempt": attempt, "refresh": refresh });
-                    ("token", v.to_string(), None)
+                    ("token", json::to_string(&v), None)
                 }
             };
             let bytes = bytes.map_or(JsValue::UNDEFINED, |b| {
@@ -265,7 +266,7 @@ impl WasmClient {
     pub fn document_get(&self, channel: &str, key: &str, confirmed: bool) -> Option<String> {
         let value = self.shared.read(|e| {
             let doc = e.document(channel)?;
-            doc_map(doc, confirmed).get(key).map(Value::to_string)
+            doc_map(doc, confirmed).get(key).map(json::to_string)
         });
         value.flatten()
     }
@@ -283,7 +284,7 @@ impl WasmClient {
             if let Some(confirmed) = map {
                 v.insert("map".into(), doc_map(doc, confirmed).clone().into());
             }
-            Some(Value::Object(v).to_string())
+            Some(json::to_string(&Value::Object(v)))
         });
         info.flatten()
     }
@@ -331,7 +332,7 @@ impl WasmClient {
     /// The current state as JSON (`until` in `performance.now()` microseconds).
     pub fn state(&self) -> String {
         let state = self.shared.read(|e| convert::state(e.state()));
-        state.unwrap_or(Value::Null).to_string()
+        json::to_string(&state.unwrap_or(Value::Null))
     }
 
     /// The counters as JSON.
@@ -348,7 +349,7 @@ impl WasmClient {
             e.presence(channel)
                 .map_or(Value::Null, |m| m.iter().cloned().collect())
         });
-        members.unwrap_or(Value::Null).to_string()
+        json::to_string(&members.unwrap_or(Value::Null))
     }
 
     /// The identity sent in `hello` and used as presence member name.
