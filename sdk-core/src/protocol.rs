@@ -349,50 +349,63 @@ impl Envelope {
         let mut env = Envelope::default();
         let mut seen = 0u32;
         p.object(&mut |p, key| {
-            let seen = &mut seen;
-            match &*key {
-                "v" => env.v = field(p, seen, 0, "v", version)?,
-                "type" => {
-                    // Required to be a string when present (not even `null`); absent is "".
-                    first_time(p, seen, 1, "type")?;
-                    let at = p.mark();
-                    match p.value()? {
-                        Value::String(kind) => env.kind = kind,
-                        _ => return Err(p.error_at(at, invalid("type", "a string"))),
-                    }
-                }
-                "id" => env.id = field(p, seen, 2, "id", string)?,
-                "channel" => env.channel = field(p, seen, 3, "channel", string)?,
-                "payload" => env.payload = field(p, seen, 4, "payload", any)?,
-                "ts" => env.ts = field(p, seen, 5, "ts", uint)?,
-                "offset" => env.offset = field(p, seen, 6, "offset", uint)?,
-                "since" => env.since = field(p, seen, 7, "since", uint)?,
-                "epoch" => env.epoch = field(p, seen, 8, "epoch", string)?,
-                "recovered" => env.recovered = field(p, seen, 9, "recovered", boolean)?,
-                "ack" => env.ack = field(p, seen, 10, "ack", boolean)?,
-                "snapshot" => env.snapshot = field(p, seen, 11, "snapshot", strings)?,
-                "join" => env.join = field(p, seen, 12, "join", string)?,
-                "leave" => env.leave = field(p, seen, 13, "leave", string)?,
-                "code" => env.code = field(p, seen, 14, "code", string)?,
-                "message" => env.message = field(p, seen, 15, "message", string)?,
-                "client_id" => env.client_id = field(p, seen, 16, "client_id", string)?,
-                "token" => env.token = field(p, seen, 17, "token", string)?,
-                "version" => env.version = field(p, seen, 18, "version", uint)?,
-                "base" => env.base = field(p, seen, 19, "base", uint)?,
-                "ops" => {
-                    first_time(p, seen, 20, "ops")?;
-                    env.ops = ops(p)?;
-                }
-                "state" => env.state = field(p, seen, 21, "state", object)?,
-                "applied" => env.applied = field(p, seen, 22, "applied", strings)?,
-                _ => {
-                    p.value()?; // unknown fields are read and ignored
-                }
+            let Some(&(name, field)) = FIELDS.iter().find(|(name, _)| *name == key) else {
+                p.value()?; // unknown fields are read and ignored
+                return Ok(());
+            };
+            let bit = 1 << field as u32;
+            if seen & bit != 0 {
+                return Err(p.error(ErrorKind::DuplicateField(name)));
             }
-            Ok(())
+            seen |= bit;
+            if let Field::Ops = field {
+                env.ops = ops(p)?;
+                return Ok(());
+            }
+            let at = p.mark();
+            let value = p.value()?;
+            env.set(field, value)
+                .map_err(|expected| p.error_at(at, invalid(name, expected)))
         })?;
         p.finish()?;
         Ok(env)
+    }
+
+    /// Stores a decoded field; `null` means absent (except for `type`, which must be a
+    /// string). The error names what the field must be.
+    fn set(&mut self, field: Field, value: Value) -> Result<(), &'static str> {
+        if value.is_null() {
+            return match field {
+                Field::Type => Err("a string"),
+                _ => Ok(()),
+            };
+        }
+        match field {
+            Field::V => self.v = Some(version(value)?),
+            Field::Type => self.kind = string(value)?,
+            Field::Id => self.id = Some(string(value)?),
+            Field::Channel => self.channel = Some(string(value)?),
+            Field::Payload => self.payload = Some(value),
+            Field::Ts => self.ts = Some(uint(value)?),
+            Field::Offset => self.offset = Some(uint(value)?),
+            Field::Since => self.since = Some(uint(value)?),
+            Field::Epoch => self.epoch = Some(string(value)?),
+            Field::Recovered => self.recovered = Some(boolean(value)?),
+            Field::Ack => self.ack = Some(boolean(value)?),
+            Field::Snapshot => self.snapshot = Some(strings(value)?),
+            Field::Join => self.join = Some(string(value)?),
+            Field::Leave => self.leave = Some(string(value)?),
+            Field::Code => self.code = Some(string(value)?),
+            Field::Message => self.message = Some(string(value)?),
+            Field::ClientId => self.client_id = Some(string(value)?),
+            Field::Token => self.token = Some(string(value)?),
+            Field::Version => self.version = Some(uint(value)?),
+            Field::Base => self.base = Some(uint(value)?),
+            Field::Ops => {} // read from the parser by `ops`
+            Field::State => self.state = Some(object(value)?),
+            Field::Applied => self.applied = Some(strings(value)?),
+        }
+        Ok(())
     }
 
     /// Serialises the envelope to its JSON text.
@@ -770,6 +783,61 @@ impl ServerMessage {
     }
 }
 
+/// The envelope's fields, for decoding.
+#[derive(Debug, Clone, Copy)]
+enum Field {
+    V,
+    Type,
+    Id,
+    Channel,
+    Payload,
+    Ts,
+    Offset,
+    Since,
+    Epoch,
+    Recovered,
+    Ack,
+    Snapshot,
+    Join,
+    Leave,
+    Code,
+    Message,
+    ClientId,
+    Token,
+    Version,
+    Base,
+    Ops,
+    State,
+    Applied,
+}
+
+/// Wire names of the envelope's fields.
+const FIELDS: [(&str, Field); 23] = [
+    ("v", Field::V),
+    ("type", Field::Type),
+    ("id", Field::Id),
+    ("channel", Field::Channel),
+    ("payload", Field::Payload),
+    ("ts", Field::Ts),
+    ("offset", Field::Offset),
+    ("since", Field::Since),
+    ("epoch", Field::Epoch),
+    ("recovered", Field::Recovered),
+    ("ack", Field::Ack),
+    ("snapshot", Field::Snapshot),
+    ("join", Field::Join),
+    ("leave", Field::Leave),
+    ("code", Field::Code),
+    ("message", Field::Message),
+    ("client_id", Field::ClientId),
+    ("token", Field::Token),
+    ("version", Field::Version),
+    ("base", Field::Base),
+    ("ops", Field::Ops),
+    ("state", Field::State),
+    ("applied", Field::Applied),
+];
+
 /// An envelope borrowed from a message or an [`Envelope`]: what `encode` writes.
 #[derive(Debug, Default)]
 struct Fields<'a> {
@@ -979,45 +1047,6 @@ impl<'o> ObjectWriter<'o> {
 
 // ---- decoding: one envelope field at a time, straight from the parser --------------------
 
-/// Reads the value of envelope field `name` (bit `bit` in `seen`): `null` is `None`, other
-/// values go through `convert`, which names what it expected when the type is wrong.
-fn field<T>(
-    p: &mut Parser<'_>,
-    seen: &mut u32,
-    bit: u32,
-    name: &'static str,
-    convert: fn(Value) -> Result<T, &'static str>,
-) -> Result<Option<T>, JsonError> {
-    first_time(p, seen, bit, name)?;
-    let at = p.mark();
-    match p.value()? {
-        Value::Null => Ok(None),
-        value => convert(value).map(Some).map_err(|expected| {
-            p.error_at(
-                at,
-                ErrorKind::InvalidField {
-                    field: name,
-                    expected,
-                },
-            )
-        }),
-    }
-}
-
-/// Refuses a field given twice.
-fn first_time(
-    p: &Parser<'_>,
-    seen: &mut u32,
-    bit: u32,
-    name: &'static str,
-) -> Result<(), JsonError> {
-    if *seen & (1 << bit) != 0 {
-        return Err(p.error(ErrorKind::DuplicateField(name)));
-    }
-    *seen |= 1 << bit;
-    Ok(())
-}
-
 fn version(value: Value) -> Result<u32, &'static str> {
     const EXPECTED: &str = "a protocol version (an unsigned 32-bit integer)";
     let n = uint(value).map_err(|_| EXPECTED)?;
@@ -1037,10 +1066,6 @@ fn string(value: Value) -> Result<String, &'static str> {
         Value::String(s) => Ok(s),
         _ => Err("a string"),
     }
-}
-
-fn any(value: Value) -> Result<Value, &'static str> {
-    Ok(value)
 }
 
 fn strings(value: Value) -> Result<Vec<String>, &'static str> {
