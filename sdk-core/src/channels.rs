@@ -12,7 +12,7 @@
 
 use crate::event::Event;
 use crate::protocol::{ClientMessage, PresenceChange};
-use std::collections::{BTreeMap, BTreeSet};
+use crate::sorted::{SortedMap, SortedSet};
 
 /// Longest channel name accepted, in bytes.
 pub const MAX_CHANNEL_LEN: usize = 256;
@@ -21,12 +21,12 @@ pub const MAX_CHANNEL_LEN: usize = 256;
 struct Subscription {
     last_offset: Option<u64>,
     epoch: Option<String>,
-    members: BTreeSet<String>,
+    members: SortedSet<String>,
 }
 
 #[derive(Debug, Default)]
 pub(crate) struct Channels {
-    subs: BTreeMap<String, Subscription>,
+    subs: SortedMap<String, Subscription>,
 }
 
 /// What to do with an inbound channel message.
@@ -113,8 +113,8 @@ impl Channels {
     }
 
     /// The current members of `channel`, if subscribed.
-    pub(crate) fn members(&self, channel: &str) -> Option<&BTreeSet<String>> {
-        self.subs.get(channel).map(|s| &s.members)
+    pub(crate) fn members(&self, channel: &str) -> Option<&[String]> {
+        self.subs.get(channel).map(|s| s.members.as_slice())
     }
 
     /// Applies a presence update; returns the event to emit if anything changed.
@@ -126,9 +126,9 @@ impl Channels {
         let sub = self.subs.get_mut(channel)?;
         let (joined, left) = match change {
             PresenceChange::Snapshot(list) => {
-                let next: BTreeSet<String> = list.into_iter().collect();
-                let joined: Vec<String> = next.difference(&sub.members).cloned().collect();
-                let left: Vec<String> = sub.members.difference(&next).cloned().collect();
+                let next: SortedSet<String> = list.into_iter().collect();
+                let joined = difference(&next, &sub.members);
+                let left = difference(&sub.members, &next);
                 sub.members = next;
                 (joined, left)
             }
@@ -157,6 +157,11 @@ impl Channels {
             left,
         })
     }
+}
+
+/// The members of `a` that are not in `b`, in order.
+fn difference(a: &SortedSet<String>, b: &SortedSet<String>) -> Vec<String> {
+    a.iter().filter(|m| !b.contains(m)).cloned().collect()
 }
 
 #[cfg(test)]

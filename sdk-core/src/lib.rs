@@ -107,6 +107,7 @@ mod outbox;
 pub mod protocol;
 mod requests;
 mod rng;
+mod sorted;
 mod stats;
 pub mod sync;
 mod time;

@@ -5,12 +5,12 @@
 //! back to its [`RequestId`] without a lookup table.
 
 use crate::event::RequestId;
+use crate::sorted::SortedMap;
 use crate::time::Instant;
-use std::collections::BTreeMap;
 
 #[derive(Debug, Default)]
 pub(crate) struct Requests {
-    deadlines: BTreeMap<RequestId, Instant>,
+    deadlines: SortedMap<RequestId, Instant>,
     /// Earliest deadline, possibly stale-early (spurious wake-ups are harmless).
     next_deadline: Option<Instant>,
 }
@@ -53,9 +53,7 @@ impl Requests {
             .filter(|(_, at)| **at <= now)
             .map(|(id, _)| *id)
             .collect();
-        for id in &expired {
-            self.deadlines.remove(id);
-        }
+        self.deadlines.retain(|_, at| *at > now);
         self.next_deadline = self.deadlines.values().min().copied();
         expired
     }
@@ -63,7 +61,7 @@ impl Requests {
     /// Removes and returns every pending request.
     pub(crate) fn take_all(&mut self) -> Vec<RequestId> {
         self.next_deadline = None;
-        std::mem::take(&mut self.deadlines).into_keys().collect()
+        self.deadlines.take_keys()
     }
 }
 

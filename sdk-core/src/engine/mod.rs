@@ -24,9 +24,10 @@ use crate::heartbeat::Heartbeat;
 use crate::outbox::Outbox;
 use crate::requests::Requests;
 use crate::rng::Prng;
+use crate::sorted::SortedMap;
 use crate::stats::Stats;
 use crate::time::{Clock, Instant};
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::VecDeque;
 use std::time::Duration;
 
 pub use commands::SendOptions;
@@ -88,7 +89,7 @@ pub struct Engine {
     /// The current connection has stayed open for `min_uptime` (backoff was reset).
     stable: bool,
     /// Shared documents by channel (Tether mode).
-    documents: std::collections::BTreeMap<String, crate::sync::Document>,
+    documents: SortedMap<String, crate::sync::Document>,
 }
 
 /// The current transport, if any, and what is known about it.
@@ -231,8 +232,8 @@ impl Engine {
         self.channels.last_offset(channel)
     }
 
-    /// The current presence set of a subscribed channel.
-    pub fn presence(&self, channel: &str) -> Option<&BTreeSet<String>> {
+    /// The current presence set of a subscribed channel, sorted.
+    pub fn presence(&self, channel: &str) -> Option<&[String]> {
         self.channels.members(channel)
     }
 

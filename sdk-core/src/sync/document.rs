@@ -6,8 +6,9 @@
 
 use super::{apply_change, Op};
 use crate::event::MessageId;
+use crate::sorted::SortedSet;
 use serde_json::{Map, Value};
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::VecDeque;
 
 /// Why the view of a document changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,7 +52,7 @@ pub struct Document {
     pending: VecDeque<Pending>,
     view: Map<String, Value>,
     /// Keys whose confirmed value this client wrote (to tell when it lost a race).
-    mine: BTreeSet<String>,
+    mine: SortedSet<String>,
     /// The version a `doc_sync` was last requested from, to avoid asking twice.
     sync_requested: Option<Option<u64>>,
 }
@@ -80,7 +81,7 @@ impl Document {
             epoch: None,
             pending: VecDeque::new(),
             view: Map::new(),
-            mine: BTreeSet::new(),
+            mine: SortedSet::default(),
             sync_requested: None,
         }
     }
@@ -149,7 +150,7 @@ impl Document {
         state: Map<String, Value>,
         applied: &[String],
     ) -> Reaction {
-        let mut keys: BTreeSet<String> = self.view.keys().cloned().collect();
+        let mut keys: SortedSet<String> = self.view.keys().cloned().collect();
         keys.extend(state.keys().cloned());
         self.pending.retain(|p| !applied.contains(&p.wire));
         self.confirmed = state;
@@ -184,13 +185,13 @@ impl Document {
             return self.behind();
         }
         self.version = Some(version);
-        let lost: BTreeSet<String> = keys
+        let lost: SortedSet<String> = keys
             .iter()
             .filter(|k| {
                 let overwrote = ops
                     .iter()
                     .any(|op| op.key() == k.as_str() && !matches!(op, Op::Increment { .. }));
-                overwrote && self.mine.remove(k.as_str())
+                overwrote && self.mine.remove(k)
             })
             .cloned()
             .collect();
@@ -285,7 +286,11 @@ impl Document {
 
     /// Recomputes the view for `keys` (confirmed + pending in order; a pending change that
     /// would fail is left out, as the server will reject it) and returns what moved.
-    fn refresh(&mut self, keys: &BTreeSet<String>, lost: impl Fn(&str) -> bool) -> Vec<KeyChange> {
+    fn refresh(
+        &mut self,
+        keys: &SortedSet<String>,
+        lost: impl Fn(&String) -> bool,
+    ) -> Vec<KeyChange> {
         let mut next = self.confirmed.clone();
         for p in &self.pending {
             let _ = apply_change(&mut next, &p.ops);
@@ -307,7 +312,7 @@ impl Document {
     }
 }
 
-fn keys_of(ops: &[Op]) -> BTreeSet<String> {
+fn keys_of(ops: &[Op]) -> SortedSet<String> {
     ops.iter().map(|op| op.key().to_owned()).collect()
 }
 
