@@ -5,6 +5,7 @@
 //! and never re-validate it on the hot path.
 
 use crate::close_policy::ClosePolicy;
+use crate::errors::Quoted;
 use std::time::Duration;
 
 /// Which wire protocol the engine speaks over the transport.
@@ -561,7 +562,7 @@ impl ConfigBuilder {
             if name.is_empty() || name.contains([':', '\r', '\n']) {
                 return Err(ConfigError::new(
                     "header",
-                    format!("invalid header name {name:?}"),
+                    format!("invalid header name {}", Quoted(name)),
                 ));
             }
         }
@@ -588,17 +589,23 @@ fn transport_for_url(url: &str) -> Result<TransportKind, ConfigError> {
     } else {
         return Err(ConfigError::new(
             "url",
-            format!("{url:?} must start with ws://, wss://, http:// or https://"),
+            format!(
+                "{} must start with ws://, wss://, http:// or https://",
+                Quoted(url)
+            ),
         ));
     };
     let host_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     if rest[..host_end].is_empty() {
-        return Err(ConfigError::new("url", format!("{url:?} has no host")));
+        return Err(ConfigError::new(
+            "url",
+            format!("{} has no host", Quoted(url)),
+        ));
     }
     if url.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
         return Err(ConfigError::new(
             "url",
-            format!("{url:?} contains whitespace"),
+            format!("{} contains whitespace", Quoted(url)),
         ));
     }
     Ok(kind)

@@ -1,7 +1,34 @@
 //! Errors returned by the engine's commands, one enum per operation, and the failure reports
 //! drivers feed in. (Problems the engine handles by itself are `Event::Error`s instead.)
 
+use std::fmt::{self, Write as _};
 use std::time::Duration;
+
+/// Displays a name or value in an error message in double quotes, with quotes, backslashes,
+/// control characters and whitespace other than the space escaped (`"a\tb"`, `"\u{a0}"`),
+/// so what was wrong stays visible. Written out rather than `{:?}`, whose escaping links
+/// Unicode tables the browser build otherwise does without.
+pub(crate) struct Quoted<'a>(pub(crate) &'a str);
+
+impl fmt::Display for Quoted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"")?;
+        for c in self.0.chars() {
+            match c {
+                '"' => f.write_str("\\\"")?,
+                '\\' => f.write_str("\\\\")?,
+                '\n' => f.write_str("\\n")?,
+                '\r' => f.write_str("\\r")?,
+                '\t' => f.write_str("\\t")?,
+                c if c.is_control() || (c.is_whitespace() && c != ' ') => {
+                    write!(f, "\\u{{{:x}}}", u32::from(c))?
+                }
+                c => f.write_char(c)?,
+            }
+        }
+        f.write_str("\"")
+    }
+}
 
 /// Why `send`, `publish` or `request` refused a message. A refused message was not accepted,
 /// so it is not in the outbox and no event will mention it.
@@ -59,7 +86,7 @@ pub enum SyncError {
     #[error("documents need the Tether protocol")]
     NeedsTetherProtocol,
     /// `open_document` was not called for this channel.
-    #[error("document {0:?} is not open")]
+    #[error("document {} is not open", Quoted(.0))]
     NotOpen(String),
     /// The channel name is empty or too long.
     #[error("invalid channel name: {0}")]
@@ -120,4 +147,18 @@ pub struct SseEvent {
     pub data: String,
     /// The `retry:` field: the server's reconnection time.
     pub retry: Option<Duration>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoted_names_read_like_debug_and_show_invisible_characters() {
+        for s in ["room", "é ☃ 😀", "a\"b\\c", "line\nbreak\ttab\r", "\u{1}\u{7f}", ""] {
+            assert_eq!(Quoted(s).to_string(), format!("{s:?}"), "{s:?}");
+        }
+        assert_eq!(Quoted("ws://a\u{a0}b").to_string(), r#""ws://a\u{a0}b""#);
+        assert_eq!(Quoted("x\u{2028}").to_string(), r#""x\u{2028}""#);
+    }
 }

@@ -132,7 +132,7 @@ pub enum DecodeError {
     #[error("unsupported protocol version {0} (this client speaks {PROTOCOL_VERSION})")]
     UnsupportedVersion(u32),
     /// A `type` this side does not know.
-    #[error("unknown message type {0:?}")]
+    #[error("unknown message type {}", crate::errors::Quoted(.0))]
     UnknownType(String),
     /// A field the type requires is absent.
     #[error("`{kind}` message without required field `{field}`")]

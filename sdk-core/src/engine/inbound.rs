@@ -39,7 +39,8 @@ impl Engine {
             ServerMessage::Reply { id, payload } => {
                 let Some(request) = Requests::parse_wire_id(&id) else {
                     self.emit_error(EngineError::UnexpectedFrame(format!(
-                        "reply with unknown id {id:?}"
+                        "reply with unknown id {}",
+                        crate::errors::Quoted(&id)
                     )));
                     return;
                 };

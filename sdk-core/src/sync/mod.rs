@@ -28,6 +28,7 @@ pub use crate::protocol::Op;
 pub use document::{ChangeOrigin, Document, KeyChange};
 pub use server::{ChangeOutcome, DocumentServer, SyncReply};
 
+use crate::errors::Quoted;
 use serde_json::{Map, Number, Value};
 
 /// Why a change cannot apply.
@@ -89,7 +90,7 @@ fn apply_op(current: Option<Value>, op: &Op) -> Result<Option<Value>, Rejection>
             None => Ok(Some(value.clone())),
             Some(_) => Err(Rejection {
                 code: "conflict",
-                message: format!("{key:?} already exists"),
+                message: format!("{} already exists", Quoted(key)),
             }),
         },
         Op::Increment { key, by } => {
@@ -100,7 +101,8 @@ fn apply_op(current: Option<Value>, op: &Op) -> Result<Option<Value>, Rejection>
                     return Err(Rejection {
                         code: "type_mismatch",
                         message: format!(
-                            "cannot increment {key:?}: it holds {}",
+                            "cannot increment {}: it holds {}",
+                            Quoted(key),
                             crate::json::to_string(other)
                         ),
                     })
