@@ -7,6 +7,7 @@
 //! and removing move the tail: O(n), fine at these sizes.
 
 use std::borrow::Borrow;
+use std::collections::BinaryHeap;
 
 /// A map kept sorted by key; iteration is in key order, like `BTreeMap`.
 #[derive(Debug, Clone, PartialEq)]
@@ -161,20 +162,27 @@ impl<T: Ord> SortedSet<T> {
     }
 }
 
-impl<T: Ord> FromIterator<T> for SortedSet<T> {
-    fn from_iter<I: IntoIterator<Item = T>>(iter: I) -> Self {
-        let mut items: Vec<T> = iter.into_iter().collect();
-        items.sort();
+impl<T: Ord> SortedSet<T> {
+    fn from_vec(items: Vec<T>) -> Self {
+        // A heap sort (O(n log n), in place): `slice::sort` would link ~5 KB of wasm per
+        // element type for speed these small sets do not need.
+        let mut items = BinaryHeap::from(items).into_sorted_vec();
         items.dedup();
         SortedSet { items }
     }
 }
 
+impl<T: Ord> FromIterator<T> for SortedSet<T> {
+    fn from_iter<I: IntoIterator<Item = T>>(iter: I) -> Self {
+        SortedSet::from_vec(iter.into_iter().collect())
+    }
+}
+
 impl<T: Ord> Extend<T> for SortedSet<T> {
     fn extend<I: IntoIterator<Item = T>>(&mut self, iter: I) {
-        self.items.extend(iter);
-        self.items.sort();
-        self.items.dedup();
+        let mut items = std::mem::take(&mut self.items);
+        items.extend(iter);
+        *self = SortedSet::from_vec(items);
     }
 }
 
