@@ -8,7 +8,6 @@ use super::{apply_change, Op};
 use crate::event::MessageId;
 use crate::sorted::SortedSet;
 use serde_json::{Map, Value};
-use std::collections::VecDeque;
 
 /// Why the view of a document changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,7 +48,9 @@ pub struct Document {
     confirmed: Map<String, Value>,
     version: Option<u64>,
     epoch: Option<String>,
-    pending: VecDeque<Pending>,
+    /// In the order they were made (a `Vec`: there are few, and a `VecDeque` costs the
+    /// browser build more code).
+    pending: Vec<Pending>,
     view: Map<String, Value>,
     /// Keys whose confirmed value this client wrote (to tell when it lost a race).
     mine: SortedSet<String>,
@@ -79,7 +80,7 @@ impl Document {
             confirmed: Map::new(),
             version: None,
             epoch: None,
-            pending: VecDeque::new(),
+            pending: Vec::new(),
             view: Map::new(),
             mine: SortedSet::default(),
             sync_requested: None,
@@ -132,7 +133,7 @@ impl Document {
     /// A local change, accepted by the engine: it shows at once.
     pub(crate) fn local(&mut self, id: MessageId, wire: String, ops: Vec<Op>) -> Vec<KeyChange> {
         let keys = keys_of(&ops);
-        self.pending.push_back(Pending { id, wire, ops });
+        self.pending.push(Pending { id, wire, ops });
         self.refresh(&keys, |_| false)
     }
 
@@ -212,7 +213,7 @@ impl Document {
             (Some(current), Some(v)) if v <= current => {
                 // Applied before our current version (a resend's ack after a snapshot that
                 // already contained it): its effect is in `confirmed`; stop replaying it.
-                let Some(p) = self.pending.remove(pos) else {
+                let Some(p) = self.take_pending(pos) else {
                     return Reaction::default();
                 };
                 let changes = self.refresh(&keys_of(&p.ops), |_| false);
@@ -230,9 +231,13 @@ impl Document {
     /// Our change was rejected or dropped: remove it; the view rolls back.
     pub(crate) fn discard(&mut self, id: MessageId) -> Option<(String, Vec<KeyChange>)> {
         let pos = self.pending.iter().position(|p| p.id == id)?;
-        let p = self.pending.remove(pos)?;
+        let p = self.take_pending(pos)?;
         let changes = self.refresh(&keys_of(&p.ops), |_| false);
         Some((p.wire, changes))
+    }
+
+    fn take_pending(&mut self, pos: usize) -> Option<Pending> {
+        (pos < self.pending.len()).then(|| self.pending.remove(pos))
     }
 
     /// Whether `id` is one of this document's pending changes.
@@ -241,7 +246,7 @@ impl Document {
     }
 
     fn confirm_at(&mut self, pos: usize, version: u64) -> Reaction {
-        let Some(p) = self.pending.remove(pos) else {
+        let Some(p) = self.take_pending(pos) else {
             return Reaction::default();
         };
         let keys = keys_of(&p.ops);
