@@ -155,7 +155,14 @@ mod tests {
 
     #[test]
     fn quoted_names_read_like_debug_and_show_invisible_characters() {
-        for s in ["room", "é ☃ 😀", "a\"b\\c", "line\nbreak\ttab\r", "\u{1}\u{7f}", ""] {
+        for s in [
+            "room",
+            "é ☃ 😀",
+            "a\"b\\c",
+            "line\nbreak\ttab\r",
+            "\u{1}\u{7f}",
+            "",
+        ] {
             assert_eq!(Quoted(s).to_string(), format!("{s:?}"), "{s:?}");
         }
         assert_eq!(Quoted("ws://a\u{a0}b").to_string(), r#""ws://a\u{a0}b""#);
