@@ -1,32 +1,38 @@
 //! [`Client`]: the connection, as an object the app holds.
 //!
-//! Synchronous methods (`connect`, `send`, `publish`, `subscribe`, `state`, …) take the
-//! client's lock for one engine call and return; they are safe on a UI thread. Async methods
-//! (`sendAcked`, `publishAcked`, `request`, `disconnect…`) run on the library's runtime and are
-//! cancellable: cancelling the coroutine or Swift task abandons the wait (an acked message
-//! stays in the outbox; its `Acked` or `Dropped` event will still come).
+//! Synchronous methods (`connect`, `send`, `publish`, `subscribe`, `state`, …)
+//! take the client's lock for one engine call and return; they are safe on a UI thread. Async
+//! methods (`sendAcked`, `publishAcked`, `request`, `disconnect…`, `shutdown`) run on the
+//! library's runtime and are cancellable: cancelling the coroutine or Swift task abandons the
+//! wait (an acked message stays in the outbox; its `Acked` or `Dropped` event will still come).
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::ClientConfig;
 use crate::dispatch::{pump, Hub};
 use crate::error::ClientError;
-use crate::event::Payload;
+use crate::event::{DropReason, Payload};
 use crate::listener::{ClientListener, ListenerHandle};
+use crate::options::SendOptions;
 use crate::runtime::{run, runtime};
 use crate::state::{CloseReason, ConnectionState, EngineClock};
 use crate::stats::ClientStats;
 
 /// A real-time connection that survives the network. Created `Idle`; call `connect()`.
 /// Releasing it (Kotlin `close()`/`use {}`, or the last Swift reference) stops the client and,
-/// once they have drained, its listeners.
+/// once they have drained, its listeners, in the background; `shutdown()` does the same and
+/// waits until it is done.
 #[derive(Debug, uniffi::Object)]
 pub struct Client {
     inner: tether::Client,
     hub: Arc<Hub>,
     clock: EngineClock,
+    /// `messageTtlMs`: an acked send's timeout never lengthens a message's life beyond it.
+    default_ttl: Option<Duration>,
+    /// `shutdown()` was called: the client task is gone for good.
+    shut_down: AtomicBool,
 }
 
 #[uniffi::export]
@@ -40,12 +46,21 @@ impl Client {
         let (inner, events) = config.to_builder().build()?;
         let hub = Hub::new(clock.state(inner.state()), config.listener_queue());
         runtime.spawn(pump(events, hub.clone(), clock));
-        Ok(Arc::new(Client { inner, hub, clock }))
+        Ok(Arc::new(Client {
+            inner,
+            hub,
+            clock,
+            default_ttl: config.default_ttl(),
+            shut_down: AtomicBool::new(false),
+        }))
     }
 
     /// Starts connecting (from `Idle` or `Closed`), or retries at once while `Waiting`.
+    /// Does nothing after `shutdown()`.
     pub fn connect(&self) {
-        self.inner.connect();
+        if !self.shut_down.load(Ordering::Acquire) {
+            self.inner.connect();
+        }
     }
 
     /// Queues a message for the server and returns its id. Raw mode: a frame. Tether mode: a
@@ -64,8 +79,35 @@ impl Client {
         Ok(id.get())
     }
 
+    /// `send` with per-message options: `ack = false` to write it once without an ack,
+    /// `ttlMs` to drop it (reason `Expired`) if it cannot be sent in time.
+    pub fn send_with(&self, payload: Payload, options: SendOptions) -> Result<u64, ClientError> {
+        let payload = tether::Payload::try_from(payload)?;
+        Ok(self.inner.send_with(payload, options.into())?.get())
+    }
+
+    /// `publish` with per-message options: `ack = false` for fire and forget (no `Acked`
+    /// event, not re-sent after a reconnect), `ttlMs` to drop it (reason `Expired`) if it
+    /// cannot be sent in time.
+    pub fn publish_with(
+        &self,
+        channel: String,
+        payload: Payload,
+        options: SendOptions,
+    ) -> Result<u64, ClientError> {
+        let payload = tether::Payload::try_from(payload)?;
+        Ok(self
+            .inner
+            .publish_with(&channel, payload, options.into())?
+            .get())
+    }
+
     /// Sends a channel-less message (Tether mode) and waits for the server's ack, at most
     /// `timeout_ms` (`null`: until acked or dropped). Returns the stored offset, if any.
+    ///
+    /// After `TimedOut` the message is never sent again: if it was still waiting to be sent
+    /// it is dropped (a `Dropped` event with reason `Expired`); if it was already written, its
+    /// `Acked` (or `Dropped`) event tells whether the server got it.
     pub async fn send_acked(
         &self,
         payload: Payload,
@@ -73,11 +115,16 @@ impl Client {
     ) -> Result<Option<u64>, ClientError> {
         let payload = tether::Payload::try_from(payload)?;
         let client = self.inner.clone();
-        within(timeout_ms, async move { client.send_acked(payload).await }).await
+        let (options, deadline) = self.acked_options(timeout_ms);
+        within(deadline, async move {
+            client.send_acked_with(payload, options).await
+        })
+        .await
     }
 
     /// Publishes to `channel` and waits for the server's ack, at most `timeout_ms` (`null`:
-    /// until acked or dropped). Returns the message's offset in the channel.
+    /// until acked or dropped). Returns the message's offset in the channel. After `TimedOut`
+    /// the message is never sent again (see `sendAcked`).
     pub async fn publish_acked(
         &self,
         channel: String,
@@ -86,8 +133,9 @@ impl Client {
     ) -> Result<Option<u64>, ClientError> {
         let payload = tether::Payload::try_from(payload)?;
         let client = self.inner.clone();
-        within(timeout_ms, async move {
-            client.publish_acked(&channel, payload).await
+        let (options, deadline) = self.acked_options(timeout_ms);
+        within(deadline, async move {
+            client.publish_acked_with(&channel, payload, options).await
         })
         .await
     }
@@ -156,6 +204,29 @@ impl Client {
             .map_or(CloseReason::App { code: 1000 }, Into::into)
     }
 
+    /// Closes (code 1000; pending messages are reported dropped) and stops the client for
+    /// good, and returns once everything it ran has ended: its task, the token provider it
+    /// held, and every listener thread after delivering its last event (the final
+    /// `StateChanged` to `Closed`). After that no library thread holds any of your objects.
+    ///
+    /// For deterministic teardown: before a Python interpreter exits (a client released
+    /// during interpreter finalisation would release your Python objects from a library
+    /// thread, which CPython does not allow), in tests, or when an Android `ViewModel` is
+    /// cleared and you want the connection closed before going on. `connect()` does nothing
+    /// afterwards; create a new client instead. Do not wait for it inside a listener: it
+    /// waits for the listeners' threads. Cancelling the wait does not stop the teardown.
+    pub async fn shutdown(&self) {
+        self.shut_down.store(true, Ordering::Release);
+        let client = self.inner.clone();
+        let hub = self.hub.clone();
+        // Detached, not `run`: the teardown completes even if the caller stops waiting.
+        let teardown = runtime().spawn(async move {
+            client.shutdown().await;
+            hub.finished().await;
+        });
+        let _ = teardown.await;
+    }
+
     /// Tell the client when the OS reports the network online or offline (Android
     /// `ConnectivityManager.NetworkCallback`, iOS `NWPathMonitor`): online skips the backoff
     /// wait, offline probes an open connection.
@@ -192,18 +263,54 @@ impl Client {
     }
 }
 
-/// Runs an ack wait on the runtime, bounded by `timeout_ms` when given.
-async fn within<F>(timeout_ms: Option<u64>, wait: F) -> Result<Option<u64>, ClientError>
+impl Client {
+    /// The options of an acked send that waits at most `timeout_ms`: its TTL is the timeout
+    /// (or the configured TTL, if shorter), so a message that could not be sent in time is
+    /// dropped instead of being delivered long after the caller gave up.
+    fn acked_options(&self, timeout_ms: Option<u64>) -> (tether::SendOptions, Deadline) {
+        let timeout = timeout_ms.map(Duration::from_millis);
+        let ttl = match (timeout, self.default_ttl) {
+            (Some(t), Some(d)) => Some(t.min(d)),
+            (t, d) => t.or(d),
+        };
+        let options = tether::SendOptions {
+            ack: Some(true),
+            ttl,
+        };
+        let deadline = Deadline {
+            timeout,
+            // Expiry by the caller's own timeout is a timeout; by a shorter configured TTL,
+            // a drop.
+            expiry_is_timeout: timeout.is_some() && ttl == timeout,
+        };
+        (options, deadline)
+    }
+}
+
+/// How long an ack wait may take.
+#[derive(Debug, Clone, Copy)]
+struct Deadline {
+    timeout: Option<Duration>,
+    expiry_is_timeout: bool,
+}
+
+/// Runs an ack wait on the runtime, bounded by the deadline's timeout when given.
+async fn within<F>(deadline: Deadline, wait: F) -> Result<Option<u64>, ClientError>
 where
     F: std::future::Future<Output = Result<Option<u64>, tether::AckError>> + Send + 'static,
 {
     let bounded = async move {
-        match timeout_ms {
-            Some(ms) => tokio::time::timeout(Duration::from_millis(ms), wait)
+        let result = match deadline.timeout {
+            Some(t) => tokio::time::timeout(t, wait)
                 .await
-                .map_err(|_| ClientError::TimedOut)?
-                .map_err(ClientError::from),
-            None => wait.await.map_err(ClientError::from),
+                .map_err(|_| ClientError::TimedOut)?,
+            None => wait.await,
+        };
+        match result.map_err(ClientError::from) {
+            Err(ClientError::Dropped {
+                reason: DropReason::Expired,
+            }) if deadline.expiry_is_timeout => Err(ClientError::TimedOut),
+            other => other,
         }
     };
     run(bounded).await.ok_or(ClientError::Closed)?

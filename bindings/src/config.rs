@@ -156,6 +156,14 @@ impl ClientConfig {
             .max(1) as usize
     }
 
+    /// The configured default TTL of a message (`messageTtlMs`), if any.
+    pub(crate) fn default_ttl(&self) -> Option<Duration> {
+        self.options
+            .message_ttl_ms
+            .flatten()
+            .map(Duration::from_millis)
+    }
+
     /// The `tether` builder these options describe (validated later by its `build`).
     pub(crate) fn to_builder(&self) -> tether::ClientBuilder {
         let o = &self.options;

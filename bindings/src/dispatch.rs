@@ -19,11 +19,15 @@
 //!   declared fallible for exactly this), is counted and logged, and dispatching continues.
 //!   The call also runs under `catch_unwind`, so that even a panic in UniFFI's lifting code
 //!   cannot take the dispatcher down in builds that unwind.
+//! - The hub counts its listener threads, so `Client.shutdown()` can wait until every one has
+//!   delivered its last event and released its listener: after that no Rust thread holds a
+//!   foreign object (what a Python interpreter about to finalise needs).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
@@ -54,6 +58,19 @@ pub(crate) struct Hub {
     inner: Mutex<HubState>,
     pub(crate) missed: AtomicU64,
     pub(crate) failures: AtomicU64,
+    /// Cancelled when the pump ends (the client task has ended and its events are all in).
+    closed: CancellationToken,
+    /// How many listener threads are running.
+    live: watch::Sender<usize>,
+}
+
+/// A running listener thread, counted in [`Hub::live`] until dropped.
+struct Live(Arc<Hub>);
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.live.send_modify(|n| *n = n.saturating_sub(1));
+    }
 }
 
 impl Hub {
@@ -66,7 +83,23 @@ impl Hub {
             }),
             missed: AtomicU64::new(0),
             failures: AtomicU64::new(0),
+            closed: CancellationToken::new(),
+            live: watch::Sender::new(0),
         })
+    }
+
+    fn enter(self: &Arc<Self>) -> Live {
+        self.live.send_modify(|n| *n += 1);
+        Live(self.clone())
+    }
+
+    /// Resolves once the client's events have all been handed over and every listener thread
+    /// has ended (delivered what was queued for it and released its listener).
+    pub(crate) async fn finished(&self) {
+        self.closed.cancelled().await;
+        let mut live = self.live.subscribe();
+        // Err only if the sender is gone, which it cannot be while `self` lives.
+        let _ = live.wait_for(|n| *n == 0).await;
     }
 
     fn lock(&self) -> MutexGuard<'_, HubState> {
@@ -91,6 +124,7 @@ impl Hub {
 
     fn shut(&self) {
         self.lock().tx = None;
+        self.closed.cancel();
     }
 
     /// Starts delivering to `listener` on a thread of its own: first the current state, then
@@ -108,14 +142,36 @@ impl Hub {
             listener,
             cancel: cancel.clone(),
         };
+        let live = self.enter();
+        self.spawn("tether-listener", &cancel, move || {
+            // The dispatcher (and with it the listener) is released before `live` counts
+            // this thread out.
+            dispatcher.run(snapshot, rx);
+            drop(live);
+        });
+        cancel
+    }
+
+    fn spawn(&self, name: &str, cancel: &CancellationToken, body: impl FnOnce() + Send + 'static) {
         let spawned = std::thread::Builder::new()
-            .name("tether-listener".to_owned())
-            .spawn(move || dispatcher.run(snapshot, rx));
+            .name(name.to_owned())
+            .spawn(body);
         if let Err(e) = spawned {
+            // The closure (and the `Live` guard in it) was dropped: the count is right.
             warn!(error = %e, "cannot start a listener thread; the listener gets no events");
             cancel.cancel();
         }
-        cancel
+    }
+
+    /// One foreign callback: an exception (or a panic) is contained and counted.
+    fn call(&self, what: &str, f: impl FnOnce() -> Result<(), ListenerError>) {
+        let failure = match catch_unwind(AssertUnwindSafe(f)) {
+            Ok(Ok(())) => return,
+            Ok(Err(ListenerError::Threw { reason })) => reason,
+            Err(_) => "panicked".to_owned(),
+        };
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        warn!(%failure, "a {what} threw; the event is skipped for it and dispatching goes on");
     }
 }
 
@@ -191,13 +247,7 @@ impl Dispatcher {
             return;
         }
         let listener = &self.listener;
-        let failure = match catch_unwind(AssertUnwindSafe(|| listener.on_event(event))) {
-            Ok(Ok(())) => return,
-            Ok(Err(ListenerError::Threw { reason })) => reason,
-            Err(_) => "panicked".to_owned(),
-        };
-        self.hub.failures.fetch_add(1, Ordering::Relaxed);
-        warn!(%failure, "a ClientListener threw; the event is skipped for it and dispatching goes on");
+        self.hub.call("ClientListener", || listener.on_event(event));
     }
 }
 
@@ -365,5 +415,24 @@ mod tests {
         let (late, late_rx) = probe(false, false);
         let _late = hub.attach(late);
         assert_eq!(next(&late_rx), changed(None, ConnectionState::Open));
+    }
+
+    #[test]
+    fn finished_waits_for_every_listener_to_have_its_last_event_and_be_released() {
+        let hub = Hub::new(ConnectionState::Open, 16);
+        let (listener, rx) = probe(false, false);
+        let _cancel = hub.attach(listener);
+        hub.publish(rtt(1));
+        hub.shut();
+        runtime().block_on(async {
+            tokio::time::timeout(WAIT, hub.finished())
+                .await
+                .expect("finished within 5 s");
+        });
+        // Everything was delivered, and the listener (which owns the sender) is gone: the
+        // channel holds the events and reports the disconnection without waiting.
+        assert_eq!(rx.try_recv(), Ok(changed(None, ConnectionState::Open)));
+        assert_eq!(rx.try_recv(), Ok(rtt(1)));
+        assert_eq!(rx.try_recv(), Err(mpsc::TryRecvError::Disconnected));
     }
 }

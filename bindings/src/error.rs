@@ -37,7 +37,8 @@ pub enum ClientError {
         /// The limit.
         max: u64,
     },
-    /// The client is closed: call `connect()` to start again.
+    /// The client is closed: call `connect()` to start again (after `shutdown()`: create a
+    /// new client).
     #[error("the client is closed")]
     Closed,
     /// The client is draining its outbox before closing and takes no new messages.

@@ -7,7 +7,8 @@
 //! | file | exports |
 //! |---|---|
 //! | `config.rs` | `ClientConfig` (chainable builder), `WireProtocol`, `Jitter`, `HeartbeatMode`, `OverflowPolicy`, `TokenPlacement`, `Disposition` |
-//! | `client.rs` | `Client`: connect, send/publish, acked sends and requests (async), channels, presence, close, network and lifecycle hooks, state, stats |
+//! | `client.rs` | `Client`: connect, send/publish, acked sends and requests (async), channels, presence, close and shutdown, network and lifecycle hooks, state, stats |
+//! | `options.rs` | `SendOptions` (per-message ack and TTL) |
 //! | `listener.rs` | `ClientListener` (foreign trait), `ListenerHandle` (cancel-on-drop), `ListenerError` |
 //! | `event.rs` | `ClientEvent`, `DisconnectCause`, `DropReason`, `Payload`, `InboundMessage`, `EngineIssue` |
 //! | `state.rs` | `ConnectionState`, `CloseReason` |
@@ -25,6 +26,7 @@ mod dispatch;
 mod error;
 mod event;
 mod listener;
+mod options;
 mod runtime;
 mod state;
 mod stats;
@@ -37,6 +39,7 @@ pub use config::{
 pub use error::ClientError;
 pub use event::{ClientEvent, DisconnectCause, DropReason, EngineIssue, InboundMessage, Payload};
 pub use listener::{ClientListener, ListenerError, ListenerHandle};
+pub use options::SendOptions;
 pub use state::{CloseReason, ConnectionState};
 pub use stats::ClientStats;
 pub use token::{TokenError, TokenProvider};

@@ -133,6 +133,9 @@ fun base(url: String, id: String, tokens: Tokens) = ClientConfig(url)
 
 fun freePort(): Int = ServerSocket(0).use { it.localPort }
 
+/** `shutdown()` from non-suspending code, bounded. */
+fun Client.shutdownBlocking() = runBlocking { withTimeout(10_000) { shutdown() } }
+
 inline fun <reified E : Throwable> expectThrows(block: () -> Unit): E {
     try {
         block()
@@ -234,12 +237,19 @@ fun main() {
                 check(b.presence("elsewhere") == null)
             }
 
-            test("request gets the relay's echo; fire-and-forget publish gets an Acked event") {
+            test("request gets the relay's echo; publish gets an Acked event, publishWith(ack = false) none") {
                 check(a.request(json("""{"q":42}"""), 5_000uL) == """{"q":42}""")
                 val id = a.publish("room", Payload.Text("plain"))
                 recA.next("Acked for $id") { it is ClientEvent.Acked && it.id == id }
                 val m = recB.next("text message") { it is ClientEvent.Message } as ClientEvent.Message
                 check(m.message.payload == Payload.Json("\"plain\"")) { m }
+
+                val fromB = recB.mark()
+                val once = a.publishWith("room", json("\"once\""), SendOptions(ack = false))
+                val offset = a.publishAcked("room", json("\"acked\""), 5_000uL)
+                recA.waitFor("the later message's Acked") { evs -> evs.any { it is ClientEvent.Acked && it.offset == offset } }
+                check(recA.snapshot().none { it is ClientEvent.Acked && it.id == once }) { "an unacked publish was acked" }
+                recB.waitFor("both on B", fromB) { it.hasMessage(json("\"once\"")) && it.hasMessage(json("\"acked\"")) }
             }
 
             test("a listener that throws or blocks stalls nothing and is told what it missed") {
@@ -277,19 +287,29 @@ fun main() {
                 }
             }
 
-            test("acked sends time out and cancel while the server is unreachable") {
+            test("unreachable server: a timed-out acked send is dropped, not sent later; cancel; TTL") {
                 Client(base("ws://127.0.0.1:${freePort()}/", "kt-lonely", tokens)).use { c ->
+                    val rec = Recorder()
+                    val h = c.addListener(rec)
                     c.connect()
                     val t0 = System.nanoTime()
                     expectThrows<ClientException.TimedOut> { c.sendAcked(json("1"), 300uL) }
                     val took = (System.nanoTime() - t0) / 1_000_000
                     check(took in 250..5_000) { "timed out after $took ms" }
+                    // Never sent: dropped with the timeout as its TTL instead of lingering.
+                    rec.next("the timed-out send dropped") { it is ClientEvent.Dropped && it.reason == DropReason.Expired }
                     val job = launch(Dispatchers.Default) { c.publishAcked("room", json("2"), null) }
                     delay(100)
                     job.cancel()
                     withTimeout(2_000) { job.join() }
                     check(job.isCancelled)
-                    check(c.stats().outboxLen == 2uL) { c.stats() } // both wait in the outbox
+                    check(c.stats().outboxLen == 1uL) { c.stats() } // no timeout: it still waits
+                    val id = c.publishWith("room", json("3"), SendOptions(ttlMs = 100uL))
+                    val dropped = rec.next("expired by its TTL", 5_000) { it is ClientEvent.Dropped && id in it.ids } as ClientEvent.Dropped
+                    check(dropped.reason == DropReason.Expired) { dropped }
+                    check(c.stats().droppedExpired == 2uL && c.stats().outboxLen == 1uL) { c.stats() }
+                    h.cancel()
+                    c.shutdown()
                 }
             }
 
@@ -379,6 +399,8 @@ fun main() {
         } finally {
             handleA.cancel()
             handleB.cancel()
+            a.shutdownBlocking()
+            b.shutdownBlocking()
             a.close()
             b.close()
         }

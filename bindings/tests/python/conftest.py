@@ -81,18 +81,27 @@ class Relay:
 
 @pytest.fixture(scope="session", autouse=True)
 def quiesce():
-    """Torn down last: frees every client and listener while the interpreter is still alive.
+    """Torn down last: checks that every client was shut down and released while the
+    interpreter is still alive.
 
-    Releasing a client ends its task on a Rust thread, which then releases the Python token
-    provider and listeners it held (a call into Python). If that happened during interpreter
-    finalization, CPython would kill the calling thread with pthread_exit and the process would
-    abort ("FATAL: exception not rethrown"). So: collect, check that no client survived, and
-    give those threads a moment."""
+    A client's task and listener threads hold Python objects (the token provider, listeners)
+    and release them from Rust threads. If that happened during interpreter finalization,
+    CPython would kill the calling thread with pthread_exit and the process would abort
+    ("FATAL: exception not rethrown"). `await client.shutdown()` returns only once all of that
+    has happened, so the fixtures and tests end every client with it; this checks that none
+    was left behind."""
     yield
     gc.collect()
     alive = [o for o in gc.get_objects() if isinstance(o, (t.Client, t.ListenerHandle))]
-    time.sleep(0.3)
     assert not alive, f"still referenced at exit: {alive}"
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The `N passed, N failed` line scripts/test-bindings reports, as the Kotlin test prints."""
+    stats = terminalreporter.stats
+    passed = len([r for r in stats.get("passed", []) if r.when == "call"])
+    failed = len({r.nodeid for r in stats.get("failed", []) + stats.get("error", [])})
+    terminalreporter.write_line(f"{passed} passed, {failed} failed")
 
 
 @pytest.fixture(scope="session")
@@ -231,6 +240,6 @@ def pair(relay, tokens, run):
     yield held
     handle_a.cancel()
     handle_b.cancel()
-    run(a.disconnect())
-    run(b.disconnect())
+    run(a.shutdown())
+    run(b.shutdown())
     held.clear()

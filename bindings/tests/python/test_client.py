@@ -65,7 +65,7 @@ def test_listener_gets_current_state_first_then_transitions_in_order(relay, toke
         assert tokens.calls >= 1
         handle.cancel()
         assert handle.is_cancelled()
-        await c.disconnect()
+        await c.shutdown()
 
     run(scenario())
 
@@ -91,7 +91,7 @@ def test_publish_is_acked_and_received_with_presence(pair, run):
     run(scenario())
 
 
-def test_request_gets_the_echo_and_publish_gets_an_acked_event(pair, run):
+def test_request_gets_the_echo_and_publish_gets_an_acked_event_unless_unacked(pair, run):
     a, b, rec_a, rec_b, _ = pair
 
     async def scenario():
@@ -100,6 +100,20 @@ def test_request_gets_the_echo_and_publish_gets_an_acked_event(pair, run):
         await rec_a.next("Acked", lambda e: e.is_ACKED() and e.id == msg_id)
         m = await rec_b.next("text message", lambda e: e.is_MESSAGE())
         assert m.message.payload == json('"plain"')
+
+        since_b = rec_b.mark()
+        once = a.publish_with("room", json('"once"'), t.SendOptions(ack=False))
+        offset = await a.publish_acked("room", json('"acked"'), 5000)
+        await rec_a.wait_for(
+            "the later message's Acked",
+            lambda evs: any(e.is_ACKED() and e.offset == offset for e in evs),
+        )
+        assert not any(e.is_ACKED() and e.id == once for e in rec_a.snapshot())
+        await rec_b.wait_for(
+            "both on B",
+            lambda evs: has_message(evs, json('"once"')) and has_message(evs, json('"acked"')),
+            since_b,
+        )
 
     run(scenario())
 
@@ -158,8 +172,11 @@ def test_a_listener_that_raises_or_blocks_stalls_nothing(pair, run):
         h2.cancel()
 
 
-def test_acked_sends_time_out_and_cancel_while_unreachable(tokens, run):
+def test_unreachable_timed_out_acked_send_is_dropped_not_sent_later_cancel_and_ttl(tokens, run):
     c = t.Client(config(f"ws://127.0.0.1:{free_port()}/", "py-lonely", tokens))
+    rec = Recorder()
+    handle = c.add_listener(rec)
+    expired = t.DropReason.EXPIRED()
 
     async def scenario():
         c.connect()
@@ -168,13 +185,21 @@ def test_acked_sends_time_out_and_cancel_while_unreachable(tokens, run):
             await c.send_acked(json("1"), 300)
         took = time.monotonic() - t0
         assert 0.25 <= took <= 5, took
+        # Never sent: dropped with the timeout as its TTL instead of lingering.
+        await rec.next("the timed-out send dropped", lambda e: e.is_DROPPED() and e.reason == expired)
         task = asyncio.ensure_future(c.publish_acked("room", json("2"), None))
         await asyncio.sleep(0.1)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await asyncio.wait_for(task, 2)
-        assert c.stats().outbox_len == 2  # both still wait in the outbox
-        await c.disconnect()  # stops its reconnect loop (and its token fetches) now
+        assert c.stats().outbox_len == 1  # no timeout: it still waits
+        msg_id = c.publish_with("room", json("3"), t.SendOptions(ttl_ms=100))
+        dropped = await rec.next("expired by its TTL", lambda e: e.is_DROPPED() and msg_id in e.ids, 5)
+        assert dropped.reason == expired
+        stats = c.stats()
+        assert (stats.dropped_expired, stats.outbox_len) == (2, 1), stats
+        handle.cancel()
+        await c.shutdown()  # stops its reconnect loop (and its token fetches) now
 
     run(scenario())
 
@@ -247,7 +272,7 @@ def test_relay_killed_and_restarted_delivers_every_queued_acked_message(pair, re
         run(scenario())
     finally:
         hd.cancel()
-        run(d.disconnect())
+        run(d.shutdown())
 
 
 def test_graceful_relay_restart_retries_close_1012(pair, relay, run):
