@@ -1,6 +1,6 @@
 //! [`Client`]: the connection, as an object the app holds.
 //!
-//! Synchronous methods (`connect`, `send`, `publish`, `subscribe`, `state`, …)
+//! Synchronous methods (`connect`, `send`, `publish`, `subscribe`, `document`, `state`, …)
 //! take the client's lock for one engine call and return; they are safe on a UI thread. Async
 //! methods (`sendAcked`, `publishAcked`, `request`, `disconnect…`, `shutdown`) run on the
 //! library's runtime and are cancellable: cancelling the coroutine or Swift task abandons the
@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use crate::config::ClientConfig;
 use crate::dispatch::{pump, Hub};
+use crate::document::Document;
 use crate::error::ClientError;
 use crate::event::{DropReason, Payload};
 use crate::listener::{ClientListener, ListenerHandle};
@@ -154,6 +155,17 @@ impl Client {
             .await
             .ok_or(ClientError::Closed)??;
         Ok(reply.to_string())
+    }
+
+    /// The shared document on `channel` (Tether mode): edits show at once and converge to the
+    /// server's order for every client, through drops and reconnects. Opening a channel twice
+    /// gives two handles on the same document.
+    pub fn document(&self, channel: String) -> Result<Arc<Document>, ClientError> {
+        if self.shut_down.load(Ordering::Acquire) {
+            return Err(ClientError::Closed);
+        }
+        let doc = self.inner.document(&channel)?;
+        Ok(Arc::new(Document::new(doc, self.hub.clone())))
     }
 
     /// Subscribes to `channel` (Tether mode); renewed with resume after every reconnect.
@@ -314,4 +326,109 @@ where
         }
     };
     run(bounded).await.ok_or(ClientError::Closed)?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::WireProtocol;
+    use crate::document_event::{ChangeOrigin, DocumentEvent};
+    use crate::event::ClientEvent;
+    use crate::listener::{DocumentListener, ListenerError};
+    use std::sync::{mpsc, Mutex};
+
+    const WAIT: Duration = Duration::from_secs(5);
+
+    struct Docs(Mutex<mpsc::Sender<DocumentEvent>>);
+
+    impl DocumentListener for Docs {
+        fn on_event(&self, event: DocumentEvent) -> Result<(), ListenerError> {
+            let _ = self.0.lock().map(|tx| tx.send(event));
+            Ok(())
+        }
+    }
+
+    struct Events(Mutex<mpsc::Sender<ClientEvent>>);
+
+    impl ClientListener for Events {
+        fn on_event(&self, event: ClientEvent) -> Result<(), ListenerError> {
+            let _ = self.0.lock().map(|tx| tx.send(event));
+            Ok(())
+        }
+    }
+
+    /// A Tether-mode client that is never connected.
+    fn offline() -> Arc<Client> {
+        let config = ClientConfig::new("ws://127.0.0.1:9/".to_owned())
+            .wire_protocol(WireProtocol::Tether)
+            .message_ttl_ms(Some(60_000));
+        Client::new(config).expect("a valid config")
+    }
+
+    #[test]
+    fn local_edits_reach_document_and_client_listeners_and_shutdown_ends_their_threads() {
+        let client = offline();
+        let doc = client.document("todo".to_owned()).expect("Tether mode");
+        let (doc_tx, doc_rx) = mpsc::channel();
+        let (tx, rx) = mpsc::channel();
+        let _d = doc.add_listener(Arc::new(Docs(Mutex::new(doc_tx))));
+        let _c = client.add_listener(Arc::new(Events(Mutex::new(tx))));
+        assert_eq!(
+            doc_rx.recv_timeout(WAIT),
+            Ok(DocumentEvent::Snapshot {
+                values: Default::default(),
+                version: None,
+                pending: 0
+            })
+        );
+
+        let id = doc.set("milk".to_owned(), "2".to_owned()).expect("set");
+        assert_eq!(doc.get("milk".to_owned()).as_deref(), Some("2"), "at once");
+        assert_eq!(doc.pending(), 1);
+        assert_eq!(doc.increment("milk".to_owned(), 3), Ok(id + 1), "ids go on");
+        assert_eq!(doc.snapshot_json(), r#"{"milk":5}"#);
+        assert!(matches!(
+            doc.insert("milk".to_owned(), "0".to_owned()),
+            Err(ClientError::Rejected { ref code, .. }) if code == "conflict"
+        ));
+        let DocumentEvent::Changed { origin, changes } =
+            doc_rx.recv_timeout(WAIT).expect("a change")
+        else {
+            panic!("a Changed event");
+        };
+        assert_eq!(origin, ChangeOrigin::LocalPending);
+        assert_eq!(changes[0].value.as_deref(), Some("2"));
+        let forwarded = std::iter::from_fn(|| rx.recv_timeout(WAIT).ok())
+            .find(|e| matches!(e, ClientEvent::DocumentChanged { .. }));
+        assert!(
+            matches!(forwarded, Some(ClientEvent::DocumentChanged { ref channel, .. }) if channel == "todo"),
+            "{forwarded:?}"
+        );
+
+        runtime().block_on(client.shutdown());
+        // Both listener threads have ended: their senders are gone once what was queued is
+        // delivered (the pending changes are dropped and rolled back on the way).
+        let rest: Vec<_> = doc_rx.try_iter().collect();
+        assert_eq!(doc_rx.try_recv(), Err(mpsc::TryRecvError::Disconnected));
+        assert!(
+            rest.iter()
+                .any(|e| matches!(e, DocumentEvent::Rejected { .. })),
+            "{rest:?}"
+        );
+        let rest: Vec<_> = rx.try_iter().collect();
+        assert_eq!(rx.try_recv(), Err(mpsc::TryRecvError::Disconnected));
+        assert!(matches!(
+            rest.last(),
+            Some(ClientEvent::StateChanged {
+                current: ConnectionState::Closed { .. },
+                ..
+            })
+        ));
+        assert_eq!(
+            client.document("other".to_owned()).err(),
+            Some(ClientError::Closed)
+        );
+        client.connect();
+        assert!(matches!(client.state(), ConnectionState::Closed { .. }));
+    }
 }

@@ -2,8 +2,9 @@
 //! stall or crash the client.
 //!
 //! ```text
-//!  tether client task ──Events (bounded, backpressure)──▶ pump task ──▶ Hub ──broadcast ring──▶ dispatcher thread ──▶ listener.onEvent
-//!                                                       (never waits)   (state + sender)  (drop-oldest) │ one per listener
+//!  tether client task ──Events (bounded, backpressure)──▶ pump task ──▶ Hub ──broadcast ring──▶ dispatcher thread ──▶ ClientListener.onEvent
+//!                   │                                   (never waits)   (state + sender)  (drop-oldest) │ one per listener
+//!                   └──per-document broadcast ring (in `tether`, drop-oldest)──────────────▶ dispatcher thread ──▶ DocumentListener.onEvent
 //! ```
 //!
 //! - The `tether` crate's `Events` queue is bounded and a full queue makes the client stop
@@ -12,6 +13,9 @@
 //! - The hub is a `tokio::sync::broadcast` ring of `listenerQueueCapacity` events. A listener
 //!   too slow to keep up loses the oldest events it has not read (it is told how many with
 //!   `Lagged`, then gets a state snapshot), instead of stalling everyone else.
+//! - A document's events come from `tether`'s own per-document broadcast ring (the client task
+//!   hands each event over without waiting), read the same way: a lagging document listener
+//!   gets `Lagged`, then a document snapshot.
 //! - Each listener has a dedicated OS thread, so a callback that blocks stalls only itself,
 //!   and no foreign code ever runs on the runtime's worker threads or under a lock: the hub's
 //!   mutex is held only to record the state and push one event (or to subscribe).
@@ -31,8 +35,9 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+use crate::document_event::DocumentEvent;
 use crate::event::ClientEvent;
-use crate::listener::{ClientListener, ListenerError};
+use crate::listener::{ClientListener, DocumentListener, ListenerError};
 use crate::runtime::runtime;
 use crate::state::{ConnectionState, EngineClock};
 
@@ -152,6 +157,32 @@ impl Hub {
         cancel
     }
 
+    /// Starts delivering `doc`'s events to `listener` on a thread of its own: first a
+    /// snapshot, then every later event, until `cancel` fires or the client shuts down.
+    pub(crate) fn attach_document(
+        self: &Arc<Self>,
+        doc: tether::Document,
+        listener: Arc<dyn DocumentListener>,
+    ) -> CancellationToken {
+        let cancel = CancellationToken::new();
+        // Subscribed before the snapshot is read (on the thread): the snapshot then contains
+        // every change whose event this listener will not see. Events carry new values, so
+        // one it does see that the snapshot already contains changes nothing.
+        let changes = doc.changes();
+        let dispatcher = DocumentDispatcher {
+            hub: self.clone(),
+            listener,
+            cancel: cancel.clone(),
+            doc,
+        };
+        let live = self.enter();
+        self.spawn("tether-doc-listener", &cancel, move || {
+            dispatcher.run(changes);
+            drop(live);
+        });
+        cancel
+    }
+
     fn spawn(&self, name: &str, cancel: &CancellationToken, body: impl FnOnce() + Send + 'static) {
         let spawned = std::thread::Builder::new()
             .name(name.to_owned())
@@ -248,6 +279,62 @@ impl Dispatcher {
         }
         let listener = &self.listener;
         self.hub.call("ClientListener", || listener.on_event(event));
+    }
+}
+
+struct DocumentDispatcher {
+    hub: Arc<Hub>,
+    listener: Arc<dyn DocumentListener>,
+    cancel: CancellationToken,
+    doc: tether::Document,
+}
+
+enum Step {
+    Stop,
+    Event(tether::DocumentEvent),
+}
+
+impl DocumentDispatcher {
+    fn run(self, mut changes: tether::DocumentChanges) {
+        self.deliver(DocumentEvent::snapshot_of(&self.doc));
+        let handle = runtime().handle();
+        loop {
+            let step = handle.block_on(async {
+                tokio::select! {
+                    biased;
+                    _ = self.cancel.cancelled() => Step::Stop,
+                    // Before `closed`: what is queued is still delivered after a shutdown.
+                    // (`DocumentChanges::recv` keeps its state between calls: cancel-safe.)
+                    next = changes.recv() => next.map_or(Step::Stop, Step::Event),
+                    // The document's stream does not end by itself while handles on the
+                    // client's state live (this thread holds one): the hub says when the
+                    // client task has ended.
+                    _ = self.hub.closed.cancelled() => Step::Stop,
+                }
+            });
+            match step {
+                Step::Stop => return,
+                Step::Event(tether::DocumentEvent::Lagged { missed }) => {
+                    self.hub.missed.fetch_add(missed, Ordering::Relaxed);
+                    self.deliver(DocumentEvent::Lagged { missed });
+                    self.deliver(DocumentEvent::snapshot_of(&self.doc));
+                }
+                Step::Event(event) => {
+                    if let Some(event) = DocumentEvent::from_core(event) {
+                        self.deliver(event);
+                    }
+                }
+            }
+        }
+    }
+
+    fn deliver(&self, event: DocumentEvent) {
+        if self.cancel.is_cancelled() {
+            return;
+        }
+        let listener = &self.listener;
+        self.hub
+            .call("DocumentListener", || listener.on_event(event));
     }
 }
 

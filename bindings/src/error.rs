@@ -1,6 +1,7 @@
 //! [`ClientError`]: the one error type of the bindings, with only the variants a Kotlin or
 //! Swift caller would branch on. The `tether` crate's per-operation errors (`SendError`,
-//! `AckError`, `RequestError`, `SubscribeError`, `CloseError`, `BuildError`) all map into it.
+//! `AckError`, `RequestError`, `SubscribeError`, `SyncError`, `CloseError`, `BuildError`) all
+//! map into it.
 
 use crate::event::{DropReason, Payload};
 
@@ -58,10 +59,12 @@ pub enum ClientError {
     /// The connection dropped after the request was sent; its reply is lost. Retry it.
     #[error("the connection was lost before the reply")]
     ConnectionLost,
-    /// The server answered the request with an error.
-    #[error("the server refused: {code}: {reason}")]
+    /// Refused: the server answered the request with an error, or a document change cannot
+    /// apply to the document as this client sees it (`conflict`: `insert` of a key that
+    /// exists; `type_mismatch`: `increment` of a non-number), so it was not sent.
+    #[error("refused: {code}: {reason}")]
     Rejected {
-        /// The server's error code.
+        /// The server's error code, or `conflict` / `type_mismatch` for a document change.
         code: String,
         /// Its explanation. (Not `message`: that is every exception's own property.)
         reason: String,
@@ -147,6 +150,29 @@ impl From<tether::RequestFailure> for ClientError {
     }
 }
 
+impl From<tether::SyncError> for ClientError {
+    fn from(e: tether::SyncError) -> Self {
+        match e {
+            tether::SyncError::NeedsTetherProtocol => ClientError::NeedsTetherProtocol,
+            tether::SyncError::InvalidChannel(name) => invalid_channel(name),
+            tether::SyncError::EmptyChange => ClientError::InvalidArgument {
+                argument: "ops".to_owned(),
+                reason: "a change needs at least one operation".to_owned(),
+            },
+            tether::SyncError::Rejected(rejection) => ClientError::Rejected {
+                code: rejection.code.to_owned(),
+                reason: rejection.message,
+            },
+            tether::SyncError::Send(e) => e.into(),
+            // `NotOpen` (a `Document` is always open) and kinds a newer core may add.
+            other => ClientError::InvalidArgument {
+                argument: "document".to_owned(),
+                reason: other.to_string(),
+            },
+        }
+    }
+}
+
 impl From<tether::CloseError> for ClientError {
     fn from(e: tether::CloseError) -> Self {
         ClientError::InvalidArgument {
@@ -182,6 +208,17 @@ fn invalid_channel(reason: String) -> ClientError {
     }
 }
 
+/// Parses JSON text given as `argument`.
+pub(crate) fn parse_json(
+    argument: &str,
+    json: &str,
+) -> Result<tether::serde_json::Value, ClientError> {
+    tether::serde_json::from_str(json).map_err(|e| ClientError::InvalidArgument {
+        argument: argument.to_owned(),
+        reason: format!("not JSON: {e}"),
+    })
+}
+
 impl TryFrom<Payload> for tether::Payload {
     type Error = ClientError;
 
@@ -189,14 +226,7 @@ impl TryFrom<Payload> for tether::Payload {
         Ok(match payload {
             Payload::Text { text } => tether::Payload::Text(text),
             Payload::Binary { data } => tether::Payload::Binary(data),
-            Payload::Json { json } => {
-                tether::Payload::Json(tether::serde_json::from_str(&json).map_err(|e| {
-                    ClientError::InvalidArgument {
-                        argument: "payload".to_owned(),
-                        reason: format!("not JSON: {e}"),
-                    }
-                })?)
-            }
+            Payload::Json { json } => tether::Payload::Json(parse_json("payload", &json)?),
         })
     }
 }
@@ -241,6 +271,26 @@ mod tests {
                 reason: DropReason::Expired
             }
         );
+    }
+
+    #[test]
+    fn sync_errors_map_to_what_the_caller_acts_on() {
+        assert_eq!(
+            ClientError::from(tether::SyncError::NeedsTetherProtocol),
+            ClientError::NeedsTetherProtocol
+        );
+        assert!(matches!(
+            ClientError::from(tether::SyncError::EmptyChange),
+            ClientError::InvalidArgument { ref argument, .. } if argument == "ops"
+        ));
+        assert_eq!(
+            ClientError::from(tether::SyncError::Send(tether::SendError::OutboxFull)),
+            ClientError::OutboxFull
+        );
+        assert!(matches!(
+            ClientError::from(tether::SyncError::InvalidChannel(String::new())),
+            ClientError::InvalidArgument { ref argument, .. } if argument == "channel"
+        ));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! impls. Durations cross the FFI as whole milliseconds (RTT as fractional milliseconds:
 //! loopback and LAN round trips are far below one).
 
+use crate::document_event::{ChangeOrigin, KeyChange};
 use crate::state::{ConnectionState, EngineClock};
 
 /// Something that happened to the client, delivered in order to each
@@ -89,6 +90,32 @@ pub enum ClientEvent {
     Lagged {
         /// How many events this listener did not receive.
         missed: u64,
+    },
+    /// Keys of an open shared document changed (the same as its `DocumentEvent.Changed`, here
+    /// in order with the connection's events).
+    DocumentChanged {
+        /// The document's channel.
+        channel: String,
+        /// Why.
+        origin: ChangeOrigin,
+        /// Which keys, with their new values as JSON text.
+        changes: Vec<KeyChange>,
+    },
+    /// A local document change was rejected by the server or dropped, and rolled back.
+    ChangeRejected {
+        /// The document's channel.
+        channel: String,
+        /// The id the change returned.
+        change: u64,
+        /// The server's code (`conflict`, `type_mismatch`) or the drop reason.
+        code: String,
+    },
+    /// A document was replaced by a server snapshot; pending local changes were replayed.
+    DocumentResynced {
+        /// The document's channel.
+        channel: String,
+        /// The snapshot's version.
+        version: u64,
     },
 }
 
@@ -261,6 +288,27 @@ impl ClientEvent {
                 rtt_ms: rtt.as_secs_f64() * 1000.0,
             },
             tether::Event::Error(e) => ClientEvent::Error { issue: e.into() },
+            tether::Event::DocumentChanged {
+                channel,
+                origin,
+                changes,
+            } => ClientEvent::DocumentChanged {
+                channel,
+                origin: origin.into(),
+                changes: changes.into_iter().map(Into::into).collect(),
+            },
+            tether::Event::ChangeRejected {
+                channel,
+                change,
+                code,
+            } => ClientEvent::ChangeRejected {
+                channel,
+                change: change.get(),
+                code,
+            },
+            tether::Event::DocumentResynced { channel, version } => {
+                ClientEvent::DocumentResynced { channel, version }
+            }
             _ => return None,
         })
     }

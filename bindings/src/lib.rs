@@ -7,9 +7,11 @@
 //! | file | exports |
 //! |---|---|
 //! | `config.rs` | `ClientConfig` (chainable builder), `WireProtocol`, `Jitter`, `HeartbeatMode`, `OverflowPolicy`, `TokenPlacement`, `Disposition` |
-//! | `client.rs` | `Client`: connect, send/publish, acked sends and requests (async), channels, presence, close and shutdown, network and lifecycle hooks, state, stats |
+//! | `client.rs` | `Client`: connect, send/publish, acked sends and requests (async), channels, presence, documents, close and shutdown, network and lifecycle hooks, state, stats |
 //! | `options.rs` | `SendOptions` (per-message ack and TTL) |
-//! | `listener.rs` | `ClientListener` (foreign trait), `ListenerHandle` (cancel-on-drop), `ListenerError` |
+//! | `document.rs` | `Document` (a shared document: get, snapshot, set, delete, increment, insert, change, listeners), `DocumentOp` |
+//! | `document_event.rs` | `DocumentEvent`, `ChangeOrigin`, `KeyChange` |
+//! | `listener.rs` | `ClientListener`, `DocumentListener` (foreign traits), `ListenerHandle` (cancel-on-drop), `ListenerError` |
 //! | `event.rs` | `ClientEvent`, `DisconnectCause`, `DropReason`, `Payload`, `InboundMessage`, `EngineIssue` |
 //! | `state.rs` | `ConnectionState`, `CloseReason` |
 //! | `token.rs` | `TokenProvider` (async foreign trait), `TokenError` |
@@ -23,6 +25,8 @@
 mod client;
 mod config;
 mod dispatch;
+mod document;
+mod document_event;
 mod error;
 mod event;
 mod listener;
@@ -36,9 +40,11 @@ pub use client::Client;
 pub use config::{
     ClientConfig, Disposition, HeartbeatMode, Jitter, OverflowPolicy, TokenPlacement, WireProtocol,
 };
+pub use document::{Document, DocumentOp};
+pub use document_event::{ChangeOrigin, DocumentEvent, KeyChange};
 pub use error::ClientError;
 pub use event::{ClientEvent, DisconnectCause, DropReason, EngineIssue, InboundMessage, Payload};
-pub use listener::{ClientListener, ListenerError, ListenerHandle};
+pub use listener::{ClientListener, DocumentListener, ListenerError, ListenerHandle};
 pub use options::SendOptions;
 pub use state::{CloseReason, ConnectionState};
 pub use stats::ClientStats;

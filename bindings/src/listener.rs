@@ -1,8 +1,10 @@
-//! [`ClientListener`] (implemented by the app) and [`ListenerHandle`] (what
-//! `Client.addListener` returns). The machinery between them is in `dispatch`.
+//! [`ClientListener`] and [`DocumentListener`] (implemented by the app) and
+//! [`ListenerHandle`] (what `Client.addListener` and `Document.addListener` return). The
+//! machinery between them is in `dispatch`.
 
 use tokio_util::sync::CancellationToken;
 
+use crate::document_event::DocumentEvent;
 use crate::event::ClientEvent;
 
 /// Receives the client's events, in order, on a thread of its own (one per listener, never a
@@ -18,6 +20,21 @@ use crate::event::ClientEvent;
 pub trait ClientListener: Send + Sync {
     /// One event. Any exception it throws is contained (see [`ListenerError`]).
     fn on_event(&self, event: ClientEvent) -> Result<(), ListenerError>;
+}
+
+/// Receives one shared document's events, in order, on a thread of its own (one per listener,
+/// never a thread of the client). The first event is always a `Snapshot` of the whole
+/// document, then every event as it happens.
+///
+/// The same guarantees as [`ClientListener`]: keep `onEvent` quick; a slow listener never
+/// stalls the client or other listeners, it falls behind, and once more than 256 events wait
+/// for it the oldest are skipped and it receives `Lagged(missed)` followed by a fresh
+/// `Snapshot`. An exception thrown from `onEvent` is caught, counted in
+/// `ClientStats.listenerFailures`, and the next event is delivered as usual.
+#[uniffi::export(foreign)]
+pub trait DocumentListener: Send + Sync {
+    /// One event. Any exception it throws is contained (see [`ListenerError`]).
+    fn on_event(&self, event: DocumentEvent) -> Result<(), ListenerError>;
 }
 
 /// What a listener's exception becomes on the Rust side.

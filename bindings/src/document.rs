@@ -1,0 +1,195 @@
+//! [`Document`]: a shared document on a channel, as an object the app holds, and
+//! [`DocumentOp`], one operation of an atomic change.
+//!
+//! Every method takes the client's lock for one engine call and returns: safe on a UI thread.
+//! All the document logic (optimistic local changes, rebase, rollback, resync) lives in
+//! `tether_core::sync`; this is a mirror of `tether::Document` with values as JSON text.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::dispatch::Hub;
+use crate::document_event::{json_map, saturating_u32};
+use crate::error::{parse_json, ClientError};
+use crate::listener::{DocumentListener, ListenerHandle};
+
+/// A shared document (Tether mode): a JSON map that every client edits locally at once and
+/// that converges to the server's order for every client, through drops and reconnects.
+/// From `Client.document(channel)`.
+///
+/// Values are JSON text (`"\"milk\""`, `"{\"done\":false}"`, `"3"`). Each change returns its
+/// id; an edit the server refuses later arrives as `DocumentEvent.Rejected` with that id.
+#[derive(Debug, uniffi::Object)]
+pub struct Document {
+    inner: tether::Document,
+    hub: Arc<Hub>,
+}
+
+impl Document {
+    pub(crate) fn new(inner: tether::Document, hub: Arc<Hub>) -> Self {
+        Document { inner, hub }
+    }
+}
+
+/// One operation of an atomic [`Document::change`].
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Enum)]
+pub enum DocumentOp {
+    /// Sets `key` to the JSON value `json` (per key, the last writer in server order wins).
+    Set {
+        /// The key.
+        key: String,
+        /// The value, as JSON text.
+        json: String,
+    },
+    /// Removes `key`.
+    Delete {
+        /// The key.
+        key: String,
+    },
+    /// Adds `by` to the number at `key` (a missing key counts as 0). Increments from every
+    /// client sum exactly.
+    Increment {
+        /// The key.
+        key: String,
+        /// The amount.
+        by: i64,
+    },
+    /// Sets `key` only if it is absent; otherwise the whole change is rejected (`conflict`).
+    Insert {
+        /// The key.
+        key: String,
+        /// The value, as JSON text.
+        json: String,
+    },
+}
+
+impl TryFrom<DocumentOp> for tether::Op {
+    type Error = ClientError;
+
+    fn try_from(op: DocumentOp) -> Result<Self, ClientError> {
+        Ok(match op {
+            DocumentOp::Set { key, json } => tether::Op::Set {
+                key,
+                value: parse_json("json", &json)?,
+            },
+            DocumentOp::Delete { key } => tether::Op::Delete { key },
+            DocumentOp::Increment { key, by } => tether::Op::Increment { key, by: by.into() },
+            DocumentOp::Insert { key, json } => tether::Op::Insert {
+                key,
+                value: parse_json("json", &json)?,
+            },
+        })
+    }
+}
+
+#[uniffi::export]
+impl Document {
+    /// The document's channel.
+    pub fn channel(&self) -> String {
+        self.inner.channel().to_owned()
+    }
+
+    /// The value of `key` as JSON text, as this client sees it (its own pending changes
+    /// included), or `null` if absent.
+    pub fn get(&self, key: String) -> Option<String> {
+        self.inner.get(&key).map(|v| v.to_string())
+    }
+
+    /// The whole document as this client sees it: each key with its value as JSON text.
+    pub fn snapshot(&self) -> HashMap<String, String> {
+        json_map(self.inner.snapshot())
+    }
+
+    /// The whole document as one JSON object text, e.g. to decode into a data class.
+    pub fn snapshot_json(&self) -> String {
+        tether::serde_json::Value::Object(self.inner.snapshot()).to_string()
+    }
+
+    /// The server's version this client last confirmed (`null` before the first sync).
+    pub fn version(&self) -> Option<u64> {
+        self.inner.version()
+    }
+
+    /// Local changes not yet confirmed by the server.
+    pub fn pending(&self) -> u32 {
+        saturating_u32(self.inner.pending())
+    }
+
+    /// Sets `key` to the JSON value `json`; shown at once. Returns the change's id.
+    pub fn set(&self, key: String, json: String) -> Result<u64, ClientError> {
+        self.change(vec![DocumentOp::Set { key, json }])
+    }
+
+    /// Deletes `key`; shown at once. Returns the change's id.
+    pub fn delete(&self, key: String) -> Result<u64, ClientError> {
+        self.change(vec![DocumentOp::Delete { key }])
+    }
+
+    /// Adds `by` to the counter at `key` (a missing key counts as 0); shown at once.
+    /// Increments from every client sum exactly, also those made offline. Refused with
+    /// `Rejected("type_mismatch")` if the key holds something else than a number.
+    pub fn increment(&self, key: String, by: i64) -> Result<u64, ClientError> {
+        self.change(vec![DocumentOp::Increment { key, by }])
+    }
+
+    /// Sets `key` only if absent (claiming a seat, creating a unique item). Refused at once
+    /// with `Rejected("conflict")` if this client already sees the key; if another client got
+    /// there first unseen, the server rejects it: a `Rejected` event, and the view rolls back.
+    pub fn insert(&self, key: String, json: String) -> Result<u64, ClientError> {
+        self.change(vec![DocumentOp::Insert { key, json }])
+    }
+
+    /// Applies `ops` atomically (all or nothing), shown at once. Returns the change's id.
+    pub fn change(&self, ops: Vec<DocumentOp>) -> Result<u64, ClientError> {
+        let ops = ops
+            .into_iter()
+            .map(tether::Op::try_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(self.inner.change(ops)?.get())
+    }
+
+    /// Subscribes `listener` to this document's events: it first receives a `Snapshot`, then
+    /// every event, on a thread of its own. Keep the returned handle: dropping or cancelling
+    /// it stops the listener.
+    pub fn add_listener(&self, listener: Arc<dyn DocumentListener>) -> Arc<ListenerHandle> {
+        Arc::new(ListenerHandle::new(
+            self.hub.attach_document(self.inner.clone(), listener),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tether::serde_json::json;
+
+    #[test]
+    fn ops_parse_their_json_and_increments_stay_integers() {
+        let set = tether::Op::try_from(DocumentOp::Set {
+            key: "k".to_owned(),
+            json: r#"{"done":true}"#.to_owned(),
+        });
+        assert_eq!(
+            set,
+            Ok(tether::Op::Set {
+                key: "k".to_owned(),
+                value: json!({"done": true}),
+            })
+        );
+        let Ok(tether::Op::Increment { by, .. }) = tether::Op::try_from(DocumentOp::Increment {
+            key: "n".to_owned(),
+            by: -3,
+        }) else {
+            panic!("an increment");
+        };
+        assert_eq!(by.as_i64(), Some(-3));
+        let bad = tether::Op::try_from(DocumentOp::Insert {
+            key: "k".to_owned(),
+            json: "milk".to_owned(),
+        });
+        assert!(matches!(
+            bad,
+            Err(ClientError::InvalidArgument { ref argument, .. }) if argument == "json"
+        ));
+    }
+}
