@@ -6,7 +6,10 @@
 import dev.tether.*
 import kotlinx.coroutines.*
 import java.io.File
+import java.io.IOException
+import java.net.InetAddress
 import java.net.ServerSocket
+import java.net.Socket
 import java.util.concurrent.CompletableFuture
 import java.util.concurrent.CountDownLatch
 import java.util.concurrent.TimeUnit
@@ -57,13 +60,13 @@ class Relay(private val bin: String, private val log: File) {
 }
 
 /** Records every event with the thread it arrived on; waits for events in order. */
-class Recorder(private val onEach: (ClientEvent) -> Unit = {}) : ClientListener {
+open class Events<E>(private val onEach: (E) -> Unit = {}) {
     private val lock = Object()
-    val events = mutableListOf<ClientEvent>()
+    val events = mutableListOf<E>()
     val threads = mutableSetOf<String>()
     private var cursor = 0
 
-    override fun onEvent(event: ClientEvent) {
+    fun record(event: E) {
         synchronized(lock) {
             events.add(event)
             threads.add(Thread.currentThread().name)
@@ -72,10 +75,10 @@ class Recorder(private val onEach: (ClientEvent) -> Unit = {}) : ClientListener 
         onEach(event)
     }
 
-    fun snapshot(): List<ClientEvent> = synchronized(lock) { events.toList() }
+    fun snapshot(): List<E> = synchronized(lock) { events.toList() }
 
     /** The next event after the previous match that satisfies `pred`, within `ms`. */
-    fun next(what: String, ms: Long = 10_000, pred: (ClientEvent) -> Boolean): ClientEvent {
+    fun next(what: String, ms: Long = 10_000, pred: (E) -> Boolean): E {
         val deadline = System.nanoTime() + ms * 1_000_000
         synchronized(lock) {
             while (true) {
@@ -94,7 +97,7 @@ class Recorder(private val onEach: (ClientEvent) -> Unit = {}) : ClientListener 
     fun mark(): Int = synchronized(lock) { events.size }
 
     /** Waits until the events from `from` on satisfy `cond`, in any order, within `ms`. */
-    fun waitFor(what: String, from: Int = 0, ms: Long = 10_000, cond: (List<ClientEvent>) -> Boolean) {
+    fun waitFor(what: String, from: Int = 0, ms: Long = 10_000, cond: (List<E>) -> Boolean) {
         val deadline = System.nanoTime() + ms * 1_000_000
         synchronized(lock) {
             while (!cond(events.subList(from, events.size))) {
@@ -104,9 +107,83 @@ class Recorder(private val onEach: (ClientEvent) -> Unit = {}) : ClientListener 
             }
         }
     }
+}
+
+/** A client listener that records. */
+class Recorder(onEach: (ClientEvent) -> Unit = {}) : Events<ClientEvent>(onEach), ClientListener {
+    override fun onEvent(event: ClientEvent) = record(event)
 
     fun state(what: String, ms: Long = 10_000, pred: (ConnectionState) -> Boolean) =
         next(what, ms) { it is ClientEvent.StateChanged && pred(it.current) } as ClientEvent.StateChanged
+}
+
+/** A document listener that records. */
+class DocRecorder : Events<DocumentEvent>(), DocumentListener {
+    override fun onEvent(event: DocumentEvent) = record(event)
+}
+
+/**
+ * A TCP proxy on 127.0.0.1 in front of the relay that can cut its client off: `cut()` closes
+ * every connection and refuses new ones until `restore()`. The relay (and its documents)
+ * stay up meanwhile.
+ */
+class CutProxy(private val upstreamPort: Int) : AutoCloseable {
+    private val loopback = InetAddress.getLoopbackAddress()
+    private val server = ServerSocket(0, 50, loopback)
+    private val lock = Object()
+    private var refusing = false
+    private val sockets = mutableSetOf<Socket>()
+    val url = "ws://127.0.0.1:${server.localPort}/"
+
+    private val acceptor = Thread {
+        while (true) {
+            val client = try { server.accept() } catch (e: IOException) { break }
+            synchronized(lock) {
+                val upstream = if (refusing) null else try { Socket(loopback, upstreamPort) } catch (e: IOException) { null }
+                if (upstream == null) {
+                    client.close()
+                } else {
+                    sockets += client
+                    sockets += upstream
+                    pipe(client, upstream)
+                    pipe(upstream, client)
+                }
+            }
+        }
+    }.apply { isDaemon = true; start() }
+
+    private fun pipe(from: Socket, to: Socket) = Thread {
+        try {
+            from.getInputStream().copyTo(to.getOutputStream())
+        } catch (_: IOException) {
+        } finally {
+            from.close()
+            to.close()
+        }
+    }.apply { isDaemon = true; start() }
+
+    fun cut() = synchronized(lock) {
+        refusing = true
+        sockets.forEach { it.close() }
+        sockets.clear()
+    }
+
+    fun restore() = synchronized(lock) { refusing = false }
+
+    override fun close() {
+        server.close()
+        cut()
+        acceptor.join(5_000)
+    }
+}
+
+/** Polls `cond` every 10 ms until it holds, for at most `ms`. */
+suspend fun until(what: String, ms: Long = 10_000, cond: () -> Boolean) {
+    val deadline = System.nanoTime() + ms * 1_000_000
+    while (!cond()) {
+        if (System.nanoTime() > deadline) throw AssertionError("not $what within $ms ms")
+        delay(10)
+    }
 }
 
 class Tokens : TokenProvider {
@@ -144,6 +221,180 @@ inline fun <reified E : Throwable> expectThrows(block: () -> Unit): E {
         throw AssertionError("expected ${E::class.simpleName}, got $e")
     }
     throw AssertionError("expected ${E::class.simpleName}, nothing was thrown")
+}
+
+typealias Test = (String, suspend CoroutineScope.() -> Unit) -> Unit
+
+fun List<DocumentEvent>.changed(origin: ChangeOrigin, key: String, pred: (KeyChange) -> Boolean = { true }) =
+    any { e -> e is DocumentEvent.Changed && e.origin == origin && e.changes.any { it.key == key && pred(it) } }
+
+/**
+ * Shared documents between two clients: Alice on the relay directly, Bob through a proxy that
+ * can cut him off. Then a relay restart, and `shutdown()`.
+ */
+fun documents(relay: Relay, tokens: Tokens, test: Test) {
+    val proxy = CutProxy(relay.port)
+    val recAlice = Recorder()
+    val recBob = Recorder()
+    val alice = Client(base(relay.url, "kt-alice", tokens))
+    val bob = Client(base(proxy.url, "kt-bob", tokens))
+    val handles = mutableListOf(alice.addListener(recAlice), bob.addListener(recBob))
+    try {
+        alice.connect()
+        bob.connect()
+        val listA = alice.document("kt-list")
+        val listB = bob.document("kt-list")
+        val evA = DocRecorder()
+        val evB = DocRecorder()
+        handles += listA.addListener(evA)
+        handles += listB.addListener(evB)
+
+        test("documents: a local change shows at once, is confirmed, and both clients converge") {
+            val first = evA.next("snapshot first") { true } as DocumentEvent.Snapshot
+            check(first.values.isEmpty() && first.pending == 0u) { first }
+            until("both synced") { listA.version() != null && listB.version() != null }
+
+            val id = listA.set("title", "\"groceries\"")
+            check(listA.get("title") == "\"groceries\"") { "not visible at once: ${listA.snapshot()}" }
+            val local = evA.next("local change") { it is DocumentEvent.Changed } as DocumentEvent.Changed
+            check(local.origin == ChangeOrigin.LOCAL_PENDING) { local }
+            check(local.changes == listOf(KeyChange("title", "\"groceries\"", false))) { local }
+            evA.next("confirmed") { it is DocumentEvent.Changed && it.origin == ChangeOrigin.CONFIRMED }
+            evB.waitFor("Alice's change on Bob") { it.changed(ChangeOrigin.REMOTE, "title") { c -> c.value == "\"groceries\"" } }
+            check(listB.get("title") == "\"groceries\"") { listB.snapshot() }
+            // The client listener sees the same, in order with the connection's events.
+            recAlice.next("DocumentChanged on the client listener") {
+                it is ClientEvent.DocumentChanged && it.channel == "kt-list" && it.origin == ChangeOrigin.LOCAL_PENDING
+            }
+            check(evA.threads.none { it == "main" }) { evA.threads }
+            check(id > 0uL)
+
+            // An atomic change of several keys, from Bob.
+            listB.change(listOf(DocumentOp.Set("count", "1"), DocumentOp.Delete("title"), DocumentOp.Insert("tags", "[\"food\"]")))
+            until("converged") {
+                listA.pending() == 0u && listB.pending() == 0u && listA.snapshot() == listB.snapshot() && listA.get("title") == null
+            }
+            check(listA.snapshot() == mapOf("count" to "1", "tags" to "[\"food\"]")) { listA.snapshot() }
+            check(listA.snapshotJson() == """{"count":1,"tags":["food"]}""") { listA.snapshotJson() }
+            check(listA.version() == listB.version()) { "${listA.version()} ${listB.version()}" }
+
+            // Refused at once, typed.
+            val notJson = expectThrows<ClientException.InvalidArgument> { listA.set("x", "not json") }
+            check(notJson.argument == "json") { notJson }
+            val empty = expectThrows<ClientException.InvalidArgument> { listA.change(emptyList()) }
+            check(empty.argument == "ops") { empty }
+            val taken = expectThrows<ClientException.Rejected> { listA.insert("count", "5") }
+            check(taken.code == "conflict") { taken }
+            val notNumber = expectThrows<ClientException.Rejected> { listA.increment("tags", 1L) }
+            check(notNumber.code == "type_mismatch") { notNumber }
+            check(listA.pending() == 0u && listA.get("count") == "1") { "a refused change left a trace" }
+        }
+
+        test("documents: concurrent sets on one key converge; the loser is told overwroteLocal") {
+            val fromA = evA.mark()
+            val fromB = evB.mark()
+            listA.set("owner", "\"alice\"")
+            listB.set("owner", "\"bob\"")
+            until("converged") {
+                listA.pending() == 0u && listB.pending() == 0u && listA.get("owner") == listB.get("owner")
+            }
+            val winner = listA.get("owner")
+            val aLost = winner == "\"bob\""
+            val (loser, from) = if (aLost) evA to fromA else evB to fromB
+            val (other, otherFrom) = if (aLost) evB to fromB else evA to fromA
+            loser.waitFor("the loser told", from) {
+                it.changed(ChangeOrigin.REMOTE, "owner") { c -> c.overwroteLocal && c.value == winner }
+            }
+            check(!other.snapshot().drop(otherFrom).changed(ChangeOrigin.REMOTE, "owner") { c -> c.overwroteLocal }) {
+                "the winner was told it lost"
+            }
+            check(listA.snapshot() == listB.snapshot())
+        }
+
+        test("documents: increments from both while Bob is cut off sum exactly; his insert conflict is rejected and rolled back") {
+            val votesA = alice.document("kt-votes")
+            val votesB = bob.document("kt-votes")
+            val vB = DocRecorder()
+            handles += votesB.addListener(vB)
+            until("both synced") { votesA.version() != null && votesB.version() != null }
+
+            proxy.cut()
+            recBob.state("Bob cut off") { it is ConnectionState.Waiting }
+            for (i in 1..10) {
+                votesA.increment("yes", 1L)
+                votesB.increment("yes", 2L)
+            }
+            votesA.insert("seat", "\"alice\"")
+            val claim = votesB.insert("seat", "\"bob\"")
+            check(votesB.get("yes") == "20" && votesB.get("seat") == "\"bob\"") { "Bob's own edits show while cut off: ${votesB.snapshot()}" }
+            until("Alice settles") { votesA.pending() == 0u && votesA.get("yes") == "10" }
+            check(votesB.pending() == 11u) { votesB.pending() }
+            val fromBob = vB.mark()
+
+            proxy.restore()
+            bob.networkChanged(true) // skip the backoff wait
+            until("both converge", 15_000) {
+                votesA.pending() == 0u && votesB.pending() == 0u && votesA.get("yes") == "30" && votesB.get("yes") == "30"
+            }
+            check(votesB.get("seat") == "\"alice\"") { "the later insert lost: ${votesB.snapshot()}" }
+            check(votesA.snapshot() == votesB.snapshot())
+            val rejected = vB.next("Rejected") { it is DocumentEvent.Rejected } as DocumentEvent.Rejected
+            check(rejected.change == claim && rejected.code == "conflict") { rejected }
+            // Bob's view of the seat went back from his claim to Alice's (a rollback, or the
+            // remote change the claim no longer applies on, whichever reached him first).
+            vB.waitFor("Bob's claim rolled back", fromBob) { evs ->
+                evs.any { e ->
+                    e is DocumentEvent.Changed && e.origin in setOf(ChangeOrigin.ROLLED_BACK, ChangeOrigin.REMOTE) &&
+                        e.changes.any { it.key == "seat" && it.value == "\"alice\"" }
+                }
+            }
+            recBob.next("ChangeRejected on the client listener") {
+                it is ClientEvent.ChangeRejected && it.channel == "kt-votes" && it.change == claim && it.code == "conflict"
+            }
+        }
+
+        test("documents: a restarted relay (empty, new epoch) resyncs them; edits made while it was down are kept") {
+            val fromA = evA.mark()
+            relay.stop(graceful = false)
+            recAlice.state("Alice waiting") { it is ConnectionState.Waiting }
+            listA.increment("down", 5L)
+            listB.increment("down", 7L)
+            relay.start()
+            alice.networkChanged(true)
+            bob.networkChanged(true)
+            evA.waitFor("Resynced", fromA, 15_000) { evs -> evs.any { it is DocumentEvent.Resynced } }
+            recAlice.next("DocumentResynced on the client listener") { it is ClientEvent.DocumentResynced && it.channel == "kt-list" }
+            until("converged after the restart", 15_000) {
+                listA.pending() == 0u && listB.pending() == 0u && listA.get("down") == "12" && listB.get("down") == "12"
+            }
+            check(listA.snapshot() == mapOf("down" to "12")) { "the relay forgot the rest: ${listA.snapshot()}" }
+            check(evA.snapshot().drop(fromA).changed(ChangeOrigin.REMOTE, "count") { it.value == null })
+        }
+
+        test("shutdown: returns once closed and every listener has had its last event; nothing restarts it") {
+            val fromA = recAlice.mark()
+            alice.shutdown()
+            // Already delivered when shutdown() returns: no waiting.
+            val last = recAlice.snapshot().last()
+            check(last is ClientEvent.StateChanged && last.current == ConnectionState.Closed(CloseReason.App(1000u))) { last }
+            check(recAlice.snapshot().drop(fromA).any { it is ClientEvent.StateChanged && it.current == ConnectionState.Closing })
+            alice.connect()
+            check(alice.state() == ConnectionState.Closed(CloseReason.App(1000u))) { alice.state() }
+            expectThrows<ClientException.Closed> { alice.send(json("1")) }
+            expectThrows<ClientException.Closed> { alice.document("more") }
+            val seen = evA.mark()
+            delay(100)
+            check(evA.mark() == seen) { "document events after shutdown" }
+            alice.shutdown() // idempotent
+        }
+    } finally {
+        handles.forEach { it.cancel() }
+        alice.shutdownBlocking()
+        bob.shutdownBlocking()
+        alice.close()
+        bob.close()
+        proxy.close()
+    }
 }
 
 fun main() {
@@ -185,6 +436,7 @@ fun main() {
             check(zero.field == "backoff.initial") { zero }
             Client(ClientConfig("ws://127.0.0.1:9/")).use { raw ->
                 expectThrows<ClientException.NeedsTetherProtocol> { raw.subscribe("room") }
+                expectThrows<ClientException.NeedsTetherProtocol> { raw.document("list") }
                 val arg = expectThrows<ClientException.InvalidArgument> { raw.send(json("{not json")) }
                 check(arg.argument == "payload") { arg }
                 check(raw.state() == ConnectionState.Idle)
@@ -404,6 +656,8 @@ fun main() {
             a.close()
             b.close()
         }
+
+        documents(relay, tokens, ::test)
     } finally {
         relay.stop(graceful = false)
     }

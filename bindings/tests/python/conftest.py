@@ -7,6 +7,7 @@ Run by scripts/test-bindings with the generated module on PYTHONPATH and TETHER_
 import asyncio
 import gc
 import os
+import socket
 import subprocess
 import threading
 import time
@@ -77,6 +78,80 @@ class Relay:
             self.proc.wait(timeout=5)
         self.proc.stdout.close()
         self.proc = None
+
+
+class CutProxy:
+    """A TCP proxy on 127.0.0.1 in front of the relay that can cut its client off: `cut()`
+    closes every connection and refuses new ones until `restore()`. The relay (and its
+    documents) stay up meanwhile."""
+
+    def __init__(self, upstream_port):
+        self.upstream_port = upstream_port
+        self.server = socket.socket()
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(50)
+        self.url = f"ws://127.0.0.1:{self.server.getsockname()[1]}/"
+        self.lock = threading.Lock()
+        self.refusing = False
+        self.sockets = set()
+        self.acceptor = threading.Thread(target=self._accept, name="cut-proxy", daemon=True)
+        self.acceptor.start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            with self.lock:
+                upstream = None
+                if not self.refusing:
+                    try:
+                        upstream = socket.create_connection(("127.0.0.1", self.upstream_port), 5)
+                        upstream.settimeout(None)
+                    except OSError:
+                        pass
+                if upstream is None:
+                    client.close()
+                    continue
+                self.sockets |= {client, upstream}
+                for a, b in ((client, upstream), (upstream, client)):
+                    threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _pipe(self, src, dst):
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            _hang_up(src)
+            _hang_up(dst)
+
+    def cut(self):
+        with self.lock:
+            self.refusing = True
+            for s in self.sockets:
+                _hang_up(s)
+            self.sockets.clear()
+
+    def restore(self):
+        with self.lock:
+            self.refusing = False
+
+    def close(self):
+        _hang_up(self.server)  # wakes the blocked accept()
+        self.cut()
+        self.acceptor.join(5)
+
+
+def _hang_up(s):
+    """shutdown() wakes a thread blocked on the socket; close() alone does not on Linux."""
+    try:
+        s.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    s.close()
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -152,7 +227,7 @@ def tokens():
     return Tokens()
 
 
-class Recorder(t.ClientListener):
+class Events:
     """Records every event with the thread it arrived on; waits for events without blocking
     the event loop (token fetches run on it)."""
 
@@ -163,7 +238,7 @@ class Recorder(t.ClientListener):
         self.cursor = 0
         self.on_each = on_each
 
-    def on_event(self, event):
+    def record(self, event):
         with self.lock:
             self.events.append(event)
             self.threads.add(threading.current_thread().name)
@@ -192,10 +267,9 @@ class Recorder(t.ClientListener):
                 raise AssertionError(f"no {what} within {timeout} s; saw {self.snapshot()[-8:]}")
             await asyncio.sleep(0.01)
 
-    async def state(self, what, pred, timeout=10.0):
-        return await self.next(
-            what, lambda e: e.is_STATE_CHANGED() and pred(e.current), timeout
-        )
+    def since(self, mark):
+        with self.lock:
+            return self.events[mark:]
 
     async def wait_for(self, what, cond, since=0, timeout=10.0):
         """Waits until the events from `since` on satisfy `cond`, in any order."""
@@ -207,6 +281,34 @@ class Recorder(t.ClientListener):
             if time.monotonic() > deadline:
                 raise AssertionError(f"no {what} within {timeout} s; saw {self.snapshot()[-8:]}")
             await asyncio.sleep(0.01)
+
+
+class Recorder(Events, t.ClientListener):
+    """A client listener that records."""
+
+    def on_event(self, event):
+        self.record(event)
+
+    async def state(self, what, pred, timeout=10.0):
+        return await self.next(
+            what, lambda e: e.is_STATE_CHANGED() and pred(e.current), timeout
+        )
+
+
+class DocRecorder(Events, t.DocumentListener):
+    """A document listener that records."""
+
+    def on_event(self, event):
+        self.record(event)
+
+
+async def until(what, cond, timeout=10.0):
+    """Polls `cond` every 10 ms until it holds, for at most `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not {what} within {timeout} s")
+        await asyncio.sleep(0.01)
 
 
 def config(url, client_id, tokens):

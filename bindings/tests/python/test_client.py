@@ -40,6 +40,8 @@ def test_typed_errors_name_the_field_and_raw_mode_refuses_channels():
     raw = t.Client(t.ClientConfig("ws://127.0.0.1:9/"))
     with pytest.raises(t.ClientError.NeedsTetherProtocol):
         raw.subscribe("room")
+    with pytest.raises(t.ClientError.NeedsTetherProtocol):
+        raw.document("list")
     with pytest.raises(t.ClientError.InvalidArgument) as arg:
         raw.send(json("{not json"))
     assert arg.value.argument == "payload"
