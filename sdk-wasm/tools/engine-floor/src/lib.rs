@@ -77,6 +77,14 @@ pub extern "C" fn engine_input(kind: u32, now: u64, ptr: *const u8, len: usize) 
             15 => en.transport_writable(now, id, len > 0),
             16 => en.sse_event_received(now, id, SseEvent { data: t, ..Default::default() }),
             17 => en.token_failed(now, 1, &t),
+            // Shared documents (the browser package exposes them).
+            19 => acc += u64::from(en.open_document(now, &t).is_ok()),
+            20 => acc += en.doc_set(now, "doc", &t, json()).map_or(0, |m| m.get()),
+            21 => acc += en.doc_increment(now, "doc", &t, 1).map_or(0, |m| m.get()),
+            22 => acc += en.doc_delete(now, "doc", &t).map_or(0, |m| m.get()),
+            23 => acc += en.doc_insert(now, "doc", &t, json()).map_or(0, |m| m.get()),
+            24 => acc += u64::from(en.close_document(&t)),
+            25 => acc += en.document("doc").map_or(0, |d| d.view().len() as u64),
             _ => en.close_after_drain(now, Duration::from_secs(1)),
         }
         while let Some(action) = en.poll_action() {
@@ -95,6 +103,7 @@ pub extern "C" fn engine_input(kind: u32, now: u64, ptr: *const u8, len: usize) 
                 Event::ReconnectScheduled { cause, .. } => cause.to_string().len() as u64,
                 Event::Presence { members, .. } => members.len() as u64,
                 Event::Replied { payload, .. } => json::to_string(&payload).len() as u64,
+                Event::DocumentChanged { changes, .. } => changes.len() as u64,
                 _ => 2,
             };
         }
