@@ -346,10 +346,7 @@ impl Client {
     /// The current members of a subscribed channel.
     pub fn presence(&self, channel: &str) -> Option<Vec<String>> {
         let inner = self.shared.lock();
-        inner
-            .engine
-            .presence(channel)
-            .map(|m| m.iter().cloned().collect())
+        inner.engine.presence(channel).map(|m| m.to_vec())
     }
 
     /// Tells the client the network went online or offline (from the OS's reachability).

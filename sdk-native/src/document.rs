@@ -90,11 +90,6 @@ impl Document {
             let now = shared.now();
             let mut inner = shared.lock();
             inner.engine.open_document(now, channel)?;
-            inner
-                .waiters
-                .documents
-                .entry(channel.to_owned())
-                .or_insert_with(|| broadcast::channel(DOCUMENT_EVENT_CAPACITY).0);
         }
         shared.wake.notify_one();
         Ok(Document {
@@ -175,9 +170,36 @@ impl Document {
         result
     }
 
-    /// A stream of this document's events from now on.
+    /// The document's state as the server last confirmed it (without pending local changes).
+    pub fn confirmed(&self) -> Map<String, Value> {
+        self.read(|d| d.confirmed().clone()).unwrap_or_default()
+    }
+
+    /// The epoch of [`version`](Self::version): a server that lost its change log (an
+    /// in-memory relay restarting) starts a new one.
+    pub fn epoch(&self) -> Option<String> {
+        self.read(|d| d.epoch().map(str::to_owned)).flatten()
+    }
+
+    /// Stops syncing this document: it is no longer re-synced on reconnects and its change
+    /// streams end. Pending changes stay in the outbox and are still delivered. Every handle on
+    /// the same channel is affected; [`Client::document`](crate::Client::document) opens it
+    /// again.
+    pub fn close(&self) {
+        let mut inner = self.shared.lock();
+        inner.engine.close_document(&self.channel);
+        inner.waiters.documents.remove(&*self.channel);
+    }
+
+    /// A stream of this document's events from now on. Ends when the document is closed or
+    /// the client shuts down.
     pub fn changes(&self) -> DocumentChanges {
         let mut inner = self.shared.lock();
+        if inner.waiters.task_ended || inner.engine.document(&self.channel).is_none() {
+            // Nothing will ever be sent: a stream that ends at once.
+            let (_, rx) = broadcast::channel(1);
+            return DocumentChanges::new(rx);
+        }
         let tx = inner
             .waiters
             .documents

@@ -25,6 +25,8 @@ pub(crate) struct Waiters {
     pub(crate) requests: HashMap<RequestId, oneshot::Sender<Result<Value, RequestFailure>>>,
     /// Change streams of open documents, by channel.
     pub(crate) documents: HashMap<String, tokio::sync::broadcast::Sender<DocumentEvent>>,
+    /// The client task has ended: no stream created from now on would ever get an event.
+    pub(crate) task_ended: bool,
 }
 
 /// Inputs read from the link in one go, fed to the engine under one lock.
@@ -202,8 +204,13 @@ impl Driver {
 }
 
 impl Drop for Driver {
-    /// `Events` ends once it has handed over what is queued.
+    /// `Events` ends once it has handed over what is queued; document change streams end.
     fn drop(&mut self) {
+        {
+            let mut inner = self.shared.lock();
+            inner.waiters.documents.clear();
+            inner.waiters.task_ended = true;
+        }
         let mut queue = self.shared.lock_events();
         queue.sender_gone = true;
         let receiver = queue.receiver.take();

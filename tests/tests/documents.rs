@@ -150,3 +150,33 @@ async fn increments_while_cut_off_sum_exactly_and_conflicts_roll_back() {
     assert_eq!(rejected, Some((claim, "conflict".to_owned())));
     relay.shutdown().await;
 }
+
+#[tokio::test]
+async fn change_streams_end_when_the_document_closes_or_the_client_shuts_down() {
+    let relay = Relay::bind("127.0.0.1:0", RelayConfig::default())
+        .await
+        .unwrap();
+    let c = client(relay.ws_url());
+    let doc = c.document("a").unwrap();
+    let mut a_changes = doc.changes();
+    doc.set("k", 1).unwrap();
+    until(&doc, "confirmed", |d| d.get("k") == Some(&json!(1))).await;
+    assert_eq!(doc.confirmed().get("k"), Some(&json!(1)));
+    assert!(doc.epoch().is_some());
+    doc.close();
+    let drained =
+        tokio::time::timeout(LIMIT, async { while a_changes.recv().await.is_some() {} }).await;
+    assert!(drained.is_ok(), "closing the document ends its streams");
+
+    let other = c.document("b").unwrap();
+    let mut b_changes = other.changes();
+    tokio::time::timeout(LIMIT, c.shutdown()).await.unwrap();
+    let drained =
+        tokio::time::timeout(LIMIT, async { while b_changes.recv().await.is_some() {} }).await;
+    assert!(drained.is_ok(), "shutdown ends every stream");
+    assert!(tokio::time::timeout(LIMIT, other.changes().recv())
+        .await
+        .unwrap()
+        .is_none());
+    relay.shutdown().await;
+}
