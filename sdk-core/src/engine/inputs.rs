@@ -81,16 +81,23 @@ impl Engine {
                 self.record_pong(now, None);
             }
             (Protocol::Raw, frame) => self.deliver(None, None, Payload::from(frame)),
-            (Protocol::Tether, Frame::Text(text)) => match ServerMessage::decode(&text) {
-                Ok(msg) => self.handle_server_message(now, msg),
-                Err(err) => self.emit_error(EngineError::Decode(err)),
-            },
+            (Protocol::Tether, Frame::Text(text)) => self.protocol_frame_received(now, &text),
             (Protocol::Tether, Frame::Binary(bytes)) => {
                 self.emit_error(EngineError::UnexpectedFrame(format!(
                     "binary frame of {} bytes in Tether protocol mode",
                     bytes.len()
                 )))
             }
+        }
+    }
+
+    /// A Tether protocol frame. Out of line, so the raw path above keeps a small stack frame
+    /// (the decoded envelope is large).
+    #[inline(never)]
+    fn protocol_frame_received(&mut self, now: Instant, text: &str) {
+        match ServerMessage::decode(text) {
+            Ok(msg) => self.handle_server_message(now, msg),
+            Err(err) => self.emit_error(EngineError::Decode(err)),
         }
     }
 
