@@ -100,7 +100,9 @@ pub enum Action {
         refresh: bool,
     },
     /// Open a new transport. Any previous transport has already been told to close.
-    Open(OpenRequest),
+    /// Boxed: it is by far the largest action and the rarest, and every `Send` would
+    /// otherwise be as large as it in the action queue.
+    Open(Box<OpenRequest>),
     /// Write one frame on the transport.
     Send {
         /// The transport to write on.

@@ -226,7 +226,7 @@ fn perform(link: &mut Option<Link>, action: Action, ctx: &LinkContext) {
     match action {
         Action::Open(request) => {
             debug!(transport = %request.transport, attempt = request.attempt, url = %request.url, "opening");
-            *link = Some(Link::open(request, ctx));
+            *link = Some(Link::open(*request, ctx));
         }
         Action::Send { transport, frame } => {
             if let Some(l) = link.as_mut().filter(|l| l.id() == transport) {

@@ -183,9 +183,7 @@ impl Engine {
             channel: channel.clone(),
             version,
         });
-        for (origin, changes) in reaction.changes {
-            self.emit_doc_changes(&channel, origin, changes);
-        }
+        self.react(&channel, reaction);
     }
 
     pub(super) fn on_doc_change(
@@ -199,12 +197,7 @@ impl Engine {
             return;
         };
         let reaction = doc.remote(version, &id, ops);
-        for (origin, changes) in reaction.changes {
-            self.emit_doc_changes(&channel, origin, changes);
-        }
-        if reaction.resync_from.is_some() {
-            self.send_doc_sync(&channel);
-        }
+        self.react(&channel, reaction);
     }
 
     /// An ack for `wire`: if it is a document change, its version is `offset`.
@@ -215,12 +208,17 @@ impl Engine {
             .map(|(channel, doc)| (channel.clone(), doc.acked(wire, offset)))
             .find(|(_, r)| !r.changes.is_empty() || r.resync_from.is_some());
         if let Some((channel, reaction)) = found {
-            for (origin, changes) in reaction.changes {
-                self.emit_doc_changes(&channel, origin, changes);
-            }
-            if reaction.resync_from.is_some() {
-                self.send_doc_sync(&channel);
-            }
+            self.react(&channel, reaction);
+        }
+    }
+
+    /// Reports what a document message changed, and fetches what it showed was missed.
+    fn react(&mut self, channel: &str, reaction: crate::sync::Reaction) {
+        for (origin, changes) in reaction.changes {
+            self.emit_doc_changes(channel, origin, changes);
+        }
+        if reaction.resync_from.is_some() {
+            self.send_doc_sync(channel);
         }
     }
 

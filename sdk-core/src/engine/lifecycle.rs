@@ -61,7 +61,7 @@ impl Engine {
             TransportKind::Sse => self.last_event_id.clone(),
             TransportKind::WebSocket => None,
         };
-        self.actions.push_back(Action::Open(OpenRequest {
+        self.actions.push_back(Action::Open(Box::new(OpenRequest {
             transport,
             kind: self.config.transport,
             url,
@@ -69,7 +69,7 @@ impl Engine {
             subprotocols: self.config.subprotocols.clone(),
             last_event_id,
             attempt,
-        }));
+        })));
     }
 
     /// The current transport opened.

@@ -112,6 +112,20 @@ impl Document {
         self.epoch.as_deref()
     }
 
+    /// Keys a pending local change touches: their shown value may still change (exact, unlike
+    /// comparing the view with the confirmed state, which misses a pending write of the value
+    /// the server already has).
+    pub fn pending_keys(&self) -> Vec<&str> {
+        let mut keys: Vec<&str> = self
+            .pending
+            .iter()
+            .flat_map(|p| p.ops.iter().map(|op| op.key()))
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        keys
+    }
+
     /// Local changes not yet confirmed.
     pub fn pending(&self) -> usize {
         self.pending.len()
@@ -297,11 +311,15 @@ impl Document {
         lost: impl Fn(&String) -> bool,
     ) -> Vec<KeyChange> {
         let mut next = self.confirmed.clone();
+        // Every pending change's keys are candidates too: a change underneath can make an
+        // atomic pending change stop (or start) applying, moving keys nobody named.
+        let mut candidates = keys.clone();
         for p in &self.pending {
             let _ = apply_change(&mut next, &p.ops);
+            candidates.extend(p.ops.iter().map(|op| op.key().to_owned()));
         }
         let mut changes = Vec::new();
-        for key in keys {
+        for key in &candidates {
             let old = self.view.get(key);
             let new = next.get(key);
             if old != new {
@@ -412,6 +430,31 @@ mod tests {
         assert_eq!(wire, "w1");
         assert_eq!(d.get("x"), Some(&json!(2)));
         assert_eq!(d.pending(), 1);
+    }
+
+    #[test]
+    fn a_remote_change_that_voids_an_atomic_pending_change_reports_all_its_keys() {
+        let mut d = synced();
+        let claim = vec![
+            Op::Insert {
+                key: "seat".into(),
+                value: json!("bob"),
+            },
+            Op::Increment {
+                key: "bookings".into(),
+                by: 1.into(),
+            },
+        ];
+        d.local(MessageId(1), "w1".into(), claim);
+        assert_eq!(d.get("bookings"), Some(&json!(1)));
+        let r = d.remote(1, "alice", set("seat", json!("alice")));
+        let keys: Vec<&str> = r.changes[0].1.iter().map(|c| c.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["bookings", "seat"],
+            "the voided increment is reported too"
+        );
+        assert_eq!(d.get("bookings"), None);
     }
 
     #[test]

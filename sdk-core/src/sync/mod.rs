@@ -25,6 +25,7 @@ mod document;
 mod server;
 
 pub use crate::protocol::Op;
+pub(crate) use document::Reaction;
 pub use document::{ChangeOrigin, Document, KeyChange};
 pub use server::{ChangeOutcome, DocumentServer, SyncReply};
 

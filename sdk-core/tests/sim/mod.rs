@@ -355,7 +355,7 @@ impl Sim {
             }
             Action::Open(req) => {
                 let t = req.transport;
-                self.server.opens.push((self.now, req));
+                self.server.opens.push((self.now, *req));
                 let lat = self.latency;
                 match self.server.behaviour.clone() {
                     Behaviour::Down => self.schedule(
