@@ -18,7 +18,7 @@
 //!   `\u00XX`, nothing else), numbers through `serde_json::Number`'s own formatting, object
 //!   keys in the map's order.
 //!
-//! The protocol codec (`crate::protocol`) decodes its envelope straight from the [`Parser`],
+//! The protocol codec (`crate::protocol`) decodes its envelope straight from the `Parser`,
 //! field by field, without an intermediate map.
 //!
 //! ```
