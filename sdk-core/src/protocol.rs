@@ -110,6 +110,37 @@ pub enum Op {
 }
 
 impl Op {
+    /// `set key = value`.
+    pub fn set(key: &str, value: impl Into<Value>) -> Op {
+        Op::Set {
+            key: key.to_owned(),
+            value: value.into(),
+        }
+    }
+
+    /// `delete key`.
+    pub fn delete(key: &str) -> Op {
+        Op::Delete {
+            key: key.to_owned(),
+        }
+    }
+
+    /// `increment key by`.
+    pub fn increment(key: &str, by: impl Into<serde_json::Number>) -> Op {
+        Op::Increment {
+            key: key.to_owned(),
+            by: by.into(),
+        }
+    }
+
+    /// `insert key = value` (only if absent).
+    pub fn insert(key: &str, value: impl Into<Value>) -> Op {
+        Op::Insert {
+            key: key.to_owned(),
+            value: value.into(),
+        }
+    }
+
     /// The key this operation touches.
     pub fn key(&self) -> &str {
         match self {

@@ -229,10 +229,7 @@ impl Client {
         options: SendOptions,
     ) -> Result<Option<u64>, AckError> {
         let payload = payload.into();
-        let options = SendOptions {
-            ack: Some(true),
-            ..options
-        };
+        let options = options.with_ack();
         self.acked(|e, now| e.send_with(now, payload, options))
             .await
     }
@@ -280,10 +277,7 @@ impl Client {
         options: SendOptions,
     ) -> Result<Option<u64>, AckError> {
         let payload = payload.into();
-        let options = SendOptions {
-            ack: Some(true),
-            ..options
-        };
+        let options = options.with_ack();
         self.acked(|e, now| e.publish(now, channel, payload, options))
             .await
     }

@@ -125,17 +125,12 @@ impl Document {
 
     /// Sets `key` (last writer in server order wins).
     pub fn set(&self, key: &str, value: impl Into<Value>) -> Result<MessageId, SyncError> {
-        self.change(vec![Op::Set {
-            key: key.to_owned(),
-            value: value.into(),
-        }])
+        self.change(vec![Op::set(key, value)])
     }
 
     /// Deletes `key`.
     pub fn delete(&self, key: &str) -> Result<MessageId, SyncError> {
-        self.change(vec![Op::Delete {
-            key: key.to_owned(),
-        }])
+        self.change(vec![Op::delete(key)])
     }
 
     /// Adds `by` to the counter at `key`.
@@ -144,18 +139,12 @@ impl Document {
         key: &str,
         by: impl Into<serde_json::Number>,
     ) -> Result<MessageId, SyncError> {
-        self.change(vec![Op::Increment {
-            key: key.to_owned(),
-            by: by.into(),
-        }])
+        self.change(vec![Op::increment(key, by)])
     }
 
     /// Sets `key` only if absent (rejected with `conflict` if another client got there first).
     pub fn insert(&self, key: &str, value: impl Into<Value>) -> Result<MessageId, SyncError> {
-        self.change(vec![Op::Insert {
-            key: key.to_owned(),
-            value: value.into(),
-        }])
+        self.change(vec![Op::insert(key, value)])
     }
 
     /// Applies several operations atomically.

@@ -47,6 +47,12 @@ impl SendOptions {
         self.ttl = Some(ttl);
         self
     }
+
+    /// The same options with acknowledgement on (keeping the TTL).
+    pub fn with_ack(mut self) -> Self {
+        self.ack = Some(true);
+        self
+    }
 }
 
 impl Engine {

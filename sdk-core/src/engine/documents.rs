@@ -96,11 +96,7 @@ impl Engine {
         key: &str,
         value: Value,
     ) -> Result<MessageId, SyncError> {
-        let op = Op::Set {
-            key: key.to_owned(),
-            value,
-        };
-        self.change_document(now, channel, vec![op])
+        self.change_document(now, channel, vec![Op::set(key, value)])
     }
 
     /// Deletes `key`.
@@ -110,10 +106,7 @@ impl Engine {
         channel: &str,
         key: &str,
     ) -> Result<MessageId, SyncError> {
-        let op = Op::Delete {
-            key: key.to_owned(),
-        };
-        self.change_document(now, channel, vec![op])
+        self.change_document(now, channel, vec![Op::delete(key)])
     }
 
     /// Adds `by` to the counter at `key` (increments from many clients sum exactly).
@@ -124,11 +117,7 @@ impl Engine {
         key: &str,
         by: impl Into<serde_json::Number>,
     ) -> Result<MessageId, SyncError> {
-        let op = Op::Increment {
-            key: key.to_owned(),
-            by: by.into(),
-        };
-        self.change_document(now, channel, vec![op])
+        self.change_document(now, channel, vec![Op::increment(key, by)])
     }
 
     /// Sets `key` only if absent; rejected with `conflict` if another client got there first.
@@ -139,11 +128,7 @@ impl Engine {
         key: &str,
         value: Value,
     ) -> Result<MessageId, SyncError> {
-        let op = Op::Insert {
-            key: key.to_owned(),
-            value,
-        };
-        self.change_document(now, channel, vec![op])
+        self.change_document(now, channel, vec![Op::insert(key, value)])
     }
 
     // ---- inputs ------------------------------------------------------------------------
