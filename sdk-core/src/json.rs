@@ -176,7 +176,7 @@ pub fn write_value(out: &mut String, value: &Value) {
 }
 
 /// Appends an object (keys in the map's order).
-pub(crate) fn write_map(out: &mut String, map: &Map<String, Value>) {
+pub fn write_map(out: &mut String, map: &Map<String, Value>) {
     out.push('{');
     for (i, (key, value)) in map.iter().enumerate() {
         if i > 0 {
@@ -197,12 +197,24 @@ pub(crate) fn write_number(out: &mut String, n: &Number) {
 }
 
 /// Appends an unsigned integer.
-pub(crate) fn write_u64(out: &mut String, n: u64) {
+pub fn write_u64(out: &mut String, n: u64) {
     let _ = write!(out, "{n}");
 }
 
+/// Appends an array of strings.
+pub fn write_strings(out: &mut String, items: &[String]) {
+    out.push('[');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_str(out, item);
+    }
+    out.push(']');
+}
+
 /// Appends `s` as a JSON string literal, escaped as serde_json escapes it.
-pub(crate) fn write_str(out: &mut String, s: &str) {
+pub fn write_str(out: &mut String, s: &str) {
     out.push('"');
     let mut start = 0;
     for (i, &b) in s.as_bytes().iter().enumerate() {
@@ -231,6 +243,111 @@ pub(crate) fn write_str(out: &mut String, s: &str) {
     }
     out.push_str(&s[start..]);
     out.push('"');
+}
+
+/// Writes one JSON object member by member, straight into a `String`, for callers that
+/// produce JSON from their own types without building a [`Value`] first (the protocol
+/// codec, the browser driver's events). Keys and strings are escaped like every string here.
+///
+/// ```
+/// use tether_core::json::ObjectWriter;
+///
+/// let mut out = String::new();
+/// let mut w = ObjectWriter::new(&mut out);
+/// w.str("name", "waiting");
+/// w.u64("attempt", 3);
+/// w.opt_u64("code", None); // omitted
+/// ObjectWriter::new(w.key("cause")).finish(); // a nested object: {}
+/// w.finish();
+/// assert_eq!(out, r#"{"name":"waiting","attempt":3,"cause":{}}"#);
+/// ```
+#[derive(Debug)]
+pub struct ObjectWriter<'o> {
+    out: &'o mut String,
+    first: bool,
+}
+
+impl<'o> ObjectWriter<'o> {
+    /// Starts an object at the end of `out`.
+    pub fn new(out: &'o mut String) -> Self {
+        ObjectWriter { out, first: true }
+    }
+
+    /// Starts the member `key` and returns the text to append its value to (any JSON: a
+    /// nested [`ObjectWriter`], [`write_value`], …).
+    pub fn key(&mut self, key: &str) -> &mut String {
+        self.out.push(if self.first { '{' } else { ',' });
+        self.first = false;
+        write_str(self.out, key);
+        self.out.push(':');
+        self.out
+    }
+
+    /// A string member.
+    pub fn str(&mut self, key: &str, value: &str) {
+        write_str(self.key(key), value);
+    }
+
+    /// An unsigned integer member.
+    pub fn u64(&mut self, key: &str, value: u64) {
+        write_u64(self.key(key), value);
+    }
+
+    /// A boolean member.
+    pub fn bool(&mut self, key: &str, value: bool) {
+        self.key(key).push_str(if value { "true" } else { "false" });
+    }
+
+    /// A `null` member.
+    pub fn null(&mut self, key: &str) {
+        self.key(key).push_str("null");
+    }
+
+    /// Any JSON value as a member.
+    pub fn value(&mut self, key: &str, value: &Value) {
+        write_value(self.key(key), value);
+    }
+
+    /// An array of strings as a member.
+    pub fn strs(&mut self, key: &str, items: &[String]) {
+        write_strings(self.key(key), items);
+    }
+
+    /// A string member, omitted when `None`.
+    pub fn opt_str(&mut self, key: &str, value: Option<&String>) {
+        if let Some(value) = value {
+            self.str(key, value);
+        }
+    }
+
+    /// An unsigned integer member, omitted when `None`.
+    pub fn opt_u64(&mut self, key: &str, value: Option<u64>) {
+        if let Some(value) = value {
+            self.u64(key, value);
+        }
+    }
+
+    /// A boolean member, omitted when `None`.
+    pub fn opt_bool(&mut self, key: &str, value: Option<bool>) {
+        if let Some(value) = value {
+            self.bool(key, value);
+        }
+    }
+
+    /// An array of strings, omitted when `None`.
+    pub fn opt_strings(&mut self, key: &str, value: Option<&Vec<String>>) {
+        if let Some(items) = value {
+            self.strs(key, items);
+        }
+    }
+
+    /// Closes the object.
+    pub fn finish(self) {
+        if self.first {
+            self.out.push('{');
+        }
+        self.out.push('}');
+    }
 }
 
 /// A cursor over one JSON text. [`Parser::value`] reads any value; [`Parser::object`] and

@@ -12,7 +12,7 @@
 //! parser, field by field; encoding writes a message's fields from borrowed data, in the
 //! envelope's field order, without copying the payload.
 
-use crate::json::{self, ErrorKind, JsonError, Parser};
+use crate::json::{self, ErrorKind, JsonError, ObjectWriter, Parser};
 use serde_json::{Map, Number, Value};
 
 /// The protocol version this crate speaks, sent as `v` in every envelope.
@@ -911,50 +911,46 @@ impl<'a> Fields<'a> {
         // Most frames fit: one allocation.
         let mut out = String::with_capacity(128);
         let mut w = ObjectWriter::new(&mut out);
-        w.key("v");
         match self.v {
-            Some(v) => json::write_u64(w.out, u64::from(v)),
-            None => w.out.push_str("null"),
+            Some(v) => w.u64("v", u64::from(v)),
+            None => w.null("v"),
         }
-        w.key("type");
-        json::write_str(w.out, self.kind);
-        w.string("id", self.id);
-        w.string("channel", self.channel);
+        w.str("type", self.kind);
+        w.opt_str("id", self.id);
+        w.opt_str("channel", self.channel);
         if let Some(payload) = self.payload {
-            w.key("payload");
-            json::write_value(w.out, payload);
+            w.value("payload", payload);
         }
-        w.uint("ts", self.ts);
-        w.uint("offset", self.offset);
-        w.uint("since", self.since);
-        w.string("epoch", self.epoch);
-        w.boolean("recovered", self.recovered);
-        w.boolean("ack", self.ack);
-        w.strings("snapshot", self.snapshot);
-        w.string("join", self.join);
-        w.string("leave", self.leave);
-        w.string("code", self.code);
-        w.string("message", self.message);
-        w.string("client_id", self.client_id);
-        w.string("token", self.token);
-        w.uint("version", self.version);
-        w.uint("base", self.base);
+        w.opt_u64("ts", self.ts);
+        w.opt_u64("offset", self.offset);
+        w.opt_u64("since", self.since);
+        w.opt_str("epoch", self.epoch);
+        w.opt_bool("recovered", self.recovered);
+        w.opt_bool("ack", self.ack);
+        w.opt_strings("snapshot", self.snapshot);
+        w.opt_str("join", self.join);
+        w.opt_str("leave", self.leave);
+        w.opt_str("code", self.code);
+        w.opt_str("message", self.message);
+        w.opt_str("client_id", self.client_id);
+        w.opt_str("token", self.token);
+        w.opt_u64("version", self.version);
+        w.opt_u64("base", self.base);
         if let Some(ops) = self.ops {
-            w.key("ops");
-            w.out.push('[');
+            let out = w.key("ops");
+            out.push('[');
             for (i, op) in ops.iter().enumerate() {
                 if i > 0 {
-                    w.out.push(',');
+                    out.push(',');
                 }
-                write_op(w.out, op);
+                write_op(out, op);
             }
-            w.out.push(']');
+            out.push(']');
         }
         if let Some(state) = self.state {
-            w.key("state");
-            json::write_map(w.out, state);
+            json::write_map(w.key("state"), state);
         }
-        w.strings("applied", self.applied);
+        w.opt_strings("applied", self.applied);
         w.finish();
         out
     }
@@ -996,84 +992,18 @@ fn write_op(out: &mut String, op: &Op) {
         Op::Increment { key, .. } => ("increment", key),
         Op::Insert { key, .. } => ("insert", key),
     };
-    w.key("op");
-    json::write_str(w.out, name);
-    w.key("key");
-    json::write_str(w.out, key);
+    w.str("op", name);
+    w.str("key", key);
     match op {
         Op::Set { value, .. } | Op::Insert { value, .. } => {
-            w.key("value");
-            json::write_value(w.out, value);
+            w.value("value", value);
         }
         Op::Increment { by, .. } => {
-            w.key("by");
-            json::write_number(w.out, by);
+            json::write_number(w.key("by"), by);
         }
         Op::Delete { .. } => {}
     }
     w.finish();
-}
-
-/// Writes one JSON object member by member.
-struct ObjectWriter<'o> {
-    out: &'o mut String,
-    first: bool,
-}
-
-impl<'o> ObjectWriter<'o> {
-    fn new(out: &'o mut String) -> Self {
-        ObjectWriter { out, first: true }
-    }
-
-    /// Starts a member (the key needs no escaping).
-    fn key(&mut self, key: &str) {
-        self.out.push_str(if self.first { "{\"" } else { ",\"" });
-        self.first = false;
-        self.out.push_str(key);
-        self.out.push_str("\":");
-    }
-
-    fn string(&mut self, key: &str, value: Option<&String>) {
-        if let Some(value) = value {
-            self.key(key);
-            json::write_str(self.out, value);
-        }
-    }
-
-    fn uint(&mut self, key: &str, value: Option<u64>) {
-        if let Some(value) = value {
-            self.key(key);
-            json::write_u64(self.out, value);
-        }
-    }
-
-    fn boolean(&mut self, key: &str, value: Option<bool>) {
-        if let Some(value) = value {
-            self.key(key);
-            self.out.push_str(if value { "true" } else { "false" });
-        }
-    }
-
-    fn strings(&mut self, key: &str, value: Option<&Vec<String>>) {
-        if let Some(items) = value {
-            self.key(key);
-            self.out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    self.out.push(',');
-                }
-                json::write_str(self.out, item);
-            }
-            self.out.push(']');
-        }
-    }
-
-    fn finish(self) {
-        if self.first {
-            self.out.push('{');
-        }
-        self.out.push('}');
-    }
 }
 
 // ---- decoding: one envelope field at a time, straight from the parser --------------------

@@ -8,8 +8,9 @@
 
 use std::time::Duration;
 use tether_core::json as text;
-use tether_core::serde_json::{json, Map, Value};
-use tether_core::sync::{ChangeOrigin, KeyChange, Op};
+use tether_core::json::ObjectWriter;
+use tether_core::serde_json::{Map, Value};
+use tether_core::sync::{ChangeOrigin, Document, KeyChange, Op};
 use tether_core::{
     BackoffConfig, CloseReason, Config, DisconnectCause, DropReason, Event, HeartbeatConfig,
     HeartbeatMode, Jitter, OutboxConfig, OverflowPolicy, Payload, Protocol, RequestFailure, State,
@@ -261,33 +262,55 @@ fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
-/// `{name, attempt?, until?, reason?...}`; `until` is in `performance.now()` microseconds.
-pub(crate) fn state(s: &State) -> Value {
-    let mut v = json!({ "name": s.name() });
-    match s {
-        State::Connecting { attempt } => v["attempt"] = json!(attempt),
-        State::Waiting { attempt, until } => {
-            v["attempt"] = json!(attempt);
-            v["until"] = json!(until.as_micros());
-        }
-        State::Closed { reason } => {
-            let (code, status) = match reason {
-                CloseReason::App { code } => (Some(*code), None),
-                CloseReason::Refused { code, status, .. }
-                | CloseReason::Unauthorized { code, status } => (*code, *status),
-                _ => (None, None),
-            };
-            v["reason"] = json!(reason.name());
-            v["code"] = json!(code);
-            v["status"] = json!(status);
-            v["message"] = json!(reason.to_string());
-        }
-        _ => {}
-    }
-    v
+/// One JSON object written straight into a `String` (no `Value` built on the way).
+fn object(f: impl FnOnce(&mut ObjectWriter<'_>)) -> String {
+    let mut out = String::with_capacity(64);
+    write_object(&mut out, f);
+    out
 }
 
-fn cause(c: &DisconnectCause) -> Value {
+fn write_object(out: &mut String, f: impl FnOnce(&mut ObjectWriter<'_>)) {
+    let mut w = ObjectWriter::new(out);
+    f(&mut w);
+    w.finish();
+}
+
+/// `{name, attempt?, until?, reason?...}`; `until` is in `performance.now()` microseconds.
+pub(crate) fn write_state(out: &mut String, s: &State) {
+    write_object(out, |w| {
+        w.str("name", s.name());
+        match s {
+            State::Connecting { attempt } => w.u64("attempt", u64::from(*attempt)),
+            State::Waiting { attempt, until } => {
+                w.u64("attempt", u64::from(*attempt));
+                w.u64("until", until.as_micros());
+            }
+            State::Closed { reason } => {
+                let (code, status) = match reason {
+                    CloseReason::App { code } => (Some(*code), None),
+                    CloseReason::Refused { code, status, .. }
+                    | CloseReason::Unauthorized { code, status } => (*code, *status),
+                    _ => (None, None),
+                };
+                w.str("reason", reason.name());
+                opt_u16_or_null(w, "code", code);
+                opt_u16_or_null(w, "status", status);
+                w.str("message", &reason.to_string());
+            }
+            _ => {}
+        }
+    });
+}
+
+/// `null` rather than absent: the wrapper passes these fields through as they are.
+fn opt_u16_or_null(w: &mut ObjectWriter<'_>, key: &str, v: Option<u16>) {
+    match v {
+        Some(v) => w.u64(key, u64::from(v)),
+        None => w.null(key),
+    }
+}
+
+fn write_cause(out: &mut String, c: &DisconnectCause) {
     let (kind, code, status) = match c {
         DisconnectCause::Closed { code, .. } => ("closed", *code, None),
         DisconnectCause::Http { status } => ("http", None, Some(*status)),
@@ -297,165 +320,245 @@ fn cause(c: &DisconnectCause) -> Value {
         DisconnectCause::TokenUnavailable { .. } => ("token_unavailable", None, None),
         _ => ("other", None, None),
     };
-    json!({ "kind": kind, "code": code, "status": status, "message": c.to_string() })
+    write_object(out, |w| {
+        w.str("kind", kind);
+        opt_u16_or_null(w, "code", code);
+        opt_u16_or_null(w, "status", status);
+        w.str("message", &c.to_string());
+    });
 }
 
-fn drop_reason(r: &DropReason) -> Value {
+fn request_failure(r: &RequestFailure) -> (&str, &str, &str) {
     match r {
-        DropReason::Rejected { code } => json!({ "reason": r.name(), "code": code }),
-        _ => json!({ "reason": r.name() }),
+        RequestFailure::TimedOut => ("timeout", "no reply in time", ""),
+        RequestFailure::ConnectionLost => ("connection_lost", "the connection dropped", ""),
+        RequestFailure::Closed => ("closed", "the client closed", ""),
+        RequestFailure::Overflow => ("outbox_full", "dropped from a full outbox", ""),
+        RequestFailure::Rejected { code, message } => ("rejected", code, message),
+        _ => ("failed", "request failed", ""),
     }
 }
 
-fn request_failure(r: &RequestFailure) -> (&'static str, String) {
-    match r {
-        RequestFailure::TimedOut => ("timeout", "no reply in time".into()),
-        RequestFailure::ConnectionLost => ("connection_lost", "the connection dropped".into()),
-        RequestFailure::Closed => ("closed", "the client closed".into()),
-        RequestFailure::Overflow => ("outbox_full", "dropped from a full outbox".into()),
-        RequestFailure::Rejected { code, message } => {
-            let mut m = code.clone();
-            if !message.is_empty() {
-                m.push_str(": ");
-                m.push_str(message);
-            }
-            ("rejected", m)
+fn origin_name(origin: ChangeOrigin) -> Option<&'static str> {
+    Some(match origin {
+        ChangeOrigin::LocalPending => "local_pending",
+        ChangeOrigin::Confirmed => "confirmed",
+        ChangeOrigin::Remote => "remote",
+        ChangeOrigin::RolledBack => "rolled_back",
+        _ => return None,
+    })
+}
+
+/// `[{key, value, overwroteLocal}]`; no `value` when the key was deleted.
+fn write_key_changes(out: &mut String, changes: &[KeyChange]) {
+    out.push('[');
+    for (i, c) in changes.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
         }
-        _ => ("failed", "request failed".into()),
+        write_object(out, |w| {
+            w.str("key", &c.key);
+            w.bool("overwroteLocal", c.overwrote_local);
+            if let Some(value) = &c.value {
+                w.value("value", value);
+            }
+        });
     }
-}
-
-/// `{key, value, overwroteLocal}`; no `value` when the key was deleted.
-fn key_change(c: KeyChange) -> Value {
-    let mut v = json!({ "key": c.key, "overwroteLocal": c.overwrote_local });
-    if let Some(value) = c.value {
-        v["value"] = value;
-    }
-    v
+    out.push(']');
 }
 
 /// An engine event as `(kind, JSON, binary payload)` for the wrapper; `None` for events this
 /// driver does not know (the enum is non-exhaustive).
 pub(crate) fn event(e: Event) -> Option<(&'static str, String, Option<Vec<u8>>)> {
     let mut bytes = None;
-    let (kind, v) = match e {
+    let mut out = String::with_capacity(64);
+    let mut w = ObjectWriter::new(&mut out);
+    let kind = match e {
         Event::StateChanged { from, to } => {
-            ("state", json!({ "from": state(&from), "to": state(&to) }))
+            write_state(w.key("from"), &from);
+            write_state(w.key("to"), &to);
+            "state"
         }
         Event::ReconnectScheduled {
             attempt,
             delay,
-            cause: c,
-        } => (
-            "reconnecting",
-            json!({ "attempt": attempt, "delay": micros(delay), "cause": cause(&c) }),
-        ),
+            cause,
+        } => {
+            w.u64("attempt", u64::from(attempt));
+            w.u64("delay", micros(delay));
+            write_cause(w.key("cause"), &cause);
+            "reconnecting"
+        }
         Event::Message(m) => {
-            let mut v = json!({ "channel": m.channel, "offset": m.offset });
+            w.opt_str("channel", m.channel.as_ref());
+            w.opt_u64("offset", m.offset);
             match m.payload {
-                Payload::Json(p) => v["json"] = p,
-                Payload::Text(t) => v["text"] = Value::String(t),
+                Payload::Json(p) => w.value("json", &p),
+                Payload::Text(t) => w.str("text", &t),
                 Payload::Binary(b) => bytes = Some(b),
                 _ => return None,
             }
-            ("message", v)
+            "message"
         }
         Event::Dropped { ids, reason } => {
-            let mut v = drop_reason(&reason);
-            v["ids"] = ids.iter().map(|id| id.get()).collect();
-            ("dropped", v)
+            w.str("reason", reason.name());
+            if let DropReason::Rejected { code } = &reason {
+                w.str("code", code);
+            }
+            let out = w.key("ids");
+            out.push('[');
+            for (i, id) in ids.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                text::write_u64(out, id.get());
+            }
+            out.push(']');
+            "dropped"
         }
-        Event::Acked { id, offset } => ("acked", json!({ "id": id.get(), "offset": offset })),
+        Event::Acked { id, offset } => {
+            w.u64("id", id.get());
+            w.opt_u64("offset", offset);
+            "acked"
+        }
         Event::Replied { id, payload } => {
-            ("replied", json!({ "id": id.get(), "payload": payload }))
+            w.u64("id", id.get());
+            w.value("payload", &payload);
+            "replied"
         }
         Event::RequestFailed { id, reason } => {
-            let (code, message) = request_failure(&reason);
-            (
-                "request_failed",
-                json!({ "id": id.get(), "code": code, "message": message }),
-            )
+            let (code, first, detail) = request_failure(&reason);
+            w.u64("id", id.get());
+            w.str("code", code);
+            let mut message = first.to_owned();
+            if !detail.is_empty() {
+                message.push_str(": ");
+                message.push_str(detail);
+            }
+            w.str("message", &message);
+            "request_failed"
         }
         Event::Subscribed {
             channel,
             offset,
             recovered,
-        } => (
-            "subscribed",
-            json!({ "channel": channel, "offset": offset, "recovered": recovered }),
-        ),
-        Event::Unsubscribed { channel } => ("unsubscribed", json!({ "channel": channel })),
+        } => {
+            w.str("channel", &channel);
+            w.u64("offset", offset);
+            w.bool("recovered", recovered);
+            "subscribed"
+        }
+        Event::Unsubscribed { channel } => {
+            w.str("channel", &channel);
+            "unsubscribed"
+        }
         Event::Presence {
             channel,
             members,
             joined,
             left,
-        } => (
-            "presence",
-            json!({ "channel": channel, "members": members, "joined": joined, "left": left }),
-        ),
-        Event::Rtt { rtt } => ("rtt", json!({ "rtt": micros(rtt) })),
+        } => {
+            w.str("channel", &channel);
+            w.strs("members", &members);
+            w.strs("joined", &joined);
+            w.strs("left", &left);
+            "presence"
+        }
+        Event::Rtt { rtt } => {
+            w.u64("rtt", micros(rtt));
+            "rtt"
+        }
         Event::DocumentChanged {
             channel,
             origin,
             changes,
         } => {
-            let origin = match origin {
-                ChangeOrigin::LocalPending => "local_pending",
-                ChangeOrigin::Confirmed => "confirmed",
-                ChangeOrigin::Remote => "remote",
-                ChangeOrigin::RolledBack => "rolled_back",
-                _ => return None,
-            };
-            let changes: Vec<Value> = changes.into_iter().map(key_change).collect();
-            let v = json!({ "channel": channel, "origin": origin, "changes": changes });
-            ("doc_change", v)
+            w.str("channel", &channel);
+            w.str("origin", origin_name(origin)?);
+            write_key_changes(w.key("changes"), &changes);
+            "doc_change"
         }
         Event::ChangeRejected {
             channel,
             change,
             code,
-        } => (
-            "doc_rejected",
-            json!({ "channel": channel, "change": change.get(), "code": code }),
-        ),
-        Event::DocumentResynced { channel, version } => (
-            "doc_resynced",
-            json!({ "channel": channel, "version": version }),
-        ),
-        Event::Error(err) => (
-            "error",
-            json!({ "code": err.kind(), "message": err.to_string() }),
-        ),
+        } => {
+            w.str("channel", &channel);
+            w.u64("change", change.get());
+            w.str("code", &code);
+            "doc_rejected"
+        }
+        Event::DocumentResynced { channel, version } => {
+            w.str("channel", &channel);
+            w.u64("version", version);
+            "doc_resynced"
+        }
+        Event::Error(err) => {
+            w.str("code", err.kind());
+            w.str("message", &err.to_string());
+            "error"
+        }
         _ => return None,
     };
-    Some((kind, text::to_string(&v), bytes))
+    w.finish();
+    Some((kind, out, bytes))
+}
+
+/// `{attempt, refresh}` for the wrapper's token request.
+pub(crate) fn token_request(attempt: u32, refresh: bool) -> String {
+    object(|w| {
+        w.u64("attempt", u64::from(attempt));
+        w.bool("refresh", refresh);
+    })
 }
 
 /// The counters, plus the outbox's current size.
 pub(crate) fn stats(s: &Stats, outbox_len: usize, outbox_bytes: usize) -> String {
-    let mut m = Map::new();
-    let mut put = |k: &str, v: u64| {
-        m.insert(k.into(), v.into());
-    };
-    put("attempts", s.attempts);
-    put("opens", s.opens);
-    put("reconnects", s.reconnects);
-    put("messagesAccepted", s.messages_accepted);
-    put("messagesSettled", s.messages_settled);
-    put("framesSent", s.frames_sent);
-    put("framesReceived", s.frames_received);
-    put("bytesSent", s.bytes_sent);
-    put("bytesReceived", s.bytes_received);
-    put("resent", s.resent);
-    put("droppedOverflow", s.dropped_overflow);
-    put("droppedExpired", s.dropped_expired);
-    put("droppedClosed", s.dropped_closed);
-    put("droppedRejected", s.dropped_rejected);
-    put("duplicatesDropped", s.duplicates_dropped);
-    put("errors", s.errors);
-    put("outboxLength", outbox_len as u64);
-    put("outboxBytes", outbox_bytes as u64);
-    m.insert("lastRtt".into(), json!(s.last_rtt.map(micros)));
-    text::to_string(&Value::Object(m))
+    object(|w| {
+        let counters = [
+            ("attempts", s.attempts),
+            ("opens", s.opens),
+            ("reconnects", s.reconnects),
+            ("messagesAccepted", s.messages_accepted),
+            ("messagesSettled", s.messages_settled),
+            ("framesSent", s.frames_sent),
+            ("framesReceived", s.frames_received),
+            ("bytesSent", s.bytes_sent),
+            ("bytesReceived", s.bytes_received),
+            ("resent", s.resent),
+            ("droppedOverflow", s.dropped_overflow),
+            ("droppedExpired", s.dropped_expired),
+            ("droppedClosed", s.dropped_closed),
+            ("droppedRejected", s.dropped_rejected),
+            ("duplicatesDropped", s.duplicates_dropped),
+            ("errors", s.errors),
+            ("outboxLength", outbox_len as u64),
+            ("outboxBytes", outbox_bytes as u64),
+        ];
+        for (key, n) in counters {
+            w.u64(key, n);
+        }
+        match s.last_rtt {
+            Some(rtt) => w.u64("lastRtt", micros(rtt)),
+            None => w.null("lastRtt"),
+        }
+    })
+}
+
+/// `{version, epoch, pending}` of a document, plus `map` when asked for.
+pub(crate) fn document_info(doc: &Document, map: Option<&Map<String, Value>>) -> String {
+    object(|w| {
+        match doc.version() {
+            Some(v) => w.u64("version", v),
+            None => w.null("version"),
+        }
+        match doc.epoch() {
+            Some(e) => w.str("epoch", e),
+            None => w.null("epoch"),
+        }
+        w.u64("pending", doc.pending() as u64);
+        if let Some(map) = map {
+            text::write_map(w.key("map"), map);
+        }
+    })
 }

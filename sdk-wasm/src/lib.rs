@@ -16,6 +16,11 @@
 //! `tether-web`, whose `TetherClient` (js/tether.js, typed by js/tether.d.ts) wraps it with
 //! typed events, promises for requests and a `TetherError` class.
 
+/// The module's allocator (see Cargo.toml for why not std's dlmalloc).
+#[cfg(all(not(target_feature = "atomics"), target_family = "wasm"))]
+#[global_allocator]
+static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
+
 mod convert;
 mod driver;
 mod js;
@@ -25,7 +30,7 @@ use driver::{Out, Shared};
 use std::rc::Rc;
 use std::time::Duration;
 use tether_core::json;
-use tether_core::serde_json::{self, Map, Value};
+use tether_core::serde_json::{Map, Value};
 use tether_core::sync::Document;
 use tether_core::{Engine, Payload, SendError, SendOptions, SubscribeError, SyncError};
 use wasm_bindgen::prelude::*;
@@ -130,8 +135,7 @@ impl WasmClient {
                     None => return,
                 },
                 Out::FetchToken { attempt, refresh } => {
-                    let v = serde_json::json!({ "attempt": attempt, "refresh": refresh });
-                    ("token", json::to_string(&v), None)
+                    ("token", convert::token_request(attempt, refresh), None)
                 }
             };
             let bytes = bytes.map_or(JsValue::UNDEFINED, |b| {
@@ -277,14 +281,8 @@ impl WasmClient {
     pub fn document_info(&self, channel: &str, map: Option<bool>) -> Option<String> {
         let info = self.shared.read(|e| {
             let doc = e.document(channel)?;
-            let mut v = Map::new();
-            v.insert("version".into(), doc.version().into());
-            v.insert("epoch".into(), doc.epoch().into());
-            v.insert("pending".into(), doc.pending().into());
-            if let Some(confirmed) = map {
-                v.insert("map".into(), doc_map(doc, confirmed).clone().into());
-            }
-            Some(json::to_string(&Value::Object(v)))
+            let map = map.map(|confirmed| doc_map(doc, confirmed));
+            Some(convert::document_info(doc, map))
         });
         info.flatten()
     }
@@ -331,8 +329,14 @@ impl WasmClient {
 
     /// The current state as JSON (`until` in `performance.now()` microseconds).
     pub fn state(&self) -> String {
-        let state = self.shared.read(|e| convert::state(e.state()));
-        json::to_string(&state.unwrap_or(Value::Null))
+        let mut out = String::new();
+        match self
+            .shared
+            .read(|e| convert::write_state(&mut out, e.state()))
+        {
+            Some(()) => out,
+            None => "null".into(),
+        }
     }
 
     /// The counters as JSON.
@@ -346,10 +350,11 @@ impl WasmClient {
     /// The members of a subscribed channel as a JSON array (`null` if not subscribed).
     pub fn presence(&self, channel: &str) -> String {
         let members = self.shared.read(|e| {
-            e.presence(channel)
-                .map_or(Value::Null, |m| m.iter().cloned().collect())
+            let mut out = String::new();
+            json::write_strings(&mut out, e.presence(channel)?);
+            Some(out)
         });
-        json::to_string(&members.unwrap_or(Value::Null))
+        members.flatten().unwrap_or_else(|| "null".into())
     }
 
     /// The identity sent in `hello` and used as presence member name.
