@@ -144,6 +144,22 @@ export interface TetherClientOptions {
     ttlMs?: number;
   };
   /**
+   * What the server's close codes mean. By default (docs/protocol.md, "Close codes"): 1008 and
+   * 4001-4003 fetch a fresh token for one more try, 4004-4099 stop, 1012 spreads the reconnect
+   * over `serviceRestartWindowMs`, 1013 waits `tryAgainLaterDelayMs`, everything else retries
+   * with the backoff. (Browsers never expose HTTP statuses, so there is no status table here.)
+   */
+  closePolicy?: {
+    /** Overrides, the latest first: e.g. `[{from: 4500, to: 4599, action: 'stop'}]`. Codes 1000-4999. */
+    codes?: Array<{ from: number; to?: number; action: 'retry' | 'reauth' | 'stop' }>;
+    /** Window over which reconnects after close 1012 without advice are spread. [5000] */
+    serviceRestartWindowMs?: number;
+    /** Minimum wait after close 1013 without advice. [5000] */
+    tryAgainLaterDelayMs?: number;
+    /** Cap on any delay or window the server advises. [300000] */
+    maxServerDelayMs?: number;
+  };
+  /**
    * Called before every connection attempt; return the token (or a promise of it). Browsers
    * cannot set headers, so the token goes in the URL (`?token=`) or in the first message.
    */

@@ -12,9 +12,9 @@ use tether_core::json::ObjectWriter;
 use tether_core::serde_json::{Map, Value};
 use tether_core::sync::{ChangeOrigin, Document, KeyChange, Op};
 use tether_core::{
-    BackoffConfig, CloseReason, Config, DisconnectCause, DropReason, Event, HeartbeatConfig,
-    HeartbeatMode, Jitter, OutboxConfig, OverflowPolicy, Payload, Protocol, RequestFailure, State,
-    Stats, TokenPlacement,
+    BackoffConfig, ClosePolicy, CloseReason, Config, DisconnectCause, Disposition, DropReason,
+    Event, HeartbeatConfig, HeartbeatMode, Jitter, OutboxConfig, OverflowPolicy, Payload, Protocol,
+    RequestFailure, State, Stats, TokenPlacement,
 };
 
 /// Options the driver itself uses besides the engine config.
@@ -179,6 +179,8 @@ pub(crate) fn config(url: &str, options: &str) -> Result<(Config, DriverOptions)
     outbox.default_ttl = millis(&o, &k("ttlMs"))?;
     b = b.outbox(outbox);
 
+    b = b.close_policy(close_policy(&o)?);
+
     if flag(&o, &["hasToken"])? == Some(true) {
         // Browsers cannot set handshake headers: the token goes in the URL or in `hello`.
         let placement = match text(&o, &["tokenPlacement"])? {
@@ -226,6 +228,51 @@ pub(crate) fn config(url: &str, options: &str) -> Result<(Config, DriverOptions)
         lifecycle: flag(&o, &["lifecycle"])?.unwrap_or(true),
     };
     Ok((config, driver))
+}
+
+/// `closePolicy`: what close codes mean (`codes`, latest first) and the server-advice timings.
+/// Browsers never see HTTP statuses, so the policy's status overrides have no JS option.
+fn close_policy(o: &Value) -> Result<ClosePolicy, String> {
+    let mut policy = ClosePolicy::default();
+    let k = |key| ["closePolicy", key];
+    if let Some(d) = millis(o, &k("serviceRestartWindowMs"))? {
+        policy = policy.with_service_restart_window(d);
+    }
+    if let Some(d) = millis(o, &k("tryAgainLaterDelayMs"))? {
+        policy = policy.with_try_again_later_delay(d);
+    }
+    if let Some(d) = millis(o, &k("maxServerDelayMs"))? {
+        policy = policy.with_max_server_delay(d);
+    }
+    let path = k("codes");
+    let Some(list) = field(o, &path) else {
+        return Ok(policy);
+    };
+    let shape = "an array of {from, to?, action: 'retry' | 'reauth' | 'stop'} with codes 1000-4999";
+    let list = list.as_array().ok_or_else(|| invalid(&path, shape))?;
+    for rule in list {
+        let code = |key| {
+            rule.get(key)
+                .and_then(Value::as_u64)
+                .and_then(|c| u16::try_from(c).ok())
+                .filter(|c| (1000..=4999).contains(c))
+        };
+        let from = code("from").ok_or_else(|| invalid(&path, shape))?;
+        let to = match rule.get("to") {
+            None | Some(Value::Null) => from,
+            Some(_) => code("to")
+                .filter(|to| *to >= from)
+                .ok_or_else(|| invalid(&path, shape))?,
+        };
+        let action = match rule.get("action").and_then(Value::as_str) {
+            Some("retry") => Disposition::Retry,
+            Some("reauth") => Disposition::Reauth,
+            Some("stop") => Disposition::Terminal,
+            _ => return Err(invalid(&path, shape)),
+        };
+        policy = policy.with_code(from..=to, action);
+    }
+    Ok(policy)
 }
 
 /// A change's operations from the wrapper's JSON array. Whether they apply is the engine's

@@ -146,6 +146,38 @@ test('accept-then-close server: delays grow instead of a hot loop', async ({ pag
   assert.ok(srv.connections.length <= 5, `${srv.connections.length} connections`);
 });
 
+test('close policy: codes the app maps to stop end the client; unmapped ones retry', async ({ page }) => {
+  const srv = await wsServer(behaviours.acceptThenClose(4500));
+  const r = await page.evaluate(async (url) => {
+    const backoff = { initialMs: 100, jitter: 'none' };
+    const mapped = new tether.TetherClient(url, { backoff, closePolicy: { codes: [{ from: 4500, to: 4599, action: 'stop' }] } });
+    const mappedLog = record(mapped);
+    await until(() => mapped.state.name === 'closed', 5000, 'the mapped client to stop');
+    const { name, reason, code } = mapped.state;
+    const plain = new tether.TetherClient(url, { backoff });
+    const plainLog = record(plain);
+    await until(() => plainLog.filter((e) => e.type === 'reconnecting').length >= 2, 5000, 'two reconnects');
+    plain.close();
+    let invalid = null;
+    try {
+      new tether.TetherClient(url, { closePolicy: { codes: [{ from: 4500, action: 'terminal' }] } });
+    } catch (e) {
+      invalid = { code: e.code, message: e.message };
+    }
+    return {
+      stopped: { name, reason, code },
+      mappedReconnects: mappedLog.filter((e) => e.type === 'reconnecting').length,
+      plainCauses: plainLog.filter((e) => e.type === 'reconnecting').map((e) => e.cause.code).slice(0, 2),
+      invalid,
+    };
+  }, srv.url);
+  assert.deepEqual(r.stopped, { name: 'closed', reason: 'refused', code: 4500 });
+  assert.equal(r.mappedReconnects, 0);
+  assert.deepEqual(r.plainCauses, [4500, 4500]);
+  assert.equal(r.invalid && r.invalid.code, 'invalid_config');
+  assert.match(r.invalid.message, /closePolicy\.codes/);
+});
+
 test('relay restart: graceful 1012 and a crash both reconnect with backoff', async ({ page }) => {
   const port = await freePort();
   let rl = await relay(port);

@@ -14,6 +14,7 @@ async function main(): Promise<void> {
     token: async ({ attempt, refresh }) => `t-${attempt}-${refresh}`,
     tokenPlacement: 'first-message',
     backpressure: { highWaterBytes: 1 << 20 },
+    closePolicy: { codes: [{ from: 4500, to: 4599, action: 'stop' }, { from: 4100, action: 'reauth' }], serviceRestartWindowMs: 10000 },
   });
 
   const off = client.on('state', ({ state, previous }) => {
@@ -88,6 +89,8 @@ async function main(): Promise<void> {
   client.on('reconnecting', ({ delay }) => console.log(delay));
   // @ts-expect-error: jitter must be one of the four strategies
   new TetherClient('ws://x', { backoff: { jitter: 'lots' } });
+  // @ts-expect-error: a close-policy action is retry, reauth or stop
+  new TetherClient('ws://x', { closePolicy: { codes: [{ from: 4500, action: 'terminal' }] } });
   // @ts-expect-error: protocol is raw or tether
   new TetherClient('ws://x', { protocol: 'json' });
   // @ts-expect-error: retryInMs exists only on the waiting state
