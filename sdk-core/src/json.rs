@@ -161,16 +161,7 @@ pub fn write_value(out: &mut String, value: &Value) {
         Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
         Value::Number(n) => write_number(out, n),
         Value::String(s) => write_str(out, s),
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_value(out, item);
-            }
-            out.push(']');
-        }
+        Value::Array(items) => write_array(out, items, write_value),
         Value::Object(map) => write_map(out, map),
     }
 }
@@ -201,16 +192,25 @@ pub fn write_u64(out: &mut String, n: u64) {
     let _ = write!(out, "{n}");
 }
 
-/// Appends an array of strings.
-pub fn write_strings(out: &mut String, items: &[String]) {
+/// Appends a JSON array, each item written by `write`.
+pub fn write_array<T>(
+    out: &mut String,
+    items: impl IntoIterator<Item = T>,
+    mut write: impl FnMut(&mut String, T),
+) {
     out.push('[');
-    for (i, item) in items.iter().enumerate() {
+    for (i, item) in items.into_iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
-        write_str(out, item);
+        write(out, item);
     }
     out.push(']');
+}
+
+/// Appends an array of strings.
+pub fn write_strings(out: &mut String, items: &[String]) {
+    write_array(out, items, |out, s| write_str(out, s));
 }
 
 /// Appends `s` as a JSON string literal, escaped as serde_json escapes it.

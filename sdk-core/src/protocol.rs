@@ -937,15 +937,7 @@ impl<'a> Fields<'a> {
         w.opt_u64("version", self.version);
         w.opt_u64("base", self.base);
         if let Some(ops) = self.ops {
-            let out = w.key("ops");
-            out.push('[');
-            for (i, op) in ops.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_op(out, op);
-            }
-            out.push(']');
+            json::write_array(w.key("ops"), ops, write_op);
         }
         if let Some(state) = self.state {
             json::write_map(w.key("state"), state);

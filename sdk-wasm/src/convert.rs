@@ -398,20 +398,15 @@ fn origin_name(origin: ChangeOrigin) -> Option<&'static str> {
 
 /// `[{key, value, overwroteLocal}]`; no `value` when the key was deleted.
 fn write_key_changes(out: &mut String, changes: &[KeyChange]) {
-    out.push('[');
-    for (i, c) in changes.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
+    text::write_array(out, changes, |out, c| {
         write_object(out, |w| {
             w.str("key", &c.key);
             w.bool("overwroteLocal", c.overwrote_local);
             if let Some(value) = &c.value {
                 w.value("value", value);
             }
-        });
-    }
-    out.push(']');
+        })
+    });
 }
 
 /// An engine event as `(kind, JSON, binary payload)` for the wrapper; `None` for events this
@@ -452,15 +447,7 @@ pub(crate) fn event(e: Event) -> Option<(&'static str, String, Option<Vec<u8>>)>
             if let DropReason::Rejected { code } = &reason {
                 w.str("code", code);
             }
-            let out = w.key("ids");
-            out.push('[');
-            for (i, id) in ids.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                text::write_u64(out, id.get());
-            }
-            out.push(']');
+            text::write_array(w.key("ids"), ids, |out, id| text::write_u64(out, id.get()));
             "dropped"
         }
         Event::Acked { id, offset } => {
