@@ -15,6 +15,7 @@
 //! | `event.rs` | `ClientEvent`, `DisconnectCause`, `DropReason`, `Payload`, `InboundMessage`, `EngineIssue` |
 //! | `state.rs` | `ConnectionState`, `CloseReason` |
 //! | `token.rs` | `TokenProvider` (async foreign trait), `TokenError` |
+//! | `log.rs` | `setLogSink`, `LogSink` (foreign trait), `LogRecord`, `LogLevel`, `LogError`: the library's log for Logcat / os_log / `logging` |
 //! | `error.rs` | `ClientError` |
 //! | `stats.rs` | `ClientStats` |
 //!
@@ -30,6 +31,7 @@ mod document_event;
 mod error;
 mod event;
 mod listener;
+mod log;
 mod options;
 mod runtime;
 mod state;
@@ -45,6 +47,7 @@ pub use document_event::{ChangeOrigin, DocumentEvent, KeyChange};
 pub use error::ClientError;
 pub use event::{ClientEvent, DisconnectCause, DropReason, EngineIssue, InboundMessage, Payload};
 pub use listener::{ClientListener, DocumentListener, ListenerError, ListenerHandle};
+pub use log::{set_log_sink, LogError, LogLevel, LogRecord, LogSink};
 pub use options::SendOptions;
 pub use state::{CloseReason, ConnectionState};
 pub use stats::ClientStats;

@@ -443,6 +443,43 @@ fun main() {
             }
         }
 
+        test("log sink: the client's records at the chosen level, on a library thread; none once removed") {
+            val records = java.util.concurrent.LinkedBlockingQueue<Pair<LogRecord, String>>()
+            val sink = object : LogSink {
+                override fun log(record: LogRecord) {
+                    records.put(record to Thread.currentThread().name)
+                }
+            }
+            val url = "ws://127.0.0.1:${freePort()}/"
+            setLogSink(sink, LogLevel.INFO)
+            Client(ClientConfig(url).backoffInitialMs(50uL)).use { c ->
+                try {
+                    c.connect()
+                    val seen = mutableListOf<Pair<LogRecord, String>>()
+                    val deadline = System.nanoTime() + 10_000_000_000
+                    while (seen.none { "reconnect scheduled" in it.first.message }) {
+                        check(System.nanoTime() < deadline) { "no reconnect record: $seen" }
+                        records.poll(100, TimeUnit.MILLISECONDS)?.let { seen.add(it) }
+                    }
+                    val (record, thread) = seen.first { "reconnect scheduled" in it.first.message }
+                    check(record.level == LogLevel.INFO && record.target.startsWith("tether")) { record }
+                    check("url=$url" in record.message) { record }
+                    // Delivered on the library's log thread (JNA names it Thread-N), not ours.
+                    check(thread != "main") { thread }
+                    check(seen.none { it.first.level == LogLevel.DEBUG }) { seen }
+
+                    setLogSink(null, LogLevel.INFO)
+                    delay(200) // records queued before the removal may still arrive
+                    records.clear()
+                    delay(500) // more reconnects are scheduled meanwhile (50 ms backoff)
+                    check(records.isEmpty()) { records.toList() }
+                } finally {
+                    setLogSink(null, LogLevel.INFO)
+                    c.shutdownBlocking()
+                }
+            }
+        }
+
         test("listener: current state first, then transitions in order, on its own thread") {
             Client(base(relay.url, "kt-order", tokens)).use { c ->
                 val rec = Recorder()
