@@ -198,10 +198,7 @@ where
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
         let bridge = &self.0;
-        let sender = bridge.sender.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(tx) = sender.as_ref() else {
-            return;
-        };
+        // Formatted before taking the lock: a field's Debug impl that logs must not find it held.
         let mut fields = Fields(String::new());
         event.record(&mut fields);
         if let Some(scope) = ctx.event_scope(event) {
@@ -216,6 +213,10 @@ where
             target: event.metadata().target().to_owned(),
             message: fields.0.trim_start().to_owned(),
             dropped_before: bridge.dropped.swap(0, Ordering::Relaxed),
+        };
+        let sender = bridge.sender.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(tx) = sender.as_ref() else {
+            return; // the sink was removed meanwhile
         };
         if let Err(TrySendError::Full(r) | TrySendError::Disconnected(r)) = tx.try_send(record) {
             bridge
@@ -250,6 +251,7 @@ impl Visit for Fields {
 mod tests {
     use super::*;
     use std::sync::mpsc::channel;
+    use std::sync::Condvar;
     use std::time::Duration;
 
     struct Collect(Mutex<std::sync::mpsc::Sender<LogRecord>>);
@@ -267,7 +269,7 @@ mod tests {
 
     // One test: the global subscriber is per process.
     #[test]
-    fn records_reach_the_sink_at_its_level_with_span_fields_and_stop_with_none() {
+    fn records_reach_the_sink_at_its_level_overflow_is_counted_and_none_stops_them() {
         let (tx, rx) = channel();
         set_log_sink(Some(Arc::new(Collect(Mutex::new(tx)))), LogLevel::Info).expect("installed");
         tracing::info_span!("tether", url = "ws://127.0.0.1:1/ws").in_scope(|| {
@@ -283,8 +285,54 @@ mod tests {
         assert_eq!(record.dropped_before, 0);
         assert!(record.target.contains("log"), "{}", record.target);
 
+        // A sink that blocks: the queue fills, the overflow is dropped and counted, and the next
+        // record delivered says how many.
+        let (tx, rx) = channel();
+        let gate = Arc::new((Mutex::new(false), Condvar::new()));
+        let sink = Gated(gate.clone(), Mutex::new(tx));
+        set_log_sink(Some(Arc::new(sink)), LogLevel::Info).expect("replaced");
+        let burst = QUEUE + 11;
+        for i in 0..burst {
+            tracing::info!(i, "burst");
+        }
+        *gate.0.lock().expect("gate") = true;
+        gate.1.notify_all();
+        let mut delivered = 0;
+        while let Ok(r) = rx.recv_timeout(Duration::from_millis(500)) {
+            assert_eq!(r.dropped_before, 0, "{r:?}");
+            delivered += 1;
+        }
+        tracing::info!("after the burst");
+        let after = rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the next record");
+        assert!(after.message.starts_with("after the burst"), "{after:?}");
+        assert!(after.dropped_before > 0, "{after:?}");
+        assert_eq!(delivered + after.dropped_before, burst as u64);
+
         set_log_sink(None, LogLevel::Trace).expect("stopped");
         tracing::error!("after the sink was removed");
         assert!(rx.recv_timeout(Duration::from_millis(200)).is_err());
+    }
+
+    struct Gated(
+        Arc<(Mutex<bool>, Condvar)>,
+        Mutex<std::sync::mpsc::Sender<LogRecord>>,
+    );
+
+    impl LogSink for Gated {
+        fn log(&self, record: LogRecord) -> Result<(), crate::listener::ListenerError> {
+            let (open, wake) = &*self.0;
+            let guard = open.lock().unwrap_or_else(|p| p.into_inner());
+            let _open = wake
+                .wait_timeout_while(guard, Duration::from_secs(10), |open| !*open)
+                .unwrap_or_else(|p| p.into_inner());
+            let _ = self
+                .1
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .send(record);
+            Ok(())
+        }
     }
 }
