@@ -452,7 +452,10 @@ pub(crate) fn event(e: Event) -> Option<(&'static str, String, Option<Vec<u8>>)>
         }
         Event::Acked { id, offset } => {
             w.u64("id", id.get());
-            w.opt_u64("offset", offset);
+            match offset {
+                Some(offset) => w.u64("offset", offset),
+                None => w.null("offset"), // typed `number | null`
+            }
             "acked"
         }
         Event::Replied { id, payload } => {
