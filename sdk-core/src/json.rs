@@ -247,7 +247,8 @@ pub fn write_str(out: &mut String, s: &str) {
 
 /// Writes one JSON object member by member, straight into a `String`, for callers that
 /// produce JSON from their own types without building a [`Value`] first (the protocol
-/// codec, the browser driver's events). Keys and strings are escaped like every string here.
+/// codec, the browser driver's events). Keys are field names (literals, written as they are);
+/// string values are escaped like every string here.
 ///
 /// ```
 /// use tether_core::json::ObjectWriter;
@@ -275,67 +276,75 @@ impl<'o> ObjectWriter<'o> {
 
     /// Starts the member `key` and returns the text to append its value to (any JSON: a
     /// nested [`ObjectWriter`], [`write_value`], …).
-    pub fn key(&mut self, key: &str) -> &mut String {
-        self.out.push(if self.first { '{' } else { ',' });
+    ///
+    /// Keys are field names written as they are, without escaping (this is the protocol
+    /// codec's hot path): they must contain no `"`, `\\` or control character, which debug
+    /// builds check. Write a map with arbitrary keys with [`write_map`].
+    pub fn key(&mut self, key: &'static str) -> &mut String {
+        debug_assert!(
+            key.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\'),
+            "ObjectWriter key {key:?} needs escaping"
+        );
+        self.out.push_str(if self.first { "{\"" } else { ",\"" });
         self.first = false;
-        write_str(self.out, key);
-        self.out.push(':');
+        self.out.push_str(key);
+        self.out.push_str("\":");
         self.out
     }
 
     /// A string member.
-    pub fn str(&mut self, key: &str, value: &str) {
+    pub fn str(&mut self, key: &'static str, value: &str) {
         write_str(self.key(key), value);
     }
 
     /// An unsigned integer member.
-    pub fn u64(&mut self, key: &str, value: u64) {
+    pub fn u64(&mut self, key: &'static str, value: u64) {
         write_u64(self.key(key), value);
     }
 
     /// A boolean member.
-    pub fn bool(&mut self, key: &str, value: bool) {
+    pub fn bool(&mut self, key: &'static str, value: bool) {
         self.key(key).push_str(if value { "true" } else { "false" });
     }
 
     /// A `null` member.
-    pub fn null(&mut self, key: &str) {
+    pub fn null(&mut self, key: &'static str) {
         self.key(key).push_str("null");
     }
 
     /// Any JSON value as a member.
-    pub fn value(&mut self, key: &str, value: &Value) {
+    pub fn value(&mut self, key: &'static str, value: &Value) {
         write_value(self.key(key), value);
     }
 
     /// An array of strings as a member.
-    pub fn strs(&mut self, key: &str, items: &[String]) {
+    pub fn strs(&mut self, key: &'static str, items: &[String]) {
         write_strings(self.key(key), items);
     }
 
     /// A string member, omitted when `None`.
-    pub fn opt_str(&mut self, key: &str, value: Option<&String>) {
+    pub fn opt_str(&mut self, key: &'static str, value: Option<&String>) {
         if let Some(value) = value {
             self.str(key, value);
         }
     }
 
     /// An unsigned integer member, omitted when `None`.
-    pub fn opt_u64(&mut self, key: &str, value: Option<u64>) {
+    pub fn opt_u64(&mut self, key: &'static str, value: Option<u64>) {
         if let Some(value) = value {
             self.u64(key, value);
         }
     }
 
     /// A boolean member, omitted when `None`.
-    pub fn opt_bool(&mut self, key: &str, value: Option<bool>) {
+    pub fn opt_bool(&mut self, key: &'static str, value: Option<bool>) {
         if let Some(value) = value {
             self.bool(key, value);
         }
     }
 
     /// An array of strings, omitted when `None`.
-    pub fn opt_strings(&mut self, key: &str, value: Option<&Vec<String>>) {
+    pub fn opt_strings(&mut self, key: &'static str, value: Option<&Vec<String>>) {
         if let Some(items) = value {
             self.strs(key, items);
         }

@@ -238,6 +238,29 @@ proptest! {
     }
 
     #[test]
+    fn the_object_writer_prints_what_serde_json_prints(
+        text in arb_string(), n in any::<u64>(), flag in any::<bool>(), v in arb_value(true)
+    ) {
+        let mut ours = String::new();
+        let mut w = json::ObjectWriter::new(&mut ours);
+        w.str("text", &text);
+        w.u64("n", n);
+        w.opt_u64("absent", None);
+        w.bool("flag", flag);
+        w.null("nothing");
+        w.value("value", &v);
+        w.strs("list", std::slice::from_ref(&text));
+        w.finish();
+        let theirs = format!(
+            r#"{{"text":{},"n":{n},"flag":{flag},"nothing":null,"value":{},"list":[{}]}}"#,
+            serde_json::to_string(&text).unwrap(),
+            serde_json::to_string(&v).unwrap(),
+            serde_json::to_string(&text).unwrap(),
+        );
+        prop_assert_eq!(ours, theirs);
+    }
+
+    #[test]
     fn written_values_parse_back(v in arb_value(true)) {
         let text = json::to_string(&v);
         assert_agrees(&text)?;
@@ -286,4 +309,12 @@ proptest! {
         }
         assert_agrees(&text)?;
     }
+}
+
+#[test]
+#[cfg(debug_assertions)]
+#[should_panic(expected = "needs escaping")]
+fn object_writer_keys_that_need_escaping_are_caught_in_debug_builds() {
+    let mut out = String::new();
+    json::ObjectWriter::new(&mut out).str("a\"b", "x");
 }

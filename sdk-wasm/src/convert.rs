@@ -350,7 +350,7 @@ pub(crate) fn write_state(out: &mut String, s: &State) {
 }
 
 /// `null` rather than absent: the wrapper passes these fields through as they are.
-fn opt_u16_or_null(w: &mut ObjectWriter<'_>, key: &str, v: Option<u16>) {
+fn opt_u16_or_null(w: &mut ObjectWriter<'_>, key: &'static str, v: Option<u16>) {
     match v {
         Some(v) => w.u64(key, u64::from(v)),
         None => w.null(key),
