@@ -99,7 +99,7 @@ impl Backoff {
             Some(DelayHint::AtLeast(floor)) => {
                 // Spread clients told the same Retry-After over a quarter of it.
                 let spread = rng.duration_between(Duration::ZERO, floor / 4);
-                jittered.max(floor + spread)
+                jittered.max(floor.saturating_add(spread))
             }
             Some(DelayHint::Within(window)) => rng.duration_between(Duration::ZERO, window),
             Some(DelayHint::Between(from, to)) => rng.duration_between(from, to),
@@ -193,6 +193,9 @@ mod tests {
         let floor = Duration::from_secs(7);
         let d = b.next_delay(&mut rng, Some(DelayHint::AtLeast(floor)));
         assert!(d >= floor && d <= floor + floor / 4);
+        // The largest floor a config allows saturates instead of overflowing.
+        let huge = b.next_delay(&mut rng, Some(DelayHint::AtLeast(Duration::MAX)));
+        assert_eq!(huge, Duration::MAX);
         let window = Duration::from_secs(10);
         for _ in 0..100 {
             let d = b.next_delay(&mut rng, Some(DelayHint::Within(window)));

@@ -238,6 +238,7 @@ pub struct Config {
     pub(crate) client_id: Option<String>,
     pub(crate) seed: Option<u64>,
     pub(crate) can_send_ping_frames: bool,
+    pub(crate) sees_sse_comments: bool,
 }
 
 impl Config {
@@ -294,7 +295,12 @@ impl Config {
     /// The heartbeat mode after resolving [`HeartbeatMode::Auto`] for this transport.
     pub fn effective_heartbeat_mode(&self) -> HeartbeatMode {
         match (self.heartbeat.mode, self.transport) {
-            (HeartbeatMode::Auto, TransportKind::Sse) => HeartbeatMode::ServerDriven,
+            // Server keep-alives on an event stream are comments; a driver that never sees
+            // them (a browser's EventSource) would declare every quiet stream dead.
+            (HeartbeatMode::Auto, TransportKind::Sse) if self.sees_sse_comments => {
+                HeartbeatMode::ServerDriven
+            }
+            (HeartbeatMode::Auto, TransportKind::Sse) => HeartbeatMode::Off,
             (HeartbeatMode::Auto, TransportKind::WebSocket) if self.can_send_ping_frames => {
                 HeartbeatMode::PingFrame
             }
@@ -370,6 +376,7 @@ impl ConfigBuilder {
                 client_id: None,
                 seed: None,
                 can_send_ping_frames: true,
+                sees_sse_comments: true,
             },
         }
     }
@@ -520,6 +527,16 @@ impl ConfigBuilder {
     /// Used to resolve [`HeartbeatMode::Auto`]. Default `true`; the wasm driver sets `false`.
     pub fn driver_can_send_ping_frames(mut self, can: bool) -> Self {
         self.config.can_send_ping_frames = can;
+        self
+    }
+
+    /// Declares whether the driver reports SSE comment lines (a server's `:keepalive`) as
+    /// liveness. Used to resolve [`HeartbeatMode::Auto`] on SSE: without them a quiet but
+    /// healthy stream cannot be told from a dead one, so Auto turns heartbeats off and relies
+    /// on the transport reporting the drop. Default `true`; the wasm driver sets `false`
+    /// (`EventSource` hides comments).
+    pub fn driver_sees_sse_comments(mut self, sees: bool) -> Self {
+        self.config.sees_sse_comments = sees;
         self
     }
 
@@ -764,5 +781,14 @@ mod tests {
             browser_tether.effective_heartbeat_mode(),
             HeartbeatMode::AppMessage
         );
+        let sse = |sees| {
+            Config::builder("http://h/sse")
+                .driver_sees_sse_comments(sees)
+                .build()
+                .unwrap()
+                .effective_heartbeat_mode()
+        };
+        assert_eq!(sse(true), HeartbeatMode::ServerDriven);
+        assert_eq!(sse(false), HeartbeatMode::Off);
     }
 }

@@ -473,16 +473,11 @@ impl Envelope {
     }
 
     fn take_channel(&mut self, kind: &'static str) -> Result<String, DecodeError> {
-        self.channel.take().ok_or(DecodeError::MissingField {
-            kind,
-            field: "channel",
-        })
+        required(kind, "channel", self.channel.take())
     }
 
     fn take_id(&mut self, kind: &'static str) -> Result<String, DecodeError> {
-        self.id
-            .take()
-            .ok_or(DecodeError::MissingField { kind, field: "id" })
+        required(kind, "id", self.id.take())
     }
 }
 
@@ -493,10 +488,7 @@ impl ClientMessage {
         let payload = env.payload.take().unwrap_or(Value::Null);
         Ok(match env.kind.as_str() {
             "hello" => ClientMessage::Hello {
-                client_id: env.client_id.take().ok_or(DecodeError::MissingField {
-                    kind: "hello",
-                    field: "client_id",
-                })?,
+                client_id: required("hello", "client_id", env.client_id.take())?,
                 token: env.token.take(),
             },
             "subscribe" => ClientMessage::Subscribe {
@@ -531,10 +523,7 @@ impl ClientMessage {
                 id: env.take_id("doc_change")?,
                 channel: env.take_channel("doc_change")?,
                 base: env.base.unwrap_or(0),
-                ops: env.ops.take().ok_or(DecodeError::MissingField {
-                    kind: "doc_change",
-                    field: "ops",
-                })?,
+                ops: required("doc_change", "ops", env.ops.take())?,
             },
             _ => return Err(DecodeError::UnknownType(env.kind)),
         })
@@ -685,21 +674,20 @@ impl ServerMessage {
             },
             "ping" => ServerMessage::Ping { id: env.id.take() },
             "pong" => ServerMessage::Pong { id: env.id.take() },
+            // A snapshot replaces the whole document and a change is applied for good: a
+            // missing field must not read as "version 0, empty" and wipe what the client has.
             "doc_snapshot" => ServerMessage::DocSnapshot {
                 channel: env.take_channel("doc_snapshot")?,
-                version: env.version.unwrap_or(0),
+                version: required("doc_snapshot", "version", env.version)?,
                 epoch: env.epoch.take(),
-                state: env.state.take().unwrap_or_default(),
+                state: required("doc_snapshot", "state", env.state.take())?,
                 applied: env.applied.take().unwrap_or_default(),
             },
             "doc_change" => ServerMessage::DocChange {
                 channel: env.take_channel("doc_change")?,
-                version: env.version.ok_or(DecodeError::MissingField {
-                    kind: "doc_change",
-                    field: "version",
-                })?,
-                id: env.id.take().unwrap_or_default(),
-                ops: env.ops.take().unwrap_or_default(),
+                version: required("doc_change", "version", env.version)?,
+                id: env.take_id("doc_change")?,
+                ops: required("doc_change", "ops", env.ops.take())?,
             },
             _ => return Err(DecodeError::UnknownType(env.kind)),
         })
@@ -998,6 +986,11 @@ fn write_op(out: &mut String, op: &Op) {
     w.finish();
 }
 
+/// A field a message type cannot do without.
+fn required<T>(kind: &'static str, field: &'static str, v: Option<T>) -> Result<T, DecodeError> {
+    v.ok_or(DecodeError::MissingField { kind, field })
+}
+
 // ---- decoding: one envelope field at a time, straight from the parser --------------------
 
 fn version(value: Value) -> Result<u32, &'static str> {
@@ -1289,6 +1282,37 @@ mod tests {
             ServerMessage::decode(r#"{"type":"message","offset":"seven"}"#),
             Err(DecodeError::Malformed(_))
         ));
+        // Document messages a client applies for good name everything they change: a snapshot
+        // without a version or state, a change without its id or ops, is refused rather than
+        // read as "version 0, empty" (which would wipe the client's document).
+        for (text, kind, field) in [
+            (
+                r#"{"type":"doc_snapshot","channel":"d","state":{}}"#,
+                "doc_snapshot",
+                "version",
+            ),
+            (
+                r#"{"type":"doc_snapshot","channel":"d","version":3}"#,
+                "doc_snapshot",
+                "state",
+            ),
+            (
+                r#"{"type":"doc_change","channel":"d","version":3,"ops":[]}"#,
+                "doc_change",
+                "id",
+            ),
+            (
+                r#"{"type":"doc_change","channel":"d","version":3,"id":"x"}"#,
+                "doc_change",
+                "ops",
+            ),
+        ] {
+            assert_eq!(
+                ServerMessage::decode(text),
+                Err(DecodeError::MissingField { kind, field }),
+                "{text}"
+            );
+        }
         // Unknown fields are ignored (forward compatibility).
         assert!(ServerMessage::decode(r#"{"v":1,"type":"pong","future":true}"#).is_ok());
     }

@@ -78,8 +78,7 @@ impl Add<Duration> for Instant {
     type Output = Instant;
 
     fn add(self, rhs: Duration) -> Instant {
-        let micros = u64::try_from(rhs.as_micros()).unwrap_or(u64::MAX);
-        Instant(self.0.saturating_add(micros))
+        Instant(self.0.saturating_add(crate::rng::duration_micros(rhs)))
     }
 }
 
@@ -87,8 +86,7 @@ impl Sub<Duration> for Instant {
     type Output = Instant;
 
     fn sub(self, rhs: Duration) -> Instant {
-        let micros = u64::try_from(rhs.as_micros()).unwrap_or(u64::MAX);
-        Instant(self.0.saturating_sub(micros))
+        Instant(self.0.saturating_sub(crate::rng::duration_micros(rhs)))
     }
 }
 

@@ -158,14 +158,6 @@ fn check_decode(text: &str) -> Result<(), TestCaseError> {
         (Err(a), Err(b)) => prop_assert_eq!(a, b, "{}", text),
         _ => prop_assert!(false, "{text}: ours {ours:?}, serde {theirs:?}"),
     }
-    // The message layers on top are shared, so they agree whenever the envelopes do.
-    prop_assert_eq!(
-        ServerMessage::decode(text).is_ok(),
-        theirs
-            .clone()
-            .and_then(ServerMessage::from_envelope)
-            .is_ok()
-    );
     Ok(())
 }
 

@@ -228,6 +228,7 @@ fn close_1013_waits_at_least_the_try_again_delay() {
 
 #[test]
 fn graceful_restart_window_spreads_reconnects_within_it() {
+    let mut delays = Vec::new();
     for seed in 0..50 {
         let mut sim = Sim::new(
             Config::builder("ws://relay").seed(seed).build().unwrap(),
@@ -237,8 +238,13 @@ fn graceful_restart_window_spreads_reconnects_within_it() {
         sim.server_close(1012, r#"{"reconnect_within_ms": 10000}"#);
         sim.run_for(ms(50));
         let (_, _, delay, _) = sim.reconnects()[0].clone();
-        assert!(delay <= secs(10), "{delay:?}");
+        delays.push(delay);
     }
+    // Within the advised 10 s and spread over it: without the advice the first wait after a
+    // drop is at most the 1 s initial backoff.
+    assert!(delays.iter().all(|d| *d <= secs(10)), "{delays:?}");
+    assert!(delays.iter().any(|d| *d > secs(5)), "{delays:?}");
+    assert!(delays.iter().any(|d| *d < secs(5)), "{delays:?}");
 }
 
 #[test]
@@ -1120,6 +1126,27 @@ fn inputs_in_the_wrong_state_are_harmless() {
 }
 
 // ---- SSE ------------------------------------------------------------------------------------
+
+#[test]
+fn a_receive_only_sse_transport_never_gets_a_frame_to_write() {
+    // Tether protocol over SSE: a server ping would be answered with a pong on a WebSocket;
+    // an EventSource cannot carry it, so nothing is written (and nothing counted as sent).
+    let config = Config::builder("http://relay/sse/room")
+        .protocol(Protocol::Tether)
+        .heartbeat_mode(HeartbeatMode::ServerDriven)
+        .build()
+        .unwrap();
+    let mut sim = Sim::new(config, true);
+    sim.connect_open();
+    sim.server_push_sse(SseEvent {
+        data: r#"{"v":1,"type":"ping","id":"7"}"#.into(),
+        ..SseEvent::default()
+    });
+    sim.run_for(ms(50));
+    assert!(sim.engine.state().is_open());
+    assert!(sim.server.received.is_empty(), "{:?}", sim.server.received);
+    assert_eq!(sim.engine.stats().frames_sent, 0);
+}
 
 #[test]
 fn sse_resumes_with_last_event_id_and_honours_retry() {

@@ -201,7 +201,7 @@ impl Engine {
     pub fn subscribe(&mut self, now: Instant, channel: &str) -> Result<(), SubscribeError> {
         self.check_channel_command(channel)?;
         let _ = self.observe(now);
-        if self.channels.add(channel) && self.state.is_open() && self.can_write_frames() {
+        if self.channels.add(channel) && self.state.is_open() {
             let msg = self.channels.subscribe_message(channel);
             self.send_control(&msg);
         }
@@ -214,7 +214,7 @@ impl Engine {
         self.check_channel_command(channel)?;
         let _ = self.observe(now);
         if self.channels.remove(channel) {
-            if self.state.is_open() && self.can_write_frames() {
+            if self.state.is_open() {
                 self.send_control(&ClientMessage::Unsubscribe {
                     channel: channel.to_owned(),
                 });
@@ -406,9 +406,10 @@ impl Engine {
         self.config.transport == TransportKind::WebSocket
     }
 
-    /// Writes a protocol control message (hello, subscribe, pong…) ahead of the outbox.
+    /// Writes a protocol control message (hello, subscribe, pong…) ahead of the outbox; not on
+    /// a receive-only transport (SSE), which cannot carry it.
     pub(super) fn send_control(&mut self, msg: &ClientMessage) {
-        let Some(transport) = self.conn.transport else {
+        let Some(transport) = self.conn.transport.filter(|_| self.can_write_frames()) else {
             return;
         };
         let frame = Frame::Text(msg.encode());
@@ -426,7 +427,8 @@ fn json_payload(payload: Payload) -> Result<Value, SendError> {
     }
 }
 
-fn validate_channel(channel: &str) -> Result<(), String> {
+/// Why `channel` is not a usable channel name, if it is not.
+pub(super) fn validate_channel(channel: &str) -> Result<(), String> {
     if channel.is_empty() {
         return Err("empty".to_owned());
     }

@@ -3,7 +3,6 @@
 
 use super::Engine;
 use crate::action::Frame;
-use crate::channels::MAX_CHANNEL_LEN;
 use crate::config::Protocol;
 use crate::errors::SyncError;
 use crate::event::{Event, MessageId};
@@ -21,20 +20,13 @@ impl Engine {
         if self.config.protocol != Protocol::Tether {
             return Err(SyncError::NeedsTetherProtocol);
         }
-        if channel.is_empty()
-            || channel.len() > MAX_CHANNEL_LEN
-            || channel.chars().any(char::is_control)
-        {
-            return Err(SyncError::InvalidChannel(
-                channel.chars().take(40).collect(),
-            ));
-        }
+        super::commands::validate_channel(channel).map_err(SyncError::InvalidChannel)?;
         let _ = self.observe(now);
         if self.documents.contains_key(channel) {
             return Ok(());
         }
         self.documents.insert(channel.to_owned(), Document::new());
-        if self.state.is_open() && self.can_write_frames() {
+        if self.state.is_open() {
             self.send_doc_sync(channel);
         }
         Ok(())

@@ -83,7 +83,7 @@ impl Engine {
         self.timers.min_uptime = Some(now + self.config.backoff.min_uptime);
         self.heartbeat.start(now);
         self.set_state(State::Open);
-        if self.config.protocol == Protocol::Tether && self.can_write_frames() {
+        if self.config.protocol == Protocol::Tether {
             let hello = ClientMessage::Hello {
                 client_id: self.client_id.clone(),
                 token: self.conn.hello_token.take(),

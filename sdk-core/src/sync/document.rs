@@ -223,7 +223,9 @@ impl Document {
             return Reaction::default();
         };
         match (self.version, version) {
-            (Some(current), Some(v)) if v == current + 1 => self.confirm_at(pos, v),
+            (Some(current), Some(v)) if current.checked_add(1) == Some(v) => {
+                self.confirm_at(pos, v)
+            }
             (Some(current), Some(v)) if v <= current => {
                 // Applied before our current version (a resend's ack after a snapshot that
                 // already contained it): its effect is in `confirmed`; stop replaying it.
@@ -375,6 +377,15 @@ mod tests {
         assert_eq!(r.changes[0].0, ChangeOrigin::Confirmed);
         assert_eq!(d.confirmed().get("a"), Some(&json!(1)));
         assert_eq!((d.version(), d.pending()), (Some(1), 0));
+    }
+
+    #[test]
+    fn an_ack_after_the_largest_version_does_not_overflow() {
+        let mut d = Document::new();
+        d.snapshot(u64::MAX, Some("e".into()), Map::new(), &[]);
+        d.local(MessageId(1), "w1".into(), set("a", json!(1)));
+        let _ = d.acked("w1", Some(u64::MAX)); // already applied: no panic, no wrap
+        assert_eq!(d.version(), Some(u64::MAX));
     }
 
     #[test]

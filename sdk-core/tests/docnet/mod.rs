@@ -49,7 +49,6 @@ pub struct DocNet {
     pub latency: (Duration, Duration),
     queue: Vec<Delivery>,
     seq: u64,
-    epoch_counter: u32,
     /// Ids of every change the server applied, in order (to prove nothing applied twice).
     pub applied: Vec<String>,
     /// Increments each client made, by the change id its engine returned.
@@ -90,7 +89,6 @@ impl DocNet {
             latency: (Duration::from_millis(1), Duration::from_millis(40)),
             queue: Vec::new(),
             seq: 0,
-            epoch_counter: 0,
             applied: Vec::new(),
             increments: Default::default(),
         }
@@ -340,9 +338,6 @@ impl DocNet {
                 }
                 _ => {}
             }
-            if self.now >= until && self.queue.iter().all(|d| d.at > until) {
-                // Only timers at `until` remain; let the loop fire them.
-            }
         }
         self.now = self.now.max(until);
     }
@@ -382,7 +377,6 @@ impl DocNet {
         if lose_log {
             self.server.trim_log();
         }
-        self.epoch_counter += 1;
     }
 
     /// A local change by client `i`.
