@@ -10,7 +10,7 @@ export type TetherErrorCode =
   // thrown by methods
   | 'not_initialized' | 'disposed' | 'invalid_config' | 'invalid_json' | 'busy'
   | 'too_large' | 'outbox_full' | 'closed' | 'closing' | 'needs_tether_protocol'
-  | 'binary_in_tether_mode' | 'invalid_channel' | 'invalid_close_code'
+  | 'binary_in_tether_mode' | 'invalid_channel' | 'invalid_close_code' | 'invalid_argument'
   // request() rejections
   | 'timeout' | 'connection_lost' | 'rejected'
   // documents: thrown by client.document() and TetherDocument methods
@@ -117,7 +117,11 @@ export interface TetherClientOptions {
     minUptimeMs?: number;
   };
   heartbeat?: {
-    /** `'auto'` = app pings in Tether mode, server-driven otherwise (browsers cannot send ping frames). ['auto'] */
+    /**
+     * `'auto'` = app pings over a Tether-protocol WebSocket, server-driven over a raw one
+     * (browsers cannot send ping frames), off over SSE (EventSource hides the server's comment
+     * keep-alives and reports a dropped stream itself). ['auto']
+     */
     mode?: 'auto' | 'app' | 'server' | 'off';
     /** [25000] */
     intervalMs?: number;

@@ -72,7 +72,12 @@ function encode(data) {
   if (typeof data === 'string') return { text: data, json: false };
   if (data instanceof ArrayBuffer) return { bytes: new Uint8Array(data) };
   if (ArrayBuffer.isView(data)) return { bytes: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) };
-  const text = JSON.stringify(data);
+  let text;
+  try {
+    text = JSON.stringify(data); // throws on a BigInt or a cycle
+  } catch (e) {
+    throw new TetherError('invalid_json', `the payload cannot be encoded as JSON: ${e.message}`);
+  }
   if (text === undefined) throw new TetherError('invalid_json', 'the payload cannot be encoded as JSON');
   return { text, json: true };
 }
@@ -303,7 +308,12 @@ export class TetherClient extends Emitter {
   /** Sends a request (Tether protocol) and resolves with the reply's payload. */
   request(data, options) {
     const raw = this._live();
-    const p = encode(data);
+    let p;
+    try {
+      p = encode(data);
+    } catch (e) {
+      return Promise.reject(e); // a promise-returning call rejects rather than throws
+    }
     if (p.bytes) return Promise.reject(new TetherError('binary_in_tether_mode', 'binary payloads are not supported in Tether protocol mode'));
     return new Promise((resolve, reject) => {
       let id;
@@ -357,7 +367,7 @@ export class TetherClient extends Emitter {
    */
   close(code = 1000, reason = '', options) {
     const raw = this._live();
-    if (options && options.drain != null) raw.close_after_drain(options.drain);
+    if (options && options.drain != null) call(() => raw.close_after_drain(options.drain));
     else call(() => raw.close(code, reason));
   }
 

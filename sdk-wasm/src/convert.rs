@@ -118,7 +118,10 @@ fn usize_of(n: u64) -> usize {
 /// builder validates; this only maps names and types (and names the option at fault).
 pub(crate) fn config(url: &str, options: &str) -> Result<(Config, DriverOptions), String> {
     let o = text::parse(options).map_err(|e| e.to_string())?;
-    let mut b = Config::builder(url).driver_can_send_ping_frames(false);
+    // Browsers can neither send ping frames nor see an event stream's comment keep-alives.
+    let mut b = Config::builder(url)
+        .driver_can_send_ping_frames(false)
+        .driver_sees_sse_comments(false);
     let protocols = [("raw", Protocol::Raw), ("tether", Protocol::Tether)];
     if let Some(p) = choice(&o, &["protocol"], &protocols)? {
         b = b.protocol(p);

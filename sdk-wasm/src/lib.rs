@@ -107,14 +107,37 @@ fn payload(data: String, json: bool) -> Result<Payload, JsValue> {
     parse(&data).map(Payload::Json)
 }
 
-fn duration(ms: Option<f64>) -> Option<Duration> {
-    ms.and_then(|ms| Duration::try_from_secs_f64(ms / 1000.0).ok())
+/// Milliseconds from JS as a duration: absent is `None`; NaN, negative, infinite or absurd
+/// values are an `invalid_argument` error naming `what`, not silently "no limit".
+fn duration(ms: Option<f64>, what: &str) -> Result<Option<Duration>, JsValue> {
+    let Some(ms) = ms else {
+        return Ok(None);
+    };
+    match Duration::try_from_secs_f64(ms / 1000.0) {
+        Ok(d) => Ok(Some(d)),
+        Err(_) => Err(convert::error(
+            "invalid_argument",
+            &format!("{what} must be a non-negative number of milliseconds"),
+        )),
+    }
 }
 
-fn options(ack: Option<bool>, ttl_ms: Option<f64>) -> SendOptions {
-    SendOptions {
+fn options(ack: Option<bool>, ttl_ms: Option<f64>) -> Result<SendOptions, JsValue> {
+    Ok(SendOptions {
         ack,
-        ttl: duration(ttl_ms),
+        ttl: duration(ttl_ms, "ttlMs")?,
+    })
+}
+
+impl WasmClient {
+    /// Runs an engine command that the engine may refuse; `refused` turns its error into the
+    /// `code:message` the wrapper throws as a `TetherError`.
+    fn command<T, E>(
+        &self,
+        f: impl FnOnce(&mut driver::Inner, tether_core::Instant) -> Result<T, E>,
+        refused: impl FnOnce(E) -> JsValue,
+    ) -> Result<T, JsValue> {
+        self.shared.run(f).ok_or_else(busy)?.map_err(refused)
     }
 }
 
@@ -165,22 +188,28 @@ impl WasmClient {
         ttl_ms: Option<f64>,
     ) -> Result<f64, JsValue> {
         let payload = payload(data, json)?;
-        let opts = options(ack, ttl_ms);
-        let id = self
-            .shared
-            .run(|i, now| i.engine.send_with(now, payload, opts))
-            .ok_or_else(busy)?;
-        id.map(|id| id.get() as f64).map_err(send_error)
+        let opts = options(ack, ttl_ms)?;
+        self.command(
+            |i, now| {
+                i.engine
+                    .send_with(now, payload, opts)
+                    .map(|id| id.get() as f64)
+            },
+            send_error,
+        )
     }
 
     /// Queues a binary message (raw protocol); returns its id.
     pub fn send_bytes(&self, data: Vec<u8>, ttl_ms: Option<f64>) -> Result<f64, JsValue> {
-        let opts = options(None, ttl_ms);
-        let id = self
-            .shared
-            .run(|i, now| i.engine.send_with(now, data, opts))
-            .ok_or_else(busy)?;
-        id.map(|id| id.get() as f64).map_err(send_error)
+        let opts = options(None, ttl_ms)?;
+        self.command(
+            |i, now| {
+                i.engine
+                    .send_with(now, data, opts)
+                    .map(|id| id.get() as f64)
+            },
+            send_error,
+        )
     }
 
     /// Publishes to `channel` (Tether protocol); returns the message id.
@@ -193,12 +222,15 @@ impl WasmClient {
         ttl_ms: Option<f64>,
     ) -> Result<f64, JsValue> {
         let payload = payload(data, json)?;
-        let opts = options(ack, ttl_ms);
-        let id = self
-            .shared
-            .run(|i, now| i.engine.publish(now, channel, payload, opts))
-            .ok_or_else(busy)?;
-        id.map(|id| id.get() as f64).map_err(send_error)
+        let opts = options(ack, ttl_ms)?;
+        self.command(
+            |i, now| {
+                i.engine
+                    .publish(now, channel, payload, opts)
+                    .map(|id| id.get() as f64)
+            },
+            send_error,
+        )
     }
 
     /// Sends a request (Tether protocol); the outcome arrives as `replied` or
@@ -210,40 +242,31 @@ impl WasmClient {
         timeout_ms: Option<f64>,
     ) -> Result<f64, JsValue> {
         let payload = payload(data, json)?;
-        let timeout = duration(timeout_ms);
-        let id = self
-            .shared
-            .run(|i, now| i.engine.request(now, payload, timeout))
-            .ok_or_else(busy)?;
-        id.map(|id| id.get() as f64).map_err(send_error)
+        let timeout = duration(timeout_ms, "timeout")?;
+        self.command(
+            |i, now| {
+                i.engine
+                    .request(now, payload, timeout)
+                    .map(|id| id.get() as f64)
+            },
+            send_error,
+        )
     }
 
     /// Subscribes to `channel` (renewed with resume on every reconnect).
     pub fn subscribe(&self, channel: &str) -> Result<(), JsValue> {
-        let r = self
-            .shared
-            .run(|i, now| i.engine.subscribe(now, channel))
-            .ok_or_else(busy)?;
-        r.map_err(subscribe_error)
+        self.command(|i, now| i.engine.subscribe(now, channel), subscribe_error)
     }
 
     /// Unsubscribes from `channel`.
     pub fn unsubscribe(&self, channel: &str) -> Result<(), JsValue> {
-        let r = self
-            .shared
-            .run(|i, now| i.engine.unsubscribe(now, channel))
-            .ok_or_else(busy)?;
-        r.map_err(subscribe_error)
+        self.command(|i, now| i.engine.unsubscribe(now, channel), subscribe_error)
     }
 
     /// Starts syncing the shared document on `channel` (Tether protocol; again on every
     /// open). Opening twice is a no-op.
     pub fn open_document(&self, channel: &str) -> Result<(), JsValue> {
-        let r = self
-            .shared
-            .run(|i, now| i.engine.open_document(now, channel))
-            .ok_or_else(busy)?;
-        r.map_err(sync_error)
+        self.command(|i, now| i.engine.open_document(now, channel), sync_error)
     }
 
     /// Stops tracking the document on `channel` (its pending changes are still delivered).
@@ -258,11 +281,14 @@ impl WasmClient {
     /// sends it acknowledged; a change that cannot apply to the current view is refused.
     pub fn change_document(&self, channel: &str, ops: &str) -> Result<f64, JsValue> {
         let ops = convert::ops(&parse(ops)?).map_err(|m| convert::error("invalid_op", m))?;
-        let id = self
-            .shared
-            .run(|i, now| i.engine.change_document(now, channel, ops))
-            .ok_or_else(busy)?;
-        id.map(|id| id.get() as f64).map_err(sync_error)
+        self.command(
+            |i, now| {
+                i.engine
+                    .change_document(now, channel, ops)
+                    .map(|id| id.get() as f64)
+            },
+            sync_error,
+        )
     }
 
     /// The value of `key` in the document on `channel` as JSON: as this client sees it, or
@@ -287,20 +313,29 @@ impl WasmClient {
         info.flatten()
     }
 
-    /// Closes with `code` (1000 or 3000-4999) and stops reconnecting.
-    pub fn close(&self, code: u16, reason: &str) -> Result<(), JsValue> {
-        let r = self
-            .shared
-            .run(|i, now| i.engine.close(now, code, reason))
-            .ok_or_else(busy)?;
-        r.map_err(|e| convert::error("invalid_close_code", &e.to_string()))
+    /// Closes with `code` (1000 or 3000-4999) and stops reconnecting. The code comes as a JS
+    /// number: a `u16` parameter would wrap 66536 to 1000 before the engine could refuse it.
+    pub fn close(&self, code: f64, reason: &str) -> Result<(), JsValue> {
+        let invalid = |message: String| convert::error("invalid_close_code", &message);
+        if code.fract() != 0.0 || !(0.0..=f64::from(u16::MAX)).contains(&code) {
+            // No `{code}` in the text: printing an f64 would link float formatting (~6 KB).
+            return Err(invalid(
+                "a close code is a whole number, 1000 or 3000-4999".into(),
+            ));
+        }
+        let code = code as u16; // whole and in range: exact
+        self.command(
+            |i, now| i.engine.close(now, code, reason),
+            |e| invalid(e.to_string()),
+        )
     }
 
     /// Closes once everything pending is delivered, or after `timeout_ms`.
-    pub fn close_after_drain(&self, timeout_ms: f64) {
-        let timeout = duration(Some(timeout_ms)).unwrap_or_default();
+    pub fn close_after_drain(&self, timeout_ms: f64) -> Result<(), JsValue> {
+        let timeout = duration(Some(timeout_ms), "drain")?.unwrap_or_default();
         self.shared
             .run(|i, now| i.engine.close_after_drain(now, timeout));
+        Ok(())
     }
 
     /// The token provider's answer for `attempt`.

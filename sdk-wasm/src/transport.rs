@@ -124,6 +124,9 @@ impl Socket {
                 let ev = ev.unchecked_into::<MessageEvent>();
                 let last = ev.last_event_id();
                 let event = SseEvent {
+                    // Empty means "no id seen on this EventSource", not a reset: a stream
+                    // resumed through the `lastEventId` query parameter starts with an empty
+                    // buffer, and reporting that as a reset would lose the resume position.
                     id: (!last.is_empty()).then_some(last),
                     event: ev.type_(),
                     data: ev.data().as_string().unwrap_or_default(),

@@ -108,9 +108,24 @@ test('errors are TetherErrors with a code', async ({ page, base }) => {
       jitter: code(() => new tether.TetherClient('ws://x', { backoff: { jitter: 'lots' } })),
       publishRaw: code(() => raw.publish('room', {})),
       badClose: code(() => raw.close(1001)),
+      // Out of u16 range: must not wrap to 1000 and close.
+      wrappedClose: code(() => raw.close(66536)),
+      badDrain: code(() => raw.close(1000, '', { drain: -1 })),
+      badTtl: code(() => raw.send('x', { ttlMs: NaN })),
+      bigint: code(() => raw.send({ n: 1n })),
       request: await raw.request({}).then(() => 'resolved', (e) => [e instanceof tether.TetherError, e.code]),
+      cyclic: await (() => { const o = {}; o.o = o; return raw.request(o); })()
+        .then(() => 'resolved', (e) => [e instanceof tether.TetherError, e.code]),
+      stateAfter: raw.state.name,
     };
   });
+  assert.deepEqual(r.wrappedClose.slice(0, 2), [true, 'invalid_close_code']);
+  assert.deepEqual(r.badDrain.slice(0, 2), [true, 'invalid_argument']);
+  assert.match(r.badDrain[2], /drain/);
+  assert.deepEqual(r.badTtl.slice(0, 2), [true, 'invalid_argument']);
+  assert.deepEqual(r.bigint.slice(0, 2), [true, 'invalid_json']);
+  assert.deepEqual(r.cyclic, [true, 'invalid_json']);
+  assert.equal(r.stateAfter, 'idle', 'no bad call closed the client');
   assert.deepEqual(r.config.slice(0, 2), [true, 'invalid_config']);
   assert.match(r.config[2], /backoff\.initial/);
   assert.deepEqual(r.scheme.slice(0, 2), [true, 'invalid_config']);
