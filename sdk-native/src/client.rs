@@ -192,9 +192,19 @@ impl Client {
         Ok((client, Events { shared }))
     }
 
-    /// Starts connecting (from idle or closed), or retries at once if waiting.
+    /// Starts connecting (from idle or closed), or retries at once if waiting. Does nothing
+    /// once the client task has ended ([`Client::shutdown`], or every handle dropped): nothing
+    /// would perform the connection, and messages accepted by a reopened engine would never be
+    /// written. The client stays `Closed`, so sends are refused with `SendError::Closed`.
     pub fn connect(&self) {
-        self.shared.command(|e, now| e.connect(now));
+        let now = self.shared.now();
+        let mut inner = self.shared.lock();
+        if inner.waiters.task_ended {
+            return;
+        }
+        inner.engine.connect(now);
+        drop(inner);
+        self.shared.wake.notify_one();
     }
 
     /// Sends a message with default options (see [`Client::send_with`]).

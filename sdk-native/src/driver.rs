@@ -209,6 +209,9 @@ impl Drop for Driver {
         {
             let mut inner = self.shared.lock();
             inner.waiters.documents.clear();
+            // Nothing will resolve these any more: their futures end with `ClientGone`.
+            inner.waiters.acks.clear();
+            inner.waiters.requests.clear();
             inner.waiters.task_ended = true;
         }
         let mut queue = self.shared.lock_events();

@@ -362,6 +362,31 @@ async fn try_again_later_and_service_restart_delay_the_retry() {
 }
 
 #[tokio::test]
+async fn an_oversized_incoming_message_is_reported_and_the_connection_survives() {
+    let server = MisbehavingServer::start(Behaviour::SendThenEcho("x".repeat(2_000)))
+        .await
+        .unwrap();
+    let (client, events) = fast(server.ws_url())
+        .max_message_bytes(1_024)
+        .connect()
+        .unwrap();
+    let mut rec = Recorder::new(events);
+    let kind = rec
+        .until(LIMIT, |e| match e {
+            Event::Error(err) => Some(err.kind()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(kind, "frame_too_large");
+    rec.collect_for(ms(300)).await;
+    assert_eq!(
+        (client.stats().opens, client.stats().reconnects),
+        (1, 0),
+        "the engine drops the message, the connection stays"
+    );
+}
+
+#[tokio::test]
 async fn malformed_frames_are_reported_and_the_connection_survives() {
     let server = MisbehavingServer::start(Behaviour::SendThenEcho("{not json".into()))
         .await
@@ -379,8 +404,10 @@ async fn malformed_frames_are_reported_and_the_connection_survives() {
         .await;
     assert_eq!(kind, "decode");
     rec.collect_for(ms(300)).await;
-    assert!(
-        client.state().is_open(),
+    // Not merely open again: never reconnected (a 50 ms backoff would hide a drop).
+    assert_eq!(
+        (client.stats().opens, client.stats().reconnects),
+        (1, 0),
         "a bad frame does not cost the connection"
     );
     assert!(matches!(
@@ -443,7 +470,11 @@ async fn wss_with_a_private_ca_is_trusted_only_when_given_the_ca() {
         })
         .await;
     assert!(message.to_lowercase().contains("certificate"), "{message}");
-    assert!(!untrusting.state().is_open());
+    assert_eq!(
+        untrusting.stats().opens,
+        0,
+        "an untrusted certificate never opens"
+    );
     drop(untrusting);
 
     let (client, events) = fast(server.wss_url())

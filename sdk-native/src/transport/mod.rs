@@ -66,7 +66,11 @@ impl Link {
     /// Starts opening the transport the engine asked for.
     pub(crate) fn open(request: OpenRequest, ctx: &LinkContext) -> Link {
         let kind = match request.kind {
-            TransportKind::Sse => Kind::Sse(Box::new(sse::SseLink::open(&request, &ctx.http))),
+            TransportKind::Sse => Kind::Sse(Box::new(sse::SseLink::open(
+                &request,
+                &ctx.http,
+                ctx.ws.max_message_bytes,
+            ))),
             _ => Kind::Ws(ws::WsLink::open(request.clone(), Arc::new(ctx.ws.clone()))),
         };
         Link {

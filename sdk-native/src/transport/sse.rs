@@ -31,7 +31,12 @@ pub(crate) struct SseLink {
 }
 
 impl SseLink {
-    pub(crate) fn open(request: &OpenRequest, http: &reqwest::Client) -> Self {
+    /// `max_message_bytes` bounds what the parser buffers for one event (see [`Parser`]).
+    pub(crate) fn open(
+        request: &OpenRequest,
+        http: &reqwest::Client,
+        max_message_bytes: usize,
+    ) -> Self {
         let mut builder = http
             .get(&request.url)
             .header("Accept", "text/event-stream")
@@ -44,7 +49,7 @@ impl SseLink {
         }
         SseLink {
             state: State::Requesting(Box::pin(builder.send())),
-            parser: Parser::default(),
+            parser: Parser::new(max_message_bytes),
         }
     }
 
@@ -123,8 +128,14 @@ impl SseLink {
 }
 
 /// The event-stream format (WHATWG HTML §9.2.6), incrementally.
+///
+/// Memory is bounded: a line or an event's data longer than the message limit is cut just
+/// past it, so the engine (which owns the limit) still sees an oversized event and reports
+/// `FrameTooLarge`, while an endless line or `data:` block cannot exhaust memory.
 #[derive(Default)]
 struct Parser {
+    /// Bytes kept per line and per event's data: the message limit plus one.
+    cap: usize,
     line: Vec<u8>,
     /// The previous byte was a CR, so a following LF belongs to the same line end.
     after_cr: bool,
@@ -132,10 +143,21 @@ struct Parser {
     data: String,
     event: String,
     id: Option<String>,
+    /// The current block had an `id:` line: dispatched even without data, because the spec
+    /// updates the last event id before it drops an empty event.
+    id_in_block: bool,
     ready: VecDeque<LinkInput>,
 }
 
 impl Parser {
+    fn new(max_message_bytes: usize) -> Self {
+        Parser {
+            // Room for the longest field name and its colon, so a full data line still overflows.
+            cap: max_message_bytes.saturating_add(16),
+            ..Parser::default()
+        }
+    }
+
     fn feed(&mut self, chunk: &[u8]) {
         for &b in chunk {
             match b {
@@ -147,7 +169,9 @@ impl Parser {
                 }
                 _ => {
                     self.after_cr = false;
-                    self.line.push(b);
+                    if self.line.len() < self.cap {
+                        self.line.push(b);
+                    }
                 }
             }
         }
@@ -174,12 +198,16 @@ impl Parser {
             None => (line.as_str(), ""),
         };
         match field {
-            "data" => {
+            "data" if self.data.len() < self.cap => {
                 self.data.push_str(value);
                 self.data.push('\n');
             }
+            "data" => {} // already past the limit: the engine refuses the event anyway
             "event" => self.event = value.to_owned(),
-            "id" if !value.contains('\0') => self.id = Some(value.to_owned()),
+            "id" if !value.contains('\0') => {
+                self.id = Some(value.to_owned());
+                self.id_in_block = true;
+            }
             "retry" => {
                 if let Ok(ms) = value.parse::<u64>() {
                     // Takes effect at once, whether or not an event is dispatched.
@@ -195,7 +223,16 @@ impl Parser {
 
     fn dispatch(&mut self) {
         let event = std::mem::take(&mut self.event);
+        let had_id = std::mem::take(&mut self.id_in_block);
         if self.data.is_empty() {
+            if had_id {
+                // Only the resume position changed: the engine records it (and ignores the
+                // empty data).
+                self.ready.push_back(LinkInput::Sse(SseEvent {
+                    id: self.id.clone(),
+                    ..SseEvent::default()
+                }));
+            }
             return;
         }
         let mut data = std::mem::take(&mut self.data);
@@ -218,7 +255,7 @@ mod tests {
     use super::*;
 
     fn parse(chunks: &[&str]) -> Vec<SseEvent> {
-        let mut p = Parser::default();
+        let mut p = Parser::new(1 << 20);
         for c in chunks {
             p.feed(c.as_bytes());
         }
@@ -258,9 +295,62 @@ mod tests {
 
     #[test]
     fn comments_are_liveness_and_empty_data_is_not_dispatched() {
-        let mut p = Parser::default();
+        let mut p = Parser::new(1 << 20);
         p.feed(b":keepalive\n\nevent: nothing\n\n");
         assert!(matches!(p.ready.pop_front(), Some(LinkInput::Ping)));
         assert!(p.ready.is_empty());
+    }
+
+    #[test]
+    fn an_id_alone_still_moves_the_resume_position() {
+        let events = parse(&[
+            "id: 1
+data: a
+
+",
+            "id: 5
+
+",
+        ]);
+        assert_eq!(events.len(), 2);
+        assert_eq!(
+            (events[1].id.as_deref(), events[1].data.as_str()),
+            (Some("5"), "")
+        );
+    }
+
+    #[test]
+    fn an_endless_line_or_data_block_is_cut_just_past_the_limit() {
+        let mut p = Parser::new(10);
+        let long = "x".repeat(10_000);
+        p.feed(format!("data: {long}").as_bytes()); // no newline yet: one long line
+        assert!(p.line.len() <= 26, "{}", p.line.len());
+        p.feed(
+            b"
+",
+        );
+        for _ in 0..1_000 {
+            p.feed(
+                format!(
+                    "data: {long}
+"
+                )
+                .as_bytes(),
+            );
+        }
+        assert!(p.data.len() <= 60, "{}", p.data.len());
+        p.feed(
+            b"
+",
+        );
+        let Some(LinkInput::Sse(event)) = p.ready.pop_front() else {
+            panic!("the oversized event is still dispatched");
+        };
+        // Longer than the limit: the engine reports FrameTooLarge and drops it.
+        assert!(
+            event.data.len() > 10 && event.data.len() <= 60,
+            "{}",
+            event.data.len()
+        );
     }
 }

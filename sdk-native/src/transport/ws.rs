@@ -25,6 +25,9 @@ use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 type Stream = WebSocketStream<MaybeTlsStream<TcpStream>>;
 type Connecting = Pin<Box<dyn Future<Output = Result<Stream, TransportFailure>> + Send>>;
 
+/// The smallest message size at which tungstenite fails a connection (see `connect`).
+const MIN_MEMORY_CEILING: usize = 1 << 20;
+
 /// Per-client WebSocket settings.
 #[derive(Clone)]
 pub(crate) struct WsOptions {
@@ -206,8 +209,16 @@ async fn connect(
     let mut config = WebSocketConfig::default();
     config.read_buffer_size = options.read_buffer_size;
     config.write_buffer_size = options.write_buffer_size;
-    config.max_message_size = Some(options.max_message_bytes);
-    config.max_frame_size = Some(options.max_message_bytes);
+    // The engine owns the message limit: it drops a message over it with a FrameTooLarge
+    // error and keeps the connection. tungstenite's own limit fails the whole connection (a
+    // server that replays the message after every reconnect would loop for ever), so it is
+    // only the memory ceiling, well above the engine's.
+    let ceiling = options
+        .max_message_bytes
+        .saturating_mul(4)
+        .max(MIN_MEMORY_CEILING);
+    config.max_message_size = Some(ceiling);
+    config.max_frame_size = Some(ceiling);
     let connector = Connector::Rustls(options.tls.clone());
     // Nagle off: small frames (pings, acks, chat messages) must not wait 40 ms for company.
     match tokio_tungstenite::connect_async_tls_with_config(
