@@ -346,36 +346,22 @@ fn print_report(cli: &Cli, r: &Results) {
         let (raw, tether) = pair;
         let (mr, mt) = (Sample::median(raw), Sample::median(tether));
         println!("{label}");
-        row(
-            "msgs/s",
-            format!("{:.0}", mr.msgs_per_s),
-            format!("{:.0}", mt.msgs_per_s),
-            ratio(mt.msgs_per_s, mr.msgs_per_s),
-            noise(raw, tether, |s| s.msgs_per_s),
-        );
-        if !p99_only {
+        // One row per figure: the medians side by side, their ratio and each side's spread.
+        let metric = |name: &str, decimals: usize, f: fn(&Sample) -> f64| {
             row(
-                "p50 µs",
-                format!("{:.1}", mr.p50_us),
-                format!("{:.1}", mt.p50_us),
-                ratio(mt.p50_us, mr.p50_us),
-                noise(raw, tether, |s| s.p50_us),
+                name,
+                format!("{:.decimals$}", f(&mr)),
+                format!("{:.decimals$}", f(&mt)),
+                ratio(f(&mt), f(&mr)),
+                noise(raw, tether, f),
             );
+        };
+        metric("msgs/s", 0, |s| s.msgs_per_s);
+        if !p99_only {
+            metric("p50 µs", 1, |s| s.p50_us);
         }
-        row(
-            "p99 µs",
-            format!("{:.1}", mr.p99_us),
-            format!("{:.1}", mt.p99_us),
-            ratio(mt.p99_us, mr.p99_us),
-            noise(raw, tether, |s| s.p99_us),
-        );
-        row(
-            "client CPU µs/msg",
-            format!("{:.2}", mr.cpu_us),
-            format!("{:.2}", mt.cpu_us),
-            ratio(mt.cpu_us, mr.cpu_us),
-            noise(raw, tether, |s| s.cpu_us),
-        );
+        metric("p99 µs", 1, |s| s.p99_us);
+        metric("client CPU µs/msg", 2, |s| s.cpu_us);
         (mr, mt)
     };
     if let Some(pair) = &r.rtt {
