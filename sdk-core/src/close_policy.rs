@@ -221,6 +221,19 @@ impl ClosePolicy {
                 });
             }
         }
+        // An empty range (first > last) would never match: refused rather than ignored.
+        let ranges = [
+            ("close_policy.code_overrides", &self.code_overrides),
+            ("close_policy.status_overrides", &self.status_overrides),
+        ];
+        for (field, overrides) in ranges {
+            if overrides.iter().any(|(range, _)| range.is_empty()) {
+                return Err(ConfigError {
+                    field,
+                    reason: "a range is empty (its first value is above its last)".to_owned(),
+                });
+            }
+        }
         Ok(())
     }
 }

@@ -575,11 +575,19 @@ impl ConfigBuilder {
                 return Err(ConfigError::new("token", "header name is empty"));
             }
         }
-        for (name, _) in &c.headers {
+        for (name, value) in &c.headers {
             if name.is_empty() || name.contains([':', '\r', '\n']) {
                 return Err(ConfigError::new(
                     "header",
                     format!("invalid header name {}", Quoted(name)),
+                ));
+            }
+            // A control character (a stray newline) would make every handshake fail locally,
+            // attempt after attempt, without ever reaching the server.
+            if !is_header_value(value) {
+                return Err(ConfigError::new(
+                    "header",
+                    format!("the value of {} contains control characters", Quoted(name)),
                 ));
             }
         }
@@ -687,6 +695,13 @@ fn validate_heartbeat(c: &Config) -> Result<(), ConfigError> {
         }
         _ => Ok(()),
     }
+}
+
+/// Whether `value` can be sent as an HTTP header value: no control characters but tab.
+pub(crate) fn is_header_value(value: &str) -> bool {
+    value
+        .bytes()
+        .all(|b| (b >= 0x20 || b == b'\t') && b != 0x7f)
 }
 
 fn positive(field: &'static str, d: Duration) -> Result<(), ConfigError> {

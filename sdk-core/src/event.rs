@@ -234,6 +234,21 @@ pub enum DisconnectCause {
     },
 }
 
+impl DisconnectCause {
+    /// A stable machine-readable name: `closed`, `http`, `failed`, `heartbeat_timeout`,
+    /// `connect_timeout` or `token_unavailable`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            DisconnectCause::Closed { .. } => "closed",
+            DisconnectCause::Http { .. } => "http",
+            DisconnectCause::Failed { .. } => "failed",
+            DisconnectCause::HeartbeatTimeout => "heartbeat_timeout",
+            DisconnectCause::ConnectTimeout => "connect_timeout",
+            DisconnectCause::TokenUnavailable { .. } => "token_unavailable",
+        }
+    }
+}
+
 impl fmt::Display for DisconnectCause {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -304,6 +319,33 @@ pub enum RequestFailure {
         /// Explanation.
         message: String,
     },
+}
+
+impl RequestFailure {
+    /// A stable machine-readable code: `timeout`, `connection_lost`, `closed`,
+    /// `outbox_full` or `rejected` (the server's own code is in `Rejected`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            RequestFailure::TimedOut => "timeout",
+            RequestFailure::ConnectionLost => "connection_lost",
+            RequestFailure::Closed => "closed",
+            RequestFailure::Overflow => "outbox_full",
+            RequestFailure::Rejected { .. } => "rejected",
+        }
+    }
+}
+
+impl fmt::Display for RequestFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RequestFailure::TimedOut => f.write_str("no reply in time"),
+            RequestFailure::ConnectionLost => f.write_str("the connection dropped"),
+            RequestFailure::Closed => f.write_str("the client closed"),
+            RequestFailure::Overflow => f.write_str("dropped from a full outbox"),
+            RequestFailure::Rejected { code, message } if message.is_empty() => f.write_str(code),
+            RequestFailure::Rejected { code, message } => write!(f, "{code}: {message}"),
+        }
+    }
 }
 
 /// The content of a received message.

@@ -316,6 +316,65 @@ fn http_404_is_terminal() {
 // ---- auth -------------------------------------------------------------------------------------
 
 #[test]
+fn a_header_token_with_a_newline_is_a_token_failure_not_a_doomed_handshake() {
+    let config = Config::builder("ws://relay")
+        .token(TokenPlacement::bearer_header())
+        .build()
+        .unwrap();
+    let mut engine = tether_core::Engine::new(config, 1);
+    engine.connect(Instant::ZERO);
+    assert!(matches!(
+        engine.poll_action(),
+        Some(tether_core::Action::FetchToken { attempt: 1, .. })
+    ));
+    engine.token_ready(Instant::ZERO, 1, "tok\n".into());
+    let mut actions = Vec::new();
+    while let Some(a) = engine.poll_action() {
+        actions.push(a);
+    }
+    assert!(
+        !actions
+            .iter()
+            .any(|a| matches!(a, tether_core::Action::Open(_))),
+        "{actions:?}"
+    );
+    assert!(
+        matches!(engine.state(), State::Waiting { .. }),
+        "{:?}",
+        engine.state()
+    );
+    let mut token_errors = 0;
+    while let Some(e) = engine.poll_event() {
+        if matches!(&e, Event::Error(err) if err.kind() == "token") {
+            token_errors += 1;
+        }
+    }
+    assert_eq!(token_errors, 1);
+}
+
+#[test]
+#[allow(clippy::reversed_empty_ranges)] // the point of the test
+fn an_empty_close_policy_range_is_refused_at_build_time() {
+    let err = Config::builder("ws://relay")
+        .close_policy(
+            tether_core::ClosePolicy::default()
+                .with_code(4599..=4500, tether_core::Disposition::Terminal),
+        )
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field, "close_policy.code_overrides");
+}
+
+#[test]
+fn a_header_value_with_a_newline_is_refused_at_build_time() {
+    let err = Config::builder("ws://relay")
+        .header("X-Api-Key", "k1\n")
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field, "header");
+}
+
+#[test]
 fn token_provider_is_asked_before_every_attempt_and_the_token_placed_in_a_header() {
     let mut sim = Sim::new(
         Config::builder("ws://relay")

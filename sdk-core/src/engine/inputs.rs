@@ -7,7 +7,7 @@
 use super::Engine;
 use crate::action::{Action, Frame, TransportId};
 use crate::close_policy::Verdict;
-use crate::config::{HeartbeatMode, Protocol};
+use crate::config::{HeartbeatMode, Protocol, TokenPlacement};
 use crate::errors::{SseEvent, TransportFailure};
 use crate::event::{
     CloseReason, DisconnectCause, EngineError, Event, InboundMessage, Payload, State,
@@ -24,10 +24,17 @@ const ABANDON_CODE: u16 = 4000;
 impl Engine {
     /// The token provider answered for `attempt` (from [`Action::FetchToken`]).
     pub fn token_ready(&mut self, now: Instant, attempt: u32, token: String) {
-        let _ = self.observe(now);
+        let now = self.observe(now);
         if self.state != (State::Connecting { attempt }) || !self.conn.awaiting_token {
             self.stats.stale_inputs += 1;
             return;
+        }
+        if matches!(self.config.token, Some(TokenPlacement::Header { .. }))
+            && !crate::config::is_header_value(&token)
+        {
+            // It could never be sent (a trailing newline, say): a provider failure, retried
+            // with backoff, rather than a handshake that fails locally every time.
+            return self.token_failed(now, attempt, "the token contains control characters");
         }
         self.conn.awaiting_token = false;
         self.open_transport(attempt, Some(token));

@@ -24,6 +24,19 @@ pub enum ChangeOrigin {
     RolledBack,
 }
 
+impl ChangeOrigin {
+    /// A stable machine-readable name: `local_pending`, `confirmed`, `remote` or
+    /// `rolled_back`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ChangeOrigin::LocalPending => "local_pending",
+            ChangeOrigin::Confirmed => "confirmed",
+            ChangeOrigin::Remote => "remote",
+            ChangeOrigin::RolledBack => "rolled_back",
+        }
+    }
+}
+
 /// One key of the view that changed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KeyChange {
