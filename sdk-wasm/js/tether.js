@@ -155,9 +155,7 @@ export class TetherDocument extends Emitter {
 
   /** Whether `key` shows a local change the server has not confirmed yet. */
   isPending(key) {
-    const raw = this._live();
-    key = String(key);
-    return raw.document_get(this.channel, key, false) !== raw.document_get(this.channel, key, true);
+    return this._live().document_pending(this.channel, String(key));
   }
 
   /** The whole document as this client sees it, as a plain object (a copy). */

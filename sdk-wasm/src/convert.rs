@@ -10,11 +10,11 @@ use std::time::Duration;
 use tether_core::json as text;
 use tether_core::json::ObjectWriter;
 use tether_core::serde_json::{Map, Value};
-use tether_core::sync::{ChangeOrigin, Document, KeyChange, Op};
+use tether_core::sync::{Document, KeyChange, Op};
 use tether_core::{
     BackoffConfig, ClosePolicy, CloseReason, Config, DisconnectCause, Disposition, DropReason,
     Event, HeartbeatConfig, HeartbeatMode, Jitter, OutboxConfig, OverflowPolicy, Payload, Protocol,
-    RequestFailure, State, Stats, TokenPlacement,
+    State, Stats, TokenPlacement,
 };
 
 /// Options the driver itself uses besides the engine config.
@@ -361,42 +361,17 @@ fn opt_u16_or_null(w: &mut ObjectWriter<'_>, key: &'static str, v: Option<u16>) 
 }
 
 fn write_cause(out: &mut String, c: &DisconnectCause) {
-    let (kind, code, status) = match c {
-        DisconnectCause::Closed { code, .. } => ("closed", *code, None),
-        DisconnectCause::Http { status } => ("http", None, Some(*status)),
-        DisconnectCause::Failed { .. } => ("failed", None, None),
-        DisconnectCause::HeartbeatTimeout => ("heartbeat_timeout", None, None),
-        DisconnectCause::ConnectTimeout => ("connect_timeout", None, None),
-        DisconnectCause::TokenUnavailable { .. } => ("token_unavailable", None, None),
-        _ => ("other", None, None),
+    let (code, status) = match c {
+        DisconnectCause::Closed { code, .. } => (*code, None),
+        DisconnectCause::Http { status } => (None, Some(*status)),
+        _ => (None, None),
     };
     write_object(out, |w| {
-        w.str("kind", kind);
+        w.str("kind", c.name());
         opt_u16_or_null(w, "code", code);
         opt_u16_or_null(w, "status", status);
         w.str("message", &c.to_string());
     });
-}
-
-fn request_failure(r: &RequestFailure) -> (&str, &str, &str) {
-    match r {
-        RequestFailure::TimedOut => ("timeout", "no reply in time", ""),
-        RequestFailure::ConnectionLost => ("connection_lost", "the connection dropped", ""),
-        RequestFailure::Closed => ("closed", "the client closed", ""),
-        RequestFailure::Overflow => ("outbox_full", "dropped from a full outbox", ""),
-        RequestFailure::Rejected { code, message } => ("rejected", code, message),
-        _ => ("failed", "request failed", ""),
-    }
-}
-
-fn origin_name(origin: ChangeOrigin) -> Option<&'static str> {
-    Some(match origin {
-        ChangeOrigin::LocalPending => "local_pending",
-        ChangeOrigin::Confirmed => "confirmed",
-        ChangeOrigin::Remote => "remote",
-        ChangeOrigin::RolledBack => "rolled_back",
-        _ => return None,
-    })
 }
 
 /// `[{key, value, overwroteLocal}]`; no `value` when the key was deleted.
@@ -467,15 +442,9 @@ pub(crate) fn event(e: Event) -> Option<(&'static str, String, Option<Vec<u8>>)>
             "replied"
         }
         Event::RequestFailed { id, reason } => {
-            let (code, first, detail) = request_failure(&reason);
             w.u64("id", id.get());
-            w.str("code", code);
-            let mut message = first.to_owned();
-            if !detail.is_empty() {
-                message.push_str(": ");
-                message.push_str(detail);
-            }
-            w.str("message", &message);
+            w.str("code", reason.code());
+            w.str("message", &reason.to_string());
             "request_failed"
         }
         Event::Subscribed {
@@ -514,7 +483,7 @@ pub(crate) fn event(e: Event) -> Option<(&'static str, String, Option<Vec<u8>>)>
             changes,
         } => {
             w.str("channel", &channel);
-            w.str("origin", origin_name(origin)?);
+            w.str("origin", origin.name());
             write_key_changes(w.key("changes"), &changes);
             "doc_change"
         }

@@ -291,6 +291,16 @@ impl WasmClient {
         )
     }
 
+    /// Whether a local change to `key` in the document on `channel` awaits the server (the
+    /// engine's exact answer, which a view-vs-confirmed comparison is not).
+    pub fn document_pending(&self, channel: &str, key: &str) -> bool {
+        let pending = self.shared.read(|e| {
+            e.document(channel)
+                .is_some_and(|d| d.pending_keys().contains(&key))
+        });
+        pending.unwrap_or(false)
+    }
+
     /// The value of `key` in the document on `channel` as JSON: as this client sees it, or
     /// with `confirmed` as the server last confirmed it. `None`: absent, or not open.
     pub fn document_get(&self, channel: &str, key: &str, confirmed: bool) -> Option<String> {

@@ -68,7 +68,7 @@ impl Output {
         if self.json {
             self.json_line(
                 "document",
-                json!({"channel": doc.channel(), "origin": origin_name(origin), "version": doc.version(), "pending": doc.pending(), "doc": state}),
+                json!({"channel": doc.channel(), "origin": origin.name(), "version": doc.version(), "pending": doc.pending(), "doc": state}),
             );
         } else {
             let mut out = std::io::stdout().lock();
@@ -132,7 +132,7 @@ pub(crate) fn event_json(event: &Event) -> Option<(&'static str, Value)> {
         Event::Replied { id, payload } => ("reply", json!({"id": id.get(), "data": payload})),
         Event::RequestFailed { id, reason } => (
             "request_failed",
-            json!({"id": id.get(), "reason": format!("{reason:?}")}),
+            json!({"id": id.get(), "reason": reason.code(), "message": reason.to_string()}),
         ),
         Event::Subscribed {
             channel,
@@ -162,7 +162,7 @@ pub(crate) fn event_json(event: &Event) -> Option<(&'static str, Value)> {
             "document_changed",
             json!({
                 "channel": channel,
-                "origin": origin_name(*origin),
+                "origin": origin.name(),
                 "changes": changes.iter().map(|c| json!({"key": c.key, "value": c.value, "overwrote_local": c.overwrote_local})).collect::<Vec<_>>(),
             }),
         ),
@@ -180,16 +180,6 @@ pub(crate) fn event_json(event: &Event) -> Option<(&'static str, Value)> {
         ),
         _ => return None,
     })
-}
-
-fn origin_name(origin: tether::ChangeOrigin) -> &'static str {
-    match origin {
-        tether::ChangeOrigin::LocalPending => "local_pending",
-        tether::ChangeOrigin::Confirmed => "confirmed",
-        tether::ChangeOrigin::Remote => "remote",
-        tether::ChangeOrigin::RolledBack => "rolled_back",
-        _ => "other",
-    }
 }
 
 fn state_detail(state: &State) -> String {
