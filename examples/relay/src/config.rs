@@ -124,6 +124,14 @@ impl Default for RelayConfig {
 }
 
 impl RelayConfig {
+    /// How far past `max_queued_frames` replies a connection asked for may queue: one
+    /// subscribe's replay or one document's change replay, plus the frames around it.
+    pub(crate) fn reply_burst(&self) -> usize {
+        self.history_capacity
+            .max(self.document_log_capacity)
+            .saturating_add(16)
+    }
+
     /// Checks that every field can work; [`Relay::bind`](crate::Relay::bind) calls it.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.max_message_size == 0 {

@@ -374,7 +374,7 @@ mod tests {
     #[tokio::test]
     async fn subscribe_queues_subscribed_replay_and_snapshot_in_order() {
         let (hub, _run) = hub(Duration::ZERO);
-        let (a, mut qa) = Peer::new(1, 100);
+        let (a, mut qa) = Peer::new(1, 100, 0);
         hub.subscribe(&a, &member("alice"), "room", None, None);
         hub.publish("room", "p1", json!(1), 0);
         hub.publish("room", "p2", json!(2), 0);
@@ -393,7 +393,7 @@ mod tests {
             "subscribed, snapshot, two messages: {first:?}"
         );
 
-        let (b, mut qb) = Peer::new(2, 100);
+        let (b, mut qb) = Peer::new(2, 100, 0);
         hub.subscribe(&b, &member("bob"), "room", Some(1), Some("e1"));
         let got = drain(&mut qb);
         // `offset` is where bob's stream resumes: after #1, so #2 follows as replay.
@@ -426,7 +426,7 @@ mod tests {
     #[tokio::test]
     async fn idle_channels_are_dropped_but_channels_with_history_are_kept() {
         let (hub, _run) = hub(Duration::ZERO);
-        let (a, _qa) = Peer::new(1, 100);
+        let (a, _qa) = Peer::new(1, 100, 0);
         hub.subscribe(&a, &member("alice"), "empty", None, None);
         hub.subscribe(&a, &member("alice"), "busy", None, None);
         hub.publish("busy", "p1", json!(1), 0);
@@ -437,7 +437,7 @@ mod tests {
     #[tokio::test]
     async fn a_duplicate_publish_is_not_delivered() {
         let (hub, _run) = hub(Duration::ZERO);
-        let (a, mut qa) = Peer::new(1, 100);
+        let (a, mut qa) = Peer::new(1, 100, 0);
         hub.subscribe(&a, &member("alice"), "room", None, None);
         drain(&mut qa);
         let first = hub.publish("room", "x", json!(1), 0);

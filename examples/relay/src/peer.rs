@@ -37,6 +37,8 @@ impl Outbound {
 struct Shared {
     queued: AtomicUsize,
     limit: usize,
+    /// How far past `limit` a `push` (a burst the connection asked for) may go.
+    burst: usize,
     overflow: Notify,
 }
 
@@ -56,14 +58,16 @@ pub(crate) struct PeerQueue {
 }
 
 impl Peer {
-    /// A peer whose queue may hold `limit` items before it counts as a slow consumer.
-    pub(crate) fn new(id: PeerId, limit: usize) -> (Peer, PeerQueue) {
+    /// A peer whose queue may hold `limit` items before it counts as a slow consumer, plus
+    /// `burst` more for replies the connection asked for (a subscribe's replay).
+    pub(crate) fn new(id: PeerId, limit: usize, burst: usize) -> (Peer, PeerQueue) {
         // Unbounded on purpose: the hub must never wait on one connection while it holds
         // its lock; the limit is enforced by `offer` instead.
         let (tx, rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             queued: AtomicUsize::new(0),
             limit,
+            burst,
             overflow: Notify::new(),
         });
         (
@@ -80,9 +84,16 @@ impl Peer {
         self.id
     }
 
-    /// Queues `item` whatever the queue length. Only for bounded bursts the connection
-    /// asked for, such as a subscribe's replay (at most the history capacity).
+    /// Queues `item` past the limit, for bursts the connection asked for (a subscribe's
+    /// replay, at most the history capacity). A client that keeps asking without reading
+    /// (repeated subscribes) reaches `limit + burst` and is cut off as a slow consumer, so
+    /// its queue cannot grow without bound.
     pub(crate) fn push(&self, item: Outbound) {
+        let shared = &self.shared;
+        if shared.queued.load(Ordering::Relaxed) >= shared.limit.saturating_add(shared.burst) {
+            shared.overflow.notify_one();
+            return;
+        }
         self.shared.queued.fetch_add(1, Ordering::Relaxed);
         if self.tx.send(item).is_err() {
             // The connection is gone; it will be removed from every table shortly.
@@ -140,7 +151,7 @@ mod tests {
 
     #[tokio::test]
     async fn offers_past_the_limit_are_dropped_and_flag_the_peer() {
-        let (peer, mut queue) = Peer::new(1, 2);
+        let (peer, mut queue) = Peer::new(1, 2, 0);
         assert!(peer.offer(frame("a")));
         assert!(peer.offer(frame("b")));
         assert!(!peer.offer(frame("c")));
@@ -155,8 +166,24 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn pushes_ignore_the_limit() {
-        let (peer, mut queue) = Peer::new(1, 1);
+    async fn pushes_past_the_limit_stop_at_the_burst_allowance() {
+        let (peer, _queue) = Peer::new(1, 2, 3);
+        for i in 0..100 {
+            peer.push(frame(&i.to_string()));
+        }
+        assert_eq!(
+            peer.shared.queued.load(Ordering::Relaxed),
+            5,
+            "limit 2 + burst 3"
+        );
+        tokio::time::timeout(Duration::from_secs(1), peer.overflowed())
+            .await
+            .expect("flagged as a slow consumer");
+    }
+
+    #[tokio::test]
+    async fn pushes_go_past_the_limit_within_the_burst() {
+        let (peer, mut queue) = Peer::new(1, 1, 4);
         for _ in 0..5 {
             peer.push(frame("x"));
         }

@@ -374,7 +374,7 @@ mod tests {
             Arc::new(Stats::default()),
             rx,
         ));
-        let (peer, queue) = Peer::new(7, 100);
+        let (peer, queue) = Peer::new(7, 100, 0);
         (
             Session::new(peer, hub, config, access, Instant::now()),
             queue,

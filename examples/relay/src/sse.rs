@@ -51,7 +51,11 @@ pub(crate) async fn serve(
     .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
 
     let _open = shared.stats.connection_opened();
-    let (peer, mut queue) = Peer::new(shared.next_peer_id(), shared.config.max_queued_frames);
+    let (peer, mut queue) = Peer::new(
+        shared.next_peer_id(),
+        shared.config.max_queued_frames,
+        shared.config.reply_burst(),
+    );
     shared.hub.follow(&peer, &channel, last_event_id);
     tracing::debug!(peer = peer.id(), channel, ?last_event_id, "sse stream open");
 

@@ -144,7 +144,11 @@ pub(crate) async fn serve(
     .await;
 
     let _open = shared.stats.connection_opened();
-    let (peer, mut queue) = Peer::new(shared.next_peer_id(), shared.config.max_queued_frames);
+    let (peer, mut queue) = Peer::new(
+        shared.next_peer_id(),
+        shared.config.max_queued_frames,
+        shared.config.reply_burst(),
+    );
     let now = Instant::now();
     let mut session = Session::new(
         peer.clone(),
