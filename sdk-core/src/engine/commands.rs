@@ -167,11 +167,8 @@ impl Engine {
             return Err(SendError::NeedsTetherProtocol("requests"));
         }
         let now = self.observe(now);
-        self.check_accepting()?;
         let value = json_payload(payload.into())?;
-        self.next_request += 1;
-        self.next_message += 1;
-        let id = RequestId(self.next_request);
+        let id = RequestId(self.next_request + 1);
         let frame = Frame::Text(
             ClientMessage::Request {
                 id: Requests::wire_id(id),
@@ -180,18 +177,11 @@ impl Engine {
             }
             .encode(),
         );
-        self.check_size(&frame)?;
-        let entry = Entry {
-            id: MessageId(self.next_message),
-            frame,
-            expires_at: None,
-            awaiting: Awaiting::Reply(id),
-            written: false,
-        };
-        self.push_entry(entry)?;
+        // No TTL: the request's own deadline ends it, with `RequestFailed` rather than a drop.
+        self.enqueue(now, frame, Awaiting::Reply(id), None)?;
+        self.next_request = id.0;
         let timeout = timeout.unwrap_or(self.config.request_timeout);
         self.requests.insert(id, now + timeout);
-        self.flush(now);
         Ok(id)
     }
 
@@ -346,12 +336,28 @@ impl Engine {
         awaiting: Awaiting,
         ttl: Option<Duration>,
     ) -> Result<MessageId, SendError> {
+        let ttl = ttl.or(self.config.outbox.default_ttl);
+        let id = self.enqueue(now, frame, awaiting, ttl)?;
+        // Requests are not counted: they end as a reply or a `RequestFailed`, not as settled
+        // or dropped messages (see `Stats`).
+        self.stats.messages_accepted += 1;
+        Ok(id)
+    }
+
+    /// Checks and queues one outbox entry (an app message or a request), then writes what can
+    /// be written: what `accept` and `request` share.
+    fn enqueue(
+        &mut self,
+        now: Instant,
+        frame: Frame,
+        awaiting: Awaiting,
+        ttl: Option<Duration>,
+    ) -> Result<MessageId, SendError> {
         let now = self.observe(now);
         self.check_accepting()?;
         self.check_size(&frame)?;
         self.next_message += 1;
         let id = MessageId(self.next_message);
-        let ttl = ttl.or(self.config.outbox.default_ttl);
         self.push_entry(Entry {
             id,
             frame,
@@ -359,7 +365,6 @@ impl Engine {
             awaiting,
             written: false,
         })?;
-        self.stats.messages_accepted += 1;
         self.flush(now);
         Ok(id)
     }
