@@ -10,7 +10,7 @@
 //! | input | disposition | delay |
 //! |---|---|---|
 //! | close 1008, 4001–4003; HTTP 401, 403 | `Reauth`: new token, one more try, then terminal | backoff |
-//! | close 4004–4099; HTTP 204, 400, 404, 405, 410, other 4xx | `Terminal` | — |
+//! | close 4004–4099; HTTP 2xx (not an upgrade, not an event stream), 400, 404, 405, 410, other 4xx | `Terminal` | — |
 //! | close 1012 (service restart) | `Retry` | spread uniformly over 5 s (or the advised window) |
 //! | close 1013 (try again later); HTTP 429 | `Retry` | at least 5 s (or Retry-After) |
 //! | HTTP 503 | `Retry` | at least Retry-After, if sent |
@@ -158,8 +158,10 @@ impl ClosePolicy {
         match status {
             401 | 403 => Disposition::Reauth,
             408 | 425 | 429 => Disposition::Retry,
-            // 204 is SSE's "do not reconnect"; other 4xx mean the request itself is wrong.
-            204 | 400..=499 => Disposition::Terminal,
+            // A 2xx that failed the attempt answered without a WebSocket upgrade or an event
+            // stream (204 is SSE's "do not reconnect"; a 200 web page means a wrong URL):
+            // asking again gets the same answer. Other 4xx mean the request itself is wrong.
+            200..=299 | 400..=499 => Disposition::Terminal,
             _ => Disposition::Retry,
         }
     }
@@ -306,6 +308,8 @@ mod tests {
         assert_eq!(p.disposition_for_status(403), Disposition::Reauth);
         assert_eq!(p.disposition_for_status(404), Disposition::Terminal);
         assert_eq!(p.disposition_for_status(204), Disposition::Terminal);
+        // A web page where the stream should be: a wrong URL, not a passing fault.
+        assert_eq!(p.disposition_for_status(200), Disposition::Terminal);
         assert_eq!(p.disposition_for_status(429), Disposition::Retry);
         assert_eq!(p.disposition_for_status(500), Disposition::Retry);
         assert_eq!(p.disposition_for_status(503), Disposition::Retry);

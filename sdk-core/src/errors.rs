@@ -116,7 +116,9 @@ pub enum CloseError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum TransportFailure {
-    /// The server answered the handshake (or the SSE request) with a non-success HTTP status.
+    /// The server answered the handshake (or the SSE request) with an HTTP response that is
+    /// not the protocol asked for: an error status, or a success status without a WebSocket
+    /// upgrade or, for SSE, without a `text/event-stream` body.
     Http {
         /// The status code.
         status: u16,
@@ -130,9 +132,23 @@ pub enum TransportFailure {
 impl std::fmt::Display for TransportFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            TransportFailure::Http { status, .. } => write!(f, "HTTP status {status}"),
+            TransportFailure::Http { status, .. } => HttpStatus(*status).fmt(f),
             TransportFailure::Io(msg) => f.write_str(msg),
         }
+    }
+}
+
+/// `HTTP status N`; for a 2xx, which failed the attempt by answering with something other
+/// than a WebSocket upgrade or an event stream, also what that usually means.
+pub(crate) struct HttpStatus(pub(crate) u16);
+
+impl fmt::Display for HttpStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "HTTP status {}", self.0)?;
+        if (200..300).contains(&self.0) {
+            f.write_str(" instead of a WebSocket upgrade or an event stream (is the URL right?)")?;
+        }
+        Ok(())
     }
 }
 
@@ -167,5 +183,18 @@ mod tests {
         }
         assert_eq!(Quoted("ws://a\u{a0}b").to_string(), r#""ws://a\u{a0}b""#);
         assert_eq!(Quoted("x\u{2028}").to_string(), r#""x\u{2028}""#);
+    }
+
+    #[test]
+    fn a_success_status_that_failed_an_attempt_says_what_it_means() {
+        let http = |status| TransportFailure::Http {
+            status,
+            retry_after: None,
+        };
+        assert_eq!(http(503).to_string(), "HTTP status 503");
+        assert_eq!(
+            http(200).to_string(),
+            "HTTP status 200 instead of a WebSocket upgrade or an event stream (is the URL right?)"
+        );
     }
 }

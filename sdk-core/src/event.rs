@@ -213,7 +213,9 @@ pub enum DisconnectCause {
         /// Close reason.
         reason: String,
     },
-    /// The handshake or the stream failed with an HTTP status.
+    /// The handshake or the stream failed with an HTTP status. A 2xx here means the server
+    /// answered with something other than a WebSocket upgrade or an event stream (e.g. a
+    /// `200 text/html` page at a wrong URL); the default close policy stops on it.
     Http {
         /// The status.
         status: u16,
@@ -260,7 +262,7 @@ impl fmt::Display for DisconnectCause {
             }
             DisconnectCause::Closed { code: Some(c), .. } => write!(f, "closed with code {c}"),
             DisconnectCause::Closed { code: None, .. } => f.write_str("connection lost"),
-            DisconnectCause::Http { status } => write!(f, "HTTP status {status}"),
+            DisconnectCause::Http { status } => crate::errors::HttpStatus(*status).fmt(f),
             DisconnectCause::Failed { message } => write!(f, "transport failed: {message}"),
             DisconnectCause::HeartbeatTimeout => f.write_str("heartbeat timeout"),
             DisconnectCause::ConnectTimeout => f.write_str("connect timeout"),
