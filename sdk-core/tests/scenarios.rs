@@ -832,6 +832,46 @@ fn acked_publishes_survive_a_drop_with_no_loss_and_no_duplicate_delivery() {
 }
 
 #[test]
+fn wire_ids_carry_the_message_id_the_engine_returned() {
+    use tether_core::protocol::ClientMessage;
+    let mut sim = tether(Config::builder("ws://relay").max_message_bytes(256));
+    sim.connect_open();
+    sim.engine.open_document(sim.now, "doc").unwrap();
+    let a = sim
+        .engine
+        .publish(sim.now, "room", json!("a"), SendOptions::default())
+        .unwrap();
+    sim.engine.request(sim.now, json!("q"), None).unwrap(); // takes a message id too
+    let refused = sim
+        .engine
+        .publish(sim.now, "room", "x".repeat(300), SendOptions::default());
+    assert!(matches!(
+        refused,
+        Err(tether_core::SendError::TooLarge { .. })
+    ));
+    let b = sim.engine.doc_set(sim.now, "doc", "k", json!(1)).unwrap();
+    let c = sim
+        .engine
+        .publish(sim.now, "room", json!("c"), SendOptions::unacked())
+        .unwrap();
+    sim.run_for(ms(50));
+    let wire_ids: Vec<String> = sim
+        .server_texts()
+        .iter()
+        .filter_map(|t| match ClientMessage::decode(t) {
+            Ok(ClientMessage::Publish { id, .. } | ClientMessage::DocChange { id, .. }) => Some(id),
+            _ => None,
+        })
+        .collect();
+    let suffixes: Vec<&str> = wire_ids
+        .iter()
+        .map(|w| w.rsplit_once('-').unwrap().1)
+        .collect();
+    let returned: Vec<String> = [a, b, c].iter().map(|id| id.get().to_string()).collect();
+    assert_eq!(suffixes, returned, "{wire_ids:?}");
+}
+
+#[test]
 fn a_publish_the_server_rejects_is_dropped_and_reported() {
     let mut sim = tether(Config::builder("ws://relay"));
     sim.connect_open();

@@ -135,8 +135,7 @@ impl Engine {
     ) -> Result<MessageId, SendError> {
         let value = json_payload(payload)?;
         let ack = options.ack.unwrap_or(true);
-        let seq = self.next_message + 1;
-        let wire_id = format!("{}{seq}", self.wire_prefix);
+        let wire_id = self.next_wire_id();
         let frame = Frame::Text(
             ClientMessage::Publish {
                 id: wire_id.clone(),
@@ -356,8 +355,8 @@ impl Engine {
         let now = self.observe(now);
         self.check_accepting()?;
         self.check_size(&frame)?;
-        self.next_message += 1;
-        let id = MessageId(self.next_message);
+        let id = self.next_message_id();
+        self.next_message = id.0;
         self.push_entry(Entry {
             id,
             frame,
@@ -367,6 +366,17 @@ impl Engine {
         })?;
         self.flush(now);
         Ok(id)
+    }
+
+    /// The id `enqueue` gives the next message it takes: the one place message ids come from.
+    fn next_message_id(&self) -> MessageId {
+        MessageId(self.next_message + 1)
+    }
+
+    /// The wire id (unique across clients, for the server to deduplicate) of the next message
+    /// `enqueue` takes: build the frame with it, then queue the frame before anything else.
+    pub(super) fn next_wire_id(&self) -> String {
+        format!("{}{}", self.wire_prefix, self.next_message_id().0)
     }
 
     fn push_entry(&mut self, entry: Entry) -> Result<(), SendError> {

@@ -61,8 +61,7 @@ impl Engine {
             .get(channel)
             .ok_or_else(|| SyncError::NotOpen(channel.to_owned()))?;
         doc.check(&ops)?;
-        let seq = self.next_message + 1;
-        let wire = format!("{}{seq}", self.wire_prefix);
+        let wire = self.next_wire_id();
         let frame = Frame::Text(
             ClientMessage::DocChange {
                 id: wire.clone(),
