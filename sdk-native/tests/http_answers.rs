@@ -1,11 +1,11 @@
 //! The driver against servers that answer with plain HTTP: a web page where the stream should
-//! be.
+//! be, and a `503` whose `Retry-After` is a date.
 #![allow(clippy::unwrap_used)]
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
-use tether::{Client, CloseReason, EngineError, Event, Events};
+use std::time::{Duration, SystemTime};
+use tether::{Client, CloseReason, DisconnectCause, EngineError, Event, Events};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::time::timeout;
@@ -102,4 +102,33 @@ async fn a_web_page_at_the_sse_url_stops_with_http_200() {
 #[tokio::test]
 async fn a_web_page_at_the_websocket_url_stops_with_http_200() {
     a_web_page_stops_the_client("ws").await;
+}
+
+#[tokio::test]
+async fn retry_after_as_an_http_date_delays_the_next_attempt() {
+    let (addr, _) = http_server(|| {
+        let at = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(4));
+        format!(
+            "HTTP/1.1 503 Service Unavailable\r\nRetry-After: {at}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+    })
+    .await;
+    let (_client, mut events) = Client::builder(format!("ws://{addr}"))
+        .backoff_initial(Duration::from_millis(10))
+        .connect()
+        .unwrap();
+    let (delay, cause) = loop {
+        match timeout(Duration::from_secs(5), events.recv())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            Event::ReconnectScheduled { delay, cause, .. } => break (delay, cause),
+            _ => continue,
+        }
+    };
+    assert_eq!(cause, DisconnectCause::Http { status: 503 });
+    // The date has whole seconds: 4 s ahead is at least 3 s from when it is read.
+    assert!(delay >= Duration::from_secs(3), "{delay:?}");
+    assert!(delay <= Duration::from_secs(6), "{delay:?}");
 }

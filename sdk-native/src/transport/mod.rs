@@ -8,7 +8,7 @@ pub(crate) mod ws;
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use tether_core::{Frame, OpenRequest, SseEvent, TransportFailure, TransportId, TransportKind};
 
 /// Something a link reports, to be fed to the engine.
@@ -143,19 +143,53 @@ fn not_an_event_stream_is_http(input: LinkInput) -> LinkInput {
     }
 }
 
-/// Parses a `Retry-After` header given in seconds (the HTTP-date form is ignored).
+/// Parses a `Retry-After` header (RFC 9110 §10.2.3): delay-seconds, or an HTTP date, which is
+/// read against the system clock as a delay from now (zero once it has passed).
 pub(crate) fn retry_after(headers: &http_headers::HeaderMap) -> Option<Duration> {
-    headers
-        .get("retry-after")?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(Duration::from_secs)
+    let value = headers.get("retry-after")?.to_str().ok()?;
+    parse_retry_after(value, SystemTime::now())
+}
+
+fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 /// The `http` crate's header map, as both tungstenite and reqwest expose it.
 pub(crate) mod http_headers {
     pub(crate) use tokio_tungstenite::tungstenite::http::HeaderMap;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_in_seconds_or_as_an_http_date() {
+        // 1994-11-06 08:49:37 UTC, the example date of RFC 9110.
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777);
+        let parse = |v| parse_retry_after(v, now);
+        assert_eq!(parse(" 120 "), Some(Duration::from_secs(120)));
+        // IMF-fixdate, and the two obsolete forms a recipient must still accept.
+        assert_eq!(
+            parse("Sun, 06 Nov 1994 08:50:07 GMT"),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            parse("Sunday, 06-Nov-94 08:50:07 GMT"),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            parse("Sun Nov  6 08:50:07 1994"),
+            Some(Duration::from_secs(30))
+        );
+        // A date already past means now, not never.
+        assert_eq!(parse("Sun, 06 Nov 1994 08:00:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(parse("soon"), None);
+        assert_eq!(parse("-5"), None);
+    }
 }
