@@ -82,7 +82,7 @@ impl Engine {
         }
         match (self.config.protocol, frame) {
             (Protocol::Raw, Frame::Text(text))
-                if self.heartbeat_mode == HeartbeatMode::AppMessage
+                if self.heartbeat.mode() == HeartbeatMode::AppMessage
                     && text == self.config.heartbeat.raw_pong =>
             {
                 self.record_pong(now, None);

@@ -58,7 +58,6 @@ pub use commands::SendOptions;
 #[derive(Debug)]
 pub struct Engine {
     config: Config,
-    heartbeat_mode: HeartbeatMode,
     clock: Clock,
     rng: Prng,
     state: State,
@@ -147,12 +146,10 @@ impl Engine {
             .client_id
             .clone()
             .unwrap_or_else(|| format!("c{nonce:016x}"));
-        let heartbeat_mode = config.effective_heartbeat_mode();
         Engine {
-            heartbeat: Heartbeat::new(heartbeat_mode, config.heartbeat.clone()),
+            heartbeat: Heartbeat::new(config.effective_heartbeat_mode(), config.heartbeat.clone()),
             backoff: Backoff::new(config.backoff.clone()),
             outbox: Outbox::new(config.outbox.clone()),
-            heartbeat_mode,
             clock: Clock::default(),
             rng,
             state: State::Idle,
@@ -194,7 +191,7 @@ impl Engine {
 
     /// The heartbeat mode in effect (after resolving `Auto`).
     pub fn heartbeat_mode(&self) -> HeartbeatMode {
-        self.heartbeat_mode
+        self.heartbeat.mode()
     }
 
     /// A snapshot of the counters.
