@@ -75,9 +75,9 @@ impl Driver {
         notified.as_mut().enable();
         loop {
             let deadline = self.pump(&mut link, &mut token);
-            if !self.room_for_events().await && shutting_down {
-                return;
-            }
+            // Nobody listening is no reason to stop: a client dropped after its `Events` still
+            // runs its close handshake, and ends below once the engine has closed.
+            self.room_for_events().await;
             if shutting_down && self.shared.state.borrow().is_closed() {
                 return;
             }
@@ -186,15 +186,12 @@ impl Driver {
     }
 
     /// Waits while the app's queue holds more than `event_capacity` events (a slow app
-    /// stops the reading, so TCP pushes back). Returns false once nobody listens any more.
-    async fn room_for_events(&self) -> bool {
+    /// stops the reading, so TCP pushes back); not at all once nobody listens any more.
+    async fn room_for_events(&self) {
         poll_fn(|cx| {
             let mut queue = self.shared.lock_events();
-            if queue.receiver_gone {
-                return Poll::Ready(false);
-            }
-            if queue.has_room() {
-                return Poll::Ready(true);
+            if queue.receiver_gone || queue.has_room() {
+                return Poll::Ready(());
             }
             queue.room = Some(cx.waker().clone());
             Poll::Pending

@@ -110,3 +110,64 @@ async fn shutdown_closes_and_ends_the_task() {
     assert_eq!(client.send("late"), Err(tether::SendError::Closed));
     server.abort();
 }
+
+/// A server that accepts one WebSocket and reports the close frame it receives, if any.
+async fn close_recorder() -> (
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Receiver<Option<(u16, String)>>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+        let mut close = None;
+        while let Some(Ok(msg)) = ws.next().await {
+            if let tokio_tungstenite::tungstenite::Message::Close(Some(frame)) = msg {
+                close = Some((u16::from(frame.code), frame.reason.to_string()));
+                break;
+            }
+        }
+        let _ = tx.send(close);
+    });
+    (addr, rx)
+}
+
+#[tokio::test]
+async fn dropping_the_client_after_its_events_still_sends_a_close_frame() {
+    let (addr, close) = close_recorder().await;
+    let (client, events) = Client::builder(format!("ws://{addr}")).connect().unwrap();
+    let mut state = client.watch_state();
+    timeout(Duration::from_secs(5), state.wait_for(State::is_open))
+        .await
+        .unwrap()
+        .unwrap();
+    drop(events);
+    drop(client);
+    let close = timeout(Duration::from_secs(5), close)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(close, Some((1000, "client dropped".to_owned())));
+}
+
+#[tokio::test]
+async fn closing_without_an_events_stream_still_sends_a_close_frame() {
+    let (addr, close) = close_recorder().await;
+    let (client, events) = Client::builder(format!("ws://{addr}")).connect().unwrap();
+    let mut state = client.watch_state();
+    timeout(Duration::from_secs(5), state.wait_for(State::is_open))
+        .await
+        .unwrap()
+        .unwrap();
+    drop(events);
+    timeout(Duration::from_secs(5), client.shutdown())
+        .await
+        .unwrap();
+    let close = timeout(Duration::from_secs(5), close)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(close, Some((1000, "shutdown".to_owned())));
+}
