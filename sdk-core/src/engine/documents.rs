@@ -182,7 +182,7 @@ impl Engine {
             .documents
             .iter_mut()
             .map(|(channel, doc)| (channel.clone(), doc.acked(wire, offset)))
-            .find(|(_, r)| !r.changes.is_empty() || r.resync_from.is_some());
+            .find(|(_, r)| !r.changes.is_empty() || r.resync);
         if let Some((channel, reaction)) = found {
             self.react(&channel, reaction);
         }
@@ -193,7 +193,7 @@ impl Engine {
         for (origin, changes) in reaction.changes {
             self.emit_doc_changes(channel, origin, changes);
         }
-        if reaction.resync_from.is_some() {
+        if reaction.resync {
             self.send_doc_sync(channel);
         }
     }

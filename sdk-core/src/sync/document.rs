@@ -82,8 +82,9 @@ impl Default for Document {
 pub(crate) struct Reaction {
     /// View changes to report, with their origin.
     pub(crate) changes: Vec<(ChangeOrigin, Vec<KeyChange>)>,
-    /// The document fell behind (a version gap): ask the server for what was missed.
-    pub(crate) resync_from: Option<Option<u64>>,
+    /// The document fell behind (a version gap, or a change it cannot apply): send a
+    /// `doc_sync`, which resumes from the confirmed version (`Document::sync_from`).
+    pub(crate) resync: bool,
 }
 
 impl Document {
@@ -189,7 +190,7 @@ impl Document {
         let changes = self.refresh(&keys, |_| false);
         Reaction {
             changes: vec![(ChangeOrigin::Remote, changes)],
-            resync_from: None,
+            resync: false,
         }
     }
 
@@ -226,7 +227,7 @@ impl Document {
         let changes = self.refresh(&keys, |k| lost.contains(k));
         Reaction {
             changes: vec![(ChangeOrigin::Remote, changes)],
-            resync_from: None,
+            resync: false,
         }
     }
 
@@ -248,7 +249,7 @@ impl Document {
                 let changes = self.refresh(&keys_of(&p.ops), |_| false);
                 Reaction {
                     changes: vec![(ChangeOrigin::Confirmed, changes)],
-                    resync_from: None,
+                    resync: false,
                 }
             }
             // A gap: keep it pending (the view stays right) and fetch what we missed; the
@@ -302,7 +303,7 @@ impl Document {
         }
         Reaction {
             changes: vec![(ChangeOrigin::Confirmed, changes)],
-            resync_from: None,
+            resync: false,
         }
     }
 
@@ -314,7 +315,7 @@ impl Document {
         self.sync_requested = Some(from);
         Reaction {
             changes: Vec::new(),
-            resync_from: Some(from),
+            resync: true,
         }
     }
 
@@ -486,12 +487,13 @@ mod tests {
         let mut d = synced();
         d.local(MessageId(1), "w1".into(), inc("n", 1));
         let r = d.remote(3, "x", inc("n", 1));
-        assert_eq!(r.resync_from, Some(Some(0)));
+        assert!(r.resync);
         assert_eq!(
-            d.remote(4, "y", inc("n", 1)).resync_from,
-            None,
-            "asked already"
+            d.sync_from().0,
+            Some(0),
+            "resumes after the confirmed version"
         );
+        assert!(!d.remote(4, "y", inc("n", 1)).resync, "asked already");
         d.remote(1, "w1", inc("n", 1)); // our change, replayed
         assert_eq!(d.pending(), 0);
         d.remote(2, "z", inc("n", 1));
