@@ -6,7 +6,7 @@
 //! library's runtime and are cancellable: cancelling the coroutine or Swift task abandons the
 //! wait (an acked message stays in the outbox; its `Acked` or `Dropped` event will still come).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,8 +32,6 @@ pub struct Client {
     clock: EngineClock,
     /// `messageTtlMs`: an acked send's timeout never lengthens a message's life beyond it.
     default_ttl: Option<Duration>,
-    /// `shutdown()` was called: the client task is gone for good.
-    shut_down: AtomicBool,
 }
 
 #[uniffi::export]
@@ -52,16 +50,13 @@ impl Client {
             hub,
             clock,
             default_ttl: config.default_ttl(),
-            shut_down: AtomicBool::new(false),
         }))
     }
 
     /// Starts connecting (from `Idle` or `Closed`), or retries at once while `Waiting`.
     /// Does nothing after `shutdown()`.
     pub fn connect(&self) {
-        if !self.shut_down.load(Ordering::Acquire) {
-            self.inner.connect();
-        }
+        self.inner.connect();
     }
 
     /// Queues a message for the server and returns its id. Raw mode: a frame. Tether mode: a
@@ -159,11 +154,8 @@ impl Client {
 
     /// The shared document on `channel` (Tether mode): edits show at once and converge to the
     /// server's order for every client, through drops and reconnects. Opening a channel twice
-    /// gives two handles on the same document.
+    /// gives two handles on the same document. `Closed` after `shutdown()`.
     pub fn document(&self, channel: String) -> Result<Arc<Document>, ClientError> {
-        if self.shut_down.load(Ordering::Acquire) {
-            return Err(ClientError::Closed);
-        }
         let doc = self.inner.document(&channel)?;
         Ok(Arc::new(Document::new(doc, self.hub.clone())))
     }
@@ -228,7 +220,6 @@ impl Client {
     /// afterwards; create a new client instead. Do not wait for it inside a listener: it
     /// waits for the listeners' threads. Cancelling the wait does not stop the teardown.
     pub async fn shutdown(&self) {
-        self.shut_down.store(true, Ordering::Release);
         let client = self.inner.clone();
         let hub = self.hub.clone();
         // Detached, not `run`: the teardown completes even if the caller stops waiting.

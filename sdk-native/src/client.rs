@@ -331,6 +331,8 @@ impl Client {
 
     /// The shared document on `channel` (Tether mode): edits show at once and converge to the
     /// server's order for every client, through drops and reconnects. See [`Document`].
+    /// Refused with `SyncError::Send(SendError::Closed)` once the client task has ended
+    /// ([`Client::shutdown`]), like a send.
     ///
     /// [`Document`]: crate::Document
     pub fn document(&self, channel: &str) -> Result<crate::Document, tether_core::SyncError> {

@@ -84,11 +84,15 @@ impl std::fmt::Debug for Document {
 }
 
 impl Document {
-    /// Opens (or reuses) the document on `channel`.
+    /// Opens (or reuses) the document on `channel`; refused once the client task has ended,
+    /// since nothing would ever sync it.
     pub(crate) fn open(shared: Arc<Shared>, channel: &str) -> Result<Document, SyncError> {
         {
             let now = shared.now();
             let mut inner = shared.lock();
+            if inner.waiters.task_ended {
+                return Err(SyncError::Send(tether_core::SendError::Closed));
+            }
             inner.engine.open_document(now, channel)?;
         }
         shared.wake.notify_one();

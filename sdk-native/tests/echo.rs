@@ -108,6 +108,15 @@ async fn shutdown_closes_and_ends_the_task() {
         .is_some()
     {}
     assert_eq!(client.send("late"), Err(tether::SendError::Closed));
+    assert_eq!(
+        client.document("late").err(),
+        Some(tether::SyncError::Send(tether::SendError::Closed))
+    );
+    client.connect();
+    assert!(
+        client.state().is_closed(),
+        "connect after shutdown does nothing"
+    );
     server.abort();
 }
 
