@@ -42,8 +42,9 @@ impl Client {
         let runtime = runtime();
         let _entered = runtime.enter();
         let clock = EngineClock::now();
+        let listener_queue = config.listener_queue()?;
         let (inner, events) = config.to_builder().build()?;
-        let hub = Hub::new(clock.state(inner.state()), config.listener_queue());
+        let hub = Hub::new(clock.state(inner.state()), listener_queue);
         runtime.spawn(pump(events, hub.clone(), clock));
         Ok(Arc::new(Client {
             inner,
@@ -354,6 +355,20 @@ mod tests {
             .wire_protocol(WireProtocol::Tether)
             .message_ttl_ms(Some(60_000));
         Client::new(config).expect("a valid config")
+    }
+
+    #[test]
+    fn a_zero_capacity_is_an_invalid_config_not_raised_to_one() {
+        let base = || ClientConfig::new("ws://127.0.0.1:9/".to_owned());
+        for (config, expected) in [
+            (base().event_capacity(0), "event_capacity"),
+            (base().listener_queue_capacity(0), "listener_queue_capacity"),
+        ] {
+            match Client::new(config) {
+                Err(ClientError::InvalidConfig { field, .. }) => assert_eq!(field, expected),
+                other => panic!("{expected}: {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::error::ClientError;
 use crate::token::{ForeignTokens, TokenProvider};
 
 /// Wire protocol. (Not `Protocol`: in Swift `X.Protocol` is metatype syntax, and
@@ -149,11 +150,21 @@ impl ClientConfig {
         Arc::new(config)
     }
 
-    pub(crate) fn listener_queue(&self) -> usize {
-        self.options
+    /// `listenerQueueCapacity`, the one setting the bindings own: a listener that may fall
+    /// behind by no event at all could be given none, so 0 is refused like any invalid
+    /// setting of the client (whose `eventCapacity(0)` `tether` refuses).
+    pub(crate) fn listener_queue(&self) -> Result<usize, ClientError> {
+        match self
+            .options
             .listener_queue_capacity
             .unwrap_or(DEFAULT_LISTENER_QUEUE)
-            .max(1) as usize
+        {
+            0 => Err(ClientError::InvalidConfig {
+                field: "listener_queue_capacity".to_owned(),
+                reason: "must be at least 1".to_owned(),
+            }),
+            n => Ok(n as usize),
+        }
     }
 
     /// The configured default TTL of a message (`messageTtlMs`), if any.
@@ -421,12 +432,12 @@ impl ClientConfig {
     pub fn ca_pem(self: Arc<Self>, pem: String) -> Arc<Self> {
         self.with(|o| o.ca_pems.push(pem))
     }
-    /// Events the client itself buffers (Rust side). Default 1,024.
+    /// Events the client itself buffers (Rust side). Default 1,024; 0 is `InvalidConfig`.
     pub fn event_capacity(self: Arc<Self>, events: u32) -> Arc<Self> {
         self.with(|o| o.event_capacity = Some(events))
     }
     /// How many events a listener may fall behind before the oldest are skipped for it
-    /// (it then gets `Lagged` and a state snapshot). Default 1,024.
+    /// (it then gets `Lagged` and a state snapshot). Default 1,024; 0 is `InvalidConfig`.
     pub fn listener_queue_capacity(self: Arc<Self>, events: u32) -> Arc<Self> {
         self.with(|o| o.listener_queue_capacity = Some(events))
     }

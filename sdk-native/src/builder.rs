@@ -208,14 +208,22 @@ impl ClientBuilder {
     }
 
     /// Events the client buffers for a slow consumer before it stops reading the socket (so
-    /// a slow app applies TCP backpressure instead of growing memory). Default 1,024.
+    /// a slow app applies TCP backpressure instead of growing memory). Default 1,024; `0` is
+    /// refused by [`build`](Self::build) (a client that may hold no event could never deliver
+    /// one).
     pub fn event_capacity(mut self, events: usize) -> Self {
-        self.native.event_capacity = events.max(1);
+        self.native.event_capacity = events;
         self
     }
 
     /// Validates everything and starts the client task in `Idle`; call [`Client::connect`].
     pub fn build(mut self) -> Result<(Client, Events), BuildError> {
+        if self.native.event_capacity == 0 {
+            return Err(BuildError::Config(ConfigError {
+                field: "event_capacity",
+                reason: "must be at least 1".to_owned(),
+            }));
+        }
         if self.native.token_provider.is_some() {
             let placement = self
                 .token_placement
@@ -233,5 +241,27 @@ impl ClientBuilder {
         let (client, events) = self.build()?;
         client.connect();
         Ok((client, events))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_zero_event_capacity_is_a_config_error_not_raised_to_one() {
+        let result = Client::builder("ws://127.0.0.1:9/")
+            .event_capacity(0)
+            .build();
+        assert!(
+            matches!(
+                result,
+                Err(BuildError::Config(ConfigError {
+                    field: "event_capacity",
+                    ..
+                }))
+            ),
+            "{result:?}"
+        );
     }
 }

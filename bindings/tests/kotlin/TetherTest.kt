@@ -434,6 +434,13 @@ fun main() {
                 Client(ClientConfig("ws://127.0.0.1:9/").backoffInitialMs(0uL))
             }
             check(zero.field == "backoff.initial") { zero }
+            for ((config, field) in listOf(
+                ClientConfig("ws://127.0.0.1:9/").eventCapacity(0u) to "event_capacity",
+                ClientConfig("ws://127.0.0.1:9/").listenerQueueCapacity(0u) to "listener_queue_capacity",
+            )) {
+                val none = expectThrows<ClientException.InvalidConfig> { Client(config) }
+                check(none.field == field) { none }
+            }
             Client(ClientConfig("ws://127.0.0.1:9/")).use { raw ->
                 expectThrows<ClientException.NeedsTetherProtocol> { raw.subscribe("room") }
                 expectThrows<ClientException.NeedsTetherProtocol> { raw.document("list") }

@@ -37,6 +37,13 @@ def test_typed_errors_name_the_field_and_raw_mode_refuses_channels():
     with pytest.raises(t.ClientError.InvalidConfig) as zero:
         t.Client(t.ClientConfig("ws://127.0.0.1:9/").backoff_initial_ms(0))
     assert zero.value.field == "backoff.initial"
+    for config, field in [
+        (t.ClientConfig("ws://127.0.0.1:9/").event_capacity(0), "event_capacity"),
+        (t.ClientConfig("ws://127.0.0.1:9/").listener_queue_capacity(0), "listener_queue_capacity"),
+    ]:
+        with pytest.raises(t.ClientError.InvalidConfig) as none:
+            t.Client(config)
+        assert none.value.field == field
     raw = t.Client(t.ClientConfig("ws://127.0.0.1:9/"))
     with pytest.raises(t.ClientError.NeedsTetherProtocol):
         raw.subscribe("room")
