@@ -592,13 +592,33 @@ impl ConfigBuilder {
             }
         }
         if let Some(id) = &c.client_id {
-            if id.is_empty() || id.len() > 128 {
-                return Err(ConfigError::new("client_id", "must be 1 to 128 bytes"));
-            }
+            validate_client_id(id).map_err(|reason| ConfigError::new("client_id", reason))?;
         }
         c.close_policy.validate()?;
         Ok(c)
     }
+}
+
+/// The longest `client_id`, in bytes.
+pub const MAX_CLIENT_ID_LEN: usize = 128;
+
+/// Why `id` cannot be a client id (the presence identity sent in `hello`), if it cannot: it
+/// must be 1 to [`MAX_CLIENT_ID_LEN`] bytes without control characters. The client's builder
+/// and the reference relay both check with this, so neither accepts an id the other refuses.
+///
+/// ```
+/// assert!(tether_core::validate_client_id("alice").is_ok());
+/// assert!(tether_core::validate_client_id("").is_err());
+/// assert!(tether_core::validate_client_id("a\nb").is_err());
+/// ```
+pub fn validate_client_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > MAX_CLIENT_ID_LEN {
+        return Err(format!("must be 1 to {MAX_CLIENT_ID_LEN} bytes"));
+    }
+    if id.chars().any(char::is_control) {
+        return Err("must not contain control characters".to_owned());
+    }
+    Ok(())
 }
 
 fn transport_for_url(url: &str) -> Result<TransportKind, ConfigError> {

@@ -116,8 +116,9 @@ pub use action::{Action, Frame, OpenRequest, TransportId};
 pub use channels::MAX_CHANNEL_LEN;
 pub use close_policy::{ClosePolicy, DelayHint, Disposition, Verdict};
 pub use config::{
-    BackoffConfig, Config, ConfigBuilder, ConfigError, HeartbeatConfig, HeartbeatMode, Jitter,
-    OutboxConfig, OverflowPolicy, Protocol, TokenPlacement, TransportKind,
+    validate_client_id, BackoffConfig, Config, ConfigBuilder, ConfigError, HeartbeatConfig,
+    HeartbeatMode, Jitter, OutboxConfig, OverflowPolicy, Protocol, TokenPlacement, TransportKind,
+    MAX_CLIENT_ID_LEN,
 };
 pub use engine::{Engine, SendOptions};
 pub use errors::{CloseError, SendError, SseEvent, SubscribeError, SyncError, TransportFailure};

@@ -22,7 +22,8 @@ use tether_core::MAX_CHANNEL_LEN;
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-/// Channel names (and client ids): 1–256 bytes, no control characters (docs/protocol.md).
+/// Channel names: 1–256 bytes, no control characters (docs/protocol.md), the rule the
+/// client's engine applies before it sends one. (Client ids: `tether_core::validate_client_id`.)
 pub(crate) fn is_valid_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= MAX_CHANNEL_LEN && !name.chars().any(char::is_control)
 }

@@ -252,12 +252,8 @@ impl Session {
                 "hello must be the first message".into(),
                 None,
             );
-        } else if !is_valid_name(&client_id) {
-            self.reply_error(
-                code::BAD_FRAME,
-                format!("client_id must be 1–{MAX_CHANNEL_LEN} bytes without control characters"),
-                None,
-            );
+        } else if let Err(reason) = tether_core::validate_client_id(&client_id) {
+            self.reply_error(code::BAD_FRAME, format!("client_id {reason}"), None);
         } else {
             self.member = Some(Arc::from(client_id));
         }
@@ -476,6 +472,29 @@ mod tests {
         ));
         s.on_text(r#"{"type":"hello","client_id":"late"}"#, Instant::now());
         assert_eq!(error_code(&replies(&mut q)[0]), Some(("bad_frame", None)));
+    }
+
+    #[tokio::test]
+    async fn a_client_id_is_held_to_the_clients_own_rule() {
+        let now = Instant::now();
+        // 200 bytes: fits a channel name, not a client id (the client's builder refuses it).
+        let long = "x".repeat(200);
+        for id in [long.as_str(), "", "a\\u0007b"] {
+            let (mut s, mut q) = session(RelayConfig::default(), Access::Granted);
+            s.on_text(&format!(r#"{{"type":"hello","client_id":"{id}"}}"#), now);
+            assert_eq!(
+                error_code(&replies(&mut q)[0]),
+                Some(("bad_frame", None)),
+                "{id}"
+            );
+            assert!(tether_core::Config::builder("ws://h/")
+                .client_id(id.replace("\\u0007", "\u{7}"))
+                .build()
+                .is_err());
+        }
+        let (mut s, mut q) = session(RelayConfig::default(), Access::Granted);
+        s.on_text(r#"{"type":"hello","client_id":"alice"}"#, now);
+        assert!(replies(&mut q).is_empty());
     }
 
     #[test]
