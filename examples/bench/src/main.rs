@@ -67,13 +67,13 @@ struct Cli {
     size: usize,
     /// Repeats of the round-trip and throughput phases (raw and tether interleaved); the
     /// table shows medians.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = at_least_one)]
     repeat: usize,
     /// Idle connections for the memory figure.
     #[arg(long, default_value_t = 2_000)]
     conns: usize,
     /// Real reconnect runs per profile.
-    #[arg(long, default_value_t = 7)]
+    #[arg(long, default_value_t = 7, value_parser = at_least_one)]
     runs: usize,
     /// How long the server stays down, ms.
     #[arg(long, default_value_t = 2_000)]
@@ -285,7 +285,7 @@ where
     Fut: std::future::Future<Output = Result<Sample, BoxError>>,
 {
     let (mut raw, mut tether) = (Vec::new(), Vec::new());
-    for i in 0..cli.repeat.max(1) {
+    for i in 0..cli.repeat {
         let order = if i % 2 == 0 {
             [Kind::Raw, Kind::Tether]
         } else {
@@ -310,6 +310,38 @@ where
         }
     }
     Ok((raw, tether))
+}
+
+/// A count of runs or repeats: a median of none would be no figure, so 0 is refused.
+fn at_least_one(arg: &str) -> Result<usize, String> {
+    match arg.parse::<usize>() {
+        Ok(0) => Err("must be at least 1 (a median of no runs is no figure)".to_owned()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A figure, or `n/a` where there was nothing to measure (the side `--only` skipped).
+fn figure(value: f64, decimals: usize) -> String {
+    if value.is_finite() {
+        format!("{value:.decimals$}")
+    } else {
+        "n/a".to_owned()
+    }
+}
+
+/// A target's verdict and value, or `n/a` for both when `q` could not be measured.
+fn target(
+    name: impl Into<String>,
+    q: f64,
+    met: bool,
+    value: String,
+) -> (String, Option<bool>, String) {
+    if q.is_finite() {
+        (name.into(), Some(met), value)
+    } else {
+        (name.into(), None, "n/a".to_owned())
+    }
 }
 
 fn row(label: &str, raw: String, tether: String, ratio: String, note: String) {
@@ -341,7 +373,7 @@ fn print_report(cli: &Cli, r: &Results) {
         "tether/raw".into(),
         "noise (raw / tether)".into(),
     );
-    let mut targets: Vec<(String, bool, String)> = Vec::new();
+    let mut targets: Vec<(String, Option<bool>, String)> = Vec::new();
     let samples = |label: &str, pair: &(Vec<Sample>, Vec<Sample>), p99_only: bool| {
         let (raw, tether) = pair;
         let (mr, mt) = (Sample::median(raw), Sample::median(tether));
@@ -350,8 +382,8 @@ fn print_report(cli: &Cli, r: &Results) {
         let metric = |name: &str, decimals: usize, f: fn(&Sample) -> f64| {
             row(
                 name,
-                format!("{:.decimals$}", f(&mr)),
-                format!("{:.decimals$}", f(&mt)),
+                figure(f(&mr), decimals),
+                figure(f(&mt), decimals),
                 ratio(f(&mt), f(&mr)),
                 noise(raw, tether, f),
             );
@@ -373,8 +405,9 @@ fn print_report(cli: &Cli, r: &Results) {
         );
         let (mr, mt) = samples(&label, pair, false);
         let q = mt.p50_us / mr.p50_us;
-        targets.push((
-            "round-trip p50 ≤ 1.10 × raw".into(),
+        targets.push(target(
+            "round-trip p50 ≤ 1.10 × raw",
+            q,
             q <= 1.10,
             format!("{q:.2} × raw"),
         ));
@@ -389,8 +422,9 @@ fn print_report(cli: &Cli, r: &Results) {
         );
         let (mr, mt) = samples(&label, pair, true);
         let q = mt.msgs_per_s / mr.msgs_per_s;
-        targets.push((
-            "pipelined throughput ≥ 0.90 × raw".into(),
+        targets.push(target(
+            "pipelined throughput ≥ 0.90 × raw",
+            q,
             q >= 0.90,
             format!("{q:.2} × raw"),
         ));
@@ -436,7 +470,7 @@ fn print_report(cli: &Cli, r: &Results) {
             );
             targets.push((
                 "idle memory ≤ 10 KiB per connection".into(),
-                tether.per_conn_kib() <= 10.0,
+                Some(tether.per_conn_kib() <= 10.0),
                 format!("{:.1} KiB", tether.per_conn_kib()),
             ));
         }
@@ -493,7 +527,7 @@ fn print_report(cli: &Cli, r: &Results) {
         if f.profile.backoff_max.is_none() {
             targets.push((
                 "reconnect ≤ 1 s median (defaults)".into(),
-                f.median_ms() <= 1_000.0,
+                Some(f.median_ms() <= 1_000.0),
                 format!(
                     "{:.0} ms (model p50 {:.0} ms)",
                     f.median_ms(),
@@ -503,7 +537,7 @@ fn print_report(cli: &Cli, r: &Results) {
         }
         targets.push((
             format!("0 outage messages lost ({})", f.profile.label()),
-            f.delivered() == f.sent(),
+            Some(f.delivered() == f.sent()),
             format!("{} lost", f.sent() - f.delivered()),
         ));
     }
@@ -513,7 +547,11 @@ fn print_report(cli: &Cli, r: &Results) {
     for (name, met, value) in targets {
         println!(
             "  {:<7} {name:<40} {value}",
-            if met { "MET" } else { "MISSED" }
+            match met {
+                Some(true) => "MET",
+                Some(false) => "MISSED",
+                None => "n/a",
+            }
         );
     }
 }

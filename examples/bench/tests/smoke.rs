@@ -43,3 +43,41 @@ fn every_benchmark_runs_end_to_end_with_tiny_counts() {
         started.elapsed()
     );
 }
+
+#[test]
+fn zero_runs_are_refused_with_a_clear_error() {
+    for flag in ["--runs", "--repeat"] {
+        let output = Command::new(env!("CARGO_BIN_EXE_tether-bench"))
+            .args(["reconnect", flag, "0"])
+            .output()
+            .expect("the bench binary runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{flag} 0 ran");
+        assert!(stderr.contains("must be at least 1"), "{flag}: {stderr}");
+    }
+}
+
+#[test]
+fn one_side_only_prints_n_a_not_nan() {
+    let output = Command::new(env!("CARGO_BIN_EXE_tether-bench"))
+        .args([
+            "rtt",
+            "--only",
+            "tether",
+            "--rtt-count",
+            "50",
+            "--repeat",
+            "1",
+        ])
+        .output()
+        .expect("the bench binary runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "bench failed:\n{stdout}\n{stderr}");
+    assert!(!stdout.contains("NaN"), "{stdout}");
+    let verdict = stdout.lines().find(|l| l.contains("round-trip p50 ≤"));
+    assert!(
+        verdict.is_some_and(|l| l.trim_start().starts_with("n/a")),
+        "{stdout}"
+    );
+}
