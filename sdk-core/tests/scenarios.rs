@@ -1297,6 +1297,34 @@ fn sse_resumes_with_last_event_id_and_honours_retry() {
     assert_eq!(sim.engine.outbox_len(), 1);
 }
 
+#[test]
+fn an_sse_id_a_header_could_not_carry_is_not_resumed_from() {
+    // Adopted, "2\u{1}" would become a Last-Event-ID header that fails every later request
+    // before it leaves the client; like the spec's NUL rule, it is ignored.
+    let mut sim = Sim::new(
+        Config::builder("http://relay/sse/room").build().unwrap(),
+        false,
+    );
+    sim.connect_open();
+    for id in ["1", "2\u{1}", "3\r\n", "\u{7f}"] {
+        sim.server_push_sse(SseEvent {
+            id: Some(id.into()),
+            event: "message".into(),
+            data: format!("after {id:?}"),
+            retry: None,
+        });
+    }
+    sim.run_for(ms(50));
+    assert_eq!(
+        sim.delivered().len(),
+        4,
+        "the events themselves are delivered"
+    );
+    sim.kill_connection();
+    sim.run_until_state(secs(60), |e| e.state().is_open());
+    assert_eq!(sim.server.opens[1].1.last_event_id.as_deref(), Some("1"));
+}
+
 /// `MessageId`s are opaque outside the crate; this is the first one an engine hands out.
 fn first_id() -> MessageId {
     let mut e = tether_core::Engine::new(Config::builder("ws://x").build().unwrap(), 0);

@@ -7,7 +7,7 @@
 use super::Engine;
 use crate::action::{Action, Frame, TransportId};
 use crate::close_policy::Verdict;
-use crate::config::{HeartbeatMode, Protocol, TokenPlacement};
+use crate::config::{is_header_value, HeartbeatMode, Protocol, TokenPlacement};
 use crate::errors::{SseEvent, TransportFailure};
 use crate::event::{
     CloseReason, DisconnectCause, EngineError, Event, InboundMessage, Payload, State,
@@ -30,7 +30,7 @@ impl Engine {
             return;
         }
         if matches!(self.config.token, Some(TokenPlacement::Header { .. }))
-            && !crate::config::is_header_value(&token)
+            && !is_header_value(&token)
         {
             // It could never be sent (a trailing newline, say): a provider failure, retried
             // with backoff, rather than a handshake that fails locally every time.
@@ -119,8 +119,10 @@ impl Engine {
         if let Some(retry) = event.retry {
             self.sse_retry = Some(retry.min(self.config.close_policy.max_server_delay));
         }
-        if let Some(id) = &event.id {
-            // Per the SSE spec an empty id resets the last event id.
+        // Per the SSE spec an empty id resets the last event id. An id a `Last-Event-ID`
+        // header could not carry is ignored, as the spec ignores one holding NUL: adopted, it
+        // would make every later attempt fail before it left the client.
+        if let Some(id) = event.id.as_ref().filter(|id| is_header_value(id)) {
             self.last_event_id = (!id.is_empty()).then(|| id.clone());
         }
         if event.data.is_empty() {
