@@ -17,7 +17,8 @@
 //!   [`Engine::request`], [`Engine::subscribe`], [`Engine::unsubscribe`], [`Engine::close`],
 //!   [`Engine::close_after_drain`], [`Engine::network_changed`], [`Engine::set_foreground`].
 //! * **Inputs** from the transport: [`Engine::token_ready`], [`Engine::transport_opened`],
-//!   [`Engine::frame_received`], [`Engine::sse_event_received`], [`Engine::pong_received`],
+//!   [`Engine::frame_received`], [`Engine::sse_event_received`],
+//!   [`Engine::sse_event_too_large`], [`Engine::pong_received`],
 //!   [`Engine::ping_received`], [`Engine::transport_writable`], [`Engine::transport_closed`],
 //!   [`Engine::transport_failed`], and [`Engine::handle_timeout`].
 //! * **Outputs**, drained by the driver: [`Engine::poll_action`] (open a transport, send a
@@ -88,7 +89,8 @@
 //! [`close_policy`] (close codes and HTTP statuses), [`protocol`] (the JSON envelope),
 //! [`json`] (JSON text to and from `serde_json::Value`, without serde's machinery),
 //! `channels` (subscriptions, offsets, presence), `requests`, and `engine`, which composes
-//! them. See docs/architecture.md in the repository for the picture.
+//! them; [`sse`] parses a Server-Sent Events stream for drivers that read the bytes
+//! themselves. See docs/architecture.md in the repository for the picture.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -108,6 +110,7 @@ pub mod protocol;
 mod requests;
 mod rng;
 mod sorted;
+pub mod sse;
 mod stats;
 pub mod sync;
 mod time;

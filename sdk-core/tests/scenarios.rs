@@ -1325,6 +1325,35 @@ fn an_sse_id_a_header_could_not_carry_is_not_resumed_from() {
     assert_eq!(sim.server.opens[1].1.last_event_id.as_deref(), Some("1"));
 }
 
+#[test]
+fn an_sse_event_the_parser_skipped_as_too_large_is_reported_and_the_stream_kept() {
+    let mut sim = Sim::new(
+        Config::builder("http://relay/sse/room")
+            .max_message_bytes(64)
+            .build()
+            .unwrap(),
+        false,
+    );
+    sim.connect_open();
+    let transport = sim.server.conn.unwrap();
+    sim.engine
+        .sse_event_too_large(sim.now, transport, 1_000_000);
+    sim.run_for(ms(50));
+    let errors = sim.events_matching(|e| match e {
+        Event::Error(err) => Some(err.clone()),
+        _ => None,
+    });
+    assert_eq!(
+        errors,
+        [tether_core::EngineError::FrameTooLarge {
+            size: 1_000_000,
+            max: 64
+        }]
+    );
+    assert!(sim.engine.state().is_open());
+    assert_eq!(sim.engine.stats().frames_received, 1);
+}
+
 /// `MessageId`s are opaque outside the crate; this is the first one an engine hands out.
 fn first_id() -> MessageId {
     let mut e = tether_core::Engine::new(Config::builder("ws://x").build().unwrap(), 0);

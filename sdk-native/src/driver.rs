@@ -297,6 +297,7 @@ fn feed(engine: &mut Engine, now: Instant, id: tether_core::TransportId, input: 
         LinkInput::Opened => engine.transport_opened(now, id),
         LinkInput::Frame(frame) => engine.frame_received(now, id, frame),
         LinkInput::Sse(event) => engine.sse_event_received(now, id, event),
+        LinkInput::SseTooLarge(size) => engine.sse_event_too_large(now, id, size),
         LinkInput::Ping => engine.ping_received(now, id),
         LinkInput::Pong(payload) => engine.pong_received(now, id, &payload),
         LinkInput::Writable(w) => engine.transport_writable(now, id, w),

@@ -148,6 +148,24 @@ impl Engine {
         }
     }
 
+    /// An SSE event the driver's parser skipped unread because its data, `size` bytes, is over
+    /// `max_message_bytes` ([`SseError::EventTooLarge`](crate::sse::SseError::EventTooLarge)):
+    /// reported like an oversized frame, with [`EngineError::FrameTooLarge`], and the stream is
+    /// kept.
+    pub fn sse_event_too_large(&mut self, now: Instant, transport: TransportId, size: usize) {
+        let now = self.observe(now);
+        if !self.is_current(transport) || !self.receives_frames() {
+            return;
+        }
+        self.stats.frames_received += 1;
+        self.stats.bytes_received += size as u64;
+        self.heartbeat.activity(now);
+        self.emit_error(EngineError::FrameTooLarge {
+            size,
+            max: self.config.max_message_bytes,
+        });
+    }
+
     /// A WebSocket pong control frame arrived with `payload`.
     pub fn pong_received(&mut self, now: Instant, transport: TransportId, payload: &[u8]) {
         let now = self.observe(now);

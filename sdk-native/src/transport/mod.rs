@@ -1,6 +1,6 @@
 //! The transports: one [`Link`] per engine `TransportId`, either a WebSocket (tokio-tungstenite)
-//! or an SSE stream (reqwest-eventsource with its own retry turned off). A link only moves
-//! bytes and reports what happened as [`LinkInput`]s; it decides nothing.
+//! or an SSE stream (reqwest, parsed by `tether_core::sse`). A link only moves bytes and
+//! reports what happened as [`LinkInput`]s; it decides nothing.
 
 pub(crate) mod sse;
 pub(crate) mod tls;
@@ -17,6 +17,7 @@ pub(crate) enum LinkInput {
     Opened,
     Frame(Frame),
     Sse(SseEvent),
+    SseTooLarge(usize),
     Ping,
     Pong(Vec<u8>),
     Writable(bool),

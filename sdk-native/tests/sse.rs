@@ -1,0 +1,123 @@
+//! The SSE link against a hand-written event stream: what the core parser yields reaches the
+//! engine, and what the engine decides comes back in the next request.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tether::{Client, EngineError, Event, Events, Payload};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::time::timeout;
+
+const HEAD: &str =
+    "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n";
+
+/// Serves request `n` with `streams[n]` (each piece written separately), then keeps the last
+/// one open. Returns the address and each request's `Last-Event-ID` header.
+async fn sse_server(
+    streams: Vec<Vec<Vec<u8>>>,
+) -> (std::net::SocketAddr, Arc<Mutex<Vec<Option<String>>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = seen.clone();
+    tokio::spawn(async move {
+        for (n, pieces) in streams.into_iter().enumerate() {
+            let Ok((mut tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match tcp.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let head = String::from_utf8_lossy(&head).into_owned();
+            let last_event_id = head.lines().find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                name.eq_ignore_ascii_case("last-event-id")
+                    .then(|| value.trim().to_owned())
+            });
+            record.lock().unwrap().push(last_event_id);
+            tcp.write_all(HEAD.as_bytes()).await.unwrap();
+            for piece in pieces {
+                if tcp.write_all(&piece).await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            if n == 1 {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            }
+        }
+    });
+    (addr, seen)
+}
+
+async fn next_event(events: &mut Events) -> Event {
+    timeout(Duration::from_secs(5), events.recv())
+        .await
+        .expect("an event within 5 s")
+        .unwrap()
+}
+
+/// Messages and errors, in order, until `stop` is delivered.
+async fn until_message(events: &mut Events, stop: &str) -> Vec<Result<String, EngineError>> {
+    let mut got = Vec::new();
+    loop {
+        match next_event(events).await {
+            Event::Message(m) => {
+                let Payload::Text(text) = m.payload else {
+                    panic!("{:?}", m.payload)
+                };
+                let done = text == stop;
+                got.push(Ok(text));
+                if done {
+                    return got;
+                }
+            }
+            Event::Error(e) => got.push(Err(e)),
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn oversized_events_are_reported_and_unsendable_ids_never_reach_a_header() {
+    let big = "x".repeat(20_000);
+    let first = vec![
+        b"\xef\xbb\xbfid: 1\r\ndata: a\r\n\r".to_vec(),
+        b"\nid: 2\x01\ndata: b\n\n".to_vec(),
+        // Larger than the limit, in pieces: skipped without being buffered.
+        format!("data: {}", &big[..10_000]).into_bytes(),
+        format!("{}\ndata: more\n\n", &big[10_000..]).into_bytes(),
+        b":keepalive\n\ndata: c\n\n".to_vec(),
+    ];
+    let second = vec![b"data: again\n\n".to_vec()];
+    let (addr, seen) = sse_server(vec![first, second]).await;
+    let (client, mut events) = Client::builder(format!("http://{addr}/sse"))
+        .max_message_bytes(1024)
+        .backoff_initial(Duration::from_millis(10))
+        .connect()
+        .unwrap();
+    let got = until_message(&mut events, "c").await;
+    assert_eq!(
+        got,
+        [
+            Ok("a".to_owned()),
+            Ok("b".to_owned()),
+            Err(EngineError::FrameTooLarge {
+                size: 20_000 + 1 + 4,
+                max: 1024
+            }),
+            Ok("c".to_owned()),
+        ]
+    );
+    // The stream ends; the reconnect resumes after "1": "2\u{1}" could not be a header value.
+    let got = until_message(&mut events, "again").await;
+    assert_eq!(got, [Ok("again".to_owned())]);
+    assert_eq!(*seen.lock().unwrap(), [None, Some("1".to_owned())]);
+    assert_eq!(client.stats().reconnects, 1);
+}
