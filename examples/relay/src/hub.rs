@@ -68,14 +68,6 @@ impl Channel {
     }
 }
 
-/// The outcome of a channel publish.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Published {
-    pub(crate) offset: u64,
-    /// The id was already stored: nothing was delivered again.
-    pub(crate) duplicate: bool,
-}
-
 #[derive(Debug)]
 pub(crate) struct Hub {
     config: Arc<RelayConfig>,
@@ -203,7 +195,7 @@ impl Hub {
 
     /// Stores a publish under the next offset and delivers it to every subscriber, or, for
     /// an id already stored, reports the original offset and delivers nothing.
-    pub(crate) fn publish(&self, name: &str, id: &str, payload: Value, ts: u64) -> Published {
+    pub(crate) fn publish(&self, name: &str, id: &str, payload: Value, ts: u64) -> u64 {
         let mut channels = self.channels();
         let channel = channels
             .entry(name.to_owned())
@@ -218,18 +210,11 @@ impl Hub {
             })
         });
         match appended {
-            Appended::Duplicate(offset) => Published {
-                offset,
-                duplicate: true,
-            },
+            Appended::Duplicate(offset) => offset,
             Appended::New(stored) => {
                 self.stats.message_published();
-                let offset = stored.offset;
                 deliver(channel, &stored);
-                Published {
-                    offset,
-                    duplicate: false,
-                }
+                stored.offset
             }
         }
     }
@@ -443,10 +428,7 @@ mod tests {
         drain(&mut qa);
         let first = hub.publish("room", "x", json!(1), 0);
         let again = hub.publish("room", "x", json!(1), 0);
-        assert_eq!(
-            (first.offset, first.duplicate, again.offset, again.duplicate),
-            (1, false, 1, true)
-        );
+        assert_eq!((first, again), (1, 1));
         assert_eq!(drain(&mut qa).len(), 1);
     }
 }

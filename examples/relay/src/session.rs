@@ -287,11 +287,11 @@ impl Session {
         if !self.check_channel(&channel, Some(&id)) {
             return;
         }
-        let published = self.hub.publish(&channel, &id, payload, ts);
+        let offset = self.hub.publish(&channel, &id, payload, ts);
         if ack {
             self.reply(&ServerMessage::Ack {
                 id,
-                offset: Some(published.offset),
+                offset: Some(offset),
             });
         }
     }
