@@ -23,8 +23,20 @@ export type TetherErrorCode =
 export class TetherError extends Error {
   readonly name: 'TetherError';
   readonly code: TetherErrorCode;
-  readonly details?: unknown;
-  constructor(code: TetherErrorCode, message: string, details?: unknown);
+  /**
+   * Machine-readable specifics, when there are any: the server's own error code for a
+   * `server` error event or a `rejected` request, the sizes for `frame_too_large`.
+   */
+  readonly details?: TetherErrorDetails;
+  constructor(code: TetherErrorCode, message: string, details?: TetherErrorDetails);
+}
+
+export interface TetherErrorDetails {
+  /** The code in the server's `error` message (`server` errors, `rejected` requests). */
+  serverCode?: string;
+  /** `frame_too_large`: the inbound message's size and the limit, in bytes. */
+  size?: number;
+  limit?: number;
 }
 
 export type StateName = 'idle' | 'connecting' | 'open' | 'closing' | 'waiting' | 'closed';
@@ -98,7 +110,11 @@ export interface TokenRequest {
   refresh: boolean;
 }
 
-/** Options; every one is optional and mirrors the Rust `ConfigBuilder` (defaults in brackets). */
+/**
+ * Options; every one is optional and mirrors the Rust `ConfigBuilder` (defaults in brackets).
+ * A value of the wrong type, an unknown (misspelt) key, or `lowWaterBytes` above
+ * `highWaterBytes` throws a `TetherError` with code `invalid_config` naming the option.
+ */
 export interface TetherClientOptions {
   /** `'raw'` passes frames through to any server; `'tether'` adds channels, presence, acks, requests. ['raw'] */
   protocol?: 'raw' | 'tether';
@@ -222,6 +238,8 @@ export interface TetherStats {
   droppedRejected: number;
   duplicatesDropped: number;
   errors: number;
+  /** Inputs for a transport that was already replaced (late events of an old socket), ignored. */
+  staleInputs: number;
   outboxLength: number;
   outboxBytes: number;
   lastRttMs: number | null;

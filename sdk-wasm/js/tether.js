@@ -70,8 +70,10 @@ function state(s) {
 // How payloads travel: strings as text, binary as bytes (raw protocol), anything else as JSON.
 function encode(data) {
   if (typeof data === 'string') return { text: data, json: false };
-  if (data instanceof ArrayBuffer) return { bytes: new Uint8Array(data) };
-  if (ArrayBuffer.isView(data)) return { bytes: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) };
+  if (data instanceof ArrayBuffer) return { text: '', json: false, bytes: new Uint8Array(data) };
+  if (ArrayBuffer.isView(data)) {
+    return { text: '', json: false, bytes: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) };
+  }
   let text;
   try {
     text = JSON.stringify(data); // throws on a BigInt or a cycle
@@ -84,6 +86,10 @@ function encode(data) {
 
 function ttl(opts) {
   return opts && opts.ttlMs != null ? opts.ttlMs : undefined;
+}
+
+function ack(opts) {
+  return opts && opts.ack != null ? opts.ack : undefined;
 }
 
 // Event handlers by type, for the client and its documents.
@@ -145,7 +151,7 @@ export class TetherDocument extends Emitter {
 
   /** The value of `key` as this client sees it (its pending changes included), or `undefined`. */
   get(key) {
-    return parse(this._live().document_get(this.channel, String(key), false));
+    return parse(this._do((raw) => raw.document_get(this.channel, String(key), false)));
   }
 
   /** Whether `key` is present. */
@@ -155,7 +161,7 @@ export class TetherDocument extends Emitter {
 
   /** Whether `key` shows a local change the server has not confirmed yet. */
   isPending(key) {
-    return this._live().document_pending(this.channel, String(key));
+    return this._do((raw) => raw.document_pending(this.channel, String(key)));
   }
 
   /** The whole document as this client sees it, as a plain object (a copy). */
@@ -214,14 +220,13 @@ export class TetherDocument extends Emitter {
    * with origin `local_pending`), then confirmed, or rejected and rolled back. Returns its id.
    */
   change(ops) {
-    const raw = this._live();
     let text;
     try {
       text = JSON.stringify(ops);
     } catch (e) {
       throw new TetherError('invalid_json', e.message);
     }
-    return call(() => raw.change_document(this.channel, text));
+    return this._do((raw) => raw.change_document(this.channel, text));
   }
 
   /** Stops syncing; the handle can no longer be used (pending changes are still sent). */
@@ -229,21 +234,22 @@ export class TetherDocument extends Emitter {
     const c = this._client;
     if (c._docs.get(this.channel) !== this) return;
     c._docs.delete(this.channel);
-    if (c._raw) c._raw.close_document(this.channel);
+    if (c._raw) call(() => c._raw.close_document(this.channel));
     this._handlers.clear();
   }
 
-  _live() {
+  // Calls the module with this open document's client; its refusals become TetherErrors.
+  _do(f) {
     const raw = this._client._live();
     if (this._client._docs.get(this.channel) !== this) {
       throw new TetherError('not_open', `document ${JSON.stringify(this.channel)} was closed`);
     }
-    return raw;
+    return call(() => f(raw));
   }
 
   // {version, epoch, pending}, with `map`: the view (false) or the confirmed state (true).
   _info(map) {
-    return JSON.parse(this._live().document_info(this.channel, map));
+    return JSON.parse(this._do((raw) => raw.document_info(this.channel, map)));
   }
 }
 
@@ -277,30 +283,24 @@ export class TetherClient extends Emitter {
     this._raw = call(() => new WasmClient(String(url), JSON.stringify({ ...rest, hasToken: !!token }),
       (kind, json, bytes) => this._dispatch(kind, json, bytes)));
     // Connect after the caller had the chance to attach handlers.
-    if (autoConnect !== false) queueMicrotask(() => this._raw && this._raw.connect());
+    if (autoConnect !== false) queueMicrotask(() => this._raw && call(() => this._raw.connect()));
   }
 
   /** Starts connecting: after `close()`, or now instead of waiting out a backoff delay. */
   connect() {
-    this._live().connect();
+    this._do((raw) => raw.connect());
   }
 
   /** Queues a message; returns its id. Strings go as text, ArrayBuffer/views as binary, anything else as JSON. */
   send(data, options) {
-    const raw = this._live();
     const p = encode(data);
-    return call(() => p.bytes
-      ? raw.send_bytes(p.bytes, ttl(options))
-      : raw.send(p.text, p.json, options && options.ack != null ? options.ack : undefined, ttl(options)));
+    return this._do((raw) => raw.send(p.text, p.json, p.bytes, ack(options), ttl(options)));
   }
 
   /** Publishes to a channel (Tether protocol); acknowledged unless `{ack: false}`. Returns the message id. */
   publish(channel, data, options) {
-    const raw = this._live();
     const p = encode(data);
-    if (p.bytes) throw new TetherError('binary_in_tether_mode', 'binary payloads are not supported in Tether protocol mode');
-    return call(() => raw.publish(String(channel), p.text, p.json,
-      options && options.ack != null ? options.ack : undefined, ttl(options)));
+    return this._do((raw) => raw.publish(String(channel), p.text, p.json, p.bytes, ack(options), ttl(options)));
   }
 
   /** Sends a request (Tether protocol) and resolves with the reply's payload. */
@@ -312,11 +312,10 @@ export class TetherClient extends Emitter {
     } catch (e) {
       return Promise.reject(e); // a promise-returning call rejects rather than throws
     }
-    if (p.bytes) return Promise.reject(new TetherError('binary_in_tether_mode', 'binary payloads are not supported in Tether protocol mode'));
     return new Promise((resolve, reject) => {
       let id;
       try {
-        id = raw.request(p.text, p.json, options && options.timeout != null ? options.timeout : undefined);
+        id = raw.request(p.text, p.json, p.bytes, options && options.timeout != null ? options.timeout : undefined);
       } catch (e) {
         reject(toError(e));
         return;
@@ -327,14 +326,12 @@ export class TetherClient extends Emitter {
 
   /** Subscribes to a channel; renewed with resume after every reconnect. */
   subscribe(channel) {
-    const raw = this._live();
-    call(() => raw.subscribe(String(channel)));
+    this._do((raw) => raw.subscribe(String(channel)));
   }
 
   /** Leaves a channel. */
   unsubscribe(channel) {
-    const raw = this._live();
-    call(() => raw.unsubscribe(String(channel)));
+    this._do((raw) => raw.unsubscribe(String(channel)));
   }
 
   /**
@@ -342,11 +339,10 @@ export class TetherClient extends Emitter {
    * after every reconnect), the same object on later calls until its `close()`.
    */
   document(channel) {
-    const raw = this._live();
     channel = String(channel);
     let doc = this._docs.get(channel);
     if (!doc) {
-      call(() => raw.open_document(channel));
+      this._do((raw) => raw.open_document(channel));
       this._docs.set(channel, (doc = new TetherDocument(this, channel)));
     }
     return doc;
@@ -354,7 +350,7 @@ export class TetherClient extends Emitter {
 
   /** The current members of a subscribed channel (`undefined` if not subscribed). */
   presence(channel) {
-    const members = JSON.parse(this._live().presence(String(channel)));
+    const members = JSON.parse(this._do((raw) => raw.presence(String(channel))));
     return members === null ? undefined : members;
   }
 
@@ -364,9 +360,8 @@ export class TetherClient extends Emitter {
    * is pending, for at most that long.
    */
   close(code = 1000, reason = '', options) {
-    const raw = this._live();
-    if (options && options.drain != null) call(() => raw.close_after_drain(options.drain));
-    else call(() => raw.close(code, reason));
+    if (options && options.drain != null) this._do((raw) => raw.close_after_drain(options.drain));
+    else this._do((raw) => raw.close(code, reason));
   }
 
   /** Closes and releases the module's memory; the client cannot be used afterwards. */
@@ -388,22 +383,22 @@ export class TetherClient extends Emitter {
 
   /** Tells the client the network changed (window `online`/`offline` are already wired). */
   networkChanged(online) {
-    this._live().network_changed(!!online);
+    this._do((raw) => raw.network_changed(!!online));
   }
 
   /** Tells the client the app moved to the foreground or background (`visibilitychange` is wired). */
   setForeground(foreground) {
-    this._live().set_foreground(!!foreground);
+    this._do((raw) => raw.set_foreground(!!foreground));
   }
 
   /** The connection state, e.g. `{name: 'waiting', attempt: 3, retryInMs: 1840}`. */
   get state() {
-    return state(JSON.parse(this._live().state()));
+    return state(JSON.parse(this._do((raw) => raw.state())));
   }
 
   /** The engine's counters (times in milliseconds). */
   get stats() {
-    const s = JSON.parse(this._live().stats());
+    const s = JSON.parse(this._do((raw) => raw.stats()));
     s.lastRttMs = ms(s.lastRtt);
     delete s.lastRtt;
     return s;
@@ -411,12 +406,18 @@ export class TetherClient extends Emitter {
 
   /** The identity this client announces in Tether mode (its presence member name). */
   get clientId() {
-    return this._live().client_id();
+    return this._do((raw) => raw.client_id());
   }
 
   _live() {
     if (!this._raw) throw new TetherError('disposed', 'the client was disposed');
     return this._raw;
+  }
+
+  // Calls the module; its refusals (`code:message`) become TetherErrors.
+  _do(f) {
+    const raw = this._live();
+    return call(() => f(raw));
   }
 
   _failRequests(code, message) {
@@ -450,14 +451,14 @@ export class TetherClient extends Emitter {
         if (!pending) break;
         this._requests.delete(d.id);
         if (kind === 'replied') pending.resolve(d.payload);
-        else pending.reject(new TetherError(d.code, d.message));
+        else pending.reject(new TetherError(d.code, d.message, d.details));
         break;
       }
       case 'rtt':
         this._emit('rtt', { rttMs: ms(d.rtt) });
         break;
       case 'error':
-        this._emit('error', new TetherError(d.code, d.message));
+        this._emit('error', new TetherError(d.code, d.message, d.details));
         break;
       case 'token':
         this._fetchToken(d.attempt, d.refresh);
@@ -480,7 +481,7 @@ export class TetherClient extends Emitter {
   _fetchToken(attempt, refresh) {
     const raw = this._raw;
     const fail = (e) => {
-      if (this._raw === raw) raw.token_failed(attempt, e && e.message ? e.message : String(e));
+      if (this._raw === raw) call(() => raw.token_failed(attempt, e && e.message ? e.message : String(e)));
     };
     let result;
     try {
@@ -492,7 +493,7 @@ export class TetherClient extends Emitter {
     Promise.resolve(result).then((token) => {
       if (this._raw !== raw) return;
       if (typeof token !== 'string') fail(new Error('the token provider returned ' + typeof token + ', not a string'));
-      else raw.token_ready(attempt, token);
+      else call(() => raw.token_ready(attempt, token));
     }, fail);
   }
 }

@@ -13,8 +13,8 @@ use tether_core::serde_json::{Map, Value};
 use tether_core::sync::{Document, KeyChange, Op};
 use tether_core::{
     BackoffConfig, ClosePolicy, CloseReason, Config, DisconnectCause, Disposition, DropReason,
-    Event, HeartbeatConfig, HeartbeatMode, Jitter, OutboxConfig, OverflowPolicy, Payload, Protocol,
-    State, Stats, TokenPlacement,
+    EngineError, Event, HeartbeatConfig, HeartbeatMode, Jitter, OutboxConfig, OverflowPolicy,
+    Payload, Protocol, RequestFailure, State, Stats, TokenPlacement,
 };
 
 /// Options the driver itself uses besides the engine config.
@@ -110,6 +110,104 @@ fn choice<T: Copy>(o: &Value, path: &[&str], names: &[(&str, T)]) -> Result<Opti
     }
 }
 
+/// Every option the wrapper passes on, by object (`""` is the top level). A misspelt or
+/// misplaced key is an `invalid_config` error, not a setting silently left at its default.
+const KNOWN_OPTIONS: [(&str, &[&str]); 6] = [
+    (
+        "",
+        &[
+            "protocol",
+            "backoff",
+            "heartbeat",
+            "outbox",
+            "closePolicy",
+            "hasToken",
+            "tokenPlacement",
+            "tokenParam",
+            "connectTimeoutMs",
+            "closeTimeoutMs",
+            "requestTimeoutMs",
+            "maxMessageBytes",
+            "failRequestsOnDisconnect",
+            "clientId",
+            "seed",
+            "subprotocols",
+            "backpressure",
+            "lifecycle",
+        ],
+    ),
+    (
+        "backoff",
+        &[
+            "initialMs",
+            "maxMs",
+            "factor",
+            "jitter",
+            "maxAttempts",
+            "minUptimeMs",
+        ],
+    ),
+    (
+        "heartbeat",
+        &[
+            "mode",
+            "intervalMs",
+            "maxMissed",
+            "pongTimeoutMs",
+            "probeTimeoutMs",
+            "anyFrameIsLiveness",
+            "rawPing",
+            "rawPong",
+        ],
+    ),
+    ("outbox", &["maxMessages", "maxBytes", "overflow", "ttlMs"]),
+    (
+        "closePolicy",
+        &[
+            "codes",
+            "serviceRestartWindowMs",
+            "tryAgainLaterDelayMs",
+            "maxServerDelayMs",
+        ],
+    ),
+    ("backpressure", &["highWaterBytes", "lowWaterBytes"]),
+];
+
+/// Refuses a section that is not an object and a key the section does not have.
+fn check_option_names(o: &Value) -> Result<(), String> {
+    for (section, keys) in KNOWN_OPTIONS {
+        let object = if section.is_empty() {
+            Some(o)
+        } else {
+            field(o, &[section])
+        };
+        let Some(object) = object else {
+            continue;
+        };
+        let name = if section.is_empty() {
+            "options"
+        } else {
+            section
+        };
+        let map = object
+            .as_object()
+            .ok_or_else(|| invalid(&[name], "an object"))?;
+        if let Some(unknown) = map.keys().find(|k| !keys.contains(&k.as_str())) {
+            let mut s = String::from("unknown option ");
+            if !section.is_empty() {
+                s.push_str(section);
+                s.push('.');
+            }
+            s.push_str(unknown);
+            s.push_str(" (known: ");
+            s.push_str(&keys.join(", "));
+            s.push(')');
+            return Err(s);
+        }
+    }
+    Ok(())
+}
+
 fn usize_of(n: u64) -> usize {
     usize::try_from(n).unwrap_or(usize::MAX)
 }
@@ -118,6 +216,7 @@ fn usize_of(n: u64) -> usize {
 /// builder validates; this only maps names and types (and names the option at fault).
 pub(crate) fn config(url: &str, options: &str) -> Result<(Config, DriverOptions), String> {
     let o = text::parse(options).map_err(|e| e.to_string())?;
+    check_option_names(&o)?;
     // Browsers can neither send ping frames nor see an event stream's comment keep-alives.
     let mut b = Config::builder(url)
         .driver_can_send_ping_frames(false)
@@ -216,15 +315,22 @@ pub(crate) fn config(url: &str, options: &str) -> Result<(Config, DriverOptions)
     if let Some(seed) = count(&o, &["seed"])? {
         b = b.seed(seed);
     }
-    if let Some(list) = field(&o, &["subprotocols"]).and_then(Value::as_array) {
-        for p in list.iter().filter_map(Value::as_str) {
-            b = b.subprotocol(p);
+    if let Some(list) = field(&o, &["subprotocols"]) {
+        let bad = || invalid(&["subprotocols"], "an array of strings");
+        for p in list.as_array().ok_or_else(bad)? {
+            b = b.subprotocol(p.as_str().ok_or_else(bad)?);
         }
     }
     let config = b.build().map_err(|e| e.to_string())?;
 
     let high = count(&o, &["backpressure", "highWaterBytes"])?.unwrap_or(1 << 20);
     let low = count(&o, &["backpressure", "lowWaterBytes"])?.unwrap_or(high / 4);
+    if low > high {
+        return Err(invalid(
+            &["backpressure", "lowWaterBytes"],
+            "at most backpressure.highWaterBytes",
+        ));
+    }
     let driver = DriverOptions {
         high_water: u32::try_from(high).unwrap_or(u32::MAX),
         low_water: u32::try_from(low).unwrap_or(u32::MAX),
@@ -445,6 +551,9 @@ pub(crate) fn event(e: Event) -> Option<(&'static str, String, Option<Vec<u8>>)>
             w.u64("id", id.get());
             w.str("code", reason.code());
             w.str("message", &reason.to_string());
+            if let RequestFailure::Rejected { code, .. } = &reason {
+                server_code(&mut w, code);
+            }
             "request_failed"
         }
         Event::Subscribed {
@@ -505,12 +614,27 @@ pub(crate) fn event(e: Event) -> Option<(&'static str, String, Option<Vec<u8>>)>
         Event::Error(err) => {
             w.str("code", err.kind());
             w.str("message", &err.to_string());
+            match &err {
+                EngineError::Server { code, .. } => server_code(&mut w, code),
+                EngineError::FrameTooLarge { size, max } => {
+                    write_object(w.key("details"), |d| {
+                        d.u64("size", *size as u64);
+                        d.u64("limit", *max as u64);
+                    });
+                }
+                _ => {}
+            }
             "error"
         }
         _ => return None,
     };
     w.finish();
     Some((kind, out, bytes))
+}
+
+/// `details: {serverCode}`: the server's own error code, for the wrapper's `TetherError`.
+fn server_code(w: &mut ObjectWriter<'_>, code: &str) {
+    write_object(w.key("details"), |d| d.str("serverCode", code));
 }
 
 /// `{attempt, refresh}` for the wrapper's token request.
@@ -541,6 +665,7 @@ pub(crate) fn stats(s: &Stats, outbox_len: usize, outbox_bytes: usize) -> String
             ("droppedRejected", s.dropped_rejected),
             ("duplicatesDropped", s.duplicates_dropped),
             ("errors", s.errors),
+            ("staleInputs", s.stale_inputs),
             ("outboxLength", outbox_len as u64),
             ("outboxBytes", outbox_bytes as u64),
         ];

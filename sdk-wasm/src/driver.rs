@@ -82,7 +82,7 @@ impl Shared {
                 timer: None,
                 blocked: false,
                 high_water: water.0,
-                low_water: water.1.min(water.0),
+                low_water: water.1, // at most `high`: the options are validated
             }),
             out: RefCell::default(),
             delivering: Cell::new(false),

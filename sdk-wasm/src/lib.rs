@@ -90,6 +90,9 @@ fn doc_map(doc: &Document, confirmed: bool) -> &Map<String, Value> {
     }
 }
 
+/// Every method's answer when the engine is already borrowed. The driver never calls app code
+/// while it is (events are delivered afterwards), so this means a driver bug; every method
+/// reports it the same way, as a `busy` `TetherError`, rather than guessing a value.
 fn busy() -> JsValue {
     convert::error("busy", "the client is busy (called from inside the driver)")
 }
@@ -99,12 +102,14 @@ fn parse(text: &str) -> Result<Value, JsValue> {
     json::parse(text).map_err(|e| convert::error("invalid_json", &e.to_string()))
 }
 
-/// Text is sent as is; `json` text is parsed so it travels as a JSON payload.
-fn payload(data: String, json: bool) -> Result<Payload, JsValue> {
-    if !json {
-        return Ok(Payload::Text(data));
+/// `bytes` travel as binary; otherwise text is sent as is and `json` text is parsed so it
+/// travels as a JSON payload. Whether the protocol allows the kind is the engine's call.
+fn payload(data: String, json: bool, bytes: Option<Vec<u8>>) -> Result<Payload, JsValue> {
+    match bytes {
+        Some(b) => Ok(Payload::Binary(b)),
+        None if json => parse(&data).map(Payload::Json),
+        None => Ok(Payload::Text(data)),
     }
-    parse(&data).map(Payload::Json)
 }
 
 /// Milliseconds from JS as a duration: absent is `None`; NaN, negative, infinite or absurd
@@ -130,6 +135,19 @@ fn options(ack: Option<bool>, ttl_ms: Option<f64>) -> Result<SendOptions, JsValu
 }
 
 impl WasmClient {
+    /// Runs `f` on the driver at the current time (see [`busy`]).
+    fn act<R>(
+        &self,
+        f: impl FnOnce(&mut driver::Inner, tether_core::Instant) -> R,
+    ) -> Result<R, JsValue> {
+        self.shared.run(f).ok_or_else(busy)
+    }
+
+    /// Reads the engine (see [`busy`]).
+    fn peek<R>(&self, f: impl FnOnce(&Engine) -> R) -> Result<R, JsValue> {
+        self.shared.read(f).ok_or_else(busy)
+    }
+
     /// Runs an engine command that the engine may refuse; `refused` turns its error into the
     /// `code:message` the wrapper throws as a `TetherError`.
     fn command<T, E>(
@@ -137,7 +155,7 @@ impl WasmClient {
         f: impl FnOnce(&mut driver::Inner, tether_core::Instant) -> Result<T, E>,
         refused: impl FnOnce(E) -> JsValue,
     ) -> Result<T, JsValue> {
-        self.shared.run(f).ok_or_else(busy)?.map_err(refused)
+        self.act(f)?.map_err(refused)
     }
 }
 
@@ -175,37 +193,26 @@ impl WasmClient {
     }
 
     /// Starts connecting (also from `closed`, or now instead of waiting out a backoff).
-    pub fn connect(&self) {
-        self.shared.run(|i, now| i.engine.connect(now));
+    pub fn connect(&self) -> Result<(), JsValue> {
+        self.act(|i, now| i.engine.connect(now))
     }
 
-    /// Queues a text (or, with `json`, a JSON) message; returns its id.
+    /// Queues a message — `bytes` as binary, else text (with `json`, a JSON payload); returns
+    /// its id.
     pub fn send(
         &self,
         data: String,
         json: bool,
+        bytes: Option<Vec<u8>>,
         ack: Option<bool>,
         ttl_ms: Option<f64>,
     ) -> Result<f64, JsValue> {
-        let payload = payload(data, json)?;
+        let payload = payload(data, json, bytes)?;
         let opts = options(ack, ttl_ms)?;
         self.command(
             |i, now| {
                 i.engine
                     .send_with(now, payload, opts)
-                    .map(|id| id.get() as f64)
-            },
-            send_error,
-        )
-    }
-
-    /// Queues a binary message (raw protocol); returns its id.
-    pub fn send_bytes(&self, data: Vec<u8>, ttl_ms: Option<f64>) -> Result<f64, JsValue> {
-        let opts = options(None, ttl_ms)?;
-        self.command(
-            |i, now| {
-                i.engine
-                    .send_with(now, data, opts)
                     .map(|id| id.get() as f64)
             },
             send_error,
@@ -218,10 +225,11 @@ impl WasmClient {
         channel: &str,
         data: String,
         json: bool,
+        bytes: Option<Vec<u8>>,
         ack: Option<bool>,
         ttl_ms: Option<f64>,
     ) -> Result<f64, JsValue> {
-        let payload = payload(data, json)?;
+        let payload = payload(data, json, bytes)?;
         let opts = options(ack, ttl_ms)?;
         self.command(
             |i, now| {
@@ -239,9 +247,10 @@ impl WasmClient {
         &self,
         data: String,
         json: bool,
+        bytes: Option<Vec<u8>>,
         timeout_ms: Option<f64>,
     ) -> Result<f64, JsValue> {
-        let payload = payload(data, json)?;
+        let payload = payload(data, json, bytes)?;
         let timeout = duration(timeout_ms, "timeout")?;
         self.command(
             |i, now| {
@@ -270,9 +279,8 @@ impl WasmClient {
     }
 
     /// Stops tracking the document on `channel` (its pending changes are still delivered).
-    pub fn close_document(&self, channel: &str) -> bool {
-        let closed = self.shared.run(|i, _| i.engine.close_document(channel));
-        closed.unwrap_or(false)
+    pub fn close_document(&self, channel: &str) -> Result<bool, JsValue> {
+        self.act(|i, _| i.engine.close_document(channel))
     }
 
     /// Changes the document on `channel` atomically with `ops`, a JSON array of operations
@@ -293,34 +301,40 @@ impl WasmClient {
 
     /// Whether a local change to `key` in the document on `channel` awaits the server (the
     /// engine's exact answer, which a view-vs-confirmed comparison is not).
-    pub fn document_pending(&self, channel: &str, key: &str) -> bool {
-        let pending = self.shared.read(|e| {
+    pub fn document_pending(&self, channel: &str, key: &str) -> Result<bool, JsValue> {
+        self.peek(|e| {
             e.document(channel)
                 .is_some_and(|d| d.pending_keys().contains(&key))
-        });
-        pending.unwrap_or(false)
+        })
     }
 
     /// The value of `key` in the document on `channel` as JSON: as this client sees it, or
     /// with `confirmed` as the server last confirmed it. `None`: absent, or not open.
-    pub fn document_get(&self, channel: &str, key: &str, confirmed: bool) -> Option<String> {
-        let value = self.shared.read(|e| {
+    pub fn document_get(
+        &self,
+        channel: &str,
+        key: &str,
+        confirmed: bool,
+    ) -> Result<Option<String>, JsValue> {
+        self.peek(|e| {
             let doc = e.document(channel)?;
             doc_map(doc, confirmed).get(key).map(json::to_string)
-        });
-        value.flatten()
+        })
     }
 
     /// `{version, epoch, pending}` of the document on `channel` as JSON, plus `map`: with
     /// `Some(false)` the whole view, with `Some(true)` the server's confirmed state. `None`
     /// if it is not open.
-    pub fn document_info(&self, channel: &str, map: Option<bool>) -> Option<String> {
-        let info = self.shared.read(|e| {
+    pub fn document_info(
+        &self,
+        channel: &str,
+        map: Option<bool>,
+    ) -> Result<Option<String>, JsValue> {
+        self.peek(|e| {
             let doc = e.document(channel)?;
             let map = map.map(|confirmed| doc_map(doc, confirmed));
             Some(convert::document_info(doc, map))
-        });
-        info.flatten()
+        })
     }
 
     /// Closes with `code` (1000 or 3000-4999) and stops reconnecting. The code comes as a JS
@@ -343,69 +357,55 @@ impl WasmClient {
     /// Closes once everything pending is delivered, or after `timeout_ms`.
     pub fn close_after_drain(&self, timeout_ms: f64) -> Result<(), JsValue> {
         let timeout = duration(Some(timeout_ms), "drain")?.unwrap_or_default();
-        self.shared
-            .run(|i, now| i.engine.close_after_drain(now, timeout));
-        Ok(())
+        self.act(|i, now| i.engine.close_after_drain(now, timeout))
     }
 
     /// The token provider's answer for `attempt`.
-    pub fn token_ready(&self, attempt: u32, token: String) {
-        self.shared
-            .run(|i, now| i.engine.token_ready(now, attempt, token));
+    pub fn token_ready(&self, attempt: u32, token: String) -> Result<(), JsValue> {
+        self.act(|i, now| i.engine.token_ready(now, attempt, token))
     }
 
     /// The token provider failed for `attempt`.
-    pub fn token_failed(&self, attempt: u32, message: &str) {
-        self.shared
-            .run(|i, now| i.engine.token_failed(now, attempt, message));
+    pub fn token_failed(&self, attempt: u32, message: &str) -> Result<(), JsValue> {
+        self.act(|i, now| i.engine.token_failed(now, attempt, message))
     }
 
     /// Reports a network change (the window's `online`/`offline` are wired already).
-    pub fn network_changed(&self, online: bool) {
-        self.shared
-            .run(|i, now| i.engine.network_changed(now, online));
+    pub fn network_changed(&self, online: bool) -> Result<(), JsValue> {
+        self.act(|i, now| i.engine.network_changed(now, online))
     }
 
     /// Reports foreground/background (`visibilitychange` is wired already).
-    pub fn set_foreground(&self, foreground: bool) {
-        self.shared
-            .run(|i, now| i.engine.set_foreground(now, foreground));
+    pub fn set_foreground(&self, foreground: bool) -> Result<(), JsValue> {
+        self.act(|i, now| i.engine.set_foreground(now, foreground))
     }
 
     /// The current state as JSON (`until` in `performance.now()` microseconds).
-    pub fn state(&self) -> String {
+    pub fn state(&self) -> Result<String, JsValue> {
         let mut out = String::new();
-        match self
-            .shared
-            .read(|e| convert::write_state(&mut out, e.state()))
-        {
-            Some(()) => out,
-            None => "null".into(),
-        }
+        self.peek(|e| convert::write_state(&mut out, e.state()))?;
+        Ok(out)
     }
 
     /// The counters as JSON.
-    pub fn stats(&self) -> String {
-        let stats = self
-            .shared
-            .read(|e| convert::stats(e.stats(), e.outbox_len(), e.outbox_bytes()));
-        stats.unwrap_or_default()
+    pub fn stats(&self) -> Result<String, JsValue> {
+        self.peek(|e| convert::stats(e.stats(), e.outbox_len(), e.outbox_bytes()))
     }
 
     /// The members of a subscribed channel as a JSON array (`null` if not subscribed).
-    pub fn presence(&self, channel: &str) -> String {
-        let members = self.shared.read(|e| {
+    pub fn presence(&self, channel: &str) -> Result<String, JsValue> {
+        self.peek(|e| {
             let mut out = String::new();
-            json::write_strings(&mut out, e.presence(channel)?);
-            Some(out)
-        });
-        members.flatten().unwrap_or_else(|| "null".into())
+            match e.presence(channel) {
+                Some(members) => json::write_strings(&mut out, members),
+                None => out.push_str("null"),
+            }
+            out
+        })
     }
 
     /// The identity sent in `hello` and used as presence member name.
-    pub fn client_id(&self) -> String {
-        self.shared
-            .read(|e| e.client_id().to_owned())
-            .unwrap_or_default()
+    pub fn client_id(&self) -> Result<String, JsValue> {
+        self.peek(|e| e.client_id().to_owned())
     }
 }

@@ -181,12 +181,9 @@ impl Socket {
     pub(crate) fn close(&self, code: u16, reason: &str) -> bool {
         match &self.kind {
             Kind::Ws(ws) => {
-                // Browsers only accept 1000 and 3000-4999 from scripts (1001 would throw).
-                let code = if code == 1000 || (3000..=4999).contains(&code) {
-                    code
-                } else {
-                    1000
-                };
+                // Browsers accept only 1000 and 3000-4999 from scripts, which are the only
+                // codes the engine asks for: `Engine::close` refuses others and the engine's
+                // own abandon code is 4000.
                 let _ = ws.close_with_code_and_reason(code, reason);
                 false
             }

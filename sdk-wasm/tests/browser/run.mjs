@@ -116,9 +116,35 @@ test('errors are TetherErrors with a code', async ({ page, base }) => {
       request: await raw.request({}).then(() => 'resolved', (e) => [e instanceof tether.TetherError, e.code]),
       cyclic: await (() => { const o = {}; o.o = o; return raw.request(o); })()
         .then(() => 'resolved', (e) => [e instanceof tether.TetherError, e.code]),
+      // Binary where the protocol allows none: the engine's answer, per protocol.
+      publishBytesRaw: code(() => raw.publish('room', new Uint8Array([1]))),
+      requestBytesRaw: await raw.request(new Uint8Array([1])).then(() => 'resolved', (e) => e.code),
+      publishBytesTether: code(() => new tether.TetherClient('ws://127.0.0.1:9/ws', { protocol: 'tether', autoConnect: false })
+        .publish('room', new Uint8Array([1]))),
+      // Options that used to be ignored silently.
+      misspelt: code(() => new tether.TetherClient('ws://x', { backoff: { intialMs: 500 } })),
+      misspeltTop: code(() => new tether.TetherClient('ws://x', { heartbeats: { mode: 'off' } })),
+      sectionNotObject: code(() => new tether.TetherClient('ws://x', { backoff: 500 })),
+      subprotocolsString: code(() => new tether.TetherClient('ws://x', { subprotocols: 'chat' })),
+      subprotocolsNumbers: code(() => new tether.TetherClient('ws://x', { subprotocols: ['chat', 2] })),
+      lowAboveHigh: code(() => new tether.TetherClient('ws://x', { backpressure: { highWaterBytes: 1000, lowWaterBytes: 2000 } })),
+      fine: code(() => new tether.TetherClient('ws://x', { subprotocols: ['chat'], backpressure: { highWaterBytes: 1000 }, autoConnect: false })),
+      staleInputs: raw.stats.staleInputs,
       stateAfter: raw.state.name,
     };
   });
+  assert.deepEqual(r.publishBytesRaw.slice(0, 2), [true, 'needs_tether_protocol']);
+  assert.equal(r.requestBytesRaw, 'needs_tether_protocol');
+  assert.deepEqual(r.publishBytesTether.slice(0, 2), [true, 'binary_in_tether_mode']);
+  assert.deepEqual(r.misspelt.slice(0, 2), [true, 'invalid_config']);
+  assert.match(r.misspelt[2], /unknown option backoff\.intialMs \(known: initialMs, /);
+  assert.match(r.misspeltTop[2], /unknown option heartbeats /);
+  assert.deepEqual([r.sectionNotObject[1], r.sectionNotObject[2]], ['invalid_config', 'backoff must be an object']);
+  assert.deepEqual([r.subprotocolsString[1], r.subprotocolsString[2]], ['invalid_config', 'subprotocols must be an array of strings']);
+  assert.equal(r.subprotocolsNumbers[1], 'invalid_config');
+  assert.match(r.lowAboveHigh[2], /backpressure\.lowWaterBytes must be at most backpressure\.highWaterBytes/);
+  assert.equal(r.fine, 'no error');
+  assert.equal(r.staleInputs, 0);
   assert.deepEqual(r.wrappedClose.slice(0, 2), [true, 'invalid_close_code']);
   assert.deepEqual(r.badDrain.slice(0, 2), [true, 'invalid_argument']);
   assert.match(r.badDrain[2], /drain/);
@@ -152,13 +178,50 @@ test('accept-then-close server: delays grow instead of a hot loop', async ({ pag
   const r = await page.evaluate(async (url) => {
     const c = new tether.TetherClient(url, { backoff: { initialMs: 100, jitter: 'none' } });
     const log = record(c);
-    await until(() => log.filter((e) => e.type === 'reconnecting').length >= 4, 8000, 'four reconnects');
+    // The fifth reconnect follows the fifth connection, so the first five gaps are recorded.
+    await until(() => log.filter((e) => e.type === 'reconnecting').length >= 5, 8000, 'five reconnects');
     c.close();
     return log.filter((e) => e.type === 'reconnecting').slice(0, 4);
   }, srv.url);
   assert.deepEqual(r.map((e) => e.delayMs), [100, 200, 400, 800]);
   assert.deepEqual(r.map((e) => e.cause.code), [1000, 1000, 1000, 1000]);
-  assert.ok(srv.connections.length <= 5, `${srv.connections.length} connections`);
+  assert.ok(srv.connections.length <= 6, `${srv.connections.length} connections`);
+  // The announced delays are really waited: each connection arrives at least that long after
+  // the one before it (the close handshake only adds to the gap; a timer that fired early or
+  // a driver that reconnected at once would not). Lower bounds only: the machine may be slow.
+  assert.ok(srv.connections.length >= 5, `${srv.connections.length} connections`);
+  const gaps = srv.connections.slice(1, 5).map((c, i) => c.at - srv.connections[i].at);
+  gaps.forEach((gap, i) => assert.ok(gap >= r[i].delayMs - 5, `gap ${i + 1}: ${gap.toFixed(1)} ms < ${r[i].delayMs} ms (gaps ${gaps.map(Math.round)})`));
+});
+
+test('error details: the server\'s own code and the frame sizes travel in TetherError.details', async ({ page }) => {
+  // A Tether-protocol server that refuses every request with its own code, reports a
+  // connection-level problem after hello, and sends one frame over the client's limit.
+  const srv = await wsServer((ws) => ws.on('message', (data) => {
+    const m = JSON.parse(data.toString());
+    if (m.type === 'hello') {
+      ws.send(JSON.stringify({ type: 'error', code: 'maintenance', message: 'back soon' }));
+      ws.send(JSON.stringify({ type: 'message', payload: 'x'.repeat(300) }));
+    }
+    if (m.type === 'request') ws.send(JSON.stringify({ type: 'error', id: m.id, code: 'no_such_method', message: 'nope' }));
+  }));
+  const r = await page.evaluate(async (url) => {
+    const c = new tether.TetherClient(url, { protocol: 'tether', maxMessageBytes: 200, heartbeat: { mode: 'off' } });
+    const errors = [];
+    c.on('error', (e) => errors.push({ isError: e instanceof tether.TetherError, code: e.code, details: e.details }));
+    await until(() => errors.length >= 2, 5000, 'two error events');
+    const rejected = await c.request({ op: 'x' }).then(() => 'resolved', (e) => ({ code: e.code, details: e.details, message: e.message }));
+    const state = c.state.name;
+    c.close();
+    return { errors, rejected, state };
+  }, srv.url);
+  assert.deepEqual(r.errors[0], { isError: true, code: 'server', details: { serverCode: 'maintenance' } });
+  assert.equal(r.errors[1].code, 'frame_too_large');
+  assert.equal(r.errors[1].details.limit, 200);
+  assert.ok(r.errors[1].details.size > 300, JSON.stringify(r.errors[1]));
+  assert.equal(r.rejected.code, 'rejected');
+  assert.deepEqual(r.rejected.details, { serverCode: 'no_such_method' });
+  assert.equal(r.state, 'open', 'neither problem cost the connection');
 });
 
 test('close policy: codes the app maps to stop end the client; unmapped ones retry', async ({ page }) => {

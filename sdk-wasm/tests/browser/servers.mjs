@@ -158,7 +158,7 @@ export async function proxy(targetPort) {
 
 /**
  * A scripted WebSocket server. `behaviour(ws, req, server)` runs per connection; every
- * connection's URL and received frames are recorded.
+ * connection's URL, arrival time (`at`, performance.now() ms) and received frames are recorded.
  */
 export async function wsServer(behaviour, port = 0) {
   const wss = new WebSocketServer({ host: '127.0.0.1', port });
@@ -170,7 +170,7 @@ export async function wsServer(behaviour, port = 0) {
     frames: [],
   };
   wss.on('connection', (ws, req) => {
-    const conn = { url: req.url, frames: [], ws };
+    const conn = { url: req.url, frames: [], ws, at: performance.now() };
     server.connections.push(conn);
     ws.on('message', (data, binary) => {
       const frame = binary ? Buffer.from(data) : data.toString();
