@@ -11,7 +11,6 @@ use std::sync::Arc;
 #[derive(Debug, Clone, Default)]
 pub(crate) struct TlsRoots {
     extra: Vec<CertificateDer<'static>>,
-    pems: Vec<Vec<u8>>,
 }
 
 impl TlsRoots {
@@ -31,7 +30,6 @@ impl TlsRoots {
                 return Err(BuildError::Tls("no certificate in the PEM data".to_owned()));
             }
             roots.extra.extend(certs);
-            roots.pems.push(pem);
         }
         Ok(roots)
     }
@@ -54,13 +52,13 @@ impl TlsRoots {
         Ok(Arc::new(config))
     }
 
-    /// An HTTP client for SSE trusting the same roots.
+    /// An HTTP client for SSE trusting the same roots (the certificates parsed by `load`,
+    /// handed over as DER: the PEM text is read once).
     pub(crate) fn http_client(&self) -> Result<reqwest::Client, String> {
         let mut builder = reqwest::Client::builder();
-        for pem in &self.pems {
-            for cert in reqwest::Certificate::from_pem_bundle(pem).map_err(|e| e.to_string())? {
-                builder = builder.add_root_certificate(cert);
-            }
+        for cert in &self.extra {
+            let cert = reqwest::Certificate::from_der(cert).map_err(|e| e.to_string())?;
+            builder = builder.add_root_certificate(cert);
         }
         builder.build().map_err(|e| e.to_string())
     }
