@@ -173,14 +173,10 @@ impl Driver {
         if let Some(app) = receiver {
             app.wake();
         }
-        if let Some((attempt, refresh)) = fetch {
-            *token = match &self.token_provider {
-                Some(p) => Some((attempt, p.token(refresh))),
-                None => Some((
-                    attempt,
-                    Box::pin(async { Err("no token provider configured".to_owned()) }),
-                )),
-            };
+        // The engine asks for a token only when it was given a token placement, which the
+        // builder does only together with a provider.
+        if let Some(((attempt, refresh), provider)) = fetch.zip(self.token_provider.as_ref()) {
+            *token = Some((attempt, provider.token(refresh)));
         }
         deadline
     }
