@@ -115,32 +115,12 @@ impl Link {
         }
         let input = match &mut self.kind {
             Kind::Ws(ws) => ws.poll_input(cx),
-            Kind::Sse(sse) => sse.poll_input(cx).map(not_an_event_stream_is_http),
+            Kind::Sse(sse) => sse.poll_input(cx),
         };
         if let Poll::Ready(LinkInput::Closed { .. } | LinkInput::Failed(_)) = &input {
             self.ended = true;
         }
         input
-    }
-}
-
-/// What the SSE link reports for a `200` response whose content type is not
-/// `text/event-stream` (sse.rs checks it where the response arrives).
-const NOT_AN_EVENT_STREAM: &str = "response is not text/event-stream";
-
-/// A `200` that is not an event stream (a web page at a wrong URL) is reported to the engine as
-/// what it is, an HTTP answer that is not the protocol asked for, like a WebSocket handshake
-/// answered with `200`: the engine's close policy then stops with `Closed { Refused }` and a
-/// `DisconnectCause::Http { status: 200 }` instead of retrying an opaque I/O error for ever.
-fn not_an_event_stream_is_http(input: LinkInput) -> LinkInput {
-    match input {
-        LinkInput::Failed(TransportFailure::Io(message)) if message == NOT_AN_EVENT_STREAM => {
-            LinkInput::Failed(TransportFailure::Http {
-                status: 200,
-                retry_after: None,
-            })
-        }
-        other => other,
     }
 }
 

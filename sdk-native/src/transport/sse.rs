@@ -127,18 +127,16 @@ impl SseLink {
             .get("content-type")
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("text/event-stream"));
-        if status != 200 {
+        // A `200` that is not an event stream (a web page at a wrong URL) is an HTTP answer
+        // that is not the protocol asked for, like a WebSocket handshake answered with `200`:
+        // reported as what it is, the engine's close policy stops with `Closed { Refused }`
+        // instead of retrying an opaque I/O error for ever.
+        if status != 200 || !is_event_stream {
             self.state = State::Done;
             return LinkInput::Failed(TransportFailure::Http {
                 status,
                 retry_after: retry_after(response.headers()),
             });
-        }
-        if !is_event_stream {
-            self.state = State::Done;
-            return LinkInput::Failed(TransportFailure::Io(
-                "response is not text/event-stream".to_owned(),
-            ));
         }
         self.state = State::Streaming(Box::pin(response.bytes_stream()));
         LinkInput::Opened
