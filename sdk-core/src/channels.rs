@@ -17,6 +17,32 @@ use crate::sorted::{SortedMap, SortedSet};
 /// Longest channel name accepted, in bytes.
 pub const MAX_CHANNEL_LEN: usize = 256;
 
+/// Why `channel` is not a usable channel name, if it is not: it must be 1 to
+/// [`MAX_CHANNEL_LEN`] bytes without control characters (docs/protocol.md). The engine checks
+/// every channel with this before sending it, and the reference relay checks what it receives
+/// with it, so neither accepts a name the other refuses.
+///
+/// ```
+/// assert!(tether_core::validate_channel("room:1").is_ok());
+/// assert!(tether_core::validate_channel("").is_err());
+/// assert!(tether_core::validate_channel("a\tb").is_err());
+/// ```
+pub fn validate_channel(channel: &str) -> Result<(), String> {
+    if channel.is_empty() {
+        return Err("empty".to_owned());
+    }
+    if channel.len() > MAX_CHANNEL_LEN {
+        return Err(format!(
+            "{} bytes, at most {MAX_CHANNEL_LEN} allowed",
+            channel.len()
+        ));
+    }
+    if channel.chars().any(char::is_control) {
+        return Err("contains control characters".to_owned());
+    }
+    Ok(())
+}
+
 #[derive(Debug, Default)]
 struct Subscription {
     last_offset: Option<u64>,

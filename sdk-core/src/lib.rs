@@ -116,7 +116,7 @@ pub mod sync;
 mod time;
 
 pub use action::{Action, Frame, OpenRequest, TransportId};
-pub use channels::MAX_CHANNEL_LEN;
+pub use channels::{validate_channel, MAX_CHANNEL_LEN};
 pub use close_policy::{ClosePolicy, DelayHint, Disposition, Verdict};
 pub use config::{
     validate_client_id, BackoffConfig, Config, ConfigBuilder, ConfigError, HeartbeatConfig,

@@ -18,14 +18,13 @@ use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use tether_core::protocol::{PresenceChange, ServerMessage};
-use tether_core::MAX_CHANNEL_LEN;
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-/// Channel names: 1–256 bytes, no control characters (docs/protocol.md), the rule the
-/// client's engine applies before it sends one. (Client ids: `tether_core::validate_client_id`.)
+/// Channel names: the client's own rule, `tether_core::validate_channel` (docs/protocol.md).
+/// (Client ids: `tether_core::validate_client_id`.)
 pub(crate) fn is_valid_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= MAX_CHANNEL_LEN && !name.chars().any(char::is_control)
+    tether_core::validate_channel(name).is_ok()
 }
 
 /// Encodes a server message into a shareable text frame.

@@ -9,7 +9,7 @@
 
 use crate::auth::{token_matches, Access};
 use crate::config::RelayConfig;
-use crate::hub::{frame, is_valid_name, Hub};
+use crate::hub::{frame, Hub};
 use crate::peer::{Outbound, Peer};
 use crate::rate_limit::TokenBucket;
 use serde::Deserialize;
@@ -298,15 +298,16 @@ impl Session {
 
     /// Answers `invalid_channel` (naming `id`) unless `channel` is a valid name.
     fn check_channel(&mut self, channel: &str, id: Option<&str>) -> bool {
-        let ok = is_valid_name(channel);
-        if !ok {
-            self.reply_error(
-                code::INVALID_CHANNEL,
-                format!("channel names are 1–{MAX_CHANNEL_LEN} bytes without control characters"),
-                id.map(str::to_owned),
-            );
+        match tether_core::validate_channel(channel) {
+            Ok(()) => true,
+            Err(why) => {
+                let message = format!(
+                    "invalid channel name ({why}): 1–{MAX_CHANNEL_LEN} bytes without control characters"
+                );
+                self.reply_error(code::INVALID_CHANNEL, message, id.map(str::to_owned));
+                false
+            }
         }
-        ok
     }
 
     fn reply(&self, msg: &ServerMessage) {

@@ -2,7 +2,7 @@
 
 use super::{Drain, Engine};
 use crate::action::{Action, Frame};
-use crate::channels::MAX_CHANNEL_LEN;
+use crate::channels::validate_channel;
 use crate::config::{Protocol, TransportKind};
 use crate::errors::{CloseError, SendError, SubscribeError};
 use crate::event::{CloseReason, DropReason, Event, MessageId, Payload, RequestId, State};
@@ -440,23 +440,6 @@ fn json_payload(payload: Payload) -> Result<Value, SendError> {
         Payload::Text(t) => Ok(Value::String(t)),
         Payload::Binary(_) => Err(SendError::BinaryInTetherMode),
     }
-}
-
-/// Why `channel` is not a usable channel name, if it is not.
-pub(super) fn validate_channel(channel: &str) -> Result<(), String> {
-    if channel.is_empty() {
-        return Err("empty".to_owned());
-    }
-    if channel.len() > MAX_CHANNEL_LEN {
-        return Err(format!(
-            "{} bytes, at most {MAX_CHANNEL_LEN} allowed",
-            channel.len()
-        ));
-    }
-    if channel.chars().any(char::is_control) {
-        return Err("contains control characters".to_owned());
-    }
-    Ok(())
 }
 
 impl From<String> for Payload {

@@ -20,7 +20,7 @@ impl Engine {
         if self.config.protocol != Protocol::Tether {
             return Err(SyncError::NeedsTetherProtocol);
         }
-        super::commands::validate_channel(channel).map_err(SyncError::InvalidChannel)?;
+        crate::validate_channel(channel).map_err(SyncError::InvalidChannel)?;
         let _ = self.observe(now);
         if self.documents.contains_key(channel) {
             return Ok(());
