@@ -123,7 +123,7 @@ pub use config::{
     HeartbeatMode, Jitter, OutboxConfig, OverflowPolicy, Protocol, TokenPlacement, TransportKind,
     MAX_CLIENT_ID_LEN,
 };
-pub use engine::{Engine, SendOptions};
+pub use engine::{Engine, OutboxStatus, SendOptions};
 pub use errors::{CloseError, SendError, SseEvent, SubscribeError, SyncError, TransportFailure};
 pub use event::{
     CloseReason, DisconnectCause, DropReason, EngineError, Event, InboundMessage, MessageId,

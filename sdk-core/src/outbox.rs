@@ -95,6 +95,18 @@ impl Outbox {
         self.next_expiry
     }
 
+    /// Where entry `id` is: `Some(false)` queued, `Some(true)` in flight, `None` not held.
+    /// A scan: for the rare question (an acked send's wait timing out), not a hot path.
+    pub(crate) fn holds(&self, id: MessageId) -> Option<bool> {
+        if self.in_flight.iter().any(|e| e.id == id) {
+            Some(true)
+        } else if self.queued.iter().any(|e| e.id == id) {
+            Some(false)
+        } else {
+            None
+        }
+    }
+
     /// Adds an entry at the back. On success returns the entries dropped to make room, oldest
     /// first.
     pub(crate) fn push(&mut self, entry: Entry) -> Result<Vec<(MessageId, Awaiting)>, PushError> {
@@ -290,6 +302,27 @@ mod tests {
             max_bytes,
             ..OutboxConfig::default()
         })
+    }
+
+    #[test]
+    fn holds_tells_queued_from_in_flight_and_gone() {
+        let mut o = outbox(10, 100);
+        let mut acked = entry(1, "a");
+        acked.awaiting = Awaiting::Ack("w1".to_owned());
+        o.push(acked).unwrap();
+        assert_eq!(o.holds(MessageId(1)), Some(false), "queued");
+        assert!(o.next_to_send().is_some());
+        assert_eq!(o.holds(MessageId(1)), Some(true), "in flight");
+        o.requeue_in_flight(true);
+        assert_eq!(
+            o.holds(MessageId(1)),
+            Some(false),
+            "queued again for a resend"
+        );
+        o.next_to_send();
+        assert_eq!(o.acknowledge("w1"), Some(MessageId(1)));
+        assert_eq!(o.holds(MessageId(1)), None, "gone");
+        assert_eq!(o.holds(MessageId(2)), None, "never held");
     }
 
     #[test]

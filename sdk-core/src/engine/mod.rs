@@ -19,7 +19,7 @@ use crate::action::{Action, TransportId};
 use crate::backoff::Backoff;
 use crate::channels::Channels;
 use crate::config::{Config, HeartbeatMode};
-use crate::event::{Event, State};
+use crate::event::{Event, MessageId, State};
 use crate::heartbeat::Heartbeat;
 use crate::outbox::Outbox;
 use crate::requests::Requests;
@@ -31,6 +31,16 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 pub use commands::SendOptions;
+
+/// Where a message held in the outbox is: [`Engine::outbox_status`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboxStatus {
+    /// Not written on the current connection: waiting to be written (or re-sent after a
+    /// reconnect); dropped as `Expired` instead once its TTL has passed.
+    Queued,
+    /// Written on the current connection; awaiting its acknowledgement or reply.
+    InFlight,
+}
 
 /// The sans-IO reconnection engine. See the [crate docs](crate) for the contract and a
 /// complete driver loop.
@@ -202,6 +212,21 @@ impl Engine {
     /// Messages held in the outbox (queued + awaiting ack or reply).
     pub fn outbox_len(&self) -> usize {
         self.outbox.len()
+    }
+
+    /// Where message `id` is in the outbox: still queued (not written, or waiting to be re-sent
+    /// after a reconnect), in flight (written on the current connection, awaiting its ack or
+    /// reply), or `None` once it has left (settled, acknowledged or dropped: its event says).
+    /// A driver asks this when the app stops waiting for an acknowledgement, to tell it what
+    /// became of the message.
+    pub fn outbox_status(&self, id: MessageId) -> Option<OutboxStatus> {
+        self.outbox.holds(id).map(|in_flight| {
+            if in_flight {
+                OutboxStatus::InFlight
+            } else {
+                OutboxStatus::Queued
+            }
+        })
     }
 
     /// Bytes held in the outbox.
