@@ -17,8 +17,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 use tether_core::{
-    CloseError, CloseReason, Config, DropReason, Engine, Event, MessageId, Payload, RequestFailure,
-    SendError, SendOptions, State, Stats, SubscribeError,
+    CloseError, CloseReason, Config, DropReason, Engine, Event, MessageId, OutboxStatus, Payload,
+    RequestFailure, SendError, SendOptions, State, Stats, SubscribeError,
 };
 use tokio::sync::{oneshot, watch, Notify};
 use tokio_util::sync::CancellationToken;
@@ -95,6 +95,74 @@ pub enum AckError {
     /// The client shut down.
     #[error("the client shut down")]
     ClientGone,
+    /// No acknowledgement within [`AckedOptions::timeout`]. The timeout is also the message's
+    /// TTL, so it is never sent after this; `status` says what became of it, and `id` is the
+    /// id its `Event::Acked` or `Event::Dropped` carries.
+    #[error("not acknowledged in time: message {} {status}", id.get())]
+    TimedOut {
+        /// The message.
+        id: MessageId,
+        /// Dropped, or still awaiting its acknowledgement.
+        status: Unacked,
+    },
+}
+
+/// What became of a message whose acknowledgement did not come in time
+/// ([`AckError::TimedOut`]). It is never lost silently: either it has been reported dropped,
+/// or an event will report how it ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Unacked {
+    /// Its TTL (the timeout) passed before it could be written, or re-sent after a reconnect:
+    /// it has left the outbox, reported in an `Event::Dropped` with reason `Expired`, and
+    /// nothing more will come of it. (If it was written on an earlier connection, the server
+    /// may have it.)
+    Expired,
+    /// It was written on the current connection and the server has not acknowledged it yet:
+    /// it stays in the outbox until an `Event::Acked` (the server has it) or `Event::Dropped`
+    /// names it. It is not re-sent: if the connection drops first, it expires (`Dropped`,
+    /// reason `Expired`).
+    AwaitingAck,
+}
+
+impl std::fmt::Display for Unacked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Unacked::Expired => "expired and was dropped",
+            Unacked::AwaitingAck => "was written and still awaits its acknowledgement",
+        })
+    }
+}
+
+/// How an acknowledged send waits: the options of [`Client::send_acked_with`] and
+/// [`Client::publish_acked_with`]. `AckedOptions::default()` waits until the message is
+/// acknowledged or dropped, with the configured default TTL.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AckedOptions {
+    /// Stop waiting after this long, with [`AckError::TimedOut`]. The message's TTL is cut to
+    /// it, so a message that could not be sent in time is dropped (reason `Expired`) rather
+    /// than delivered long after the caller gave up. `None`: no limit.
+    pub timeout: Option<Duration>,
+    /// Drop the message (reason `Expired`, [`AckError::Dropped`]) if it cannot be sent, or
+    /// re-sent after a reconnect, within this time. `None`: the configured `message_ttl`.
+    /// Either way at most `timeout`.
+    pub ttl: Option<Duration>,
+}
+
+impl AckedOptions {
+    /// Waits at most `timeout` for the acknowledgement.
+    pub fn timeout(timeout: Duration) -> Self {
+        AckedOptions {
+            timeout: Some(timeout),
+            ttl: None,
+        }
+    }
+
+    /// Sets the TTL.
+    pub fn with_ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
 }
 
 /// Why a request got no reply.
@@ -225,22 +293,45 @@ impl Client {
     }
 
     /// Sends a channel-less message (Tether mode) and resolves when the server acknowledges
-    /// it, with the stored offset if any.
+    /// it, with the stored offset if any. Waits as long as that takes (or until the message is
+    /// dropped); see [`send_acked_with`](Self::send_acked_with) for a timeout.
     pub async fn send_acked(&self, payload: impl Into<Payload>) -> Result<Option<u64>, AckError> {
-        self.send_acked_with(payload, SendOptions::acked()).await
+        self.send_acked_with(payload, AckedOptions::default()).await
     }
 
-    /// [`send_acked`](Self::send_acked) with options: a `ttl` bounds how long the message may
-    /// wait to be sent (or re-sent) before it is dropped as `Expired` and this resolves with
-    /// `AckError::Dropped`.
+    /// [`send_acked`](Self::send_acked) with a timeout and a TTL (see [`AckedOptions`]).
+    ///
+    /// When the timeout passes first, this fails with [`AckError::TimedOut`] and the message
+    /// is never sent after that (its TTL is the timeout): if it was still waiting to be sent
+    /// it is dropped ([`Unacked::Expired`], an `Event::Dropped` with reason `Expired`);
+    /// if it was already written, it waits for the server's answer in the outbox
+    /// ([`Unacked::AwaitingAck`]) and its `Event::Acked` or `Event::Dropped` says how it ended.
+    /// Dropping the future instead abandons the wait and leaves the message to its TTL.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: tether::Client) {
+    /// use std::time::Duration;
+    /// use tether::{AckError, AckedOptions, Unacked};
+    ///
+    /// match client.send_acked_with("hello", AckedOptions::timeout(Duration::from_secs(5))).await {
+    ///     Ok(offset) => println!("stored at {offset:?}"),
+    ///     Err(AckError::TimedOut { status: Unacked::Expired, .. }) => {
+    ///         println!("never sent: dropped, and reported in Event::Dropped")
+    ///     }
+    ///     Err(AckError::TimedOut { id, .. }) => {
+    ///         println!("written; Event::Acked or Event::Dropped will name {id:?}")
+    ///     }
+    ///     Err(e) => println!("not acknowledged: {e}"),
+    /// }
+    /// # }
+    /// ```
     pub async fn send_acked_with(
         &self,
         payload: impl Into<Payload>,
-        options: SendOptions,
+        options: AckedOptions,
     ) -> Result<Option<u64>, AckError> {
         let payload = payload.into();
-        let options = options.with_ack();
-        self.acked(|e, now| e.send_with(now, payload, options))
+        self.acked(options, |e, now, send| e.send_with(now, payload, send))
             .await
     }
 
@@ -256,13 +347,15 @@ impl Client {
             .command(|e, now| e.publish(now, channel, payload, SendOptions::default()))
     }
 
-    /// Publishes and resolves when the server acknowledges, with the message's offset.
+    /// Publishes and resolves when the server acknowledges, with the message's offset. Waits
+    /// as long as that takes (or until the message is dropped); see
+    /// [`publish_acked_with`](Self::publish_acked_with) for a timeout.
     pub async fn publish_acked(
         &self,
         channel: &str,
         payload: impl Into<Payload>,
     ) -> Result<Option<u64>, AckError> {
-        self.publish_acked_with(channel, payload, SendOptions::acked())
+        self.publish_acked_with(channel, payload, AckedOptions::default())
             .await
     }
 
@@ -278,34 +371,113 @@ impl Client {
             .command(|e, now| e.publish(now, channel, payload, options))
     }
 
-    /// [`publish_acked`](Self::publish_acked) with options (e.g. a `ttl` after which an
-    /// unsent message is dropped as `Expired`).
+    /// [`publish_acked`](Self::publish_acked) with a timeout and a TTL (see [`AckedOptions`]);
+    /// a timeout ends it as [`send_acked_with`](Self::send_acked_with) says.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: tether::Client) -> Result<(), tether::AckError> {
+    /// use std::time::Duration;
+    /// use tether::AckedOptions;
+    ///
+    /// let options = AckedOptions::timeout(Duration::from_secs(10));
+    /// let offset = client.publish_acked_with("room", "hello", options).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn publish_acked_with(
         &self,
         channel: &str,
         payload: impl Into<Payload>,
-        options: SendOptions,
+        options: AckedOptions,
     ) -> Result<Option<u64>, AckError> {
         let payload = payload.into();
-        let options = options.with_ack();
-        self.acked(|e, now| e.publish(now, channel, payload, options))
-            .await
+        self.acked(options, |e, now, send| {
+            e.publish(now, channel, payload, send)
+        })
+        .await
     }
 
+    /// Accepts an acknowledged message and waits for its ack, at most `options.timeout`.
     async fn acked(
         &self,
-        f: impl FnOnce(&mut Engine, tether_core::Instant) -> Result<MessageId, SendError>,
+        options: AckedOptions,
+        f: impl FnOnce(&mut Engine, tether_core::Instant, SendOptions) -> Result<MessageId, SendError>,
     ) -> Result<Option<u64>, AckError> {
-        let (tx, rx) = oneshot::channel();
-        {
+        let (tx, mut rx) = oneshot::channel();
+        let (id, deadline, expiry_is_timeout) = {
             let now = self.shared.now();
             let mut inner = self.shared.lock();
-            let id = f(&mut inner.engine, now)?;
+            let ttl = options.ttl.or(inner.engine.config().outbox().default_ttl);
+            let ttl = match (options.timeout, ttl) {
+                (Some(timeout), Some(ttl)) => Some(timeout.min(ttl)),
+                (timeout, ttl) => timeout.or(ttl),
+            };
+            let send = SendOptions {
+                ack: Some(true),
+                ttl,
+            };
+            let id = f(&mut inner.engine, now, send)?;
             // Registered under the same lock the task resolves under: the ack cannot slip by.
             inner.waiters.acks.insert(id, tx);
-        }
+            // The wait ends when a message sent now would expire: the engine's clock (which
+            // stamped its expiry) plus the timeout. Too far to represent: no deadline.
+            let deadline = options.timeout.and_then(|t| {
+                let at =
+                    (inner.engine.now() + t).saturating_duration_since(tether_core::Instant::ZERO);
+                self.shared.origin.checked_add(at)
+            });
+            // An expiry by the caller's own timeout is a timeout; by a shorter TTL, a drop.
+            (
+                id,
+                deadline,
+                options.timeout.is_some() && ttl == options.timeout,
+            )
+        };
         self.shared.wake.notify_one();
-        rx.await.map_err(|_| AckError::ClientGone)?
+        let result = match deadline {
+            None => rx.await,
+            Some(at) => match tokio::time::timeout_at(at, &mut rx).await {
+                Ok(result) => result,
+                Err(_elapsed) => match self.ack_timed_out(id) {
+                    Some(status) => return Err(AckError::TimedOut { id, status }),
+                    // It has just left the outbox: the task reports how, at once.
+                    None => rx.await,
+                },
+            },
+        };
+        match result.map_err(|_| AckError::ClientGone)? {
+            Err(AckError::Dropped(DropReason::Expired)) if expiry_is_timeout => {
+                Err(AckError::TimedOut {
+                    id,
+                    status: Unacked::Expired,
+                })
+            }
+            other => other,
+        }
+    }
+
+    /// The wait for message `id`'s ack reached its timeout, which is also its TTL: says what
+    /// became of the message and stops waiting, or `None` if it has already left the outbox
+    /// and the task is about to resolve the wait with how (acknowledged, or dropped).
+    fn ack_timed_out(&self, id: MessageId) -> Option<Unacked> {
+        let now = self.shared.now();
+        let mut inner = self.shared.lock();
+        if !inner.waiters.acks.contains_key(&id) {
+            return None; // resolved since the timer fired
+        }
+        let status = match inner.engine.outbox_status(id)? {
+            OutboxStatus::InFlight => Unacked::AwaitingAck,
+            OutboxStatus::Queued => {
+                // Its expiry is at or before `now`: let the engine see the time, so that from
+                // here no write can include it (an input stamped earlier is clamped to this
+                // time); it is dropped and reported as `Expired`.
+                inner.engine.handle_timeout(now);
+                Unacked::Expired
+            }
+        };
+        inner.waiters.acks.remove(&id);
+        drop(inner);
+        self.shared.wake.notify_one();
+        Some(status)
     }
 
     /// Sends a request (Tether mode) and waits for its reply, at most `timeout` (default: the

@@ -51,7 +51,7 @@ mod token;
 mod transport;
 
 pub use builder::{BuildError, ClientBuilder};
-pub use client::{AckError, Client, Events, RequestError};
+pub use client::{AckError, AckedOptions, Client, Events, RequestError, Unacked};
 pub use document::{Document, DocumentChanges, DocumentEvent};
 pub use token::{TokenFuture, TokenProvider};
 

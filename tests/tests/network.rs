@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tether::{
-    Client, ClientBuilder, ClosePolicy, CloseReason, DisconnectCause, Event, HeartbeatMode, Jitter,
-    Payload, Protocol, State,
+    AckError, AckedOptions, Client, ClientBuilder, ClosePolicy, CloseReason, DisconnectCause,
+    DropReason, Event, HeartbeatMode, Jitter, Payload, Protocol, State, Unacked,
 };
 use tether_relay::{Relay, RelayConfig, RelayHandle};
 use tether_tests::proxy::{ChaosProxy, Mode};
@@ -650,5 +650,112 @@ async fn requests_get_replies_over_the_relay() {
         .await
         .unwrap();
     assert_eq!(reply, json!({"q": 1}));
+    relay.shutdown().await;
+}
+
+/// The `Dropped` event naming `id`, and its reason.
+async fn dropped(rec: &mut Recorder, id: tether::MessageId) -> DropReason {
+    rec.until(LIMIT, |e| match e {
+        Event::Dropped { ids, reason } if ids.contains(&id) => Some(reason.clone()),
+        _ => None,
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_acked_send_that_times_out_unsent_is_dropped_and_reported() {
+    // Accepts TCP connections but never answers the handshake: nothing can be written.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("ws://{}/", silent.local_addr().unwrap());
+    let (client, events) = fast(url).protocol(Protocol::Tether).connect().unwrap();
+    let mut rec = Recorder::new(events);
+
+    let started = std::time::Instant::now();
+    let err = client
+        .send_acked_with(json!(1), AckedOptions::timeout(ms(300)))
+        .await
+        .unwrap_err();
+    let took = started.elapsed();
+    let AckError::TimedOut { id, status } = err else {
+        panic!("{err:?}");
+    };
+    assert_eq!(status, Unacked::Expired);
+    assert!(took >= ms(300) && took < LIMIT, "timed out after {took:?}");
+    assert_eq!(dropped(&mut rec, id).await, DropReason::Expired);
+    assert_eq!(client.outbox_len(), 0, "not kept to be sent late");
+
+    // A TTL shorter than the timeout ends it first: a drop, not a timeout.
+    let started = std::time::Instant::now();
+    let err = client
+        .publish_acked_with(
+            "room",
+            json!(2),
+            AckedOptions::timeout(ms(5_000)).with_ttl(ms(100)),
+        )
+        .await;
+    assert_eq!(err, Err(AckError::Dropped(DropReason::Expired)));
+    assert!(started.elapsed() < ms(5_000));
+    assert_eq!(client.stats().dropped_expired, 2);
+    client.shutdown().await;
+    drop(silent);
+}
+
+#[tokio::test]
+async fn an_acked_send_written_before_its_timeout_awaits_its_ack_and_is_never_resent() {
+    let relay = relay().await;
+    let proxy = ChaosProxy::start(relay.local_addr()).await.unwrap();
+    let (reader, mut rec) = tether_client(relay.ws_url());
+    reader.subscribe("room").unwrap();
+    rec.until(LIMIT, |e| {
+        matches!(e, Event::Subscribed { .. }).then_some(())
+    })
+    .await;
+    // Heartbeats slower than the test: the black hole goes unnoticed, the connection stays.
+    let (writer, events) = fast(proxy.ws_url("/"))
+        .protocol(Protocol::Tether)
+        .heartbeat_interval(ms(60_000))
+        .connect()
+        .unwrap();
+    let mut wrec = Recorder::new(events);
+    wrec.until_open(LIMIT).await;
+
+    // Written, but the relay's ack is withheld: it stays, and its Acked event comes later.
+    proxy.set_mode(Mode::BlackHole);
+    let late = AckedOptions::timeout(ms(300));
+    let err = writer.publish_acked_with("room", json!("late"), late).await;
+    let Err(AckError::TimedOut { id, status }) = err else {
+        panic!("{err:?}");
+    };
+    assert_eq!(status, Unacked::AwaitingAck);
+    assert_eq!(writer.outbox_len(), 1, "it awaits its ack in the outbox");
+    proxy.set_mode(Mode::Forward);
+    wrec.until(LIMIT, |e| {
+        matches!(e, Event::Acked { id: acked, .. } if *acked == id).then_some(())
+    })
+    .await;
+    assert_eq!(next_message(&mut rec).await.1, json!("late"));
+    assert_eq!(writer.outbox_len(), 0);
+
+    // Written, then the connection dies: after the reconnect it is dropped, not re-sent.
+    proxy.set_mode(Mode::BlackHole);
+    let err = writer.publish_acked_with("room", json!("lost"), late).await;
+    let Err(AckError::TimedOut { id, status }) = err else {
+        panic!("{err:?}");
+    };
+    assert_eq!(status, Unacked::AwaitingAck);
+    proxy.kill_all();
+    // Forwarding again only once the old connection is gone, which held the frame.
+    wrec.until_state(LIMIT, |s| !s.is_open()).await;
+    proxy.set_mode(Mode::Forward);
+    assert_eq!(dropped(&mut wrec, id).await, DropReason::Expired);
+    writer.publish_acked("room", json!("after")).await.unwrap();
+    assert_eq!(
+        next_message(&mut rec).await.1,
+        json!("after"),
+        "not \"lost\""
+    );
+    assert_eq!(writer.stats().resent, 0);
+    writer.shutdown().await;
+    reader.shutdown().await;
     relay.shutdown().await;
 }
