@@ -14,7 +14,7 @@ use crate::config::ClientConfig;
 use crate::dispatch::{pump, Hub};
 use crate::document::Document;
 use crate::error::ClientError;
-use crate::event::{DropReason, Payload};
+use crate::event::Payload;
 use crate::listener::{ClientListener, ListenerHandle};
 use crate::options::SendOptions;
 use crate::runtime::{run, runtime};
@@ -30,8 +30,6 @@ pub struct Client {
     inner: tether::Client,
     hub: Arc<Hub>,
     clock: EngineClock,
-    /// `messageTtlMs`: an acked send's timeout never lengthens a message's life beyond it.
-    default_ttl: Option<Duration>,
 }
 
 #[uniffi::export]
@@ -46,12 +44,7 @@ impl Client {
         let (inner, events) = config.to_builder().build()?;
         let hub = Hub::new(clock.state(inner.state()), listener_queue);
         runtime.spawn(pump(events, hub.clone(), clock));
-        Ok(Arc::new(Client {
-            inner,
-            hub,
-            clock,
-            default_ttl: config.default_ttl(),
-        }))
+        Ok(Arc::new(Client { inner, hub, clock }))
     }
 
     /// Starts connecting (from `Idle` or `Closed`), or retries at once while `Waiting`.
@@ -112,11 +105,9 @@ impl Client {
     ) -> Result<Option<u64>, ClientError> {
         let payload = tether::Payload::try_from(payload)?;
         let client = self.inner.clone();
-        let (options, deadline) = self.acked_options(timeout_ms);
-        within(deadline, async move {
-            client.send_acked_with(payload, options).await
-        })
-        .await
+        let options = acked_options(timeout_ms);
+        let acked = run(async move { client.send_acked_with(payload, options).await });
+        Ok(acked.await.ok_or(ClientError::Closed)??)
     }
 
     /// Publishes to `channel` and waits for the server's ack, at most `timeout_ms` (`null`:
@@ -130,11 +121,9 @@ impl Client {
     ) -> Result<Option<u64>, ClientError> {
         let payload = tether::Payload::try_from(payload)?;
         let client = self.inner.clone();
-        let (options, deadline) = self.acked_options(timeout_ms);
-        within(deadline, async move {
-            client.publish_acked_with(&channel, payload, options).await
-        })
-        .await
+        let options = acked_options(timeout_ms);
+        let acked = run(async move { client.publish_acked_with(&channel, payload, options).await });
+        Ok(acked.await.ok_or(ClientError::Closed)??)
     }
 
     /// Sends a request (Tether mode) and returns the reply's JSON text. Fails with
@@ -267,57 +256,12 @@ impl Client {
     }
 }
 
-impl Client {
-    /// The options of an acked send that waits at most `timeout_ms`: its TTL is the timeout
-    /// (or the configured TTL, if shorter), so a message that could not be sent in time is
-    /// dropped instead of being delivered long after the caller gave up.
-    fn acked_options(&self, timeout_ms: Option<u64>) -> (tether::SendOptions, Deadline) {
-        let timeout = timeout_ms.map(Duration::from_millis);
-        let ttl = match (timeout, self.default_ttl) {
-            (Some(t), Some(d)) => Some(t.min(d)),
-            (t, d) => t.or(d),
-        };
-        let options = tether::SendOptions {
-            ack: Some(true),
-            ttl,
-        };
-        let deadline = Deadline {
-            timeout,
-            // Expiry by the caller's own timeout is a timeout; by a shorter configured TTL,
-            // a drop.
-            expiry_is_timeout: timeout.is_some() && ttl == timeout,
-        };
-        (options, deadline)
+/// `timeoutMs` of `sendAcked`/`publishAcked`: `tether` bounds the wait and the message's TTL.
+fn acked_options(timeout_ms: Option<u64>) -> tether::AckedOptions {
+    tether::AckedOptions {
+        timeout: timeout_ms.map(Duration::from_millis),
+        ttl: None,
     }
-}
-
-/// How long an ack wait may take.
-#[derive(Debug, Clone, Copy)]
-struct Deadline {
-    timeout: Option<Duration>,
-    expiry_is_timeout: bool,
-}
-
-/// Runs an ack wait on the runtime, bounded by the deadline's timeout when given.
-async fn within<F>(deadline: Deadline, wait: F) -> Result<Option<u64>, ClientError>
-where
-    F: std::future::Future<Output = Result<Option<u64>, tether::AckError>> + Send + 'static,
-{
-    let bounded = async move {
-        let result = match deadline.timeout {
-            Some(t) => tokio::time::timeout(t, wait)
-                .await
-                .map_err(|_| ClientError::TimedOut)?,
-            None => wait.await,
-        };
-        match result.map_err(ClientError::from) {
-            Err(ClientError::Dropped {
-                reason: DropReason::Expired,
-            }) if deadline.expiry_is_timeout => Err(ClientError::TimedOut),
-            other => other,
-        }
-    };
-    run(bounded).await.ok_or(ClientError::Closed)?
 }
 
 #[cfg(test)]

@@ -167,14 +167,6 @@ impl ClientConfig {
         }
     }
 
-    /// The configured default TTL of a message (`messageTtlMs`), if any.
-    pub(crate) fn default_ttl(&self) -> Option<Duration> {
-        self.options
-            .message_ttl_ms
-            .flatten()
-            .map(Duration::from_millis)
-    }
-
     /// The `tether` builder these options describe (validated later by its `build`).
     pub(crate) fn to_builder(&self) -> tether::ClientBuilder {
         let o = &self.options;

@@ -52,8 +52,10 @@ pub enum ClientError {
         /// Why.
         reason: DropReason,
     },
-    /// The ack or reply did not arrive within the timeout. An acked message stays in the
-    /// outbox and may still be delivered; its `Acked` or `Dropped` event will say.
+    /// The ack or reply did not arrive within the timeout. An acked message is never sent
+    /// after that: if it was not written yet it has been dropped (a `Dropped` event, reason
+    /// `Expired`); if it was, it awaits the server's answer and its `Acked` or `Dropped` event
+    /// will say whether the server got it.
     #[error("timed out")]
     TimedOut,
     /// The connection dropped after the request was sent; its reply is lost. Retry it.
@@ -116,6 +118,7 @@ impl From<tether::AckError> for ClientError {
             tether::AckError::Dropped(reason) => ClientError::Dropped {
                 reason: reason.into(),
             },
+            tether::AckError::TimedOut { .. } => ClientError::TimedOut,
             // The client task stopped: for the app that is a closed client.
             _ => ClientError::Closed,
         }
