@@ -1,0 +1,249 @@
+//! What an idle tether connection keeps allocated, counted by a global allocator.
+//!
+//! ```text
+//! cargo run --release -p tether-bench --example idle_alloc -- [CONNS] [TRACE_SIZE]
+//! ```
+//!
+//! Opens CONNS (default 1,000) idle tether clients (defaults, raw protocol) to a loopback
+//! WebSocket server run in a child process (so its memory is not counted), then prints the
+//! heap bytes and blocks still held per connection, by allocation size, with the sizes of the
+//! types that usually explain them. With TRACE_SIZE, the first allocations of exactly that
+//! many bytes made while connecting print their backtrace (build with symbols, e.g.
+//! `--profile bench`, for readable frames). The process exits without dropping the clients,
+//! so running it under `heaptrack` lists what they hold as "leaked", by call site.
+//!
+//! Requested bytes are counted; malloc adds its own header and rounding (the bench's RSS
+//! figure includes them).
+
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering::Relaxed};
+use std::time::Duration;
+
+/// Exact sizes up to this are counted one by one; larger ones share the last bucket.
+const SIZES: usize = 16 * 1024;
+
+struct Counting;
+
+static LIVE_BYTES: AtomicI64 = AtomicI64::new(0);
+static LIVE_BLOCKS: AtomicI64 = AtomicI64::new(0);
+static BY_SIZE: [AtomicI64; SIZES + 1] = [const { AtomicI64::new(0) }; SIZES + 1];
+static TRACE_SIZE: AtomicUsize = AtomicUsize::new(0);
+static TRACES_LEFT: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    static IN_TRACE: AtomicBool = const { AtomicBool::new(false) };
+}
+
+fn count(size: usize, sign: i64) {
+    LIVE_BYTES.fetch_add(sign * size as i64, Relaxed);
+    LIVE_BLOCKS.fetch_add(sign, Relaxed);
+    BY_SIZE[size.min(SIZES)].fetch_add(sign, Relaxed);
+}
+
+fn maybe_trace(size: usize) {
+    if size != TRACE_SIZE.load(Relaxed) || TRACES_LEFT.load(Relaxed) == 0 {
+        return;
+    }
+    let _ = IN_TRACE.try_with(|busy| {
+        if busy.swap(true, Relaxed) {
+            return;
+        }
+        if TRACES_LEFT
+            .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            let trace = std::backtrace::Backtrace::force_capture();
+            eprintln!("--- allocation of {size} bytes ---\n{trace}");
+        }
+        busy.store(false, Relaxed);
+    });
+}
+
+#[allow(unsafe_code)]
+// SAFETY: every call is forwarded to `System` unchanged; the counters only observe.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded with the caller's layout.
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            count(layout.size(), 1);
+            maybe_trace(layout.size());
+        }
+        p
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded with the caller's layout.
+        let p = unsafe { System.alloc_zeroed(layout) };
+        if !p.is_null() {
+            count(layout.size(), 1);
+            maybe_trace(layout.size());
+        }
+        p
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded with the caller's pointer and layout.
+        unsafe { System.dealloc(ptr, layout) };
+        count(layout.size(), -1);
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: forwarded with the caller's pointer, layout and size.
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            count(layout.size(), -1);
+            count(new_size, 1);
+            maybe_trace(new_size);
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn main() -> Result<(), BoxError> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--serve") {
+        return serve();
+    }
+    let conns: usize = args.get(1).map_or(Ok(1_000), |a| a.parse())?;
+    let trace: usize = args.get(2).map_or(Ok(0), |a| a.parse())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(measure(conns, trace))?;
+    // Not dropped: under heaptrack, what the clients hold is reported as leaked.
+    std::process::exit(0)
+}
+
+async fn measure(conns: usize, trace: usize) -> Result<(), BoxError> {
+    use tokio::io::AsyncBufReadExt;
+    let mut server = tokio::process::Command::new(std::env::current_exe()?)
+        .arg("--serve")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stdout = server.stdout.take().ok_or("no stdout")?;
+    let mut line = String::new();
+    tokio::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .await?;
+    let url = format!("ws://{}/", line.trim());
+
+    let connect = || async {
+        let (client, mut events) = tether::Client::builder(url.as_str()).connect()?;
+        loop {
+            match events.recv().await {
+                Some(tether::Event::StateChanged {
+                    to: tether::State::Open,
+                    ..
+                }) => return Ok::<_, BoxError>((client, events)),
+                Some(_) => {}
+                None => return Err("client ended".into()),
+            }
+        }
+    };
+    // Warm-up: one-time costs (shared TLS/HTTP context, runtime, lazy statics).
+    let (warm, events) = connect().await?;
+    warm.close().await;
+    drop((warm, events));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let before_bytes = LIVE_BYTES.load(Relaxed);
+    let before_blocks = LIVE_BLOCKS.load(Relaxed);
+    let before: Vec<i64> = BY_SIZE.iter().map(|c| c.load(Relaxed)).collect();
+    TRACE_SIZE.store(trace, Relaxed);
+    TRACES_LEFT.store(if trace > 0 { 3 } else { 0 }, Relaxed);
+    let mut clients = Vec::with_capacity(conns);
+    while clients.len() < conns {
+        let batch = 100.min(conns - clients.len());
+        let opened = futures_util::future::join_all((0..batch).map(|_| connect())).await;
+        for client in opened {
+            clients.push(client?);
+        }
+    }
+    TRACES_LEFT.store(0, Relaxed);
+    // Let connection set-up garbage (handshake futures, first events) be freed.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let bytes = LIVE_BYTES.load(Relaxed) - before_bytes;
+    let blocks = LIVE_BLOCKS.load(Relaxed) - before_blocks;
+    let n = conns as f64;
+    println!(
+        "{conns} idle connections: {:.0} heap bytes in {:.1} blocks per connection \
+         (requested sizes; add malloc's ~8-16 B per block)",
+        bytes as f64 / n,
+        blocks as f64 / n
+    );
+    let mut rows: Vec<(usize, i64)> = BY_SIZE
+        .iter()
+        .zip(&before)
+        .enumerate()
+        .map(|(size, (now, was))| (size, now.load(Relaxed) - was))
+        .filter(|&(_, d)| d != 0)
+        .collect();
+    rows.sort_by_key(|&(size, d)| std::cmp::Reverse(size as i64 * d));
+    println!("  size B   blocks/conn   bytes/conn");
+    for (size, d) in rows.iter().take(25) {
+        let label = if *size == SIZES { "≥16K" } else { "" };
+        println!(
+            "  {size:>6}{label} {:>11.2} {:>12.0}",
+            *d as f64 / n,
+            (*size as i64 * d) as f64 / n
+        );
+    }
+    type Tcp = tokio::net::TcpStream;
+    type Ws<S> = tokio_tungstenite::WebSocketStream<S>;
+    println!(
+        "type sizes: Engine {} B, Config {} B, Event {} B, Action {} B, \
+         WebSocketStream<MaybeTlsStream<TcpStream>> {} B, WebSocketStream<TcpStream> {} B",
+        std::mem::size_of::<tether_core::Engine>(),
+        std::mem::size_of::<tether_core::Config>(),
+        std::mem::size_of::<tether_core::Event>(),
+        std::mem::size_of::<tether_core::Action>(),
+        std::mem::size_of::<Ws<tokio_tungstenite::MaybeTlsStream<Tcp>>>(),
+        std::mem::size_of::<Ws<Tcp>>(),
+    );
+    drop(server.stdin.take());
+    let _ = server.wait().await;
+    Ok(())
+}
+
+/// The server child: accepts WebSocket connections and reads them until they close. Prints
+/// its address; exits when its standard input closes.
+fn serve() -> Result<(), BoxError> {
+    use futures_util::StreamExt;
+    use tokio::io::AsyncReadExt;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        println!("{}", listener.local_addr()?);
+        let accept = async {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    if let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await {
+                        while let Some(Ok(_)) = ws.next().await {}
+                    }
+                });
+            }
+        };
+        let parent_gone = async {
+            let mut buf = [0u8; 16];
+            while let Ok(n) = tokio::io::stdin().read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        };
+        tokio::select! {
+            () = accept => {}
+            () = parent_gone => {}
+        }
+        Ok(())
+    })
+}
