@@ -5,6 +5,10 @@
 //! input). Frames the engine hands over wait in a small local queue only while the socket
 //! pushes back; the link then reports `Writable(false)` so that further messages stay in the
 //! engine's bounded outbox instead of piling up here.
+//!
+//! A `ws://` connection is a `WebSocketStream<TcpStream>`, not tokio-tungstenite's
+//! `MaybeTlsStream`: that enum is as large as its rustls variant, so every idle plain
+//! connection would carry ~1 KiB of unused TLS state.
 
 use super::{retry_after, LinkInput};
 use futures_util::{FutureExt, SinkExt, StreamExt};
@@ -14,16 +18,27 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tether_core::{Frame, OpenRequest, TransportFailure};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::error::UrlError;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
-type Stream = WebSocketStream<MaybeTlsStream<TcpStream>>;
-type Connecting = Pin<Box<dyn Future<Output = Result<Stream, TransportFailure>> + Send>>;
+/// `ws://`: 312 bytes.
+type PlainStream = WebSocketStream<TcpStream>;
+/// `wss://`: 1,384 bytes (the rustls connection state is inline).
+type TlsStream = WebSocketStream<MaybeTlsStream<TcpStream>>;
+type Connecting = Pin<Box<dyn Future<Output = Result<Opened, TransportFailure>> + Send>>;
+
+/// A connection whose handshake completed (boxed: links are moved around while connecting).
+enum Opened {
+    Plain(Box<PlainStream>),
+    Tls(Box<TlsStream>),
+}
 
 /// The smallest message size at which tungstenite fails a connection (see `connect`).
 const MIN_MEMORY_CEILING: usize = 1 << 20;
@@ -39,13 +54,18 @@ pub(crate) struct WsOptions {
 
 enum State {
     Connecting(Connecting),
-    /// Boxed: the stream is ~1.4 KB and links are moved around while connecting.
-    Open(Box<Stream>),
+    Plain(Box<PlainStream>),
+    Tls(Box<TlsStream>),
     Done,
 }
 
 pub(crate) struct WsLink {
     state: State,
+    io: Io,
+}
+
+/// The write side's bookkeeping, whatever the stream.
+struct Io {
     /// Frames accepted from the engine but not yet taken by the socket.
     pending: VecDeque<Message>,
     needs_flush: bool,
@@ -56,58 +76,68 @@ impl WsLink {
     pub(crate) fn open(request: OpenRequest, options: Arc<WsOptions>) -> Self {
         WsLink {
             state: State::Connecting(Box::pin(connect(request, options))),
-            pending: VecDeque::new(),
-            needs_flush: false,
-            writable: true,
+            io: Io {
+                pending: VecDeque::new(),
+                needs_flush: false,
+                writable: true,
+            },
         }
     }
 
     pub(crate) fn send(&mut self, frame: Frame) {
-        self.pending.push_back(match frame {
+        self.io.pending.push_back(match frame {
             Frame::Text(text) => Message::text(text),
             Frame::Binary(bytes) => Message::binary(bytes),
         });
     }
 
     pub(crate) fn ping(&mut self, payload: Vec<u8>) {
-        self.pending.push_back(Message::Ping(payload.into()));
+        self.io.pending.push_back(Message::Ping(payload.into()));
     }
 
     pub(crate) fn close(&mut self, code: u16, reason: String) {
-        self.pending.push_back(Message::Close(Some(CloseFrame {
+        self.io.pending.push_back(Message::Close(Some(CloseFrame {
             code: CloseCode::from(code),
             reason: reason.into(),
         })));
     }
 
     pub(crate) fn poll_input(&mut self, cx: &mut Context<'_>) -> Poll<LinkInput> {
-        match &mut self.state {
+        let input = match &mut self.state {
             State::Connecting(fut) => match fut.poll_unpin(cx) {
-                Poll::Ready(Ok(stream)) => {
-                    self.state = State::Open(Box::new(stream));
+                Poll::Ready(Ok(opened)) => {
+                    self.state = match opened {
+                        Opened::Plain(stream) => State::Plain(stream),
+                        Opened::Tls(stream) => State::Tls(stream),
+                    };
                     Poll::Ready(LinkInput::Opened)
                 }
                 Poll::Ready(Err(failure)) => {
                     self.state = State::Done;
-                    Poll::Ready(LinkInput::Failed(failure))
+                    return Poll::Ready(LinkInput::Failed(failure));
                 }
-                Poll::Pending => Poll::Pending,
+                Poll::Pending => return Poll::Pending,
             },
-            State::Open(_) => {
-                let input = self.poll_open(cx);
-                if let Poll::Ready(LinkInput::Closed { .. } | LinkInput::Failed(_)) = &input {
-                    self.state = State::Done;
-                }
-                input
-            }
-            State::Done => Poll::Pending,
-        }
-    }
-
-    fn poll_open(&mut self, cx: &mut Context<'_>) -> Poll<LinkInput> {
-        let State::Open(stream) = &mut self.state else {
-            return Poll::Pending;
+            State::Plain(stream) => self.io.poll_open(stream, cx),
+            State::Tls(stream) => self.io.poll_open(stream, cx),
+            State::Done => return Poll::Pending,
         };
+        if let Poll::Ready(LinkInput::Closed { .. } | LinkInput::Failed(_)) = &input {
+            self.state = State::Done;
+        }
+        input
+    }
+}
+
+impl Io {
+    fn poll_open<S>(
+        &mut self,
+        stream: &mut WebSocketStream<S>,
+        cx: &mut Context<'_>,
+    ) -> Poll<LinkInput>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
         // Write what the socket takes.
         while !self.pending.is_empty() {
             match stream.poll_ready_unpin(cx) {
@@ -188,7 +218,7 @@ fn failure(e: WsError) -> LinkInput {
 async fn connect(
     request: OpenRequest,
     options: Arc<WsOptions>,
-) -> Result<Stream, TransportFailure> {
+) -> Result<Opened, TransportFailure> {
     let mut http = request
         .url
         .as_str()
@@ -219,21 +249,60 @@ async fn connect(
         .max(MIN_MEMORY_CEILING);
     config.max_message_size = Some(ceiling);
     config.max_frame_size = Some(ceiling);
-    let connector = Connector::Rustls(options.tls.clone());
-    // Nagle off: small frames (pings, acks, chat messages) must not wait 40 ms for company.
-    match tokio_tungstenite::connect_async_tls_with_config(
-        http,
-        Some(config),
-        true,
-        Some(connector),
-    )
-    .await
-    {
-        Ok((stream, _response)) => Ok(stream),
+    match handshake(http, config, &options).await {
+        Ok(opened) => Ok(opened),
         Err(WsError::Http(response)) => Err(TransportFailure::Http {
             status: response.status().as_u16(),
             retry_after: retry_after(response.headers()),
         }),
         Err(e) => Err(TransportFailure::Io(e.to_string())),
+    }
+}
+
+/// What `tokio_tungstenite::connect_async_tls_with_config` does (same host and port rules,
+/// same errors), except that a `ws://` stream is not wrapped in `MaybeTlsStream`.
+async fn handshake(
+    http: tokio_tungstenite::tungstenite::handshake::client::Request,
+    config: WebSocketConfig,
+    options: &WsOptions,
+) -> Result<Opened, WsError> {
+    let host = http
+        .uri()
+        .host()
+        .ok_or(WsError::Url(UrlError::NoHostName))?;
+    // An IPv6 literal without its brackets, as rustls wants it.
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let plain = http.uri().scheme_str() == Some("ws");
+    let port = http
+        .uri()
+        .port_u16()
+        .or_else(|| match http.uri().scheme_str() {
+            Some("wss") => Some(443),
+            Some("ws") => Some(80),
+            _ => None,
+        })
+        .ok_or(WsError::Url(UrlError::UnsupportedUrlScheme))?;
+    let socket = TcpStream::connect(format!("{host}:{port}"))
+        .await
+        .map_err(WsError::Io)?;
+    // Nagle off: small frames (pings, acks, chat messages) must not wait 40 ms for company.
+    socket.set_nodelay(true)?;
+    if plain {
+        let (stream, _response) =
+            tokio_tungstenite::client_async_with_config(http, socket, Some(config)).await?;
+        Ok(Opened::Plain(Box::new(stream)))
+    } else {
+        let connector = Connector::Rustls(options.tls.clone());
+        let (stream, _response) = tokio_tungstenite::client_async_tls_with_config(
+            http,
+            socket,
+            Some(config),
+            Some(connector),
+        )
+        .await?;
+        Ok(Opened::Tls(Box::new(stream)))
     }
 }
