@@ -27,8 +27,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the reference relay (channels, presence, history, acks, SSE).
-    Relay(relay::RelayArgs),
+    /// Run the reference relay (channels, presence, history, acks, SSE): the same options as
+    /// the tether-relay binary.
+    Relay(tether_relay::RelayOptions),
     /// Connect to a WebSocket or SSE URL and stay connected: stdin lines are sent, received
     /// messages are printed.
     Connect(Box<connect::ConnectArgs>),
@@ -91,4 +92,65 @@ fn init_logging(default: &str) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{Args, CommandFactory};
+    use tether_relay::RelayOptions;
+
+    /// What the `tether-relay` binary parses: the shared options, flattened.
+    #[derive(Debug, Parser)]
+    struct RelayBinary {
+        #[command(flatten)]
+        relay: RelayOptions,
+    }
+
+    #[test]
+    fn tether_relay_takes_the_relay_binarys_flags_and_defaults() {
+        let flags = [
+            "--listen",
+            "127.0.0.1:0",
+            "--token",
+            "s3cret",
+            "--presence-grace",
+            "250",
+            "--history",
+            "64",
+            "--max-message-bytes",
+            "4096",
+            "--reconnect-window",
+            "10000",
+            "--reconnect-after",
+            "2000",
+        ];
+        for args in [&flags[..], &[]] {
+            let binary = RelayBinary::try_parse_from(
+                std::iter::once("tether-relay").chain(args.iter().copied()),
+            )
+            .expect("the binary parses them")
+            .relay;
+            let cli =
+                Cli::try_parse_from(["tether", "relay"].into_iter().chain(args.iter().copied()))
+                    .expect("tether relay parses them");
+            let Command::Relay(subcommand) = cli.command else {
+                panic!("not the relay subcommand");
+            };
+            assert_eq!(subcommand, binary);
+        }
+
+        let names = |cmd: &clap::Command| -> Vec<String> {
+            let mut names: Vec<String> = cmd
+                .get_arguments()
+                .filter_map(|a| a.get_long().map(str::to_owned))
+                .collect();
+            names.sort();
+            names
+        };
+        let cli = Cli::command();
+        let subcommand = cli.find_subcommand("relay").expect("relay subcommand");
+        let shared = RelayOptions::augment_args(clap::Command::new("tether-relay"));
+        assert_eq!(names(subcommand), names(&shared), "no flag of its own");
+    }
 }

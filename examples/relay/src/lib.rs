@@ -37,10 +37,12 @@
 //! `hub` (channels, fan-out, presence timers), `history` (offsets, ring buffer, dedupe),
 //! `presence` (members and grace periods), `peer` (per-connection outbound queues and the
 //! slow-consumer rule), `rate_limit` (token bucket), `sse` (event streams), `stats`
-//! (counters).
+//! (counters), `cli` (the command-line options both front ends, the `tether-relay` binary and
+//! `tether relay`, parse with clap).
 
 mod auth;
 pub mod chaos;
+pub mod cli;
 mod config;
 mod docs;
 mod history;
@@ -55,5 +57,6 @@ mod sse;
 mod stats;
 mod ws;
 
+pub use cli::RelayOptions;
 pub use config::{ConfigError, RateLimit, RelayConfig};
 pub use server::{Relay, RelayHandle};

@@ -1,0 +1,219 @@
+//! The relay's command line, shared by its two front ends: the `tether-relay` binary and the
+//! `tether relay` subcommand. Both flatten [`RelayOptions`] into their clap parser, so they
+//! take the same flags with the same defaults and help, print the same ready line and stop
+//! on the same signals; only logging and exit statuses are each program's own.
+
+use crate::{RelayConfig, RelayHandle};
+use std::time::Duration;
+
+/// The relay's command-line options. Every default is [`RelayConfig::default()`]'s.
+///
+/// ```
+/// use clap::Parser;
+/// use tether_relay::RelayOptions;
+///
+/// #[derive(Parser)]
+/// struct Cli {
+///     #[command(flatten)]
+///     relay: RelayOptions,
+/// }
+///
+/// let cli = Cli::parse_from(["my-relay", "--listen", "127.0.0.1:0", "--history", "64"]);
+/// assert_eq!(cli.relay.config().history_capacity, 64);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct RelayOptions {
+    /// Address to listen on.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9000")]
+    pub listen: String,
+    /// Require this token from every client (Bearer header, ?token= or hello). Default: the
+    /// TETHER_RELAY_TOKEN environment variable if set and not empty, else an open relay.
+    #[arg(long)]
+    pub token: Option<String>,
+    /// Presence grace period in ms (a member who reconnects within it never appears to leave).
+    #[arg(long, value_name = "MS", default_value_t = default_ms(|c| c.presence_grace))]
+    pub presence_grace: u64,
+    /// Messages kept per channel for resume.
+    #[arg(long, value_name = "N", default_value_t = RelayConfig::default().history_capacity)]
+    pub history: usize,
+    /// Largest accepted message in bytes.
+    #[arg(long, value_name = "N", default_value_t = RelayConfig::default().max_message_size)]
+    pub max_message_bytes: usize,
+    /// Reconnect window advised to clients on graceful shutdown, in ms.
+    #[arg(long, value_name = "MS", default_value_t = default_ms(|c| c.reconnect_window))]
+    pub reconnect_window: u64,
+    /// Expected downtime after a graceful shutdown, in ms: clients are told not to come back
+    /// before it (they spread over this..window).
+    #[arg(long, value_name = "MS", default_value_t = default_ms(|c| c.reconnect_after))]
+    pub reconnect_after: u64,
+}
+
+/// The environment variable that gives the token when `--token` is not: kept out of the
+/// process list, unlike a flag.
+pub const TOKEN_ENV: &str = "TETHER_RELAY_TOKEN";
+
+impl RelayOptions {
+    /// The relay configuration these options describe (the rest at its defaults). Without
+    /// `--token`, [`TOKEN_ENV`] gives the token; set but empty, it means none (an empty
+    /// `--token` is refused when binding: no client could present it).
+    pub fn config(&self) -> RelayConfig {
+        self.config_with_env(std::env::var(TOKEN_ENV).ok())
+    }
+
+    fn config_with_env(&self, env_token: Option<String>) -> RelayConfig {
+        let token = match &self.token {
+            Some(flag) => Some(flag.clone()),
+            None => env_token.filter(|t| !t.is_empty()),
+        };
+        RelayConfig {
+            token,
+            presence_grace: Duration::from_millis(self.presence_grace),
+            history_capacity: self.history,
+            max_message_size: self.max_message_bytes,
+            reconnect_window: Duration::from_millis(self.reconnect_window),
+            reconnect_after: Duration::from_millis(self.reconnect_after),
+            ..RelayConfig::default()
+        }
+    }
+}
+
+/// The line a front end prints on stdout once the relay is bound, `listening on ws://ADDR`:
+/// scripts and tests wait for it.
+pub fn ready_line(relay: &RelayHandle) -> String {
+    format!("listening on {}", relay.ws_url().trim_end_matches('/'))
+}
+
+/// Resolves on Ctrl-C, or on SIGTERM (how service managers and `docker stop` ask politely).
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot listen for SIGTERM"),
+        }
+    }
+    if let Err(e) = tokio::signal::ctrl_c().await {
+        tracing::warn!(error = %e, "cannot listen for Ctrl-C; stopping now");
+    }
+}
+
+/// A default duration of [`RelayConfig`] in whole milliseconds.
+fn default_ms(field: fn(&RelayConfig) -> Duration) -> u64 {
+    u64::try_from(field(&RelayConfig::default()).as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    /// The front ends' shape: the options flattened into a parser of their own.
+    #[derive(Debug, Parser)]
+    struct Front {
+        #[command(flatten)]
+        relay: RelayOptions,
+    }
+
+    fn parse(args: &[&str]) -> Result<RelayOptions, clap::Error> {
+        let argv = std::iter::once("relay").chain(args.iter().copied());
+        Front::try_parse_from(argv).map(|f| f.relay)
+    }
+
+    #[test]
+    fn the_defaults_are_the_relay_configs() {
+        let options = parse(&[]).expect("no flags needed");
+        assert_eq!(options.listen, "127.0.0.1:9000");
+        let (got, want) = (options.config_with_env(None), RelayConfig::default());
+        assert_eq!(got.token, want.token);
+        assert_eq!(got.presence_grace, want.presence_grace);
+        assert_eq!(got.history_capacity, want.history_capacity);
+        assert_eq!(got.max_message_size, want.max_message_size);
+        assert_eq!(got.reconnect_window, want.reconnect_window);
+        assert_eq!(got.reconnect_after, want.reconnect_after);
+    }
+
+    #[test]
+    fn every_flag_reaches_the_config() {
+        let options = parse(&[
+            "--listen",
+            "127.0.0.1:0",
+            "--token",
+            "s3cret",
+            "--presence-grace",
+            "250",
+            "--history",
+            "64",
+            "--max-message-bytes",
+            "4096",
+            "--reconnect-window",
+            "10000",
+            "--reconnect-after",
+            "2000",
+        ])
+        .expect("every flag is known");
+        assert_eq!(options.listen, "127.0.0.1:0");
+        let config = options.config_with_env(Some("from-env".to_owned()));
+        assert_eq!(config.token.as_deref(), Some("s3cret"));
+        assert_eq!(config.presence_grace, Duration::from_millis(250));
+        assert_eq!(config.history_capacity, 64);
+        assert_eq!(config.max_message_size, 4096);
+        assert_eq!(config.reconnect_window, Duration::from_millis(10_000));
+        assert_eq!(config.reconnect_after, Duration::from_millis(2_000));
+        assert!(config.validate().is_ok());
+    }
+
+    #[test]
+    fn the_token_comes_from_the_flag_else_a_non_empty_environment_variable() {
+        let open = parse(&[]).unwrap();
+        let env = |t: &str| Some(t.to_owned());
+        assert_eq!(open.config_with_env(env("e")).token.as_deref(), Some("e"));
+        assert_eq!(
+            open.config_with_env(env("")).token,
+            None,
+            "empty: an open relay"
+        );
+        let flag = parse(&["--token", "f"]).unwrap();
+        assert_eq!(flag.config_with_env(env("e")).token.as_deref(), Some("f"));
+        let empty = parse(&["--token", ""]).unwrap();
+        assert!(
+            empty.config_with_env(None).validate().is_err(),
+            "refused, not open"
+        );
+    }
+
+    #[test]
+    fn unknown_flags_and_bad_values_are_refused_by_name() {
+        let err = parse(&["--port", "9000"]).expect_err("unknown");
+        assert_eq!(err.kind(), clap::error::ErrorKind::UnknownArgument);
+        let err = parse(&["--history", "many"]).expect_err("not a number");
+        assert!(err.to_string().contains("--history"), "{err}");
+        let err = parse(&["--listen"]).expect_err("needs a value");
+        assert!(err.to_string().contains("--listen"), "{err}");
+    }
+
+    #[test]
+    fn the_help_lists_every_flag_and_its_default() {
+        let help = Front::try_parse_from(["relay", "--help"]).expect_err("help");
+        let help = help.to_string();
+        for flag in [
+            "--listen <ADDR>",
+            "--token <TOKEN>",
+            "--presence-grace <MS>",
+            "--history <N>",
+            "--max-message-bytes <N>",
+            "--reconnect-window <MS>",
+            "--reconnect-after <MS>",
+            "[default: 127.0.0.1:9000]",
+            TOKEN_ENV,
+        ] {
+            assert!(help.contains(flag), "{flag} in {help}");
+        }
+    }
+}
