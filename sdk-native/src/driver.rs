@@ -10,11 +10,11 @@ use futures_util::FutureExt;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::future::poll_fn;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::Poll;
 use tether_core::{Action, Engine, Event, Instant, RequestFailure, RequestId, State};
 use tokio::sync::{oneshot, watch};
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 /// Futures waiting for an ack or a reply; resolved under the engine lock, as the events are
@@ -37,7 +37,6 @@ pub(crate) struct Driver {
     ctx: LinkContext,
     token_provider: Option<BoxTokenProvider>,
     state_tx: watch::Sender<State>,
-    cancel: CancellationToken,
 }
 
 impl Driver {
@@ -46,14 +45,12 @@ impl Driver {
         ctx: LinkContext,
         token_provider: Option<BoxTokenProvider>,
         state_tx: watch::Sender<State>,
-        cancel: CancellationToken,
     ) -> Self {
         Driver {
             shared,
             ctx,
             token_provider,
             state_tx,
-            cancel,
         }
     }
 
@@ -64,16 +61,20 @@ impl Driver {
         let sleep = tokio::time::sleep(std::time::Duration::from_secs(86_400));
         tokio::pin!(sleep);
         let mut armed: Option<Option<Instant>> = None;
-        // Long-lived wake-up futures: created per loop turn, each would register with (and
-        // on drop unregister from) the Notify's and the token's waiter lists every time.
+        // A long-lived wake-up future: created per loop turn, it would register with (and on
+        // drop unregister from) the Notify's waiter list every time.
         let shared = self.shared.clone();
-        let cancel = self.cancel.clone();
-        let cancelled = cancel.cancelled();
-        tokio::pin!(cancelled);
         let notified = shared.wake.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
         loop {
+            // Cancellation (last handle dropped, or shutdown) comes with a wake-up; checked
+            // first on every turn, as the first branch of a biased select would be.
+            if !shutting_down && self.shared.cancelled.load(Ordering::Acquire) {
+                shutting_down = true;
+                let now = self.shared.now();
+                let _ = self.shared.lock().engine.close(now, 1000, "client dropped");
+            }
             let deadline = self.pump(&mut link, &mut token);
             // Nobody listening is no reason to stop: a client dropped after its `Events` still
             // runs its close handshake, and ends below once the engine has closed.
@@ -94,11 +95,6 @@ impl Driver {
 
             tokio::select! {
                 biased;
-                _ = &mut cancelled, if !shutting_down => {
-                    shutting_down = true;
-                    let now = self.shared.now();
-                    let _ = self.shared.lock().engine.close(now, 1000, "client dropped");
-                }
                 inputs = poll_fn(|cx| poll_link(&mut link, cx)) => {
                     let now = self.shared.now();
                     let mut inner = self.shared.lock();
