@@ -34,7 +34,6 @@ pub(crate) struct Shared {
     /// once it is closed. A flag and a `wake` instead of a `CancellationToken`, whose tree node
     /// and long-lived `cancelled()` future cost an idle client ~0.2 KiB.
     pub(crate) cancelled: AtomicBool,
-    pub(crate) state: watch::Receiver<State>,
     pub(crate) origin: tokio::time::Instant,
 }
 
@@ -220,7 +219,7 @@ pub struct Client {
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
-            .field("state", &*self.shared.state.borrow())
+            .field("state", &self.shared.lock_events().state)
             .finish_non_exhaustive()
     }
 }
@@ -241,19 +240,18 @@ impl Client {
         let link_ctx = link_context(&native, &config, &roots).map_err(BuildError::Tls)?;
         let url = config.url().to_owned();
         let engine = Engine::new(config, os_entropy());
-        let (state_tx, state_rx) = watch::channel(engine.state().clone());
+        let state = engine.state().clone();
         let shared = Arc::new(Shared {
             inner: Mutex::new(Inner {
                 engine,
                 waiters: Waiters::default(),
             }),
-            events: Mutex::new(EventQueue::new(native.event_capacity)),
+            events: Mutex::new(EventQueue::new(native.event_capacity, state)),
             wake: Notify::new(),
             cancelled: AtomicBool::new(false),
-            state: state_rx,
             origin: tokio::time::Instant::now(),
         });
-        let task = driver::Driver::new(shared.clone(), link_ctx, native.token_provider, state_tx);
+        let task = driver::Driver::new(shared.clone(), link_ctx, native.token_provider);
         // Every log line of this client's task carries its URL.
         let span = tracing::info_span!("tether", url = %url);
         let task = runtime.spawn(tracing::Instrument::instrument(task.run(), span));
@@ -547,12 +545,21 @@ impl Client {
 
     /// The current state.
     pub fn state(&self) -> State {
-        self.shared.state.borrow().clone()
+        self.shared.lock_events().state.clone()
     }
 
     /// A receiver that sees every state change (`watch` semantics: the latest value).
     pub fn watch_state(&self) -> watch::Receiver<State> {
-        self.shared.state.clone()
+        let mut queue = self.shared.lock_events();
+        if let Some(tx) = &queue.state_watch {
+            return tx.subscribe();
+        }
+        let (tx, rx) = watch::channel(queue.state.clone());
+        // Once the task has ended nothing changes any more: the receiver sees it closed.
+        if !queue.sender_gone {
+            queue.state_watch = Some(tx);
+        }
+        rx
     }
 
     /// A snapshot of the counters.
@@ -601,7 +608,7 @@ impl Client {
 
     /// Waits until the client reaches `Closed` (by the app, or because it gave up).
     pub async fn closed(&self) -> CloseReason {
-        let mut rx = self.shared.state.clone();
+        let mut rx = self.watch_state();
         loop {
             if let State::Closed { reason } = &*rx.borrow_and_update() {
                 return reason.clone();
@@ -698,6 +705,11 @@ impl Drop for Events {
 pub(crate) struct EventQueue {
     pub(crate) events: std::collections::VecDeque<Event>,
     capacity: usize,
+    /// The state as of the last event handed over (what `Client::state` says).
+    pub(crate) state: State,
+    /// Fed with every state change once someone asked for it (`watch_state`, `closed`); not
+    /// created before, as a watch channel is ~0.4 KiB per client. Dropped when the task ends.
+    pub(crate) state_watch: Option<watch::Sender<State>>,
     /// The app waits for an event.
     pub(crate) receiver: Option<Waker>,
     /// The client task waits for the queue to fall to `capacity`.
@@ -709,10 +721,12 @@ pub(crate) struct EventQueue {
 }
 
 impl EventQueue {
-    fn new(capacity: usize) -> Self {
+    fn new(capacity: usize, state: State) -> Self {
         EventQueue {
             events: std::collections::VecDeque::new(),
             capacity,
+            state,
+            state_watch: None,
             receiver: None,
             room: None,
             receiver_gone: false,

@@ -13,8 +13,8 @@ use std::future::poll_fn;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::Poll;
-use tether_core::{Action, Engine, Event, Instant, RequestFailure, RequestId, State};
-use tokio::sync::{oneshot, watch};
+use tether_core::{Action, Engine, Event, Instant, RequestFailure, RequestId};
+use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
 /// Futures waiting for an ack or a reply; resolved under the engine lock, as the events are
@@ -36,7 +36,6 @@ pub(crate) struct Driver {
     shared: Arc<Shared>,
     ctx: LinkContext,
     token_provider: Option<BoxTokenProvider>,
-    state_tx: watch::Sender<State>,
 }
 
 impl Driver {
@@ -44,13 +43,11 @@ impl Driver {
         shared: Arc<Shared>,
         ctx: LinkContext,
         token_provider: Option<BoxTokenProvider>,
-        state_tx: watch::Sender<State>,
     ) -> Self {
         Driver {
             shared,
             ctx,
             token_provider,
-            state_tx,
         }
     }
 
@@ -79,7 +76,7 @@ impl Driver {
             // Nobody listening is no reason to stop: a client dropped after its `Events` still
             // runs its close handshake, and ends below once the engine has closed.
             self.room_for_events().await;
-            if shutting_down && self.shared.state.borrow().is_closed() {
+            if shutting_down && self.shared.lock_events().state.is_closed() {
                 return;
             }
             // Re-arming the timer reads the clock and touches the timer wheel: only when
@@ -154,7 +151,10 @@ impl Driver {
                 while let Some(event) = next {
                     resolve_waiters(&mut inner.waiters, &event);
                     if let Event::StateChanged { to, .. } = &event {
-                        self.state_tx.send_replace(to.clone());
+                        queue.state = to.clone();
+                        if let Some(watch) = &queue.state_watch {
+                            watch.send_replace(to.clone());
+                        }
                     }
                     trace_event(&event);
                     if !queue.receiver_gone {
@@ -205,6 +205,8 @@ impl Drop for Driver {
         }
         let mut queue = self.shared.lock_events();
         queue.sender_gone = true;
+        // Receivers of `watch_state` see the channel closed, as when the task owned it.
+        queue.state_watch = None;
         let receiver = queue.receiver.take();
         drop(queue);
         if let Some(app) = receiver {
