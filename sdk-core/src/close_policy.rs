@@ -158,10 +158,13 @@ impl ClosePolicy {
         match status {
             401 | 403 => Disposition::Reauth,
             408 | 425 | 429 => Disposition::Retry,
-            // A 2xx that failed the attempt answered without a WebSocket upgrade or an event
-            // stream (204 is SSE's "do not reconnect"; a 200 web page means a wrong URL):
-            // asking again gets the same answer. Other 4xx mean the request itself is wrong.
-            200..=299 | 400..=499 => Disposition::Terminal,
+            // 204 is SSE's "do not reconnect". Other 4xx mean the request itself is wrong.
+            204 | 400..=499 => Disposition::Terminal,
+            // Any other 2xx that failed the attempt is a page where the WebSocket upgrade or the
+            // event stream should be: a wrong URL, but also a captive portal's login page or a
+            // load balancer's maintenance page on plain ws:// or http://, which go away. Retried
+            // with the backoff; every attempt reports the status (an `Error` event, a cause of
+            // `Http { status }`), so it is not silent. `with_status(200..=299, Terminal)` stops.
             _ => Disposition::Retry,
         }
     }
@@ -308,8 +311,10 @@ mod tests {
         assert_eq!(p.disposition_for_status(403), Disposition::Reauth);
         assert_eq!(p.disposition_for_status(404), Disposition::Terminal);
         assert_eq!(p.disposition_for_status(204), Disposition::Terminal);
-        // A web page where the stream should be: a wrong URL, not a passing fault.
-        assert_eq!(p.disposition_for_status(200), Disposition::Terminal);
+        // A web page where the stream should be: a wrong URL, or a captive portal that goes
+        // away after login. Retried (and reported on every attempt), not fatal.
+        assert_eq!(p.disposition_for_status(200), Disposition::Retry);
+        assert_eq!(p.disposition_for_status(299), Disposition::Retry);
         assert_eq!(p.disposition_for_status(429), Disposition::Retry);
         assert_eq!(p.disposition_for_status(500), Disposition::Retry);
         assert_eq!(p.disposition_for_status(503), Disposition::Retry);

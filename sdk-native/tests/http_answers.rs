@@ -1,11 +1,14 @@
 //! The driver against servers that answer with plain HTTP: a web page where the stream should
-//! be, and a `503` whose `Retry-After` is a date.
+//! be (retried and reported by default, fatal by policy), and a `503` whose `Retry-After` is a
+//! date.
 #![allow(clippy::unwrap_used)]
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use tether::{Client, CloseReason, DisconnectCause, EngineError, Event, Events};
+use tether::{
+    Client, ClosePolicy, CloseReason, DisconnectCause, Disposition, EngineError, Event, Events,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::time::timeout;
@@ -65,10 +68,62 @@ async fn events_until_closed(events: &mut Events) -> Vec<Event> {
     }
 }
 
-async fn a_web_page_stops_the_client(scheme: &str) {
+fn says_wrong_url(event: &Event) -> bool {
+    matches!(
+        event,
+        Event::Error(EngineError::Transport(m)) if m.starts_with("HTTP status 200 instead of")
+            && m.ends_with("(is the URL right?)")
+    )
+}
+
+/// By default a page where the stream should be is retried (it may be a captive portal's login
+/// page that goes away), and every attempt says what it got: not silent, not fatal.
+async fn a_web_page_is_reported_on_every_attempt(scheme: &str) {
     let (addr, requests) = http_server(web_page).await;
     let (client, mut events) = Client::builder(format!("{scheme}://{addr}/wrong"))
         .backoff_initial(Duration::from_millis(10))
+        .backoff_max(Duration::from_millis(20))
+        .connect()
+        .unwrap();
+    let (mut reported, mut causes) = (0, 0);
+    while causes < 3 {
+        let event = timeout(Duration::from_secs(5), events.recv())
+            .await
+            .expect("the client should keep trying")
+            .unwrap();
+        reported += usize::from(says_wrong_url(&event));
+        if let Event::ReconnectScheduled { cause, .. } = &event {
+            assert_eq!(*cause, DisconnectCause::Http { status: 200 });
+            causes += 1;
+        }
+        assert!(
+            !matches!(&event, Event::StateChanged { to, .. } if to.is_closed()),
+            "{event:?}"
+        );
+    }
+    assert_eq!(reported, 3, "one error event per attempt");
+    assert!(requests.load(Ordering::SeqCst) >= 3);
+    client.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_web_page_at_the_sse_url_is_retried_and_reported() {
+    a_web_page_is_reported_on_every_attempt("http").await;
+}
+
+#[tokio::test]
+async fn a_web_page_at_the_websocket_url_is_retried_and_reported() {
+    a_web_page_is_reported_on_every_attempt("ws").await;
+}
+
+/// An app that knows its URL is right for good can make a 2xx page fatal.
+#[tokio::test]
+async fn a_2xx_page_stops_the_client_when_the_policy_says_so() {
+    let (addr, requests) = http_server(web_page).await;
+    let policy = ClosePolicy::default().with_status(200..=299, Disposition::Terminal);
+    let (client, mut events) = Client::builder(format!("ws://{addr}/wrong"))
+        .backoff_initial(Duration::from_millis(10))
+        .close_policy(policy)
         .connect()
         .unwrap();
     let seen = events_until_closed(&mut events).await;
@@ -84,24 +139,8 @@ async fn a_web_page_stops_the_client(scheme: &str) {
         "{reason:?}"
     );
     assert!(reason.to_string().contains("is the URL right?"), "{reason}");
-    assert!(
-        seen.iter().any(|e| matches!(
-            e,
-            Event::Error(EngineError::Transport(m)) if m.starts_with("HTTP status 200 instead of")
-        )),
-        "{seen:?}"
-    );
+    assert!(seen.iter().any(says_wrong_url), "{seen:?}");
     assert_eq!(requests.load(Ordering::SeqCst), 1, "asked only once");
-}
-
-#[tokio::test]
-async fn a_web_page_at_the_sse_url_stops_with_http_200() {
-    a_web_page_stops_the_client("http").await;
-}
-
-#[tokio::test]
-async fn a_web_page_at_the_websocket_url_stops_with_http_200() {
-    a_web_page_stops_the_client("ws").await;
 }
 
 #[tokio::test]
