@@ -14,7 +14,9 @@
 //!   cannot exhaust memory.
 //! - **An `id:` that could not be sent back is ignored.** The spec ignores an id holding NUL;
 //!   we also ignore one holding any other character a `Last-Event-ID` header cannot carry
-//!   (control characters other than tab), as it would make every later request fail locally.
+//!   (control characters other than tab), as it would make every later request fail locally,
+//!   and one longer than [`MAX_EVENT_ID_LEN`] (reported as [`SseError::LineTooLong`]), which
+//!   would be sent back as a header servers refuse (431) on every reconnect.
 //! - **`retry:`** is reported on its own at once ([`SseItem::Event`] with only `retry` set),
 //!   whether or not an event follows.
 
@@ -24,6 +26,18 @@ use std::time::Duration;
 
 /// Bytes a `data:` line carries besides its value: the field name, colon and space.
 const DATA_PREFIX: usize = "data: ".len();
+
+/// The longest event id adopted as the resume position, in bytes. It goes back to the server
+/// as a `Last-Event-ID` header (or a URL parameter), where common limits for a whole request
+/// head are 8 KiB; ids in practice are offsets, UUIDs or short cursors.
+pub const MAX_EVENT_ID_LEN: usize = 1024;
+
+/// Whether `id` can be adopted as the last event id: short enough, and free of characters a
+/// `Last-Event-ID` header cannot carry. The parser and the engine (for drivers whose platform
+/// parses the stream, like a browser's `EventSource`) both check with this.
+pub(crate) fn is_resumable_id(id: &str) -> bool {
+    id.len() <= MAX_EVENT_ID_LEN && crate::config::is_header_value(id)
+}
 
 /// Something the stream said, for the engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,7 +65,8 @@ pub enum SseError {
         /// The limit.
         max: usize,
     },
-    /// An `id:`, `event:` or `retry:` line was longer than the limit; it was ignored.
+    /// An `id:`, `event:` or `retry:` line was longer than the limit (for `id:`, the value
+    /// longer than [`MAX_EVENT_ID_LEN`]); it was ignored.
     #[error("SSE {field} line of {size} bytes exceeds the limit of {max}")]
     LineTooLong {
         /// The field name.
@@ -216,9 +231,16 @@ impl SseParser {
                 }
             }
             "event" => value.clone_into(&mut self.event),
-            "id" if crate::config::is_header_value(value) => {
+            "id" if is_resumable_id(value) => {
                 self.id = Some(value.to_owned());
                 self.id_in_block = true;
+            }
+            "id" if value.len() > MAX_EVENT_ID_LEN => {
+                self.ready.push_back(Err(SseError::LineTooLong {
+                    field: "id",
+                    size: len,
+                    max: MAX_EVENT_ID_LEN,
+                }));
             }
             "id" => {} // NUL (the spec) or another character a header cannot carry (ours)
             "retry" if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => {
@@ -458,6 +480,27 @@ mod tests {
         }
         let events = parse(&["id: a\tb é\ndata: a\n\n"]);
         assert_eq!(events, [message(Some("a\tb é"), "a")]);
+    }
+
+    #[test]
+    fn an_id_too_long_to_send_back_is_ignored_and_reported() {
+        let at_limit = "i".repeat(MAX_EVENT_ID_LEN);
+        let over = "o".repeat(MAX_EVENT_ID_LEN + 1);
+        let stream = format!("id: {at_limit}\ndata: a\n\nid: {over}\ndata: b\n\n");
+        let mut p = parser_fed(1 << 20, &[stream.as_bytes()]);
+        assert_eq!(
+            items(&mut p),
+            [
+                Ok(SseItem::Event(message(Some(&at_limit), "a"))),
+                Err(SseError::LineTooLong {
+                    field: "id",
+                    size: "id: ".len() + over.len(),
+                    max: MAX_EVENT_ID_LEN,
+                }),
+                // The event is still delivered; the resume position stays where it was.
+                Ok(SseItem::Event(message(Some(&at_limit), "b"))),
+            ]
+        );
     }
 
     #[test]

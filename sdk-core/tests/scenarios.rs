@@ -1306,18 +1306,20 @@ fn an_sse_id_a_header_could_not_carry_is_not_resumed_from() {
         false,
     );
     sim.connect_open();
-    for id in ["1", "2\u{1}", "3\r\n", "\u{7f}"] {
+    // Also one too long to send back: servers would refuse the header (431) on every attempt.
+    let long = "x".repeat(tether_core::sse::MAX_EVENT_ID_LEN + 1);
+    for id in ["1", "2\u{1}", "3\r\n", "\u{7f}", long.as_str()] {
         sim.server_push_sse(SseEvent {
             id: Some(id.into()),
             event: "message".into(),
-            data: format!("after {id:?}"),
+            data: format!("after {}", id.len()),
             retry: None,
         });
     }
     sim.run_for(ms(50));
     assert_eq!(
         sim.delivered().len(),
-        4,
+        5,
         "the events themselves are delivered"
     );
     sim.kill_connection();

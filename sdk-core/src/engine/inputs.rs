@@ -14,6 +14,7 @@ use crate::event::{
 };
 use crate::heartbeat::Beat;
 use crate::protocol::{ClientMessage, ServerMessage};
+use crate::sse::is_resumable_id;
 use crate::time::Instant;
 
 /// Close code the engine uses when it abandons a transport itself (heartbeat or connect
@@ -120,9 +121,10 @@ impl Engine {
             self.sse_retry = Some(retry.min(self.config.close_policy.max_server_delay));
         }
         // Per the SSE spec an empty id resets the last event id. An id a `Last-Event-ID`
-        // header could not carry is ignored, as the spec ignores one holding NUL: adopted, it
-        // would make every later attempt fail before it left the client.
-        if let Some(id) = event.id.as_ref().filter(|id| is_header_value(id)) {
+        // header could not carry, or one too long to send back, is ignored, as the spec
+        // ignores one holding NUL: adopted, it would make every later attempt fail, here or at
+        // the server (see `tether_core::sse::MAX_EVENT_ID_LEN`).
+        if let Some(id) = event.id.as_ref().filter(|id| is_resumable_id(id)) {
             self.last_event_id = (!id.is_empty()).then(|| id.clone());
         }
         if event.data.is_empty() {
