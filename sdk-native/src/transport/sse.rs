@@ -126,7 +126,7 @@ impl SseLink {
             .headers()
             .get("content-type")
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("text/event-stream"));
+            .is_some_and(is_event_stream_type);
         // A `200` that is not an event stream (a web page at a wrong URL) is an HTTP answer
         // that is not the protocol asked for, like a WebSocket handshake answered with `200`:
         // reported as what it is, the engine's close policy stops with `Closed { Refused }`
@@ -140,5 +140,37 @@ impl SseLink {
         }
         self.state = State::Streaming(Box::pin(response.bytes_stream()));
         LinkInput::Opened
+    }
+}
+
+/// Whether a `Content-Type` value names `text/event-stream`: the media type before any
+/// parameters (`; charset=utf-8`), compared without regard to case as MIME types are.
+fn is_event_stream_type(content_type: &str) -> bool {
+    let media_type = content_type.split(';').next().unwrap_or_default().trim();
+    media_type.eq_ignore_ascii_case("text/event-stream")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_event_stream_type;
+
+    #[test]
+    fn event_stream_content_types() {
+        for ok in [
+            "text/event-stream",
+            "Text/Event-Stream",
+            "text/event-stream; charset=utf-8",
+            " text/event-stream ;charset=UTF-8",
+        ] {
+            assert!(is_event_stream_type(ok), "{ok}");
+        }
+        for not in [
+            "text/html",
+            "text/event-streamer",
+            "text/plain; x=text/event-stream",
+            "",
+        ] {
+            assert!(!is_event_stream_type(not), "{not}");
+        }
     }
 }
