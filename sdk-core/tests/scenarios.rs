@@ -923,6 +923,93 @@ fn unacked_publishes_in_raw_mode_are_refused_with_a_clear_error() {
     assert!(sim.engine.subscribe(sim.now, "room").is_err());
 }
 
+/// The events the engine has queued since the last drain, without running anything else.
+fn drained_drops(engine: &mut tether_core::Engine) -> Vec<(Vec<MessageId>, DropReason)> {
+    std::iter::from_fn(|| engine.poll_event())
+        .filter_map(|e| match e {
+            Event::Dropped { ids, reason } => Some((ids, reason)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn an_acked_message_expires_on_the_tick_its_ttl_shares_with_the_connect_timeout() {
+    // A driver giving up on an acked send at its TTL makes one `handle_timeout` call and
+    // expects the message gone, reported `Expired`; the connect timeout due on the same tick
+    // must not postpone that to a later call.
+    let mut sim = tether(Config::builder("ws://relay").connect_timeout(secs(3)));
+    sim.server.behaviour = Behaviour::Hang;
+    sim.connect();
+    let id = sim
+        .engine
+        .send_with(sim.now, "x", SendOptions::acked().with_ttl(secs(3)))
+        .unwrap();
+    while sim.engine.poll_event().is_some() {}
+    let tick = Instant::from_millis(3000);
+    assert_eq!(sim.engine.poll_timeout(), Some(tick));
+    sim.engine.handle_timeout(tick);
+    assert_eq!(sim.engine.outbox_status(id), None);
+    assert_eq!(sim.engine.outbox_len(), 0);
+    assert_eq!(
+        drained_drops(&mut sim.engine),
+        vec![(vec![id], DropReason::Expired)]
+    );
+}
+
+#[test]
+fn an_acked_message_expires_on_the_tick_its_ttl_shares_with_the_drain_timeout() {
+    // The drain deadline due on the same tick closes the engine, which drops what is left as
+    // `Closed`: a message whose TTL came on that tick is `Expired`, as the app waiting on it
+    // at its TTL is told.
+    let mut sim = tether(Config::builder("ws://relay"));
+    sim.connect_open();
+    let t = sim.server.conn.unwrap();
+    sim.engine.transport_writable(sim.now, t, false); // it stays queued
+    let id = sim
+        .engine
+        .send_with(sim.now, "x", SendOptions::acked().with_ttl(secs(2)))
+        .unwrap();
+    sim.engine.close_after_drain(sim.now, secs(2));
+    while sim.engine.poll_event().is_some() {}
+    sim.engine.handle_timeout(sim.now + secs(2));
+    assert_eq!(sim.engine.state(), &State::Closing);
+    assert_eq!(
+        drained_drops(&mut sim.engine),
+        vec![(vec![id], DropReason::Expired)]
+    );
+}
+
+#[test]
+fn expire_outbox_drops_what_is_due_and_runs_no_other_timer() {
+    let mut sim = tether(Config::builder("ws://relay").connect_timeout(secs(3)));
+    sim.server.behaviour = Behaviour::Hang;
+    sim.connect();
+    let due = sim
+        .engine
+        .send_with(sim.now, "a", SendOptions::acked().with_ttl(secs(3)))
+        .unwrap();
+    let later = sim
+        .engine
+        .send_with(sim.now, "b", SendOptions::acked().with_ttl(secs(4)))
+        .unwrap();
+    while sim.engine.poll_event().is_some() {}
+    sim.engine.expire_outbox(Instant::from_millis(3000));
+    assert_eq!(sim.engine.outbox_status(due), None);
+    assert_eq!(
+        sim.engine.outbox_status(later),
+        Some(tether_core::OutboxStatus::Queued)
+    );
+    assert_eq!(
+        drained_drops(&mut sim.engine),
+        vec![(vec![due], DropReason::Expired)]
+    );
+    assert!(
+        matches!(sim.engine.state(), State::Connecting { .. }),
+        "the connect timeout is left to handle_timeout"
+    );
+}
+
 // ---- channels, resume, presence -----------------------------------------------------------------
 
 fn offsets(sim: &Sim) -> Vec<u64> {

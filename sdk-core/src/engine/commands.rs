@@ -390,10 +390,24 @@ impl Engine {
         }
     }
 
-    /// Writes queued messages while the transport takes them.
-    pub(super) fn flush(&mut self, now: Instant) {
+    /// Drops every queued message whose TTL has passed by `now`, reported in one
+    /// `Event::Dropped` with reason `Expired`, whatever else is due. `handle_timeout` does this
+    /// first too; a driver calls it when it must know, under the same lock, that a message
+    /// whose expiry has come has left the outbox (an acked send giving up at its TTL), without
+    /// running the other timers.
+    pub fn expire_outbox(&mut self, now: Instant) {
+        let now = self.observe(now);
+        self.expire_due(now);
+    }
+
+    fn expire_due(&mut self, now: Instant) {
         let expired = self.outbox.expire(now);
         self.report_removed(expired, DropReason::Expired);
+    }
+
+    /// Writes queued messages while the transport takes them.
+    pub(super) fn flush(&mut self, now: Instant) {
+        self.expire_due(now);
         if !self.state.is_open() || !self.conn.writable || !self.can_write_frames() {
             return;
         }

@@ -258,6 +258,9 @@ impl Engine {
 
     /// Fires every deadline at or before `now`. Spurious or repeated calls are no-ops.
     pub fn handle_timeout(&mut self, now: Instant) {
+        // Expiry first and unconditionally: the lifecycle timers below return early, and a
+        // message whose TTL has come must leave (as `Expired`) on this call whichever is due.
+        self.expire_outbox(now);
         let now = self.observe(now);
         if self.timers.close.is_some_and(|t| t <= now) {
             let code = self.conn.closing.unwrap_or(1000);
