@@ -444,7 +444,8 @@ impl Client {
                 Ok(result) => result,
                 Err(_elapsed) => match self.ack_timed_out(id) {
                     Some(status) => return Err(AckError::TimedOut { id, status }),
-                    // It has just left the outbox: the task reports how, at once.
+                    // It has just left the outbox, and the task reports how at once; or it is
+                    // still queued, and its TTL ends it shortly.
                     None => rx.await,
                 },
             },
@@ -461,8 +462,8 @@ impl Client {
     }
 
     /// The wait for message `id`'s ack reached its timeout, which is also its TTL: says what
-    /// became of the message and stops waiting, or `None` if it has already left the outbox
-    /// and the task is about to resolve the wait with how (acknowledged, or dropped).
+    /// became of the message and stops waiting, or `None` to keep waiting, for the task to
+    /// resolve the wait with how it ended (acknowledged, or dropped) as its event says.
     fn ack_timed_out(&self, id: MessageId) -> Option<Unacked> {
         let now = self.shared.now();
         let mut inner = self.shared.lock();
@@ -472,11 +473,18 @@ impl Client {
         let status = match inner.engine.outbox_status(id)? {
             OutboxStatus::InFlight => Unacked::AwaitingAck,
             OutboxStatus::Queued => {
-                // Its expiry is at or before `now`: let the engine see the time, so that from
-                // here no write can include it (an input stamped earlier is clamped to this
-                // time); it is dropped and reported as `Expired`.
-                inner.engine.handle_timeout(now);
-                Unacked::Expired
+                // Its expiry is at or before `now`: the engine drops it here, reported
+                // `Expired`, and from here no write can include it (an input stamped earlier
+                // is clamped to this time). Only expiry: `handle_timeout` could first run a
+                // lifecycle timer due at the same time (a close drops it as `Closed`).
+                inner.engine.expire_outbox(now);
+                match inner.engine.outbox_status(id) {
+                    None => Unacked::Expired,
+                    Some(OutboxStatus::InFlight) => Unacked::AwaitingAck,
+                    // Not expired by the engine's clock: it is not gone, so it is not
+                    // `Expired`; its own event (sent and acked, or dropped) ends the wait.
+                    Some(OutboxStatus::Queued) => return None,
+                }
             }
         };
         inner.waiters.acks.remove(&id);
