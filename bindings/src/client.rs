@@ -96,8 +96,9 @@ impl Client {
     /// `timeout_ms` (`null`: until acked or dropped). Returns the stored offset, if any.
     ///
     /// After `TimedOut` the message is never sent again: if it was still waiting to be sent
-    /// it is dropped (a `Dropped` event with reason `Expired`); if it was already written, its
-    /// `Acked` (or `Dropped`) event tells whether the server got it.
+    /// it is dropped (a `Dropped` event with reason `Expired`); if it was already written, an
+    /// `Acked` event means the server has it, while a `Dropped` event leaves the outcome
+    /// unknown: the server may have stored it and lost the ack (see `ClientError.TimedOut`).
     pub async fn send_acked(
         &self,
         payload: Payload,

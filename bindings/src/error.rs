@@ -54,8 +54,10 @@ pub enum ClientError {
     },
     /// The ack or reply did not arrive within the timeout. An acked message is never sent
     /// after that: if it was not written yet it has been dropped (a `Dropped` event, reason
-    /// `Expired`); if it was, it awaits the server's answer and its `Acked` or `Dropped` event
-    /// will say whether the server got it.
+    /// `Expired`); if it was, it awaits the server's answer. An `Acked` event then means the
+    /// server has it; a `Dropped` event only that its ack was never seen: the outcome is
+    /// unknown, the server may have stored it (the ack lost with the connection), and sending
+    /// it again creates a new message id the server cannot de-duplicate against this one.
     #[error("timed out")]
     TimedOut,
     /// The connection dropped after the request was sent; its reply is lost. Retry it.

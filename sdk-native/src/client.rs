@@ -130,7 +130,10 @@ pub enum Unacked {
     /// It was written on the current connection and the server has not acknowledged it yet:
     /// it stays in the outbox until an `Event::Acked` (the server has it) or `Event::Dropped`
     /// names it. It is not re-sent: if the connection drops first, it expires (`Dropped`,
-    /// reason `Expired`).
+    /// reason `Expired`). A `Dropped` then does not mean the server lacks it, only that its
+    /// ack was never seen: the outcome is unknown, as the ack may have been lost with the
+    /// connection after the server stored it. Sending the payload again creates a new
+    /// message id, which the server cannot de-duplicate against this one.
     AwaitingAck,
 }
 
@@ -310,7 +313,9 @@ impl Client {
     /// is never sent after that (its TTL is the timeout): if it was still waiting to be sent
     /// it is dropped ([`Unacked::Expired`], an `Event::Dropped` with reason `Expired`);
     /// if it was already written, it waits for the server's answer in the outbox
-    /// ([`Unacked::AwaitingAck`]) and its `Event::Acked` or `Event::Dropped` says how it ended.
+    /// ([`Unacked::AwaitingAck`]) and its `Event::Acked` or `Event::Dropped` says how it ended:
+    /// `Acked`, the server has it; `Dropped`, its ack was never seen and the server may or may
+    /// not have it (see [`Unacked::AwaitingAck`]).
     /// Dropping the future instead abandons the wait and leaves the message to its TTL.
     ///
     /// ```no_run
