@@ -360,6 +360,11 @@ fn close_policy(o: &Value) -> Result<ClosePolicy, String> {
     let shape = "an array of {from, to?, action: 'retry' | 'reauth' | 'stop'} with codes 1000-4999";
     let list = list.as_array().ok_or_else(|| invalid(&path, shape))?;
     for rule in list {
+        // A misspelt key (`too: 4599`) would silently narrow the rule to one code.
+        let keys = rule.as_object().map(|m| m.keys());
+        if !keys.is_some_and(|mut k| k.all(|k| ["from", "to", "action"].contains(&k.as_str()))) {
+            return Err(invalid(&path, shape));
+        }
         let code = |key| {
             rule.get(key)
                 .and_then(Value::as_u64)

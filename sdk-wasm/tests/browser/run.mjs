@@ -127,6 +127,7 @@ test('errors are TetherErrors with a code', async ({ page, base }) => {
       sectionNotObject: code(() => new tether.TetherClient('ws://x', { backoff: 500 })),
       subprotocolsString: code(() => new tether.TetherClient('ws://x', { subprotocols: 'chat' })),
       subprotocolsNumbers: code(() => new tether.TetherClient('ws://x', { subprotocols: ['chat', 2] })),
+      ruleTypo: code(() => new tether.TetherClient('ws://x', { closePolicy: { codes: [{ from: 4500, too: 4599, action: 'stop' }] } })),
       lowAboveHigh: code(() => new tether.TetherClient('ws://x', { backpressure: { highWaterBytes: 1000, lowWaterBytes: 2000 } })),
       fine: code(() => new tether.TetherClient('ws://x', { subprotocols: ['chat'], backpressure: { highWaterBytes: 1000 }, autoConnect: false })),
       staleInputs: raw.stats.staleInputs,
@@ -142,6 +143,8 @@ test('errors are TetherErrors with a code', async ({ page, base }) => {
   assert.deepEqual([r.sectionNotObject[1], r.sectionNotObject[2]], ['invalid_config', 'backoff must be an object']);
   assert.deepEqual([r.subprotocolsString[1], r.subprotocolsString[2]], ['invalid_config', 'subprotocols must be an array of strings']);
   assert.equal(r.subprotocolsNumbers[1], 'invalid_config');
+  assert.deepEqual(r.ruleTypo.slice(0, 2), [true, 'invalid_config']);
+  assert.match(r.ruleTypo[2], /closePolicy\.codes must be an array of \{from, to\?, action/);
   assert.match(r.lowAboveHigh[2], /backpressure\.lowWaterBytes must be at most backpressure\.highWaterBytes/);
   assert.equal(r.fine, 'no error');
   assert.equal(r.staleInputs, 0);
