@@ -48,7 +48,7 @@ impl Client {
     }
 
     /// Starts connecting (from `Idle` or `Closed`), or retries at once while `Waiting`.
-    /// Does nothing after `shutdown()`.
+    /// Does nothing once `shutdown()` has been called, even before it completes.
     pub fn connect(&self) {
         self.inner.connect();
     }

@@ -41,6 +41,18 @@ pub(crate) struct Shared {
 pub(crate) struct Inner {
     pub(crate) engine: Engine,
     pub(crate) waiters: Waiters,
+    /// [`Client::shutdown`] has begun: set under the lock that closes the engine, so no
+    /// `connect` can reopen it (and no `document` open a handle) while the close handshake
+    /// runs and the task ends, before `waiters.task_ended` says it has.
+    pub(crate) shutting_down: bool,
+}
+
+impl Inner {
+    /// Shutdown has begun or the task has ended: nothing may start a connection or open a
+    /// document any more.
+    pub(crate) fn finished(&self) -> bool {
+        self.shutting_down || self.waiters.task_ended
+    }
 }
 
 impl Shared {
@@ -248,6 +260,7 @@ impl Client {
             inner: Mutex::new(Inner {
                 engine,
                 waiters: Waiters::default(),
+                shutting_down: false,
             }),
             events: Mutex::new(EventQueue::new(native.event_capacity, state)),
             wake: Notify::new(),
@@ -269,13 +282,14 @@ impl Client {
     }
 
     /// Starts connecting (from idle or closed), or retries at once if waiting. Does nothing
-    /// once the client task has ended ([`Client::shutdown`], or every handle dropped): nothing
-    /// would perform the connection, and messages accepted by a reopened engine would never be
-    /// written. The client stays `Closed`, so sends are refused with `SendError::Closed`.
+    /// from the moment [`Client::shutdown`] starts, or once the client task has ended
+    /// (every handle dropped): the task is going away, nothing would perform the connection,
+    /// and messages accepted by a reopened engine would never be written. The client stays
+    /// `Closed`, so sends are refused with `SendError::Closed`.
     pub fn connect(&self) {
         let now = self.shared.now();
         let mut inner = self.shared.lock();
-        if inner.waiters.task_ended {
+        if inner.finished() {
             return;
         }
         inner.engine.connect(now);
@@ -521,8 +535,8 @@ impl Client {
 
     /// The shared document on `channel` (Tether mode): edits show at once and converge to the
     /// server's order for every client, through drops and reconnects. See [`Document`].
-    /// Refused with `SyncError::Send(SendError::Closed)` once the client task has ended
-    /// ([`Client::shutdown`]), like a send.
+    /// Refused with `SyncError::Send(SendError::Closed)` from the moment [`Client::shutdown`]
+    /// starts, or once the client task has ended, like a send.
     ///
     /// [`Document`]: crate::Document
     pub fn document(&self, channel: &str) -> Result<crate::Document, tether_core::SyncError> {
@@ -608,9 +622,17 @@ impl Client {
 
     /// Closes (code 1000, pending messages reported dropped) and stops the client's task,
     /// resolving once it has ended: for deterministic teardown (an FFI host finalising, a
-    /// test, a process exit). Every clone of this client is then inert.
+    /// test, a process exit). Every clone of this client is then inert: from the moment it
+    /// starts (is first polled), `connect` does nothing and `document` is refused.
     pub async fn shutdown(&self) {
-        let _ = self.shared.command(|e, now| e.close(now, 1000, "shutdown"));
+        {
+            let now = self.shared.now();
+            let mut inner = self.shared.lock();
+            // Under the lock that closes the engine: no `connect` can reopen it after this.
+            inner.shutting_down = true;
+            let _ = inner.engine.close(now, 1000, "shutdown");
+        }
+        self.shared.wake.notify_one();
         let _ = self.closed().await;
         self._guard.0.cancel();
         let task = self._guard.1.lock().ok().and_then(|mut t| t.take());

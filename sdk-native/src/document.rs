@@ -90,7 +90,7 @@ impl Document {
         {
             let now = shared.now();
             let mut inner = shared.lock();
-            if inner.waiters.task_ended {
+            if inner.finished() {
                 return Err(SyncError::Send(tether_core::SendError::Closed));
             }
             inner.engine.open_document(now, channel)?;

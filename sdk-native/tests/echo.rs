@@ -120,6 +120,57 @@ async fn shutdown_closes_and_ends_the_task() {
     server.abort();
 }
 
+#[tokio::test]
+async fn connect_and_document_during_shutdown_open_nothing() {
+    use futures_util::FutureExt;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    // Accepts TCP connections, counts them and holds them without a handshake.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let server = tokio::spawn({
+        let accepted = accepted.clone();
+        async move {
+            let mut held = Vec::new();
+            while let Ok((tcp, _)) = listener.accept().await {
+                accepted.fetch_add(1, Ordering::SeqCst);
+                held.push(tcp);
+            }
+        }
+    });
+    let (client, _events) = Client::builder(format!("ws://{addr}"))
+        .protocol(tether::Protocol::Tether)
+        .connect()
+        .unwrap();
+    for _ in 0..500 {
+        if accepted.load(Ordering::SeqCst) > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+
+    // shutdown() has begun (the engine is closed) but the task has not ended yet: another
+    // thread's connect() or document() lands in between.
+    let mut shutdown = Box::pin(client.shutdown());
+    assert!((&mut shutdown).now_or_never().is_none(), "held mid-way");
+    client.connect();
+    assert_eq!(
+        client.document("doc").err(),
+        Some(tether::SyncError::Send(tether::SendError::Closed))
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "no connection attempt after shutdown began"
+    );
+    timeout(Duration::from_secs(5), shutdown).await.unwrap();
+    assert!(client.state().is_closed());
+    server.abort();
+}
+
 /// A server that accepts one WebSocket and reports the close frame it receives, if any.
 async fn close_recorder() -> (
     std::net::SocketAddr,
