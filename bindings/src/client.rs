@@ -211,11 +211,13 @@ impl Client {
     /// afterwards; create a new client instead. Do not wait for it inside a listener: it
     /// waits for the listeners' threads. Cancelling the wait does not stop the teardown.
     pub async fn shutdown(&self) {
-        let client = self.inner.clone();
+        // Begun here, not when the runtime first polls the task: `connect()` on another
+        // thread does nothing from now on.
+        let shutdown = self.inner.shutdown();
         let hub = self.hub.clone();
         // Detached, not `run`: the teardown completes even if the caller stops waiting.
         let teardown = runtime().spawn(async move {
-            client.shutdown().await;
+            shutdown.await;
             hub.finished().await;
         });
         let _ = teardown.await;

@@ -282,7 +282,7 @@ impl Client {
     }
 
     /// Starts connecting (from idle or closed), or retries at once if waiting. Does nothing
-    /// from the moment [`Client::shutdown`] starts, or once the client task has ended
+    /// from the moment [`Client::shutdown`] is called, or once the client task has ended
     /// (every handle dropped): the task is going away, nothing would perform the connection,
     /// and messages accepted by a reopened engine would never be written. The client stays
     /// `Closed`, so sends are refused with `SendError::Closed`.
@@ -536,7 +536,7 @@ impl Client {
     /// The shared document on `channel` (Tether mode): edits show at once and converge to the
     /// server's order for every client, through drops and reconnects. See [`Document`].
     /// Refused with `SyncError::Send(SendError::Closed)` from the moment [`Client::shutdown`]
-    /// starts, or once the client task has ended, like a send.
+    /// is called, or once the client task has ended, like a send.
     ///
     /// [`Document`]: crate::Document
     pub fn document(&self, channel: &str) -> Result<crate::Document, tether_core::SyncError> {
@@ -622,9 +622,10 @@ impl Client {
 
     /// Closes (code 1000, pending messages reported dropped) and stops the client's task,
     /// resolving once it has ended: for deterministic teardown (an FFI host finalising, a
-    /// test, a process exit). Every clone of this client is then inert: from the moment it
-    /// starts (is first polled), `connect` does nothing and `document` is refused.
-    pub async fn shutdown(&self) {
+    /// test, a process exit). Every clone of this client is then inert: from the moment this
+    /// is called (not first polled), `connect` does nothing and `document` is refused. The
+    /// returned future owns what it needs, so it can be spawned.
+    pub fn shutdown(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
         {
             let now = self.shared.now();
             let mut inner = self.shared.lock();
@@ -633,11 +634,14 @@ impl Client {
             let _ = inner.engine.close(now, 1000, "shutdown");
         }
         self.shared.wake.notify_one();
-        let _ = self.closed().await;
-        self._guard.0.cancel();
-        let task = self._guard.1.lock().ok().and_then(|mut t| t.take());
-        if let Some(task) = task {
-            let _ = task.await;
+        let client = self.clone();
+        async move {
+            let _ = client.closed().await;
+            client._guard.0.cancel();
+            let task = client._guard.1.lock().ok().and_then(|mut t| t.take());
+            if let Some(task) = task {
+                let _ = task.await;
+            }
         }
     }
 
