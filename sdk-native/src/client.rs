@@ -576,6 +576,16 @@ impl Client {
     }
 
     /// A receiver that sees every state change (`watch` semantics: the latest value).
+    ///
+    /// It starts at the current state, marked as seen: `changed()` waits for the next
+    /// transition. To wait for a state, whatever it is now, use `wait_for`:
+    ///
+    /// ```no_run
+    /// # async fn f(client: tether::Client) {
+    /// let mut state = client.watch_state();
+    /// state.wait_for(|s| s.is_open()).await.ok();
+    /// # }
+    /// ```
     pub fn watch_state(&self) -> watch::Receiver<State> {
         let mut queue = self.shared.lock_events();
         if let Some(tx) = &queue.state_watch {
