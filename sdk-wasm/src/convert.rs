@@ -34,79 +34,101 @@ pub(crate) fn error(code: &str, message: &str) -> wasm_bindgen::JsValue {
     s.into()
 }
 
-fn field<'a>(o: &'a Value, path: &[&str]) -> Option<&'a Value> {
-    path.iter()
-        .try_fold(o, |v, k| v.get(k))
-        .filter(|v| !v.is_null())
+/// `section.key` (just `key` at the top level, where `section` is `""`).
+fn option_name(section: &str, key: &str) -> String {
+    let mut s = String::from(section);
+    if !section.is_empty() {
+        s.push('.');
+    }
+    s.push_str(key);
+    s
 }
 
-fn invalid(path: &[&str], what: &str) -> String {
-    let mut s = path.join(".");
+fn invalid(section: &str, key: &str, what: &str) -> String {
+    let mut s = option_name(section, key);
     s.push_str(" must be ");
     s.push_str(what);
     s
 }
 
-fn number(o: &Value, path: &[&str]) -> Result<Option<f64>, String> {
-    match field(o, path) {
-        None => Ok(None),
-        Some(v) => v
-            .as_f64()
-            .filter(|n| n.is_finite() && *n >= 0.0)
-            .map(Some)
-            .ok_or_else(|| invalid(path, "a non-negative number")),
-    }
+/// Reads the options object. A value of the wrong type is remembered (the first one only) and
+/// read as absent, so every read is a plain `Option` and [`config`] checks once, before
+/// building, instead of propagating an error from each of its ~40 reads.
+struct Reader<'a> {
+    options: &'a Value,
+    error: Option<String>,
 }
 
-fn millis(o: &Value, path: &[&str]) -> Result<Option<Duration>, String> {
-    match number(o, path)? {
-        None => Ok(None),
-        Some(ms) => Duration::try_from_secs_f64(ms / 1000.0)
-            .map(Some)
-            .map_err(|_| invalid(path, "a duration in milliseconds")),
-    }
-}
-
-fn count(o: &Value, path: &[&str]) -> Result<Option<u64>, String> {
-    match field(o, path) {
-        None => Ok(None),
-        Some(v) => v
-            .as_u64()
-            .map(Some)
-            .ok_or_else(|| invalid(path, "a whole number")),
-    }
-}
-
-fn text<'a>(o: &'a Value, path: &[&str]) -> Result<Option<&'a str>, String> {
-    match field(o, path) {
-        None => Ok(None),
-        Some(v) => v
-            .as_str()
-            .map(Some)
-            .ok_or_else(|| invalid(path, "a string")),
-    }
-}
-
-fn flag(o: &Value, path: &[&str]) -> Result<Option<bool>, String> {
-    match field(o, path) {
-        None => Ok(None),
-        Some(v) => v
-            .as_bool()
-            .map(Some)
-            .ok_or_else(|| invalid(path, "a boolean")),
-    }
-}
-
-fn choice<T: Copy>(o: &Value, path: &[&str], names: &[(&str, T)]) -> Result<Option<T>, String> {
-    let Some(name) = text(o, path)? else {
-        return Ok(None);
-    };
-    match names.iter().find(|(n, _)| *n == name) {
-        Some((_, v)) => Ok(Some(*v)),
-        None => {
-            let list: Vec<&str> = names.iter().map(|(n, _)| *n).collect();
-            Err(invalid(path, &list.join(" | ")))
+impl<'a> Reader<'a> {
+    /// Records `section.key must be what` unless an earlier option already failed.
+    fn fail(&mut self, section: &str, key: &str, what: &str) {
+        if self.error.is_none() {
+            self.error = Some(invalid(section, key, what));
         }
+    }
+
+    /// The value at `section.key`; `null` counts as absent.
+    fn field(&self, section: &str, key: &str) -> Option<&'a Value> {
+        let object = if section.is_empty() {
+            self.options
+        } else {
+            self.options.get(section)?
+        };
+        object.get(key).filter(|v| !v.is_null())
+    }
+
+    /// The value at `section.key` read with `read`; a value it refuses fails as `what`.
+    fn typed<T>(
+        &mut self,
+        section: &str,
+        key: &str,
+        what: &str,
+        read: impl FnOnce(&'a Value) -> Option<T>,
+    ) -> Option<T> {
+        let value = self.field(section, key)?;
+        let typed = read(value);
+        if typed.is_none() {
+            self.fail(section, key, what);
+        }
+        typed
+    }
+
+    fn number(&mut self, section: &str, key: &str) -> Option<f64> {
+        self.typed(section, key, "a non-negative number", |v| {
+            v.as_f64().filter(|n| n.is_finite() && *n >= 0.0)
+        })
+    }
+
+    fn millis(&mut self, section: &str, key: &str) -> Option<Duration> {
+        let ms = self.number(section, key)?;
+        let d = Duration::try_from_secs_f64(ms / 1000.0).ok();
+        if d.is_none() {
+            self.fail(section, key, "a duration in milliseconds");
+        }
+        d
+    }
+
+    fn count(&mut self, section: &str, key: &str) -> Option<u64> {
+        self.typed(section, key, "a whole number", Value::as_u64)
+    }
+
+    fn text(&mut self, section: &str, key: &str) -> Option<&'a str> {
+        self.typed(section, key, "a string", Value::as_str)
+    }
+
+    fn flag(&mut self, section: &str, key: &str) -> Option<bool> {
+        self.typed(section, key, "a boolean", Value::as_bool)
+    }
+
+    /// Which of `names` is at `section.key`, as an index into `names` (callers map it to their
+    /// values: one non-generic reader for every enum-like option).
+    fn choice(&mut self, section: &str, key: &str, names: &[&str]) -> Option<usize> {
+        let name = self.text(section, key)?;
+        let found = names.iter().position(|n| *n == name);
+        if found.is_none() {
+            self.fail(section, key, &names.join(" | "));
+        }
+        found
     }
 }
 
@@ -179,7 +201,7 @@ fn check_option_names(o: &Value) -> Result<(), String> {
         let object = if section.is_empty() {
             Some(o)
         } else {
-            field(o, &[section])
+            o.get(section).filter(|v| !v.is_null())
         };
         let Some(object) = object else {
             continue;
@@ -191,14 +213,10 @@ fn check_option_names(o: &Value) -> Result<(), String> {
         };
         let map = object
             .as_object()
-            .ok_or_else(|| invalid(&[name], "an object"))?;
+            .ok_or_else(|| invalid("", name, "an object"))?;
         if let Some(unknown) = map.keys().find(|k| !keys.contains(&k.as_str())) {
             let mut s = String::from("unknown option ");
-            if !section.is_empty() {
-                s.push_str(section);
-                s.push('.');
-            }
-            s.push_str(unknown);
+            s.push_str(&option_name(section, unknown));
             s.push_str(" (known: ");
             s.push_str(&keys.join(", "));
             s.push(')');
@@ -212,158 +230,181 @@ fn usize_of(n: u64) -> usize {
     usize::try_from(n).unwrap_or(usize::MAX)
 }
 
+fn u32_of(n: u64) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
 /// Builds the engine config for `url` from the wrapper's options object. The engine's
 /// builder validates; this only maps names and types (and names the option at fault).
 pub(crate) fn config(url: &str, options: &str) -> Result<(Config, DriverOptions), String> {
     let o = text::parse(options).map_err(|e| e.to_string())?;
     check_option_names(&o)?;
+    let mut r = Reader {
+        options: &o,
+        error: None,
+    };
     // Browsers can neither send ping frames nor see an event stream's comment keep-alives.
     let mut b = Config::builder(url)
         .driver_can_send_ping_frames(false)
         .driver_sees_sse_comments(false);
-    let protocols = [("raw", Protocol::Raw), ("tether", Protocol::Tether)];
-    if let Some(p) = choice(&o, &["protocol"], &protocols)? {
-        b = b.protocol(p);
+    if let Some(i) = r.choice("", "protocol", &["raw", "tether"]) {
+        b = b.protocol([Protocol::Raw, Protocol::Tether][i]);
     }
 
     let mut backoff = BackoffConfig::default();
-    let k = |key| ["backoff", key];
-    backoff.initial = millis(&o, &k("initialMs"))?.unwrap_or(backoff.initial);
-    backoff.max = millis(&o, &k("maxMs"))?.unwrap_or(backoff.max);
-    backoff.factor = number(&o, &k("factor"))?.unwrap_or(backoff.factor);
-    let jitters = [
-        ("none", Jitter::None),
-        ("full", Jitter::Full),
-        ("equal", Jitter::Equal),
-        ("decorrelated", Jitter::Decorrelated),
-    ];
-    backoff.jitter = choice(&o, &k("jitter"), &jitters)?.unwrap_or(backoff.jitter);
-    if let Some(n) = count(&o, &k("maxAttempts"))? {
-        backoff.max_attempts = Some(u32::try_from(n).unwrap_or(u32::MAX));
+    let s = "backoff";
+    backoff.initial = r.millis(s, "initialMs").unwrap_or(backoff.initial);
+    backoff.max = r.millis(s, "maxMs").unwrap_or(backoff.max);
+    backoff.factor = r.number(s, "factor").unwrap_or(backoff.factor);
+    let jitters = ["none", "full", "equal", "decorrelated"];
+    if let Some(i) = r.choice(s, "jitter", &jitters) {
+        backoff.jitter = [
+            Jitter::None,
+            Jitter::Full,
+            Jitter::Equal,
+            Jitter::Decorrelated,
+        ][i];
     }
-    backoff.min_uptime = millis(&o, &k("minUptimeMs"))?.unwrap_or(backoff.min_uptime);
+    if let Some(n) = r.count(s, "maxAttempts") {
+        backoff.max_attempts = Some(u32_of(n));
+    }
+    backoff.min_uptime = r.millis(s, "minUptimeMs").unwrap_or(backoff.min_uptime);
     b = b.backoff(backoff);
 
     let mut hb = HeartbeatConfig::default();
-    let k = |key| ["heartbeat", key];
-    let modes = [
-        ("auto", HeartbeatMode::Auto),
-        ("app", HeartbeatMode::AppMessage),
-        ("server", HeartbeatMode::ServerDriven),
-        ("off", HeartbeatMode::Off),
-    ];
-    hb.mode = choice(&o, &k("mode"), &modes)?.unwrap_or(hb.mode);
-    hb.interval = millis(&o, &k("intervalMs"))?.unwrap_or(hb.interval);
-    if let Some(n) = count(&o, &k("maxMissed"))? {
-        hb.max_missed = u32::try_from(n).unwrap_or(u32::MAX);
+    let s = "heartbeat";
+    if let Some(i) = r.choice(s, "mode", &["auto", "app", "server", "off"]) {
+        hb.mode = [
+            HeartbeatMode::Auto,
+            HeartbeatMode::AppMessage,
+            HeartbeatMode::ServerDriven,
+            HeartbeatMode::Off,
+        ][i];
     }
-    hb.pong_timeout = millis(&o, &k("pongTimeoutMs"))?.or(hb.pong_timeout);
-    hb.probe_timeout = millis(&o, &k("probeTimeoutMs"))?.unwrap_or(hb.probe_timeout);
-    let liveness = flag(&o, &k("anyFrameIsLiveness"))?;
+    hb.interval = r.millis(s, "intervalMs").unwrap_or(hb.interval);
+    hb.max_missed = r.count(s, "maxMissed").map_or(hb.max_missed, u32_of);
+    hb.pong_timeout = r.millis(s, "pongTimeoutMs").or(hb.pong_timeout);
+    hb.probe_timeout = r.millis(s, "probeTimeoutMs").unwrap_or(hb.probe_timeout);
+    let liveness = r.flag(s, "anyFrameIsLiveness");
     hb.any_frame_is_liveness = liveness.unwrap_or(hb.any_frame_is_liveness);
-    if let Some(t) = text(&o, &k("rawPing"))? {
+    if let Some(t) = r.text(s, "rawPing") {
         hb.raw_ping = t.to_owned();
     }
-    if let Some(t) = text(&o, &k("rawPong"))? {
+    if let Some(t) = r.text(s, "rawPong") {
         hb.raw_pong = t.to_owned();
     }
     b = b.heartbeat(hb);
 
     let mut outbox = OutboxConfig::default();
-    let k = |key| ["outbox", key];
-    outbox.max_messages = count(&o, &k("maxMessages"))?.map_or(outbox.max_messages, usize_of);
-    outbox.max_bytes = count(&o, &k("maxBytes"))?.map_or(outbox.max_bytes, usize_of);
-    let policies = [
-        ("drop-oldest", OverflowPolicy::DropOldest),
-        ("reject-new", OverflowPolicy::RejectNew),
-    ];
-    outbox.overflow = choice(&o, &k("overflow"), &policies)?.unwrap_or(outbox.overflow);
-    outbox.default_ttl = millis(&o, &k("ttlMs"))?;
+    let s = "outbox";
+    outbox.max_messages = r
+        .count(s, "maxMessages")
+        .map_or(outbox.max_messages, usize_of);
+    outbox.max_bytes = r.count(s, "maxBytes").map_or(outbox.max_bytes, usize_of);
+    if let Some(i) = r.choice(s, "overflow", &["drop-oldest", "reject-new"]) {
+        outbox.overflow = [OverflowPolicy::DropOldest, OverflowPolicy::RejectNew][i];
+    }
+    outbox.default_ttl = r.millis(s, "ttlMs");
     b = b.outbox(outbox);
 
-    b = b.close_policy(close_policy(&o)?);
+    b = b.close_policy(close_policy(&mut r));
 
-    if flag(&o, &["hasToken"])? == Some(true) {
+    if r.flag("", "hasToken") == Some(true) {
         // Browsers cannot set handshake headers: the token goes in the URL or in `hello`.
-        let placement = match text(&o, &["tokenPlacement"])? {
-            None | Some("query") => TokenPlacement::Query {
-                param: text(&o, &["tokenParam"])?.unwrap_or("token").to_owned(),
+        let placement = match r.choice("", "tokenPlacement", &["query", "first-message"]) {
+            Some(1) => TokenPlacement::FirstMessage,
+            _ => TokenPlacement::Query {
+                param: r.text("", "tokenParam").unwrap_or("token").to_owned(),
             },
-            Some("first-message") => TokenPlacement::FirstMessage,
-            Some(_) => return Err(invalid(&["tokenPlacement"], "query | first-message")),
         };
         b = b.token(placement);
     }
-    if let Some(d) = millis(&o, &["connectTimeoutMs"])? {
+    if let Some(d) = r.millis("", "connectTimeoutMs") {
         b = b.connect_timeout(d);
     }
-    if let Some(d) = millis(&o, &["closeTimeoutMs"])? {
+    if let Some(d) = r.millis("", "closeTimeoutMs") {
         b = b.close_timeout(d);
     }
-    if let Some(d) = millis(&o, &["requestTimeoutMs"])? {
+    if let Some(d) = r.millis("", "requestTimeoutMs") {
         b = b.request_timeout(d);
     }
-    if let Some(n) = count(&o, &["maxMessageBytes"])? {
+    if let Some(n) = r.count("", "maxMessageBytes") {
         b = b.max_message_bytes(usize_of(n));
     }
-    if let Some(f) = flag(&o, &["failRequestsOnDisconnect"])? {
+    if let Some(f) = r.flag("", "failRequestsOnDisconnect") {
         b = b.fail_requests_on_disconnect(f);
     }
-    if let Some(id) = text(&o, &["clientId"])? {
+    if let Some(id) = r.text("", "clientId") {
         b = b.client_id(id);
     }
-    if let Some(seed) = count(&o, &["seed"])? {
+    if let Some(seed) = r.count("", "seed") {
         b = b.seed(seed);
     }
-    if let Some(list) = field(&o, &["subprotocols"]) {
-        let bad = || invalid(&["subprotocols"], "an array of strings");
-        for p in list.as_array().ok_or_else(bad)? {
-            b = b.subprotocol(p.as_str().ok_or_else(bad)?);
+    if let Some(list) = r.field("", "subprotocols") {
+        match list.as_array() {
+            Some(names) if names.iter().all(Value::is_string) => {
+                for p in names.iter().filter_map(Value::as_str) {
+                    b = b.subprotocol(p);
+                }
+            }
+            _ => r.fail("", "subprotocols", "an array of strings"),
         }
+    }
+    if let Some(e) = r.error.take() {
+        return Err(e);
     }
     let config = b.build().map_err(|e| e.to_string())?;
 
-    let high = count(&o, &["backpressure", "highWaterBytes"])?.unwrap_or(1 << 20);
-    let low = count(&o, &["backpressure", "lowWaterBytes"])?.unwrap_or(high / 4);
+    let s = "backpressure";
+    let high = r.count(s, "highWaterBytes").unwrap_or(1 << 20);
+    let low = r.count(s, "lowWaterBytes").unwrap_or(high / 4);
     if low > high {
-        return Err(invalid(
-            &["backpressure", "lowWaterBytes"],
-            "at most backpressure.highWaterBytes",
-        ));
+        r.fail(s, "lowWaterBytes", "at most backpressure.highWaterBytes");
+    }
+    let lifecycle = r.flag("", "lifecycle").unwrap_or(true);
+    if let Some(e) = r.error {
+        return Err(e);
     }
     let driver = DriverOptions {
-        high_water: u32::try_from(high).unwrap_or(u32::MAX),
-        low_water: u32::try_from(low).unwrap_or(u32::MAX),
-        lifecycle: flag(&o, &["lifecycle"])?.unwrap_or(true),
+        high_water: u32_of(high),
+        low_water: u32_of(low),
+        lifecycle,
     };
     Ok((config, driver))
 }
 
 /// `closePolicy`: what close codes mean (`codes`, latest first) and the server-advice timings.
 /// Browsers never see HTTP statuses, so the policy's status overrides have no JS option.
-fn close_policy(o: &Value) -> Result<ClosePolicy, String> {
+fn close_policy(r: &mut Reader<'_>) -> ClosePolicy {
     let mut policy = ClosePolicy::default();
-    let k = |key| ["closePolicy", key];
-    if let Some(d) = millis(o, &k("serviceRestartWindowMs"))? {
+    let s = "closePolicy";
+    if let Some(d) = r.millis(s, "serviceRestartWindowMs") {
         policy = policy.with_service_restart_window(d);
     }
-    if let Some(d) = millis(o, &k("tryAgainLaterDelayMs"))? {
+    if let Some(d) = r.millis(s, "tryAgainLaterDelayMs") {
         policy = policy.with_try_again_later_delay(d);
     }
-    if let Some(d) = millis(o, &k("maxServerDelayMs"))? {
+    if let Some(d) = r.millis(s, "maxServerDelayMs") {
         policy = policy.with_max_server_delay(d);
     }
-    let path = k("codes");
-    let Some(list) = field(o, &path) else {
-        return Ok(policy);
+    let Some(list) = r.field(s, "codes") else {
+        return policy;
     };
-    let shape = "an array of {from, to?, action: 'retry' | 'reauth' | 'stop'} with codes 1000-4999";
-    let list = list.as_array().ok_or_else(|| invalid(&path, shape))?;
-    for rule in list {
+    with_code_rules(policy, list).unwrap_or_else(|| {
+        let shape =
+            "an array of {from, to?, action: 'retry' | 'reauth' | 'stop'} with codes 1000-4999";
+        r.fail(s, "codes", shape);
+        ClosePolicy::default() // unused: the options are refused
+    })
+}
+
+/// `policy` with the rules of `closePolicy.codes`, or `None` if any rule is malformed.
+fn with_code_rules(mut policy: ClosePolicy, list: &Value) -> Option<ClosePolicy> {
+    for rule in list.as_array()? {
         // A misspelt key (`too: 4599`) would silently narrow the rule to one code.
-        let keys = rule.as_object().map(|m| m.keys());
-        if !keys.is_some_and(|mut k| k.all(|k| ["from", "to", "action"].contains(&k.as_str()))) {
-            return Err(invalid(&path, shape));
+        let mut keys = rule.as_object()?.keys();
+        if !keys.all(|k| ["from", "to", "action"].contains(&k.as_str())) {
+            return None;
         }
         let code = |key| {
             rule.get(key)
@@ -371,22 +412,20 @@ fn close_policy(o: &Value) -> Result<ClosePolicy, String> {
                 .and_then(|c| u16::try_from(c).ok())
                 .filter(|c| (1000..=4999).contains(c))
         };
-        let from = code("from").ok_or_else(|| invalid(&path, shape))?;
+        let from = code("from")?;
         let to = match rule.get("to") {
             None | Some(Value::Null) => from,
-            Some(_) => code("to")
-                .filter(|to| *to >= from)
-                .ok_or_else(|| invalid(&path, shape))?,
+            Some(_) => code("to").filter(|to| *to >= from)?,
         };
-        let action = match rule.get("action").and_then(Value::as_str) {
-            Some("retry") => Disposition::Retry,
-            Some("reauth") => Disposition::Reauth,
-            Some("stop") => Disposition::Terminal,
-            _ => return Err(invalid(&path, shape)),
+        let action = match rule.get("action").and_then(Value::as_str)? {
+            "retry" => Disposition::Retry,
+            "reauth" => Disposition::Reauth,
+            "stop" => Disposition::Terminal,
+            _ => return None,
         };
         policy = policy.with_code(from..=to, action);
     }
-    Ok(policy)
+    Some(policy)
 }
 
 /// A change's operations from the wrapper's JSON array. Whether they apply is the engine's
