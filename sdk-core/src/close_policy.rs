@@ -5,12 +5,13 @@
 //! (retry, refresh the token once then retry, or stop) and an optional [`DelayHint`] from the
 //! server (Retry-After, close 1012/1013, an advised reconnect window in the close reason).
 //!
-//! Documented defaults (see docs/protocol.md, "Close codes"):
+//! Documented defaults (see docs/protocol.md, "Close codes and HTTP statuses"):
 //!
 //! | input | disposition | delay |
 //! |---|---|---|
 //! | close 1008, 4001–4003; HTTP 401, 403 | `Reauth`: new token, one more try, then terminal | backoff |
-//! | close 4004–4099; HTTP 2xx (not an upgrade, not an event stream), 400, 404, 405, 410, other 4xx | `Terminal` | — |
+//! | close 4004–4099; HTTP 204 (SSE's "do not reconnect"), 400, 404, 405, 410 and every other 4xx except 408, 425, 429 | `Terminal` | — |
+//! | HTTP 2xx other than 204 (a page instead of an upgrade or an event stream: a wrong URL, a captive portal, a maintenance page) | `Retry`, reported on every attempt | backoff |
 //! | close 1012 (service restart) | `Retry` | spread uniformly over 5 s (or the advised window) |
 //! | close 1013 (try again later); HTTP 429 | `Retry` | at least 5 s (or Retry-After) |
 //! | HTTP 503 | `Retry` | at least Retry-After, if sent |

@@ -155,7 +155,8 @@ impl fmt::Display for HttpStatus {
 /// One Server-Sent Event, as reported with `Engine::sse_event_received`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SseEvent {
-    /// The `id:` field, if the event had one (an empty id resets `Last-Event-ID`).
+    /// The stream's last event id when this event was dispatched (set by this or an earlier
+    /// `id:` line; an empty id resets `Last-Event-ID`), if there has been one.
     pub id: Option<String>,
     /// The `event:` field (`"message"` when absent).
     pub event: String,

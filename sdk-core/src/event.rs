@@ -215,7 +215,9 @@ pub enum DisconnectCause {
     },
     /// The handshake or the stream failed with an HTTP status. A 2xx here means the server
     /// answered with something other than a WebSocket upgrade or an event stream (e.g. a
-    /// `200 text/html` page at a wrong URL); the default close policy stops on it.
+    /// `200 text/html` page: a wrong URL, or a captive portal's login page); the default close
+    /// policy retries it with the backoff and reports it on every attempt (204, SSE's "do not
+    /// reconnect", stops), and `with_status(200..=299, Terminal)` stops on all of them.
     Http {
         /// The status.
         status: u16,

@@ -13,9 +13,12 @@
 //!   driver picks. Time that goes backwards is clamped to the latest seen.
 //! * **Randomness is an input.** [`Engine::new`] takes a seed for its [`Prng`] (PCG-64, same
 //!   output on every platform).
-//! * **Commands** from the app: [`Engine::connect`], [`Engine::send`], [`Engine::publish`],
-//!   [`Engine::request`], [`Engine::subscribe`], [`Engine::unsubscribe`], [`Engine::close`],
-//!   [`Engine::close_after_drain`], [`Engine::network_changed`], [`Engine::set_foreground`].
+//! * **Commands** from the app: [`Engine::connect`], [`Engine::send`] / [`Engine::send_with`],
+//!   [`Engine::publish`], [`Engine::request`], [`Engine::subscribe`], [`Engine::unsubscribe`],
+//!   the shared-document commands ([`Engine::open_document`], [`Engine::change_document`],
+//!   [`Engine::close_document`] and the `doc_*` shorthands), [`Engine::close`],
+//!   [`Engine::close_after_drain`], [`Engine::expire_outbox`], [`Engine::network_changed`],
+//!   [`Engine::set_foreground`].
 //! * **Inputs** from the transport: [`Engine::token_ready`], [`Engine::transport_opened`],
 //!   [`Engine::frame_received`], [`Engine::sse_event_received`],
 //!   [`Engine::sse_event_too_large`], [`Engine::pong_received`],
@@ -23,8 +26,8 @@
 //!   [`Engine::transport_failed`], and [`Engine::handle_timeout`].
 //! * **Outputs**, drained by the driver: [`Engine::poll_action`] (open a transport, send a
 //!   frame, send a ping, close, fetch a token), [`Engine::poll_event`] (state changes,
-//!   messages, drops, acks, replies, presence, RTT, errors) and [`Engine::poll_timeout`] (the
-//!   next deadline).
+//!   messages, drops, acks, replies, presence, RTT, errors, document changes, rejections and
+//!   resyncs) and [`Engine::poll_timeout`] (the next deadline).
 //!
 //! **The drain rule:** after any command or input, drain `poll_action` and `poll_event` until
 //! both return `None`, then read `poll_timeout`; when that instant passes, call
@@ -88,9 +91,12 @@
 //! `outbox` (bounded queue with TTL and acks), `heartbeat` (dead-connection detection),
 //! [`close_policy`] (close codes and HTTP statuses), [`protocol`] (the JSON envelope),
 //! [`json`] (JSON text to and from `serde_json::Value`, without serde's machinery),
-//! `channels` (subscriptions, offsets, presence), `requests`, and `engine`, which composes
-//! them; [`sse`] parses a Server-Sent Events stream for drivers that read the bytes
-//! themselves. See docs/architecture.md in the repository for the picture.
+//! `channels` (subscriptions, offsets, presence), `requests`, [`sync`] (shared documents: the
+//! client's [`sync::Document`], the server side's ordering, `apply_change`), and `engine`,
+//! which composes them; [`sse`] parses a Server-Sent Events stream for drivers that read the
+//! bytes themselves. The types that cross the engine's edge live in `action` (what the driver
+//! does), `event` (what the app sees), `errors` (refusals and transport failures) and `stats`.
+//! See docs/architecture.md in the repository for the picture.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

@@ -284,8 +284,9 @@ impl Client {
     /// Starts connecting (from idle or closed), or retries at once if waiting. Does nothing
     /// from the moment [`Client::shutdown`] is called, or once the client task has ended
     /// (every handle dropped): the task is going away, nothing would perform the connection,
-    /// and messages accepted by a reopened engine would never be written. The client stays
-    /// `Closed`, so sends are refused with `SendError::Closed`.
+    /// and messages accepted by a reopened engine would never be written. The client goes on
+    /// to `Closed`: sends are refused (`SendError::Closing` during the close handshake, then
+    /// `SendError::Closed`).
     pub fn connect(&self) {
         let now = self.shared.now();
         let mut inner = self.shared.lock();

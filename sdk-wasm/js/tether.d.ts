@@ -11,7 +11,7 @@ export type TetherErrorCode =
   | 'not_initialized' | 'disposed' | 'invalid_config' | 'invalid_json' | 'busy'
   | 'too_large' | 'outbox_full' | 'closed' | 'closing' | 'needs_tether_protocol'
   | 'binary_in_tether_mode' | 'invalid_channel' | 'invalid_close_code' | 'invalid_argument'
-  // request() rejections
+  // request() rejections (besides 'closed' and 'outbox_full' above)
   | 'timeout' | 'connection_lost' | 'rejected'
   // documents: thrown by client.document() and TetherDocument methods
   | 'not_open' | 'empty_change' | 'invalid_op' | 'conflict' | 'type_mismatch'
@@ -69,6 +69,7 @@ export type TetherState =
     };
 
 export type DisconnectCause = {
+  /** `'other'` is reserved for causes a later engine version adds. */
   kind: 'closed' | 'http' | 'failed' | 'heartbeat_timeout' | 'connect_timeout' | 'token_unavailable' | 'other';
   code: number | null;
   status: number | null;
@@ -164,7 +165,7 @@ export interface TetherClientOptions {
     ttlMs?: number;
   };
   /**
-   * What the server's close codes mean. By default (docs/protocol.md, "Close codes"): 1008 and
+   * What the server's close codes mean. By default (docs/protocol.md, "Close codes and HTTP statuses"): 1008 and
    * 4001-4003 fetch a fresh token for one more try, 4004-4099 stop, 1012 spreads the reconnect
    * over `serviceRestartWindowMs`, 1013 waits `tryAgainLaterDelayMs`, everything else retries
    * with the backoff. (Browsers never expose HTTP statuses, so there is no status table here.)

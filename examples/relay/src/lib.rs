@@ -5,7 +5,8 @@
 //! - **WebSocket** (any path): `hello`, channels with `subscribe`/`unsubscribe`, publishes
 //!   with offsets, acks and deduplication by id, resume from `since`/`epoch` out of a
 //!   per-channel history, presence with a grace period, `request`→`reply` echo,
-//!   `ping`→`pong`, and optional server pings.
+//!   `ping`→`pong`, optional server pings, and shared documents (`doc_sync`/`doc_change`:
+//!   one server order per document, a change log for resyncs, snapshots after a restart).
 //! - **Server-Sent Events**: `GET /sse/{channel}` streams a channel's messages, replaying
 //!   after `Last-Event-ID` (header or `?lastEventId=`).
 //!
@@ -36,9 +37,10 @@
 //! (WebSocket connection I/O and close codes), `session` (the protocol per connection),
 //! `hub` (channels, fan-out, presence timers), `history` (offsets, ring buffer, dedupe),
 //! `presence` (members and grace periods), `peer` (per-connection outbound queues and the
-//! slow-consumer rule), `rate_limit` (token bucket), `sse` (event streams), `stats`
-//! (counters), `cli` (the command-line options both front ends, the `tether-relay` binary and
-//! `tether relay`, parse with clap).
+//! slow-consumer rule), `rate_limit` (token bucket), `sse` (event streams), `docs` (shared
+//! documents: ordering, change log, snapshots), `stats` (counters), `cli` (the command-line
+//! options both front ends, the `tether-relay` binary and `tether relay`, parse with clap), and
+//! `chaos` (the fault-injecting proxy the demo and the tests put between clients and relay).
 
 mod auth;
 pub mod chaos;
