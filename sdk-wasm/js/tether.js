@@ -4,6 +4,12 @@
 // options, events, promises and errors between JavaScript and the module.
 import initModule, { WasmClient } from './tether_wasm.js';
 
+// The numbers of the module's `command(op, channel)` and `read(what, channel)` (src/lib.rs,
+// modules `commands` and `reads`): one export each instead of one per command.
+const CONNECT = 0, SUBSCRIBE = 1, UNSUBSCRIBE = 2, OPEN_DOCUMENT = 3, CLOSE_DOCUMENT = 4,
+  ONLINE = 5, OFFLINE = 6, FOREGROUND = 7, BACKGROUND = 8;
+const STATE = 0, STATS = 1, PRESENCE = 2, CLIENT_ID = 3;
+
 let ready = null;
 let initialised = false;
 
@@ -234,7 +240,7 @@ export class TetherDocument extends Emitter {
     const c = this._client;
     if (c._docs.get(this.channel) !== this) return;
     c._docs.delete(this.channel);
-    if (c._raw) call(() => c._raw.close_document(this.channel));
+    if (c._raw) call(() => c._raw.command(CLOSE_DOCUMENT, this.channel));
     this._handlers.clear();
   }
 
@@ -283,24 +289,24 @@ export class TetherClient extends Emitter {
     this._raw = call(() => new WasmClient(String(url), JSON.stringify({ ...rest, hasToken: !!token }),
       (kind, json, bytes) => this._dispatch(kind, json, bytes)));
     // Connect after the caller had the chance to attach handlers.
-    if (autoConnect !== false) queueMicrotask(() => this._raw && call(() => this._raw.connect()));
+    if (autoConnect !== false) queueMicrotask(() => this._raw && call(() => this._raw.command(CONNECT, '')));
   }
 
   /** Starts connecting: after `close()`, or now instead of waiting out a backoff delay. */
   connect() {
-    this._do((raw) => raw.connect());
+    this._do((raw) => raw.command(CONNECT, ''));
   }
 
   /** Queues a message; returns its id. Strings go as text, ArrayBuffer/views as binary, anything else as JSON. */
   send(data, options) {
     const p = encode(data);
-    return this._do((raw) => raw.send(p.text, p.json, p.bytes, ack(options), ttl(options)));
+    return this._do((raw) => raw.send(undefined, p.text, p.json, p.bytes, ack(options), ttl(options)));
   }
 
   /** Publishes to a channel (Tether protocol); acknowledged unless `{ack: false}`. Returns the message id. */
   publish(channel, data, options) {
     const p = encode(data);
-    return this._do((raw) => raw.publish(String(channel), p.text, p.json, p.bytes, ack(options), ttl(options)));
+    return this._do((raw) => raw.send(String(channel), p.text, p.json, p.bytes, ack(options), ttl(options)));
   }
 
   /** Sends a request (Tether protocol) and resolves with the reply's payload. */
@@ -326,12 +332,12 @@ export class TetherClient extends Emitter {
 
   /** Subscribes to a channel; renewed with resume after every reconnect. */
   subscribe(channel) {
-    this._do((raw) => raw.subscribe(String(channel)));
+    this._do((raw) => raw.command(SUBSCRIBE, String(channel)));
   }
 
   /** Leaves a channel. */
   unsubscribe(channel) {
-    this._do((raw) => raw.unsubscribe(String(channel)));
+    this._do((raw) => raw.command(UNSUBSCRIBE, String(channel)));
   }
 
   /**
@@ -342,7 +348,7 @@ export class TetherClient extends Emitter {
     channel = String(channel);
     let doc = this._docs.get(channel);
     if (!doc) {
-      this._do((raw) => raw.open_document(channel));
+      this._do((raw) => raw.command(OPEN_DOCUMENT, channel));
       this._docs.set(channel, (doc = new TetherDocument(this, channel)));
     }
     return doc;
@@ -350,7 +356,7 @@ export class TetherClient extends Emitter {
 
   /** The current members of a subscribed channel (`undefined` if not subscribed). */
   presence(channel) {
-    const members = JSON.parse(this._do((raw) => raw.presence(String(channel))));
+    const members = JSON.parse(this._do((raw) => raw.read(PRESENCE, String(channel))));
     return members === null ? undefined : members;
   }
 
@@ -383,22 +389,22 @@ export class TetherClient extends Emitter {
 
   /** Tells the client the network changed (window `online`/`offline` are already wired). */
   networkChanged(online) {
-    this._do((raw) => raw.network_changed(!!online));
+    this._do((raw) => raw.command(online ? ONLINE : OFFLINE, ''));
   }
 
   /** Tells the client the app moved to the foreground or background (`visibilitychange` is wired). */
   setForeground(foreground) {
-    this._do((raw) => raw.set_foreground(!!foreground));
+    this._do((raw) => raw.command(foreground ? FOREGROUND : BACKGROUND, ''));
   }
 
   /** The connection state, e.g. `{name: 'waiting', attempt: 3, retryInMs: 1840}`. */
   get state() {
-    return state(JSON.parse(this._do((raw) => raw.state())));
+    return state(JSON.parse(this._do((raw) => raw.read(STATE, ''))));
   }
 
   /** The engine's counters (times in milliseconds). */
   get stats() {
-    const s = JSON.parse(this._do((raw) => raw.stats()));
+    const s = JSON.parse(this._do((raw) => raw.read(STATS, '')));
     s.lastRttMs = ms(s.lastRtt);
     delete s.lastRtt;
     return s;
@@ -406,7 +412,7 @@ export class TetherClient extends Emitter {
 
   /** The identity this client announces in Tether mode (its presence member name). */
   get clientId() {
-    return this._do((raw) => raw.client_id());
+    return this._do((raw) => raw.read(CLIENT_ID, ''));
   }
 
   _live() {

@@ -13,8 +13,8 @@ use tether_core::serde_json::{Map, Value};
 use tether_core::sync::{Document, KeyChange, Op};
 use tether_core::{
     BackoffConfig, ClosePolicy, CloseReason, Config, DisconnectCause, Disposition, DropReason,
-    EngineError, Event, HeartbeatConfig, HeartbeatMode, Jitter, OutboxConfig, OverflowPolicy,
-    Payload, Protocol, RequestFailure, State, Stats, TokenPlacement,
+    Engine, EngineError, Event, HeartbeatConfig, HeartbeatMode, Jitter, OutboxConfig,
+    OverflowPolicy, Payload, Protocol, RequestFailure, State, TokenPlacement,
 };
 
 /// Options the driver itself uses besides the engine config.
@@ -690,8 +690,9 @@ pub(crate) fn token_request(attempt: u32, refresh: bool) -> String {
 }
 
 /// The counters, plus the outbox's current size.
-pub(crate) fn stats(s: &Stats, outbox_len: usize, outbox_bytes: usize) -> String {
-    object(|w| {
+pub(crate) fn write_stats(out: &mut String, e: &Engine) {
+    let s = e.stats();
+    write_object(out, |w| {
         let counters = [
             ("attempts", s.attempts),
             ("opens", s.opens),
@@ -710,8 +711,8 @@ pub(crate) fn stats(s: &Stats, outbox_len: usize, outbox_bytes: usize) -> String
             ("duplicatesDropped", s.duplicates_dropped),
             ("errors", s.errors),
             ("staleInputs", s.stale_inputs),
-            ("outboxLength", outbox_len as u64),
-            ("outboxBytes", outbox_bytes as u64),
+            ("outboxLength", e.outbox_len() as u64),
+            ("outboxBytes", e.outbox_bytes() as u64),
         ];
         for (key, n) in counters {
             w.u64(key, n);

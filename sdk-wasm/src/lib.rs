@@ -134,6 +134,35 @@ fn options(ack: Option<bool>, ttl_ms: Option<f64>) -> Result<SendOptions, JsValu
     })
 }
 
+/// The numbers of [`WasmClient::command`]'s commands; js/tether.js names the same ones. One
+/// export for all of them rather than one each: every export costs glue in the module and in
+/// JS (~80 B gzipped).
+mod commands {
+    /// Starts connecting (also from `closed`, or now instead of waiting out a backoff).
+    pub(crate) const CONNECT: u32 = 0;
+    /// Subscribes to the channel (renewed with resume on every reconnect).
+    pub(crate) const SUBSCRIBE: u32 = 1;
+    pub(crate) const UNSUBSCRIBE: u32 = 2;
+    /// Starts syncing the channel's shared document (Tether protocol; again on every open).
+    pub(crate) const OPEN_DOCUMENT: u32 = 3;
+    /// Stops tracking the channel's document.
+    pub(crate) const CLOSE_DOCUMENT: u32 = 4;
+    /// Network changes and foreground/background (the window's `online`/`offline` and the
+    /// document's `visibilitychange` are wired already).
+    pub(crate) const ONLINE: u32 = 5;
+    pub(crate) const OFFLINE: u32 = 6;
+    pub(crate) const FOREGROUND: u32 = 7;
+    pub(crate) const BACKGROUND: u32 = 8;
+}
+
+/// The numbers of [`WasmClient::read`]'s readings, as [`commands`] (js/tether.js names them).
+mod reads {
+    pub(crate) const STATE: u32 = 0;
+    pub(crate) const STATS: u32 = 1;
+    pub(crate) const PRESENCE: u32 = 2;
+    pub(crate) const CLIENT_ID: u32 = 3;
+}
+
 impl WasmClient {
     /// Runs `f` on the driver at the current time (see [`busy`]).
     fn act<R>(
@@ -150,7 +179,7 @@ impl WasmClient {
 
     /// Runs an engine command that the engine may refuse; `refused` turns its error into the
     /// `code:message` the wrapper throws as a `TetherError`.
-    fn command<T, E>(
+    fn refusable<T, E>(
         &self,
         f: impl FnOnce(&mut driver::Inner, tether_core::Instant) -> Result<T, E>,
         refused: impl FnOnce(E) -> JsValue,
@@ -192,15 +221,11 @@ impl WasmClient {
         Ok(WasmClient { shared })
     }
 
-    /// Starts connecting (also from `closed`, or now instead of waiting out a backoff).
-    pub fn connect(&self) -> Result<(), JsValue> {
-        self.act(|i, now| i.engine.connect(now))
-    }
-
-    /// Queues a message — `bytes` as binary, else text (with `json`, a JSON payload); returns
-    /// its id.
+    /// Queues a message — `bytes` as binary, else text (with `json`, a JSON payload) — and
+    /// returns its id: published to `channel` (Tether protocol), or without one sent as is.
     pub fn send(
         &self,
+        channel: Option<String>,
         data: String,
         json: bool,
         bytes: Option<Vec<u8>>,
@@ -209,33 +234,13 @@ impl WasmClient {
     ) -> Result<f64, JsValue> {
         let payload = payload(data, json, bytes)?;
         let opts = options(ack, ttl_ms)?;
-        self.command(
+        self.refusable(
             |i, now| {
-                i.engine
-                    .send_with(now, payload, opts)
-                    .map(|id| id.get() as f64)
-            },
-            send_error,
-        )
-    }
-
-    /// Publishes to `channel` (Tether protocol); returns the message id.
-    pub fn publish(
-        &self,
-        channel: &str,
-        data: String,
-        json: bool,
-        bytes: Option<Vec<u8>>,
-        ack: Option<bool>,
-        ttl_ms: Option<f64>,
-    ) -> Result<f64, JsValue> {
-        let payload = payload(data, json, bytes)?;
-        let opts = options(ack, ttl_ms)?;
-        self.command(
-            |i, now| {
-                i.engine
-                    .publish(now, channel, payload, opts)
-                    .map(|id| id.get() as f64)
+                match &channel {
+                    Some(channel) => i.engine.publish(now, channel, payload, opts),
+                    None => i.engine.send_with(now, payload, opts),
+                }
+                .map(|id| id.get() as f64)
             },
             send_error,
         )
@@ -252,7 +257,7 @@ impl WasmClient {
     ) -> Result<f64, JsValue> {
         let payload = payload(data, json, bytes)?;
         let timeout = duration(timeout_ms, "timeout")?;
-        self.command(
+        self.refusable(
             |i, now| {
                 i.engine
                     .request(now, payload, timeout)
@@ -262,34 +267,13 @@ impl WasmClient {
         )
     }
 
-    /// Subscribes to `channel` (renewed with resume on every reconnect).
-    pub fn subscribe(&self, channel: &str) -> Result<(), JsValue> {
-        self.command(|i, now| i.engine.subscribe(now, channel), subscribe_error)
-    }
-
-    /// Unsubscribes from `channel`.
-    pub fn unsubscribe(&self, channel: &str) -> Result<(), JsValue> {
-        self.command(|i, now| i.engine.unsubscribe(now, channel), subscribe_error)
-    }
-
-    /// Starts syncing the shared document on `channel` (Tether protocol; again on every
-    /// open). Opening twice is a no-op.
-    pub fn open_document(&self, channel: &str) -> Result<(), JsValue> {
-        self.command(|i, now| i.engine.open_document(now, channel), sync_error)
-    }
-
-    /// Stops tracking the document on `channel` (its pending changes are still delivered).
-    pub fn close_document(&self, channel: &str) -> Result<bool, JsValue> {
-        self.act(|i, _| i.engine.close_document(channel))
-    }
-
     /// Changes the document on `channel` atomically with `ops`, a JSON array of operations
     /// (`{op: "set" | "insert", key, value}`, `{op: "delete", key}`,
     /// `{op: "increment", key, by}`); returns the change id. The engine shows it at once and
     /// sends it acknowledged; a change that cannot apply to the current view is refused.
     pub fn change_document(&self, channel: &str, ops: &str) -> Result<f64, JsValue> {
         let ops = convert::ops(&parse(ops)?).map_err(|m| convert::error("invalid_op", m))?;
-        self.command(
+        self.refusable(
             |i, now| {
                 i.engine
                     .change_document(now, channel, ops)
@@ -348,7 +332,7 @@ impl WasmClient {
             ));
         }
         let code = code as u16; // whole and in range: exact
-        self.command(
+        self.refusable(
             |i, now| i.engine.close(now, code, reason),
             |e| invalid(e.to_string()),
         )
@@ -370,42 +354,52 @@ impl WasmClient {
         self.act(|i, now| i.engine.token_failed(now, attempt, message))
     }
 
-    /// Reports a network change (the window's `online`/`offline` are wired already).
-    pub fn network_changed(&self, online: bool) -> Result<(), JsValue> {
-        self.act(|i, now| i.engine.network_changed(now, online))
+    /// A command that takes at most a channel, by number (see [`commands`]).
+    pub fn command(&self, op: u32, channel: &str) -> Result<(), JsValue> {
+        match op {
+            commands::SUBSCRIBE => {
+                self.refusable(|i, now| i.engine.subscribe(now, channel), subscribe_error)
+            }
+            commands::UNSUBSCRIBE => {
+                self.refusable(|i, now| i.engine.unsubscribe(now, channel), subscribe_error)
+            }
+            // Opening twice is a no-op.
+            commands::OPEN_DOCUMENT => {
+                self.refusable(|i, now| i.engine.open_document(now, channel), sync_error)
+            }
+            // Its pending changes are still delivered.
+            commands::CLOSE_DOCUMENT => self.act(|i, _| {
+                i.engine.close_document(channel);
+            }),
+            commands::ONLINE | commands::OFFLINE => {
+                self.act(|i, now| i.engine.network_changed(now, op == commands::ONLINE))
+            }
+            commands::FOREGROUND | commands::BACKGROUND => {
+                self.act(|i, now| i.engine.set_foreground(now, op == commands::FOREGROUND))
+            }
+            commands::CONNECT => self.act(|i, now| i.engine.connect(now)),
+            _ => Ok(()), // the wrapper sends no other number
+        }
     }
 
-    /// Reports foreground/background (`visibilitychange` is wired already).
-    pub fn set_foreground(&self, foreground: bool) -> Result<(), JsValue> {
-        self.act(|i, now| i.engine.set_foreground(now, foreground))
-    }
-
-    /// The current state as JSON (`until` in `performance.now()` microseconds).
-    pub fn state(&self) -> Result<String, JsValue> {
-        let mut out = String::new();
-        self.peek(|e| convert::write_state(&mut out, e.state()))?;
-        Ok(out)
-    }
-
-    /// The counters as JSON.
-    pub fn stats(&self) -> Result<String, JsValue> {
-        self.peek(|e| convert::stats(e.stats(), e.outbox_len(), e.outbox_bytes()))
-    }
-
-    /// The members of a subscribed channel as a JSON array (`null` if not subscribed).
-    pub fn presence(&self, channel: &str) -> Result<String, JsValue> {
+    /// A reading as JSON (or text), by number (see [`reads`]); `channel` only for presence.
+    pub fn read(&self, what: u32, channel: &str) -> Result<String, JsValue> {
         self.peek(|e| {
             let mut out = String::new();
-            match e.presence(channel) {
-                Some(members) => json::write_strings(&mut out, members),
-                None => out.push_str("null"),
+            match what {
+                // `until` in `performance.now()` microseconds.
+                reads::STATE => convert::write_state(&mut out, e.state()),
+                reads::STATS => convert::write_stats(&mut out, e),
+                // The members of a subscribed channel (`null` if not subscribed).
+                reads::PRESENCE => match e.presence(channel) {
+                    Some(members) => json::write_strings(&mut out, members),
+                    None => out.push_str("null"),
+                },
+                // The identity sent in `hello` and used as presence member name (plain text).
+                reads::CLIENT_ID => out.push_str(e.client_id()),
+                _ => {} // the wrapper asks for no other number
             }
             out
         })
-    }
-
-    /// The identity sent in `hello` and used as presence member name.
-    pub fn client_id(&self) -> Result<String, JsValue> {
-        self.peek(|e| e.client_id().to_owned())
     }
 }
