@@ -15,6 +15,10 @@ extern "C" {
     fn performance_now() -> f64;
     #[wasm_bindgen(catch, js_namespace = crypto, js_name = getRandomValues)]
     fn get_random_values(buf: &mut [u8]) -> Result<JsValue, JsValue>;
+    /// The global `window`, absent in workers. Read directly: `web_sys::window()` goes through
+    /// `js_sys::global()`, which probes four globals with four imports.
+    #[wasm_bindgen(thread_local_v2, js_name = window)]
+    pub(crate) static WINDOW: Option<web_sys::Window>;
 }
 
 /// The engine's clock: `performance.now()`, so engine instants compare directly with it.

@@ -211,7 +211,7 @@ impl Drop for Socket {
                 ws.set_onmessage(None);
                 ws.set_onclose(None);
                 if ws.ready_state() <= WebSocket::OPEN {
-                    let _ = ws.close_with_code(1000);
+                    let _ = ws.close_with_code_and_reason(1000, "");
                 }
             }
             Kind::Sse(es) => {
