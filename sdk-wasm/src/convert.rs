@@ -539,14 +539,22 @@ fn write_key_changes(out: &mut String, changes: &[KeyChange]) {
 
 /// An engine event as `(kind, JSON, binary payload)` for the wrapper; `None` for events this
 /// driver does not know (the enum is non-exhaustive).
-pub(crate) fn event(e: Event) -> Option<(&'static str, String, Option<Vec<u8>>)> {
-    let mut bytes = None;
+pub(crate) fn event(mut e: Event) -> Option<(&'static str, String, Option<Vec<u8>>)> {
+    // Binary payloads travel apart from the JSON (moved out; nothing else is).
+    let bytes = match &mut e {
+        Event::Message(m) => match &mut m.payload {
+            Payload::Binary(b) => Some(std::mem::take(b)),
+            _ => None,
+        },
+        _ => None,
+    };
     let mut out = String::with_capacity(64);
     let mut w = ObjectWriter::new(&mut out);
-    let kind = match e {
+    // Borrowed, so the event is dropped once at the end rather than field by field per arm.
+    let kind = match &e {
         Event::StateChanged { from, to } => {
-            write_state(w.key("from"), &from);
-            write_state(w.key("to"), &to);
+            write_state(w.key("from"), from);
+            write_state(w.key("to"), to);
             "state"
         }
         Event::ReconnectScheduled {
@@ -554,25 +562,25 @@ pub(crate) fn event(e: Event) -> Option<(&'static str, String, Option<Vec<u8>>)>
             delay,
             cause,
         } => {
-            w.u64("attempt", u64::from(attempt));
-            w.u64("delay", micros(delay));
-            write_cause(w.key("cause"), &cause);
+            w.u64("attempt", u64::from(*attempt));
+            w.u64("delay", micros(*delay));
+            write_cause(w.key("cause"), cause);
             "reconnecting"
         }
         Event::Message(m) => {
             w.opt_str("channel", m.channel.as_ref());
             w.opt_u64("offset", m.offset);
-            match m.payload {
-                Payload::Json(p) => w.value("json", &p),
-                Payload::Text(t) => w.str("text", &t),
-                Payload::Binary(b) => bytes = Some(b),
+            match &m.payload {
+                Payload::Json(p) => w.value("json", p),
+                Payload::Text(t) => w.str("text", t),
+                Payload::Binary(_) => {}
                 _ => return None,
             }
             "message"
         }
         Event::Dropped { ids, reason } => {
             w.str("reason", reason.name());
-            if let DropReason::Rejected { code } = &reason {
+            if let DropReason::Rejected { code } = reason {
                 w.str("code", code);
             }
             text::write_array(w.key("ids"), ids, |out, id| text::write_u64(out, id.get()));
@@ -581,21 +589,21 @@ pub(crate) fn event(e: Event) -> Option<(&'static str, String, Option<Vec<u8>>)>
         Event::Acked { id, offset } => {
             w.u64("id", id.get());
             match offset {
-                Some(offset) => w.u64("offset", offset),
+                Some(offset) => w.u64("offset", *offset),
                 None => w.null("offset"), // typed `number | null`
             }
             "acked"
         }
         Event::Replied { id, payload } => {
             w.u64("id", id.get());
-            w.value("payload", &payload);
+            w.value("payload", payload);
             "replied"
         }
         Event::RequestFailed { id, reason } => {
             w.u64("id", id.get());
             w.str("code", reason.code());
             w.str("message", &reason.to_string());
-            if let RequestFailure::Rejected { code, .. } = &reason {
+            if let RequestFailure::Rejected { code, .. } = reason {
                 server_code(&mut w, code);
             }
             "request_failed"
@@ -605,13 +613,13 @@ pub(crate) fn event(e: Event) -> Option<(&'static str, String, Option<Vec<u8>>)>
             offset,
             recovered,
         } => {
-            w.str("channel", &channel);
-            w.u64("offset", offset);
-            w.bool("recovered", recovered);
+            w.str("channel", channel);
+            w.u64("offset", *offset);
+            w.bool("recovered", *recovered);
             "subscribed"
         }
         Event::Unsubscribed { channel } => {
-            w.str("channel", &channel);
+            w.str("channel", channel);
             "unsubscribed"
         }
         Event::Presence {
@@ -620,14 +628,14 @@ pub(crate) fn event(e: Event) -> Option<(&'static str, String, Option<Vec<u8>>)>
             joined,
             left,
         } => {
-            w.str("channel", &channel);
-            w.strs("members", &members);
-            w.strs("joined", &joined);
-            w.strs("left", &left);
+            w.str("channel", channel);
+            w.strs("members", members);
+            w.strs("joined", joined);
+            w.strs("left", left);
             "presence"
         }
         Event::Rtt { rtt } => {
-            w.u64("rtt", micros(rtt));
+            w.u64("rtt", micros(*rtt));
             "rtt"
         }
         Event::DocumentChanged {
@@ -635,9 +643,9 @@ pub(crate) fn event(e: Event) -> Option<(&'static str, String, Option<Vec<u8>>)>
             origin,
             changes,
         } => {
-            w.str("channel", &channel);
+            w.str("channel", channel);
             w.str("origin", origin.name());
-            write_key_changes(w.key("changes"), &changes);
+            write_key_changes(w.key("changes"), changes);
             "doc_change"
         }
         Event::ChangeRejected {
@@ -645,20 +653,20 @@ pub(crate) fn event(e: Event) -> Option<(&'static str, String, Option<Vec<u8>>)>
             change,
             code,
         } => {
-            w.str("channel", &channel);
+            w.str("channel", channel);
             w.u64("change", change.get());
-            w.str("code", &code);
+            w.str("code", code);
             "doc_rejected"
         }
         Event::DocumentResynced { channel, version } => {
-            w.str("channel", &channel);
-            w.u64("version", version);
+            w.str("channel", channel);
+            w.u64("version", *version);
             "doc_resynced"
         }
         Event::Error(err) => {
             w.str("code", err.kind());
             w.str("message", &err.to_string());
-            match &err {
+            match err {
                 EngineError::Server { code, .. } => server_code(&mut w, code),
                 EngineError::FrameTooLarge { size, max } => {
                     write_object(w.key("details"), |d| {
