@@ -795,6 +795,50 @@ fn close_after_drain_gives_up_at_its_deadline_and_reports_the_rest() {
     assert_eq!(sim.engine.stats().dropped_closed, 1);
 }
 
+#[test]
+fn close_after_drain_closes_when_the_last_message_expires_while_waiting() {
+    // Disconnected, with the retry far off: the only pending message leaves by its TTL, which
+    // finishes the drain then and there, not at the drain deadline nor after reconnecting.
+    let mut sim = tether(
+        Config::builder("ws://relay")
+            .backoff_initial(secs(20))
+            .jitter(Jitter::None),
+    );
+    sim.server.behaviour = Behaviour::Down;
+    sim.connect();
+    sim.run_until_state(secs(1), |e| matches!(e.state(), State::Waiting { .. }));
+    let opens = sim.server.opens.len();
+    let id = sim
+        .engine
+        .publish(
+            sim.now,
+            "room",
+            json!("x"),
+            SendOptions::default().with_ttl(secs(1)),
+        )
+        .unwrap();
+    let start = sim.now;
+    sim.engine.close_after_drain(sim.now, secs(60));
+    sim.run_until_state(secs(5), |e| e.state().is_closed());
+    assert_eq!(sim.now, start + secs(1), "closed at the TTL");
+    assert_eq!(
+        sim.engine.state(),
+        &State::Closed {
+            reason: CloseReason::App { code: 1000 }
+        }
+    );
+    let dropped = sim.events_matching(|e| match e {
+        Event::Dropped { ids, reason } => Some((ids.clone(), reason.clone())),
+        _ => None,
+    });
+    assert_eq!(dropped, vec![(vec![id], DropReason::Expired)]);
+    assert_eq!(
+        sim.server.opens.len(),
+        opens,
+        "no connection opened to close"
+    );
+}
+
 // ---- acknowledged sends -----------------------------------------------------------------------
 
 #[test]

@@ -394,15 +394,22 @@ impl Engine {
     /// `Event::Dropped` with reason `Expired`, whatever else is due. `handle_timeout` does this
     /// first too; a driver calls it when it must know, under the same lock, that a message
     /// whose expiry has come has left the outbox (an acked send giving up at its TTL), without
-    /// running the other timers.
+    /// running the other timers. During [`Engine::close_after_drain`], expiry that leaves
+    /// nothing pending finishes the drain there, as the last ack would.
     pub fn expire_outbox(&mut self, now: Instant) {
         let now = self.observe(now);
         self.expire_due(now);
     }
 
+    /// Drops what has expired by `now`; when draining, what left may have been the last thing
+    /// pending, so the drain is checked at once rather than at its deadline.
     fn expire_due(&mut self, now: Instant) {
         let expired = self.outbox.expire(now);
+        if expired.is_empty() {
+            return;
+        }
         self.report_removed(expired, DropReason::Expired);
+        self.check_drain(now);
     }
 
     /// Writes queued messages while the transport takes them.
