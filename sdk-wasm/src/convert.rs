@@ -309,15 +309,18 @@ pub(crate) fn config(url: &str, options: &str) -> Result<(Config, DriverOptions)
 
     b = b.close_policy(close_policy(&mut r));
 
+    // Read, and so checked, with or without a token provider: a bad value is an error
+    // either way, not ignored until the day a provider is added.
+    let placement = r.choice("", "tokenPlacement", &["query", "first-message"]);
+    let param = r.text("", "tokenParam");
     if r.flag("", "hasToken") == Some(true) {
         // Browsers cannot set handshake headers: the token goes in the URL or in `hello`.
-        let placement = match r.choice("", "tokenPlacement", &["query", "first-message"]) {
+        b = b.token(match placement {
             Some(1) => TokenPlacement::FirstMessage,
             _ => TokenPlacement::Query {
-                param: r.text("", "tokenParam").unwrap_or("token").to_owned(),
+                param: param.unwrap_or("token").to_owned(),
             },
-        };
-        b = b.token(placement);
+        });
     }
     if let Some(d) = r.millis("", "connectTimeoutMs") {
         b = b.connect_timeout(d);

@@ -138,7 +138,7 @@ impl Shared {
     /// Wires window `online`/`offline` and document `visibilitychange` to the engine, and
     /// reports the current values. Does nothing outside a window (workers).
     pub(crate) fn watch_lifecycle(self: &Rc<Self>) {
-        let Some(window) = js::WINDOW.with(Clone::clone) else {
+        let Some(window) = js::window() else {
             return;
         };
         let mut hooks: Vec<Hook> = Vec::new();

@@ -3,6 +3,7 @@
 
 use tether_core::Instant;
 use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
 
 #[wasm_bindgen]
 extern "C" {
@@ -16,9 +17,17 @@ extern "C" {
     #[wasm_bindgen(catch, js_namespace = crypto, js_name = getRandomValues)]
     fn get_random_values(buf: &mut [u8]) -> Result<JsValue, JsValue>;
     /// The global `window`, absent in workers. Read directly: `web_sys::window()` goes through
-    /// `js_sys::global()`, which probes four globals with four imports.
+    /// `js_sys::global()`, which probes four globals with four imports. Untyped: see
+    /// [`window`].
     #[wasm_bindgen(thread_local_v2, js_name = window)]
-    pub(crate) static WINDOW: Option<web_sys::Window>;
+    static WINDOW: Option<JsValue>;
+}
+
+/// The browser window, if this is one: a `window` global that is not a `Window` (a shim
+/// left by server-side rendering or a test setup) counts as none, so the driver skips the
+/// lifecycle hooks instead of calling methods the shim lacks.
+pub(crate) fn window() -> Option<web_sys::Window> {
+    WINDOW.with(|w| w.clone()?.dyn_into().ok())
 }
 
 /// The engine's clock: `performance.now()`, so engine instants compare directly with it.

@@ -155,6 +155,16 @@ mod commands {
     pub(crate) const BACKGROUND: u32 = 8;
 }
 
+/// A number the wrapper does not send: a version mismatch between tether.js and the module.
+fn unknown_number(what: &str) -> JsValue {
+    convert::error(
+        "invalid_argument",
+        &format!(
+            "unknown {what} number (tether.js and the wasm module are from different versions)"
+        ),
+    )
+}
+
 /// The numbers of [`WasmClient::read`]'s readings, as [`commands`] (js/tether.js names them).
 mod reads {
     pub(crate) const STATE: u32 = 0;
@@ -378,7 +388,7 @@ impl WasmClient {
                 self.act(|i, now| i.engine.set_foreground(now, op == commands::FOREGROUND))
             }
             commands::CONNECT => self.act(|i, now| i.engine.connect(now)),
-            _ => Ok(()), // the wrapper sends no other number
+            _ => Err(unknown_number("command")),
         }
     }
 
@@ -386,6 +396,9 @@ impl WasmClient {
     pub fn read(&self, what: u32, channel: &str) -> Result<String, JsValue> {
         self.peek(|e| {
             let mut out = String::new();
+            if what > reads::CLIENT_ID {
+                return Err(unknown_number("reading"));
+            }
             match what {
                 // `until` in `performance.now()` microseconds.
                 reads::STATE => convert::write_state(&mut out, e.state()),
@@ -396,10 +409,9 @@ impl WasmClient {
                     None => out.push_str("null"),
                 },
                 // The identity sent in `hello` and used as presence member name (plain text).
-                reads::CLIENT_ID => out.push_str(e.client_id()),
-                _ => {} // the wrapper asks for no other number
+                _ => out.push_str(e.client_id()), // reads::CLIENT_ID, the last number
             }
-            out
-        })
+            Ok(out)
+        })?
     }
 }

@@ -98,6 +98,43 @@ test('relay: channels, presence, acked publish and request/reply between two cli
   assert.ok(r.lastRtt > 0, 'stats.lastRttMs');
 });
 
+test('every client method reaches the engine: unsubscribe, clientId, networkChanged, setForeground', async ({ page }) => {
+  // These go through the module's numbered command()/read() exports; the DOM-event tests
+  // below use the driver's own hooks instead, so without this a swapped number would pass.
+  const rl = await relay(await freePort());
+  const r = await page.evaluate(async (url) => {
+    const c = new tether.TetherClient(url, { protocol: 'tether', clientId: 'carol', lifecycle: false });
+    const log = record(c);
+    c.subscribe('room');
+    await until(() => (c.presence('room') || []).includes('carol'), 5000, 'present');
+    c.unsubscribe('room');
+    await until(() => log.some((e) => e.type === 'unsubscribed'), 5000, 'unsubscribed');
+    const out = { clientId: c.clientId, presenceAfter: c.presence('room'), unsubscribed: log.find((e) => e.type === 'unsubscribed').channel };
+    // A probe ping on network change and on coming back to the foreground: each answered pong
+    // is an rtt event.
+    const rtts = () => log.filter((e) => e.type === 'rtt').length;
+    c.networkChanged(false);
+    c.networkChanged(true);
+    await until(() => rtts() >= 1, 5000, 'a probe after networkChanged');
+    c.setForeground(false);
+    c.setForeground(true);
+    await until(() => rtts() >= 2, 5000, 'a probe after setForeground');
+    // Unknown numbers (a tether.js from another version) are refused, not ignored.
+    const unknown = (f) => { try { f(); return 'no error'; } catch (e) { return String(e).split(':')[0]; } };
+    out.unknownCommand = unknown(() => c._raw.command(99, ''));
+    out.unknownReading = unknown(() => c._raw.read(99, ''));
+    out.state = c.state.name;
+    c.close();
+    return out;
+  }, rl.ws);
+  assert.equal(r.clientId, 'carol');
+  assert.equal(r.unsubscribed, 'room');
+  assert.equal(r.presenceAfter, undefined, 'no presence once unsubscribed');
+  assert.equal(r.unknownCommand, 'invalid_argument');
+  assert.equal(r.unknownReading, 'invalid_argument');
+  assert.equal(r.state, 'open');
+});
+
 test('errors are TetherErrors with a code', async ({ page, base }) => {
   const r = await page.evaluate(async () => {
     const code = (f) => { try { f(); return 'no error'; } catch (e) { return [e instanceof tether.TetherError, e.code, e.message]; } };
@@ -128,6 +165,7 @@ test('errors are TetherErrors with a code', async ({ page, base }) => {
       subprotocolsString: code(() => new tether.TetherClient('ws://x', { subprotocols: 'chat' })),
       subprotocolsNumbers: code(() => new tether.TetherClient('ws://x', { subprotocols: ['chat', 2] })),
       ruleTypo: code(() => new tether.TetherClient('ws://x', { closePolicy: { codes: [{ from: 4500, too: 4599, action: 'stop' }] } })),
+      tokenPlacementWithoutToken: code(() => new tether.TetherClient('ws://x', { tokenPlacement: 'header' })),
       lowAboveHigh: code(() => new tether.TetherClient('ws://x', { backpressure: { highWaterBytes: 1000, lowWaterBytes: 2000 } })),
       fine: code(() => new tether.TetherClient('ws://x', { subprotocols: ['chat'], backpressure: { highWaterBytes: 1000 }, autoConnect: false })),
       staleInputs: raw.stats.staleInputs,
@@ -143,6 +181,7 @@ test('errors are TetherErrors with a code', async ({ page, base }) => {
   assert.deepEqual([r.sectionNotObject[1], r.sectionNotObject[2]], ['invalid_config', 'backoff must be an object']);
   assert.deepEqual([r.subprotocolsString[1], r.subprotocolsString[2]], ['invalid_config', 'subprotocols must be an array of strings']);
   assert.equal(r.subprotocolsNumbers[1], 'invalid_config');
+  assert.match(r.tokenPlacementWithoutToken[2], /tokenPlacement must be query \| first-message/);
   assert.deepEqual(r.ruleTypo.slice(0, 2), [true, 'invalid_config']);
   assert.match(r.ruleTypo[2], /closePolicy\.codes must be an array of \{from, to\?, action/);
   assert.match(r.lowAboveHigh[2], /backpressure\.lowWaterBytes must be at most backpressure\.highWaterBytes/);
