@@ -127,10 +127,12 @@ impl SseLink {
             .get("content-type")
             .and_then(|v| v.to_str().ok())
             .is_some_and(is_event_stream_type);
-        // A `200` that is not an event stream (a web page at a wrong URL) is an HTTP answer
-        // that is not the protocol asked for, like a WebSocket handshake answered with `200`:
-        // reported as what it is, the engine's close policy stops with `Closed { Refused }`
-        // instead of retrying an opaque I/O error for ever.
+        // A `200` that is not an event stream (a web page at a wrong URL, a captive portal) is
+        // an HTTP answer that is not the protocol asked for, like a WebSocket handshake answered
+        // with `200`: reported as what it is, not as an opaque I/O error. The default close
+        // policy retries it with the backoff and reports it on every attempt (an error naming
+        // the status, a cause of `Http { status: 200 }`); only `with_status(200..=299,
+        // Terminal)` makes it stop, with `Closed { Refused }`.
         if status != 200 || !is_event_stream {
             self.state = State::Done;
             return LinkInput::Failed(TransportFailure::Http {
