@@ -48,7 +48,11 @@ impl Client {
     }
 
     /// Starts connecting (from `Idle` or `Closed`), or retries at once while `Waiting`.
-    /// Does nothing once `shutdown()` has been called, even before it completes.
+    /// Does nothing once `shutdown()` has started, even before it completes. It starts when
+    /// its call runs, not when it is created: in Python when the coroutine first runs (awaited,
+    /// or scheduled as a task and reached by the event loop); `c.shutdown()` alone only makes
+    /// the coroutine and starts nothing. In Kotlin and Swift when the `suspend`/`async` call
+    /// is made.
     pub fn connect(&self) {
         self.inner.connect();
     }
@@ -145,7 +149,7 @@ impl Client {
 
     /// The shared document on `channel` (Tether mode): edits show at once and converge to the
     /// server's order for every client, through drops and reconnects. Opening a channel twice
-    /// gives two handles on the same document. `Closed` after `shutdown()`.
+    /// gives two handles on the same document. `Closed` once `shutdown()` has started.
     pub fn document(&self, channel: String) -> Result<Arc<Document>, ClientError> {
         let doc = self.inner.document(&channel)?;
         Ok(Arc::new(Document::new(doc, self.hub.clone())))
@@ -210,9 +214,13 @@ impl Client {
     /// cleared and you want the connection closed before going on. `connect()` does nothing
     /// afterwards; create a new client instead. Do not wait for it inside a listener: it
     /// waits for the listeners' threads. Cancelling the wait does not stop the teardown.
+    ///
+    /// It starts when the call runs (see `connect()`): in Python, when the coroutine is first
+    /// run, not when `client.shutdown()` creates it.
     pub async fn shutdown(&self) {
-        // Begun here, not when the runtime first polls the task: `connect()` on another
-        // thread does nothing from now on.
+        // Begun at the first poll, which UniFFI's generated code makes synchronously when the
+        // foreign coroutine or suspend call runs, not when the runtime first polls the spawned
+        // teardown: `connect()` on another thread does nothing from now on.
         let shutdown = self.inner.shutdown();
         let hub = self.hub.clone();
         // Detached, not `run`: the teardown completes even if the caller stops waiting.

@@ -636,6 +636,16 @@ impl Client {
     /// test, a process exit). Every clone of this client is then inert: from the moment this
     /// is called (not first polled), `connect` does nothing and `document` is refused. The
     /// returned future owns what it needs, so it can be spawned.
+    ///
+    /// The close and the end of `connect` take effect at the call; only the waiting and the
+    /// stopping of the task are in the future. Dropped without being polled, it leaves the
+    /// client closed and inert, but the task is not cancelled and [`Events`] does not end
+    /// until the last `Client` handle is dropped; a stored future that is never awaited holds
+    /// a clone of this client, so it keeps the task alive for as long as it is kept.
+    ///
+    /// Calling it again, on this handle or a clone, is safe: the close is not repeated. Only
+    /// one of the futures (the first to get that far) waits for the task itself to end; the
+    /// others resolve once the client is `Closed` and the task has been told to stop.
     pub fn shutdown(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
         {
             let now = self.shared.now();
