@@ -171,6 +171,64 @@ async fn connect_and_document_during_shutdown_open_nothing() {
     server.abort();
 }
 
+#[tokio::test]
+async fn shutdown_begins_at_the_call_even_if_its_future_is_never_polled() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    // Counts TCP connections and drops each at once: every attempt fails, and the client
+    // waits a minute to retry, so only connect() (which retries a waiting client at once)
+    // can make a second one.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let server = tokio::spawn({
+        let accepted = accepted.clone();
+        async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                accepted.fetch_add(1, Ordering::SeqCst);
+                drop(tcp);
+            }
+        }
+    });
+    let (client, _events) = Client::builder(format!("ws://{addr}"))
+        .backoff_initial(Duration::from_secs(60))
+        .backoff_max(Duration::from_secs(60))
+        .jitter(tether::Jitter::None)
+        .connect()
+        .unwrap();
+    let mut waiting = client.watch_state();
+    timeout(
+        Duration::from_secs(5),
+        waiting.wait_for(|s| matches!(s, State::Waiting { .. })),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+
+    // Not polled before connect(): a shutdown that began only when first polled would let
+    // this connect() retry at once.
+    let shutdown = client.shutdown();
+    client.connect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "no connection attempt after shutdown() was called"
+    );
+    let mut closing = client.watch_state();
+    timeout(
+        Duration::from_secs(5),
+        closing.wait_for(|s| matches!(s, State::Closing | State::Closed { .. })),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    timeout(Duration::from_secs(5), shutdown).await.unwrap();
+    assert!(client.state().is_closed());
+    server.abort();
+}
+
 /// A server that accepts one WebSocket and reports the close frame it receives, if any.
 async fn close_recorder() -> (
     std::net::SocketAddr,
