@@ -48,6 +48,42 @@ test('raw WebSocket: connects, echoes text and binary, counts frames', async ({ 
   assert.deepEqual(srv.frames.map((f) => (typeof f === 'string' ? f : [...f])), ['hello', [1, 2, 3], '{"json":true}']);
 });
 
+test('in a module Web Worker (no window): connects and echoes; the lifecycle hooks are skipped', async ({ page }) => {
+  // A worker (e.g. one connection shared by the tabs of an app) has no window: the driver must
+  // skip the online/offline and visibility hooks rather than fail, and everything else works.
+  const srv = await wsServer(behaviours.echo);
+  const r = await page.evaluate(async (url) => {
+    const src = `import * as tether from '${location.origin}/pkg/tether.js';
+      onmessage = async ({ data: url }) => {
+        try {
+          const c = await tether.TetherClient.connect(url);
+          const echoed = new Promise((done) => c.on('message', (e) => done(e.data)));
+          if (c.state.name !== 'open') {
+            await new Promise((open) => c.on('state', ({ state }) => state.name === 'open' && open()));
+          }
+          c.send('from a worker');
+          const echo = await echoed;
+          postMessage({ echo, hasWindow: typeof window !== 'undefined', framesReceived: c.stats.framesReceived });
+          c.close();
+        } catch (e) {
+          postMessage({ error: String((e && e.message) || e) });
+        }
+      };`;
+    const worker = new Worker(URL.createObjectURL(new Blob([src], { type: 'text/javascript' })), { type: 'module' });
+    const answer = new Promise((done, fail) => {
+      worker.onmessage = ({ data }) => done(data);
+      worker.onerror = (e) => fail(new Error(`worker error: ${e.message}`));
+    });
+    worker.postMessage(url);
+    const timeout = sleep(8000).then(() => ({ error: 'no answer from the worker in 8 s' }));
+    const out = await Promise.race([answer, timeout]);
+    worker.terminate();
+    return out;
+  }, srv.url);
+  assert.deepEqual(r, { echo: 'from a worker', hasWindow: false, framesReceived: 1 });
+  assert.deepEqual(srv.frames, ['from a worker']);
+});
+
 test('dispose() from inside an event handler: no error, no further events', async ({ page }) => {
   const srv = await wsServer(behaviours.echo);
   const r = await page.evaluate(async (url) => {
