@@ -3,6 +3,8 @@
 #![allow(clippy::unwrap_used)]
 
 use futures_util::{SinkExt, StreamExt};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tether::{Client, Event, Payload, State};
 use tokio::net::TcpListener;
@@ -123,22 +125,8 @@ async fn shutdown_closes_and_ends_the_task() {
 #[tokio::test]
 async fn connect_and_document_during_shutdown_open_nothing() {
     use futures_util::FutureExt;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
-    // Accepts TCP connections, counts them and holds them without a handshake.
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let server = tokio::spawn({
-        let accepted = accepted.clone();
-        async move {
-            let mut held = Vec::new();
-            while let Ok((tcp, _)) = listener.accept().await {
-                accepted.fetch_add(1, Ordering::SeqCst);
-                held.push(tcp);
-            }
-        }
-    });
+    // Holds every TCP connection without a handshake.
+    let (addr, accepted, server) = counting_listener(Held::Open).await;
     let (client, _events) = Client::builder(format!("ws://{addr}"))
         .protocol(tether::Protocol::Tether)
         .connect()
@@ -173,23 +161,9 @@ async fn connect_and_document_during_shutdown_open_nothing() {
 
 #[tokio::test]
 async fn shutdown_begins_at_the_call_even_if_its_future_is_never_polled() {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
-    // Counts TCP connections and drops each at once: every attempt fails, and the client
-    // waits a minute to retry, so only connect() (which retries a waiting client at once)
-    // can make a second one.
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let server = tokio::spawn({
-        let accepted = accepted.clone();
-        async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                accepted.fetch_add(1, Ordering::SeqCst);
-                drop(tcp);
-            }
-        }
-    });
+    // Drops every TCP connection at once: every attempt fails, and the client waits a minute
+    // to retry, so only connect() (which retries a waiting client at once) can make a second.
+    let (addr, accepted, server) = counting_listener(Held::Dropped).await;
     let (client, _events) = Client::builder(format!("ws://{addr}"))
         .backoff_initial(Duration::from_secs(60))
         .backoff_max(Duration::from_secs(60))
@@ -227,6 +201,39 @@ async fn shutdown_begins_at_the_call_even_if_its_future_is_never_polled() {
     timeout(Duration::from_secs(5), shutdown).await.unwrap();
     assert!(client.state().is_closed());
     server.abort();
+}
+
+/// What [`counting_listener`] does with each accepted TCP connection.
+enum Held {
+    /// Keeps it open without a handshake (an attempt that hangs).
+    Open,
+    /// Closes it at once (an attempt that fails).
+    Dropped,
+}
+
+/// A TCP listener on loopback that counts the connections it accepts. Returns its address,
+/// the count and the task (abort it to stop the server).
+async fn counting_listener(
+    held: Held,
+) -> (
+    std::net::SocketAddr,
+    Arc<AtomicUsize>,
+    tokio::task::JoinHandle<()>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    let server = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((tcp, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            if matches!(held, Held::Open) {
+                open.push(tcp);
+            }
+        }
+    });
+    (addr, accepted, server)
 }
 
 /// A server that accepts one WebSocket and reports the close frame it receives, if any.

@@ -1,0 +1,19 @@
+//! Helpers shared by the native integration tests (each test file is its own crate and
+//! includes this module with `mod common;`).
+
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+
+/// Reads an HTTP request head (up to the blank line) from `tcp`; `None` if the peer closed or
+/// failed first.
+pub async fn read_request_head(tcp: &mut TcpStream) -> Option<String> {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match tcp.read(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    Some(String::from_utf8_lossy(&head).into_owned())
+}
