@@ -4,12 +4,12 @@
 //! cargo run --release -p tether-bench --example idle_alloc -- [CONNS] [TRACE_SIZE]
 //! ```
 //!
-//! Opens CONNS (default 1,000) idle tether clients (defaults, raw protocol) to a loopback
-//! WebSocket server run in a child process (so its memory is not counted), then prints the
-//! heap bytes and blocks still held per connection, by allocation size, with the sizes of the
-//! types that usually explain them. With TRACE_SIZE, the first allocations of exactly that
-//! many bytes made while connecting print their backtrace (build with symbols, e.g.
-//! `--profile bench`, for readable frames).
+//! Opens CONNS (default 1,000) idle tether clients (defaults, raw protocol) to the bench's
+//! echo server (`tether_bench::server`) on loopback, run in a child process of this example so
+//! that its allocations are not counted, then prints the heap bytes and blocks still held per
+//! connection, by allocation size, with the sizes of the types that usually explain them. With
+//! TRACE_SIZE, the first allocations of exactly that many bytes made while connecting print
+//! their backtrace (build with symbols, e.g. `--profile bench`, for readable frames).
 //!
 //! Requested bytes are counted; malloc adds its own header and rounding (the bench's RSS
 //! figure includes them).
@@ -19,6 +19,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
+use tether_bench::server::{self, ServerProcess};
 
 /// Exact sizes up to this are counted one by one; larger ones share the last bucket.
 const SIZES: usize = 16 * 1024;
@@ -105,8 +106,9 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 fn main() -> Result<(), BoxError> {
     let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some("--serve") {
-        return serve();
+    // The server child: `ServerProcess::spawn` below runs this executable again as the server.
+    if let Some(addr) = server::serve_command(&args) {
+        return Ok(server::serve(addr)?);
     }
     let conns: usize = args.get(1).map_or(Ok(1_000), |a| a.parse())?;
     let trace: usize = args.get(2).map_or(Ok(0), |a| a.parse())?;
@@ -119,19 +121,8 @@ fn main() -> Result<(), BoxError> {
 }
 
 async fn measure(conns: usize, trace: usize) -> Result<(), BoxError> {
-    use tokio::io::AsyncBufReadExt;
-    let mut server = tokio::process::Command::new(std::env::current_exe()?)
-        .arg("--serve")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
-    let stdout = server.stdout.take().ok_or("no stdout")?;
-    let mut line = String::new();
-    tokio::io::BufReader::new(stdout)
-        .read_line(&mut line)
-        .await?;
-    let url = format!("ws://{}/", line.trim());
+    let mut server = ServerProcess::spawn("127.0.0.1:0").await?;
+    let url = server.url();
 
     let connect = || async {
         let (client, mut events) = tether::Client::builder(url.as_str()).connect()?;
@@ -206,43 +197,6 @@ async fn measure(conns: usize, trace: usize) -> Result<(), BoxError> {
         std::mem::size_of::<Ws<tokio_tungstenite::MaybeTlsStream<Tcp>>>(),
         std::mem::size_of::<Ws<Tcp>>(),
     );
-    drop(server.stdin.take());
-    let _ = server.wait().await;
+    server.kill().await?;
     Ok(())
-}
-
-/// The server child: accepts WebSocket connections and reads them until they close. Prints
-/// its address; exits when its standard input closes.
-fn serve() -> Result<(), BoxError> {
-    use futures_util::StreamExt;
-    use tokio::io::AsyncReadExt;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        println!("{}", listener.local_addr()?);
-        let accept = async {
-            while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(async move {
-                    if let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await {
-                        while let Some(Ok(_)) = ws.next().await {}
-                    }
-                });
-            }
-        };
-        let parent_gone = async {
-            let mut buf = [0u8; 16];
-            while let Ok(n) = tokio::io::stdin().read(&mut buf).await {
-                if n == 0 {
-                    break;
-                }
-            }
-        };
-        tokio::select! {
-            () = accept => {}
-            () = parent_gone => {}
-        }
-        Ok(())
-    })
 }

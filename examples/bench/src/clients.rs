@@ -48,14 +48,14 @@ impl Meter {
     fn start(n: usize) -> Meter {
         Meter {
             latencies: Vec::with_capacity(n),
-            cpu: crate::sys::cpu_time(),
+            cpu: tether_bench::sys::cpu_time(),
             start: Instant::now(),
         }
     }
 
     fn finish(self) -> Sample {
         let wall = self.start.elapsed();
-        let cpu = crate::sys::cpu_time().saturating_sub(self.cpu);
+        let cpu = tether_bench::sys::cpu_time().saturating_sub(self.cpu);
         Sample::new(self.latencies, wall, cpu)
     }
 }

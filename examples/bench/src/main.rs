@@ -1,5 +1,6 @@
 //! `tether-bench`: the tether client side by side with a plain tokio-tungstenite client, in
-//! one run, on loopback, against the same echo server (a child process: see `server`).
+//! one run, on loopback, against the same echo server (a child process: see the library's
+//! `server`, which the `idle_alloc` example runs too).
 //!
 //! ```text
 //! cargo run --release -p tether-bench -- [all|rtt|throughput|memory|reconnect] [options]
@@ -14,17 +15,16 @@
 mod clients;
 mod memory;
 mod reconnect;
-mod server;
 mod stats;
-mod sys;
 
 use clap::{Parser, ValueEnum};
 use clients::{BoxError, Kind};
 use memory::{MemoryClient, MemoryFigure};
 use reconnect::{Profile, ReconnectFigures};
-use server::ServerProcess;
 use stats::Sample;
 use std::time::Duration;
+use tether_bench::server::{self, ServerProcess};
+use tether_bench::sys;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum What {

@@ -3,9 +3,9 @@
 //! allocator state left by one cannot flatter or penalise the other.
 
 use crate::clients::{raw_connect_with, tether_connect_with, BoxError};
-use crate::sys;
 use futures_util::StreamExt;
 use std::time::Duration;
+use tether_bench::sys;
 use tokio::process::Command;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 

@@ -8,13 +8,13 @@
 //! seeds (`model`), which gives the distribution the defaults produce, I/O excluded.
 
 use crate::clients::{wait_open, BoxError};
-use crate::server::ServerProcess;
 use crate::stats::{median, percentile};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tether::{Client, Event, Payload, State};
+use tether_bench::server::ServerProcess;
 
 /// A reconnect profile: the defaults, or one documented non-default setting.
 #[derive(Debug, Clone, Copy)]

@@ -1,14 +1,19 @@
 //! The echo server: a lean tokio-tungstenite server that writes every text or binary message
 //! back, batching the echoes of everything one read brought in into one write.
 //!
-//! It runs as a child process of the bench (`tether-bench serve`), on a single-threaded
-//! runtime, so that:
+//! This is the one server of the crate: the `tether-bench` binary and the `idle_alloc` example
+//! both run it. [`ServerProcess::spawn`] starts it as a child process of whichever executable
+//! calls it, with the command line `EXE serve --addr ADDR`, which that executable answers by
+//! calling [`serve`] (`tether-bench` has it as its hidden `serve` command; the example
+//! recognises it with [`serve_command`]). It runs on a single-threaded runtime, in its own
+//! process, so that:
 //! - its CPU time is not counted in the client's (the bench reports client CPU per message);
-//! - its memory is not counted in the client's resident set (the idle-memory figure);
+//! - its memory is not counted in the client's resident set (the idle-memory figure) nor in
+//!   the client's heap (the `idle_alloc` example counts every allocation of its process);
 //! - the reconnect benchmark can really kill it (SIGKILL: the kernel closes every socket,
 //!   as in a crash) and start a new one on the same port.
 //!
-//! The child exits when its standard input closes, so it cannot outlive the bench.
+//! The child exits when its standard input closes, so it cannot outlive its parent.
 
 use crate::sys;
 use futures_util::{FutureExt, SinkExt, StreamExt};
@@ -22,7 +27,22 @@ use tokio::process::{Child, Command};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
+/// The child's command word and address flag: `EXE serve --addr ADDR`.
+const SERVE: &str = "serve";
+const ADDR: &str = "--addr";
+
+/// The address to serve on if `args` (a whole command line, program name first) is the one
+/// [`ServerProcess::spawn`] gives the child, `EXE serve --addr ADDR`; `None` otherwise.
+pub fn serve_command(args: &[String]) -> Option<&str> {
+    match args {
+        [_, word, flag, addr] if word == SERVE && flag == ADDR => Some(addr),
+        _ => None,
+    }
+}
+
 /// Runs the server until standard input closes. Prints `listening ADDR` once bound.
+// The `listening` line is how the parent learns the address: stdout is the protocol.
+#[allow(clippy::print_stdout)]
 pub fn serve(addr: &str) -> io::Result<()> {
     sys::raise_nofile(65_536);
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -124,11 +144,12 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
-    /// Starts `tether-bench serve --addr ADDR` and waits until it listens.
+    /// Starts this executable again as `EXE serve --addr ADDR` (see the module docs: the
+    /// executable must answer that command line with [`serve`]) and waits until it listens.
     pub async fn spawn(addr: &str) -> io::Result<ServerProcess> {
         let exe = std::env::current_exe()?;
         let mut child = Command::new(exe)
-            .args(["serve", "--addr", addr])
+            .args([SERVE, ADDR, addr])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
