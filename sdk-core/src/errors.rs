@@ -79,6 +79,7 @@ pub enum SubscribeError {
 }
 
 /// Why a document command was refused.
+#[cfg(feature = "documents")]
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SyncError {

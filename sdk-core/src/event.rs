@@ -6,6 +6,7 @@
 
 use crate::action::Frame;
 use crate::protocol::DecodeError;
+#[cfg(feature = "documents")]
 use crate::sync::{ChangeOrigin, KeyChange};
 use crate::time::Instant;
 use serde_json::Value;
@@ -518,6 +519,7 @@ pub enum Event {
     /// A problem the engine handled (bad frame, server error, transport failure).
     Error(EngineError),
     /// A shared document's view changed (see `tether_core::sync`).
+    #[cfg(feature = "documents")]
     DocumentChanged {
         /// The document's channel.
         channel: String,
@@ -528,6 +530,7 @@ pub enum Event {
     },
     /// A local document change was rejected by the server (or dropped before it was
     /// accepted) and rolled back; a `DocumentChanged { origin: RolledBack }` shows the effect.
+    #[cfg(feature = "documents")]
     ChangeRejected {
         /// The document's channel.
         channel: String,
@@ -538,6 +541,7 @@ pub enum Event {
     },
     /// A document was replaced by a server snapshot (first sync, resync after a gap or a
     /// restart); pending local changes were replayed on top.
+    #[cfg(feature = "documents")]
     DocumentResynced {
         /// The document's channel.
         channel: String,

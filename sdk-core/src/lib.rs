@@ -15,8 +15,8 @@
 //!   output on every platform).
 //! * **Commands** from the app: [`Engine::connect`], [`Engine::send`] / [`Engine::send_with`],
 //!   [`Engine::publish`], [`Engine::request`], [`Engine::subscribe`], [`Engine::unsubscribe`],
-//!   the shared-document commands ([`Engine::open_document`], [`Engine::change_document`],
-//!   [`Engine::close_document`] and the `doc_*` shorthands), [`Engine::close`],
+//!   the shared-document commands (`Engine::open_document`, `Engine::change_document`,
+//!   `Engine::close_document` and the `doc_*` shorthands), [`Engine::close`],
 //!   [`Engine::close_after_drain`], [`Engine::expire_outbox`], [`Engine::network_changed`],
 //!   [`Engine::set_foreground`].
 //! * **Inputs** from the transport: [`Engine::token_ready`], [`Engine::transport_opened`],
@@ -91,12 +91,19 @@
 //! `outbox` (bounded queue with TTL and acks), `heartbeat` (dead-connection detection),
 //! [`close_policy`] (close codes and HTTP statuses), [`protocol`] (the JSON envelope),
 //! [`json`] (JSON text to and from `serde_json::Value`, without serde's machinery),
-//! `channels` (subscriptions, offsets, presence), `requests`, [`sync`] (shared documents: the
-//! client's [`sync::Document`], the server side's ordering, `apply_change`), and `engine`,
+//! `channels` (subscriptions, offsets, presence), `requests`, `sync` (shared documents: the
+//! client's `sync::Document`, the server side's ordering, `apply_change`), and `engine`,
 //! which composes them; [`sse`] parses a Server-Sent Events stream for drivers that read the
 //! bytes themselves. The types that cross the engine's edge live in `action` (what the driver
 //! does), `event` (what the app sees), `errors` (refusals and transport failures) and `stats`.
 //! See docs/architecture.md in the repository for the picture.
+//!
+//! ## Features
+//!
+//! `documents` (on by default): shared documents, i.e. the `sync` module, the engine's
+//! document commands (`open_document`, `change_document`…), their events and the `doc_*`
+//! messages. Without it the engine is smaller and treats `doc_*` frames as of an unknown type;
+//! the browser package's default entry is built that way (docs/performance.md).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -118,6 +125,7 @@ mod rng;
 mod sorted;
 pub mod sse;
 mod stats;
+#[cfg(feature = "documents")]
 pub mod sync;
 mod time;
 
@@ -130,7 +138,9 @@ pub use config::{
     MAX_CLIENT_ID_LEN,
 };
 pub use engine::{Engine, OutboxStatus, SendOptions};
-pub use errors::{CloseError, SendError, SseEvent, SubscribeError, SyncError, TransportFailure};
+#[cfg(feature = "documents")]
+pub use errors::SyncError;
+pub use errors::{CloseError, SendError, SseEvent, SubscribeError, TransportFailure};
 pub use event::{
     CloseReason, DisconnectCause, DropReason, EngineError, Event, InboundMessage, MessageId,
     Payload, RequestFailure, RequestId, State,

@@ -12,8 +12,12 @@
 //! parser, field by field; encoding writes a message's fields from borrowed data, in the
 //! envelope's field order, without copying the payload.
 
-use crate::json::{self, ErrorKind, JsonError, ObjectWriter, Parser};
-use serde_json::{Map, Number, Value};
+#[cfg(feature = "documents")]
+use crate::json;
+use crate::json::{ErrorKind, JsonError, ObjectWriter, Parser};
+use serde_json::Value;
+#[cfg(feature = "documents")]
+use serde_json::{Map, Number};
 
 /// The protocol version this crate speaks, sent as `v` in every envelope.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -60,19 +64,25 @@ pub struct Envelope {
     pub client_id: Option<String>,
     /// On `hello`: the credential, when the token goes in the first message.
     pub token: Option<String>,
+    #[cfg(feature = "documents")]
     /// Documents: a document version (`doc_sync`, `doc_snapshot`, `doc_change`).
     pub version: Option<u64>,
+    #[cfg(feature = "documents")]
     /// Documents: the version a client's change was made on.
     pub base: Option<u64>,
+    #[cfg(feature = "documents")]
     /// Documents: the operations of one change.
     pub ops: Option<Vec<Op>>,
+    #[cfg(feature = "documents")]
     /// Documents: a full document state (`doc_snapshot`).
     pub state: Option<Map<String, Value>>,
+    #[cfg(feature = "documents")]
     /// Documents: ids of the changes a snapshot already contains (the server's recent log), so
     /// a client can tell which of its unacknowledged changes were applied.
     pub applied: Option<Vec<String>>,
 }
 
+#[cfg(feature = "documents")]
 /// One operation on a shared document (a JSON map of keys to values). See `tether_core::sync`.
 ///
 /// On the wire an object tagged by `op`: `{"op":"set","key":"k","value":1}`,
@@ -109,6 +119,7 @@ pub enum Op {
     },
 }
 
+#[cfg(feature = "documents")]
 impl Op {
     /// `set key = value`.
     pub fn set(key: &str, value: impl Into<Value>) -> Op {
@@ -230,6 +241,7 @@ pub enum ClientMessage {
         /// The server ping's id, if it had one.
         id: Option<String>,
     },
+    #[cfg(feature = "documents")]
     /// Start (or resume) syncing a document: replay the changes after `version` of `epoch`, or
     /// send a snapshot when that is not possible (or no version is given).
     DocSync {
@@ -240,6 +252,7 @@ pub enum ClientMessage {
         /// The epoch `version` belongs to.
         epoch: Option<String>,
     },
+    #[cfg(feature = "documents")]
     /// A change to a document; acknowledged with `ack{id, offset: new version}` or refused with
     /// `error{id, code}` (followed by a `doc_snapshot`).
     DocChange {
@@ -327,6 +340,7 @@ pub enum ServerMessage {
         /// The client ping's id.
         id: Option<String>,
     },
+    #[cfg(feature = "documents")]
     /// A document's full state at `version` (after `doc_sync`, or after a rejected change).
     DocSnapshot {
         /// The document's channel.
@@ -340,6 +354,7 @@ pub enum ServerMessage {
         /// Ids of recent changes included in `state`.
         applied: Vec<String>,
     },
+    #[cfg(feature = "documents")]
     /// One accepted change, in server order (live, or replayed after `doc_sync`).
     DocChange {
         /// The document's channel.
@@ -389,6 +404,7 @@ impl Envelope {
                 return Err(p.error(ErrorKind::DuplicateField(name)));
             }
             seen |= bit;
+            #[cfg(feature = "documents")]
             if let Field::Ops = field {
                 env.ops = ops(p)?;
                 return Ok(());
@@ -430,10 +446,15 @@ impl Envelope {
             Field::Message => self.message = Some(string(value)?),
             Field::ClientId => self.client_id = Some(string(value)?),
             Field::Token => self.token = Some(string(value)?),
+            #[cfg(feature = "documents")]
             Field::Version => self.version = Some(uint(value)?),
+            #[cfg(feature = "documents")]
             Field::Base => self.base = Some(uint(value)?),
+            #[cfg(feature = "documents")]
             Field::Ops => {} // read from the parser by `ops`
+            #[cfg(feature = "documents")]
             Field::State => self.state = Some(object(value)?),
+            #[cfg(feature = "documents")]
             Field::Applied => self.applied = Some(strings(value)?),
         }
         Ok(())
@@ -464,10 +485,15 @@ impl Envelope {
             message: self.message.as_ref(),
             client_id: self.client_id.as_ref(),
             token: self.token.as_ref(),
+            #[cfg(feature = "documents")]
             version: self.version,
+            #[cfg(feature = "documents")]
             base: self.base,
+            #[cfg(feature = "documents")]
             ops: self.ops.as_ref(),
+            #[cfg(feature = "documents")]
             state: self.state.as_ref(),
+            #[cfg(feature = "documents")]
             applied: self.applied.as_ref(),
         }
     }
@@ -514,11 +540,13 @@ impl ClientMessage {
                 id: env.id.take().unwrap_or_default(),
             },
             "pong" => ClientMessage::Pong { id: env.id.take() },
+            #[cfg(feature = "documents")]
             "doc_sync" => ClientMessage::DocSync {
                 channel: env.take_channel("doc_sync")?,
                 version: env.version,
                 epoch: env.epoch.take(),
             },
+            #[cfg(feature = "documents")]
             "doc_change" => ClientMessage::DocChange {
                 id: env.take_id("doc_change")?,
                 channel: env.take_channel("doc_change")?,
@@ -591,6 +619,7 @@ impl ClientMessage {
                 id: id.as_ref(),
                 ..Fields::new("pong")
             },
+            #[cfg(feature = "documents")]
             ClientMessage::DocSync {
                 channel,
                 version,
@@ -601,6 +630,7 @@ impl ClientMessage {
                 epoch: epoch.as_ref(),
                 ..Fields::new("doc_sync")
             },
+            #[cfg(feature = "documents")]
             ClientMessage::DocChange {
                 id,
                 channel,
@@ -676,6 +706,7 @@ impl ServerMessage {
             "pong" => ServerMessage::Pong { id: env.id.take() },
             // A snapshot replaces the whole document and a change is applied for good: a
             // missing field must not read as "version 0, empty" and wipe what the client has.
+            #[cfg(feature = "documents")]
             "doc_snapshot" => ServerMessage::DocSnapshot {
                 channel: env.take_channel("doc_snapshot")?,
                 version: required("doc_snapshot", "version", env.version)?,
@@ -683,6 +714,7 @@ impl ServerMessage {
                 state: required("doc_snapshot", "state", env.state.take())?,
                 applied: env.applied.take().unwrap_or_default(),
             },
+            #[cfg(feature = "documents")]
             "doc_change" => ServerMessage::DocChange {
                 channel: env.take_channel("doc_change")?,
                 version: required("doc_change", "version", env.version)?,
@@ -772,6 +804,7 @@ impl ServerMessage {
                 id: id.as_ref(),
                 ..Fields::new("pong")
             },
+            #[cfg(feature = "documents")]
             ServerMessage::DocSnapshot {
                 channel,
                 version,
@@ -786,6 +819,7 @@ impl ServerMessage {
                 applied: Some(applied),
                 ..Fields::new("doc_snapshot")
             },
+            #[cfg(feature = "documents")]
             ServerMessage::DocChange {
                 channel,
                 version,
@@ -823,15 +857,20 @@ enum Field {
     Message,
     ClientId,
     Token,
+    #[cfg(feature = "documents")]
     Version,
+    #[cfg(feature = "documents")]
     Base,
+    #[cfg(feature = "documents")]
     Ops,
+    #[cfg(feature = "documents")]
     State,
+    #[cfg(feature = "documents")]
     Applied,
 }
 
 /// Wire names of the envelope's fields.
-const FIELDS: [(&str, Field); 23] = [
+const FIELDS: &[(&str, Field)] = &[
     ("v", Field::V),
     ("type", Field::Type),
     ("id", Field::Id),
@@ -850,10 +889,15 @@ const FIELDS: [(&str, Field); 23] = [
     ("message", Field::Message),
     ("client_id", Field::ClientId),
     ("token", Field::Token),
+    #[cfg(feature = "documents")]
     ("version", Field::Version),
+    #[cfg(feature = "documents")]
     ("base", Field::Base),
+    #[cfg(feature = "documents")]
     ("ops", Field::Ops),
+    #[cfg(feature = "documents")]
     ("state", Field::State),
+    #[cfg(feature = "documents")]
     ("applied", Field::Applied),
 ];
 
@@ -878,10 +922,15 @@ struct Fields<'a> {
     message: Option<&'a String>,
     client_id: Option<&'a String>,
     token: Option<&'a String>,
+    #[cfg(feature = "documents")]
     version: Option<u64>,
+    #[cfg(feature = "documents")]
     base: Option<u64>,
+    #[cfg(feature = "documents")]
     ops: Option<&'a Vec<Op>>,
+    #[cfg(feature = "documents")]
     state: Option<&'a Map<String, Value>>,
+    #[cfg(feature = "documents")]
     applied: Option<&'a Vec<String>>,
 }
 
@@ -922,15 +971,18 @@ impl<'a> Fields<'a> {
         w.opt_str("message", self.message);
         w.opt_str("client_id", self.client_id);
         w.opt_str("token", self.token);
-        w.opt_u64("version", self.version);
-        w.opt_u64("base", self.base);
-        if let Some(ops) = self.ops {
-            json::write_array(w.key("ops"), ops, write_op);
+        #[cfg(feature = "documents")]
+        {
+            w.opt_u64("version", self.version);
+            w.opt_u64("base", self.base);
+            if let Some(ops) = self.ops {
+                json::write_array(w.key("ops"), ops, write_op);
+            }
+            if let Some(state) = self.state {
+                json::write_map(w.key("state"), state);
+            }
+            w.opt_strings("applied", self.applied);
         }
-        if let Some(state) = self.state {
-            json::write_map(w.key("state"), state);
-        }
-        w.opt_strings("applied", self.applied);
         w.finish();
         out
     }
@@ -955,15 +1007,21 @@ impl<'a> Fields<'a> {
             message: self.message.cloned(),
             client_id: self.client_id.cloned(),
             token: self.token.cloned(),
+            #[cfg(feature = "documents")]
             version: self.version,
+            #[cfg(feature = "documents")]
             base: self.base,
+            #[cfg(feature = "documents")]
             ops: self.ops.cloned(),
+            #[cfg(feature = "documents")]
             state: self.state.cloned(),
+            #[cfg(feature = "documents")]
             applied: self.applied.cloned(),
         }
     }
 }
 
+#[cfg(feature = "documents")]
 fn write_op(out: &mut String, op: &Op) {
     let mut w = ObjectWriter::new(out);
     let (name, key) = match op {
@@ -1025,6 +1083,7 @@ fn strings(value: Value) -> Result<Vec<String>, &'static str> {
         .collect()
 }
 
+#[cfg(feature = "documents")]
 fn object(value: Value) -> Result<Map<String, Value>, &'static str> {
     match value {
         Value::Object(map) => Ok(map),
@@ -1032,6 +1091,7 @@ fn object(value: Value) -> Result<Map<String, Value>, &'static str> {
     }
 }
 
+#[cfg(feature = "documents")]
 /// The `ops` field: `null`, or an array of operations.
 fn ops(p: &mut Parser<'_>) -> Result<Option<Vec<Op>>, JsonError> {
     let at = p.mark();
@@ -1055,6 +1115,7 @@ fn ops(p: &mut Parser<'_>) -> Result<Option<Vec<Op>>, JsonError> {
     Ok(Some(ops))
 }
 
+#[cfg(feature = "documents")]
 /// One operation: an object tagged by `op`. Fields the operation does not use are ignored
 /// (even when given twice, as serde's derived decoder ignored them).
 fn op(p: &mut Parser<'_>) -> Result<Op, JsonError> {
@@ -1135,7 +1196,8 @@ mod tests {
 
     #[test]
     fn client_messages_round_trip() {
-        let msgs = vec![
+        #[cfg_attr(not(feature = "documents"), allow(unused_mut))]
+        let mut msgs = vec![
             ClientMessage::Hello {
                 client_id: "c1".into(),
                 token: Some("t".into()),
@@ -1161,6 +1223,9 @@ mod tests {
             },
             ClientMessage::Ping { id: "7".into() },
             ClientMessage::Pong { id: None },
+        ];
+        #[cfg(feature = "documents")]
+        msgs.extend([
             ClientMessage::DocSync {
                 channel: "todo".into(),
                 version: Some(3),
@@ -1186,7 +1251,7 @@ mod tests {
                     },
                 ],
             },
-        ];
+        ]);
         for m in msgs {
             assert_eq!(ClientMessage::decode(&m.encode()).unwrap(), m);
         }
@@ -1285,6 +1350,7 @@ mod tests {
         // Document messages a client applies for good name everything they change: a snapshot
         // without a version or state, a change without its id or ops, is refused rather than
         // read as "version 0, empty" (which would wipe the client's document).
+        #[cfg(feature = "documents")]
         for (text, kind, field) in [
             (
                 r#"{"type":"doc_snapshot","channel":"d","state":{}}"#,
@@ -1313,6 +1379,18 @@ mod tests {
                 "{text}"
             );
         }
+        // Without shared documents their messages are of an unknown type, and their fields
+        // unknown fields (ignored).
+        #[cfg(not(feature = "documents"))]
+        {
+            assert_eq!(
+                ServerMessage::decode(
+                    r#"{"type":"doc_change","channel":"d","version":3,"id":"x"}"#
+                ),
+                Err(DecodeError::UnknownType("doc_change".into()))
+            );
+            assert!(ServerMessage::decode(r#"{"type":"pong","ops":7,"state":[]}"#).is_ok());
+        }
         // Unknown fields are ignored (forward compatibility).
         assert!(ServerMessage::decode(r#"{"v":1,"type":"pong","future":true}"#).is_ok());
     }
@@ -1333,11 +1411,13 @@ mod tests {
         );
         assert_eq!(err("{not json"), "expected a string key at line 1 column 2");
         assert_eq!(err("[1,2]"), "expected an object at line 1 column 1");
+        #[cfg(feature = "documents")]
         assert_eq!(
             err(r#"{"type":"doc_change","ops":[{"op":"move","key":"k"}]}"#),
             "invalid `op`: expected one of `set`, `delete`, `increment`, `insert` at line 1 \
              column 52"
         );
+        #[cfg(feature = "documents")]
         assert_eq!(
             err(r#"{"type":"doc_change","ops":[{"op":"set","key":"k"}]}"#),
             "missing field `value` at line 1 column 51"
@@ -1361,10 +1441,15 @@ mod tests {
             "message",
             "client_id",
             "token",
+            #[cfg(feature = "documents")]
             "version",
+            #[cfg(feature = "documents")]
             "base",
+            #[cfg(feature = "documents")]
             "ops",
+            #[cfg(feature = "documents")]
             "state",
+            #[cfg(feature = "documents")]
             "applied",
         ] {
             let text = format!(r#"{{"type":"pong","{field}":null,"{field}":null}}"#);

@@ -84,6 +84,8 @@ impl<K: Ord, V> SortedMap<K, V> {
         self.entries.iter().map(|(k, v)| (k, v))
     }
 
+    // Used by shared documents only.
+    #[cfg_attr(not(feature = "documents"), allow(dead_code))]
     pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = (&K, &mut V)> {
         self.entries.iter_mut().map(|(k, v)| (&*k, v))
     }
@@ -149,6 +151,8 @@ impl<T: Ord> SortedSet<T> {
         }
     }
 
+    // Used by shared documents only.
+    #[cfg_attr(not(feature = "documents"), allow(dead_code))]
     pub(crate) fn clear(&mut self) {
         self.items.clear();
     }

@@ -1,6 +1,7 @@
 //! Shared documents: deterministic scenarios and a randomized convergence property, with
 //! several engines against `DocumentServer` over a seeded, lossy network in virtual time.
 #![allow(clippy::unwrap_used)]
+#![cfg(feature = "documents")]
 
 mod docnet;
 

@@ -7,6 +7,7 @@
 //! as a JSON array of its fields in declaration order (`[1,"pong"]` was a pong, and
 //! `["set","k",1]` a set operation). No sender produces that; such frames are now malformed.
 #![allow(clippy::unwrap_used)]
+#![cfg(feature = "documents")]
 
 use proptest::prelude::*;
 use serde::{Deserialize, Serialize};

@@ -876,6 +876,7 @@ fn acked_publishes_survive_a_drop_with_no_loss_and_no_duplicate_delivery() {
 }
 
 #[test]
+#[cfg(feature = "documents")] // it also checks a document change's wire id
 fn wire_ids_carry_the_message_id_the_engine_returned() {
     use tether_core::protocol::ClientMessage;
     let mut sim = tether(Config::builder("ws://relay").max_message_bytes(256));

@@ -26,6 +26,7 @@ impl Engine {
             }
             ServerMessage::Ack { id, offset } => {
                 // Unknown ids are normal under at-least-once: a resent message is acked twice.
+                #[cfg(feature = "documents")]
                 self.on_doc_ack(&id, offset);
                 if let Some(message) = self.outbox.acknowledge(&id) {
                     self.stats.messages_settled += 1;
@@ -87,6 +88,7 @@ impl Engine {
                 let seq = id.as_deref().and_then(|s| s.parse().ok());
                 self.record_pong(now, seq);
             }
+            #[cfg(feature = "documents")]
             ServerMessage::DocSnapshot {
                 channel,
                 version,
@@ -94,6 +96,7 @@ impl Engine {
                 state,
                 applied,
             } => self.on_doc_snapshot(channel, version, epoch, state, applied),
+            #[cfg(feature = "documents")]
             ServerMessage::DocChange {
                 channel,
                 version,

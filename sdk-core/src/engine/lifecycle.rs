@@ -92,6 +92,7 @@ impl Engine {
             for msg in self.channels.resubscribe_all() {
                 self.send_control(&msg);
             }
+            #[cfg(feature = "documents")]
             self.send_doc_syncs();
         }
         self.flush(now);
@@ -263,12 +264,15 @@ impl Engine {
         if ids.is_empty() {
             return;
         }
-        let code = match &reason {
-            DropReason::Rejected { code } => code.clone(),
-            other => other.name().to_owned(),
-        };
-        for id in &ids {
-            self.on_doc_discarded(*id, &code);
+        #[cfg(feature = "documents")]
+        {
+            let code = match &reason {
+                DropReason::Rejected { code } => code.clone(),
+                other => other.name().to_owned(),
+            };
+            for id in &ids {
+                self.on_doc_discarded(*id, &code);
+            }
         }
         let n = ids.len() as u64;
         match reason {

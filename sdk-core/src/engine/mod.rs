@@ -10,6 +10,7 @@
 //! - `documents.rs`: shared documents (commands, and what their messages do).
 
 mod commands;
+#[cfg(feature = "documents")]
 mod documents;
 mod inbound;
 mod inputs;
@@ -24,6 +25,7 @@ use crate::heartbeat::Heartbeat;
 use crate::outbox::Outbox;
 use crate::requests::Requests;
 use crate::rng::Prng;
+#[cfg(feature = "documents")]
 use crate::sorted::SortedMap;
 use crate::stats::Stats;
 use crate::time::{Clock, Instant};
@@ -98,6 +100,7 @@ pub struct Engine {
     /// The current connection has stayed open for `min_uptime` (backoff was reset).
     stable: bool,
     /// Shared documents by channel (Tether mode).
+    #[cfg(feature = "documents")]
     documents: SortedMap<String, crate::sync::Document>,
 }
 
@@ -182,6 +185,7 @@ impl Engine {
             last_event_id: None,
             drain: None,
             stable: false,
+            #[cfg(feature = "documents")]
             documents: Default::default(),
             config,
         }
