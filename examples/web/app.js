@@ -2,7 +2,7 @@
 // (connected / reconnecting in N s / offline), who is here, the messages of one channel, and
 // a list everyone edits at once (a tether document). Uses tether-web exactly as an app would.
 // URL parameters: ?relay=ws://127.0.0.1:9000/ws&name=alice&room=room&list=todo
-import { TetherClient } from 'tether-web';
+import { TetherClient } from 'tether-web/documents';
 
 const params = new URLSearchParams(location.search);
 const relay = params.get('relay') || 'ws://127.0.0.1:9000/ws';

@@ -2,6 +2,10 @@
 // driver (crate tether-wasm), which runs the sans-IO reconnection engine tether-core.
 // Types: tether.d.ts. Everything that decides lives in the engine; this file only maps
 // options, events, promises and errors between JavaScript and the module.
+//
+// Two entries are built from this file (scripts/build-web): `tether-web` as it is, on a module
+// without shared documents, and `tether-web/documents`, where the import below names the
+// module with them and js/document.js (TetherDocument) is appended.
 import initModule, { WasmClient } from './tether_wasm.js';
 
 // The numbers of the module's `command(op, channel)` and `read(what, channel)` (src/lib.rs,
@@ -143,125 +147,6 @@ class Emitter {
 }
 
 /**
- * A shared document (Tether protocol): a JSON map of keys to values that this client changes
- * locally at once and that converges to the server's order for every client, through drops
- * and reconnects. Get it with `client.document(channel)`. The engine does the work (pending
- * changes replayed over remote ones, rollback on rejection, resync); this only forwards.
- */
-export class TetherDocument extends Emitter {
-  constructor(client, channel) {
-    super();
-    this._client = client;
-    this.channel = channel;
-  }
-
-  /** The value of `key` as this client sees it (its pending changes included), or `undefined`. */
-  get(key) {
-    return parse(this._do((raw) => raw.document_get(this.channel, String(key), false)));
-  }
-
-  /** Whether `key` is present. */
-  has(key) {
-    return this.get(key) !== undefined;
-  }
-
-  /** Whether `key` shows a local change the server has not confirmed yet. */
-  isPending(key) {
-    return this._do((raw) => raw.document_pending(this.channel, String(key)));
-  }
-
-  /** The whole document as this client sees it, as a plain object (a copy). */
-  toJSON() {
-    return this._info(false).map;
-  }
-
-  /** `[key, value]` pairs of `toJSON()`, in key order. */
-  entries() {
-    return Object.entries(this.toJSON());
-  }
-
-  /** The server's state as this client last confirmed it (without its pending changes). */
-  confirmed() {
-    return this._info(true).map;
-  }
-
-  /** The confirmed server version (`null` before the first sync). */
-  get version() {
-    return this._info().version;
-  }
-
-  /** The server's epoch of `version`: a new one means the server lost the document (restart). */
-  get epoch() {
-    return this._info().epoch;
-  }
-
-  /** How many local changes await the server's confirmation. */
-  get pending() {
-    return this._info().pending;
-  }
-
-  /** Sets `key` (per key, the last writer in server order wins). Returns the change id. */
-  set(key, value) {
-    return this.change([{ op: 'set', key, value }]);
-  }
-
-  /** Removes `key`. Returns the change id. */
-  delete(key) {
-    return this.change([{ op: 'delete', key }]);
-  }
-
-  /** Adds `by` to the number at `key` (missing counts as 0); concurrent increments sum exactly. */
-  increment(key, by = 1) {
-    return this.change([{ op: 'increment', key, by }]);
-  }
-
-  /** Sets `key` only if absent: `conflict` if this client sees it, a `rejected` event if another got there first. */
-  insert(key, value) {
-    return this.change([{ op: 'insert', key, value }]);
-  }
-
-  /**
-   * Applies operations atomically, all or nothing: `{op: 'set' | 'insert', key, value}`,
-   * `{op: 'delete', key}`, `{op: 'increment', key, by}`. Shown at once (a `change` event
-   * with origin `local_pending`), then confirmed, or rejected and rolled back. Returns its id.
-   */
-  change(ops) {
-    let text;
-    try {
-      text = JSON.stringify(ops);
-    } catch (e) {
-      throw new TetherError('invalid_json', e.message);
-    }
-    return this._do((raw) => raw.change_document(this.channel, text));
-  }
-
-  /** Stops syncing; the handle can no longer be used (pending changes are still sent). */
-  close() {
-    const c = this._client;
-    if (c._docs.get(this.channel) !== this) return;
-    c._docs.delete(this.channel);
-    if (c._raw) call(() => c._raw.command(CLOSE_DOCUMENT, this.channel));
-    this._handlers.clear();
-  }
-
-  // Calls the module with this open document's client; its refusals become TetherErrors.
-  _do(f) {
-    const raw = this._client._live();
-    if (this._client._docs.get(this.channel) !== this) {
-      throw new TetherError('not_open', `document ${JSON.stringify(this.channel)} was closed`);
-    }
-    return call(() => f(raw));
-  }
-
-  // {version, epoch, pending}, with `map`: the view (false) or the confirmed state (true).
-  _info(map) {
-    return JSON.parse(this._do((raw) => raw.document_info(this.channel, map)));
-  }
-}
-
-const parse = (json) => (json === undefined ? undefined : JSON.parse(json));
-
-/**
  * A connection that stays alive: reconnects with backoff and jitter, detects dead
  * connections with heartbeats, queues messages in a bounded outbox while disconnected,
  * resubscribes channels with resume, and reports everything as typed events.
@@ -345,6 +230,11 @@ export class TetherClient extends Emitter {
    * after every reconnect), the same object on later calls until its `close()`.
    */
   document(channel) {
+    // TetherDocument exists only in the documents entry (appended there from document.js).
+    if (typeof TetherDocument === 'undefined') {
+      throw new TetherError('unsupported',
+        "shared documents are in the 'tether-web/documents' entry (a larger module): import { TetherClient } from 'tether-web/documents'");
+    }
     channel = String(channel);
     let doc = this._docs.get(channel);
     if (!doc) {

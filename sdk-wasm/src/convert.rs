@@ -9,8 +9,7 @@
 use std::time::Duration;
 use tether_core::json as text;
 use tether_core::json::ObjectWriter;
-use tether_core::serde_json::{Map, Value};
-use tether_core::sync::{Document, KeyChange, Op};
+use tether_core::serde_json::Value;
 use tether_core::{
     BackoffConfig, ClosePolicy, CloseReason, Config, DisconnectCause, Disposition, DropReason,
     Engine, EngineError, Event, HeartbeatConfig, HeartbeatMode, Jitter, OutboxConfig,
@@ -431,48 +430,18 @@ fn with_code_rules(mut policy: ClosePolicy, list: &Value) -> Option<ClosePolicy>
     Some(policy)
 }
 
-/// A change's operations from the wrapper's JSON array. Whether they apply is the engine's
-/// decision; this only checks their shape.
-pub(crate) fn ops(list: &Value) -> Result<Vec<Op>, &'static str> {
-    const SHAPES: &str = "a change is an array of {op: 'set' | 'insert', key, value}, \
-        {op: 'delete', key} or {op: 'increment', key, by: number}";
-    let list = list.as_array().ok_or(SHAPES)?;
-    list.iter().map(|o| op(o).ok_or(SHAPES)).collect()
-}
-
-fn op(o: &Value) -> Option<Op> {
-    let key = o.get("key")?.as_str()?.to_owned();
-    let value = || o.get("value").cloned();
-    Some(match o.get("op")?.as_str()? {
-        "set" => Op::Set {
-            key,
-            value: value()?,
-        },
-        "insert" => Op::Insert {
-            key,
-            value: value()?,
-        },
-        "delete" => Op::Delete { key },
-        "increment" => Op::Increment {
-            key,
-            by: o.get("by")?.as_number()?.clone(),
-        },
-        _ => return None,
-    })
-}
-
 fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// One JSON object written straight into a `String` (no `Value` built on the way).
-fn object(f: impl FnOnce(&mut ObjectWriter<'_>)) -> String {
+pub(crate) fn object(f: impl FnOnce(&mut ObjectWriter<'_>)) -> String {
     let mut out = String::with_capacity(64);
     write_object(&mut out, f);
     out
 }
 
-fn write_object(out: &mut String, f: impl FnOnce(&mut ObjectWriter<'_>)) {
+pub(crate) fn write_object(out: &mut String, f: impl FnOnce(&mut ObjectWriter<'_>)) {
     let mut w = ObjectWriter::new(out);
     f(&mut w);
     w.finish();
@@ -524,19 +493,6 @@ fn write_cause(out: &mut String, c: &DisconnectCause) {
         opt_u16_or_null(w, "code", code);
         opt_u16_or_null(w, "status", status);
         w.str("message", &c.to_string());
-    });
-}
-
-/// `[{key, value, overwroteLocal}]`; no `value` when the key was deleted.
-fn write_key_changes(out: &mut String, changes: &[KeyChange]) {
-    text::write_array(out, changes, |out, c| {
-        write_object(out, |w| {
-            w.str("key", &c.key);
-            w.bool("overwroteLocal", c.overwrote_local);
-            if let Some(value) = &c.value {
-                w.value("value", value);
-            }
-        })
     });
 }
 
@@ -641,6 +597,7 @@ pub(crate) fn event(mut e: Event) -> Option<(&'static str, String, Option<Vec<u8
             w.u64("rtt", micros(*rtt));
             "rtt"
         }
+        #[cfg(feature = "documents")]
         Event::DocumentChanged {
             channel,
             origin,
@@ -648,9 +605,10 @@ pub(crate) fn event(mut e: Event) -> Option<(&'static str, String, Option<Vec<u8
         } => {
             w.str("channel", channel);
             w.str("origin", origin.name());
-            write_key_changes(w.key("changes"), changes);
+            crate::documents::write_key_changes(w.key("changes"), changes);
             "doc_change"
         }
+        #[cfg(feature = "documents")]
         Event::ChangeRejected {
             channel,
             change,
@@ -661,6 +619,7 @@ pub(crate) fn event(mut e: Event) -> Option<(&'static str, String, Option<Vec<u8
             w.str("code", code);
             "doc_rejected"
         }
+        #[cfg(feature = "documents")]
         Event::DocumentResynced { channel, version } => {
             w.str("channel", channel);
             w.u64("version", *version);
@@ -731,24 +690,6 @@ pub(crate) fn write_stats(out: &mut String, e: &Engine) {
         match s.last_rtt {
             Some(rtt) => w.u64("lastRtt", micros(rtt)),
             None => w.null("lastRtt"),
-        }
-    })
-}
-
-/// `{version, epoch, pending}` of a document, plus `map` when asked for.
-pub(crate) fn document_info(doc: &Document, map: Option<&Map<String, Value>>) -> String {
-    object(|w| {
-        match doc.version() {
-            Some(v) => w.u64("version", v),
-            None => w.null("version"),
-        }
-        match doc.epoch() {
-            Some(e) => w.str("epoch", e),
-            None => w.null("epoch"),
-        }
-        w.u64("pending", doc.pending() as u64);
-        if let Some(map) = map {
-            text::write_map(w.key("map"), map);
         }
     })
 }

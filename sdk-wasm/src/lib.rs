@@ -22,6 +22,8 @@
 static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
 
 mod convert;
+#[cfg(feature = "documents")]
+mod documents;
 mod driver;
 mod js;
 mod transport;
@@ -30,9 +32,8 @@ use driver::{Out, Shared};
 use std::rc::Rc;
 use std::time::Duration;
 use tether_core::json;
-use tether_core::serde_json::{Map, Value};
-use tether_core::sync::Document;
-use tether_core::{Engine, Payload, SendError, SendOptions, SubscribeError, SyncError};
+use tether_core::serde_json::Value;
+use tether_core::{Engine, Payload, SendError, SendOptions, SubscribeError};
 use wasm_bindgen::prelude::*;
 
 /// The low-level client: one engine and its browser driver. Used through `TetherClient` in
@@ -43,7 +44,7 @@ pub struct WasmClient {
     shared: Rc<Shared>,
 }
 
-fn send_error(e: SendError) -> JsValue {
+pub(crate) fn send_error(e: SendError) -> JsValue {
     let code = match e {
         SendError::TooLarge { .. } => "too_large",
         SendError::OutboxFull => "outbox_full",
@@ -67,38 +68,15 @@ fn subscribe_error(e: SubscribeError) -> JsValue {
     convert::error(code, &e.to_string())
 }
 
-fn sync_error(e: SyncError) -> JsValue {
-    let code = match e {
-        SyncError::Send(e) => return send_error(e),
-        // `conflict` or `type_mismatch`: the change cannot apply to the current view.
-        SyncError::Rejected(r) => return convert::error(r.code, &r.message),
-        SyncError::NeedsTetherProtocol => "needs_tether_protocol",
-        SyncError::NotOpen(_) => "not_open",
-        SyncError::InvalidChannel(_) => "invalid_channel",
-        SyncError::EmptyChange => "empty_change",
-        _ => "change_failed",
-    };
-    convert::error(code, &e.to_string())
-}
-
-/// A document's view (what this client sees), or with `confirmed` the server's state.
-fn doc_map(doc: &Document, confirmed: bool) -> &Map<String, Value> {
-    if confirmed {
-        doc.confirmed()
-    } else {
-        doc.view()
-    }
-}
-
 /// Every method's answer when the engine is already borrowed. The driver never calls app code
 /// while it is (events are delivered afterwards), so this means a driver bug; every method
 /// reports it the same way, as a `busy` `TetherError`, rather than guessing a value.
-fn busy() -> JsValue {
+pub(crate) fn busy() -> JsValue {
     convert::error("busy", "the client is busy (called from inside the driver)")
 }
 
 /// JSON text from the wrapper, through the engine's own parser (no serde_json parser linked).
-fn parse(text: &str) -> Result<Value, JsValue> {
+pub(crate) fn parse(text: &str) -> Result<Value, JsValue> {
     json::parse(text).map_err(|e| convert::error("invalid_json", &e.to_string()))
 }
 
@@ -144,8 +122,11 @@ mod commands {
     pub(crate) const SUBSCRIBE: u32 = 1;
     pub(crate) const UNSUBSCRIBE: u32 = 2;
     /// Starts syncing the channel's shared document (Tether protocol; again on every open).
+    /// Without the `documents` feature this and `CLOSE_DOCUMENT` are unknown numbers.
+    #[cfg_attr(not(feature = "documents"), allow(dead_code))]
     pub(crate) const OPEN_DOCUMENT: u32 = 3;
     /// Stops tracking the channel's document.
+    #[cfg_attr(not(feature = "documents"), allow(dead_code))]
     pub(crate) const CLOSE_DOCUMENT: u32 = 4;
     /// Network changes and foreground/background (the window's `online`/`offline` and the
     /// document's `visibilitychange` are wired already).
@@ -183,13 +164,13 @@ impl WasmClient {
     }
 
     /// Reads the engine (see [`busy`]).
-    fn peek<R>(&self, f: impl FnOnce(&Engine) -> R) -> Result<R, JsValue> {
+    pub(crate) fn peek<R>(&self, f: impl FnOnce(&Engine) -> R) -> Result<R, JsValue> {
         self.shared.read(f).ok_or_else(busy)
     }
 
     /// Runs an engine command that the engine may refuse; `refused` turns its error into the
     /// `code:message` the wrapper throws as a `TetherError`.
-    fn refusable<T, E>(
+    pub(crate) fn refusable<T, E>(
         &self,
         f: impl FnOnce(&mut driver::Inner, tether_core::Instant) -> Result<T, E>,
         refused: impl FnOnce(E) -> JsValue,
@@ -277,60 +258,6 @@ impl WasmClient {
         )
     }
 
-    /// Changes the document on `channel` atomically with `ops`, a JSON array of operations
-    /// (`{op: "set" | "insert", key, value}`, `{op: "delete", key}`,
-    /// `{op: "increment", key, by}`); returns the change id. The engine shows it at once and
-    /// sends it acknowledged; a change that cannot apply to the current view is refused.
-    pub fn change_document(&self, channel: &str, ops: &str) -> Result<f64, JsValue> {
-        let ops = convert::ops(&parse(ops)?).map_err(|m| convert::error("invalid_op", m))?;
-        self.refusable(
-            |i, now| {
-                i.engine
-                    .change_document(now, channel, ops)
-                    .map(|id| id.get() as f64)
-            },
-            sync_error,
-        )
-    }
-
-    /// Whether a local change to `key` in the document on `channel` awaits the server (the
-    /// engine's exact answer, which a view-vs-confirmed comparison is not).
-    pub fn document_pending(&self, channel: &str, key: &str) -> Result<bool, JsValue> {
-        self.peek(|e| {
-            e.document(channel)
-                .is_some_and(|d| d.pending_keys().contains(&key))
-        })
-    }
-
-    /// The value of `key` in the document on `channel` as JSON: as this client sees it, or
-    /// with `confirmed` as the server last confirmed it. `None`: absent, or not open.
-    pub fn document_get(
-        &self,
-        channel: &str,
-        key: &str,
-        confirmed: bool,
-    ) -> Result<Option<String>, JsValue> {
-        self.peek(|e| {
-            let doc = e.document(channel)?;
-            doc_map(doc, confirmed).get(key).map(json::to_string)
-        })
-    }
-
-    /// `{version, epoch, pending}` of the document on `channel` as JSON, plus `map`: with
-    /// `Some(false)` the whole view, with `Some(true)` the server's confirmed state. `None`
-    /// if it is not open.
-    pub fn document_info(
-        &self,
-        channel: &str,
-        map: Option<bool>,
-    ) -> Result<Option<String>, JsValue> {
-        self.peek(|e| {
-            let doc = e.document(channel)?;
-            let map = map.map(|confirmed| doc_map(doc, confirmed));
-            Some(convert::document_info(doc, map))
-        })
-    }
-
     /// Closes with `code` (1000 or 3000-4999) and stops reconnecting. The code comes as a JS
     /// number: a `u16` parameter would wrap 66536 to 1000 before the engine could refuse it.
     pub fn close(&self, code: f64, reason: &str) -> Result<(), JsValue> {
@@ -374,10 +301,13 @@ impl WasmClient {
                 self.refusable(|i, now| i.engine.unsubscribe(now, channel), subscribe_error)
             }
             // Opening twice is a no-op.
-            commands::OPEN_DOCUMENT => {
-                self.refusable(|i, now| i.engine.open_document(now, channel), sync_error)
-            }
+            #[cfg(feature = "documents")]
+            commands::OPEN_DOCUMENT => self.refusable(
+                |i, now| i.engine.open_document(now, channel),
+                documents::sync_error,
+            ),
             // Its pending changes are still delivered.
+            #[cfg(feature = "documents")]
             commands::CLOSE_DOCUMENT => self.act(|i, _| {
                 i.engine.close_document(channel);
             }),

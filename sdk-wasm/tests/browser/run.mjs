@@ -620,7 +620,7 @@ test('SSE through EventSource: messages, then resume with lastEventId after a cu
 // events (window.log), once first synced.
 function openDoc(p, url, name, { channel = 'todo', options = {} } = {}) {
   return p.evaluate(async ({ url, name, channel, options }) => {
-    window.c = new tether.TetherClient(url, {
+    window.c = new tetherDocs.TetherClient(url, {
       protocol: 'tether', clientId: name, backoff: { initialMs: 100, maxMs: 400, jitter: 'none' }, ...options,
     });
     window.doc = c.document(channel);
@@ -790,7 +790,7 @@ test('documents: an insert conflict is rejected and rolled back; a dropped chang
   // A change that is dropped before the server saw it (outbox TTL while offline) rolls back
   // with an explicit rolled_back change.
   const dropped = await pb.evaluate(async () => {
-    const d = new tether.TetherClient('ws://127.0.0.1:9/ws', { protocol: 'tether', autoConnect: false, outbox: { ttlMs: 200 } });
+    const d = new tetherDocs.TetherClient('ws://127.0.0.1:9/ws', { protocol: 'tether', autoConnect: false, outbox: { ttlMs: 200 } });
     const doc2 = d.document('local');
     const log2 = recordDoc(doc2);
     const id2 = doc2.set('draft', 'hello');
@@ -812,9 +812,9 @@ test('documents: an insert conflict is rejected and rolled back; a dropped chang
 
 test('documents: refusals are TetherErrors with a code, and nothing is sent', async ({ page }) => {
   const r = await page.evaluate(() => {
-    const code = (f) => { try { f(); return 'no error'; } catch (e) { return [e instanceof tether.TetherError, e.code]; } };
-    const c = new tether.TetherClient('ws://127.0.0.1:9/ws', { protocol: 'tether', autoConnect: false });
-    const raw = new tether.TetherClient('ws://127.0.0.1:9/ws', { autoConnect: false });
+    const code = (f) => { try { f(); return 'no error'; } catch (e) { return [e instanceof tetherDocs.TetherError, e.code]; } };
+    const c = new tetherDocs.TetherClient('ws://127.0.0.1:9/ws', { protocol: 'tether', autoConnect: false });
+    const raw = new tetherDocs.TetherClient('ws://127.0.0.1:9/ws', { autoConnect: false });
     const doc = c.document('d');
     doc.change([{ op: 'insert', key: 'seat', value: 'me' }, { op: 'set', key: 'text', value: 'words' }]);
     const out = {
@@ -848,6 +848,24 @@ test('documents: refusals are TetherErrors with a code, and nothing is sent', as
     notFinite: [true, 'invalid_op'], notJson: [true, 'invalid_json'], other: false, pending: 1, outbox: 1,
     closed: [true, 'not_open'], closedSet: [true, 'not_open'], reopened: true, disposed: [true, 'disposed'],
   });
+});
+
+test('default entry: no shared documents, and client.document() says where they are', async ({ page }) => {
+  // 'tether-web' is built without the engine's documents (a smaller module); its client
+  // refuses document() with a TetherError naming the entry that has them, and nothing else
+  // of it changes.
+  const r = await page.evaluate(() => {
+    const c = new tether.TetherClient('ws://127.0.0.1:9/ws', { protocol: 'tether', autoConnect: false });
+    let err;
+    try { c.document('d'); } catch (e) { err = { tether: e instanceof tether.TetherError, code: e.code, message: e.message }; }
+    const out = { err, id: c.publish('room', { x: 1 }), outbox: c.stats.outboxLength, documentClass: 'TetherDocument' in tether };
+    c.dispose();
+    return out;
+  });
+  assert.equal(r.err.tether, true);
+  assert.equal(r.err.code, 'unsupported');
+  assert.match(r.err.message, /'tether-web\/documents'/);
+  assert.deepEqual([r.id, r.outbox, r.documentClass], [1, 1, false]);
 });
 
 test('documents: a cut connection resyncs (replay, or a snapshot when too much was missed) and converges', async ({ page, newPage }) => {

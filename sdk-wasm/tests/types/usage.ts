@@ -1,8 +1,8 @@
 // Compiled with `tsc --noEmit --strict` by scripts/test-web: the hand-written tether.d.ts must
 // accept what the README shows and refuse what is wrong (each @ts-expect-error must fire).
-import {
-  init, TetherClient, TetherError, type KeyChange, type TetherDocument, type TetherState, type TetherStats,
-} from '../../js/tether.js';
+import { init, TetherError, type TetherState, type TetherStats } from '../../js/tether.js';
+import { TetherClient, type KeyChange, type TetherDocument } from '../../js/documents.js';
+import { TetherClient as PlainClient } from '../../js/tether.js';
 
 async function main(): Promise<void> {
   await init();
@@ -82,6 +82,11 @@ async function main(): Promise<void> {
   todo.on('changed', () => {});
   // @ts-expect-error: 'change' events carry origin and changes, not value
   todo.on('change', ({ value }) => console.log(value));
+
+  // The default entry has no documents: its client says so at compile time.
+  const plain = await PlainClient.connect('wss://example.com/ws');
+  // @ts-expect-error: documents are in 'tether-web/documents'
+  plain.document('notes');
 
   // @ts-expect-error: no such event
   client.on('connected', () => {});

@@ -63,8 +63,16 @@ pub extern "C" fn engine_input(kind: u32, now: u64, ptr: *const u8, len: usize) 
             1 => en.transport_opened(now, id),
             2 => en.frame_received(now, id, Frame::Text(t)),
             3 => acc += en.send(now, t).map_or(0, |m| m.get()),
-            4 => acc += en.publish(now, "ch", json(), SendOptions::default()).map_or(0, |m| m.get()),
-            5 => acc += en.request(now, Payload::Json(json()), Some(Duration::from_secs(1))).map_or(0, |r| r.get()),
+            4 => {
+                acc += en
+                    .publish(now, "ch", json(), SendOptions::default())
+                    .map_or(0, |m| m.get())
+            }
+            5 => {
+                acc += en
+                    .request(now, Payload::Json(json()), Some(Duration::from_secs(1)))
+                    .map_or(0, |r| r.get())
+            }
             6 => acc += u64::from(en.subscribe(now, &t).is_ok()),
             7 => acc += u64::from(en.unsubscribe(now, &t).is_ok()),
             8 => en.transport_closed(now, id, Some(1000), &t),
@@ -75,15 +83,29 @@ pub extern "C" fn engine_input(kind: u32, now: u64, ptr: *const u8, len: usize) 
             13 => acc += u64::from(en.close(now, 1000, &t).is_ok()),
             14 => en.token_ready(now, 1, t),
             15 => en.transport_writable(now, id, len > 0),
-            16 => en.sse_event_received(now, id, SseEvent { data: t, ..Default::default() }),
+            16 => en.sse_event_received(
+                now,
+                id,
+                SseEvent {
+                    data: t,
+                    ..Default::default()
+                },
+            ),
             17 => en.token_failed(now, 1, &t),
             // Shared documents (the browser package exposes them).
+            #[cfg(feature = "documents")]
             19 => acc += u64::from(en.open_document(now, &t).is_ok()),
+            #[cfg(feature = "documents")]
             20 => acc += en.doc_set(now, "doc", &t, json()).map_or(0, |m| m.get()),
+            #[cfg(feature = "documents")]
             21 => acc += en.doc_increment(now, "doc", &t, 1).map_or(0, |m| m.get()),
+            #[cfg(feature = "documents")]
             22 => acc += en.doc_delete(now, "doc", &t).map_or(0, |m| m.get()),
+            #[cfg(feature = "documents")]
             23 => acc += en.doc_insert(now, "doc", &t, json()).map_or(0, |m| m.get()),
+            #[cfg(feature = "documents")]
             24 => acc += u64::from(en.close_document(&t)),
+            #[cfg(feature = "documents")]
             25 => acc += en.document("doc").map_or(0, |d| d.view().len() as u64),
             _ => en.close_after_drain(now, Duration::from_secs(1)),
         }
@@ -103,6 +125,7 @@ pub extern "C" fn engine_input(kind: u32, now: u64, ptr: *const u8, len: usize) 
                 Event::ReconnectScheduled { cause, .. } => cause.to_string().len() as u64,
                 Event::Presence { members, .. } => members.len() as u64,
                 Event::Replied { payload, .. } => json::to_string(&payload).len() as u64,
+                #[cfg(feature = "documents")]
                 Event::DocumentChanged { changes, .. } => changes.len() as u64,
                 _ => 2,
             };

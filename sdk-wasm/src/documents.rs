@@ -1,0 +1,153 @@
+//! Shared documents in the browser (feature `documents`, the package's `tether-web/documents`
+//! entry): the document methods of [`WasmClient`], their errors, and the JSON of changes and
+//! document state. Without the feature the module, and the engine's document code, are left
+//! out of the wasm (about 12 KB gzipped; docs/performance.md).
+
+use crate::convert::{self, object, write_object};
+use crate::{parse, send_error, WasmClient};
+use tether_core::json as text;
+use tether_core::serde_json::{Map, Value};
+use tether_core::sync::{Document, KeyChange, Op};
+use tether_core::SyncError;
+use wasm_bindgen::prelude::*;
+
+pub(crate) fn sync_error(e: SyncError) -> JsValue {
+    let code = match e {
+        SyncError::Send(e) => return send_error(e),
+        // `conflict` or `type_mismatch`: the change cannot apply to the current view.
+        SyncError::Rejected(r) => return convert::error(r.code, &r.message),
+        SyncError::NeedsTetherProtocol => "needs_tether_protocol",
+        SyncError::NotOpen(_) => "not_open",
+        SyncError::InvalidChannel(_) => "invalid_channel",
+        SyncError::EmptyChange => "empty_change",
+        _ => "change_failed",
+    };
+    convert::error(code, &e.to_string())
+}
+
+/// A document's view (what this client sees), or with `confirmed` the server's state.
+fn doc_map(doc: &Document, confirmed: bool) -> &Map<String, Value> {
+    if confirmed {
+        doc.confirmed()
+    } else {
+        doc.view()
+    }
+}
+
+/// A change's operations from the wrapper's JSON array. Whether they apply is the engine's
+/// decision; this only checks their shape.
+fn parse_ops(list: &Value) -> Result<Vec<Op>, &'static str> {
+    const SHAPES: &str = "a change is an array of {op: 'set' | 'insert', key, value}, \
+        {op: 'delete', key} or {op: 'increment', key, by: number}";
+    let list = list.as_array().ok_or(SHAPES)?;
+    list.iter().map(|o| op(o).ok_or(SHAPES)).collect()
+}
+
+fn op(o: &Value) -> Option<Op> {
+    let key = o.get("key")?.as_str()?.to_owned();
+    let value = || o.get("value").cloned();
+    Some(match o.get("op")?.as_str()? {
+        "set" => Op::Set {
+            key,
+            value: value()?,
+        },
+        "insert" => Op::Insert {
+            key,
+            value: value()?,
+        },
+        "delete" => Op::Delete { key },
+        "increment" => Op::Increment {
+            key,
+            by: o.get("by")?.as_number()?.clone(),
+        },
+        _ => return None,
+    })
+}
+
+/// `[{key, value, overwroteLocal}]`; no `value` when the key was deleted.
+pub(crate) fn write_key_changes(out: &mut String, changes: &[KeyChange]) {
+    text::write_array(out, changes, |out, c| {
+        write_object(out, |w| {
+            w.str("key", &c.key);
+            w.bool("overwroteLocal", c.overwrote_local);
+            if let Some(value) = &c.value {
+                w.value("value", value);
+            }
+        })
+    });
+}
+
+/// `{version, epoch, pending}` of a document, plus `map` when asked for.
+fn document_info(doc: &Document, map: Option<&Map<String, Value>>) -> String {
+    object(|w| {
+        match doc.version() {
+            Some(v) => w.u64("version", v),
+            None => w.null("version"),
+        }
+        match doc.epoch() {
+            Some(e) => w.str("epoch", e),
+            None => w.null("epoch"),
+        }
+        w.u64("pending", doc.pending() as u64);
+        if let Some(map) = map {
+            text::write_map(w.key("map"), map);
+        }
+    })
+}
+
+#[wasm_bindgen]
+impl WasmClient {
+    /// Changes the document on `channel` atomically with `ops`, a JSON array of operations
+    /// (`{op: "set" | "insert", key, value}`, `{op: "delete", key}`,
+    /// `{op: "increment", key, by}`); returns the change id. The engine shows it at once and
+    /// sends it acknowledged; a change that cannot apply to the current view is refused.
+    pub fn change_document(&self, channel: &str, ops: &str) -> Result<f64, JsValue> {
+        let ops = parse_ops(&parse(ops)?).map_err(|m| convert::error("invalid_op", m))?;
+        self.refusable(
+            |i, now| {
+                i.engine
+                    .change_document(now, channel, ops)
+                    .map(|id| id.get() as f64)
+            },
+            sync_error,
+        )
+    }
+
+    /// Whether a local change to `key` in the document on `channel` awaits the server (the
+    /// engine's exact answer, which a view-vs-confirmed comparison is not).
+    pub fn document_pending(&self, channel: &str, key: &str) -> Result<bool, JsValue> {
+        self.peek(|e| {
+            e.document(channel)
+                .is_some_and(|d| d.pending_keys().contains(&key))
+        })
+    }
+
+    /// The value of `key` in the document on `channel` as JSON: as this client sees it, or
+    /// with `confirmed` as the server last confirmed it. `None`: absent, or not open.
+    pub fn document_get(
+        &self,
+        channel: &str,
+        key: &str,
+        confirmed: bool,
+    ) -> Result<Option<String>, JsValue> {
+        self.peek(|e| {
+            let doc = e.document(channel)?;
+            doc_map(doc, confirmed).get(key).map(text::to_string)
+        })
+    }
+
+    /// `{version, epoch, pending}` of the document on `channel` as JSON, plus `map`: with
+    /// `Some(false)` the whole view, with `Some(true)` the server's confirmed state. `None`
+    /// if it is not open.
+    pub fn document_info(
+        &self,
+        channel: &str,
+        map: Option<bool>,
+    ) -> Result<Option<String>, JsValue> {
+        self.peek(|e| {
+            let doc = e.document(channel)?;
+            let map = map.map(|confirmed| doc_map(doc, confirmed));
+            Some(document_info(doc, map))
+        })
+    }
+}
