@@ -107,7 +107,7 @@ impl WasmClient {
             |i, now| {
                 i.engine
                     .change_document(now, channel, ops)
-                    .map(|id| id.get() as f64)
+                    .map(|id| crate::js_id(id.get()))
             },
             sync_error,
         )

@@ -112,6 +112,12 @@ fn options(ack: Option<bool>, ttl_ms: Option<f64>) -> Result<SendOptions, JsValu
     })
 }
 
+/// A message or request id as the JS number the wrapper hands out. Exact: ids count up from 1
+/// per client, and a client would need 2^53 messages to lose precision.
+pub(crate) fn js_id(id: u64) -> f64 {
+    id as f64
+}
+
 /// The numbers of [`WasmClient::command`]'s commands; js/tether.js names the same ones. One
 /// export for all of them rather than one each: every export costs glue in the module and in
 /// JS (~80 B gzipped).
@@ -231,7 +237,7 @@ impl WasmClient {
                     Some(channel) => i.engine.publish(now, channel, payload, opts),
                     None => i.engine.send_with(now, payload, opts),
                 }
-                .map(|id| id.get() as f64)
+                .map(|id| js_id(id.get()))
             },
             send_error,
         )
@@ -252,7 +258,7 @@ impl WasmClient {
             |i, now| {
                 i.engine
                     .request(now, payload, timeout)
-                    .map(|id| id.get() as f64)
+                    .map(|id| js_id(id.get()))
             },
             send_error,
         )
