@@ -137,7 +137,7 @@ pub use config::{
     HeartbeatMode, Jitter, OutboxConfig, OverflowPolicy, Protocol, TokenPlacement, TransportKind,
     MAX_CLIENT_ID_LEN,
 };
-pub use engine::{Engine, OutboxStatus, SendOptions};
+pub use engine::{Engine, OutboxStatus, SendOptions, Unacked};
 #[cfg(feature = "documents")]
 pub use errors::SyncError;
 pub use errors::{CloseError, SendError, SseEvent, SubscribeError, TransportFailure};

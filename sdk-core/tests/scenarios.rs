@@ -1055,6 +1055,64 @@ fn expire_outbox_drops_what_is_due_and_runs_no_other_timer() {
     );
 }
 
+#[test]
+fn ack_wait_ended_says_what_became_of_the_message() {
+    use tether_core::Unacked;
+    let mut sim = tether(Config::builder("ws://relay").connect_timeout(secs(3)));
+    sim.server.behaviour = Behaviour::Hang;
+    sim.connect();
+    let queued = sim
+        .engine
+        .send_with(sim.now, "a", SendOptions::acked().with_ttl(secs(3)))
+        .unwrap();
+    while sim.engine.poll_event().is_some() {}
+    // Before its TTL by the engine's clock it is not gone: its own event will end it.
+    assert_eq!(
+        sim.engine.ack_wait_ended(Instant::from_millis(2999), queued),
+        None
+    );
+    assert_eq!(
+        sim.engine.outbox_status(queued),
+        Some(tether_core::OutboxStatus::Queued)
+    );
+    // At its TTL, never written: dropped now as Expired; the connect timeout due on the same
+    // tick is left to handle_timeout.
+    assert_eq!(
+        sim.engine.ack_wait_ended(Instant::from_millis(3000), queued),
+        Some(Unacked::Expired)
+    );
+    assert_eq!(
+        drained_drops(&mut sim.engine),
+        vec![(vec![queued], DropReason::Expired)]
+    );
+    assert!(matches!(sim.engine.state(), State::Connecting { .. }));
+    // Asked again, it has left: nothing more to say.
+    assert_eq!(
+        sim.engine.ack_wait_ended(Instant::from_millis(3000), queued),
+        None
+    );
+
+    // Written on the current connection and not acknowledged: it stays for its ack.
+    let mut sim = tether(Config::builder("ws://relay"));
+    sim.server.send_acks = false;
+    sim.connect_open();
+    let written = sim
+        .engine
+        .send_with(sim.now, "b", SendOptions::acked().with_ttl(secs(2)))
+        .unwrap();
+    sim.run_for(ms(10));
+    let at = sim.now + secs(2);
+    assert_eq!(
+        sim.engine.ack_wait_ended(at, written),
+        Some(Unacked::AwaitingAck)
+    );
+    assert_eq!(
+        sim.engine.outbox_status(written),
+        Some(tether_core::OutboxStatus::InFlight)
+    );
+    assert!(drained_drops(&mut sim.engine).is_empty());
+}
+
 // ---- channels, resume, presence -----------------------------------------------------------------
 
 fn offsets(sim: &Sim) -> Vec<u64> {

@@ -18,8 +18,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 use tether_core::{
-    CloseError, CloseReason, Config, DropReason, Engine, Event, MessageId, OutboxStatus, Payload,
-    RequestFailure, SendError, SendOptions, State, Stats, SubscribeError,
+    CloseError, CloseReason, Config, DropReason, Engine, Event, MessageId, Payload, RequestFailure,
+    SendError, SendOptions, State, Stats, SubscribeError, Unacked,
 };
 use tokio::sync::{oneshot, watch, Notify};
 
@@ -126,36 +126,6 @@ pub enum AckError {
         /// Dropped, or still awaiting its acknowledgement.
         status: Unacked,
     },
-}
-
-/// What became of a message whose acknowledgement did not come in time
-/// ([`AckError::TimedOut`]). It is never lost silently: either it has been reported dropped,
-/// or an event will report how it ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Unacked {
-    /// Its TTL (the timeout) passed before it could be written, or re-sent after a reconnect:
-    /// it has left the outbox, reported in an `Event::Dropped` with reason `Expired`, and
-    /// nothing more will come of it. (If it was written on an earlier connection, the server
-    /// may have it.)
-    Expired,
-    /// It was written on the current connection and the server has not acknowledged it yet:
-    /// it stays in the outbox until an `Event::Acked` (the server has it) or `Event::Dropped`
-    /// names it. It is not re-sent: if the connection drops first, it expires (`Dropped`,
-    /// reason `Expired`). A `Dropped` then does not mean the server lacks it, only that its
-    /// ack was never seen: the outcome is unknown, as the ack may have been lost with the
-    /// connection after the server stored it. Sending the payload again creates a new
-    /// message id, which the server cannot de-duplicate against this one.
-    AwaitingAck,
-}
-
-impl std::fmt::Display for Unacked {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Unacked::Expired => "expired and was dropped",
-            Unacked::AwaitingAck => "was written and still awaits its acknowledgement",
-        })
-    }
 }
 
 /// How an acknowledged send waits: the options of [`Client::send_acked_with`] and
@@ -490,23 +460,8 @@ impl Client {
         if !inner.waiters.acks.contains_key(&id) {
             return None; // resolved since the timer fired
         }
-        let status = match inner.engine.outbox_status(id)? {
-            OutboxStatus::InFlight => Unacked::AwaitingAck,
-            OutboxStatus::Queued => {
-                // Its expiry is at or before `now`: the engine drops it here, reported
-                // `Expired`, and from here no write can include it (an input stamped earlier
-                // is clamped to this time). Only expiry: `handle_timeout` could first run a
-                // lifecycle timer due at the same time (a close drops it as `Closed`).
-                inner.engine.expire_outbox(now);
-                match inner.engine.outbox_status(id) {
-                    None => Unacked::Expired,
-                    Some(OutboxStatus::InFlight) => Unacked::AwaitingAck,
-                    // Not expired by the engine's clock: it is not gone, so it is not
-                    // `Expired`; its own event (sent and acked, or dropped) ends the wait.
-                    Some(OutboxStatus::Queued) => return None,
-                }
-            }
-        };
+        // The engine says what became of it (and drops it if its TTL has passed).
+        let status = inner.engine.ack_wait_ended(now, id)?;
         inner.waiters.acks.remove(&id);
         drop(inner);
         self.shared.wake.notify_one();

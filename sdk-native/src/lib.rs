@@ -51,7 +51,7 @@ mod token;
 mod transport;
 
 pub use builder::{BuildError, ClientBuilder};
-pub use client::{AckError, AckedOptions, Client, Events, RequestError, Unacked};
+pub use client::{AckError, AckedOptions, Client, Events, RequestError};
 pub use document::{Document, DocumentChanges, DocumentEvent};
 pub use token::{TokenFuture, TokenProvider};
 
@@ -60,7 +60,7 @@ pub use tether_core::{
     serde_json, BackoffConfig, CloseError, ClosePolicy, CloseReason, DisconnectCause, Disposition,
     DropReason, EngineError, Event, HeartbeatConfig, HeartbeatMode, InboundMessage, Jitter,
     MessageId, OutboxConfig, OverflowPolicy, Payload, Protocol, RequestFailure, RequestId,
-    SendError, SendOptions, State, Stats, SubscribeError, SyncError, TokenPlacement,
+    SendError, SendOptions, State, Stats, SubscribeError, SyncError, TokenPlacement, Unacked,
 };
 
 /// The README's Rust examples, compiled as doctests so they cannot rot.

@@ -1,6 +1,6 @@
 //! The app's commands.
 
-use super::{Drain, Engine};
+use super::{Drain, Engine, OutboxStatus, Unacked};
 use crate::action::{Action, Frame};
 use crate::channels::validate_channel;
 use crate::config::{Protocol, TransportKind};
@@ -399,6 +399,31 @@ impl Engine {
     pub fn expire_outbox(&mut self, now: Instant) {
         let now = self.observe(now);
         self.expire_due(now);
+    }
+
+    /// The app stopped waiting for message `id`'s acknowledgement at `now`, which is also the
+    /// message's TTL (an acked send whose timeout is its TTL). Says what became of it, so
+    /// every driver tells its app the same thing:
+    /// - `Some(Expired)`: it had not been written on the current connection and its TTL has
+    ///   passed by the engine's clock: it is dropped now (only expiry runs, not the other
+    ///   timers: a close due on the same tick must not report it `Closed`), reported in an
+    ///   `Event::Dropped` with reason `Expired`, and no later write can include it;
+    /// - `Some(AwaitingAck)`: it was written on the current connection; it stays in the
+    ///   outbox until an `Acked` or `Dropped` event names it;
+    /// - `None`: it has already left the outbox (its event says how), or it is queued and not
+    ///   yet expired by the engine's clock (time clamped backwards), so its own event ends it.
+    pub fn ack_wait_ended(&mut self, now: Instant, id: MessageId) -> Option<Unacked> {
+        match self.outbox_status(id)? {
+            OutboxStatus::InFlight => Some(Unacked::AwaitingAck),
+            OutboxStatus::Queued => {
+                self.expire_outbox(now);
+                match self.outbox_status(id) {
+                    None => Some(Unacked::Expired),
+                    Some(OutboxStatus::InFlight) => Some(Unacked::AwaitingAck),
+                    Some(OutboxStatus::Queued) => None,
+                }
+            }
+        }
     }
 
     /// Drops what has expired by `now`; when draining, what left may have been the last thing
