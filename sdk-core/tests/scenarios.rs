@@ -1068,7 +1068,8 @@ fn ack_wait_ended_says_what_became_of_the_message() {
     while sim.engine.poll_event().is_some() {}
     // Before its TTL by the engine's clock it is not gone: its own event will end it.
     assert_eq!(
-        sim.engine.ack_wait_ended(Instant::from_millis(2999), queued),
+        sim.engine
+            .ack_wait_ended(Instant::from_millis(2999), queued),
         None
     );
     assert_eq!(
@@ -1078,7 +1079,8 @@ fn ack_wait_ended_says_what_became_of_the_message() {
     // At its TTL, never written: dropped now as Expired; the connect timeout due on the same
     // tick is left to handle_timeout.
     assert_eq!(
-        sim.engine.ack_wait_ended(Instant::from_millis(3000), queued),
+        sim.engine
+            .ack_wait_ended(Instant::from_millis(3000), queued),
         Some(Unacked::Expired)
     );
     assert_eq!(
@@ -1088,7 +1090,8 @@ fn ack_wait_ended_says_what_became_of_the_message() {
     assert!(matches!(sim.engine.state(), State::Connecting { .. }));
     // Asked again, it has left: nothing more to say.
     assert_eq!(
-        sim.engine.ack_wait_ended(Instant::from_millis(3000), queued),
+        sim.engine
+            .ack_wait_ended(Instant::from_millis(3000), queued),
         None
     );
 
