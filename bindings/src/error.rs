@@ -59,7 +59,13 @@ pub enum ClientError {
     /// unknown, the server may have stored it (the ack lost with the connection), and sending
     /// it again creates a new message id the server cannot de-duplicate against this one.
     #[error("timed out")]
-    TimedOut,
+    TimedOut {
+        /// For an acked send: the message's id, which its later `Acked` or `Dropped` event
+        /// carries. `null` for a request.
+        message_id: Option<u64>,
+        /// For an acked send: what became of the message. `null` for a request.
+        status: Option<Unacked>,
+    },
     /// The connection dropped after the request was sent; its reply is lost. Retry it.
     #[error("the connection was lost before the reply")]
     ConnectionLost,
@@ -73,6 +79,28 @@ pub enum ClientError {
         /// Its explanation. (Not `message`: that is every exception's own property.)
         reason: String,
     },
+}
+
+/// What became of an acked message whose acknowledgement did not come in time
+/// (`ClientError.TimedOut`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum Unacked {
+    /// It was never written (or not re-sent after a reconnect) before its TTL, the timeout:
+    /// it was dropped (a `Dropped` event, reason `Expired`) and will never be sent.
+    Expired,
+    /// It was written and awaits the server's answer: an `Acked` event means the server has
+    /// it, a `Dropped` event that its ack was never seen (the outcome is unknown).
+    AwaitingAck,
+}
+
+impl From<tether::Unacked> for Unacked {
+    fn from(status: tether::Unacked) -> Self {
+        match status {
+            tether::Unacked::Expired => Unacked::Expired,
+            // AwaitingAck, and any later status: the message is not known to be gone.
+            _ => Unacked::AwaitingAck,
+        }
+    }
 }
 
 impl From<tether::SendError> for ClientError {
@@ -120,7 +148,10 @@ impl From<tether::AckError> for ClientError {
             tether::AckError::Dropped(reason) => ClientError::Dropped {
                 reason: reason.into(),
             },
-            tether::AckError::TimedOut { .. } => ClientError::TimedOut,
+            tether::AckError::TimedOut { id, status } => ClientError::TimedOut {
+                message_id: Some(id.get()),
+                status: Some(status.into()),
+            },
             // The client task stopped: for the app that is a closed client.
             _ => ClientError::Closed,
         }
@@ -140,7 +171,10 @@ impl From<tether::RequestError> for ClientError {
 impl From<tether::RequestFailure> for ClientError {
     fn from(failure: tether::RequestFailure) -> Self {
         match failure {
-            tether::RequestFailure::TimedOut => ClientError::TimedOut,
+            tether::RequestFailure::TimedOut => ClientError::TimedOut {
+                message_id: None,
+                status: None,
+            },
             tether::RequestFailure::ConnectionLost => ClientError::ConnectionLost,
             tether::RequestFailure::Closed => ClientError::Closed,
             tether::RequestFailure::Overflow => ClientError::Dropped {
