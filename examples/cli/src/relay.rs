@@ -15,9 +15,11 @@ pub(crate) async fn run(options: RelayOptions) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    // Listening before the ready line: a SIGTERM right after it still shuts down gracefully.
+    let signal = cli::ShutdownSignal::install();
     println!("{}", cli::ready_line(&relay));
     let _ = std::io::stdout().flush();
-    cli::shutdown_signal().await;
+    signal.recv().await;
     eprintln!("tether relay: shutting down (close 1012, clients reconnect within the window)");
     relay.shutdown().await;
     ExitCode::SUCCESS

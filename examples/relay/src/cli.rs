@@ -83,24 +83,51 @@ pub fn ready_line(relay: &RelayHandle) -> String {
     format!("listening on {}", relay.ws_url().trim_end_matches('/'))
 }
 
-/// Resolves on Ctrl-C, or on SIGTERM (how service managers and `docker stop` ask politely).
-pub async fn shutdown_signal() {
+/// Ctrl-C or SIGTERM (how service managers and `docker stop` ask politely), listened for from
+/// the moment it is installed. Install it before printing [`ready_line`]: a signal sent as soon
+/// as that line appears must stop the relay gracefully, not kill it with the default action
+/// (which is what happened when the handlers were registered only once awaited).
+#[derive(Debug)]
+pub struct ShutdownSignal {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
+    handlers: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl ShutdownSignal {
+    /// Registers the handlers now (needs a tokio runtime).
+    pub fn install() -> ShutdownSignal {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let handlers = match (
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::terminate()),
+            ) {
+                (Ok(int), Ok(term)) => Some((int, term)),
+                (Err(e), _) | (_, Err(e)) => {
+                    tracing::warn!(error = %e, "cannot listen for SIGINT/SIGTERM; Ctrl-C only");
+                    None
                 }
-                return;
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot listen for SIGTERM"),
+            };
+            ShutdownSignal { handlers }
         }
+        #[cfg(not(unix))]
+        ShutdownSignal {}
     }
-    if let Err(e) = tokio::signal::ctrl_c().await {
-        tracing::warn!(error = %e, "cannot listen for Ctrl-C; stopping now");
+
+    /// Resolves on the first Ctrl-C or SIGTERM.
+    pub async fn recv(self) {
+        #[cfg(unix)]
+        if let Some((mut int, mut term)) = self.handlers {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %e, "cannot listen for Ctrl-C; stopping now");
+        }
     }
 }
 

@@ -40,6 +40,8 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Listening before the ready line: a SIGTERM right after it still shuts down gracefully.
+    let signal = cli::ShutdownSignal::install();
     {
         // The ready line is the binary's contract with scripts, so it goes to stdout.
         #[allow(clippy::print_stdout)]
@@ -49,7 +51,7 @@ async fn main() -> ExitCode {
         let _ = std::io::stdout().flush();
     }
 
-    cli::shutdown_signal().await;
+    signal.recv().await;
     tracing::info!("shutting down");
     relay.shutdown().await;
     ExitCode::SUCCESS
