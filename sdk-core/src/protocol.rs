@@ -25,7 +25,12 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// The flat wire form shared by every message type. Fields not used by a type are omitted;
 /// they are written in the order declared here. On decoding, `null` reads as absent, unknown
 /// fields are ignored, and a field given twice or of the wrong type makes the frame malformed.
+///
+/// Non-exhaustive: build one from `Envelope::default()` and set its fields, so that code
+/// written without the `documents` feature (which adds the document fields) still compiles
+/// with it.
 #[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
 pub struct Envelope {
     /// Protocol version; a missing `v` is read as 1.
     pub v: Option<u32>,

@@ -100,44 +100,63 @@ impl From<Op> for RefOp {
     }
 }
 
-macro_rules! convert {
-    ($from:ident => $to:ident, $op:ty) => {
-        $to {
-            v: $from.v,
-            kind: $from.kind,
-            id: $from.id,
-            channel: $from.channel,
-            payload: $from.payload,
-            ts: $from.ts,
-            offset: $from.offset,
-            since: $from.since,
-            epoch: $from.epoch,
-            recovered: $from.recovered,
-            ack: $from.ack,
-            snapshot: $from.snapshot,
-            join: $from.join,
-            leave: $from.leave,
-            code: $from.code,
-            message: $from.message,
-            client_id: $from.client_id,
-            token: $from.token,
-            version: $from.version,
-            base: $from.base,
-            ops: $from
-                .ops
-                .map(|ops| ops.into_iter().map(<$op>::from).collect()),
-            state: $from.state,
-            applied: $from.applied,
-        }
-    };
-}
-
 fn to_ref(env: Envelope) -> RefEnvelope {
-    convert!(env => RefEnvelope, RefOp)
+    RefEnvelope {
+        v: env.v,
+        kind: env.kind,
+        id: env.id,
+        channel: env.channel,
+        payload: env.payload,
+        ts: env.ts,
+        offset: env.offset,
+        since: env.since,
+        epoch: env.epoch,
+        recovered: env.recovered,
+        ack: env.ack,
+        snapshot: env.snapshot,
+        join: env.join,
+        leave: env.leave,
+        code: env.code,
+        message: env.message,
+        client_id: env.client_id,
+        token: env.token,
+        version: env.version,
+        base: env.base,
+        ops: env
+            .ops
+            .map(|ops| ops.into_iter().map(RefOp::from).collect()),
+        state: env.state,
+        applied: env.applied,
+    }
 }
 
+/// `Envelope` is non-exhaustive: built from its default, field by field.
 fn from_ref(env: RefEnvelope) -> Envelope {
-    convert!(env => Envelope, Op)
+    let mut e = Envelope::default();
+    e.v = env.v;
+    e.kind = env.kind;
+    e.id = env.id;
+    e.channel = env.channel;
+    e.payload = env.payload;
+    e.ts = env.ts;
+    e.offset = env.offset;
+    e.since = env.since;
+    e.epoch = env.epoch;
+    e.recovered = env.recovered;
+    e.ack = env.ack;
+    e.snapshot = env.snapshot;
+    e.join = env.join;
+    e.leave = env.leave;
+    e.code = env.code;
+    e.message = env.message;
+    e.client_id = env.client_id;
+    e.token = env.token;
+    e.version = env.version;
+    e.base = env.base;
+    e.ops = env.ops.map(|ops| ops.into_iter().map(Op::from).collect());
+    e.state = env.state;
+    e.applied = env.applied;
+    e
 }
 
 /// The old `Envelope::decode`.
