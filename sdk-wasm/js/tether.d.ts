@@ -1,7 +1,12 @@
 // Type declarations for tether-web (hand-written; the module's own bindings are internal).
 // Shared documents are in the 'tether-web/documents' entry (documents.d.ts).
 
-/** Loads and instantiates the WebAssembly module once; safe to call repeatedly. */
+/**
+ * Loads and instantiates this entry's WebAssembly module once; safe to call repeatedly. The
+ * default is the file next to the entry; a module given here must be that entry's own:
+ * `tether_wasm_bg.wasm` for 'tether-web', `tether_docs_bg.wasm` for 'tether-web/documents'.
+ * Each entry has its own `init`: take it from the entry your `TetherClient` comes from.
+ */
 export function init(
   module?: string | URL | Request | Response | BufferSource | WebAssembly.Module,
 ): Promise<void>;
@@ -21,7 +26,7 @@ export type TetherErrorCode =
   | 'frame_too_large' | 'decode' | 'unexpected_frame' | 'server' | 'transport' | 'token'
   | (string & {});
 
-/** Every failure is a `TetherError` with a `code` to branch on. */
+/** Every failure is a `TetherError` with a `code` to branch on (`instanceof` works across the two entries). */
 export class TetherError extends Error {
   readonly name: 'TetherError';
   readonly code: TetherErrorCode;
@@ -213,7 +218,7 @@ export interface TetherClientOptions {
   lifecycle?: boolean;
   /** Connect right after construction (in a microtask, so handlers can be attached). [true] */
   autoConnect?: boolean;
-  /** Where to load the wasm module from (`TetherClient.connect` only). */
+  /** Where to load the wasm module from (`TetherClient.connect` only): this entry's own file, as for `init`. */
   wasm?: string | URL | Request | Response | BufferSource | WebAssembly.Module;
 }
 

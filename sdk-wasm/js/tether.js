@@ -18,9 +18,10 @@ let ready = null;
 let initialised = false;
 
 /**
- * Loads and instantiates the WebAssembly module once. Safe to call repeatedly.
- * `module` may be a URL, Response, BufferSource or WebAssembly.Module (defaults to the
- * `tether_wasm_bg.wasm` next to this file).
+ * Loads and instantiates this entry's WebAssembly module once. Safe to call repeatedly.
+ * `module` may be a URL, Response, BufferSource or WebAssembly.Module (defaults to the file
+ * next to this one: `tether_wasm_bg.wasm` for tether-web, `tether_docs_bg.wasm` for
+ * tether-web/documents; each entry works only with its own).
  */
 export function init(module) {
   if (!ready) {
@@ -33,6 +34,12 @@ export function init(module) {
 
 /** An error with a machine-readable `code` (see `TetherErrorCode` in tether.d.ts). */
 export class TetherError extends Error {
+  // By name, so that an error from the other entry's copy of this class (tether-web and
+  // tether-web/documents each carry one) is a TetherError too.
+  static [Symbol.hasInstance](e) {
+    return e instanceof Error && e.name === 'TetherError';
+  }
+
   constructor(code, message, details) {
     super(message);
     this.name = 'TetherError';

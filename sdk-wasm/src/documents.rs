@@ -1,7 +1,7 @@
 //! Shared documents in the browser (feature `documents`, the package's `tether-web/documents`
 //! entry): the document methods of [`WasmClient`], their errors, and the JSON of changes and
 //! document state. Without the feature the module, and the engine's document code, are left
-//! out of the wasm (about 12 KB gzipped; docs/performance.md).
+//! out of the wasm (about 17 KB gzipped; docs/performance.md).
 
 use crate::convert::{self, object, write_object};
 use crate::{parse, send_error, WasmClient};

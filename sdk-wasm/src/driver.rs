@@ -308,10 +308,15 @@ impl Inner {
         let (Some(at), Some(cb)) = (deadline, timer_cb.as_ref()) else {
             return;
         };
-        // Round up: a timer that fires early only re-arms. Browsers overflow above 2^31-1 ms,
-        // and `as` saturates there. In f64, not `as_micros()`: its u128 division would link
-        // compiler-builtins' 128-bit divide (~0.5 KB gzipped) for this one line.
-        let ms = (at.saturating_duration_since(now).as_secs_f64() * 1000.0).ceil() as i32;
+        // Round up: a timer that fires early only re-arms. Browsers overflow above 2^31-1 ms.
+        // In u64 parts, not `as_micros()`: its u128 division would link compiler-builtins'
+        // 128-bit divide (~0.2 KB gzipped) for this one line.
+        let d = at.saturating_duration_since(now);
+        let ms = d
+            .as_secs()
+            .saturating_mul(1000)
+            .saturating_add(u64::from(d.subsec_nanos().div_ceil(1_000_000)));
+        let ms = i32::try_from(ms).unwrap_or(i32::MAX);
         self.timer = Some((js::set_timeout(cb.as_ref().unchecked_ref(), ms), at));
     }
 }

@@ -860,8 +860,16 @@ test('default entry: no shared documents, and client.document() says where they 
     try { c.document('d'); } catch (e) { err = { tether: e instanceof tether.TetherError, code: e.code, message: e.message }; }
     const out = { err, id: c.publish('room', { x: 1 }), outbox: c.stats.outboxLength, documentClass: 'TetherDocument' in tether };
     c.dispose();
+    // Each entry has its own TetherError class; instanceof recognises either.
+    out.instanceOf = [
+      new tetherDocs.TetherError('x', 'y') instanceof tether.TetherError,
+      new tether.TetherError('x', 'y') instanceof tetherDocs.TetherError,
+      new Error('plain') instanceof tether.TetherError,
+      'TetherError' instanceof tether.TetherError,
+    ];
     return out;
   });
+  assert.deepEqual(r.instanceOf, [true, true, false, false]);
   assert.equal(r.err.tether, true);
   assert.equal(r.err.code, 'unsupported');
   assert.match(r.err.message, /'tether-web\/documents'/);

@@ -1,7 +1,8 @@
 // Compiled with `tsc --noEmit --strict` by scripts/test-web: the hand-written tether.d.ts must
 // accept what the README shows and refuse what is wrong (each @ts-expect-error must fire).
-import { init, TetherError, type TetherState, type TetherStats } from '../../js/tether.js';
-import { TetherClient, type KeyChange, type TetherDocument } from '../../js/documents.js';
+import {
+  init, TetherClient, TetherError, type KeyChange, type TetherDocument, type TetherState, type TetherStats,
+} from '../../js/documents.js';
 import { TetherClient as PlainClient } from '../../js/tether.js';
 
 async function main(): Promise<void> {
