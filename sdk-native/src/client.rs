@@ -91,11 +91,40 @@ impl Shared {
     }
 }
 
-/// Cancels the client task when the last handle is dropped.
-struct HandleGuard(
-    Arc<Shared>,
-    std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
-);
+/// Cancels the client task when the last handle is dropped, and holds the task for
+/// [`Client::shutdown`] to wait on.
+struct HandleGuard(Arc<Shared>, std::sync::Mutex<Task>);
+
+/// The client task's end as [`Client::shutdown`] awaits it: any number of shutdown futures
+/// share it, and the task's end completes all of them, whichever are polled or dropped.
+type TaskEnd = futures_util::future::Shared<
+    futures_util::future::Map<tokio::task::JoinHandle<()>, fn(Result<(), tokio::task::JoinError>)>,
+>;
+
+/// The client task: its `JoinHandle` until the first shutdown, then its shareable end (built
+/// only then, so an idle client does not pay for it).
+enum Task {
+    Running(tokio::task::JoinHandle<()>),
+    Ending(TaskEnd),
+    /// Only while switching from one to the other, under the lock.
+    Switching,
+}
+
+impl HandleGuard {
+    /// The task's end, shared by every caller.
+    fn task_end(&self) -> Option<TaskEnd> {
+        use futures_util::FutureExt;
+        fn ended(_: Result<(), tokio::task::JoinError>) {}
+        let mut task = self.1.lock().ok()?;
+        let end = match std::mem::replace(&mut *task, Task::Switching) {
+            Task::Running(handle) => handle.map(ended as fn(_)).shared(),
+            Task::Ending(end) => end,
+            Task::Switching => return None,
+        };
+        *task = Task::Ending(end.clone());
+        Some(end)
+    }
+}
 
 impl Drop for HandleGuard {
     fn drop(&mut self) {
@@ -245,7 +274,7 @@ impl Client {
             shared: shared.clone(),
             _guard: Arc::new(HandleGuard(
                 shared.clone(),
-                std::sync::Mutex::new(Some(task)),
+                std::sync::Mutex::new(Task::Running(task)),
             )),
         };
         Ok((client, Events { shared }))
@@ -598,9 +627,9 @@ impl Client {
     /// until the last `Client` handle is dropped; a stored future that is never awaited holds
     /// a clone of this client, so it keeps the task alive for as long as it is kept.
     ///
-    /// Calling it again, on this handle or a clone, is safe: the close is not repeated. Only
-    /// one of the futures (the first to get that far) waits for the task itself to end; the
-    /// others resolve once the client is `Closed` and the task has been told to stop.
+    /// Calling it again, on this handle or a clone, is safe: the close is not repeated, and
+    /// every returned future resolves once the task has ended, whether or not the others are
+    /// still polled.
     pub fn shutdown(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
         {
             let now = self.shared.now();
@@ -614,9 +643,8 @@ impl Client {
         async move {
             let _ = client.closed().await;
             client._guard.0.cancel();
-            let task = client._guard.1.lock().ok().and_then(|mut t| t.take());
-            if let Some(task) = task {
-                let _ = task.await;
+            if let Some(end) = client._guard.task_end() {
+                end.await;
             }
         }
     }

@@ -2,7 +2,7 @@
 //! the server goes away and comes back, close.
 #![allow(clippy::unwrap_used)]
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -123,8 +123,42 @@ async fn shutdown_closes_and_ends_the_task() {
 }
 
 #[tokio::test]
+async fn every_shutdown_future_waits_for_the_task_to_end() {
+    // An FFI host may shut a client down from two places. The second future must not resolve
+    // before the task has ended just because the first one got to the task first, even when
+    // the first is then never polled again (current-thread runtime: nothing else runs unless
+    // this test awaits).
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = echo_server(listener).await;
+    let (client, mut events) = Client::builder(format!("ws://{addr}")).connect().unwrap();
+    let mut state = client.watch_state();
+    timeout(Duration::from_secs(5), state.wait_for(State::is_open))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut first = Box::pin(client.shutdown());
+    let second = client.clone().shutdown();
+    timeout(Duration::from_secs(5), client.closed())
+        .await
+        .unwrap();
+    // Closed, so `first` gets past its wait for that and on to the task, which has not ended.
+    assert!(first.as_mut().now_or_never().is_none());
+    timeout(Duration::from_secs(5), second).await.unwrap();
+    // The task has ended: the event stream ends after the events already queued, at once.
+    loop {
+        match events.recv().now_or_never() {
+            Some(Some(_)) => continue,
+            Some(None) => break,
+            None => panic!("the second shutdown() resolved while the task was still running"),
+        }
+    }
+    drop(first);
+    server.abort();
+}
+
+#[tokio::test]
 async fn connect_and_document_during_shutdown_open_nothing() {
-    use futures_util::FutureExt;
     // Holds every TCP connection without a handshake.
     let (addr, accepted, server) = counting_listener(Held::Open).await;
     let (client, _events) = Client::builder(format!("ws://{addr}"))
