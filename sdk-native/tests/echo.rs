@@ -33,6 +33,25 @@ async fn echo_server(listener: TcpListener) -> tokio::task::JoinHandle<()> {
     })
 }
 
+/// Waits (at most 5 s) until `client` is open.
+async fn wait_open(client: &Client) {
+    let mut state = client.watch_state();
+    timeout(Duration::from_secs(5), state.wait_for(State::is_open))
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+/// A client with default settings, open on a fresh echo server (abort the handle to stop it).
+async fn open_echo_client() -> (Client, tether::Events, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = echo_server(listener).await;
+    let (client, events) = Client::builder(format!("ws://{addr}")).connect().unwrap();
+    wait_open(&client).await;
+    (client, events, server)
+}
+
 async fn next_message(events: &mut tether::Events) -> Payload {
     loop {
         match timeout(Duration::from_secs(5), events.recv())
@@ -90,15 +109,7 @@ async fn round_trip_reconnect_and_close() {
 
 #[tokio::test]
 async fn shutdown_closes_and_ends_the_task() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = echo_server(listener).await;
-    let (client, mut events) = Client::builder(format!("ws://{addr}")).connect().unwrap();
-    let mut state = client.watch_state();
-    timeout(Duration::from_secs(5), state.wait_for(State::is_open))
-        .await
-        .unwrap()
-        .unwrap();
+    let (client, mut events, server) = open_echo_client().await;
     timeout(Duration::from_secs(5), client.shutdown())
         .await
         .unwrap();
@@ -128,15 +139,7 @@ async fn every_shutdown_future_waits_for_the_task_to_end() {
     // before the task has ended just because the first one got to the task first, even when
     // the first is then never polled again (current-thread runtime: nothing else runs unless
     // this test awaits).
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = echo_server(listener).await;
-    let (client, mut events) = Client::builder(format!("ws://{addr}")).connect().unwrap();
-    let mut state = client.watch_state();
-    timeout(Duration::from_secs(5), state.wait_for(State::is_open))
-        .await
-        .unwrap()
-        .unwrap();
+    let (client, mut events, server) = open_echo_client().await;
     let mut first = Box::pin(client.shutdown());
     let second = client.clone().shutdown();
     timeout(Duration::from_secs(5), client.closed())
@@ -297,11 +300,7 @@ async fn close_recorder() -> (
 async fn dropping_the_client_after_its_events_still_sends_a_close_frame() {
     let (addr, close) = close_recorder().await;
     let (client, events) = Client::builder(format!("ws://{addr}")).connect().unwrap();
-    let mut state = client.watch_state();
-    timeout(Duration::from_secs(5), state.wait_for(State::is_open))
-        .await
-        .unwrap()
-        .unwrap();
+    wait_open(&client).await;
     drop(events);
     drop(client);
     let close = timeout(Duration::from_secs(5), close)
@@ -315,11 +314,7 @@ async fn dropping_the_client_after_its_events_still_sends_a_close_frame() {
 async fn closing_without_an_events_stream_still_sends_a_close_frame() {
     let (addr, close) = close_recorder().await;
     let (client, events) = Client::builder(format!("ws://{addr}")).connect().unwrap();
-    let mut state = client.watch_state();
-    timeout(Duration::from_secs(5), state.wait_for(State::is_open))
-        .await
-        .unwrap()
-        .unwrap();
+    wait_open(&client).await;
     drop(events);
     timeout(Duration::from_secs(5), client.shutdown())
         .await
