@@ -984,19 +984,32 @@ fn drained_drops(engine: &mut tether_core::Engine) -> Vec<(Vec<MessageId>, DropR
         .collect()
 }
 
+/// An engine stuck connecting (the server never completes the handshake; connect timeout
+/// 3 s) holding one acked message per TTL in `ttls`, its events drained: the messages are
+/// queued, never written.
+fn connecting_with_acked(ttls: &[u64]) -> (Sim, Vec<MessageId>) {
+    let mut sim = tether(Config::builder("ws://relay").connect_timeout(secs(3)));
+    sim.server.behaviour = Behaviour::Hang;
+    sim.connect();
+    let ids = ttls
+        .iter()
+        .map(|&ttl| {
+            sim.engine
+                .send_with(sim.now, "x", SendOptions::acked().with_ttl(secs(ttl)))
+                .unwrap()
+        })
+        .collect();
+    while sim.engine.poll_event().is_some() {}
+    (sim, ids)
+}
+
 #[test]
 fn an_acked_message_expires_on_the_tick_its_ttl_shares_with_the_connect_timeout() {
     // A driver giving up on an acked send at its TTL makes one `handle_timeout` call and
     // expects the message gone, reported `Expired`; the connect timeout due on the same tick
     // must not postpone that to a later call.
-    let mut sim = tether(Config::builder("ws://relay").connect_timeout(secs(3)));
-    sim.server.behaviour = Behaviour::Hang;
-    sim.connect();
-    let id = sim
-        .engine
-        .send_with(sim.now, "x", SendOptions::acked().with_ttl(secs(3)))
-        .unwrap();
-    while sim.engine.poll_event().is_some() {}
+    let (mut sim, ids) = connecting_with_acked(&[3]);
+    let id = ids[0];
     let tick = Instant::from_millis(3000);
     assert_eq!(sim.engine.poll_timeout(), Some(tick));
     sim.engine.handle_timeout(tick);
@@ -1033,18 +1046,8 @@ fn an_acked_message_expires_on_the_tick_its_ttl_shares_with_the_drain_timeout() 
 
 #[test]
 fn expire_outbox_drops_what_is_due_and_runs_no_other_timer() {
-    let mut sim = tether(Config::builder("ws://relay").connect_timeout(secs(3)));
-    sim.server.behaviour = Behaviour::Hang;
-    sim.connect();
-    let due = sim
-        .engine
-        .send_with(sim.now, "a", SendOptions::acked().with_ttl(secs(3)))
-        .unwrap();
-    let later = sim
-        .engine
-        .send_with(sim.now, "b", SendOptions::acked().with_ttl(secs(4)))
-        .unwrap();
-    while sim.engine.poll_event().is_some() {}
+    let (mut sim, ids) = connecting_with_acked(&[3, 4]);
+    let (due, later) = (ids[0], ids[1]);
     sim.engine.expire_outbox(Instant::from_millis(3000));
     assert_eq!(sim.engine.outbox_status(due), None);
     assert_eq!(
@@ -1064,14 +1067,8 @@ fn expire_outbox_drops_what_is_due_and_runs_no_other_timer() {
 #[test]
 fn ack_wait_ended_says_what_became_of_the_message() {
     use tether_core::Unacked;
-    let mut sim = tether(Config::builder("ws://relay").connect_timeout(secs(3)));
-    sim.server.behaviour = Behaviour::Hang;
-    sim.connect();
-    let queued = sim
-        .engine
-        .send_with(sim.now, "a", SendOptions::acked().with_ttl(secs(3)))
-        .unwrap();
-    while sim.engine.poll_event().is_some() {}
+    let (mut sim, ids) = connecting_with_acked(&[3]);
+    let queued = ids[0];
     // Before its TTL by the engine's clock it is not gone: its own event will end it.
     assert_eq!(
         sim.engine
