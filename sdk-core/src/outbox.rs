@@ -296,6 +296,14 @@ mod tests {
         }
     }
 
+    /// An entry awaiting the ack of wire id `wire`.
+    fn acked(id: u64, text: &str, wire: &str) -> Entry {
+        Entry {
+            awaiting: Awaiting::Ack(wire.to_owned()),
+            ..entry(id, text)
+        }
+    }
+
     fn outbox(max_messages: usize, max_bytes: usize) -> Outbox {
         Outbox::new(OutboxConfig {
             max_messages,
@@ -307,9 +315,7 @@ mod tests {
     #[test]
     fn holds_tells_queued_from_in_flight_and_gone() {
         let mut o = outbox(10, 100);
-        let mut acked = entry(1, "a");
-        acked.awaiting = Awaiting::Ack("w1".to_owned());
-        o.push(acked).unwrap();
+        o.push(acked(1, "a", "w1")).unwrap();
         assert_eq!(o.holds(MessageId(1)), Some(false), "queued");
         assert!(o.next_to_send().is_some());
         assert_eq!(o.holds(MessageId(1)), Some(true), "in flight");
@@ -351,9 +357,7 @@ mod tests {
     #[test]
     fn queued_are_dropped_before_in_flight() {
         let mut o = outbox(2, 100);
-        let mut acked = entry(1, "a");
-        acked.awaiting = Awaiting::Ack("w1".into());
-        o.push(acked).unwrap();
+        o.push(acked(1, "a", "w1")).unwrap();
         o.next_to_send().unwrap();
         o.push(entry(2, "b")).unwrap();
         assert_eq!(
@@ -368,9 +372,8 @@ mod tests {
     fn requeue_puts_in_flight_first_in_order() {
         let mut o = outbox(10, 100);
         for i in 1..=3 {
-            let mut e = entry(i, &format!("m{i}"));
-            e.awaiting = Awaiting::Ack(format!("w{i}"));
-            o.push(e).unwrap();
+            o.push(acked(i, &format!("m{i}"), &format!("w{i}")))
+                .unwrap();
         }
         o.next_to_send();
         o.next_to_send();
