@@ -61,6 +61,15 @@ impl Recorder {
         self.until_state(limit, State::is_open).await;
     }
 
+    /// Waits for the next `Subscribed` event (a subscription, or its renewal after a
+    /// reconnect, confirmed by the server).
+    pub async fn until_subscribed(&mut self, limit: Duration) {
+        self.until(limit, |e| {
+            matches!(e, Event::Subscribed { .. }).then_some(())
+        })
+        .await;
+    }
+
     /// Receives events for `d`, keeping them.
     pub async fn collect_for(&mut self, d: Duration) {
         let deadline = tokio::time::Instant::now() + d;

@@ -77,10 +77,7 @@ async fn reconnects_after_the_relay_restarts_and_resubscribes() {
     let addr = relay.local_addr();
     let (client, mut rec) = tether_client(relay.ws_url());
     client.subscribe("room").unwrap();
-    rec.until(LIMIT, |e| {
-        matches!(e, Event::Subscribed { .. }).then_some(())
-    })
-    .await;
+    rec.until_subscribed(LIMIT).await;
 
     relay.abort().await;
     rec.until_state(LIMIT, |s| matches!(s, State::Waiting { .. }))
@@ -121,10 +118,7 @@ async fn resubscribe_replays_what_was_missed_without_duplicates() {
     let proxy = ChaosProxy::start(relay.local_addr()).await.unwrap();
     let (reader, mut rec) = tether_client(proxy.ws_url("/"));
     reader.subscribe("room").unwrap();
-    rec.until(LIMIT, |e| {
-        matches!(e, Event::Subscribed { .. }).then_some(())
-    })
-    .await;
+    rec.until_subscribed(LIMIT).await;
     let (writer, mut wrec) = tether_client(relay.ws_url());
     wrec.until_open(LIMIT).await;
     for i in 1..=3 {
@@ -166,10 +160,7 @@ async fn acknowledged_publishes_survive_a_dropped_connection() {
     let proxy = ChaosProxy::start(relay.local_addr()).await.unwrap();
     let (reader, mut rec) = tether_client(relay.ws_url());
     reader.subscribe("room").unwrap();
-    rec.until(LIMIT, |e| {
-        matches!(e, Event::Subscribed { .. }).then_some(())
-    })
-    .await;
+    rec.until_subscribed(LIMIT).await;
     let (writer, mut wrec) = tether_client(proxy.ws_url("/"));
     wrec.until_open(LIMIT).await;
 
@@ -417,10 +408,7 @@ async fn oversized_frames_close_only_the_offender_at_the_relay() {
     .await;
     let (bystander, mut brec) = tether_client(relay.ws_url());
     bystander.subscribe("room").unwrap();
-    brec.until(LIMIT, |e| {
-        matches!(e, Event::Subscribed { .. }).then_some(())
-    })
-    .await;
+    brec.until_subscribed(LIMIT).await;
     let (offender, events) = fast(relay.ws_url())
         .protocol(Protocol::Tether)
         .connect()
@@ -594,10 +582,7 @@ async fn a_quick_reconnect_never_looks_like_leaving() {
         .unwrap();
     let mut frec = Recorder::new(events);
     flaky.subscribe("lobby").unwrap();
-    frec.until(LIMIT, |e| {
-        matches!(e, Event::Subscribed { .. }).then_some(())
-    })
-    .await;
+    frec.until_subscribed(LIMIT).await;
     let (watcher, events) = fast(relay.ws_url())
         .protocol(Protocol::Tether)
         .client_id("watcher")
@@ -612,10 +597,7 @@ async fn a_quick_reconnect_never_looks_like_leaving() {
     .await;
 
     proxy.kill_all();
-    frec.until(LIMIT, |e| {
-        matches!(e, Event::Subscribed { .. }).then_some(())
-    })
-    .await;
+    frec.until_subscribed(LIMIT).await;
     wrec.collect_for(ms(1_500)).await; // past the 1 s grace period
     let left_flaky = wrec.seen.iter().any(
         |(_, e)| matches!(e, Event::Presence { left, .. } if left.contains(&"flaky".to_owned())),
@@ -698,10 +680,7 @@ async fn an_acked_send_written_before_its_timeout_awaits_its_ack_and_is_never_re
     let proxy = ChaosProxy::start(relay.local_addr()).await.unwrap();
     let (reader, mut rec) = tether_client(relay.ws_url());
     reader.subscribe("room").unwrap();
-    rec.until(LIMIT, |e| {
-        matches!(e, Event::Subscribed { .. }).then_some(())
-    })
-    .await;
+    rec.until_subscribed(LIMIT).await;
     // Heartbeats slower than the test: the black hole goes unnoticed, the connection stays.
     let (writer, events) = fast(proxy.ws_url("/"))
         .protocol(Protocol::Tether)
