@@ -252,6 +252,25 @@ fn lookup(overrides: &[(RangeInclusive<u16>, Disposition)], value: u16) -> Optio
         .map(|(_, d)| *d)
 }
 
+/// The close reason a server sends with 1012 (service restart) to spread its clients'
+/// reconnects over the window from `after` to `within` (`after` is capped at `within`; zero
+/// leaves it out): the advice [`ClosePolicy::classify_close`] reads, written in one place so
+/// that servers (such as the reference relay) and the engine cannot disagree on its form.
+pub fn restart_advice(after: Duration, within: Duration) -> String {
+    let within_ms = u64::try_from(within.as_millis()).unwrap_or(u64::MAX);
+    let after_ms = u64::try_from(after.as_millis())
+        .unwrap_or(u64::MAX)
+        .min(within_ms);
+    let mut out = String::with_capacity(64);
+    let mut w = crate::json::ObjectWriter::new(&mut out);
+    if after_ms > 0 {
+        w.u64("reconnect_after_ms", after_ms);
+    }
+    w.u64("reconnect_within_ms", within_ms);
+    w.finish();
+    out
+}
+
 /// Advice a server may put in a close reason as a JSON object.
 #[derive(Debug, Default, PartialEq)]
 struct ReasonAdvice {
@@ -286,6 +305,30 @@ impl ReasonAdvice {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn restart_advice_is_read_back_as_written() {
+        let p = ClosePolicy::default();
+        let hint = |reason: &str| p.classify_close(Some(1012), reason).hint;
+        let s = Duration::from_secs;
+        assert_eq!(
+            restart_advice(Duration::ZERO, s(10)),
+            r#"{"reconnect_within_ms":10000}"#
+        );
+        assert_eq!(
+            hint(&restart_advice(Duration::ZERO, s(10))),
+            Some(DelayHint::Within(s(10)))
+        );
+        assert_eq!(
+            hint(&restart_advice(s(2), s(10))),
+            Some(DelayHint::Between(s(2), s(10)))
+        );
+        // `after` beyond the window is capped to it.
+        assert_eq!(
+            restart_advice(s(30), s(10)),
+            r#"{"reconnect_after_ms":10000,"reconnect_within_ms":10000}"#
+        );
+    }
 
     #[test]
     fn default_code_table() {

@@ -100,46 +100,10 @@ mod tests {
     use clap::{Args, CommandFactory};
     use tether_relay::RelayOptions;
 
-    /// What the `tether-relay` binary parses: the shared options, flattened.
-    #[derive(Debug, Parser)]
-    struct RelayBinary {
-        #[command(flatten)]
-        relay: RelayOptions,
-    }
-
     #[test]
-    fn tether_relay_takes_the_relay_binarys_flags_and_defaults() {
-        let flags = [
-            "--listen",
-            "127.0.0.1:0",
-            "--token",
-            "s3cret",
-            "--presence-grace",
-            "250",
-            "--history",
-            "64",
-            "--max-message-bytes",
-            "4096",
-            "--reconnect-window",
-            "10000",
-            "--reconnect-after",
-            "2000",
-        ];
-        for args in [&flags[..], &[]] {
-            let binary = RelayBinary::try_parse_from(
-                std::iter::once("tether-relay").chain(args.iter().copied()),
-            )
-            .expect("the binary parses them")
-            .relay;
-            let cli =
-                Cli::try_parse_from(["tether", "relay"].into_iter().chain(args.iter().copied()))
-                    .expect("tether relay parses them");
-            let Command::Relay(subcommand) = cli.command else {
-                panic!("not the relay subcommand");
-            };
-            assert_eq!(subcommand, binary);
-        }
-
+    fn tether_relay_takes_exactly_the_relay_binarys_flags() {
+        // Both parse into the one `RelayOptions`, so the values cannot differ; what can is a
+        // flag added to one command and not the other.
         let names = |cmd: &clap::Command| -> Vec<String> {
             let mut names: Vec<String> = cmd
                 .get_arguments()

@@ -21,7 +21,7 @@ use std::time::Duration;
 /// let cli = Cli::parse_from(["my-relay", "--listen", "127.0.0.1:0", "--history", "64"]);
 /// assert_eq!(cli.relay.config().history_capacity, 64);
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct RelayOptions {
     /// Address to listen on.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9000")]
@@ -57,7 +57,25 @@ impl RelayOptions {
     /// `--token`, [`TOKEN_ENV`] gives the token; set but empty, it means none (an empty
     /// `--token` is refused when binding: no client could present it).
     pub fn config(&self) -> RelayConfig {
-        self.config_with_env(std::env::var(TOKEN_ENV).ok())
+        self.config_from_env(std::env::var(TOKEN_ENV))
+    }
+
+    /// [`RelayOptions::config`] with the environment variable's value given.
+    fn config_from_env(&self, env: Result<String, std::env::VarError>) -> RelayConfig {
+        match env {
+            Ok(token) => self.config_with_env(Some(token)),
+            Err(std::env::VarError::NotPresent) => self.config_with_env(None),
+            Err(std::env::VarError::NotUnicode(_)) => {
+                let mut config = self.config_with_env(None);
+                if self.token.is_none() {
+                    // Not "no token": a relay meant to be protected must not start open. The
+                    // empty token is refused by `RelayConfig::validate` when binding.
+                    tracing::error!("{TOKEN_ENV} is not valid UTF-8: refused");
+                    config.token = Some(String::new());
+                }
+                config
+            }
+        }
     }
 
     fn config_with_env(&self, env_token: Option<String>) -> RelayConfig {
@@ -86,7 +104,8 @@ pub fn ready_line(relay: &RelayHandle) -> String {
 /// Ctrl-C or SIGTERM (how service managers and `docker stop` ask politely), listened for from
 /// the moment it is installed. Install it before printing [`ready_line`]: a signal sent as soon
 /// as that line appears must stop the relay gracefully, not kill it with the default action
-/// (which is what happened when the handlers were registered only once awaited).
+/// (which is what happened when the handlers were registered only once awaited). On Unix;
+/// elsewhere only Ctrl-C, listened for from the first `recv` on.
 #[derive(Debug)]
 pub struct ShutdownSignal {
     #[cfg(unix)]
@@ -216,6 +235,25 @@ mod tests {
     }
 
     #[test]
+    #[cfg(unix)]
+    fn a_token_variable_that_is_not_utf8_is_refused_not_read_as_none() {
+        let bytes = std::os::unix::ffi::OsStringExt::from_vec(vec![0xff, 0xfe]);
+        let open = parse(&[]).unwrap();
+        let config = open.config_from_env(Err(std::env::VarError::NotUnicode(bytes)));
+        assert!(config.validate().is_err(), "it must not start open");
+        let flag = parse(&["--token", "f"]).unwrap();
+        let bytes = std::os::unix::ffi::OsStringExt::from_vec(vec![0xff]);
+        let config = flag.config_from_env(Err(std::env::VarError::NotUnicode(bytes)));
+        assert_eq!(config.token.as_deref(), Some("f"), "the flag wins");
+    }
+
+    #[test]
+    fn reconnect_after_beyond_the_window_is_refused() {
+        let options = parse(&["--reconnect-after", "6000", "--reconnect-window", "5000"]).unwrap();
+        assert!(options.config_with_env(None).validate().is_err());
+    }
+
+    #[test]
     fn unknown_flags_and_bad_values_are_refused_by_name() {
         let err = parse(&["--port", "9000"]).expect_err("unknown");
         assert_eq!(err.kind(), clap::error::ErrorKind::UnknownArgument);
@@ -226,7 +264,7 @@ mod tests {
     }
 
     #[test]
-    fn the_help_lists_every_flag_and_its_default() {
+    fn the_help_lists_every_flag_and_the_listen_default() {
         let help = Front::try_parse_from(["relay", "--help"]).expect_err("help");
         let help = help.to_string();
         for flag in [

@@ -97,6 +97,12 @@ pub enum ConfigError {
     /// `token` is set but empty, which no client could present.
     #[error("token must not be empty (use token: None for an open relay)")]
     EmptyToken,
+    /// `reconnect_after` is longer than `reconnect_window`: clients could not both wait that
+    /// long and come back within the window.
+    #[error(
+        "reconnect_after (--reconnect-after) must be at most reconnect_window (--reconnect-window)"
+    )]
+    ReconnectAfterBeyondWindow,
 }
 
 impl Default for RelayConfig {
@@ -145,6 +151,9 @@ impl RelayConfig {
         }
         if self.token.as_deref() == Some("") {
             return Err(ConfigError::EmptyToken);
+        }
+        if self.reconnect_after > self.reconnect_window {
+            return Err(ConfigError::ReconnectAfterBeyondWindow);
         }
         let positive = [
             ("sse_keepalive", Some(self.sse_keepalive)),

@@ -326,15 +326,9 @@ async fn close(
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, linger).await;
 }
 
-/// The close reason of a graceful shutdown: when to come back (protocol: close codes).
+/// The close reason of a graceful shutdown: when to come back, in the form the engine reads.
 fn restart_advice(config: &crate::config::RelayConfig) -> String {
-    let within = config.reconnect_window.as_millis();
-    let after = config.reconnect_after.as_millis().min(within);
-    if after == 0 {
-        format!(r#"{{"reconnect_within_ms":{within}}}"#)
-    } else {
-        format!(r#"{{"reconnect_after_ms":{after},"reconnect_within_ms":{within}}}"#)
-    }
+    tether_core::close_policy::restart_advice(config.reconnect_after, config.reconnect_window)
 }
 
 #[cfg(test)]
