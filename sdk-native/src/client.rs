@@ -79,7 +79,23 @@ impl Shared {
     /// Tells the task to close the engine and end (see `cancelled`).
     fn cancel(&self) {
         self.cancelled.store(true, Ordering::Release);
+        self.wake_for_stop();
+    }
+
+    /// Wakes the task for a shutdown or cancellation, also where it waits for the app to take
+    /// events (it stops waiting for that then: see `Driver::room_for_events`).
+    fn wake_for_stop(&self) {
         self.wake.notify_one();
+        let room = self.lock_events().room.take();
+        if let Some(task) = room {
+            task.wake();
+        }
+    }
+
+    /// Shutdown has begun or the task was cancelled: the task no longer waits for the app to
+    /// take events.
+    pub(crate) fn stopping(&self) -> bool {
+        self.cancelled.load(Ordering::Acquire) || self.lock().shutting_down
     }
 
     /// Runs one engine command, then wakes the task to perform its actions.
@@ -91,40 +107,8 @@ impl Shared {
     }
 }
 
-/// Cancels the client task when the last handle is dropped, and holds the task for
-/// [`Client::shutdown`] to wait on.
-struct HandleGuard(Arc<Shared>, std::sync::Mutex<Task>);
-
-/// The client task's end as [`Client::shutdown`] awaits it: any number of shutdown futures
-/// share it, and the task's end completes all of them, whichever are polled or dropped.
-type TaskEnd = futures_util::future::Shared<
-    futures_util::future::Map<tokio::task::JoinHandle<()>, fn(Result<(), tokio::task::JoinError>)>,
->;
-
-/// The client task: its `JoinHandle` until the first shutdown, then its shareable end (built
-/// only then, so an idle client does not pay for it).
-enum Task {
-    Running(tokio::task::JoinHandle<()>),
-    Ending(TaskEnd),
-    /// Only while switching from one to the other, under the lock.
-    Switching,
-}
-
-impl HandleGuard {
-    /// The task's end, shared by every caller.
-    fn task_end(&self) -> Option<TaskEnd> {
-        use futures_util::FutureExt;
-        fn ended(_: Result<(), tokio::task::JoinError>) {}
-        let mut task = self.1.lock().ok()?;
-        let end = match std::mem::replace(&mut *task, Task::Switching) {
-            Task::Running(handle) => handle.map(ended as fn(_)).shared(),
-            Task::Ending(end) => end,
-            Task::Switching => return None,
-        };
-        *task = Task::Ending(end.clone());
-        Some(end)
-    }
-}
+/// Cancels the client task when the last handle is dropped.
+struct HandleGuard(Arc<Shared>);
 
 impl Drop for HandleGuard {
     fn drop(&mut self) {
@@ -269,13 +253,11 @@ impl Client {
         let task = driver::Driver::new(shared.clone(), link_ctx, native.token_provider);
         // Every log line of this client's task carries its URL.
         let span = tracing::info_span!("tether", url = %url);
-        let task = runtime.spawn(tracing::Instrument::instrument(task.run(), span));
+        // Detached: `shutdown()` sees its end as the state watch closing (`Driver::drop`).
+        drop(runtime.spawn(tracing::Instrument::instrument(task.run(), span)));
         let client = Client {
             shared: shared.clone(),
-            _guard: Arc::new(HandleGuard(
-                shared.clone(),
-                std::sync::Mutex::new(Task::Running(task)),
-            )),
+            _guard: Arc::new(HandleGuard(shared.clone())),
         };
         Ok((client, Events { shared }))
     }
@@ -638,14 +620,15 @@ impl Client {
             inner.shutting_down = true;
             let _ = inner.engine.close(now, 1000, "shutdown");
         }
-        self.shared.wake.notify_one();
+        self.shared.wake_for_stop();
         let client = self.clone();
         async move {
             let _ = client.closed().await;
             client._guard.0.cancel();
-            if let Some(end) = client._guard.task_end() {
-                end.await;
-            }
+            // The task's end drops the state watch's sender (`Driver::drop`), which every
+            // shutdown future sees, whichever others are polled or dropped.
+            let mut state = client.watch_state();
+            while state.changed().await.is_ok() {}
         }
     }
 

@@ -161,6 +161,30 @@ async fn every_shutdown_future_waits_for_the_task_to_end() {
 }
 
 #[tokio::test]
+async fn shutdown_finishes_while_the_app_holds_events_it_does_not_read() {
+    // A full event queue stops the task reading its socket until the app takes events; a
+    // shutdown must not wait for that, or its close never happens.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = echo_server(listener).await;
+    let (client, events) = Client::builder(format!("ws://{addr}"))
+        .event_capacity(2)
+        .connect()
+        .unwrap();
+    wait_open(&client).await;
+    for i in 0..20 {
+        client.send(format!("m{i}")).unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await; // the echoes fill the queue
+    timeout(Duration::from_secs(5), client.shutdown())
+        .await
+        .expect("shutdown finishes although nobody reads the events");
+    assert!(client.state().is_closed());
+    drop(events);
+    server.abort();
+}
+
+#[tokio::test]
 async fn connect_and_document_during_shutdown_open_nothing() {
     // Holds every TCP connection without a handshake.
     let (addr, accepted, server) = counting_listener(Held::Open).await;
