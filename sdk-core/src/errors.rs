@@ -146,7 +146,8 @@ pub(crate) struct HttpStatus(pub(crate) u16);
 impl fmt::Display for HttpStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "HTTP status {}", self.0)?;
-        if (200..300).contains(&self.0) {
+        // Not for 204: that is a server's deliberate "do not reconnect" to an event stream.
+        if (200..300).contains(&self.0) && self.0 != 204 {
             f.write_str(" instead of a WebSocket upgrade or an event stream (is the URL right?)")?;
         }
         Ok(())

@@ -71,7 +71,7 @@ pub enum SseError {
     LineTooLong {
         /// The field name.
         field: &'static str,
-        /// The line's length in bytes.
+        /// The line's length in bytes; for `id`, its value's (what the limit bounds).
         size: usize,
         /// The limit.
         max: usize,
@@ -236,9 +236,10 @@ impl SseParser {
                 self.id_in_block = true;
             }
             "id" if value.len() > MAX_EVENT_ID_LEN => {
+                // The value's size, in the unit of the limit (not the line's, with `id:`).
                 self.ready.push_back(Err(SseError::LineTooLong {
                     field: "id",
-                    size: len,
+                    size: value.len(),
                     max: MAX_EVENT_ID_LEN,
                 }));
             }
@@ -494,7 +495,8 @@ mod tests {
                 Ok(SseItem::Event(message(Some(&at_limit), "a"))),
                 Err(SseError::LineTooLong {
                     field: "id",
-                    size: "id: ".len() + over.len(),
+                    size: over.len(), // the value's, as the limit is
+
                     max: MAX_EVENT_ID_LEN,
                 }),
                 // The event is still delivered; the resume position stays where it was.

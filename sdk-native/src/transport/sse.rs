@@ -57,6 +57,9 @@ impl SseLink {
     pub(crate) fn close(&mut self) {
         self.state = State::Done;
         self.closed = true;
+        // Events already parsed are not delivered after the close (nothing is read any more,
+        // so the parser's limit no longer matters).
+        self.parser = SseParser::new(0);
     }
 
     pub(crate) fn poll_input(&mut self, cx: &mut Context<'_>) -> Poll<LinkInput> {
