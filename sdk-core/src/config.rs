@@ -570,10 +570,15 @@ impl ConfigBuilder {
                 "FirstMessage placement needs Protocol::Tether (a raw server would not know it)",
             ));
         }
-        if let Some(TokenPlacement::Header { name, .. }) = &c.token {
-            if name.is_empty() {
+        match &c.token {
+            Some(TokenPlacement::Header { name, .. }) if name.is_empty() => {
                 return Err(ConfigError::new("token", "header name is empty"));
             }
+            // `?=<token>`: no server reads a parameter without a name.
+            Some(TokenPlacement::Query { param }) if param.is_empty() => {
+                return Err(ConfigError::new("token", "query parameter name is empty"));
+            }
+            _ => {}
         }
         for (name, value) in &c.headers {
             if name.is_empty() || name.contains([':', '\r', '\n']) {
@@ -735,6 +740,18 @@ fn positive(field: &'static str, d: Duration) -> Result<(), ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn token_names_must_not_be_empty() {
+        let query = Config::builder("ws://x").token(TokenPlacement::Query {
+            param: String::new(),
+        });
+        assert_eq!(query.build().unwrap_err().field, "token");
+        let named = Config::builder("ws://x").token(TokenPlacement::Query {
+            param: "t".to_owned(),
+        });
+        assert!(named.build().is_ok());
+    }
 
     #[test]
     fn url_scheme_selects_transport() {

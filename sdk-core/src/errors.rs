@@ -63,6 +63,23 @@ pub enum SendError {
     InvalidChannel(String),
 }
 
+impl SendError {
+    /// A stable machine-readable name for the refusal, the one every SDK reports (the browser
+    /// package's `TetherError.code`): `too_large`, `outbox_full`, `closed`, `closing`,
+    /// `needs_tether_protocol`, `binary_in_tether_mode`, `invalid_channel`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            SendError::TooLarge { .. } => "too_large",
+            SendError::OutboxFull => "outbox_full",
+            SendError::Closed => "closed",
+            SendError::Closing => "closing",
+            SendError::NeedsTetherProtocol(_) => "needs_tether_protocol",
+            SendError::BinaryInTetherMode => "binary_in_tether_mode",
+            SendError::InvalidChannel(_) => "invalid_channel",
+        }
+    }
+}
+
 /// Why `subscribe` or `unsubscribe` was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -76,6 +93,18 @@ pub enum SubscribeError {
     /// The engine is closed.
     #[error("the client is closed")]
     Closed,
+}
+
+impl SubscribeError {
+    /// A stable machine-readable name (see [`SendError::code`]): `needs_tether_protocol`,
+    /// `invalid_channel`, `closed`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            SubscribeError::NeedsTetherProtocol => "needs_tether_protocol",
+            SubscribeError::InvalidChannel(_) => "invalid_channel",
+            SubscribeError::Closed => "closed",
+        }
+    }
 }
 
 /// Why a document command was refused.
@@ -102,6 +131,23 @@ pub enum SyncError {
     /// The outbox refused it.
     #[error(transparent)]
     Send(#[from] SendError),
+}
+
+#[cfg(feature = "documents")]
+impl SyncError {
+    /// A stable machine-readable name (see [`SendError::code`]): `needs_tether_protocol`,
+    /// `not_open`, `invalid_channel`, `empty_change`, the rejection's own code (`conflict`,
+    /// `type_mismatch`), or the outbox's refusal.
+    pub fn code(&self) -> &'static str {
+        match self {
+            SyncError::NeedsTetherProtocol => "needs_tether_protocol",
+            SyncError::NotOpen(_) => "not_open",
+            SyncError::InvalidChannel(_) => "invalid_channel",
+            SyncError::EmptyChange => "empty_change",
+            SyncError::Rejected(r) => r.code,
+            SyncError::Send(e) => e.code(),
+        }
+    }
 }
 
 /// Why `close` was refused.
