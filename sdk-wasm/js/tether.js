@@ -101,12 +101,23 @@ function encode(data) {
   return { text, json: true };
 }
 
-function ttl(opts) {
-  return opts && opts.ttlMs != null ? opts.ttlMs : undefined;
+// An option of `what` type, or undefined when absent: wasm-bindgen would coerce anything else
+// (`ack: 'no'` read as true, `ttlMs: '100'` as 100), so a wrong type is refused here.
+function typed(value, what, name) {
+  if (value == null) return undefined;
+  if (typeof value !== what) throw new TetherError('invalid_argument', `${name} must be a ${what}`);
+  return value;
 }
 
-function ack(opts) {
-  return opts && opts.ack != null ? opts.ack : undefined;
+const ttl = (opts) => typed(opts && opts.ttlMs, 'number', 'ttlMs');
+const ack = (opts) => typed(opts && opts.ack, 'boolean', 'ack');
+
+// A channel name as given: `String(x)` would turn a missing one into the channel "undefined".
+function channelName(channel) {
+  if (typeof channel !== 'string') {
+    throw new TetherError('invalid_channel', `a channel name is a string, not ${typeof channel}`);
+  }
+  return channel;
 }
 
 // Event handlers by type, for the client and its documents.
@@ -198,7 +209,7 @@ export class TetherClient extends Emitter {
   /** Publishes to a channel (Tether protocol); acknowledged unless `{ack: false}`. Returns the message id. */
   publish(channel, data, options) {
     const p = encode(data);
-    return this._do((raw) => raw.send(String(channel), p.text, p.json, p.bytes, ack(options), ttl(options)));
+    return this._do((raw) => raw.send(channelName(channel), p.text, p.json, p.bytes, ack(options), ttl(options)));
   }
 
   /** Sends a request (Tether protocol) and resolves with the reply's payload. */
@@ -213,7 +224,7 @@ export class TetherClient extends Emitter {
     return new Promise((resolve, reject) => {
       let id;
       try {
-        id = raw.request(p.text, p.json, p.bytes, options && options.timeout != null ? options.timeout : undefined);
+        id = raw.request(p.text, p.json, p.bytes, typed(options && options.timeout, 'number', 'timeout'));
       } catch (e) {
         reject(toError(e));
         return;
@@ -224,12 +235,12 @@ export class TetherClient extends Emitter {
 
   /** Subscribes to a channel; renewed with resume after every reconnect. */
   subscribe(channel) {
-    this._do((raw) => raw.command(SUBSCRIBE, String(channel)));
+    this._do((raw) => raw.command(SUBSCRIBE, channelName(channel)));
   }
 
   /** Leaves a channel. */
   unsubscribe(channel) {
-    this._do((raw) => raw.command(UNSUBSCRIBE, String(channel)));
+    this._do((raw) => raw.command(UNSUBSCRIBE, channelName(channel)));
   }
 
   /**
@@ -242,7 +253,7 @@ export class TetherClient extends Emitter {
       throw new TetherError('unsupported',
         "shared documents are in the 'tether-web/documents' entry (a larger module): import { TetherClient } from 'tether-web/documents'");
     }
-    channel = String(channel);
+    channel = channelName(channel);
     let doc = this._docs.get(channel);
     if (!doc) {
       this._do((raw) => raw.command(OPEN_DOCUMENT, channel));
@@ -253,7 +264,7 @@ export class TetherClient extends Emitter {
 
   /** The current members of a subscribed channel (`undefined` if not subscribed). */
   presence(channel) {
-    const members = JSON.parse(this._do((raw) => raw.read(PRESENCE, String(channel))));
+    const members = JSON.parse(this._do((raw) => raw.read(PRESENCE, channelName(channel))));
     return members === null ? undefined : members;
   }
 
@@ -263,8 +274,15 @@ export class TetherClient extends Emitter {
    * is pending, for at most that long.
    */
   close(code = 1000, reason = '', options) {
-    if (options && options.drain != null) this._do((raw) => raw.close_after_drain(options.drain));
-    else this._do((raw) => raw.close(code, reason));
+    typed(code, 'number', 'code');
+    typed(reason, 'string', 'reason');
+    if (options && options.drain != null) {
+      // A drained close ends with 1000: a code or reason given with it would be dropped.
+      if (code !== 1000 || reason !== '') {
+        throw new TetherError('invalid_argument', 'close with {drain} takes no code or reason (it closes with 1000)');
+      }
+      this._do((raw) => raw.close_after_drain(typed(options.drain, 'number', 'drain')));
+    } else this._do((raw) => raw.close(code, reason));
   }
 
   /** Closes and releases the module's memory; the client cannot be used afterwards. */

@@ -4,7 +4,7 @@
 //! out of the wasm (about 17 KB gzipped; docs/performance.md).
 
 use crate::convert::{self, object, write_object};
-use crate::{parse, send_error, WasmClient};
+use crate::{parse, WasmClient};
 use tether_core::json as text;
 use tether_core::serde_json::{Map, Value};
 use tether_core::sync::{Document, KeyChange, Op};
@@ -12,17 +12,12 @@ use tether_core::SyncError;
 use wasm_bindgen::prelude::*;
 
 pub(crate) fn sync_error(e: SyncError) -> JsValue {
-    let code = match e {
-        SyncError::Send(e) => return send_error(e),
-        // `conflict` or `type_mismatch`: the change cannot apply to the current view.
-        SyncError::Rejected(r) => return convert::error(r.code, &r.message),
-        SyncError::NeedsTetherProtocol => "needs_tether_protocol",
-        SyncError::NotOpen(_) => "not_open",
-        SyncError::InvalidChannel(_) => "invalid_channel",
-        SyncError::EmptyChange => "empty_change",
-        _ => "change_failed",
+    // The engine names the code; a rejection's text already starts with it.
+    let message = match &e {
+        SyncError::Rejected(r) => r.message.clone(),
+        _ => e.to_string(),
     };
-    convert::error(code, &e.to_string())
+    convert::error(e.code(), &message)
 }
 
 /// A document's view (what this client sees), or with `confirmed` the server's state.

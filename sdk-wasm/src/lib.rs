@@ -44,28 +44,13 @@ pub struct WasmClient {
     shared: Rc<Shared>,
 }
 
-pub(crate) fn send_error(e: SendError) -> JsValue {
-    let code = match e {
-        SendError::TooLarge { .. } => "too_large",
-        SendError::OutboxFull => "outbox_full",
-        SendError::Closed => "closed",
-        SendError::Closing => "closing",
-        SendError::NeedsTetherProtocol(_) => "needs_tether_protocol",
-        SendError::BinaryInTetherMode => "binary_in_tether_mode",
-        SendError::InvalidChannel(_) => "invalid_channel",
-        _ => "send_failed",
-    };
-    convert::error(code, &e.to_string())
+/// A refused send as the wrapper's `code:message`; the code is the engine's own.
+fn send_error(e: SendError) -> JsValue {
+    convert::error(e.code(), &e.to_string())
 }
 
 fn subscribe_error(e: SubscribeError) -> JsValue {
-    let code = match e {
-        SubscribeError::NeedsTetherProtocol => "needs_tether_protocol",
-        SubscribeError::InvalidChannel(_) => "invalid_channel",
-        SubscribeError::Closed => "closed",
-        _ => "subscribe_failed",
-    };
-    convert::error(code, &e.to_string())
+    convert::error(e.code(), &e.to_string())
 }
 
 /// Every method's answer when the engine is already borrowed. The driver never calls app code
@@ -332,9 +317,6 @@ impl WasmClient {
     pub fn read(&self, what: u32, channel: &str) -> Result<String, JsValue> {
         self.peek(|e| {
             let mut out = String::new();
-            if what > reads::CLIENT_ID {
-                return Err(unknown_number("reading"));
-            }
             match what {
                 // `until` in `performance.now()` microseconds.
                 reads::STATE => convert::write_state(&mut out, e.state()),
@@ -345,7 +327,8 @@ impl WasmClient {
                     None => out.push_str("null"),
                 },
                 // The identity sent in `hello` and used as presence member name (plain text).
-                _ => out.push_str(e.client_id()), // reads::CLIENT_ID, the last number
+                reads::CLIENT_ID => out.push_str(e.client_id()),
+                _ => return Err(unknown_number("reading")),
             }
             Ok(out)
         })?

@@ -204,10 +204,25 @@ test('errors are TetherErrors with a code', async ({ page, base }) => {
       tokenPlacementWithoutToken: code(() => new tether.TetherClient('ws://x', { tokenPlacement: 'header' })),
       lowAboveHigh: code(() => new tether.TetherClient('ws://x', { backpressure: { highWaterBytes: 1000, lowWaterBytes: 2000 } })),
       fine: code(() => new tether.TetherClient('ws://x', { subprotocols: ['chat'], backpressure: { highWaterBytes: 1000 }, autoConnect: false })),
+      // Arguments of the wrong type are refused, not coerced by the bindings.
+      ackString: code(() => raw.send('x', { ack: 'no' })),
+      ttlString: code(() => raw.send('x', { ttlMs: '100' })),
+      closeCodeString: code(() => raw.close('1000')),
+      drainWithCode: code(() => raw.close(4000, 'bye', { drain: 100 })),
+      tetherChannels: (() => {
+        const t = new tether.TetherClient('ws://127.0.0.1:9/ws', { protocol: 'tether', autoConnect: false });
+        const out = [code(() => t.subscribe()), code(() => t.publish(null, 1)), code(() => t.presence(7)),
+          code(() => t.subscribe('ok'))];
+        t.dispose();
+        return out.map((c) => (Array.isArray(c) ? c[1] : c));
+      })(),
       staleInputs: raw.stats.staleInputs,
       stateAfter: raw.state.name,
     };
   });
+  assert.deepEqual([r.ackString[1], r.ttlString[1], r.closeCodeString[1], r.drainWithCode[1]],
+    ['invalid_argument', 'invalid_argument', 'invalid_argument', 'invalid_argument']);
+  assert.deepEqual(r.tetherChannels, ['invalid_channel', 'invalid_channel', 'invalid_channel', 'no error']);
   assert.deepEqual(r.publishBytesRaw.slice(0, 2), [true, 'needs_tether_protocol']);
   assert.equal(r.requestBytesRaw, 'needs_tether_protocol');
   assert.deepEqual(r.publishBytesTether.slice(0, 2), [true, 'binary_in_tether_mode']);
