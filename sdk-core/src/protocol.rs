@@ -1096,6 +1096,17 @@ fn object(value: Value) -> Result<Map<String, Value>, &'static str> {
     }
 }
 
+/// A document change's operations from JSON text, an array of them in their wire form
+/// (`{"op":"set","key":"k","value":1}`…): the decoder of the `ops` field, for drivers that take
+/// changes as JSON (the browser package). `null` or an empty array is no operations.
+#[cfg(feature = "documents")]
+pub fn parse_ops(text: &str) -> Result<Vec<Op>, JsonError> {
+    let mut p = Parser::new(text);
+    let parsed = ops(&mut p)?;
+    p.finish()?;
+    Ok(parsed.unwrap_or_default())
+}
+
 #[cfg(feature = "documents")]
 /// The `ops` field: `null`, or an array of operations.
 fn ops(p: &mut Parser<'_>) -> Result<Option<Vec<Op>>, JsonError> {
@@ -1398,6 +1409,24 @@ mod tests {
         }
         // Unknown fields are ignored (forward compatibility).
         assert!(ServerMessage::decode(r#"{"v":1,"type":"pong","future":true}"#).is_ok());
+    }
+
+    #[test]
+    #[cfg(feature = "documents")]
+    fn parse_ops_reads_the_wire_form_and_names_what_is_wrong() {
+        assert_eq!(
+            parse_ops(
+                r#"[{"op":"set","key":"a","value":[1]},{"op":"increment","key":"n","by":2}]"#
+            ),
+            Ok(vec![Op::set("a", json!([1])), Op::increment("n", 2)])
+        );
+        let err = |text: &str| parse_ops(text).unwrap_err().to_string();
+        assert_eq!(
+            err(r#"[{"op":"set","key":"k"}]"#),
+            "missing field `value` at line 1 column 24"
+        );
+        assert!(err(r#"{"op":"set"}"#).contains("an array of operations"));
+        assert!(err(r#"[{"op":"delete","key":"k"}] x"#).contains("trailing"));
     }
 
     #[test]

@@ -391,10 +391,9 @@ impl Engine {
     }
 
     /// Drops every queued message whose TTL has passed by `now`, reported in one
-    /// `Event::Dropped` with reason `Expired`, whatever else is due. `handle_timeout` does this
-    /// first too; a driver calls it when it must know, under the same lock, that a message
-    /// whose expiry has come has left the outbox (an acked send giving up at its TTL), without
-    /// running the other timers. During [`Engine::close_after_drain`], expiry that leaves
+    /// `Event::Dropped` with reason `Expired`, whatever else is due, without running the other
+    /// timers. `handle_timeout` does this first too, and [`Engine::ack_wait_ended`] uses it for
+    /// an acked send giving up at its TTL. During [`Engine::close_after_drain`], expiry that leaves
     /// nothing pending finishes the drain there, as the last ack would.
     pub fn expire_outbox(&mut self, now: Instant) {
         let now = self.observe(now);
@@ -416,12 +415,9 @@ impl Engine {
         match self.outbox_status(id)? {
             OutboxStatus::InFlight => Some(Unacked::AwaitingAck),
             OutboxStatus::Queued => {
+                // Expiry writes nothing: the message is either gone now or still queued.
                 self.expire_outbox(now);
-                match self.outbox_status(id) {
-                    None => Some(Unacked::Expired),
-                    Some(OutboxStatus::InFlight) => Some(Unacked::AwaitingAck),
-                    Some(OutboxStatus::Queued) => None,
-                }
+                self.outbox_status(id).is_none().then_some(Unacked::Expired)
             }
         }
     }
