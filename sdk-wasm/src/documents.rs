@@ -4,10 +4,10 @@
 //! out of the wasm (about 17 KB gzipped; docs/performance.md).
 
 use crate::convert::{self, object, write_object};
-use crate::{parse, WasmClient};
+use crate::WasmClient;
 use tether_core::json as text;
 use tether_core::serde_json::{Map, Value};
-use tether_core::sync::{Document, KeyChange, Op};
+use tether_core::sync::{Document, KeyChange};
 use tether_core::SyncError;
 use wasm_bindgen::prelude::*;
 
@@ -27,36 +27,6 @@ fn doc_map(doc: &Document, confirmed: bool) -> &Map<String, Value> {
     } else {
         doc.view()
     }
-}
-
-/// A change's operations from the wrapper's JSON array. Whether they apply is the engine's
-/// decision; this only checks their shape.
-fn parse_ops(list: &Value) -> Result<Vec<Op>, &'static str> {
-    const SHAPES: &str = "a change is an array of {op: 'set' | 'insert', key, value}, \
-        {op: 'delete', key} or {op: 'increment', key, by: number}";
-    let list = list.as_array().ok_or(SHAPES)?;
-    list.iter().map(|o| op(o).ok_or(SHAPES)).collect()
-}
-
-fn op(o: &Value) -> Option<Op> {
-    let key = o.get("key")?.as_str()?.to_owned();
-    let value = || o.get("value").cloned();
-    Some(match o.get("op")?.as_str()? {
-        "set" => Op::Set {
-            key,
-            value: value()?,
-        },
-        "insert" => Op::Insert {
-            key,
-            value: value()?,
-        },
-        "delete" => Op::Delete { key },
-        "increment" => Op::Increment {
-            key,
-            by: o.get("by")?.as_number()?.clone(),
-        },
-        _ => return None,
-    })
 }
 
 /// `[{key, value, overwroteLocal}]`; no `value` when the key was deleted.
@@ -97,7 +67,9 @@ impl WasmClient {
     /// `{op: "increment", key, by}`); returns the change id. The engine shows it at once and
     /// sends it acknowledged; a change that cannot apply to the current view is refused.
     pub fn change_document(&self, channel: &str, ops: &str) -> Result<f64, JsValue> {
-        let ops = parse_ops(&parse(ops)?).map_err(|m| convert::error("invalid_op", m))?;
+        // The engine's own decoder of the `ops` field; whether they apply is its call too.
+        let ops = tether_core::protocol::parse_ops(ops)
+            .map_err(|e| convert::error("invalid_op", &e.to_string()))?;
         self.refusable(
             |i, now| {
                 i.engine

@@ -61,7 +61,7 @@ pub(crate) fn busy() -> JsValue {
 }
 
 /// JSON text from the wrapper, through the engine's own parser (no serde_json parser linked).
-pub(crate) fn parse(text: &str) -> Result<Value, JsValue> {
+fn parse(text: &str) -> Result<Value, JsValue> {
     json::parse(text).map_err(|e| convert::error("invalid_json", &e.to_string()))
 }
 
