@@ -3,7 +3,6 @@
 //! options are the relay binary's own ([`RelayOptions`]), so both take the same flags.
 
 use crate::EXIT_USAGE;
-use std::io::Write;
 use std::process::ExitCode;
 use tether_relay::{cli, Relay, RelayOptions};
 
@@ -15,11 +14,7 @@ pub(crate) async fn run(options: RelayOptions) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    // Listening before the ready line: a SIGTERM right after it still shuts down gracefully.
-    let signal = cli::ShutdownSignal::install();
-    println!("{}", cli::ready_line(&relay));
-    let _ = std::io::stdout().flush();
-    signal.recv().await;
+    cli::announce_and_wait(&relay).await;
     eprintln!("tether relay: shutting down (close 1012, clients reconnect within the window)");
     relay.shutdown().await;
     ExitCode::SUCCESS

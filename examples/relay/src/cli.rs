@@ -95,26 +95,34 @@ impl RelayOptions {
     }
 }
 
-/// The line a front end prints on stdout once the relay is bound, `listening on ws://ADDR`:
-/// scripts and tests wait for it.
-pub fn ready_line(relay: &RelayHandle) -> String {
-    format!("listening on {}", relay.ws_url().trim_end_matches('/'))
+/// What a front end does once the relay is bound: prints `listening on ws://ADDR` on stdout
+/// (scripts and tests wait for it), then waits for Ctrl-C or SIGTERM. The signal handlers are
+/// installed before the line, so a signal sent as soon as it appears still ends in a graceful
+/// shutdown, which the caller then runs.
+pub async fn announce_and_wait(relay: &RelayHandle) {
+    let signal = ShutdownSignal::install();
+    let line = format!("listening on {}\n", relay.ws_url().trim_end_matches('/'));
+    let mut stdout = std::io::stdout().lock();
+    let _ = std::io::Write::write_all(&mut stdout, line.as_bytes());
+    let _ = std::io::Write::flush(&mut stdout);
+    drop(stdout);
+    signal.recv().await;
 }
 
 /// Ctrl-C or SIGTERM (how service managers and `docker stop` ask politely), listened for from
-/// the moment it is installed. Install it before printing [`ready_line`]: a signal sent as soon
-/// as that line appears must stop the relay gracefully, not kill it with the default action
-/// (which is what happened when the handlers were registered only once awaited). On Unix;
-/// elsewhere only Ctrl-C, listened for from the first `recv` on.
+/// the moment it is installed, before the ready line: a signal sent as soon as that line
+/// appears must stop the relay gracefully, not kill it with the default action (which is what
+/// happened when the handlers were registered only once awaited). On Unix; elsewhere only
+/// Ctrl-C, listened for from the first `recv` on.
 #[derive(Debug)]
-pub struct ShutdownSignal {
+struct ShutdownSignal {
     #[cfg(unix)]
     handlers: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
 }
 
 impl ShutdownSignal {
     /// Registers the handlers now (needs a tokio runtime).
-    pub fn install() -> ShutdownSignal {
+    fn install() -> ShutdownSignal {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{signal, SignalKind};
@@ -135,7 +143,7 @@ impl ShutdownSignal {
     }
 
     /// Resolves on the first Ctrl-C or SIGTERM.
-    pub async fn recv(self) {
+    async fn recv(self) {
         #[cfg(unix)]
         if let Some((mut int, mut term)) = self.handlers {
             tokio::select! {

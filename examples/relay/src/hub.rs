@@ -21,12 +21,6 @@ use tether_core::protocol::{PresenceChange, ServerMessage};
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-/// Channel names: the client's own rule, `tether_core::validate_channel` (docs/protocol.md).
-/// (Client ids: `tether_core::validate_client_id`.)
-pub(crate) fn is_valid_name(name: &str) -> bool {
-    tether_core::validate_channel(name).is_ok()
-}
-
 /// Encodes a server message into a shareable text frame.
 pub(crate) fn frame(msg: &ServerMessage) -> Utf8Bytes {
     Utf8Bytes::from(msg.encode())

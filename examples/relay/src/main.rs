@@ -6,7 +6,7 @@
 //! the relay cannot start, 2 for a usage error.
 
 use clap::Parser;
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use tether_relay::{cli, Relay, RelayOptions};
 use tracing_subscriber::EnvFilter;
@@ -40,18 +40,7 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // Listening before the ready line: a SIGTERM right after it still shuts down gracefully.
-    let signal = cli::ShutdownSignal::install();
-    {
-        // The ready line is the binary's contract with scripts, so it goes to stdout.
-        #[allow(clippy::print_stdout)]
-        {
-            println!("{}", cli::ready_line(&relay));
-        }
-        let _ = std::io::stdout().flush();
-    }
-
-    signal.recv().await;
+    cli::announce_and_wait(&relay).await;
     tracing::info!("shutting down");
     relay.shutdown().await;
     ExitCode::SUCCESS

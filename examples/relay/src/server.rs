@@ -9,7 +9,7 @@
 use crate::auth::{self, Access};
 use crate::config::RelayConfig;
 use crate::http::{self, HeadError, RequestHead};
-use crate::hub::{is_valid_name, Hub};
+use crate::hub::Hub;
 use crate::stats::Stats;
 use crate::{sse, ws};
 use std::io;
@@ -304,7 +304,8 @@ async fn route(
     };
 
     if let Some(raw) = head.path.strip_prefix("/sse/") {
-        let channel = http::percent_decode(raw, false).filter(|c| is_valid_name(c));
+        let channel =
+            http::percent_decode(raw, false).filter(|c| tether_core::validate_channel(c).is_ok());
         let Some(channel) = channel else {
             return http::respond(&mut stream, 400, "Bad Request", &[], "invalid channel name")
                 .await;

@@ -17,7 +17,6 @@ use serde_json::Value;
 use std::collections::HashSet;
 use std::sync::Arc;
 use tether_core::protocol::{ClientMessage, DecodeError, ServerMessage};
-use tether_core::MAX_CHANNEL_LEN;
 use tokio::time::Instant;
 
 /// Close code for a missing or refused token (protocol: `unauthorized`).
@@ -301,9 +300,8 @@ impl Session {
         match tether_core::validate_channel(channel) {
             Ok(()) => true,
             Err(why) => {
-                let message = format!(
-                    "invalid channel name ({why}): 1–{MAX_CHANNEL_LEN} bytes without control characters"
-                );
+                // The core's own wording, as a client refusing the name would say it.
+                let message = format!("invalid channel name: {why}");
                 self.reply_error(code::INVALID_CHANNEL, message, id.map(str::to_owned));
                 false
             }
