@@ -110,8 +110,23 @@ fn main() -> Result<(), BoxError> {
     if let Some(addr) = server::serve_command(&args) {
         return Ok(server::serve(addr)?);
     }
-    let conns: usize = args.get(1).map_or(Ok(1_000), |a| a.parse())?;
-    let trace: usize = args.get(2).map_or(Ok(0), |a| a.parse())?;
+    let number = |at: usize, name: &str, default: usize| -> Result<usize, BoxError> {
+        args.get(at).map_or(Ok(default), |a| {
+            a.parse()
+                .map_err(|e| format!("{name} must be a whole number, not {a:?}: {e}").into())
+        })
+    };
+    let conns = number(1, "CONNS", 1_000)?;
+    let trace = number(2, "TRACE_SIZE", 0)?;
+    if conns == 0 {
+        return Err("CONNS must be at least 1 (per-connection figures of no connections)".into());
+    }
+    // Each connection is a socket here and one in the server child: refuse a count the open
+    // file limit cannot hold instead of retrying connections that can never be made.
+    let limit = tether_bench::sys::raise_nofile(conns as u64 + 256);
+    if (conns as u64) + 64 > limit {
+        return Err(format!("CONNS {conns} exceeds the open file limit ({limit}) minus 64").into());
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -126,16 +141,22 @@ async fn measure(conns: usize, trace: usize) -> Result<(), BoxError> {
 
     let connect = || async {
         let (client, mut events) = tether::Client::builder(url.as_str()).connect()?;
-        loop {
-            match events.recv().await {
-                Some(tether::Event::StateChanged {
-                    to: tether::State::Open,
-                    ..
-                }) => return Ok::<_, BoxError>((client, events)),
-                Some(_) => {}
-                None => return Err("client ended".into()),
+        let open = async {
+            loop {
+                match events.recv().await {
+                    Some(tether::Event::StateChanged {
+                        to: tether::State::Open,
+                        ..
+                    }) => return Ok::<_, BoxError>((client, events)),
+                    Some(_) => {}
+                    None => return Err("client ended".into()),
+                }
             }
-        }
+        };
+        // A connection that cannot open (server gone, limits) fails the run, not hangs it.
+        tokio::time::timeout(Duration::from_secs(10), open)
+            .await
+            .map_err(|_| "a client did not open within 10 s")?
     };
     // Warm-up: one-time costs (shared TLS/HTTP context, runtime, lazy statics).
     let (warm, events) = connect().await?;

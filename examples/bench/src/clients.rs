@@ -106,7 +106,6 @@ pub async fn pipelined(
     window: usize,
     payload: &str,
 ) -> Result<Sample, BoxError> {
-    let window = window.max(1);
     let mut stamps: VecDeque<Instant> = VecDeque::with_capacity(window);
     match kind {
         Kind::Raw => {

@@ -38,9 +38,6 @@ enum What {
     Memory,
     /// Reconnect after a server outage.
     Reconnect,
-    /// (internal) run the echo server.
-    #[value(hide = true)]
-    Serve,
     /// (internal) open idle connections and report RSS.
     #[value(hide = true)]
     MemoryChild,
@@ -60,26 +57,26 @@ struct Cli {
     #[arg(long, default_value_t = 200_000)]
     tput_count: usize,
     /// Pipelined messages in flight.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, value_parser = at_least_one::<usize>)]
     window: usize,
     /// Message size in bytes (text).
     #[arg(long, default_value_t = 64)]
     size: usize,
     /// Repeats of the round-trip and throughput phases (raw and tether interleaved); the
     /// table shows medians.
-    #[arg(long, default_value_t = 5, value_parser = at_least_one)]
+    #[arg(long, default_value_t = 5, value_parser = at_least_one::<usize>)]
     repeat: usize,
     /// Idle connections for the memory figure.
-    #[arg(long, default_value_t = 2_000)]
+    #[arg(long, default_value_t = 2_000, value_parser = at_least_one::<usize>)]
     conns: usize,
     /// Real reconnect runs per profile.
-    #[arg(long, default_value_t = 7, value_parser = at_least_one)]
+    #[arg(long, default_value_t = 7, value_parser = at_least_one::<usize>)]
     runs: usize,
     /// How long the server stays down, ms.
     #[arg(long, default_value_t = 2_000)]
     outage_ms: u64,
     /// The app sends one message every this many ms during the reconnect benchmark.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 50, value_parser = at_least_one::<u64>)]
     interval_ms: u64,
     /// Seeds for the virtual-time reconnect model.
     #[arg(long, default_value_t = 10_000)]
@@ -106,9 +103,6 @@ struct Cli {
     /// Print every repeat's figures.
     #[arg(long)]
     verbose: bool,
-    /// (internal) server address to bind.
-    #[arg(long, hide = true, default_value = "127.0.0.1:0")]
-    addr: String,
     /// (internal) server URL for a memory child.
     #[arg(long, hide = true, default_value = "")]
     url: String,
@@ -130,9 +124,10 @@ enum Runtime {
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
-    if cli.what == What::Serve {
-        return match server::serve(&cli.addr) {
+    // The server child (`ServerProcess::spawn`): its command line is the server's own.
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(addr) = server::serve_command(&args) {
+        return match server::serve(addr) {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("echo server: {e}");
@@ -140,6 +135,7 @@ fn main() -> std::process::ExitCode {
             }
         };
     }
+    let cli = Cli::parse();
     let runtime = match cli.runtime {
         Runtime::MultiThread => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -233,7 +229,7 @@ async fn run(cli: &Cli) -> Result<(), BoxError> {
         let opts = reconnect::Options {
             runs: cli.runs,
             outage: Duration::from_millis(cli.outage_ms),
-            interval: Duration::from_millis(cli.interval_ms.max(1)),
+            interval: Duration::from_millis(cli.interval_ms),
             model_seeds: cli.model_seeds,
             verbose: cli.verbose,
         };
@@ -312,10 +308,15 @@ where
     Ok((raw, tether))
 }
 
-/// A count of runs or repeats: a median of none would be no figure, so 0 is refused.
-fn at_least_one(arg: &str) -> Result<usize, String> {
-    match arg.parse::<usize>() {
-        Ok(0) => Err("must be at least 1 (a median of no runs is no figure)".to_owned()),
+/// A count or interval that 0 would make meaningless (a median of no runs, a window of no
+/// messages, a send every 0 ms), so 0 is refused rather than silently raised to 1.
+fn at_least_one<T>(arg: &str) -> Result<T, String>
+where
+    T: std::str::FromStr + PartialEq + From<u8>,
+    T::Err: std::fmt::Display,
+{
+    match arg.parse::<T>() {
+        Ok(n) if n == T::from(0) => Err("must be at least 1".to_owned()),
         Ok(n) => Ok(n),
         Err(e) => Err(e.to_string()),
     }

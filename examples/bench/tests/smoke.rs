@@ -45,10 +45,16 @@ fn every_benchmark_runs_end_to_end_with_tiny_counts() {
 }
 
 #[test]
-fn zero_runs_are_refused_with_a_clear_error() {
-    for flag in ["--runs", "--repeat"] {
+fn zero_counts_are_refused_with_a_clear_error() {
+    // Each under a benchmark that reads it, so a regression fails fast instead of running.
+    for (what, flag) in [
+        ("reconnect", "--runs"),
+        ("rtt", "--repeat"),
+        ("throughput", "--window"),
+        ("reconnect", "--interval-ms"),
+    ] {
         let output = Command::new(env!("CARGO_BIN_EXE_tether-bench"))
-            .args(["reconnect", flag, "0"])
+            .args([what, flag, "0"])
             .output()
             .expect("the bench binary runs");
         let stderr = String::from_utf8_lossy(&output.stderr);
