@@ -99,10 +99,10 @@ impl Client {
     /// Sends a channel-less message (Tether mode) and waits for the server's ack, at most
     /// `timeout_ms` (`null`: until acked or dropped). Returns the stored offset, if any.
     ///
-    /// After `TimedOut` the message is never sent again: if it was still waiting to be sent
+    /// After `AckTimedOut` the message is never sent again: if it was still waiting to be sent
     /// it is dropped (a `Dropped` event with reason `Expired`); if it was already written, an
     /// `Acked` event means the server has it, while a `Dropped` event leaves the outcome
-    /// unknown: the server may have stored it and lost the ack (see `ClientError.TimedOut`).
+    /// unknown: the server may have stored it and lost the ack (see `ClientError.AckTimedOut`).
     pub async fn send_acked(
         &self,
         payload: Payload,
@@ -116,7 +116,7 @@ impl Client {
     }
 
     /// Publishes to `channel` and waits for the server's ack, at most `timeout_ms` (`null`:
-    /// until acked or dropped). Returns the message's offset in the channel. After `TimedOut`
+    /// until acked or dropped). Returns the message's offset in the channel. After `AckTimedOut`
     /// the message is never sent again (see `sendAcked`).
     pub async fn publish_acked(
         &self,

@@ -52,19 +52,21 @@ pub enum ClientError {
         /// Why.
         reason: DropReason,
     },
-    /// The ack or reply did not arrive within the timeout. An acked message is never sent
-    /// after that: if it was not written yet it has been dropped (a `Dropped` event, reason
-    /// `Expired`); if it was, it awaits the server's answer. An `Acked` event then means the
-    /// server has it; a `Dropped` event only that its ack was never seen: the outcome is
-    /// unknown, the server may have stored it (the ack lost with the connection), and sending
-    /// it again creates a new message id the server cannot de-duplicate against this one.
+    /// A request's reply did not arrive within its timeout.
     #[error("timed out")]
-    TimedOut {
-        /// For an acked send: the message's id, which its later `Acked` or `Dropped` event
-        /// carries. `null` for a request.
-        message_id: Option<u64>,
-        /// For an acked send: what became of the message. `null` for a request.
-        status: Option<Unacked>,
+    TimedOut,
+    /// An acknowledged send's ack did not arrive within its timeout, which was also the
+    /// message's TTL, so it is never sent after this. `status` says what became of it:
+    /// `Expired` (it was not written: dropped, with a `Dropped` event, reason `Expired`) or
+    /// `AwaitingAck` (written: an `Acked` event means the server has it; a `Dropped` event
+    /// only that its ack was never seen, so the outcome is unknown and sending it again
+    /// creates a new message id the server cannot de-duplicate against this one).
+    #[error("not acknowledged in time: message {message_id} {status:?}")]
+    AckTimedOut {
+        /// The message's id, which its later `Acked` or `Dropped` event carries.
+        message_id: u64,
+        /// What became of it.
+        status: Unacked,
     },
     /// The connection dropped after the request was sent; its reply is lost. Retry it.
     #[error("the connection was lost before the reply")]
@@ -82,7 +84,7 @@ pub enum ClientError {
 }
 
 /// What became of an acked message whose acknowledgement did not come in time
-/// (`ClientError.TimedOut`).
+/// (`ClientError.AckTimedOut`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
 pub enum Unacked {
     /// It was never written (or not re-sent after a reconnect) before its TTL, the timeout:
@@ -148,9 +150,9 @@ impl From<tether::AckError> for ClientError {
             tether::AckError::Dropped(reason) => ClientError::Dropped {
                 reason: reason.into(),
             },
-            tether::AckError::TimedOut { id, status } => ClientError::TimedOut {
-                message_id: Some(id.get()),
-                status: Some(status.into()),
+            tether::AckError::TimedOut { id, status } => ClientError::AckTimedOut {
+                message_id: id.get(),
+                status: status.into(),
             },
             // The client task stopped: for the app that is a closed client.
             _ => ClientError::Closed,
@@ -171,10 +173,7 @@ impl From<tether::RequestError> for ClientError {
 impl From<tether::RequestFailure> for ClientError {
     fn from(failure: tether::RequestFailure) -> Self {
         match failure {
-            tether::RequestFailure::TimedOut => ClientError::TimedOut {
-                message_id: None,
-                status: None,
-            },
+            tether::RequestFailure::TimedOut => ClientError::TimedOut,
             tether::RequestFailure::ConnectionLost => ClientError::ConnectionLost,
             tether::RequestFailure::Closed => ClientError::Closed,
             tether::RequestFailure::Overflow => ClientError::Dropped {

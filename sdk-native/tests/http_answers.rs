@@ -15,7 +15,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::time::timeout;
 
-/// Answers every request with `response(now)` and counts the requests. Returns the address.
+/// Answers every request with `response()` and counts the requests. Returns the address.
 async fn http_server(
     response: impl Fn() -> String + Send + Sync + 'static,
 ) -> (std::net::SocketAddr, Arc<AtomicUsize>) {

@@ -590,13 +590,13 @@ fun main() {
                     val h = c.addListener(rec)
                     c.connect()
                     val t0 = System.nanoTime()
-                    val timedOut = expectThrows<ClientException.TimedOut> { c.sendAcked(json("1"), 300uL) }
+                    val timedOut = expectThrows<ClientException.AckTimedOut> { c.sendAcked(json("1"), 300uL) }
                     val took = (System.nanoTime() - t0) / 1_000_000
                     check(took in 250..5_000) { "timed out after $took ms" }
                     // Never written, so the error says it expired, and names the message the
                     // Dropped event (the timeout was its TTL) names.
                     check(timedOut.status == Unacked.EXPIRED) { timedOut }
-                    val timedOutId = checkNotNull(timedOut.messageId) { timedOut }
+                    val timedOutId = timedOut.messageId
                     rec.next("the timed-out send dropped") {
                         it is ClientEvent.Dropped && it.reason == DropReason.Expired && timedOutId in it.ids
                     }
