@@ -181,6 +181,9 @@ export class TetherClient extends Emitter {
       throw new TetherError('not_initialized',
         'tether-web is not initialised: `await init()` first, or use `await TetherClient.connect(url, options)`');
     }
+    if (options === null || typeof options !== 'object') {
+      throw new TetherError('invalid_config', 'options must be an object');
+    }
     const { token, wasm, autoConnect, ...rest } = options;
     if (token !== undefined && typeof token !== 'function') {
       throw new TetherError('invalid_config', 'token must be a function returning a token or a promise of one');
@@ -189,8 +192,18 @@ export class TetherClient extends Emitter {
     this._requests = new Map();
     this._docs = new Map();
     this._token = token;
-    this._raw = call(() => new WasmClient(String(url), JSON.stringify({ ...rest, hasToken: !!token }),
-      (kind, json, bytes) => this._dispatch(kind, json, bytes)));
+    let text;
+    try {
+      // JSON drops functions and symbols and turns NaN and Infinity into null, which would
+      // read as "not set": they travel as text naming them, so the module refuses the option
+      // by name. A bigint would throw, and a cycle does.
+      text = JSON.stringify({ ...rest, hasToken: !!token }, (_, v) =>
+        ((typeof v === 'number' && !isFinite(v)) || ['function', 'symbol', 'bigint'].includes(typeof v)
+          ? `${typeof v} ${String(v)}` : v));
+    } catch (e) {
+      throw new TetherError('invalid_config', `options cannot be read: ${e.message}`);
+    }
+    this._raw = call(() => new WasmClient(String(url), text, (kind, json, bytes) => this._dispatch(kind, json, bytes)));
     // Connect after the caller had the chance to attach handlers.
     if (autoConnect !== false) queueMicrotask(() => this._raw && call(() => this._raw.command(CONNECT, '')));
   }

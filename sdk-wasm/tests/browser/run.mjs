@@ -204,6 +204,11 @@ test('errors are TetherErrors with a code', async ({ page, base }) => {
       tokenPlacementWithoutToken: code(() => new tether.TetherClient('ws://x', { tokenPlacement: 'header' })),
       lowAboveHigh: code(() => new tether.TetherClient('ws://x', { backpressure: { highWaterBytes: 1000, lowWaterBytes: 2000 } })),
       fine: code(() => new tether.TetherClient('ws://x', { subprotocols: ['chat'], backpressure: { highWaterBytes: 1000 }, autoConnect: false })),
+      // Values JSON would drop or turn into null ("not set") are refused by name.
+      nanOption: code(() => new tether.TetherClient('ws://x', { connectTimeoutMs: NaN })),
+      functionOption: code(() => new tether.TetherClient('ws://x', { onError: () => {} })),
+      bigintOption: code(() => new tether.TetherClient('ws://x', { seed: 1n })),
+      nullOptions: code(() => new tether.TetherClient('ws://x', null)),
       // Arguments of the wrong type are refused, not coerced by the bindings.
       ackString: code(() => raw.send('x', { ack: 'no' })),
       ttlString: code(() => raw.send('x', { ttlMs: '100' })),
@@ -222,6 +227,10 @@ test('errors are TetherErrors with a code', async ({ page, base }) => {
   });
   assert.deepEqual([r.ackString[1], r.ttlString[1], r.closeCodeString[1], r.drainWithCode[1]],
     ['invalid_argument', 'invalid_argument', 'invalid_argument', 'invalid_argument']);
+  for (const [key, named] of [['nanOption', 'connectTimeoutMs'], ['functionOption', 'onError'], ['bigintOption', 'seed'], ['nullOptions', 'options']]) {
+    assert.deepEqual(r[key].slice(0, 2), [true, 'invalid_config'], key);
+    assert.match(r[key][2], new RegExp(named), key);
+  }
   assert.deepEqual(r.tetherChannels, ['invalid_channel', 'invalid_channel', 'invalid_channel', 'no error']);
   assert.deepEqual(r.publishBytesRaw.slice(0, 2), [true, 'needs_tether_protocol']);
   assert.equal(r.requestBytesRaw, 'needs_tether_protocol');
