@@ -2,6 +2,8 @@
 //! the server goes away and comes back, close.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -54,11 +56,7 @@ async fn open_echo_client() -> (Client, tether::Events, tokio::task::JoinHandle<
 
 async fn next_message(events: &mut tether::Events) -> Payload {
     loop {
-        match timeout(Duration::from_secs(5), events.recv())
-            .await
-            .unwrap()
-            .unwrap()
-        {
+        match common::next_event(events).await {
             Event::Message(m) => return m.payload,
             _ => continue,
         }

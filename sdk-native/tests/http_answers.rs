@@ -13,7 +13,6 @@ use tether::{
 };
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
-use tokio::time::timeout;
 
 /// Answers every request with `response()` and counts the requests. Returns the address.
 async fn http_server(
@@ -53,10 +52,7 @@ fn web_page() -> String {
 async fn events_until_closed(events: &mut Events) -> Vec<Event> {
     let mut seen = Vec::new();
     loop {
-        let event = timeout(Duration::from_secs(5), events.recv())
-            .await
-            .expect("the client should stop, not retry for ever")
-            .unwrap();
+        let event = common::next_event(events).await;
         let closed = matches!(&event, Event::StateChanged { to, .. } if to.is_closed());
         seen.push(event);
         if closed {
@@ -84,10 +80,7 @@ async fn a_web_page_is_reported_on_every_attempt(scheme: &str) {
         .unwrap();
     let (mut reported, mut causes) = (0, 0);
     while causes < 3 {
-        let event = timeout(Duration::from_secs(5), events.recv())
-            .await
-            .expect("the client should keep trying")
-            .unwrap();
+        let event = common::next_event(&mut events).await;
         reported += usize::from(says_wrong_url(&event));
         if let Event::ReconnectScheduled { cause, .. } = &event {
             assert_eq!(*cause, DisconnectCause::Http { status: 200 });
@@ -154,11 +147,7 @@ async fn retry_after_as_an_http_date_delays_the_next_attempt() {
         .connect()
         .unwrap();
     let (delay, cause) = loop {
-        match timeout(Duration::from_secs(5), events.recv())
-            .await
-            .unwrap()
-            .unwrap()
-        {
+        match common::next_event(&mut events).await {
             Event::ReconnectScheduled { delay, cause, .. } => break (delay, cause),
             _ => continue,
         }

@@ -9,7 +9,6 @@ use std::time::Duration;
 use tether::{Client, EngineError, Event, Events, Payload};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
-use tokio::time::timeout;
 
 const HEAD: &str =
     "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n";
@@ -52,18 +51,11 @@ async fn sse_server(
     (addr, seen)
 }
 
-async fn next_event(events: &mut Events) -> Event {
-    timeout(Duration::from_secs(5), events.recv())
-        .await
-        .expect("an event within 5 s")
-        .unwrap()
-}
-
 /// Messages and errors, in order, until `stop` is delivered.
 async fn until_message(events: &mut Events, stop: &str) -> Vec<Result<String, EngineError>> {
     let mut got = Vec::new();
     loop {
-        match next_event(events).await {
+        match common::next_event(events).await {
             Event::Message(m) => {
                 let Payload::Text(text) = m.payload else {
                     panic!("{:?}", m.payload)

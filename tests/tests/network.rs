@@ -674,6 +674,14 @@ async fn an_acked_send_that_times_out_unsent_is_dropped_and_reported() {
     drop(silent);
 }
 
+/// The id and status of an acked send that timed out; any other outcome fails the test.
+fn timed_out<T: std::fmt::Debug>(result: Result<T, AckError>) -> (tether::MessageId, Unacked) {
+    match result {
+        Err(AckError::TimedOut { id, status }) => (id, status),
+        other => panic!("expected a timeout: {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn an_acked_send_written_before_its_timeout_awaits_its_ack_and_is_never_resent() {
     let relay = relay().await;
@@ -694,9 +702,7 @@ async fn an_acked_send_written_before_its_timeout_awaits_its_ack_and_is_never_re
     proxy.set_mode(Mode::BlackHole);
     let late = AckedOptions::timeout(ms(300));
     let err = writer.publish_acked_with("room", json!("late"), late).await;
-    let Err(AckError::TimedOut { id, status }) = err else {
-        panic!("{err:?}");
-    };
+    let (id, status) = timed_out(err);
     assert_eq!(status, Unacked::AwaitingAck);
     assert_eq!(writer.outbox_len(), 1, "it awaits its ack in the outbox");
     proxy.set_mode(Mode::Forward);
@@ -710,9 +716,7 @@ async fn an_acked_send_written_before_its_timeout_awaits_its_ack_and_is_never_re
     // Written, then the connection dies: after the reconnect it is dropped, not re-sent.
     proxy.set_mode(Mode::BlackHole);
     let err = writer.publish_acked_with("room", json!("lost"), late).await;
-    let Err(AckError::TimedOut { id, status }) = err else {
-        panic!("{err:?}");
-    };
+    let (id, status) = timed_out(err);
     assert_eq!(status, Unacked::AwaitingAck);
     proxy.kill_all();
     // Forwarding again only once the old connection is gone, which held the frame.

@@ -1,8 +1,20 @@
 //! Helpers shared by the native integration tests (each test file is its own crate and
 //! includes this module with `mod common;`).
+// Not every test crate that includes this module uses every helper.
+#![allow(dead_code)]
 
+use std::time::Duration;
+use tether::{Event, Events};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
+
+/// The client's next event, failing the test if none comes within 5 s (or the stream ended).
+pub async fn next_event(events: &mut Events) -> Event {
+    tokio::time::timeout(Duration::from_secs(5), events.recv())
+        .await
+        .expect("an event within 5 s")
+        .expect("the client's events have not ended")
+}
 
 /// Reads an HTTP request head (up to the blank line) from `tcp`; `None` if the peer closed or
 /// failed first.
