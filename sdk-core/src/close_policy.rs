@@ -227,16 +227,34 @@ impl ClosePolicy {
                 });
             }
         }
-        // An empty range (first > last) would never match: refused rather than ignored.
+        // An empty range (first > last), or one outside what can be received (WebSocket close
+        // codes 1000-4999, HTTP statuses 100-599), would never match: refused, not ignored.
         let ranges = [
-            ("close_policy.code_overrides", &self.code_overrides),
-            ("close_policy.status_overrides", &self.status_overrides),
+            (
+                "close_policy.code_overrides",
+                &self.code_overrides,
+                1000..=4999,
+                "a range is outside the close codes 1000-4999",
+            ),
+            (
+                "close_policy.status_overrides",
+                &self.status_overrides,
+                100..=599,
+                "a range is outside the HTTP statuses 100-599",
+            ),
         ];
-        for (field, overrides) in ranges {
-            if overrides.iter().any(|(range, _)| range.is_empty()) {
+        for (field, overrides, valid, outside) in ranges {
+            for (range, _) in overrides.iter() {
+                let reason = if range.is_empty() {
+                    "a range is empty (its first value is above its last)"
+                } else if !valid.contains(range.start()) || !valid.contains(range.end()) {
+                    outside
+                } else {
+                    continue;
+                };
                 return Err(ConfigError {
                     field,
-                    reason: "a range is empty (its first value is above its last)".to_owned(),
+                    reason: reason.to_owned(),
                 });
             }
         }
@@ -305,6 +323,25 @@ impl ReasonAdvice {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn override_ranges_outside_what_can_arrive_are_refused() {
+        let build = |p: ClosePolicy| crate::Config::builder("ws://x").close_policy(p).build();
+        let refused = |p: ClosePolicy| build(p).unwrap_err().field;
+        assert_eq!(
+            refused(ClosePolicy::default().with_code(500..=1000, Disposition::Terminal)),
+            "close_policy.code_overrides"
+        );
+        assert_eq!(
+            refused(ClosePolicy::default().with_code(4999..=5000, Disposition::Terminal)),
+            "close_policy.code_overrides"
+        );
+        assert_eq!(
+            refused(ClosePolicy::default().with_status(99..=200, Disposition::Terminal)),
+            "close_policy.status_overrides"
+        );
+        assert!(build(ClosePolicy::default().with_code(1000..=4999, Disposition::Retry)).is_ok());
+    }
 
     #[test]
     fn restart_advice_is_read_back_as_written() {

@@ -408,16 +408,16 @@ fn with_code_rules(mut policy: ClosePolicy, list: &Value) -> Option<ClosePolicy>
         if !keys.all(|k| ["from", "to", "action"].contains(&k.as_str())) {
             return None;
         }
+        // The shape only: which ranges are valid is the engine's rule (`ClosePolicy`).
         let code = |key| {
             rule.get(key)
                 .and_then(Value::as_u64)
                 .and_then(|c| u16::try_from(c).ok())
-                .filter(|c| (1000..=4999).contains(c))
         };
         let from = code("from")?;
         let to = match rule.get("to") {
             None | Some(Value::Null) => from,
-            Some(_) => code("to").filter(|to| *to >= from)?,
+            Some(_) => code("to")?,
         };
         let action = match rule.get("action").and_then(Value::as_str)? {
             "retry" => Disposition::Retry,
