@@ -84,7 +84,7 @@ pub enum ClientError {
 }
 
 /// What became of an acked message whose acknowledgement did not come in time
-/// (`ClientError.AckTimedOut`).
+/// (`ClientError.AckTimedOut`, the `AckTimedOut` event).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
 pub enum Unacked {
     /// It was never written (or not re-sent after a reconnect) before its TTL, the timeout:
@@ -121,6 +121,10 @@ impl From<tether::SendError> for ClientError {
                 reason: "binary payloads need the raw protocol".to_owned(),
             },
             tether::SendError::InvalidChannel(name) => invalid_channel(name),
+            tether::SendError::InvalidOptions(reason) => ClientError::InvalidArgument {
+                argument: "options".to_owned(),
+                reason: reason.to_owned(),
+            },
             other => ClientError::InvalidArgument {
                 argument: "message".to_owned(),
                 reason: other.to_string(),

@@ -3,6 +3,7 @@
 //! loopback and LAN round trips are far below one).
 
 use crate::document_event::{ChangeOrigin, KeyChange};
+use crate::error::Unacked;
 use crate::state::{ConnectionState, EngineClock};
 
 /// Something that happened to the client, delivered in order to each
@@ -46,6 +47,15 @@ pub enum ClientEvent {
         id: u64,
         /// Where it was stored, if on a channel.
         offset: Option<u64>,
+    },
+    /// An acknowledged message's `timeoutMs` passed without its ack. `status` says whether it
+    /// was dropped unsent (a `Dropped` event follows at once) or still awaits its ack (an
+    /// `Acked` or `Dropped` event follows later).
+    AckTimedOut {
+        /// The id `publishWith`/`sendWith` returned.
+        id: u64,
+        /// What became of it.
+        status: Unacked,
     },
     /// A channel subscription became active (on every open, for every channel).
     Subscribed {
@@ -234,6 +244,16 @@ pub enum EngineIssue {
         /// The provider's error.
         message: String,
     },
+    /// An SSE `id:`, `event:` or `retry:` line was over the limit and was ignored (an id that
+    /// long is not resumed from); the stream goes on.
+    SseLineTooLong {
+        /// The field name.
+        field: String,
+        /// Its length in bytes.
+        size: u64,
+        /// The limit it exceeds.
+        max: u64,
+    },
 }
 
 impl ClientEvent {
@@ -262,6 +282,10 @@ impl ClientEvent {
             tether::Event::Acked { id, offset } => ClientEvent::Acked {
                 id: id.get(),
                 offset,
+            },
+            tether::Event::AckTimedOut { id, status } => ClientEvent::AckTimedOut {
+                id: id.get(),
+                status: status.into(),
             },
             tether::Event::Subscribed {
                 channel,
@@ -392,6 +416,13 @@ impl From<tether::EngineError> for EngineIssue {
             tether::EngineError::Server { code, message } => EngineIssue::Server { code, message },
             tether::EngineError::Transport(message) => EngineIssue::Transport { message },
             tether::EngineError::Token(message) => EngineIssue::Token { message },
+            tether::EngineError::SseLineTooLong { field, size, max } => {
+                EngineIssue::SseLineTooLong {
+                    field: field.to_owned(),
+                    size: size as u64,
+                    max: max as u64,
+                }
+            }
             _ => EngineIssue::Transport { message },
         }
     }

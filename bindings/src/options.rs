@@ -18,6 +18,11 @@ pub struct SendOptions {
     /// `messageTtlMs`.
     #[uniffi(default)]
     pub ttl_ms: Option<u64>,
+    /// Stop waiting for the acknowledgement after this many milliseconds (acknowledged sends
+    /// only): an `AckTimedOut` event then says whether the message was dropped unsent or
+    /// still awaits its ack. It also caps the TTL. `null`: no limit.
+    #[uniffi(default)]
+    pub timeout_ms: Option<u64>,
 }
 
 impl From<SendOptions> for tether::SendOptions {
@@ -25,6 +30,7 @@ impl From<SendOptions> for tether::SendOptions {
         tether::SendOptions {
             ack: o.ack,
             ttl: o.ttl_ms.map(Duration::from_millis),
+            timeout: o.timeout_ms.map(Duration::from_millis),
         }
     }
 }
@@ -42,8 +48,10 @@ mod tests {
         let once = tether::SendOptions::from(SendOptions {
             ack: Some(false),
             ttl_ms: Some(1500),
+            timeout_ms: Some(900),
         });
         assert_eq!(once.ack, Some(false));
         assert_eq!(once.ttl, Some(Duration::from_millis(1500)));
+        assert_eq!(once.timeout, Some(Duration::from_millis(900)));
     }
 }

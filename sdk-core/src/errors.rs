@@ -61,12 +61,16 @@ pub enum SendError {
     /// The channel name is empty or too long.
     #[error("invalid channel name: {0}")]
     InvalidChannel(String),
+    /// The send options contradict each other (for example a timeout on an unacknowledged
+    /// send).
+    #[error("invalid send options: {0}")]
+    InvalidOptions(&'static str),
 }
 
 impl SendError {
     /// A stable machine-readable name for the refusal, the one every SDK reports (the browser
     /// package's `TetherError.code`): `too_large`, `outbox_full`, `closed`, `closing`,
-    /// `needs_tether_protocol`, `binary_in_tether_mode`, `invalid_channel`.
+    /// `needs_tether_protocol`, `binary_in_tether_mode`, `invalid_channel`, `invalid_options`.
     pub fn code(&self) -> &'static str {
         match self {
             SendError::TooLarge { .. } => "too_large",
@@ -75,6 +79,7 @@ impl SendError {
             SendError::Closing => "closing",
             SendError::NeedsTetherProtocol(_) => "needs_tether_protocol",
             SendError::BinaryInTetherMode => "binary_in_tether_mode",
+            SendError::InvalidOptions(_) => "invalid_options",
             SendError::InvalidChannel(_) => "invalid_channel",
         }
     }

@@ -417,6 +417,20 @@ pub enum EngineError {
     /// The token provider failed; the attempt was abandoned.
     #[error("token provider failed: {0}")]
     Token(String),
+    /// An SSE `id:`, `event:` or `retry:` line was longer than the limit and was ignored;
+    /// the stream goes on. For `id`, the resume position stays what it was (an id that long
+    /// would be refused by servers when sent back as `Last-Event-ID`).
+    #[error("SSE {field} line of {size} bytes exceeds the limit of {max}; it was ignored")]
+    SseLineTooLong {
+        /// The field name.
+        field: &'static str,
+        /// The line's length in bytes, against the line limit (the message limit plus a
+        /// field name); for an `id` line within that but with a value over
+        /// `MAX_EVENT_ID_LEN`, the value's length, against that.
+        size: usize,
+        /// The limit `size` exceeds.
+        max: usize,
+    },
 }
 
 impl EngineError {
@@ -429,7 +443,49 @@ impl EngineError {
             EngineError::Server { .. } => "server",
             EngineError::Transport(_) => "transport",
             EngineError::Token(_) => "token",
+            EngineError::SseLineTooLong { .. } => "sse_line_too_long",
         }
+    }
+}
+
+/// What became of a message whose acknowledgement timeout passed: the status in
+/// [`Event::AckTimedOut`]. It is never lost silently: either it has been reported dropped, or
+/// an event will report how it ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Unacked {
+    /// Its TTL (the timeout) passed before it could be written, or re-sent after a reconnect:
+    /// it has left the outbox, reported in the `Event::Dropped` (reason `Expired`) that
+    /// follows, and
+    /// nothing more will come of it. (If it was written on an earlier connection, the server
+    /// may have it.)
+    Expired,
+    /// It was written on the current connection and the server has not acknowledged it yet:
+    /// it stays in the outbox until an `Event::Acked` (the server has it) or `Event::Dropped`
+    /// names it. It is not re-sent: if the connection drops first, it expires (`Dropped`,
+    /// reason `Expired`). A `Dropped` then does not mean the server lacks it, only that its
+    /// ack was never seen: the outcome is unknown, as the ack may have been lost with the
+    /// connection after the server stored it. Sending the payload again creates a new
+    /// message id, which the server cannot de-duplicate against this one.
+    AwaitingAck,
+}
+
+impl Unacked {
+    /// A stable machine-readable name, the one every SDK reports: `expired`, `awaiting_ack`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Unacked::Expired => "expired",
+            Unacked::AwaitingAck => "awaiting_ack",
+        }
+    }
+}
+
+impl std::fmt::Display for Unacked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Unacked::Expired => "expired and was dropped",
+            Unacked::AwaitingAck => "was written and still awaits its acknowledgement",
+        })
     }
 }
 
@@ -468,6 +524,16 @@ pub enum Event {
         id: MessageId,
         /// Where it was stored, if on a channel.
         offset: Option<u64>,
+    },
+    /// An acknowledged message's timeout ([`SendOptions::timeout`](crate::SendOptions))
+    /// passed without its ack. Emitted once, never for a message already acknowledged or
+    /// dropped; `status` says whether it has left the outbox (a `Dropped` follows at once) or
+    /// still awaits its ack (an `Acked` or `Dropped` follows later).
+    AckTimedOut {
+        /// Which message.
+        id: MessageId,
+        /// What became of it.
+        status: Unacked,
     },
     /// A request got its reply.
     Replied {

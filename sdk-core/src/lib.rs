@@ -17,16 +17,16 @@
 //!   [`Engine::publish`], [`Engine::request`], [`Engine::subscribe`], [`Engine::unsubscribe`],
 //!   the shared-document commands (`Engine::open_document`, `Engine::change_document`,
 //!   `Engine::close_document` and the `doc_*` shorthands), [`Engine::close`],
-//!   [`Engine::close_after_drain`], [`Engine::expire_outbox`], [`Engine::network_changed`],
+//!   [`Engine::close_after_drain`], [`Engine::network_changed`],
 //!   [`Engine::set_foreground`].
 //! * **Inputs** from the transport: [`Engine::token_ready`], [`Engine::transport_opened`],
-//!   [`Engine::frame_received`], [`Engine::sse_event_received`],
+//!   [`Engine::frame_received`], [`Engine::sse_parsed`], [`Engine::sse_event_received`],
 //!   [`Engine::sse_event_too_large`], [`Engine::pong_received`],
 //!   [`Engine::ping_received`], [`Engine::transport_writable`], [`Engine::transport_closed`],
 //!   [`Engine::transport_failed`], and [`Engine::handle_timeout`].
 //! * **Outputs**, drained by the driver: [`Engine::poll_action`] (open a transport, send a
 //!   frame, send a ping, close, fetch a token), [`Engine::poll_event`] (state changes,
-//!   messages, drops, acks, replies, presence, RTT, errors, document changes, rejections and
+//!   messages, drops, acks, ack timeouts, replies, presence, RTT, errors, document changes, rejections and
 //!   resyncs) and [`Engine::poll_timeout`] (the next deadline).
 //!
 //! **The drain rule:** after any command or input, drain `poll_action` and `poll_event` until
@@ -137,13 +137,13 @@ pub use config::{
     HeartbeatMode, Jitter, OutboxConfig, OverflowPolicy, Protocol, TokenPlacement, TransportKind,
     MAX_CLIENT_ID_LEN,
 };
-pub use engine::{Engine, OutboxStatus, SendOptions, Unacked};
+pub use engine::{Engine, OutboxStatus, SendOptions};
 #[cfg(feature = "documents")]
 pub use errors::SyncError;
 pub use errors::{CloseError, SendError, SseEvent, SubscribeError, TransportFailure};
 pub use event::{
     CloseReason, DisconnectCause, DropReason, EngineError, Event, InboundMessage, MessageId,
-    Payload, RequestFailure, RequestId, State,
+    Payload, RequestFailure, RequestId, State, Unacked,
 };
 pub use rng::Prng;
 pub use stats::Stats;

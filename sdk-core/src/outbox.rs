@@ -7,7 +7,8 @@
 //! *queued* messages are dropped first (in-flight ones have most likely reached the server
 //! already), then the oldest in-flight ones; the caller reports every dropped id. Messages whose
 //! TTL has passed are removed before they can be sent, so nothing that timed out is ever sent
-//! late.
+//! late. An acknowledged entry may also carry an ack deadline (the app's timeout): the outbox
+//! says when it passes, queued (the entry expires with it) or in flight (it stays for its ack).
 
 use crate::action::Frame;
 use crate::config::{OutboxConfig, OverflowPolicy};
@@ -31,6 +32,9 @@ pub(crate) struct Entry {
     pub(crate) id: MessageId,
     pub(crate) frame: Frame,
     pub(crate) expires_at: Option<Instant>,
+    /// When the app stops waiting for the acknowledgement (an acked send with a timeout; never
+    /// after `expires_at`). Taken when reported, so it is reported once.
+    pub(crate) ack_due: Option<Instant>,
     pub(crate) awaiting: Awaiting,
     /// Whether it was written before (a resend after reconnect if written again).
     pub(crate) written: bool,
@@ -44,6 +48,15 @@ pub(crate) struct Outgoing {
     pub(crate) awaits: bool,
     /// It was written on an earlier connection.
     pub(crate) resend: bool,
+}
+
+/// What [`Outbox::expire`] removed.
+#[derive(Debug, Default)]
+pub(crate) struct Expired {
+    /// Every entry removed, with what it awaited, oldest first.
+    pub(crate) removed: Vec<(MessageId, Awaiting)>,
+    /// Those whose ack deadline came with their TTL: the app's wait for them ends now.
+    pub(crate) ack_due: Vec<MessageId>,
 }
 
 /// Refusals from [`Outbox::push`].
@@ -64,6 +77,9 @@ pub(crate) struct Outbox {
     /// Earliest TTL among queued entries, possibly stale-early (a spurious wake-up is harmless;
     /// rescanning on every removal would make sends O(n)).
     next_expiry: Option<Instant>,
+    /// Earliest unreported ack deadline among in-flight entries, stale-early like
+    /// `next_expiry`. (A queued entry's ack deadline is never before its expiry.)
+    next_ack_due: Option<Instant>,
 }
 
 impl Outbox {
@@ -74,6 +90,7 @@ impl Outbox {
             in_flight: VecDeque::new(),
             bytes: 0,
             next_expiry: None,
+            next_ack_due: None,
         }
     }
 
@@ -93,6 +110,12 @@ impl Outbox {
 
     pub(crate) fn next_expiry(&self) -> Option<Instant> {
         self.next_expiry
+    }
+
+    /// When an in-flight entry's ack deadline next passes (possibly early): call
+    /// [`Outbox::overdue_acks`] then.
+    pub(crate) fn next_ack_due(&self) -> Option<Instant> {
+        self.next_ack_due
     }
 
     /// Where entry `id` is: `Some(false)` queued, `Some(true)` in flight, `None` not held.
@@ -160,6 +183,9 @@ impl Outbox {
             })
         } else {
             entry.written = true;
+            if let Some(at) = entry.ack_due {
+                self.next_ack_due = Some(self.next_ack_due.map_or(at, |cur| cur.min(at)));
+            }
             let frame = entry.frame.clone();
             self.in_flight.push_back(entry);
             Some(Outgoing {
@@ -245,18 +271,21 @@ impl Outbox {
     }
 
     /// Removes queued entries whose TTL is at or before `now`; returns them.
-    pub(crate) fn expire(&mut self, now: Instant) -> Vec<(MessageId, Awaiting)> {
+    pub(crate) fn expire(&mut self, now: Instant) -> Expired {
+        let mut expired = Expired::default();
         if self.next_expiry.is_none_or(|at| at > now) {
-            return Vec::new();
+            return expired;
         }
-        let mut expired = Vec::new();
         let mut next = None::<Instant>;
         let mut bytes = self.bytes;
         self.queued.retain_mut(|e| match e.expires_at {
             Some(at) if at <= now => {
                 bytes -= e.frame.len();
+                if e.ack_due.take().is_some_and(|due| due <= now) {
+                    expired.ack_due.push(e.id);
+                }
                 let awaiting = std::mem::replace(&mut e.awaiting, Awaiting::Nothing);
-                expired.push((e.id, awaiting));
+                expired.removed.push((e.id, awaiting));
                 false
             }
             Some(at) => {
@@ -270,10 +299,33 @@ impl Outbox {
         expired
     }
 
+    /// The in-flight entries whose ack deadline is at or before `now` and not yet reported,
+    /// oldest first. They stay in flight, awaiting their ack; each is returned once.
+    pub(crate) fn overdue_acks(&mut self, now: Instant) -> Vec<MessageId> {
+        let mut overdue = Vec::new();
+        if self.next_ack_due.is_none_or(|at| at > now) {
+            return overdue;
+        }
+        let mut next = None::<Instant>;
+        for e in &mut self.in_flight {
+            match e.ack_due {
+                Some(at) if at <= now => {
+                    e.ack_due = None;
+                    overdue.push(e.id);
+                }
+                Some(at) => next = Some(next.map_or(at, |cur| cur.min(at))),
+                None => {}
+            }
+        }
+        self.next_ack_due = next;
+        overdue
+    }
+
     /// Empties the outbox (engine closing); returns every entry's id and what it awaited.
     pub(crate) fn drain_all(&mut self) -> Vec<(MessageId, Awaiting)> {
         self.bytes = 0;
         self.next_expiry = None;
+        self.next_ack_due = None;
         self.in_flight
             .drain(..)
             .chain(self.queued.drain(..))
@@ -291,6 +343,7 @@ mod tests {
             id: MessageId(id),
             frame: Frame::Text(text.to_owned()),
             expires_at: None,
+            ack_due: None,
             awaiting: Awaiting::Nothing,
             written: false,
         }
@@ -403,12 +456,38 @@ mod tests {
         assert_eq!(o.next_expiry(), Some(Instant::from_millis(10)));
         let gone: Vec<_> = o
             .expire(Instant::from_millis(15))
+            .removed
             .into_iter()
             .map(|e| e.0)
             .collect();
         assert_eq!(gone, vec![MessageId(1)]);
         assert_eq!(o.next_expiry(), Some(Instant::from_millis(20)));
         assert_eq!(o.bytes(), 10);
+    }
+
+    #[test]
+    fn ack_deadlines_are_reported_once_in_flight_and_with_expiry_when_queued() {
+        let mut o = outbox(10, 100);
+        let at = |ms| Some(Instant::from_millis(ms));
+        let mut written = acked(1, "a", "w1");
+        (written.expires_at, written.ack_due) = (at(10), at(10));
+        o.push(written).unwrap();
+        o.next_to_send().unwrap();
+        let mut queued = acked(2, "b", "w2");
+        (queued.expires_at, queued.ack_due) = (at(20), at(20));
+        o.push(queued).unwrap();
+        assert_eq!(o.next_ack_due(), at(10));
+        assert!(o.overdue_acks(Instant::from_millis(9)).is_empty());
+        assert_eq!(o.overdue_acks(Instant::from_millis(10)), vec![MessageId(1)]);
+        assert!(o.overdue_acks(Instant::from_millis(30)).is_empty(), "once");
+        assert_eq!(o.next_ack_due(), None);
+        assert_eq!(o.holds(MessageId(1)), Some(true), "still awaiting its ack");
+        let expired = o.expire(Instant::from_millis(20));
+        assert_eq!(expired.ack_due, vec![MessageId(2)]);
+        assert_eq!(
+            expired.removed,
+            vec![(MessageId(2), Awaiting::Ack("w2".into()))]
+        );
     }
 
     #[test]

@@ -71,9 +71,11 @@ pub enum SseError {
     LineTooLong {
         /// The field name.
         field: &'static str,
-        /// The line's length in bytes; for `id`, its value's (what the limit bounds).
+        /// The line's length in bytes, against the line limit (the message limit plus a
+        /// field name); for an `id` line within that but with a value over
+        /// `MAX_EVENT_ID_LEN`, the value's length, against that.
         size: usize,
-        /// The limit.
+        /// The limit `size` exceeds.
         max: usize,
     },
 }

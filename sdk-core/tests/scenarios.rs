@@ -8,9 +8,9 @@ use serde_json::json;
 use sim::{Behaviour, Sim};
 use std::time::Duration;
 use tether_core::{
-    backoff::delay_bounds, BackoffConfig, CloseReason, Config, DisconnectCause, DropReason, Event,
-    Frame, HeartbeatMode, Instant, Jitter, MessageId, Payload, Protocol, RequestFailure,
-    SendOptions, SseEvent, State, TokenPlacement,
+    backoff::delay_bounds, BackoffConfig, CloseReason, Config, DisconnectCause, DropReason,
+    EngineError, Event, Frame, HeartbeatMode, Instant, Jitter, MessageId, OutboxStatus, Payload,
+    Protocol, RequestFailure, SendOptions, SseEvent, State, TokenPlacement, Unacked,
 };
 
 fn secs(s: u64) -> Duration {
@@ -1044,79 +1044,217 @@ fn an_acked_message_expires_on_the_tick_its_ttl_shares_with_the_drain_timeout() 
     );
 }
 
+/// How the engine's queued events end messages: `AckTimedOut`, `Dropped` and `Acked`, in order,
+/// without running anything else.
+#[derive(Debug, PartialEq)]
+enum Outcome {
+    TimedOut(MessageId, Unacked),
+    Dropped(Vec<MessageId>, DropReason),
+    Acked(MessageId),
+}
+
+fn drained_outcomes(engine: &mut tether_core::Engine) -> Vec<Outcome> {
+    std::iter::from_fn(|| engine.poll_event())
+        .filter_map(|e| match e {
+            Event::AckTimedOut { id, status } => Some(Outcome::TimedOut(id, status)),
+            Event::Dropped { ids, reason } => Some(Outcome::Dropped(ids, reason)),
+            Event::Acked { id, .. } => Some(Outcome::Acked(id)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// An open Tether engine whose server takes publishes but does not acknowledge them.
+fn open_without_acks() -> Sim {
+    let mut sim = tether(Config::builder("ws://relay"));
+    sim.server.send_acks = false;
+    sim.connect_open();
+    while sim.engine.poll_event().is_some() {}
+    sim
+}
+
 #[test]
-fn expire_outbox_drops_what_is_due_and_runs_no_other_timer() {
-    let (mut sim, ids) = connecting_with_acked(&[3, 4]);
-    let (due, later) = (ids[0], ids[1]);
-    sim.engine.expire_outbox(Instant::from_millis(3000));
-    assert_eq!(sim.engine.outbox_status(due), None);
+fn an_ack_timeout_on_a_queued_message_expires_it_and_says_so_first() {
+    // Stuck connecting (connect timeout 3 s, due on the same tick as the 3 s timeout): the
+    // message was never written, so it leaves as `Expired`, announced as the app's timeout.
+    let mut sim = tether(Config::builder("ws://relay").connect_timeout(secs(3)));
+    sim.server.behaviour = Behaviour::Hang;
+    sim.connect();
+    let id = sim
+        .engine
+        .send_with(sim.now, "x", SendOptions::acked().with_timeout(secs(3)))
+        .unwrap();
+    while sim.engine.poll_event().is_some() {}
+    let tick = Instant::from_millis(3000);
+    assert_eq!(sim.engine.poll_timeout(), Some(tick));
+    sim.engine.handle_timeout(Instant::from_millis(2999));
+    assert_eq!(sim.engine.outbox_status(id), Some(OutboxStatus::Queued));
+    sim.engine.handle_timeout(tick);
+    assert_eq!(sim.engine.outbox_status(id), None);
     assert_eq!(
-        sim.engine.outbox_status(later),
-        Some(tether_core::OutboxStatus::Queued)
-    );
-    assert_eq!(
-        drained_drops(&mut sim.engine),
-        vec![(vec![due], DropReason::Expired)]
-    );
-    assert!(
-        matches!(sim.engine.state(), State::Connecting { .. }),
-        "the connect timeout is left to handle_timeout"
+        drained_outcomes(&mut sim.engine),
+        vec![
+            Outcome::TimedOut(id, Unacked::Expired),
+            Outcome::Dropped(vec![id], DropReason::Expired)
+        ]
     );
 }
 
 #[test]
-fn ack_wait_ended_says_what_became_of_the_message() {
-    use tether_core::Unacked;
-    let (mut sim, ids) = connecting_with_acked(&[3]);
-    let queued = ids[0];
-    // Before its TTL by the engine's clock it is not gone: its own event will end it.
-    assert_eq!(
-        sim.engine
-            .ack_wait_ended(Instant::from_millis(2999), queued),
-        None
-    );
-    assert_eq!(
-        sim.engine.outbox_status(queued),
-        Some(tether_core::OutboxStatus::Queued)
-    );
-    // At its TTL, never written: dropped now as Expired; the connect timeout due on the same
-    // tick is left to handle_timeout.
-    assert_eq!(
-        sim.engine
-            .ack_wait_ended(Instant::from_millis(3000), queued),
-        Some(Unacked::Expired)
-    );
-    assert_eq!(
-        drained_drops(&mut sim.engine),
-        vec![(vec![queued], DropReason::Expired)]
-    );
-    assert!(matches!(sim.engine.state(), State::Connecting { .. }));
-    // Asked again, it has left: nothing more to say.
-    assert_eq!(
-        sim.engine
-            .ack_wait_ended(Instant::from_millis(3000), queued),
-        None
-    );
-
-    // Written on the current connection and not acknowledged: it stays for its ack.
-    let mut sim = tether(Config::builder("ws://relay"));
-    sim.server.send_acks = false;
-    sim.connect_open();
-    let written = sim
+fn an_ack_timeout_on_a_written_message_keeps_it_for_its_ack() {
+    let mut sim = open_without_acks();
+    let id = sim
         .engine
-        .send_with(sim.now, "b", SendOptions::acked().with_ttl(secs(2)))
+        .send_with(sim.now, "b", SendOptions::acked().with_timeout(secs(2)))
         .unwrap();
     sim.run_for(ms(10));
-    let at = sim.now + secs(2);
+    assert_eq!(sim.engine.outbox_status(id), Some(OutboxStatus::InFlight));
+    let due = sim.now - ms(10) + secs(2);
+    assert!(sim.engine.poll_timeout().is_some_and(|t| t <= due));
+    sim.engine.handle_timeout(due);
     assert_eq!(
-        sim.engine.ack_wait_ended(at, written),
-        Some(Unacked::AwaitingAck)
+        drained_outcomes(&mut sim.engine),
+        vec![Outcome::TimedOut(id, Unacked::AwaitingAck)]
+    );
+    assert_eq!(sim.engine.outbox_status(id), Some(OutboxStatus::InFlight));
+    // Reported once, and the ack that comes late still ends it.
+    sim.engine.handle_timeout(due + secs(1));
+    assert!(drained_outcomes(&mut sim.engine).is_empty());
+    let wire = sim.server_publishes()[0].0.clone();
+    sim.server_push(Frame::Text(
+        tether_core::protocol::ServerMessage::Ack {
+            id: wire,
+            offset: None,
+        }
+        .encode(),
+    ));
+    sim.run_for(ms(10));
+    assert_eq!(
+        sim.events_matching(|e| match e {
+            Event::Acked { id, .. } => Some(*id),
+            _ => None,
+        }),
+        vec![id]
+    );
+    assert_eq!(sim.engine.outbox_len(), 0);
+}
+
+#[test]
+fn a_timed_out_message_is_not_resent_after_a_reconnect() {
+    // Its TTL is the timeout: once that passed, a resend would deliver what the app gave up
+    // on, so the reconnect drops it instead (and reports no second timeout).
+    let mut sim = open_without_acks();
+    let id = sim
+        .engine
+        .send_with(sim.now, "b", SendOptions::acked().with_timeout(secs(2)))
+        .unwrap();
+    sim.run_for(secs(3));
+    assert_eq!(
+        sim.events_matching(|e| match e {
+            Event::AckTimedOut { id, status } => Some((*id, *status)),
+            _ => None,
+        }),
+        vec![(id, Unacked::AwaitingAck)]
+    );
+    sim.kill_connection();
+    sim.run_for(secs(10));
+    assert!(sim.engine.state().is_open());
+    assert_eq!(
+        sim.events_matching(|e| match e {
+            Event::Dropped { ids, reason } => Some((ids.clone(), reason.clone())),
+            _ => None,
+        }),
+        vec![(vec![id], DropReason::Expired)]
     );
     assert_eq!(
-        sim.engine.outbox_status(written),
-        Some(tether_core::OutboxStatus::InFlight)
+        sim.events_matching(|e| matches!(e, Event::AckTimedOut { .. }).then_some(()))
+            .len(),
+        1
     );
-    assert!(drained_drops(&mut sim.engine).is_empty());
+    assert_eq!(sim.server_publishes().len(), 1, "not re-sent");
+}
+
+#[test]
+fn a_ttl_shorter_than_the_timeout_is_a_drop_not_a_timeout() {
+    let (mut sim, _) = connecting_with_acked(&[]);
+    let id = sim
+        .engine
+        .send_with(
+            sim.now,
+            "x",
+            SendOptions::acked().with_ttl(secs(1)).with_timeout(secs(2)),
+        )
+        .unwrap();
+    sim.engine.handle_timeout(Instant::from_millis(1000));
+    assert_eq!(
+        drained_outcomes(&mut sim.engine),
+        vec![Outcome::Dropped(vec![id], DropReason::Expired)]
+    );
+    sim.engine.handle_timeout(Instant::from_millis(2000));
+    assert!(drained_outcomes(&mut sim.engine).is_empty());
+}
+
+#[test]
+fn the_configured_ttl_is_cut_to_the_timeout_but_not_raised() {
+    // Default TTL 1 s below a 5 s timeout: the TTL wins, a drop at 1 s.
+    let mut sim = tether(
+        Config::builder("ws://relay")
+            .connect_timeout(secs(30))
+            .message_ttl(Some(secs(1))),
+    );
+    sim.server.behaviour = Behaviour::Hang;
+    sim.connect();
+    let id = sim
+        .engine
+        .send_with(sim.now, "x", SendOptions::acked().with_timeout(secs(5)))
+        .unwrap();
+    assert_eq!(sim.engine.poll_timeout(), Some(Instant::from_millis(1000)));
+    sim.engine.handle_timeout(Instant::from_millis(1000));
+    assert_eq!(
+        drained_outcomes(&mut sim.engine),
+        vec![Outcome::Dropped(vec![id], DropReason::Expired)]
+    );
+}
+
+#[test]
+fn an_acknowledged_message_never_times_out() {
+    let mut sim = tether(Config::builder("ws://relay"));
+    sim.connect_open();
+    let id = sim
+        .engine
+        .send_with(sim.now, "b", SendOptions::acked().with_timeout(secs(1)))
+        .unwrap();
+    sim.run_for(secs(5));
+    assert_eq!(
+        sim.events_matching(|e| match e {
+            Event::Acked { id, .. } => Some(("acked", *id)),
+            Event::AckTimedOut { id, .. } => Some(("timed out", *id)),
+            Event::Dropped { ids, .. } => Some(("dropped", ids[0])),
+            _ => None,
+        }),
+        vec![("acked", id)]
+    );
+}
+
+#[test]
+fn a_timeout_without_an_acknowledgement_is_refused() {
+    let mut sim = tether(Config::builder("ws://relay"));
+    assert_eq!(
+        sim.engine
+            .send_with(sim.now, "x", SendOptions::unacked().with_timeout(secs(1))),
+        Err(tether_core::SendError::InvalidOptions(
+            "a timeout waits for an acknowledgement: it needs ack"
+        ))
+    );
+    let mut raw = Sim::raw("ws://relay");
+    let timeout_only = SendOptions::default().with_timeout(secs(1));
+    assert_eq!(
+        raw.engine.send_with(raw.now, "x", timeout_only),
+        Err(tether_core::SendError::NeedsTetherProtocol(
+            "acknowledged sends"
+        ))
+    );
+    assert_eq!(sim.engine.outbox_len() + raw.engine.outbox_len(), 0);
 }
 
 // ---- channels, resume, presence -----------------------------------------------------------------
@@ -1518,9 +1656,64 @@ fn an_sse_id_a_header_could_not_carry_is_not_resumed_from() {
         5,
         "the events themselves are delivered"
     );
+    // Only the over-long one is reported (as our parser reports it); the others break a
+    // header rule the app cannot act on, and NUL is the spec's own silent rule.
+    let errors = sim.events_matching(|e| match e {
+        Event::Error(err) => Some(err.clone()),
+        _ => None,
+    });
+    assert_eq!(
+        errors,
+        vec![EngineError::SseLineTooLong {
+            field: "id",
+            size: long.len(),
+            max: tether_core::sse::MAX_EVENT_ID_LEN
+        }]
+    );
     sim.kill_connection();
     sim.run_until_state(secs(60), |e| e.state().is_open());
     assert_eq!(sim.server.opens[1].1.last_event_id.as_deref(), Some("1"));
+}
+
+#[test]
+fn what_an_sse_parser_hands_over_is_judged_by_the_engine() {
+    use tether_core::sse::SseParser;
+    let mut sim = Sim::new(
+        Config::builder("http://relay/sse/room")
+            .max_message_bytes(64)
+            .build()
+            .unwrap(),
+        false,
+    );
+    sim.connect_open();
+    let transport = sim.server.conn.unwrap();
+    let mut parser = SseParser::new(64);
+    let long_event = "e".repeat(100);
+    parser.feed(
+        format!(
+            ": keep-alive\n\nevent: {long_event}\ndata: kept\n\ndata: {}\n\nid: 9\ndata: ok\n\n",
+            "d".repeat(100)
+        )
+        .as_bytes(),
+    );
+    while let Some(item) = parser.poll() {
+        sim.engine.sse_parsed(sim.now, transport, item);
+    }
+    sim.run_for(ms(50));
+    let errors = sim.events_matching(|e| match e {
+        Event::Error(err) => Some(err.kind()),
+        _ => None,
+    });
+    assert_eq!(errors, vec!["sse_line_too_long", "frame_too_large"]);
+    let texts: Vec<Payload> = sim.delivered().into_iter().map(|m| m.payload).collect();
+    assert_eq!(
+        texts,
+        vec![Payload::Text("kept".into()), Payload::Text("ok".into())]
+    );
+    assert!(sim.engine.state().is_open(), "the stream is kept");
+    sim.kill_connection();
+    sim.run_until_state(secs(60), |e| e.state().is_open());
+    assert_eq!(sim.server.opens[1].1.last_event_id.as_deref(), Some("9"));
 }
 
 #[test]

@@ -402,81 +402,29 @@ impl Client {
         .await
     }
 
-    /// Accepts an acknowledged message and waits for its ack, at most `options.timeout`.
+    /// Accepts an acknowledged message and waits for its ack. The engine applies
+    /// `options.timeout` (as the message's TTL cap and an ack deadline); the task resolves the
+    /// wait from the `Acked`, `Dropped` or `AckTimedOut` event that comes first.
     async fn acked(
         &self,
         options: AckedOptions,
         f: impl FnOnce(&mut Engine, tether_core::Instant, SendOptions) -> Result<MessageId, SendError>,
     ) -> Result<Option<u64>, AckError> {
-        let (tx, mut rx) = oneshot::channel();
-        let (id, deadline, expiry_is_timeout) = {
+        let (tx, rx) = oneshot::channel();
+        {
             let now = self.shared.now();
             let mut inner = self.shared.lock();
-            let ttl = options.ttl.or(inner.engine.config().outbox().default_ttl);
-            let ttl = match (options.timeout, ttl) {
-                (Some(timeout), Some(ttl)) => Some(timeout.min(ttl)),
-                (timeout, ttl) => timeout.or(ttl),
-            };
             let send = SendOptions {
                 ack: Some(true),
-                ttl,
+                ttl: options.ttl,
+                timeout: options.timeout,
             };
             let id = f(&mut inner.engine, now, send)?;
-            // Registered under the same lock the task resolves under: the ack cannot slip by.
+            // Registered under the same lock the task resolves under: the event cannot slip by.
             inner.waiters.acks.insert(id, tx);
-            // The wait ends when a message sent now would expire: the engine's clock (which
-            // stamped its expiry) plus the timeout. Too far to represent: no deadline.
-            let deadline = options.timeout.and_then(|t| {
-                let at =
-                    (inner.engine.now() + t).saturating_duration_since(tether_core::Instant::ZERO);
-                self.shared.origin.checked_add(at)
-            });
-            // An expiry by the caller's own timeout is a timeout; by a shorter TTL, a drop.
-            (
-                id,
-                deadline,
-                options.timeout.is_some() && ttl == options.timeout,
-            )
-        };
-        self.shared.wake.notify_one();
-        let result = match deadline {
-            None => rx.await,
-            Some(at) => match tokio::time::timeout_at(at, &mut rx).await {
-                Ok(result) => result,
-                Err(_elapsed) => match self.ack_timed_out(id) {
-                    Some(status) => return Err(AckError::TimedOut { id, status }),
-                    // It has just left the outbox, and the task reports how at once; or it is
-                    // still queued, and its TTL ends it shortly.
-                    None => rx.await,
-                },
-            },
-        };
-        match result.map_err(|_| AckError::ClientGone)? {
-            Err(AckError::Dropped(DropReason::Expired)) if expiry_is_timeout => {
-                Err(AckError::TimedOut {
-                    id,
-                    status: Unacked::Expired,
-                })
-            }
-            other => other,
         }
-    }
-
-    /// The wait for message `id`'s ack reached its timeout, which is also its TTL: says what
-    /// became of the message and stops waiting, or `None` to keep waiting, for the task to
-    /// resolve the wait with how it ended (acknowledged, or dropped) as its event says.
-    fn ack_timed_out(&self, id: MessageId) -> Option<Unacked> {
-        let now = self.shared.now();
-        let mut inner = self.shared.lock();
-        if !inner.waiters.acks.contains_key(&id) {
-            return None; // resolved since the timer fired
-        }
-        // The engine says what became of it (and drops it if its TTL has passed).
-        let status = inner.engine.ack_wait_ended(now, id)?;
-        inner.waiters.acks.remove(&id);
-        drop(inner);
         self.shared.wake.notify_one();
-        Some(status)
+        rx.await.map_err(|_| AckError::ClientGone)?
     }
 
     /// Sends a request (Tether mode) and waits for its reply, at most `timeout` (default: the

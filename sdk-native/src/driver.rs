@@ -83,10 +83,16 @@ impl Driver {
             // the deadline moved.
             if armed != Some(deadline) {
                 armed = Some(deadline);
-                let wake_at = match deadline {
-                    Some(at) => self.shared.origin + at.saturating_duration_since(Instant::ZERO),
-                    None => tokio::time::Instant::now() + std::time::Duration::from_secs(86_400),
-                };
+                // A deadline too far to represent (a huge TTL or timeout: the engine's clock
+                // saturates, some platforms' clocks overflow sooner) is treated as none.
+                let wake_at = deadline
+                    .and_then(|at| {
+                        let offset = at.saturating_duration_since(Instant::ZERO);
+                        self.shared.origin.checked_add(offset)
+                    })
+                    .unwrap_or_else(|| {
+                        tokio::time::Instant::now() + std::time::Duration::from_secs(86_400)
+                    });
                 sleep.as_mut().reset(wake_at);
             }
 
@@ -299,8 +305,7 @@ fn feed(engine: &mut Engine, now: Instant, id: tether_core::TransportId, input: 
     match input {
         LinkInput::Opened => engine.transport_opened(now, id),
         LinkInput::Frame(frame) => engine.frame_received(now, id, frame),
-        LinkInput::Sse(event) => engine.sse_event_received(now, id, event),
-        LinkInput::SseTooLarge(size) => engine.sse_event_too_large(now, id, size),
+        LinkInput::Sse(item) => engine.sse_parsed(now, id, item),
         LinkInput::Ping => engine.ping_received(now, id),
         LinkInput::Pong(payload) => engine.pong_received(now, id, &payload),
         LinkInput::Writable(w) => engine.transport_writable(now, id, w),
@@ -314,6 +319,14 @@ fn resolve_waiters(waiters: &mut Waiters, event: &Event) {
         Event::Acked { id, offset } => {
             if let Some(tx) = waiters.acks.remove(id) {
                 let _ = tx.send(Ok(*offset));
+            }
+        }
+        Event::AckTimedOut { id, status } => {
+            if let Some(tx) = waiters.acks.remove(id) {
+                let _ = tx.send(Err(AckError::TimedOut {
+                    id: *id,
+                    status: *status,
+                }));
             }
         }
         Event::Dropped { ids, reason } => {

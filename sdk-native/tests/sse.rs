@@ -82,6 +82,8 @@ async fn oversized_events_are_reported_and_unsendable_ids_never_reach_a_header()
         format!("data: {}", &big[..10_000]).into_bytes(),
         format!("{}\ndata: more\n\n", &big[10_000..]).into_bytes(),
         b":keepalive\n\ndata: c\n\n".to_vec(),
+        // An id too long to send back: ignored, and reported rather than only logged.
+        format!("id: {}\ndata: d\n\n", "9".repeat(2_000)).into_bytes(),
     ];
     let second = vec![b"data: again\n\n".to_vec()];
     let (addr, seen) = sse_server(vec![first, second]).await;
@@ -103,7 +105,21 @@ async fn oversized_events_are_reported_and_unsendable_ids_never_reach_a_header()
             Ok("c".to_owned()),
         ]
     );
-    // The stream ends; the reconnect resumes after "1": "2\u{1}" could not be a header value.
+    let got = until_message(&mut events, "d").await;
+    assert_eq!(
+        got,
+        [
+            // Longer than a line may be (the message limit plus "data: "): the line's length.
+            Err(EngineError::SseLineTooLong {
+                field: "id",
+                size: "id: ".len() + 2_000,
+                max: 1024 + "data: ".len()
+            }),
+            Ok("d".to_owned()),
+        ]
+    );
+    // The stream ends; the reconnect resumes after "1": "2\u{1}" could not be a header value,
+    // and the long one could not be sent back.
     let got = until_message(&mut events, "again").await;
     assert_eq!(got, [Ok("again".to_owned())]);
     assert_eq!(*seen.lock().unwrap(), [None, Some("1".to_owned())]);

@@ -94,6 +94,7 @@ fn options(ack: Option<bool>, ttl_ms: Option<f64>) -> Result<SendOptions, JsValu
     Ok(SendOptions {
         ack,
         ttl: duration(ttl_ms, "ttlMs")?,
+        ..SendOptions::default()
     })
 }
 

@@ -734,3 +734,19 @@ async fn an_acked_send_written_before_its_timeout_awaits_its_ack_and_is_never_re
     reader.shutdown().await;
     relay.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_acked_send_with_a_timeout_too_far_to_represent_is_acknowledged() {
+    // The engine's clock saturates at such a deadline; the driver turning it into a timer
+    // must not overflow the platform's clock (a panic on some), only never fire.
+    let relay = relay().await;
+    let (client, mut rec) = tether_client(relay.ws_url());
+    rec.until_open(LIMIT).await;
+    let forever = AckedOptions::timeout(Duration::MAX).with_ttl(Duration::MAX);
+    let acked = tokio::time::timeout(LIMIT, client.publish_acked_with("room", json!(1), forever))
+        .await
+        .expect("acknowledged in time");
+    assert_eq!(acked, Ok(Some(1)));
+    client.shutdown().await;
+    relay.shutdown().await;
+}

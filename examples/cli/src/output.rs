@@ -129,6 +129,10 @@ pub(crate) fn event_json(event: &Event) -> Option<(&'static str, Value)> {
             json!({"count": ids.len(), "reason": reason.name(), "ids": ids.iter().map(|i| i.get()).collect::<Vec<_>>()}),
         ),
         Event::Acked { id, offset } => ("acked", json!({"id": id.get(), "offset": offset})),
+        Event::AckTimedOut { id, status } => (
+            "ack_timed_out",
+            json!({"id": id.get(), "status": status.name()}),
+        ),
         Event::Replied { id, payload } => ("reply", json!({"id": id.get(), "data": payload})),
         Event::RequestFailed { id, reason } => (
             "request_failed",

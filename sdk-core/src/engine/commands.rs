@@ -1,11 +1,11 @@
 //! The app's commands.
 
-use super::{Drain, Engine, OutboxStatus, Unacked};
+use super::{Drain, Engine};
 use crate::action::{Action, Frame};
 use crate::channels::validate_channel;
 use crate::config::{Protocol, TransportKind};
 use crate::errors::{CloseError, SendError, SubscribeError};
-use crate::event::{CloseReason, DropReason, Event, MessageId, Payload, RequestId, State};
+use crate::event::{CloseReason, DropReason, Event, MessageId, Payload, RequestId, State, Unacked};
 use crate::outbox::{Awaiting, Entry, PushError};
 use crate::protocol::ClientMessage;
 use crate::requests::Requests;
@@ -23,6 +23,11 @@ pub struct SendOptions {
     /// Drop the message (reason `Expired`) if it cannot be sent within this time.
     /// `None` uses the configured default TTL.
     pub ttl: Option<Duration>,
+    /// Stop waiting for the acknowledgement after this long (acknowledged sends only): the
+    /// engine then emits [`Event::AckTimedOut`], whose [`Unacked`] says what became of the
+    /// message. The TTL is cut to the timeout, so a message that could not be written in time
+    /// is dropped then rather than delivered long after the app gave up. `None`: no limit.
+    pub timeout: Option<Duration>,
 }
 
 impl SendOptions {
@@ -30,7 +35,7 @@ impl SendOptions {
     pub fn acked() -> Self {
         SendOptions {
             ack: Some(true),
-            ttl: None,
+            ..SendOptions::default()
         }
     }
 
@@ -38,7 +43,7 @@ impl SendOptions {
     pub fn unacked() -> Self {
         SendOptions {
             ack: Some(false),
-            ttl: None,
+            ..SendOptions::default()
         }
     }
 
@@ -48,7 +53,13 @@ impl SendOptions {
         self
     }
 
-    /// The same options with acknowledgement on (keeping the TTL).
+    /// Sets the acknowledgement timeout (see [`SendOptions::timeout`]).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// The same options with acknowledgement on (keeping the TTL and timeout).
     pub fn with_ack(mut self) -> Self {
         self.ack = Some(true);
         self
@@ -96,7 +107,7 @@ impl Engine {
         let payload = payload.into();
         match self.config.protocol {
             Protocol::Raw => {
-                if options.ack == Some(true) {
+                if options.ack == Some(true) || options.timeout.is_some() {
                     return Err(SendError::NeedsTetherProtocol("acknowledged sends"));
                 }
                 let frame = match payload {
@@ -104,7 +115,7 @@ impl Engine {
                     Payload::Binary(b) => Frame::Binary(b),
                     Payload::Json(v) => Frame::Text(crate::json::to_string(&v)),
                 };
-                self.accept(now, frame, Awaiting::Nothing, options.ttl)
+                self.accept(now, frame, Awaiting::Nothing, options.ttl, None)
             }
             Protocol::Tether => self.publish_inner(now, None, payload, options),
         }
@@ -135,6 +146,11 @@ impl Engine {
     ) -> Result<MessageId, SendError> {
         let value = json_payload(payload)?;
         let ack = options.ack.unwrap_or(true);
+        if !ack && options.timeout.is_some() {
+            return Err(SendError::InvalidOptions(
+                "a timeout waits for an acknowledgement: it needs ack",
+            ));
+        }
         let wire_id = self.next_wire_id();
         let frame = Frame::Text(
             ClientMessage::Publish {
@@ -150,7 +166,7 @@ impl Engine {
         } else {
             Awaiting::Nothing
         };
-        self.accept(now, frame, awaiting, options.ttl)
+        self.accept(now, frame, awaiting, options.ttl, options.timeout)
     }
 
     /// Sends a request (Tether mode) and expects one reply within `timeout` (default: the
@@ -177,7 +193,7 @@ impl Engine {
             .encode(),
         );
         // No TTL: the request's own deadline ends it, with `RequestFailed` rather than a drop.
-        self.enqueue(now, frame, Awaiting::Reply(id), None)?;
+        self.enqueue(now, frame, Awaiting::Reply(id), None, None)?;
         self.next_request = id.0;
         let timeout = timeout.unwrap_or(self.config.request_timeout);
         self.requests.insert(id, now + timeout);
@@ -327,16 +343,22 @@ impl Engine {
         Ok(())
     }
 
-    /// Puts an app message in the outbox and writes what can be written.
+    /// Puts an app message in the outbox and writes what can be written. `ack_timeout` (an
+    /// acknowledged message only) also caps the TTL: what could not be written by then expires
+    /// with the wait.
     pub(super) fn accept(
         &mut self,
         now: Instant,
         frame: Frame,
         awaiting: Awaiting,
         ttl: Option<Duration>,
+        ack_timeout: Option<Duration>,
     ) -> Result<MessageId, SendError> {
-        let ttl = ttl.or(self.config.outbox.default_ttl);
-        let id = self.enqueue(now, frame, awaiting, ttl)?;
+        let ttl = match (ttl.or(self.config.outbox.default_ttl), ack_timeout) {
+            (Some(ttl), Some(timeout)) => Some(ttl.min(timeout)),
+            (ttl, timeout) => ttl.or(timeout),
+        };
+        let id = self.enqueue(now, frame, awaiting, ttl, ack_timeout)?;
         // Requests are not counted: they end as a reply or a `RequestFailed`, not as settled
         // or dropped messages (see `Stats`).
         self.stats.messages_accepted += 1;
@@ -351,6 +373,7 @@ impl Engine {
         frame: Frame,
         awaiting: Awaiting,
         ttl: Option<Duration>,
+        ack_timeout: Option<Duration>,
     ) -> Result<MessageId, SendError> {
         let now = self.observe(now);
         self.check_accepting()?;
@@ -361,6 +384,7 @@ impl Engine {
             id,
             frame,
             expires_at: ttl.map(|t| now + t),
+            ack_due: ack_timeout.map(|t| now + t),
             awaiting,
             written: false,
         })?;
@@ -390,47 +414,35 @@ impl Engine {
         }
     }
 
-    /// Drops every queued message whose TTL has passed by `now`, reported in one
-    /// `Event::Dropped` with reason `Expired`, whatever else is due, without running the other
-    /// timers. `handle_timeout` does this first too, and [`Engine::ack_wait_ended`] uses it for
-    /// an acked send giving up at its TTL. During [`Engine::close_after_drain`], expiry that leaves
-    /// nothing pending finishes the drain there, as the last ack would.
-    pub fn expire_outbox(&mut self, now: Instant) {
-        let now = self.observe(now);
-        self.expire_due(now);
-    }
-
-    /// The app stopped waiting for message `id`'s acknowledgement at `now`, which is also the
-    /// message's TTL (an acked send whose timeout is its TTL). Says what became of it, so
-    /// every driver tells its app the same thing:
-    /// - `Some(Expired)`: it had not been written on the current connection and its TTL has
-    ///   passed by the engine's clock: it is dropped now (only expiry runs, not the other
-    ///   timers: a close due on the same tick must not report it `Closed`), reported in an
-    ///   `Event::Dropped` with reason `Expired`, and no later write can include it;
-    /// - `Some(AwaitingAck)`: it was written on the current connection; it stays in the
-    ///   outbox until an `Acked` or `Dropped` event names it;
-    /// - `None`: it has already left the outbox (its event says how), or it is queued and not
-    ///   yet expired by the engine's clock (time clamped backwards), so its own event ends it.
-    pub fn ack_wait_ended(&mut self, now: Instant, id: MessageId) -> Option<Unacked> {
-        match self.outbox_status(id)? {
-            OutboxStatus::InFlight => Some(Unacked::AwaitingAck),
-            OutboxStatus::Queued => {
-                // Expiry writes nothing: the message is either gone now or still queued.
-                self.expire_outbox(now);
-                self.outbox_status(id).is_none().then_some(Unacked::Expired)
-            }
-        }
-    }
-
     /// Drops what has expired by `now`; when draining, what left may have been the last thing
     /// pending, so the drain is checked at once rather than at its deadline.
-    fn expire_due(&mut self, now: Instant) {
+    /// An acknowledged message whose timeout came with its TTL is reported `AckTimedOut`
+    /// (status `Expired`) before the `Dropped` that says it left the outbox, so a driver
+    /// resolving the app's wait on the first of the two tells it "timed out".
+    pub(super) fn expire_due(&mut self, now: Instant) {
         let expired = self.outbox.expire(now);
-        if expired.is_empty() {
+        if expired.removed.is_empty() {
             return;
         }
-        self.report_removed(expired, DropReason::Expired);
+        for id in expired.ack_due {
+            self.events.push_back(Event::AckTimedOut {
+                id,
+                status: Unacked::Expired,
+            });
+        }
+        self.report_removed(expired.removed, DropReason::Expired);
         self.check_drain(now);
+    }
+
+    /// Reports written messages whose acknowledgement timeout passed: they stay in the outbox
+    /// for their ack, and their `Acked` or `Dropped` event follows.
+    pub(super) fn report_overdue_acks(&mut self, now: Instant) {
+        for id in self.outbox.overdue_acks(now) {
+            self.events.push_back(Event::AckTimedOut {
+                id,
+                status: Unacked::AwaitingAck,
+            });
+        }
     }
 
     /// Writes queued messages while the transport takes them.

@@ -71,7 +71,7 @@ impl Engine {
             }
             .encode(),
         );
-        let id = self.accept(now, frame, Awaiting::Ack(wire.clone()), None)?;
+        let id = self.accept(now, frame, Awaiting::Ack(wire.clone()), None, None)?;
         if let Some(doc) = self.documents.get_mut(channel) {
             let changes = doc.local(id, wire, ops);
             self.emit_doc_changes(channel, ChangeOrigin::LocalPending, changes);

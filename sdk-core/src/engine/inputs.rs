@@ -14,7 +14,7 @@ use crate::event::{
 };
 use crate::heartbeat::Beat;
 use crate::protocol::{ClientMessage, ServerMessage};
-use crate::sse::is_resumable_id;
+use crate::sse::{is_resumable_id, SseError, SseItem, MAX_EVENT_ID_LEN};
 use crate::time::Instant;
 
 /// Close code the engine uses when it abandons a transport itself (heartbeat or connect
@@ -109,6 +109,46 @@ impl Engine {
         }
     }
 
+    /// What a driver's [`SseParser`](crate::sse::SseParser) took out of an SSE response body,
+    /// as it is: an event, a comment (a sign of life), or what the parser skipped (an event
+    /// over the message limit, reported as `FrameTooLarge`; an over-long line, reported as
+    /// `SseLineTooLong`). Drivers whose platform parses the stream (a browser's
+    /// `EventSource`) call [`Engine::sse_event_received`] instead.
+    pub fn sse_parsed(
+        &mut self,
+        now: Instant,
+        transport: TransportId,
+        item: Result<SseItem, SseError>,
+    ) {
+        match item {
+            Ok(SseItem::Event(event)) => self.sse_event_received(now, transport, event),
+            Ok(SseItem::Comment) => self.ping_received(now, transport),
+            Err(SseError::EventTooLarge { size, .. }) => {
+                self.sse_event_too_large(now, transport, size)
+            }
+            Err(SseError::LineTooLong { field, size, max }) => {
+                self.sse_line_too_long(now, transport, field, size, max)
+            }
+        }
+    }
+
+    /// Reports a line the stream carried but could not use; the stream is kept.
+    fn sse_line_too_long(
+        &mut self,
+        now: Instant,
+        transport: TransportId,
+        field: &'static str,
+        size: usize,
+        max: usize,
+    ) {
+        let now = self.observe(now);
+        if !self.is_current(transport) || !self.receives_frames() {
+            return;
+        }
+        self.heartbeat.activity(now);
+        self.emit_error(EngineError::SseLineTooLong { field, size, max });
+    }
+
     /// A Server-Sent Event arrived on an SSE transport. Its `retry:` becomes the minimum
     /// reconnect delay, its `id:` the `Last-Event-ID` for the next attempt, and its data is
     /// handled like a frame (decoded as a protocol message in Tether mode).
@@ -124,8 +164,19 @@ impl Engine {
         // header could not carry, or one too long to send back, is ignored, as the spec
         // ignores one holding NUL: adopted, it would make every later attempt fail, here or at
         // the server (see `tether_core::sse::MAX_EVENT_ID_LEN`).
-        if let Some(id) = event.id.as_ref().filter(|id| is_resumable_id(id)) {
-            self.last_event_id = (!id.is_empty()).then(|| id.clone());
+        match event.id.as_ref() {
+            Some(id) if is_resumable_id(id) => {
+                self.last_event_id = (!id.is_empty()).then(|| id.clone());
+            }
+            // Reported as our parser reports it (a browser's `EventSource` keeps any length).
+            Some(id) if id.len() > MAX_EVENT_ID_LEN => {
+                self.emit_error(EngineError::SseLineTooLong {
+                    field: "id",
+                    size: id.len(),
+                    max: MAX_EVENT_ID_LEN,
+                })
+            }
+            _ => {}
         }
         if event.data.is_empty() {
             self.heartbeat.activity(now);
@@ -258,10 +309,12 @@ impl Engine {
 
     /// Fires every deadline at or before `now`. Spurious or repeated calls are no-ops.
     pub fn handle_timeout(&mut self, now: Instant) {
-        // Expiry first and unconditionally: the lifecycle timers below return early, and a
-        // message whose TTL has come must leave (as `Expired`) on this call whichever is due.
-        self.expire_outbox(now);
+        // Expiry and ack timeouts first and unconditionally: the lifecycle timers below return
+        // early, and a message whose TTL or timeout has come must be reported on this call
+        // (as `Expired`, not as `Closed` by a close due on the same tick) whichever is due.
         let now = self.observe(now);
+        self.expire_due(now);
+        self.report_overdue_acks(now);
         if self.timers.close.is_some_and(|t| t <= now) {
             let code = self.conn.closing.unwrap_or(1000);
             self.finish_closed(CloseReason::App { code });

@@ -44,36 +44,6 @@ pub enum OutboxStatus {
     InFlight,
 }
 
-/// What became of a message whose acknowledgement the app stopped waiting for at its TTL:
-/// [`Engine::ack_wait_ended`]. It is never lost silently: either it has been reported
-/// dropped, or an event will report how it ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Unacked {
-    /// Its TTL (the timeout) passed before it could be written, or re-sent after a reconnect:
-    /// it has left the outbox, reported in an `Event::Dropped` with reason `Expired`, and
-    /// nothing more will come of it. (If it was written on an earlier connection, the server
-    /// may have it.)
-    Expired,
-    /// It was written on the current connection and the server has not acknowledged it yet:
-    /// it stays in the outbox until an `Event::Acked` (the server has it) or `Event::Dropped`
-    /// names it. It is not re-sent: if the connection drops first, it expires (`Dropped`,
-    /// reason `Expired`). A `Dropped` then does not mean the server lacks it, only that its
-    /// ack was never seen: the outcome is unknown, as the ack may have been lost with the
-    /// connection after the server stored it. Sending the payload again creates a new
-    /// message id, which the server cannot de-duplicate against this one.
-    AwaitingAck,
-}
-
-impl std::fmt::Display for Unacked {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Unacked::Expired => "expired and was dropped",
-            Unacked::AwaitingAck => "was written and still awaits its acknowledgement",
-        })
-    }
-}
-
 /// The sans-IO reconnection engine. See the [crate docs](crate) for the contract and a
 /// complete driver loop.
 ///
@@ -251,8 +221,6 @@ impl Engine {
     /// Where message `id` is in the outbox: still queued (not written, or waiting to be re-sent
     /// after a reconnect), in flight (written on the current connection, awaiting its ack or
     /// reply), or `None` once it has left (settled, acknowledged or dropped: its event says).
-    /// A driver asks this when the app stops waiting for an acknowledgement, to tell it what
-    /// became of the message.
     pub fn outbox_status(&self, id: MessageId) -> Option<OutboxStatus> {
         self.outbox.holds(id).map(|in_flight| {
             if in_flight {
@@ -321,6 +289,7 @@ impl Engine {
             self.drain.map(|d| d.deadline),
             self.heartbeat.deadline(),
             self.outbox.next_expiry(),
+            self.outbox.next_ack_due(),
             self.requests.next_deadline(),
         ]
         .into_iter()

@@ -9,19 +9,23 @@ pub(crate) mod ws;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
-use tether_core::{Frame, OpenRequest, SseEvent, TransportFailure, TransportId, TransportKind};
+use tether_core::sse::{SseError, SseItem};
+use tether_core::{Frame, OpenRequest, TransportFailure, TransportId, TransportKind};
 
 /// Something a link reports, to be fed to the engine.
 #[derive(Debug)]
 pub(crate) enum LinkInput {
     Opened,
     Frame(Frame),
-    Sse(SseEvent),
-    SseTooLarge(usize),
+    /// What the SSE parser took out of the body, for the engine to judge.
+    Sse(Result<SseItem, SseError>),
     Ping,
     Pong(Vec<u8>),
     Writable(bool),
-    Closed { code: Option<u16>, reason: String },
+    Closed {
+        code: Option<u16>,
+        reason: String,
+    },
     Failed(TransportFailure),
 }
 

@@ -10,7 +10,7 @@ use futures_util::{FutureExt, Stream, StreamExt};
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use tether_core::sse::{SseError, SseItem, SseParser};
+use tether_core::sse::SseParser;
 use tether_core::{OpenRequest, TransportFailure};
 
 type Requesting = Pin<Box<dyn Future<Output = Result<reqwest::Response, reqwest::Error>> + Send>>;
@@ -107,20 +107,9 @@ impl SseLink {
         }
     }
 
-    /// The next parsed item, as the engine input it is.
+    /// The next parsed item (or what the parser skipped), for the engine to judge.
     fn parsed(parser: &mut SseParser) -> Option<LinkInput> {
-        while let Some(item) = parser.poll() {
-            match item {
-                Ok(SseItem::Event(event)) => return Some(LinkInput::Sse(event)),
-                Ok(SseItem::Comment) => return Some(LinkInput::Ping),
-                Err(SseError::EventTooLarge { size, .. }) => {
-                    return Some(LinkInput::SseTooLarge(size))
-                }
-                // An overlong id, event or retry line: the parser ignored it.
-                Err(e) => tracing::warn!("{e}"),
-            }
-        }
-        None
+        parser.poll().map(LinkInput::Sse)
     }
 
     fn on_response(&mut self, response: reqwest::Response) -> LinkInput {
