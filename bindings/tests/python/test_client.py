@@ -211,8 +211,20 @@ def test_unreachable_timed_out_acked_send_is_dropped_not_sent_later_cancel_and_t
         msg_id = c.publish_with("room", json("3"), t.SendOptions(ttl_ms=100))
         dropped = await rec.next("expired by its TTL", lambda e: e.is_DROPPED() and msg_id in e.ids, 5)
         assert dropped.reason == expired
+        # The event-driven form of a timeout: AckTimedOut (EXPIRED), then the Dropped.
+        msg_id = c.publish_with("room", json("4"), t.SendOptions(timeout_ms=100))
+        ended = await rec.next(
+            "timed out unsent",
+            lambda e: (e.is_ACK_TIMED_OUT() and e.id == msg_id) or (e.is_DROPPED() and msg_id in e.ids),
+            5,
+        )
+        assert ended.is_ACK_TIMED_OUT() and ended.status == t.Unacked.EXPIRED, ended
+        await rec.next("then dropped", lambda e: e.is_DROPPED() and msg_id in e.ids, 5)
+        with pytest.raises(t.ClientError.InvalidArgument) as refused:
+            c.publish_with("room", json("5"), t.SendOptions(ack=False, timeout_ms=100))
+        assert refused.value.argument == "options", refused.value
         stats = c.stats()
-        assert (stats.dropped_expired, stats.outbox_len) == (2, 1), stats
+        assert (stats.dropped_expired, stats.outbox_len) == (3, 1), stats
         handle.cancel()
         await c.shutdown()  # stops its reconnect loop (and its token fetches) now
 
