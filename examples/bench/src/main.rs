@@ -357,12 +357,16 @@ fn ratio(tether: f64, raw: f64) -> String {
     }
 }
 
+/// Each side's spread; "-" for a side `--only` skipped (no samples is not "no noise").
 fn noise(raw: &[Sample], tether: &[Sample], f: fn(&Sample) -> f64) -> String {
-    format!(
-        "spread ±{:.0}% / ±{:.0}%",
-        Sample::spread(raw, f) * 50.0,
-        Sample::spread(tether, f) * 50.0
-    )
+    let side = |samples: &[Sample]| {
+        if samples.is_empty() {
+            "-".to_owned()
+        } else {
+            format!("±{:.0}%", Sample::spread(samples, f) * 50.0)
+        }
+    };
+    format!("spread {} / {}", side(raw), side(tether))
 }
 
 fn print_report(cli: &Cli, r: &Results) {

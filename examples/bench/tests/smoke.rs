@@ -81,6 +81,8 @@ fn one_side_only_prints_n_a_not_nan() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "bench failed:\n{stdout}\n{stderr}");
     assert!(!stdout.contains("NaN"), "{stdout}");
+    // The skipped side has no spread, not "±0%" (which reads as a perfectly quiet run).
+    assert!(stdout.contains("spread - / ±"), "{stdout}");
     let verdict = stdout.lines().find(|l| l.contains("round-trip p50 ≤"));
     assert!(
         verdict.is_some_and(|l| l.trim_start().starts_with("n/a")),
