@@ -28,7 +28,7 @@ pub struct RelayOptions {
     pub listen: String,
     /// Require this token from every client (Bearer header, ?token= or hello). Default: the
     /// TETHER_RELAY_TOKEN environment variable if set and not empty, else an open relay.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub token: Option<String>,
     /// Presence grace period in ms (a member who reconnects within it never appears to leave).
     #[arg(long, value_name = "MS", default_value_t = default_ms(|c| c.presence_grace))]
@@ -37,7 +37,8 @@ pub struct RelayOptions {
     #[arg(long, value_name = "N", default_value_t = RelayConfig::default().history_capacity)]
     pub history: usize,
     /// Largest accepted message in bytes.
-    #[arg(long, value_name = "N", default_value_t = RelayConfig::default().max_message_size)]
+    #[arg(long, value_name = "N", value_parser = at_least_one,
+          default_value_t = RelayConfig::default().max_message_size)]
     pub max_message_bytes: usize,
     /// Reconnect window advised to clients on graceful shutdown, in ms.
     #[arg(long, value_name = "MS", default_value_t = default_ms(|c| c.reconnect_window))]
@@ -55,7 +56,7 @@ pub const TOKEN_ENV: &str = "TETHER_RELAY_TOKEN";
 impl RelayOptions {
     /// The relay configuration these options describe (the rest at its defaults). Without
     /// `--token`, [`TOKEN_ENV`] gives the token; set but empty, it means none (an empty
-    /// `--token` is refused when binding: no client could present it).
+    /// `--token` is a usage error: no client could present it).
     pub fn config(&self) -> RelayConfig {
         self.config_from_env(std::env::var(TOKEN_ENV))
     }
@@ -158,6 +159,16 @@ impl ShutdownSignal {
     }
 }
 
+/// A count that must be at least 1, refused by clap as a usage error naming the flag (rather
+/// than by `RelayConfig::validate` after parsing, with the config field's name).
+fn at_least_one(value: &str) -> Result<usize, String> {
+    match value.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_owned()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// A default duration of [`RelayConfig`] in whole milliseconds.
 fn default_ms(field: fn(&RelayConfig) -> Duration) -> u64 {
     u64::try_from(field(&RelayConfig::default()).as_millis()).unwrap_or(u64::MAX)
@@ -235,11 +246,9 @@ mod tests {
         );
         let flag = parse(&["--token", "f"]).unwrap();
         assert_eq!(flag.config_with_env(env("e")).token.as_deref(), Some("f"));
-        let empty = parse(&["--token", ""]).unwrap();
-        assert!(
-            empty.config_with_env(None).validate().is_err(),
-            "refused, not open"
-        );
+        // Refused as a usage error naming the flag, not started open.
+        let err = parse(&["--token", ""]).expect_err("an empty token");
+        assert!(err.to_string().contains("--token"), "{err}");
     }
 
     #[test]
@@ -269,6 +278,12 @@ mod tests {
         assert!(err.to_string().contains("--history"), "{err}");
         let err = parse(&["--listen"]).expect_err("needs a value");
         assert!(err.to_string().contains("--listen"), "{err}");
+        let err = parse(&["--max-message-bytes", "0"]).expect_err("zero");
+        let message = err.to_string();
+        assert!(
+            message.contains("--max-message-bytes") && message.contains("at least 1"),
+            "{err}"
+        );
     }
 
     #[test]
