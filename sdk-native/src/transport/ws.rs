@@ -40,6 +40,15 @@ enum Opened {
     Tls(Box<TlsStream>),
 }
 
+impl Opened {
+    fn poll_input(&mut self, io: &mut Io, cx: &mut Context<'_>) -> Poll<LinkInput> {
+        match self {
+            Opened::Plain(stream) => io.poll_open(stream, cx),
+            Opened::Tls(stream) => io.poll_open(stream, cx),
+        }
+    }
+}
+
 /// The smallest message size at which tungstenite fails a connection (see `connect`).
 const MIN_MEMORY_CEILING: usize = 1 << 20;
 
@@ -54,8 +63,7 @@ pub(crate) struct WsOptions {
 
 enum State {
     Connecting(Connecting),
-    Plain(Box<PlainStream>),
-    Tls(Box<TlsStream>),
+    Open(Opened),
     Done,
 }
 
@@ -106,10 +114,7 @@ impl WsLink {
         let input = match &mut self.state {
             State::Connecting(fut) => match fut.poll_unpin(cx) {
                 Poll::Ready(Ok(opened)) => {
-                    self.state = match opened {
-                        Opened::Plain(stream) => State::Plain(stream),
-                        Opened::Tls(stream) => State::Tls(stream),
-                    };
+                    self.state = State::Open(opened);
                     Poll::Ready(LinkInput::Opened)
                 }
                 Poll::Ready(Err(failure)) => {
@@ -118,8 +123,7 @@ impl WsLink {
                 }
                 Poll::Pending => return Poll::Pending,
             },
-            State::Plain(stream) => self.io.poll_open(stream, cx),
-            State::Tls(stream) => self.io.poll_open(stream, cx),
+            State::Open(stream) => stream.poll_input(&mut self.io, cx),
             State::Done => return Poll::Pending,
         };
         if let Poll::Ready(LinkInput::Closed { .. } | LinkInput::Failed(_)) = &input {
