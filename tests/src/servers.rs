@@ -19,8 +19,9 @@ pub enum Behaviour {
     /// Completes the WebSocket handshake, then closes with this code and reason at once
     /// (`None`: drops the TCP connection without a close frame).
     AcceptThenClose(Option<(u16, String)>),
-    /// Answers the HTTP request with this status and optional `Retry-After` seconds.
-    HttpStatus(u16, Option<u64>),
+    /// Answers every HTTP request (read up to its blank line) with the response this makes,
+    /// made per request (so a `Retry-After` date can be relative to now), then closes.
+    HttpAnswer(fn() -> String),
     /// Echoes text and binary messages.
     Echo,
     /// Completes the handshake, then sends this text frame and keeps echoing.
@@ -100,18 +101,13 @@ async fn serve(
     log: Arc<Mutex<Vec<Arrival>>>,
 ) {
     let at = Instant::now();
-    if let Behaviour::HttpStatus(status, retry_after) = behaviour {
-        let mut buf = [0u8; 4096];
-        let n = tcp.read(&mut buf).await.unwrap_or(0);
-        let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+    if let Behaviour::HttpAnswer(response) = behaviour {
+        let Some(head) = read_request_head(&mut tcp).await else {
+            return;
+        };
         record(&log, at, &head);
-        let retry = retry_after
-            .map(|s| format!("Retry-After: {s}\r\n"))
-            .unwrap_or_default();
-        let response = format!(
-            "HTTP/1.1 {status} Refused\r\nContent-Length: 0\r\n{retry}Connection: close\r\n\r\n"
-        );
-        let _ = tcp.write_all(response.as_bytes()).await;
+        let _ = tcp.write_all(response().as_bytes()).await;
+        let _ = tcp.shutdown().await;
         return;
     }
     let mut seen = None;
@@ -151,7 +147,7 @@ async fn serve(
             }
         }
         Behaviour::Echo => echo(ws).await,
-        Behaviour::HttpStatus(..) => {}
+        Behaviour::HttpAnswer(_) => {}
     }
 }
 
@@ -161,6 +157,21 @@ async fn echo(mut ws: tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>)
             return;
         }
     }
+}
+
+/// An HTTP request's head, up to its blank line (at most 16 KiB); `None` if the peer leaves
+/// or sends more than that first.
+async fn read_request_head(tcp: &mut tokio::net::TcpStream) -> Option<String> {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match tcp.read(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) if head.len() + n > 16 * 1024 => return None,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    Some(String::from_utf8_lossy(&head).into_owned())
 }
 
 fn record(log: &Arc<Mutex<Vec<Arrival>>>, at: Instant, head: &str) {

@@ -1,43 +1,27 @@
-//! The driver against servers that answer with plain HTTP: a web page where the stream should
+//! The native client against servers that answer with plain HTTP: a web page where the stream should
 //! be (retried and reported by default, fatal by policy), and a `503` whose `Retry-After` is a
 //! date.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tether::{
     Client, ClosePolicy, CloseReason, DisconnectCause, Disposition, EngineError, Event, Events,
 };
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpListener;
+use tether_tests::servers::{Behaviour, MisbehavingServer};
 
-/// Answers every request with `response()` and counts the requests. Returns the address.
-async fn http_server(
-    response: impl Fn() -> String + Send + Sync + 'static,
-) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let requests = Arc::new(AtomicUsize::new(0));
-    let count = requests.clone();
-    let response = Arc::new(response);
-    tokio::spawn(async move {
-        while let Ok((mut tcp, _)) = listener.accept().await {
-            let count = count.clone();
-            let response = response.clone();
-            tokio::spawn(async move {
-                if common::read_request_head(&mut tcp).await.is_none() {
-                    return;
-                }
-                count.fetch_add(1, Ordering::SeqCst);
-                let _ = tcp.write_all(response().as_bytes()).await;
-                let _ = tcp.shutdown().await;
-            });
-        }
-    });
-    (addr, requests)
+/// The next event, within 5 s.
+async fn next_event(events: &mut Events) -> Event {
+    tokio::time::timeout(Duration::from_secs(5), events.recv())
+        .await
+        .expect("an event within 5 s")
+        .expect("the client's events have not ended")
+}
+
+/// A server answering every request with `response()`; its arrivals count the requests.
+async fn http_server(response: fn() -> String) -> MisbehavingServer {
+    MisbehavingServer::start(Behaviour::HttpAnswer(response))
+        .await
+        .unwrap()
 }
 
 fn web_page() -> String {
@@ -52,7 +36,7 @@ fn web_page() -> String {
 async fn events_until_closed(events: &mut Events) -> Vec<Event> {
     let mut seen = Vec::new();
     loop {
-        let event = common::next_event(events).await;
+        let event = next_event(events).await;
         let closed = matches!(&event, Event::StateChanged { to, .. } if to.is_closed());
         seen.push(event);
         if closed {
@@ -72,7 +56,8 @@ fn says_wrong_url(event: &Event) -> bool {
 /// By default a page where the stream should be is retried (it may be a captive portal's login
 /// page that goes away), and every attempt says what it got: not silent, not fatal.
 async fn a_web_page_is_reported_on_every_attempt(scheme: &str) {
-    let (addr, requests) = http_server(web_page).await;
+    let server = http_server(web_page).await;
+    let addr = server.addr();
     let (client, mut events) = Client::builder(format!("{scheme}://{addr}/wrong"))
         .backoff_initial(Duration::from_millis(10))
         .backoff_max(Duration::from_millis(20))
@@ -80,7 +65,7 @@ async fn a_web_page_is_reported_on_every_attempt(scheme: &str) {
         .unwrap();
     let (mut reported, mut causes) = (0, 0);
     while causes < 3 {
-        let event = common::next_event(&mut events).await;
+        let event = next_event(&mut events).await;
         reported += usize::from(says_wrong_url(&event));
         if let Event::ReconnectScheduled { cause, .. } = &event {
             assert_eq!(*cause, DisconnectCause::Http { status: 200 });
@@ -92,7 +77,7 @@ async fn a_web_page_is_reported_on_every_attempt(scheme: &str) {
         );
     }
     assert_eq!(reported, 3, "one error event per attempt");
-    assert!(requests.load(Ordering::SeqCst) >= 3);
+    assert!(server.arrivals().len() >= 3);
     client.shutdown().await;
 }
 
@@ -109,7 +94,8 @@ async fn a_web_page_at_the_websocket_url_is_retried_and_reported() {
 /// An app that knows its URL is right for good can make a 2xx page fatal.
 #[tokio::test]
 async fn a_2xx_page_stops_the_client_when_the_policy_says_so() {
-    let (addr, requests) = http_server(web_page).await;
+    let server = http_server(web_page).await;
+    let addr = server.addr();
     let policy = ClosePolicy::default().with_status(200..=299, Disposition::Terminal);
     let (client, mut events) = Client::builder(format!("ws://{addr}/wrong"))
         .backoff_initial(Duration::from_millis(10))
@@ -130,24 +116,24 @@ async fn a_2xx_page_stops_the_client_when_the_policy_says_so() {
     );
     assert!(reason.to_string().contains("is the URL right?"), "{reason}");
     assert!(seen.iter().any(says_wrong_url), "{seen:?}");
-    assert_eq!(requests.load(Ordering::SeqCst), 1, "asked only once");
+    assert_eq!(server.arrivals().len(), 1, "asked only once");
 }
 
 #[tokio::test]
 async fn retry_after_as_an_http_date_delays_the_next_attempt() {
-    let (addr, _) = http_server(|| {
+    let server = http_server(|| {
         let at = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(4));
         format!(
             "HTTP/1.1 503 Service Unavailable\r\nRetry-After: {at}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
         )
     })
     .await;
-    let (_client, mut events) = Client::builder(format!("ws://{addr}"))
+    let (_client, mut events) = Client::builder(server.ws_url())
         .backoff_initial(Duration::from_millis(10))
         .connect()
         .unwrap();
     let (delay, cause) = loop {
-        match common::next_event(&mut events).await {
+        match next_event(&mut events).await {
             Event::ReconnectScheduled { delay, cause, .. } => break (delay, cause),
             _ => continue,
         }
