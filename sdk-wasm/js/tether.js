@@ -8,8 +8,9 @@
 // module with them and js/document.js (TetherDocument) is appended.
 import initModule, { WasmClient } from './tether_wasm.js';
 
-// The numbers of the module's `command(op, channel)` and `read(what, channel)` (src/lib.rs,
-// modules `commands` and `reads`): one export each instead of one per command.
+// The numbers of the module's `command(op, channel)` and `read(what, channel)`: one export
+// each instead of one per command. Written here only: src/lib.rs (module `numbers`) reads
+// every `NAME = number` of these two lines when it compiles, and fails to build without one.
 const CONNECT = 0, SUBSCRIBE = 1, UNSUBSCRIBE = 2, OPEN_DOCUMENT = 3, CLOSE_DOCUMENT = 4,
   ONLINE = 5, OFFLINE = 6, FOREGROUND = 7, BACKGROUND = 8;
 const STATE = 0, STATS = 1, PRESENCE = 2, CLIENT_ID = 3;

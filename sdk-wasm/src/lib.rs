@@ -104,28 +104,98 @@ pub(crate) fn js_id(id: u64) -> f64 {
     id as f64
 }
 
-/// The numbers of [`WasmClient::command`]'s commands; js/tether.js names the same ones. One
-/// export for all of them rather than one each: every export costs glue in the module and in
-/// JS (~80 B gzipped).
-mod commands {
+/// The numbers of [`WasmClient::command`]'s commands and [`WasmClient::read`]'s readings. One
+/// export for each group rather than one per command: every export costs glue in the module
+/// and in JS (~80 B gzipped). They are written in one place only, the `const` lines of
+/// js/tether.js, and read from there when this crate compiles (nothing of the file reaches the
+/// module), so the two sides cannot disagree.
+mod numbers {
+    const TETHER_JS: &[u8] = include_bytes!("../js/tether.js");
+
     /// Starts connecting (also from `closed`, or now instead of waiting out a backoff).
-    pub(crate) const CONNECT: u32 = 0;
+    pub(crate) const CONNECT: u32 = js_const(b"CONNECT");
     /// Subscribes to the channel (renewed with resume on every reconnect).
-    pub(crate) const SUBSCRIBE: u32 = 1;
-    pub(crate) const UNSUBSCRIBE: u32 = 2;
+    pub(crate) const SUBSCRIBE: u32 = js_const(b"SUBSCRIBE");
+    pub(crate) const UNSUBSCRIBE: u32 = js_const(b"UNSUBSCRIBE");
     /// Starts syncing the channel's shared document (Tether protocol; again on every open).
     /// Without the `documents` feature this and `CLOSE_DOCUMENT` are unknown numbers.
     #[cfg_attr(not(feature = "documents"), allow(dead_code))]
-    pub(crate) const OPEN_DOCUMENT: u32 = 3;
+    pub(crate) const OPEN_DOCUMENT: u32 = js_const(b"OPEN_DOCUMENT");
     /// Stops tracking the channel's document.
     #[cfg_attr(not(feature = "documents"), allow(dead_code))]
-    pub(crate) const CLOSE_DOCUMENT: u32 = 4;
+    pub(crate) const CLOSE_DOCUMENT: u32 = js_const(b"CLOSE_DOCUMENT");
     /// Network changes and foreground/background (the window's `online`/`offline` and the
     /// document's `visibilitychange` are wired already).
-    pub(crate) const ONLINE: u32 = 5;
-    pub(crate) const OFFLINE: u32 = 6;
-    pub(crate) const FOREGROUND: u32 = 7;
-    pub(crate) const BACKGROUND: u32 = 8;
+    pub(crate) const ONLINE: u32 = js_const(b"ONLINE");
+    pub(crate) const OFFLINE: u32 = js_const(b"OFFLINE");
+    pub(crate) const FOREGROUND: u32 = js_const(b"FOREGROUND");
+    pub(crate) const BACKGROUND: u32 = js_const(b"BACKGROUND");
+
+    /// Readings.
+    pub(crate) const STATE: u32 = js_const(b"STATE");
+    pub(crate) const STATS: u32 = js_const(b"STATS");
+    pub(crate) const PRESENCE: u32 = js_const(b"PRESENCE");
+    pub(crate) const CLIENT_ID: u32 = js_const(b"CLIENT_ID");
+
+    /// The number in tether.js's `NAME = <digits>`: `name` as a whole name (not preceded by a
+    /// letter, digit, `_`, `$` or `.`), then ` = `. Found nowhere or twice, it fails the build.
+    const fn js_const(name: &[u8]) -> u32 {
+        let mut found = None;
+        let mut at = 0;
+        while at < TETHER_JS.len() {
+            if defines_at(at, name) {
+                if found.is_some() {
+                    panic!("a command or reading number is defined twice in js/tether.js");
+                }
+                found = Some(digits_at(at + name.len() + b" = ".len()));
+            }
+            at += 1;
+        }
+        match found {
+            Some(n) => n,
+            None => panic!("a command or reading number is missing from js/tether.js"),
+        }
+    }
+
+    /// Whether `NAME = ` starts at `at`, as a whole name.
+    const fn defines_at(at: usize, name: &[u8]) -> bool {
+        if at > 0 && is_name_byte(TETHER_JS[at - 1]) {
+            return false;
+        }
+        starts_with_at(at, name) && starts_with_at(at + name.len(), b" = ")
+    }
+
+    const fn starts_with_at(at: usize, text: &[u8]) -> bool {
+        if at + text.len() > TETHER_JS.len() {
+            return false;
+        }
+        let mut i = 0;
+        while i < text.len() {
+            if TETHER_JS[at + i] != text[i] {
+                return false;
+            }
+            i += 1;
+        }
+        true
+    }
+
+    const fn is_name_byte(b: u8) -> bool {
+        b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b == b'.'
+    }
+
+    /// The decimal number at `at` (at least one digit).
+    const fn digits_at(mut at: usize) -> u32 {
+        let start = at;
+        let mut n: u32 = 0;
+        while at < TETHER_JS.len() && TETHER_JS[at].is_ascii_digit() {
+            n = n * 10 + (TETHER_JS[at] - b'0') as u32;
+            at += 1;
+        }
+        if at == start {
+            panic!("a command or reading number in js/tether.js is not a decimal number");
+        }
+        n
+    }
 }
 
 /// A number the wrapper does not send: a version mismatch between tether.js and the module.
@@ -136,14 +206,6 @@ fn unknown_number(what: &str) -> JsValue {
             "unknown {what} number (tether.js and the wasm module are from different versions)"
         ),
     )
-}
-
-/// The numbers of [`WasmClient::read`]'s readings, as [`commands`] (js/tether.js names them).
-mod reads {
-    pub(crate) const STATE: u32 = 0;
-    pub(crate) const STATS: u32 = 1;
-    pub(crate) const PRESENCE: u32 = 2;
-    pub(crate) const CLIENT_ID: u32 = 3;
 }
 
 impl WasmClient {
@@ -283,52 +345,52 @@ impl WasmClient {
         self.act(|i, now| i.engine.token_failed(now, attempt, message))
     }
 
-    /// A command that takes at most a channel, by number (see [`commands`]).
+    /// A command that takes at most a channel, by number (see [`numbers`]).
     pub fn command(&self, op: u32, channel: &str) -> Result<(), JsValue> {
         match op {
-            commands::SUBSCRIBE => {
+            numbers::SUBSCRIBE => {
                 self.refusable(|i, now| i.engine.subscribe(now, channel), subscribe_error)
             }
-            commands::UNSUBSCRIBE => {
+            numbers::UNSUBSCRIBE => {
                 self.refusable(|i, now| i.engine.unsubscribe(now, channel), subscribe_error)
             }
             // Opening twice is a no-op.
             #[cfg(feature = "documents")]
-            commands::OPEN_DOCUMENT => self.refusable(
+            numbers::OPEN_DOCUMENT => self.refusable(
                 |i, now| i.engine.open_document(now, channel),
                 documents::sync_error,
             ),
             // Its pending changes are still delivered.
             #[cfg(feature = "documents")]
-            commands::CLOSE_DOCUMENT => self.act(|i, _| {
+            numbers::CLOSE_DOCUMENT => self.act(|i, _| {
                 i.engine.close_document(channel);
             }),
-            commands::ONLINE | commands::OFFLINE => {
-                self.act(|i, now| i.engine.network_changed(now, op == commands::ONLINE))
+            numbers::ONLINE | numbers::OFFLINE => {
+                self.act(|i, now| i.engine.network_changed(now, op == numbers::ONLINE))
             }
-            commands::FOREGROUND | commands::BACKGROUND => {
-                self.act(|i, now| i.engine.set_foreground(now, op == commands::FOREGROUND))
+            numbers::FOREGROUND | numbers::BACKGROUND => {
+                self.act(|i, now| i.engine.set_foreground(now, op == numbers::FOREGROUND))
             }
-            commands::CONNECT => self.act(|i, now| i.engine.connect(now)),
+            numbers::CONNECT => self.act(|i, now| i.engine.connect(now)),
             _ => Err(unknown_number("command")),
         }
     }
 
-    /// A reading as JSON (or text), by number (see [`reads`]); `channel` only for presence.
+    /// A reading as JSON (or text), by number (see [`numbers`]); `channel` only for presence.
     pub fn read(&self, what: u32, channel: &str) -> Result<String, JsValue> {
         self.peek(|e| {
             let mut out = String::new();
             match what {
                 // `until` in `performance.now()` microseconds.
-                reads::STATE => convert::write_state(&mut out, e.state()),
-                reads::STATS => convert::write_stats(&mut out, e),
+                numbers::STATE => convert::write_state(&mut out, e.state()),
+                numbers::STATS => convert::write_stats(&mut out, e),
                 // The members of a subscribed channel (`null` if not subscribed).
-                reads::PRESENCE => match e.presence(channel) {
+                numbers::PRESENCE => match e.presence(channel) {
                     Some(members) => json::write_strings(&mut out, members),
                     None => out.push_str("null"),
                 },
                 // The identity sent in `hello` and used as presence member name (plain text).
-                reads::CLIENT_ID => out.push_str(e.client_id()),
+                numbers::CLIENT_ID => out.push_str(e.client_id()),
                 _ => return Err(unknown_number("reading")),
             }
             Ok(out)
