@@ -11,8 +11,8 @@ use tether_core::json as text;
 use tether_core::json::ObjectWriter;
 use tether_core::serde_json::Value;
 use tether_core::{
-    BackoffConfig, ClosePolicy, CloseReason, Config, DisconnectCause, Disposition, DropReason,
-    Engine, EngineError, Event, HeartbeatConfig, HeartbeatMode, Jitter, OutboxConfig,
+    BackoffConfig, ClosePolicy, CloseReason, Config, ConfigBuilder, DisconnectCause, Disposition,
+    DropReason, Engine, EngineError, Event, HeartbeatConfig, HeartbeatMode, Jitter, OutboxConfig,
     OverflowPolicy, Payload, Protocol, RequestFailure, State, TokenPlacement,
 };
 
@@ -53,12 +53,28 @@ fn invalid(section: &str, key: &str, what: &str) -> String {
 /// Reads the options object. A value of the wrong type is remembered (the first one only) and
 /// read as absent, so every read is a plain `Option` and [`config`] checks once, before
 /// building, instead of propagating an error from each of its ~40 reads.
+///
+/// Every key looked up is recorded, so the options the driver knows are exactly the ones it
+/// reads: once everything is read, [`Reader::finish`] refuses a key that nothing looked up (a
+/// misspelt or misplaced option) rather than leave a setting silently at its default. So
+/// every option is read unconditionally, even when another makes it irrelevant.
 struct Reader<'a> {
     options: &'a Value,
+    /// `(section, key)` of every lookup, in order (each option is read once); the section is
+    /// `""` at the top level.
+    looked_up: Vec<(&'static str, &'static str)>,
     error: Option<String>,
 }
 
 impl<'a> Reader<'a> {
+    fn new(options: &'a Value) -> Self {
+        Reader {
+            options,
+            looked_up: Vec::new(),
+            error: None,
+        }
+    }
+
     /// Records `section.key must be what` unless an earlier option already failed.
     fn fail(&mut self, section: &str, key: &str, what: &str) {
         if self.error.is_none() {
@@ -66,8 +82,9 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// The value at `section.key`; `null` counts as absent.
-    fn field(&self, section: &str, key: &str) -> Option<&'a Value> {
+    /// The value at `section.key`; `null` counts as absent. Records the key as known.
+    fn field(&mut self, section: &'static str, key: &'static str) -> Option<&'a Value> {
+        self.looked_up.push((section, key));
         let object = if section.is_empty() {
             self.options
         } else {
@@ -79,8 +96,8 @@ impl<'a> Reader<'a> {
     /// The value at `section.key` read with `read`; a value it refuses fails as `what`.
     fn typed<T>(
         &mut self,
-        section: &str,
-        key: &str,
+        section: &'static str,
+        key: &'static str,
         what: &str,
         read: impl FnOnce(&'a Value) -> Option<T>,
     ) -> Option<T> {
@@ -92,13 +109,13 @@ impl<'a> Reader<'a> {
         typed
     }
 
-    fn number(&mut self, section: &str, key: &str) -> Option<f64> {
+    fn number(&mut self, section: &'static str, key: &'static str) -> Option<f64> {
         self.typed(section, key, "a non-negative number", |v| {
             v.as_f64().filter(|n| n.is_finite() && *n >= 0.0)
         })
     }
 
-    fn millis(&mut self, section: &str, key: &str) -> Option<Duration> {
+    fn millis(&mut self, section: &'static str, key: &'static str) -> Option<Duration> {
         let ms = self.number(section, key)?;
         let d = Duration::try_from_secs_f64(ms / 1000.0).ok();
         if d.is_none() {
@@ -107,21 +124,26 @@ impl<'a> Reader<'a> {
         d
     }
 
-    fn count(&mut self, section: &str, key: &str) -> Option<u64> {
+    fn count(&mut self, section: &'static str, key: &'static str) -> Option<u64> {
         self.typed(section, key, "a whole number", Value::as_u64)
     }
 
-    fn text(&mut self, section: &str, key: &str) -> Option<&'a str> {
+    fn text(&mut self, section: &'static str, key: &'static str) -> Option<&'a str> {
         self.typed(section, key, "a string", Value::as_str)
     }
 
-    fn flag(&mut self, section: &str, key: &str) -> Option<bool> {
+    fn flag(&mut self, section: &'static str, key: &'static str) -> Option<bool> {
         self.typed(section, key, "a boolean", Value::as_bool)
     }
 
     /// Which of `names` is at `section.key`, as an index into `names` (callers map it to their
     /// values: one non-generic reader for every enum-like option).
-    fn choice(&mut self, section: &str, key: &str, names: &[&str]) -> Option<usize> {
+    fn choice(
+        &mut self,
+        section: &'static str,
+        key: &'static str,
+        names: &[&str],
+    ) -> Option<usize> {
         let name = self.text(section, key)?;
         let found = names.iter().position(|n| *n == name);
         if found.is_none() {
@@ -129,82 +151,18 @@ impl<'a> Reader<'a> {
         }
         found
     }
-}
 
-/// Every option the wrapper passes on, by object (`""` is the top level). A misspelt or
-/// misplaced key is an `invalid_config` error, not a setting silently left at its default.
-const KNOWN_OPTIONS: [(&str, &[&str]); 6] = [
-    (
-        "",
-        &[
-            "protocol",
-            "backoff",
-            "heartbeat",
-            "outbox",
-            "closePolicy",
-            "hasToken",
-            "tokenPlacement",
-            "tokenParam",
-            "connectTimeoutMs",
-            "closeTimeoutMs",
-            "requestTimeoutMs",
-            "maxMessageBytes",
-            "failRequestsOnDisconnect",
-            "clientId",
-            "seed",
-            "subprotocols",
-            "backpressure",
-            "lifecycle",
-        ],
-    ),
-    (
-        "backoff",
-        &[
-            "initialMs",
-            "maxMs",
-            "factor",
-            "jitter",
-            "maxAttempts",
-            "minUptimeMs",
-        ],
-    ),
-    (
-        "heartbeat",
-        &[
-            "mode",
-            "intervalMs",
-            "maxMissed",
-            "pongTimeoutMs",
-            "probeTimeoutMs",
-            "anyFrameIsLiveness",
-            "rawPing",
-            "rawPong",
-        ],
-    ),
-    ("outbox", &["maxMessages", "maxBytes", "overflow", "ttlMs"]),
-    (
-        "closePolicy",
-        &[
-            "codes",
-            "serviceRestartWindowMs",
-            "tryAgainLaterDelayMs",
-            "maxServerDelayMs",
-        ],
-    ),
-    ("backpressure", &["highWaterBytes", "lowWaterBytes"]),
-];
+    /// Once every option is read: the first problem with the options. A key that nothing
+    /// looked up comes first (it may be the misspelling of the value found wrong), then the
+    /// first value of the wrong type.
+    fn finish(&mut self) -> Result<(), String> {
+        self.check_keys("", self.options)?;
+        self.error.take().map_or(Ok(()), Err)
+    }
 
-/// Refuses a section that is not an object and a key the section does not have.
-fn check_option_names(o: &Value) -> Result<(), String> {
-    for (section, keys) in KNOWN_OPTIONS {
-        let object = if section.is_empty() {
-            Some(o)
-        } else {
-            o.get(section).filter(|v| !v.is_null())
-        };
-        let Some(object) = object else {
-            continue;
-        };
+    /// Refuses `object` (the options when `section` is `""`, else that section) if it is not
+    /// an object, or has a key that was never looked up; checks its sections too.
+    fn check_keys(&self, section: &'static str, object: &Value) -> Result<(), String> {
         let name = if section.is_empty() {
             "options"
         } else {
@@ -213,16 +171,47 @@ fn check_option_names(o: &Value) -> Result<(), String> {
         let map = object
             .as_object()
             .ok_or_else(|| invalid("", name, "an object"))?;
-        if let Some(unknown) = map.keys().find(|k| !keys.contains(&k.as_str())) {
-            let mut s = String::from("unknown option ");
-            s.push_str(&option_name(section, unknown));
-            s.push_str(" (known: ");
-            s.push_str(&keys.join(", "));
-            s.push(')');
-            return Err(s);
+        for (key, value) in map {
+            match self.section_named(section, key) {
+                Some(inner) if !value.is_null() => self.check_keys(inner, value)?,
+                Some(_) => {}
+                None if self.looked_up.contains(&(section, key.as_str())) => {}
+                None => return Err(self.unknown(section, key)),
+            }
         }
+        Ok(())
     }
-    Ok(())
+
+    /// `key` of the top level (`section` is `""`) as a section some lookup went into.
+    fn section_named(&self, section: &str, key: &str) -> Option<&'static str> {
+        if !section.is_empty() {
+            return None; // sections are one level deep
+        }
+        let sections = self.looked_up.iter().map(|&(s, _)| s);
+        sections.filter(|s| !s.is_empty()).find(|&s| s == key)
+    }
+
+    /// `unknown option section.key (known: …)`, the known names in the order they are read.
+    fn unknown(&self, section: &str, key: &str) -> String {
+        let mut known: Vec<&str> = Vec::new();
+        for &(s, k) in &self.looked_up {
+            let name = match (section.is_empty(), s.is_empty()) {
+                (true, true) => k,
+                (true, false) => s, // a section is a key of the top level
+                (false, _) if s == section => k,
+                (false, _) => continue,
+            };
+            if !known.contains(&name) {
+                known.push(name);
+            }
+        }
+        let mut s = String::from("unknown option ");
+        s.push_str(&option_name(section, key));
+        s.push_str(" (known: ");
+        s.push_str(&known.join(", "));
+        s.push(')');
+        s
+    }
 }
 
 fn usize_of(n: u64) -> usize {
@@ -237,11 +226,16 @@ fn u32_of(n: u64) -> u32 {
 /// builder validates; this only maps names and types (and names the option at fault).
 pub(crate) fn config(url: &str, options: &str) -> Result<(Config, DriverOptions), String> {
     let o = text::parse(options).map_err(|e| e.to_string())?;
-    check_option_names(&o)?;
-    let mut r = Reader {
-        options: &o,
-        error: None,
-    };
+    let mut r = Reader::new(&o);
+    let builder = engine_options(&mut r, url);
+    let driver = driver_options(&mut r);
+    r.finish()?;
+    let config = builder.build().map_err(|e| e.to_string())?;
+    Ok((config, driver))
+}
+
+/// The engine's settings; [`Config`]'s builder validates them.
+fn engine_options(r: &mut Reader<'_>, url: &str) -> ConfigBuilder {
     // Browsers can neither send ping frames nor see an event stream's comment keep-alives.
     let mut b = Config::builder(url)
         .driver_can_send_ping_frames(false)
@@ -249,64 +243,10 @@ pub(crate) fn config(url: &str, options: &str) -> Result<(Config, DriverOptions)
     if let Some(i) = r.choice("", "protocol", &["raw", "tether"]) {
         b = b.protocol([Protocol::Raw, Protocol::Tether][i]);
     }
-
-    let mut backoff = BackoffConfig::default();
-    let s = "backoff";
-    backoff.initial = r.millis(s, "initialMs").unwrap_or(backoff.initial);
-    backoff.max = r.millis(s, "maxMs").unwrap_or(backoff.max);
-    backoff.factor = r.number(s, "factor").unwrap_or(backoff.factor);
-    let jitters = ["none", "full", "equal", "decorrelated"];
-    if let Some(i) = r.choice(s, "jitter", &jitters) {
-        backoff.jitter = [
-            Jitter::None,
-            Jitter::Full,
-            Jitter::Equal,
-            Jitter::Decorrelated,
-        ][i];
-    }
-    if let Some(n) = r.count(s, "maxAttempts") {
-        backoff.max_attempts = Some(u32_of(n));
-    }
-    backoff.min_uptime = r.millis(s, "minUptimeMs").unwrap_or(backoff.min_uptime);
-    b = b.backoff(backoff);
-
-    let mut hb = HeartbeatConfig::default();
-    let s = "heartbeat";
-    if let Some(i) = r.choice(s, "mode", &["auto", "app", "server", "off"]) {
-        hb.mode = [
-            HeartbeatMode::Auto,
-            HeartbeatMode::AppMessage,
-            HeartbeatMode::ServerDriven,
-            HeartbeatMode::Off,
-        ][i];
-    }
-    hb.interval = r.millis(s, "intervalMs").unwrap_or(hb.interval);
-    hb.max_missed = r.count(s, "maxMissed").map_or(hb.max_missed, u32_of);
-    hb.pong_timeout = r.millis(s, "pongTimeoutMs").or(hb.pong_timeout);
-    hb.probe_timeout = r.millis(s, "probeTimeoutMs").unwrap_or(hb.probe_timeout);
-    let liveness = r.flag(s, "anyFrameIsLiveness");
-    hb.any_frame_is_liveness = liveness.unwrap_or(hb.any_frame_is_liveness);
-    if let Some(t) = r.text(s, "rawPing") {
-        hb.raw_ping = t.to_owned();
-    }
-    if let Some(t) = r.text(s, "rawPong") {
-        hb.raw_pong = t.to_owned();
-    }
-    b = b.heartbeat(hb);
-
-    let mut outbox = OutboxConfig::default();
-    let s = "outbox";
-    outbox.max_messages = r
-        .count(s, "maxMessages")
-        .map_or(outbox.max_messages, usize_of);
-    outbox.max_bytes = r.count(s, "maxBytes").map_or(outbox.max_bytes, usize_of);
-    if let Some(i) = r.choice(s, "overflow", &["drop-oldest", "reject-new"]) {
-        outbox.overflow = [OverflowPolicy::DropOldest, OverflowPolicy::RejectNew][i];
-    }
-    outbox.default_ttl = r.millis(s, "ttlMs");
-    b = b.outbox(outbox);
-
-    b = b.close_policy(close_policy(&mut r));
+    b = b.backoff(backoff(r));
+    b = b.heartbeat(heartbeat(r));
+    b = b.outbox(outbox(r));
+    b = b.close_policy(close_policy(r));
 
     // Read, and so checked, with or without a token provider: a bad value is an error
     // either way, not ignored until the day a provider is added.
@@ -342,37 +282,102 @@ pub(crate) fn config(url: &str, options: &str) -> Result<(Config, DriverOptions)
     if let Some(seed) = r.count("", "seed") {
         b = b.seed(seed);
     }
-    if let Some(list) = r.field("", "subprotocols") {
-        match list.as_array() {
-            Some(names) if names.iter().all(Value::is_string) => {
-                for p in names.iter().filter_map(Value::as_str) {
-                    b = b.subprotocol(p);
-                }
-            }
-            _ => r.fail("", "subprotocols", "an array of strings"),
-        }
+    for p in subprotocols(r) {
+        b = b.subprotocol(p);
     }
-    if let Some(e) = r.error.take() {
-        return Err(e);
-    }
-    let config = b.build().map_err(|e| e.to_string())?;
+    b
+}
 
+fn backoff(r: &mut Reader<'_>) -> BackoffConfig {
+    let mut backoff = BackoffConfig::default();
+    let s = "backoff";
+    backoff.initial = r.millis(s, "initialMs").unwrap_or(backoff.initial);
+    backoff.max = r.millis(s, "maxMs").unwrap_or(backoff.max);
+    backoff.factor = r.number(s, "factor").unwrap_or(backoff.factor);
+    let jitters = ["none", "full", "equal", "decorrelated"];
+    if let Some(i) = r.choice(s, "jitter", &jitters) {
+        backoff.jitter = [
+            Jitter::None,
+            Jitter::Full,
+            Jitter::Equal,
+            Jitter::Decorrelated,
+        ][i];
+    }
+    if let Some(n) = r.count(s, "maxAttempts") {
+        backoff.max_attempts = Some(u32_of(n));
+    }
+    backoff.min_uptime = r.millis(s, "minUptimeMs").unwrap_or(backoff.min_uptime);
+    backoff
+}
+
+fn heartbeat(r: &mut Reader<'_>) -> HeartbeatConfig {
+    let mut hb = HeartbeatConfig::default();
+    let s = "heartbeat";
+    if let Some(i) = r.choice(s, "mode", &["auto", "app", "server", "off"]) {
+        hb.mode = [
+            HeartbeatMode::Auto,
+            HeartbeatMode::AppMessage,
+            HeartbeatMode::ServerDriven,
+            HeartbeatMode::Off,
+        ][i];
+    }
+    hb.interval = r.millis(s, "intervalMs").unwrap_or(hb.interval);
+    hb.max_missed = r.count(s, "maxMissed").map_or(hb.max_missed, u32_of);
+    hb.pong_timeout = r.millis(s, "pongTimeoutMs").or(hb.pong_timeout);
+    hb.probe_timeout = r.millis(s, "probeTimeoutMs").unwrap_or(hb.probe_timeout);
+    let liveness = r.flag(s, "anyFrameIsLiveness");
+    hb.any_frame_is_liveness = liveness.unwrap_or(hb.any_frame_is_liveness);
+    if let Some(t) = r.text(s, "rawPing") {
+        hb.raw_ping = t.to_owned();
+    }
+    if let Some(t) = r.text(s, "rawPong") {
+        hb.raw_pong = t.to_owned();
+    }
+    hb
+}
+
+fn outbox(r: &mut Reader<'_>) -> OutboxConfig {
+    let mut outbox = OutboxConfig::default();
+    let s = "outbox";
+    outbox.max_messages = r
+        .count(s, "maxMessages")
+        .map_or(outbox.max_messages, usize_of);
+    outbox.max_bytes = r.count(s, "maxBytes").map_or(outbox.max_bytes, usize_of);
+    if let Some(i) = r.choice(s, "overflow", &["drop-oldest", "reject-new"]) {
+        outbox.overflow = [OverflowPolicy::DropOldest, OverflowPolicy::RejectNew][i];
+    }
+    outbox.default_ttl = r.millis(s, "ttlMs");
+    outbox
+}
+
+/// `subprotocols`: an array of strings (none when absent or refused).
+fn subprotocols<'a>(r: &mut Reader<'a>) -> impl Iterator<Item = &'a str> {
+    let list = r.field("", "subprotocols");
+    let names = match list.map(Value::as_array) {
+        Some(Some(names)) if names.iter().all(Value::is_string) => &names[..],
+        Some(_) => {
+            r.fail("", "subprotocols", "an array of strings");
+            &[]
+        }
+        None => &[],
+    };
+    names.iter().filter_map(Value::as_str)
+}
+
+/// The driver's own options (read before [`Reader::finish`], so that they count as known).
+fn driver_options(r: &mut Reader<'_>) -> DriverOptions {
     let s = "backpressure";
     let high = r.count(s, "highWaterBytes").unwrap_or(1 << 20);
     let low = r.count(s, "lowWaterBytes").unwrap_or(high / 4);
     if low > high {
+        // Writing resumes at the low mark: above the high one, once paused it never would.
         r.fail(s, "lowWaterBytes", "at most backpressure.highWaterBytes");
     }
-    let lifecycle = r.flag("", "lifecycle").unwrap_or(true);
-    if let Some(e) = r.error {
-        return Err(e);
-    }
-    let driver = DriverOptions {
+    DriverOptions {
         high_water: u32_of(high),
         low_water: u32_of(low),
-        lifecycle,
-    };
-    Ok((config, driver))
+        lifecycle: r.flag("", "lifecycle").unwrap_or(true),
+    }
 }
 
 /// `closePolicy`: what close codes mean (`codes`, latest first) and the server-advice timings.

@@ -224,6 +224,22 @@ test('errors are TetherErrors with a code', async ({ page, base }) => {
       // Options that used to be ignored silently.
       misspelt: code(() => new tether.TetherClient('ws://x', { backoff: { intialMs: 500 } })),
       misspeltTop: code(() => new tether.TetherClient('ws://x', { heartbeats: { mode: 'off' } })),
+      // The known options are the ones the module reads, the driver's own included.
+      misspeltDriver: code(() => new tether.TetherClient('ws://x', { backpressure: { highWater: 1000 } })),
+      misplaced: code(() => new tether.TetherClient('ws://x', { outbox: { maxAttempts: 3 } })),
+      everyOption: code(() => new tether.TetherClient('ws://127.0.0.1:9/ws', {
+        protocol: 'tether',
+        backoff: { initialMs: 500, maxMs: 20000, factor: 1.5, jitter: 'equal', maxAttempts: 9, minUptimeMs: 1000 },
+        heartbeat: { mode: 'app', intervalMs: 10000, maxMissed: 3, pongTimeoutMs: 4000, probeTimeoutMs: 2000,
+          anyFrameIsLiveness: false, rawPing: 'p', rawPong: 'q' },
+        outbox: { maxMessages: 10, maxBytes: 10000, overflow: 'reject-new', ttlMs: 1000 },
+        closePolicy: { codes: [{ from: 4500, to: 4599, action: 'stop' }], serviceRestartWindowMs: 1000,
+          tryAgainLaterDelayMs: 1000, maxServerDelayMs: 60000 },
+        token: () => 't', tokenPlacement: 'first-message', tokenParam: 'auth', connectTimeoutMs: 5000,
+        closeTimeoutMs: 1000, requestTimeoutMs: 5000, maxMessageBytes: 65536, failRequestsOnDisconnect: false,
+        clientId: 'everything', seed: 7, subprotocols: ['chat'], backpressure: { highWaterBytes: 4096, lowWaterBytes: 1024 },
+        lifecycle: false, autoConnect: false,
+      }).dispose()),
       sectionNotObject: code(() => new tether.TetherClient('ws://x', { backoff: 500 })),
       subprotocolsString: code(() => new tether.TetherClient('ws://x', { subprotocols: 'chat' })),
       subprotocolsNumbers: code(() => new tether.TetherClient('ws://x', { subprotocols: ['chat', 2] })),
@@ -264,7 +280,12 @@ test('errors are TetherErrors with a code', async ({ page, base }) => {
   assert.deepEqual(r.publishBytesTether.slice(0, 2), [true, 'binary_in_tether_mode']);
   assert.deepEqual(r.misspelt.slice(0, 2), [true, 'invalid_config']);
   assert.match(r.misspelt[2], /unknown option backoff\.intialMs \(known: initialMs, /);
-  assert.match(r.misspeltTop[2], /unknown option heartbeats /);
+  assert.equal(r.misspelt[2], 'unknown option backoff.intialMs (known: initialMs, maxMs, factor, jitter, maxAttempts, minUptimeMs)');
+  assert.match(r.misspeltTop[2], /unknown option heartbeats \(known: protocol, backoff, heartbeat, outbox, closePolicy, /);
+  assert.deepEqual(r.misspeltDriver.slice(0, 2), [true, 'invalid_config']);
+  assert.equal(r.misspeltDriver[2], 'unknown option backpressure.highWater (known: highWaterBytes, lowWaterBytes)');
+  assert.match(r.misplaced[2], /^unknown option outbox\.maxAttempts \(known: maxMessages, maxBytes, overflow, ttlMs\)$/);
+  assert.equal(r.everyOption, 'no error', 'every option tether.d.ts documents is known');
   assert.deepEqual([r.sectionNotObject[1], r.sectionNotObject[2]], ['invalid_config', 'backoff must be an object']);
   assert.deepEqual([r.subprotocolsString[1], r.subprotocolsString[2]], ['invalid_config', 'subprotocols must be an array of strings']);
   assert.equal(r.subprotocolsNumbers[1], 'invalid_config');
