@@ -136,18 +136,38 @@ impl<'a> Reader<'a> {
         self.typed(section, key, "a boolean", Value::as_bool)
     }
 
-    /// Which of `names` is at `section.key`, as an index into `names` (callers map it to their
-    /// values: one non-generic reader for every enum-like option).
-    fn choice(
+    /// The value named at `section.key`, from `table`'s `(name, value)` pairs. Generic only
+    /// in taking the value out: finding the name, and the error for an unknown one, are
+    /// [`Reader::choice_index`]'s, compiled once for every enum-like option.
+    fn choice<T: Copy>(
         &mut self,
         section: &'static str,
         key: &'static str,
-        names: &[&str],
+        table: &[(&'static str, T)],
+    ) -> Option<T> {
+        let i = self.choice_index(section, key, &|i| table.get(i).map(|&(name, _)| name))?;
+        table.get(i).map(|&(_, value)| value)
+    }
+
+    /// Which of the names `name_at(0)`, `name_at(1)`… (until `None`) is at `section.key`;
+    /// another name fails as `section.key must be a | b | c`.
+    fn choice_index(
+        &mut self,
+        section: &'static str,
+        key: &'static str,
+        name_at: &dyn Fn(usize) -> Option<&'static str>,
     ) -> Option<usize> {
         let name = self.text(section, key)?;
-        let found = names.iter().position(|n| *n == name);
+        let found = (0..).map_while(name_at).position(|n| n == name);
         if found.is_none() {
-            self.fail(section, key, &names.join(" | "));
+            let mut names = String::new();
+            for n in (0..).map_while(name_at) {
+                if !names.is_empty() {
+                    names.push_str(" | ");
+                }
+                names.push_str(n);
+            }
+            self.fail(section, key, &names);
         }
         found
     }
@@ -214,6 +234,27 @@ impl<'a> Reader<'a> {
     }
 }
 
+// The enum-like options: each name with its value.
+const PROTOCOLS: &[(&str, Protocol)] = &[("raw", Protocol::Raw), ("tether", Protocol::Tether)];
+const JITTERS: &[(&str, Jitter)] = &[
+    ("none", Jitter::None),
+    ("full", Jitter::Full),
+    ("equal", Jitter::Equal),
+    ("decorrelated", Jitter::Decorrelated),
+];
+const HEARTBEAT_MODES: &[(&str, HeartbeatMode)] = &[
+    ("auto", HeartbeatMode::Auto),
+    ("app", HeartbeatMode::AppMessage),
+    ("server", HeartbeatMode::ServerDriven),
+    ("off", HeartbeatMode::Off),
+];
+const OVERFLOW_POLICIES: &[(&str, OverflowPolicy)] = &[
+    ("drop-oldest", OverflowPolicy::DropOldest),
+    ("reject-new", OverflowPolicy::RejectNew),
+];
+/// `tokenPlacement`: whether the token goes in the first message (else in the URL).
+const TOKEN_IN_FIRST_MESSAGE: &[(&str, bool)] = &[("query", false), ("first-message", true)];
+
 fn usize_of(n: u64) -> usize {
     usize::try_from(n).unwrap_or(usize::MAX)
 }
@@ -240,8 +281,8 @@ fn engine_options(r: &mut Reader<'_>, url: &str) -> ConfigBuilder {
     let mut b = Config::builder(url)
         .driver_can_send_ping_frames(false)
         .driver_sees_sse_comments(false);
-    if let Some(i) = r.choice("", "protocol", &["raw", "tether"]) {
-        b = b.protocol([Protocol::Raw, Protocol::Tether][i]);
+    if let Some(p) = r.choice("", "protocol", PROTOCOLS) {
+        b = b.protocol(p);
     }
     b = b.backoff(backoff(r));
     b = b.heartbeat(heartbeat(r));
@@ -250,12 +291,12 @@ fn engine_options(r: &mut Reader<'_>, url: &str) -> ConfigBuilder {
 
     // Read, and so checked, with or without a token provider: a bad value is an error
     // either way, not ignored until the day a provider is added.
-    let placement = r.choice("", "tokenPlacement", &["query", "first-message"]);
+    let in_first_message = r.choice("", "tokenPlacement", TOKEN_IN_FIRST_MESSAGE);
     let param = r.text("", "tokenParam");
     if r.flag("", "hasToken") == Some(true) {
         // Browsers cannot set handshake headers: the token goes in the URL or in `hello`.
-        b = b.token(match placement {
-            Some(1) => TokenPlacement::FirstMessage,
+        b = b.token(match in_first_message {
+            Some(true) => TokenPlacement::FirstMessage,
             _ => TokenPlacement::Query {
                 param: param.unwrap_or("token").to_owned(),
             },
@@ -294,15 +335,7 @@ fn backoff(r: &mut Reader<'_>) -> BackoffConfig {
     backoff.initial = r.millis(s, "initialMs").unwrap_or(backoff.initial);
     backoff.max = r.millis(s, "maxMs").unwrap_or(backoff.max);
     backoff.factor = r.number(s, "factor").unwrap_or(backoff.factor);
-    let jitters = ["none", "full", "equal", "decorrelated"];
-    if let Some(i) = r.choice(s, "jitter", &jitters) {
-        backoff.jitter = [
-            Jitter::None,
-            Jitter::Full,
-            Jitter::Equal,
-            Jitter::Decorrelated,
-        ][i];
-    }
+    backoff.jitter = r.choice(s, "jitter", JITTERS).unwrap_or(backoff.jitter);
     if let Some(n) = r.count(s, "maxAttempts") {
         backoff.max_attempts = Some(u32_of(n));
     }
@@ -313,14 +346,7 @@ fn backoff(r: &mut Reader<'_>) -> BackoffConfig {
 fn heartbeat(r: &mut Reader<'_>) -> HeartbeatConfig {
     let mut hb = HeartbeatConfig::default();
     let s = "heartbeat";
-    if let Some(i) = r.choice(s, "mode", &["auto", "app", "server", "off"]) {
-        hb.mode = [
-            HeartbeatMode::Auto,
-            HeartbeatMode::AppMessage,
-            HeartbeatMode::ServerDriven,
-            HeartbeatMode::Off,
-        ][i];
-    }
+    hb.mode = r.choice(s, "mode", HEARTBEAT_MODES).unwrap_or(hb.mode);
     hb.interval = r.millis(s, "intervalMs").unwrap_or(hb.interval);
     hb.max_missed = r.count(s, "maxMissed").map_or(hb.max_missed, u32_of);
     hb.pong_timeout = r.millis(s, "pongTimeoutMs").or(hb.pong_timeout);
@@ -343,9 +369,9 @@ fn outbox(r: &mut Reader<'_>) -> OutboxConfig {
         .count(s, "maxMessages")
         .map_or(outbox.max_messages, usize_of);
     outbox.max_bytes = r.count(s, "maxBytes").map_or(outbox.max_bytes, usize_of);
-    if let Some(i) = r.choice(s, "overflow", &["drop-oldest", "reject-new"]) {
-        outbox.overflow = [OverflowPolicy::DropOldest, OverflowPolicy::RejectNew][i];
-    }
+    outbox.overflow = r
+        .choice(s, "overflow", OVERFLOW_POLICIES)
+        .unwrap_or(outbox.overflow);
     outbox.default_ttl = r.millis(s, "ttlMs");
     outbox
 }
