@@ -43,11 +43,21 @@ fn option_name(section: &str, key: &str) -> String {
     s
 }
 
-fn invalid(section: &str, key: &str, what: &str) -> String {
+/// `section.key must be what` (`key must be what` at the top level).
+pub(crate) fn invalid(section: &str, key: &str, what: &str) -> String {
     let mut s = option_name(section, key);
     s.push_str(" must be ");
     s.push_str(what);
     s
+}
+
+/// What [`millis`] accepts, for the error naming an option or argument it refused.
+pub(crate) const MILLIS: &str = "a non-negative number of milliseconds";
+
+/// Milliseconds from JS (an option or an argument) as a duration. `None` for NaN, negative,
+/// infinite or absurdly large values, which must be refused rather than read as "no limit".
+pub(crate) fn millis(ms: f64) -> Option<Duration> {
+    Duration::try_from_secs_f64(ms / 1000.0).ok()
 }
 
 /// Reads the options object. A value of the wrong type is remembered (the first one only) and
@@ -116,12 +126,7 @@ impl<'a> Reader<'a> {
     }
 
     fn millis(&mut self, section: &'static str, key: &'static str) -> Option<Duration> {
-        let ms = self.number(section, key)?;
-        let d = Duration::try_from_secs_f64(ms / 1000.0).ok();
-        if d.is_none() {
-            self.fail(section, key, "a duration in milliseconds");
-        }
-        d
+        self.typed(section, key, MILLIS, |v| v.as_f64().and_then(millis))
     }
 
     fn count(&mut self, section: &'static str, key: &'static str) -> Option<u64> {

@@ -75,19 +75,17 @@ fn payload(data: String, json: bool, bytes: Option<Vec<u8>>) -> Result<Payload, 
     }
 }
 
-/// Milliseconds from JS as a duration: absent is `None`; NaN, negative, infinite or absurd
-/// values are an `invalid_argument` error naming `what`, not silently "no limit".
+/// Milliseconds from JS as a duration (absent is `None`); a value [`convert::millis`] refuses
+/// is an `invalid_argument` error naming `what`.
 fn duration(ms: Option<f64>, what: &str) -> Result<Option<Duration>, JsValue> {
-    let Some(ms) = ms else {
-        return Ok(None);
-    };
-    match Duration::try_from_secs_f64(ms / 1000.0) {
-        Ok(d) => Ok(Some(d)),
-        Err(_) => Err(convert::error(
+    let refused = || {
+        convert::error(
             "invalid_argument",
-            &format!("{what} must be a non-negative number of milliseconds"),
-        )),
-    }
+            &convert::invalid("", what, convert::MILLIS),
+        )
+    };
+    ms.map(|ms| convert::millis(ms).ok_or_else(refused))
+        .transpose()
 }
 
 fn options(ack: Option<bool>, ttl_ms: Option<f64>) -> Result<SendOptions, JsValue> {

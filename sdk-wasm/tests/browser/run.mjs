@@ -212,6 +212,13 @@ test('errors are TetherErrors with a code', async ({ page, base }) => {
       wrappedClose: code(() => raw.close(66536)),
       badDrain: code(() => raw.close(1000, '', { drain: -1 })),
       badTtl: code(() => raw.send('x', { ttlMs: NaN })),
+      // Milliseconds, as an option or as an argument, go through one converter: one message.
+      millis: [
+        code(() => new tether.TetherClient('ws://x', { connectTimeoutMs: -1 })),
+        code(() => new tether.TetherClient('ws://x', { backoff: { maxMs: 1e300 } })),
+        code(() => raw.send('x', { ttlMs: -5 })),
+        code(() => raw.close(1000, '', { drain: 1e300 })),
+      ].map((c) => c.slice(1)),
       bigint: code(() => raw.send({ n: 1n })),
       request: await raw.request({}).then(() => 'resolved', (e) => [e instanceof tether.TetherError, e.code]),
       cyclic: await (() => { const o = {}; o.o = o; return raw.request(o); })()
@@ -299,6 +306,12 @@ test('errors are TetherErrors with a code', async ({ page, base }) => {
   assert.deepEqual(r.badDrain.slice(0, 2), [true, 'invalid_argument']);
   assert.match(r.badDrain[2], /drain/);
   assert.deepEqual(r.badTtl.slice(0, 2), [true, 'invalid_argument']);
+  assert.deepEqual(r.millis, [
+    ['invalid_config', 'connectTimeoutMs must be a non-negative number of milliseconds'],
+    ['invalid_config', 'backoff.maxMs must be a non-negative number of milliseconds'],
+    ['invalid_argument', 'ttlMs must be a non-negative number of milliseconds'],
+    ['invalid_argument', 'drain must be a non-negative number of milliseconds'],
+  ]);
   assert.deepEqual(r.bigint.slice(0, 2), [true, 'invalid_json']);
   assert.deepEqual(r.cyclic, [true, 'invalid_json']);
   assert.equal(r.stateAfter, 'idle', 'no bad call closed the client');
