@@ -1,7 +1,9 @@
 // tether-web/documents: shared documents for the browser client. Not a module of its own:
 // scripts/build-web appends this file to tether.js to make the `tether-web/documents` entry,
 // whose module is built with the engine's documents (the default `tether-web` entry leaves
-// them out and is smaller). It uses tether.js's Emitter, call, TetherError and CLOSE_DOCUMENT.
+// them out and is smaller). It uses tether.js's TetherClient, Emitter, call, channelName,
+// TetherError, OPEN_DOCUMENT and CLOSE_DOCUMENT, and installs the client's side of documents
+// onto TetherClient (end of this file), so that the default entry ships none of it.
 
 /**
  * A shared document (Tether protocol): a JSON map of keys to values that this client changes
@@ -121,3 +123,43 @@ export class TetherDocument extends Emitter {
 }
 
 const parse = (json) => (json === undefined ? undefined : JSON.parse(json));
+
+// The client's side of documents. Its open documents are `_docs` (channel → TetherDocument),
+// made on the first `document()` call.
+const { _dispatch: dispatchClientEvent, dispose: disposeClient } = TetherClient.prototype;
+Object.assign(TetherClient.prototype, {
+  /**
+   * The shared document on `channel` (Tether protocol): opened and synced on first use (again
+   * after every reconnect), the same object on later calls until its `close()`.
+   */
+  document(channel) {
+    channel = channelName(channel);
+    const docs = this._docs || (this._docs = new Map());
+    let doc = docs.get(channel);
+    if (!doc) {
+      this._do((raw) => raw.command(OPEN_DOCUMENT, channel));
+      docs.set(channel, (doc = new TetherDocument(this, channel)));
+    }
+    return doc;
+  },
+
+  // A document's events (doc_change, doc_rejected, doc_resynced) go to its TetherDocument as
+  // change, rejected and resynced; the client's own events to the client.
+  _dispatch(kind, json, bytes) {
+    if (!kind.startsWith('doc_')) return dispatchClientEvent.call(this, kind, json, bytes);
+    const d = JSON.parse(json);
+    const doc = this._docs && this._docs.get(d.channel);
+    if (!doc) return;
+    if (kind === 'doc_change') for (const c of d.changes) c.deleted = c.value === undefined;
+    doc._emit(kind.slice(4), d);
+  },
+
+  // After the client's own dispose(), whose close still reaches the documents' handlers
+  // (pending changes rolled back), nothing more does.
+  dispose() {
+    disposeClient.call(this);
+    if (!this._docs) return;
+    for (const doc of this._docs.values()) doc._handlers.clear();
+    this._docs.clear();
+  },
+});

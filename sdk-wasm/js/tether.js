@@ -5,7 +5,8 @@
 //
 // Two entries are built from this file (scripts/build-web): `tether-web` as it is, on a module
 // without shared documents, and `tether-web/documents`, where the import below names the
-// module with them and js/document.js (TetherDocument) is appended.
+// module with them and js/document.js is appended (TetherDocument, and the client's
+// document() and document events, installed onto TetherClient).
 import initModule, { WasmClient } from './tether_wasm.js';
 
 // The numbers of the module's `command(op, channel)` and `read(what, channel)`: one export
@@ -191,7 +192,6 @@ export class TetherClient extends Emitter {
     }
     super();
     this._requests = new Map();
-    this._docs = new Map();
     this._token = token;
     let text;
     try {
@@ -258,22 +258,12 @@ export class TetherClient extends Emitter {
   }
 
   /**
-   * The shared document on `channel` (Tether protocol): opened and synced on first use (again
-   * after every reconnect), the same object on later calls until its `close()`.
+   * Shared documents are in the 'tether-web/documents' entry: there js/document.js replaces
+   * this method (and the module has them). Here it says where they are.
    */
-  document(channel) {
-    // TetherDocument exists only in the documents entry (appended there from document.js).
-    if (typeof TetherDocument === 'undefined') {
-      throw new TetherError('unsupported',
-        "shared documents are in the 'tether-web/documents' entry (a larger module): import { TetherClient } from 'tether-web/documents'");
-    }
-    channel = channelName(channel);
-    let doc = this._docs.get(channel);
-    if (!doc) {
-      this._do((raw) => raw.command(OPEN_DOCUMENT, channel));
-      this._docs.set(channel, (doc = new TetherDocument(this, channel)));
-    }
-    return doc;
+  document() {
+    throw new TetherError('unsupported',
+      "shared documents are in the 'tether-web/documents' entry (a larger module): import { TetherClient } from 'tether-web/documents'");
   }
 
   /** The current members of a subscribed channel (`undefined` if not subscribed). */
@@ -309,8 +299,6 @@ export class TetherClient extends Emitter {
     } catch (_) { /* already closed */ }
     this._failRequests('closed', 'the client was disposed');
     this._handlers.clear();
-    for (const doc of this._docs.values()) doc._handlers.clear();
-    this._docs.clear();
     // Free after the current call returns: dispose() may run inside an event handler, while
     // the module is still using the object.
     queueMicrotask(() => raw.free());
@@ -398,15 +386,7 @@ export class TetherClient extends Emitter {
       case 'token':
         this._fetchToken(d.attempt, d.refresh);
         break;
-      case 'doc_change':
-        for (const c of d.changes) c.deleted = c.value === undefined;
-      // fall through
-      case 'doc_rejected':
-      case 'doc_resynced': {
-        const doc = this._docs.get(d.channel);
-        if (doc) doc._emit(kind.slice(4), d); // change, rejected, resynced
-        break;
-      }
+      // The documents entry's events (doc_*) are dispatched by js/document.js before this.
       default: // acked, subscribed, unsubscribed, presence
         this._emit(kind, d);
     }

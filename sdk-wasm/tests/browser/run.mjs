@@ -957,6 +957,10 @@ test('default entry: no shared documents, and client.document() says where they 
   assert.deepEqual(r.instanceOf, [true, true, false, false]);
   assert.equal(r.err.tether, true);
   assert.equal(r.err.code, 'unsupported');
+  // The client's side of documents (open documents, their events) is in documents.js only.
+  const shipped = fs.readFileSync(path.join(process.env.PKG_DIR, 'tether.js'), 'utf8');
+  assert.doesNotMatch(shipped, /doc_|_docs|TetherDocument/, 'the default entry ships no document code');
+  assert.match(fs.readFileSync(path.join(process.env.PKG_DIR, 'documents.js'), 'utf8'), /doc_/);
   assert.match(r.err.message, /'tether-web\/documents'/);
   assert.deepEqual([r.id, r.outbox, r.documentClass], [1, 1, false]);
 });
