@@ -5,7 +5,10 @@
  * Loads and instantiates this entry's WebAssembly module once; safe to call repeatedly. The
  * default is the file next to the entry; a module given here must be that entry's own:
  * `tether_wasm_bg.wasm` for 'tether-web', `tether_docs_bg.wasm` for 'tether-web/documents'.
- * Each entry has its own `init`: take it from the entry your `TetherClient` comes from.
+ * Another module (the other entry's, or another build's) rejects with a `TetherError` with code
+ * `wrong_module` (one whose imports differ too, with the browser's `WebAssembly.LinkError`),
+ * and `init` can be called again. Each entry has its own `init`: take it from the entry your
+ * `TetherClient` comes from.
  */
 export function init(
   module?: string | URL | Request | Response | BufferSource | WebAssembly.Module,
@@ -13,6 +16,8 @@ export function init(
 
 /** Machine-readable error codes carried by `TetherError.code`. */
 export type TetherErrorCode =
+  // init() and TetherClient.connect() rejections: another entry's or build's module
+  | 'wrong_module'
   // thrown by methods
   | 'not_initialized' | 'disposed' | 'invalid_config' | 'invalid_json' | 'busy'
   | 'too_large' | 'outbox_full' | 'closed' | 'closing' | 'needs_tether_protocol'

@@ -23,15 +23,26 @@ let initialised = false;
  * Loads and instantiates this entry's WebAssembly module once. Safe to call repeatedly.
  * `module` may be a URL, Response, BufferSource or WebAssembly.Module (defaults to the file
  * next to this one: `tether_wasm_bg.wasm` for tether-web, `tether_docs_bg.wasm` for
- * tether-web/documents; each entry works only with its own).
+ * tether-web/documents; each entry works only with its own, from the same build, and rejects
+ * another module with a `wrong_module` TetherError, after which init may be called again).
  */
 export function init(module) {
   if (!ready) {
     ready = initModule(module === undefined ? undefined : { module_or_path: module }).then(() => {
       initialised = true;
+    }, (e) => {
+      ready = null;
+      throw moduleError(e);
     });
   }
   return ready;
+}
+
+// Why a module failed to load: a TetherError when the glue found it is not this entry's
+// module (it throws `wrong_module:…`, see tools/pair-module.mjs); anything else (a failed
+// fetch, a file that is not wasm, a LinkError) as it is.
+function moduleError(e) {
+  return typeof e === 'string' ? toError(e) : e;
 }
 
 /** An error with a machine-readable `code` (see `TetherErrorCode` in tether.d.ts). */

@@ -334,6 +334,38 @@ test('errors are TetherErrors with a code', async ({ page, base }) => {
   assert.deepEqual(bare, { before: 'not_initialized', after: 'idle' });
 });
 
+test('init() with a module that is not the entry\'s own: a wrong_module TetherError, then the right one loads', async ({ page, base }) => {
+  // The two entries' modules have the same imports, so the other entry's module instantiates
+  // without error: the glue must notice that it is not the module it was built with.
+  await page.goto(`${base}/t/page.html?bare`);
+  await page.waitForSelector('body[data-ready]', { state: 'attached' });
+  const r = await page.evaluate(async () => {
+    const outcome = (p) => p.then(() => 'loaded', (e) => [e instanceof tether.TetherError, e.code, e.message]);
+    const real = await WebAssembly.compile(await (await fetch('/pkg/tether_wasm_bg.wasm')).arrayBuffer());
+    const emptyModule = new Uint8Array([0, 0x61, 0x73, 0x6d, 1, 0, 0, 0]); // valid, with nothing in it
+    const out = {
+      docsModuleInDefault: await outcome(tether.init('/pkg/tether_docs_bg.wasm')),
+      defaultModuleInDocs: await outcome(tetherDocs.init('/pkg/tether_wasm_bg.wasm')),
+      viaConnect: await outcome(tetherDocs.TetherClient.connect('ws://127.0.0.1:9/ws', { wasm: real, autoConnect: false })),
+      emptyModule: await outcome(tether.init(emptyModule)),
+    };
+    // A refused module leaves nothing behind: the right ones load, and their clients work.
+    await Promise.all([tether.init(), tetherDocs.init()]);
+    const c = new tether.TetherClient('ws://127.0.0.1:9/ws', { autoConnect: false });
+    const d = new tetherDocs.TetherClient('ws://127.0.0.1:9/ws', { protocol: 'tether', autoConnect: false });
+    out.after = [c.state.name, c.send('x'), d.document('doc').pending];
+    c.dispose();
+    d.dispose();
+    return out;
+  });
+  const wrong = (file) => [true, 'wrong_module', `not the ${file} this entry was built with`];
+  assert.deepEqual(r.docsModuleInDefault, wrong('tether_wasm_bg.wasm'));
+  assert.deepEqual(r.defaultModuleInDocs, wrong('tether_docs_bg.wasm'));
+  assert.deepEqual(r.viaConnect, wrong('tether_docs_bg.wasm'), 'the wasm option of connect() too');
+  assert.deepEqual(r.emptyModule, wrong('tether_wasm_bg.wasm'));
+  assert.deepEqual(r.after, ['idle', 1, 0]);
+});
+
 // ---- reconnection ------------------------------------------------------------------------
 
 test('accept-then-close server: delays grow instead of a hot loop', async ({ page }) => {
