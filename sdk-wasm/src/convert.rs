@@ -178,8 +178,8 @@ impl<'a> Reader<'a> {
     }
 
     /// Once every option is read: the first problem with the options. A key that nothing
-    /// looked up comes first (it may be the misspelling of the value found wrong), then the
-    /// first value of the wrong type.
+    /// looked up comes first (as when the names were checked before reading), then the first
+    /// value of the wrong type.
     fn finish(&mut self) -> Result<(), String> {
         self.check_keys("", self.options)?;
         self.error.take().map_or(Ok(()), Err)
