@@ -22,13 +22,17 @@ export type TetherErrorCode =
   | 'not_initialized' | 'disposed' | 'invalid_config' | 'invalid_json' | 'busy'
   | 'too_large' | 'outbox_full' | 'closed' | 'closing' | 'needs_tether_protocol'
   | 'binary_in_tether_mode' | 'invalid_channel' | 'invalid_close_code' | 'invalid_argument'
+  | 'invalid_options'
   // request() rejections (besides 'closed' and 'outbox_full' above)
   | 'timeout' | 'connection_lost' | 'rejected'
+  // sendAcked()/publishAcked() rejections (besides the refusals above)
+  | 'dropped' | 'ack_timed_out'
   // documents (the 'tether-web/documents' entry; 'unsupported' from client.document() in the
   // default entry): thrown by client.document() and TetherDocument methods
   | 'unsupported' | 'not_open' | 'empty_change' | 'invalid_op' | 'conflict' | 'type_mismatch'
   // 'error' events (problems the client already handled)
   | 'frame_too_large' | 'decode' | 'unexpected_frame' | 'server' | 'transport' | 'token'
+  | 'sse_line_too_long'
   | (string & {});
 
 /** Every failure is a `TetherError` with a `code` to branch on (`instanceof` works across the two entries). */
@@ -44,12 +48,27 @@ export class TetherError extends Error {
 }
 
 export interface TetherErrorDetails {
-  /** The code in the server's `error` message (`server` errors, `rejected` requests). */
+  /** The code in the server's `error` message (`server` errors, `rejected` requests, a
+   *  `dropped` rejection with reason `rejected`). */
   serverCode?: string;
-  /** `frame_too_large`: the inbound message's size and the limit, in bytes. */
+  /** `frame_too_large`, `sse_line_too_long`: the inbound size and the limit, in bytes. */
   size?: number;
   limit?: number;
+  /** `dropped`, `ack_timed_out`: the message id `send`/`publish` events name it by. */
+  id?: number;
+  /** `dropped`: why it left the outbox. */
+  reason?: DropReason;
+  /** `ack_timed_out`: whether it was dropped unsent or still awaits its ack. */
+  status?: Unacked;
 }
+
+/**
+ * What became of an acknowledged message whose `timeoutMs` passed: `'expired'`, never written
+ * (or not re-sent after a reconnect), dropped, and a `dropped` event follows at once;
+ * `'awaiting_ack'`, written and kept until its `acked` or `dropped` event (a `dropped` then
+ * means its ack was never seen: the server may have it).
+ */
+export type Unacked = 'expired' | 'awaiting_ack';
 
 export type StateName = 'idle' | 'connecting' | 'open' | 'closing' | 'waiting' | 'closed';
 
@@ -102,6 +121,8 @@ export interface TetherEventMap {
   dropped: { ids: number[]; reason: DropReason; code?: string };
   /** The server acknowledged an acked publish. */
   acked: { id: number; offset: number | null };
+  /** An acknowledged message's `timeoutMs` passed without its ack (once per message). */
+  ack_timed_out: { id: number; status: Unacked };
   /** A subscription became active (after every reconnect too); `recovered: false` after a reconnect means a gap. */
   subscribed: { channel: string; offset: number; recovered: boolean };
   unsubscribed: { channel: string };
@@ -232,7 +253,16 @@ export interface SendOptions {
   ack?: boolean;
   /** Drop (reason `expired`) if not sent within this time. */
   ttlMs?: number;
+  /**
+   * Acknowledged messages only: stop waiting for the ack after this long, with an
+   * `ack_timed_out` event (a `sendAcked`/`publishAcked` rejection). The TTL is cut to it, so
+   * nothing is sent after it. With `ack: false` it is refused (`invalid_options`).
+   */
+  timeoutMs?: number;
 }
+
+/** How `sendAcked`/`publishAcked` wait: `SendOptions` with acknowledgement always on. */
+export type AckedOptions = Omit<SendOptions, 'ack'>;
 
 export interface TetherStats {
   attempts: number;
@@ -274,6 +304,13 @@ export class TetherClient {
   /** Returns the message id; throws `TetherError` (`outbox_full`, `too_large`, `closed`...). */
   send(data: Payload, options?: SendOptions): number;
   publish(channel: string, data: unknown, options?: SendOptions): number;
+  /**
+   * Resolves with the stored offset (`null` without a channel) once the server acknowledges the
+   * message. Rejects with a `TetherError`: a refusal (`outbox_full`, `closed`...), `dropped`
+   * (`details.reason`), or `ack_timed_out` after `timeoutMs` (`details.status`).
+   */
+  sendAcked(data: unknown, options?: AckedOptions): Promise<number | null>;
+  publishAcked(channel: string, data: unknown, options?: AckedOptions): Promise<number | null>;
   request<T = unknown>(data: unknown, options?: { timeout?: number }): Promise<T>;
   subscribe(channel: string): void;
   unsubscribe(channel: string): void;

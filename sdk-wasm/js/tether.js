@@ -123,6 +123,7 @@ function typed(value, what, name) {
 }
 
 const ttl = (opts) => typed(opts && opts.ttlMs, 'number', 'ttlMs');
+const timeout = (opts) => typed(opts && opts.timeoutMs, 'number', 'timeoutMs');
 const ack = (opts) => typed(opts && opts.ack, 'boolean', 'ack');
 
 // A channel name as given: `String(x)` would turn a missing one into the channel "undefined".
@@ -203,6 +204,7 @@ export class TetherClient extends Emitter {
     }
     super();
     this._requests = new Map();
+    this._acks = new Map(); // sendAcked/publishAcked promises by message id
     this._token = token;
     let text;
     try {
@@ -228,33 +230,34 @@ export class TetherClient extends Emitter {
   /** Queues a message; returns its id. Strings go as text, ArrayBuffer/views as binary, anything else as JSON. */
   send(data, options) {
     const p = encode(data);
-    return this._do((raw) => raw.send(undefined, p.text, p.json, p.bytes, ack(options), ttl(options)));
+    return this._do((raw) => raw.send(undefined, p.text, p.json, p.bytes, ack(options), ttl(options), timeout(options)));
   }
 
   /** Publishes to a channel (Tether protocol); acknowledged unless `{ack: false}`. Returns the message id. */
   publish(channel, data, options) {
     const p = encode(data);
-    return this._do((raw) => raw.send(channelName(channel), p.text, p.json, p.bytes, ack(options), ttl(options)));
+    return this._do((raw) => raw.send(channelName(channel), p.text, p.json, p.bytes, ack(options), ttl(options), timeout(options)));
+  }
+
+  /**
+   * Sends an acknowledged message (Tether protocol) and resolves with its offset (`null`
+   * without a channel) once the server has it. Rejects with `dropped` if it leaves the outbox
+   * unacknowledged, or `ack_timed_out` after `timeoutMs` (see tether.d.ts).
+   */
+  sendAcked(data, options) {
+    return this._acked(undefined, data, options);
+  }
+
+  /** `sendAcked` on a channel: resolves with the offset the message was stored at. */
+  publishAcked(channel, data, options) {
+    return this._acked(channel, data, options);
   }
 
   /** Sends a request (Tether protocol) and resolves with the reply's payload. */
   request(data, options) {
-    const raw = this._live();
-    let p;
-    try {
-      p = encode(data);
-    } catch (e) {
-      return Promise.reject(e); // a promise-returning call rejects rather than throws
-    }
-    return new Promise((resolve, reject) => {
-      let id;
-      try {
-        id = raw.request(p.text, p.json, p.bytes, typed(options && options.timeout, 'number', 'timeout'));
-      } catch (e) {
-        reject(toError(e));
-        return;
-      }
-      this._requests.set(id, { resolve, reject });
+    return this._pending(this._requests, (raw) => {
+      const p = encode(data);
+      return raw.request(p.text, p.json, p.bytes, typed(options && options.timeout, 'number', 'timeout'));
     });
   }
 
@@ -354,9 +357,40 @@ export class TetherClient extends Emitter {
     return call(() => f(raw));
   }
 
+  _acked(channel, data, options) {
+    return this._pending(this._acks, (raw) => {
+      const p = encode(data);
+      const to = channel === undefined ? undefined : channelName(channel);
+      return raw.send(to, p.text, p.json, p.bytes, true, ttl(options), timeout(options));
+    });
+  }
+
+  // A promise settled by the event that names the id `submit(raw)` returns. A promise-returning
+  // call rejects rather than throws: a refusal rejects it at once.
+  _pending(waiting, submit) {
+    return new Promise((resolve, reject) => {
+      try {
+        waiting.set(submit(this._live()), { resolve, reject });
+      } catch (e) {
+        reject(toError(e));
+      }
+    });
+  }
+
+  // Settles the `waiting` promise for `id`, if any.
+  _settle(waiting, id, error, value) {
+    const pending = waiting.get(id);
+    if (!pending) return;
+    waiting.delete(id);
+    if (error) pending.reject(error);
+    else pending.resolve(value);
+  }
+
   _failRequests(code, message) {
-    for (const { reject } of this._requests.values()) reject(new TetherError(code, message));
-    this._requests.clear();
+    for (const waiting of [this._requests, this._acks]) {
+      for (const { reject } of waiting.values()) reject(new TetherError(code, message));
+      waiting.clear();
+    }
   }
 
   _dispatch(kind, json, bytes) {
@@ -377,17 +411,28 @@ export class TetherClient extends Emitter {
         break;
       }
       case 'dropped':
+        for (const id of d.ids) {
+          const details = d.code === undefined ? { id, reason: d.reason } : { id, reason: d.reason, serverCode: d.code };
+          this._settle(this._acks, id, new TetherError('dropped', `dropped before acknowledgement: ${d.reason}`, details));
+        }
         this._emit('dropped', d);
         break;
-      case 'replied':
-      case 'request_failed': {
-        const pending = this._requests.get(d.id);
-        if (!pending) break;
-        this._requests.delete(d.id);
-        if (kind === 'replied') pending.resolve(d.payload);
-        else pending.reject(new TetherError(d.code, d.message, d.details));
+      case 'acked':
+        this._settle(this._acks, d.id, null, d.offset);
+        this._emit('acked', d);
         break;
-      }
+      case 'ack_timed_out':
+        this._settle(this._acks, d.id, new TetherError('ack_timed_out',
+          d.status === 'expired' ? 'not acknowledged in time: never sent, dropped'
+            : 'not acknowledged in time: written, still awaiting its acknowledgement', d));
+        this._emit('ack_timed_out', d);
+        break;
+      case 'replied':
+        this._settle(this._requests, d.id, null, d.payload);
+        break;
+      case 'request_failed':
+        this._settle(this._requests, d.id, new TetherError(d.code, d.message, d.details));
+        break;
       case 'rtt':
         this._emit('rtt', { rttMs: ms(d.rtt) });
         break;
@@ -398,7 +443,7 @@ export class TetherClient extends Emitter {
         this._fetchToken(d.attempt, d.refresh);
         break;
       // The documents entry's events (doc_*) are dispatched by js/document.js before this.
-      default: // acked, subscribed, unsubscribed, presence
+      default: // subscribed, unsubscribed, presence
         this._emit(kind, d);
     }
   }

@@ -589,6 +589,11 @@ pub(crate) fn event(mut e: Event) -> Option<(&'static str, String, Option<Vec<u8
             }
             "acked"
         }
+        Event::AckTimedOut { id, status } => {
+            w.u64("id", id.get());
+            w.str("status", status.name());
+            "ack_timed_out"
+        }
         Event::Replied { id, payload } => {
             w.u64("id", id.get());
             w.value("payload", payload);
@@ -666,7 +671,8 @@ pub(crate) fn event(mut e: Event) -> Option<(&'static str, String, Option<Vec<u8
             w.str("message", &err.to_string());
             match err {
                 EngineError::Server { code, .. } => server_code(&mut w, code),
-                EngineError::FrameTooLarge { size, max } => {
+                EngineError::FrameTooLarge { size, max }
+                | EngineError::SseLineTooLong { size, max, .. } => {
                     write_object(w.key("details"), |d| {
                         d.u64("size", *size as u64);
                         d.u64("limit", *max as u64);

@@ -88,11 +88,15 @@ fn duration(ms: Option<f64>, what: &str) -> Result<Option<Duration>, JsValue> {
         .transpose()
 }
 
-fn options(ack: Option<bool>, ttl_ms: Option<f64>) -> Result<SendOptions, JsValue> {
+fn options(
+    ack: Option<bool>,
+    ttl_ms: Option<f64>,
+    timeout_ms: Option<f64>,
+) -> Result<SendOptions, JsValue> {
     Ok(SendOptions {
         ack,
         ttl: duration(ttl_ms, "ttlMs")?,
-        ..SendOptions::default()
+        timeout: duration(timeout_ms, "timeoutMs")?,
     })
 }
 
@@ -266,6 +270,9 @@ impl WasmClient {
 
     /// Queues a message — `bytes` as binary, else text (with `json`, a JSON payload) — and
     /// returns its id: published to `channel` (Tether protocol), or without one sent as is.
+    // Flat scalars rather than an options object: reading one would take js-sys property
+    // lookups (glue in both the module and JS) for three optional numbers.
+    #[allow(clippy::too_many_arguments)]
     pub fn send(
         &self,
         channel: Option<String>,
@@ -274,9 +281,10 @@ impl WasmClient {
         bytes: Option<Vec<u8>>,
         ack: Option<bool>,
         ttl_ms: Option<f64>,
+        timeout_ms: Option<f64>,
     ) -> Result<f64, JsValue> {
         let payload = payload(data, json, bytes)?;
-        let opts = options(ack, ttl_ms)?;
+        let opts = options(ack, ttl_ms, timeout_ms)?;
         self.refusable(
             |i, now| {
                 match &channel {

@@ -8,7 +8,7 @@ import path from 'node:path';
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
-import { behaviours, freePort, proxy, relay, sleep, staticServer, stopAll, until, wsServer } from './servers.mjs';
+import { behaviours, freePort, proxy, relay, silentServer, sleep, sseServer, staticServer, stopAll, until, wsServer } from './servers.mjs';
 
 const require = createRequire(import.meta.url);
 const { chromium } = require(path.resolve(process.env.WEB_TOOLS, 'node_modules/playwright-core'));
@@ -132,6 +132,61 @@ test('relay: channels, presence, acked publish and request/reply between two cli
   assert.deepEqual(r.reply, { q: 42 });
   assert.ok(r.rtt > 0 && r.rtt < 1000, `rtt ${r.rtt} ms`);
   assert.ok(r.lastRtt > 0, 'stats.lastRttMs');
+});
+
+test('acked sends: publishAcked resolves with the offset; a timeout rejects saying what became of the message', async ({ page }) => {
+  const rl = await relay(await freePort());
+  const px = await proxy(Number(new URL(rl.ws).port));
+  const silent = await silentServer(); // the handshake never completes: nothing is written
+  await page.exposeFunction('holdReplies', (on) => px.holdReplies(on));
+  const r = await page.evaluate(async ({ url, silentUrl }) => {
+    const settle = (p) => p.then((v) => ({ ok: v }), (e) => ({ code: e.code, details: e.details, tether: e instanceof tether.TetherError }));
+    // Slow heartbeats: withheld replies must not look like a dead connection.
+    const c = new tether.TetherClient(url, { protocol: 'tether', heartbeat: { intervalMs: 60000 } });
+    const log = record(c);
+    await until(() => c.state.name === 'open', 5000, 'open');
+    const stored = await c.publishAcked('room', { n: 1 });
+    const unchanneled = await c.sendAcked('plain');
+    // Written, its ack withheld: rejected as awaiting_ack, and its acked event still comes.
+    await holdReplies(true);
+    const late = await settle(c.publishAcked('room', { n: 2 }, { timeoutMs: 300 }));
+    await holdReplies(false);
+    await until(() => log.some((e) => e.type === 'acked' && e.id === late.details.id), 5000, 'the late ack');
+    const refusals = [
+      await settle(c.publishAcked('room', 'x', { timeoutMs: -1 })),
+      await settle(c.publishAcked(7, 'x')),
+    ];
+    let unacked;
+    try { c.publish('room', 'x', { ack: false, timeoutMs: 100 }); } catch (e) { unacked = e.code; }
+    c.close();
+    const closedRefusal = await settle(c.sendAcked('after close'));
+
+    // Never written (the handshake never completes): expired at its timeout, then dropped.
+    const s = new tether.TetherClient(silentUrl, { protocol: 'tether' });
+    const slog = record(s);
+    const t0 = performance.now();
+    const expired = await settle(s.sendAcked('lost', { timeoutMs: 300 }));
+    const took = performance.now() - t0;
+    await until(() => slog.some((e) => e.type === 'dropped'), 2000, 'the dropped event');
+    const order = slog.filter((e) => e.type === 'ack_timed_out' || e.type === 'dropped').map((e) => e.type);
+    const pending = s.sendAcked('pending');
+    s.dispose();
+    const disposed = await settle(pending);
+    return { stored, unchanneled, late, refusals, unacked, closedRefusal, expired, took, order, disposed,
+      timedOutEvents: log.filter((e) => e.type === 'ack_timed_out') };
+  }, { url: px.ws, silentUrl: silent.url });
+  assert.equal(r.stored, 1, 'the offset in the channel');
+  assert.equal(r.unchanneled, null);
+  assert.deepEqual(r.late, { code: 'ack_timed_out', details: { id: 3, status: 'awaiting_ack' }, tether: true });
+  assert.deepEqual(r.timedOutEvents.map((e) => [e.id, e.status]), [[3, 'awaiting_ack']]);
+  assert.deepEqual(r.refusals.map((x) => x.code), ['invalid_argument', 'invalid_channel']);
+  assert.equal(r.unacked, 'invalid_options');
+  assert.equal(r.closedRefusal.code, 'closing', 'refused during the close handshake');
+  assert.deepEqual(r.expired, { code: 'ack_timed_out', details: { id: 1, status: 'expired' }, tether: true });
+  assert.ok(r.took >= 250 && r.took < 3000, `timed out after ${r.took} ms`);
+  assert.deepEqual(r.order, ['ack_timed_out', 'dropped']);
+  // dispose() closes first: the pending message is dropped (reason closed), and says so.
+  assert.deepEqual([r.disposed.code, r.disposed.details.reason], ['dropped', 'closed']);
 });
 
 test('every client method reaches the engine: unsubscribe, clientId, presence; unknown numbers refused', async ({ page }) => {
@@ -729,6 +784,24 @@ test('SSE through EventSource: messages, then resume with lastEventId after a cu
   });
   assert.deepEqual(r.msgs, [[1, 1], [2, 2], [3, 3], [4, 4], [5, 5]]);
   assert.deepEqual(r.states, ['connecting', 'open', 'waiting', 'connecting', 'open']);
+});
+
+test('SSE: an id too long to send back is reported and not resumed from', async ({ page }) => {
+  // EventSource keeps an id of any length; sent back in the URL it would be refused (431).
+  const long = 'x'.repeat(2000);
+  const srv = await sseServer([`id: 1\ndata: a\n\nid: ${long}\ndata: b\n\n`, 'data: again\n\n']);
+  const r = await page.evaluate(async (url) => {
+    const c = new tether.TetherClient(url, { backoff: { initialMs: 50, jitter: 'none' } });
+    const log = record(c);
+    await until(() => log.some((e) => e.type === 'message' && e.data === 'again'), 5000, 'the resumed stream');
+    c.close();
+    return { messages: log.filter((e) => e.type === 'message').map((e) => e.data),
+      errors: log.filter((e) => e.type === 'error').map((e) => e.code) };
+  }, srv.url);
+  assert.deepEqual(r.messages, ['a', 'b', 'again']);
+  assert.deepEqual(r.errors, ['sse_line_too_long']);
+  assert.equal(srv.urls[0], '/events');
+  assert.equal(srv.urls[1], '/events?lastEventId=1', 'resumed after the last id that can be sent back');
 });
 
 // ---- shared documents (two pages = two separate clients) -----------------------------------

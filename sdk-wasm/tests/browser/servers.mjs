@@ -157,6 +157,41 @@ export async function proxy(targetPort) {
 }
 
 /**
+ * An SSE server: the n-th request gets `bodies[n]` (the last one again after that) as an event
+ * stream, then the response ends. `urls` records each request's path and query.
+ */
+export async function sseServer(bodies) {
+  const urls = [];
+  const server = createServer((req, res) => {
+    urls.push(req.url);
+    res.writeHead(200, { 'Content-Type': 'text/event-stream', 'Access-Control-Allow-Origin': '*', 'Cache-Control': 'no-store' });
+    res.end(bodies[Math.min(urls.length, bodies.length) - 1]);
+  });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  const stop = track(() => new Promise((r) => {
+    server.closeAllConnections();
+    server.close(() => r());
+  }));
+  return { url: `http://127.0.0.1:${server.address().port}/events`, urls, stop };
+}
+
+/** A TCP server that accepts and never answers: a WebSocket handshake to it never completes. */
+export async function silentServer() {
+  const sockets = new Set();
+  const server = net.createServer((socket) => {
+    sockets.add(socket);
+    socket.on('error', () => {});
+    socket.on('close', () => sockets.delete(socket));
+  });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  const stop = track(() => new Promise((r) => {
+    for (const socket of sockets) socket.destroy();
+    server.close(() => r());
+  }));
+  return { url: `ws://127.0.0.1:${server.address().port}/`, stop };
+}
+
+/**
  * A scripted WebSocket server. `behaviour(ws, req, server)` runs per connection; every
  * connection's URL, arrival time (`at`, performance.now() ms) and received frames are recorded.
  */
