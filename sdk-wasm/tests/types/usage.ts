@@ -1,7 +1,7 @@
 // Compiled with `tsc --noEmit --strict` by scripts/test-web: the hand-written tether.d.ts must
 // accept what the README shows and refuse what is wrong (each @ts-expect-error must fire).
 import {
-  init, TetherClient, TetherError, type KeyChange, type TetherDocument, type TetherState, type TetherStats,
+  init, TetherClient, TetherError, type KeyChange, type TetherDocument, type TetherState, type TetherStats, type Unacked,
 } from '../../js/documents.js';
 import { TetherClient as PlainClient } from '../../js/tether.js';
 
@@ -38,6 +38,19 @@ async function main(): Promise<void> {
   client.send(new Uint8Array([1, 2]));
   const answer = await client.request<{ time: number }>({ op: 'time' }, { timeout: 2000 });
   console.log(id, answer.time);
+  client.on('ack_timed_out', ({ id, status }) => console.log(id, status === 'awaiting_ack'));
+  try {
+    const offset: number | null = await client.publishAcked('room', 'kept?', { timeoutMs: 5000, ttlMs: 1000 });
+    const plain: number | null = await client.sendAcked({ n: 1 });
+    // @ts-expect-error an acked send is always acknowledged: no `ack` option
+    await client.sendAcked('x', { ack: false });
+    console.log(offset, plain);
+  } catch (e) {
+    if (e instanceof TetherError && e.code === 'ack_timed_out') {
+      const status: Unacked | undefined = e.details?.status;
+      console.log(e.details?.id, status);
+    }
+  }
   const stats: TetherStats = client.stats;
   console.log(stats.droppedOverflow, stats.lastRttMs ?? 0, client.presence('room')?.length, client.clientId);
   client.close(1000, 'bye', { drain: 500 });
