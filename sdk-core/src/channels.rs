@@ -28,16 +28,19 @@ pub const MAX_CHANNEL_LEN: usize = 256;
 /// assert!(tether_core::validate_channel("a\tb").is_err());
 /// ```
 pub fn validate_channel(channel: &str) -> Result<(), String> {
-    if channel.is_empty() {
+    check_name(channel, MAX_CHANNEL_LEN)
+}
+
+/// The rule channel names and client ids share (both travel in JSON and in URLs, and end up
+/// in logs and UIs): 1 to `max` bytes, no control characters. Says what is wrong.
+pub(crate) fn check_name(name: &str, max: usize) -> Result<(), String> {
+    if name.is_empty() {
         return Err("empty".to_owned());
     }
-    if channel.len() > MAX_CHANNEL_LEN {
-        return Err(format!(
-            "{} bytes, at most {MAX_CHANNEL_LEN} allowed",
-            channel.len()
-        ));
+    if name.len() > max {
+        return Err(format!("{} bytes, at most {max} allowed", name.len()));
     }
-    if channel.chars().any(char::is_control) {
+    if name.chars().any(char::is_control) {
         return Err("contains control characters".to_owned());
     }
     Ok(())
@@ -193,6 +196,30 @@ fn difference(a: &SortedSet<String>, b: &SortedSet<String>) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn channel_names_and_client_ids_follow_one_rule_with_their_own_limits() {
+        let long_channel = "c".repeat(MAX_CHANNEL_LEN + 1);
+        let long_id = "i".repeat(crate::MAX_CLIENT_ID_LEN + 1);
+        assert_eq!(validate_channel(""), Err("empty".to_owned()));
+        assert_eq!(crate::validate_client_id(""), Err("empty".to_owned()));
+        assert_eq!(
+            validate_channel(&long_channel),
+            Err("257 bytes, at most 256 allowed".to_owned())
+        );
+        assert_eq!(
+            crate::validate_client_id(&long_id),
+            Err("129 bytes, at most 128 allowed".to_owned())
+        );
+        assert!(crate::validate_client_id(&long_id[1..]).is_ok());
+        for bad in ["a\u{0}b", "a\nb", "\u{7f}"] {
+            assert_eq!(
+                validate_channel(bad),
+                Err("contains control characters".to_owned())
+            );
+            assert!(crate::validate_client_id(bad).is_err());
+        }
+    }
 
     #[test]
     fn fresh_subscription_adopts_head_then_dedupes() {

@@ -617,13 +617,7 @@ pub const MAX_CLIENT_ID_LEN: usize = 128;
 /// assert!(tether_core::validate_client_id("a\nb").is_err());
 /// ```
 pub fn validate_client_id(id: &str) -> Result<(), String> {
-    if id.is_empty() || id.len() > MAX_CLIENT_ID_LEN {
-        return Err(format!("must be 1 to {MAX_CLIENT_ID_LEN} bytes"));
-    }
-    if id.chars().any(char::is_control) {
-        return Err("must not contain control characters".to_owned());
-    }
-    Ok(())
+    crate::channels::check_name(id, MAX_CLIENT_ID_LEN)
 }
 
 fn transport_for_url(url: &str) -> Result<TransportKind, ConfigError> {
