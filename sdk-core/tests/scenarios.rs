@@ -1246,15 +1246,97 @@ fn a_timeout_without_an_acknowledgement_is_refused() {
             "a timeout waits for an acknowledgement: it needs ack"
         ))
     );
+    // Raw mode has no acknowledgements: a timeout alone is the same contradiction, and an
+    // explicit ack the missing protocol.
     let mut raw = Sim::raw("ws://relay");
     let timeout_only = SendOptions::default().with_timeout(secs(1));
-    assert_eq!(
+    assert!(matches!(
         raw.engine.send_with(raw.now, "x", timeout_only),
+        Err(tether_core::SendError::InvalidOptions(_))
+    ));
+    assert_eq!(
+        raw.engine
+            .send_with(raw.now, "x", SendOptions::acked().with_timeout(secs(1))),
         Err(tether_core::SendError::NeedsTetherProtocol(
             "acknowledged sends"
         ))
     );
-    assert_eq!(sim.engine.outbox_len() + raw.engine.outbox_len(), 0);
+    // Zero would end the message inside the call that accepts it, before its id is known.
+    for zero in [
+        SendOptions::acked().with_timeout(Duration::ZERO),
+        SendOptions::acked().with_ttl(Duration::from_nanos(999)),
+    ] {
+        assert_eq!(
+            sim.engine.publish(sim.now, "room", "x", zero),
+            Err(tether_core::SendError::InvalidOptions(
+                "a ttl or timeout must be at least a microsecond"
+            ))
+        );
+    }
+    assert!(sim
+        .engine
+        .send_with(
+            sim.now,
+            "x",
+            SendOptions::acked().with_ttl(Duration::from_micros(1))
+        )
+        .is_ok());
+    assert_eq!(raw.engine.outbox_len(), 0);
+}
+
+#[test]
+fn poll_timeout_wakes_for_a_written_messages_ack_deadline() {
+    // Once the queued messages' expiry is gone, only the ack deadline can wake the driver.
+    let mut sim = open_without_acks();
+    let t = sim.server.conn.unwrap();
+    let start = sim.now;
+    let written = sim
+        .engine
+        .send_with(start, "a", SendOptions::acked().with_timeout(secs(2)))
+        .unwrap();
+    sim.engine.transport_writable(start, t, false);
+    let queued = sim
+        .engine
+        .send_with(start, "b", SendOptions::acked().with_ttl(secs(1)))
+        .unwrap();
+    sim.engine.handle_timeout(start + secs(1));
+    assert_eq!(
+        drained_outcomes(&mut sim.engine),
+        vec![Outcome::Dropped(vec![queued], DropReason::Expired)]
+    );
+    let next = sim.engine.poll_timeout().expect("a deadline");
+    assert!(
+        next <= start + secs(2),
+        "the ack deadline (or an earlier timer) wakes the driver, not later: {next:?}"
+    );
+    sim.engine.handle_timeout(start + secs(2));
+    assert_eq!(
+        drained_outcomes(&mut sim.engine),
+        vec![Outcome::TimedOut(written, Unacked::AwaitingAck)]
+    );
+}
+
+#[test]
+fn a_message_evicted_by_overflow_is_dropped_once_and_never_times_out() {
+    let mut sim = tether(
+        Config::builder("ws://relay")
+            .connect_timeout(secs(30))
+            .outbox_max_messages(1),
+    );
+    sim.server.behaviour = Behaviour::Hang;
+    sim.connect();
+    let first = sim
+        .engine
+        .send_with(sim.now, "a", SendOptions::acked().with_timeout(secs(2)))
+        .unwrap();
+    sim.engine
+        .send_with(sim.now, "b", SendOptions::acked())
+        .unwrap();
+    sim.engine.handle_timeout(Instant::from_millis(5000));
+    assert_eq!(
+        drained_outcomes(&mut sim.engine),
+        vec![Outcome::Dropped(vec![first], DropReason::Overflow)]
+    );
 }
 
 // ---- channels, resume, presence -----------------------------------------------------------------
@@ -1642,7 +1724,15 @@ fn an_sse_id_a_header_could_not_carry_is_not_resumed_from() {
     sim.connect_open();
     // Also one too long to send back: servers would refuse the header (431) on every attempt.
     let long = "x".repeat(tether_core::sse::MAX_EVENT_ID_LEN + 1);
-    for id in ["1", "2\u{1}", "3\r\n", "\u{7f}", long.as_str()] {
+    // The long one twice: a browser's EventSource repeats the last id on every later event.
+    for id in [
+        "1",
+        "2\u{1}",
+        "3\r\n",
+        "\u{7f}",
+        long.as_str(),
+        long.as_str(),
+    ] {
         sim.server_push_sse(SseEvent {
             id: Some(id.into()),
             event: "message".into(),
@@ -1653,11 +1743,11 @@ fn an_sse_id_a_header_could_not_carry_is_not_resumed_from() {
     sim.run_for(ms(50));
     assert_eq!(
         sim.delivered().len(),
-        5,
+        6,
         "the events themselves are delivered"
     );
-    // Only the over-long one is reported (as our parser reports it); the others break a
-    // header rule the app cannot act on, and NUL is the spec's own silent rule.
+    // Only the over-long one is reported (as our parser reports it), once; the others break
+    // a header rule the app cannot act on, and NUL is the spec's own silent rule.
     let errors = sim.events_matching(|e| match e {
         Event::Error(err) => Some(err.clone()),
         _ => None,

@@ -130,8 +130,8 @@ pub enum AckError {
     #[error("the client shut down")]
     ClientGone,
     /// No acknowledgement within [`AckedOptions::timeout`]. The timeout is also the message's
-    /// TTL, so it is never sent after this; `status` says what became of it, and `id` is the
-    /// id its `Event::Acked` or `Event::Dropped` carries.
+    /// TTL, so it is not sent (or re-sent) after this; `status` says what became of it, and
+    /// `id` is the id its `Event::Acked` or `Event::Dropped` carries.
     #[error("not acknowledged in time: message {} {status}", id.get())]
     TimedOut {
         /// The message.
@@ -148,7 +148,13 @@ pub enum AckError {
 pub struct AckedOptions {
     /// Stop waiting after this long, with [`AckError::TimedOut`]. The message's TTL is cut to
     /// it, so a message that could not be sent in time is dropped (reason `Expired`) rather
-    /// than delivered long after the caller gave up. `None`: no limit.
+    /// than delivered long after the caller gave up. `None`: no limit; under a microsecond,
+    /// refused ([`SendError::InvalidOptions`]).
+    ///
+    /// The engine's clock runs it, so it pauses with the client: while the app leaves more
+    /// than `event_capacity` events unread, the client neither reads, writes nor fires timers
+    /// (see [`ClientBuilder::event_capacity`](crate::ClientBuilder::event_capacity)), and the
+    /// timeout ends the wait once the app reads again.
     pub timeout: Option<Duration>,
     /// Drop the message (reason `Expired`, [`AckError::Dropped`]) if it cannot be sent, or
     /// re-sent after a reconnect, within this time. `None`: the configured `message_ttl`.
@@ -322,7 +328,7 @@ impl Client {
     /// match client.send_acked_with("hello", AckedOptions::timeout(Duration::from_secs(5))).await {
     ///     Ok(offset) => println!("stored at {offset:?}"),
     ///     Err(AckError::TimedOut { status: Unacked::Expired, .. }) => {
-    ///         println!("never sent: dropped, and reported in Event::Dropped")
+    ///         println!("not sent (or re-sent) in time: dropped, reported in Event::Dropped")
     ///     }
     ///     Err(AckError::TimedOut { id, .. }) => {
     ///         println!("written; Event::Acked or Event::Dropped will name {id:?}")
@@ -414,6 +420,10 @@ impl Client {
         {
             let now = self.shared.now();
             let mut inner = self.shared.lock();
+            // The task is gone (its runtime was dropped): nothing would resolve the wait.
+            if inner.waiters.task_ended {
+                return Err(AckError::ClientGone);
+            }
             let send = SendOptions {
                 ack: Some(true),
                 ttl: options.ttl,
@@ -439,6 +449,9 @@ impl Client {
         {
             let now = self.shared.now();
             let mut inner = self.shared.lock();
+            if inner.waiters.task_ended {
+                return Err(RequestError::ClientGone);
+            }
             let id = inner.engine.request(now, payload, timeout)?;
             inner.waiters.requests.insert(id, tx);
         }

@@ -347,3 +347,34 @@ async fn closing_without_an_events_stream_still_sends_a_close_frame() {
         .unwrap();
     assert_eq!(close, Some((1000, "shutdown".to_owned())));
 }
+
+#[test]
+fn acked_sends_and_requests_after_the_task_is_gone_end_with_client_gone() {
+    // The client's task ends with its runtime (dropped here without a shutdown): the engine is
+    // not closed, so a wait would otherwise be registered that nothing can resolve.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (client, _events) = runtime.block_on(async {
+        Client::builder("ws://127.0.0.1:9/")
+            .protocol(tether::Protocol::Tether)
+            .connect()
+            .unwrap()
+    });
+    drop(runtime);
+    let other = tokio::runtime::Runtime::new().unwrap();
+    other.block_on(async {
+        let limit = Duration::from_secs(5);
+        let acked = tokio::time::timeout(limit, client.send_acked("x")).await;
+        assert_eq!(
+            acked.expect("ends at once"),
+            Err(tether::AckError::ClientGone)
+        );
+        let reply = tokio::time::timeout(limit, client.request("q", None)).await;
+        assert!(
+            matches!(
+                reply.expect("ends at once"),
+                Err(tether::RequestError::ClientGone)
+            ),
+            "a request too"
+        );
+    });
+}

@@ -423,7 +423,7 @@ export class TetherClient extends Emitter {
         break;
       case 'ack_timed_out':
         this._settle(this._acks, d.id, new TetherError('ack_timed_out',
-          d.status === 'expired' ? 'not acknowledged in time: never sent, dropped'
+          d.status === 'expired' ? 'not acknowledged in time: not sent (or re-sent) in time, dropped'
             : 'not acknowledged in time: written, still awaiting its acknowledgement', d));
         this._emit('ack_timed_out', d);
         break;

@@ -59,6 +59,26 @@ impl SendOptions {
         self
     }
 
+    /// Whether the message is acknowledged (`ack`, else the protocol's `default`), once the
+    /// options are known to agree: a timeout needs an acknowledgement, and a TTL or timeout
+    /// under a microsecond (the engine's clock) would end the message during the call that
+    /// accepts it, before the app holds its id.
+    fn acknowledged(&self, default: bool) -> Result<bool, SendError> {
+        let ack = self.ack.unwrap_or(default);
+        if self.timeout.is_some() && !ack {
+            return Err(SendError::InvalidOptions(
+                "a timeout waits for an acknowledgement: it needs ack",
+            ));
+        }
+        let instant = |d: Option<Duration>| d.is_some_and(|d| d < Duration::from_micros(1));
+        if instant(self.ttl) || instant(self.timeout) {
+            return Err(SendError::InvalidOptions(
+                "a ttl or timeout must be at least a microsecond",
+            ));
+        }
+        Ok(ack)
+    }
+
     /// The same options with acknowledgement on (keeping the TTL and timeout).
     pub fn with_ack(mut self) -> Self {
         self.ack = Some(true);
@@ -107,7 +127,7 @@ impl Engine {
         let payload = payload.into();
         match self.config.protocol {
             Protocol::Raw => {
-                if options.ack == Some(true) || options.timeout.is_some() {
+                if options.acknowledged(false)? {
                     return Err(SendError::NeedsTetherProtocol("acknowledged sends"));
                 }
                 let frame = match payload {
@@ -144,13 +164,8 @@ impl Engine {
         payload: Payload,
         options: SendOptions,
     ) -> Result<MessageId, SendError> {
+        let ack = options.acknowledged(true)?;
         let value = json_payload(payload)?;
-        let ack = options.ack.unwrap_or(true);
-        if !ack && options.timeout.is_some() {
-            return Err(SendError::InvalidOptions(
-                "a timeout waits for an acknowledgement: it needs ack",
-            ));
-        }
         let wire_id = self.next_wire_id();
         let frame = Frame::Text(
             ClientMessage::Publish {

@@ -167,14 +167,20 @@ impl Engine {
         match event.id.as_ref() {
             Some(id) if is_resumable_id(id) => {
                 self.last_event_id = (!id.is_empty()).then(|| id.clone());
+                self.refused_event_id = None;
             }
-            // Reported as our parser reports it (a browser's `EventSource` keeps any length).
-            Some(id) if id.len() > MAX_EVENT_ID_LEN => {
+            // Reported as our parser reports it (a browser's `EventSource` keeps any length),
+            // once: `EventSource` repeats the last id on every event until the next `id:`.
+            Some(id)
+                if id.len() > MAX_EVENT_ID_LEN
+                    && self.refused_event_id.as_deref() != Some(id.as_str()) =>
+            {
+                self.refused_event_id = Some(id.as_str().into());
                 self.emit_error(EngineError::SseLineTooLong {
                     field: "id",
                     size: id.len(),
                     max: MAX_EVENT_ID_LEN,
-                })
+                });
             }
             _ => {}
         }

@@ -96,6 +96,8 @@ pub struct Engine {
     sse_retry: Option<Duration>,
     /// The SSE `Last-Event-ID` to resume from.
     last_event_id: Option<String>,
+    /// The last over-long SSE id reported: a platform parser repeats it on every event.
+    refused_event_id: Option<Box<str>>,
     drain: Option<Drain>,
     /// The current connection has stayed open for `min_uptime` (backoff was reset).
     stable: bool,
@@ -183,6 +185,7 @@ impl Engine {
             auth: AuthState::default(),
             sse_retry: None,
             last_event_id: None,
+            refused_event_id: None,
             drain: None,
             stable: false,
             #[cfg(feature = "documents")]

@@ -155,6 +155,8 @@ test('acked sends: publishAcked resolves with the offset; a timeout rejects sayi
     const refusals = [
       await settle(c.publishAcked('room', 'x', { timeoutMs: -1 })),
       await settle(c.publishAcked(7, 'x')),
+      // Zero would settle it inside the call, before the promise waits: refused by the engine.
+      await settle(c.publishAcked('room', 'x', { timeoutMs: 0 })),
     ];
     let unacked;
     try { c.publish('room', 'x', { ack: false, timeoutMs: 100 }); } catch (e) { unacked = e.code; }
@@ -179,7 +181,7 @@ test('acked sends: publishAcked resolves with the offset; a timeout rejects sayi
   assert.equal(r.unchanneled, null);
   assert.deepEqual(r.late, { code: 'ack_timed_out', details: { id: 3, status: 'awaiting_ack' }, tether: true });
   assert.deepEqual(r.timedOutEvents.map((e) => [e.id, e.status]), [[3, 'awaiting_ack']]);
-  assert.deepEqual(r.refusals.map((x) => x.code), ['invalid_argument', 'invalid_channel']);
+  assert.deepEqual(r.refusals.map((x) => x.code), ['invalid_argument', 'invalid_channel', 'invalid_options']);
   assert.equal(r.unacked, 'invalid_options');
   assert.equal(r.closedRefusal.code, 'closing', 'refused during the close handshake');
   assert.deepEqual(r.expired, { code: 'ack_timed_out', details: { id: 1, status: 'expired' }, tether: true });
@@ -789,7 +791,8 @@ test('SSE through EventSource: messages, then resume with lastEventId after a cu
 test('SSE: an id too long to send back is reported and not resumed from', async ({ page }) => {
   // EventSource keeps an id of any length; sent back in the URL it would be refused (431).
   const long = 'x'.repeat(2000);
-  const srv = await sseServer([`id: 1\ndata: a\n\nid: ${long}\ndata: b\n\n`, 'data: again\n\n']);
+  // After the long id, EventSource reports it again with every event: one error, not one each.
+  const srv = await sseServer([`id: 1\ndata: a\n\nid: ${long}\ndata: b\n\ndata: c\n\ndata: d\n\n`, 'data: again\n\n']);
   const r = await page.evaluate(async (url) => {
     const c = new tether.TetherClient(url, { backoff: { initialMs: 50, jitter: 'none' } });
     const log = record(c);
@@ -798,7 +801,7 @@ test('SSE: an id too long to send back is reported and not resumed from', async 
     return { messages: log.filter((e) => e.type === 'message').map((e) => e.data),
       errors: log.filter((e) => e.type === 'error').map((e) => e.code) };
   }, srv.url);
-  assert.deepEqual(r.messages, ['a', 'b', 'again']);
+  assert.deepEqual(r.messages, ['a', 'b', 'c', 'd', 'again']);
   assert.deepEqual(r.errors, ['sse_line_too_long']);
   assert.equal(srv.urls[0], '/events');
   assert.equal(srv.urls[1], '/events?lastEventId=1', 'resumed after the last id that can be sent back');
