@@ -76,6 +76,20 @@ function addLine(who, text, cls) {
   li.append(t);
   $('messages').append(li);
   li.scrollIntoView({ block: 'end' });
+  return li;
+}
+
+// Your own lines, shown at once and marked as the relay acknowledges them: by a key of this
+// page's own, so the line's echo from the channel is not shown a second time.
+const myLines = new Map();
+let sent = 0;
+
+function markDelivery(li, state, title) {
+  li.dataset.delivery = state;
+  const mark = li.querySelector('.delivery') || li.appendChild(document.createElement('span'));
+  mark.className = 'delivery';
+  mark.textContent = { sending: 'sending…', delivered: '✓', failed: 'not delivered' }[state];
+  mark.title = title;
 }
 
 client.on('state', ({ state, previous }) => {
@@ -85,6 +99,7 @@ client.on('state', ({ state, previous }) => {
 client.on('reconnecting', ({ cause }) => addLine('', `disconnected: ${cause.message}`, 'system'));
 client.on('message', ({ channel, data }) => {
   if (channel !== room || !data || typeof data.text !== 'string') return;
+  if (data.key && myLines.has(data.key)) return; // already shown when sent
   addLine(data.from, data.text, data.from === name ? 'mine' : '');
 });
 client.on('presence', ({ channel, members }) => {
@@ -109,8 +124,17 @@ $('compose').addEventListener('submit', (ev) => {
   ev.preventDefault();
   const text = $('text').value.trim();
   if (!text) return;
-  // Queued in the outbox while disconnected; a chat line older than a minute is not worth sending.
-  client.publish(room, { from: name, text }, { ttlMs: 60000 });
+  // Queued in the outbox while disconnected, and re-sent after a reconnect until the relay
+  // acknowledges it; a chat line not delivered within a minute is not worth sending late.
+  const key = `${name}:${Date.now()}:${++sent}`;
+  const li = addLine(name, text, 'mine');
+  myLines.set(key, li);
+  markDelivery(li, 'sending', 'waiting for the relay');
+  client.publishAcked(room, { from: name, text, key }, { timeoutMs: 60000 }).then(
+    (offset) => markDelivery(li, 'delivered', `stored at offset ${offset}`),
+    (e) => markDelivery(li, 'failed', e.code === 'ack_timed_out' && e.details.status === 'awaiting_ack'
+      ? 'sent, but the relay did not confirm it in time' : e.message),
+  );
   $('text').value = '';
 });
 

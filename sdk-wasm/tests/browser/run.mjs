@@ -1152,6 +1152,11 @@ test('demo page: two people chat, see presence, and watch a relay restart', asyn
     await alice.fill('#text', 'hello from alice');
     await alice.press('#text', 'Enter');
     await bob.waitForFunction(() => [...document.querySelectorAll('#messages li')].some((li) => li.textContent.includes('hello from alice')), null, { timeout: 5000 });
+    // Alice's own line shows once, marked delivered when the relay acknowledged it.
+    const line = (p, text) => p.$$eval('#messages li', (els, t) => els.filter((li) => li.textContent.includes(t))
+      .map((li) => li.dataset.delivery || ''), text);
+    await alice.waitForFunction(() => document.querySelector('#messages li[data-delivery="delivered"]'), null, { timeout: 5000 });
+    assert.deepEqual(await line(alice, 'hello from alice'), ['delivered']);
     await bob.fill('#text', 'hi alice');
     await bob.click('#send');
     await alice.waitForFunction(() => [...document.querySelectorAll('#messages li')].some((li) => li.textContent.includes('hi alice')), null, { timeout: 5000 });
@@ -1162,6 +1167,10 @@ test('demo page: two people chat, see presence, and watch a relay restart', asyn
     await alice.waitForSelector('#status[data-state="waiting"]', { timeout: 5000 });
     const text = await alice.textContent('#status');
     assert.match(text, /reconnecting in \d+(\.\d)? s/);
+    // Written while the relay is down: shown at once, waiting in the outbox.
+    await alice.fill('#text', 'sent while away');
+    await alice.press('#text', 'Enter');
+    assert.deepEqual(await line(alice, 'sent while away'), ['sending']);
     await alice.screenshot({ path: path.join(SHOTS, 'demo-reconnecting.png') });
     rl = await relay(port);
     await alice.waitForSelector('#status[data-state="open"]', { timeout: 15000 });
@@ -1169,6 +1178,12 @@ test('demo page: two people chat, see presence, and watch a relay restart', asyn
     await alice.fill('#text', 'back again');
     await alice.press('#text', 'Enter');
     await bob.waitForFunction(() => [...document.querySelectorAll('#messages li')].some((li) => li.textContent.includes('back again')), null, { timeout: 5000 });
+    // The line written while away was delivered after the reconnect, once, to both.
+    await alice.waitForFunction(() => [...document.querySelectorAll('#messages li')]
+      .some((li) => li.textContent.includes('sent while away') && li.dataset.delivery === 'delivered'), null, { timeout: 5000 });
+    assert.deepEqual(await line(alice, 'sent while away'), ['delivered']);
+    assert.deepEqual(await line(bob, 'sent while away'), ['']);
+    await alice.waitForFunction(() => !document.querySelector('#messages li[data-delivery="sending"]'), null, { timeout: 5000 });
     await alice.screenshot({ path: path.join(SHOTS, 'demo.png') });
     assert.deepEqual(pageErrors, [], 'no errors on the demo page');
   } finally {
