@@ -1840,3 +1840,34 @@ fn first_id() -> MessageId {
     let mut e = tether_core::Engine::new(Config::builder("ws://x").build().unwrap(), 0);
     e.send(Instant::ZERO, "x").unwrap()
 }
+
+#[test]
+fn an_abandoned_engine_is_closed_at_once_and_reports_what_was_pending() {
+    let mut sim = open_without_acks();
+    let written = sim.engine.send(sim.now, "a").unwrap();
+    sim.run_for(ms(10));
+    let request = sim.engine.request(sim.now, "q", None).unwrap();
+    sim.engine.abandon(sim.now);
+    assert_eq!(
+        sim.engine.state(),
+        &State::Closed {
+            reason: CloseReason::App { code: 1001 }
+        }
+    );
+    let events: Vec<Event> = std::iter::from_fn(|| sim.engine.poll_event()).collect();
+    assert!(events.contains(&Event::Dropped {
+        ids: vec![written],
+        reason: DropReason::Closed
+    }));
+    assert!(events.contains(&Event::RequestFailed {
+        id: request,
+        reason: RequestFailure::Closed
+    }));
+    assert_eq!(
+        sim.engine.send(sim.now, "late"),
+        Err(tether_core::SendError::Closed)
+    );
+    // Nothing is left to perform a close handshake on: the actions are the driver's to drop.
+    sim.engine.abandon(sim.now);
+    assert!(sim.engine.poll_event().is_none(), "a no-op once closed");
+}

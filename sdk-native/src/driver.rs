@@ -2,7 +2,7 @@
 //! engine's actions, feeds it inputs stamped with the current time, wakes it at the deadline
 //! it names, and hands its events to the app. It decides nothing.
 
-use crate::client::{AckError, AckWaiters, Shared};
+use crate::client::{AckError, AckWaiters, Inner, Shared};
 use crate::document::DocumentEvent;
 use crate::token::{BoxTokenProvider, TokenFuture};
 use crate::transport::{Link, LinkContext, LinkInput};
@@ -139,7 +139,7 @@ impl Driver {
         link: &mut Option<Link>,
         token: &mut Option<(u32, TokenFuture)>,
     ) -> Option<Instant> {
-        let mut receiver = None;
+        let receiver;
         let mut fetch = None;
         let deadline = {
             let mut inner = self.shared.lock();
@@ -150,26 +150,7 @@ impl Driver {
                     other => perform(link, other, &self.ctx),
                 }
             }
-            if let Some(first) = inner.engine.poll_event() {
-                // Straight into the app's queue: one lock and one wake-up per drain.
-                let mut queue = self.shared.lock_events();
-                let mut next = Some(first);
-                while let Some(event) = next {
-                    resolve_waiters(&mut inner.waiters, &event);
-                    if let Event::StateChanged { to, .. } = &event {
-                        queue.state = to.clone();
-                        if let Some(watch) = &queue.state_watch {
-                            watch.send_replace(to.clone());
-                        }
-                    }
-                    trace_event(&event);
-                    if !queue.receiver_gone {
-                        queue.events.push_back(event);
-                    }
-                    next = inner.engine.poll_event();
-                }
-                receiver = queue.receiver.take();
-            }
+            receiver = self.deliver_events(inner);
             inner.engine.poll_timeout()
         };
         if let Some(app) = receiver {
@@ -181,6 +162,29 @@ impl Driver {
             *token = Some((attempt, provider.token(refresh)));
         }
         deadline
+    }
+
+    /// Moves the engine's events into the app's queue, resolving waiters on the way: one lock
+    /// and one wake-up per drain. Returns the app's waker to wake once the locks are released.
+    fn deliver_events(&self, inner: &mut Inner) -> Option<std::task::Waker> {
+        let first = inner.engine.poll_event()?;
+        let mut queue = self.shared.lock_events();
+        let mut next = Some(first);
+        while let Some(event) = next {
+            resolve_waiters(&mut inner.waiters, &event);
+            if let Event::StateChanged { to, .. } = &event {
+                queue.state = to.clone();
+                if let Some(watch) = &queue.state_watch {
+                    watch.send_replace(to.clone());
+                }
+            }
+            trace_event(&event);
+            if !queue.receiver_gone {
+                queue.events.push_back(event);
+            }
+            next = inner.engine.poll_event();
+        }
+        queue.receiver.take()
     }
 
     /// Waits while the app's queue holds more than `event_capacity` events (a slow app
@@ -210,19 +214,28 @@ impl Driver {
 impl Drop for Driver {
     /// `Events` ends once it has handed over what is queued; document change streams end.
     fn drop(&mut self) {
-        {
+        let last_events = {
             let mut inner = self.shared.lock();
+            // Ended without the engine closed (its runtime was dropped mid-run): closed here,
+            // so later sends are refused instead of queued for nobody, and what was pending is
+            // reported in the app's last events.
+            let now = self.shared.now();
+            inner.engine.abandon(now);
+            // Actions would need the task: the link is gone with it.
+            while inner.engine.poll_action().is_some() {}
+            let last_events = self.deliver_events(&mut inner);
             inner.waiters.documents.clear();
             // Nothing will resolve these any more: their futures end with `ClientGone`.
             inner.waiters.acks.clear();
             inner.waiters.requests.clear();
             inner.waiters.task_ended = true;
-        }
+            last_events
+        };
         let mut queue = self.shared.lock_events();
         queue.sender_gone = true;
         // Receivers of `watch_state` see the channel closed, as when the task owned it.
         queue.state_watch = None;
-        let receiver = queue.receiver.take();
+        let receiver = queue.receiver.take().or(last_events);
         drop(queue);
         if let Some(app) = receiver {
             app.wake();

@@ -349,20 +349,30 @@ async fn closing_without_an_events_stream_still_sends_a_close_frame() {
 }
 
 #[test]
-fn acked_sends_and_requests_after_the_task_is_gone_end_with_client_gone() {
-    // The client's task ends with its runtime (dropped here without a shutdown): the engine is
-    // not closed, so a wait would otherwise be registered that nothing can resolve.
+fn a_client_whose_task_is_gone_refuses_work_and_reports_what_was_pending() {
+    // The client's task ends with its runtime (dropped here without a shutdown). The engine
+    // is closed then, with code 1001 (going away), so nothing is accepted for a task that will
+    // never send it, and what was queued is reported in the app's last events.
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let (client, _events) = runtime.block_on(async {
-        Client::builder("ws://127.0.0.1:9/")
+    let (client, mut events, queued) = runtime.block_on(async {
+        let (client, events) = Client::builder("ws://127.0.0.1:9/")
             .protocol(tether::Protocol::Tether)
             .connect()
-            .unwrap()
+            .unwrap();
+        let queued = client.send("queued for nobody").unwrap();
+        (client, events, queued)
     });
     drop(runtime);
     let other = tokio::runtime::Runtime::new().unwrap();
     other.block_on(async {
         let limit = Duration::from_secs(5);
+        assert_eq!(client.send("late"), Err(tether::SendError::Closed));
+        assert!(matches!(
+            client.state(),
+            State::Closed {
+                reason: tether::CloseReason::App { code: 1001 }
+            }
+        ));
         let acked = tokio::time::timeout(limit, client.send_acked("x")).await;
         assert_eq!(
             acked.expect("ends at once"),
@@ -376,5 +386,15 @@ fn acked_sends_and_requests_after_the_task_is_gone_end_with_client_gone() {
             ),
             "a request too"
         );
+        let mut dropped = Vec::new();
+        while let Some(event) = timeout(limit, events.recv())
+            .await
+            .expect("the stream ends")
+        {
+            if let Event::Dropped { ids, reason } = event {
+                dropped.push((ids, reason));
+            }
+        }
+        assert_eq!(dropped, vec![(vec![queued], tether::DropReason::Closed)]);
     });
 }

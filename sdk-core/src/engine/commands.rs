@@ -279,6 +279,21 @@ impl Engine {
         }
     }
 
+    /// The driver can no longer run this engine (its task or runtime ended without a close):
+    /// the engine is `Closed` at once with `CloseReason::App { code: 1001 }` ("going away"),
+    /// with no close handshake (nothing is left to perform one), and everything pending is
+    /// reported as after `close` (dropped / failed with reason `Closed`). Later commands are
+    /// refused as after `close`, so nothing is accepted for a driver that will never send it.
+    /// A no-op once closed.
+    pub fn abandon(&mut self, now: Instant) {
+        let _ = self.observe(now);
+        if !self.state.is_closed() {
+            // First, as `close` does: what was in flight is `Closed`, not `ConnectionLost`.
+            self.drop_everything_pending();
+            self.finish_closed(CloseReason::App { code: 1001 });
+        }
+    }
+
     /// Closes once everything pending is written and acknowledged (reconnecting if needed), or
     /// at `timeout` at the latest, when what is left is dropped with reason `Closed`. New
     /// messages are refused with [`SendError::Closing`] meanwhile.
