@@ -79,18 +79,27 @@ function addLine(who, text, cls) {
   return li;
 }
 
-// Your own lines, shown at once and marked as the relay acknowledges them: by a key of this
-// page's own, so the line's echo from the channel is not shown a second time.
-const myLines = new Map();
+// Your own lines, shown at once and marked as the relay acknowledges them. Each carries a key
+// of this page's own, so its echo from the channel is not shown a second time.
+const myKeys = new Set();
 let sent = 0;
+// Lines whose wait timed out after they were written: a late `acked` event still confirms them.
+const unconfirmed = new Map(); // message id -> line
 
 function markDelivery(li, state, title) {
   li.dataset.delivery = state;
   const mark = li.querySelector('.delivery') || li.appendChild(document.createElement('span'));
   mark.className = 'delivery';
-  mark.textContent = { sending: 'sending…', delivered: '✓', failed: 'not delivered' }[state];
+  mark.textContent = { sending: 'sending…', delivered: '✓', unconfirmed: 'unconfirmed', failed: 'not delivered' }[state];
   mark.title = title;
 }
+
+client.on('acked', ({ id, offset }) => {
+  const li = unconfirmed.get(id);
+  if (!li) return;
+  unconfirmed.delete(id);
+  markDelivery(li, 'delivered', `stored at offset ${offset}, late`);
+});
 
 client.on('state', ({ state, previous }) => {
   renderStatus();
@@ -99,7 +108,7 @@ client.on('state', ({ state, previous }) => {
 client.on('reconnecting', ({ cause }) => addLine('', `disconnected: ${cause.message}`, 'system'));
 client.on('message', ({ channel, data }) => {
   if (channel !== room || !data || typeof data.text !== 'string') return;
-  if (data.key && myLines.has(data.key)) return; // already shown when sent
+  if (data.key && myKeys.has(data.key)) return; // already shown when sent
   addLine(data.from, data.text, data.from === name ? 'mine' : '');
 });
 client.on('presence', ({ channel, members }) => {
@@ -128,12 +137,17 @@ $('compose').addEventListener('submit', (ev) => {
   // acknowledges it; a chat line not delivered within a minute is not worth sending late.
   const key = `${name}:${Date.now()}:${++sent}`;
   const li = addLine(name, text, 'mine');
-  myLines.set(key, li);
+  myKeys.add(key);
   markDelivery(li, 'sending', 'waiting for the relay');
   client.publishAcked(room, { from: name, text, key }, { timeoutMs: 60000 }).then(
     (offset) => markDelivery(li, 'delivered', `stored at offset ${offset}`),
-    (e) => markDelivery(li, 'failed', e.code === 'ack_timed_out' && e.details.status === 'awaiting_ack'
-      ? 'sent, but the relay did not confirm it in time' : e.message),
+    (e) => {
+      if (e.code === 'ack_timed_out' && e.details.status === 'awaiting_ack') {
+        // Written, not confirmed yet: the relay may still have it (its `acked` event says).
+        unconfirmed.set(e.details.id, li);
+        markDelivery(li, 'unconfirmed', 'sent; the relay has not confirmed it yet');
+      } else markDelivery(li, 'failed', e.message);
+    },
   );
   $('text').value = '';
 });

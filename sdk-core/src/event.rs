@@ -128,9 +128,10 @@ impl fmt::Display for State {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CloseReason {
-    /// The app called `close`.
+    /// The app called `close`; or, with code 1001 ("going away"), its driver stopped running
+    /// the engine without one (`Engine::abandon`: the task or runtime ended).
     App {
-        /// The code the app closed with.
+        /// The code the app closed with (1001 when abandoned).
         code: u16,
     },
     /// `max_attempts` consecutive attempts failed.
@@ -177,6 +178,8 @@ impl CloseReason {
 impl fmt::Display for CloseReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            // 1001 is never an app's own: `close` accepts 1000 and 3000-4999.
+            CloseReason::App { code: 1001 } => f.write_str("closed: the client stopped running"),
             CloseReason::App { code } => write!(f, "closed by the app with code {code}"),
             CloseReason::GaveUp { attempts } => write!(f, "gave up after {attempts} attempts"),
             CloseReason::Refused {

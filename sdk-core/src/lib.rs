@@ -17,9 +17,10 @@
 //!   [`Engine::publish`], [`Engine::request`], [`Engine::subscribe`], [`Engine::unsubscribe`],
 //!   the shared-document commands (`Engine::open_document`, `Engine::change_document`,
 //!   `Engine::close_document` and the `doc_*` shorthands), [`Engine::close`],
-//!   [`Engine::close_after_drain`], [`Engine::abandon`], [`Engine::network_changed`],
+//!   [`Engine::close_after_drain`], [`Engine::network_changed`],
 //!   [`Engine::set_foreground`].
-//! * **Inputs** from the transport: [`Engine::token_ready`], [`Engine::transport_opened`],
+//! * **Inputs** from the driver and the transport: [`Engine::abandon`] (the driver stops),
+//!   [`Engine::token_ready`], [`Engine::transport_opened`],
 //!   [`Engine::frame_received`], [`Engine::sse_parsed`], [`Engine::sse_event_received`],
 //!   [`Engine::sse_event_too_large`], [`Engine::pong_received`],
 //!   [`Engine::ping_received`], [`Engine::transport_writable`], [`Engine::transport_closed`],

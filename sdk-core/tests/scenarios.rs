@@ -1870,4 +1870,16 @@ fn an_abandoned_engine_is_closed_at_once_and_reports_what_was_pending() {
     // Nothing is left to perform a close handshake on: the actions are the driver's to drop.
     sim.engine.abandon(sim.now);
     assert!(sim.engine.poll_event().is_none(), "a no-op once closed");
+
+    // Abandoned during the app's own close handshake: the app's code is kept.
+    let mut sim = open_without_acks();
+    sim.engine.close(sim.now, 4000, "bye").unwrap();
+    assert_eq!(sim.engine.state(), &State::Closing);
+    sim.engine.abandon(sim.now);
+    assert_eq!(
+        sim.engine.state(),
+        &State::Closed {
+            reason: CloseReason::App { code: 4000 }
+        }
+    );
 }

@@ -218,14 +218,20 @@ impl Drop for Driver {
             let mut inner = self.shared.lock();
             // Ended without the engine closed (its runtime was dropped mid-run): closed here,
             // so later sends are refused instead of queued for nobody, and what was pending is
-            // reported in the app's last events.
-            let now = self.shared.now();
-            inner.engine.abandon(now);
-            // Actions would need the task: the link is gone with it.
-            while inner.engine.poll_action().is_some() {}
-            let last_events = self.deliver_events(&mut inner);
+            // reported in the app's last events (resolving the waits for it). Not while a
+            // panic unwinds the task: the engine may be half-updated, and a second panic here
+            // would abort the process.
+            let last_events = if std::thread::panicking() {
+                None
+            } else {
+                let now = self.shared.now();
+                inner.engine.abandon(now);
+                // Actions would need the task: the link is gone with it.
+                while inner.engine.poll_action().is_some() {}
+                self.deliver_events(&mut inner)
+            };
             inner.waiters.documents.clear();
-            // Nothing will resolve these any more: their futures end with `ClientGone`.
+            // Waits nothing reported end with `ClientGone` (and new ones are refused so).
             inner.waiters.acks.clear();
             inner.waiters.requests.clear();
             inner.waiters.task_ended = true;

@@ -1183,7 +1183,8 @@ test('demo page: two people chat, see presence, and watch a relay restart', asyn
       .some((li) => li.textContent.includes('sent while away') && li.dataset.delivery === 'delivered'), null, { timeout: 5000 });
     assert.deepEqual(await line(alice, 'sent while away'), ['delivered']);
     assert.deepEqual(await line(bob, 'sent while away'), ['']);
-    await alice.waitForFunction(() => !document.querySelector('#messages li[data-delivery="sending"]'), null, { timeout: 5000 });
+    await alice.waitForFunction(() => [...document.querySelectorAll('#messages li')]
+      .some((li) => li.textContent.includes('back again') && li.dataset.delivery === 'delivered'), null, { timeout: 5000 });
     await alice.screenshot({ path: path.join(SHOTS, 'demo.png') });
     assert.deepEqual(pageErrors, [], 'no errors on the demo page');
   } finally {
