@@ -371,7 +371,8 @@ impl Client {
             .await
     }
 
-    /// Publishes with options (`ack: Some(false)` for fire-and-forget; a `ttl`).
+    /// Publishes with options (`ack: Some(false)` for fire-and-forget; a `ttl`; a `timeout`
+    /// for the acknowledgement, reported as an `Event::AckTimedOut` when it passes).
     pub fn publish_with(
         &self,
         channel: &str,

@@ -8,7 +8,7 @@ use clap::{Args, ValueEnum};
 use serde_json::Value;
 use std::process::ExitCode;
 use std::time::Duration;
-use tether::{Client, ClientBuilder, HeartbeatMode, Jitter, Payload, Protocol};
+use tether::{Client, ClientBuilder, HeartbeatMode, Jitter, Payload, Protocol, SendOptions};
 use tokio::io::AsyncBufReadExt;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -64,6 +64,11 @@ pub(crate) struct ConnectArgs {
     /// that JSON value, any other line as a string.
     #[arg(long, value_name = "CHANNEL")]
     pub publish: Option<String>,
+    /// With --publish: stop waiting for each line's acknowledgement after MS. An
+    /// `ack_timed_out` event then says whether the line was dropped unsent (`expired`) or
+    /// still awaits its ack (`awaiting_ack`); it is never sent after that.
+    #[arg(long, value_name = "MS", requires = "publish", value_parser = clap::value_parser!(u64).range(1..))]
+    pub ack_timeout: Option<u64>,
     /// Edit the shared document on CHANNEL (Tether protocol) and print it as it converges.
     /// Stdin lines are commands: `set KEY JSON`, `insert KEY JSON`, `delete KEY`,
     /// `inc KEY NUMBER`.
@@ -341,7 +346,11 @@ fn send_line(client: &Client, args: &ConnectArgs, out: &Output, line: String) {
     let result = match &args.publish {
         Some(channel) => {
             let value: Value = serde_json::from_str(&line).unwrap_or(Value::String(line));
-            client.publish(channel, Payload::Json(value))
+            let options = match args.ack_timeout {
+                Some(t) => SendOptions::acked().with_timeout(ms(t)),
+                None => SendOptions::default(),
+            };
+            client.publish_with(channel, Payload::Json(value), options)
         }
         None => client.send(line),
     };

@@ -254,6 +254,9 @@ fn human(event: &Event) -> Option<String> {
         Event::Dropped { ids, reason } => {
             format!("dropped {} message(s): {}", ids.len(), reason.name())
         }
+        Event::AckTimedOut { id, status } => {
+            format!("message {} not acknowledged in time: {status}", id.get())
+        }
         Event::Presence {
             channel, members, ..
         } => {

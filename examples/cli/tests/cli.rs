@@ -58,6 +58,44 @@ async fn exit_code(child: &mut Child) -> i32 {
 }
 
 #[tokio::test]
+async fn ack_timeout_reports_a_line_that_could_not_be_sent_in_time() {
+    // A server that accepts TCP and never answers the handshake: nothing can be written.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/", silent.local_addr().unwrap());
+    let mut child = tether(&[
+        "connect",
+        &url,
+        "--publish",
+        "room",
+        "--ack-timeout",
+        "300",
+        "--connect-timeout",
+        "30000",
+        "--drain-timeout",
+        "100",
+        "--json",
+    ]);
+    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"lost\n").await.unwrap();
+    let timed_out = lines_until(&mut out, &mut seen, |v| v["event"] == "ack_timed_out").await;
+    assert_eq!(timed_out["status"], "expired");
+    let dropped = lines_until(&mut out, &mut seen, |v| v["event"] == "dropped").await;
+    assert_eq!(
+        (&dropped["reason"], &dropped["ids"]),
+        (
+            &Value::from("expired"),
+            &serde_json::json!([timed_out["id"]])
+        ),
+        "the dropped event that follows names the same message"
+    );
+    drop(stdin);
+    lines_until(&mut out, &mut seen, |v| v["event"] == "closed").await;
+    let _ = exit_code(&mut child).await;
+}
+
+#[tokio::test]
 async fn connect_prints_json_events_and_exits_cleanly_at_end_of_input() {
     let relay = Relay::bind("127.0.0.1:0", RelayConfig::default())
         .await
