@@ -10,7 +10,8 @@ use tether_core::backoff::delay_bounds;
 use tether_core::protocol::{PresenceChange, ServerMessage};
 use tether_core::{
     Action, Config, DisconnectCause, Engine, Event, Frame, HeartbeatMode, Instant, Jitter,
-    Protocol, SendOptions, SseEvent, State, TokenPlacement, TransportFailure, TransportId,
+    MessageId, Protocol, SendOptions, SseEvent, State, TokenPlacement, TransportFailure,
+    TransportId, Unacked,
 };
 
 #[derive(Debug, Clone)]
@@ -20,7 +21,8 @@ enum Op {
     Close(u16),
     Drain(u64),
     Send(usize, Option<u64>),
-    Publish(u8, bool),
+    /// Channel, acknowledged, and an ack timeout in ms (acknowledged only).
+    Publish(u8, bool, Option<u64>),
     Request(u64),
     Subscribe(u8),
     Unsubscribe(u8),
@@ -76,7 +78,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => prop::sample::select(vec![1000u16, 3000, 1005, 999]).prop_map(Op::Close),
         1 => (0u64..20_000).prop_map(Op::Drain),
         5 => (0usize..300, prop::option::of(0u64..5_000)).prop_map(|(n, t)| Op::Send(n, t)),
-        3 => (0u8..3, any::<bool>()).prop_map(|(c, a)| Op::Publish(c, a)),
+        3 => (0u8..3, any::<bool>(), prop::option::of(0u64..6_000))
+            .prop_map(|(c, a, t)| Op::Publish(c, a, t.filter(|_| a))),
         1 => (1u64..10_000).prop_map(Op::Request),
         2 => (0u8..3).prop_map(Op::Subscribe),
         1 => (0u8..3).prop_map(Op::Unsubscribe),
@@ -186,6 +189,19 @@ struct Harness {
     /// Whether the server advised a delay (hint) since the last ReconnectScheduled.
     hinted: bool,
     sse_retry_seen: bool,
+    /// Acknowledged messages sent with a timeout, and how they have ended so far.
+    timed: HashMap<MessageId, Timed>,
+}
+
+/// What the harness knows of an acknowledged message sent with a timeout.
+#[derive(Debug)]
+struct Timed {
+    /// When the wait for its acknowledgement ends.
+    due: Instant,
+    /// The `AckTimedOut` it got, if any.
+    timed_out: Option<Unacked>,
+    /// An `Acked` or `Dropped` named it.
+    ended: bool,
 }
 
 const CHANNELS: [&str; 3] = ["a", "b", "c"];
@@ -205,6 +221,7 @@ impl Harness {
             state: State::Idle,
             hinted: false,
             sse_retry_seen: false,
+            timed: HashMap::new(),
         }
     }
 
@@ -236,13 +253,25 @@ impl Harness {
                 };
                 let _ = e.send_with(now, "x".repeat(n), opts);
             }
-            Op::Publish(c, ack) => {
-                let opts = if ack {
+            Op::Publish(c, ack, timeout) => {
+                let mut opts = if ack {
                     SendOptions::acked()
                 } else {
                     SendOptions::unacked()
                 };
-                let _ = e.publish(now, CHANNELS[c as usize], json!({"n": 1}), opts);
+                if let Some(ms) = timeout {
+                    opts = opts.with_timeout(Duration::from_millis(ms));
+                }
+                let sent = e.publish(now, CHANNELS[c as usize], json!({"n": 1}), opts);
+                if let (Ok(id), Some(ms)) = (sent, timeout) {
+                    let due = e.now() + Duration::from_millis(ms);
+                    let timed = Timed {
+                        due,
+                        timed_out: None,
+                        ended: false,
+                    };
+                    self.timed.insert(id, timed);
+                }
             }
             Op::Request(ms) => {
                 let _ = e.request(now, json!("q"), Some(Duration::from_millis(ms)));
@@ -403,7 +432,10 @@ impl Harness {
                     self.engine.handle_timeout(self.now);
                     self.drain();
                 }
-                _ => return,
+                _ => {
+                    self.check_deadlines();
+                    return;
+                }
             }
         }
         panic!("timers did not settle at {:?}: hot loop", self.now);
@@ -480,6 +512,43 @@ impl Harness {
             } => {
                 self.last_offsets.insert(channel, offset);
             }
+            Event::AckTimedOut { id, status } => {
+                let now = self.engine.now();
+                let t = self
+                    .timed
+                    .get_mut(&id)
+                    .expect("a timeout only for a send that had one");
+                assert!(!t.ended, "{id:?} timed out after it ended");
+                assert!(t.timed_out.is_none(), "{id:?} timed out twice");
+                assert!(
+                    now >= t.due,
+                    "{id:?} timed out early: {now:?} < {:?}",
+                    t.due
+                );
+                t.timed_out = Some(status);
+            }
+            Event::Acked { id, .. } => {
+                if let Some(t) = self.timed.get_mut(&id) {
+                    assert!(!t.ended, "{id:?} ended twice");
+                    assert_ne!(
+                        t.timed_out,
+                        Some(Unacked::Expired),
+                        "{id:?} acked after it expired"
+                    );
+                    t.ended = true;
+                }
+            }
+            Event::Dropped { ids, reason } => {
+                for id in ids {
+                    if let Some(t) = self.timed.get_mut(&id) {
+                        assert!(!t.ended, "{id:?} ended twice");
+                        if t.timed_out == Some(Unacked::Expired) {
+                            assert_eq!(reason, tether_core::DropReason::Expired, "{id:?}");
+                        }
+                        t.ended = true;
+                    }
+                }
+            }
             Event::Message(m) => {
                 // Offsets are deduplicated on subscribed channels (others pass through).
                 let subscribed = |c: &String| self.engine.channels().any(|ch| ch == c);
@@ -510,6 +579,28 @@ impl Harness {
             assert_eq!(e.poll_timeout(), None, "a closed engine has no timers");
         }
         assert_eq!(e.state(), &self.state);
+        // An `Expired` timeout's `Dropped` comes in the same drain.
+        for (id, t) in &self.timed {
+            if t.timed_out == Some(Unacked::Expired) {
+                assert!(t.ended, "{id:?} expired without its Dropped");
+            }
+        }
+    }
+
+    /// Once the timers have settled at the harness's clock, every wait whose time has come has
+    /// ended: acknowledged, dropped, or told it timed out. (The harness's clock, not the
+    /// engine's: a deadline `poll_timeout` forgot would leave the engine's clock behind.)
+    fn check_deadlines(&self) {
+        for (id, t) in &self.timed {
+            if self.now >= t.due && !t.ended {
+                assert!(
+                    t.timed_out.is_some(),
+                    "{id:?}: due at {:?}, now {:?}, no event",
+                    t.due,
+                    self.now
+                );
+            }
+        }
     }
 }
 
