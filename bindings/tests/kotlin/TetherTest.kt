@@ -609,7 +609,18 @@ fun main() {
                     val id = c.publishWith("room", json("3"), SendOptions(ttlMs = 100uL))
                     val dropped = rec.next("expired by its TTL", 5_000) { it is ClientEvent.Dropped && id in it.ids } as ClientEvent.Dropped
                     check(dropped.reason == DropReason.Expired) { dropped }
-                    check(c.stats().droppedExpired == 2uL && c.stats().outboxLen == 1uL) { c.stats() }
+                    // The event-driven form of a timeout: AckTimedOut (EXPIRED) before the Dropped.
+                    val timed = c.publishWith("room", json("4"), SendOptions(timeoutMs = 100uL))
+                    val ended = rec.next("timed out unsent", 5_000) {
+                        (it is ClientEvent.AckTimedOut && it.id == timed) || (it is ClientEvent.Dropped && timed in it.ids)
+                    }
+                    check(ended is ClientEvent.AckTimedOut && ended.status == Unacked.EXPIRED) { ended }
+                    rec.next("then dropped", 5_000) { it is ClientEvent.Dropped && timed in it.ids }
+                    val refused = expectThrows<ClientException.InvalidArgument> {
+                        c.publishWith("room", json("5"), SendOptions(ack = false, timeoutMs = 100uL))
+                    }
+                    check(refused.argument == "options") { refused }
+                    check(c.stats().droppedExpired == 3uL && c.stats().outboxLen == 1uL) { c.stats() }
                     h.cancel()
                     c.shutdown()
                 }
