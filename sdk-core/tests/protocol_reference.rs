@@ -3,17 +3,22 @@
 //! envelopes, and the same envelope (or a refusal) for any object-shaped frame, including
 //! wrong types, `null`s, duplicates, unknown fields and malformed operations.
 //!
+//! Built with or without the `documents` feature: without it, the reference has no document
+//! fields either, so both codecs ignore them as unknown keys (the default browser entry's
+//! codec is checked too).
+//!
 //! Deliberate difference, not generated here: serde's derives also accepted a struct written
 //! as a JSON array of its fields in declaration order (`[1,"pong"]` was a pong, and
 //! `["set","k",1]` a set operation). No sender produces that; such frames are now malformed.
 #![allow(clippy::unwrap_used)]
-#![cfg(feature = "documents")]
 
 use proptest::prelude::*;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Map, Number, Value};
+use serde_json::{json, Number, Value};
+#[cfg(feature = "documents")]
+use tether_core::protocol::Op;
 use tether_core::protocol::{
-    ClientMessage, DecodeError, Envelope, Op, PresenceChange, ServerMessage, PROTOCOL_VERSION,
+    ClientMessage, DecodeError, Envelope, PresenceChange, ServerMessage, PROTOCOL_VERSION,
 };
 
 /// `protocol::Envelope` as it was, with its serde attributes.
@@ -55,19 +60,25 @@ struct RefEnvelope {
     client_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     token: Option<String>,
+    #[cfg(feature = "documents")]
     #[serde(skip_serializing_if = "Option::is_none")]
     version: Option<u64>,
+    #[cfg(feature = "documents")]
     #[serde(skip_serializing_if = "Option::is_none")]
     base: Option<u64>,
+    #[cfg(feature = "documents")]
     #[serde(skip_serializing_if = "Option::is_none")]
     ops: Option<Vec<RefOp>>,
+    #[cfg(feature = "documents")]
     #[serde(skip_serializing_if = "Option::is_none")]
-    state: Option<Map<String, Value>>,
+    state: Option<serde_json::Map<String, Value>>,
+    #[cfg(feature = "documents")]
     #[serde(skip_serializing_if = "Option::is_none")]
     applied: Option<Vec<String>>,
 }
 
 /// `protocol::Op` as it was.
+#[cfg(feature = "documents")]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 enum RefOp {
@@ -77,6 +88,7 @@ enum RefOp {
     Insert { key: String, value: Value },
 }
 
+#[cfg(feature = "documents")]
 impl From<RefOp> for Op {
     fn from(op: RefOp) -> Op {
         match op {
@@ -88,6 +100,7 @@ impl From<RefOp> for Op {
     }
 }
 
+#[cfg(feature = "documents")]
 impl From<Op> for RefOp {
     fn from(op: Op) -> RefOp {
         match op {
@@ -120,12 +133,17 @@ fn to_ref(env: Envelope) -> RefEnvelope {
         message: env.message,
         client_id: env.client_id,
         token: env.token,
+        #[cfg(feature = "documents")]
         version: env.version,
+        #[cfg(feature = "documents")]
         base: env.base,
+        #[cfg(feature = "documents")]
         ops: env
             .ops
             .map(|ops| ops.into_iter().map(RefOp::from).collect()),
+        #[cfg(feature = "documents")]
         state: env.state,
+        #[cfg(feature = "documents")]
         applied: env.applied,
     }
 }
@@ -151,11 +169,14 @@ fn from_ref(env: RefEnvelope) -> Envelope {
     e.message = env.message;
     e.client_id = env.client_id;
     e.token = env.token;
-    e.version = env.version;
-    e.base = env.base;
-    e.ops = env.ops.map(|ops| ops.into_iter().map(Op::from).collect());
-    e.state = env.state;
-    e.applied = env.applied;
+    #[cfg(feature = "documents")]
+    {
+        e.version = env.version;
+        e.base = env.base;
+        e.ops = env.ops.map(|ops| ops.into_iter().map(Op::from).collect());
+        e.state = env.state;
+        e.applied = env.applied;
+    }
     e
 }
 
@@ -340,6 +361,7 @@ fn opt<T: std::fmt::Debug + Clone + 'static>(
     prop::option::of(s).boxed()
 }
 
+#[cfg(feature = "documents")]
 fn arb_op() -> impl Strategy<Value = Op> {
     prop_oneof![
         ("[a-z]{1,4}", any_value()).prop_map(|(key, value)| Op::Set { key, value }),
@@ -375,13 +397,8 @@ fn arb_envelope() -> impl Strategy<Value = Envelope> {
         opt(small_string()),
         opt(small_string()),
         opt(small_string()),
-        opt(any::<u64>()),
-        opt(any::<u64>()),
-        opt(prop::collection::vec(arb_op(), 0..3)),
-        opt(prop::collection::vec(("[a-z]{1,3}", any_value()), 0..3)),
-        strings(),
     );
-    (a, b).prop_map(|(a, b)| {
+    (a, b, arb_doc_fields()).prop_map(|(a, b, docs)| {
         let mut env = Envelope::default();
         (
             env.v,
@@ -397,7 +414,6 @@ fn arb_envelope() -> impl Strategy<Value = Envelope> {
             env.ack,
             env.snapshot,
         ) = a;
-        let state;
         (
             env.join,
             env.leave,
@@ -405,18 +421,52 @@ fn arb_envelope() -> impl Strategy<Value = Envelope> {
             env.message,
             env.client_id,
             env.token,
-            env.version,
-            env.base,
-            env.ops,
-            state,
-            env.applied,
         ) = b;
-        env.state = state.map(|m| m.into_iter().collect());
+        set_doc_fields(&mut env, docs);
         env
     })
 }
 
-fn arb_client_message() -> impl Strategy<Value = ClientMessage> {
+/// An envelope's document fields: version, base, ops, state, applied.
+#[cfg(feature = "documents")]
+type DocFields = (
+    Option<u64>,
+    Option<u64>,
+    Option<Vec<Op>>,
+    Option<Vec<(String, Value)>>,
+    Option<Vec<String>>,
+);
+/// Without documents an envelope has none.
+#[cfg(not(feature = "documents"))]
+type DocFields = ();
+
+#[cfg(feature = "documents")]
+fn arb_doc_fields() -> BoxedStrategy<DocFields> {
+    (
+        opt(any::<u64>()),
+        opt(any::<u64>()),
+        opt(prop::collection::vec(arb_op(), 0..3)),
+        opt(prop::collection::vec(("[a-z]{1,3}", any_value()), 0..3)),
+        opt(prop::collection::vec(small_string(), 0..3)),
+    )
+        .boxed()
+}
+
+#[cfg(not(feature = "documents"))]
+fn arb_doc_fields() -> BoxedStrategy<DocFields> {
+    Just(()).boxed()
+}
+
+#[cfg(feature = "documents")]
+fn set_doc_fields(env: &mut Envelope, (version, base, ops, state, applied): DocFields) {
+    (env.version, env.base, env.ops, env.applied) = (version, base, ops, applied);
+    env.state = state.map(|m| m.into_iter().collect());
+}
+
+#[cfg(not(feature = "documents"))]
+fn set_doc_fields(_: &mut Envelope, (): DocFields) {}
+
+fn core_client_message() -> impl Strategy<Value = ClientMessage> {
     prop_oneof![
         (small_string(), opt(small_string()))
             .prop_map(|(client_id, token)| ClientMessage::Hello { client_id, token }),
@@ -449,6 +499,13 @@ fn arb_client_message() -> impl Strategy<Value = ClientMessage> {
         }),
         small_string().prop_map(|id| ClientMessage::Ping { id }),
         opt(small_string()).prop_map(|id| ClientMessage::Pong { id }),
+    ]
+}
+
+/// The document messages a client sends.
+#[cfg(feature = "documents")]
+fn doc_client_message() -> impl Strategy<Value = ClientMessage> {
+    prop_oneof![
         (small_string(), opt(any::<u64>()), opt(small_string())).prop_map(
             |(channel, version, epoch)| ClientMessage::DocSync {
                 channel,
@@ -471,7 +528,14 @@ fn arb_client_message() -> impl Strategy<Value = ClientMessage> {
     ]
 }
 
-fn arb_server_message() -> impl Strategy<Value = ServerMessage> {
+fn arb_client_message() -> BoxedStrategy<ClientMessage> {
+    #[cfg(feature = "documents")]
+    return prop_oneof![7 => core_client_message(), 2 => doc_client_message()].boxed();
+    #[cfg(not(feature = "documents"))]
+    core_client_message().boxed()
+}
+
+fn core_server_message() -> impl Strategy<Value = ServerMessage> {
     prop_oneof![
         (
             small_string(),
@@ -521,6 +585,13 @@ fn arb_server_message() -> impl Strategy<Value = ServerMessage> {
             .prop_map(|(code, message, id)| ServerMessage::Error { code, message, id }),
         opt(small_string()).prop_map(|id| ServerMessage::Ping { id }),
         opt(small_string()).prop_map(|id| ServerMessage::Pong { id }),
+    ]
+}
+
+/// The document messages a server sends.
+#[cfg(feature = "documents")]
+fn doc_server_message() -> impl Strategy<Value = ServerMessage> {
+    prop_oneof![
         (
             small_string(),
             any::<u64>(),
@@ -550,6 +621,13 @@ fn arb_server_message() -> impl Strategy<Value = ServerMessage> {
                 ops
             }),
     ]
+}
+
+fn arb_server_message() -> BoxedStrategy<ServerMessage> {
+    #[cfg(feature = "documents")]
+    return prop_oneof![9 => core_server_message(), 2 => doc_server_message()].boxed();
+    #[cfg(not(feature = "documents"))]
+    core_server_message().boxed()
 }
 
 proptest! {
