@@ -219,7 +219,13 @@ def test_a_restarted_relay_resyncs_documents_and_keeps_edits_made_while_down(peo
             15,
         )
         assert list_a.snapshot() == {"down": "12"}, "a restarted relay starts empty"
-        assert changed(ev_a.since(since), REMOTE, "count", lambda c: c.value is None)
+        # The state is read at once; the listener gets its events on its own thread.
+        await ev_a.wait_for(
+            "Alice told the relay forgot count",
+            lambda evs: changed(evs, REMOTE, "count", lambda c: c.value is None),
+            since,
+            5,
+        )
 
     run(scenario())
 
