@@ -1044,8 +1044,7 @@ fn an_acked_message_expires_on_the_tick_its_ttl_shares_with_the_drain_timeout() 
     );
 }
 
-/// How the engine's queued events end messages: `AckTimedOut`, `Dropped` and `Acked`, in order,
-/// without running anything else.
+/// What an event says about how a message ended (or stopped being waited for).
 #[derive(Debug, PartialEq)]
 enum Outcome {
     TimedOut(MessageId, Unacked),
@@ -1053,15 +1052,27 @@ enum Outcome {
     Acked(MessageId),
 }
 
+/// For `sim.events_matching(outcome)`: the events the sim ran.
+fn outcome(e: &Event) -> Option<Outcome> {
+    match e {
+        Event::AckTimedOut { id, status } => Some(Outcome::TimedOut(*id, *status)),
+        Event::Dropped { ids, reason } => Some(Outcome::Dropped(ids.clone(), reason.clone())),
+        Event::Acked { id, .. } => Some(Outcome::Acked(*id)),
+        _ => None,
+    }
+}
+
+/// The outcomes among the engine's queued events, in order, without running anything else.
 fn drained_outcomes(engine: &mut tether_core::Engine) -> Vec<Outcome> {
     std::iter::from_fn(|| engine.poll_event())
-        .filter_map(|e| match e {
-            Event::AckTimedOut { id, status } => Some(Outcome::TimedOut(id, status)),
-            Event::Dropped { ids, reason } => Some(Outcome::Dropped(ids, reason)),
-            Event::Acked { id, .. } => Some(Outcome::Acked(id)),
-            _ => None,
-        })
+        .filter_map(|e| outcome(&e))
         .collect()
+}
+
+/// An acknowledged message sent now with `timeout`.
+fn send_with_timeout(sim: &mut Sim, timeout: Duration) -> MessageId {
+    let options = SendOptions::acked().with_timeout(timeout);
+    sim.engine.send_with(sim.now, "m", options).unwrap()
 }
 
 /// An open Tether engine whose server takes publishes but does not acknowledge them.
@@ -1103,10 +1114,7 @@ fn an_ack_timeout_on_a_queued_message_expires_it_and_says_so_first() {
 #[test]
 fn an_ack_timeout_on_a_written_message_keeps_it_for_its_ack() {
     let mut sim = open_without_acks();
-    let id = sim
-        .engine
-        .send_with(sim.now, "b", SendOptions::acked().with_timeout(secs(2)))
-        .unwrap();
+    let id = send_with_timeout(&mut sim, secs(2));
     sim.run_for(ms(10));
     assert_eq!(sim.engine.outbox_status(id), Some(OutboxStatus::InFlight));
     let due = sim.now - ms(10) + secs(2);
@@ -1129,13 +1137,7 @@ fn an_ack_timeout_on_a_written_message_keeps_it_for_its_ack() {
         .encode(),
     ));
     sim.run_for(ms(10));
-    assert_eq!(
-        sim.events_matching(|e| match e {
-            Event::Acked { id, .. } => Some(*id),
-            _ => None,
-        }),
-        vec![id]
-    );
+    assert_eq!(sim.events_matching(outcome), vec![Outcome::Acked(id)]);
     assert_eq!(sim.engine.outbox_len(), 0);
 }
 
@@ -1144,32 +1146,22 @@ fn a_timed_out_message_is_not_resent_after_a_reconnect() {
     // Its TTL is the timeout: once that passed, a resend would deliver what the app gave up
     // on, so the reconnect drops it instead (and reports no second timeout).
     let mut sim = open_without_acks();
-    let id = sim
-        .engine
-        .send_with(sim.now, "b", SendOptions::acked().with_timeout(secs(2)))
-        .unwrap();
+    let id = send_with_timeout(&mut sim, secs(2));
     sim.run_for(secs(3));
     assert_eq!(
-        sim.events_matching(|e| match e {
-            Event::AckTimedOut { id, status } => Some((*id, *status)),
-            _ => None,
-        }),
-        vec![(id, Unacked::AwaitingAck)]
+        sim.events_matching(outcome),
+        vec![Outcome::TimedOut(id, Unacked::AwaitingAck)]
     );
     sim.kill_connection();
     sim.run_for(secs(10));
     assert!(sim.engine.state().is_open());
     assert_eq!(
-        sim.events_matching(|e| match e {
-            Event::Dropped { ids, reason } => Some((ids.clone(), reason.clone())),
-            _ => None,
-        }),
-        vec![(vec![id], DropReason::Expired)]
-    );
-    assert_eq!(
-        sim.events_matching(|e| matches!(e, Event::AckTimedOut { .. }).then_some(()))
-            .len(),
-        1
+        sim.events_matching(outcome),
+        vec![
+            Outcome::TimedOut(id, Unacked::AwaitingAck),
+            Outcome::Dropped(vec![id], DropReason::Expired)
+        ],
+        "dropped at the reconnect, with no second timeout"
     );
     assert_eq!(sim.server_publishes().len(), 1, "not re-sent");
 }
@@ -1220,20 +1212,9 @@ fn the_configured_ttl_is_cut_to_the_timeout_but_not_raised() {
 fn an_acknowledged_message_never_times_out() {
     let mut sim = tether(Config::builder("ws://relay"));
     sim.connect_open();
-    let id = sim
-        .engine
-        .send_with(sim.now, "b", SendOptions::acked().with_timeout(secs(1)))
-        .unwrap();
+    let id = send_with_timeout(&mut sim, secs(1));
     sim.run_for(secs(5));
-    assert_eq!(
-        sim.events_matching(|e| match e {
-            Event::Acked { id, .. } => Some(("acked", *id)),
-            Event::AckTimedOut { id, .. } => Some(("timed out", *id)),
-            Event::Dropped { ids, .. } => Some(("dropped", ids[0])),
-            _ => None,
-        }),
-        vec![("acked", id)]
-    );
+    assert_eq!(sim.events_matching(outcome), vec![Outcome::Acked(id)]);
 }
 
 #[test]
@@ -1325,10 +1306,7 @@ fn a_message_evicted_by_overflow_is_dropped_once_and_never_times_out() {
     );
     sim.server.behaviour = Behaviour::Hang;
     sim.connect();
-    let first = sim
-        .engine
-        .send_with(sim.now, "a", SendOptions::acked().with_timeout(secs(2)))
-        .unwrap();
+    let first = send_with_timeout(&mut sim, secs(2));
     sim.engine
         .send_with(sim.now, "b", SendOptions::acked())
         .unwrap();
