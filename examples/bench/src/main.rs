@@ -51,10 +51,10 @@ struct Cli {
     #[arg(value_enum, default_value = "all")]
     what: What,
     /// Sequential round trips per repeat.
-    #[arg(long, default_value_t = 20_000)]
+    #[arg(long, default_value_t = 20_000, value_parser = at_least_one::<usize>)]
     rtt_count: usize,
     /// Pipelined messages per repeat.
-    #[arg(long, default_value_t = 200_000)]
+    #[arg(long, default_value_t = 200_000, value_parser = at_least_one::<usize>)]
     tput_count: usize,
     /// Pipelined messages in flight.
     #[arg(long, default_value_t = 100, value_parser = at_least_one::<usize>)]
@@ -79,7 +79,7 @@ struct Cli {
     #[arg(long, default_value_t = 50, value_parser = at_least_one::<u64>)]
     interval_ms: u64,
     /// Seeds for the virtual-time reconnect model.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 10_000, value_parser = at_least_one::<u64>)]
     model_seeds: u64,
     /// Also run the reconnect benchmark with this non-default `backoff_max` (0: don't).
     #[arg(long, default_value_t = 1_000)]

@@ -52,6 +52,9 @@ fn zero_counts_are_refused_with_a_clear_error() {
         ("rtt", "--repeat"),
         ("throughput", "--window"),
         ("reconnect", "--interval-ms"),
+        ("rtt", "--rtt-count"),
+        ("throughput", "--tput-count"),
+        ("reconnect", "--model-seeds"),
     ] {
         let output = Command::new(env!("CARGO_BIN_EXE_tether-bench"))
             .args([what, flag, "0"])
