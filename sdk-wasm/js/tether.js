@@ -209,11 +209,12 @@ export class TetherClient extends Emitter {
     let text;
     try {
       // JSON drops functions and symbols and turns NaN and Infinity into null, which would
-      // read as "not set": they travel as text naming them, so the module refuses the option
-      // by name. A bigint would throw, and a cycle does.
+      // read as "not set": they travel as an object naming them, which no option's type
+      // accepts, so the module refuses the option by name (as text, `tokenParam: Symbol()`
+      // would have been read as a string). A bigint would throw, and a cycle does.
       text = JSON.stringify({ ...rest, hasToken: !!token }, (_, v) =>
         ((typeof v === 'number' && !isFinite(v)) || ['function', 'symbol', 'bigint'].includes(typeof v)
-          ? `${typeof v} ${String(v)}` : v));
+          ? { unencodable: `${typeof v} ${String(v)}` } : v));
     } catch (e) {
       throw new TetherError('invalid_config', `options cannot be read: ${e.message}`);
     }
@@ -311,7 +312,7 @@ export class TetherClient extends Emitter {
     try {
       raw.close(1000, '');
     } catch (_) { /* already closed */ }
-    this._failRequests('closed', 'the client was disposed');
+    this._failPending('closed', 'the client was disposed');
     this._handlers.clear();
     // Free after the current call returns: dispose() may run inside an event handler, while
     // the module is still using the object.
@@ -386,7 +387,8 @@ export class TetherClient extends Emitter {
     else pending.resolve(value);
   }
 
-  _failRequests(code, message) {
+  // Rejects every pending request and acked send (the client is going away).
+  _failPending(code, message) {
     for (const waiting of [this._requests, this._acks]) {
       for (const { reject } of waiting.values()) reject(new TetherError(code, message));
       waiting.clear();

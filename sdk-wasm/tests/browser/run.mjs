@@ -315,6 +315,8 @@ test('errors are TetherErrors with a code', async ({ page, base }) => {
       nanOption: code(() => new tether.TetherClient('ws://x', { connectTimeoutMs: NaN })),
       functionOption: code(() => new tether.TetherClient('ws://x', { onError: () => {} })),
       bigintOption: code(() => new tether.TetherClient('ws://x', { seed: 1n })),
+      // A text option too: sent as text, "symbol Symbol(t)" would have been a valid name.
+      symbolTextOption: code(() => new tether.TetherClient('ws://x', { tokenParam: Symbol('t') })),
       nullOptions: code(() => new tether.TetherClient('ws://x', null)),
       // Arguments of the wrong type are refused, not coerced by the bindings.
       ackString: code(() => raw.send('x', { ack: 'no' })),
@@ -334,7 +336,7 @@ test('errors are TetherErrors with a code', async ({ page, base }) => {
   });
   assert.deepEqual([r.ackString[1], r.ttlString[1], r.closeCodeString[1], r.drainWithCode[1]],
     ['invalid_argument', 'invalid_argument', 'invalid_argument', 'invalid_argument']);
-  for (const [key, named] of [['nanOption', 'connectTimeoutMs'], ['functionOption', 'onError'], ['bigintOption', 'seed'], ['nullOptions', 'options']]) {
+  for (const [key, named] of [['nanOption', 'connectTimeoutMs'], ['functionOption', 'onError'], ['bigintOption', 'seed'], ['symbolTextOption', 'tokenParam'], ['nullOptions', 'options']]) {
     assert.deepEqual(r[key].slice(0, 2), [true, 'invalid_config'], key);
     assert.match(r[key][2], new RegExp(named), key);
   }
