@@ -7,7 +7,14 @@ use std::process::ExitCode;
 use tether_relay::{cli, Relay, RelayOptions};
 
 pub(crate) async fn run(options: RelayOptions) -> ExitCode {
-    let relay = match Relay::bind(options.listen.as_str(), options.config()).await {
+    let config = match options.config() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("tether relay: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let relay = match Relay::bind(options.listen.as_str(), config).await {
         Ok(relay) => relay,
         Err(e) => {
             eprintln!("tether relay: cannot listen on {}: {e}", options.listen);

@@ -3,7 +3,7 @@
 //! take the same flags with the same defaults and help, print the same ready line and stop
 //! on the same signals; only logging and exit statuses are each program's own.
 
-use crate::{RelayConfig, RelayHandle};
+use crate::{ConfigError, RelayConfig, RelayHandle};
 use std::time::Duration;
 
 /// The relay's command-line options. Every default is [`RelayConfig::default()`]'s.
@@ -19,7 +19,8 @@ use std::time::Duration;
 /// }
 ///
 /// let cli = Cli::parse_from(["my-relay", "--listen", "127.0.0.1:0", "--history", "64"]);
-/// assert_eq!(cli.relay.config().history_capacity, 64);
+/// assert_eq!(cli.relay.config()?.history_capacity, 64);
+/// # Ok::<(), tether_relay::ConfigError>(())
 /// ```
 #[derive(Debug, Clone, clap::Args)]
 pub struct RelayOptions {
@@ -56,26 +57,25 @@ pub const TOKEN_ENV: &str = "TETHER_RELAY_TOKEN";
 impl RelayOptions {
     /// The relay configuration these options describe (the rest at its defaults). Without
     /// `--token`, [`TOKEN_ENV`] gives the token; set but empty, it means none (an empty
-    /// `--token` is a usage error: no client could present it).
-    pub fn config(&self) -> RelayConfig {
+    /// `--token` is a usage error: no client could present it); set but not valid UTF-8, it
+    /// is [`ConfigError::TokenNotUnicode`], never read as none.
+    pub fn config(&self) -> Result<RelayConfig, ConfigError> {
         self.config_from_env(std::env::var(TOKEN_ENV))
     }
 
     /// [`RelayOptions::config`] with the environment variable's value given.
-    fn config_from_env(&self, env: Result<String, std::env::VarError>) -> RelayConfig {
+    fn config_from_env(
+        &self,
+        env: Result<String, std::env::VarError>,
+    ) -> Result<RelayConfig, ConfigError> {
         match env {
-            Ok(token) => self.config_with_env(Some(token)),
-            Err(std::env::VarError::NotPresent) => self.config_with_env(None),
-            Err(std::env::VarError::NotUnicode(_)) => {
-                let mut config = self.config_with_env(None);
-                if self.token.is_none() {
-                    // Not "no token": a relay meant to be protected must not start open. The
-                    // empty token is refused by `RelayConfig::validate` when binding.
-                    tracing::error!("{TOKEN_ENV} is not valid UTF-8: refused");
-                    config.token = Some(String::new());
-                }
-                config
+            Ok(token) => Ok(self.config_with_env(Some(token))),
+            Err(std::env::VarError::NotPresent) => Ok(self.config_with_env(None)),
+            // The flag wins, so the variable does not matter.
+            Err(std::env::VarError::NotUnicode(_)) if self.token.is_some() => {
+                Ok(self.config_with_env(None))
             }
+            Err(std::env::VarError::NotUnicode(_)) => Err(ConfigError::TokenNotUnicode),
         }
     }
 
@@ -256,12 +256,21 @@ mod tests {
     fn a_token_variable_that_is_not_utf8_is_refused_not_read_as_none() {
         let bytes = std::os::unix::ffi::OsStringExt::from_vec(vec![0xff, 0xfe]);
         let open = parse(&[]).unwrap();
-        let config = open.config_from_env(Err(std::env::VarError::NotUnicode(bytes)));
-        assert!(config.validate().is_err(), "it must not start open");
+        let err = open
+            .config_from_env(Err(std::env::VarError::NotUnicode(bytes)))
+            .expect_err("it must not start open");
+        assert_eq!(err, ConfigError::TokenNotUnicode);
+        let message = err.to_string();
+        assert!(
+            message.contains(TOKEN_ENV) && message.contains("not valid UTF-8"),
+            "{message}"
+        );
         let flag = parse(&["--token", "f"]).unwrap();
         let bytes = std::os::unix::ffi::OsStringExt::from_vec(vec![0xff]);
-        let config = flag.config_from_env(Err(std::env::VarError::NotUnicode(bytes)));
-        assert_eq!(config.token.as_deref(), Some("f"), "the flag wins");
+        let config = flag
+            .config_from_env(Err(std::env::VarError::NotUnicode(bytes)))
+            .expect("the flag wins");
+        assert_eq!(config.token.as_deref(), Some("f"));
     }
 
     #[test]

@@ -78,7 +78,8 @@ pub struct RateLimit {
     pub burst: u32,
 }
 
-/// A configuration field that cannot work, found by [`RelayConfig::validate`].
+/// A configuration field that cannot work, found by [`RelayConfig::validate`], or a token
+/// that cannot be read, found by [`RelayOptions::config`](crate::RelayOptions::config).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
@@ -103,6 +104,10 @@ pub enum ConfigError {
         "reconnect_after (--reconnect-after) must be at most reconnect_window (--reconnect-window)"
     )]
     ReconnectAfterBeyondWindow,
+    /// `TETHER_RELAY_TOKEN` is set but not valid UTF-8, and no `--token` overrides it. Not
+    /// read as "no token": a relay meant to be protected must not start open.
+    #[error("TETHER_RELAY_TOKEN is not valid UTF-8 (set it to a UTF-8 token, or pass --token)")]
+    TokenNotUnicode,
 }
 
 impl Default for RelayConfig {

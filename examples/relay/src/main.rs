@@ -33,7 +33,14 @@ async fn main() -> ExitCode {
         .init();
 
     let listen = args.relay.listen.as_str();
-    let relay = match Relay::bind(listen, args.relay.config()).await {
+    let config = match args.relay.config() {
+        Ok(config) => config,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the relay");
+            return ExitCode::FAILURE;
+        }
+    };
+    let relay = match Relay::bind(listen, config).await {
         Ok(relay) => relay,
         Err(e) => {
             tracing::error!(%listen, error = %e, "cannot start the relay");
