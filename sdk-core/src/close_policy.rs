@@ -271,9 +271,13 @@ fn lookup(overrides: &[(RangeInclusive<u16>, Disposition)], value: u16) -> Optio
 }
 
 /// The close reason a server sends with 1012 (service restart) to spread its clients'
-/// reconnects over the window from `after` to `within` (`after` is capped at `within`; zero
-/// leaves it out): the advice [`ClosePolicy::classify_close`] reads, written in one place so
-/// that servers (such as the reference relay) and the engine cannot disagree on its form.
+/// reconnects over the window from `after` to `within` (a zero `after` is left out): the
+/// advice [`ClosePolicy::classify_close`] reads, written in one place so that servers (such
+/// as the reference relay) and the engine cannot disagree on its form.
+///
+/// `after` is capped at `within`. The reference relay never passes a longer one (its config
+/// validation refuses it), but other servers may: uncapped, the advice would be a window that
+/// ends before it starts, which the protocol does not define and a client could misread.
 pub fn restart_advice(after: Duration, within: Duration) -> String {
     let within_ms = u64::try_from(within.as_millis()).unwrap_or(u64::MAX);
     let after_ms = u64::try_from(after.as_millis())
@@ -360,7 +364,7 @@ mod tests {
             hint(&restart_advice(s(2), s(10))),
             Some(DelayHint::Between(s(2), s(10)))
         );
-        // `after` beyond the window is capped to it.
+        // `after` beyond the window is capped to it: callers other than the relay may pass one.
         assert_eq!(
             restart_advice(s(30), s(10)),
             r#"{"reconnect_after_ms":10000,"reconnect_within_ms":10000}"#

@@ -16,6 +16,7 @@ use futures_util::{SinkExt, StreamExt};
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
+use tether_core::close_policy::restart_advice;
 use tether_core::protocol::ServerMessage;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -180,7 +181,10 @@ pub(crate) async fn serve(
         },
         how = stopping(&mut run_state) => match how {
             RunState::Aborting => Ending::Drop,
-            _ => Ending::close(1012, &restart_advice(&shared.config)),
+            _ => Ending::close(
+                1012,
+                &restart_advice(shared.config.reconnect_after, shared.config.reconnect_window),
+            ),
         },
         }
     };
@@ -324,11 +328,6 @@ async fn close(
     };
     // The outcome does not matter: the socket is dropped right after either way.
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, linger).await;
-}
-
-/// The close reason of a graceful shutdown: when to come back, in the form the engine reads.
-fn restart_advice(config: &crate::config::RelayConfig) -> String {
-    tether_core::close_policy::restart_advice(config.reconnect_after, config.reconnect_window)
 }
 
 #[cfg(test)]
