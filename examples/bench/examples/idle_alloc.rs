@@ -20,6 +20,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 use tether_bench::server::{self, ServerProcess};
+use tether_bench::{wait_open, BoxError};
 
 /// Exact sizes up to this are counted one by one; larger ones share the last bucket.
 const SIZES: usize = 16 * 1024;
@@ -102,8 +103,6 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOC: Counting = Counting;
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
 fn main() -> Result<(), BoxError> {
     let args: Vec<String> = std::env::args().collect();
     // The server child: `ServerProcess::spawn` below runs this executable again as the server.
@@ -141,22 +140,8 @@ async fn measure(conns: usize, trace: usize) -> Result<(), BoxError> {
 
     let connect = || async {
         let (client, mut events) = tether::Client::builder(url.as_str()).connect()?;
-        let open = async {
-            loop {
-                match events.recv().await {
-                    Some(tether::Event::StateChanged {
-                        to: tether::State::Open,
-                        ..
-                    }) => return Ok::<_, BoxError>((client, events)),
-                    Some(_) => {}
-                    None => return Err("client ended".into()),
-                }
-            }
-        };
-        // A connection that cannot open (server gone, limits) fails the run, not hangs it.
-        tokio::time::timeout(Duration::from_secs(10), open)
-            .await
-            .map_err(|_| "a client did not open within 10 s")?
+        wait_open(&mut events).await?;
+        Ok::<_, BoxError>((client, events))
     };
     // Warm-up: one-time costs (shared TLS/HTTP context, runtime, lazy statics).
     let (warm, events) = connect().await?;

@@ -11,12 +11,12 @@ use futures_util::{FutureExt, SinkExt, StreamExt};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 use tether::{Client, Event, Events, Payload, State};
+use tether_bench::wait_open;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-/// A boxed error: the bench reports and stops.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub use tether_bench::BoxError;
 
 type RawWs = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -239,23 +239,6 @@ pub async fn tether_connect_with(
     let (client, mut events) = builder.connect()?;
     wait_open(&mut events).await?;
     Ok((client, events))
-}
-
-/// Waits for `StateChanged { to: Open }`.
-pub async fn wait_open(events: &mut Events) -> Result<(), BoxError> {
-    loop {
-        match timeout(events.recv()).await? {
-            Some(Event::StateChanged {
-                to: State::Open, ..
-            }) => return Ok(()),
-            Some(Event::StateChanged {
-                to: State::Closed { reason },
-                ..
-            }) => return Err(format!("client closed: {reason:?}").into()),
-            Some(_) => continue,
-            None => return Err("client ended before opening".into()),
-        }
-    }
 }
 
 async fn tether_echo(events: &mut Events) -> Result<(), BoxError> {

@@ -7,7 +7,7 @@
 //! noisy median; the same engine is therefore also driven in virtual time over thousands of
 //! seeds (`model`), which gives the distribution the defaults produce, I/O excluded.
 
-use crate::clients::{wait_open, BoxError};
+use crate::clients::BoxError;
 use crate::stats::{median, percentile};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tether::{Client, Event, Payload, State};
 use tether_bench::server::ServerProcess;
+use tether_bench::wait_open;
 
 /// A reconnect profile: the defaults, or one documented non-default setting.
 #[derive(Debug, Clone, Copy)]
