@@ -127,4 +127,13 @@ pub enum Action {
         /// Close reason (at most 123 bytes, already truncated).
         reason: String,
     },
+    /// Drop the transport now, without waiting for anything more from it (its close
+    /// handshake included). Follows a `Close` whose handshake did not end within the close
+    /// timeout (a wedged peer or a dead link would otherwise keep the socket open for as long
+    /// as the client lives), or comes just before the `Open` of the transport that replaces
+    /// it. Nothing is reported back; input that still arrives from it is ignored.
+    Release {
+        /// The transport to drop.
+        transport: TransportId,
+    },
 }

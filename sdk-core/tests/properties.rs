@@ -191,6 +191,8 @@ struct Harness {
     sse_retry_seen: bool,
     /// Acknowledged messages sent with a timeout, and how they have ended so far.
     timed: HashMap<MessageId, Timed>,
+    /// Transports told to close, and whether each was released since.
+    told_to_close: HashMap<TransportId, bool>,
 }
 
 /// What the harness knows of an acknowledged message sent with a timeout.
@@ -218,6 +220,7 @@ impl Harness {
             wire_ids: Vec::new(),
             request_ids: Vec::new(),
             last_offsets: HashMap::new(),
+            told_to_close: HashMap::new(),
             state: State::Idle,
             hinted: false,
             sse_retry_seen: false,
@@ -448,6 +451,17 @@ impl Harness {
                     self.stale = self.transport.replace(o.transport).or(self.stale);
                 }
                 Action::FetchToken { attempt, .. } => self.token_attempt = Some(attempt),
+                Action::Close { transport, .. } => {
+                    self.told_to_close.insert(transport, false);
+                }
+                // Only a transport told to close is released, and once.
+                Action::Release { transport } => match self.told_to_close.get_mut(&transport) {
+                    Some(released) => {
+                        assert!(!*released, "{transport} released twice");
+                        *released = true;
+                    }
+                    None => panic!("{transport} released without a close"),
+                },
                 Action::Send {
                     frame: Frame::Text(t),
                     ..
@@ -576,7 +590,15 @@ impl Harness {
         );
         if e.state().is_closed() {
             assert_eq!(e.outbox_len(), 0, "a closed engine holds nothing");
-            assert_eq!(e.poll_timeout(), None, "a closed engine has no timers");
+            // Its one timer: releasing the transport it told to close, if that transport has
+            // not ended within the close timeout (the default, 2 s).
+            if let Some(at) = e.poll_timeout() {
+                assert!(at <= self.now + Duration::from_secs(2), "{at:?}");
+                assert!(
+                    self.told_to_close.values().any(|released| !released),
+                    "a closed engine's only timer is a release"
+                );
+            }
         }
         assert_eq!(e.state(), &self.state);
         // An `Expired` timeout's `Dropped` comes in the same drain.

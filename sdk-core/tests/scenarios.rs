@@ -211,6 +211,119 @@ fn connect_timeout_abandons_a_hanging_handshake() {
     assert_eq!(r[0].3, DisconnectCause::ConnectTimeout);
 }
 
+// ---- transports whose close handshake does not end ------------------------------------------
+
+#[test]
+fn a_close_handshake_the_server_never_answers_is_released_at_the_close_timeout() {
+    let mut sim = Sim::new(
+        Config::builder("ws://relay")
+            .close_timeout(secs(2))
+            .seed(1)
+            .build()
+            .unwrap(),
+        false,
+    );
+    sim.connect_open();
+    let t = sim.server.opens[0].1.transport;
+    sim.engine.close(sim.now, 1000, "bye").unwrap();
+    let asked = sim.now;
+    // The simulated server never answers a close frame: a wedged peer.
+    sim.run_for(secs(5));
+    assert_eq!(sim.closes, vec![(asked, t)]);
+    assert_eq!(
+        sim.releases,
+        vec![(asked + secs(2), t)],
+        "released when the engine stops waiting, not kept for the client's life"
+    );
+    assert_eq!(
+        sim.engine.state(),
+        &State::Closed {
+            reason: CloseReason::App { code: 1000 }
+        }
+    );
+    assert_eq!(sim.engine.poll_timeout(), None, "nothing left to wait for");
+}
+
+#[test]
+fn a_close_handshake_that_ends_needs_no_release() {
+    let mut sim = Sim::raw("ws://relay");
+    sim.connect_open();
+    let t = sim.server.opens[0].1.transport;
+    sim.engine.close(sim.now, 1000, "bye").unwrap();
+    sim.run_for(ms(20));
+    sim.engine.transport_closed(sim.now, t, Some(1000), "bye");
+    sim.run_for(secs(30));
+    assert!(sim.engine.state().is_closed());
+    assert_eq!(sim.closes.len(), 1);
+    assert!(sim.releases.is_empty(), "{:?}", sim.releases);
+    assert_eq!(sim.engine.poll_timeout(), None);
+}
+
+#[test]
+fn a_dead_transport_is_released_after_the_last_attempt_or_before_the_next() {
+    // Gives up at the heartbeat timeout (the connection never proved stable, so it was the
+    // one attempt allowed): nothing replaces the dead link, the release ends it.
+    let mut sim = Sim::new(
+        Config::builder("ws://relay")
+            .heartbeat_mode(HeartbeatMode::PingFrame)
+            .heartbeat_interval(secs(10))
+            .max_missed_pongs(2)
+            .backoff(BackoffConfig {
+                max_attempts: Some(1),
+                min_uptime: secs(120),
+                ..BackoffConfig::default()
+            })
+            .close_timeout(secs(3))
+            .seed(5)
+            .build()
+            .unwrap(),
+        false,
+    );
+    sim.connect_open();
+    let t = sim.server.opens[0].1.transport;
+    sim.server.behaviour = Behaviour::BlackHole;
+    sim.run_for(secs(60));
+    assert!(matches!(
+        sim.engine.state(),
+        State::Closed {
+            reason: CloseReason::GaveUp { .. }
+        }
+    ));
+    let [(closed_at, closed)] = sim.closes[..] else {
+        panic!("one close: {:?}", sim.closes)
+    };
+    assert_eq!(closed, t);
+    assert_eq!(sim.releases, vec![(closed_at + secs(3), t)]);
+
+    // Reconnecting sooner than the close timeout: released just before the next open.
+    let mut sim = Sim::new(
+        Config::builder("ws://relay")
+            .heartbeat_mode(HeartbeatMode::PingFrame)
+            .heartbeat_interval(secs(10))
+            .max_missed_pongs(2)
+            .backoff(BackoffConfig {
+                initial: ms(100),
+                max: ms(100),
+                ..BackoffConfig::default()
+            })
+            .close_timeout(secs(30))
+            .seed(5)
+            .build()
+            .unwrap(),
+        false,
+    );
+    sim.connect_open();
+    let t = sim.server.opens[0].1.transport;
+    sim.server.behaviour = Behaviour::BlackHole;
+    sim.run_for(secs(40));
+    sim.server.behaviour = Behaviour::Normal;
+    sim.run_for(secs(1));
+    assert_eq!(sim.engine.state(), &State::Open);
+    assert_eq!(sim.closes[0].1, t);
+    let next_open = sim.server.opens[1].0;
+    assert_eq!(sim.releases[0], (next_open, t));
+}
+
 // ---- server hints and close policy ----------------------------------------------------------
 
 #[test]

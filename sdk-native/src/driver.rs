@@ -276,6 +276,14 @@ fn perform(link: &mut Option<Link>, action: Action, ctx: &LinkContext) {
                 l.close(code, reason);
             }
         }
+        // The engine stopped waiting for its close handshake (or replaces it): dropping the
+        // link drops the socket.
+        Action::Release { transport } => {
+            if link.as_ref().is_some_and(|l| l.id() == transport) {
+                debug!(%transport, "releasing transport");
+                *link = None;
+            }
+        }
         other => warn!(?other, "action not supported by this driver"),
     }
 }

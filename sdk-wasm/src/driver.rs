@@ -252,6 +252,8 @@ impl Inner {
                         .transport_closed(now, transport, Some(code), &reason);
                 }
             }
+            // The engine stopped waiting for the close handshake (or replaces the socket).
+            Action::Release { transport } => self.forget(transport),
             // Browsers cannot send ping frames: the config says so, so the engine uses
             // application pings and never asks for these.
             _ => {}

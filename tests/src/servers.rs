@@ -26,6 +26,10 @@ pub enum Behaviour {
     Echo,
     /// Completes the handshake, then sends this text frame and keeps echoing.
     SendThenEcho(String),
+    /// Completes the handshake, then reads and discards whatever arrives without ever
+    /// answering, not even a close frame (a wedged peer or proxy), until the client drops the
+    /// connection: when it did is in [`MisbehavingServer::hangups`].
+    Unresponsive,
 }
 
 /// A record of one accepted connection.
@@ -44,6 +48,7 @@ pub struct Arrival {
 pub struct MisbehavingServer {
     addr: SocketAddr,
     arrivals: Arc<Mutex<Vec<Arrival>>>,
+    hangups: Arc<Mutex<Vec<Instant>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -53,7 +58,11 @@ impl MisbehavingServer {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let arrivals = Arc::new(Mutex::new(Vec::new()));
-        let log = arrivals.clone();
+        let hangups = Arc::new(Mutex::new(Vec::new()));
+        let log = Log {
+            arrivals: arrivals.clone(),
+            hangups: hangups.clone(),
+        };
         let task = tokio::spawn(async move {
             let mut connections = JoinSet::new();
             loop {
@@ -67,6 +76,7 @@ impl MisbehavingServer {
         Ok(MisbehavingServer {
             addr,
             arrivals,
+            hangups,
             task,
         })
     }
@@ -85,6 +95,18 @@ impl MisbehavingServer {
     pub fn arrivals(&self) -> Vec<Arrival> {
         self.arrivals.lock().map(|a| a.clone()).unwrap_or_default()
     }
+
+    /// When clients dropped their [`Behaviour::Unresponsive`] connections.
+    pub fn hangups(&self) -> Vec<Instant> {
+        self.hangups.lock().map(|h| h.clone()).unwrap_or_default()
+    }
+}
+
+/// Where the connections' tasks record what happened.
+#[derive(Debug, Clone)]
+struct Log {
+    arrivals: Arc<Mutex<Vec<Arrival>>>,
+    hangups: Arc<Mutex<Vec<Instant>>>,
 }
 
 impl Drop for MisbehavingServer {
@@ -95,17 +117,13 @@ impl Drop for MisbehavingServer {
 
 // The handshake callback's error type is tungstenite's, large by its design.
 #[allow(clippy::result_large_err)]
-async fn serve(
-    mut tcp: tokio::net::TcpStream,
-    behaviour: Behaviour,
-    log: Arc<Mutex<Vec<Arrival>>>,
-) {
+async fn serve(mut tcp: tokio::net::TcpStream, behaviour: Behaviour, log: Log) {
     let at = Instant::now();
     if let Behaviour::HttpAnswer(response) = behaviour {
         let Some(head) = read_request_head(&mut tcp).await else {
             return;
         };
-        record(&log, at, &head);
+        record(&log.arrivals, at, &head);
         let _ = tcp.write_all(response().as_bytes()).await;
         let _ = tcp.shutdown().await;
         return;
@@ -126,8 +144,8 @@ async fn serve(
     let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(tcp, callback).await else {
         return;
     };
-    if let (Some(arrival), Ok(mut log)) = (seen, log.lock()) {
-        log.push(arrival);
+    if let (Some(arrival), Ok(mut arrivals)) = (seen, log.arrivals.lock()) {
+        arrivals.push(arrival);
     }
     match behaviour {
         Behaviour::AcceptThenClose(Some((code, reason))) => {
@@ -147,6 +165,15 @@ async fn serve(
             }
         }
         Behaviour::Echo => echo(ws).await,
+        Behaviour::Unresponsive => {
+            // Below the WebSocket layer, which would answer a close frame by itself.
+            let tcp = ws.get_mut();
+            let mut buf = [0u8; 1024];
+            while let Ok(1..) = tcp.read(&mut buf).await {}
+            if let Ok(mut hangups) = log.hangups.lock() {
+                hangups.push(Instant::now());
+            }
+        }
         Behaviour::HttpAnswer(_) => {}
     }
 }

@@ -261,6 +261,35 @@ async fn an_accept_then_close_server_meets_growing_delays() {
 }
 
 #[tokio::test]
+async fn a_peer_that_never_answers_the_close_is_released_at_the_close_timeout() {
+    let server = MisbehavingServer::start(Behaviour::Unresponsive)
+        .await
+        .unwrap();
+    let (client, events) = fast(server.ws_url())
+        .close_timeout(ms(300))
+        .connect()
+        .unwrap();
+    let mut rec = Recorder::new(events);
+    rec.until_open(LIMIT).await;
+    let asked = std::time::Instant::now();
+    let reason = tokio::time::timeout(LIMIT, client.close()).await.unwrap();
+    assert_eq!(reason, CloseReason::App { code: 1000 });
+    // The socket goes with the engine's verdict, not with the client (still alive here).
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while server.hangups().is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(ms(20)).await;
+    }
+    let hangups = server.hangups();
+    assert_eq!(hangups.len(), 1, "the connection is still open");
+    let after = hangups[0] - asked;
+    assert!(
+        after >= ms(250) && after < ms(3_000),
+        "released {after:?} after the close"
+    );
+    drop(client);
+}
+
+#[tokio::test]
 async fn policy_violation_refreshes_the_token_once_then_stops() {
     let server = MisbehavingServer::start(Behaviour::AcceptThenClose(Some((
         1008,

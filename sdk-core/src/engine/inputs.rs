@@ -269,6 +269,7 @@ impl Engine {
         reason: &str,
     ) {
         let now = self.observe(now);
+        self.ended(transport);
         if !self.is_current(transport) {
             return;
         }
@@ -292,6 +293,7 @@ impl Engine {
         failure: TransportFailure,
     ) {
         let now = self.observe(now);
+        self.ended(transport);
         if !self.is_current(transport) {
             return;
         }
@@ -321,6 +323,7 @@ impl Engine {
         let now = self.observe(now);
         self.expire_due(now);
         self.report_overdue_acks(now);
+        self.release_overdue(now);
         if self.timers.close.is_some_and(|t| t <= now) {
             let code = self.conn.closing.unwrap_or(1000);
             self.finish_closed(CloseReason::App { code });

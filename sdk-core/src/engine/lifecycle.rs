@@ -1,7 +1,7 @@
 //! Attempts, failures, reconnect scheduling, opening and closing: every state transition is
 //! made here.
 
-use super::{Connection, Engine};
+use super::{Connection, Engine, Lingering};
 use crate::action::{Action, OpenRequest, TransportId};
 use crate::close_policy::{DelayHint, Disposition, Verdict};
 use crate::config::{Protocol, TokenPlacement, TransportKind};
@@ -61,6 +61,12 @@ impl Engine {
             TransportKind::Sse => self.last_event_id.clone(),
             TransportKind::WebSocket => None,
         };
+        // The transport being replaced is not waited for any longer.
+        if let Some(old) = self.lingering.take() {
+            self.actions.push_back(Action::Release {
+                transport: old.transport,
+            });
+        }
         self.actions.push_back(Action::Open(Box::new(OpenRequest {
             transport,
             kind: self.config.transport,
@@ -118,11 +124,7 @@ impl Engine {
         close_code: Option<u16>,
     ) {
         if let (Some(transport), Some(code)) = (self.conn.transport, close_code) {
-            self.actions.push_back(Action::Close {
-                transport,
-                code,
-                reason: truncate_reason(&cause.to_string()),
-            });
+            self.close_transport(transport, code, truncate_reason(&cause.to_string()));
         }
         // A connection that dropped before proving stable counts as a failed attempt, so an
         // accept-then-drop server meets growing delays; one that was stable starts afresh.
@@ -207,11 +209,7 @@ impl Engine {
             self.finish_closed(CloseReason::App { code });
             return;
         };
-        self.actions.push_back(Action::Close {
-            transport,
-            code,
-            reason: truncate_reason(reason),
-        });
+        self.close_transport(transport, code, truncate_reason(reason));
         self.heartbeat.stop();
         self.timers.min_uptime = None;
         self.timers.close = Some(now + self.config.close_timeout);
@@ -219,15 +217,43 @@ impl Engine {
         self.set_state(State::Closing);
     }
 
+    /// Tells the driver to close `transport`, and gives its close handshake the close
+    /// timeout: a peer that never answers (a wedged proxy, a dead link) must not keep the
+    /// socket open, so it is then released (`release_overdue`).
+    fn close_transport(&mut self, transport: TransportId, code: u16, reason: String) {
+        self.actions.push_back(Action::Close {
+            transport,
+            code,
+            reason,
+        });
+        self.lingering = Some(Lingering {
+            transport,
+            until: self.clock.now() + self.config.close_timeout,
+        });
+    }
+
+    /// Releases the closing transport once its handshake has had the close timeout.
+    pub(super) fn release_overdue(&mut self, now: Instant) {
+        if let Some(l) = self.lingering.filter(|l| l.until <= now) {
+            self.lingering = None;
+            self.actions.push_back(Action::Release {
+                transport: l.transport,
+            });
+        }
+    }
+
+    /// The driver reported `transport`'s end: its close handshake needs no deadline any more.
+    pub(super) fn ended(&mut self, transport: TransportId) {
+        if self.lingering.is_some_and(|l| l.transport == transport) {
+            self.lingering = None;
+        }
+    }
+
     /// Enters the terminal state: nothing pending survives, and all of it is reported.
     pub(super) fn finish_closed(&mut self, reason: CloseReason) {
         if let Some(transport) = self.conn.transport {
             if self.conn.closing.is_none() {
-                self.actions.push_back(Action::Close {
-                    transport,
-                    code: 1000,
-                    reason: String::new(),
-                });
+                self.close_transport(transport, 1000, String::new());
             }
         }
         self.teardown_connection();

@@ -99,6 +99,9 @@ pub struct Engine {
     /// The last over-long SSE id reported: a platform parser repeats it on every event.
     refused_event_id: Option<Box<str>>,
     drain: Option<Drain>,
+    /// A transport told to close whose end the driver has not reported yet: released when
+    /// its close handshake outlasts the close timeout. Outside `timers`, which closing clears.
+    lingering: Option<Lingering>,
     /// The current connection has stayed open for `min_uptime` (backoff was reset).
     stable: bool,
     /// Shared documents by channel (Tether mode).
@@ -133,6 +136,13 @@ struct AuthState {
 #[derive(Debug, Clone, Copy)]
 struct Drain {
     deadline: Instant,
+}
+
+/// A transport whose close handshake is under way, and when to stop waiting for it.
+#[derive(Debug, Clone, Copy)]
+struct Lingering {
+    transport: TransportId,
+    until: Instant,
 }
 
 /// The engine's own deadlines (heartbeat, outbox TTLs and requests keep theirs).
@@ -187,6 +197,7 @@ impl Engine {
             last_event_id: None,
             refused_event_id: None,
             drain: None,
+            lingering: None,
             stable: false,
             #[cfg(feature = "documents")]
             documents: Default::default(),
@@ -294,6 +305,7 @@ impl Engine {
             self.outbox.next_expiry(),
             self.outbox.next_ack_due(),
             self.requests.next_deadline(),
+            self.lingering.map(|l| l.until),
         ]
         .into_iter()
         .flatten()

@@ -146,7 +146,7 @@ impl DocNet {
                         self.send(i, transport, To::Server, Some(frame));
                     }
                 }
-                Action::Close { transport, .. } => {
+                Action::Close { transport, .. } | Action::Release { transport } => {
                     if self.nodes[i].conn == Some(transport) {
                         self.nodes[i].conn = None;
                     }

@@ -281,6 +281,10 @@ pub struct Sim {
     pub token_requests: Vec<(u32, bool)>,
     /// When true, the token provider fails.
     pub token_fails: bool,
+    /// Every `Close` action, with its time.
+    pub closes: Vec<(Instant, TransportId)>,
+    /// Every `Release` action, with its time.
+    pub releases: Vec<(Instant, TransportId)>,
     queue: Vec<Scheduled>,
     seq: u64,
     steps: u64,
@@ -299,6 +303,8 @@ impl Sim {
             events: Vec::new(),
             token_requests: Vec::new(),
             token_fails: false,
+            closes: Vec::new(),
+            releases: Vec::new(),
             queue: Vec::new(),
             seq: 0,
             steps: 0,
@@ -407,6 +413,13 @@ impl Sim {
                 }
             }
             Action::Close { transport, .. } => {
+                self.closes.push((self.now, transport));
+                if self.server.conn == Some(transport) {
+                    self.server.conn = None;
+                }
+            }
+            Action::Release { transport } => {
+                self.releases.push((self.now, transport));
                 if self.server.conn == Some(transport) {
                     self.server.conn = None;
                 }
