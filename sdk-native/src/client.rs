@@ -92,10 +92,15 @@ impl Shared {
         }
     }
 
-    /// Shutdown has begun or the task was cancelled: the task no longer waits for the app to
-    /// take events.
+    /// Shutdown has begun, the task was cancelled, or the app asked to close (the engine is
+    /// closing or draining): the task no longer waits for the app to take events, as the app
+    /// must not stall its own close.
     pub(crate) fn stopping(&self) -> bool {
-        self.cancelled.load(Ordering::Acquire) || self.lock().shutting_down
+        if self.cancelled.load(Ordering::Acquire) {
+            return true;
+        }
+        let inner = self.lock();
+        inner.shutting_down || inner.engine.is_closing()
     }
 
     /// Runs one engine command, then wakes the task to perform its actions.
@@ -103,6 +108,14 @@ impl Shared {
         let now = self.now();
         let result = f(&mut self.lock().engine, now);
         self.wake.notify_one();
+        result
+    }
+
+    /// Runs a close command, then wakes the task also where it waits for the app to take
+    /// events: a closing engine does not wait for that (see `stopping`).
+    fn close_command<T>(&self, f: impl FnOnce(&mut Engine, tether_core::Instant) -> T) -> T {
+        let result = self.command(f);
+        self.wake_for_stop();
         result
     }
 }
@@ -305,6 +318,14 @@ impl Client {
     /// Sends a channel-less message (Tether mode) and resolves when the server acknowledges
     /// it, with the stored offset if any. Waits as long as that takes (or until the message is
     /// dropped); see [`send_acked_with`](Self::send_acked_with) for a timeout.
+    ///
+    /// # Waiting while events are unread
+    ///
+    /// The engine's clock runs the wait, so it pauses with the client: while the app leaves
+    /// more than `event_capacity` events unread, the client neither reads, writes nor fires
+    /// timers (see [`ClientBuilder::event_capacity`](crate::ClientBuilder::event_capacity)).
+    /// Awaiting this from the task that reads [`Events`], with more than that unread, waits
+    /// until events are read: the acknowledgement, and any timeout, can come only then.
     pub async fn send_acked(&self, payload: impl Into<Payload>) -> Result<Option<u64>, AckError> {
         self.send_acked_with(payload, AckedOptions::default()).await
     }
@@ -362,6 +383,14 @@ impl Client {
     /// Publishes and resolves when the server acknowledges, with the message's offset. Waits
     /// as long as that takes (or until the message is dropped); see
     /// [`publish_acked_with`](Self::publish_acked_with) for a timeout.
+    ///
+    /// # Waiting while events are unread
+    ///
+    /// The engine's clock runs the wait, so it pauses with the client: while the app leaves
+    /// more than `event_capacity` events unread, the client neither reads, writes nor fires
+    /// timers (see [`ClientBuilder::event_capacity`](crate::ClientBuilder::event_capacity)).
+    /// Awaiting this from the task that reads [`Events`], with more than that unread, waits
+    /// until events are read: the acknowledgement, and any timeout, can come only then.
     pub async fn publish_acked(
         &self,
         channel: &str,
@@ -440,6 +469,14 @@ impl Client {
 
     /// Sends a request (Tether mode) and waits for its reply, at most `timeout` (default: the
     /// configured request timeout).
+    ///
+    /// # Waiting while events are unread
+    ///
+    /// The engine's clock runs the wait, so it pauses with the client: while the app leaves
+    /// more than `event_capacity` events unread, the client neither reads, writes nor fires
+    /// timers (see [`ClientBuilder::event_capacity`](crate::ClientBuilder::event_capacity)).
+    /// Awaiting this from the task that reads [`Events`], with more than that unread, waits
+    /// until events are read: the reply, and the timeout, can come only then.
     pub async fn request(
         &self,
         payload: impl Into<Payload>,
@@ -540,13 +577,14 @@ impl Client {
 
     /// Closes with code 1000 and waits until closed. Pending messages are reported dropped.
     pub async fn close(&self) -> CloseReason {
-        let _ = self.shared.command(|e, now| e.close(now, 1000, ""));
+        let _ = self.shared.close_command(|e, now| e.close(now, 1000, ""));
         self.closed().await
     }
 
     /// Closes with `code` (1000 or 3000–4999) and `reason`, and waits until closed.
     pub async fn close_with(&self, code: u16, reason: &str) -> Result<CloseReason, CloseError> {
-        self.shared.command(|e, now| e.close(now, code, reason))?;
+        self.shared
+            .close_command(|e, now| e.close(now, code, reason))?;
         Ok(self.closed().await)
     }
 
@@ -555,7 +593,7 @@ impl Client {
     /// dropped. Waits until closed.
     pub async fn close_after_drain(&self, timeout: Duration) -> CloseReason {
         self.shared
-            .command(|e, now| e.close_after_drain(now, timeout));
+            .close_command(|e, now| e.close_after_drain(now, timeout));
         self.closed().await
     }
 

@@ -188,8 +188,8 @@ impl Driver {
     }
 
     /// Waits while the app's queue holds more than `event_capacity` events (a slow app
-    /// stops the reading, so TCP pushes back); not at all once nobody listens any more, or once
-    /// the client is stopping.
+    /// stops the reading, so TCP pushes back); not at all once nobody listens any more, once
+    /// the client is stopping, or while a close the app asked for is under way.
     async fn room_for_events(&self) {
         poll_fn(|cx| {
             let mut queue = self.shared.lock_events();
@@ -198,8 +198,8 @@ impl Driver {
             }
             queue.room = Some(cx.waker().clone());
             drop(queue);
-            // An app that holds `Events` without reading must not stall a shutdown: the close
-            // handshake still runs. Checked after registering the waker (and without holding
+            // An app that holds `Events` without reading must not stall a shutdown or its own
+            // close (or drain): the close handshake still runs. Checked after registering the waker (and without holding
             // the queue's lock, taken after the engine's elsewhere), so a stop that comes in
             // between finds the waker (`Shared::wake_for_stop`).
             if self.shared.stopping() {

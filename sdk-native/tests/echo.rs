@@ -182,6 +182,92 @@ async fn shutdown_finishes_while_the_app_holds_events_it_does_not_read() {
     server.abort();
 }
 
+/// A client with `event_capacity(2)` on an echo server, whose app has read none of the echoes
+/// of 20 messages (so the task waits for room), and 5 more messages sent after that, which
+/// the stalled task does not write.
+async fn client_stalled_by_unread_events() -> (Client, tether::Events, tokio::task::JoinHandle<()>)
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = echo_server(listener).await;
+    let (client, mut events) = Client::builder(format!("ws://{addr}"))
+        .event_capacity(2)
+        .connect()
+        .unwrap();
+    // The app reads up to `Open`, then stops reading.
+    while !matches!(
+        common::next_event(&mut events).await,
+        Event::StateChanged {
+            to: State::Open,
+            ..
+        }
+    ) {}
+    for i in 0..20 {
+        client.send(format!("m{i}")).unwrap();
+    }
+    // The echoes fill the queue; the task waits for the app to take events.
+    let limit = tokio::time::Instant::now() + Duration::from_secs(5);
+    while client.stats().frames_received < 3 {
+        assert!(tokio::time::Instant::now() < limit, "no echoes arrived");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let stalled = client.stats();
+    for i in 0..5 {
+        client.send(format!("late{i}")).unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        client.stats().frames_received,
+        stalled.frames_received,
+        "the task is stalled"
+    );
+    (client, events, server)
+}
+
+/// The events already queued (the task has put everything up to `Closed` there).
+fn queued_events(events: &mut tether::Events) -> Vec<Event> {
+    std::iter::from_fn(|| events.try_recv())
+        .take(1_000)
+        .collect()
+}
+
+#[tokio::test]
+async fn close_finishes_while_the_app_holds_events_it_does_not_read() {
+    // An app that asked to close is not stalled by its own unread events: the close frame is
+    // written and the close completes.
+    let (client, events, server) = client_stalled_by_unread_events().await;
+    let reason = timeout(Duration::from_secs(5), client.close())
+        .await
+        .expect("close finishes although nobody reads the events");
+    assert_eq!(reason, tether::CloseReason::App { code: 1000 });
+    assert!(client.state().is_closed());
+    drop(events);
+    server.abort();
+}
+
+#[tokio::test]
+async fn close_after_drain_finishes_while_the_app_holds_events_it_does_not_read() {
+    // The drain needs the task to write what is pending; unread events must not stop it.
+    let (client, mut events, server) = client_stalled_by_unread_events().await;
+    let reason = timeout(
+        Duration::from_secs(5),
+        client.close_after_drain(Duration::from_millis(100)),
+    )
+    .await
+    .expect("close_after_drain finishes although nobody reads the events");
+    assert_eq!(reason, tether::CloseReason::App { code: 1000 });
+    assert!(client.state().is_closed());
+    // Written before the close, not dropped at the drain's deadline.
+    let events = queued_events(&mut events);
+    assert!(
+        !events.iter().any(|e| matches!(e, Event::Dropped { .. })),
+        "{events:?}"
+    );
+    assert_eq!(client.outbox_len(), 0);
+    server.abort();
+}
+
 #[tokio::test]
 async fn connect_and_document_during_shutdown_open_nothing() {
     // Holds every TCP connection without a handshake.
