@@ -103,20 +103,60 @@ impl Shared {
         inner.shutting_down || inner.engine.is_closing()
     }
 
-    /// Runs one engine command, then wakes the task to perform its actions.
-    fn command<T>(&self, f: impl FnOnce(&mut Engine, tether_core::Instant) -> T) -> T {
+    /// Runs one engine command, then wakes the task to perform its actions. Refused without
+    /// reaching the engine once the task has ended: nothing would perform what it asks for.
+    /// (A task that ended cleanly closed the engine, which refuses the same way; one that
+    /// panicked could not, and its engine would accept messages nobody will ever write.)
+    fn command<T: Refusal>(&self, f: impl FnOnce(&mut Engine, tether_core::Instant) -> T) -> T {
         let now = self.now();
-        let result = f(&mut self.lock().engine, now);
+        let result = {
+            let mut inner = self.lock();
+            if inner.waiters.task_ended {
+                return T::task_ended();
+            }
+            f(&mut inner.engine, now)
+        };
         self.wake.notify_one();
         result
     }
 
     /// Runs a close command, then wakes the task also where it waits for the app to take
     /// events: a closing engine does not wait for that (see `stopping`).
-    fn close_command<T>(&self, f: impl FnOnce(&mut Engine, tether_core::Instant) -> T) -> T {
+    fn close_command<T: Refusal>(
+        &self,
+        f: impl FnOnce(&mut Engine, tether_core::Instant) -> T,
+    ) -> T {
         let result = self.command(f);
         self.wake_for_stop();
         result
+    }
+}
+
+/// What a command answers once the client task has ended: what a closed engine answers.
+trait Refusal {
+    fn task_ended() -> Self;
+}
+
+impl Refusal for () {
+    fn task_ended() {}
+}
+
+impl<T> Refusal for Result<T, SendError> {
+    fn task_ended() -> Self {
+        Err(SendError::Closed)
+    }
+}
+
+impl<T> Refusal for Result<T, SubscribeError> {
+    fn task_ended() -> Self {
+        Err(SubscribeError::Closed)
+    }
+}
+
+/// Closing a client whose task has ended is a no-op, as closing a closed engine is.
+impl Refusal for Result<(), CloseError> {
+    fn task_ended() -> Self {
+        Ok(())
     }
 }
 
@@ -632,7 +672,10 @@ impl Client {
         }
     }
 
-    /// Waits until the client reaches `Closed` (by the app, or because it gave up).
+    /// Waits until the client reaches `Closed` (by the app, or because it gave up). If the
+    /// client's task ended without the client reaching `Closed` (it panicked), the engine's
+    /// close reason if it has one, else `CloseReason::App { code: 1001 }` (going away), what
+    /// the engine reports when its driver stops running it.
     pub async fn closed(&self) -> CloseReason {
         let mut rx = self.watch_state();
         loop {
@@ -640,7 +683,10 @@ impl Client {
                 return reason.clone();
             }
             if rx.changed().await.is_err() {
-                return CloseReason::App { code: 1000 };
+                return match self.shared.lock().engine.state() {
+                    State::Closed { reason } => reason.clone(),
+                    _ => CloseReason::App { code: 1001 },
+                };
             }
         }
     }

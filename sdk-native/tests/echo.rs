@@ -484,3 +484,97 @@ fn a_client_whose_task_is_gone_refuses_work_and_reports_what_was_pending() {
         assert_eq!(dropped, vec![(vec![queued], tether::DropReason::Closed)]);
     });
 }
+
+/// A token provider whose first call panics, whose second call's future panics when polled,
+/// and which answers from then on: `calls` counts the calls.
+fn provider_that_panics_twice(
+    calls: Arc<AtomicUsize>,
+) -> impl Fn(bool) -> futures_util::future::BoxFuture<'static, Result<String, std::io::Error>>
+       + Send
+       + Sync
+       + 'static {
+    move |_refresh| {
+        let call = calls.fetch_add(1, Ordering::SeqCst);
+        assert!(call != 0, "the provider panics when called");
+        async move {
+            assert!(call != 1, "the provider's future panics when polled");
+            Ok("token".to_owned())
+        }
+        .boxed()
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_token_provider_fails_its_attempt_and_a_later_one_connects() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = echo_server(listener).await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (client, mut events) = Client::builder(format!("ws://{addr}"))
+        .backoff_initial(Duration::from_millis(20))
+        .token_provider(provider_that_panics_twice(calls.clone()))
+        .connect()
+        .unwrap();
+    client.send("queued while connecting").unwrap();
+    // Each panic is a token failure the engine reports and retries, like a provider error.
+    let mut token_errors = 0;
+    let mut retries = 0;
+    let payload = loop {
+        match common::next_event(&mut events).await {
+            Event::Error(tether::EngineError::Token(message)) => {
+                assert_eq!(message, "token provider panicked");
+                token_errors += 1;
+            }
+            Event::ReconnectScheduled {
+                cause: tether::DisconnectCause::TokenUnavailable { message },
+                ..
+            } => {
+                assert_eq!(message, "token provider panicked");
+                retries += 1;
+            }
+            Event::Message(m) => break m.payload,
+            _ => {}
+        }
+    };
+    assert_eq!((token_errors, retries), (2, 2));
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert_eq!(payload, Payload::Text("queued while connecting".into()));
+    // The task runs on: sends keep working.
+    client.send("after").unwrap();
+    assert_eq!(
+        next_message(&mut events).await,
+        Payload::Text("after".into())
+    );
+    server.abort();
+}
+
+#[tokio::test]
+async fn a_token_provider_that_always_panics_ends_in_gave_up_and_refused_sends() {
+    let (client, mut events) = Client::builder("ws://127.0.0.1:9/")
+        .backoff_initial(Duration::from_millis(10))
+        .max_attempts(Some(2))
+        .token_provider(|_refresh| async {
+            panic!("provider bug");
+            #[allow(unreachable_code)]
+            Ok::<String, std::io::Error>(String::new())
+        })
+        .connect()
+        .unwrap();
+    let queued = client.send("queued").unwrap();
+    let reason = timeout(Duration::from_secs(5), client.closed())
+        .await
+        .unwrap();
+    assert_eq!(reason, tether::CloseReason::GaveUp { attempts: 2 });
+    assert_eq!(client.send("late"), Err(tether::SendError::Closed));
+    let mut dropped = Vec::new();
+    while let Some(event) = events.try_recv() {
+        if let Event::Dropped { ids, .. } = event {
+            dropped.extend(ids);
+        }
+    }
+    assert_eq!(
+        dropped,
+        vec![queued],
+        "the queued message is reported, not kept"
+    );
+}
