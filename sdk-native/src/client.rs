@@ -310,8 +310,10 @@ impl Client {
             origin: tokio::time::Instant::now(),
         });
         let task = driver::Driver::new(shared.clone(), link_ctx, native.token_provider);
-        // Every log line of this client's task carries its URL.
-        let span = tracing::info_span!("tether", url = %url);
+        // Every log line of this client's task carries its URL (without its query, which may
+        // hold a credential).
+        let url = crate::transport::redacted_url(&url);
+        let span = tracing::info_span!("tether", %url);
         // Detached: `shutdown()` sees its end as the state watch closing (`Driver::drop`).
         drop(runtime.spawn(tracing::Instrument::instrument(task.run(), span)));
         let client = Client {

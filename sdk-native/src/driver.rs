@@ -271,7 +271,8 @@ impl Drop for Driver {
 fn perform(link: &mut Option<Link>, action: Action, ctx: &LinkContext) {
     match action {
         Action::Open(request) => {
-            debug!(transport = %request.transport, attempt = request.attempt, url = %request.url, "opening");
+            let url = crate::transport::redacted_url(&request.url);
+            debug!(transport = %request.transport, attempt = request.attempt, %url, "opening");
             *link = Some(Link::open(*request, ctx));
         }
         Action::Send { transport, frame } => {
