@@ -877,15 +877,25 @@ fn close_after_drain_delivers_everything_then_closes() {
             .publish(sim.now, "room", json!(i), SendOptions::default())
             .unwrap();
     }
+    assert!(!sim.engine.is_closing());
     sim.engine.close_after_drain(sim.now, secs(30));
+    assert!(sim.engine.is_closing(), "the drain is a close under way");
     assert_eq!(
         sim.engine
             .publish(sim.now, "room", json!(9), SendOptions::default()),
         Err(tether_core::SendError::Closing)
     );
     sim.run_for(secs(2));
+    assert!(
+        sim.engine.is_closing(),
+        "still draining while the server is down"
+    );
     sim.server.behaviour = Behaviour::Normal;
     sim.run_for(secs(10));
+    assert!(
+        !sim.engine.is_closing(),
+        "closed: nothing under way any more"
+    );
     assert_eq!(sim.server_publishes().len(), 3);
     assert_eq!(
         sim.engine.state(),

@@ -152,7 +152,11 @@ impl ClientBuilder {
         connect_timeout(d: Duration);
         /// Time allowed for the close handshake.
         close_timeout(d: Duration);
-        /// Largest message in either direction (also passed to the WebSocket library).
+        /// Largest message in either direction: a larger send is refused, a larger incoming
+        /// message is discarded with an error event (the connection stays up), and an SSE
+        /// event is buffered only up to it. The WebSocket library gets a memory ceiling of its
+        /// own, 4 times this or 1 MiB, whichever is larger: a message over that fails the
+        /// connection.
         max_message_bytes(n: usize);
         /// Default request timeout.
         request_timeout(d: Duration);

@@ -92,18 +92,71 @@ impl Shared {
         }
     }
 
-    /// Shutdown has begun or the task was cancelled: the task no longer waits for the app to
-    /// take events.
+    /// Shutdown has begun, the task was cancelled, or the app asked to close (the engine is
+    /// closing or draining): the task no longer waits for the app to take events, as the app
+    /// must not stall its own close.
     pub(crate) fn stopping(&self) -> bool {
-        self.cancelled.load(Ordering::Acquire) || self.lock().shutting_down
+        if self.cancelled.load(Ordering::Acquire) {
+            return true;
+        }
+        let inner = self.lock();
+        inner.shutting_down || inner.engine.is_closing()
     }
 
-    /// Runs one engine command, then wakes the task to perform its actions.
-    fn command<T>(&self, f: impl FnOnce(&mut Engine, tether_core::Instant) -> T) -> T {
+    /// Runs one engine command, then wakes the task to perform its actions. Refused without
+    /// reaching the engine once the task has ended: nothing would perform what it asks for.
+    /// (A task that ended cleanly closed the engine, which refuses the same way; one that
+    /// panicked could not, and its engine would accept messages nobody will ever write.)
+    fn command<T: Refusal>(&self, f: impl FnOnce(&mut Engine, tether_core::Instant) -> T) -> T {
         let now = self.now();
-        let result = f(&mut self.lock().engine, now);
+        let result = {
+            let mut inner = self.lock();
+            if inner.waiters.task_ended {
+                return T::task_ended();
+            }
+            f(&mut inner.engine, now)
+        };
         self.wake.notify_one();
         result
+    }
+
+    /// Runs a close command, then wakes the task also where it waits for the app to take
+    /// events: a closing engine does not wait for that (see `stopping`).
+    fn close_command<T: Refusal>(
+        &self,
+        f: impl FnOnce(&mut Engine, tether_core::Instant) -> T,
+    ) -> T {
+        let result = self.command(f);
+        self.wake_for_stop();
+        result
+    }
+}
+
+/// What a command answers once the client task has ended: what a closed engine answers.
+trait Refusal {
+    fn task_ended() -> Self;
+}
+
+impl Refusal for () {
+    fn task_ended() {}
+}
+
+impl<T> Refusal for Result<T, SendError> {
+    fn task_ended() -> Self {
+        Err(SendError::Closed)
+    }
+}
+
+impl<T> Refusal for Result<T, SubscribeError> {
+    fn task_ended() -> Self {
+        Err(SubscribeError::Closed)
+    }
+}
+
+/// Closing a client whose task has ended is a no-op, as closing a closed engine is.
+impl Refusal for Result<(), CloseError> {
+    fn task_ended() -> Self {
+        Ok(())
     }
 }
 
@@ -257,8 +310,10 @@ impl Client {
             origin: tokio::time::Instant::now(),
         });
         let task = driver::Driver::new(shared.clone(), link_ctx, native.token_provider);
-        // Every log line of this client's task carries its URL.
-        let span = tracing::info_span!("tether", url = %url);
+        // Every log line of this client's task carries its URL (without its query, which may
+        // hold a credential).
+        let url = crate::transport::redacted_url(&url);
+        let span = tracing::info_span!("tether", %url);
         // Detached: `shutdown()` sees its end as the state watch closing (`Driver::drop`).
         drop(runtime.spawn(tracing::Instrument::instrument(task.run(), span)));
         let client = Client {
@@ -305,6 +360,14 @@ impl Client {
     /// Sends a channel-less message (Tether mode) and resolves when the server acknowledges
     /// it, with the stored offset if any. Waits as long as that takes (or until the message is
     /// dropped); see [`send_acked_with`](Self::send_acked_with) for a timeout.
+    ///
+    /// # Waiting while events are unread
+    ///
+    /// The engine's clock runs the wait, so it pauses with the client: while the app leaves
+    /// more than `event_capacity` events unread, the client neither reads, writes nor fires
+    /// timers (see [`ClientBuilder::event_capacity`](crate::ClientBuilder::event_capacity)).
+    /// Awaiting this from the task that reads [`Events`], with more than that unread, waits
+    /// until events are read: the acknowledgement, and any timeout, can come only then.
     pub async fn send_acked(&self, payload: impl Into<Payload>) -> Result<Option<u64>, AckError> {
         self.send_acked_with(payload, AckedOptions::default()).await
     }
@@ -362,6 +425,14 @@ impl Client {
     /// Publishes and resolves when the server acknowledges, with the message's offset. Waits
     /// as long as that takes (or until the message is dropped); see
     /// [`publish_acked_with`](Self::publish_acked_with) for a timeout.
+    ///
+    /// # Waiting while events are unread
+    ///
+    /// The engine's clock runs the wait, so it pauses with the client: while the app leaves
+    /// more than `event_capacity` events unread, the client neither reads, writes nor fires
+    /// timers (see [`ClientBuilder::event_capacity`](crate::ClientBuilder::event_capacity)).
+    /// Awaiting this from the task that reads [`Events`], with more than that unread, waits
+    /// until events are read: the acknowledgement, and any timeout, can come only then.
     pub async fn publish_acked(
         &self,
         channel: &str,
@@ -440,6 +511,14 @@ impl Client {
 
     /// Sends a request (Tether mode) and waits for its reply, at most `timeout` (default: the
     /// configured request timeout).
+    ///
+    /// # Waiting while events are unread
+    ///
+    /// The engine's clock runs the wait, so it pauses with the client: while the app leaves
+    /// more than `event_capacity` events unread, the client neither reads, writes nor fires
+    /// timers (see [`ClientBuilder::event_capacity`](crate::ClientBuilder::event_capacity)).
+    /// Awaiting this from the task that reads [`Events`], with more than that unread, waits
+    /// until events are read: the reply, and the timeout, can come only then.
     pub async fn request(
         &self,
         payload: impl Into<Payload>,
@@ -540,13 +619,14 @@ impl Client {
 
     /// Closes with code 1000 and waits until closed. Pending messages are reported dropped.
     pub async fn close(&self) -> CloseReason {
-        let _ = self.shared.command(|e, now| e.close(now, 1000, ""));
+        let _ = self.shared.close_command(|e, now| e.close(now, 1000, ""));
         self.closed().await
     }
 
     /// Closes with `code` (1000 or 3000–4999) and `reason`, and waits until closed.
     pub async fn close_with(&self, code: u16, reason: &str) -> Result<CloseReason, CloseError> {
-        self.shared.command(|e, now| e.close(now, code, reason))?;
+        self.shared
+            .close_command(|e, now| e.close(now, code, reason))?;
         Ok(self.closed().await)
     }
 
@@ -555,7 +635,7 @@ impl Client {
     /// dropped. Waits until closed.
     pub async fn close_after_drain(&self, timeout: Duration) -> CloseReason {
         self.shared
-            .command(|e, now| e.close_after_drain(now, timeout));
+            .close_command(|e, now| e.close_after_drain(now, timeout));
         self.closed().await
     }
 
@@ -594,7 +674,10 @@ impl Client {
         }
     }
 
-    /// Waits until the client reaches `Closed` (by the app, or because it gave up).
+    /// Waits until the client reaches `Closed` (by the app, or because it gave up). If the
+    /// client's task ended without the client reaching `Closed` (it panicked), the engine's
+    /// close reason if it has one, else `CloseReason::App { code: 1001 }` (going away), what
+    /// the engine reports when its driver stops running it.
     pub async fn closed(&self) -> CloseReason {
         let mut rx = self.watch_state();
         loop {
@@ -602,7 +685,10 @@ impl Client {
                 return reason.clone();
             }
             if rx.changed().await.is_err() {
-                return CloseReason::App { code: 1000 };
+                return match self.shared.lock().engine.state() {
+                    State::Closed { reason } => reason.clone(),
+                    _ => CloseReason::App { code: 1001 },
+                };
             }
         }
     }

@@ -10,10 +10,11 @@ use futures_util::FutureExt;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::future::poll_fn;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::Poll;
-use tether_core::{Action, Engine, Event, Instant, RequestFailure, RequestId};
+use tether_core::{Action, CloseReason, Engine, Event, Instant, RequestFailure, RequestId, State};
 use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
@@ -158,8 +159,12 @@ impl Driver {
         }
         // The engine asks for a token only when it was given a token placement, which the
         // builder does only together with a provider.
+        // A provider that panics fails its attempt, like one that returns an error: the
+        // engine decides what follows, and the task goes on.
         if let Some(((attempt, refresh), provider)) = fetch.zip(self.token_provider.as_ref()) {
-            *token = Some((attempt, provider.token(refresh)));
+            let fetching = catch_unwind(AssertUnwindSafe(|| provider.token(refresh)))
+                .unwrap_or_else(|_| Box::pin(std::future::ready(Err(PROVIDER_PANICKED.into()))));
+            *token = Some((attempt, fetching));
         }
         deadline
     }
@@ -188,8 +193,8 @@ impl Driver {
     }
 
     /// Waits while the app's queue holds more than `event_capacity` events (a slow app
-    /// stops the reading, so TCP pushes back); not at all once nobody listens any more, or once
-    /// the client is stopping.
+    /// stops the reading, so TCP pushes back); not at all once nobody listens any more, once
+    /// the client is stopping, or while a close the app asked for is under way.
     async fn room_for_events(&self) {
         poll_fn(|cx| {
             let mut queue = self.shared.lock_events();
@@ -198,8 +203,8 @@ impl Driver {
             }
             queue.room = Some(cx.waker().clone());
             drop(queue);
-            // An app that holds `Events` without reading must not stall a shutdown: the close
-            // handshake still runs. Checked after registering the waker (and without holding
+            // An app that holds `Events` without reading must not stall a shutdown or its own
+            // close (or drain): the close handshake still runs. Checked after registering the waker (and without holding
             // the queue's lock, taken after the engine's elsewhere), so a stop that comes in
             // between finds the waker (`Shared::wake_for_stop`).
             if self.shared.stopping() {
@@ -214,6 +219,7 @@ impl Driver {
 impl Drop for Driver {
     /// `Events` ends once it has handed over what is queued; document change streams end.
     fn drop(&mut self) {
+        let panicking = std::thread::panicking();
         let last_events = {
             let mut inner = self.shared.lock();
             // Ended without the engine closed (its runtime was dropped mid-run): closed here,
@@ -221,7 +227,7 @@ impl Drop for Driver {
             // reported in the app's last events (resolving the waits for it). Not while a
             // panic unwinds the task: the engine may be half-updated, and a second panic here
             // would abort the process.
-            let last_events = if std::thread::panicking() {
+            let last_events = if panicking {
                 None
             } else {
                 let now = self.shared.now();
@@ -239,6 +245,18 @@ impl Drop for Driver {
         };
         let mut queue = self.shared.lock_events();
         queue.sender_gone = true;
+        // A panic left the engine as it was, but nothing runs it any more: the app is told the
+        // client closed, with the reason `Engine::abandon` gives, and commands are refused
+        // (`waiters.task_ended`).
+        if panicking && !queue.state.is_closed() {
+            let closed = State::Closed {
+                reason: CloseReason::App { code: 1001 },
+            };
+            if let Some(watch) = &queue.state_watch {
+                watch.send_replace(closed.clone());
+            }
+            queue.state = closed;
+        }
         // Receivers of `watch_state` see the channel closed, as when the task owned it.
         queue.state_watch = None;
         let receiver = queue.receiver.take().or(last_events);
@@ -253,7 +271,8 @@ impl Drop for Driver {
 fn perform(link: &mut Option<Link>, action: Action, ctx: &LinkContext) {
     match action {
         Action::Open(request) => {
-            debug!(transport = %request.transport, attempt = request.attempt, url = %request.url, "opening");
+            let url = crate::transport::redacted_url(&request.url);
+            debug!(transport = %request.transport, attempt = request.attempt, %url, "opening");
             *link = Some(Link::open(*request, ctx));
         }
         Action::Send { transport, frame } => {
@@ -313,9 +332,14 @@ fn poll_link(link: &mut Option<Link>, cx: &mut std::task::Context<'_>) -> Poll<V
     }
 }
 
+/// The token failure reported for a provider that panicked (calling it, or polling its future).
+const PROVIDER_PANICKED: &str = "token provider panicked";
+
 async fn poll_token(token: &mut Option<(u32, TokenFuture)>) -> (u32, Result<String, String>) {
     poll_fn(|cx| match token.as_mut() {
-        Some((attempt, fut)) => match fut.poll_unpin(cx) {
+        Some((attempt, fut)) => match catch_unwind(AssertUnwindSafe(|| fut.poll_unpin(cx)))
+            .unwrap_or_else(|_| Poll::Ready(Err(PROVIDER_PANICKED.to_owned())))
+        {
             Poll::Ready(result) => {
                 let attempt = *attempt;
                 *token = None;

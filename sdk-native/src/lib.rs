@@ -38,7 +38,9 @@
 //! ```
 //!
 //! Logging goes through `tracing`: every state change and every reconnect decision is an
-//! `info` event with its reason; drops and errors are `warn`.
+//! `info` event with its reason; drops and engine errors are `warn`, except transport errors,
+//! which are `debug`: they are the normal news of a reconnect, and their text is in the cause
+//! of the `info` line that follows (the reconnect scheduled, or the close).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

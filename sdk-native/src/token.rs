@@ -11,6 +11,10 @@ pub type TokenFuture = Pin<Box<dyn Future<Output = Result<String, String>> + Sen
 /// Supplies a credential for each connection attempt. `refresh` is true when the server
 /// refused the previous token, so a cached one must not be returned.
 ///
+/// A provider that panics, when called or while its future is polled, fails that attempt as
+/// an error would (`"token provider panicked"`): the client reports it and retries with
+/// backoff, and the client's task runs on.
+///
 /// Any `Fn(bool) -> impl Future<Output = Result<String, E: Display>>` is a provider:
 ///
 /// ```

@@ -182,6 +182,92 @@ async fn shutdown_finishes_while_the_app_holds_events_it_does_not_read() {
     server.abort();
 }
 
+/// A client with `event_capacity(2)` on an echo server, whose app has read none of the echoes
+/// of 20 messages (so the task waits for room), and 5 more messages sent after that, which
+/// the stalled task does not write.
+async fn client_stalled_by_unread_events() -> (Client, tether::Events, tokio::task::JoinHandle<()>)
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = echo_server(listener).await;
+    let (client, mut events) = Client::builder(format!("ws://{addr}"))
+        .event_capacity(2)
+        .connect()
+        .unwrap();
+    // The app reads up to `Open`, then stops reading.
+    while !matches!(
+        common::next_event(&mut events).await,
+        Event::StateChanged {
+            to: State::Open,
+            ..
+        }
+    ) {}
+    for i in 0..20 {
+        client.send(format!("m{i}")).unwrap();
+    }
+    // The echoes fill the queue; the task waits for the app to take events.
+    let limit = tokio::time::Instant::now() + Duration::from_secs(5);
+    while client.stats().frames_received < 3 {
+        assert!(tokio::time::Instant::now() < limit, "no echoes arrived");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let stalled = client.stats();
+    for i in 0..5 {
+        client.send(format!("late{i}")).unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        client.stats().frames_received,
+        stalled.frames_received,
+        "the task is stalled"
+    );
+    (client, events, server)
+}
+
+/// The events already queued (the task has put everything up to `Closed` there).
+fn queued_events(events: &mut tether::Events) -> Vec<Event> {
+    std::iter::from_fn(|| events.try_recv())
+        .take(1_000)
+        .collect()
+}
+
+#[tokio::test]
+async fn close_finishes_while_the_app_holds_events_it_does_not_read() {
+    // An app that asked to close is not stalled by its own unread events: the close frame is
+    // written and the close completes.
+    let (client, events, server) = client_stalled_by_unread_events().await;
+    let reason = timeout(Duration::from_secs(5), client.close())
+        .await
+        .expect("close finishes although nobody reads the events");
+    assert_eq!(reason, tether::CloseReason::App { code: 1000 });
+    assert!(client.state().is_closed());
+    drop(events);
+    server.abort();
+}
+
+#[tokio::test]
+async fn close_after_drain_finishes_while_the_app_holds_events_it_does_not_read() {
+    // The drain needs the task to write what is pending; unread events must not stop it.
+    let (client, mut events, server) = client_stalled_by_unread_events().await;
+    let reason = timeout(
+        Duration::from_secs(5),
+        client.close_after_drain(Duration::from_millis(100)),
+    )
+    .await
+    .expect("close_after_drain finishes although nobody reads the events");
+    assert_eq!(reason, tether::CloseReason::App { code: 1000 });
+    assert!(client.state().is_closed());
+    // Written before the close, not dropped at the drain's deadline.
+    let events = queued_events(&mut events);
+    assert!(
+        !events.iter().any(|e| matches!(e, Event::Dropped { .. })),
+        "{events:?}"
+    );
+    assert_eq!(client.outbox_len(), 0);
+    server.abort();
+}
+
 #[tokio::test]
 async fn connect_and_document_during_shutdown_open_nothing() {
     // Holds every TCP connection without a handshake.
@@ -397,4 +483,98 @@ fn a_client_whose_task_is_gone_refuses_work_and_reports_what_was_pending() {
         }
         assert_eq!(dropped, vec![(vec![queued], tether::DropReason::Closed)]);
     });
+}
+
+/// A token provider whose first call panics, whose second call's future panics when polled,
+/// and which answers from then on: `calls` counts the calls.
+fn provider_that_panics_twice(
+    calls: Arc<AtomicUsize>,
+) -> impl Fn(bool) -> futures_util::future::BoxFuture<'static, Result<String, std::io::Error>>
+       + Send
+       + Sync
+       + 'static {
+    move |_refresh| {
+        let call = calls.fetch_add(1, Ordering::SeqCst);
+        assert!(call != 0, "the provider panics when called");
+        async move {
+            assert!(call != 1, "the provider's future panics when polled");
+            Ok("token".to_owned())
+        }
+        .boxed()
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_token_provider_fails_its_attempt_and_a_later_one_connects() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = echo_server(listener).await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (client, mut events) = Client::builder(format!("ws://{addr}"))
+        .backoff_initial(Duration::from_millis(20))
+        .token_provider(provider_that_panics_twice(calls.clone()))
+        .connect()
+        .unwrap();
+    client.send("queued while connecting").unwrap();
+    // Each panic is a token failure the engine reports and retries, like a provider error.
+    let mut token_errors = 0;
+    let mut retries = 0;
+    let payload = loop {
+        match common::next_event(&mut events).await {
+            Event::Error(tether::EngineError::Token(message)) => {
+                assert_eq!(message, "token provider panicked");
+                token_errors += 1;
+            }
+            Event::ReconnectScheduled {
+                cause: tether::DisconnectCause::TokenUnavailable { message },
+                ..
+            } => {
+                assert_eq!(message, "token provider panicked");
+                retries += 1;
+            }
+            Event::Message(m) => break m.payload,
+            _ => {}
+        }
+    };
+    assert_eq!((token_errors, retries), (2, 2));
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert_eq!(payload, Payload::Text("queued while connecting".into()));
+    // The task runs on: sends keep working.
+    client.send("after").unwrap();
+    assert_eq!(
+        next_message(&mut events).await,
+        Payload::Text("after".into())
+    );
+    server.abort();
+}
+
+#[tokio::test]
+async fn a_token_provider_that_always_panics_ends_in_gave_up_and_refused_sends() {
+    let (client, mut events) = Client::builder("ws://127.0.0.1:9/")
+        .backoff_initial(Duration::from_millis(10))
+        .max_attempts(Some(2))
+        .token_provider(|_refresh| async {
+            panic!("provider bug");
+            #[allow(unreachable_code)]
+            Ok::<String, std::io::Error>(String::new())
+        })
+        .connect()
+        .unwrap();
+    let queued = client.send("queued").unwrap();
+    let reason = timeout(Duration::from_secs(5), client.closed())
+        .await
+        .unwrap();
+    assert_eq!(reason, tether::CloseReason::GaveUp { attempts: 2 });
+    assert_eq!(client.send("late"), Err(tether::SendError::Closed));
+    let mut dropped = Vec::new();
+    while let Some(event) = events.try_recv() {
+        if let Event::Dropped { ids, .. } = event {
+            dropped.extend(ids);
+        }
+    }
+    assert_eq!(
+        dropped,
+        vec![queued],
+        "the queued message is reported, not kept"
+    );
 }

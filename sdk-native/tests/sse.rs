@@ -125,3 +125,66 @@ async fn oversized_events_are_reported_and_unsendable_ids_never_reach_a_header()
     assert_eq!(*seen.lock().unwrap(), [None, Some("1".to_owned())]);
     assert_eq!(client.stats().reconnects, 1);
 }
+
+/// The text of the first transport error, and of the cause of the reconnect that follows it.
+async fn first_failure(events: &mut Events) -> (String, String) {
+    let mut error = None;
+    loop {
+        match common::next_event(events).await {
+            Event::Error(EngineError::Transport(message)) => error = Some(message),
+            Event::ReconnectScheduled { cause, .. } => {
+                let error = error.expect("the error comes before the reconnect");
+                return (error, cause.to_string());
+            }
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_query_token_stays_out_of_transport_errors() {
+    const TOKEN: &str = "s3cret-t0ken";
+    // A port nobody listens on: connections are refused.
+    let refused = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    // A server that starts a chunked event stream and hangs up in the middle of a chunk:
+    // the body fails after the stream opened.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let cut = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            if common::read_request_head(&mut tcp).await.is_some() {
+                let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\
+                            Transfer-Encoding: chunked\r\n\r\n20\r\ndata: cut";
+                let _ = tcp.write_all(head.as_bytes()).await;
+            }
+        }
+    });
+    for (url, expected) in [
+        (format!("http://{refused}/sse"), "refused"),
+        (format!("http://{cut}/sse"), "body"),
+        (format!("ws://{refused}/ws"), "refused"),
+    ] {
+        let (client, mut events) = Client::builder(&url)
+            .token_provider(|_refresh| async { Ok::<_, std::io::Error>(TOKEN.to_owned()) })
+            .token_placement(tether::TokenPlacement::Query {
+                param: "token".to_owned(),
+            })
+            .connect()
+            .unwrap();
+        let (error, cause) = first_failure(&mut events).await;
+        for text in [&error, &cause] {
+            assert!(!text.contains(TOKEN), "{url}: {text}");
+            assert!(!text.contains(url.as_str()), "{url}: {text}");
+        }
+        // What failed is still said, with its cause.
+        assert!(error.to_lowercase().contains(expected), "{url}: {error}");
+        tokio::time::timeout(Duration::from_secs(5), client.shutdown())
+            .await
+            .unwrap();
+    }
+    server.abort();
+}

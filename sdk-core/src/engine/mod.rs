@@ -212,6 +212,14 @@ impl Engine {
         &self.state
     }
 
+    /// Whether a close the app asked for is under way: the close handshake runs
+    /// (`State::Closing`), or a [`close_after_drain`](Engine::close_after_drain) waits for what
+    /// is pending. The driver must keep performing actions and feeding inputs meanwhile, or
+    /// the close never completes.
+    pub fn is_closing(&self) -> bool {
+        self.state == State::Closing || self.drain.is_some()
+    }
+
     /// The configuration the engine runs with.
     pub fn config(&self) -> &Config {
         &self.config

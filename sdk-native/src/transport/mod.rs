@@ -128,6 +128,15 @@ impl Link {
     }
 }
 
+/// `url` fit for a log line: its query string, which may hold a credential
+/// (`TokenPlacement::Query`, or the app's own), replaced by `?…`.
+pub(crate) fn redacted_url(url: &str) -> std::borrow::Cow<'_, str> {
+    match url.split_once('?') {
+        Some((base, _)) => format!("{base}?…").into(),
+        None => url.into(),
+    }
+}
+
 /// Parses a `Retry-After` header (RFC 9110 §10.2.3): delay-seconds, or an HTTP date, which is
 /// read against the system clock as a delay from now (zero once it has passed).
 pub(crate) fn retry_after(headers: &http_headers::HeaderMap) -> Option<Duration> {
@@ -152,6 +161,16 @@ pub(crate) mod http_headers {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_redacted_url_keeps_everything_but_the_query() {
+        assert_eq!(
+            redacted_url("wss://h.example:8443/ws?token=s3cret&x=1#f"),
+            "wss://h.example:8443/ws?…"
+        );
+        assert_eq!(redacted_url("ws://h/ws"), "ws://h/ws");
+        assert_eq!(redacted_url("http://h/sse?"), "http://h/sse?…");
+    }
 
     #[test]
     fn retry_after_in_seconds_or_as_an_http_date() {

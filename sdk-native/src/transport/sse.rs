@@ -77,7 +77,7 @@ impl SseLink {
                 Poll::Ready(Ok(response)) => Poll::Ready(self.on_response(response)),
                 Poll::Ready(Err(e)) => {
                     self.state = State::Done;
-                    Poll::Ready(LinkInput::Failed(TransportFailure::Io(e.to_string())))
+                    Poll::Ready(LinkInput::Failed(io_failure(e)))
                 }
                 Poll::Pending => Poll::Pending,
             },
@@ -91,7 +91,7 @@ impl SseLink {
                     }
                     Poll::Ready(Some(Err(e))) => {
                         self.state = State::Done;
-                        return Poll::Ready(LinkInput::Failed(TransportFailure::Io(e.to_string())));
+                        return Poll::Ready(LinkInput::Failed(io_failure(e)));
                     }
                     Poll::Ready(None) => {
                         self.state = State::Done;
@@ -135,6 +135,22 @@ impl SseLink {
         self.state = State::Streaming(Box::pin(response.bytes_stream()));
         LinkInput::Opened
     }
+}
+
+/// A reqwest error as the engine's transport failure: its text and its causes' (reqwest's own
+/// text says only "error sending request"), without the URL reqwest would append, whose query
+/// may hold the token (`TokenPlacement::Query`). The text reaches `EngineError::Transport`,
+/// `DisconnectCause::Failed` and the logs.
+fn io_failure(e: reqwest::Error) -> TransportFailure {
+    let e = e.without_url();
+    let mut text = e.to_string();
+    // Bounded: a cause chain is a handful of links deep.
+    let causes = std::iter::successors(std::error::Error::source(&e), |c| c.source()).take(8);
+    for cause in causes {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+    }
+    TransportFailure::Io(text)
 }
 
 /// Whether a `Content-Type` value names `text/event-stream`: the media type before any
