@@ -129,12 +129,31 @@ impl Link {
 }
 
 /// `url` fit for a log line: its query string, which may hold a credential
-/// (`TokenPlacement::Query`, or the app's own), replaced by `?…`.
+/// (`TokenPlacement::Query`, or the app's own), replaced by `?…`, and so is a user name and
+/// password in its authority (`ws://user:pass@host/`).
 pub(crate) fn redacted_url(url: &str) -> std::borrow::Cow<'_, str> {
-    match url.split_once('?') {
-        Some((base, _)) => format!("{base}?…").into(),
-        None => url.into(),
+    let without_query = url.split_once('?').map_or(url, |(base, _)| base);
+    let authority_at = url.find("://").map_or(0, |i| i + 3);
+    let authority_len = url[authority_at..]
+        .find(['/', '?', '#'])
+        .unwrap_or(url.len() - authority_at);
+    let userinfo = url[authority_at..authority_at + authority_len].rfind('@');
+    if userinfo.is_none() && without_query.len() == url.len() {
+        return url.into();
     }
+    let mut out = String::with_capacity(url.len());
+    match userinfo {
+        Some(at) => {
+            out.push_str(&url[..authority_at]);
+            out.push('…');
+            out.push_str(&without_query[authority_at + at..]);
+        }
+        None => out.push_str(without_query),
+    }
+    if without_query.len() < url.len() {
+        out.push_str("?…");
+    }
+    out.into()
 }
 
 /// Parses a `Retry-After` header (RFC 9110 §10.2.3): delay-seconds, or an HTTP date, which is
@@ -163,13 +182,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_redacted_url_keeps_everything_but_the_query() {
+    fn a_redacted_url_keeps_everything_but_the_query_and_the_user_info() {
         assert_eq!(
             redacted_url("wss://h.example:8443/ws?token=s3cret&x=1#f"),
             "wss://h.example:8443/ws?…"
         );
         assert_eq!(redacted_url("ws://h/ws"), "ws://h/ws");
         assert_eq!(redacted_url("http://h/sse?"), "http://h/sse?…");
+        assert_eq!(
+            redacted_url("wss://user:pa@ss@h:1/ws?token=t"),
+            "wss://…@h:1/ws?…"
+        );
+        assert_eq!(redacted_url("ws://u:p@h"), "ws://…@h");
+        assert_eq!(
+            redacted_url("ws://h/a@b"),
+            "ws://h/a@b",
+            "an @ in the path stays"
+        );
     }
 
     #[test]
