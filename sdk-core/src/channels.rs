@@ -146,6 +146,26 @@ impl Channels {
         self.subs.get(channel).map(|s| s.members.as_slice())
     }
 
+    /// Empties every channel's member set (the engine closed: it can no longer know who is
+    /// there); one `Presence` event per channel that had members, all of them `left`.
+    pub(crate) fn forget_presence(&mut self) -> Vec<Event> {
+        let mut events = Vec::new();
+        for (channel, sub) in self.subs.iter_mut() {
+            if sub.members.as_slice().is_empty() {
+                continue;
+            }
+            let left = sub.members.as_slice().to_vec();
+            sub.members.clear();
+            events.push(Event::Presence {
+                channel: channel.clone(),
+                members: Vec::new(),
+                joined: Vec::new(),
+                left,
+            });
+        }
+        events
+    }
+
     /// Applies a presence update; returns the event to emit if anything changed.
     pub(crate) fn apply_presence(
         &mut self,

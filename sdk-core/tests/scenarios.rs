@@ -324,6 +324,65 @@ fn a_dead_transport_is_released_after_the_last_attempt_or_before_the_next() {
     assert_eq!(sim.releases[0], (next_open, t));
 }
 
+#[test]
+fn a_closing_transport_is_released_when_the_next_attempt_is_closed_before_it_opens() {
+    // The retry comes before the dead transport's close timeout, and waits for its token;
+    // the app closes meanwhile: the first transport must not be forgotten, and the second,
+    // never opened, needs no close.
+    let mut sim = Sim::new(
+        Config::builder("ws://relay")
+            .token(TokenPlacement::bearer_header())
+            .heartbeat_mode(HeartbeatMode::PingFrame)
+            .heartbeat_interval(secs(10))
+            .max_missed_pongs(2)
+            .backoff(BackoffConfig {
+                initial: ms(100),
+                max: ms(100),
+                ..BackoffConfig::default()
+            })
+            .close_timeout(secs(30))
+            .seed(5)
+            .build()
+            .unwrap(),
+        false,
+    );
+    sim.connect_open();
+    let first = sim.server.opens[0].1.transport;
+    sim.server.behaviour = Behaviour::BlackHole;
+    sim.run_until_state(secs(60), |e| matches!(e.state(), State::Waiting { .. }));
+    // The token for the next attempt never comes: the provider is slow.
+    sim.token_fails = false;
+    let fetches = sim.token_requests.len();
+    sim.engine.handle_timeout(sim.now + ms(100));
+    assert!(matches!(sim.engine.state(), State::Connecting { .. }));
+    let mut actions = Vec::new();
+    while let Some(a) = sim.engine.poll_action() {
+        actions.push(a);
+    }
+    assert!(
+        matches!(actions[..], [tether_core::Action::FetchToken { .. }]),
+        "{actions:?}"
+    );
+    assert_eq!(sim.token_requests.len(), fetches);
+    sim.engine.close(sim.now + ms(100), 1000, "bye").unwrap();
+    assert_eq!(
+        sim.engine.poll_action(),
+        None,
+        "no close for the attempt that never opened"
+    );
+    // The dead one is still released at its close timeout.
+    let (closed_at, closed) = sim.closes[0];
+    assert_eq!(closed, first);
+    let release_at = closed_at + secs(30);
+    assert_eq!(sim.engine.poll_timeout(), Some(release_at));
+    sim.engine.handle_timeout(release_at);
+    assert_eq!(
+        sim.engine.poll_action(),
+        Some(tether_core::Action::Release { transport: first })
+    );
+    assert_eq!(sim.engine.poll_timeout(), None);
+}
+
 // ---- server hints and close policy ----------------------------------------------------------
 
 #[test]
@@ -568,6 +627,36 @@ fn unauthorized_close_refreshes_the_token_once_then_stops() {
             }
         }
     );
+}
+
+#[test]
+fn a_refresh_that_fails_is_asked_for_again_not_forgotten() {
+    let mut sim = Sim::new(
+        Config::builder("ws://relay")
+            .token(TokenPlacement::bearer_header())
+            .build()
+            .unwrap(),
+        false,
+    );
+    sim.connect_open();
+    sim.token_fails = true; // the auth server hiccups once the token is refused
+    sim.server_close(4001, "token expired");
+    sim.run_for(secs(8));
+    assert!(sim.token_requests.len() >= 3, "{:?}", sim.token_requests);
+    sim.token_fails = false;
+    sim.run_until_state(secs(30), |e| e.state().is_open());
+    let refreshes: Vec<bool> = sim.token_requests.iter().map(|r| r.1).collect();
+    assert_eq!(refreshes[..2], [false, true], "{:?}", sim.token_requests);
+    assert!(
+        refreshes[2..].iter().all(|&refresh| refresh),
+        "every attempt after the refusal asks for a fresh token until one arrives: {:?}",
+        sim.token_requests
+    );
+    // The fresh token is accepted; a stable connection later starts from cached tokens again.
+    sim.run_for(secs(6));
+    sim.server_close(1001, "going away");
+    sim.run_until_state(secs(10), |e| e.state().is_open());
+    assert_eq!(sim.token_requests.last().map(|r| r.1), Some(false));
 }
 
 #[test]
@@ -865,6 +954,29 @@ fn close_reports_pending_messages_as_dropped() {
         sim.engine.close(sim.now, 1005, "").is_err(),
         "1005 is reserved"
     );
+}
+
+#[test]
+fn a_drain_ends_when_backpressure_lifts_and_the_last_message_is_written() {
+    let mut sim = Sim::raw("ws://relay");
+    sim.connect_open();
+    let t = sim.server.opens[0].1.transport;
+    sim.engine.transport_writable(sim.now, t, false);
+    sim.engine.send(sim.now, "x").unwrap();
+    sim.engine.close_after_drain(sim.now, secs(60));
+    sim.run_for(ms(50));
+    assert_eq!(sim.engine.state(), &State::Open, "nothing written yet");
+    sim.engine.transport_writable(sim.now, t, true);
+    sim.run_for(ms(50));
+    // Written, then the close (the simulated server drops frames that arrive after it).
+    assert_eq!(sim.engine.stats().messages_settled, 1);
+    assert_eq!(sim.engine.stats().dropped_total(), 0);
+    assert!(
+        matches!(sim.engine.state(), State::Closing | State::Closed { .. }),
+        "closing once written, not at the 60 s deadline: {:?}",
+        sim.engine.state()
+    );
+    assert_eq!(sim.closes.len(), 1);
 }
 
 #[test]
@@ -1520,6 +1632,50 @@ fn a_restarted_server_with_a_new_epoch_is_not_mistaken_for_duplicates() {
     let last = sim.delivered().pop().unwrap();
     assert_eq!(last.payload, Payload::Json(json!("after restart")));
     assert_eq!(last.offset, Some(1));
+}
+
+#[test]
+fn presence_is_empty_once_closed_and_everyone_reported_as_left() {
+    let mut sim = tether(Config::builder("ws://relay").client_id("me"));
+    sim.server.others_present = ["alice"].into_iter().map(String::from).collect();
+    sim.engine.subscribe(sim.now, "room").unwrap();
+    sim.connect_open();
+    sim.run_for(ms(100));
+    assert_eq!(sim.engine.presence("room").unwrap().len(), 2);
+    sim.engine.close(sim.now, 1000, "bye").unwrap();
+    sim.run_for(secs(5));
+    assert!(sim.engine.state().is_closed());
+    assert_eq!(
+        sim.engine.presence("room"),
+        Some(&[][..]),
+        "nobody is known to be there"
+    );
+    let last = sim
+        .events_matching(|e| match e {
+            Event::Presence {
+                channel,
+                members,
+                joined,
+                left,
+            } => Some((
+                channel.clone(),
+                members.clone(),
+                joined.clone(),
+                left.clone(),
+            )),
+            _ => None,
+        })
+        .pop()
+        .unwrap();
+    assert_eq!(
+        last,
+        (
+            "room".to_owned(),
+            vec![],
+            vec![],
+            vec!["alice".to_owned(), "me".to_owned()]
+        )
+    );
 }
 
 #[test]

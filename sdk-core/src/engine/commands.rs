@@ -500,6 +500,9 @@ impl Engine {
                 frame: out.frame,
             });
         }
+        // Unacknowledged messages leave the outbox as they are written: that may be the end
+        // of a drain (after backpressure lifted, say).
+        self.check_drain(now);
     }
 
     /// Whether frames can be written on this transport kind at all (SSE is receive-only).

@@ -38,6 +38,7 @@ impl Engine {
             return self.token_failed(now, attempt, "the token contains control characters");
         }
         self.conn.awaiting_token = false;
+        self.auth.refresh_next = false;
         self.open_transport(attempt, Some(token));
     }
 

@@ -30,7 +30,10 @@ impl Engine {
         self.set_state(State::Connecting { attempt });
         if self.config.token.is_some() {
             self.conn.awaiting_token = true;
-            let refresh = std::mem::take(&mut self.auth.refresh_next);
+            // Cleared only once a token arrives (`token_ready`): an attempt that ends first (the
+            // provider failed, the connect timeout) must ask for a fresh one again, not let a
+            // provider hand back the token the server just refused.
+            let refresh = self.auth.refresh_next;
             self.actions
                 .push_back(Action::FetchToken { attempt, refresh });
         } else {
@@ -221,6 +224,17 @@ impl Engine {
     /// timeout: a peer that never answers (a wedged proxy, a dead link) must not keep the
     /// socket open, so it is then released (`release_overdue`).
     fn close_transport(&mut self, transport: TransportId, code: u16, reason: String) {
+        if self.conn.transport == Some(transport) && self.conn.awaiting_token {
+            return; // never opened (its token was still awaited): nothing to close
+        }
+        // One transport lingers at a time: an earlier one still closing goes now.
+        if let Some(earlier) = self.lingering.take() {
+            if earlier.transport != transport {
+                self.actions.push_back(Action::Release {
+                    transport: earlier.transport,
+                });
+            }
+        }
         self.actions.push_back(Action::Close {
             transport,
             code,
@@ -260,6 +274,10 @@ impl Engine {
         self.timers = Default::default();
         self.drain = None;
         self.drop_everything_pending();
+        // Closed, the engine can no longer know who is there: a member list kept from the last
+        // connection would show them present forever.
+        let presence = self.channels.forget_presence();
+        self.events.extend(presence);
         self.set_state(State::Closed { reason });
     }
 

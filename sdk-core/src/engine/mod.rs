@@ -278,7 +278,9 @@ impl Engine {
         self.channels.last_offset(channel)
     }
 
-    /// The current presence set of a subscribed channel, sorted.
+    /// The current presence set of a subscribed channel, sorted. While reconnecting it is the
+    /// set last known (the snapshot after the resubscribe corrects it, naming who `left`
+    /// meanwhile); once closed it is empty, each member reported as `left`.
     pub fn presence(&self, channel: &str) -> Option<&[String]> {
         self.channels.members(channel)
     }
