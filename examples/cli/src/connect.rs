@@ -1,9 +1,10 @@
 //! `tether connect URL`: connect and stay connected. Stdin lines are sent (or published with
 //! `--publish`), received messages are printed. At the end of stdin the outbox is drained
-//! (bounded by `--drain-timeout`) and the connection closed cleanly.
+//! (bounded by `--drain-timeout`) and the connection closed cleanly; if a message was not
+//! delivered after all, the exit status is [`EXIT_UNDELIVERED`].
 
 use crate::output::Output;
-use crate::{EXIT_GAVE_UP, EXIT_USAGE};
+use crate::{EXIT_GAVE_UP, EXIT_UNDELIVERED, EXIT_USAGE};
 use clap::{Args, ValueEnum};
 use serde_json::Value;
 use std::process::ExitCode;
@@ -126,6 +127,7 @@ pub(crate) struct ConnectArgs {
     #[arg(long, value_name = "ID")]
     pub client_id: Option<String>,
     /// At the end of stdin, wait at most this long (ms) for pending messages (default 10000).
+    /// Messages still pending then are dropped, and the exit status is 3.
     #[arg(long, value_name = "MS", default_value_t = 10_000)]
     pub drain_timeout: u64,
     /// Print one JSON object per line on stdout.
@@ -299,17 +301,34 @@ pub(crate) async fn run(args: ConnectArgs) -> ExitCode {
                         if let Some(task) = draining.take() {
                             task.abort();
                         }
-                        out.closed(reason, &client.stats());
-                        return if reason.is_failure() {
-                            ExitCode::from(EXIT_GAVE_UP)
-                        } else {
-                            ExitCode::SUCCESS
-                        };
+                        let stats = client.stats();
+                        out.closed(reason, &stats, undelivered(&stats));
+                        return ExitCode::from(exit_status(reason, &stats));
                     }
                 }
                 None => return ExitCode::SUCCESS,
             },
         }
+    }
+}
+
+/// Messages accepted but not delivered: dropped for any reason (the drain timeout closing
+/// with messages pending, overflow, TTL, the server's rejection) or still pending.
+fn undelivered(stats: &tether::Stats) -> u64 {
+    stats
+        .messages_accepted
+        .saturating_sub(stats.messages_settled)
+}
+
+/// The exit status once closed: giving up or being refused is [`EXIT_GAVE_UP`] (whatever was
+/// lost with it); a clean close that left a message undelivered is [`EXIT_UNDELIVERED`].
+fn exit_status(reason: &tether::CloseReason, stats: &tether::Stats) -> u8 {
+    if reason.is_failure() {
+        EXIT_GAVE_UP
+    } else if undelivered(stats) > 0 {
+        EXIT_UNDELIVERED
+    } else {
+        0
     }
 }
 
@@ -356,5 +375,29 @@ fn send_line(client: &Client, args: &ConnectArgs, out: &Output, line: String) {
     };
     if let Err(e) = result {
         out.error("send", &e.to_string());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats(accepted: u64, settled: u64, dropped_closed: u64) -> tether::Stats {
+        let mut stats = tether::Stats::default();
+        stats.messages_accepted = accepted;
+        stats.messages_settled = settled;
+        stats.dropped_closed = dropped_closed;
+        stats
+    }
+
+    #[test]
+    fn a_clean_close_that_lost_a_message_is_not_a_success() {
+        let app = tether::CloseReason::App { code: 1000 };
+        assert_eq!(exit_status(&app, &stats(2, 2, 0)), 0);
+        assert_eq!(exit_status(&app, &stats(2, 1, 1)), EXIT_UNDELIVERED);
+        // Still pending (not yet reported dropped) counts as undelivered too.
+        assert_eq!(exit_status(&app, &stats(2, 1, 0)), EXIT_UNDELIVERED);
+        let gave_up = tether::CloseReason::GaveUp { attempts: 3 };
+        assert_eq!(exit_status(&gave_up, &stats(2, 0, 2)), EXIT_GAVE_UP);
     }
 }

@@ -86,13 +86,16 @@ impl Output {
         }
     }
 
-    /// The final line: why the client closed, with its counters.
-    pub(crate) fn closed(&self, reason: &CloseReason, stats: &Stats) {
+    /// The final line: why the client closed, with its counters and how many accepted
+    /// messages were not delivered.
+    pub(crate) fn closed(&self, reason: &CloseReason, stats: &Stats, undelivered: u64) {
         if self.json {
             self.json_line(
                 "closed",
-                json!({"reason": reason.name(), "detail": reason.to_string(), "stats": stats_json(stats)}),
+                json!({"reason": reason.name(), "detail": reason.to_string(), "undelivered": undelivered, "stats": stats_json(stats)}),
             );
+        } else if undelivered > 0 {
+            eprintln!("closed: {reason}; {undelivered} message(s) not delivered");
         } else {
             eprintln!("closed: {reason}");
         }

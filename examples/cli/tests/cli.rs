@@ -91,8 +91,39 @@ async fn ack_timeout_reports_a_line_that_could_not_be_sent_in_time() {
         "the dropped event that follows names the same message"
     );
     drop(stdin);
-    lines_until(&mut out, &mut seen, |v| v["event"] == "closed").await;
-    let _ = exit_code(&mut child).await;
+    let closed = lines_until(&mut out, &mut seen, |v| v["event"] == "closed").await;
+    assert_eq!(closed["undelivered"], 1, "{closed}");
+    assert_eq!(exit_code(&mut child).await, 3, "the line was lost");
+}
+
+#[tokio::test]
+async fn messages_dropped_at_the_drain_timeout_exit_with_status_3() {
+    // A server that accepts TCP and never answers the handshake: the line stays pending.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/", silent.local_addr().unwrap());
+    let mut child = tether(&[
+        "connect",
+        &url,
+        "--connect-timeout",
+        "30000",
+        "--drain-timeout",
+        "200",
+        "--json",
+    ]);
+    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"never sent\n").await.unwrap();
+    drop(stdin); // EOF: drain for 200 ms, then close with the line still pending
+    let dropped = lines_until(&mut out, &mut seen, |v| v["event"] == "dropped").await;
+    assert_eq!(dropped["reason"], "closed", "{dropped}");
+    let closed = lines_until(&mut out, &mut seen, |v| v["event"] == "closed").await;
+    assert_eq!(
+        (&closed["reason"], &closed["undelivered"]),
+        (&Value::from("app"), &Value::from(1)),
+        "a clean close, but the line was lost: {closed}"
+    );
+    assert_eq!(exit_code(&mut child).await, 3);
 }
 
 #[tokio::test]
@@ -135,6 +166,7 @@ async fn connect_prints_json_events_and_exits_cleanly_at_end_of_input() {
     assert_eq!(closed["reason"], "app");
     assert_eq!(closed["stats"]["accepted"], 2);
     assert_eq!(closed["stats"]["dropped"], 0);
+    assert_eq!(closed["undelivered"], 0);
     assert_eq!(exit_code(&mut child).await, 0);
     let states: Vec<&str> = seen
         .iter()
