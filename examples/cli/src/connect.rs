@@ -2,6 +2,12 @@
 //! `--publish`), received messages are printed. At the end of stdin the outbox is drained
 //! (bounded by `--drain-timeout`) and the connection closed cleanly; if a message was not
 //! delivered after all, the exit status is [`EXIT_UNDELIVERED`].
+//!
+//! Stdin is read as bytes: a line that is not UTF-8 is reported (an `error` event, kind
+//! `stdin`, naming the line) and skipped, and reading goes on. A scripting user piping a
+//! file wants the other lines delivered, not the rest of the input silently discarded as
+//! before; the skipped line still makes the exit status [`EXIT_UNDELIVERED`], so a script
+//! that only checks `$?` learns that something did not get through.
 
 use crate::output::Output;
 use crate::{EXIT_GAVE_UP, EXIT_UNDELIVERED, EXIT_USAGE};
@@ -274,17 +280,32 @@ pub(crate) async fn run(args: ConnectArgs) -> ExitCode {
         }
     };
 
-    let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut stdin = tokio::io::BufReader::new(tokio::io::stdin());
+    // `read_until` keeps what it read in this buffer if another branch wins the select, so
+    // no bytes are lost between iterations.
+    let mut line_buf = Vec::new();
+    let mut input = Input::default();
     let mut stdin_open = true;
     let mut draining: Option<tokio::task::JoinHandle<tether::CloseReason>> = None;
     loop {
         tokio::select! {
-            line = stdin.next_line(), if stdin_open => match line {
-                Ok(Some(line)) => match &document {
-                    Some(doc) => edit_document(doc, &out, &line),
-                    None => send_line(&client, &args, &out, line),
-                },
-                Ok(None) | Err(_) => {
+            read = stdin.read_until(b'\n', &mut line_buf), if stdin_open => {
+                let at_end = match read {
+                    // A read cut short by another branch left its bytes in `line_buf`: with
+                    // nothing more to read, they are the last line.
+                    Ok(0) if line_buf.is_empty() => true,
+                    Ok(_) => {
+                        let line = std::mem::take(&mut line_buf);
+                        take_line(line, &mut input, document.as_ref(), &client, &args, &out);
+                        false
+                    }
+                    Err(e) => {
+                        input.read_failed = true;
+                        out.error("stdin", &format!("cannot read after line {}: {e}; input ends here", input.lines));
+                        true
+                    }
+                };
+                if at_end {
                     stdin_open = false;
                     let c = client.clone();
                     let timeout = ms(args.drain_timeout);
@@ -302,12 +323,69 @@ pub(crate) async fn run(args: ConnectArgs) -> ExitCode {
                             task.abort();
                         }
                         let stats = client.stats();
-                        out.closed(reason, &stats, undelivered(&stats));
-                        return ExitCode::from(exit_status(reason, &stats));
+                        out.closed(reason, &stats, undelivered(&stats), input.skipped);
+                        return ExitCode::from(exit_status(reason, &stats, &input));
                     }
                 }
                 None => return ExitCode::SUCCESS,
             },
+        }
+    }
+}
+
+/// What became of stdin.
+#[derive(Debug, Default)]
+struct Input {
+    /// Lines read.
+    lines: u64,
+    /// Lines that never became a message: not UTF-8, or refused by `send`/`publish`.
+    skipped: u64,
+    /// Reading failed (not the end of input): lines after it may be lost.
+    read_failed: bool,
+}
+
+/// A line read from stdin, without its `\n` or `\r\n`, as text if it is UTF-8.
+fn decode_line(mut bytes: Vec<u8>) -> Result<String, std::string::FromUtf8Error> {
+    if bytes.last() == Some(&b'\n') {
+        bytes.pop();
+        if bytes.last() == Some(&b'\r') {
+            bytes.pop();
+        }
+    }
+    String::from_utf8(bytes)
+}
+
+/// One line of stdin, as bytes with its line ending: a document command or a message. A line
+/// that is not UTF-8 or that `send` refuses is reported, skipped and counted.
+fn take_line(
+    bytes: Vec<u8>,
+    input: &mut Input,
+    document: Option<&tether::Document>,
+    client: &Client,
+    args: &ConnectArgs,
+    out: &Output,
+) {
+    input.lines += 1;
+    let line = match decode_line(bytes) {
+        Ok(line) => line,
+        Err(e) => {
+            input.skipped += 1;
+            let at = e.utf8_error().valid_up_to() + 1;
+            let line = input.lines;
+            out.error(
+                "stdin",
+                &format!("line {line} is not valid UTF-8 (byte {at}); skipped"),
+            );
+            return;
+        }
+    };
+    match document {
+        // A refused edit (a conflict, a bad command) is reported; it is not lost input.
+        Some(doc) => edit_document(doc, out, &line),
+        None => {
+            if !send_line(client, args, out, line) {
+                input.skipped += 1;
+            }
         }
     }
 }
@@ -321,11 +399,12 @@ fn undelivered(stats: &tether::Stats) -> u64 {
 }
 
 /// The exit status once closed: giving up or being refused is [`EXIT_GAVE_UP`] (whatever was
-/// lost with it); a clean close that left a message undelivered is [`EXIT_UNDELIVERED`].
-fn exit_status(reason: &tether::CloseReason, stats: &tether::Stats) -> u8 {
+/// lost with it); a clean close that left a message undelivered, or input that never became a
+/// message, is [`EXIT_UNDELIVERED`].
+fn exit_status(reason: &tether::CloseReason, stats: &tether::Stats, input: &Input) -> u8 {
     if reason.is_failure() {
         EXIT_GAVE_UP
-    } else if undelivered(stats) > 0 {
+    } else if undelivered(stats) > 0 || input.skipped > 0 || input.read_failed {
         EXIT_UNDELIVERED
     } else {
         0
@@ -361,7 +440,8 @@ fn edit_document(doc: &tether::Document, out: &Output, line: &str) {
     }
 }
 
-fn send_line(client: &Client, args: &ConnectArgs, out: &Output, line: String) {
+/// Sends (or publishes) one stdin line; `false` if it was refused (and reported).
+fn send_line(client: &Client, args: &ConnectArgs, out: &Output, line: String) -> bool {
     let result = match &args.publish {
         Some(channel) => {
             let value: Value = serde_json::from_str(&line).unwrap_or(Value::String(line));
@@ -373,8 +453,12 @@ fn send_line(client: &Client, args: &ConnectArgs, out: &Output, line: String) {
         }
         None => client.send(line),
     };
-    if let Err(e) = result {
-        out.error("send", &e.to_string());
+    match result {
+        Ok(_) => true,
+        Err(e) => {
+            out.error("send", &e.to_string());
+            false
+        }
     }
 }
 
@@ -393,11 +477,30 @@ mod tests {
     #[test]
     fn a_clean_close_that_lost_a_message_is_not_a_success() {
         let app = tether::CloseReason::App { code: 1000 };
-        assert_eq!(exit_status(&app, &stats(2, 2, 0)), 0);
-        assert_eq!(exit_status(&app, &stats(2, 1, 1)), EXIT_UNDELIVERED);
+        let clean = Input::default();
+        assert_eq!(exit_status(&app, &stats(2, 2, 0), &clean), 0);
+        assert_eq!(exit_status(&app, &stats(2, 1, 1), &clean), EXIT_UNDELIVERED);
         // Still pending (not yet reported dropped) counts as undelivered too.
-        assert_eq!(exit_status(&app, &stats(2, 1, 0)), EXIT_UNDELIVERED);
+        assert_eq!(exit_status(&app, &stats(2, 1, 0), &clean), EXIT_UNDELIVERED);
         let gave_up = tether::CloseReason::GaveUp { attempts: 3 };
-        assert_eq!(exit_status(&gave_up, &stats(2, 0, 2)), EXIT_GAVE_UP);
+        assert_eq!(exit_status(&gave_up, &stats(2, 0, 2), &clean), EXIT_GAVE_UP);
+        let skipped = Input {
+            lines: 3,
+            skipped: 1,
+            read_failed: false,
+        };
+        assert_eq!(
+            exit_status(&app, &stats(2, 2, 0), &skipped),
+            EXIT_UNDELIVERED
+        );
+    }
+
+    #[test]
+    fn stdin_lines_lose_their_ending_and_must_be_utf8() {
+        assert_eq!(decode_line(b"a b\r\n".to_vec()).unwrap(), "a b");
+        assert_eq!(decode_line(b"last".to_vec()).unwrap(), "last");
+        assert_eq!(decode_line(b"\n".to_vec()).unwrap(), "");
+        let bad = decode_line(b"ok\xff\n".to_vec()).unwrap_err();
+        assert_eq!(bad.utf8_error().valid_up_to(), 2);
     }
 }

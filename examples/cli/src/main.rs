@@ -7,7 +7,8 @@
 //! unauthorized after a token refresh, max attempts reached), 3 when `tether connect` closed
 //! cleanly but not everything it was given got through: a message was dropped (the drain
 //! timeout passed with messages pending, the outbox overflowed, a TTL passed, the server
-//! rejected it). 2 wins over 3: a client that gave up may have lost messages too.
+//! rejected it), or a stdin line was skipped (not UTF-8, or refused by send). 2 wins over 3:
+//! a client that gave up may have lost messages too.
 
 // Printing to stdout/stderr is this program's job.
 #![allow(clippy::print_stdout, clippy::print_stderr)]

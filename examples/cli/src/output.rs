@@ -86,18 +86,29 @@ impl Output {
         }
     }
 
-    /// The final line: why the client closed, with its counters and how many accepted
-    /// messages were not delivered.
-    pub(crate) fn closed(&self, reason: &CloseReason, stats: &Stats, undelivered: u64) {
+    /// The final line: why the client closed, with its counters, how many accepted messages
+    /// were not delivered and how many stdin lines were skipped (never became a message).
+    pub(crate) fn closed(
+        &self,
+        reason: &CloseReason,
+        stats: &Stats,
+        undelivered: u64,
+        skipped_lines: u64,
+    ) {
         if self.json {
             self.json_line(
                 "closed",
-                json!({"reason": reason.name(), "detail": reason.to_string(), "undelivered": undelivered, "stats": stats_json(stats)}),
+                json!({"reason": reason.name(), "detail": reason.to_string(), "undelivered": undelivered, "skipped_lines": skipped_lines, "stats": stats_json(stats)}),
             );
-        } else if undelivered > 0 {
-            eprintln!("closed: {reason}; {undelivered} message(s) not delivered");
         } else {
-            eprintln!("closed: {reason}");
+            let mut line = format!("closed: {reason}");
+            if undelivered > 0 {
+                line.push_str(&format!("; {undelivered} message(s) not delivered"));
+            }
+            if skipped_lines > 0 {
+                line.push_str(&format!("; {skipped_lines} input line(s) skipped"));
+            }
+            eprintln!("{line}");
         }
     }
 }

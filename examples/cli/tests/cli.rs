@@ -178,6 +178,61 @@ async fn connect_prints_json_events_and_exits_cleanly_at_end_of_input() {
 }
 
 #[tokio::test]
+async fn a_line_that_is_not_utf8_is_reported_and_skipped_and_the_rest_is_sent() {
+    let relay = Relay::bind("127.0.0.1:0", RelayConfig::default())
+        .await
+        .unwrap();
+    let url = relay.ws_url();
+    let mut child = tether(&[
+        "connect",
+        &url,
+        "--subscribe",
+        "room",
+        "--publish",
+        "room",
+        "--json",
+    ]);
+    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    lines_until(&mut out, &mut seen, |v| v["event"] == "subscribed").await;
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(b"first\nbad \xff\xfe line\r\nthird\n")
+        .await
+        .unwrap();
+    drop(stdin);
+    let error = lines_until(&mut out, &mut seen, |v| v["event"] == "error").await;
+    assert_eq!(error["kind"], "stdin", "{error}");
+    let message = error["message"].as_str().unwrap();
+    assert!(
+        message.contains("line 2") && message.contains("UTF-8"),
+        "{message}"
+    );
+    let closed = lines_until(&mut out, &mut seen, |v| v["event"] == "closed").await;
+    let received: Vec<&Value> = seen
+        .iter()
+        .filter(|v| v["event"] == "message")
+        .map(|v| &v["data"])
+        .collect();
+    assert_eq!(
+        received,
+        [&Value::from("first"), &Value::from("third")],
+        "reading went on after the bad line"
+    );
+    assert_eq!(
+        (&closed["skipped_lines"], &closed["undelivered"]),
+        (&Value::from(1), &Value::from(0)),
+        "{closed}"
+    );
+    assert_eq!(
+        exit_code(&mut child).await,
+        3,
+        "a skipped line is input that did not get through"
+    );
+    relay.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_terminal_close_code_exits_with_status_2() {
     let server = MisbehavingServer::start(Behaviour::AcceptThenClose(Some((
         4004,
