@@ -1,5 +1,6 @@
 //! `tether connect URL`: connect and stay connected. Stdin lines are sent (or published with
-//! `--publish`), received messages are printed. At the end of stdin the outbox is drained
+//! `--publish`), received messages are printed. With `--listen`, or an http(s) URL (SSE is
+//! receive-only), stdin is not read at all. At the end of stdin the outbox is drained
 //! (bounded by `--drain-timeout`) and the connection closed cleanly; if a message was not
 //! delivered after all, the exit status is [`EXIT_UNDELIVERED`].
 //!
@@ -58,7 +59,8 @@ pub(crate) enum PingModeArg {
 /// Options of `tether connect`. Every option defaults to the SDK's default.
 #[derive(Debug, Args)]
 pub(crate) struct ConnectArgs {
-    /// ws://, wss:// (WebSocket) or http://, https:// (Server-Sent Events).
+    /// ws://, wss:// (WebSocket) or http://, https:// (Server-Sent Events: receive-only, so
+    /// stdin is not read and --publish, --ack-timeout and --document are refused).
     pub url: String,
     /// Wire protocol. Default: tether when --subscribe, --publish or --document is given,
     /// else raw.
@@ -139,6 +141,12 @@ pub(crate) struct ConnectArgs {
     /// Print one JSON object per line on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Only listen: never read stdin, and stay connected until the connection closes for
+    /// good (gave up, refused by the server) or the process is stopped (Ctrl-C). Without it,
+    /// a stdin already at its end (`</dev/null`, cron, `docker run` without -i) closes the
+    /// connection at once.
+    #[arg(long, conflicts_with = "publish")]
+    pub listen: bool,
 }
 
 fn ms(v: u64) -> Duration {
@@ -146,6 +154,40 @@ fn ms(v: u64) -> Duration {
 }
 
 impl ConnectArgs {
+    /// An http(s) URL: Server-Sent Events, which carry nothing from the client.
+    fn is_sse(&self) -> bool {
+        let url = self.url.trim_start().to_ascii_lowercase();
+        url.starts_with("http://") || url.starts_with("https://")
+    }
+
+    /// Whether stdin is read at all.
+    fn reads_stdin(&self) -> bool {
+        !self.listen && !self.is_sse()
+    }
+
+    /// Refuses options that could never work together, before connecting: otherwise each
+    /// line would be queued and dropped (or refused) one by one and the run would still
+    /// look like a success.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        if self.is_sse() {
+            let sending = [
+                ("--publish", self.publish.is_some()),
+                ("--ack-timeout", self.ack_timeout.is_some()),
+                ("--document", self.document.is_some()),
+            ];
+            if let Some((option, _)) = sending.iter().find(|(_, given)| *given) {
+                return Err(format!(
+                    "{option}: an http(s) URL is Server-Sent Events, which is receive-only; \
+                     use a ws:// or wss:// URL to send"
+                ));
+            }
+        }
+        if self.publish.is_some() && matches!(self.protocol, Some(ProtocolArg::Raw)) {
+            return Err("--publish: channels need the Tether protocol, not --protocol raw".into());
+        }
+        Ok(())
+    }
+
     fn protocol(&self) -> Protocol {
         match self.protocol {
             Some(ProtocolArg::Tether) => Protocol::Tether,
@@ -252,6 +294,10 @@ fn option_for_field(field: &str) -> &'static str {
 
 pub(crate) async fn run(args: ConnectArgs) -> ExitCode {
     let out = Output::new(args.json);
+    if let Err(message) = args.check() {
+        eprintln!("tether connect: {message}");
+        return ExitCode::from(EXIT_USAGE);
+    }
     let built = args.builder().and_then(|b| {
         b.connect().map_err(|e| match e {
             tether::BuildError::Config(c) => format!("{}: {}", option_for_field(c.field), c.reason),
@@ -285,7 +331,7 @@ pub(crate) async fn run(args: ConnectArgs) -> ExitCode {
     // no bytes are lost between iterations.
     let mut line_buf = Vec::new();
     let mut input = Input::default();
-    let mut stdin_open = true;
+    let mut stdin_open = args.reads_stdin();
     let mut draining: Option<tokio::task::JoinHandle<tether::CloseReason>> = None;
     loop {
         tokio::select! {

@@ -35,7 +35,7 @@ enum Command {
     /// the tether-relay binary.
     Relay(tether_relay::RelayOptions),
     /// Connect to a WebSocket or SSE URL and stay connected: stdin lines are sent, received
-    /// messages are printed.
+    /// messages are printed. With --listen (or an SSE URL) stdin is not read.
     Connect(Box<connect::ConnectArgs>),
     /// Watch the engine survive a relay restart, a black hole and an outbox overflow.
     Demo(demo::DemoArgs),

@@ -14,9 +14,13 @@ use tokio::time::timeout;
 const LIMIT: Duration = Duration::from_secs(20);
 
 fn tether(args: &[&str]) -> Child {
+    tether_with_stdin(args, Stdio::piped())
+}
+
+fn tether_with_stdin(args: &[&str], stdin: Stdio) -> Child {
     Command::new(env!("CARGO_BIN_EXE_tether"))
         .args(args)
-        .stdin(Stdio::piped())
+        .stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -232,6 +236,74 @@ async fn a_line_that_is_not_utf8_is_reported_and_skipped_and_the_rest_is_sent() 
     relay.shutdown().await;
 }
 
+/// Publishes `line` to `room` with a second `tether connect`, which must exit 0.
+async fn publish_once(url: &str, line: &str) {
+    let mut publisher = tether(&["connect", url, "--publish", "room"]);
+    let mut stdin = publisher.stdin.take().unwrap();
+    stdin.write_all(line.as_bytes()).await.unwrap();
+    drop(stdin);
+    assert_eq!(exit_code(&mut publisher).await, 0);
+}
+
+#[tokio::test]
+async fn listen_needs_no_stdin_and_stays_connected() {
+    let relay = Relay::bind("127.0.0.1:0", RelayConfig::default())
+        .await
+        .unwrap();
+    let url = relay.ws_url();
+
+    // Without --listen, a stdin at its end (cron, docker without -i) closes at once.
+    let mut once = tether_with_stdin(
+        &["connect", &url, "--subscribe", "room", "--json"],
+        Stdio::null(),
+    );
+    assert_eq!(exit_code(&mut once).await, 0);
+
+    let mut child = tether_with_stdin(
+        &["connect", &url, "--subscribe", "room", "--listen", "--json"],
+        Stdio::null(),
+    );
+    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    lines_until(&mut out, &mut seen, |v| v["event"] == "subscribed").await;
+    publish_once(&url, "while listening\n").await;
+    let message = lines_until(&mut out, &mut seen, |v| v["event"] == "message").await;
+    assert_eq!(message["data"], "while listening");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "still connected: {seen:#?}"
+    );
+    child.kill().await.unwrap();
+    relay.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_sse_url_does_not_read_stdin() {
+    let relay = Relay::bind("127.0.0.1:0", RelayConfig::default())
+        .await
+        .unwrap();
+    let url = relay.ws_url();
+    let sse = format!("http://{}/sse/room", relay.local_addr());
+    let mut child = tether(&["connect", &sse, "--protocol", "tether", "--json"]);
+    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    lines_until(&mut out, &mut seen, |v| v["to"] == "open").await;
+    // Neither sent (SSE cannot) nor taken as the end of input.
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"not sent\n").await.unwrap();
+    drop(stdin);
+    publish_once(&url, "over sse\n").await;
+    let message = lines_until(&mut out, &mut seen, |v| v["event"] == "message").await;
+    assert_eq!(message["data"], "over sse");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "still connected: {seen:#?}"
+    );
+    assert!(!seen.iter().any(|v| v["event"] == "error"), "{seen:#?}");
+    child.kill().await.unwrap();
+    relay.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_terminal_close_code_exits_with_status_2() {
     let server = MisbehavingServer::start(Behaviour::AcceptThenClose(Some((
@@ -310,6 +382,46 @@ async fn bad_options_exit_with_status_1_and_name_the_option() {
             "nonexistent",
         ),
         (vec!["frobnicate"], "frobnicate"),
+        // Options that could never work: refused up front instead of failing line by line.
+        (
+            vec![
+                "connect",
+                "http://127.0.0.1:1/sse/room",
+                "--publish",
+                "room",
+            ],
+            "--publish",
+        ),
+        (
+            vec![
+                "connect",
+                "https://127.0.0.1:1/sse/room",
+                "--document",
+                "todo",
+            ],
+            "--document",
+        ),
+        (
+            vec![
+                "connect",
+                "ws://127.0.0.1:1/",
+                "--protocol",
+                "raw",
+                "--publish",
+                "room",
+            ],
+            "--publish",
+        ),
+        (
+            vec![
+                "connect",
+                "ws://127.0.0.1:1/",
+                "--listen",
+                "--publish",
+                "room",
+            ],
+            "--listen",
+        ),
     ] {
         let child = tether(&args);
         let output = timeout(LIMIT, child.wait_with_output())
