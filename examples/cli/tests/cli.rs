@@ -305,6 +305,23 @@ async fn an_sse_url_does_not_read_stdin() {
 }
 
 #[tokio::test]
+async fn the_readable_output_ends_with_one_close_line() {
+    let relay = Relay::bind("127.0.0.1:0", RelayConfig::default())
+        .await
+        .unwrap();
+    let child = tether_with_stdin(&["connect", &relay.ws_url()], Stdio::null());
+    let output = timeout(LIMIT, child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let closes: Vec<&str> = stderr.lines().filter(|l| l.contains("closed")).collect();
+    assert_eq!(closes, ["closed by the app with code 1000"], "{stderr}");
+    relay.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_terminal_close_code_exits_with_status_2() {
     let server = MisbehavingServer::start(Behaviour::AcceptThenClose(Some((
         4004,
