@@ -685,6 +685,10 @@ fun main() {
                     val waiting = slow.state("D waiting") { it is ConnectionState.Waiting }.current as ConnectionState.Waiting
                     val inMs = waiting.retryAtUnixMs.toLong() - System.currentTimeMillis()
                     check(inMs in 20_000..30_500) { "D retries in $inMs ms" }
+                    // The same delay, relative: what was left when the state was converted.
+                    check(waiting.retryInMs in 20_000uL..30_000uL && waiting.retryInMs.toLong() - inMs in -50..2_000) {
+                        "D retries in ${waiting.retryInMs} ms, at ${waiting.retryAtUnixMs} ($inMs ms from now)"
+                    }
 
                     // Publish while the relay is down: queued, not acked.
                     val acks = (1..5).map { i -> async(Dispatchers.Default) { a.publishAcked("room", json("""{"down":$i}"""), 20_000uL) } }
