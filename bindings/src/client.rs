@@ -47,12 +47,9 @@ impl Client {
         Ok(Arc::new(Client { inner, hub, clock }))
     }
 
-    /// Starts connecting (from `Idle` or `Closed`), or retries at once while `Waiting`.
-    /// Does nothing once `shutdown()` has started, even before it completes. It starts when
-    /// its call runs, not when it is created: in Python when the coroutine first runs (awaited,
-    /// or scheduled as a task and reached by the event loop); `c.shutdown()` alone only makes
-    /// the coroutine and starts nothing. In Kotlin and Swift when the `suspend`/`async` call
-    /// is made.
+    /// Starts connecting (from `Idle` or `Closed`), or retries at once while `Waiting`, and
+    /// returns at once: the progress arrives as `StateChanged` events. Does nothing once
+    /// `shutdown()` has started, even before it completes: create a new client instead.
     pub fn connect(&self) {
         self.inner.connect();
     }
@@ -215,8 +212,10 @@ impl Client {
     /// afterwards; create a new client instead. Do not wait for it inside a listener: it
     /// waits for the listeners' threads. Cancelling the wait does not stop the teardown.
     ///
-    /// It starts when the call runs (see `connect()`): in Python, when the coroutine is first
-    /// run, not when `client.shutdown()` creates it.
+    /// It starts when its call runs, not when it is created: in Python when the coroutine
+    /// first runs (awaited, or scheduled as a task and reached by the event loop);
+    /// `client.shutdown()` alone only makes the coroutine and starts nothing. In Kotlin and
+    /// Swift when the `suspend`/`async` call is made.
     pub async fn shutdown(&self) {
         // Begun at the first poll, which UniFFI's generated code makes synchronously when the
         // foreign coroutine or suspend call runs, not when the runtime first polls the spawned
