@@ -47,12 +47,9 @@ impl Client {
         Ok(Arc::new(Client { inner, hub, clock }))
     }
 
-    /// Starts connecting (from `Idle` or `Closed`), or retries at once while `Waiting`.
-    /// Does nothing once `shutdown()` has started, even before it completes. It starts when
-    /// its call runs, not when it is created: in Python when the coroutine first runs (awaited,
-    /// or scheduled as a task and reached by the event loop); `c.shutdown()` alone only makes
-    /// the coroutine and starts nothing. In Kotlin and Swift when the `suspend`/`async` call
-    /// is made.
+    /// Starts connecting (from `Idle` or `Closed`), or retries at once while `Waiting`, and
+    /// returns at once: the progress arrives as `StateChanged` events. Does nothing once
+    /// `shutdown()` has started, even before it completes: create a new client instead.
     pub fn connect(&self) {
         self.inner.connect();
     }
@@ -215,8 +212,10 @@ impl Client {
     /// afterwards; create a new client instead. Do not wait for it inside a listener: it
     /// waits for the listeners' threads. Cancelling the wait does not stop the teardown.
     ///
-    /// It starts when the call runs (see `connect()`): in Python, when the coroutine is first
-    /// run, not when `client.shutdown()` creates it.
+    /// It starts when its call runs, not when it is created: in Python when the coroutine
+    /// first runs (awaited, or scheduled as a task and reached by the event loop);
+    /// `client.shutdown()` alone only makes the coroutine and starts nothing. In Kotlin and
+    /// Swift when the `suspend`/`async` call is made.
     pub async fn shutdown(&self) {
         // Begun at the first poll, which UniFFI's generated code makes synchronously when the
         // foreign coroutine or suspend call runs, not when the runtime first polls the spawned
@@ -279,6 +278,7 @@ fn acked_options(timeout_ms: Option<u64>) -> tether::AckedOptions {
 mod tests {
     use super::*;
     use crate::config::WireProtocol;
+    use crate::document::DocumentOp;
     use crate::document_event::{ChangeOrigin, DocumentEvent};
     use crate::event::ClientEvent;
     use crate::listener::{DocumentListener, ListenerError};
@@ -391,5 +391,53 @@ mod tests {
         );
         client.connect();
         assert!(matches!(client.state(), ConnectionState::Closed { .. }));
+    }
+
+    #[test]
+    fn a_closed_document_ends_its_listener_refuses_changes_and_opens_again() {
+        let client = offline();
+        let doc = client.document("todo".to_owned()).expect("Tether mode");
+        let other = client.document("todo".to_owned()).expect("a second handle");
+        let (doc_tx, doc_rx) = mpsc::channel();
+        let _d = doc.add_listener(Arc::new(Docs(Mutex::new(doc_tx))));
+        assert!(matches!(
+            doc_rx.recv_timeout(WAIT),
+            Ok(DocumentEvent::Snapshot { .. })
+        ));
+        doc.set("milk".to_owned(), "2".to_owned()).expect("set");
+        assert_eq!(doc.epoch(), None, "never synced");
+        assert_eq!(doc.confirmed(), Default::default(), "nothing confirmed yet");
+
+        other.close_document();
+        // The listener's thread ends: its sender is dropped once what was queued is delivered.
+        let deadline = std::time::Instant::now() + WAIT;
+        while doc_rx.recv_timeout(WAIT) != Err(mpsc::RecvTimeoutError::Disconnected) {
+            assert!(std::time::Instant::now() < deadline, "the listener goes on");
+        }
+        let closed = Err(ClientError::DocumentClosed {
+            channel: "todo".to_owned(),
+        });
+        assert_eq!(doc.set("milk".to_owned(), "3".to_owned()), closed);
+        assert_eq!(
+            doc.change(vec![DocumentOp::Delete {
+                key: "milk".to_owned()
+            }]),
+            closed
+        );
+        assert_eq!(
+            (doc.get("milk".to_owned()), doc.version(), doc.epoch()),
+            (None, None, None)
+        );
+        assert_eq!((doc.snapshot().len(), doc.pending()), (0, 0));
+        doc.close_document(); // closing again does nothing
+
+        let again = client.document("todo".to_owned()).expect("opens again");
+        assert!(again.set("milk".to_owned(), "4".to_owned()).is_ok());
+        assert_eq!(
+            doc.get("milk".to_owned()).as_deref(),
+            Some("4"),
+            "same channel"
+        );
+        runtime().block_on(client.shutdown());
     }
 }

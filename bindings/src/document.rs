@@ -19,6 +19,12 @@ use crate::listener::{DocumentListener, ListenerHandle};
 ///
 /// Values are JSON text (`"\"milk\""`, `"{\"done\":false}"`, `"3"`). Each change returns its
 /// id; an edit the server refuses later arrives as `DocumentEvent.Rejected` with that id.
+///
+/// `closeDocument()` stops syncing it (in Kotlin `close()` is `AutoCloseable.close`, which
+/// only releases this handle: syncing goes on). Once closed, on this handle or another one on
+/// the same channel, reads see an empty document (`get` and `version` and `epoch` are `null`,
+/// `snapshot` and `confirmed` empty, `pending` 0) and changes fail with
+/// `ClientError.DocumentClosed`; `Client.document(channel)` opens it again.
 #[derive(Debug, uniffi::Object)]
 pub struct Document {
     inner: tether::Document,
@@ -113,6 +119,31 @@ impl Document {
     /// Local changes not yet confirmed by the server.
     pub fn pending(&self) -> u32 {
         saturating_u32(self.inner.pending())
+    }
+
+    /// The document as the server last confirmed it, without this client's pending changes:
+    /// each key with its value as JSON text.
+    pub fn confirmed(&self) -> HashMap<String, String> {
+        json_map(self.inner.confirmed())
+    }
+
+    /// The epoch of `version()` (`null` before the first sync). A server that lost its
+    /// change log (an in-memory relay restarting) starts a new epoch, and versions start over
+    /// in it: compare versions only within one epoch.
+    pub fn epoch(&self) -> Option<String> {
+        self.inner.epoch()
+    }
+
+    /// Stops syncing this document: it is no longer re-synced after reconnects, remote
+    /// changes no longer reach it, and its listeners get no more events (their threads end).
+    /// Changes already made stay in the outbox and are still delivered. Every handle on the
+    /// same channel is closed; `Client.document(channel)` opens it again. Closing a closed
+    /// document does nothing.
+    ///
+    /// Named `closeDocument` because in Kotlin `close()` is `AutoCloseable.close`, which
+    /// releases the handle object itself.
+    pub fn close_document(&self) {
+        self.inner.close();
     }
 
     /// Sets `key` to the JSON value `json`; shown at once. Returns the change's id.

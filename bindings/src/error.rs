@@ -71,6 +71,13 @@ pub enum ClientError {
     /// The connection dropped after the request was sent; its reply is lost. Retry it.
     #[error("the connection was lost before the reply")]
     ConnectionLost,
+    /// The document was closed (`Document.closeDocument()`, on this handle or another one on
+    /// the same channel), so it takes no changes: open it again with `Client.document`.
+    #[error("document {channel:?} is closed")]
+    DocumentClosed {
+        /// The document's channel.
+        channel: String,
+    },
     /// Refused: the server answered the request with an error, or a document change cannot
     /// apply to the document as this client sees it (`conflict`: `insert` of a key that
     /// exists; `type_mismatch`: `increment` of a non-number), so it was not sent.
@@ -206,7 +213,9 @@ impl From<tether::SyncError> for ClientError {
                 reason: rejection.message,
             },
             tether::SyncError::Send(e) => e.into(),
-            // `NotOpen` (a `Document` is always open) and kinds a newer core may add.
+            // A `Document` handle exists only once opened: not open means closed since.
+            tether::SyncError::NotOpen(channel) => ClientError::DocumentClosed { channel },
+            // Kinds a newer core may add.
             other => ClientError::InvalidArgument {
                 argument: "document".to_owned(),
                 reason: other.to_string(),
@@ -328,6 +337,12 @@ mod tests {
         assert_eq!(
             ClientError::from(tether::SyncError::Send(tether::SendError::OutboxFull)),
             ClientError::OutboxFull
+        );
+        assert_eq!(
+            ClientError::from(tether::SyncError::NotOpen("todo".to_owned())),
+            ClientError::DocumentClosed {
+                channel: "todo".to_owned()
+            }
         );
         assert!(matches!(
             ClientError::from(tether::SyncError::InvalidChannel(String::new())),

@@ -21,14 +21,22 @@ pub enum ConnectionState {
     Open,
     /// The app asked to close; waiting for the close handshake.
     Closing,
-    /// Backing off before attempt `attempt`, which starts at `retry_at_unix_ms` (wall clock,
-    /// milliseconds since 1970: show a countdown with it). `networkChanged(true)` or
+    /// Backing off before attempt `attempt`, which starts in `retry_in_ms` from when this
+    /// value was made, at about `retry_at_unix_ms` on the wall clock. `networkChanged(true)` or
     /// `connect()` skip the wait.
+    ///
+    /// Both are computed when the value is made (the event is converted, or `state()` is
+    /// called) from the time left on the client's monotonic clock, so they are right after the
+    /// device slept or the wall clock was set; a value kept from before does not update: ask
+    /// `state()` again.
     Waiting {
         /// The next attempt's number.
         attempt: u32,
-        /// When it starts, in Unix milliseconds.
+        /// When it starts, in Unix milliseconds (the wall clock when this value was made
+        /// plus `retry_in_ms`): show a countdown with it.
         retry_at_unix_ms: u64,
+        /// Milliseconds left when this value was made (as `retryInMs` in the browser package).
+        retry_in_ms: u64,
     },
     /// Stopped until the app calls `connect()` again.
     Closed {
@@ -97,49 +105,69 @@ impl From<tether::CloseReason> for CloseReason {
     }
 }
 
-/// Maps the engine's clock (time since the client's origin) to the wall clock.
+/// Reads the engine's clock, to turn its deadlines into time left.
 ///
-/// The `tether` crate stamps `State::Waiting { until }` with engine time, whose origin is
-/// private to its client task. `EngineClock::now()` is taken immediately before the client
-/// is built, so its origin precedes the driver's by microseconds; a deadline it converts is
-/// early by that much, which no countdown can show.
+/// The `tether` crate stamps `State::Waiting { until }` with engine time: monotonic time
+/// since an origin private to its client task. `EngineClock::now()` is taken on the same
+/// monotonic clock immediately before the client is built, so its origin precedes the
+/// driver's by microseconds; the time left it computes is short by that much, which no
+/// countdown can show.
+///
+/// A deadline is never placed on the wall clock once and kept: the wall clock jumps (set by
+/// hand or by the network) and, on a phone, runs on while the device sleeps and the
+/// monotonic clock stands still. Only the time left is stable; it is added to the wall clock
+/// at conversion time.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct EngineClock {
-    origin_unix: Duration,
+    origin: tokio::time::Instant,
 }
 
 impl EngineClock {
     pub(crate) fn now() -> Self {
         EngineClock {
-            origin_unix: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default(),
+            origin: tokio::time::Instant::now(),
         }
     }
 
-    fn unix_ms(&self, engine_micros: u64) -> u64 {
-        let at = self.origin_unix + Duration::from_micros(engine_micros);
-        u64::try_from(at.as_millis()).unwrap_or(u64::MAX)
+    /// The engine's time now: time since its origin.
+    fn engine_now(&self) -> Duration {
+        self.origin.elapsed()
     }
 
-    /// Converts a core state, placing a backoff deadline on the wall clock.
+    /// Converts a core state, placing a backoff deadline on the wall clock as of now.
     pub(crate) fn state(&self, state: tether::State) -> ConnectionState {
-        match state {
-            tether::State::Idle => ConnectionState::Idle,
-            tether::State::Connecting { attempt } => ConnectionState::Connecting { attempt },
-            tether::State::Open => ConnectionState::Open,
-            tether::State::Closing => ConnectionState::Closing,
-            tether::State::Waiting { attempt, until } => ConnectionState::Waiting {
+        convert(state, self.engine_now(), SystemTime::now())
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Converts a core state at engine time `engine_now` (since its origin), wall time `wall_now`.
+fn convert(state: tether::State, engine_now: Duration, wall_now: SystemTime) -> ConnectionState {
+    match state {
+        tether::State::Idle => ConnectionState::Idle,
+        tether::State::Connecting { attempt } => ConnectionState::Connecting { attempt },
+        tether::State::Open => ConnectionState::Open,
+        tether::State::Closing => ConnectionState::Closing,
+        tether::State::Waiting { attempt, until } => {
+            let left = Duration::from_micros(until.as_micros()).saturating_sub(engine_now);
+            let at = (wall_now + left)
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default();
+            ConnectionState::Waiting {
                 attempt,
-                retry_at_unix_ms: self.unix_ms(until.as_micros()),
-            },
-            tether::State::Closed { reason } => ConnectionState::Closed {
-                reason: reason.into(),
-            },
-            // Non-exhaustive: a future core state is reported as the nearest one the app
-            // knows, "connecting", rather than being hidden.
-            _ => ConnectionState::Connecting { attempt: 0 },
+                retry_at_unix_ms: millis(at),
+                retry_in_ms: millis(left),
+            }
         }
+        tether::State::Closed { reason } => ConnectionState::Closed {
+            reason: reason.into(),
+        },
+        // Non-exhaustive: a future core state is reported as the nearest one the app
+        // knows, "connecting", rather than being hidden.
+        _ => ConnectionState::Connecting { attempt: 0 },
     }
 }
 
@@ -147,21 +175,87 @@ impl EngineClock {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_backoff_deadline_is_placed_on_the_wall_clock() {
-        let clock = EngineClock {
-            origin_unix: Duration::from_millis(1_700_000_000_000),
-        };
-        let waiting = tether::State::Waiting {
+    fn waiting_at(millis: u64) -> tether::State {
+        tether::State::Waiting {
             attempt: 3,
-            until: tether_core::Instant::from_millis(1_500),
-        };
+            until: tether_core::Instant::from_millis(millis),
+        }
+    }
+
+    fn unix(ms: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(ms)
+    }
+
+    #[test]
+    fn a_backoff_deadline_is_the_time_left_on_the_wall_clock_of_the_conversion() {
+        let state = convert(
+            waiting_at(1_500),
+            Duration::from_millis(1_000),
+            unix(1_700_000_000_000),
+        );
         assert_eq!(
-            clock.state(waiting),
+            state,
             ConnectionState::Waiting {
                 attempt: 3,
-                retry_at_unix_ms: 1_700_000_001_500,
+                retry_at_unix_ms: 1_700_000_000_500,
+                retry_in_ms: 500,
             }
+        );
+        // The device slept an hour (the monotonic engine clock stood still) or the wall
+        // clock was set: the attempt is still 500 ms away, from the wall clock of now.
+        let later = convert(
+            waiting_at(1_500),
+            Duration::from_millis(1_000),
+            unix(1_700_003_600_000),
+        );
+        assert_eq!(
+            later,
+            ConnectionState::Waiting {
+                attempt: 3,
+                retry_at_unix_ms: 1_700_003_600_500,
+                retry_in_ms: 500,
+            }
+        );
+        // A deadline already passed (the attempt is about to start) is now, not the past.
+        let due = convert(
+            waiting_at(1_500),
+            Duration::from_millis(2_000),
+            unix(1_700_000_000_000),
+        );
+        assert_eq!(
+            due,
+            ConnectionState::Waiting {
+                attempt: 3,
+                retry_at_unix_ms: 1_700_000_000_000,
+                retry_in_ms: 0,
+            }
+        );
+    }
+
+    #[test]
+    fn a_fresh_clock_puts_a_deadline_at_now_plus_the_delay() {
+        let before = SystemTime::now();
+        let clock = EngineClock::now();
+        // A deadline 2 s after the engine's origin, converted at once.
+        let ConnectionState::Waiting {
+            retry_at_unix_ms,
+            retry_in_ms,
+            ..
+        } = clock.state(waiting_at(2_000))
+        else {
+            panic!("waiting");
+        };
+        let after = SystemTime::now();
+        let ms = |t: SystemTime| millis(t.duration_since(UNIX_EPOCH).unwrap_or_default());
+        let elapsed = millis(after.duration_since(before).unwrap_or_default());
+        assert!(
+            (2_000u64.saturating_sub(elapsed + 1)..=2_000).contains(&retry_in_ms),
+            "{retry_in_ms} ms left, {elapsed} ms elapsed"
+        );
+        assert!(
+            ((ms(before) + 2_000).saturating_sub(elapsed + 1)..=ms(after) + 2_000)
+                .contains(&retry_at_unix_ms),
+            "{retry_at_unix_ms} is not about now + 2 s"
         );
     }
 

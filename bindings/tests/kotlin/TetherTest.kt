@@ -375,6 +375,43 @@ fun documents(relay: Relay, tokens: Tokens, test: Test) {
             }
         }
 
+        test("documents: a closed document gets no more remote changes, refuses edits, and opens again") {
+            val notesA = alice.document("kt-notes")
+            val notesB = bob.document("kt-notes")
+            val ev = DocRecorder()
+            handles += notesB.addListener(ev)
+            until("both synced") { notesA.epoch() != null && notesB.epoch() != null }
+            check(notesA.epoch() == notesB.epoch()) { "one relay, one epoch: ${notesA.epoch()} ${notesB.epoch()}" }
+            notesA.set("n", "1")
+            until("Bob has it") { notesB.get("n") == "1" && notesA.pending() == 0u }
+            check(notesA.confirmed() == mapOf("n" to "1") && notesB.confirmed() == mapOf("n" to "1")) { notesB.confirmed() }
+
+            notesB.closeDocument()
+            val sinceDoc = ev.mark()
+            val since = recBob.mark()
+            notesA.set("n", "2")
+            // Then a change on a document Bob still has open: the relay forwards Alice's
+            // changes in order, so once Bob has this one, he has had the change to "n" too.
+            listA.set("barrier", "\"after close\"")
+            recBob.next("the later change on Bob's open document") {
+                it is ClientEvent.DocumentChanged && it.channel == "kt-list" && it.origin == ChangeOrigin.REMOTE
+            }
+            check(recBob.snapshot().drop(since).none { it is ClientEvent.DocumentChanged && it.channel == "kt-notes" }) {
+                "a closed document got a remote change"
+            }
+            check(ev.snapshot().drop(sinceDoc).isEmpty()) { "its listener got events after the close: ${ev.snapshot()}" }
+            // Closed: reads are empty, changes refused (typed).
+            check(notesB.get("n") == null && notesB.version() == null && notesB.epoch() == null) { notesB.snapshot() }
+            check(notesB.confirmed().isEmpty() && notesB.snapshot().isEmpty()) { notesB.confirmed() }
+            val closed = expectThrows<ClientException.DocumentClosed> { notesB.set("n", "3") }
+            check(closed.channel == "kt-notes") { closed }
+            notesB.closeDocument() // again: nothing happens
+
+            val again = bob.document("kt-notes")
+            until("opened again and resynced") { again.get("n") == "2" }
+            check(again.epoch() == notesA.epoch()) { "${again.epoch()} ${notesA.epoch()}" }
+        }
+
         test("shutdown: returns once closed and every listener has had its last event; nothing restarts it") {
             val fromA = recAlice.mark()
             alice.shutdown()
@@ -648,6 +685,10 @@ fun main() {
                     val waiting = slow.state("D waiting") { it is ConnectionState.Waiting }.current as ConnectionState.Waiting
                     val inMs = waiting.retryAtUnixMs.toLong() - System.currentTimeMillis()
                     check(inMs in 20_000..30_500) { "D retries in $inMs ms" }
+                    // The same delay, relative: what was left when the state was converted.
+                    check(waiting.retryInMs in 20_000uL..30_000uL && waiting.retryInMs.toLong() - inMs in -50..2_000) {
+                        "D retries in ${waiting.retryInMs} ms, at ${waiting.retryAtUnixMs} ($inMs ms from now)"
+                    }
 
                     // Publish while the relay is down: queued, not acked.
                     val acks = (1..5).map { i -> async(Dispatchers.Default) { a.publishAcked("room", json("""{"down":$i}"""), 20_000uL) } }

@@ -253,6 +253,9 @@ def test_relay_killed_and_restarted_delivers_every_queued_acked_message(pair, re
         waiting = (await slow.state("D waiting", lambda s: s.is_WAITING())).current
         in_ms = waiting.retry_at_unix_ms - time.time() * 1000
         assert 20000 <= in_ms <= 30500, in_ms
+        # The same delay, relative: what was left when the state was converted.
+        assert 20000 <= waiting.retry_in_ms <= 30000, waiting
+        assert -50 <= waiting.retry_in_ms - in_ms <= 2000, (waiting, in_ms)
 
         # Publish while the relay is down: queued, not acked.
         acks = [

@@ -230,6 +230,49 @@ def test_a_restarted_relay_resyncs_documents_and_keeps_edits_made_while_down(peo
     run(scenario())
 
 
+def test_a_closed_document_gets_no_more_remote_changes_and_opens_again(people, run):
+    p = people
+    alice, bob, rec_bob = p["alice"], p["bob"], p["rec_bob"]
+    notes_a, notes_b = alice.document("py-notes"), bob.document("py-notes")
+    ev = DocRecorder()
+    p["handles"].append(notes_b.add_listener(ev))
+
+    async def scenario():
+        await until("both synced", lambda: notes_a.epoch() is not None and notes_b.epoch() is not None)
+        assert notes_a.epoch() == notes_b.epoch(), "one relay, one epoch"
+        notes_a.set("n", "1")
+        await until("Bob has it", lambda: notes_b.get("n") == "1" and notes_a.pending() == 0)
+        assert notes_a.confirmed() == {"n": "1"} and notes_b.confirmed() == {"n": "1"}
+
+        notes_b.close_document()
+        since_doc, since = ev.mark(), rec_bob.mark()
+        notes_a.set("n", "2")
+        # Then a change on a document Bob still has open: the relay forwards Alice's changes
+        # in order, so once Bob has this one, he has had the change to "n" too.
+        p["list_a"].set("barrier", '"after close"')
+        await rec_bob.next(
+            "the later change on Bob's open document",
+            lambda e: e.is_DOCUMENT_CHANGED() and e.channel == "py-list" and e.origin == REMOTE,
+        )
+        assert not any(
+            e.is_DOCUMENT_CHANGED() and e.channel == "py-notes" for e in rec_bob.since(since)
+        ), "a closed document got a remote change"
+        assert ev.since(since_doc) == [], "its listener got events after the close"
+        # Closed: reads are empty, changes refused (typed).
+        assert (notes_b.get("n"), notes_b.version(), notes_b.epoch()) == (None, None, None)
+        assert notes_b.confirmed() == {} and notes_b.snapshot() == {}
+        with pytest.raises(t.ClientError.DocumentClosed) as closed:
+            notes_b.set("n", "3")
+        assert closed.value.channel == "py-notes"
+        notes_b.close_document()  # again: nothing happens
+
+        again = bob.document("py-notes")
+        await until("opened again and resynced", lambda: again.get("n") == "2")
+        assert again.epoch() == notes_a.epoch()
+
+    run(scenario())
+
+
 def test_shutdown_returns_after_the_last_event_and_nothing_restarts_it(people, run):
     p = people
     alice, rec, ev_a = p["alice"], p["rec_alice"], p["ev_a"]

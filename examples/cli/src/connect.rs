@@ -1,9 +1,17 @@
 //! `tether connect URL`: connect and stay connected. Stdin lines are sent (or published with
-//! `--publish`), received messages are printed. At the end of stdin the outbox is drained
-//! (bounded by `--drain-timeout`) and the connection closed cleanly.
+//! `--publish`), received messages are printed. With `--listen`, or an http(s) URL (SSE is
+//! receive-only), stdin is not read at all. At the end of stdin the outbox is drained
+//! (bounded by `--drain-timeout`) and the connection closed cleanly; if a message was not
+//! delivered after all, the exit status is [`EXIT_UNDELIVERED`].
+//!
+//! Stdin is read as bytes: a line that is not UTF-8 is reported (an `error` event, kind
+//! `stdin`, naming the line) and skipped, and reading goes on. A scripting user piping a
+//! file wants the other lines delivered, not the rest of the input silently discarded as
+//! before; the skipped line still makes the exit status [`EXIT_UNDELIVERED`], so a script
+//! that only checks `$?` learns that something did not get through.
 
 use crate::output::Output;
-use crate::{EXIT_GAVE_UP, EXIT_USAGE};
+use crate::{EXIT_GAVE_UP, EXIT_UNDELIVERED, EXIT_USAGE};
 use clap::{Args, ValueEnum};
 use serde_json::Value;
 use std::process::ExitCode;
@@ -51,7 +59,8 @@ pub(crate) enum PingModeArg {
 /// Options of `tether connect`. Every option defaults to the SDK's default.
 #[derive(Debug, Args)]
 pub(crate) struct ConnectArgs {
-    /// ws://, wss:// (WebSocket) or http://, https:// (Server-Sent Events).
+    /// ws://, wss:// (WebSocket) or http://, https:// (Server-Sent Events: receive-only, so
+    /// stdin is not read and --publish, --ack-timeout and --document are refused).
     pub url: String,
     /// Wire protocol. Default: tether when --subscribe, --publish or --document is given,
     /// else raw.
@@ -126,11 +135,18 @@ pub(crate) struct ConnectArgs {
     #[arg(long, value_name = "ID")]
     pub client_id: Option<String>,
     /// At the end of stdin, wait at most this long (ms) for pending messages (default 10000).
+    /// Messages still pending then are dropped, and the exit status is 3.
     #[arg(long, value_name = "MS", default_value_t = 10_000)]
     pub drain_timeout: u64,
     /// Print one JSON object per line on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Only listen: never read stdin, and stay connected until the connection closes for
+    /// good (gave up, refused by the server) or the process is stopped (Ctrl-C). Without it,
+    /// a stdin already at its end (`</dev/null`, cron, `docker run` without -i) closes the
+    /// connection at once.
+    #[arg(long, conflicts_with = "publish")]
+    pub listen: bool,
 }
 
 fn ms(v: u64) -> Duration {
@@ -138,6 +154,40 @@ fn ms(v: u64) -> Duration {
 }
 
 impl ConnectArgs {
+    /// An http(s) URL: Server-Sent Events, which carry nothing from the client.
+    fn is_sse(&self) -> bool {
+        let url = self.url.trim_start().to_ascii_lowercase();
+        url.starts_with("http://") || url.starts_with("https://")
+    }
+
+    /// Whether stdin is read at all.
+    fn reads_stdin(&self) -> bool {
+        !self.listen && !self.is_sse()
+    }
+
+    /// Refuses options that could never work together, before connecting: otherwise each
+    /// line would be queued and dropped (or refused) one by one and the run would still
+    /// look like a success.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        if self.is_sse() {
+            let sending = [
+                ("--publish", self.publish.is_some()),
+                ("--ack-timeout", self.ack_timeout.is_some()),
+                ("--document", self.document.is_some()),
+            ];
+            if let Some((option, _)) = sending.iter().find(|(_, given)| *given) {
+                return Err(format!(
+                    "{option}: an http(s) URL is Server-Sent Events, which is receive-only; \
+                     use a ws:// or wss:// URL to send"
+                ));
+            }
+        }
+        if self.publish.is_some() && matches!(self.protocol, Some(ProtocolArg::Raw)) {
+            return Err("--publish: channels need the Tether protocol, not --protocol raw".into());
+        }
+        Ok(())
+    }
+
     fn protocol(&self) -> Protocol {
         match self.protocol {
             Some(ProtocolArg::Tether) => Protocol::Tether,
@@ -244,6 +294,10 @@ fn option_for_field(field: &str) -> &'static str {
 
 pub(crate) async fn run(args: ConnectArgs) -> ExitCode {
     let out = Output::new(args.json);
+    if let Err(message) = args.check() {
+        eprintln!("tether connect: {message}");
+        return ExitCode::from(EXIT_USAGE);
+    }
     let built = args.builder().and_then(|b| {
         b.connect().map_err(|e| match e {
             tether::BuildError::Config(c) => format!("{}: {}", option_for_field(c.field), c.reason),
@@ -272,17 +326,32 @@ pub(crate) async fn run(args: ConnectArgs) -> ExitCode {
         }
     };
 
-    let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-    let mut stdin_open = true;
+    let mut stdin = tokio::io::BufReader::new(tokio::io::stdin());
+    // `read_until` keeps what it read in this buffer if another branch wins the select, so
+    // no bytes are lost between iterations.
+    let mut line_buf = Vec::new();
+    let mut input = Input::default();
+    let mut stdin_open = args.reads_stdin();
     let mut draining: Option<tokio::task::JoinHandle<tether::CloseReason>> = None;
     loop {
         tokio::select! {
-            line = stdin.next_line(), if stdin_open => match line {
-                Ok(Some(line)) => match &document {
-                    Some(doc) => edit_document(doc, &out, &line),
-                    None => send_line(&client, &args, &out, line),
-                },
-                Ok(None) | Err(_) => {
+            read = stdin.read_until(b'\n', &mut line_buf), if stdin_open => {
+                let at_end = match read {
+                    // A read cut short by another branch left its bytes in `line_buf`: with
+                    // nothing more to read, they are the last line.
+                    Ok(0) if line_buf.is_empty() => true,
+                    Ok(_) => {
+                        let line = std::mem::take(&mut line_buf);
+                        take_line(line, &mut input, document.as_ref(), &client, &args, &out);
+                        false
+                    }
+                    Err(e) => {
+                        input.read_failed = true;
+                        out.error("stdin", &format!("cannot read after line {}: {e}; input ends here", input.lines));
+                        true
+                    }
+                };
+                if at_end {
                     stdin_open = false;
                     let c = client.clone();
                     let timeout = ms(args.drain_timeout);
@@ -299,17 +368,92 @@ pub(crate) async fn run(args: ConnectArgs) -> ExitCode {
                         if let Some(task) = draining.take() {
                             task.abort();
                         }
-                        out.closed(reason, &client.stats());
-                        return if reason.is_failure() {
-                            ExitCode::from(EXIT_GAVE_UP)
-                        } else {
-                            ExitCode::SUCCESS
-                        };
+                        let stats = client.stats();
+                        out.closed(reason, &stats, undelivered(&stats), input.skipped);
+                        return ExitCode::from(exit_status(reason, &stats, &input));
                     }
                 }
                 None => return ExitCode::SUCCESS,
             },
         }
+    }
+}
+
+/// What became of stdin.
+#[derive(Debug, Default)]
+struct Input {
+    /// Lines read.
+    lines: u64,
+    /// Lines that never became a message: not UTF-8, or refused by `send`/`publish`.
+    skipped: u64,
+    /// Reading failed (not the end of input): lines after it may be lost.
+    read_failed: bool,
+}
+
+/// A line read from stdin, without its `\n` or `\r\n`, as text if it is UTF-8.
+fn decode_line(mut bytes: Vec<u8>) -> Result<String, std::string::FromUtf8Error> {
+    if bytes.last() == Some(&b'\n') {
+        bytes.pop();
+        if bytes.last() == Some(&b'\r') {
+            bytes.pop();
+        }
+    }
+    String::from_utf8(bytes)
+}
+
+/// One line of stdin, as bytes with its line ending: a document command or a message. A line
+/// that is not UTF-8 or that `send` refuses is reported, skipped and counted.
+fn take_line(
+    bytes: Vec<u8>,
+    input: &mut Input,
+    document: Option<&tether::Document>,
+    client: &Client,
+    args: &ConnectArgs,
+    out: &Output,
+) {
+    input.lines += 1;
+    let line = match decode_line(bytes) {
+        Ok(line) => line,
+        Err(e) => {
+            input.skipped += 1;
+            let at = e.utf8_error().valid_up_to() + 1;
+            let line = input.lines;
+            out.error(
+                "stdin",
+                &format!("line {line} is not valid UTF-8 (byte {at}); skipped"),
+            );
+            return;
+        }
+    };
+    match document {
+        // A refused edit (a conflict, a bad command) is reported; it is not lost input.
+        Some(doc) => edit_document(doc, out, &line),
+        None => {
+            if !send_line(client, args, out, line) {
+                input.skipped += 1;
+            }
+        }
+    }
+}
+
+/// Messages accepted but not delivered: dropped for any reason (the drain timeout closing
+/// with messages pending, overflow, TTL, the server's rejection) or still pending.
+fn undelivered(stats: &tether::Stats) -> u64 {
+    stats
+        .messages_accepted
+        .saturating_sub(stats.messages_settled)
+}
+
+/// The exit status once closed: giving up or being refused is [`EXIT_GAVE_UP`] (whatever was
+/// lost with it); a clean close that left a message undelivered, or input that never became a
+/// message, is [`EXIT_UNDELIVERED`].
+fn exit_status(reason: &tether::CloseReason, stats: &tether::Stats, input: &Input) -> u8 {
+    if reason.is_failure() {
+        EXIT_GAVE_UP
+    } else if undelivered(stats) > 0 || input.skipped > 0 || input.read_failed {
+        EXIT_UNDELIVERED
+    } else {
+        0
     }
 }
 
@@ -342,7 +486,8 @@ fn edit_document(doc: &tether::Document, out: &Output, line: &str) {
     }
 }
 
-fn send_line(client: &Client, args: &ConnectArgs, out: &Output, line: String) {
+/// Sends (or publishes) one stdin line; `false` if it was refused (and reported).
+fn send_line(client: &Client, args: &ConnectArgs, out: &Output, line: String) -> bool {
     let result = match &args.publish {
         Some(channel) => {
             let value: Value = serde_json::from_str(&line).unwrap_or(Value::String(line));
@@ -354,7 +499,54 @@ fn send_line(client: &Client, args: &ConnectArgs, out: &Output, line: String) {
         }
         None => client.send(line),
     };
-    if let Err(e) = result {
-        out.error("send", &e.to_string());
+    match result {
+        Ok(_) => true,
+        Err(e) => {
+            out.error("send", &e.to_string());
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats(accepted: u64, settled: u64, dropped_closed: u64) -> tether::Stats {
+        let mut stats = tether::Stats::default();
+        stats.messages_accepted = accepted;
+        stats.messages_settled = settled;
+        stats.dropped_closed = dropped_closed;
+        stats
+    }
+
+    #[test]
+    fn a_clean_close_that_lost_a_message_is_not_a_success() {
+        let app = tether::CloseReason::App { code: 1000 };
+        let clean = Input::default();
+        assert_eq!(exit_status(&app, &stats(2, 2, 0), &clean), 0);
+        assert_eq!(exit_status(&app, &stats(2, 1, 1), &clean), EXIT_UNDELIVERED);
+        // Still pending (not yet reported dropped) counts as undelivered too.
+        assert_eq!(exit_status(&app, &stats(2, 1, 0), &clean), EXIT_UNDELIVERED);
+        let gave_up = tether::CloseReason::GaveUp { attempts: 3 };
+        assert_eq!(exit_status(&gave_up, &stats(2, 0, 2), &clean), EXIT_GAVE_UP);
+        let skipped = Input {
+            lines: 3,
+            skipped: 1,
+            read_failed: false,
+        };
+        assert_eq!(
+            exit_status(&app, &stats(2, 2, 0), &skipped),
+            EXIT_UNDELIVERED
+        );
+    }
+
+    #[test]
+    fn stdin_lines_lose_their_ending_and_must_be_utf8() {
+        assert_eq!(decode_line(b"a b\r\n".to_vec()).unwrap(), "a b");
+        assert_eq!(decode_line(b"last".to_vec()).unwrap(), "last");
+        assert_eq!(decode_line(b"\n".to_vec()).unwrap(), "");
+        let bad = decode_line(b"ok\xff\n".to_vec()).unwrap_err();
+        assert_eq!(bad.utf8_error().valid_up_to(), 2);
     }
 }

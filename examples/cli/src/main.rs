@@ -4,7 +4,11 @@
 //!
 //! Exit status: 0 after a clean close, 1 for usage or configuration errors (the message names
 //! the bad option), 2 when the client gave up or the server refused it (terminal close code,
-//! unauthorized after a token refresh, max attempts reached).
+//! unauthorized after a token refresh, max attempts reached), 3 when `tether connect` closed
+//! cleanly but not everything it was given got through: a message was dropped (the drain
+//! timeout passed with messages pending, the outbox overflowed, a TTL passed, the server
+//! rejected it), or a stdin line was skipped (not UTF-8, or refused by send). 2 wins over 3:
+//! a client that gave up may have lost messages too.
 
 // Printing to stdout/stderr is this program's job.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -31,7 +35,7 @@ enum Command {
     /// the tether-relay binary.
     Relay(tether_relay::RelayOptions),
     /// Connect to a WebSocket or SSE URL and stay connected: stdin lines are sent, received
-    /// messages are printed.
+    /// messages are printed. With --listen (or an SSE URL) stdin is not read.
     Connect(Box<connect::ConnectArgs>),
     /// Watch the engine survive a relay restart, a black hole and an outbox overflow.
     Demo(demo::DemoArgs),
@@ -43,6 +47,9 @@ enum Command {
 pub(crate) const EXIT_USAGE: u8 = 1;
 /// Exit status when the client gave up or the server refused it.
 pub(crate) const EXIT_GAVE_UP: u8 = 2;
+/// Exit status of `tether connect` when it closed cleanly but a message was not delivered:
+/// without it a script could not tell that a line it piped in was lost.
+pub(crate) const EXIT_UNDELIVERED: u8 = 3;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {

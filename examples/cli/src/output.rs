@@ -86,15 +86,29 @@ impl Output {
         }
     }
 
-    /// The final line: why the client closed, with its counters.
-    pub(crate) fn closed(&self, reason: &CloseReason, stats: &Stats) {
+    /// The final line: why the client closed, with its counters, how many accepted messages
+    /// were not delivered and how many stdin lines were skipped (never became a message).
+    pub(crate) fn closed(
+        &self,
+        reason: &CloseReason,
+        stats: &Stats,
+        undelivered: u64,
+        skipped_lines: u64,
+    ) {
         if self.json {
             self.json_line(
                 "closed",
-                json!({"reason": reason.name(), "detail": reason.to_string(), "stats": stats_json(stats)}),
+                json!({"reason": reason.name(), "detail": reason.to_string(), "undelivered": undelivered, "skipped_lines": skipped_lines, "stats": stats_json(stats)}),
             );
         } else {
-            eprintln!("closed: {reason}");
+            let mut line = close_text(reason);
+            if undelivered > 0 {
+                line.push_str(&format!("; {undelivered} message(s) not delivered"));
+            }
+            if skipped_lines > 0 {
+                line.push_str(&format!("; {skipped_lines} input line(s) skipped"));
+            }
+            eprintln!("{line}");
         }
     }
 }
@@ -239,9 +253,23 @@ pub(crate) fn stats_json(s: &Stats) -> Value {
     })
 }
 
+/// Why the client closed, as a line for people. The app's reasons already read "closed by
+/// the app with code N" / "closed: the client stopped running"; the others get the prefix.
+pub(crate) fn close_text(reason: &CloseReason) -> String {
+    match reason {
+        CloseReason::App { .. } => reason.to_string(),
+        other => format!("closed: {other}"),
+    }
+}
+
 /// A readable line for people, or nothing for events not worth a line.
 fn human(event: &Event) -> Option<String> {
     Some(match event {
+        // The final line (`Output::closed`) says why, right after.
+        Event::StateChanged {
+            to: State::Closed { .. },
+            ..
+        } => return None,
         Event::StateChanged { to, .. } => format!("{to}"),
         Event::ReconnectScheduled {
             attempt,
@@ -271,4 +299,45 @@ fn human(event: &Event) -> Option<String> {
         Event::Error(e) => format!("error: {e}"),
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_close_reason_reads_as_one_close_line() {
+        let cases = [
+            (
+                CloseReason::App { code: 1000 },
+                "closed by the app with code 1000",
+            ),
+            (
+                CloseReason::App { code: 1001 },
+                "closed: the client stopped running",
+            ),
+            (
+                CloseReason::GaveUp { attempts: 3 },
+                "closed: gave up after 3 attempts",
+            ),
+            (
+                CloseReason::Refused {
+                    code: Some(4004),
+                    status: None,
+                    reason: "no such room".into(),
+                },
+                "closed: refused by the server with close code 4004: no such room",
+            ),
+            (
+                CloseReason::Unauthorized {
+                    code: None,
+                    status: Some(401),
+                },
+                "closed: unauthorized: the server refused a freshly fetched token",
+            ),
+        ];
+        for (reason, line) in cases {
+            assert_eq!(close_text(&reason), line);
+        }
+    }
 }

@@ -14,9 +14,13 @@ use tokio::time::timeout;
 const LIMIT: Duration = Duration::from_secs(20);
 
 fn tether(args: &[&str]) -> Child {
+    tether_with_stdin(args, Stdio::piped())
+}
+
+fn tether_with_stdin(args: &[&str], stdin: Stdio) -> Child {
     Command::new(env!("CARGO_BIN_EXE_tether"))
         .args(args)
-        .stdin(Stdio::piped())
+        .stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -91,8 +95,39 @@ async fn ack_timeout_reports_a_line_that_could_not_be_sent_in_time() {
         "the dropped event that follows names the same message"
     );
     drop(stdin);
-    lines_until(&mut out, &mut seen, |v| v["event"] == "closed").await;
-    let _ = exit_code(&mut child).await;
+    let closed = lines_until(&mut out, &mut seen, |v| v["event"] == "closed").await;
+    assert_eq!(closed["undelivered"], 1, "{closed}");
+    assert_eq!(exit_code(&mut child).await, 3, "the line was lost");
+}
+
+#[tokio::test]
+async fn messages_dropped_at_the_drain_timeout_exit_with_status_3() {
+    // A server that accepts TCP and never answers the handshake: the line stays pending.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/", silent.local_addr().unwrap());
+    let mut child = tether(&[
+        "connect",
+        &url,
+        "--connect-timeout",
+        "30000",
+        "--drain-timeout",
+        "200",
+        "--json",
+    ]);
+    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"never sent\n").await.unwrap();
+    drop(stdin); // EOF: drain for 200 ms, then close with the line still pending
+    let dropped = lines_until(&mut out, &mut seen, |v| v["event"] == "dropped").await;
+    assert_eq!(dropped["reason"], "closed", "{dropped}");
+    let closed = lines_until(&mut out, &mut seen, |v| v["event"] == "closed").await;
+    assert_eq!(
+        (&closed["reason"], &closed["undelivered"]),
+        (&Value::from("app"), &Value::from(1)),
+        "a clean close, but the line was lost: {closed}"
+    );
+    assert_eq!(exit_code(&mut child).await, 3);
 }
 
 #[tokio::test]
@@ -135,6 +170,7 @@ async fn connect_prints_json_events_and_exits_cleanly_at_end_of_input() {
     assert_eq!(closed["reason"], "app");
     assert_eq!(closed["stats"]["accepted"], 2);
     assert_eq!(closed["stats"]["dropped"], 0);
+    assert_eq!(closed["undelivered"], 0);
     assert_eq!(exit_code(&mut child).await, 0);
     let states: Vec<&str> = seen
         .iter()
@@ -142,6 +178,146 @@ async fn connect_prints_json_events_and_exits_cleanly_at_end_of_input() {
         .filter_map(|v| v["to"].as_str())
         .collect();
     assert_eq!(states, ["connecting", "open", "closing", "closed"]);
+    relay.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_line_that_is_not_utf8_is_reported_and_skipped_and_the_rest_is_sent() {
+    let relay = Relay::bind("127.0.0.1:0", RelayConfig::default())
+        .await
+        .unwrap();
+    let url = relay.ws_url();
+    let mut child = tether(&[
+        "connect",
+        &url,
+        "--subscribe",
+        "room",
+        "--publish",
+        "room",
+        "--json",
+    ]);
+    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    lines_until(&mut out, &mut seen, |v| v["event"] == "subscribed").await;
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(b"first\nbad \xff\xfe line\r\nthird\n")
+        .await
+        .unwrap();
+    drop(stdin);
+    let error = lines_until(&mut out, &mut seen, |v| v["event"] == "error").await;
+    assert_eq!(error["kind"], "stdin", "{error}");
+    let message = error["message"].as_str().unwrap();
+    assert!(
+        message.contains("line 2") && message.contains("UTF-8"),
+        "{message}"
+    );
+    let closed = lines_until(&mut out, &mut seen, |v| v["event"] == "closed").await;
+    let received: Vec<&Value> = seen
+        .iter()
+        .filter(|v| v["event"] == "message")
+        .map(|v| &v["data"])
+        .collect();
+    assert_eq!(
+        received,
+        [&Value::from("first"), &Value::from("third")],
+        "reading went on after the bad line"
+    );
+    assert_eq!(
+        (&closed["skipped_lines"], &closed["undelivered"]),
+        (&Value::from(1), &Value::from(0)),
+        "{closed}"
+    );
+    assert_eq!(
+        exit_code(&mut child).await,
+        3,
+        "a skipped line is input that did not get through"
+    );
+    relay.shutdown().await;
+}
+
+/// Publishes `line` to `room` with a second `tether connect`, which must exit 0.
+async fn publish_once(url: &str, line: &str) {
+    let mut publisher = tether(&["connect", url, "--publish", "room"]);
+    let mut stdin = publisher.stdin.take().unwrap();
+    stdin.write_all(line.as_bytes()).await.unwrap();
+    drop(stdin);
+    assert_eq!(exit_code(&mut publisher).await, 0);
+}
+
+#[tokio::test]
+async fn listen_needs_no_stdin_and_stays_connected() {
+    let relay = Relay::bind("127.0.0.1:0", RelayConfig::default())
+        .await
+        .unwrap();
+    let url = relay.ws_url();
+
+    // Without --listen, a stdin at its end (cron, docker without -i) closes at once.
+    let mut once = tether_with_stdin(
+        &["connect", &url, "--subscribe", "room", "--json"],
+        Stdio::null(),
+    );
+    assert_eq!(exit_code(&mut once).await, 0);
+
+    let mut child = tether_with_stdin(
+        &["connect", &url, "--subscribe", "room", "--listen", "--json"],
+        Stdio::null(),
+    );
+    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    lines_until(&mut out, &mut seen, |v| v["event"] == "subscribed").await;
+    publish_once(&url, "while listening\n").await;
+    let message = lines_until(&mut out, &mut seen, |v| v["event"] == "message").await;
+    assert_eq!(message["data"], "while listening");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "still connected: {seen:#?}"
+    );
+    child.kill().await.unwrap();
+    relay.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_sse_url_does_not_read_stdin() {
+    let relay = Relay::bind("127.0.0.1:0", RelayConfig::default())
+        .await
+        .unwrap();
+    let url = relay.ws_url();
+    let sse = format!("http://{}/sse/room", relay.local_addr());
+    let mut child = tether(&["connect", &sse, "--protocol", "tether", "--json"]);
+    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    lines_until(&mut out, &mut seen, |v| v["to"] == "open").await;
+    // Neither sent (SSE cannot) nor taken as the end of input.
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"not sent\n").await.unwrap();
+    drop(stdin);
+    publish_once(&url, "over sse\n").await;
+    let message = lines_until(&mut out, &mut seen, |v| v["event"] == "message").await;
+    assert_eq!(message["data"], "over sse");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "still connected: {seen:#?}"
+    );
+    assert!(!seen.iter().any(|v| v["event"] == "error"), "{seen:#?}");
+    child.kill().await.unwrap();
+    relay.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_readable_output_ends_with_one_close_line() {
+    let relay = Relay::bind("127.0.0.1:0", RelayConfig::default())
+        .await
+        .unwrap();
+    let child = tether_with_stdin(&["connect", &relay.ws_url()], Stdio::null());
+    let output = timeout(LIMIT, child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let closes: Vec<&str> = stderr.lines().filter(|l| l.contains("closed")).collect();
+    assert_eq!(closes, ["closed by the app with code 1000"], "{stderr}");
     relay.shutdown().await;
 }
 
@@ -223,6 +399,46 @@ async fn bad_options_exit_with_status_1_and_name_the_option() {
             "nonexistent",
         ),
         (vec!["frobnicate"], "frobnicate"),
+        // Options that could never work: refused up front instead of failing line by line.
+        (
+            vec![
+                "connect",
+                "http://127.0.0.1:1/sse/room",
+                "--publish",
+                "room",
+            ],
+            "--publish",
+        ),
+        (
+            vec![
+                "connect",
+                "https://127.0.0.1:1/sse/room",
+                "--document",
+                "todo",
+            ],
+            "--document",
+        ),
+        (
+            vec![
+                "connect",
+                "ws://127.0.0.1:1/",
+                "--protocol",
+                "raw",
+                "--publish",
+                "room",
+            ],
+            "--publish",
+        ),
+        (
+            vec![
+                "connect",
+                "ws://127.0.0.1:1/",
+                "--listen",
+                "--publish",
+                "room",
+            ],
+            "--listen",
+        ),
     ] {
         let child = tether(&args);
         let output = timeout(LIMIT, child.wait_with_output())
