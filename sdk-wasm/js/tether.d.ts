@@ -168,9 +168,13 @@ export interface TetherClientOptions {
   };
   heartbeat?: {
     /**
-     * `'auto'` = app pings over a Tether-protocol WebSocket, server-driven over a raw one
-     * (browsers cannot send ping frames), off over SSE (EventSource hides the server's comment
-     * keep-alives and reports a dropped stream itself). ['auto']
+     * `'auto'` = app pings over a Tether-protocol WebSocket; off over a raw one (browsers can
+     * neither send ping frames nor see the server's) and over SSE (EventSource hides the
+     * server's comment keep-alives). Off, a connection the browser sees close is still
+     * reconnected at once, but a silently dead one is not found: over a raw WebSocket, set
+     * `'app'` with `rawPing`/`rawPong` if the server answers a text ping. `'server'` expects a
+     * message or event at least every `intervalMs × (maxMissed + 1)`: only for a server that
+     * sends data that often, since its pings are invisible here. ['auto']
      */
     mode?: 'auto' | 'app' | 'server' | 'off';
     /** [25000] */

@@ -282,9 +282,11 @@ pub(crate) fn config(url: &str, options: &str) -> Result<(Config, DriverOptions)
 
 /// The engine's settings; [`Config`]'s builder validates them.
 fn engine_options(r: &mut Reader<'_>, url: &str) -> ConfigBuilder {
-    // Browsers can neither send ping frames nor see an event stream's comment keep-alives.
+    // Browsers can neither send ping frames nor see the server's (they answer them
+    // themselves), nor an event stream's comment keep-alives.
     let mut b = Config::builder(url)
         .driver_can_send_ping_frames(false)
+        .driver_sees_ping_frames(false)
         .driver_sees_sse_comments(false);
     if let Some(p) = r.choice("", "protocol", PROTOCOLS) {
         b = b.protocol(p);

@@ -8,9 +8,10 @@
 //!   seeded from `crypto.getRandomValues` ([`driver`], `js`);
 //! * window `online`/`offline` → `network_changed`, document `visibilitychange` →
 //!   `set_foreground`;
-//! * application-level heartbeats: the config is built with
-//!   `driver_can_send_ping_frames(false)`, so `HeartbeatMode::Auto` resolves to app pings in
-//!   Tether mode.
+//! * heartbeats: the config is built with `driver_can_send_ping_frames(false)` and
+//!   `driver_sees_ping_frames(false)`, so `HeartbeatMode::Auto` resolves to app pings in
+//!   Tether mode and to none on a raw WebSocket (the browser answers the server's pings
+//!   unseen) unless the app configures raw app pings.
 //!
 //! [`WasmClient`] is the low-level handle exported to JavaScript. Apps use the npm package
 //! `tether-web`, whose `TetherClient` (js/tether.js, typed by js/tether.d.ts) wraps it with

@@ -559,6 +559,29 @@ test('black hole: missed app-level pongs declare the connection dead and reconne
   assert.ok(types.filter((t) => t === 'ping').length >= 2, `app-level pings sent: ${types}`);
 });
 
+test('raw WebSocket, default heartbeat: a quiet server that only pings is not declared dead', async ({ page }) => {
+  // The browser answers ping frames itself and never shows them to scripts, so waiting for
+  // signs of life (server-driven) would drop this healthy connection every interval × 2.
+  const srv = await wsServer((ws, req, server, conn) => {
+    conn.pongs = 0;
+    ws.on('pong', () => { conn.pongs += 1; });
+    const timer = setInterval(() => ws.ping(), 100);
+    ws.on('close', () => clearInterval(timer));
+  });
+  const r = await page.evaluate(async (url) => {
+    const c = new tether.TetherClient(url, { heartbeat: { intervalMs: 100, maxMissed: 1 } });
+    const log = record(c);
+    await until(() => c.state.name === 'open', 5000, 'open');
+    await sleep(1000); // five times the silence a server-driven heartbeat would allow
+    const out = { state: c.state.name, reconnects: log.filter((e) => e.type === 'reconnecting').length };
+    c.close();
+    return out;
+  }, srv.url);
+  assert.deepEqual(r, { state: 'open', reconnects: 0 });
+  assert.equal(srv.connections.length, 1);
+  assert.ok(srv.connections[0].pongs >= 5, `the browser answered the pings: ${srv.connections[0].pongs}`);
+});
+
 test('online event while waiting: reconnects at once instead of after the backoff', async ({ page }) => {
   const port = await freePort();
   await page.evaluate(async (url) => {
