@@ -208,7 +208,10 @@ export interface TetherClientOptions {
    * with the backoff. (Browsers never expose HTTP statuses, so there is no status table here.)
    */
   closePolicy?: {
-    /** Overrides, the latest first: e.g. `[{from: 4500, to: 4599, action: 'stop'}]`. Codes 1000-4999. */
+    /**
+     * Overrides of the defaults, e.g. `[{from: 4500, to: 4599, action: 'stop'}]`; where ranges
+     * overlap, later entries take precedence over earlier ones. Codes 1000-4999.
+     */
     codes?: Array<{ from: number; to?: number; action: 'retry' | 'reauth' | 'stop' }>;
     /** Window over which reconnects after close 1012 without advice are spread. [5000] */
     serviceRestartWindowMs?: number;

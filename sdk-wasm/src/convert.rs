@@ -413,7 +413,8 @@ fn driver_options(r: &mut Reader<'_>) -> DriverOptions {
     }
 }
 
-/// `closePolicy`: what close codes mean (`codes`, latest first) and the server-advice timings.
+/// `closePolicy`: what close codes mean (`codes`, a later rule taking precedence over an earlier
+/// one, as `ClosePolicy::with_code` does) and the server-advice timings.
 /// Browsers never see HTTP statuses, so the policy's status overrides have no JS option.
 fn close_policy(r: &mut Reader<'_>) -> ClosePolicy {
     let mut policy = ClosePolicy::default();
