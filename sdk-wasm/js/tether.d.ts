@@ -322,7 +322,22 @@ export class TetherClient {
   subscribe(channel: string): void;
   unsubscribe(channel: string): void;
   presence(channel: string): string[] | undefined;
+  /**
+   * Closes and stops reconnecting: queued messages are reported `dropped` (reason `closed`,
+   * which rejects their `sendAcked`/`publishAcked` promises) and pending requests reject. With
+   * `{drain: timeoutMs}` it first delivers what is pending, for at most that long. The client
+   * is kept, handlers and all, for a later `connect()`, and so is its memory: the module holds
+   * the client's event callback, so even an unreferenced client is never garbage-collected.
+   * Call `dispose()` when done with it.
+   */
   close(code?: number, reason?: string, options?: { drain?: number }): void;
+  /**
+   * Closes (if still open) and frees the client's memory in the module: the only way to free
+   * it. Pending `request`/`sendAcked`/`publishAcked` promises reject with a `closed`
+   * `TetherError`; every handler is removed, so no further event arrives (not even the
+   * `dropped` of queued messages); afterwards `connect()`, `send()` and every other call into
+   * the client, and `state`/`stats`/`clientId`, throw `disposed`. Calling it again does nothing.
+   */
   dispose(): void;
   networkChanged(online: boolean): void;
   setForeground(foreground: boolean): void;
