@@ -262,8 +262,9 @@ impl WasmClient {
             // An exception in an app handler must not unwind into the driver.
             let _ = sink.call3(&JsValue::NULL, &kind.into(), &json.into(), &bytes);
         };
-        let shared = Shared::new(engine, (opts.high_water, opts.low_water), Box::new(deliver));
-        if opts.lifecycle {
+        let lifecycle = opts.lifecycle;
+        let shared = Shared::new(engine, opts, Box::new(deliver));
+        if lifecycle {
             shared.watch_lifecycle();
         }
         Ok(WasmClient { shared })

@@ -832,6 +832,32 @@ test('SSE: an id too long to send back is reported and not resumed from', async 
   assert.equal(srv.urls[1], '/events?lastEventId=1', 'resumed after the last id that can be sent back');
 });
 
+test('SSE: named events arrive when listed, and their ids are resumed from', async ({ page }) => {
+  // EventSource gives `event: update` only to a listener for `update`: without `sseEvents`
+  // it would be lost, and the resume position would stay at id 1.
+  const srv = await sseServer([
+    'id: 1\ndata: plain\n\nevent: update\nid: 2\ndata: named\n\nevent: other\nid: 3\ndata: unlisted\n\n',
+    'data: again\n\n',
+  ]);
+  const r = await page.evaluate(async (url) => {
+    let refused;
+    try {
+      new tether.TetherClient(url, { sseEvents: 'update', autoConnect: false });
+    } catch (e) {
+      refused = [e.code, e.message];
+    }
+    const c = new tether.TetherClient(url, { sseEvents: ['update'], backoff: { initialMs: 50, jitter: 'none' } });
+    const log = record(c);
+    await until(() => log.some((e) => e.type === 'message' && e.data === 'again'), 5000, 'the resumed stream');
+    c.close();
+    return { refused, messages: log.filter((e) => e.type === 'message').map((e) => e.data) };
+  }, srv.url);
+  assert.deepEqual(r.refused, ['invalid_config', 'sseEvents must be an array of strings']);
+  // An unlisted name is lost, its id too: the browser's limit, documented with the option.
+  assert.deepEqual(r.messages, ['plain', 'named', 'again']);
+  assert.equal(srv.urls[1], '/events?lastEventId=2', 'resumed after the named event');
+});
+
 // ---- shared documents (two pages = two separate clients) -----------------------------------
 
 // In page `p`: a Tether client (window.c) with the document `channel` (window.doc) and its
