@@ -73,14 +73,17 @@ impl Verdict {
 
 /// Maps close codes and HTTP statuses to [`Verdict`]s. The defaults are in the module docs;
 /// overrides added with [`ClosePolicy::with_code`] / [`ClosePolicy::with_status`] take
-/// precedence, the latest first.
+/// precedence over them, and where two overrides' ranges overlap the one added later takes
+/// precedence over the earlier one.
 ///
 /// ```
 /// use tether_core::{ClosePolicy, Disposition};
 /// let policy = ClosePolicy::default()
 ///     .with_code(4500..=4599, Disposition::Terminal)
+///     .with_code(4550..=4550, Disposition::Retry) // added later: wins for 4550
 ///     .with_status(404..=404, Disposition::Retry);
 /// assert_eq!(policy.disposition_for_code(4501), Disposition::Terminal);
+/// assert_eq!(policy.disposition_for_code(4550), Disposition::Retry);
 /// assert_eq!(policy.disposition_for_status(404), Disposition::Retry);
 /// assert_eq!(policy.disposition_for_code(4001), Disposition::Reauth);
 /// ```

@@ -91,7 +91,10 @@ impl Default for BackoffConfig {
 #[non_exhaustive]
 pub enum HeartbeatMode {
     /// Pick for the transport: WebSocket ping frames where the driver can send them, else
-    /// application pings in Tether protocol mode, else server-driven (any inbound traffic).
+    /// application pings in Tether protocol mode, else server-driven (any inbound traffic or
+    /// the server's pings) where the driver sees the server's ping frames, else off (a
+    /// browser's raw WebSocket: the browser answers pings itself and never shows them).
+    /// On SSE: server-driven where the driver sees the server's comment keep-alives, else off.
     #[default]
     Auto,
     /// WebSocket ping/pong control frames (native drivers only; browsers cannot send them).
@@ -100,7 +103,9 @@ pub enum HeartbeatMode {
     /// configured [`HeartbeatConfig::raw_ping`] text, answered by [`HeartbeatConfig::raw_pong`].
     AppMessage,
     /// The client sends nothing; the server must show life (any frame or a ping) at least once
-    /// every `interval × (max_missed + 1)`.
+    /// every `interval × (max_missed + 1)`. With a driver that does not see ping frames or
+    /// SSE comments (a browser), only frames and events count: choose it only for a server
+    /// that sends data that often.
     ServerDriven,
     /// No dead-connection detection beyond what the transport reports.
     Off,
@@ -238,6 +243,7 @@ pub struct Config {
     pub(crate) client_id: Option<String>,
     pub(crate) seed: Option<u64>,
     pub(crate) can_send_ping_frames: bool,
+    pub(crate) sees_ping_frames: bool,
     pub(crate) sees_sse_comments: bool,
 }
 
@@ -306,7 +312,10 @@ impl Config {
             }
             (HeartbeatMode::Auto, TransportKind::WebSocket) => match self.protocol {
                 Protocol::Tether => HeartbeatMode::AppMessage,
-                Protocol::Raw => HeartbeatMode::ServerDriven,
+                // A raw server's keep-alives are ping frames; a driver that never sees them
+                // (a browser answers them itself) would declare every quiet socket dead.
+                Protocol::Raw if self.sees_ping_frames => HeartbeatMode::ServerDriven,
+                Protocol::Raw => HeartbeatMode::Off,
             },
             (mode, _) => mode,
         }
@@ -376,6 +385,7 @@ impl ConfigBuilder {
                 client_id: None,
                 seed: None,
                 can_send_ping_frames: true,
+                sees_ping_frames: true,
                 sees_sse_comments: true,
             },
         }
@@ -527,6 +537,19 @@ impl ConfigBuilder {
     /// Used to resolve [`HeartbeatMode::Auto`]. Default `true`; the wasm driver sets `false`.
     pub fn driver_can_send_ping_frames(mut self, can: bool) -> Self {
         self.config.can_send_ping_frames = can;
+        self
+    }
+
+    /// Declares whether the driver reports the server's WebSocket ping frames
+    /// ([`Engine::ping_received`](crate::Engine::ping_received)). Used to resolve
+    /// [`HeartbeatMode::Auto`] for a raw WebSocket whose driver cannot send ping frames
+    /// either: without the server's pings a quiet but healthy connection cannot be told from a
+    /// dead one, so Auto turns heartbeats off and relies on the transport reporting the drop
+    /// (configure [`HeartbeatMode::AppMessage`] for a server that answers `raw_ping`). An
+    /// explicit [`HeartbeatMode::ServerDriven`] is kept: data frames still count. Default
+    /// `true`; the wasm driver sets `false` (browsers answer pings and never show them).
+    pub fn driver_sees_ping_frames(mut self, sees: bool) -> Self {
+        self.config.sees_ping_frames = sees;
         self
     }
 
@@ -810,14 +833,21 @@ mod tests {
 
     #[test]
     fn auto_heartbeat_follows_driver_capability() {
-        let browser_raw = Config::builder("ws://h")
-            .driver_can_send_ping_frames(false)
-            .build()
-            .unwrap();
-        assert_eq!(
-            browser_raw.effective_heartbeat_mode(),
-            HeartbeatMode::ServerDriven
-        );
+        let raw = |sends, sees| {
+            Config::builder("ws://h")
+                .driver_can_send_ping_frames(sends)
+                .driver_sees_ping_frames(sees)
+                .build()
+                .unwrap()
+                .effective_heartbeat_mode()
+        };
+        assert_eq!(raw(true, true), HeartbeatMode::PingFrame);
+        assert_eq!(raw(true, false), HeartbeatMode::PingFrame);
+        // Native without ping sending: the server's pings are its liveness.
+        assert_eq!(raw(false, true), HeartbeatMode::ServerDriven);
+        // A browser: the server's pings never reach the driver, so a quiet healthy
+        // connection would be declared dead every interval × (max_missed + 1).
+        assert_eq!(raw(false, false), HeartbeatMode::Off);
         let browser_tether = Config::builder("ws://h")
             .protocol(Protocol::Tether)
             .driver_can_send_ping_frames(false)
@@ -836,5 +866,33 @@ mod tests {
         };
         assert_eq!(sse(true), HeartbeatMode::ServerDriven);
         assert_eq!(sse(false), HeartbeatMode::Off);
+        // Not seeing pings changes neither Tether mode (app pings) nor SSE.
+        let blind = |url| {
+            Config::builder(url)
+                .protocol(Protocol::Tether)
+                .driver_can_send_ping_frames(false)
+                .driver_sees_ping_frames(false)
+                .build()
+                .unwrap()
+                .effective_heartbeat_mode()
+        };
+        assert_eq!(blind("ws://h"), HeartbeatMode::AppMessage);
+        assert_eq!(blind("http://h/sse"), HeartbeatMode::ServerDriven);
+    }
+
+    #[test]
+    fn explicit_modes_are_kept_when_the_driver_sees_no_pings() {
+        // Chosen by the app: a server that sends data often enough keeps ServerDriven alive
+        // (data frames are liveness whatever the driver sees), and raw app pings need no
+        // ping frames.
+        for mode in [HeartbeatMode::ServerDriven, HeartbeatMode::AppMessage] {
+            let config = Config::builder("ws://h")
+                .driver_can_send_ping_frames(false)
+                .driver_sees_ping_frames(false)
+                .heartbeat_mode(mode)
+                .build()
+                .unwrap();
+            assert_eq!(config.effective_heartbeat_mode(), mode);
+        }
     }
 }

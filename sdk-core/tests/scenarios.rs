@@ -771,6 +771,29 @@ fn server_driven_heartbeat_expects_traffic() {
     assert_eq!(at.saturating_duration_since(opened), secs(30));
 }
 
+#[test]
+fn a_quiet_raw_socket_stays_up_in_a_browser_that_hides_the_servers_pings() {
+    // A browser can neither send ping frames nor see the server's: Auto must not wait for
+    // signs of life it can never get (it used to declare this connection dead every 75 s).
+    let mut sim = Sim::new(
+        Config::builder("ws://relay")
+            .driver_can_send_ping_frames(false)
+            .driver_sees_ping_frames(false)
+            .seed(5)
+            .build()
+            .unwrap(),
+        false,
+    );
+    assert_eq!(
+        sim.engine.config().effective_heartbeat_mode(),
+        HeartbeatMode::Off
+    );
+    sim.connect_open();
+    sim.run_for(secs(600));
+    assert!(sim.reconnects().is_empty(), "{:?}", sim.reconnects());
+    assert_eq!(sim.engine.state(), &State::Open);
+}
+
 // ---- network and lifecycle hints ----------------------------------------------------------------
 
 #[test]

@@ -168,9 +168,13 @@ export interface TetherClientOptions {
   };
   heartbeat?: {
     /**
-     * `'auto'` = app pings over a Tether-protocol WebSocket, server-driven over a raw one
-     * (browsers cannot send ping frames), off over SSE (EventSource hides the server's comment
-     * keep-alives and reports a dropped stream itself). ['auto']
+     * `'auto'` = app pings over a Tether-protocol WebSocket; off over a raw one (browsers can
+     * neither send ping frames nor see the server's) and over SSE (EventSource hides the
+     * server's comment keep-alives). Off, a connection the browser sees close is still
+     * reconnected at once, but a silently dead one is not found: over a raw WebSocket, set
+     * `'app'` with `rawPing`/`rawPong` if the server answers a text ping. `'server'` expects a
+     * message or event at least every `intervalMs × (maxMissed + 1)`: only for a server that
+     * sends data that often, since its pings are invisible here. ['auto']
      */
     mode?: 'auto' | 'app' | 'server' | 'off';
     /** [25000] */
@@ -204,7 +208,10 @@ export interface TetherClientOptions {
    * with the backoff. (Browsers never expose HTTP statuses, so there is no status table here.)
    */
   closePolicy?: {
-    /** Overrides, the latest first: e.g. `[{from: 4500, to: 4599, action: 'stop'}]`. Codes 1000-4999. */
+    /**
+     * Overrides of the defaults, e.g. `[{from: 4500, to: 4599, action: 'stop'}]`; where ranges
+     * overlap, later entries take precedence over earlier ones. Codes 1000-4999.
+     */
     codes?: Array<{ from: number; to?: number; action: 'retry' | 'reauth' | 'stop' }>;
     /** Window over which reconnects after close 1012 without advice are spread. [5000] */
     serviceRestartWindowMs?: number;
@@ -238,6 +245,13 @@ export interface TetherClientOptions {
   seed?: number;
   /** WebSocket subprotocols to offer. */
   subprotocols?: string[];
+  /**
+   * SSE: the `event:` names to receive. Unnamed events always arrive; a named one arrives
+   * (and its `id:` becomes the resume position) only if listed here, since `EventSource` hands
+   * an `event: name` event only to a listener for that name and has no catch-all. Listed ones
+   * arrive as `message` events, like unnamed ones. [none]
+   */
+  sseEvents?: string[];
   /** Stop writing while the socket's `bufferedAmount` is above `highWaterBytes`, resume at `lowWaterBytes`. [1 MiB / 256 KiB] */
   backpressure?: { highWaterBytes?: number; lowWaterBytes?: number };
   /** Wire window `online`/`offline` and `visibilitychange`. [true] */
@@ -315,7 +329,22 @@ export class TetherClient {
   subscribe(channel: string): void;
   unsubscribe(channel: string): void;
   presence(channel: string): string[] | undefined;
+  /**
+   * Closes and stops reconnecting: queued messages are reported `dropped` (reason `closed`,
+   * which rejects their `sendAcked`/`publishAcked` promises) and pending requests reject. With
+   * `{drain: timeoutMs}` it first delivers what is pending, for at most that long. The client
+   * is kept, handlers and all, for a later `connect()`, and so is its memory: the module holds
+   * the client's event callback, so even an unreferenced client is never garbage-collected.
+   * Call `dispose()` when done with it.
+   */
   close(code?: number, reason?: string, options?: { drain?: number }): void;
+  /**
+   * Closes (if still open) and frees the client's memory in the module: the only way to free
+   * it. Pending `request`/`sendAcked`/`publishAcked` promises reject with a `closed`
+   * `TetherError`; every handler is removed, so no further event arrives (not even the
+   * `dropped` of queued messages); afterwards `connect()`, `send()` and every other call into
+   * the client, and `state`/`stats`/`clientId`, throw `disposed`. Calling it again does nothing.
+   */
   dispose(): void;
   networkChanged(online: boolean): void;
   setForeground(foreground: boolean): void;

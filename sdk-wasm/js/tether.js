@@ -304,7 +304,11 @@ export class TetherClient extends Emitter {
     } else this._do((raw) => raw.close(code, reason));
   }
 
-  /** Closes and releases the module's memory; the client cannot be used afterwards. */
+  /**
+   * Closes and releases the module's memory; the client cannot be used afterwards. The only
+   * release: the module holds `this` through the sink callback (a JS-wasm cycle no GC sees
+   * through), so `close()` alone keeps the client alive, as a client that may `connect()` again.
+   */
   dispose() {
     const raw = this._raw;
     if (!raw) return;

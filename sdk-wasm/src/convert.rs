@@ -22,6 +22,8 @@ pub(crate) struct DriverOptions {
     pub(crate) high_water: u32,
     pub(crate) low_water: u32,
     pub(crate) lifecycle: bool,
+    /// The SSE event types to listen for: `sseEvents` and `message` (unnamed events).
+    pub(crate) sse_events: Vec<String>,
 }
 
 /// An error for JS: `code:message`, split by the wrapper into a `TetherError`.
@@ -282,9 +284,11 @@ pub(crate) fn config(url: &str, options: &str) -> Result<(Config, DriverOptions)
 
 /// The engine's settings; [`Config`]'s builder validates them.
 fn engine_options(r: &mut Reader<'_>, url: &str) -> ConfigBuilder {
-    // Browsers can neither send ping frames nor see an event stream's comment keep-alives.
+    // Browsers can neither send ping frames nor see the server's (they answer them
+    // themselves), nor an event stream's comment keep-alives.
     let mut b = Config::builder(url)
         .driver_can_send_ping_frames(false)
+        .driver_sees_ping_frames(false)
         .driver_sees_sse_comments(false);
     if let Some(p) = r.choice("", "protocol", PROTOCOLS) {
         b = b.protocol(p);
@@ -328,8 +332,8 @@ fn engine_options(r: &mut Reader<'_>, url: &str) -> ConfigBuilder {
     if let Some(seed) = r.count("", "seed") {
         b = b.seed(seed);
     }
-    for p in subprotocols(r) {
-        b = b.subprotocol(p);
+    for p in &strings(r, "subprotocols") {
+        b = b.subprotocol(p.as_str());
     }
     b
 }
@@ -381,18 +385,22 @@ fn outbox(r: &mut Reader<'_>) -> OutboxConfig {
     outbox
 }
 
-/// `subprotocols`: an array of strings (none when absent or refused).
-fn subprotocols<'a>(r: &mut Reader<'a>) -> impl Iterator<Item = &'a str> {
-    let list = r.field("", "subprotocols");
-    let names = match list.map(Value::as_array) {
-        Some(Some(names)) if names.iter().all(Value::is_string) => &names[..],
-        Some(_) => {
-            r.fail("", "subprotocols", "an array of strings");
-            &[]
-        }
-        None => &[],
+/// The top-level option `key`: an array of strings (none when absent or refused).
+fn strings(r: &mut Reader<'_>, key: &'static str) -> Vec<String> {
+    let mut names = Vec::new();
+    let Some(value) = r.field("", key) else {
+        return names;
     };
-    names.iter().filter_map(Value::as_str)
+    let list = value.as_array().map_or(&[][..], Vec::as_slice);
+    for name in list {
+        if let Some(name) = name.as_str() {
+            names.push(name.to_owned());
+        }
+    }
+    if !value.is_array() || names.len() < list.len() {
+        r.fail("", key, "an array of strings");
+    }
+    names
 }
 
 /// The driver's own options (read before [`Reader::finish`], so that they count as known).
@@ -404,14 +412,19 @@ fn driver_options(r: &mut Reader<'_>) -> DriverOptions {
         // Writing resumes at the low mark: above the high one, once paused it never would.
         r.fail(s, "lowWaterBytes", "at most backpressure.highWaterBytes");
     }
+    let lifecycle = r.flag("", "lifecycle").unwrap_or(true);
+    let mut sse_events = strings(r, "sseEvents");
+    sse_events.push("message".to_owned());
     DriverOptions {
         high_water: u32_of(high),
         low_water: u32_of(low),
-        lifecycle: r.flag("", "lifecycle").unwrap_or(true),
+        lifecycle,
+        sse_events,
     }
 }
 
-/// `closePolicy`: what close codes mean (`codes`, latest first) and the server-advice timings.
+/// `closePolicy`: what close codes mean (`codes`, a later rule taking precedence over an earlier
+/// one, as `ClosePolicy::with_code` does) and the server-advice timings.
 /// Browsers never see HTTP statuses, so the policy's status overrides have no JS option.
 fn close_policy(r: &mut Reader<'_>) -> ClosePolicy {
     let mut policy = ClosePolicy::default();

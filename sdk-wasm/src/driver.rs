@@ -7,6 +7,7 @@
 //! the engine is borrowed: events wait in a queue and are delivered afterwards, in order, by
 //! the outermost call only.
 
+use crate::convert::DriverOptions;
 use crate::js;
 use crate::transport::Socket;
 use std::cell::{Cell, RefCell};
@@ -64,6 +65,8 @@ pub(crate) struct Inner {
     /// Backpressure watermarks on `bufferedAmount`: stop above `high`, resume at `low`.
     high_water: u32,
     low_water: u32,
+    /// The named SSE events to listen for ([`DriverOptions::sse_events`]).
+    sse_events: Vec<String>,
 }
 
 /// Runs `f` on the driver behind `weak` (if the client still exists), then drains.
@@ -74,15 +77,16 @@ pub(crate) fn input(weak: &Weak<Shared>, f: impl FnOnce(&mut Inner, Instant)) {
 }
 
 impl Shared {
-    pub(crate) fn new(engine: Engine, water: (u32, u32), sink: Box<dyn Fn(Out)>) -> Rc<Shared> {
+    pub(crate) fn new(engine: Engine, opts: DriverOptions, sink: Box<dyn Fn(Out)>) -> Rc<Shared> {
         let shared = Rc::new(Shared {
             inner: RefCell::new(Inner {
                 engine,
                 socket: None,
                 timer: None,
                 blocked: false,
-                high_water: water.0,
-                low_water: water.1, // at most `high`: the options are validated
+                high_water: opts.high_water,
+                low_water: opts.low_water, // at most `high`: the options are validated
+                sse_events: opts.sse_events,
             }),
             out: RefCell::default(),
             delivering: Cell::new(false),
@@ -221,7 +225,7 @@ impl Inner {
             Action::Open(req) => {
                 self.socket = None; // the engine has already told the old one to close
                 self.blocked = false;
-                match Socket::open(&req, Rc::downgrade(shared)) {
+                match Socket::open(&req, Rc::downgrade(shared), &self.sse_events) {
                     Ok(socket) => self.socket = Some(socket),
                     Err(message) => {
                         let failure = TransportFailure::Io(message);

@@ -8,9 +8,10 @@
 //!   seeded from `crypto.getRandomValues` ([`driver`], `js`);
 //! * window `online`/`offline` → `network_changed`, document `visibilitychange` →
 //!   `set_foreground`;
-//! * application-level heartbeats: the config is built with
-//!   `driver_can_send_ping_frames(false)`, so `HeartbeatMode::Auto` resolves to app pings in
-//!   Tether mode.
+//! * heartbeats: the config is built with `driver_can_send_ping_frames(false)` and
+//!   `driver_sees_ping_frames(false)`, so `HeartbeatMode::Auto` resolves to app pings in
+//!   Tether mode and to none on a raw WebSocket (the browser answers the server's pings
+//!   unseen) unless the app configures raw app pings.
 //!
 //! [`WasmClient`] is the low-level handle exported to JavaScript. Apps use the npm package
 //! `tether-web`, whose `TetherClient` (js/tether.js, typed by js/tether.d.ts) wraps it with
@@ -261,8 +262,9 @@ impl WasmClient {
             // An exception in an app handler must not unwind into the driver.
             let _ = sink.call3(&JsValue::NULL, &kind.into(), &json.into(), &bytes);
         };
-        let shared = Shared::new(engine, (opts.high_water, opts.low_water), Box::new(deliver));
-        if opts.lifecycle {
+        let lifecycle = opts.lifecycle;
+        let shared = Shared::new(engine, opts, Box::new(deliver));
+        if lifecycle {
             shared.watch_lifecycle();
         }
         Ok(WasmClient { shared })

@@ -40,9 +40,14 @@ impl std::fmt::Debug for Socket {
 }
 
 impl Socket {
-    /// Opens the transport the engine asked for. An `Err` is a synchronous failure (bad URL)
-    /// to report with `transport_failed`.
-    pub(crate) fn open(req: &OpenRequest, shared: Weak<Shared>) -> Result<Socket, String> {
+    /// Opens the transport the engine asked for; an event stream listens for the event types
+    /// `sse_events` (`message`, unnamed events, among them). An `Err` is a synchronous failure
+    /// (bad URL) to report with `transport_failed`.
+    pub(crate) fn open(
+        req: &OpenRequest,
+        shared: Weak<Shared>,
+        sse_events: &[String],
+    ) -> Result<Socket, String> {
         let id = req.transport;
         // Set on `open`: a close before it is a failed handshake, after it a lost connection.
         let opened = Rc::new(Cell::new(false));
@@ -54,7 +59,7 @@ impl Socket {
             })
         };
         if req.kind == TransportKind::Sse {
-            return Self::open_sse(req, shared, opened, on_open);
+            return Self::open_sse(req, shared, opened, on_open, sse_events);
         }
         let ws = if req.subprotocols.is_empty() {
             WebSocket::new(&req.url)
@@ -109,6 +114,7 @@ impl Socket {
         shared: Weak<Shared>,
         opened: Rc<Cell<bool>>,
         on_open: Handler,
+        sse_events: &[String],
     ) -> Result<Socket, String> {
         let id = req.transport;
         let mut url = req.url.clone();
@@ -152,7 +158,14 @@ impl Socket {
             })
         };
         es.set_onopen(Some(on_open.as_ref().unchecked_ref()));
-        es.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+        // `EventSource` gives an `event: name` event only to listeners for that name, and has
+        // no catch-all: the app lists the names, each heard like unnamed events (`message`). A
+        // name listed twice is one listener. No removal on drop: a closed `EventSource`
+        // dispatches nothing.
+        for name in sse_events {
+            let f = on_message.as_ref().unchecked_ref();
+            let _ = es.add_event_listener_with_callback(name, f);
+        }
         es.set_onerror(Some(on_error.as_ref().unchecked_ref()));
         Ok(Socket {
             id,
@@ -216,7 +229,6 @@ impl Drop for Socket {
             }
             Kind::Sse(es) => {
                 es.set_onopen(None);
-                es.set_onmessage(None);
                 es.set_onerror(None);
                 es.close();
             }

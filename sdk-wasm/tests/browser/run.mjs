@@ -559,6 +559,29 @@ test('black hole: missed app-level pongs declare the connection dead and reconne
   assert.ok(types.filter((t) => t === 'ping').length >= 2, `app-level pings sent: ${types}`);
 });
 
+test('raw WebSocket, default heartbeat: a quiet server that only pings is not declared dead', async ({ page }) => {
+  // The browser answers ping frames itself and never shows them to scripts, so waiting for
+  // signs of life (server-driven) would drop this healthy connection every interval × 2.
+  const srv = await wsServer((ws, req, server, conn) => {
+    conn.pongs = 0;
+    ws.on('pong', () => { conn.pongs += 1; });
+    const timer = setInterval(() => ws.ping(), 100);
+    ws.on('close', () => clearInterval(timer));
+  });
+  const r = await page.evaluate(async (url) => {
+    const c = new tether.TetherClient(url, { heartbeat: { intervalMs: 100, maxMissed: 1 } });
+    const log = record(c);
+    await until(() => c.state.name === 'open', 5000, 'open');
+    await sleep(1000); // five times the silence a server-driven heartbeat would allow
+    const out = { state: c.state.name, reconnects: log.filter((e) => e.type === 'reconnecting').length };
+    c.close();
+    return out;
+  }, srv.url);
+  assert.deepEqual(r, { state: 'open', reconnects: 0 });
+  assert.equal(srv.connections.length, 1);
+  assert.ok(srv.connections[0].pongs >= 5, `the browser answered the pings: ${srv.connections[0].pongs}`);
+});
+
 test('online event while waiting: reconnects at once instead of after the backoff', async ({ page }) => {
   const port = await freePort();
   await page.evaluate(async (url) => {
@@ -807,6 +830,32 @@ test('SSE: an id too long to send back is reported and not resumed from', async 
   assert.deepEqual(r.errors, ['sse_line_too_long']);
   assert.equal(srv.urls[0], '/events');
   assert.equal(srv.urls[1], '/events?lastEventId=1', 'resumed after the last id that can be sent back');
+});
+
+test('SSE: named events arrive when listed, and their ids are resumed from', async ({ page }) => {
+  // EventSource gives `event: update` only to a listener for `update`: without `sseEvents`
+  // it would be lost, and the resume position would stay at id 1.
+  const srv = await sseServer([
+    'id: 1\ndata: plain\n\nevent: update\nid: 2\ndata: named\n\nevent: other\nid: 3\ndata: unlisted\n\n',
+    'data: again\n\n',
+  ]);
+  const r = await page.evaluate(async (url) => {
+    let refused;
+    try {
+      new tether.TetherClient(url, { sseEvents: 'update', autoConnect: false });
+    } catch (e) {
+      refused = [e.code, e.message];
+    }
+    const c = new tether.TetherClient(url, { sseEvents: ['update'], backoff: { initialMs: 50, jitter: 'none' } });
+    const log = record(c);
+    await until(() => log.some((e) => e.type === 'message' && e.data === 'again'), 5000, 'the resumed stream');
+    c.close();
+    return { refused, messages: log.filter((e) => e.type === 'message').map((e) => e.data) };
+  }, srv.url);
+  assert.deepEqual(r.refused, ['invalid_config', 'sseEvents must be an array of strings']);
+  // An unlisted name is lost, its id too: the browser's limit, documented with the option.
+  assert.deepEqual(r.messages, ['plain', 'named', 'again']);
+  assert.equal(srv.urls[1], '/events?lastEventId=2', 'resumed after the named event');
 });
 
 // ---- shared documents (two pages = two separate clients) -----------------------------------

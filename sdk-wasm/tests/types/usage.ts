@@ -112,6 +112,9 @@ async function main(): Promise<void> {
   new TetherClient('ws://x', { closePolicy: { codes: [{ from: 4500, action: 'terminal' }] } });
   // @ts-expect-error: protocol is raw or tether
   new TetherClient('ws://x', { protocol: 'json' });
+  new TetherClient('https://x/events', { sseEvents: ['update', 'delete'] });
+  // @ts-expect-error: sseEvents is a list of event names
+  new TetherClient('https://x/events', { sseEvents: 'update' });
   // @ts-expect-error: retryInMs exists only on the waiting state
   console.log(client.state.retryInMs);
   try {
