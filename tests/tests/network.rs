@@ -225,8 +225,11 @@ async fn a_black_hole_is_detected_within_the_heartbeat_bound() {
         .await;
     let took = went_dark.elapsed();
     assert_eq!(cause, DisconnectCause::HeartbeatTimeout);
-    // interval × (missed + 1) = 600 ms, plus slack for a loaded machine.
-    assert!(took <= ms(600 + 400), "detected after {took:?}");
+    // The bound is interval × (missed + 1) = 600 ms. The allowance is about four times that:
+    // on a loaded shared 2-core CI box the timers and the event delivery can each lag by
+    // hundreds of ms, while a broken detector (no heartbeat timeout at all) would only be
+    // found by the TCP stack, far beyond this and beyond LIMIT.
+    assert!(took <= ms(2_500), "detected after {took:?}");
     proxy.set_mode(Mode::Forward);
     rec.until_open(LIMIT).await;
     drop(client);
