@@ -251,32 +251,42 @@ impl Sse {
         })
     }
 
-    /// The next event block, or `None` at the end of the stream.
+    /// The next event block, or `None` at the end of the stream; it must arrive within
+    /// [`WAIT`] (each line is bounded, and so is the whole call: a stream of blank lines
+    /// would otherwise keep it reading forever).
     pub async fn next_event(&mut self) -> Option<Event> {
-        let mut event = Vec::new();
-        loop {
-            let line = read_line(&mut self.reader).await?;
-            if line.is_empty() {
-                if event.is_empty() {
-                    continue;
+        within("an event", async {
+            let mut event = Vec::new();
+            loop {
+                let line = read_line(&mut self.reader).await?;
+                if line.is_empty() {
+                    if event.is_empty() {
+                        continue;
+                    }
+                    return Some(event);
                 }
-                return Some(event);
+                let (name, value) = line.split_once(':').unwrap_or((line.as_str(), ""));
+                event.push((name.to_owned(), value.trim_start().to_owned()));
             }
-            let (name, value) = line.split_once(':').unwrap_or((line.as_str(), ""));
-            event.push((name.to_owned(), value.trim_start().to_owned()));
-        }
+        })
+        .await
     }
 
-    /// The next event that carries data, as `(id, message)`, skipping keepalives.
+    /// The next event that carries data, as `(id, message)`, skipping keepalives; it must
+    /// arrive within [`WAIT`] however many keepalives come first (with a 50 ms keepalive, a
+    /// relay that never sends the message would otherwise keep this loop going forever).
     pub async fn next_message(&mut self) -> (u64, ServerMessage) {
-        loop {
-            let event = self.next_event().await.expect("stream ended");
-            let field = |n: &str| event.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
-            if let Some(data) = field("data") {
-                let id = field("id").expect("an id").parse().unwrap();
-                return (id, ServerMessage::decode(&data).unwrap());
+        within("an event with data", async {
+            loop {
+                let event = self.next_event().await.expect("stream ended");
+                let field = |n: &str| event.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+                if let Some(data) = field("data") {
+                    let id = field("id").expect("an id").parse().unwrap();
+                    return (id, ServerMessage::decode(&data).unwrap());
+                }
             }
-        }
+        })
+        .await
     }
 
     /// Reads the rest of the body; the stream must end within [`WAIT`].
