@@ -8,9 +8,9 @@ use serde_json::json;
 use sim::{Behaviour, Sim};
 use std::time::Duration;
 use tether_core::{
-    backoff::delay_bounds, BackoffConfig, CloseReason, Config, DisconnectCause, DropReason,
-    EngineError, Event, Frame, HeartbeatMode, Instant, Jitter, MessageId, OutboxStatus, Payload,
-    Protocol, RequestFailure, SendOptions, SseEvent, State, TokenPlacement, Unacked,
+    BackoffConfig, CloseReason, Config, DisconnectCause, DropReason, EngineError, Event, Frame,
+    HeartbeatMode, Instant, Jitter, MessageId, OutboxStatus, Payload, Protocol, RequestFailure,
+    SendOptions, SseEvent, State, TokenPlacement, Unacked,
 };
 
 fn secs(s: u64) -> Duration {
@@ -67,13 +67,21 @@ fn full_jitter_delays_stay_within_the_capped_curve() {
     sim.server.behaviour = Behaviour::Down;
     sim.connect();
     sim.run_for(secs(600));
-    let config = BackoffConfig::default();
+    // The documented default curve (1 s × 2, capped at 30 s), written out rather than taken
+    // from the backoff module under test: the n-th wait is uniform in [0, CAPS[n - 1]].
+    const CAPS: [u64; 6] = [1, 2, 4, 8, 16, 30];
     let reconnects = sim.reconnects();
     assert!(reconnects.len() > 20);
-    for (_, attempt, delay, _) in reconnects {
-        let (lo, hi) = delay_bounds(&config, attempt - 1);
-        assert!(delay >= lo && delay <= hi, "attempt {attempt}: {delay:?}");
+    let mut below_cap = 0;
+    for (n, (_, attempt, delay, _)) in reconnects.iter().enumerate() {
+        // Attempt 1 is the first connection; the n-th wait (from 1) precedes attempt n + 1.
+        assert_eq!(*attempt as usize, n + 2, "attempts count up from 2");
+        let cap = secs(CAPS[n.min(CAPS.len() - 1)]);
+        assert!(*delay <= cap, "attempt {attempt}: {delay:?} above {cap:?}");
+        below_cap += usize::from(*delay < cap);
     }
+    // Full jitter really draws below the curve, not at it.
+    assert!(below_cap > reconnects.len() / 2, "{reconnects:?}");
 }
 
 #[test]
