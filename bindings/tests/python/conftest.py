@@ -5,8 +5,10 @@ Run by scripts/test-bindings with the generated module on PYTHONPATH and TETHER_
 """
 
 import asyncio
+import atexit
 import gc
 import os
+import signal
 import socket
 import subprocess
 import threading
@@ -22,6 +24,35 @@ TOKEN = "s3cret"
 QUEUE = 256
 BURST = 150
 CHUNK = 25
+
+
+# Relays running now. The session fixture stops its relay at teardown, but teardown does not
+# run when the process is ended from outside: scripts/test-bindings runs pytest under
+# `timeout`, whose SIGTERM would otherwise leave tether-relay running after Python is gone.
+_RUNNING = set()
+
+
+def _kill_running_relays():
+    for relay in list(_RUNNING):
+        proc = relay.proc
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+    _RUNNING.clear()
+
+
+def _on_sigterm(signum, _frame):
+    """Kills the relays, then dies of the signal as Python would have without this handler."""
+    _kill_running_relays()
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+
+
+atexit.register(_kill_running_relays)
+signal.signal(signal.SIGTERM, _on_sigterm)
 
 
 class Relay:
@@ -44,6 +75,7 @@ class Relay:
             stdout=subprocess.PIPE,
             stderr=log,
         )
+        _RUNNING.add(self)
         log.close()
         ready = {}
 
@@ -78,6 +110,7 @@ class Relay:
             self.proc.wait(timeout=5)
         self.proc.stdout.close()
         self.proc = None
+        _RUNNING.discard(self)
 
 
 class CutProxy:

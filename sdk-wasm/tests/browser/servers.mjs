@@ -30,6 +30,21 @@ export async function stopAll() {
   }
 }
 
+// scripts/test-web runs the suite under `timeout`, which ends it with SIGTERM (Ctrl-C sends
+// SIGINT); Node's default would exit at once and leave the relay children running. Stop
+// everything first (for at most 5 s), then exit non-zero as the signal would have.
+for (const [signal, code] of [['SIGTERM', 143], ['SIGINT', 130]]) {
+  process.once(signal, () => {
+    Promise.race([stopAll(), sleep(5000)]).finally(() => process.exit(code));
+  });
+}
+// However the process exits (process.exit, an uncaught error, the signals above), no relay
+// child outlives it.
+const relayChildren = new Set();
+process.on('exit', () => {
+  for (const child of relayChildren) child.kill('SIGKILL');
+});
+
 export function freePort() {
   return new Promise((resolve, reject) => {
     const s = net.createServer();
@@ -87,6 +102,8 @@ export async function relay(port, { token } = {}) {
   const args = ['--listen', `127.0.0.1:${port}`];
   if (token) args.push('--token', token);
   const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: 'warn' } });
+  relayChildren.add(child);
+  child.once('exit', () => relayChildren.delete(child));
   let log = '';
   child.stderr.on('data', (d) => { log += d; });
   let out = '';
