@@ -67,8 +67,12 @@ pub struct Document {
     view: Map<String, Value>,
     /// Keys whose confirmed value this client wrote (to tell when it lost a race).
     mine: SortedSet<String>,
-    /// The version a `doc_sync` was last requested from, to avoid asking twice.
-    sync_requested: Option<Option<u64>>,
+    /// A `doc_sync` sent on this connection because the document fell behind, not yet
+    /// answered: the version it resumes from (see `behind` for when it counts as answered).
+    resync_from: Option<Option<u64>>,
+    /// The confirmed state is known to be wrong (a change the server applied does not apply to
+    /// it): syncs ask for a snapshot, not for the changes after `version`, until one arrives.
+    needs_snapshot: bool,
 }
 
 impl Default for Document {
@@ -83,7 +87,7 @@ pub(crate) struct Reaction {
     /// View changes to report, with their origin.
     pub(crate) changes: Vec<(ChangeOrigin, Vec<KeyChange>)>,
     /// The document fell behind (a version gap, or a change it cannot apply): send a
-    /// `doc_sync`, which resumes from the confirmed version (`Document::sync_from`).
+    /// `doc_sync` (`Document::sync_from`: from the confirmed version, or for a snapshot).
     pub(crate) resync: bool,
 }
 
@@ -97,7 +101,8 @@ impl Document {
             pending: Vec::new(),
             view: Map::new(),
             mine: SortedSet::default(),
-            sync_requested: None,
+            resync_from: None,
+            needs_snapshot: false,
         }
     }
 
@@ -152,10 +157,21 @@ impl Document {
         apply_change(&mut scratch, ops)
     }
 
-    /// The `doc_sync` to send: resume after the confirmed version of this epoch.
-    pub(crate) fn sync_from(&mut self) -> (Option<u64>, Option<String>) {
-        self.sync_requested = Some(self.version);
-        (self.version, self.epoch.clone())
+    /// The `doc_sync` to send: resume after the confirmed version of this epoch, or no version
+    /// (which the server answers with a snapshot) when the confirmed state is known wrong.
+    pub(crate) fn sync_from(&self) -> (Option<u64>, Option<String>) {
+        let version = if self.needs_snapshot {
+            None
+        } else {
+            self.version
+        };
+        (version, self.epoch.clone())
+    }
+
+    /// A new connection (its resume is about to be sent): a sync asked for on the old one will
+    /// never be answered, so it no longer holds back a new request.
+    pub(crate) fn reconnected(&mut self) {
+        self.resync_from = None;
     }
 
     /// A local change, accepted by the engine: it shows at once.
@@ -186,7 +202,8 @@ impl Document {
         self.version = Some(version);
         self.epoch = epoch;
         self.mine.clear();
-        self.sync_requested = None;
+        self.resync_from = None;
+        self.needs_snapshot = false;
         let changes = self.refresh(&keys, |_| false);
         Reaction {
             changes: vec![(ChangeOrigin::Remote, changes)],
@@ -211,9 +228,9 @@ impl Document {
         let keys = keys_of(&ops);
         if apply_change(&mut self.confirmed, &ops).is_err() {
             // The server applied it, so our confirmed state must be wrong: start over.
-            return self.behind();
+            return self.cannot_apply();
         }
-        self.version = Some(version);
+        self.advance(version);
         let lost: SortedSet<String> = keys
             .iter()
             .filter(|k| {
@@ -281,9 +298,9 @@ impl Document {
         };
         let keys = keys_of(&p.ops);
         if apply_change(&mut self.confirmed, &p.ops).is_err() {
-            return self.behind();
+            return self.cannot_apply();
         }
-        self.version = Some(version);
+        self.advance(version);
         for op in &p.ops {
             if !matches!(op, Op::Increment { .. }) {
                 self.mine.insert(op.key().to_owned());
@@ -307,16 +324,56 @@ impl Document {
         }
     }
 
+    /// A change applied: the confirmed version moves on, which answers any outstanding sync
+    /// (its first replayed change is the one that applies here, or it was overtaken).
+    fn advance(&mut self, version: u64) {
+        self.version = Some(version);
+        self.resync_from = None;
+    }
+
+    /// The document missed something: ask for a `doc_sync` from the confirmed version, unless
+    /// one asked for earlier on this connection from this very version is still unanswered.
+    ///
+    /// When does a sync count as answered? The server answers `doc_sync` with the changes after
+    /// the version (none at all when there are none: there is no end marker) or a snapshot, and
+    /// queues that answer before any live change that follows on the connection. Hence:
+    ///
+    /// - The resume sent on every open never holds back a gap (`reconnected`, and `sync_from`
+    ///   records nothing): nothing live reaches the new connection before its answer, so a gap
+    ///   seen while the version has not moved means the answer was empty and something was
+    ///   missed since. (Recording it froze the document until the next reconnect: every later
+    ///   change hit "already asked" at that same version.)
+    /// - A sync asked for here, mid-connection, can be overtaken by live changes the server sent
+    ///   before it read the request; they show the same gap and are ignored while it is
+    ///   outstanding. Its answer is never empty, as the server has the change that showed the
+    ///   gap: it is a snapshot, or starts with the very next version, which applies — either one
+    ///   clears `resync_from` (`snapshot`, `advance`). A change that does not apply asks for a
+    ///   snapshot instead (`cannot_apply`), so replaying it cannot keep the sync outstanding.
+    ///
+    /// So at most one such sync is outstanding, and the next one needs an answer (or a new
+    /// connection) first: however many changes show a gap, it costs one `doc_sync`.
     fn behind(&mut self) -> Reaction {
         let from = self.version;
-        if self.sync_requested == Some(from) {
+        if self.resync_from == Some(from) {
             return Reaction::default();
         }
-        self.sync_requested = Some(from);
+        self.resync_from = Some(from);
         Reaction {
             changes: Vec::new(),
             resync: true,
         }
+    }
+
+    /// A change the server applied does not apply to our confirmed state, so that state is
+    /// wrong and replaying changes on it cannot help: ask for a snapshot, even if a resume from
+    /// this version is outstanding (its answer would replay this same change). Once asked,
+    /// further failures wait for the snapshot like any gap.
+    fn cannot_apply(&mut self) -> Reaction {
+        if !self.needs_snapshot {
+            self.needs_snapshot = true;
+            self.resync_from = None;
+        }
+        self.behind()
     }
 
     /// Recomputes the view for `keys` (confirmed + pending in order; a pending change that
@@ -499,6 +556,26 @@ mod tests {
         d.remote(2, "z", inc("n", 1));
         d.remote(3, "x", inc("n", 1));
         assert_eq!(d.get("n"), Some(&json!(3)));
+    }
+
+    #[test]
+    fn a_change_that_does_not_apply_asks_for_a_snapshot_once() {
+        let mut d = Document::new();
+        let state = json!({"s": "text"}).as_object().cloned().unwrap();
+        d.snapshot(5, Some("e".into()), state, &[]);
+        assert!(d.remote(7, "b", inc("n", 1)).resync, "a gap");
+        assert_eq!(d.sync_from(), (Some(5), Some("e".into())));
+        // The answer starts with a change our state cannot take: resuming would replay it.
+        assert!(
+            d.remote(6, "a", inc("s", 1)).resync,
+            "asks again, for a snapshot"
+        );
+        assert_eq!(d.sync_from(), (None, Some("e".into())));
+        assert!(!d.remote(6, "a", inc("s", 1)).resync, "asked already");
+        assert!(!d.remote(7, "b", inc("n", 1)).resync);
+        let state = json!({"s": 1, "n": 1}).as_object().cloned().unwrap();
+        d.snapshot(7, Some("e".into()), state, &[]);
+        assert_eq!(d.sync_from(), (Some(7), Some("e".into())), "resumes again");
     }
 
     #[test]
