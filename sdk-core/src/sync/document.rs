@@ -153,7 +153,8 @@ impl Document {
     /// Whether a change would apply to the current view (what the engine checks before
     /// accepting it, so a change already known to fail is never sent).
     pub(crate) fn check(&self, ops: &[Op]) -> Result<(), super::Rejection> {
-        let mut scratch = self.view.clone();
+        // A change reads only its own keys: copy those, not the whole document.
+        let mut scratch = copy_of(ops.iter().map(|op| op.key()), &self.view);
         apply_change(&mut scratch, ops)
     }
 
@@ -298,6 +299,8 @@ impl Document {
         };
         let keys = keys_of(&p.ops);
         if apply_change(&mut self.confirmed, &p.ops).is_err() {
+            // The server applied it, so it is in the snapshot this asks for; the view is left
+            // as it was until then (the snapshot's refresh covers every key).
             return self.cannot_apply();
         }
         self.advance(version);
@@ -378,34 +381,55 @@ impl Document {
 
     /// Recomputes the view for `keys` (confirmed + pending in order; a pending change that
     /// would fail is left out, as the server will reject it) and returns what moved.
+    ///
+    /// `keys` must name every key whose confirmed value changed (or whose pending change was
+    /// added or removed) since the last refresh: any other key not touched by a pending change
+    /// shows its confirmed value, unchanged. So only the candidates are recomputed, on a
+    /// scratch copy of their confirmed values — not a clone of the whole document per change
+    /// (20 ms per incoming change at 100,000 keys).
     fn refresh(
         &mut self,
         keys: &SortedSet<String>,
         lost: impl Fn(&String) -> bool,
     ) -> Vec<KeyChange> {
-        let mut next = self.confirmed.clone();
         // Every pending change's keys are candidates too: a change underneath can make an
-        // atomic pending change stop (or start) applying, moving keys nobody named.
+        // atomic pending change stop (or start) applying, moving keys nobody named. A change
+        // reads and writes only its own keys, so replaying them on the candidates alone is exact.
         let mut candidates = keys.clone();
         for p in &self.pending {
-            let _ = apply_change(&mut next, &p.ops);
             candidates.extend(p.ops.iter().map(|op| op.key().to_owned()));
+        }
+        let mut next = copy_of(candidates.iter().map(String::as_str), &self.confirmed);
+        for p in &self.pending {
+            let _ = apply_change(&mut next, &p.ops);
         }
         let mut changes = Vec::new();
         for key in &candidates {
-            let old = self.view.get(key);
-            let new = next.get(key);
-            if old != new {
-                changes.push(KeyChange {
-                    key: key.clone(),
-                    value: new.cloned(),
-                    overwrote_local: lost(key),
-                });
+            let new = next.remove(key.as_str());
+            if self.view.get(key) == new.as_ref() {
+                continue;
             }
+            changes.push(KeyChange {
+                key: key.clone(),
+                value: new.clone(),
+                overwrote_local: lost(key),
+            });
+            match new {
+                Some(v) => self.view.insert(key.clone(), v),
+                None => self.view.remove(key.as_str()),
+            };
         }
-        self.view = next;
         changes
     }
+}
+
+/// The entries of `from` for `keys` (those it has).
+fn copy_of<'k>(
+    keys: impl Iterator<Item = &'k str>,
+    from: &Map<String, Value>,
+) -> Map<String, Value> {
+    keys.filter_map(|k| from.get(k).map(|v| (k.to_owned(), v.clone())))
+        .collect()
 }
 
 fn keys_of(ops: &[Op]) -> SortedSet<String> {
@@ -576,6 +600,63 @@ mod tests {
         let state = json!({"s": 1, "n": 1}).as_object().cloned().unwrap();
         d.snapshot(7, Some("e".into()), state, &[]);
         assert_eq!(d.sync_from(), (Some(7), Some("e".into())), "resumes again");
+    }
+
+    /// The view is refreshed key by key; it must always equal the confirmed state with every
+    /// pending change replayed on it, as recomputed from scratch.
+    #[test]
+    fn the_view_is_always_confirmed_plus_pending() {
+        let mut rng = crate::Prng::seed_from_u64(11);
+        let mut d = synced();
+        let mut next_id = 0u64;
+        let mut version = 0u64;
+        for _ in 0..1_000 {
+            let key = format!("k{}", rng.next_u64() % 6);
+            let ops = match rng.next_u64() % 4 {
+                0 => set(&key, json!(rng.next_u64() % 3)),
+                1 => vec![Op::Delete { key: key.clone() }],
+                2 => inc(&key, 1),
+                _ => vec![
+                    Op::Insert {
+                        key: key.clone(),
+                        value: json!("x"),
+                    },
+                    Op::Increment {
+                        key: "total".into(),
+                        by: 1.into(),
+                    },
+                ],
+            };
+            match rng.next_u64() % 5 {
+                0 | 1 => {
+                    next_id += 1;
+                    let _ = d.local(MessageId(next_id), format!("w{next_id}"), ops);
+                }
+                2 => {
+                    version += 1;
+                    if d.remote(version, "other", ops).resync {
+                        // Our state cannot take it: start over from the "server's" (ours).
+                        let state = d.confirmed().clone();
+                        d.snapshot(version, Some("e".into()), state, &[]);
+                    }
+                }
+                3 if d.pending() > 0 => {
+                    let wire = d.pending[0].wire.clone();
+                    version += 1;
+                    let _ = d.acked(&wire, Some(version));
+                }
+                _ if d.pending() > 0 => {
+                    let id = d.pending[d.pending.len() - 1].id;
+                    let _ = d.discard(id);
+                }
+                _ => {}
+            }
+            let mut expected = d.confirmed().clone();
+            for p in &d.pending {
+                let _ = apply_change(&mut expected, &p.ops);
+            }
+            assert_eq!(d.view(), &expected);
+        }
     }
 
     #[test]
