@@ -5,12 +5,15 @@
 
 mod docnet;
 
-use docnet::DocNet;
+use docnet::{DocNet, DOC};
 use proptest::prelude::*;
 use serde_json::json;
 use std::time::Duration;
+use tether_core::protocol::{ClientMessage, ServerMessage};
 use tether_core::sync::{ChangeOrigin, Op};
-use tether_core::{Event, SyncError};
+use tether_core::{
+    Action, Config, Engine, Event, Frame, Instant, Protocol, SyncError, TransportId,
+};
 
 fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
@@ -213,6 +216,186 @@ fn a_server_restart_that_loses_its_log_converges_without_double_applying() {
         net.server.state()["n"],
         json!(3),
         "each increment applied exactly once"
+    );
+}
+
+/// One engine with the server played by hand, frame by frame: for exact message sequences the
+/// simulated network would not produce on its own (a frame lost on an open connection).
+struct ByHand {
+    engine: Engine,
+    transport: Option<TransportId>,
+    now: Instant,
+    /// The `doc_sync`s the engine sent, as (version, epoch), oldest first.
+    syncs: Vec<(Option<u64>, Option<String>)>,
+    events: Vec<Event>,
+}
+
+impl ByHand {
+    /// Connected, with the document open and synced from a snapshot at `version`.
+    fn synced_at(version: u64) -> Self {
+        let config = Config::builder("ws://relay/")
+            .protocol(Protocol::Tether)
+            .client_id("hand")
+            .seed(7)
+            .build()
+            .unwrap();
+        let mut engine = Engine::new(config, 0);
+        engine.open_document(Instant::ZERO, DOC).unwrap();
+        let mut hand = ByHand {
+            engine,
+            transport: None,
+            now: Instant::ZERO,
+            syncs: Vec::new(),
+            events: Vec::new(),
+        };
+        hand.engine.connect(hand.now);
+        hand.open();
+        hand.send(ServerMessage::DocSnapshot {
+            channel: DOC.into(),
+            version,
+            epoch: Some("e".into()),
+            state: Default::default(),
+            applied: Vec::new(),
+        });
+        hand
+    }
+
+    /// Completes the pending connection attempt.
+    fn open(&mut self) {
+        self.drain();
+        let t = self.transport.unwrap();
+        self.engine.transport_opened(self.now, t);
+        self.drain();
+    }
+
+    /// The connection drops; the engine reconnects (after its backoff).
+    fn reconnect(&mut self) {
+        let t = self.transport.unwrap();
+        self.engine.transport_closed(self.now, t, None, "");
+        let before = self.transport;
+        for _ in 0..100 {
+            self.drain();
+            if self.transport != before {
+                break;
+            }
+            self.now = self.engine.poll_timeout().unwrap();
+            self.engine.handle_timeout(self.now);
+        }
+        assert_ne!(self.transport, before, "the engine never reconnected");
+        self.open();
+    }
+
+    fn send(&mut self, msg: ServerMessage) {
+        let t = self.transport.unwrap();
+        self.engine
+            .frame_received(self.now, t, Frame::Text(msg.encode()));
+        self.drain();
+    }
+
+    fn change(&mut self, version: u64, ops: Vec<Op>) {
+        self.send(ServerMessage::DocChange {
+            channel: DOC.into(),
+            version,
+            id: format!("other-{version}"),
+            ops,
+        });
+    }
+
+    fn drain(&mut self) {
+        while let Some(action) = self.engine.poll_action() {
+            match action {
+                Action::Open(open) => self.transport = Some(open.transport),
+                Action::Send {
+                    frame: Frame::Text(text),
+                    ..
+                } => {
+                    if let Ok(ClientMessage::DocSync { version, epoch, .. }) =
+                        ClientMessage::decode(&text)
+                    {
+                        self.syncs.push((version, epoch));
+                    }
+                }
+                _ => {}
+            }
+        }
+        while let Some(event) = self.engine.poll_event() {
+            self.events.push(event);
+        }
+    }
+
+    fn version(&self) -> Option<u64> {
+        self.engine.document(DOC).unwrap().version()
+    }
+
+    fn remote_changes(&self) -> usize {
+        self.events
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e,
+                    Event::DocumentChanged {
+                        origin: ChangeOrigin::Remote,
+                        ..
+                    }
+                )
+            })
+            .count()
+    }
+}
+
+#[test]
+fn a_gap_after_a_resume_that_brought_nothing_is_still_fetched() {
+    let mut hand = ByHand::synced_at(5);
+    assert_eq!(hand.syncs, vec![(None, None)], "the first sync");
+    // Reconnect: the resume from 5 is answered with nothing (there was nothing new).
+    hand.reconnect();
+    assert_eq!(hand.syncs.last(), Some(&(Some(5), Some("e".into()))));
+    let syncs = hand.syncs.len();
+    // Change 6 is lost; 7 … 11 arrive.
+    for v in 7..=11 {
+        hand.change(v, inc("n", 1));
+    }
+    assert_eq!(
+        hand.syncs[syncs..],
+        [(Some(5), Some("e".into()))],
+        "the gap asks once for what was missed"
+    );
+    // The server answers with 6 … 11: the document catches up and tells the app.
+    let remote_before = hand.remote_changes();
+    for v in 6..=11 {
+        hand.change(v, inc("n", 1));
+    }
+    assert_eq!(hand.version(), Some(11));
+    assert_eq!(hand.engine.document(DOC).unwrap().get("n"), Some(&json!(6)));
+    assert_eq!(hand.remote_changes() - remote_before, 6);
+    assert_eq!(hand.syncs.len(), syncs + 1, "nothing asked twice");
+}
+
+#[test]
+fn a_gap_asks_for_one_sync_until_it_is_answered_then_a_new_gap_asks_again() {
+    let mut hand = ByHand::synced_at(5);
+    hand.change(6, inc("n", 1));
+    let syncs = hand.syncs.len();
+    // 7 is lost; 8 … 20 arrive before the server has seen the request they cause.
+    for v in 8..=20 {
+        hand.change(v, inc("n", 1));
+    }
+    assert_eq!(
+        hand.syncs[syncs..],
+        [(Some(6), Some("e".into()))],
+        "one doc_sync for the gap, however many changes show it"
+    );
+    for v in 7..=20 {
+        hand.change(v, inc("n", 1));
+    }
+    assert_eq!(hand.version(), Some(20));
+    // Live changes again; one more is lost: a new gap, a new request, once.
+    hand.change(21, inc("n", 1));
+    hand.change(23, inc("n", 1));
+    hand.change(24, inc("n", 1));
+    assert_eq!(
+        hand.syncs[syncs..],
+        [(Some(6), Some("e".into())), (Some(21), Some("e".into()))]
     );
 }
 

@@ -124,15 +124,19 @@ impl Engine {
 
     // ---- inputs ------------------------------------------------------------------------
 
+    /// On every open: each document resumes from its version.
     pub(super) fn send_doc_syncs(&mut self) {
         let channels: Vec<String> = self.documents.keys().cloned().collect();
         for channel in channels {
+            if let Some(doc) = self.documents.get_mut(&channel) {
+                doc.reconnected();
+            }
             self.send_doc_sync(&channel);
         }
     }
 
     fn send_doc_sync(&mut self, channel: &str) {
-        let Some(doc) = self.documents.get_mut(channel) else {
+        let Some(doc) = self.documents.get(channel) else {
             return;
         };
         let (version, epoch) = doc.sync_from();

@@ -57,33 +57,38 @@ pub struct Rejection {
 /// assert_eq!(doc["votes"], json!(5), "a rejected change leaves no trace");
 /// ```
 pub fn apply_change(state: &mut Map<String, Value>, ops: &[Op]) -> Result<(), Rejection> {
-    // Validate against the state as the earlier ops of this change would leave it.
-    let mut staged: Vec<(String, Option<Value>)> = Vec::with_capacity(ops.len());
+    // Each op applies in place, on the state the earlier ops of this change left, and logs the
+    // value it replaced; a rejection replays the log backwards, leaving no trace. Linear in the
+    // ops (a staged list searched for every op's key was quadratic: ~0.5 s for the ~25,000 ops
+    // a 1 MiB change holds, on the server under its lock and on every client).
+    let mut undo: Vec<(&str, Option<Value>)> = Vec::with_capacity(ops.len());
     for op in ops {
-        let current = staged
-            .iter()
-            .rev()
-            .find(|(k, _)| k == op.key())
-            .map(|(_, v)| v.clone())
-            .unwrap_or_else(|| state.get(op.key()).cloned());
-        let next = apply_op(current, op)?;
-        staged.push((op.key().to_owned(), next));
-    }
-    for (key, value) in staged {
-        match value {
-            Some(v) => {
-                state.insert(key, v);
+        let key = op.key();
+        let next = match apply_op(state.get(key), op) {
+            Ok(next) => next,
+            Err(rejection) => {
+                for (key, before) in undo.into_iter().rev() {
+                    put(state, key, before);
+                }
+                return Err(rejection);
             }
-            None => {
-                state.remove(&key);
-            }
-        }
+        };
+        let before = put(state, key, next);
+        undo.push((key, before));
     }
     Ok(())
 }
 
+/// Sets (`Some`) or removes (`None`) `key`, returning what it held.
+fn put(state: &mut Map<String, Value>, key: &str, value: Option<Value>) -> Option<Value> {
+    match value {
+        Some(v) => state.insert(key.to_owned(), v),
+        None => state.remove(key),
+    }
+}
+
 /// The value of a key after `op`, given its value before.
-fn apply_op(current: Option<Value>, op: &Op) -> Result<Option<Value>, Rejection> {
+fn apply_op(current: Option<&Value>, op: &Op) -> Result<Option<Value>, Rejection> {
     match op {
         Op::Set { value, .. } => Ok(Some(value.clone())),
         Op::Delete { .. } => Ok(None),
@@ -95,7 +100,7 @@ fn apply_op(current: Option<Value>, op: &Op) -> Result<Option<Value>, Rejection>
             }),
         },
         Op::Increment { key, by } => {
-            let base = match &current {
+            let base = match current {
                 None | Some(Value::Null) => Number::from(0),
                 Some(Value::Number(n)) => n.clone(),
                 Some(other) => {
@@ -171,6 +176,34 @@ mod tests {
         assert!(
             !d.contains_key("c"),
             "nothing of a rejected change is applied"
+        );
+        let before = d.clone();
+        let touches_all = [
+            Op::Delete { key: "a".into() },
+            Op::Set {
+                key: "b".into(),
+                value: json!(1),
+            },
+            Op::Increment {
+                key: "b".into(),
+                by: 1.into(),
+            },
+            Op::Insert {
+                key: "a".into(),
+                value: json!(0),
+            },
+            Op::Insert {
+                key: "b".into(),
+                value: json!(0),
+            },
+        ];
+        assert_eq!(
+            apply_change(&mut d, &touches_all).unwrap_err().code,
+            "conflict"
+        );
+        assert_eq!(
+            d, before,
+            "keys set, deleted and changed twice are all restored"
         );
     }
 
