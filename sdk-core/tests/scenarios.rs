@@ -361,6 +361,92 @@ fn graceful_restart_window_spreads_reconnects_within_it() {
 }
 
 #[test]
+fn accept_then_close_with_a_1012_window_still_meets_growing_delays() {
+    // A server that accepts, then closes with 1012 and a 1 ms window, again and again: the
+    // window may shorten only the first wait after a stable connection, never the curve.
+    let mut sim = Sim::new(
+        Config::builder("ws://relay")
+            .jitter(Jitter::None)
+            .build()
+            .unwrap(),
+        false,
+    );
+    sim.server.behaviour = Behaviour::AcceptThenClose {
+        after: ms(100),
+        code: Some(1012),
+        reason: r#"{"reconnect_within_ms":1}"#.into(),
+    };
+    sim.connect();
+    sim.run_for(secs(120));
+    let delays: Vec<u64> = sim.reconnects().iter().map(|r| r.2.as_secs()).collect();
+    assert_eq!(delays[..7], [1, 2, 4, 8, 16, 30, 30]);
+    assert!(sim.engine.stats().attempts <= 9, "{:?}", sim.engine.stats());
+
+    // The default full jitter, with the advised 1 ms window and with plain 1012 (a 5 s
+    // window): the waits are drawn from the growing curve, so ten minutes hold a few dozen
+    // attempts, not thousands (1 ms) or one every 2.5 s (0-5 s for ever).
+    for reason in [r#"{"reconnect_within_ms":1}"#, ""] {
+        let mut sim = Sim::raw("ws://relay");
+        sim.server.behaviour = Behaviour::AcceptThenClose {
+            after: ms(100),
+            code: Some(1012),
+            reason: reason.into(),
+        };
+        sim.connect();
+        sim.run_for(secs(600));
+        let config = BackoffConfig::default();
+        let window = if reason.is_empty() { secs(5) } else { ms(1) };
+        let reconnects = sim.reconnects();
+        for (_, attempt, delay, _) in &reconnects {
+            // Each wait is at most the later of the window and the curve's cap for it.
+            let hi = delay_bounds(&config, attempt - 1).1.max(window);
+            assert!(*delay <= hi, "{reason:?} attempt {attempt}: {delay:?}");
+        }
+        let late: Vec<Duration> = reconnects.iter().skip(8).map(|r| r.2).collect();
+        let mean = late.iter().sum::<Duration>() / late.len() as u32;
+        assert!(
+            mean >= secs(10),
+            "{reason:?}: waits at the cap average {mean:?}"
+        );
+        let attempts = sim.engine.stats().attempts;
+        assert!(
+            (20..=60).contains(&attempts),
+            "{reason:?}: {attempts} attempts"
+        );
+    }
+}
+
+#[test]
+fn a_1012_window_after_a_stable_connection_is_used_as_given() {
+    for seed in 0..20 {
+        let mut sim = Sim::new(
+            Config::builder("ws://relay")
+                .jitter(Jitter::None)
+                .seed(seed)
+                .build()
+                .unwrap(),
+            false,
+        );
+        sim.connect_open();
+        sim.run_for(secs(6)); // stable
+        sim.server_close(1012, r#"{"reconnect_within_ms":200}"#);
+        let (_, attempt, delay, _) = sim.reconnects()[0].clone();
+        // Without jitter the curve's first wait is 1 s; the advised window is shorter.
+        assert_eq!(attempt, 1);
+        assert!(delay <= ms(200), "{delay:?}");
+        // That connection then fails before proving stable: back to the curve (2 s).
+        sim.server.behaviour = Behaviour::AcceptThenClose {
+            after: ms(100),
+            code: Some(1012),
+            reason: r#"{"reconnect_within_ms":200}"#.into(),
+        };
+        sim.run_for(ms(500));
+        let (_, attempt, delay, _) = sim.reconnects()[1].clone();
+        assert_eq!((attempt, delay), (2, secs(2)));
+    }
+}
+
+#[test]
 fn http_429_retry_after_raises_the_delay() {
     let mut sim = Sim::raw("ws://relay");
     sim.server.behaviour = Behaviour::Http {
