@@ -59,6 +59,19 @@ pub enum DelayHint {
     Between(Duration, Duration),
 }
 
+impl DelayHint {
+    /// The server's minimum: how long from now no attempt may start (`AtLeast`, and the start
+    /// of a `Between` window), whatever cuts the wait short.
+    pub(crate) fn floor(self) -> Option<Duration> {
+        match self {
+            DelayHint::AtLeast(floor) | DelayHint::Between(floor, _) => {
+                Some(floor).filter(|f| !f.is_zero())
+            }
+            DelayHint::Within(_) => None,
+        }
+    }
+}
+
 /// The policy's decision for one close or failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Verdict {

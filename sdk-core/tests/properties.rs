@@ -187,6 +187,8 @@ struct Harness {
     state: State,
     /// The server's timing advice in the failure the current op reports, if any.
     advice: Option<Advice>,
+    /// The server's minimum for the next attempt (a floor advised with the last reconnect).
+    not_before: Option<Instant>,
     sse_retry_seen: bool,
     /// Acknowledged messages sent with a timeout, and how they have ended so far.
     timed: HashMap<MessageId, Timed>,
@@ -235,6 +237,7 @@ impl Harness {
             told_to_close: HashMap::new(),
             state: State::Idle,
             advice: None,
+            not_before: None,
             sse_retry_seen: false,
             timed: HashMap::new(),
         }
@@ -516,6 +519,17 @@ impl Harness {
             Event::StateChanged { from, to } => {
                 assert_eq!(from, self.state, "from must be the previous state");
                 assert!(legal(&from, &to), "illegal transition {from:?} -> {to:?}");
+                // Nothing cuts a wait (network back, foreground, connect) below the server's
+                // minimum.
+                if let (State::Waiting { .. }, State::Connecting { .. }, Some(at)) =
+                    (&from, &to, self.not_before)
+                {
+                    let now = self.engine.now();
+                    assert!(now >= at, "attempt at {now:?} before the server's {at:?}");
+                }
+                if matches!(to, State::Connecting { .. } | State::Closed { .. }) {
+                    self.not_before = None;
+                }
                 self.state = to;
             }
             Event::ReconnectScheduled {
@@ -550,6 +564,10 @@ impl Harness {
                     self.advice,
                     self.setup.jitter
                 );
+                self.not_before = match self.advice {
+                    Some(Advice::Floor(floor)) => Some(self.engine.now() + floor),
+                    _ => None,
+                };
             }
             Event::Subscribed {
                 channel,
@@ -660,6 +678,17 @@ impl Harness {
 
 fn legal(from: &State, to: &State) -> bool {
     use State::*;
+    // A wait cut short while the server's minimum has not passed moves to that minimum.
+    if let (
+        Waiting { attempt, until },
+        Waiting {
+            attempt: a,
+            until: u,
+        },
+    ) = (from, to)
+    {
+        return attempt == a && u < until;
+    }
     matches!(
         (from, to),
         (Idle, Connecting { .. })
