@@ -231,8 +231,9 @@ impl Client {
     }
 
     /// Tell the client when the OS reports the network online or offline (Android
-    /// `ConnectivityManager.NetworkCallback`, iOS `NWPathMonitor`): online skips the backoff
-    /// wait, offline probes an open connection.
+    /// `ConnectivityManager.NetworkCallback`, iOS `NWPathMonitor`): online after offline skips
+    /// the backoff wait (not a minimum the server set, such as Retry-After; a repeated online
+    /// report changes nothing), offline probes an open connection.
     pub fn network_changed(&self, online: bool) {
         self.inner.network_changed(online);
     }

@@ -89,20 +89,33 @@ impl Backoff {
 
     /// The delay before the next attempt: the next wait of the curve (a stable connection
     /// that dropped waits like after a first failure, so a crowd dropped at once still
-    /// spreads), or the server's hint.
+    /// spreads), combined with the server's hint.
+    ///
+    /// A hint never shortens the curve, except once: a window (`Within`, `Between`) is used
+    /// as given only for the first wait after a stable connection dropped (no failure
+    /// recorded since the reset), the graceful restart it exists for. After a connection that
+    /// failed before proving stable, the wait is the later of the window's moment and the
+    /// curve's, so a server that accepts and closes with 1012 over and over meets the same
+    /// growing delays as one that refuses. A minimum (`AtLeast`) is always a floor, never a
+    /// ceiling. Either way the curve's part stays within its cap.
     pub(crate) fn next_delay(&mut self, rng: &mut Prng, hint: Option<DelayHint>) -> Duration {
         self.waits = self.waits.saturating_add(1);
         let jittered = self.jittered(rng);
         self.previous = jittered.max(self.config.initial);
-        match hint {
-            None => jittered,
+        let advised = match hint {
+            None => return jittered,
             Some(DelayHint::AtLeast(floor)) => {
                 // Spread clients told the same Retry-After over a quarter of it.
                 let spread = rng.duration_between(Duration::ZERO, floor / 4);
-                jittered.max(floor.saturating_add(spread))
+                return jittered.max(floor.saturating_add(spread));
             }
             Some(DelayHint::Within(window)) => rng.duration_between(Duration::ZERO, window),
             Some(DelayHint::Between(from, to)) => rng.duration_between(from, to),
+        };
+        if self.failures == 0 {
+            advised
+        } else {
+            advised.max(jittered)
         }
     }
 
@@ -200,6 +213,46 @@ mod tests {
         for _ in 0..100 {
             let d = b.next_delay(&mut rng, Some(DelayHint::Within(window)));
             assert!(d <= window);
+        }
+    }
+
+    #[test]
+    fn a_window_replaces_the_curve_only_after_a_stable_connection() {
+        let mut b = Backoff::new(config(Jitter::None));
+        let mut rng = Prng::seed_from_u64(11);
+        let tiny = Some(DelayHint::Within(Duration::from_millis(1)));
+        // A stable connection closed with 1012: the window as given.
+        assert!(b.next_delay(&mut rng, tiny) <= Duration::from_millis(1));
+        // Every later connection failed before proving stable: the curve, up to its cap.
+        let delays: Vec<u64> = (0..7)
+            .map(|_| {
+                b.record_failure();
+                b.next_delay(&mut rng, tiny).as_secs()
+            })
+            .collect();
+        assert_eq!(delays, vec![2, 4, 8, 16, 30, 30, 30]);
+        // A window longer than the curve's wait still counts: the later of the two.
+        let mut b = Backoff::new(config(Jitter::None));
+        b.record_failure();
+        let window = Duration::from_secs(60);
+        let d = b.next_delay(
+            &mut rng,
+            Some(DelayHint::Between(Duration::from_secs(50), window)),
+        );
+        assert!(d >= Duration::from_secs(50) && d <= window, "{d:?}");
+    }
+
+    #[test]
+    fn a_minimum_is_a_floor_never_a_ceiling() {
+        let mut b = Backoff::new(config(Jitter::None));
+        let mut rng = Prng::seed_from_u64(12);
+        let floor = Duration::from_secs(5);
+        for n in 1..=8 {
+            b.record_failure();
+            let d = b.next_delay(&mut rng, Some(DelayHint::AtLeast(floor)));
+            let base = base_delay(&b.config, n);
+            assert!(d >= base.max(floor), "wait {n}: {d:?}");
+            assert!(d <= base.max(floor + floor / 4), "wait {n}: {d:?}");
         }
     }
 

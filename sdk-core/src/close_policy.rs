@@ -12,7 +12,7 @@
 //! | close 1008, 4001–4003; HTTP 401, 403 | `Reauth`: new token, one more try, then terminal | backoff |
 //! | close 4004–4099; HTTP 204 (SSE's "do not reconnect"), 400, 404, 405, 410 and every other 4xx except 408, 425, 429 | `Terminal` | — |
 //! | HTTP 2xx other than 204 (a page instead of an upgrade or an event stream: a wrong URL, a captive portal, a maintenance page) | `Retry`, reported on every attempt | backoff |
-//! | close 1012 (service restart) | `Retry` | spread uniformly over 5 s (or the advised window) |
+//! | close 1012 (service restart) | `Retry` | spread uniformly over 5 s (or the advised window); after a connection that was not yet stable, no sooner than the backoff |
 //! | close 1013 (try again later); HTTP 429 | `Retry` | at least 5 s (or Retry-After) |
 //! | HTTP 503 | `Retry` | at least Retry-After, if sent |
 //! | every other code or status, and transport errors | `Retry` | backoff |
@@ -47,12 +47,29 @@ pub enum DelayHint {
     /// Wait at least this long (Retry-After, 1013, SSE `retry:`). A little jitter is added on
     /// top so that clients told the same value do not return in the same instant.
     AtLeast(Duration),
-    /// Reconnect at a uniformly random moment within this window (graceful restart), instead
-    /// of the backoff curve, so a crowd arrives evenly spread.
+    /// Reconnect at a uniformly random moment within this window (graceful restart), so a
+    /// crowd arrives evenly spread. It replaces the backoff curve only for the first wait
+    /// after a stable connection dropped; after connections that failed before proving
+    /// stable the wait is the later of that moment and the curve's, so the advice cannot
+    /// turn an accept-then-close server into a hot loop.
     Within(Duration),
     /// Reconnect at a uniformly random moment between the two (a graceful restart whose
-    /// server knows it will be away for the first part of the window).
+    /// server knows it will be away for the first part of the window); combined with the
+    /// curve like `Within`.
     Between(Duration, Duration),
+}
+
+impl DelayHint {
+    /// The server's minimum: how long from now no attempt may start (`AtLeast`, and the start
+    /// of a `Between` window), whatever cuts the wait short.
+    pub(crate) fn floor(self) -> Option<Duration> {
+        match self {
+            DelayHint::AtLeast(floor) | DelayHint::Between(floor, _) => {
+                Some(floor).filter(|f| !f.is_zero())
+            }
+            DelayHint::Within(_) => None,
+        }
+    }
 }
 
 /// The policy's decision for one close or failure.

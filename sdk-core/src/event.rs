@@ -73,7 +73,9 @@ pub enum State {
     Open,
     /// The app asked to close; waiting for the close handshake.
     Closing,
-    /// Backing off before attempt number `attempt`, which starts at `until`.
+    /// Backing off before attempt number `attempt`, which starts at `until`. A wait cut
+    /// short while the server's minimum has not passed (network back, foreground, `connect`)
+    /// moves `until` earlier, to that minimum: a change from `Waiting` to `Waiting`.
     Waiting {
         /// The next attempt's number.
         attempt: u32,

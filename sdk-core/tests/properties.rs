@@ -9,9 +9,8 @@ use std::time::Duration;
 use tether_core::backoff::delay_bounds;
 use tether_core::protocol::{PresenceChange, ServerMessage};
 use tether_core::{
-    Action, Config, DisconnectCause, Engine, Event, Frame, HeartbeatMode, Instant, Jitter,
-    MessageId, Protocol, SendOptions, SseEvent, State, TokenPlacement, TransportFailure,
-    TransportId, Unacked,
+    Action, Config, Engine, Event, Frame, HeartbeatMode, Instant, Jitter, MessageId, Protocol,
+    SendOptions, SseEvent, State, TokenPlacement, TransportFailure, TransportId, Unacked,
 };
 
 #[derive(Debug, Clone)]
@@ -186,13 +185,28 @@ struct Harness {
     request_ids: Vec<String>,
     last_offsets: HashMap<String, u64>,
     state: State,
-    /// Whether the server advised a delay (hint) since the last ReconnectScheduled.
-    hinted: bool,
+    /// The server's timing advice in the failure the current op reports, if any.
+    advice: Option<Advice>,
+    /// The server's minimum for the next attempt (a floor advised with the last reconnect).
+    not_before: Option<Instant>,
     sse_retry_seen: bool,
     /// Acknowledged messages sent with a timeout, and how they have ended so far.
     timed: HashMap<MessageId, Timed>,
     /// Transports told to close, and whether each was released since.
     told_to_close: HashMap<TransportId, bool>,
+}
+
+/// A server's timing advice, as the default close policy reads it.
+#[derive(Debug, Clone, Copy)]
+enum Advice {
+    /// Spread over a window from now (close 1012, `reconnect_within_ms`).
+    Spread(Duration),
+    /// Wait at least this long (close 1013, HTTP 429, 503 with Retry-After).
+    Floor(Duration),
+}
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
 }
 
 /// What the harness knows of an acknowledged message sent with a timeout.
@@ -222,7 +236,8 @@ impl Harness {
             last_offsets: HashMap::new(),
             told_to_close: HashMap::new(),
             state: State::Idle,
-            hinted: false,
+            advice: None,
+            not_before: None,
             sse_retry_seen: false,
             timed: HashMap::new(),
         }
@@ -330,7 +345,15 @@ impl Harness {
             }
             Op::Closed(code, reason) => {
                 if let Some(t) = self.transport {
-                    self.hinted |= matches!(code, Some(1012 | 1013)) || reason.contains("within");
+                    // What the default close policy reads in this close (the reasons the
+                    // strategy draws: only the window is advice; `reconnect: false` stops).
+                    self.advice = match code {
+                        None => None,
+                        Some(_) if reason.contains("within") => Some(Advice::Spread(secs(3))),
+                        Some(1012) => Some(Advice::Spread(secs(5))),
+                        Some(1013) => Some(Advice::Floor(secs(5))),
+                        Some(_) => None,
+                    };
                     e.transport_closed(now, t, code, &reason);
                 }
             }
@@ -338,7 +361,11 @@ impl Harness {
                 if let Some(t) = self.transport {
                     let failure = match status {
                         Some(status) => {
-                            self.hinted |= matches!(status, 429 | 503);
+                            self.advice = match status {
+                                429 => Some(Advice::Floor(secs(5))),
+                                503 => Some(Advice::Floor(secs(2))),
+                                _ => None,
+                            };
                             TransportFailure::Http {
                                 status,
                                 retry_after: (status == 503).then(|| Duration::from_secs(2)),
@@ -373,6 +400,8 @@ impl Harness {
             }
         }
         self.drain();
+        // Advice belongs to the failure this op reported, whose reconnect was just drained.
+        self.advice = None;
     }
 
     fn server(&mut self, op: ServerOp) {
@@ -490,6 +519,17 @@ impl Harness {
             Event::StateChanged { from, to } => {
                 assert_eq!(from, self.state, "from must be the previous state");
                 assert!(legal(&from, &to), "illegal transition {from:?} -> {to:?}");
+                // Nothing cuts a wait (network back, foreground, connect) below the server's
+                // minimum.
+                if let (State::Waiting { .. }, State::Connecting { .. }, Some(at)) =
+                    (&from, &to, self.not_before)
+                {
+                    let now = self.engine.now();
+                    assert!(now >= at, "attempt at {now:?} before the server's {at:?}");
+                }
+                if matches!(to, State::Connecting { .. } | State::Closed { .. }) {
+                    self.not_before = None;
+                }
                 self.state = to;
             }
             Event::ReconnectScheduled {
@@ -503,21 +543,31 @@ impl Harness {
                     delay <= backoff.max.max(server_cap + server_cap / 4),
                     "{delay:?}"
                 );
-                let hint_possible = self.hinted
-                    || self.sse_retry_seen
-                    || matches!(cause, DisconnectCause::Http { status: 429 | 503 });
-                if !hint_possible {
-                    // This is the (attempt-1)-th wait after a failed first attempt, or the
-                    // attempt-th after a stable connection dropped.
-                    let lo = delay_bounds(&backoff, (attempt - 1).max(1)).0;
-                    let hi = delay_bounds(&backoff, attempt).1;
-                    assert!(
-                        delay >= lo && delay <= hi,
-                        "attempt {attempt}: {delay:?} outside [{lo:?}, {hi:?}] ({:?})",
-                        self.setup.jitter
-                    );
-                }
-                self.hinted = false;
+                // This is the (attempt-1)-th wait after a failed first attempt, or the
+                // attempt-th after a stable connection dropped: the curve's own range.
+                let lo = delay_bounds(&backoff, (attempt - 1).max(1)).0;
+                let hi = delay_bounds(&backoff, attempt).1;
+                // Server advice may shorten the curve only for the first wait after a stable
+                // connection (attempt 1: no failure since the reset), and only a window; a
+                // minimum, or a window after failures, is combined with it, never below it.
+                let (lo, hi) = match self.advice {
+                    Some(Advice::Spread(window)) if attempt == 1 => (Duration::ZERO, window),
+                    Some(Advice::Spread(window)) => (lo, hi.max(window)),
+                    Some(Advice::Floor(floor)) => (lo.max(floor), hi.max(floor + floor / 4)),
+                    // The SSE `retry:` seen earlier is standing advice: a floor of up to 4 s.
+                    None if self.sse_retry_seen => (lo, hi.max(secs(5))),
+                    None => (lo, hi),
+                };
+                assert!(
+                    delay >= lo && delay <= hi,
+                    "attempt {attempt} ({cause:?}, {:?}): {delay:?} outside [{lo:?}, {hi:?}] ({:?})",
+                    self.advice,
+                    self.setup.jitter
+                );
+                self.not_before = match self.advice {
+                    Some(Advice::Floor(floor)) => Some(self.engine.now() + floor),
+                    _ => None,
+                };
             }
             Event::Subscribed {
                 channel,
@@ -628,6 +678,17 @@ impl Harness {
 
 fn legal(from: &State, to: &State) -> bool {
     use State::*;
+    // A wait cut short while the server's minimum has not passed moves to that minimum.
+    if let (
+        Waiting { attempt, until },
+        Waiting {
+            attempt: a,
+            until: u,
+        },
+    ) = (from, to)
+    {
+        return attempt == a && u < until;
+    }
     matches!(
         (from, to),
         (Idle, Connecting { .. })

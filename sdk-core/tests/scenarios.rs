@@ -428,6 +428,92 @@ fn graceful_restart_window_spreads_reconnects_within_it() {
 }
 
 #[test]
+fn accept_then_close_with_a_1012_window_still_meets_growing_delays() {
+    // A server that accepts, then closes with 1012 and a 1 ms window, again and again: the
+    // window may shorten only the first wait after a stable connection, never the curve.
+    let mut sim = Sim::new(
+        Config::builder("ws://relay")
+            .jitter(Jitter::None)
+            .build()
+            .unwrap(),
+        false,
+    );
+    sim.server.behaviour = Behaviour::AcceptThenClose {
+        after: ms(100),
+        code: Some(1012),
+        reason: r#"{"reconnect_within_ms":1}"#.into(),
+    };
+    sim.connect();
+    sim.run_for(secs(120));
+    let delays: Vec<u64> = sim.reconnects().iter().map(|r| r.2.as_secs()).collect();
+    assert_eq!(delays[..7], [1, 2, 4, 8, 16, 30, 30]);
+    assert!(sim.engine.stats().attempts <= 9, "{:?}", sim.engine.stats());
+
+    // The default full jitter, with the advised 1 ms window and with plain 1012 (a 5 s
+    // window): the waits are drawn from the growing curve, so ten minutes hold a few dozen
+    // attempts, not thousands (1 ms) or one every 2.5 s (0-5 s for ever).
+    for reason in [r#"{"reconnect_within_ms":1}"#, ""] {
+        let mut sim = Sim::raw("ws://relay");
+        sim.server.behaviour = Behaviour::AcceptThenClose {
+            after: ms(100),
+            code: Some(1012),
+            reason: reason.into(),
+        };
+        sim.connect();
+        sim.run_for(secs(600));
+        let config = BackoffConfig::default();
+        let window = if reason.is_empty() { secs(5) } else { ms(1) };
+        let reconnects = sim.reconnects();
+        for (_, attempt, delay, _) in &reconnects {
+            // Each wait is at most the later of the window and the curve's cap for it.
+            let hi = delay_bounds(&config, attempt - 1).1.max(window);
+            assert!(*delay <= hi, "{reason:?} attempt {attempt}: {delay:?}");
+        }
+        let late: Vec<Duration> = reconnects.iter().skip(8).map(|r| r.2).collect();
+        let mean = late.iter().sum::<Duration>() / late.len() as u32;
+        assert!(
+            mean >= secs(10),
+            "{reason:?}: waits at the cap average {mean:?}"
+        );
+        let attempts = sim.engine.stats().attempts;
+        assert!(
+            (20..=60).contains(&attempts),
+            "{reason:?}: {attempts} attempts"
+        );
+    }
+}
+
+#[test]
+fn a_1012_window_after_a_stable_connection_is_used_as_given() {
+    for seed in 0..20 {
+        let mut sim = Sim::new(
+            Config::builder("ws://relay")
+                .jitter(Jitter::None)
+                .seed(seed)
+                .build()
+                .unwrap(),
+            false,
+        );
+        sim.connect_open();
+        sim.run_for(secs(6)); // stable
+        sim.server_close(1012, r#"{"reconnect_within_ms":200}"#);
+        let (_, attempt, delay, _) = sim.reconnects()[0].clone();
+        // Without jitter the curve's first wait is 1 s; the advised window is shorter.
+        assert_eq!(attempt, 1);
+        assert!(delay <= ms(200), "{delay:?}");
+        // That connection then fails before proving stable: back to the curve (2 s).
+        sim.server.behaviour = Behaviour::AcceptThenClose {
+            after: ms(100),
+            code: Some(1012),
+            reason: r#"{"reconnect_within_ms":200}"#.into(),
+        };
+        sim.run_for(ms(500));
+        let (_, attempt, delay, _) = sim.reconnects()[1].clone();
+        assert_eq!((attempt, delay), (2, secs(2)));
+    }
+}
+
+#[test]
 fn http_429_retry_after_raises_the_delay() {
     let mut sim = Sim::raw("ws://relay");
     sim.server.behaviour = Behaviour::Http {
@@ -862,6 +948,175 @@ fn returning_to_foreground_reconnects_a_waiting_client() {
     sim.engine.set_foreground(sim.now, true);
     sim.run_for(ms(50));
     assert!(sim.engine.state().is_open());
+}
+
+/// A client refused with 429 and `Retry-After: retry_after`, now waiting; the server then
+/// recovers. Returns the sim and when the retry was scheduled.
+fn told_to_retry_after(retry_after: Duration) -> (Sim, Instant) {
+    let mut sim = Sim::raw("ws://relay");
+    sim.server.behaviour = Behaviour::Http {
+        status: 429,
+        retry_after: Some(retry_after),
+    };
+    sim.connect();
+    sim.run_for(ms(50));
+    let (at, _, delay, _) = sim.reconnects()[0].clone();
+    assert!(delay >= retry_after, "{delay:?}");
+    sim.server.behaviour = Behaviour::Normal;
+    (sim, at)
+}
+
+#[test]
+fn repeated_online_reports_do_not_cut_the_wait() {
+    // Against a server's Retry-After: platforms report "online" over and over.
+    let (mut sim, _) = told_to_retry_after(secs(120));
+    for _ in 0..20 {
+        sim.engine.network_changed(sim.now, true);
+        sim.run_for(secs(5));
+    }
+    assert_eq!(sim.server.opens.len(), 1, "no attempt before Retry-After");
+
+    // Nor against the backoff: only a change from offline cuts it.
+    let mut sim = Sim::new(
+        Config::builder("ws://relay")
+            .jitter(Jitter::None)
+            .build()
+            .unwrap(),
+        false,
+    );
+    sim.server.behaviour = Behaviour::Down;
+    sim.connect();
+    sim.run_for(secs(4)); // waiting 4 s before attempt 4
+    let before = sim.server.opens.len();
+    sim.engine.network_changed(sim.now, true);
+    sim.run_for(ms(50));
+    assert_eq!(
+        sim.server.opens.len(),
+        before,
+        "online while online changes nothing"
+    );
+    sim.engine.network_changed(sim.now, false);
+    sim.engine.network_changed(sim.now, true);
+    sim.run_for(ms(1));
+    assert_eq!(
+        sim.server.opens.len(),
+        before + 1,
+        "offline then online: at once"
+    );
+}
+
+#[test]
+fn coming_back_online_waits_for_the_servers_minimum() {
+    let (mut sim, scheduled) = told_to_retry_after(secs(120));
+    sim.run_for(secs(30));
+    sim.engine.network_changed(sim.now, false);
+    sim.run_for(secs(30));
+    sim.engine.network_changed(sim.now, true);
+    sim.run_for(ms(1));
+    assert_eq!(sim.server.opens.len(), 1, "not before Retry-After");
+    // The attempt moved from Retry-After plus its jitter to Retry-After itself.
+    assert_eq!(
+        sim.engine.state(),
+        &State::Waiting {
+            attempt: 2,
+            until: scheduled + secs(120)
+        }
+    );
+    sim.run_until_state(secs(120), |e| e.state().is_open());
+    assert_eq!(sim.server.opens.len(), 2);
+    assert_eq!(sim.server.opens[1].0, scheduled + secs(120));
+}
+
+#[test]
+fn the_floor_of_close_1013_and_of_an_advised_downtime_holds_too() {
+    for (code, reason, floor) in [
+        (1013, "busy", secs(5)),
+        (
+            1012,
+            r#"{"reconnect_after_ms": 8000, "reconnect_within_ms": 20000}"#,
+            secs(8),
+        ),
+    ] {
+        let mut sim = Sim::raw("ws://relay");
+        sim.connect_open();
+        sim.server_close(code, reason);
+        let scheduled = sim.now;
+        sim.engine.network_changed(sim.now, false);
+        sim.run_for(secs(1));
+        sim.engine.network_changed(sim.now, true);
+        sim.engine.set_foreground(sim.now, false);
+        sim.engine.set_foreground(sim.now, true);
+        sim.engine.connect(sim.now);
+        sim.run_until_state(secs(30), |e| e.state().is_open());
+        assert_eq!(sim.server.opens.len(), 2, "{code}");
+        assert_eq!(sim.server.opens[1].0, scheduled + floor, "{code} {reason}");
+    }
+}
+
+#[test]
+fn foreground_flapping_waits_for_the_servers_minimum() {
+    let (mut sim, scheduled) = told_to_retry_after(secs(60));
+    for _ in 0..10 {
+        sim.engine.set_foreground(sim.now, false);
+        sim.run_for(secs(1));
+        sim.engine.set_foreground(sim.now, true);
+        sim.engine.set_foreground(sim.now, true);
+        sim.run_for(secs(4));
+    }
+    // 50 s of flapping: still waiting for the minimum, which the first return moved it to.
+    assert_eq!(sim.server.opens.len(), 1);
+    sim.run_until_state(secs(60), |e| e.state().is_open());
+    assert_eq!(sim.server.opens[1].0, scheduled + secs(60));
+
+    // Without a server minimum every return to the foreground attempts at once.
+    let mut sim = Sim::new(
+        Config::builder("ws://relay")
+            .jitter(Jitter::None)
+            .backoff_initial(secs(20))
+            .build()
+            .unwrap(),
+        false,
+    );
+    sim.server.behaviour = Behaviour::Down;
+    sim.connect();
+    sim.run_for(ms(50)); // waiting 20 s
+    for n in 1..=3 {
+        sim.engine.set_foreground(sim.now, true);
+        sim.run_for(ms(50));
+        assert_eq!(sim.server.opens.len(), n, "already in the foreground");
+        sim.engine.set_foreground(sim.now, false);
+        sim.engine.set_foreground(sim.now, true);
+        sim.run_for(ms(1));
+        assert_eq!(sim.server.opens.len(), n + 1, "back from the background");
+        sim.run_for(ms(50));
+    }
+}
+
+#[test]
+fn connect_while_waiting_skips_the_backoff_but_not_the_servers_minimum() {
+    let mut sim = Sim::new(
+        Config::builder("ws://relay")
+            .jitter(Jitter::None)
+            .backoff_initial(secs(20))
+            .build()
+            .unwrap(),
+        false,
+    );
+    sim.server.behaviour = Behaviour::Down;
+    sim.connect();
+    sim.run_for(ms(50)); // waiting 20 s
+    sim.server.behaviour = Behaviour::Normal;
+    sim.engine.connect(sim.now);
+    sim.run_for(ms(50));
+    assert!(sim.engine.state().is_open(), "the app asked: at once");
+
+    let (mut sim, scheduled) = told_to_retry_after(secs(30));
+    sim.run_for(secs(10));
+    sim.engine.connect(sim.now);
+    sim.run_for(ms(50));
+    assert_eq!(sim.server.opens.len(), 1, "not before Retry-After");
+    sim.run_until_state(secs(30), |e| e.state().is_open());
+    assert_eq!(sim.server.opens[1].0, scheduled + secs(30));
 }
 
 // ---- outbox -----------------------------------------------------------------------------------

@@ -323,7 +323,8 @@ impl Client {
         Ok((client, Events { shared }))
     }
 
-    /// Starts connecting (from idle or closed), or retries at once if waiting. Does nothing
+    /// Starts connecting (from idle or closed), or retries at once if waiting (at the server's
+    /// minimum if it set one: Retry-After, close 1013, `reconnect_after_ms`). Does nothing
     /// from the moment [`Client::shutdown`] is called, or once the client task has ended
     /// (every handle dropped): the task is going away, nothing would perform the connection,
     /// and messages accepted by a reopened engine would never be written. The client goes on

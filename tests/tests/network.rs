@@ -398,6 +398,7 @@ async fn try_again_later_and_service_restart_delay_the_retry() {
     let (client, events) = fast(server.ws_url())
         .backoff_initial(ms(5_000))
         .backoff_max(ms(5_000))
+        .jitter(Jitter::None)
         .connect()
         .unwrap();
     let mut rec = Recorder::new(events);
@@ -407,9 +408,13 @@ async fn try_again_later_and_service_restart_delay_the_retry() {
             _ => None,
         })
         .await;
-    assert!(
-        delay <= ms(300),
-        "the advised window replaces the 5 s backoff: {delay:?}"
+    // The window replaces the backoff only after a stable connection (the engine's scenario
+    // tests cover that); a server that accepts and closes at once still gets the backoff, or
+    // a 1 ms window would make it a hot loop.
+    assert_eq!(
+        delay,
+        ms(5_000),
+        "a connection closed before it was stable waits the backoff"
     );
     drop(client);
 }

@@ -332,7 +332,9 @@ fun documents(relay: Relay, tokens: Tokens, test: Test) {
             val fromBob = vB.mark()
 
             proxy.restore()
-            bob.networkChanged(true) // skip the backoff wait
+            // Skip the backoff wait: only a change from offline cuts it.
+            bob.networkChanged(false)
+            bob.networkChanged(true)
             until("both converge", 15_000) {
                 votesA.pending() == 0u && votesB.pending() == 0u && votesA.get("yes") == "30" && votesB.get("yes") == "30"
             }
@@ -360,8 +362,10 @@ fun documents(relay: Relay, tokens: Tokens, test: Test) {
             listA.increment("down", 5L)
             listB.increment("down", 7L)
             relay.start()
-            alice.networkChanged(true)
-            bob.networkChanged(true)
+            for (c in listOf(alice, bob)) {
+                c.networkChanged(false)
+                c.networkChanged(true)
+            }
             evA.waitFor("Resynced", fromA, 15_000) { evs -> evs.any { it is DocumentEvent.Resynced } }
             recAlice.next("DocumentResynced on the client listener") { it is ClientEvent.DocumentResynced && it.channel == "kt-list" }
             until("converged after the restart", 15_000) {
@@ -714,8 +718,13 @@ fun main() {
                     recB.waitFor("B receives after the restart", beforeAfter) { it.hasMessage(json("\"after\"")) }
                     check(tokens.calls.get() > callsBefore + 2) { "token provider not asked on every attempt" }
 
-                    // D is still waiting out its 30 s backoff: the network coming back skips it.
+                    // D is still waiting out its 30 s backoff: the network coming back skips it
+                    // (only after an offline report: a repeated "online" must not cut the wait).
                     check(d.state() is ConnectionState.Waiting) { d.state() }
+                    d.networkChanged(true)
+                    delay(200)
+                    check(d.state() is ConnectionState.Waiting) { "a repeated online report cut the wait" }
+                    d.networkChanged(false)
                     d.networkChanged(true)
                     slow.state("D open after networkChanged(true)", 5_000) { it == ConnectionState.Open }
                     d.setForeground(false)

@@ -163,7 +163,9 @@ def test_increments_while_bob_is_cut_off_sum_exactly_and_his_insert_conflict_rol
         since = ev.mark()
 
         proxy.restore()
-        bob.network_changed(True)  # skip the backoff wait
+        # Skip the backoff wait: only a change from offline cuts it.
+        bob.network_changed(False)
+        bob.network_changed(True)
         await until(
             "both converge",
             lambda: votes_a.pending() == 0 and votes_b.pending() == 0
@@ -205,8 +207,9 @@ def test_a_restarted_relay_resyncs_documents_and_keeps_edits_made_while_down(peo
         list_a.increment("down", 5)
         list_b.increment("down", 7)
         relay.start()
-        alice.network_changed(True)
-        bob.network_changed(True)
+        for c in (alice, bob):
+            c.network_changed(False)
+            c.network_changed(True)
         await ev_a.wait_for("Resynced", lambda evs: any(e.is_RESYNCED() for e in evs), since, 15)
         await p["rec_alice"].next(
             "DocumentResynced on the client listener",

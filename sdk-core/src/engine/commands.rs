@@ -88,7 +88,9 @@ impl SendOptions {
 
 impl Engine {
     /// Starts connecting: from `Idle` or `Closed` (a fresh start, backoff reset), or from
-    /// `Waiting` (skips the remaining wait). Ignored while `Connecting`, `Open` or `Closing`.
+    /// `Waiting` (the app asks for an attempt now: skips the remaining backoff wait, but not a
+    /// minimum the server set — Retry-After, close 1013, `reconnect_after_ms` — which moves
+    /// the attempt to that minimum instead). Ignored while `Connecting`, `Open` or `Closing`.
     pub fn connect(&mut self, now: Instant) {
         let now = self.observe(now);
         match self.state {
@@ -97,7 +99,7 @@ impl Engine {
                 self.auth = Default::default();
                 self.start_attempt(now);
             }
-            State::Waiting { .. } => self.start_attempt(now),
+            State::Waiting { .. } => self.retry_early(now),
             State::Connecting { .. } | State::Open | State::Closing => {}
         }
     }
@@ -313,22 +315,25 @@ impl Engine {
         self.check_drain(now);
     }
 
-    /// Tells the engine the device's network went `online` or offline. Coming online while
-    /// waiting reconnects at once; any change while open sends a probe ping with a short
-    /// deadline, so a socket that died with the old network is found in seconds without
+    /// Tells the engine the device's network went `online` or offline. Coming back online
+    /// (after an offline report) while waiting reconnects at once, or at the server's minimum
+    /// if it set one (see [`Engine::connect`]); a repeated online report does not cut the
+    /// wait, as platforms send them freely. Any report while open sends a probe ping with a
+    /// short deadline, so a socket that died with the old network is found in seconds without
     /// killing a healthy one.
     pub fn network_changed(&mut self, now: Instant, online: bool) {
         let now = self.observe(now);
         let was_online = std::mem::replace(&mut self.online, online);
         match self.state {
-            State::Waiting { .. } if online => self.start_attempt(now),
+            State::Waiting { .. } if online && !was_online => self.retry_early(now),
             State::Open if online != was_online || online => self.probe(now),
             _ => {}
         }
     }
 
     /// Tells the engine the app moved to the foreground (`true`) or background. Returning to
-    /// the foreground reconnects at once if waiting, and probes an open connection.
+    /// the foreground (from the background) reconnects at once if waiting, or at the server's
+    /// minimum if it set one (see [`Engine::connect`]), and probes an open connection.
     pub fn set_foreground(&mut self, now: Instant, foreground: bool) {
         let now = self.observe(now);
         let was = std::mem::replace(&mut self.foreground, foreground);
@@ -336,9 +341,25 @@ impl Engine {
             return;
         }
         match self.state {
-            State::Waiting { .. } => self.start_attempt(now),
+            State::Waiting { .. } => self.retry_early(now),
             State::Open => self.probe(now),
             _ => {}
+        }
+    }
+
+    /// Cuts a wait short: attempts now, unless the server set a minimum that has not passed,
+    /// in which case the attempt moves to that minimum (`Waiting`'s `until` moves earlier).
+    fn retry_early(&mut self, now: Instant) {
+        let State::Waiting { attempt, until } = self.state else {
+            return;
+        };
+        match self.timers.not_before.filter(|at| *at > now) {
+            None => self.start_attempt(now),
+            Some(at) if at < until => {
+                self.timers.retry = Some(at);
+                self.set_state(State::Waiting { attempt, until: at });
+            }
+            Some(_) => {}
         }
     }
 

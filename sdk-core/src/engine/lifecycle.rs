@@ -20,6 +20,7 @@ impl Engine {
     pub(super) fn start_attempt(&mut self, now: Instant) {
         let attempt = self.backoff.failures() + 1;
         self.timers.retry = None;
+        self.timers.not_before = None;
         self.next_transport += 1;
         self.conn = Connection {
             transport: Some(TransportId(self.next_transport)),
@@ -198,6 +199,7 @@ impl Engine {
         let attempt = self.backoff.failures() + 1;
         let until = now + delay;
         self.timers.retry = Some(until);
+        self.timers.not_before = hint.and_then(DelayHint::floor).map(|floor| now + floor);
         self.set_state(State::Waiting { attempt, until });
         self.events.push_back(Event::ReconnectScheduled {
             attempt,

@@ -150,6 +150,9 @@ struct Lingering {
 struct Timers {
     connect: Option<Instant>,
     retry: Option<Instant>,
+    /// Not a deadline: the server's earliest moment for the next attempt (Retry-After, 1013,
+    /// `reconnect_after_ms`), which a wait cut short still respects.
+    not_before: Option<Instant>,
     min_uptime: Option<Instant>,
     close: Option<Instant>,
 }
