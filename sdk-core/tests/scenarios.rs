@@ -7,6 +7,7 @@ mod sim;
 use serde_json::json;
 use sim::{Behaviour, Sim};
 use std::time::Duration;
+use tether_core::backoff::delay_bounds;
 use tether_core::{
     BackoffConfig, CloseReason, Config, DisconnectCause, DropReason, EngineError, Event, Frame,
     HeartbeatMode, Instant, Jitter, MessageId, OutboxStatus, Payload, Protocol, RequestFailure,
