@@ -181,6 +181,13 @@ impl ConnectArgs {
                      use a ws:// or wss:// URL to send"
                 ));
             }
+            if !self.subscribe.is_empty() {
+                // The subscribe message could not be sent either: it would do nothing.
+                return Err("--subscribe: an event stream's channel is in its URL \
+                     (the relay's is http://HOST/sse/CHANNEL); use a ws:// or wss:// URL \
+                     to subscribe"
+                    .into());
+            }
         }
         if self.publish.is_some() && matches!(self.protocol, Some(ProtocolArg::Raw)) {
             return Err("--publish: channels need the Tether protocol, not --protocol raw".into());

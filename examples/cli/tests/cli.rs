@@ -421,6 +421,15 @@ async fn bad_options_exit_with_status_1_and_name_the_option() {
         (
             vec![
                 "connect",
+                "http://127.0.0.1:1/sse/room",
+                "--subscribe",
+                "room",
+            ],
+            "--subscribe",
+        ),
+        (
+            vec![
+                "connect",
                 "ws://127.0.0.1:1/",
                 "--protocol",
                 "raw",
