@@ -386,8 +386,16 @@ fun documents(relay: Relay, tokens: Tokens, test: Test) {
             handles += notesB.addListener(ev)
             until("both synced") { notesA.epoch() != null && notesB.epoch() != null }
             check(notesA.epoch() == notesB.epoch()) { "one relay, one epoch: ${notesA.epoch()} ${notesB.epoch()}" }
+            val beforeSet = recBob.mark()
+            val beforeSetDoc = ev.mark()
             notesA.set("n", "1")
             until("Bob has it") { notesB.get("n") == "1" && notesA.pending() == 0u }
+            // Its events reach the listeners on their own thread, maybe after the state: waited
+            // for, or they would land after the marks below and look like changes after the close.
+            recBob.waitFor("Bob told of n=1", beforeSet, 5_000) { evs ->
+                evs.any { it is ClientEvent.DocumentChanged && it.channel == "kt-notes" }
+            }
+            ev.waitFor("Bob's document listener told of n=1", beforeSetDoc, 5_000) { it.isNotEmpty() }
             check(notesA.confirmed() == mapOf("n" to "1") && notesB.confirmed() == mapOf("n" to "1")) { notesB.confirmed() }
 
             notesB.closeDocument()
@@ -674,7 +682,7 @@ fun main() {
             test("relay killed and restarted: reconnect, queued acked messages all delivered") {
                 val callsBefore = tokens.calls.get()
                 val slow = Recorder()
-                // A client whose backoff is long: networkChanged(true) must skip the wait.
+                // A client whose backoff is long: coming back online (offline, then online) must skip the wait.
                 val d = Client(base(relay.url, "kt-d", tokens).backoffInitialMs(30_000uL).backoffMaxMs(30_000uL))
                 val hd = d.addListener(slow)
                 try {

@@ -235,7 +235,7 @@ def test_relay_killed_and_restarted_delivers_every_queued_acked_message(pair, re
     a, b, rec_a, rec_b, _ = pair
     calls_before = tokens.calls
     slow = Recorder()
-    # A client whose backoff is long: network_changed(True) must skip the wait.
+    # A client whose backoff is long: coming back online (offline, then online) must skip the wait.
     d = t.Client(
         config(relay.url, "py-d", tokens).backoff_initial_ms(30000).backoff_max_ms(30000)
     )

@@ -243,9 +243,19 @@ def test_a_closed_document_gets_no_more_remote_changes_and_opens_again(people, r
     async def scenario():
         await until("both synced", lambda: notes_a.epoch() is not None and notes_b.epoch() is not None)
         assert notes_a.epoch() == notes_b.epoch(), "one relay, one epoch"
+        before_set, before_set_doc = rec_bob.mark(), ev.mark()
         notes_a.set("n", "1")
         await until("Bob has it", lambda: notes_b.get("n") == "1" and notes_a.pending() == 0)
         assert notes_a.confirmed() == {"n": "1"} and notes_b.confirmed() == {"n": "1"}
+        # Its events reach the listeners on their own thread, maybe after the state: waited for,
+        # or they would land after the marks below and look like changes after the close.
+        await rec_bob.wait_for(
+            "Bob told of n=1",
+            lambda evs: any(e.is_DOCUMENT_CHANGED() and e.channel == "py-notes" for e in evs),
+            before_set,
+            5,
+        )
+        await ev.wait_for("Bob's document listener told of n=1", lambda evs: len(evs) > 0, before_set_doc, 5)
 
         notes_b.close_document()
         since_doc, since = ev.mark(), rec_bob.mark()
