@@ -315,17 +315,18 @@ impl Engine {
         self.check_drain(now);
     }
 
-    /// Tells the engine the device's network went `online` or offline. Coming back online
-    /// (after an offline report) while waiting reconnects at once, or at the server's minimum
-    /// if it set one (see [`Engine::connect`]); a repeated online report does not cut the
-    /// wait, as platforms send them freely. Any report while open sends a probe ping with a
-    /// short deadline, so a socket that died with the old network is found in seconds without
-    /// killing a healthy one.
+    /// Tells the engine the device's network went `online` or offline. An online report while
+    /// waiting reconnects at once, or at the server's minimum if it set one (see
+    /// [`Engine::connect`]): also a repeated one, as platforms report a new network (a
+    /// handover) before or without losing the old one, and the socket may have died with it;
+    /// the server's minimum, never cut, is what protects a struggling server. Any report while
+    /// open sends a probe ping with a short deadline, so a socket that died with the old
+    /// network is found in seconds without killing a healthy one.
     pub fn network_changed(&mut self, now: Instant, online: bool) {
         let now = self.observe(now);
         let was_online = std::mem::replace(&mut self.online, online);
         match self.state {
-            State::Waiting { .. } if online && !was_online => self.retry_early(now),
+            State::Waiting { .. } if online => self.retry_early(now),
             State::Open if online != was_online || online => self.probe(now),
             _ => {}
         }
