@@ -2206,6 +2206,34 @@ fn a_receive_only_sse_transport_never_gets_a_frame_to_write() {
 }
 
 #[test]
+fn an_sse_retry_shapes_the_backoff_but_an_app_connect_or_online_is_not_held_by_it() {
+    let mut sim = Sim::new(
+        Config::builder("http://relay/sse/room")
+            .jitter(Jitter::None)
+            .build()
+            .unwrap(),
+        false,
+    );
+    sim.connect_open();
+    sim.server_push_sse(SseEvent {
+        retry: Some(secs(30)),
+        ..SseEvent::default()
+    });
+    sim.run_for(ms(50));
+    sim.kill_connection();
+    sim.run_for(ms(1));
+    let delay = sim.reconnects()[0].2;
+    assert!(
+        delay >= secs(30) && delay <= secs(30) + secs(30) / 4,
+        "the stream's retry: is the backoff's floor (+ jitter): {delay:?}"
+    );
+    // Not a server's minimum (Retry-After, 1013, reconnect_after_ms): the app can cut it.
+    sim.engine.network_changed(sim.now, true);
+    sim.run_for(ms(100));
+    assert_eq!(sim.server.opens.len(), 2, "coming online attempts at once");
+}
+
+#[test]
 fn sse_resumes_with_last_event_id_and_honours_retry() {
     let mut sim = Sim::new(
         Config::builder("http://relay/sse/room")

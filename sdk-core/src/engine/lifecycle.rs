@@ -184,6 +184,9 @@ impl Engine {
     }
 
     fn schedule_retry(&mut self, now: Instant, cause: DisconnectCause, hint: Option<DelayHint>) {
+        // A minimum this verdict's server set (Retry-After, 1013, `reconnect_after_ms`) holds
+        // against an early attempt; the SSE `retry:` field below only shapes the backoff.
+        let not_before = hint.and_then(DelayHint::floor).map(|floor| now + floor);
         // The SSE `retry:` field is standing advice for every later reconnect.
         let hint = match (hint, self.sse_retry) {
             (None, Some(retry)) => Some(DelayHint::AtLeast(retry)),
@@ -199,7 +202,7 @@ impl Engine {
         let attempt = self.backoff.failures() + 1;
         let until = now + delay;
         self.timers.retry = Some(until);
-        self.timers.not_before = hint.and_then(DelayHint::floor).map(|floor| now + floor);
+        self.timers.not_before = not_before;
         self.set_state(State::Waiting { attempt, until });
         self.events.push_back(Event::ReconnectScheduled {
             attempt,
