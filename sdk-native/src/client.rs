@@ -69,6 +69,11 @@ impl Shared {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Whether a panic struck while the engine's lock was held (inside an engine call).
+    pub(crate) fn inner_poisoned(&self) -> bool {
+        self.inner.is_poisoned()
+    }
+
     /// The event queue. Lock order: `inner` before `events`, never the reverse.
     pub(crate) fn lock_events(&self) -> MutexGuard<'_, EventQueue> {
         self.events
@@ -626,6 +631,8 @@ impl Client {
 
     /// Closes with `code` (1000 or 3000–4999) and `reason`, and waits until closed.
     pub async fn close_with(&self, code: u16, reason: &str) -> Result<CloseReason, CloseError> {
+        // Checked first: refused the same way whether or not the client task still runs.
+        Engine::check_close_code(code)?;
         self.shared
             .close_command(|e, now| e.close(now, code, reason))?;
         Ok(self.closed().await)

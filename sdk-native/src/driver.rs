@@ -151,7 +151,7 @@ impl Driver {
                     other => perform(link, other, &self.ctx),
                 }
             }
-            receiver = self.deliver_events(inner);
+            receiver = self.deliver_events(inner, Logging::On);
             inner.engine.poll_timeout()
         };
         if let Some(app) = receiver {
@@ -171,7 +171,7 @@ impl Driver {
 
     /// Moves the engine's events into the app's queue, resolving waiters on the way: one lock
     /// and one wake-up per drain. Returns the app's waker to wake once the locks are released.
-    fn deliver_events(&self, inner: &mut Inner) -> Option<std::task::Waker> {
+    fn deliver_events(&self, inner: &mut Inner, logging: Logging) -> Option<std::task::Waker> {
         let first = inner.engine.poll_event()?;
         let mut queue = self.shared.lock_events();
         let mut next = Some(first);
@@ -183,7 +183,9 @@ impl Driver {
                     watch.send_replace(to.clone());
                 }
             }
-            trace_event(&event);
+            if logging == Logging::On {
+                trace_event(&event);
+            }
             if !queue.receiver_gone {
                 queue.events.push_back(event);
             }
@@ -220,21 +222,24 @@ impl Drop for Driver {
     /// `Events` ends once it has handed over what is queued; document change streams end.
     fn drop(&mut self) {
         let panicking = std::thread::panicking();
+        // A panic inside an engine call poisons the lock: the engine may be half-updated.
+        let engine_intact = !self.shared.inner_poisoned();
         let last_events = {
             let mut inner = self.shared.lock();
-            // Ended without the engine closed (its runtime was dropped mid-run): closed here,
-            // so later sends are refused instead of queued for nobody, and what was pending is
-            // reported in the app's last events (resolving the waits for it). Not while a
-            // panic unwinds the task: the engine may be half-updated, and a second panic here
-            // would abort the process.
-            let last_events = if panicking {
-                None
-            } else {
+            // Ended without the engine closed (its runtime was dropped mid-run, or the task
+            // panicked outside the engine): closed here, so later sends are refused instead of
+            // queued for nobody, and what was pending is reported in the app's last events
+            // (resolving the waits for it). Nothing is logged while a panic unwinds (the
+            // panic may have come from the log subscriber: a second one aborts the process).
+            let last_events = if engine_intact {
                 let now = self.shared.now();
                 inner.engine.abandon(now);
                 // Actions would need the task: the link is gone with it.
                 while inner.engine.poll_action().is_some() {}
-                self.deliver_events(&mut inner)
+                let logging = if panicking { Logging::Off } else { Logging::On };
+                self.deliver_events(&mut inner, logging)
+            } else {
+                None
             };
             inner.waiters.documents.clear();
             // Waits nothing reported end with `ClientGone` (and new ones are refused so).
@@ -245,10 +250,10 @@ impl Drop for Driver {
         };
         let mut queue = self.shared.lock_events();
         queue.sender_gone = true;
-        // A panic left the engine as it was, but nothing runs it any more: the app is told the
-        // client closed, with the reason `Engine::abandon` gives, and commands are refused
-        // (`waiters.task_ended`).
-        if panicking && !queue.state.is_closed() {
+        // A panic inside the engine left it half-updated, and nothing runs it any more: the app
+        // is told the client closed, with the reason `Engine::abandon` gives, and commands are
+        // refused (`waiters.task_ended`).
+        if !engine_intact && !queue.state.is_closed() {
             let closed = State::Closed {
                 reason: CloseReason::App { code: 1001 },
             };
@@ -432,6 +437,13 @@ fn forward(waiters: &Waiters, channel: &str, event: impl FnOnce() -> DocumentEve
 }
 
 /// Every state change and reconnect decision is logged with its reason.
+/// Whether delivering events logs them (not while a panic unwinds: see `Driver::drop`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Logging {
+    On,
+    Off,
+}
+
 fn trace_event(event: &Event) {
     match event {
         Event::StateChanged { from, to } => info!(%from, %to, "state changed"),

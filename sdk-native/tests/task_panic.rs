@@ -56,6 +56,11 @@ async fn a_client_whose_task_panicked_reports_closed_and_refuses_work() {
         Err(tether::SubscribeError::Closed)
     );
     assert_eq!(
+        client.close_with(999, "").await,
+        Err(tether::CloseError::InvalidCode(999)),
+        "refused as by a running client"
+    );
+    assert_eq!(
         timeout(Duration::from_secs(5), client.close())
             .await
             .unwrap(),

@@ -262,11 +262,18 @@ impl Engine {
     /// messages and requests are reported as dropped / failed with reason `Closed`. Closing an
     /// already closed engine is a no-op.
     pub fn close(&mut self, now: Instant, code: u16, reason: &str) -> Result<(), CloseError> {
+        Self::check_close_code(code)?;
+        let now = self.observe(now);
+        self.close_now(now, code, reason);
+        Ok(())
+    }
+
+    /// Whether an app may close with `code` (1000 or 3000–4999), as [`Engine::close`] checks
+    /// it; for a driver that must answer without an engine to ask (its task has ended).
+    pub fn check_close_code(code: u16) -> Result<(), CloseError> {
         if code != 1000 && !(3000..=4999).contains(&code) {
             return Err(CloseError::InvalidCode(code));
         }
-        let now = self.observe(now);
-        self.close_now(now, code, reason);
         Ok(())
     }
 
