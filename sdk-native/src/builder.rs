@@ -215,6 +215,10 @@ impl ClientBuilder {
     /// a slow app applies TCP backpressure instead of growing memory). Default 1,024; `0` is
     /// refused by [`build`](Self::build) (a client that may hold no event could never deliver
     /// one).
+    ///
+    /// One exception: while a close the app asked for is under way (`close`, `close_with`,
+    /// and `close_after_drain` until its timeout), the client keeps running so the close can
+    /// finish, and events can exceed this; the close's own timeout bounds how long.
     pub fn event_capacity(mut self, events: usize) -> Self {
         self.native.event_capacity = events;
         self

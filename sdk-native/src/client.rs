@@ -371,7 +371,8 @@ impl Client {
     ///
     /// The engine's clock runs the wait, so it pauses with the client: while the app leaves
     /// more than `event_capacity` events unread, the client neither reads, writes nor fires
-    /// timers (see [`ClientBuilder::event_capacity`](crate::ClientBuilder::event_capacity)).
+    /// timers (see [`ClientBuilder::event_capacity`](crate::ClientBuilder::event_capacity)),
+    /// unless a close or drain the app asked for is under way.
     /// Awaiting this from the task that reads [`Events`], with more than that unread, waits
     /// until events are read: the acknowledgement, and any timeout, can come only then.
     pub async fn send_acked(&self, payload: impl Into<Payload>) -> Result<Option<u64>, AckError> {
@@ -436,7 +437,8 @@ impl Client {
     ///
     /// The engine's clock runs the wait, so it pauses with the client: while the app leaves
     /// more than `event_capacity` events unread, the client neither reads, writes nor fires
-    /// timers (see [`ClientBuilder::event_capacity`](crate::ClientBuilder::event_capacity)).
+    /// timers (see [`ClientBuilder::event_capacity`](crate::ClientBuilder::event_capacity)),
+    /// unless a close or drain the app asked for is under way.
     /// Awaiting this from the task that reads [`Events`], with more than that unread, waits
     /// until events are read: the acknowledgement, and any timeout, can come only then.
     pub async fn publish_acked(
@@ -522,7 +524,8 @@ impl Client {
     ///
     /// The engine's clock runs the wait, so it pauses with the client: while the app leaves
     /// more than `event_capacity` events unread, the client neither reads, writes nor fires
-    /// timers (see [`ClientBuilder::event_capacity`](crate::ClientBuilder::event_capacity)).
+    /// timers (see [`ClientBuilder::event_capacity`](crate::ClientBuilder::event_capacity)),
+    /// unless a close or drain the app asked for is under way.
     /// Awaiting this from the task that reads [`Events`], with more than that unread, waits
     /// until events are read: the reply, and the timeout, can come only then.
     pub async fn request(
