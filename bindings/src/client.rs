@@ -47,7 +47,8 @@ impl Client {
         Ok(Arc::new(Client { inner, hub, clock }))
     }
 
-    /// Starts connecting (from `Idle` or `Closed`), or retries at once while `Waiting`, and
+    /// Starts connecting (from `Idle` or `Closed`), or retries at once while `Waiting` (not
+    /// before a minimum the server set: Retry-After, close 1013, `reconnect_after_ms`), and
     /// returns at once: the progress arrives as `StateChanged` events. Does nothing once
     /// `shutdown()` has started, even before it completes: create a new client instead.
     pub fn connect(&self) {

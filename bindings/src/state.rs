@@ -23,7 +23,8 @@ pub enum ConnectionState {
     Closing,
     /// Backing off before attempt `attempt`, which starts in `retry_in_ms` from when this
     /// value was made, at about `retry_at_unix_ms` on the wall clock. `networkChanged(true)` or
-    /// `connect()` skip the wait.
+    /// `connect()` skip the wait, but not a minimum the server set (Retry-After, close 1013,
+    /// `reconnect_after_ms`): the attempt then moves to it (a `Waiting` with an earlier time).
     ///
     /// Both are computed when the value is made (the event is converted, or `state()` is
     /// called) from the time left on the client's monotonic clock, so they are right after the
