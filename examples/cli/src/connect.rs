@@ -156,7 +156,7 @@ fn ms(v: u64) -> Duration {
 impl ConnectArgs {
     /// An http(s) URL: Server-Sent Events, which carry nothing from the client.
     fn is_sse(&self) -> bool {
-        let url = self.url.trim_start().to_ascii_lowercase();
+        let url = self.url.to_ascii_lowercase(); // as the engine reads it (no trimming)
         url.starts_with("http://") || url.starts_with("https://")
     }
 
