@@ -22,6 +22,12 @@ use tokio::time::Instant;
 /// Close code for a missing or refused token (protocol: `unauthorized`).
 pub(crate) const CLOSE_UNAUTHORIZED: u16 = 4001;
 
+/// Longest `id` of a `publish` or `doc_change` (docs/protocol.md, "Client → server"). The
+/// relay remembers these ids (twice per channel for resends, and in every document's change
+/// log and snapshots), so without a limit its memory bound per channel would not hold. As
+/// long as a `client_id`; the engine's ids are far shorter (a 13-byte prefix and a counter).
+pub(crate) const MAX_ID_LEN: usize = 128;
+
 /// Error codes the relay sends (docs/protocol.md, "Errors").
 mod code {
     pub(super) const BAD_FRAME: &str = "bad_frame";
@@ -200,7 +206,11 @@ impl Session {
                 channel,
                 payload,
                 ack,
-            } => self.publish(id, channel, payload, ack),
+            } => {
+                if self.check_id(&id) {
+                    self.publish(id, channel, payload, ack);
+                }
+            }
             ClientMessage::Request { id, payload, .. } => {
                 // The reference relay is its own echo service.
                 self.reply(&ServerMessage::Reply { id, payload });
@@ -226,7 +236,7 @@ impl Session {
             ClientMessage::DocChange {
                 id, channel, ops, ..
             } => {
-                if self.check_channel(&channel, Some(&id)) {
+                if self.check_id(&id) && self.check_channel(&channel, Some(&id)) {
                     self.hub.docs.change(&self.peer, &channel, id, ops);
                 }
             }
@@ -295,6 +305,18 @@ impl Session {
         }
     }
 
+    /// Answers `bad_frame` unless `id` (of a publish or change, which the relay stores) is at
+    /// most [`MAX_ID_LEN`] bytes. The error does not name an id that long: echoing it would
+    /// make the answer as large as the offending frame.
+    fn check_id(&mut self, id: &str) -> bool {
+        if id.len() <= MAX_ID_LEN {
+            return true;
+        }
+        let message = format!("id is {} bytes; at most {MAX_ID_LEN} are allowed", id.len());
+        self.reply_error(code::BAD_FRAME, message, None);
+        false
+    }
+
     /// Answers `invalid_channel` (naming `id`) unless `channel` is a valid name.
     fn check_channel(&mut self, channel: &str, id: Option<&str>) -> bool {
         match tether_core::validate_channel(channel) {
@@ -334,13 +356,15 @@ impl Drop for Session {
 }
 
 /// The `id` of a frame that could not be handled, so the error can name it; skips
-/// everything else in the frame without building it.
+/// everything else in the frame without building it. An id over [`MAX_ID_LEN`] bytes is
+/// not echoed.
 fn id_of(text: &str) -> Option<String> {
     #[derive(Deserialize)]
     struct IdOnly {
         id: Option<String>,
     }
-    serde_json::from_str::<IdOnly>(text).ok()?.id
+    let id = serde_json::from_str::<IdOnly>(text).ok()?.id?;
+    (id.len() <= MAX_ID_LEN).then_some(id)
 }
 
 /// Wall-clock time in Unix milliseconds, for `message.ts`.
@@ -501,5 +525,36 @@ mod tests {
         assert_eq!(id_of(r#"{"id":"a","type":7}"#).as_deref(), Some("a"));
         assert_eq!(id_of(r#"{"id":5}"#), None);
         assert_eq!(id_of("nope"), None);
+        let long = "i".repeat(MAX_ID_LEN + 1);
+        assert_eq!(id_of(&format!(r#"{{"id":"{long}"}}"#)), None, "not echoed");
+    }
+
+    #[tokio::test]
+    async fn publish_and_change_ids_over_the_limit_are_refused_without_being_echoed() {
+        let now = Instant::now();
+        let (mut s, mut q) = session(RelayConfig::default(), Access::Granted);
+        let long = "i".repeat(MAX_ID_LEN + 1);
+        for frame in [
+            format!(r#"{{"type":"publish","id":"{long}","channel":"c","payload":1,"ack":true}}"#),
+            format!(r#"{{"type":"publish","id":"{long}","payload":1,"ack":true}}"#),
+            format!(r#"{{"type":"doc_change","id":"{long}","channel":"d","base":0,"ops":[]}}"#),
+        ] {
+            s.on_text(&frame, now);
+            let got = replies(&mut q);
+            assert_eq!(got.len(), 1, "{got:?}");
+            assert_eq!(error_code(&got[0]), Some(("bad_frame", None)));
+        }
+        // The engine's ids are far shorter than the limit.
+        let engine_like = format!("{:012x}-{}", u64::MAX >> 16, u64::MAX);
+        assert!(engine_like.len() <= MAX_ID_LEN);
+        let exact = "i".repeat(MAX_ID_LEN);
+        s.on_text(
+            &format!(r#"{{"type":"publish","id":"{exact}","channel":"c","payload":1,"ack":true}}"#),
+            now,
+        );
+        assert!(matches!(
+            replies(&mut q).as_slice(),
+            [ServerMessage::Ack { id, offset: Some(1) }] if *id == exact
+        ));
     }
 }
