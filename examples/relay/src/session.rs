@@ -35,6 +35,7 @@ mod code {
     pub(super) const INVALID_CHANNEL: &str = "invalid_channel";
     pub(super) const RATE_LIMITED: &str = "rate_limited";
     pub(super) const UNAUTHORIZED: &str = "unauthorized";
+    pub(super) const TOO_LARGE: &str = "too_large";
 }
 
 /// What the connection should do after a frame.
@@ -281,19 +282,27 @@ impl Session {
         let ts = unix_ms();
         let Some(channel) = channel else {
             // A channel-less publish goes to the relay itself, which echoes it.
-            self.reply(&ServerMessage::Message {
+            let echo = frame(&ServerMessage::Message {
                 channel: None,
                 offset: None,
                 id: Some(id.clone()),
                 payload,
                 ts: Some(ts),
             });
-            if ack {
-                self.reply(&ServerMessage::Ack { id, offset: None });
+            if self.fits(echo.len(), &id) {
+                self.peer.offer(Outbound::Frame(echo));
+                if ack {
+                    self.reply(&ServerMessage::Ack { id, offset: None });
+                }
             }
             return;
         };
         if !self.check_channel(&channel, Some(&id)) {
+            return;
+        }
+        // Checked before the hub stores it (and outside the hub's lock): a message no
+        // subscriber could receive must not be acked, nor kept for replays.
+        if !self.fits(message_frame_len(&channel, &id, &payload, ts), &id) {
             return;
         }
         let offset = self.hub.publish(&channel, &id, payload, ts);
@@ -314,6 +323,21 @@ impl Session {
         }
         let message = format!("id is {} bytes; at most {MAX_ID_LEN} are allowed", id.len());
         self.reply_error(code::BAD_FRAME, message, None);
+        false
+    }
+
+    /// Answers `too_large` (naming `id`) if the `message` frame a publish becomes, `len`
+    /// bytes, is larger than `max_message_size`: the frame adds `offset` and `ts` to the
+    /// publish, and no client with the same limit (the client's default is the relay's)
+    /// could receive it.
+    fn fits(&mut self, len: usize, id: &str) -> bool {
+        let max = self.config.max_message_size;
+        if len <= max {
+            return true;
+        }
+        let message =
+            format!("the message would be a {len}-byte frame; this relay sends at most {max}");
+        self.reply_error(code::TOO_LARGE, message, Some(id.to_owned()));
         false
     }
 
@@ -365,6 +389,22 @@ fn id_of(text: &str) -> Option<String> {
     }
     let id = serde_json::from_str::<IdOnly>(text).ok()?.id?;
     (id.len() <= MAX_ID_LEN).then_some(id)
+}
+
+/// The length of the `message` frame the hub will build for this publish, at the longest
+/// offset it could get, without encoding the payload twice into one frame.
+fn message_frame_len(channel: &str, id: &str, payload: &Value, ts: u64) -> usize {
+    let envelope = ServerMessage::Message {
+        channel: Some(channel.to_owned()),
+        offset: Some(u64::MAX),
+        id: Some(id.to_owned()),
+        payload: Value::Null,
+        ts: Some(ts),
+    }
+    .encode();
+    let mut payload_text = String::new();
+    tether_core::json::write_value(&mut payload_text, payload);
+    envelope.len() - "null".len() + payload_text.len()
 }
 
 /// Wall-clock time in Unix milliseconds, for `message.ts`.
@@ -527,6 +567,24 @@ mod tests {
         assert_eq!(id_of("nope"), None);
         let long = "i".repeat(MAX_ID_LEN + 1);
         assert_eq!(id_of(&format!(r#"{{"id":"{long}"}}"#)), None, "not echoed");
+    }
+
+    #[test]
+    fn the_message_frame_length_is_computed_exactly() {
+        let payload =
+            serde_json::json!({"text": "h\u{e9}\"llo\u{7}", "n": [1e5, -0.5, 7], "x": null});
+        let real = ServerMessage::Message {
+            channel: Some("room".into()),
+            offset: Some(u64::MAX),
+            id: Some("p1".into()),
+            payload: payload.clone(),
+            ts: Some(1_700_000_000_000),
+        }
+        .encode();
+        assert_eq!(
+            message_frame_len("room", "p1", &payload, 1_700_000_000_000),
+            real.len()
+        );
     }
 
     #[tokio::test]

@@ -50,3 +50,52 @@ async fn publish_and_change_ids_longer_than_128_bytes_are_refused_and_not_stored
     }
     stop(relay, [watcher, c]).await;
 }
+
+/// A publish whose frame is exactly `size` bytes, its payload a string.
+fn publish_of_size(channel: Option<&str>, id: &str, size: usize) -> ClientMessage {
+    let with = |text: String| ClientMessage::Publish {
+        id: id.into(),
+        channel: channel.map(str::to_owned),
+        payload: json!(text),
+        ack: true,
+    };
+    let overhead = with(String::new()).encode().len();
+    let msg = with("x".repeat(size - overhead));
+    assert_eq!(msg.encode().len(), size);
+    msg
+}
+
+#[tokio::test]
+async fn a_publish_whose_message_frame_would_exceed_the_limit_is_refused_not_acked() {
+    // The defaults: a 1 MiB publish was acked while its 1,048,601-byte message frame was
+    // dropped by every default subscriber.
+    let relay = relay(RelayConfig::default()).await;
+    let max = RelayConfig::default().max_message_size;
+    let url = relay.ws_url();
+    let mut watcher = Client::hello(&url, "watcher").await;
+    watcher.subscribe("room", None, None).await;
+    let mut c = Client::hello(&url, "c").await;
+
+    c.send(publish_of_size(Some("room"), "big", max)).await;
+    assert_eq!(error(&c.recv().await), ("too_large", Some("big")));
+    c.send(publish_of_size(None, "echo", max)).await;
+    assert_eq!(error(&c.recv().await), ("too_large", Some("echo")));
+
+    // Neither stored nor delivered: the next publish takes offset 1 and is the first the
+    // watcher hears of. One that fits once wrapped is acked and delivered whole.
+    let fits = max - 100;
+    c.send(publish_of_size(Some("room"), "fits", fits)).await;
+    match c.recv().await {
+        ServerMessage::Ack { id, offset } => assert_eq!((id.as_str(), offset), ("fits", Some(1))),
+        other => panic!("expected the ack, got {other:?}"),
+    }
+    match watcher.recv().await {
+        ServerMessage::Message {
+            offset: Some(1),
+            id: Some(id),
+            ..
+        } => assert_eq!(id, "fits"),
+        other => panic!("expected the fitting publish, got {other:?}"),
+    }
+    stop(relay, [watcher, c]).await;
+}
