@@ -6,13 +6,18 @@
 //! reconnect and resume from the channel history.
 
 use crate::history::Stored;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, Notify};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// Unique per relay, for the hub's subscriber tables and for logs.
 pub(crate) type PeerId = u64;
+
+/// An item's place in its connection's queue, from [`Peer::push_tracked`]: tells whether the
+/// writer has taken it yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Ticket(u64);
 
 /// One item queued for a connection.
 #[derive(Debug)]
@@ -40,6 +45,10 @@ struct Shared {
     /// How far past `limit` a `push` (a burst the connection asked for) may go.
     burst: usize,
     overflow: Notify,
+    /// Items ever queued and ever taken by the writer: the queue is first in, first out, so
+    /// the n-th item queued is still waiting while fewer than n were taken.
+    pushed: AtomicU64,
+    taken: AtomicU64,
 }
 
 /// The sending side of a connection's queue; cheap to clone.
@@ -69,6 +78,8 @@ impl Peer {
             limit,
             burst,
             overflow: Notify::new(),
+            pushed: AtomicU64::new(0),
+            taken: AtomicU64::new(0),
         });
         (
             Peer {
@@ -89,16 +100,33 @@ impl Peer {
     /// (repeated subscribes) reaches `limit + burst` and is cut off as a slow consumer, so
     /// its queue cannot grow without bound.
     pub(crate) fn push(&self, item: Outbound) {
+        self.push_tracked(item);
+    }
+
+    /// [`push`](Self::push), returning the item's ticket if it was queued, so that the
+    /// sender can tell later whether it is still waiting (see [`Peer::is_queued`]).
+    pub(crate) fn push_tracked(&self, item: Outbound) -> Option<Ticket> {
         let shared = &self.shared;
         if shared.queued.load(Ordering::Relaxed) >= shared.limit.saturating_add(shared.burst) {
             shared.overflow.notify_one();
-            return;
+            return None;
         }
         self.shared.queued.fetch_add(1, Ordering::Relaxed);
+        let ticket = Ticket(self.shared.pushed.fetch_add(1, Ordering::Relaxed) + 1);
         if self.tx.send(item).is_err() {
             // The connection is gone; it will be removed from every table shortly.
             self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+            return None;
         }
+        Some(ticket)
+    }
+
+    /// Whether the item of `ticket` is still queued, not yet taken by the writer. Two
+    /// concurrent pushes may take their tickets and their places in opposite order, so the
+    /// answer may be off for a moment, by the items pushed at the same time; callers use it
+    /// only to avoid queuing a second copy of something already on its way.
+    pub(crate) fn is_queued(&self, ticket: Ticket) -> bool {
+        self.shared.taken.load(Ordering::Relaxed) < ticket.0
     }
 
     /// Queues `item` unless the queue is over its limit, in which case the peer is marked
@@ -125,7 +153,7 @@ impl PeerQueue {
     pub(crate) async fn recv(&mut self) -> Option<Outbound> {
         let item = self.rx.recv().await;
         if item.is_some() {
-            self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+            self.taken();
         }
         item
     }
@@ -134,9 +162,14 @@ impl PeerQueue {
     pub(crate) fn try_recv(&mut self) -> Option<Outbound> {
         let item = self.rx.try_recv().ok();
         if item.is_some() {
-            self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+            self.taken();
         }
         item
+    }
+
+    fn taken(&self) {
+        self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+        self.shared.taken.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -179,6 +212,18 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(1), peer.overflowed())
             .await
             .expect("flagged as a slow consumer");
+    }
+
+    #[tokio::test]
+    async fn a_ticket_tells_whether_its_item_is_still_queued() {
+        let (peer, mut queue) = Peer::new(1, 10, 0);
+        let first = peer.push_tracked(frame("a")).expect("queued");
+        let second = peer.push_tracked(frame("b")).expect("queued");
+        assert!(peer.is_queued(first) && peer.is_queued(second));
+        queue.try_recv();
+        assert!(!peer.is_queued(first) && peer.is_queued(second));
+        queue.recv().await;
+        assert!(!peer.is_queued(second));
     }
 
     #[tokio::test]

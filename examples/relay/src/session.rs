@@ -9,6 +9,7 @@
 
 use crate::auth::{token_matches, Access};
 use crate::config::RelayConfig;
+use crate::docs::QueuedSnapshots;
 use crate::hub::{frame, Hub};
 use crate::peer::{Outbound, Peer};
 use crate::rate_limit::TokenBucket;
@@ -60,6 +61,8 @@ pub(crate) struct Session {
     channels: HashSet<String>,
     /// Documents this connection syncs.
     documents: HashSet<String>,
+    /// Document snapshots queued on this connection, so that it never has two of one.
+    snapshots: QueuedSnapshots,
     limiter: Option<TokenBucket>,
 }
 
@@ -80,6 +83,7 @@ impl Session {
             member: None,
             channels: HashSet::new(),
             documents: HashSet::new(),
+            snapshots: QueuedSnapshots::new(),
             limiter,
         }
     }
@@ -228,17 +232,21 @@ impl Session {
                 epoch,
             } => {
                 if self.check_channel(&channel, None) {
-                    self.hub
-                        .docs
-                        .sync(&self.peer, &channel, version, epoch.as_deref());
-                    self.documents.insert(channel);
+                    let docs = &self.hub.docs;
+                    let snapshots = &mut self.snapshots;
+                    if docs.sync(&self.peer, snapshots, &channel, version, epoch.as_deref()) {
+                        self.documents.insert(channel);
+                    }
                 }
             }
             ClientMessage::DocChange {
                 id, channel, ops, ..
             } => {
                 if self.check_id(&id) && self.check_channel(&channel, Some(&id)) {
-                    self.hub.docs.change(&self.peer, &channel, id, ops);
+                    let snapshots = &mut self.snapshots;
+                    self.hub
+                        .docs
+                        .change(&self.peer, snapshots, &channel, id, ops);
                 }
             }
             other => {

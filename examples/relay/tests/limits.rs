@@ -7,7 +7,7 @@ mod common;
 
 use common::{relay, stop, Client};
 use serde_json::json;
-use tether_core::protocol::{ClientMessage, ServerMessage};
+use tether_core::protocol::{ClientMessage, Op, ServerMessage};
 use tether_relay::RelayConfig;
 
 fn error(msg: &ServerMessage) -> (&str, Option<&str>) {
@@ -97,5 +97,136 @@ async fn a_publish_whose_message_frame_would_exceed_the_limit_is_refused_not_ack
         } => assert_eq!(id, "fits"),
         other => panic!("expected the fitting publish, got {other:?}"),
     }
+    stop(relay, [watcher, c]).await;
+}
+
+fn doc_sync(channel: &str) -> ClientMessage {
+    ClientMessage::DocSync {
+        channel: channel.into(),
+        version: None,
+        epoch: None,
+    }
+}
+
+fn doc_set(id: &str, channel: &str, key: &str, value: serde_json::Value) -> ClientMessage {
+    ClientMessage::DocChange {
+        id: id.into(),
+        channel: channel.into(),
+        base: 0,
+        ops: vec![Op::Set {
+            key: key.into(),
+            value,
+        }],
+    }
+}
+
+/// Syncs `channel` and returns the snapshot's version and state.
+async fn synced(
+    c: &mut Client,
+    channel: &str,
+) -> (u64, serde_json::Map<String, serde_json::Value>) {
+    c.send(doc_sync(channel)).await;
+    match c.recv().await {
+        ServerMessage::DocSnapshot { version, state, .. } => (version, state),
+        other => panic!("expected a snapshot of {channel}, got {other:?}"),
+    }
+}
+
+async fn acked(c: &mut Client, msg: ClientMessage) -> u64 {
+    c.send(msg).await;
+    match c.recv().await {
+        ServerMessage::Ack { offset, .. } => offset.unwrap(),
+        other => panic!("expected an ack, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn documents_are_capped_and_those_without_content_or_syncers_are_freed() {
+    let relay = relay(RelayConfig {
+        max_documents: 3,
+        ..RelayConfig::default()
+    })
+    .await;
+    let url = relay.ws_url();
+    let mut a = Client::hello(&url, "a").await;
+    synced(&mut a, "kept").await;
+    assert_eq!(acked(&mut a, doc_set("k1", "kept", "k", json!(1))).await, 1);
+    synced(&mut a, "made-up-1").await;
+    synced(&mut a, "made-up-2").await;
+    // A fourth document, by sync or by change, is refused by name.
+    a.send(doc_sync("made-up-3")).await;
+    assert_eq!(error(&a.recv().await), ("too_many_documents", None));
+    a.send(doc_set("k2", "made-up-3", "k", json!(1))).await;
+    assert_eq!(error(&a.recv().await), ("too_many_documents", Some("k2")));
+    // Its connection was not harmed.
+    a.barrier().await;
+    drop(a);
+
+    // Once `a` is gone, only the document with content is left: room for two more.
+    let mut b = Client::hello(&url, "b").await;
+    let mut freed = false;
+    for _ in 0..50 {
+        b.send(doc_sync("made-up-4")).await;
+        match b.recv().await {
+            ServerMessage::DocSnapshot { .. } => {
+                freed = true;
+                break;
+            }
+            // `a`'s disconnect may not have been handled yet.
+            ServerMessage::Error { code, .. } if code == "too_many_documents" => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            other => panic!("expected a snapshot, got {other:?}"),
+        }
+    }
+    assert!(freed, "the made-up documents were never freed");
+    synced(&mut b, "made-up-5").await;
+    let (version, state) = synced(&mut b, "kept").await;
+    assert_eq!((version, state.get("k")), (1, Some(&json!(1))));
+    b.send(doc_sync("made-up-6")).await;
+    assert_eq!(error(&b.recv().await), ("too_many_documents", None));
+    stop(relay, [b]).await;
+}
+
+#[tokio::test]
+async fn a_change_past_the_state_cap_is_refused_and_others_never_see_it() {
+    let relay = relay(RelayConfig {
+        max_document_bytes: 1_000,
+        ..RelayConfig::default()
+    })
+    .await;
+    let url = relay.ws_url();
+    let mut watcher = Client::hello(&url, "watcher").await;
+    synced(&mut watcher, "doc").await;
+    let mut c = Client::hello(&url, "c").await;
+    synced(&mut c, "doc").await;
+
+    assert_eq!(
+        acked(&mut c, doc_set("c1", "doc", "a", json!("x".repeat(600)))).await,
+        1
+    );
+    c.send(doc_set("c2", "doc", "b", json!("x".repeat(600))))
+        .await;
+    assert_eq!(error(&c.recv().await), ("too_large", Some("c2")));
+    // Replacing the value instead stays under the cap.
+    assert_eq!(
+        acked(&mut c, doc_set("c3", "doc", "a", json!("y".repeat(900)))).await,
+        2
+    );
+    // A resend of an applied change is acknowledged again, even though applying it now
+    // would not fit.
+    assert_eq!(
+        acked(&mut c, doc_set("c1", "doc", "a", json!("x".repeat(600)))).await,
+        1
+    );
+
+    for expected in [1, 2] {
+        match watcher.recv().await {
+            ServerMessage::DocChange { version, .. } => assert_eq!(version, expected),
+            other => panic!("expected change {expected}, got {other:?}"),
+        }
+    }
+    let (version, state) = synced(&mut watcher, "doc").await;
+    assert_eq!((version, state.len()), (2, 1));
     stop(relay, [watcher, c]).await;
 }
