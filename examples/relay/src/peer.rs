@@ -8,6 +8,7 @@
 use crate::history::Stored;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use tether_core::protocol::ServerMessage;
 use tokio::sync::{mpsc, Notify};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
@@ -29,6 +30,14 @@ pub(crate) enum Outbound {
 }
 
 impl Outbound {
+    /// The length of its frame in bytes.
+    fn len(&self) -> usize {
+        match self {
+            Outbound::Frame(frame) => frame.len(),
+            Outbound::Message(stored) => stored.frame.len(),
+        }
+    }
+
     /// The WebSocket text frame for this item.
     pub(crate) fn into_frame(self) -> Utf8Bytes {
         match self {
@@ -49,6 +58,8 @@ struct Shared {
     /// the n-th item queued is still waiting while fewer than n were taken.
     pushed: AtomicU64,
     taken: AtomicU64,
+    /// Largest frame this connection may be sent; see [`Peer::with_max_frame`].
+    max_frame: usize,
 }
 
 /// The sending side of a connection's queue; cheap to clone.
@@ -70,6 +81,20 @@ impl Peer {
     /// A peer whose queue may hold `limit` items before it counts as a slow consumer, plus
     /// `burst` more for replies the connection asked for (a subscribe's replay).
     pub(crate) fn new(id: PeerId, limit: usize, burst: usize) -> (Peer, PeerQueue) {
+        Peer::with_max_frame(id, limit, burst, usize::MAX)
+    }
+
+    /// [`Peer::new`] for a connection that must never be sent a frame over `max_frame`
+    /// bytes: a WebSocket, whose writer fails on a frame its write buffer cannot take (and
+    /// whose client, with the default limits, refuses one over the relay's own limit). Such a
+    /// frame is replaced by `error{code:"too_large"}`, naming the id it carried, so the
+    /// client is told instead of being disconnected.
+    pub(crate) fn with_max_frame(
+        id: PeerId,
+        limit: usize,
+        burst: usize,
+        max_frame: usize,
+    ) -> (Peer, PeerQueue) {
         // Unbounded on purpose: the hub must never wait on one connection while it holds
         // its lock; the limit is enforced by `offer` instead.
         let (tx, rx) = mpsc::unbounded_channel();
@@ -80,6 +105,7 @@ impl Peer {
             overflow: Notify::new(),
             pushed: AtomicU64::new(0),
             taken: AtomicU64::new(0),
+            max_frame,
         });
         (
             Peer {
@@ -111,6 +137,11 @@ impl Peer {
             shared.overflow.notify_one();
             return None;
         }
+        let item = if item.len() > shared.max_frame {
+            Outbound::Frame(too_large(&item, shared.max_frame))
+        } else {
+            item
+        };
         self.shared.queued.fetch_add(1, Ordering::Relaxed);
         let ticket = Ticket(self.shared.pushed.fetch_add(1, Ordering::Relaxed) + 1);
         if self.tx.send(item).is_err() {
@@ -173,6 +204,43 @@ impl PeerQueue {
     }
 }
 
+/// The `error` sent instead of `item`, a frame over `max` bytes: it names the type of the
+/// frame and the id it carried (unless that is too long to echo).
+fn too_large(item: &Outbound, max: usize) -> Utf8Bytes {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        #[serde(rename = "type")]
+        kind: Option<String>,
+        id: Option<String>,
+    }
+    let frame = match item {
+        Outbound::Frame(frame) => frame,
+        Outbound::Message(stored) => &stored.frame,
+    };
+    let head = serde_json::from_str::<Head>(frame.as_str()).ok();
+    let kind = head
+        .as_ref()
+        .and_then(|h| h.kind.clone())
+        .unwrap_or_default();
+    let id = head
+        .and_then(|h| h.id)
+        .filter(|id| id.len() <= crate::session::MAX_ID_LEN);
+    tracing::warn!(
+        kind,
+        len = frame.len(),
+        max,
+        "frame too large for the connection; not sent"
+    );
+    crate::hub::frame(&ServerMessage::Error {
+        code: "too_large".to_owned(),
+        message: format!(
+            "the relay's {kind} frame would be {} bytes; this connection takes at most {max}",
+            frame.len()
+        ),
+        id,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,6 +280,27 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(1), peer.overflowed())
             .await
             .expect("flagged as a slow consumer");
+    }
+
+    #[tokio::test]
+    async fn a_frame_over_the_limit_is_replaced_by_an_error_naming_its_id() {
+        let (peer, mut queue) = Peer::with_max_frame(1, 10, 0, 64);
+        let reply = format!(
+            r#"{{"type":"reply","id":"r1","payload":"{}"}}"#,
+            "x".repeat(64)
+        );
+        peer.push(frame(&reply));
+        peer.push(frame(r#"{"type":"pong","id":"p"}"#));
+        let got: Vec<String> = std::iter::from_fn(|| queue.try_recv())
+            .map(|o| o.into_frame().to_string())
+            .collect();
+        match ServerMessage::decode(&got[0]) {
+            Ok(ServerMessage::Error { code, id, .. }) => {
+                assert_eq!((code.as_str(), id.as_deref()), ("too_large", Some("r1")));
+            }
+            other => panic!("expected too_large, got {other:?}"),
+        }
+        assert_eq!(got[1], r#"{"type":"pong","id":"p"}"#, "smaller frames pass");
     }
 
     #[tokio::test]

@@ -230,3 +230,71 @@ async fn a_change_past_the_state_cap_is_refused_and_others_never_see_it() {
     assert_eq!((version, state.len()), (2, 1));
     stop(relay, [watcher, c]).await;
 }
+
+#[tokio::test]
+async fn a_reply_larger_than_the_limit_is_an_error_not_a_dropped_connection() {
+    // `1e5` comes back as `100000.0`: a 1 MiB request echoes as a ~2.4 MB reply, more than
+    // the connection's write buffer takes, which used to end it without a close frame.
+    let relay = relay(RelayConfig::default()).await;
+    let mut c = Client::hello(&relay.ws_url(), "c").await;
+    let numbers = vec!["1e5"; 250_000].join(",");
+    c.send_text(&format!(
+        r#"{{"type":"request","id":"big","payload":[{numbers}]}}"#
+    ))
+    .await;
+    assert_eq!(error(&c.recv().await), ("too_large", Some("big")));
+    c.barrier().await;
+    stop(relay, [c]).await;
+}
+
+#[tokio::test]
+async fn a_document_never_grows_past_a_snapshot_that_can_be_sent() {
+    // No state cap of its own: the snapshot's size stops the document.
+    let max = 64 * 1024;
+    let relay = relay(RelayConfig {
+        max_message_size: max,
+        max_document_bytes: usize::MAX,
+        ..RelayConfig::default()
+    })
+    .await;
+    let url = relay.ws_url();
+    let mut c = Client::hello(&url, "c").await;
+    synced(&mut c, "doc").await;
+    let mut refused = None;
+    for i in 0..20 {
+        c.send(doc_set(
+            &format!("c{i}"),
+            "doc",
+            &format!("k{i}"),
+            json!("x".repeat(10_000)),
+        ))
+        .await;
+        match c.recv().await {
+            ServerMessage::Ack { .. } => {}
+            ServerMessage::Error { code, .. } if code == "too_large" => {
+                refused = Some(i);
+                break;
+            }
+            other => panic!("expected an ack or too_large, got {other:?}"),
+        }
+    }
+    let refused = refused.expect("the document grew without limit");
+    assert!(refused >= 5, "refused too early, at change {refused}");
+
+    // A newcomer still gets the whole document, in one frame within the limit.
+    let mut newcomer = Client::hello(&url, "newcomer").await;
+    newcomer.send(doc_sync("doc")).await;
+    match newcomer.next_raw().await {
+        Some(Ok(tokio_tungstenite::tungstenite::Message::Text(text))) => {
+            assert!(text.len() <= max, "{} bytes", text.len());
+            match ServerMessage::decode(&text).unwrap() {
+                ServerMessage::DocSnapshot { version, state, .. } => {
+                    assert_eq!((version, state.len()), (refused, refused as usize));
+                }
+                other => panic!("expected a snapshot, got {other:?}"),
+            }
+        }
+        other => panic!("expected the snapshot, got {other:?}"),
+    }
+    stop(relay, [c, newcomer]).await;
+}
