@@ -41,6 +41,13 @@ pub struct RelayOptions {
     #[arg(long, value_name = "N", value_parser = at_least_one,
           default_value_t = RelayConfig::default().max_message_size)]
     pub max_message_bytes: usize,
+    /// Shared documents held at most (0 disables documents).
+    #[arg(long, value_name = "N", default_value_t = RelayConfig::default().max_documents)]
+    pub max_documents: usize,
+    /// Largest state of one shared document, in bytes of JSON.
+    #[arg(long, value_name = "N",
+          default_value_t = RelayConfig::default().max_document_bytes)]
+    pub max_document_bytes: usize,
     /// Reconnect window advised to clients on graceful shutdown, in ms.
     #[arg(long, value_name = "MS", default_value_t = default_ms(|c| c.reconnect_window))]
     pub reconnect_window: u64,
@@ -89,6 +96,8 @@ impl RelayOptions {
             presence_grace: Duration::from_millis(self.presence_grace),
             history_capacity: self.history,
             max_message_size: self.max_message_bytes,
+            max_documents: self.max_documents,
+            max_document_bytes: self.max_document_bytes,
             reconnect_window: Duration::from_millis(self.reconnect_window),
             reconnect_after: Duration::from_millis(self.reconnect_after),
             ..RelayConfig::default()
@@ -200,6 +209,8 @@ mod tests {
         assert_eq!(got.presence_grace, want.presence_grace);
         assert_eq!(got.history_capacity, want.history_capacity);
         assert_eq!(got.max_message_size, want.max_message_size);
+        assert_eq!(got.max_documents, want.max_documents);
+        assert_eq!(got.max_document_bytes, want.max_document_bytes);
         assert_eq!(got.reconnect_window, want.reconnect_window);
         assert_eq!(got.reconnect_after, want.reconnect_after);
     }
@@ -217,6 +228,10 @@ mod tests {
             "64",
             "--max-message-bytes",
             "4096",
+            "--max-documents",
+            "10",
+            "--max-document-bytes",
+            "2048",
             "--reconnect-window",
             "10000",
             "--reconnect-after",
@@ -229,6 +244,8 @@ mod tests {
         assert_eq!(config.presence_grace, Duration::from_millis(250));
         assert_eq!(config.history_capacity, 64);
         assert_eq!(config.max_message_size, 4096);
+        assert_eq!(config.max_documents, 10);
+        assert_eq!(config.max_document_bytes, 2048);
         assert_eq!(config.reconnect_window, Duration::from_millis(10_000));
         assert_eq!(config.reconnect_after, Duration::from_millis(2_000));
         assert!(config.validate().is_ok());
@@ -305,6 +322,8 @@ mod tests {
             "--presence-grace <MS>",
             "--history <N>",
             "--max-message-bytes <N>",
+            "--max-documents <N>",
+            "--max-document-bytes <N>",
             "--reconnect-window <MS>",
             "--reconnect-after <MS>",
             "[default: 127.0.0.1:9000]",

@@ -31,11 +31,24 @@ pub struct RelayConfig {
     /// Default: 1,024.
     pub history_capacity: usize,
     /// Publish ids remembered per channel to acknowledge resends without storing them
-    /// twice. Default: 4,096.
+    /// twice (an id is at most 128 bytes, so this costs at most about 1 MiB per channel).
+    /// Default: 4,096.
     pub dedupe_capacity: usize,
     /// Changes kept per shared document so a reconnecting client gets the changes it missed
     /// instead of a snapshot. Default: 1,024.
     pub document_log_capacity: usize,
+    /// Shared documents held at most. A `doc_sync` or `doc_change` that would create one
+    /// more is refused with `error{code:"too_many_documents"}`. A document nobody syncs that
+    /// was never changed is dropped, so only documents with content, or with clients syncing
+    /// them, count. 0 disables documents. Default: 4,096.
+    pub max_documents: usize,
+    /// Largest state of one shared document, in bytes of JSON. A change that would take it
+    /// further is refused with `error{id, code:"too_large"}`, and so is one whose
+    /// `doc_snapshot` (state plus the ids of the logged changes) or `doc_change` frame would
+    /// exceed `max_message_size`, so every document can always be sent. Memory per document:
+    /// this, plus up to `document_log_capacity` changes of at most `max_message_size` each.
+    /// Default: 512 KiB.
+    pub max_document_bytes: usize,
     /// How long a member whose last connection to a channel went away stays present before
     /// `leave` is broadcast, so that a quick reconnect is invisible to others. Default: 5 s.
     pub presence_grace: Duration,
@@ -121,6 +134,8 @@ impl Default for RelayConfig {
             history_capacity: 1_024,
             dedupe_capacity: 4_096,
             document_log_capacity: 1_024,
+            max_documents: 4_096,
+            max_document_bytes: 512 * 1024,
             presence_grace: Duration::from_secs(5),
             token: None,
             sse_retry: Duration::from_millis(1_000),
@@ -183,6 +198,8 @@ impl std::fmt::Debug for RelayConfig {
             .field("history_capacity", &self.history_capacity)
             .field("dedupe_capacity", &self.dedupe_capacity)
             .field("document_log_capacity", &self.document_log_capacity)
+            .field("max_documents", &self.max_documents)
+            .field("max_document_bytes", &self.max_document_bytes)
             .field("presence_grace", &self.presence_grace)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("sse_retry", &self.sse_retry)

@@ -6,32 +6,142 @@
 //!
 //! Documents live in memory like everything else here: a restarted relay starts every
 //! document empty in a new epoch, and clients resync from a snapshot.
+//!
+//! Limits (see [`RelayConfig`]): at most `max_documents` documents; a document nobody syncs
+//! that was never changed is dropped (recreating it later is indistinguishable); a change
+//! that would take the state past `max_document_bytes`, or its snapshot or broadcast past
+//! `max_message_size`, is refused with `too_large`. The relay keeps the change log itself as
+//! encoded `doc_change` frames and caches the snapshot frame of the current version, so
+//! replays and snapshots share one buffer instead of re-encoding under the lock, and a
+//! connection has at most one snapshot of a document queued at a time.
 
+use crate::config::RelayConfig;
 use crate::hub::frame;
-use crate::peer::{Outbound, Peer, PeerId};
-use std::collections::HashMap;
+use crate::peer::{Outbound, Peer, PeerId, Ticket};
+use serde_json::{Map, Value};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use tether_core::protocol::{Op, ServerMessage};
-use tether_core::sync::{ChangeOutcome, DocumentServer, SyncReply};
+use tether_core::sync::{apply_change, ChangeOutcome, DocumentServer, Rejection};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+/// Error codes for changes and syncs over a limit (docs/protocol.md, "Errors").
+const TOO_LARGE: &str = "too_large";
+const TOO_MANY_DOCUMENTS: &str = "too_many_documents";
+
+/// The snapshots of documents a connection has queued and not yet sent, by document; kept
+/// by its session, so it lives and dies with the connection.
+pub(crate) type QueuedSnapshots = HashMap<String, Ticket>;
+
+/// One accepted change still in the log.
+#[derive(Debug)]
+struct Logged {
+    version: u64,
+    id: String,
+    /// Its `doc_change` frame, shared by the broadcast and every replay.
+    frame: Utf8Bytes,
+}
 
 #[derive(Debug)]
 struct Doc {
+    /// Orders, applies and deduplicates. Its own change log is emptied after every change:
+    /// `log` below holds the same changes, encoded once.
     server: DocumentServer,
     syncers: HashMap<PeerId, Peer>,
+    log: VecDeque<Logged>,
+    /// Upper bound of the state's JSON length, kept up to date change by change.
+    state_bytes: usize,
+    /// Upper bound of the JSON length of the ids in `log` (a snapshot's `applied`).
+    applied_bytes: usize,
+    /// The `doc_snapshot` frame of the current version, once someone asked for it.
+    snapshot: Option<Utf8Bytes>,
+}
+
+impl Doc {
+    fn new(epoch: &str, log_capacity: usize) -> Doc {
+        Doc {
+            server: DocumentServer::new(epoch, log_capacity),
+            syncers: HashMap::new(),
+            log: VecDeque::new(),
+            state_bytes: EMPTY_MAP_BYTES,
+            applied_bytes: 0,
+            snapshot: None,
+        }
+    }
+
+    /// Nobody syncs it and it was never changed: dropping it loses nothing.
+    fn is_idle(&self) -> bool {
+        self.syncers.is_empty() && self.server.version() == 0
+    }
+
+    /// The frames a client at `version` of `epoch` is missing, if the log still has them
+    /// all (the rule of `DocumentServer::sync`); `None` means it needs a snapshot.
+    fn missing(&self, version: Option<u64>, epoch: Option<&str>) -> Option<Vec<Utf8Bytes>> {
+        let head = self.server.version();
+        let oldest_known = self.log.front().map_or(head, |c| c.version - 1);
+        match version {
+            Some(v) if epoch == Some(self.server.epoch()) && v <= head && v >= oldest_known => {
+                Some(
+                    self.log
+                        .iter()
+                        .filter(|c| c.version > v)
+                        .map(|c| c.frame.clone())
+                        .collect(),
+                )
+            }
+            _ => None,
+        }
+    }
+
+    /// The snapshot frame of the current version, encoded once per version.
+    fn snapshot(&mut self, channel: &str) -> Utf8Bytes {
+        let server = &self.server;
+        let log = &self.log;
+        self.snapshot
+            .get_or_insert_with(|| {
+                frame(&ServerMessage::DocSnapshot {
+                    channel: channel.to_owned(),
+                    version: server.version(),
+                    epoch: Some(server.epoch().to_owned()),
+                    state: server.state().clone(),
+                    applied: log.iter().map(|c| c.id.clone()).collect(),
+                })
+            })
+            .clone()
+    }
+
+    /// Queues the current snapshot on `peer` unless one of this document is still queued
+    /// there (then that one, and what follows it, is what the peer will get).
+    fn push_snapshot(&mut self, peer: &Peer, channel: &str, queued: &mut QueuedSnapshots) {
+        if queued.get(channel).is_some_and(|t| peer.is_queued(*t)) {
+            return;
+        }
+        let snapshot = self.snapshot(channel);
+        match peer.push_tracked(Outbound::Frame(snapshot)) {
+            Some(ticket) => queued.insert(channel.to_owned(), ticket),
+            None => queued.remove(channel),
+        };
+    }
 }
 
 #[derive(Debug)]
 pub(crate) struct Docs {
     epoch: Arc<str>,
     log_capacity: usize,
+    max_documents: usize,
+    max_document_bytes: usize,
+    max_message_size: usize,
     docs: Mutex<HashMap<String, Doc>>,
 }
 
 impl Docs {
-    pub(crate) fn new(epoch: Arc<str>, log_capacity: usize) -> Self {
+    pub(crate) fn new(epoch: Arc<str>, config: &RelayConfig) -> Self {
         Docs {
             epoch,
-            log_capacity,
+            log_capacity: config.document_log_capacity,
+            max_documents: config.max_documents,
+            max_document_bytes: config.max_document_bytes,
+            max_message_size: config.max_message_size,
             docs: Mutex::new(HashMap::new()),
         }
     }
@@ -40,103 +150,367 @@ impl Docs {
         self.docs.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The document `channel`, created if there is room for one more.
+    fn doc<'d>(&self, docs: &'d mut HashMap<String, Doc>, channel: &str) -> Option<&'d mut Doc> {
+        if !docs.contains_key(channel) {
+            if docs.len() >= self.max_documents {
+                return None;
+            }
+            docs.insert(channel.to_owned(), Doc::new(&self.epoch, self.log_capacity));
+        }
+        docs.get_mut(channel)
+    }
+
+    fn too_many(&self, peer: &Peer, channel: &str, id: Option<String>) {
+        let message = format!(
+            "this relay holds at most {} documents; {channel:?} is not one of them",
+            self.max_documents
+        );
+        refuse(peer, TOO_MANY_DOCUMENTS, message, id);
+    }
+
     /// `doc_sync`: registers `peer` and queues what it needs — the changes after `version`, or
-    /// a snapshot — under the lock, so no live change can slip in before them.
+    /// a snapshot — under the lock, so no live change can slip in before them. Returns
+    /// whether `peer` now syncs the document (not when there is no room for another one).
     pub(crate) fn sync(
         &self,
         peer: &Peer,
+        queued: &mut QueuedSnapshots,
         channel: &str,
         version: Option<u64>,
         epoch: Option<&str>,
-    ) {
+    ) -> bool {
         let mut docs = self.docs();
-        let doc = docs.entry(channel.to_owned()).or_insert_with(|| Doc {
-            server: DocumentServer::new(self.epoch.to_string(), self.log_capacity),
-            syncers: HashMap::new(),
-        });
-        match doc.server.sync(version, epoch) {
-            SyncReply::Changes(changes) => {
-                for (version, id, ops) in changes {
-                    peer.push(Outbound::Frame(frame(&ServerMessage::DocChange {
-                        channel: channel.to_owned(),
-                        version,
-                        id,
-                        ops,
-                    })));
+        let Some(doc) = self.doc(&mut docs, channel) else {
+            self.too_many(peer, channel, None);
+            return false;
+        };
+        let syncing = doc.syncers.contains_key(&peer.id());
+        if syncing && queued.get(channel).is_some_and(|t| peer.is_queued(*t)) {
+            // A snapshot is on its way, followed by every change since: that answers this
+            // request too, without queuing another copy of the document.
+            return true;
+        }
+        match doc.missing(version, epoch) {
+            Some(changes) => {
+                for change in changes {
+                    peer.push(Outbound::Frame(change));
                 }
             }
-            snapshot @ SyncReply::Snapshot { .. } => {
-                push_snapshot(peer, channel, &doc.server, snapshot)
+            None => {
+                queued.remove(channel);
+                doc.push_snapshot(peer, channel, queued);
             }
         }
         doc.syncers.insert(peer.id(), peer.clone());
+        true
     }
 
-    /// `doc_change` from `author`: apply, acknowledge, broadcast — or reject with a snapshot.
-    pub(crate) fn change(&self, author: &Peer, channel: &str, id: String, ops: Vec<Op>) {
+    /// `doc_change` from `author`: apply, acknowledge, broadcast — or reject (with a
+    /// snapshot when the author's view was wrong).
+    pub(crate) fn change(
+        &self,
+        author: &Peer,
+        queued: &mut QueuedSnapshots,
+        channel: &str,
+        id: String,
+        ops: Vec<Op>,
+    ) {
         let mut docs = self.docs();
-        let doc = docs.entry(channel.to_owned()).or_insert_with(|| Doc {
-            server: DocumentServer::new(self.epoch.to_string(), self.log_capacity),
-            syncers: HashMap::new(),
+        let Some(doc) = self.doc(&mut docs, channel) else {
+            self.too_many(author, channel, Some(id));
+            return;
+        };
+        if let Some(version) = doc.server.applied_version(&id) {
+            // A resend: acknowledged again, whatever the limits say now.
+            ack(author, id, version);
+        } else {
+            self.apply(doc, author, queued, channel, id, ops);
+        }
+        if doc.is_idle() {
+            docs.remove(channel);
+        }
+    }
+
+    fn apply(
+        &self,
+        doc: &mut Doc,
+        author: &Peer,
+        queued: &mut QueuedSnapshots,
+        channel: &str,
+        id: String,
+        ops: Vec<Op>,
+    ) {
+        // Checked before applying: the size of the state after the change (from the keys it
+        // touches), and of the frames it would take to send it.
+        let state_bytes = match state_bytes_after(doc, &ops) {
+            Ok(bytes) => bytes,
+            Err(rejection) => return self.reject(doc, author, queued, channel, id, rejection),
+        };
+        let change = frame(&ServerMessage::DocChange {
+            channel: channel.to_owned(),
+            version: doc.server.version() + 1,
+            id: id.clone(),
+            ops: ops.clone(),
         });
+        if let Some(why) = self.over_limit(doc, channel, &id, state_bytes, change.len()) {
+            return refuse(author, TOO_LARGE, why, Some(id));
+        }
         match doc.server.apply(&id, &ops) {
             ChangeOutcome::Applied { version } => {
-                author.offer(Outbound::Frame(frame(&ServerMessage::Ack {
-                    id: id.clone(),
-                    offset: Some(version),
-                })));
-                let change = frame(&ServerMessage::DocChange {
-                    channel: channel.to_owned(),
+                doc.server.trim_log();
+                doc.state_bytes = state_bytes;
+                doc.snapshot = None;
+                doc.applied_bytes += id_bytes(&id);
+                doc.log.push_back(Logged {
                     version,
-                    id,
-                    ops,
+                    id: id.clone(),
+                    frame: change.clone(),
                 });
+                while doc.log.len() > self.log_capacity {
+                    if let Some(old) = doc.log.pop_front() {
+                        doc.applied_bytes -= id_bytes(&old.id);
+                    }
+                }
+                ack(author, id, version);
                 for peer in doc.syncers.values().filter(|p| p.id() != author.id()) {
                     peer.offer(Outbound::Frame(change.clone()));
                 }
             }
-            ChangeOutcome::Duplicate { version } => {
-                author.offer(Outbound::Frame(frame(&ServerMessage::Ack {
-                    id,
-                    offset: Some(version),
-                })));
-            }
+            ChangeOutcome::Duplicate { version } => ack(author, id, version),
             ChangeOutcome::Rejected(rejection) => {
-                author.offer(Outbound::Frame(frame(&ServerMessage::Error {
-                    code: rejection.code.to_owned(),
-                    message: rejection.message,
-                    id: Some(id),
-                })));
-                let snapshot = doc.server.snapshot();
-                push_snapshot(author, channel, &doc.server, snapshot);
+                self.reject(doc, author, queued, channel, id, rejection)
             }
         }
     }
 
-    /// A connection went away: it no longer hears about these documents.
+    /// The author's view of the document was wrong: it gets the error and a snapshot.
+    fn reject(
+        &self,
+        doc: &mut Doc,
+        author: &Peer,
+        queued: &mut QueuedSnapshots,
+        channel: &str,
+        id: String,
+        rejection: Rejection,
+    ) {
+        refuse(author, rejection.code, rejection.message, Some(id));
+        doc.push_snapshot(author, channel, queued);
+    }
+
+    /// Why a change leaving `state_bytes` of state and broadcast as a `change_len`-byte
+    /// frame cannot be accepted, if it cannot.
+    fn over_limit(
+        &self,
+        doc: &Doc,
+        channel: &str,
+        id: &str,
+        state_bytes: usize,
+        change_len: usize,
+    ) -> Option<String> {
+        if state_bytes > self.max_document_bytes {
+            return Some(format!(
+                "the document would hold about {state_bytes} bytes; this relay keeps at most {}",
+                self.max_document_bytes
+            ));
+        }
+        let max = self.max_message_size;
+        if change_len > max {
+            return Some(format!(
+                "the change would be a {change_len}-byte frame; this relay sends at most {max}"
+            ));
+        }
+        let mut applied_bytes = doc.applied_bytes + id_bytes(id);
+        if doc.log.len() >= self.log_capacity {
+            applied_bytes -= doc.log.front().map_or(id_bytes(id), |c| id_bytes(&c.id));
+        }
+        let snapshot = snapshot_overhead(channel, doc.server.epoch()) + state_bytes + applied_bytes;
+        (snapshot > max).then(|| {
+            format!(
+                "the document's snapshot would be about {snapshot} bytes; this relay sends \
+                 at most {max}"
+            )
+        })
+    }
+
+    /// A connection went away: it no longer hears about these documents, and those that
+    /// were never changed and have nobody else syncing them are dropped.
     pub(crate) fn disconnect<'a>(&self, peer: PeerId, channels: impl IntoIterator<Item = &'a str>) {
         let mut docs = self.docs();
         for channel in channels {
             if let Some(doc) = docs.get_mut(channel) {
                 doc.syncers.remove(&peer);
+                if doc.is_idle() {
+                    docs.remove(channel);
+                }
             }
         }
     }
+
+    /// Documents currently held.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.docs().len()
+    }
 }
 
-fn push_snapshot(peer: &Peer, channel: &str, server: &DocumentServer, snapshot: SyncReply) {
-    if let SyncReply::Snapshot {
-        version,
-        state,
-        applied,
-    } = snapshot
-    {
-        peer.push(Outbound::Frame(frame(&ServerMessage::DocSnapshot {
-            channel: channel.to_owned(),
-            version,
-            epoch: Some(server.epoch().to_owned()),
-            state,
-            applied,
-        })));
+fn ack(author: &Peer, id: String, version: u64) {
+    author.offer(Outbound::Frame(frame(&ServerMessage::Ack {
+        id,
+        offset: Some(version),
+    })));
+}
+
+fn refuse(peer: &Peer, code: &str, message: String, id: Option<String>) {
+    peer.offer(Outbound::Frame(frame(&ServerMessage::Error {
+        code: code.to_owned(),
+        message,
+        id,
+    })));
+}
+
+/// `{}`.
+const EMPTY_MAP_BYTES: usize = 2;
+
+/// The JSON length of one state entry, `"key":value`, plus its separating comma.
+fn entry_bytes(key: &str, value: &Value) -> usize {
+    let mut out = String::new();
+    tether_core::json::write_str(&mut out, key);
+    out.push(':');
+    tether_core::json::write_value(&mut out, value);
+    out.len() + 1
+}
+
+/// The JSON length of one id in an `applied` array, plus its comma.
+fn id_bytes(id: &str) -> usize {
+    let mut out = String::new();
+    tether_core::json::write_str(&mut out, id);
+    out.len() + 1
+}
+
+/// A snapshot frame's length besides its state and `applied` ids, at the longest version.
+fn snapshot_overhead(channel: &str, epoch: &str) -> usize {
+    frame(&ServerMessage::DocSnapshot {
+        channel: channel.to_owned(),
+        version: u64::MAX,
+        epoch: Some(epoch.to_owned()),
+        state: Map::new(),
+        applied: Vec::new(),
+    })
+    .len()
+        + r#","applied":[]"#.len()
+}
+
+/// The state's JSON length bound after `ops`, or why they are rejected. Works on
+/// copies of the keys the change touches only (the only ones `apply_change` reads), so the
+/// cost is that of the change, not of the document.
+fn state_bytes_after(doc: &Doc, ops: &[Op]) -> Result<usize, Rejection> {
+    let state = doc.server.state();
+    let touched: HashSet<&str> = ops.iter().map(Op::key).collect();
+    let mut scratch = Map::new();
+    let mut before = 0;
+    for key in touched {
+        if let Some(value) = state.get(key) {
+            before += entry_bytes(key, value);
+            scratch.insert(key.to_owned(), value.clone());
+        }
+    }
+    apply_change(&mut scratch, ops)?;
+    let after: usize = scratch.iter().map(|(k, v)| entry_bytes(k, v)).sum();
+    Ok(doc.state_bytes - before + after)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::peer::PeerQueue;
+    use serde_json::json;
+
+    fn docs(config: RelayConfig) -> Docs {
+        Docs::new(Arc::from("e1"), &config)
+    }
+
+    fn drain(queue: &mut PeerQueue) -> Vec<ServerMessage> {
+        let mut out = Vec::new();
+        while let Some(item) = queue.try_recv() {
+            match ServerMessage::decode(item.into_frame().as_str()) {
+                Ok(msg) => out.push(msg),
+                Err(e) => panic!("undecodable frame: {e}"),
+            }
+        }
+        out
+    }
+
+    fn set(key: &str, value: Value) -> Vec<Op> {
+        vec![Op::Set {
+            key: key.into(),
+            value,
+        }]
+    }
+
+    #[test]
+    fn the_state_size_bound_follows_every_change() {
+        let docs = docs(RelayConfig::default());
+        let (a, mut qa) = Peer::new(1, 1000, 0);
+        let mut queued = QueuedSnapshots::new();
+        let changes = [
+            set("a", json!("x".repeat(100))),
+            set("b\u{7}", json!({"n": [1, 2.5, null]})),
+            vec![Op::Increment {
+                key: "n".into(),
+                by: 3.into(),
+            }],
+            set("a", json!(1)),
+            vec![Op::Delete {
+                key: "b\u{7}".into(),
+            }],
+            vec![Op::Insert {
+                key: "c".into(),
+                value: json!(true),
+            }],
+        ];
+        for (i, ops) in changes.into_iter().enumerate() {
+            docs.change(&a, &mut queued, "d", format!("c{i}"), ops);
+            let d = docs.docs();
+            let exact = tether_core::json::to_string(&Value::Object(d["d"].server.state().clone()));
+            let bound = d["d"].state_bytes;
+            assert!(
+                bound >= exact.len() && bound <= exact.len() + 1,
+                "{bound} vs {exact}"
+            );
+        }
+        assert_eq!(drain(&mut qa).len(), 6, "six acks");
+    }
+
+    #[test]
+    fn documents_nobody_syncs_and_nobody_changed_are_dropped() {
+        let docs = docs(RelayConfig::default());
+        let (a, _qa) = Peer::new(1, 1000, 0);
+        let mut queued = QueuedSnapshots::new();
+        assert!(docs.sync(&a, &mut queued, "empty", None, None));
+        assert!(docs.sync(&a, &mut queued, "kept", None, None));
+        docs.change(&a, &mut queued, "kept", "c1".into(), set("k", json!(1)));
+        docs.disconnect(1, ["empty", "kept"]);
+        assert_eq!(docs.len(), 1);
+    }
+
+    #[test]
+    fn at_most_one_snapshot_per_document_is_queued_on_a_connection() {
+        let docs = docs(RelayConfig::default());
+        let (a, mut qa) = Peer::new(1, 1000, 0);
+        let mut queued = QueuedSnapshots::new();
+        docs.change(&a, &mut queued, "d", "c1".into(), set("k", json!(1)));
+        drain(&mut qa);
+        for _ in 0..10 {
+            docs.sync(&a, &mut queued, "d", None, None);
+        }
+        let got = drain(&mut qa);
+        assert_eq!(got.len(), 1, "{got:?}");
+        // Sent: the next request gets a snapshot again.
+        docs.sync(&a, &mut queued, "d", None, None);
+        assert!(matches!(
+            drain(&mut qa).as_slice(),
+            [ServerMessage::DocSnapshot { version: 1, .. }]
+        ));
     }
 }

@@ -83,7 +83,7 @@ impl Hub {
     ) -> Self {
         let epoch: Arc<str> = Arc::from(epoch);
         Hub {
-            docs: Docs::new(epoch.clone(), config.document_log_capacity),
+            docs: Docs::new(epoch.clone(), &config),
             config,
             epoch,
             channels: Mutex::new(HashMap::new()),

@@ -11,7 +11,7 @@
 //!   after `Last-Event-ID` (header or `?lastEventId=`).
 //!
 //! Misbehaving clients get `error` frames (`bad_frame`, `unsupported_version`,
-//! `invalid_channel`, `rate_limited`) and keep their connection; an oversized message closes
+//! `invalid_channel`, `rate_limited`, `too_large`) and keep their connection; an oversized message closes
 //! with 1009, invalid UTF-8 with 1007, a missing or wrong token with HTTP 401 or close 4001.
 //! Graceful shutdown closes every WebSocket with 1012 and `{"reconnect_within_ms": N}`.
 //!

@@ -6,13 +6,19 @@
 //! reconnect and resume from the channel history.
 
 use crate::history::Stored;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use tether_core::protocol::ServerMessage;
 use tokio::sync::{mpsc, Notify};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// Unique per relay, for the hub's subscriber tables and for logs.
 pub(crate) type PeerId = u64;
+
+/// An item's place in its connection's queue, from [`Peer::push_tracked`]: tells whether the
+/// writer has taken it yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Ticket(u64);
 
 /// One item queued for a connection.
 #[derive(Debug)]
@@ -24,6 +30,14 @@ pub(crate) enum Outbound {
 }
 
 impl Outbound {
+    /// The length of its frame in bytes.
+    fn len(&self) -> usize {
+        match self {
+            Outbound::Frame(frame) => frame.len(),
+            Outbound::Message(stored) => stored.frame.len(),
+        }
+    }
+
     /// The WebSocket text frame for this item.
     pub(crate) fn into_frame(self) -> Utf8Bytes {
         match self {
@@ -40,6 +54,12 @@ struct Shared {
     /// How far past `limit` a `push` (a burst the connection asked for) may go.
     burst: usize,
     overflow: Notify,
+    /// Items ever queued and ever taken by the writer: the queue is first in, first out, so
+    /// the n-th item queued is still waiting while fewer than n were taken.
+    pushed: AtomicU64,
+    taken: AtomicU64,
+    /// Largest frame this connection may be sent; see [`Peer::with_max_frame`].
+    max_frame: usize,
 }
 
 /// The sending side of a connection's queue; cheap to clone.
@@ -61,6 +81,20 @@ impl Peer {
     /// A peer whose queue may hold `limit` items before it counts as a slow consumer, plus
     /// `burst` more for replies the connection asked for (a subscribe's replay).
     pub(crate) fn new(id: PeerId, limit: usize, burst: usize) -> (Peer, PeerQueue) {
+        Peer::with_max_frame(id, limit, burst, usize::MAX)
+    }
+
+    /// [`Peer::new`] for a connection that must never be sent a frame over `max_frame`
+    /// bytes: a WebSocket, whose writer fails on a frame its write buffer cannot take (and
+    /// whose client, with the default limits, refuses one over the relay's own limit). Such a
+    /// frame is replaced by `error{code:"too_large"}`, naming the id it carried, so the
+    /// client is told instead of being disconnected.
+    pub(crate) fn with_max_frame(
+        id: PeerId,
+        limit: usize,
+        burst: usize,
+        max_frame: usize,
+    ) -> (Peer, PeerQueue) {
         // Unbounded on purpose: the hub must never wait on one connection while it holds
         // its lock; the limit is enforced by `offer` instead.
         let (tx, rx) = mpsc::unbounded_channel();
@@ -69,6 +103,9 @@ impl Peer {
             limit,
             burst,
             overflow: Notify::new(),
+            pushed: AtomicU64::new(0),
+            taken: AtomicU64::new(0),
+            max_frame,
         });
         (
             Peer {
@@ -89,16 +126,38 @@ impl Peer {
     /// (repeated subscribes) reaches `limit + burst` and is cut off as a slow consumer, so
     /// its queue cannot grow without bound.
     pub(crate) fn push(&self, item: Outbound) {
+        self.push_tracked(item);
+    }
+
+    /// [`push`](Self::push), returning the item's ticket if it was queued, so that the
+    /// sender can tell later whether it is still waiting (see [`Peer::is_queued`]).
+    pub(crate) fn push_tracked(&self, item: Outbound) -> Option<Ticket> {
         let shared = &self.shared;
         if shared.queued.load(Ordering::Relaxed) >= shared.limit.saturating_add(shared.burst) {
             shared.overflow.notify_one();
-            return;
+            return None;
         }
+        let item = if item.len() > shared.max_frame {
+            Outbound::Frame(too_large(&item, shared.max_frame))
+        } else {
+            item
+        };
         self.shared.queued.fetch_add(1, Ordering::Relaxed);
+        let ticket = Ticket(self.shared.pushed.fetch_add(1, Ordering::Relaxed) + 1);
         if self.tx.send(item).is_err() {
             // The connection is gone; it will be removed from every table shortly.
             self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+            return None;
         }
+        Some(ticket)
+    }
+
+    /// Whether the item of `ticket` is still queued, not yet taken by the writer. Two
+    /// concurrent pushes may take their tickets and their places in opposite order, so the
+    /// answer may be off for a moment, by the items pushed at the same time; callers use it
+    /// only to avoid queuing a second copy of something already on its way.
+    pub(crate) fn is_queued(&self, ticket: Ticket) -> bool {
+        self.shared.taken.load(Ordering::Relaxed) < ticket.0
     }
 
     /// Queues `item` unless the queue is over its limit, in which case the peer is marked
@@ -125,7 +184,7 @@ impl PeerQueue {
     pub(crate) async fn recv(&mut self) -> Option<Outbound> {
         let item = self.rx.recv().await;
         if item.is_some() {
-            self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+            self.taken();
         }
         item
     }
@@ -134,10 +193,52 @@ impl PeerQueue {
     pub(crate) fn try_recv(&mut self) -> Option<Outbound> {
         let item = self.rx.try_recv().ok();
         if item.is_some() {
-            self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+            self.taken();
         }
         item
     }
+
+    fn taken(&self) {
+        self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+        self.shared.taken.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The `error` sent instead of `item`, a frame over `max` bytes: it names the type of the
+/// frame and the id it carried (unless that is too long to echo).
+fn too_large(item: &Outbound, max: usize) -> Utf8Bytes {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        #[serde(rename = "type")]
+        kind: Option<String>,
+        id: Option<String>,
+    }
+    let frame = match item {
+        Outbound::Frame(frame) => frame,
+        Outbound::Message(stored) => &stored.frame,
+    };
+    let head = serde_json::from_str::<Head>(frame.as_str()).ok();
+    let kind = head
+        .as_ref()
+        .and_then(|h| h.kind.clone())
+        .unwrap_or_default();
+    let id = head
+        .and_then(|h| h.id)
+        .filter(|id| id.len() <= crate::session::MAX_ID_LEN);
+    tracing::warn!(
+        kind,
+        len = frame.len(),
+        max,
+        "frame too large for the connection; not sent"
+    );
+    crate::hub::frame(&ServerMessage::Error {
+        code: "too_large".to_owned(),
+        message: format!(
+            "the relay's {kind} frame would be {} bytes; this connection takes at most {max}",
+            frame.len()
+        ),
+        id,
+    })
 }
 
 #[cfg(test)]
@@ -179,6 +280,39 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(1), peer.overflowed())
             .await
             .expect("flagged as a slow consumer");
+    }
+
+    #[tokio::test]
+    async fn a_frame_over_the_limit_is_replaced_by_an_error_naming_its_id() {
+        let (peer, mut queue) = Peer::with_max_frame(1, 10, 0, 64);
+        let reply = format!(
+            r#"{{"type":"reply","id":"r1","payload":"{}"}}"#,
+            "x".repeat(64)
+        );
+        peer.push(frame(&reply));
+        peer.push(frame(r#"{"type":"pong","id":"p"}"#));
+        let got: Vec<String> = std::iter::from_fn(|| queue.try_recv())
+            .map(|o| o.into_frame().to_string())
+            .collect();
+        match ServerMessage::decode(&got[0]) {
+            Ok(ServerMessage::Error { code, id, .. }) => {
+                assert_eq!((code.as_str(), id.as_deref()), ("too_large", Some("r1")));
+            }
+            other => panic!("expected too_large, got {other:?}"),
+        }
+        assert_eq!(got[1], r#"{"type":"pong","id":"p"}"#, "smaller frames pass");
+    }
+
+    #[tokio::test]
+    async fn a_ticket_tells_whether_its_item_is_still_queued() {
+        let (peer, mut queue) = Peer::new(1, 10, 0);
+        let first = peer.push_tracked(frame("a")).expect("queued");
+        let second = peer.push_tracked(frame("b")).expect("queued");
+        assert!(peer.is_queued(first) && peer.is_queued(second));
+        queue.try_recv();
+        assert!(!peer.is_queued(first) && peer.is_queued(second));
+        queue.recv().await;
+        assert!(!peer.is_queued(second));
     }
 
     #[tokio::test]

@@ -9,6 +9,7 @@
 
 use crate::auth::{token_matches, Access};
 use crate::config::RelayConfig;
+use crate::docs::QueuedSnapshots;
 use crate::hub::{frame, Hub};
 use crate::peer::{Outbound, Peer};
 use crate::rate_limit::TokenBucket;
@@ -22,6 +23,12 @@ use tokio::time::Instant;
 /// Close code for a missing or refused token (protocol: `unauthorized`).
 pub(crate) const CLOSE_UNAUTHORIZED: u16 = 4001;
 
+/// Longest `id` of a `publish` or `doc_change` (docs/protocol.md, "Client → server"). The
+/// relay remembers these ids (twice per channel for resends, and in every document's change
+/// log and snapshots), so without a limit its memory bound per channel would not hold. As
+/// long as a `client_id`; the engine's ids are far shorter (a 13-byte prefix and a counter).
+pub(crate) const MAX_ID_LEN: usize = 128;
+
 /// Error codes the relay sends (docs/protocol.md, "Errors").
 mod code {
     pub(super) const BAD_FRAME: &str = "bad_frame";
@@ -29,6 +36,7 @@ mod code {
     pub(super) const INVALID_CHANNEL: &str = "invalid_channel";
     pub(super) const RATE_LIMITED: &str = "rate_limited";
     pub(super) const UNAUTHORIZED: &str = "unauthorized";
+    pub(super) const TOO_LARGE: &str = "too_large";
 }
 
 /// What the connection should do after a frame.
@@ -53,6 +61,8 @@ pub(crate) struct Session {
     channels: HashSet<String>,
     /// Documents this connection syncs.
     documents: HashSet<String>,
+    /// Document snapshots queued on this connection, so that it never has two of one.
+    snapshots: QueuedSnapshots,
     limiter: Option<TokenBucket>,
 }
 
@@ -73,6 +83,7 @@ impl Session {
             member: None,
             channels: HashSet::new(),
             documents: HashSet::new(),
+            snapshots: QueuedSnapshots::new(),
             limiter,
         }
     }
@@ -200,7 +211,11 @@ impl Session {
                 channel,
                 payload,
                 ack,
-            } => self.publish(id, channel, payload, ack),
+            } => {
+                if self.check_id(&id) {
+                    self.publish(id, channel, payload, ack);
+                }
+            }
             ClientMessage::Request { id, payload, .. } => {
                 // The reference relay is its own echo service.
                 self.reply(&ServerMessage::Reply { id, payload });
@@ -217,17 +232,21 @@ impl Session {
                 epoch,
             } => {
                 if self.check_channel(&channel, None) {
-                    self.hub
-                        .docs
-                        .sync(&self.peer, &channel, version, epoch.as_deref());
-                    self.documents.insert(channel);
+                    let docs = &self.hub.docs;
+                    let snapshots = &mut self.snapshots;
+                    if docs.sync(&self.peer, snapshots, &channel, version, epoch.as_deref()) {
+                        self.documents.insert(channel);
+                    }
                 }
             }
             ClientMessage::DocChange {
                 id, channel, ops, ..
             } => {
-                if self.check_channel(&channel, Some(&id)) {
-                    self.hub.docs.change(&self.peer, &channel, id, ops);
+                if self.check_id(&id) && self.check_channel(&channel, Some(&id)) {
+                    let snapshots = &mut self.snapshots;
+                    self.hub
+                        .docs
+                        .change(&self.peer, snapshots, &channel, id, ops);
                 }
             }
             other => {
@@ -271,19 +290,27 @@ impl Session {
         let ts = unix_ms();
         let Some(channel) = channel else {
             // A channel-less publish goes to the relay itself, which echoes it.
-            self.reply(&ServerMessage::Message {
+            let echo = frame(&ServerMessage::Message {
                 channel: None,
                 offset: None,
                 id: Some(id.clone()),
                 payload,
                 ts: Some(ts),
             });
-            if ack {
-                self.reply(&ServerMessage::Ack { id, offset: None });
+            if self.fits(echo.len(), &id) {
+                self.peer.offer(Outbound::Frame(echo));
+                if ack {
+                    self.reply(&ServerMessage::Ack { id, offset: None });
+                }
             }
             return;
         };
         if !self.check_channel(&channel, Some(&id)) {
+            return;
+        }
+        // Checked before the hub stores it (and outside the hub's lock): a message no
+        // subscriber could receive must not be acked, nor kept for replays.
+        if !self.fits(message_frame_len(&channel, &id, &payload, ts), &id) {
             return;
         }
         let offset = self.hub.publish(&channel, &id, payload, ts);
@@ -293,6 +320,33 @@ impl Session {
                 offset: Some(offset),
             });
         }
+    }
+
+    /// Answers `bad_frame` unless `id` (of a publish or change, which the relay stores) is at
+    /// most [`MAX_ID_LEN`] bytes. The error does not name an id that long: echoing it would
+    /// make the answer as large as the offending frame.
+    fn check_id(&mut self, id: &str) -> bool {
+        if id.len() <= MAX_ID_LEN {
+            return true;
+        }
+        let message = format!("id is {} bytes; at most {MAX_ID_LEN} are allowed", id.len());
+        self.reply_error(code::BAD_FRAME, message, None);
+        false
+    }
+
+    /// Answers `too_large` (naming `id`) if the `message` frame a publish becomes, `len`
+    /// bytes, is larger than `max_message_size`: the frame adds `offset` and `ts` to the
+    /// publish, and no client with the same limit (the client's default is the relay's)
+    /// could receive it.
+    fn fits(&mut self, len: usize, id: &str) -> bool {
+        let max = self.config.max_message_size;
+        if len <= max {
+            return true;
+        }
+        let message =
+            format!("the message would be a {len}-byte frame; this relay sends at most {max}");
+        self.reply_error(code::TOO_LARGE, message, Some(id.to_owned()));
+        false
     }
 
     /// Answers `invalid_channel` (naming `id`) unless `channel` is a valid name.
@@ -334,13 +388,31 @@ impl Drop for Session {
 }
 
 /// The `id` of a frame that could not be handled, so the error can name it; skips
-/// everything else in the frame without building it.
+/// everything else in the frame without building it. An id over [`MAX_ID_LEN`] bytes is
+/// not echoed.
 fn id_of(text: &str) -> Option<String> {
     #[derive(Deserialize)]
     struct IdOnly {
         id: Option<String>,
     }
-    serde_json::from_str::<IdOnly>(text).ok()?.id
+    let id = serde_json::from_str::<IdOnly>(text).ok()?.id?;
+    (id.len() <= MAX_ID_LEN).then_some(id)
+}
+
+/// The length of the `message` frame the hub will build for this publish, at the longest
+/// offset it could get, without encoding the payload twice into one frame.
+fn message_frame_len(channel: &str, id: &str, payload: &Value, ts: u64) -> usize {
+    let envelope = ServerMessage::Message {
+        channel: Some(channel.to_owned()),
+        offset: Some(u64::MAX),
+        id: Some(id.to_owned()),
+        payload: Value::Null,
+        ts: Some(ts),
+    }
+    .encode();
+    let mut payload_text = String::new();
+    tether_core::json::write_value(&mut payload_text, payload);
+    envelope.len() - "null".len() + payload_text.len()
 }
 
 /// Wall-clock time in Unix milliseconds, for `message.ts`.
@@ -501,5 +573,54 @@ mod tests {
         assert_eq!(id_of(r#"{"id":"a","type":7}"#).as_deref(), Some("a"));
         assert_eq!(id_of(r#"{"id":5}"#), None);
         assert_eq!(id_of("nope"), None);
+        let long = "i".repeat(MAX_ID_LEN + 1);
+        assert_eq!(id_of(&format!(r#"{{"id":"{long}"}}"#)), None, "not echoed");
+    }
+
+    #[test]
+    fn the_message_frame_length_is_computed_exactly() {
+        let payload =
+            serde_json::json!({"text": "h\u{e9}\"llo\u{7}", "n": [1e5, -0.5, 7], "x": null});
+        let real = ServerMessage::Message {
+            channel: Some("room".into()),
+            offset: Some(u64::MAX),
+            id: Some("p1".into()),
+            payload: payload.clone(),
+            ts: Some(1_700_000_000_000),
+        }
+        .encode();
+        assert_eq!(
+            message_frame_len("room", "p1", &payload, 1_700_000_000_000),
+            real.len()
+        );
+    }
+
+    #[tokio::test]
+    async fn publish_and_change_ids_over_the_limit_are_refused_without_being_echoed() {
+        let now = Instant::now();
+        let (mut s, mut q) = session(RelayConfig::default(), Access::Granted);
+        let long = "i".repeat(MAX_ID_LEN + 1);
+        for frame in [
+            format!(r#"{{"type":"publish","id":"{long}","channel":"c","payload":1,"ack":true}}"#),
+            format!(r#"{{"type":"publish","id":"{long}","payload":1,"ack":true}}"#),
+            format!(r#"{{"type":"doc_change","id":"{long}","channel":"d","base":0,"ops":[]}}"#),
+        ] {
+            s.on_text(&frame, now);
+            let got = replies(&mut q);
+            assert_eq!(got.len(), 1, "{got:?}");
+            assert_eq!(error_code(&got[0]), Some(("bad_frame", None)));
+        }
+        // The engine's ids are far shorter than the limit.
+        let engine_like = format!("{:012x}-{}", u64::MAX >> 16, u64::MAX);
+        assert!(engine_like.len() <= MAX_ID_LEN);
+        let exact = "i".repeat(MAX_ID_LEN);
+        s.on_text(
+            &format!(r#"{{"type":"publish","id":"{exact}","channel":"c","payload":1,"ack":true}}"#),
+            now,
+        );
+        assert!(matches!(
+            replies(&mut q).as_slice(),
+            [ServerMessage::Ack { id, offset: Some(1) }] if *id == exact
+        ));
     }
 }

@@ -145,10 +145,11 @@ pub(crate) async fn serve(
     .await;
 
     let _open = shared.stats.connection_opened();
-    let (peer, mut queue) = Peer::new(
+    let (peer, mut queue) = Peer::with_max_frame(
         shared.next_peer_id(),
         shared.config.max_queued_frames,
         shared.config.reply_burst(),
+        shared.config.max_message_size,
     );
     let now = Instant::now();
     let mut session = Session::new(

@@ -87,6 +87,14 @@ impl DocumentServer {
         &self.state
     }
 
+    /// The version change `id` was applied as, while its id is remembered: what
+    /// [`apply`](Self::apply) would answer as [`ChangeOutcome::Duplicate`]. A server that
+    /// checks a change (say, against a size limit) before applying it asks this first, so a
+    /// resend is acknowledged rather than checked again.
+    pub fn applied_version(&self, id: &str) -> Option<u64> {
+        self.ids.get(id).copied()
+    }
+
     /// Orders and applies change `id`. Resends of a change still in the log are recognised.
     pub fn apply(&mut self, id: &str, ops: &[Op]) -> ChangeOutcome {
         if let Some(&version) = self.ids.get(id) {
@@ -172,6 +180,8 @@ mod tests {
             s.apply("a", &set("x", 9)),
             ChangeOutcome::Duplicate { version: 1 }
         );
+        assert_eq!(s.applied_version("a"), Some(1));
+        assert_eq!(s.applied_version("b"), None);
         s.apply("b", &set("x", 2));
         s.apply("c", &set("y", 3));
         match s.sync(Some(1), Some("e")) {
