@@ -41,6 +41,11 @@ pub struct RelayOptions {
     #[arg(long, value_name = "N", value_parser = at_least_one,
           default_value_t = RelayConfig::default().max_message_size)]
     pub max_message_bytes: usize,
+    /// WebSocket liveness interval in ms: the relay pings every interval and closes (4000) a
+    /// connection silent for two. 0 turns both off.
+    #[arg(long, value_name = "MS",
+          default_value_t = default_ms(|c| c.ping_interval.unwrap_or_default()))]
+    pub ping_interval: u64,
     /// Reconnect window advised to clients on graceful shutdown, in ms.
     #[arg(long, value_name = "MS", default_value_t = default_ms(|c| c.reconnect_window))]
     pub reconnect_window: u64,
@@ -89,6 +94,8 @@ impl RelayOptions {
             presence_grace: Duration::from_millis(self.presence_grace),
             history_capacity: self.history,
             max_message_size: self.max_message_bytes,
+            ping_interval: (self.ping_interval > 0)
+                .then(|| Duration::from_millis(self.ping_interval)),
             reconnect_window: Duration::from_millis(self.reconnect_window),
             reconnect_after: Duration::from_millis(self.reconnect_after),
             ..RelayConfig::default()
@@ -202,6 +209,7 @@ mod tests {
         assert_eq!(got.max_message_size, want.max_message_size);
         assert_eq!(got.reconnect_window, want.reconnect_window);
         assert_eq!(got.reconnect_after, want.reconnect_after);
+        assert_eq!(got.ping_interval, want.ping_interval);
     }
 
     #[test]
@@ -221,6 +229,8 @@ mod tests {
             "10000",
             "--reconnect-after",
             "2000",
+            "--ping-interval",
+            "500",
         ])
         .expect("every flag is known");
         assert_eq!(options.listen, "127.0.0.1:0");
@@ -231,7 +241,10 @@ mod tests {
         assert_eq!(config.max_message_size, 4096);
         assert_eq!(config.reconnect_window, Duration::from_millis(10_000));
         assert_eq!(config.reconnect_after, Duration::from_millis(2_000));
+        assert_eq!(config.ping_interval, Some(Duration::from_millis(500)));
         assert!(config.validate().is_ok());
+        let off = parse(&["--ping-interval", "0"]).expect("0 is allowed");
+        assert_eq!(off.config_with_env(None).ping_interval, None, "0 = off");
     }
 
     #[test]
@@ -307,6 +320,7 @@ mod tests {
             "--max-message-bytes <N>",
             "--reconnect-window <MS>",
             "--reconnect-after <MS>",
+            "--ping-interval <MS>",
             "[default: 127.0.0.1:9000]",
             TOKEN_ENV,
         ] {

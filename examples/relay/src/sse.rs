@@ -2,7 +2,9 @@
 //! message (`id: <offset>`, `data: <message envelope>`), after a `retry:` hint and a replay
 //! of the history after `Last-Event-ID` (header, or `?lastEventId=` because a browser's
 //! `EventSource` sends the header only on its own reconnects). Idle streams get a
-//! `:keepalive` comment now and then.
+//! `:keepalive` comment now and then. A stream whose socket accepts no bytes for two
+//! keepalive intervals (its reader stopped reading, or vanished without a FIN or RST) is
+//! ended, so it does not stay subscribed forever.
 //!
 //! The body is delimited by closing the connection (`Connection: close`, no length, no
 //! chunking): every HTTP/1.1 client reads such a body until EOF, and ending the stream is
@@ -96,6 +98,7 @@ async fn write_events(
     let start = tokio::time::Instant::now() + keepalive;
     let mut keepalives = tokio::time::interval_at(start, keepalive);
     keepalives.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let stall = keepalive.saturating_mul(2);
     loop {
         tokio::select! {
             item = queue.recv() => {
@@ -103,13 +106,33 @@ async fn write_events(
                 let mut buf = Vec::new();
                 encode(&mut buf, item);
                 drain_into(&mut buf, queue, 63);
-                writer.write_all(&buf).await?;
+                write_all_within(writer, &buf, stall).await?;
                 // Activity counts as keepalive.
                 keepalives.reset();
             }
-            _ = keepalives.tick() => writer.write_all(b":keepalive\n\n").await?,
+            _ = keepalives.tick() => write_all_within(writer, b":keepalive\n\n", stall).await?,
         }
     }
+}
+
+/// Writes all of `buf`, failing with `TimedOut` once the socket has accepted nothing for
+/// `stall`. Progress, not the total, is bounded: a large replay to a slow but reading client
+/// still goes out.
+async fn write_all_within(
+    writer: &mut (impl AsyncWrite + Unpin),
+    mut buf: &[u8],
+    stall: Duration,
+) -> io::Result<()> {
+    while !buf.is_empty() {
+        let written = tokio::time::timeout(stall, writer.write(buf))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "the reader stalled"))??;
+        if written == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        buf = &buf[written..];
+    }
+    Ok(())
 }
 
 /// Encodes up to `max` already queued events into `buf`, so a burst goes out in one write.
