@@ -273,6 +273,14 @@ async fn read_frames(
     }
 }
 
+/// Sends queued frames (and pings) until the connection ends.
+///
+/// This future is dropped whenever another branch of the connection's `select!` ends it, so
+/// it never holds a frame taken from the queue across an await: it waits until the sink has
+/// room, then takes a frame and hands it over with `start_send`, which does not wait. A
+/// frame taken from the queue is thus always inside the sink, which [`close`] sends before
+/// anything else; holding it in a pending `feed` instead lost it on a close with flush, and
+/// the frames after it went out, so the client resumed past the gap.
 async fn write_frames(
     sink: &mut SplitSink<Ws, Message>,
     queue: &mut PeerQueue,
@@ -285,28 +293,42 @@ async fn write_frames(
     });
     let mut pings_sent = 0u64;
     loop {
-        let first = tokio::select! {
-            item = queue.recv() => match item {
-                Some(item) => item.into_frame(),
-                None => return Ending::Gone,
-            },
+        if ready(sink).await.is_err() {
+            return Ending::Gone;
+        }
+        tokio::select! {
+            // `recv` is cancel-safe, and what it returns goes into the sink at once.
+            item = queue.recv() => {
+                let Some(item) = item else { return Ending::Gone };
+                if sink.start_send_unpin(Message::Text(item.into_frame())).is_err() {
+                    return Ending::Gone;
+                }
+            }
             () = tick(&mut pings) => {
                 pings_sent += 1;
                 // A ping frame, answered by every WebSocket stack (browsers, raw-mode
                 // clients, tools) without the application, then the protocol's `ping`, which
                 // clients that cannot see ping frames (browsers) count as the server's life.
-                if sink.feed(Message::Ping(Bytes::new())).await.is_err() {
+                // Made here, not taken from the queue: one lost to a close loses nothing.
+                let ping = frame(&ServerMessage::Ping { id: Some(format!("s{pings_sent}")) });
+                let sent = async {
+                    sink.feed(Message::Ping(Bytes::new())).await?;
+                    sink.feed(Message::Text(ping)).await
+                };
+                if sent.await.is_err() {
                     return Ending::Gone;
                 }
-                frame(&ServerMessage::Ping { id: Some(format!("s{pings_sent}")) })
             }
-        };
-        if sink.feed(Message::Text(first)).await.is_err() {
-            return Ending::Gone;
         }
         for _ in 1..MAX_BATCH {
+            if ready(sink).await.is_err() {
+                return Ending::Gone;
+            }
             let Some(item) = queue.try_recv() else { break };
-            if sink.feed(Message::Text(item.into_frame())).await.is_err() {
+            if sink
+                .start_send_unpin(Message::Text(item.into_frame()))
+                .is_err()
+            {
                 return Ending::Gone;
             }
         }
@@ -314,6 +336,11 @@ async fn write_frames(
             return Ending::Gone;
         }
     }
+}
+
+/// Waits until `sink` can take a frame (its previous one has moved on towards the socket).
+async fn ready(sink: &mut SplitSink<Ws, Message>) -> Result<(), WsError> {
+    std::future::poll_fn(|cx| sink.poll_ready_unpin(cx)).await
 }
 
 async fn tick(interval: &mut Option<Interval>) {
@@ -339,6 +366,8 @@ async fn close(
     flush: bool,
 ) {
     let send = async {
+        // A frame the writer took from the queue is still in `sink`; every send below
+        // pushes it out first, so the order holds with or without `flush`.
         if flush {
             while let Some(item) = queue.try_recv() {
                 sink.feed(Message::Text(item.into_frame())).await?;
