@@ -29,6 +29,7 @@ mod code {
     pub(super) const INVALID_CHANNEL: &str = "invalid_channel";
     pub(super) const RATE_LIMITED: &str = "rate_limited";
     pub(super) const UNAUTHORIZED: &str = "unauthorized";
+    pub(super) const DUPLICATE_ID: &str = "duplicate_id";
 }
 
 /// What the connection should do after a frame.
@@ -286,7 +287,15 @@ impl Session {
         if !self.check_channel(&channel, Some(&id)) {
             return;
         }
-        let offset = self.hub.publish(&channel, &id, payload, ts);
+        // Ids are unique per client: dedupe is keyed on the client too.
+        let publisher = self.member();
+        let offset = match self.hub.publish(&channel, &publisher, &id, payload, ts) {
+            Ok(offset) => offset,
+            Err(reused) => {
+                self.reply_error(code::DUPLICATE_ID, reused.to_string(), Some(id));
+                return;
+            }
+        };
         if ack {
             self.reply(&ServerMessage::Ack {
                 id,
