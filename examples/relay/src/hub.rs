@@ -17,6 +17,7 @@ use crate::stats::Stats;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use tether_core::protocol::{PresenceChange, ServerMessage};
 use tokio::sync::watch;
@@ -81,6 +82,10 @@ pub(crate) struct Hub {
     /// Digests of publish payloads, keyed at random per relay so that nobody can craft a
     /// different payload with the digest of someone else's.
     digests: RandomState,
+    /// The last presence grace period generation handed out. One counter for every channel,
+    /// so a generation is never reused: a channel dropped while idle and recreated must not
+    /// hand out numbers that timers started for its previous incarnation still carry.
+    generations: AtomicU64,
     /// Shared documents, a namespace of their own.
     pub(crate) docs: Docs,
     stats: Arc<Stats>,
@@ -101,6 +106,7 @@ impl Hub {
             epoch,
             channels: Mutex::new(HashMap::new()),
             digests: RandomState::new(),
+            generations: AtomicU64::new(0),
             stats,
             run_state,
         }
@@ -266,7 +272,9 @@ impl Hub {
             };
             let member = channel.subscribers.remove(&peer).and_then(|s| s.member);
             if let Some(member) = member {
-                match channel.presence.depart(&member, grace) {
+                let generation =
+                    grace.then(|| self.generations.fetch_add(1, Ordering::Relaxed) + 1);
+                match channel.presence.depart(&member, generation) {
                     Departure::Stays => {}
                     Departure::Left => {
                         channel.announce(name, PresenceChange::Leave(member.to_string()), None)
