@@ -540,6 +540,18 @@ async fn wss_with_a_private_ca_is_trusted_only_when_given_the_ca() {
     assert_eq!(got, Payload::Text("over tls".into()));
 }
 
+/// The channel offset inside a relay SSE event's data (the message envelope). A raw-mode
+/// client's `offset` is its event id parsed as a number, and the relay's ids are
+/// `<epoch>-<offset>`, so that no resume across a restart is mistaken for one within a run.
+fn envelope_offset(m: &tether::InboundMessage) -> Option<u64> {
+    match &m.payload {
+        Payload::Text(text) => {
+            serde_json::from_str::<serde_json::Value>(text).ok()?["offset"].as_u64()
+        }
+        _ => None,
+    }
+}
+
 #[tokio::test]
 async fn sse_resumes_with_last_event_id_and_honours_retry() {
     let relay = relay().await;
@@ -556,7 +568,7 @@ async fn sse_resumes_with_last_event_id_and_honours_retry() {
     while offsets.len() < 3 {
         offsets.push(
             rec.until(LIMIT, |e| match e {
-                Event::Message(m) => m.offset,
+                Event::Message(m) => envelope_offset(m),
                 _ => None,
             })
             .await,
@@ -584,7 +596,7 @@ async fn sse_resumes_with_last_event_id_and_honours_retry() {
     while resumed.len() < 2 {
         resumed.push(
             rec.until(LIMIT, |e| match e {
-                Event::Message(m) => m.offset,
+                Event::Message(m) => envelope_offset(m),
                 _ => None,
             })
             .await,

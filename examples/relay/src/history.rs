@@ -176,9 +176,10 @@ impl History {
         }
     }
 
-    /// The retained messages after `offset`, for SSE `Last-Event-ID`, which carries no epoch.
-    /// An offset beyond the head cannot be from this epoch (offsets only grow), so the
-    /// client is given everything retained rather than nothing.
+    /// The retained messages after `offset`, for SSE `Last-Event-ID` (the hub has checked
+    /// its epoch; 0 for an id it cannot place). An offset beyond the head cannot be from this
+    /// epoch (offsets only grow), so the client is given everything retained rather than
+    /// nothing.
     pub(crate) fn after(&self, offset: u64) -> impl Iterator<Item = &Stored> {
         let from = if offset > self.head { 0 } else { offset };
         self.ring.iter().filter(move |m| m.offset > from)

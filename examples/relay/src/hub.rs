@@ -185,15 +185,31 @@ impl Hub {
         self.remove(peer, [name], false);
     }
 
+    /// This relay run's history generation, which SSE event ids carry (`<epoch>-<offset>`).
+    pub(crate) fn epoch(&self) -> &Arc<str> {
+        &self.epoch
+    }
+
     /// Attaches an SSE stream: queues the retained messages after `last_event_id`, then
     /// live messages. SSE streams are not presence members.
-    pub(crate) fn follow(&self, peer: &Peer, name: &str, last_event_id: Option<u64>) {
+    ///
+    /// An id of this epoch resumes after its offset. Any other id is unknown: one from before
+    /// a restart (another epoch), a plain offset from a relay that sent those (necessarily
+    /// an earlier process, so another epoch too), or garbage. Its client has seen something,
+    /// but nothing that can be placed in this history, so it gets everything retained: at
+    /// worst messages it has (which clients drop by offset), never a silent gap, as when an
+    /// offset of the old epoch skipped as many of the new one.
+    pub(crate) fn follow(&self, peer: &Peer, name: &str, last_event_id: Option<&str>) {
         let mut channels = self.channels();
         let channel = channels
             .entry(name.to_owned())
             .or_insert_with(|| self.new_channel());
         if let Some(last) = last_event_id {
-            for stored in channel.history.after(last) {
+            let after = match last.rsplit_once('-') {
+                Some((epoch, offset)) if epoch == &*self.epoch => offset.parse().ok(),
+                _ => None,
+            };
+            for stored in channel.history.after(after.unwrap_or(0)) {
                 peer.push(Outbound::Message(stored.clone()));
             }
         }
