@@ -540,6 +540,18 @@ async fn wss_with_a_private_ca_is_trusted_only_when_given_the_ca() {
     assert_eq!(got, Payload::Text("over tls".into()));
 }
 
+/// The channel offset inside a relay SSE event's data (the message envelope). A raw-mode
+/// client's `offset` is its event id parsed as a number, and the relay's ids are
+/// `<epoch>-<offset>`, so that no resume across a restart is mistaken for one within a run.
+fn envelope_offset(m: &tether::InboundMessage) -> Option<u64> {
+    match &m.payload {
+        Payload::Text(text) => {
+            serde_json::from_str::<serde_json::Value>(text).ok()?["offset"].as_u64()
+        }
+        _ => None,
+    }
+}
+
 #[tokio::test]
 async fn sse_resumes_with_last_event_id_and_honours_retry() {
     let relay = relay().await;
@@ -556,7 +568,7 @@ async fn sse_resumes_with_last_event_id_and_honours_retry() {
     while offsets.len() < 3 {
         offsets.push(
             rec.until(LIMIT, |e| match e {
-                Event::Message(m) => m.offset,
+                Event::Message(m) => envelope_offset(m),
                 _ => None,
             })
             .await,
@@ -584,7 +596,7 @@ async fn sse_resumes_with_last_event_id_and_honours_retry() {
     while resumed.len() < 2 {
         resumed.push(
             rec.until(LIMIT, |e| match e {
-                Event::Message(m) => m.offset,
+                Event::Message(m) => envelope_offset(m),
                 _ => None,
             })
             .await,
@@ -816,5 +828,41 @@ async fn an_acked_send_with_a_timeout_too_far_to_represent_is_acknowledged() {
         .expect("acknowledged in time");
     assert_eq!(acked, Ok(Some(1)));
     client.shutdown().await;
+    relay.shutdown().await;
+}
+
+/// The relay closes connections silent for two of its ping intervals (4000). A healthy idle
+/// client stays: with its own heartbeat (ping frames here), and also with none at all, since
+/// it answers the relay's pings (the driver answers ping frames, the engine answers `ping`).
+#[tokio::test]
+async fn an_idle_healthy_client_is_not_closed_by_the_relays_liveness_check() {
+    let relay = relay_with(RelayConfig {
+        ping_interval: Some(ms(100)),
+        ..RelayConfig::default()
+    })
+    .await;
+    let (own, mut own_rec) = tether_client(relay.ws_url());
+    let (none, events) = fast(relay.ws_url())
+        .protocol(Protocol::Tether)
+        .heartbeat_mode(HeartbeatMode::Off)
+        .connect()
+        .unwrap();
+    let mut none_rec = Recorder::new(events);
+    own.subscribe("idle").unwrap();
+    none.subscribe("idle").unwrap();
+    own_rec.until_subscribed(LIMIT).await;
+    none_rec.until_subscribed(LIMIT).await;
+    // Ten of the relay's intervals, five of its silence limits, with no traffic of their own.
+    tokio::time::sleep(ms(1_000)).await;
+    for client in [&own, &none] {
+        let stats = client.stats();
+        assert_eq!((stats.opens, stats.reconnects), (1, 0), "{stats:?}");
+    }
+    let (publisher, mut prec) = tether_client(relay.ws_url());
+    prec.until_open(LIMIT).await;
+    publisher.publish_acked("idle", "still here").await.unwrap();
+    assert_eq!(next_message(&mut own_rec).await.1, json!("still here"));
+    assert_eq!(next_message(&mut none_rec).await.1, json!("still here"));
+    drop((own, none, publisher));
     relay.shutdown().await;
 }

@@ -48,6 +48,11 @@ pub struct RelayOptions {
     #[arg(long, value_name = "N",
           default_value_t = RelayConfig::default().max_document_bytes)]
     pub max_document_bytes: usize,
+    /// WebSocket liveness interval in ms: the relay pings every interval and closes (4000) a
+    /// connection silent for two. 0 turns both off.
+    #[arg(long, value_name = "MS",
+          default_value_t = default_ms(|c| c.ping_interval.unwrap_or_default()))]
+    pub ping_interval: u64,
     /// Reconnect window advised to clients on graceful shutdown, in ms.
     #[arg(long, value_name = "MS", default_value_t = default_ms(|c| c.reconnect_window))]
     pub reconnect_window: u64,
@@ -98,6 +103,8 @@ impl RelayOptions {
             max_message_size: self.max_message_bytes,
             max_documents: self.max_documents,
             max_document_bytes: self.max_document_bytes,
+            ping_interval: (self.ping_interval > 0)
+                .then(|| Duration::from_millis(self.ping_interval)),
             reconnect_window: Duration::from_millis(self.reconnect_window),
             reconnect_after: Duration::from_millis(self.reconnect_after),
             ..RelayConfig::default()
@@ -213,6 +220,7 @@ mod tests {
         assert_eq!(got.max_document_bytes, want.max_document_bytes);
         assert_eq!(got.reconnect_window, want.reconnect_window);
         assert_eq!(got.reconnect_after, want.reconnect_after);
+        assert_eq!(got.ping_interval, want.ping_interval);
     }
 
     #[test]
@@ -236,6 +244,8 @@ mod tests {
             "10000",
             "--reconnect-after",
             "2000",
+            "--ping-interval",
+            "500",
         ])
         .expect("every flag is known");
         assert_eq!(options.listen, "127.0.0.1:0");
@@ -248,7 +258,10 @@ mod tests {
         assert_eq!(config.max_document_bytes, 2048);
         assert_eq!(config.reconnect_window, Duration::from_millis(10_000));
         assert_eq!(config.reconnect_after, Duration::from_millis(2_000));
+        assert_eq!(config.ping_interval, Some(Duration::from_millis(500)));
         assert!(config.validate().is_ok());
+        let off = parse(&["--ping-interval", "0"]).expect("0 is allowed");
+        assert_eq!(off.config_with_env(None).ping_interval, None, "0 = off");
     }
 
     #[test]
@@ -326,6 +339,7 @@ mod tests {
             "--max-document-bytes <N>",
             "--reconnect-window <MS>",
             "--reconnect-after <MS>",
+            "--ping-interval <MS>",
             "[default: 127.0.0.1:9000]",
             TOKEN_ENV,
         ] {

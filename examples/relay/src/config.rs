@@ -58,10 +58,15 @@ pub struct RelayConfig {
     /// The `retry:` hint sent at the start of every SSE stream. Default: 1,000 ms.
     pub sse_retry: Duration,
     /// How often an idle SSE stream gets a `:keepalive` comment, so proxies and clients
-    /// see it is alive. Default: 15 s.
+    /// see it is alive. A stream whose socket accepts no bytes for two of these intervals
+    /// (a reader that stopped reading or vanished) is ended. Default: 15 s.
     pub sse_keepalive: Duration,
-    /// Interval of server-driven application `ping`s on WebSocket connections; `None` sends
-    /// none. Default: `None`.
+    /// Liveness of WebSocket connections: every interval the relay sends a WebSocket ping
+    /// frame and an application `ping` (both answered by clients), and a connection from which
+    /// nothing at all has arrived for two intervals (no message, pong, ping of either kind) is
+    /// closed with 4000 `heartbeat timeout`, so a client whose network vanished without a FIN
+    /// or RST stops holding its subscriptions and presence. `None` does neither.
+    /// Default: 25 s (the SDK's own heartbeat interval).
     pub ping_interval: Option<Duration>,
     /// The window advised to clients on graceful shutdown (close 1012 with
     /// `{"reconnect_within_ms": N}`), over which they spread their reconnects.
@@ -140,7 +145,7 @@ impl Default for RelayConfig {
             token: None,
             sse_retry: Duration::from_millis(1_000),
             sse_keepalive: Duration::from_secs(15),
-            ping_interval: None,
+            ping_interval: Some(Duration::from_secs(25)),
             reconnect_window: Duration::from_millis(5_000),
             reconnect_after: Duration::ZERO,
             max_queued_frames: 4_096,

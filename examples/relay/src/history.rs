@@ -1,6 +1,12 @@
 //! One channel's message history: the epoch, the head offset, a ring buffer of the latest
 //! messages for resume and SSE replay, and the remembered publish ids that make resends
 //! idempotent. Pure data; the hub decides who hears about what.
+//!
+//! Publish ids are remembered per publisher (the connection's `client_id`, stable across the
+//! SDK's reconnects) with a digest of the payload: an id is only unique within its client, so
+//! keyed on the id alone anyone who saw `abcdef012345-7` could publish `abcdef012345-8` first
+//! and have the real one acknowledged but never delivered. The same id from the same client
+//! with another payload is not a resend either; it is refused as a [`Appended::Conflict`].
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -21,6 +27,19 @@ pub(crate) enum Appended {
     New(Stored),
     /// A resend of an id already stored at this offset: acknowledge, do not deliver.
     Duplicate(u64),
+    /// The publisher already used this id, stored at this offset, for another payload:
+    /// refuse, do not deliver.
+    Conflict(u64),
+}
+
+/// Who published, and under which id: the key resends are recognised by.
+type PublishKey = (Arc<str>, String);
+
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    offset: u64,
+    /// The payload's digest, to tell a resend from a reuse of the id.
+    digest: u64,
 }
 
 /// What a subscriber gets: where its stream starts and what is replayed to get there.
@@ -42,10 +61,11 @@ pub(crate) struct History {
     /// Offsets `head - ring.len() + 1 ..= head`, oldest first.
     ring: VecDeque<Stored>,
     capacity: usize,
-    /// Publish id → offset, for the last `dedupe_capacity` publishes.
-    seen: HashMap<String, u64>,
-    /// The same ids in arrival order, so the oldest can be forgotten.
-    seen_order: VecDeque<String>,
+    /// (publisher, publish id) → offset and payload digest, for the last `dedupe_capacity`
+    /// publishes.
+    seen: HashMap<PublishKey, Seen>,
+    /// The same keys in arrival order, so the oldest can be forgotten.
+    seen_order: VecDeque<PublishKey>,
     dedupe_capacity: usize,
 }
 
@@ -77,11 +97,23 @@ impl History {
         self.head == 0
     }
 
-    /// Stores a message under the next offset unless `id` was already stored; `frame` builds
-    /// the message frame for the assigned offset.
-    pub(crate) fn append(&mut self, id: &str, frame: impl FnOnce(u64) -> Utf8Bytes) -> Appended {
-        if let Some(&offset) = self.seen.get(id) {
-            return Appended::Duplicate(offset);
+    /// Stores a message under the next offset unless `publisher` already stored `id`;
+    /// `digest` identifies the payload, `frame` builds the message frame for the assigned
+    /// offset.
+    pub(crate) fn append(
+        &mut self,
+        publisher: &Arc<str>,
+        id: &str,
+        digest: u64,
+        frame: impl FnOnce(u64) -> Utf8Bytes,
+    ) -> Appended {
+        let key = (publisher.clone(), id.to_owned());
+        if let Some(seen) = self.seen.get(&key) {
+            return if seen.digest == digest {
+                Appended::Duplicate(seen.offset)
+            } else {
+                Appended::Conflict(seen.offset)
+            };
         }
         self.head += 1;
         let stored = Stored {
@@ -100,8 +132,12 @@ impl History {
                     self.seen.remove(&oldest);
                 }
             }
-            self.seen.insert(id.to_owned(), self.head);
-            self.seen_order.push_back(id.to_owned());
+            let seen = Seen {
+                offset: self.head,
+                digest,
+            };
+            self.seen.insert(key.clone(), seen);
+            self.seen_order.push_back(key);
         }
         Appended::New(stored)
     }
@@ -140,9 +176,10 @@ impl History {
         }
     }
 
-    /// The retained messages after `offset`, for SSE `Last-Event-ID`, which carries no epoch.
-    /// An offset beyond the head cannot be from this epoch (offsets only grow), so the
-    /// client is given everything retained rather than nothing.
+    /// The retained messages after `offset`, for SSE `Last-Event-ID` (the hub has checked
+    /// its epoch; 0 for an id it cannot place). An offset beyond the head cannot be from this
+    /// epoch (offsets only grow), so the client is given everything retained rather than
+    /// nothing.
     pub(crate) fn after(&self, offset: u64) -> impl Iterator<Item = &Stored> {
         let from = if offset > self.head { 0 } else { offset };
         self.ring.iter().filter(move |m| m.offset > from)
@@ -164,7 +201,13 @@ mod tests {
     }
 
     fn push(h: &mut History, id: &str) -> Appended {
-        h.append(id, |offset| Utf8Bytes::from(format!("m{offset}")))
+        publish(h, "alice", id, 0)
+    }
+
+    fn publish(h: &mut History, publisher: &str, id: &str, digest: u64) -> Appended {
+        h.append(&Arc::from(publisher), id, digest, |offset| {
+            Utf8Bytes::from(format!("m{offset}"))
+        })
     }
 
     fn offsets(resume: &Resume<'_>) -> Vec<u64> {
@@ -188,6 +231,40 @@ mod tests {
         push(&mut h, "b");
         assert!(matches!(push(&mut h, "a"), Appended::Duplicate(1)));
         assert_eq!(h.head(), 2);
+    }
+
+    #[test]
+    fn ids_are_remembered_per_publisher() {
+        let mut h = history(10, 10);
+        assert!(matches!(
+            publish(&mut h, "mallory", "victim-8", 1),
+            Appended::New(_)
+        ));
+        // The victim's own publish under that id is a new message, not a duplicate.
+        assert!(matches!(
+            publish(&mut h, "victim", "victim-8", 2),
+            Appended::New(_)
+        ));
+        assert!(matches!(
+            publish(&mut h, "victim", "victim-8", 2),
+            Appended::Duplicate(2)
+        ));
+        assert_eq!(h.head(), 2);
+    }
+
+    #[test]
+    fn a_reused_id_with_another_payload_is_a_conflict() {
+        let mut h = history(10, 10);
+        publish(&mut h, "alice", "a-1", 7);
+        assert!(matches!(
+            publish(&mut h, "alice", "a-1", 8),
+            Appended::Conflict(1)
+        ));
+        assert!(matches!(
+            publish(&mut h, "alice", "a-1", 7),
+            Appended::Duplicate(1)
+        ));
+        assert_eq!(h.head(), 1);
     }
 
     #[test]

@@ -16,6 +16,8 @@ use crate::server::RunState;
 use crate::stats::Stats;
 use serde_json::Value;
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use tether_core::protocol::{PresenceChange, ServerMessage};
 use tokio::sync::watch;
@@ -24,6 +26,15 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 /// Encodes a server message into a shareable text frame.
 pub(crate) fn frame(msg: &ServerMessage) -> Utf8Bytes {
     Utf8Bytes::from(msg.encode())
+}
+
+/// A publish refused because its publisher already used its id for another payload (stored
+/// at `offset`): acknowledging it would tell the client that a message nobody will ever
+/// receive was delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("this client already published another payload under this id (at offset {offset})")]
+pub(crate) struct IdReused {
+    pub(crate) offset: u64,
 }
 
 #[derive(Debug)]
@@ -68,6 +79,13 @@ pub(crate) struct Hub {
     /// a channel is only dropped while its history is empty (see [`Channel::is_idle`]).
     epoch: Arc<str>,
     channels: Mutex<HashMap<String, Channel>>,
+    /// Digests of publish payloads, keyed at random per relay so that nobody can craft a
+    /// different payload with the digest of someone else's.
+    digests: RandomState,
+    /// The last presence grace period generation handed out. One counter for every channel,
+    /// so a generation is never reused: a channel dropped while idle and recreated must not
+    /// hand out numbers that timers started for its previous incarnation still carry.
+    generations: AtomicU64,
     /// Shared documents, a namespace of their own.
     pub(crate) docs: Docs,
     stats: Arc<Stats>,
@@ -87,6 +105,8 @@ impl Hub {
             config,
             epoch,
             channels: Mutex::new(HashMap::new()),
+            digests: RandomState::new(),
+            generations: AtomicU64::new(0),
             stats,
             run_state,
         }
@@ -165,15 +185,31 @@ impl Hub {
         self.remove(peer, [name], false);
     }
 
+    /// This relay run's history generation, which SSE event ids carry (`<epoch>-<offset>`).
+    pub(crate) fn epoch(&self) -> &Arc<str> {
+        &self.epoch
+    }
+
     /// Attaches an SSE stream: queues the retained messages after `last_event_id`, then
     /// live messages. SSE streams are not presence members.
-    pub(crate) fn follow(&self, peer: &Peer, name: &str, last_event_id: Option<u64>) {
+    ///
+    /// An id of this epoch resumes after its offset. Any other id is unknown: one from before
+    /// a restart (another epoch), a plain offset from a relay that sent those (necessarily
+    /// an earlier process, so another epoch too), or garbage. Its client has seen something,
+    /// but nothing that can be placed in this history, so it gets everything retained: at
+    /// worst messages it has (which clients drop by offset), never a silent gap, as when an
+    /// offset of the old epoch skipped as many of the new one.
+    pub(crate) fn follow(&self, peer: &Peer, name: &str, last_event_id: Option<&str>) {
         let mut channels = self.channels();
         let channel = channels
             .entry(name.to_owned())
             .or_insert_with(|| self.new_channel());
         if let Some(last) = last_event_id {
-            for stored in channel.history.after(last) {
+            let after = match last.rsplit_once('-') {
+                Some((epoch, offset)) if epoch == &*self.epoch => offset.parse().ok(),
+                _ => None,
+            };
+            for stored in channel.history.after(after.unwrap_or(0)) {
                 peer.push(Outbound::Message(stored.clone()));
             }
         }
@@ -187,13 +223,22 @@ impl Hub {
     }
 
     /// Stores a publish under the next offset and delivers it to every subscriber, or, for
-    /// an id already stored, reports the original offset and delivers nothing.
-    pub(crate) fn publish(&self, name: &str, id: &str, payload: Value, ts: u64) -> u64 {
+    /// an id `publisher` already stored, reports the original offset and delivers nothing:
+    /// `Ok` for a resend (same payload), [`IdReused`] for another payload under that id.
+    pub(crate) fn publish(
+        &self,
+        name: &str,
+        publisher: &Arc<str>,
+        id: &str,
+        payload: Value,
+        ts: u64,
+    ) -> Result<u64, IdReused> {
+        let digest = self.digests.hash_one(&payload);
         let mut channels = self.channels();
         let channel = channels
             .entry(name.to_owned())
             .or_insert_with(|| self.new_channel());
-        let appended = channel.history.append(id, |offset| {
+        let appended = channel.history.append(publisher, id, digest, |offset| {
             frame(&ServerMessage::Message {
                 channel: Some(name.to_owned()),
                 offset: Some(offset),
@@ -203,11 +248,12 @@ impl Hub {
             })
         });
         match appended {
-            Appended::Duplicate(offset) => offset,
+            Appended::Duplicate(offset) => Ok(offset),
+            Appended::Conflict(offset) => Err(IdReused { offset }),
             Appended::New(stored) => {
                 self.stats.message_published();
                 deliver(channel, &stored);
-                stored.offset
+                Ok(stored.offset)
             }
         }
     }
@@ -242,7 +288,9 @@ impl Hub {
             };
             let member = channel.subscribers.remove(&peer).and_then(|s| s.member);
             if let Some(member) = member {
-                match channel.presence.depart(&member, grace) {
+                let generation =
+                    grace.then(|| self.generations.fetch_add(1, Ordering::Relaxed) + 1);
+                match channel.presence.depart(&member, generation) {
                     Departure::Stays => {}
                     Departure::Left => {
                         channel.announce(name, PresenceChange::Leave(member.to_string()), None)
@@ -355,8 +403,9 @@ mod tests {
         let (hub, _run) = hub(Duration::ZERO);
         let (a, mut qa) = Peer::new(1, 100, 0);
         hub.subscribe(&a, &member("alice"), "room", None, None);
-        hub.publish("room", "p1", json!(1), 0);
-        hub.publish("room", "p2", json!(2), 0);
+        let alice = member("alice");
+        hub.publish("room", &alice, "p1", json!(1), 0).unwrap();
+        hub.publish("room", &alice, "p2", json!(2), 0).unwrap();
         let first = drain(&mut qa);
         assert!(matches!(
             &first[0],
@@ -408,7 +457,8 @@ mod tests {
         let (a, _qa) = Peer::new(1, 100, 0);
         hub.subscribe(&a, &member("alice"), "empty", None, None);
         hub.subscribe(&a, &member("alice"), "busy", None, None);
-        hub.publish("busy", "p1", json!(1), 0);
+        hub.publish("busy", &member("alice"), "p1", json!(1), 0)
+            .unwrap();
         hub.disconnect(1, ["empty", "busy"]);
         assert_eq!(hub.channel_count(), 1);
     }
@@ -419,9 +469,30 @@ mod tests {
         let (a, mut qa) = Peer::new(1, 100, 0);
         hub.subscribe(&a, &member("alice"), "room", None, None);
         drain(&mut qa);
-        let first = hub.publish("room", "x", json!(1), 0);
-        let again = hub.publish("room", "x", json!(1), 0);
-        assert_eq!((first, again), (1, 1));
+        let alice = member("alice");
+        let first = hub.publish("room", &alice, "x", json!(1), 0);
+        let again = hub.publish("room", &alice, "x", json!(1), 0);
+        assert_eq!((first, again), (Ok(1), Ok(1)));
         assert_eq!(drain(&mut qa).len(), 1);
+    }
+
+    #[tokio::test]
+    async fn another_clients_id_and_a_reused_id_are_told_apart() {
+        let (hub, _run) = hub(Duration::ZERO);
+        let (a, mut qa) = Peer::new(1, 100, 0);
+        hub.subscribe(&a, &member("alice"), "room", None, None);
+        drain(&mut qa);
+        let (alice, mallory) = (member("alice"), member("mallory"));
+        assert_eq!(hub.publish("room", &mallory, "a-8", json!("x"), 0), Ok(1));
+        assert_eq!(hub.publish("room", &alice, "a-8", json!("hi"), 0), Ok(2));
+        assert_eq!(
+            hub.publish("room", &alice, "a-8", json!("other"), 0),
+            Err(IdReused { offset: 2 })
+        );
+        assert_eq!(
+            drain(&mut qa).len(),
+            2,
+            "both first publishes, nothing else"
+        );
     }
 }

@@ -1,12 +1,13 @@
 //! A connection as the rest of the relay sees it: an id and an outbound queue. The hub
 //! queues frames without blocking (it holds its lock while broadcasting), the connection's
 //! writer drains them to the socket. A queue that grows past its limit marks a slow
-//! consumer: further frames are dropped and the connection task closes the connection, so
-//! one client that stops reading cannot make the relay buffer without bound. The client can
-//! reconnect and resume from the channel history.
+//! consumer: that frame and every later one are dropped (never a later one after a gap, which
+//! the client would take as having seen everything before it) and the connection task closes
+//! the connection, so one client that stops reading cannot make the relay buffer without
+//! bound. The client can reconnect and resume from the channel history.
 
 use crate::history::Stored;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tether_core::protocol::ServerMessage;
 use tokio::sync::{mpsc, Notify};
@@ -53,6 +54,8 @@ struct Shared {
     limit: usize,
     /// How far past `limit` a `push` (a burst the connection asked for) may go.
     burst: usize,
+    /// Set by the first frame dropped for a full queue; from then on nothing is queued.
+    overflowed: AtomicBool,
     overflow: Notify,
     /// Items ever queued and ever taken by the writer: the queue is first in, first out, so
     /// the n-th item queued is still waiting while fewer than n were taken.
@@ -60,6 +63,16 @@ struct Shared {
     taken: AtomicU64,
     /// Largest frame this connection may be sent; see [`Peer::with_max_frame`].
     max_frame: usize,
+}
+
+impl Shared {
+    /// Marks the peer as a slow consumer: its connection task closes it (1013).
+    fn overflow(&self) {
+        self.overflowed.store(true, Ordering::Relaxed);
+        // `notify_one` stores a permit, so the connection task sees it even if it is not
+        // waiting right now.
+        self.overflow.notify_one();
+    }
 }
 
 /// The sending side of a connection's queue; cheap to clone.
@@ -102,6 +115,7 @@ impl Peer {
             queued: AtomicUsize::new(0),
             limit,
             burst,
+            overflowed: AtomicBool::new(false),
             overflow: Notify::new(),
             pushed: AtomicU64::new(0),
             taken: AtomicU64::new(0),
@@ -133,8 +147,11 @@ impl Peer {
     /// sender can tell later whether it is still waiting (see [`Peer::is_queued`]).
     pub(crate) fn push_tracked(&self, item: Outbound) -> Option<Ticket> {
         let shared = &self.shared;
+        if shared.overflowed.load(Ordering::Relaxed) {
+            return None;
+        }
         if shared.queued.load(Ordering::Relaxed) >= shared.limit.saturating_add(shared.burst) {
-            shared.overflow.notify_one();
+            shared.overflow();
             return None;
         }
         let item = if item.len() > shared.max_frame {
@@ -161,12 +178,16 @@ impl Peer {
     }
 
     /// Queues `item` unless the queue is over its limit, in which case the peer is marked
-    /// as a slow consumer and the item is dropped. Returns whether it was queued.
+    /// as a slow consumer and the item is dropped, and so is every later one, even once the
+    /// queue has room again: delivered after the gap, a later message would make the client
+    /// resume past it. Returns whether it was queued.
     pub(crate) fn offer(&self, item: Outbound) -> bool {
-        if self.shared.queued.load(Ordering::Relaxed) >= self.shared.limit {
-            // `notify_one` stores a permit, so the connection task sees it even if it is not
-            // waiting right now.
-            self.shared.overflow.notify_one();
+        let shared = &self.shared;
+        if shared.overflowed.load(Ordering::Relaxed) {
+            return false;
+        }
+        if shared.queued.load(Ordering::Relaxed) >= shared.limit {
+            shared.overflow();
             return false;
         }
         self.push(item);
@@ -263,7 +284,26 @@ mod tests {
             queue.recv().await.map(|o| o.into_frame().to_string()),
             Some("a".into())
         );
-        assert!(peer.offer(frame("d")), "room again after draining one");
+        // Room again, but "d" after the lost "c" would hide the gap.
+        assert!(!peer.offer(frame("d")), "refused for good after a drop");
+        peer.push(frame("e"));
+        assert_eq!(
+            queue.try_recv().map(|o| o.into_frame().to_string()),
+            Some("b".into())
+        );
+        assert!(queue.try_recv().is_none(), "nothing after the gap");
+    }
+
+    #[tokio::test]
+    async fn a_push_past_the_burst_also_refuses_everything_after_it() {
+        let (peer, mut queue) = Peer::new(1, 1, 1);
+        peer.push(frame("a"));
+        peer.push(frame("b"));
+        peer.push(frame("dropped"));
+        assert!(queue.try_recv().is_some() && queue.try_recv().is_some());
+        assert!(!peer.offer(frame("c")));
+        peer.push(frame("d"));
+        assert!(queue.try_recv().is_none());
     }
 
     #[tokio::test]

@@ -5,7 +5,10 @@
 //! A member inside its grace period is still present (it is in snapshots, and nobody has
 //! been told it left), so a return within the grace period changes nothing anyone can see.
 //! Each grace period has a generation number, so a timer that fires after the member came
-//! back, or after a newer grace period started, is recognised as stale.
+//! back, or after a newer grace period started, is recognised as stale. Generations come from
+//! the hub, one counter for the whole relay: a table is dropped with its channel when idle and
+//! recreated later, and a counter of its own would start again at the numbers that timers of
+//! the old table still carry, which would then end the new table's grace periods early.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -32,7 +35,6 @@ pub(crate) enum Departure {
 #[derive(Debug, Default)]
 pub(crate) struct Presence {
     members: HashMap<Arc<str>, Member>,
-    next_generation: u64,
 }
 
 impl Presence {
@@ -58,10 +60,10 @@ impl Presence {
         }
     }
 
-    /// Records the end of one of `member`'s subscriptions. With `grace`, the last one starts
-    /// a grace period instead of leaving at once (a dropped connection may come back; an
-    /// explicit unsubscribe will not).
-    pub(crate) fn depart(&mut self, member: &str, grace: bool) -> Departure {
+    /// Records the end of one of `member`'s subscriptions. With `grace` (the generation for
+    /// it, never used before), the last one starts a grace period instead of leaving at once
+    /// (a dropped connection may come back; an explicit unsubscribe will not).
+    pub(crate) fn depart(&mut self, member: &str, grace: Option<u64>) -> Departure {
         let Some(m) = self.members.get_mut(member) else {
             return Departure::Stays;
         };
@@ -69,10 +71,9 @@ impl Presence {
         if m.subscriptions > 0 {
             return Departure::Stays;
         }
-        if grace {
-            self.next_generation += 1;
-            m.leaving = Some(self.next_generation);
-            Departure::Leaving(self.next_generation)
+        if let Some(generation) = grace {
+            m.leaving = Some(generation);
+            Departure::Leaving(generation)
         } else {
             self.members.remove(member);
             Departure::Left
@@ -118,8 +119,8 @@ mod tests {
         let mut p = Presence::default();
         assert!(p.arrive(&id("a")));
         assert!(!p.arrive(&id("a")), "second tab: already present");
-        assert_eq!(p.depart("a", false), Departure::Stays);
-        assert_eq!(p.depart("a", false), Departure::Left);
+        assert_eq!(p.depart("a", None), Departure::Stays);
+        assert_eq!(p.depart("a", None), Departure::Left);
         assert!(p.is_empty());
     }
 
@@ -127,7 +128,7 @@ mod tests {
     fn a_return_within_grace_is_invisible() {
         let mut p = Presence::default();
         p.arrive(&id("a"));
-        let Departure::Leaving(generation) = p.depart("a", true) else {
+        let Departure::Leaving(generation) = p.depart("a", Some(1)) else {
             panic!("expected a grace period");
         };
         assert_eq!(
@@ -145,7 +146,7 @@ mod tests {
         let mut p = Presence::default();
         p.arrive(&id("a"));
         p.arrive(&id("b"));
-        let Departure::Leaving(generation) = p.depart("a", true) else {
+        let Departure::Leaving(generation) = p.depart("a", Some(2)) else {
             panic!("expected a grace period");
         };
         assert!(p.expire("a", generation));
@@ -157,11 +158,11 @@ mod tests {
     fn an_older_grace_period_cannot_end_a_newer_one() {
         let mut p = Presence::default();
         p.arrive(&id("a"));
-        let Departure::Leaving(first) = p.depart("a", true) else {
+        let Departure::Leaving(first) = p.depart("a", Some(3)) else {
             panic!("expected a grace period");
         };
         p.arrive(&id("a"));
-        let Departure::Leaving(second) = p.depart("a", true) else {
+        let Departure::Leaving(second) = p.depart("a", Some(4)) else {
             panic!("expected a grace period");
         };
         assert!(!p.expire("a", first));
@@ -171,7 +172,7 @@ mod tests {
     #[test]
     fn unknown_members_are_ignored() {
         let mut p = Presence::default();
-        assert_eq!(p.depart("ghost", true), Departure::Stays);
+        assert_eq!(p.depart("ghost", Some(1)), Departure::Stays);
         assert!(!p.expire("ghost", 1));
     }
 }

@@ -242,6 +242,12 @@ async fn handle(
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(%addr, error = %e, "set_nodelay failed");
     }
+    // A backstop below the protocol's own liveness checks (ping interval, SSE write stalls):
+    // the kernel finds a peer that vanished while nothing was being sent, even with the
+    // relay's pings turned off.
+    if let Err(e) = socket2::SockRef::from(&stream).set_tcp_keepalive(&tcp_keepalive()) {
+        tracing::debug!(%addr, error = %e, "set_tcp_keepalive failed");
+    }
     let limit = shared.config.handshake_timeout;
     let read = tokio::select! {
         read = tokio::time::timeout(limit, http::read_head(&mut stream)) => read,
@@ -267,6 +273,15 @@ async fn handle(
     if let Err(e) = result {
         tracing::debug!(%addr, error = %e, "connection ended with an I/O error");
     }
+}
+
+/// TCP keepalive: the first probe after a minute of silence, then every 10 s (where the
+/// platform lets the interval be set).
+fn tcp_keepalive() -> socket2::TcpKeepalive {
+    let keepalive = socket2::TcpKeepalive::new().with_time(Duration::from_secs(60));
+    #[cfg(any(target_os = "linux", target_os = "macos", target_os = "windows"))]
+    let keepalive = keepalive.with_interval(Duration::from_secs(10));
+    keepalive
 }
 
 const CORS_PREFLIGHT: &[(&str, &str)] = &[

@@ -37,6 +37,7 @@ mod code {
     pub(super) const RATE_LIMITED: &str = "rate_limited";
     pub(super) const UNAUTHORIZED: &str = "unauthorized";
     pub(super) const TOO_LARGE: &str = "too_large";
+    pub(super) const DUPLICATE_ID: &str = "duplicate_id";
 }
 
 /// What the connection should do after a frame.
@@ -313,7 +314,15 @@ impl Session {
         if !self.fits(message_frame_len(&channel, &id, &payload, ts), &id) {
             return;
         }
-        let offset = self.hub.publish(&channel, &id, payload, ts);
+        // Ids are unique per client: dedupe is keyed on the client too.
+        let publisher = self.member();
+        let offset = match self.hub.publish(&channel, &publisher, &id, payload, ts) {
+            Ok(offset) => offset,
+            Err(reused) => {
+                self.reply_error(code::DUPLICATE_ID, reused.to_string(), Some(id));
+                return;
+            }
+        };
         if ack {
             self.reply(&ServerMessage::Ack {
                 id,

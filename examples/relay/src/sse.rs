@@ -1,8 +1,12 @@
 //! Server-Sent Events: `GET /sse/{channel}` streams one channel's messages, one event per
-//! message (`id: <offset>`, `data: <message envelope>`), after a `retry:` hint and a replay
-//! of the history after `Last-Event-ID` (header, or `?lastEventId=` because a browser's
-//! `EventSource` sends the header only on its own reconnects). Idle streams get a
-//! `:keepalive` comment now and then.
+//! message (`id: <epoch>-<offset>`, `data: <message envelope>`), after a `retry:` hint and a
+//! replay of the history after `Last-Event-ID` (header, or `?lastEventId=` because a browser's
+//! `EventSource` sends the header only on its own reconnects). The id carries the epoch so
+//! that an id from before a restart is recognised as such (see
+//! [`Hub::follow`](crate::hub::Hub::follow)). Idle streams get a `:keepalive` comment now and
+//! then. A stream whose socket accepts no bytes for two keepalive intervals (its reader
+//! stopped reading, or vanished without a FIN or RST) is ended, so it does not stay
+//! subscribed forever.
 //!
 //! The body is delimited by closing the connection (`Connection: close`, no length, no
 //! chunking): every HTTP/1.1 client reads such a body until EOF, and ending the stream is
@@ -34,7 +38,8 @@ pub(crate) async fn serve(
         .header("last-event-id")
         .map(str::to_owned)
         .or_else(|| head.query_param("lastEventId"))
-        .and_then(|id| id.trim().parse::<u64>().ok());
+        .map(|id| id.trim().to_owned())
+        .filter(|id| !id.is_empty());
     drop(head);
 
     let preamble = format!(
@@ -56,12 +61,13 @@ pub(crate) async fn serve(
         shared.config.max_queued_frames,
         shared.config.reply_burst(),
     );
-    shared.hub.follow(&peer, &channel, last_event_id);
+    shared.hub.follow(&peer, &channel, last_event_id.as_deref());
     tracing::debug!(peer = peer.id(), channel, ?last_event_id, "sse stream open");
 
+    let epoch = shared.hub.epoch();
     let (mut reader, mut writer) = stream.split();
     let end = tokio::select! {
-        result = write_events(&mut writer, &mut queue, shared.config.sse_keepalive) => {
+        result = write_events(&mut writer, &mut queue, epoch, shared.config.sse_keepalive) => {
             if let Err(e) = result {
                 tracing::debug!(peer = peer.id(), error = %e, "sse stream write failed");
             }
@@ -78,7 +84,7 @@ pub(crate) async fn serve(
     if end == Some(RunState::Draining) {
         // Graceful: what was accepted before the shutdown still goes out, then EOF.
         let mut rest = Vec::new();
-        drain_into(&mut rest, &mut queue, usize::MAX);
+        drain_into(&mut rest, &mut queue, epoch, usize::MAX);
         let finish = async {
             writer.write_all(&rest).await?;
             writer.shutdown().await
@@ -91,41 +97,63 @@ pub(crate) async fn serve(
 async fn write_events(
     writer: &mut (impl AsyncWrite + Unpin),
     queue: &mut PeerQueue,
+    epoch: &str,
     keepalive: Duration,
 ) -> io::Result<()> {
     let start = tokio::time::Instant::now() + keepalive;
     let mut keepalives = tokio::time::interval_at(start, keepalive);
     keepalives.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let stall = keepalive.saturating_mul(2);
     loop {
         tokio::select! {
             item = queue.recv() => {
                 let Some(item) = item else { return Ok(()) };
                 let mut buf = Vec::new();
-                encode(&mut buf, item);
-                drain_into(&mut buf, queue, 63);
-                writer.write_all(&buf).await?;
+                encode(&mut buf, epoch, item);
+                drain_into(&mut buf, queue, epoch, 63);
+                write_all_within(writer, &buf, stall).await?;
                 // Activity counts as keepalive.
                 keepalives.reset();
             }
-            _ = keepalives.tick() => writer.write_all(b":keepalive\n\n").await?,
+            _ = keepalives.tick() => write_all_within(writer, b":keepalive\n\n", stall).await?,
         }
     }
 }
 
+/// Writes all of `buf`, failing with `TimedOut` once the socket has accepted nothing for
+/// `stall`. Progress, not the total, is bounded: a large replay to a slow but reading client
+/// still goes out.
+async fn write_all_within(
+    writer: &mut (impl AsyncWrite + Unpin),
+    mut buf: &[u8],
+    stall: Duration,
+) -> io::Result<()> {
+    while !buf.is_empty() {
+        let written = tokio::time::timeout(stall, writer.write(buf))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "the reader stalled"))??;
+        if written == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        buf = &buf[written..];
+    }
+    Ok(())
+}
+
 /// Encodes up to `max` already queued events into `buf`, so a burst goes out in one write.
-fn drain_into(buf: &mut Vec<u8>, queue: &mut PeerQueue, max: usize) {
+fn drain_into(buf: &mut Vec<u8>, queue: &mut PeerQueue, epoch: &str, max: usize) {
     for _ in 0..max {
         let Some(item) = queue.try_recv() else { break };
-        encode(buf, item);
+        encode(buf, epoch, item);
     }
 }
 
 /// One SSE event per channel message. The envelope is compact JSON (serde_json never
 /// emits a raw newline), so one `data:` line holds it.
-fn encode(buf: &mut Vec<u8>, item: Outbound) {
+fn encode(buf: &mut Vec<u8>, epoch: &str, item: Outbound) {
     match item {
         Outbound::Message(stored) => {
-            buf.extend_from_slice(format!("id: {}\ndata: ", stored.offset).as_bytes());
+            buf.extend_from_slice(format!("id: {epoch}-{}\ndata: ", stored.offset).as_bytes());
             buf.extend_from_slice(stored.frame.as_bytes());
             buf.extend_from_slice(b"\n\n");
         }
@@ -152,16 +180,17 @@ mod tests {
     use tokio_tungstenite::tungstenite::Utf8Bytes;
 
     #[test]
-    fn events_carry_the_offset_as_id() {
+    fn events_carry_the_epoch_and_offset_as_id() {
         let mut buf = Vec::new();
         encode(
             &mut buf,
+            "e1",
             Outbound::Message(Stored {
                 offset: 7,
                 frame: Utf8Bytes::from(r#"{"type":"message"}"#),
             }),
         );
-        encode(&mut buf, Outbound::Frame(Utf8Bytes::from("ignored")));
-        assert_eq!(buf, b"id: 7\ndata: {\"type\":\"message\"}\n\n");
+        encode(&mut buf, "e1", Outbound::Frame(Utf8Bytes::from("ignored")));
+        assert_eq!(buf, b"id: e1-7\ndata: {\"type\":\"message\"}\n\n");
     }
 }

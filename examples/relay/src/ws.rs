@@ -2,7 +2,8 @@
 //! reader (frames → [`Session`]) and a writer (queue → socket) run side by side, and the
 //! closing sequence. Which close code a failure earns is decided here:
 //! oversized message 1009, invalid UTF-8 1007, protocol violation 1002, slow consumer 1013,
-//! graceful shutdown 1012, and whatever the session asks for (4001).
+//! graceful shutdown 1012, silence for two ping intervals 4000, and whatever the session
+//! asks for (4001).
 
 use crate::auth::Access;
 use crate::config::RelayConfig;
@@ -25,7 +26,7 @@ use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::tungstenite::{Bytes, Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
 type Ws = WebSocketStream<TcpStream>;
@@ -42,6 +43,12 @@ const MAX_BATCH: usize = 64;
 /// How long the closing sequence may take (sending the close frame, then waiting for the
 /// client to hang up) before the socket is simply dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Close code for a connection from which nothing arrived for two ping intervals: the code
+/// the SDK uses for the same finding (docs/protocol.md), on which clients reconnect.
+const CLOSE_HEARTBEAT_TIMEOUT: u16 = 4000;
+/// Ping intervals of silence after which a connection counts as dead: one ping may go
+/// unanswered (or be answered late), the second may not.
+const SILENT_INTERVALS: u32 = 2;
 
 fn ws_config(config: &RelayConfig) -> WebSocketConfig {
     WebSocketConfig::default()
@@ -160,6 +167,10 @@ pub(crate) async fn serve(
         now,
     );
     let hello_deadline = session.awaiting_token().then(|| now + limit);
+    let silence_limit = shared
+        .config
+        .ping_interval
+        .map(|every| every.saturating_mul(SILENT_INTERVALS));
     tracing::debug!(peer = peer.id(), "websocket open");
 
     let (mut sink, mut frames) = ws.split();
@@ -172,7 +183,7 @@ pub(crate) async fn serve(
         }
     } else {
         tokio::select! {
-        end = read_frames(&mut frames, &mut session, hello_deadline) => end,
+        end = read_frames(&mut frames, &mut session, hello_deadline, silence_limit) => end,
         end = write_frames(&mut sink, &mut queue, shared.config.ping_interval) => end,
         () = peer.overflowed() => Ending::Close {
             code: 1013,
@@ -208,28 +219,50 @@ pub(crate) async fn serve(
     Ok(())
 }
 
+/// Reads frames into the session until the connection ends. With a `silence_limit`, a
+/// connection from which nothing at all arrives for that long (no message, no pong, no ping
+/// frame) is closed as dead: its client's network may have vanished without a FIN or RST,
+/// and only this frees its subscriptions and presence.
 async fn read_frames(
     frames: &mut SplitStream<Ws>,
     session: &mut Session,
     hello_deadline: Option<Instant>,
+    silence_limit: Option<Duration>,
 ) -> Ending {
+    let mut last_inbound = Instant::now();
     loop {
-        let next = match hello_deadline.filter(|_| session.awaiting_token()) {
+        let hello = hello_deadline.filter(|_| session.awaiting_token());
+        let silence = silence_limit.map(|limit| last_inbound + limit);
+        let deadline = [hello, silence].into_iter().flatten().min();
+        let next = match deadline {
+            // `next` is cancel-safe: a partly read frame stays buffered in tungstenite.
             Some(deadline) => match tokio::time::timeout_at(deadline, frames.next()).await {
                 Ok(next) => next,
                 Err(_) => {
-                    if let Flow::Close { code, reason } = session.hello_timed_out() {
-                        return Ending::close(code, &reason);
+                    if hello == Some(deadline) {
+                        if let Flow::Close { code, reason } = session.hello_timed_out() {
+                            return Ending::close(code, &reason);
+                        }
+                    } else {
+                        tracing::debug!("closing: nothing received for two ping intervals");
+                        return Ending::Close {
+                            code: CLOSE_HEARTBEAT_TIMEOUT,
+                            reason: "heartbeat timeout".to_owned(),
+                            // Nobody is likely to read it; the client resumes from history.
+                            flush: false,
+                        };
                     }
                     continue;
                 }
             },
             None => frames.next().await,
         };
+        // Any frame is a sign of life, pongs and pings included.
+        last_inbound = Instant::now();
         let flow = match next {
             None => return Ending::Gone,
-            Some(Ok(Message::Text(text))) => session.on_text(&text, Instant::now()),
-            Some(Ok(Message::Binary(_))) => session.on_binary(Instant::now()),
+            Some(Ok(Message::Text(text))) => session.on_text(&text, last_inbound),
+            Some(Ok(Message::Binary(_))) => session.on_binary(last_inbound),
             // tungstenite answers pings and close frames itself; after a close the stream
             // ends on the next read.
             Some(Ok(_)) => Flow::Continue,
@@ -241,6 +274,14 @@ async fn read_frames(
     }
 }
 
+/// Sends queued frames (and pings) until the connection ends.
+///
+/// This future is dropped whenever another branch of the connection's `select!` ends it, so
+/// it never holds a frame taken from the queue across an await: it waits until the sink has
+/// room, then takes a frame and hands it over with `start_send`, which does not wait. A
+/// frame taken from the queue is thus always inside the sink, which [`close`] sends before
+/// anything else; holding it in a pending `feed` instead lost it on a close with flush, and
+/// the frames after it went out, so the client resumed past the gap.
 async fn write_frames(
     sink: &mut SplitSink<Ws, Message>,
     queue: &mut PeerQueue,
@@ -253,22 +294,42 @@ async fn write_frames(
     });
     let mut pings_sent = 0u64;
     loop {
-        let first = tokio::select! {
-            item = queue.recv() => match item {
-                Some(item) => item.into_frame(),
-                None => return Ending::Gone,
-            },
-            () = tick(&mut pings) => {
-                pings_sent += 1;
-                frame(&ServerMessage::Ping { id: Some(format!("s{pings_sent}")) })
-            }
-        };
-        if sink.feed(Message::Text(first)).await.is_err() {
+        if ready(sink).await.is_err() {
             return Ending::Gone;
         }
+        tokio::select! {
+            // `recv` is cancel-safe, and what it returns goes into the sink at once.
+            item = queue.recv() => {
+                let Some(item) = item else { return Ending::Gone };
+                if sink.start_send_unpin(Message::Text(item.into_frame())).is_err() {
+                    return Ending::Gone;
+                }
+            }
+            () = tick(&mut pings) => {
+                pings_sent += 1;
+                // A ping frame, answered by every WebSocket stack (browsers, raw-mode
+                // clients, tools) without the application, then the protocol's `ping`, which
+                // clients that cannot see ping frames (browsers) count as the server's life.
+                // Made here, not taken from the queue: one lost to a close loses nothing.
+                let ping = frame(&ServerMessage::Ping { id: Some(format!("s{pings_sent}")) });
+                let sent = async {
+                    sink.feed(Message::Ping(Bytes::new())).await?;
+                    sink.feed(Message::Text(ping)).await
+                };
+                if sent.await.is_err() {
+                    return Ending::Gone;
+                }
+            }
+        }
         for _ in 1..MAX_BATCH {
+            if ready(sink).await.is_err() {
+                return Ending::Gone;
+            }
             let Some(item) = queue.try_recv() else { break };
-            if sink.feed(Message::Text(item.into_frame())).await.is_err() {
+            if sink
+                .start_send_unpin(Message::Text(item.into_frame()))
+                .is_err()
+            {
                 return Ending::Gone;
             }
         }
@@ -276,6 +337,11 @@ async fn write_frames(
             return Ending::Gone;
         }
     }
+}
+
+/// Waits until `sink` can take a frame (its previous one has moved on towards the socket).
+async fn ready(sink: &mut SplitSink<Ws, Message>) -> Result<(), WsError> {
+    std::future::poll_fn(|cx| sink.poll_ready_unpin(cx)).await
 }
 
 async fn tick(interval: &mut Option<Interval>) {
@@ -301,6 +367,8 @@ async fn close(
     flush: bool,
 ) {
     let send = async {
+        // A frame the writer took from the queue is still in `sink`; every send below
+        // pushes it out first, so the order holds with or without `flush`.
         if flush {
             while let Some(item) = queue.try_recv() {
                 sink.feed(Message::Text(item.into_frame())).await?;

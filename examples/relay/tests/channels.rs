@@ -76,6 +76,55 @@ async fn a_resent_publish_is_acked_with_its_first_offset_and_not_delivered_twice
 }
 
 #[tokio::test]
+async fn publish_ids_are_deduplicated_per_client_and_a_reused_id_is_refused() {
+    let relay = relay(RelayConfig::default()).await;
+    let url = relay.ws_url();
+    let mut sub = Client::hello(&url, "sub").await;
+    sub.subscribe("room", None, None).await;
+    let mut victim = Client::hello(&url, "victim").await;
+    assert_eq!(victim.publish_acked("room", "v-1", json!("one")).await, 1);
+
+    // Someone who saw "v-1" takes "v-2" first: a message of its own, not the victim's.
+    let mut mallory = Client::hello(&url, "mallory").await;
+    assert_eq!(mallory.publish_acked("room", "v-2", json!("fake")).await, 2);
+    assert_eq!(victim.publish_acked("room", "v-2", json!("two")).await, 3);
+
+    // The victim's resend after a reconnect (same client_id) is still a duplicate.
+    drop(victim);
+    let mut victim = Client::hello(&url, "victim").await;
+    assert_eq!(victim.publish_acked("room", "v-2", json!("two")).await, 3);
+
+    // The same id from the same client with another payload is refused, by id.
+    victim.publish("room", "v-2", json!("changed"), true).await;
+    match victim.recv().await {
+        ServerMessage::Error { code, id, .. } => {
+            assert_eq!(
+                (code.as_str(), id.as_deref()),
+                ("duplicate_id", Some("v-2"))
+            );
+        }
+        other => panic!("expected an error, got {other:?}"),
+    }
+
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        if let ServerMessage::Message {
+            offset, payload, ..
+        } = sub.recv().await
+        {
+            seen.push((offset.unwrap(), payload));
+        }
+    }
+    assert_eq!(
+        seen,
+        vec![(1, json!("one")), (2, json!("fake")), (3, json!("two"))]
+    );
+    sub.barrier().await;
+    assert_eq!(relay.messages_published(), 3, "nothing else was stored");
+    common::stop(relay, [sub, victim, mallory]).await;
+}
+
+#[tokio::test]
 async fn a_resubscribe_with_since_and_epoch_replays_exactly_the_missed_messages() {
     let relay = relay(RelayConfig::default()).await;
     let url = relay.ws_url();

@@ -84,3 +84,70 @@ async fn graceful_shutdown_ends_sse_streams() {
     assert_eq!(sse.read_to_end().await, "");
     within("shutdown", shutdown).await.unwrap();
 }
+
+/// A subscriber whose socket is full when the relay shuts down gracefully still gets every
+/// message, in order, before the 1012: the frame the writer was holding when the shutdown
+/// came is not dropped while the ones after it go out.
+#[tokio::test]
+async fn graceful_shutdown_under_backpressure_sends_every_queued_message_in_order() {
+    use futures_util::StreamExt;
+    use serde_json::json;
+    use tether_core::protocol::ServerMessage;
+    use tokio::net::TcpSocket;
+    use tokio_tungstenite::MaybeTlsStream;
+
+    let relay = relay(RelayConfig {
+        rate_limit: None,
+        ..RelayConfig::default()
+    })
+    .await;
+    let url = relay.ws_url();
+    // A tiny receive window, so the relay's writer blocks with frames still queued.
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let tcp = within("tcp connect", socket.connect(relay.local_addr()))
+        .await
+        .unwrap();
+    let (ws, _) = within(
+        "handshake",
+        tokio_tungstenite::client_async(&url, MaybeTlsStream::Plain(tcp)),
+    )
+    .await
+    .unwrap();
+    let mut slow = Client { ws };
+    slow.subscribe("firehose", None, None).await;
+
+    let mut publisher = Client::hello(&url, "publisher").await;
+    let payload = json!("y".repeat(48 * 1024));
+    let total = 150u64;
+    for i in 1..=total {
+        publisher
+            .publish("firehose", &format!("f{i}"), payload.clone(), false)
+            .await;
+    }
+    publisher.barrier().await;
+
+    let shutdown = tokio::spawn(relay.shutdown());
+    let mut offsets = Vec::new();
+    let close = loop {
+        match slow.next_raw().await {
+            Some(Ok(Message::Text(text))) => match ServerMessage::decode(&text).unwrap() {
+                ServerMessage::Message {
+                    offset: Some(o), ..
+                } => offsets.push(o),
+                other => panic!("unexpected {other:?}"),
+            },
+            Some(Ok(Message::Close(Some(frame)))) => break frame,
+            other => panic!("expected messages then a close, got {other:?}"),
+        }
+    };
+    assert_eq!(u16::from(close.code), 1012);
+    assert_eq!(
+        offsets,
+        (1..=total).collect::<Vec<_>>(),
+        "no gap, nothing missing"
+    );
+    while let Some(Ok(_)) = publisher.ws.next().await {}
+    while let Some(Ok(_)) = slow.ws.next().await {}
+    within("shutdown", shutdown).await.unwrap();
+}

@@ -138,3 +138,73 @@ async fn a_member_that_does_not_return_leaves_after_the_grace_period() {
     );
     common::stop(relay, [alice, carol]).await;
 }
+
+/// The reproduced sequence: alice's first grace timer is still running when the channel goes
+/// idle and is recreated; her next grace period there must not be ended by that old timer
+/// (which, with per-channel generations, carried the same number), so others see neither a
+/// leave nor a join although she came back within the grace period.
+#[tokio::test]
+async fn a_stale_grace_timer_from_a_recreated_channel_does_not_end_a_new_grace_period() {
+    let grace = Duration::from_secs(1);
+    let relay = relay(RelayConfig {
+        presence_grace: grace,
+        ..RelayConfig::default()
+    })
+    .await;
+    let url = relay.ws_url();
+    let connections = |n: usize| {
+        let relay = &relay;
+        common::within("the connection count", async move {
+            while relay.open_connections() != n {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+
+    // Grace period 1 starts (its timer fires at d1 + 1 s).
+    let mut alice = Client::hello(&url, "alice").await;
+    alice.subscribe("room", None, None).await;
+    drop(alice);
+    connections(0).await;
+    let d1 = tokio::time::Instant::now();
+    // She comes back, then unsubscribes: the channel is idle and dropped.
+    let mut alice = Client::hello(&url, "alice").await;
+    alice.subscribe("room", None, None).await;
+    alice
+        .send(ClientMessage::Unsubscribe {
+            channel: "room".into(),
+        })
+        .await;
+    assert!(matches!(
+        alice.recv().await,
+        ServerMessage::Unsubscribed { .. }
+    ));
+
+    // The channel is recreated; grace period 2 starts (until about d1 + 1.6 s).
+    tokio::time::sleep_until(d1 + Duration::from_millis(600)).await;
+    let mut bob = Client::hello(&url, "bob").await;
+    bob.subscribe("room", None, None).await;
+    alice.subscribe("room", None, None).await;
+    assert_eq!(
+        bob.recv().await,
+        presence(PresenceChange::Join("alice".into()))
+    );
+    drop(alice);
+    connections(1).await;
+
+    // After timer 1 fired (d1 + 1 s), within grace period 2, alice returns.
+    tokio::time::sleep_until(d1 + grace + Duration::from_millis(300)).await;
+    let mut alice = Client::hello(&url, "alice").await;
+    assert_eq!(
+        alice.subscribe("room", None, None).await.members,
+        ["alice", "bob"]
+    );
+    // Past the end of grace period 2 too; then a marker: any leave or join would come first.
+    tokio::time::sleep_until(d1 + grace * 2).await;
+    alice.publish_acked("room", "marker", json!(null)).await;
+    assert!(
+        matches!(bob.recv().await, ServerMessage::Message { id: Some(id), .. } if id == "marker"),
+        "bob saw a presence change for a return within the grace period"
+    );
+    common::stop(relay, [alice, bob]).await;
+}

@@ -174,7 +174,7 @@ async fn a_subscriber_that_stops_reading_is_closed_with_1013() {
 
     let mut publisher = Client::hello(&url, "publisher").await;
     let payload = json!("y".repeat(64 * 1024));
-    let total = 200;
+    let total = 200u64;
     for i in 0..total {
         publisher
             .publish("firehose", &format!("f{i}"), payload.clone(), false)
@@ -183,19 +183,27 @@ async fn a_subscriber_that_stops_reading_is_closed_with_1013() {
     publisher.barrier().await;
 
     // Now read: some messages, then the close.
-    let mut delivered = 0;
+    let mut offsets = Vec::new();
     let close = loop {
         match slow.next_raw().await {
-            Some(Ok(Message::Text(_))) => delivered += 1,
+            Some(Ok(Message::Text(text))) => match ServerMessage::decode(&text).unwrap() {
+                ServerMessage::Message {
+                    offset: Some(o), ..
+                } => offsets.push(o),
+                other => panic!("expected a message, got {other:?}"),
+            },
             Some(Ok(Message::Close(Some(frame)))) => break frame,
             other => panic!("expected messages then a close, got {other:?}"),
         }
     };
     assert_eq!(u16::from(close.code), 1013);
+    let delivered = offsets.len() as u64;
     assert!(
         delivered < total,
         "the relay stopped queueing for the slow reader"
     );
+    // Nothing after the first dropped message: the client resumes from its last offset.
+    assert_eq!(offsets, (1..=delivered).collect::<Vec<_>>(), "no gap");
 
     // The publisher was never affected.
     publisher.send(ClientMessage::Ping { id: "p".into() }).await;

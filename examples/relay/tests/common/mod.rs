@@ -275,13 +275,14 @@ impl Sse {
     /// The next event that carries data, as `(id, message)`, skipping keepalives; it must
     /// arrive within [`WAIT`] however many keepalives come first (with a 50 ms keepalive, a
     /// relay that never sends the message would otherwise keep this loop going forever).
-    pub async fn next_message(&mut self) -> (u64, ServerMessage) {
+    /// The id is the event's `id:` as sent (`<epoch>-<offset>`).
+    pub async fn next_message(&mut self) -> (String, ServerMessage) {
         within("an event with data", async {
             loop {
                 let event = self.next_event().await.expect("stream ended");
                 let field = |n: &str| event.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
                 if let Some(data) = field("data") {
-                    let id = field("id").expect("an id").parse().unwrap();
+                    let id = field("id").expect("an id");
                     return (id, ServerMessage::decode(&data).unwrap());
                 }
             }
