@@ -232,9 +232,10 @@ impl Client {
     }
 
     /// Tell the client when the OS reports the network online or offline (Android
-    /// `ConnectivityManager.NetworkCallback`, iOS `NWPathMonitor`): online after offline skips
-    /// the backoff wait (not a minimum the server set, such as Retry-After; a repeated online
-    /// report changes nothing), offline probes an open connection.
+    /// `ConnectivityManager.NetworkCallback`, iOS `NWPathMonitor`): an online report skips the
+    /// backoff wait, also a repeated one (a handover reports the new network before losing the
+    /// old one), but not a minimum the server set, such as Retry-After; any report probes an
+    /// open connection.
     pub fn network_changed(&self, online: bool) {
         self.inner.network_changed(online);
     }
