@@ -384,14 +384,7 @@ mod tests {
     }
 
     fn drain(queue: &mut PeerQueue) -> Vec<ServerMessage> {
-        let mut out = Vec::new();
-        while let Some(item) = queue.try_recv() {
-            match ServerMessage::decode(item.into_frame().as_str()) {
-                Ok(msg) => out.push(msg),
-                Err(e) => panic!("relay sent an undecodable frame: {e}"),
-            }
-        }
-        out
+        queue.drain_messages()
     }
 
     fn member(s: &str) -> Arc<str> {

@@ -219,6 +219,18 @@ impl PeerQueue {
         item
     }
 
+    /// Everything queued, decoded (tests read what the relay would have sent).
+    #[cfg(test)]
+    pub(crate) fn drain_messages(&mut self) -> Vec<tether_core::protocol::ServerMessage> {
+        std::iter::from_fn(|| self.try_recv())
+            .map(|item| {
+                let frame = item.into_frame();
+                tether_core::protocol::ServerMessage::decode(frame.as_str())
+                    .unwrap_or_else(|e| panic!("relay sent an undecodable frame: {e}"))
+            })
+            .collect()
+    }
+
     fn taken(&self) {
         self.shared.queued.fetch_sub(1, Ordering::Relaxed);
         self.shared.taken.fetch_add(1, Ordering::Relaxed);
