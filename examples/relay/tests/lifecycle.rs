@@ -93,8 +93,6 @@ async fn graceful_shutdown_under_backpressure_sends_every_queued_message_in_orde
     use futures_util::StreamExt;
     use serde_json::json;
     use tether_core::protocol::ServerMessage;
-    use tokio::net::TcpSocket;
-    use tokio_tungstenite::MaybeTlsStream;
 
     let relay = relay(RelayConfig {
         rate_limit: None,
@@ -102,19 +100,7 @@ async fn graceful_shutdown_under_backpressure_sends_every_queued_message_in_orde
     })
     .await;
     let url = relay.ws_url();
-    // A tiny receive window, so the relay's writer blocks with frames still queued.
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let tcp = within("tcp connect", socket.connect(relay.local_addr()))
-        .await
-        .unwrap();
-    let (ws, _) = within(
-        "handshake",
-        tokio_tungstenite::client_async(&url, MaybeTlsStream::Plain(tcp)),
-    )
-    .await
-    .unwrap();
-    let mut slow = Client { ws };
+    let mut slow = Client::slow_reader(&relay).await;
     slow.subscribe("firehose", None, None).await;
 
     let mut publisher = Client::hello(&url, "publisher").await;

@@ -5,17 +5,10 @@
 
 mod common;
 
-use common::{relay, stop, Client};
+use common::{error, relay, stop, Client};
 use serde_json::json;
 use tether_core::protocol::{ClientMessage, Op, ServerMessage};
 use tether_relay::RelayConfig;
-
-fn error(msg: &ServerMessage) -> (&str, Option<&str>) {
-    match msg {
-        ServerMessage::Error { code, id, .. } => (code.as_str(), id.as_deref()),
-        other => panic!("expected an error, got {other:?}"),
-    }
-}
 
 #[tokio::test]
 async fn publish_and_change_ids_longer_than_128_bytes_are_refused_and_not_stored() {

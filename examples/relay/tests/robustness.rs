@@ -5,25 +5,16 @@
 
 mod common;
 
-use common::{relay, within, Client};
+use common::{error, relay, within, Client};
 use futures_util::StreamExt;
 use serde_json::json;
 use tether_core::protocol::{ClientMessage, ServerMessage};
 use tether_relay::{RateLimit, RelayConfig};
-use tokio::net::TcpSocket;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::{Bytes, Error as WsError, Message};
-use tokio_tungstenite::MaybeTlsStream;
-
-fn error(msg: &ServerMessage) -> (&str, Option<&str>) {
-    match msg {
-        ServerMessage::Error { code, id, .. } => (code.as_str(), id.as_deref()),
-        other => panic!("expected an error, got {other:?}"),
-    }
-}
 
 #[tokio::test]
 async fn bad_frames_are_answered_and_the_connection_stays_usable() {
@@ -157,19 +148,7 @@ async fn a_subscriber_that_stops_reading_is_closed_with_1013() {
     .await;
     let url = relay.ws_url();
 
-    // A tiny receive window, so the relay's socket buffers fill quickly.
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let tcp = within("tcp connect", socket.connect(relay.local_addr()))
-        .await
-        .unwrap();
-    let (ws, _) = within(
-        "handshake",
-        tokio_tungstenite::client_async(&url, MaybeTlsStream::Plain(tcp)),
-    )
-    .await
-    .unwrap();
-    let mut slow = Client { ws };
+    let mut slow = Client::slow_reader(&relay).await;
     slow.subscribe("firehose", None, None).await;
 
     let mut publisher = Client::hello(&url, "publisher").await;

@@ -25,6 +25,14 @@ pub async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
     }
 }
 
+/// An `error` message's code and id (panics on anything else).
+pub fn error(msg: &ServerMessage) -> (&str, Option<&str>) {
+    match msg {
+        ServerMessage::Error { code, id, .. } => (code.as_str(), id.as_deref()),
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
 pub async fn relay(config: RelayConfig) -> RelayHandle {
     Relay::bind("127.0.0.1:0", config).await.unwrap()
 }
@@ -53,6 +61,23 @@ impl Client {
         let (ws, _) = within("connect", tokio_tungstenite::connect_async(url))
             .await
             .unwrap();
+        Client { ws }
+    }
+
+    /// Connects (without `hello`) over a socket with a tiny receive window, so the relay's
+    /// writer blocks with frames still queued once a few arrive unread.
+    pub async fn slow_reader(relay: &RelayHandle) -> Client {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let tcp = within("tcp connect", socket.connect(relay.local_addr()))
+            .await
+            .unwrap();
+        let (ws, _) = within(
+            "handshake",
+            tokio_tungstenite::client_async(relay.ws_url(), MaybeTlsStream::Plain(tcp)),
+        )
+        .await
+        .unwrap();
         Client { ws }
     }
 
