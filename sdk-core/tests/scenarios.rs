@@ -267,26 +267,27 @@ fn a_close_handshake_that_ends_needs_no_release() {
     assert_eq!(sim.engine.poll_timeout(), None);
 }
 
+/// A client whose pings find a black hole in 30 s, with this backoff and close timeout.
+fn pinging(backoff: BackoffConfig, close_timeout: Duration) -> tether_core::ConfigBuilder {
+    Config::builder("ws://relay")
+        .heartbeat_mode(HeartbeatMode::PingFrame)
+        .heartbeat_interval(secs(10))
+        .max_missed_pongs(2)
+        .backoff(backoff)
+        .close_timeout(close_timeout)
+        .seed(5)
+}
+
 #[test]
 fn a_dead_transport_is_released_after_the_last_attempt_or_before_the_next() {
     // Gives up at the heartbeat timeout (the connection never proved stable, so it was the
     // one attempt allowed): nothing replaces the dead link, the release ends it.
-    let mut sim = Sim::new(
-        Config::builder("ws://relay")
-            .heartbeat_mode(HeartbeatMode::PingFrame)
-            .heartbeat_interval(secs(10))
-            .max_missed_pongs(2)
-            .backoff(BackoffConfig {
-                max_attempts: Some(1),
-                min_uptime: secs(120),
-                ..BackoffConfig::default()
-            })
-            .close_timeout(secs(3))
-            .seed(5)
-            .build()
-            .unwrap(),
-        false,
-    );
+    let gives_up = BackoffConfig {
+        max_attempts: Some(1),
+        min_uptime: secs(120),
+        ..BackoffConfig::default()
+    };
+    let mut sim = Sim::new(pinging(gives_up, secs(3)).build().unwrap(), false);
     sim.connect_open();
     let t = sim.server.opens[0].1.transport;
     sim.server.behaviour = Behaviour::BlackHole;
@@ -304,22 +305,12 @@ fn a_dead_transport_is_released_after_the_last_attempt_or_before_the_next() {
     assert_eq!(sim.releases, vec![(closed_at + secs(3), t)]);
 
     // Reconnecting sooner than the close timeout: released just before the next open.
-    let mut sim = Sim::new(
-        Config::builder("ws://relay")
-            .heartbeat_mode(HeartbeatMode::PingFrame)
-            .heartbeat_interval(secs(10))
-            .max_missed_pongs(2)
-            .backoff(BackoffConfig {
-                initial: ms(100),
-                max: ms(100),
-                ..BackoffConfig::default()
-            })
-            .close_timeout(secs(30))
-            .seed(5)
-            .build()
-            .unwrap(),
-        false,
-    );
+    let quick = BackoffConfig {
+        initial: ms(100),
+        max: ms(100),
+        ..BackoffConfig::default()
+    };
+    let mut sim = Sim::new(pinging(quick, secs(30)).build().unwrap(), false);
     sim.connect_open();
     let t = sim.server.opens[0].1.transport;
     sim.server.behaviour = Behaviour::BlackHole;
@@ -337,23 +328,13 @@ fn a_closing_transport_is_released_when_the_next_attempt_is_closed_before_it_ope
     // The retry comes before the dead transport's close timeout, and waits for its token;
     // the app closes meanwhile: the first transport must not be forgotten, and the second,
     // never opened, needs no close.
-    let mut sim = Sim::new(
-        Config::builder("ws://relay")
-            .token(TokenPlacement::bearer_header())
-            .heartbeat_mode(HeartbeatMode::PingFrame)
-            .heartbeat_interval(secs(10))
-            .max_missed_pongs(2)
-            .backoff(BackoffConfig {
-                initial: ms(100),
-                max: ms(100),
-                ..BackoffConfig::default()
-            })
-            .close_timeout(secs(30))
-            .seed(5)
-            .build()
-            .unwrap(),
-        false,
-    );
+    let quick = BackoffConfig {
+        initial: ms(100),
+        max: ms(100),
+        ..BackoffConfig::default()
+    };
+    let config = pinging(quick, secs(30)).token(TokenPlacement::bearer_header());
+    let mut sim = Sim::new(config.build().unwrap(), false);
     sim.connect_open();
     let first = sim.server.opens[0].1.transport;
     sim.server.behaviour = Behaviour::BlackHole;
