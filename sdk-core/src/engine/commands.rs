@@ -387,7 +387,7 @@ impl Engine {
         if self.state.is_closed() {
             return Err(SendError::Closed);
         }
-        if self.drain.is_some() || self.state == State::Closing {
+        if self.is_closing() {
             return Err(SendError::Closing);
         }
         Ok(())

@@ -66,11 +66,7 @@ impl Engine {
             TransportKind::WebSocket => None,
         };
         // The transport being replaced is not waited for any longer.
-        if let Some(old) = self.lingering.take() {
-            self.actions.push_back(Action::Release {
-                transport: old.transport,
-            });
-        }
+        self.release_lingering();
         self.actions.push_back(Action::Open(Box::new(OpenRequest {
             transport,
             kind: self.config.transport,
@@ -233,12 +229,8 @@ impl Engine {
             return; // never opened (its token was still awaited): nothing to close
         }
         // One transport lingers at a time: an earlier one still closing goes now.
-        if let Some(earlier) = self.lingering.take() {
-            if earlier.transport != transport {
-                self.actions.push_back(Action::Release {
-                    transport: earlier.transport,
-                });
-            }
+        if self.lingering.is_some_and(|l| l.transport != transport) {
+            self.release_lingering();
         }
         self.actions.push_back(Action::Close {
             transport,
@@ -253,8 +245,14 @@ impl Engine {
 
     /// Releases the closing transport once its handshake has had the close timeout.
     pub(super) fn release_overdue(&mut self, now: Instant) {
-        if let Some(l) = self.lingering.filter(|l| l.until <= now) {
-            self.lingering = None;
+        if self.lingering.is_some_and(|l| l.until <= now) {
+            self.release_lingering();
+        }
+    }
+
+    /// Tells the driver to drop the transport still closing, if any.
+    fn release_lingering(&mut self) {
+        if let Some(l) = self.lingering.take() {
             self.actions.push_back(Action::Release {
                 transport: l.transport,
             });
