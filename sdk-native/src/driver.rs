@@ -436,7 +436,6 @@ fn forward(waiters: &Waiters, channel: &str, event: impl FnOnce() -> DocumentEve
     }
 }
 
-/// Every state change and reconnect decision is logged with its reason.
 /// Whether delivering events logs them (not while a panic unwinds: see `Driver::drop`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Logging {
@@ -444,6 +443,7 @@ enum Logging {
     Off,
 }
 
+/// Every state change and reconnect decision is logged with its reason.
 fn trace_event(event: &Event) {
     match event {
         Event::StateChanged { from, to } => info!(%from, %to, "state changed"),

@@ -249,7 +249,8 @@ export interface TetherClientOptions {
    * SSE: the `event:` names to receive. Unnamed events always arrive; a named one arrives
    * (and its `id:` becomes the resume position) only if listed here, since `EventSource` hands
    * an `event: name` event only to a listener for that name and has no catch-all. Listed ones
-   * arrive as `message` events, like unnamed ones. [none]
+   * arrive as `message` events, like unnamed ones. `open`, `error` and `""` are refused
+   * (EventSource's own events, not messages). [none]
    */
   sseEvents?: string[];
   /** Stop writing while the socket's `bufferedAmount` is above `highWaterBytes`, resume at `lowWaterBytes`. [1 MiB / 256 KiB] */

@@ -414,6 +414,18 @@ fn driver_options(r: &mut Reader<'_>) -> DriverOptions {
     }
     let lifecycle = r.flag("", "lifecycle").unwrap_or(true);
     let mut sse_events = strings(r, "sseEvents");
+    // `open` and `error` are EventSource's own events, not messages: listening for them as
+    // messages would read a plain `Event` as a `MessageEvent`.
+    if sse_events
+        .iter()
+        .any(|n| n.is_empty() || n == "open" || n == "error")
+    {
+        r.fail(
+            "",
+            "sseEvents",
+            "event names other than \"\", open and error",
+        );
+    }
     sse_events.push("message".to_owned());
     DriverOptions {
         high_water: u32_of(high),

@@ -840,19 +840,24 @@ test('SSE: named events arrive when listed, and their ids are resumed from', asy
     'data: again\n\n',
   ]);
   const r = await page.evaluate(async (url) => {
-    let refused;
-    try {
-      new tether.TetherClient(url, { sseEvents: 'update', autoConnect: false });
-    } catch (e) {
-      refused = [e.code, e.message];
-    }
+    const refuse = (sseEvents) => {
+      try {
+        new tether.TetherClient(url, { sseEvents, autoConnect: false });
+      } catch (e) {
+        return [e.code, e.message];
+      }
+    };
+    const refused = refuse('update');
+    const reserved = refuse(['update', 'error']);
     const c = new tether.TetherClient(url, { sseEvents: ['update'], backoff: { initialMs: 50, jitter: 'none' } });
     const log = record(c);
     await until(() => log.some((e) => e.type === 'message' && e.data === 'again'), 5000, 'the resumed stream');
     c.close();
-    return { refused, messages: log.filter((e) => e.type === 'message').map((e) => e.data) };
+    return { refused, reserved, messages: log.filter((e) => e.type === 'message').map((e) => e.data) };
   }, srv.url);
   assert.deepEqual(r.refused, ['invalid_config', 'sseEvents must be an array of strings']);
+  // EventSource's own events are not messages.
+  assert.deepEqual(r.reserved, ['invalid_config', 'sseEvents must be event names other than "", open and error']);
   // An unlisted name is lost, its id too: the browser's limit, documented with the option.
   assert.deepEqual(r.messages, ['plain', 'named', 'again']);
   assert.equal(srv.urls[1], '/events?lastEventId=2', 'resumed after the named event');
