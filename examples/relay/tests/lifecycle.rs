@@ -133,7 +133,10 @@ async fn graceful_shutdown_under_backpressure_sends_every_queued_message_in_orde
         (1..=total).collect::<Vec<_>>(),
         "no gap, nothing missing"
     );
-    while let Some(Ok(_)) = publisher.ws.next().await {}
-    while let Some(Ok(_)) = slow.ws.next().await {}
+    within("both connections closed", async {
+        while let Some(Ok(_)) = publisher.ws.next().await {}
+        while let Some(Ok(_)) = slow.ws.next().await {}
+    })
+    .await;
     within("shutdown", shutdown).await.unwrap();
 }

@@ -25,15 +25,19 @@ fn config() -> RelayConfig {
     }
 }
 
-/// Reads `client` until `want` arrives, answering the relay's pings as the SDK does.
+/// Reads `client` until `want` arrives, answering the relay's pings as the SDK does; the
+/// whole wait is bounded (pings alone would keep it going).
 async fn recv_until(client: &mut Client, want: impl Fn(&ServerMessage) -> bool) {
-    loop {
-        match client.recv().await {
-            msg if want(&msg) => return,
-            ServerMessage::Ping { id } => client.send(ClientMessage::Pong { id }).await,
-            _ => {}
+    within("the awaited message", async {
+        loop {
+            match client.recv().await {
+                msg if want(&msg) => return,
+                ServerMessage::Ping { id } => client.send(ClientMessage::Pong { id }).await,
+                _ => {}
+            }
         }
-    }
+    })
+    .await
 }
 
 #[tokio::test]
@@ -138,17 +142,20 @@ async fn a_client_that_answers_pings_stays_connected() {
 
 #[tokio::test]
 async fn pings_can_be_turned_off() {
-    let relay = relay(RelayConfig {
-        ping_interval: None,
-        ..RelayConfig::default()
-    })
-    .await;
-    let mut quiet = Client::hello(&relay.ws_url(), "quiet").await;
-    quiet.barrier().await;
-    // Nothing arrives on its own: no ping, no close.
-    let next = tokio::time::timeout(Duration::from_millis(300), quiet.ws.next()).await;
-    assert!(next.is_err(), "unexpected {next:?}");
-    common::stop(relay, [quiet]).await;
+    // Three intervals: with pings on, a ping (and, unanswered, the close) comes within them.
+    let window = PING * 3;
+    for (interval, expect_traffic) in [(Some(PING), true), (None, false)] {
+        let relay = relay(RelayConfig {
+            ping_interval: interval,
+            ..config()
+        })
+        .await;
+        let mut quiet = Client::hello(&relay.ws_url(), "quiet").await;
+        quiet.barrier().await;
+        let next = tokio::time::timeout(window, quiet.ws.next()).await;
+        assert_eq!(next.is_ok(), expect_traffic, "{interval:?}: {next:?}");
+        common::stop(relay, [quiet]).await;
+    }
 }
 
 #[tokio::test]
