@@ -25,9 +25,7 @@ use tether_core::protocol::{Op, ServerMessage};
 use tether_core::sync::{apply_change, ChangeOutcome, DocumentServer, Rejection};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-/// Error codes for changes and syncs over a limit (docs/protocol.md, "Errors").
-const TOO_LARGE: &str = "too_large";
-const TOO_MANY_DOCUMENTS: &str = "too_many_documents";
+use crate::session::code::{TOO_LARGE, TOO_MANY_DOCUMENTS};
 
 /// The snapshots of documents a connection has queued and not yet sent, by document; kept
 /// by its session, so it lives and dies with the connection.
@@ -423,15 +421,10 @@ fn state_bytes_after(doc: &Doc, ops: &[Op]) -> Result<usize, Rejection> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::peer::PeerQueue;
     use serde_json::json;
 
     fn docs(config: RelayConfig) -> Docs {
         Docs::new(Arc::from("e1"), &config)
-    }
-
-    fn drain(queue: &mut PeerQueue) -> Vec<ServerMessage> {
-        queue.drain_messages()
     }
 
     fn set(key: &str, value: Value) -> Vec<Op> {
@@ -472,7 +465,7 @@ mod tests {
                 "{bound} vs {exact}"
             );
         }
-        assert_eq!(drain(&mut qa).len(), 6, "six acks");
+        assert_eq!(qa.drain_messages().len(), 6, "six acks");
     }
 
     #[test]
@@ -493,16 +486,16 @@ mod tests {
         let (a, mut qa) = Peer::new(1, 1000, 0);
         let mut queued = QueuedSnapshots::new();
         docs.change(&a, &mut queued, "d", "c1".into(), set("k", json!(1)));
-        drain(&mut qa);
+        qa.drain_messages();
         for _ in 0..10 {
             docs.sync(&a, &mut queued, "d", None, None);
         }
-        let got = drain(&mut qa);
+        let got = qa.drain_messages();
         assert_eq!(got.len(), 1, "{got:?}");
         // Sent: the next request gets a snapshot again.
         docs.sync(&a, &mut queued, "d", None, None);
         assert!(matches!(
-            drain(&mut qa).as_slice(),
+            qa.drain_messages().as_slice(),
             [ServerMessage::DocSnapshot { version: 1, .. }]
         ));
     }

@@ -364,7 +364,6 @@ fn deliver(channel: &Channel, stored: &Stored) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::peer::PeerQueue;
     use serde_json::json;
     use std::time::Duration;
 
@@ -383,10 +382,6 @@ mod tests {
         (Arc::new(hub), tx)
     }
 
-    fn drain(queue: &mut PeerQueue) -> Vec<ServerMessage> {
-        queue.drain_messages()
-    }
-
     fn member(s: &str) -> Arc<str> {
         Arc::from(s)
     }
@@ -399,7 +394,7 @@ mod tests {
         let alice = member("alice");
         hub.publish("room", &alice, "p1", json!(1), 0).unwrap();
         hub.publish("room", &alice, "p2", json!(2), 0).unwrap();
-        let first = drain(&mut qa);
+        let first = qa.drain_messages();
         assert!(matches!(
             &first[0],
             ServerMessage::Subscribed {
@@ -416,7 +411,7 @@ mod tests {
 
         let (b, mut qb) = Peer::new(2, 100, 0);
         hub.subscribe(&b, &member("bob"), "room", Some(1), Some("e1"));
-        let got = drain(&mut qb);
+        let got = qb.drain_messages();
         // `offset` is where bob's stream resumes: after #1, so #2 follows as replay.
         assert!(matches!(
             &got[0],
@@ -439,7 +434,7 @@ mod tests {
         ));
         assert_eq!(got.len(), 3);
         assert!(matches!(
-            drain(&mut qa).as_slice(),
+            qa.drain_messages().as_slice(),
             [ServerMessage::Presence { change: PresenceChange::Join(m), .. }] if m == "bob"
         ));
     }
@@ -461,12 +456,12 @@ mod tests {
         let (hub, _run) = hub(Duration::ZERO);
         let (a, mut qa) = Peer::new(1, 100, 0);
         hub.subscribe(&a, &member("alice"), "room", None, None);
-        drain(&mut qa);
+        qa.drain_messages();
         let alice = member("alice");
         let first = hub.publish("room", &alice, "x", json!(1), 0);
         let again = hub.publish("room", &alice, "x", json!(1), 0);
         assert_eq!((first, again), (Ok(1), Ok(1)));
-        assert_eq!(drain(&mut qa).len(), 1);
+        assert_eq!(qa.drain_messages().len(), 1);
     }
 
     #[tokio::test]
@@ -474,7 +469,7 @@ mod tests {
         let (hub, _run) = hub(Duration::ZERO);
         let (a, mut qa) = Peer::new(1, 100, 0);
         hub.subscribe(&a, &member("alice"), "room", None, None);
-        drain(&mut qa);
+        qa.drain_messages();
         let (alice, mallory) = (member("alice"), member("mallory"));
         assert_eq!(hub.publish("room", &mallory, "a-8", json!("x"), 0), Ok(1));
         assert_eq!(hub.publish("room", &alice, "a-8", json!("hi"), 0), Ok(2));
@@ -483,7 +478,7 @@ mod tests {
             Err(IdReused { offset: 2 })
         );
         assert_eq!(
-            drain(&mut qa).len(),
+            qa.drain_messages().len(),
             2,
             "both first publishes, nothing else"
         );

@@ -265,7 +265,7 @@ fn too_large(item: &Outbound, max: usize) -> Utf8Bytes {
         "frame too large for the connection; not sent"
     );
     crate::hub::frame(&ServerMessage::Error {
-        code: "too_large".to_owned(),
+        code: crate::session::code::TOO_LARGE.to_owned(),
         message: format!(
             "the relay's {kind} frame would be {} bytes; this connection takes at most {max}",
             frame.len()

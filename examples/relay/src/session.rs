@@ -30,14 +30,15 @@ pub(crate) const CLOSE_UNAUTHORIZED: u16 = 4001;
 pub(crate) const MAX_ID_LEN: usize = 128;
 
 /// Error codes the relay sends (docs/protocol.md, "Errors").
-mod code {
-    pub(super) const BAD_FRAME: &str = "bad_frame";
-    pub(super) const UNSUPPORTED_VERSION: &str = "unsupported_version";
-    pub(super) const INVALID_CHANNEL: &str = "invalid_channel";
-    pub(super) const RATE_LIMITED: &str = "rate_limited";
-    pub(super) const UNAUTHORIZED: &str = "unauthorized";
-    pub(super) const TOO_LARGE: &str = "too_large";
-    pub(super) const DUPLICATE_ID: &str = "duplicate_id";
+pub(crate) mod code {
+    pub(crate) const BAD_FRAME: &str = "bad_frame";
+    pub(crate) const UNSUPPORTED_VERSION: &str = "unsupported_version";
+    pub(crate) const INVALID_CHANNEL: &str = "invalid_channel";
+    pub(crate) const RATE_LIMITED: &str = "rate_limited";
+    pub(crate) const UNAUTHORIZED: &str = "unauthorized";
+    pub(crate) const TOO_LARGE: &str = "too_large";
+    pub(crate) const TOO_MANY_DOCUMENTS: &str = "too_many_documents";
+    pub(crate) const DUPLICATE_ID: &str = "duplicate_id";
 }
 
 /// What the connection should do after a frame.
@@ -457,10 +458,6 @@ mod tests {
         )
     }
 
-    fn replies(queue: &mut PeerQueue) -> Vec<ServerMessage> {
-        queue.drain_messages()
-    }
-
     fn error_code(msg: &ServerMessage) -> Option<(&str, Option<&str>)> {
         match msg {
             ServerMessage::Error { code, id, .. } => Some((code.as_str(), id.as_deref())),
@@ -494,12 +491,15 @@ mod tests {
         ];
         for (input, expected) in inputs {
             assert_eq!(s.on_text(input, now), Flow::Continue);
-            let got = replies(&mut q);
+            let got = q.drain_messages();
             assert_eq!(got.len(), 1, "{input}: {got:?}");
             assert_eq!(error_code(&got[0]), Some(expected), "{input}");
         }
         assert_eq!(s.on_binary(now), Flow::Continue);
-        assert_eq!(error_code(&replies(&mut q)[0]), Some(("bad_frame", None)));
+        assert_eq!(
+            error_code(&q.drain_messages()[0]),
+            Some(("bad_frame", None))
+        );
     }
 
     #[tokio::test]
@@ -527,7 +527,7 @@ mod tests {
         assert!(!s.awaiting_token());
         s.on_text(r#"{"type":"ping","id":"1"}"#, now);
         assert_eq!(
-            replies(&mut q),
+            q.drain_messages(),
             vec![ServerMessage::Pong {
                 id: Some("1".into())
             }]
@@ -538,13 +538,16 @@ mod tests {
     async fn a_client_without_hello_is_an_anonymous_member() {
         let (mut s, mut q) = session(RelayConfig::default(), Access::Granted);
         s.on_text(r#"{"type":"subscribe","channel":"c"}"#, Instant::now());
-        let got = replies(&mut q);
+        let got = q.drain_messages();
         assert!(matches!(
             &got[1],
             ServerMessage::Presence { change: PresenceChange::Snapshot(m), .. } if m == &["anonymous-7"]
         ));
         s.on_text(r#"{"type":"hello","client_id":"late"}"#, Instant::now());
-        assert_eq!(error_code(&replies(&mut q)[0]), Some(("bad_frame", None)));
+        assert_eq!(
+            error_code(&q.drain_messages()[0]),
+            Some(("bad_frame", None))
+        );
     }
 
     #[tokio::test]
@@ -556,7 +559,7 @@ mod tests {
             let (mut s, mut q) = session(RelayConfig::default(), Access::Granted);
             s.on_text(&format!(r#"{{"type":"hello","client_id":"{id}"}}"#), now);
             assert_eq!(
-                error_code(&replies(&mut q)[0]),
+                error_code(&q.drain_messages()[0]),
                 Some(("bad_frame", None)),
                 "{id}"
             );
@@ -567,7 +570,7 @@ mod tests {
         }
         let (mut s, mut q) = session(RelayConfig::default(), Access::Granted);
         s.on_text(r#"{"type":"hello","client_id":"alice"}"#, now);
-        assert!(replies(&mut q).is_empty());
+        assert!(q.drain_messages().is_empty());
     }
 
     #[test]
@@ -608,7 +611,7 @@ mod tests {
             format!(r#"{{"type":"doc_change","id":"{long}","channel":"d","base":0,"ops":[]}}"#),
         ] {
             s.on_text(&frame, now);
-            let got = replies(&mut q);
+            let got = q.drain_messages();
             assert_eq!(got.len(), 1, "{got:?}");
             assert_eq!(error_code(&got[0]), Some(("bad_frame", None)));
         }
@@ -621,7 +624,7 @@ mod tests {
             now,
         );
         assert!(matches!(
-            replies(&mut q).as_slice(),
+            q.drain_messages().as_slice(),
             [ServerMessage::Ack { id, offset: Some(1) }] if *id == exact
         ));
     }
