@@ -113,13 +113,19 @@ impl Shared {
     /// (A task that ended cleanly closed the engine, which refuses the same way; one that
     /// panicked could not, and its engine would accept messages nobody will ever write.)
     fn command<T: Refusal>(&self, f: impl FnOnce(&mut Engine, tether_core::Instant) -> T) -> T {
+        self.with_inner(|inner, now| f(&mut inner.engine, now))
+    }
+
+    /// [`command`](Self::command) with the waiters too: a wait registered under the same
+    /// lock the task resolves under cannot miss its event.
+    fn with_inner<T: Refusal>(&self, f: impl FnOnce(&mut Inner, tether_core::Instant) -> T) -> T {
         let now = self.now();
         let result = {
             let mut inner = self.lock();
             if inner.waiters.task_ended {
                 return T::task_ended();
             }
-            f(&mut inner.engine, now)
+            f(&mut inner, now)
         };
         self.wake.notify_one();
         result
@@ -155,6 +161,19 @@ impl<T> Refusal for Result<T, SendError> {
 impl<T> Refusal for Result<T, SubscribeError> {
     fn task_ended() -> Self {
         Err(SubscribeError::Closed)
+    }
+}
+
+/// The task is gone (its runtime was dropped): nothing would resolve the wait.
+impl<T> Refusal for Result<T, AckError> {
+    fn task_ended() -> Self {
+        Err(AckError::ClientGone)
+    }
+}
+
+impl<T> Refusal for Result<T, RequestError> {
+    fn task_ended() -> Self {
+        Err(RequestError::ClientGone)
     }
 }
 
@@ -496,24 +515,19 @@ impl Client {
         options: AckedOptions,
         f: impl FnOnce(&mut Engine, tether_core::Instant, SendOptions) -> Result<MessageId, SendError>,
     ) -> Result<Option<u64>, AckError> {
-        let (tx, rx) = oneshot::channel();
-        {
-            let now = self.shared.now();
-            let mut inner = self.shared.lock();
-            // The task is gone (its runtime was dropped): nothing would resolve the wait.
-            if inner.waiters.task_ended {
-                return Err(AckError::ClientGone);
-            }
-            let send = SendOptions {
-                ack: Some(true),
-                ttl: options.ttl,
-                timeout: options.timeout,
-            };
-            let id = f(&mut inner.engine, now, send)?;
-            // Registered under the same lock the task resolves under: the event cannot slip by.
-            inner.waiters.acks.insert(id, tx);
-        }
-        self.shared.wake.notify_one();
+        let send = SendOptions {
+            ack: Some(true),
+            ttl: options.ttl,
+            timeout: options.timeout,
+        };
+        let rx = self
+            .shared
+            .with_inner(|inner, now| -> Result<_, AckError> {
+                let id = f(&mut inner.engine, now, send)?;
+                let (tx, rx) = oneshot::channel();
+                inner.waiters.acks.insert(id, tx);
+                Ok(rx)
+            })?;
         rx.await.map_err(|_| AckError::ClientGone)?
     }
 
@@ -534,17 +548,14 @@ impl Client {
         timeout: Option<Duration>,
     ) -> Result<Value, RequestError> {
         let payload = payload.into();
-        let (tx, rx) = oneshot::channel();
-        {
-            let now = self.shared.now();
-            let mut inner = self.shared.lock();
-            if inner.waiters.task_ended {
-                return Err(RequestError::ClientGone);
-            }
-            let id = inner.engine.request(now, payload, timeout)?;
-            inner.waiters.requests.insert(id, tx);
-        }
-        self.shared.wake.notify_one();
+        let rx = self
+            .shared
+            .with_inner(|inner, now| -> Result<_, RequestError> {
+                let id = inner.engine.request(now, payload, timeout)?;
+                let (tx, rx) = oneshot::channel();
+                inner.waiters.requests.insert(id, tx);
+                Ok(rx)
+            })?;
         rx.await
             .map_err(|_| RequestError::ClientGone)?
             .map_err(RequestError::Failed)
