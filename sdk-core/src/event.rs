@@ -160,6 +160,19 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
+    /// The close code of a client whose driver stopped running it without a close (1001,
+    /// "going away"). Never an app's own: `close` accepts 1000 and 3000-4999.
+    const STOPPED_RUNNING: u16 = 1001;
+
+    /// The reason of a client whose driver stopped running it without a close (its task or
+    /// runtime ended, or it panicked): what [`Engine::abandon`](crate::Engine::abandon)
+    /// reports, and what a driver reports itself when the engine can no longer say.
+    pub const fn stopped_running() -> Self {
+        CloseReason::App {
+            code: Self::STOPPED_RUNNING,
+        }
+    }
+
     /// Short machine name: `app`, `gave_up`, `refused`, `unauthorized`.
     pub fn name(&self) -> &'static str {
         match self {
@@ -180,8 +193,9 @@ impl CloseReason {
 impl fmt::Display for CloseReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            // 1001 is never an app's own: `close` accepts 1000 and 3000-4999.
-            CloseReason::App { code: 1001 } => f.write_str("closed: the client stopped running"),
+            CloseReason::App {
+                code: Self::STOPPED_RUNNING,
+            } => f.write_str("closed: the client stopped running"),
             CloseReason::App { code } => write!(f, "closed by the app with code {code}"),
             CloseReason::GaveUp { attempts } => write!(f, "gave up after {attempts} attempts"),
             CloseReason::Refused {

@@ -2406,6 +2406,15 @@ fn an_abandoned_engine_is_closed_at_once_and_reports_what_was_pending() {
             reason: CloseReason::App { code: 1001 }
         }
     );
+    // The one name drivers use for it, and what it reads as.
+    assert_eq!(
+        CloseReason::stopped_running(),
+        CloseReason::App { code: 1001 }
+    );
+    assert_eq!(
+        CloseReason::stopped_running().to_string(),
+        "closed: the client stopped running"
+    );
     let events: Vec<Event> = std::iter::from_fn(|| sim.engine.poll_event()).collect();
     assert!(events.contains(&Event::Dropped {
         ids: vec![written],

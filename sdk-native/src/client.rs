@@ -698,8 +698,8 @@ impl Client {
 
     /// Waits until the client reaches `Closed` (by the app, or because it gave up). If the
     /// client's task ended without the client reaching `Closed` (it panicked), the engine's
-    /// close reason if it has one, else `CloseReason::App { code: 1001 }` (going away), what
-    /// the engine reports when its driver stops running it.
+    /// close reason if it has one, else [`CloseReason::stopped_running`] (1001, going away),
+    /// what the engine reports when its driver stops running it.
     pub async fn closed(&self) -> CloseReason {
         let mut rx = self.watch_state();
         loop {
@@ -709,7 +709,7 @@ impl Client {
             if rx.changed().await.is_err() {
                 return match self.shared.lock().engine.state() {
                     State::Closed { reason } => reason.clone(),
-                    _ => CloseReason::App { code: 1001 },
+                    _ => CloseReason::stopped_running(),
                 };
             }
         }

@@ -255,7 +255,7 @@ impl Drop for Driver {
         // refused (`waiters.task_ended`).
         if !engine_intact && !queue.state.is_closed() {
             let closed = State::Closed {
-                reason: CloseReason::App { code: 1001 },
+                reason: CloseReason::stopped_running(),
             };
             if let Some(watch) = &queue.state_watch {
                 watch.send_replace(closed.clone());
@@ -278,6 +278,8 @@ fn perform(link: &mut Option<Link>, action: Action, ctx: &LinkContext) {
         Action::Open(request) => {
             let url = crate::transport::redacted_url(&request.url);
             debug!(transport = %request.transport, attempt = request.attempt, %url, "opening");
+            // What the slot still holds has ended: the engine releases a link still closing
+            // (`Action::Release`) before it opens another.
             *link = Some(Link::open(*request, ctx));
         }
         Action::Send { transport, frame } => {

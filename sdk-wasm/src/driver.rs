@@ -223,7 +223,8 @@ impl Inner {
                     .push_back(Out::FetchToken { attempt, refresh });
             }
             Action::Open(req) => {
-                self.socket = None; // the engine has already told the old one to close
+                // No socket is left to drop here: the engine releases one still closing
+                // (`Action::Release`) before it opens another, and one that ended is forgotten.
                 self.blocked = false;
                 match Socket::open(&req, Rc::downgrade(shared), &self.sse_events) {
                     Ok(socket) => self.socket = Some(socket),

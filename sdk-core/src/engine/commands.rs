@@ -289,8 +289,8 @@ impl Engine {
     }
 
     /// The driver can no longer run this engine (its task or runtime ended without a close):
-    /// the engine is `Closed` at once with `CloseReason::App { code: 1001 }` ("going away"; or
-    /// the app's own code if it was already closing), and everything pending is reported as
+    /// the engine is `Closed` at once with [`CloseReason::stopped_running`] (1001, "going
+    /// away"; or the app's own code if it was already closing), and everything pending is reported as
     /// after `close` (dropped / failed with reason `Closed`). No handshake happens: the
     /// `Action::Close` queued for a live transport is the driver's to discard, as it has no
     /// transport left. Later commands are refused as after `close`, so nothing is accepted for
@@ -300,8 +300,11 @@ impl Engine {
         if !self.state.is_closed() {
             // First, as `close` does: what was in flight is `Closed`, not `ConnectionLost`.
             self.drop_everything_pending();
-            let code = self.conn.closing.unwrap_or(1001);
-            self.finish_closed(CloseReason::App { code });
+            let reason = match self.conn.closing {
+                Some(code) => CloseReason::App { code },
+                None => CloseReason::stopped_running(),
+            };
+            self.finish_closed(reason);
         }
     }
 
