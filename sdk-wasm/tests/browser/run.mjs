@@ -593,11 +593,12 @@ test('online event while waiting: reconnects at once instead of after the backof
     const waitingFor = c.state.retryInMs;
     const t0 = performance.now();
     window.dispatchEvent(new Event('online'));
-    await until(() => c.state.name === 'open', 3000, 'open after online');
+    await until(() => c.state.name === 'open', 10000, 'open after online');
     return { waitingFor, took: performance.now() - t0 };
   });
   assert.ok(r.waitingFor > 15000, `backoff was ${r.waitingFor} ms`);
-  assert.ok(r.took < 1000, `reconnected ${r.took} ms after online`);
+  // At once, not after the 20 s backoff (the bound leaves room for a loaded machine).
+  assert.ok(r.took < 5000, `reconnected ${r.took} ms after online`);
   assert.equal(srv.connections.length, 1);
 });
 
@@ -618,11 +619,11 @@ test('visibilitychange to visible while waiting: reconnects at once', async ({ p
     const t0 = performance.now();
     window.visibility = 'visible';
     document.dispatchEvent(new Event('visibilitychange'));
-    await until(() => c.state.name === 'open', 3000, 'open after visible');
+    await until(() => c.state.name === 'open', 10000, 'open after visible');
     return { hidden, took: performance.now() - t0 };
   });
   assert.equal(r.hidden, 'waiting', 'going hidden does not reconnect');
-  assert.ok(r.took < 1000, `reconnected ${r.took} ms after becoming visible`);
+  assert.ok(r.took < 5000, `reconnected ${r.took} ms after becoming visible`);
   assert.equal(srv.connections.length, 1);
 });
 
