@@ -73,22 +73,18 @@ impl Doc {
     }
 
     /// The frames a client at `version` of `epoch` is missing, if the log still has them
-    /// all (the rule of `DocumentServer::sync`); `None` means it needs a snapshot.
+    /// all; `None` means it needs a snapshot. The rule is `DocumentServer::replay_after`,
+    /// the one `DocumentServer::sync` follows, applied to this log.
     fn missing(&self, version: Option<u64>, epoch: Option<&str>) -> Option<Vec<Utf8Bytes>> {
-        let head = self.server.version();
-        let oldest_known = self.log.front().map_or(head, |c| c.version - 1);
-        match version {
-            Some(v) if epoch == Some(self.server.epoch()) && v <= head && v >= oldest_known => {
-                Some(
-                    self.log
-                        .iter()
-                        .filter(|c| c.version > v)
-                        .map(|c| c.frame.clone())
-                        .collect(),
-                )
-            }
-            _ => None,
-        }
+        let oldest_logged = self.log.front().map(|c| c.version);
+        let after = self.server.replay_after(version, epoch, oldest_logged)?;
+        Some(
+            self.log
+                .iter()
+                .filter(|c| c.version > after)
+                .map(|c| c.frame.clone())
+                .collect(),
+        )
     }
 
     /// The snapshot frame of the current version, encoded once per version.

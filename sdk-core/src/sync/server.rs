@@ -121,23 +121,65 @@ impl DocumentServer {
         }
     }
 
-    /// What a client at `version` of `epoch` needs.
+    /// What a client at `version` of `epoch` needs: the changes after its version when the
+    /// log still has them all, else a snapshot (the rule of [`replay_after`](Self::replay_after)).
     pub fn sync(&self, version: Option<u64>, epoch: Option<&str>) -> SyncReply {
-        let oldest_known = self.log.front().map_or(self.version, |(v, _, _)| v - 1);
-        match version {
-            Some(v)
-                if epoch == Some(self.epoch.as_str()) && v <= self.version && v >= oldest_known =>
-            {
-                SyncReply::Changes(
-                    self.log
-                        .iter()
-                        .filter(|(lv, _, _)| *lv > v)
-                        .cloned()
-                        .collect(),
-                )
-            }
-            _ => self.snapshot(),
+        let oldest_logged = self.log.front().map(|(v, _, _)| *v);
+        match self.replay_after(version, epoch, oldest_logged) {
+            Some(v) => SyncReply::Changes(
+                self.log
+                    .iter()
+                    .filter(|(lv, _, _)| *lv > v)
+                    .cloned()
+                    .collect(),
+            ),
+            None => self.snapshot(),
         }
+    }
+
+    /// The resume rule of `doc_sync`: whether a client at `version` of `epoch` can be brought
+    /// up to date by replaying a change log whose oldest change has version `oldest_logged`
+    /// (`None`: the log is empty). `Some(v)` means "send the logged changes with versions above
+    /// `v`, in order" (none when the client is at the head); `None` means it needs a snapshot.
+    ///
+    /// A replay needs the same epoch (versions of another one mean nothing here) and a version
+    /// from the one just before the oldest logged change up to the head: an older one would
+    /// miss the changes the log has dropped, a newer one is not a state this server had.
+    ///
+    /// [`sync`](Self::sync) applies it to this server's own log. A server that keeps its log
+    /// elsewhere (the relay keeps encoded frames and calls [`trim_log`](Self::trim_log) after
+    /// every change) passes the oldest version its log holds, so both answer alike; that log
+    /// must hold every change from `oldest_logged` to the head.
+    ///
+    /// ```
+    /// use serde_json::json;
+    /// use tether_core::sync::{DocumentServer, Op};
+    ///
+    /// let mut doc = DocumentServer::new("e1", 16);
+    /// for n in 0..5 {
+    ///     doc.apply(&format!("c{n}"), &[Op::Set { key: "n".into(), value: json!(n) }]);
+    /// }
+    /// // A log holding versions 3 to 5 replays to clients at 2 and later…
+    /// assert_eq!(doc.replay_after(Some(2), Some("e1"), Some(3)), Some(2));
+    /// assert_eq!(doc.replay_after(Some(5), Some("e1"), Some(3)), Some(5));
+    /// // …but not to one that would miss version 2, nor to one from another epoch.
+    /// assert_eq!(doc.replay_after(Some(1), Some("e1"), Some(3)), None);
+    /// assert_eq!(doc.replay_after(Some(4), Some("e0"), Some(3)), None);
+    /// ```
+    pub fn replay_after(
+        &self,
+        version: Option<u64>,
+        epoch: Option<&str>,
+        oldest_logged: Option<u64>,
+    ) -> Option<u64> {
+        let version = version?;
+        // The oldest version from which the log leads to the head: an empty log only serves a
+        // client that is already there.
+        let reachable_from = oldest_logged.map_or(self.version, |v| v.saturating_sub(1));
+        let replayable = epoch == Some(self.epoch.as_str())
+            && version <= self.version
+            && version >= reachable_from;
+        replayable.then_some(version)
     }
 
     /// The whole state.
@@ -211,6 +253,31 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn replay_reaches_back_to_just_before_the_oldest_logged_change() {
+        let mut s = DocumentServer::new("e", 10);
+        for (i, id) in ["a", "b", "c", "d"].into_iter().enumerate() {
+            s.apply(id, &set("x", i as i64));
+        }
+        let e = Some("e");
+        // A log of versions 2..=4: clients at 1 to 4 are served from it.
+        let logged = Some(2);
+        let answers: Vec<_> = (0..=5)
+            .map(|v| s.replay_after(Some(v), e, logged))
+            .collect();
+        assert_eq!(answers, [None, Some(1), Some(2), Some(3), Some(4), None]);
+        assert_eq!(s.replay_after(None, e, logged), None, "a first sync");
+        assert_eq!(s.replay_after(Some(3), None, logged), None, "no epoch");
+        // An empty log serves only a client already at the head.
+        assert_eq!(s.replay_after(Some(4), e, None), Some(4));
+        assert_eq!(s.replay_after(Some(3), e, None), None);
+        // `sync` follows the same rule over its own log (all four changes).
+        assert!(matches!(s.sync(Some(0), e), SyncReply::Changes(c) if c.len() == 4));
+        s.trim_log();
+        assert!(matches!(s.sync(Some(4), e), SyncReply::Changes(c) if c.is_empty()));
+        assert!(matches!(s.sync(Some(3), e), SyncReply::Snapshot { .. }));
     }
 
     #[test]
