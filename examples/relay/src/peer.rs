@@ -63,6 +63,9 @@ struct Shared {
     taken: AtomicU64,
     /// Largest frame this connection may be sent; see [`Peer::with_max_frame`].
     max_frame: usize,
+    /// Set once the client said `hello`: only then is it sent the protocol's own `ping`
+    /// (a raw WebSocket client would get it as data), see [`Peer::said_hello`].
+    said_hello: AtomicBool,
 }
 
 impl Shared {
@@ -120,6 +123,7 @@ impl Peer {
             pushed: AtomicU64::new(0),
             taken: AtomicU64::new(0),
             max_frame,
+            said_hello: AtomicBool::new(false),
         });
         (
             Peer {
@@ -194,6 +198,13 @@ impl Peer {
         true
     }
 
+    /// Records that the client said `hello`, so it speaks the Tether protocol: from now on
+    /// its writer also sends it the protocol's `ping` messages (see
+    /// [`PeerQueue::said_hello`]).
+    pub(crate) fn said_hello(&self) {
+        self.shared.said_hello.store(true, Ordering::Relaxed);
+    }
+
     /// Resolves once the peer has been marked as a slow consumer.
     pub(crate) async fn overflowed(&self) {
         self.shared.overflow.notified().await;
@@ -217,6 +228,13 @@ impl PeerQueue {
             self.taken();
         }
         item
+    }
+
+    /// Whether the client said `hello`. A connection that did not may be any WebSocket
+    /// client (raw mode), for which a protocol `ping` would be a text frame of data it never
+    /// asked for; it gets WebSocket ping frames only, which its stack answers by itself.
+    pub(crate) fn said_hello(&self) -> bool {
+        self.shared.said_hello.load(Ordering::Relaxed)
     }
 
     /// Everything queued, decoded (tests read what the relay would have sent).

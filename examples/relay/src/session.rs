@@ -265,6 +265,9 @@ impl Session {
     }
 
     fn hello(&mut self, client_id: String) {
+        // Any hello, even a refused one, shows a client that speaks the protocol: it is
+        // sent the protocol's pings from now on.
+        self.peer.said_hello();
         if self.member.is_some() {
             // The identity is fixed once presence may have seen it.
             self.reply_error(
