@@ -6,6 +6,7 @@
 //! the connection, so one client that stops reading cannot make the relay buffer without
 //! bound. The client can reconnect and resume from the channel history.
 
+use crate::head::{head_of, FrameHead};
 use crate::history::Stored;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -258,24 +259,12 @@ impl PeerQueue {
 /// The `error` sent instead of `item`, a frame over `max` bytes: it names the type of the
 /// frame and the id it carried (unless that is too long to echo).
 fn too_large(item: &Outbound, max: usize) -> Utf8Bytes {
-    #[derive(serde::Deserialize)]
-    struct Head {
-        #[serde(rename = "type")]
-        kind: Option<String>,
-        id: Option<String>,
-    }
     let frame = match item {
         Outbound::Frame(frame) => frame,
         Outbound::Message(stored) => &stored.frame,
     };
-    let head = serde_json::from_str::<Head>(frame.as_str()).ok();
-    let kind = head
-        .as_ref()
-        .and_then(|h| h.kind.clone())
-        .unwrap_or_default();
-    let id = head
-        .and_then(|h| h.id)
-        .filter(|id| id.len() <= crate::session::MAX_ID_LEN);
+    let FrameHead { kind, id } = head_of(frame.as_str());
+    let kind = kind.unwrap_or_default();
     tracing::warn!(
         kind,
         len = frame.len(),

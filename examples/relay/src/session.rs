@@ -10,10 +10,10 @@
 use crate::auth::{token_matches, Access};
 use crate::config::RelayConfig;
 use crate::docs::QueuedSnapshots;
+use crate::head::head_of;
 use crate::hub::{frame, Hub};
 use crate::peer::{Outbound, Peer};
 use crate::rate_limit::TokenBucket;
-use serde::Deserialize;
 use serde_json::Value;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -101,7 +101,7 @@ impl Session {
             self.reply_error(
                 code::RATE_LIMITED,
                 "message rate limit exceeded; this message was not processed".into(),
-                id_of(text),
+                head_of(text).id,
             );
             return Flow::Continue;
         }
@@ -114,7 +114,7 @@ impl Session {
                     DecodeError::UnsupportedVersion(_) => code::UNSUPPORTED_VERSION,
                     _ => code::BAD_FRAME,
                 };
-                self.reply_error(code, e.to_string(), id_of(text));
+                self.reply_error(code, e.to_string(), head_of(text).id);
                 Flow::Continue
             }
         }
@@ -400,18 +400,6 @@ impl Drop for Session {
     }
 }
 
-/// The `id` of a frame that could not be handled, so the error can name it; skips
-/// everything else in the frame without building it. An id over [`MAX_ID_LEN`] bytes is
-/// not echoed.
-fn id_of(text: &str) -> Option<String> {
-    #[derive(Deserialize)]
-    struct IdOnly {
-        id: Option<String>,
-    }
-    let id = serde_json::from_str::<IdOnly>(text).ok()?.id?;
-    (id.len() <= MAX_ID_LEN).then_some(id)
-}
-
 /// The length of the `message` frame the hub will build for this publish, at the longest
 /// offset it could get, without encoding the payload twice into one frame.
 fn message_frame_len(channel: &str, id: &str, payload: &Value, ts: u64) -> usize {
@@ -574,15 +562,6 @@ mod tests {
         let (mut s, mut q) = session(RelayConfig::default(), Access::Granted);
         s.on_text(r#"{"type":"hello","client_id":"alice"}"#, now);
         assert!(q.drain_messages().is_empty());
-    }
-
-    #[test]
-    fn ids_are_found_in_frames_that_fail() {
-        assert_eq!(id_of(r#"{"id":"a","type":7}"#).as_deref(), Some("a"));
-        assert_eq!(id_of(r#"{"id":5}"#), None);
-        assert_eq!(id_of("nope"), None);
-        let long = "i".repeat(MAX_ID_LEN + 1);
-        assert_eq!(id_of(&format!(r#"{{"id":"{long}"}}"#)), None, "not echoed");
     }
 
     #[test]
