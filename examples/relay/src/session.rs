@@ -9,7 +9,7 @@
 
 use crate::auth::{token_matches, Access};
 use crate::config::RelayConfig;
-use crate::docs::QueuedSnapshots;
+use crate::docs::{Author, QueuedSnapshots};
 use crate::head::head_of;
 use crate::hub::{frame, Hub};
 use crate::peer::{Outbound, Peer};
@@ -245,10 +245,14 @@ impl Session {
                 id, channel, ops, ..
             } => {
                 if self.check_id(&id) && self.check_channel(&channel, Some(&id)) {
+                    // Change ids are unique per client: dedupe is keyed on the client too.
+                    let member = self.member();
+                    let author = Author {
+                        peer: &self.peer,
+                        member: &member,
+                    };
                     let snapshots = &mut self.snapshots;
-                    self.hub
-                        .docs
-                        .change(&self.peer, snapshots, &channel, id, ops);
+                    self.hub.docs.change(author, snapshots, &channel, id, ops);
                 }
             }
             other => {

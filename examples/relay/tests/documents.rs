@@ -114,3 +114,63 @@ async fn a_resume_replays_back_to_the_oldest_logged_change_and_snapshots_before_
     );
     stop(relay, [writer, reader]).await;
 }
+
+fn change(id: &str, ops: Vec<Op>) -> ClientMessage {
+    ClientMessage::DocChange {
+        id: id.into(),
+        channel: "doc".into(),
+        base: 0,
+        ops,
+    }
+}
+
+fn increment(key: &str, by: i64) -> Vec<Op> {
+    vec![Op::Increment {
+        key: key.into(),
+        by: by.into(),
+    }]
+}
+
+#[tokio::test]
+async fn change_ids_are_deduplicated_per_client_and_a_reused_id_is_refused() {
+    let relay = relay(RelayConfig::default()).await;
+    let url = relay.ws_url();
+    let mut alice = Client::hello(&url, "alice").await;
+    let mut mallory = Client::hello(&url, "mallory").await;
+    // Mallory takes the id alice will use next (ids are seen by every syncing client).
+    mallory.send(change("alice-1", increment("m", 1))).await;
+    assert_eq!(
+        mallory.recv().await,
+        ServerMessage::Ack {
+            id: "alice-1".into(),
+            offset: Some(1)
+        }
+    );
+    // Alice's change under that id is hers: applied as version 2, not acked as a duplicate
+    // of mallory's and dropped.
+    alice.send(change("alice-1", increment("a", 1))).await;
+    let applied = ServerMessage::Ack {
+        id: "alice-1".into(),
+        offset: Some(2),
+    };
+    assert_eq!(alice.recv().await, applied);
+    // Her resend is acknowledged again and not applied twice; the id with other ops is
+    // refused.
+    alice.send(change("alice-1", increment("a", 1))).await;
+    assert_eq!(alice.recv().await, applied);
+    alice.send(change("alice-1", increment("a", 5))).await;
+    assert_eq!(
+        common::error(&alice.recv().await),
+        ("duplicate_id", Some("alice-1"))
+    );
+    let mut reader = Client::hello(&url, "reader").await;
+    match sync(&mut reader, None, None).await.as_slice() {
+        [ServerMessage::DocSnapshot { version, state, .. }] => {
+            assert_eq!(*version, 2);
+            assert_eq!(state["a"], json!(1), "alice's change, once");
+            assert_eq!(state["m"], json!(1), "mallory's change");
+        }
+        other => panic!("expected a snapshot, got {other:?}"),
+    }
+    stop(relay, [alice, mallory, reader]).await;
+}
