@@ -92,7 +92,9 @@ pub struct Envelope {
 ///
 /// On the wire an object tagged by `op`: `{"op":"set","key":"k","value":1}`,
 /// `{"op":"delete","key":"k"}`, `{"op":"increment","key":"n","by":2}`, `{"op":"insert",…}`.
-#[derive(Debug, Clone, PartialEq)]
+// `Hash`: a document server keeps a digest of each change's ops to tell a resend from an
+// id reused for another change.
+#[derive(Debug, Clone, PartialEq, Hash)]
 #[non_exhaustive]
 pub enum Op {
     /// Sets `key` to `value` (last writer in server order wins).

@@ -62,7 +62,9 @@ pub struct RelayConfig {
     /// (a reader that stopped reading or vanished) is ended. Default: 15 s.
     pub sse_keepalive: Duration,
     /// Liveness of WebSocket connections: every interval the relay sends a WebSocket ping
-    /// frame and an application `ping` (both answered by clients), and a connection from which
+    /// frame, and to a client that said `hello` also an application `ping` (a raw WebSocket
+    /// client, which never says hello, would read it as data; its stack answers the frame
+    /// without it). A connection from which
     /// nothing at all has arrived for two intervals (no message, pong, ping of either kind) is
     /// closed with 4000 `heartbeat timeout`, so a client whose network vanished without a FIN
     /// or RST stops holding its subscriptions and presence. `None` does neither.

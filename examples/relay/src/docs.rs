@@ -2,7 +2,9 @@
 //! `tether_core::sync::DocumentServer` — the same ordering rules the clients are tested
 //! against — and the connections syncing it. A change is acknowledged to its author and
 //! broadcast to everyone else syncing the document; a rejected change gets the author an
-//! `error` naming it and a fresh snapshot.
+//! `error` naming it and a fresh snapshot. Changes are deduplicated by the author's
+//! `client_id` and the change id (with a digest of the ops), like publishes: see
+//! [`Author`].
 //!
 //! Documents live in memory like everything else here: a restarted relay starts every
 //! document empty in a new epoch, and clients resync from a snapshot.
@@ -25,7 +27,7 @@ use tether_core::protocol::{Op, ServerMessage};
 use tether_core::sync::{apply_change, ChangeOutcome, DocumentServer, Rejection};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use crate::session::code::{TOO_LARGE, TOO_MANY_DOCUMENTS};
+use crate::session::code::{DUPLICATE_ID, TOO_LARGE, TOO_MANY_DOCUMENTS};
 
 /// The snapshots of documents a connection has queued and not yet sent, by document; kept
 /// by its session, so it lives and dies with the connection.
@@ -73,22 +75,18 @@ impl Doc {
     }
 
     /// The frames a client at `version` of `epoch` is missing, if the log still has them
-    /// all (the rule of `DocumentServer::sync`); `None` means it needs a snapshot.
+    /// all; `None` means it needs a snapshot. The rule is `DocumentServer::replay_after`,
+    /// the one `DocumentServer::sync` follows, applied to this log.
     fn missing(&self, version: Option<u64>, epoch: Option<&str>) -> Option<Vec<Utf8Bytes>> {
-        let head = self.server.version();
-        let oldest_known = self.log.front().map_or(head, |c| c.version - 1);
-        match version {
-            Some(v) if epoch == Some(self.server.epoch()) && v <= head && v >= oldest_known => {
-                Some(
-                    self.log
-                        .iter()
-                        .filter(|c| c.version > v)
-                        .map(|c| c.frame.clone())
-                        .collect(),
-                )
-            }
-            _ => None,
-        }
+        let oldest_logged = self.log.front().map(|c| c.version);
+        let after = self.server.replay_after(version, epoch, oldest_logged)?;
+        Some(
+            self.log
+                .iter()
+                .filter(|c| c.version > after)
+                .map(|c| c.frame.clone())
+                .collect(),
+        )
     }
 
     /// The snapshot frame of the current version, encoded once per version.
@@ -120,6 +118,14 @@ impl Doc {
             None => queued.remove(channel),
         };
     }
+}
+
+/// Who sent a `doc_change`: the connection, and the client (`hello.client_id`) whose change
+/// ids are remembered, as for publishes, since ids are unique only within a client.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Author<'a> {
+    pub(crate) peer: &'a Peer,
+    pub(crate) member: &'a str,
 }
 
 #[derive(Debug)]
@@ -208,7 +214,7 @@ impl Docs {
     /// snapshot when the author's view was wrong).
     pub(crate) fn change(
         &self,
-        author: &Peer,
+        author: Author<'_>,
         queued: &mut QueuedSnapshots,
         channel: &str,
         id: String,
@@ -216,14 +222,14 @@ impl Docs {
     ) {
         let mut docs = self.docs();
         let Some(doc) = self.doc(&mut docs, channel) else {
-            self.too_many(author, channel, Some(id));
+            self.too_many(author.peer, channel, Some(id));
             return;
         };
-        if let Some(version) = doc.server.applied_version(&id) {
+        match doc.server.earlier_change(author.member, &id, &ops) {
             // A resend: acknowledged again, whatever the limits say now.
-            ack(author, id, version);
-        } else {
-            self.apply(doc, author, queued, channel, id, ops);
+            Some(ChangeOutcome::Duplicate { version }) => ack(author.peer, id, version),
+            Some(ChangeOutcome::IdReused { version }) => id_reused(author.peer, id, version),
+            _ => self.apply(doc, author, queued, channel, id, ops),
         }
         if doc.is_idle() {
             docs.remove(channel);
@@ -233,7 +239,10 @@ impl Docs {
     fn apply(
         &self,
         doc: &mut Doc,
-        author: &Peer,
+        Author {
+            peer: author,
+            member,
+        }: Author<'_>,
         queued: &mut QueuedSnapshots,
         channel: &str,
         id: String,
@@ -254,7 +263,7 @@ impl Docs {
         if let Some(why) = self.over_limit(doc, channel, &id, state_bytes, change.len()) {
             return refuse(author, TOO_LARGE, why, Some(id));
         }
-        match doc.server.apply(&id, &ops) {
+        match doc.server.apply(member, &id, &ops) {
             ChangeOutcome::Applied { version } => {
                 doc.server.trim_log();
                 doc.state_bytes = state_bytes;
@@ -276,6 +285,7 @@ impl Docs {
                 }
             }
             ChangeOutcome::Duplicate { version } => ack(author, id, version),
+            ChangeOutcome::IdReused { version } => id_reused(author, id, version),
             ChangeOutcome::Rejected(rejection) => {
                 self.reject(doc, author, queued, channel, id, rejection)
             }
@@ -359,6 +369,14 @@ fn ack(author: &Peer, id: String, version: u64) {
     })));
 }
 
+/// The author already used `id` for another change, applied as `version`: refused without a
+/// snapshot, as the author's view of the document was not wrong.
+fn id_reused(author: &Peer, id: String, version: u64) {
+    let message =
+        format!("this client already made another change under this id (version {version})");
+    refuse(author, DUPLICATE_ID, message, Some(id));
+}
+
 fn refuse(peer: &Peer, code: &str, message: String, id: Option<String>) {
     peer.offer(Outbound::Frame(frame(&ServerMessage::Error {
         code: code.to_owned(),
@@ -427,6 +445,10 @@ mod tests {
         Docs::new(Arc::from("e1"), &config)
     }
 
+    fn author(peer: &Peer) -> Author<'_> {
+        Author { peer, member: "a" }
+    }
+
     fn set(key: &str, value: Value) -> Vec<Op> {
         vec![Op::Set {
             key: key.into(),
@@ -456,7 +478,7 @@ mod tests {
             }],
         ];
         for (i, ops) in changes.into_iter().enumerate() {
-            docs.change(&a, &mut queued, "d", format!("c{i}"), ops);
+            docs.change(author(&a), &mut queued, "d", format!("c{i}"), ops);
             let d = docs.docs();
             let exact = tether_core::json::to_string(&Value::Object(d["d"].server.state().clone()));
             let bound = d["d"].state_bytes;
@@ -475,7 +497,13 @@ mod tests {
         let mut queued = QueuedSnapshots::new();
         assert!(docs.sync(&a, &mut queued, "empty", None, None));
         assert!(docs.sync(&a, &mut queued, "kept", None, None));
-        docs.change(&a, &mut queued, "kept", "c1".into(), set("k", json!(1)));
+        docs.change(
+            author(&a),
+            &mut queued,
+            "kept",
+            "c1".into(),
+            set("k", json!(1)),
+        );
         docs.disconnect(1, ["empty", "kept"]);
         assert_eq!(docs.len(), 1);
     }
@@ -485,7 +513,13 @@ mod tests {
         let docs = docs(RelayConfig::default());
         let (a, mut qa) = Peer::new(1, 1000, 0);
         let mut queued = QueuedSnapshots::new();
-        docs.change(&a, &mut queued, "d", "c1".into(), set("k", json!(1)));
+        docs.change(
+            author(&a),
+            &mut queued,
+            "d",
+            "c1".into(),
+            set("k", json!(1)),
+        );
         qa.drain_messages();
         for _ in 0..10 {
             docs.sync(&a, &mut queued, "d", None, None);

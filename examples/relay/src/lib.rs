@@ -34,7 +34,8 @@
 //!
 //! Modules, one job each: `config` (limits and defaults), `server` (bind, accept, route,
 //! lifecycle), `http` (request heads and plain responses), `auth` (token rules), `ws`
-//! (WebSocket connection I/O and close codes), `session` (the protocol per connection),
+//! (WebSocket connection I/O and close codes), `session` (the protocol per connection), `head` (the type and id of a frame not decoded
+//! whole, for the errors that name them),
 //! `hub` (channels, fan-out, presence timers), `history` (offsets, ring buffer, dedupe),
 //! `presence` (members and grace periods), `peer` (per-connection outbound queues and the
 //! slow-consumer rule), `rate_limit` (token bucket), `sse` (event streams), `docs` (shared
@@ -47,6 +48,7 @@ pub mod chaos;
 pub mod cli;
 mod config;
 mod docs;
+mod head;
 mod history;
 mod http;
 mod hub;

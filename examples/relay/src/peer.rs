@@ -6,6 +6,7 @@
 //! the connection, so one client that stops reading cannot make the relay buffer without
 //! bound. The client can reconnect and resume from the channel history.
 
+use crate::head::{head_of, FrameHead};
 use crate::history::Stored;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -63,6 +64,9 @@ struct Shared {
     taken: AtomicU64,
     /// Largest frame this connection may be sent; see [`Peer::with_max_frame`].
     max_frame: usize,
+    /// Set once the client said `hello`: only then is it sent the protocol's own `ping`
+    /// (a raw WebSocket client would get it as data), see [`Peer::said_hello`].
+    said_hello: AtomicBool,
 }
 
 impl Shared {
@@ -120,6 +124,7 @@ impl Peer {
             pushed: AtomicU64::new(0),
             taken: AtomicU64::new(0),
             max_frame,
+            said_hello: AtomicBool::new(false),
         });
         (
             Peer {
@@ -194,6 +199,13 @@ impl Peer {
         true
     }
 
+    /// Records that the client said `hello`, so it speaks the Tether protocol: from now on
+    /// its writer also sends it the protocol's `ping` messages (see
+    /// [`PeerQueue::said_hello`]).
+    pub(crate) fn said_hello(&self) {
+        self.shared.said_hello.store(true, Ordering::Relaxed);
+    }
+
     /// Resolves once the peer has been marked as a slow consumer.
     pub(crate) async fn overflowed(&self) {
         self.shared.overflow.notified().await;
@@ -219,6 +231,13 @@ impl PeerQueue {
         item
     }
 
+    /// Whether the client said `hello`. A connection that did not may be any WebSocket
+    /// client (raw mode), for which a protocol `ping` would be a text frame of data it never
+    /// asked for; it gets WebSocket ping frames only, which its stack answers by itself.
+    pub(crate) fn said_hello(&self) -> bool {
+        self.shared.said_hello.load(Ordering::Relaxed)
+    }
+
     /// Everything queued, decoded (tests read what the relay would have sent).
     #[cfg(test)]
     pub(crate) fn drain_messages(&mut self) -> Vec<tether_core::protocol::ServerMessage> {
@@ -240,24 +259,12 @@ impl PeerQueue {
 /// The `error` sent instead of `item`, a frame over `max` bytes: it names the type of the
 /// frame and the id it carried (unless that is too long to echo).
 fn too_large(item: &Outbound, max: usize) -> Utf8Bytes {
-    #[derive(serde::Deserialize)]
-    struct Head {
-        #[serde(rename = "type")]
-        kind: Option<String>,
-        id: Option<String>,
-    }
     let frame = match item {
         Outbound::Frame(frame) => frame,
         Outbound::Message(stored) => &stored.frame,
     };
-    let head = serde_json::from_str::<Head>(frame.as_str()).ok();
-    let kind = head
-        .as_ref()
-        .and_then(|h| h.kind.clone())
-        .unwrap_or_default();
-    let id = head
-        .and_then(|h| h.id)
-        .filter(|id| id.len() <= crate::session::MAX_ID_LEN);
+    let FrameHead { kind, id } = head_of(frame.as_str());
+    let kind = kind.unwrap_or_default();
     tracing::warn!(
         kind,
         len = frame.len(),

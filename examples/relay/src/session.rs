@@ -9,11 +9,11 @@
 
 use crate::auth::{token_matches, Access};
 use crate::config::RelayConfig;
-use crate::docs::QueuedSnapshots;
+use crate::docs::{Author, QueuedSnapshots};
+use crate::head::head_of;
 use crate::hub::{frame, Hub};
 use crate::peer::{Outbound, Peer};
 use crate::rate_limit::TokenBucket;
-use serde::Deserialize;
 use serde_json::Value;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -101,7 +101,7 @@ impl Session {
             self.reply_error(
                 code::RATE_LIMITED,
                 "message rate limit exceeded; this message was not processed".into(),
-                id_of(text),
+                head_of(text).id,
             );
             return Flow::Continue;
         }
@@ -114,7 +114,7 @@ impl Session {
                     DecodeError::UnsupportedVersion(_) => code::UNSUPPORTED_VERSION,
                     _ => code::BAD_FRAME,
                 };
-                self.reply_error(code, e.to_string(), id_of(text));
+                self.reply_error(code, e.to_string(), head_of(text).id);
                 Flow::Continue
             }
         }
@@ -245,10 +245,14 @@ impl Session {
                 id, channel, ops, ..
             } => {
                 if self.check_id(&id) && self.check_channel(&channel, Some(&id)) {
+                    // Change ids are unique per client: dedupe is keyed on the client too.
+                    let member = self.member();
+                    let author = Author {
+                        peer: &self.peer,
+                        member: &member,
+                    };
                     let snapshots = &mut self.snapshots;
-                    self.hub
-                        .docs
-                        .change(&self.peer, snapshots, &channel, id, ops);
+                    self.hub.docs.change(author, snapshots, &channel, id, ops);
                 }
             }
             other => {
@@ -265,6 +269,9 @@ impl Session {
     }
 
     fn hello(&mut self, client_id: String) {
+        // Any hello, even a refused one, shows a client that speaks the protocol: it is
+        // sent the protocol's pings from now on.
+        self.peer.said_hello();
         if self.member.is_some() {
             // The identity is fixed once presence may have seen it.
             self.reply_error(
@@ -395,18 +402,6 @@ impl Drop for Session {
             .docs
             .disconnect(self.peer.id(), self.documents.iter().map(String::as_str));
     }
-}
-
-/// The `id` of a frame that could not be handled, so the error can name it; skips
-/// everything else in the frame without building it. An id over [`MAX_ID_LEN`] bytes is
-/// not echoed.
-fn id_of(text: &str) -> Option<String> {
-    #[derive(Deserialize)]
-    struct IdOnly {
-        id: Option<String>,
-    }
-    let id = serde_json::from_str::<IdOnly>(text).ok()?.id?;
-    (id.len() <= MAX_ID_LEN).then_some(id)
 }
 
 /// The length of the `message` frame the hub will build for this publish, at the longest
@@ -571,15 +566,6 @@ mod tests {
         let (mut s, mut q) = session(RelayConfig::default(), Access::Granted);
         s.on_text(r#"{"type":"hello","client_id":"alice"}"#, now);
         assert!(q.drain_messages().is_empty());
-    }
-
-    #[test]
-    fn ids_are_found_in_frames_that_fail() {
-        assert_eq!(id_of(r#"{"id":"a","type":7}"#).as_deref(), Some("a"));
-        assert_eq!(id_of(r#"{"id":5}"#), None);
-        assert_eq!(id_of("nope"), None);
-        let long = "i".repeat(MAX_ID_LEN + 1);
-        assert_eq!(id_of(&format!(r#"{{"id":"{long}"}}"#)), None, "not echoed");
     }
 
     #[test]

@@ -306,15 +306,22 @@ async fn write_frames(
                 }
             }
             () = tick(&mut pings) => {
-                pings_sent += 1;
                 // A ping frame, answered by every WebSocket stack (browsers, raw-mode
-                // clients, tools) without the application, then the protocol's `ping`, which
-                // clients that cannot see ping frames (browsers) count as the server's life.
+                // clients, tools) without the application: its pong keeps the connection
+                // from being closed as silent. Then, for a client that said hello, the
+                // protocol's `ping`, which clients that cannot see ping frames (browsers)
+                // count as the server's life; a raw client would read it as data.
                 // Made here, not taken from the queue: one lost to a close loses nothing.
-                let ping = frame(&ServerMessage::Ping { id: Some(format!("s{pings_sent}")) });
+                let ping = queue.said_hello().then(|| {
+                    pings_sent += 1;
+                    frame(&ServerMessage::Ping { id: Some(format!("s{pings_sent}")) })
+                });
                 let sent = async {
                     sink.feed(Message::Ping(Bytes::new())).await?;
-                    sink.feed(Message::Text(ping)).await
+                    match ping {
+                        Some(ping) => sink.feed(Message::Text(ping)).await,
+                        None => Ok(()),
+                    }
                 };
                 if sent.await.is_err() {
                     return Ending::Gone;

@@ -14,6 +14,7 @@ use tether_relay::RelayConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
 
 const PING: Duration = Duration::from_millis(200);
 
@@ -138,6 +139,42 @@ async fn a_client_that_answers_pings_stays_connected() {
     publisher.publish_acked("room", "p1", json!(1)).await;
     recv_until(&mut idle, |m| matches!(m, ServerMessage::Message { .. })).await;
     common::stop(relay, [idle, publisher]).await;
+}
+
+#[tokio::test]
+async fn a_raw_client_gets_ping_frames_only_and_stays_connected() {
+    // A client that never says hello (raw mode: any WebSocket client) and only reads, as
+    // tungstenite does, answering ping frames by itself.
+    let relay = relay(config()).await;
+    let mut raw = Client::connect(&relay.ws_url()).await;
+    let until = Instant::now() + PING * 5;
+    let (mut pings, mut texts) = (0, Vec::new());
+    // Bounded by the deadline; each frame read counts as one pass.
+    while let Ok(next) = tokio::time::timeout_at(until, raw.ws.next()).await {
+        match next {
+            Some(Ok(Message::Ping(_))) => pings += 1,
+            Some(Ok(Message::Text(text))) => texts.push(text.to_string()),
+            other => panic!("the relay ended a raw client that answers pings: {other:?}"),
+        }
+    }
+    assert!(
+        texts.is_empty(),
+        "protocol frames injected into a raw client's data: {texts:?}"
+    );
+    assert!(pings >= 3, "{pings} ping frames in five intervals");
+    // Five intervals, more than the two after which a silent connection is closed.
+    assert_eq!(relay.open_connections(), 1);
+    // Once it says hello it speaks the protocol, and gets the protocol's pings too.
+    raw.send(ClientMessage::Hello {
+        client_id: "late".into(),
+        token: None,
+    })
+    .await;
+    assert!(matches!(
+        raw.recv().await,
+        ServerMessage::Ping { id: Some(_) }
+    ));
+    common::stop(relay, [raw]).await;
 }
 
 #[tokio::test]

@@ -3,10 +3,18 @@
 //!
 //! Pure data, no I/O: the reference relay serves it over sockets and the tests drive it in
 //! virtual time, so both use the very same rules.
+//!
+//! Change ids are unique only within their author (the engine's are a random per-client
+//! prefix and a counter), and every syncing client sees them in broadcasts and snapshots. So
+//! applied changes are remembered by (author, id), with a digest of their ops: keyed on the id
+//! alone, anyone could send another client's next id first and have that client's change
+//! acknowledged as a duplicate but never applied. The same id from the same author with other
+//! ops is not a resend either; it is refused ([`ChangeOutcome::IdReused`]).
 
 use super::{apply_change, Op, Rejection};
 use serde_json::{Map, Value};
 use std::collections::{HashMap, VecDeque};
+use std::hash::{DefaultHasher, Hash, Hasher};
 
 /// What became of a change.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,6 +27,13 @@ pub enum ChangeOutcome {
     /// Already applied (a resend) as `version`: acknowledge again, do not apply or broadcast.
     Duplicate {
         /// The version it was applied as.
+        version: u64,
+    },
+    /// Its author already used this id for other ops, applied as `version`: not a resend, so
+    /// neither applied nor acknowledged; the author is told `duplicate_id` (its view was not
+    /// wrong, so no snapshot is needed).
+    IdReused {
+        /// The version the author's earlier change under this id was applied as.
         version: u64,
     },
     /// Refused; the author gets the error and a snapshot.
@@ -49,16 +64,29 @@ pub struct DocumentServer {
     state: Map<String, Value>,
     log: VecDeque<(u64, String, Vec<Op>)>,
     log_capacity: usize,
-    /// Applied change ids → version, kept longer than the log (and through `trim_log`): a
-    /// resend must never be applied twice just because the log was cut.
-    ids: HashMap<String, u64>,
-    id_order: VecDeque<String>,
+    /// Applied changes by (author, id) → version and digest of the ops, kept longer than the
+    /// log (and through `trim_log`): a resend must never be applied twice just because the
+    /// log was cut.
+    ids: HashMap<ChangeKey, Seen>,
+    id_order: VecDeque<ChangeKey>,
     id_capacity: usize,
+}
+
+/// Who made a change, and under which id: ids are unique only within their author.
+type ChangeKey = (String, String);
+
+/// What is remembered of an applied change.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    version: u64,
+    /// Of its ops, to tell a resend from a reuse of the id.
+    digest: u64,
 }
 
 impl DocumentServer {
     /// An empty document in `epoch`, keeping the last `log_capacity` changes for resume and
-    /// the ids of the last `max(4 × log_capacity, 4096)` changes for duplicate detection.
+    /// the (author, id) of the last `max(4 × log_capacity, 4096)` changes for duplicate
+    /// detection.
     pub fn new(epoch: impl Into<String>, log_capacity: usize) -> Self {
         DocumentServer {
             epoch: epoch.into(),
@@ -87,18 +115,27 @@ impl DocumentServer {
         &self.state
     }
 
-    /// The version change `id` was applied as, while its id is remembered: what
-    /// [`apply`](Self::apply) would answer as [`ChangeOutcome::Duplicate`]. A server that
-    /// checks a change (say, against a size limit) before applying it asks this first, so a
-    /// resend is acknowledged rather than checked again.
-    pub fn applied_version(&self, id: &str) -> Option<u64> {
-        self.ids.get(id).copied()
+    /// What [`apply`](Self::apply) answers without applying anything when `author` already
+    /// made a change `id` (while that is remembered): [`ChangeOutcome::Duplicate`] for the
+    /// same `ops` (a resend), [`ChangeOutcome::IdReused`] for others; `None` for a new change.
+    /// A server that checks a change (say, against a size limit) before applying it asks this
+    /// first, so a resend is acknowledged rather than checked again.
+    pub fn earlier_change(&self, author: &str, id: &str, ops: &[Op]) -> Option<ChangeOutcome> {
+        let seen = self.ids.get(&(author.to_owned(), id.to_owned()))?;
+        let version = seen.version;
+        Some(if seen.digest == digest(ops) {
+            ChangeOutcome::Duplicate { version }
+        } else {
+            ChangeOutcome::IdReused { version }
+        })
     }
 
-    /// Orders and applies change `id`. Resends of a change still in the log are recognised.
-    pub fn apply(&mut self, id: &str, ops: &[Op]) -> ChangeOutcome {
-        if let Some(&version) = self.ids.get(id) {
-            return ChangeOutcome::Duplicate { version };
+    /// Orders and applies change `id` made by `author` (any stable name of the client, such
+    /// as its `client_id`). A resend of a change still remembered is recognised by the pair
+    /// and not applied again; see [`earlier_change`](Self::earlier_change).
+    pub fn apply(&mut self, author: &str, id: &str, ops: &[Op]) -> ChangeOutcome {
+        if let Some(earlier) = self.earlier_change(author, id, ops) {
+            return earlier;
         }
         if let Err(rejection) = apply_change(&mut self.state, ops) {
             return ChangeOutcome::Rejected(rejection);
@@ -109,8 +146,13 @@ impl DocumentServer {
         while self.log.len() > self.log_capacity {
             self.log.pop_front();
         }
-        self.ids.insert(id.to_owned(), self.version);
-        self.id_order.push_back(id.to_owned());
+        let key = (author.to_owned(), id.to_owned());
+        let seen = Seen {
+            version: self.version,
+            digest: digest(ops),
+        };
+        self.ids.insert(key.clone(), seen);
+        self.id_order.push_back(key);
         while self.id_order.len() > self.id_capacity {
             if let Some(old) = self.id_order.pop_front() {
                 self.ids.remove(&old);
@@ -121,23 +163,65 @@ impl DocumentServer {
         }
     }
 
-    /// What a client at `version` of `epoch` needs.
+    /// What a client at `version` of `epoch` needs: the changes after its version when the
+    /// log still has them all, else a snapshot (the rule of [`replay_after`](Self::replay_after)).
     pub fn sync(&self, version: Option<u64>, epoch: Option<&str>) -> SyncReply {
-        let oldest_known = self.log.front().map_or(self.version, |(v, _, _)| v - 1);
-        match version {
-            Some(v)
-                if epoch == Some(self.epoch.as_str()) && v <= self.version && v >= oldest_known =>
-            {
-                SyncReply::Changes(
-                    self.log
-                        .iter()
-                        .filter(|(lv, _, _)| *lv > v)
-                        .cloned()
-                        .collect(),
-                )
-            }
-            _ => self.snapshot(),
+        let oldest_logged = self.log.front().map(|(v, _, _)| *v);
+        match self.replay_after(version, epoch, oldest_logged) {
+            Some(v) => SyncReply::Changes(
+                self.log
+                    .iter()
+                    .filter(|(lv, _, _)| *lv > v)
+                    .cloned()
+                    .collect(),
+            ),
+            None => self.snapshot(),
         }
+    }
+
+    /// The resume rule of `doc_sync`: whether a client at `version` of `epoch` can be brought
+    /// up to date by replaying a change log whose oldest change has version `oldest_logged`
+    /// (`None`: the log is empty). `Some(v)` means "send the logged changes with versions above
+    /// `v`, in order" (none when the client is at the head); `None` means it needs a snapshot.
+    ///
+    /// A replay needs the same epoch (versions of another one mean nothing here) and a version
+    /// from the one just before the oldest logged change up to the head: an older one would
+    /// miss the changes the log has dropped, a newer one is not a state this server had.
+    ///
+    /// [`sync`](Self::sync) applies it to this server's own log. A server that keeps its log
+    /// elsewhere (the relay keeps encoded frames and calls [`trim_log`](Self::trim_log) after
+    /// every change) passes the oldest version its log holds, so both answer alike; that log
+    /// must hold every change from `oldest_logged` to the head.
+    ///
+    /// ```
+    /// use serde_json::json;
+    /// use tether_core::sync::{DocumentServer, Op};
+    ///
+    /// let mut doc = DocumentServer::new("e1", 16);
+    /// for n in 0..5 {
+    ///     doc.apply("alice", &format!("c{n}"), &[Op::Set { key: "n".into(), value: json!(n) }]);
+    /// }
+    /// // A log holding versions 3 to 5 replays to clients at 2 and later…
+    /// assert_eq!(doc.replay_after(Some(2), Some("e1"), Some(3)), Some(2));
+    /// assert_eq!(doc.replay_after(Some(5), Some("e1"), Some(3)), Some(5));
+    /// // …but not to one that would miss version 2, nor to one from another epoch.
+    /// assert_eq!(doc.replay_after(Some(1), Some("e1"), Some(3)), None);
+    /// assert_eq!(doc.replay_after(Some(4), Some("e0"), Some(3)), None);
+    /// ```
+    pub fn replay_after(
+        &self,
+        version: Option<u64>,
+        epoch: Option<&str>,
+        oldest_logged: Option<u64>,
+    ) -> Option<u64> {
+        let version = version?;
+        // The oldest version from which the log leads to the head: an empty log only serves a
+        // client that is already there.
+        let reachable_from = oldest_logged.map_or(self.version, |v| v.saturating_sub(1));
+        let replayable = epoch == Some(self.epoch.as_str())
+            && version <= self.version
+            && version >= reachable_from;
+        replayable.then_some(version)
     }
 
     /// The whole state.
@@ -157,6 +241,15 @@ impl DocumentServer {
     }
 }
 
+/// A digest of a change's ops. Only one author's changes under one id are ever compared, so
+/// a collision could only make that author's own reuse of an id pass as a resend: a fixed
+/// hash (deterministic, as the engine must be) is enough.
+fn digest(ops: &[Op]) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    ops.hash(&mut hasher);
+    hasher.finish()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,17 +266,20 @@ mod tests {
     fn orders_dedupes_and_replays() {
         let mut s = DocumentServer::new("e", 2);
         assert_eq!(
-            s.apply("a", &set("x", 1)),
+            s.apply("me", "a", &set("x", 1)),
             ChangeOutcome::Applied { version: 1 }
         );
         assert_eq!(
-            s.apply("a", &set("x", 9)),
+            s.apply("me", "a", &set("x", 1)),
             ChangeOutcome::Duplicate { version: 1 }
         );
-        assert_eq!(s.applied_version("a"), Some(1));
-        assert_eq!(s.applied_version("b"), None);
-        s.apply("b", &set("x", 2));
-        s.apply("c", &set("y", 3));
+        assert_eq!(
+            s.earlier_change("me", "a", &set("x", 1)),
+            Some(ChangeOutcome::Duplicate { version: 1 })
+        );
+        assert_eq!(s.earlier_change("me", "b", &set("x", 1)), None);
+        s.apply("me", "b", &set("x", 2));
+        s.apply("me", "c", &set("y", 3));
         match s.sync(Some(1), Some("e")) {
             SyncReply::Changes(c) => {
                 assert_eq!(c.iter().map(|c| c.0).collect::<Vec<_>>(), vec![2, 3])
@@ -214,10 +310,65 @@ mod tests {
     }
 
     #[test]
+    fn replay_reaches_back_to_just_before_the_oldest_logged_change() {
+        let mut s = DocumentServer::new("e", 10);
+        for (i, id) in ["a", "b", "c", "d"].into_iter().enumerate() {
+            s.apply("me", id, &set("x", i as i64));
+        }
+        let e = Some("e");
+        // A log of versions 2..=4: clients at 1 to 4 are served from it.
+        let logged = Some(2);
+        let answers: Vec<_> = (0..=5)
+            .map(|v| s.replay_after(Some(v), e, logged))
+            .collect();
+        assert_eq!(answers, [None, Some(1), Some(2), Some(3), Some(4), None]);
+        assert_eq!(s.replay_after(None, e, logged), None, "a first sync");
+        assert_eq!(s.replay_after(Some(3), None, logged), None, "no epoch");
+        // An empty log serves only a client already at the head.
+        assert_eq!(s.replay_after(Some(4), e, None), Some(4));
+        assert_eq!(s.replay_after(Some(3), e, None), None);
+        // `sync` follows the same rule over its own log (all four changes).
+        assert!(matches!(s.sync(Some(0), e), SyncReply::Changes(c) if c.len() == 4));
+        s.trim_log();
+        assert!(matches!(s.sync(Some(4), e), SyncReply::Changes(c) if c.is_empty()));
+        assert!(matches!(s.sync(Some(3), e), SyncReply::Snapshot { .. }));
+    }
+
+    #[test]
+    fn change_ids_are_remembered_per_author_with_their_ops() {
+        let mut s = DocumentServer::new("e", 10);
+        assert_eq!(
+            s.apply("mallory", "alice-8", &set("x", 0)),
+            ChangeOutcome::Applied { version: 1 }
+        );
+        // Alice's own change under that id is hers, not a duplicate of mallory's.
+        assert_eq!(
+            s.apply("alice", "alice-8", &set("y", 1)),
+            ChangeOutcome::Applied { version: 2 }
+        );
+        assert_eq!(s.state()["y"], json!(1));
+        // Her resend is recognised; the id with other ops is refused, and nothing applies.
+        assert_eq!(
+            s.apply("alice", "alice-8", &set("y", 1)),
+            ChangeOutcome::Duplicate { version: 2 }
+        );
+        assert_eq!(
+            s.apply("alice", "alice-8", &set("y", 2)),
+            ChangeOutcome::IdReused { version: 2 }
+        );
+        assert_eq!(
+            s.earlier_change("alice", "alice-8", &set("y", 2)),
+            Some(ChangeOutcome::IdReused { version: 2 })
+        );
+        assert_eq!((s.version(), &s.state()["y"]), (2, &json!(1)));
+    }
+
+    #[test]
     fn rejected_changes_do_not_advance() {
         let mut s = DocumentServer::new("e", 10);
-        s.apply("a", &set("x", 1));
+        s.apply("me", "a", &set("x", 1));
         let r = s.apply(
+            "me",
             "b",
             &[Op::Insert {
                 key: "x".into(),

@@ -205,7 +205,7 @@ impl DocNet {
     }
 
     /// The server's answers to one client frame: (to the sender, optional broadcast).
-    fn serve(&mut self, _client: usize, text: &str) -> Vec<(ServerMessage, Option<ServerMessage>)> {
+    fn serve(&mut self, client: usize, text: &str) -> Vec<(ServerMessage, Option<ServerMessage>)> {
         let Ok(msg) = ClientMessage::decode(text) else {
             return vec![];
         };
@@ -247,7 +247,7 @@ impl DocNet {
             },
             ClientMessage::DocChange {
                 id, channel, ops, ..
-            } => match self.server.apply(&id, &ops) {
+            } => match self.server.apply(&format!("client{client}"), &id, &ops) {
                 ChangeOutcome::Applied { version } => {
                     self.applied.push(id.clone());
                     vec![(
@@ -270,6 +270,10 @@ impl DocNet {
                     },
                     None,
                 )],
+                // The engine never reuses an id for other ops; seen here, it is a bug.
+                ChangeOutcome::IdReused { version } => {
+                    panic!("client{client} reused change id {id} (first applied at {version})")
+                }
                 ChangeOutcome::Rejected(r) => {
                     let SyncReply::Snapshot {
                         version,

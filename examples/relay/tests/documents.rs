@@ -1,0 +1,176 @@
+//! Shared documents over real sockets: how the relay answers `doc_sync` and `doc_change`.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{relay, stop, Client};
+use serde_json::json;
+use tether_core::protocol::{ClientMessage, Op, ServerMessage};
+use tether_relay::RelayConfig;
+
+fn set(id: &str, channel: &str, value: i64) -> ClientMessage {
+    ClientMessage::DocChange {
+        id: id.into(),
+        channel: channel.into(),
+        base: 0,
+        ops: vec![Op::Set {
+            key: "n".into(),
+            value: json!(value),
+        }],
+    }
+}
+
+/// What the relay answers a `doc_sync` from `version` of `epoch`: everything up to the
+/// reply of a barrier request sent right behind it.
+async fn sync(c: &mut Client, version: Option<u64>, epoch: Option<&str>) -> Vec<ServerMessage> {
+    c.send(ClientMessage::DocSync {
+        channel: "doc".into(),
+        version,
+        epoch: epoch.map(str::to_owned),
+    })
+    .await;
+    c.send(ClientMessage::Request {
+        id: "barrier".into(),
+        channel: None,
+        payload: json!(null),
+    })
+    .await;
+    let mut got = Vec::new();
+    // Bounded: each `recv` waits at most `common::WAIT`, and a sync answers at most a log.
+    for _ in 0..16 {
+        match c.recv().await {
+            ServerMessage::Reply { .. } => return got,
+            msg => got.push(msg),
+        }
+    }
+    panic!("no barrier reply after {got:?}");
+}
+
+/// The versions of the changes replayed, or `None` if the answer was a snapshot.
+fn replayed(answer: &[ServerMessage]) -> Option<Vec<u64>> {
+    answer
+        .iter()
+        .map(|m| match m {
+            ServerMessage::DocChange { version, .. } => Some(*version),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_resume_replays_back_to_the_oldest_logged_change_and_snapshots_before_it() {
+    // A log of three changes: after five, it holds versions 3 to 5.
+    let relay = relay(RelayConfig {
+        document_log_capacity: 3,
+        ..RelayConfig::default()
+    })
+    .await;
+    let mut writer = Client::hello(&relay.ws_url(), "writer").await;
+    for n in 1..=5 {
+        writer.send(set(&format!("c{n}"), "doc", n)).await;
+        assert!(
+            matches!(writer.recv().await, ServerMessage::Ack { offset: Some(o), .. } if o == n as u64)
+        );
+    }
+    let mut reader = Client::hello(&relay.ws_url(), "reader").await;
+    let epoch = match sync(&mut reader, None, None).await.as_slice() {
+        [ServerMessage::DocSnapshot {
+            version: 5,
+            epoch: Some(epoch),
+            applied,
+            ..
+        }] => {
+            assert_eq!(
+                applied,
+                &["c3", "c4", "c5"],
+                "the ids of the logged changes"
+            );
+            epoch.clone()
+        }
+        other => panic!("expected a snapshot at version 5, got {other:?}"),
+    };
+    let e = Some(epoch.as_str());
+    let mut answers = Vec::new();
+    for version in 0..=6 {
+        answers.push(replayed(&sync(&mut reader, Some(version), e).await));
+    }
+    assert_eq!(
+        answers,
+        [
+            None,
+            None,
+            Some(vec![3, 4, 5]),
+            Some(vec![4, 5]),
+            Some(vec![5]),
+            Some(vec![]),
+            None
+        ],
+        "versions 0 to 6: replay from 2 (just before the oldest logged change) to the head"
+    );
+    assert_eq!(
+        replayed(&sync(&mut reader, Some(5), Some("another")).await),
+        None,
+        "another epoch gets a snapshot"
+    );
+    stop(relay, [writer, reader]).await;
+}
+
+fn change(id: &str, ops: Vec<Op>) -> ClientMessage {
+    ClientMessage::DocChange {
+        id: id.into(),
+        channel: "doc".into(),
+        base: 0,
+        ops,
+    }
+}
+
+fn increment(key: &str, by: i64) -> Vec<Op> {
+    vec![Op::Increment {
+        key: key.into(),
+        by: by.into(),
+    }]
+}
+
+#[tokio::test]
+async fn change_ids_are_deduplicated_per_client_and_a_reused_id_is_refused() {
+    let relay = relay(RelayConfig::default()).await;
+    let url = relay.ws_url();
+    let mut alice = Client::hello(&url, "alice").await;
+    let mut mallory = Client::hello(&url, "mallory").await;
+    // Mallory takes the id alice will use next (ids are seen by every syncing client).
+    mallory.send(change("alice-1", increment("m", 1))).await;
+    assert_eq!(
+        mallory.recv().await,
+        ServerMessage::Ack {
+            id: "alice-1".into(),
+            offset: Some(1)
+        }
+    );
+    // Alice's change under that id is hers: applied as version 2, not acked as a duplicate
+    // of mallory's and dropped.
+    alice.send(change("alice-1", increment("a", 1))).await;
+    let applied = ServerMessage::Ack {
+        id: "alice-1".into(),
+        offset: Some(2),
+    };
+    assert_eq!(alice.recv().await, applied);
+    // Her resend is acknowledged again and not applied twice; the id with other ops is
+    // refused.
+    alice.send(change("alice-1", increment("a", 1))).await;
+    assert_eq!(alice.recv().await, applied);
+    alice.send(change("alice-1", increment("a", 5))).await;
+    assert_eq!(
+        common::error(&alice.recv().await),
+        ("duplicate_id", Some("alice-1"))
+    );
+    let mut reader = Client::hello(&url, "reader").await;
+    match sync(&mut reader, None, None).await.as_slice() {
+        [ServerMessage::DocSnapshot { version, state, .. }] => {
+            assert_eq!(*version, 2);
+            assert_eq!(state["a"], json!(1), "alice's change, once");
+            assert_eq!(state["m"], json!(1), "mallory's change");
+        }
+        other => panic!("expected a snapshot, got {other:?}"),
+    }
+    stop(relay, [alice, mallory, reader]).await;
+}
