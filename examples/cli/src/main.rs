@@ -80,7 +80,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    runtime.block_on(async move {
+    let status = runtime.block_on(async move {
         match cli.command {
             Command::Relay(args) => relay::run(args).await,
             Command::Connect(args) => connect::run(*args).await,
@@ -88,7 +88,13 @@ fn main() -> ExitCode {
             // Pure computation in virtual time; no I/O to wait for.
             Command::Storm(args) => storm::run(args),
         }
-    })
+    });
+    // Not a plain drop: that waits for every blocking thread, and tokio reads stdin with a
+    // blocking read that cannot be cancelled. `tether connect` that ended while stdin stayed
+    // open (a terminal nobody types in, a pipe whose writer lingers) would hang there until
+    // the next line or the end of input. Everything the command had to say is written by now.
+    runtime.shutdown_background();
+    status
 }
 
 /// Diagnostics go to stderr; `RUST_LOG` selects what (default: `default`).

@@ -275,6 +275,24 @@ async fn giving_up_after_max_attempts_exits_with_status_2() {
 }
 
 #[tokio::test]
+async fn a_client_that_gave_up_exits_while_stdin_stays_open() {
+    // A port nobody listens on: bind, learn the port, close.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("ws://127.0.0.1:{port}/");
+    let mut run = JsonConnect::spawn(&url, &["--max-attempts", "1"]);
+    // Held open and never written to, like a terminal nobody types in: the read of stdin in
+    // flight must not keep the process from exiting.
+    let _stdin = run.stdin();
+    let closed = run.until(|v| v["event"] == "closed").await;
+    assert_eq!(closed["reason"], "gave_up");
+    assert_eq!(run.exit_code().await, 2);
+}
+
+#[tokio::test]
 async fn bad_options_exit_with_status_1_and_name_the_option() {
     for (args, expected) in [
         (
