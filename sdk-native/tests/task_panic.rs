@@ -1,17 +1,41 @@
 //! A client whose task panicked (in app code the driver does not guard: here the app's
 //! `tracing` subscriber). Its own test binary: `tracing` caches per-callsite interest across
-//! threads, so a subscriber set while other tests log concurrently could miss the event.
+//! threads, so a subscriber set while other tests log concurrently could miss the event. (The
+//! tests here each set one, and both subscribers enable everything.)
 #![allow(clippy::unwrap_used)]
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tether::{Client, State};
+use tether::{AckError, Client, CloseReason, DropReason, Event, State};
 use tokio::time::timeout;
 
-/// A `tracing` subscriber that panics on the first `info` event once armed: app code that
-/// panics inside the client's task, where the driver does not catch it.
-struct PanickingSubscriber(Arc<AtomicBool>);
+/// Where the subscriber panics once armed (once only: the driver logs again as it ends).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Trigger {
+    /// On an `info` event. The driver logs those while it holds the engine's lock, so the
+    /// panic poisons it: the engine may be half-updated.
+    InfoEvent,
+    /// On entering a span. The client's task runs inside its `tether` span, entered on every
+    /// poll of the task, outside any engine call: the lock is not poisoned.
+    Enter,
+}
+
+/// A `tracing` subscriber that panics at its trigger once armed: app code that panics inside
+/// the client's task, where the driver does not catch it.
+struct PanickingSubscriber {
+    armed: Arc<AtomicBool>,
+    trigger: Trigger,
+}
+
+impl PanickingSubscriber {
+    fn fire(&self, at: Trigger) {
+        if at == self.trigger && self.armed.swap(false, Ordering::SeqCst) {
+            panic!("the app's subscriber panics");
+        }
+    }
+}
 
 impl tracing::Subscriber for PanickingSubscriber {
     fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
@@ -23,12 +47,13 @@ impl tracing::Subscriber for PanickingSubscriber {
     fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
     fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
     fn event(&self, event: &tracing::Event<'_>) {
-        if *event.metadata().level() == tracing::Level::INFO && self.0.swap(false, Ordering::SeqCst)
-        {
-            panic!("the app's subscriber panics");
+        if *event.metadata().level() == tracing::Level::INFO {
+            self.fire(Trigger::InfoEvent);
         }
     }
-    fn enter(&self, _: &tracing::span::Id) {}
+    fn enter(&self, _: &tracing::span::Id) {
+        self.fire(Trigger::Enter);
+    }
     fn exit(&self, _: &tracing::span::Id) {}
 }
 
@@ -36,7 +61,10 @@ impl tracing::Subscriber for PanickingSubscriber {
 async fn a_client_whose_task_panicked_reports_closed_and_refuses_work() {
     // Current-thread runtime: the client's task runs on this thread, under this subscriber.
     let armed = Arc::new(AtomicBool::new(true));
-    let _subscriber = tracing::subscriber::set_default(PanickingSubscriber(armed.clone()));
+    let _subscriber = tracing::subscriber::set_default(PanickingSubscriber {
+        armed: armed.clone(),
+        trigger: Trigger::InfoEvent,
+    });
     let (client, mut events) = Client::builder("ws://127.0.0.1:9/")
         .protocol(tether::Protocol::Tether)
         .connect()
@@ -47,7 +75,7 @@ async fn a_client_whose_task_panicked_reports_closed_and_refuses_work() {
         .await
         .unwrap();
     assert!(!armed.load(Ordering::SeqCst), "the subscriber panicked");
-    let gone = tether::CloseReason::App { code: 1001 };
+    let gone = CloseReason::App { code: 1001 };
     assert_eq!(reason, gone);
     assert_eq!(client.state(), State::Closed { reason: gone });
     assert_eq!(client.send("late"), Err(tether::SendError::Closed));
@@ -64,11 +92,88 @@ async fn a_client_whose_task_panicked_reports_closed_and_refuses_work() {
         timeout(Duration::from_secs(5), client.close())
             .await
             .unwrap(),
-        tether::CloseReason::App { code: 1001 }
+        CloseReason::App { code: 1001 }
     );
     assert!(timeout(Duration::from_secs(5), async {
         while events.recv().await.is_some() {}
     })
     .await
     .is_ok());
+}
+
+#[tokio::test]
+async fn a_panic_outside_the_engine_abandons_it_and_reports_what_was_pending() {
+    // Current-thread runtime: the client's task is polled on this thread, under this
+    // subscriber.
+    let armed = Arc::new(AtomicBool::new(false));
+    let _subscriber = tracing::subscriber::set_default(PanickingSubscriber {
+        armed: armed.clone(),
+        trigger: Trigger::Enter,
+    });
+    // Accepts TCP and never answers the handshake: whatever is sent stays pending.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/", silent.local_addr().unwrap());
+    let (client, mut events) = Client::builder(url)
+        .protocol(tether::Protocol::Tether)
+        .connect()
+        .unwrap();
+    let queued = client.send("queued").unwrap();
+    let acked = tokio::spawn({
+        let client = client.clone();
+        async move { client.send_acked("awaits its ack").await }
+    });
+    // The task runs: it is connecting.
+    let (_connection, _) = timeout(Duration::from_secs(5), silent.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    timeout(Duration::from_secs(5), async {
+        while client.outbox_len() < 2 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .unwrap();
+
+    armed.store(true, Ordering::SeqCst);
+    // Wakes the task, whose next poll enters its span: the panic.
+    let last = client.send("accepted just before the panic").unwrap();
+    let mut dropped = BTreeSet::new();
+    let closed = timeout(Duration::from_secs(5), async {
+        loop {
+            match events.recv().await.unwrap() {
+                Event::Dropped { ids, reason } => {
+                    assert_eq!(reason, DropReason::Closed);
+                    dropped.extend(ids.iter().map(|id| id.get()));
+                }
+                Event::StateChanged {
+                    to: State::Closed { reason },
+                    ..
+                } => return reason,
+                _ => {}
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert!(!armed.load(Ordering::SeqCst), "the subscriber panicked");
+    // The engine was intact, so it was abandoned: closed "going away", and every pending
+    // message reported in an event, not silently forgotten.
+    assert_eq!(closed, CloseReason::App { code: 1001 });
+    assert_eq!(dropped.len(), 3, "{dropped:?}");
+    assert!(dropped.contains(&queued.get()) && dropped.contains(&last.get()));
+    // The waiter heard why (after a poisoned panic it could only learn the client was gone).
+    let ack = timeout(Duration::from_secs(5), acked)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ack, Err(AckError::Dropped(DropReason::Closed)));
+    assert_eq!(client.send("late"), Err(tether::SendError::Closed));
+    assert!(
+        timeout(Duration::from_secs(5), events.recv())
+            .await
+            .unwrap()
+            .is_none(),
+        "the events end after the last ones"
+    );
 }

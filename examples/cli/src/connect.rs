@@ -4,6 +4,13 @@
 //! (bounded by `--drain-timeout`) and the connection closed cleanly; if a message was not
 //! delivered after all, the exit status is [`EXIT_UNDELIVERED`].
 //!
+//! Ctrl-C (SIGINT) or SIGTERM does the same as the end of stdin: reading stops, what was
+//! accepted is delivered within `--drain-timeout` (or reported as dropped) and the client
+//! closes cleanly (1000); the exit status is then the signal's ([`Signal::exit_status`]:
+//! 130, 143) unless a message was lost ([`EXIT_UNDELIVERED`]) or the client gave up
+//! ([`EXIT_GAVE_UP`]). A second signal while that close runs exits at once: the
+//! connection is dropped, and whatever was still pending counts as not delivered.
+//!
 //! Stdin is read as bytes: a line that is not UTF-8 is reported (an `error` event, kind
 //! `stdin`, naming the line) and skipped, and reading goes on. A scripting user piping a
 //! file wants the other lines delivered, not the rest of the input silently discarded as
@@ -11,6 +18,7 @@
 //! that only checks `$?` learns that something did not get through.
 
 use crate::output::Output;
+use crate::signals::{Signal, Signals};
 use crate::{EXIT_GAVE_UP, EXIT_UNDELIVERED, EXIT_USAGE};
 use clap::{Args, ValueEnum};
 use serde_json::Value;
@@ -134,16 +142,17 @@ pub(crate) struct ConnectArgs {
     /// Stable client id (presence member name).
     #[arg(long, value_name = "ID")]
     pub client_id: Option<String>,
-    /// At the end of stdin, wait at most this long (ms) for pending messages (default 10000).
-    /// Messages still pending then are dropped, and the exit status is 3.
+    /// At the end of stdin, or on Ctrl-C or SIGTERM, wait at most this long (ms) for pending
+    /// messages (default 10000). Messages still pending then are dropped, and the exit status
+    /// is 3.
     #[arg(long, value_name = "MS", default_value_t = 10_000)]
     pub drain_timeout: u64,
     /// Print one JSON object per line on stdout.
     #[arg(long)]
     pub json: bool,
     /// Only listen: never read stdin, and stay connected until the connection closes for
-    /// good (gave up, refused by the server) or the process is stopped (Ctrl-C). Without it,
-    /// a stdin already at its end (`</dev/null`, cron, `docker run` without -i) closes the
+    /// good (gave up, refused by the server) or Ctrl-C or SIGTERM closes it cleanly. Without
+    /// it, a stdin already at its end (`</dev/null`, cron, `docker run` without -i) closes the
     /// connection at once.
     #[arg(long, conflicts_with = "publish")]
     pub listen: bool,
@@ -305,6 +314,9 @@ pub(crate) async fn run(args: ConnectArgs) -> ExitCode {
         eprintln!("tether connect: {message}");
         return ExitCode::from(EXIT_USAGE);
     }
+    // Before the client exists: from now on a signal closes it cleanly instead of killing
+    // the process.
+    let mut signals = Signals::install();
     let built = args.builder().and_then(|b| {
         b.connect().map_err(|e| match e {
             tether::BuildError::Config(c) => format!("{}: {}", option_for_field(c.field), c.reason),
@@ -340,6 +352,7 @@ pub(crate) async fn run(args: ConnectArgs) -> ExitCode {
     let mut input = Input::default();
     let mut stdin_open = args.reads_stdin();
     let mut draining: Option<tokio::task::JoinHandle<tether::CloseReason>> = None;
+    let mut interrupted: Option<Signal> = None;
     loop {
         tokio::select! {
             read = stdin.read_until(b'\n', &mut line_buf), if stdin_open => {
@@ -360,9 +373,23 @@ pub(crate) async fn run(args: ConnectArgs) -> ExitCode {
                 };
                 if at_end {
                     stdin_open = false;
-                    let c = client.clone();
-                    let timeout = ms(args.drain_timeout);
-                    draining = Some(tokio::spawn(async move { c.close_after_drain(timeout).await }));
+                    draining = Some(drain_and_close(&client, &args));
+                }
+            },
+            signal = signals.recv() => {
+                if interrupted.is_some() {
+                    // Asked twice: no more waiting for the close. What is still pending is
+                    // lost with the process, and said so.
+                    let stats = client.stats();
+                    out.exited(signal, &stats, undelivered(&stats), input.skipped);
+                    return ExitCode::from(exit_status(None, &stats, &input, Some(signal)));
+                }
+                interrupted = Some(signal);
+                // As at the end of input: a line half read is dropped with the rest.
+                stdin_open = false;
+                out.interrupted(signal, client.outbox_len(), ms(args.drain_timeout));
+                if draining.is_none() {
+                    draining = Some(drain_and_close(&client, &args));
                 }
             },
             event = events.recv() => match event {
@@ -377,13 +404,24 @@ pub(crate) async fn run(args: ConnectArgs) -> ExitCode {
                         }
                         let stats = client.stats();
                         out.closed(reason, &stats, undelivered(&stats), input.skipped);
-                        return ExitCode::from(exit_status(reason, &stats, &input));
+                        return ExitCode::from(exit_status(Some(reason), &stats, &input, interrupted));
                     }
                 }
                 None => return ExitCode::SUCCESS,
             },
         }
     }
+}
+
+/// Delivers what is pending (at most `--drain-timeout`), then closes: the end of stdin, or a
+/// signal. The client's `Closed` event ends the run; the task only drives the close.
+fn drain_and_close(
+    client: &Client,
+    args: &ConnectArgs,
+) -> tokio::task::JoinHandle<tether::CloseReason> {
+    let client = client.clone();
+    let timeout = ms(args.drain_timeout);
+    tokio::spawn(async move { client.close_after_drain(timeout).await })
 }
 
 /// What became of stdin.
@@ -451,14 +489,23 @@ fn undelivered(stats: &tether::Stats) -> u64 {
         .saturating_sub(stats.messages_settled)
 }
 
-/// The exit status once closed: giving up or being refused is [`EXIT_GAVE_UP`] (whatever was
-/// lost with it); a clean close that left a message undelivered, or input that never became a
-/// message, is [`EXIT_UNDELIVERED`].
-fn exit_status(reason: &tether::CloseReason, stats: &tether::Stats, input: &Input) -> u8 {
-    if reason.is_failure() {
+/// The exit status once closed (`reason`), or exiting unclosed on a second signal (`None`):
+/// giving up or being refused is [`EXIT_GAVE_UP`] (whatever was lost with it); a message left
+/// undelivered, or input that never became a message, is [`EXIT_UNDELIVERED`]; otherwise a
+/// run a signal stopped says so with the signal's status, as stdin may not have been read to
+/// its end (the statuses that report a loss keep their meaning, whatever ended the run).
+fn exit_status(
+    reason: Option<&tether::CloseReason>,
+    stats: &tether::Stats,
+    input: &Input,
+    interrupted: Option<Signal>,
+) -> u8 {
+    if reason.is_some_and(tether::CloseReason::is_failure) {
         EXIT_GAVE_UP
     } else if undelivered(stats) > 0 || input.skipped > 0 || input.read_failed {
         EXIT_UNDELIVERED
+    } else if let Some(signal) = interrupted {
+        signal.exit_status()
     } else {
         0
     }
@@ -530,22 +577,59 @@ mod tests {
     #[test]
     fn a_clean_close_that_lost_a_message_is_not_a_success() {
         let app = tether::CloseReason::App { code: 1000 };
+        let app = Some(&app);
         let clean = Input::default();
-        assert_eq!(exit_status(&app, &stats(2, 2, 0), &clean), 0);
-        assert_eq!(exit_status(&app, &stats(2, 1, 1), &clean), EXIT_UNDELIVERED);
+        assert_eq!(exit_status(app, &stats(2, 2, 0), &clean, None), 0);
+        assert_eq!(
+            exit_status(app, &stats(2, 1, 1), &clean, None),
+            EXIT_UNDELIVERED
+        );
         // Still pending (not yet reported dropped) counts as undelivered too.
-        assert_eq!(exit_status(&app, &stats(2, 1, 0), &clean), EXIT_UNDELIVERED);
+        assert_eq!(
+            exit_status(app, &stats(2, 1, 0), &clean, None),
+            EXIT_UNDELIVERED
+        );
         let gave_up = tether::CloseReason::GaveUp { attempts: 3 };
-        assert_eq!(exit_status(&gave_up, &stats(2, 0, 2), &clean), EXIT_GAVE_UP);
+        assert_eq!(
+            exit_status(Some(&gave_up), &stats(2, 0, 2), &clean, None),
+            EXIT_GAVE_UP
+        );
         let skipped = Input {
             lines: 3,
             skipped: 1,
             read_failed: false,
         };
         assert_eq!(
-            exit_status(&app, &stats(2, 2, 0), &skipped),
+            exit_status(app, &stats(2, 2, 0), &skipped, None),
             EXIT_UNDELIVERED
         );
+    }
+
+    #[test]
+    fn a_signal_sets_the_status_only_when_nothing_was_lost() {
+        let app = tether::CloseReason::App { code: 1000 };
+        let app = Some(&app);
+        let clean = Input::default();
+        let int = Some(Signal::Interrupt);
+        let term = Some(Signal::Terminate);
+        assert_eq!(exit_status(app, &stats(2, 2, 0), &clean, int), 130);
+        assert_eq!(exit_status(app, &stats(0, 0, 0), &clean, term), 143);
+        assert_eq!(
+            exit_status(app, &stats(2, 1, 1), &clean, int),
+            EXIT_UNDELIVERED,
+            "a loss is reported whatever ended the run"
+        );
+        let gave_up = tether::CloseReason::GaveUp { attempts: 3 };
+        assert_eq!(
+            exit_status(Some(&gave_up), &stats(0, 0, 0), &clean, term),
+            EXIT_GAVE_UP
+        );
+        // Exited on a second signal, unclosed: what was pending is lost.
+        assert_eq!(
+            exit_status(None, &stats(2, 1, 0), &clean, int),
+            EXIT_UNDELIVERED
+        );
+        assert_eq!(exit_status(None, &stats(2, 2, 0), &clean, int), 130);
     }
 
     #[test]

@@ -8,7 +8,10 @@
 //! cleanly but not everything it was given got through: a message was dropped (the drain
 //! timeout passed with messages pending, the outbox overflowed, a TTL passed, the server
 //! rejected it), or a stdin line was skipped (not UTF-8, or refused by send). 2 wins over 3:
-//! a client that gave up may have lost messages too.
+//! a client that gave up may have lost messages too. `tether connect` stopped by Ctrl-C or
+//! SIGTERM closes cleanly and exits with 130 (SIGINT) or 143 (SIGTERM), 128 + the signal as
+//! a shell reports a process the signal killed, unless 2 or 3 applies: those report a loss
+//! whatever ended the run.
 
 // Printing to stdout/stderr is this program's job.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -17,6 +20,7 @@ mod connect;
 mod demo;
 mod output;
 mod relay;
+mod signals;
 mod storm;
 
 use clap::{Parser, Subcommand};
@@ -36,12 +40,27 @@ enum Command {
     Relay(tether_relay::RelayOptions),
     /// Connect to a WebSocket or SSE URL and stay connected: stdin lines are sent, received
     /// messages are printed. With --listen (or an SSE URL) stdin is not read.
+    #[command(after_help = CONNECT_EXIT_STATUS)]
     Connect(Box<connect::ConnectArgs>),
     /// Watch the engine survive a relay restart, a black hole and an outbox overflow.
     Demo(demo::DemoArgs),
     /// Simulate N clients reconnecting after an outage, in virtual time, per jitter strategy.
     Storm(storm::StormArgs),
 }
+
+/// The end of `tether connect --help`: what its exit status means, and what a signal does.
+const CONNECT_EXIT_STATUS: &str = "\
+Ctrl-C or SIGTERM stops reading stdin, delivers what is pending (at most --drain-timeout),
+then closes cleanly; a second one exits at once without closing.
+
+Exit status:
+  0    closed cleanly, every message delivered
+  1    a bad option
+  2    gave up, or refused by the server
+  3    not everything got through: a message dropped or still pending at the close, or a
+       stdin line skipped
+  130  stopped by Ctrl-C (SIGINT), nothing lost (stdin may not have been read to its end)
+  143  stopped by SIGTERM, nothing lost (likewise)";
 
 /// Exit status for usage and configuration errors.
 pub(crate) const EXIT_USAGE: u8 = 1;
@@ -80,7 +99,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    runtime.block_on(async move {
+    let status = runtime.block_on(async move {
         match cli.command {
             Command::Relay(args) => relay::run(args).await,
             Command::Connect(args) => connect::run(*args).await,
@@ -88,7 +107,13 @@ fn main() -> ExitCode {
             // Pure computation in virtual time; no I/O to wait for.
             Command::Storm(args) => storm::run(args),
         }
-    })
+    });
+    // Not a plain drop: that waits for every blocking thread, and tokio reads stdin with a
+    // blocking read that cannot be cancelled. `tether connect` that ended while stdin stayed
+    // open (a terminal nobody types in, a pipe whose writer lingers) would hang there until
+    // the next line or the end of input. Everything the command had to say is written by now.
+    runtime.shutdown_background();
+    status
 }
 
 /// Diagnostics go to stderr; `RUST_LOG` selects what (default: `default`).

@@ -2,9 +2,10 @@
 //! readable line (for people). JSON lines always carry `"event"` and `"t_ms"` (milliseconds
 //! since the program started).
 
+use crate::signals::Signal;
 use serde_json::{json, Map, Value};
 use std::io::Write;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tether::{CloseReason, Event, Payload, State, Stats};
 
 /// Writes events to stdout in the chosen format.
@@ -95,13 +96,45 @@ impl Output {
         undelivered: u64,
         skipped_lines: u64,
     ) {
+        let end = End {
+            reason: reason.name(),
+            detail: reason.to_string(),
+            text: close_text(reason),
+        };
+        self.end(end, stats, undelivered, skipped_lines);
+    }
+
+    /// The final line when a second signal ends the process while it closes: it exits
+    /// without waiting, so the connection is dropped rather than closed, and whatever was
+    /// still pending is counted as not delivered. JSON: a `closed` line all the same (so a
+    /// reader waiting for the last line gets one), with `reason` `interrupted`.
+    pub(crate) fn exited(
+        &self,
+        signal: Signal,
+        stats: &Stats,
+        undelivered: u64,
+        skipped_lines: u64,
+    ) {
+        let detail = format!(
+            "exited at once on a second {}: the connection was dropped, not closed",
+            signal.name()
+        );
+        let end = End {
+            reason: "interrupted",
+            text: detail.clone(),
+            detail,
+        };
+        self.end(end, stats, undelivered, skipped_lines);
+    }
+
+    fn end(&self, end: End, stats: &Stats, undelivered: u64, skipped_lines: u64) {
         if self.json {
             self.json_line(
                 "closed",
-                json!({"reason": reason.name(), "detail": reason.to_string(), "undelivered": undelivered, "skipped_lines": skipped_lines, "stats": stats_json(stats)}),
+                json!({"reason": end.reason, "detail": end.detail, "undelivered": undelivered, "skipped_lines": skipped_lines, "stats": stats_json(stats)}),
             );
         } else {
-            let mut line = close_text(reason);
+            let mut line = end.text;
             if undelivered > 0 {
                 line.push_str(&format!("; {undelivered} message(s) not delivered"));
             }
@@ -111,6 +144,43 @@ impl Output {
             eprintln!("{line}");
         }
     }
+
+    /// A signal asked the client to close: it stops reading stdin and closes once the
+    /// `pending` messages are delivered, within `drain_timeout` at most. Said at once, as the
+    /// close may take that long, with how to stop waiting.
+    pub(crate) fn interrupted(&self, signal: Signal, pending: usize, drain_timeout: Duration) {
+        if self.json {
+            let drain_ms = u64::try_from(drain_timeout.as_millis()).unwrap_or(u64::MAX);
+            self.json_line(
+                "interrupted",
+                json!({"signal": signal.name(), "pending": pending, "drain_timeout_ms": drain_ms}),
+            );
+            return;
+        }
+        let waiting = if pending > 0 {
+            format!(
+                " once {pending} pending message(s) are delivered (at most {:.1} s)",
+                drain_timeout.as_secs_f64()
+            )
+        } else {
+            String::new()
+        };
+        eprintln!(
+            "[{:>7.3}s] {}: closing{waiting}; another signal exits at once",
+            self.t_ms() as f64 / 1000.0,
+            signal.name()
+        );
+    }
+}
+
+/// What the final line says about how the run ended.
+struct End {
+    /// `reason` in JSON.
+    reason: &'static str,
+    /// `detail` in JSON.
+    detail: String,
+    /// The readable line, before the counts.
+    text: String,
 }
 
 /// The JSON form of an event: its name and fields.

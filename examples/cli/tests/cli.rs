@@ -1,91 +1,40 @@
 //! The `tether` binary as a process: its JSON output, its exit statuses, its options.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::{exit_code, start_relay, tether, tether_with_stdin, JsonConnect, LIMIT};
 use serde_json::Value;
 use std::process::Stdio;
 use std::time::Duration;
-use tether_relay::{Relay, RelayConfig};
 use tether_tests::servers::{Behaviour, MisbehavingServer};
 use tether_tests::tls::TlsEchoServer;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, Command};
 use tokio::time::timeout;
-
-const LIMIT: Duration = Duration::from_secs(20);
-
-fn tether(args: &[&str]) -> Child {
-    tether_with_stdin(args, Stdio::piped())
-}
-
-fn tether_with_stdin(args: &[&str], stdin: Stdio) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_tether"))
-        .args(args)
-        .stdin(stdin)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap()
-}
-
-/// Reads JSON lines from the child's stdout until `pred` matches one (bounded).
-async fn lines_until(
-    out: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
-    seen: &mut Vec<Value>,
-    pred: impl Fn(&Value) -> bool,
-) -> Value {
-    loop {
-        let line = timeout(LIMIT, out.next_line())
-            .await
-            .unwrap_or_else(|_| panic!("no matching line; seen {seen:#?}"))
-            .unwrap()
-            .unwrap_or_else(|| panic!("stdout ended; seen {seen:#?}"));
-        let value: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
-        assert!(
-            value["event"].is_string() && value["t_ms"].is_u64(),
-            "{value}"
-        );
-        seen.push(value.clone());
-        if pred(&value) {
-            return value;
-        }
-    }
-}
-
-async fn exit_code(child: &mut Child) -> i32 {
-    timeout(LIMIT, child.wait())
-        .await
-        .unwrap()
-        .unwrap()
-        .code()
-        .unwrap()
-}
 
 #[tokio::test]
 async fn ack_timeout_reports_a_line_that_could_not_be_sent_in_time() {
     // A server that accepts TCP and never answers the handshake: nothing can be written.
     let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("ws://{}/", silent.local_addr().unwrap());
-    let mut child = tether(&[
-        "connect",
+    let mut run = JsonConnect::spawn(
         &url,
-        "--publish",
-        "room",
-        "--ack-timeout",
-        "300",
-        "--connect-timeout",
-        "30000",
-        "--drain-timeout",
-        "100",
-        "--json",
-    ]);
-    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut seen = Vec::new();
-    let mut stdin = child.stdin.take().unwrap();
+        &[
+            "--publish",
+            "room",
+            "--ack-timeout",
+            "300",
+            "--connect-timeout",
+            "30000",
+            "--drain-timeout",
+            "100",
+        ],
+    );
+    let mut stdin = run.stdin();
     stdin.write_all(b"lost\n").await.unwrap();
-    let timed_out = lines_until(&mut out, &mut seen, |v| v["event"] == "ack_timed_out").await;
+    let timed_out = run.until(|v| v["event"] == "ack_timed_out").await;
     assert_eq!(timed_out["status"], "expired");
-    let dropped = lines_until(&mut out, &mut seen, |v| v["event"] == "dropped").await;
+    let dropped = run.until(|v| v["event"] == "dropped").await;
     assert_eq!(
         (&dropped["reason"], &dropped["ids"]),
         (
@@ -95,9 +44,9 @@ async fn ack_timeout_reports_a_line_that_could_not_be_sent_in_time() {
         "the dropped event that follows names the same message"
     );
     drop(stdin);
-    let closed = lines_until(&mut out, &mut seen, |v| v["event"] == "closed").await;
+    let closed = run.until(|v| v["event"] == "closed").await;
     assert_eq!(closed["undelivered"], 1, "{closed}");
-    assert_eq!(exit_code(&mut child).await, 3, "the line was lost");
+    assert_eq!(run.exit_code().await, 3, "the line was lost");
 }
 
 #[tokio::test]
@@ -105,74 +54,54 @@ async fn messages_dropped_at_the_drain_timeout_exit_with_status_3() {
     // A server that accepts TCP and never answers the handshake: the line stays pending.
     let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("ws://{}/", silent.local_addr().unwrap());
-    let mut child = tether(&[
-        "connect",
+    let mut run = JsonConnect::spawn(
         &url,
-        "--connect-timeout",
-        "30000",
-        "--drain-timeout",
-        "200",
-        "--json",
-    ]);
-    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut seen = Vec::new();
-    let mut stdin = child.stdin.take().unwrap();
+        &["--connect-timeout", "30000", "--drain-timeout", "200"],
+    );
+    let mut stdin = run.stdin();
     stdin.write_all(b"never sent\n").await.unwrap();
     drop(stdin); // EOF: drain for 200 ms, then close with the line still pending
-    let dropped = lines_until(&mut out, &mut seen, |v| v["event"] == "dropped").await;
+    let dropped = run.until(|v| v["event"] == "dropped").await;
     assert_eq!(dropped["reason"], "closed", "{dropped}");
-    let closed = lines_until(&mut out, &mut seen, |v| v["event"] == "closed").await;
+    let closed = run.until(|v| v["event"] == "closed").await;
     assert_eq!(
         (&closed["reason"], &closed["undelivered"]),
         (&Value::from("app"), &Value::from(1)),
         "a clean close, but the line was lost: {closed}"
     );
-    assert_eq!(exit_code(&mut child).await, 3);
+    assert_eq!(run.exit_code().await, 3);
 }
 
 #[tokio::test]
 async fn connect_prints_json_events_and_exits_cleanly_at_end_of_input() {
-    let relay = Relay::bind("127.0.0.1:0", RelayConfig::default())
-        .await
-        .unwrap();
+    let relay = start_relay().await;
     let url = relay.ws_url();
-    let mut child = tether(&[
-        "connect",
-        &url,
-        "--subscribe",
-        "room",
-        "--publish",
-        "room",
-        "--json",
-    ]);
-    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut seen = Vec::new();
-    lines_until(&mut out, &mut seen, |v| {
-        v["event"] == "state" && v["to"] == "open"
-    })
-    .await;
-    lines_until(&mut out, &mut seen, |v| v["event"] == "subscribed").await;
-    let mut stdin = child.stdin.take().unwrap();
+    let mut run = JsonConnect::spawn(&url, &["--subscribe", "room", "--publish", "room"]);
+    run.until(|v| v["event"] == "state" && v["to"] == "open")
+        .await;
+    run.until(|v| v["event"] == "subscribed").await;
+    let mut stdin = run.stdin();
     stdin.write_all(b"hello\n{\"n\":1}\n").await.unwrap();
-    let first = lines_until(&mut out, &mut seen, |v| v["event"] == "message").await;
+    let first = run.until(|v| v["event"] == "message").await;
     assert_eq!(
         (&first["data"], &first["channel"], &first["offset"]),
         (&Value::from("hello"), &Value::from("room"), &Value::from(1))
     );
-    let second = lines_until(&mut out, &mut seen, |v| v["event"] == "message").await;
+    let second = run.until(|v| v["event"] == "message").await;
     assert_eq!(
         second["data"],
         serde_json::json!({"n": 1}),
         "a JSON line is published as JSON"
     );
     drop(stdin); // EOF: drain and close
-    let closed = lines_until(&mut out, &mut seen, |v| v["event"] == "closed").await;
+    let closed = run.until(|v| v["event"] == "closed").await;
     assert_eq!(closed["reason"], "app");
     assert_eq!(closed["stats"]["accepted"], 2);
     assert_eq!(closed["stats"]["dropped"], 0);
     assert_eq!(closed["undelivered"], 0);
-    assert_eq!(exit_code(&mut child).await, 0);
-    let states: Vec<&str> = seen
+    assert_eq!(run.exit_code().await, 0);
+    let states: Vec<&str> = run
+        .seen
         .iter()
         .filter(|v| v["event"] == "state")
         .filter_map(|v| v["to"].as_str())
@@ -183,37 +112,26 @@ async fn connect_prints_json_events_and_exits_cleanly_at_end_of_input() {
 
 #[tokio::test]
 async fn a_line_that_is_not_utf8_is_reported_and_skipped_and_the_rest_is_sent() {
-    let relay = Relay::bind("127.0.0.1:0", RelayConfig::default())
-        .await
-        .unwrap();
+    let relay = start_relay().await;
     let url = relay.ws_url();
-    let mut child = tether(&[
-        "connect",
-        &url,
-        "--subscribe",
-        "room",
-        "--publish",
-        "room",
-        "--json",
-    ]);
-    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut seen = Vec::new();
-    lines_until(&mut out, &mut seen, |v| v["event"] == "subscribed").await;
-    let mut stdin = child.stdin.take().unwrap();
+    let mut run = JsonConnect::spawn(&url, &["--subscribe", "room", "--publish", "room"]);
+    run.until(|v| v["event"] == "subscribed").await;
+    let mut stdin = run.stdin();
     stdin
         .write_all(b"first\nbad \xff\xfe line\r\nthird\n")
         .await
         .unwrap();
     drop(stdin);
-    let error = lines_until(&mut out, &mut seen, |v| v["event"] == "error").await;
+    let error = run.until(|v| v["event"] == "error").await;
     assert_eq!(error["kind"], "stdin", "{error}");
     let message = error["message"].as_str().unwrap();
     assert!(
         message.contains("line 2") && message.contains("UTF-8"),
         "{message}"
     );
-    let closed = lines_until(&mut out, &mut seen, |v| v["event"] == "closed").await;
-    let received: Vec<&Value> = seen
+    let closed = run.until(|v| v["event"] == "closed").await;
+    let received: Vec<&Value> = run
+        .seen
         .iter()
         .filter(|v| v["event"] == "message")
         .map(|v| &v["data"])
@@ -229,7 +147,7 @@ async fn a_line_that_is_not_utf8_is_reported_and_skipped_and_the_rest_is_sent() 
         "{closed}"
     );
     assert_eq!(
-        exit_code(&mut child).await,
+        run.exit_code().await,
         3,
         "a skipped line is input that did not get through"
     );
@@ -247,9 +165,7 @@ async fn publish_once(url: &str, line: &str) {
 
 #[tokio::test]
 async fn listen_needs_no_stdin_and_stays_connected() {
-    let relay = Relay::bind("127.0.0.1:0", RelayConfig::default())
-        .await
-        .unwrap();
+    let relay = start_relay().await;
     let url = relay.ws_url();
 
     // Without --listen, a stdin at its end (cron, docker without -i) closes at once.
@@ -259,56 +175,52 @@ async fn listen_needs_no_stdin_and_stays_connected() {
     );
     assert_eq!(exit_code(&mut once).await, 0);
 
-    let mut child = tether_with_stdin(
-        &["connect", &url, "--subscribe", "room", "--listen", "--json"],
-        Stdio::null(),
-    );
-    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut seen = Vec::new();
-    lines_until(&mut out, &mut seen, |v| v["event"] == "subscribed").await;
+    let mut run =
+        JsonConnect::spawn_with_stdin(&url, &["--subscribe", "room", "--listen"], Stdio::null());
+    run.until(|v| v["event"] == "subscribed").await;
     publish_once(&url, "while listening\n").await;
-    let message = lines_until(&mut out, &mut seen, |v| v["event"] == "message").await;
+    let message = run.until(|v| v["event"] == "message").await;
     assert_eq!(message["data"], "while listening");
     assert!(
-        child.try_wait().unwrap().is_none(),
-        "still connected: {seen:#?}"
+        run.child.try_wait().unwrap().is_none(),
+        "still connected: {:#?}",
+        run.seen
     );
-    child.kill().await.unwrap();
+    run.child.kill().await.unwrap();
     relay.shutdown().await;
 }
 
 #[tokio::test]
 async fn an_sse_url_does_not_read_stdin() {
-    let relay = Relay::bind("127.0.0.1:0", RelayConfig::default())
-        .await
-        .unwrap();
+    let relay = start_relay().await;
     let url = relay.ws_url();
     let sse = format!("http://{}/sse/room", relay.local_addr());
-    let mut child = tether(&["connect", &sse, "--protocol", "tether", "--json"]);
-    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut seen = Vec::new();
-    lines_until(&mut out, &mut seen, |v| v["to"] == "open").await;
+    let mut run = JsonConnect::spawn(&sse, &["--protocol", "tether"]);
+    run.until(|v| v["to"] == "open").await;
     // Neither sent (SSE cannot) nor taken as the end of input.
-    let mut stdin = child.stdin.take().unwrap();
+    let mut stdin = run.stdin();
     stdin.write_all(b"not sent\n").await.unwrap();
     drop(stdin);
     publish_once(&url, "over sse\n").await;
-    let message = lines_until(&mut out, &mut seen, |v| v["event"] == "message").await;
+    let message = run.until(|v| v["event"] == "message").await;
     assert_eq!(message["data"], "over sse");
     assert!(
-        child.try_wait().unwrap().is_none(),
-        "still connected: {seen:#?}"
+        run.child.try_wait().unwrap().is_none(),
+        "still connected: {:#?}",
+        run.seen
     );
-    assert!(!seen.iter().any(|v| v["event"] == "error"), "{seen:#?}");
-    child.kill().await.unwrap();
+    assert!(
+        !run.seen.iter().any(|v| v["event"] == "error"),
+        "{:#?}",
+        run.seen
+    );
+    run.child.kill().await.unwrap();
     relay.shutdown().await;
 }
 
 #[tokio::test]
 async fn the_readable_output_ends_with_one_close_line() {
-    let relay = Relay::bind("127.0.0.1:0", RelayConfig::default())
-        .await
-        .unwrap();
+    let relay = start_relay().await;
     let child = tether_with_stdin(&["connect", &relay.ws_url()], Stdio::null());
     let output = timeout(LIMIT, child.wait_with_output())
         .await
@@ -329,16 +241,14 @@ async fn a_terminal_close_code_exits_with_status_2() {
     ))))
     .await
     .unwrap();
-    let mut child = tether(&["connect", &server.ws_url(), "--json"]);
-    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut seen = Vec::new();
-    let closed = lines_until(&mut out, &mut seen, |v| v["event"] == "closed").await;
+    let mut run = JsonConnect::spawn(&server.ws_url(), &[]);
+    let closed = run.until(|v| v["event"] == "closed").await;
     assert_eq!(closed["reason"], "refused");
     assert!(
         closed["detail"].as_str().unwrap().contains("4004"),
         "{closed}"
     );
-    assert_eq!(exit_code(&mut child).await, 2);
+    assert_eq!(run.exit_code().await, 2);
 }
 
 #[tokio::test]
@@ -350,27 +260,36 @@ async fn giving_up_after_max_attempts_exits_with_status_2() {
         .unwrap()
         .port();
     let url = format!("ws://127.0.0.1:{port}/");
-    let mut child = tether(&[
-        "connect",
-        &url,
-        "--max-attempts",
-        "3",
-        "--backoff-initial",
-        "20",
-        "--json",
-    ]);
-    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut seen = Vec::new();
-    let closed = lines_until(&mut out, &mut seen, |v| v["event"] == "closed").await;
+    let mut run = JsonConnect::spawn(&url, &["--max-attempts", "3", "--backoff-initial", "20"]);
+    let closed = run.until(|v| v["event"] == "closed").await;
     assert_eq!(closed["reason"], "gave_up");
     assert_eq!(closed["stats"]["attempts"], 3);
-    let delays: Vec<u64> = seen
+    let delays: Vec<u64> = run
+        .seen
         .iter()
         .filter(|v| v["event"] == "reconnect_scheduled")
         .map(|v| v["delay_ms"].as_u64().unwrap())
         .collect();
-    assert_eq!(delays.len(), 2, "{seen:#?}");
-    assert_eq!(exit_code(&mut child).await, 2);
+    assert_eq!(delays.len(), 2, "{:#?}", run.seen);
+    assert_eq!(run.exit_code().await, 2);
+}
+
+#[tokio::test]
+async fn a_client_that_gave_up_exits_while_stdin_stays_open() {
+    // A port nobody listens on: bind, learn the port, close.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("ws://127.0.0.1:{port}/");
+    let mut run = JsonConnect::spawn(&url, &["--max-attempts", "1"]);
+    // Held open and never written to, like a terminal nobody types in: the read of stdin in
+    // flight must not keep the process from exiting.
+    let _stdin = run.stdin();
+    let closed = run.until(|v| v["event"] == "closed").await;
+    assert_eq!(closed["reason"], "gave_up");
+    assert_eq!(run.exit_code().await, 2);
 }
 
 #[tokio::test]
@@ -465,10 +384,8 @@ async fn wss_with_a_private_ca_works_only_with_ca_file() {
     let server = TlsEchoServer::start().await.unwrap();
     let url = server.wss_url();
 
-    let mut untrusting = tether(&["connect", &url, "--json", "--backoff-initial", "50"]);
-    let mut out = BufReader::new(untrusting.stdout.take().unwrap()).lines();
-    let mut seen = Vec::new();
-    let error = lines_until(&mut out, &mut seen, |v| v["event"] == "error").await;
+    let mut untrusting = JsonConnect::spawn(&url, &["--backoff-initial", "50"]);
+    let error = untrusting.until(|v| v["event"] == "error").await;
     assert!(
         error["message"]
             .as_str()
@@ -477,20 +394,18 @@ async fn wss_with_a_private_ca_works_only_with_ca_file() {
             .contains("certificate"),
         "{error}"
     );
-    assert!(!seen.iter().any(|v| v["to"] == "open"));
-    untrusting.kill().await.unwrap();
+    assert!(!untrusting.seen.iter().any(|v| v["to"] == "open"));
+    untrusting.child.kill().await.unwrap();
 
     let ca = server.ca_file().to_str().unwrap().to_owned();
-    let mut child = tether(&["connect", &url, "--ca-file", &ca, "--json"]);
-    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut seen = Vec::new();
-    lines_until(&mut out, &mut seen, |v| v["to"] == "open").await;
-    let mut stdin = child.stdin.take().unwrap();
+    let mut run = JsonConnect::spawn(&url, &["--ca-file", &ca]);
+    run.until(|v| v["to"] == "open").await;
+    let mut stdin = run.stdin();
     stdin.write_all(b"over tls\n").await.unwrap();
-    let echoed = lines_until(&mut out, &mut seen, |v| v["event"] == "message").await;
+    let echoed = run.until(|v| v["event"] == "message").await;
     assert_eq!(echoed["data"], "over tls");
     drop(stdin);
-    assert_eq!(exit_code(&mut child).await, 0);
+    assert_eq!(run.exit_code().await, 0);
 }
 
 #[tokio::test]
@@ -533,33 +448,28 @@ async fn the_demo_holds_its_summary() {
 
 #[tokio::test]
 async fn connect_with_a_document_prints_it_as_it_converges() {
-    let relay = Relay::bind("127.0.0.1:0", RelayConfig::default())
-        .await
-        .unwrap();
+    let relay = start_relay().await;
     let url = relay.ws_url();
-    let mut child = tether(&["connect", &url, "--document", "todo", "--json"]);
-    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut seen = Vec::new();
-    lines_until(&mut out, &mut seen, |v| v["event"] == "document_resynced").await;
-    let mut stdin = child.stdin.take().unwrap();
+    let mut run = JsonConnect::spawn(&url, &["--document", "todo"]);
+    run.until(|v| v["event"] == "document_resynced").await;
+    let mut stdin = run.stdin();
     stdin
         .write_all(b"set milk {\"done\":false}\ninc count 2\ninsert milk 1\n")
         .await
         .unwrap();
-    let refused = lines_until(&mut out, &mut seen, |v| v["event"] == "error").await;
+    let refused = run.until(|v| v["event"] == "error").await;
     assert!(
         refused["message"].as_str().unwrap().contains("conflict"),
         "{refused}"
     );
-    let settled = lines_until(&mut out, &mut seen, |v| {
-        v["event"] == "document" && v["pending"] == 0 && v["version"] == 2
-    })
-    .await;
+    let settled = run
+        .until(|v| v["event"] == "document" && v["pending"] == 0 && v["version"] == 2)
+        .await;
     assert_eq!(
         settled["doc"],
         serde_json::json!({"milk": {"done": false}, "count": 2})
     );
     drop(stdin);
-    assert_eq!(exit_code(&mut child).await, 0);
+    assert_eq!(run.exit_code().await, 0);
     relay.shutdown().await;
 }
