@@ -13,7 +13,7 @@
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::time::Duration;
-//! use tether::{Client, Event, Jitter, Protocol};
+//! use tether::{Client, Event, Jitter, Protocol, State};
 //!
 //! let (client, mut events) = Client::builder("ws://127.0.0.1:9000/ws")
 //!     .protocol(Protocol::Tether)          // channels, acks, presence, resume
@@ -30,10 +30,16 @@
 //!             println!("reconnecting (attempt {attempt}) in {delay:?}: {cause}")
 //!         }
 //!         Event::Dropped { ids, reason } => println!("{} dropped: {}", ids.len(), reason.name()),
+//!         // Gave up, refused, or closed by the app. `events` does not end here: a closed
+//!         // client can `connect()` again, and only `shutdown()` or dropping every handle
+//!         // ends the stream. `client.closed().await` waits for this state alone.
+//!         Event::StateChanged { to: State::Closed { reason }, .. } => {
+//!             println!("{reason}");
+//!             break;
+//!         }
 //!         _ => {}
 //!     }
 //! }
-//! client.close().await;
 //! # Ok(()) }
 //! ```
 //!
