@@ -69,7 +69,8 @@ pub enum CloseReason {
         /// The server's reason text.
         reason: String,
     },
-    /// The server refused the credentials even after a freshly fetched token: sign in again.
+    /// The server refused the credentials on two attempts in a row (the second with a freshly
+    /// fetched token where there is a token provider): sign in again.
     Unauthorized {
         /// The close code, if the refusal was a close.
         code: Option<u16>,

@@ -204,22 +204,37 @@ impl fmt::Display for CloseReason {
                 reason,
             } => {
                 f.write_str("refused by the server")?;
-                if let Some(code) = code {
-                    write!(f, " with close code {code}")?;
-                }
-                if let Some(status) = status {
-                    write!(f, " with HTTP status {status}")?;
-                }
+                write_code_and_status(f, *code, *status)?;
                 if !reason.is_empty() {
                     write!(f, ": {reason}")?;
                 }
                 Ok(())
             }
-            CloseReason::Unauthorized { .. } => {
-                f.write_str("unauthorized: the server refused a freshly fetched token")
+            // Said without "token": a client without a token provider ends so too (its one
+            // retry, where a provider would be asked for a fresh token, carries the same
+            // credentials).
+            CloseReason::Unauthorized { code, status } => {
+                f.write_str("unauthorized by the server")?;
+                write_code_and_status(f, *code, *status)?;
+                f.write_str(", on two attempts in a row")
             }
         }
     }
+}
+
+/// " with close code C" and/or " with HTTP status S", as a refusal carried them.
+fn write_code_and_status(
+    f: &mut fmt::Formatter<'_>,
+    code: Option<u16>,
+    status: Option<u16>,
+) -> fmt::Result {
+    if let Some(code) = code {
+        write!(f, " with close code {code}")?;
+    }
+    if let Some(status) = status {
+        write!(f, " with HTTP status {status}")?;
+    }
+    Ok(())
 }
 
 /// Why a connection ended or an attempt failed; carried by [`Event::ReconnectScheduled`].

@@ -24,6 +24,7 @@ mod signals;
 mod storm;
 
 use clap::{Parser, Subcommand};
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 #[derive(Debug, Parser)]
@@ -83,11 +84,13 @@ fn main() -> ExitCode {
             };
         }
     };
-    // The demo narrates on stdout; its library logs would only repeat the story.
-    init_logging(if matches!(cli.command, Command::Demo(_)) {
-        "error"
-    } else {
-        "warn"
+    // The demo narrates on stdout; its library logs would only repeat the story. `connect`
+    // prints every event itself (drops, errors, the close), so the SDK's own warnings about
+    // them would say each thing twice.
+    init_logging(match cli.command {
+        Command::Demo(_) => "error",
+        Command::Connect(_) => "warn,tether=error",
+        _ => "warn",
     });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -122,6 +125,8 @@ fn init_logging(default: &str) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        // No colour codes in a log file or a pipe.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .try_init();
 }
@@ -148,5 +153,24 @@ mod tests {
         let subcommand = cli.find_subcommand("relay").expect("relay subcommand");
         let shared = RelayOptions::augment_args(clap::Command::new("tether-relay"));
         assert_eq!(names(subcommand), names(&shared), "no flag of its own");
+    }
+
+    #[test]
+    fn storm_and_connect_name_the_backoff_flags_alike() {
+        for flag in ["--backoff-initial", "--backoff-max"] {
+            for command in ["connect", "storm"] {
+                let mut args = vec!["tether", command, flag, "500"];
+                if command == "connect" {
+                    args.insert(2, "ws://127.0.0.1:1/");
+                }
+                assert!(Cli::try_parse_from(&args).is_ok(), "{command} {flag}");
+            }
+            // The names storm had first still work.
+            let old = format!("{flag}-ms");
+            assert!(
+                Cli::try_parse_from(["tether", "storm", &old, "500"]).is_ok(),
+                "{old}"
+            );
+        }
     }
 }

@@ -403,7 +403,7 @@ mod tests {
                     code: None,
                     status: Some(401),
                 },
-                "closed: unauthorized: the server refused a freshly fetched token",
+                "closed: unauthorized by the server with HTTP status 401, on two attempts in a row",
             ),
         ];
         for (reason, line) in cases {

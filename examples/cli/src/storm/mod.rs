@@ -63,11 +63,17 @@ pub(crate) struct StormArgs {
     /// Time for the relay to refuse or accept an attempt, in milliseconds.
     #[arg(long, default_value_t = 1.0, value_name = "MS")]
     latency_ms: f64,
-    /// Engine backoff: first retry delay scale in ms (default 1000).
-    #[arg(long, value_name = "MS")]
+    /// Engine backoff: first retry delay scale in ms (default 1000). Named as in `connect`;
+    /// the older `--backoff-initial-ms` still works.
+    #[arg(
+        long = "backoff-initial",
+        alias = "backoff-initial-ms",
+        value_name = "MS"
+    )]
     backoff_initial_ms: Option<u64>,
-    /// Engine backoff: cap of the un-jittered delay in ms (default 30000).
-    #[arg(long, value_name = "MS")]
+    /// Engine backoff: cap of the un-jittered delay in ms (default 30000). Named as in
+    /// `connect`; the older `--backoff-max-ms` still works.
+    #[arg(long = "backoff-max", alias = "backoff-max-ms", value_name = "MS")]
     backoff_max_ms: Option<u64>,
     /// Engine backoff: growth per attempt (default 2).
     #[arg(long, value_name = "FACTOR")]
