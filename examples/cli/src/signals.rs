@@ -35,8 +35,10 @@ impl Signal {
     }
 }
 
-/// SIGINT and SIGTERM, listened for from [`Signals::install`] on: one that comes before the
-/// first [`Signals::recv`] is kept for it, not lost to the default action.
+/// SIGINT and SIGTERM, listened for from [`Signals::install`] on: on Unix, one that comes
+/// before the first [`Signals::recv`] is kept for it, not lost to the default action.
+/// Elsewhere only Ctrl-C is heard, and only while a `recv` waits (each call listens anew):
+/// one between two calls keeps its default action. Not tested: CI runs on Linux.
 #[derive(Debug)]
 pub(crate) struct Signals {
     #[cfg(unix)]
@@ -68,8 +70,8 @@ impl Signals {
         Signals {}
     }
 
-    /// The next signal. Cancel-safe: a signal that comes while another branch of a `select!`
-    /// wins is kept for the next call.
+    /// The next signal. Cancel-safe on Unix: a signal that comes while another branch of a
+    /// `select!` wins is kept for the next call (not elsewhere; see [`Signals`]).
     pub(crate) async fn recv(&mut self) -> Signal {
         #[cfg(unix)]
         {

@@ -15,10 +15,11 @@ use tether_tests::tap::{Ending, WsTap};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::time::timeout;
 
-/// Sends `signal` (`INT`, `TERM`) to the process `pid`.
+/// Sends `signal` (`INT`, `TERM`) to the process `pid`, through the shell's built-in `kill`
+/// (slim images have no `kill` binary: it comes with procps).
 fn kill(pid: u32, signal: &str) {
-    let status = std::process::Command::new("kill")
-        .args([format!("-{signal}"), pid.to_string()])
+    let status = std::process::Command::new("sh")
+        .args(["-c", &format!("kill -s {signal} {pid}")])
         .status()
         .unwrap();
     assert!(status.success(), "kill -{signal} {pid}");

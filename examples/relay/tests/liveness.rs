@@ -147,22 +147,21 @@ async fn a_raw_client_gets_ping_frames_only_and_stays_connected() {
     // tungstenite does, answering ping frames by itself.
     let relay = relay(config()).await;
     let mut raw = Client::connect(&relay.ws_url()).await;
-    let until = Instant::now() + PING * 5;
-    let (mut pings, mut texts) = (0, Vec::new());
-    // Bounded by the deadline; each frame read counts as one pass.
-    while let Ok(next) = tokio::time::timeout_at(until, raw.ws.next()).await {
-        match next {
-            Some(Ok(Message::Ping(_))) => pings += 1,
-            Some(Ok(Message::Text(text))) => texts.push(text.to_string()),
-            other => panic!("the relay ended a raw client that answers pings: {other:?}"),
+    // Three pings (a protocol ping would come with each), counted rather than timed: a
+    // loaded machine may stretch the intervals. Bounded by a generous deadline.
+    let until = Instant::now() + PING * 25;
+    let mut pings = 0;
+    while pings < 3 {
+        match tokio::time::timeout_at(until, raw.ws.next()).await {
+            Ok(Some(Ok(Message::Ping(_)))) => pings += 1,
+            Ok(Some(Ok(Message::Text(text)))) => {
+                panic!("a protocol frame injected into a raw client's data: {text}")
+            }
+            Ok(other) => panic!("the relay ended a raw client that answers pings: {other:?}"),
+            Err(_) => panic!("{pings} ping frames in 25 intervals"),
         }
     }
-    assert!(
-        texts.is_empty(),
-        "protocol frames injected into a raw client's data: {texts:?}"
-    );
-    assert!(pings >= 3, "{pings} ping frames in five intervals");
-    // Five intervals, more than the two after which a silent connection is closed.
+    // Three intervals, more than the two after which a silent connection is closed.
     assert_eq!(relay.open_connections(), 1);
     // Once it says hello it speaks the protocol, and gets the protocol's pings too.
     raw.send(ClientMessage::Hello {
