@@ -263,6 +263,12 @@ export interface TetherClientOptions {
   wasm?: string | URL | Request | Response | BufferSource | WebAssembly.Module;
 }
 
+/**
+ * Per-call options are checked like the constructor's: a key the call does not take (a
+ * misspelling, `ttl` for `ttlMs`, `timeout` on a send) or a value of the wrong type throws a
+ * `TetherError` with code `invalid_argument` naming it (the promise-returning calls reject with
+ * it), and nothing is sent.
+ */
 export interface SendOptions {
   /** Tether protocol: keep until acknowledged, re-send after reconnects. [true for publish/send in Tether mode] */
   ack?: boolean;
@@ -276,8 +282,21 @@ export interface SendOptions {
   timeoutMs?: number;
 }
 
-/** How `sendAcked`/`publishAcked` wait: `SendOptions` with acknowledgement always on. */
+/** How `sendAcked`/`publishAcked` wait: `SendOptions` with acknowledgement always on (an `ack` key is refused). */
 export type AckedOptions = Omit<SendOptions, 'ack'>;
+
+/** `request()`'s options; unknown keys are refused as for `SendOptions`. */
+export type RequestOptions =
+  | {
+      /** Reject with `timeout` if no reply came within this time. [the client's `requestTimeoutMs`] */
+      timeoutMs?: number;
+      timeout?: never;
+    }
+  | {
+      /** @deprecated the old name of `timeoutMs`, still accepted; giving both is refused (`invalid_argument`). */
+      timeout?: number;
+      timeoutMs?: never;
+    };
 
 export interface TetherStats {
   attempts: number;
@@ -326,7 +345,11 @@ export class TetherClient {
    */
   sendAcked(data: unknown, options?: AckedOptions): Promise<number | null>;
   publishAcked(channel: string, data: unknown, options?: AckedOptions): Promise<number | null>;
-  request<T = unknown>(data: unknown, options?: { timeout?: number }): Promise<T>;
+  /**
+   * Resolves with the reply's payload. Rejects with a `TetherError`: a refusal, `timeout` after
+   * `timeoutMs`, `connection_lost`, `rejected` (the server's code in `details.serverCode`).
+   */
+  request<T = unknown>(data: unknown, options?: RequestOptions): Promise<T>;
   subscribe(channel: string): void;
   unsubscribe(channel: string): void;
   presence(channel: string): string[] | undefined;

@@ -122,9 +122,29 @@ function typed(value, what, name) {
   return value;
 }
 
-const ttl = (opts) => typed(opts && opts.ttlMs, 'number', 'ttlMs');
-const timeout = (opts) => typed(opts && opts.timeoutMs, 'number', 'timeoutMs');
-const ack = (opts) => typed(opts && opts.ack, 'boolean', 'ack');
+// A call's options object, checked against `types` (each known key's type), or {} when absent.
+// A key the call does not know (a misspelling, or another call's name for it: `ttl`, or
+// `timeout` on a send) is refused with the known ones rather than ignored, and a value of the
+// wrong type is refused too. The one check for every method taking options.
+function known(options, types) {
+  if (options == null) return {};
+  if (typeof options !== 'object') throw new TetherError('invalid_argument', 'options must be an object');
+  for (const key of Object.keys(options)) {
+    // A string for the keys `types` names: not for its inherited ones (`toString`...).
+    if (typeof types[key] !== 'string') {
+      throw new TetherError('invalid_argument', `unknown option ${key} (known: ${Object.keys(types).join(', ')})`);
+    }
+    typed(options[key], types[key], key);
+  }
+  return options;
+}
+
+// A send's options as the module's send() takes them: ack, ttlMs, timeoutMs. The acked calls
+// have no `ack` option (always on).
+function sendOptions(options, acked) {
+  const o = known(options, acked ? { ttlMs: 'number', timeoutMs: 'number' } : { ack: 'boolean', ttlMs: 'number', timeoutMs: 'number' });
+  return [acked || o.ack, o.ttlMs, o.timeoutMs];
+}
 
 // A channel name as given: `String(x)` would turn a missing one into the channel "undefined".
 function channelName(channel) {
@@ -231,13 +251,13 @@ export class TetherClient extends Emitter {
   /** Queues a message; returns its id. Strings go as text, ArrayBuffer/views as binary, anything else as JSON. */
   send(data, options) {
     const p = encode(data);
-    return this._do((raw) => raw.send(undefined, p.text, p.json, p.bytes, ack(options), ttl(options), timeout(options)));
+    return this._do((raw) => raw.send(undefined, p.text, p.json, p.bytes, ...sendOptions(options)));
   }
 
   /** Publishes to a channel (Tether protocol); acknowledged unless `{ack: false}`. Returns the message id. */
   publish(channel, data, options) {
     const p = encode(data);
-    return this._do((raw) => raw.send(channelName(channel), p.text, p.json, p.bytes, ack(options), ttl(options), timeout(options)));
+    return this._do((raw) => raw.send(channelName(channel), p.text, p.json, p.bytes, ...sendOptions(options)));
   }
 
   /**
@@ -254,11 +274,19 @@ export class TetherClient extends Emitter {
     return this._acked(channel, data, options);
   }
 
-  /** Sends a request (Tether protocol) and resolves with the reply's payload. */
+  /**
+   * Sends a request (Tether protocol) and resolves with the reply's payload; `{timeoutMs}`
+   * overrides the client's `requestTimeoutMs`. `timeout` is its old name, still accepted
+   * (deprecated); both at once are refused.
+   */
   request(data, options) {
     return this._pending(this._requests, (raw) => {
       const p = encode(data);
-      return raw.request(p.text, p.json, p.bytes, typed(options && options.timeout, 'number', 'timeout'));
+      const o = known(options, { timeoutMs: 'number', timeout: 'number' });
+      if (o.timeoutMs != null && o.timeout != null) {
+        throw new TetherError('invalid_argument', 'timeout is the deprecated name of timeoutMs: give timeoutMs only');
+      }
+      return raw.request(p.text, p.json, p.bytes, o.timeoutMs ?? o.timeout);
     });
   }
 
@@ -295,12 +323,13 @@ export class TetherClient extends Emitter {
   close(code = 1000, reason = '', options) {
     typed(code, 'number', 'code');
     typed(reason, 'string', 'reason');
-    if (options && options.drain != null) {
+    const { drain } = known(options, { drain: 'number' });
+    if (drain != null) {
       // A drained close ends with 1000: a code or reason given with it would be dropped.
       if (code !== 1000 || reason !== '') {
         throw new TetherError('invalid_argument', 'close with {drain} takes no code or reason (it closes with 1000)');
       }
-      this._do((raw) => raw.close_after_drain(typed(options.drain, 'number', 'drain')));
+      this._do((raw) => raw.close_after_drain(drain));
     } else this._do((raw) => raw.close(code, reason));
   }
 
@@ -366,7 +395,7 @@ export class TetherClient extends Emitter {
     return this._pending(this._acks, (raw) => {
       const p = encode(data);
       const to = channel === undefined ? undefined : channelName(channel);
-      return raw.send(to, p.text, p.json, p.bytes, true, ttl(options), timeout(options));
+      return raw.send(to, p.text, p.json, p.bytes, ...sendOptions(options, true));
     });
   }
 

@@ -309,7 +309,7 @@ impl WasmClient {
         timeout_ms: Option<f64>,
     ) -> Result<f64, JsValue> {
         let payload = payload(data, json, bytes)?;
-        let timeout = duration(timeout_ms, "timeout")?;
+        let timeout = duration(timeout_ms, "timeoutMs")?;
         self.refusable(
             |i, now| {
                 i.engine

@@ -118,7 +118,7 @@ test('relay: channels, presence, acked publish and request/reply between two cli
     const id = a.publish('room', { text: 'hi' });
     await until(() => lb.some((e) => e.type === 'message' && e.data.text === 'hi'), 5000, 'bob gets it');
     await until(() => la.some((e) => e.type === 'acked' && e.id === id), 5000, 'ack');
-    const reply = await a.request({ q: 42 }, { timeout: 3000 });
+    const reply = await a.request({ q: 42 }, { timeoutMs: 3000 });
     const rtt = await until(() => la.find((e) => e.type === 'rtt'), 3000, 'an app-ping round trip');
     const msg = lb.find((e) => e.type === 'message');
     const out = { reply, rtt: rtt.rttMs, lastRtt: a.stats.lastRttMs, msg: { channel: msg.channel, offset: msg.offset, data: msg.data },
@@ -189,6 +189,71 @@ test('acked sends: publishAcked resolves with the offset; a timeout rejects sayi
   assert.deepEqual(r.order, ['ack_timed_out', 'dropped']);
   // dispose() closes first: the pending message is dropped (reason closed), and says so.
   assert.deepEqual([r.disposed.code, r.disposed.details.reason], ['dropped', 'closed']);
+});
+
+test('per-call options: request takes timeoutMs; an unknown key is refused (invalid_argument) and nothing is sent', async ({ page }) => {
+  // A Tether-protocol server that answers nothing and records every frame it receives.
+  const srv = await wsServer(behaviours.blackHole);
+  const r = await page.evaluate(async (url) => {
+    const c = new tether.TetherClient(url, { protocol: 'tether', heartbeat: { mode: 'off' } });
+    window.optionsClient = c;
+    await until(() => c.state.name === 'open', 5000, 'open');
+    // No reply comes: the request times out at its timeoutMs, not at requestTimeoutMs (10 s).
+    const timed = async (p) => {
+      const t0 = performance.now();
+      const code = await p.then(() => 'resolved', (e) => e.code);
+      return { code, ms: performance.now() - t0 };
+    };
+    const timeoutMs = await timed(c.request({ n: 1 }, { timeoutMs: 150 }));
+    const alias = await timed(c.request({ n: 2 }, { timeout: 150 })); // the deprecated name
+    const before = { accepted: c.stats.messagesAccepted, outbox: c.stats.outboxLength, sent: c.stats.framesSent };
+    // How a call is refused: thrown (sync calls) or rejected at once (promise calls).
+    const refusal = (f) => {
+      let p;
+      try { p = f(); } catch (e) { return ['threw', e instanceof tether.TetherError, e.code, e.message]; }
+      if (!(p instanceof Promise)) return 'accepted';
+      return Promise.race([p.then(() => 'accepted', (e) => ['rejected', e instanceof tether.TetherError, e.code, e.message]),
+        sleep(300).then(() => 'accepted')]);
+    };
+    const refused = {
+      publishTtl: await refusal(() => c.publish('room', 'r1', { ttl: 5 })),
+      publishAckedTimeout: await refusal(() => c.publishAcked('room', 'r2', { timeout: 100 })),
+      sendMisspelt: await refusal(() => c.send('r3', { timeoutMS: 100 })),
+      sendAckedAck: await refusal(() => c.sendAcked('r4', { ack: false })),
+      requestMisspelt: await refusal(() => c.request('r5', { timout: 100 })),
+      requestBoth: await refusal(() => c.request('r6', { timeoutMs: 100, timeout: 100 })),
+      requestWrongType: await refusal(() => c.request('r7', { timeoutMs: '100' })),
+      notAnObject: await refusal(() => c.publish('room', 'r8', 5000)),
+      closeMisspelt: await refusal(() => c.close(1000, '', { drian: 10 })),
+    };
+    const after = { accepted: c.stats.messagesAccepted, outbox: c.stats.outboxLength, sent: c.stats.framesSent };
+    c.publish('room', 'marker', { ack: false });
+    return { timeoutMs, alias, refused, before, after, state: c.state.name };
+  }, srv.url);
+  await until(() => srv.frames.some((f) => f.includes('marker')), 5000, 'the marker at the server');
+  await page.evaluate(() => window.optionsClient.close());
+  assert.equal(r.timeoutMs.code, 'timeout');
+  assert.ok(r.timeoutMs.ms >= 120 && r.timeoutMs.ms < 2000, `request timed out after ${r.timeoutMs.ms} ms`);
+  assert.equal(r.alias.code, 'timeout');
+  assert.ok(r.alias.ms >= 120 && r.alias.ms < 2000, `request (alias) timed out after ${r.alias.ms} ms`);
+  const ia = (how, message) => [how, true, 'invalid_argument', message];
+  assert.deepEqual(r.refused, {
+    publishTtl: ia('threw', 'unknown option ttl (known: ack, ttlMs, timeoutMs)'),
+    publishAckedTimeout: ia('rejected', 'unknown option timeout (known: ttlMs, timeoutMs)'),
+    sendMisspelt: ia('threw', 'unknown option timeoutMS (known: ack, ttlMs, timeoutMs)'),
+    sendAckedAck: ia('rejected', 'unknown option ack (known: ttlMs, timeoutMs)'),
+    requestMisspelt: ia('rejected', 'unknown option timout (known: timeoutMs, timeout)'),
+    requestBoth: ia('rejected', 'timeout is the deprecated name of timeoutMs: give timeoutMs only'),
+    requestWrongType: ia('rejected', 'timeoutMs must be a number'),
+    notAnObject: ia('threw', 'options must be an object'),
+    closeMisspelt: ia('threw', 'unknown option drian (known: drain)'),
+  });
+  assert.deepEqual(r.after, r.before, 'no refused call reached the outbox or the socket');
+  assert.equal(r.state, 'open', 'the refused close did not close');
+  // The server saw the hello, the two requests and the marker: nothing of the refused calls.
+  const seen = srv.frames.map((f) => JSON.parse(f));
+  assert.deepEqual(seen.map((m) => m.type), ['hello', 'request', 'request', 'publish'], JSON.stringify(seen));
+  assert.deepEqual(seen.slice(1).map((m) => m.payload), [{ n: 1 }, { n: 2 }, 'marker']);
 });
 
 test('every client method reaches the engine: unsubscribe, clientId, presence; unknown numbers refused', async ({ page }) => {

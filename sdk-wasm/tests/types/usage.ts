@@ -36,7 +36,14 @@ async function main(): Promise<void> {
   client.subscribe('room');
   const id: number = client.publish('room', { text: 'hi' }, { ack: true, ttlMs: 1000 });
   client.send(new Uint8Array([1, 2]));
-  const answer = await client.request<{ time: number }>({ op: 'time' }, { timeout: 2000 });
+  const answer = await client.request<{ time: number }>({ op: 'time' }, { timeoutMs: 2000 });
+  await client.request('old name', { timeout: 2000 }); // deprecated alias of timeoutMs, still typed
+  // @ts-expect-error timeoutMs or its deprecated alias timeout, not both
+  await client.request('both', { timeoutMs: 2000, timeout: 2000 });
+  // @ts-expect-error per-call option names end in Ms: `ttl` is not one
+  client.publish('room', 1, { ttl: 5 });
+  // @ts-expect-error `timeout` is only request()'s deprecated name; publishAcked takes timeoutMs
+  await client.publishAcked('room', 1, { timeout: 100 });
   console.log(id, answer.time);
   client.on('ack_timed_out', ({ id, status }) => console.log(id, status === 'awaiting_ack'));
   try {
