@@ -65,7 +65,8 @@ pub struct Envelope {
     pub code: Option<String>,
     /// On `error`: a human-readable explanation.
     pub message: Option<String>,
-    /// On `hello`: the client's stable identity (presence member name).
+    /// On `hello`: the client's stable identity (presence member name). On a server's
+    /// `doc_change`: the author of the change (its `hello.client_id`).
     pub client_id: Option<String>,
     /// On `hello`: the credential, when the token goes in the first message.
     pub token: Option<String>,
@@ -85,6 +86,10 @@ pub struct Envelope {
     /// Documents: ids of the changes a snapshot already contains (the server's recent log), so
     /// a client can tell which of its unacknowledged changes were applied.
     pub applied: Option<Vec<String>>,
+    #[cfg(feature = "documents")]
+    /// Documents: the authors (`client_id`s) of the changes in `applied`, index by index, so
+    /// a client recognises its own changes by author and id, not by the id alone.
+    pub applied_by: Option<Vec<String>>,
 }
 
 #[cfg(feature = "documents")]
@@ -360,6 +365,9 @@ pub enum ServerMessage {
         state: Map<String, Value>,
         /// Ids of recent changes included in `state`.
         applied: Vec<String>,
+        /// Their authors' `client_id`s, index by index (`None` from a server that does not
+        /// send them: the client then recognises its changes by id alone).
+        applied_by: Option<Vec<String>>,
     },
     #[cfg(feature = "documents")]
     /// One accepted change, in server order (live, or replayed after `doc_sync`).
@@ -368,8 +376,12 @@ pub enum ServerMessage {
         channel: String,
         /// The version this change produced.
         version: u64,
-        /// The change id (a client recognises its own changes by it).
+        /// The change id, unique only within its author.
         id: String,
+        /// The author's `client_id` (`None` from a server that does not send it: the client
+        /// then recognises its own changes by `id` alone). Ids are unique only within their
+        /// author, so a client takes a change as its own only if both match.
+        client_id: Option<String>,
         /// The operations.
         ops: Vec<Op>,
     },
@@ -463,6 +475,8 @@ impl Envelope {
             Field::State => self.state = Some(object(value)?),
             #[cfg(feature = "documents")]
             Field::Applied => self.applied = Some(strings(value)?),
+            #[cfg(feature = "documents")]
+            Field::AppliedBy => self.applied_by = Some(strings(value)?),
         }
         Ok(())
     }
@@ -502,6 +516,8 @@ impl Envelope {
             state: self.state.as_ref(),
             #[cfg(feature = "documents")]
             applied: self.applied.as_ref(),
+            #[cfg(feature = "documents")]
+            applied_by: self.applied_by.as_ref(),
         }
     }
 
@@ -720,12 +736,14 @@ impl ServerMessage {
                 epoch: env.epoch.take(),
                 state: required("doc_snapshot", "state", env.state.take())?,
                 applied: env.applied.take().unwrap_or_default(),
+                applied_by: env.applied_by.take(),
             },
             #[cfg(feature = "documents")]
             "doc_change" => ServerMessage::DocChange {
                 channel: env.take_channel("doc_change")?,
                 version: required("doc_change", "version", env.version)?,
                 id: env.take_id("doc_change")?,
+                client_id: env.client_id.take(),
                 ops: required("doc_change", "ops", env.ops.take())?,
             },
             _ => return Err(DecodeError::UnknownType(env.kind)),
@@ -818,12 +836,14 @@ impl ServerMessage {
                 epoch,
                 state,
                 applied,
+                applied_by,
             } => Fields {
                 channel: Some(channel),
                 version: Some(*version),
                 epoch: epoch.as_ref(),
                 state: Some(state),
                 applied: Some(applied),
+                applied_by: applied_by.as_ref(),
                 ..Fields::new("doc_snapshot")
             },
             #[cfg(feature = "documents")]
@@ -831,11 +851,13 @@ impl ServerMessage {
                 channel,
                 version,
                 id,
+                client_id,
                 ops,
             } => Fields {
                 channel: Some(channel),
                 version: Some(*version),
                 id: Some(id),
+                client_id: client_id.as_ref(),
                 ops: Some(ops),
                 ..Fields::new("doc_change")
             },
@@ -874,6 +896,8 @@ enum Field {
     State,
     #[cfg(feature = "documents")]
     Applied,
+    #[cfg(feature = "documents")]
+    AppliedBy,
 }
 
 /// Wire names of the envelope's fields.
@@ -906,6 +930,8 @@ const FIELDS: &[(&str, Field)] = &[
     ("state", Field::State),
     #[cfg(feature = "documents")]
     ("applied", Field::Applied),
+    #[cfg(feature = "documents")]
+    ("applied_by", Field::AppliedBy),
 ];
 
 /// An envelope borrowed from a message or an [`Envelope`]: what `encode` writes.
@@ -939,6 +965,8 @@ struct Fields<'a> {
     state: Option<&'a Map<String, Value>>,
     #[cfg(feature = "documents")]
     applied: Option<&'a Vec<String>>,
+    #[cfg(feature = "documents")]
+    applied_by: Option<&'a Vec<String>>,
 }
 
 impl<'a> Fields<'a> {
@@ -989,6 +1017,7 @@ impl<'a> Fields<'a> {
                 json::write_map(w.key("state"), state);
             }
             w.opt_strings("applied", self.applied);
+            w.opt_strings("applied_by", self.applied_by);
         }
         w.finish();
         out
@@ -1024,6 +1053,8 @@ impl<'a> Fields<'a> {
             state: self.state.cloned(),
             #[cfg(feature = "documents")]
             applied: self.applied.cloned(),
+            #[cfg(feature = "documents")]
+            applied_by: self.applied_by.cloned(),
         }
     }
 }
@@ -1336,6 +1367,61 @@ mod tests {
         );
     }
 
+    /// A server's document messages name the author of each change (`client_id` on
+    /// `doc_change`, `applied_by` beside a snapshot's `applied`), and decode without them
+    /// from a server that does not send them.
+    #[test]
+    #[cfg(feature = "documents")]
+    fn document_changes_name_their_author() {
+        let change = ServerMessage::DocChange {
+            channel: "d".into(),
+            version: 2,
+            id: "c-1".into(),
+            client_id: Some("alice".into()),
+            ops: vec![Op::increment("n", 1)],
+        };
+        let snapshot = ServerMessage::DocSnapshot {
+            channel: "d".into(),
+            version: 2,
+            epoch: Some("e".into()),
+            state: Map::new(),
+            applied: vec!["c-1".into(), "c-1".into()],
+            applied_by: Some(vec!["mallory".into(), "alice".into()]),
+        };
+        let wire = |m: &ServerMessage| serde_json::from_str::<Value>(&m.encode()).unwrap();
+        assert_eq!(
+            wire(&change),
+            json!({"v":1,"type":"doc_change","channel":"d","client_id":"alice","version":2,
+                   "ops":[{"op":"increment","key":"n","by":1}],"id":"c-1"})
+        );
+        assert_eq!(
+            wire(&snapshot),
+            json!({"v":1,"type":"doc_snapshot","channel":"d","epoch":"e","version":2,
+                   "state":{},"applied":["c-1","c-1"],"applied_by":["mallory","alice"]})
+        );
+        for m in [change, snapshot] {
+            assert_eq!(ServerMessage::decode(&m.encode()).unwrap(), m);
+        }
+        let older = [
+            r#"{"type":"doc_change","channel":"d","version":2,"id":"c-1","ops":[]}"#,
+            r#"{"type":"doc_snapshot","channel":"d","version":2,"state":{},"applied":["c-1"]}"#,
+        ];
+        assert!(matches!(
+            ServerMessage::decode(older[0]),
+            Ok(ServerMessage::DocChange {
+                client_id: None,
+                ..
+            })
+        ));
+        assert!(matches!(
+            ServerMessage::decode(older[1]),
+            Ok(ServerMessage::DocSnapshot {
+                applied_by: None,
+                ..
+            })
+        ));
+    }
+
     #[test]
     fn bad_input_is_a_typed_error() {
         assert!(matches!(
@@ -1487,6 +1573,8 @@ mod tests {
             "state",
             #[cfg(feature = "documents")]
             "applied",
+            #[cfg(feature = "documents")]
+            "applied_by",
         ] {
             let text = format!(r#"{{"type":"pong","{field}":null,"{field}":null}}"#);
             assert!(

@@ -219,6 +219,78 @@ fn a_server_restart_that_loses_its_log_converges_without_double_applying() {
     );
 }
 
+/// Change ids are unique only within their author, and every syncing client sees them. Mallory
+/// (client2, crafting frames by hand) sends a change under the id alice (client0) is about to
+/// use; it reaches the server first. Alice must take it for what it is, mallory's change, and
+/// still have her own confirmed by its ack: matched on the id alone, she confirmed her own ops
+/// at mallory's version, ignored her ack, and stayed a version behind, her view missing
+/// mallory's change.
+#[test]
+fn another_clients_change_under_our_next_id_is_not_taken_for_ours() {
+    let mut net = started(2, 7);
+    net.change(0, inc("a", 1)).unwrap();
+    let [alices] = net.changes_in_flight(0).try_into().unwrap();
+    net.outsider_sends(
+        2,
+        &ClientMessage::DocChange {
+            id: alices,
+            channel: DOC.into(),
+            base: 0,
+            ops: inc("m", 1),
+        },
+    );
+    net.settle(secs(5));
+    net.expect_same_everywhere();
+    assert_eq!(
+        (net.server.version(), net.view(0)),
+        (2, json!({"a": 1, "m": 1}).as_object().cloned().unwrap())
+    );
+    let remote: Vec<Vec<String>> = net.events(0, |e| match e {
+        Event::DocumentChanged {
+            origin: ChangeOrigin::Remote,
+            changes,
+            ..
+        } => Some(changes.iter().map(|c| c.key.clone()).collect()),
+        _ => None,
+    });
+    assert_eq!(remote.last().unwrap(), &["m"], "mallory's change, as hers");
+}
+
+/// The same through a snapshot: alice's change is lost with her connection, mallory's under
+/// its id is applied, and the log (of two changes) no longer reaches back to alice's version,
+/// so she resyncs from a snapshot whose `applied` lists that id. It is mallory's
+/// (`applied_by`): alice's change stays pending, is resent and applied. Matched on the id
+/// alone, she dropped it as already applied, and her view lost it.
+#[test]
+fn a_snapshot_holding_another_clients_change_under_our_id_does_not_drop_ours() {
+    let mut net = DocNet::new(2, 8, 2);
+    net.connect_all();
+    net.settle(secs(10));
+    net.change(0, inc("a", 1)).unwrap();
+    let [alices] = net.changes_in_flight(0).try_into().unwrap();
+    net.drop_connection(0);
+    for id in ["m-1".to_owned(), alices, "m-3".to_owned()] {
+        let change = ClientMessage::DocChange {
+            id,
+            channel: DOC.into(),
+            base: 0,
+            ops: inc("m", 1),
+        };
+        net.outsider_sends(2, &change);
+    }
+    net.settle(secs(10));
+    net.expect_same_everywhere();
+    assert_eq!(
+        (net.server.version(), net.view(0)),
+        (4, json!({"a": 1, "m": 3}).as_object().cloned().unwrap())
+    );
+    let resynced = net.events(0, |e| match e {
+        Event::DocumentResynced { version, .. } => Some(*version),
+        _ => None,
+    });
+    assert_eq!(resynced, [0, 3], "the first sync, then a snapshot at 3");
+}
+
 /// One engine with the server played by hand, frame by frame: for exact message sequences the
 /// simulated network would not produce on its own (a frame lost on an open connection).
 struct ByHand {
@@ -256,6 +328,7 @@ impl ByHand {
             epoch: Some("e".into()),
             state: Default::default(),
             applied: Vec::new(),
+            applied_by: Some(Vec::new()),
         });
         hand
     }
@@ -297,6 +370,7 @@ impl ByHand {
             channel: DOC.into(),
             version,
             id: format!("other-{version}"),
+            client_id: Some("other".into()),
             ops,
         });
     }

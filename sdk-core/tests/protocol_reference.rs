@@ -75,6 +75,9 @@ struct RefEnvelope {
     #[cfg(feature = "documents")]
     #[serde(skip_serializing_if = "Option::is_none")]
     applied: Option<Vec<String>>,
+    #[cfg(feature = "documents")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    applied_by: Option<Vec<String>>,
 }
 
 /// `protocol::Op` as it was.
@@ -145,6 +148,8 @@ fn to_ref(env: Envelope) -> RefEnvelope {
         state: env.state,
         #[cfg(feature = "documents")]
         applied: env.applied,
+        #[cfg(feature = "documents")]
+        applied_by: env.applied_by,
     }
 }
 
@@ -176,6 +181,7 @@ fn from_ref(env: RefEnvelope) -> Envelope {
         e.ops = env.ops.map(|ops| ops.into_iter().map(Op::from).collect());
         e.state = env.state;
         e.applied = env.applied;
+        e.applied_by = env.applied_by;
     }
     e
 }
@@ -287,7 +293,7 @@ fn op_text() -> impl Strategy<Value = String> {
         })
 }
 
-const FIELDS: [&str; 23] = [
+const FIELDS: [&str; 24] = [
     "v",
     "type",
     "id",
@@ -311,6 +317,7 @@ const FIELDS: [&str; 23] = [
     "ops",
     "state",
     "applied",
+    "applied_by",
 ];
 
 /// A member of an envelope: a known field with a value of the right type most of the time.
@@ -427,13 +434,14 @@ fn arb_envelope() -> impl Strategy<Value = Envelope> {
     })
 }
 
-/// An envelope's document fields: version, base, ops, state, applied.
+/// An envelope's document fields: version, base, ops, state, applied, applied_by.
 #[cfg(feature = "documents")]
 type DocFields = (
     Option<u64>,
     Option<u64>,
     Option<Vec<Op>>,
     Option<Vec<(String, Value)>>,
+    Option<Vec<String>>,
     Option<Vec<String>>,
 );
 /// Without documents an envelope has none.
@@ -448,6 +456,7 @@ fn arb_doc_fields() -> BoxedStrategy<DocFields> {
         opt(prop::collection::vec(arb_op(), 0..3)),
         opt(prop::collection::vec(("[a-z]{1,3}", any_value()), 0..3)),
         opt(prop::collection::vec(small_string(), 0..3)),
+        opt(prop::collection::vec(small_string(), 0..3)),
     )
         .boxed()
 }
@@ -458,8 +467,9 @@ fn arb_doc_fields() -> BoxedStrategy<DocFields> {
 }
 
 #[cfg(feature = "documents")]
-fn set_doc_fields(env: &mut Envelope, (version, base, ops, state, applied): DocFields) {
-    (env.version, env.base, env.ops, env.applied) = (version, base, ops, applied);
+fn set_doc_fields(env: &mut Envelope, (version, base, ops, state, applied, applied_by): DocFields) {
+    (env.version, env.base, env.ops) = (version, base, ops);
+    (env.applied, env.applied_by) = (applied, applied_by);
     env.state = state.map(|m| m.into_iter().collect());
 }
 
@@ -597,29 +607,35 @@ fn doc_server_message() -> impl Strategy<Value = ServerMessage> {
             any::<u64>(),
             opt(small_string()),
             prop::collection::vec(("[a-z]{1,3}", any_value()), 0..3),
-            prop::collection::vec(small_string(), 0..3)
+            prop::collection::vec(small_string(), 0..3),
+            opt(prop::collection::vec(small_string(), 0..3))
         )
-            .prop_map(|(channel, version, epoch, state, applied)| {
+            .prop_map(|(channel, version, epoch, state, applied, applied_by)| {
                 ServerMessage::DocSnapshot {
                     channel,
                     version,
                     epoch,
                     state: state.into_iter().collect(),
                     applied,
+                    applied_by,
                 }
             }),
         (
             small_string(),
             any::<u64>(),
             small_string(),
+            opt(small_string()),
             prop::collection::vec(arb_op(), 0..3)
         )
-            .prop_map(|(channel, version, id, ops)| ServerMessage::DocChange {
-                channel,
-                version,
-                id,
-                ops
-            }),
+            .prop_map(
+                |(channel, version, id, client_id, ops)| ServerMessage::DocChange {
+                    channel,
+                    version,
+                    id,
+                    client_id,
+                    ops
+                }
+            ),
     ]
 }
 

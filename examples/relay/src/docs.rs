@@ -4,7 +4,9 @@
 //! broadcast to everyone else syncing the document; a rejected change gets the author an
 //! `error` naming it and a fresh snapshot. Changes are deduplicated by the author's
 //! `client_id` and the change id (with a digest of the ops), like publishes: see
-//! [`Author`].
+//! [`Author`]. Every change goes out naming that author (`doc_change.client_id`, a
+//! snapshot's `applied_by`), so a client takes a change for its own only when both the
+//! author and the id are its own.
 //!
 //! Documents live in memory like everything else here: a restarted relay starts every
 //! document empty in a new epoch, and clients resync from a snapshot.
@@ -38,6 +40,8 @@ pub(crate) type QueuedSnapshots = HashMap<String, Ticket>;
 struct Logged {
     version: u64,
     id: String,
+    /// Its author's `client_id`.
+    client_id: String,
     /// Its `doc_change` frame, shared by the broadcast and every replay.
     frame: Utf8Bytes,
 }
@@ -51,7 +55,8 @@ struct Doc {
     log: VecDeque<Logged>,
     /// Upper bound of the state's JSON length, kept up to date change by change.
     state_bytes: usize,
-    /// Upper bound of the JSON length of the ids in `log` (a snapshot's `applied`).
+    /// Upper bound of the JSON length of the ids and authors in `log` (a snapshot's
+    /// `applied` and `applied_by`).
     applied_bytes: usize,
     /// The `doc_snapshot` frame of the current version, once someone asked for it.
     snapshot: Option<Utf8Bytes>,
@@ -101,6 +106,7 @@ impl Doc {
                     epoch: Some(server.epoch().to_owned()),
                     state: server.state().clone(),
                     applied: log.iter().map(|c| c.id.clone()).collect(),
+                    applied_by: Some(log.iter().map(|c| c.client_id.clone()).collect()),
                 })
             })
             .clone()
@@ -258,9 +264,11 @@ impl Docs {
             channel: channel.to_owned(),
             version: doc.server.version() + 1,
             id: id.clone(),
+            client_id: Some(member.to_owned()),
             ops: ops.clone(),
         });
-        if let Some(why) = self.over_limit(doc, channel, &id, state_bytes, change.len()) {
+        let logged_bytes = applied_entry_bytes(&id, member);
+        if let Some(why) = self.over_limit(doc, channel, logged_bytes, state_bytes, change.len()) {
             return refuse(author, TOO_LARGE, why, Some(id));
         }
         match doc.server.apply(member, &id, &ops) {
@@ -268,15 +276,16 @@ impl Docs {
                 doc.server.trim_log();
                 doc.state_bytes = state_bytes;
                 doc.snapshot = None;
-                doc.applied_bytes += id_bytes(&id);
+                doc.applied_bytes += logged_bytes;
                 doc.log.push_back(Logged {
                     version,
                     id: id.clone(),
+                    client_id: member.to_owned(),
                     frame: change.clone(),
                 });
                 while doc.log.len() > self.log_capacity {
                     if let Some(old) = doc.log.pop_front() {
-                        doc.applied_bytes -= id_bytes(&old.id);
+                        doc.applied_bytes -= applied_entry_bytes(&old.id, &old.client_id);
                     }
                 }
                 ack(author, id, version);
@@ -306,13 +315,14 @@ impl Docs {
         doc.push_snapshot(author, channel, queued);
     }
 
-    /// Why a change leaving `state_bytes` of state and broadcast as a `change_len`-byte
-    /// frame cannot be accepted, if it cannot.
+    /// Why a change adding `logged_bytes` to a snapshot's `applied` and `applied_by`, leaving
+    /// `state_bytes` of state and broadcast as a `change_len`-byte frame cannot be accepted,
+    /// if it cannot.
     fn over_limit(
         &self,
         doc: &Doc,
         channel: &str,
-        id: &str,
+        logged_bytes: usize,
         state_bytes: usize,
         change_len: usize,
     ) -> Option<String> {
@@ -328,9 +338,12 @@ impl Docs {
                 "the change would be a {change_len}-byte frame; this relay sends at most {max}"
             ));
         }
-        let mut applied_bytes = doc.applied_bytes + id_bytes(id);
+        let mut applied_bytes = doc.applied_bytes + logged_bytes;
         if doc.log.len() >= self.log_capacity {
-            applied_bytes -= doc.log.front().map_or(id_bytes(id), |c| id_bytes(&c.id));
+            applied_bytes -= doc
+                .log
+                .front()
+                .map_or(logged_bytes, |c| applied_entry_bytes(&c.id, &c.client_id));
         }
         let snapshot = snapshot_overhead(channel, doc.server.epoch()) + state_bytes + applied_bytes;
         (snapshot > max).then(|| {
@@ -397,14 +410,17 @@ fn entry_bytes(key: &str, value: &Value) -> usize {
     out.len() + 1
 }
 
-/// The JSON length of one id in an `applied` array, plus its comma.
-fn id_bytes(id: &str) -> usize {
+/// The JSON length of a change's entries in a snapshot's `applied` (its id) and `applied_by`
+/// (its author), with their commas.
+fn applied_entry_bytes(id: &str, client_id: &str) -> usize {
     let mut out = String::new();
     tether_core::json::write_str(&mut out, id);
-    out.len() + 1
+    tether_core::json::write_str(&mut out, client_id);
+    out.len() + 2
 }
 
-/// A snapshot frame's length besides its state and `applied` ids, at the longest version.
+/// A snapshot frame's length besides its state and its `applied` ids and authors, at the
+/// longest version.
 fn snapshot_overhead(channel: &str, epoch: &str) -> usize {
     frame(&ServerMessage::DocSnapshot {
         channel: channel.to_owned(),
@@ -412,6 +428,7 @@ fn snapshot_overhead(channel: &str, epoch: &str) -> usize {
         epoch: Some(epoch.to_owned()),
         state: Map::new(),
         applied: Vec::new(),
+        applied_by: Some(Vec::new()),
     })
     .len()
         + r#","applied":[]"#.len()
@@ -488,6 +505,16 @@ mod tests {
             );
         }
         assert_eq!(qa.drain_messages().len(), 6, "six acks");
+        // The snapshot's size bound covers its `applied` ids and their authors.
+        let mut d = docs.docs();
+        let doc = d.get_mut("d").unwrap();
+        let bound = snapshot_overhead("d", "e1") + doc.state_bytes + doc.applied_bytes;
+        let snapshot = doc.snapshot("d");
+        assert!(
+            snapshot.contains(r#""applied_by":["a","a","a","a","a","a"]"#),
+            "{snapshot}"
+        );
+        assert!(bound >= snapshot.len(), "{bound} < {}", snapshot.len());
     }
 
     #[test]

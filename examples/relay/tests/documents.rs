@@ -137,6 +137,10 @@ async fn change_ids_are_deduplicated_per_client_and_a_reused_id_is_refused() {
     let url = relay.ws_url();
     let mut alice = Client::hello(&url, "alice").await;
     let mut mallory = Client::hello(&url, "mallory").await;
+    assert!(matches!(
+        sync(&mut alice, None, None).await.as_slice(),
+        [ServerMessage::DocSnapshot { version: 0, .. }]
+    ));
     // Mallory takes the id alice will use next (ids are seen by every syncing client).
     mallory.send(change("alice-1", increment("m", 1))).await;
     assert_eq!(
@@ -144,6 +148,17 @@ async fn change_ids_are_deduplicated_per_client_and_a_reused_id_is_refused() {
         ServerMessage::Ack {
             id: "alice-1".into(),
             offset: Some(1)
+        }
+    );
+    // Alice hears of it as mallory's: her client must not take it for her own change.
+    assert_eq!(
+        alice.recv().await,
+        ServerMessage::DocChange {
+            channel: "doc".into(),
+            version: 1,
+            id: "alice-1".into(),
+            client_id: Some("mallory".into()),
+            ops: increment("m", 1),
         }
     );
     // Alice's change under that id is hers: applied as version 2, not acked as a duplicate
@@ -164,13 +179,43 @@ async fn change_ids_are_deduplicated_per_client_and_a_reused_id_is_refused() {
         ("duplicate_id", Some("alice-1"))
     );
     let mut reader = Client::hello(&url, "reader").await;
-    match sync(&mut reader, None, None).await.as_slice() {
-        [ServerMessage::DocSnapshot { version, state, .. }] => {
+    let epoch = match sync(&mut reader, None, None).await.as_slice() {
+        [ServerMessage::DocSnapshot {
+            version,
+            epoch,
+            state,
+            applied,
+            applied_by,
+            ..
+        }] => {
             assert_eq!(*version, 2);
             assert_eq!(state["a"], json!(1), "alice's change, once");
             assert_eq!(state["m"], json!(1), "mallory's change");
+            assert_eq!(applied, &["alice-1", "alice-1"]);
+            assert_eq!(
+                applied_by.as_deref(),
+                Some(&["mallory".to_owned(), "alice".to_owned()][..]),
+                "each under its author"
+            );
+            epoch.clone()
         }
         other => panic!("expected a snapshot, got {other:?}"),
-    }
+    };
+    // A replay names the authors too.
+    let authors: Vec<_> = sync(&mut reader, Some(0), epoch.as_deref())
+        .await
+        .into_iter()
+        .map(|m| match m {
+            ServerMessage::DocChange { id, client_id, .. } => (id, client_id),
+            other => panic!("expected a replayed change, got {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        authors,
+        [
+            ("alice-1".to_owned(), Some("mallory".to_owned())),
+            ("alice-1".to_owned(), Some("alice".to_owned()))
+        ]
+    );
     stop(relay, [alice, mallory, reader]).await;
 }

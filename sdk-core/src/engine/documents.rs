@@ -147,18 +147,44 @@ impl Engine {
         });
     }
 
+    /// Whether a change by `author` is this client's. Change ids are unique only within their
+    /// author, so one of ours is recognised by both; a server that does not name authors
+    /// (`None`) leaves the id alone to go by.
+    pub(super) fn is_own_change(&self, author: Option<&str>) -> bool {
+        author.is_none_or(|a| a == self.client_id)
+    }
+
+    /// The ids in a snapshot's `applied` that are this client's changes (all of them when the
+    /// server does not name the authors).
+    pub(super) fn own_changes(
+        &self,
+        applied: Vec<String>,
+        applied_by: Option<Vec<String>>,
+    ) -> Vec<String> {
+        let Some(authors) = applied_by else {
+            return applied;
+        };
+        applied
+            .into_iter()
+            .zip(authors)
+            .filter(|(_, author)| *author == self.client_id)
+            .map(|(id, _)| id)
+            .collect()
+    }
+
+    /// A snapshot; `ours`: the ids of this client's changes it contains.
     pub(super) fn on_doc_snapshot(
         &mut self,
         channel: String,
         version: u64,
         epoch: Option<String>,
         state: Map<String, Value>,
-        applied: Vec<String>,
+        ours: Vec<String>,
     ) {
         let Some(doc) = self.documents.get_mut(&channel) else {
             return;
         };
-        let reaction = doc.snapshot(version, epoch, state, &applied);
+        let reaction = doc.snapshot(version, epoch, state, &ours);
         self.events.push_back(Event::DocumentResynced {
             channel: channel.clone(),
             version,
@@ -171,12 +197,13 @@ impl Engine {
         channel: String,
         version: u64,
         id: String,
+        ours: bool,
         ops: Vec<Op>,
     ) {
         let Some(doc) = self.documents.get_mut(&channel) else {
             return;
         };
-        let reaction = doc.remote(version, &id, ops);
+        let reaction = doc.remote(version, &id, ours, ops);
         self.react(&channel, reaction);
     }
 

@@ -95,14 +95,22 @@ impl Engine {
                 epoch,
                 state,
                 applied,
-            } => self.on_doc_snapshot(channel, version, epoch, state, applied),
+                applied_by,
+            } => {
+                let ours = self.own_changes(applied, applied_by);
+                self.on_doc_snapshot(channel, version, epoch, state, ours)
+            }
             #[cfg(feature = "documents")]
             ServerMessage::DocChange {
                 channel,
                 version,
                 id,
+                client_id,
                 ops,
-            } => self.on_doc_change(channel, version, id, ops),
+            } => {
+                let ours = self.is_own_change(client_id.as_deref());
+                self.on_doc_change(channel, version, id, ours, ops)
+            }
         }
     }
 

@@ -188,7 +188,9 @@ impl Document {
     }
 
     /// A snapshot: the confirmed state is replaced; pending changes the snapshot already
-    /// contains (`applied`) are dropped; the rest are replayed on top.
+    /// contains (`applied`: the ids of this client's changes in it — the engine leaves out
+    /// those of other authors, as ids are unique only within their author) are dropped; the
+    /// rest are replayed on top.
     pub(crate) fn snapshot(
         &mut self,
         version: u64,
@@ -212,8 +214,17 @@ impl Document {
         }
     }
 
-    /// A change from the server at `version` (another client's, or ours replayed).
-    pub(crate) fn remote(&mut self, version: u64, wire: &str, ops: Vec<Op>) -> Reaction {
+    /// A change from the server at `version`: another client's, or ours replayed. `ours`: its
+    /// author is this client (or the server does not say). Only then can it confirm the
+    /// pending change with id `wire`: ids are unique only within their author, so another
+    /// client's change under our next id is a remote change like any other.
+    pub(crate) fn remote(
+        &mut self,
+        version: u64,
+        wire: &str,
+        ours: bool,
+        ops: Vec<Op>,
+    ) -> Reaction {
         let Some(current) = self.version else {
             return self.behind();
         };
@@ -223,7 +234,7 @@ impl Document {
         if version > current + 1 {
             return self.behind();
         }
-        if let Some(pos) = self.pending.iter().position(|p| p.wire == wire) {
+        if let Some(pos) = self.pending.iter().position(|p| ours && p.wire == wire) {
             return self.confirm_at(pos, version);
         }
         let keys = keys_of(&ops);
@@ -271,7 +282,7 @@ impl Document {
                 }
             }
             // A gap: keep it pending (the view stays right) and fetch what we missed; the
-            // replay will confirm it by id.
+            // replay will confirm it (by its id and author).
             _ => self.behind(),
         }
     }
@@ -495,8 +506,8 @@ mod tests {
         let mut d = synced();
         d.local(MessageId(1), "w1".into(), inc("n", 5));
         d.local(MessageId(2), "w2".into(), set("k", json!("mine")));
-        d.remote(1, "other", inc("n", 10));
-        d.remote(2, "other2", set("k", json!("theirs")));
+        d.remote(1, "other", false, inc("n", 10));
+        d.remote(2, "other2", false, set("k", json!("theirs")));
         assert_eq!(d.get("n"), Some(&json!(15)), "increments commute");
         assert_eq!(
             d.get("k"),
@@ -513,7 +524,7 @@ mod tests {
         let mut d = synced();
         d.local(MessageId(1), "w1".into(), set("k", json!("mine")));
         d.acked("w1", Some(1));
-        let r = d.remote(2, "other", set("k", json!("theirs")));
+        let r = d.remote(2, "other", false, set("k", json!("theirs")));
         let (origin, changes) = &r.changes[0];
         assert_eq!(*origin, ChangeOrigin::Remote);
         assert!(changes[0].overwrote_local);
@@ -533,7 +544,7 @@ mod tests {
         );
         d.local(MessageId(2), "w2".into(), set("x", json!(2)));
         // Someone else took the seat first.
-        d.remote(1, "other", set("seat", json!("them")));
+        d.remote(1, "other", false, set("seat", json!("them")));
         assert_eq!(
             d.get("seat"),
             Some(&json!("them")),
@@ -560,7 +571,7 @@ mod tests {
         ];
         d.local(MessageId(1), "w1".into(), claim);
         assert_eq!(d.get("bookings"), Some(&json!(1)));
-        let r = d.remote(1, "alice", set("seat", json!("alice")));
+        let r = d.remote(1, "alice", false, set("seat", json!("alice")));
         let keys: Vec<&str> = r.changes[0].1.iter().map(|c| c.key.as_str()).collect();
         assert_eq!(
             keys,
@@ -574,18 +585,21 @@ mod tests {
     fn gaps_ask_for_a_resync_once_and_replays_confirm_by_id() {
         let mut d = synced();
         d.local(MessageId(1), "w1".into(), inc("n", 1));
-        let r = d.remote(3, "x", inc("n", 1));
+        let r = d.remote(3, "x", false, inc("n", 1));
         assert!(r.resync);
         assert_eq!(
             d.sync_from().0,
             Some(0),
             "resumes after the confirmed version"
         );
-        assert!(!d.remote(4, "y", inc("n", 1)).resync, "asked already");
-        d.remote(1, "w1", inc("n", 1)); // our change, replayed
+        assert!(
+            !d.remote(4, "y", false, inc("n", 1)).resync,
+            "asked already"
+        );
+        d.remote(1, "w1", true, inc("n", 1)); // our change, replayed
         assert_eq!(d.pending(), 0);
-        d.remote(2, "z", inc("n", 1));
-        d.remote(3, "x", inc("n", 1));
+        d.remote(2, "z", false, inc("n", 1));
+        d.remote(3, "x", false, inc("n", 1));
         assert_eq!(d.get("n"), Some(&json!(3)));
     }
 
@@ -594,16 +608,19 @@ mod tests {
         let mut d = Document::new();
         let state = json!({"s": "text"}).as_object().cloned().unwrap();
         d.snapshot(5, Some("e".into()), state, &[]);
-        assert!(d.remote(7, "b", inc("n", 1)).resync, "a gap");
+        assert!(d.remote(7, "b", false, inc("n", 1)).resync, "a gap");
         assert_eq!(d.sync_from(), (Some(5), Some("e".into())));
         // The answer starts with a change our state cannot take: resuming would replay it.
         assert!(
-            d.remote(6, "a", inc("s", 1)).resync,
+            d.remote(6, "a", false, inc("s", 1)).resync,
             "asks again, for a snapshot"
         );
         assert_eq!(d.sync_from(), (None, Some("e".into())));
-        assert!(!d.remote(6, "a", inc("s", 1)).resync, "asked already");
-        assert!(!d.remote(7, "b", inc("n", 1)).resync);
+        assert!(
+            !d.remote(6, "a", false, inc("s", 1)).resync,
+            "asked already"
+        );
+        assert!(!d.remote(7, "b", false, inc("n", 1)).resync);
         let state = json!({"s": 1, "n": 1}).as_object().cloned().unwrap();
         d.snapshot(7, Some("e".into()), state, &[]);
         assert_eq!(d.sync_from(), (Some(7), Some("e".into())), "resumes again");
@@ -641,7 +658,7 @@ mod tests {
                 }
                 2 => {
                     version += 1;
-                    if d.remote(version, "other", ops).resync {
+                    if d.remote(version, "other", false, ops).resync {
                         // Our state cannot take it: start over from the "server's" (ours).
                         let state = d.confirmed().clone();
                         d.snapshot(version, Some("e".into()), state, &[]);

@@ -27,7 +27,7 @@ mod server;
 pub use crate::protocol::Op;
 pub(crate) use document::Reaction;
 pub use document::{ChangeOrigin, Document, KeyChange};
-pub use server::{ChangeOutcome, DocumentServer, SyncReply};
+pub use server::{ChangeOutcome, DocumentServer, LoggedChange, SyncReply};
 
 use crate::errors::Quoted;
 use serde_json::{Map, Number, Value};

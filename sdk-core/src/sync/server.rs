@@ -10,6 +10,11 @@
 //! alone, anyone could send another client's next id first and have that client's change
 //! acknowledged as a duplicate but never applied. The same id from the same author with other
 //! ops is not a resend either; it is refused ([`ChangeOutcome::IdReused`]).
+//!
+//! The author goes out with every change too ([`LoggedChange::client_id`], a snapshot's
+//! `applied_by`), because the client's side of the same rule is to take a change as its own
+//! only when both the author and the id are its own: matched on the id alone, another
+//! client's change sent under its next id would be confirmed in place of its own.
 
 use super::{apply_change, Op, Rejection};
 use serde_json::{Map, Value};
@@ -43,8 +48,8 @@ pub enum ChangeOutcome {
 /// The answer to `doc_sync`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SyncReply {
-    /// The changes after the client's version, in order: (version, id, ops).
-    Changes(Vec<(u64, String, Vec<Op>)>),
+    /// The changes after the client's version, in order.
+    Changes(Vec<LoggedChange>),
     /// The whole state (the log no longer reaches back, another epoch, or a first sync).
     Snapshot {
         /// The version.
@@ -53,7 +58,22 @@ pub enum SyncReply {
         state: Map<String, Value>,
         /// Ids of the changes in the log (all included in `state`).
         applied: Vec<String>,
+        /// Their authors, index by index.
+        applied_by: Vec<String>,
     },
+}
+
+/// One applied change, as the log keeps it and a `doc_change` carries it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoggedChange {
+    /// The version it produced.
+    pub version: u64,
+    /// Its author (the name given to [`DocumentServer::apply`], such as `hello.client_id`).
+    pub client_id: String,
+    /// Its id, unique only within its author.
+    pub id: String,
+    /// Its operations.
+    pub ops: Vec<Op>,
 }
 
 /// One document, authoritative.
@@ -62,7 +82,7 @@ pub struct DocumentServer {
     epoch: String,
     version: u64,
     state: Map<String, Value>,
-    log: VecDeque<(u64, String, Vec<Op>)>,
+    log: VecDeque<LoggedChange>,
     log_capacity: usize,
     /// Applied changes by (author, id) → version and digest of the ops, kept longer than the
     /// log (and through `trim_log`): a resend must never be applied twice just because the
@@ -141,8 +161,12 @@ impl DocumentServer {
             return ChangeOutcome::Rejected(rejection);
         }
         self.version += 1;
-        self.log
-            .push_back((self.version, id.to_owned(), ops.to_vec()));
+        self.log.push_back(LoggedChange {
+            version: self.version,
+            client_id: author.to_owned(),
+            id: id.to_owned(),
+            ops: ops.to_vec(),
+        });
         while self.log.len() > self.log_capacity {
             self.log.pop_front();
         }
@@ -166,15 +190,11 @@ impl DocumentServer {
     /// What a client at `version` of `epoch` needs: the changes after its version when the
     /// log still has them all, else a snapshot (the rule of [`replay_after`](Self::replay_after)).
     pub fn sync(&self, version: Option<u64>, epoch: Option<&str>) -> SyncReply {
-        let oldest_logged = self.log.front().map(|(v, _, _)| *v);
+        let oldest_logged = self.log.front().map(|c| c.version);
         match self.replay_after(version, epoch, oldest_logged) {
-            Some(v) => SyncReply::Changes(
-                self.log
-                    .iter()
-                    .filter(|(lv, _, _)| *lv > v)
-                    .cloned()
-                    .collect(),
-            ),
+            Some(v) => {
+                SyncReply::Changes(self.log.iter().filter(|c| c.version > v).cloned().collect())
+            }
             None => self.snapshot(),
         }
     }
@@ -229,7 +249,8 @@ impl DocumentServer {
         SyncReply::Snapshot {
             version: self.version,
             state: self.state.clone(),
-            applied: self.log.iter().map(|(_, id, _)| id.clone()).collect(),
+            applied: self.log.iter().map(|c| c.id.clone()).collect(),
+            applied_by: self.log.iter().map(|c| c.client_id.clone()).collect(),
         }
     }
 
@@ -282,7 +303,7 @@ mod tests {
         s.apply("me", "c", &set("y", 3));
         match s.sync(Some(1), Some("e")) {
             SyncReply::Changes(c) => {
-                assert_eq!(c.iter().map(|c| c.0).collect::<Vec<_>>(), vec![2, 3])
+                assert_eq!(c.iter().map(|c| c.version).collect::<Vec<_>>(), vec![2, 3])
             }
             other => panic!("{other:?}"),
         }
@@ -299,10 +320,16 @@ mod tests {
                 version,
                 state,
                 applied,
+                applied_by,
             } => {
                 assert_eq!(
-                    (version, state["x"].clone(), applied),
-                    (3, json!(2), vec!["b".into(), "c".into()])
+                    (version, state["x"].clone(), applied, applied_by),
+                    (
+                        3,
+                        json!(2),
+                        vec!["b".into(), "c".into()],
+                        vec!["me".into(), "me".into()]
+                    )
                 );
             }
             other => panic!("{other:?}"),
@@ -361,6 +388,20 @@ mod tests {
             Some(ChangeOutcome::IdReused { version: 2 })
         );
         assert_eq!((s.version(), &s.state()["y"]), (2, &json!(1)));
+        // Both go out under their author, so each client can tell its own.
+        match s.sync(Some(0), Some("e")) {
+            SyncReply::Changes(c) => assert_eq!(
+                c.iter()
+                    .map(|c| (c.client_id.as_str(), c.id.as_str()))
+                    .collect::<Vec<_>>(),
+                [("mallory", "alice-8"), ("alice", "alice-8")]
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            s.snapshot(),
+            SyncReply::Snapshot { applied_by, .. } if applied_by == ["mallory", "alice"]
+        ));
     }
 
     #[test]

@@ -13,6 +13,11 @@ use tether_core::{Action, Config, Engine, Event, Frame, Instant, Prng, Protocol,
 
 pub const DOC: &str = "doc";
 
+/// Client `i`'s `client_id`, which the server keys its changes on and names as their author.
+pub fn author(i: usize) -> String {
+    format!("client{i}")
+}
+
 /// Where a frame is going.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum To {
@@ -62,7 +67,7 @@ impl DocNet {
             .map(|i| {
                 let config = Config::builder("ws://relay/")
                     .protocol(Protocol::Tether)
-                    .client_id(format!("client{i}"))
+                    .client_id(author(i))
                     .backoff_initial(Duration::from_millis(100))
                     .backoff_max(Duration::from_secs(2))
                     .heartbeat_interval(Duration::from_secs(1))
@@ -178,30 +183,56 @@ impl DocNet {
                 let Some(Frame::Text(text)) = d.frame else {
                     return;
                 };
-                for reply in self.serve(i, &text) {
-                    self.send(
-                        i,
-                        d.transport,
-                        To::Client,
-                        Some(Frame::Text(reply.0.encode())),
-                    );
-                    if let Some(broadcast) = reply.1 {
-                        for j in 0..self.nodes.len() {
-                            if j != i {
-                                if let Some(t) = self.nodes[j].conn {
-                                    self.send(
-                                        j,
-                                        t,
-                                        To::Client,
-                                        Some(Frame::Text(broadcast.encode())),
-                                    );
-                                }
-                            }
+                self.serve_and_send(i, Some(d.transport), &text);
+            }
+        }
+    }
+
+    /// The server handles a frame from client `i` (its answers go back on `transport`, if
+    /// any) and broadcasts what it must to everyone else connected.
+    fn serve_and_send(&mut self, i: usize, transport: Option<TransportId>, text: &str) {
+        for reply in self.serve(i, text) {
+            if let Some(t) = transport {
+                self.send(i, t, To::Client, Some(Frame::Text(reply.0.encode())));
+            }
+            if let Some(broadcast) = reply.1 {
+                for j in 0..self.nodes.len() {
+                    if j != i {
+                        if let Some(t) = self.nodes[j].conn {
+                            self.send(j, t, To::Client, Some(Frame::Text(broadcast.encode())));
                         }
                     }
                 }
             }
         }
+    }
+
+    /// A frame reaches the server now from `author(i)`, a client that is not one of the
+    /// nodes (`i >= nodes.len()`; say, one that crafts its frames by hand): what it is
+    /// answered is lost, what is broadcast reaches every node.
+    pub fn outsider_sends(&mut self, i: usize, msg: &ClientMessage) {
+        assert!(i >= self.nodes.len(), "client{i} is a node");
+        self.serve_and_send(i, None, &msg.encode());
+    }
+
+    /// The ids of the `doc_change`s client `i` has sent that have not reached the server yet.
+    pub fn changes_in_flight(&self, i: usize) -> Vec<String> {
+        let mut flying: Vec<&Delivery> = self
+            .queue
+            .iter()
+            .filter(|d| d.client == i && d.to == To::Server)
+            .collect();
+        flying.sort_by_key(|d| d.seq);
+        flying
+            .into_iter()
+            .filter_map(|d| match &d.frame {
+                Some(Frame::Text(text)) => match ClientMessage::decode(text) {
+                    Ok(ClientMessage::DocChange { id, .. }) => Some(id),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect()
     }
 
     /// The server's answers to one client frame: (to the sender, optional broadcast).
@@ -218,13 +249,14 @@ impl DocNet {
             } => match self.server.sync(version, epoch.as_deref()) {
                 SyncReply::Changes(changes) => changes
                     .into_iter()
-                    .map(|(version, id, ops)| {
+                    .map(|c| {
                         (
                             ServerMessage::DocChange {
                                 channel: channel.clone(),
-                                version,
-                                id,
-                                ops,
+                                version: c.version,
+                                id: c.id,
+                                client_id: Some(c.client_id),
+                                ops: c.ops,
                             },
                             None,
                         )
@@ -234,6 +266,7 @@ impl DocNet {
                     version,
                     state,
                     applied,
+                    applied_by,
                 } => vec![(
                     ServerMessage::DocSnapshot {
                         channel,
@@ -241,13 +274,14 @@ impl DocNet {
                         epoch: Some(self.server.epoch().to_owned()),
                         state,
                         applied,
+                        applied_by: Some(applied_by),
                     },
                     None,
                 )],
             },
             ClientMessage::DocChange {
                 id, channel, ops, ..
-            } => match self.server.apply(&format!("client{client}"), &id, &ops) {
+            } => match self.server.apply(&author(client), &id, &ops) {
                 ChangeOutcome::Applied { version } => {
                     self.applied.push(id.clone());
                     vec![(
@@ -259,6 +293,7 @@ impl DocNet {
                             channel,
                             version,
                             id,
+                            client_id: Some(author(client)),
                             ops,
                         }),
                     )]
@@ -279,6 +314,7 @@ impl DocNet {
                         version,
                         state,
                         applied,
+                        applied_by,
                     } = self.server.snapshot()
                     else {
                         return vec![];
@@ -299,6 +335,7 @@ impl DocNet {
                                 epoch: Some(self.server.epoch().to_owned()),
                                 state,
                                 applied,
+                                applied_by: Some(applied_by),
                             },
                             None,
                         ),
