@@ -69,7 +69,7 @@ pub(crate) enum PingModeArg {
 pub(crate) struct ConnectArgs {
     /// ws://, wss:// (WebSocket) or http://, https:// (Server-Sent Events: receive-only, so
     /// stdin is not read and --publish, --ack-timeout, --document and --subscribe are refused;
-    /// use --protocol tether for the relay's /sse/<channel> stream).
+    /// use --protocol tether for the relay's /sse/CHANNEL stream).
     pub url: String,
     /// Wire protocol. Default: tether when --subscribe, --publish or --document is given,
     /// else raw.
