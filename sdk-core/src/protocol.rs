@@ -730,14 +730,31 @@ impl ServerMessage {
             // A snapshot replaces the whole document and a change is applied for good: a
             // missing field must not read as "version 0, empty" and wipe what the client has.
             #[cfg(feature = "documents")]
-            "doc_snapshot" => ServerMessage::DocSnapshot {
-                channel: env.take_channel("doc_snapshot")?,
-                version: required("doc_snapshot", "version", env.version)?,
-                epoch: env.epoch.take(),
-                state: required("doc_snapshot", "state", env.state.take())?,
-                applied: env.applied.take().unwrap_or_default(),
-                applied_by: env.applied_by.take(),
-            },
+            "doc_snapshot" => {
+                let snapshot = ServerMessage::DocSnapshot {
+                    channel: env.take_channel("doc_snapshot")?,
+                    version: required("doc_snapshot", "version", env.version)?,
+                    epoch: env.epoch.take(),
+                    state: required("doc_snapshot", "state", env.state.take())?,
+                    applied: env.applied.take().unwrap_or_default(),
+                    applied_by: env.applied_by.take(),
+                };
+                // Authors are matched to ids by position: a list of another length would
+                // attribute changes to the wrong client, or to none.
+                if let ServerMessage::DocSnapshot {
+                    applied,
+                    applied_by: Some(by),
+                    ..
+                } = &snapshot
+                {
+                    if by.len() != applied.len() {
+                        return Err(DecodeError::Malformed(
+                            "`applied_by` must name one author per `applied` change".into(),
+                        ));
+                    }
+                }
+                snapshot
+            }
             #[cfg(feature = "documents")]
             "doc_change" => ServerMessage::DocChange {
                 channel: env.take_channel("doc_change")?,
@@ -1420,6 +1437,19 @@ mod tests {
                 ..
             })
         ));
+        // Authors go with ids by position: another count is refused, not mis-attributed.
+        for by in [r#"["alice"]"#, r#"["alice","bob","carol"]"#, "[]"] {
+            let frame = format!(
+                r#"{{"type":"doc_snapshot","channel":"d","version":2,"state":{{}},"applied":["c-1","c-2"],"applied_by":{by}}}"#
+            );
+            assert!(
+                matches!(
+                    ServerMessage::decode(&frame),
+                    Err(DecodeError::Malformed(_))
+                ),
+                "{by}"
+            );
+        }
     }
 
     #[test]

@@ -607,17 +607,19 @@ fn doc_server_message() -> impl Strategy<Value = ServerMessage> {
             any::<u64>(),
             opt(small_string()),
             prop::collection::vec(("[a-z]{1,3}", any_value()), 0..3),
-            prop::collection::vec(small_string(), 0..3),
-            opt(prop::collection::vec(small_string(), 0..3))
+            // One author per applied id, as the codec requires (or none at all).
+            prop::collection::vec((small_string(), small_string()), 0..3),
+            any::<bool>()
         )
-            .prop_map(|(channel, version, epoch, state, applied, applied_by)| {
+            .prop_map(|(channel, version, epoch, state, applied, named)| {
+                let (applied, authors): (Vec<String>, Vec<String>) = applied.into_iter().unzip();
                 ServerMessage::DocSnapshot {
                     channel,
                     version,
                     epoch,
                     state: state.into_iter().collect(),
                     applied,
-                    applied_by,
+                    applied_by: named.then_some(authors),
                 }
             }),
         (
