@@ -261,6 +261,45 @@ fn another_clients_change_under_our_next_id_is_not_taken_for_ours() {
 /// so she resyncs from a snapshot whose `applied` lists that id. It is mallory's
 /// (`applied_by`): alice's change stays pending, is resent and applied. Matched on the id
 /// alone, she dropped it as already applied, and her view lost it.
+/// `client_id` is self-declared: mallory says she is alice and sends under alice's next id
+/// first. The server applies it as alice's, and alice's engine takes its broadcast (her
+/// author, her id) for her pending change; her own change is then refused as `duplicate_id`.
+/// She must not stay on her ops at mallory's version: she is told, and resyncs.
+#[test]
+fn a_change_confirmed_by_an_impersonators_broadcast_then_refused_resyncs() {
+    let mut net = started(2, 9);
+    let change = net.change(0, inc("a", 1)).unwrap();
+    let [alices] = net.changes_in_flight(0).try_into().unwrap();
+    net.impersonator_sends(
+        0,
+        &ClientMessage::DocChange {
+            id: alices,
+            channel: DOC.into(),
+            base: 0,
+            ops: inc("m", 1),
+        },
+    );
+    net.settle(secs(5));
+    net.expect_same_everywhere();
+    assert_eq!(
+        (net.server.version(), net.view(0)),
+        (1, json!({"m": 1}).as_object().cloned().unwrap()),
+        "mallory's change, not alice's"
+    );
+    let rejected = net.events(0, |e| match e {
+        Event::ChangeRejected {
+            change: c, code, ..
+        } => Some((*c, code.clone())),
+        _ => None,
+    });
+    assert_eq!(rejected, [(change, "duplicate_id".to_owned())]);
+    let resynced = net.events(0, |e| match e {
+        Event::DocumentResynced { version, .. } => Some(*version),
+        _ => None,
+    });
+    assert_eq!(resynced, [0, 1], "the first sync, then a snapshot at 1");
+}
+
 #[test]
 fn a_snapshot_holding_another_clients_change_under_our_id_does_not_drop_ours() {
     let mut net = DocNet::new(2, 8, 2);

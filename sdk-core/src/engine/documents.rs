@@ -5,7 +5,7 @@ use super::Engine;
 use crate::action::Frame;
 use crate::config::Protocol;
 use crate::errors::SyncError;
-use crate::event::{Event, MessageId};
+use crate::event::{DropReason, Event, MessageId};
 use crate::outbox::Awaiting;
 use crate::protocol::{ClientMessage, Op};
 use crate::sync::{ChangeOrigin, Document, KeyChange};
@@ -229,26 +229,51 @@ impl Engine {
         }
     }
 
-    /// A message left the outbox undelivered: if it was a document change, roll it back.
-    pub(super) fn on_doc_discarded(&mut self, id: MessageId, code: &str) {
-        let Some(channel) = self
+    /// A message left the outbox undelivered: if it was a pending document change, roll it
+    /// back. If it was one already taken as applied (a broadcast under our author and its id
+    /// confirmed it, or a snapshot listed it) and the server refused it, the change taken for
+    /// ours was someone else's under our `client_id` and id: report the refusal, and resync
+    /// the document from a snapshot if its confirmed state took our ops in its place.
+    pub(super) fn on_doc_discarded(&mut self, id: MessageId, reason: &DropReason) {
+        let code = match reason {
+            DropReason::Rejected { code } => code.clone(),
+            other => other.name().to_owned(),
+        };
+        let pending = self
             .documents
             .iter()
             .find(|(_, d)| d.has_pending(id))
-            .map(|(c, _)| c.clone())
+            .map(|(c, _)| c.clone());
+        if let Some(channel) = pending {
+            let Some((_, changes)) = self.documents.get_mut(&channel).and_then(|d| d.discard(id))
+            else {
+                return;
+            };
+            self.events.push_back(Event::ChangeRejected {
+                channel: channel.clone(),
+                change: id,
+                code,
+            });
+            self.emit_doc_changes(&channel, ChangeOrigin::RolledBack, changes);
+            return;
+        }
+        let Some((channel, reaction)) = self
+            .documents
+            .iter_mut()
+            .find_map(|(c, d)| Some((c.clone(), d.unacked_dropped(id)?)))
         else {
             return;
         };
-        let Some((_, changes)) = self.documents.get_mut(&channel).and_then(|d| d.discard(id))
-        else {
-            return;
-        };
-        self.events.push_back(Event::ChangeRejected {
-            channel: channel.clone(),
-            change: id,
-            code: code.to_owned(),
-        });
-        self.emit_doc_changes(&channel, ChangeOrigin::RolledBack, changes);
+        // Dropped here (expired, overflow, closing) it was most likely applied as ours: only a
+        // refusal says it was not. Either way the snapshot tells what the server holds.
+        if matches!(reason, DropReason::Rejected { .. }) {
+            self.events.push_back(Event::ChangeRejected {
+                channel: channel.clone(),
+                change: id,
+                code,
+            });
+        }
+        self.react(&channel, reaction);
     }
 
     fn emit_doc_changes(&mut self, channel: &str, origin: ChangeOrigin, changes: Vec<KeyChange>) {

@@ -312,14 +312,8 @@ impl Engine {
             return;
         }
         #[cfg(feature = "documents")]
-        {
-            let code = match &reason {
-                DropReason::Rejected { code } => code.clone(),
-                other => other.name().to_owned(),
-            };
-            for id in &ids {
-                self.on_doc_discarded(*id, &code);
-            }
+        for id in &ids {
+            self.on_doc_discarded(*id, &reason);
         }
         let n = ids.len() as u64;
         match reason {

@@ -55,6 +55,19 @@ struct Pending {
     ops: Vec<Op>,
 }
 
+/// One of our changes taken as applied before its ack came: confirmed by a broadcast (or a
+/// replay) naming our author and its id, or left out of the pending ones because a snapshot
+/// listed it. Author and id are only what the sender declares, so it may have been another
+/// client's change sent under ours; the server's verdict on our own message tells.
+#[derive(Debug, Clone)]
+struct Unacked {
+    id: MessageId,
+    wire: String,
+    /// Its ops went into `confirmed` (a broadcast), which is wrong if the verdict says the
+    /// change was not ours. Cleared by a snapshot (then `confirmed` is the server's).
+    in_state: bool,
+}
+
 /// One shared document as this client knows it.
 #[derive(Debug, Clone)]
 pub struct Document {
@@ -73,6 +86,10 @@ pub struct Document {
     /// The confirmed state is known to be wrong (a change the server applied does not apply to
     /// it): syncs ask for a snapshot, not for the changes after `version`, until one arrives.
     needs_snapshot: bool,
+    /// Our changes taken as applied whose ack has not come yet. Each left `pending` for here,
+    /// and leaves on its ack or when its message leaves the outbox otherwise
+    /// (`unacked_dropped`), so there are never more than the outbox holds.
+    unacked: Vec<Unacked>,
 }
 
 impl Default for Document {
@@ -103,6 +120,7 @@ impl Document {
             mine: SortedSet::default(),
             resync_from: None,
             needs_snapshot: false,
+            unacked: Vec::new(),
         }
     }
 
@@ -200,7 +218,22 @@ impl Document {
     ) -> Reaction {
         let mut keys: SortedSet<String> = self.view.keys().cloned().collect();
         keys.extend(state.keys().cloned());
-        self.pending.retain(|p| !applied.contains(&p.wire));
+        for u in &mut self.unacked {
+            u.in_state = false; // `confirmed` is about to be the server's
+        }
+        let mut i = 0;
+        while i < self.pending.len() {
+            if applied.contains(&self.pending[i].wire) {
+                let p = self.pending.remove(i);
+                self.unacked.push(Unacked {
+                    id: p.id,
+                    wire: p.wire,
+                    in_state: false,
+                });
+            } else {
+                i += 1;
+            }
+        }
         self.confirmed = state;
         self.version = Some(version);
         self.epoch = epoch;
@@ -235,6 +268,12 @@ impl Document {
             return self.behind();
         }
         if let Some(pos) = self.pending.iter().position(|p| ours && p.wire == wire) {
+            let unacked = Unacked {
+                id: self.pending[pos].id,
+                wire: self.pending[pos].wire.clone(),
+                in_state: true,
+            };
+            self.unacked.push(unacked);
             return self.confirm_at(pos, version);
         }
         let keys = keys_of(&ops);
@@ -262,6 +301,8 @@ impl Document {
 
     /// The server acknowledged our change `wire` at `version`.
     pub(crate) fn acked(&mut self, wire: &str, version: Option<u64>) -> Reaction {
+        // Taken as applied already, rightly: the server applied it as ours.
+        self.unacked.retain(|u| u.wire != wire);
         let Some(pos) = self.pending.iter().position(|p| p.wire == wire) else {
             return Reaction::default();
         };
@@ -293,6 +334,20 @@ impl Document {
         let p = self.take_pending(pos)?;
         let changes = self.refresh(&keys_of(&p.ops), |_| false);
         Some((p.wire, changes))
+    }
+
+    /// Our change `id` left the outbox without an ack (refused, or dropped) after it was taken
+    /// as applied (`None` if it was not): the change taken for it may have been another
+    /// client's under our author and id, so a `confirmed` that took its ops is not to be
+    /// trusted: ask for a snapshot.
+    pub(crate) fn unacked_dropped(&mut self, id: MessageId) -> Option<Reaction> {
+        let pos = self.unacked.iter().position(|u| u.id == id)?;
+        let u = self.unacked.remove(pos);
+        Some(if u.in_state {
+            self.cannot_apply()
+        } else {
+            Reaction::default()
+        })
     }
 
     fn take_pending(&mut self, pos: usize) -> Option<Pending> {
@@ -681,6 +736,30 @@ mod tests {
             }
             assert_eq!(d.view(), &expected);
         }
+    }
+
+    #[test]
+    fn a_change_taken_as_applied_then_refused_asks_for_a_snapshot_once_acks_forget_it() {
+        let mut d = synced();
+        d.local(MessageId(1), "w1".into(), inc("n", 1));
+        d.local(MessageId(2), "w2".into(), inc("n", 1));
+        d.remote(1, "w1", true, inc("m", 1)); // "ours" by author and id: confirms w1
+        d.remote(2, "w2", true, inc("n", 1));
+        assert_eq!(d.pending(), 0);
+        assert!(
+            d.acked("w2", Some(2)).changes.is_empty(),
+            "already confirmed"
+        );
+        assert_eq!(d.unacked_dropped(MessageId(2)), None, "the ack settled it");
+        let r = d.unacked_dropped(MessageId(1)).unwrap();
+        assert!(r.resync, "w1 was refused: the broadcast was not ours");
+        assert_eq!(d.sync_from(), (None, Some("e".into())), "for a snapshot");
+        assert_eq!(d.unacked_dropped(MessageId(1)), None, "once");
+        // One listed by a snapshot: the confirmed state is the server's, nothing to fetch.
+        d.local(MessageId(3), "w3".into(), inc("n", 1));
+        d.snapshot(3, Some("e".into()), Map::new(), &["w3".into()]);
+        assert_eq!(d.unacked_dropped(MessageId(3)), Some(Reaction::default()));
+        assert!(d.unacked.is_empty());
     }
 
     #[test]

@@ -15,6 +15,11 @@
 //! `applied_by`), because the client's side of the same rule is to take a change as its own
 //! only when both the author and the id are its own: matched on the id alone, another
 //! client's change sent under its next id would be confirmed in place of its own.
+//!
+//! Both protect a client only as far as the author given to [`DocumentServer::apply`] is
+//! authenticated: with a self-declared `hello.client_id`, another client can send as this one
+//! under its next id. Its change is then applied as this client's, whose real change is refused
+//! as `duplicate_id`; the client's engine, which took the broadcast for its own, resyncs.
 
 use super::{apply_change, Op, Rejection};
 use serde_json::{Map, Value};

@@ -58,6 +58,9 @@ pub struct DocNet {
     pub applied: Vec<String>,
     /// Increments each client made, by the change id its engine returned.
     pub increments: std::collections::HashMap<(usize, tether_core::MessageId), i64>,
+    /// (author, id) of the changes an impersonator sent under a node's `client_id`: the only
+    /// ones a node's own change may legitimately collide with.
+    impersonated: Vec<(String, String)>,
 }
 
 impl DocNet {
@@ -96,6 +99,7 @@ impl DocNet {
             seq: 0,
             applied: Vec::new(),
             increments: Default::default(),
+            impersonated: Vec::new(),
         }
     }
 
@@ -183,15 +187,15 @@ impl DocNet {
                 let Some(Frame::Text(text)) = d.frame else {
                     return;
                 };
-                self.serve_and_send(i, Some(d.transport), &text);
+                self.serve_and_send(i, &author(i), Some(d.transport), &text);
             }
         }
     }
 
     /// The server handles a frame from client `i` (its answers go back on `transport`, if
     /// any) and broadcasts what it must to everyone else connected.
-    fn serve_and_send(&mut self, i: usize, transport: Option<TransportId>, text: &str) {
-        for reply in self.serve(i, text) {
+    fn serve_and_send(&mut self, i: usize, as_: &str, transport: Option<TransportId>, text: &str) {
+        for reply in self.serve(as_, text) {
             if let Some(t) = transport {
                 self.send(i, t, To::Client, Some(Frame::Text(reply.0.encode())));
             }
@@ -212,7 +216,18 @@ impl DocNet {
     /// answered is lost, what is broadcast reaches every node.
     pub fn outsider_sends(&mut self, i: usize, msg: &ClientMessage) {
         assert!(i >= self.nodes.len(), "client{i} is a node");
-        self.serve_and_send(i, None, &msg.encode());
+        self.serve_and_send(i, &author(i), None, &msg.encode());
+    }
+
+    /// A frame reaches the server now from a client that is not one of the nodes but says in
+    /// its `hello` that it is node `victim` (`client_id` is self-declared; the server ties it
+    /// to nothing): what it is answered is lost, what is broadcast reaches every node,
+    /// `victim` included.
+    pub fn impersonator_sends(&mut self, victim: usize, msg: &ClientMessage) {
+        if let ClientMessage::DocChange { id, .. } = msg {
+            self.impersonated.push((author(victim), id.clone()));
+        }
+        self.serve_and_send(self.nodes.len(), &author(victim), None, &msg.encode());
     }
 
     /// The ids of the `doc_change`s client `i` has sent that have not reached the server yet.
@@ -236,7 +251,7 @@ impl DocNet {
     }
 
     /// The server's answers to one client frame: (to the sender, optional broadcast).
-    fn serve(&mut self, client: usize, text: &str) -> Vec<(ServerMessage, Option<ServerMessage>)> {
+    fn serve(&mut self, client: &str, text: &str) -> Vec<(ServerMessage, Option<ServerMessage>)> {
         let Ok(msg) = ClientMessage::decode(text) else {
             return vec![];
         };
@@ -281,7 +296,7 @@ impl DocNet {
             },
             ClientMessage::DocChange {
                 id, channel, ops, ..
-            } => match self.server.apply(&author(client), &id, &ops) {
+            } => match self.server.apply(client, &id, &ops) {
                 ChangeOutcome::Applied { version } => {
                     self.applied.push(id.clone());
                     vec![(
@@ -293,7 +308,7 @@ impl DocNet {
                             channel,
                             version,
                             id,
-                            client_id: Some(author(client)),
+                            client_id: Some(client.to_owned()),
                             ops,
                         }),
                     )]
@@ -305,9 +320,22 @@ impl DocNet {
                     },
                     None,
                 )],
-                // The engine never reuses an id for other ops; seen here, it is a bug.
+                // The engine never reuses an id for other ops: unless an impersonator took it
+                // first, seen here it is a bug.
                 ChangeOutcome::IdReused { version } => {
-                    panic!("client{client} reused change id {id} (first applied at {version})")
+                    let key = (client.to_owned(), id.clone());
+                    assert!(
+                        self.impersonated.contains(&key),
+                        "{client} reused change id {id} (first applied at {version})"
+                    );
+                    vec![(
+                        ServerMessage::Error {
+                            code: "duplicate_id".into(),
+                            message: format!("{id} was already used for other ops"),
+                            id: Some(id),
+                        },
+                        None,
+                    )]
                 }
                 ChangeOutcome::Rejected(r) => {
                     let SyncReply::Snapshot {
