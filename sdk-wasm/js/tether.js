@@ -134,9 +134,12 @@ function known(options, types) {
     if (typeof types[key] !== 'string') {
       throw new TetherError('invalid_argument', `unknown option ${key} (known: ${Object.keys(types).join(', ')})`);
     }
-    typed(options[key], types[key], key);
   }
-  return options;
+  // A fresh object, each value read once and checked: what the call uses is what was checked,
+  // also for an inherited value or a getter.
+  const checked = {};
+  for (const key of Object.keys(types)) checked[key] = typed(options[key], types[key], key);
+  return checked;
 }
 
 // A send's options as the module's send() takes them: ack, ttlMs, timeoutMs. The acked calls

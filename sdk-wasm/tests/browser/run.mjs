@@ -225,6 +225,9 @@ test('per-call options: request takes timeoutMs; an unknown key is refused (inva
       requestWrongType: await refusal(() => c.request('r7', { timeoutMs: '100' })),
       notAnObject: await refusal(() => c.publish('room', 'r8', 5000)),
       closeMisspelt: await refusal(() => c.close(1000, '', { drian: 10 })),
+      // What is read is what is checked: inherited values and getters too.
+      inheritedWrongType: await refusal(() => c.publish('room', 'r9', Object.create({ ttlMs: '5000' }))),
+      getterWrongType: await refusal(() => c.sendAcked('r10', { get timeoutMs() { return 'soon'; } })),
     };
     const after = { accepted: c.stats.messagesAccepted, outbox: c.stats.outboxLength, sent: c.stats.framesSent };
     c.publish('room', 'marker', { ack: false });
@@ -247,6 +250,8 @@ test('per-call options: request takes timeoutMs; an unknown key is refused (inva
     requestWrongType: ia('rejected', 'timeoutMs must be a number'),
     notAnObject: ia('threw', 'options must be an object'),
     closeMisspelt: ia('threw', 'unknown option drian (known: drain)'),
+    inheritedWrongType: ia('threw', 'ttlMs must be a number'),
+    getterWrongType: ia('rejected', 'timeoutMs must be a number'),
   });
   assert.deepEqual(r.after, r.before, 'no refused call reached the outbox or the socket');
   assert.equal(r.state, 'open', 'the refused close did not close');
