@@ -11,8 +11,10 @@ mod common;
 use common::{start_relay, tether_with_stdin, JsonConnect, LIMIT};
 use serde_json::Value;
 use std::process::Stdio;
+use tether_relay::RelayHandle;
 use tether_tests::tap::{Ending, WsTap};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::ChildStdin;
 use tokio::time::timeout;
 
 /// Sends `signal` (`INT`, `TERM`) to the process `pid`, through the shell's built-in `kill`
@@ -27,6 +29,36 @@ fn kill(pid: u32, signal: &str) {
 
 fn signal(run: &JsonConnect, signal: &str) {
     kill(run.child.id().unwrap(), signal);
+}
+
+/// A publishing `connect --json` (with `extra` options) through a tap, subscribed; the tap
+/// holds back whatever it writes from now on: the lines, written but not acknowledged. Stdin
+/// is kept open, as a terminal's: a signal, not the end of input, stops the reading.
+async fn held_publisher(extra: &[&str]) -> (RelayHandle, WsTap, JsonConnect, ChildStdin) {
+    let relay = start_relay().await;
+    let tap = WsTap::start(relay.local_addr()).await.unwrap();
+    let options: Vec<&str> = ["--subscribe", "room", "--publish", "room"]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .collect();
+    let mut run = JsonConnect::spawn(&tap.ws_url(), &options);
+    // The hello and the subscription went through: what the tap holds from now on is the
+    // lines.
+    run.until(|v| v["event"] == "subscribed").await;
+    let stdin = run.stdin();
+    tap.hold(true);
+    (relay, tap, run, stdin)
+}
+
+/// The run's `closed` line, checked for its `reason` and `undelivered` count.
+async fn assert_closed(run: &mut JsonConnect, reason: &str, undelivered: u64) -> Value {
+    let closed = run.until(|v| v["event"] == "closed").await;
+    assert_eq!(
+        (&closed["reason"], &closed["undelivered"]),
+        (&Value::from(reason), &Value::from(undelivered)),
+        "{closed}"
+    );
+    closed
 }
 
 #[tokio::test]
@@ -46,12 +78,7 @@ async fn sigterm_closes_a_listening_client_cleanly_with_status_143() {
         (&Value::from("SIGTERM"), &Value::from(0)),
         "{interrupted}"
     );
-    let closed = run.until(|v| v["event"] == "closed").await;
-    assert_eq!(
-        (&closed["reason"], &closed["undelivered"]),
-        (&Value::from("app"), &Value::from(0)),
-        "{closed}"
-    );
+    assert_closed(&mut run, "app", 0).await;
     assert_eq!(run.exit_code().await, 143);
     assert_eq!(
         tap.endings(1, LIMIT).await,
@@ -63,16 +90,8 @@ async fn sigterm_closes_a_listening_client_cleanly_with_status_143() {
 
 #[tokio::test]
 async fn sigint_delivers_what_was_accepted_then_closes_with_status_130() {
-    let relay = start_relay().await;
-    let tap = WsTap::start(relay.local_addr()).await.unwrap();
-    let mut run = JsonConnect::spawn(&tap.ws_url(), &["--subscribe", "room", "--publish", "room"]);
-    // The hello and the subscription went through: what the tap holds from now on is the
-    // lines.
-    run.until(|v| v["event"] == "subscribed").await;
-    // Kept open, as a terminal's: the signal, not the end of input, stops the reading, and
-    // the read still in flight does not keep the process from exiting.
-    let mut stdin = run.stdin();
-    tap.hold(true);
+    // The read still in flight on the open stdin does not keep the process from exiting.
+    let (relay, tap, mut run, mut stdin) = held_publisher(&[]).await;
     stdin.write_all(b"one\ntwo\n").await.unwrap();
     assert_eq!(
         tap.held(2, LIMIT).await,
@@ -84,12 +103,7 @@ async fn sigint_delivers_what_was_accepted_then_closes_with_status_130() {
     assert_eq!(interrupted["pending"], 2, "{interrupted}");
     // The relay gets them now, and acknowledges them: the drain can end.
     tap.hold(false);
-    let closed = run.until(|v| v["event"] == "closed").await;
-    assert_eq!(
-        (&closed["reason"], &closed["undelivered"]),
-        (&Value::from("app"), &Value::from(0)),
-        "{closed}"
-    );
+    let closed = assert_closed(&mut run, "app", 0).await;
     assert_eq!(closed["stats"]["accepted"], 2, "{closed}");
     assert_eq!(run.exit_code().await, 130);
     assert_eq!(relay.messages_published(), 2);
@@ -100,36 +114,16 @@ async fn sigint_delivers_what_was_accepted_then_closes_with_status_130() {
 
 #[tokio::test]
 async fn what_a_signal_could_not_deliver_in_time_is_reported_with_status_3() {
-    let relay = start_relay().await;
-    let tap = WsTap::start(relay.local_addr()).await.unwrap();
-    let mut run = JsonConnect::spawn(
-        &tap.ws_url(),
-        &[
-            "--subscribe",
-            "room",
-            "--publish",
-            "room",
-            "--drain-timeout",
-            "300",
-        ],
-    );
-    // The hello and the subscription went through: what the tap holds from now on is the
-    // lines.
-    run.until(|v| v["event"] == "subscribed").await;
-    let mut stdin = run.stdin();
-    tap.hold(true); // never released: no acknowledgement comes
+    // Never released: no acknowledgement comes.
+    let (relay, tap, mut run, mut stdin) = held_publisher(&["--drain-timeout", "300"]).await;
     stdin.write_all(b"never acknowledged\n").await.unwrap();
     assert_eq!(tap.held(1, LIMIT).await, 1);
     signal(&run, "INT");
     run.until(|v| v["event"] == "interrupted").await;
     let dropped = run.until(|v| v["event"] == "dropped").await;
     assert_eq!(dropped["reason"], "closed", "{dropped}");
-    let closed = run.until(|v| v["event"] == "closed").await;
-    assert_eq!(
-        (&closed["reason"], &closed["undelivered"]),
-        (&Value::from("app"), &Value::from(1)),
-        "a clean close, but the line was lost: {closed}"
-    );
+    // A clean close, but the line was lost.
+    assert_closed(&mut run, "app", 1).await;
     assert_eq!(run.exit_code().await, 3, "a loss wins over the signal");
     assert_eq!(tap.endings(1, LIMIT).await, [Ending::Closed(Some(1000))]);
     assert_eq!(relay.messages_published(), 0);
@@ -139,36 +133,14 @@ async fn what_a_signal_could_not_deliver_in_time_is_reported_with_status_3() {
 
 #[tokio::test]
 async fn a_second_signal_exits_at_once_and_counts_what_was_pending() {
-    let relay = start_relay().await;
-    let tap = WsTap::start(relay.local_addr()).await.unwrap();
     // A drain longer than any wait here: only the second signal can end the run in time.
-    let mut run = JsonConnect::spawn(
-        &tap.ws_url(),
-        &[
-            "--subscribe",
-            "room",
-            "--publish",
-            "room",
-            "--drain-timeout",
-            "600000",
-        ],
-    );
-    // The hello and the subscription went through: what the tap holds from now on is the
-    // lines.
-    run.until(|v| v["event"] == "subscribed").await;
-    let mut stdin = run.stdin();
-    tap.hold(true);
+    let (relay, tap, mut run, mut stdin) = held_publisher(&["--drain-timeout", "600000"]).await;
     stdin.write_all(b"pending\n").await.unwrap();
     assert_eq!(tap.held(1, LIMIT).await, 1);
     signal(&run, "INT");
     run.until(|v| v["event"] == "interrupted").await;
     signal(&run, "INT");
-    let closed = run.until(|v| v["event"] == "closed").await;
-    assert_eq!(
-        (&closed["reason"], &closed["undelivered"]),
-        (&Value::from("interrupted"), &Value::from(1)),
-        "{closed}"
-    );
+    assert_closed(&mut run, "interrupted", 1).await;
     assert_eq!(run.exit_code().await, 3);
     assert_eq!(
         tap.endings(1, LIMIT).await,
