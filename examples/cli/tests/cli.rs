@@ -3,7 +3,10 @@
 
 mod common;
 
-use common::{exit_code, start_relay, tether, tether_with_stdin, JsonConnect, LIMIT};
+use common::{
+    assert_closed, closed_port_url, exit_code, start_relay, tether, tether_with_stdin, JsonConnect,
+    LIMIT,
+};
 use serde_json::Value;
 use std::process::Stdio;
 use std::time::Duration;
@@ -63,12 +66,8 @@ async fn messages_dropped_at_the_drain_timeout_exit_with_status_3() {
     drop(stdin); // EOF: drain for 200 ms, then close with the line still pending
     let dropped = run.until(|v| v["event"] == "dropped").await;
     assert_eq!(dropped["reason"], "closed", "{dropped}");
-    let closed = run.until(|v| v["event"] == "closed").await;
-    assert_eq!(
-        (&closed["reason"], &closed["undelivered"]),
-        (&Value::from("app"), &Value::from(1)),
-        "a clean close, but the line was lost: {closed}"
-    );
+    // A clean close, but the line was lost.
+    assert_closed(&mut run, "app", 1).await;
     assert_eq!(run.exit_code().await, 3);
 }
 
@@ -253,13 +252,7 @@ async fn a_terminal_close_code_exits_with_status_2() {
 
 #[tokio::test]
 async fn giving_up_after_max_attempts_exits_with_status_2() {
-    // A port nobody listens on: bind, learn the port, close.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let url = format!("ws://127.0.0.1:{port}/");
+    let url = closed_port_url();
     let mut run = JsonConnect::spawn(&url, &["--max-attempts", "3", "--backoff-initial", "20"]);
     let closed = run.until(|v| v["event"] == "closed").await;
     assert_eq!(closed["reason"], "gave_up");
@@ -276,13 +269,7 @@ async fn giving_up_after_max_attempts_exits_with_status_2() {
 
 #[tokio::test]
 async fn a_client_that_gave_up_exits_while_stdin_stays_open() {
-    // A port nobody listens on: bind, learn the port, close.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let url = format!("ws://127.0.0.1:{port}/");
+    let url = closed_port_url();
     let mut run = JsonConnect::spawn(&url, &["--max-attempts", "1"]);
     // Held open and never written to, like a terminal nobody types in: the read of stdin in
     // flight must not keep the process from exiting.

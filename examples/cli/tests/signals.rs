@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{start_relay, tether_with_stdin, JsonConnect, LIMIT};
+use common::{assert_closed, start_relay, tether_with_stdin, JsonConnect, LIMIT};
 use serde_json::Value;
 use std::process::Stdio;
 use tether_relay::RelayHandle;
@@ -48,17 +48,6 @@ async fn held_publisher(extra: &[&str]) -> (RelayHandle, WsTap, JsonConnect, Chi
     let stdin = run.stdin();
     tap.hold(true);
     (relay, tap, run, stdin)
-}
-
-/// The run's `closed` line, checked for its `reason` and `undelivered` count.
-async fn assert_closed(run: &mut JsonConnect, reason: &str, undelivered: u64) -> Value {
-    let closed = run.until(|v| v["event"] == "closed").await;
-    assert_eq!(
-        (&closed["reason"], &closed["undelivered"]),
-        (&Value::from(reason), &Value::from(undelivered)),
-        "{closed}"
-    );
-    closed
 }
 
 #[tokio::test]

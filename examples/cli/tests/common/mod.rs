@@ -109,3 +109,24 @@ impl JsonConnect {
         exit_code(&mut self.child).await
     }
 }
+
+/// The run's `closed` line, checked for its `reason` and `undelivered` count.
+pub async fn assert_closed(run: &mut JsonConnect, reason: &str, undelivered: u64) -> Value {
+    let closed = run.until(|v| v["event"] == "closed").await;
+    assert_eq!(
+        (&closed["reason"], &closed["undelivered"]),
+        (&Value::from(reason), &Value::from(undelivered)),
+        "{closed}"
+    );
+    closed
+}
+
+/// A `ws://` URL of a loopback port nobody listens on (bound to learn a free one, then closed).
+pub fn closed_port_url() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("ws://127.0.0.1:{port}/")
+}
