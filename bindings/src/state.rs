@@ -190,48 +190,33 @@ mod tests {
 
     #[test]
     fn a_backoff_deadline_is_the_time_left_on_the_wall_clock_of_the_conversion() {
-        let state = convert(
-            waiting_at(1_500),
-            Duration::from_millis(1_000),
-            unix(1_700_000_000_000),
-        );
-        assert_eq!(
-            state,
-            ConnectionState::Waiting {
-                attempt: 3,
-                retry_at_unix_ms: 1_700_000_000_500,
-                retry_in_ms: 500,
-            }
-        );
-        // The device slept an hour (the monotonic engine clock stood still) or the wall
-        // clock was set: the attempt is still 500 ms away, from the wall clock of now.
-        let later = convert(
-            waiting_at(1_500),
-            Duration::from_millis(1_000),
-            unix(1_700_003_600_000),
-        );
-        assert_eq!(
-            later,
-            ConnectionState::Waiting {
-                attempt: 3,
-                retry_at_unix_ms: 1_700_003_600_500,
-                retry_in_ms: 500,
-            }
-        );
-        // A deadline already passed (the attempt is about to start) is now, not the past.
-        let due = convert(
-            waiting_at(1_500),
-            Duration::from_millis(2_000),
-            unix(1_700_000_000_000),
-        );
-        assert_eq!(
-            due,
-            ConnectionState::Waiting {
-                attempt: 3,
-                retry_at_unix_ms: 1_700_000_000_000,
-                retry_in_ms: 0,
-            }
-        );
+        // (engine clock now ms, wall clock now ms, expected retry_at_unix_ms, retry_in_ms),
+        // for an attempt due at 1,500 ms of engine time.
+        let cases = [
+            // 500 ms left.
+            (1_000, 1_700_000_000_000, 1_700_000_000_500, 500),
+            // The device slept an hour (the monotonic engine clock stood still) or the wall
+            // clock was set: the attempt is still 500 ms away, from the wall clock of now.
+            (1_000, 1_700_003_600_000, 1_700_003_600_500, 500),
+            // A deadline already passed (the attempt is about to start) is now, not the past.
+            (2_000, 1_700_000_000_000, 1_700_000_000_000, 0),
+        ];
+        for (engine_now, wall_now, retry_at_unix_ms, retry_in_ms) in cases {
+            let state = convert(
+                waiting_at(1_500),
+                Duration::from_millis(engine_now),
+                unix(wall_now),
+            );
+            assert_eq!(
+                state,
+                ConnectionState::Waiting {
+                    attempt: 3,
+                    retry_at_unix_ms,
+                    retry_in_ms,
+                },
+                "engine {engine_now} ms, wall {wall_now} ms"
+            );
+        }
     }
 
     #[test]
