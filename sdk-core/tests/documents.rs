@@ -256,11 +256,6 @@ fn another_clients_change_under_our_next_id_is_not_taken_for_ours() {
     assert_eq!(remote.last().unwrap(), &["m"], "mallory's change, as hers");
 }
 
-/// The same through a snapshot: alice's change is lost with her connection, mallory's under
-/// its id is applied, and the log (of two changes) no longer reaches back to alice's version,
-/// so she resyncs from a snapshot whose `applied` lists that id. It is mallory's
-/// (`applied_by`): alice's change stays pending, is resent and applied. Matched on the id
-/// alone, she dropped it as already applied, and her view lost it.
 /// `client_id` is self-declared: mallory says she is alice and sends under alice's next id
 /// first. The server applies it as alice's, and alice's engine takes its broadcast (her
 /// author, her id) for her pending change; her own change is then refused as `duplicate_id`.
@@ -300,6 +295,12 @@ fn a_change_confirmed_by_an_impersonators_broadcast_then_refused_resyncs() {
     assert_eq!(resynced, [0, 1], "the first sync, then a snapshot at 1");
 }
 
+/// As `another_clients_change_under_our_next_id_is_not_taken_for_ours`, through a snapshot:
+/// alice's change is lost with her connection, mallory's under
+/// its id is applied, and the log (of two changes) no longer reaches back to alice's version,
+/// so she resyncs from a snapshot whose `applied` lists that id. It is mallory's
+/// (`applied_by`): alice's change stays pending, is resent and applied. Matched on the id
+/// alone, she dropped it as already applied, and her view lost it.
 #[test]
 fn a_snapshot_holding_another_clients_change_under_our_id_does_not_drop_ours() {
     let mut net = DocNet::new(2, 8, 2);
