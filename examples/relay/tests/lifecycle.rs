@@ -92,7 +92,6 @@ async fn graceful_shutdown_ends_sse_streams() {
 async fn graceful_shutdown_under_backpressure_sends_every_queued_message_in_order() {
     use futures_util::StreamExt;
     use serde_json::json;
-    use tether_core::protocol::ServerMessage;
 
     let relay = relay(RelayConfig {
         rate_limit: None,
@@ -114,19 +113,7 @@ async fn graceful_shutdown_under_backpressure_sends_every_queued_message_in_orde
     publisher.barrier().await;
 
     let shutdown = tokio::spawn(relay.shutdown());
-    let mut offsets = Vec::new();
-    let close = loop {
-        match slow.next_raw().await {
-            Some(Ok(Message::Text(text))) => match ServerMessage::decode(&text).unwrap() {
-                ServerMessage::Message {
-                    offset: Some(o), ..
-                } => offsets.push(o),
-                other => panic!("unexpected {other:?}"),
-            },
-            Some(Ok(Message::Close(Some(frame)))) => break frame,
-            other => panic!("expected messages then a close, got {other:?}"),
-        }
-    };
+    let (offsets, close) = slow.offsets_until_close().await;
     assert_eq!(u16::from(close.code), 1012);
     assert_eq!(
         offsets,

@@ -162,19 +162,7 @@ async fn a_subscriber_that_stops_reading_is_closed_with_1013() {
     publisher.barrier().await;
 
     // Now read: some messages, then the close.
-    let mut offsets = Vec::new();
-    let close = loop {
-        match slow.next_raw().await {
-            Some(Ok(Message::Text(text))) => match ServerMessage::decode(&text).unwrap() {
-                ServerMessage::Message {
-                    offset: Some(o), ..
-                } => offsets.push(o),
-                other => panic!("expected a message, got {other:?}"),
-            },
-            Some(Ok(Message::Close(Some(frame)))) => break frame,
-            other => panic!("expected messages then a close, got {other:?}"),
-        }
-    };
+    let (offsets, close) = slow.offsets_until_close().await;
     assert_eq!(u16::from(close.code), 1013);
     let delivered = offsets.len() as u64;
     assert!(

@@ -109,6 +109,24 @@ impl Client {
         within("a frame", self.ws.next()).await
     }
 
+    /// Channel messages up to the server's close: their offsets, and the close frame. Fails
+    /// the test on anything else (each frame read is bounded by `within`).
+    pub async fn offsets_until_close(&mut self) -> (Vec<u64>, CloseFrame) {
+        let mut offsets = Vec::new();
+        loop {
+            match self.next_raw().await {
+                Some(Ok(Message::Text(text))) => match ServerMessage::decode(&text).unwrap() {
+                    ServerMessage::Message {
+                        offset: Some(o), ..
+                    } => offsets.push(o),
+                    other => panic!("expected a message, got {other:?}"),
+                },
+                Some(Ok(Message::Close(Some(frame)))) => return (offsets, frame),
+                other => panic!("expected messages then a close, got {other:?}"),
+            }
+        }
+    }
+
     /// The next protocol message; fails the test on anything else.
     pub async fn recv(&mut self) -> ServerMessage {
         loop {
