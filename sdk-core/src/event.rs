@@ -631,8 +631,8 @@ pub enum Event {
     /// A local document change was rejected by the server (or dropped before it was
     /// accepted) and rolled back; a `DocumentChanged { origin: RolledBack }` shows the effect.
     /// Also a change a broadcast had already confirmed, then refused (`duplicate_id`: that
-    /// broadcast was another client's under this `client_id` and id): the document resyncs
-    /// from a snapshot (`DocumentResynced`, then `DocumentChanged { origin: Remote }`).
+    /// broadcast was another client's under this `client_id` and id): nothing rolls back, as
+    /// the document already shows the broadcast's change, the one the server applied.
     #[cfg(feature = "documents")]
     ChangeRejected {
         /// The document's channel.

@@ -8,7 +8,7 @@ use crate::errors::SyncError;
 use crate::event::{DropReason, Event, MessageId};
 use crate::outbox::Awaiting;
 use crate::protocol::{ClientMessage, Op};
-use crate::sync::{ChangeOrigin, Document, KeyChange};
+use crate::sync::{ChangeOrigin, Document, KeyChange, Undelivered};
 use crate::time::Instant;
 use serde_json::{Map, Value};
 
@@ -230,50 +230,32 @@ impl Engine {
     }
 
     /// A message left the outbox undelivered: if it was a pending document change, roll it
-    /// back. If it was one already taken as applied (a broadcast under our author and its id
-    /// confirmed it, or a snapshot listed it) and the server refused it, the change taken for
-    /// ours was someone else's under our `client_id` and id: report the refusal, and resync
-    /// the document from a snapshot if its confirmed state took our ops in its place.
+    /// back and report it. If it was one already taken as applied (a broadcast under our author
+    /// and its id confirmed it, or a snapshot listed it), only a refusal by the server is news:
+    /// the change taken for ours was another client's under our `client_id` and id (the
+    /// confirmed state already holds theirs, as the server does). Dropped here instead
+    /// (expired, overflow, closing), it was most likely applied as ours.
     pub(super) fn on_doc_discarded(&mut self, id: MessageId, reason: &DropReason) {
-        let code = match reason {
-            DropReason::Rejected { code } => code.clone(),
-            other => other.name().to_owned(),
-        };
-        let pending = self
-            .documents
-            .iter()
-            .find(|(_, d)| d.has_pending(id))
-            .map(|(c, _)| c.clone());
-        if let Some(channel) = pending {
-            let Some((_, changes)) = self.documents.get_mut(&channel).and_then(|d| d.discard(id))
-            else {
-                return;
-            };
-            self.events.push_back(Event::ChangeRejected {
-                channel: channel.clone(),
-                change: id,
-                code,
-            });
-            self.emit_doc_changes(&channel, ChangeOrigin::RolledBack, changes);
-            return;
-        }
-        let Some((channel, reaction)) = self
+        let Some((channel, undelivered)) = self
             .documents
             .iter_mut()
-            .find_map(|(c, d)| Some((c.clone(), d.unacked_dropped(id)?)))
+            .find_map(|(c, d)| Some((c.clone(), d.discard(id)?)))
         else {
             return;
         };
-        // Dropped here (expired, overflow, closing) it was most likely applied as ours: only a
-        // refusal says it was not. Either way the snapshot tells what the server holds.
-        if matches!(reason, DropReason::Rejected { .. }) {
-            self.events.push_back(Event::ChangeRejected {
-                channel: channel.clone(),
-                change: id,
-                code,
-            });
+        let code = match reason {
+            DropReason::Rejected { code } => code.clone(),
+            _ if undelivered == Undelivered::TakenAsApplied => return,
+            other => other.name().to_owned(),
+        };
+        self.events.push_back(Event::ChangeRejected {
+            channel: channel.clone(),
+            change: id,
+            code,
+        });
+        if let Undelivered::RolledBack(changes) = undelivered {
+            self.emit_doc_changes(&channel, ChangeOrigin::RolledBack, changes);
         }
-        self.react(&channel, reaction);
     }
 
     fn emit_doc_changes(&mut self, channel: &str, origin: ChangeOrigin, changes: Vec<KeyChange>) {

@@ -58,14 +58,22 @@ struct Pending {
 /// One of our changes taken as applied before its ack came: confirmed by a broadcast (or a
 /// replay) naming our author and its id, or left out of the pending ones because a snapshot
 /// listed it. Author and id are only what the sender declares, so it may have been another
-/// client's change sent under ours; the server's verdict on our own message tells.
+/// client's change sent under ours; the server's verdict on our own message tells. Either way
+/// `confirmed` holds what the server applied (the broadcast's ops, or the snapshot), so only
+/// the verdict is left to report.
 #[derive(Debug, Clone)]
 struct Unacked {
     id: MessageId,
     wire: String,
-    /// Its ops went into `confirmed` (a broadcast), which is wrong if the verdict says the
-    /// change was not ours. Cleared by a snapshot (then `confirmed` is the server's).
-    in_state: bool,
+}
+
+/// What became of one of our changes whose message left the outbox without an ack.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Undelivered {
+    /// It was pending: rolled back, with what that changed in the view.
+    RolledBack(Vec<KeyChange>),
+    /// It was taken as applied already (see `Unacked`): nothing to roll back.
+    TakenAsApplied,
 }
 
 /// One shared document as this client knows it.
@@ -218,9 +226,6 @@ impl Document {
     ) -> Reaction {
         let mut keys: SortedSet<String> = self.view.keys().cloned().collect();
         keys.extend(state.keys().cloned());
-        for u in &mut self.unacked {
-            u.in_state = false; // `confirmed` is about to be the server's
-        }
         let mut i = 0;
         while i < self.pending.len() {
             if applied.contains(&self.pending[i].wire) {
@@ -228,7 +233,6 @@ impl Document {
                 self.unacked.push(Unacked {
                     id: p.id,
                     wire: p.wire,
-                    in_state: false,
                 });
             } else {
                 i += 1;
@@ -271,10 +275,9 @@ impl Document {
             let unacked = Unacked {
                 id: self.pending[pos].id,
                 wire: self.pending[pos].wire.clone(),
-                in_state: true,
             };
             self.unacked.push(unacked);
-            return self.confirm_at(pos, version);
+            return self.confirm_at(pos, version, Some(ops));
         }
         let keys = keys_of(&ops);
         if apply_change(&mut self.confirmed, &ops).is_err() {
@@ -308,7 +311,7 @@ impl Document {
         };
         match (self.version, version) {
             (Some(current), Some(v)) if current.checked_add(1) == Some(v) => {
-                self.confirm_at(pos, v)
+                self.confirm_at(pos, v, None)
             }
             (Some(current), Some(v)) if v <= current => {
                 // Applied before our current version (a resend's ack after a snapshot that
@@ -329,48 +332,45 @@ impl Document {
     }
 
     /// Our change was rejected or dropped: remove it; the view rolls back.
-    pub(crate) fn discard(&mut self, id: MessageId) -> Option<(String, Vec<KeyChange>)> {
-        let pos = self.pending.iter().position(|p| p.id == id)?;
-        let p = self.take_pending(pos)?;
-        let changes = self.refresh(&keys_of(&p.ops), |_| false);
-        Some((p.wire, changes))
-    }
-
-    /// Our change `id` left the outbox without an ack (refused, or dropped) after it was taken
-    /// as applied (`None` if it was not): the change taken for it may have been another
-    /// client's under our author and id, so a `confirmed` that took its ops is not to be
-    /// trusted: ask for a snapshot.
-    pub(crate) fn unacked_dropped(&mut self, id: MessageId) -> Option<Reaction> {
+    pub(crate) fn discard(&mut self, id: MessageId) -> Option<Undelivered> {
+        if let Some(pos) = self.pending.iter().position(|p| p.id == id) {
+            let p = self.pending.remove(pos);
+            return Some(Undelivered::RolledBack(
+                self.refresh(&keys_of(&p.ops), |_| false),
+            ));
+        }
         let pos = self.unacked.iter().position(|u| u.id == id)?;
-        let u = self.unacked.remove(pos);
-        Some(if u.in_state {
-            self.cannot_apply()
-        } else {
-            Reaction::default()
-        })
+        self.unacked.remove(pos);
+        Some(Undelivered::TakenAsApplied)
     }
 
     fn take_pending(&mut self, pos: usize) -> Option<Pending> {
         (pos < self.pending.len()).then(|| self.pending.remove(pos))
     }
 
-    /// Whether `id` is one of this document's pending changes.
-    pub(crate) fn has_pending(&self, id: MessageId) -> bool {
-        self.pending.iter().any(|p| p.id == id)
-    }
-
-    fn confirm_at(&mut self, pos: usize, version: u64) -> Reaction {
+    /// Our pending change at `pos` was applied at `version`: acknowledged (`served` is `None`),
+    /// or seen in a broadcast under our author and id carrying `served`, what the server
+    /// applied: our ops, unless another client sent under our id first (then the server
+    /// refuses ours, and the view must show theirs, as the server holds it).
+    fn confirm_at(&mut self, pos: usize, version: u64, served: Option<Vec<Op>>) -> Reaction {
         let Some(p) = self.take_pending(pos) else {
             return Reaction::default();
         };
-        let keys = keys_of(&p.ops);
-        if apply_change(&mut self.confirmed, &p.ops).is_err() {
+        let mut keys = keys_of(&p.ops);
+        let applied = match served {
+            Some(ops) => {
+                keys.extend(ops.iter().map(|op| op.key().to_owned()));
+                ops
+            }
+            None => p.ops,
+        };
+        if apply_change(&mut self.confirmed, &applied).is_err() {
             // The server applied it, so it is in the snapshot this asks for; the view is left
             // as it was until then (the snapshot's refresh covers every key).
             return self.cannot_apply();
         }
         self.advance(version);
-        for op in &p.ops {
+        for op in &applied {
             if !matches!(op, Op::Increment { .. }) {
                 self.mine.insert(op.key().to_owned());
             }
@@ -605,8 +605,10 @@ mod tests {
             Some(&json!("them")),
             "our insert would fail: not shown"
         );
-        let (wire, _) = d.discard(MessageId(1)).unwrap();
-        assert_eq!(wire, "w1");
+        assert!(matches!(
+            d.discard(MessageId(1)),
+            Some(Undelivered::RolledBack(_))
+        ));
         assert_eq!(d.get("x"), Some(&json!(2)));
         assert_eq!(d.pending(), 1);
     }
@@ -739,26 +741,31 @@ mod tests {
     }
 
     #[test]
-    fn a_change_taken_as_applied_then_refused_asks_for_a_snapshot_once_acks_forget_it() {
+    fn a_broadcast_under_our_author_and_id_is_confirmed_as_served_and_remembered_until_its_ack() {
         let mut d = synced();
         d.local(MessageId(1), "w1".into(), inc("n", 1));
         d.local(MessageId(2), "w2".into(), inc("n", 1));
-        d.remote(1, "w1", true, inc("m", 1)); // "ours" by author and id: confirms w1
+        // "Ours" by author and id, but carrying other ops: someone sent under our id first.
+        d.remote(1, "w1", true, inc("m", 1));
         d.remote(2, "w2", true, inc("n", 1));
         assert_eq!(d.pending(), 0);
+        let server = json!({"m": 1, "n": 1}).as_object().cloned().unwrap();
+        assert_eq!(
+            (d.confirmed(), d.view()),
+            (&server, &server),
+            "what the server applied, not our w1"
+        );
         assert!(
             d.acked("w2", Some(2)).changes.is_empty(),
             "already confirmed"
         );
-        assert_eq!(d.unacked_dropped(MessageId(2)), None, "the ack settled it");
-        let r = d.unacked_dropped(MessageId(1)).unwrap();
-        assert!(r.resync, "w1 was refused: the broadcast was not ours");
-        assert_eq!(d.sync_from(), (None, Some("e".into())), "for a snapshot");
-        assert_eq!(d.unacked_dropped(MessageId(1)), None, "once");
-        // One listed by a snapshot: the confirmed state is the server's, nothing to fetch.
+        assert_eq!(d.discard(MessageId(2)), None, "the ack settled it");
+        assert_eq!(d.discard(MessageId(1)), Some(Undelivered::TakenAsApplied));
+        assert_eq!(d.discard(MessageId(1)), None, "once");
+        // One listed by a snapshot is remembered the same way.
         d.local(MessageId(3), "w3".into(), inc("n", 1));
         d.snapshot(3, Some("e".into()), Map::new(), &["w3".into()]);
-        assert_eq!(d.unacked_dropped(MessageId(3)), Some(Reaction::default()));
+        assert_eq!(d.discard(MessageId(3)), Some(Undelivered::TakenAsApplied));
         assert!(d.unacked.is_empty());
     }
 

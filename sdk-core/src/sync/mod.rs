@@ -25,8 +25,8 @@ mod document;
 mod server;
 
 pub use crate::protocol::Op;
-pub(crate) use document::Reaction;
 pub use document::{ChangeOrigin, Document, KeyChange};
+pub(crate) use document::{Reaction, Undelivered};
 pub use server::{ChangeOutcome, DocumentServer, LoggedChange, SyncReply};
 
 use crate::errors::Quoted;

@@ -19,7 +19,8 @@
 //! Both protect a client only as far as the author given to [`DocumentServer::apply`] is
 //! authenticated: with a self-declared `hello.client_id`, another client can send as this one
 //! under its next id. Its change is then applied as this client's, whose real change is refused
-//! as `duplicate_id`; the client's engine, which took the broadcast for its own, resyncs.
+//! as `duplicate_id`; the client's engine, which took the broadcast for its own, already
+//! shows the broadcast's ops (what the server applied) and reports the refusal.
 
 use super::{apply_change, Op, Rejection};
 use serde_json::{Map, Value};
