@@ -731,29 +731,26 @@ impl ServerMessage {
             // missing field must not read as "version 0, empty" and wipe what the client has.
             #[cfg(feature = "documents")]
             "doc_snapshot" => {
-                let snapshot = ServerMessage::DocSnapshot {
+                let applied = env.applied.take().unwrap_or_default();
+                let applied_by = env.applied_by.take();
+                // Authors are matched to ids by position: a list of another length would
+                // attribute changes to the wrong client, or to none.
+                if applied_by
+                    .as_ref()
+                    .is_some_and(|by| by.len() != applied.len())
+                {
+                    return Err(DecodeError::Malformed(
+                        "`applied_by` must name one author per `applied` change".into(),
+                    ));
+                }
+                ServerMessage::DocSnapshot {
                     channel: env.take_channel("doc_snapshot")?,
                     version: required("doc_snapshot", "version", env.version)?,
                     epoch: env.epoch.take(),
                     state: required("doc_snapshot", "state", env.state.take())?,
-                    applied: env.applied.take().unwrap_or_default(),
-                    applied_by: env.applied_by.take(),
-                };
-                // Authors are matched to ids by position: a list of another length would
-                // attribute changes to the wrong client, or to none.
-                if let ServerMessage::DocSnapshot {
                     applied,
-                    applied_by: Some(by),
-                    ..
-                } = &snapshot
-                {
-                    if by.len() != applied.len() {
-                        return Err(DecodeError::Malformed(
-                            "`applied_by` must name one author per `applied` change".into(),
-                        ));
-                    }
+                    applied_by,
                 }
-                snapshot
             }
             #[cfg(feature = "documents")]
             "doc_change" => ServerMessage::DocChange {

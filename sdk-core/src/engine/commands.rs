@@ -70,8 +70,7 @@ impl SendOptions {
                 "a timeout waits for an acknowledgement: it needs ack",
             ));
         }
-        let instant = |d: Option<Duration>| d.is_some_and(|d| d < Duration::from_micros(1));
-        if instant(self.ttl) || instant(self.timeout) {
+        if under_a_microsecond(self.ttl) || under_a_microsecond(self.timeout) {
             return Err(SendError::InvalidOptions(
                 "a ttl or timeout must be at least a microsecond",
             ));
@@ -197,6 +196,12 @@ impl Engine {
     ) -> Result<RequestId, SendError> {
         if self.config.protocol != Protocol::Tether {
             return Err(SendError::NeedsTetherProtocol("requests"));
+        }
+        // As for sends: it would end during the call, after being written.
+        if under_a_microsecond(timeout) {
+            return Err(SendError::InvalidOptions(
+                "a request timeout must be at least a microsecond",
+            ));
         }
         let now = self.observe(now);
         let value = json_payload(payload.into())?;
@@ -585,4 +590,9 @@ impl From<Value> for Payload {
     fn from(value: Value) -> Self {
         Payload::Json(value)
     }
+}
+
+/// A deadline the engine's clock (microseconds) would reach within the call that sets it.
+fn under_a_microsecond(d: Option<Duration>) -> bool {
+    d.is_some_and(|d| d < Duration::from_micros(1))
 }

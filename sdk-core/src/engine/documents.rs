@@ -167,7 +167,7 @@ impl Engine {
         applied
             .into_iter()
             .zip(authors)
-            .filter(|(_, author)| *author == self.client_id)
+            .filter(|(_, author)| self.is_own_change(Some(author)))
             .map(|(id, _)| id)
             .collect()
     }
