@@ -128,7 +128,10 @@ function typed(value, what, name) {
 // wrong type is refused too. The one check for every method taking options.
 function known(options, types) {
   if (options == null) return {};
-  if (typeof options !== 'object') throw new TetherError('invalid_argument', 'options must be an object');
+  // An array or a Map would have its entries ignored without a word.
+  if (typeof options !== 'object' || Array.isArray(options) || options instanceof Map) {
+    throw new TetherError('invalid_argument', 'options must be an object');
+  }
   for (const key of Object.keys(options)) {
     // A string for the keys `types` names: not for its inherited ones (`toString`...).
     if (typeof types[key] !== 'string') {
@@ -323,9 +326,10 @@ export class TetherClient extends Emitter {
    * `closed`) and pending requests rejected. With `{drain: timeoutMs}` it first delivers what
    * is pending, for at most that long.
    */
-  close(code = 1000, reason = '', options) {
-    typed(code, 'number', 'code');
-    typed(reason, 'string', 'reason');
+  close(code, reason, options) {
+    // `null` reads as not given, as for options (the glue would fail on it with no word).
+    code = typed(code, 'number', 'code') ?? 1000;
+    reason = typed(reason, 'string', 'reason') ?? '';
     const { drain } = known(options, { drain: 'number' });
     if (drain != null) {
       // A drained close ends with 1000: a code or reason given with it would be dropped.

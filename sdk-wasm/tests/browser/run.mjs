@@ -225,16 +225,28 @@ test('per-call options: request takes timeoutMs; an unknown key is refused (inva
       requestWrongType: await refusal(() => c.request('r7', { timeoutMs: '100' })),
       notAnObject: await refusal(() => c.publish('room', 'r8', 5000)),
       closeMisspelt: await refusal(() => c.close(1000, '', { drian: 10 })),
-      // What is read is what is checked: inherited values and getters too.
+      // What is read is what is checked: inherited values too.
       inheritedWrongType: await refusal(() => c.publish('room', 'r9', Object.create({ ttlMs: '5000' }))),
-      getterWrongType: await refusal(() => c.sendAcked('r10', { get timeoutMs() { return 'soon'; } })),
+      arrayOptions: await refusal(() => c.publish('room', 'r10', [['ttlMs', 5]])),
+      mapOptions: await refusal(() => c.publish('room', 'r11', new Map([['ttlMs', 5]]))),
+      // Zero would end the request inside the call: refused by the engine, as for sends.
+      requestZero: await refusal(() => c.request('r12', { timeoutMs: 0 })),
     };
     const after = { accepted: c.stats.messagesAccepted, outbox: c.stats.outboxLength, sent: c.stats.framesSent };
+    // A getter is read once: the value checked is the value used (a second read would give
+    // a string, which the glue would coerce to 5000).
+    let reads = 0;
+    const shifty = { get ttlMs() { reads += 1; return reads === 1 ? 60000 : '5000'; } };
+    const shiftyOutcome = await refusal(() => c.publish('room', 'r13', shifty));
     c.publish('room', 'marker', { ack: false });
-    return { timeoutMs, alias, refused, before, after, state: c.state.name };
+    return { timeoutMs, alias, refused, before, after, state: c.state.name, shiftyOutcome, reads };
   }, srv.url);
   await until(() => srv.frames.some((f) => f.includes('marker')), 5000, 'the marker at the server');
-  await page.evaluate(() => window.optionsClient.close());
+  // `null` code and reason read as not given (1000, ''), as `null` options do.
+  const closedWith = await page.evaluate(() => {
+    try { window.optionsClient.close(null, null); return window.optionsClient.state.name; } catch (e) { return `${e.code}: ${e.message}`; }
+  });
+  assert.ok(['closing', 'closed'].includes(closedWith), closedWith);
   assert.equal(r.timeoutMs.code, 'timeout');
   assert.ok(r.timeoutMs.ms >= 120 && r.timeoutMs.ms < 2000, `request timed out after ${r.timeoutMs.ms} ms`);
   assert.equal(r.alias.code, 'timeout');
@@ -251,14 +263,18 @@ test('per-call options: request takes timeoutMs; an unknown key is refused (inva
     notAnObject: ia('threw', 'options must be an object'),
     closeMisspelt: ia('threw', 'unknown option drian (known: drain)'),
     inheritedWrongType: ia('threw', 'ttlMs must be a number'),
-    getterWrongType: ia('rejected', 'timeoutMs must be a number'),
+    arrayOptions: ia('threw', 'options must be an object'),
+    mapOptions: ia('threw', 'options must be an object'),
+    requestZero: ['rejected', true, 'invalid_options', 'invalid send options: a request timeout must be at least a microsecond'],
   });
+  assert.deepEqual([r.shiftyOutcome, r.reads], ['accepted', 1], 'the getter read once');
   assert.deepEqual(r.after, r.before, 'no refused call reached the outbox or the socket');
   assert.equal(r.state, 'open', 'the refused close did not close');
-  // The server saw the hello, the two requests and the marker: nothing of the refused calls.
+  // The server saw the hello, the two requests, the getter's publish and the marker: nothing
+  // of the refused calls.
   const seen = srv.frames.map((f) => JSON.parse(f));
-  assert.deepEqual(seen.map((m) => m.type), ['hello', 'request', 'request', 'publish'], JSON.stringify(seen));
-  assert.deepEqual(seen.slice(1).map((m) => m.payload), [{ n: 1 }, { n: 2 }, 'marker']);
+  assert.deepEqual(seen.map((m) => m.type), ['hello', 'request', 'request', 'publish', 'publish'], JSON.stringify(seen));
+  assert.deepEqual(seen.slice(1).map((m) => m.payload), [{ n: 1 }, { n: 2 }, 'r13', 'marker']);
 });
 
 test('every client method reaches the engine: unsubscribe, clientId, presence; unknown numbers refused', async ({ page }) => {
