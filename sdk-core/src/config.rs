@@ -31,6 +31,21 @@ pub enum TransportKind {
     Sse,
 }
 
+impl TransportKind {
+    /// The transport `url` selects, by the rule [`ConfigBuilder::build`] applies (scheme,
+    /// case-insensitive, and a host), so a tool can ask before building a config.
+    ///
+    /// ```
+    /// use tether_core::TransportKind;
+    /// assert_eq!(TransportKind::for_url("HTTPS://example.com/sse"), Ok(TransportKind::Sse));
+    /// assert_eq!(TransportKind::for_url("ws://127.0.0.1:9000/"), Ok(TransportKind::WebSocket));
+    /// assert!(TransportKind::for_url("ftp://example.com/").is_err());
+    /// ```
+    pub fn for_url(url: &str) -> Result<TransportKind, ConfigError> {
+        transport_for_url(url)
+    }
+}
+
 /// How the reconnect delay is randomised around the capped exponential curve.
 ///
 /// With `base = min(max, initial × factor^(attempt-1))`:

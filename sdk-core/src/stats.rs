@@ -53,4 +53,10 @@ impl Stats {
     pub fn dropped_total(&self) -> u64 {
         self.dropped_overflow + self.dropped_expired + self.dropped_closed + self.dropped_rejected
     }
+
+    /// Messages accepted and not (yet) delivered: dropped for any reason, or still pending
+    /// (`dropped_total() + pending`, by the invariant above). Once closed, what was lost.
+    pub fn undelivered(&self) -> u64 {
+        self.messages_accepted.saturating_sub(self.messages_settled)
+    }
 }

@@ -638,6 +638,7 @@ impl Harness {
             s.messages_settled + s.dropped_total() + pending_messages,
             "accepted = settled + dropped + pending ({s:?})"
         );
+        assert_eq!(s.undelivered(), s.dropped_total() + pending_messages);
         if e.state().is_closed() {
             assert_eq!(e.outbox_len(), 0, "a closed engine holds nothing");
             // Its one timer: releasing the transport it told to close, if that transport has

@@ -24,7 +24,9 @@ use clap::{Args, ValueEnum};
 use serde_json::Value;
 use std::process::ExitCode;
 use std::time::Duration;
-use tether::{Client, ClientBuilder, HeartbeatMode, Jitter, Payload, Protocol, SendOptions};
+use tether::{
+    Client, ClientBuilder, HeartbeatMode, Jitter, Payload, Protocol, SendOptions, TransportKind,
+};
 use tokio::io::AsyncBufReadExt;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -166,8 +168,7 @@ fn ms(v: u64) -> Duration {
 impl ConnectArgs {
     /// An http(s) URL: Server-Sent Events, which carry nothing from the client.
     fn is_sse(&self) -> bool {
-        let url = self.url.to_ascii_lowercase(); // as the engine reads it (no trimming)
-        url.starts_with("http://") || url.starts_with("https://")
+        TransportKind::for_url(&self.url) == Ok(TransportKind::Sse)
     }
 
     /// Whether stdin is read at all.
@@ -352,7 +353,7 @@ pub(crate) async fn run(args: ConnectArgs) -> ExitCode {
     let mut line_buf = Vec::new();
     let mut input = Input::default();
     let mut stdin_open = args.reads_stdin();
-    let mut draining: Option<tokio::task::JoinHandle<tether::CloseReason>> = None;
+    let mut closing = false;
     let mut interrupted: Option<Signal> = None;
     loop {
         tokio::select! {
@@ -374,7 +375,8 @@ pub(crate) async fn run(args: ConnectArgs) -> ExitCode {
                 };
                 if at_end {
                     stdin_open = false;
-                    draining = Some(drain_and_close(&client, &args));
+                    closing = true;
+                    drain_and_close(&client, &args);
                 }
             },
             signal = signals.recv() => {
@@ -382,15 +384,16 @@ pub(crate) async fn run(args: ConnectArgs) -> ExitCode {
                     // Asked twice: no more waiting for the close. What is still pending is
                     // lost with the process, and said so.
                     let stats = client.stats();
-                    out.exited(signal, &stats, undelivered(&stats), input.skipped);
+                    out.exited(signal, &stats, stats.undelivered(), input.skipped);
                     return ExitCode::from(exit_status(None, &stats, &input, Some(signal)));
                 }
                 interrupted = Some(signal);
                 // As at the end of input: a line half read is dropped with the rest.
                 stdin_open = false;
                 out.interrupted(signal, client.outbox_len(), ms(args.drain_timeout));
-                if draining.is_none() {
-                    draining = Some(drain_and_close(&client, &args));
+                if !closing {
+                    closing = true;
+                    drain_and_close(&client, &args);
                 }
             },
             event = events.recv() => match event {
@@ -400,11 +403,8 @@ pub(crate) async fn run(args: ConnectArgs) -> ExitCode {
                         out.document(doc, *origin);
                     }
                     if let tether::Event::StateChanged { to: tether::State::Closed { reason }, .. } = &event {
-                        if let Some(task) = draining.take() {
-                            task.abort();
-                        }
                         let stats = client.stats();
-                        out.closed(reason, &stats, undelivered(&stats), input.skipped);
+                        out.closed(reason, &stats, stats.undelivered(), input.skipped);
                         return ExitCode::from(exit_status(Some(reason), &stats, &input, interrupted));
                     }
                 }
@@ -415,14 +415,12 @@ pub(crate) async fn run(args: ConnectArgs) -> ExitCode {
 }
 
 /// Delivers what is pending (at most `--drain-timeout`), then closes: the end of stdin, or a
-/// signal. The client's `Closed` event ends the run; the task only drives the close.
-fn drain_and_close(
-    client: &Client,
-    args: &ConnectArgs,
-) -> tokio::task::JoinHandle<tether::CloseReason> {
+/// signal. The client's `Closed` event ends the run; the task only drives the close, and ends
+/// with it.
+fn drain_and_close(client: &Client, args: &ConnectArgs) {
     let client = client.clone();
     let timeout = ms(args.drain_timeout);
-    tokio::spawn(async move { client.close_after_drain(timeout).await })
+    tokio::spawn(async move { client.close_after_drain(timeout).await });
 }
 
 /// What became of stdin.
@@ -482,14 +480,6 @@ fn take_line(
     }
 }
 
-/// Messages accepted but not delivered: dropped for any reason (the drain timeout closing
-/// with messages pending, overflow, TTL, the server's rejection) or still pending.
-fn undelivered(stats: &tether::Stats) -> u64 {
-    stats
-        .messages_accepted
-        .saturating_sub(stats.messages_settled)
-}
-
 /// The exit status once closed (`reason`), or exiting unclosed on a second signal (`None`):
 /// giving up or being refused is [`EXIT_GAVE_UP`] (whatever was lost with it); a message left
 /// undelivered, or input that never became a message, is [`EXIT_UNDELIVERED`]; otherwise a
@@ -503,7 +493,7 @@ fn exit_status(
 ) -> u8 {
     if reason.is_some_and(tether::CloseReason::is_failure) {
         EXIT_GAVE_UP
-    } else if undelivered(stats) > 0 || input.skipped > 0 || input.read_failed {
+    } else if stats.undelivered() > 0 || input.skipped > 0 || input.read_failed {
         EXIT_UNDELIVERED
     } else if let Some(signal) = interrupted {
         signal.exit_status()
