@@ -90,3 +90,19 @@ impl Recorder {
             .collect()
     }
 }
+
+/// Polls `cond` every 20 ms until it holds or `limit` passes; returns whether it held. For
+/// state kept outside a client's events (what a test server recorded): callers assert on what
+/// they then read, so a timeout fails the test with their message.
+pub async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

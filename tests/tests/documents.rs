@@ -7,6 +7,7 @@ use std::time::Duration;
 use tether::{ChangeOrigin, Client, Document, DocumentEvent, Protocol};
 use tether_relay::{Relay, RelayConfig};
 use tether_tests::proxy::{ChaosProxy, Mode};
+use tether_tests::wait::eventually;
 
 const LIMIT: Duration = Duration::from_secs(10);
 
@@ -27,18 +28,8 @@ async fn until(
     what: &str,
     pred: impl Fn(&serde_json::Map<String, serde_json::Value>) -> bool,
 ) {
-    let deadline = tokio::time::Instant::now() + LIMIT;
-    loop {
-        if pred(&doc.snapshot()) && doc.pending() == 0 {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: {:?}",
-            doc.snapshot()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let settled = eventually(LIMIT, || pred(&doc.snapshot()) && doc.pending() == 0).await;
+    assert!(settled, "{what}: {:?}", doc.snapshot());
 }
 
 #[tokio::test]
@@ -104,11 +95,8 @@ async fn increments_while_cut_off_sum_exactly_and_conflicts_roll_back() {
     let doc_on = online.document("votes").unwrap();
     let doc_off = flaky.document("votes").unwrap();
     // Synced once (a version from the server) before the proxy cuts it off.
-    let deadline = tokio::time::Instant::now() + LIMIT;
-    while doc_off.version().is_none() {
-        assert!(tokio::time::Instant::now() < deadline, "flaky never synced");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let synced = eventually(LIMIT, || doc_off.version().is_some()).await;
+    assert!(synced, "flaky never synced");
     let mut flaky_events = doc_off.changes();
 
     proxy.set_mode(Mode::Refuse);

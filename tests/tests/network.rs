@@ -15,7 +15,7 @@ use tether_relay::{Relay, RelayConfig, RelayHandle};
 use tether_tests::proxy::{ChaosProxy, Mode};
 use tether_tests::servers::{Behaviour, MisbehavingServer};
 use tether_tests::tls::TlsEchoServer;
-use tether_tests::wait::Recorder;
+use tether_tests::wait::{eventually, Recorder};
 
 const LIMIT: Duration = Duration::from_secs(10);
 
@@ -303,10 +303,7 @@ async fn a_peer_that_never_answers_the_close_is_released_at_the_close_timeout() 
     let reason = tokio::time::timeout(LIMIT, client.close()).await.unwrap();
     assert_eq!(reason, CloseReason::App { code: 1000 });
     // The socket goes with the engine's verdict, not with the client (still alive here).
-    let deadline = tokio::time::Instant::now() + LIMIT;
-    while server.hangups().is_empty() && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(ms(20)).await;
-    }
+    eventually(LIMIT, || !server.hangups().is_empty()).await;
     let hangups = server.hangups();
     assert_eq!(hangups.len(), 1, "the connection is still open");
     let after = hangups[0] - asked;
@@ -380,10 +377,7 @@ async fn try_again_later_and_service_restart_delay_the_retry() {
     assert!(delay >= ms(400), "{delay:?}");
     // The retry comes after the announced delay (about 0.4-0.5 s), later on a loaded machine:
     // wait for it as long as LIMIT, then check it did not come early.
-    let deadline = tokio::time::Instant::now() + LIMIT;
-    while server.arrivals().len() < 2 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(ms(20)).await;
-    }
+    eventually(LIMIT, || server.arrivals().len() >= 2).await;
     let arrivals = server.arrivals();
     assert!(arrivals.len() >= 2, "no retry within {LIMIT:?}");
     assert!(arrivals[1].at - arrivals[0].at >= ms(400));
