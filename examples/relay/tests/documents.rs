@@ -8,18 +8,6 @@ use serde_json::json;
 use tether_core::protocol::{ClientMessage, Op, ServerMessage};
 use tether_relay::RelayConfig;
 
-fn set(id: &str, channel: &str, value: i64) -> ClientMessage {
-    ClientMessage::DocChange {
-        id: id.into(),
-        channel: channel.into(),
-        base: 0,
-        ops: vec![Op::Set {
-            key: "n".into(),
-            value: json!(value),
-        }],
-    }
-}
-
 /// What the relay answers a `doc_sync` from `version` of `epoch`: everything up to the
 /// reply of a barrier request sent right behind it.
 async fn sync(c: &mut Client, version: Option<u64>, epoch: Option<&str>) -> Vec<ServerMessage> {
@@ -67,7 +55,11 @@ async fn a_resume_replays_back_to_the_oldest_logged_change_and_snapshots_before_
     .await;
     let mut writer = Client::hello(&relay.ws_url(), "writer").await;
     for n in 1..=5 {
-        writer.send(set(&format!("c{n}"), "doc", n)).await;
+        let ops = vec![Op::Set {
+            key: "n".into(),
+            value: json!(n),
+        }];
+        writer.send(change(&format!("c{n}"), ops)).await;
         assert!(
             matches!(writer.recv().await, ServerMessage::Ack { offset: Some(o), .. } if o == n as u64)
         );
