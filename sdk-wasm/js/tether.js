@@ -125,7 +125,8 @@ function typed(value, what, name) {
 // A call's options object, checked against `types` (each known key's type), or {} when absent.
 // A key the call does not know (a misspelling, or another call's name for it: `ttl`, or
 // `timeout` on a send) is refused with the known ones rather than ignored, and a value of the
-// wrong type is refused too. The one check for every method taking options.
+// wrong type is refused too. The one check for every method taking options. The constructor's
+// options are checked in the module (convert.rs, `Reader::unknown`) in the same words.
 function known(options, types) {
   if (options == null) return {};
   // An array or a Map would have its entries ignored without a word.

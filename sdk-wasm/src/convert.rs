@@ -219,6 +219,8 @@ impl<'a> Reader<'a> {
     }
 
     /// `unknown option section.key (known: …)`, the known names in the order they are read.
+    /// The constructor's options only (`invalid_config`); a call's options are checked in
+    /// tether.js (`known`, `invalid_argument`) in the same words: keep the two in step.
     fn unknown(&self, section: &str, key: &str) -> String {
         let mut known: Vec<&str> = Vec::new();
         for &(s, k) in &self.looked_up {
