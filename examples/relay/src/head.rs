@@ -3,9 +3,8 @@
 //! (replaced by an error naming its type and id). One reader and one echo rule for both.
 
 use crate::session::MAX_ID_LEN;
-use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
-use std::fmt;
+use serde_json::Value;
 
 /// What [`head_of`] finds; a field missing, not a string, or (for `id`) too long is `None`.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -16,77 +15,28 @@ pub(crate) struct FrameHead {
     pub(crate) id: Option<String>,
 }
 
-/// Reads the `type` and `id` of `text`, skipping everything else without building it (the
-/// payload may be a megabyte). Each field is read on its own, so a frame whose `type` is
+/// Reads the `type` and `id` of `text`, skipping every other field without building it (the
+/// payload may be a megabyte; `type` and `id` are small unless the frame is odd, and a frame
+/// is at most the message size). Each field is read on its own, so a frame whose `type` is
 /// wrong still has its id named.
 pub(crate) fn head_of(text: &str) -> FrameHead {
     #[derive(Deserialize)]
     struct Raw {
         #[serde(rename = "type", default)]
-        kind: StringOrSkip,
+        kind: Option<Value>,
         #[serde(default)]
-        id: StringOrSkip,
+        id: Option<Value>,
     }
     let Ok(raw) = serde_json::from_str::<Raw>(text) else {
         return FrameHead::default();
     };
+    let string = |v: Option<Value>| match v {
+        Some(Value::String(s)) => Some(s),
+        _ => None,
+    };
     FrameHead {
-        kind: raw.kind.0,
-        id: raw.id.0.filter(|id| id.len() <= MAX_ID_LEN),
-    }
-}
-
-/// A JSON value kept if it is a string, skipped otherwise.
-#[derive(Default)]
-struct StringOrSkip(Option<String>);
-
-impl<'de> Deserialize<'de> for StringOrSkip {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(StringOrSkipVisitor)
-    }
-}
-
-struct StringOrSkipVisitor;
-
-impl<'de> Visitor<'de> for StringOrSkipVisitor {
-    type Value = StringOrSkip;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-
-    fn visit_str<E>(self, s: &str) -> Result<StringOrSkip, E> {
-        Ok(StringOrSkip(Some(s.to_owned())))
-    }
-
-    fn visit_bool<E>(self, _: bool) -> Result<StringOrSkip, E> {
-        Ok(StringOrSkip(None))
-    }
-
-    fn visit_i64<E>(self, _: i64) -> Result<StringOrSkip, E> {
-        Ok(StringOrSkip(None))
-    }
-
-    fn visit_u64<E>(self, _: u64) -> Result<StringOrSkip, E> {
-        Ok(StringOrSkip(None))
-    }
-
-    fn visit_f64<E>(self, _: f64) -> Result<StringOrSkip, E> {
-        Ok(StringOrSkip(None))
-    }
-
-    fn visit_unit<E>(self) -> Result<StringOrSkip, E> {
-        Ok(StringOrSkip(None))
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<StringOrSkip, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(StringOrSkip(None))
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<StringOrSkip, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(StringOrSkip(None))
+        kind: string(raw.kind),
+        id: string(raw.id).filter(|id| id.len() <= MAX_ID_LEN),
     }
 }
 
