@@ -632,6 +632,14 @@ impl Client {
         self.shared.lock().engine.stats().clone()
     }
 
+    /// The largest message, in bytes, this client sends or accepts
+    /// ([`ClientBuilder::max_message_bytes`](crate::ClientBuilder::max_message_bytes)),
+    /// measured encoded (with the Tether protocol, envelope included): larger sends are
+    /// refused with [`SendError::TooLarge`].
+    pub fn max_message_bytes(&self) -> usize {
+        self.shared.lock().engine.config().max_message_bytes()
+    }
+
     /// Messages waiting in the outbox (queued or awaiting acknowledgement).
     pub fn outbox_len(&self) -> usize {
         self.shared.lock().engine.outbox_len()

@@ -11,12 +11,14 @@
 //! ([`EXIT_GAVE_UP`]). A second signal while that close runs exits at once: the
 //! connection is dropped, and whatever was still pending counts as not delivered.
 //!
-//! Stdin is read as bytes: a line that is not UTF-8 is reported (an `error` event, kind
-//! `stdin`, naming the line) and skipped, and reading goes on. A scripting user piping a
+//! Stdin is read as bytes: a line that is not UTF-8, or longer than the largest message
+//! (`--max-message-bytes`; such a line is not kept in memory while it is read), is reported
+//! (an `error` event, kind `stdin`, naming the line) and skipped, and reading goes on. A scripting user piping a
 //! file wants the other lines delivered, not the rest of the input silently discarded as
 //! before; the skipped line still makes the exit status [`EXIT_UNDELIVERED`], so a script
 //! that only checks `$?` learns that something did not get through.
 
+use crate::lines::{Line, LineReader};
 use crate::output::Output;
 use crate::signals::{Signal, Signals};
 use crate::{EXIT_GAVE_UP, EXIT_UNDELIVERED, EXIT_USAGE};
@@ -27,7 +29,6 @@ use std::time::Duration;
 use tether::{
     Client, ClientBuilder, HeartbeatMode, Jitter, Payload, Protocol, SendOptions, TransportKind,
 };
-use tokio::io::AsyncBufReadExt;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub(crate) enum ProtocolArg {
@@ -347,23 +348,21 @@ pub(crate) async fn run(args: ConnectArgs) -> ExitCode {
         }
     };
 
-    let mut stdin = tokio::io::BufReader::new(tokio::io::stdin());
-    // `read_until` keeps what it read in this buffer if another branch wins the select, so
-    // no bytes are lost between iterations.
-    let mut line_buf = Vec::new();
+    // A line can be at most the largest message plus its line ending: anything longer could
+    // never be sent, so it is not kept in memory while it is read (see `lines`).
+    let line_cap = client.max_message_bytes().saturating_add(2);
+    let mut stdin = LineReader::new(tokio::io::BufReader::new(tokio::io::stdin()), line_cap);
     let mut input = Input::default();
     let mut stdin_open = args.reads_stdin();
     let mut closing = false;
     let mut interrupted: Option<Signal> = None;
     loop {
         tokio::select! {
-            read = stdin.read_until(b'\n', &mut line_buf), if stdin_open => {
+            // `next_line` is cancel safe: a line half read when another branch wins is kept.
+            read = stdin.next_line(), if stdin_open => {
                 let at_end = match read {
-                    // A read cut short by another branch left its bytes in `line_buf`: with
-                    // nothing more to read, they are the last line.
-                    Ok(0) if line_buf.is_empty() => true,
-                    Ok(_) => {
-                        let line = std::mem::take(&mut line_buf);
+                    Ok(None) => true,
+                    Ok(Some(line)) => {
                         take_line(line, &mut input, document.as_ref(), &client, &args, &out);
                         false
                     }
@@ -446,9 +445,9 @@ fn decode_line(mut bytes: Vec<u8>) -> Result<String, std::string::FromUtf8Error>
 }
 
 /// One line of stdin, as bytes with its line ending: a document command or a message. A line
-/// that is not UTF-8 or that `send` refuses is reported, skipped and counted.
+/// that is too long, not UTF-8, or that `send` refuses is reported, skipped and counted.
 fn take_line(
-    bytes: Vec<u8>,
+    line: Line,
     input: &mut Input,
     document: Option<&tether::Document>,
     client: &Client,
@@ -456,6 +455,21 @@ fn take_line(
     out: &Output,
 ) {
     input.lines += 1;
+    let bytes = match line {
+        Line::Complete(bytes) => bytes,
+        Line::TooLong { bytes } => {
+            input.skipped += 1;
+            let (line, limit) = (input.lines, client.max_message_bytes());
+            out.error(
+                "stdin",
+                &format!(
+                    "line {line} is {bytes} bytes long, more than the largest message \
+                     (--max-message-bytes {limit}); skipped"
+                ),
+            );
+            return;
+        }
+    };
     let line = match decode_line(bytes) {
         Ok(line) => line,
         Err(e) => {

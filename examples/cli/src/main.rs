@@ -18,6 +18,7 @@
 
 mod connect;
 mod demo;
+mod lines;
 mod output;
 mod relay;
 mod signals;

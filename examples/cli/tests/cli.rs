@@ -153,6 +153,47 @@ async fn a_line_that_is_not_utf8_is_reported_and_skipped_and_the_rest_is_sent() 
     relay.shutdown().await;
 }
 
+#[tokio::test]
+async fn a_line_longer_than_the_largest_message_is_reported_and_skipped() {
+    let relay = start_relay().await;
+    let url = relay.ws_url();
+    let limit = ["--max-message-bytes", "256"];
+    let mut run = JsonConnect::spawn(
+        &url,
+        &[&["--subscribe", "room", "--publish", "room"][..], &limit].concat(),
+    );
+    run.until(|v| v["event"] == "subscribed").await;
+    let mut stdin = run.stdin();
+    let long = "x".repeat(1000);
+    stdin
+        .write_all(format!("first\n{long}\nthird\n").as_bytes())
+        .await
+        .unwrap();
+    drop(stdin);
+    let error = run.until(|v| v["event"] == "error").await;
+    assert_eq!(error["kind"], "stdin", "{error}");
+    let message = error["message"].as_str().unwrap();
+    assert!(
+        message.contains("line 2") && message.contains("1001 bytes") && message.contains("256"),
+        "{message}"
+    );
+    let closed = run.until(|v| v["event"] == "closed").await;
+    let received: Vec<&Value> = run
+        .seen
+        .iter()
+        .filter(|v| v["event"] == "message")
+        .map(|v| &v["data"])
+        .collect();
+    assert_eq!(
+        received,
+        [&Value::from("first"), &Value::from("third")],
+        "reading went on after the long line"
+    );
+    assert_eq!(closed["skipped_lines"], Value::from(1), "{closed}");
+    assert_eq!(run.exit_code().await, 3);
+    relay.shutdown().await;
+}
+
 /// Publishes `line` to `room` with a second `tether connect`, which must exit 0.
 async fn publish_once(url: &str, line: &str) {
     let mut publisher = tether(&["connect", url, "--publish", "room"]);
