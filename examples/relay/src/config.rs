@@ -83,6 +83,14 @@ pub struct RelayConfig {
     /// consumer and closed with 1013 (it can reconnect and resume from history). A
     /// subscribe's replay does not count against it. Default: 4,096.
     pub max_queued_frames: usize,
+    /// Bytes of broadcast frames a connection may have queued for sending before it is
+    /// treated as a slow consumer, like `max_queued_frames` (whichever is reached first). A
+    /// queued frame is shared with the channel's history and with other subscribers, but a
+    /// reader that stops keeps its frames alive after the history has let them go, so
+    /// without this one slow reader of large messages could hold `max_queued_frames` ×
+    /// `max_message_size` (4 GiB with the defaults). A connection with nothing queued is
+    /// always sent the next frame, however large. Default: 64 MiB.
+    pub max_queued_bytes: usize,
     /// Time allowed for the HTTP request head and, when the token must come in `hello`,
     /// for that `hello`. Default: 10 s.
     pub handshake_timeout: Duration,
@@ -151,6 +159,7 @@ impl Default for RelayConfig {
             reconnect_window: Duration::from_millis(5_000),
             reconnect_after: Duration::ZERO,
             max_queued_frames: 4_096,
+            max_queued_bytes: 64 * 1024 * 1024,
             handshake_timeout: Duration::from_secs(10),
         }
     }
@@ -165,6 +174,17 @@ impl RelayConfig {
             .saturating_add(16)
     }
 
+    /// The queue limits of one connection that may be sent frames of at most `max_frame`
+    /// bytes.
+    pub(crate) fn queue_limits(&self, max_frame: usize) -> crate::peer::QueueLimits {
+        crate::peer::QueueLimits {
+            frames: self.max_queued_frames,
+            burst: self.reply_burst(),
+            bytes: self.max_queued_bytes,
+            max_frame,
+        }
+    }
+
     /// Checks that every field can work; [`Relay::bind`](crate::Relay::bind) calls it.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.max_message_size == 0 {
@@ -176,6 +196,7 @@ impl RelayConfig {
         if self.max_queued_frames == 0 {
             return Err(ConfigError::MaxQueuedFrames);
         }
+
         if self.token.as_deref() == Some("") {
             return Err(ConfigError::EmptyToken);
         }
@@ -215,6 +236,7 @@ impl std::fmt::Debug for RelayConfig {
             .field("reconnect_window", &self.reconnect_window)
             .field("reconnect_after", &self.reconnect_after)
             .field("max_queued_frames", &self.max_queued_frames)
+            .field("max_queued_bytes", &self.max_queued_bytes)
             .field("handshake_timeout", &self.handshake_timeout)
             .finish()
     }

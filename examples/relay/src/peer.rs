@@ -1,7 +1,8 @@
 //! A connection as the rest of the relay sees it: an id and an outbound queue. The hub
 //! queues frames without blocking (it holds its lock while broadcasting), the connection's
-//! writer drains them to the socket. A queue that grows past its limit marks a slow
-//! consumer: that frame and every later one are dropped (never a later one after a gap, which
+//! writer drains them to the socket. A queue that grows past its limits (frames, or bytes of
+//! frames: a slow reader of large messages keeps them alive after the history let them go)
+//! marks a slow consumer: that frame and every later one are dropped (never a later one after a gap, which
 //! the client would take as having seen everything before it) and the connection task closes
 //! the connection, so one client that stops reading cannot make the relay buffer without
 //! bound. The client can reconnect and resume from the channel history.
@@ -49,12 +50,39 @@ impl Outbound {
     }
 }
 
+/// How much a connection's queue may hold; see [`Peer::with_limits`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct QueueLimits {
+    /// Items queued before the connection counts as a slow consumer.
+    pub(crate) frames: usize,
+    /// How far past `frames` a `push` (a burst the connection asked for) may go.
+    pub(crate) burst: usize,
+    /// Bytes of frames an `offer` (a broadcast) may find queued; an empty queue always
+    /// takes one, whatever its size.
+    pub(crate) bytes: usize,
+    /// Largest frame this connection may be sent; a larger one is replaced by an error.
+    pub(crate) max_frame: usize,
+}
+
+impl QueueLimits {
+    /// Only the frame limits: no byte limit, frames of any size.
+    #[cfg(test)]
+    pub(crate) fn frames(frames: usize, burst: usize) -> QueueLimits {
+        QueueLimits {
+            frames,
+            burst,
+            bytes: usize::MAX,
+            max_frame: usize::MAX,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Shared {
     queued: AtomicUsize,
-    limit: usize,
-    /// How far past `limit` a `push` (a burst the connection asked for) may go.
-    burst: usize,
+    /// The bytes of the frames in `queued`.
+    queued_bytes: AtomicUsize,
+    limits: QueueLimits,
     /// Set by the first frame dropped for a full queue; from then on nothing is queued.
     overflowed: AtomicBool,
     overflow: Notify,
@@ -62,8 +90,6 @@ struct Shared {
     /// the n-th item queued is still waiting while fewer than n were taken.
     pushed: AtomicU64,
     taken: AtomicU64,
-    /// Largest frame this connection may be sent; see [`Peer::with_max_frame`].
-    max_frame: usize,
     /// Set once the client said `hello`: only then is it sent the protocol's own `ping`
     /// (a raw WebSocket client would get it as data), see [`Peer::said_hello`].
     said_hello: AtomicBool,
@@ -97,33 +123,28 @@ pub(crate) struct PeerQueue {
 impl Peer {
     /// A peer whose queue may hold `limit` items before it counts as a slow consumer, plus
     /// `burst` more for replies the connection asked for (a subscribe's replay).
+    #[cfg(test)]
     pub(crate) fn new(id: PeerId, limit: usize, burst: usize) -> (Peer, PeerQueue) {
-        Peer::with_max_frame(id, limit, burst, usize::MAX)
+        Peer::with_limits(id, QueueLimits::frames(limit, burst))
     }
 
-    /// [`Peer::new`] for a connection that must never be sent a frame over `max_frame`
-    /// bytes: a WebSocket, whose writer fails on a frame its write buffer cannot take (and
-    /// whose client, with the default limits, refuses one over the relay's own limit). Such a
-    /// frame is replaced by `error{code:"too_large"}`, naming the id it carried, so the
-    /// client is told instead of being disconnected.
-    pub(crate) fn with_max_frame(
-        id: PeerId,
-        limit: usize,
-        burst: usize,
-        max_frame: usize,
-    ) -> (Peer, PeerQueue) {
+    /// A peer whose queue holds at most what `limits` allow. A connection that must never be
+    /// sent a frame over `max_frame` bytes is a WebSocket, whose writer fails on a frame its
+    /// write buffer cannot take (and whose client, with the default limits, refuses one over
+    /// the relay's own limit): such a frame is replaced by `error{code:"too_large"}`, naming
+    /// the id it carried, so the client is told instead of being disconnected.
+    pub(crate) fn with_limits(id: PeerId, limits: QueueLimits) -> (Peer, PeerQueue) {
         // Unbounded on purpose: the hub must never wait on one connection while it holds
         // its lock; the limit is enforced by `offer` instead.
         let (tx, rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             queued: AtomicUsize::new(0),
-            limit,
-            burst,
+            queued_bytes: AtomicUsize::new(0),
+            limits,
             overflowed: AtomicBool::new(false),
             overflow: Notify::new(),
             pushed: AtomicU64::new(0),
             taken: AtomicU64::new(0),
-            max_frame,
             said_hello: AtomicBool::new(false),
         });
         (
@@ -155,20 +176,24 @@ impl Peer {
         if shared.overflowed.load(Ordering::Relaxed) {
             return None;
         }
-        if shared.queued.load(Ordering::Relaxed) >= shared.limit.saturating_add(shared.burst) {
+        let limits = &shared.limits;
+        if shared.queued.load(Ordering::Relaxed) >= limits.frames.saturating_add(limits.burst) {
             shared.overflow();
             return None;
         }
-        let item = if item.len() > shared.max_frame {
-            Outbound::Frame(too_large(&item, shared.max_frame))
+        let item = if item.len() > limits.max_frame {
+            Outbound::Frame(too_large(&item, limits.max_frame))
         } else {
             item
         };
-        self.shared.queued.fetch_add(1, Ordering::Relaxed);
-        let ticket = Ticket(self.shared.pushed.fetch_add(1, Ordering::Relaxed) + 1);
+        let bytes = item.len();
+        shared.queued.fetch_add(1, Ordering::Relaxed);
+        shared.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
+        let ticket = Ticket(shared.pushed.fetch_add(1, Ordering::Relaxed) + 1);
         if self.tx.send(item).is_err() {
             // The connection is gone; it will be removed from every table shortly.
-            self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+            shared.queued.fetch_sub(1, Ordering::Relaxed);
+            shared.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
             return None;
         }
         Some(ticket)
@@ -182,16 +207,21 @@ impl Peer {
         self.shared.taken.load(Ordering::Relaxed) < ticket.0
     }
 
-    /// Queues `item` unless the queue is over its limit, in which case the peer is marked
-    /// as a slow consumer and the item is dropped, and so is every later one, even once the
-    /// queue has room again: delivered after the gap, a later message would make the client
-    /// resume past it. Returns whether it was queued.
+    /// Queues `item` unless the queue is over its limits (frames, or bytes with this item),
+    /// in which case the peer is marked as a slow consumer and the item is dropped, and so is
+    /// every later one, even once the queue has room again: delivered after the gap, a later
+    /// message would make the client resume past it. Returns whether it was queued.
     pub(crate) fn offer(&self, item: Outbound) -> bool {
         let shared = &self.shared;
         if shared.overflowed.load(Ordering::Relaxed) {
             return false;
         }
-        if shared.queued.load(Ordering::Relaxed) >= shared.limit {
+        let queued = shared.queued.load(Ordering::Relaxed);
+        let bytes_after = shared
+            .queued_bytes
+            .load(Ordering::Relaxed)
+            .saturating_add(item.len());
+        if queued >= shared.limits.frames || (queued > 0 && bytes_after > shared.limits.bytes) {
             shared.overflow();
             return false;
         }
@@ -216,8 +246,8 @@ impl PeerQueue {
     /// The next queued item; `None` only once every [`Peer`] is dropped.
     pub(crate) async fn recv(&mut self) -> Option<Outbound> {
         let item = self.rx.recv().await;
-        if item.is_some() {
-            self.taken();
+        if let Some(item) = &item {
+            self.taken(item);
         }
         item
     }
@@ -225,8 +255,8 @@ impl PeerQueue {
     /// The next item if one is queued already.
     pub(crate) fn try_recv(&mut self) -> Option<Outbound> {
         let item = self.rx.try_recv().ok();
-        if item.is_some() {
-            self.taken();
+        if let Some(item) = &item {
+            self.taken(item);
         }
         item
     }
@@ -250,8 +280,11 @@ impl PeerQueue {
             .collect()
     }
 
-    fn taken(&self) {
+    fn taken(&self, item: &Outbound) {
         self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+        self.shared
+            .queued_bytes
+            .fetch_sub(item.len(), Ordering::Relaxed);
         self.shared.taken.fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -343,7 +376,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_frame_over_the_limit_is_replaced_by_an_error_naming_its_id() {
-        let (peer, mut queue) = Peer::with_max_frame(1, 10, 0, 64);
+        let limits = QueueLimits {
+            max_frame: 64,
+            ..QueueLimits::frames(10, 0)
+        };
+        let (peer, mut queue) = Peer::with_limits(1, limits);
         let reply = format!(
             r#"{{"type":"reply","id":"r1","payload":"{}"}}"#,
             "x".repeat(64)
@@ -360,6 +397,32 @@ mod tests {
             other => panic!("expected too_large, got {other:?}"),
         }
         assert_eq!(got[1], r#"{"type":"pong","id":"p"}"#, "smaller frames pass");
+    }
+
+    #[tokio::test]
+    async fn offers_past_the_byte_limit_flag_the_peer_and_taking_frees_their_bytes() {
+        let limits = QueueLimits {
+            bytes: 10,
+            ..QueueLimits::frames(100, 0)
+        };
+        let (peer, mut queue) = Peer::with_limits(1, limits);
+        assert!(peer.offer(frame("12345")));
+        assert!(peer.offer(frame("67890")), "exactly the limit");
+        queue.try_recv();
+        assert!(
+            peer.offer(frame("abcde")),
+            "the first one's bytes were given back"
+        );
+        assert!(!peer.offer(frame("f")), "11 bytes");
+        tokio::time::timeout(Duration::from_secs(1), peer.overflowed())
+            .await
+            .expect("flagged");
+
+        // An empty queue takes one frame of any size: the limit bounds a backlog, not a
+        // message.
+        let (peer, _queue) = Peer::with_limits(2, limits);
+        assert!(peer.offer(frame(&"x".repeat(50))));
+        assert!(!peer.offer(frame("y")));
     }
 
     #[tokio::test]

@@ -56,10 +56,10 @@ pub(crate) async fn serve(
     .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
 
     let _open = shared.stats.connection_opened();
-    let (peer, mut queue) = Peer::new(
+    // An event stream has no frame limit of its own: it is text over a response body.
+    let (peer, mut queue) = Peer::with_limits(
         shared.next_peer_id(),
-        shared.config.max_queued_frames,
-        shared.config.reply_burst(),
+        shared.config.queue_limits(usize::MAX),
     );
     shared.hub.follow(&peer, &channel, last_event_id.as_deref());
     tracing::debug!(peer = peer.id(), channel, ?last_event_id, "sse stream open");

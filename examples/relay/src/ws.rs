@@ -152,11 +152,9 @@ pub(crate) async fn serve(
     .await;
 
     let _open = shared.stats.connection_opened();
-    let (peer, mut queue) = Peer::with_max_frame(
+    let (peer, mut queue) = Peer::with_limits(
         shared.next_peer_id(),
-        shared.config.max_queued_frames,
-        shared.config.reply_burst(),
-        shared.config.max_message_size,
+        shared.config.queue_limits(shared.config.max_message_size),
     );
     let now = Instant::now();
     let mut session = Session::new(

@@ -140,12 +140,30 @@ async fn messages_over_the_rate_limit_are_refused_by_id() {
 
 #[tokio::test]
 async fn a_subscriber_that_stops_reading_is_closed_with_1013() {
-    let relay = relay(RelayConfig {
+    slow_subscriber_is_cut_off(RelayConfig {
         max_queued_frames: 8,
         rate_limit: None,
         ..RelayConfig::default()
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_subscriber_that_stops_reading_large_messages_is_closed_by_the_byte_limit() {
+    // 4,096 frames of 64 KiB would be 256 MiB held for one reader; the byte limit stops it
+    // at 512 KiB.
+    slow_subscriber_is_cut_off(RelayConfig {
+        max_queued_bytes: 512 * 1024,
+        rate_limit: None,
+        ..RelayConfig::default()
+    })
+    .await;
+}
+
+/// A subscriber that stops reading while 200 messages of 64 KiB are published is closed with
+/// 1013 after a gapless prefix of them, and the publisher is not affected.
+async fn slow_subscriber_is_cut_off(config: RelayConfig) {
+    let relay = relay(config).await;
     let url = relay.ws_url();
 
     let mut slow = Client::slow_reader(&relay).await;
