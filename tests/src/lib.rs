@@ -5,6 +5,7 @@
 
 /// The chaos proxy lives with the relay so the demo can use it too.
 pub use tether_relay::chaos as proxy;
+pub mod listen;
 pub mod servers;
 pub mod tap;
 pub mod tls;

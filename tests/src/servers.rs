@@ -1,13 +1,12 @@
 //! Servers that misbehave in one specific way, on an ephemeral loopback port. Each records
 //! when connections arrived (and with which headers), so tests can check the client's timing.
 
+use crate::listen::Listener;
 use futures_util::{SinkExt, StreamExt};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
-use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -46,49 +45,37 @@ pub struct Arrival {
 /// A running misbehaving server; dropping it stops it and its connections.
 #[derive(Debug)]
 pub struct MisbehavingServer {
-    addr: SocketAddr,
+    listener: Listener,
     arrivals: Arc<Mutex<Vec<Arrival>>>,
     hangups: Arc<Mutex<Vec<Instant>>>,
-    task: tokio::task::JoinHandle<()>,
 }
 
 impl MisbehavingServer {
     /// Starts on an ephemeral loopback port.
     pub async fn start(behaviour: Behaviour) -> std::io::Result<MisbehavingServer> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
         let arrivals = Arc::new(Mutex::new(Vec::new()));
         let hangups = Arc::new(Mutex::new(Vec::new()));
         let log = Log {
             arrivals: arrivals.clone(),
             hangups: hangups.clone(),
         };
-        let task = tokio::spawn(async move {
-            let mut connections = JoinSet::new();
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else {
-                    return;
-                };
-                connections.spawn(serve(tcp, behaviour.clone(), log.clone()));
-                while connections.try_join_next().is_some() {}
-            }
-        });
+        let listener =
+            Listener::start(move |tcp| serve(tcp, behaviour.clone(), log.clone())).await?;
         Ok(MisbehavingServer {
-            addr,
+            listener,
             arrivals,
             hangups,
-            task,
         })
     }
 
     /// `ws://ADDR/`.
     pub fn ws_url(&self) -> String {
-        format!("ws://{}/", self.addr)
+        format!("ws://{}/", self.listener.addr())
     }
 
     /// The listening address.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.listener.addr()
     }
 
     /// Connections so far.
@@ -107,12 +94,6 @@ impl MisbehavingServer {
 struct Log {
     arrivals: Arc<Mutex<Vec<Arrival>>>,
     hangups: Arc<Mutex<Vec<Instant>>>,
-}
-
-impl Drop for MisbehavingServer {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 // The handshake callback's error type is tungstenite's, large by its design.

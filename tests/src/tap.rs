@@ -4,14 +4,14 @@
 //! client's messages back, so that they are written by the client but not yet delivered or
 //! acknowledged. The relay itself does not tell a clean close from a dropped connection.
 
+use crate::listen::Listener;
 use futures_util::{SinkExt, StreamExt};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -34,9 +34,8 @@ pub enum Ending {
 /// A running tap on an ephemeral loopback port; dropping it stops it and its connections.
 #[derive(Debug)]
 pub struct WsTap {
-    addr: SocketAddr,
+    listener: Listener,
     state: Arc<State>,
-    task: tokio::task::JoinHandle<()>,
 }
 
 #[derive(Debug)]
@@ -53,8 +52,6 @@ impl WsTap {
     /// Starts forwarding to the WebSocket server at `upstream`, with each client's own path
     /// and query (its other request headers are not passed on).
     pub async fn start(upstream: SocketAddr) -> std::io::Result<WsTap> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
         let state = Arc::new(State {
             upstream: format!("ws://{upstream}"),
             hold: watch::channel(false).0,
@@ -62,23 +59,13 @@ impl WsTap {
             endings: watch::channel(Vec::new()).0,
         });
         let shared = state.clone();
-        let task = tokio::spawn(async move {
-            // Dropped with the accept task: every connection ends with the tap.
-            let mut connections = JoinSet::new();
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else {
-                    return;
-                };
-                connections.spawn(serve(tcp, shared.clone()));
-                while connections.try_join_next().is_some() {}
-            }
-        });
-        Ok(WsTap { addr, state, task })
+        let listener = Listener::start(move |tcp| serve(tcp, shared.clone())).await?;
+        Ok(WsTap { listener, state })
     }
 
     /// `ws://ADDR/`.
     pub fn ws_url(&self) -> String {
-        format!("ws://{}/", self.addr)
+        format!("ws://{}/", self.listener.addr())
     }
 
     /// Holds the clients' messages back (`true`), or forwards them, those held first, in
@@ -103,12 +90,6 @@ impl WsTap {
         let _ = tokio::time::timeout(limit, endings.wait_for(|e| e.len() >= count)).await;
         let ended = endings.borrow().clone();
         ended
-    }
-}
-
-impl Drop for WsTap {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
 
