@@ -9,6 +9,12 @@
 //! a duplicate and is dropped. When the server could not recover (`recovered: false`: history
 //! trimmed, or a new epoch after a server restart) the client adopts the server's starting
 //! point, the retained history is replayed, and the app is told there may be a gap.
+//!
+//! Unsubscribing: the subscription ends for the app when it asks, but the server ends it only
+//! when it reads the `unsubscribe`, and answers with `unsubscribed`. Until that answer comes,
+//! the channel is *leaving*: messages the server sent before it read the unsubscribe are
+//! dropped (the app was told `Unsubscribed`), and the answer is recognised as ours, so it
+//! neither reports a second `Unsubscribed` nor ends a subscription the app made again since.
 
 use crate::event::Event;
 use crate::protocol::{ClientMessage, PresenceChange};
@@ -56,6 +62,9 @@ struct Subscription {
 #[derive(Debug, Default)]
 pub(crate) struct Channels {
     subs: SortedMap<String, Subscription>,
+    /// Per channel, the unsubscribes sent on this connection that the server has not
+    /// answered yet (see the module docs); emptied when a connection opens.
+    leaving: SortedMap<String, u32>,
 }
 
 /// What to do with an inbound channel message.
@@ -63,6 +72,8 @@ pub(crate) struct Channels {
 pub(crate) enum Admission {
     Deliver,
     Duplicate,
+    /// Sent before the server read the app's unsubscribe: the app no longer wants it.
+    Unsubscribed,
 }
 
 impl Channels {
@@ -79,6 +90,36 @@ impl Channels {
     /// Removes a subscription; false if there was none.
     pub(crate) fn remove(&mut self, channel: &str) -> bool {
         self.subs.remove(channel).is_some()
+    }
+
+    /// An unsubscribe for `channel` was sent on this connection: until its `unsubscribed`
+    /// answer, what the server sends on the channel belongs to the ended subscription.
+    pub(crate) fn unsubscribe_sent(&mut self, channel: &str) {
+        match self.leaving.get_mut(channel) {
+            Some(count) => *count += 1,
+            None => {
+                self.leaving.insert(channel.to_owned(), 1);
+            }
+        }
+    }
+
+    /// The server said `unsubscribed`: the answer to one of our unsubscribes, or the server
+    /// ending the subscription itself. True if that ended a subscription the app has (the
+    /// app must be told); an answer to ours ends only the leaving.
+    pub(crate) fn on_unsubscribed(&mut self, channel: &str) -> bool {
+        match self.leaving.get_mut(channel) {
+            Some(count) if *count > 1 => *count -= 1,
+            Some(_) => {
+                self.leaving.remove(channel);
+            }
+            None => return self.remove(channel),
+        }
+        false
+    }
+
+    /// A connection opened: unsubscribes sent on an earlier one will not be answered.
+    pub(crate) fn connection_opened(&mut self) {
+        self.leaving = SortedMap::default();
     }
 
     pub(crate) fn contains(&self, channel: &str) -> bool {
@@ -119,6 +160,9 @@ impl Channels {
         epoch: Option<String>,
         recovered: bool,
     ) {
+        // The server answers in order, so an unsubscribe before this subscribe was answered
+        // already; a server that did not answer it will not any more.
+        self.leaving.remove(channel);
         if let Some(sub) = self.subs.get_mut(channel) {
             if sub.last_offset.is_none() || !recovered {
                 sub.last_offset = Some(start);
@@ -129,6 +173,9 @@ impl Channels {
 
     /// Dedupe by offset: a message at or below the last seen offset was delivered already.
     pub(crate) fn admit(&mut self, channel: &str, offset: Option<u64>) -> Admission {
+        if self.leaving.contains_key(channel) {
+            return Admission::Unsubscribed;
+        }
         let (Some(sub), Some(offset)) = (self.subs.get_mut(channel), offset) else {
             return Admission::Deliver;
         };
@@ -271,6 +318,44 @@ mod tests {
         // A restarted server (new epoch) starts over at a lower head: adopt it.
         c.on_subscribed("room", 0, Some("e2".into()), false);
         assert_eq!(c.admit("room", Some(1)), Admission::Deliver);
+    }
+
+    #[test]
+    fn a_leaving_channel_drops_messages_until_the_server_answers_each_unsubscribe() {
+        let mut c = Channels::default();
+        c.add("room");
+        c.on_subscribed("room", 1, None, false);
+        // Unsubscribe, subscribe again, unsubscribe again: two answers due.
+        for _ in 0..2 {
+            assert!(c.remove("room"));
+            c.unsubscribe_sent("room");
+            c.add("room");
+        }
+        assert_eq!(c.admit("room", Some(2)), Admission::Unsubscribed);
+        assert!(!c.on_unsubscribed("room"), "the answer to ours");
+        assert_eq!(c.admit("room", Some(3)), Admission::Unsubscribed);
+        assert!(!c.on_unsubscribed("room"));
+        assert!(c.contains("room"), "the newer subscription stands");
+        assert_eq!(c.admit("room", Some(4)), Admission::Deliver);
+        // The server ending the subscription itself is news for the app.
+        assert!(c.on_unsubscribed("room"));
+        assert!(!c.contains("room"));
+        assert!(!c.on_unsubscribed("room"));
+    }
+
+    #[test]
+    fn a_subscribed_or_a_new_connection_ends_the_leaving() {
+        let mut c = Channels::default();
+        c.add("room");
+        c.remove("room");
+        c.unsubscribe_sent("room");
+        c.add("room");
+        // A server that skipped the answer still answers the subscribe.
+        c.on_subscribed("room", 7, None, false);
+        assert_eq!(c.admit("room", Some(8)), Admission::Deliver);
+        c.unsubscribe_sent("room");
+        c.connection_opened();
+        assert_eq!(c.admit("room", Some(9)), Admission::Deliver);
     }
 
     #[test]

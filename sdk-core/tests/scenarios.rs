@@ -2020,6 +2020,60 @@ fn unsubscribe_stops_resubscribing() {
     ));
 }
 
+#[test]
+fn subscribing_again_right_after_unsubscribing_survives_the_answer_to_the_unsubscribe() {
+    // "Leave the room, rejoin": the server's `unsubscribed` for the first arrives after the
+    // second subscribe was sent, and used to end the new subscription (silently: the next
+    // reconnect did not resubscribe, and messages stopped for good).
+    let mut sim = tether(Config::builder("ws://relay"));
+    sim.engine.subscribe(sim.now, "room").unwrap();
+    sim.connect_open();
+    sim.run_for(ms(100));
+    sim.engine.unsubscribe(sim.now, "room").unwrap();
+    sim.engine.subscribe(sim.now, "room").unwrap();
+    sim.run_for(ms(100));
+    let channels: Vec<&str> = sim.engine.channels().collect();
+    assert_eq!(channels, ["room"]);
+    let unsubscribed = sim.events_matching(|e| match e {
+        Event::Unsubscribed { channel } => Some(channel.clone()),
+        _ => None,
+    });
+    assert_eq!(unsubscribed, ["room"], "one Unsubscribed, the app's own");
+
+    sim.kill_connection();
+    sim.run_until_state(secs(30), |e| e.state().is_open());
+    sim.run_for(ms(100));
+    sim.other_publishes("room", json!("after the reconnect"));
+    sim.run_for(ms(100));
+    let delivered: Vec<Payload> = sim.delivered().into_iter().map(|m| m.payload).collect();
+    assert_eq!(delivered, [Payload::Json(json!("after the reconnect"))]);
+}
+
+#[test]
+fn no_channel_message_is_delivered_after_the_app_unsubscribed() {
+    let mut sim = tether(Config::builder("ws://relay"));
+    sim.engine.subscribe(sim.now, "room").unwrap();
+    sim.connect_open();
+    sim.run_for(ms(100));
+    // On the wire towards the client when it unsubscribes.
+    sim.other_publishes("room", json!("in flight"));
+    sim.run_for(ms(1));
+    sim.engine.unsubscribe(sim.now, "room").unwrap();
+    sim.run_for(ms(100));
+    assert_eq!(
+        sim.delivered(),
+        [],
+        "the app was told Unsubscribed before it"
+    );
+    // Subscribed again, the channel's messages are delivered again.
+    sim.engine.subscribe(sim.now, "room").unwrap();
+    sim.run_for(ms(100));
+    sim.other_publishes("room", json!("later"));
+    sim.run_for(ms(100));
+    let delivered: Vec<Payload> = sim.delivered().into_iter().map(|m| m.payload).collect();
+    assert_eq!(delivered, [Payload::Json(json!("later"))]);
+}
+
 // ---- requests ---------------------------------------------------------------------------------
 
 #[test]

@@ -236,7 +236,8 @@ impl Engine {
     }
 
     /// Unsubscribes from `channel`; forgets its offset and presence. Unknown channels are a
-    /// no-op.
+    /// no-op. Messages the server sent on the channel before it read the unsubscribe are not
+    /// delivered: the app has its `Unsubscribed` already.
     pub fn unsubscribe(&mut self, now: Instant, channel: &str) -> Result<(), SubscribeError> {
         self.check_channel_command(channel)?;
         let _ = self.observe(now);
@@ -245,6 +246,7 @@ impl Engine {
                 self.send_control(&ClientMessage::Unsubscribe {
                     channel: channel.to_owned(),
                 });
+                self.channels.unsubscribe_sent(channel);
             }
             self.events.push_back(Event::Unsubscribed {
                 channel: channel.to_owned(),

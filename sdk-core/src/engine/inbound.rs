@@ -17,9 +17,13 @@ impl Engine {
                 ..
             } => {
                 if let Some(name) = channel.as_deref() {
-                    if self.channels.admit(name, offset) == Admission::Duplicate {
-                        self.stats.duplicates_dropped += 1;
-                        return;
+                    match self.channels.admit(name, offset) {
+                        Admission::Deliver => {}
+                        Admission::Duplicate => {
+                            self.stats.duplicates_dropped += 1;
+                            return;
+                        }
+                        Admission::Unsubscribed => return,
                     }
                 }
                 self.deliver(channel, offset, Payload::Json(payload));
@@ -71,7 +75,7 @@ impl Engine {
                 }
             }
             ServerMessage::Unsubscribed { channel } => {
-                if self.channels.remove(&channel) {
+                if self.channels.on_unsubscribed(&channel) {
                     self.events.push_back(Event::Unsubscribed { channel });
                 }
             }

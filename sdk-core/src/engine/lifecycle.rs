@@ -95,6 +95,7 @@ impl Engine {
                 token: self.conn.hello_token.take(),
             };
             self.send_control(&hello);
+            self.channels.connection_opened();
             for msg in self.channels.resubscribe_all() {
                 self.send_control(&msg);
             }
