@@ -1341,6 +1341,99 @@ fn close_after_drain_closes_when_the_last_message_expires_while_waiting() {
     );
 }
 
+#[test]
+fn close_after_drain_closes_when_the_last_request_times_out_while_waiting() {
+    // As for a message's TTL: a request kept across the outage (not failed with the
+    // connection) that times out leaves nothing to drain; the drain used to go on retrying
+    // until its own deadline.
+    let mut sim = tether(
+        Config::builder("ws://relay")
+            .fail_requests_on_disconnect(false)
+            .backoff_initial(secs(20))
+            .jitter(Jitter::None),
+    );
+    sim.connect_open();
+    sim.server.behaviour = Behaviour::Down;
+    sim.kill_connection();
+    let opens = sim.server.opens.len();
+    let id = sim
+        .engine
+        .request(sim.now, json!("q"), Some(secs(2)))
+        .unwrap();
+    let start = sim.now;
+    sim.engine.close_after_drain(sim.now, secs(600));
+    sim.run_until_state(secs(10), |e| e.state().is_closed());
+    assert_eq!(sim.now, start + secs(2), "closed at the request's timeout");
+    assert_eq!(
+        sim.engine.state(),
+        &State::Closed {
+            reason: CloseReason::App { code: 1000 }
+        }
+    );
+    let failed = sim.events_matching(|e| match e {
+        Event::RequestFailed { id: r, reason } if *r == id => Some(reason.clone()),
+        _ => None,
+    });
+    assert_eq!(failed, [RequestFailure::TimedOut]);
+    assert_eq!(
+        sim.server.opens.len(),
+        opens,
+        "no connection opened to close"
+    );
+}
+
+#[test]
+fn close_after_drain_closes_when_the_last_request_fails_with_the_connection() {
+    let mut sim = tether(Config::builder("ws://relay"));
+    sim.server.answer_requests = false;
+    sim.connect_open();
+    let id = sim.engine.request(sim.now, json!("q"), None).unwrap();
+    sim.run_for(ms(100));
+    sim.engine.close_after_drain(sim.now, secs(60));
+    let opens = sim.server.opens.len();
+    sim.kill_connection();
+    let failed = sim.events_matching(|e| match e {
+        Event::RequestFailed { id: r, reason } if *r == id => Some(reason.clone()),
+        _ => None,
+    });
+    assert_eq!(failed, [RequestFailure::ConnectionLost]);
+    assert_eq!(
+        sim.engine.state(),
+        &State::Closed {
+            reason: CloseReason::App { code: 1000 }
+        },
+        "nothing is left to deliver: no new connection just to close it"
+    );
+    sim.run_for(secs(5));
+    assert_eq!(sim.server.opens.len(), opens);
+}
+
+#[test]
+fn a_request_times_out_on_the_tick_its_deadline_shares_with_the_drain_timeout() {
+    // The request counterpart of the acked-message case below: reported TimedOut, not Closed.
+    let mut sim = tether(Config::builder("ws://relay"));
+    sim.server.answer_requests = false;
+    sim.connect_open();
+    let id = sim
+        .engine
+        .request(sim.now, json!("q"), Some(secs(2)))
+        .unwrap();
+    sim.engine.close_after_drain(sim.now, secs(2));
+    sim.run_for(secs(3));
+    let failed = sim.events_matching(|e| match e {
+        Event::RequestFailed { id: r, reason } if *r == id => Some(reason.clone()),
+        _ => None,
+    });
+    assert_eq!(failed, [RequestFailure::TimedOut]);
+    sim.run_until_state(secs(5), |e| e.state().is_closed());
+    assert_eq!(
+        sim.engine.state(),
+        &State::Closed {
+            reason: CloseReason::App { code: 1000 }
+        }
+    );
+}
+
 // ---- acknowledged sends -----------------------------------------------------------------------
 
 #[test]

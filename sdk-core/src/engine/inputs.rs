@@ -318,11 +318,13 @@ impl Engine {
 
     /// Fires every deadline at or before `now`. Spurious or repeated calls are no-ops.
     pub fn handle_timeout(&mut self, now: Instant) {
-        // Expiry and ack timeouts first and unconditionally: the lifecycle timers below return
-        // early, and a message whose TTL or timeout has come must be reported on this call
-        // (as `Expired`, not as `Closed` by a close due on the same tick) whichever is due.
+        // Expiry, request and ack timeouts first and unconditionally: the lifecycle timers
+        // below return early, and a message or request whose TTL or timeout has come must be
+        // reported on this call (as `Expired` or `TimedOut`, not as `Closed` by a close due on
+        // the same tick) whichever is due.
         let now = self.observe(now);
         self.expire_due(now);
+        self.fire_request_timeouts(now);
         self.report_overdue_acks(now);
         self.release_overdue(now);
         if self.timers.close.is_some_and(|t| t <= now) {
@@ -351,19 +353,24 @@ impl Engine {
         if self.timers.min_uptime.is_some_and(|t| t <= now) {
             self.on_stable();
         }
-        self.fire_request_timeouts(now);
         self.flush(now);
         self.run_heartbeat(now);
     }
 
+    /// Fails the requests whose timeout has come; a drain waiting only for them is over.
     fn fire_request_timeouts(&mut self, now: Instant) {
-        for request in self.requests.take_expired(now) {
+        let expired = self.requests.take_expired(now);
+        if expired.is_empty() {
+            return;
+        }
+        for request in expired {
             self.outbox.remove_request(request);
             self.events.push_back(Event::RequestFailed {
                 id: request,
                 reason: crate::event::RequestFailure::TimedOut,
             });
         }
+        self.check_drain(now);
     }
 
     fn run_heartbeat(&mut self, now: Instant) {

@@ -153,6 +153,13 @@ impl Engine {
             Disposition::Reauth if self.auth.refreshed_once => {
                 self.finish_closed(CloseReason::Unauthorized { code, status });
             }
+            // The app asked to close once everything was delivered, and the connection took
+            // the last of it along (requests failed with it): another connection would only
+            // be opened to be closed.
+            _ if self.drain_complete() => {
+                self.drain = None;
+                self.finish_closed(CloseReason::App { code: 1000 });
+            }
             Disposition::Reauth => {
                 self.auth.refreshed_once = true;
                 self.auth.refresh_next = true;
@@ -338,9 +345,14 @@ impl Engine {
         }
     }
 
+    /// Draining, with nothing left to deliver or to wait for.
+    fn drain_complete(&self) -> bool {
+        self.drain.is_some() && self.outbox.is_empty() && self.requests.len() == 0
+    }
+
     /// When draining, closes once nothing is pending.
     pub(super) fn check_drain(&mut self, now: Instant) {
-        if self.drain.is_none() || !self.outbox.is_empty() || self.requests.len() > 0 {
+        if !self.drain_complete() {
             return;
         }
         self.drain = None;
