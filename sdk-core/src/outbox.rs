@@ -232,6 +232,20 @@ impl Outbox {
         false
     }
 
+    /// Removes the largest in-flight entry if it is `size` bytes or more (the largest frame
+    /// written on the connection); returns it with what it awaited.
+    pub(crate) fn take_largest_in_flight(&mut self, size: usize) -> Option<(MessageId, Awaiting)> {
+        let (pos, _) = self
+            .in_flight
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.frame.len() >= size)
+            .max_by_key(|(_, e)| e.frame.len())?;
+        let entry = self.in_flight.remove(pos)?;
+        self.bytes -= entry.frame.len();
+        Some((entry.id, entry.awaiting))
+    }
+
     /// Finds the local id of the entry with ack wire id `wire_id`.
     pub(crate) fn id_for_wire(&self, wire_id: &str) -> Option<MessageId> {
         self.in_flight

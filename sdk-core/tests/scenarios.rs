@@ -1434,6 +1434,83 @@ fn a_request_times_out_on_the_tick_its_deadline_shares_with_the_drain_timeout() 
     );
 }
 
+#[test]
+fn a_message_the_server_closes_1009_on_is_dropped_instead_of_resent_forever() {
+    // The client's limit above the server's: an acked publish the server refuses by closing
+    // with 1009 used to be re-sent after every reconnect, each time closing the connection
+    // again, with everything queued behind it waiting.
+    let mut sim = tether(Config::builder("ws://relay"));
+    sim.server.max_frame = Some(1_000);
+    sim.connect_open();
+    let small = sim
+        .engine
+        .publish(sim.now, "room", json!("before"), SendOptions::default())
+        .unwrap();
+    let huge = sim
+        .engine
+        .publish(
+            sim.now,
+            "room",
+            json!("x".repeat(5_000)),
+            SendOptions::default(),
+        )
+        .unwrap();
+    let after = sim
+        .engine
+        .publish(sim.now, "room", json!("after"), SendOptions::default())
+        .unwrap();
+    sim.run_for(secs(10));
+    let dropped = sim.events_matching(|e| match e {
+        Event::Dropped { ids, reason } => Some((ids.clone(), reason.clone())),
+        _ => None,
+    });
+    assert_eq!(
+        dropped,
+        [(
+            vec![huge],
+            DropReason::Rejected {
+                code: "too_large".into()
+            }
+        )]
+    );
+    let acked = sim.events_matching(|e| match e {
+        Event::Acked { id, .. } => Some(*id),
+        _ => None,
+    });
+    assert_eq!(acked, [small, after], "the rest got through");
+    let reconnects = sim.reconnects().len();
+    assert_eq!(reconnects, 1, "one reconnect, not a loop");
+    assert!(sim.engine.state().is_open());
+}
+
+#[test]
+fn a_1009_drops_nothing_when_the_largest_frame_written_was_not_kept() {
+    // An unacked message leaves the outbox when written, so the one the server refused is
+    // gone; an acked message still waiting must not be taken for it.
+    let mut sim = tether(Config::builder("ws://relay"));
+    sim.server.max_frame = Some(1_000);
+    sim.server.send_acks = false;
+    sim.connect_open();
+    let kept = sim
+        .engine
+        .send_with(sim.now, json!("small, acked"), SendOptions::acked())
+        .unwrap();
+    sim.run_for(ms(100));
+    sim.engine
+        .send_with(sim.now, json!("y".repeat(5_000)), SendOptions::unacked())
+        .unwrap();
+    sim.run_for(ms(100));
+    assert_eq!(
+        sim.events_matching(|e| matches!(e, Event::Dropped { .. }).then_some(())),
+        []
+    );
+    assert_eq!(
+        sim.engine.outbox_len(),
+        1,
+        "{kept:?} is still waiting for its ack"
+    );
+}
+
 // ---- acknowledged sends -----------------------------------------------------------------------
 
 #[test]

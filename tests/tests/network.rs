@@ -476,7 +476,15 @@ async fn oversized_frames_close_only_the_offender_at_the_relay() {
         .unwrap();
     let mut orec = Recorder::new(events);
     orec.until_open(LIMIT).await;
-    offender.publish("room", "x".repeat(4096)).unwrap();
+    let huge = offender.publish("room", "x".repeat(4096)).unwrap();
+    // Its message is dropped as too large, not re-sent after every reconnect (each time
+    // closing the connection again) with everything behind it waiting.
+    assert_eq!(
+        dropped(&mut orec, huge).await,
+        DropReason::Rejected {
+            code: "too_large".into()
+        }
+    );
     let cause = orec
         .until(LIMIT, |e| match e {
             Event::ReconnectScheduled { cause, .. } => Some(cause.clone()),
@@ -495,6 +503,10 @@ async fn oversized_frames_close_only_the_offender_at_the_relay() {
     );
     bystander.publish_acked("room", "still here").await.unwrap();
     assert_eq!(next_message(&mut brec).await.1, json!("still here"));
+    // And what the offender sends next gets through.
+    offender.publish_acked("room", "small").await.unwrap();
+    assert_eq!(next_message(&mut brec).await.1, json!("small"));
+    assert!(offender.stats().reconnects <= 3, "{:?}", offender.stats());
     drop(offender);
     relay.shutdown().await;
 }

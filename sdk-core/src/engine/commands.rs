@@ -532,8 +532,7 @@ impl Engine {
             if !out.awaits {
                 self.stats.messages_settled += 1;
             }
-            self.stats.frames_sent += 1;
-            self.stats.bytes_sent += out.frame.len() as u64;
+            self.count_written(&out.frame);
             self.actions.push_back(Action::Send {
                 transport,
                 frame: out.frame,
@@ -556,9 +555,15 @@ impl Engine {
             return;
         };
         let frame = Frame::Text(msg.encode());
+        self.count_written(&frame);
+        self.actions.push_back(Action::Send { transport, frame });
+    }
+
+    /// Counts a frame handed to the transport.
+    fn count_written(&mut self, frame: &Frame) {
         self.stats.frames_sent += 1;
         self.stats.bytes_sent += frame.len() as u64;
-        self.actions.push_back(Action::Send { transport, frame });
+        self.conn.largest_written = self.conn.largest_written.max(frame.len());
     }
 }
 

@@ -15,6 +15,9 @@ use crate::time::Instant;
 /// Close reasons travel in a WebSocket close frame, which allows 123 bytes.
 const MAX_CLOSE_REASON: usize = 123;
 
+/// The WebSocket close code for "message too big" (RFC 6455).
+const CLOSE_MESSAGE_TOO_BIG: u16 = 1009;
+
 impl Engine {
     /// Starts the next attempt: fetch a token if configured, then open.
     pub(super) fn start_attempt(&mut self, now: Instant) {
@@ -132,6 +135,13 @@ impl Engine {
         if !std::mem::take(&mut self.stable) {
             self.backoff.record_failure();
         }
+        if let DisconnectCause::Closed {
+            code: Some(CLOSE_MESSAGE_TOO_BIG),
+            ..
+        } = cause
+        {
+            self.refused_as_too_big();
+        }
         self.teardown_connection();
         let (code, status) = match &cause {
             DisconnectCause::Closed { code, .. } => (*code, None),
@@ -166,6 +176,26 @@ impl Engine {
                 self.schedule_retry(now, cause, verdict.hint);
             }
             _ => self.schedule_retry(now, cause, verdict.hint),
+        }
+    }
+
+    /// The server closed with 1009: a message we wrote was larger than it takes. If the
+    /// largest frame written on this connection is a message still in the outbox (awaiting
+    /// its ack or reply), that is the one: it is dropped as `Rejected { code: "too_large" }`
+    /// (a request fails so), where re-sending it after the reconnect would only have the
+    /// server close again, forever, with everything queued behind it waiting. A message
+    /// that was not kept (written and forgotten) is gone already; nothing else is dropped.
+    fn refused_as_too_big(&mut self) {
+        if let Some(removed) = self
+            .outbox
+            .take_largest_in_flight(self.conn.largest_written)
+        {
+            self.report_removed(
+                vec![removed],
+                DropReason::Rejected {
+                    code: "too_large".to_owned(),
+                },
+            );
         }
     }
 

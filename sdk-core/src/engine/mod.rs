@@ -121,6 +121,9 @@ struct Connection {
     hello_token: Option<String>,
     /// The close code and reason requested by the app while `Closing`.
     closing: Option<u16>,
+    /// The largest frame written on this connection, in bytes: a close 1009 (message too
+    /// big) is about it (see `Engine::refused_as_too_big`).
+    largest_written: usize,
 }
 
 /// Token refresh bookkeeping: refresh once after a refusal, then give up.

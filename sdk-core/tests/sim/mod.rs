@@ -99,6 +99,9 @@ pub struct Server {
     pub others_present: BTreeSet<String>,
     /// When set, a resubscribe also replays this many messages the client already has.
     pub replay_overlap: u64,
+    /// When set, a frame larger than this closes the connection with 1009 (message too big),
+    /// unprocessed.
+    pub max_frame: Option<usize>,
 }
 
 impl Server {
@@ -120,6 +123,7 @@ impl Server {
             subscribed: BTreeSet::new(),
             others_present: BTreeSet::new(),
             replay_overlap: 0,
+            max_frame: None,
         }
     }
 
@@ -445,6 +449,12 @@ impl Sim {
             Input::Failed(f) => self.engine.transport_failed(now, t, f),
             Input::ToServer(frame) => {
                 if self.server.conn != Some(t) || self.server.behaviour == Behaviour::BlackHole {
+                    return;
+                }
+                if self.server.max_frame.is_some_and(|max| frame.len() > max) {
+                    self.server.conn = None;
+                    let reason = "message too big".to_owned();
+                    self.schedule(self.latency, t, Input::Closed(Some(1009), reason));
                     return;
                 }
                 self.server.received.push((now, frame.clone()));
