@@ -121,7 +121,14 @@ impl Heartbeat {
         }
         match self.next_ping {
             Some(at) if at <= now => {
-                if let Some(out) = self.outstanding {
+                // A ping younger than an interval is a probe sent since the last tick: it
+                // has its own deadline and has not had the time a regular ping gets, so it
+                // is not a miss yet (with `max_missed` 1, counting it killed a healthy
+                // connection whose network changed just before the tick).
+                let due = self.outstanding.filter(|out| {
+                    now.saturating_duration_since(out.sent_at) >= self.config.interval
+                });
+                if let Some(out) = due {
                     let alive = out.answered_by_traffic && self.config.any_frame_is_liveness;
                     self.missed = if alive { 0 } else { self.missed + 1 };
                     if self.missed >= self.config.max_missed {
@@ -242,6 +249,35 @@ mod tests {
         assert_eq!(h.probe(at(3)), Some(Beat::SendPing { seq: 1 }));
         assert_eq!(h.deadline(), Some(at(8)));
         assert_eq!(h.tick(at(8)), Some(Beat::Dead));
+    }
+
+    #[test]
+    fn a_probe_just_before_the_tick_is_not_a_miss_but_keeps_its_deadline() {
+        let mut h = hb(1);
+        h.start(at(0));
+        let just_before = at(10) - Duration::from_millis(5);
+        assert_eq!(h.probe(just_before), Some(Beat::SendPing { seq: 1 }));
+        assert_eq!(
+            h.tick(at(10)),
+            Some(Beat::SendPing { seq: 2 }),
+            "5 ms is no time to answer"
+        );
+        // Answered (the probe's pong names the older ping): alive at its deadline.
+        assert_eq!(h.pong(at(10) + Duration::from_millis(15), Some(1)), None);
+        let probe_deadline = just_before + Duration::from_secs(5);
+        assert_eq!(h.deadline(), Some(probe_deadline));
+        assert_eq!(h.tick(probe_deadline), None);
+        assert_eq!(h.deadline(), Some(at(20)));
+        // Unanswered, the probe's own deadline still decides.
+        let mut h = hb(1);
+        h.start(at(0));
+        h.probe(just_before);
+        h.tick(at(10));
+        assert_eq!(h.deadline(), Some(just_before + Duration::from_secs(5)));
+        assert_eq!(
+            h.tick(just_before + Duration::from_secs(5)),
+            Some(Beat::Dead)
+        );
     }
 
     #[test]

@@ -874,6 +874,29 @@ fn a_quiet_raw_socket_stays_up_in_a_browser_that_hides_the_servers_pings() {
 // ---- network and lifecycle hints ----------------------------------------------------------------
 
 #[test]
+fn a_network_change_just_before_the_ping_tick_does_not_kill_a_healthy_connection() {
+    // The probe went out 5 ms before the regular ping was due; with max_missed_pongs(1) the
+    // tick counted it as missed before its answer (20 ms round trip) could arrive.
+    let mut sim = Sim::new(
+        Config::builder("ws://relay")
+            .heartbeat_mode(HeartbeatMode::PingFrame)
+            .heartbeat_interval(secs(10))
+            .max_missed_pongs(1)
+            .seed(5)
+            .build()
+            .unwrap(),
+        false,
+    );
+    sim.connect_open();
+    let opened = sim.now;
+    sim.run_until(opened + secs(20) - ms(5));
+    sim.engine.network_changed(sim.now, true);
+    sim.run_for(secs(30));
+    assert_eq!(sim.reconnects(), [], "a healthy link was declared dead");
+    assert!(sim.engine.state().is_open());
+}
+
+#[test]
 fn coming_online_while_waiting_reconnects_at_once() {
     let mut sim = Sim::new(
         Config::builder("ws://relay")
