@@ -48,6 +48,9 @@ pub fn delay_bounds(config: &BackoffConfig, n: u32) -> (Duration, Duration) {
 pub(crate) struct Backoff {
     config: BackoffConfig,
     failures: u32,
+    /// Those of `failures` that happened while the app reported the network offline: they
+    /// shape the delays but do not count against `max_attempts`.
+    offline_failures: u32,
     waits: u32,
     previous: Duration,
 }
@@ -58,6 +61,7 @@ impl Backoff {
         Backoff {
             config,
             failures: 0,
+            offline_failures: 0,
             waits: 0,
             previous,
         }
@@ -68,16 +72,17 @@ impl Backoff {
         self.failures
     }
 
-    /// Whether the configured attempt limit has been reached.
+    /// Whether the configured attempt limit has been reached by the failures that count
+    /// (those while online).
     pub(crate) fn exhausted(&self) -> bool {
-        self.config
-            .max_attempts
-            .is_some_and(|max| self.failures >= max)
+        let counted = self.failures - self.offline_failures;
+        self.config.max_attempts.is_some_and(|max| counted >= max)
     }
 
     /// Forget past failures: the connection proved stable.
     pub(crate) fn reset(&mut self) {
         self.failures = 0;
+        self.offline_failures = 0;
         self.waits = 0;
         self.previous = self.config.initial;
     }
@@ -85,6 +90,16 @@ impl Backoff {
     /// Records one more failed attempt (or a connection that dropped before it was stable).
     pub(crate) fn record_failure(&mut self) {
         self.failures = self.failures.saturating_add(1);
+    }
+
+    /// [`record_failure`](Self::record_failure) while the app reports the network offline:
+    /// the delays grow as usual, but the attempt limit is for attempts that had a network
+    /// (a client must not give up in airplane mode).
+    pub(crate) fn record_offline_failure(&mut self) {
+        if self.failures < u32::MAX {
+            self.failures += 1;
+            self.offline_failures += 1;
+        }
     }
 
     /// The delay before the next attempt: the next wait of the curve (a stable connection

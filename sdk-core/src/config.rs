@@ -81,6 +81,8 @@ pub struct BackoffConfig {
     /// Randomisation. Default [`Jitter::Full`].
     pub jitter: Jitter,
     /// Give up (state `Closed { GaveUp }`) after this many failed attempts in a row.
+    /// Attempts that fail while the app reports the network offline
+    /// ([`Engine::network_changed`](crate::Engine::network_changed)) are not counted.
     /// Default `None`: never give up.
     pub max_attempts: Option<u32>,
     /// A connection must stay open this long before the attempt counter and the backoff are
@@ -446,7 +448,8 @@ impl ConfigBuilder {
         self.config.backoff.jitter = jitter;
         self
     }
-    /// Give up after this many consecutive failed attempts. Default unlimited.
+    /// Give up after this many consecutive failed attempts, not counting those that fail
+    /// while the app reports the network offline. Default unlimited.
     pub fn max_attempts(mut self, attempts: Option<u32>) -> Self {
         self.config.backoff.max_attempts = attempts;
         self

@@ -897,6 +897,49 @@ fn a_network_change_just_before_the_ping_tick_does_not_kill_a_healthy_connection
 }
 
 #[test]
+fn attempts_that_fail_while_offline_do_not_count_against_max_attempts() {
+    // Airplane mode for five minutes with max_attempts(3): the client kept its three
+    // attempts for when the network is back, instead of giving up in the first minute.
+    let mut sim = Sim::new(
+        Config::builder("ws://relay")
+            .max_attempts(Some(3))
+            .backoff_max(secs(30))
+            .seed(9)
+            .build()
+            .unwrap(),
+        false,
+    );
+    sim.connect_open();
+    sim.run_for(secs(6)); // stable: its loss is not a failed attempt
+    sim.engine.network_changed(sim.now, false);
+    sim.server.behaviour = Behaviour::Down;
+    sim.kill_connection();
+    sim.run_for(secs(300));
+    assert!(
+        matches!(sim.engine.state(), State::Waiting { .. }),
+        "{:?}",
+        sim.engine.state()
+    );
+    let offline_attempts = sim.server.opens.len() - 1;
+    assert!(offline_attempts > 3, "attempts went on: {offline_attempts}");
+    let delays: Vec<Duration> = sim.reconnects().into_iter().map(|r| r.2).collect();
+    assert!(delays.iter().all(|d| *d <= secs(30)), "{delays:?}");
+
+    // Back online: the counted attempts start now. The network is not yet usable (the
+    // server still down), so three more fail, then the client gives up.
+    sim.engine.network_changed(sim.now, true);
+    sim.run_for(secs(300));
+    assert_eq!(
+        sim.engine.state(),
+        &State::Closed {
+            reason: CloseReason::GaveUp {
+                attempts: offline_attempts as u32 + 3
+            }
+        }
+    );
+}
+
+#[test]
 fn coming_online_while_waiting_reconnects_at_once() {
     let mut sim = Sim::new(
         Config::builder("ws://relay")

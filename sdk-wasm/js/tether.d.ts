@@ -161,7 +161,11 @@ export interface TetherClientOptions {
     factor?: number;
     /** ['full'] */
     jitter?: 'none' | 'full' | 'equal' | 'decorrelated';
-    /** Give up (state `closed`, reason `gave_up`) after this many failed attempts. [unlimited] */
+    /**
+     * Give up (state `closed`, reason `gave_up`) after this many failed attempts, not
+     * counting those that fail while the browser is offline (`navigator.onLine` false).
+     * [unlimited]
+     */
     maxAttempts?: number;
     /** Uptime after which the backoff resets. [5000] */
     minUptimeMs?: number;

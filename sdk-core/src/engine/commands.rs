@@ -339,6 +339,10 @@ impl Engine {
     /// the server's minimum, never cut, is what protects a struggling server. Any report while
     /// open sends a probe ping with a short deadline, so a socket that died with the old
     /// network is found in seconds without killing a healthy one.
+    ///
+    /// While offline, attempts go on with the usual growing delays (an offline report can be
+    /// wrong, and an attempt without a network fails fast), but those that fail do not count
+    /// against `max_attempts`: a client does not give up in airplane mode.
     pub fn network_changed(&mut self, now: Instant, online: bool) {
         let now = self.observe(now);
         let was_online = std::mem::replace(&mut self.online, online);

@@ -133,7 +133,11 @@ impl Engine {
         // A connection that dropped before proving stable counts as a failed attempt, so an
         // accept-then-drop server meets growing delays; one that was stable starts afresh.
         if !std::mem::take(&mut self.stable) {
-            self.backoff.record_failure();
+            if self.online {
+                self.backoff.record_failure();
+            } else {
+                self.backoff.record_offline_failure();
+            }
         }
         if let DisconnectCause::Closed {
             code: Some(CLOSE_MESSAGE_TOO_BIG),
