@@ -700,6 +700,50 @@ async fn a_quick_reconnect_never_looks_like_leaving() {
 }
 
 #[tokio::test]
+async fn a_client_that_closes_leaves_at_once_not_after_the_grace_period() {
+    // A minute of grace: only a close that says it is leaving (1000) can explain a leave
+    // within the test's limit.
+    let relay = Relay::bind(
+        "127.0.0.1:0",
+        RelayConfig {
+            presence_grace: Duration::from_secs(60),
+            ..RelayConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let (leaver, events) = fast(relay.ws_url())
+        .protocol(Protocol::Tether)
+        .client_id("leaver")
+        .connect()
+        .unwrap();
+    let mut lrec = Recorder::new(events);
+    leaver.subscribe("lobby").unwrap();
+    lrec.until_subscribed(LIMIT).await;
+    let (watcher, events) = fast(relay.ws_url())
+        .protocol(Protocol::Tether)
+        .client_id("watcher")
+        .connect()
+        .unwrap();
+    let mut wrec = Recorder::new(events);
+    watcher.subscribe("lobby").unwrap();
+    wrec.until(LIMIT, |e| match e {
+        Event::Presence { members, .. } if members.contains(&"leaver".to_owned()) => Some(()),
+        _ => None,
+    })
+    .await;
+
+    leaver.close().await;
+    wrec.until(LIMIT, |e| match e {
+        Event::Presence { left, .. } if left.contains(&"leaver".to_owned()) => Some(()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(watcher.presence("lobby").unwrap(), vec!["watcher"]);
+    relay.shutdown().await;
+}
+
+#[tokio::test]
 async fn requests_get_replies_over_the_relay() {
     let relay = relay().await;
     let (client, mut rec) = tether_client(relay.ws_url());

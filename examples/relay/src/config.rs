@@ -50,7 +50,8 @@ pub struct RelayConfig {
     /// Default: 512 KiB.
     pub max_document_bytes: usize,
     /// How long a member whose last connection to a channel went away stays present before
-    /// `leave` is broadcast, so that a quick reconnect is invisible to others. Default: 5 s.
+    /// `leave` is broadcast, so that a quick reconnect is invisible to others. A client that
+    /// closed with 1000 (the app closed) is not coming back: it leaves at once. Default: 5 s.
     pub presence_grace: Duration,
     /// A token every client must present (`Authorization: Bearer`, `?token=`, or
     /// `hello.token`). Default: `None` (open relay).

@@ -258,6 +258,12 @@ impl Hub {
         }
     }
 
+    /// Removes a connection whose client closed on purpose from `names`: its members leave
+    /// at once, where it was their last connection.
+    pub(crate) fn leave<'a>(&self, peer: PeerId, names: impl IntoIterator<Item = &'a str>) {
+        self.remove(peer, names, false);
+    }
+
     /// Removes a connection that went away from `names`. Its members get a grace period
     /// before others hear `leave`.
     pub(crate) fn disconnect<'a>(

@@ -66,6 +66,9 @@ pub(crate) struct Session {
     /// Document snapshots queued on this connection, so that it never has two of one.
     snapshots: QueuedSnapshots,
     limiter: Option<TokenBucket>,
+    /// The client closed with 1000 (normal closure): it is leaving, not reconnecting, so its
+    /// members leave at once instead of after the presence grace period.
+    leaving: bool,
 }
 
 impl Session {
@@ -87,7 +90,16 @@ impl Session {
             documents: HashSet::new(),
             snapshots: QueuedSnapshots::new(),
             limiter,
+            leaving: false,
         }
+    }
+
+    /// The client sent a close frame with `code`. Only a normal closure (1000: the app
+    /// closed) means it is not coming back; 1001 (a page reload, a process restart) and the
+    /// 4000 of a client that found the connection dead are followed by a reconnect, which the
+    /// grace period hides.
+    pub(crate) fn client_closed(&mut self, code: Option<u16>) {
+        self.leaving = code == Some(1000);
     }
 
     /// True until `hello` has brought the token that the handshake did not.
@@ -396,8 +408,12 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
-        self.hub
-            .disconnect(self.peer.id(), self.channels.iter().map(String::as_str));
+        let channels = self.channels.iter().map(String::as_str);
+        if self.leaving {
+            self.hub.leave(self.peer.id(), channels);
+        } else {
+            self.hub.disconnect(self.peer.id(), channels);
+        }
         self.hub
             .docs
             .disconnect(self.peer.id(), self.documents.iter().map(String::as_str));

@@ -261,8 +261,12 @@ async fn read_frames(
             None => return Ending::Gone,
             Some(Ok(Message::Text(text))) => session.on_text(&text, last_inbound),
             Some(Ok(Message::Binary(_))) => session.on_binary(last_inbound),
-            // tungstenite answers pings and close frames itself; after a close the stream
-            // ends on the next read.
+            // tungstenite answers close frames itself; the stream ends on the next read.
+            Some(Ok(Message::Close(frame))) => {
+                session.client_closed(frame.map(|f| u16::from(f.code)));
+                Flow::Continue
+            }
+            // tungstenite answers pings itself.
             Some(Ok(_)) => Flow::Continue,
             Some(Err(e)) => return Ending::from_read_error(e),
         };
