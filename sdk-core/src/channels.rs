@@ -62,9 +62,10 @@ struct Subscription {
 #[derive(Debug, Default)]
 pub(crate) struct Channels {
     subs: SortedMap<String, Subscription>,
-    /// Per channel, the unsubscribes sent on this connection that the server has not
-    /// answered yet (see the module docs); emptied when a connection opens.
-    leaving: SortedMap<String, u32>,
+    /// The channel of every unsubscribe sent on this connection that the server has not
+    /// answered yet (see the module docs), once per unsubscribe; emptied when a connection
+    /// opens. Short: a channel is in it only until its answer comes back.
+    leaving: Vec<String>,
 }
 
 /// What to do with an inbound channel message.
@@ -95,31 +96,25 @@ impl Channels {
     /// An unsubscribe for `channel` was sent on this connection: until its `unsubscribed`
     /// answer, what the server sends on the channel belongs to the ended subscription.
     pub(crate) fn unsubscribe_sent(&mut self, channel: &str) {
-        match self.leaving.get_mut(channel) {
-            Some(count) => *count += 1,
-            None => {
-                self.leaving.insert(channel.to_owned(), 1);
-            }
-        }
+        self.leaving.push(channel.to_owned());
     }
 
     /// The server said `unsubscribed`: the answer to one of our unsubscribes, or the server
     /// ending the subscription itself. True if that ended a subscription the app has (the
     /// app must be told); an answer to ours ends only the leaving.
     pub(crate) fn on_unsubscribed(&mut self, channel: &str) -> bool {
-        match self.leaving.get_mut(channel) {
-            Some(count) if *count > 1 => *count -= 1,
-            Some(_) => {
-                self.leaving.remove(channel);
+        match self.leaving.iter().position(|c| c == channel) {
+            Some(i) => {
+                self.leaving.swap_remove(i);
+                false
             }
-            None => return self.remove(channel),
+            None => self.remove(channel),
         }
-        false
     }
 
     /// A connection opened: unsubscribes sent on an earlier one will not be answered.
     pub(crate) fn connection_opened(&mut self) {
-        self.leaving = SortedMap::default();
+        self.leaving.clear();
     }
 
     pub(crate) fn contains(&self, channel: &str) -> bool {
@@ -162,7 +157,7 @@ impl Channels {
     ) {
         // The server answers in order, so an unsubscribe before this subscribe was answered
         // already; a server that did not answer it will not any more.
-        self.leaving.remove(channel);
+        self.leaving.retain(|c| c != channel);
         if let Some(sub) = self.subs.get_mut(channel) {
             if sub.last_offset.is_none() || !recovered {
                 sub.last_offset = Some(start);
@@ -173,7 +168,7 @@ impl Channels {
 
     /// Dedupe by offset: a message at or below the last seen offset was delivered already.
     pub(crate) fn admit(&mut self, channel: &str, offset: Option<u64>) -> Admission {
-        if self.leaving.contains_key(channel) {
+        if self.leaving.iter().any(|c| c == channel) {
             return Admission::Unsubscribed;
         }
         let (Some(sub), Some(offset)) = (self.subs.get_mut(channel), offset) else {
