@@ -155,6 +155,35 @@ async fn resubscribe_replays_what_was_missed_without_duplicates() {
 }
 
 #[tokio::test]
+async fn leaving_and_rejoining_a_channel_at_once_keeps_the_subscription_across_reconnects() {
+    // The relay answers the unsubscribe after the client has subscribed again; that answer
+    // must not end the new subscription (the next reconnect would not resubscribe).
+    let relay = relay().await;
+    let proxy = ChaosProxy::start(relay.local_addr()).await.unwrap();
+    let (reader, mut rec) = tether_client(proxy.ws_url("/"));
+    reader.subscribe("room").unwrap();
+    rec.until_subscribed(LIMIT).await;
+    reader.unsubscribe("room").unwrap();
+    reader.subscribe("room").unwrap();
+    rec.until_subscribed(LIMIT).await;
+    rec.collect_for(ms(200)).await; // the answer to the unsubscribe, if it is late
+    let unsubscribed = rec
+        .seen
+        .iter()
+        .filter(|(_, e)| matches!(e, Event::Unsubscribed { .. }))
+        .count();
+    assert_eq!(unsubscribed, 1, "only the app's own: {:?}", rec.names());
+
+    proxy.kill_all();
+    rec.until_subscribed(LIMIT).await;
+    let (writer, mut wrec) = tether_client(relay.ws_url());
+    wrec.until_open(LIMIT).await;
+    writer.publish_acked("room", json!("after")).await.unwrap();
+    assert_eq!(next_message(&mut rec).await.1, json!("after"));
+    relay.shutdown().await;
+}
+
+#[tokio::test]
 async fn acknowledged_publishes_survive_a_dropped_connection() {
     let relay = relay().await;
     let proxy = ChaosProxy::start(relay.local_addr()).await.unwrap();
