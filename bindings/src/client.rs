@@ -280,7 +280,7 @@ fn acked_options(timeout_ms: Option<u64>) -> tether::AckedOptions {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::WireProtocol;
+    use crate::config::{WireProtocol, MAX_LISTENER_QUEUE};
     use crate::document::DocumentOp;
     use crate::document_event::{ChangeOrigin, DocumentEvent};
     use crate::event::ClientEvent;
@@ -327,6 +327,23 @@ mod tests {
                 other => panic!("{expected}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn a_listener_queue_over_the_maximum_is_an_invalid_config_not_an_allocation() {
+        let base = || ClientConfig::new("ws://127.0.0.1:9/".to_owned());
+        // u32::MAX would have the ring allocate 2^32 slots up front and abort the process.
+        for capacity in [MAX_LISTENER_QUEUE + 1, 1 << 31, u32::MAX] {
+            match Client::new(base().listener_queue_capacity(capacity)) {
+                Err(ClientError::InvalidConfig { field, reason }) => {
+                    assert_eq!(field, "listener_queue_capacity");
+                    assert!(reason.contains("65536"), "{reason}");
+                }
+                other => panic!("{capacity}: {other:?}"),
+            }
+        }
+        let largest = Client::new(base().listener_queue_capacity(MAX_LISTENER_QUEUE));
+        assert!(largest.is_ok(), "{largest:?}");
     }
 
     #[test]

@@ -490,6 +490,10 @@ fun main() {
             for ((config, field) in listOf(
                 ClientConfig("ws://127.0.0.1:9/").eventCapacity(0u) to "event_capacity",
                 ClientConfig("ws://127.0.0.1:9/").listenerQueueCapacity(0u) to "listener_queue_capacity",
+                // Over 65,536: refused, where 2^31 used to abort the process allocating the queue.
+                ClientConfig("ws://127.0.0.1:9/").listenerQueueCapacity(65_537u) to "listener_queue_capacity",
+                ClientConfig("ws://127.0.0.1:9/").listenerQueueCapacity(1u shl 31) to "listener_queue_capacity",
+                ClientConfig("ws://127.0.0.1:9/").listenerQueueCapacity(UInt.MAX_VALUE) to "listener_queue_capacity",
             )) {
                 val none = expectThrows<ClientException.InvalidConfig> { Client(config) }
                 check(none.field == field) { none }
