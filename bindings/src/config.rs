@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::ClientError;
-use crate::token::{ForeignTokens, TokenProvider};
+use crate::token::{ForeignTokens, TokenProvider, TokenSlot};
 
 /// Wire protocol. (Not `Protocol`: in Swift `X.Protocol` is metatype syntax, and
 /// Objective-C has a `Protocol` class.)
@@ -179,8 +179,10 @@ impl ClientConfig {
         }
     }
 
-    /// The `tether` builder these options describe (validated later by its `build`).
-    pub(crate) fn to_builder(&self) -> tether::ClientBuilder {
+    /// The `tether` builder these options describe (validated later by its `build`), and the
+    /// slot holding the token provider it asks, which the `Client` releases when it is dropped.
+    pub(crate) fn to_builder(&self) -> (tether::ClientBuilder, TokenSlot) {
+        let mut tokens = TokenSlot::default();
         let o = &self.options;
         let mut b = tether::Client::builder(self.url.clone());
         let ms = Duration::from_millis;
@@ -280,7 +282,8 @@ impl ClientConfig {
             b = b.seed(v);
         }
         if let Some(p) = &o.token_provider {
-            b = b.token_provider(ForeignTokens(p.clone()));
+            tokens = TokenSlot::new(p.clone());
+            b = b.token_provider(ForeignTokens(tokens.clone()));
         }
         if let Some(p) = &o.token_placement {
             b = b.token_placement(p.clone().into());
@@ -291,7 +294,7 @@ impl ClientConfig {
         if let Some(v) = o.event_capacity {
             b = b.event_capacity(v as usize);
         }
-        b
+        (b, tokens)
     }
 }
 

@@ -566,6 +566,31 @@ fun main() {
             }
         }
 
+        test("listener: lives until cancel(), not as long as its handle; close() without shutdown() stops it at once") {
+            val c = Client(ClientConfig("ws://127.0.0.1:9/").wireProtocol(WireProtocol.TETHER))
+            val rec = Recorder()
+            // What garbage collection of an ignored handle does: releases the Rust object.
+            c.addListener(rec).close()
+            rec.next("snapshot") { it is ClientEvent.StateChanged }
+            val doc = c.document("kt-lifetime")
+            doc.set("milk", "2")
+            rec.next("DocumentChanged after the handle was released") { it is ClientEvent.DocumentChanged }
+            // A released UniFFI object refuses every call.
+            val released = c.addListener(Recorder())
+            released.close()
+            expectThrows<IllegalStateException> { released.cancel() }
+
+            val handle = c.addListener(Recorder())
+            val seen = rec.mark()
+            c.close() // no shutdown(): the listeners are stopped and released here, no final events
+            check(handle.isCancelled())
+            delay(200)
+            check(rec.snapshot().size == seen) { "events after close(): ${rec.snapshot().drop(seen)}" }
+            expectThrows<IllegalStateException> { c.state() }
+            handle.close()
+            doc.close()
+        }
+
         // Two clients on one channel, shared by the tests below.
         val recA = Recorder()
         val recB = Recorder()
