@@ -483,6 +483,10 @@ fun main() {
             check(sdkVersion().isNotEmpty())
             val bad = expectThrows<ClientException.InvalidConfig> { Client(ClientConfig("ftp://nowhere")) }
             check(bad.field == "url") { bad }
+            // toString() is the Rust SDK's Display text, also for variants without fields.
+            check(bad.toString().startsWith("invalid config `url`: ")) { bad.toString() }
+            check(ClientException.Closed().toString() == "the client is closed") { ClientException.Closed().toString() }
+            check("${ClientException.TooLarge(10uL, 5uL)}" == "message of 10 bytes exceeds the limit of 5 bytes")
             val zero = expectThrows<ClientException.InvalidConfig> {
                 Client(ClientConfig("ws://127.0.0.1:9/").backoffInitialMs(0uL))
             }
