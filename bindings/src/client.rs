@@ -20,16 +20,20 @@ use crate::options::SendOptions;
 use crate::runtime::{run, runtime};
 use crate::state::{CloseReason, ConnectionState, EngineClock};
 use crate::stats::ClientStats;
+use crate::token::TokenSlot;
 
 /// A real-time connection that survives the network. Created `Idle`; call `connect()`.
-/// Releasing it (Kotlin `close()`/`use {}`, or the last Swift reference) stops the client and,
-/// once they have drained, its listeners, in the background; `shutdown()` does the same and
-/// waits until it is done.
+/// `shutdown()` closes it, delivers every listener its last events (down to `Closed`) and
+/// waits until nothing of the library holds your objects. Releasing it without that (Kotlin
+/// `close()`/`use {}`, the last Swift or Python reference) stops its listeners at once, with
+/// no further events, releases them and the token provider on the releasing thread, and
+/// closes the connection in the background.
 #[derive(Debug, uniffi::Object)]
 pub struct Client {
     inner: tether::Client,
     hub: Arc<Hub>,
     clock: EngineClock,
+    tokens: TokenSlot,
 }
 
 #[uniffi::export]
@@ -41,10 +45,16 @@ impl Client {
         let _entered = runtime.enter();
         let clock = EngineClock::now();
         let listener_queue = config.listener_queue()?;
-        let (inner, events) = config.to_builder().build()?;
+        let (builder, tokens) = config.to_builder();
+        let (inner, events) = builder.build()?;
         let hub = Hub::new(clock.state(inner.state()), listener_queue);
         runtime.spawn(pump(events, hub.clone(), clock));
-        Ok(Arc::new(Client { inner, hub, clock }))
+        Ok(Arc::new(Client {
+            inner,
+            hub,
+            clock,
+            tokens,
+        }))
     }
 
     /// Starts connecting (from `Idle` or `Closed`), or retries at once while `Waiting` (not
@@ -262,10 +272,22 @@ impl Client {
     }
 
     /// Subscribes `listener` to this client's events: it first receives the current state
-    /// (`StateChanged` with `previous = null`), then every event, on a thread of its own.
-    /// Keep the returned handle: dropping or cancelling it stops the listener.
+    /// (`StateChanged` with `previous = null`), then every event, on a thread of its own,
+    /// until the returned handle's `cancel()` or the client's end (`shutdown()` or release).
+    /// Releasing the handle does not stop the listener.
     pub fn add_listener(&self, listener: Arc<dyn ClientListener>) -> Arc<ListenerHandle> {
         Arc::new(ListenerHandle::new(self.hub.attach(listener)))
+    }
+}
+
+/// Released by the app without `shutdown()`: the listeners get nothing more, and they and the
+/// token provider are released here, on the app's thread, rather than later by the library's
+/// threads (a Python interpreter that is finalising aborts the process when another thread
+/// calls into it). The connection closes in the background as the `tether` client is dropped.
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.hub.release_listeners();
+        self.tokens.release();
     }
 }
 
@@ -280,7 +302,7 @@ fn acked_options(timeout_ms: Option<u64>) -> tether::AckedOptions {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::WireProtocol;
+    use crate::config::{WireProtocol, MAX_LISTENER_QUEUE};
     use crate::document::DocumentOp;
     use crate::document_event::{ChangeOrigin, DocumentEvent};
     use crate::event::ClientEvent;
@@ -327,6 +349,146 @@ mod tests {
                 other => panic!("{expected}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn a_listener_queue_over_the_maximum_is_an_invalid_config_not_an_allocation() {
+        let base = || ClientConfig::new("ws://127.0.0.1:9/".to_owned());
+        // u32::MAX would have the ring allocate 2^32 slots up front and abort the process.
+        for capacity in [MAX_LISTENER_QUEUE + 1, 1 << 31, u32::MAX] {
+            match Client::new(base().listener_queue_capacity(capacity)) {
+                Err(ClientError::InvalidConfig { field, reason }) => {
+                    assert_eq!(field, "listener_queue_capacity");
+                    assert!(reason.contains("65536"), "{reason}");
+                }
+                other => panic!("{capacity}: {other:?}"),
+            }
+        }
+        let largest = Client::new(base().listener_queue_capacity(MAX_LISTENER_QUEUE));
+        assert!(largest.is_ok(), "{largest:?}");
+    }
+
+    #[test]
+    fn a_listener_lives_until_cancelled_not_as_long_as_its_handle() {
+        let client = offline();
+        let doc = client.document("todo".to_owned()).expect("Tether mode");
+        let (tx, rx) = mpsc::channel();
+        let (doc_tx, doc_rx) = mpsc::channel();
+        // The handles are dropped at once, as an app that ignores them does.
+        drop(client.add_listener(Arc::new(Events(Mutex::new(tx)))));
+        drop(doc.add_listener(Arc::new(Docs(Mutex::new(doc_tx)))));
+        assert!(matches!(
+            rx.recv_timeout(WAIT),
+            Ok(ClientEvent::StateChanged { previous: None, .. })
+        ));
+        assert!(matches!(
+            doc_rx.recv_timeout(WAIT),
+            Ok(DocumentEvent::Snapshot { .. })
+        ));
+        doc.set("milk".to_owned(), "2".to_owned()).expect("set");
+        assert!(
+            std::iter::from_fn(|| rx.recv_timeout(WAIT).ok())
+                .any(|e| matches!(e, ClientEvent::DocumentChanged { .. })),
+            "the client listener stopped with its handle"
+        );
+        assert!(
+            matches!(doc_rx.recv_timeout(WAIT), Ok(DocumentEvent::Changed { .. })),
+            "the document listener stopped with its handle"
+        );
+
+        // cancel() still stops one: its thread ends and drops the listener's sender.
+        let (tx, rx) = mpsc::channel();
+        let handle = client.add_listener(Arc::new(Events(Mutex::new(tx))));
+        assert!(rx.recv_timeout(WAIT).is_ok());
+        handle.cancel();
+        assert!(handle.is_cancelled());
+        let deadline = std::time::Instant::now() + WAIT;
+        while rx.recv_timeout(WAIT) != Err(mpsc::RecvTimeoutError::Disconnected) {
+            assert!(std::time::Instant::now() < deadline, "the listener goes on");
+        }
+        runtime().block_on(client.shutdown());
+    }
+
+    /// Records the thread it is released on.
+    struct Released(Arc<Mutex<Option<std::thread::ThreadId>>>);
+
+    impl Drop for Released {
+        fn drop(&mut self) {
+            if let Ok(mut on) = self.0.lock() {
+                *on = Some(std::thread::current().id());
+            }
+        }
+    }
+
+    /// A client listener that forwards events and records where it is released.
+    struct Tracked(
+        Mutex<mpsc::Sender<ClientEvent>>,
+        #[allow(dead_code)] Released,
+    );
+
+    impl ClientListener for Tracked {
+        fn on_event(&self, event: ClientEvent) -> Result<(), ListenerError> {
+            let _ = self.0.lock().map(|tx| tx.send(event));
+            Ok(())
+        }
+    }
+
+    struct TrackedDoc(#[allow(dead_code)] Released);
+
+    impl DocumentListener for TrackedDoc {
+        fn on_event(&self, _: DocumentEvent) -> Result<(), ListenerError> {
+            Ok(())
+        }
+    }
+
+    struct Tokens(#[allow(dead_code)] Released);
+
+    #[async_trait::async_trait]
+    impl crate::token::TokenProvider for Tokens {
+        async fn token(&self, _refresh: bool) -> Result<String, crate::token::TokenError> {
+            Ok("t".to_owned())
+        }
+    }
+
+    #[test]
+    fn a_client_released_without_shutdown_releases_its_foreign_objects_on_that_thread_at_once() {
+        let on = |_| Arc::new(Mutex::new(None));
+        let (listener_on, doc_listener_on, tokens_on) = (on(0), on(1), on(2));
+        let config = ClientConfig::new("ws://127.0.0.1:9/".to_owned())
+            .wire_protocol(WireProtocol::Tether)
+            .token_provider(Arc::new(Tokens(Released(tokens_on.clone()))));
+        let client = Client::new(config).expect("a valid config");
+        let doc = client.document("todo".to_owned()).expect("Tether mode");
+        let (tx, rx) = mpsc::channel();
+        let handle = client.add_listener(Arc::new(Tracked(
+            Mutex::new(tx),
+            Released(listener_on.clone()),
+        )));
+        let _doc_handle = doc.add_listener(Arc::new(TrackedDoc(Released(doc_listener_on.clone()))));
+        assert!(rx.recv_timeout(WAIT).is_ok(), "the snapshot");
+
+        // What Python's last reference, or Kotlin's close(), does.
+        drop(client);
+        let here = Some(std::thread::current().id());
+        for (what, on) in [
+            ("client listener", &listener_on),
+            ("document listener", &doc_listener_on),
+            ("token provider", &tokens_on),
+        ] {
+            assert_eq!(
+                *on.lock().unwrap(),
+                here,
+                "{what} not released here and now"
+            );
+        }
+        // No more events (not even the final Closed), and the listener counts as stopped.
+        assert_eq!(rx.try_recv(), Err(mpsc::TryRecvError::Disconnected));
+        assert!(handle.is_cancelled());
+        // A listener added through a document that outlives the client is released at once.
+        let late_on = on(3);
+        let late = doc.add_listener(Arc::new(TrackedDoc(Released(late_on.clone()))));
+        assert!(late.is_cancelled());
+        assert_eq!(*late_on.lock().unwrap(), here);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::ClientError;
-use crate::token::{ForeignTokens, TokenProvider};
+use crate::token::{ForeignTokens, TokenProvider, TokenSlot};
 
 /// Wire protocol. (Not `Protocol`: in Swift `X.Protocol` is metatype syntax, and
 /// Objective-C has a `Protocol` class.)
@@ -125,6 +125,13 @@ struct Options {
 /// Default number of events a listener may fall behind before the oldest are skipped.
 pub(crate) const DEFAULT_LISTENER_QUEUE: u32 = 1024;
 
+/// Largest `listenerQueueCapacity`. The queue is a `tokio::sync::broadcast` ring, which
+/// allocates all its slots (rounded up to a power of two, a few tens of bytes each) when the
+/// client is created and cannot grow later: 65,536 slots cost a few MiB per client, while the
+/// 2^31 an app may pass aborted the process (out of memory) inside `Client(config)`. An app that
+/// needs more should make its listener quicker (hand each event to its own queue).
+pub(crate) const MAX_LISTENER_QUEUE: u32 = 65_536;
+
 /// Configuration of a [`Client`](crate::Client): `ClientConfig(url)` then chained setters.
 /// Each setter returns a new config, so a base config can be shared and varied.
 ///
@@ -152,23 +159,30 @@ impl ClientConfig {
 
     /// `listenerQueueCapacity`, the one setting the bindings own: a listener that may fall
     /// behind by no event at all could be given none, so 0 is refused like any invalid
-    /// setting of the client (whose `eventCapacity(0)` `tether` refuses).
+    /// setting of the client (whose `eventCapacity(0)` `tether` refuses), and so is more than
+    /// [`MAX_LISTENER_QUEUE`], whose memory is allocated up front.
     pub(crate) fn listener_queue(&self) -> Result<usize, ClientError> {
+        let invalid = |reason: String| ClientError::InvalidConfig {
+            field: "listener_queue_capacity".to_owned(),
+            reason,
+        };
         match self
             .options
             .listener_queue_capacity
             .unwrap_or(DEFAULT_LISTENER_QUEUE)
         {
-            0 => Err(ClientError::InvalidConfig {
-                field: "listener_queue_capacity".to_owned(),
-                reason: "must be at least 1".to_owned(),
-            }),
+            0 => Err(invalid("must be at least 1".to_owned())),
+            n if n > MAX_LISTENER_QUEUE => Err(invalid(format!(
+                "{n} is more than the largest queue, {MAX_LISTENER_QUEUE} events"
+            ))),
             n => Ok(n as usize),
         }
     }
 
-    /// The `tether` builder these options describe (validated later by its `build`).
-    pub(crate) fn to_builder(&self) -> tether::ClientBuilder {
+    /// The `tether` builder these options describe (validated later by its `build`), and the
+    /// slot holding the token provider it asks, which the `Client` releases when it is dropped.
+    pub(crate) fn to_builder(&self) -> (tether::ClientBuilder, TokenSlot) {
+        let mut tokens = TokenSlot::default();
         let o = &self.options;
         let mut b = tether::Client::builder(self.url.clone());
         let ms = Duration::from_millis;
@@ -268,7 +282,8 @@ impl ClientConfig {
             b = b.seed(v);
         }
         if let Some(p) = &o.token_provider {
-            b = b.token_provider(ForeignTokens(p.clone()));
+            tokens = TokenSlot::new(p.clone());
+            b = b.token_provider(ForeignTokens(tokens.clone()));
         }
         if let Some(p) = &o.token_placement {
             b = b.token_placement(p.clone().into());
@@ -279,7 +294,7 @@ impl ClientConfig {
         if let Some(v) = o.event_capacity {
             b = b.event_capacity(v as usize);
         }
-        b
+        (b, tokens)
     }
 }
 
@@ -429,7 +444,9 @@ impl ClientConfig {
         self.with(|o| o.event_capacity = Some(events))
     }
     /// How many events a listener may fall behind before the oldest are skipped for it
-    /// (it then gets `Lagged` and a state snapshot). Default 1,024; 0 is `InvalidConfig`.
+    /// (it then gets `Lagged` and a state snapshot). Default 1,024; at least 1 and at most
+    /// 65,536 (the queue's memory is allocated when the client is created), otherwise
+    /// `Client(config)` fails with `InvalidConfig` naming `listener_queue_capacity`.
     pub fn listener_queue_capacity(self: Arc<Self>, events: u32) -> Arc<Self> {
         self.with(|o| o.listener_queue_capacity = Some(events))
     }

@@ -26,10 +26,16 @@
 //! - The hub counts its listener threads, so `Client.shutdown()` can wait until every one has
 //!   delivered its last event and released its listener: after that no Rust thread holds a
 //!   foreign object (what a Python interpreter about to finalise needs).
+//! - A listener lives until its handle's `cancel()` or the client's end, not as long as its
+//!   handle (an app that drops the handle still wants the events). When the app releases the
+//!   client without `shutdown()`, [`Hub::release_listeners`] takes every listener away from
+//!   its thread and releases it on the releasing thread, which is the app's own: no Rust thread
+//!   calls into or releases foreign code after that (a Python client released while the
+//!   interpreter finalises would otherwise abort the process).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -67,6 +73,59 @@ pub(crate) struct Hub {
     closed: CancellationToken,
     /// How many listener threads are running.
     live: watch::Sender<usize>,
+    /// Every listener thread's foreign listener, for [`Hub::release_listeners`].
+    attached: Mutex<Vec<Weak<Attached>>>,
+    /// Set by [`Hub::release_listeners`]: listeners added after it are released at once.
+    released: AtomicBool,
+}
+
+/// A foreign listener, as its dispatcher thread holds it.
+enum Foreign {
+    Client(Arc<dyn ClientListener>),
+    Document(Arc<dyn DocumentListener>),
+}
+
+impl std::fmt::Debug for Attached {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Attached")
+            .field("cancel", &self.cancel)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One listener thread's stop signal and foreign listener. The thread takes a reference to the
+/// listener for each callback only; [`Hub::release_listeners`] can take the listener away.
+struct Attached {
+    cancel: CancellationToken,
+    listener: Mutex<Option<Foreign>>,
+}
+
+impl Attached {
+    fn new(cancel: CancellationToken, listener: Foreign) -> Arc<Self> {
+        Arc::new(Attached {
+            cancel,
+            listener: Mutex::new(Some(listener)),
+        })
+    }
+
+    /// The listener, unless released. Held only for the one lookup, never during a callback.
+    fn listener(&self) -> MutexGuard<'_, Option<Foreign>> {
+        self.listener.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn client(&self) -> Option<Arc<dyn ClientListener>> {
+        match &*self.listener() {
+            Some(Foreign::Client(l)) => Some(l.clone()),
+            _ => None,
+        }
+    }
+
+    fn document(&self) -> Option<Arc<dyn DocumentListener>> {
+        match &*self.listener() {
+            Some(Foreign::Document(l)) => Some(l.clone()),
+            _ => None,
+        }
+    }
 }
 
 /// A running listener thread, counted in [`Hub::live`] until dropped.
@@ -90,7 +149,44 @@ impl Hub {
             failures: AtomicU64::new(0),
             closed: CancellationToken::new(),
             live: watch::Sender::new(0),
+            attached: Mutex::new(Vec::new()),
+            released: AtomicBool::new(false),
         })
+    }
+
+    /// Registers a listener thread's listener for [`Hub::release_listeners`]. `None` (and the
+    /// listener released at once, on the caller's thread) once that has run.
+    fn register(&self, cancel: CancellationToken, listener: Foreign) -> Option<Arc<Attached>> {
+        let mut attached = self.attached.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.released.load(Ordering::Acquire) {
+            cancel.cancel();
+            return None;
+        }
+        attached.retain(|a| a.strong_count() > 0);
+        let a = Attached::new(cancel, listener);
+        attached.push(Arc::downgrade(&a));
+        Some(a)
+    }
+
+    /// The app released the client without `shutdown()`: stops every listener thread and
+    /// releases every foreign listener here, on the caller's thread, instead of letting the
+    /// threads deliver the final events and release them later from a Rust thread. A
+    /// callback already in progress on another thread ends normally (that listener is then
+    /// released by its thread); nothing is delivered after it. Listeners added later (through
+    /// a `Document` handle that outlives the client) are released at once.
+    pub(crate) fn release_listeners(&self) {
+        let attached = {
+            let mut attached = self.attached.lock().unwrap_or_else(PoisonError::into_inner);
+            self.released.store(true, Ordering::Release);
+            std::mem::take(&mut *attached)
+        };
+        let mut listeners = Vec::with_capacity(attached.len());
+        for a in attached.iter().filter_map(Weak::upgrade) {
+            a.cancel.cancel();
+            listeners.push(a.listener().take());
+        }
+        // Dropped here, outside every lock: a foreign release may run foreign code.
+        drop(listeners);
     }
 
     fn enter(self: &Arc<Self>) -> Live {
@@ -142,9 +238,12 @@ impl Hub {
             let hub = self.lock();
             (hub.state.clone(), hub.tx.as_ref().map(|tx| tx.subscribe()))
         };
+        let Some(attached) = self.register(cancel.clone(), Foreign::Client(listener)) else {
+            return cancel;
+        };
         let dispatcher = Dispatcher {
             hub: self.clone(),
-            listener,
+            attached,
             cancel: cancel.clone(),
         };
         let live = self.enter();
@@ -169,9 +268,12 @@ impl Hub {
         // every change whose event this listener will not see. Events carry new values, so
         // one it does see that the snapshot already contains changes nothing.
         let changes = doc.changes();
+        let Some(attached) = self.register(cancel.clone(), Foreign::Document(listener)) else {
+            return cancel;
+        };
         let dispatcher = DocumentDispatcher {
             hub: self.clone(),
-            listener,
+            attached,
             cancel: cancel.clone(),
             doc,
         };
@@ -219,7 +321,7 @@ pub(crate) async fn pump(mut events: tether::Events, hub: Arc<Hub>, clock: Engin
 
 struct Dispatcher {
     hub: Arc<Hub>,
-    listener: Arc<dyn ClientListener>,
+    attached: Arc<Attached>,
     cancel: CancellationToken,
 }
 
@@ -272,19 +374,21 @@ impl Dispatcher {
         }
     }
 
-    /// One callback, unless cancelled; an exception (or a panic) is contained.
+    /// One callback, unless cancelled or released; an exception (or a panic) is contained.
     fn deliver(&self, event: ClientEvent) {
         if self.cancel.is_cancelled() {
             return;
         }
-        let listener = &self.listener;
+        let Some(listener) = self.attached.client() else {
+            return;
+        };
         self.hub.call("ClientListener", || listener.on_event(event));
     }
 }
 
 struct DocumentDispatcher {
     hub: Arc<Hub>,
-    listener: Arc<dyn DocumentListener>,
+    attached: Arc<Attached>,
     cancel: CancellationToken,
     doc: tether::Document,
 }
@@ -332,7 +436,9 @@ impl DocumentDispatcher {
         if self.cancel.is_cancelled() {
             return;
         }
-        let listener = &self.listener;
+        let Some(listener) = self.attached.document() else {
+            return;
+        };
         self.hub
             .call("DocumentListener", || listener.on_event(event));
     }

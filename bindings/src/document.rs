@@ -180,8 +180,9 @@ impl Document {
     }
 
     /// Subscribes `listener` to this document's events: it first receives a `Snapshot`, then
-    /// every event, on a thread of its own. Keep the returned handle: dropping or cancelling
-    /// it stops the listener.
+    /// every event, on a thread of its own, until the returned handle's `cancel()`,
+    /// `closeDocument()` or the client's end (`shutdown()` or release). Releasing the handle
+    /// does not stop the listener.
     pub fn add_listener(&self, listener: Arc<dyn DocumentListener>) -> Arc<ListenerHandle> {
         Arc::new(ListenerHandle::new(
             self.hub.attach_document(self.inner.clone(), listener),

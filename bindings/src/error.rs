@@ -6,7 +6,13 @@
 use crate::event::{DropReason, Payload};
 
 /// Why a call failed. Each variant says what the caller can do about it.
+///
+/// Its text is the Rust `Display` below, exported: Kotlin's `toString()` (what `"$e"`, logs and
+/// stack traces print) and Swift's `description` return it. UniFFI 0.32 builds Kotlin's
+/// `message` and Python's `str()` from the fields instead (`field=url, reason=…`, empty for a
+/// variant without fields) and has no way to override that without patching its output.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, uniffi::Error)]
+#[uniffi::export(Display)]
 pub enum ClientError {
     /// A `ClientConfig` setting is invalid; `field` names it. Fix the configuration.
     #[error("invalid config `{field}`: {reason}")]

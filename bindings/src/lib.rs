@@ -11,7 +11,7 @@
 //! | `options.rs` | `SendOptions` (per-message ack and TTL) |
 //! | `document.rs` | `Document` (a shared document: get, snapshot, set, delete, increment, insert, change, listeners), `DocumentOp` |
 //! | `document_event.rs` | `DocumentEvent`, `ChangeOrigin`, `KeyChange` |
-//! | `listener.rs` | `ClientListener`, `DocumentListener` (foreign traits), `ListenerHandle` (cancel-on-drop), `ListenerError` |
+//! | `listener.rs` | `ClientListener`, `DocumentListener` (foreign traits), `ListenerHandle` (`cancel()`), `ListenerError` |
 //! | `event.rs` | `ClientEvent`, `DisconnectCause`, `DropReason`, `Payload`, `InboundMessage`, `EngineIssue` |
 //! | `state.rs` | `ConnectionState`, `CloseReason` |
 //! | `token.rs` | `TokenProvider` (async foreign trait), `TokenError` |

@@ -59,9 +59,10 @@ impl From<uniffi::UnexpectedUniFFICallbackError> for ListenerError {
     }
 }
 
-/// Keeps a listener subscribed. Dropping it (or `cancel()`) unsubscribes: keep a reference
-/// for as long as you want events (on the JVM a handle that is garbage-collected cancels its
-/// listener).
+/// Controls a listener: `cancel()` stops it. Releasing the handle does not (so an app that
+/// ignores the return value of `addListener`, or whose handle is garbage-collected, keeps
+/// receiving events): a listener lives until `cancel()`, until its document is closed
+/// (`closeDocument()`), or until the client shuts down or is released.
 #[derive(Debug, uniffi::Object)]
 pub struct ListenerHandle {
     cancel: CancellationToken,
@@ -82,14 +83,8 @@ impl ListenerHandle {
         self.cancel.cancel();
     }
 
-    /// Whether `cancel()` was called (or the handle dropped).
+    /// Whether the listener was stopped: `cancel()` was called, or the client was released.
     pub fn is_cancelled(&self) -> bool {
         self.cancel.is_cancelled()
-    }
-}
-
-impl Drop for ListenerHandle {
-    fn drop(&mut self) {
-        self.cancel.cancel();
     }
 }

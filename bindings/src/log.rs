@@ -92,6 +92,7 @@ pub trait LogSink: Send + Sync {
 
 /// Why [`set_log_sink`] could not install the bridge.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, uniffi::Error)]
+#[uniffi::export(Display)]
 pub enum LogError {
     /// The process already has a global `tracing` subscriber (installed by other Rust code):
     /// the library's records go to it.

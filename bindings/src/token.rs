@@ -1,6 +1,6 @@
 //! [`TokenProvider`]: the app's credential source, asked before every connection attempt.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// Supplies a credential for each connection attempt, so a reconnect always carries a fresh
 /// token. Implemented by the app (Kotlin `suspend fun`, Swift `async`, Python `async def`).
@@ -36,15 +36,51 @@ impl From<uniffi::UnexpectedUniFFICallbackError> for TokenError {
     }
 }
 
+/// The app's provider, shared by the client task (which asks it for tokens) and the `Client`
+/// object, which takes it away when the app releases the client: it is then released on the
+/// app's thread, not later by the client task on a runtime thread (which a Python interpreter
+/// that is finalising does not survive).
+#[derive(Clone, Default)]
+pub(crate) struct TokenSlot(Arc<Mutex<Option<Arc<dyn TokenProvider>>>>);
+
+impl std::fmt::Debug for TokenSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenSlot")
+    }
+}
+
+impl TokenSlot {
+    pub(crate) fn new(provider: Arc<dyn TokenProvider>) -> Self {
+        TokenSlot(Arc::new(Mutex::new(Some(provider))))
+    }
+
+    fn get(&self) -> Option<Arc<dyn TokenProvider>> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Takes the provider away and releases it on the calling thread. A token fetch already
+    /// running keeps its own reference until it ends; later attempts get no token.
+    pub(crate) fn release(&self) {
+        let provider = self.0.lock().unwrap_or_else(PoisonError::into_inner).take();
+        drop(provider);
+    }
+}
+
 /// Adapts the foreign provider to the `tether` crate's provider trait.
-pub(crate) struct ForeignTokens(pub(crate) Arc<dyn TokenProvider>);
+pub(crate) struct ForeignTokens(pub(crate) TokenSlot);
 
 impl tether::TokenProvider for ForeignTokens {
     fn token(&self, refresh: bool) -> tether::TokenFuture {
-        let provider = self.0.clone();
+        let provider = self.0.get();
         // The foreign call starts when the client task first polls this future, after it has
         // released the engine lock.
         Box::pin(async move {
+            let Some(provider) = provider else {
+                return Err("the client was released".to_owned());
+            };
             provider
                 .token(refresh)
                 .await

@@ -483,6 +483,10 @@ fun main() {
             check(sdkVersion().isNotEmpty())
             val bad = expectThrows<ClientException.InvalidConfig> { Client(ClientConfig("ftp://nowhere")) }
             check(bad.field == "url") { bad }
+            // toString() is the Rust SDK's Display text, also for variants without fields.
+            check(bad.toString().startsWith("invalid config `url`: ")) { bad.toString() }
+            check(ClientException.Closed().toString() == "the client is closed") { ClientException.Closed().toString() }
+            check("${ClientException.TooLarge(10uL, 5uL)}" == "message of 10 bytes exceeds the limit of 5 bytes")
             val zero = expectThrows<ClientException.InvalidConfig> {
                 Client(ClientConfig("ws://127.0.0.1:9/").backoffInitialMs(0uL))
             }
@@ -490,6 +494,10 @@ fun main() {
             for ((config, field) in listOf(
                 ClientConfig("ws://127.0.0.1:9/").eventCapacity(0u) to "event_capacity",
                 ClientConfig("ws://127.0.0.1:9/").listenerQueueCapacity(0u) to "listener_queue_capacity",
+                // Over 65,536: refused, where 2^31 used to abort the process allocating the queue.
+                ClientConfig("ws://127.0.0.1:9/").listenerQueueCapacity(65_537u) to "listener_queue_capacity",
+                ClientConfig("ws://127.0.0.1:9/").listenerQueueCapacity(1u shl 31) to "listener_queue_capacity",
+                ClientConfig("ws://127.0.0.1:9/").listenerQueueCapacity(UInt.MAX_VALUE) to "listener_queue_capacity",
             )) {
                 val none = expectThrows<ClientException.InvalidConfig> { Client(config) }
                 check(none.field == field) { none }
@@ -560,6 +568,31 @@ fun main() {
                 handle.cancel()
                 check(handle.isCancelled())
             }
+        }
+
+        test("listener: lives until cancel(), not as long as its handle; close() without shutdown() stops it at once") {
+            val c = Client(ClientConfig("ws://127.0.0.1:9/").wireProtocol(WireProtocol.TETHER))
+            val rec = Recorder()
+            // What garbage collection of an ignored handle does: releases the Rust object.
+            c.addListener(rec).close()
+            rec.next("snapshot") { it is ClientEvent.StateChanged }
+            val doc = c.document("kt-lifetime")
+            doc.set("milk", "2")
+            rec.next("DocumentChanged after the handle was released") { it is ClientEvent.DocumentChanged }
+            // A released UniFFI object refuses every call.
+            val released = c.addListener(Recorder())
+            released.close()
+            expectThrows<IllegalStateException> { released.cancel() }
+
+            val handle = c.addListener(Recorder())
+            val seen = rec.mark()
+            c.close() // no shutdown(): the listeners are stopped and released here, no final events
+            check(handle.isCancelled())
+            delay(200)
+            check(rec.snapshot().size == seen) { "events after close(): ${rec.snapshot().drop(seen)}" }
+            expectThrows<IllegalStateException> { c.state() }
+            handle.close()
+            doc.close()
         }
 
         // Two clients on one channel, shared by the tests below.

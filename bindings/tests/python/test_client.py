@@ -40,6 +40,10 @@ def test_typed_errors_name_the_field_and_raw_mode_refuses_channels():
     for config, field in [
         (t.ClientConfig("ws://127.0.0.1:9/").event_capacity(0), "event_capacity"),
         (t.ClientConfig("ws://127.0.0.1:9/").listener_queue_capacity(0), "listener_queue_capacity"),
+        # Over 65,536: refused, where 2**31 used to abort the process allocating the queue.
+        (t.ClientConfig("ws://127.0.0.1:9/").listener_queue_capacity(65537), "listener_queue_capacity"),
+        (t.ClientConfig("ws://127.0.0.1:9/").listener_queue_capacity(2**31), "listener_queue_capacity"),
+        (t.ClientConfig("ws://127.0.0.1:9/").listener_queue_capacity(2**32 - 1), "listener_queue_capacity"),
     ]:
         with pytest.raises(t.ClientError.InvalidConfig) as none:
             t.Client(config)

@@ -1,0 +1,100 @@
+"""How long listeners live, and what releasing a client without `shutdown()` does: a dropped
+handle does not stop its listener, and a client still alive when the interpreter exits (also
+on an uncaught exception) lets the process exit normally."""
+
+import gc
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import tether_ffi as t
+from conftest import TOKEN, Recorder
+
+
+def test_a_listener_lives_until_cancelled_even_when_its_handle_is_dropped(run):
+    async def scenario():
+        c = t.Client(t.ClientConfig("ws://127.0.0.1:9/").wire_protocol(t.WireProtocol.TETHER))
+        rec = Recorder()
+        c.add_listener(rec)  # the handle is not kept, and released at once
+        gc.collect()
+        await rec.next("the state snapshot", lambda e: e.is_STATE_CHANGED())
+        doc = c.document("lifetime")
+        doc.set("milk", "2")
+        await rec.next("DocumentChanged", lambda e: e.is_DOCUMENT_CHANGED())
+        await c.shutdown()
+
+    run(scenario())
+
+
+# An app that never awaits shutdown(): a listener, a document listener and a token provider are
+# attached and connected when the interpreter exits, by an uncaught exception or normally. The
+# client is then released while CPython finalises; before the fix its threads called into
+# Python then, and CPython's pthread_exit of such a thread aborted the process
+# ("FATAL: exception not rethrown", exit status 134). (A callback already waiting for the GIL
+# when the interpreter starts finalising still dies with it: bindings/README.md, Python.)
+APP = textwrap.dedent(
+    """
+    import asyncio, sys, time
+    import tether_ffi as t
+
+    class Listener(t.ClientListener):
+        def on_event(self, event):
+            pass
+
+    class DocListener(t.DocumentListener):
+        def on_event(self, event):
+            pass
+
+    class Tokens(t.TokenProvider):
+        async def token(self, refresh):
+            return TOKEN
+
+    def main():
+        loop = asyncio.new_event_loop()
+        t.uniffi_set_event_loop(loop)
+        config = t.ClientConfig(URL).wire_protocol(t.WireProtocol.TETHER).token_provider(Tokens())
+        client = t.Client(config)
+        client.add_listener(Listener())
+        doc = client.document("exit")
+        doc.add_listener(DocListener())
+        client.connect()
+        deadline = time.monotonic() + 10
+        while client.state() != t.ConnectionState.OPEN():
+            loop.run_until_complete(asyncio.sleep(0.01))  # the token provider runs on this loop
+            assert time.monotonic() < deadline, client.state()
+        doc.set("k", "1")
+        while doc.pending() > 0:  # acknowledged: the listeners have had their events
+            loop.run_until_complete(asyncio.sleep(0.01))
+            assert time.monotonic() < deadline, doc.pending()
+        time.sleep(0.3)  # as an app does other things before it fails
+        if MODE == "raise":
+            raise RuntimeError("some unrelated app bug")
+        print("exiting", flush=True)
+        return client, doc
+
+    kept = main()
+    """
+)
+
+
+@pytest.mark.parametrize("mode, status", [("raise", 1), ("exit", 0)])
+def test_a_client_alive_at_interpreter_exit_lets_the_process_exit_normally(relay, tmp_path, mode, status):
+    script = tmp_path / "app.py"
+    script.write_text(f"URL = {relay.url!r}\nTOKEN = {TOKEN!r}\nMODE = {mode!r}\n" + APP)
+    for _ in range(3):  # the abort this guards against depended on thread timing
+        done = subprocess.run(
+            [sys.executable, str(script)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=dict(os.environ),
+        )
+        assert done.returncode == status, (done.returncode, done.stdout, done.stderr)
+        assert "FATAL" not in done.stderr, done.stderr
+        if mode == "raise":
+            assert "RuntimeError: some unrelated app bug" in done.stderr, done.stderr
+        else:
+            assert done.stdout == "exiting\n", done.stdout
