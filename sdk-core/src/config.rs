@@ -360,6 +360,10 @@ impl ConfigError {
 
 /// Builds and validates a [`Config`]. Every setter documents its default.
 ///
+/// Durations that must not be zero (timeouts, TTLs, heartbeat and backoff times, the close
+/// policy's windows) must be at least one microsecond, the engine's clock resolution: a
+/// shorter one would be zero on that clock and end what it times as soon as it starts.
+///
 /// ```
 /// use std::time::Duration;
 /// use tether_core::{Config, Jitter, Protocol};
@@ -596,15 +600,15 @@ impl ConfigBuilder {
         if c.outbox.max_bytes == 0 {
             return Err(ConfigError::new("outbox.max_bytes", "must be at least 1"));
         }
-        if c.outbox.default_ttl == Some(Duration::ZERO) {
-            return Err(ConfigError::new("outbox.default_ttl", "must be positive"));
+        if let Some(ttl) = c.outbox.default_ttl {
+            at_least_a_microsecond("outbox.default_ttl", ttl)?;
         }
         if c.max_message_bytes == 0 {
             return Err(ConfigError::new("max_message_bytes", "must be at least 1"));
         }
-        positive("connect_timeout", c.connect_timeout)?;
-        positive("close_timeout", c.close_timeout)?;
-        positive("request_timeout", c.request_timeout)?;
+        at_least_a_microsecond("connect_timeout", c.connect_timeout)?;
+        at_least_a_microsecond("close_timeout", c.close_timeout)?;
+        at_least_a_microsecond("request_timeout", c.request_timeout)?;
         if c.token == Some(TokenPlacement::FirstMessage) && c.protocol != Protocol::Tether {
             return Err(ConfigError::new(
                 "token",
@@ -697,7 +701,7 @@ fn transport_for_url(url: &str) -> Result<TransportKind, ConfigError> {
 }
 
 fn validate_backoff(b: &BackoffConfig) -> Result<(), ConfigError> {
-    positive("backoff.initial", b.initial)?;
+    at_least_a_microsecond("backoff.initial", b.initial)?;
     if b.max < b.initial {
         return Err(ConfigError::new(
             "backoff.max",
@@ -725,19 +729,16 @@ fn validate_heartbeat(c: &Config) -> Result<(), ConfigError> {
     if mode == HeartbeatMode::Off {
         return Ok(());
     }
-    positive("heartbeat.interval", h.interval)?;
-    positive("heartbeat.probe_timeout", h.probe_timeout)?;
+    at_least_a_microsecond("heartbeat.interval", h.interval)?;
+    at_least_a_microsecond("heartbeat.probe_timeout", h.probe_timeout)?;
     if h.max_missed == 0 {
         return Err(ConfigError::new(
             "heartbeat.max_missed",
             "must be at least 1",
         ));
     }
-    if h.pong_timeout == Some(Duration::ZERO) {
-        return Err(ConfigError::new(
-            "heartbeat.pong_timeout",
-            "must be positive",
-        ));
+    if let Some(timeout) = h.pong_timeout {
+        at_least_a_microsecond("heartbeat.pong_timeout", timeout)?;
     }
     match (mode, c.transport) {
         (HeartbeatMode::PingFrame | HeartbeatMode::AppMessage, TransportKind::Sse) => {
@@ -764,9 +765,16 @@ pub(crate) fn is_header_value(value: &str) -> bool {
         .all(|b| (b >= 0x20 || b == b'\t') && b != 0x7f)
 }
 
-fn positive(field: &'static str, d: Duration) -> Result<(), ConfigError> {
-    if d.is_zero() {
-        Err(ConfigError::new(field, "must be positive"))
+/// A duration the engine must be able to wait for: under a microsecond it is zero on the
+/// engine's clock, so a TTL would expire every message inside `send`, a heartbeat interval
+/// would declare every connection dead as it opens, a timeout would fire at once. Fields that
+/// may be zero (`backoff.min_uptime`) do not use it.
+pub(crate) fn at_least_a_microsecond(field: &'static str, d: Duration) -> Result<(), ConfigError> {
+    if crate::time::under_a_microsecond(d) {
+        Err(ConfigError::new(
+            field,
+            format!("{d:?} is zero on the engine's clock: it must be at least 1µs"),
+        ))
     } else {
         Ok(())
     }
@@ -847,6 +855,52 @@ mod tests {
             let err = builder.build().unwrap_err();
             assert_eq!(err.field, field, "{err}");
         }
+    }
+
+    #[test]
+    fn durations_under_a_microsecond_are_refused() {
+        // Zero on the engine's clock: a 1 ns TTL expired every send inside the call, a 1 ns
+        // heartbeat interval killed every connection as it opened.
+        let short = Duration::from_nanos(999);
+        type Setter = fn(ConfigBuilder, Duration) -> ConfigBuilder;
+        let with = |f: Setter, d| f(Config::builder("ws://h"), d).build();
+        let fields: Vec<(&str, Setter)> = vec![
+            ("outbox.default_ttl", |b, d| b.message_ttl(Some(d))),
+            ("heartbeat.interval", |b, d| b.heartbeat_interval(d)),
+            ("heartbeat.pong_timeout", |b, d| b.pong_timeout(Some(d))),
+            ("heartbeat.probe_timeout", |b, d| {
+                b.heartbeat(HeartbeatConfig {
+                    probe_timeout: d,
+                    ..HeartbeatConfig::default()
+                })
+            }),
+            ("connect_timeout", |b, d| b.connect_timeout(d)),
+            ("close_timeout", |b, d| b.close_timeout(d)),
+            ("request_timeout", |b, d| b.request_timeout(d)),
+            ("backoff.initial", |b, d| {
+                b.backoff_initial(d).backoff_max(d)
+            }),
+            ("close_policy.service_restart_window", |b, d| {
+                b.close_policy(ClosePolicy::default().with_service_restart_window(d))
+            }),
+            ("close_policy.try_again_later_delay", |b, d| {
+                b.close_policy(ClosePolicy::default().with_try_again_later_delay(d))
+            }),
+            ("close_policy.max_server_delay", |b, d| {
+                b.close_policy(ClosePolicy::default().with_max_server_delay(d))
+            }),
+        ];
+        for (field, set) in fields {
+            for d in [Duration::ZERO, Duration::from_nanos(1), short] {
+                let err = with(set, d).unwrap_err();
+                assert_eq!(err.field, field, "{d:?}: {err}");
+                assert!(err.reason.contains("1µs"), "{err}");
+            }
+            assert!(with(set, Duration::from_micros(1)).is_ok(), "{field}");
+        }
+        // Fields where zero means something keep accepting it.
+        let zero_uptime = Config::builder("ws://h").min_uptime(Duration::from_nanos(1));
+        assert!(zero_uptime.build().is_ok());
     }
 
     #[test]
