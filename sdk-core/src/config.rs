@@ -417,7 +417,9 @@ impl ConfigBuilder {
         self.config.protocol = protocol;
         self
     }
-    /// Adds a handshake header (native drivers). Default none.
+    /// Adds a handshake header (native drivers). Default none. The name must be an HTTP
+    /// token (RFC 7230: letters, digits, ``!#$%&'*+-.^_`|~``) and the value free of control
+    /// characters, or [`build`](Self::build) refuses it (field `header`).
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.config.headers.push((name.into(), value.into()));
         self
@@ -616,8 +618,11 @@ impl ConfigBuilder {
             ));
         }
         match &c.token {
-            Some(TokenPlacement::Header { name, .. }) if name.is_empty() => {
-                return Err(ConfigError::new("token", "header name is empty"));
+            Some(TokenPlacement::Header { name, .. }) if !is_token(name) => {
+                return Err(ConfigError::new(
+                    "token",
+                    format!("invalid header name {}: {TOKEN_RULE}", Quoted(name)),
+                ));
             }
             // `?=<token>`: no server reads a parameter without a name.
             Some(TokenPlacement::Query { param }) if param.is_empty() => {
@@ -626,10 +631,12 @@ impl ConfigBuilder {
             _ => {}
         }
         for (name, value) in &c.headers {
-            if name.is_empty() || name.contains([':', '\r', '\n']) {
+            // Refused here, once: on the handshake every attempt would fail with a transport
+            // error, retried forever.
+            if !is_token(name) {
                 return Err(ConfigError::new(
                     "header",
-                    format!("invalid header name {}", Quoted(name)),
+                    format!("invalid header name {}: {TOKEN_RULE}", Quoted(name)),
                 ));
             }
             // A control character (a stray newline) would make every handshake fail locally,
@@ -758,6 +765,19 @@ fn validate_heartbeat(c: &Config) -> Result<(), ConfigError> {
     }
 }
 
+/// What [`is_token`] accepts, for error messages.
+const TOKEN_RULE: &str =
+    "a header name is one or more letters, digits or !#$%&'*+-.^_`|~ (RFC 7230 token)";
+
+/// Whether `name` is an HTTP token (RFC 7230 §3.2.6), as a header name must be: one or more
+/// ASCII letters, digits or ``!#$%&'*+-.^_`|~``.
+fn is_token(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
 /// Whether `value` can be sent as an HTTP header value: no control characters but tab.
 pub(crate) fn is_header_value(value: &str) -> bool {
     value
@@ -854,6 +874,32 @@ mod tests {
         for (builder, field) in cases {
             let err = builder.build().unwrap_err();
             assert_eq!(err.field, field, "{err}");
+        }
+    }
+
+    #[test]
+    fn header_names_must_be_tokens() {
+        // `bad name` used to be accepted, then failed every handshake locally, forever.
+        for bad in [
+            "bad name", "", "Bad:Name", "a\nb", "x(y)", "a,b", "\"q\"", "a/b", "é", "a\tb",
+        ] {
+            let err = Config::builder("ws://h")
+                .header(bad, "v")
+                .build()
+                .unwrap_err();
+            assert_eq!(err.field, "header", "{bad:?}");
+            assert!(err.reason.contains("RFC 7230"), "{err}");
+            let token = Config::builder("ws://h").token(TokenPlacement::Header {
+                name: bad.to_owned(),
+                prefix: String::new(),
+            });
+            assert_eq!(token.build().unwrap_err().field, "token", "{bad:?}");
+        }
+        for good in ["X-Api-Key", "authorization", "x!#$%&'*+-.^_`|~1"] {
+            assert!(
+                Config::builder("ws://h").header(good, "v").build().is_ok(),
+                "{good}"
+            );
         }
     }
 
