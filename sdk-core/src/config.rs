@@ -424,7 +424,8 @@ impl ConfigBuilder {
         self.config.headers.push((name.into(), value.into()));
         self
     }
-    /// Adds a WebSocket subprotocol to offer. Default none.
+    /// Adds a WebSocket subprotocol to offer. Default none. Like a header name it must be
+    /// an HTTP token, and offered once.
     pub fn subprotocol(mut self, name: impl Into<String>) -> Self {
         self.config.subprotocols.push(name.into());
         self
@@ -645,6 +646,22 @@ impl ConfigBuilder {
                 return Err(ConfigError::new(
                     "header",
                     format!("the value of {} contains control characters", Quoted(name)),
+                ));
+            }
+        }
+        // Same failure mode (tungstenite cannot build the header; a browser's `WebSocket`
+        // throws a SyntaxError for a non-token or a repeated protocol).
+        for (i, name) in c.subprotocols.iter().enumerate() {
+            if !is_token(name) {
+                return Err(ConfigError::new(
+                    "subprotocol",
+                    format!("invalid subprotocol {}: {TOKEN_RULE}", Quoted(name)),
+                ));
+            }
+            if c.subprotocols[..i].contains(name) {
+                return Err(ConfigError::new(
+                    "subprotocol",
+                    format!("{} is offered twice", Quoted(name)),
                 ));
             }
         }
@@ -901,6 +918,25 @@ mod tests {
                 "{good}"
             );
         }
+    }
+
+    #[test]
+    fn subprotocols_must_be_distinct_tokens() {
+        for bad in ["", "chat v2", "a,b"] {
+            let err = Config::builder("ws://h")
+                .subprotocol(bad)
+                .build()
+                .unwrap_err();
+            assert_eq!(err.field, "subprotocol", "{bad:?}");
+        }
+        let twice = Config::builder("ws://h")
+            .subprotocol("v1")
+            .subprotocol("v1");
+        assert_eq!(twice.build().unwrap_err().field, "subprotocol");
+        let fine = Config::builder("ws://h")
+            .subprotocol("v1")
+            .subprotocol("tether.v2");
+        assert!(fine.build().is_ok());
     }
 
     #[test]
