@@ -33,7 +33,8 @@ pub enum TransportKind {
 
 impl TransportKind {
     /// The transport `url` selects, by the rule [`ConfigBuilder::build`] applies (scheme,
-    /// case-insensitive, and a host), so a tool can ask before building a config.
+    /// case-insensitive; a host, an IPv6 one in brackets; a port, if any, from 1 to 65535),
+    /// so a tool can ask before building a config.
     ///
     /// ```
     /// use tether_core::TransportKind;
@@ -708,20 +709,65 @@ fn transport_for_url(url: &str) -> Result<TransportKind, ConfigError> {
             ),
         ));
     };
-    let host_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    if rest[..host_end].is_empty() {
-        return Err(ConfigError::new(
-            "url",
-            format!("{} has no host", Quoted(url)),
-        ));
-    }
     if url.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
         return Err(ConfigError::new(
             "url",
             format!("{} contains whitespace", Quoted(url)),
         ));
     }
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    check_authority(&rest[..authority_end])
+        .map_err(|why| ConfigError::new("url", format!("{} {why}", Quoted(url))))?;
     Ok(kind)
+}
+
+/// Checks a URL's `[userinfo@]host[:port]`: a host (an IPv6 literal in balanced brackets)
+/// and, if a `:` follows it, a port of 1 to 65535. Not a full RFC 3986 parser (the engine
+/// carries no URL crate: its wasm build has a size budget); enough that a URL no driver could
+/// connect to is refused here rather than failing every attempt.
+fn check_authority(authority: &str) -> Result<(), &'static str> {
+    // The userinfo may hold any of `[]:`; the host starts after its last `@`.
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
+    let (host, port) = if let Some(literal) = host_port.strip_prefix('[') {
+        let (inside, after) = literal
+            .split_once(']')
+            .ok_or("has an IPv6 address without its closing `]`")?;
+        if inside.is_empty() || inside.contains('[') {
+            return Err("has an invalid IPv6 address in brackets");
+        }
+        match after {
+            "" => (inside, None),
+            _ => (
+                inside,
+                Some(
+                    after
+                        .strip_prefix(':')
+                        .ok_or("has something other than `:port` after its `]`")?,
+                ),
+            ),
+        }
+    } else {
+        if host_port.contains(['[', ']']) {
+            return Err("has unbalanced brackets in its host (an IPv6 address is `[addr]`)");
+        }
+        match host_port.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (host_port, None),
+        }
+    };
+    if host.is_empty() {
+        return Err("has no host");
+    }
+    if let Some(port) = port {
+        // All digits first: `u16::from_str` would take a leading `+`.
+        let valid = !port.is_empty()
+            && port.bytes().all(|b| b.is_ascii_digit())
+            && port.parse::<u16>().is_ok_and(|p| p != 0);
+        if !valid {
+            return Err("has an invalid port: it must be a number from 1 to 65535");
+        }
+    }
+    Ok(())
 }
 
 fn validate_backoff(b: &BackoffConfig) -> Result<(), ConfigError> {
@@ -937,6 +983,45 @@ mod tests {
             .subprotocol("v1")
             .subprotocol("tether.v2");
         assert!(fine.build().is_ok());
+    }
+
+    #[test]
+    fn urls_need_a_host_and_a_valid_port() {
+        for bad in [
+            "ws://:80/",
+            "ws://[::1/",
+            "ws://::1]/",
+            "ws://[]/",
+            "ws://[::1]x/",
+            "ws://127.0.0.1:99999/",
+            "ws://127.0.0.1:0/",
+            "ws://h:/",
+            "ws://h:+80/",
+            "ws://h:8a/",
+            "ws://::1/",
+            "wss://user@:443/",
+            "http://h:65536/sse",
+        ] {
+            let err = Config::builder(bad).build().unwrap_err();
+            assert_eq!(err.field, "url", "{bad}");
+            assert!(TransportKind::for_url(bad).is_err(), "{bad}");
+        }
+        for good in [
+            "ws://127.0.0.1:9000/ws",
+            "ws://[::1]:9000/",
+            "ws://[::1]",
+            "wss://example.com",
+            "wss://example.com?x=1",
+            "ws://h:1#frag",
+            "wss://user:p[a]ss@example.com:65535/",
+            "http://h:080/sse",
+        ] {
+            assert!(Config::builder(good).build().is_ok(), "{good}");
+        }
+        let err = Config::builder("ws://127.0.0.1:99999/")
+            .build()
+            .unwrap_err();
+        assert!(err.reason.contains("1 to 65535"), "{err}");
     }
 
     #[test]
