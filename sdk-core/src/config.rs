@@ -555,6 +555,12 @@ impl ConfigBuilder {
         self
     }
     /// Fixes the PRNG seed (tests, reproducing a run). Default: the driver's entropy.
+    ///
+    /// A seed reproduces timing (the backoff jitter), not identity: the default client id
+    /// and the prefix of publish ids still come from the driver's entropy, so two processes
+    /// run with the same seed are two senders, and a server does not take the second one's
+    /// publishes for resends of the first one's. Fix [`client_id`](Self::client_id) for a
+    /// stable presence identity.
     pub fn seed(mut self, seed: u64) -> Self {
         self.config.seed = Some(seed);
         self
