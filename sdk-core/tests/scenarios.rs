@@ -2426,6 +2426,34 @@ fn requests_can_survive_a_drop_when_configured() {
     assert_eq!(replied, vec![id]);
 }
 
+#[test]
+fn resent_counts_acked_messages_not_requests() {
+    // `Stats::resent` is "acked messages written again after a reconnect"; a request kept
+    // across the drop is written again too, but requests are not messages in `Stats`.
+    let mut sim = tether(Config::builder("ws://relay").fail_requests_on_disconnect(false));
+    sim.connect_open();
+    sim.server.answer_requests = false;
+    sim.server.send_acks = false;
+    sim.engine
+        .request(sim.now, json!(1), Some(secs(30)))
+        .unwrap();
+    sim.engine
+        .publish(sim.now, "room", json!("hi"), SendOptions::default())
+        .unwrap();
+    sim.run_for(ms(50));
+    sim.kill_connection();
+    sim.run_until_state(secs(10), |e| e.state().is_open());
+    sim.run_for(ms(100));
+    let requests = sim
+        .server_texts()
+        .iter()
+        .filter(|t| t.contains(r#""type":"request""#))
+        .count();
+    assert_eq!(requests, 2, "the request was written again");
+    assert_eq!(sim.server_publishes().len(), 2, "and so was the publish");
+    assert_eq!(sim.engine.stats().resent, 1, "only the publish is counted");
+}
+
 // ---- bad input --------------------------------------------------------------------------------
 
 #[test]
