@@ -158,7 +158,8 @@ impl Document {
 
     /// Adds `by` to the counter at `key` (a missing key counts as 0); shown at once.
     /// Increments from every client sum exactly, also those made offline. Refused with
-    /// `Rejected("type_mismatch")` if the key holds something else than a number.
+    /// `Rejected("type_mismatch")` if the key holds something else than a number, and
+    /// `Rejected("out_of_range")` if the sum would leave the integers (never rounded).
     pub fn increment(&self, key: String, by: i64) -> Result<u64, ClientError> {
         self.change(vec![DocumentOp::Increment { key, by }])
     }

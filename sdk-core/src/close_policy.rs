@@ -240,12 +240,7 @@ impl ClosePolicy {
             ("close_policy.max_server_delay", self.max_server_delay),
         ];
         for (field, d) in checks {
-            if d.is_zero() {
-                return Err(ConfigError {
-                    field,
-                    reason: "must be positive".to_owned(),
-                });
-            }
+            crate::config::at_least_a_microsecond(field, d)?;
         }
         // An empty range (first > last), or one outside what can be received (WebSocket close
         // codes 1000-4999, HTTP statuses 100-599), would never match: refused, not ignored.

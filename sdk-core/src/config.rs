@@ -33,7 +33,8 @@ pub enum TransportKind {
 
 impl TransportKind {
     /// The transport `url` selects, by the rule [`ConfigBuilder::build`] applies (scheme,
-    /// case-insensitive, and a host), so a tool can ask before building a config.
+    /// case-insensitive; a host, an IPv6 one in brackets; a port, if any, from 1 to 65535),
+    /// so a tool can ask before building a config.
     ///
     /// ```
     /// use tether_core::TransportKind;
@@ -360,6 +361,10 @@ impl ConfigError {
 
 /// Builds and validates a [`Config`]. Every setter documents its default.
 ///
+/// Durations that must not be zero (timeouts, TTLs, heartbeat and backoff times, the close
+/// policy's windows) must be at least one microsecond, the engine's clock resolution: a
+/// shorter one would be zero on that clock and end what it times as soon as it starts.
+///
 /// ```
 /// use std::time::Duration;
 /// use tether_core::{Config, Jitter, Protocol};
@@ -413,12 +418,15 @@ impl ConfigBuilder {
         self.config.protocol = protocol;
         self
     }
-    /// Adds a handshake header (native drivers). Default none.
+    /// Adds a handshake header (native drivers). Default none. The name must be an HTTP
+    /// token (RFC 7230: letters, digits, ``!#$%&'*+-.^_`|~``) and the value free of control
+    /// characters, or [`build`](Self::build) refuses it (field `header`).
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.config.headers.push((name.into(), value.into()));
         self
     }
-    /// Adds a WebSocket subprotocol to offer. Default none.
+    /// Adds a WebSocket subprotocol to offer. Default none. Like a header name it must be
+    /// an HTTP token, and offered once.
     pub fn subprotocol(mut self, name: impl Into<String>) -> Self {
         self.config.subprotocols.push(name.into());
         self
@@ -547,6 +555,12 @@ impl ConfigBuilder {
         self
     }
     /// Fixes the PRNG seed (tests, reproducing a run). Default: the driver's entropy.
+    ///
+    /// A seed reproduces timing (the backoff jitter), not identity: the default client id
+    /// and the prefix of publish ids still come from the driver's entropy, so two processes
+    /// run with the same seed are two senders, and a server does not take the second one's
+    /// publishes for resends of the first one's. Fix [`client_id`](Self::client_id) for a
+    /// stable presence identity.
     pub fn seed(mut self, seed: u64) -> Self {
         self.config.seed = Some(seed);
         self
@@ -596,15 +610,15 @@ impl ConfigBuilder {
         if c.outbox.max_bytes == 0 {
             return Err(ConfigError::new("outbox.max_bytes", "must be at least 1"));
         }
-        if c.outbox.default_ttl == Some(Duration::ZERO) {
-            return Err(ConfigError::new("outbox.default_ttl", "must be positive"));
+        if let Some(ttl) = c.outbox.default_ttl {
+            at_least_a_microsecond("outbox.default_ttl", ttl)?;
         }
         if c.max_message_bytes == 0 {
             return Err(ConfigError::new("max_message_bytes", "must be at least 1"));
         }
-        positive("connect_timeout", c.connect_timeout)?;
-        positive("close_timeout", c.close_timeout)?;
-        positive("request_timeout", c.request_timeout)?;
+        at_least_a_microsecond("connect_timeout", c.connect_timeout)?;
+        at_least_a_microsecond("close_timeout", c.close_timeout)?;
+        at_least_a_microsecond("request_timeout", c.request_timeout)?;
         if c.token == Some(TokenPlacement::FirstMessage) && c.protocol != Protocol::Tether {
             return Err(ConfigError::new(
                 "token",
@@ -612,8 +626,11 @@ impl ConfigBuilder {
             ));
         }
         match &c.token {
-            Some(TokenPlacement::Header { name, .. }) if name.is_empty() => {
-                return Err(ConfigError::new("token", "header name is empty"));
+            Some(TokenPlacement::Header { name, .. }) if !is_token(name) => {
+                return Err(ConfigError::new(
+                    "token",
+                    format!("invalid header name {}: {TOKEN_RULE}", Quoted(name)),
+                ));
             }
             // `?=<token>`: no server reads a parameter without a name.
             Some(TokenPlacement::Query { param }) if param.is_empty() => {
@@ -622,10 +639,12 @@ impl ConfigBuilder {
             _ => {}
         }
         for (name, value) in &c.headers {
-            if name.is_empty() || name.contains([':', '\r', '\n']) {
+            // Refused here, once: on the handshake every attempt would fail with a transport
+            // error, retried forever.
+            if !is_token(name) {
                 return Err(ConfigError::new(
                     "header",
-                    format!("invalid header name {}", Quoted(name)),
+                    format!("invalid header name {}: {TOKEN_RULE}", Quoted(name)),
                 ));
             }
             // A control character (a stray newline) would make every handshake fail locally,
@@ -634,6 +653,22 @@ impl ConfigBuilder {
                 return Err(ConfigError::new(
                     "header",
                     format!("the value of {} contains control characters", Quoted(name)),
+                ));
+            }
+        }
+        // Same failure mode (tungstenite cannot build the header; a browser's `WebSocket`
+        // throws a SyntaxError for a non-token or a repeated protocol).
+        for (i, name) in c.subprotocols.iter().enumerate() {
+            if !is_token(name) {
+                return Err(ConfigError::new(
+                    "subprotocol",
+                    format!("invalid subprotocol {}: {TOKEN_RULE}", Quoted(name)),
+                ));
+            }
+            if c.subprotocols[..i].contains(name) {
+                return Err(ConfigError::new(
+                    "subprotocol",
+                    format!("{} is offered twice", Quoted(name)),
                 ));
             }
         }
@@ -680,24 +715,69 @@ fn transport_for_url(url: &str) -> Result<TransportKind, ConfigError> {
             ),
         ));
     };
-    let host_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    if rest[..host_end].is_empty() {
-        return Err(ConfigError::new(
-            "url",
-            format!("{} has no host", Quoted(url)),
-        ));
-    }
     if url.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
         return Err(ConfigError::new(
             "url",
             format!("{} contains whitespace", Quoted(url)),
         ));
     }
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    check_authority(&rest[..authority_end])
+        .map_err(|why| ConfigError::new("url", format!("{} {why}", Quoted(url))))?;
     Ok(kind)
 }
 
+/// Checks a URL's `[userinfo@]host[:port]`: a host (an IPv6 literal in balanced brackets)
+/// and, if a `:` follows it, a port of 1 to 65535. Not a full RFC 3986 parser (the engine
+/// carries no URL crate: its wasm build has a size budget); enough that a URL no driver could
+/// connect to is refused here rather than failing every attempt.
+fn check_authority(authority: &str) -> Result<(), &'static str> {
+    // The userinfo may hold any of `[]:`; the host starts after its last `@`.
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
+    let (host, port) = if let Some(literal) = host_port.strip_prefix('[') {
+        let (inside, after) = literal
+            .split_once(']')
+            .ok_or("has an IPv6 address without its closing `]`")?;
+        if inside.is_empty() || inside.contains('[') {
+            return Err("has an invalid IPv6 address in brackets");
+        }
+        match after {
+            "" => (inside, None),
+            _ => (
+                inside,
+                Some(
+                    after
+                        .strip_prefix(':')
+                        .ok_or("has something other than `:port` after its `]`")?,
+                ),
+            ),
+        }
+    } else {
+        if host_port.contains(['[', ']']) {
+            return Err("has unbalanced brackets in its host (an IPv6 address is `[addr]`)");
+        }
+        match host_port.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (host_port, None),
+        }
+    };
+    if host.is_empty() {
+        return Err("has no host");
+    }
+    if let Some(port) = port {
+        // All digits first: `u16::from_str` would take a leading `+`.
+        let valid = !port.is_empty()
+            && port.bytes().all(|b| b.is_ascii_digit())
+            && port.parse::<u16>().is_ok_and(|p| p != 0);
+        if !valid {
+            return Err("has an invalid port: it must be a number from 1 to 65535");
+        }
+    }
+    Ok(())
+}
+
 fn validate_backoff(b: &BackoffConfig) -> Result<(), ConfigError> {
-    positive("backoff.initial", b.initial)?;
+    at_least_a_microsecond("backoff.initial", b.initial)?;
     if b.max < b.initial {
         return Err(ConfigError::new(
             "backoff.max",
@@ -725,19 +805,16 @@ fn validate_heartbeat(c: &Config) -> Result<(), ConfigError> {
     if mode == HeartbeatMode::Off {
         return Ok(());
     }
-    positive("heartbeat.interval", h.interval)?;
-    positive("heartbeat.probe_timeout", h.probe_timeout)?;
+    at_least_a_microsecond("heartbeat.interval", h.interval)?;
+    at_least_a_microsecond("heartbeat.probe_timeout", h.probe_timeout)?;
     if h.max_missed == 0 {
         return Err(ConfigError::new(
             "heartbeat.max_missed",
             "must be at least 1",
         ));
     }
-    if h.pong_timeout == Some(Duration::ZERO) {
-        return Err(ConfigError::new(
-            "heartbeat.pong_timeout",
-            "must be positive",
-        ));
+    if let Some(timeout) = h.pong_timeout {
+        at_least_a_microsecond("heartbeat.pong_timeout", timeout)?;
     }
     match (mode, c.transport) {
         (HeartbeatMode::PingFrame | HeartbeatMode::AppMessage, TransportKind::Sse) => {
@@ -757,6 +834,19 @@ fn validate_heartbeat(c: &Config) -> Result<(), ConfigError> {
     }
 }
 
+/// What [`is_token`] accepts, for error messages.
+const TOKEN_RULE: &str =
+    "a header name is one or more letters, digits or !#$%&'*+-.^_`|~ (RFC 7230 token)";
+
+/// Whether `name` is an HTTP token (RFC 7230 §3.2.6), as a header name must be: one or more
+/// ASCII letters, digits or ``!#$%&'*+-.^_`|~``.
+fn is_token(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
 /// Whether `value` can be sent as an HTTP header value: no control characters but tab.
 pub(crate) fn is_header_value(value: &str) -> bool {
     value
@@ -764,9 +854,16 @@ pub(crate) fn is_header_value(value: &str) -> bool {
         .all(|b| (b >= 0x20 || b == b'\t') && b != 0x7f)
 }
 
-fn positive(field: &'static str, d: Duration) -> Result<(), ConfigError> {
-    if d.is_zero() {
-        Err(ConfigError::new(field, "must be positive"))
+/// A duration the engine must be able to wait for: under a microsecond it is zero on the
+/// engine's clock, so a TTL would expire every message inside `send`, a heartbeat interval
+/// would declare every connection dead as it opens, a timeout would fire at once. Fields that
+/// may be zero (`backoff.min_uptime`) do not use it.
+pub(crate) fn at_least_a_microsecond(field: &'static str, d: Duration) -> Result<(), ConfigError> {
+    if crate::time::under_a_microsecond(d) {
+        Err(ConfigError::new(
+            field,
+            format!("{d:?} is zero on the engine's clock: it must be at least 1µs"),
+        ))
     } else {
         Ok(())
     }
@@ -847,6 +944,136 @@ mod tests {
             let err = builder.build().unwrap_err();
             assert_eq!(err.field, field, "{err}");
         }
+    }
+
+    #[test]
+    fn header_names_must_be_tokens() {
+        // `bad name` used to be accepted, then failed every handshake locally, forever.
+        for bad in [
+            "bad name", "", "Bad:Name", "a\nb", "x(y)", "a,b", "\"q\"", "a/b", "é", "a\tb",
+        ] {
+            let err = Config::builder("ws://h")
+                .header(bad, "v")
+                .build()
+                .unwrap_err();
+            assert_eq!(err.field, "header", "{bad:?}");
+            assert!(err.reason.contains("RFC 7230"), "{err}");
+            let token = Config::builder("ws://h").token(TokenPlacement::Header {
+                name: bad.to_owned(),
+                prefix: String::new(),
+            });
+            assert_eq!(token.build().unwrap_err().field, "token", "{bad:?}");
+        }
+        for good in ["X-Api-Key", "authorization", "x!#$%&'*+-.^_`|~1"] {
+            assert!(
+                Config::builder("ws://h").header(good, "v").build().is_ok(),
+                "{good}"
+            );
+        }
+    }
+
+    #[test]
+    fn subprotocols_must_be_distinct_tokens() {
+        for bad in ["", "chat v2", "a,b"] {
+            let err = Config::builder("ws://h")
+                .subprotocol(bad)
+                .build()
+                .unwrap_err();
+            assert_eq!(err.field, "subprotocol", "{bad:?}");
+        }
+        let twice = Config::builder("ws://h")
+            .subprotocol("v1")
+            .subprotocol("v1");
+        assert_eq!(twice.build().unwrap_err().field, "subprotocol");
+        let fine = Config::builder("ws://h")
+            .subprotocol("v1")
+            .subprotocol("tether.v2");
+        assert!(fine.build().is_ok());
+    }
+
+    #[test]
+    fn urls_need_a_host_and_a_valid_port() {
+        for bad in [
+            "ws://:80/",
+            "ws://[::1/",
+            "ws://::1]/",
+            "ws://[]/",
+            "ws://[::1]x/",
+            "ws://127.0.0.1:99999/",
+            "ws://127.0.0.1:0/",
+            "ws://h:/",
+            "ws://h:+80/",
+            "ws://h:8a/",
+            "ws://::1/",
+            "wss://user@:443/",
+            "http://h:65536/sse",
+        ] {
+            let err = Config::builder(bad).build().unwrap_err();
+            assert_eq!(err.field, "url", "{bad}");
+            assert!(TransportKind::for_url(bad).is_err(), "{bad}");
+        }
+        for good in [
+            "ws://127.0.0.1:9000/ws",
+            "ws://[::1]:9000/",
+            "ws://[::1]",
+            "wss://example.com",
+            "wss://example.com?x=1",
+            "ws://h:1#frag",
+            "wss://user:p[a]ss@example.com:65535/",
+            "http://h:080/sse",
+        ] {
+            assert!(Config::builder(good).build().is_ok(), "{good}");
+        }
+        let err = Config::builder("ws://127.0.0.1:99999/")
+            .build()
+            .unwrap_err();
+        assert!(err.reason.contains("1 to 65535"), "{err}");
+    }
+
+    #[test]
+    fn durations_under_a_microsecond_are_refused() {
+        // Zero on the engine's clock: a 1 ns TTL expired every send inside the call, a 1 ns
+        // heartbeat interval killed every connection as it opened.
+        let short = Duration::from_nanos(999);
+        type Setter = fn(ConfigBuilder, Duration) -> ConfigBuilder;
+        let with = |f: Setter, d| f(Config::builder("ws://h"), d).build();
+        let fields: Vec<(&str, Setter)> = vec![
+            ("outbox.default_ttl", |b, d| b.message_ttl(Some(d))),
+            ("heartbeat.interval", |b, d| b.heartbeat_interval(d)),
+            ("heartbeat.pong_timeout", |b, d| b.pong_timeout(Some(d))),
+            ("heartbeat.probe_timeout", |b, d| {
+                b.heartbeat(HeartbeatConfig {
+                    probe_timeout: d,
+                    ..HeartbeatConfig::default()
+                })
+            }),
+            ("connect_timeout", |b, d| b.connect_timeout(d)),
+            ("close_timeout", |b, d| b.close_timeout(d)),
+            ("request_timeout", |b, d| b.request_timeout(d)),
+            ("backoff.initial", |b, d| {
+                b.backoff_initial(d).backoff_max(d)
+            }),
+            ("close_policy.service_restart_window", |b, d| {
+                b.close_policy(ClosePolicy::default().with_service_restart_window(d))
+            }),
+            ("close_policy.try_again_later_delay", |b, d| {
+                b.close_policy(ClosePolicy::default().with_try_again_later_delay(d))
+            }),
+            ("close_policy.max_server_delay", |b, d| {
+                b.close_policy(ClosePolicy::default().with_max_server_delay(d))
+            }),
+        ];
+        for (field, set) in fields {
+            for d in [Duration::ZERO, Duration::from_nanos(1), short] {
+                let err = with(set, d).unwrap_err();
+                assert_eq!(err.field, field, "{d:?}: {err}");
+                assert!(err.reason.contains("1µs"), "{err}");
+            }
+            assert!(with(set, Duration::from_micros(1)).is_ok(), "{field}");
+        }
+        // Fields where zero means something keep accepting it.
+        let zero_uptime = Config::builder("ws://h").min_uptime(Duration::from_nanos(1));
+        assert!(zero_uptime.build().is_ok());
     }
 
     #[test]

@@ -130,7 +130,7 @@ pub enum SyncError {
     #[error("a change needs at least one operation")]
     EmptyChange,
     /// The change cannot apply to the current view (e.g. `insert` of an existing key,
-    /// `increment` of a non-number); it was not sent.
+    /// `increment` of a non-number or past the integer range); it was not sent.
     #[error(transparent)]
     Rejected(#[from] crate::sync::Rejection),
     /// The outbox refused it.
@@ -142,7 +142,7 @@ pub enum SyncError {
 impl SyncError {
     /// A stable machine-readable name (see [`SendError::code`]): `needs_tether_protocol`,
     /// `not_open`, `invalid_channel`, `empty_change`, the rejection's own code (`conflict`,
-    /// `type_mismatch`), or the outbox's refusal.
+    /// `type_mismatch`, `out_of_range`), or the outbox's refusal.
     pub fn code(&self) -> &'static str {
         match self {
             SyncError::NeedsTetherProtocol => "needs_tether_protocol",

@@ -639,7 +639,7 @@ pub enum Event {
         channel: String,
         /// The change (the id `change_document` returned).
         change: MessageId,
-        /// The server's code (`conflict`, `type_mismatch`) or the drop reason.
+        /// The server's code (`conflict`, `type_mismatch`, `out_of_range`) or the drop reason.
         code: String,
     },
     /// A document was replaced by a server snapshot (first sync, resync after a gap or a

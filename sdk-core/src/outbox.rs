@@ -46,7 +46,8 @@ pub(crate) struct Outgoing {
     pub(crate) frame: Frame,
     /// It stays in the outbox until acknowledged or replied to.
     pub(crate) awaits: bool,
-    /// It was written on an earlier connection.
+    /// An acknowledged message written on an earlier connection (what `Stats::resent`
+    /// counts; a request written again is not a message there).
     pub(crate) resend: bool,
 }
 
@@ -173,7 +174,7 @@ impl Outbox {
     /// returned: call [`Outbox::expire`] first.
     pub(crate) fn next_to_send(&mut self) -> Option<Outgoing> {
         let mut entry = self.queued.pop_front()?;
-        let resend = entry.written;
+        let resend = entry.written && matches!(entry.awaiting, Awaiting::Ack(_));
         if entry.awaiting == Awaiting::Nothing {
             self.bytes -= entry.frame.len();
             Some(Outgoing {

@@ -28,7 +28,9 @@ pub struct Stats {
     pub bytes_sent: u64,
     /// Bytes received from the transport.
     pub bytes_received: u64,
-    /// Acked messages written again after a reconnect.
+    /// Acked messages written again after a reconnect. Requests written again (kept across
+    /// a drop by `fail_requests_on_disconnect(false)`) are not counted: like every message
+    /// count here, it covers what `send`/`publish` accepted.
     pub resent: u64,
     /// Messages dropped because the outbox was full.
     pub dropped_overflow: u64,

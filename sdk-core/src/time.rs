@@ -74,6 +74,14 @@ impl Instant {
     }
 }
 
+/// Whether `d` is zero on the engine's clock (it counts whole microseconds), so a deadline
+/// `now + d` would already have passed in the call that sets it. The one rule behind every
+/// refusal of a too-short duration: config fields (`ConfigError`) and per-call options
+/// (`SendError::InvalidOptions`).
+pub(crate) fn under_a_microsecond(d: Duration) -> bool {
+    d < Duration::from_micros(1)
+}
+
 impl Add<Duration> for Instant {
     type Output = Instant;
 

@@ -175,6 +175,38 @@ fn a_rejected_change_rolls_back_and_later_changes_replay() {
 }
 
 #[test]
+fn an_increment_past_the_integer_range_is_refused_by_client_and_server_alike() {
+    let mut net = started(2, 6);
+    net.change(0, set("n", json!(u64::MAX - 1))).unwrap();
+    net.settle(secs(10));
+    // Client 1, offline, takes the last step; client 0 takes it first at the server.
+    net.set_online(1, false);
+    let late = net.change(1, inc("n", 1)).unwrap();
+    assert_eq!(net.view(1)["n"], json!(u64::MAX));
+    net.change(0, inc("n", 1)).unwrap();
+    net.settle_partial();
+    net.set_online(1, true);
+    net.settle(secs(10));
+    net.expect_same_everywhere();
+    assert_eq!(
+        net.server.state()["n"],
+        json!(u64::MAX),
+        "exact, never a float"
+    );
+    let rejected = net.events(1, |e| match e {
+        Event::ChangeRejected { change, code, .. } => Some((*change, code.clone())),
+        _ => None,
+    });
+    assert_eq!(rejected, vec![(late, "out_of_range".to_owned())]);
+    // Known to overflow: refused locally, typed, and never sent.
+    match net.change(0, inc("n", 1)) {
+        Err(SyncError::Rejected(r)) => assert_eq!(r.code, "out_of_range"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(net.view(0)["n"], json!(u64::MAX));
+}
+
+#[test]
 fn a_trimmed_change_log_means_a_snapshot_resync_with_pending_changes_replayed() {
     let mut net = DocNet::new(2, 5, 4); // the server keeps only 4 changes
     net.connect_all();

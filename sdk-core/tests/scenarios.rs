@@ -409,6 +409,44 @@ fn graceful_restart_window_spreads_reconnects_within_it() {
 }
 
 #[test]
+fn a_seed_reproduces_timing_but_not_identity() {
+    // Two processes run with the same `--seed` (the driver's entropy differs): the same
+    // jitter, but two senders. With one identity the server took the second run's publishes
+    // for resends of the first run's: acked, never stored.
+    let run = |entropy: u64| {
+        let config = Config::builder("ws://relay")
+            .protocol(Protocol::Tether)
+            .seed(42)
+            .build()
+            .unwrap();
+        let mut sim = Sim::new(config.clone(), true);
+        sim.engine = tether_core::Engine::new(config, entropy);
+        sim.connect_open();
+        sim.engine
+            .publish(sim.now, "room", json!("hi"), SendOptions::default())
+            .unwrap();
+        sim.run_for(ms(100));
+        sim.server.behaviour = Behaviour::Down;
+        sim.kill_connection();
+        sim.run_for(secs(30));
+        let hello = sim.server.hellos[0].0.clone();
+        let publish_ids: Vec<String> = sim.server_publishes().into_iter().map(|p| p.0).collect();
+        let delays: Vec<Duration> = sim.reconnects().into_iter().map(|r| r.2).collect();
+        (hello, publish_ids, delays)
+    };
+    let (id_a, publishes_a, delays_a) = run(1);
+    let (id_b, publishes_b, delays_b) = run(2);
+    assert_ne!(id_a, id_b, "client ids");
+    assert_eq!(publishes_a.len(), 1);
+    assert_eq!(publishes_b.len(), 1);
+    assert_ne!(publishes_a, publishes_b, "publish ids");
+    assert!(delays_a.len() >= 3, "{delays_a:?}");
+    assert_eq!(delays_a, delays_b, "the seed still fixes the jitter");
+    // The same entropy is the same identity (tests stay reproducible).
+    assert_eq!(run(1).1, publishes_a);
+}
+
+#[test]
 fn accept_then_close_with_a_1012_window_still_meets_growing_delays() {
     // A server that accepts, then closes with 1012 and a 1 ms window, again and again: the
     // window may shorten only the first wait after a stable connection, never the curve.
@@ -2386,6 +2424,34 @@ fn requests_can_survive_a_drop_when_configured() {
         _ => None,
     });
     assert_eq!(replied, vec![id]);
+}
+
+#[test]
+fn resent_counts_acked_messages_not_requests() {
+    // `Stats::resent` is "acked messages written again after a reconnect"; a request kept
+    // across the drop is written again too, but requests are not messages in `Stats`.
+    let mut sim = tether(Config::builder("ws://relay").fail_requests_on_disconnect(false));
+    sim.connect_open();
+    sim.server.answer_requests = false;
+    sim.server.send_acks = false;
+    sim.engine
+        .request(sim.now, json!(1), Some(secs(30)))
+        .unwrap();
+    sim.engine
+        .publish(sim.now, "room", json!("hi"), SendOptions::default())
+        .unwrap();
+    sim.run_for(ms(50));
+    sim.kill_connection();
+    sim.run_until_state(secs(10), |e| e.state().is_open());
+    sim.run_for(ms(100));
+    let requests = sim
+        .server_texts()
+        .iter()
+        .filter(|t| t.contains(r#""type":"request""#))
+        .count();
+    assert_eq!(requests, 2, "the request was written again");
+    assert_eq!(sim.server_publishes().len(), 2, "and so was the publish");
+    assert_eq!(sim.engine.stats().resent, 1, "only the publish is counted");
 }
 
 // ---- bad input --------------------------------------------------------------------------------

@@ -36,10 +36,10 @@ export interface TetherDocumentEventMap<T extends object = DocumentShape> {
   /** Keys of the view changed, and why. */
   change: { channel: string; origin: ChangeOrigin; changes: KeyChange<T>[] };
   /**
-   * A local change was refused by the server (`conflict`, `type_mismatch`) or dropped
+   * A local change was refused by the server (`conflict`, `type_mismatch`, `out_of_range`) or dropped
    * (`expired`, `overflow`, `closed`) and rolled back. `change` is the id its method returned.
    */
-  rejected: { channel: string; change: number; code: 'conflict' | 'type_mismatch' | DropReason | (string & {}) };
+  rejected: { channel: string; change: number; code: 'conflict' | 'type_mismatch' | 'out_of_range' | DropReason | (string & {}) };
   /** The document was replaced by a server snapshot (first sync, a gap, a server restart: see `epoch`); pending changes were replayed on top. */
   resynced: { channel: string; version: number };
 }
@@ -50,7 +50,7 @@ export type TetherDocumentEventType = keyof TetherDocumentEventMap;
  * A shared document (Tether protocol): a JSON map that this client changes locally at once
  * and that converges to the server's order for every client. From `client.document(channel)`.
  * Mutations return the change id and throw a `TetherError` (`conflict`, `type_mismatch`,
- * `empty_change`, `invalid_op`, `not_open`, `outbox_full`, ...) when refused locally.
+ * `out_of_range`, `empty_change`, `invalid_op`, `not_open`, `outbox_full`, ...) when refused locally.
  */
 export class TetherDocument<T extends object = DocumentShape> {
   readonly channel: string;

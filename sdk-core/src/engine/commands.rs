@@ -605,5 +605,5 @@ impl From<Value> for Payload {
 
 /// A deadline the engine's clock (microseconds) would reach within the call that sets it.
 fn under_a_microsecond(d: Option<Duration>) -> bool {
-    d.is_some_and(|d| d < Duration::from_micros(1))
+    d.is_some_and(crate::time::under_a_microsecond)
 }

@@ -162,7 +162,10 @@ struct Timers {
 
 impl Engine {
     /// Creates an engine in [`State::Idle`]. `entropy` seeds the PRNG unless the config fixes
-    /// a seed; drivers pass OS or browser randomness, tests a constant.
+    /// a seed; drivers pass OS or browser randomness, tests a constant. The engine's identity
+    /// (its default client id and the prefix of its publish ids) always comes from `entropy`,
+    /// seed or not: a seed reproduces a run's timing, and two runs with the same seed must
+    /// still be two senders to the server, or it would deduplicate the second one's publishes.
     ///
     /// ```
     /// use tether_core::{Config, Engine, State};
@@ -171,8 +174,12 @@ impl Engine {
     /// # Ok::<(), tether_core::ConfigError>(())
     /// ```
     pub fn new(config: Config, entropy: u64) -> Self {
+        // The identity nonce is the first draw of a PRNG seeded with `entropy`. Without a
+        // seed that is the engine's own PRNG; with one, the engine's PRNG still spends its
+        // first draw, so the jitter a seed gives is the same as before.
+        let nonce = Prng::seed_from_u64(entropy).next_u64();
         let mut rng = Prng::seed_from_u64(config.seed.unwrap_or(entropy));
-        let nonce = rng.next_u64();
+        let _ = rng.next_u64();
         let client_id = config
             .client_id
             .clone()

@@ -6,8 +6,10 @@
 //! - A document is a map of keys to JSON values at a **version** (one per accepted change) in an
 //!   **epoch** (a server that lost its change log starts a new one).
 //! - A change is a list of [`Op`]s applied atomically: `set`, `delete`, `increment` (counters:
-//!   increments commute, so concurrent increments from many clients sum exactly) and `insert`
-//!   (set only if absent: the change is rejected with `conflict` otherwise).
+//!   increments commute, so concurrent increments from many clients sum exactly; an integer
+//!   plus an integer is exact, and a sum outside the integers a JSON number holds here,
+//!   −2^63 to 2^64−1, is rejected with `out_of_range` rather than rounded) and `insert` (set only
+//!   if absent: the change is rejected with `conflict` otherwise).
 //! - The server orders changes; per key, the last writer in server order wins.
 //! - A client keeps the **confirmed** state (the server's, at a version) and a queue of
 //!   **pending** local changes; what the app sees is confirmed + pending replayed in order, so a
@@ -36,13 +38,21 @@ use serde_json::{Map, Number, Value};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{code}: {message}")]
 pub struct Rejection {
-    /// `conflict` (insert on an existing key) or `type_mismatch` (increment of a non-number).
+    /// `conflict` (insert on an existing key), `type_mismatch` (increment of a non-number) or
+    /// `out_of_range` (an increment whose sum is not a representable number: see [`apply_change`]).
     pub code: &'static str,
     /// Which key and why.
     pub message: String,
 }
 
 /// Applies `ops` to `state` atomically: either all of them or, with an error, none.
+///
+/// An `increment` of an integer by an integer is exact over every integer a JSON number holds
+/// here (−2^63 to 2^64−1, serde_json's `i64` and `u64`); a sum outside that range is rejected
+/// with `out_of_range`, never rounded to a float, so a counter never silently loses precision.
+/// With a float on either side the sum is a float, and one that is not finite is rejected
+/// with `out_of_range` too. Client and server both apply this rule, so they refuse the same
+/// changes.
 ///
 /// ```
 /// use serde_json::{json, Map};
@@ -114,20 +124,44 @@ fn apply_op(current: Option<&Value>, op: &Op) -> Result<Option<Value>, Rejection
                     })
                 }
             };
-            Ok(Some(Value::Number(add(&base, by))))
+            match add(&base, by) {
+                Some(sum) => Ok(Some(Value::Number(sum))),
+                None => Err(Rejection {
+                    code: "out_of_range",
+                    message: format!(
+                        "incrementing {} ({base}) by {by} leaves the range of {}",
+                        Quoted(key),
+                        if base.is_f64() || by.is_f64() {
+                            "finite numbers"
+                        } else {
+                            "exact integers (-2^63 to 2^64-1)"
+                        }
+                    ),
+                }),
+            }
         }
     }
 }
 
-/// Exact integer addition when both are integers and it fits, else floating point.
-fn add(a: &Number, b: &Number) -> Number {
-    if let (Some(x), Some(y)) = (a.as_i64(), b.as_i64()) {
-        if let Some(sum) = x.checked_add(y) {
-            return Number::from(sum);
-        }
+/// `a + b`: exact when both are integers, floating point when either is a float; `None` when
+/// the sum is an integer outside `i64` and `u64`, or a float that is not finite.
+fn add(a: &Number, b: &Number) -> Option<Number> {
+    if let (Some(x), Some(y)) = (integer(a), integer(b)) {
+        // Within i128 for any two i64/u64 values.
+        let sum = x + y;
+        return i64::try_from(sum)
+            .map(Number::from)
+            .or_else(|_| u64::try_from(sum).map(Number::from))
+            .ok();
     }
-    let sum = a.as_f64().unwrap_or(0.0) + b.as_f64().unwrap_or(0.0);
-    Number::from_f64(sum).unwrap_or_else(|| Number::from(0))
+    Number::from_f64(a.as_f64()? + b.as_f64()?)
+}
+
+/// The value of an integer `Number` (`i64` or `u64`), or `None` for a float.
+fn integer(n: &Number) -> Option<i128> {
+    n.as_i64()
+        .map(i128::from)
+        .or_else(|| n.as_u64().map(i128::from))
 }
 
 #[cfg(test)]
@@ -231,18 +265,55 @@ mod tests {
         )
         .unwrap();
         assert_eq!(d["n"], json!(1000.5));
-        let mut big = doc(json!({"n": i64::MAX}));
+    }
+
+    fn increment(d: &mut Map<String, Value>, by: impl Into<Number>) -> Result<(), Rejection> {
         apply_change(
-            &mut big,
+            d,
             &[Op::Increment {
                 key: "n".into(),
-                by: 1.into(),
+                by: by.into(),
             }],
         )
-        .unwrap();
-        assert!(
-            big["n"].is_f64(),
-            "overflow degrades to a float, never panics"
+    }
+
+    #[test]
+    fn integer_increments_stay_exact_or_are_refused_out_of_range() {
+        // `increment("n", i64::MAX)` twice used to give 1.8446744073709552e+19, a float.
+        let mut d = Map::new();
+        increment(&mut d, i64::MAX).unwrap();
+        increment(&mut d, i64::MAX).unwrap();
+        assert_eq!(
+            d["n"],
+            json!(18_446_744_073_709_551_614_u64),
+            "exact, past i64"
         );
+        increment(&mut d, 1).unwrap();
+        assert_eq!(d["n"], json!(u64::MAX));
+        let err = increment(&mut d, 1).unwrap_err();
+        assert_eq!(err.code, "out_of_range", "{err}");
+        assert_eq!(
+            d["n"],
+            json!(u64::MAX),
+            "a refused increment leaves no trace"
+        );
+        increment(&mut d, -1).unwrap();
+        assert_eq!(d["n"], json!(u64::MAX - 1), "and back down, exactly");
+        increment(&mut d, i64::MIN).unwrap();
+        assert_eq!(d["n"], json!(u64::MAX - 1 - (1_u64 << 63)));
+
+        let mut low = doc(json!({"n": i64::MIN}));
+        assert_eq!(increment(&mut low, -1).unwrap_err().code, "out_of_range");
+        assert_eq!(low["n"], json!(i64::MIN));
+        increment(&mut low, u64::MAX).unwrap();
+        assert_eq!(low["n"], json!(i64::MAX), "i64::MIN + u64::MAX");
+
+        // Floats: a float sum, but never an infinity (it used to become 0).
+        let mut float = doc(json!({"n": 1e308}));
+        let err = increment(&mut float, Number::from_f64(1e308).unwrap()).unwrap_err();
+        assert_eq!(err.code, "out_of_range");
+        assert_eq!(float["n"], json!(1e308));
+        increment(&mut float, 1).unwrap();
+        assert!(float["n"].is_f64());
     }
 }

@@ -430,5 +430,24 @@ mod tests {
             })
         ));
         assert_eq!(s.version(), 1);
+        // The client's rule, applied by the server: an increment past the integer range.
+        s.apply("me", "c", &set("n", i64::MAX));
+        let r = s.apply(
+            "me",
+            "d",
+            &[Op::Increment {
+                key: "n".into(),
+                by: u64::MAX.into(),
+            }],
+        );
+        assert!(matches!(
+            r,
+            ChangeOutcome::Rejected(Rejection {
+                code: "out_of_range",
+                ..
+            })
+        ));
+        assert_eq!(s.version(), 2);
+        assert_eq!(s.state()["n"], json!(i64::MAX));
     }
 }

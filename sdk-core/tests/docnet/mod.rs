@@ -78,7 +78,9 @@ impl DocNet {
                     .seed(rng.next_u64())
                     .build()
                     .unwrap();
-                let mut engine = Engine::new(config, 0);
+                // Each client is its own process, with its own entropy: a seed fixes timing,
+                // not the identity its change ids are unique by.
+                let mut engine = Engine::new(config, i as u64);
                 engine.open_document(Instant::ZERO, DOC).unwrap();
                 Node {
                     engine,
