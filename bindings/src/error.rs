@@ -86,10 +86,10 @@ pub enum ClientError {
     },
     /// Refused: the server answered the request with an error, or a document change cannot
     /// apply to the document as this client sees it (`conflict`: `insert` of a key that
-    /// exists; `type_mismatch`: `increment` of a non-number), so it was not sent.
+    /// exists; `type_mismatch`: `increment` of a non-number; `out_of_range`: an increment past the JSON integers), so it was not sent.
     #[error("refused: {code}: {reason}")]
     Rejected {
-        /// The server's error code, or `conflict` / `type_mismatch` for a document change.
+        /// The server's error code, or `conflict` / `type_mismatch` / `out_of_range` for a document change.
         code: String,
         /// Its explanation. (Not `message`: that is every exception's own property.)
         reason: String,

@@ -27,7 +27,7 @@ pub enum DocumentEvent {
         /// What, with the new values (`overwrote_local` marks a lost race).
         changes: Vec<KeyChange>,
     },
-    /// A local change was rejected (`conflict`, `type_mismatch`) or dropped, and rolled back.
+    /// A local change was rejected (`conflict`, `type_mismatch`, `out_of_range`) or dropped, and rolled back.
     Rejected {
         /// The change's id.
         change: MessageId,
