@@ -722,58 +722,73 @@ fn transport_for_url(url: &str) -> Result<TransportKind, ConfigError> {
         ));
     }
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    check_authority(&rest[..authority_end])
-        .map_err(|why| ConfigError::new("url", format!("{} {why}", Quoted(url))))?;
+    if !is_authority(&rest[..authority_end]) {
+        return Err(ConfigError::new(
+            "url",
+            format!(
+                "{} needs a host (an IPv6 address in [brackets]) and, if it names a port, \
+                 a port from 1 to 65535",
+                Quoted(url)
+            ),
+        ));
+    }
     Ok(kind)
 }
 
-/// Checks a URL's `[userinfo@]host[:port]`: a host (an IPv6 literal in balanced brackets)
-/// and, if a `:` follows it, a port of 1 to 65535. Not a full RFC 3986 parser (the engine
-/// carries no URL crate: its wasm build has a size budget); enough that a URL no driver could
-/// connect to is refused here rather than failing every attempt.
-fn check_authority(authority: &str) -> Result<(), &'static str> {
+/// Whether a URL's `[userinfo@]host[:port]` has a host (an IPv6 literal in balanced
+/// brackets) and, if a `:` follows it, a port of 1 to 65535. Not a full RFC 3986 parser (the
+/// engine carries no URL crate: its wasm build has a size budget); enough that a URL no driver
+/// could connect to is refused here rather than failing every attempt. One verdict and one
+/// message for every way it can be wrong: each message cost the browser module its bytes.
+fn is_authority(authority: &str) -> bool {
+    // Byte positions rather than `split_once`/`parse::<u16>`: each of those is another
+    // generic instantiation in the browser module.
+    let bytes = authority.as_bytes();
     // The userinfo may hold any of `[]:`; the host starts after its last `@`.
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
-    let (host, port) = if let Some(literal) = host_port.strip_prefix('[') {
-        let (inside, after) = literal
-            .split_once(']')
-            .ok_or("has an IPv6 address without its closing `]`")?;
-        if inside.is_empty() || inside.contains('[') {
-            return Err("has an invalid IPv6 address in brackets");
+    let start = bytes
+        .iter()
+        .rposition(|&b| b == b'@')
+        .map_or(0, |at| at + 1);
+    let host_port = &bytes[start..];
+    let (host, port) = if host_port.first() == Some(&b'[') {
+        let Some(close) = host_port.iter().position(|&b| b == b']') else {
+            return false;
+        };
+        let inside = &host_port[1..close];
+        if inside.contains(&b'[') {
+            return false;
         }
-        match after {
-            "" => (inside, None),
-            _ => (
-                inside,
-                Some(
-                    after
-                        .strip_prefix(':')
-                        .ok_or("has something other than `:port` after its `]`")?,
-                ),
-            ),
+        match &host_port[close + 1..] {
+            [] => (inside, None),
+            [b':', port @ ..] => (inside, Some(port)),
+            _ => return false,
         }
     } else {
-        if host_port.contains(['[', ']']) {
-            return Err("has unbalanced brackets in its host (an IPv6 address is `[addr]`)");
+        if host_port.iter().any(|&b| b == b'[' || b == b']') {
+            return false;
         }
-        match host_port.split_once(':') {
-            Some((host, port)) => (host, Some(port)),
+        match host_port.iter().position(|&b| b == b':') {
+            Some(colon) => (&host_port[..colon], Some(&host_port[colon + 1..])),
             None => (host_port, None),
         }
     };
-    if host.is_empty() {
-        return Err("has no host");
-    }
-    if let Some(port) = port {
-        // All digits first: `u16::from_str` would take a leading `+`.
-        let valid = !port.is_empty()
-            && port.bytes().all(|b| b.is_ascii_digit())
-            && port.parse::<u16>().is_ok_and(|p| p != 0);
-        if !valid {
-            return Err("has an invalid port: it must be a number from 1 to 65535");
+    !host.is_empty() && port.is_none_or(is_port)
+}
+
+/// Whether `digits` is a TCP port, 1 to 65535, written with ASCII digits only (leading
+/// zeros allowed, as URLs allow them).
+fn is_port(digits: &[u8]) -> bool {
+    let mut port: u32 = 0;
+    for &b in digits {
+        if !b.is_ascii_digit() {
+            return false;
+        }
+        port = port * 10 + u32::from(b - b'0');
+        if port > 65_535 {
+            return false;
         }
     }
-    Ok(())
+    !digits.is_empty() && port != 0
 }
 
 fn validate_backoff(b: &BackoffConfig) -> Result<(), ConfigError> {
@@ -862,7 +877,9 @@ pub(crate) fn at_least_a_microsecond(field: &'static str, d: Duration) -> Result
     if crate::time::under_a_microsecond(d) {
         Err(ConfigError::new(
             field,
-            format!("{d:?} is zero on the engine's clock: it must be at least 1µs"),
+            // Not `{d:?}`: Duration's Debug brings its own number formatting into the
+            // browser module (~2 KB gzipped) for one message.
+            "is under a microsecond, zero on the engine's clock: it must be at least 1 µs",
         ))
     } else {
         Ok(())
@@ -1067,7 +1084,7 @@ mod tests {
             for d in [Duration::ZERO, Duration::from_nanos(1), short] {
                 let err = with(set, d).unwrap_err();
                 assert_eq!(err.field, field, "{d:?}: {err}");
-                assert!(err.reason.contains("1µs"), "{err}");
+                assert!(err.reason.contains("at least 1 µs"), "{err}");
             }
             assert!(with(set, Duration::from_micros(1)).is_ok(), "{field}");
         }
