@@ -98,14 +98,15 @@ impl Shared {
     }
 
     /// Shutdown has begun, the task was cancelled, or the app asked to close (the engine is
-    /// closing or draining): the task no longer waits for the app to take events, as the app
-    /// must not stall its own close.
+    /// closing, draining, or closed already: a close while waiting or connecting needs no
+    /// handshake): the task no longer waits for the app to take events, as the app must not
+    /// stall its own close, whose end the task reports.
     pub(crate) fn stopping(&self) -> bool {
         if self.cancelled.load(Ordering::Acquire) {
             return true;
         }
         let inner = self.lock();
-        inner.shutting_down || inner.engine.is_closing()
+        inner.shutting_down || inner.engine.is_closing() || inner.engine.state().is_closed()
     }
 
     /// Runs one engine command, then wakes the task to perform its actions. Refused without

@@ -269,6 +269,38 @@ async fn close_after_drain_finishes_while_the_app_holds_events_it_does_not_read(
 }
 
 #[tokio::test]
+async fn a_close_while_reconnecting_finishes_while_the_app_holds_events_it_does_not_read() {
+    // No handshake to run: the engine is Closed inside the call. The task, paused for room
+    // in the app's queue, used to stay paused, so `close()` waited forever for a `Closed` it
+    // never reported.
+    let refused = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("ws://{}/", refused.local_addr().unwrap());
+    drop(refused);
+    for drained in [false, true] {
+        let (client, events) = Client::builder(url.as_str())
+            .backoff_initial(Duration::from_millis(20))
+            .backoff_max(Duration::from_millis(50))
+            .event_capacity(2)
+            .connect()
+            .unwrap();
+        // A few refused attempts: more than two events wait unread, the task pauses.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let close = async {
+            if drained {
+                client.close_after_drain(Duration::from_secs(1)).await
+            } else {
+                client.close().await
+            }
+        };
+        let reason = timeout(Duration::from_secs(5), close)
+            .await
+            .unwrap_or_else(|_| panic!("drained {drained}: the close never finished"));
+        assert_eq!(reason, tether::CloseReason::App { code: 1000 });
+        drop(events);
+    }
+}
+
+#[tokio::test]
 async fn connect_and_document_during_shutdown_open_nothing() {
     // Holds every TCP connection without a handshake.
     let (addr, accepted, server) = counting_listener(Held::Open).await;
