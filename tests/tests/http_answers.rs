@@ -143,3 +143,24 @@ async fn retry_after_as_an_http_date_delays_the_next_attempt() {
     assert!(delay >= Duration::from_secs(3), "{delay:?}");
     assert!(delay <= Duration::from_secs(6), "{delay:?}");
 }
+
+#[tokio::test]
+async fn retry_after_in_more_seconds_than_a_u64_holds_the_client_off_for_the_cap() {
+    // It used to be ignored as unparsable: the client retried at its 10 ms backoff.
+    let server = http_server(|| {
+        "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 99999999999999999999\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            .to_owned()
+    })
+    .await;
+    let (_client, mut events) = Client::builder(server.ws_url())
+        .backoff_initial(Duration::from_millis(10))
+        .connect()
+        .unwrap();
+    let delay = loop {
+        if let Event::ReconnectScheduled { delay, .. } = next_event(&mut events).await {
+            break delay;
+        }
+    };
+    let cap = tether::ClosePolicy::default().max_server_delay;
+    assert!(delay >= cap, "{delay:?} < {cap:?}");
+}

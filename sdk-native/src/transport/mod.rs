@@ -165,8 +165,11 @@ pub(crate) fn retry_after(headers: &http_headers::HeaderMap) -> Option<Duration>
 
 fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
+    // delay-seconds is any run of digits (RFC 9110 §10.2.3): one too large for a u64 is
+    // a very long wait (the close policy caps it), not garbage to ignore, which would have
+    // the client retry at its plain backoff against a server that asked for quiet.
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(Duration::from_secs(value.parse().unwrap_or(u64::MAX)));
     }
     let at = httpdate::parse_http_date(value).ok()?;
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
@@ -224,5 +227,12 @@ mod tests {
         assert_eq!(parse("Sun, 06 Nov 1994 08:00:00 GMT"), Some(Duration::ZERO));
         assert_eq!(parse("soon"), None);
         assert_eq!(parse("-5"), None);
+        assert_eq!(parse("+5"), None);
+        // Too many seconds for a u64 is still "wait very long", not "no advice" (the close
+        // policy caps it at its max_server_delay).
+        assert_eq!(
+            parse("99999999999999999999"),
+            Some(Duration::from_secs(u64::MAX))
+        );
     }
 }
