@@ -211,7 +211,9 @@ pub struct SseEvent {
     /// The stream's last event id when this event was dispatched (set by this or an earlier
     /// `id:` line; an empty id resets `Last-Event-ID`), if there has been one.
     pub id: Option<String>,
-    /// The `event:` field (`"message"` when absent).
+    /// The `event:` field (`"message"` when absent). Empty for what is not a dispatched
+    /// event: an `id:` or `retry:` on its own, which only changes the resume position or the
+    /// reconnection time (then `data` is empty too).
     pub event: String,
     /// The `data:` lines, joined with newlines.
     pub data: String,

@@ -2586,6 +2586,34 @@ fn an_sse_retry_shapes_the_backoff_but_an_app_connect_or_online_is_not_held_by_i
 }
 
 #[test]
+fn an_sse_event_with_empty_data_is_a_message_in_raw_mode() {
+    // `data` alone on a line dispatches an event whose data is "" (browsers fire it); it was
+    // taken for an id-only update and never delivered.
+    let mut sim = Sim::new(
+        Config::builder("http://relay/sse/room").build().unwrap(),
+        false,
+    );
+    sim.connect_open();
+    let transport = sim.server.conn.unwrap();
+    let mut parser = tether_core::sse::SseParser::new(1 << 20);
+    parser.feed(b"data: first\n\ndata\n\nid: 7\n\ndata: last\n\n");
+    while let Some(item) = parser.poll() {
+        sim.engine.sse_parsed(sim.now, transport, item);
+    }
+    sim.run_for(ms(10));
+    let got: Vec<Payload> = sim.delivered().into_iter().map(|m| m.payload).collect();
+    assert_eq!(
+        got,
+        [
+            Payload::Text("first".into()),
+            Payload::Text(String::new()),
+            Payload::Text("last".into())
+        ],
+        "the id-only block is not a message"
+    );
+}
+
+#[test]
 fn sse_resumes_with_last_event_id_and_honours_retry() {
     let mut sim = Sim::new(
         Config::builder("http://relay/sse/room")

@@ -185,7 +185,11 @@ impl Engine {
             }
             _ => {}
         }
-        if event.data.is_empty() {
+        // No type: not a dispatched event, only a new id or retry (see `SseEvent::event`).
+        // A dispatched one with empty data (`data` alone on a line) is a message of ""
+        // in raw mode, as browsers deliver it; the Tether protocol has no empty message.
+        let not_a_message = event.event.is_empty() || self.config.protocol == Protocol::Tether;
+        if event.data.is_empty() && not_a_message {
             self.heartbeat.activity(now);
             return;
         }
