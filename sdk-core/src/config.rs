@@ -625,6 +625,15 @@ impl ConfigBuilder {
                 "FirstMessage placement needs Protocol::Tether (a raw server would not know it)",
             ));
         }
+        if c.token == Some(TokenPlacement::FirstMessage) && c.transport == TransportKind::Sse {
+            // The stream is receive-only: the `hello` would never be written, and every
+            // token fetched would go nowhere while the server refuses the stream.
+            return Err(ConfigError::new(
+                "token",
+                "an event stream (http/https URL) sends nothing, so it cannot carry a \
+                 FirstMessage token: use a header or query placement",
+            ));
+        }
         match &c.token {
             Some(TokenPlacement::Header { name, .. }) if !is_token(name) => {
                 return Err(ConfigError::new(
@@ -961,6 +970,22 @@ mod tests {
             let err = builder.build().unwrap_err();
             assert_eq!(err.field, field, "{err}");
         }
+    }
+
+    #[test]
+    fn a_first_message_token_needs_a_transport_that_sends() {
+        let sse = Config::builder("http://relay/sse/room")
+            .protocol(Protocol::Tether)
+            .token(TokenPlacement::FirstMessage)
+            .build()
+            .unwrap_err();
+        assert_eq!(sse.field, "token");
+        assert!(sse.reason.contains("header or query"), "{sse}");
+        assert!(Config::builder("ws://relay/ws")
+            .protocol(Protocol::Tether)
+            .token(TokenPlacement::FirstMessage)
+            .build()
+            .is_ok());
     }
 
     #[test]
