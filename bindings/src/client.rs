@@ -241,6 +241,29 @@ impl Client {
         let _ = teardown.await;
     }
 
+    /// [`shutdown`](Self::shutdown) for code that cannot await: a synchronous Python app's
+    /// `finally:` or `atexit` hook, a JVM shutdown hook. Blocks the calling thread until the
+    /// teardown is done (every listener has had its last events, down to `Closed`, and let go
+    /// of your objects) or `timeout_ms` has passed; returns whether it finished. Called before
+    /// the interpreter exits, it leaves no library thread that could call into Python while it
+    /// finalises. Not from a listener callback: it waits for the listeners' threads, so it
+    /// could only time out there.
+    pub fn shutdown_blocking(&self, timeout_ms: u64) -> bool {
+        let shutdown = self.inner.shutdown();
+        let hub = self.hub.clone();
+        let (done, finished) = std::sync::mpsc::sync_channel(1);
+        // Detached, as in `shutdown`: the teardown completes even if this wait times out.
+        runtime().spawn(async move {
+            shutdown.await;
+            hub.finished().await;
+            let _ = done.send(());
+        });
+        // A std channel, not `block_on`: the caller may be any thread, never a runtime one.
+        finished
+            .recv_timeout(std::time::Duration::from_millis(timeout_ms))
+            .is_ok()
+    }
+
     /// Tell the client when the OS reports the network online or offline (Android
     /// `ConnectivityManager.NetworkCallback`, iOS `NWPathMonitor`): an online report skips the
     /// backoff wait, also a repeated one (a handover reports the new network before losing the
@@ -366,6 +389,35 @@ mod tests {
         }
         let largest = Client::new(base().listener_queue_capacity(MAX_LISTENER_QUEUE));
         assert!(largest.is_ok(), "{largest:?}");
+    }
+
+    #[test]
+    fn shutdown_blocking_returns_once_every_listener_had_its_last_event() {
+        let client = offline();
+        let (tx, rx) = mpsc::channel();
+        let _handle = client.add_listener(Arc::new(Events(Mutex::new(tx))));
+        assert!(
+            client.shutdown_blocking(5_000),
+            "the teardown finished in time"
+        );
+        // Everything was delivered before it returned: the listener's last event is Closed,
+        // and its thread has let go of it (the sender is dropped).
+        let events: Vec<ClientEvent> = rx.try_iter().collect();
+        assert!(
+            matches!(
+                events.last(),
+                Some(ClientEvent::StateChanged {
+                    current: ConnectionState::Closed { .. },
+                    ..
+                })
+            ),
+            "{events:?}"
+        );
+        assert_eq!(rx.try_recv(), Err(mpsc::TryRecvError::Disconnected));
+        assert!(
+            client.shutdown_blocking(0) || client.shutdown_blocking(1_000),
+            "again: done"
+        );
     }
 
     #[test]

@@ -98,3 +98,52 @@ def test_a_client_alive_at_interpreter_exit_lets_the_process_exit_normally(relay
             assert "RuntimeError: some unrelated app bug" in done.stderr, done.stderr
         else:
             assert done.stdout == "exiting\n", done.stdout
+
+
+# A synchronous app (no asyncio at all) that tears its client down in `finally:` with
+# shutdown_blocking: by the time the interpreter finalises no library thread is left that could
+# call into Python, whatever the listeners were doing when the app failed.
+SYNC_APP = textwrap.dedent(
+    """
+    import sys, threading, time
+    import tether_ffi as t
+
+    closed = threading.Event()
+
+    class Listener(t.ClientListener):
+        def on_event(self, event):
+            if event.is_STATE_CHANGED() and event.current.is_CLOSED():
+                closed.set()
+
+    config = t.ClientConfig(URL).wire_protocol(t.WireProtocol.TETHER)
+    client = t.Client(config.header("Authorization", f"Bearer {TOKEN}"))
+    handle = client.add_listener(Listener())
+    client.connect()
+    try:
+        deadline = time.monotonic() + 10
+        while not client.state().is_OPEN():
+            time.sleep(0.01)
+            assert time.monotonic() < deadline, client.state()
+        client.publish("room", t.Payload.TEXT("hello"))
+        raise RuntimeError("some unrelated app bug")
+    finally:
+        done = client.shutdown_blocking(5000)
+        print(f"done={done} closed={closed.is_set()}", flush=True)
+    """
+)
+
+
+def test_shutdown_blocking_tears_a_synchronous_app_down_in_finally(relay, tmp_path):
+    script = tmp_path / "sync_app.py"
+    script.write_text(f"URL = {relay.url!r}\nTOKEN = {TOKEN!r}\n" + SYNC_APP)
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(os.environ),
+    )
+    assert done.returncode == 1, (done.returncode, done.stdout, done.stderr)
+    assert "FATAL" not in done.stderr, done.stderr
+    assert "RuntimeError: some unrelated app bug" in done.stderr, done.stderr
+    assert done.stdout == "done=True closed=True\n", (done.stdout, done.stderr)
