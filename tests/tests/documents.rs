@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 use serde_json::json;
+use std::future::Future;
 use std::time::Duration;
 use tether::{ChangeOrigin, Client, Document, DocumentEvent, Protocol};
 use tether_relay::{Relay, RelayConfig};
@@ -11,15 +12,16 @@ use tether_tests::wait::eventually;
 
 const LIMIT: Duration = Duration::from_secs(10);
 
-fn client(url: String) -> Client {
-    let (client, _events) = Client::builder(url)
+fn builder(url: String) -> tether::ClientBuilder {
+    Client::builder(url)
         .protocol(Protocol::Tether)
         .backoff_initial(Duration::from_millis(50))
         .backoff_max(Duration::from_millis(300))
         .heartbeat_interval(Duration::from_millis(300))
-        .connect()
-        .unwrap();
-    client
+}
+
+fn client(url: String) -> Client {
+    builder(url).connect().unwrap().0
 }
 
 /// Waits until `doc`'s view satisfies `pred` (bounded).
@@ -179,4 +181,84 @@ async fn change_streams_end_when_the_document_closes_or_the_client_shuts_down() 
     let acked = tokio::time::timeout(LIMIT, c.publish_acked("a", "x")).await;
     assert!(matches!(acked, Ok(Err(_))), "{acked:?}");
     relay.shutdown().await;
+}
+
+async fn synced(doc: &Document) {
+    assert!(
+        eventually(LIMIT, || doc.version().is_some()).await,
+        "never synced"
+    );
+}
+
+#[tokio::test]
+async fn an_applied_change_evicted_from_a_full_outbox_still_shows_for_its_author() {
+    let relay = Relay::bind("127.0.0.1:0", RelayConfig::default())
+        .await
+        .unwrap();
+    let (a, _events_a) = builder(relay.ws_url())
+        .outbox_max_messages(1)
+        .connect()
+        .unwrap();
+    let b = client(relay.ws_url());
+    let doc_a = a.document("d").unwrap();
+    let doc_b = b.document("d").unwrap();
+    synced(&doc_a).await;
+    synced(&doc_b).await;
+
+    doc_a.set("title", "mine").unwrap();
+    // Polled once: the request is queued at once (before the change's ack can come back),
+    // which evicts the written change from the one-message outbox. Its reply is not awaited.
+    {
+        let request = a.request(json!("hello"), Some(Duration::from_secs(5)));
+        let mut request = std::pin::pin!(request);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let _ = request.as_mut().poll(&mut cx);
+    }
+    let b_sees = eventually(LIMIT, || doc_b.get("title") == Some(json!("mine"))).await;
+    assert!(b_sees, "the relay applied it: b shows it");
+    let a_sees = eventually(LIMIT, || doc_a.get("title") == Some(json!("mine"))).await;
+    let (view_a, view_b) = (doc_a.snapshot(), doc_b.snapshot());
+    tokio::time::timeout(LIMIT, a.shutdown()).await.unwrap();
+    tokio::time::timeout(LIMIT, b.shutdown()).await.unwrap();
+    relay.shutdown().await;
+    assert!(a_sees, "its author converges: a {view_a:?}, b {view_b:?}");
+}
+
+#[tokio::test]
+async fn a_document_reopened_while_cut_off_shows_its_queued_change() {
+    let relay = Relay::bind("127.0.0.1:0", RelayConfig::default())
+        .await
+        .unwrap();
+    let proxy = ChaosProxy::start(relay.local_addr()).await.unwrap();
+    let a = client(proxy.ws_url("/"));
+    let b = client(relay.ws_url());
+    let doc_a = a.document("d").unwrap();
+    let doc_b = b.document("d").unwrap();
+    synced(&doc_a).await;
+    synced(&doc_b).await;
+
+    proxy.set_mode(Mode::Refuse);
+    proxy.kill_all();
+    assert!(
+        eventually(LIMIT, || !a.state().is_open()).await,
+        "a never noticed the cut"
+    );
+    doc_a.set("title", "mine").unwrap();
+    // The app leaves the document's screen and comes back, still offline.
+    doc_a.close();
+    let doc_a = a.document("d").unwrap();
+    proxy.set_mode(Mode::Forward);
+
+    let b_sees = eventually(LIMIT, || doc_b.get("title") == Some(json!("mine"))).await;
+    assert!(b_sees, "the relay applied it: b shows it");
+    let a_sees = eventually(LIMIT, || doc_a.get("title") == Some(json!("mine"))).await;
+    let (view_a, view_b) = (doc_a.snapshot(), doc_b.snapshot());
+    tokio::time::timeout(LIMIT, a.shutdown()).await.unwrap();
+    tokio::time::timeout(LIMIT, b.shutdown()).await.unwrap();
+    drop(proxy);
+    relay.shutdown().await;
+    assert!(
+        a_sees,
+        "the reopened document shows it: a {view_a:?}, b {view_b:?}"
+    );
 }

@@ -72,6 +72,7 @@ impl Engine {
             .encode(),
         );
         let id = self.accept(now, frame, Awaiting::Ack(wire.clone()), None, None)?;
+        self.doc_changes.push((wire.clone(), channel.to_owned()));
         if let Some(doc) = self.documents.get_mut(channel) {
             let changes = doc.local(id, wire, ops);
             self.emit_doc_changes(channel, ChangeOrigin::LocalPending, changes);
@@ -207,16 +208,24 @@ impl Engine {
         self.react(&channel, reaction);
     }
 
-    /// An ack for `wire`: if it is a document change, its version is `offset`.
+    /// An ack for `wire`: if it is one of our document changes, the server applied it as
+    /// version `offset`, and its document (open now on its channel, whether or not it still
+    /// holds the change) learns it.
     pub(super) fn on_doc_ack(&mut self, wire: &str, offset: Option<u64>) {
-        let found = self
-            .documents
-            .iter_mut()
-            .map(|(channel, doc)| (channel.clone(), doc.acked(wire, offset)))
-            .find(|(_, r)| !r.changes.is_empty() || r.resync);
-        if let Some((channel, reaction)) = found {
-            self.react(&channel, reaction);
-        }
+        let Some(channel) = self.take_doc_change(wire) else {
+            return;
+        };
+        let Some(doc) = self.documents.get_mut(&channel) else {
+            return;
+        };
+        let reaction = doc.acked(wire, offset);
+        self.react(&channel, reaction);
+    }
+
+    /// Forgets document change `wire` (acked, or refused by the server); its channel.
+    pub(super) fn take_doc_change(&mut self, wire: &str) -> Option<String> {
+        let pos = self.doc_changes.iter().position(|(w, _)| w == wire)?;
+        Some(self.doc_changes.swap_remove(pos).1)
     }
 
     /// Reports what a document message changed, and fetches what it showed was missed.

@@ -140,6 +140,9 @@ impl Engine {
                 }
             }
             if let Some(msg_id) = self.outbox.id_for_wire(wire) {
+                // Refused: not applied, so no ack will follow.
+                #[cfg(feature = "documents")]
+                self.take_doc_change(wire);
                 self.outbox.remove_message(msg_id);
                 self.report_removed(
                     vec![(msg_id, crate::outbox::Awaiting::Nothing)],

@@ -219,6 +219,14 @@ impl Engine {
                 });
             }
         }
+        // Acks come on the connection that carried the change: for one no longer in the
+        // outbox (dropped), none can come any more.
+        #[cfg(feature = "documents")]
+        {
+            let outbox = &self.outbox;
+            self.doc_changes
+                .retain(|(wire, _)| outbox.id_for_wire(wire).is_some());
+        }
     }
 
     fn schedule_retry(&mut self, now: Instant, cause: DisconnectCause, hint: Option<DelayHint>) {
@@ -319,6 +327,8 @@ impl Engine {
         self.timers = Default::default();
         self.drain = None;
         self.drop_everything_pending();
+        #[cfg(feature = "documents")]
+        self.doc_changes.clear();
         // Closed, the engine can no longer know who is there: a member list kept from the last
         // connection would show them present forever.
         let presence = self.channels.forget_presence();

@@ -107,6 +107,14 @@ pub struct Engine {
     /// Shared documents by channel (Tether mode).
     #[cfg(feature = "documents")]
     documents: SortedMap<String, crate::sync::Document>,
+    /// The channel of every document change whose ack may still come: `(wire id, channel)`.
+    /// An ack names no channel, and the change may have left its document before the ack
+    /// (dropped from the outbox after it was written, its document closed and reopened,
+    /// taken as applied before a server restart): the document must still learn that the
+    /// server applied it. Kept while the change is in the outbox, and until the connection
+    /// it may have been written on ends.
+    #[cfg(feature = "documents")]
+    doc_changes: Vec<(String, String)>,
 }
 
 /// The current transport, if any, and what is known about it.
@@ -214,6 +222,8 @@ impl Engine {
             stable: false,
             #[cfg(feature = "documents")]
             documents: Default::default(),
+            #[cfg(feature = "documents")]
+            doc_changes: Vec::new(),
             config,
         }
     }

@@ -201,11 +201,28 @@ impl Document {
         self.resync_from = None;
     }
 
-    /// A local change, accepted by the engine: it shows at once.
+    /// A local change, accepted by the engine: it shows at once. What it touched is
+    /// reported even when the view already showed it (a set to the shown value), so every
+    /// change has its `LocalPending` before its `Confirmed`.
     pub(crate) fn local(&mut self, id: MessageId, wire: String, ops: Vec<Op>) -> Vec<KeyChange> {
         let keys = keys_of(&ops);
         self.pending.push(Pending { id, wire, ops });
-        self.refresh(&keys, |_| false)
+        let changes = self.refresh(&keys, |_| false);
+        self.or_unmoved(changes, &keys)
+    }
+
+    /// `changes`, or when the view did not move, each of `keys` with the value it shows.
+    fn or_unmoved(&self, changes: Vec<KeyChange>, keys: &SortedSet<String>) -> Vec<KeyChange> {
+        if !changes.is_empty() {
+            return changes;
+        }
+        keys.iter()
+            .map(|k| KeyChange {
+                key: k.clone(),
+                value: self.view.get(k).cloned(),
+                overwrote_local: false,
+            })
+            .collect()
     }
 
     /// The base version for a new change.
@@ -307,7 +324,14 @@ impl Document {
         // Taken as applied already, rightly: the server applied it as ours.
         self.unacked.retain(|u| u.wire != wire);
         let Some(pos) = self.pending.iter().position(|p| p.wire == wire) else {
-            return Reaction::default();
+            // Not (or no longer) held here: dropped after it was written, made before this
+            // document was reopened, or taken as applied before the server's state was reset.
+            // Applied past our version, it is missing from the view: fetch it. (Never synced
+            // yet, the first sync's answer will hold it.)
+            return match (self.version, version) {
+                (Some(current), Some(v)) if v > current => self.behind(),
+                _ => Reaction::default(),
+            };
         };
         match (self.version, version) {
             (Some(current), Some(v)) if current.checked_add(1) == Some(v) => {
@@ -375,18 +399,9 @@ impl Document {
                 self.mine.insert(op.key().to_owned());
             }
         }
-        let mut changes = self.refresh(&keys, |_| false);
-        if changes.is_empty() {
-            // The view did not move (it already showed the change); say what was saved.
-            changes = keys
-                .iter()
-                .map(|k| KeyChange {
-                    key: k.clone(),
-                    value: self.view.get(k).cloned(),
-                    overwrote_local: false,
-                })
-                .collect();
-        }
+        // The view did not move (it already showed the change): say what was saved.
+        let changes = self.refresh(&keys, |_| false);
+        let changes = self.or_unmoved(changes, &keys);
         Reaction {
             changes: vec![(ChangeOrigin::Confirmed, changes)],
             resync: false,
