@@ -27,7 +27,8 @@ pub enum Protocol {
 pub enum TransportKind {
     /// A full-duplex WebSocket.
     WebSocket,
-    /// A receive-only Server-Sent Events stream. Outgoing messages stay in the outbox.
+    /// A receive-only Server-Sent Events stream: sends are refused
+    /// ([`SendError::ReceiveOnly`](crate::SendError::ReceiveOnly)).
     Sse,
 }
 

@@ -65,12 +65,17 @@ pub enum SendError {
     /// send).
     #[error("invalid send options: {0}")]
     InvalidOptions(&'static str),
+    /// The transport is a Server-Sent Events stream, which only receives: nothing sent could
+    /// ever be written (an acknowledged send would wait forever).
+    #[error("an event stream (SSE) is receive-only: nothing can be sent on it")]
+    ReceiveOnly,
 }
 
 impl SendError {
     /// A stable machine-readable name for the refusal, the one every SDK reports (the browser
     /// package's `TetherError.code`): `too_large`, `outbox_full`, `closed`, `closing`,
-    /// `needs_tether_protocol`, `binary_in_tether_mode`, `invalid_channel`, `invalid_options`.
+    /// `needs_tether_protocol`, `binary_in_tether_mode`, `invalid_channel`, `invalid_options`,
+    /// `receive_only`.
     pub fn code(&self) -> &'static str {
         match self {
             SendError::TooLarge { .. } => "too_large",
@@ -81,6 +86,7 @@ impl SendError {
             SendError::BinaryInTetherMode => "binary_in_tether_mode",
             SendError::InvalidOptions(_) => "invalid_options",
             SendError::InvalidChannel(_) => "invalid_channel",
+            SendError::ReceiveOnly => "receive_only",
         }
     }
 }

@@ -2658,9 +2658,13 @@ fn sse_resumes_with_last_event_id_and_honours_retry() {
             (Some(2), Payload::Text("tick 2".into()))
         ]
     );
-    // SSE is receive-only: sends wait in the outbox.
-    sim.engine.send(sim.now, "held").unwrap();
-    assert_eq!(sim.engine.outbox_len(), 1);
+    // SSE is receive-only: a send would wait in the outbox forever (an acked one's promise
+    // or future never settling), so it is refused.
+    assert_eq!(
+        sim.engine.send(sim.now, "held"),
+        Err(tether_core::SendError::ReceiveOnly)
+    );
+    assert_eq!(sim.engine.outbox_len(), 0);
 }
 
 #[test]

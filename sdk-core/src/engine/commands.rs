@@ -404,6 +404,9 @@ impl Engine {
         if self.is_closing() {
             return Err(SendError::Closing);
         }
+        if !self.can_write_frames() {
+            return Err(SendError::ReceiveOnly);
+        }
         Ok(())
     }
 
