@@ -22,7 +22,7 @@ export type TetherErrorCode =
   | 'not_initialized' | 'disposed' | 'invalid_config' | 'invalid_json' | 'busy'
   | 'too_large' | 'outbox_full' | 'closed' | 'closing' | 'needs_tether_protocol'
   | 'binary_in_tether_mode' | 'invalid_channel' | 'invalid_close_code' | 'invalid_argument'
-  | 'invalid_options'
+  | 'invalid_options' | 'receive_only'
   // request() rejections (besides 'closed' and 'outbox_full' above)
   | 'timeout' | 'connection_lost' | 'rejected'
   // sendAcked()/publishAcked() rejections (besides the refusals above)
@@ -262,7 +262,10 @@ export interface TetherClientOptions {
   backpressure?: { highWaterBytes?: number; lowWaterBytes?: number };
   /** Wire window `online`/`offline` and `visibilitychange`. [true] */
   lifecycle?: boolean;
-  /** Connect right after construction (in a microtask, so handlers can be attached). [true] */
+  /**
+   * Connect right after construction (in a microtask, so handlers can be attached), unless
+   * `close()` or `connect()` was called first. [true]
+   */
   autoConnect?: boolean;
   /** Where to load the wasm module from (`TetherClient.connect` only): this entry's own file, as for `init`. */
   wasm?: string | URL | Request | Response | BufferSource | WebAssembly.Module;
@@ -330,7 +333,11 @@ export interface TetherStats {
 export type Payload = string | ArrayBuffer | ArrayBufferView | unknown;
 
 export class TetherClient {
-  /** Loads the module if needed, then creates (and by default connects) a client. */
+  /**
+   * Loads the module if needed, then creates (and by default connects) a client. The connect
+   * starts in the next task, after the code awaiting this has attached its handlers, so they
+   * see every event from the first state change on.
+   */
   static connect(url: string, options?: TetherClientOptions): Promise<TetherClient>;
   /** Needs `await init()` first (throws `not_initialized`). `ws(s)://` = WebSocket, `http(s)://` = SSE. */
   constructor(url: string, options?: TetherClientOptions);

@@ -97,16 +97,33 @@ function state(s) {
   return out;
 }
 
+// The `[object X]` tag: unlike `instanceof`, it also knows an ArrayBuffer from another realm
+// (an iframe, a worker's transfer).
+const tag = (v) => Object.prototype.toString.call(v).slice(8, -1);
+
+// Strings in JSON as in text: a lone surrogate (an emoji cut by `slice`) becomes U+FFFD, as
+// when a string is sent as text, instead of the `\ud83d` escape JSON.stringify writes, which
+// is not valid UTF-16 and is refused.
+const wellFormed = (_, v) => (typeof v === 'string' && v.toWellFormed ? v.toWellFormed() : v);
+
 // How payloads travel: strings as text, binary as bytes (raw protocol), anything else as JSON.
 function encode(data) {
   if (typeof data === 'string') return { text: data, json: false };
-  if (data instanceof ArrayBuffer) return { text: '', json: false, bytes: new Uint8Array(data) };
   if (ArrayBuffer.isView(data)) {
     return { text: '', json: false, bytes: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) };
   }
+  const kind = data == null ? '' : tag(data);
+  if (kind === 'ArrayBuffer' || kind === 'SharedArrayBuffer') {
+    return { text: '', json: false, bytes: new Uint8Array(data) };
+  }
+  // JSON would send these as `{}`, their content silently lost.
+  if (['Blob', 'File', 'Map', 'Set', 'WeakMap', 'WeakSet', 'Promise'].includes(kind)) {
+    const hint = kind === 'Blob' || kind === 'File' ? ': read it first (await blob.arrayBuffer())' : '';
+    throw new TetherError('invalid_argument', `a ${kind} cannot be sent as it is${hint}`);
+  }
   let text;
   try {
-    text = JSON.stringify(data); // throws on a BigInt or a cycle
+    text = JSON.stringify(data, wellFormed); // throws on a BigInt or a cycle
   } catch (e) {
     throw new TetherError('invalid_json', `the payload cannot be encoded as JSON: ${e.message}`);
   }
@@ -175,18 +192,23 @@ class Emitter {
     return () => this.off(type, handler);
   }
 
-  /** Removes a handler added with `on`. */
+  /** Removes a handler added with `on` or `once`. */
   off(type, handler) {
     const set = this._handlers.get(type);
-    if (set) set.delete(handler);
+    if (!set) return;
+    set.delete(handler);
+    // A `once` handler is in the set as its wrapper.
+    for (const h of set) if (h._once === handler) set.delete(h);
   }
 
   /** Like `on`, for the next event only. */
   once(type, handler) {
-    const off = this.on(type, (ev) => {
+    const wrapper = (ev) => {
       off();
       handler(ev);
-    });
+    };
+    wrapper._once = handler;
+    const off = this.on(type, wrapper);
     return off;
   }
 
@@ -194,6 +216,9 @@ class Emitter {
     const set = this._handlers.get(type);
     if (!set) return;
     for (const h of [...set]) {
+      // Removed (or the client disposed) by an earlier handler of this same event: not
+      // called, as an EventTarget does.
+      if (!set.has(h) || this._handlers.get(type) !== set) continue;
       try {
         h(ev);
       } catch (e) {
@@ -213,8 +238,20 @@ class Emitter {
 export class TetherClient extends Emitter {
   /** Loads the module if needed, then creates (and by default connects) a client. */
   static async connect(url, options = {}) {
+    // Checked before `options.wasm` is read, so a bad one is the constructor's TetherError.
+    if (options === null || typeof options !== 'object') {
+      throw new TetherError('invalid_config', 'options must be an object');
+    }
     await init(options.wasm);
-    return new TetherClient(url, options);
+    const client = new TetherClient(url, options);
+    // After the caller's `await` has resumed and attached its handlers (the constructor's
+    // microtask would run before it): the first state change, idle -> connecting, is theirs
+    // to see.
+    if (client._auto) {
+      client._auto = false;
+      setTimeout(() => client._autoConnect(), 0);
+    }
+    return client;
   }
 
   constructor(url, options = {}) {
@@ -228,6 +265,9 @@ export class TetherClient extends Emitter {
     const { token, wasm, autoConnect, ...rest } = options;
     if (token !== undefined && typeof token !== 'function') {
       throw new TetherError('invalid_config', 'token must be a function returning a token or a promise of one');
+    }
+    if (autoConnect !== undefined && typeof autoConnect !== 'boolean') {
+      throw new TetherError('invalid_config', 'autoConnect must be a boolean');
     }
     super();
     this._requests = new Map();
@@ -247,11 +287,20 @@ export class TetherClient extends Emitter {
     }
     this._raw = call(() => new WasmClient(String(url), text, (kind, json, bytes) => this._dispatch(kind, json, bytes)));
     // Connect after the caller had the chance to attach handlers.
-    if (autoConnect !== false) queueMicrotask(() => this._raw && call(() => this._raw.command(CONNECT, '')));
+    this._told = false; // the app has called connect() or close() itself
+    this._auto = autoConnect !== false;
+    queueMicrotask(() => this._auto && this._autoConnect());
+  }
+
+  // The deferred connect of `autoConnect`, unless the app has spoken first: a `close()` right
+  // after the constructor (a React StrictMode unmount) must not be undone by it.
+  _autoConnect() {
+    if (this._raw && !this._told) call(() => this._raw.command(CONNECT, ''));
   }
 
   /** Starts connecting: after `close()`, or now instead of waiting out a backoff delay. */
   connect() {
+    this._told = true;
     this._do((raw) => raw.command(CONNECT, ''));
   }
 
@@ -328,6 +377,7 @@ export class TetherClient extends Emitter {
    * is pending, for at most that long.
    */
   close(code, reason, options) {
+    this._told = true;
     // `null` reads as not given, as for options (the glue would fail on it with no word).
     code = typed(code, 'number', 'code') ?? 1000;
     reason = typed(reason, 'string', 'reason') ?? '';
@@ -362,11 +412,16 @@ export class TetherClient extends Emitter {
 
   /** Tells the client the network changed (window `online`/`offline` are already wired). */
   networkChanged(online) {
+    // A string 'false' would read as online.
+    if (typeof online !== 'boolean') throw new TetherError('invalid_argument', 'online must be a boolean');
     this._do((raw) => raw.command(online ? ONLINE : OFFLINE, ''));
   }
 
   /** Tells the client the app moved to the foreground or background (`visibilitychange` is wired). */
   setForeground(foreground) {
+    if (typeof foreground !== 'boolean') {
+      throw new TetherError('invalid_argument', 'foreground must be a boolean');
+    }
     this._do((raw) => raw.command(foreground ? FOREGROUND : BACKGROUND, ''));
   }
 
