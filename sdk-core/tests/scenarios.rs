@@ -202,6 +202,44 @@ fn connect_after_close_starts_again() {
 }
 
 #[test]
+fn connect_during_the_close_handshake_starts_again_once_it_is_done() {
+    // The app's last word was connect: it used to be ignored while closing, and the client
+    // ended closed (a React effect's cleanup then remount does exactly this).
+    let mut sim = Sim::raw("ws://relay");
+    sim.connect_open();
+    sim.engine.close(sim.now, 1000, "bye").unwrap();
+    assert_eq!(sim.engine.state(), &State::Closing);
+    sim.engine.connect(sim.now);
+    sim.run_for(secs(3));
+    assert!(sim.engine.state().is_open(), "{:?}", sim.engine.state());
+    assert_eq!(sim.server.opens.len(), 2);
+    let states: Vec<String> = sim
+        .events_matching(|e| match e {
+            Event::StateChanged { to, .. } => Some(format!("{to:?}")),
+            _ => None,
+        })
+        .into_iter()
+        .skip(2) // connecting, open
+        .collect();
+    assert_eq!(
+        states[..2],
+        [
+            "Closing".to_owned(),
+            "Closed { reason: App { code: 1000 } }".to_owned()
+        ],
+        "the close is finished and reported first: {states:?}"
+    );
+
+    // And a close after that connect is the last word again.
+    sim.engine.close(sim.now, 1000, "bye").unwrap();
+    sim.engine.connect(sim.now);
+    sim.engine.close(sim.now, 1000, "really").unwrap();
+    sim.run_for(secs(3));
+    assert!(sim.engine.state().is_closed());
+    assert_eq!(sim.server.opens.len(), 2);
+}
+
+#[test]
 fn connect_timeout_abandons_a_hanging_handshake() {
     let mut sim = Sim::new(
         Config::builder("ws://relay")

@@ -89,7 +89,9 @@ impl Engine {
     /// Starts connecting: from `Idle` or `Closed` (a fresh start, backoff reset), or from
     /// `Waiting` (the app asks for an attempt now: skips the remaining backoff wait, but not a
     /// minimum the server set — Retry-After, close 1013, `reconnect_after_ms` — which moves
-    /// the attempt to that minimum instead). Ignored while `Connecting`, `Open` or `Closing`.
+    /// the attempt to that minimum instead). While `Closing`, the close finishes first (its
+    /// `Closed` is reported) and the fresh start follows: the app's last word is `connect`.
+    /// Ignored while `Connecting` or `Open`.
     pub fn connect(&mut self, now: Instant) {
         let now = self.observe(now);
         match self.state {
@@ -99,7 +101,8 @@ impl Engine {
                 self.start_attempt(now);
             }
             State::Waiting { .. } => self.retry_early(now),
-            State::Connecting { .. } | State::Open | State::Closing => {}
+            State::Closing => self.connect_after_close = true,
+            State::Connecting { .. } | State::Open => {}
         }
     }
 
@@ -271,6 +274,8 @@ impl Engine {
     pub fn close(&mut self, now: Instant, code: u16, reason: &str) -> Result<(), CloseError> {
         Self::check_close_code(code)?;
         let now = self.observe(now);
+        // The app's last word is now `close`, also over a `connect` made while closing.
+        self.connect_after_close = false;
         self.close_now(now, code, reason);
         Ok(())
     }

@@ -9,9 +9,7 @@ use crate::action::{Action, Frame, TransportId};
 use crate::close_policy::Verdict;
 use crate::config::{is_header_value, HeartbeatMode, Protocol, TokenPlacement};
 use crate::errors::{SseEvent, TransportFailure};
-use crate::event::{
-    CloseReason, DisconnectCause, EngineError, Event, InboundMessage, Payload, State,
-};
+use crate::event::{DisconnectCause, EngineError, Event, InboundMessage, Payload, State};
 use crate::heartbeat::Beat;
 use crate::protocol::{ClientMessage, ServerMessage};
 use crate::sse::{is_resumable_id, SseError, SseItem, MAX_EVENT_ID_LEN};
@@ -279,7 +277,7 @@ impl Engine {
             return;
         }
         if let Some(app_code) = self.conn.closing {
-            self.finish_closed(CloseReason::App { code: app_code });
+            self.closing_finished(now, app_code);
             return;
         }
         let verdict = self.config.close_policy.classify_close(code, reason);
@@ -303,7 +301,7 @@ impl Engine {
             return;
         }
         if let Some(app_code) = self.conn.closing {
-            self.finish_closed(CloseReason::App { code: app_code });
+            self.closing_finished(now, app_code);
             return;
         }
         self.emit_error(EngineError::Transport(failure.to_string()));
@@ -333,7 +331,7 @@ impl Engine {
         self.release_overdue(now);
         if self.timers.close.is_some_and(|t| t <= now) {
             let code = self.conn.closing.unwrap_or(1000);
-            self.finish_closed(CloseReason::App { code });
+            self.closing_finished(now, code);
             return;
         }
         if self.drain.is_some_and(|d| d.deadline <= now) {

@@ -336,6 +336,16 @@ impl Engine {
         self.set_state(State::Closed { reason });
     }
 
+    /// The close handshake the app asked for ended (answered, the transport gone, or its
+    /// timeout): closed with the app's code, then started again if the app called `connect`
+    /// meanwhile.
+    pub(super) fn closing_finished(&mut self, now: Instant, code: u16) {
+        self.finish_closed(CloseReason::App { code });
+        if std::mem::take(&mut self.connect_after_close) {
+            self.connect(now);
+        }
+    }
+
     /// Reports entries that left the outbox undelivered: messages in one `Dropped` event,
     /// requests each as `RequestFailed`.
     pub(super) fn report_removed(

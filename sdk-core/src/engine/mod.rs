@@ -104,6 +104,8 @@ pub struct Engine {
     lingering: Option<Lingering>,
     /// The current connection has stayed open for `min_uptime` (backoff was reset).
     stable: bool,
+    /// `connect` was called while the close handshake ran: start again once it is done.
+    connect_after_close: bool,
     /// Shared documents by channel (Tether mode).
     #[cfg(feature = "documents")]
     documents: SortedMap<String, crate::sync::Document>,
@@ -220,6 +222,7 @@ impl Engine {
             drain: None,
             lingering: None,
             stable: false,
+            connect_after_close: false,
             #[cfg(feature = "documents")]
             documents: Default::default(),
             #[cfg(feature = "documents")]

@@ -1671,6 +1671,27 @@ test('close(), then connect() once closed: subscriptions and requests work again
   assert.deepEqual(r, { presenceClosed: [], refused: 'closed', reply: { q: 1 }, subscribed: 2 });
 });
 
+test('connect() right after close() reconnects once the close handshake is done', async ({ page }) => {
+  // "close() ... the client is kept: client.connect() starts again" (README). While the close
+  // handshake ran the engine was `closing` and ignored connect(): the app's last word was
+  // connect(), and the client ended `closed` without a word. Now the close finishes, then
+  // the client starts again.
+  const srv = await wsServer(behaviours.echo);
+  const r = await page.evaluate(async (url) => {
+    const c = new tether.TetherClient(url);
+    await until(() => c.state.name === 'open', 5000, 'open');
+    c.close();
+    const during = c.state.name;
+    c.connect();
+    await sleep(1000);
+    const end = c.state.name;
+    c.dispose();
+    return { during, end };
+  }, srv.url);
+  assert.equal(r.during, 'closing');
+  assert.equal(r.end, 'open', 'connect() after close() left the client closed');
+});
+
 // ---- runner --------------------------------------------------------------------------------
 
 async function main() {
