@@ -257,6 +257,7 @@ pub struct Config {
     pub(crate) connect_timeout: Duration,
     pub(crate) close_timeout: Duration,
     pub(crate) max_message_bytes: usize,
+    pub(crate) write_batch_bytes: usize,
     pub(crate) request_timeout: Duration,
     pub(crate) fail_requests_on_disconnect: bool,
     pub(crate) client_id: Option<String>,
@@ -403,6 +404,7 @@ impl ConfigBuilder {
                 connect_timeout: Duration::from_secs(10),
                 close_timeout: Duration::from_secs(2),
                 max_message_bytes: 1 << 20,
+                write_batch_bytes: 1 << 20,
                 request_timeout: Duration::from_secs(10),
                 fail_requests_on_disconnect: true,
                 client_id: None,
@@ -539,6 +541,15 @@ impl ConfigBuilder {
         self.config.max_message_bytes = n;
         self
     }
+    /// The most bytes of queued messages handed to the transport in one go (an outbox
+    /// flushed when a connection opens, or when backpressure lifts): past it (plus the message
+    /// that crossed it), the engine gives the driver a turn, a deadline at once, so that it can
+    /// report backpressure (`transport_writable(false)`) before the rest is handed over. A
+    /// browser driver sets it to its `bufferedAmount` high-water mark. Default 1 MiB.
+    pub fn write_batch_bytes(mut self, n: usize) -> Self {
+        self.config.write_batch_bytes = n;
+        self
+    }
     /// Default request timeout. Default 10 s.
     pub fn request_timeout(mut self, d: Duration) -> Self {
         self.config.request_timeout = d;
@@ -616,6 +627,9 @@ impl ConfigBuilder {
         }
         if c.max_message_bytes == 0 {
             return Err(ConfigError::new("max_message_bytes", "must be at least 1"));
+        }
+        if c.write_batch_bytes == 0 {
+            return Err(ConfigError::new("write_batch_bytes", "must be at least 1"));
         }
         at_least_a_microsecond("connect_timeout", c.connect_timeout)?;
         at_least_a_microsecond("close_timeout", c.close_timeout)?;

@@ -169,6 +169,11 @@ impl Outbox {
         Some(old)
     }
 
+    /// Whether entries wait to be written (not only for their acks).
+    pub(crate) fn has_unsent(&self) -> bool {
+        !self.queued.is_empty()
+    }
+
     /// Takes the next queued entry to write. Entries awaiting an ack or a reply stay (as in
     /// flight) with a copy of their frame for a possible resend. Expired entries are never
     /// returned: call [`Outbox::expire`] first.

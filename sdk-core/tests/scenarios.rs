@@ -1245,6 +1245,62 @@ fn connect_while_waiting_skips_the_backoff_but_not_the_servers_minimum() {
 // ---- outbox -----------------------------------------------------------------------------------
 
 #[test]
+fn an_outbox_flushed_at_open_is_handed_over_a_batch_at_a_time_so_backpressure_can_stop_it() {
+    // 100 messages of 16 KiB queued offline; batches of 64 KiB. The whole outbox used to be
+    // handed over in one go when the connection opened, past any backpressure the driver
+    // could report (a browser's bufferedAmount high-water mark).
+    let config = Config::builder("ws://relay")
+        .write_batch_bytes(64 * 1024)
+        .outbox_max_bytes(4 << 20)
+        .build()
+        .unwrap();
+    let mut engine = tether_core::Engine::new(config, 1);
+    let now = Instant::ZERO;
+    let chunk = "x".repeat(16 * 1024);
+    for _ in 0..100 {
+        engine.send(now, chunk.as_str()).unwrap();
+    }
+    engine.connect(now);
+    let transport = match engine.poll_action() {
+        Some(tether_core::Action::Open(open)) => open.transport,
+        other => panic!("{other:?}"),
+    };
+    engine.transport_opened(now, transport);
+    let sends = |engine: &mut tether_core::Engine| {
+        std::iter::from_fn(|| engine.poll_action())
+            .filter(|a| matches!(a, tether_core::Action::Send { .. }))
+            .count()
+    };
+    assert_eq!(sends(&mut engine), 4, "64 KiB: four messages");
+    assert_eq!(
+        engine.poll_timeout(),
+        Some(now),
+        "the rest follows at once…"
+    );
+    // …unless the driver, in its turn, finds its buffer full.
+    engine.transport_writable(now, transport, false);
+    engine.handle_timeout(now);
+    assert_eq!(sends(&mut engine), 0);
+    assert_ne!(
+        engine.poll_timeout(),
+        Some(now),
+        "no busy loop while blocked"
+    );
+    assert_eq!(engine.outbox_len(), 96, "kept in the outbox");
+    engine.transport_writable(now, transport, true);
+    let mut written = sends(&mut engine);
+    for _ in 0..100 {
+        if engine.poll_timeout() != Some(now) {
+            break;
+        }
+        engine.handle_timeout(now);
+        written += sends(&mut engine);
+    }
+    assert_eq!(written, 96, "all of it, a batch per turn");
+    assert_eq!(engine.outbox_len(), 0);
+}
+
+#[test]
 fn outbox_overflow_drops_the_oldest_reports_them_and_delivers_the_rest_in_order() {
     let mut sim = Sim::new(
         Config::builder("ws://relay")

@@ -280,7 +280,14 @@ pub(crate) fn config(url: &str, options: &str) -> Result<(Config, DriverOptions)
     let builder = engine_options(&mut r, url);
     let driver = driver_options(&mut r);
     r.finish()?;
-    let config = builder.build().map_err(|e| e.to_string())?;
+    // A flush hands over at most the high-water mark (plus one message) before the driver
+    // checks `bufferedAmount`: an outbox queued offline does not all land in the browser's
+    // buffer when the socket opens.
+    let batch = (driver.high_water as usize).max(1);
+    let config = builder
+        .write_batch_bytes(batch)
+        .build()
+        .map_err(|e| e.to_string())?;
     Ok((config, driver))
 }
 

@@ -530,6 +530,7 @@ impl Engine {
 
     /// Writes queued messages while the transport takes them.
     pub(super) fn flush(&mut self, now: Instant) {
+        self.timers.flush_more = None;
         self.expire_due(now);
         if !self.state.is_open() || !self.conn.writable || !self.can_write_frames() {
             return;
@@ -537,7 +538,11 @@ impl Engine {
         let Some(transport) = self.conn.transport else {
             return;
         };
+        // A batch at a time (see `ConfigBuilder::write_batch_bytes`): the driver reports
+        // backpressure between batches, before the whole outbox is in the transport's buffer.
+        let mut batch = self.config.write_batch_bytes;
         while let Some(out) = self.outbox.next_to_send() {
+            batch = batch.saturating_sub(out.frame.len());
             if out.resend {
                 self.stats.resent += 1;
             }
@@ -549,6 +554,12 @@ impl Engine {
                 transport,
                 frame: out.frame,
             });
+            if batch == 0 {
+                if self.outbox.has_unsent() {
+                    self.timers.flush_more = Some(now);
+                }
+                break;
+            }
         }
         // Unacknowledged messages leave the outbox as they are written: that may be the end
         // of a drain (after backpressure lifted, say).

@@ -168,6 +168,9 @@ struct Timers {
     not_before: Option<Instant>,
     min_uptime: Option<Instant>,
     close: Option<Instant>,
+    /// A flush stopped at `write_batch_bytes` with more queued: it goes on at this deadline
+    /// (the moment it stopped), after the driver's turn.
+    flush_more: Option<Instant>,
 }
 
 impl Engine {
@@ -336,6 +339,7 @@ impl Engine {
             t.retry,
             t.min_uptime,
             t.close,
+            t.flush_more,
             self.drain.map(|d| d.deadline),
             self.heartbeat.deadline(),
             self.outbox.next_expiry(),

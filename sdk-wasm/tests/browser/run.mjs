@@ -1692,6 +1692,35 @@ test('connect() right after close() reconnects once the close handshake is done'
   assert.equal(r.end, 'open', 'connect() after close() left the client closed');
 });
 
+test('an outbox flushed on open respects bufferedAmount (highWaterBytes)', async ({ page }) => {
+  // Messages queued while disconnected used to be handed to the browser in one go when the
+  // socket opened: bufferedAmount jumped to the whole outbox, far above highWaterBytes, and a
+  // drop right then lost all of it (raw messages count as settled once handed over). The
+  // engine now hands over a batch of highWaterBytes, then the driver checks bufferedAmount.
+  const srv = await wsServer(behaviours.blackHole);
+  const px = await proxy(srv.port);
+  px.stall(true);
+  const r = await page.evaluate(async (url) => {
+    const c = new tether.TetherClient(url, {
+      autoConnect: false,
+      backpressure: { highWaterBytes: 64 * 1024, lowWaterBytes: 16 * 1024 },
+      outbox: { maxMessages: 5000, maxBytes: 64 << 20 },
+    });
+    const chunk = 'x'.repeat(16 * 1024);
+    for (let i = 0; i < 400; i++) c.send(chunk); // 6.4 MB queued
+    let atOpen;
+    c.on('state', ({ state }) => { if (state.name === 'open') atOpen = c.stats; });
+    c.connect();
+    await until(() => atOpen, 5000, 'open');
+    c.close();
+    return { framesSent: atOpen.framesSent, outboxLength: atOpen.outboxLength, bytesSent: atOpen.bytesSent };
+  }, px.ws);
+  // At most the high-water mark plus one message may be handed over before the engine is
+  // told the socket is not writable.
+  assert.ok(r.bytesSent <= 64 * 1024 + 16 * 1024,
+    `handed to the browser at open: ${r.framesSent} frames, ${r.bytesSent} B (high water 65536 B); outbox left ${r.outboxLength}`);
+});
+
 // ---- runner --------------------------------------------------------------------------------
 
 async function main() {
