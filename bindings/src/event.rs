@@ -205,6 +205,9 @@ pub struct InboundMessage {
     pub offset: Option<u64>,
     /// The content.
     pub payload: Payload,
+    /// A named Server-Sent Event's type (`event:`); null for unnamed events and WebSocket
+    /// messages.
+    pub event: Option<String>,
 }
 
 /// A problem the client reports and has already handled.
@@ -397,6 +400,7 @@ impl From<tether::InboundMessage> for InboundMessage {
             channel: m.channel,
             offset: m.offset,
             payload: m.payload.into(),
+            event: m.event,
         }
     }
 }

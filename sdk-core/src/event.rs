@@ -417,6 +417,10 @@ pub struct InboundMessage {
     pub offset: Option<u64>,
     /// The content.
     pub payload: Payload,
+    /// A named Server-Sent Event's type (its `event:` field), so that an app listening to
+    /// several can tell them apart; `None` for an unnamed (`message`) event and for every
+    /// WebSocket message.
+    pub event: Option<String>,
 }
 
 /// Something went wrong that the app may want to see; the engine has already handled it.

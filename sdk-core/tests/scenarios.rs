@@ -2708,6 +2708,29 @@ fn an_sse_event_with_empty_data_is_a_message_in_raw_mode() {
 }
 
 #[test]
+fn a_named_sse_event_says_its_type() {
+    // With several named events (`event: update`, `event: delete`) the app could not tell
+    // them apart: the type was dropped.
+    let mut sim = Sim::new(
+        Config::builder("http://relay/sse/room").build().unwrap(),
+        false,
+    );
+    sim.connect_open();
+    let transport = sim.server.conn.unwrap();
+    let mut parser = tether_core::sse::SseParser::new(1 << 20);
+    parser.feed(b"event: update\ndata: 1\n\nevent: delete\ndata: 1\n\ndata: plain\n\n");
+    while let Some(item) = parser.poll() {
+        sim.engine.sse_parsed(sim.now, transport, item);
+    }
+    sim.run_for(ms(10));
+    let got: Vec<Option<String>> = sim.delivered().into_iter().map(|m| m.event).collect();
+    assert_eq!(
+        got,
+        [Some("update".to_owned()), Some("delete".to_owned()), None]
+    );
+}
+
+#[test]
 fn sse_resumes_with_last_event_id_and_honours_retry() {
     let mut sim = Sim::new(
         Config::builder("http://relay/sse/room")

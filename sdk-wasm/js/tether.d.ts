@@ -114,8 +114,11 @@ export type DropReason = 'overflow' | 'expired' | 'closed' | 'rejected';
 export interface TetherEventMap {
   /** Every lifecycle transition. */
   state: { state: TetherState; previous: TetherState };
-  /** A message: JSON payload (Tether protocol), text, or bytes (raw binary frames). */
-  message: { data: unknown; channel?: string; offset?: number };
+  /**
+   * A message: JSON payload (Tether protocol), text, or bytes (raw binary frames). `event` is
+   * a named SSE event's type (one listed in `sseEvents`); absent for unnamed events.
+   */
+  message: { data: unknown; channel?: string; offset?: number; event?: string };
   /** The connection ended or an attempt failed; attempt `attempt` starts in `delayMs`. */
   reconnecting: { attempt: number; delayMs: number; cause: DisconnectCause };
   /** Accepted messages that will not be delivered, and why. Never silent. */

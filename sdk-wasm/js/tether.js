@@ -505,6 +505,7 @@ export class TetherClient extends Emitter {
         const ev = { data };
         if (d.channel != null) ev.channel = d.channel;
         if (d.offset != null) ev.offset = d.offset;
+        if (d.event != null) ev.event = d.event; // a named SSE event's type
         this._emit('message', ev);
         break;
       }

@@ -599,6 +599,7 @@ pub(crate) fn event(mut e: Event) -> Option<(&'static str, String, Option<Vec<u8
         Event::Message(m) => {
             w.opt_str("channel", m.channel.as_ref());
             w.opt_u64("offset", m.offset);
+            w.opt_str("event", m.event.as_ref());
             match &m.payload {
                 Payload::Json(p) => w.value("json", p),
                 Payload::Text(t) => w.str("text", t),

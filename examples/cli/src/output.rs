@@ -206,6 +206,9 @@ pub(crate) fn event_json(event: &Event) -> Option<(&'static str, Value)> {
             if let Some(offset) = m.offset {
                 fields["offset"] = json!(offset);
             }
+            if let Some(name) = &m.event {
+                fields["sse_event"] = json!(name);
+            }
             ("message", fields)
         }
         Event::Dropped { ids, reason } => (

@@ -205,7 +205,14 @@ impl Engine {
                     return;
                 }
                 let offset = event.id.as_deref().and_then(|id| id.parse().ok());
-                self.deliver(None, offset, Payload::Text(event.data));
+                let named = !event.event.is_empty() && event.event != "message";
+                let name = named.then_some(event.event);
+                self.events.push_back(Event::Message(InboundMessage {
+                    channel: None,
+                    offset,
+                    payload: Payload::Text(event.data),
+                    event: name,
+                }));
             }
         }
     }
@@ -448,6 +455,7 @@ impl Engine {
             channel,
             offset,
             payload,
+            event: None,
         }));
     }
 }

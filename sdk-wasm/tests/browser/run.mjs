@@ -1721,6 +1721,20 @@ test('an outbox flushed on open respects bufferedAmount (highWaterBytes)', async
     `handed to the browser at open: ${r.framesSent} frames, ${r.bytesSent} B (high water 65536 B); outbox left ${r.outboxLength}`);
 });
 
+test('SSE events listed in sseEvents say which event they were', async ({ page }) => {
+  // sseEvents: ['update', 'delete'] delivered both as `message` events with only `data` (the
+  // engine dropped the name in raw SSE mode): the app could not tell an update from a delete.
+  const srv = await sseServer(['event: update\ndata: 1\n\nevent: delete\ndata: 1\n\n', ': idle\n\n']);
+  const r = await page.evaluate(async (url) => {
+    const c = new tether.TetherClient(url, { sseEvents: ['update', 'delete'], backoff: { initialMs: 5000 } });
+    const log = record(c);
+    await until(() => log.filter((e) => e.type === 'message').length === 2, 5000, 'two events');
+    c.close();
+    return log.filter((e) => e.type === 'message').map(({ type, at, ...rest }) => rest);
+  }, srv.url);
+  assert.deepEqual(r.map((m) => m.event), ['update', 'delete'], `message events: ${JSON.stringify(r)}`);
+});
+
 // ---- runner --------------------------------------------------------------------------------
 
 async function main() {
