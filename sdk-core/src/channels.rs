@@ -155,9 +155,6 @@ impl Channels {
         epoch: Option<String>,
         recovered: bool,
     ) {
-        // The server answers in order, so an unsubscribe before this subscribe was answered
-        // already; a server that did not answer it will not any more.
-        self.leaving.retain(|c| c != channel);
         if let Some(sub) = self.subs.get_mut(channel) {
             if sub.last_offset.is_none() || !recovered {
                 sub.last_offset = Some(start);
@@ -339,18 +336,24 @@ mod tests {
     }
 
     #[test]
-    fn a_subscribed_or_a_new_connection_ends_the_leaving() {
+    fn a_subscribed_answer_does_not_end_a_later_unsubscribe_and_a_new_connection_ends_all() {
+        // subscribe, unsubscribe, subscribe before the first answer (React StrictMode's
+        // double effect): the first `subscribed` must not take the unsubscribe sent after it
+        // for answered, or its `unsubscribed` would end the app's subscription.
         let mut c = Channels::default();
         c.add("room");
         c.remove("room");
         c.unsubscribe_sent("room");
         c.add("room");
-        // A server that skipped the answer still answers the subscribe.
         c.on_subscribed("room", 7, None, false);
-        assert_eq!(c.admit("room", Some(8)), Admission::Deliver);
+        assert_eq!(c.admit("room", Some(8)), Admission::Unsubscribed);
+        assert!(!c.on_unsubscribed("room"), "the answer to ours");
+        assert!(c.contains("room"));
+        c.on_subscribed("room", 8, None, false);
+        assert_eq!(c.admit("room", Some(9)), Admission::Deliver);
         c.unsubscribe_sent("room");
         c.connection_opened();
-        assert_eq!(c.admit("room", Some(9)), Admission::Deliver);
+        assert_eq!(c.admit("room", Some(10)), Admission::Deliver);
     }
 
     #[test]

@@ -2418,6 +2418,40 @@ fn subscribing_again_right_after_unsubscribing_survives_the_answer_to_the_unsubs
 }
 
 #[test]
+fn subscribe_unsubscribe_subscribe_before_any_answer_keeps_the_subscription() {
+    // React StrictMode's double effect, and a double toggle: the answers to the first
+    // subscribe must not make the answers to the unsubscribes look like the server's own
+    // removals.
+    for toggles in [1, 2] {
+        let mut sim = tether(Config::builder("ws://relay"));
+        sim.connect_open();
+        sim.engine.subscribe(sim.now, "room").unwrap();
+        for _ in 0..toggles {
+            sim.engine.unsubscribe(sim.now, "room").unwrap();
+            sim.engine.subscribe(sim.now, "room").unwrap();
+        }
+        sim.run_for(ms(100));
+        let channels: Vec<&str> = sim.engine.channels().collect();
+        assert_eq!(channels, ["room"], "{toggles} toggles");
+        let unsubscribed = sim
+            .events_matching(|e| matches!(e, Event::Unsubscribed { .. }).then_some(()))
+            .len();
+        assert_eq!(unsubscribed, toggles, "only the app's own");
+        sim.kill_connection();
+        sim.run_until_state(secs(30), |e| e.state().is_open());
+        sim.run_for(ms(100));
+        sim.other_publishes("room", json!("after"));
+        sim.run_for(ms(100));
+        let delivered: Vec<Payload> = sim.delivered().into_iter().map(|m| m.payload).collect();
+        assert_eq!(
+            delivered,
+            [Payload::Json(json!("after"))],
+            "{toggles} toggles"
+        );
+    }
+}
+
+#[test]
 fn no_channel_message_is_delivered_after_the_app_unsubscribed() {
     let mut sim = tether(Config::builder("ws://relay"));
     sim.engine.subscribe(sim.now, "room").unwrap();
