@@ -58,8 +58,9 @@ impl Client {
     }
 
     /// Starts connecting (from `Idle` or `Closed`), or retries at once while `Waiting` (not
-    /// before a minimum the server set: Retry-After, close 1013, `reconnect_after_ms`), and
-    /// returns at once: the progress arrives as `StateChanged` events. Does nothing once
+    /// before a minimum the server set: Retry-After, close 1013, `reconnect_after_ms`); while
+    /// `Closing`, once the close is done (a `disconnect()` waiting for it returns). Returns at
+    /// once: the progress arrives as `StateChanged` events. Does nothing once
     /// `shutdown()` has started, even before it completes: create a new client instead.
     pub fn connect(&self) {
         self.inner.connect();

@@ -349,7 +349,9 @@ impl Client {
     }
 
     /// Starts connecting (from idle or closed), or retries at once if waiting (at the server's
-    /// minimum if it set one: Retry-After, close 1013, `reconnect_after_ms`). Does nothing
+    /// minimum if it set one: Retry-After, close 1013, `reconnect_after_ms`). During a close
+    /// handshake, the close finishes first (a `close()` waiting for it resolves) and the client
+    /// starts again right after. Does nothing
     /// from the moment [`Client::shutdown`] is called, or once the client task has ended
     /// (every handle dropped): the task is going away, nothing would perform the connection,
     /// and messages accepted by a reopened engine would never be written. The client goes on
@@ -711,9 +713,14 @@ impl Client {
     /// what the engine reports when its driver stops running it.
     pub async fn closed(&self) -> CloseReason {
         let mut rx = self.watch_state();
+        let closes_before = self.shared.lock_events().closes;
         loop {
             if let State::Closed { reason } = &*rx.borrow_and_update() {
                 return reason.clone();
+            }
+            // Closed and already started again (`connect()` during the close handshake).
+            if let Some(reason) = self.shared.lock_events().closed_since(closes_before) {
+                return reason;
             }
             if rx.changed().await.is_err() {
                 return match self.shared.lock().engine.state() {
@@ -823,6 +830,11 @@ pub(crate) struct EventQueue {
     pub(crate) receiver_gone: bool,
     /// The client task ended: `Events` ends once the queue is empty.
     pub(crate) sender_gone: bool,
+    /// How many times the state went to `Closed`, and the last close's reason: a close the
+    /// app followed with `connect()` (the engine starts again as soon as the handshake ends)
+    /// passes `Closed` within one handover, which a watcher of the latest state never sees.
+    pub(crate) closes: u32,
+    pub(crate) last_close: Option<Box<CloseReason>>,
 }
 
 impl EventQueue {
@@ -836,7 +848,18 @@ impl EventQueue {
             room: None,
             receiver_gone: false,
             sender_gone: false,
+            closes: 0,
+            last_close: None,
         }
+    }
+
+    /// The reason of the last close, if the state went to `Closed` since `closes` were
+    /// counted.
+    fn closed_since(&self, closes: u32) -> Option<CloseReason> {
+        if self.closes == closes {
+            return None;
+        }
+        self.last_close.as_deref().cloned()
     }
 
     /// Whether the task may go on: the queue holds at most `capacity` events.

@@ -178,6 +178,10 @@ impl Driver {
         while let Some(event) = next {
             resolve_waiters(&mut inner.waiters, &event);
             if let Event::StateChanged { to, .. } = &event {
+                if let State::Closed { reason } = to {
+                    queue.closes = queue.closes.wrapping_add(1);
+                    queue.last_close = Some(Box::new(reason.clone()));
+                }
                 queue.state = to.clone();
                 if let Some(watch) = &queue.state_watch {
                     watch.send_replace(to.clone());

@@ -301,6 +301,47 @@ async fn a_close_while_reconnecting_finishes_while_the_app_holds_events_it_does_
 }
 
 #[tokio::test]
+async fn close_resolves_when_the_app_connects_again_during_the_close_handshake() {
+    // The engine finishes the close and starts again in one go; `close()` must still see
+    // the Closed it waits for (it used to watch only the latest state, and hang).
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = echo_server(listener).await;
+    let (client, mut events) = Client::builder(format!("ws://{addr}")).connect().unwrap();
+    while !matches!(
+        common::next_event(&mut events).await,
+        Event::StateChanged {
+            to: State::Open,
+            ..
+        }
+    ) {}
+    // Polled once: the close command runs (the engine is Closing, its handshake under way),
+    // then the app connects again before the handshake can end.
+    let mut closing = Box::pin(client.close());
+    assert!(
+        closing.as_mut().now_or_never().is_none(),
+        "the handshake takes a turn"
+    );
+    client.connect();
+    let reason = timeout(Duration::from_secs(5), closing)
+        .await
+        .expect("close() resolves");
+    assert_eq!(reason, tether::CloseReason::App { code: 1000 });
+    let limit = tokio::time::Instant::now() + Duration::from_secs(5);
+    while client.state() != State::Open {
+        assert!(
+            tokio::time::Instant::now() < limit,
+            "not open again: {:?}",
+            client.state()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    drop(events);
+    client.shutdown().await;
+    server.abort();
+}
+
+#[tokio::test]
 async fn connect_and_document_during_shutdown_open_nothing() {
     // Holds every TCP connection without a handshake.
     let (addr, accepted, server) = counting_listener(Held::Open).await;
