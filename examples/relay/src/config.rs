@@ -90,7 +90,8 @@ pub struct RelayConfig {
     /// reader that stops keeps its frames alive after the history has let them go, so
     /// without this one slow reader of large messages could hold `max_queued_frames` ×
     /// `max_message_size` (4 GiB with the defaults). A connection with nothing queued is
-    /// always sent the next frame, however large. Default: 64 MiB.
+    /// always sent the next frame, however large; a replay it asked for (a subscribe's) does not
+    /// count. Default: 64 MiB.
     pub max_queued_bytes: usize,
     /// Time allowed for the HTTP request head and, when the token must come in `hello`,
     /// for that `hello`. Default: 10 s.
@@ -121,6 +122,10 @@ pub enum ConfigError {
     /// `max_queued_frames` is 0: every connection would be a slow consumer.
     #[error("max_queued_frames must be at least 1")]
     MaxQueuedFrames,
+    /// `max_queued_bytes` is 0: every connection with anything queued would be a slow
+    /// consumer.
+    #[error("max_queued_bytes must be at least 1")]
+    MaxQueuedBytes,
     /// A timing that must be positive is zero.
     #[error("{0} must be greater than zero")]
     ZeroDuration(&'static str),
@@ -196,6 +201,9 @@ impl RelayConfig {
         }
         if self.max_queued_frames == 0 {
             return Err(ConfigError::MaxQueuedFrames);
+        }
+        if self.max_queued_bytes == 0 {
+            return Err(ConfigError::MaxQueuedBytes);
         }
 
         if self.token.as_deref() == Some("") {

@@ -109,14 +109,15 @@ impl Shared {
 #[derive(Debug, Clone)]
 pub(crate) struct Peer {
     id: PeerId,
-    tx: mpsc::UnboundedSender<Outbound>,
+    /// Each item with the bytes it counts against the byte limit (0 for a push).
+    tx: mpsc::UnboundedSender<(Outbound, usize)>,
     shared: Arc<Shared>,
 }
 
 /// The receiving side, owned by the connection's writer.
 #[derive(Debug)]
 pub(crate) struct PeerQueue {
-    rx: mpsc::UnboundedReceiver<Outbound>,
+    rx: mpsc::UnboundedReceiver<(Outbound, usize)>,
     shared: Arc<Shared>,
 }
 
@@ -165,6 +166,9 @@ impl Peer {
     /// replay, at most the history capacity). A client that keeps asking without reading
     /// (repeated subscribes) reaches `limit + burst` and is cut off as a slow consumer, so
     /// its queue cannot grow without bound.
+    /// Its bytes do not count against the byte limit: a replay the connection asked for may be
+    /// larger than that (the history it repeats is in memory anyway), and must not have the
+    /// next broadcast cut the connection off.
     pub(crate) fn push(&self, item: Outbound) {
         self.push_tracked(item);
     }
@@ -172,6 +176,11 @@ impl Peer {
     /// [`push`](Self::push), returning the item's ticket if it was queued, so that the
     /// sender can tell later whether it is still waiting (see [`Peer::is_queued`]).
     pub(crate) fn push_tracked(&self, item: Outbound) -> Option<Ticket> {
+        self.enqueue(item, false)
+    }
+
+    /// Queues `item`, counting its bytes against the byte limit if `counted` (an offer).
+    fn enqueue(&self, item: Outbound, counted: bool) -> Option<Ticket> {
         let shared = &self.shared;
         if shared.overflowed.load(Ordering::Relaxed) {
             return None;
@@ -186,11 +195,11 @@ impl Peer {
         } else {
             item
         };
-        let bytes = item.len();
+        let bytes = if counted { item.len() } else { 0 };
         shared.queued.fetch_add(1, Ordering::Relaxed);
         shared.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
         let ticket = Ticket(shared.pushed.fetch_add(1, Ordering::Relaxed) + 1);
-        if self.tx.send(item).is_err() {
+        if self.tx.send((item, bytes)).is_err() {
             // The connection is gone; it will be removed from every table shortly.
             shared.queued.fetch_sub(1, Ordering::Relaxed);
             shared.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
@@ -207,7 +216,8 @@ impl Peer {
         self.shared.taken.load(Ordering::Relaxed) < ticket.0
     }
 
-    /// Queues `item` unless the queue is over its limits (frames, or bytes with this item),
+    /// Queues `item` unless the queue is over its limits (frames, or bytes of offered items
+    /// with this one),
     /// in which case the peer is marked as a slow consumer and the item is dropped, and so is
     /// every later one, even once the queue has room again: delivered after the gap, a later
     /// message would make the client resume past it. Returns whether it was queued.
@@ -225,7 +235,7 @@ impl Peer {
             shared.overflow();
             return false;
         }
-        self.push(item);
+        self.enqueue(item, true);
         true
     }
 
@@ -245,20 +255,16 @@ impl Peer {
 impl PeerQueue {
     /// The next queued item; `None` only once every [`Peer`] is dropped.
     pub(crate) async fn recv(&mut self) -> Option<Outbound> {
-        let item = self.rx.recv().await;
-        if let Some(item) = &item {
-            self.taken(item);
-        }
-        item
+        let (item, bytes) = self.rx.recv().await?;
+        self.taken(bytes);
+        Some(item)
     }
 
     /// The next item if one is queued already.
     pub(crate) fn try_recv(&mut self) -> Option<Outbound> {
-        let item = self.rx.try_recv().ok();
-        if let Some(item) = &item {
-            self.taken(item);
-        }
-        item
+        let (item, bytes) = self.rx.try_recv().ok()?;
+        self.taken(bytes);
+        Some(item)
     }
 
     /// Whether the client said `hello`. A connection that did not may be any WebSocket
@@ -280,11 +286,10 @@ impl PeerQueue {
             .collect()
     }
 
-    fn taken(&self, item: &Outbound) {
+    /// An item left the queue; `bytes`: what it counted against the byte limit.
+    fn taken(&self, bytes: usize) {
         self.shared.queued.fetch_sub(1, Ordering::Relaxed);
-        self.shared
-            .queued_bytes
-            .fetch_sub(item.len(), Ordering::Relaxed);
+        self.shared.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
         self.shared.taken.fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -423,6 +428,14 @@ mod tests {
         let (peer, _queue) = Peer::with_limits(2, limits);
         assert!(peer.offer(frame(&"x".repeat(50))));
         assert!(!peer.offer(frame("y")));
+
+        // A replay the connection asked for (pushed) does not count: the broadcasts after
+        // it are still taken.
+        let (peer, mut queue) = Peer::with_limits(3, limits);
+        peer.push(frame(&"r".repeat(18)));
+        assert!(peer.offer(frame("live")), "not cut off by its own replay");
+        assert!(queue.try_recv().is_some() && queue.try_recv().is_some());
+        assert_eq!(peer.shared.queued_bytes.load(Ordering::Relaxed), 0);
     }
 
     #[tokio::test]
