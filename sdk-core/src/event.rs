@@ -136,9 +136,11 @@ pub enum CloseReason {
         /// The code the app closed with (1001 when abandoned).
         code: u16,
     },
-    /// `max_attempts` consecutive attempts failed.
+    /// `max_attempts` consecutive attempts failed (not counting those made while the app
+    /// reported the network offline).
     GaveUp {
-        /// How many.
+        /// How many failed in a row, those made while the app reported the network offline
+        /// included (they do not count against `max_attempts`, so this may be more).
         attempts: u32,
     },
     /// The close policy classified the server's close code or HTTP status as terminal.

@@ -230,13 +230,20 @@ fn connect_during_the_close_handshake_starts_again_once_it_is_done() {
         "the close is finished and reported first: {states:?}"
     );
 
-    // And a close after that connect is the last word again.
+    // And a close (or a drained close) after that connect is the last word again.
     sim.engine.close(sim.now, 1000, "bye").unwrap();
     sim.engine.connect(sim.now);
     sim.engine.close(sim.now, 1000, "really").unwrap();
     sim.run_for(secs(3));
     assert!(sim.engine.state().is_closed());
     assert_eq!(sim.server.opens.len(), 2);
+    sim.connect_open();
+    sim.engine.close(sim.now, 1000, "bye").unwrap();
+    sim.engine.connect(sim.now);
+    sim.engine.close_after_drain(sim.now, secs(1));
+    sim.run_for(secs(3));
+    assert!(sim.engine.state().is_closed(), "{:?}", sim.engine.state());
+    assert_eq!(sim.server.opens.len(), 3);
 }
 
 #[test]

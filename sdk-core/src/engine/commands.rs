@@ -325,6 +325,8 @@ impl Engine {
     /// messages are refused with [`SendError::Closing`] meanwhile.
     pub fn close_after_drain(&mut self, now: Instant, timeout: Duration) {
         let now = self.observe(now);
+        // A close is the app's last word, also over a `connect` made while closing.
+        self.connect_after_close = false;
         if self.state.is_closed() || self.state == State::Closing {
             return;
         }

@@ -326,6 +326,8 @@ impl Engine {
         self.teardown_connection();
         self.timers = Default::default();
         self.drain = None;
+        // Only a close handshake the app asked for starts again (`closing_finished`).
+        self.connect_after_close = false;
         self.drop_everything_pending();
         #[cfg(feature = "documents")]
         self.doc_changes.clear();
@@ -340,8 +342,9 @@ impl Engine {
     /// timeout): closed with the app's code, then started again if the app called `connect`
     /// meanwhile.
     pub(super) fn closing_finished(&mut self, now: Instant, code: u16) {
+        let again = std::mem::take(&mut self.connect_after_close);
         self.finish_closed(CloseReason::App { code });
-        if std::mem::take(&mut self.connect_after_close) {
+        if again {
             self.connect(now);
         }
     }
