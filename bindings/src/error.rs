@@ -51,6 +51,9 @@ pub enum ClientError {
     /// The client is draining its outbox before closing and takes no new messages.
     #[error("the client is closing")]
     Closing,
+    /// The URL is an event stream (SSE), which only receives: nothing can be sent on it.
+    #[error("an event stream (SSE) is receive-only: nothing can be sent on it")]
+    ReceiveOnly,
     /// An acknowledged message left the outbox without an ack (it may have been delivered if
     /// the reason is not `Rejected`, but the server never confirmed it).
     #[error("dropped before acknowledgement: {reason:?}")]
@@ -128,6 +131,7 @@ impl From<tether::SendError> for ClientError {
             tether::SendError::OutboxFull => ClientError::OutboxFull,
             tether::SendError::Closed => ClientError::Closed,
             tether::SendError::Closing => ClientError::Closing,
+            tether::SendError::ReceiveOnly => ClientError::ReceiveOnly,
             tether::SendError::NeedsTetherProtocol(_) => ClientError::NeedsTetherProtocol,
             tether::SendError::BinaryInTetherMode => ClientError::InvalidArgument {
                 argument: "payload".to_owned(),

@@ -261,7 +261,11 @@ export interface TetherClientOptions {
    * (EventSource's own events, not messages). [none]
    */
   sseEvents?: string[];
-  /** Stop writing while the socket's `bufferedAmount` is above `highWaterBytes`, resume at `lowWaterBytes`. [1 MiB / 256 KiB] */
+  /**
+   * Stop writing once the socket's `bufferedAmount` reaches `highWaterBytes` (messages wait
+   * in the outbox), resume at `lowWaterBytes`. Messages are handed to the socket at most
+   * `highWaterBytes` (plus one message) at a time. [1 MiB / 256 KiB]
+   */
   backpressure?: { highWaterBytes?: number; lowWaterBytes?: number };
   /** Wire window `online`/`offline` and `visibilitychange`. [true] */
   lifecycle?: boolean;

@@ -377,11 +377,11 @@ export class TetherClient extends Emitter {
    * is pending, for at most that long.
    */
   close(code, reason, options) {
-    this._told = true;
     // `null` reads as not given, as for options (the glue would fail on it with no word).
     code = typed(code, 'number', 'code') ?? 1000;
     reason = typed(reason, 'string', 'reason') ?? '';
     const { drain } = known(options, { drain: 'number' });
+    this._told = true; // a close that was refused above does not count
     if (drain != null) {
       // A drained close ends with 1000: a code or reason given with it would be dropped.
       if (code !== 1000 || reason !== '') {

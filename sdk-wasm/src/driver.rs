@@ -207,9 +207,16 @@ impl Inner {
                 busy = true;
                 shared.out.borrow_mut().push_back(Out::Event(event));
             }
-            if !busy && !self.check_backpressure(now) {
-                break;
+            if busy || self.check_backpressure(now) {
+                continue;
             }
+            // A deadline already due (the next batch of an outbox flush): run it now rather
+            // than after a `setTimeout`, which a hidden tab throttles to a second or more.
+            if !self.blocked && self.engine.poll_timeout().is_some_and(|at| at <= now) {
+                self.engine.handle_timeout(now);
+                continue;
+            }
+            break;
         }
         self.arm_timer(shared, now);
     }
@@ -285,10 +292,12 @@ impl Inner {
         let (id, Some(buffered)) = (socket.id(), socket.buffered()) else {
             return false;
         };
+        // Stopped at the mark, not only above it: the engine hands over a batch of exactly
+        // the mark, and one more batch on top would double what waits in the browser.
         let writable = if self.blocked {
             buffered <= self.low_water
         } else {
-            buffered <= self.high_water
+            buffered < self.high_water
         };
         if writable != self.blocked {
             return false;
