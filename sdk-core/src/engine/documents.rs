@@ -72,7 +72,7 @@ impl Engine {
             .encode(),
         );
         let id = self.accept(now, frame, Awaiting::Ack(wire.clone()), None, None)?;
-        self.doc_changes.push((wire.clone(), channel.to_owned()));
+        self.remember_doc_change(wire.clone(), channel);
         if let Some(doc) = self.documents.get_mut(channel) {
             let changes = doc.local(id, wire, ops);
             self.emit_doc_changes(channel, ChangeOrigin::LocalPending, changes);
@@ -222,6 +222,20 @@ impl Engine {
         self.react(&channel, reaction);
     }
 
+    /// Remembers the channel of document change `wire` for its ack. Changes dropped before
+    /// they were written are otherwise kept until the connection ends: past twice the outbox's
+    /// size, those no longer in the outbox go (a long-lived connection under backpressure
+    /// that keeps dropping edits must not grow this for ever).
+    fn remember_doc_change(&mut self, wire: String, channel: &str) {
+        let bound = 2 * self.config.outbox.max_messages.max(64);
+        if self.doc_changes.len() >= bound {
+            let outbox = &self.outbox;
+            self.doc_changes
+                .retain(|(wire, _)| outbox.id_for_wire(wire).is_some());
+        }
+        self.doc_changes.push((wire, channel.to_owned()));
+    }
+
     /// Forgets document change `wire` (acked, or refused by the server); its channel.
     pub(super) fn take_doc_change(&mut self, wire: &str) -> Option<String> {
         let pos = self.doc_changes.iter().position(|(w, _)| w == wire)?;
@@ -276,5 +290,41 @@ impl Engine {
             origin,
             changes,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Config, Engine, Instant, Protocol};
+    use serde_json::json;
+
+    #[test]
+    fn changes_dropped_unwritten_are_not_remembered_for_ever() {
+        // Never connected: every change waits in an outbox of 4, the oldest dropped by each
+        // new one. Their channels were kept for acks that cannot come, without bound.
+        let config = Config::builder("ws://relay/")
+            .protocol(Protocol::Tether)
+            .outbox_max_messages(4)
+            .build()
+            .unwrap();
+        let mut engine = Engine::new(config, 1);
+        engine.open_document(Instant::ZERO, "d").unwrap();
+        for n in 0..1_000 {
+            engine.doc_set(Instant::ZERO, "d", "k", json!(n)).unwrap();
+        }
+        assert_eq!(engine.outbox_len(), 4);
+        assert!(
+            engine.doc_changes.len() <= 128,
+            "{}",
+            engine.doc_changes.len()
+        );
+        // The ones still in the outbox are all remembered.
+        let outbox = &engine.outbox;
+        let kept = engine
+            .doc_changes
+            .iter()
+            .filter(|(wire, _)| outbox.id_for_wire(wire).is_some())
+            .count();
+        assert_eq!(kept, 4);
     }
 }
