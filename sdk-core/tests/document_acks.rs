@@ -8,48 +8,17 @@
 
 mod docnet;
 
-use docnet::{author, DocNet, DOC};
+use docnet::{client_config, inc, secs, set, started, DocNet, DOC};
 use serde_json::json;
 use std::time::Duration;
 use tether_core::protocol::{ClientMessage, ServerMessage};
 use tether_core::sync::{ChangeOrigin, Op};
 use tether_core::{Action, Config, Engine, Event, Frame, Instant, Protocol, TransportId};
 
-fn secs(s: u64) -> Duration {
-    Duration::from_secs(s)
-}
-
-fn set(key: &str, value: serde_json::Value) -> Vec<Op> {
-    vec![Op::Set {
-        key: key.into(),
-        value,
-    }]
-}
-
-fn inc(key: &str, by: i64) -> Vec<Op> {
-    vec![Op::Increment {
-        key: key.into(),
-        by: by.into(),
-    }]
-}
-
-fn started(clients: usize, seed: u64) -> DocNet {
-    let mut net = DocNet::new(clients, seed, 1_024);
-    net.connect_all();
-    net.settle(secs(10));
-    net
-}
-
 /// A docnet whose client 0 has an outbox of at most `max` messages.
 fn started_with_small_outbox(clients: usize, seed: u64, max: usize) -> DocNet {
     let mut net = DocNet::new(clients, seed, 1_024);
-    let config = Config::builder("ws://relay/")
-        .protocol(Protocol::Tether)
-        .client_id(author(0))
-        .backoff_initial(Duration::from_millis(100))
-        .backoff_max(Duration::from_secs(2))
-        .heartbeat_interval(Duration::from_secs(1))
-        .heartbeat_mode(tether_core::HeartbeatMode::AppMessage)
+    let config = client_config(0)
         .outbox_max_messages(max)
         .seed(99)
         .build()
@@ -89,13 +58,9 @@ fn an_applied_change_evicted_from_the_outbox_after_it_was_written_shows_for_its_
         json!("mine"),
         "the server applied it"
     );
-    assert_eq!(net.view(1)["title"], json!("mine"), "client1 shows it");
-    assert_eq!(
-        net.view(0),
-        net.server.state().clone(),
-        "client0 (its author) must converge too; it reported {rejected:?} for {change:?}\n{}",
-        net.describe()
-    );
+    // Its author too, though it reported the change dropped.
+    assert_eq!(rejected, [(change, "overflow".to_owned())]);
+    net.expect_same_everywhere();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -119,13 +84,7 @@ fn a_document_reopened_while_offline_shows_its_own_queued_change() {
         json!("mine"),
         "the server applied it"
     );
-    assert_eq!(net.view(1)["title"], json!("mine"), "client1 shows it");
-    assert_eq!(
-        net.view(0),
-        net.server.state().clone(),
-        "the reopened document must show the server's state\n{}",
-        net.describe()
-    );
+    net.expect_same_everywhere();
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@
 
 mod docnet;
 
-use docnet::{DocNet, DOC};
+use docnet::{inc, secs, set, started, DocNet, DOC};
 use proptest::prelude::*;
 use serde_json::json;
 use std::time::Duration;
@@ -14,31 +14,6 @@ use tether_core::sync::{ChangeOrigin, Op};
 use tether_core::{
     Action, Config, Engine, Event, Frame, Instant, Protocol, SyncError, TransportId,
 };
-
-fn secs(s: u64) -> Duration {
-    Duration::from_secs(s)
-}
-
-fn set(key: &str, value: serde_json::Value) -> Vec<Op> {
-    vec![Op::Set {
-        key: key.into(),
-        value,
-    }]
-}
-
-fn inc(key: &str, by: i64) -> Vec<Op> {
-    vec![Op::Increment {
-        key: key.into(),
-        by: by.into(),
-    }]
-}
-
-fn started(clients: usize, seed: u64) -> DocNet {
-    let mut net = DocNet::new(clients, seed, 1_024);
-    net.connect_all();
-    net.settle(secs(10));
-    net
-}
 
 #[test]
 fn a_local_change_shows_at_once_then_is_confirmed() {

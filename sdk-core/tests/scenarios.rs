@@ -2720,10 +2720,8 @@ fn an_sse_retry_shapes_the_backoff_but_an_app_connect_or_online_is_not_held_by_i
     assert_eq!(sim.server.opens.len(), 2, "coming online attempts at once");
 }
 
-#[test]
-fn an_sse_event_with_empty_data_is_a_message_in_raw_mode() {
-    // `data` alone on a line dispatches an event whose data is "" (browsers fire it); it was
-    // taken for an id-only update and never delivered.
+/// What a raw-mode SSE client delivers of `stream`, read by the engine's own parser.
+fn raw_sse_delivered(stream: &[u8]) -> Vec<tether_core::InboundMessage> {
     let mut sim = Sim::new(
         Config::builder("http://relay/sse/room").build().unwrap(),
         false,
@@ -2731,12 +2729,22 @@ fn an_sse_event_with_empty_data_is_a_message_in_raw_mode() {
     sim.connect_open();
     let transport = sim.server.conn.unwrap();
     let mut parser = tether_core::sse::SseParser::new(1 << 20);
-    parser.feed(b"data: first\n\ndata\n\nid: 7\n\ndata: last\n\n");
+    parser.feed(stream);
     while let Some(item) = parser.poll() {
         sim.engine.sse_parsed(sim.now, transport, item);
     }
     sim.run_for(ms(10));
-    let got: Vec<Payload> = sim.delivered().into_iter().map(|m| m.payload).collect();
+    sim.delivered()
+}
+
+#[test]
+fn an_sse_event_with_empty_data_is_a_message_in_raw_mode() {
+    // `data` alone on a line dispatches an event whose data is "" (browsers fire it); it was
+    // taken for an id-only update and never delivered.
+    let got: Vec<Payload> = raw_sse_delivered(b"data: first\n\ndata\n\nid: 7\n\ndata: last\n\n")
+        .into_iter()
+        .map(|m| m.payload)
+        .collect();
     assert_eq!(
         got,
         [
@@ -2752,19 +2760,11 @@ fn an_sse_event_with_empty_data_is_a_message_in_raw_mode() {
 fn a_named_sse_event_says_its_type() {
     // With several named events (`event: update`, `event: delete`) the app could not tell
     // them apart: the type was dropped.
-    let mut sim = Sim::new(
-        Config::builder("http://relay/sse/room").build().unwrap(),
-        false,
-    );
-    sim.connect_open();
-    let transport = sim.server.conn.unwrap();
-    let mut parser = tether_core::sse::SseParser::new(1 << 20);
-    parser.feed(b"event: update\ndata: 1\n\nevent: delete\ndata: 1\n\ndata: plain\n\n");
-    while let Some(item) = parser.poll() {
-        sim.engine.sse_parsed(sim.now, transport, item);
-    }
-    sim.run_for(ms(10));
-    let got: Vec<Option<String>> = sim.delivered().into_iter().map(|m| m.event).collect();
+    let stream = b"event: update\ndata: 1\n\nevent: delete\ndata: 1\n\ndata: plain\n\n";
+    let got: Vec<Option<String>> = raw_sse_delivered(stream)
+        .into_iter()
+        .map(|m| m.event)
+        .collect();
     assert_eq!(
         got,
         [Some("update".to_owned()), Some("delete".to_owned()), None]

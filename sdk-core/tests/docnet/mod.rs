@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tether_core::protocol::{ClientMessage, ServerMessage};
-use tether_core::sync::{ChangeOutcome, DocumentServer, SyncReply};
+use tether_core::sync::{ChangeOutcome, DocumentServer, Op, SyncReply};
 use tether_core::{Action, Config, Engine, Event, Frame, Instant, Prng, Protocol, TransportId};
 
 pub const DOC: &str = "doc";
@@ -16,6 +16,44 @@ pub const DOC: &str = "doc";
 /// Client `i`'s `client_id`, which the server keys its changes on and names as their author.
 pub fn author(i: usize) -> String {
     format!("client{i}")
+}
+
+/// Client `i`'s settings (without its seed): what [`DocNet::new`] gives every client, for a
+/// test that changes one of them.
+pub fn client_config(i: usize) -> tether_core::ConfigBuilder {
+    Config::builder("ws://relay/")
+        .protocol(Protocol::Tether)
+        .client_id(author(i))
+        .backoff_initial(Duration::from_millis(100))
+        .backoff_max(Duration::from_secs(2))
+        .heartbeat_interval(Duration::from_secs(1))
+        .heartbeat_mode(tether_core::HeartbeatMode::AppMessage)
+}
+
+pub fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+pub fn set(key: &str, value: Value) -> Vec<Op> {
+    vec![Op::Set {
+        key: key.into(),
+        value,
+    }]
+}
+
+pub fn inc(key: &str, by: i64) -> Vec<Op> {
+    vec![Op::Increment {
+        key: key.into(),
+        by: by.into(),
+    }]
+}
+
+/// `clients` clients connected and settled on an empty document.
+pub fn started(clients: usize, seed: u64) -> DocNet {
+    let mut net = DocNet::new(clients, seed, 1_024);
+    net.connect_all();
+    net.settle(secs(10));
+    net
 }
 
 /// Where a frame is going.
@@ -68,16 +106,7 @@ impl DocNet {
         let mut rng = Prng::seed_from_u64(seed);
         let nodes = (0..clients)
             .map(|i| {
-                let config = Config::builder("ws://relay/")
-                    .protocol(Protocol::Tether)
-                    .client_id(author(i))
-                    .backoff_initial(Duration::from_millis(100))
-                    .backoff_max(Duration::from_secs(2))
-                    .heartbeat_interval(Duration::from_secs(1))
-                    .heartbeat_mode(tether_core::HeartbeatMode::AppMessage)
-                    .seed(rng.next_u64())
-                    .build()
-                    .unwrap();
+                let config = client_config(i).seed(rng.next_u64()).build().unwrap();
                 // Each client is its own process, with its own entropy: a seed fixes timing,
                 // not the identity its change ids are unique by.
                 let mut engine = Engine::new(config, i as u64);
