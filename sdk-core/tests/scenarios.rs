@@ -1575,10 +1575,7 @@ fn close_after_drain_closes_when_the_last_request_times_out_while_waiting() {
             reason: CloseReason::App { code: 1000 }
         }
     );
-    let failed = sim.events_matching(|e| match e {
-        Event::RequestFailed { id: r, reason } if *r == id => Some(reason.clone()),
-        _ => None,
-    });
+    let failed = sim.request_failures(id);
     assert_eq!(failed, [RequestFailure::TimedOut]);
     assert_eq!(
         sim.server.opens.len(),
@@ -1597,10 +1594,7 @@ fn close_after_drain_closes_when_the_last_request_fails_with_the_connection() {
     sim.engine.close_after_drain(sim.now, secs(60));
     let opens = sim.server.opens.len();
     sim.kill_connection();
-    let failed = sim.events_matching(|e| match e {
-        Event::RequestFailed { id: r, reason } if *r == id => Some(reason.clone()),
-        _ => None,
-    });
+    let failed = sim.request_failures(id);
     assert_eq!(failed, [RequestFailure::ConnectionLost]);
     assert_eq!(
         sim.engine.state(),
@@ -1625,10 +1619,7 @@ fn a_request_times_out_on_the_tick_its_deadline_shares_with_the_drain_timeout() 
         .unwrap();
     sim.engine.close_after_drain(sim.now, secs(2));
     sim.run_for(secs(3));
-    let failed = sim.events_matching(|e| match e {
-        Event::RequestFailed { id: r, reason } if *r == id => Some(reason.clone()),
-        _ => None,
-    });
+    let failed = sim.request_failures(id);
     assert_eq!(failed, [RequestFailure::TimedOut]);
     sim.run_until_state(secs(5), |e| e.state().is_closed());
     assert_eq!(

@@ -1,20 +1,18 @@
 //! A `wss://` echo server whose certificate is signed by a CA generated for the test, so
 //! clients trust it only when given that CA.
 
+use crate::listen::Listener;
 use futures_util::{SinkExt, StreamExt};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use tokio::net::TcpListener;
-use tokio::task::JoinSet;
+use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 
 /// A running TLS WebSocket echo server; dropping it stops it and removes the CA file.
 #[derive(Debug)]
 pub struct TlsEchoServer {
-    addr: SocketAddr,
+    listener: Listener,
     ca_file: PathBuf,
-    task: tokio::task::JoinHandle<()>,
 }
 
 impl TlsEchoServer {
@@ -51,41 +49,13 @@ impl TlsEchoServer {
                 rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
             )?;
         let acceptor = TlsAcceptor::from(Arc::new(config));
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let task = tokio::spawn(async move {
-            let mut connections = JoinSet::new();
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else {
-                    return;
-                };
-                let acceptor = acceptor.clone();
-                connections.spawn(async move {
-                    let Ok(tls) = acceptor.accept(tcp).await else {
-                        return;
-                    };
-                    let Ok(mut ws) = tokio_tungstenite::accept_async(tls).await else {
-                        return;
-                    };
-                    while let Some(Ok(msg)) = ws.next().await {
-                        if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
-                            return;
-                        }
-                    }
-                });
-                while connections.try_join_next().is_some() {}
-            }
-        });
-        Ok(TlsEchoServer {
-            addr,
-            ca_file,
-            task,
-        })
+        let listener = Listener::start(move |tcp| echo(acceptor.clone(), tcp)).await?;
+        Ok(TlsEchoServer { listener, ca_file })
     }
 
     /// `wss://localhost:PORT/`.
     pub fn wss_url(&self) -> String {
-        format!("wss://localhost:{}/", self.addr.port())
+        format!("wss://localhost:{}/", self.listener.addr().port())
     }
 
     /// The CA certificate (PEM) that signed the server's certificate.
@@ -96,8 +66,23 @@ impl TlsEchoServer {
 
 impl Drop for TlsEchoServer {
     fn drop(&mut self) {
-        self.task.abort();
+        // The listener stops itself and its connections as it is dropped.
         let _ = std::fs::remove_file(&self.ca_file);
+    }
+}
+
+/// One connection: the TLS and WebSocket handshakes, then every data message echoed.
+async fn echo(acceptor: TlsAcceptor, tcp: TcpStream) {
+    let Ok(tls) = acceptor.accept(tcp).await else {
+        return;
+    };
+    let Ok(mut ws) = tokio_tungstenite::accept_async(tls).await else {
+        return;
+    };
+    while let Some(Ok(msg)) = ws.next().await {
+        if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
+            return;
+        }
     }
 }
 

@@ -685,30 +685,38 @@ async fn the_token_provider_is_asked_on_every_attempt() {
     relay.shutdown().await;
 }
 
+/// A Tether client named `id`, subscribed to `lobby` (the subscription confirmed).
+async fn in_lobby(url: String, id: &str) -> (Client, Recorder) {
+    let (client, events) = fast(url)
+        .protocol(Protocol::Tether)
+        .client_id(id)
+        .connect()
+        .unwrap();
+    let mut rec = Recorder::new(events);
+    client.subscribe("lobby").unwrap();
+    rec.until_subscribed(LIMIT).await;
+    (client, rec)
+}
+
+/// Waits for a presence update in which `member` is present, or (`present` false) has left.
+async fn until_presence(rec: &mut Recorder, member: &str, present: bool) {
+    rec.until(LIMIT, |e| match e {
+        Event::Presence { members, left, .. } => {
+            let seen = if present { members } else { left };
+            seen.iter().any(|m| m == member).then_some(())
+        }
+        _ => None,
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_quick_reconnect_never_looks_like_leaving() {
     let relay = relay().await;
     let proxy = ChaosProxy::start(relay.local_addr()).await.unwrap();
-    let (flaky, events) = fast(proxy.ws_url("/"))
-        .protocol(Protocol::Tether)
-        .client_id("flaky")
-        .connect()
-        .unwrap();
-    let mut frec = Recorder::new(events);
-    flaky.subscribe("lobby").unwrap();
-    frec.until_subscribed(LIMIT).await;
-    let (watcher, events) = fast(relay.ws_url())
-        .protocol(Protocol::Tether)
-        .client_id("watcher")
-        .connect()
-        .unwrap();
-    let mut wrec = Recorder::new(events);
-    watcher.subscribe("lobby").unwrap();
-    wrec.until(LIMIT, |e| match e {
-        Event::Presence { members, .. } if members.contains(&"flaky".to_owned()) => Some(()),
-        _ => None,
-    })
-    .await;
+    let (flaky, mut frec) = in_lobby(proxy.ws_url("/"), "flaky").await;
+    let (watcher, mut wrec) = in_lobby(relay.ws_url(), "watcher").await;
+    until_presence(&mut wrec, "flaky", true).await;
 
     proxy.kill_all();
     frec.until_subscribed(LIMIT).await;
@@ -720,11 +728,7 @@ async fn a_quick_reconnect_never_looks_like_leaving() {
     assert_eq!(watcher.presence("lobby").unwrap(), vec!["flaky", "watcher"]);
 
     drop(flaky);
-    wrec.until(LIMIT, |e| match e {
-        Event::Presence { left, .. } if left.contains(&"flaky".to_owned()) => Some(()),
-        _ => None,
-    })
-    .await;
+    until_presence(&mut wrec, "flaky", false).await;
     relay.shutdown().await;
 }
 
@@ -741,33 +745,12 @@ async fn a_client_that_closes_leaves_at_once_not_after_the_grace_period() {
     )
     .await
     .unwrap();
-    let (leaver, events) = fast(relay.ws_url())
-        .protocol(Protocol::Tether)
-        .client_id("leaver")
-        .connect()
-        .unwrap();
-    let mut lrec = Recorder::new(events);
-    leaver.subscribe("lobby").unwrap();
-    lrec.until_subscribed(LIMIT).await;
-    let (watcher, events) = fast(relay.ws_url())
-        .protocol(Protocol::Tether)
-        .client_id("watcher")
-        .connect()
-        .unwrap();
-    let mut wrec = Recorder::new(events);
-    watcher.subscribe("lobby").unwrap();
-    wrec.until(LIMIT, |e| match e {
-        Event::Presence { members, .. } if members.contains(&"leaver".to_owned()) => Some(()),
-        _ => None,
-    })
-    .await;
+    let (leaver, _lrec) = in_lobby(relay.ws_url(), "leaver").await;
+    let (watcher, mut wrec) = in_lobby(relay.ws_url(), "watcher").await;
+    until_presence(&mut wrec, "leaver", true).await;
 
     leaver.close().await;
-    wrec.until(LIMIT, |e| match e {
-        Event::Presence { left, .. } if left.contains(&"leaver".to_owned()) => Some(()),
-        _ => None,
-    })
-    .await;
+    until_presence(&mut wrec, "leaver", false).await;
     assert_eq!(watcher.presence("lobby").unwrap(), vec!["watcher"]);
     relay.shutdown().await;
 }

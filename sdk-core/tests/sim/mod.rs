@@ -590,6 +590,14 @@ impl Sim {
         })
     }
 
+    /// Why request `id` failed, every time it was reported (once, or the test found a bug).
+    pub fn request_failures(&self, id: tether_core::RequestId) -> Vec<tether_core::RequestFailure> {
+        self.events_matching(|e| match e {
+            Event::RequestFailed { id: r, reason } if *r == id => Some(reason.clone()),
+            _ => None,
+        })
+    }
+
     /// (time, attempt, delay, cause) of every scheduled reconnect.
     pub fn reconnects(&self) -> Vec<(Instant, u32, Duration, tether_core::DisconnectCause)> {
         self.events
