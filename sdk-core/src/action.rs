@@ -86,6 +86,47 @@ pub struct OpenRequest {
     pub attempt: u32,
 }
 
+impl OpenRequest {
+    /// The URL with `last_event_id` in its query as `param` (before any `#fragment`), for a
+    /// driver that cannot send the `Last-Event-ID` header: a browser's `EventSource`.
+    pub fn url_with_last_event_id(&self, param: &str) -> String {
+        let mut url = self.url.clone();
+        if let Some(id) = &self.last_event_id {
+            append_query(&mut url, param, id);
+        }
+        url
+    }
+}
+
+/// Appends `param=value` to `url`'s query, percent-encoding both, before any `#fragment`.
+pub(crate) fn append_query(url: &mut String, param: &str, value: &str) {
+    let (base, fragment) = match url.find('#') {
+        Some(i) => (url[..i].to_owned(), url[i..].to_owned()),
+        None => (url.clone(), String::new()),
+    };
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let mut out = base;
+    out.push(sep);
+    out.push_str(&percent_encode(param));
+    out.push('=');
+    out.push_str(&percent_encode(value));
+    out.push_str(&fragment);
+    *url = out;
+}
+
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
 /// An instruction for the driver. Perform each one in the order drained.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -136,4 +177,40 @@ pub enum Action {
         /// The transport to drop.
         transport: TransportId,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_token_is_encoded_and_placed_before_fragment() {
+        let mut url = "ws://h/p?x=1#frag".to_owned();
+        append_query(&mut url, "token", "a b&c");
+        assert_eq!(url, "ws://h/p?x=1&token=a%20b%26c#frag");
+        let mut url = "ws://h/p".to_owned();
+        append_query(&mut url, "t", "v");
+        assert_eq!(url, "ws://h/p?t=v");
+    }
+
+    #[test]
+    fn a_last_event_id_goes_into_the_query_before_the_fragment() {
+        let open = |last: Option<&str>| OpenRequest {
+            transport: TransportId(1),
+            kind: TransportKind::Sse,
+            url: "http://h/sse/room?x=1#top".to_owned(),
+            headers: Vec::new(),
+            subprotocols: Vec::new(),
+            last_event_id: last.map(str::to_owned),
+            attempt: 1,
+        };
+        assert_eq!(
+            open(Some("e1-7")).url_with_last_event_id("lastEventId"),
+            "http://h/sse/room?x=1&lastEventId=e1-7#top"
+        );
+        assert_eq!(
+            open(None).url_with_last_event_id("lastEventId"),
+            "http://h/sse/room?x=1#top"
+        );
+    }
 }

@@ -117,19 +117,9 @@ impl Socket {
         sse_events: &[String],
     ) -> Result<Socket, String> {
         let id = req.transport;
-        let mut url = req.url.clone();
-        if let Some(last) = &req.last_event_id {
-            // Into the query, before any `#fragment` (after it, it would never reach the
-            // server and the stream would restart from the beginning).
-            let fragment = url
-                .find('#')
-                .map(|at| url.split_off(at))
-                .unwrap_or_default();
-            url.push(if url.contains('?') { '&' } else { '?' });
-            url.push_str("lastEventId=");
-            url.push_str(&String::from(js_sys::encode_uri_component(last)));
-            url.push_str(&fragment);
-        }
+        // EventSource cannot send a Last-Event-ID header on its own first request: the
+        // resume position goes in the query (the relay reads `lastEventId` there).
+        let url = req.url_with_last_event_id("lastEventId");
         let es = EventSource::new(&url).map_err(describe)?;
         let on_message = {
             let w = shared.clone();

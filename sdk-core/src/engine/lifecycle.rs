@@ -2,7 +2,7 @@
 //! made here.
 
 use super::{Connection, Engine, Lingering};
-use crate::action::{Action, OpenRequest, TransportId};
+use crate::action::{append_query, Action, OpenRequest, TransportId};
 use crate::close_policy::{DelayHint, Disposition, Verdict};
 use crate::config::{Protocol, TokenPlacement, TransportKind};
 use crate::event::{
@@ -433,35 +433,6 @@ fn request_failure(reason: &DropReason) -> RequestFailure {
     }
 }
 
-/// Appends `param=value` to `url`'s query, percent-encoding the value.
-fn append_query(url: &mut String, param: &str, value: &str) {
-    let (base, fragment) = match url.find('#') {
-        Some(i) => (url[..i].to_owned(), url[i..].to_owned()),
-        None => (url.clone(), String::new()),
-    };
-    let sep = if base.contains('?') { '&' } else { '?' };
-    let mut out = base;
-    out.push(sep);
-    out.push_str(&percent_encode(param));
-    out.push('=');
-    out.push_str(&percent_encode(value));
-    out.push_str(&fragment);
-    *url = out;
-}
-
-fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
-}
-
 /// Cuts `reason` to the 123 bytes a close frame allows, at a character boundary.
 pub(super) fn truncate_reason(reason: &str) -> String {
     if reason.len() <= MAX_CLOSE_REASON {
@@ -477,16 +448,6 @@ pub(super) fn truncate_reason(reason: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn query_token_is_encoded_and_placed_before_fragment() {
-        let mut url = "ws://h/p?x=1#frag".to_owned();
-        append_query(&mut url, "token", "a b&c");
-        assert_eq!(url, "ws://h/p?x=1&token=a%20b%26c#frag");
-        let mut url = "ws://h/p".to_owned();
-        append_query(&mut url, "t", "v");
-        assert_eq!(url, "ws://h/p?t=v");
-    }
 
     #[test]
     fn reasons_are_truncated_on_char_boundaries() {
