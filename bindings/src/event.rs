@@ -61,7 +61,7 @@ pub enum ClientEvent {
     Subscribed {
         /// The channel.
         channel: String,
-        /// The channel's last offset at the server.
+        /// Where the stream resumes: the messages that follow have greater offsets.
         offset: u64,
         /// Whether everything missed since the last seen offset was replayed. `false` after a
         /// reconnect means there may be a gap: resync this channel from your own source.

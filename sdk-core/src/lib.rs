@@ -20,13 +20,13 @@
 //!   [`Engine::close_after_drain`], [`Engine::network_changed`],
 //!   [`Engine::set_foreground`].
 //! * **Inputs** from the driver and the transport: [`Engine::abandon`] (the driver stops),
-//!   [`Engine::token_ready`], [`Engine::transport_opened`],
+//!   [`Engine::token_ready`], [`Engine::token_failed`], [`Engine::transport_opened`],
 //!   [`Engine::frame_received`], [`Engine::sse_parsed`], [`Engine::sse_event_received`],
 //!   [`Engine::sse_event_too_large`], [`Engine::pong_received`],
 //!   [`Engine::ping_received`], [`Engine::transport_writable`], [`Engine::transport_closed`],
 //!   [`Engine::transport_failed`], and [`Engine::handle_timeout`].
 //! * **Outputs**, drained by the driver: [`Engine::poll_action`] (open a transport, send a
-//!   frame, send a ping, close, fetch a token), [`Engine::poll_event`] (state changes,
+//!   frame, send a ping, close, release a transport, fetch a token), [`Engine::poll_event`] (state changes,
 //!   messages, drops, acks, ack timeouts, replies, presence, RTT, errors, document changes, rejections and
 //!   resyncs) and [`Engine::poll_timeout`] (the next deadline).
 //!
