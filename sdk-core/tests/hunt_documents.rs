@@ -66,6 +66,8 @@ fn seeded_three_client_runs_with_in_memory_restarts_converge() {
         let mut rng = Prng::seed_from_u64(seed ^ 0x5eed);
         let log = std::env::var("HUNT_LOG").ok().and_then(|s| s.parse().ok()).unwrap_or([1usize, 2, 4][(seed % 3) as usize]);
         let mut net = DocNet::new(3, seed, log);
+        // Broadcasts only to clients synced on their current connection, as the relay does.
+        net.relay_like = true;
         net.connect_all();
         let mut made: Vec<Vec<MessageId>> = vec![Vec::new(); 3];
         let mut generation = 0;

@@ -99,6 +99,11 @@ pub struct DocNet {
     /// (author, id) of the changes an impersonator sent under a node's `client_id`: the only
     /// ones a node's own change may legitimately collide with.
     impersonated: Vec<(String, String)>,
+    /// As the reference relay does: broadcast a change only to the clients whose `doc_sync`
+    /// the server has handled on their current connection (off by default).
+    pub relay_like: bool,
+    /// The connection on which the server handled each client's last `doc_sync`.
+    synced_on: Vec<Option<TransportId>>,
 }
 
 impl DocNet {
@@ -131,6 +136,8 @@ impl DocNet {
             applied: Vec::new(),
             increments: Default::default(),
             impersonated: Vec::new(),
+            relay_like: false,
+            synced_on: vec![None; clients],
         }
     }
 
@@ -218,6 +225,9 @@ impl DocNet {
                 let Some(Frame::Text(text)) = d.frame else {
                     return;
                 };
+                if let Ok(ClientMessage::DocSync { .. }) = ClientMessage::decode(&text) {
+                    self.synced_on[i] = Some(d.transport);
+                }
                 self.serve_and_send(i, &author(i), Some(d.transport), &text);
             }
         }
@@ -234,6 +244,9 @@ impl DocNet {
                 for j in 0..self.nodes.len() {
                     if j != i {
                         if let Some(t) = self.nodes[j].conn {
+                            if self.relay_like && self.synced_on.get(j) != Some(&Some(t)) {
+                                continue;
+                            }
                             self.send(j, t, To::Client, Some(Frame::Text(broadcast.encode())));
                         }
                     }
