@@ -53,6 +53,9 @@ struct Pending {
     id: MessageId,
     wire: String,
     ops: Vec<Op>,
+    /// Its ack came, past a gap in our versions: the server applied it (its message has left
+    /// the outbox), and only the replay or snapshot that fills the gap is awaited.
+    acked: bool,
 }
 
 /// One of our changes taken as applied before its ack came: confirmed by a broadcast (or a
@@ -206,7 +209,12 @@ impl Document {
     /// change has its `LocalPending` before its `Confirmed`.
     pub(crate) fn local(&mut self, id: MessageId, wire: String, ops: Vec<Op>) -> Vec<KeyChange> {
         let keys = keys_of(&ops);
-        self.pending.push(Pending { id, wire, ops });
+        self.pending.push(Pending {
+            id,
+            wire,
+            ops,
+            acked: false,
+        });
         let changes = self.refresh(&keys, |_| false);
         self.or_unmoved(changes, &keys)
     }
@@ -243,6 +251,10 @@ impl Document {
     ) -> Reaction {
         let mut keys: SortedSet<String> = self.view.keys().cloned().collect();
         keys.extend(state.keys().cloned());
+        // Acked past a gap: the snapshot holds them even when its `applied` (the server's
+        // recent log) no longer lists them, or they went with the server's old epoch like
+        // every other applied change. Replayed on top, they would count twice for ever.
+        self.pending.retain(|p| !p.acked);
         let mut i = 0;
         while i < self.pending.len() {
             if applied.contains(&self.pending[i].wire) {
@@ -289,11 +301,14 @@ impl Document {
             return self.behind();
         }
         if let Some(pos) = self.pending.iter().position(|p| ours && p.wire == wire) {
-            let unacked = Unacked {
-                id: self.pending[pos].id,
-                wire: self.pending[pos].wire.clone(),
-            };
-            self.unacked.push(unacked);
+            // Its verdict is still to come, unless its ack already came (past a gap).
+            if !self.pending[pos].acked {
+                let unacked = Unacked {
+                    id: self.pending[pos].id,
+                    wire: self.pending[pos].wire.clone(),
+                };
+                self.unacked.push(unacked);
+            }
             return self.confirm_at(pos, version, Some(ops));
         }
         let keys = keys_of(&ops);
@@ -350,8 +365,11 @@ impl Document {
                 }
             }
             // A gap: keep it pending (the view stays right) and fetch what we missed; the
-            // replay will confirm it (by its id and author).
-            _ => self.behind(),
+            // replay will confirm it (by its id and author), or a snapshot will hold it.
+            _ => {
+                self.pending[pos].acked = true;
+                self.behind()
+            }
         }
     }
 
@@ -560,6 +578,38 @@ mod tests {
         assert_eq!(r.changes[0].0, ChangeOrigin::Confirmed);
         assert_eq!(d.confirmed().get("a"), Some(&json!(1)));
         assert_eq!((d.version(), d.pending()), (Some(1), 0));
+    }
+
+    #[test]
+    fn a_change_acked_past_a_gap_is_settled_by_the_replay_or_by_a_snapshot() {
+        // The replay: confirmed, and no verdict left to wait for (its ack came).
+        let mut d = synced();
+        d.local(MessageId(1), "w1".into(), inc("n", 1));
+        assert!(
+            d.acked("w1", Some(3)).resync,
+            "a gap asks for what was missed"
+        );
+        assert_eq!(d.pending(), 1, "the view keeps it until the gap is filled");
+        d.remote(1, "x1", false, inc("n", 5));
+        d.remote(2, "x2", false, inc("n", 5));
+        d.remote(3, "w1", true, inc("n", 1));
+        assert_eq!(
+            (d.version(), d.pending(), d.get("n")),
+            (Some(3), 0, Some(&json!(11)))
+        );
+        assert!(d.unacked.is_empty(), "its ack came: nothing left to report");
+
+        // A snapshot that no longer lists it (the server's log moved on) holds it anyway.
+        let mut d = synced();
+        d.local(MessageId(1), "w1".into(), inc("n", 1));
+        d.acked("w1", Some(3));
+        let state: Map<String, Value> = [("n".to_owned(), json!(11))].into_iter().collect();
+        d.snapshot(3000, Some("e".into()), state, &[]);
+        assert_eq!(
+            (d.pending(), d.get("n")),
+            (0, Some(&json!(11))),
+            "not counted twice"
+        );
     }
 
     #[test]

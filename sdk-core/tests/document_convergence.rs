@@ -1,7 +1,10 @@
-//! Bug hunt: shared documents over a seeded, lossy network in virtual time, with the kind of
-//! restart the reference relay has (in memory: a new epoch, an empty document, versions from
-//! 0 again) and tiny change logs. Each test fails because of the bug it names.
+//! Shared documents over a seeded, lossy network in virtual time, with the kind of restart
+//! the reference relay has (in memory: a new epoch, an empty document, versions from 0 again)
+//! and tiny change logs, so that snapshots often no longer list the changes they hold: every
+//! client must end with the server's state, nothing pending, and every change settled once.
 #![allow(clippy::unwrap_used)]
+// `CONVERGE_SEED=n` traces one run on stderr, and failures are listed there before the assert.
+#![allow(clippy::print_stderr)]
 #![cfg(feature = "documents")]
 
 mod docnet;
@@ -50,21 +53,30 @@ fn outcomes(net: &DocNet, c: usize, made: &[MessageId]) -> Vec<(MessageId, usize
 
 /// Three clients edit the same keys (sets, deletes, increments, inserts) while connections
 /// drop, clients go offline, close and reopen the document, and the relay restarts in memory;
-/// logs of 1 to 4 changes force snapshot resyncs. Knobs for exploring: `HUNT_SEED=n` (one
-/// seed, traced), `HUNT_N` (seeds), `HUNT_ALL` (print every failure), `HUNT_LOG` (log size),
-/// `HUNT_NORESTART`, `HUNT_NOREOPEN`. Once healed, everyone must show the server's state, nothing may stay
+/// logs of 1 to 4 changes force snapshot resyncs. Knobs for exploring: `CONVERGE_SEED=n` (one
+/// seed, traced), `CONVERGE_N` (seeds), `CONVERGE_ALL` (print every failure), `CONVERGE_LOG` (log size),
+/// `CONVERGE_NORESTART`, `CONVERGE_NOREOPEN`. Once healed, everyone must show the server's state, nothing may stay
 /// pending, and every change must have ended exactly once (acked or dropped).
 #[test]
 fn seeded_three_client_runs_with_in_memory_restarts_converge() {
     let mut failures = Vec::new();
-    let only: Option<u64> = std::env::var("HUNT_SEED").ok().and_then(|s| s.parse().ok());
-    for seed in 0..std::env::var("HUNT_N").ok().and_then(|s| s.parse().ok()).unwrap_or(300u64) {
+    let only: Option<u64> = std::env::var("CONVERGE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok());
+    for seed in 0..std::env::var("CONVERGE_N")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(300u64)
+    {
         if only.is_some_and(|o| o != seed) {
             continue;
         }
         let trace = only.is_some();
         let mut rng = Prng::seed_from_u64(seed ^ 0x5eed);
-        let log = std::env::var("HUNT_LOG").ok().and_then(|s| s.parse().ok()).unwrap_or([1usize, 2, 4][(seed % 3) as usize]);
+        let log = std::env::var("CONVERGE_LOG")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or([1usize, 2, 4][(seed % 3) as usize]);
         let mut net = DocNet::new(3, seed, log);
         // Broadcasts only to clients synced on their current connection, as the relay does.
         net.relay_like = true;
@@ -89,7 +101,9 @@ fn seeded_three_client_runs_with_in_memory_restarts_converge() {
                     value: json!(c),
                 }]),
                 7 => {
-                    if trace { eprintln!("t={:?} drop client{c}", net.now); }
+                    if trace {
+                        eprintln!("t={:?} drop client{c}", net.now);
+                    }
                     net.drop_connection(c);
                     None
                 }
@@ -98,14 +112,18 @@ fn seeded_three_client_runs_with_in_memory_restarts_converge() {
                     net.set_online(c, online);
                     None
                 }
-                9 if rng.next_u64() % 4 == 0 && std::env::var("HUNT_NORESTART").is_err() => {
+                9 if rng.next_u64() % 4 == 0 && std::env::var("CONVERGE_NORESTART").is_err() => {
                     generation += 1;
-                    if trace { eprintln!("t={:?} RESTART", net.now); }
+                    if trace {
+                        eprintln!("t={:?} RESTART", net.now);
+                    }
                     restart_in_memory(&mut net, generation, log);
                     None
                 }
-                10 if std::env::var("HUNT_NOREOPEN").is_err() && rng.next_u64() % 3 == 0 => {
-                    if trace { eprintln!("t={:?} reopen client{c}", net.now); }
+                10 if std::env::var("CONVERGE_NOREOPEN").is_err() && rng.next_u64() % 3 == 0 => {
+                    if trace {
+                        eprintln!("t={:?} reopen client{c}", net.now);
+                    }
                     let now = net.now;
                     net.nodes[c].engine.close_document(docnet::DOC);
                     net.nodes[c].engine.open_document(now, docnet::DOC).unwrap();
@@ -164,7 +182,7 @@ fn seeded_three_client_runs_with_in_memory_restarts_converge() {
             failures.push(format!("seed {seed} (log {log}): {}", problems.join("; ")));
         }
     }
-    if std::env::var("HUNT_ALL").is_ok() {
+    if std::env::var("CONVERGE_ALL").is_ok() {
         for f in &failures {
             eprintln!("FAIL {f}");
         }
@@ -268,7 +286,8 @@ impl Wire {
 
     fn deliver(&mut self, msg: ServerMessage) {
         let t = self.transport.unwrap();
-        self.engine.frame_received(self.now, t, Frame::Text(msg.encode()));
+        self.engine
+            .frame_received(self.now, t, Frame::Text(msg.encode()));
         self.drain();
     }
 
@@ -354,7 +373,9 @@ fn changes_acked_while_a_resync_is_outstanding_are_not_left_pending_for_ever() {
         w.deliver(msg);
     }
     // P1: applied, but the connection drops before its ack arrives.
-    w.engine.change_document(w.now, docnet::DOC, inc_n()).unwrap();
+    w.engine
+        .change_document(w.now, docnet::DOC, inc_n())
+        .unwrap();
     w.drain();
     let _lost = w.serve(&mut a);
     w.reconnect();
@@ -373,8 +394,12 @@ fn changes_acked_while_a_resync_is_outstanding_are_not_left_pending_for_ever() {
     // The relay restarts in memory: new epoch, empty document, default log.
     let mut b = DocumentServer::new("B", 1024);
     // Offline, two more increments.
-    w.engine.change_document(w.now, docnet::DOC, inc_n()).unwrap();
-    w.engine.change_document(w.now, docnet::DOC, inc_n()).unwrap();
+    w.engine
+        .change_document(w.now, docnet::DOC, inc_n())
+        .unwrap();
+    w.engine
+        .change_document(w.now, docnet::DOC, inc_n())
+        .unwrap();
     w.drain();
     w.reconnect();
     // doc_sync(1, A) → snapshot v0 of B; P1, P2, P3 → acks at 1, 2, 3.
@@ -407,7 +432,11 @@ fn changes_acked_while_a_resync_is_outstanding_are_not_left_pending_for_ever() {
     }
     let doc = w.engine.document(docnet::DOC).unwrap();
     assert_eq!(w.engine.outbox_len(), 0, "every change was acknowledged");
-    assert_eq!(b.state()["n"], json!(3), "the relay holds each increment once");
+    assert_eq!(
+        b.state()["n"],
+        json!(3),
+        "the relay holds each increment once"
+    );
     assert_eq!(
         (doc.pending(), doc.view().get("n"), doc.version()),
         (0, Some(&json!(3)), Some(b.version())),
@@ -429,13 +458,17 @@ fn an_old_changes_ack_after_a_reopen_does_not_leave_the_new_changes_pending_for_
         w.deliver(msg);
     }
     // P1 goes out; the connection drops with it in flight (the relay never got it).
-    w.engine.change_document(w.now, docnet::DOC, inc_n()).unwrap();
+    w.engine
+        .change_document(w.now, docnet::DOC, inc_n())
+        .unwrap();
     w.drain();
     // Offline, the app closes and reopens the document, and increments again (P2).
     w.reconnect_after(|w| {
         w.engine.close_document(docnet::DOC);
         w.engine.open_document(w.now, docnet::DOC).unwrap();
-        w.engine.change_document(w.now, docnet::DOC, inc_n()).unwrap();
+        w.engine
+            .change_document(w.now, docnet::DOC, inc_n())
+            .unwrap();
         w.drain();
     });
     // Back online: doc_sync (none), P1, P2 → snapshot v0, acks at 1 and 2.
