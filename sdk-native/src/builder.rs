@@ -198,14 +198,15 @@ impl ClientBuilder {
 
     /// WebSocket read buffer, allocated per connection. Default 4 KiB: thousands of idle
     /// connections stay cheap (tungstenite's own default is 128 KiB), and one read still takes
-    /// dozens of small messages at once.
+    /// dozens of small messages at once. At most 64 MiB (`build` refuses more: it is allocated
+    /// up front, and a larger read per call gains nothing).
     pub fn read_buffer_size(mut self, bytes: usize) -> Self {
         self.native.read_buffer_size = bytes.max(256);
         self
     }
 
     /// WebSocket write buffer target before a write is issued (frames are flushed after every
-    /// batch regardless). Default 8 KiB.
+    /// batch regardless). Default 8 KiB, at most 64 MiB (`build` refuses more).
     pub fn write_buffer_size(mut self, bytes: usize) -> Self {
         self.native.write_buffer_size = bytes;
         self
@@ -232,6 +233,22 @@ impl ClientBuilder {
                 reason: "must be at least 1".to_owned(),
             }));
         }
+        for (field, bytes) in [
+            ("read_buffer_size", self.native.read_buffer_size),
+            ("write_buffer_size", self.native.write_buffer_size),
+        ] {
+            // tungstenite allocates the read buffer up front, and asserts that its write
+            // buffer's ceiling exceeds the target: past these, a connection attempt would
+            // abort or panic the client task instead of failing here.
+            if bytes > MAX_BUFFER_BYTES {
+                return Err(BuildError::Config(ConfigError {
+                    field,
+                    reason: format!(
+                        "must be at most {MAX_BUFFER_BYTES} bytes (64 MiB), got {bytes}"
+                    ),
+                }));
+            }
+        }
         if self.native.token_provider.is_some() {
             let placement = self
                 .token_placement
@@ -252,9 +269,37 @@ impl ClientBuilder {
     }
 }
 
+/// The largest WebSocket read or write buffer `build` accepts.
+const MAX_BUFFER_BYTES: usize = 64 << 20;
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn buffers_past_64_mib_are_refused_at_build_instead_of_killing_the_connection() {
+        for (which, builder) in [
+            (
+                "read_buffer_size",
+                Client::builder("ws://127.0.0.1:9/").read_buffer_size(usize::MAX),
+            ),
+            (
+                "write_buffer_size",
+                Client::builder("ws://127.0.0.1:9/").write_buffer_size(usize::MAX),
+            ),
+        ] {
+            let result = builder.build();
+            assert!(
+                matches!(&result, Err(BuildError::Config(ConfigError { field, .. })) if *field == which),
+                "{which}: {result:?}"
+            );
+        }
+        assert!(Client::builder("ws://127.0.0.1:9/")
+            .read_buffer_size(MAX_BUFFER_BYTES)
+            .write_buffer_size(MAX_BUFFER_BYTES)
+            .build()
+            .is_ok());
+    }
 
     #[test]
     fn a_zero_event_capacity_is_a_config_error_not_raised_to_one() {
