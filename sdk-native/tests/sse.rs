@@ -188,3 +188,108 @@ async fn a_query_token_stays_out_of_transport_errors() {
     }
     server.abort();
 }
+
+fn keep_alive_sse_server() -> (std::net::SocketAddr, tokio::runtime::Runtime) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = rt.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
+    let addr = listener.local_addr().unwrap();
+    rt.spawn(async move {
+        loop {
+            let Ok((mut tcp, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let body = "data: hi\n\n";
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\
+                     Content-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                while common::read_request_head(&mut tcp).await.is_some() {
+                    if tokio::io::AsyncWriteExt::write_all(&mut tcp, response.as_bytes())
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, rt)
+}
+
+/// Waits for the first `Message` (at most `within`); `Err` with the events seen if none came.
+async fn first_message(events: &mut Events, within: Duration) -> Result<(), Vec<String>> {
+    let mut seen = Vec::new();
+    let found = tokio::time::timeout(within, async {
+        while let Some(event) = events.recv().await {
+            if matches!(event, Event::Message(_)) {
+                return true;
+            }
+            seen.push(format!("{event:?}"));
+        }
+        false
+    })
+    .await;
+    match found {
+        Ok(true) => Ok(()),
+        _ => Err(seen),
+    }
+}
+
+/// Two SSE clients on two runtimes of one process (an app with a runtime per thread, a test
+/// suite, a host embedding the bindings next to its own runtime). Clients that trust no extra
+/// CA share one `reqwest::Client`, and so its pool of idle connections: the second client's
+/// GET goes out on a connection the first one left in the pool, whose connection task lives
+/// on the first runtime. When that runtime is not running (idle, blocked elsewhere, or being
+/// torn down), the request never gets an answer: the attempt hangs until the connect timeout.
+#[test]
+fn an_sse_client_is_not_stalled_by_a_connection_another_runtime_left_in_the_pool() {
+    let (addr, server_rt) = keep_alive_sse_server();
+    let url = format!("http://{addr}/");
+    let first_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    first_rt.block_on(async {
+        let (client, mut events) = Client::builder(url.clone()).connect().unwrap();
+        first_message(&mut events, Duration::from_secs(5))
+            .await
+            .unwrap();
+        // The body is complete: the connection goes back to the pool.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::timeout(Duration::from_secs(5), client.shutdown())
+            .await
+            .unwrap();
+    });
+    // `first_rt` is kept, but nothing runs it any more (its thread went on to other work).
+    let second_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let result = second_rt.block_on(async {
+        let (client, mut events) = Client::builder(url)
+            .connect_timeout(Duration::from_secs(3))
+            .connect()
+            .unwrap();
+        let result = first_message(&mut events, Duration::from_millis(1500)).await;
+        tokio::time::timeout(Duration::from_secs(5), client.shutdown())
+            .await
+            .unwrap();
+        result
+    });
+    drop(second_rt);
+    drop(first_rt);
+    server_rt.shutdown_background();
+    if let Err(seen) = result {
+        panic!(
+            "the second runtime's SSE client got no event within 1.5 s from a server that \
+             answers at once; events: {seen:?}"
+        );
+    }
+}
