@@ -22,8 +22,15 @@ pub struct RelayConfig {
     /// Largest inbound WebSocket message (and frame) in bytes. A larger one closes the
     /// connection with 1009. Default: 1 MiB.
     pub max_message_size: usize,
-    /// Per-connection inbound message rate; `None` disables the limit. A message over the
-    /// limit is answered with `error{code:"rate_limited", id}` and not processed.
+    /// Per-connection inbound message rate; `None` disables the limit. Over the limit, a
+    /// message that names an `id` (`publish`, `request`, `ping`, `doc_change`) is answered
+    /// with `error{code:"rate_limited", id}` and not processed. One without an `id` (`hello`,
+    /// `subscribe`, `unsubscribe`, `doc_sync`), which such an error could not name, is not
+    /// refused but delayed: the relay stops reading the connection until the rate allows it
+    /// (the client's frames wait in the socket), so a client that subscribes to more
+    /// channels than the burst on every reconnect gets every `subscribed`, the later ones at
+    /// the sustained rate. (With `per_second: 0` nothing could be waited for: those are
+    /// refused too, with an error naming nothing.)
     /// Default: 1,000 messages/s with a burst of 2,000.
     pub rate_limit: Option<RateLimit>,
     /// Messages kept per channel for resume (`since`) and SSE `Last-Event-ID` replay.

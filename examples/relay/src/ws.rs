@@ -221,6 +221,10 @@ pub(crate) async fn serve(
 /// connection from which nothing at all arrives for that long (no message, no pong, no ping
 /// frame) is closed as dead: its client's network may have vanished without a FIN or RST,
 /// and only this frees its subscriptions and presence.
+///
+/// The rate limit stops the reading for a while, leaving the client's frames in the socket
+/// (TCP backpressure), for a frame that an error could not name (see
+/// [`Session::rate_wait`]).
 async fn read_frames(
     frames: &mut SplitStream<Ws>,
     session: &mut Session,
@@ -259,8 +263,14 @@ async fn read_frames(
         last_inbound = Instant::now();
         let flow = match next {
             None => return Ending::Gone,
-            Some(Ok(Message::Text(text))) => session.on_text(&text, last_inbound),
-            Some(Ok(Message::Binary(_))) => session.on_binary(last_inbound),
+            Some(Ok(Message::Text(text))) => {
+                let now = within_rate(session, Some(&text), last_inbound).await;
+                session.on_text(&text, now)
+            }
+            Some(Ok(Message::Binary(_))) => {
+                let now = within_rate(session, None, last_inbound).await;
+                session.on_binary(now)
+            }
             // tungstenite answers close frames itself; the stream ends on the next read.
             Some(Ok(Message::Close(frame))) => {
                 session.client_closed(frame.map(|f| u16::from(f.code)));
@@ -274,6 +284,18 @@ async fn read_frames(
             return Ending::close(code, &reason);
         }
     }
+}
+
+/// Waits until the rate limit lets the frame that arrived at `arrived` (`text`, or `None`
+/// for a binary frame) be handled, if it must wait (see [`Session::rate_wait`]); returns the
+/// time to handle it at.
+async fn within_rate(session: &Session, text: Option<&str>, arrived: Instant) -> Instant {
+    let mut now = arrived;
+    while let Some(at) = session.rate_wait(text, now) {
+        tokio::time::sleep_until(at).await;
+        now = Instant::now();
+    }
+    now
 }
 
 /// Sends queued frames (and pings) until the connection ends.
