@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 use serde_json::json;
 use std::collections::BTreeSet;
 use std::time::Duration;
-use tether_core::protocol::{ClientMessage, ServerMessage};
+use tether_core::protocol::{ClientMessage, PresenceChange, ServerMessage};
 use tether_relay::{RateLimit, RelayConfig};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -316,6 +316,88 @@ async fn resuming_several_busy_channels_at_once_is_not_cut_off_as_a_slow_consume
         "every gap replayed, the connection kept"
     );
     common::stop(relay, [publisher, probe, back]).await;
+}
+
+/// The other side of not counting asked-for replies against the slow-consumer limit: a
+/// client that keeps subscribing without reading must still not grow its queue without
+/// bound. The relay stops reading its requests while `max_queued_frames` replies are unsent,
+/// so a later `subscribe` is not even seen (nobody hears the client join) until the client
+/// reads; then everything arrives, in order, and the connection is kept.
+#[tokio::test]
+async fn a_client_that_keeps_subscribing_without_reading_is_held_not_buffered() {
+    let history = 16;
+    let relay = relay(RelayConfig {
+        history_capacity: history,
+        document_log_capacity: history,
+        max_queued_frames: 8,
+        rate_limit: None,
+        ..RelayConfig::default()
+    })
+    .await;
+    let url = relay.ws_url();
+    let mut publisher = Client::hello(&url, "publisher").await;
+    let payload = json!("y".repeat(32 * 1024));
+    for n in 0..history {
+        publisher
+            .publish("full", &format!("f{n}"), payload.clone(), false)
+            .await;
+    }
+    publisher.barrier().await;
+    let mut observer = Client::hello(&url, "observer").await;
+    let epoch = observer.subscribe("beacon", None, None).await.epoch;
+
+    // 60 replays of 16 × 32 KiB (30 MiB) asked for, far more than the sockets can hold, then
+    // a subscribe the observer would hear about.
+    let rounds = 60;
+    let mut greedy = Client::slow_reader(&relay).await;
+    greedy
+        .send(ClientMessage::Hello {
+            client_id: "greedy".into(),
+            token: None,
+        })
+        .await;
+    for _ in 0..rounds {
+        greedy
+            .send(ClientMessage::Subscribe {
+                channel: "full".into(),
+                since: Some(0),
+                epoch: Some(epoch.clone()),
+            })
+            .await;
+    }
+    greedy
+        .send(ClientMessage::Subscribe {
+            channel: "beacon".into(),
+            since: None,
+            epoch: None,
+        })
+        .await;
+    assert_eq!(
+        observer.recv_within(Duration::from_secs(1)).await,
+        None,
+        "the relay read past the replies the client left unread"
+    );
+
+    // Now read: every reply, then the beacon's, and no close (`recv` fails on one).
+    let (mut subscribed, mut replayed) = (0, 0);
+    loop {
+        match greedy.recv().await {
+            ServerMessage::Subscribed { channel, .. } if channel == "full" => subscribed += 1,
+            ServerMessage::Message { .. } => replayed += 1,
+            ServerMessage::Presence { channel, .. } if channel == "beacon" => break,
+            ServerMessage::Presence { .. } | ServerMessage::Subscribed { .. } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((subscribed, replayed), (rounds, rounds * history));
+    assert_eq!(
+        observer.recv().await,
+        ServerMessage::Presence {
+            channel: "beacon".into(),
+            change: PresenceChange::Join("greedy".into()),
+        }
+    );
+    common::stop(relay, [publisher, observer, greedy]).await;
 }
 
 fn token_config() -> RelayConfig {
