@@ -22,8 +22,15 @@ pub struct RelayConfig {
     /// Largest inbound WebSocket message (and frame) in bytes. A larger one closes the
     /// connection with 1009. Default: 1 MiB.
     pub max_message_size: usize,
-    /// Per-connection inbound message rate; `None` disables the limit. A message over the
-    /// limit is answered with `error{code:"rate_limited", id}` and not processed.
+    /// Per-connection inbound message rate; `None` disables the limit. Over the limit, a
+    /// message that names an `id` (`publish`, `request`, `ping`, `doc_change`) is answered
+    /// with `error{code:"rate_limited", id}` and not processed. One without an `id` (`hello`,
+    /// `subscribe`, `unsubscribe`, `doc_sync`), which such an error could not name, is not
+    /// refused but delayed: the relay stops reading the connection until the rate allows it
+    /// (the client's frames wait in the socket), so a client that subscribes to more
+    /// channels than the burst on every reconnect gets every `subscribed`, the later ones at
+    /// the sustained rate. (With `per_second: 0` nothing could be waited for: those are
+    /// refused too, with an error naming nothing.)
     /// Default: 1,000 messages/s with a burst of 2,000.
     pub rate_limit: Option<RateLimit>,
     /// Messages kept per channel for resume (`since`) and SSE `Last-Event-ID` replay.
@@ -80,18 +87,29 @@ pub struct RelayConfig {
     /// returns over A..window instead of 0..window, so none wastes an attempt on a closed port.
     /// Default: 0.
     pub reconnect_after: Duration,
-    /// Frames a connection may have queued for sending before it is treated as a slow
-    /// consumer and closed with 1013 (it can reconnect and resume from history). A
-    /// subscribe's replay does not count against it. Default: 4,096.
+    /// Frames a connection may have queued for sending (broadcasts, and answers such as
+    /// `ack`, `pong` or `error`) before it is treated as a slow consumer and closed with 1013
+    /// (it can reconnect and resume from history).
+    ///
+    /// Replies the connection asked for (a subscribe's replay and the frames around it, a
+    /// document's changes or snapshot) do not count against it, so a client resuming many
+    /// busy channels at once is not cut off, nor by the next broadcast after its replays.
+    /// They have a bound of their own, this same number: while that many are queued, the
+    /// relay reads no further message from the connection until they are sent (its frames
+    /// wait in the socket: TCP backpressure), so a client that keeps subscribing without
+    /// reading holds at most this many plus one request's replies. A client that reads none
+    /// of them for two ping intervals is closed with 4000 like a silent one.
+    /// Default: 4,096.
     pub max_queued_frames: usize,
     /// Bytes of broadcast frames a connection may have queued for sending before it is
     /// treated as a slow consumer, like `max_queued_frames` (whichever is reached first). A
     /// queued frame is shared with the channel's history and with other subscribers, but a
     /// reader that stops keeps its frames alive after the history has let them go, so
     /// without this one slow reader of large messages could hold `max_queued_frames` ×
-    /// `max_message_size` (4 GiB with the defaults). A connection with nothing queued is
-    /// always sent the next frame, however large; a replay it asked for (a subscribe's) does not
-    /// count. Default: 64 MiB.
+    /// `max_message_size` (4 GiB with the defaults). A connection with no broadcast frame
+    /// queued is always sent the next one, however large. Replies it asked for (a
+    /// subscribe's replay, a document's) do not count, as for `max_queued_frames`.
+    /// Default: 64 MiB.
     pub max_queued_bytes: usize,
     /// Time allowed for the HTTP request head and, when the token must come in `hello`,
     /// for that `hello`. Default: 10 s.
@@ -172,8 +190,9 @@ impl Default for RelayConfig {
 }
 
 impl RelayConfig {
-    /// How far past `max_queued_frames` replies a connection asked for may queue: one
-    /// subscribe's replay or one document's change replay, plus the frames around it.
+    /// The most replies one request queues: one subscribe's replay or one document's change
+    /// replay, plus the frames around it. Replies may queue this far past
+    /// `max_queued_frames`, where the reader stops.
     pub(crate) fn reply_burst(&self) -> usize {
         self.history_capacity
             .max(self.document_log_capacity)

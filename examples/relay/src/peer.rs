@@ -1,11 +1,20 @@
 //! A connection as the rest of the relay sees it: an id and an outbound queue. The hub
 //! queues frames without blocking (it holds its lock while broadcasting), the connection's
-//! writer drains them to the socket. A queue that grows past its limits (frames, or bytes of
-//! frames: a slow reader of large messages keeps them alive after the history let them go)
-//! marks a slow consumer: that frame and every later one are dropped (never a later one after a gap, which
-//! the client would take as having seen everything before it) and the connection task closes
-//! the connection, so one client that stops reading cannot make the relay buffer without
-//! bound. The client can reconnect and resume from the channel history.
+//! writer drains them to the socket.
+//!
+//! Two kinds of items share the queue and are counted apart. *Offered* items (broadcasts,
+//! answers) are the ones a client that stops reading would pile up: past their limits
+//! (frames, or bytes of frames: a slow reader of large messages keeps them alive after the
+//! history let them go) the peer is a slow consumer: that frame and every later one are
+//! dropped (never a later one after a gap, which the client would take as having seen
+//! everything before it) and the connection task closes the connection, so one client that
+//! stops reading cannot make the relay buffer without bound. The client can reconnect and
+//! resume from the channel history. *Pushed* items are the bursts the connection asked for
+//! (a subscribe's replay, a document's): they never count against the offered limits, so a
+//! client resuming many channels at once is not cut off, nor is the next broadcast after its
+//! replays. They are bounded from the other side: while [`QueueLimits::frames`] of them are
+//! queued, the connection's reader stops reading requests ([`Peer::replies_sent`]), so one
+//! more request's burst is all that can come on top.
 
 use crate::head::{head_of, FrameHead};
 use crate::history::Stored;
@@ -53,12 +62,15 @@ impl Outbound {
 /// How much a connection's queue may hold; see [`Peer::with_limits`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct QueueLimits {
-    /// Items queued before the connection counts as a slow consumer.
+    /// Offered items queued before the connection counts as a slow consumer; also the
+    /// pushed items queued at which its reader stops reading requests.
     pub(crate) frames: usize,
-    /// How far past `frames` a `push` (a burst the connection asked for) may go.
+    /// The most one request pushes (a replay and the frames around it): pushed items may
+    /// reach `frames + burst`, and a push beyond that (which only a connection whose reader
+    /// did not stop could cause) marks a slow consumer.
     pub(crate) burst: usize,
-    /// Bytes of frames an `offer` (a broadcast) may find queued; an empty queue always
-    /// takes one, whatever its size.
+    /// Bytes of offered frames an `offer` (a broadcast) may find queued; with none queued
+    /// it takes one, whatever its size.
     pub(crate) bytes: usize,
     /// Largest frame this connection may be sent; a larger one is replaced by an error.
     pub(crate) max_frame: usize,
@@ -77,25 +89,63 @@ impl QueueLimits {
     }
 }
 
+/// How a queued item counts against the limits.
+#[derive(Debug, Clone, Copy)]
+enum Cost {
+    /// Offered (a broadcast, an answer), with its bytes.
+    Offered(usize),
+    /// Pushed (a burst the connection asked for).
+    Pushed,
+}
+
 #[derive(Debug)]
 struct Shared {
-    queued: AtomicUsize,
-    /// The bytes of the frames in `queued`.
-    queued_bytes: AtomicUsize,
+    /// Offered items queued.
+    offered: AtomicUsize,
+    /// The bytes of the frames in `offered`.
+    offered_bytes: AtomicUsize,
+    /// Pushed items queued.
+    pushed: AtomicUsize,
     limits: QueueLimits,
     /// Set by the first frame dropped for a full queue; from then on nothing is queued.
     overflowed: AtomicBool,
     overflow: Notify,
+    /// Notified when `pushed` falls below `limits.frames`: the reader may read again.
+    replies_sent: Notify,
     /// Items ever queued and ever taken by the writer: the queue is first in, first out, so
     /// the n-th item queued is still waiting while fewer than n were taken.
-    pushed: AtomicU64,
-    taken: AtomicU64,
+    enqueued_total: AtomicU64,
+    taken_total: AtomicU64,
     /// Set once the client said `hello`: only then is it sent the protocol's own `ping`
     /// (a raw WebSocket client would get it as data), see [`Peer::said_hello`].
     said_hello: AtomicBool,
 }
 
 impl Shared {
+    /// Counts an item of `cost` in (`queued`) or out of the queue. The item that takes
+    /// the pushed items below the reader's bound wakes the reader.
+    fn count(&self, cost: Cost, queued: bool) {
+        match (cost, queued) {
+            (Cost::Offered(bytes), true) => {
+                self.offered.fetch_add(1, Ordering::Relaxed);
+                self.offered_bytes.fetch_add(bytes, Ordering::Relaxed);
+            }
+            (Cost::Offered(bytes), false) => {
+                self.offered.fetch_sub(1, Ordering::Relaxed);
+                self.offered_bytes.fetch_sub(bytes, Ordering::Relaxed);
+            }
+            (Cost::Pushed, true) => {
+                self.pushed.fetch_add(1, Ordering::Relaxed);
+            }
+            (Cost::Pushed, false) => {
+                if self.pushed.fetch_sub(1, Ordering::Relaxed) == self.limits.frames {
+                    // `notify_one` stores a permit if the reader is not waiting yet.
+                    self.replies_sent.notify_one();
+                }
+            }
+        }
+    }
+
     /// Marks the peer as a slow consumer: its connection task closes it (1013).
     fn overflow(&self) {
         self.overflowed.store(true, Ordering::Relaxed);
@@ -109,21 +159,21 @@ impl Shared {
 #[derive(Debug, Clone)]
 pub(crate) struct Peer {
     id: PeerId,
-    /// Each item with the bytes it counts against the byte limit (0 for a push).
-    tx: mpsc::UnboundedSender<(Outbound, usize)>,
+    /// Each item with what it counts against the limits.
+    tx: mpsc::UnboundedSender<(Outbound, Cost)>,
     shared: Arc<Shared>,
 }
 
 /// The receiving side, owned by the connection's writer.
 #[derive(Debug)]
 pub(crate) struct PeerQueue {
-    rx: mpsc::UnboundedReceiver<(Outbound, usize)>,
+    rx: mpsc::UnboundedReceiver<(Outbound, Cost)>,
     shared: Arc<Shared>,
 }
 
 impl Peer {
-    /// A peer whose queue may hold `limit` items before it counts as a slow consumer, plus
-    /// `burst` more for replies the connection asked for (a subscribe's replay).
+    /// A peer whose queue may hold `limit` offered items before it counts as a slow
+    /// consumer, and `limit + burst` pushed ones (replies the connection asked for).
     #[cfg(test)]
     pub(crate) fn new(id: PeerId, limit: usize, burst: usize) -> (Peer, PeerQueue) {
         Peer::with_limits(id, QueueLimits::frames(limit, burst))
@@ -139,13 +189,15 @@ impl Peer {
         // its lock; the limit is enforced by `offer` instead.
         let (tx, rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
-            queued: AtomicUsize::new(0),
-            queued_bytes: AtomicUsize::new(0),
+            offered: AtomicUsize::new(0),
+            offered_bytes: AtomicUsize::new(0),
+            pushed: AtomicUsize::new(0),
             limits,
             overflowed: AtomicBool::new(false),
             overflow: Notify::new(),
-            pushed: AtomicU64::new(0),
-            taken: AtomicU64::new(0),
+            replies_sent: Notify::new(),
+            enqueued_total: AtomicU64::new(0),
+            taken_total: AtomicU64::new(0),
             said_hello: AtomicBool::new(false),
         });
         (
@@ -162,13 +214,14 @@ impl Peer {
         self.id
     }
 
-    /// Queues `item` past the limit, for bursts the connection asked for (a subscribe's
-    /// replay, at most the history capacity). A client that keeps asking without reading
-    /// (repeated subscribes) reaches `limit + burst` and is cut off as a slow consumer, so
-    /// its queue cannot grow without bound.
-    /// Its bytes do not count against the byte limit: a replay the connection asked for may be
-    /// larger than that (the history it repeats is in memory anyway), and must not have the
-    /// next broadcast cut the connection off.
+    /// Queues `item`, a reply the connection asked for (a subscribe's replay, a document's
+    /// changes or snapshot). It counts against neither offered limit: a client resuming
+    /// several channels at once asks for several replays, and neither they nor the next
+    /// broadcast must cut it off. Its bytes do not count either: a replay may be larger
+    /// than the byte limit (the history it repeats is in memory anyway). Pushes are bounded
+    /// by the reader instead, which stops reading requests while `limits.frames` pushed items
+    /// are queued (see [`Peer::replies_sent`]); past `frames + burst`, which a reader that
+    /// waits never reaches, the peer is a slow consumer.
     pub(crate) fn push(&self, item: Outbound) {
         self.push_tracked(item);
     }
@@ -176,33 +229,37 @@ impl Peer {
     /// [`push`](Self::push), returning the item's ticket if it was queued, so that the
     /// sender can tell later whether it is still waiting (see [`Peer::is_queued`]).
     pub(crate) fn push_tracked(&self, item: Outbound) -> Option<Ticket> {
-        self.enqueue(item, false)
-    }
-
-    /// Queues `item`, counting its bytes against the byte limit if `counted` (an offer).
-    fn enqueue(&self, item: Outbound, counted: bool) -> Option<Ticket> {
         let shared = &self.shared;
         if shared.overflowed.load(Ordering::Relaxed) {
             return None;
         }
         let limits = &shared.limits;
-        if shared.queued.load(Ordering::Relaxed) >= limits.frames.saturating_add(limits.burst) {
+        if shared.pushed.load(Ordering::Relaxed) >= limits.frames.saturating_add(limits.burst) {
             shared.overflow();
             return None;
         }
+        self.enqueue(item, false)
+    }
+
+    /// Queues `item`, as offered (counted against the offered limits) or pushed.
+    fn enqueue(&self, item: Outbound, offered: bool) -> Option<Ticket> {
+        let shared = &self.shared;
+        let limits = &shared.limits;
         let item = if item.len() > limits.max_frame {
             Outbound::Frame(too_large(&item, limits.max_frame))
         } else {
             item
         };
-        let bytes = if counted { item.len() } else { 0 };
-        shared.queued.fetch_add(1, Ordering::Relaxed);
-        shared.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
-        let ticket = Ticket(shared.pushed.fetch_add(1, Ordering::Relaxed) + 1);
-        if self.tx.send((item, bytes)).is_err() {
+        let cost = if offered {
+            Cost::Offered(item.len())
+        } else {
+            Cost::Pushed
+        };
+        shared.count(cost, true);
+        let ticket = Ticket(shared.enqueued_total.fetch_add(1, Ordering::Relaxed) + 1);
+        if self.tx.send((item, cost)).is_err() {
             // The connection is gone; it will be removed from every table shortly.
-            shared.queued.fetch_sub(1, Ordering::Relaxed);
-            shared.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+            shared.count(cost, false);
             return None;
         }
         Some(ticket)
@@ -213,30 +270,49 @@ impl Peer {
     /// answer may be off for a moment, by the items pushed at the same time; callers use it
     /// only to avoid queuing a second copy of something already on its way.
     pub(crate) fn is_queued(&self, ticket: Ticket) -> bool {
-        self.shared.taken.load(Ordering::Relaxed) < ticket.0
+        self.shared.taken_total.load(Ordering::Relaxed) < ticket.0
     }
 
-    /// Queues `item` unless the queue is over its limits (frames, or bytes of offered items
-    /// with this one),
-    /// in which case the peer is marked as a slow consumer and the item is dropped, and so is
-    /// every later one, even once the queue has room again: delivered after the gap, a later
-    /// message would make the client resume past it. Returns whether it was queued.
+    /// Queues `item` unless the offered items queued are over their limits (frames, or
+    /// bytes with this one; pushed items do not count), in which case the peer is marked as
+    /// a slow consumer and the item is dropped, and so is every later one, even once the
+    /// queue has room again: delivered after the gap, a later message would make the client
+    /// resume past it. Returns whether it was queued.
     pub(crate) fn offer(&self, item: Outbound) -> bool {
         let shared = &self.shared;
         if shared.overflowed.load(Ordering::Relaxed) {
             return false;
         }
-        let queued = shared.queued.load(Ordering::Relaxed);
+        let offered = shared.offered.load(Ordering::Relaxed);
         let bytes_after = shared
-            .queued_bytes
+            .offered_bytes
             .load(Ordering::Relaxed)
             .saturating_add(item.len());
-        if queued >= shared.limits.frames || (queued > 0 && bytes_after > shared.limits.bytes) {
+        if offered >= shared.limits.frames || (offered > 0 && bytes_after > shared.limits.bytes) {
             shared.overflow();
             return false;
         }
         self.enqueue(item, true);
         true
+    }
+
+    /// Whether as many pushed items (replies the connection asked for) are queued as the
+    /// reader lets pile up: it reads no further request until
+    /// [`replies_sent`](Self::replies_sent).
+    pub(crate) fn replies_pending(&self) -> bool {
+        self.shared.pushed.load(Ordering::Relaxed) >= self.shared.limits.frames
+    }
+
+    /// Resolves when the pushed items queued may have fallen below the bound of
+    /// [`replies_pending`](Self::replies_pending) (check it again: a wake-up may be stale).
+    pub(crate) async fn replies_sent(&self) {
+        self.shared.replies_sent.notified().await;
+    }
+
+    /// How many items the writer has taken so far: a count that moves shows a client that
+    /// reads.
+    pub(crate) fn taken_total(&self) -> u64 {
+        self.shared.taken_total.load(Ordering::Relaxed)
     }
 
     /// Records that the client said `hello`, so it speaks the Tether protocol: from now on
@@ -255,15 +331,15 @@ impl Peer {
 impl PeerQueue {
     /// The next queued item; `None` only once every [`Peer`] is dropped.
     pub(crate) async fn recv(&mut self) -> Option<Outbound> {
-        let (item, bytes) = self.rx.recv().await?;
-        self.taken(bytes);
+        let (item, cost) = self.rx.recv().await?;
+        self.taken(cost);
         Some(item)
     }
 
     /// The next item if one is queued already.
     pub(crate) fn try_recv(&mut self) -> Option<Outbound> {
-        let (item, bytes) = self.rx.try_recv().ok()?;
-        self.taken(bytes);
+        let (item, cost) = self.rx.try_recv().ok()?;
+        self.taken(cost);
         Some(item)
     }
 
@@ -286,11 +362,10 @@ impl PeerQueue {
             .collect()
     }
 
-    /// An item left the queue; `bytes`: what it counted against the byte limit.
-    fn taken(&self, bytes: usize) {
-        self.shared.queued.fetch_sub(1, Ordering::Relaxed);
-        self.shared.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
-        self.shared.taken.fetch_add(1, Ordering::Relaxed);
+    /// An item of `cost` left the queue.
+    fn taken(&self, cost: Cost) {
+        self.shared.count(cost, false);
+        self.shared.taken_total.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -370,7 +445,7 @@ mod tests {
             peer.push(frame(&i.to_string()));
         }
         assert_eq!(
-            peer.shared.queued.load(Ordering::Relaxed),
+            peer.shared.pushed.load(Ordering::Relaxed),
             5,
             "limit 2 + burst 3"
         );
@@ -435,7 +510,39 @@ mod tests {
         peer.push(frame(&"r".repeat(18)));
         assert!(peer.offer(frame("live")), "not cut off by its own replay");
         assert!(queue.try_recv().is_some() && queue.try_recv().is_some());
-        assert_eq!(peer.shared.queued_bytes.load(Ordering::Relaxed), 0);
+        assert_eq!(peer.shared.offered_bytes.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn pushes_do_not_count_against_offers_and_hold_the_reader_at_the_limit() {
+        let (peer, mut queue) = Peer::new(1, 3, 4);
+        // Two replays the connection asked for, past the offered limit together.
+        for _ in 0..5 {
+            peer.push(frame("replay"));
+        }
+        assert!(peer.replies_pending(), "3 or more pushed: the reader waits");
+        assert!(
+            peer.offer(frame("live")),
+            "a broadcast is not cut off by them"
+        );
+        assert!(peer.offer(frame("live")) && peer.offer(frame("live")));
+        assert!(!peer.offer(frame("live")), "but 3 offered are the limit");
+
+        let (peer, mut queue2) = Peer::new(2, 3, 4);
+        for _ in 0..4 {
+            peer.push(frame("replay"));
+        }
+        let taken = peer.taken_total();
+        queue2.try_recv();
+        assert!(peer.replies_pending(), "still 3");
+        queue2.try_recv();
+        assert!(!peer.replies_pending());
+        assert_eq!(peer.taken_total(), taken + 2);
+        // The item that went below the bound left a wake-up for the reader.
+        tokio::time::timeout(Duration::from_secs(1), peer.replies_sent())
+            .await
+            .expect("woken");
+        assert!(queue.try_recv().is_some());
     }
 
     #[tokio::test]

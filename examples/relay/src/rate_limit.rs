@@ -2,6 +2,7 @@
 //! current time, so the arithmetic is tested without waiting.
 
 use crate::config::RateLimit;
+use std::time::Duration;
 use tokio::time::Instant;
 
 /// Tokens refill continuously at `per_second` up to `burst`; each message takes one.
@@ -26,10 +27,8 @@ impl TokenBucket {
 
     /// Takes one token if there is one.
     pub(crate) fn try_take(&mut self, now: Instant) -> bool {
-        // `saturating_duration_since` keeps a clock that goes backwards from minting tokens.
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = self.tokens_at(now);
         self.last = now.max(self.last);
-        self.tokens = (self.tokens + elapsed * self.per_second).min(self.burst);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             true
@@ -37,12 +36,34 @@ impl TokenBucket {
             false
         }
     }
+
+    /// When the next token will be there: `now` if one is, `None` if never (a rate of 0 per
+    /// second once the burst is spent). Takes nothing.
+    pub(crate) fn token_at(&self, now: Instant) -> Option<Instant> {
+        let missing = 1.0 - self.tokens_at(now);
+        if missing <= 0.0 {
+            return Some(now);
+        }
+        if self.per_second <= 0.0 {
+            return None;
+        }
+        // Rounded up to the next millisecond: a caller that waits until then finds the token
+        // there, not 0.999… of it.
+        let ms = (missing / self.per_second * 1000.0).ceil();
+        Some(now + Duration::from_millis(ms as u64))
+    }
+
+    /// The tokens there would be at `now`.
+    fn tokens_at(&self, now: Instant) -> f64 {
+        // `saturating_duration_since` keeps a clock that goes backwards from minting tokens.
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        (self.tokens + elapsed * self.per_second).min(self.burst)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn a_burst_is_allowed_then_the_sustained_rate() {
@@ -79,5 +100,33 @@ mod tests {
         assert!(!bucket.try_take(t0 - Duration::from_millis(500)));
         assert!(!bucket.try_take(t0 + Duration::from_millis(500)));
         assert!(bucket.try_take(t0 + Duration::from_millis(1000)));
+    }
+
+    #[test]
+    fn the_next_token_is_found_where_it_was_announced() {
+        let t0 = Instant::now();
+        let mut bucket = TokenBucket::new(
+            RateLimit {
+                per_second: 3,
+                burst: 1,
+            },
+            t0,
+        );
+        assert_eq!(bucket.token_at(t0), Some(t0), "one is there");
+        assert!(bucket.try_take(t0));
+        let at = bucket.token_at(t0).expect("it refills");
+        assert_eq!(at, t0 + Duration::from_millis(334), "1/3 s, rounded up");
+        assert!(!bucket.try_take(at - Duration::from_millis(1)));
+        assert!(bucket.try_take(at));
+
+        let mut never = TokenBucket::new(
+            RateLimit {
+                per_second: 0,
+                burst: 1,
+            },
+            t0,
+        );
+        assert!(never.try_take(t0));
+        assert_eq!(never.token_at(t0 + Duration::from_secs(60)), None);
     }
 }

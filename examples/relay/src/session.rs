@@ -107,6 +107,25 @@ impl Session {
         self.access == Access::HelloMustProve
     }
 
+    /// Until when the reader must wait before handing over the frame that just arrived
+    /// (`text`, or `None` for a binary frame), or `None` to hand it over now.
+    ///
+    /// Over the rate limit, a message that names an `id` (a `publish`, `request`, `ping`,
+    /// `doc_change`) is refused by [`on_text`](Self::on_text) with `rate_limited` naming
+    /// it, and the client drops or fails that one message. A message without one
+    /// (`hello`, `subscribe`, `unsubscribe`, `doc_sync`) could not be named by the error:
+    /// refused, it would be lost without the client knowing (a client subscribing to more
+    /// channels than the burst on every reconnect would believe itself subscribed to all).
+    /// Such a message waits for a token instead: the reader stops reading the connection
+    /// until then, so a flood of them is slowed by TCP backpressure rather than refused. Only
+    /// a bucket that never refills (0 per second) refuses them, as nothing could be waited
+    /// for.
+    pub(crate) fn rate_wait(&self, text: Option<&str>, now: Instant) -> Option<Instant> {
+        let at = self.limiter.as_ref()?.token_at(now)?;
+        let names_id = || text.is_some_and(|text| head_of(text).id.is_some());
+        (at > now && !names_id()).then_some(at)
+    }
+
     /// Handles one text frame.
     pub(crate) fn on_text(&mut self, text: &str, now: Instant) -> Flow {
         if !self.within_rate(now) {

@@ -2,8 +2,8 @@
 //! reader (frames → [`Session`]) and a writer (queue → socket) run side by side, and the
 //! closing sequence. Which close code a failure earns is decided here:
 //! oversized message 1009, invalid UTF-8 1007, protocol violation 1002, slow consumer 1013,
-//! graceful shutdown 1012, silence for two ping intervals 4000, and whatever the session
-//! asks for (4001).
+//! graceful shutdown 1012, silence for two ping intervals (or none of the replies it asked
+//! for read for as long) 4000, and whatever the session asks for (4001).
 
 use crate::auth::Access;
 use crate::config::RelayConfig;
@@ -181,7 +181,7 @@ pub(crate) async fn serve(
         }
     } else {
         tokio::select! {
-        end = read_frames(&mut frames, &mut session, hello_deadline, silence_limit) => end,
+        end = read_frames(&mut frames, &mut session, &peer, hello_deadline, silence_limit) => end,
         end = write_frames(&mut sink, &mut queue, shared.config.ping_interval) => end,
         () = peer.overflowed() => Ending::Close {
             code: 1013,
@@ -221,14 +221,26 @@ pub(crate) async fn serve(
 /// connection from which nothing at all arrives for that long (no message, no pong, no ping
 /// frame) is closed as dead: its client's network may have vanished without a FIN or RST,
 /// and only this frees its subscriptions and presence.
+///
+/// Two things stop the reading for a while, leaving the client's frames in the socket
+/// (TCP backpressure): replies the client asked for and has not read yet, as many as
+/// `max_queued_frames` (see [`replies_sent`]), and the rate limit, for a frame that an
+/// error could not name (see [`Session::rate_wait`]).
 async fn read_frames(
     frames: &mut SplitStream<Ws>,
     session: &mut Session,
+    peer: &Peer,
     hello_deadline: Option<Instant>,
     silence_limit: Option<Duration>,
 ) -> Ending {
     let mut last_inbound = Instant::now();
     loop {
+        match replies_sent(peer, silence_limit).await {
+            Ok(false) => {}
+            // The client was reading all along: silence is counted from now.
+            Ok(true) => last_inbound = Instant::now(),
+            Err(ending) => return ending,
+        }
         let hello = hello_deadline.filter(|_| session.awaiting_token());
         let silence = silence_limit.map(|limit| last_inbound + limit);
         let deadline = [hello, silence].into_iter().flatten().min();
@@ -259,8 +271,14 @@ async fn read_frames(
         last_inbound = Instant::now();
         let flow = match next {
             None => return Ending::Gone,
-            Some(Ok(Message::Text(text))) => session.on_text(&text, last_inbound),
-            Some(Ok(Message::Binary(_))) => session.on_binary(last_inbound),
+            Some(Ok(Message::Text(text))) => {
+                let now = within_rate(session, Some(&text), last_inbound).await;
+                session.on_text(&text, now)
+            }
+            Some(Ok(Message::Binary(_))) => {
+                let now = within_rate(session, None, last_inbound).await;
+                session.on_binary(now)
+            }
             // tungstenite answers close frames itself; the stream ends on the next read.
             Some(Ok(Message::Close(frame))) => {
                 session.client_closed(frame.map(|f| u16::from(f.code)));
@@ -274,6 +292,45 @@ async fn read_frames(
             return Ending::close(code, &reason);
         }
     }
+}
+
+/// Waits while `peer` has as many replies it asked for queued as its reader lets pile up
+/// (`max_queued_frames`: a client that keeps subscribing without reading is held there, its
+/// requests left unread, instead of growing its queue). `Ok(true)` if it waited. A client
+/// that reads nothing of them for `silence_limit` (the writer takes nothing) is as silent as
+/// one that sends nothing: closed with 4000.
+async fn replies_sent(peer: &Peer, silence_limit: Option<Duration>) -> Result<bool, Ending> {
+    let mut waited = false;
+    while peer.replies_pending() {
+        waited = true;
+        let Some(limit) = silence_limit else {
+            peer.replies_sent().await;
+            continue;
+        };
+        let progress = peer.taken_total();
+        let woken = tokio::time::timeout(limit, peer.replies_sent()).await;
+        if woken.is_err() && peer.taken_total() == progress {
+            tracing::debug!("closing: none of the replies read for two ping intervals");
+            return Err(Ending::Close {
+                code: CLOSE_HEARTBEAT_TIMEOUT,
+                reason: "heartbeat timeout".to_owned(),
+                flush: false,
+            });
+        }
+    }
+    Ok(waited)
+}
+
+/// Waits until the rate limit lets the frame that arrived at `arrived` (`text`, or `None`
+/// for a binary frame) be handled, if it must wait (see [`Session::rate_wait`]); returns the
+/// time to handle it at.
+async fn within_rate(session: &Session, text: Option<&str>, arrived: Instant) -> Instant {
+    let mut now = arrived;
+    while let Some(at) = session.rate_wait(text, now) {
+        tokio::time::sleep_until(at).await;
+        now = Instant::now();
+    }
+    now
 }
 
 /// Sends queued frames (and pings) until the connection ends.

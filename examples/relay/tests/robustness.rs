@@ -8,7 +8,9 @@ mod common;
 use common::{error, relay, within, Client};
 use futures_util::StreamExt;
 use serde_json::json;
-use tether_core::protocol::{ClientMessage, ServerMessage};
+use std::collections::BTreeSet;
+use std::time::Duration;
+use tether_core::protocol::{ClientMessage, PresenceChange, ServerMessage};
 use tether_relay::{RateLimit, RelayConfig};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -138,6 +140,61 @@ async fn messages_over_the_rate_limit_are_refused_by_id() {
     common::stop(relay, [c]).await;
 }
 
+/// A client (re)connecting sends `hello`, then one `subscribe` per channel and one
+/// `doc_sync` per document, all at once. Those carry no `id`, so an `error{rate_limited}`
+/// could name nothing: the client could not tell which subscription failed and would
+/// silently never get that channel's messages. Over the rate they wait instead (the relay
+/// stops reading the connection until the rate allows the next message), so every
+/// `subscribe` is answered with `subscribed`.
+#[tokio::test]
+async fn a_rate_limited_subscribe_is_answered_with_something_that_names_its_channel() {
+    let relay = relay(RelayConfig {
+        // One token per second; the defaults (1,000/s, burst 2,000) behave the same for a
+        // client with a few thousand channels.
+        rate_limit: Some(RateLimit {
+            per_second: 1,
+            burst: 4,
+        }),
+        ..RelayConfig::default()
+    })
+    .await;
+    let mut c = Client::hello(&relay.ws_url(), "many-channels").await;
+    let channels: Vec<String> = (0..6).map(|i| format!("room-{i}")).collect();
+    for ch in &channels {
+        c.send(ClientMessage::Subscribe {
+            channel: ch.clone(),
+            since: None,
+            epoch: None,
+        })
+        .await;
+    }
+    let mut unanswered: BTreeSet<String> = channels.iter().cloned().collect();
+    let mut anonymous_errors = Vec::new();
+    // Bounded: at most 3 frames per subscribe, each awaited at most 3 s (the relay lets one
+    // through per second once the burst is spent).
+    for _ in 0..3 * channels.len() {
+        if unanswered.is_empty() {
+            break;
+        }
+        let Some(msg) = c.recv_within(Duration::from_secs(3)).await else {
+            break;
+        };
+        match msg {
+            ServerMessage::Subscribed { channel, .. } => {
+                unanswered.remove(&channel);
+            }
+            ServerMessage::Error { code, id: None, .. } => anonymous_errors.push(code),
+            _ => {}
+        }
+    }
+    assert!(
+        unanswered.is_empty(),
+        "subscriptions never answered: {unanswered:?}; the relay sent errors naming \
+         nothing instead: {anonymous_errors:?}"
+    );
+    common::stop(relay, [c]).await;
+}
+
 #[tokio::test]
 async fn a_subscriber_that_stops_reading_is_closed_with_1013() {
     slow_subscriber_is_cut_off(RelayConfig {
@@ -194,6 +251,153 @@ async fn slow_subscriber_is_cut_off(config: RelayConfig) {
     publisher.send(ClientMessage::Ping { id: "p".into() }).await;
     assert!(matches!(publisher.recv().await, ServerMessage::Pong { .. }));
     common::stop(relay, [slow, publisher]).await;
+}
+
+/// A client that comes back after a while resubscribes every channel at once, each with
+/// its `since`, and the relay replays each gap. Replies the connection asked for do not count
+/// against `max_queued_frames`: with the defaults (1,024 messages of history, 4,096 frames),
+/// six channels with full histories once got it closed with 1013 "slow consumer", dropping
+/// the replays it had queued; on reconnect it asked for the same gaps and was cut off again.
+#[tokio::test]
+async fn resuming_several_busy_channels_at_once_is_not_cut_off_as_a_slow_consumer() {
+    // The defaults, without the rate limit so that one publisher fills the histories fast.
+    let history = RelayConfig::default().history_capacity;
+    let relay = relay(RelayConfig {
+        rate_limit: None,
+        ..RelayConfig::default()
+    })
+    .await;
+    let url = relay.ws_url();
+    let channels: Vec<String> = (0..6).map(|i| format!("busy-{i}")).collect();
+    let mut publisher = Client::hello(&url, "publisher").await;
+    for ch in &channels {
+        for n in 0..history {
+            publisher
+                .publish(ch, &format!("{ch}-{n}"), json!(n), false)
+                .await;
+        }
+    }
+    publisher.barrier().await;
+    // What a subscriber that had seen nothing of this epoch's messages yet resumes from.
+    let mut probe = Client::hello(&url, "probe").await;
+    let epoch = probe.subscribe("probe", None, None).await.epoch;
+
+    let mut back = Client::hello(&url, "back").await;
+    for ch in &channels {
+        back.send(ClientMessage::Subscribe {
+            channel: ch.clone(),
+            since: Some(0),
+            epoch: Some(epoch.clone()),
+        })
+        .await;
+    }
+    let mut replayed = 0;
+    let mut closed = None;
+    // Bounded: at most every frame the relay should send, each awaited at most 2 s.
+    for _ in 0..channels.len() * (history + 2) {
+        match tokio::time::timeout(Duration::from_secs(2), back.ws.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) => {
+                if let ServerMessage::Message { .. } = ServerMessage::decode(&text).unwrap() {
+                    replayed += 1;
+                }
+            }
+            Ok(Some(Ok(Message::Close(frame)))) => {
+                closed = frame.map(|f| (u16::from(f.code), f.reason.to_string()));
+                break;
+            }
+            Ok(Some(Ok(_))) => {}
+            Ok(other) => panic!("unexpected {other:?}"),
+            Err(_) => break,
+        }
+    }
+    assert_eq!(
+        (replayed, closed),
+        (channels.len() * history, None),
+        "every gap replayed, the connection kept"
+    );
+    common::stop(relay, [publisher, probe, back]).await;
+}
+
+/// The other side of not counting asked-for replies against the slow-consumer limit: a
+/// client that keeps subscribing without reading must still not grow its queue without
+/// bound. The relay stops reading its requests while `max_queued_frames` replies are unsent,
+/// so a later `subscribe` is not even seen (nobody hears the client join) until the client
+/// reads; then everything arrives, in order, and the connection is kept.
+#[tokio::test]
+async fn a_client_that_keeps_subscribing_without_reading_is_held_not_buffered() {
+    let history = 16;
+    let relay = relay(RelayConfig {
+        history_capacity: history,
+        document_log_capacity: history,
+        max_queued_frames: 8,
+        rate_limit: None,
+        ..RelayConfig::default()
+    })
+    .await;
+    let url = relay.ws_url();
+    let mut publisher = Client::hello(&url, "publisher").await;
+    let payload = json!("y".repeat(32 * 1024));
+    for n in 0..history {
+        publisher
+            .publish("full", &format!("f{n}"), payload.clone(), false)
+            .await;
+    }
+    publisher.barrier().await;
+    let mut observer = Client::hello(&url, "observer").await;
+    let epoch = observer.subscribe("beacon", None, None).await.epoch;
+
+    // 60 replays of 16 × 32 KiB (30 MiB) asked for, far more than the sockets can hold, then
+    // a subscribe the observer would hear about.
+    let rounds = 60;
+    let mut greedy = Client::slow_reader(&relay).await;
+    greedy
+        .send(ClientMessage::Hello {
+            client_id: "greedy".into(),
+            token: None,
+        })
+        .await;
+    for _ in 0..rounds {
+        greedy
+            .send(ClientMessage::Subscribe {
+                channel: "full".into(),
+                since: Some(0),
+                epoch: Some(epoch.clone()),
+            })
+            .await;
+    }
+    greedy
+        .send(ClientMessage::Subscribe {
+            channel: "beacon".into(),
+            since: None,
+            epoch: None,
+        })
+        .await;
+    assert_eq!(
+        observer.recv_within(Duration::from_secs(1)).await,
+        None,
+        "the relay read past the replies the client left unread"
+    );
+
+    // Now read: every reply, then the beacon's, and no close (`recv` fails on one).
+    let (mut subscribed, mut replayed) = (0, 0);
+    loop {
+        match greedy.recv().await {
+            ServerMessage::Subscribed { channel, .. } if channel == "full" => subscribed += 1,
+            ServerMessage::Message { .. } => replayed += 1,
+            ServerMessage::Presence { channel, .. } if channel == "beacon" => break,
+            ServerMessage::Presence { .. } | ServerMessage::Subscribed { .. } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((subscribed, replayed), (rounds, rounds * history));
+    assert_eq!(
+        observer.recv().await,
+        ServerMessage::Presence {
+            channel: "beacon".into(),
+            change: PresenceChange::Join("greedy".into()),
+        }
+    );
+    common::stop(relay, [publisher, observer, greedy]).await;
 }
 
 fn token_config() -> RelayConfig {

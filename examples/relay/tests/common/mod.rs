@@ -138,6 +138,21 @@ impl Client {
         }
     }
 
+    /// The next protocol message, or `None` if nothing arrives within `wait` (pings and
+    /// pongs skipped); fails the test on anything else, a close frame included.
+    pub async fn recv_within(&mut self, wait: Duration) -> Option<ServerMessage> {
+        loop {
+            match tokio::time::timeout(wait, self.ws.next()).await {
+                Err(_) => return None,
+                Ok(Some(Ok(Message::Text(text)))) => {
+                    return Some(ServerMessage::decode(&text).unwrap())
+                }
+                Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+                Ok(other) => panic!("expected a protocol message, got {other:?}"),
+            }
+        }
+    }
+
     /// Reads until the server's close frame and returns it (skipping other messages).
     pub async fn recv_close(&mut self) -> CloseFrame {
         loop {
