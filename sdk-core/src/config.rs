@@ -265,6 +265,7 @@ pub struct Config {
     pub(crate) can_send_ping_frames: bool,
     pub(crate) sees_ping_frames: bool,
     pub(crate) sees_sse_comments: bool,
+    pub(crate) reports_progress: bool,
 }
 
 impl Config {
@@ -411,6 +412,7 @@ impl ConfigBuilder {
                 seed: None,
                 can_send_ping_frames: true,
                 sees_ping_frames: true,
+                reports_progress: false,
                 sees_sse_comments: true,
             },
         }
@@ -604,6 +606,19 @@ impl ConfigBuilder {
     /// (`EventSource` hides comments).
     pub fn driver_sees_sse_comments(mut self, sees: bool) -> Self {
         self.config.sees_sse_comments = sees;
+        self
+    }
+
+    /// Declares that the driver reports, with
+    /// [`Engine::transport_progress`](crate::Engine::transport_progress), the bytes of frames
+    /// its socket has taken. The engine then keeps a message that awaits nothing from the
+    /// server in the outbox until the socket took it, re-sends it on the next connection if the
+    /// transport ends first (a driver's own queue would otherwise lose it unreported), and
+    /// hands over at most [`write_batch_bytes`](Self::write_batch_bytes) not yet taken. Default
+    /// `false` (a message leaves the outbox when handed over); the native driver sets `true`.
+    /// A browser cannot: `WebSocket.send` takes every frame into its own buffer.
+    pub fn driver_reports_progress(mut self, reports: bool) -> Self {
+        self.config.reports_progress = reports;
         self
     }
 

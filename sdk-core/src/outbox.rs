@@ -2,7 +2,8 @@
 //! taken (or, for acknowledged sends, not yet acknowledged).
 //!
 //! It owns two FIFO queues: `queued` (not written to any transport yet) and `in_flight`
-//! (written, awaiting an ack or a reply; kept so they can be re-sent after a reconnect). The
+//! (written, awaiting an ack or a reply, or — with a driver that reports what its socket took
+//! — for the socket to take them; kept so they can be re-sent after a reconnect). The
 //! bounds in messages and bytes cover both. When a new message does not fit, the oldest
 //! *queued* messages are dropped first (in-flight ones have most likely reached the server
 //! already), then the oldest in-flight ones; the caller reports every dropped id. Messages whose
@@ -21,6 +22,13 @@ use std::collections::VecDeque;
 pub(crate) enum Awaiting {
     /// Nothing: it leaves the outbox when written.
     Nothing,
+    /// Nothing from the server, but the transport must take it: handed to a driver that
+    /// reports the bytes its socket took ([`Engine::transport_progress`]), it leaves once they
+    /// reach this offset (the end of its frame among everything handed to that transport),
+    /// and goes back to the queue if the transport ends first.
+    ///
+    /// [`Engine::transport_progress`]: crate::Engine::transport_progress
+    Taken(u64),
     /// An `ack` with this wire id.
     Ack(String),
     /// A `reply` to this request.
@@ -160,11 +168,19 @@ impl Outbox {
         Ok(dropped)
     }
 
+    /// The oldest entry that can be dropped: never one the transport is taking (its frame is
+    /// in the driver's hands and may still be written; it is bounded by the write batch).
     fn pop_oldest(&mut self) -> Option<Entry> {
-        let old = self
-            .queued
-            .pop_front()
-            .or_else(|| self.in_flight.pop_front())?;
+        let old = match self.queued.pop_front() {
+            Some(old) => old,
+            None => {
+                let pos = self
+                    .in_flight
+                    .iter()
+                    .position(|e| !matches!(e.awaiting, Awaiting::Taken(_)))?;
+                self.in_flight.remove(pos)?
+            }
+        };
         self.bytes -= old.frame.len();
         Some(old)
     }
@@ -177,9 +193,16 @@ impl Outbox {
     /// Takes the next queued entry to write. Entries awaiting an ack or a reply stay (as in
     /// flight) with a copy of their frame for a possible resend. Expired entries are never
     /// returned: call [`Outbox::expire`] first.
-    pub(crate) fn next_to_send(&mut self) -> Option<Outgoing> {
+    ///
+    /// `handed`: with a driver that reports what its socket took, the bytes already handed to
+    /// this transport; an entry that awaits nothing then stays (in flight) until the socket
+    /// takes it ([`Awaiting::Taken`]).
+    pub(crate) fn next_to_send(&mut self, handed: Option<u64>) -> Option<Outgoing> {
         let mut entry = self.queued.pop_front()?;
         let resend = entry.written && matches!(entry.awaiting, Awaiting::Ack(_));
+        if let (Awaiting::Nothing, Some(handed)) = (&entry.awaiting, handed) {
+            entry.awaiting = Awaiting::Taken(handed + entry.frame.len() as u64);
+        }
         if entry.awaiting == Awaiting::Nothing {
             self.bytes -= entry.frame.len();
             Some(Outgoing {
@@ -200,6 +223,41 @@ impl Outbox {
                 resend,
             })
         }
+    }
+
+    /// The transport took `offset` bytes of what was handed to it: removes the entries it
+    /// took ([`Awaiting::Taken`] up to `offset`); returns how many. They were handed in order,
+    /// so the scan stops at the first one not taken yet.
+    pub(crate) fn taken(&mut self, offset: u64) -> usize {
+        let mut removed = 0;
+        let mut i = 0;
+        while let Some(entry) = self.in_flight.get(i) {
+            match entry.awaiting {
+                Awaiting::Taken(end) if end <= offset => {
+                    self.remove_in_flight_at(i);
+                    removed += 1;
+                }
+                Awaiting::Taken(_) => break,
+                _ => i += 1,
+            }
+        }
+        removed
+    }
+
+    /// Removes every entry the transport is still taking (the app closes: the driver writes
+    /// them ahead of its close frame); returns how many.
+    pub(crate) fn settle_taking(&mut self) -> usize {
+        let before = self.in_flight.len();
+        let mut bytes = self.bytes;
+        self.in_flight.retain(|e| {
+            let taking = matches!(e.awaiting, Awaiting::Taken(_));
+            if taking {
+                bytes -= e.frame.len();
+            }
+            !taking
+        });
+        self.bytes = bytes;
+        before - self.in_flight.len()
     }
 
     /// Removes the in-flight entry awaiting ack `wire_id`. Acks usually come in order, so the
@@ -272,7 +330,7 @@ impl Outbox {
     /// when `keep_requests` is false (they fail with `ConnectionLost`).
     pub(crate) fn requeue_in_flight(&mut self, keep_requests: bool) -> Vec<RequestId> {
         let mut lost_requests = Vec::new();
-        while let Some(entry) = self.in_flight.pop_back() {
+        while let Some(mut entry) = self.in_flight.pop_back() {
             match entry.awaiting {
                 Awaiting::Reply(req) if !keep_requests => {
                     self.bytes -= entry.frame.len();
@@ -281,6 +339,11 @@ impl Outbox {
                 _ => {
                     if let Some(at) = entry.expires_at {
                         self.next_expiry = Some(self.next_expiry.map_or(at, |cur| cur.min(at)));
+                    }
+                    // Never taken by the socket: not written, so not a resend either.
+                    if let Awaiting::Taken(_) = entry.awaiting {
+                        entry.awaiting = Awaiting::Nothing;
+                        entry.written = false;
                     }
                     self.queued.push_front(entry);
                 }
@@ -390,7 +453,7 @@ mod tests {
         let mut o = outbox(10, 100);
         o.push(acked(1, "a", "w1")).unwrap();
         assert_eq!(o.holds(MessageId(1)), Some(false), "queued");
-        assert!(o.next_to_send().is_some());
+        assert!(o.next_to_send(None).is_some());
         assert_eq!(o.holds(MessageId(1)), Some(true), "in flight");
         o.requeue_in_flight(true);
         assert_eq!(
@@ -398,7 +461,7 @@ mod tests {
             Some(false),
             "queued again for a resend"
         );
-        o.next_to_send();
+        o.next_to_send(None);
         assert_eq!(o.acknowledge("w1"), Some(MessageId(1)));
         assert_eq!(o.holds(MessageId(1)), None, "gone");
         assert_eq!(o.holds(MessageId(2)), None, "never held");
@@ -431,7 +494,7 @@ mod tests {
     fn queued_are_dropped_before_in_flight() {
         let mut o = outbox(2, 100);
         o.push(acked(1, "a", "w1")).unwrap();
-        o.next_to_send().unwrap();
+        o.next_to_send(None).unwrap();
         o.push(entry(2, "b")).unwrap();
         assert_eq!(
             o.push(entry(3, "c")).unwrap(),
@@ -448,11 +511,12 @@ mod tests {
             o.push(acked(i, &format!("m{i}"), &format!("w{i}")))
                 .unwrap();
         }
-        o.next_to_send();
-        o.next_to_send();
+        o.next_to_send(None);
+        o.next_to_send(None);
         o.requeue_in_flight(true);
         let order: Vec<(Frame, bool)> =
-            std::iter::from_fn(|| o.next_to_send().map(|out| (out.frame, out.resend))).collect();
+            std::iter::from_fn(|| o.next_to_send(None).map(|out| (out.frame, out.resend)))
+                .collect();
         assert_eq!(
             order,
             vec![
@@ -492,7 +556,7 @@ mod tests {
         let mut written = acked(1, "a", "w1");
         (written.expires_at, written.ack_due) = (at(10), at(10));
         o.push(written).unwrap();
-        o.next_to_send().unwrap();
+        o.next_to_send(None).unwrap();
         let mut queued = acked(2, "b", "w2");
         (queued.expires_at, queued.ack_due) = (at(20), at(20));
         o.push(queued).unwrap();

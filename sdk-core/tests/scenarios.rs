@@ -1308,6 +1308,165 @@ fn an_outbox_flushed_at_open_is_handed_over_a_batch_at_a_time_so_backpressure_ca
 }
 
 #[test]
+fn with_a_driver_reporting_progress_untaken_messages_are_resent_not_lost_when_the_transport_ends() {
+    // A native WebSocket link queues frames while its socket pushes back; when the engine gave
+    // up on such a connection, that queue went with it and its messages counted as settled.
+    let config = Config::builder("ws://relay")
+        .driver_reports_progress(true)
+        .write_batch_bytes(3 * 1024)
+        .backoff_initial(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let mut engine = tether_core::Engine::new(config, 1);
+    let now = Instant::ZERO;
+    let open = |engine: &mut tether_core::Engine, now| {
+        engine.connect(now);
+        let transport = std::iter::from_fn(|| engine.poll_action())
+            .find_map(|a| match a {
+                tether_core::Action::Open(open) => Some(open.transport),
+                _ => None,
+            })
+            .unwrap();
+        engine.transport_opened(now, transport);
+        transport
+    };
+    let sent = |engine: &mut tether_core::Engine| -> Vec<String> {
+        std::iter::from_fn(|| engine.poll_action())
+            .filter_map(|a| match a {
+                tether_core::Action::Send {
+                    frame: Frame::Text(t),
+                    ..
+                } => Some(t[..2].to_owned()),
+                _ => None,
+            })
+            .collect()
+    };
+    let first = open(&mut engine, now);
+    for i in 0..6 {
+        engine
+            .send(now, format!("m{i}{}", "x".repeat(1022)))
+            .unwrap();
+    }
+    assert_eq!(
+        sent(&mut engine),
+        ["m0", "m1", "m2"],
+        "a batch not yet taken, no more"
+    );
+    assert_eq!(
+        engine.poll_timeout().filter(|at| *at == now),
+        None,
+        "no busy loop"
+    );
+    engine.transport_progress(now, first, 1024);
+    assert_eq!(sent(&mut engine), ["m3"], "one taken, one more handed over");
+    assert_eq!(engine.stats().messages_settled, 1);
+    assert_eq!(
+        engine.outbox_len(),
+        5,
+        "the untaken ones stay in the outbox"
+    );
+
+    engine.transport_failed(
+        now,
+        first,
+        tether_core::TransportFailure::Io("reset".into()),
+    );
+    let later = now + Duration::from_secs(1);
+    engine.handle_timeout(later);
+    let second = std::iter::from_fn(|| engine.poll_action())
+        .find_map(|a| match a {
+            tether_core::Action::Open(open) => Some(open.transport),
+            _ => None,
+        })
+        .unwrap();
+    engine.transport_opened(later, second);
+    assert_eq!(
+        sent(&mut engine),
+        ["m1", "m2", "m3"],
+        "re-sent first, in order"
+    );
+    engine.transport_progress(later, second, 5 * 1024 * 1024);
+    assert_eq!(sent(&mut engine), ["m4", "m5"]);
+    engine.transport_progress(later, second, 5 * 1024 * 1024);
+    let stats = engine.stats();
+    assert_eq!(
+        (stats.messages_settled, stats.resent, engine.outbox_len()),
+        (6, 0, 0),
+        "each settled once, nothing counted as a resend (they were never written)"
+    );
+    let dropped = std::iter::from_fn(|| engine.poll_event())
+        .filter(|e| matches!(e, Event::Dropped { .. }))
+        .count();
+    assert_eq!(dropped, 0);
+}
+
+#[test]
+fn with_a_driver_reporting_progress_what_the_transport_is_taking_follows_the_close() {
+    let open = |engine: &mut tether_core::Engine| {
+        engine.connect(Instant::ZERO);
+        let transport = std::iter::from_fn(|| engine.poll_action())
+            .find_map(|a| match a {
+                tether_core::Action::Open(open) => Some(open.transport),
+                _ => None,
+            })
+            .unwrap();
+        engine.transport_opened(Instant::ZERO, transport);
+        transport
+    };
+    let builder = || {
+        Config::builder("ws://relay")
+            .driver_reports_progress(true)
+            .heartbeat_mode(HeartbeatMode::PingFrame)
+            .heartbeat_interval(Duration::from_secs(1))
+            .max_missed_pongs(1)
+    };
+
+    // The app closes: the frames handed over go out ahead of the close frame, as without
+    // progress reports; they are settled, not reported dropped.
+    let mut engine = tether_core::Engine::new(builder().build().unwrap(), 1);
+    open(&mut engine);
+    engine.send(Instant::ZERO, "a").unwrap();
+    engine.send(Instant::ZERO, "b").unwrap();
+    let actions: Vec<_> = std::iter::from_fn(|| engine.poll_action()).collect();
+    assert_eq!(actions.len(), 2, "{actions:?}");
+    engine.close(Instant::ZERO, 1000, "bye").unwrap();
+    let dropped = std::iter::from_fn(|| engine.poll_event())
+        .filter(|e| matches!(e, Event::Dropped { .. }))
+        .count();
+    assert_eq!((dropped, engine.stats().messages_settled), (0, 2));
+
+    // The engine gives up on the transport (no pong): what it had not taken goes back to the
+    // outbox, so the driver must not write it there too; it is released at once.
+    let mut engine = tether_core::Engine::new(builder().build().unwrap(), 1);
+    let transport = open(&mut engine);
+    engine.send(Instant::ZERO, "a").unwrap();
+    let mut now = Instant::ZERO;
+    let mut ends = Vec::new();
+    while ends.len() < 2 && now < Instant::ZERO + Duration::from_secs(10) {
+        now = engine.poll_timeout().unwrap();
+        engine.handle_timeout(now);
+        ends.extend(std::iter::from_fn(|| engine.poll_action()).filter(|a| {
+            matches!(a, tether_core::Action::Close { transport: t, .. } | tether_core::Action::Release { transport: t } if *t == transport)
+        }));
+    }
+    assert!(
+        matches!(
+            ends[..],
+            [
+                tether_core::Action::Close { .. },
+                tether_core::Action::Release { .. }
+            ]
+        ),
+        "{ends:?}"
+    );
+    assert!(
+        now < Instant::ZERO + Duration::from_secs(3),
+        "at the heartbeat's verdict"
+    );
+    assert_eq!(engine.outbox_len(), 1, "kept for the next connection");
+}
+
+#[test]
 fn outbox_overflow_drops_the_oldest_reports_them_and_delivers_the_rest_in_order() {
     let mut sim = Sim::new(
         Config::builder("ws://relay")

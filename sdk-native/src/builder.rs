@@ -101,7 +101,9 @@ macro_rules! forward {
 impl ClientBuilder {
     pub(crate) fn new(url: impl Into<String>) -> Self {
         ClientBuilder {
-            core: Config::builder(url),
+            // The WebSocket link reports the bytes its socket took (`LinkInput::Progress`), so
+            // what waits in its own queue is re-sent, not lost, if the connection ends first.
+            core: Config::builder(url).driver_reports_progress(true),
             native: NativeOptions::default(),
             token_placement: None,
         }

@@ -371,6 +371,7 @@ fn feed(engine: &mut Engine, now: Instant, id: tether_core::TransportId, input: 
         LinkInput::Ping => engine.ping_received(now, id),
         LinkInput::Pong(payload) => engine.pong_received(now, id, &payload),
         LinkInput::Writable(w) => engine.transport_writable(now, id, w),
+        LinkInput::Progress(taken) => engine.transport_progress(now, id, taken),
         LinkInput::Closed { code, reason } => engine.transport_closed(now, id, code, &reason),
         LinkInput::Failed(failure) => engine.transport_failed(now, id, failure),
     }

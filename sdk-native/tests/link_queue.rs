@@ -1,13 +1,8 @@
-//! What happens to frames the WebSocket link holds when its connection is replaced.
-//!
-//! Known defect, reproduced and not fixed yet: the engine counts a fire-and-forget message
-//! settled when it hands the frame to the driver, and the link keeps frames the socket does
-//! not take yet in its own queue (`Io::pending`); when the heartbeat gives up on a slow peer
-//! and the next connection replaces the link, that queue goes with it, unreported. The fix
-//! this test is for: the link reports the bytes its socket took (an engine input), the engine
-//! keeps fire-and-forget entries until then, requeues the rest when the transport ends, and
-//! stops handing frames over past `write_batch_bytes` unconfirmed (which also bounds the
-//! link's queue, today limited only by how fast the app sends).
+//! What happens to frames the WebSocket link holds when its connection is replaced: the
+//! link reports the bytes its socket took (`Engine::transport_progress`), the engine keeps
+//! messages until then and re-sends the rest on the next connection. (The engine used to count
+//! a message settled when it handed the frame over, and a link whose socket pushed back lost
+//! its whole queue, unreported, when the heartbeat gave up on the connection.)
 #![allow(clippy::unwrap_used)]
 
 use std::sync::{Arc, Mutex};
@@ -102,15 +97,11 @@ fn client_text_frames(mut bytes: &[u8]) -> Vec<String> {
 }
 
 /// A peer that is slow to read for a while: the heartbeat gives up on the connection (its
-/// pings wait behind the data; that alone is the design's call) and the client reconnects.
-/// Every message the client reports as settled (written: no `Dropped` event, not re-sent)
-/// must then reach the server, which reads everything both connections carried. What the
-/// kernel had taken does. But the frames the engine handed to the link, which were waiting in
-/// the link's own queue (`Io::pending`, up to `write_batch_bytes`, 1 MiB by default) and in
-/// tungstenite's write buffer because the socket pushed back, are dropped with the link when
-/// the next connection replaces it: never written anywhere, never reported, not re-sent.
+/// pings wait behind the data) and the client reconnects. Every message the client reports as
+/// settled (no `Dropped` event) must then reach the server, which reads everything both
+/// connections carried: what the operating system had taken over the first one, the rest (the
+/// link's queue, tungstenite's buffer) re-sent over the second.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known defect (see the module doc): frames in the link's queue are lost when the link is replaced"]
 async fn messages_queued_in_the_link_are_not_lost_silently_when_the_connection_is_replaced() {
     const COUNT: usize = 40_000;
     let (url, received, server) = slow_then_reading_server(Duration::from_millis(1500)).await;
@@ -182,6 +173,11 @@ async fn messages_queued_in_the_link_are_not_lost_silently_when_the_connection_i
          ({dropped} dropped, {} settled, {} reconnects)",
         stats.messages_settled, stats.reconnects
     );
+    // At least once: what tungstenite was writing when its last flush had not completed
+    // (at most its write buffer, 8 KiB, plus the message that crossed it) may have reached the
+    // peer and is sent again; everything before was counted as taken.
+    let copies = received.lock().unwrap().len() - got.len();
+    assert!(copies <= 9, "{copies} messages arrived twice");
 }
 
 /// Waits (at most 5 s) until `client` is open.

@@ -293,6 +293,9 @@ impl Engine {
         match self.state {
             State::Closed { .. } | State::Closing => {}
             State::Open => {
+                // What the transport is taking goes out ahead of the close frame, as anything
+                // handed over does; the rest is reported dropped.
+                self.stats.messages_settled += self.outbox.settle_taking() as u64;
                 self.drop_everything_pending();
                 self.begin_close(now, code, reason);
             }
@@ -542,8 +545,25 @@ impl Engine {
         };
         // A batch at a time (see `ConfigBuilder::write_batch_bytes`): the driver reports
         // backpressure between batches, before the whole outbox is in the transport's buffer.
-        let mut batch = self.config.write_batch_bytes;
-        while let Some(out) = self.outbox.next_to_send() {
+        // A driver that reports what its socket took gets at most a batch not yet taken; its
+        // next report goes on.
+        let progress = self.config.reports_progress;
+        let untaken = self.conn.handed - self.conn.taken;
+        let mut batch = match progress {
+            true => self
+                .config
+                .write_batch_bytes
+                .saturating_sub(untaken as usize),
+            false => self.config.write_batch_bytes,
+        };
+        if batch == 0 {
+            self.check_drain(now);
+            return;
+        }
+        while let Some(out) = self
+            .outbox
+            .next_to_send(progress.then_some(self.conn.handed))
+        {
             batch = batch.saturating_sub(out.frame.len());
             if out.resend {
                 self.stats.resent += 1;
@@ -557,7 +577,7 @@ impl Engine {
                 frame: out.frame,
             });
             if batch == 0 {
-                if self.outbox.has_unsent() {
+                if !progress && self.outbox.has_unsent() {
                     self.timers.flush_more = Some(now);
                 }
                 break;
@@ -588,6 +608,7 @@ impl Engine {
     fn count_written(&mut self, frame: &Frame) {
         self.stats.frames_sent += 1;
         self.stats.bytes_sent += frame.len() as u64;
+        self.conn.handed += frame.len() as u64;
         self.conn.largest_written = self.conn.largest_written.max(frame.len());
     }
 }

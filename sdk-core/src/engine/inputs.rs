@@ -269,6 +269,25 @@ impl Engine {
         }
     }
 
+    /// The transport's socket has taken `taken` bytes of the frames handed to it (the sum of
+    /// their [`Frame::len`](crate::Frame::len), counted from its `Open`, in the order of the
+    /// `Send` actions); only with
+    /// [`ConfigBuilder::driver_reports_progress`](crate::ConfigBuilder::driver_reports_progress).
+    /// The messages it took are settled, and more are handed over.
+    pub fn transport_progress(&mut self, now: Instant, transport: TransportId, taken: u64) {
+        let now = self.observe(now);
+        if !self.is_current(transport) || !self.config.reports_progress {
+            return;
+        }
+        let taken = taken.min(self.conn.handed);
+        if taken <= self.conn.taken {
+            return;
+        }
+        self.conn.taken = taken;
+        self.stats.messages_settled += self.outbox.taken(taken) as u64;
+        self.flush(now);
+    }
+
     /// The transport closed, with the close frame's code and reason if there was one
     /// (`None` for an abrupt end). The close policy decides whether and when to reconnect.
     pub fn transport_closed(

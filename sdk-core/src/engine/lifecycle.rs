@@ -129,6 +129,12 @@ impl Engine {
     ) {
         if let (Some(transport), Some(code)) = (self.conn.transport, close_code) {
             self.close_transport(transport, code, truncate_reason(&cause.to_string()));
+            // Frames its socket has not taken go back to the outbox (below) for the next
+            // connection: the driver must not write them here too, so it drops the transport
+            // now. (Its close frame would wait behind them anyway.)
+            if self.conn.handed > self.conn.taken && self.config.reports_progress {
+                self.release_lingering();
+            }
         }
         // A connection that dropped before proving stable counts as a failed attempt, so an
         // accept-then-drop server meets growing delays; one that was stable starts afresh.

@@ -134,6 +134,10 @@ struct Connection {
     /// The largest frame written on this connection, in bytes: a close 1009 (message too
     /// big) is about it (see `Engine::refused_as_too_big`).
     largest_written: usize,
+    /// Bytes of frames handed to this transport, and how many of them its socket took (as
+    /// far as the driver reports it: `Engine::transport_progress`).
+    handed: u64,
+    taken: u64,
 }
 
 /// Token refresh bookkeeping: refresh once after a refusal, then give up.

@@ -22,6 +22,8 @@ pub(crate) enum LinkInput {
     Ping,
     Pong(Vec<u8>),
     Writable(bool),
+    /// The bytes of frames the socket has taken since the link opened (`Frame::len` of each).
+    Progress(u64),
     Closed {
         code: Option<u16>,
         reason: String,

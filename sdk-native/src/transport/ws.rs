@@ -4,7 +4,9 @@
 //! peer that only reads after it has written (writes progress whenever the driver polls for
 //! input). Frames the engine hands over wait in a small local queue only while the socket
 //! pushes back; the link then reports `Writable(false)` so that further messages stay in the
-//! engine's bounded outbox instead of piling up here.
+//! engine's bounded outbox instead of piling up here. It also reports how many bytes of them
+//! the operating system has taken (`Progress`, counted at each completed flush): the engine
+//! keeps the rest and sends it again on the next connection if this one ends first.
 //!
 //! A `ws://` connection is a `WebSocketStream<TcpStream>`, not tokio-tungstenite's
 //! `MaybeTlsStream`: that enum is as large as its rustls variant, so every idle plain
@@ -78,16 +80,32 @@ struct Io {
     pending: VecDeque<Message>,
     needs_flush: bool,
     writable: bool,
+    /// Bytes of data frames handed to tungstenite; of them, those flushed to the socket (in
+    /// the operating system's hands: tungstenite's own buffer would go with the link), and
+    /// those the engine was told of.
+    started: u64,
+    taken: u64,
+    reported: u64,
+    /// How many bytes may be started past the last completed flush before the next one is
+    /// asked for: tungstenite's write buffer size, so the flush finds what tungstenite writes
+    /// by itself already written (no extra system call), and at most this much counts as not
+    /// taken when it is in fact on its way (it is then sent again on the next connection).
+    flush_every: u64,
 }
 
 impl WsLink {
     pub(crate) fn open(request: OpenRequest, options: Arc<WsOptions>) -> Self {
+        let flush_every = options.write_buffer_size.max(1) as u64;
         WsLink {
             state: State::Connecting(Box::pin(connect(request, options))),
             io: Io {
+                flush_every,
                 pending: VecDeque::new(),
                 needs_flush: false,
                 writable: true,
+                started: 0,
+                taken: 0,
+                reported: 0,
             },
         }
     }
@@ -142,6 +160,12 @@ impl Io {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
+        // A flush under way first: once it completes, every frame started is in the operating
+        // system's hands (under load, tungstenite's readiness flushes too, unseen here, and
+        // what it wrote would otherwise count as not taken).
+        if let Poll::Ready(Some(input)) = self.poll_flush(stream, cx) {
+            return Poll::Ready(input);
+        }
         // Write what the socket takes.
         while !self.pending.is_empty() {
             match stream.poll_ready_unpin(cx) {
@@ -149,21 +173,36 @@ impl Io {
                     let Some(msg) = self.pending.pop_front() else {
                         break;
                     };
+                    let data_len = match &msg {
+                        Message::Text(text) => text.len(),
+                        Message::Binary(bytes) => bytes.len(),
+                        _ => 0,
+                    };
                     if let Err(e) = stream.start_send_unpin(msg) {
                         return Poll::Ready(failure(e));
                     }
+                    self.started += data_len as u64;
                     self.needs_flush = true;
+                    if self.started - self.taken >= self.flush_every {
+                        match self.poll_flush(stream, cx) {
+                            Poll::Ready(Some(input)) => return Poll::Ready(input),
+                            Poll::Ready(None) => {}
+                            Poll::Pending => break,
+                        }
+                    }
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(failure(e)),
                 Poll::Pending => break,
             }
         }
-        if self.needs_flush {
-            match stream.poll_flush_unpin(cx) {
-                Poll::Ready(Ok(())) => self.needs_flush = false,
-                Poll::Ready(Err(e)) => return Poll::Ready(failure(e)),
-                Poll::Pending => {}
-            }
+        if let Poll::Ready(Some(input)) = self.poll_flush(stream, cx) {
+            return Poll::Ready(input);
+        }
+        // What the socket took is settled before anything read is reported: an end read next
+        // must not send it again on the next connection.
+        if self.taken != self.reported {
+            self.reported = self.taken;
+            return Poll::Ready(LinkInput::Progress(self.taken));
         }
         let writable = self.pending.is_empty();
         if writable != self.writable {
@@ -205,6 +244,31 @@ impl Io {
                 }),
                 Poll::Pending => Poll::Pending,
             };
+        }
+    }
+}
+
+impl Io {
+    /// Flushes what was started, if anything; `Some` is the link's failure.
+    fn poll_flush<S>(
+        &mut self,
+        stream: &mut WebSocketStream<S>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<LinkInput>>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        if !self.needs_flush {
+            return Poll::Ready(None);
+        }
+        match stream.poll_flush_unpin(cx) {
+            Poll::Ready(Ok(())) => {
+                self.needs_flush = false;
+                self.taken = self.started;
+                Poll::Ready(None)
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Some(failure(e))),
+            Poll::Pending => Poll::Pending,
         }
     }
 }
