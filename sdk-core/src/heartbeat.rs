@@ -2,8 +2,9 @@
 //! how many went missing, and the round-trip time.
 //!
 //! Pings go out every `interval`. At each tick, if the previous ping is still unanswered and
-//! nothing else arrived since it was sent, it counts as missed; `max_missed` misses in a row
-//! declare the connection dead. So a silent black hole is detected at the latest
+//! nothing else arrived since it was sent (no frame, and no bytes of one still arriving), it
+//! counts as missed; `max_missed` misses in a row declare the connection dead. So a silent
+//! black hole is detected at the latest
 //! `interval × (max_missed + 1)` after the last sign of life. Optionally each ping also has a
 //! hard `pong_timeout`. A *probe* (network change, back to foreground) sends a ping at once
 //! with the short `probe_timeout`, so a socket that died while the device switched networks is
@@ -182,7 +183,8 @@ impl Heartbeat {
         Some(now.saturating_duration_since(out.sent_at))
     }
 
-    /// Any inbound traffic (a frame, or a ping from the server).
+    /// Any inbound traffic (a frame, a ping from the server, or bytes of a message still
+    /// arriving: `Engine::bytes_received`).
     pub(crate) fn activity(&mut self, now: Instant) {
         if self.mode == HeartbeatMode::ServerDriven {
             self.silence_deadline = Some(now + self.silence_limit());

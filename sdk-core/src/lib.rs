@@ -23,7 +23,8 @@
 //!   [`Engine::token_ready`], [`Engine::token_failed`], [`Engine::transport_opened`],
 //!   [`Engine::frame_received`], [`Engine::sse_parsed`], [`Engine::sse_event_received`],
 //!   [`Engine::sse_event_too_large`], [`Engine::pong_received`],
-//!   [`Engine::ping_received`], [`Engine::transport_writable`],
+//!   [`Engine::ping_received`], [`Engine::bytes_received`] (part of a message arrived: a sign
+//!   of life for the heartbeat), [`Engine::transport_writable`],
 //!   [`Engine::transport_progress`], [`Engine::transport_closed`],
 //!   [`Engine::transport_failed`], and [`Engine::handle_timeout`].
 //! * **Outputs**, drained by the driver: [`Engine::poll_action`] (open a transport, send a

@@ -932,6 +932,102 @@ fn server_driven_heartbeat_expects_traffic() {
 }
 
 #[test]
+fn a_large_message_still_arriving_is_a_sign_of_life_but_a_link_that_dies_mid_message_is_not() {
+    // A frame that takes 60 s to arrive over a slow link, with a 30 s heartbeat bound: the
+    // server cannot answer a ping in the middle of a frame, so only the bytes themselves,
+    // reported by the driver before each due timeout, show that the link is alive.
+    for mode in [HeartbeatMode::PingFrame, HeartbeatMode::ServerDriven] {
+        let mut sim = heartbeat_sim(mode, Protocol::Raw);
+        sim.connect_open();
+        sim.run_for(secs(5));
+        sim.server_trickle(Some(Frame::from("x".repeat(1 << 20))), secs(60));
+        sim.run_for(secs(61));
+        assert_eq!(sim.reconnects(), [], "{mode:?}: cut off mid-message");
+        assert_eq!(sim.delivered().len(), 1, "{mode:?}");
+        // The same link then goes silent: found as before.
+        let quiet = sim.now;
+        sim.server.behaviour = Behaviour::BlackHole;
+        sim.run_for(secs(40));
+        let (at, _, _, cause) = sim.reconnects()[0].clone();
+        assert_eq!(cause, DisconnectCause::HeartbeatTimeout, "{mode:?}");
+        assert!(at.saturating_duration_since(quiet) <= secs(30), "{mode:?}");
+
+        // A link that dies in the middle of the message: found within the bound of its last
+        // byte, as a silent one is.
+        let mut sim = heartbeat_sim(mode, Protocol::Raw);
+        sim.connect_open();
+        sim.run_for(secs(5));
+        let stopped = sim.now + sim.latency + secs(45);
+        sim.server_trickle(None, secs(45));
+        sim.run_for(secs(100));
+        let (at, _, _, cause) = sim.reconnects()[0].clone();
+        assert_eq!(cause, DisconnectCause::HeartbeatTimeout, "{mode:?}");
+        assert!(at > stopped, "{mode:?}: cut off while bytes still came");
+        let bound = match mode {
+            HeartbeatMode::PingFrame => secs(30),
+            // The driver reports bytes at the next deadline, which is the silence limit's
+            // own: the bytes it saw arrived at some time since the last input.
+            _ => secs(60),
+        };
+        assert!(
+            at.saturating_duration_since(stopped) <= bound,
+            "{mode:?}: found {:?} after the last byte",
+            at.saturating_duration_since(stopped)
+        );
+        assert!(sim.delivered().is_empty());
+    }
+}
+
+#[test]
+fn bytes_answer_a_probe_when_they_come_after_it_and_only_then() {
+    // The network changes while a large message is arriving: the bytes that keep coming
+    // answer the probe (its pong waits behind the frame).
+    let mut sim = heartbeat_sim(HeartbeatMode::PingFrame, Protocol::Raw);
+    sim.connect_open();
+    sim.run_for(secs(1));
+    sim.server_trickle(Some(Frame::from("x".repeat(1 << 20))), secs(20));
+    sim.run_for(secs(4));
+    sim.engine.network_changed(sim.now, true);
+    sim.run_for(secs(20));
+    assert_eq!(sim.reconnects(), [], "the probe was answered by the bytes");
+    assert_eq!(sim.delivered().len(), 1);
+
+    let mut sim = heartbeat_sim(HeartbeatMode::PingFrame, Protocol::Raw);
+    sim.connect_open();
+    sim.run_for(secs(1));
+    // Bytes arrive for 3 s, then the link dies; the network changes a second later.
+    sim.server_trickle(None, secs(3));
+    sim.run_for(secs(4));
+    let probe_at = sim.now;
+    sim.engine.network_changed(sim.now, true);
+    sim.run_for(secs(6));
+    let (at, _, _, cause) = sim.reconnects()[0].clone();
+    assert_eq!(cause, DisconnectCause::HeartbeatTimeout);
+    assert_eq!(at.saturating_duration_since(probe_at), secs(5));
+}
+
+#[test]
+fn bytes_received_from_a_stale_transport_are_ignored() {
+    let mut sim = heartbeat_sim(HeartbeatMode::ServerDriven, Protocol::Raw);
+    sim.connect_open();
+    let first = sim.server.conn.unwrap();
+    sim.kill_connection();
+    sim.run_until_state(secs(10), |e| e.state().is_open());
+    let opened = sim.now;
+    for s in 1..=40 {
+        sim.run_until(opened + secs(s));
+        sim.engine.bytes_received(sim.now, first);
+    }
+    let (at, _, _, cause) = sim.reconnects()[1].clone();
+    assert_eq!(cause, DisconnectCause::HeartbeatTimeout);
+    assert!(
+        at.saturating_duration_since(opened) <= secs(30),
+        "the old transport's bytes kept the new one alive"
+    );
+    assert!(sim.engine.stats().stale_inputs >= 30, "counted as stale");
+}
+
+#[test]
 fn a_quiet_raw_socket_stays_up_in_a_browser_that_hides_the_servers_pings() {
     // A browser can neither send ping frames nor see the server's: Auto must not wait for
     // signs of life it can never get (it used to declare this connection dead every 75 s).

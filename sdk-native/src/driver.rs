@@ -125,7 +125,15 @@ impl Driver {
                     // Elapsed: it must be re-armed even if the deadline is unchanged.
                     armed = None;
                     let now = self.shared.now();
-                    self.shared.lock().engine.handle_timeout(now);
+                    let mut inner = self.shared.lock();
+                    // Part of a message that came in since the link's last input: reported
+                    // here, once, not per read (the heartbeat only judges at its deadlines).
+                    if let Some(l) = link.as_mut() {
+                        if l.take_bytes_arrived() {
+                            inner.engine.bytes_received(now, l.id());
+                        }
+                    }
+                    inner.engine.handle_timeout(now);
                 }
             }
         }

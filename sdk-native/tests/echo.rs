@@ -651,3 +651,63 @@ async fn a_token_provider_that_always_panics_ends_in_gave_up_and_refused_sends()
         "the queued message is reported, not kept"
     );
 }
+
+/// The heartbeat finds a dead connection within `interval × (missed + 1)`. A large message on
+/// a slow but healthy link keeps bytes coming the whole time, but the server's pong can only
+/// come after the frame it is in the middle of (RFC 6455 §5.4): unless the bytes themselves
+/// count, the connection is dropped mid-message, and again after every reconnect (a resuming
+/// server sends the same message first). Here: a 300 ms bound, and a 96 KiB frame arriving
+/// steadily over more than a second (800 bytes every 10 ms).
+#[tokio::test]
+async fn a_large_websocket_message_on_a_slow_link_is_not_cut_off_by_the_heartbeat() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const SIZE: usize = 96 * 1024;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move {
+        let mut connections = tokio::task::JoinSet::new();
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            connections.spawn(async move {
+                let Ok(ws) = tokio_tungstenite::accept_async(tcp).await else {
+                    return;
+                };
+                let mut tcp = ws.into_inner();
+                // One unmasked text frame with a 64-bit length, written piece by piece.
+                let mut frame = vec![0x81, 127];
+                frame.extend_from_slice(&(SIZE as u64).to_be_bytes());
+                frame.extend(std::iter::repeat_n(b'x', SIZE));
+                for piece in frame.chunks(800) {
+                    if tcp.write_all(piece).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                // Then read (and discard) whatever comes, until the client goes.
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = tcp.read(&mut buf).await {
+                    if n == 0 {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let (client, mut events) = Client::builder(url)
+        .heartbeat_mode(tether::HeartbeatMode::PingFrame)
+        .heartbeat_interval(Duration::from_millis(100))
+        .max_missed_pongs(2)
+        .max_message_bytes(SIZE * 2)
+        // The server never answers the close: do not wait long for it.
+        .close_timeout(Duration::from_millis(200))
+        .connect()
+        .unwrap();
+    let got = common::first_message_or_reconnect(&mut events).await;
+    timeout(Duration::from_secs(5), client.shutdown())
+        .await
+        .unwrap();
+    server.abort();
+    assert_eq!(got, Ok(SIZE), "the message arrives on the first connection");
+}

@@ -293,3 +293,29 @@ fn an_sse_client_is_not_stalled_by_a_connection_another_runtime_left_in_the_pool
         );
     }
 }
+
+/// The same over SSE: the server-driven silence limit (300 ms here) must not run out while one
+/// large event is still arriving steadily (96 KiB, 400 bytes every 5 ms or more): the stream
+/// would be dropped mid-event, and `Last-Event-ID` would bring the same event back first on
+/// every reconnect.
+#[tokio::test]
+async fn a_large_sse_event_on_a_slow_link_is_not_cut_off_by_the_silence_limit() {
+    const SIZE: usize = 96 * 1024;
+    let mut event = b"id: 1\ndata: ".to_vec();
+    event.extend(std::iter::repeat_n(b'x', SIZE));
+    event.extend_from_slice(b"\n\n");
+    let mut pieces = vec![b": hello\n\n".to_vec()];
+    pieces.extend(event.chunks(400).map(<[u8]>::to_vec));
+    let (addr, _) = sse_server(vec![pieces]).await;
+    let (client, mut events) = Client::builder(format!("http://{addr}/"))
+        .heartbeat_interval(Duration::from_millis(100))
+        .max_missed_pongs(2)
+        .max_message_bytes(SIZE * 2)
+        .connect()
+        .unwrap();
+    let got = common::first_message_or_reconnect(&mut events).await;
+    tokio::time::timeout(Duration::from_secs(5), client.shutdown())
+        .await
+        .unwrap();
+    assert_eq!(got, Ok(SIZE), "the event arrives on the first connection");
+}

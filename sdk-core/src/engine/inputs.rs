@@ -256,6 +256,27 @@ impl Engine {
         self.heartbeat.activity(now);
     }
 
+    /// Bytes arrived on `transport` since the driver's last input about it, without making a
+    /// whole frame, event or comment yet: part of a large message on a slow link. A sign of
+    /// life exactly like a received frame (it answers the outstanding ping or probe, when
+    /// `any_frame_is_liveness`, and restarts the server-driven silence limit), so a message
+    /// that keeps arriving is not cut off by a heartbeat its server cannot answer mid-frame.
+    ///
+    /// Meant to be cheap for the driver: it need not report every read. It notes that bytes
+    /// arrived (since it last fed the engine an input from this transport) and reports that
+    /// once, before the next `handle_timeout`; the heartbeat only judges at its deadlines, so
+    /// that is all it needs. Bytes that arrived before the driver performed the latest
+    /// [`Action::Ping`] should not be reported (a ping is answered by what comes after it). A
+    /// driver whose platform hands over only whole messages (a browser's WebSocket or
+    /// `EventSource`) cannot report this.
+    pub fn bytes_received(&mut self, now: Instant, transport: TransportId) {
+        let now = self.observe(now);
+        if !self.is_current(transport) || !self.receives_frames() {
+            return;
+        }
+        self.heartbeat.activity(now);
+    }
+
     /// Backpressure: whether the transport can take more frames now. While `false`, messages
     /// wait in the (bounded) outbox instead of piling up in the driver.
     pub fn transport_writable(&mut self, now: Instant, transport: TransportId, writable: bool) {

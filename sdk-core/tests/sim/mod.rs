@@ -292,6 +292,21 @@ pub struct Sim {
     queue: Vec<Scheduled>,
     seq: u64,
     steps: u64,
+    /// A large frame whose bytes are arriving (see [`Sim::server_trickle`]).
+    trickle: Option<Trickle>,
+    /// When the simulated driver last fed the engine an input from the transport, or wrote a
+    /// ping on it: bytes that arrived before then are not reported as `bytes_received`.
+    bytes_noted: Instant,
+}
+
+/// The bytes of one large frame arriving steadily over a slow link, from `from` to `until`.
+#[derive(Debug, Clone, Copy)]
+struct Trickle {
+    transport: TransportId,
+    from: Instant,
+    until: Instant,
+    /// Whether the frame completes at `until` (else the bytes just stop: the link died).
+    completes: bool,
 }
 
 /// Hard cap on loop iterations in one `run_*` call: a hot loop fails the test, not the machine.
@@ -312,6 +327,8 @@ impl Sim {
             queue: Vec::new(),
             seq: 0,
             steps: 0,
+            trickle: None,
+            bytes_noted: Instant::ZERO,
         }
     }
 
@@ -409,11 +426,22 @@ impl Sim {
                 }
             }
             Action::Ping { transport, payload } => {
+                // As the native driver: bytes that came before the ping do not answer it.
+                self.bytes_noted = self.now;
+                // A server in the middle of a frame answers after it (RFC 6455 §5.4).
+                let mut delay = self.latency * 2;
+                if let Some(t) = self.trickle.filter(|t| t.transport == transport) {
+                    if !t.completes && t.from <= self.now + self.latency {
+                        return; // never: the frame never ends
+                    }
+                    let after_frame = t.until.saturating_duration_since(self.now) + self.latency;
+                    delay = delay.max(after_frame);
+                }
                 if self.server.conn == Some(transport)
                     && self.server.behaviour != Behaviour::BlackHole
                     && self.server.answer_pings
                 {
-                    self.schedule(self.latency * 2, transport, Input::Pong(payload));
+                    self.schedule(delay, transport, Input::Pong(payload));
                 }
             }
             Action::Close { transport, .. } => {
@@ -435,6 +463,9 @@ impl Sim {
     fn deliver(&mut self, s: Scheduled) {
         let now = self.now;
         let t = s.transport;
+        if !matches!(s.input, Input::ToServer(_)) {
+            self.bytes_noted = now;
+        }
         match s.input {
             Input::Opened => self.engine.transport_opened(now, t),
             Input::Frame(f) => self.engine.frame_received(now, t, f),
@@ -496,10 +527,44 @@ impl Sim {
                     continue;
                 }
             }
+            self.report_bytes();
             self.engine.handle_timeout(self.now);
             self.drain();
         }
         self.now = self.now.max(until);
+    }
+
+    /// What the native driver does before a due timeout: reports that bytes of a frame still
+    /// arriving came in since it last fed the engine an input from the transport.
+    fn report_bytes(&mut self) {
+        let Some(t) = self.trickle else {
+            return;
+        };
+        if t.from <= self.now && t.until > self.bytes_noted {
+            self.bytes_noted = self.now;
+            self.engine.bytes_received(self.now, t.transport);
+            self.drain();
+        }
+    }
+
+    /// The server sends a large `frame` that takes `over` to arrive (a slow link): its bytes
+    /// come steadily from one latency from now, and the frame is complete `over` later. While
+    /// it arrives the server answers no ping (a pong waits behind the frame). `None`: the bytes
+    /// stop after `over` and the frame never completes (the link died mid-frame).
+    pub fn server_trickle(&mut self, frame: Option<Frame>, over: Duration) {
+        let Some(transport) = self.server.conn else {
+            return;
+        };
+        let from = self.now + self.latency;
+        self.trickle = Some(Trickle {
+            transport,
+            from,
+            until: from + over,
+            completes: frame.is_some(),
+        });
+        if let Some(frame) = frame {
+            self.schedule(self.latency + over, transport, Input::Frame(frame));
+        }
     }
 
     /// Runs for `d` of virtual time.

@@ -98,10 +98,21 @@ impl Link {
         }
     }
 
-    /// Queues a WebSocket ping.
+    /// Queues a WebSocket ping. Bytes that arrived before it do not answer it: forgotten.
     pub(crate) fn ping(&mut self, payload: Vec<u8>) {
+        self.take_bytes_arrived();
         if let Kind::Ws(ws) = &mut self.kind {
             ws.ping(payload);
+        }
+    }
+
+    /// Whether bytes arrived since the link last reported an input from the peer (or since the
+    /// last call, or the last ping): part of a message still coming in, for
+    /// `Engine::bytes_received`. Cheap (a flag), so the driver can ask before every timeout.
+    pub(crate) fn take_bytes_arrived(&mut self) -> bool {
+        match &mut self.kind {
+            Kind::Ws(ws) => ws.take_bytes_arrived(),
+            Kind::Sse(sse) => sse.take_bytes_arrived(),
         }
     }
 
@@ -123,8 +134,14 @@ impl Link {
             Kind::Ws(ws) => ws.poll_input(cx),
             Kind::Sse(sse) => sse.poll_input(cx),
         };
-        if let Poll::Ready(LinkInput::Closed { .. } | LinkInput::Failed(_)) = &input {
-            self.ended = true;
+        match &input {
+            Poll::Ready(LinkInput::Closed { .. } | LinkInput::Failed(_)) => self.ended = true,
+            // Whatever came from the peer is reported with this input: the bytes that made it
+            // are a sign of life the engine sees now, not one to report again at a timeout.
+            Poll::Ready(LinkInput::Writable(_)) | Poll::Pending => {}
+            Poll::Ready(_) => {
+                self.take_bytes_arrived();
+            }
         }
         input
     }

@@ -27,6 +27,8 @@ pub(crate) struct SseLink {
     parser: SseParser,
     /// `close` was called: report it once.
     closed: bool,
+    /// Body bytes arrived since the last [`SseLink::take_bytes_arrived`].
+    bytes_arrived: bool,
 }
 
 impl SseLink {
@@ -50,7 +52,13 @@ impl SseLink {
             state: State::Requesting(Box::pin(builder.send())),
             parser: SseParser::new(max_message_bytes),
             closed: false,
+            bytes_arrived: false,
         }
+    }
+
+    /// Whether body bytes arrived since the last call.
+    pub(crate) fn take_bytes_arrived(&mut self) -> bool {
+        std::mem::take(&mut self.bytes_arrived)
     }
 
     /// SSE has no close handshake: dropping the response is the close, reported at once.
@@ -84,6 +92,7 @@ impl SseLink {
             State::Streaming(body) => loop {
                 match body.poll_next_unpin(cx) {
                     Poll::Ready(Some(Ok(chunk))) => {
+                        self.bytes_arrived |= !chunk.is_empty();
                         self.parser.feed(&chunk);
                         if let Some(input) = Self::parsed(&mut self.parser) {
                             return Poll::Ready(input);

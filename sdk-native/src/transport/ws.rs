@@ -11,16 +11,21 @@
 //! A `ws://` connection is a `WebSocketStream<TcpStream>`, not tokio-tungstenite's
 //! `MaybeTlsStream`: that enum is as large as its rustls variant, so every idle plain
 //! connection would carry ~1 KiB of unused TLS state.
+//!
+//! The TCP stream under either is wrapped in [`Noted`], which notes that bytes arrived, so the
+//! driver can tell the engine that a large message is still coming in (see
+//! `tether_core::Engine::bytes_received`) without a call per read.
 
 use super::{retry_after, LinkInput};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tether_core::{Frame, OpenRequest, TransportFailure};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::error::UrlError;
@@ -30,10 +35,10 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
-/// `ws://`: 312 bytes.
-type PlainStream = WebSocketStream<TcpStream>;
-/// `wss://`: 1,384 bytes (the rustls connection state is inline).
-type TlsStream = WebSocketStream<MaybeTlsStream<TcpStream>>;
+/// `ws://`: 320 bytes.
+type PlainStream = WebSocketStream<Noted<TcpStream>>;
+/// `wss://`: 1,392 bytes (the rustls connection state is inline).
+type TlsStream = WebSocketStream<MaybeTlsStream<Noted<TcpStream>>>;
 type Connecting = Pin<Box<dyn Future<Output = Result<Opened, TransportFailure>> + Send>>;
 
 /// A connection whose handshake completed (boxed: links are moved around while connecting).
@@ -48,6 +53,83 @@ impl Opened {
             Opened::Plain(stream) => io.poll_open(stream, cx),
             Opened::Tls(stream) => io.poll_open(stream, cx),
         }
+    }
+
+    /// Whether bytes arrived since the last call.
+    fn take_bytes_arrived(&self) -> bool {
+        match self {
+            Opened::Plain(stream) => stream.get_ref().take_arrived(),
+            Opened::Tls(stream) => stream.get_ref().get_ref().take_arrived(),
+        }
+    }
+}
+
+/// A byte stream that notes whether bytes arrived: a flag set on every read that got some,
+/// taken by [`Noted::take_arrived`]. As small as it can be (a `ws://` idle connection's
+/// memory is mostly its stream); atomic only so that a shared reference can take it
+/// (tokio-tungstenite's `MaybeTlsStream` lends no `&mut` to what it wraps), and written
+/// through `&mut` on the read path.
+pub(crate) struct Noted<S> {
+    inner: S,
+    arrived: AtomicBool,
+}
+
+impl<S> Noted<S> {
+    fn new(inner: S) -> Self {
+        Noted {
+            inner,
+            arrived: AtomicBool::new(false),
+        }
+    }
+
+    fn take_arrived(&self) -> bool {
+        self.arrived.swap(false, Ordering::Relaxed)
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Noted<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            *this.arrived.get_mut() = true;
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Noted<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
 
@@ -126,6 +208,14 @@ impl WsLink {
             code: CloseCode::from(code),
             reason: reason.into(),
         })));
+    }
+
+    /// Whether bytes arrived since the last call (the handshake's included).
+    pub(crate) fn take_bytes_arrived(&mut self) -> bool {
+        match &self.state {
+            State::Open(opened) => opened.take_bytes_arrived(),
+            _ => false,
+        }
     }
 
     pub(crate) fn poll_input(&mut self, cx: &mut Context<'_>) -> Poll<LinkInput> {
@@ -358,6 +448,7 @@ async fn handshake(
         .map_err(WsError::Io)?;
     // Nagle off: small frames (pings, acks, chat messages) must not wait 40 ms for company.
     socket.set_nodelay(true)?;
+    let socket = Noted::new(socket);
     if plain {
         let (stream, _response) =
             tokio_tungstenite::client_async_with_config(http, socket, Some(config)).await?;
@@ -372,5 +463,21 @@ async fn handshake(
         )
         .await?;
         Ok(Opened::Tls(Box::new(stream)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::mem::size_of;
+
+    /// An idle `ws://` connection's memory is mostly its stream: noting arrivals costs it
+    /// 8 bytes, no more (and as much under TLS).
+    #[test]
+    fn noting_arrivals_keeps_the_streams_small() {
+        assert!(size_of::<PlainStream>() <= size_of::<WebSocketStream<TcpStream>>() + 8);
+        assert!(
+            size_of::<TlsStream>() <= size_of::<WebSocketStream<MaybeTlsStream<TcpStream>>>() + 8
+        );
     }
 }

@@ -29,3 +29,28 @@ pub async fn read_request_head(tcp: &mut TcpStream) -> Option<String> {
     }
     Some(String::from_utf8_lossy(&head).into_owned())
 }
+
+/// The size of the first message `events` delivers, or the reconnect (its cause) that came
+/// first, or what ended the wait (5 s at most).
+pub async fn first_message_or_reconnect(events: &mut Events) -> Result<usize, String> {
+    let outcome = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(event) = events.recv().await {
+            match event {
+                Event::Message(m) => {
+                    return Ok(match m.payload {
+                        tether::Payload::Text(t) => t.len(),
+                        tether::Payload::Binary(b) => b.len(),
+                        other => format!("{other:?}").len(),
+                    })
+                }
+                Event::ReconnectScheduled { cause, .. } => {
+                    return Err(format!("reconnect scheduled: {cause}"))
+                }
+                _ => {}
+            }
+        }
+        Err("events ended".to_owned())
+    })
+    .await;
+    outcome.unwrap_or_else(|_| Err("nothing within 5 s".to_owned()))
+}
