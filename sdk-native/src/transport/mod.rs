@@ -138,7 +138,8 @@ impl Link {
             Poll::Ready(LinkInput::Closed { .. } | LinkInput::Failed(_)) => self.ended = true,
             // Whatever came from the peer is reported with this input: the bytes that made it
             // are a sign of life the engine sees now, not one to report again at a timeout.
-            Poll::Ready(LinkInput::Writable(_)) | Poll::Pending => {}
+            // (Not `Writable` or `Progress`: they are about our writes.)
+            Poll::Ready(LinkInput::Writable(_) | LinkInput::Progress(_)) | Poll::Pending => {}
             Poll::Ready(_) => {
                 self.take_bytes_arrived();
             }
