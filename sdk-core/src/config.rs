@@ -502,7 +502,10 @@ impl ConfigBuilder {
         self.config.outbox = outbox;
         self
     }
-    /// Outbox bound in messages. Default 1,000.
+    /// Outbox bound in messages. Default 1,000. Messages handed to a driver that reports
+    /// progress ([`driver_reports_progress`](Self::driver_reports_progress)) but not yet taken
+    /// by its socket are outside the bounds (they are handed over; at most this many and about
+    /// [`write_batch_bytes`](Self::write_batch_bytes)), though `outbox_len` counts them.
     pub fn outbox_max_messages(mut self, n: usize) -> Self {
         self.config.outbox.max_messages = n;
         self
@@ -547,7 +550,11 @@ impl ConfigBuilder {
     /// flushed when a connection opens, or when backpressure lifts): past it (plus the message
     /// that crossed it), the engine gives the driver a turn, a deadline at once, so that it can
     /// report backpressure (`transport_writable(false)`) before the rest is handed over. A
-    /// browser driver sets it to its `bufferedAmount` high-water mark. Default 1 MiB.
+    /// browser driver sets it to its `bufferedAmount` high-water mark. With a driver that
+    /// reports progress ([`driver_reports_progress`](Self::driver_reports_progress)) it is
+    /// also how many bytes of messages may be handed over and not yet taken by the socket:
+    /// the next ones wait for its report (control frames, and the message that crosses the
+    /// mark, go past it). Default 1 MiB.
     pub fn write_batch_bytes(mut self, n: usize) -> Self {
         self.config.write_batch_bytes = n;
         self

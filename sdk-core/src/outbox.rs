@@ -4,7 +4,9 @@
 //! It owns two FIFO queues: `queued` (not written to any transport yet) and `in_flight`
 //! (written, awaiting an ack or a reply, or — with a driver that reports what its socket took
 //! — for the socket to take them; kept so they can be re-sent after a reconnect). The
-//! bounds in messages and bytes cover both. When a new message does not fit, the oldest
+//! bounds in messages and bytes cover both, except the entries the socket is taking: those
+//! are handed over already (bounded by the engine's write batch), and counting them would
+//! make room for new messages by dropping queued ones. When a new message does not fit, the oldest
 //! *queued* messages are dropped first (in-flight ones have most likely reached the server
 //! already), then the oldest in-flight ones; the caller reports every dropped id. Messages whose
 //! TTL has passed are removed before they can be sent, so nothing that timed out is ever sent
@@ -83,6 +85,10 @@ pub(crate) struct Outbox {
     queued: VecDeque<Entry>,
     in_flight: VecDeque<Entry>,
     bytes: usize,
+    /// Entries, and their bytes, that the transport is taking (`Awaiting::Taken`): outside the
+    /// bounds.
+    taking: usize,
+    taking_bytes: usize,
     /// Earliest TTL among queued entries, possibly stale-early (a spurious wake-up is harmless;
     /// rescanning on every removal would make sends O(n)).
     next_expiry: Option<Instant>,
@@ -98,6 +104,8 @@ impl Outbox {
             queued: VecDeque::new(),
             in_flight: VecDeque::new(),
             bytes: 0,
+            taking: 0,
+            taking_bytes: 0,
             next_expiry: None,
             next_ack_due: None,
         }
@@ -150,7 +158,8 @@ impl Outbox {
             });
         }
         let mut dropped = Vec::new();
-        while self.len() + 1 > self.config.max_messages || self.bytes + size > self.config.max_bytes
+        while self.len() - self.taking + 1 > self.config.max_messages
+            || self.bytes - self.taking_bytes + size > self.config.max_bytes
         {
             if self.config.overflow == OverflowPolicy::RejectNew {
                 return Err(PushError::Full);
@@ -185,6 +194,12 @@ impl Outbox {
         Some(old)
     }
 
+    /// Whether as many entries as the outbox holds are being taken by the transport: hand
+    /// over no more until some are (empty messages cost no bytes of the write batch).
+    pub(crate) fn taking_is_full(&self) -> bool {
+        self.taking >= self.config.max_messages
+    }
+
     /// Whether entries wait to be written (not only for their acks).
     pub(crate) fn has_unsent(&self) -> bool {
         !self.queued.is_empty()
@@ -202,6 +217,8 @@ impl Outbox {
         let resend = entry.written && matches!(entry.awaiting, Awaiting::Ack(_));
         if let (Awaiting::Nothing, Some(handed)) = (&entry.awaiting, handed) {
             entry.awaiting = Awaiting::Taken(handed + entry.frame.len() as u64);
+            self.taking += 1;
+            self.taking_bytes += entry.frame.len();
         }
         if entry.awaiting == Awaiting::Nothing {
             self.bytes -= entry.frame.len();
@@ -248,15 +265,10 @@ impl Outbox {
     /// them ahead of its close frame); returns how many.
     pub(crate) fn settle_taking(&mut self) -> usize {
         let before = self.in_flight.len();
-        let mut bytes = self.bytes;
-        self.in_flight.retain(|e| {
-            let taking = matches!(e.awaiting, Awaiting::Taken(_));
-            if taking {
-                bytes -= e.frame.len();
-            }
-            !taking
-        });
-        self.bytes = bytes;
+        self.in_flight
+            .retain(|e| !matches!(e.awaiting, Awaiting::Taken(_)));
+        self.bytes -= std::mem::take(&mut self.taking_bytes);
+        self.taking = 0;
         before - self.in_flight.len()
     }
 
@@ -305,8 +317,7 @@ impl Outbox {
             .enumerate()
             .filter(|(_, e)| e.frame.len() >= size)
             .max_by_key(|(_, e)| e.frame.len())?;
-        let entry = self.in_flight.remove(pos)?;
-        self.bytes -= entry.frame.len();
+        let entry = self.remove_in_flight_entry(pos)?;
         Some((entry.id, entry.awaiting))
     }
 
@@ -320,9 +331,17 @@ impl Outbox {
     }
 
     fn remove_in_flight_at(&mut self, pos: usize) -> Option<MessageId> {
+        self.remove_in_flight_entry(pos).map(|e| e.id)
+    }
+
+    fn remove_in_flight_entry(&mut self, pos: usize) -> Option<Entry> {
         let entry = self.in_flight.remove(pos)?;
         self.bytes -= entry.frame.len();
-        Some(entry.id)
+        if let Awaiting::Taken(_) = entry.awaiting {
+            self.taking -= 1;
+            self.taking_bytes -= entry.frame.len();
+        }
+        Some(entry)
     }
 
     /// The connection dropped: in-flight entries go back to the front of the queue, in their
@@ -330,6 +349,8 @@ impl Outbox {
     /// when `keep_requests` is false (they fail with `ConnectionLost`).
     pub(crate) fn requeue_in_flight(&mut self, keep_requests: bool) -> Vec<RequestId> {
         let mut lost_requests = Vec::new();
+        self.taking = 0;
+        self.taking_bytes = 0;
         while let Some(mut entry) = self.in_flight.pop_back() {
             match entry.awaiting {
                 Awaiting::Reply(req) if !keep_requests => {
@@ -407,6 +428,8 @@ impl Outbox {
     /// Empties the outbox (engine closing); returns every entry's id and what it awaited.
     pub(crate) fn drain_all(&mut self) -> Vec<(MessageId, Awaiting)> {
         self.bytes = 0;
+        self.taking = 0;
+        self.taking_bytes = 0;
         self.next_expiry = None;
         self.next_ack_due = None;
         self.in_flight

@@ -556,7 +556,7 @@ impl Engine {
                 .saturating_sub(untaken as usize),
             false => self.config.write_batch_bytes,
         };
-        if batch == 0 {
+        if batch == 0 || (progress && self.outbox.taking_is_full()) {
             self.check_drain(now);
             return;
         }
@@ -576,7 +576,7 @@ impl Engine {
                 transport,
                 frame: out.frame,
             });
-            if batch == 0 {
+            if batch == 0 || (progress && self.outbox.taking_is_full()) {
                 if !progress && self.outbox.has_unsent() {
                     self.timers.flush_more = Some(now);
                 }
@@ -605,7 +605,7 @@ impl Engine {
     }
 
     /// Counts a frame handed to the transport.
-    fn count_written(&mut self, frame: &Frame) {
+    pub(super) fn count_written(&mut self, frame: &Frame) {
         self.stats.frames_sent += 1;
         self.stats.bytes_sent += frame.len() as u64;
         self.conn.handed += frame.len() as u64;

@@ -460,13 +460,11 @@ impl Engine {
                     id: seq.to_string(),
                 }),
                 _ => {
-                    let text = self.config.heartbeat.raw_ping.clone();
-                    self.stats.frames_sent += 1;
-                    self.stats.bytes_sent += text.len() as u64;
-                    self.actions.push_back(Action::Send {
-                        transport,
-                        frame: Frame::Text(text),
-                    });
+                    let frame = Frame::Text(self.config.heartbeat.raw_ping.clone());
+                    // Counted like every frame handed over: a driver reporting progress
+                    // counts it among the bytes its socket took.
+                    self.count_written(&frame);
+                    self.actions.push_back(Action::Send { transport, frame });
                 }
             },
             _ => {}

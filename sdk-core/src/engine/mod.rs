@@ -40,7 +40,8 @@ pub enum OutboxStatus {
     /// Not written on the current connection: waiting to be written (or re-sent after a
     /// reconnect); dropped as `Expired` instead once its TTL has passed.
     Queued,
-    /// Written on the current connection; awaiting its acknowledgement or reply.
+    /// Written on the current connection; awaiting its acknowledgement or reply (or, with a
+    /// driver that reports progress, for its socket to take it).
     InFlight,
 }
 

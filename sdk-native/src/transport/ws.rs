@@ -173,6 +173,8 @@ struct Io {
     /// by itself already written (no extra system call), and at most this much counts as not
     /// taken when it is in fact on its way (it is then sent again on the next connection).
     flush_every: u64,
+    /// The link's end (closed or failed), held back one poll while a `Progress` goes first.
+    deferred_end: Option<Box<LinkInput>>,
 }
 
 impl WsLink {
@@ -182,6 +184,7 @@ impl WsLink {
             state: State::Connecting(Box::pin(connect(request, options))),
             io: Io {
                 flush_every,
+                deferred_end: None,
                 pending: VecDeque::new(),
                 needs_flush: false,
                 writable: true,
@@ -243,6 +246,31 @@ impl WsLink {
 
 impl Io {
     fn poll_open<S>(
+        &mut self,
+        stream: &mut WebSocketStream<S>,
+        cx: &mut Context<'_>,
+    ) -> Poll<LinkInput>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        if let Some(end) = self.deferred_end.take() {
+            return Poll::Ready(*end);
+        }
+        match self.poll_io(stream, cx) {
+            // What the socket took is reported before the link's end, which comes next time:
+            // the engine re-sends what it does not know to be taken.
+            Poll::Ready(end @ (LinkInput::Closed { .. } | LinkInput::Failed(_)))
+                if self.taken != self.reported =>
+            {
+                self.reported = self.taken;
+                self.deferred_end = Some(Box::new(end));
+                Poll::Ready(LinkInput::Progress(self.taken))
+            }
+            other => other,
+        }
+    }
+
+    fn poll_io<S>(
         &mut self,
         stream: &mut WebSocketStream<S>,
         cx: &mut Context<'_>,
@@ -312,8 +340,13 @@ impl Io {
                     Message::Ping(_) => Poll::Ready(LinkInput::Ping),
                     Message::Pong(payload) => Poll::Ready(LinkInput::Pong(payload.to_vec())),
                     Message::Close(frame) => {
-                        // tungstenite queued the close reply; push it out before we go.
-                        let _ = stream.poll_flush_unpin(cx);
+                        // tungstenite queued the close reply; push it out before we go (with
+                        // what was started before it: taken, if the flush completes).
+                        if self.needs_flush {
+                            let _ = self.poll_flush(stream, cx);
+                        } else {
+                            let _ = stream.poll_flush_unpin(cx);
+                        }
                         Poll::Ready(match frame {
                             Some(f) => LinkInput::Closed {
                                 code: Some(u16::from(f.code)),
