@@ -755,6 +755,66 @@ async fn a_client_that_closes_leaves_at_once_not_after_the_grace_period() {
     relay.shutdown().await;
 }
 
+/// A member with two connections (two tabs, one `client_id`): one drops and comes back within
+/// the grace period while the other leaves the channel on purpose. The member never left, so
+/// nobody is told it did.
+#[tokio::test]
+async fn a_member_back_within_grace_stays_when_its_other_tab_leaves() {
+    let relay = relay().await;
+    let proxy = ChaosProxy::start(relay.local_addr()).await.unwrap();
+    let (watcher, mut wrec) = in_lobby(relay.ws_url(), "watcher").await;
+    let (tab_a, mut arec) = in_lobby(proxy.ws_url("/"), "alice").await;
+    let (tab_b, mut brec) = in_lobby(relay.ws_url(), "alice").await;
+    until_presence(&mut wrec, "alice", true).await;
+    let before = wrec.seen.len();
+    // Tab A's connection drops (it will be back within the 1 s grace period) ...
+    proxy.set_mode(Mode::Refuse);
+    proxy.kill_all();
+    arec.until_state(LIMIT, |s| matches!(s, State::Waiting { .. }))
+        .await;
+    tokio::time::sleep(ms(100)).await; // the relay has seen the drop
+                                       // ... and tab B leaves the channel on purpose meanwhile.
+    tab_b.unsubscribe("lobby").unwrap();
+    brec.collect_for(ms(100)).await; // the relay has read the unsubscribe
+    proxy.set_mode(Mode::Forward);
+    arec.until_subscribed(LIMIT).await;
+    wrec.collect_for(ms(1_500)).await; // past the grace period
+    let flicker: Vec<_> = wrec.seen[before..]
+        .iter()
+        .filter(|(_, e)| {
+            matches!(e, Event::Presence { left, .. } if left.contains(&"alice".to_owned()))
+        })
+        .collect();
+    assert!(flicker.is_empty(), "alice never left, yet: {flicker:#?}");
+    assert_eq!(watcher.presence("lobby").unwrap(), vec!["alice", "watcher"]);
+    // Had tab A not come back, alice would leave when its grace period ends.
+    drop((tab_a, tab_b));
+    until_presence(&mut wrec, "alice", false).await;
+    relay.shutdown().await;
+}
+
+/// A client finds its connection dead (heartbeat) on a path that vanished, so the relay
+/// never hears that connection hang up; it reconnects, resubscribes, then closes with 1000.
+/// The relay ends the dead connection when the same client instance says hello again, so the
+/// member leaves at the close, not a liveness limit (50 s) and a grace period later.
+#[tokio::test]
+async fn a_client_that_reconnected_past_a_dead_path_leaves_on_close() {
+    let relay = relay().await;
+    let proxy = tether_tests::oneway::OneWayProxy::start(relay.local_addr())
+        .await
+        .unwrap();
+    let (watcher, mut wrec) = in_lobby(relay.ws_url(), "watcher").await;
+    let (alice, mut arec) = in_lobby(proxy.url(), "alice").await;
+    until_presence(&mut wrec, "alice", true).await;
+    proxy.freeze_existing();
+    arec.until_subscribed(LIMIT).await; // found dead, reconnected, resubscribed
+    alice.close().await;
+    // No grace for a close with 1000 (and the grace period, 1 s, is far below the limit).
+    until_presence(&mut wrec, "alice", false).await;
+    assert_eq!(watcher.presence("lobby").unwrap(), vec!["watcher"]);
+    relay.shutdown().await;
+}
+
 #[tokio::test]
 async fn requests_get_replies_over_the_relay() {
     let relay = relay().await;

@@ -39,7 +39,8 @@ pub struct RelayConfig {
     pub history_capacity: usize,
     /// Publish ids remembered per channel to acknowledge resends without storing them
     /// twice (an id is at most 128 bytes, so this costs at most about 1 MiB per channel).
-    /// Default: 4,096.
+    /// Also the channel-less publishes (echoed to their sender) remembered by the whole
+    /// relay, so that a resend is not echoed twice. Default: 4,096.
     pub dedupe_capacity: usize,
     /// Changes kept per shared document so a reconnecting client gets the changes it missed
     /// instead of a snapshot. Default: 1,024.

@@ -35,6 +35,46 @@ pub(crate) enum Appended {
 /// Who published, and under which id: the key resends are recognised by.
 type PublishKey = (Arc<str>, String);
 
+/// The last `capacity` publish keys, each with what is remembered of it; the oldest is
+/// forgotten first. A capacity of 0 remembers nothing.
+#[derive(Debug)]
+pub(crate) struct Recent<V> {
+    seen: HashMap<PublishKey, V>,
+    /// The same keys in arrival order, so the oldest can be forgotten.
+    order: VecDeque<PublishKey>,
+    capacity: usize,
+}
+
+impl<V> Recent<V> {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Recent {
+            seen: HashMap::new(),
+            order: VecDeque::new(),
+            capacity,
+        }
+    }
+
+    /// What is remembered of `publisher`'s `id`, if it is among the last ones.
+    pub(crate) fn get(&self, publisher: &Arc<str>, id: &str) -> Option<&V> {
+        self.seen.get(&(publisher.clone(), id.to_owned()))
+    }
+
+    /// Remembers a key not remembered yet, forgetting the oldest if full.
+    pub(crate) fn insert(&mut self, publisher: &Arc<str>, id: &str, value: V) {
+        if self.capacity == 0 {
+            return;
+        }
+        if self.order.len() == self.capacity {
+            if let Some(oldest) = self.order.pop_front() {
+                self.seen.remove(&oldest);
+            }
+        }
+        let key = (publisher.clone(), id.to_owned());
+        self.seen.insert(key.clone(), value);
+        self.order.push_back(key);
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Seen {
     offset: u64,
@@ -63,10 +103,7 @@ pub(crate) struct History {
     capacity: usize,
     /// (publisher, publish id) → offset and payload digest, for the last `dedupe_capacity`
     /// publishes.
-    seen: HashMap<PublishKey, Seen>,
-    /// The same keys in arrival order, so the oldest can be forgotten.
-    seen_order: VecDeque<PublishKey>,
-    dedupe_capacity: usize,
+    seen: Recent<Seen>,
 }
 
 impl History {
@@ -76,9 +113,7 @@ impl History {
             head: 0,
             ring: VecDeque::new(),
             capacity,
-            seen: HashMap::new(),
-            seen_order: VecDeque::new(),
-            dedupe_capacity,
+            seen: Recent::new(dedupe_capacity),
         }
     }
 
@@ -107,8 +142,7 @@ impl History {
         digest: u64,
         frame: impl FnOnce(u64) -> Utf8Bytes,
     ) -> Appended {
-        let key = (publisher.clone(), id.to_owned());
-        if let Some(seen) = self.seen.get(&key) {
+        if let Some(seen) = self.seen.get(publisher, id) {
             return if seen.digest == digest {
                 Appended::Duplicate(seen.offset)
             } else {
@@ -126,19 +160,11 @@ impl History {
             }
             self.ring.push_back(stored.clone());
         }
-        if self.dedupe_capacity > 0 {
-            if self.seen_order.len() == self.dedupe_capacity {
-                if let Some(oldest) = self.seen_order.pop_front() {
-                    self.seen.remove(&oldest);
-                }
-            }
-            let seen = Seen {
-                offset: self.head,
-                digest,
-            };
-            self.seen.insert(key.clone(), seen);
-            self.seen_order.push_back(key);
-        }
+        let seen = Seen {
+            offset: self.head,
+            digest,
+        };
+        self.seen.insert(publisher, id, seen);
         Appended::New(stored)
     }
 

@@ -9,7 +9,7 @@
 
 use crate::config::RelayConfig;
 use crate::docs::Docs;
-use crate::history::{Appended, History, Stored};
+use crate::history::{Appended, History, Recent, Stored};
 use crate::peer::{Outbound, Peer, PeerId};
 use crate::presence::{Departure, Presence};
 use crate::server::RunState;
@@ -35,6 +35,21 @@ pub(crate) fn frame(msg: &ServerMessage) -> Utf8Bytes {
 #[error("this client already published another payload under this id (at offset {offset})")]
 pub(crate) struct IdReused {
     pub(crate) offset: u64,
+}
+
+/// A channel-less publish refused because its publisher already sent another payload under
+/// its id: the echo of the first one is what the id stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("this client already sent another payload under this id")]
+pub(crate) struct EchoIdReused;
+
+/// What [`Hub::echo`] found for a channel-less publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Echo {
+    /// Not seen before (now remembered): echo it.
+    New,
+    /// A resend of one already echoed: acknowledge, do not echo again.
+    Resent,
 }
 
 #[derive(Debug)]
@@ -79,6 +94,10 @@ pub(crate) struct Hub {
     /// a channel is only dropped while its history is empty (see [`Channel::is_idle`]).
     epoch: Arc<str>,
     channels: Mutex<HashMap<String, Channel>>,
+    /// Channel-less publishes recently echoed: (publisher, id) → payload digest, the last
+    /// `dedupe_capacity` of the whole relay, so a resend is acknowledged without a second
+    /// echo. Nothing else is kept: the echo went to its sender only.
+    echoes: Mutex<Recent<u64>>,
     /// Digests of publish payloads, keyed at random per relay so that nobody can craft a
     /// different payload with the digest of someone else's.
     digests: RandomState,
@@ -102,6 +121,7 @@ impl Hub {
         let epoch: Arc<str> = Arc::from(epoch);
         Hub {
             docs: Docs::new(epoch.clone(), &config),
+            echoes: Mutex::new(Recent::new(config.dedupe_capacity)),
             config,
             epoch,
             channels: Mutex::new(HashMap::new()),
@@ -233,7 +253,7 @@ impl Hub {
         payload: Value,
         ts: u64,
     ) -> Result<u64, IdReused> {
-        let digest = self.digests.hash_one(&payload);
+        let digest = self.digest(&payload);
         let mut channels = self.channels();
         let channel = channels
             .entry(name.to_owned())
@@ -254,6 +274,32 @@ impl Hub {
                 self.stats.message_published();
                 deliver(channel, &stored);
                 Ok(stored.offset)
+            }
+        }
+    }
+
+    /// The digest a publish's payload is remembered by, to tell a resend from a reuse of its
+    /// id.
+    pub(crate) fn digest(&self, payload: &Value) -> u64 {
+        self.digests.hash_one(payload)
+    }
+
+    /// Remembers a channel-less publish (`digest` from [`Hub::digest`]) the relay is about to
+    /// echo, or recognises a resend of one it already echoed: [`Echo::Resent`] for the same
+    /// payload, [`EchoIdReused`] for another payload under that id.
+    pub(crate) fn echo(
+        &self,
+        publisher: &Arc<str>,
+        id: &str,
+        digest: u64,
+    ) -> Result<Echo, EchoIdReused> {
+        let mut echoes = self.echoes.lock().unwrap_or_else(PoisonError::into_inner);
+        match echoes.get(publisher, id) {
+            Some(&seen) if seen == digest => Ok(Echo::Resent),
+            Some(_) => Err(EchoIdReused),
+            None => {
+                echoes.insert(publisher, id, digest);
+                Ok(Echo::New)
             }
         }
     }

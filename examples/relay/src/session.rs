@@ -11,7 +11,7 @@ use crate::auth::{token_matches, Access};
 use crate::config::RelayConfig;
 use crate::docs::{Author, QueuedSnapshots};
 use crate::head::head_of;
-use crate::hub::{frame, Hub};
+use crate::hub::{frame, Echo, Hub};
 use crate::peer::{Outbound, Peer};
 use crate::rate_limit::TokenBucket;
 use serde_json::Value;
@@ -329,7 +329,9 @@ impl Session {
     fn publish(&mut self, id: String, channel: Option<String>, payload: Value, ack: bool) {
         let ts = unix_ms();
         let Some(channel) = channel else {
-            // A channel-less publish goes to the relay itself, which echoes it.
+            // A channel-less publish goes to the relay itself, which echoes it: once, however
+            // often it is re-sent (ids are unique per client, as for channels).
+            let digest = self.hub.digest(&payload);
             let echo = frame(&ServerMessage::Message {
                 channel: None,
                 offset: None,
@@ -337,11 +339,22 @@ impl Session {
                 payload,
                 ts: Some(ts),
             });
-            if self.fits(echo.len(), &id) {
-                self.peer.offer(Outbound::Frame(echo));
-                if ack {
-                    self.reply(&ServerMessage::Ack { id, offset: None });
+            if !self.fits(echo.len(), &id) {
+                return;
+            }
+            let publisher = self.member();
+            match self.hub.echo(&publisher, &id, digest) {
+                Ok(Echo::New) => {
+                    self.peer.offer(Outbound::Frame(echo));
                 }
+                Ok(Echo::Resent) => {}
+                Err(reused) => {
+                    self.reply_error(code::DUPLICATE_ID, reused.to_string(), Some(id));
+                    return;
+                }
+            }
+            if ack {
+                self.reply(&ServerMessage::Ack { id, offset: None });
             }
             return;
         };
@@ -601,6 +614,37 @@ mod tests {
         let (mut s, mut q) = session(RelayConfig::default(), Access::Granted);
         s.on_text(r#"{"type":"hello","client_id":"alice"}"#, now);
         assert!(q.drain_messages().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_resent_channel_less_publish_is_acked_and_not_echoed_again() {
+        let now = Instant::now();
+        let (mut s, mut q) = session(RelayConfig::default(), Access::Granted);
+        s.on_text(r#"{"type":"hello","client_id":"alice"}"#, now);
+        let send = |id: &str, payload: &str| {
+            format!(r#"{{"type":"publish","id":"{id}","payload":{payload},"ack":true}}"#)
+        };
+        s.on_text(&send("s1", "1"), now);
+        let got = q.drain_messages();
+        assert!(
+            matches!(got.as_slice(), [ServerMessage::Message { id: Some(e), .. }, ServerMessage::Ack { id: a, offset: None }] if e == "s1" && a == "s1"),
+            "{got:?}"
+        );
+        // The same send again (a resend after a reconnect): acked, not echoed twice.
+        s.on_text(&send("s1", "1"), now);
+        assert_eq!(
+            q.drain_messages(),
+            vec![ServerMessage::Ack {
+                id: "s1".into(),
+                offset: None
+            }]
+        );
+        // The same id with another payload is not a resend.
+        s.on_text(&send("s1", "2"), now);
+        assert_eq!(
+            error_code(&q.drain_messages()[0]),
+            Some(("duplicate_id", Some("s1")))
+        );
     }
 
     #[test]
