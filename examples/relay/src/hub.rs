@@ -200,7 +200,8 @@ impl Hub {
     }
 
     /// Ends a WebSocket peer's subscription on purpose: its member leaves at once if this
-    /// was its last subscription here (no grace: it is not coming back).
+    /// was its last subscription here (no grace: it is not coming back), unless another of
+    /// its connections dropped within the grace period (that one may come back).
     pub(crate) fn unsubscribe(&self, peer: PeerId, name: &str) {
         self.remove(peer, [name], false);
     }
@@ -305,7 +306,8 @@ impl Hub {
     }
 
     /// Removes a connection whose client closed on purpose from `names`: its members leave
-    /// at once, where it was their last connection.
+    /// at once, where it was their last connection and no other dropped within the grace
+    /// period.
     pub(crate) fn leave<'a>(&self, peer: PeerId, names: impl IntoIterator<Item = &'a str>) {
         self.remove(peer, names, false);
     }

@@ -17,18 +17,22 @@ use std::sync::Arc;
 struct Member {
     /// Subscriptions to this channel held by this member's connections.
     subscriptions: usize,
-    /// The generation of the running grace period, if the member has no subscription left.
+    /// The generation of the running grace period: one of its connections dropped and may
+    /// come back. While it runs the member does not leave, even if its last other
+    /// subscription ends on purpose meanwhile (another tab unsubscribing): it leaves when the
+    /// grace period ends without a return.
     leaving: Option<u64>,
 }
 
 /// What a subscription's end means for its member.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Departure {
-    /// The member still has another subscription here.
+    /// The member still has another subscription here, or a grace period running.
     Stays,
     /// The member is gone: broadcast `leave` now.
     Left,
-    /// A grace period started; call [`Presence::expire`] with this generation when it ends.
+    /// A grace period started (the member stays present meanwhile); call
+    /// [`Presence::expire`] with this generation when it ends.
     Leaving(u64),
 }
 
@@ -61,36 +65,43 @@ impl Presence {
     }
 
     /// Records the end of one of `member`'s subscriptions. With `grace` (the generation for
-    /// it, never used before), the last one starts a grace period instead of leaving at once
-    /// (a dropped connection may come back; an explicit unsubscribe will not).
+    /// it, never used before) the subscription's connection dropped and may come back: a
+    /// grace period starts, replacing any running one, even while the member has other
+    /// subscriptions (they may end on purpose before the dropped one is back). Without, the
+    /// subscription ended on purpose: the last one leaves at once, unless a grace period is
+    /// running, which then decides.
     pub(crate) fn depart(&mut self, member: &str, grace: Option<u64>) -> Departure {
         let Some(m) = self.members.get_mut(member) else {
             return Departure::Stays;
         };
         m.subscriptions = m.subscriptions.saturating_sub(1);
-        if m.subscriptions > 0 {
-            return Departure::Stays;
-        }
         if let Some(generation) = grace {
             m.leaving = Some(generation);
-            Departure::Leaving(generation)
-        } else {
-            self.members.remove(member);
-            Departure::Left
+            return Departure::Leaving(generation);
         }
+        if m.subscriptions > 0 || m.leaving.is_some() {
+            return Departure::Stays;
+        }
+        self.members.remove(member);
+        Departure::Left
     }
 
     /// Ends the grace period `generation` of `member`; true if the member is now gone (so
-    /// `leave` must be broadcast), false if it came back or the timer is stale.
+    /// `leave` must be broadcast), false if it came back, still has another subscription, or
+    /// the timer is stale.
     pub(crate) fn expire(&mut self, member: &str, generation: u64) -> bool {
-        let current = self
-            .members
-            .get(member)
-            .is_some_and(|m| m.subscriptions == 0 && m.leaving == Some(generation));
-        if current {
-            self.members.remove(member);
+        let Some(m) = self.members.get_mut(member) else {
+            return false;
+        };
+        if m.leaving != Some(generation) {
+            return false;
         }
-        current
+        m.leaving = None;
+        if m.subscriptions > 0 {
+            return false;
+        }
+        self.members.remove(member);
+        true
     }
 
     /// Every present member (including those in their grace period), sorted so snapshots
@@ -167,6 +178,43 @@ mod tests {
         };
         assert!(!p.expire("a", first));
         assert!(p.expire("a", second));
+    }
+
+    #[test]
+    fn a_drop_while_another_tab_stays_still_starts_a_grace_period() {
+        let mut p = Presence::default();
+        p.arrive(&id("a"));
+        p.arrive(&id("a"));
+        // Tab 1 drops; tab 2 leaves on purpose before tab 1 is back: no leave yet.
+        assert_eq!(p.depart("a", Some(5)), Departure::Leaving(5));
+        assert_eq!(p.depart("a", None), Departure::Stays);
+        assert_eq!(p.snapshot(), vec!["a".to_owned()]);
+        // Tab 1 returns within the grace period: nothing anyone can see.
+        assert!(!p.arrive(&id("a")));
+        assert!(!p.expire("a", 5), "stale");
+        assert_eq!(p.depart("a", None), Departure::Left);
+    }
+
+    #[test]
+    fn a_grace_period_that_ends_without_a_return_removes_the_member() {
+        let mut p = Presence::default();
+        p.arrive(&id("a"));
+        p.arrive(&id("a"));
+        assert_eq!(p.depart("a", Some(6)), Departure::Leaving(6));
+        assert_eq!(p.depart("a", None), Departure::Stays);
+        assert!(p.expire("a", 6));
+        assert!(p.is_empty());
+    }
+
+    #[test]
+    fn a_grace_period_ended_while_another_tab_stays_is_over() {
+        let mut p = Presence::default();
+        p.arrive(&id("a"));
+        p.arrive(&id("a"));
+        assert_eq!(p.depart("a", Some(7)), Departure::Leaving(7));
+        assert!(!p.expire("a", 7), "tab 2 is still here");
+        // The grace period is over: tab 2 leaving on purpose now leaves at once.
+        assert_eq!(p.depart("a", None), Departure::Left);
     }
 
     #[test]
