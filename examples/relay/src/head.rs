@@ -1,6 +1,7 @@
 //! The `type` and `id` of a frame the relay does not decode whole: a client's frame that
-//! failed (its error names the id), or one of the relay's own frames too large to send
-//! (replaced by an error naming its type and id). One reader and one echo rule for both.
+//! failed (its error names the id), a publish over the rate limit (which may be a resend the
+//! relay holds: then its `channel` is read too), or one of the relay's own frames too large
+//! to send (replaced by an error naming its type and id). One reader and one echo rule.
 
 use crate::session::MAX_ID_LEN;
 use serde::Deserialize;
@@ -13,6 +14,8 @@ pub(crate) struct FrameHead {
     /// At most [`MAX_ID_LEN`] bytes: a longer id is not echoed, or the error would be as
     /// large as the frame it is about.
     pub(crate) id: Option<String>,
+    /// The `channel` a `publish` names.
+    pub(crate) channel: Option<String>,
 }
 
 /// Reads the `type` and `id` of `text`, skipping every other field without building it (the
@@ -26,6 +29,8 @@ pub(crate) fn head_of(text: &str) -> FrameHead {
         kind: Option<Value>,
         #[serde(default)]
         id: Option<Value>,
+        #[serde(default)]
+        channel: Option<Value>,
     }
     let Ok(raw) = serde_json::from_str::<Raw>(text) else {
         return FrameHead::default();
@@ -37,6 +42,7 @@ pub(crate) fn head_of(text: &str) -> FrameHead {
     FrameHead {
         kind: string(raw.kind),
         id: string(raw.id).filter(|id| id.len() <= MAX_ID_LEN),
+        channel: string(raw.channel),
     }
 }
 
@@ -48,7 +54,15 @@ mod tests {
         FrameHead {
             kind: kind.map(str::to_owned),
             id: id.map(str::to_owned),
+            channel: None,
         }
+    }
+
+    #[test]
+    fn a_publishs_channel_is_read_too() {
+        let text = r#"{"type":"publish","id":"p","channel":"room","payload":{"channel":"x"}}"#;
+        assert_eq!(head_of(text).channel.as_deref(), Some("room"));
+        assert_eq!(head_of(r#"{"type":"publish","channel":7}"#).channel, None);
     }
 
     #[test]

@@ -168,6 +168,12 @@ impl History {
         Appended::New(stored)
     }
 
+    /// True if `publisher`'s `id` is among the publishes remembered here, so a publish under
+    /// it is a resend (or a refused reuse): it stores and delivers nothing.
+    pub(crate) fn holds(&self, publisher: &Arc<str>, id: &str) -> bool {
+        self.seen.get(publisher, id).is_some()
+    }
+
     /// What a subscriber that has seen everything up to `since` of `epoch` can get back.
     ///
     /// - A fresh subscription (no `since`) starts at the head: no replay.

@@ -43,6 +43,23 @@ pub(crate) struct IdReused {
 #[error("this client already sent another payload under this id")]
 pub(crate) struct EchoIdReused;
 
+/// Where [`Hub::publish`] put a publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Published {
+    /// Stored at this offset and delivered.
+    New(u64),
+    /// A resend of one stored at this offset: acknowledge, nothing was delivered.
+    Resent(u64),
+}
+
+impl Published {
+    pub(crate) fn offset(self) -> u64 {
+        match self {
+            Published::New(offset) | Published::Resent(offset) => offset,
+        }
+    }
+}
+
 /// What [`Hub::echo`] found for a channel-less publish.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Echo {
@@ -245,7 +262,8 @@ impl Hub {
 
     /// Stores a publish under the next offset and delivers it to every subscriber, or, for
     /// an id `publisher` already stored, reports the original offset and delivers nothing:
-    /// `Ok` for a resend (same payload), [`IdReused`] for another payload under that id.
+    /// [`Published::Resent`] for a resend (same payload), [`IdReused`] for another payload
+    /// under that id.
     pub(crate) fn publish(
         &self,
         name: &str,
@@ -253,7 +271,7 @@ impl Hub {
         id: &str,
         payload: Value,
         ts: u64,
-    ) -> Result<u64, IdReused> {
+    ) -> Result<Published, IdReused> {
         let digest = self.digest(&payload);
         let mut channels = self.channels();
         let channel = channels
@@ -269,13 +287,31 @@ impl Hub {
             })
         });
         match appended {
-            Appended::Duplicate(offset) => Ok(offset),
+            Appended::Duplicate(offset) => Ok(Published::Resent(offset)),
             Appended::Conflict(offset) => Err(IdReused { offset }),
             Appended::New(stored) => {
                 self.stats.message_published();
                 deliver(channel, &stored);
-                Ok(stored.offset)
+                Ok(Published::New(stored.offset))
             }
+        }
+    }
+
+    /// True if the relay remembers `publisher`'s publish `id` on `channel` (`None`: a
+    /// channel-less one), so that a publish under it stores and delivers nothing: it is a
+    /// resend, acknowledged, or a reuse of the id, refused.
+    pub(crate) fn holds(&self, channel: Option<&str>, publisher: &Arc<str>, id: &str) -> bool {
+        match channel {
+            Some(name) => self
+                .channels()
+                .get(name)
+                .is_some_and(|c| c.history.holds(publisher, id)),
+            None => self
+                .echoes
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(publisher, id)
+                .is_some(),
         }
     }
 
@@ -514,7 +550,10 @@ mod tests {
         let alice = member("alice");
         let first = hub.publish("room", &alice, "x", json!(1), 0);
         let again = hub.publish("room", &alice, "x", json!(1), 0);
-        assert_eq!((first, again), (Ok(1), Ok(1)));
+        assert_eq!(
+            (first, again),
+            (Ok(Published::New(1)), Ok(Published::Resent(1)))
+        );
         assert_eq!(qa.drain_messages().len(), 1);
     }
 
@@ -525,8 +564,12 @@ mod tests {
         hub.subscribe(&a, &member("alice"), "room", None, None);
         qa.drain_messages();
         let (alice, mallory) = (member("alice"), member("mallory"));
-        assert_eq!(hub.publish("room", &mallory, "a-8", json!("x"), 0), Ok(1));
-        assert_eq!(hub.publish("room", &alice, "a-8", json!("hi"), 0), Ok(2));
+        let new = |offset| Ok(Published::New(offset));
+        assert_eq!(hub.publish("room", &mallory, "a-8", json!("x"), 0), new(1));
+        assert_eq!(hub.publish("room", &alice, "a-8", json!("hi"), 0), new(2));
+        assert!(hub.holds(Some("room"), &alice, "a-8"));
+        assert!(!hub.holds(Some("room"), &alice, "a-9"));
+        assert!(!hub.holds(Some("hall"), &alice, "a-8"));
         assert_eq!(
             hub.publish("room", &alice, "a-8", json!("other"), 0),
             Err(IdReused { offset: 2 })

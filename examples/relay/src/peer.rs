@@ -376,7 +376,7 @@ fn too_large(item: &Outbound, max: usize) -> Utf8Bytes {
         Outbound::Frame(frame) => frame,
         Outbound::Message(stored) => &stored.frame,
     };
-    let FrameHead { kind, id } = head_of(frame.as_str());
+    let FrameHead { kind, id, .. } = head_of(frame.as_str());
     let kind = kind.unwrap_or_default();
     tracing::warn!(
         kind,

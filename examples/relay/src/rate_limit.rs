@@ -37,6 +37,11 @@ impl TokenBucket {
         }
     }
 
+    /// True if a token is there now. Takes nothing.
+    pub(crate) fn has_token(&self, now: Instant) -> bool {
+        self.tokens_at(now) >= 1.0
+    }
+
     /// When the next token will be there: `now` if one is, `None` if never (a rate of 0 per
     /// second once the burst is spent). Takes nothing.
     pub(crate) fn token_at(&self, now: Instant) -> Option<Instant> {

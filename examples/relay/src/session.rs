@@ -11,7 +11,7 @@ use crate::auth::{token_matches, Access};
 use crate::config::RelayConfig;
 use crate::docs::{Author, QueuedSnapshots};
 use crate::head::head_of;
-use crate::hub::{frame, Echo, Hub};
+use crate::hub::{frame, Echo, Hub, Published};
 use crate::peer::{Outbound, Peer};
 use crate::rate_limit::TokenBucket;
 use serde_json::Value;
@@ -69,6 +69,12 @@ pub(crate) struct Session {
     /// The client closed with 1000 (normal closure): it is leaving, not reconnecting, so its
     /// members leave at once instead of after the presence grace period.
     leaving: bool,
+    /// Set while a frame is handled if it was a publish the relay already held (a resend,
+    /// acknowledged; or a reuse of its id, refused): it stored and delivered nothing.
+    held: bool,
+    /// How many more held publishes this connection may have handled without taking a rate
+    /// limit token (see [`Session::on_text`]).
+    free_resends: usize,
 }
 
 impl Session {
@@ -80,6 +86,7 @@ impl Session {
         now: Instant,
     ) -> Self {
         let limiter = config.rate_limit.map(|limit| TokenBucket::new(limit, now));
+        let free_resends = config.dedupe_capacity;
         Session {
             peer,
             hub,
@@ -91,6 +98,8 @@ impl Session {
             snapshots: QueuedSnapshots::new(),
             limiter,
             leaving: false,
+            held: false,
+            free_resends,
         }
     }
 
@@ -127,8 +136,17 @@ impl Session {
     }
 
     /// Handles one text frame.
+    ///
+    /// A publish the relay already holds (same `client_id` and `id`: a resend after a
+    /// reconnect whose ack was lost) takes no rate limit token, and is handled even over the
+    /// limit: it stores and delivers nothing, and refusing it would make the client report
+    /// as dropped a message every subscriber has. Over the limit only the frame's head is
+    /// read to recognise it. A client re-sends each unacked publish once per connection, so
+    /// a connection gets at most `dedupe_capacity` such frames free (the relay remembers no
+    /// more per channel); past that they are charged like any other.
     pub(crate) fn on_text(&mut self, text: &str, now: Instant) -> Flow {
-        if !self.within_rate(now) {
+        let limited = self.limiter.as_ref().is_some_and(|l| !l.has_token(now));
+        if limited && !self.holds_resend(text) {
             self.reply_error(
                 code::RATE_LIMITED,
                 "message rate limit exceeded; this message was not processed".into(),
@@ -136,6 +154,33 @@ impl Session {
             );
             return Flow::Continue;
         }
+        self.held = false;
+        let flow = self.handle_text(text);
+        if self.held && self.free_resends > 0 {
+            self.free_resends -= 1;
+        } else if let Some(limiter) = self.limiter.as_mut().filter(|_| !limited) {
+            // There is a token (the frame was not limited): this one takes it.
+            limiter.try_take(now);
+        }
+        flow
+    }
+
+    /// True if `text` is a publish the relay already holds and this connection may still
+    /// have one handled for free.
+    fn holds_resend(&self, text: &str) -> bool {
+        // Without an identity yet nothing can be held (and naming one here would refuse a
+        // `hello` that follows).
+        let Some(member) = self.member.as_ref().filter(|_| self.free_resends > 0) else {
+            return false;
+        };
+        let head = head_of(text);
+        let (Some("publish"), Some(id)) = (head.kind.as_deref(), head.id.as_deref()) else {
+            return false;
+        };
+        self.hub.holds(head.channel.as_deref(), member, id)
+    }
+
+    fn handle_text(&mut self, text: &str) -> Flow {
         match ClientMessage::decode(text) {
             Ok(msg) if self.awaiting_token() => self.authenticate(msg),
             Ok(msg) => self.dispatch(msg),
@@ -343,7 +388,9 @@ impl Session {
                 return;
             }
             let publisher = self.member();
-            match self.hub.echo(&publisher, &id, digest) {
+            let echo_of = self.hub.echo(&publisher, &id, digest);
+            self.held = echo_of != Ok(Echo::New);
+            match echo_of {
                 Ok(Echo::New) => {
                     self.peer.offer(Outbound::Frame(echo));
                 }
@@ -368,8 +415,10 @@ impl Session {
         }
         // Ids are unique per client: dedupe is keyed on the client too.
         let publisher = self.member();
-        let offset = match self.hub.publish(&channel, &publisher, &id, payload, ts) {
-            Ok(offset) => offset,
+        let published = self.hub.publish(&channel, &publisher, &id, payload, ts);
+        self.held = !matches!(published, Ok(Published::New(_)));
+        let offset = match published {
+            Ok(published) => published.offset(),
             Err(reused) => {
                 self.reply_error(code::DUPLICATE_ID, reused.to_string(), Some(id));
                 return;
@@ -645,6 +694,79 @@ mod tests {
             error_code(&q.drain_messages()[0]),
             Some(("duplicate_id", Some("s1")))
         );
+    }
+
+    #[tokio::test]
+    async fn resends_of_held_publishes_take_no_token_even_over_the_limit() {
+        let config = RelayConfig {
+            rate_limit: Some(crate::config::RateLimit {
+                per_second: 0,
+                burst: 3,
+            }),
+            dedupe_capacity: 4,
+            ..RelayConfig::default()
+        };
+        let now = Instant::now();
+        let (mut s, mut q) = session(config, Access::Granted);
+        let publish = |id: &str| {
+            format!(r#"{{"type":"publish","id":"{id}","channel":"c","payload":1,"ack":true}}"#)
+        };
+        let send = |id: &str| format!(r#"{{"type":"publish","id":"{id}","payload":1,"ack":true}}"#);
+        s.on_text(r#"{"type":"hello","client_id":"alice"}"#, now);
+        s.on_text(&publish("p1"), now);
+        s.on_text(&send("s1"), now);
+        q.drain_messages();
+        // The bucket is empty (it never refills): new messages are refused ...
+        s.on_text(&publish("p2"), now);
+        assert_eq!(
+            error_code(&q.drain_messages()[0]),
+            Some(("rate_limited", Some("p2")))
+        );
+        // ... resends are acknowledged, channel and channel-less alike, free up to the
+        // number of publishes the relay remembers (4 here) ...
+        for _ in 0..2 {
+            s.on_text(&publish("p1"), now);
+            s.on_text(&send("s1"), now);
+            assert!(matches!(
+                q.drain_messages().as_slice(),
+                [ServerMessage::Ack { id: a, offset: Some(1) }, ServerMessage::Ack { id: b, offset: None }]
+                    if a == "p1" && b == "s1"
+            ));
+        }
+        // ... then charged like anything else.
+        s.on_text(&publish("p1"), now);
+        assert_eq!(
+            error_code(&q.drain_messages()[0]),
+            Some(("rate_limited", Some("p1")))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_resend_within_the_limit_leaves_its_token() {
+        let config = RelayConfig {
+            rate_limit: Some(crate::config::RateLimit {
+                per_second: 0,
+                burst: 3,
+            }),
+            ..RelayConfig::default()
+        };
+        let now = Instant::now();
+        let (mut s, mut q) = session(config, Access::Granted);
+        let publish = |id: &str| {
+            format!(r#"{{"type":"publish","id":"{id}","channel":"c","payload":1,"ack":true}}"#)
+        };
+        s.on_text(r#"{"type":"hello","client_id":"alice"}"#, now);
+        s.on_text(&publish("p1"), now);
+        for _ in 0..5 {
+            s.on_text(&publish("p1"), now);
+        }
+        s.on_text(&publish("p2"), now);
+        let acks = q
+            .drain_messages()
+            .into_iter()
+            .filter(|m| matches!(m, ServerMessage::Ack { .. }))
+            .count();
+        assert_eq!(acks, 7, "hello, p1 and p2 took the three tokens");
     }
 
     #[test]
