@@ -70,6 +70,9 @@ pub struct Envelope {
     pub client_id: Option<String>,
     /// On `hello`: the credential, when the token goes in the first message.
     pub token: Option<String>,
+    /// On `hello`: this client instance (one engine), the same on each of its connections, so
+    /// a server can end the instance's older connections, which the client gave up on.
+    pub instance: Option<String>,
     #[cfg(feature = "documents")]
     /// Documents: a document version (`doc_sync`, `doc_snapshot`, `doc_change`).
     pub version: Option<u64>,
@@ -208,6 +211,9 @@ pub enum ClientMessage {
         client_id: String,
         /// Credential, if placed in the first message.
         token: Option<String>,
+        /// This client instance, the same on each of its connections (see
+        /// [`Envelope::instance`]).
+        instance: Option<String>,
     },
     /// Join a channel, resuming after offset `since` if given.
     Subscribe {
@@ -465,6 +471,7 @@ impl Envelope {
             Field::Message => self.message = Some(string(value)?),
             Field::ClientId => self.client_id = Some(string(value)?),
             Field::Token => self.token = Some(string(value)?),
+            Field::Instance => self.instance = Some(string(value)?),
             #[cfg(feature = "documents")]
             Field::Version => self.version = Some(uint(value)?),
             #[cfg(feature = "documents")]
@@ -506,6 +513,7 @@ impl Envelope {
             message: self.message.as_ref(),
             client_id: self.client_id.as_ref(),
             token: self.token.as_ref(),
+            instance: self.instance.as_ref(),
             #[cfg(feature = "documents")]
             version: self.version,
             #[cfg(feature = "documents")]
@@ -539,6 +547,7 @@ impl ClientMessage {
             "hello" => ClientMessage::Hello {
                 client_id: required("hello", "client_id", env.client_id.take())?,
                 token: env.token.take(),
+                instance: env.instance.take(),
             },
             "subscribe" => ClientMessage::Subscribe {
                 channel: env.take_channel("subscribe")?,
@@ -593,9 +602,14 @@ impl ClientMessage {
     /// The message's fields, borrowed.
     fn fields(&self) -> Fields<'_> {
         match self {
-            ClientMessage::Hello { client_id, token } => Fields {
+            ClientMessage::Hello {
+                client_id,
+                token,
+                instance,
+            } => Fields {
                 client_id: Some(client_id),
                 token: token.as_ref(),
+                instance: instance.as_ref(),
                 ..Fields::new("hello")
             },
             ClientMessage::Subscribe {
@@ -900,6 +914,7 @@ enum Field {
     Message,
     ClientId,
     Token,
+    Instance,
     #[cfg(feature = "documents")]
     Version,
     #[cfg(feature = "documents")]
@@ -934,6 +949,7 @@ const FIELDS: &[(&str, Field)] = &[
     ("message", Field::Message),
     ("client_id", Field::ClientId),
     ("token", Field::Token),
+    ("instance", Field::Instance),
     #[cfg(feature = "documents")]
     ("version", Field::Version),
     #[cfg(feature = "documents")]
@@ -969,6 +985,7 @@ struct Fields<'a> {
     message: Option<&'a String>,
     client_id: Option<&'a String>,
     token: Option<&'a String>,
+    instance: Option<&'a String>,
     #[cfg(feature = "documents")]
     version: Option<u64>,
     #[cfg(feature = "documents")]
@@ -1020,6 +1037,7 @@ impl<'a> Fields<'a> {
         w.opt_str("message", self.message);
         w.opt_str("client_id", self.client_id);
         w.opt_str("token", self.token);
+        w.opt_str("instance", self.instance);
         #[cfg(feature = "documents")]
         {
             w.opt_u64("version", self.version);
@@ -1057,6 +1075,7 @@ impl<'a> Fields<'a> {
             message: self.message.cloned(),
             client_id: self.client_id.cloned(),
             token: self.token.cloned(),
+            instance: self.instance.cloned(),
             #[cfg(feature = "documents")]
             version: self.version,
             #[cfg(feature = "documents")]
@@ -1264,6 +1283,7 @@ mod tests {
             ClientMessage::Hello {
                 client_id: "c1".into(),
                 token: Some("t".into()),
+                instance: Some("0123456789abcdef".into()),
             },
             ClientMessage::Subscribe {
                 channel: "room".into(),
@@ -1590,6 +1610,7 @@ mod tests {
             "message",
             "client_id",
             "token",
+            "instance",
             #[cfg(feature = "documents")]
             "version",
             #[cfg(feature = "documents")]

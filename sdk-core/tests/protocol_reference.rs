@@ -60,6 +60,8 @@ struct RefEnvelope {
     client_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    instance: Option<String>,
     #[cfg(feature = "documents")]
     #[serde(skip_serializing_if = "Option::is_none")]
     version: Option<u64>,
@@ -136,6 +138,7 @@ fn to_ref(env: Envelope) -> RefEnvelope {
         message: env.message,
         client_id: env.client_id,
         token: env.token,
+        instance: env.instance,
         #[cfg(feature = "documents")]
         version: env.version,
         #[cfg(feature = "documents")]
@@ -174,6 +177,7 @@ fn from_ref(env: RefEnvelope) -> Envelope {
     e.message = env.message;
     e.client_id = env.client_id;
     e.token = env.token;
+    e.instance = env.instance;
     #[cfg(feature = "documents")]
     {
         e.version = env.version;
@@ -293,7 +297,7 @@ fn op_text() -> impl Strategy<Value = String> {
         })
 }
 
-const FIELDS: [&str; 24] = [
+const FIELDS: [&str; 25] = [
     "v",
     "type",
     "id",
@@ -312,6 +316,7 @@ const FIELDS: [&str; 24] = [
     "message",
     "client_id",
     "token",
+    "instance",
     "version",
     "base",
     "ops",
@@ -404,6 +409,7 @@ fn arb_envelope() -> impl Strategy<Value = Envelope> {
         opt(small_string()),
         opt(small_string()),
         opt(small_string()),
+        opt(small_string()),
     );
     (a, b, arb_doc_fields()).prop_map(|(a, b, docs)| {
         let mut env = Envelope::default();
@@ -428,6 +434,7 @@ fn arb_envelope() -> impl Strategy<Value = Envelope> {
             env.message,
             env.client_id,
             env.token,
+            env.instance,
         ) = b;
         set_doc_fields(&mut env, docs);
         env
@@ -478,8 +485,13 @@ fn set_doc_fields(_: &mut Envelope, (): DocFields) {}
 
 fn core_client_message() -> impl Strategy<Value = ClientMessage> {
     prop_oneof![
-        (small_string(), opt(small_string()))
-            .prop_map(|(client_id, token)| ClientMessage::Hello { client_id, token }),
+        (small_string(), opt(small_string()), opt(small_string())).prop_map(
+            |(client_id, token, instance)| ClientMessage::Hello {
+                client_id,
+                token,
+                instance
+            }
+        ),
         (small_string(), opt(any::<u64>()), opt(small_string())).prop_map(
             |(channel, since, epoch)| ClientMessage::Subscribe {
                 channel,

@@ -69,6 +69,9 @@ pub(crate) enum Echo {
     Resent,
 }
 
+/// A client instance: its `client_id` and its `hello.instance`.
+pub(crate) type Instance = (Arc<str>, String);
+
 #[derive(Debug)]
 struct Subscriber {
     peer: Peer,
@@ -115,6 +118,10 @@ pub(crate) struct Hub {
     /// `dedupe_capacity` of the whole relay, so a resend is acknowledged without a second
     /// echo. Nothing else is kept: the echo went to its sender only.
     echoes: Mutex<Recent<u64>>,
+    /// The connections of each client instance (`hello.client_id` and `hello.instance`).
+    /// An instance has one connection at a time; an older one still here is one its client
+    /// gave up on, whose end the relay did not hear (a vanished network path).
+    instances: Mutex<HashMap<Instance, Vec<Peer>>>,
     /// Digests of publish payloads, keyed at random per relay so that nobody can craft a
     /// different payload with the digest of someone else's.
     digests: RandomState,
@@ -139,6 +146,7 @@ impl Hub {
         Hub {
             docs: Docs::new(epoch.clone(), &config),
             echoes: Mutex::new(Recent::new(config.dedupe_capacity)),
+            instances: Mutex::new(HashMap::new()),
             config,
             epoch,
             channels: Mutex::new(HashMap::new()),
@@ -337,6 +345,51 @@ impl Hub {
             None => {
                 echoes.insert(publisher, id, digest);
                 Ok(Echo::New)
+            }
+        }
+    }
+
+    /// Records `peer` as the connection of client `instance` and ends the instance's older
+    /// connections: its client gave them up, so they are removed from their channels now
+    /// rather than after the relay's own liveness limit. Their members get the grace period
+    /// of a dropped connection, which the new connection's resubscribes (right after its
+    /// `hello`) end without anyone seeing a change; a channel it does not resubscribe to is
+    /// left when the grace period ends.
+    pub(crate) fn connect_instance(self: &Arc<Self>, instance: &Instance, peer: &Peer) {
+        let older = {
+            let mut instances = self
+                .instances
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let peers = instances.entry(instance.clone()).or_default();
+            std::mem::replace(peers, vec![peer.clone()])
+        };
+        for old in older {
+            tracing::debug!(
+                peer = old.id(),
+                "replaced by a newer connection of its client"
+            );
+            let names: Vec<String> = self
+                .channels()
+                .iter()
+                .filter(|(_, channel)| channel.subscribers.contains_key(&old.id()))
+                .map(|(name, _)| name.clone())
+                .collect();
+            self.disconnect(old.id(), names.iter().map(String::as_str));
+            old.replace();
+        }
+    }
+
+    /// Forgets `peer` as a connection of client `instance` (it ended).
+    pub(crate) fn disconnect_instance(&self, instance: &Instance, peer: PeerId) {
+        let mut instances = self
+            .instances
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(peers) = instances.get_mut(instance) {
+            peers.retain(|p| p.id() != peer);
+            if peers.is_empty() {
+                instances.remove(instance);
             }
         }
     }

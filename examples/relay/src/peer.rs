@@ -119,6 +119,9 @@ struct Shared {
     /// Set once the client said `hello`: only then is it sent the protocol's own `ping`
     /// (a raw WebSocket client would get it as data), see [`Peer::said_hello`].
     said_hello: AtomicBool,
+    /// Notified when a newer connection of the same client instance said `hello`: this one
+    /// was given up by its client (see [`Peer::replace`]).
+    replaced: Notify,
 }
 
 impl Shared {
@@ -199,6 +202,7 @@ impl Peer {
             enqueued_total: AtomicU64::new(0),
             taken_total: AtomicU64::new(0),
             said_hello: AtomicBool::new(false),
+            replaced: Notify::new(),
         });
         (
             Peer {
@@ -325,6 +329,18 @@ impl Peer {
     /// Resolves once the peer has been marked as a slow consumer.
     pub(crate) async fn overflowed(&self) {
         self.shared.overflow.notified().await;
+    }
+
+    /// Tells the connection task that its client instance has connected again: the client
+    /// gave this connection up (found it dead), so it is dropped at once.
+    pub(crate) fn replace(&self) {
+        // `notify_one` stores a permit, so the task sees it even if it is not waiting now.
+        self.shared.replaced.notify_one();
+    }
+
+    /// Completes once [`replace`](Self::replace) was called.
+    pub(crate) async fn replaced(&self) {
+        self.shared.replaced.notified().await;
     }
 }
 

@@ -11,7 +11,7 @@ use crate::auth::{token_matches, Access};
 use crate::config::RelayConfig;
 use crate::docs::{Author, QueuedSnapshots};
 use crate::head::head_of;
-use crate::hub::{frame, Echo, Hub, Published};
+use crate::hub::{frame, Echo, Hub, Instance, Published};
 use crate::peer::{Outbound, Peer};
 use crate::rate_limit::TokenBucket;
 use serde_json::Value;
@@ -60,6 +60,8 @@ pub(crate) struct Session {
     access: Access,
     /// The presence identity, from `hello` (or assigned at the first other message).
     member: Option<Arc<str>>,
+    /// The client instance this connection belongs to, if its `hello` named one.
+    instance: Option<Instance>,
     channels: HashSet<String>,
     /// Documents this connection syncs.
     documents: HashSet<String>,
@@ -93,6 +95,7 @@ impl Session {
             config,
             access,
             member: None,
+            instance: None,
             channels: HashSet::new(),
             documents: HashSet::new(),
             snapshots: QueuedSnapshots::new(),
@@ -240,7 +243,12 @@ impl Session {
     }
 
     fn authenticate(&mut self, msg: ClientMessage) -> Flow {
-        let ClientMessage::Hello { client_id, token } = msg else {
+        let ClientMessage::Hello {
+            client_id,
+            token,
+            instance,
+        } = msg
+        else {
             return self.unauthorized("expected hello with a token");
         };
         let required = self.config.token.as_deref().unwrap_or_default();
@@ -248,7 +256,7 @@ impl Session {
             return self.unauthorized("token missing or refused");
         }
         self.access = Access::Granted;
-        self.hello(client_id);
+        self.hello(client_id, instance);
         Flow::Continue
     }
 
@@ -262,7 +270,11 @@ impl Session {
 
     fn dispatch(&mut self, msg: ClientMessage) -> Flow {
         match msg {
-            ClientMessage::Hello { client_id, .. } => self.hello(client_id),
+            ClientMessage::Hello {
+                client_id,
+                instance,
+                ..
+            } => self.hello(client_id, instance),
             ClientMessage::Subscribe {
                 channel,
                 since,
@@ -344,7 +356,10 @@ impl Session {
         Flow::Continue
     }
 
-    fn hello(&mut self, client_id: String) {
+    /// Takes the client's identity. An `instance` (at most [`MAX_ID_LEN`] bytes; a longer
+    /// one is ignored) ends that instance's older connections (see
+    /// [`Hub::connect_instance`]).
+    fn hello(&mut self, client_id: String, instance: Option<String>) {
         // Any hello, even a refused one, shows a client that speaks the protocol: it is
         // sent the protocol's pings from now on.
         self.peer.said_hello();
@@ -358,7 +373,13 @@ impl Session {
         } else if let Err(reason) = tether_core::validate_client_id(&client_id) {
             self.reply_error(code::BAD_FRAME, format!("client_id {reason}"), None);
         } else {
-            self.member = Some(Arc::from(client_id));
+            let member: Arc<str> = Arc::from(client_id);
+            self.member = Some(member.clone());
+            if let Some(instance) = instance.filter(|i| !i.is_empty() && i.len() <= MAX_ID_LEN) {
+                let instance = (member, instance);
+                self.hub.connect_instance(&instance, &self.peer);
+                self.instance = Some(instance);
+            }
         }
     }
 
@@ -489,6 +510,9 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
+        if let Some(instance) = &self.instance {
+            self.hub.disconnect_instance(instance, self.peer.id());
+        }
         let channels = self.channels.iter().map(String::as_str);
         if self.leaving {
             self.hub.leave(self.peer.id(), channels);

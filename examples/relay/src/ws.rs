@@ -183,6 +183,8 @@ pub(crate) async fn serve(
         tokio::select! {
         end = read_frames(&mut frames, &mut session, &peer, hello_deadline, silence_limit) => end,
         end = write_frames(&mut sink, &mut queue, shared.config.ping_interval) => end,
+        // Its client connected again and gave this connection up: dead, or as good as.
+        () = peer.replaced() => Ending::Drop,
         () = peer.overflowed() => Ending::Close {
             code: 1013,
             reason: "slow consumer".to_owned(),

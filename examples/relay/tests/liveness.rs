@@ -167,6 +167,7 @@ async fn a_raw_client_gets_ping_frames_only_and_stays_connected() {
     raw.send(ClientMessage::Hello {
         client_id: "late".into(),
         token: None,
+        instance: None,
     })
     .await;
     assert!(matches!(

@@ -208,3 +208,70 @@ async fn a_stale_grace_timer_from_a_recreated_channel_does_not_end_a_new_grace_p
     );
     common::stop(relay, [alice, bob]).await;
 }
+
+/// Connects as `client_id` with `hello.instance`, and subscribes to `room`.
+async fn instance_in_room(url: &str, client_id: &str, instance: &str) -> (Client, Vec<String>) {
+    let mut c = Client::connect(url).await;
+    c.send(ClientMessage::Hello {
+        client_id: client_id.into(),
+        token: None,
+        instance: Some(instance.into()),
+    })
+    .await;
+    let members = c.subscribe("room", None, None).await.members;
+    (c, members)
+}
+
+#[tokio::test]
+async fn a_newer_connection_of_an_instance_ends_the_older_one_without_a_presence_change() {
+    // A long grace: alice's leave below must come from her close, not from a timer.
+    let relay = relay(RelayConfig {
+        presence_grace: Duration::from_secs(60),
+        ..RelayConfig::default()
+    })
+    .await;
+    let url = relay.ws_url();
+    let (mut old, _) = instance_in_room(&url, "alice", "i1").await;
+    // Another instance of alice (another tab) is not ended by the reconnect below.
+    let (mut tab, _) = instance_in_room(&url, "alice", "i2").await;
+    let mut bob = Client::hello(&url, "bob").await;
+    assert_eq!(
+        bob.subscribe("room", None, None).await.members,
+        ["alice", "bob"]
+    );
+
+    // Instance i1 connects again (its client found the old connection dead): the relay
+    // drops the old connection, and bob sees no change.
+    let (mut new, members) = instance_in_room(&url, "alice", "i1").await;
+    assert_eq!(members, ["alice", "bob"]);
+    loop {
+        match old.next_raw().await {
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Text(_))) => continue,
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Close(_))) => {
+                panic!("dropped, not closed")
+            }
+            _ => break,
+        }
+    }
+    // Both alices leave on purpose: i2 now, and i1, whose old connection the relay never
+    // heard end, with a normal closure: alice leaves at once.
+    tab.send(ClientMessage::Unsubscribe {
+        channel: "room".into(),
+    })
+    .await;
+    new.publish_acked("room", "marker", json!(null)).await;
+    assert!(
+        matches!(bob.recv().await, ServerMessage::Message { id: Some(id), .. } if id == "marker"),
+        "bob saw a presence change"
+    );
+    let normal = tokio_tungstenite::tungstenite::protocol::CloseFrame {
+        code: tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode::Normal,
+        reason: "".into(),
+    };
+    new.ws.close(Some(normal)).await.unwrap();
+    assert_eq!(
+        bob.recv().await,
+        presence(PresenceChange::Leave("alice".into()))
+    );
+    common::stop(relay, [tab, bob, new]).await;
+}

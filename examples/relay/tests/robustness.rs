@@ -354,6 +354,7 @@ async fn a_client_that_keeps_subscribing_without_reading_is_held_not_buffered() 
         .send(ClientMessage::Hello {
             client_id: "greedy".into(),
             token: None,
+            instance: None,
         })
         .await;
     for _ in 0..rounds {
@@ -474,6 +475,7 @@ async fn without_a_handshake_token_hello_must_bring_it() {
     good.send(ClientMessage::Hello {
         client_id: "good".into(),
         token: Some("s3cret".into()),
+        instance: None,
     })
     .await;
     assert_eq!(good.subscribe("room", None, None).await.members, ["good"]);
@@ -483,6 +485,7 @@ async fn without_a_handshake_token_hello_must_bring_it() {
         bad.send(ClientMessage::Hello {
             client_id: "bad".into(),
             token,
+            instance: None,
         })
         .await;
         assert_eq!(error(&bad.recv().await), ("unauthorized", None));

@@ -96,6 +96,7 @@ impl Engine {
             let hello = ClientMessage::Hello {
                 client_id: self.client_id.clone(),
                 token: self.conn.hello_token.take(),
+                instance: Some(format!("{:016x}", self.instance)),
             };
             self.send_control(&hello);
             self.channels.connection_opened();

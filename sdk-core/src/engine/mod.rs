@@ -89,6 +89,9 @@ pub struct Engine {
     next_request: u64,
     /// Prefix of this engine's publish ids: unique across clients so servers can deduplicate.
     wire_prefix: String,
+    /// This engine's `hello.instance`: unlike the prefix, never shown to other clients (it
+    /// would let them end this engine's connections by claiming its `client_id`).
+    instance: u64,
     client_id: String,
     online: bool,
     foreground: bool,
@@ -195,7 +198,8 @@ impl Engine {
         // The identity nonce is the first draw of a PRNG seeded with `entropy`. Without a
         // seed that is the engine's own PRNG; with one, the engine's PRNG still spends its
         // first draw, so the jitter a seed gives is the same as before.
-        let nonce = Prng::seed_from_u64(entropy).next_u64();
+        let mut identity = Prng::seed_from_u64(entropy);
+        let nonce = identity.next_u64();
         let mut rng = Prng::seed_from_u64(config.seed.unwrap_or(entropy));
         let _ = rng.next_u64();
         let client_id = config
@@ -220,6 +224,7 @@ impl Engine {
             next_message: 0,
             next_request: 0,
             wire_prefix: format!("{:012x}-", nonce >> 16),
+            instance: identity.next_u64(),
             client_id,
             online: true,
             foreground: true,

@@ -176,7 +176,9 @@ impl Server {
         };
         let out = |m: ServerMessage| Frame::Text(m.encode());
         match msg {
-            ClientMessage::Hello { client_id, token } => {
+            ClientMessage::Hello {
+                client_id, token, ..
+            } => {
                 self.hellos.push((client_id, token));
                 vec![]
             }

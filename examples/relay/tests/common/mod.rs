@@ -87,6 +87,7 @@ impl Client {
         c.send(ClientMessage::Hello {
             client_id: client_id.into(),
             token: None,
+            instance: None,
         })
         .await;
         c
