@@ -471,7 +471,9 @@ impl Envelope {
             Field::Message => self.message = Some(string(value)?),
             Field::ClientId => self.client_id = Some(string(value)?),
             Field::Token => self.token = Some(string(value)?),
-            Field::Instance => self.instance = Some(string(value)?),
+            // Optional and newer than the rest: of another type it is read as absent, as an
+            // unknown field would be, so a peer that sends something else there is not cut off.
+            Field::Instance => self.instance = string(value).ok(),
             #[cfg(feature = "documents")]
             Field::Version => self.version = Some(uint(value)?),
             #[cfg(feature = "documents")]
@@ -1275,6 +1277,21 @@ fn invalid(field: &'static str, expected: &'static str) -> ErrorKind {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn an_instance_of_another_type_is_read_as_absent_not_refused() {
+        let hello = ClientMessage::decode(r#"{"type":"hello","client_id":"c","instance":7}"#);
+        assert_eq!(
+            hello,
+            Ok(ClientMessage::Hello {
+                client_id: "c".into(),
+                token: None,
+                instance: None,
+            })
+        );
+        let publish = r#"{"type":"publish","id":"p","payload":1,"instance":{"x":1}}"#;
+        assert!(ClientMessage::decode(publish).is_ok());
+    }
 
     #[test]
     fn client_messages_round_trip() {

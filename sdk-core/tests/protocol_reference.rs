@@ -60,7 +60,12 @@ struct RefEnvelope {
     client_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     token: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    // Deliberately lenient in the codec too: another type reads as absent.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "string_or_absent"
+    )]
     instance: Option<String>,
     #[cfg(feature = "documents")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -80,6 +85,15 @@ struct RefEnvelope {
     #[cfg(feature = "documents")]
     #[serde(skip_serializing_if = "Option::is_none")]
     applied_by: Option<Vec<String>>,
+}
+
+/// `hello.instance` as the codec reads it: a string, or absent when of another type.
+fn string_or_absent<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    use serde::Deserialize;
+    Ok(match serde_json::Value::deserialize(d)? {
+        serde_json::Value::String(s) => Some(s),
+        _ => None,
+    })
 }
 
 /// `protocol::Op` as it was.
