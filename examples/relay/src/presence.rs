@@ -223,4 +223,33 @@ mod tests {
         assert_eq!(p.depart("ghost", Some(1)), Departure::Stays);
         assert!(!p.expire("ghost", 1));
     }
+
+    // Review: the arrival of *another* connection of the member clears the grace period of a
+    // dropped one that has not come back; the member then leaves at once when its other
+    // connections leave on purpose, and the dropped tab's return (within the grace period)
+    // is a visible `join`.
+    #[test]
+    fn review_another_tabs_arrival_does_not_end_a_dropped_tabs_grace_period() {
+        let mut p = Presence::default();
+        p.arrive(&id("a")); // tab 1
+        p.arrive(&id("a")); // tab 2
+        assert_eq!(p.depart("a", Some(5)), Departure::Leaving(5)); // tab 1 drops
+        assert!(!p.arrive(&id("a"))); // tab 3 opens
+        assert_eq!(p.depart("a", None), Departure::Stays); // tab 3 closes
+        // Tab 2 closes on purpose while tab 1 (dropped) is still expected back.
+        assert_eq!(p.depart("a", None), Departure::Stays, "tab 1 is still in grace");
+    }
+
+    // Review: the same with both tabs dropping together (one network): tab 2 comes back
+    // first and then closes on purpose; tab 1 is still within its grace period.
+    #[test]
+    fn review_a_shared_drop_keeps_the_slower_tabs_grace_period() {
+        let mut p = Presence::default();
+        p.arrive(&id("a"));
+        p.arrive(&id("a"));
+        assert_eq!(p.depart("a", Some(5)), Departure::Leaving(5)); // tab 1 drops
+        assert_eq!(p.depart("a", Some(6)), Departure::Leaving(6)); // tab 2 drops
+        assert!(!p.arrive(&id("a"))); // tab 2 is back
+        assert_eq!(p.depart("a", None), Departure::Stays, "tab 1 is still in grace");
+    }
 }

@@ -839,4 +839,130 @@ mod tests {
             [ServerMessage::Ack { id, offset: Some(1) }] if *id == exact
         ));
     }
+
+    // Review: a frame whose head names a held publish is let through over the rate limit,
+    // but if its full decode then fails (here `ack` is not a boolean) it is neither charged
+    // nor counted against `free_resends`: the rate limit is bypassed without bound.
+    #[tokio::test]
+    async fn review_held_head_with_an_undecodable_body_is_not_free_forever() {
+        let config = RelayConfig {
+            rate_limit: Some(crate::config::RateLimit {
+                per_second: 0,
+                burst: 2,
+            }),
+            dedupe_capacity: 4,
+            ..RelayConfig::default()
+        };
+        let now = Instant::now();
+        let (mut s, mut q) = session(config, Access::Granted);
+        s.on_text(r#"{"type":"hello","client_id":"alice"}"#, now);
+        s.on_text(
+            r#"{"type":"publish","id":"p1","channel":"c","payload":1,"ack":true}"#,
+            now,
+        );
+        q.drain_messages();
+        let bad = r#"{"type":"publish","id":"p1","channel":"c","payload":1,"ack":"yes"}"#;
+        for _ in 0..50 {
+            s.on_text(bad, now);
+        }
+        let handled = q
+            .drain_messages()
+            .iter()
+            .filter(|m| error_code(m).map(|(c, _)| c) != Some("rate_limited"))
+            .count();
+        assert!(
+            handled <= 4,
+            "{handled} frames handled over the limit; at most dedupe_capacity (4) may be"
+        );
+    }
+
+    fn two_sessions() -> ((Session, Peer), (Session, Peer)) {
+        let config = Arc::new(RelayConfig::default());
+        let (_tx, rx) = watch::channel(RunState::Running);
+        let hub = Arc::new(Hub::new(
+            config.clone(),
+            "e1".into(),
+            Arc::new(Stats::default()),
+            rx,
+        ));
+        let (older, _) = Peer::new(1, 100, 0);
+        let (newer, _) = Peer::new(2, 100, 0);
+        let now = Instant::now();
+        let a = Session::new(older.clone(), hub.clone(), config.clone(), Access::Granted, now);
+        let b = Session::new(newer.clone(), hub, config, Access::Granted, now);
+        ((a, older), (b, newer))
+    }
+
+    // Review: the hello of the older connection (delayed on the path its client gave up)
+    // arriving after the newer connection's hello ends the *newer* connection.
+    #[tokio::test]
+    async fn review_a_late_hello_of_an_older_connection_does_not_end_the_newer_one() {
+        use futures_util::FutureExt;
+        let ((mut a, older), (mut b, newer)) = two_sessions();
+        let now = Instant::now();
+        let hello = r#"{"type":"hello","client_id":"alice","instance":"00000000000000aa"}"#;
+        b.on_text(hello, now);
+        a.on_text(hello, now);
+        assert!(
+            newer.replaced().now_or_never().is_none(),
+            "the newer connection was ended by the older one's late hello"
+        );
+        let _ = older;
+    }
+
+    // Review: `instance` is now a known field of every frame type, type-checked as a string,
+    // so a frame that carries a non-string `instance` (ignored as unknown before this change)
+    // is refused whole.
+    #[tokio::test]
+    async fn review_a_non_string_instance_on_a_publish_is_still_ignored() {
+        let (mut s, mut q) = session(RelayConfig::default(), Access::Granted);
+        let now = Instant::now();
+        s.on_text(r#"{"type":"hello","client_id":"alice"}"#, now);
+        s.on_text(
+            r#"{"type":"publish","id":"p1","channel":"c","payload":1,"ack":true,"instance":7}"#,
+            now,
+        );
+        let got = q.drain_messages();
+        assert!(
+            got.iter().any(|m| matches!(m, ServerMessage::Ack { .. })),
+            "{got:?}"
+        );
+    }
+
+    // Review: a connection that dies with its echo and ack still queued (the usual way an ack
+    // is lost: frames are sent in order, so a lost ack mostly means a lost echo too). The
+    // client re-sends on its next connection and is acked, but the echo, which has no
+    // history to be replayed from, is never delivered.
+    #[tokio::test]
+    async fn review_a_resend_after_both_echo_and_ack_were_lost_is_echoed() {
+        let config = Arc::new(RelayConfig::default());
+        let (_tx, rx) = watch::channel(RunState::Running);
+        let hub = Arc::new(Hub::new(
+            config.clone(),
+            "e1".into(),
+            Arc::new(Stats::default()),
+            rx,
+        ));
+        let now = Instant::now();
+        let send = r#"{"type":"publish","id":"s1","payload":"hi","ack":true}"#;
+        let hello = r#"{"type":"hello","client_id":"alice"}"#;
+        {
+            let (peer, queue) = Peer::new(1, 100, 0);
+            let mut first = Session::new(peer, hub.clone(), config.clone(), Access::Granted, now);
+            first.on_text(hello, now);
+            first.on_text(send, now);
+            // The connection dies: its queue (echo, then ack) is never written.
+            drop((first, queue));
+        }
+        let (peer, mut queue) = Peer::new(2, 100, 0);
+        let mut second = Session::new(peer, hub, config, Access::Granted, now);
+        second.on_text(hello, now);
+        second.on_text(send, now);
+        let got = queue.drain_messages();
+        assert!(
+            got.iter()
+                .any(|m| matches!(m, ServerMessage::Message { channel: None, .. })),
+            "acked, but the echo was never delivered: {got:?}"
+        );
+    }
 }
