@@ -224,12 +224,11 @@ mod tests {
         assert!(!p.expire("ghost", 1));
     }
 
-    // Review: the arrival of *another* connection of the member clears the grace period of a
-    // dropped one that has not come back; the member then leaves at once when its other
-    // connections leave on purpose, and the dropped tab's return (within the grace period)
-    // is a visible `join`.
+    // The arrival of *another* connection of the member must not end the grace period of a
+    // dropped one that has not come back (or the member would leave at once when its other
+    // connections leave on purpose, and the dropped tab's return would be a visible `join`).
     #[test]
-    fn review_another_tabs_arrival_does_not_end_a_dropped_tabs_grace_period() {
+    fn another_tabs_arrival_does_not_end_a_dropped_tabs_grace_period() {
         let mut p = Presence::default();
         p.arrive(&id("a")); // tab 1
         p.arrive(&id("a")); // tab 2
@@ -240,10 +239,10 @@ mod tests {
         assert_eq!(p.depart("a", None), Departure::Stays, "tab 1 is still in grace");
     }
 
-    // Review: the same with both tabs dropping together (one network): tab 2 comes back
+    // The same with both tabs dropping together (one network): tab 2 comes back
     // first and then closes on purpose; tab 1 is still within its grace period.
     #[test]
-    fn review_a_shared_drop_keeps_the_slower_tabs_grace_period() {
+    fn a_shared_drop_keeps_the_slower_tabs_grace_period() {
         let mut p = Presence::default();
         p.arrive(&id("a"));
         p.arrive(&id("a"));
