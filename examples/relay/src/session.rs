@@ -147,21 +147,31 @@ impl Session {
     /// read to recognise it. A client re-sends each unacked publish once per connection, so
     /// a connection gets at most `dedupe_capacity` such frames free (the relay remembers no
     /// more per channel); past that they are charged like any other.
+    ///
+    /// A frame let through over the limit on the strength of its head is charged to that
+    /// allowance when it is let through, whatever its handling then finds: its body may fail
+    /// to decode, or be refused, and it must still not have been free (or a client could
+    /// send such frames without bound).
     pub(crate) fn on_text(&mut self, text: &str, now: Instant) -> Flow {
         let limited = self.limiter.as_ref().is_some_and(|l| !l.has_token(now));
-        if limited && !self.holds_resend(text) {
-            self.reply_error(
-                code::RATE_LIMITED,
-                "message rate limit exceeded; this message was not processed".into(),
-                head_of(text).id,
-            );
-            return Flow::Continue;
+        if limited {
+            if !self.holds_resend(text) {
+                self.reply_error(
+                    code::RATE_LIMITED,
+                    "message rate limit exceeded; this message was not processed".into(),
+                    head_of(text).id,
+                );
+                return Flow::Continue;
+            }
+            // `holds_resend` is true only while some of the allowance is left.
+            self.free_resends -= 1;
+            return self.handle_text(text);
         }
         self.held = false;
         let flow = self.handle_text(text);
         if self.held && self.free_resends > 0 {
             self.free_resends -= 1;
-        } else if let Some(limiter) = self.limiter.as_mut().filter(|_| !limited) {
+        } else if let Some(limiter) = self.limiter.as_mut() {
             // There is a token (the frame was not limited): this one takes it.
             limiter.try_take(now);
         }
