@@ -235,8 +235,12 @@ mod tests {
         assert_eq!(p.depart("a", Some(5)), Departure::Leaving(5)); // tab 1 drops
         assert!(!p.arrive(&id("a"))); // tab 3 opens
         assert_eq!(p.depart("a", None), Departure::Stays); // tab 3 closes
-        // Tab 2 closes on purpose while tab 1 (dropped) is still expected back.
-        assert_eq!(p.depart("a", None), Departure::Stays, "tab 1 is still in grace");
+                                                           // Tab 2 closes on purpose while tab 1 (dropped) is still expected back.
+        assert_eq!(
+            p.depart("a", None),
+            Departure::Stays,
+            "tab 1 is still in grace"
+        );
     }
 
     // The same with both tabs dropping together (one network): tab 2 comes back
@@ -249,6 +253,10 @@ mod tests {
         assert_eq!(p.depart("a", Some(5)), Departure::Leaving(5)); // tab 1 drops
         assert_eq!(p.depart("a", Some(6)), Departure::Leaving(6)); // tab 2 drops
         assert!(!p.arrive(&id("a"))); // tab 2 is back
-        assert_eq!(p.depart("a", None), Departure::Stays, "tab 1 is still in grace");
+        assert_eq!(
+            p.depart("a", None),
+            Departure::Stays,
+            "tab 1 is still in grace"
+        );
     }
 }

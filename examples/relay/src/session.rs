@@ -11,7 +11,7 @@ use crate::auth::{token_matches, Access};
 use crate::config::RelayConfig;
 use crate::docs::{Author, QueuedSnapshots};
 use crate::head::head_of;
-use crate::hub::{frame, Echo, Hub, Instance, Published};
+use crate::hub::{frame, Connected, Echo, Hub, Instance, Published};
 use crate::peer::{Outbound, Peer};
 use crate::rate_limit::TokenBucket;
 use serde_json::Value;
@@ -294,6 +294,10 @@ impl Session {
                     let member = self.member();
                     self.hub
                         .subscribe(&self.peer, &member, &channel, since, epoch.as_deref());
+                    if let Some(instance) = &self.instance {
+                        self.hub
+                            .instance_channel(instance, self.peer.id(), &channel, true);
+                    }
                     self.channels.insert(channel);
                 }
             }
@@ -301,6 +305,10 @@ impl Session {
                 if self.check_channel(&channel, None) {
                     if self.channels.remove(&channel) {
                         self.hub.unsubscribe(self.peer.id(), &channel);
+                        if let Some(instance) = &self.instance {
+                            self.hub
+                                .instance_channel(instance, self.peer.id(), &channel, false);
+                        }
                     }
                     // Acknowledged even if not subscribed, so unsubscribing is idempotent.
                     self.reply(&ServerMessage::Unsubscribed { channel });
@@ -387,8 +395,11 @@ impl Session {
             self.member = Some(member.clone());
             if let Some(instance) = instance.filter(|i| !i.is_empty() && i.len() <= MAX_ID_LEN) {
                 let instance = (member, instance);
-                self.hub.connect_instance(&instance, &self.peer);
-                self.instance = Some(instance);
+                // A stale connection (a newer one of its instance said `hello` first) is
+                // ended, and not recorded as its instance's.
+                if self.hub.connect_instance(&instance, &self.peer) == Connected::Current {
+                    self.instance = Some(instance);
+                }
             }
         }
     }
@@ -898,7 +909,13 @@ mod tests {
         let (older, _) = Peer::new(1, 100, 0);
         let (newer, _) = Peer::new(2, 100, 0);
         let now = Instant::now();
-        let a = Session::new(older.clone(), hub.clone(), config.clone(), Access::Granted, now);
+        let a = Session::new(
+            older.clone(),
+            hub.clone(),
+            config.clone(),
+            Access::Granted,
+            now,
+        );
         let b = Session::new(newer.clone(), hub, config, Access::Granted, now);
         ((a, older), (b, newer))
     }
@@ -917,6 +934,27 @@ mod tests {
             newer.replaced().now_or_never().is_none(),
             "the newer connection was ended by the older one's late hello"
         );
-        let _ = older;
+        assert!(
+            older.replaced().now_or_never().is_some(),
+            "the older connection, the stale one, is ended"
+        );
+    }
+
+    // The usual order: the newer connection's hello ends the older one, whose subscriptions
+    // are gone from the hub at once (its members in their grace period).
+    #[tokio::test]
+    async fn a_newer_connections_hello_ends_the_older_one_and_its_subscriptions() {
+        use futures_util::FutureExt;
+        let ((mut a, older), (mut b, newer)) = two_sessions();
+        let now = Instant::now();
+        let hello = r#"{"type":"hello","client_id":"alice","instance":"00000000000000aa"}"#;
+        a.on_text(hello, now);
+        a.on_text(r#"{"type":"subscribe","channel":"c"}"#, now);
+        a.on_text(r#"{"type":"subscribe","channel":"d"}"#, now);
+        a.on_text(r#"{"type":"unsubscribe","channel":"d"}"#, now);
+        b.on_text(hello, now);
+        assert!(older.replaced().now_or_never().is_some());
+        assert!(newer.replaced().now_or_never().is_none());
+        assert!(!a.hub.is_subscribed(older.id(), "c"));
     }
 }
