@@ -79,6 +79,10 @@ pub(crate) type Instance = (Arc<str>, String);
 struct InstancePeer {
     peer: Peer,
     channels: HashSet<String>,
+    /// The grace periods its predecessor (the instance's connection it ended) started, by
+    /// channel: this connection subscribing there is that connection's return, which ends
+    /// the grace period as the arrival of an unknown connection cannot.
+    returns: HashMap<String, (Arc<str>, u64)>,
 }
 
 /// What [`Hub::connect_instance`] made of a connection.
@@ -388,6 +392,7 @@ impl Hub {
         let current = InstancePeer {
             peer: peer.clone(),
             channels: HashSet::new(),
+            returns: HashMap::new(),
         };
         let older = {
             let mut instances = self
@@ -418,8 +423,32 @@ impl Hub {
                 peer = old.peer.id(),
                 "replaced by a newer connection of its client"
             );
-            self.disconnect(old.peer.id(), old.channels.iter().map(String::as_str));
+            let grace = !self.config.presence_grace.is_zero();
+            let pending = self.remove(
+                old.peer.id(),
+                old.channels.iter().map(String::as_str),
+                grace,
+            );
             old.peer.replace();
+            if !pending.is_empty() {
+                let mut instances = self
+                    .instances
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                if let Some(entry) = instances
+                    .get_mut(instance)
+                    .filter(|e| e.peer.id() == peer.id())
+                {
+                    for (name, member, generation) in &pending {
+                        entry
+                            .returns
+                            .insert(name.clone(), (member.clone(), *generation));
+                    }
+                }
+            }
+            for (name, member, generation) in pending {
+                self.start_grace(name, member, generation);
+            }
         }
         Connected::Current
     }
@@ -444,8 +473,17 @@ impl Hub {
         };
         if !subscribed {
             entry.channels.remove(name);
-        } else if !entry.channels.contains(name) {
+            return;
+        }
+        if !entry.channels.contains(name) {
             entry.channels.insert(name.to_owned());
+        }
+        let returned = entry.returns.remove(name);
+        drop(instances);
+        if let Some((member, generation)) = returned {
+            if let Some(channel) = self.channels().get_mut(name) {
+                channel.presence.returned(&member, generation);
+            }
         }
     }
 

@@ -27,7 +27,8 @@ struct Member {
     /// while the dropped tab may still come back (then a visible `join`). A returned tab is
     /// a subscription, which keeps the member present anyway; the cost is that a member
     /// whose every subscription then ends on purpose leaves when the grace period ends,
-    /// not at once.
+    /// not at once. Only a return known as one ([`Presence::returned`]: a newer connection
+    /// of the client instance whose connection the relay ended) ends one early.
     leaving: Vec<u64>,
 }
 
@@ -90,6 +91,15 @@ impl Presence {
         }
         self.members.remove(member);
         Departure::Left
+    }
+
+    /// Ends the grace period `generation` of `member` without a `leave`: the connection whose
+    /// drop started it is known to be back (a newer connection of its client instance, which
+    /// has just subscribed here). Does nothing if it already ended.
+    pub(crate) fn returned(&mut self, member: &str, generation: u64) {
+        if let Some(m) = self.members.get_mut(member) {
+            m.leaving.retain(|&g| g != generation);
+        }
     }
 
     /// Ends the grace period `generation` of `member`; true if the member is now gone (so
@@ -281,5 +291,18 @@ mod tests {
         assert_eq!(p.snapshot(), vec!["a".to_owned()]);
         assert!(p.expire("a", 9));
         assert!(p.is_empty());
+    }
+
+    // A known return (the newer connection of the same client instance) ends its grace period:
+    // the member then leaves at once when its last subscription ends on purpose.
+    #[test]
+    fn a_known_return_ends_its_grace_period() {
+        let mut p = Presence::default();
+        p.arrive(&id("a"));
+        assert_eq!(p.depart("a", Some(10)), Departure::Leaving(10));
+        assert!(!p.arrive(&id("a")));
+        p.returned("a", 10);
+        assert_eq!(p.depart("a", None), Departure::Left);
+        assert!(!p.expire("a", 10));
     }
 }
