@@ -15,7 +15,8 @@ use crate::presence::{Departure, Presence};
 use crate::server::RunState;
 use crate::stats::Stats;
 use serde_json::Value;
-use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -72,6 +73,28 @@ pub(crate) enum Echo {
 /// A client instance: its `client_id` and its `hello.instance`.
 pub(crate) type Instance = (Arc<str>, String);
 
+/// The connection a client instance has, with the channels it subscribed to, so that ending
+/// it does not look through every channel under the hub's lock.
+#[derive(Debug)]
+struct InstancePeer {
+    peer: Peer,
+    channels: HashSet<String>,
+    /// The grace periods its predecessor (the instance's connection it ended) started, by
+    /// channel: this connection subscribing there is that connection's return, which ends
+    /// the grace period as the arrival of an unknown connection cannot.
+    returns: HashMap<String, (Arc<str>, u64)>,
+}
+
+/// What [`Hub::connect_instance`] made of a connection.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Connected {
+    /// It is now its instance's connection (an older one, if any, was ended).
+    Current,
+    /// A newer connection of its instance is already registered: this one is the stale one,
+    /// and was ended.
+    Stale,
+}
+
 #[derive(Debug)]
 struct Subscriber {
     peer: Peer,
@@ -118,10 +141,11 @@ pub(crate) struct Hub {
     /// `dedupe_capacity` of the whole relay, so a resend is acknowledged without a second
     /// echo. Nothing else is kept: the echo went to its sender only.
     echoes: Mutex<Recent<u64>>,
-    /// The connections of each client instance (`hello.client_id` and `hello.instance`).
-    /// An instance has one connection at a time; an older one still here is one its client
-    /// gave up on, whose end the relay did not hear (a vanished network path).
-    instances: Mutex<HashMap<Instance, Vec<Peer>>>,
+    /// The connection of each client instance (`hello.client_id` and `hello.instance`).
+    /// An instance has one connection at a time; when a newer one says `hello`, the one here
+    /// is one its client gave up on, whose end the relay did not hear (a vanished network
+    /// path).
+    instances: Mutex<HashMap<Instance, InstancePeer>>,
     /// Digests of publish payloads, keyed at random per relay so that nobody can craft a
     /// different payload with the digest of someone else's.
     digests: RandomState,
@@ -350,47 +374,127 @@ impl Hub {
     }
 
     /// Records `peer` as the connection of client `instance` and ends the instance's older
-    /// connections: its client gave them up, so they are removed from their channels now
-    /// rather than after the relay's own liveness limit. Their members get the grace period
-    /// of a dropped connection, which the new connection's resubscribes (right after its
-    /// `hello`) end without anyone seeing a change; a channel it does not resubscribe to is
-    /// left when the grace period ends.
-    pub(crate) fn connect_instance(self: &Arc<Self>, instance: &Instance, peer: &Peer) {
+    /// connection: its client gave it up, so it is removed from its channels now rather than
+    /// after the relay's own liveness limit. Its members get the grace period of a dropped
+    /// connection, which the new connection's resubscribes (right after its `hello`) end
+    /// without anyone seeing a change; a channel it does not resubscribe to is left when the
+    /// grace period ends.
+    ///
+    /// Peer ids only increase, so a smaller id is an older connection. The `hello` of an
+    /// older connection can arrive after a newer one's (delayed on the path its client gave
+    /// up): then `peer` is the stale one, and it is ended instead ([`Connected::Stale`]). It
+    /// has not subscribed to anything yet (`hello` comes first).
+    pub(crate) fn connect_instance(
+        self: &Arc<Self>,
+        instance: &Instance,
+        peer: &Peer,
+    ) -> Connected {
+        let current = InstancePeer {
+            peer: peer.clone(),
+            channels: HashSet::new(),
+            returns: HashMap::new(),
+        };
         let older = {
             let mut instances = self
                 .instances
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            let peers = instances.entry(instance.clone()).or_default();
-            std::mem::replace(peers, vec![peer.clone()])
+            match instances.entry(instance.clone()) {
+                Entry::Occupied(entry) if entry.get().peer.id() > peer.id() => None,
+                Entry::Occupied(mut entry) => {
+                    Some(Some(std::mem::replace(entry.get_mut(), current)))
+                }
+                Entry::Vacant(entry) => {
+                    entry.insert(current);
+                    Some(None)
+                }
+            }
         };
-        for old in older {
+        let Some(older) = older else {
             tracing::debug!(
-                peer = old.id(),
+                peer = peer.id(),
+                "a newer connection of its client said hello first"
+            );
+            peer.replace();
+            return Connected::Stale;
+        };
+        if let Some(old) = older {
+            tracing::debug!(
+                peer = old.peer.id(),
                 "replaced by a newer connection of its client"
             );
-            let names: Vec<String> = self
-                .channels()
-                .iter()
-                .filter(|(_, channel)| channel.subscribers.contains_key(&old.id()))
-                .map(|(name, _)| name.clone())
-                .collect();
-            self.disconnect(old.id(), names.iter().map(String::as_str));
-            old.replace();
+            let grace = !self.config.presence_grace.is_zero();
+            let pending = self.remove(
+                old.peer.id(),
+                old.channels.iter().map(String::as_str),
+                grace,
+            );
+            old.peer.replace();
+            if !pending.is_empty() {
+                let mut instances = self
+                    .instances
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                if let Some(entry) = instances
+                    .get_mut(instance)
+                    .filter(|e| e.peer.id() == peer.id())
+                {
+                    for (name, member, generation) in &pending {
+                        entry
+                            .returns
+                            .insert(name.clone(), (member.clone(), *generation));
+                    }
+                }
+            }
+            for (name, member, generation) in pending {
+                self.start_grace(name, member, generation);
+            }
+        }
+        Connected::Current
+    }
+
+    /// Notes that `peer`, the connection of `instance`, subscribed to `name` (`subscribed`)
+    /// or unsubscribed from it, for [`connect_instance`](Self::connect_instance) to end it
+    /// with. A connection no longer its instance's (ended by a newer one) is not noted: its
+    /// own end removes it from whatever it subscribed to since.
+    pub(crate) fn instance_channel(
+        &self,
+        instance: &Instance,
+        peer: PeerId,
+        name: &str,
+        subscribed: bool,
+    ) {
+        let mut instances = self
+            .instances
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let Some(entry) = instances.get_mut(instance).filter(|e| e.peer.id() == peer) else {
+            return;
+        };
+        if !subscribed {
+            entry.channels.remove(name);
+            return;
+        }
+        if !entry.channels.contains(name) {
+            entry.channels.insert(name.to_owned());
+        }
+        let returned = entry.returns.remove(name);
+        drop(instances);
+        if let Some((member, generation)) = returned {
+            if let Some(channel) = self.channels().get_mut(name) {
+                channel.presence.returned(&member, generation);
+            }
         }
     }
 
-    /// Forgets `peer` as a connection of client `instance` (it ended).
+    /// Forgets `peer` as the connection of client `instance` (it ended).
     pub(crate) fn disconnect_instance(&self, instance: &Instance, peer: PeerId) {
         let mut instances = self
             .instances
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if let Some(peers) = instances.get_mut(instance) {
-            peers.retain(|p| p.id() != peer);
-            if peers.is_empty() {
-                instances.remove(instance);
-            }
+        if instances.get(instance).is_some_and(|e| e.peer.id() == peer) {
+            instances.remove(instance);
         }
     }
 
@@ -492,6 +596,14 @@ impl Hub {
     #[cfg(test)]
     fn channel_count(&self) -> usize {
         self.channels().len()
+    }
+
+    /// Whether `peer` is subscribed to channel `name` (for tests).
+    #[cfg(test)]
+    pub(crate) fn is_subscribed(&self, peer: PeerId, name: &str) -> bool {
+        self.channels()
+            .get(name)
+            .is_some_and(|c| c.subscribers.contains_key(&peer))
     }
 }
 

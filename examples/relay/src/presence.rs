@@ -4,8 +4,8 @@
 //!
 //! A member inside its grace period is still present (it is in snapshots, and nobody has
 //! been told it left), so a return within the grace period changes nothing anyone can see.
-//! Each grace period has a generation number, so a timer that fires after the member came
-//! back, or after a newer grace period started, is recognised as stale. Generations come from
+//! Each grace period has a generation number, and a member keeps every one still pending (one
+//! per dropped subscription), so that a timer is matched to its own drop. Generations come from
 //! the hub, one counter for the whole relay: a table is dropped with its channel when idle and
 //! recreated later, and a counter of its own would start again at the numbers that timers of
 //! the old table still carry, which would then end the new table's grace periods early.
@@ -17,11 +17,19 @@ use std::sync::Arc;
 struct Member {
     /// Subscriptions to this channel held by this member's connections.
     subscriptions: usize,
-    /// The generation of the running grace period: one of its connections dropped and may
-    /// come back. While it runs the member does not leave, even if its last other
-    /// subscription ends on purpose meanwhile (another tab unsubscribing): it leaves when the
-    /// grace period ends without a return.
-    leaving: Option<u64>,
+    /// The generations of the grace periods still running, one per subscription whose
+    /// connection dropped (several tabs may drop, together or not). While any runs the member
+    /// does not leave, even if its last subscription ends on purpose meanwhile (another tab
+    /// closing): it leaves when the last of them ends with no subscription left.
+    ///
+    /// An arrival does not end one: the relay cannot tell the dropped tab's return from
+    /// another tab opening, and taking the latter for the former would let the member leave
+    /// while the dropped tab may still come back (then a visible `join`). A returned tab is
+    /// a subscription, which keeps the member present anyway; the cost is that a member
+    /// whose every subscription then ends on purpose leaves when the grace period ends,
+    /// not at once. Only a return known as one ([`Presence::returned`]: a newer connection
+    /// of the client instance whose connection the relay ended) ends one early.
+    leaving: Vec<u64>,
 }
 
 /// What a subscription's end means for its member.
@@ -48,7 +56,6 @@ impl Presence {
         match self.members.get_mut(member) {
             Some(m) => {
                 m.subscriptions += 1;
-                m.leaving = None;
                 false
             }
             None => {
@@ -56,7 +63,7 @@ impl Presence {
                     member.clone(),
                     Member {
                         subscriptions: 1,
-                        leaving: None,
+                        leaving: Vec::new(),
                     },
                 );
                 true
@@ -66,38 +73,47 @@ impl Presence {
 
     /// Records the end of one of `member`'s subscriptions. With `grace` (the generation for
     /// it, never used before) the subscription's connection dropped and may come back: a
-    /// grace period starts, replacing any running one, even while the member has other
+    /// grace period starts, alongside any running one, even while the member has other
     /// subscriptions (they may end on purpose before the dropped one is back). Without, the
     /// subscription ended on purpose: the last one leaves at once, unless a grace period is
-    /// running, which then decides.
+    /// running, whose end then decides.
     pub(crate) fn depart(&mut self, member: &str, grace: Option<u64>) -> Departure {
         let Some(m) = self.members.get_mut(member) else {
             return Departure::Stays;
         };
         m.subscriptions = m.subscriptions.saturating_sub(1);
         if let Some(generation) = grace {
-            m.leaving = Some(generation);
+            m.leaving.push(generation);
             return Departure::Leaving(generation);
         }
-        if m.subscriptions > 0 || m.leaving.is_some() {
+        if m.subscriptions > 0 || !m.leaving.is_empty() {
             return Departure::Stays;
         }
         self.members.remove(member);
         Departure::Left
     }
 
+    /// Ends the grace period `generation` of `member` without a `leave`: the connection whose
+    /// drop started it is known to be back (a newer connection of its client instance, which
+    /// has just subscribed here). Does nothing if it already ended.
+    pub(crate) fn returned(&mut self, member: &str, generation: u64) {
+        if let Some(m) = self.members.get_mut(member) {
+            m.leaving.retain(|&g| g != generation);
+        }
+    }
+
     /// Ends the grace period `generation` of `member`; true if the member is now gone (so
-    /// `leave` must be broadcast), false if it came back, still has another subscription, or
-    /// the timer is stale.
+    /// `leave` must be broadcast), false if it came back, still has another subscription or
+    /// another grace period running, or the timer is stale.
     pub(crate) fn expire(&mut self, member: &str, generation: u64) -> bool {
         let Some(m) = self.members.get_mut(member) else {
             return false;
         };
-        if m.leaving != Some(generation) {
+        let Some(at) = m.leaving.iter().position(|&g| g == generation) else {
             return false;
-        }
-        m.leaving = None;
-        if m.subscriptions > 0 {
+        };
+        m.leaving.swap_remove(at);
+        if m.subscriptions > 0 || !m.leaving.is_empty() {
             return false;
         }
         self.members.remove(member);
@@ -148,7 +164,10 @@ mod tests {
             "still present while leaving"
         );
         assert!(!p.arrive(&id("a")), "no join for the return");
-        assert!(!p.expire("a", generation), "the stale timer does nothing");
+        assert!(
+            !p.expire("a", generation),
+            "the timer ends with the member back"
+        );
         assert_eq!(p.snapshot(), vec!["a".to_owned()]);
     }
 
@@ -191,7 +210,7 @@ mod tests {
         assert_eq!(p.snapshot(), vec!["a".to_owned()]);
         // Tab 1 returns within the grace period: nothing anyone can see.
         assert!(!p.arrive(&id("a")));
-        assert!(!p.expire("a", 5), "stale");
+        assert!(!p.expire("a", 5), "tab 1 is back");
         assert_eq!(p.depart("a", None), Departure::Left);
     }
 
@@ -222,5 +241,68 @@ mod tests {
         let mut p = Presence::default();
         assert_eq!(p.depart("ghost", Some(1)), Departure::Stays);
         assert!(!p.expire("ghost", 1));
+    }
+
+    // The arrival of *another* connection of the member must not end the grace period of a
+    // dropped one that has not come back (or the member would leave at once when its other
+    // connections leave on purpose, and the dropped tab's return would be a visible `join`).
+    #[test]
+    fn another_tabs_arrival_does_not_end_a_dropped_tabs_grace_period() {
+        let mut p = Presence::default();
+        p.arrive(&id("a")); // tab 1
+        p.arrive(&id("a")); // tab 2
+        assert_eq!(p.depart("a", Some(5)), Departure::Leaving(5)); // tab 1 drops
+        assert!(!p.arrive(&id("a"))); // tab 3 opens
+        assert_eq!(p.depart("a", None), Departure::Stays); // tab 3 closes
+                                                           // Tab 2 closes on purpose while tab 1 (dropped) is still expected back.
+        assert_eq!(
+            p.depart("a", None),
+            Departure::Stays,
+            "tab 1 is still in grace"
+        );
+    }
+
+    // The same with both tabs dropping together (one network): tab 2 comes back
+    // first and then closes on purpose; tab 1 is still within its grace period.
+    #[test]
+    fn a_shared_drop_keeps_the_slower_tabs_grace_period() {
+        let mut p = Presence::default();
+        p.arrive(&id("a"));
+        p.arrive(&id("a"));
+        assert_eq!(p.depart("a", Some(5)), Departure::Leaving(5)); // tab 1 drops
+        assert_eq!(p.depart("a", Some(6)), Departure::Leaving(6)); // tab 2 drops
+        assert!(!p.arrive(&id("a"))); // tab 2 is back
+        assert_eq!(
+            p.depart("a", None),
+            Departure::Stays,
+            "tab 1 is still in grace"
+        );
+    }
+
+    // With two grace periods pending, the member stays until the later one ends.
+    #[test]
+    fn the_member_stays_until_its_last_grace_period_ends() {
+        let mut p = Presence::default();
+        p.arrive(&id("a"));
+        p.arrive(&id("a"));
+        assert_eq!(p.depart("a", Some(8)), Departure::Leaving(8));
+        assert_eq!(p.depart("a", Some(9)), Departure::Leaving(9));
+        assert!(!p.expire("a", 8), "grace period 9 is still running");
+        assert_eq!(p.snapshot(), vec!["a".to_owned()]);
+        assert!(p.expire("a", 9));
+        assert!(p.is_empty());
+    }
+
+    // A known return (the newer connection of the same client instance) ends its grace period:
+    // the member then leaves at once when its last subscription ends on purpose.
+    #[test]
+    fn a_known_return_ends_its_grace_period() {
+        let mut p = Presence::default();
+        p.arrive(&id("a"));
+        assert_eq!(p.depart("a", Some(10)), Departure::Leaving(10));
+        assert!(!p.arrive(&id("a")));
+        p.returned("a", 10);
+        assert_eq!(p.depart("a", None), Departure::Left);
+        assert!(!p.expire("a", 10));
     }
 }

@@ -11,7 +11,7 @@ use crate::auth::{token_matches, Access};
 use crate::config::RelayConfig;
 use crate::docs::{Author, QueuedSnapshots};
 use crate::head::head_of;
-use crate::hub::{frame, Echo, Hub, Instance, Published};
+use crate::hub::{frame, Connected, Echo, Hub, Instance, Published};
 use crate::peer::{Outbound, Peer};
 use crate::rate_limit::TokenBucket;
 use serde_json::Value;
@@ -147,21 +147,31 @@ impl Session {
     /// read to recognise it. A client re-sends each unacked publish once per connection, so
     /// a connection gets at most `dedupe_capacity` such frames free (the relay remembers no
     /// more per channel); past that they are charged like any other.
+    ///
+    /// A frame let through over the limit on the strength of its head is charged to that
+    /// allowance when it is let through, whatever its handling then finds: its body may fail
+    /// to decode, or be refused, and it must still not have been free (or a client could
+    /// send such frames without bound).
     pub(crate) fn on_text(&mut self, text: &str, now: Instant) -> Flow {
         let limited = self.limiter.as_ref().is_some_and(|l| !l.has_token(now));
-        if limited && !self.holds_resend(text) {
-            self.reply_error(
-                code::RATE_LIMITED,
-                "message rate limit exceeded; this message was not processed".into(),
-                head_of(text).id,
-            );
-            return Flow::Continue;
+        if limited {
+            if !self.holds_resend(text) {
+                self.reply_error(
+                    code::RATE_LIMITED,
+                    "message rate limit exceeded; this message was not processed".into(),
+                    head_of(text).id,
+                );
+                return Flow::Continue;
+            }
+            // `holds_resend` is true only while some of the allowance is left.
+            self.free_resends -= 1;
+            return self.handle_text(text);
         }
         self.held = false;
         let flow = self.handle_text(text);
         if self.held && self.free_resends > 0 {
             self.free_resends -= 1;
-        } else if let Some(limiter) = self.limiter.as_mut().filter(|_| !limited) {
+        } else if let Some(limiter) = self.limiter.as_mut() {
             // There is a token (the frame was not limited): this one takes it.
             limiter.try_take(now);
         }
@@ -284,6 +294,10 @@ impl Session {
                     let member = self.member();
                     self.hub
                         .subscribe(&self.peer, &member, &channel, since, epoch.as_deref());
+                    if let Some(instance) = &self.instance {
+                        self.hub
+                            .instance_channel(instance, self.peer.id(), &channel, true);
+                    }
                     self.channels.insert(channel);
                 }
             }
@@ -291,6 +305,10 @@ impl Session {
                 if self.check_channel(&channel, None) {
                     if self.channels.remove(&channel) {
                         self.hub.unsubscribe(self.peer.id(), &channel);
+                        if let Some(instance) = &self.instance {
+                            self.hub
+                                .instance_channel(instance, self.peer.id(), &channel, false);
+                        }
                     }
                     // Acknowledged even if not subscribed, so unsubscribing is idempotent.
                     self.reply(&ServerMessage::Unsubscribed { channel });
@@ -377,8 +395,11 @@ impl Session {
             self.member = Some(member.clone());
             if let Some(instance) = instance.filter(|i| !i.is_empty() && i.len() <= MAX_ID_LEN) {
                 let instance = (member, instance);
-                self.hub.connect_instance(&instance, &self.peer);
-                self.instance = Some(instance);
+                // A stale connection (a newer one of its instance said `hello` first) is
+                // ended, and not recorded as its instance's.
+                if self.hub.connect_instance(&instance, &self.peer) == Connected::Current {
+                    self.instance = Some(instance);
+                }
             }
         }
     }
@@ -838,5 +859,102 @@ mod tests {
             q.drain_messages().as_slice(),
             [ServerMessage::Ack { id, offset: Some(1) }] if *id == exact
         ));
+    }
+
+    // A frame whose head names a held publish is let through over the rate limit; if its
+    // full decode then fails (here `ack` is not a boolean) it has still used one of the
+    // connection's free resends, so the rate limit is not bypassed without bound.
+    #[tokio::test]
+    async fn a_held_head_with_an_undecodable_body_is_charged_to_the_free_resends() {
+        let config = RelayConfig {
+            rate_limit: Some(crate::config::RateLimit {
+                per_second: 0,
+                burst: 2,
+            }),
+            dedupe_capacity: 4,
+            ..RelayConfig::default()
+        };
+        let now = Instant::now();
+        let (mut s, mut q) = session(config, Access::Granted);
+        s.on_text(r#"{"type":"hello","client_id":"alice"}"#, now);
+        s.on_text(
+            r#"{"type":"publish","id":"p1","channel":"c","payload":1,"ack":true}"#,
+            now,
+        );
+        q.drain_messages();
+        let bad = r#"{"type":"publish","id":"p1","channel":"c","payload":1,"ack":"yes"}"#;
+        for _ in 0..50 {
+            s.on_text(bad, now);
+        }
+        let handled = q
+            .drain_messages()
+            .iter()
+            .filter(|m| error_code(m).map(|(c, _)| c) != Some("rate_limited"))
+            .count();
+        assert!(
+            handled <= 4,
+            "{handled} frames handled over the limit; at most dedupe_capacity (4) may be"
+        );
+    }
+
+    fn two_sessions() -> ((Session, Peer), (Session, Peer)) {
+        let config = Arc::new(RelayConfig::default());
+        let (_tx, rx) = watch::channel(RunState::Running);
+        let hub = Arc::new(Hub::new(
+            config.clone(),
+            "e1".into(),
+            Arc::new(Stats::default()),
+            rx,
+        ));
+        let (older, _) = Peer::new(1, 100, 0);
+        let (newer, _) = Peer::new(2, 100, 0);
+        let now = Instant::now();
+        let a = Session::new(
+            older.clone(),
+            hub.clone(),
+            config.clone(),
+            Access::Granted,
+            now,
+        );
+        let b = Session::new(newer.clone(), hub, config, Access::Granted, now);
+        ((a, older), (b, newer))
+    }
+
+    // The hello of an older connection (delayed on the path its client gave up) arriving
+    // after the newer connection's hello must not end the newer connection.
+    #[tokio::test]
+    async fn a_late_hello_of_an_older_connection_does_not_end_the_newer_one() {
+        use futures_util::FutureExt;
+        let ((mut a, older), (mut b, newer)) = two_sessions();
+        let now = Instant::now();
+        let hello = r#"{"type":"hello","client_id":"alice","instance":"00000000000000aa"}"#;
+        b.on_text(hello, now);
+        a.on_text(hello, now);
+        assert!(
+            newer.replaced().now_or_never().is_none(),
+            "the newer connection was ended by the older one's late hello"
+        );
+        assert!(
+            older.replaced().now_or_never().is_some(),
+            "the older connection, the stale one, is ended"
+        );
+    }
+
+    // The usual order: the newer connection's hello ends the older one, whose subscriptions
+    // are gone from the hub at once (its members in their grace period).
+    #[tokio::test]
+    async fn a_newer_connections_hello_ends_the_older_one_and_its_subscriptions() {
+        use futures_util::FutureExt;
+        let ((mut a, older), (mut b, newer)) = two_sessions();
+        let now = Instant::now();
+        let hello = r#"{"type":"hello","client_id":"alice","instance":"00000000000000aa"}"#;
+        a.on_text(hello, now);
+        a.on_text(r#"{"type":"subscribe","channel":"c"}"#, now);
+        a.on_text(r#"{"type":"subscribe","channel":"d"}"#, now);
+        a.on_text(r#"{"type":"unsubscribe","channel":"d"}"#, now);
+        b.on_text(hello, now);
+        assert!(older.replaced().now_or_never().is_some());
+        assert!(newer.replaced().now_or_never().is_none());
+        assert!(!a.hub.is_subscribed(older.id(), "c"));
     }
 }

@@ -161,14 +161,22 @@ async fn a_stale_grace_timer_from_a_recreated_channel_does_not_end_a_new_grace_p
         })
     };
 
-    // Grace period 1 starts (its timer fires at d1 + 1 s).
-    let mut alice = Client::hello(&url, "alice").await;
-    alice.subscribe("room", None, None).await;
-    drop(alice);
-    connections(0).await;
+    // Grace period 1 starts (its timer fires at d1 + 1 s) when a newer connection of her
+    // client instance ends her first one.
+    let (old, _) = instance_in_room(&url, "alice", "i1").await;
+    let mut alice = Client::connect(&url).await;
+    alice
+        .send(ClientMessage::Hello {
+            client_id: "alice".into(),
+            token: None,
+            instance: Some("i1".into()),
+        })
+        .await;
+    connections(1).await;
     let d1 = tokio::time::Instant::now();
-    // She comes back, then unsubscribes: the channel is idle and dropped.
-    let mut alice = Client::hello(&url, "alice").await;
+    drop(old);
+    // She is back (a known return: her grace period ends), then unsubscribes: the channel
+    // is idle and dropped.
     alice.subscribe("room", None, None).await;
     alice
         .send(ClientMessage::Unsubscribe {
