@@ -34,6 +34,15 @@ fn drain(engine: &mut Engine, link: &mut Link) -> Option<TransportId> {
     opened
 }
 
+/// Connects and opens the first transport, draining what the open hands over.
+fn open(engine: &mut Engine, link: &mut Link, now: Instant) -> TransportId {
+    engine.connect(now);
+    let transport = drain(engine, link).unwrap();
+    engine.transport_opened(now, transport);
+    drain(engine, link);
+    transport
+}
+
 /// Raw protocol with application pings: the `raw_ping` frame is handed over with a
 /// `Send` like any other, and the link counts it among the bytes its socket took, but the
 /// engine does not count it in `handed` (inputs.rs `send_ping`, raw branch, skips
@@ -52,10 +61,7 @@ fn raw_app_pings_are_counted_like_the_link_counts_them() {
     let mut engine = Engine::new(config, 1);
     let mut link = Link::default();
     let t0 = Instant::ZERO;
-    engine.connect(t0);
-    let first = drain(&mut engine, &mut link).unwrap();
-    engine.transport_opened(t0, first);
-    drain(&mut engine, &mut link);
+    let first = open(&mut engine, &mut link, t0);
 
     // The heartbeat's first ping: "ping", 4 bytes, taken by the socket at once.
     let t1 = t0 + Duration::from_secs(1);
@@ -108,10 +114,7 @@ fn the_untaken_window_does_not_leave_room_for_one_queued_message() {
         let mut engine = Engine::new(config, 1);
         let mut link = Link::default();
         let t0 = Instant::ZERO;
-        engine.connect(t0);
-        let transport = drain(&mut engine, &mut link).unwrap();
-        engine.transport_opened(t0, transport);
-        drain(&mut engine, &mut link);
+        let transport = open(&mut engine, &mut link, t0);
         let mut dropped = 0;
         for i in 0..530 {
             engine
@@ -159,17 +162,6 @@ fn with_a_driver_reporting_progress_untaken_messages_are_resent_not_lost_when_th
         .unwrap();
     let mut engine = tether_core::Engine::new(config, 1);
     let now = Instant::ZERO;
-    let open = |engine: &mut tether_core::Engine, now| {
-        engine.connect(now);
-        let transport = std::iter::from_fn(|| engine.poll_action())
-            .find_map(|a| match a {
-                tether_core::Action::Open(open) => Some(open.transport),
-                _ => None,
-            })
-            .unwrap();
-        engine.transport_opened(now, transport);
-        transport
-    };
     let sent = |engine: &mut tether_core::Engine| -> Vec<String> {
         std::iter::from_fn(|| engine.poll_action())
             .filter_map(|a| match a {
@@ -181,7 +173,7 @@ fn with_a_driver_reporting_progress_untaken_messages_are_resent_not_lost_when_th
             })
             .collect()
     };
-    let first = open(&mut engine, now);
+    let first = open(&mut engine, &mut Link::default(), now);
     for i in 0..6 {
         engine
             .send(now, format!("m{i}{}", "x".repeat(1022)))
@@ -242,17 +234,6 @@ fn with_a_driver_reporting_progress_untaken_messages_are_resent_not_lost_when_th
 
 #[test]
 fn with_a_driver_reporting_progress_what_the_transport_is_taking_follows_the_close() {
-    let open = |engine: &mut tether_core::Engine| {
-        engine.connect(Instant::ZERO);
-        let transport = std::iter::from_fn(|| engine.poll_action())
-            .find_map(|a| match a {
-                tether_core::Action::Open(open) => Some(open.transport),
-                _ => None,
-            })
-            .unwrap();
-        engine.transport_opened(Instant::ZERO, transport);
-        transport
-    };
     let builder = || {
         Config::builder("ws://relay")
             .driver_reports_progress(true)
@@ -264,7 +245,7 @@ fn with_a_driver_reporting_progress_what_the_transport_is_taking_follows_the_clo
     // The app closes: the frames handed over go out ahead of the close frame, as without
     // progress reports; they are settled, not reported dropped.
     let mut engine = tether_core::Engine::new(builder().build().unwrap(), 1);
-    open(&mut engine);
+    open(&mut engine, &mut Link::default(), Instant::ZERO);
     engine.send(Instant::ZERO, "a").unwrap();
     engine.send(Instant::ZERO, "b").unwrap();
     let actions: Vec<_> = std::iter::from_fn(|| engine.poll_action()).collect();
@@ -278,7 +259,7 @@ fn with_a_driver_reporting_progress_what_the_transport_is_taking_follows_the_clo
     // The engine gives up on the transport (no pong): what it had not taken goes back to the
     // outbox, so the driver must not write it there too; it is released at once.
     let mut engine = tether_core::Engine::new(builder().build().unwrap(), 1);
-    let transport = open(&mut engine);
+    let transport = open(&mut engine, &mut Link::default(), Instant::ZERO);
     engine.send(Instant::ZERO, "a").unwrap();
     let mut now = Instant::ZERO;
     let mut ends = Vec::new();
