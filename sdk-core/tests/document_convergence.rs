@@ -198,7 +198,7 @@ fn seeded_three_client_runs_with_in_memory_restarts_converge() {
 // ---- a minimal deterministic reproduction -----------------------------------------------
 
 use tether_core::protocol::{ClientMessage, ServerMessage};
-use tether_core::sync::{ChangeOutcome, SyncReply};
+use tether_core::sync::ChangeOutcome;
 use tether_core::{Action, Config, Engine, Frame, Instant, Protocol, TransportId};
 
 const ME: &str = "hand";
@@ -297,9 +297,12 @@ impl Wire {
         let mut out = Vec::new();
         for msg in std::mem::take(&mut self.sent) {
             match msg {
-                ClientMessage::DocSync { version, epoch, .. } => {
-                    out.extend(answer_sync(server, version, epoch.as_deref()))
-                }
+                ClientMessage::DocSync { version, epoch, .. } => out.extend(docnet::sync_answer(
+                    server,
+                    docnet::DOC,
+                    version,
+                    epoch.as_deref(),
+                )),
                 ClientMessage::DocChange { id, ops, .. } => match server.apply(ME, &id, &ops) {
                     ChangeOutcome::Applied { version } | ChangeOutcome::Duplicate { version } => {
                         out.push(ServerMessage::Ack {
@@ -313,38 +316,6 @@ impl Wire {
             }
         }
         out
-    }
-}
-
-fn answer_sync(
-    server: &DocumentServer,
-    version: Option<u64>,
-    epoch: Option<&str>,
-) -> Vec<ServerMessage> {
-    match server.sync(version, epoch) {
-        SyncReply::Changes(changes) => changes
-            .into_iter()
-            .map(|c| ServerMessage::DocChange {
-                channel: docnet::DOC.into(),
-                version: c.version,
-                id: c.id,
-                client_id: Some(c.client_id),
-                ops: c.ops,
-            })
-            .collect(),
-        SyncReply::Snapshot {
-            version,
-            state,
-            applied,
-            applied_by,
-        } => vec![ServerMessage::DocSnapshot {
-            channel: docnet::DOC.into(),
-            version,
-            epoch: Some(server.epoch().to_owned()),
-            state,
-            applied,
-            applied_by: Some(applied_by),
-        }],
     }
 }
 

@@ -305,39 +305,10 @@ impl DocNet {
                 channel,
                 version,
                 epoch,
-            } => match self.server.sync(version, epoch.as_deref()) {
-                SyncReply::Changes(changes) => changes
-                    .into_iter()
-                    .map(|c| {
-                        (
-                            ServerMessage::DocChange {
-                                channel: channel.clone(),
-                                version: c.version,
-                                id: c.id,
-                                client_id: Some(c.client_id),
-                                ops: c.ops,
-                            },
-                            None,
-                        )
-                    })
-                    .collect(),
-                SyncReply::Snapshot {
-                    version,
-                    state,
-                    applied,
-                    applied_by,
-                } => vec![(
-                    ServerMessage::DocSnapshot {
-                        channel,
-                        version,
-                        epoch: Some(self.server.epoch().to_owned()),
-                        state,
-                        applied,
-                        applied_by: Some(applied_by),
-                    },
-                    None,
-                )],
-            },
+            } => sync_answer(&self.server, &channel, version, epoch.as_deref())
+                .into_iter()
+                .map(|m| (m, None))
+                .collect(),
             ClientMessage::DocChange {
                 id, channel, ops, ..
             } => match self.server.apply(client, &id, &ops) {
@@ -605,5 +576,40 @@ impl DocNet {
     /// The map as sorted pairs, for readable failures.
     pub fn sorted(map: &Map<String, Value>) -> BTreeMap<String, Value> {
         map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+}
+
+/// The server's answer to a `doc_sync` of `channel` from `version` in `epoch`: the changes
+/// after it, or a snapshot (the reference relay's answer too).
+pub fn sync_answer(
+    server: &DocumentServer,
+    channel: &str,
+    version: Option<u64>,
+    epoch: Option<&str>,
+) -> Vec<ServerMessage> {
+    match server.sync(version, epoch) {
+        SyncReply::Changes(changes) => changes
+            .into_iter()
+            .map(|c| ServerMessage::DocChange {
+                channel: channel.to_owned(),
+                version: c.version,
+                id: c.id,
+                client_id: Some(c.client_id),
+                ops: c.ops,
+            })
+            .collect(),
+        SyncReply::Snapshot {
+            version,
+            state,
+            applied,
+            applied_by,
+        } => vec![ServerMessage::DocSnapshot {
+            channel: channel.to_owned(),
+            version,
+            epoch: Some(server.epoch().to_owned()),
+            state,
+            applied,
+            applied_by: Some(applied_by),
+        }],
     }
 }
