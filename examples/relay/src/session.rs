@@ -741,28 +741,35 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn resends_of_held_publishes_take_no_token_even_over_the_limit() {
-        let config = RelayConfig {
+    /// A rate limit of `burst` tokens that never refill, and a dedupe window of `dedupe`.
+    fn never_refilling(burst: u32, dedupe: usize) -> RelayConfig {
+        RelayConfig {
             rate_limit: Some(crate::config::RateLimit {
                 per_second: 0,
-                burst: 3,
+                burst,
             }),
-            dedupe_capacity: 4,
+            dedupe_capacity: dedupe,
             ..RelayConfig::default()
-        };
+        }
+    }
+
+    /// An acknowledged publish `id` to channel `c`.
+    fn publish_to_c(id: &str) -> String {
+        format!(r#"{{"type":"publish","id":"{id}","channel":"c","payload":1,"ack":true}}"#)
+    }
+
+    #[tokio::test]
+    async fn resends_of_held_publishes_take_no_token_even_over_the_limit() {
+        let config = never_refilling(3, 4);
         let now = Instant::now();
         let (mut s, mut q) = session(config, Access::Granted);
-        let publish = |id: &str| {
-            format!(r#"{{"type":"publish","id":"{id}","channel":"c","payload":1,"ack":true}}"#)
-        };
         let send = |id: &str| format!(r#"{{"type":"publish","id":"{id}","payload":1,"ack":true}}"#);
         s.on_text(r#"{"type":"hello","client_id":"alice"}"#, now);
-        s.on_text(&publish("p1"), now);
+        s.on_text(&publish_to_c("p1"), now);
         s.on_text(&send("s1"), now);
         q.drain_messages();
         // The bucket is empty (it never refills): new messages are refused ...
-        s.on_text(&publish("p2"), now);
+        s.on_text(&publish_to_c("p2"), now);
         assert_eq!(
             error_code(&q.drain_messages()[0]),
             Some(("rate_limited", Some("p2")))
@@ -770,7 +777,7 @@ mod tests {
         // ... resends are acknowledged, channel and channel-less alike, free up to the
         // number of publishes the relay remembers (4 here) ...
         for _ in 0..2 {
-            s.on_text(&publish("p1"), now);
+            s.on_text(&publish_to_c("p1"), now);
             s.on_text(&send("s1"), now);
             assert!(matches!(
                 q.drain_messages().as_slice(),
@@ -779,7 +786,7 @@ mod tests {
             ));
         }
         // ... then charged like anything else.
-        s.on_text(&publish("p1"), now);
+        s.on_text(&publish_to_c("p1"), now);
         assert_eq!(
             error_code(&q.drain_messages()[0]),
             Some(("rate_limited", Some("p1")))
@@ -788,24 +795,15 @@ mod tests {
 
     #[tokio::test]
     async fn a_resend_within_the_limit_leaves_its_token() {
-        let config = RelayConfig {
-            rate_limit: Some(crate::config::RateLimit {
-                per_second: 0,
-                burst: 3,
-            }),
-            ..RelayConfig::default()
-        };
+        let config = never_refilling(3, RelayConfig::default().dedupe_capacity);
         let now = Instant::now();
         let (mut s, mut q) = session(config, Access::Granted);
-        let publish = |id: &str| {
-            format!(r#"{{"type":"publish","id":"{id}","channel":"c","payload":1,"ack":true}}"#)
-        };
         s.on_text(r#"{"type":"hello","client_id":"alice"}"#, now);
-        s.on_text(&publish("p1"), now);
+        s.on_text(&publish_to_c("p1"), now);
         for _ in 0..5 {
-            s.on_text(&publish("p1"), now);
+            s.on_text(&publish_to_c("p1"), now);
         }
-        s.on_text(&publish("p2"), now);
+        s.on_text(&publish_to_c("p2"), now);
         let acks = q
             .drain_messages()
             .into_iter()
@@ -866,21 +864,11 @@ mod tests {
     // connection's free resends, so the rate limit is not bypassed without bound.
     #[tokio::test]
     async fn a_held_head_with_an_undecodable_body_is_charged_to_the_free_resends() {
-        let config = RelayConfig {
-            rate_limit: Some(crate::config::RateLimit {
-                per_second: 0,
-                burst: 2,
-            }),
-            dedupe_capacity: 4,
-            ..RelayConfig::default()
-        };
+        let config = never_refilling(2, 4);
         let now = Instant::now();
         let (mut s, mut q) = session(config, Access::Granted);
         s.on_text(r#"{"type":"hello","client_id":"alice"}"#, now);
-        s.on_text(
-            r#"{"type":"publish","id":"p1","channel":"c","payload":1,"ack":true}"#,
-            now,
-        );
+        s.on_text(&publish_to_c("p1"), now);
         q.drain_messages();
         let bad = r#"{"type":"publish","id":"p1","channel":"c","payload":1,"ack":"yes"}"#;
         for _ in 0..50 {
