@@ -321,7 +321,7 @@ impl ClientConfig {
     pub fn subprotocol(self: Arc<Self>, name: String) -> Arc<Self> {
         self.with(|o| o.subprotocols.push(name))
     }
-    /// Scale of the first retry delay. Default 1,000 ms.
+    /// Scale of the first retry delay. Default 500 ms.
     pub fn backoff_initial_ms(self: Arc<Self>, ms: u64) -> Arc<Self> {
         self.with(|o| o.backoff_initial_ms = Some(ms))
     }

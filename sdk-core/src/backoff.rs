@@ -18,8 +18,8 @@ use std::time::Duration;
 /// use std::time::Duration;
 /// use tether_core::{backoff::base_delay, BackoffConfig};
 /// let c = BackoffConfig::default();
-/// assert_eq!(base_delay(&c, 1), Duration::from_secs(1));
-/// assert_eq!(base_delay(&c, 4), Duration::from_secs(8));
+/// assert_eq!(base_delay(&c, 1), Duration::from_millis(500));
+/// assert_eq!(base_delay(&c, 5), Duration::from_secs(8));
 /// assert_eq!(base_delay(&c, 40), Duration::from_secs(30));
 /// ```
 pub fn base_delay(config: &BackoffConfig, attempt: u32) -> Duration {
@@ -153,8 +153,10 @@ mod tests {
     use super::*;
 
     fn config(jitter: Jitter) -> BackoffConfig {
+        // A 1 s scale, so the curve reads in whole seconds; the default is 500 ms.
         BackoffConfig {
             jitter,
+            initial: Duration::from_secs(1),
             ..BackoffConfig::default()
         }
     }

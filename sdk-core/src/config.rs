@@ -74,7 +74,7 @@ pub enum Jitter {
 /// Reconnect delays and when to give up.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BackoffConfig {
-    /// Delay scale of the first retry. Default 1 s.
+    /// Delay scale of the first retry. Default 500 ms (so the median reconnect after a 2 s outage is under 1 s; see docs/performance.md).
     pub initial: Duration,
     /// Cap on the un-jittered delay. Default 30 s.
     pub max: Duration,
@@ -95,7 +95,7 @@ pub struct BackoffConfig {
 impl Default for BackoffConfig {
     fn default() -> Self {
         BackoffConfig {
-            initial: Duration::from_secs(1),
+            initial: Duration::from_millis(500),
             max: Duration::from_secs(30),
             factor: 2.0,
             jitter: Jitter::Full,
@@ -441,7 +441,7 @@ impl ConfigBuilder {
         self.config.backoff = backoff;
         self
     }
-    /// First retry delay scale. Default 1 s.
+    /// First retry delay scale. Default 500 ms.
     pub fn backoff_initial(mut self, d: Duration) -> Self {
         self.config.backoff.initial = d;
         self

@@ -9,8 +9,8 @@ use std::time::Duration;
 use tether_core::backoff::delay_bounds;
 use tether_core::protocol::{PresenceChange, ServerMessage};
 use tether_core::{
-    Action, Config, Engine, Event, Frame, HeartbeatMode, Instant, Jitter, MessageId, Protocol,
-    SendOptions, SseEvent, State, TokenPlacement, TransportFailure, TransportId, Unacked,
+    Action, BackoffConfig, Config, Engine, Event, Frame, HeartbeatMode, Instant, Jitter, MessageId,
+    Protocol, SendOptions, SseEvent, State, TokenPlacement, TransportFailure, TransportId, Unacked,
 };
 
 #[derive(Debug, Clone)]
@@ -761,12 +761,14 @@ proptest! {
 }
 
 /// Full jitter spreads a crowd: 10,000 clients dropped at the same instant retry uniformly over
-/// the first second, so no 100 ms bucket holds much more than the mean. Without jitter every
+/// the first wait's scale (500 ms by default), so no 100 ms bucket holds much more than the mean. Without jitter every
 /// client lands in the same bucket — which shows the measure can fail.
 #[test]
 fn full_jitter_spreads_ten_thousand_clients_evenly() {
+    // The first wait's buckets, plus one for anything past it.
+    let used_buckets = (BackoffConfig::default().initial.as_millis() / 100) as usize;
     let peak_to_mean = |jitter: Jitter| {
-        let mut buckets = [0u32; 11];
+        let mut buckets = vec![0u32; used_buckets + 1];
         for seed in 0..10_000u64 {
             let config = Config::builder("ws://relay")
                 .jitter(jitter)
@@ -789,9 +791,9 @@ fn full_jitter_spreads_ten_thousand_clients_evenly() {
                     _ => None,
                 })
                 .unwrap();
-            buckets[(delay.as_millis() / 100).min(10) as usize] += 1;
+            buckets[(delay.as_millis() as usize / 100).min(used_buckets)] += 1;
         }
-        let used = &buckets[..10];
+        let used = &buckets[..used_buckets];
         let mean = used.iter().sum::<u32>() as f64 / used.len() as f64;
         *buckets.iter().max().unwrap() as f64 / mean
     };

@@ -30,6 +30,9 @@ fn tether(builder: tether_core::ConfigBuilder) -> Sim {
 
 // ---- backoff and lifecycle ------------------------------------------------------------------
 
+/// The documented default curve without jitter (500 ms × 2, capped at 30 s), in ms.
+const DEFAULT_CURVE_MS: [u64; 8] = [500, 1_000, 2_000, 4_000, 8_000, 16_000, 30_000, 30_000];
+
 #[test]
 fn accept_then_drop_server_makes_delays_grow_instead_of_a_hot_loop() {
     let mut sim = Sim::new(
@@ -46,9 +49,13 @@ fn accept_then_drop_server_makes_delays_grow_instead_of_a_hot_loop() {
     };
     sim.connect();
     sim.run_for(secs(120));
-    let delays: Vec<u64> = sim.reconnects().iter().map(|r| r.2.as_secs()).collect();
+    let delays: Vec<u64> = sim
+        .reconnects()
+        .iter()
+        .map(|r| r.2.as_millis() as u64)
+        .collect();
     // Every connection opened, but none lived for the 5 s minimum uptime: no reset.
-    assert_eq!(delays[..7], [1, 2, 4, 8, 16, 30, 30]);
+    assert_eq!(delays[..8], DEFAULT_CURVE_MS);
     let attempts: Vec<u32> = sim.reconnects().iter().map(|r| r.1).collect();
     assert!(
         attempts.windows(2).all(|w| w[1] == w[0] + 1),
@@ -67,16 +74,15 @@ fn full_jitter_delays_stay_within_the_capped_curve() {
     sim.server.behaviour = Behaviour::Down;
     sim.connect();
     sim.run_for(secs(600));
-    // The documented default curve (1 s × 2, capped at 30 s), written out rather than taken
-    // from the backoff module under test: the n-th wait is uniform in [0, CAPS[n - 1]].
-    const CAPS: [u64; 6] = [1, 2, 4, 8, 16, 30];
+    // The documented default curve, written out rather than taken from the backoff module
+    // under test: the n-th wait is uniform in [0, DEFAULT_CURVE_MS[n - 1]].
     let reconnects = sim.reconnects();
     assert!(reconnects.len() > 20);
     let mut below_cap = 0;
     for (n, (_, attempt, delay, _)) in reconnects.iter().enumerate() {
         // Attempt 1 is the first connection; the n-th wait (from 1) precedes attempt n + 1.
         assert_eq!(*attempt as usize, n + 2, "attempts count up from 2");
-        let cap = secs(CAPS[n.min(CAPS.len() - 1)]);
+        let cap = Duration::from_millis(DEFAULT_CURVE_MS[n.min(DEFAULT_CURVE_MS.len() - 1)]);
         assert!(*delay <= cap, "attempt {attempt}: {delay:?} above {cap:?}");
         below_cap += usize::from(*delay < cap);
     }
@@ -106,7 +112,7 @@ fn a_connection_that_stays_up_for_min_uptime_resets_the_backoff() {
     let (_, attempt, delay, _) = sim.reconnects().last().cloned().unwrap();
     assert_eq!(
         (attempt, delay),
-        (1, secs(1)),
+        (1, ms(500)),
         "backoff restarts from the beginning"
     );
 }
@@ -509,8 +515,12 @@ fn accept_then_close_with_a_1012_window_still_meets_growing_delays() {
     };
     sim.connect();
     sim.run_for(secs(120));
-    let delays: Vec<u64> = sim.reconnects().iter().map(|r| r.2.as_secs()).collect();
-    assert_eq!(delays[..7], [1, 2, 4, 8, 16, 30, 30]);
+    let delays: Vec<u64> = sim
+        .reconnects()
+        .iter()
+        .map(|r| r.2.as_millis() as u64)
+        .collect();
+    assert_eq!(delays[..8], DEFAULT_CURVE_MS);
     assert!(sim.engine.stats().attempts <= 9, "{:?}", sim.engine.stats());
 
     // The default full jitter, with the advised 1 ms window and with plain 1012 (a 5 s
@@ -564,10 +574,10 @@ fn a_1012_window_after_a_stable_connection_is_used_as_given() {
         sim.run_for(secs(6)); // stable
         sim.server_close(1012, r#"{"reconnect_within_ms":200}"#);
         let (_, attempt, delay, _) = sim.reconnects()[0].clone();
-        // Without jitter the curve's first wait is 1 s; the advised window is shorter.
+        // Without jitter the curve's first wait is 500 ms; the advised window is shorter.
         assert_eq!(attempt, 1);
         assert!(delay <= ms(200), "{delay:?}");
-        // That connection then fails before proving stable: back to the curve (2 s).
+        // That connection then fails before proving stable: back to the curve (1 s).
         sim.server.behaviour = Behaviour::AcceptThenClose {
             after: ms(100),
             code: Some(1012),
@@ -575,7 +585,7 @@ fn a_1012_window_after_a_stable_connection_is_used_as_given() {
         };
         sim.run_for(ms(500));
         let (_, attempt, delay, _) = sim.reconnects()[1].clone();
-        assert_eq!((attempt, delay), (2, secs(2)));
+        assert_eq!((attempt, delay), (2, secs(1)));
     }
 }
 

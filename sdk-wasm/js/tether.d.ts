@@ -157,7 +157,7 @@ export interface TetherClientOptions {
   /** `'raw'` passes frames through to any server; `'tether'` adds channels, presence, acks, requests. ['raw'] */
   protocol?: 'raw' | 'tether';
   backoff?: {
-    /** First retry delay scale. [1000] */
+    /** First retry delay scale. [500] */
     initialMs?: number;
     /** Cap of the un-jittered delay. [30000] */
     maxMs?: number;

@@ -113,7 +113,7 @@ pub(crate) struct ConnectArgs {
     /// Heartbeat mode (default: frame for WebSocket, server for SSE).
     #[arg(long, value_enum)]
     pub ping_mode: Option<PingModeArg>,
-    /// First backoff delay scale in ms (default 1000).
+    /// First backoff delay scale in ms (default 500).
     #[arg(long, value_name = "MS")]
     pub backoff_initial: Option<u64>,
     /// Backoff cap in ms (default 30000).

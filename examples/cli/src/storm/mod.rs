@@ -63,7 +63,7 @@ pub(crate) struct StormArgs {
     /// Time for the relay to refuse or accept an attempt, in milliseconds.
     #[arg(long, default_value_t = 1.0, value_name = "MS")]
     latency_ms: f64,
-    /// Engine backoff: first retry delay scale in ms (default 1000). Named as in `connect`;
+    /// Engine backoff: first retry delay scale in ms (default 500). Named as in `connect`;
     /// the older `--backoff-initial-ms` still works.
     #[arg(
         long = "backoff-initial",

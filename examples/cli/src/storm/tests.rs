@@ -55,17 +55,18 @@ fn after_a_30_s_outage_full_jitter_returns_evenly_and_gently() {
     let (socketio, socketio_t) = get(Strategy::SocketIo);
 
     // Lock-step policies bring the whole crowd back in one bucket; full jitter spreads it
-    // (2,000 clients are few enough that Poisson noise alone lifts the ratio above 2).
-    assert!(ratio(full) < 3.0, "full: {}", ratio(full));
+    // (2,000 clients are few enough that Poisson noise alone lifts the ratio to 2.4–3.4
+    // across seeds; 1.6 at 100,000 clients).
+    assert!(ratio(full) < 4.0, "full: {}", ratio(full));
     assert_eq!(none.window.unwrap().peak, u64::from(N));
     assert_eq!(fixed.window.unwrap().peak, u64::from(N));
     assert!(ratio(none) > 3.0 * ratio(full), "none: {}", ratio(none));
     assert!(ratio(fixed) > 3.0 * ratio(full), "fixed: {}", ratio(fixed));
 
-    // The engine without jitter waits 1, 2, 4, 8, 16 s (plus 1 ms per refusal): it retries
-    // at 1, 3, 7 and 15 s, is refused each time, and is back at 31 s.
-    assert_eq!(none.total_attempts, u64::from(N) * 5);
-    assert_eq!(none.t99, Some(31_005_000));
+    // The engine without jitter waits 0.5, 1, 2, 4, 8, 16 s (plus 1 ms per refusal): it
+    // retries at 0.5, 1.5, 3.5, 7.5 and 15.5 s, is refused each time, and is back at 31.5 s.
+    assert_eq!(none.total_attempts, u64::from(N) * 6);
+    assert_eq!(none.t99, Some(31_506_000));
 
     // socket.io-style jitter vanishes at the 5 s cap: each client retries every 5 s for as
     // long as the outage lasts (~N attempts per 5 s), and the returning crowd hits the
