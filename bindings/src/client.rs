@@ -376,6 +376,35 @@ mod tests {
     }
 
     #[test]
+    fn a_message_too_large_names_the_limit_it_exceeds() {
+        let config = ClientConfig::new("ws://127.0.0.1:9/".to_owned())
+            .max_message_bytes(8)
+            .outbox_max_bytes(4);
+        let client = Client::new(config).expect("a valid config");
+        let text = |n: usize| Payload::Text {
+            text: "x".repeat(n),
+        };
+        assert_eq!(
+            client.send(text(9)),
+            Err(ClientError::TooLarge {
+                size: 9,
+                max: 8,
+                limit: crate::error::SizeLimit::MaxMessageBytes
+            })
+        );
+        assert_eq!(
+            client.send(text(6)),
+            Err(ClientError::TooLarge {
+                size: 6,
+                max: 4,
+                limit: crate::error::SizeLimit::OutboxMaxBytes
+            })
+        );
+        assert!(client.send(text(4)).is_ok());
+        runtime().block_on(client.shutdown());
+    }
+
+    #[test]
     fn a_listener_queue_over_the_maximum_is_an_invalid_config_not_an_allocation() {
         let base = || ClientConfig::new("ws://127.0.0.1:9/".to_owned());
         // u32::MAX would have the ring allocate 2^32 slots up front and abort the process.
