@@ -26,8 +26,9 @@ use crate::token::TokenSlot;
 /// `shutdown()` closes it, delivers every listener its last events (down to `Closed`) and
 /// waits until nothing of the library holds your objects. Releasing it without that (Kotlin
 /// `close()`/`use {}`, the last Swift or Python reference) stops its listeners at once, with
-/// no further events, releases them and the token provider on the releasing thread, and
-/// closes the connection in the background.
+/// no further events (a callback in progress on another thread is waited for: once the
+/// release returns, no callback runs or starts), releases them and the token provider on the
+/// releasing thread, and closes the connection in the background.
 #[derive(Debug, uniffi::Object)]
 pub struct Client {
     inner: tether::Client,
@@ -304,10 +305,10 @@ impl Client {
     }
 }
 
-/// Released by the app without `shutdown()`: the listeners get nothing more, and they and the
-/// token provider are released here, on the app's thread, rather than later by the library's
-/// threads (a Python interpreter that is finalising aborts the process when another thread
-/// calls into it). The connection closes in the background as the `tether` client is dropped.
+/// Released by the app without `shutdown()`: the listeners get nothing more (a callback in
+/// progress on another thread is waited for), and they and the token provider are released
+/// here, on the app's thread, rather than later by the library's threads (a Python
+/// interpreter that is finalising aborts the process when another thread calls into it). The connection closes in the background as the `tether` client is dropped.
 impl Drop for Client {
     fn drop(&mut self) {
         self.hub.release_listeners();
@@ -373,6 +374,35 @@ mod tests {
                 other => panic!("{expected}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn a_message_too_large_names_the_limit_it_exceeds() {
+        let config = ClientConfig::new("ws://127.0.0.1:9/".to_owned())
+            .max_message_bytes(8)
+            .outbox_max_bytes(4);
+        let client = Client::new(config).expect("a valid config");
+        let text = |n: usize| Payload::Text {
+            text: "x".repeat(n),
+        };
+        assert_eq!(
+            client.send(text(9)),
+            Err(ClientError::TooLarge {
+                size: 9,
+                max: 8,
+                limit: crate::error::SizeLimit::MaxMessageBytes
+            })
+        );
+        assert_eq!(
+            client.send(text(6)),
+            Err(ClientError::TooLarge {
+                size: 6,
+                max: 4,
+                limit: crate::error::SizeLimit::OutboxMaxBytes
+            })
+        );
+        assert!(client.send(text(4)).is_ok());
+        runtime().block_on(client.shutdown());
     }
 
     #[test]

@@ -29,13 +29,20 @@
 //! - A listener lives until its handle's `cancel()` or the client's end, not as long as its
 //!   handle (an app that drops the handle still wants the events). When the app releases the
 //!   client without `shutdown()`, [`Hub::release_listeners`] takes every listener away from
-//!   its thread and releases it on the releasing thread, which is the app's own: no Rust thread
-//!   calls into or releases foreign code after that (a Python client released while the
-//!   interpreter finalises would otherwise abort the process).
+//!   its thread, waits out a callback in progress on another thread, and releases the
+//!   listeners on the releasing thread, which is the app's own: once it returns no callback
+//!   starts, and no Rust thread calls into or releases foreign code (a Python client released
+//!   while the interpreter finalises would otherwise abort the process). A thread takes its
+//!   reference to the listener, and marks its callback in progress, under the listener's own
+//!   lock, and lets go of the reference before it clears the mark: there is no moment when a
+//!   callback is about to start that the release cannot see.
+//! - No foreign object is released while an internal lock is held: its release may run
+//!   foreign code, which may call back into the library.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
+use std::thread::ThreadId;
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -97,34 +104,77 @@ impl std::fmt::Debug for Attached {
 /// listener for each callback only; [`Hub::release_listeners`] can take the listener away.
 struct Attached {
     cancel: CancellationToken,
-    listener: Mutex<Option<Foreign>>,
+    slot: Mutex<Slot>,
+    /// Notified when a callback has returned and its reference is let go.
+    returned: Condvar,
+}
+
+/// What [`Attached`]'s lock guards. Held only to look up, take or mark, never during a
+/// callback, and nothing foreign is released under it.
+struct Slot {
+    /// The listener, until released.
+    listener: Option<Foreign>,
+    /// The thread in a callback, from when it took its reference to the listener (under this
+    /// lock) until it has let go of it.
+    calling: Option<ThreadId>,
 }
 
 impl Attached {
     fn new(cancel: CancellationToken, listener: Foreign) -> Arc<Self> {
         Arc::new(Attached {
             cancel,
-            listener: Mutex::new(Some(listener)),
+            slot: Mutex::new(Slot {
+                listener: Some(listener),
+                calling: None,
+            }),
+            returned: Condvar::new(),
         })
     }
 
-    /// The listener, unless released. Held only for the one lookup, never during a callback.
-    fn listener(&self) -> MutexGuard<'_, Option<Foreign>> {
-        self.listener.lock().unwrap_or_else(PoisonError::into_inner)
+    fn slot(&self) -> MutexGuard<'_, Slot> {
+        self.slot.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn client(&self) -> Option<Arc<dyn ClientListener>> {
-        match &*self.listener() {
-            Some(Foreign::Client(l)) => Some(l.clone()),
-            _ => None,
+    /// Calls `call` with the listener `pick` finds, unless it was cancelled or released. The
+    /// reference is taken, and the callback marked in progress, under the lock that
+    /// [`Hub::release_listeners`] takes the listener away under: either the release sees the
+    /// callback and waits for it, or the callback does not start.
+    fn call<L>(&self, pick: impl FnOnce(&Foreign) -> Option<L>, call: impl FnOnce(&L)) {
+        let in_call = {
+            let mut slot = self.slot();
+            if self.cancel.is_cancelled() {
+                return;
+            }
+            let Some(listener) = slot.listener.as_ref().and_then(pick) else {
+                return;
+            };
+            slot.calling = Some(std::thread::current().id());
+            InCall {
+                attached: self,
+                listener: Some(listener),
+            }
+        };
+        if let Some(listener) = &in_call.listener {
+            call(listener);
         }
     }
+}
 
-    fn document(&self) -> Option<Arc<dyn DocumentListener>> {
-        match &*self.listener() {
-            Some(Foreign::Document(l)) => Some(l.clone()),
-            _ => None,
-        }
+/// A callback in progress: when dropped (also by an unwind), lets go of the reference to the
+/// listener, then clears the mark and wakes a release waiting for it, which then holds the
+/// last reference.
+struct InCall<'a, L> {
+    attached: &'a Attached,
+    listener: Option<L>,
+}
+
+impl<L> Drop for InCall<'_, L> {
+    fn drop(&mut self) {
+        // Outside the lock: if the release already ran on this thread (from inside the
+        // callback), this is the last reference, and its release may run foreign code.
+        drop(self.listener.take());
+        self.attached.slot().calling = None;
+        self.attached.returned.notify_all();
     }
 }
 
@@ -154,36 +204,55 @@ impl Hub {
         })
     }
 
-    /// Registers a listener thread's listener for [`Hub::release_listeners`]. `None` (and the
-    /// listener released at once, on the caller's thread) once that has run.
-    fn register(&self, cancel: CancellationToken, listener: Foreign) -> Option<Arc<Attached>> {
+    /// Registers a listener thread's listener for [`Hub::release_listeners`]. Once that has
+    /// run, cancels and gives the listener back, for the caller to release outside the lock.
+    fn register(
+        &self,
+        cancel: CancellationToken,
+        listener: Foreign,
+    ) -> Result<Arc<Attached>, Foreign> {
         let mut attached = self.attached.lock().unwrap_or_else(PoisonError::into_inner);
         if self.released.load(Ordering::Acquire) {
             cancel.cancel();
-            return None;
+            return Err(listener);
         }
         attached.retain(|a| a.strong_count() > 0);
         let a = Attached::new(cancel, listener);
         attached.push(Arc::downgrade(&a));
-        Some(a)
+        Ok(a)
     }
 
     /// The app released the client without `shutdown()`: stops every listener thread and
     /// releases every foreign listener here, on the caller's thread, instead of letting the
     /// threads deliver the final events and release them later from a Rust thread. A
-    /// callback already in progress on another thread ends normally (that listener is then
-    /// released by its thread); nothing is delivered after it. Listeners added later (through
-    /// a `Document` handle that outlives the client) are released at once.
+    /// callback in progress on another thread is waited for (it may be about to start, or
+    /// running); one on this thread (the client released from inside a callback) is not, and
+    /// that listener is released when its callback returns, on this thread too. So once this
+    /// returns no callback runs or starts. Listeners added later (through a `Document` handle
+    /// that outlives the client) are released at once.
     pub(crate) fn release_listeners(&self) {
-        let attached = {
+        let attached: Vec<Arc<Attached>> = {
             let mut attached = self.attached.lock().unwrap_or_else(PoisonError::into_inner);
             self.released.store(true, Ordering::Release);
             std::mem::take(&mut *attached)
-        };
+        }
+        .iter()
+        .filter_map(Weak::upgrade)
+        .collect();
+        // Every listener taken away first, so no callback starts while a slow one is waited
+        // for.
         let mut listeners = Vec::with_capacity(attached.len());
-        for a in attached.iter().filter_map(Weak::upgrade) {
+        for a in &attached {
             a.cancel.cancel();
-            listeners.push(a.listener().take());
+            listeners.push(a.slot().listener.take());
+        }
+        let here = std::thread::current().id();
+        for a in &attached {
+            let slot = a.slot();
+            let _returned = a
+                .returned
+                .wait_while(slot, |s| s.calling.is_some_and(|t| t != here))
+                .unwrap_or_else(PoisonError::into_inner);
         }
         // Dropped here, outside every lock: a foreign release may run foreign code.
         drop(listeners);
@@ -238,8 +307,13 @@ impl Hub {
             let hub = self.lock();
             (hub.state.clone(), hub.tx.as_ref().map(|tx| tx.subscribe()))
         };
-        let Some(attached) = self.register(cancel.clone(), Foreign::Client(listener)) else {
-            return cancel;
+        let attached = match self.register(cancel.clone(), Foreign::Client(listener)) {
+            Ok(attached) => attached,
+            Err(refused) => {
+                // Released here, on the caller's thread, with no lock held.
+                drop(refused);
+                return cancel;
+            }
         };
         let dispatcher = Dispatcher {
             hub: self.clone(),
@@ -268,8 +342,13 @@ impl Hub {
         // every change whose event this listener will not see. Events carry new values, so
         // one it does see that the snapshot already contains changes nothing.
         let changes = doc.changes();
-        let Some(attached) = self.register(cancel.clone(), Foreign::Document(listener)) else {
-            return cancel;
+        let attached = match self.register(cancel.clone(), Foreign::Document(listener)) {
+            Ok(attached) => attached,
+            Err(refused) => {
+                // Released here, on the caller's thread, with no lock held.
+                drop(refused);
+                return cancel;
+            }
         };
         let dispatcher = DocumentDispatcher {
             hub: self.clone(),
@@ -376,13 +455,13 @@ impl Dispatcher {
 
     /// One callback, unless cancelled or released; an exception (or a panic) is contained.
     fn deliver(&self, event: ClientEvent) {
-        if self.cancel.is_cancelled() {
-            return;
-        }
-        let Some(listener) = self.attached.client() else {
-            return;
-        };
-        self.hub.call("ClientListener", || listener.on_event(event));
+        self.attached.call(
+            |l| match l {
+                Foreign::Client(l) => Some(l.clone()),
+                Foreign::Document(_) => None,
+            },
+            |listener| self.hub.call("ClientListener", || listener.on_event(event)),
+        );
     }
 }
 
@@ -433,14 +512,16 @@ impl DocumentDispatcher {
     }
 
     fn deliver(&self, event: DocumentEvent) {
-        if self.cancel.is_cancelled() {
-            return;
-        }
-        let Some(listener) = self.attached.document() else {
-            return;
-        };
-        self.hub
-            .call("DocumentListener", || listener.on_event(event));
+        self.attached.call(
+            |l| match l {
+                Foreign::Document(l) => Some(l.clone()),
+                Foreign::Client(_) => None,
+            },
+            |listener| {
+                self.hub
+                    .call("DocumentListener", || listener.on_event(event))
+            },
+        );
     }
 }
 
@@ -608,6 +689,162 @@ mod tests {
         let (late, late_rx) = probe(false, false);
         let _late = hub.attach(late);
         assert_eq!(next(&late_rx), changed(None, ConnectionState::Open));
+    }
+
+    /// Records the thread it is released on, and says so on a channel.
+    struct Released(mpsc::Sender<std::thread::ThreadId>);
+
+    impl Drop for Released {
+        fn drop(&mut self) {
+            let _ = self.0.send(std::thread::current().id());
+        }
+    }
+
+    /// Says when its callback starts, then blocks until the gate opens (at most 5 s).
+    struct Blocking {
+        started: Mutex<mpsc::Sender<ClientEvent>>,
+        gate: Mutex<mpsc::Receiver<()>>,
+        _released: Released,
+    }
+
+    impl ClientListener for Blocking {
+        fn on_event(&self, event: ClientEvent) -> Result<(), ListenerError> {
+            let _ = self.started.lock().map(|tx| tx.send(event));
+            let _ = self.gate.lock().map(|g| g.recv_timeout(WAIT));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_release_waits_out_a_callback_in_progress_then_no_callback_starts_and_the_listener_is_released_on_its_thread(
+    ) {
+        let hub = Hub::new(ConnectionState::Idle, 16);
+        let (started_tx, started) = mpsc::channel();
+        let (open, gate) = mpsc::channel();
+        let (released_tx, released_on) = mpsc::channel();
+        let _cancel = hub.attach(Arc::new(Blocking {
+            started: Mutex::new(started_tx),
+            gate: Mutex::new(gate),
+            _released: Released(released_tx),
+        }));
+        // The listener is in its first callback (the snapshot), blocked; an event waits.
+        assert_eq!(
+            started.recv_timeout(WAIT),
+            Ok(changed(None, ConnectionState::Idle))
+        );
+        hub.publish(rtt(1));
+
+        let (returned_tx, returned) = mpsc::channel();
+        let releaser = {
+            let hub = hub.clone();
+            std::thread::spawn(move || {
+                hub.release_listeners();
+                // What has happened by the time the release returns.
+                let _ = returned_tx.send(std::thread::current().id());
+            })
+        };
+        // The release waits for the callback: it has not returned, nor released the listener.
+        assert_eq!(
+            returned.recv_timeout(Duration::from_millis(200)),
+            Err(mpsc::RecvTimeoutError::Timeout),
+            "the release returned while a callback was in progress"
+        );
+        assert!(released_on.try_recv().is_err());
+        open.send(()).expect("the listener waits at its gate");
+        let releasing = returned.recv_timeout(WAIT).expect("the release returns");
+        // By then the listener was released, on the releasing thread, not the listener's.
+        assert_eq!(released_on.try_recv(), Ok(releasing));
+        releaser.join().expect("the releaser");
+        // The queued event never started a callback: the listener is gone and told nothing.
+        assert_eq!(
+            started.recv_timeout(WAIT),
+            Err(mpsc::RecvTimeoutError::Disconnected)
+        );
+    }
+
+    /// Releases the hub from inside its first callback, as a client released by its own
+    /// listener is.
+    struct ReleasesFromInside {
+        hub: Mutex<Option<Arc<Hub>>>,
+        done: Mutex<mpsc::Sender<std::thread::ThreadId>>,
+        _released: Released,
+    }
+
+    impl ClientListener for ReleasesFromInside {
+        fn on_event(&self, _: ClientEvent) -> Result<(), ListenerError> {
+            let hub = self.hub.lock().ok().and_then(|mut h| h.take());
+            if let Some(hub) = hub {
+                hub.release_listeners();
+                let _ = self
+                    .done
+                    .lock()
+                    .map(|tx| tx.send(std::thread::current().id()));
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_release_from_inside_a_callback_does_not_wait_for_itself() {
+        let hub = Hub::new(ConnectionState::Idle, 16);
+        let (done_tx, done) = mpsc::channel();
+        let (released_tx, released_on) = mpsc::channel();
+        let _cancel = hub.attach(Arc::new(ReleasesFromInside {
+            hub: Mutex::new(Some(hub.clone())),
+            done: Mutex::new(done_tx),
+            _released: Released(released_tx),
+        }));
+        let callback = done.recv_timeout(WAIT).expect("the release returned");
+        // Released once its callback returned: on its own thread, the releasing one.
+        assert_eq!(released_on.recv_timeout(WAIT), Ok(callback));
+    }
+
+    /// A foreign listener whose release calls back into the library, as a foreign finaliser
+    /// may: it adds a listener to the same hub.
+    struct AddsOnRelease {
+        hub: Arc<Hub>,
+        done: mpsc::Sender<()>,
+    }
+
+    impl ClientListener for AddsOnRelease {
+        fn on_event(&self, _: ClientEvent) -> Result<(), ListenerError> {
+            Ok(())
+        }
+    }
+
+    impl Drop for AddsOnRelease {
+        fn drop(&mut self) {
+            let (late, _rx) = probe(false, false);
+            let _ = self.hub.attach(late);
+            let _ = self.done.send(());
+        }
+    }
+
+    #[test]
+    fn no_listener_is_released_under_a_lock_of_the_hub() {
+        let hub = Hub::new(ConnectionState::Idle, 16);
+        let (done_tx, done) = mpsc::channel();
+        // Released by `release_listeners`, then refused (added after it) and released at once:
+        // each release re-enters the hub, which would deadlock under its lock.
+        let _cancel = hub.attach(Arc::new(AddsOnRelease {
+            hub: hub.clone(),
+            done: done_tx.clone(),
+        }));
+        let worker = {
+            let hub = hub.clone();
+            std::thread::spawn(move || {
+                hub.release_listeners();
+                let refused = hub.attach(Arc::new(AddsOnRelease {
+                    hub: hub.clone(),
+                    done: done_tx,
+                }));
+                assert!(refused.is_cancelled());
+            })
+        };
+        for what in ["released", "refused"] {
+            assert_eq!(done.recv_timeout(WAIT), Ok(()), "{what}: deadlocked");
+        }
+        worker.join().expect("the worker");
     }
 
     #[test]

@@ -36,13 +36,16 @@ pub enum ClientError {
     /// The outbox is full and its overflow policy is `REJECT_NEW`: retry later.
     #[error("the outbox is full")]
     OutboxFull,
-    /// The message is larger than `maxMessageBytes` (or the whole outbox).
-    #[error("message of {size} bytes exceeds the limit of {max} bytes")]
+    /// The message is larger than a limit: `maxMessageBytes`, or the whole outbox
+    /// (`outboxMaxBytes`, when that is the smaller); `limit` says which.
+    #[error("message of {size} bytes exceeds the limit of {max} bytes ({limit})")]
     TooLarge {
         /// Its size in bytes.
         size: u64,
-        /// The limit.
+        /// The limit's value, in bytes.
         max: u64,
+        /// The setting whose limit it exceeds.
+        limit: SizeLimit,
     },
     /// The client is closed: call `connect()` to start again (after `shutdown()`: create a
     /// new client).
@@ -99,6 +102,35 @@ pub enum ClientError {
     },
 }
 
+/// Which setting refused a message as `ClientError.TooLarge`. Its text is the setting's name
+/// as `ClientError.InvalidConfig` gives it: `max_message_bytes` or `outbox.max_bytes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum SizeLimit {
+    /// `ClientConfig.maxMessageBytes`: the largest message the client sends.
+    MaxMessageBytes,
+    /// `ClientConfig.outboxMaxBytes`: the bytes the outbox holds.
+    OutboxMaxBytes,
+}
+
+impl std::fmt::Display for SizeLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SizeLimit::MaxMessageBytes => tether::SizeLimit::MaxMessageBytes.field(),
+            SizeLimit::OutboxMaxBytes => tether::SizeLimit::OutboxMaxBytes.field(),
+        })
+    }
+}
+
+impl From<tether::SizeLimit> for SizeLimit {
+    fn from(limit: tether::SizeLimit) -> Self {
+        match limit {
+            tether::SizeLimit::OutboxMaxBytes => SizeLimit::OutboxMaxBytes,
+            // MaxMessageBytes, and any later limit: the message's own.
+            _ => SizeLimit::MaxMessageBytes,
+        }
+    }
+}
+
 /// What became of an acked message whose acknowledgement did not come in time
 /// (`ClientError.AckTimedOut`, the `AckTimedOut` event).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
@@ -124,9 +156,10 @@ impl From<tether::Unacked> for Unacked {
 impl From<tether::SendError> for ClientError {
     fn from(e: tether::SendError) -> Self {
         match e {
-            tether::SendError::TooLarge { size, max } => ClientError::TooLarge {
+            tether::SendError::TooLarge { size, max, limit } => ClientError::TooLarge {
                 size: size as u64,
                 max: max as u64,
+                limit: limit.into(),
             },
             tether::SendError::OutboxFull => ClientError::OutboxFull,
             tether::SendError::Closed => ClientError::Closed,
@@ -298,10 +331,33 @@ mod tests {
 
     #[test]
     fn send_errors_map_to_what_the_caller_acts_on() {
-        assert_eq!(
-            ClientError::from(tether::SendError::TooLarge { size: 10, max: 5 }),
-            ClientError::TooLarge { size: 10, max: 5 }
-        );
+        for (core, limit, text) in [
+            (
+                tether::SizeLimit::MaxMessageBytes,
+                SizeLimit::MaxMessageBytes,
+                "message of 10 bytes exceeds the limit of 5 bytes (max_message_bytes)",
+            ),
+            (
+                tether::SizeLimit::OutboxMaxBytes,
+                SizeLimit::OutboxMaxBytes,
+                "message of 10 bytes exceeds the limit of 5 bytes (outbox.max_bytes)",
+            ),
+        ] {
+            let e = ClientError::from(tether::SendError::TooLarge {
+                size: 10,
+                max: 5,
+                limit: core,
+            });
+            assert_eq!(
+                e,
+                ClientError::TooLarge {
+                    size: 10,
+                    max: 5,
+                    limit
+                }
+            );
+            assert_eq!(e.to_string(), text);
+        }
         assert_eq!(
             ClientError::from(tether::SendError::Closed),
             ClientError::Closed

@@ -35,13 +35,16 @@ impl fmt::Display for Quoted<'_> {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SendError {
-    /// The message is larger than `max_message_bytes` (or than the whole outbox).
-    #[error("message of {size} bytes exceeds the limit of {max} bytes")]
+    /// The message is larger than a limit: `max_message_bytes`, or the whole outbox
+    /// (`outbox.max_bytes`, when that is the smaller); `limit` says which.
+    #[error("message of {size} bytes exceeds the limit of {max} bytes ({limit})")]
     TooLarge {
         /// Encoded size.
         size: usize,
-        /// The limit.
+        /// The limit's value.
         max: usize,
+        /// The setting whose limit it exceeds.
+        limit: SizeLimit,
     },
     /// The outbox is full and its policy is `RejectNew`.
     #[error("the outbox is full")]
@@ -88,6 +91,36 @@ impl SendError {
             SendError::InvalidChannel(_) => "invalid_channel",
             SendError::ReceiveOnly => "receive_only",
         }
+    }
+}
+
+/// Which setting refused a message as [`SendError::TooLarge`]. Displayed, and named by
+/// [`SizeLimit::field`], as the setting is in a [`ConfigError`](crate::ConfigError): a
+/// message is checked against `max_message_bytes` first, then against the outbox's byte
+/// bound, which alone refuses it only when it is the smaller of the two.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SizeLimit {
+    /// `max_message_bytes`: the largest message the client sends (default 1 MiB).
+    MaxMessageBytes,
+    /// `outbox.max_bytes`: the bytes the outbox holds (default 1 MiB).
+    OutboxMaxBytes,
+}
+
+impl SizeLimit {
+    /// The setting's name, as [`ConfigError::field`](crate::ConfigError::field) gives it:
+    /// `max_message_bytes` or `outbox.max_bytes`.
+    pub fn field(self) -> &'static str {
+        match self {
+            SizeLimit::MaxMessageBytes => "max_message_bytes",
+            SizeLimit::OutboxMaxBytes => "outbox.max_bytes",
+        }
+    }
+}
+
+impl fmt::Display for SizeLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.field())
     }
 }
 

@@ -143,7 +143,7 @@ pub use config::{
 pub use engine::{Engine, OutboxStatus, SendOptions};
 #[cfg(feature = "documents")]
 pub use errors::SyncError;
-pub use errors::{CloseError, SendError, SseEvent, SubscribeError, TransportFailure};
+pub use errors::{CloseError, SendError, SizeLimit, SseEvent, SubscribeError, TransportFailure};
 pub use event::{
     CloseReason, DisconnectCause, DropReason, EngineError, Event, InboundMessage, MessageId,
     Payload, RequestFailure, RequestId, State, Unacked,

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tether_core::{
     BackoffConfig, CloseReason, Config, DisconnectCause, DropReason, EngineError, Event, Frame,
     HeartbeatMode, Instant, Jitter, MessageId, OutboxStatus, Payload, Protocol, RequestFailure,
-    SendOptions, SseEvent, State, TokenPlacement, Unacked,
+    SendOptions, SizeLimit, SseEvent, State, TokenPlacement, Unacked,
 };
 
 fn secs(s: u64) -> Duration {
@@ -1460,13 +1460,63 @@ fn outbox_byte_bound_and_too_large_messages() {
     );
     assert_eq!(
         sim.engine.send(sim.now, "123456789"),
-        Err(tether_core::SendError::TooLarge { size: 9, max: 8 })
+        Err(tether_core::SendError::TooLarge {
+            size: 9,
+            max: 8,
+            limit: SizeLimit::MaxMessageBytes
+        })
     );
     sim.engine.send(sim.now, "12345").unwrap();
     sim.engine.send(sim.now, "12345").unwrap();
     sim.engine.send(sim.now, "1").unwrap();
     assert_eq!(sim.engine.outbox_bytes(), 6);
     assert_eq!(sim.engine.stats().dropped_overflow, 1);
+}
+
+#[test]
+fn a_too_large_refusal_names_the_limit_that_applied() {
+    // The outbox's byte bound is the smaller limit here: a message within
+    // `max_message_bytes` can still be larger than the whole outbox.
+    let mut sim = Sim::new(
+        Config::builder("ws://relay")
+            .outbox_max_bytes(4)
+            .max_message_bytes(8)
+            .build()
+            .unwrap(),
+        false,
+    );
+    let over_outbox = sim.engine.send(sim.now, "123456").unwrap_err();
+    assert_eq!(
+        over_outbox,
+        tether_core::SendError::TooLarge {
+            size: 6,
+            max: 4,
+            limit: SizeLimit::OutboxMaxBytes
+        }
+    );
+    assert_eq!(
+        over_outbox.to_string(),
+        "message of 6 bytes exceeds the limit of 4 bytes (outbox.max_bytes)"
+    );
+    let over_message = sim.engine.send(sim.now, "123456789").unwrap_err();
+    assert_eq!(
+        over_message.to_string(),
+        "message of 9 bytes exceeds the limit of 8 bytes (max_message_bytes)"
+    );
+    // The names are the settings' own, as a refused config names them.
+    for (limit, builder) in [
+        (
+            SizeLimit::MaxMessageBytes,
+            Config::builder("ws://relay").max_message_bytes(0),
+        ),
+        (
+            SizeLimit::OutboxMaxBytes,
+            Config::builder("ws://relay").outbox_max_bytes(0),
+        ),
+    ] {
+        assert_eq!(builder.build().unwrap_err().field, limit.field());
+    }
+    assert_eq!(sim.engine.outbox_len(), 0);
 }
 
 #[test]

@@ -638,7 +638,10 @@ impl Client {
     /// The largest message, in bytes, this client sends or accepts
     /// ([`ClientBuilder::max_message_bytes`](crate::ClientBuilder::max_message_bytes)),
     /// measured encoded (with the Tether protocol, envelope included): larger sends are
-    /// refused with [`SendError::TooLarge`].
+    /// refused with [`SendError::TooLarge`], its `limit`
+    /// [`SizeLimit::MaxMessageBytes`](crate::SizeLimit::MaxMessageBytes) (or
+    /// [`SizeLimit::OutboxMaxBytes`](crate::SizeLimit::OutboxMaxBytes) when
+    /// `outbox_max_bytes` is the smaller).
     pub fn max_message_bytes(&self) -> usize {
         self.shared.lock().engine.config().max_message_bytes()
     }

@@ -68,8 +68,8 @@ pub use tether_core::{
     serde_json, BackoffConfig, CloseError, ClosePolicy, CloseReason, DisconnectCause, Disposition,
     DropReason, EngineError, Event, HeartbeatConfig, HeartbeatMode, InboundMessage, Jitter,
     MessageId, OutboxConfig, OverflowPolicy, Payload, Protocol, RequestFailure, RequestId,
-    SendError, SendOptions, State, Stats, SubscribeError, SyncError, TokenPlacement, TransportKind,
-    Unacked,
+    SendError, SendOptions, SizeLimit, State, Stats, SubscribeError, SyncError, TokenPlacement,
+    TransportKind, Unacked,
 };
 
 /// The README's Rust examples, compiled as doctests so they cannot rot.

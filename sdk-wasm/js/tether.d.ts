@@ -42,7 +42,8 @@ export class TetherError extends Error {
   readonly code: TetherErrorCode;
   /**
    * Machine-readable specifics, when there are any: the server's own error code for a
-   * `server` error event or a `rejected` request, the sizes for `frame_too_large`.
+   * `server` error event or a `rejected` request, the sizes for `frame_too_large`, the sizes
+   * and the setting for `too_large`.
    */
   readonly details?: TetherErrorDetails;
   constructor(code: TetherErrorCode, message: string, details?: TetherErrorDetails);
@@ -52,9 +53,16 @@ export interface TetherErrorDetails {
   /** The code in the server's `error` message (`server` errors, `rejected` requests, a
    *  `dropped` rejection with reason `rejected`). */
   serverCode?: string;
-  /** `frame_too_large`, `sse_line_too_long`: the inbound size and the limit, in bytes. */
+  /** `frame_too_large`, `sse_line_too_long`: the inbound size and the limit, in bytes;
+   *  `too_large`: the refused message's size and the limit it exceeds. */
   size?: number;
   limit?: number;
+  /**
+   * `too_large`: the setting whose limit the message exceeds, named as `invalid_config`
+   * names it: `'max_message_bytes'` (the `maxMessageBytes` option), or `'outbox.max_bytes'`
+   * (`outbox.maxBytes`, when that is the smaller).
+   */
+  setting?: 'max_message_bytes' | 'outbox.max_bytes';
   /** `dropped`, `ack_timed_out`: the message id `send`/`publish` events name it by. */
   id?: number;
   /** `dropped`: why it left the outbox. */

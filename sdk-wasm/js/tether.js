@@ -64,6 +64,12 @@ export class TetherError extends Error {
 function toError(e) {
   if (e instanceof TetherError) return e;
   if (typeof e === 'string') {
+    // A refusal with details (`too_large`) comes as JSON text `{code, message, details}`;
+    // the others as `code:message` (no code starts with `{`).
+    if (e[0] === '{') {
+      const o = JSON.parse(e);
+      return new TetherError(o.code, o.message, o.details);
+    }
     const i = e.indexOf(':');
     return i > 0 ? new TetherError(e.slice(0, i), e.slice(i + 1)) : new TetherError('internal', e);
   }

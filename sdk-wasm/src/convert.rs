@@ -13,7 +13,7 @@ use tether_core::serde_json::Value;
 use tether_core::{
     BackoffConfig, ClosePolicy, CloseReason, Config, ConfigBuilder, DisconnectCause, Disposition,
     DropReason, Engine, EngineError, Event, HeartbeatConfig, HeartbeatMode, Jitter, OutboxConfig,
-    OverflowPolicy, Payload, Protocol, RequestFailure, State, TokenPlacement,
+    OverflowPolicy, Payload, Protocol, RequestFailure, SendError, State, TokenPlacement,
 };
 
 /// Options the driver itself uses besides the engine config.
@@ -33,6 +33,38 @@ pub(crate) fn error(code: &str, message: &str) -> wasm_bindgen::JsValue {
     s.push(':');
     s.push_str(message);
     s.into()
+}
+
+/// An error with details for JS: JSON text `{code, message, details}`, which the wrapper tells
+/// from `code:message` by its first character (no code starts with `{`) and throws as a
+/// `TetherError` with those `details`.
+pub(crate) fn error_with_details(
+    code: &str,
+    message: &str,
+    details: impl FnOnce(&mut ObjectWriter<'_>),
+) -> wasm_bindgen::JsValue {
+    object(|w| {
+        w.str("code", code);
+        w.str("message", message);
+        write_object(w.key("details"), details);
+    })
+    .into()
+}
+
+/// A refused send as the wrapper's `TetherError`; the code is the engine's own. `too_large`
+/// carries `details: {size, limit, setting}`: the size, the limit's value, and the setting
+/// whose limit it is, as `invalid_config` names it (`max_message_bytes`, `outbox.max_bytes`).
+pub(crate) fn send_error(e: &SendError) -> wasm_bindgen::JsValue {
+    match e {
+        SendError::TooLarge { size, max, limit } => {
+            error_with_details(e.code(), &e.to_string(), |d| {
+                d.u64("size", *size as u64);
+                d.u64("limit", *max as u64);
+                d.str("setting", limit.field());
+            })
+        }
+        _ => error(e.code(), &e.to_string()),
+    }
 }
 
 /// `section.key` (just `key` at the top level, where `section` is `""`).

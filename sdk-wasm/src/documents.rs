@@ -15,6 +15,8 @@ pub(crate) fn sync_error(e: SyncError) -> JsValue {
     // The engine names the code; a rejection's text already starts with it.
     let message = match &e {
         SyncError::Rejected(r) => r.message.clone(),
+        // A refused send (`too_large` with its details): as `send` reports it.
+        SyncError::Send(e) => return convert::send_error(e),
         _ => e.to_string(),
     };
     convert::error(e.code(), &message)

@@ -45,9 +45,9 @@ pub struct WasmClient {
     shared: Rc<Shared>,
 }
 
-/// A refused send as the wrapper's `code:message`; the code is the engine's own.
+/// A refused send as the wrapper's `TetherError` (see [`convert::send_error`]).
 fn send_error(e: SendError) -> JsValue {
-    convert::error(e.code(), &e.to_string())
+    convert::send_error(&e)
 }
 
 fn subscribe_error(e: SubscribeError) -> JsValue {

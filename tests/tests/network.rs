@@ -485,7 +485,10 @@ async fn malformed_frames_are_reported_and_the_connection_survives() {
     reported_and_connection_kept(&client, events, "decode").await;
     assert!(matches!(
         client.send("x".repeat(2 << 20)),
-        Err(tether::SendError::TooLarge { .. })
+        Err(tether::SendError::TooLarge {
+            limit: tether::SizeLimit::MaxMessageBytes,
+            ..
+        })
     ));
 }
 

@@ -486,7 +486,8 @@ fun main() {
             // toString() is the Rust SDK's Display text, also for variants without fields.
             check(bad.toString().startsWith("invalid config `url`: ")) { bad.toString() }
             check(ClientException.Closed().toString() == "the client is closed") { ClientException.Closed().toString() }
-            check("${ClientException.TooLarge(10uL, 5uL)}" == "message of 10 bytes exceeds the limit of 5 bytes")
+            check("${ClientException.TooLarge(10uL, 5uL, SizeLimit.OUTBOX_MAX_BYTES)}" ==
+                "message of 10 bytes exceeds the limit of 5 bytes (outbox.max_bytes)")
             val zero = expectThrows<ClientException.InvalidConfig> {
                 Client(ClientConfig("ws://127.0.0.1:9/").backoffInitialMs(0uL))
             }
@@ -508,6 +509,14 @@ fun main() {
                 val arg = expectThrows<ClientException.InvalidArgument> { raw.send(json("{not json")) }
                 check(arg.argument == "payload") { arg }
                 check(raw.state() == ConnectionState.Idle)
+            }
+            // A message too large names the limit: its own, or the whole outbox's when smaller.
+            Client(ClientConfig("ws://127.0.0.1:9/").maxMessageBytes(8uL).outboxMaxBytes(4uL)).use { small ->
+                val big = expectThrows<ClientException.TooLarge> { small.send(Payload.Text("x".repeat(9))) }
+                check(big.size == 9uL && big.max == 8uL && big.limit == SizeLimit.MAX_MESSAGE_BYTES) { big }
+                check(big.toString() == "message of 9 bytes exceeds the limit of 8 bytes (max_message_bytes)") { big }
+                val fuller = expectThrows<ClientException.TooLarge> { small.send(Payload.Text("x".repeat(6))) }
+                check(fuller.limit == SizeLimit.OUTBOX_MAX_BYTES && fuller.max == 4uL) { fuller }
             }
         }
 

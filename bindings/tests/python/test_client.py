@@ -57,6 +57,14 @@ def test_typed_errors_name_the_field_and_raw_mode_refuses_channels():
         raw.send(json("{not json"))
     assert arg.value.argument == "payload"
     assert raw.state() == t.ConnectionState.IDLE()
+    # A message too large names the limit: its own, or the whole outbox's when that is smaller.
+    small = t.Client(t.ClientConfig("ws://127.0.0.1:9/").max_message_bytes(8).outbox_max_bytes(4))
+    with pytest.raises(t.ClientError.TooLarge) as big:
+        small.send(t.Payload.TEXT("x" * 9))
+    assert (big.value.size, big.value.max, big.value.limit) == (9, 8, t.SizeLimit.MAX_MESSAGE_BYTES)
+    with pytest.raises(t.ClientError.TooLarge) as fuller:
+        small.send(t.Payload.TEXT("x" * 6))
+    assert (fuller.value.size, fuller.value.max, fuller.value.limit) == (6, 4, t.SizeLimit.OUTBOX_MAX_BYTES)
 
 
 def test_listener_gets_current_state_first_then_transitions_in_order(relay, tokens, run):

@@ -4,7 +4,7 @@ use super::{Drain, Engine};
 use crate::action::{Action, Frame};
 use crate::channels::validate_channel;
 use crate::config::{Protocol, TransportKind};
-use crate::errors::{CloseError, SendError, SubscribeError};
+use crate::errors::{CloseError, SendError, SizeLimit, SubscribeError};
 use crate::event::{CloseReason, DropReason, Event, MessageId, Payload, RequestId, State, Unacked};
 use crate::outbox::{Awaiting, Entry, PushError};
 use crate::protocol::ClientMessage;
@@ -426,6 +426,7 @@ impl Engine {
             return Err(SendError::TooLarge {
                 size: frame.len(),
                 max,
+                limit: SizeLimit::MaxMessageBytes,
             });
         }
         Ok(())
@@ -497,7 +498,11 @@ impl Engine {
                 self.report_removed(dropped, DropReason::Overflow);
                 Ok(())
             }
-            Err(PushError::TooLarge { size, max }) => Err(SendError::TooLarge { size, max }),
+            Err(PushError::TooLarge { size, max }) => Err(SendError::TooLarge {
+                size,
+                max,
+                limit: SizeLimit::OutboxMaxBytes,
+            }),
             Err(PushError::Full) => Err(SendError::OutboxFull),
         }
     }

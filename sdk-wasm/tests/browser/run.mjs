@@ -341,6 +341,20 @@ test('networkChanged and setForeground: offline and background wait, online and 
   assert.deepEqual(summary(r.foreground), ['open', 1], 'foreground: reconnects at once');
 });
 
+test('too_large names the limit it exceeds in TetherError.details', async ({ page }) => {
+  const r = await page.evaluate(() => {
+    const thrown = (f) => { try { f(); return 'no error'; } catch (e) { return [e instanceof tether.TetherError, e.code, e.message, e.details]; } };
+    const c = new tether.TetherClient('ws://127.0.0.1:9/ws', { autoConnect: false, maxMessageBytes: 8, outbox: { maxBytes: 4 } });
+    const out = { message: thrown(() => c.send('x'.repeat(9))), outbox: thrown(() => c.send('x'.repeat(6))) };
+    c.dispose();
+    return out;
+  });
+  assert.deepEqual(r.message, [true, 'too_large', 'message of 9 bytes exceeds the limit of 8 bytes (max_message_bytes)',
+    { size: 9, limit: 8, setting: 'max_message_bytes' }]);
+  assert.deepEqual(r.outbox, [true, 'too_large', 'message of 6 bytes exceeds the limit of 4 bytes (outbox.max_bytes)',
+    { size: 6, limit: 4, setting: 'outbox.max_bytes' }]);
+});
+
 test('errors are TetherErrors with a code', async ({ page, base }) => {
   const r = await page.evaluate(async () => {
     const code = (f) => { try { f(); return 'no error'; } catch (e) { return [e instanceof tether.TetherError, e.code, e.message]; } };

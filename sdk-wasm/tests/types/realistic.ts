@@ -35,6 +35,7 @@ export async function run(): Promise<void> {
     }
   }
   client.on('error', (err) => { if (err.code === 'frame_too_large') console.log(err.details?.limit); });
+  try { client.send('x'); } catch (e) { if (e instanceof TetherError && e.code === 'too_large') console.log(e.details?.setting === 'outbox.max_bytes'); }
   const mine = new TetherError('invalid_argument', 'mine');
   console.log(mine.code);
 
