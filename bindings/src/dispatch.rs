@@ -29,7 +29,8 @@
 //! - A listener lives until its handle's `cancel()` or the client's end, not as long as its
 //!   handle (an app that drops the handle still wants the events). When the app releases the
 //!   client without `shutdown()`, [`Hub::release_listeners`] takes every listener away from
-//!   its thread, waits out a callback in progress on another thread, and releases the
+//!   its thread, waits out a callback in progress on another thread (for up to a second, so
+//!   a callback that waits for the releasing thread cannot deadlock it), and releases the
 //!   listeners on the releasing thread, which is the app's own: once it returns no callback
 //!   starts, and no Rust thread calls into or releases foreign code (a Python client released
 //!   while the interpreter finalises would otherwise abort the process). A thread takes its
@@ -53,6 +54,11 @@ use crate::event::ClientEvent;
 use crate::listener::{ClientListener, DocumentListener, ListenerError};
 use crate::runtime::runtime;
 use crate::state::{ConnectionState, EngineClock};
+
+/// How long a release waits, in all, for callbacks in progress on other threads. Bounded so
+/// that an app releasing the client on a thread a callback blocks on (a callback that waits
+/// for the UI thread while the UI thread releases) is slowed, not deadlocked.
+const RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// One event in the ring, with the state the sequence was in just before it (what a listener
 /// that lagged up to this point should be told).
@@ -226,10 +232,12 @@ impl Hub {
     /// releases every foreign listener here, on the caller's thread, instead of letting the
     /// threads deliver the final events and release them later from a Rust thread. A
     /// callback in progress on another thread is waited for (it may be about to start, or
-    /// running); one on this thread (the client released from inside a callback) is not, and
-    /// that listener is released when its callback returns, on this thread too. So once this
-    /// returns no callback runs or starts. Listeners added later (through a `Document` handle
-    /// that outlives the client) are released at once.
+    /// running), for up to [`RELEASE_WAIT`] in all; one on this thread (the client released
+    /// from inside a callback) is not, and that listener is released when its callback
+    /// returns, on this thread too. So once this returns no callback starts, and none runs
+    /// unless one outlasted the wait (logged; that listener is then released by its own thread
+    /// when the callback returns). Listeners added later (through a `Document` handle that
+    /// outlives the client) are released at once.
     pub(crate) fn release_listeners(&self) {
         let attached: Vec<Arc<Attached>> = {
             let mut attached = self.attached.lock().unwrap_or_else(PoisonError::into_inner);
@@ -247,12 +255,24 @@ impl Hub {
             listeners.push(a.slot().listener.take());
         }
         let here = std::thread::current().id();
+        let deadline = std::time::Instant::now() + RELEASE_WAIT;
+        let mut outlasted = 0;
         for a in &attached {
             let slot = a.slot();
-            let _returned = a
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let (_slot, waited) = a
                 .returned
-                .wait_while(slot, |s| s.calling.is_some_and(|t| t != here))
+                .wait_timeout_while(slot, left, |s| s.calling.is_some_and(|t| t != here))
                 .unwrap_or_else(PoisonError::into_inner);
+            outlasted += usize::from(waited.timed_out());
+        }
+        if outlasted > 0 {
+            warn!(
+                callbacks = outlasted,
+                "the client was released while a listener callback ran for more than {} ms; \
+                 the release goes on, and that listener is released when its callback returns",
+                RELEASE_WAIT.as_millis()
+            );
         }
         // Dropped here, outside every lock: a foreign release may run foreign code.
         drop(listeners);
@@ -756,6 +776,39 @@ mod tests {
         assert_eq!(released_on.try_recv(), Ok(releasing));
         releaser.join().expect("the releaser");
         // The queued event never started a callback: the listener is gone and told nothing.
+        assert_eq!(
+            started.recv_timeout(WAIT),
+            Err(mpsc::RecvTimeoutError::Disconnected)
+        );
+    }
+
+    #[test]
+    fn a_release_waits_for_a_stuck_callback_for_a_bounded_time_then_goes_on() {
+        // A callback that waits for the releasing thread (here: for a gate only the test opens
+        // after the release returned) must not deadlock the release.
+        let hub = Hub::new(ConnectionState::Idle, 16);
+        let (started_tx, started) = mpsc::channel();
+        let (open, gate) = mpsc::channel();
+        let (released_tx, released_on) = mpsc::channel();
+        let _cancel = hub.attach(Arc::new(Blocking {
+            started: Mutex::new(started_tx),
+            gate: Mutex::new(gate),
+            _released: Released(released_tx),
+        }));
+        assert!(started.recv_timeout(WAIT).is_ok());
+        let began = std::time::Instant::now();
+        hub.release_listeners();
+        let waited = began.elapsed();
+        assert!(waited >= RELEASE_WAIT, "released after {waited:?}");
+        assert!(waited < WAIT, "released after {waited:?}");
+        // The stuck callback still holds its listener; it is released by the listener's
+        // thread once the callback returns, and nothing else is delivered.
+        assert!(released_on.try_recv().is_err());
+        open.send(()).expect("the listener waits at its gate");
+        let released = released_on
+            .recv_timeout(WAIT)
+            .expect("the listener is released");
+        assert_ne!(released, std::thread::current().id());
         assert_eq!(
             started.recv_timeout(WAIT),
             Err(mpsc::RecvTimeoutError::Disconnected)
