@@ -145,6 +145,28 @@ impl Engine {
         }
     }
 
+    /// [`Engine::send_with`], reading the time only if the message needs it: with no TTL or
+    /// timeout (its own or the configured default), on an open connection, with no queued
+    /// message that could expire and no drain under way, nothing is timed from the moment it
+    /// is accepted, so the engine's latest time ([`Engine::now`]) stands in for `clock()`.
+    /// For drivers whose clock read is a measurable part of a send (a pipelined native
+    /// client: one `clock_gettime` per message).
+    pub fn send_with_clock(
+        &mut self,
+        clock: impl FnOnce() -> Instant,
+        payload: impl Into<Payload>,
+        options: SendOptions,
+    ) -> Result<MessageId, SendError> {
+        let timeless = options.ttl.is_none()
+            && options.timeout.is_none()
+            && self.config.outbox.default_ttl.is_none()
+            && self.outbox.next_expiry().is_none()
+            && self.drain.is_none()
+            && self.state == State::Open;
+        let now = if timeless { self.clock.now() } else { clock() };
+        self.send_with(now, payload, options)
+    }
+
     /// Publishes `payload` to `channel` (Tether mode). Acknowledged unless
     /// `options.ack == Some(false)`. Subscribing is not required to publish.
     pub fn publish(
