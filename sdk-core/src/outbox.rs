@@ -213,7 +213,28 @@ impl Outbox {
     /// this transport; an entry that awaits nothing then stays (in flight) until the socket
     /// takes it ([`Awaiting::Taken`]).
     pub(crate) fn next_to_send(&mut self, handed: Option<u64>) -> Option<Outgoing> {
-        let mut entry = self.queued.pop_front()?;
+        let entry = self.queued.pop_front()?;
+        Some(self.hand_over(entry, handed))
+    }
+
+    /// Whether `size` more bytes would be written at once by [`Outbox::push_written`]: nothing
+    /// is queued ahead of them, and they fit without dropping anything.
+    pub(crate) fn can_write_at_once(&self, size: usize) -> bool {
+        self.queued.is_empty()
+            && self.len() - self.taking < self.config.max_messages
+            && self.bytes - self.taking_bytes + size <= self.config.max_bytes
+    }
+
+    /// [`Outbox::push`] then [`Outbox::next_to_send`] without the round trip through the
+    /// queue, when [`Outbox::can_write_at_once`] says nothing would be dropped or overtaken.
+    pub(crate) fn push_written(&mut self, entry: Entry, handed: Option<u64>) -> Outgoing {
+        debug_assert!(self.can_write_at_once(entry.frame.len()));
+        self.bytes += entry.frame.len();
+        self.hand_over(entry, handed)
+    }
+
+    /// What [`Outbox::next_to_send`] does with the entry it took from the queue.
+    fn hand_over(&mut self, mut entry: Entry, handed: Option<u64>) -> Outgoing {
         let resend = entry.written && matches!(entry.awaiting, Awaiting::Ack(_));
         if let (Awaiting::Nothing, Some(handed)) = (&entry.awaiting, handed) {
             entry.awaiting = Awaiting::Taken(handed + entry.frame.len() as u64);
@@ -222,11 +243,11 @@ impl Outbox {
         }
         if entry.awaiting == Awaiting::Nothing {
             self.bytes -= entry.frame.len();
-            Some(Outgoing {
+            Outgoing {
                 frame: entry.frame,
                 awaits: false,
                 resend,
-            })
+            }
         } else {
             entry.written = true;
             if let Some(at) = entry.ack_due {
@@ -234,11 +255,11 @@ impl Outbox {
             }
             let frame = entry.frame.clone();
             self.in_flight.push_back(entry);
-            Some(Outgoing {
+            Outgoing {
                 frame,
                 awaits: true,
                 resend,
-            })
+            }
         }
     }
 

@@ -3147,3 +3147,51 @@ fn an_abandoned_engine_is_closed_at_once_and_reports_what_was_pending() {
         }
     );
 }
+
+#[test]
+fn send_with_clock_reads_the_clock_only_for_what_is_timed() {
+    use std::cell::Cell;
+    use tether_core::{Action, Engine};
+    let config = Config::builder("ws://127.0.0.1:9000")
+        .protocol(Protocol::Raw)
+        .build()
+        .unwrap();
+    let mut engine = Engine::new(config, 1);
+    let reads = Cell::new(0);
+    let clock = |at: u64| {
+        let reads = &reads;
+        move || {
+            reads.set(reads.get() + 1);
+            Instant::from_millis(at)
+        }
+    };
+    // Not open: queued, and timed from the moment it is accepted once it may expire.
+    engine
+        .send_with_clock(clock(1), "queued", SendOptions::default())
+        .unwrap();
+    assert_eq!(reads.get(), 1, "not open yet");
+    engine.connect(Instant::from_millis(2));
+    let Some(Action::Open(open)) = engine.poll_action() else {
+        panic!("no open")
+    };
+    engine.transport_opened(Instant::from_millis(3), open.transport);
+    while engine.poll_action().is_some() {}
+    engine
+        .send_with_clock(clock(4), "untimed", SendOptions::default())
+        .unwrap();
+    assert_eq!(
+        reads.get(),
+        1,
+        "open, nothing timed: the engine's time stands in"
+    );
+    assert_eq!(engine.now(), Instant::from_millis(3));
+    engine
+        .send_with_clock(
+            clock(5),
+            "with a ttl",
+            SendOptions::default().with_ttl(ms(10)),
+        )
+        .unwrap();
+    assert_eq!(reads.get(), 2, "a TTL is timed from now");
+    assert_eq!(engine.now(), Instant::from_millis(5));
+}

@@ -30,8 +30,15 @@ pub(crate) struct Waiters {
     pub(crate) task_ended: bool,
 }
 
-/// Inputs read from the link in one go, fed to the engine under one lock.
-const INPUT_BATCH: usize = 64;
+/// Inputs read from the link in one go, fed to the engine under one lock. The batch is
+/// allocated per batch (an idle client holds none), so it is kept under glibc's large-bin
+/// threshold (1,008 bytes): an allocation above it first consolidates the allocator's fast
+/// bins, which every freed message fills, and that cost more per batch than the batch saved
+/// (64 inputs, 2.5 KiB: 2.6% of the pipelined client's CPU).
+const INPUT_BATCH: usize = 24;
+
+// 24 inputs of 40 bytes: 960 bytes.
+const _: () = assert!(INPUT_BATCH * std::mem::size_of::<LinkInput>() <= 1000);
 
 pub(crate) struct Driver {
     shared: Arc<Shared>,
@@ -375,7 +382,7 @@ fn feed(engine: &mut Engine, now: Instant, id: tether_core::TransportId, input: 
     match input {
         LinkInput::Opened => engine.transport_opened(now, id),
         LinkInput::Frame(frame) => engine.frame_received(now, id, frame),
-        LinkInput::Sse(item) => engine.sse_parsed(now, id, item),
+        LinkInput::Sse(item) => engine.sse_parsed(now, id, *item),
         LinkInput::Ping => engine.ping_received(now, id),
         LinkInput::Pong(payload) => engine.pong_received(now, id, &payload),
         LinkInput::Writable(w) => engine.transport_writable(now, id, w),

@@ -1,12 +1,12 @@
 //! The app's commands.
 
 use super::{Drain, Engine};
-use crate::action::{Action, Frame};
+use crate::action::{Action, Frame, TransportId};
 use crate::channels::validate_channel;
 use crate::config::{Protocol, TransportKind};
 use crate::errors::{CloseError, SendError, SizeLimit, SubscribeError};
 use crate::event::{CloseReason, DropReason, Event, MessageId, Payload, RequestId, State, Unacked};
-use crate::outbox::{Awaiting, Entry, PushError};
+use crate::outbox::{Awaiting, Entry, Outgoing, PushError};
 use crate::protocol::ClientMessage;
 use crate::requests::Requests;
 use crate::time::Instant;
@@ -143,6 +143,28 @@ impl Engine {
             }
             Protocol::Tether => self.publish_inner(now, None, payload, options),
         }
+    }
+
+    /// [`Engine::send_with`], reading the time only if the message needs it: with no TTL or
+    /// timeout (its own or the configured default), on an open connection, with no queued
+    /// message that could expire and no drain under way, nothing is timed from the moment it
+    /// is accepted, so the engine's latest time ([`Engine::now`]) stands in for `clock()`.
+    /// For drivers whose clock read is a measurable part of a send (a pipelined native
+    /// client: one `clock_gettime` per message).
+    pub fn send_with_clock(
+        &mut self,
+        clock: impl FnOnce() -> Instant,
+        payload: impl Into<Payload>,
+        options: SendOptions,
+    ) -> Result<MessageId, SendError> {
+        let timeless = options.ttl.is_none()
+            && options.timeout.is_none()
+            && self.config.outbox.default_ttl.is_none()
+            && self.outbox.next_expiry().is_none()
+            && self.drain.is_none()
+            && self.state == State::Open;
+        let now = if timeless { self.clock.now() } else { clock() };
+        self.send_with(now, payload, options)
     }
 
     /// Publishes `payload` to `channel` (Tether mode). Acknowledged unless
@@ -469,16 +491,53 @@ impl Engine {
         self.check_size(&frame)?;
         let id = self.next_message_id();
         self.next_message = id.0;
-        self.push_entry(Entry {
+        let entry = Entry {
             id,
             frame,
             expires_at: ttl.map(|t| now + t),
             ack_due: ack_timeout.map(|t| now + t),
             awaiting,
             written: false,
-        })?;
-        self.flush(now);
+        };
+        match self.writable_at_once(now, &entry.frame) {
+            // What `flush` would do with it, without its round trip through the queue.
+            Some(transport) => {
+                let out = self.outbox.push_written(
+                    entry,
+                    self.config.reports_progress.then_some(self.conn.handed),
+                );
+                self.write_out(transport, out);
+                self.check_drain(now);
+            }
+            None => {
+                self.push_entry(entry)?;
+                self.flush(now);
+            }
+        }
         Ok(id)
+    }
+
+    /// Whether a new message of this size would go straight out: `flush` would write it at
+    /// once (open, writable, room in the write batch) with nothing queued ahead of it, and
+    /// queueing it would drop nothing. Then the transport to write it on, after `flush`'s own
+    /// preliminaries.
+    fn writable_at_once(&mut self, now: Instant, frame: &Frame) -> Option<TransportId> {
+        if !self.state.is_open() || !self.conn.writable || !self.can_write_frames() {
+            return None;
+        }
+        let transport = self.conn.transport?;
+        let untaken = (self.conn.handed - self.conn.taken) as usize;
+        let room = match self.config.reports_progress {
+            true => self.config.write_batch_bytes > untaken && !self.outbox.taking_is_full(),
+            false => self.config.write_batch_bytes > 0,
+        };
+        if !room || !self.outbox.can_write_at_once(frame.len()) {
+            return None;
+        }
+        self.timers.flush_more = None;
+        self.expire_due(now);
+        // Expiring may have ended a drain and with it the connection.
+        (self.state.is_open() && self.conn.transport == Some(transport)).then_some(transport)
     }
 
     /// The id `enqueue` gives the next message it takes: the one place message ids come from.
@@ -570,17 +629,7 @@ impl Engine {
             .next_to_send(progress.then_some(self.conn.handed))
         {
             batch = batch.saturating_sub(out.frame.len());
-            if out.resend {
-                self.stats.resent += 1;
-            }
-            if !out.awaits {
-                self.stats.messages_settled += 1;
-            }
-            self.count_written(&out.frame);
-            self.actions.push_back(Action::Send {
-                transport,
-                frame: out.frame,
-            });
+            self.write_out(transport, out);
             if batch == 0 || (progress && self.outbox.taking_is_full()) {
                 if !progress && self.outbox.has_unsent() {
                     self.timers.flush_more = Some(now);
@@ -591,6 +640,21 @@ impl Engine {
         // Unacknowledged messages leave the outbox as they are written: that may be the end
         // of a drain (after backpressure lifted, say).
         self.check_drain(now);
+    }
+
+    /// Hands an outbox entry taken for writing to the transport.
+    fn write_out(&mut self, transport: TransportId, out: Outgoing) {
+        if out.resend {
+            self.stats.resent += 1;
+        }
+        if !out.awaits {
+            self.stats.messages_settled += 1;
+        }
+        self.count_written(&out.frame);
+        self.actions.push_back(Action::Send {
+            transport,
+            frame: out.frame,
+        });
     }
 
     /// Whether frames can be written on this transport kind at all (SSE is receive-only).

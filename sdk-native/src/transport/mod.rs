@@ -17,8 +17,10 @@ use tether_core::{Frame, OpenRequest, TransportFailure, TransportId, TransportKi
 pub(crate) enum LinkInput {
     Opened,
     Frame(Frame),
-    /// What the SSE parser took out of the body, for the engine to judge.
-    Sse(Result<SseItem, SseError>),
+    /// What the SSE parser took out of the body, for the engine to judge. Boxed: an
+    /// `SseEvent` is 88 bytes, the other inputs at most 32, and the driver's input batch is
+    /// sized in inputs (see `driver::INPUT_BATCH`).
+    Sse(Box<Result<SseItem, SseError>>),
     Ping,
     Pong(Vec<u8>),
     Writable(bool),

@@ -118,7 +118,7 @@ impl SseLink {
 
     /// The next parsed item (or what the parser skipped), for the engine to judge.
     fn parsed(parser: &mut SseParser) -> Option<LinkInput> {
-        parser.poll().map(LinkInput::Sse)
+        parser.poll().map(|item| LinkInput::Sse(Box::new(item)))
     }
 
     fn on_response(&mut self, response: reqwest::Response) -> LinkInput {
