@@ -403,11 +403,15 @@ export class TetherClient extends Emitter {
     try {
       raw.close(1000, '');
     } catch (_) { /* already closed */ }
-    this._failPending('closed', 'the client was disposed');
     this._handlers.clear();
     // Free after the current call returns: dispose() may run inside an event handler, while
-    // the module is still using the object.
-    queueMicrotask(() => raw.free());
+    // the module is still using the object. Inside a handler, the close's own events (`dropped`
+    // with reason `closed`, `request_failed`) are still queued behind that handler and settle
+    // the promises as the engine says; only what they left is failed here.
+    queueMicrotask(() => {
+      this._failPending();
+      raw.free();
+    });
   }
 
   /** Tells the client the network changed (window `online`/`offline` are already wired). */
@@ -483,12 +487,15 @@ export class TetherClient extends Emitter {
     else pending.resolve(value);
   }
 
-  // Rejects every pending request and acked send (the client is going away).
-  _failPending(code, message) {
-    for (const waiting of [this._requests, this._acks]) {
-      for (const { reject } of waiting.values()) reject(new TetherError(code, message));
-      waiting.clear();
+  // Rejects every pending request and acked send that the close's events did not settle (the
+  // client is going away), as those events would have: `closed`, and `dropped` (reason `closed`).
+  _failPending() {
+    for (const { reject } of this._requests.values()) reject(new TetherError('closed', 'the client was disposed'));
+    for (const [id, { reject }] of this._acks) {
+      reject(new TetherError('dropped', 'dropped before acknowledgement: closed', { id, reason: 'closed' }));
     }
+    this._requests.clear();
+    this._acks.clear();
   }
 
   _dispatch(kind, json, bytes) {

@@ -1736,6 +1736,26 @@ test('SSE events listed in sseEvents say which event they were', async ({ page }
   assert.deepEqual(r.map((m) => m.event), ['update', 'delete'], `message events: ${JSON.stringify(r)}`);
 });
 
+test('dispose() inside a handler: pending acked sends reject as dropped (reason closed), as outside one', async ({ page }) => {
+  const rl = await relay(await freePort());
+  const r = await page.evaluate(async (url) => {
+    const settle = (p) => p.then((v) => ({ ok: v }), (e) => ({ code: e.code, reason: e.details && e.details.reason }));
+    const c = new tether.TetherClient(url, { protocol: 'tether', heartbeat: { intervalMs: 60000 } });
+    await until(() => c.state.name === 'open', 5000, 'open');
+    // The first ack arrives while the second message still waits for its own: the app
+    // disposes of the client from the first one's handler. dispose() used to reject what was
+    // pending at once with a `closed` of its own, before the close's `dropped` event (queued
+    // behind the running handler) could settle it as tether.d.ts says.
+    c.once('acked', () => c.dispose());
+    const first = settle(c.publishAcked('room', { n: 1 }));
+    const second = settle(c.publishAcked('room', { n: 2 }));
+    return { first: await first, second: await second };
+  }, rl.ws);
+  assert.deepEqual(r.first, { ok: 1 });
+  // tether.d.ts: pending acked sends reject with `dropped`, `details.reason: 'closed'`.
+  assert.deepEqual(r.second, { code: 'dropped', reason: 'closed' });
+});
+
 // ---- runner --------------------------------------------------------------------------------
 
 async function main() {
