@@ -109,12 +109,14 @@ const wellFormed = (_, v) => (typeof v === 'string' && v.toWellFormed ? v.toWell
 // How payloads travel: strings as text, binary as bytes (raw protocol), anything else as JSON.
 function encode(data) {
   if (typeof data === 'string') return { text: data, json: false };
-  if (ArrayBuffer.isView(data)) {
-    return { text: '', json: false, bytes: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) };
-  }
   const kind = data == null ? '' : tag(data);
-  if (kind === 'ArrayBuffer' || kind === 'SharedArrayBuffer') {
-    return { text: '', json: false, bytes: new Uint8Array(data) };
+  const view = ArrayBuffer.isView(data);
+  if (view || kind === 'ArrayBuffer' || kind === 'SharedArrayBuffer') {
+    try {
+      return { text: '', json: false, bytes: view ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength) : new Uint8Array(data) };
+    } catch (e) { // a detached (transferred) buffer
+      throw new TetherError('invalid_argument', `the binary payload cannot be read: ${e.message}`);
+    }
   }
   // JSON would send these as `{}`, their content silently lost.
   if (['Blob', 'File', 'Map', 'Set', 'WeakMap', 'WeakSet', 'Promise'].includes(kind)) {

@@ -1756,6 +1756,20 @@ test('dispose() inside a handler: pending acked sends reject as dropped (reason 
   assert.deepEqual(r.second, { code: 'dropped', reason: 'closed' });
 });
 
+test('send() of a detached (transferred) ArrayBuffer is refused with a TetherError', async ({ page }) => {
+  const r = await page.evaluate(async () => {
+    const c = new tether.TetherClient('ws://127.0.0.1:9/ws', { autoConnect: false });
+    const buf = new ArrayBuffer(8);
+    const view = new Uint8Array(buf, 2, 4);
+    structuredClone(buf, { transfer: [buf] }); // detaches buf (and view's buffer)
+    const code = (f) => { try { f(); return 'accepted'; } catch (e) { return e instanceof tether.TetherError ? e.code : `${e.name}: ${e.message}`; } };
+    const out = { buffer: code(() => c.send(buf)), view: code(() => c.send(view)), outbox: c.stats.outboxLength };
+    c.dispose();
+    return out;
+  });
+  assert.deepEqual(r, { buffer: 'invalid_argument', view: 'invalid_argument', outbox: 0 });
+});
+
 // ---- runner --------------------------------------------------------------------------------
 
 async function main() {
