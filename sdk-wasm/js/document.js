@@ -13,7 +13,7 @@
  */
 export class TetherDocument extends Emitter {
   constructor(client, channel) {
-    super();
+    super(['change', 'rejected', 'resynced']);
     this._client = client;
     this.channel = channel;
   }

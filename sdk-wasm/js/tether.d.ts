@@ -349,6 +349,11 @@ export class TetherClient {
   /** Needs `await init()` first (throws `not_initialized`). `ws(s)://` = WebSocket, `http(s)://` = SSE. */
   constructor(url: string, options?: TetherClientOptions);
 
+  /**
+   * Adds a handler; returns a function that removes it. An event name that is not one of
+   * `TetherEventMap`'s, or a handler that is not a function, throws a `TetherError` with code
+   * `invalid_argument` (as does `once`).
+   */
   on<K extends TetherEventType>(type: K, handler: (event: TetherEventMap[K]) => void): () => void;
   off<K extends TetherEventType>(type: K, handler: (event: TetherEventMap[K]) => void): void;
   once<K extends TetherEventType>(type: K, handler: (event: TetherEventMap[K]) => void): () => void;

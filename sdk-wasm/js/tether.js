@@ -180,14 +180,25 @@ function channelName(channel) {
   return channel;
 }
 
-// Event handlers by type, for the client and its documents.
+// Event handlers by type, for the client and its documents (`types`: the events they emit).
 class Emitter {
-  constructor() {
+  constructor(types) {
     this._handlers = new Map();
+    this._types = types;
   }
 
-  /** Adds a handler; returns a function that removes it. */
+  /**
+   * Adds a handler; returns a function that removes it. An event that is never emitted (a
+   * misspelt name) or a handler that is not a function is refused, rather than found out
+   * never, or as an exception at every event.
+   */
   on(type, handler) {
+    if (!this._types.includes(type)) {
+      throw new TetherError('invalid_argument', `unknown event ${String(type)} (known: ${this._types.join(', ')})`);
+    }
+    if (typeof handler !== 'function') {
+      throw new TetherError('invalid_argument', `the ${type} handler must be a function, not ${typeof handler}`);
+    }
     let set = this._handlers.get(type);
     if (!set) this._handlers.set(type, (set = new Set()));
     set.add(handler);
@@ -205,6 +216,7 @@ class Emitter {
 
   /** Like `on`, for the next event only. */
   once(type, handler) {
+    if (typeof handler !== 'function') this.on(type, handler); // refused, as by on()
     const wrapper = (ev) => {
       off();
       handler(ev);
@@ -271,7 +283,8 @@ export class TetherClient extends Emitter {
     if (autoConnect !== undefined && typeof autoConnect !== 'boolean') {
       throw new TetherError('invalid_config', 'autoConnect must be a boolean');
     }
-    super();
+    super(['state', 'message', 'reconnecting', 'dropped', 'acked', 'ack_timed_out', 'subscribed',
+      'unsubscribed', 'presence', 'rtt', 'error']);
     this._requests = new Map();
     this._acks = new Map(); // sendAcked/publishAcked promises by message id
     this._token = token;

@@ -1756,6 +1756,36 @@ test('dispose() inside a handler: pending acked sends reject as dropped (reason 
   assert.deepEqual(r.second, { code: 'dropped', reason: 'closed' });
 });
 
+test('on() refuses an unknown event name or a handler that is not a function (invalid_argument)', async ({ page }) => {
+  // Both used to be accepted: a misspelt event never fired, and a non-function threw
+  // "... is not a function" as an uncaught error at every event.
+  const srv = await wsServer(behaviours.echo);
+  const r = await page.evaluate(async (url) => {
+    const code = (f) => { try { f(); return 'accepted'; } catch (e) { return e instanceof tether.TetherError ? e.code : String(e); } };
+    const c = new tether.TetherClient(url);
+    const out = {
+      typo: code(() => c.on('mesage', () => {})),
+      onceTypo: code(() => c.once('sate', () => {})),
+      notFunction: code(() => c.on('message', 'handler')),
+      onceNotFunction: code(() => c.once('message', null)),
+    };
+    const got = [];
+    c.on('message', (e) => got.push(e.data));
+    await until(() => c.state.name === 'open', 5000, 'open');
+    c.send('still works');
+    await until(() => got.length === 1, 3000, 'the echo');
+    const d = new tetherDocs.TetherClient(url, { protocol: 'tether', autoConnect: false });
+    const doc = d.document('todo');
+    out.docTypo = code(() => doc.on('changed', () => {}));
+    out.docOk = code(() => doc.on('change', () => {}));
+    out.got = got;
+    c.dispose(); d.dispose();
+    return out;
+  }, srv.url);
+  assert.deepEqual(r, { typo: 'invalid_argument', onceTypo: 'invalid_argument', notFunction: 'invalid_argument',
+    onceNotFunction: 'invalid_argument', docTypo: 'invalid_argument', docOk: 'accepted', got: ['still works'] });
+});
+
 test('send() of a detached (transferred) ArrayBuffer is refused with a TetherError', async ({ page }) => {
   const r = await page.evaluate(async () => {
     const c = new tether.TetherClient('ws://127.0.0.1:9/ws', { autoConnect: false });
