@@ -61,15 +61,20 @@ impl Socket {
         if req.kind == TransportKind::Sse {
             return Self::open_sse(req, shared, opened, on_open, sse_events);
         }
+        // Chromium's WebSocket throws on a URL with a `#fragment`, at every attempt; a
+        // fragment never reaches the server, and the native driver drops it (`http::Uri`).
+        // (A byte search: `split('#')` links a char searcher.)
+        let end = req.url.bytes().position(|b| b == b'#');
+        let url = &req.url[..end.unwrap_or(req.url.len())];
         let ws = if req.subprotocols.is_empty() {
-            WebSocket::new(&req.url)
+            WebSocket::new(url)
         } else {
             let list: js_sys::Array = req
                 .subprotocols
                 .iter()
                 .map(|p| JsValue::from_str(p))
                 .collect();
-            WebSocket::new_with_str_sequence(&req.url, &list)
+            WebSocket::new_with_str_sequence(url, &list)
         }
         .map_err(describe)?;
         ws.set_binary_type(BinaryType::Arraybuffer);

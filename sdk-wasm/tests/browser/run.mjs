@@ -1756,6 +1756,26 @@ test('dispose() inside a handler: pending acked sends reject as dropped (reason 
   assert.deepEqual(r.second, { code: 'dropped', reason: 'closed' });
 });
 
+test('a ws:// URL with a #fragment connects (the fragment is not sent), as with the native driver', async ({ page }) => {
+  // Chromium's WebSocket constructor throws on a fragment: every attempt failed and the client
+  // retried for ever, where the native driver (http::Uri) drops the fragment and connects.
+  const srv = await wsServer(behaviours.echo);
+  const r = await page.evaluate(async (url) => {
+    const c = new tether.TetherClient(`${url}?a=1#section`);
+    const errors = [];
+    c.on('error', (e) => errors.push(e.message));
+    await until(() => c.state.name === 'open' || errors.length > 1, 5000, 'open or failing');
+    const echoed = new Promise((done) => c.once('message', (e) => done(e.data)));
+    if (c.state.name === 'open') c.send('hi');
+    const echo = await Promise.race([echoed, sleep(2000).then(() => null)]);
+    const out = { state: c.state.name, errors, echo };
+    c.dispose();
+    return out;
+  }, srv.url);
+  assert.deepEqual(r, { state: 'open', errors: [], echo: 'hi' });
+  assert.deepEqual(srv.connections.map((c) => c.url), ['/ws?a=1']);
+});
+
 test('on() refuses an unknown event name or a handler that is not a function (invalid_argument)', async ({ page }) => {
   // Both used to be accepted: a misspelt event never fired, and a non-function threw
   // "... is not a function" as an uncaught error at every event.
