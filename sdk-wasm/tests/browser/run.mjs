@@ -1820,6 +1820,23 @@ test('send() of a detached (transferred) ArrayBuffer is refused with a TetherErr
   assert.deepEqual(r, { buffer: 'invalid_argument', view: 'invalid_argument', outbox: 0 });
 });
 
+test('SSE: an empty id: field resets the resume position, as with the native driver', async ({ page }) => {
+  // `id:` with no value resets the last event id (the SSE spec; tether-core's parser reports it
+  // as `Some("")` and the engine forgets the position). EventSource shows the reset as an empty
+  // `lastEventId`, which the driver read as "no id seen": the client resumed from id 1 and the
+  // server replayed what came after it.
+  const srv = await sseServer(['id: 1\ndata: a\n\nid:\ndata: b\n\n', 'data: c\n\n']);
+  const r = await page.evaluate(async (url) => {
+    const c = new tether.TetherClient(url, { backoff: { initialMs: 50, jitter: 'none' } });
+    const log = record(c);
+    await until(() => log.some((e) => e.type === 'message' && e.data === 'c'), 5000, 'the second stream');
+    c.dispose();
+    return log.filter((e) => e.type === 'message').map((e) => e.data);
+  }, srv.url);
+  assert.deepEqual(r, ['a', 'b', 'c']);
+  assert.deepEqual(srv.urls.slice(0, 2), ['/events', '/events'], 'no resume position after the reset');
+});
+
 // ---- runner --------------------------------------------------------------------------------
 
 async function main() {
