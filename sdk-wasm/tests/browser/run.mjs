@@ -1837,6 +1837,30 @@ test('SSE: an empty id: field resets the resume position, as with the native dri
   assert.deepEqual(srv.urls.slice(0, 2), ['/events', '/events'], 'no resume position after the reset');
 });
 
+test('subscribe() and document() on an SSE (receive-only) client are refused instead of never happening', async ({ page }) => {
+  // An event stream carries the one channel in its URL and can write nothing: a subscribe was
+  // accepted and never sent (no `subscribed` event, ever), a document never synced.
+  const rl = await relay(await freePort());
+  const r = await page.evaluate(async (url) => {
+    const code = (f) => { try { f(); return 'accepted'; } catch (e) { return e instanceof tether.TetherError ? e.code : String(e); } };
+    const c = new tetherDocs.TetherClient(url, { protocol: 'tether' });
+    const log = record(c);
+    await until(() => c.state.name === 'open', 5000, 'open');
+    const out = {
+      subscribe: code(() => c.subscribe('other')),
+      unsubscribe: code(() => c.unsubscribe('feed')),
+      document: code(() => c.document('todo')),
+      presence: c.presence('other'),
+    };
+    await sleep(200);
+    out.subscribed = log.filter((e) => e.type === 'subscribed').length;
+    out.state = c.state.name;
+    c.dispose();
+    return out;
+  }, `${rl.http}/sse/feed`);
+  assert.deepEqual(r, { subscribe: 'receive_only', unsubscribe: 'receive_only', document: 'receive_only', presence: undefined, subscribed: 0, state: 'open' });
+});
+
 // ---- runner --------------------------------------------------------------------------------
 
 async function main() {
