@@ -28,7 +28,7 @@ let initialised = false;
  */
 export function init(module) {
   if (!ready) {
-    ready = initModule(module === undefined ? undefined : { module_or_path: module }).then(() => {
+    ready = initModule(module == null ? undefined : { module_or_path: module }).then(() => {
       initialised = true;
     }, (e) => {
       ready = null;
@@ -276,11 +276,12 @@ export class TetherClient extends Emitter {
     if (options === null || typeof options !== 'object') {
       throw new TetherError('invalid_config', 'options must be an object');
     }
+    // `null` reads as not set, as the module reads every other option.
     const { token, wasm, autoConnect, ...rest } = options;
-    if (token !== undefined && typeof token !== 'function') {
+    if (token != null && typeof token !== 'function') {
       throw new TetherError('invalid_config', 'token must be a function returning a token or a promise of one');
     }
-    if (autoConnect !== undefined && typeof autoConnect !== 'boolean') {
+    if (autoConnect != null && typeof autoConnect !== 'boolean') {
       throw new TetherError('invalid_config', 'autoConnect must be a boolean');
     }
     super(['state', 'message', 'reconnecting', 'dropped', 'acked', 'ack_timed_out', 'subscribed',

@@ -1861,6 +1861,21 @@ test('subscribe() and document() on an SSE (receive-only) client are refused ins
   assert.deepEqual(r, { subscribe: 'receive_only', unsubscribe: 'receive_only', document: 'receive_only', presence: undefined, subscribed: 0, state: 'open' });
 });
 
+test('null reads as "not set" for token, autoConnect and wasm too, as for every other option', async ({ page }) => {
+  // The module reads a null option as absent (`clientId: null`...), but the wrapper's own
+  // options refused `token: null` and `autoConnect: null`, and `wasm: null` failed to load.
+  const srv = await wsServer(behaviours.echo);
+  const r = await page.evaluate(async (url) => {
+    const attempt = async (f) => { try { const c = await f(); await until(() => c.state.name === 'open', 5000, 'open'); c.dispose(); return 'open'; } catch (e) { return `${e.code}: ${e.message}`; } };
+    return {
+      token: await attempt(() => new tether.TetherClient(url, { token: null, clientId: null })),
+      autoConnect: await attempt(() => new tether.TetherClient(url, { autoConnect: null })),
+      wasm: await attempt(() => tether.TetherClient.connect(url, { wasm: null, token: null })),
+    };
+  }, srv.url);
+  assert.deepEqual(r, { token: 'open', autoConnect: 'open', wasm: 'open' });
+});
+
 // ---- runner --------------------------------------------------------------------------------
 
 async function main() {
