@@ -101,10 +101,32 @@ function state(s) {
 // (an iframe, a worker's transfer).
 const tag = (v) => Object.prototype.toString.call(v).slice(8, -1);
 
-// Strings in JSON as in text: a lone surrogate (an emoji cut by `slice`) becomes U+FFFD, as
-// when a string is sent as text, instead of the `\ud83d` escape JSON.stringify writes, which
-// is not valid UTF-16 and is refused.
-const wellFormed = (_, v) => (typeof v === 'string' && v.toWellFormed ? v.toWellFormed() : v);
+// Values JSON would write as `{}` (binary data as an object of indices), their content lost.
+const LOSSY = ['Blob', 'File', 'Map', 'Set', 'WeakMap', 'WeakSet', 'Promise', 'ArrayBuffer', 'SharedArrayBuffer'];
+
+// `data` as JSON text, for payloads and document values alike. Strings as in text: a lone
+// surrogate (an emoji cut by `slice`) becomes U+FFFD instead of the `\ud83d` escape
+// JSON.stringify writes, which is not valid UTF-16 and is refused. A value whose content JSON
+// would lose is refused at any depth (`{ a: new Map() }` too) rather than sent as `{}`.
+function jsonText(data) {
+  let text;
+  try {
+    text = JSON.stringify(data, (_, v) => {
+      if (typeof v === 'string') return v.toWellFormed ? v.toWellFormed() : v;
+      const kind = v !== null && typeof v === 'object' ? tag(v) : '';
+      if (ArrayBuffer.isView(v) || LOSSY.includes(kind)) {
+        const hint = kind === 'Blob' || kind === 'File' ? ': read it first (await blob.arrayBuffer())' : '';
+        throw new TetherError('invalid_argument', `a ${kind} cannot be sent as JSON${hint}`);
+      }
+      return v;
+    }); // throws on a BigInt or a cycle
+  } catch (e) {
+    if (e instanceof TetherError) throw e;
+    throw new TetherError('invalid_json', `the payload cannot be encoded as JSON: ${e.message}`);
+  }
+  if (text === undefined) throw new TetherError('invalid_json', 'the payload cannot be encoded as JSON');
+  return text;
+}
 
 // How payloads travel: strings as text, binary as bytes (raw protocol), anything else as JSON.
 function encode(data) {
@@ -118,19 +140,7 @@ function encode(data) {
       throw new TetherError('invalid_argument', `the binary payload cannot be read: ${e.message}`);
     }
   }
-  // JSON would send these as `{}`, their content silently lost.
-  if (['Blob', 'File', 'Map', 'Set', 'WeakMap', 'WeakSet', 'Promise'].includes(kind)) {
-    const hint = kind === 'Blob' || kind === 'File' ? ': read it first (await blob.arrayBuffer())' : '';
-    throw new TetherError('invalid_argument', `a ${kind} cannot be sent as it is${hint}`);
-  }
-  let text;
-  try {
-    text = JSON.stringify(data, wellFormed); // throws on a BigInt or a cycle
-  } catch (e) {
-    throw new TetherError('invalid_json', `the payload cannot be encoded as JSON: ${e.message}`);
-  }
-  if (text === undefined) throw new TetherError('invalid_json', 'the payload cannot be encoded as JSON');
-  return { text, json: true };
+  return { text: jsonText(data), json: true };
 }
 
 // An option of `what` type, or undefined when absent: wasm-bindgen would coerce anything else

@@ -1876,6 +1876,37 @@ test('null reads as "not set" for token, autoConnect and wasm too, as for every 
   assert.deepEqual(r, { token: 'open', autoConnect: 'open', wasm: 'open' });
 });
 
+test('document values and nested payload values JSON would lose are refused; lone surrogates are U+FFFD', async ({ page }) => {
+  // doc.set() stringified its value as it was: a Map or a Blob was stored as {}, a Uint8Array
+  // as {"0":1,"1":2}, and a string ending in half an emoji was refused (invalid_op), where
+  // send() refuses the first and sends the last as U+FFFD. A Map inside a payload was sent as {}.
+  const rl = await relay(await freePort());
+  const r = await page.evaluate(async (url) => {
+    const code = (f) => { try { f(); return 'accepted'; } catch (e) { return e instanceof tether.TetherError ? e.code : String(e); } };
+    const c = new tetherDocs.TetherClient(url, { protocol: 'tether' });
+    const doc = c.document('todo');
+    await until(() => doc.version !== null, 5000, 'synced');
+    const out = {
+      map: code(() => doc.set('m', new Map([[1, 2]]))),
+      blob: code(() => doc.set('b', new Blob(['x']))),
+      bytes: code(() => doc.set('y', new Uint8Array([1, 2]))),
+      nested: code(() => doc.change([{ op: 'set', key: 'n', value: { list: new Set([1]) } }])),
+      surrogate: code(() => doc.set('s', 'a\ud83d')),
+      plain: code(() => doc.set('p', { date: new Date(0), n: 1 })),
+      publishNested: code(() => c.publish('room', { a: new Map([[1, 2]]) })),
+      publishBytes: code(() => c.publish('room', { a: new Uint8Array([1]) })),
+    };
+    out.view = doc.toJSON();
+    c.dispose();
+    return out;
+  }, rl.ws);
+  assert.deepEqual(r, {
+    map: 'invalid_argument', blob: 'invalid_argument', bytes: 'invalid_argument', nested: 'invalid_argument',
+    surrogate: 'accepted', plain: 'accepted', publishNested: 'invalid_argument', publishBytes: 'invalid_argument',
+    view: { s: 'a\ufffd', p: { date: '1970-01-01T00:00:00.000Z', n: 1 } },
+  });
+});
+
 // ---- runner --------------------------------------------------------------------------------
 
 async function main() {
