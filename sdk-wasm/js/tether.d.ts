@@ -374,6 +374,11 @@ export class TetherClient {
    * `timeoutMs`, `connection_lost`, `rejected` (the server's code in `details.serverCode`).
    */
   request<T = unknown>(data: unknown, options?: RequestOptions): Promise<T>;
+  /**
+   * Tether protocol over a WebSocket; renewed with resume after every reconnect. An event
+   * stream (SSE) carries the one channel its URL names: there `subscribe`, `unsubscribe` (and
+   * `document()`) throw `receive_only`.
+   */
   subscribe(channel: string): void;
   unsubscribe(channel: string): void;
   presence(channel: string): string[] | undefined;
