@@ -1907,6 +1907,26 @@ test('document values and nested payload values JSON would lose are refused; lon
   });
 });
 
+test('an SSE URL with credentials is refused (invalid_config) instead of failing every attempt', async ({ page }) => {
+  // EventSource cannot fetch a URL with user:password@ (the native driver sends them as Basic
+  // auth): the client failed every attempt with "EventSource failed" and retried for ever.
+  const srv = await wsServer(behaviours.echo);
+  const sse = await sseServer(['data: a\n\n']);
+  const r = await page.evaluate(async ({ url, sseUrl }) => {
+    const made = (u) => { try { const c = new tether.TetherClient(u, { autoConnect: false }); c.dispose(); return 'made'; } catch (e) { return e.code; } };
+    const ws = new tether.TetherClient(url.replace('ws://', 'ws://u:p@'));
+    await until(() => ws.stats.opens === 1, 3000, 'the WebSocket with credentials open');
+    ws.dispose();
+    return {
+      sse: made(sseUrl.replace('http://', 'http://u:p@')),
+      // An @ in the path or the query is no credential.
+      ssePath: made(`${sseUrl}/a@b?c=d@e`),
+      ws: 'open',
+    };
+  }, { url: srv.url, sseUrl: sse.url });
+  assert.deepEqual(r, { sse: 'invalid_config', ssePath: 'made', ws: 'open' });
+});
+
 // ---- runner --------------------------------------------------------------------------------
 
 async function main() {
