@@ -590,7 +590,13 @@ export class TetherClient extends Emitter {
   _fetchToken(attempt, refresh) {
     const raw = this._raw;
     const fail = (e) => {
-      if (this._raw === raw) call(() => raw.token_failed(attempt, e && e.message ? e.message : String(e)));
+      // Whatever the provider threw: `String(e)` itself throws for an object without a
+      // prototype, and the attempt would then wait out connectTimeoutMs unanswered.
+      let message = 'the token provider failed';
+      try {
+        message = String(e && typeof e.message === 'string' ? e.message : e);
+      } catch (_) { /* the default */ }
+      if (this._raw === raw) call(() => raw.token_failed(attempt, message));
     };
     let result;
     try {

@@ -1927,6 +1927,34 @@ test('an SSE URL with credentials is refused (invalid_config) instead of failing
   assert.deepEqual(r, { sse: 'invalid_config', ssePath: 'made', ws: 'open' });
 });
 
+test('a token provider failing with an unprintable value fails the attempt at once', async ({ page }) => {
+  // String(e) throws for an object without a prototype: the failure never reached the engine
+  // (an uncaught error, or an unhandled rejection), and the attempt waited out connectTimeoutMs.
+  const srv = await wsServer(behaviours.echo);
+  const r = await page.evaluate(async (url) => {
+    let calls = 0;
+    const c = new tether.TetherClient(url, {
+      connectTimeoutMs: 30000, backoff: { initialMs: 20, jitter: 'none' },
+      token: () => {
+        calls += 1;
+        if (calls === 1) throw Object.create(null);
+        if (calls === 2) return Promise.reject(Object.create(null));
+        if (calls === 3) return Promise.reject({ message: 42 });
+        return 't';
+      },
+    });
+    const errors = [];
+    c.on('error', (e) => errors.push(e.code));
+    const t0 = performance.now();
+    await until(() => c.state.name === 'open', 5000, 'open after three failed token fetches');
+    const took = performance.now() - t0;
+    c.dispose();
+    return { calls, errors, took };
+  }, srv.url);
+  assert.equal(r.calls, 4);
+  assert.ok(r.took < 3000, `opened after ${r.took} ms`);
+});
+
 // ---- runner --------------------------------------------------------------------------------
 
 async function main() {
