@@ -137,16 +137,21 @@ pub enum SubscribeError {
     /// The engine is closed.
     #[error("the client is closed")]
     Closed,
+    /// The transport is a Server-Sent Events stream: it carries the one channel its URL names
+    /// and cannot carry a subscribe (the command would be accepted and never happen).
+    #[error("an event stream (SSE) is receive-only: its channel is the one in its URL")]
+    ReceiveOnly,
 }
 
 impl SubscribeError {
     /// A stable machine-readable name (see [`SendError::code`]): `needs_tether_protocol`,
-    /// `invalid_channel`, `closed`.
+    /// `invalid_channel`, `closed`, `receive_only`.
     pub fn code(&self) -> &'static str {
         match self {
             SubscribeError::NeedsTetherProtocol => "needs_tether_protocol",
             SubscribeError::InvalidChannel(_) => "invalid_channel",
             SubscribeError::Closed => "closed",
+            SubscribeError::ReceiveOnly => "receive_only",
         }
     }
 }

@@ -2973,6 +2973,41 @@ fn sse_resumes_with_last_event_id_and_honours_retry() {
 }
 
 #[test]
+fn an_sse_client_refuses_channel_and_document_commands_it_could_never_send() {
+    // The stream's channel is the one in its URL: a subscribe (or a document's sync) can never
+    // be written, so accepting it would leave the app waiting for a `Subscribed` that never
+    // comes, and a document unsynced for ever.
+    let mut sim = Sim::new(
+        Config::builder("http://relay/sse/room")
+            .protocol(Protocol::Tether)
+            .build()
+            .unwrap(),
+        false,
+    );
+    for connected in [false, true] {
+        if connected {
+            sim.connect_open();
+        }
+        assert_eq!(
+            sim.engine.subscribe(sim.now, "other"),
+            Err(tether_core::SubscribeError::ReceiveOnly)
+        );
+        assert_eq!(
+            sim.engine.unsubscribe(sim.now, "room"),
+            Err(tether_core::SubscribeError::ReceiveOnly)
+        );
+        #[cfg(feature = "documents")]
+        assert_eq!(
+            sim.engine
+                .open_document(sim.now, "todo")
+                .map_err(|e| e.code()),
+            Err("receive_only")
+        );
+    }
+    assert_eq!(sim.engine.presence("other"), None);
+}
+
+#[test]
 fn an_sse_id_a_header_could_not_carry_is_not_resumed_from() {
     // Adopted, "2\u{1}" would become a Last-Event-ID header that fails every later request
     // before it leaves the client; like the spec's NUL rule, it is ignored.

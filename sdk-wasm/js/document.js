@@ -1,7 +1,7 @@
 // tether-web/documents: shared documents for the browser client. Not a module of its own:
 // scripts/build-web appends this file to tether.js to make the `tether-web/documents` entry,
 // whose module is built with the engine's documents (the default `tether-web` entry leaves
-// them out and is smaller). It uses tether.js's TetherClient, Emitter, call, channelName,
+// them out and is smaller). It uses tether.js's TetherClient, Emitter, call, channelName, jsonText,
 // TetherError, OPEN_DOCUMENT and CLOSE_DOCUMENT, and installs the client's side of documents
 // onto TetherClient (end of this file), so that the default entry ships none of it.
 
@@ -13,7 +13,7 @@
  */
 export class TetherDocument extends Emitter {
   constructor(client, channel) {
-    super();
+    super(['change', 'rejected', 'resynced']);
     this._client = client;
     this.channel = channel;
   }
@@ -89,12 +89,8 @@ export class TetherDocument extends Emitter {
    * with origin `local_pending`), then confirmed, or rejected and rolled back. Returns its id.
    */
   change(ops) {
-    let text;
-    try {
-      text = JSON.stringify(ops);
-    } catch (e) {
-      throw new TetherError('invalid_json', e.message);
-    }
+    // As a payload is: a Map, Blob or bytes refused rather than stored as `{}`, strings well-formed.
+    const text = jsonText(ops);
     return this._do((raw) => raw.change_document(this.channel, text));
   }
 

@@ -357,6 +357,11 @@ export class TetherClient {
   /** Needs `await init()` first (throws `not_initialized`). `ws(s)://` = WebSocket, `http(s)://` = SSE. */
   constructor(url: string, options?: TetherClientOptions);
 
+  /**
+   * Adds a handler; returns a function that removes it. An event name that is not one of
+   * `TetherEventMap`'s, or a handler that is not a function, throws a `TetherError` with code
+   * `invalid_argument` (as does `once`).
+   */
   on<K extends TetherEventType>(type: K, handler: (event: TetherEventMap[K]) => void): () => void;
   off<K extends TetherEventType>(type: K, handler: (event: TetherEventMap[K]) => void): void;
   once<K extends TetherEventType>(type: K, handler: (event: TetherEventMap[K]) => void): () => void;
@@ -377,6 +382,11 @@ export class TetherClient {
    * `timeoutMs`, `connection_lost`, `rejected` (the server's code in `details.serverCode`).
    */
   request<T = unknown>(data: unknown, options?: RequestOptions): Promise<T>;
+  /**
+   * Tether protocol over a WebSocket; renewed with resume after every reconnect. An event
+   * stream (SSE) carries the one channel its URL names: there `subscribe`, `unsubscribe` (and
+   * `document()`) throw `receive_only`.
+   */
   subscribe(channel: string): void;
   unsubscribe(channel: string): void;
   presence(channel: string): string[] | undefined;

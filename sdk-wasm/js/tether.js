@@ -28,7 +28,7 @@ let initialised = false;
  */
 export function init(module) {
   if (!ready) {
-    ready = initModule(module === undefined ? undefined : { module_or_path: module }).then(() => {
+    ready = initModule(module == null ? undefined : { module_or_path: module }).then(() => {
       initialised = true;
     }, (e) => {
       ready = null;
@@ -107,34 +107,46 @@ function state(s) {
 // (an iframe, a worker's transfer).
 const tag = (v) => Object.prototype.toString.call(v).slice(8, -1);
 
-// Strings in JSON as in text: a lone surrogate (an emoji cut by `slice`) becomes U+FFFD, as
-// when a string is sent as text, instead of the `\ud83d` escape JSON.stringify writes, which
-// is not valid UTF-16 and is refused.
-const wellFormed = (_, v) => (typeof v === 'string' && v.toWellFormed ? v.toWellFormed() : v);
+// Values JSON would write as `{}` (binary data as an object of indices), their content lost.
+const LOSSY = ['Blob', 'File', 'Map', 'Set', 'WeakMap', 'WeakSet', 'Promise', 'ArrayBuffer', 'SharedArrayBuffer'];
+
+// `data` as JSON text, for payloads and document values alike. Strings as in text: a lone
+// surrogate (an emoji cut by `slice`) becomes U+FFFD instead of the `\ud83d` escape
+// JSON.stringify writes, which is not valid UTF-16 and is refused. A value whose content JSON
+// would lose is refused at any depth (`{ a: new Map() }` too) rather than sent as `{}`.
+function jsonText(data) {
+  let text;
+  try {
+    text = JSON.stringify(data, (_, v) => {
+      if (typeof v === 'string') return v.toWellFormed ? v.toWellFormed() : v;
+      const kind = v !== null && typeof v === 'object' ? tag(v) : '';
+      if (ArrayBuffer.isView(v) || LOSSY.includes(kind)) {
+        const hint = kind === 'Blob' || kind === 'File' ? ': read it first (await blob.arrayBuffer())' : '';
+        throw new TetherError('invalid_argument', `a ${kind} cannot be sent as JSON${hint}`);
+      }
+      return v;
+    }); // throws on a BigInt or a cycle
+  } catch (e) {
+    if (e instanceof TetherError) throw e;
+    throw new TetherError('invalid_json', `the payload cannot be encoded as JSON: ${e.message}`);
+  }
+  if (text === undefined) throw new TetherError('invalid_json', 'the payload cannot be encoded as JSON');
+  return text;
+}
 
 // How payloads travel: strings as text, binary as bytes (raw protocol), anything else as JSON.
 function encode(data) {
   if (typeof data === 'string') return { text: data, json: false };
-  if (ArrayBuffer.isView(data)) {
-    return { text: '', json: false, bytes: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) };
-  }
   const kind = data == null ? '' : tag(data);
-  if (kind === 'ArrayBuffer' || kind === 'SharedArrayBuffer') {
-    return { text: '', json: false, bytes: new Uint8Array(data) };
+  const view = ArrayBuffer.isView(data);
+  if (view || kind === 'ArrayBuffer' || kind === 'SharedArrayBuffer') {
+    try {
+      return { text: '', json: false, bytes: view ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength) : new Uint8Array(data) };
+    } catch (e) { // a detached (transferred) buffer
+      throw new TetherError('invalid_argument', `the binary payload cannot be read: ${e.message}`);
+    }
   }
-  // JSON would send these as `{}`, their content silently lost.
-  if (['Blob', 'File', 'Map', 'Set', 'WeakMap', 'WeakSet', 'Promise'].includes(kind)) {
-    const hint = kind === 'Blob' || kind === 'File' ? ': read it first (await blob.arrayBuffer())' : '';
-    throw new TetherError('invalid_argument', `a ${kind} cannot be sent as it is${hint}`);
-  }
-  let text;
-  try {
-    text = JSON.stringify(data, wellFormed); // throws on a BigInt or a cycle
-  } catch (e) {
-    throw new TetherError('invalid_json', `the payload cannot be encoded as JSON: ${e.message}`);
-  }
-  if (text === undefined) throw new TetherError('invalid_json', 'the payload cannot be encoded as JSON');
-  return { text, json: true };
+  return { text: jsonText(data), json: true };
 }
 
 // An option of `what` type, or undefined when absent: wasm-bindgen would coerce anything else
@@ -184,14 +196,25 @@ function channelName(channel) {
   return channel;
 }
 
-// Event handlers by type, for the client and its documents.
+// Event handlers by type, for the client and its documents (`types`: the events they emit).
 class Emitter {
-  constructor() {
+  constructor(types) {
     this._handlers = new Map();
+    this._types = types;
   }
 
-  /** Adds a handler; returns a function that removes it. */
+  /**
+   * Adds a handler; returns a function that removes it. An event that is never emitted (a
+   * misspelt name) or a handler that is not a function is refused, rather than found out
+   * never, or as an exception at every event.
+   */
   on(type, handler) {
+    if (!this._types.includes(type)) {
+      throw new TetherError('invalid_argument', `unknown event ${String(type)} (known: ${this._types.join(', ')})`);
+    }
+    if (typeof handler !== 'function') {
+      throw new TetherError('invalid_argument', `the ${type} handler must be a function, not ${typeof handler}`);
+    }
     let set = this._handlers.get(type);
     if (!set) this._handlers.set(type, (set = new Set()));
     set.add(handler);
@@ -209,6 +232,7 @@ class Emitter {
 
   /** Like `on`, for the next event only. */
   once(type, handler) {
+    if (typeof handler !== 'function') this.on(type, handler); // refused, as by on()
     const wrapper = (ev) => {
       off();
       handler(ev);
@@ -268,14 +292,22 @@ export class TetherClient extends Emitter {
     if (options === null || typeof options !== 'object') {
       throw new TetherError('invalid_config', 'options must be an object');
     }
+    // `null` reads as not set, as the module reads every other option.
     const { token, wasm, autoConnect, ...rest } = options;
-    if (token !== undefined && typeof token !== 'function') {
+    if (token != null && typeof token !== 'function') {
       throw new TetherError('invalid_config', 'token must be a function returning a token or a promise of one');
     }
-    if (autoConnect !== undefined && typeof autoConnect !== 'boolean') {
+    if (autoConnect != null && typeof autoConnect !== 'boolean') {
       throw new TetherError('invalid_config', 'autoConnect must be a boolean');
     }
-    super();
+    // EventSource cannot fetch a URL with credentials (user:password@, which the native client
+    // sends as Basic auth): every attempt would fail unseen. Here rather than in the module,
+    // whose string searching for it cost ~290 B gzipped.
+    if (/^https?:\/\/[^/?#]*@/i.test(url)) {
+      throw new TetherError('invalid_config', 'url: an EventSource cannot use credentials in the URL (user:password@): send them as a token');
+    }
+    super(['state', 'message', 'reconnecting', 'dropped', 'acked', 'ack_timed_out', 'subscribed',
+      'unsubscribed', 'presence', 'rtt', 'error']);
     this._requests = new Map();
     this._acks = new Map(); // sendAcked/publishAcked promises by message id
     this._token = token;
@@ -409,11 +441,15 @@ export class TetherClient extends Emitter {
     try {
       raw.close(1000, '');
     } catch (_) { /* already closed */ }
-    this._failPending('closed', 'the client was disposed');
     this._handlers.clear();
     // Free after the current call returns: dispose() may run inside an event handler, while
-    // the module is still using the object.
-    queueMicrotask(() => raw.free());
+    // the module is still using the object. Inside a handler, the close's own events (`dropped`
+    // with reason `closed`, `request_failed`) are still queued behind that handler and settle
+    // the promises as the engine says; only what they left is failed here.
+    queueMicrotask(() => {
+      this._failPending();
+      raw.free();
+    });
   }
 
   /** Tells the client the network changed (window `online`/`offline` are already wired). */
@@ -489,12 +525,15 @@ export class TetherClient extends Emitter {
     else pending.resolve(value);
   }
 
-  // Rejects every pending request and acked send (the client is going away).
-  _failPending(code, message) {
-    for (const waiting of [this._requests, this._acks]) {
-      for (const { reject } of waiting.values()) reject(new TetherError(code, message));
-      waiting.clear();
+  // Rejects every pending request and acked send that the close's events did not settle (the
+  // client is going away), as those events would have: `closed`, and `dropped` (reason `closed`).
+  _failPending() {
+    for (const { reject } of this._requests.values()) reject(new TetherError('closed', 'the client was disposed'));
+    for (const [id, { reject }] of this._acks) {
+      reject(new TetherError('dropped', 'dropped before acknowledgement: closed', { id, reason: 'closed' }));
     }
+    this._requests.clear();
+    this._acks.clear();
   }
 
   _dispatch(kind, json, bytes) {
@@ -557,7 +596,13 @@ export class TetherClient extends Emitter {
   _fetchToken(attempt, refresh) {
     const raw = this._raw;
     const fail = (e) => {
-      if (this._raw === raw) call(() => raw.token_failed(attempt, e && e.message ? e.message : String(e)));
+      // Whatever the provider threw: `String(e)` itself throws for an object without a
+      // prototype, and the attempt would then wait out connectTimeoutMs unanswered.
+      let message = 'the token provider failed';
+      try {
+        message = String(e && typeof e.message === 'string' ? e.message : e);
+      } catch (_) { /* the default */ }
+      if (this._raw === raw) call(() => raw.token_failed(attempt, message));
     };
     let result;
     try {

@@ -61,15 +61,20 @@ impl Socket {
         if req.kind == TransportKind::Sse {
             return Self::open_sse(req, shared, opened, on_open, sse_events);
         }
+        // Chromium's WebSocket throws on a URL with a `#fragment`, at every attempt; a
+        // fragment never reaches the server, and the native driver drops it (`http::Uri`).
+        // (A byte search: `split('#')` links a char searcher.)
+        let end = req.url.bytes().position(|b| b == b'#');
+        let url = &req.url[..end.unwrap_or(req.url.len())];
         let ws = if req.subprotocols.is_empty() {
-            WebSocket::new(&req.url)
+            WebSocket::new(url)
         } else {
             let list: js_sys::Array = req
                 .subprotocols
                 .iter()
                 .map(|p| JsValue::from_str(p))
                 .collect();
-            WebSocket::new_with_str_sequence(&req.url, &list)
+            WebSocket::new_with_str_sequence(url, &list)
         }
         .map_err(describe)?;
         ws.set_binary_type(BinaryType::Arraybuffer);
@@ -123,14 +128,22 @@ impl Socket {
         let es = EventSource::new(&url).map_err(describe)?;
         let on_message = {
             let w = shared.clone();
+            // Whether this EventSource has shown an id: its last-event-id buffer starts empty
+            // and becomes empty again only through an `id:` field with no value.
+            let seen_id = Cell::new(false);
             handler(move |ev| {
                 let ev = ev.unchecked_into::<MessageEvent>();
                 let last = ev.last_event_id();
+                if !last.is_empty() {
+                    seen_id.set(true);
+                }
                 let event = SseEvent {
-                    // Empty means "no id seen on this EventSource", not a reset: a stream
-                    // resumed through the `lastEventId` query parameter starts with an empty
-                    // buffer, and reporting that as a reset would lose the resume position.
-                    id: (!last.is_empty()).then_some(last),
+                    // Empty before any id means "no id seen on this EventSource", not a reset:
+                    // a stream resumed through the `lastEventId` query parameter starts with an
+                    // empty buffer, and reporting that as a reset would lose the resume
+                    // position. Empty after one is the stream's reset (`id:` with no value),
+                    // which the engine's own parser reports as `Some("")`.
+                    id: seen_id.get().then_some(last),
                     event: ev.type_(),
                     data: ev.data().as_string().unwrap_or_default(),
                     retry: None, // browsers do not expose the `retry:` field

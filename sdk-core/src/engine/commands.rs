@@ -284,6 +284,10 @@ impl Engine {
         if self.config.protocol != Protocol::Tether {
             return Err(SubscribeError::NeedsTetherProtocol);
         }
+        // An event stream's channel is in its URL: a subscribe could never be written.
+        if !self.can_write_frames() {
+            return Err(SubscribeError::ReceiveOnly);
+        }
         if self.state.is_closed() {
             return Err(SubscribeError::Closed);
         }

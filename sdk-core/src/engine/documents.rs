@@ -20,6 +20,11 @@ impl Engine {
         if self.config.protocol != Protocol::Tether {
             return Err(SyncError::NeedsTetherProtocol);
         }
+        // A document syncs by writing to the server, which an event stream cannot carry: it
+        // would stay unsynced for ever (and every change be refused as `receive_only`).
+        if !self.can_write_frames() {
+            return Err(SyncError::Send(crate::SendError::ReceiveOnly));
+        }
         crate::validate_channel(channel).map_err(SyncError::InvalidChannel)?;
         let _ = self.observe(now);
         if self.documents.contains_key(channel) {

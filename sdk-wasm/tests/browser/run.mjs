@@ -1750,6 +1750,225 @@ test('SSE events listed in sseEvents say which event they were', async ({ page }
   assert.deepEqual(r.map((m) => m.event), ['update', 'delete'], `message events: ${JSON.stringify(r)}`);
 });
 
+test('dispose() inside a handler: pending acked sends reject as dropped (reason closed), as outside one', async ({ page }) => {
+  const rl = await relay(await freePort());
+  const r = await page.evaluate(async (url) => {
+    const settle = (p) => p.then((v) => ({ ok: v }), (e) => ({ code: e.code, reason: e.details && e.details.reason }));
+    const c = new tether.TetherClient(url, { protocol: 'tether', heartbeat: { intervalMs: 60000 } });
+    await until(() => c.state.name === 'open', 5000, 'open');
+    // The first ack arrives while the second message still waits for its own: the app
+    // disposes of the client from the first one's handler. dispose() used to reject what was
+    // pending at once with a `closed` of its own, before the close's `dropped` event (queued
+    // behind the running handler) could settle it as tether.d.ts says.
+    c.once('acked', () => c.dispose());
+    const first = settle(c.publishAcked('room', { n: 1 }));
+    const second = settle(c.publishAcked('room', { n: 2 }));
+    return { first: await first, second: await second };
+  }, rl.ws);
+  assert.deepEqual(r.first, { ok: 1 });
+  // tether.d.ts: pending acked sends reject with `dropped`, `details.reason: 'closed'`.
+  assert.deepEqual(r.second, { code: 'dropped', reason: 'closed' });
+});
+
+test('a ws:// URL with a #fragment connects (the fragment is not sent), as with the native driver', async ({ page }) => {
+  // Chromium's WebSocket constructor throws on a fragment: every attempt failed and the client
+  // retried for ever, where the native driver (http::Uri) drops the fragment and connects.
+  const srv = await wsServer(behaviours.echo);
+  const r = await page.evaluate(async (url) => {
+    const c = new tether.TetherClient(`${url}?a=1#section`);
+    const errors = [];
+    c.on('error', (e) => errors.push(e.message));
+    await until(() => c.state.name === 'open' || errors.length > 1, 5000, 'open or failing');
+    const echoed = new Promise((done) => c.once('message', (e) => done(e.data)));
+    if (c.state.name === 'open') c.send('hi');
+    const echo = await Promise.race([echoed, sleep(2000).then(() => null)]);
+    const out = { state: c.state.name, errors, echo };
+    c.dispose();
+    return out;
+  }, srv.url);
+  assert.deepEqual(r, { state: 'open', errors: [], echo: 'hi' });
+  assert.deepEqual(srv.connections.map((c) => c.url), ['/ws?a=1']);
+});
+
+test('on() refuses an unknown event name or a handler that is not a function (invalid_argument)', async ({ page }) => {
+  // Both used to be accepted: a misspelt event never fired, and a non-function threw
+  // "... is not a function" as an uncaught error at every event.
+  const srv = await wsServer(behaviours.echo);
+  const r = await page.evaluate(async (url) => {
+    const code = (f) => { try { f(); return 'accepted'; } catch (e) { return e instanceof tether.TetherError ? e.code : String(e); } };
+    const c = new tether.TetherClient(url);
+    const out = {
+      typo: code(() => c.on('mesage', () => {})),
+      onceTypo: code(() => c.once('sate', () => {})),
+      notFunction: code(() => c.on('message', 'handler')),
+      onceNotFunction: code(() => c.once('message', null)),
+    };
+    const got = [];
+    c.on('message', (e) => got.push(e.data));
+    await until(() => c.state.name === 'open', 5000, 'open');
+    c.send('still works');
+    await until(() => got.length === 1, 3000, 'the echo');
+    const d = new tetherDocs.TetherClient(url, { protocol: 'tether', autoConnect: false });
+    const doc = d.document('todo');
+    out.docTypo = code(() => doc.on('changed', () => {}));
+    out.docOk = code(() => doc.on('change', () => {}));
+    out.got = got;
+    c.dispose(); d.dispose();
+    return out;
+  }, srv.url);
+  assert.deepEqual(r, { typo: 'invalid_argument', onceTypo: 'invalid_argument', notFunction: 'invalid_argument',
+    onceNotFunction: 'invalid_argument', docTypo: 'invalid_argument', docOk: 'accepted', got: ['still works'] });
+});
+
+test('send() of a detached (transferred) ArrayBuffer is refused with a TetherError', async ({ page }) => {
+  const r = await page.evaluate(async () => {
+    const c = new tether.TetherClient('ws://127.0.0.1:9/ws', { autoConnect: false });
+    const buf = new ArrayBuffer(8);
+    const view = new Uint8Array(buf, 2, 4);
+    structuredClone(buf, { transfer: [buf] }); // detaches buf (and view's buffer)
+    const code = (f) => { try { f(); return 'accepted'; } catch (e) { return e instanceof tether.TetherError ? e.code : `${e.name}: ${e.message}`; } };
+    const out = { buffer: code(() => c.send(buf)), view: code(() => c.send(view)), outbox: c.stats.outboxLength };
+    c.dispose();
+    return out;
+  });
+  assert.deepEqual(r, { buffer: 'invalid_argument', view: 'invalid_argument', outbox: 0 });
+});
+
+test('SSE: an empty id: field resets the resume position, as with the native driver', async ({ page }) => {
+  // `id:` with no value resets the last event id (the SSE spec; tether-core's parser reports it
+  // as `Some("")` and the engine forgets the position). EventSource shows the reset as an empty
+  // `lastEventId`, which the driver read as "no id seen": the client resumed from id 1 and the
+  // server replayed what came after it.
+  const srv = await sseServer(['id: 1\ndata: a\n\nid:\ndata: b\n\n', 'data: c\n\n']);
+  const r = await page.evaluate(async (url) => {
+    const c = new tether.TetherClient(url, { backoff: { initialMs: 50, jitter: 'none' } });
+    const log = record(c);
+    await until(() => log.some((e) => e.type === 'message' && e.data === 'c'), 5000, 'the second stream');
+    c.dispose();
+    return log.filter((e) => e.type === 'message').map((e) => e.data);
+  }, srv.url);
+  assert.deepEqual(r, ['a', 'b', 'c']);
+  assert.deepEqual(srv.urls.slice(0, 2), ['/events', '/events'], 'no resume position after the reset');
+});
+
+test('subscribe() and document() on an SSE (receive-only) client are refused instead of never happening', async ({ page }) => {
+  // An event stream carries the one channel in its URL and can write nothing: a subscribe was
+  // accepted and never sent (no `subscribed` event, ever), a document never synced.
+  const rl = await relay(await freePort());
+  const r = await page.evaluate(async (url) => {
+    const code = (f) => { try { f(); return 'accepted'; } catch (e) { return e instanceof tether.TetherError ? e.code : String(e); } };
+    const c = new tetherDocs.TetherClient(url, { protocol: 'tether' });
+    const log = record(c);
+    await until(() => c.state.name === 'open', 5000, 'open');
+    const out = {
+      subscribe: code(() => c.subscribe('other')),
+      unsubscribe: code(() => c.unsubscribe('feed')),
+      document: code(() => c.document('todo')),
+      presence: c.presence('other'),
+    };
+    await sleep(200);
+    out.subscribed = log.filter((e) => e.type === 'subscribed').length;
+    out.state = c.state.name;
+    c.dispose();
+    return out;
+  }, `${rl.http}/sse/feed`);
+  assert.deepEqual(r, { subscribe: 'receive_only', unsubscribe: 'receive_only', document: 'receive_only', presence: undefined, subscribed: 0, state: 'open' });
+});
+
+test('null reads as "not set" for token, autoConnect and wasm too, as for every other option', async ({ page }) => {
+  // The module reads a null option as absent (`clientId: null`...), but the wrapper's own
+  // options refused `token: null` and `autoConnect: null`, and `wasm: null` failed to load.
+  const srv = await wsServer(behaviours.echo);
+  const r = await page.evaluate(async (url) => {
+    const attempt = async (f) => { try { const c = await f(); await until(() => c.state.name === 'open', 5000, 'open'); c.dispose(); return 'open'; } catch (e) { return `${e.code}: ${e.message}`; } };
+    return {
+      token: await attempt(() => new tether.TetherClient(url, { token: null, clientId: null })),
+      autoConnect: await attempt(() => new tether.TetherClient(url, { autoConnect: null })),
+      wasm: await attempt(() => tether.TetherClient.connect(url, { wasm: null, token: null })),
+    };
+  }, srv.url);
+  assert.deepEqual(r, { token: 'open', autoConnect: 'open', wasm: 'open' });
+});
+
+test('document values and nested payload values JSON would lose are refused; lone surrogates are U+FFFD', async ({ page }) => {
+  // doc.set() stringified its value as it was: a Map or a Blob was stored as {}, a Uint8Array
+  // as {"0":1,"1":2}, and a string ending in half an emoji was refused (invalid_op), where
+  // send() refuses the first and sends the last as U+FFFD. A Map inside a payload was sent as {}.
+  const rl = await relay(await freePort());
+  const r = await page.evaluate(async (url) => {
+    const code = (f) => { try { f(); return 'accepted'; } catch (e) { return e instanceof tether.TetherError ? e.code : String(e); } };
+    const c = new tetherDocs.TetherClient(url, { protocol: 'tether' });
+    const doc = c.document('todo');
+    await until(() => doc.version !== null, 5000, 'synced');
+    const out = {
+      map: code(() => doc.set('m', new Map([[1, 2]]))),
+      blob: code(() => doc.set('b', new Blob(['x']))),
+      bytes: code(() => doc.set('y', new Uint8Array([1, 2]))),
+      nested: code(() => doc.change([{ op: 'set', key: 'n', value: { list: new Set([1]) } }])),
+      surrogate: code(() => doc.set('s', 'a\ud83d')),
+      plain: code(() => doc.set('p', { date: new Date(0), n: 1 })),
+      publishNested: code(() => c.publish('room', { a: new Map([[1, 2]]) })),
+      publishBytes: code(() => c.publish('room', { a: new Uint8Array([1]) })),
+    };
+    out.view = doc.toJSON();
+    c.dispose();
+    return out;
+  }, rl.ws);
+  assert.deepEqual(r, {
+    map: 'invalid_argument', blob: 'invalid_argument', bytes: 'invalid_argument', nested: 'invalid_argument',
+    surrogate: 'accepted', plain: 'accepted', publishNested: 'invalid_argument', publishBytes: 'invalid_argument',
+    view: { s: 'a\ufffd', p: { date: '1970-01-01T00:00:00.000Z', n: 1 } },
+  });
+});
+
+test('an SSE URL with credentials is refused (invalid_config) instead of failing every attempt', async ({ page }) => {
+  // EventSource cannot fetch a URL with user:password@ (the native driver sends them as Basic
+  // auth): the client failed every attempt with "EventSource failed" and retried for ever.
+  const srv = await wsServer(behaviours.echo);
+  const sse = await sseServer(['data: a\n\n']);
+  const r = await page.evaluate(async ({ url, sseUrl }) => {
+    const made = (u) => { try { const c = new tether.TetherClient(u, { autoConnect: false }); c.dispose(); return 'made'; } catch (e) { return e.code; } };
+    const ws = new tether.TetherClient(url.replace('ws://', 'ws://u:p@'));
+    await until(() => ws.stats.opens === 1, 3000, 'the WebSocket with credentials open');
+    ws.dispose();
+    return {
+      sse: made(sseUrl.replace('http://', 'http://u:p@')),
+      // An @ in the path or the query is no credential.
+      ssePath: made(`${sseUrl}/a@b?c=d@e`),
+      ws: 'open',
+    };
+  }, { url: srv.url, sseUrl: sse.url });
+  assert.deepEqual(r, { sse: 'invalid_config', ssePath: 'made', ws: 'open' });
+});
+
+test('a token provider failing with an unprintable value fails the attempt at once', async ({ page }) => {
+  // String(e) throws for an object without a prototype: the failure never reached the engine
+  // (an uncaught error, or an unhandled rejection), and the attempt waited out connectTimeoutMs.
+  const srv = await wsServer(behaviours.echo);
+  const r = await page.evaluate(async (url) => {
+    let calls = 0;
+    const c = new tether.TetherClient(url, {
+      connectTimeoutMs: 30000, backoff: { initialMs: 20, jitter: 'none' },
+      token: () => {
+        calls += 1;
+        if (calls === 1) throw Object.create(null);
+        if (calls === 2) return Promise.reject(Object.create(null));
+        if (calls === 3) return Promise.reject({ message: 42 });
+        return 't';
+      },
+    });
+    const errors = [];
+    c.on('error', (e) => errors.push(e.code));
+    const t0 = performance.now();
+    await until(() => c.state.name === 'open', 5000, 'open after three failed token fetches');
+    const took = performance.now() - t0;
+    c.dispose();
+    return { calls, errors, took };
+  }, srv.url);
+  assert.equal(r.calls, 4);
+  assert.ok(r.took < 3000, `opened after ${r.took} ms`);
+});
+
 // ---- runner --------------------------------------------------------------------------------
 
 async function main() {
