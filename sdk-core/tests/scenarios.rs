@@ -453,7 +453,7 @@ fn graceful_restart_window_spreads_reconnects_within_it() {
         delays.push(delay);
     }
     // Within the advised 10 s and spread over it: without the advice the first wait after a
-    // drop is at most the 1 s initial backoff.
+    // drop is at most the 500 ms initial backoff.
     assert!(delays.iter().all(|d| *d <= secs(10)), "{delays:?}");
     assert!(delays.iter().any(|d| *d > secs(5)), "{delays:?}");
     assert!(delays.iter().any(|d| *d < secs(5)), "{delays:?}");
@@ -2947,7 +2947,7 @@ fn sse_resumes_with_last_event_id_and_honours_retry() {
     let (_, _, delay, _) = sim.reconnects()[0].clone();
     assert!(
         delay >= secs(3) && delay <= secs(3) + secs(3) / 4,
-        "SSE retry: raises the 1 s backoff to 3 s (+ jitter): {delay:?}"
+        "SSE retry: raises the 500 ms backoff to 3 s (+ jitter): {delay:?}"
     );
     sim.run_until_state(secs(10), |e| e.state().is_open());
     assert_eq!(sim.server.opens[1].1.last_event_id.as_deref(), Some("2"));
