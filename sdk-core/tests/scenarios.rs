@@ -539,10 +539,9 @@ fn accept_then_close_with_a_1012_window_still_meets_growing_delays() {
         let reconnects = sim.reconnects();
         for (_, attempt, delay, _) in &reconnects {
             // Each wait is at most the later of the window and the documented curve's cap for
-            // it (1, 2, 4, 8, 16, then 30 s), written out rather than computed by the code.
-            const CAPS: [u64; 6] = [1, 2, 4, 8, 16, 30];
+            // it (0.5, 1, 2, 4, 8, 16, then 30 s), written out rather than computed by the code.
             let n = (*attempt as usize).saturating_sub(2);
-            let hi = secs(CAPS[n.min(CAPS.len() - 1)]).max(window);
+            let hi = ms(DEFAULT_CURVE_MS[n.min(DEFAULT_CURVE_MS.len() - 1)]).max(window);
             assert!(*delay <= hi, "{reason:?} attempt {attempt}: {delay:?}");
         }
         let late: Vec<Duration> = reconnects.iter().skip(8).map(|r| r.2).collect();
