@@ -26,9 +26,10 @@ use crate::token::TokenSlot;
 /// `shutdown()` closes it, delivers every listener its last events (down to `Closed`) and
 /// waits until nothing of the library holds your objects. Releasing it without that (Kotlin
 /// `close()`/`use {}`, the last Swift or Python reference) stops its listeners at once, with
-/// no further events (a callback in progress on another thread is waited for: once the
-/// release returns, no callback runs or starts), releases them and the token provider on the
-/// releasing thread, and closes the connection in the background.
+/// no further events (a callback in progress on another thread is waited for, up to 1 s: once
+/// the release returns no callback starts, and none runs unless it outlasted that second),
+/// releases them and the token provider on the releasing thread, and closes the connection in
+/// the background.
 #[derive(Debug, uniffi::Object)]
 pub struct Client {
     inner: tether::Client,
@@ -306,7 +307,7 @@ impl Client {
 }
 
 /// Released by the app without `shutdown()`: the listeners get nothing more (a callback in
-/// progress on another thread is waited for), and they and the token provider are released
+/// progress on another thread is waited for, up to 1 s), and they and the token provider are released
 /// here, on the app's thread, rather than later by the library's threads (a Python
 /// interpreter that is finalising aborts the process when another thread calls into it). The connection closes in the background as the `tether` client is dropped.
 impl Drop for Client {

@@ -166,6 +166,28 @@ impl Attached {
     }
 }
 
+impl Attached {
+    /// The listener thread ends (cancelled, or the client shut): it releases its listener
+    /// itself, marked in progress like a callback, so that a release of the client meanwhile
+    /// waits for the foreign release to be over instead of finding nothing left to wait for.
+    fn release_here(&self) {
+        let listener = {
+            let mut slot = self.slot();
+            let listener = slot.listener.take();
+            if listener.is_some() {
+                slot.calling = Some(std::thread::current().id());
+            }
+            listener
+        };
+        if listener.is_some() {
+            // Outside the lock: a foreign release may run foreign code.
+            drop(listener);
+            self.slot().calling = None;
+            self.returned.notify_all();
+        }
+    }
+}
+
 /// A callback in progress: when dropped (also by an unwind), lets go of the reference to the
 /// listener, then clears the mark and wakes a release waiting for it, which then holds the
 /// last reference.
@@ -490,6 +512,20 @@ struct DocumentDispatcher {
     attached: Arc<Attached>,
     cancel: CancellationToken,
     doc: tether::Document,
+}
+
+/// The thread's end (or a spawn that failed): the listener is released here, seen by a
+/// release of the client (see [`Attached::release_here`]).
+impl Drop for Dispatcher {
+    fn drop(&mut self) {
+        self.attached.release_here();
+    }
+}
+
+impl Drop for DocumentDispatcher {
+    fn drop(&mut self) {
+        self.attached.release_here();
+    }
 }
 
 enum Step {
@@ -898,6 +934,67 @@ mod tests {
             assert_eq!(done.recv_timeout(WAIT), Ok(()), "{what}: deadlocked");
         }
         worker.join().expect("the worker");
+    }
+
+    /// Its release (a foreign finaliser) says when it starts, blocks until the gate opens (at
+    /// most 5 s), then says which thread it ran on.
+    struct SlowToRelease {
+        dropping: mpsc::Sender<()>,
+        gate: Mutex<mpsc::Receiver<()>>,
+        released: mpsc::Sender<std::thread::ThreadId>,
+    }
+
+    impl ClientListener for SlowToRelease {
+        fn on_event(&self, _: ClientEvent) -> Result<(), ListenerError> {
+            Ok(())
+        }
+    }
+
+    impl Drop for SlowToRelease {
+        fn drop(&mut self) {
+            let _ = self.dropping.send(());
+            let _ = self.gate.lock().map(|g| g.recv_timeout(WAIT));
+            let _ = self.released.send(std::thread::current().id());
+        }
+    }
+
+    #[test]
+    fn a_release_waits_for_a_listener_its_own_thread_is_releasing() {
+        // A listener whose thread ended by itself (its handle cancelled, or the client shut)
+        // is released by that thread. A release of the client meanwhile used to find no
+        // listener left to wait for and return while the foreign release still ran on the
+        // Rust thread (a Python finaliser waiting for the GIL the releasing thread holds).
+        let hub = Hub::new(ConnectionState::Idle, 16);
+        let (dropping_tx, dropping) = mpsc::channel();
+        let (open, gate) = mpsc::channel();
+        let (released_tx, released_on) = mpsc::channel();
+        let cancel = hub.attach(Arc::new(SlowToRelease {
+            dropping: dropping_tx,
+            gate: Mutex::new(gate),
+            released: released_tx,
+        }));
+        cancel.cancel();
+        dropping
+            .recv_timeout(WAIT)
+            .expect("the listener thread releases its listener");
+        let (returned_tx, returned) = mpsc::channel();
+        let releaser = {
+            let hub = hub.clone();
+            std::thread::spawn(move || {
+                hub.release_listeners();
+                let _ = returned_tx.send(());
+            })
+        };
+        assert_eq!(
+            returned.recv_timeout(Duration::from_millis(200)),
+            Err(mpsc::RecvTimeoutError::Timeout),
+            "the release returned while a listener thread was releasing its listener"
+        );
+        open.send(()).expect("the release waits at its gate");
+        returned.recv_timeout(WAIT).expect("the release returns");
+        // By then the foreign release was over.
+        assert!(released_on.try_recv().is_ok());
+        releaser.join().expect("the releaser");
     }
 
     #[test]

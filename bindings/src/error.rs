@@ -54,7 +54,8 @@ pub enum ClientError {
     /// The client is draining its outbox before closing and takes no new messages.
     #[error("the client is closing")]
     Closing,
-    /// The URL is an event stream (SSE), which only receives: nothing can be sent on it.
+    /// The URL is an event stream (SSE), which only receives: nothing can be sent on it, and
+    /// it carries only the channel its URL names (no subscribe, unsubscribe or document).
     #[error("an event stream (SSE) is receive-only: nothing can be sent on it")]
     ReceiveOnly,
     /// An acknowledged message left the outbox without an ack (it may have been delivered if
@@ -189,6 +190,7 @@ impl From<tether::SubscribeError> for ClientError {
             tether::SubscribeError::NeedsTetherProtocol => ClientError::NeedsTetherProtocol,
             tether::SubscribeError::InvalidChannel(name) => invalid_channel(name),
             tether::SubscribeError::Closed => ClientError::Closed,
+            tether::SubscribeError::ReceiveOnly => ClientError::ReceiveOnly,
             other => ClientError::InvalidArgument {
                 argument: "channel".to_owned(),
                 reason: other.to_string(),
@@ -368,6 +370,19 @@ mod tests {
             panic!("binary in Tether mode is an invalid argument");
         };
         assert_eq!(argument, "payload");
+    }
+
+    #[test]
+    fn an_event_stream_refuses_subscribe_as_it_refuses_sends_and_documents() {
+        // One condition (the URL is an SSE stream), one error the app can match on, whichever
+        // command it tried: not an "invalid channel" argument for a valid channel name.
+        for e in [
+            ClientError::from(tether::SendError::ReceiveOnly),
+            ClientError::from(tether::SubscribeError::ReceiveOnly),
+            ClientError::from(tether::SyncError::Send(tether::SendError::ReceiveOnly)),
+        ] {
+            assert_eq!(e, ClientError::ReceiveOnly);
+        }
     }
 
     #[test]

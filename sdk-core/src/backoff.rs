@@ -264,7 +264,8 @@ mod tests {
         let mut b = Backoff::new(config(Jitter::None));
         let mut rng = Prng::seed_from_u64(12);
         let floor = Duration::from_secs(5);
-        // The documented default curve, written out rather than computed by the code under test.
+        // The curve at this test's 1 s scale (the default's doubled), written out rather than
+        // computed by the code under test.
         let curve = [1, 2, 4, 8, 16, 30, 30, 30];
         for (n, secs) in (1..=8).zip(curve) {
             b.record_failure();

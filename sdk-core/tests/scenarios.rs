@@ -453,7 +453,7 @@ fn graceful_restart_window_spreads_reconnects_within_it() {
         delays.push(delay);
     }
     // Within the advised 10 s and spread over it: without the advice the first wait after a
-    // drop is at most the 1 s initial backoff.
+    // drop is at most the 500 ms initial backoff.
     assert!(delays.iter().all(|d| *d <= secs(10)), "{delays:?}");
     assert!(delays.iter().any(|d| *d > secs(5)), "{delays:?}");
     assert!(delays.iter().any(|d| *d < secs(5)), "{delays:?}");
@@ -539,10 +539,9 @@ fn accept_then_close_with_a_1012_window_still_meets_growing_delays() {
         let reconnects = sim.reconnects();
         for (_, attempt, delay, _) in &reconnects {
             // Each wait is at most the later of the window and the documented curve's cap for
-            // it (1, 2, 4, 8, 16, then 30 s), written out rather than computed by the code.
-            const CAPS: [u64; 6] = [1, 2, 4, 8, 16, 30];
+            // it (0.5, 1, 2, 4, 8, 16, then 30 s), written out rather than computed by the code.
             let n = (*attempt as usize).saturating_sub(2);
-            let hi = secs(CAPS[n.min(CAPS.len() - 1)]).max(window);
+            let hi = ms(DEFAULT_CURVE_MS[n.min(DEFAULT_CURVE_MS.len() - 1)]).max(window);
             assert!(*delay <= hi, "{reason:?} attempt {attempt}: {delay:?}");
         }
         let late: Vec<Duration> = reconnects.iter().skip(8).map(|r| r.2).collect();
@@ -2947,7 +2946,7 @@ fn sse_resumes_with_last_event_id_and_honours_retry() {
     let (_, _, delay, _) = sim.reconnects()[0].clone();
     assert!(
         delay >= secs(3) && delay <= secs(3) + secs(3) / 4,
-        "SSE retry: raises the 1 s backoff to 3 s (+ jitter): {delay:?}"
+        "SSE retry: raises the 500 ms backoff to 3 s (+ jitter): {delay:?}"
     );
     sim.run_until_state(secs(10), |e| e.state().is_open());
     assert_eq!(sim.server.opens[1].1.last_event_id.as_deref(), Some("2"));
