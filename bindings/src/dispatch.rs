@@ -273,8 +273,11 @@ impl Hub {
         // for.
         let mut listeners = Vec::with_capacity(attached.len());
         for a in &attached {
-            a.cancel.cancel();
+            // Taken before the thread is told to stop: a thread that ends releases a
+            // listener still in its slot itself (`release_here`), on a Rust thread, which is
+            // what this release is for avoiding (a finalising Python interpreter aborts).
             listeners.push(a.slot().listener.take());
+            a.cancel.cancel();
         }
         let here = std::thread::current().id();
         let deadline = std::time::Instant::now() + RELEASE_WAIT;
