@@ -526,16 +526,8 @@ impl Engine {
     /// queueing it would drop nothing. Then the transport to write it on, after `flush`'s own
     /// preliminaries.
     fn writable_at_once(&mut self, now: Instant, frame: &Frame) -> Option<TransportId> {
-        if !self.state.is_open() || !self.conn.writable || !self.can_write_frames() {
-            return None;
-        }
-        let transport = self.conn.transport?;
-        let untaken = (self.conn.handed - self.conn.taken) as usize;
-        let room = match self.config.reports_progress {
-            true => self.config.write_batch_bytes > untaken && !self.outbox.taking_is_full(),
-            false => self.config.write_batch_bytes > 0,
-        };
-        if !room || !self.outbox.can_write_at_once(frame.len()) {
+        let transport = self.writable_transport()?;
+        if self.batch_room() == 0 || !self.outbox.can_write_at_once(frame.len()) {
             return None;
         }
         self.timers.flush_more = None;
@@ -605,26 +597,12 @@ impl Engine {
     pub(super) fn flush(&mut self, now: Instant) {
         self.timers.flush_more = None;
         self.expire_due(now);
-        if !self.state.is_open() || !self.conn.writable || !self.can_write_frames() {
-            return;
-        }
-        let Some(transport) = self.conn.transport else {
+        let Some(transport) = self.writable_transport() else {
             return;
         };
-        // A batch at a time (see `ConfigBuilder::write_batch_bytes`): the driver reports
-        // backpressure between batches, before the whole outbox is in the transport's buffer.
-        // A driver that reports what its socket took gets at most a batch not yet taken; its
-        // next report goes on.
         let progress = self.config.reports_progress;
-        let untaken = self.conn.handed - self.conn.taken;
-        let mut batch = match progress {
-            true => self
-                .config
-                .write_batch_bytes
-                .saturating_sub(untaken as usize),
-            false => self.config.write_batch_bytes,
-        };
-        if batch == 0 || (progress && self.outbox.taking_is_full()) {
+        let mut batch = self.batch_room();
+        if batch == 0 {
             self.check_drain(now);
             return;
         }
@@ -644,6 +622,31 @@ impl Engine {
         // Unacknowledged messages leave the outbox as they are written: that may be the end
         // of a drain (after backpressure lifted, say).
         self.check_drain(now);
+    }
+
+    /// The transport frames can be written on now: open, writable, and not a receive-only
+    /// event stream.
+    fn writable_transport(&self) -> Option<TransportId> {
+        if !self.state.is_open() || !self.conn.writable || !self.can_write_frames() {
+            return None;
+        }
+        self.conn.transport
+    }
+
+    /// The bytes a write batch may take now, 0 when none. A batch at a time (see
+    /// `ConfigBuilder::write_batch_bytes`): the driver reports backpressure between batches,
+    /// before the whole outbox is in the transport's buffer. A driver that reports what its
+    /// socket took gets at most a batch not yet taken (and no more entries than the outbox
+    /// lets it take); its next report goes on.
+    fn batch_room(&self) -> usize {
+        if !self.config.reports_progress {
+            return self.config.write_batch_bytes;
+        }
+        if self.outbox.taking_is_full() {
+            return 0;
+        }
+        let untaken = (self.conn.handed - self.conn.taken) as usize;
+        self.config.write_batch_bytes.saturating_sub(untaken)
     }
 
     /// Hands an outbox entry taken for writing to the transport.
