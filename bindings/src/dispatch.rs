@@ -774,18 +774,32 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_release_waits_out_a_callback_in_progress_then_no_callback_starts_and_the_listener_is_released_on_its_thread(
+    /// Attaches a [`Blocking`] listener: what its callbacks start with, the sender that opens
+    /// its gate, the thread it is released on, and its handle's token.
+    fn attach_blocking(
+        hub: &Arc<Hub>,
+    ) -> (
+        mpsc::Receiver<ClientEvent>,
+        mpsc::Sender<()>,
+        mpsc::Receiver<std::thread::ThreadId>,
+        CancellationToken,
     ) {
-        let hub = Hub::new(ConnectionState::Idle, 16);
         let (started_tx, started) = mpsc::channel();
         let (open, gate) = mpsc::channel();
         let (released_tx, released_on) = mpsc::channel();
-        let _cancel = hub.attach(Arc::new(Blocking {
+        let cancel = hub.attach(Arc::new(Blocking {
             started: Mutex::new(started_tx),
             gate: Mutex::new(gate),
             _released: Released(released_tx),
         }));
+        (started, open, released_on, cancel)
+    }
+
+    #[test]
+    fn a_release_waits_out_a_callback_in_progress_then_no_callback_starts_and_the_listener_is_released_on_its_thread(
+    ) {
+        let hub = Hub::new(ConnectionState::Idle, 16);
+        let (started, open, released_on, _cancel) = attach_blocking(&hub);
         // The listener is in its first callback (the snapshot), blocked; an event waits.
         assert_eq!(
             started.recv_timeout(WAIT),
@@ -826,14 +840,7 @@ mod tests {
         // A callback that waits for the releasing thread (here: for a gate only the test opens
         // after the release returned) must not deadlock the release.
         let hub = Hub::new(ConnectionState::Idle, 16);
-        let (started_tx, started) = mpsc::channel();
-        let (open, gate) = mpsc::channel();
-        let (released_tx, released_on) = mpsc::channel();
-        let _cancel = hub.attach(Arc::new(Blocking {
-            started: Mutex::new(started_tx),
-            gate: Mutex::new(gate),
-            _released: Released(released_tx),
-        }));
+        let (started, open, released_on, _cancel) = attach_blocking(&hub);
         assert!(started.recv_timeout(WAIT).is_ok());
         let began = std::time::Instant::now();
         hub.release_listeners();
