@@ -579,15 +579,20 @@ mod tests {
     use tether_core::protocol::PresenceChange;
     use tokio::sync::watch;
 
-    fn session(config: RelayConfig, access: Access) -> (Session, PeerQueue) {
-        let config = Arc::new(config);
+    /// A running hub for session tests (its run-state sender dropped: it never changes).
+    fn hub(config: &Arc<RelayConfig>) -> Arc<Hub> {
         let (_tx, rx) = watch::channel(RunState::Running);
-        let hub = Arc::new(Hub::new(
+        Arc::new(Hub::new(
             config.clone(),
             "e1".into(),
             Arc::new(Stats::default()),
             rx,
-        ));
+        ))
+    }
+
+    fn session(config: RelayConfig, access: Access) -> (Session, PeerQueue) {
+        let config = Arc::new(config);
+        let hub = hub(&config);
         let (peer, queue) = Peer::new(7, 100, 0);
         (
             Session::new(peer, hub, config, access, Instant::now()),
@@ -887,13 +892,7 @@ mod tests {
 
     fn two_sessions() -> ((Session, Peer), (Session, Peer)) {
         let config = Arc::new(RelayConfig::default());
-        let (_tx, rx) = watch::channel(RunState::Running);
-        let hub = Arc::new(Hub::new(
-            config.clone(),
-            "e1".into(),
-            Arc::new(Stats::default()),
-            rx,
-        ));
+        let hub = hub(&config);
         let (older, _) = Peer::new(1, 100, 0);
         let (newer, _) = Peer::new(2, 100, 0);
         let now = Instant::now();
