@@ -22,7 +22,7 @@
 //! * **Inputs** from the driver and the transport: [`Engine::abandon`] (the driver stops),
 //!   [`Engine::token_ready`], [`Engine::token_failed`], [`Engine::transport_opened`],
 //!   [`Engine::frame_received`], [`Engine::sse_parsed`], [`Engine::sse_event_received`],
-//!   [`Engine::sse_event_too_large`], [`Engine::pong_received`],
+//!   [`Engine::frame_too_large`] (a message left unread: over the size limit), [`Engine::pong_received`],
 //!   [`Engine::ping_received`], [`Engine::bytes_received`] (part of a message arrived: a sign
 //!   of life for the heartbeat), [`Engine::transport_writable`],
 //!   [`Engine::transport_progress`], [`Engine::transport_closed`],

@@ -57,7 +57,7 @@ pub enum SseItem {
 #[non_exhaustive]
 pub enum SseError {
     /// An event's data was larger than the limit: the event was skipped without being
-    /// buffered (for `Engine::sse_event_too_large`). Its `id:`, if any, still took effect.
+    /// buffered (for `Engine::frame_too_large`). Its `id:`, if any, still took effect.
     #[error("SSE event of {size} bytes exceeds the limit of {max}")]
     EventTooLarge {
         /// The size of the event's data (its lines joined with newlines).

@@ -3059,6 +3059,44 @@ fn an_sse_id_a_header_could_not_carry_is_not_resumed_from() {
 }
 
 #[test]
+fn a_message_the_driver_left_unread_as_too_large_is_reported_and_the_next_one_read() {
+    // A browser's WebSocket holds each message in JavaScript memory; the driver asks
+    // `reads_message_of` before copying it into the module and reports one over the limit
+    // with `frame_too_large`, uncopied.
+    let mut sim = Sim::new(
+        Config::builder("ws://relay/ws")
+            .max_message_bytes(64)
+            .build()
+            .unwrap(),
+        false,
+    );
+    sim.connect_open();
+    assert!(sim.engine.reads_message_of(64));
+    assert!(!sim.engine.reads_message_of(65));
+    let transport = sim.server.conn.unwrap();
+    sim.engine.frame_too_large(sim.now, transport, 5_000_000);
+    sim.engine
+        .frame_received(sim.now, transport, Frame::from("after"));
+    sim.run_for(ms(50));
+    let errors = sim.events_matching(|e| match e {
+        Event::Error(err) => Some(err.clone()),
+        _ => None,
+    });
+    assert_eq!(
+        errors,
+        [EngineError::FrameTooLarge {
+            size: 5_000_000,
+            max: 64
+        }]
+    );
+    let texts: Vec<Payload> = sim.delivered().into_iter().map(|m| m.payload).collect();
+    assert_eq!(texts, [Payload::Text("after".into())]);
+    assert!(sim.engine.state().is_open(), "the connection is kept");
+    assert_eq!(sim.engine.stats().frames_received, 2);
+    assert_eq!(sim.engine.stats().bytes_received, 5_000_005);
+}
+
+#[test]
 fn what_an_sse_parser_hands_over_is_judged_by_the_engine() {
     use tether_core::sse::SseParser;
     let mut sim = Sim::new(
@@ -3110,8 +3148,7 @@ fn an_sse_event_the_parser_skipped_as_too_large_is_reported_and_the_stream_kept(
     );
     sim.connect_open();
     let transport = sim.server.conn.unwrap();
-    sim.engine
-        .sse_event_too_large(sim.now, transport, 1_000_000);
+    sim.engine.frame_too_large(sim.now, transport, 1_000_000);
     sim.run_for(ms(50));
     let errors = sim.events_matching(|e| match e {
         Event::Error(err) => Some(err.clone()),

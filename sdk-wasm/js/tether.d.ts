@@ -251,7 +251,11 @@ export interface TetherClientOptions {
   closeTimeoutMs?: number;
   /** Default `request()` timeout. [10000] */
   requestTimeoutMs?: number;
-  /** Largest message either way. [1048576] */
+  /**
+   * Largest message either way. [1048576] A larger incoming one is reported as a
+   * `frame_too_large` error event with its size and never copied into the module's memory;
+   * the connection is kept.
+   */
   maxMessageBytes?: number;
   /** Fail sent requests at once when the connection drops. [true] */
   failRequestsOnDisconnect?: boolean;

@@ -14,7 +14,9 @@
 use crate::driver::{input, Shared};
 use std::cell::Cell;
 use std::rc::{Rc, Weak};
-use tether_core::{Frame, OpenRequest, SseEvent, TransportFailure, TransportId, TransportKind};
+use tether_core::{
+    Engine, Frame, OpenRequest, SseEvent, TransportFailure, TransportId, TransportKind,
+};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use web_sys::{BinaryType, CloseEvent, EventSource, MessageEvent, WebSocket};
@@ -82,11 +84,10 @@ impl Socket {
             let w = shared.clone();
             handler(move |ev| {
                 let data = ev.unchecked_into::<MessageEvent>().data();
-                let frame = match data.as_string() {
-                    Some(text) => Frame::Text(text),
-                    None => Frame::Binary(js_sys::Uint8Array::new(&data).to_vec()),
-                };
-                input(&w, |i, now| i.engine.frame_received(now, id, frame));
+                input(&w, |i, now| match read_message(&i.engine, &data) {
+                    Ok(frame) => i.engine.frame_received(now, id, frame),
+                    Err(size) => i.engine.frame_too_large(now, id, size),
+                });
             })
         };
         let on_close = handler(move |ev| {
@@ -137,18 +138,31 @@ impl Socket {
                 if !last.is_empty() {
                     seen_id.set(true);
                 }
-                let event = SseEvent {
+                let mut event = SseEvent {
                     // Empty before any id means "no id seen on this EventSource", not a reset:
                     // a stream resumed through the `lastEventId` query parameter starts with an
                     // empty buffer, and reporting that as a reset would lose the resume
                     // position. Empty after one is the stream's reset (`id:` with no value),
                     // which the engine's own parser reports as `Some("")`.
                     id: seen_id.get().then_some(last),
-                    event: ev.type_(),
-                    data: ev.data().as_string().unwrap_or_default(),
+                    event: String::new(),
+                    data: String::new(),
                     retry: None, // browsers do not expose the `retry:` field
                 };
-                input(&w, |i, now| i.engine.sse_event_received(now, id, event));
+                input(&w, |i, now| match read_message(&i.engine, &ev.data()) {
+                    Ok(Frame::Text(data)) => {
+                        event.event = ev.type_();
+                        event.data = data;
+                        i.engine.sse_event_received(now, id, event);
+                    }
+                    // Its id still counts, as with the engine's own parser: the event alone,
+                    // without a type (not a message), then the size.
+                    Err(size) => {
+                        i.engine.sse_event_received(now, id, event);
+                        i.engine.frame_too_large(now, id, size);
+                    }
+                    Ok(Frame::Binary(_)) => {} // an EventSource's data is always text
+                });
             })
         };
         let on_error = {
@@ -256,4 +270,33 @@ pub(crate) fn describe(err: JsValue) -> String {
         Some(e) => String::from(e.message()),
         None => err.as_string().unwrap_or_else(|| "unknown error".into()),
     }
+}
+
+/// The message a `WebSocket` or `EventSource` event holds, copied into the module only if the
+/// engine would read it. One over the limit stays in JavaScript memory (`Err` with its size in
+/// bytes): copied, it would grow the module's memory, which never shrinks, for nothing.
+fn read_message(engine: &Engine, data: &JsValue) -> Result<Frame, usize> {
+    if let Some(text) = data.dyn_ref::<js_sys::JsString>() {
+        // UTF-8 takes at least one byte for each UTF-16 unit, so a string of more units than
+        // the limit is over it; one within may still be over (a unit takes up to 3 bytes):
+        // the engine measures that after the copy, so a copy is at most 3× the limit.
+        let units = text.length() as usize;
+        if !engine.reads_message_of(units) {
+            return Err(utf8_len(text).unwrap_or(units));
+        }
+        return Ok(Frame::Text(text.into()));
+    }
+    let bytes = js_sys::Uint8Array::new(data);
+    let size = bytes.length() as usize;
+    match engine.reads_message_of(size) {
+        true => Ok(Frame::Binary(bytes.to_vec())),
+        false => Err(size),
+    }
+}
+
+/// A string's size in UTF-8 without copying it here: a `Blob` of it counts its bytes.
+fn utf8_len(text: &js_sys::JsString) -> Option<usize> {
+    let parts = js_sys::Array::of1(text);
+    let blob = web_sys::Blob::new_with_str_sequence(&parts).ok()?;
+    Some(blob.size() as usize)
 }

@@ -70,14 +70,7 @@ impl Engine {
         if !self.is_current(transport) || !self.receives_frames() {
             return;
         }
-        self.stats.frames_received += 1;
-        self.stats.bytes_received += frame.len() as u64;
-        self.heartbeat.activity(now);
-        if frame.len() > self.config.max_message_bytes {
-            self.emit_error(EngineError::FrameTooLarge {
-                size: frame.len(),
-                max: self.config.max_message_bytes,
-            });
+        if !self.count_frame(now, frame.len()) {
             return;
         }
         match (self.config.protocol, frame) {
@@ -122,9 +115,7 @@ impl Engine {
         match item {
             Ok(SseItem::Event(event)) => self.sse_event_received(now, transport, event),
             Ok(SseItem::Comment) => self.ping_received(now, transport),
-            Err(SseError::EventTooLarge { size, .. }) => {
-                self.sse_event_too_large(now, transport, size)
-            }
+            Err(SseError::EventTooLarge { size, .. }) => self.frame_too_large(now, transport, size),
             Err(SseError::LineTooLong { field, size, max }) => {
                 self.sse_line_too_long(now, transport, field, size, max)
             }
@@ -194,14 +185,7 @@ impl Engine {
         match self.config.protocol {
             Protocol::Tether => self.frame_received(now, transport, Frame::Text(event.data)),
             _ => {
-                self.stats.frames_received += 1;
-                self.stats.bytes_received += event.data.len() as u64;
-                self.heartbeat.activity(now);
-                if event.data.len() > self.config.max_message_bytes {
-                    self.emit_error(EngineError::FrameTooLarge {
-                        size: event.data.len(),
-                        max: self.config.max_message_bytes,
-                    });
+                if !self.count_frame(now, event.data.len()) {
                     return;
                 }
                 let offset = event.id.as_deref().and_then(|id| id.parse().ok());
@@ -217,18 +201,46 @@ impl Engine {
         }
     }
 
-    /// An SSE event the driver's parser skipped unread because its data, `size` bytes, is over
-    /// `max_message_bytes` ([`SseError::EventTooLarge`](crate::sse::SseError::EventTooLarge)):
-    /// reported like an oversized frame, with [`EngineError::FrameTooLarge`], and the stream is
-    /// kept.
-    pub fn sse_event_too_large(&mut self, now: Instant, transport: TransportId, size: usize) {
+    /// Whether a message of `size` bytes is within `max_message_bytes`, i.e. whether
+    /// [`Engine::frame_received`] would read it. A driver whose platform already holds each
+    /// message before handing it over (a browser's `WebSocket` and `EventSource` keep it in
+    /// JavaScript memory) asks this before copying one, and reports one that is not with
+    /// [`Engine::frame_too_large`] instead: an oversized message is then never copied at all.
+    pub fn reads_message_of(&self, size: usize) -> bool {
+        size <= self.config.max_message_bytes
+    }
+
+    /// A message of `size` bytes that the driver left unread because it is over
+    /// `max_message_bytes` (see [`Engine::reads_message_of`]), or an SSE event its parser
+    /// skipped for that reason ([`SseError::EventTooLarge`](crate::sse::SseError::EventTooLarge)):
+    /// counted, a sign of life, and reported like an oversized frame, with
+    /// [`EngineError::FrameTooLarge`]; the connection is kept. Reported as too large whatever
+    /// `size` says: the driver has not kept the message.
+    pub fn frame_too_large(&mut self, now: Instant, transport: TransportId, size: usize) {
         let now = self.observe(now);
         if !self.is_current(transport) || !self.receives_frames() {
             return;
         }
+        if self.count_frame(now, size) {
+            self.report_too_large(size);
+        }
+    }
+
+    /// Counts a message of `size` bytes that arrived (a sign of life, whatever its fate) and
+    /// says whether it may be read: one over `max_message_bytes` is reported with
+    /// [`EngineError::FrameTooLarge`] and goes no further.
+    fn count_frame(&mut self, now: Instant, size: usize) -> bool {
         self.stats.frames_received += 1;
         self.stats.bytes_received += size as u64;
         self.heartbeat.activity(now);
+        let fits = self.reads_message_of(size);
+        if !fits {
+            self.report_too_large(size);
+        }
+        fits
+    }
+
+    fn report_too_large(&mut self, size: usize) {
         self.emit_error(EngineError::FrameTooLarge {
             size,
             max: self.config.max_message_bytes,

@@ -578,6 +578,75 @@ test('error details: the server\'s own code and the frame sizes travel in Tether
   assert.equal(r.state, 'open', 'neither problem cost the connection');
 });
 
+test('an oversized message is never copied into the module: frame_too_large with its size, the next one read', async ({ page, base }) => {
+  // The browser already holds each message; copied into the module's memory, one over the
+  // limit would grow it for good (wasm memory never shrinks). Sizes in UTF-8 bytes.
+  const limit = 65536;
+  const ws = await wsServer((sock) => {
+    sock.send('x'.repeat(4 << 20)); // more UTF-16 units than the limit
+    sock.send(Buffer.alloc(3 << 20), { binary: true });
+    sock.send('é'.repeat(70000)); // more units than the limit, 2 bytes each
+    sock.send('é'.repeat(40000)); // within the limit in units, over it in bytes
+    sock.send('after');
+  });
+  const big = 'y'.repeat(2 << 20);
+  const sse = await sseServer([`id: 6\ndata: small\n\nid: 7\ndata: ${big}\n\n`, 'data: after\n\n']);
+  await page.goto(`${base}/t/page.html?bare`);
+  await page.waitForSelector('body[data-ready]', { state: 'attached' });
+  const r = await page.evaluate(async ({ wsUrl, sseUrl, limit }) => {
+    // The module's memory, caught as the glue instantiates it.
+    let memory = null;
+    const catchMemory = (out) => {
+      const exports = (out.instance || out).exports;
+      memory = Object.values(exports).find((v) => v instanceof WebAssembly.Memory);
+      return out;
+    };
+    const [instantiate, streaming] = [WebAssembly.instantiate, WebAssembly.instantiateStreaming];
+    WebAssembly.instantiate = (...a) => instantiate(...a).then(catchMemory);
+    WebAssembly.instantiateStreaming = (...a) => streaming(...a).then(catchMemory);
+    await tether.init();
+    const opts = { maxMessageBytes: limit, heartbeat: { mode: 'off' }, backoff: { initialMs: 50, jitter: 'none' } };
+    const sizes = (client) => {
+      const out = [];
+      client.on('error', (e) => out.push([e.code, e.details && e.details.size, e.details && e.details.limit]));
+      return out;
+    };
+    const c = new tether.TetherClient(wsUrl, opts);
+    const log = record(c);
+    const errors = sizes(c);
+    await until(() => c.state.name === 'open', 5000, 'open');
+    const before = memory.buffer.byteLength;
+    await until(() => log.some((e) => e.type === 'message'), 10000, 'the small message');
+    const grew = memory.buffer.byteLength - before;
+    const s = new tether.TetherClient(sseUrl, opts);
+    const sLog = record(s);
+    const sseErrors = sizes(s);
+    await until(() => sLog.filter((e) => e.type === 'message').length >= 2, 10000, 'two SSE messages');
+    const sseGrew = memory.buffer.byteLength - before;
+    const state = log.filter((e) => e.type === 'state').map((e) => e.state.name);
+    c.close(); s.close();
+    return {
+      errors, messages: log.filter((e) => e.type === 'message').map((e) => e.data),
+      state, frames: c.stats.framesReceived, grew,
+      sseErrors, sseMessages: sLog.filter((e) => e.type === 'message').slice(0, 2).map((e) => e.data), sseGrew,
+    };
+  }, { wsUrl: ws.url, sseUrl: sse.url, limit });
+  assert.deepEqual(r.errors, [
+    ['frame_too_large', 4 << 20, limit], ['frame_too_large', 3 << 20, limit],
+    ['frame_too_large', 140000, limit], ['frame_too_large', 80000, limit],
+  ]);
+  assert.deepEqual(r.messages, ['after']);
+  assert.deepEqual(r.state, ['connecting', 'open'], 'the connection is kept');
+  assert.equal(r.frames, 5);
+  // 7 MiB arrived over the limit; what the module may copy is at most 3× the limit a message.
+  assert.ok(r.grew < 1 << 20, `the module's memory grew by ${r.grew} B`);
+  assert.deepEqual(r.sseErrors[0], ['frame_too_large', 2 << 20, limit]);
+  assert.deepEqual(r.sseMessages, ['small', 'after']);
+  assert.ok(r.sseGrew < 1 << 20, `the module's memory grew by ${r.sseGrew} B`);
+  // The skipped event's id still counts, as with the engine's own parser: the stream resumes after it.
+  assert.match(sse.urls[1], /lastEventId=7/);
+});
+
 test('close policy: codes the app maps to stop end the client; unmapped ones retry', async ({ page }) => {
   const srv = await wsServer(behaviours.acceptThenClose(4500));
   const r = await page.evaluate(async (url) => {
