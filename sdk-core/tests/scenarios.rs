@@ -1016,6 +1016,29 @@ fn bytes_answer_a_probe_when_they_come_after_it_and_only_then() {
 }
 
 #[test]
+fn an_upload_the_peer_keeps_acknowledging_is_not_cut_off_and_a_stalled_one_is() {
+    // A large message going out on a slow link: the server reads it and cannot answer a ping
+    // until it is through (and our ping waits behind it). The driver reports that its socket
+    // took more after pushing back, once per second for a minute: the heartbeat keeps it.
+    let mut sim = heartbeat_sim(HeartbeatMode::PingFrame, Protocol::Raw);
+    sim.connect_open();
+    let conn = sim.server.conn.unwrap();
+    sim.server.behaviour = Behaviour::BlackHole;
+    let start = sim.now;
+    for s in 1..=60 {
+        sim.run_until(start + secs(s));
+        sim.engine.bytes_acknowledged(sim.now, conn);
+    }
+    assert_eq!(sim.reconnects(), [], "cut off while the peer acknowledged");
+    // Then the socket takes nothing more: found within the bound, as a silent link is.
+    let stalled = sim.now;
+    sim.run_for(secs(100));
+    let (at, _, _, cause) = sim.reconnects()[0].clone();
+    assert_eq!(cause, DisconnectCause::HeartbeatTimeout);
+    assert!(at.saturating_duration_since(stalled) <= secs(30));
+}
+
+#[test]
 fn bytes_received_from_a_stale_transport_are_ignored() {
     let mut sim = heartbeat_sim(HeartbeatMode::ServerDriven, Protocol::Raw);
     sim.connect_open();

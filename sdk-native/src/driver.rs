@@ -133,11 +133,16 @@ impl Driver {
                     armed = None;
                     let now = self.shared.now();
                     let mut inner = self.shared.lock();
-                    // Part of a message that came in since the link's last input: reported
-                    // here, once, not per read (the heartbeat only judges at its deadlines).
+                    // Part of a message that came in, or more of ours the socket took after
+                    // pushing back, since the link's last input: reported here, once, not per
+                    // read or write (the heartbeat only judges at its deadlines).
                     if let Some(l) = link.as_mut() {
-                        if l.take_bytes_arrived() {
+                        let signs = l.take_peer_signs();
+                        if signs.arrived {
                             inner.engine.bytes_received(now, l.id());
+                        }
+                        if signs.acknowledged {
+                            inner.engine.bytes_acknowledged(now, l.id());
                         }
                     }
                     inner.engine.handle_timeout(now);

@@ -711,3 +711,130 @@ async fn a_large_websocket_message_on_a_slow_link_is_not_cut_off_by_the_heartbea
     server.abort();
     assert_eq!(got, Ok(SIZE), "the message arrives on the first connection");
 }
+
+/// A stream whose reads take at most 128 KiB every 16 ms (~8 MB/s): a slow uplink as the
+/// server sees it.
+struct SlowReads {
+    tcp: tokio::net::TcpStream,
+    pause: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl tokio::io::AsyncRead for SlowReads {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::ready!(std::future::Future::poll(self.pause.as_mut(), cx));
+        let mut piece = vec![0u8; 128 * 1024];
+        let room = buf.remaining().min(piece.len());
+        let mut limited = tokio::io::ReadBuf::new(&mut piece[..room]);
+        std::task::ready!(std::pin::Pin::new(&mut self.tcp).poll_read(cx, &mut limited))?;
+        buf.put_slice(limited.filled());
+        let next = tokio::time::Instant::now() + Duration::from_millis(16);
+        self.pause.as_mut().reset(next);
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+impl tokio::io::AsyncWrite for SlowReads {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.tcp).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
+}
+
+/// The mirror of the test above: a large message going *out* on a slow link. The server's
+/// pong comes only after the frame it is reading (and our ping waits behind the frame in our
+/// own socket), so only the upload's progress shows that the peer is there: a socket that
+/// pushed back takes more bytes only as the peer acknowledges earlier ones. Unless that
+/// counts, the connection is dropped mid-message, and again after every reconnect (the engine
+/// re-sends what the socket did not take). Here: a 1.5 s bound, and a 24 MiB message read at
+/// ~8 MB/s. (That large because loopback's 64 KiB segments give the client's socket a send
+/// buffer of megabytes: the socket wakes a pushed-back writer only when a third of it is free,
+/// and the last buffer-full goes out with no push-back to see, so the bound must exceed the
+/// time it takes; on a real link the buffer holds a few round trips' worth.)
+#[tokio::test]
+async fn a_large_websocket_message_sent_on_a_slow_link_is_not_cut_off_by_the_heartbeat() {
+    const SIZE: usize = 24 << 20;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move {
+        let mut connections = tokio::task::JoinSet::new();
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            connections.spawn(async move {
+                let slow = SlowReads {
+                    tcp,
+                    pause: Box::pin(tokio::time::sleep(Duration::ZERO)),
+                };
+                let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+                    .max_message_size(Some(SIZE * 2))
+                    .max_frame_size(Some(SIZE * 2));
+                let Ok(mut ws) =
+                    tokio_tungstenite::accept_async_with_config(slow, Some(config)).await
+                else {
+                    return;
+                };
+                // Answers with the size of each text (and pings on the way, as tungstenite does).
+                while let Some(Ok(msg)) = ws.next().await {
+                    if let tokio_tungstenite::tungstenite::Message::Text(t) = msg {
+                        let size = t.len().to_string();
+                        if ws.send(size.into()).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let (client, mut events) = Client::builder(url)
+        .heartbeat_mode(tether::HeartbeatMode::PingFrame)
+        .heartbeat_interval(Duration::from_millis(500))
+        .max_missed_pongs(2)
+        .max_message_bytes(SIZE * 2)
+        .outbox_max_bytes(SIZE * 2)
+        .close_timeout(Duration::from_millis(200))
+        .connect()
+        .unwrap();
+    client.send("x".repeat(SIZE)).unwrap();
+    let got = timeout(Duration::from_secs(30), async {
+        while let Some(event) = events.recv().await {
+            match event {
+                Event::Message(m) => return Ok(m.payload),
+                Event::ReconnectScheduled { cause, .. } => return Err(cause.to_string()),
+                _ => {}
+            }
+        }
+        Err("events ended".to_owned())
+    })
+    .await;
+    timeout(Duration::from_secs(5), client.shutdown())
+        .await
+        .unwrap();
+    server.abort();
+    assert_eq!(
+        got.unwrap(),
+        Ok(Payload::Text(SIZE.to_string())),
+        "the message goes through on the first connection"
+    );
+}

@@ -282,6 +282,23 @@ impl Engine {
     /// driver whose platform hands over only whole messages (a browser's WebSocket or
     /// `EventSource`) cannot report this.
     pub fn bytes_received(&mut self, now: Instant, transport: TransportId) {
+        self.peer_progressed(now, transport);
+    }
+
+    /// The socket of `transport` took more of our bytes after pushing back (its send buffer
+    /// had been full): room comes back only as the peer acknowledges earlier bytes, so the
+    /// peer is there. A sign of life like [`Engine::bytes_received`], with the same rules
+    /// (reported once before a due `handle_timeout`, nothing from before the latest
+    /// [`Action::Ping`]), for the other direction: a large message going out on a slow link
+    /// keeps the peer busy reading it, and the ping waits behind it, so no pong can come
+    /// until it is through. A dead path takes nothing once the buffer is full, so it is still
+    /// found within the heartbeat's bound. Only a driver that sees its socket push back can
+    /// report this (not a browser's `WebSocket`).
+    pub fn bytes_acknowledged(&mut self, now: Instant, transport: TransportId) {
+        self.peer_progressed(now, transport);
+    }
+
+    fn peer_progressed(&mut self, now: Instant, transport: TransportId) {
         let now = self.observe(now);
         if !self.is_current(transport) || !self.receives_frames() {
             return;

@@ -33,6 +33,15 @@ pub(crate) enum LinkInput {
     Failed(TransportFailure),
 }
 
+/// Signs of the peer a link noted between its inputs (see [`Link::take_peer_signs`]).
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub(crate) struct PeerSigns {
+    /// Bytes arrived without making a whole input yet.
+    pub(crate) arrived: bool,
+    /// The socket took more of our bytes after it had pushed back.
+    pub(crate) acknowledged: bool,
+}
+
 /// What every link of one client shares: TLS roots and buffer sizes.
 #[derive(Clone)]
 pub(crate) struct LinkContext {
@@ -100,21 +109,25 @@ impl Link {
         }
     }
 
-    /// Queues a WebSocket ping. Bytes that arrived before it do not answer it: forgotten.
+    /// Queues a WebSocket ping. What the peer showed before it does not answer it: forgotten.
     pub(crate) fn ping(&mut self, payload: Vec<u8>) {
-        self.take_bytes_arrived();
+        self.take_peer_signs();
         if let Kind::Ws(ws) = &mut self.kind {
             ws.ping(payload);
         }
     }
 
-    /// Whether bytes arrived since the link last reported an input from the peer (or since the
-    /// last call, or the last ping): part of a message still coming in, for
-    /// `Engine::bytes_received`. Cheap (a flag), so the driver can ask before every timeout.
-    pub(crate) fn take_bytes_arrived(&mut self) -> bool {
+    /// What the peer showed since the link last reported an input from it (or since the last
+    /// call, or the last ping): part of a message still coming in (`Engine::bytes_received`),
+    /// or more of ours taken after the socket pushed back (`Engine::bytes_acknowledged`).
+    /// Cheap (flags), so the driver can ask before every timeout.
+    pub(crate) fn take_peer_signs(&mut self) -> PeerSigns {
         match &mut self.kind {
-            Kind::Ws(ws) => ws.take_bytes_arrived(),
-            Kind::Sse(sse) => sse.take_bytes_arrived(),
+            Kind::Ws(ws) => ws.take_peer_signs(),
+            Kind::Sse(sse) => PeerSigns {
+                arrived: sse.take_bytes_arrived(),
+                acknowledged: false,
+            },
         }
     }
 
@@ -143,7 +156,7 @@ impl Link {
             // (Not `Writable` or `Progress`: they are about our writes.)
             Poll::Ready(LinkInput::Writable(_) | LinkInput::Progress(_)) | Poll::Pending => {}
             Poll::Ready(_) => {
-                self.take_bytes_arrived();
+                self.take_peer_signs();
             }
         }
         input

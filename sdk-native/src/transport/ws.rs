@@ -12,16 +12,17 @@
 //! `MaybeTlsStream`: that enum is as large as its rustls variant, so every idle plain
 //! connection would carry ~1 KiB of unused TLS state.
 //!
-//! The TCP stream under either is wrapped in [`Noted`], which notes that bytes arrived, so the
-//! driver can tell the engine that a large message is still coming in (see
-//! `tether_core::Engine::bytes_received`) without a call per read.
+//! The TCP stream under either is wrapped in [`Noted`], which notes that bytes arrived, or that
+//! the socket took more of ours after pushing back, so the driver can tell the engine that a
+//! large message is still coming in or going out (see `tether_core::Engine::bytes_received` and
+//! `bytes_acknowledged`) without a call per read or write.
 
-use super::{retry_after, LinkInput};
+use super::{retry_after, LinkInput, PeerSigns};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tether_core::{Frame, OpenRequest, TransportFailure};
@@ -55,35 +56,60 @@ impl Opened {
         }
     }
 
-    /// Whether bytes arrived since the last call.
-    fn take_bytes_arrived(&self) -> bool {
+    /// What the peer showed since the last call.
+    fn take_peer_signs(&self) -> PeerSigns {
         match self {
-            Opened::Plain(stream) => stream.get_ref().take_arrived(),
-            Opened::Tls(stream) => stream.get_ref().get_ref().take_arrived(),
+            Opened::Plain(stream) => stream.get_ref().take_signs(),
+            Opened::Tls(stream) => stream.get_ref().get_ref().take_signs(),
         }
     }
 }
 
-/// A byte stream that notes whether bytes arrived: a flag set on every read that got some,
-/// taken by [`Noted::take_arrived`]. As small as it can be (a `ws://` idle connection's
-/// memory is mostly its stream); atomic only so that a shared reference can take it
-/// (tokio-tungstenite's `MaybeTlsStream` lends no `&mut` to what it wraps), and written
-/// through `&mut` on the read path.
+/// A byte stream that notes signs of the peer: a read that got bytes ([`ARRIVED`]), and a
+/// write that the socket took after it had pushed back ([`ACKNOWLEDGED`]: the kernel frees
+/// send-buffer room only for bytes the peer acknowledged), taken by [`Noted::take_signs`].
+/// As small as it can be (a `ws://` idle connection's memory is mostly its stream): one byte
+/// of flags, atomic only so that a shared reference can take them (tokio-tungstenite's
+/// `MaybeTlsStream` lends no `&mut` to what it wraps), and written through `&mut` on the I/O
+/// paths.
 pub(crate) struct Noted<S> {
     inner: S,
-    arrived: AtomicBool,
+    notes: AtomicU8,
 }
+
+/// A read got bytes.
+const ARRIVED: u8 = 1;
+/// The last write found the socket full.
+const PUSHED_BACK: u8 = 2;
+/// A write went through after the socket had pushed back.
+const ACKNOWLEDGED: u8 = 4;
 
 impl<S> Noted<S> {
     fn new(inner: S) -> Self {
         Noted {
             inner,
-            arrived: AtomicBool::new(false),
+            notes: AtomicU8::new(0),
         }
     }
 
-    fn take_arrived(&self) -> bool {
-        self.arrived.swap(false, Ordering::Relaxed)
+    fn take_signs(&self) -> PeerSigns {
+        let notes = self.notes.fetch_and(PUSHED_BACK, Ordering::Relaxed);
+        PeerSigns {
+            arrived: notes & ARRIVED != 0,
+            acknowledged: notes & ACKNOWLEDGED != 0,
+        }
+    }
+
+    /// Notes what a write's outcome says about the peer.
+    fn note_write(&mut self, polled: &Poll<std::io::Result<usize>>) {
+        let notes = self.notes.get_mut();
+        match polled {
+            Poll::Pending => *notes |= PUSHED_BACK,
+            Poll::Ready(Ok(n)) if *notes & PUSHED_BACK != 0 && *n > 0 => {
+                *notes = (*notes & !PUSHED_BACK) | ACKNOWLEDGED;
+            }
+            Poll::Ready(_) => {}
+        }
     }
 }
 
@@ -97,7 +123,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Noted<S> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
-            *this.arrived.get_mut() = true;
+            *this.notes.get_mut() |= ARRIVED;
         }
         polled
     }
@@ -109,7 +135,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Noted<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.note_write(&polled);
+        polled
     }
 
     fn poll_write_vectored(
@@ -117,7 +146,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Noted<S> {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.note_write(&polled);
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -213,11 +245,11 @@ impl WsLink {
         })));
     }
 
-    /// Whether bytes arrived since the last call (the handshake's included).
-    pub(crate) fn take_bytes_arrived(&mut self) -> bool {
+    /// What the peer showed since the last call (the handshake's bytes included).
+    pub(crate) fn take_peer_signs(&mut self) -> PeerSigns {
         match &self.state {
-            State::Open(opened) => opened.take_bytes_arrived(),
-            _ => false,
+            State::Open(opened) => opened.take_peer_signs(),
+            _ => PeerSigns::default(),
         }
     }
 
@@ -504,13 +536,64 @@ mod tests {
     use super::*;
     use std::mem::size_of;
 
-    /// An idle `ws://` connection's memory is mostly its stream: noting arrivals costs it
-    /// 8 bytes, no more (and as much under TLS).
+    /// An idle `ws://` connection's memory is mostly its stream: noting what the peer does
+    /// costs it 8 bytes, no more (and as much under TLS).
     #[test]
     fn noting_arrivals_keeps_the_streams_small() {
         assert!(size_of::<PlainStream>() <= size_of::<WebSocketStream<TcpStream>>() + 8);
         assert!(
             size_of::<TlsStream>() <= size_of::<WebSocketStream<MaybeTlsStream<TcpStream>>>() + 8
         );
+    }
+
+    /// A writer that pushes back on every other write, then takes everything.
+    struct Alternating {
+        full: bool,
+    }
+
+    impl AsyncWrite for Alternating {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            self.full = !self.full;
+            match self.full {
+                true => Poll::Pending,
+                false => Poll::Ready(Ok(buf.len())),
+            }
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// Only a write taken after a push-back says the peer acknowledged something: a socket
+    /// with room takes bytes whether or not anyone is there.
+    #[test]
+    fn a_write_counts_as_acknowledged_only_after_a_push_back() {
+        let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
+        let mut noted = Noted::new(Alternating { full: true });
+        let mut write = |noted: &mut Noted<Alternating>| {
+            let _ = Pin::new(noted).poll_write(&mut cx, b"bytes");
+        };
+        write(&mut noted); // taken: the socket had room
+        assert_eq!(noted.take_signs(), PeerSigns::default());
+        write(&mut noted); // pushed back
+        assert_eq!(noted.take_signs(), PeerSigns::default());
+        write(&mut noted); // taken after the push-back
+        let acknowledged = PeerSigns {
+            arrived: false,
+            acknowledged: true,
+        };
+        assert_eq!(noted.take_signs(), acknowledged);
+        assert_eq!(noted.take_signs(), PeerSigns::default(), "taken once");
+        write(&mut noted); // pushed back
+        let _ = noted.take_signs(); // e.g. a ping was queued: the push-back is remembered
+        write(&mut noted);
+        assert_eq!(noted.take_signs(), acknowledged);
     }
 }
