@@ -8,7 +8,7 @@
 //! |---|---|
 //! | `config.rs` | `ClientConfig` (chainable builder), `WireProtocol`, `Jitter`, `HeartbeatMode`, `OverflowPolicy`, `TokenPlacement`, `Disposition` |
 //! | `client.rs` | `Client`: connect, send/publish, acked sends and requests (async), channels, presence, documents, close and shutdown, network and lifecycle hooks, state, stats |
-//! | `options.rs` | `SendOptions` (per-message ack and TTL) |
+//! | `options.rs` | `SendOptions` (per-message ack, TTL and ack timeout) |
 //! | `document.rs` | `Document` (a shared document: get, snapshot, set, delete, increment, insert, change, listeners), `DocumentOp` |
 //! | `document_event.rs` | `DocumentEvent`, `ChangeOrigin`, `KeyChange` |
 //! | `listener.rs` | `ClientListener`, `DocumentListener` (foreign traits), `ListenerHandle` (`cancel()`), `ListenerError` |
@@ -16,7 +16,7 @@
 //! | `state.rs` | `ConnectionState`, `CloseReason` |
 //! | `token.rs` | `TokenProvider` (async foreign trait), `TokenError` |
 //! | `log.rs` | `setLogSink`, `LogSink` (foreign trait), `LogRecord`, `LogLevel`, `LogError`: the library's log for Logcat / os_log / `logging` |
-//! | `error.rs` | `ClientError` |
+//! | `error.rs` | `ClientError`, `SizeLimit` (which limit `TooLarge` exceeds), `Unacked` (what `AckTimedOut` found) |
 //! | `stats.rs` | `ClientStats` |
 //!
 //! Internals: `runtime.rs` (the library's lazily started tokio runtime) and `dispatch.rs`
