@@ -292,8 +292,9 @@ impl Engine {
     /// [`Action::Ping`]), for the other direction: a large message going out on a slow link
     /// keeps the peer busy reading it, and the ping waits behind it, so no pong can come
     /// until it is through. A dead path takes nothing once the buffer is full, so it is still
-    /// found within the heartbeat's bound. Only a driver that sees its socket push back can
-    /// report this (not a browser's `WebSocket`).
+    /// found within the heartbeat's bound. A driver reports it when it sees its socket take
+    /// bytes after pushing back (the native one), or its platform's send buffer shrink while
+    /// never empty (a browser's `bufferedAmount`).
     pub fn bytes_acknowledged(&mut self, now: Instant, transport: TransportId) {
         self.peer_progressed(now, transport);
     }

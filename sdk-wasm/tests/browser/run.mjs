@@ -8,7 +8,7 @@ import path from 'node:path';
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
-import { behaviours, freePort, proxy, relay, silentServer, sleep, sseServer, staticServer, stopAll, until, wsServer } from './servers.mjs';
+import { behaviours, freePort, proxy, relay, silentServer, sleep, slowProxy, sseServer, staticServer, stopAll, until, wsServer } from './servers.mjs';
 
 const require = createRequire(import.meta.url);
 const { chromium } = require(path.resolve(process.env.WEB_TOOLS, 'node_modules/playwright-core'));
@@ -645,6 +645,37 @@ test('an oversized message is never copied into the module: frame_too_large with
   assert.ok(r.sseGrew < 1 << 20, `the module's memory grew by ${r.sseGrew} B`);
   // The skipped event's id still counts, as with the engine's own parser: the stream resumes after it.
   assert.match(sse.urls[1], /lastEventId=7/);
+});
+
+test('a large message sent on a slow link is not cut off by the heartbeat whose pong waits behind it', async ({ page }) => {
+  // The server reads the message before it can answer a ping, and the ping waits behind it in
+  // the browser: only `bufferedAmount` going down shows that the peer is taking it. 24 MiB at
+  // ~8 MB/s against a 1.5 s heartbeat bound. (That large because loopback gives the socket a
+  // send buffer of megabytes, whose last fill goes out unseen.)
+  const srv = await wsServer((ws) => ws.on('message', (data) => {
+    const text = data.toString();
+    ws.send(text === 'ping' ? 'pong' : `got ${text.length}`);
+  }));
+  const slow = await slowProxy(srv.port);
+  const size = 24 << 20;
+  const r = await page.evaluate(async ({ url, size }) => {
+    const c = new tether.TetherClient(url, {
+      heartbeat: { mode: 'app', intervalMs: 500, maxMissed: 2 },
+      maxMessageBytes: 2 * size, outbox: { maxBytes: 2 * size },
+    });
+    const log = record(c);
+    await until(() => c.state.name === 'open', 5000, 'open');
+    c.send('x'.repeat(size));
+    await until(() => log.some((e) => e.type === 'message' && e.data.startsWith('got')) || log.some((e) => e.type === 'reconnecting'),
+      30000, 'the answer or a reconnect');
+    const out = {
+      answers: log.filter((e) => e.type === 'message' && e.data.startsWith('got')).map((e) => e.data),
+      reconnects: log.filter((e) => e.type === 'reconnecting').map((e) => e.cause && e.cause.kind),
+    };
+    c.close();
+    return out;
+  }, { url: slow.ws, size });
+  assert.deepEqual(r, { answers: [`got ${size}`], reconnects: [] });
 });
 
 test('close policy: codes the app maps to stop end the client; unmapped ones retry', async ({ page }) => {

@@ -194,6 +194,31 @@ export async function sseServer(bodies) {
   return { url: `http://127.0.0.1:${server.address().port}/events`, urls, stop };
 }
 
+/** A TCP proxy that reads what clients send slowly: one read (at most 64 KiB) every 8 ms,
+ *  ~8 MB/s, a slow uplink; the server's answers go back at full speed. */
+export async function slowProxy(targetPort) {
+  const sockets = new Set();
+  const server = net.createServer((client) => {
+    const upstream = net.connect(targetPort, '127.0.0.1');
+    const pair = [client, upstream];
+    sockets.add(pair);
+    const end = () => { sockets.delete(pair); client.destroy(); upstream.destroy(); };
+    client.on('error', end); upstream.on('error', end); client.on('close', end); upstream.on('close', end);
+    client.on('data', (chunk) => {
+      upstream.write(chunk);
+      client.pause();
+      setTimeout(() => client.resume(), 8);
+    });
+    upstream.pipe(client);
+  });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  const stop = track(() => new Promise((r) => {
+    for (const [a, b] of [...sockets]) { a.destroy(); b.destroy(); }
+    server.close(() => r());
+  }));
+  return { ws: `ws://127.0.0.1:${server.address().port}/ws`, stop };
+}
+
 /** A TCP server that accepts and never answers: a WebSocket handshake to it never completes. */
 export async function silentServer() {
   const sockets = new Set();
