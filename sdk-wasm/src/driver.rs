@@ -143,10 +143,11 @@ impl Shared {
         self.delivering.set(false);
     }
 
-    /// Wires window `online`/`offline` and document `visibilitychange` to the engine, and
-    /// reports the current values. Does nothing outside a window (workers).
+    /// Wires `online`/`offline` (on the window, or a worker's global scope) and document
+    /// `visibilitychange` to the engine, and reports the current values. Does nothing where
+    /// the global scope fires no events (Node).
     pub(crate) fn watch_lifecycle(self: &Rc<Self>) {
-        let Some(window) = js::window() else {
+        let Some(scope) = js::event_scope() else {
             return;
         };
         let mut hooks: Vec<Hook> = Vec::new();
@@ -154,10 +155,10 @@ impl Shared {
             let w = Rc::downgrade(self);
             let cb =
                 Closure::new(move || input(&w, |i, now| i.engine.network_changed(now, online)));
-            hooks.push((window.clone().unchecked_into(), name, cb));
+            hooks.push((scope.clone(), name, cb));
         }
-        let online = window.navigator().on_line();
-        let document = window.document();
+        let online = js::online();
+        let document = js::document();
         if let Some(doc) = &document {
             let (w, d) = (Rc::downgrade(self), doc.clone());
             let cb = Closure::new(move || {

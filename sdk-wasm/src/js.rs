@@ -16,18 +16,38 @@ extern "C" {
     fn performance_now() -> f64;
     #[wasm_bindgen(catch, js_namespace = crypto, js_name = getRandomValues)]
     fn get_random_values(buf: &mut [u8]) -> Result<JsValue, JsValue>;
-    /// The global `window`, absent in workers. Read directly: `web_sys::window()` goes through
-    /// `js_sys::global()`, which probes four globals with four imports. Untyped: see
-    /// [`window`].
-    #[wasm_bindgen(thread_local_v2, js_name = window)]
-    static WINDOW: Option<JsValue>;
+    /// The global scope: a window, a worker's scope, or Node's `globalThis` (the parity
+    /// tests). Read directly: `js_sys::global()` probes four globals with four imports.
+    /// Untyped: see [`event_scope`].
+    #[wasm_bindgen(thread_local_v2, js_name = globalThis)]
+    static GLOBAL: JsValue;
+    /// The global `document`, absent in workers.
+    #[wasm_bindgen(thread_local_v2, js_name = document)]
+    static DOCUMENT: Option<JsValue>;
+    /// The global `navigator` (a window's or a worker's: both have `onLine`).
+    #[wasm_bindgen(thread_local_v2, js_name = navigator)]
+    static NAVIGATOR: Option<Navigator>;
+    type Navigator;
+    /// Present wherever [`event_scope`] is (a window's or a worker's navigator).
+    #[wasm_bindgen(method, getter, js_name = onLine)]
+    fn on_line(this: &Navigator) -> bool;
 }
 
-/// The browser window, if this is one: a `window` global that is not a `Window` (a shim
-/// left by server-side rendering or a test setup) counts as none, so the driver skips the
-/// lifecycle hooks instead of calling methods the shim lacks.
-pub(crate) fn window() -> Option<web_sys::Window> {
-    WINDOW.with(|w| w.clone()?.dyn_into().ok())
+/// The global scope, if it is one that fires `online`/`offline`: a window, or a worker's
+/// scope (the HTML spec fires them there too). Node's `globalThis` is no `EventTarget`, and
+/// is skipped, as is a shim left by server-side rendering or a test setup.
+pub(crate) fn event_scope() -> Option<web_sys::EventTarget> {
+    GLOBAL.with(|g| g.clone().dyn_into().ok())
+}
+
+/// The page's document, if there is one (none in workers) and it is a `Document`.
+pub(crate) fn document() -> Option<web_sys::Document> {
+    DOCUMENT.with(|d| d.clone()?.dyn_into().ok())
+}
+
+/// `navigator.onLine`, where there is a navigator to ask; online otherwise.
+pub(crate) fn online() -> bool {
+    NAVIGATOR.with(|n| n.as_ref().is_none_or(Navigator::on_line))
 }
 
 /// The engine's clock: `performance.now()`, so engine instants compare directly with it.

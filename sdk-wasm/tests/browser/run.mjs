@@ -48,9 +48,10 @@ test('raw WebSocket: connects, echoes text and binary, counts frames', async ({ 
   assert.deepEqual(srv.frames.map((f) => (typeof f === 'string' ? f : [...f])), ['hello', [1, 2, 3], '{"json":true}']);
 });
 
-test('in a module Web Worker (no window): connects and echoes; the lifecycle hooks are skipped', async ({ page }) => {
-  // A worker (e.g. one connection shared by the tabs of an app) has no window: the driver must
-  // skip the online/offline and visibility hooks rather than fail, and everything else works.
+test('in a module Web Worker (no window): connects and echoes; the visibility hook is skipped', async ({ page }) => {
+  // A worker (e.g. one connection shared by the tabs of an app) has no window and no document:
+  // the driver must skip the visibility hook rather than fail (online/offline it takes from
+  // the worker's global scope), and everything else works.
   const srv = await wsServer(behaviours.echo);
   const r = await page.evaluate(async (url) => {
     const src = `import * as tether from '${location.origin}/pkg/tether.js';
@@ -799,6 +800,52 @@ test('online event while waiting: reconnects at once instead of after the backof
   });
   assert.ok(r.waitingFor > 15000, `backoff was ${r.waitingFor} ms`);
   // At once, not after the 20 s backoff (the bound leaves room for a loaded machine).
+  assert.ok(r.took < 5000, `reconnected ${r.took} ms after online`);
+  assert.equal(srv.connections.length, 1);
+});
+
+test('in a worker, the online event on its global scope reconnects at once too', async ({ page }) => {
+  // The HTML spec fires online/offline on a worker's global scope as on a window (headless
+  // Chromium sends none to workers: the test dispatches it, as the window test does).
+  const port = await freePort();
+  await page.evaluate(async (url) => {
+    const src = `import * as tether from '${location.origin}/pkg/tether.js';
+      let c;
+      onmessage = async ({ data }) => {
+        if (data.url) {
+          c = await tether.TetherClient.connect(data.url, { backoff: { initialMs: 20000, jitter: 'none' } });
+          const waiting = () => c.state.name === 'waiting'
+            ? postMessage({ waiting: c.state.retryInMs })
+            : setTimeout(waiting, 10);
+          waiting();
+        } else {
+          const t0 = performance.now();
+          self.dispatchEvent(new Event('online'));
+          const open = () => c.state.name === 'open'
+            ? postMessage({ took: performance.now() - t0 })
+            : setTimeout(open, 10);
+          open();
+        }
+      };`;
+    window.w = new Worker(URL.createObjectURL(new Blob([src], { type: 'text/javascript' })), { type: 'module' });
+    window.answer = () => new Promise((done, fail) => {
+      w.onmessage = ({ data }) => done(data);
+      w.onerror = (e) => fail(new Error(`worker error: ${e.message}`));
+      sleep(8000).then(() => fail(new Error('no answer from the worker in 8 s')));
+    });
+    const waiting = answer();
+    w.postMessage({ url });
+    window.waitingFor = (await waiting).waiting;
+  }, `ws://127.0.0.1:${port}/ws`);
+  const srv = await wsServer(behaviours.echo, port);
+  const r = await page.evaluate(async () => {
+    const open = answer();
+    w.postMessage({ online: true });
+    const { took } = await open;
+    w.terminate();
+    return { waitingFor, took };
+  });
+  assert.ok(r.waitingFor > 15000, `backoff was ${r.waitingFor} ms`);
   assert.ok(r.took < 5000, `reconnected ${r.took} ms after online`);
   assert.equal(srv.connections.length, 1);
 });
