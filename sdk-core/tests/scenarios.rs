@@ -2773,10 +2773,7 @@ fn malformed_and_oversized_frames_are_reported_and_the_connection_survives() {
     sim.server_push(Frame::Text("x".repeat(101)));
     sim.other_publishes("room", json!("still works"));
     sim.run_for(ms(100));
-    let kinds = sim.events_matching(|e| match e {
-        Event::Error(err) => Some(err.kind()),
-        _ => None,
-    });
+    let kinds = sim.errors().iter().map(|e| e.kind()).collect::<Vec<_>>();
     assert_eq!(
         kinds,
         vec![
@@ -3064,10 +3061,7 @@ fn an_sse_id_a_header_could_not_carry_is_not_resumed_from() {
     );
     // Only the over-long one is reported (as our parser reports it), once; the others break
     // a header rule the app cannot act on, and NUL is the spec's own silent rule.
-    let errors = sim.events_matching(|e| match e {
-        Event::Error(err) => Some(err.clone()),
-        _ => None,
-    });
+    let errors = sim.errors();
     assert_eq!(
         errors,
         vec![EngineError::SseLineTooLong {
@@ -3101,10 +3095,7 @@ fn a_message_the_driver_left_unread_as_too_large_is_reported_and_the_next_one_re
     sim.engine
         .frame_received(sim.now, transport, Frame::from("after"));
     sim.run_for(ms(50));
-    let errors = sim.events_matching(|e| match e {
-        Event::Error(err) => Some(err.clone()),
-        _ => None,
-    });
+    let errors = sim.errors();
     assert_eq!(
         errors,
         [EngineError::FrameTooLarge {
@@ -3144,10 +3135,7 @@ fn what_an_sse_parser_hands_over_is_judged_by_the_engine() {
         sim.engine.sse_parsed(sim.now, transport, item);
     }
     sim.run_for(ms(50));
-    let errors = sim.events_matching(|e| match e {
-        Event::Error(err) => Some(err.kind()),
-        _ => None,
-    });
+    let errors = sim.errors().iter().map(|e| e.kind()).collect::<Vec<_>>();
     assert_eq!(errors, vec!["sse_line_too_long", "frame_too_large"]);
     let texts: Vec<Payload> = sim.delivered().into_iter().map(|m| m.payload).collect();
     assert_eq!(
@@ -3173,10 +3161,7 @@ fn an_sse_event_the_parser_skipped_as_too_large_is_reported_and_the_stream_kept(
     let transport = sim.server.conn.unwrap();
     sim.engine.frame_too_large(sim.now, transport, 1_000_000);
     sim.run_for(ms(50));
-    let errors = sim.events_matching(|e| match e {
-        Event::Error(err) => Some(err.clone()),
-        _ => None,
-    });
+    let errors = sim.errors();
     assert_eq!(
         errors,
         [tether_core::EngineError::FrameTooLarge {

@@ -649,6 +649,14 @@ impl Sim {
         self.events.iter().filter_map(|(_, e)| f(e)).collect()
     }
 
+    /// The error events reported to the app, in order.
+    pub fn errors(&self) -> Vec<tether_core::EngineError> {
+        self.events_matching(|e| match e {
+            Event::Error(err) => Some(err.clone()),
+            _ => None,
+        })
+    }
+
     /// Payloads of the messages delivered to the app.
     pub fn delivered(&self) -> Vec<tether_core::InboundMessage> {
         self.events_matching(|e| match e {
