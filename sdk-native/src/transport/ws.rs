@@ -100,11 +100,17 @@ impl<S> Noted<S> {
         }
     }
 
-    /// Notes what a write's outcome says about the peer.
-    fn note_write(&mut self, polled: &Poll<std::io::Result<usize>>) {
+    /// Notes what a write's outcome says about the peer. `budget`: whether the task had
+    /// cooperative budget left when it asked ([`tokio::task::coop::has_budget_remaining`]).
+    /// Without, tokio answers `Pending` without asking the socket: no push-back, and the
+    /// write that goes through next would be taken for the peer's acknowledgement. With, a
+    /// `Pending` means the socket refused (or had refused) bytes, even if the budget ran out
+    /// while tokio retried.
+    fn note_write(&mut self, budget: bool, polled: &Poll<std::io::Result<usize>>) {
         let notes = self.notes.get_mut();
         match polled {
-            Poll::Pending => *notes |= PUSHED_BACK,
+            Poll::Pending if budget => *notes |= PUSHED_BACK,
+            Poll::Pending => {}
             Poll::Ready(Ok(n)) if *notes & PUSHED_BACK != 0 && *n > 0 => {
                 *notes = (*notes & !PUSHED_BACK) | ACKNOWLEDGED;
             }
@@ -136,8 +142,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Noted<S> {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
+        let budget = tokio::task::coop::has_budget_remaining();
         let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
-        this.note_write(&polled);
+        this.note_write(budget, &polled);
         polled
     }
 
@@ -147,8 +154,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Noted<S> {
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
+        let budget = tokio::task::coop::has_budget_remaining();
         let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        this.note_write(&polled);
+        this.note_write(budget, &polled);
         polled
     }
 
@@ -595,5 +603,84 @@ mod tests {
         let _ = noted.take_signs(); // e.g. a ping was queued: the push-back is remembered
         write(&mut noted);
         assert_eq!(noted.take_signs(), acknowledged);
+    }
+
+    /// tokio answers `Pending` without touching the socket once the task has used its
+    /// cooperative budget (128 operations a poll): that is no push-back, and the write that
+    /// goes through after it says nothing about the peer. Here the peer never reads; the
+    /// socket has room all along.
+    #[tokio::test]
+    async fn a_pending_write_from_an_exhausted_task_budget_is_not_a_push_back() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let tcp = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (_peer, _) = listener.accept().await.unwrap(); // never reads
+        let mut noted = Noted::new(tcp);
+        // Small writes in one poll until one is refused: the budget runs out long before a
+        // send buffer of at least a few KiB is full.
+        let writes = std::future::poll_fn(|cx| {
+            let mut n = 0;
+            while n < 1_000 {
+                match Pin::new(&mut noted).poll_write(cx, b"x") {
+                    Poll::Ready(Ok(1)) => n += 1,
+                    other => return Poll::Ready((n, other.is_pending())),
+                }
+            }
+            Poll::Ready((n, false))
+        })
+        .await;
+        assert!(
+            writes.1 && writes.0 <= 128,
+            "refused after {} writes",
+            writes.0
+        );
+        tokio::task::yield_now().await; // a fresh budget
+        let taken =
+            std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut noted).poll_write(cx, b"x"))).await;
+        assert!(matches!(taken, Poll::Ready(Ok(1))), "the socket had room");
+        assert_eq!(noted.take_signs(), PeerSigns::default());
+    }
+
+    /// The real thing on a socket: its buffer fills while the peer does not read, and room
+    /// comes back as the peer reads (and so acknowledges).
+    #[tokio::test]
+    async fn a_socket_that_pushed_back_and_takes_more_once_the_peer_reads_is_acknowledged() {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let tcp = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut peer, _) = listener.accept().await.unwrap();
+        let mut noted = Noted::new(tcp);
+        let chunk = vec![0u8; 64 << 10];
+        async fn write(noted: &mut Noted<TcpStream>, chunk: &[u8]) -> Poll<std::io::Result<usize>> {
+            std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *noted).poll_write(cx, chunk)))
+                .await
+        }
+        let mut sent = 0;
+        loop {
+            tokio::task::yield_now().await; // a fresh budget for each write
+            match write(&mut noted, &chunk).await {
+                Poll::Ready(Ok(n)) => sent += n,
+                Poll::Pending => break,
+                Poll::Ready(Err(e)) => panic!("{e}"),
+            }
+            assert!(sent < 1 << 30, "the socket never pushed back");
+        }
+        assert_eq!(noted.take_signs(), PeerSigns::default());
+        let mut sink = vec![0u8; 1 << 20];
+        let mut read = 0;
+        let taken = loop {
+            read += peer.read(&mut sink).await.unwrap();
+            tokio::task::yield_now().await;
+            if let Poll::Ready(r) = write(&mut noted, &chunk).await {
+                break r.unwrap();
+            }
+            assert!(read <= sent, "room never came back");
+        };
+        assert!(taken > 0);
+        let signs = noted.take_signs();
+        assert!(signs.acknowledged, "{signs:?}");
     }
 }
