@@ -253,8 +253,11 @@ export interface TetherClientOptions {
   requestTimeoutMs?: number;
   /**
    * Largest message either way. [1048576] A larger incoming one is reported as a
-   * `frame_too_large` error event with its size and never copied into the module's memory;
-   * the connection is kept.
+   * `frame_too_large` error event with its size, and the connection is kept. It is not copied
+   * into the module's memory (which never shrinks) when its size alone tells: a binary one, or
+   * a text longer in UTF-16 units than the limit (measured through a `Blob`, a short-lived
+   * copy in JavaScript memory). A text within the limit in units but over it in UTF-8 bytes is
+   * copied first (at most 3× the limit).
    */
   maxMessageBytes?: number;
   /** Fail sent requests at once when the connection drops. [true] */
