@@ -40,6 +40,10 @@ enum Op {
     StaleInput,
     /// The link's socket took this many 1/8ths of what it was handed (review).
     Progress(u8),
+    /// A message of this size the driver left unread (`reads_message_of` said no, or not).
+    TooLarge(usize),
+    /// Part of a message arrived (`false`), or the socket took more of ours (`true`).
+    PeerSign(bool),
 }
 
 #[derive(Debug, Clone)]
@@ -101,6 +105,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (prop::option::of(0u8..20), prop::option::of(0u64..4_000)).prop_map(|(i, r)| Op::Sse(i, r)),
         1 => Just(Op::StaleInput),
         4 => (0u8..=8).prop_map(Op::Progress),
+        1 => (0usize..5_000).prop_map(Op::TooLarge),
+        1 => any::<bool>().prop_map(Op::PeerSign),
     ]
 }
 
@@ -336,6 +342,19 @@ impl Harness {
             Op::Writable(w) => {
                 if let Some(t) = self.transport {
                     e.transport_writable(now, t, w);
+                }
+            }
+            Op::TooLarge(size) => {
+                if let Some(t) = self.transport {
+                    e.frame_too_large(now, t, size);
+                }
+            }
+            Op::PeerSign(acknowledged) => {
+                if let Some(t) = self.transport {
+                    match acknowledged {
+                        true => e.bytes_acknowledged(now, t),
+                        false => e.bytes_received(now, t),
+                    }
                 }
             }
             Op::Opened => {

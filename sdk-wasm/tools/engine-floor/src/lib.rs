@@ -92,6 +92,11 @@ pub extern "C" fn engine_input(kind: u32, now: u64, ptr: *const u8, len: usize) 
                 },
             ),
             17 => en.token_failed(now, 1, &t),
+            // What a browser driver asks before copying a message, and reports when it does not.
+            18 => match en.reads_message_of(len) {
+                true => en.bytes_acknowledged(now, id),
+                false => en.frame_too_large(now, id, len),
+            },
             // Shared documents (the browser package exposes them).
             #[cfg(feature = "documents")]
             19 => acc += u64::from(en.open_document(now, &t).is_ok()),
