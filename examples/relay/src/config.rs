@@ -76,7 +76,8 @@ pub struct RelayConfig {
     /// frame, and to a client that said `hello` also an application `ping` (a raw WebSocket
     /// client, which never says hello, would read it as data; its stack answers the frame
     /// without it). A connection from which
-    /// nothing at all has arrived for two intervals (no message, pong, ping of either kind) is
+    /// nothing at all has arrived for two intervals (no message, pong, ping of either kind, no
+    /// byte of one: a large message arriving slowly is not silence) is
     /// closed with 4000 `heartbeat timeout`, so a client whose network vanished without a FIN
     /// or RST stops holding its subscriptions and presence. `None` does neither.
     /// Default: 25 s (the SDK's own heartbeat interval).

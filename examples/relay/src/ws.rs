@@ -15,11 +15,14 @@ use crate::session::{Flow, Session};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tether_core::close_policy::restart_advice;
 use tether_core::protocol::ServerMessage;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
@@ -29,7 +32,63 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use tokio_tungstenite::tungstenite::{Bytes, Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
-type Ws = WebSocketStream<TcpStream>;
+type Ws = WebSocketStream<NotedTcp>;
+
+/// A connection's TCP stream, noting that bytes arrived: part of a frame still arriving is a
+/// sign of life, so a large message on a slow uplink (whose client can only answer a ping
+/// after the frame it is writing) is not closed as silent mid-message, and again after every
+/// reconnect. The flag is shared with the reader, which looks at it only when the silence
+/// limit passes.
+struct NotedTcp {
+    tcp: TcpStream,
+    arrived: Arc<AtomicBool>,
+}
+
+impl AsyncRead for NotedTcp {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.tcp).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.arrived.store(true, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for NotedTcp {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().tcp).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().tcp).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.tcp.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_shutdown(cx)
+    }
+}
 
 /// Read buffer per connection. tungstenite's default (128 KiB, allocated up front) would
 /// cost 1.25 GiB for 10,000 idle connections; protocol frames are small, and a large
@@ -143,6 +202,11 @@ pub(crate) async fn serve(
         .await
         .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
     // Bytes the client sent right behind its request head are its first frames.
+    let arrived = Arc::new(AtomicBool::new(false));
+    let stream = NotedTcp {
+        tcp: stream,
+        arrived: arrived.clone(),
+    };
     let ws = WebSocketStream::from_partially_read(
         stream,
         rest,
@@ -181,7 +245,7 @@ pub(crate) async fn serve(
         }
     } else {
         tokio::select! {
-        end = read_frames(&mut frames, &mut session, &peer, hello_deadline, silence_limit) => end,
+        end = read_frames(&mut frames, &mut session, &peer, hello_deadline, silence_limit, &arrived) => end,
         end = write_frames(&mut sink, &mut queue, shared.config.ping_interval) => end,
         // Its client connected again and gave this connection up: dead, or as good as.
         () = peer.replaced() => Ending::Drop,
@@ -221,8 +285,9 @@ pub(crate) async fn serve(
 
 /// Reads frames into the session until the connection ends. With a `silence_limit`, a
 /// connection from which nothing at all arrives for that long (no message, no pong, no ping
-/// frame) is closed as dead: its client's network may have vanished without a FIN or RST,
-/// and only this frees its subscriptions and presence.
+/// frame, no byte of one: `arrived`, see [`NotedTcp`]) is closed as dead: its client's
+/// network may have vanished without a FIN or RST, and only this frees its subscriptions and
+/// presence.
 ///
 /// Two things stop the reading for a while, leaving the client's frames in the socket
 /// (TCP backpressure): replies the client asked for and has not read yet, as many as
@@ -234,6 +299,7 @@ async fn read_frames(
     peer: &Peer,
     hello_deadline: Option<Instant>,
     silence_limit: Option<Duration>,
+    arrived: &AtomicBool,
 ) -> Ending {
     let mut last_inbound = Instant::now();
     loop {
@@ -255,6 +321,9 @@ async fn read_frames(
                         if let Flow::Close { code, reason } = session.hello_timed_out() {
                             return Ending::close(code, &reason);
                         }
+                    } else if arrived.swap(false, Ordering::Relaxed) {
+                        // Part of a frame came in since the last one: still arriving.
+                        last_inbound = Instant::now();
                     } else {
                         tracing::debug!("closing: nothing received for two ping intervals");
                         return Ending::Close {
@@ -269,8 +338,9 @@ async fn read_frames(
             },
             None => frames.next().await,
         };
-        // Any frame is a sign of life, pongs and pings included.
+        // Any frame is a sign of life, pongs and pings included (and its bytes with it).
         last_inbound = Instant::now();
+        arrived.store(false, Ordering::Relaxed);
         let flow = match next {
             None => return Ending::Gone,
             Some(Ok(Message::Text(text))) => {

@@ -116,6 +116,59 @@ async fn a_raw_socket_silent_after_the_handshake_is_closed() {
     within("shutdown", relay.shutdown()).await;
 }
 
+/// A large message on a slow uplink arrives for longer than the silence limit: its bytes are
+/// a sign of life (the client's pong can only follow the frame it is writing), or the relay
+/// closes the connection mid-message, and again after every reconnect.
+#[tokio::test]
+async fn a_large_message_arriving_slowly_is_not_taken_for_silence() {
+    let relay = relay(config()).await;
+    let mut tcp = within("tcp connect", TcpStream::connect(relay.local_addr()))
+        .await
+        .unwrap();
+    tcp.write_all(
+        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    // One masked binary frame of 60,000 bytes (mask 0: the payload as it is), written 1,000
+    // bytes every 20 ms: 1.2 s, three times the 400 ms silence limit.
+    let mut frame = vec![0x82, 0x80 | 126];
+    frame.extend_from_slice(&60_000u16.to_be_bytes());
+    frame.extend_from_slice(&[0; 4]);
+    frame.extend(std::iter::repeat_n(b'x', 60_000));
+    let start = Instant::now();
+    for piece in frame.chunks(1_000) {
+        tcp.write_all(piece).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(start.elapsed() > PING * 3, "the upload was not slow enough");
+    // Then a close (1000), and everything the relay sent until it hung up.
+    tcp.write_all(&[0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8])
+        .await
+        .unwrap();
+    let mut received = Vec::new();
+    within("the relay to close", tcp.read_to_end(&mut received))
+        .await
+        .unwrap();
+    let heartbeat_close = [&[0x88, 2 + 17, 0x0f, 0xa0][..], b"heartbeat timeout"].concat();
+    assert!(
+        !received
+            .windows(heartbeat_close.len())
+            .any(|w| w == heartbeat_close.as_slice()),
+        "closed as silent mid-message"
+    );
+    // The relay answered our close with its own (1000).
+    assert!(
+        received.windows(4).any(|w| w == [0x88, 2, 0x03, 0xe8]),
+        "no close 1000 in the {} bytes received",
+        received.len()
+    );
+    drop(tcp);
+    wait_for_connections(&relay, 0).await;
+    within("shutdown", relay.shutdown()).await;
+}
+
 #[tokio::test]
 async fn a_client_that_answers_pings_stays_connected() {
     let relay = relay(config()).await;
