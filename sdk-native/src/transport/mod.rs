@@ -2,6 +2,7 @@
 //! or an SSE stream (reqwest, parsed by `tether_core::sse`). A link only moves bytes and
 //! reports what happened as [`LinkInput`]s; it decides nothing.
 
+pub(crate) mod connect;
 pub(crate) mod sse;
 pub(crate) mod tls;
 pub(crate) mod ws;

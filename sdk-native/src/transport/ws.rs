@@ -516,7 +516,7 @@ async fn handshake(
             _ => None,
         })
         .ok_or(WsError::Url(UrlError::UnsupportedUrlScheme))?;
-    let socket = TcpStream::connect(format!("{host}:{port}"))
+    let socket = super::connect::connect(host, port)
         .await
         .map_err(WsError::Io)?;
     // Nagle off: small frames (pings, acks, chat messages) must not wait 40 ms for company.
