@@ -115,6 +115,12 @@ impl Driver {
                             feed(&mut inner.engine, now, id, input);
                         }
                     }
+                    // A link that always has input (a server sending faster than this client
+                    // reads) would keep the biased select from ever reaching the timer: a
+                    // deadline that has passed is handled here too (a spurious call is a no-op).
+                    if deadline.is_some_and(|at| at <= now) {
+                        handle_timeout(&mut inner.engine, &mut link, now);
+                    }
                 }
                 result = poll_token(&mut token) => {
                     let now = self.shared.now();
@@ -133,19 +139,7 @@ impl Driver {
                     armed = None;
                     let now = self.shared.now();
                     let mut inner = self.shared.lock();
-                    // Part of a message that came in, or more of ours the socket took after
-                    // pushing back, since the link's last input: reported here, once, not per
-                    // read or write (the heartbeat only judges at its deadlines).
-                    if let Some(l) = link.as_mut() {
-                        let signs = l.take_peer_signs();
-                        if signs.arrived {
-                            inner.engine.bytes_received(now, l.id());
-                        }
-                        if signs.acknowledged {
-                            inner.engine.bytes_acknowledged(now, l.id());
-                        }
-                    }
-                    inner.engine.handle_timeout(now);
+                    handle_timeout(&mut inner.engine, &mut link, now);
                 }
             }
         }
@@ -336,6 +330,22 @@ fn perform(link: &mut Option<Link>, action: Action, ctx: &LinkContext) {
         }
         other => warn!(?other, "action not supported by this driver"),
     }
+}
+
+/// The engine's deadline has passed: part of a message that came in, or more of ours the
+/// socket took after pushing back, since the link's last input is reported first, once, not
+/// per read or write (the heartbeat only judges at its deadlines).
+fn handle_timeout(engine: &mut Engine, link: &mut Option<Link>, now: Instant) {
+    if let Some(l) = link.as_mut() {
+        let signs = l.take_peer_signs();
+        if signs.arrived {
+            engine.bytes_received(now, l.id());
+        }
+        if signs.acknowledged {
+            engine.bytes_acknowledged(now, l.id());
+        }
+    }
+    engine.handle_timeout(now);
 }
 
 /// Reads up to a batch of ready inputs; Ready with them when at least one arrived. The batch
