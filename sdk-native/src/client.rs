@@ -113,7 +113,10 @@ impl Shared {
     /// reaching the engine once the task has ended: nothing would perform what it asks for.
     /// (A task that ended cleanly closed the engine, which refuses the same way; one that
     /// panicked could not, and its engine would accept messages nobody will ever write.)
-    fn command<T: Refusal>(&self, f: impl FnOnce(&mut Engine, tether_core::Instant) -> T) -> T {
+    pub(crate) fn command<T: Refusal>(
+        &self,
+        f: impl FnOnce(&mut Engine, tether_core::Instant) -> T,
+    ) -> T {
         self.with_inner(|inner, now| f(&mut inner.engine, now))
     }
 
@@ -158,7 +161,7 @@ impl Shared {
 }
 
 /// What a command answers once the client task has ended: what a closed engine answers.
-trait Refusal {
+pub(crate) trait Refusal {
     fn task_ended() -> Self;
 }
 
@@ -175,6 +178,12 @@ impl<T> Refusal for Result<T, SendError> {
 impl<T> Refusal for Result<T, SubscribeError> {
     fn task_ended() -> Self {
         Err(SubscribeError::Closed)
+    }
+}
+
+impl<T> Refusal for Result<T, tether_core::SyncError> {
+    fn task_ended() -> Self {
+        Err(tether_core::SyncError::Send(SendError::Closed))
     }
 }
 

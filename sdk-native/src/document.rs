@@ -153,14 +153,10 @@ impl Document {
 
     /// Applies several operations atomically.
     pub fn change(&self, ops: Vec<Op>) -> Result<MessageId, SyncError> {
-        let now = self.shared.now();
-        let result = self
-            .shared
-            .lock()
-            .engine
-            .change_document(now, &self.channel, ops);
-        self.shared.wake.notify_one();
-        result
+        // Refused, as a send is, once the client task has ended: a task that panicked left
+        // an engine that would accept a change nothing will ever write or report.
+        self.shared
+            .command(|e, now| e.change_document(now, &self.channel, ops))
     }
 
     /// The document's state as the server last confirmed it (without pending local changes).

@@ -70,6 +70,7 @@ async fn a_client_whose_task_panicked_reports_closed_and_refuses_work() {
         .connect()
         .unwrap();
     client.send("accepted while the task ran").unwrap();
+    let doc = client.document("todo").unwrap();
     // The task's first state change log panics; the task ends without closing the engine.
     let reason = timeout(Duration::from_secs(5), client.closed())
         .await
@@ -82,6 +83,12 @@ async fn a_client_whose_task_panicked_reports_closed_and_refuses_work() {
     assert_eq!(
         client.subscribe("room"),
         Err(tether::SubscribeError::Closed)
+    );
+    // A document change is a send too: the half-updated engine must not take one that
+    // nothing will ever write or report.
+    assert_eq!(
+        doc.set("milk", true),
+        Err(tether::SyncError::Send(tether::SendError::Closed))
     );
     assert_eq!(
         client.close_with(999, "").await,
