@@ -286,7 +286,7 @@ pub enum RequestError {
     #[error(transparent)]
     Send(#[from] SendError),
     /// It was sent but failed.
-    #[error("request failed: {0:?}")]
+    #[error("request failed: {0}")]
     Failed(RequestFailure),
     /// The client shut down.
     #[error("the client shut down")]

@@ -838,3 +838,20 @@ async fn a_large_websocket_message_sent_on_a_slow_link_is_not_cut_off_by_the_hea
         "the message goes through on the first connection"
     );
 }
+
+#[test]
+fn a_request_error_reads_as_text_not_as_a_debug_dump() {
+    use tether::{RequestError, RequestFailure};
+    assert_eq!(
+        RequestError::Failed(RequestFailure::TimedOut).to_string(),
+        "request failed: no reply in time"
+    );
+    let rejected = RequestFailure::Rejected {
+        code: "forbidden".to_owned(),
+        message: "not yours".to_owned(),
+    };
+    assert_eq!(
+        RequestError::Failed(rejected).to_string(),
+        "request failed: forbidden: not yours"
+    );
+}
