@@ -282,15 +282,24 @@ impl Outbox {
         removed
     }
 
-    /// Removes every entry the transport is still taking (the app closes: the driver writes
-    /// them ahead of its close frame); returns how many.
-    pub(crate) fn settle_taking(&mut self) -> usize {
-        let before = self.in_flight.len();
-        self.in_flight
-            .retain(|e| !matches!(e.awaiting, Awaiting::Taken(_)));
-        self.bytes -= std::mem::take(&mut self.taking_bytes);
-        self.taking = 0;
-        before - self.in_flight.len()
+    /// Empties the outbox but for the entries the transport is still taking (the app closes:
+    /// the driver writes them ahead of its close frame, and the socket's progress settles
+    /// them); returns every other entry's id and what it awaited.
+    pub(crate) fn drain_all_but_taking(&mut self) -> Vec<(MessageId, Awaiting)> {
+        let mut removed = Vec::new();
+        let mut kept = VecDeque::with_capacity(self.taking);
+        for e in self.in_flight.drain(..).chain(self.queued.drain(..)) {
+            if matches!(e.awaiting, Awaiting::Taken(_)) {
+                kept.push_back(e);
+            } else {
+                removed.push((e.id, e.awaiting));
+            }
+        }
+        self.in_flight = kept;
+        self.bytes = self.taking_bytes;
+        self.next_expiry = None;
+        self.next_ack_due = None;
+        removed
     }
 
     /// Removes the in-flight entry awaiting ack `wire_id`. Acks usually come in order, so the

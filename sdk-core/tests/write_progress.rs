@@ -243,18 +243,46 @@ fn with_a_driver_reporting_progress_what_the_transport_is_taking_follows_the_clo
     };
 
     // The app closes: the frames handed over go out ahead of the close frame, as without
-    // progress reports; they are settled, not reported dropped.
-    let mut engine = tether_core::Engine::new(builder().build().unwrap(), 1);
-    open(&mut engine, &mut Link::default(), Instant::ZERO);
-    engine.send(Instant::ZERO, "a").unwrap();
-    engine.send(Instant::ZERO, "b").unwrap();
-    let actions: Vec<_> = std::iter::from_fn(|| engine.poll_action()).collect();
-    assert_eq!(actions.len(), 2, "{actions:?}");
-    engine.close(Instant::ZERO, 1000, "bye").unwrap();
+    // progress reports; they are settled as the socket takes them, not reported dropped.
+    let closing_with_two_handed = || {
+        let mut engine = tether_core::Engine::new(builder().build().unwrap(), 1);
+        let transport = open(&mut engine, &mut Link::default(), Instant::ZERO);
+        engine.send(Instant::ZERO, "a").unwrap();
+        engine.send(Instant::ZERO, "b").unwrap();
+        let actions: Vec<_> = std::iter::from_fn(|| engine.poll_action()).collect();
+        assert_eq!(actions.len(), 2, "{actions:?}");
+        engine.close(Instant::ZERO, 1000, "bye").unwrap();
+        let dropped = std::iter::from_fn(|| engine.poll_event())
+            .filter(|e| matches!(e, Event::Dropped { .. }))
+            .count();
+        assert_eq!(dropped, 0);
+        (engine, transport)
+    };
+    let (mut engine, transport) = closing_with_two_handed();
+    engine.transport_progress(Instant::ZERO, transport, 2);
+    engine.transport_closed(Instant::ZERO, transport, Some(1000), "bye");
+    assert!(engine.state().is_closed());
     let dropped = std::iter::from_fn(|| engine.poll_event())
         .filter(|e| matches!(e, Event::Dropped { .. }))
         .count();
     assert_eq!((dropped, engine.stats().messages_settled), (0, 2));
+
+    // The peer never answers the close, and the socket took only the first: the second,
+    // which the released transport never wrote, is reported dropped, not forgotten.
+    let (mut engine, transport) = closing_with_two_handed();
+    engine.transport_progress(Instant::ZERO, transport, 1);
+    let at = engine.poll_timeout().unwrap();
+    engine.handle_timeout(at);
+    assert!(engine.state().is_closed());
+    let dropped: Vec<_> = std::iter::from_fn(|| engine.poll_event())
+        .filter_map(|e| match e {
+            Event::Dropped { ids, reason } => Some((ids.len(), reason)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(dropped, [(1, tether_core::DropReason::Closed)]);
+    assert_eq!(engine.stats().messages_settled, 1);
+    assert_eq!(engine.outbox_len(), 0);
 
     // The engine gives up on the transport (no pong): what it had not taken goes back to the
     // outbox, so the driver must not write it there too; it is released at once.

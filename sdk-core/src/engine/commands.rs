@@ -320,9 +320,12 @@ impl Engine {
             State::Closed { .. } | State::Closing => {}
             State::Open => {
                 // What the transport is taking goes out ahead of the close frame, as anything
-                // handed over does; the rest is reported dropped.
-                self.stats.messages_settled += self.outbox.settle_taking() as u64;
-                self.drop_everything_pending();
+                // handed over does: it stays until the socket's progress settles it, and what
+                // the socket has not taken when the close ends (its timeout, the peer's own
+                // close) is reported dropped with the rest, never forgotten.
+                let removed = self.outbox.drain_all_but_taking();
+                self.report_removed(removed, DropReason::Closed);
+                self.fail_all_requests();
                 self.begin_close(now, code, reason);
             }
             _ => self.finish_closed(CloseReason::App { code }),

@@ -401,6 +401,11 @@ impl Engine {
     pub(super) fn drop_everything_pending(&mut self) {
         let removed = self.outbox.drain_all();
         self.report_removed(removed, DropReason::Closed);
+        self.fail_all_requests();
+    }
+
+    /// Fails every pending request with `Closed` (the engine closes).
+    pub(super) fn fail_all_requests(&mut self) {
         for request in self.requests.take_all() {
             self.events.push_back(Event::RequestFailed {
                 id: request,
