@@ -282,7 +282,7 @@ export interface TetherClientOptions {
    * `highWaterBytes` (plus one message) at a time. [1 MiB / 256 KiB]
    */
   backpressure?: { highWaterBytes?: number; lowWaterBytes?: number };
-  /** Wire window `online`/`offline` and `visibilitychange`. [true] */
+  /** Wire `online`/`offline` (window or worker scope) and `visibilitychange`. [true] */
   lifecycle?: boolean;
   /**
    * Connect right after construction (in a microtask, so handlers can be attached), unless

@@ -452,7 +452,7 @@ export class TetherClient extends Emitter {
     });
   }
 
-  /** Tells the client the network changed (window `online`/`offline` are already wired). */
+  /** Tells the client the network changed (`online`/`offline` of the window or worker are already wired). */
   networkChanged(online) {
     // A string 'false' would read as online.
     if (typeof online !== 'boolean') throw new TetherError('invalid_argument', 'online must be a boolean');

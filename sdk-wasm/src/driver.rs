@@ -218,6 +218,9 @@ impl Inner {
             // A deadline already due (the next batch of an outbox flush): run it now rather
             // than after a `setTimeout`, which a hidden tab throttles to a second or more.
             if !self.blocked && self.engine.poll_timeout().is_some_and(|at| at <= now) {
+                // The timer's own evidence first: a heartbeat deadline judged here (its
+                // `setTimeout`, throttled, not yet run) must see the upload's progress too.
+                self.note_upload(now);
                 self.engine.handle_timeout(now);
                 continue;
             }

@@ -6,8 +6,8 @@
 //!   ([`transport`]);
 //! * time from `performance.now()`, one `setTimeout` re-armed to `poll_timeout`, the PRNG
 //!   seeded from `crypto.getRandomValues` ([`driver`], `js`);
-//! * window `online`/`offline` → `network_changed`, document `visibilitychange` →
-//!   `set_foreground`;
+//! * `online`/`offline` (on the window or a worker's scope) → `network_changed`, document
+//!   `visibilitychange` → `set_foreground`;
 //! * heartbeats: the config is built with `driver_can_send_ping_frames(false)` and
 //!   `driver_sees_ping_frames(false)`, so `HeartbeatMode::Auto` resolves to app pings in
 //!   Tether mode and to none on a raw WebSocket (the browser answers the server's pings
@@ -127,8 +127,8 @@ mod numbers {
     /// Stops tracking the channel's document.
     #[cfg_attr(not(feature = "documents"), allow(dead_code))]
     pub(crate) const CLOSE_DOCUMENT: u32 = js_const(b"CLOSE_DOCUMENT");
-    /// Network changes and foreground/background (the window's `online`/`offline` and the
-    /// document's `visibilitychange` are wired already).
+    /// Network changes and foreground/background (`online`/`offline` on the window or a
+    /// worker's scope, and the document's `visibilitychange`, are wired already).
     pub(crate) const ONLINE: u32 = js_const(b"ONLINE");
     pub(crate) const OFFLINE: u32 = js_const(b"OFFLINE");
     pub(crate) const FOREGROUND: u32 = js_const(b"FOREGROUND");

@@ -79,7 +79,10 @@ pub struct RelayConfig {
     /// nothing at all has arrived for two intervals (no message, pong, ping of either kind, no
     /// byte of one: a large message arriving slowly is not silence) is
     /// closed with 4000 `heartbeat timeout`, so a client whose network vanished without a FIN
-    /// or RST stops holding its subscriptions and presence. `None` does neither.
+    /// or RST stops holding its subscriptions and presence. When its last bytes were part of a
+    /// frame, that takes up to twice as long (four intervals): the bytes are noted by a flag,
+    /// looked at only when the limit passes, so those seen there may be that old. `None` does
+    /// neither.
     /// Default: 25 s (the SDK's own heartbeat interval).
     pub ping_interval: Option<Duration>,
     /// The window advised to clients on graceful shutdown (close 1012 with

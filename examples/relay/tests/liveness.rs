@@ -169,6 +169,53 @@ async fn a_large_message_arriving_slowly_is_not_taken_for_silence() {
     within("shutdown", relay.shutdown()).await;
 }
 
+/// The bytes of a frame keep a connection open only while they keep coming: a client whose
+/// network vanishes mid-message is still closed with 4000, at most twice the silence limit
+/// after its last byte (the flag seen at one deadline may be that old).
+#[tokio::test]
+async fn a_client_silent_in_the_middle_of_a_frame_is_still_closed() {
+    let relay = relay(config()).await;
+    let mut tcp = within("tcp connect", TcpStream::connect(relay.local_addr()))
+        .await
+        .unwrap();
+    tcp.write_all(
+        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    // The head of a 60,000-byte masked binary frame and 5,000 bytes of it, over 100 ms; then
+    // nothing more, ever.
+    let mut frame = vec![0x82, 0x80 | 126];
+    frame.extend_from_slice(&60_000u16.to_be_bytes());
+    frame.extend_from_slice(&[0; 4]);
+    frame.extend(std::iter::repeat_n(b'x', 5_000));
+    for piece in frame.chunks(1_000) {
+        tcp.write_all(piece).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let last_byte = Instant::now();
+    let mut received = Vec::new();
+    within("the relay to close", tcp.read_to_end(&mut received))
+        .await
+        .unwrap();
+    let after = last_byte.elapsed();
+    let limit = PING * 2;
+    assert!(
+        after >= limit - Duration::from_millis(50) && after < limit * 2 + Duration::from_secs(2),
+        "closed {after:?} after the last byte"
+    );
+    let close = [&[0x88, 2 + 17, 0x0f, 0xa0][..], b"heartbeat timeout"].concat();
+    assert!(
+        received.windows(close.len()).any(|w| w == close.as_slice()),
+        "no close 4000 in the {} bytes received",
+        received.len()
+    );
+    drop(tcp);
+    wait_for_connections(&relay, 0).await;
+    within("shutdown", relay.shutdown()).await;
+}
+
 #[tokio::test]
 async fn a_client_that_answers_pings_stays_connected() {
     let relay = relay(config()).await;
