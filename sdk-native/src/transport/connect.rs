@@ -19,6 +19,9 @@ use tokio::net::TcpStream;
 /// How long an attempt has before the next address is tried alongside it (RFC 8305's
 /// "Connection Attempt Delay": 250 ms recommended).
 pub(crate) const ATTEMPT_DELAY: Duration = Duration::from_millis(250);
+/// Attempts in flight at most: a host with dozens of addresses would otherwise get a socket
+/// every 250 ms until the connect timeout (40 by default), multiplied by a storm's clients.
+const MAX_IN_FLIGHT: usize = 4;
 
 /// Resolves `host` and connects to the first of its addresses that answers.
 pub(crate) async fn connect(host: &str, port: u16) -> io::Result<TcpStream> {
@@ -45,9 +48,10 @@ fn interleave(addrs: Vec<SocketAddr>) -> Vec<SocketAddr> {
     out
 }
 
-/// Connects to the first of `addrs` to answer: an attempt per address, each started when the
-/// previous one failed or after [`ATTEMPT_DELAY`], the earlier ones still running. The
-/// others are dropped (closed) once one connects. All failed: the last error.
+/// Connects to the first of `addrs` to answer: an attempt per address, each started when an
+/// attempt failed or after [`ATTEMPT_DELAY`], the earlier ones still running (at most
+/// [`MAX_IN_FLIGHT`]). The others are dropped (closed) once one connects. All failed: the
+/// last error.
 async fn connect_first(addrs: Vec<SocketAddr>) -> io::Result<TcpStream> {
     let mut next = addrs.into_iter();
     let mut attempts = FuturesUnordered::new();
@@ -56,11 +60,13 @@ async fn connect_first(addrs: Vec<SocketAddr>) -> io::Result<TcpStream> {
         if let Some(addr) = next.next() {
             attempts.push(TcpStream::connect(addr));
         }
-        let more = next.len() > 0;
+        let more = next.len() > 0 && attempts.len() < MAX_IN_FLIGHT;
         let delay = tokio::time::sleep(ATTEMPT_DELAY);
         tokio::pin!(delay);
-        // Until an attempt ends, or it is time for the next address.
+        // Until an attempt ends, or it is time for the next address. An attempt that ends as
+        // the delay does comes first: no attempt is started only to be dropped.
         tokio::select! {
+            biased;
             ended = attempts.next() => match ended {
                 Some(Ok(stream)) => return Ok(stream),
                 Some(Err(e)) => error = Some(e),
@@ -138,6 +144,23 @@ mod tests {
             started.elapsed() >= ATTEMPT_DELAY,
             "the first address had its head start"
         );
+    }
+
+    #[tokio::test]
+    async fn at_most_four_attempts_are_in_flight() {
+        let (hole, _listener, _held) = black_hole().await;
+        let good = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let good_addr = good.local_addr().unwrap();
+        let three_holes = vec![hole, hole, hole, good_addr];
+        let stream = tokio::time::timeout(Duration::from_secs(10), connect_first(three_holes))
+            .await
+            .expect("the fourth address was tried")
+            .unwrap();
+        assert_eq!(stream.peer_addr().unwrap(), good_addr);
+        // Four attempts hang: the fifth address waits for one of them to end.
+        let four_holes = vec![hole, hole, hole, hole, good_addr];
+        let waited = tokio::time::timeout(ATTEMPT_DELAY * 8, connect_first(four_holes)).await;
+        assert!(waited.is_err(), "a fifth attempt was started");
     }
 
     #[tokio::test]
