@@ -28,9 +28,10 @@ extern "C" {
     #[wasm_bindgen(thread_local_v2, js_name = navigator)]
     static NAVIGATOR: Option<Navigator>;
     type Navigator;
-    /// Present wherever [`event_scope`] is (a window's or a worker's navigator).
+    /// A boolean in windows and workers; absent in some runtimes whose global scope is an
+    /// `EventTarget` too (Deno), which must not read as offline.
     #[wasm_bindgen(method, getter, js_name = onLine)]
-    fn on_line(this: &Navigator) -> bool;
+    fn on_line(this: &Navigator) -> JsValue;
 }
 
 /// The global scope, if it is one that fires `online`/`offline`: a window, or a worker's
@@ -45,9 +46,9 @@ pub(crate) fn document() -> Option<web_sys::Document> {
     DOCUMENT.with(|d| d.clone()?.dyn_into().ok())
 }
 
-/// `navigator.onLine`, where there is a navigator to ask; online otherwise.
+/// `navigator.onLine`, where there is a navigator that says; online otherwise.
 pub(crate) fn online() -> bool {
-    NAVIGATOR.with(|n| n.as_ref().is_none_or(Navigator::on_line))
+    NAVIGATOR.with(|n| n.as_ref().and_then(|n| n.on_line().as_bool()) != Some(false))
 }
 
 /// The engine's clock: `performance.now()`, so engine instants compare directly with it.
