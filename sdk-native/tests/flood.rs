@@ -12,6 +12,26 @@ use tokio::net::TcpListener;
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
+/// Reads a WebSocket upgrade request on `tcp` and answers it (101): from here on the test
+/// speaks raw frames. `None` if the request or the answer did not go through.
+async fn accept_upgrade(tcp: &mut tokio::net::TcpStream) -> Option<()> {
+    let head = common::read_request_head(tcp).await?;
+    let key = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("sec-websocket-key")
+                .then(|| value.trim().to_owned())
+        })
+        .unwrap_or_default();
+    let answer = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+        derive_accept_key(key.as_bytes())
+    );
+    tcp.write_all(answer.as_bytes()).await.ok()
+}
+
 /// A WebSocket server that, once the handshake is done, writes small text frames as fast as
 /// the socket takes them, reads (and ignores) everything the client sends, and never answers
 /// a close. Aborting the returned task stops it and its connections.
@@ -23,23 +43,7 @@ async fn flooding_server(listener: TcpListener) -> tokio::task::JoinHandle<()> {
                 return;
             };
             connections.spawn(async move {
-                let Some(head) = common::read_request_head(&mut tcp).await else {
-                    return;
-                };
-                let key = head
-                    .lines()
-                    .find_map(|l| {
-                        let (name, value) = l.split_once(':')?;
-                        name.eq_ignore_ascii_case("sec-websocket-key")
-                            .then(|| value.trim().to_owned())
-                    })
-                    .unwrap_or_default();
-                let answer = format!(
-                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
-                     Connection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
-                    derive_accept_key(key.as_bytes())
-                );
-                if tcp.write_all(answer.as_bytes()).await.is_err() {
+                if accept_upgrade(&mut tcp).await.is_none() {
                     return;
                 }
                 let (mut read, mut write) = tcp.into_split();
@@ -127,21 +131,7 @@ async fn a_close_reports_what_the_socket_never_took() {
     let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         let (mut tcp, _) = listener.accept().await.unwrap();
-        let head = common::read_request_head(&mut tcp).await.unwrap();
-        let key = head
-            .lines()
-            .find_map(|l| {
-                let (name, value) = l.split_once(':')?;
-                name.eq_ignore_ascii_case("sec-websocket-key")
-                    .then(|| value.trim().to_owned())
-            })
-            .unwrap_or_default();
-        let answer = format!(
-            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
-             Connection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
-            derive_accept_key(key.as_bytes())
-        );
-        tcp.write_all(answer.as_bytes()).await.unwrap();
+        accept_upgrade(&mut tcp).await.unwrap();
         // Reads nothing until the client has closed, then everything its socket took.
         let _ = go_rx.await;
         let mut all = Vec::new();

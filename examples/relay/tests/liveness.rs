@@ -41,6 +41,30 @@ async fn recv_until(client: &mut Client, want: impl Fn(&ServerMessage) -> bool) 
     .await
 }
 
+/// A raw TCP connection to `relay` that has sent a WebSocket upgrade request: from here on
+/// the test speaks (or withholds) raw frames.
+async fn raw_upgrade(relay: &tether_relay::RelayHandle) -> TcpStream {
+    let mut tcp = within("tcp connect", TcpStream::connect(relay.local_addr()))
+        .await
+        .unwrap();
+    tcp.write_all(
+        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    tcp
+}
+
+/// The head of a client's binary frame of `len` bytes (16-bit length), masked with a zero
+/// mask, so the payload follows as it is.
+fn binary_frame_head(len: u16) -> Vec<u8> {
+    let mut head = vec![0x82, 0x80 | 126];
+    head.extend_from_slice(&len.to_be_bytes());
+    head.extend_from_slice(&[0; 4]);
+    head
+}
+
 #[tokio::test]
 async fn a_silent_connection_is_closed_with_4000_and_its_member_leaves() {
     let relay = relay(config()).await;
@@ -81,15 +105,7 @@ async fn a_silent_connection_is_closed_with_4000_and_its_member_leaves() {
 #[tokio::test]
 async fn a_raw_socket_silent_after_the_handshake_is_closed() {
     let relay = relay(config()).await;
-    let mut tcp = within("tcp connect", TcpStream::connect(relay.local_addr()))
-        .await
-        .unwrap();
-    tcp.write_all(
-        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-    )
-    .await
-    .unwrap();
+    let mut tcp = raw_upgrade(&relay).await;
     let start = Instant::now();
     // Everything the relay sends until it closes: the 101 head, pings, the close frame.
     let mut received = Vec::new();
@@ -122,20 +138,10 @@ async fn a_raw_socket_silent_after_the_handshake_is_closed() {
 #[tokio::test]
 async fn a_large_message_arriving_slowly_is_not_taken_for_silence() {
     let relay = relay(config()).await;
-    let mut tcp = within("tcp connect", TcpStream::connect(relay.local_addr()))
-        .await
-        .unwrap();
-    tcp.write_all(
-        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-    )
-    .await
-    .unwrap();
+    let mut tcp = raw_upgrade(&relay).await;
     // One masked binary frame of 60,000 bytes (mask 0: the payload as it is), written 1,000
     // bytes every 20 ms: 1.2 s, three times the 400 ms silence limit.
-    let mut frame = vec![0x82, 0x80 | 126];
-    frame.extend_from_slice(&60_000u16.to_be_bytes());
-    frame.extend_from_slice(&[0; 4]);
+    let mut frame = binary_frame_head(60_000);
     frame.extend(std::iter::repeat_n(b'x', 60_000));
     let start = Instant::now();
     for piece in frame.chunks(1_000) {
@@ -175,20 +181,10 @@ async fn a_large_message_arriving_slowly_is_not_taken_for_silence() {
 #[tokio::test]
 async fn a_client_silent_in_the_middle_of_a_frame_is_still_closed() {
     let relay = relay(config()).await;
-    let mut tcp = within("tcp connect", TcpStream::connect(relay.local_addr()))
-        .await
-        .unwrap();
-    tcp.write_all(
-        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-    )
-    .await
-    .unwrap();
+    let mut tcp = raw_upgrade(&relay).await;
     // The head of a 60,000-byte masked binary frame and 5,000 bytes of it, over 100 ms; then
     // nothing more, ever.
-    let mut frame = vec![0x82, 0x80 | 126];
-    frame.extend_from_slice(&60_000u16.to_be_bytes());
-    frame.extend_from_slice(&[0; 4]);
+    let mut frame = binary_frame_head(60_000);
     frame.extend(std::iter::repeat_n(b'x', 5_000));
     for piece in frame.chunks(1_000) {
         tcp.write_all(piece).await.unwrap();
