@@ -1486,9 +1486,17 @@ test('demo page: two people chat, see presence, and watch a relay restart', asyn
     assert.deepEqual(await alice.$$eval('#members li', (els) => els.map((e) => e.textContent.trim()).sort()), ['alice', 'bob']);
     fs.mkdirSync(SHOTS, { recursive: true });
     await alice.screenshot({ path: path.join(SHOTS, 'demo-connected.png') });
+    // Every status the page shows from here on: with the 500 ms first backoff (and jitter) the
+    // first wait can be shorter than a polling interval, so it is recorded, not polled for.
+    await alice.evaluate(() => {
+      const status = document.querySelector('#status');
+      window.statusLog = [];
+      new MutationObserver(() => statusLog.push([status.dataset.state, status.textContent]))
+        .observe(status, { attributes: true, childList: true, subtree: true, characterData: true });
+    });
     await rl.stop(); // the relay dies: the page must say so, with the countdown
-    await alice.waitForSelector('#status[data-state="waiting"]', { timeout: 5000 });
-    const text = await alice.textContent('#status');
+    const [, text] = await alice.waitForFunction(() => statusLog.find(([state]) => state === 'waiting'), null, { timeout: 5000 })
+      .then((found) => found.jsonValue());
     assert.match(text, /reconnecting in \d+(\.\d)? s/);
     // Written while the relay is down: shown at once, waiting in the outbox.
     await alice.fill('#text', 'sent while away');
