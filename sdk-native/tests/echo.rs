@@ -35,22 +35,13 @@ async fn echo_server(listener: TcpListener) -> tokio::task::JoinHandle<()> {
     })
 }
 
-/// Waits (at most 5 s) until `client` is open.
-async fn wait_open(client: &Client) {
-    let mut state = client.watch_state();
-    timeout(Duration::from_secs(5), state.wait_for(State::is_open))
-        .await
-        .unwrap()
-        .unwrap();
-}
-
 /// A client with default settings, open on a fresh echo server (abort the handle to stop it).
 async fn open_echo_client() -> (Client, tether::Events, tokio::task::JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = echo_server(listener).await;
     let (client, events) = Client::builder(format!("ws://{addr}")).connect().unwrap();
-    wait_open(&client).await;
+    common::wait_open(&client).await;
     (client, events, server)
 }
 
@@ -169,7 +160,7 @@ async fn shutdown_finishes_while_the_app_holds_events_it_does_not_read() {
         .event_capacity(2)
         .connect()
         .unwrap();
-    wait_open(&client).await;
+    common::wait_open(&client).await;
     for i in 0..20 {
         client.send(format!("m{i}")).unwrap();
     }
@@ -481,7 +472,7 @@ async fn close_recorder() -> (
 async fn dropping_the_client_after_its_events_still_sends_a_close_frame() {
     let (addr, close) = close_recorder().await;
     let (client, events) = Client::builder(format!("ws://{addr}")).connect().unwrap();
-    wait_open(&client).await;
+    common::wait_open(&client).await;
     drop(events);
     drop(client);
     let close = timeout(Duration::from_secs(5), close)
@@ -495,7 +486,7 @@ async fn dropping_the_client_after_its_events_still_sends_a_close_frame() {
 async fn closing_without_an_events_stream_still_sends_a_close_frame() {
     let (addr, close) = close_recorder().await;
     let (client, events) = Client::builder(format!("ws://{addr}")).connect().unwrap();
-    wait_open(&client).await;
+    common::wait_open(&client).await;
     drop(events);
     timeout(Duration::from_secs(5), client.shutdown())
         .await
@@ -652,6 +643,18 @@ async fn a_token_provider_that_always_panics_ends_in_gave_up_and_refused_sends()
     );
 }
 
+/// A client for the slow-link tests: ping frames every `interval`, dead after two missed (a
+/// bound of three intervals), room for a message of `size` bytes, and a short close timeout
+/// (the test servers never answer the close).
+fn slow_link_client(url: String, interval: Duration, size: usize) -> tether::ClientBuilder {
+    Client::builder(url)
+        .heartbeat_mode(tether::HeartbeatMode::PingFrame)
+        .heartbeat_interval(interval)
+        .max_missed_pongs(2)
+        .max_message_bytes(size * 2)
+        .close_timeout(Duration::from_millis(200))
+}
+
 /// The heartbeat finds a dead connection within `interval × (missed + 1)`. A large message on
 /// a slow but healthy link keeps bytes coming the whole time, but the server's pong can only
 /// come after the frame it is in the middle of (RFC 6455 §5.4): unless the bytes themselves
@@ -695,13 +698,7 @@ async fn a_large_websocket_message_on_a_slow_link_is_not_cut_off_by_the_heartbea
             });
         }
     });
-    let (client, mut events) = Client::builder(url)
-        .heartbeat_mode(tether::HeartbeatMode::PingFrame)
-        .heartbeat_interval(Duration::from_millis(100))
-        .max_missed_pongs(2)
-        .max_message_bytes(SIZE * 2)
-        // The server never answers the close: do not wait long for it.
-        .close_timeout(Duration::from_millis(200))
+    let (client, mut events) = slow_link_client(url, Duration::from_millis(100), SIZE)
         .connect()
         .unwrap();
     let got = common::first_message_or_reconnect(&mut events).await;
@@ -807,13 +804,8 @@ async fn a_large_websocket_message_sent_on_a_slow_link_is_not_cut_off_by_the_hea
             });
         }
     });
-    let (client, mut events) = Client::builder(url)
-        .heartbeat_mode(tether::HeartbeatMode::PingFrame)
-        .heartbeat_interval(Duration::from_millis(500))
-        .max_missed_pongs(2)
-        .max_message_bytes(SIZE * 2)
+    let (client, mut events) = slow_link_client(url, Duration::from_millis(500), SIZE)
         .outbox_max_bytes(SIZE * 2)
-        .close_timeout(Duration::from_millis(200))
         .connect()
         .unwrap();
     client.send("x".repeat(SIZE)).unwrap();

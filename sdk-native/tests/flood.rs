@@ -6,7 +6,7 @@
 mod common;
 
 use std::time::{Duration, Instant};
-use tether::{Client, State};
+use tether::Client;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::time::timeout;
@@ -69,11 +69,7 @@ async fn a_close_times_out_while_the_server_floods_and_never_answers_it() {
         .close_timeout(Duration::from_millis(300))
         .connect()
         .unwrap();
-    let mut state = client.watch_state();
-    timeout(Duration::from_secs(5), state.wait_for(State::is_open))
-        .await
-        .unwrap()
-        .unwrap();
+    common::wait_open(&client).await;
     // An app that keeps up with its events.
     let reader = tokio::spawn(async move { while events.recv().await.is_some() {} });
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -144,11 +140,7 @@ async fn a_close_reports_what_the_socket_never_took() {
         .outbox_max_bytes(64 << 20)
         .connect()
         .unwrap();
-    let mut state = client.watch_state();
-    timeout(Duration::from_secs(5), state.wait_for(State::is_open))
-        .await
-        .unwrap()
-        .unwrap();
+    common::wait_open(&client).await;
     let mut accepted = BTreeSet::new();
     for _ in 0..3000 {
         accepted.insert(client.send("x".repeat(1000)).unwrap());

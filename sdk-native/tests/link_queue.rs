@@ -5,9 +5,11 @@
 //! its whole queue, unreported, when the heartbeat gave up on the connection.)
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tether::{Client, State};
+use tether::Client;
 use tokio::net::TcpListener;
 use tokio::time::timeout;
 
@@ -114,7 +116,7 @@ async fn messages_queued_in_the_link_are_not_lost_silently_when_the_connection_i
         .outbox_max_bytes(64 << 20)
         .connect()
         .unwrap();
-    wait_open(&client).await;
+    common::wait_open(&client).await;
     let stall_over = tokio::time::Instant::now() + Duration::from_millis(1600);
     let pad = "x".repeat(1000);
     for i in 0..COUNT {
@@ -178,13 +180,4 @@ async fn messages_queued_in_the_link_are_not_lost_silently_when_the_connection_i
     // peer and is sent again; everything before was counted as taken.
     let copies = received.lock().unwrap().len() - got.len();
     assert!(copies <= 9, "{copies} messages arrived twice");
-}
-
-/// Waits (at most 5 s) until `client` is open.
-async fn wait_open(client: &Client) {
-    let mut state = client.watch_state();
-    timeout(Duration::from_secs(5), state.wait_for(State::is_open))
-        .await
-        .unwrap()
-        .unwrap();
 }

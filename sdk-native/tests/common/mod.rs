@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::time::Duration;
-use tether::{Event, Events};
+use tether::{Client, Event, Events, State};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
@@ -53,4 +53,13 @@ pub async fn first_message_or_reconnect(events: &mut Events) -> Result<usize, St
     })
     .await;
     outcome.unwrap_or_else(|_| Err("nothing within 5 s".to_owned()))
+}
+
+/// Waits (at most 5 s) until `client` is open.
+pub async fn wait_open(client: &Client) {
+    let mut state = client.watch_state();
+    tokio::time::timeout(Duration::from_secs(5), state.wait_for(State::is_open))
+        .await
+        .expect("open within 5 s")
+        .expect("the client task is running");
 }
