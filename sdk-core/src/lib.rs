@@ -25,7 +25,9 @@
 //!   [`Engine::frame_too_large`] (a message left unread: over the size limit), [`Engine::pong_received`],
 //!   [`Engine::ping_received`], [`Engine::bytes_received`] (part of a message arrived: a sign
 //!   of life for the heartbeat), [`Engine::bytes_acknowledged`] (the socket took more of
-//!   ours after pushing back: one too), [`Engine::transport_writable`],
+//!   ours after pushing back: one too), [`Engine::send_buffer_level`] (the bytes a platform
+//!   still holds unsent, read at a deadline: the engine infers the same sign from it),
+//!   [`Engine::transport_writable`],
 //!   [`Engine::transport_progress`], [`Engine::transport_closed`],
 //!   [`Engine::transport_failed`], and [`Engine::handle_timeout`].
 //! * **Outputs**, drained by the driver: [`Engine::poll_action`] (open a transport, send a

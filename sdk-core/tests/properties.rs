@@ -44,6 +44,8 @@ enum Op {
     TooLarge(usize),
     /// Part of a message arrived (`false`), or the socket took more of ours (`true`).
     PeerSign(bool),
+    /// `send_buffer_level` with this many unsent bytes.
+    SendBufferLevel(u64),
 }
 
 #[derive(Debug, Clone)]
@@ -107,6 +109,7 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (0u8..=8).prop_map(Op::Progress),
         1 => (0usize..5_000).prop_map(Op::TooLarge),
         1 => any::<bool>().prop_map(Op::PeerSign),
+        1 => (0u64..3).prop_map(|k| Op::SendBufferLevel(k * 1000)),
     ]
 }
 
@@ -355,6 +358,11 @@ impl Harness {
                         true => e.bytes_acknowledged(now, t),
                         false => e.bytes_received(now, t),
                     }
+                }
+            }
+            Op::SendBufferLevel(unsent) => {
+                if let Some(t) = self.transport {
+                    e.send_buffer_level(now, t, unsent);
                 }
             }
             Op::Opened => {

@@ -1038,6 +1038,82 @@ fn an_upload_the_peer_keeps_acknowledging_is_not_cut_off_and_a_stalled_one_is() 
     assert!(at.saturating_duration_since(stalled) <= secs(30));
 }
 
+/// How long after opening a black-holed connection is declared dead when the driver reads
+/// its platform's unsent level as `levels` at the heartbeat's deadlines (just before each).
+fn death_with_send_buffer_levels(levels: &[u64]) -> Duration {
+    let mut sim = heartbeat_sim(HeartbeatMode::AppMessage, Protocol::Raw);
+    sim.connect_open();
+    let conn = sim.server.conn.unwrap();
+    sim.server.behaviour = Behaviour::BlackHole;
+    let opened = sim.now;
+    for (k, &level) in (1u64..).zip(levels) {
+        sim.run_until(opened + secs(10 * k) - Duration::from_millis(1));
+        sim.engine.send_buffer_level(sim.now, conn, level);
+    }
+    sim.run_until(opened + secs(200));
+    let (at, _, _, cause) = sim.reconnects()[0].clone();
+    assert_eq!(cause, DisconnectCause::HeartbeatTimeout, "{levels:?}");
+    at.saturating_duration_since(opened)
+}
+
+#[test]
+fn a_send_buffer_draining_at_the_peers_pace_is_a_sign_of_life_and_a_lone_fall_to_zero_is_not() {
+    // The browser driver reads `bufferedAmount` at the engine's deadlines; the engine tells
+    // which readings show the peer taking an upload. With nothing read, death comes after
+    // interval × (max_missed + 1) = 30 s.
+    let silent = death_with_send_buffer_levels(&[]);
+    assert_eq!(silent, secs(30));
+    // Nothing that a dead peer also shows is a sign: a level that stays (the OS buffer is
+    // full and nothing is acknowledged), one that grows (the app sends more), and a small
+    // send that left at once for an OS buffer with room (a reading caught it, the next is 0).
+    for levels in [&[5000, 5000, 5000][..], &[1000, 5000, 9000], &[1000, 0]] {
+        assert_eq!(death_with_send_buffer_levels(levels), silent, "{levels:?}");
+    }
+    // An upload draining without emptying keeps the connection as long as it drains...
+    let draining = death_with_send_buffer_levels(&[9000, 8000, 7000, 6000, 5000, 4000]);
+    assert_eq!(
+        draining,
+        secs(80),
+        "the falls at 20 s to 60 s each answered a ping"
+    );
+    // ...and its last part leaving (the fall to zero that ends a backlog seen draining)
+    // counts once more, however often the level was read in between; zero again does not.
+    let emptied = death_with_send_buffer_levels(&[9000, 8000, 7000, 6000, 5000, 4000, 0]);
+    assert_eq!(emptied, draining + secs(10));
+    let stayed_empty = death_with_send_buffer_levels(&[9000, 8000, 7000, 6000, 5000, 4000, 0, 0]);
+    assert_eq!(stayed_empty, emptied);
+    // A backlog that stays between two readings (a browser's level moves in steps) is
+    // still the same draining backlog.
+    let stepped = death_with_send_buffer_levels(&[9000, 8000, 8000, 0]);
+    assert_eq!(
+        stepped,
+        secs(60),
+        "the fall to zero at 40 s answered a ping"
+    );
+    // A new backlog after the level was zero must be seen draining again.
+    let again = death_with_send_buffer_levels(&[9000, 8000, 0, 0, 1000, 0]);
+    assert_eq!(again, secs(50), "the fall of a new backlog to zero counted");
+}
+
+#[test]
+fn send_buffer_levels_of_a_stale_transport_are_ignored() {
+    let mut sim = heartbeat_sim(HeartbeatMode::AppMessage, Protocol::Raw);
+    sim.connect_open();
+    let first = sim.server.conn.unwrap();
+    sim.kill_connection();
+    sim.run_until_state(secs(10), |e| e.state().is_open());
+    sim.server.behaviour = Behaviour::BlackHole;
+    let opened = sim.now;
+    for k in 1..=20u64 {
+        sim.run_until(opened + secs(k));
+        sim.engine.send_buffer_level(sim.now, first, 100_000 - k);
+    }
+    sim.run_for(secs(60));
+    let (at, _, _, cause) = sim.reconnects()[1].clone();
+    assert_eq!(cause, DisconnectCause::HeartbeatTimeout);
+    assert!(at.saturating_duration_since(opened) <= secs(30));
+}
+
 #[test]
 fn bytes_received_from_a_stale_transport_are_ignored() {
     let mut sim = heartbeat_sim(HeartbeatMode::ServerDriven, Protocol::Raw);

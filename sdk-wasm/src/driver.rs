@@ -65,8 +65,6 @@ pub(crate) struct Inner {
     /// Backpressure watermarks on `bufferedAmount`: stop above `high`, resume at `low`.
     high_water: u32,
     low_water: u32,
-    /// `bufferedAmount` when the timer last fired (see [`Inner::note_upload`]).
-    last_buffered: u32,
     /// The named SSE events to listen for ([`DriverOptions::sse_events`]).
     sse_events: Vec<String>,
 }
@@ -88,7 +86,6 @@ impl Shared {
                 blocked: false,
                 high_water: opts.high_water,
                 low_water: opts.low_water, // at most `high`: the options are validated
-                last_buffered: 0,
                 sse_events: opts.sse_events,
             }),
             out: RefCell::default(),
@@ -241,7 +238,6 @@ impl Inner {
                 // No socket is left to drop here: the engine releases one still closing
                 // (`Action::Release`) before it opens another, and one that ended is forgotten.
                 self.blocked = false;
-                self.last_buffered = 0;
                 match Socket::open(&req, Rc::downgrade(shared), &self.sse_events) {
                     Ok(socket) => self.socket = Some(socket),
                     Err(message) => {
@@ -293,21 +289,13 @@ impl Inner {
         }
     }
 
-    /// Tells the engine that the peer is taking an upload (`bytes_acknowledged`) when the
-    /// socket's `bufferedAmount` fell since the timer last fired and is still not zero: the
-    /// browser had bytes waiting all along, so what left went as fast as the operating
-    /// system's buffer let it, which frees room only as the peer acknowledges. A large message
-    /// going out on a slow link is thus not cut off by a heartbeat whose pong waits behind it.
-    /// Read at the timer, like the native driver's flags at its deadlines: no engine call per
-    /// byte, and the heartbeat only judges at its deadlines.
+    /// Reports the socket's `bufferedAmount` (`send_buffer_level`): from how it falls, the
+    /// engine tells whether the peer is taking an upload, so a large message going out on a
+    /// slow link is not cut off by a heartbeat whose pong waits behind it. Read whenever the
+    /// timer fires (the engine needs it at its deadlines): no call per byte.
     fn note_upload(&mut self, now: Instant) {
-        let Some((id, Some(buffered))) = self.socket.as_ref().map(|s| (s.id(), s.buffered()))
-        else {
-            return;
-        };
-        let last = std::mem::replace(&mut self.last_buffered, buffered);
-        if buffered > 0 && buffered < last {
-            self.engine.bytes_acknowledged(now, id);
+        if let Some((id, Some(buffered))) = self.socket.as_ref().map(|s| (s.id(), s.buffered())) {
+            self.engine.send_buffer_level(now, id, buffered.into());
         }
     }
 

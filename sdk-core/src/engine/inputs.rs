@@ -293,10 +293,38 @@ impl Engine {
     /// keeps the peer busy reading it, and the ping waits behind it, so no pong can come
     /// until it is through. A dead path takes nothing once the buffer is full, so it is still
     /// found within the heartbeat's bound. A driver reports it when it sees its socket take
-    /// bytes after pushing back (the native one), or its platform's send buffer shrink while
-    /// never empty (a browser's `bufferedAmount`).
+    /// bytes after pushing back (the native one); one that can only read how much its platform
+    /// holds unsent (a browser's `bufferedAmount`) reports [`Engine::send_buffer_level`].
     pub fn bytes_acknowledged(&mut self, now: Instant, transport: TransportId) {
         self.peer_progressed(now, transport);
+    }
+
+    /// How many bytes handed to `transport` its platform still holds unsent, for a driver
+    /// that cannot see its socket take bytes but can read such a level (a browser
+    /// WebSocket's `bufferedAmount`). Read it at least at each deadline, before
+    /// `handle_timeout`; reading more often changes nothing.
+    ///
+    /// The engine infers the peer's progress from the readings. While the platform holds a
+    /// backlog, it hands bytes to the operating system as fast as the OS buffer frees room,
+    /// and that room comes back only as the peer acknowledges: so a level that fell without
+    /// reaching zero is a sign of life like [`Engine::bytes_acknowledged`], and so is the fall
+    /// to zero that ends such a backlog (its last part left). A fall to zero in a backlog
+    /// never seen draining proves nothing: a small send to a dead peer leaves at once for an
+    /// OS buffer with room. What is then in the OS buffer goes out unseen. The start of a
+    /// backlog can give one false sign (a large send to a dead peer first fills the empty
+    /// OS buffer); then a dead peer's level stays, and it is found within the bound.
+    pub fn send_buffer_level(&mut self, now: Instant, transport: TransportId, unsent: u64) {
+        let now = self.observe(now);
+        if !self.is_current(transport) {
+            return;
+        }
+        let last = std::mem::replace(&mut self.conn.unsent, unsent);
+        let fell = unsent < last;
+        let sign = fell && (unsent > 0 || self.conn.backlog_drained);
+        self.conn.backlog_drained = unsent > 0 && (fell || self.conn.backlog_drained);
+        if sign {
+            self.peer_progressed(now, transport);
+        }
     }
 
     fn peer_progressed(&mut self, now: Instant, transport: TransportId) {

@@ -142,6 +142,10 @@ struct Connection {
     /// far as the driver reports it: `Engine::transport_progress`).
     handed: u64,
     taken: u64,
+    /// The latest [`Engine::send_buffer_level`] reading, and whether the backlog it shows
+    /// (since the level was last zero) was seen draining at the peer's pace.
+    unsent: u64,
+    backlog_drained: bool,
 }
 
 /// Token refresh bookkeeping: refresh once after a refusal, then give up.

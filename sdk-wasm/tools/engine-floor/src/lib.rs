@@ -92,9 +92,10 @@ pub extern "C" fn engine_input(kind: u32, now: u64, ptr: *const u8, len: usize) 
                 },
             ),
             17 => en.token_failed(now, 1, &t),
-            // What a browser driver asks before copying a message, and reports when it does not.
+            // What a browser driver asks before copying a message, and reports when it does not;
+            // and the `bufferedAmount` it reports at the timer.
             18 => match en.reads_message_of(len) {
-                true => en.bytes_acknowledged(now, id),
+                true => en.send_buffer_level(now, id, len as u64),
                 false => en.frame_too_large(now, id, len),
             },
             // Shared documents (the browser package exposes them).
