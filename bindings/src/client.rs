@@ -123,7 +123,7 @@ impl Client {
         let client = self.inner.clone();
         let options = acked_options(timeout_ms);
         let acked = run(async move { client.send_acked_with(payload, options).await });
-        Ok(acked.await.ok_or(ClientError::Closed)??)
+        Ok(acked.await.ok_or_else(ClientError::closed)??)
     }
 
     /// Publishes to `channel` and waits for the server's ack, at most `timeout_ms` (`null`:
@@ -139,7 +139,7 @@ impl Client {
         let client = self.inner.clone();
         let options = acked_options(timeout_ms);
         let acked = run(async move { client.publish_acked_with(&channel, payload, options).await });
-        Ok(acked.await.ok_or(ClientError::Closed)??)
+        Ok(acked.await.ok_or_else(ClientError::closed)??)
     }
 
     /// Sends a request (Tether mode) and returns the reply's JSON text. Fails with
@@ -154,7 +154,7 @@ impl Client {
         let timeout = timeout_ms.map(Duration::from_millis);
         let reply = run(async move { client.request(payload, timeout).await })
             .await
-            .ok_or(ClientError::Closed)??;
+            .ok_or_else(ClientError::closed)??;
         Ok(reply.to_string())
     }
 
@@ -200,7 +200,7 @@ impl Client {
         let client = self.inner.clone();
         let closed = run(async move { client.close_with(code, &reason).await })
             .await
-            .ok_or(ClientError::Closed)??;
+            .ok_or_else(ClientError::closed)??;
         Ok(closed.into())
     }
 
@@ -636,7 +636,7 @@ mod tests {
         ));
         assert_eq!(
             client.document("other".to_owned()).err(),
-            Some(ClientError::Closed)
+            Some(ClientError::closed())
         );
         client.connect();
         assert!(matches!(client.state(), ConnectionState::Closed { .. }));

@@ -9,8 +9,10 @@ use crate::event::{DropReason, Payload};
 ///
 /// Its text is the Rust `Display` below, exported: Kotlin's `toString()` (what `"$e"`, logs and
 /// stack traces print) and Swift's `description` return it. UniFFI 0.32 builds Kotlin's
-/// `message` and Python's `str()` from the fields instead (`field=url, reason=…`, empty for a
-/// variant without fields) and has no way to override that without patching its output.
+/// `message` and Python's `str()` from the fields instead (`field=url, reason=…`) and has no way
+/// to override that without patching its output; a variant without fields would have an empty
+/// one. So every variant has a field: those with no data of their own carry their text as
+/// `reason` (`reason=the client is closed`), built by the constructors below.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, uniffi::Error)]
 #[uniffi::export(Display)]
 pub enum ClientError {
@@ -31,11 +33,18 @@ pub enum ClientError {
         reason: String,
     },
     /// Channels, acks, requests and presence need `WireProtocol.TETHER`.
-    #[error("this needs the Tether protocol (the client is in raw mode)")]
-    NeedsTetherProtocol,
+    #[error("{reason}")]
+    NeedsTetherProtocol {
+        /// Always `this needs the Tether protocol (the client is in raw mode)`:
+        /// the text Python's `str(e)` and Kotlin's `message` show.
+        reason: String,
+    },
     /// The outbox is full and its overflow policy is `REJECT_NEW`: retry later.
-    #[error("the outbox is full")]
-    OutboxFull,
+    #[error("{reason}")]
+    OutboxFull {
+        /// Always `the outbox is full`: the text Python's `str(e)` and Kotlin's `message` show.
+        reason: String,
+    },
     /// The message is larger than a limit: `maxMessageBytes`, or the whole outbox
     /// (`outboxMaxBytes`, when that is the smaller); `limit` says which.
     #[error("message of {size} bytes exceeds the limit of {max} bytes ({limit})")]
@@ -49,15 +58,25 @@ pub enum ClientError {
     },
     /// The client is closed: call `connect()` to start again (after `shutdown()`: create a
     /// new client).
-    #[error("the client is closed")]
-    Closed,
+    #[error("{reason}")]
+    Closed {
+        /// Always `the client is closed`: the text Python's `str(e)` and Kotlin's `message` show.
+        reason: String,
+    },
     /// The client is draining its outbox before closing and takes no new messages.
-    #[error("the client is closing")]
-    Closing,
+    #[error("{reason}")]
+    Closing {
+        /// Always `the client is closing`: the text Python's `str(e)` and Kotlin's `message` show.
+        reason: String,
+    },
     /// The URL is an event stream (SSE), which only receives: nothing can be sent on it, and
     /// it carries only the channel its URL names (no subscribe, unsubscribe or document).
-    #[error("an event stream (SSE) is receive-only: nothing can be sent on it")]
-    ReceiveOnly,
+    #[error("{reason}")]
+    ReceiveOnly {
+        /// Always `an event stream (SSE) is receive-only: nothing can be sent on it`:
+        /// the text Python's `str(e)` and Kotlin's `message` show.
+        reason: String,
+    },
     /// An acknowledged message left the outbox without an ack (it may have been delivered if
     /// the reason is not `Rejected`, but the server never confirmed it).
     #[error("dropped before acknowledgement: {reason:?}")]
@@ -66,8 +85,11 @@ pub enum ClientError {
         reason: DropReason,
     },
     /// A request's reply did not arrive within its timeout.
-    #[error("timed out")]
-    TimedOut,
+    #[error("{reason}")]
+    TimedOut {
+        /// Always `timed out`: the text Python's `str(e)` and Kotlin's `message` show.
+        reason: String,
+    },
     /// An acknowledged send's ack did not arrive within its timeout, which was also the
     /// message's TTL, so it is never sent after this. `status` says what became of it:
     /// `Expired` (it was not written: dropped, with a `Dropped` event, reason `Expired`) or
@@ -82,8 +104,12 @@ pub enum ClientError {
         status: Unacked,
     },
     /// The connection dropped after the request was sent; its reply is lost. Retry it.
-    #[error("the connection was lost before the reply")]
-    ConnectionLost,
+    #[error("{reason}")]
+    ConnectionLost {
+        /// Always `the connection was lost before the reply`:
+        /// the text Python's `str(e)` and Kotlin's `message` show.
+        reason: String,
+    },
     /// The document was closed (`Document.closeDocument()`, on this handle or another one on
     /// the same channel), so it takes no changes: open it again with `Client.document`.
     #[error("document {channel:?} is closed")]
@@ -101,6 +127,60 @@ pub enum ClientError {
         /// Its explanation. (Not `message`: that is every exception's own property.)
         reason: String,
     },
+}
+
+/// The variants that have no data of their own carry their text as `reason`, built here: UniFFI
+/// makes Python's `str(e)` and Kotlin's `message` from an error's fields, so without one they
+/// were empty (`f"send failed: {e}"` printed nothing after the colon).
+impl ClientError {
+    /// `NeedsTetherProtocol`: this needs the Tether protocol (the client is in raw mode).
+    pub(crate) fn needs_tether_protocol() -> Self {
+        ClientError::NeedsTetherProtocol {
+            reason: "this needs the Tether protocol (the client is in raw mode)".to_owned(),
+        }
+    }
+
+    /// `OutboxFull`: the outbox is full.
+    pub(crate) fn outbox_full() -> Self {
+        ClientError::OutboxFull {
+            reason: "the outbox is full".to_owned(),
+        }
+    }
+
+    /// `Closed`: the client is closed.
+    pub(crate) fn closed() -> Self {
+        ClientError::Closed {
+            reason: "the client is closed".to_owned(),
+        }
+    }
+
+    /// `Closing`: the client is closing.
+    pub(crate) fn closing() -> Self {
+        ClientError::Closing {
+            reason: "the client is closing".to_owned(),
+        }
+    }
+
+    /// `ReceiveOnly`: an event stream (SSE) is receive-only: nothing can be sent on it.
+    pub(crate) fn receive_only() -> Self {
+        ClientError::ReceiveOnly {
+            reason: "an event stream (SSE) is receive-only: nothing can be sent on it".to_owned(),
+        }
+    }
+
+    /// `TimedOut`: timed out.
+    pub(crate) fn timed_out() -> Self {
+        ClientError::TimedOut {
+            reason: "timed out".to_owned(),
+        }
+    }
+
+    /// `ConnectionLost`: the connection was lost before the reply.
+    pub(crate) fn connection_lost() -> Self {
+        ClientError::ConnectionLost {
+            reason: "the connection was lost before the reply".to_owned(),
+        }
+    }
 }
 
 /// Which setting refused a message as `ClientError.TooLarge`. Its text is the setting's name
@@ -162,11 +242,11 @@ impl From<tether::SendError> for ClientError {
                 max: max as u64,
                 limit: limit.into(),
             },
-            tether::SendError::OutboxFull => ClientError::OutboxFull,
-            tether::SendError::Closed => ClientError::Closed,
-            tether::SendError::Closing => ClientError::Closing,
-            tether::SendError::ReceiveOnly => ClientError::ReceiveOnly,
-            tether::SendError::NeedsTetherProtocol(_) => ClientError::NeedsTetherProtocol,
+            tether::SendError::OutboxFull => ClientError::outbox_full(),
+            tether::SendError::Closed => ClientError::closed(),
+            tether::SendError::Closing => ClientError::closing(),
+            tether::SendError::ReceiveOnly => ClientError::receive_only(),
+            tether::SendError::NeedsTetherProtocol(_) => ClientError::needs_tether_protocol(),
             tether::SendError::BinaryInTetherMode => ClientError::InvalidArgument {
                 argument: "payload".to_owned(),
                 reason: "binary payloads need the raw protocol".to_owned(),
@@ -187,10 +267,10 @@ impl From<tether::SendError> for ClientError {
 impl From<tether::SubscribeError> for ClientError {
     fn from(e: tether::SubscribeError) -> Self {
         match e {
-            tether::SubscribeError::NeedsTetherProtocol => ClientError::NeedsTetherProtocol,
+            tether::SubscribeError::NeedsTetherProtocol => ClientError::needs_tether_protocol(),
             tether::SubscribeError::InvalidChannel(name) => invalid_channel(name),
-            tether::SubscribeError::Closed => ClientError::Closed,
-            tether::SubscribeError::ReceiveOnly => ClientError::ReceiveOnly,
+            tether::SubscribeError::Closed => ClientError::closed(),
+            tether::SubscribeError::ReceiveOnly => ClientError::receive_only(),
             other => ClientError::InvalidArgument {
                 argument: "channel".to_owned(),
                 reason: other.to_string(),
@@ -211,7 +291,7 @@ impl From<tether::AckError> for ClientError {
                 status: status.into(),
             },
             // The client task stopped: for the app that is a closed client.
-            _ => ClientError::Closed,
+            _ => ClientError::closed(),
         }
     }
 }
@@ -221,7 +301,7 @@ impl From<tether::RequestError> for ClientError {
         match e {
             tether::RequestError::Send(e) => e.into(),
             tether::RequestError::Failed(failure) => failure.into(),
-            _ => ClientError::Closed,
+            _ => ClientError::closed(),
         }
     }
 }
@@ -229,9 +309,9 @@ impl From<tether::RequestError> for ClientError {
 impl From<tether::RequestFailure> for ClientError {
     fn from(failure: tether::RequestFailure) -> Self {
         match failure {
-            tether::RequestFailure::TimedOut => ClientError::TimedOut,
-            tether::RequestFailure::ConnectionLost => ClientError::ConnectionLost,
-            tether::RequestFailure::Closed => ClientError::Closed,
+            tether::RequestFailure::TimedOut => ClientError::timed_out(),
+            tether::RequestFailure::ConnectionLost => ClientError::connection_lost(),
+            tether::RequestFailure::Closed => ClientError::closed(),
             tether::RequestFailure::Overflow => ClientError::Dropped {
                 reason: DropReason::Overflow,
             },
@@ -239,7 +319,7 @@ impl From<tether::RequestFailure> for ClientError {
                 code,
                 reason: message,
             },
-            _ => ClientError::ConnectionLost,
+            _ => ClientError::connection_lost(),
         }
     }
 }
@@ -247,7 +327,7 @@ impl From<tether::RequestFailure> for ClientError {
 impl From<tether::SyncError> for ClientError {
     fn from(e: tether::SyncError) -> Self {
         match e {
-            tether::SyncError::NeedsTetherProtocol => ClientError::NeedsTetherProtocol,
+            tether::SyncError::NeedsTetherProtocol => ClientError::needs_tether_protocol(),
             tether::SyncError::InvalidChannel(name) => invalid_channel(name),
             tether::SyncError::EmptyChange => ClientError::InvalidArgument {
                 argument: "ops".to_owned(),
@@ -362,7 +442,7 @@ mod tests {
         }
         assert_eq!(
             ClientError::from(tether::SendError::Closed),
-            ClientError::Closed
+            ClientError::closed()
         );
         let ClientError::InvalidArgument { argument, .. } =
             ClientError::from(tether::SendError::BinaryInTetherMode)
@@ -370,6 +450,43 @@ mod tests {
             panic!("binary in Tether mode is an invalid argument");
         };
         assert_eq!(argument, "payload");
+    }
+
+    #[test]
+    fn variants_without_data_carry_their_text_as_reason() {
+        // UniFFI builds Python's str(e) and Kotlin's message from the fields: `reason` is what
+        // they show, and it is the Display text.
+        for (e, text) in [
+            (
+                ClientError::needs_tether_protocol(),
+                "this needs the Tether protocol (the client is in raw mode)",
+            ),
+            (ClientError::outbox_full(), "the outbox is full"),
+            (ClientError::closed(), "the client is closed"),
+            (ClientError::closing(), "the client is closing"),
+            (
+                ClientError::receive_only(),
+                "an event stream (SSE) is receive-only: nothing can be sent on it",
+            ),
+            (ClientError::timed_out(), "timed out"),
+            (
+                ClientError::connection_lost(),
+                "the connection was lost before the reply",
+            ),
+        ] {
+            assert_eq!(e.to_string(), text);
+            let (ClientError::NeedsTetherProtocol { reason }
+            | ClientError::OutboxFull { reason }
+            | ClientError::Closed { reason }
+            | ClientError::Closing { reason }
+            | ClientError::ReceiveOnly { reason }
+            | ClientError::TimedOut { reason }
+            | ClientError::ConnectionLost { reason }) = e
+            else {
+                panic!("{e:?} has data of its own");
+            };
+            assert_eq!(reason, text);
+        }
     }
 
     #[test]
@@ -381,7 +498,7 @@ mod tests {
             ClientError::from(tether::SubscribeError::ReceiveOnly),
             ClientError::from(tether::SyncError::Send(tether::SendError::ReceiveOnly)),
         ] {
-            assert_eq!(e, ClientError::ReceiveOnly);
+            assert_eq!(e, ClientError::receive_only());
         }
     }
 
@@ -409,7 +526,7 @@ mod tests {
     fn sync_errors_map_to_what_the_caller_acts_on() {
         assert_eq!(
             ClientError::from(tether::SyncError::NeedsTetherProtocol),
-            ClientError::NeedsTetherProtocol
+            ClientError::needs_tether_protocol()
         );
         assert!(matches!(
             ClientError::from(tether::SyncError::EmptyChange),
@@ -417,7 +534,7 @@ mod tests {
         ));
         assert_eq!(
             ClientError::from(tether::SyncError::Send(tether::SendError::OutboxFull)),
-            ClientError::OutboxFull
+            ClientError::outbox_full()
         );
         assert_eq!(
             ClientError::from(tether::SyncError::NotOpen("todo".to_owned())),

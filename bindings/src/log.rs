@@ -96,8 +96,12 @@ pub trait LogSink: Send + Sync {
 pub enum LogError {
     /// The process already has a global `tracing` subscriber (installed by other Rust code):
     /// the library's records go to it.
-    #[error("another tracing subscriber is already installed in this process")]
-    SubscriberAlreadySet,
+    #[error("{reason}")]
+    SubscriberAlreadySet {
+        /// `another tracing subscriber is already installed in this process`. (A field so that
+        /// Python's `str(e)` and Kotlin's `message`, which UniFFI builds from the fields, say it.)
+        reason: String,
+    },
     /// The delivery thread could not be started.
     #[error("cannot start the log thread: {reason}")]
     ThreadFailed {
@@ -151,8 +155,12 @@ fn bridge() -> Result<&'static Arc<Bridge>, LogError> {
             });
             let layer = ForeignLayer(bridge.clone());
             let subscriber = tracing_subscriber::registry().with(layer);
-            tracing::subscriber::set_global_default(subscriber)
-                .map_err(|_| LogError::SubscriberAlreadySet)?;
+            tracing::subscriber::set_global_default(subscriber).map_err(|_| {
+                LogError::SubscriberAlreadySet {
+                    reason: "another tracing subscriber is already installed in this process"
+                        .to_owned(),
+                }
+            })?;
             Ok(bridge)
         })
         .as_ref()

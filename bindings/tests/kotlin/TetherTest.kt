@@ -483,9 +483,11 @@ fun main() {
             check(sdkVersion().isNotEmpty())
             val bad = expectThrows<ClientException.InvalidConfig> { Client(ClientConfig("ftp://nowhere")) }
             check(bad.field == "url") { bad }
+            // A variant with fields keeps them, and its message shows them.
+            check(bad.message?.startsWith("field=url, reason=") == true) { "message: ${bad.message}" }
             // toString() is the Rust SDK's Display text, also for variants without fields.
             check(bad.toString().startsWith("invalid config `url`: ")) { bad.toString() }
-            check(ClientException.Closed().toString() == "the client is closed") { ClientException.Closed().toString() }
+            check(ClientException.Closed("the client is closed").toString() == "the client is closed")
             check("${ClientException.TooLarge(10uL, 5uL, SizeLimit.OUTBOX_MAX_BYTES)}" ==
                 "message of 10 bytes exceeds the limit of 5 bytes (outbox.max_bytes)")
             val zero = expectThrows<ClientException.InvalidConfig> {
@@ -504,7 +506,11 @@ fun main() {
                 check(none.field == field) { none }
             }
             Client(ClientConfig("ws://127.0.0.1:9/")).use { raw ->
-                expectThrows<ClientException.NeedsTetherProtocol> { raw.subscribe("room") }
+                val refused = expectThrows<ClientException.NeedsTetherProtocol> { raw.subscribe("room") }
+                // `message` (what "${e.message}" and getLocalizedMessage() give) carries the text
+                // too, also for a variant with no data of its own: it used to be empty.
+                check("this needs the Tether protocol (the client is in raw mode)" in (refused.message ?: "")) { "message: ${refused.message}" }
+                check(refused.reason == "this needs the Tether protocol (the client is in raw mode)") { refused }
                 expectThrows<ClientException.NeedsTetherProtocol> { raw.document("list") }
                 val arg = expectThrows<ClientException.InvalidArgument> { raw.send(json("{not json")) }
                 check(arg.argument == "payload") { arg }
@@ -801,7 +807,9 @@ fun main() {
                 check(reason == CloseReason.App(1000u)) { reason }
                 recA.state("A closing") { it == ConnectionState.Closing }
                 recA.state("A closed") { it == ConnectionState.Closed(CloseReason.App(1000u)) }
-                expectThrows<ClientException.Closed> { a.send(json("1")) }
+                val closed = expectThrows<ClientException.Closed> { a.send(json("1")) }
+                check("the client is closed" in "send failed: ${closed.message}") { "message: ${closed.message}" }
+                check(closed.reason == "the client is closed") { closed }
                 a.connect()
                 recA.state("A open again") { it == ConnectionState.Open }
                 handleA.cancel()

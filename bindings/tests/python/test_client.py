@@ -34,6 +34,8 @@ def test_typed_errors_name_the_field_and_raw_mode_refuses_channels():
     with pytest.raises(t.ClientError.InvalidConfig) as bad:
         t.Client(t.ClientConfig("ftp://nowhere"))
     assert bad.value.field == "url"
+    # A variant with fields keeps them, and its str() shows them.
+    assert bad.value.reason and str(bad.value).startswith("field='url', reason=")
     with pytest.raises(t.ClientError.InvalidConfig) as zero:
         t.Client(t.ClientConfig("ws://127.0.0.1:9/").backoff_initial_ms(0))
     assert zero.value.field == "backoff.initial"
@@ -49,8 +51,13 @@ def test_typed_errors_name_the_field_and_raw_mode_refuses_channels():
             t.Client(config)
         assert none.value.field == field
     raw = t.Client(t.ClientConfig("ws://127.0.0.1:9/"))
-    with pytest.raises(t.ClientError.NeedsTetherProtocol):
+    with pytest.raises(t.ClientError.NeedsTetherProtocol) as refused:
         raw.subscribe("room")
+    # str(e), what f"send failed: {e}" and logging print, is the Rust SDK's text, also for a
+    # variant that has no data of its own (it used to be empty).
+    assert "this needs the Tether protocol (the client is in raw mode)" in str(refused.value)
+    assert refused.value.reason == "this needs the Tether protocol (the client is in raw mode)"
+    assert "Tether protocol" in f"subscribe failed: {refused.value}"
     with pytest.raises(t.ClientError.NeedsTetherProtocol):
         raw.document("list")
     with pytest.raises(t.ClientError.InvalidArgument) as arg:
@@ -346,8 +353,10 @@ def test_disconnect_then_connect_again_then_cancel_stops_events(pair, run):
         await rec_a.state(
             "A closed", lambda s: s == t.ConnectionState.CLOSED(t.CloseReason.APP(1000))
         )
-        with pytest.raises(t.ClientError.Closed):
+        with pytest.raises(t.ClientError.Closed) as closed:
             a.send(json("1"))
+        assert "the client is closed" in f"send failed: {closed.value}"
+        assert closed.value.reason == "the client is closed"
         a.connect()
         await rec_a.state("A open again", lambda s: s == OPEN)
         handle_a.cancel()
