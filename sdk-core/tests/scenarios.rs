@@ -1096,6 +1096,48 @@ fn a_send_buffer_draining_at_the_peers_pace_is_a_sign_of_life_and_a_lone_fall_to
 }
 
 #[test]
+fn a_send_buffer_fall_answers_a_probe_only_when_it_comes_after_it() {
+    // As with bytes: a probe (the network changed) is answered by what comes after it. An
+    // upload drained between two heartbeat deadlines, then the link died with the old
+    // network; the probe's reading still shows the fall since the last deadline's reading,
+    // which came before the probe and must not answer it.
+    let probed = |read_at_probe: Option<u64>| {
+        let mut sim = heartbeat_sim(HeartbeatMode::AppMessage, Protocol::Raw);
+        sim.connect_open();
+        let conn = sim.server.conn.unwrap();
+        sim.server.behaviour = Behaviour::BlackHole;
+        let opened = sim.now;
+        sim.run_until(opened + secs(10) - ms(1));
+        sim.engine.send_buffer_level(sim.now, conn, 9000);
+        // The peer took 3000 bytes at 11 s, then the link died; the network changes at 13 s.
+        sim.run_until(opened + secs(13));
+        let probe_at = sim.now;
+        if let Some(level) = read_at_probe {
+            sim.engine.send_buffer_level(sim.now, conn, level);
+        }
+        sim.engine.network_changed(sim.now, true);
+        sim.run_until(probe_at + secs(5) - ms(1));
+        sim.engine.send_buffer_level(sim.now, conn, 6000);
+        sim.run_until(probe_at + secs(6));
+        (probe_at, sim.reconnects())
+    };
+    let (probe_at, reconnects) = probed(None);
+    let (at, _, _, cause) = reconnects[0].clone();
+    assert_eq!(cause, DisconnectCause::HeartbeatTimeout);
+    assert_eq!(
+        at.saturating_duration_since(probe_at),
+        secs(5),
+        "a dead socket is found within the probe timeout"
+    );
+    // Read at the probe too, the same fall is known to come before it: still found.
+    let (_, reconnects) = probed(Some(6000));
+    assert_eq!(reconnects[0].3, DisconnectCause::HeartbeatTimeout);
+    // A fall after the probe's own reading answers it.
+    let (_, reconnects) = probed(Some(7000));
+    assert_eq!(reconnects, [], "the upload kept draining after the probe");
+}
+
+#[test]
 fn send_buffer_levels_of_a_stale_transport_are_ignored() {
     let mut sim = heartbeat_sim(HeartbeatMode::AppMessage, Protocol::Raw);
     sim.connect_open();

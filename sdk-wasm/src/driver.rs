@@ -150,8 +150,7 @@ impl Shared {
         let mut hooks: Vec<Hook> = Vec::new();
         for (name, online) in [("online", true), ("offline", false)] {
             let w = Rc::downgrade(self);
-            let cb =
-                Closure::new(move || input(&w, |i, now| i.engine.network_changed(now, online)));
+            let cb = Closure::new(move || input(&w, |i, now| i.network_changed(now, online)));
             hooks.push((scope.clone(), name, cb));
         }
         let online = js::online();
@@ -160,7 +159,7 @@ impl Shared {
             let (w, d) = (Rc::downgrade(self), doc.clone());
             let cb = Closure::new(move || {
                 let visible = d.visibility_state() == web_sys::VisibilityState::Visible;
-                input(&w, |i, now| i.engine.set_foreground(now, visible));
+                input(&w, |i, now| i.set_foreground(now, visible));
             });
             hooks.push((doc.clone().unchecked_into(), "visibilitychange", cb));
         }
@@ -289,10 +288,24 @@ impl Inner {
         }
     }
 
+    /// A network change, with the level read first: the probe it may send is answered only
+    /// by a fall after it (see `Engine::send_buffer_level`).
+    pub(crate) fn network_changed(&mut self, now: Instant, online: bool) {
+        self.note_upload(now);
+        self.engine.network_changed(now, online);
+    }
+
+    /// Foreground or background, with the level read first (as for a network change).
+    pub(crate) fn set_foreground(&mut self, now: Instant, foreground: bool) {
+        self.note_upload(now);
+        self.engine.set_foreground(now, foreground);
+    }
+
     /// Reports the socket's `bufferedAmount` (`send_buffer_level`): from how it falls, the
     /// engine tells whether the peer is taking an upload, so a large message going out on a
     /// slow link is not cut off by a heartbeat whose pong waits behind it. Read whenever the
-    /// timer fires (the engine needs it at its deadlines): no call per byte.
+    /// timer fires (the engine needs it at its deadlines) and before an input that may probe:
+    /// no call per byte.
     fn note_upload(&mut self, now: Instant) {
         if let Some((id, Some(buffered))) = self.socket.as_ref().map(|s| (s.id(), s.buffered())) {
             self.engine.send_buffer_level(now, id, buffered.into());

@@ -374,10 +374,10 @@ impl WasmClient {
                 i.engine.close_document(channel);
             }),
             numbers::ONLINE | numbers::OFFLINE => {
-                self.act(|i, now| i.engine.network_changed(now, op == numbers::ONLINE))
+                self.act(|i, now| i.network_changed(now, op == numbers::ONLINE))
             }
             numbers::FOREGROUND | numbers::BACKGROUND => {
-                self.act(|i, now| i.engine.set_foreground(now, op == numbers::FOREGROUND))
+                self.act(|i, now| i.set_foreground(now, op == numbers::FOREGROUND))
             }
             numbers::CONNECT => self.act(|i, now| i.engine.connect(now)),
             _ => Err(unknown_number("command")),

@@ -302,7 +302,9 @@ impl Engine {
     /// How many bytes handed to `transport` its platform still holds unsent, for a driver
     /// that cannot see its socket take bytes but can read such a level (a browser
     /// WebSocket's `bufferedAmount`). Read it at least at each deadline, before
-    /// `handle_timeout`; reading more often changes nothing.
+    /// `handle_timeout`, and before an input that may send a probe ([`Engine::network_changed`],
+    /// [`Engine::set_foreground`]): only a fall after the probe answers it, so a level read
+    /// earlier is no baseline for it. Reading more often only shows more of the falls.
     ///
     /// The engine infers the peer's progress from the readings. While the platform holds a
     /// backlog, it hands bytes to the operating system as fast as the OS buffer frees room,
@@ -318,6 +320,7 @@ impl Engine {
         if !self.is_current(transport) {
             return;
         }
+        self.conn.unsent_at = Some(now);
         let last = std::mem::replace(&mut self.conn.unsent, unsent);
         let fell = unsent < last;
         let sign = fell && (unsent > 0 || self.conn.backlog_drained);
@@ -500,6 +503,10 @@ impl Engine {
     /// Sends a probe ping with a short deadline on an open connection.
     pub(super) fn probe(&mut self, now: Instant) {
         if let Some(Beat::SendPing { seq }) = self.heartbeat.probe(now) {
+            // Only a fall after the probe answers it: a level read before it is no baseline.
+            if self.conn.unsent_at != Some(now) {
+                self.conn.unsent = 0;
+            }
             self.send_ping(seq);
         }
     }

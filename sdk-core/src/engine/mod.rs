@@ -146,6 +146,9 @@ struct Connection {
     /// (since the level was last zero) was seen draining at the peer's pace.
     unsent: u64,
     backlog_drained: bool,
+    /// When that reading was taken: a probe sent later makes it no baseline (a fall from it
+    /// may have come before the probe, which only what comes after it answers).
+    unsent_at: Option<Instant>,
 }
 
 /// Token refresh bookkeeping: refresh once after a refusal, then give up.
