@@ -1096,6 +1096,37 @@ fn a_send_buffer_draining_at_the_peers_pace_is_a_sign_of_life_and_a_lone_fall_to
 }
 
 #[test]
+fn a_dead_peer_is_found_within_the_bound_however_often_the_level_is_read() {
+    // The browser driver reads the level every 20 ms while backpressure holds. A dead peer's
+    // OS buffer takes the start of an upload (the one false sign), then nothing: the app
+    // keeps sending, so the level only grows, and it is found within the bound of that sign.
+    let mut sim = heartbeat_sim(HeartbeatMode::AppMessage, Protocol::Raw);
+    sim.connect_open();
+    let conn = sim.server.conn.unwrap();
+    sim.server.behaviour = Behaviour::BlackHole;
+    let opened = sim.now;
+    let mut level = 0;
+    for k in 1..=10_000u64 {
+        sim.run_until(opened + ms(20 * k));
+        level = match k {
+            ..=749 => 0,
+            750 => 50_000,
+            751 => 20_000,
+            _ if k % 50 == 0 => level + 100,
+            _ => level,
+        };
+        sim.engine.send_buffer_level(sim.now, conn, level);
+        if !sim.reconnects().is_empty() {
+            break;
+        }
+    }
+    // The false sign at 15 s answered the ping of 10 s; those of 20 s and 30 s went missing.
+    let (at, _, _, cause) = sim.reconnects()[0].clone();
+    assert_eq!(cause, DisconnectCause::HeartbeatTimeout);
+    assert_eq!(at.saturating_duration_since(opened), secs(40));
+}
+
+#[test]
 fn a_send_buffer_fall_answers_a_probe_only_when_it_comes_after_it() {
     // As with bytes: a probe (the network changed) is answered by what comes after it. An
     // upload drained between two heartbeat deadlines, then the link died with the old
