@@ -312,9 +312,10 @@ impl Engine {
     /// reaching zero is a sign of life like [`Engine::bytes_acknowledged`], and so is the fall
     /// to zero that ends such a backlog (its last part left). A fall to zero in a backlog
     /// never seen draining proves nothing: a small send to a dead peer leaves at once for an
-    /// OS buffer with room. What is then in the OS buffer goes out unseen. The start of a
-    /// backlog can give one false sign (a large send to a dead peer first fills the empty
-    /// OS buffer); then a dead peer's level stays, and it is found within the bound.
+    /// OS buffer with room. What is then in the OS buffer goes out unseen. While a dead
+    /// peer's OS buffer is still filling (a large send first fills its free room) readings
+    /// can show false signs; once it is full the level only stays or grows, and the
+    /// connection is found dead within the bound.
     pub fn send_buffer_level(&mut self, now: Instant, transport: TransportId, unsent: u64) {
         let now = self.observe(now);
         if !self.is_current(transport) {
