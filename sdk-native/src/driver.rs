@@ -14,7 +14,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::Poll;
-use tether_core::{Action, CloseReason, Engine, Event, Instant, RequestFailure, RequestId, State};
+use tether_core::{
+    Action, CloseReason, Engine, Event, Instant, RequestFailure, RequestId, State, TransportId,
+};
 use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
@@ -147,8 +149,9 @@ impl Driver {
 
     /// Drains the engine (the drain rule): performs its actions and moves its events to the
     /// app's queue, under one lock. Performing an action only queues a frame on the link or
-    /// creates a connect future, so no I/O runs under the lock; the token provider is app
-    /// code, so it is called after the lock is released. Returns the next deadline.
+    /// creates a connect future, so no I/O runs under the lock. App code runs only after the
+    /// lock is released: the log (the app's `tracing` subscriber), the app's wake-up and the
+    /// token provider. Returns the next deadline.
     fn pump(
         &mut self,
         link: &mut Option<Link>,
@@ -156,18 +159,20 @@ impl Driver {
     ) -> Option<Instant> {
         let receiver;
         let mut fetch = None;
+        let mut log = Log::default();
         let deadline = {
             let mut inner = self.shared.lock();
             let inner = &mut *inner;
             while let Some(action) = inner.engine.poll_action() {
                 match action {
                     Action::FetchToken { attempt, refresh } => fetch = Some((attempt, refresh)),
-                    other => perform(link, other, &self.ctx),
+                    other => perform(link, other, &self.ctx, &mut log),
                 }
             }
-            receiver = self.deliver_events(inner, Logging::On);
+            receiver = self.deliver_events(inner, &mut log);
             inner.engine.poll_timeout()
         };
+        log.emit();
         if let Some(app) = receiver {
             app.wake();
         }
@@ -184,8 +189,9 @@ impl Driver {
     }
 
     /// Moves the engine's events into the app's queue, resolving waiters on the way: one lock
-    /// and one wake-up per drain. Returns the app's waker to wake once the locks are released.
-    fn deliver_events(&self, inner: &mut Inner, logging: Logging) -> Option<std::task::Waker> {
+    /// and one wake-up per drain. Returns the app's waker to wake once the locks are released;
+    /// what to log about the events goes to `log`, to be emitted then too.
+    fn deliver_events(&self, inner: &mut Inner, log: &mut Log) -> Option<std::task::Waker> {
         let first = inner.engine.poll_event()?;
         let mut queue = self.shared.lock_events();
         let mut next = Some(first);
@@ -201,9 +207,7 @@ impl Driver {
                     watch.send_replace(to.clone());
                 }
             }
-            if logging == Logging::On {
-                trace_event(&event);
-            }
+            log.event(&event);
             if !queue.receiver_gone {
                 queue.events.push_back(event);
             }
@@ -242,20 +246,19 @@ impl Drop for Driver {
         let panicking = std::thread::panicking();
         // A panic inside an engine call poisons the lock: the engine may be half-updated.
         let engine_intact = !self.shared.inner_poisoned();
+        let mut log = Log::default();
         let last_events = {
             let mut inner = self.shared.lock();
             // Ended without the engine closed (its runtime was dropped mid-run, or the task
             // panicked outside the engine): closed here, so later sends are refused instead of
             // queued for nobody, and what was pending is reported in the app's last events
-            // (resolving the waits for it). Nothing is logged while a panic unwinds (the
-            // panic may have come from the log subscriber: a second one aborts the process).
+            // (resolving the waits for it).
             let last_events = if engine_intact {
                 let now = self.shared.now();
                 inner.engine.abandon(now);
                 // Actions would need the task: the link is gone with it.
                 while inner.engine.poll_action().is_some() {}
-                let logging = if panicking { Logging::Off } else { Logging::On };
-                self.deliver_events(&mut inner, logging)
+                self.deliver_events(&mut inner, &mut log)
             } else {
                 None
             };
@@ -284,18 +287,27 @@ impl Drop for Driver {
         queue.state_watch = None;
         let receiver = queue.receiver.take().or(last_events);
         drop(queue);
+        // Nothing is logged while a panic unwinds (the panic may have come from the log
+        // subscriber: a second one aborts the process).
+        if !panicking {
+            log.emit();
+        }
         if let Some(app) = receiver {
             app.wake();
         }
     }
 }
 
-/// Performs one engine action on the link (every action but `FetchToken`).
-fn perform(link: &mut Option<Link>, action: Action, ctx: &LinkContext) {
+/// Performs one engine action on the link (every action but `FetchToken`); what to log about
+/// it goes to `log` (this runs under the engine's lock).
+fn perform(link: &mut Option<Link>, action: Action, ctx: &LinkContext, log: &mut Log) {
     match action {
         Action::Open(request) => {
-            let url = crate::transport::redacted_url(&request.url);
-            debug!(transport = %request.transport, attempt = request.attempt, %url, "opening");
+            log.push(LogLine::Opening {
+                transport: request.transport,
+                attempt: request.attempt,
+                url: crate::transport::redacted_url(&request.url).into_owned(),
+            });
             // What the slot still holds has ended: the engine releases a link still closing
             // (`Action::Release`) before it opens another.
             *link = Some(Link::open(*request, ctx));
@@ -316,7 +328,11 @@ fn perform(link: &mut Option<Link>, action: Action, ctx: &LinkContext) {
             reason,
         } => {
             if let Some(l) = link.as_mut().filter(|l| l.id() == transport) {
-                debug!(%transport, code, %reason, "closing transport");
+                log.push(LogLine::Closing {
+                    transport,
+                    code,
+                    reason: reason.clone(),
+                });
                 l.close(code, reason);
             }
         }
@@ -324,11 +340,11 @@ fn perform(link: &mut Option<Link>, action: Action, ctx: &LinkContext) {
         // link drops the socket.
         Action::Release { transport } => {
             if link.as_ref().is_some_and(|l| l.id() == transport) {
-                debug!(%transport, "releasing transport");
+                log.push(LogLine::Releasing { transport });
                 *link = None;
             }
         }
-        other => warn!(?other, "action not supported by this driver"),
+        other => log.push(LogLine::Unsupported(other)),
     }
 }
 
@@ -473,11 +489,77 @@ fn forward(waiters: &Waiters, channel: &str, event: impl FnOnce() -> DocumentEve
     }
 }
 
-/// Whether delivering events logs them (not while a panic unwinds: see `Driver::drop`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Logging {
-    On,
-    Off,
+/// What the task logs about one drain, collected while it holds its locks and emitted once
+/// they are released. The app's `tracing` subscriber is app code: one that calls back into the
+/// client from a log event (`stats()`, `state()`, a send) would deadlock on a lock the task
+/// holds (std's mutex is not reentrant), and one that panics would poison it. Empty (no
+/// allocation) for the common drain: sends, pings and messages log nothing.
+#[derive(Default)]
+struct Log(Vec<LogLine>);
+
+/// One line of a [`Log`]: what the log macro needs, owned.
+enum LogLine {
+    Opening {
+        transport: TransportId,
+        attempt: u32,
+        url: String,
+    },
+    Closing {
+        transport: TransportId,
+        code: u16,
+        reason: String,
+    },
+    Releasing {
+        transport: TransportId,
+    },
+    Unsupported(Action),
+    /// An event worth a line (`is_logged`), as the app is given it.
+    Event(Event),
+}
+
+impl Log {
+    fn push(&mut self, line: LogLine) {
+        self.0.push(line);
+    }
+
+    /// Keeps a copy of `event` if it is logged (see `trace_event`).
+    fn event(&mut self, event: &Event) {
+        if is_logged(event) {
+            self.push(LogLine::Event(event.clone()));
+        }
+    }
+
+    /// Logs the lines, in order. Call without holding any lock of the client.
+    fn emit(self) {
+        for line in self.0 {
+            match line {
+                LogLine::Opening {
+                    transport,
+                    attempt,
+                    url,
+                } => debug!(%transport, attempt, %url, "opening"),
+                LogLine::Closing {
+                    transport,
+                    code,
+                    reason,
+                } => debug!(%transport, code, %reason, "closing transport"),
+                LogLine::Releasing { transport } => debug!(%transport, "releasing transport"),
+                LogLine::Unsupported(other) => warn!(?other, "action not supported by this driver"),
+                LogLine::Event(event) => trace_event(&event),
+            }
+        }
+    }
+}
+
+/// Whether `trace_event` logs `event` (so only those are copied for it).
+fn is_logged(event: &Event) -> bool {
+    matches!(
+        event,
+        Event::StateChanged { .. }
+            | Event::ReconnectScheduled { .. }
+            | Event::Dropped { .. }
+            | Event::Error(_)
+    )
 }
 
 /// Every state change and reconnect decision is logged with its reason.
