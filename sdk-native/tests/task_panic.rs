@@ -14,8 +14,9 @@ use tokio::time::timeout;
 /// Where the subscriber panics once armed (once only: the driver logs again as it ends).
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Trigger {
-    /// On an `info` event. The driver logs those while it holds the engine's lock, so the
-    /// panic poisons it: the engine may be half-updated.
+    /// On an `info` event. The driver logs once it has released its locks, so the panic
+    /// leaves the engine's lock unpoisoned, as `Enter` does, but strikes mid-drain: after the
+    /// engine's events were handed over, before the app's wake-up and the token provider.
     InfoEvent,
     /// On entering a span. The client's task runs inside its `tether` span, entered on every
     /// poll of the task, outside any engine call: the lock is not poisoned.
@@ -71,7 +72,8 @@ async fn a_client_whose_task_panicked_reports_closed_and_refuses_work() {
         .unwrap();
     client.send("accepted while the task ran").unwrap();
     let doc = client.document("todo").unwrap();
-    // The task's first state change log panics; the task ends without closing the engine.
+    // The task's first state change log panics; the task ends without closing the engine,
+    // which its end abandons.
     let reason = timeout(Duration::from_secs(5), client.closed())
         .await
         .unwrap();
