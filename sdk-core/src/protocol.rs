@@ -271,6 +271,14 @@ pub enum ClientMessage {
         epoch: Option<String>,
     },
     #[cfg(feature = "documents")]
+    /// Stop syncing a document: the server sends this connection no more of its changes or
+    /// snapshots. Not answered (the client drops frames of documents it does not hold
+    /// anyway); closing a document not synced is a no-op.
+    DocClose {
+        /// The document's channel.
+        channel: String,
+    },
+    #[cfg(feature = "documents")]
     /// A change to a document; acknowledged with `ack{id, offset: new version}` or refused with
     /// `error{id, code}` (followed by a `doc_snapshot`).
     DocChange {
@@ -581,6 +589,10 @@ impl ClientMessage {
                 epoch: env.epoch.take(),
             },
             #[cfg(feature = "documents")]
+            "doc_close" => ClientMessage::DocClose {
+                channel: env.take_channel("doc_close")?,
+            },
+            #[cfg(feature = "documents")]
             "doc_change" => ClientMessage::DocChange {
                 id: env.take_id("doc_change")?,
                 channel: env.take_channel("doc_change")?,
@@ -668,6 +680,11 @@ impl ClientMessage {
                 version: *version,
                 epoch: epoch.as_ref(),
                 ..Fields::new("doc_sync")
+            },
+            #[cfg(feature = "documents")]
+            ClientMessage::DocClose { channel } => Fields {
+                channel: Some(channel),
+                ..Fields::new("doc_close")
             },
             #[cfg(feature = "documents")]
             ClientMessage::DocChange {
@@ -1331,6 +1348,9 @@ mod tests {
                 version: Some(3),
                 epoch: Some("e".into()),
             },
+            ClientMessage::DocClose {
+                channel: "todo".into(),
+            },
             ClientMessage::DocChange {
                 id: "c-1".into(),
                 channel: "todo".into(),
@@ -1355,6 +1375,27 @@ mod tests {
         for m in msgs {
             assert_eq!(ClientMessage::decode(&m.encode()).unwrap(), m);
         }
+    }
+
+    // `doc_close` is as small as `unsubscribe`: its channel, required like every document
+    // message's (a close of no document in particular must not be read as a close of "").
+    #[cfg(feature = "documents")]
+    #[test]
+    fn doc_close_is_its_channel_and_nothing_else() {
+        let close = ClientMessage::DocClose {
+            channel: "todo".into(),
+        };
+        assert_eq!(
+            close.encode(),
+            r#"{"v":1,"type":"doc_close","channel":"todo"}"#
+        );
+        assert_eq!(
+            ClientMessage::decode(r#"{"type":"doc_close"}"#),
+            Err(DecodeError::MissingField {
+                kind: "doc_close",
+                field: "channel"
+            })
+        );
     }
 
     #[test]

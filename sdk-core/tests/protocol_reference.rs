@@ -549,6 +549,7 @@ fn doc_client_message() -> impl Strategy<Value = ClientMessage> {
                 epoch
             }
         ),
+        small_string().prop_map(|channel| ClientMessage::DocClose { channel }),
         (
             small_string(),
             small_string(),
