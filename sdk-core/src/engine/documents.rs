@@ -37,10 +37,32 @@ impl Engine {
         Ok(())
     }
 
-    /// Stops tracking the document on `channel`. Pending changes stay in the outbox and are
-    /// still delivered; their outcome is no longer reflected anywhere.
+    /// Stops syncing the document on `channel` and forgets it; whether it was open.
+    ///
+    /// On an open connection the server is told (`doc_close`), so that it stops sending the
+    /// document's changes to a client that no longer reads them. What it sent before reading
+    /// that is dropped here without a word, as for any document that is not open. A later
+    /// connection needs nothing: only open documents are synced when a connection opens.
+    ///
+    /// Pending changes stay in the outbox and are still delivered: the server applies a
+    /// change whether or not its author syncs the document, and the app was promised each
+    /// one's outcome. That outcome comes as for any message, `Event::Acked` or `Event::Dropped`
+    /// (a refusal: reason `Rejected` with the server's code), but no longer as document
+    /// events (`DocumentChanged`, `ChangeRejected`): there is no view left to update.
+    ///
+    /// A server older than `doc_close` answers it with an `error` (`bad_frame`) that names no
+    /// message: reported as one `Event::Error`, it changes nothing else, and that server keeps
+    /// sending the document until the connection ends, its frames dropped here as above.
     pub fn close_document(&mut self, channel: &str) -> bool {
-        self.documents.remove(channel).is_some()
+        if self.documents.remove(channel).is_none() {
+            return false;
+        }
+        if self.state.is_open() {
+            self.send_control(&ClientMessage::DocClose {
+                channel: channel.to_owned(),
+            });
+        }
+        true
     }
 
     /// The document on `channel`, if open.

@@ -102,8 +102,17 @@ pub struct DocNet {
     /// As the reference relay does: broadcast a change only to the clients whose `doc_sync`
     /// the server has handled on their current connection (off by default).
     pub relay_like: bool,
-    /// The connection on which the server handled each client's last `doc_sync`.
+    /// The connection on which the server handled each client's last `doc_sync` (until its
+    /// `doc_close`).
     synced_on: Vec<Option<TransportId>>,
+    /// How many `doc_change` broadcasts the server sent each client (live changes of others;
+    /// replays after a `doc_sync` not counted).
+    pub broadcasts_to: Vec<usize>,
+    /// The clients whose `doc_close` the server handled, in order.
+    pub doc_closes: Vec<usize>,
+    /// As a relay older than `doc_close` does: answer it with `error{bad_frame}` (no `id`) and
+    /// go on broadcasting.
+    pub refuses_doc_close: bool,
 }
 
 impl DocNet {
@@ -138,6 +147,9 @@ impl DocNet {
             impersonated: Vec::new(),
             relay_like: false,
             synced_on: vec![None; clients],
+            broadcasts_to: vec![0; clients],
+            doc_closes: Vec::new(),
+            refuses_doc_close: false,
         }
     }
 
@@ -225,8 +237,14 @@ impl DocNet {
                 let Some(Frame::Text(text)) = d.frame else {
                     return;
                 };
-                if let Ok(ClientMessage::DocSync { .. }) = ClientMessage::decode(&text) {
-                    self.synced_on[i] = Some(d.transport);
+                match ClientMessage::decode(&text) {
+                    Ok(ClientMessage::DocSync { .. }) => self.synced_on[i] = Some(d.transport),
+                    // As the relay does: no more broadcasts to this client (relay-like).
+                    Ok(ClientMessage::DocClose { .. }) if !self.refuses_doc_close => {
+                        self.synced_on[i] = None;
+                        self.doc_closes.push(i);
+                    }
+                    _ => {}
                 }
                 self.serve_and_send(i, &author(i), Some(d.transport), &text);
             }
@@ -247,6 +265,7 @@ impl DocNet {
                             if self.relay_like && self.synced_on.get(j) != Some(&Some(t)) {
                                 continue;
                             }
+                            self.broadcasts_to[j] += 1;
                             self.send(j, t, To::Client, Some(Frame::Text(broadcast.encode())));
                         }
                     }
@@ -301,6 +320,14 @@ impl DocNet {
         };
         match msg {
             ClientMessage::Ping { id } => vec![(ServerMessage::Pong { id: Some(id) }, None)],
+            ClientMessage::DocClose { .. } if self.refuses_doc_close => vec![(
+                ServerMessage::Error {
+                    code: "bad_frame".into(),
+                    message: "message type not supported by this relay".into(),
+                    id: None,
+                },
+                None,
+            )],
             ClientMessage::DocSync {
                 channel,
                 version,
@@ -461,6 +488,26 @@ impl DocNet {
         if lose_log {
             self.server.trim_log();
         }
+    }
+
+    /// Whether the server sends client `i`'s current connection the document's changes
+    /// (relay-like: it handled a `doc_sync` on it, and no `doc_close` since).
+    pub fn syncs(&self, i: usize) -> bool {
+        self.nodes[i].conn.is_some() && self.synced_on[i] == self.nodes[i].conn
+    }
+
+    /// Client `i` closes the document; whether it was open.
+    pub fn close_document(&mut self, i: usize) -> bool {
+        let closed = self.nodes[i].engine.close_document(DOC);
+        self.drain(i);
+        closed
+    }
+
+    /// Client `i` opens the document again.
+    pub fn open_document(&mut self, i: usize) {
+        let now = self.now;
+        self.nodes[i].engine.open_document(now, DOC).unwrap();
+        self.drain(i);
     }
 
     /// A local change by client `i`.
