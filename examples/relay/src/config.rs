@@ -25,8 +25,8 @@ pub struct RelayConfig {
     /// Per-connection inbound message rate; `None` disables the limit. Over the limit, a
     /// message that names an `id` (`publish`, `request`, `ping`, `doc_change`) is answered
     /// with `error{code:"rate_limited", id}` and not processed. One without an `id` (`hello`,
-    /// `subscribe`, `unsubscribe`, `doc_sync`), which such an error could not name, is not
-    /// refused but delayed: the relay stops reading the connection until the rate allows it
+    /// `subscribe`, `unsubscribe`, `doc_sync`, `doc_close`), which such an error could not
+    /// name, is not refused but delayed: the relay stops reading the connection until the rate allows it
     /// (the client's frames wait in the socket), so a client that subscribes to more
     /// channels than the burst on every reconnect gets every `subscribed`, the later ones at
     /// the sustained rate. (With `per_second: 0` nothing could be waited for: those are

@@ -354,6 +354,15 @@ impl Docs {
         })
     }
 
+    /// `doc_close`: `peer` no longer hears about the document (frames already queued there
+    /// still go out; the client drops them), and the document is dropped if it was never
+    /// changed and nobody else syncs it. The record of a snapshot queued there is forgotten
+    /// with it: it was the connection's only use.
+    pub(crate) fn close(&self, peer: &Peer, queued: &mut QueuedSnapshots, channel: &str) {
+        queued.remove(channel);
+        self.disconnect(peer.id(), [channel]);
+    }
+
     /// A connection went away: it no longer hears about these documents, and those that
     /// were never changed and have nobody else syncing them are dropped.
     pub(crate) fn disconnect<'a>(&self, peer: PeerId, channels: impl IntoIterator<Item = &'a str>) {
@@ -533,6 +542,33 @@ mod tests {
         );
         docs.disconnect(1, ["empty", "kept"]);
         assert_eq!(docs.len(), 1);
+    }
+
+    #[test]
+    fn a_closed_document_reaches_its_closer_no_more_and_is_dropped_if_idle() {
+        let docs = docs(RelayConfig::default());
+        let (a, mut qa) = Peer::new(1, 1000, 0);
+        let (b, mut qb) = Peer::new(2, 1000, 0);
+        let mut queued = QueuedSnapshots::new();
+        assert!(docs.sync(&a, &mut queued, "empty", None, None));
+        assert!(docs.sync(&a, &mut queued, "d", None, None));
+        docs.close(&a, &mut queued, "empty");
+        assert_eq!(docs.len(), 1, "never changed, nobody syncs it: dropped");
+        docs.close(&a, &mut queued, "d");
+        assert!(queued.is_empty());
+        qa.drain_messages();
+        docs.change(
+            author(&b),
+            &mut QueuedSnapshots::new(),
+            "d",
+            "c1".into(),
+            set("k", json!(1)),
+        );
+        assert!(
+            qa.drain_messages().is_empty(),
+            "not broadcast to the closer"
+        );
+        assert_eq!(qb.drain_messages().len(), 1, "the author's ack");
     }
 
     #[test]

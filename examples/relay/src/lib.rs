@@ -5,8 +5,9 @@
 //! - **WebSocket** (any path): `hello`, channels with `subscribe`/`unsubscribe`, publishes
 //!   with offsets, acks and deduplication by id, resume from `since`/`epoch` out of a
 //!   per-channel history, presence with a grace period, `request`→`reply` echo,
-//!   `ping`→`pong`, server pings that close silent connections (4000), and shared documents (`doc_sync`/`doc_change`:
-//!   one server order per document, a change log for resyncs, snapshots after a restart).
+//!   `ping`→`pong`, server pings that close silent connections (4000), and shared documents
+//!   (`doc_sync`/`doc_change`/`doc_close`: one server order per document, a change log for
+//!   resyncs, snapshots after a restart).
 //! - **Server-Sent Events**: `GET /sse/{channel}` streams a channel's messages, replaying
 //!   after `Last-Event-ID` (header or `?lastEventId=`).
 //!

@@ -125,8 +125,8 @@ impl Session {
     /// Over the rate limit, a message that names an `id` (a `publish`, `request`, `ping`,
     /// `doc_change`) is refused by [`on_text`](Self::on_text) with `rate_limited` naming
     /// it, and the client drops or fails that one message. A message without one
-    /// (`hello`, `subscribe`, `unsubscribe`, `doc_sync`) could not be named by the error:
-    /// refused, it would be lost without the client knowing (a client subscribing to more
+    /// (`hello`, `subscribe`, `unsubscribe`, `doc_sync`, `doc_close`) could not be named by
+    /// the error: refused, it would be lost without the client knowing (a client subscribing to more
     /// channels than the burst on every reconnect would believe itself subscribed to all).
     /// Such a message waits for a token instead: the reader stops reading the connection
     /// until then, so a flood of them is slowed by TCP backpressure rather than refused. Only
@@ -345,6 +345,15 @@ impl Session {
                     if docs.sync(&self.peer, snapshots, &channel, version, epoch.as_deref()) {
                         self.documents.insert(channel);
                     }
+                }
+            }
+            ClientMessage::DocClose { channel } => {
+                // Not answered, and a no-op for a document this connection does not sync:
+                // the client drops frames of documents it does not hold either way.
+                if self.check_channel(&channel, None) && self.documents.remove(&channel) {
+                    self.hub
+                        .docs
+                        .close(&self.peer, &mut self.snapshots, &channel);
                 }
             }
             ClientMessage::DocChange {
@@ -628,6 +637,11 @@ mod tests {
             ),
             (
                 r#"{"type":"subscribe","channel":"a\u0007b"}"#,
+                ("invalid_channel", None),
+            ),
+            (r#"{"type":"doc_close"}"#, ("bad_frame", None)),
+            (
+                r#"{"type":"doc_close","channel":""}"#,
                 ("invalid_channel", None),
             ),
         ];

@@ -211,3 +211,123 @@ async fn change_ids_are_deduplicated_per_client_and_a_reused_id_is_refused() {
     );
     stop(relay, [alice, mallory, reader]).await;
 }
+
+/// Everything the relay sends `c` up to the reply to a barrier request sent now.
+async fn until_barrier(c: &mut Client) -> Vec<ServerMessage> {
+    c.send(ClientMessage::Request {
+        id: "barrier".into(),
+        channel: None,
+        payload: json!(null),
+    })
+    .await;
+    let mut got = Vec::new();
+    for _ in 0..16 {
+        match c.recv().await {
+            ServerMessage::Reply { .. } => return got,
+            msg => got.push(msg),
+        }
+    }
+    panic!("no barrier reply after {got:?}");
+}
+
+// The relay used to go on sending a document's changes to a connection whose client had
+// closed it (the client had no way to say so), until that connection ended.
+#[tokio::test]
+async fn after_doc_close_a_connection_hears_no_more_of_the_document() {
+    let relay = relay(RelayConfig::default()).await;
+    let url = relay.ws_url();
+    let mut writer = Client::hello(&url, "writer").await;
+    let mut closer = Client::hello(&url, "closer").await;
+    let mut keeper = Client::hello(&url, "keeper").await;
+    let mut epoch = None;
+    for c in [&mut closer, &mut keeper] {
+        match sync(c, None, None).await.as_slice() {
+            [ServerMessage::DocSnapshot {
+                version: 0,
+                epoch: e,
+                ..
+            }] => epoch = e.clone(),
+            other => panic!("expected an empty snapshot, got {other:?}"),
+        }
+    }
+    let write = |n: u64| change(&format!("c{n}"), increment("n", 1));
+    writer.send(write(1)).await;
+    assert!(matches!(
+        writer.recv().await,
+        ServerMessage::Ack {
+            offset: Some(1),
+            ..
+        }
+    ));
+    for c in [&mut closer, &mut keeper] {
+        assert!(matches!(
+            c.recv().await,
+            ServerMessage::DocChange { version: 1, .. }
+        ));
+    }
+
+    closer
+        .send(ClientMessage::DocClose {
+            channel: "doc".into(),
+        })
+        .await;
+    assert_eq!(
+        until_barrier(&mut closer).await,
+        [],
+        "doc_close is not answered"
+    );
+    for n in 2..=4 {
+        writer.send(write(n)).await;
+        assert!(
+            matches!(writer.recv().await, ServerMessage::Ack { offset: Some(o), .. } if o == n)
+        );
+    }
+    // Each change went to the syncers before its ack: any sent to the closer is queued
+    // ahead of this reply.
+    assert_eq!(
+        until_barrier(&mut closer).await,
+        [],
+        "nothing more of the document"
+    );
+    let versions: Vec<u64> = until_barrier(&mut keeper)
+        .await
+        .iter()
+        .map(|m| match m {
+            ServerMessage::DocChange { version, .. } => *version,
+            other => panic!("expected a change, got {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        versions,
+        [2, 3, 4],
+        "the other syncer still hears every change"
+    );
+
+    // Closing again (or a document never synced) is a no-op, not an error.
+    for channel in ["doc", "never-synced"] {
+        closer
+            .send(ClientMessage::DocClose {
+                channel: channel.into(),
+            })
+            .await;
+    }
+    assert_eq!(until_barrier(&mut closer).await, []);
+    // A `doc_sync` brings the document back, from where the closer left it.
+    assert_eq!(
+        replayed(&sync(&mut closer, Some(1), epoch.as_deref()).await),
+        Some(vec![2, 3, 4])
+    );
+    writer.send(write(5)).await;
+    assert!(matches!(
+        writer.recv().await,
+        ServerMessage::Ack {
+            offset: Some(5),
+            ..
+        }
+    ));
+    assert!(matches!(
+        closer.recv().await,
+        ServerMessage::DocChange { version: 5, .. }
+    ));
+    stop(relay, [writer, closer, keeper]).await;
+}
