@@ -134,9 +134,11 @@ impl Document {
         self.inner.epoch()
     }
 
-    /// Stops syncing this document: it is no longer re-synced after reconnects, remote
-    /// changes no longer reach it, and its listeners get no more events (their threads end).
-    /// Changes already made stay in the outbox and are still delivered. Every handle on the
+    /// Stops syncing this document: the server is told to send no more of it, it is no
+    /// longer re-synced after reconnects, remote changes no longer reach it, and its
+    /// listeners get no more events (their threads end). Changes already made stay in the
+    /// outbox and are still delivered: their outcome reaches the client's listener as
+    /// `Acked` or `Dropped` events, no longer the document's listeners. Every handle on the
     /// same channel is closed; `Client.document(channel)` opens it again. Closing a closed
     /// document does nothing.
     ///

@@ -170,14 +170,20 @@ impl Document {
         self.read(|d| d.epoch().map(str::to_owned)).flatten()
     }
 
-    /// Stops syncing this document: it is no longer re-synced on reconnects and its change
-    /// streams end. Pending changes stay in the outbox and are still delivered. Every handle on
-    /// the same channel is affected; [`Client::document`](crate::Client::document) opens it
-    /// again.
+    /// Stops syncing this document: the server is told to send no more of its changes, it is
+    /// no longer re-synced on reconnects, and its change streams end. Pending changes stay in
+    /// the outbox and are still delivered; their outcome comes as
+    /// [`Event::Acked`](crate::Event::Acked) or [`Event::Dropped`](crate::Event::Dropped),
+    /// no longer as document events. Every handle on the same channel is affected;
+    /// [`Client::document`](crate::Client::document) opens it again.
     pub fn close(&self) {
         let mut inner = self.shared.lock();
         inner.engine.close_document(&self.channel);
         inner.waiters.documents.remove(&*self.channel);
+        drop(inner);
+        // The engine has a `doc_close` to write: until the task runs, the server keeps
+        // sending the document.
+        self.shared.wake.notify_one();
     }
 
     /// A stream of this document's events from now on. Ends when the document is closed or

@@ -8,6 +8,7 @@ use std::time::Duration;
 use tether::{ChangeOrigin, Client, Document, DocumentEvent, Protocol};
 use tether_relay::{Relay, RelayConfig};
 use tether_tests::proxy::{ChaosProxy, Mode};
+use tether_tests::tap::WsTap;
 use tether_tests::wait::eventually;
 
 const LIMIT: Duration = Duration::from_secs(10);
@@ -261,4 +262,69 @@ async fn a_document_reopened_while_cut_off_shows_its_queued_change() {
         a_sees,
         "the reopened document shows it: a {view_a:?}, b {view_b:?}"
     );
+}
+
+// Closing a document used to be local only: the relay went on sending every change of it to
+// the client until the connection ended. Now the client's frames stop (the relay was told).
+#[tokio::test]
+async fn a_closed_document_stops_reaching_its_client_while_others_edit_it() {
+    let relay = Relay::bind("127.0.0.1:0", RelayConfig::default())
+        .await
+        .unwrap();
+    let tap = WsTap::start(relay.local_addr()).await.unwrap();
+    let writer = client(relay.ws_url());
+    // No heartbeat and no other timer within the test (the connection turns stable after
+    // `min_uptime`, a timer that also wakes the task): every frame the closer receives is a
+    // document frame or a reply to its own request, and it writes only what the app asks for.
+    let closer = builder(tap.ws_url())
+        .heartbeat_interval(Duration::from_secs(60))
+        .min_uptime(Duration::from_secs(60))
+        .connect()
+        .unwrap()
+        .0;
+    let doc_w = writer.document("notes").unwrap();
+    let doc_c = closer.document("notes").unwrap();
+    synced(&doc_c).await;
+    doc_w.set("n", 0).unwrap();
+    until(&doc_c, "the closer hears of changes while open", |d| {
+        d.get("n") == Some(&json!(0))
+    })
+    .await;
+
+    // The close alone gets written: the task is woken for it (not only by the next command or
+    // frame, which could be a minute away).
+    tap.hold(true);
+    doc_c.close();
+    assert_eq!(tap.held(1, LIMIT).await, 1, "the close was written");
+    tap.hold(false);
+    // A round trip behind the close: once its reply is in, the relay has read the close.
+    let barrier = || closer.request(json!("barrier"), Some(LIMIT));
+    barrier().await.unwrap();
+    let before = closer.stats().frames_received;
+    for n in 1..=20 {
+        doc_w.set("n", n).unwrap();
+    }
+    until(&doc_w, "the writer's changes are applied", |d| {
+        d.get("n") == Some(&json!(20))
+    })
+    .await;
+    // The relay sends each change to the syncers before acknowledging it: one still sent to
+    // the closer is ahead of this reply.
+    barrier().await.unwrap();
+    let received = closer.stats().frames_received - before;
+    assert_eq!(received, 1, "only the reply, none of the 20 changes");
+
+    // Opened again, it catches up.
+    let doc_c = closer.document("notes").unwrap();
+    until(&doc_c, "the reopened document catches up", |d| {
+        d.get("n") == Some(&json!(20))
+    })
+    .await;
+    tokio::time::timeout(LIMIT, writer.shutdown())
+        .await
+        .unwrap();
+    tokio::time::timeout(LIMIT, closer.shutdown())
+        .await
+        .unwrap();
+    relay.shutdown().await;
 }
