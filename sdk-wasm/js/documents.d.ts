@@ -80,7 +80,11 @@ export class TetherDocument<T extends object = DocumentShape> {
   insert<K extends keyof T & string>(key: K, value: T[K]): number;
   /** Several operations, atomically. */
   change(ops: DocumentOp<T>[]): number;
-  /** Stops syncing; later calls throw `not_open`. */
+  /**
+   * Stops syncing: the server is told to send no more of it. Changes already made are still
+   * sent (their outcome comes as the client's `acked`/`dropped` events, no longer as this
+   * document's). Later calls throw `not_open`.
+   */
   close(): void;
 
   on<K extends TetherDocumentEventType>(type: K, handler: (event: TetherDocumentEventMap<T>[K]) => void): () => void;
