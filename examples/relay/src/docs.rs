@@ -301,7 +301,10 @@ impl Docs {
         }
     }
 
-    /// The author's view of the document was wrong: it gets the error and a snapshot.
+    /// The author's view of the document was wrong: it gets the error and, if it syncs the
+    /// document, a snapshot. One that does not (it sent `doc_close`, and this was a change
+    /// still pending then) holds no view to correct and was promised none of the document's
+    /// snapshots: the error alone tells it the outcome.
     fn reject(
         &self,
         doc: &mut Doc,
@@ -312,7 +315,9 @@ impl Docs {
         rejection: Rejection,
     ) {
         refuse(author, rejection.code, rejection.message, Some(id));
-        doc.push_snapshot(author, channel, queued);
+        if doc.syncers.contains_key(&author.id()) {
+            doc.push_snapshot(author, channel, queued);
+        }
     }
 
     /// Why a change adding `logged_bytes` to a snapshot's `applied` and `applied_by`, leaving
@@ -569,6 +574,60 @@ mod tests {
             "not broadcast to the closer"
         );
         assert_eq!(qb.drain_messages().len(), 1, "the author's ack");
+    }
+
+    // doc_close promises no more of the document's snapshots: a change of the closer's that
+    // is refused after it (one still pending when the app closed the document) gets the
+    // error naming it, not a copy of the whole document the client no longer holds.
+    #[test]
+    fn a_refused_change_of_a_closer_gets_no_snapshot() {
+        let docs = docs(RelayConfig::default());
+        let (a, mut qa) = Peer::new(1, 1000, 0);
+        let (b, _qb) = Peer::new(2, 1000, 0);
+        let mut queued = QueuedSnapshots::new();
+        assert!(docs.sync(&a, &mut queued, "d", None, None));
+        let insert = || {
+            vec![Op::Insert {
+                key: "seat".into(),
+                value: json!(1),
+            }]
+        };
+        let b_author = Author {
+            peer: &b,
+            member: "b",
+        };
+        docs.change(
+            b_author,
+            &mut QueuedSnapshots::new(),
+            "d",
+            "c1".into(),
+            insert(),
+        );
+        docs.close(&a, &mut queued, "d");
+        qa.drain_messages();
+        docs.change(author(&a), &mut queued, "d", "c2".into(), insert());
+        let got = qa.drain_messages();
+        assert!(
+            matches!(got.as_slice(), [ServerMessage::Error { code, id: Some(id), .. }]
+                if code == "conflict" && id == "c2"),
+            "{got:?}"
+        );
+        assert!(queued.is_empty());
+        // A syncer's view was wrong: it still gets the snapshot.
+        assert!(docs.sync(&a, &mut queued, "d", None, None));
+        qa.drain_messages();
+        docs.change(author(&a), &mut queued, "d", "c3".into(), insert());
+        let got = qa.drain_messages();
+        assert!(
+            matches!(
+                got.as_slice(),
+                [
+                    ServerMessage::Error { .. },
+                    ServerMessage::DocSnapshot { .. }
+                ]
+            ),
+            "{got:?}"
+        );
     }
 
     #[test]
