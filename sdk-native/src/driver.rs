@@ -172,10 +172,11 @@ impl Driver {
             receiver = self.deliver_events(inner, &mut log);
             inner.engine.poll_timeout()
         };
+        // Woken even if the log panics (the app's subscriber): an app already waiting would
+        // otherwise never see the events just queued for it.
+        let app = WakeOnDrop(receiver);
         log.emit();
-        if let Some(app) = receiver {
-            app.wake();
-        }
+        drop(app);
         // The engine asks for a token only when it was given a token placement, which the
         // builder does only together with a provider.
         // A provider that panics fails its attempt, like one that returns an error: the
@@ -285,14 +286,24 @@ impl Drop for Driver {
         }
         // Receivers of `watch_state` see the channel closed, as when the task owned it.
         queue.state_watch = None;
-        let receiver = queue.receiver.take().or(last_events);
+        let app = WakeOnDrop(queue.receiver.take().or(last_events));
         drop(queue);
         // Nothing is logged while a panic unwinds (the panic may have come from the log
         // subscriber: a second one aborts the process).
         if !panicking {
             log.emit();
         }
-        if let Some(app) = receiver {
+        drop(app);
+    }
+}
+
+/// The app's waker, woken when this is dropped: after the log that precedes it, and also if
+/// that log panics.
+struct WakeOnDrop(Option<std::task::Waker>);
+
+impl Drop for WakeOnDrop {
+    fn drop(&mut self) {
+        if let Some(app) = self.0.take() {
             app.wake();
         }
     }

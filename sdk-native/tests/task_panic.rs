@@ -186,3 +186,62 @@ async fn a_panic_outside_the_engine_abandons_it_and_reports_what_was_pending() {
         "the events end after the last ones"
     );
 }
+
+// The driver takes the app's waker while it hands over the events, and wakes it once its locks
+// are released, after the log: a subscriber that panics there must not take the wake-up with
+// it, or an app already waiting on its `Events` waits for ever for the events (the last ones,
+// the client's close among them) queued for it.
+#[tokio::test]
+async fn an_app_waiting_for_events_is_woken_when_the_log_panics() {
+    let armed = Arc::new(AtomicBool::new(false));
+    let _subscriber = tracing::subscriber::set_default(PanickingSubscriber {
+        armed: armed.clone(),
+        trigger: Trigger::InfoEvent,
+    });
+    // Accepts TCP and never answers the handshake: the client stays connecting.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/", silent.local_addr().unwrap());
+    let (client, mut events) = Client::builder(url)
+        .protocol(tether::Protocol::Tether)
+        .connect()
+        .unwrap();
+    let (_connection, _) = timeout(Duration::from_secs(5), silent.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    // Everything so far is handed over; the app then waits for more.
+    while timeout(Duration::from_millis(50), events.recv())
+        .await
+        .is_ok()
+    {}
+    let reader = tokio::spawn(async move {
+        let mut closed = false;
+        while let Some(event) = events.recv().await {
+            closed |= matches!(
+                event,
+                Event::StateChanged {
+                    to: State::Closed { .. },
+                    ..
+                }
+            );
+        }
+        closed
+    });
+    // The reader runs and parks on `recv` (its waker now with the driver).
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    armed.store(true, Ordering::SeqCst);
+    // Its state change logs at info: the panic, mid-drain.
+    let closing = tokio::spawn({
+        let client = client.clone();
+        async move { client.close().await }
+    });
+    let closed = timeout(Duration::from_secs(5), reader).await;
+    assert!(!armed.load(Ordering::SeqCst), "the subscriber panicked");
+    assert!(
+        matches!(closed, Ok(Ok(true))),
+        "the waiting app got the close and the end of its events: {closed:?}"
+    );
+    drop(closing);
+}
