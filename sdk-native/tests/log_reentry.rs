@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
-use tether::{Client, State};
+use tether::Client;
 use tokio::net::TcpListener;
 use tokio::time::timeout;
 
@@ -44,16 +44,9 @@ impl tracing::field::Visit for MessageField {
     }
 }
 
-impl tracing::Subscriber for ReentrantSubscriber {
-    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        tracing::span::Id::from_u64(1)
-    }
-    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-    fn event(&self, event: &tracing::Event<'_>) {
+impl ReentrantSubscriber {
+    /// Records a `tether` event's message, then calls into the client.
+    fn on_event(&self, event: &tracing::Event<'_>) {
         if event.metadata().target().starts_with("tether") {
             let mut message = MessageField(None);
             event.record(&mut message);
@@ -69,8 +62,6 @@ impl tracing::Subscriber for ReentrantSubscriber {
             self.reentries.fetch_add(1, Ordering::SeqCst);
         }
     }
-    fn enter(&self, _: &tracing::span::Id) {}
-    fn exit(&self, _: &tracing::span::Id) {}
 }
 
 /// A server on `listener`: it drops its first connection before the handshake (the client
@@ -130,14 +121,7 @@ async fn drive(subscriber: Arc<ReentrantSubscriber>) {
     // shutdown reports it dropped.
     client.connect();
     client.send("dropped at shutdown").unwrap();
-    let mut state = client.watch_state();
-    timeout(
-        Duration::from_secs(5),
-        state.wait_for(|s| matches!(s, State::Connecting { .. })),
-    )
-    .await
-    .expect("connecting within 5 s")
-    .unwrap();
+    common::wait_connecting(&client).await;
     timeout(Duration::from_secs(5), client.shutdown())
         .await
         .expect("shut down within 5 s");
@@ -164,14 +148,7 @@ fn abandon(subscriber: &ReentrantSubscriber) -> usize {
     let (client, _events) = runtime.block_on(async {
         let (client, events) = Client::builder(url).connect().unwrap();
         client.send("pending when the runtime goes").unwrap();
-        let mut state = client.watch_state();
-        timeout(
-            Duration::from_secs(5),
-            state.wait_for(|s| matches!(s, State::Connecting { .. })),
-        )
-        .await
-        .expect("connecting within 5 s")
-        .unwrap();
+        common::wait_connecting(&client).await;
         (client, events)
     });
     *subscriber.client.lock().unwrap() = Some(client.clone());
@@ -197,7 +174,14 @@ fn a_subscriber_that_calls_into_the_client_from_a_log_event_does_not_deadlock_it
                 .enable_all()
                 .build()
                 .unwrap();
-            let dispatch = tracing::Dispatch::from(subscriber.clone());
+            let dispatch = tracing::Dispatch::new(common::TestSubscriber::new({
+                let subscriber = subscriber.clone();
+                move |traced| {
+                    if let common::Traced::Event(event) = traced {
+                        subscriber.on_event(event);
+                    }
+                }
+            }));
             let abandoned = tracing::dispatcher::with_default(&dispatch, || {
                 runtime.block_on(drive(subscriber.clone()));
                 abandon(&subscriber)

@@ -4,6 +4,9 @@
 //! tests here each set one, and both subscribers enable everything.)
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::Traced;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -38,34 +41,40 @@ impl PanickingSubscriber {
     }
 }
 
-impl tracing::Subscriber for PanickingSubscriber {
-    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-        true
+impl PanickingSubscriber {
+    /// Installs it for this thread (the current-thread runtime's) until the guard drops.
+    fn set_default(self) -> tracing::subscriber::DefaultGuard {
+        tracing::subscriber::set_default(common::TestSubscriber::new(move |traced| match traced {
+            Traced::Event(event) if *event.metadata().level() == tracing::Level::INFO => {
+                self.fire(Trigger::InfoEvent)
+            }
+            Traced::Event(_) => {}
+            Traced::Enter => self.fire(Trigger::Enter),
+        }))
     }
-    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        tracing::span::Id::from_u64(1)
-    }
-    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-    fn event(&self, event: &tracing::Event<'_>) {
-        if *event.metadata().level() == tracing::Level::INFO {
-            self.fire(Trigger::InfoEvent);
-        }
-    }
-    fn enter(&self, _: &tracing::span::Id) {
-        self.fire(Trigger::Enter);
-    }
-    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+/// A client of a server that accepts TCP and never answers the WebSocket handshake: it stays
+/// connecting (the test accepts the connection to know the task ran).
+async fn client_of_a_silent_server() -> (tokio::net::TcpListener, Client, tether::Events) {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/", silent.local_addr().unwrap());
+    let (client, events) = Client::builder(url)
+        .protocol(tether::Protocol::Tether)
+        .connect()
+        .unwrap();
+    (silent, client, events)
 }
 
 #[tokio::test]
 async fn a_client_whose_task_panicked_reports_closed_and_refuses_work() {
     // Current-thread runtime: the client's task runs on this thread, under this subscriber.
     let armed = Arc::new(AtomicBool::new(true));
-    let _subscriber = tracing::subscriber::set_default(PanickingSubscriber {
+    let _subscriber = PanickingSubscriber {
         armed: armed.clone(),
         trigger: Trigger::InfoEvent,
-    });
+    }
+    .set_default();
     let (client, mut events) = Client::builder("ws://127.0.0.1:9/")
         .protocol(tether::Protocol::Tether)
         .connect()
@@ -115,17 +124,13 @@ async fn a_panic_outside_the_engine_abandons_it_and_reports_what_was_pending() {
     // Current-thread runtime: the client's task is polled on this thread, under this
     // subscriber.
     let armed = Arc::new(AtomicBool::new(false));
-    let _subscriber = tracing::subscriber::set_default(PanickingSubscriber {
+    let _subscriber = PanickingSubscriber {
         armed: armed.clone(),
         trigger: Trigger::Enter,
-    });
-    // Accepts TCP and never answers the handshake: whatever is sent stays pending.
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("ws://{}/", silent.local_addr().unwrap());
-    let (client, mut events) = Client::builder(url)
-        .protocol(tether::Protocol::Tether)
-        .connect()
-        .unwrap();
+    }
+    .set_default();
+    // Whatever is sent stays pending.
+    let (silent, client, mut events) = client_of_a_silent_server().await;
     let queued = client.send("queued").unwrap();
     let acked = tokio::spawn({
         let client = client.clone();
@@ -194,17 +199,12 @@ async fn a_panic_outside_the_engine_abandons_it_and_reports_what_was_pending() {
 #[tokio::test]
 async fn an_app_waiting_for_events_is_woken_when_the_log_panics() {
     let armed = Arc::new(AtomicBool::new(false));
-    let _subscriber = tracing::subscriber::set_default(PanickingSubscriber {
+    let _subscriber = PanickingSubscriber {
         armed: armed.clone(),
         trigger: Trigger::InfoEvent,
-    });
-    // Accepts TCP and never answers the handshake: the client stays connecting.
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("ws://{}/", silent.local_addr().unwrap());
-    let (client, mut events) = Client::builder(url)
-        .protocol(tether::Protocol::Tether)
-        .connect()
-        .unwrap();
+    }
+    .set_default();
+    let (silent, client, mut events) = client_of_a_silent_server().await;
     let (_connection, _) = timeout(Duration::from_secs(5), silent.accept())
         .await
         .unwrap()

@@ -17,21 +17,7 @@ async fn sync(c: &mut Client, version: Option<u64>, epoch: Option<&str>) -> Vec<
         epoch: epoch.map(str::to_owned),
     })
     .await;
-    c.send(ClientMessage::Request {
-        id: "barrier".into(),
-        channel: None,
-        payload: json!(null),
-    })
-    .await;
-    let mut got = Vec::new();
-    // Bounded: each `recv` waits at most `common::WAIT`, and a sync answers at most a log.
-    for _ in 0..16 {
-        match c.recv().await {
-            ServerMessage::Reply { .. } => return got,
-            msg => got.push(msg),
-        }
-    }
-    panic!("no barrier reply after {got:?}");
+    until_barrier(c).await
 }
 
 /// The versions of the changes replayed, or `None` if the answer was a snapshot.
@@ -221,6 +207,7 @@ async fn until_barrier(c: &mut Client) -> Vec<ServerMessage> {
     })
     .await;
     let mut got = Vec::new();
+    // Bounded: each `recv` waits at most `common::WAIT`, and a sync answers at most a log.
     for _ in 0..16 {
         match c.recv().await {
             ServerMessage::Reply { .. } => return got,

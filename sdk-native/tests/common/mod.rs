@@ -57,9 +57,57 @@ pub async fn first_message_or_reconnect(events: &mut Events) -> Result<usize, St
 
 /// Waits (at most 5 s) until `client` is open.
 pub async fn wait_open(client: &Client) {
+    wait_state(client, "open", State::is_open).await;
+}
+
+/// Waits (at most 5 s) until `client` is connecting.
+pub async fn wait_connecting(client: &Client) {
+    wait_state(client, "connecting", |s| {
+        matches!(s, State::Connecting { .. })
+    })
+    .await;
+}
+
+async fn wait_state(client: &Client, what: &str, reached: impl FnMut(&State) -> bool) {
     let mut state = client.watch_state();
-    tokio::time::timeout(Duration::from_secs(5), state.wait_for(State::is_open))
+    tokio::time::timeout(Duration::from_secs(5), state.wait_for(reached))
         .await
-        .expect("open within 5 s")
+        .unwrap_or_else(|_| panic!("{what} within 5 s"))
         .expect("the client task is running");
+}
+
+/// What a test's `tracing` subscriber sees: an event, or a span entered (the client's task
+/// enters its `tether` span on every poll).
+pub enum Traced<'a> {
+    Event(&'a tracing::Event<'a>),
+    Enter,
+}
+
+/// A `tracing` subscriber that enables everything and hands each event and span entry to the
+/// test's closure: the app code on trial inside the client's task. Spans are not tracked.
+pub struct TestSubscriber<F>(F);
+
+impl<F: Fn(Traced<'_>) + Send + Sync + 'static> TestSubscriber<F> {
+    /// (A constructor with the bound, so that a closure passed to it takes any lifetime.)
+    pub fn new(on_traced: F) -> Self {
+        TestSubscriber(on_traced)
+    }
+}
+
+impl<F: Fn(Traced<'_>) + Send + Sync + 'static> tracing::Subscriber for TestSubscriber<F> {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        (self.0)(Traced::Event(event));
+    }
+    fn enter(&self, _: &tracing::span::Id) {
+        (self.0)(Traced::Enter);
+    }
+    fn exit(&self, _: &tracing::span::Id) {}
 }
