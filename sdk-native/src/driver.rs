@@ -524,8 +524,20 @@ enum LogLine {
         transport: TransportId,
     },
     Unsupported(Action),
-    /// An event worth a line (`is_logged`), as the app is given it.
-    Event(Event),
+    StateChanged {
+        from: State,
+        to: State,
+    },
+    ReconnectScheduled {
+        attempt: u32,
+        delay: std::time::Duration,
+        cause: tether_core::DisconnectCause,
+    },
+    Dropped {
+        count: usize,
+        reason: &'static str,
+    },
+    Error(tether_core::EngineError),
 }
 
 impl Log {
@@ -533,11 +545,32 @@ impl Log {
         self.0.push(line);
     }
 
-    /// Keeps a copy of `event` if it is logged (see `trace_event`).
+    /// Keeps what the log says of `event`, if it is worth a line: every state change and
+    /// reconnect decision with its reason, drops, and errors. (Owned fields only, not a copy
+    /// of the event: a drop's ids and a message's payload are not logged.)
     fn event(&mut self, event: &Event) {
-        if is_logged(event) {
-            self.push(LogLine::Event(event.clone()));
-        }
+        let line = match event {
+            Event::StateChanged { from, to } => LogLine::StateChanged {
+                from: from.clone(),
+                to: to.clone(),
+            },
+            Event::ReconnectScheduled {
+                attempt,
+                delay,
+                cause,
+            } => LogLine::ReconnectScheduled {
+                attempt: *attempt,
+                delay: *delay,
+                cause: cause.clone(),
+            },
+            Event::Dropped { ids, reason } => LogLine::Dropped {
+                count: ids.len(),
+                reason: reason.name(),
+            },
+            Event::Error(e) => LogLine::Error(e.clone()),
+            _ => return,
+        };
+        self.push(line);
     }
 
     /// Logs the lines, in order. Call without holding any lock of the client.
@@ -556,45 +589,22 @@ impl Log {
                 } => debug!(%transport, code, %reason, "closing transport"),
                 LogLine::Releasing { transport } => debug!(%transport, "releasing transport"),
                 LogLine::Unsupported(other) => warn!(?other, "action not supported by this driver"),
-                LogLine::Event(event) => trace_event(&event),
+                LogLine::StateChanged { from, to } => info!(%from, %to, "state changed"),
+                LogLine::ReconnectScheduled {
+                    attempt,
+                    delay,
+                    cause,
+                } => {
+                    info!(attempt, delay_ms = delay.as_millis() as u64, %cause, "reconnect scheduled")
+                }
+                LogLine::Dropped { count, reason } => warn!(count, reason, "messages dropped"),
+                // Transport errors are the normal news of a reconnect (and are in the cause of
+                // the ReconnectScheduled that follows); anything else deserves a warning.
+                LogLine::Error(e @ tether_core::EngineError::Transport(_)) => {
+                    debug!(error = %e, "transport error")
+                }
+                LogLine::Error(e) => warn!(kind = e.kind(), error = %e, "engine reported an error"),
             }
         }
-    }
-}
-
-/// Whether `trace_event` logs `event` (so only those are copied for it).
-fn is_logged(event: &Event) -> bool {
-    matches!(
-        event,
-        Event::StateChanged { .. }
-            | Event::ReconnectScheduled { .. }
-            | Event::Dropped { .. }
-            | Event::Error(_)
-    )
-}
-
-/// Every state change and reconnect decision is logged with its reason.
-fn trace_event(event: &Event) {
-    match event {
-        Event::StateChanged { from, to } => info!(%from, %to, "state changed"),
-        Event::ReconnectScheduled {
-            attempt,
-            delay,
-            cause,
-        } => info!(attempt, delay_ms = delay.as_millis() as u64, %cause, "reconnect scheduled"),
-        Event::Dropped { ids, reason } => {
-            warn!(
-                count = ids.len(),
-                reason = reason.name(),
-                "messages dropped"
-            )
-        }
-        // Transport errors are the normal news of a reconnect (and are in the cause of the
-        // ReconnectScheduled that follows); anything else deserves a warning.
-        Event::Error(e @ tether_core::EngineError::Transport(_)) => {
-            debug!(error = %e, "transport error")
-        }
-        Event::Error(e) => warn!(kind = e.kind(), error = %e, "engine reported an error"),
-        _ => {}
     }
 }
