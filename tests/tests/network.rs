@@ -991,3 +991,37 @@ async fn an_idle_healthy_client_is_not_closed_by_the_relays_liveness_check() {
     drop((own, none, publisher));
     relay.shutdown().await;
 }
+
+/// A client's connection drops (the relay sees the socket end: a grace period starts); the
+/// client reconnects with the same instance, resubscribes, and later closes with 1000. The
+/// relay knows the new connection is the dropped one's return (same `hello.instance`), so the
+/// member leaves at the close, not when a grace period meant for a return that already
+/// happened ends (a minute here).
+#[tokio::test]
+async fn a_client_back_from_a_dropped_connection_leaves_at_once_on_close() {
+    let relay = Relay::bind(
+        "127.0.0.1:0",
+        RelayConfig {
+            presence_grace: Duration::from_secs(60),
+            ..RelayConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let proxy = ChaosProxy::start(relay.local_addr()).await.unwrap();
+    let (watcher, mut wrec) = in_lobby(relay.ws_url(), "watcher").await;
+    let (alice, mut arec) = in_lobby(proxy.ws_url("/"), "alice").await;
+    until_presence(&mut wrec, "alice", true).await;
+    // The connection drops, and the relay sees it end before alice is back.
+    proxy.set_mode(Mode::Refuse);
+    proxy.kill_all();
+    arec.until_state(LIMIT, |s| matches!(s, State::Waiting { .. }))
+        .await;
+    assert!(eventually(LIMIT, || relay.open_connections() == 1).await);
+    proxy.set_mode(Mode::Forward);
+    arec.until_subscribed(LIMIT).await;
+    alice.close().await;
+    until_presence(&mut wrec, "alice", false).await;
+    assert_eq!(watcher.presence("lobby").unwrap(), vec!["watcher"]);
+    relay.shutdown().await;
+}

@@ -79,11 +79,16 @@ pub(crate) type Instance = (Arc<str>, String);
 struct InstancePeer {
     peer: Peer,
     channels: HashSet<String>,
-    /// The grace periods its predecessor (the instance's connection it ended) started, by
-    /// channel: this connection subscribing there is that connection's return, which ends
-    /// the grace period as the arrival of an unknown connection cannot.
-    returns: HashMap<String, (Arc<str>, u64)>,
+    /// The grace periods its predecessors started (the instance's connection it ended, or
+    /// one that dropped before it came), by channel: this connection subscribing there is
+    /// that connection's return, which ends the grace period as the arrival of an unknown
+    /// connection cannot.
+    returns: Returns,
 }
+
+/// Grace periods a client instance's next connection ends by subscribing: by channel, the
+/// member and the grace period's generation.
+type Returns = HashMap<String, (Arc<str>, u64)>;
 
 /// What [`Hub::connect_instance`] made of a connection.
 #[derive(Debug, PartialEq, Eq)]
@@ -146,6 +151,12 @@ pub(crate) struct Hub {
     /// is one its client gave up on, whose end the relay did not hear (a vanished network
     /// path).
     instances: Mutex<HashMap<Instance, InstancePeer>>,
+    /// The grace periods started by client instances' connections that dropped (their
+    /// end seen by the relay, no newer connection of the instance yet), for the instance's
+    /// next connection to take over as its [`InstancePeer::returns`]. An entry goes when
+    /// that connection says `hello`, or with its grace period. Never locked together with
+    /// `instances` or `channels`, except after `instances` in [`Hub::connect_instance`].
+    departed: Mutex<HashMap<Instance, Returns>>,
     /// Digests of publish payloads, keyed at random per relay so that nobody can craft a
     /// different payload with the digest of someone else's.
     digests: RandomState,
@@ -171,6 +182,7 @@ impl Hub {
             docs: Docs::new(epoch.clone(), &config),
             echoes: Mutex::new(Recent::new(config.dedupe_capacity)),
             instances: Mutex::new(HashMap::new()),
+            departed: Mutex::new(HashMap::new()),
             config,
             epoch,
             channels: Mutex::new(HashMap::new()),
@@ -389,7 +401,7 @@ impl Hub {
         instance: &Instance,
         peer: &Peer,
     ) -> Connected {
-        let current = InstancePeer {
+        let mut current = InstancePeer {
             peer: peer.clone(),
             channels: HashSet::new(),
             returns: HashMap::new(),
@@ -401,12 +413,18 @@ impl Hub {
                 .unwrap_or_else(PoisonError::into_inner);
             match instances.entry(instance.clone()) {
                 Entry::Occupied(entry) if entry.get().peer.id() > peer.id() => None,
-                Entry::Occupied(mut entry) => {
-                    Some(Some(std::mem::replace(entry.get_mut(), current)))
-                }
-                Entry::Vacant(entry) => {
-                    entry.insert(current);
-                    Some(None)
+                entry => {
+                    // What a connection of the instance that dropped left for its return.
+                    current.returns = self.departed().remove(instance).unwrap_or_default();
+                    match entry {
+                        Entry::Occupied(mut entry) => {
+                            Some(Some(std::mem::replace(entry.get_mut(), current)))
+                        }
+                        Entry::Vacant(entry) => {
+                            entry.insert(current);
+                            Some(None)
+                        }
+                    }
                 }
             }
         };
@@ -430,7 +448,11 @@ impl Hub {
                 grace,
             );
             old.peer.replace();
-            if !pending.is_empty() {
+            let mut returns = old.returns;
+            for (name, member, generation) in &pending {
+                returns.insert(name.clone(), (member.clone(), *generation));
+            }
+            if !returns.is_empty() {
                 let mut instances = self
                     .instances
                     .lock()
@@ -439,15 +461,11 @@ impl Hub {
                     .get_mut(instance)
                     .filter(|e| e.peer.id() == peer.id())
                 {
-                    for (name, member, generation) in &pending {
-                        entry
-                            .returns
-                            .insert(name.clone(), (member.clone(), *generation));
-                    }
+                    entry.returns.extend(returns);
                 }
             }
             for (name, member, generation) in pending {
-                self.start_grace(name, member, generation);
+                self.start_grace(name, member, generation, Some(instance.clone()));
             }
         }
         Connected::Current
@@ -487,15 +505,52 @@ impl Hub {
         }
     }
 
-    /// Forgets `peer` as the connection of client `instance` (it ended).
-    pub(crate) fn disconnect_instance(&self, instance: &Instance, peer: PeerId) {
-        let mut instances = self
-            .instances
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if instances.get(instance).is_some_and(|e| e.peer.id() == peer) {
-            instances.remove(instance);
+    /// Removes `peer`, a connection of client `instance`, from `names` as it ends: as
+    /// [`leave`](Self::leave) if its client closed on purpose (`leaving`), else as
+    /// [`disconnect`](Self::disconnect), and then, if it was its instance's connection, the
+    /// grace periods that started (with those its predecessors left that it did not end) are
+    /// kept for the instance's next connection, whose resubscribes are known returns: they end
+    /// them, so its member leaves at once if it then closes on purpose.
+    pub(crate) fn end_instance_connection<'a>(
+        self: &Arc<Self>,
+        instance: &Instance,
+        peer: PeerId,
+        names: impl IntoIterator<Item = &'a str>,
+        leaving: bool,
+    ) {
+        let unclaimed = {
+            let mut instances = self
+                .instances
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            match instances.entry(instance.clone()) {
+                Entry::Occupied(entry) if entry.get().peer.id() == peer => {
+                    Some(entry.remove().returns)
+                }
+                _ => None,
+            }
+        };
+        if leaving {
+            self.leave(peer, names);
+            return;
         }
+        let grace = !self.config.presence_grace.is_zero();
+        let pending = self.remove(peer, names, grace);
+        if let Some(mut returns) = unclaimed {
+            for (name, member, generation) in &pending {
+                returns.insert(name.clone(), (member.clone(), *generation));
+            }
+            if !returns.is_empty() {
+                self.departed().insert(instance.clone(), returns);
+            }
+        }
+        for (name, member, generation) in pending {
+            self.start_grace(name, member, generation, Some(instance.clone()));
+        }
+    }
+
+    fn departed(&self) -> MutexGuard<'_, HashMap<Instance, Returns>> {
+        self.departed.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Removes a connection whose client closed on purpose from `names`: its members leave
@@ -515,7 +570,7 @@ impl Hub {
         let grace = !self.config.presence_grace.is_zero();
         let pending = self.remove(peer, names, grace);
         for (name, member, generation) in pending {
-            self.start_grace(name, member, generation);
+            self.start_grace(name, member, generation, None);
         }
     }
 
@@ -554,7 +609,15 @@ impl Hub {
         pending
     }
 
-    fn start_grace(self: &Arc<Self>, name: String, member: Arc<str>, generation: u64) {
+    /// Starts the timer of a grace period; `instance`: the client instance whose connection
+    /// started it, which may have left it for its next connection (see `departed`).
+    fn start_grace(
+        self: &Arc<Self>,
+        name: String,
+        member: Arc<str>,
+        generation: u64,
+        instance: Option<Instance>,
+    ) {
         let mut run_state = self.run_state.clone();
         if *run_state.borrow() != RunState::Running {
             // The relay is stopping: nobody is left to tell.
@@ -574,6 +637,9 @@ impl Hub {
             }
             if let Some(hub) = hub.upgrade() {
                 hub.expire(&name, &member, generation);
+                if let Some(instance) = instance {
+                    hub.forget_departed(&instance, generation);
+                }
             }
         });
     }
@@ -592,10 +658,27 @@ impl Hub {
         }
     }
 
+    /// Forgets the grace period `generation` kept for `instance`'s next connection: it ended.
+    fn forget_departed(&self, instance: &Instance, generation: u64) {
+        let mut departed = self.departed();
+        if let Some(returns) = departed.get_mut(instance) {
+            returns.retain(|_, (_, g)| *g != generation);
+            if returns.is_empty() {
+                departed.remove(instance);
+            }
+        }
+    }
+
     /// Channels currently held (for tests of the cleanup rule).
     #[cfg(test)]
     fn channel_count(&self) -> usize {
         self.channels().len()
+    }
+
+    /// Client instances with grace periods kept for their next connection (for tests).
+    #[cfg(test)]
+    fn departed_count(&self) -> usize {
+        self.departed().len()
     }
 
     /// Whether `peer` is subscribed to channel `name` (for tests).
@@ -744,5 +827,48 @@ mod tests {
             2,
             "both first publishes, nothing else"
         );
+    }
+
+    // A connection of a client instance drops: its grace period is kept for the instance's
+    // next connection, whose resubscribe ends it, so a close on purpose then leaves at once.
+    // Kept no longer than the grace period itself if nobody comes back.
+    #[tokio::test]
+    async fn a_dropped_instance_connections_grace_period_ends_at_its_return_or_its_end() {
+        let (hub, _run) = hub(Duration::from_millis(100));
+        let alice = member("alice");
+        let instance: Instance = (alice.clone(), "i1".into());
+        let (w, mut qw) = Peer::new(1, 100, 0);
+        hub.subscribe(&w, &member("watcher"), "room", None, None);
+        let (a1, _q1) = Peer::new(2, 100, 0);
+        assert_eq!(hub.connect_instance(&instance, &a1), Connected::Current);
+        hub.subscribe(&a1, &alice, "room", None, None);
+        hub.instance_channel(&instance, 2, "room", true);
+        hub.end_instance_connection(&instance, 2, ["room"], false);
+        assert_eq!(hub.departed_count(), 1);
+        // Back: the resubscribe is a known return, so a close on purpose leaves at once.
+        let (a2, _q2) = Peer::new(3, 100, 0);
+        assert_eq!(hub.connect_instance(&instance, &a2), Connected::Current);
+        assert_eq!(hub.departed_count(), 0);
+        hub.subscribe(&a2, &alice, "room", None, None);
+        hub.instance_channel(&instance, 3, "room", true);
+        qw.drain_messages();
+        hub.end_instance_connection(&instance, 3, ["room"], true);
+        assert!(matches!(
+            qw.drain_messages().as_slice(),
+            [ServerMessage::Presence { change: PresenceChange::Leave(m), .. }] if m == "alice"
+        ));
+        // A drop nobody returns from: kept only until its grace period ends.
+        let (a3, _q3) = Peer::new(4, 100, 0);
+        hub.connect_instance(&instance, &a3);
+        hub.subscribe(&a3, &alice, "room", None, None);
+        hub.instance_channel(&instance, 4, "room", true);
+        hub.end_instance_connection(&instance, 4, ["room"], false);
+        assert_eq!(hub.departed_count(), 1);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(hub.departed_count(), 0);
+        assert!(qw
+            .drain_messages()
+            .iter()
+            .any(|m| matches!(m, ServerMessage::Presence { change: PresenceChange::Leave(m), .. } if m == "alice")));
     }
 }

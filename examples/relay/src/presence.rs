@@ -27,8 +27,8 @@ struct Member {
     /// while the dropped tab may still come back (then a visible `join`). A returned tab is
     /// a subscription, which keeps the member present anyway; the cost is that a member
     /// whose every subscription then ends on purpose leaves when the grace period ends,
-    /// not at once. Only a return known as one ([`Presence::returned`]: a newer connection
-    /// of the client instance whose connection the relay ended) ends one early.
+    /// not at once. Only a return known as one ([`Presence::returned`]: the next connection
+    /// of the client instance whose connection dropped) ends one early.
     leaving: Vec<u64>,
 }
 

@@ -540,14 +540,14 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
-        if let Some(instance) = &self.instance {
-            self.hub.disconnect_instance(instance, self.peer.id());
-        }
         let channels = self.channels.iter().map(String::as_str);
-        if self.leaving {
-            self.hub.leave(self.peer.id(), channels);
-        } else {
-            self.hub.disconnect(self.peer.id(), channels);
+        match &self.instance {
+            Some(instance) => {
+                self.hub
+                    .end_instance_connection(instance, self.peer.id(), channels, self.leaving)
+            }
+            None if self.leaving => self.hub.leave(self.peer.id(), channels),
+            None => self.hub.disconnect(self.peer.id(), channels),
         }
         self.hub
             .docs
