@@ -649,6 +649,44 @@ async fn sse_resumes_with_last_event_id_and_honours_retry() {
     relay.shutdown().await;
 }
 
+/// An event stream that has received nothing yet still resumes from where it started: what
+/// is published while it reconnects reaches it. (Without an id from the relay it reconnected
+/// without `Last-Event-ID`, as a new stream, and got only what came after.)
+#[tokio::test]
+async fn an_sse_stream_that_received_nothing_yet_misses_nothing_across_a_reconnect() {
+    let relay = relay().await;
+    let (writer, mut wrec) = tether_client(relay.ws_url());
+    wrec.until_open(LIMIT).await;
+    // History before the stream opens, which it must not get.
+    writer.publish_acked("news", json!(0)).await.unwrap();
+    let proxy = ChaosProxy::start(relay.local_addr()).await.unwrap();
+    let (sse, events) = fast(proxy.http_url("/sse/news")).connect().unwrap();
+    let mut rec = Recorder::new(events);
+    rec.until_open(LIMIT).await;
+
+    proxy.set_mode(Mode::Refuse);
+    proxy.kill_all();
+    rec.until_state(LIMIT, |s| matches!(s, State::Waiting { .. }))
+        .await;
+    for i in 1..=2 {
+        writer.publish_acked("news", json!(i)).await.unwrap();
+    }
+    proxy.set_mode(Mode::Forward);
+    let mut resumed = Vec::new();
+    while resumed.len() < 2 {
+        resumed.push(
+            rec.until(LIMIT, |e| match e {
+                Event::Message(m) => envelope_offset(m),
+                _ => None,
+            })
+            .await,
+        );
+    }
+    assert_eq!(resumed, vec![2, 3], "what was published while it was away");
+    drop(sse);
+    relay.shutdown().await;
+}
+
 #[tokio::test]
 async fn the_token_provider_is_asked_on_every_attempt() {
     let relay = relay_with(RelayConfig {

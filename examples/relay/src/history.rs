@@ -122,7 +122,6 @@ impl History {
     }
 
     /// The last offset assigned, 0 before the first message.
-    #[cfg(test)]
     pub(crate) fn head(&self) -> u64 {
         self.head
     }
@@ -213,8 +212,18 @@ impl History {
     /// epoch (offsets only grow), so the client is given everything retained rather than
     /// nothing.
     pub(crate) fn after(&self, offset: u64) -> impl Iterator<Item = &Stored> {
-        let from = if offset > self.head { 0 } else { offset };
+        let from = self.position_of(offset);
         self.ring.iter().filter(move |m| m.offset > from)
+    }
+
+    /// Where a reader that says it has seen up to `offset` of this epoch is placed: the
+    /// offset that [`after`](Self::after) replays after (0 for one beyond the head).
+    pub(crate) fn position_of(&self, offset: u64) -> u64 {
+        if offset > self.head {
+            0
+        } else {
+            offset
+        }
     }
 
     /// Every retained message, oldest first.

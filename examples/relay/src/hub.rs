@@ -273,7 +273,11 @@ impl Hub {
     }
 
     /// Attaches an SSE stream: queues the retained messages after `last_event_id`, then
-    /// live messages. SSE streams are not presence members.
+    /// live messages. SSE streams are not presence members. Returns the offset the stream
+    /// starts after (the messages queued on it, replay then live, all come after it), which
+    /// the stream tells its client first as its event id: a client that has received
+    /// nothing yet when its stream drops then resumes from there, instead of coming back as
+    /// a new stream that gets only what is published after its return.
     ///
     /// An id of this epoch resumes after its offset. Any other id is unknown: one from before
     /// a restart (another epoch), a plain offset from a relay that sent those (necessarily
@@ -281,20 +285,26 @@ impl Hub {
     /// but nothing that can be placed in this history, so it gets everything retained: at
     /// worst messages it has (which clients drop by offset), never a silent gap, as when an
     /// offset of the old epoch skipped as many of the new one.
-    pub(crate) fn follow(&self, peer: &Peer, name: &str, last_event_id: Option<&str>) {
+    pub(crate) fn follow(&self, peer: &Peer, name: &str, last_event_id: Option<&str>) -> u64 {
         let mut channels = self.channels();
         let channel = channels
             .entry(name.to_owned())
             .or_insert_with(|| self.new_channel());
-        if let Some(last) = last_event_id {
-            let after = match last.rsplit_once('-') {
-                Some((epoch, offset)) if epoch == &*self.epoch => offset.parse().ok(),
-                _ => None,
-            };
-            for stored in channel.history.after(after.unwrap_or(0)) {
-                peer.push(Outbound::Message(stored.clone()));
+        let start = match last_event_id {
+            // A new stream: live messages only.
+            None => channel.history.head(),
+            Some(last) => {
+                let after = match last.rsplit_once('-') {
+                    Some((epoch, offset)) if epoch == &*self.epoch => offset.parse().ok(),
+                    _ => None,
+                };
+                let start = channel.history.position_of(after.unwrap_or(0));
+                for stored in channel.history.after(start) {
+                    peer.push(Outbound::Message(stored.clone()));
+                }
+                start
             }
-        }
+        };
         channel.subscribers.insert(
             peer.id(),
             Subscriber {
@@ -302,6 +312,7 @@ impl Hub {
                 member: None,
             },
         );
+        start
     }
 
     /// Stores a publish under the next offset and delivers it to every subscriber, or, for

@@ -1,6 +1,7 @@
 //! Server-Sent Events: `GET /sse/{channel}` streams one channel's messages, one event per
-//! message (`id: <epoch>-<offset>`, `data: <message envelope>`), after a `retry:` hint and a
-//! replay of the history after `Last-Event-ID` (header, or `?lastEventId=` because a browser's
+//! message (`id: <epoch>-<offset>`, `data: <message envelope>`), after a `retry:` hint, the
+//! stream's starting position (an `id:` alone) and a replay of the history after
+//! `Last-Event-ID` (header, or `?lastEventId=` because a browser's
 //! `EventSource` sends the header only on its own reconnects). The id carries the epoch so
 //! that an id from before a restart is recognised as such (see
 //! [`Hub::follow`](crate::hub::Hub::follow)). Idle streams get a `:keepalive` comment now and
@@ -61,13 +62,24 @@ pub(crate) async fn serve(
         shared.next_peer_id(),
         shared.config.queue_limits(usize::MAX),
     );
-    shared.hub.follow(&peer, &channel, last_event_id.as_deref());
-    tracing::debug!(peer = peer.id(), channel, ?last_event_id, "sse stream open");
+    let start = shared.hub.follow(&peer, &channel, last_event_id.as_deref());
+    tracing::debug!(
+        peer = peer.id(),
+        channel,
+        ?last_event_id,
+        start,
+        "sse stream open"
+    );
 
     let epoch = shared.hub.epoch();
+    // Where the stream starts, as an event of an id alone: not dispatched, but the client's
+    // last event id from now on (an EventSource's too), so it resumes from here even if its
+    // stream drops before a message arrives.
+    let position = format!("id: {epoch}-{start}\n\n");
     let (mut reader, mut writer) = stream.split();
+    let keepalive = shared.config.sse_keepalive;
     let end = tokio::select! {
-        result = write_events(&mut writer, &mut queue, epoch, shared.config.sse_keepalive) => {
+        result = write_events(&mut writer, &mut queue, epoch, &position, keepalive) => {
             if let Err(e) = result {
                 tracing::debug!(peer = peer.id(), error = %e, "sse stream write failed");
             }
@@ -94,16 +106,19 @@ pub(crate) async fn serve(
     Ok(())
 }
 
+/// Writes `first`, then the queued events as they come, and keepalives while there are none.
 async fn write_events(
     writer: &mut (impl AsyncWrite + Unpin),
     queue: &mut PeerQueue,
     epoch: &str,
+    first: &str,
     keepalive: Duration,
 ) -> io::Result<()> {
     let start = tokio::time::Instant::now() + keepalive;
     let mut keepalives = tokio::time::interval_at(start, keepalive);
     keepalives.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let stall = keepalive.saturating_mul(2);
+    write_all_within(writer, first.as_bytes(), stall).await?;
     loop {
         tokio::select! {
             item = queue.recv() => {

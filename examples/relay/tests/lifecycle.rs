@@ -80,6 +80,12 @@ async fn graceful_shutdown_ends_sse_streams() {
     let mut sse = Sse::get(&relay, "/sse/room", &[]).await;
     assert_eq!(sse.status, 200);
     let _retry = sse.next_event().await;
+    // Where the stream starts: an id alone.
+    let position = sse.next_event().await.unwrap();
+    assert!(
+        matches!(position.as_slice(), [(field, _)] if field == "id"),
+        "{position:?}"
+    );
     let shutdown = tokio::spawn(relay.shutdown());
     assert_eq!(sse.read_to_end().await, "");
     within("shutdown", shutdown).await.unwrap();

@@ -75,10 +75,17 @@ async fn a_fresh_sse_stream_gets_only_live_messages_and_keepalives() {
     })
     .await;
     let mut publisher = Client::hello(&relay.ws_url(), "pub").await;
+    let epoch = publisher.subscribe("c", None, None).await.epoch;
     publisher.publish_acked("c", "old", json!("old")).await;
 
     let mut sse = Sse::get(&relay, "/sse/c", &[]).await;
     let _retry = sse.next_event().await;
+    // Where it starts, as an id alone (not dispatched: the client's last event id), so a
+    // client whose stream drops before a message arrives resumes from there.
+    assert_eq!(
+        sse.next_event().await,
+        Some(vec![("id".to_owned(), format!("{epoch}-1"))])
+    );
     assert_eq!(
         sse.next_event().await,
         Some(vec![(String::new(), "keepalive".to_owned())])
