@@ -154,8 +154,9 @@ pub(crate) struct Hub {
     /// The grace periods started by client instances' connections that dropped (their
     /// end seen by the relay, no newer connection of the instance yet), for the instance's
     /// next connection to take over as its [`InstancePeer::returns`]. An entry goes when
-    /// that connection says `hello`, or with its grace period. Never locked together with
-    /// `instances` or `channels`, except after `instances` in [`Hub::connect_instance`].
+    /// that connection says `hello`, or with its grace period. Locked only after
+    /// `instances`, if at all, and never with `channels`; `instances` may be held while
+    /// `channels` is locked, never the other way round.
     departed: Mutex<HashMap<Instance, Returns>>,
     /// Digests of publish payloads, keyed at random per relay so that nobody can craft a
     /// different payload with the digest of someone else's.
@@ -417,29 +418,30 @@ impl Hub {
             channels: HashSet::new(),
             returns: HashMap::new(),
         };
-        let older = {
-            let mut instances = self
-                .instances
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            match instances.entry(instance.clone()) {
-                Entry::Occupied(entry) if entry.get().peer.id() > peer.id() => None,
-                entry => {
-                    // What a connection of the instance that dropped left for its return.
-                    current.returns = self.departed().remove(instance).unwrap_or_default();
-                    match entry {
-                        Entry::Occupied(mut entry) => {
-                            Some(Some(std::mem::replace(entry.get_mut(), current)))
-                        }
-                        Entry::Vacant(entry) => {
-                            entry.insert(current);
-                            Some(None)
-                        }
+        // Held until the grace periods are handed over, so that a grace period's end
+        // (`forget_departed`) finds them here or in `departed`, never in between.
+        let mut instances = self
+            .instances
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let older = match instances.entry(instance.clone()) {
+            Entry::Occupied(entry) if entry.get().peer.id() > peer.id() => None,
+            entry => {
+                // What a connection of the instance that dropped left for its return.
+                current.returns = self.departed().remove(instance).unwrap_or_default();
+                match entry {
+                    Entry::Occupied(mut entry) => {
+                        Some(Some(std::mem::replace(entry.get_mut(), current)))
+                    }
+                    Entry::Vacant(entry) => {
+                        entry.insert(current);
+                        Some(None)
                     }
                 }
             }
         };
         let Some(older) = older else {
+            drop(instances);
             tracing::debug!(
                 peer = peer.id(),
                 "a newer connection of its client said hello first"
@@ -458,23 +460,15 @@ impl Hub {
                 old.channels.iter().map(String::as_str),
                 grace,
             );
-            old.peer.replace();
             let mut returns = old.returns;
             for (name, member, generation) in &pending {
                 returns.insert(name.clone(), (member.clone(), *generation));
             }
-            if !returns.is_empty() {
-                let mut instances = self
-                    .instances
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner);
-                if let Some(entry) = instances
-                    .get_mut(instance)
-                    .filter(|e| e.peer.id() == peer.id())
-                {
-                    entry.returns.extend(returns);
-                }
+            if let Some(entry) = instances.get_mut(instance) {
+                entry.returns.extend(returns);
             }
+            drop(instances);
+            old.peer.replace();
             for (name, member, generation) in pending {
                 self.start_grace(name, member, generation, Some(instance.clone()));
             }
@@ -529,19 +523,19 @@ impl Hub {
         names: impl IntoIterator<Item = &'a str>,
         leaving: bool,
     ) {
-        let unclaimed = {
-            let mut instances = self
-                .instances
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            match instances.entry(instance.clone()) {
-                Entry::Occupied(entry) if entry.get().peer.id() == peer => {
-                    Some(entry.remove().returns)
-                }
-                _ => None,
-            }
+        // Held until the grace periods are kept in `departed`, so that a grace period's end
+        // (`forget_departed`) finds them in one place or the other, never in between, and
+        // the instance's next connection takes them with it.
+        let mut instances = self
+            .instances
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let unclaimed = match instances.entry(instance.clone()) {
+            Entry::Occupied(entry) if entry.get().peer.id() == peer => Some(entry.remove().returns),
+            _ => None,
         };
         if leaving {
+            drop(instances);
             self.leave(peer, names);
             return;
         }
@@ -555,6 +549,7 @@ impl Hub {
                 self.departed().insert(instance.clone(), returns);
             }
         }
+        drop(instances);
         for (name, member, generation) in pending {
             self.start_grace(name, member, generation, Some(instance.clone()));
         }
@@ -669,8 +664,18 @@ impl Hub {
         }
     }
 
-    /// Forgets the grace period `generation` kept for `instance`'s next connection: it ended.
+    /// Forgets the grace period `generation` kept for `instance`'s next connection, or
+    /// taken over by its current one without being ended (it did not resubscribe there): it
+    /// ended. Left in the current connection's `returns`, it would be passed on to
+    /// `departed` when that connection drops, where no timer is left to forget it.
     fn forget_departed(&self, instance: &Instance, generation: u64) {
+        let mut instances = self
+            .instances
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(entry) = instances.get_mut(instance) {
+            entry.returns.retain(|_, (_, g)| *g != generation);
+        }
         let mut departed = self.departed();
         if let Some(returns) = departed.get_mut(instance) {
             returns.retain(|_, (_, g)| *g != generation);
@@ -881,5 +886,59 @@ mod tests {
             .drain_messages()
             .iter()
             .any(|m| matches!(m, ServerMessage::Presence { change: PresenceChange::Leave(m), .. } if m == "alice")));
+    }
+
+    /// Waits (bounded) until `qw` has been sent `alice`'s leave from `channel`.
+    async fn until_alice_leaves(qw: &mut crate::peer::PeerQueue, channel: &str) {
+        for _ in 0..500 {
+            let left = qw.drain_messages().iter().any(|m| {
+                matches!(m, ServerMessage::Presence { channel: c, change: PresenceChange::Leave(m) }
+                    if c == channel && m == "alice")
+            });
+            if left {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("alice never left {channel}");
+    }
+
+    // The instance's next connection takes over a grace period it then does not end (it
+    // does not resubscribe there), and the grace period ends while that connection holds it.
+    // When that connection drops in turn, what it passes on must not include the ended grace
+    // period: no timer is left to forget it, so it would be kept for good.
+    #[tokio::test]
+    async fn a_grace_period_that_ends_while_a_return_holds_it_is_not_kept() {
+        let (hub, _run) = hub(Duration::from_millis(50));
+        let alice = member("alice");
+        let instance: Instance = (alice.clone(), "i1".into());
+        let (w, mut qw) = Peer::new(1, 100, 0);
+        hub.subscribe(&w, &member("watcher"), "room", None, None);
+        hub.subscribe(&w, &member("watcher"), "hall", None, None);
+        let (a1, _q1) = Peer::new(2, 100, 0);
+        hub.connect_instance(&instance, &a1);
+        for name in ["room", "hall"] {
+            hub.subscribe(&a1, &alice, name, None, None);
+            hub.instance_channel(&instance, 2, name, true);
+        }
+        hub.end_instance_connection(&instance, 2, ["room", "hall"], false);
+        // Back, but only in "room": "hall"'s grace period runs out while it is connected.
+        let (a2, _q2) = Peer::new(3, 100, 0);
+        hub.connect_instance(&instance, &a2);
+        hub.subscribe(&a2, &alice, "room", None, None);
+        hub.instance_channel(&instance, 3, "room", true);
+        until_alice_leaves(&mut qw, "hall").await;
+        // It drops too, and nobody comes back.
+        hub.end_instance_connection(&instance, 3, ["room"], false);
+        until_alice_leaves(&mut qw, "room").await;
+        let mut kept = hub.departed_count();
+        for _ in 0..500 {
+            if kept == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            kept = hub.departed_count();
+        }
+        assert_eq!(kept, 0, "every grace period ended: nothing is kept");
     }
 }
