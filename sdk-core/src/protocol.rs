@@ -22,6 +22,17 @@ use serde_json::{Map, Number};
 /// The protocol version this crate speaks, sent as `v` in every envelope.
 pub const PROTOCOL_VERSION: u32 = 1;
 
+/// The name of the event with which a Tether server's event stream (SSE) says where it
+/// starts: `event: position`, the `id:` to resume from, and empty `data:` — so that a client
+/// whose stream drops before any message arrives comes back with that id instead of as a new
+/// stream, which would miss what was published meanwhile. The data is empty, so the engine in
+/// Tether mode takes the event's id and nothing else; the data line is there because a browser's
+/// `EventSource` dispatches no event without one, and a driver that sees only dispatched
+/// events (it listens for this name) would never learn the id otherwise. Clients that do not
+/// listen for the name (a plain `EventSource`'s `onmessage`) see nothing, though their own
+/// last event id is set.
+pub const SSE_POSITION_EVENT: &str = "position";
+
 /// The flat wire form shared by every message type. Fields not used by a type are omitted;
 /// they are written in the order declared here. On decoding, `null` reads as absent, unknown
 /// fields are ignored, and a field given twice or of the wrong type makes the frame malformed.

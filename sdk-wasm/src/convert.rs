@@ -9,6 +9,7 @@
 use std::time::Duration;
 use tether_core::json as text;
 use tether_core::json::ObjectWriter;
+use tether_core::protocol::SSE_POSITION_EVENT;
 use tether_core::serde_json::Value;
 use tether_core::{
     BackoffConfig, ClosePolicy, CloseReason, Config, ConfigBuilder, DisconnectCause, Disposition,
@@ -310,7 +311,7 @@ pub(crate) fn config(url: &str, options: &str) -> Result<(Config, DriverOptions)
     let o = text::parse(options).map_err(|e| e.to_string())?;
     let mut r = Reader::new(&o);
     let builder = engine_options(&mut r, url);
-    let driver = driver_options(&mut r);
+    let mut driver = driver_options(&mut r);
     r.finish()?;
     // A flush hands over at most the high-water mark (plus one message) before the driver
     // checks `bufferedAmount`: an outbox queued offline does not all land in the browser's
@@ -320,6 +321,11 @@ pub(crate) fn config(url: &str, options: &str) -> Result<(Config, DriverOptions)
         .write_batch_bytes(batch)
         .build()
         .map_err(|e| e.to_string())?;
+    // A Tether server's event stream says where it starts in a named event (see
+    // `SSE_POSITION_EVENT`), which `EventSource` gives only to a listener for its name.
+    if config.protocol() == Protocol::Tether {
+        driver.sse_events.push(SSE_POSITION_EVENT.to_owned());
+    }
     Ok((config, driver))
 }
 

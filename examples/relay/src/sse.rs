@@ -1,6 +1,7 @@
 //! Server-Sent Events: `GET /sse/{channel}` streams one channel's messages, one event per
 //! message (`id: <epoch>-<offset>`, `data: <message envelope>`), after a `retry:` hint, the
-//! stream's starting position (an `id:` alone) and a replay of the history after
+//! stream's starting position (an `event: position` whose `id:` names it, empty data:
+//! [`SSE_POSITION_EVENT`]) and a replay of the history after
 //! `Last-Event-ID` (header, or `?lastEventId=` because a browser's
 //! `EventSource` sends the header only on its own reconnects). The id carries the epoch so
 //! that an id from before a restart is recognised as such (see
@@ -19,6 +20,7 @@ use crate::server::{stopping, RunState, Shared};
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
+use tether_core::protocol::SSE_POSITION_EVENT;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -72,10 +74,11 @@ pub(crate) async fn serve(
     );
 
     let epoch = shared.hub.epoch();
-    // Where the stream starts, as an event of an id alone: not dispatched, but the client's
-    // last event id from now on (an EventSource's too), so it resumes from here even if its
-    // stream drops before a message arrives.
-    let position = format!("id: {epoch}-{start}\n\n");
+    // Where the stream starts (`SSE_POSITION_EVENT`, documented there): the client's last
+    // event id from now on, so it resumes from here even if its stream drops before a message
+    // arrives. Named and with an empty data line, so that a browser dispatches it to a Tether
+    // driver listening for the name and to nobody else.
+    let position = format!("event: {SSE_POSITION_EVENT}\nid: {epoch}-{start}\ndata:\n\n");
     let (mut reader, mut writer) = stream.split();
     let keepalive = shared.config.sse_keepalive;
     let end = tokio::select! {

@@ -80,10 +80,11 @@ async fn graceful_shutdown_ends_sse_streams() {
     let mut sse = Sse::get(&relay, "/sse/room", &[]).await;
     assert_eq!(sse.status, 200);
     let _retry = sse.next_event().await;
-    // Where the stream starts: an id alone.
+    // Where the stream starts: a `position` event naming it.
     let position = sse.next_event().await.unwrap();
     assert!(
-        matches!(position.as_slice(), [(field, _)] if field == "id"),
+        matches!(position.as_slice(), [(event, name), (id, _), (data, empty)]
+            if event == "event" && name == "position" && id == "id" && data == "data" && empty.is_empty()),
         "{position:?}"
     );
     let shutdown = tokio::spawn(relay.shutdown());

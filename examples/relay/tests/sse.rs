@@ -80,11 +80,16 @@ async fn a_fresh_sse_stream_gets_only_live_messages_and_keepalives() {
 
     let mut sse = Sse::get(&relay, "/sse/c", &[]).await;
     let _retry = sse.next_event().await;
-    // Where it starts, as an id alone (not dispatched: the client's last event id), so a
-    // client whose stream drops before a message arrives resumes from there.
+    // Where it starts, as a `position` event with empty data (a Tether client takes its id
+    // as its last event id and nothing else), so a client whose stream drops before a message
+    // arrives resumes from there.
     assert_eq!(
         sse.next_event().await,
-        Some(vec![("id".to_owned(), format!("{epoch}-1"))])
+        Some(vec![
+            ("event".to_owned(), "position".to_owned()),
+            ("id".to_owned(), format!("{epoch}-1")),
+            ("data".to_owned(), String::new()),
+        ])
     );
     assert_eq!(
         sse.next_event().await,

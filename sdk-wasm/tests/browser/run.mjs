@@ -1081,6 +1081,36 @@ test('SSE through EventSource: messages, then resume with lastEventId after a cu
   assert.deepEqual(r.states, ['connecting', 'open', 'waiting', 'connecting', 'open']);
 });
 
+test('SSE: a stream cut before any message resumes from where it started, so nothing published meanwhile is lost', async ({ page }) => {
+  // Its resume position can only come from the stream itself: the relay's first event names it.
+  const rl = await relay(await freePort());
+  const px = await proxy(Number(new URL(rl.ws).port));
+  await page.evaluate(async ({ sse, direct }) => {
+    window.s = new tether.TetherClient(`${sse}/sse/quiet`, { protocol: 'tether', backoff: { initialMs: 200, jitter: 'none' } });
+    window.ls = record(s);
+    window.b = new tether.TetherClient(direct, { protocol: 'tether' });
+    window.lb = record(b);
+    await until(() => s.state.name === 'open' && b.state.name === 'open', 5000, 'both open');
+  }, { sse: px.http, direct: rl.ws });
+  px.refuse(true);
+  px.cut();
+  await page.evaluate(async () => {
+    await until(() => s.state.name === 'waiting', 5000, 'SSE lost');
+    for (const n of [1, 2]) b.publish('quiet', { n });
+    await until(() => lb.filter((e) => e.type === 'acked').length === 2, 5000, 'acks');
+  });
+  px.refuse(false);
+  const r = await page.evaluate(async () => {
+    await until(() => s.state.name === 'open' && ls.filter((e) => e.type === 'state').length === 5, 8000, 'back');
+    b.publish('quiet', { n: 3 });
+    await until(() => ls.some((e) => e.type === 'message' && e.data.n === 3), 5000, 'the live message');
+    await sleep(200);
+    return { msgs: ls.filter((e) => e.type === 'message').map((e) => [e.offset, e.data.n]), errors: ls.filter((e) => e.type === 'error').map((e) => e.code) };
+  });
+  assert.deepEqual(r.msgs, [[1, 1], [2, 2], [3, 3]]);
+  assert.deepEqual(r.errors, []);
+});
+
 test('SSE: an id too long to send back is reported and not resumed from', async ({ page }) => {
   // EventSource keeps an id of any length; sent back in the URL it would be refused (431).
   const long = 'x'.repeat(2000);

@@ -331,7 +331,8 @@ impl Sse {
         .await
     }
 
-    /// The next event that carries data, as `(id, message)`, skipping keepalives; it must
+    /// The next event that carries data, as `(id, message)`, skipping keepalives and the
+    /// stream's `position` event (empty data, as a Tether client reads it); it must
     /// arrive within [`WAIT`] however many keepalives come first (with a 50 ms keepalive, a
     /// relay that never sends the message would otherwise keep this loop going forever).
     /// The id is the event's `id:` as sent (`<epoch>-<offset>`).
@@ -340,7 +341,7 @@ impl Sse {
             loop {
                 let event = self.next_event().await.expect("stream ended");
                 let field = |n: &str| event.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
-                if let Some(data) = field("data") {
+                if let Some(data) = field("data").filter(|d| !d.is_empty()) {
                     let id = field("id").expect("an id");
                     return (id, ServerMessage::decode(&data).unwrap());
                 }
