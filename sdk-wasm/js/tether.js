@@ -339,6 +339,8 @@ export class TetherClient extends Emitter {
   /** Starts connecting: after `close()`, or now instead of waiting out a backoff delay. */
   connect() {
     this._told = true;
+    // Not from a handler of dispose()'s own close either: what it opened would be cut.
+    this._live(true);
     this._do((raw) => raw.command(CONNECT, ''));
   }
 
@@ -436,11 +438,14 @@ export class TetherClient extends Emitter {
    */
   dispose() {
     const raw = this._raw;
-    if (!raw) return;
-    this._raw = null;
+    if (!raw || this._disposing) return;
+    // The close's own events reach the handlers, which may read the client (its state, a
+    // document's rolled-back view) as usual: it is released only once the close returns.
+    this._disposing = true;
     try {
       raw.close(1000, '');
     } catch (_) { /* already closed */ }
+    this._raw = null;
     this._handlers.clear();
     // Free after the current call returns: dispose() may run inside an event handler, while
     // the module is still using the object. Inside a handler, the close's own events (`dropped`
@@ -485,8 +490,9 @@ export class TetherClient extends Emitter {
     return this._do((raw) => raw.read(CLIENT_ID, ''));
   }
 
-  _live() {
-    if (!this._raw) throw new TetherError('disposed', 'the client was disposed');
+  // The module's client; `starting` (connect()) refuses it during dispose() too.
+  _live(starting) {
+    if (!this._raw || (starting && this._disposing)) throw new TetherError('disposed', 'the client was disposed');
     return this._raw;
   }
 

@@ -2155,6 +2155,36 @@ test('a token provider failing with an unprintable value fails the attempt at on
   assert.ok(r.took < 3000, `opened after ${r.took} ms`);
 });
 
+test('dispose(): the handlers of its own close events can still read the client and its documents', async ({ page }) => {
+  // The close's events reach the handlers during dispose() (README), e.g. a document's
+  // `rolled_back` change, whose handler re-renders from doc.toJSON(): the reads must work
+  // there, not throw `disposed` (a page error at every unmount). Only after dispose() do they.
+  const r = await page.evaluate(async () => {
+    const c = new tetherDocs.TetherClient('ws://127.0.0.1:9/ws', { protocol: 'tether', autoConnect: false });
+    const doc = c.document('d');
+    doc.set('k', 1); // pending: rolled back by the close
+    const seen = [];
+    const read = (f) => { try { return f(); } catch (e) { return `threw ${e.code}`; } };
+    c.on('state', ({ state }) => seen.push(['state', state.name, read(() => c.state.name), read(() => c.stats.droppedClosed), read(() => c.connect())]));
+    c.on('dropped', ({ reason }) => seen.push(['dropped', reason, read(() => c.stats.outboxLength)]));
+    doc.on('change', ({ origin }) => seen.push(['change', origin, read(() => JSON.stringify(doc.toJSON())), read(() => doc.pending)]));
+    c.dispose();
+    let after;
+    try { c.state; } catch (e) { after = e.code; }
+    let docAfter;
+    try { doc.toJSON(); } catch (e) { docAfter = e.code; }
+    return { seen, after, docAfter };
+  });
+  // connect() there would open a socket the release then cuts: refused.
+  assert.deepEqual(r.seen, [
+    ['change', 'rolled_back', '{}', 0],
+    ['dropped', 'closed', 0],
+    ['state', 'closed', 'closed', 1, 'threw disposed'],
+  ]);
+  assert.equal(r.after, 'disposed');
+  assert.equal(r.docAfter, 'disposed');
+});
+
 // ---- runner --------------------------------------------------------------------------------
 
 async function main() {
