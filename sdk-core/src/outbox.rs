@@ -404,6 +404,20 @@ impl Outbox {
         lost_requests
     }
 
+    /// Removes the in-flight entries (written, or being taken), leaving the queued ones.
+    pub(crate) fn drain_in_flight(&mut self) -> Vec<(MessageId, Awaiting)> {
+        self.taking = 0;
+        self.taking_bytes = 0;
+        let bytes = &mut self.bytes;
+        self.in_flight
+            .drain(..)
+            .map(|e| {
+                *bytes -= e.frame.len();
+                (e.id, e.awaiting)
+            })
+            .collect()
+    }
+
     /// Removes queued entries whose TTL is at or before `now`; returns them.
     pub(crate) fn expire(&mut self, now: Instant) -> Expired {
         let mut expired = Expired::default();

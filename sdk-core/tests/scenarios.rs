@@ -253,6 +253,55 @@ fn connect_during_the_close_handshake_starts_again_once_it_is_done() {
 }
 
 #[test]
+fn what_is_sent_after_a_connect_during_the_close_handshake_goes_on_the_next_connection() {
+    // close(), connect(), then the remounted effect's own publish and request: they were
+    // refused as `closing`, though the app's last word was connect.
+    let mut sim = tether(Config::builder("ws://relay"));
+    sim.connect_open();
+    sim.engine.close(sim.now, 1000, "bye").unwrap();
+    sim.engine.connect(sim.now);
+    let id = sim
+        .engine
+        .publish(sim.now, "room", json!("after"), SendOptions::default())
+        .expect("accepted for the next connection");
+    let request = sim.engine.request(sim.now, json!("q"), None).unwrap();
+    sim.run_for(secs(3));
+    assert!(sim.engine.state().is_open(), "{:?}", sim.engine.state());
+    let acked = sim.events_matching(|e| match e {
+        Event::Acked { id, .. } => Some(*id),
+        Event::Dropped { ids, .. } => Some(ids[0]),
+        _ => None,
+    });
+    assert_eq!(
+        acked,
+        [id],
+        "acknowledged on the new connection, not dropped"
+    );
+    let replies = sim.events_matching(|e| match e {
+        Event::Replied { id, payload } => Some((*id, Ok(payload.clone()))),
+        Event::RequestFailed { id, reason } => Some((*id, Err(reason.clone()))),
+        _ => None,
+    });
+    assert_eq!(replies, [(request, Ok(json!({"echo": "q"})))]);
+
+    // A close after that connect is the last word again: what was given since is dropped.
+    sim.engine.close(sim.now, 1000, "bye").unwrap();
+    sim.engine.connect(sim.now);
+    let id = sim
+        .engine
+        .publish(sim.now, "room", json!("x"), SendOptions::default())
+        .unwrap();
+    sim.engine.close(sim.now, 1000, "really").unwrap();
+    sim.run_for(secs(3));
+    assert!(sim.engine.state().is_closed());
+    let dropped = sim.events_matching(|e| match e {
+        Event::Dropped { ids, reason } => Some((ids.clone(), reason.clone())),
+        _ => None,
+    });
+    assert_eq!(dropped, [(vec![id], DropReason::Closed)]);
+}
+
+#[test]
 fn connect_timeout_abandons_a_hanging_handshake() {
     let mut sim = Sim::new(
         Config::builder("ws://relay")

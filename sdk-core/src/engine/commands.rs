@@ -90,8 +90,10 @@ impl Engine {
     /// `Waiting` (the app asks for an attempt now: skips the remaining backoff wait, but not a
     /// minimum the server set — Retry-After, close 1013, `reconnect_after_ms` — which moves
     /// the attempt to that minimum instead). While `Closing`, the close finishes first (its
-    /// `Closed` is reported) and the fresh start follows: the app's last word is `connect`.
-    /// Ignored while `Connecting` or `Open`.
+    /// `Closed` is reported) and the fresh start follows: the app's last word is `connect`, so
+    /// messages and requests given from then on are accepted for the next connection (not
+    /// refused as `Closing`, nor dropped with the old connection's). Ignored while
+    /// `Connecting` or `Open`.
     pub fn connect(&mut self, now: Instant) {
         let now = self.observe(now);
         match self.state {
@@ -344,6 +346,7 @@ impl Engine {
         if !self.state.is_closed() {
             // First, as `close` does: what was in flight is `Closed`, not `ConnectionLost`.
             self.drop_everything_pending();
+            self.connect_after_close = false;
             let reason = match self.conn.closing {
                 Some(code) => CloseReason::App { code },
                 None => CloseReason::stopped_running(),
@@ -440,7 +443,9 @@ impl Engine {
         if self.state.is_closed() {
             return Err(SendError::Closed);
         }
-        if self.is_closing() {
+        // Not when the app called `connect` since: the message is for the next connection
+        // (`closing_finished` keeps it), as it would be once the close is done.
+        if self.is_closing() && !self.connect_after_close {
             return Err(SendError::Closing);
         }
         if !self.can_write_frames() {

@@ -333,11 +333,15 @@ impl Engine {
         self.teardown_connection();
         self.timers = Default::default();
         self.drain = None;
-        // Only a close handshake the app asked for starts again (`closing_finished`).
-        self.connect_after_close = false;
-        self.drop_everything_pending();
-        #[cfg(feature = "documents")]
-        self.doc_changes.clear();
+        // Only a close handshake the app asked for starts again (`closing_finished`), and
+        // then what the app gave since its `connect` is for the next connection: the close
+        // left nothing else (it dropped what was queued, failed every request, and
+        // `closing_finished` dropped what was in flight).
+        if !std::mem::take(&mut self.connect_after_close) {
+            self.drop_everything_pending();
+            #[cfg(feature = "documents")]
+            self.doc_changes.clear();
+        }
         // Closed, the engine can no longer know who is there: a member list kept from the last
         // connection would show them present forever.
         let presence = self.channels.forget_presence();
@@ -349,7 +353,11 @@ impl Engine {
     /// timeout): closed with the app's code, then started again if the app called `connect`
     /// meanwhile.
     pub(super) fn closing_finished(&mut self, now: Instant, code: u16) {
-        let again = std::mem::take(&mut self.connect_after_close);
+        let again = self.connect_after_close;
+        if again {
+            let removed = self.outbox.drain_in_flight();
+            self.report_removed(removed, DropReason::Closed);
+        }
         self.finish_closed(CloseReason::App { code });
         if again {
             self.connect(now);

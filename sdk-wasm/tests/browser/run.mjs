@@ -2185,6 +2185,29 @@ test('dispose(): the handlers of its own close events can still read the client 
   assert.equal(r.docAfter, 'disposed');
 });
 
+test('close() then connect() (an effect cleanup and remount): what is sent right after is accepted, not refused as closing', async ({ page }) => {
+  // React StrictMode runs an effect, its cleanup and the effect again at once: close(), then
+  // connect(), then the effect's own publish/request. The connect is honoured once the close
+  // handshake is done; what the app sends meanwhile belongs to the new connection.
+  const rl = await relay(await freePort());
+  const r = await page.evaluate(async (url) => {
+    const c = new tether.TetherClient(url, { protocol: 'tether' });
+    await until(() => c.state.name === 'open', 5000, 'open');
+    c.close();
+    c.connect();
+    const during = c.state.name;
+    const settle = (p) => p.then((v) => ['ok', v], (e) => [e.code, e.message]);
+    let sent;
+    try { c.publish('room', { n: 1 }); sent = 'ok'; } catch (e) { sent = e.code; }
+    const acked = settle(c.publishAcked('room', { n: 2 }));
+    const reply = settle(c.request({ q: 3 }, { timeoutMs: 4000 }));
+    const out = { during, sent, acked: await acked, reply: await reply, state: c.state.name };
+    c.dispose();
+    return out;
+  }, rl.ws);
+  assert.deepEqual(r, { during: 'closing', sent: 'ok', acked: ['ok', 2], reply: ['ok', { q: 3 }], state: 'open' });
+});
+
 // ---- runner --------------------------------------------------------------------------------
 
 async function main() {
