@@ -1868,6 +1868,45 @@ fn close_after_drain_delivers_everything_then_closes() {
 }
 
 #[test]
+fn connect_during_a_drained_close_starts_again_once_it_is_done() {
+    // close_after_drain, then connect (a cleanup and remount): the app's last word is
+    // connect. It was ignored while open: the client closed once drained and stayed closed,
+    // refusing every send meanwhile as `Closing`. Now, as after a close: the drain finishes
+    // (what was given meanwhile drained with it), is reported closed, and the client starts
+    // again.
+    let mut sim = tether(Config::builder("ws://relay"));
+    sim.connect_open();
+    // Written, its ack not yet back: the drain waits for it.
+    sim.engine
+        .publish(sim.now, "room", json!(1), SendOptions::default())
+        .unwrap();
+    sim.engine.close_after_drain(sim.now, secs(5));
+    sim.engine.connect(sim.now);
+    sim.engine
+        .publish(sim.now, "room", json!(2), SendOptions::default())
+        .expect("accepted");
+    sim.run_for(secs(10));
+    assert!(sim.engine.state().is_open(), "{:?}", sim.engine.state());
+    assert_eq!(sim.server.opens.len(), 2, "closed, then started again");
+    assert_eq!(sim.engine.stats().dropped_total(), 0);
+    assert_eq!(sim.engine.stats().messages_settled, 2);
+
+    // Its deadline passing while disconnected: the rest is dropped, then it starts again.
+    sim.server.behaviour = Behaviour::Down;
+    sim.kill_connection();
+    sim.engine
+        .publish(sim.now, "room", json!(3), SendOptions::default())
+        .unwrap();
+    sim.engine.close_after_drain(sim.now, secs(1));
+    sim.engine.connect(sim.now);
+    sim.run_for(secs(2));
+    assert_eq!(sim.engine.stats().dropped_closed, 1);
+    sim.server.behaviour = Behaviour::Normal;
+    sim.run_for(secs(40));
+    assert!(sim.engine.state().is_open(), "{:?}", sim.engine.state());
+}
+
+#[test]
 fn close_after_drain_gives_up_at_its_deadline_and_reports_the_rest() {
     let mut sim = Sim::raw("ws://relay");
     sim.server.behaviour = Behaviour::Down;

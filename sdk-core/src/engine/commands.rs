@@ -92,10 +92,16 @@ impl Engine {
     /// the attempt to that minimum instead). While `Closing`, the close finishes first (its
     /// `Closed` is reported) and the fresh start follows: the app's last word is `connect`, so
     /// messages and requests given from then on are accepted for the next connection (not
-    /// refused as `Closing`, nor dropped with the old connection's). Ignored while
-    /// `Connecting` or `Open`.
+    /// refused as `Closing`, nor dropped with the old connection's). So too during a drained
+    /// close ([`Engine::close_after_drain`]), in any state: it finishes (what is given
+    /// meanwhile is drained with the rest), then the client starts again. Otherwise ignored
+    /// while `Connecting` or `Open`.
     pub fn connect(&mut self, now: Instant) {
         let now = self.observe(now);
+        // A drained close under way finishes first, as a close handshake does.
+        if self.drain.is_some() {
+            self.connect_after_close = true;
+        }
         match self.state {
             State::Idle | State::Closed { .. } => {
                 self.backoff.reset();
@@ -330,7 +336,14 @@ impl Engine {
                 self.fail_all_requests();
                 self.begin_close(now, code, reason);
             }
-            _ => self.finish_closed(CloseReason::App { code }),
+            // A drain's deadline, with a `connect` since: closed, then started again.
+            _ => {
+                let again = std::mem::take(&mut self.connect_after_close);
+                self.finish_closed(CloseReason::App { code });
+                if again {
+                    self.connect(now);
+                }
+            }
         }
     }
 
@@ -346,7 +359,6 @@ impl Engine {
         if !self.state.is_closed() {
             // First, as `close` does: what was in flight is `Closed`, not `ConnectionLost`.
             self.drop_everything_pending();
-            self.connect_after_close = false;
             let reason = match self.conn.closing {
                 Some(code) => CloseReason::App { code },
                 None => CloseReason::stopped_running(),

@@ -325,6 +325,12 @@ impl Engine {
 
     /// Enters the terminal state: nothing pending survives, and all of it is reported.
     pub(super) fn finish_closed(&mut self, reason: CloseReason) {
+        self.end_closed(reason, false);
+    }
+
+    /// [`Engine::finish_closed`]; with `keep_queued`, what is queued and the pending requests
+    /// stay for the next connection (see `closing_finished`).
+    fn end_closed(&mut self, reason: CloseReason, keep_queued: bool) {
         if let Some(transport) = self.conn.transport {
             if self.conn.closing.is_none() {
                 self.close_transport(transport, 1000, String::new());
@@ -333,11 +339,9 @@ impl Engine {
         self.teardown_connection();
         self.timers = Default::default();
         self.drain = None;
-        // Only a close handshake the app asked for starts again (`closing_finished`), and
-        // then what the app gave since its `connect` is for the next connection: the close
-        // left nothing else (it dropped what was queued, failed every request, and
-        // `closing_finished` dropped what was in flight).
-        if !std::mem::take(&mut self.connect_after_close) {
+        // Only a close the app asked for starts again (`closing_finished`).
+        self.connect_after_close = false;
+        if !keep_queued {
             self.drop_everything_pending();
             #[cfg(feature = "documents")]
             self.doc_changes.clear();
@@ -354,11 +358,15 @@ impl Engine {
     /// meanwhile.
     pub(super) fn closing_finished(&mut self, now: Instant, code: u16) {
         let again = self.connect_after_close;
+        // Then what the app gave since its `connect` is for the next connection: the close
+        // left nothing else queued nor pending (it dropped what was queued and failed every
+        // request, or the drain delivered everything), and what the socket was still taking
+        // goes now.
         if again {
             let removed = self.outbox.drain_in_flight();
             self.report_removed(removed, DropReason::Closed);
         }
-        self.finish_closed(CloseReason::App { code });
+        self.end_closed(CloseReason::App { code }, again);
         if again {
             self.connect(now);
         }
@@ -436,7 +444,8 @@ impl Engine {
         match self.state {
             State::Open => self.begin_close(now, 1000, "done"),
             State::Closing | State::Closed { .. } => {}
-            _ => self.finish_closed(CloseReason::App { code: 1000 }),
+            // Nothing is pending: closed, then started again after a `connect`.
+            _ => self.closing_finished(now, 1000),
         }
     }
 }

@@ -2208,6 +2208,38 @@ test('close() then connect() (an effect cleanup and remount): what is sent right
   assert.deepEqual(r, { during: 'closing', sent: 'ok', acked: ['ok', 2], reply: ['ok', { q: 3 }], state: 'open' });
 });
 
+test('close({drain}) then connect(): the drain finishes, then the client starts again instead of staying closed', async ({ page }) => {
+  // The drained variant of a cleanup and remount: close(…, {drain}) while an acknowledgement
+  // is awaited, then connect(). The app's last word is connect, as after a plain close():
+  // what is sent meanwhile is accepted (and drained), and the client opens again.
+  const rl = await relay(await freePort());
+  const px = await proxy(Number(new URL(rl.ws).port));
+  await page.evaluate(async (url) => {
+    window.c = new tether.TetherClient(url, { protocol: 'tether', heartbeat: { mode: 'off' } });
+    await until(() => c.state.name === 'open', 5000, 'open');
+  }, px.ws);
+  px.holdReplies(true); // its ack is withheld: the drain waits for it
+  const r = await page.evaluate(async () => {
+    const settle = (p) => p.then((v) => ['ok', v], (e) => [e.code, e.message]);
+    window.first = settle(c.publishAcked('room', { n: 1 }));
+    c.close(undefined, undefined, { drain: 3000 });
+    c.connect();
+    let sent;
+    try { c.publish('room', { n: 2 }); sent = 'ok'; } catch (e) { sent = e.code; }
+    return { sent };
+  });
+  px.holdReplies(false);
+  const r2 = await page.evaluate(async () => {
+    const out = { first: await first };
+    await sleep(3500);
+    out.state = c.state.name;
+    out.opens = c.stats.opens;
+    c.dispose();
+    return out;
+  });
+  assert.deepEqual({ ...r, ...r2 }, { sent: 'ok', first: ['ok', 1], state: 'open', opens: 2 });
+});
+
 // ---- runner --------------------------------------------------------------------------------
 
 async function main() {
