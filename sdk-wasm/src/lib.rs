@@ -66,13 +66,31 @@ fn parse(text: &str) -> Result<Value, JsValue> {
     json::parse(text).map_err(|e| convert::error("invalid_json", &e.to_string()))
 }
 
-/// `bytes` travel as binary; otherwise text is sent as is and `json` text is parsed so it
-/// travels as a JSON payload. Whether the protocol allows the kind is the engine's call.
-fn payload(data: String, json: bool, bytes: Option<Vec<u8>>) -> Result<Payload, JsValue> {
-    match bytes {
-        Some(b) => Ok(Payload::Binary(b)),
-        None if json => parse(&data).map(Payload::Json),
-        None => Ok(Payload::Text(data)),
+impl WasmClient {
+    /// `bytes` travel as binary; otherwise text is sent as is and `json` text is parsed so it
+    /// travels as a JSON payload. Whether the protocol allows the kind is the engine's call.
+    /// Text and bytes the engine would refuse as too large are refused before they are copied
+    /// into the module (`Engine::check_message_size`): one copied would grow its memory for
+    /// good. A string's UTF-16 length is at most its UTF-8 size, so a copy is at most 3× the
+    /// limit, which the engine then measures.
+    fn payload(
+        &self,
+        data: js_sys::JsString,
+        json: bool,
+        bytes: Option<js_sys::Uint8Array>,
+    ) -> Result<Payload, JsValue> {
+        let size = match &bytes {
+            Some(b) => b.length(),
+            None if json => 0,
+            None => data.length(),
+        };
+        self.peek(|e| e.check_message_size(size as usize))?
+            .map_err(send_error)?;
+        match bytes {
+            Some(b) => Ok(Payload::Binary(b.to_vec())),
+            None if json => parse(&String::from(data)).map(Payload::Json),
+            None => Ok(Payload::Text(data.into())),
+        }
     }
 }
 
@@ -278,14 +296,14 @@ impl WasmClient {
     pub fn send(
         &self,
         channel: Option<String>,
-        data: String,
+        data: js_sys::JsString,
         json: bool,
-        bytes: Option<Vec<u8>>,
+        bytes: Option<js_sys::Uint8Array>,
         ack: Option<bool>,
         ttl_ms: Option<f64>,
         timeout_ms: Option<f64>,
     ) -> Result<f64, JsValue> {
-        let payload = payload(data, json, bytes)?;
+        let payload = self.payload(data, json, bytes)?;
         let opts = options(ack, ttl_ms, timeout_ms)?;
         self.refusable(
             |i, now| {
@@ -303,12 +321,12 @@ impl WasmClient {
     /// `request_failed` with the returned id.
     pub fn request(
         &self,
-        data: String,
+        data: js_sys::JsString,
         json: bool,
-        bytes: Option<Vec<u8>>,
+        bytes: Option<js_sys::Uint8Array>,
         timeout_ms: Option<f64>,
     ) -> Result<f64, JsValue> {
-        let payload = payload(data, json, bytes)?;
+        let payload = self.payload(data, json, bytes)?;
         let timeout = duration(timeout_ms, "timeoutMs")?;
         self.refusable(
             |i, now| {

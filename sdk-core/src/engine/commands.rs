@@ -467,10 +467,21 @@ impl Engine {
     }
 
     fn check_size(&self, frame: &Frame) -> Result<(), SendError> {
+        self.check_message_size(frame.len())
+    }
+
+    /// Refuses a message of at least `size` bytes that is over `max_message_bytes`
+    /// ([`SendError::TooLarge`], with `size`), as a send or request of it would be: the
+    /// frame of a text or binary payload is never smaller than the payload. A driver whose
+    /// platform already holds the message asks this before copying it (a browser's string or
+    /// byte array: copied into the module, one refused anyway would grow its memory for good;
+    /// wasm memory never shrinks). Not for a JSON payload given as text: written back, it may
+    /// be shorter than the text it came as.
+    pub fn check_message_size(&self, size: usize) -> Result<(), SendError> {
         let max = self.config.max_message_bytes;
-        if frame.len() > max {
+        if size > max {
             return Err(SendError::TooLarge {
-                size: frame.len(),
+                size,
                 max,
                 limit: SizeLimit::MaxMessageBytes,
             });

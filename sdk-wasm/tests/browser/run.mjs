@@ -579,6 +579,53 @@ test('error details: the server\'s own code and the frame sizes travel in Tether
   assert.equal(r.state, 'open', 'neither problem cost the connection');
 });
 
+test('an oversized send is refused before it is copied into the module (too_large), a fitting one goes', async ({ page, base }) => {
+  // Copied in and then refused, it would grow the module's memory for good (wasm memory
+  // never shrinks). Sizes in UTF-16 units or bytes, which the UTF-8 size is at least.
+  const limit = 65536;
+  const srv = await wsServer((sock) => sock.on('message', (m, binary) => sock.send(binary ? m : String(m).slice(0, 20))));
+  await page.goto(`${base}/t/page.html?bare`);
+  await page.waitForSelector('body[data-ready]', { state: 'attached' });
+  const r = await page.evaluate(async ({ url, limit }) => {
+    let memory = null;
+    const catchMemory = (out) => {
+      const exports = (out.instance || out).exports;
+      memory = Object.values(exports).find((v) => v instanceof WebAssembly.Memory);
+      return out;
+    };
+    const [instantiate, streaming] = [WebAssembly.instantiate, WebAssembly.instantiateStreaming];
+    WebAssembly.instantiate = (...a) => instantiate(...a).then(catchMemory);
+    WebAssembly.instantiateStreaming = (...a) => streaming(...a).then(catchMemory);
+    await tether.init();
+    const c = new tether.TetherClient(url, { maxMessageBytes: limit, heartbeat: { mode: 'off' } });
+    const log = record(c);
+    await until(() => c.state.name === 'open', 5000, 'open');
+    const refusal = (f) => {
+      try {
+        f();
+        return 'accepted';
+      } catch (e) {
+        return [e.code, e.details && e.details.size, e.details && e.details.limit];
+      }
+    };
+    const before = memory.buffer.byteLength;
+    const refused = [
+      refusal(() => c.send('x'.repeat(8 << 20))),
+      refusal(() => c.send(new Uint8Array(6 << 20))),
+    ];
+    const grew = memory.buffer.byteLength - before;
+    const fits = refusal(() => c.send('y'.repeat(1000)));
+    await until(() => log.some((e) => e.type === 'message'), 5000, 'the echo');
+    c.close();
+    return { refused, grew, fits, echoed: log.filter((e) => e.type === 'message').map((e) => e.data), framesSent: c.stats.framesSent };
+  }, { url: srv.url, limit });
+  assert.deepEqual(r.refused, [['too_large', 8 << 20, limit], ['too_large', 6 << 20, limit]]);
+  assert.ok(r.grew < 1 << 20, `the module's memory grew by ${r.grew} B`);
+  assert.equal(r.fits, 'accepted');
+  assert.deepEqual(r.echoed, ['y'.repeat(20)]);
+  assert.equal(r.framesSent, 1);
+});
+
 test('an oversized message is never copied into the module: frame_too_large with its size, the next one read', async ({ page, base }) => {
   // The browser already holds each message; copied into the module's memory, one over the
   // limit would grow it for good (wasm memory never shrinks). Sizes in UTF-8 bytes.
