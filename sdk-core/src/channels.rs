@@ -93,8 +93,9 @@ impl Channels {
         self.subs.remove(channel).is_some()
     }
 
-    /// An unsubscribe for `channel` was sent on this connection: until its `unsubscribed`
-    /// answer, what the server sends on the channel belongs to the ended subscription.
+    /// An unsubscribe for `channel` was sent on this connection (or the app unsubscribed while
+    /// it closes, when none can be written): until its `unsubscribed` answer, or the end of
+    /// the connection, what the server sends on the channel belongs to the ended subscription.
     pub(crate) fn unsubscribe_sent(&mut self, channel: &str) {
         self.leaving.push(channel.to_owned());
     }

@@ -2889,6 +2889,39 @@ fn no_channel_message_is_delivered_after_the_app_unsubscribed() {
     assert_eq!(delivered, [Payload::Json(json!("later"))]);
 }
 
+#[test]
+fn no_channel_message_is_delivered_after_the_app_unsubscribed_during_the_close_handshake() {
+    // The app closes, then unsubscribes while the close handshake runs (a view torn down
+    // with its client). Frames still arrive while closing; a message the server sent on the
+    // channel before the close must not reach an app already told `Unsubscribed`.
+    let mut sim = tether(Config::builder("ws://relay"));
+    sim.engine.subscribe(sim.now, "room").unwrap();
+    sim.connect_open();
+    sim.run_for(ms(100));
+    // On the wire towards the client when it closes and unsubscribes.
+    sim.other_publishes("room", json!("in flight"));
+    sim.run_for(ms(1));
+    sim.engine.close(sim.now, 1000, "bye").unwrap();
+    assert_eq!(sim.engine.state(), &State::Closing);
+    sim.engine.unsubscribe(sim.now, "room").unwrap();
+    sim.run_for(ms(100));
+    let unsubscribed = sim.events_matching(|e| match e {
+        Event::Unsubscribed { channel } => Some(channel.clone()),
+        _ => None,
+    });
+    assert_eq!(unsubscribed, ["room"]);
+    assert_eq!(
+        sim.delivered(),
+        [],
+        "the app was told Unsubscribed before it"
+    );
+    // Connected again, the channel is not resubscribed and nothing of it arrives.
+    sim.run_until_state(secs(10), |e| e.state().is_closed());
+    sim.connect_open();
+    sim.run_for(ms(100));
+    assert_eq!(sim.engine.channels().count(), 0);
+}
+
 // ---- requests ---------------------------------------------------------------------------------
 
 #[test]

@@ -269,8 +269,9 @@ impl Engine {
     }
 
     /// Unsubscribes from `channel`; forgets its offset and presence. Unknown channels are a
-    /// no-op. Messages the server sent on the channel before it read the unsubscribe are not
-    /// delivered: the app has its `Unsubscribed` already.
+    /// no-op. Messages the server sent on the channel before it read the unsubscribe (or, during
+    /// the close handshake, before the connection ends) are not delivered: the app has its
+    /// `Unsubscribed` already.
     pub fn unsubscribe(&mut self, now: Instant, channel: &str) -> Result<(), SubscribeError> {
         self.check_channel_command(channel)?;
         let _ = self.observe(now);
@@ -279,6 +280,11 @@ impl Engine {
                 self.send_control(&ClientMessage::Unsubscribe {
                     channel: channel.to_owned(),
                 });
+            }
+            // Frames still arrive while the close handshake runs, though no unsubscribe can
+            // be written any more: what the server sent on the channel until the connection
+            // ends belongs to the ended subscription either way.
+            if self.receives_frames() {
                 self.channels.unsubscribe_sent(channel);
             }
             self.events.push_back(Event::Unsubscribed {

@@ -545,7 +545,7 @@ impl Engine {
     }
 
     /// Frames are delivered while open and during the close handshake.
-    fn receives_frames(&self) -> bool {
+    pub(super) fn receives_frames(&self) -> bool {
         matches!(self.state, State::Open | State::Closing)
     }
 
