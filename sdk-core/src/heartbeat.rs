@@ -40,8 +40,12 @@ pub(crate) struct Heartbeat {
     config: HeartbeatConfig,
     next_ping: Option<Instant>,
     outstanding: Option<Outstanding>,
-    /// A hard deadline for the outstanding ping (pong timeout or probe).
-    pong_deadline: Option<Instant>,
+    /// The hard deadlines (pong timeout or probe) of the pings not yet answered, by ping
+    /// number, oldest first. Each belongs to its ping: a pong answers its ping and the
+    /// earlier ones (pongs come back in order), so it ends their deadlines and leaves those
+    /// of later pings standing. (A single deadline for all of them judged a probe by the
+    /// deadline of a ping answered before it.)
+    deadlines: Vec<(u64, Instant)>,
     /// Server-driven mode: the connection is dead if nothing arrives by then.
     silence_deadline: Option<Instant>,
     missed: u32,
@@ -55,7 +59,7 @@ impl Heartbeat {
             config,
             next_ping: None,
             outstanding: None,
-            pong_deadline: None,
+            deadlines: Vec::new(),
             silence_deadline: None,
             missed: 0,
             seq: 0,
@@ -93,14 +97,15 @@ impl Heartbeat {
     pub(crate) fn stop(&mut self) {
         self.next_ping = None;
         self.outstanding = None;
-        self.pong_deadline = None;
+        self.deadlines.clear();
         self.silence_deadline = None;
         self.missed = 0;
     }
 
     /// The earliest moment the heartbeat needs a `tick`.
     pub(crate) fn deadline(&self) -> Option<Instant> {
-        [self.next_ping, self.pong_deadline, self.silence_deadline]
+        let pong_deadline = self.deadlines.iter().map(|(_, at)| *at).min();
+        [self.next_ping, pong_deadline, self.silence_deadline]
             .into_iter()
             .flatten()
             .min()
@@ -111,14 +116,9 @@ impl Heartbeat {
         if self.silence_deadline.is_some_and(|at| at <= now) {
             return Some(Beat::Dead);
         }
-        if let (Some(at), Some(out)) = (self.pong_deadline, self.outstanding) {
-            if at <= now {
-                if out.answered_by_traffic && self.config.any_frame_is_liveness {
-                    self.pong_deadline = None;
-                } else {
-                    return Some(Beat::Dead);
-                }
-            }
+        // Deadlines still here are those of pings nothing has answered (see `activity`).
+        if self.deadlines.iter().any(|(_, at)| *at <= now) {
+            return Some(Beat::Dead);
         }
         match self.next_ping {
             Some(at) if at <= now => {
@@ -152,7 +152,9 @@ impl Heartbeat {
             answered_by_traffic: false,
         });
         // A pending probe deadline survives a regular ping: it was a promise to decide soon.
-        self.pong_deadline = [self.pong_deadline, deadline].into_iter().flatten().min();
+        if let Some(at) = deadline {
+            self.deadlines.push((self.seq, at));
+        }
         Beat::SendPing { seq: self.seq }
     }
 
@@ -170,8 +172,12 @@ impl Heartbeat {
     pub(crate) fn pong(&mut self, now: Instant, seq: Option<u64>) -> Option<Duration> {
         self.missed = 0;
         let out = self.outstanding?;
-        if seq.is_some_and(|s| s != out.seq) {
-            // An answer to an older ping still proves the connection alive.
+        if let Some(s) = seq.filter(|s| *s != out.seq) {
+            // An answer to an older ping still proves the connection alive. It answers that
+            // ping and the ones before it, not the later ones: their deadlines stand.
+            if s < out.seq {
+                self.deadlines.retain(|(ping, _)| *ping > s);
+            }
             self.outstanding = Some(Outstanding {
                 answered_by_traffic: true,
                 ..out
@@ -179,7 +185,7 @@ impl Heartbeat {
             return None;
         }
         self.outstanding = None;
-        self.pong_deadline = None;
+        self.deadlines.clear();
         Some(now.saturating_duration_since(out.sent_at))
     }
 
@@ -191,6 +197,10 @@ impl Heartbeat {
         }
         if let Some(out) = self.outstanding.as_mut() {
             out.answered_by_traffic = true;
+        }
+        // Every ping still awaited was sent before this: traffic answers them all.
+        if self.config.any_frame_is_liveness {
+            self.deadlines.clear();
         }
     }
 }
@@ -264,12 +274,12 @@ mod tests {
             Some(Beat::SendPing { seq: 2 }),
             "5 ms is no time to answer"
         );
-        // Answered (the probe's pong names the older ping): alive at its deadline.
+        // Answered (the probe's pong names the older ping): its deadline is over, and the
+        // next one is the regular tick's.
         assert_eq!(h.pong(at(10) + Duration::from_millis(15), Some(1)), None);
         let probe_deadline = just_before + Duration::from_secs(5);
-        assert_eq!(h.deadline(), Some(probe_deadline));
-        assert_eq!(h.tick(probe_deadline), None);
         assert_eq!(h.deadline(), Some(at(20)));
+        assert_eq!(h.tick(probe_deadline), None);
         // Unanswered, the probe's own deadline still decides.
         let mut h = hb(1);
         h.start(at(0));
@@ -280,6 +290,30 @@ mod tests {
             h.tick(just_before + Duration::from_secs(5)),
             Some(Beat::Dead)
         );
+    }
+
+    #[test]
+    fn a_pong_ends_the_deadlines_of_its_ping_and_earlier_ones_not_of_later_ones() {
+        let mut h = Heartbeat::new(
+            HeartbeatMode::PingFrame,
+            HeartbeatConfig {
+                interval: Duration::from_secs(10),
+                pong_timeout: Some(Duration::from_secs(3)),
+                probe_timeout: Duration::from_secs(5),
+                any_frame_is_liveness: false,
+                ..HeartbeatConfig::default()
+            },
+        );
+        h.start(at(0));
+        assert_eq!(h.tick(at(10)), Some(Beat::SendPing { seq: 1 }));
+        assert_eq!(h.probe(at(11)), Some(Beat::SendPing { seq: 2 }));
+        assert_eq!(h.deadline(), Some(at(13)));
+        assert_eq!(h.pong(at(11) + Duration::from_millis(100), Some(1)), None);
+        assert_eq!(h.deadline(), Some(at(16)), "the probe's own");
+        assert_eq!(h.tick(at(13)), None);
+        // Unanswered, the probe's deadline decides; traffic does not count here.
+        h.activity(at(15));
+        assert_eq!(h.tick(at(16)), Some(Beat::Dead));
     }
 
     #[test]

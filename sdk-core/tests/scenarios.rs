@@ -1305,6 +1305,68 @@ fn a_network_change_just_before_the_ping_tick_does_not_kill_a_healthy_connection
     assert!(sim.engine.state().is_open());
 }
 
+/// The payloads of the pings an engine asks for, and whether it asked to close, draining it.
+fn drained_pings(engine: &mut tether_core::Engine) -> (Vec<Vec<u8>>, bool) {
+    let (mut pings, mut closed) = (Vec::new(), false);
+    while let Some(action) = engine.poll_action() {
+        match action {
+            tether_core::Action::Ping { payload, .. } => pings.push(payload),
+            tether_core::Action::Close { .. } => closed = true,
+            _ => {}
+        }
+    }
+    while engine.poll_event().is_some() {}
+    (pings, closed)
+}
+
+#[test]
+fn an_answered_pings_deadline_does_not_judge_a_probe_sent_after_it_when_only_pongs_count() {
+    // Only pongs prove the link alive (`any_frame_is_liveness: false`), each ping has 3 s.
+    // A ping goes out; the network changes a second later and a probe (5 s) goes out; the
+    // ping's pong arrives in time. At the ping's deadline the probe, not yet due, must not be
+    // judged by it: the connection was declared dead at 13 s, with its probe answered at 14 s.
+    let config = Config::builder("ws://relay")
+        .heartbeat(tether_core::HeartbeatConfig {
+            mode: HeartbeatMode::PingFrame,
+            interval: secs(10),
+            pong_timeout: Some(secs(3)),
+            probe_timeout: secs(5),
+            any_frame_is_liveness: false,
+            ..Default::default()
+        })
+        .seed(5)
+        .build()
+        .unwrap();
+    let at = |d: Duration| Instant::ZERO + d;
+    let mut engine = tether_core::Engine::new(config, 7);
+    engine.connect(at(secs(0)));
+    let Some(tether_core::Action::Open(open)) = engine.poll_action() else {
+        panic!("no open")
+    };
+    let t = open.transport;
+    engine.transport_opened(at(secs(0)), t);
+    drained_pings(&mut engine);
+
+    engine.handle_timeout(at(secs(10)));
+    let (ping, _) = drained_pings(&mut engine);
+    assert_eq!(ping.len(), 1, "the regular ping");
+    engine.network_changed(at(secs(11)), true);
+    let (probe, _) = drained_pings(&mut engine);
+    assert_eq!(probe.len(), 1, "the probe");
+    engine.pong_received(at(ms(11_100)), t, &ping[0]);
+    engine.handle_timeout(at(secs(13)));
+    let (_, closed) = drained_pings(&mut engine);
+    assert!(
+        !closed && engine.state().is_open(),
+        "dead at the answered ping's deadline, before the probe's: {:?}",
+        engine.state()
+    );
+    engine.pong_received(at(secs(14)), t, &probe[0]);
+    engine.handle_timeout(at(secs(16)));
+    let (_, closed) = drained_pings(&mut engine);
+    assert!(!closed && engine.state().is_open(), "{:?}", engine.state());
+}
+
 #[test]
 fn attempts_that_fail_while_offline_do_not_count_against_max_attempts() {
     // Airplane mode for five minutes with max_attempts(3): the client kept its three
