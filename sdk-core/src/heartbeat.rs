@@ -136,7 +136,10 @@ impl Heartbeat {
                         return Some(Beat::Dead);
                     }
                 }
-                self.next_ping = Some(now + self.config.interval);
+                // The engine's clock saturates: at its end `now + interval` is `now`, a ping
+                // due again at once, for ever, in the caller's loop. No later ping then.
+                let next = now + self.config.interval;
+                self.next_ping = (next > now).then_some(next);
                 let deadline = self.config.pong_timeout.map(|t| now + t);
                 Some(self.send_ping(now, deadline))
             }

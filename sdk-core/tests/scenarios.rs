@@ -3145,6 +3145,44 @@ fn time_going_backwards_is_clamped_and_stale_inputs_are_ignored() {
 }
 
 #[test]
+// The test, not the engine, runs a thread: a watchdog, so that a hang fails the test instead
+// of stalling the suite.
+#[allow(clippy::disallowed_methods)]
+fn a_clock_at_its_end_does_not_make_the_heartbeat_spin() {
+    // Time saturates at `Instant::MAX` (what `Instant::from_millis_f64(INFINITY)` gives, and
+    // what a driver firing "everything due" might pass): `now + interval` is `now` again. The
+    // heartbeat, asked for the next ping, found it due again at once, for ever, inside one
+    // `handle_timeout` call (the driver hung, and its action queue grew without bound).
+    let cases = [HeartbeatMode::PingFrame, HeartbeatMode::AppMessage]
+        .into_iter()
+        .flat_map(|mode| [(mode, None), (mode, Some(secs(5)))]);
+    for (mode, pong_timeout) in cases {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let config = Config::builder("ws://relay")
+                .heartbeat_mode(mode)
+                .pong_timeout(pong_timeout)
+                .seed(5)
+                .build()
+                .unwrap();
+            let mut engine = tether_core::Engine::new(config, 7);
+            engine.connect(Instant::ZERO);
+            let Some(tether_core::Action::Open(open)) = engine.poll_action() else {
+                panic!("no open")
+            };
+            engine.transport_opened(Instant::ZERO, open.transport);
+            while engine.poll_action().is_some() {}
+            engine.handle_timeout(Instant::MAX);
+            let _ = tx.send(std::iter::from_fn(|| engine.poll_action()).count());
+        });
+        let actions = rx.recv_timeout(secs(2)).unwrap_or_else(|_| {
+            panic!("{mode:?} {pong_timeout:?}: handle_timeout(Instant::MAX) never returned")
+        });
+        assert!(actions <= 2, "{mode:?} {pong_timeout:?}: {actions} actions");
+    }
+}
+
+#[test]
 fn inputs_in_the_wrong_state_are_harmless() {
     let mut sim = Sim::raw("ws://relay");
     let engine = &mut sim.engine;
