@@ -3183,6 +3183,40 @@ fn a_clock_at_its_end_does_not_make_the_heartbeat_spin() {
 }
 
 #[test]
+fn nothing_is_written_after_the_close_frame() {
+    // RFC 6455 §5.5.1: after sending a Close frame an endpoint sends no more data frames
+    // (tungstenite refuses with `SendAfterClosing`, which fails the link and cuts the close
+    // handshake short). The server's heartbeat `ping` crossing the app's close must not be
+    // answered with a `pong` written behind the close frame.
+    let config = Config::builder("ws://relay")
+        .protocol(Protocol::Tether)
+        .seed(3)
+        .build()
+        .unwrap();
+    let mut engine = tether_core::Engine::new(config, 7);
+    engine.connect(Instant::ZERO);
+    let Some(tether_core::Action::Open(open)) = engine.poll_action() else {
+        panic!("no open")
+    };
+    let t = open.transport;
+    engine.transport_opened(Instant::ZERO, t);
+    while engine.poll_action().is_some() {}
+    engine.close(Instant::ZERO + secs(1), 1000, "bye").unwrap();
+    let closing: Vec<tether_core::Action> = std::iter::from_fn(|| engine.poll_action()).collect();
+    assert!(
+        matches!(closing[..], [tether_core::Action::Close { .. }]),
+        "{closing:?}"
+    );
+    let ping = tether_core::protocol::ServerMessage::Ping {
+        id: Some("7".into()),
+    };
+    engine.frame_received(Instant::ZERO + ms(1_010), t, Frame::Text(ping.encode()));
+    let after: Vec<tether_core::Action> = std::iter::from_fn(|| engine.poll_action()).collect();
+    assert_eq!(after, [], "written after the close frame");
+    assert_eq!(engine.state(), &State::Closing);
+}
+
+#[test]
 fn inputs_in_the_wrong_state_are_harmless() {
     let mut sim = Sim::raw("ws://relay");
     let engine = &mut sim.engine;

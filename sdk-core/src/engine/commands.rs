@@ -707,8 +707,14 @@ impl Engine {
     }
 
     /// Writes a protocol control message (hello, subscribe, pong…) ahead of the outbox; not on
-    /// a receive-only transport (SSE), which cannot carry it.
+    /// a receive-only transport (SSE), which cannot carry it, and only while open: once the
+    /// close frame is written (`Closing`), RFC 6455 allows no more data frames (tungstenite
+    /// refuses them, failing the link mid-handshake). What the server still sends meanwhile
+    /// (its `ping`, a document change past a gap) goes unanswered: the connection is ending.
     pub(super) fn send_control(&mut self, msg: &ClientMessage) {
+        if !self.state.is_open() {
+            return;
+        }
         let Some(transport) = self.conn.transport.filter(|_| self.can_write_frames()) else {
             return;
         };
