@@ -1930,6 +1930,41 @@ fn close_after_drain_delivers_everything_then_closes() {
 }
 
 #[test]
+fn connect_during_a_drained_close_starts_again_when_a_lost_connection_ends_the_drain() {
+    // close_after_drain, then connect: the drain waits for a request's reply, and the
+    // connection drops taking the request along (it fails with `ConnectionLost`, the
+    // default). Nothing is left to drain, so the drain is over: closed, and then, as the
+    // app's last word was connect, started again. It stayed closed.
+    let mut sim = tether(Config::builder("ws://relay"));
+    sim.server.answer_requests = false;
+    sim.connect_open();
+    let request = sim.engine.request(sim.now, json!("q"), None).unwrap();
+    sim.run_for(ms(100));
+    sim.engine.close_after_drain(sim.now, secs(5));
+    sim.engine.connect(sim.now);
+    sim.kill_connection();
+    assert_eq!(
+        sim.request_failures(request),
+        [RequestFailure::ConnectionLost]
+    );
+    let closes = sim.events_matching(|e| match e {
+        Event::StateChanged {
+            to: State::Closed { reason },
+            ..
+        } => Some(reason.clone()),
+        _ => None,
+    });
+    assert_eq!(closes, [CloseReason::App { code: 1000 }], "the drain ended");
+    sim.run_for(secs(3));
+    assert!(
+        sim.engine.state().is_open(),
+        "started again after the drained close: {:?}",
+        sim.engine.state()
+    );
+    assert_eq!(sim.server.opens.len(), 2);
+}
+
+#[test]
 fn connect_during_a_drained_close_starts_again_once_it_is_done() {
     // close_after_drain, then connect (a cleanup and remount): the app's last word is
     // connect. It was ignored while open: the client closed once drained and stayed closed,

@@ -176,10 +176,11 @@ impl Engine {
             }
             // The app asked to close once everything was delivered, and the connection took
             // the last of it along (requests failed with it): another connection would only
-            // be opened to be closed.
+            // be opened to be closed. Closed, then started again after a `connect`, as when
+            // a drain completes otherwise (`check_drain`).
             _ if self.drain_complete() => {
                 self.drain = None;
-                self.finish_closed(CloseReason::App { code: 1000 });
+                self.closing_finished(now, 1000);
             }
             Disposition::Reauth => {
                 self.auth.refreshed_once = true;
