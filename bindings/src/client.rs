@@ -61,7 +61,9 @@ impl Client {
 
     /// Starts connecting (from `Idle` or `Closed`), or retries at once while `Waiting` (not
     /// before a minimum the server set: Retry-After, close 1013, `reconnect_after_ms`); while
-    /// `Closing`, once the close is done (a `disconnect()` waiting for it returns). Returns at
+    /// `Closing` or draining (`disconnect_after_drain`), once the close is done (a
+    /// `disconnect()` waiting for it returns); what is sent after it is then accepted for the
+    /// next connection (during a drain, drained with the rest). Returns at
     /// once: the progress arrives as `StateChanged` events. Does nothing once
     /// `shutdown()` has started, even before it completes: create a new client instead.
     pub fn connect(&self) {
@@ -205,7 +207,9 @@ impl Client {
     }
 
     /// Stops taking messages, delivers (and gets acked) everything pending, reconnecting if
-    /// needed, then closes; after `timeout_ms` at the latest, reporting the rest dropped.
+    /// needed, then closes; after `timeout_ms` at the latest, reporting the rest dropped. A
+    /// `connect()` meanwhile takes messages again (drained with the rest) and starts the client
+    /// again once it is closed.
     pub async fn disconnect_after_drain(&self, timeout_ms: u64) -> CloseReason {
         let client = self.inner.clone();
         let timeout = Duration::from_millis(timeout_ms);

@@ -373,7 +373,10 @@ impl Client {
     /// Starts connecting (from idle or closed), or retries at once if waiting (at the server's
     /// minimum if it set one: Retry-After, close 1013, `reconnect_after_ms`). During a close
     /// handshake, the close finishes first (a `close()` waiting for it resolves) and the client
-    /// starts again right after. Does nothing
+    /// starts again right after; so too during a drained close ([`Client::close_after_drain`]),
+    /// once it is drained. Messages and requests given after this call are accepted (not
+    /// refused as closing) and kept for the next connection (during a drain, drained with the
+    /// rest). Does nothing
     /// from the moment [`Client::shutdown`] is called, or once the client task has ended
     /// (every handle dropped): the task is going away, nothing would perform the connection,
     /// and messages accepted by a reopened engine would never be written. The client goes on
@@ -692,7 +695,8 @@ impl Client {
 
     /// Stops taking new messages, delivers (and gets acknowledged) everything pending —
     /// reconnecting if needed — then closes; at `timeout` at the latest, reporting the rest as
-    /// dropped. Waits until closed.
+    /// dropped. Waits until closed. A [`Client::connect`] meanwhile takes messages again (they
+    /// are drained with the rest) and starts the client again once it is closed.
     pub async fn close_after_drain(&self, timeout: Duration) -> CloseReason {
         self.shared
             .close_command(|e, now| e.close_after_drain(now, timeout));

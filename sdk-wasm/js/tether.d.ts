@@ -400,7 +400,11 @@ export class TetherClient {
   /**
    * Closes and stops reconnecting: queued messages are reported `dropped` (reason `closed`,
    * which rejects their `sendAcked`/`publishAcked` promises) and pending requests reject. With
-   * `{drain: timeoutMs}` it first delivers what is pending, for at most that long. The client
+   * `{drain: timeoutMs}` it first delivers what is pending, for at most that long. Sends are
+   * refused with `closing` until the close is done, unless `connect()` is called meanwhile (an
+   * effect's cleanup and remount): the close then finishes (`closed` is reported), the client
+   * connects again, and what is sent after that `connect()` is accepted for the new connection
+   * (with `{drain}`, delivered with the rest). The client
    * is kept, handlers and all, for a later `connect()`, and so is its memory: the module holds
    * the client's event callback, so even an unreferenced client is never garbage-collected.
    * Call `dispose()` when done with it.

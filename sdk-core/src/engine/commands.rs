@@ -375,7 +375,10 @@ impl Engine {
 
     /// Closes once everything pending is written and acknowledged (reconnecting if needed), or
     /// at `timeout` at the latest, when what is left is dropped with reason `Closed`. New
-    /// messages are refused with [`SendError::Closing`] meanwhile.
+    /// messages are refused with [`SendError::Closing`] meanwhile, until the app calls
+    /// [`Engine::connect`]: from then on they are accepted and drained with the rest, and once
+    /// closed (`Closed` is reported) the client starts again. A close given after that
+    /// `connect` is the last word again.
     pub fn close_after_drain(&mut self, now: Instant, timeout: Duration) {
         let now = self.observe(now);
         // A close is the app's last word, also over a `connect` made while closing.
