@@ -34,6 +34,9 @@ struct Outstanding {
     answered_by_traffic: bool,
 }
 
+/// The most pong deadlines kept (see `Heartbeat::deadlines`).
+const MAX_DEADLINES: usize = 16;
+
 #[derive(Debug)]
 pub(crate) struct Heartbeat {
     mode: HeartbeatMode,
@@ -44,7 +47,9 @@ pub(crate) struct Heartbeat {
     /// number, oldest first. Each belongs to its ping: a pong answers its ping and the
     /// earlier ones (pongs come back in order), so it ends their deadlines and leaves those
     /// of later pings standing. (A single deadline for all of them judged a probe by the
-    /// deadline of a ping answered before it.)
+    /// deadline of a ping answered before it.) At most [`MAX_DEADLINES`]: with a pong timeout
+    /// many intervals long and pings unanswered (a lax `max_missed`), the latest deadlines
+    /// give way, as the earlier ones decide first.
     deadlines: Vec<(u64, Instant)>,
     /// Server-driven mode: the connection is dead if nothing arrives by then.
     silence_deadline: Option<Instant>,
@@ -157,6 +162,12 @@ impl Heartbeat {
         // A pending probe deadline survives a regular ping: it was a promise to decide soon.
         if let Some(at) = deadline {
             self.deadlines.push((self.seq, at));
+            if self.deadlines.len() > MAX_DEADLINES {
+                let latest = (0..self.deadlines.len()).max_by_key(|&i| self.deadlines[i].1);
+                if let Some(i) = latest {
+                    self.deadlines.remove(i);
+                }
+            }
         }
         Beat::SendPing { seq: self.seq }
     }
@@ -173,14 +184,17 @@ impl Heartbeat {
 
     /// A pong arrived. Returns the round-trip time when it answers the latest ping.
     pub(crate) fn pong(&mut self, now: Instant, seq: Option<u64>) -> Option<Duration> {
+        // A number no ping had answers nothing (a server that does not echo the ping's data);
+        // counted as an answer, it would keep a connection whose pings go unanswered alive.
+        if seq.is_some_and(|s| s > self.seq) {
+            return None;
+        }
         self.missed = 0;
         let out = self.outstanding?;
         if let Some(s) = seq.filter(|s| *s != out.seq) {
             // An answer to an older ping still proves the connection alive. It answers that
             // ping and the ones before it, not the later ones: their deadlines stand.
-            if s < out.seq {
-                self.deadlines.retain(|(ping, _)| *ping > s);
-            }
+            self.deadlines.retain(|(ping, _)| *ping > s);
             self.outstanding = Some(Outstanding {
                 answered_by_traffic: true,
                 ..out
@@ -317,6 +331,81 @@ mod tests {
         // Unanswered, the probe's deadline decides; traffic does not count here.
         h.activity(at(15));
         assert_eq!(h.tick(at(16)), Some(Beat::Dead));
+    }
+
+    fn lax(pong_timeout: Duration, max_missed: u32) -> Heartbeat {
+        Heartbeat::new(
+            HeartbeatMode::PingFrame,
+            HeartbeatConfig {
+                interval: Duration::from_secs(1),
+                pong_timeout: Some(pong_timeout),
+                any_frame_is_liveness: false,
+                max_missed,
+                ..HeartbeatConfig::default()
+            },
+        )
+    }
+
+    // A pong timeout many intervals long with a lax `max_missed`: one deadline per unanswered
+    // ping would pile up for as long as the connection lasts (and every tick scans them all).
+    // The earliest are the ones that decide; they are kept.
+    #[test]
+    fn unanswered_pings_keep_a_bounded_number_of_deadlines_the_earliest() {
+        let year = Duration::from_secs(365 * 24 * 3600);
+        let mut h = lax(year, u32::MAX);
+        h.start(at(0));
+        for s in 1..=1000 {
+            assert_eq!(h.tick(at(s)), Some(Beat::SendPing { seq: s }));
+        }
+        assert!(
+            h.deadlines.len() <= MAX_DEADLINES,
+            "{} deadlines",
+            h.deadlines.len()
+        );
+        assert_eq!(h.deadline(), Some(at(1001)), "the next ping");
+        assert_eq!(
+            h.deadlines.iter().map(|(_, at)| *at).min(),
+            Some(at(1) + year)
+        );
+        // A probe's short deadline is kept too, whatever is listed.
+        assert_eq!(
+            h.probe(at(1000) + Duration::from_millis(500)),
+            Some(Beat::SendPing { seq: 1001 })
+        );
+        let probe_deadline =
+            at(1000) + Duration::from_millis(500) + HeartbeatConfig::default().probe_timeout;
+        assert_eq!(h.deadline(), Some(probe_deadline.min(at(1001))));
+        assert!(
+            h.deadlines.iter().any(|(seq, _)| *seq == 1001),
+            "the probe's deadline"
+        );
+    }
+
+    // Only pongs count, and a server answers every ping with a number no ping had: that
+    // answers nothing, so the misses add up and the connection is dead, instead of each such
+    // pong resetting the count (and one deadline per ping piling up).
+    #[test]
+    fn a_pong_numbered_for_no_ping_sent_is_not_an_answer() {
+        let year = Duration::from_secs(365 * 24 * 3600);
+        let mut h = lax(year, 3);
+        h.start(at(0));
+        let mut verdict = None;
+        for s in 1..=10 {
+            match h.tick(at(s)) {
+                Some(Beat::SendPing { .. }) => {
+                    assert_eq!(h.pong(at(s), Some(u64::MAX)), None);
+                }
+                other => {
+                    verdict = other.map(|beat| (s, beat));
+                    break;
+                }
+            }
+        }
+        assert_eq!(
+            verdict,
+            Some((4, Beat::Dead)),
+            "dead after max_missed unanswered pings"
+        );
     }
 
     #[test]
