@@ -590,6 +590,21 @@ fn envelope_offset(m: &tether::InboundMessage) -> Option<u64> {
     }
 }
 
+/// The channel offsets of the next `n` messages `rec` sees (each within [`LIMIT`]).
+async fn next_envelope_offsets(rec: &mut Recorder, n: usize) -> Vec<u64> {
+    let mut offsets = Vec::with_capacity(n);
+    while offsets.len() < n {
+        offsets.push(
+            rec.until(LIMIT, |e| match e {
+                Event::Message(m) => envelope_offset(m),
+                _ => None,
+            })
+            .await,
+        );
+    }
+    offsets
+}
+
 #[tokio::test]
 async fn sse_resumes_with_last_event_id_and_honours_retry() {
     let relay = relay().await;
@@ -602,16 +617,7 @@ async fn sse_resumes_with_last_event_id_and_honours_retry() {
     for i in 1..=3 {
         writer.publish_acked("news", json!(i)).await.unwrap();
     }
-    let mut offsets = Vec::new();
-    while offsets.len() < 3 {
-        offsets.push(
-            rec.until(LIMIT, |e| match e {
-                Event::Message(m) => envelope_offset(m),
-                _ => None,
-            })
-            .await,
-        );
-    }
+    let offsets = next_envelope_offsets(&mut rec, 3).await;
     assert_eq!(offsets, vec![1, 2, 3]);
 
     proxy.set_mode(Mode::Refuse);
@@ -630,16 +636,7 @@ async fn sse_resumes_with_last_event_id_and_honours_retry() {
         writer.publish_acked("news", json!(i)).await.unwrap();
     }
     proxy.set_mode(Mode::Forward);
-    let mut resumed = Vec::new();
-    while resumed.len() < 2 {
-        resumed.push(
-            rec.until(LIMIT, |e| match e {
-                Event::Message(m) => envelope_offset(m),
-                _ => None,
-            })
-            .await,
-        );
-    }
+    let resumed = next_envelope_offsets(&mut rec, 2).await;
     assert_eq!(
         resumed,
         vec![4, 5],
@@ -672,16 +669,7 @@ async fn an_sse_stream_that_received_nothing_yet_misses_nothing_across_a_reconne
         writer.publish_acked("news", json!(i)).await.unwrap();
     }
     proxy.set_mode(Mode::Forward);
-    let mut resumed = Vec::new();
-    while resumed.len() < 2 {
-        resumed.push(
-            rec.until(LIMIT, |e| match e {
-                Event::Message(m) => envelope_offset(m),
-                _ => None,
-            })
-            .await,
-        );
-    }
+    let resumed = next_envelope_offsets(&mut rec, 2).await;
     assert_eq!(resumed, vec![2, 3], "what was published while it was away");
     drop(sse);
     relay.shutdown().await;

@@ -584,19 +584,9 @@ test('an oversized send is refused before it is copied into the module (too_larg
   // never shrinks). Sizes in UTF-16 units or bytes, which the UTF-8 size is at least.
   const limit = 65536;
   const srv = await wsServer((sock) => sock.on('message', (m, binary) => sock.send(binary ? m : String(m).slice(0, 20))));
-  await page.goto(`${base}/t/page.html?bare`);
-  await page.waitForSelector('body[data-ready]', { state: 'attached' });
+  await withModuleMemory(page, base);
   const r = await page.evaluate(async ({ url, limit }) => {
-    let memory = null;
-    const catchMemory = (out) => {
-      const exports = (out.instance || out).exports;
-      memory = Object.values(exports).find((v) => v instanceof WebAssembly.Memory);
-      return out;
-    };
-    const [instantiate, streaming] = [WebAssembly.instantiate, WebAssembly.instantiateStreaming];
-    WebAssembly.instantiate = (...a) => instantiate(...a).then(catchMemory);
-    WebAssembly.instantiateStreaming = (...a) => streaming(...a).then(catchMemory);
-    await tether.init();
+    const memory = window.moduleMemory;
     const c = new tether.TetherClient(url, { maxMessageBytes: limit, heartbeat: { mode: 'off' } });
     const log = record(c);
     await until(() => c.state.name === 'open', 5000, 'open');
@@ -639,20 +629,9 @@ test('an oversized message is never copied into the module: frame_too_large with
   });
   const big = 'y'.repeat(2 << 20);
   const sse = await sseServer([`id: 6\ndata: small\n\nid: 7\ndata: ${big}\n\n`, 'data: after\n\n']);
-  await page.goto(`${base}/t/page.html?bare`);
-  await page.waitForSelector('body[data-ready]', { state: 'attached' });
+  await withModuleMemory(page, base);
   const r = await page.evaluate(async ({ wsUrl, sseUrl, limit }) => {
-    // The module's memory, caught as the glue instantiates it.
-    let memory = null;
-    const catchMemory = (out) => {
-      const exports = (out.instance || out).exports;
-      memory = Object.values(exports).find((v) => v instanceof WebAssembly.Memory);
-      return out;
-    };
-    const [instantiate, streaming] = [WebAssembly.instantiate, WebAssembly.instantiateStreaming];
-    WebAssembly.instantiate = (...a) => instantiate(...a).then(catchMemory);
-    WebAssembly.instantiateStreaming = (...a) => streaming(...a).then(catchMemory);
-    await tether.init();
+    const memory = window.moduleMemory;
     const opts = { maxMessageBytes: limit, heartbeat: { mode: 'off' }, backoff: { initialMs: 50, jitter: 'none' } };
     const sizes = (client) => {
       const out = [];
@@ -1212,6 +1191,25 @@ test('SSE: named events arrive when listed, and their ids are resumed from', asy
 
 // In page `p`: a Tether client (window.c) with the document `channel` (window.doc) and its
 // events (window.log), once first synced.
+/** Opens the bare test page and initialises the package there, with the module's memory
+ * caught as the glue instantiates it (`window.moduleMemory`): what a test may measure the
+ * growth of (wasm memory never shrinks). */
+async function withModuleMemory(page, base) {
+  await page.goto(`${base}/t/page.html?bare`);
+  await page.waitForSelector('body[data-ready]', { state: 'attached' });
+  await page.evaluate(async () => {
+    const catchMemory = (out) => {
+      const exports = (out.instance || out).exports;
+      window.moduleMemory = Object.values(exports).find((v) => v instanceof WebAssembly.Memory);
+      return out;
+    };
+    const [instantiate, streaming] = [WebAssembly.instantiate, WebAssembly.instantiateStreaming];
+    WebAssembly.instantiate = (...a) => instantiate(...a).then(catchMemory);
+    WebAssembly.instantiateStreaming = (...a) => streaming(...a).then(catchMemory);
+    await tether.init();
+  });
+}
+
 function openDoc(p, url, name, { channel = 'todo', options = {} } = {}) {
   return p.evaluate(async ({ url, name, channel, options }) => {
     window.c = new tetherDocs.TetherClient(url, {
