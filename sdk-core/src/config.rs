@@ -141,13 +141,22 @@ pub struct HeartbeatConfig {
     /// Default 2, so a black hole is detected within `interval × (max_missed + 1)`.
     pub max_missed: u32,
     /// Optional per-ping deadline: if set, one unanswered ping older than this is fatal,
-    /// independently of `max_missed`. Default `None`.
+    /// independently of `max_missed`. Each ping has its own: a pong ends the deadlines of the
+    /// ping it names and of earlier ones, not of later ones (with `any_frame_is_liveness`, any
+    /// inbound frame ends them all). At most 16 are kept, the
+    /// earliest (with a timeout over 16 intervals, the latest pings may go without one;
+    /// `max_missed` still judges them). Default `None`.
     pub pong_timeout: Option<Duration>,
-    /// Whether any inbound frame proves the connection alive (resets the missed count).
-    /// Default `true`.
+    /// Whether any inbound frame (or bytes of one still arriving) proves the connection
+    /// alive: it answers every ping awaited, resetting the missed count and ending their
+    /// deadlines. If `false`, only a pong does: one naming a ping answers it and the earlier
+    /// ones, one without a number the latest, and one naming a number above the last ping
+    /// sent answers nothing. Default `true`.
     pub any_frame_is_liveness: bool,
     /// Deadline for the probe ping sent when the network changes or the app returns to the
-    /// foreground while a connection is open. Default 5 s.
+    /// foreground while a connection is open. It is the probe's own: without
+    /// `any_frame_is_liveness`, a pong to a ping sent before the probe does not meet it.
+    /// Default 5 s.
     pub probe_timeout: Duration,
     /// Ping text for [`HeartbeatMode::AppMessage`] in raw mode. Default `"ping"`.
     pub raw_ping: String,

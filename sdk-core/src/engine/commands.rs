@@ -310,7 +310,10 @@ impl Engine {
 
     /// Closes the connection with `code` (1000 or 3000–4999) and stops reconnecting. Pending
     /// messages and requests are reported as dropped / failed with reason `Closed`. Closing an
-    /// already closed engine is a no-op.
+    /// already closed engine is a no-op. A close cancels an [`Engine::connect`] made during a
+    /// close handshake or drain: the close is the app's last word again, and what was
+    /// accepted for the next connection is dropped with reason `Closed` with the rest (during
+    /// a close handshake, when it ends).
     pub fn close(&mut self, now: Instant, code: u16, reason: &str) -> Result<(), CloseError> {
         Self::check_close_code(code)?;
         let now = self.observe(now);
