@@ -257,7 +257,10 @@ export interface TetherClientOptions {
    * into the module's memory (which never shrinks) when its size alone tells: a binary one, or
    * a text longer in UTF-16 units than the limit (measured through a `Blob`, a short-lived
    * copy in JavaScript memory). A text within the limit in units but over it in UTF-8 bytes is
-   * copied first (at most 3× the limit).
+   * copied first (at most 3× the limit). A send of a string longer than the limit in UTF-16
+   * units, or of binary data longer in bytes, is refused with `too_large` (`details.size`: that
+   * length) before it is copied, so before the client's state and protocol are checked (a
+   * closed client refuses it as `too_large`, not `closed`).
    */
   maxMessageBytes?: number;
   /** Fail sent requests at once when the connection drops. [true] */
@@ -374,7 +377,10 @@ export class TetherClient {
   once<K extends TetherEventType>(type: K, handler: (event: TetherEventMap[K]) => void): () => void;
 
   connect(): void;
-  /** Returns the message id; throws `TetherError` (`outbox_full`, `too_large`, `closed`...). */
+  /**
+   * Returns the message id; throws `TetherError` (`outbox_full`, `too_large`, `closed`...;
+   * for a string or bytes too long, `too_large` comes first: see `maxMessageBytes`).
+   */
   send(data: Payload, options?: SendOptions): number;
   publish(channel: string, data: unknown, options?: SendOptions): number;
   /**
@@ -404,7 +410,8 @@ export class TetherClient {
    * refused with `closing` until the close is done, unless `connect()` is called meanwhile (an
    * effect's cleanup and remount): the close then finishes (`closed` is reported), the client
    * connects again, and what is sent after that `connect()` is accepted for the new connection
-   * (with `{drain}`, delivered with the rest). The client
+   * (with `{drain}`, delivered with the rest); a `close()` after that `connect()` is the last
+   * word again. The client
    * is kept, handlers and all, for a later `connect()`, and so is its memory: the module holds
    * the client's event callback, so even an unreferenced client is never garbage-collected.
    * Call `dispose()` when done with it.
@@ -415,7 +422,7 @@ export class TetherClient {
    * it. Pending `request` promises reject with a `closed` `TetherError`, pending
    * `sendAcked`/`publishAcked` ones with `dropped` (`details.reason: 'closed'`): the close's own
    * events (`dropped`, `state`) still reach the handlers during the call, which may read the
-   * client there (not `connect()` it), unless `dispose()` is called from inside an event handler; every handler is then removed, so nothing arrives after
+   * client there (a `connect()` there throws `disposed`), unless `dispose()` is called from inside an event handler; every handler is then removed, so nothing arrives after
    * it returns. Afterwards `connect()`, `send()` and every other call into
    * the client, and `state`/`stats`/`clientId`, throw `disposed`. Calling it again does nothing.
    */
