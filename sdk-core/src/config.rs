@@ -150,8 +150,8 @@ pub struct HeartbeatConfig {
     /// Whether any inbound frame (or bytes of one still arriving) proves the connection
     /// alive: it answers every ping awaited, resetting the missed count and ending their
     /// deadlines. If `false`, only a pong does: one naming a ping answers it and the earlier
-    /// ones, one without a number the latest, and one naming a number above the last ping
-    /// sent answers nothing. Default `true`.
+    /// ones, one without a number the latest, and one naming no ping awaited (a number above
+    /// the last ping sent, or of a ping answered already) answers nothing. Default `true`.
     pub any_frame_is_liveness: bool,
     /// Deadline for the probe ping sent when the network changes or the app returns to the
     /// foreground while a connection is open. It is the probe's own: without

@@ -55,6 +55,9 @@ pub(crate) struct Heartbeat {
     silence_deadline: Option<Instant>,
     missed: u32,
     seq: u64,
+    /// The latest ping number a pong answered: a pong naming it or an earlier one again
+    /// answers nothing new.
+    answered: u64,
 }
 
 impl Heartbeat {
@@ -68,6 +71,7 @@ impl Heartbeat {
             silence_deadline: None,
             missed: 0,
             seq: 0,
+            answered: 0,
         }
     }
 
@@ -184,9 +188,10 @@ impl Heartbeat {
 
     /// A pong arrived. Returns the round-trip time when it answers the latest ping.
     pub(crate) fn pong(&mut self, now: Instant, seq: Option<u64>) -> Option<Duration> {
-        // A number no ping had answers nothing (a server that does not echo the ping's data);
-        // counted as an answer, it would keep a connection whose pings go unanswered alive.
-        if seq.is_some_and(|s| s > self.seq) {
+        // A number that names no ping awaited (none had it, or its ping was answered
+        // already: a server that does not echo the ping's data) answers nothing; counted as
+        // an answer, it would keep a connection whose pings go unanswered alive.
+        if seq.is_some_and(|s| s > self.seq || s <= self.answered) {
             return None;
         }
         self.missed = 0;
@@ -195,6 +200,7 @@ impl Heartbeat {
             // An answer to an older ping still proves the connection alive. It answers that
             // ping and the ones before it, not the later ones: their deadlines stand.
             self.deadlines.retain(|(ping, _)| *ping > s);
+            self.answered = s;
             self.outstanding = Some(Outstanding {
                 answered_by_traffic: true,
                 ..out
@@ -203,6 +209,7 @@ impl Heartbeat {
         }
         self.outstanding = None;
         self.deadlines.clear();
+        self.answered = out.seq;
         Some(now.saturating_duration_since(out.sent_at))
     }
 
@@ -381,31 +388,42 @@ mod tests {
         );
     }
 
-    // Only pongs count, and a server answers every ping with a number no ping had: that
-    // answers nothing, so the misses add up and the connection is dead, instead of each such
-    // pong resetting the count (and one deadline per ping piling up).
+    // Only pongs count, and a server answers every ping with a number that answers no ping
+    // awaited: one above every ping sent, 0 (no ping has it), or the first ping's again
+    // (answered already). That answers nothing, so the misses add up and the connection is
+    // dead, instead of each such pong resetting the count (and deadlines piling up).
     #[test]
-    fn a_pong_numbered_for_no_ping_sent_is_not_an_answer() {
+    fn a_pong_numbered_for_no_ping_awaited_is_not_an_answer() {
         let year = Duration::from_secs(365 * 24 * 3600);
-        let mut h = lax(year, 3);
-        h.start(at(0));
-        let mut verdict = None;
-        for s in 1..=10 {
-            match h.tick(at(s)) {
-                Some(Beat::SendPing { .. }) => {
-                    assert_eq!(h.pong(at(s), Some(u64::MAX)), None);
-                }
-                other => {
-                    verdict = other.map(|beat| (s, beat));
-                    break;
+        for (case, number) in [
+            ("above", Some(u64::MAX)),
+            ("zero", Some(0)),
+            ("repeated", None),
+        ] {
+            let mut h = lax(year, 3);
+            h.start(at(0));
+            let mut verdict = None;
+            for s in 1..=10 {
+                match h.tick(at(s)) {
+                    Some(Beat::SendPing { seq }) => {
+                        // "repeated": the first ping is answered, then its number again.
+                        let answer = number.unwrap_or(1);
+                        let rtt = h.pong(at(s), Some(answer));
+                        assert_eq!(rtt.is_some(), seq == 1 && answer == 1, "{case}");
+                    }
+                    other => {
+                        verdict = other.map(|beat| (s, beat));
+                        break;
+                    }
                 }
             }
+            let expected = if number.is_none() { 5 } else { 4 };
+            assert_eq!(
+                verdict,
+                Some((expected, Beat::Dead)),
+                "{case}: dead after max_missed unanswered pings"
+            );
         }
-        assert_eq!(
-            verdict,
-            Some((4, Beat::Dead)),
-            "dead after max_missed unanswered pings"
-        );
     }
 
     #[test]
