@@ -517,16 +517,20 @@ struct DocumentDispatcher {
     doc: tether::Document,
 }
 
-/// The thread's end (or a spawn that failed): the listener is released here, seen by a
-/// release of the client (see [`Attached::release_here`]).
+/// The thread's end (or a spawn that failed): the listener is stopped for good, which its
+/// handle's `isCancelled()` reports also when no `cancel()` ended it (the client shut down, the
+/// document was closed), and it is released here, seen by a release of the client (see
+/// [`Attached::release_here`]).
 impl Drop for Dispatcher {
     fn drop(&mut self) {
+        self.cancel.cancel();
         self.attached.release_here();
     }
 }
 
 impl Drop for DocumentDispatcher {
     fn drop(&mut self) {
+        self.cancel.cancel();
         self.attached.release_here();
     }
 }

@@ -83,7 +83,8 @@ impl ListenerHandle {
         self.cancel.cancel();
     }
 
-    /// Whether the listener was stopped: `cancel()` was called, or the client was released.
+    /// Whether the listener is stopped: `cancel()` was called, or it ended with its document
+    /// (`closeDocument()`) or its client (`shutdown()`, or released).
     pub fn is_cancelled(&self) -> bool {
         self.cancel.is_cancelled()
     }

@@ -11,7 +11,7 @@ import textwrap
 import pytest
 
 import tether_ffi as t
-from conftest import TOKEN, Recorder
+from conftest import TOKEN, DocRecorder, Recorder, until
 
 
 def test_a_listener_lives_until_cancelled_even_when_its_handle_is_dropped(run):
@@ -25,6 +25,35 @@ def test_a_listener_lives_until_cancelled_even_when_its_handle_is_dropped(run):
         doc.set("milk", "2")
         await rec.next("DocumentChanged", lambda e: e.is_DOCUMENT_CHANGED())
         await c.shutdown()
+
+    run(scenario())
+
+
+
+def test_a_handle_says_its_listener_stopped_once_its_document_closed_or_the_client_shut_down(run):
+    # `is_cancelled()` answers "is this listener stopped?": an app checks it to know whether to
+    # add its listener again. A listener also stops when its document is closed and when the
+    # client shuts down; the handle must say so then too, not only after `cancel()`.
+    async def scenario():
+        c = t.Client(t.ClientConfig("ws://127.0.0.1:9/").wire_protocol(t.WireProtocol.TETHER))
+        try:
+            rec, closed_rec, doc_rec = Recorder(), DocRecorder(), DocRecorder()
+            handle = c.add_listener(rec)
+            closed = c.document("closed")
+            closed_handle = closed.add_listener(closed_rec)
+            doc_handle = c.document("open").add_listener(doc_rec)
+            await rec.next("the state snapshot", lambda e: e.is_STATE_CHANGED())
+            await closed_rec.next("the snapshot", lambda e: e.is_SNAPSHOT())
+            await doc_rec.next("the snapshot", lambda e: e.is_SNAPSHOT())
+            assert not any(h.is_cancelled() for h in (handle, closed_handle, doc_handle))
+
+            closed.close_document()
+            await until("the closed document's listener's handle cancelled", closed_handle.is_cancelled, 5)
+        finally:
+            # shutdown() returns once every listener thread has ended: the handles say so.
+            await c.shutdown()
+        assert handle.is_cancelled(), "the client shut down; its listener's handle says it runs"
+        assert doc_handle.is_cancelled(), "the client shut down; its document listener's handle says it runs"
 
     run(scenario())
 
