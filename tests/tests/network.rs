@@ -101,6 +101,19 @@ async fn reconnects_after_the_relay_restarts_and_resubscribes() {
     relay.shutdown().await;
 }
 
+/// A relay whose presence grace period is `grace` (`relay_with` sets its own, short one).
+async fn relay_with_grace(grace: Duration) -> RelayHandle {
+    Relay::bind(
+        "127.0.0.1:0",
+        RelayConfig {
+            presence_grace: grace,
+            ..RelayConfig::default()
+        },
+    )
+    .await
+    .unwrap()
+}
+
 async fn relay_with_addr(addr: std::net::SocketAddr) -> RelayHandle {
     // The old socket is gone once abort() resolved; retry briefly in case the OS lags.
     for _ in 0..50 {
@@ -765,15 +778,7 @@ async fn a_quick_reconnect_never_looks_like_leaving() {
 async fn a_client_that_closes_leaves_at_once_not_after_the_grace_period() {
     // A minute of grace: only a close that says it is leaving (1000) can explain a leave
     // within the test's limit.
-    let relay = Relay::bind(
-        "127.0.0.1:0",
-        RelayConfig {
-            presence_grace: Duration::from_secs(60),
-            ..RelayConfig::default()
-        },
-    )
-    .await
-    .unwrap();
+    let relay = relay_with_grace(Duration::from_secs(60)).await;
     let (leaver, _lrec) = in_lobby(relay.ws_url(), "leaver").await;
     let (watcher, mut wrec) = in_lobby(relay.ws_url(), "watcher").await;
     until_presence(&mut wrec, "leaver", true).await;
@@ -1025,15 +1030,7 @@ async fn an_idle_healthy_client_is_not_closed_by_the_relays_liveness_check() {
 /// happened ends (a minute here).
 #[tokio::test]
 async fn a_client_back_from_a_dropped_connection_leaves_at_once_on_close() {
-    let relay = Relay::bind(
-        "127.0.0.1:0",
-        RelayConfig {
-            presence_grace: Duration::from_secs(60),
-            ..RelayConfig::default()
-        },
-    )
-    .await
-    .unwrap();
+    let relay = relay_with_grace(Duration::from_secs(60)).await;
     let proxy = ChaosProxy::start(relay.local_addr()).await.unwrap();
     let (watcher, mut wrec) = in_lobby(relay.ws_url(), "watcher").await;
     let (alice, mut arec) = in_lobby(proxy.ws_url("/"), "alice").await;
