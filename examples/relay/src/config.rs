@@ -23,8 +23,9 @@ pub struct RelayConfig {
     /// connection with 1009. Default: 1 MiB.
     pub max_message_size: usize,
     /// Per-connection inbound message rate; `None` disables the limit. Over the limit, a
-    /// message that names an `id` (`publish`, `request`, `ping`, `doc_change`) is answered
-    /// with `error{code:"rate_limited", id}` and not processed. One without an `id` (`hello`,
+    /// message that names an `id` (`publish`, `request`, `doc_change`) is answered
+    /// with `error{code:"rate_limited", id}` and not processed; a `ping` is still answered
+    /// with its `pong`, taking nothing (so a heartbeat counting only pongs survives a burst). One without an `id` (`hello`,
     /// `subscribe`, `unsubscribe`, `doc_sync`, `doc_close`), which such an error could not
     /// name, is not refused but delayed: the relay stops reading the connection until the rate allows it
     /// (the client's frames wait in the socket), so a client that subscribes to more

@@ -122,12 +122,13 @@ impl Session {
     /// Until when the reader must wait before handing over the frame that just arrived
     /// (`text`, or `None` for a binary frame), or `None` to hand it over now.
     ///
-    /// Over the rate limit, a message that names an `id` (a `publish`, `request`, `ping`,
-    /// `doc_change`) is refused by [`on_text`](Self::on_text) with `rate_limited` naming
-    /// it, and the client drops or fails that one message. A message without one
-    /// (`hello`, `subscribe`, `unsubscribe`, `doc_sync`, `doc_close`) could not be named by
-    /// the error: refused, it would be lost without the client knowing (a client subscribing to more
-    /// channels than the burst on every reconnect would believe itself subscribed to all).
+    /// Over the rate limit, a message that names an `id` (a `publish`, `request`,
+    /// `doc_change`; a `ping` is answered all the same) is refused by
+    /// [`on_text`](Self::on_text) with `rate_limited` naming it, and the client drops or
+    /// fails that one message. A message without one (`hello`, `subscribe`, `unsubscribe`,
+    /// `doc_sync`, `doc_close`) could not be named by the error: refused, it would be lost
+    /// without the client knowing (a client subscribing to more channels than the burst on
+    /// every reconnect would believe itself subscribed to all).
     /// Such a message waits for a token instead: the reader stops reading the connection
     /// until then, so a flood of them is slowed by TCP backpressure rather than refused. Only
     /// a bucket that never refills (0 per second) refuses them, as nothing could be waited
@@ -155,6 +156,12 @@ impl Session {
     pub(crate) fn on_text(&mut self, text: &str, now: Instant) -> Flow {
         let limited = self.limiter.as_ref().is_some_and(|l| !l.has_token(now));
         if limited {
+            // A ping is answered with what it asks for, free: refusing it costs the same
+            // reply, and a client whose heartbeat counts only pongs would otherwise find its
+            // own healthy connection dead while it publishes in a burst.
+            if head_of(text).kind.as_deref() == Some("ping") {
+                return self.handle_text(text);
+            }
             if !self.holds_resend(text) {
                 self.reply_error(
                     code::RATE_LIMITED,
@@ -809,6 +816,38 @@ mod tests {
         assert_eq!(
             error_code(&q.drain_messages()[0]),
             Some(("rate_limited", Some("p1")))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_ping_over_the_limit_is_still_answered_with_a_pong() {
+        // A client whose heartbeat counts only pongs (`any_frame_is_liveness: false`) would
+        // otherwise declare its own healthy connection dead while it publishes in a burst.
+        let config = never_refilling(1, 4);
+        let now = Instant::now();
+        let (mut s, mut q) = session(config, Access::Granted);
+        s.on_text(r#"{"type":"hello","client_id":"alice"}"#, now);
+        q.drain_messages();
+        s.on_text(&publish_to_c("p1"), now);
+        assert_eq!(
+            error_code(&q.drain_messages()[0]),
+            Some(("rate_limited", Some("p1"))),
+            "the bucket is empty"
+        );
+        for _ in 0..3 {
+            s.on_text(r#"{"type":"ping","id":"7"}"#, now);
+            assert_eq!(
+                q.drain_messages(),
+                vec![ServerMessage::Pong {
+                    id: Some("7".into())
+                }]
+            );
+        }
+        // The pings took nothing: the bucket is as empty as before.
+        s.on_text(&publish_to_c("p2"), now);
+        assert_eq!(
+            error_code(&q.drain_messages()[0]),
+            Some(("rate_limited", Some("p2")))
         );
     }
 
