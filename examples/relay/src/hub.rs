@@ -515,7 +515,9 @@ impl Hub {
     /// [`disconnect`](Self::disconnect), and then, if it was its instance's connection, the
     /// grace periods that started (with those its predecessors left that it did not end) are
     /// kept for the instance's next connection, whose resubscribes are known returns: they end
-    /// them, so its member leaves at once if it then closes on purpose.
+    /// them, so its member leaves at once if it then closes on purpose. Closing on purpose
+    /// also ends the grace periods it took over and did not end (the channels it did not
+    /// resubscribe to): its client is not coming back to them either.
     pub(crate) fn end_instance_connection<'a>(
         self: &Arc<Self>,
         instance: &Instance,
@@ -537,6 +539,12 @@ impl Hub {
         if leaving {
             drop(instances);
             self.leave(peer, names);
+            // Its client is not coming back: the grace periods it took over and did not
+            // end (channels it did not resubscribe to) end now too. Their timers then find
+            // nothing to do.
+            for (name, (member, generation)) in unclaimed.into_iter().flatten() {
+                self.expire(&name, &member, generation);
+            }
             return;
         }
         let grace = !self.config.presence_grace.is_zero();
@@ -940,5 +948,48 @@ mod tests {
             kept = hub.departed_count();
         }
         assert_eq!(kept, 0, "every grace period ended: nothing is kept");
+    }
+    // A client back from a dropped connection resubscribes to fewer channels than it had,
+    // then closes on purpose: it is not coming back, so it leaves the channels it did not
+    // resubscribe to at once too, not when their grace periods end.
+    #[tokio::test]
+    async fn a_returning_client_that_closes_leaves_the_channels_it_did_not_resubscribe_to() {
+        let (hub, _run) = hub(Duration::from_secs(3600));
+        let alice = member("alice");
+        let instance: Instance = (alice.clone(), "i1".into());
+        let (w, mut qw) = Peer::new(1, 100, 0);
+        hub.subscribe(&w, &member("watcher"), "room", None, None);
+        hub.subscribe(&w, &member("watcher"), "hall", None, None);
+        let (a1, _q1) = Peer::new(2, 100, 0);
+        hub.connect_instance(&instance, &a1);
+        for name in ["room", "hall"] {
+            hub.subscribe(&a1, &alice, name, None, None);
+            hub.instance_channel(&instance, 2, name, true);
+        }
+        hub.end_instance_connection(&instance, 2, ["room", "hall"], false);
+        let (a2, _q2) = Peer::new(3, 100, 0);
+        hub.connect_instance(&instance, &a2);
+        hub.subscribe(&a2, &alice, "room", None, None);
+        hub.instance_channel(&instance, 3, "room", true);
+        qw.drain_messages();
+        hub.end_instance_connection(&instance, 3, ["room"], true);
+        let mut left: Vec<String> = qw
+            .drain_messages()
+            .into_iter()
+            .filter_map(|m| match m {
+                ServerMessage::Presence {
+                    channel,
+                    change: PresenceChange::Leave(m),
+                } if m == "alice" => Some(channel),
+                _ => None,
+            })
+            .collect();
+        left.sort();
+        assert_eq!(left, ["hall", "room"], "alice left both at once");
+        assert_eq!(
+            hub.departed_count(),
+            0,
+            "nothing kept for a next connection"
+        );
     }
 }
