@@ -1780,6 +1780,9 @@ fn a_too_large_refusal_names_the_limit_that_applied() {
         over_outbox.to_string(),
         "message of 6 bytes exceeds the limit of 4 bytes (outbox.max_bytes)"
     );
+    // A driver asking before it copies a message in is told the same.
+    assert_eq!(sim.engine.check_message_size(6), Err(over_outbox));
+    assert_eq!(sim.engine.check_message_size(4), Ok(()));
     let over_message = sim.engine.send(sim.now, "123456789").unwrap_err();
     assert_eq!(
         over_message.to_string(),

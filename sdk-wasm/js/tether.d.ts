@@ -260,7 +260,8 @@ export interface TetherClientOptions {
    * copied first (at most 3× the limit). A send of a string longer than the limit in UTF-16
    * units, or of binary data longer in bytes, is refused with `too_large` (`details.size`: that
    * length) before it is copied, so before the client's state and protocol are checked (a
-   * closed client refuses it as `too_large`, not `closed`).
+   * closed client refuses it as `too_large`, not `closed`). So is one longer than
+   * `outbox.maxBytes`, which it could never fit in.
    */
   maxMessageBytes?: number;
   /** Fail sent requests at once when the connection drops. [true] */

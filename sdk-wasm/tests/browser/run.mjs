@@ -579,7 +579,7 @@ test('error details: the server\'s own code and the frame sizes travel in Tether
   assert.equal(r.state, 'open', 'neither problem cost the connection');
 });
 
-test('an oversized send is refused before it is copied into the module (too_large), a fitting one goes', async ({ page, base }) => {
+test('an oversized send (over maxMessageBytes or the whole outbox) is refused before it is copied into the module (too_large), a fitting one goes', async ({ page, base }) => {
   // Copied in and then refused, it would grow the module's memory for good (wasm memory
   // never shrinks). Sizes in UTF-16 units or bytes, which the UTF-8 size is at least.
   const limit = 65536;
@@ -598,18 +598,22 @@ test('an oversized send is refused before it is copied into the module (too_larg
         return [e.code, e.details && e.details.size, e.details && e.details.limit];
       }
     };
+    // Within maxMessageBytes but larger than the whole outbox: it could never be queued.
+    const small = new tether.TetherClient(url, { maxMessageBytes: 16 << 20, outbox: { maxBytes: limit }, autoConnect: false });
     const before = memory.buffer.byteLength;
     const refused = [
       refusal(() => c.send('x'.repeat(8 << 20))),
       refusal(() => c.send(new Uint8Array(6 << 20))),
+      refusal(() => small.send('z'.repeat(8 << 20))),
     ];
     const grew = memory.buffer.byteLength - before;
+    small.dispose();
     const fits = refusal(() => c.send('y'.repeat(1000)));
     await until(() => log.some((e) => e.type === 'message'), 5000, 'the echo');
     c.close();
     return { refused, grew, fits, echoed: log.filter((e) => e.type === 'message').map((e) => e.data), framesSent: c.stats.framesSent };
   }, { url: srv.url, limit });
-  assert.deepEqual(r.refused, [['too_large', 8 << 20, limit], ['too_large', 6 << 20, limit]]);
+  assert.deepEqual(r.refused, [['too_large', 8 << 20, limit], ['too_large', 6 << 20, limit], ['too_large', 8 << 20, limit]]);
   assert.ok(r.grew < 1 << 20, `the module's memory grew by ${r.grew} B`);
   assert.equal(r.fits, 'accepted');
   assert.deepEqual(r.echoed, ['y'.repeat(20)]);
