@@ -146,6 +146,33 @@ impl SseLink {
     }
 }
 
+/// The most redirects followed for one request (reqwest's own default).
+const MAX_REDIRECTS: usize = 10;
+
+/// Redirects are followed only within the origin (scheme, host and port) the request was
+/// for. The request carries what the client has for its own server: the token, in a header
+/// the app may have named (`TokenPlacement::Header`), the app's headers, a `Referer` with the
+/// URL's query (`TokenPlacement::Query`). reqwest strips only the headers it knows to be
+/// credentials (`Authorization`, `Cookie`…) on a cross-origin redirect, so any other origin a
+/// server named got the rest. A redirect elsewhere is not followed: the link reports it as the
+/// HTTP answer it is (a 3xx), and the engine's close policy decides (by default: retried with
+/// the backoff, reported on every attempt).
+pub(crate) fn redirect_policy() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let same_origin = attempt
+            .previous()
+            .first()
+            .is_some_and(|first| first.origin() == attempt.url().origin());
+        if !same_origin {
+            attempt.stop()
+        } else if attempt.previous().len() > MAX_REDIRECTS {
+            attempt.error("too many redirects")
+        } else {
+            attempt.follow()
+        }
+    })
+}
+
 /// A reqwest error as the engine's transport failure: its text and its causes' (reqwest's own
 /// text says only "error sending request"), without the URL reqwest would append, whose query
 /// may hold the token (`TokenPlacement::Query`). The text reaches `EngineError::Transport`,

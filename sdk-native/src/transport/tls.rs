@@ -61,7 +61,9 @@ impl TlsRoots {
     /// hang until the connect timeout. An event stream lives for minutes or hours, so reusing
     /// a connection after one ended saves nothing worth that.
     pub(crate) fn http_client(&self) -> Result<reqwest::Client, String> {
-        let mut builder = reqwest::Client::builder().pool_max_idle_per_host(0);
+        let mut builder = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .redirect(super::sse::redirect_policy());
         for cert in &self.extra {
             let cert = reqwest::Certificate::from_der(cert).map_err(|e| e.to_string())?;
             builder = builder.add_root_certificate(cert);

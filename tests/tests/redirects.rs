@@ -1,0 +1,153 @@
+//! The native client against an SSE server that redirects elsewhere: what the client carries
+//! for its own server (the token in a header of the app's naming, the app's headers) must not
+//! follow a redirect to another origin, which may belong to anyone.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tether::{Client, DisconnectCause, Event, TokenPlacement};
+use tether_tests::listen::Listener;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The token the client is given, and must only ever send to its own server.
+const SECRET: &str = "s3cret-token";
+
+/// An HTTP request's head, up to its blank line (at most 16 KiB).
+async fn request_head(tcp: &mut tokio::net::TcpStream) -> Option<String> {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match tcp.read(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) if head.len() + n > 16 * 1024 => return None,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    Some(String::from_utf8_lossy(&head).into_owned())
+}
+
+/// A server that records every request head it gets and answers `response`.
+async fn recording_server(response: String) -> (Listener, Arc<Mutex<Vec<String>>>) {
+    let heads = Arc::new(Mutex::new(Vec::new()));
+    let log = heads.clone();
+    let listener = Listener::start(move |mut tcp| {
+        let (log, response) = (log.clone(), response.clone());
+        async move {
+            if let Some(head) = request_head(&mut tcp).await {
+                log.lock().unwrap().push(head);
+                let _ = tcp.write_all(response.as_bytes()).await;
+                let _ = tcp.shutdown().await;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    (listener, heads)
+}
+
+/// The first reconnect the client schedules (within 5 s): its cause.
+async fn first_reconnect_cause(events: &mut tether::Events) -> DisconnectCause {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match events.recv().await {
+                Some(Event::ReconnectScheduled { cause, .. }) => return cause,
+                Some(_) => continue,
+                None => panic!("the client's events ended"),
+            }
+        }
+    })
+    .await
+    .expect("a reconnect within 5 s")
+}
+
+/// reqwest follows redirects by itself and, to another host or port, strips only the headers
+/// it knows to be credentials (`Authorization`, `Cookie`…): a token in a header the app named,
+/// and the app's own headers, went to whatever origin the redirect named. A redirect to
+/// another origin is not followed: it is the HTTP answer it is, for the close policy to judge
+/// (retried, and reported as its status on every attempt).
+#[tokio::test]
+async fn an_sse_redirect_to_another_origin_does_not_carry_the_token_there() {
+    let no_stream =
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    let (elsewhere, elsewhere_heads) = recording_server(no_stream.to_owned()).await;
+    let redirect = format!(
+        "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://{}/stolen\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        elsewhere.addr()
+    );
+    let (origin, origin_heads) = recording_server(redirect).await;
+    let (client, mut events) = Client::builder(format!("http://{}/sse", origin.addr()))
+        .header("X-App-Key", "app-key")
+        .token_provider(|_refresh| async { Ok::<_, std::io::Error>(SECRET.to_owned()) })
+        .token_placement(TokenPlacement::Header {
+            name: "X-Api-Key".to_owned(),
+            prefix: String::new(),
+        })
+        .backoff_initial(Duration::from_millis(10))
+        .connect()
+        .unwrap();
+    let cause = first_reconnect_cause(&mut events).await;
+    client.shutdown().await;
+    let asked = origin_heads.lock().unwrap().clone();
+    assert!(asked.iter().any(|h| h.contains(SECRET)), "{asked:?}");
+    let leaked = elsewhere_heads.lock().unwrap().clone();
+    assert!(
+        leaked
+            .iter()
+            .all(|h| !h.contains(SECRET) && !h.contains("app-key")),
+        "the other origin got the client's credentials: {leaked:?}"
+    );
+    assert_eq!(cause, DisconnectCause::Http { status: 307 });
+}
+
+/// A redirect within the origin (a moved path, a trailing slash) is still followed, with the
+/// token: it goes to the same server.
+#[tokio::test]
+async fn an_sse_redirect_within_the_origin_is_followed() {
+    let heads = Arc::new(Mutex::new(Vec::new()));
+    let log = heads.clone();
+    let server = Listener::start(move |mut tcp| {
+        let log = log.clone();
+        async move {
+            let Some(head) = request_head(&mut tcp).await else {
+                return;
+            };
+            let moved = head.starts_with("GET /old ");
+            log.lock().unwrap().push(head);
+            let response = if moved {
+                "HTTP/1.1 308 Permanent Redirect\r\nLocation: /new\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            } else {
+                "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\ndata: moved here\n\n"
+            };
+            let _ = tcp.write_all(response.as_bytes()).await;
+            // Held open: the stream stays up until the client goes.
+            let mut buf = [0u8; 64];
+            while let Ok(1..) = tcp.read(&mut buf).await {}
+        }
+    })
+    .await
+    .unwrap();
+    let (client, mut events) = Client::builder(format!("http://{}/old", server.addr()))
+        .token_provider(|_refresh| async { Ok::<_, std::io::Error>(SECRET.to_owned()) })
+        .connect()
+        .unwrap();
+    let data = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match events.recv().await {
+                Some(Event::Message(m)) => return m.payload,
+                Some(Event::ReconnectScheduled { cause, .. }) => panic!("{cause}"),
+                Some(_) => continue,
+                None => panic!("the client's events ended"),
+            }
+        }
+    })
+    .await
+    .expect("the event within 5 s");
+    client.shutdown().await;
+    assert_eq!(data, tether::Payload::Text("moved here".to_owned()));
+    let asked = heads.lock().unwrap().clone();
+    assert_eq!(asked.len(), 2, "{asked:?}");
+    assert!(
+        asked[1].starts_with("GET /new ") && asked[1].contains(SECRET),
+        "{asked:?}"
+    );
+}
