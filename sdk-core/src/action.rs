@@ -172,7 +172,9 @@ pub enum Action {
     /// handshake included). Follows a `Close` whose handshake did not end within the close
     /// timeout (a wedged peer or a dead link would otherwise keep the socket open for as long
     /// as the client lives), or comes just before the `Open` of the transport that replaces
-    /// it. Nothing is reported back; input that still arrives from it is ignored.
+    /// it; or, with no `Close` before it, ends a transport still opening that the engine gave
+    /// up on (its connect timeout, a close): it has no close handshake to wait for. Nothing is
+    /// reported back; input that still arrives from it is ignored.
     Release {
         /// The transport to drop.
         transport: TransportId,

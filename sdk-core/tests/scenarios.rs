@@ -319,6 +319,38 @@ fn connect_timeout_abandons_a_hanging_handshake() {
     assert_eq!(r[0].3, DisconnectCause::ConnectTimeout);
 }
 
+/// A transport still opening has no close handshake: given up on (its connect timeout, the
+/// app's close), it is released at once, not told to close and kept for the close timeout.
+#[test]
+fn a_transport_given_up_on_while_opening_is_released_at_once() {
+    let config = Config::builder("ws://relay")
+        .connect_timeout(secs(3))
+        .build()
+        .unwrap();
+    let mut engine = tether_core::Engine::new(config, 7);
+    let opening = |engine: &mut tether_core::Engine| match engine.poll_action() {
+        Some(tether_core::Action::Open(open)) => open.transport,
+        other => panic!("no open: {other:?}"),
+    };
+    engine.connect(Instant::ZERO);
+    let first = opening(&mut engine);
+    engine.handle_timeout(Instant::from_millis(3000));
+    let actions: Vec<tether_core::Action> = std::iter::from_fn(|| engine.poll_action()).collect();
+    assert_eq!(actions, [tether_core::Action::Release { transport: first }]);
+    engine.connect(Instant::from_millis(3001));
+    let second = opening(&mut engine);
+    engine
+        .close(Instant::from_millis(3002), 1000, "bye")
+        .unwrap();
+    let actions: Vec<tether_core::Action> = std::iter::from_fn(|| engine.poll_action()).collect();
+    assert_eq!(
+        actions,
+        [tether_core::Action::Release { transport: second }]
+    );
+    assert!(engine.state().is_closed());
+    assert_eq!(engine.poll_timeout(), None, "nothing left to wait for");
+}
+
 // ---- transports whose close handshake does not end ------------------------------------------
 
 #[test]

@@ -29,6 +29,11 @@ pub enum Behaviour {
     /// answering, not even a close frame (a wedged peer or proxy), until the client drops the
     /// connection: when it did is in [`MisbehavingServer::hangups`].
     Unresponsive,
+    /// Accepts the TCP connection, then reads and discards whatever arrives without ever
+    /// answering the request (a server wedged before its handshake, a half-dead proxy), until
+    /// the client drops the connection: when it did is in [`MisbehavingServer::hangups`].
+    /// Its arrivals have no path and no header (the request is not read).
+    NeverAnswers,
 }
 
 /// A record of one accepted connection.
@@ -83,7 +88,8 @@ impl MisbehavingServer {
         self.arrivals.lock().map(|a| a.clone()).unwrap_or_default()
     }
 
-    /// When clients dropped their [`Behaviour::Unresponsive`] connections.
+    /// When clients dropped their [`Behaviour::Unresponsive`] or [`Behaviour::NeverAnswers`]
+    /// connections.
     pub fn hangups(&self) -> Vec<Instant> {
         self.hangups.lock().map(|h| h.clone()).unwrap_or_default()
     }
@@ -108,6 +114,11 @@ async fn serve(mut tcp: tokio::net::TcpStream, behaviour: Behaviour, log: Log) {
         let _ = tcp.write_all(response().as_bytes()).await;
         let _ = tcp.shutdown().await;
         return;
+    }
+    if let Behaviour::NeverAnswers = behaviour {
+        // Arrived, though no request is read: the arrival has no path nor header.
+        record(&log.arrivals, at, "");
+        return read_until_hangup(&mut tcp, &log).await;
     }
     let mut seen = None;
     let callback = |req: &Request, resp: Response| {
@@ -148,14 +159,18 @@ async fn serve(mut tcp: tokio::net::TcpStream, behaviour: Behaviour, log: Log) {
         Behaviour::Echo => echo(ws).await,
         Behaviour::Unresponsive => {
             // Below the WebSocket layer, which would answer a close frame by itself.
-            let tcp = ws.get_mut();
-            let mut buf = [0u8; 1024];
-            while let Ok(1..) = tcp.read(&mut buf).await {}
-            if let Ok(mut hangups) = log.hangups.lock() {
-                hangups.push(Instant::now());
-            }
+            read_until_hangup(ws.get_mut(), &log).await;
         }
-        Behaviour::HttpAnswer(_) => {}
+        Behaviour::HttpAnswer(_) | Behaviour::NeverAnswers => {}
+    }
+}
+
+/// Reads and discards until the client hangs up (or the connection fails), and records when.
+async fn read_until_hangup(tcp: &mut tokio::net::TcpStream, log: &Log) {
+    let mut buf = [0u8; 1024];
+    while let Ok(1..) = tcp.read(&mut buf).await {}
+    if let Ok(mut hangups) = log.hangups.lock() {
+        hangups.push(Instant::now());
     }
 }
 

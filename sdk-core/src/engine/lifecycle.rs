@@ -84,6 +84,7 @@ impl Engine {
     /// The current transport opened.
     pub(super) fn on_opened(&mut self, now: Instant) {
         self.timers.connect = None;
+        self.conn.opened = true;
         self.stats.opens += 1;
         if self.stats.opens > 1 {
             self.stats.reconnects += 1;
@@ -282,6 +283,12 @@ impl Engine {
     /// Tells the driver to close `transport`, and gives its close handshake the close
     /// timeout: a peer that never answers (a wedged proxy, a dead link) must not keep the
     /// socket open, so it is then released (`release_overdue`).
+    ///
+    /// A transport still opening has no close handshake: it is released at once. Closed
+    /// instead, it lingered for the close timeout after the attempt was given up on (its
+    /// connect timeout) or after the app was told `Closed`, holding a socket to a server
+    /// that never answered, and a handshake completing meanwhile opened a connection the
+    /// engine no longer wanted, only to close it.
     fn close_transport(&mut self, transport: TransportId, code: u16, reason: String) {
         if self.conn.transport == Some(transport) && self.conn.awaiting_token {
             return; // never opened (its token was still awaited): nothing to close
@@ -289,6 +296,10 @@ impl Engine {
         // One transport lingers at a time: an earlier one still closing goes now.
         if self.lingering.is_some_and(|l| l.transport != transport) {
             self.release_lingering();
+        }
+        if self.conn.transport == Some(transport) && !self.conn.opened {
+            self.actions.push_back(Action::Release { transport });
+            return;
         }
         self.actions.push_back(Action::Close {
             transport,

@@ -131,6 +131,9 @@ struct Connection {
     writable: bool,
     /// Waiting for the token provider before opening.
     awaiting_token: bool,
+    /// The driver reported the transport open (`transport_opened`): until then there is no
+    /// close handshake to run on it.
+    opened: bool,
     /// The token for a `hello` (FirstMessage placement).
     hello_token: Option<String>,
     /// The close code and reason requested by the app while `Closing`.
