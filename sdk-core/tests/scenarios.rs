@@ -351,6 +351,57 @@ fn a_transport_given_up_on_while_opening_is_released_at_once() {
     assert_eq!(engine.poll_timeout(), None, "nothing left to wait for");
 }
 
+/// While the transport pushes back, the server's application pings are answered once, with
+/// the latest one's id, when it takes frames again: a pong per ping, each handed over at
+/// once, piled up without bound behind a socket a server never reads.
+#[test]
+fn pings_that_come_while_the_transport_pushes_back_get_one_pong_for_the_latest() {
+    let config = Config::builder("ws://relay")
+        .protocol(Protocol::Tether)
+        .build()
+        .unwrap();
+    let mut engine = tether_core::Engine::new(config, 7);
+    engine.connect(Instant::ZERO);
+    let Some(tether_core::Action::Open(open)) = engine.poll_action() else {
+        panic!("no open")
+    };
+    let t = open.transport;
+    engine.transport_opened(Instant::ZERO, t);
+    while engine.poll_action().is_some() {}
+    let ping = |id: u32| {
+        let msg = tether_core::protocol::ServerMessage::Ping {
+            id: Some(id.to_string()),
+        };
+        Frame::Text(msg.encode())
+    };
+    let pongs = |engine: &mut tether_core::Engine| -> Vec<String> {
+        std::iter::from_fn(|| engine.poll_action())
+            .filter_map(|a| match a {
+                tether_core::Action::Send {
+                    frame: Frame::Text(text),
+                    ..
+                } => Some(text),
+                _ => None,
+            })
+            .collect()
+    };
+    engine.frame_received(Instant::from_millis(1), t, ping(1));
+    assert_eq!(pongs(&mut engine).len(), 1, "answered while writable");
+    engine.transport_writable(Instant::from_millis(2), t, false);
+    for id in 2..=1000 {
+        engine.frame_received(Instant::from_millis(3), t, ping(id));
+    }
+    assert_eq!(
+        pongs(&mut engine),
+        Vec::<String>::new(),
+        "queued behind the backlog"
+    );
+    engine.transport_writable(Instant::from_millis(4), t, true);
+    let answered = pongs(&mut engine);
+    assert_eq!(answered.len(), 1, "{answered:?}");
+    assert!(answered[0].contains(r#""1000""#), "{answered:?}");
+}
+
 // ---- transports whose close handshake does not end ------------------------------------------
 
 #[test]

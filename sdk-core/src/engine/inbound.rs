@@ -87,7 +87,7 @@ impl Engine {
             ServerMessage::Error { code, message, id } => {
                 self.handle_server_error(now, code, message, id)
             }
-            ServerMessage::Ping { id } => self.send_control(&ClientMessage::Pong { id }),
+            ServerMessage::Ping { id } => self.answer_ping(id),
             ServerMessage::Pong { id } => {
                 let seq = id.as_deref().and_then(|s| s.parse().ok());
                 self.record_pong(now, seq);
@@ -120,6 +120,19 @@ impl Engine {
 
     /// A server `error`: if it names one of our messages or requests, that one fails with the
     /// server's code; otherwise it is surfaced as an error event.
+    /// Answers the server's application ping with its pong; while the transport pushes back,
+    /// only the latest one, once it takes frames again (as RFC 6455 §5.5.3 allows for ping
+    /// frames). Each pong went to the driver at once otherwise, to wait behind what the
+    /// socket had not taken: a server that keeps pinging and never reads had the client
+    /// queue a pong per ping, without bound.
+    fn answer_ping(&mut self, id: Option<String>) {
+        if self.conn.writable {
+            self.send_control(&ClientMessage::Pong { id });
+        } else {
+            self.conn.owed_pong = Some(id);
+        }
+    }
+
     fn handle_server_error(
         &mut self,
         now: Instant,

@@ -348,6 +348,9 @@ impl Engine {
         }
         let was = std::mem::replace(&mut self.conn.writable, writable);
         if writable && !was {
+            if let Some(id) = self.conn.owed_pong.take() {
+                self.send_control(&ClientMessage::Pong { id });
+            }
             self.flush(now);
         }
     }

@@ -129,6 +129,10 @@ struct Connection {
     transport: Option<TransportId>,
     /// Whether the driver can take more frames right now (backpressure).
     writable: bool,
+    /// The server's latest application ping that came while the transport pushed back, not
+    /// answered yet (its id): answered once the transport takes frames again (see
+    /// `Engine::answer_ping`).
+    owed_pong: Option<Option<String>>,
     /// Waiting for the token provider before opening.
     awaiting_token: bool,
     /// The driver reported the transport open (`transport_opened`): until then there is no
