@@ -118,8 +118,6 @@ impl Engine {
         }
     }
 
-    /// A server `error`: if it names one of our messages or requests, that one fails with the
-    /// server's code; otherwise it is surfaced as an error event.
     /// Answers the server's application ping with its pong; while the transport pushes back,
     /// only the latest one, once it takes frames again (as RFC 6455 §5.5.3 allows for ping
     /// frames). Each pong went to the driver at once otherwise, to wait behind what the
@@ -133,6 +131,8 @@ impl Engine {
         }
     }
 
+    /// A server `error`: if it names one of our messages or requests, that one fails with the
+    /// server's code; otherwise it is surfaced as an error event.
     fn handle_server_error(
         &mut self,
         now: Instant,

@@ -150,7 +150,8 @@ impl SseLink {
 const MAX_REDIRECTS: usize = 10;
 
 /// Redirects are followed only within the origin (scheme, host and port) the request was
-/// for. The request carries what the client has for its own server: the token, in a header
+/// for, or from `http` to `https` on the same host (a server moving its clients to TLS). The
+/// request carries what the client has for its own server: the token, in a header
 /// the app may have named (`TokenPlacement::Header`), the app's headers, a `Referer` with the
 /// URL's query (`TokenPlacement::Query`). reqwest strips only the headers it knows to be
 /// credentials (`Authorization`, `Cookie`…) on a cross-origin redirect, so any other origin a
@@ -159,11 +160,11 @@ const MAX_REDIRECTS: usize = 10;
 /// the backoff, reported on every attempt).
 pub(crate) fn redirect_policy() -> reqwest::redirect::Policy {
     reqwest::redirect::Policy::custom(|attempt| {
-        let same_origin = attempt
+        let allowed = attempt
             .previous()
             .first()
-            .is_some_and(|first| first.origin() == attempt.url().origin());
-        if !same_origin {
+            .is_some_and(|first| may_follow(first, attempt.url()));
+        if !allowed {
             attempt.stop()
         } else if attempt.previous().len() > MAX_REDIRECTS {
             attempt.error("too many redirects")
@@ -171,6 +172,13 @@ pub(crate) fn redirect_policy() -> reqwest::redirect::Policy {
             attempt.follow()
         }
     })
+}
+
+/// Whether a redirect from the request's first URL `from` to `to` stays with the same server:
+/// the same origin, or the same host moving from `http` to `https`.
+fn may_follow(from: &reqwest::Url, to: &reqwest::Url) -> bool {
+    from.origin() == to.origin()
+        || (from.scheme() == "http" && to.scheme() == "https" && from.host() == to.host())
 }
 
 /// A reqwest error as the engine's transport failure: its text and its causes' (reqwest's own
@@ -198,6 +206,30 @@ fn is_event_stream_type(content_type: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn redirects_are_followed_only_to_the_same_server() {
+        let url = |s: &str| reqwest::Url::parse(s).unwrap();
+        let from = url("http://relay.example:8080/sse?token=t");
+        for to in [
+            "http://relay.example:8080/events",
+            "https://relay.example/sse",
+            "https://relay.example:8443/sse",
+        ] {
+            assert!(super::may_follow(&from, &url(to)), "{to}");
+        }
+        for to in [
+            "http://relay.example:9090/sse",
+            "http://other.example:8080/sse",
+            "https://other.example/sse",
+            "http://relay.example.evil:8080/sse",
+        ] {
+            assert!(!super::may_follow(&from, &url(to)), "{to}");
+        }
+        // Never from TLS back to plain text.
+        let tls = url("https://relay.example/sse");
+        assert!(!super::may_follow(&tls, &url("http://relay.example/sse")));
+    }
+
     use super::is_event_stream_type;
 
     #[test]
