@@ -47,6 +47,13 @@
 //! `info` event with its reason; drops and engine errors are `warn`, except transport errors,
 //! which are `debug`: they are the normal news of a reconnect, and their text is in the cause
 //! of the `info` line that follows (the reconnect scheduled, or the close).
+//!
+//! Proxies: an event stream (`http://`, `https://`) goes through the proxy that the
+//! `HTTP_PROXY`/`HTTPS_PROXY`/`ALL_PROXY` environment variables name (minus `NO_PROXY`), as
+//! reqwest does by default; a WebSocket connects directly, whatever they say. Behind a proxy
+//! that is the only way out, use an event stream or a proxy-aware TCP path. Redirects of an
+//! event stream are followed only to the same server (the same origin, or from `http` to
+//! `https` on the same host): the request carries the client's token and headers.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
