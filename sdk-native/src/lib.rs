@@ -50,8 +50,8 @@
 //!
 //! Proxies: an event stream (`http://`, `https://`) goes through the proxy that the
 //! `HTTP_PROXY`/`HTTPS_PROXY`/`ALL_PROXY` environment variables name (minus `NO_PROXY`), as
-//! reqwest does by default; a WebSocket connects directly, whatever they say. Behind a proxy
-//! that is the only way out, use an event stream or a proxy-aware TCP path. Redirects of an
+//! reqwest does by default; a WebSocket connects directly, whatever they say (behind a proxy
+//! that is the only way out, only event streams connect). Redirects of an
 //! event stream are followed only to the same server (the same origin, or from `http` to
 //! `https` on the same host): the request carries the client's token and headers.
 
