@@ -233,3 +233,59 @@ async fn resends_of_stored_publishes_are_acked_not_rate_limited() {
     assert_eq!(channel_messages(&rrec, "room"), 12, "each once");
     r.shutdown().await;
 }
+
+/// A client over its rate limit (it published past the burst) still answers the relay's
+/// pings with the protocol's `pong`, as the SDK must. The relay must not refuse those pongs
+/// with `rate_limited`: handling one costs nothing, while refusing it costs an error frame,
+/// and the client can match that error to none of its messages, so the app sees a
+/// `rate_limited` error event per relay ping for no message it sent.
+#[tokio::test]
+async fn pongs_over_the_rate_limit_are_not_refused() {
+    let r = relay_with(RelayConfig {
+        rate_limit: Some(RateLimit {
+            per_second: 1,
+            burst: 4,
+        }),
+        ping_interval: Some(ms(100)),
+        ..RelayConfig::default()
+    })
+    .await;
+    let (c, events) = fast(r.ws_url())
+        .heartbeat_mode(tether::HeartbeatMode::Off)
+        .connect()
+        .unwrap();
+    let mut rec = Recorder::new(events);
+    rec.until_open(LIMIT).await;
+    // hello took one token; these take the rest and then some: the bucket stays empty.
+    let ids: Vec<_> = (0..6)
+        .map(|i| c.publish("room", json!(i)).unwrap())
+        .collect();
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while !ids.iter().all(|id| outcomes(&rec).contains_key(id)) {
+        assert!(tokio::time::Instant::now() < deadline, "{:?}", rec.names());
+        rec.collect_for(ms(50)).await;
+    }
+    rec.collect_for(ms(600)).await; // six of the relay's pings, answered over the limit
+    let refused = outcomes(&rec)
+        .values()
+        .filter(|o| o.iter().any(|x| x == "dropped rejected"))
+        .count();
+    let errors = rec
+        .seen
+        .iter()
+        .filter(|(_, e)| matches!(e, Event::Error(err) if err.to_string().contains("rate_limited")))
+        .count();
+    assert!(
+        refused >= 1,
+        "the publishes went over the limit: {:?}",
+        rec.names()
+    );
+    assert_eq!(
+        errors,
+        refused,
+        "one rate_limited error per refused publish, none for pongs: {:?}",
+        rec.names()
+    );
+    c.shutdown().await;
+    r.shutdown().await;
+}

@@ -123,7 +123,7 @@ impl Session {
     /// (`text`, or `None` for a binary frame), or `None` to hand it over now.
     ///
     /// Over the rate limit, a message that names an `id` (a `publish`, `request`,
-    /// `doc_change`; a `ping` is answered all the same) is refused by
+    /// `doc_change`; a `ping` is answered and a `pong` taken all the same) is refused by
     /// [`on_text`](Self::on_text) with `rate_limited` naming it, and the client drops or
     /// fails that one message. A message without one (`hello`, `subscribe`, `unsubscribe`,
     /// `doc_sync`, `doc_close`) could not be named by the error: refused, it would be lost
@@ -156,10 +156,7 @@ impl Session {
     pub(crate) fn on_text(&mut self, text: &str, now: Instant) -> Flow {
         let limited = self.limiter.as_ref().is_some_and(|l| !l.has_token(now));
         if limited {
-            // A ping is answered with what it asks for, free: refusing it costs the same
-            // reply, and a client whose heartbeat counts only pongs would otherwise find its
-            // own healthy connection dead while it publishes in a burst.
-            if head_of(text).kind.as_deref() == Some("ping") {
+            if is_heartbeat(text) {
                 return self.handle_text(text);
             }
             if !self.holds_resend(text) {
@@ -560,6 +557,17 @@ impl Drop for Session {
             .docs
             .disconnect(self.peer.id(), self.documents.iter().map(String::as_str));
     }
+}
+
+/// Whether `text` is a heartbeat frame (`ping` or `pong`), which the rate limit lets through
+/// free. A ping is answered with what it asks for: refusing it costs the same reply, and a
+/// client whose heartbeat counts only pongs would otherwise find its own healthy connection
+/// dead while it publishes in a burst. A pong asks for nothing, but it names the relay's
+/// ping (`s<n>`): refused, it would cost an error frame naming an id the client matches to
+/// none of its messages, so every ping of a client sending at its limit ended as a stray
+/// `rate_limited` error event in its app.
+fn is_heartbeat(text: &str) -> bool {
+    matches!(head_of(text).kind.as_deref(), Some("ping" | "pong"))
 }
 
 /// The length of the `message` frame the hub will build for this publish, at the longest
