@@ -23,12 +23,14 @@ use serde_json::{Map, Number};
 pub const PROTOCOL_VERSION: u32 = 1;
 
 /// The name of the event with which a Tether server's event stream (SSE) says where it
-/// starts: `event: position`, the `id:` to resume from, and empty `data:` — so that a client
-/// whose stream drops before any message arrives comes back with that id instead of as a new
-/// stream, which would miss what was published meanwhile. The data is empty, so the engine in
-/// Tether mode takes the event's id and nothing else; the data line is there because a browser's
-/// `EventSource` dispatches no event without one, and a driver that sees only dispatched
-/// events (it listens for this name) would never learn the id otherwise. Clients that do not
+/// starts: `event: position`, the `id:` to resume from, and as `data:` the
+/// [`ServerMessage::Subscribed`] a WebSocket subscribe from the same position would get — so
+/// that a client whose stream drops before any message arrives comes back with that id
+/// instead of as a new stream, which would miss what was published meanwhile, and learns
+/// whether a resume was complete (`recovered`). The engine in Tether mode takes the id and
+/// reports the `subscribed` as [`Event::Subscribed`](crate::Event::Subscribed) (an empty data
+/// line, from an older server, is only the id). A browser driver listens for this name:
+/// `EventSource` hands a page only the named events it listens for. Clients that do not
 /// listen for the name (a plain `EventSource`'s `onmessage`) see nothing, though their own
 /// last event id is set.
 pub const SSE_POSITION_EVENT: &str = "position";

@@ -3384,6 +3384,51 @@ fn a_receive_only_sse_transport_never_gets_a_frame_to_write() {
 }
 
 #[test]
+fn an_sse_stream_says_whether_its_resume_was_complete() {
+    // A Tether server starts each stream with its position, whose data is the `subscribed`
+    // a WebSocket subscribe would get: `recovered: false` after a resume past the history
+    // it kept (or across its restart) is the app's only sign of the gap.
+    let config = Config::builder("http://relay/sse/room")
+        .protocol(Protocol::Tether)
+        .build()
+        .unwrap();
+    let mut sim = Sim::new(config, true);
+    sim.connect_open();
+    let position = |offset: u64, recovered: bool| SseEvent {
+        event: tether_core::protocol::SSE_POSITION_EVENT.into(),
+        id: Some(format!("e1-{offset}")),
+        data: format!(
+            r#"{{"v":1,"type":"subscribed","channel":"room","offset":{offset},"epoch":"e1","recovered":{recovered}}}"#
+        ),
+        ..SseEvent::default()
+    };
+    sim.server_push_sse(position(3, true));
+    sim.run_for(ms(10));
+    sim.kill_connection();
+    sim.run_for(secs(40));
+    assert!(sim.engine.state().is_open());
+    sim.server_push_sse(position(9, false));
+    sim.run_for(ms(10));
+    let subscribed = sim.events_matching(|e| match e {
+        Event::Subscribed {
+            channel,
+            offset,
+            recovered,
+        } => Some((channel.clone(), *offset, *recovered)),
+        _ => None,
+    });
+    assert_eq!(
+        subscribed,
+        [("room".to_owned(), 3, true), ("room".to_owned(), 9, false)]
+    );
+    assert!(
+        sim.events_matching(|e| matches!(e, Event::Message(_)).then_some(()))
+            .is_empty(),
+        "a position is not a message"
+    );
+}
+
+#[test]
 fn an_sse_retry_shapes_the_backoff_but_an_app_connect_or_online_is_not_held_by_it() {
     let mut sim = Sim::new(
         Config::builder("http://relay/sse/room")

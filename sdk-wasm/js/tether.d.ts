@@ -135,7 +135,11 @@ export interface TetherEventMap {
   acked: { id: number; offset: number | null };
   /** An acknowledged message's `timeoutMs` passed without its ack (once per message). */
   ack_timed_out: { id: number; status: Unacked };
-  /** A subscription became active (after every reconnect too); `recovered: false` after a reconnect means a gap. */
+  /**
+   * A subscription became active (after every reconnect too); `recovered: false` after a
+   * reconnect means a gap. An event stream (`http(s)://`, Tether protocol) gets one at the
+   * start of every stream from a server that says where it starts (the reference relay).
+   */
   subscribed: { channel: string; offset: number; recovered: boolean };
   unsubscribed: { channel: string };
   /** A channel's member set changed; `members` is the whole set. */

@@ -595,6 +595,10 @@ async fn wss_with_a_private_ca_is_trusted_only_when_given_the_ca() {
 /// client's `offset` is its event id parsed as a number, and the relay's ids are
 /// `<epoch>-<offset>`, so that no resume across a restart is mistaken for one within a run.
 fn envelope_offset(m: &tether::InboundMessage) -> Option<u64> {
+    // The stream's `position` event carries a `subscribed`, not a message.
+    if m.event.is_some() {
+        return None;
+    }
     match &m.payload {
         Payload::Text(text) => {
             serde_json::from_str::<serde_json::Value>(text).ok()?["offset"].as_u64()
@@ -684,6 +688,50 @@ async fn an_sse_stream_that_received_nothing_yet_misses_nothing_across_a_reconne
     proxy.set_mode(Mode::Forward);
     let resumed = next_envelope_offsets(&mut rec, 2).await;
     assert_eq!(resumed, vec![2, 3], "what was published while it was away");
+    drop(sse);
+    relay.shutdown().await;
+}
+
+/// An SSE stream that resumes past what the relay kept of its channel is told so, as a
+/// WebSocket subscriber is (`Subscribed { recovered: false }`): it used to get what was kept
+/// after a silent gap. A resume within what was kept says `recovered: true`.
+#[tokio::test]
+async fn an_sse_stream_resuming_past_the_relays_history_is_told_of_the_gap() {
+    let relay = relay_with(RelayConfig {
+        history_capacity: 3,
+        ..RelayConfig::default()
+    })
+    .await;
+    let (writer, mut wrec) = tether_client(relay.ws_url());
+    wrec.until_open(LIMIT).await;
+    let proxy = ChaosProxy::start(relay.local_addr()).await.unwrap();
+    let (sse, events) = fast(proxy.http_url("/sse/news"))
+        .protocol(Protocol::Tether)
+        .connect()
+        .unwrap();
+    let mut rec = Recorder::new(events);
+    let away_while = async |rec: &mut Recorder, published: u64| {
+        proxy.set_mode(Mode::Refuse);
+        proxy.kill_all();
+        rec.until_state(LIMIT, |s| matches!(s, State::Waiting { .. }))
+            .await;
+        for i in 0..published {
+            writer.publish_acked("news", json!(i)).await.unwrap();
+        }
+        proxy.set_mode(Mode::Forward);
+    };
+    let subscribed = async |rec: &mut Recorder| {
+        rec.until(LIMIT, |e| match e {
+            Event::Subscribed { recovered, .. } => Some(*recovered),
+            _ => None,
+        })
+        .await
+    };
+    assert!(!subscribed(&mut rec).await, "a new stream");
+    away_while(&mut rec, 2).await;
+    assert!(subscribed(&mut rec).await, "2 missed, 3 kept: recovered");
+    away_while(&mut rec, 5).await;
+    assert!(!subscribed(&mut rec).await, "5 missed, 3 kept: a gap");
     drop(sse);
     relay.shutdown().await;
 }

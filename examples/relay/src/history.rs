@@ -122,6 +122,7 @@ impl History {
     }
 
     /// The last offset assigned, 0 before the first message.
+    #[cfg(test)]
     pub(crate) fn head(&self) -> u64 {
         self.head
     }
@@ -204,25 +205,6 @@ impl History {
             recovered: false,
             after: self.head - self.ring.len() as u64,
             replay: self.ring.iter().collect(),
-        }
-    }
-
-    /// The retained messages after `offset`, for SSE `Last-Event-ID` (the hub has checked
-    /// its epoch; 0 for an id it cannot place). An offset beyond the head cannot be from this
-    /// epoch (offsets only grow), so the client is given everything retained rather than
-    /// nothing.
-    pub(crate) fn after(&self, offset: u64) -> impl Iterator<Item = &Stored> {
-        let from = self.position_of(offset);
-        self.ring.iter().filter(move |m| m.offset > from)
-    }
-
-    /// Where a reader that says it has seen up to `offset` of this epoch is placed: the
-    /// offset that [`after`](Self::after) replays after (0 for one beyond the head).
-    pub(crate) fn position_of(&self, offset: u64) -> u64 {
-        if offset > self.head {
-            0
-        } else {
-            offset
         }
     }
 
@@ -367,17 +349,5 @@ mod tests {
         push(&mut h, "a");
         assert!(h.resume(Some(1), Some("e1")).recovered);
         assert!(!h.resume(Some(0), Some("e1")).recovered);
-    }
-
-    #[test]
-    fn sse_replay_after_an_offset() {
-        let mut h = history(10, 10);
-        for id in ["a", "b", "c"] {
-            push(&mut h, id);
-        }
-        let after = |o| h.after(o).map(|m| m.offset).collect::<Vec<_>>();
-        assert_eq!(after(1), vec![2, 3]);
-        assert_eq!(after(3), Vec::<u64>::new());
-        assert_eq!(after(42), vec![1, 2, 3], "an id from another epoch");
     }
 }

@@ -29,6 +29,16 @@ pub(crate) fn frame(msg: &ServerMessage) -> Utf8Bytes {
     Utf8Bytes::from(msg.encode())
 }
 
+/// Where an SSE stream starts ([`Hub::follow`]): what a WebSocket subscribe's `subscribed`
+/// would say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct StreamStart {
+    /// The offset the stream's messages (replay, then live) all come after.
+    pub(crate) offset: u64,
+    /// Whether the replay is everything since the client's last event id.
+    pub(crate) recovered: bool,
+}
+
 /// A publish refused because its publisher already used its id for another payload (stored
 /// at `offset`): acknowledging it would tell the client that a message nobody will ever
 /// receive was delivered.
@@ -274,37 +284,47 @@ impl Hub {
     }
 
     /// Attaches an SSE stream: queues the retained messages after `last_event_id`, then
-    /// live messages. SSE streams are not presence members. Returns the offset the stream
-    /// starts after (the messages queued on it, replay then live, all come after it), which
-    /// the stream tells its client first as its event id: a client that has received
-    /// nothing yet when its stream drops then resumes from there, instead of coming back as
-    /// a new stream that gets only what is published after its return.
+    /// live messages. SSE streams are not presence members. Returns where the stream starts
+    /// and whether its replay is the whole gap, what a WebSocket subscribe's `subscribed`
+    /// says: `offset`, which the messages queued on it (replay then live) all come after,
+    /// and `recovered`. The stream tells its client first (its `position` event): a client
+    /// that has received nothing yet when its stream drops then resumes from there, instead
+    /// of coming back as a new stream that gets only what is published after its return.
     ///
-    /// An id of this epoch resumes after its offset. Any other id is unknown: one from before
-    /// a restart (another epoch), a plain offset from a relay that sent those (necessarily
-    /// an earlier process, so another epoch too), or garbage. Its client has seen something,
-    /// but nothing that can be placed in this history, so it gets everything retained: at
-    /// worst messages it has (which clients drop by offset), never a silent gap, as when an
-    /// offset of the old epoch skipped as many of the new one.
-    pub(crate) fn follow(&self, peer: &Peer, name: &str, last_event_id: Option<&str>) -> u64 {
+    /// The id is `<epoch>-<offset>` and is resumed as a `subscribe` with that `since` and
+    /// `epoch` would be (`History::resume`). An id of this epoch resumes after its offset,
+    /// `recovered` if everything since is retained. Any other id is unknown: one from before
+    /// a restart (another epoch), a plain offset from a relay that sent those (necessarily an
+    /// earlier process, so another epoch too), or garbage. Its client has seen something, but
+    /// nothing that can be placed in this history, so it gets everything retained, not
+    /// recovered: at worst messages it has (which clients drop by offset), never a gap
+    /// unannounced, as when an offset of the old epoch skipped as many of the new one. So does
+    /// an id of this epoch older than the history kept.
+    pub(crate) fn follow(
+        &self,
+        peer: &Peer,
+        name: &str,
+        last_event_id: Option<&str>,
+    ) -> StreamStart {
         let mut channels = self.channels();
         let channel = channels
             .entry(name.to_owned())
             .or_insert_with(|| self.new_channel());
-        let start = match last_event_id {
+        let (since, epoch) = match last_event_id {
             // A new stream: live messages only.
-            None => channel.history.head(),
-            Some(last) => {
-                let after = match last.rsplit_once('-') {
-                    Some((epoch, offset)) if epoch == &*self.epoch => offset.parse().ok(),
-                    _ => None,
-                };
-                let start = channel.history.position_of(after.unwrap_or(0));
-                for stored in channel.history.after(start) {
-                    peer.push(Outbound::Message(stored.clone()));
-                }
-                start
-            }
+            None => (None, None),
+            Some(last) => match last.rsplit_once('-').map(|(e, o)| (e, o.parse::<u64>())) {
+                Some((epoch, Ok(offset))) => (Some(offset), Some(epoch)),
+                _ => (Some(0), None),
+            },
+        };
+        let resume = channel.history.resume(since, epoch);
+        for stored in resume.replay {
+            peer.push(Outbound::Message(stored.clone()));
+        }
+        let start = StreamStart {
+            offset: resume.after,
+            recovered: resume.recovered,
         };
         channel.subscribers.insert(
             peer.id(),
@@ -991,5 +1011,55 @@ mod tests {
             0,
             "nothing kept for a next connection"
         );
+    }
+    // An SSE stream is resumed as a `subscribe` with the same position would be: a resume
+    // past what the channel kept says so (`recovered: false`), where it used to replay what
+    // was kept after a silent gap.
+    #[tokio::test]
+    async fn an_sse_stream_says_whether_its_resume_is_the_whole_gap() {
+        let (tx, rx) = watch::channel(RunState::Running);
+        let config = RelayConfig {
+            history_capacity: 3,
+            ..RelayConfig::default()
+        };
+        let hub = Arc::new(Hub::new(
+            Arc::new(config),
+            "e1".into(),
+            Arc::new(Stats::default()),
+            rx,
+        ));
+        let alice = member("alice");
+        for n in 1..=10 {
+            hub.publish("room", &alice, &format!("p{n}"), json!(n), 0)
+                .unwrap();
+        }
+        let follow = |id: Option<&str>| {
+            let (peer, mut queue) = Peer::new(2, 100, 0);
+            let start = hub.follow(&peer, "room", id);
+            let replayed: Vec<u64> = queue
+                .drain_messages()
+                .iter()
+                .filter_map(|m| match m {
+                    ServerMessage::Message { offset, .. } => *offset,
+                    _ => None,
+                })
+                .collect();
+            hub.disconnect(2, ["room"]);
+            (start.offset, start.recovered, replayed)
+        };
+        assert_eq!(follow(Some("e1-8")), (8, true, vec![9, 10]));
+        assert_eq!(
+            follow(Some("e1-1")),
+            (7, false, vec![8, 9, 10]),
+            "2..=7 trimmed"
+        );
+        assert_eq!(
+            follow(Some("e0-9")),
+            (7, false, vec![8, 9, 10]),
+            "another run's"
+        );
+        assert_eq!(follow(Some("garbage")), (7, false, vec![8, 9, 10]));
+        assert_eq!(follow(None), (10, false, vec![]), "a new stream: live only");
+        drop(tx);
     }
 }

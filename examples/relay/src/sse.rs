@@ -1,7 +1,8 @@
 //! Server-Sent Events: `GET /sse/{channel}` streams one channel's messages, one event per
 //! message (`id: <epoch>-<offset>`, `data: <message envelope>`), after a `retry:` hint, the
-//! stream's starting position (an `event: position` whose `id:` names it, empty data:
-//! [`SSE_POSITION_EVENT`]) and a replay of the history after
+//! stream's starting position (an `event: position` whose `id:` names it and whose data is
+//! the `subscribed` a WebSocket subscribe would get: [`SSE_POSITION_EVENT`]) and a replay of
+//! the history after
 //! `Last-Event-ID` (header, or `?lastEventId=` because a browser's
 //! `EventSource` sends the header only on its own reconnects). The id carries the epoch so
 //! that an id from before a restart is recognised as such (see
@@ -15,12 +16,13 @@
 //! then simply closing the socket.
 
 use crate::http::RequestHead;
+use crate::hub::StreamStart;
 use crate::peer::{Outbound, Peer, PeerQueue};
 use crate::server::{stopping, RunState, Shared};
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
-use tether_core::protocol::SSE_POSITION_EVENT;
+use tether_core::protocol::{ServerMessage, SSE_POSITION_EVENT};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -65,20 +67,15 @@ pub(crate) async fn serve(
         shared.config.queue_limits(usize::MAX),
     );
     let start = shared.hub.follow(&peer, &channel, last_event_id.as_deref());
+    let epoch = shared.hub.epoch();
+    let position = position_event(epoch, &channel, start);
     tracing::debug!(
         peer = peer.id(),
         channel,
         ?last_event_id,
-        start,
+        position = position.trim_end(),
         "sse stream open"
     );
-
-    let epoch = shared.hub.epoch();
-    // Where the stream starts (`SSE_POSITION_EVENT`, documented there): the client's last
-    // event id from now on, so it resumes from here even if its stream drops before a message
-    // arrives. Named and with an empty data line, so that a browser dispatches it to a Tether
-    // driver listening for the name and to nobody else.
-    let position = format!("event: {SSE_POSITION_EVENT}\nid: {epoch}-{start}\ndata:\n\n");
     let (mut reader, mut writer) = stream.split();
     let keepalive = shared.config.sse_keepalive;
     let end = tokio::select! {
@@ -107,6 +104,26 @@ pub(crate) async fn serve(
         let _ = tokio::time::timeout(END_TIMEOUT, finish).await;
     }
     Ok(())
+}
+
+/// Where the stream starts (`SSE_POSITION_EVENT`, documented there): an event named
+/// `position` whose id becomes the client's last event id, so it resumes from here even if
+/// its stream drops before a message arrives, and whose data is the `subscribed` message a
+/// WebSocket subscribe would get (its `recovered` false after a resume that could not be
+/// complete). Named, so that a browser dispatches it to a Tether driver listening for the
+/// name and to nobody else.
+fn position_event(epoch: &str, channel: &str, start: StreamStart) -> String {
+    let subscribed = ServerMessage::Subscribed {
+        channel: channel.to_owned(),
+        offset: start.offset,
+        epoch: Some(epoch.to_owned()),
+        recovered: start.recovered,
+    };
+    format!(
+        "event: {SSE_POSITION_EVENT}\nid: {epoch}-{}\ndata: {}\n\n",
+        start.offset,
+        subscribed.encode()
+    )
 }
 
 /// Writes `first`, then the queued events as they come, and keepalives while there are none.

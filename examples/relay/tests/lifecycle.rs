@@ -80,11 +80,14 @@ async fn graceful_shutdown_ends_sse_streams() {
     let mut sse = Sse::get(&relay, "/sse/room", &[]).await;
     assert_eq!(sse.status, 200);
     let _retry = sse.next_event().await;
-    // Where the stream starts: a `position` event naming it.
+    // Where the stream starts: a `position` event naming it, with the `subscribed` a
+    // WebSocket subscribe would get (a new stream: not a resume).
     let position = sse.next_event().await.unwrap();
     assert!(
-        matches!(position.as_slice(), [(event, name), (id, _), (data, empty)]
-            if event == "event" && name == "position" && id == "id" && data == "data" && empty.is_empty()),
+        matches!(position.as_slice(), [(event, name), (id, _), (data, subscribed)]
+            if event == "event" && name == "position" && id == "id" && data == "data"
+                && subscribed.contains(r#""type":"subscribed""#)
+                && subscribed.contains(r#""recovered":false"#)),
         "{position:?}"
     );
     let shutdown = tokio::spawn(relay.shutdown());

@@ -80,16 +80,19 @@ async fn a_fresh_sse_stream_gets_only_live_messages_and_keepalives() {
 
     let mut sse = Sse::get(&relay, "/sse/c", &[]).await;
     let _retry = sse.next_event().await;
-    // Where it starts, as a `position` event with empty data (a Tether client takes its id
-    // as its last event id and nothing else), so a client whose stream drops before a message
-    // arrives resumes from there.
+    // Where it starts, as a `position` event (a Tether client takes its id as its last
+    // event id), so a client whose stream drops before a message arrives resumes from
+    // there; its data is the `subscribed` a WebSocket subscribe would get.
+    let (id, subscribed) = sse.position().await;
+    assert_eq!(id, format!("{epoch}-1"));
     assert_eq!(
-        sse.next_event().await,
-        Some(vec![
-            ("event".to_owned(), "position".to_owned()),
-            ("id".to_owned(), format!("{epoch}-1")),
-            ("data".to_owned(), String::new()),
-        ])
+        subscribed,
+        ServerMessage::Subscribed {
+            channel: "c".into(),
+            offset: 1,
+            epoch: Some(epoch.clone()),
+            recovered: false,
+        }
     );
     assert_eq!(
         sse.next_event().await,

@@ -64,9 +64,15 @@ impl Engine {
                 epoch,
                 recovered,
             } => {
-                if self.channels.contains(&channel) {
-                    self.channels
-                        .on_subscribed(&channel, offset, epoch, recovered);
+                // An event stream subscribes by its URL: its server says where the stream
+                // starts and whether its resume was complete (the data of the stream's
+                // `position` event), and the stream's ids are its resume position.
+                let stream = !self.can_write_frames();
+                if stream || self.channels.contains(&channel) {
+                    if !stream {
+                        self.channels
+                            .on_subscribed(&channel, offset, epoch, recovered);
+                    }
                     self.events.push_back(Event::Subscribed {
                         channel,
                         offset,

@@ -331,8 +331,8 @@ impl Sse {
         .await
     }
 
-    /// The next event that carries data, as `(id, message)`, skipping keepalives and the
-    /// stream's `position` event (empty data, as a Tether client reads it); it must
+    /// The next event that carries a message, as `(id, message)`, skipping keepalives and
+    /// the stream's `position` event (its data is a `subscribed`: [`Sse::position`]); it must
     /// arrive within [`WAIT`] however many keepalives come first (with a 50 ms keepalive, a
     /// relay that never sends the message would otherwise keep this loop going forever).
     /// The id is the event's `id:` as sent (`<epoch>-<offset>`).
@@ -341,6 +341,9 @@ impl Sse {
             loop {
                 let event = self.next_event().await.expect("stream ended");
                 let field = |n: &str| event.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+                if field("event").as_deref() == Some("position") {
+                    continue;
+                }
                 if let Some(data) = field("data").filter(|d| !d.is_empty()) {
                     let id = field("id").expect("an id");
                     return (id, ServerMessage::decode(&data).unwrap());
@@ -348,6 +351,19 @@ impl Sse {
             }
         })
         .await
+    }
+
+    /// The stream's `position` event, which comes first after the `retry:` (read that
+    /// first): its id and the `subscribed` in its data.
+    pub async fn position(&mut self) -> (String, ServerMessage) {
+        let event = self.next_event().await.expect("stream ended");
+        let field = |n: &str| event.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+        assert_eq!(field("event").as_deref(), Some("position"), "{event:?}");
+        let data = field("data").expect("data");
+        (
+            field("id").expect("an id"),
+            ServerMessage::decode(&data).unwrap(),
+        )
     }
 
     /// Reads the rest of the body; the stream must end within [`WAIT`].
