@@ -160,11 +160,7 @@ const MAX_REDIRECTS: usize = 10;
 /// the backoff, reported on every attempt).
 pub(crate) fn redirect_policy() -> reqwest::redirect::Policy {
     reqwest::redirect::Policy::custom(|attempt| {
-        let allowed = attempt
-            .previous()
-            .first()
-            .is_some_and(|first| may_follow(first, attempt.url()));
-        if !allowed {
+        if !may_follow_from(attempt.previous(), attempt.url()) {
             attempt.stop()
         } else if attempt.previous().len() > MAX_REDIRECTS {
             attempt.error("too many redirects")
@@ -174,8 +170,16 @@ pub(crate) fn redirect_policy() -> reqwest::redirect::Policy {
     })
 }
 
-/// Whether a redirect from the request's first URL `from` to `to` stays with the same server:
-/// the same origin, or the same host moving from `http` to `https`.
+/// Whether a redirect to `to`, after the URLs `previous` (the request's, then those of the
+/// redirects followed so far), stays with the same server: judged against the URL that
+/// answered with it, each hop as the first, so a chain can move to TLS once and never back
+/// (judged against the request's URL, `http://h` → `https://h` → `http://h` was followed).
+fn may_follow_from(previous: &[reqwest::Url], to: &reqwest::Url) -> bool {
+    previous.last().is_some_and(|last| may_follow(last, to))
+}
+
+/// Whether a redirect from `from` to `to` stays with the same server: the same origin, or the
+/// same host moving from `http` to `https`.
 fn may_follow(from: &reqwest::Url, to: &reqwest::Url) -> bool {
     from.origin() == to.origin()
         || (from.scheme() == "http" && to.scheme() == "https" && from.host() == to.host())
@@ -228,6 +232,28 @@ mod tests {
         // Never from TLS back to plain text.
         let tls = url("https://relay.example/sse");
         assert!(!super::may_follow(&tls, &url("http://relay.example/sse")));
+    }
+
+    /// Never back from TLS to plain text, also after a redirect that moved to TLS: judged
+    /// against the request's first URL only, `http://h` → `https://h` → `http://h` was
+    /// followed, back to plain text.
+    #[test]
+    fn a_redirect_chain_never_goes_back_from_tls_to_plain_text() {
+        let url = |s: &str| reqwest::Url::parse(s).unwrap();
+        let chain = [
+            url("http://relay.example/sse?token=t"),
+            url("https://relay.example/sse?token=t"),
+        ];
+        assert!(super::may_follow_from(
+            &chain,
+            &url("https://relay.example/events")
+        ));
+        for to in [
+            "http://relay.example/sse?token=t",
+            "http://relay.example:8080/sse",
+        ] {
+            assert!(!super::may_follow_from(&chain, &url(to)), "{to}");
+        }
     }
 
     use super::is_event_stream_type;
