@@ -7,13 +7,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tether::{Client, DisconnectCause, Event, TokenPlacement};
 use tether_tests::listen::Listener;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tether_tests::tls::TlsServer;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 /// The token the client is given, and must only ever send to its own server.
 const SECRET: &str = "s3cret-token";
 
 /// An HTTP request's head, up to its blank line (at most 16 KiB).
-async fn request_head(tcp: &mut tokio::net::TcpStream) -> Option<String> {
+async fn request_head(tcp: &mut (impl AsyncRead + Unpin)) -> Option<String> {
     let mut head = Vec::new();
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -149,5 +150,65 @@ async fn an_sse_redirect_within_the_origin_is_followed() {
     assert!(
         asked[1].starts_with("GET /new ") && asked[1].contains(SECRET),
         "{asked:?}"
+    );
+}
+
+/// A server moving its clients to TLS on the same host (`http://h:P` → `https://h:Q`) is
+/// followed with the token, as documented: reqwest, following by itself, dropped the
+/// `Authorization` header (the default placement of the token) on the port change, so the
+/// TLS server got a request without the token (a real one answers 401, and after one
+/// refresh the client gives up, `Unauthorized`).
+#[tokio::test]
+async fn an_sse_redirect_to_https_on_the_same_host_keeps_the_token() {
+    let heads = Arc::new(Mutex::new(Vec::new()));
+    let log = heads.clone();
+    let secure = TlsServer::start(move |mut tls| {
+        let log = log.clone();
+        async move {
+            let Some(head) = request_head(&mut tls).await else {
+                return;
+            };
+            log.lock().unwrap().push(head);
+            let response = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\ndata: over tls\n\n";
+            let _ = tls.write_all(response.as_bytes()).await;
+            let _ = tls.flush().await;
+            // Held open: the stream stays up until the client goes.
+            let mut buf = [0u8; 64];
+            while let Ok(1..) = tls.read(&mut buf).await {}
+        }
+    })
+    .await
+    .unwrap();
+    let redirect = format!(
+        "HTTP/1.1 301 Moved Permanently\r\nLocation: https://127.0.0.1:{}/sse\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        secure.addr().port()
+    );
+    let (plain, plain_heads) = recording_server(redirect).await;
+    let (client, mut events) =
+        Client::builder(format!("http://127.0.0.1:{}/sse", plain.addr().port()))
+            .ca_file(secure.ca_file())
+            .token_provider(|_refresh| async { Ok::<_, std::io::Error>(SECRET.to_owned()) })
+            .connect()
+            .unwrap();
+    let data = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match events.recv().await {
+                Some(Event::Message(m)) => return m.payload,
+                Some(Event::ReconnectScheduled { cause, .. }) => panic!("{cause}"),
+                Some(_) => continue,
+                None => panic!("the client's events ended"),
+            }
+        }
+    })
+    .await
+    .expect("the event within 10 s");
+    client.shutdown().await;
+    assert_eq!(data, tether::Payload::Text("over tls".to_owned()));
+    assert_eq!(plain_heads.lock().unwrap().len(), 1);
+    let asked = heads.lock().unwrap().clone();
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert!(
+        asked[0].contains(&format!("Bearer {SECRET}")),
+        "the TLS server got no token: {asked:?}"
     );
 }

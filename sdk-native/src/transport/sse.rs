@@ -13,7 +13,7 @@ use std::task::{Context, Poll};
 use tether_core::sse::SseParser;
 use tether_core::{OpenRequest, TransportFailure};
 
-type Requesting = Pin<Box<dyn Future<Output = Result<reqwest::Response, reqwest::Error>> + Send>>;
+type Requesting = Pin<Box<dyn Future<Output = Result<reqwest::Response, TransportFailure>> + Send>>;
 type Body = Pin<Box<dyn Stream<Item = Result<bytes::Bytes, reqwest::Error>> + Send>>;
 
 enum State {
@@ -38,18 +38,17 @@ impl SseLink {
         http: &reqwest::Client,
         max_message_bytes: usize,
     ) -> Self {
-        let mut builder = http
-            .get(&request.url)
-            .header("Accept", "text/event-stream")
-            .header("Cache-Control", "no-cache");
-        for (name, value) in &request.headers {
-            builder = builder.header(name.as_str(), value.as_str());
-        }
+        let mut headers = vec![
+            ("Accept".to_owned(), "text/event-stream".to_owned()),
+            ("Cache-Control".to_owned(), "no-cache".to_owned()),
+        ];
+        headers.extend(request.headers.iter().cloned());
         if let Some(id) = &request.last_event_id {
-            builder = builder.header("Last-Event-ID", id.as_str());
+            headers.push(("Last-Event-ID".to_owned(), id.clone()));
         }
+        let requesting = get_following(http.clone(), request.url.clone(), headers);
         SseLink {
-            state: State::Requesting(Box::pin(builder.send())),
+            state: State::Requesting(Box::pin(requesting)),
             parser: SseParser::new(max_message_bytes),
             closed: false,
             bytes_arrived: false,
@@ -83,9 +82,9 @@ impl SseLink {
         match &mut self.state {
             State::Requesting(fut) => match fut.poll_unpin(cx) {
                 Poll::Ready(Ok(response)) => Poll::Ready(self.on_response(response)),
-                Poll::Ready(Err(e)) => {
+                Poll::Ready(Err(failure)) => {
                     self.state = State::Done;
-                    Poll::Ready(LinkInput::Failed(io_failure(e)))
+                    Poll::Ready(LinkInput::Failed(failure))
                 }
                 Poll::Pending => Poll::Pending,
             },
@@ -149,25 +148,61 @@ impl SseLink {
 /// The most redirects followed for one request (reqwest's own default).
 const MAX_REDIRECTS: usize = 10;
 
-/// Redirects are followed only within the origin (scheme, host and port) the request was
-/// for, or from `http` to `https` on the same host (a server moving its clients to TLS). The
-/// request carries what the client has for its own server: the token, in a header
-/// the app may have named (`TokenPlacement::Header`), the app's headers, a `Referer` with the
-/// URL's query (`TokenPlacement::Query`). reqwest strips only the headers it knows to be
-/// credentials (`Authorization`, `Cookie`…) on a cross-origin redirect, so any other origin a
-/// server named got the rest. A redirect elsewhere is not followed: the link reports it as the
-/// HTTP answer it is (a 3xx), and the engine's close policy decides (by default: retried with
-/// the backoff, reported on every attempt).
-pub(crate) fn redirect_policy() -> reqwest::redirect::Policy {
-    reqwest::redirect::Policy::custom(|attempt| {
-        if !may_follow_from(attempt.previous(), attempt.url()) {
-            attempt.stop()
-        } else if attempt.previous().len() > MAX_REDIRECTS {
-            attempt.error("too many redirects")
-        } else {
-            attempt.follow()
+/// The GET of an event stream, following redirects only within the origin (scheme, host and
+/// port) of the URL that answered with one, or from `http` to `https` on the same host (a
+/// server moving its clients to TLS), with every header of the request, the token's included.
+///
+/// The request carries what the client has for its own server: the token, in a header
+/// the app may have named (`TokenPlacement::Header`), the app's headers. reqwest, following
+/// by itself, strips only the headers it knows to be credentials (`Authorization`,
+/// `Cookie`…) on a redirect to another host or port, so any other origin a server named got
+/// the rest (and a `Referer` with the URL's query, `TokenPlacement::Query`), while the
+/// `https` port of the same server lost the default `Authorization` header: it answered 401,
+/// and after one refresh the client gave up. A redirect elsewhere is not followed: the link
+/// reports it as the HTTP answer it is (a 3xx), and the engine's close policy decides (by
+/// default: retried with the backoff, reported on every attempt). The client itself follows
+/// none (`TlsRoots::http_client`).
+async fn get_following(
+    http: reqwest::Client,
+    url: String,
+    headers: Vec<(String, String)>,
+) -> Result<reqwest::Response, TransportFailure> {
+    let get = |url: reqwest::Url| {
+        let mut builder = http.get(url);
+        for (name, value) in &headers {
+            builder = builder.header(name.as_str(), value.as_str());
         }
-    })
+        builder.send()
+    };
+    // An unparsable URL fails as reqwest reports it.
+    let url = match reqwest::Url::parse(&url) {
+        Ok(url) => url,
+        Err(_) => {
+            return http.get(url).send().await.map_err(io_failure);
+        }
+    };
+    let mut previous = Vec::new();
+    let mut response = get(url).await.map_err(io_failure)?;
+    loop {
+        let redirect = matches!(response.status().as_u16(), 301 | 302 | 303 | 307 | 308);
+        let next = response
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|location| location.to_str().ok())
+            .and_then(|location| response.url().join(location).ok());
+        let Some(next) = next.filter(|_| redirect) else {
+            return Ok(response);
+        };
+        previous.push(response.url().clone());
+        if !may_follow_from(&previous, &next) {
+            return Ok(response);
+        }
+        if previous.len() > MAX_REDIRECTS {
+            return Err(TransportFailure::Io("too many redirects".to_owned()));
+        }
+        drop(response);
+        response = get(next).await.map_err(io_failure)?;
+    }
 }
 
 /// Whether a redirect to `to`, after the URLs `previous` (the request's, then those of the

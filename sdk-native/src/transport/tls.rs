@@ -63,7 +63,8 @@ impl TlsRoots {
     pub(crate) fn http_client(&self) -> Result<reqwest::Client, String> {
         let mut builder = reqwest::Client::builder()
             .pool_max_idle_per_host(0)
-            .redirect(super::sse::redirect_policy());
+            // The SSE link follows the redirects it may itself (`sse::get_following`).
+            .redirect(reqwest::redirect::Policy::none());
         for cert in &self.extra {
             let cert = reqwest::Certificate::from_der(cert).map_err(|e| e.to_string())?;
             builder = builder.add_root_certificate(cert);
