@@ -140,7 +140,8 @@ pub enum Action {
         /// Whether the server refused the last token.
         refresh: bool,
     },
-    /// Open a new transport. Any previous transport has already been told to close.
+    /// Open a new transport. Any previous transport has already been told to close, or
+    /// released (one still opening, or still closing when this comes).
     /// Boxed: it is by far the largest action and the rarest, and every `Send` would
     /// otherwise be as large as it in the action queue.
     Open(Box<OpenRequest>),

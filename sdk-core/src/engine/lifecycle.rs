@@ -121,7 +121,7 @@ impl Engine {
 
     /// The current connection or attempt ended for `cause`; `verdict` decides what next.
     /// `close_code` is set when the engine itself abandons the transport (timeouts), so the
-    /// driver is told to close it.
+    /// driver is told to close it (or to release it, if it never opened).
     pub(super) fn connection_lost(
         &mut self,
         now: Instant,
