@@ -1141,6 +1141,39 @@ test('SSE: a stream cut before any message resumes from where it started, so not
   assert.deepEqual(r.errors, []);
 });
 
+test('SSE: a stream that resumes past what the relay kept is told of the gap (subscribed, recovered: false)', async ({ page }) => {
+  // It got what was kept after a silent gap; a WebSocket subscriber is told, and so is it now.
+  const rl = await relay(await freePort(), { history: 3 });
+  const px = await proxy(Number(new URL(rl.ws).port));
+  await page.evaluate(async ({ sse, direct }) => {
+    window.s = new tether.TetherClient(`${sse}/sse/kept`, { protocol: 'tether', backoff: { initialMs: 200, jitter: 'none' } });
+    window.ls = record(s);
+    window.b = new tether.TetherClient(direct, { protocol: 'tether' });
+    window.lb = record(b);
+    await until(() => s.state.name === 'open' && b.state.name === 'open', 5000, 'both open');
+  }, { sse: px.http, direct: rl.ws });
+  const away = async (published) => {
+    px.refuse(true);
+    px.cut();
+    await page.evaluate(async (published) => {
+      await until(() => s.state.name === 'waiting', 5000, 'SSE lost');
+      const acked = lb.filter((e) => e.type === 'acked').length;
+      for (let n = 0; n < published; n++) b.publish('kept', { n });
+      await until(() => lb.filter((e) => e.type === 'acked').length === acked + published, 5000, 'acks');
+    }, published);
+    px.refuse(false);
+    return page.evaluate(async () => {
+      const seen = ls.filter((e) => e.type === 'subscribed').length;
+      await until(() => ls.filter((e) => e.type === 'subscribed').length > seen, 8000, 'back');
+      return ls.filter((e) => e.type === 'subscribed').at(-1).recovered;
+    });
+  };
+  assert.equal(await away(2), true, '2 missed, 3 kept');
+  assert.equal(await away(5), false, '5 missed, 3 kept: a gap');
+  const subscribed = await page.evaluate(() => ls.filter((e) => e.type === 'subscribed').map((e) => [e.channel, e.recovered]));
+  assert.deepEqual(subscribed, [['kept', false], ['kept', true], ['kept', false]], 'a new stream, then the two resumes');
+});
+
 test('SSE: an id too long to send back is reported and not resumed from', async ({ page }) => {
   // EventSource keeps an id of any length; sent back in the URL it would be refused (431).
   const long = 'x'.repeat(2000);
@@ -2102,12 +2135,13 @@ test('subscribe() and document() on an SSE (receive-only) client are refused ins
       presence: c.presence('other'),
     };
     await sleep(200);
-    out.subscribed = log.filter((e) => e.type === 'subscribed').length;
+    // Only the stream's own channel: the relay's position event says where it starts.
+    out.subscribed = log.filter((e) => e.type === 'subscribed').map((e) => [e.channel, e.recovered]);
     out.state = c.state.name;
     c.dispose();
     return out;
   }, `${rl.http}/sse/feed`);
-  assert.deepEqual(r, { subscribe: 'receive_only', unsubscribe: 'receive_only', document: 'receive_only', presence: undefined, subscribed: 0, state: 'open' });
+  assert.deepEqual(r, { subscribe: 'receive_only', unsubscribe: 'receive_only', document: 'receive_only', presence: undefined, subscribed: [['feed', false]], state: 'open' });
 });
 
 test('null reads as "not set" for token, autoConnect and wasm too, as for every other option', async ({ page }) => {

@@ -97,12 +97,13 @@ export async function staticServer(mounts) {
 }
 
 /** The reference relay on `port` (a fixed port, so a test can restart it in place). */
-export async function relay(port, { token } = {}) {
+export async function relay(port, { token, history } = {}) {
   // Where cargo put it: CARGO_TARGET_DIR when set (scripts/test-web builds it so).
   const targetDir = process.env.CARGO_TARGET_DIR ? path.resolve(process.env.REPO_ROOT, process.env.CARGO_TARGET_DIR) : path.join(process.env.REPO_ROOT, 'target');
   const bin = path.join(targetDir, 'debug/tether-relay');
   const args = ['--listen', `127.0.0.1:${port}`];
   if (token) args.push('--token', token);
+  if (history) args.push('--history', String(history));
   const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: 'warn' } });
   relayChildren.add(child);
   child.once('exit', () => relayChildren.delete(child));
