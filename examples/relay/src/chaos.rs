@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -122,10 +122,11 @@ async fn pipe(
     }
 }
 
-/// Copies until EOF, pausing (neither reading nor writing) while black-holed.
+/// Copies until EOF, pausing (neither reading nor writing) while black-holed; nothing read is
+/// lost: bytes read as a black hole begins are written when it ends.
 async fn copy(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut from: impl AsyncRead + Unpin,
+    mut to: impl AsyncWrite + Unpin,
     mut mode: watch::Receiver<Mode>,
 ) {
     let mut buf = vec![0u8; 16 * 1024];
@@ -139,8 +140,15 @@ async fn copy(
             read = from.read(&mut buf) => match read {
                 Ok(0) | Err(_) => return,
                 Ok(n) => {
-                    if *mode.borrow() == Mode::BlackHole {
-                        continue; // swallowed
+                    // Read as a black hole began (the read and the mode change woke this
+                    // together): held until it ends, as TCP holds what a dead path dropped
+                    // and sends it again. Dropping it would cut bytes out of a connection
+                    // that stays open, which no TCP connection does: a WebSocket frame
+                    // missing between two that arrive.
+                    while *mode.borrow_and_update() == Mode::BlackHole {
+                        if mode.changed().await.is_err() {
+                            return;
+                        }
                     }
                     if to.write_all(&buf[..n]).await.is_err() {
                         return;
@@ -149,5 +157,64 @@ async fn copy(
             },
             _ = mode.changed() => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+    use std::time::Duration;
+    use tokio::io::ReadBuf;
+
+    /// A peer whose bytes arrive just as the black hole begins: the read that returns them
+    /// also switches the proxy to `BlackHole` (as when the read and the mode change wake the
+    /// proxy together). Then it ends.
+    struct ArrivesAsTheBlackHoleBegins {
+        bytes: Option<Vec<u8>>,
+        mode: watch::Sender<Mode>,
+    }
+
+    impl AsyncRead for ArrivesAsTheBlackHoleBegins {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            if let Some(bytes) = self.bytes.take() {
+                self.mode.send_replace(Mode::BlackHole);
+                buf.put_slice(&bytes);
+            }
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// A black hole delays, it does not cut: what the proxy read as one began reaches the
+    /// other side once it ends. Swallowing it took a frame out of the middle of a connection
+    /// that stayed open, which no TCP connection does: a publisher's next frame on that
+    /// connection reached the relay first, and the frame, re-sent after the reconnect, was
+    /// stored after it (two messages swapped for every subscriber; `no_loss`'s seeded chaos).
+    #[tokio::test]
+    async fn what_is_read_as_a_black_hole_begins_is_forwarded_when_it_ends() {
+        let (mode, watching) = watch::channel(Mode::Forward);
+        let from = ArrivesAsTheBlackHoleBegins {
+            bytes: Some(b"frame".to_vec()),
+            mode: mode.clone(),
+        };
+        let (to, mut other_side) = tokio::io::duplex(64);
+        let copying = tokio::spawn(copy(from, to, watching));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(*mode.borrow(), Mode::BlackHole);
+        mode.send_replace(Mode::Forward);
+        tokio::time::timeout(Duration::from_secs(5), copying)
+            .await
+            .unwrap()
+            .unwrap();
+        let mut got = Vec::new();
+        other_side.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"frame");
     }
 }
