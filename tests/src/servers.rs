@@ -183,8 +183,8 @@ async fn echo(mut ws: tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>)
 }
 
 /// An HTTP request's head, up to its blank line (at most 16 KiB); `None` if the peer leaves
-/// or sends more than that first.
-async fn read_request_head(tcp: &mut tokio::net::TcpStream) -> Option<String> {
+/// or sends more than that first. Over TCP or TLS.
+pub async fn read_request_head(tcp: &mut (impl tokio::io::AsyncRead + Unpin)) -> Option<String> {
     let mut head = Vec::new();
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {

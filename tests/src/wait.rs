@@ -62,12 +62,13 @@ impl Recorder {
     }
 
     /// Waits for the next `Subscribed` event (a subscription, or its renewal after a
-    /// reconnect, confirmed by the server).
-    pub async fn until_subscribed(&mut self, limit: Duration) {
-        self.until(limit, |e| {
-            matches!(e, Event::Subscribed { .. }).then_some(())
+    /// reconnect, confirmed by the server); returns its `recovered`.
+    pub async fn until_subscribed(&mut self, limit: Duration) -> bool {
+        self.until(limit, |e| match e {
+            Event::Subscribed { recovered, .. } => Some(*recovered),
+            _ => None,
         })
-        .await;
+        .await
     }
 
     /// Receives events for `d`, keeping them.

@@ -83,12 +83,7 @@ async fn reconnects_after_the_relay_restarts_and_resubscribes() {
     rec.until_state(LIMIT, |s| matches!(s, State::Waiting { .. }))
         .await;
     let relay = relay_with_addr(addr).await;
-    let recovered = rec
-        .until(LIMIT, |e| match e {
-            Event::Subscribed { recovered, .. } => Some(*recovered),
-            _ => None,
-        })
-        .await;
+    let recovered = rec.until_subscribed(LIMIT).await;
     assert!(!recovered, "a new relay has a new epoch: nothing to resume");
     let (publisher, mut prec) = tether_client(relay.ws_url());
     prec.until_open(LIMIT).await;
@@ -147,12 +142,7 @@ async fn resubscribe_replays_what_was_missed_without_duplicates() {
         writer.publish_acked("room", json!(i)).await.unwrap();
     }
     proxy.set_mode(Mode::Forward);
-    let recovered = rec
-        .until(LIMIT, |e| match e {
-            Event::Subscribed { recovered, .. } => Some(*recovered),
-            _ => None,
-        })
-        .await;
+    let recovered = rec.until_subscribed(LIMIT).await;
     assert!(recovered, "the relay still had the history");
     for i in 4..=6 {
         assert_eq!(next_message(&mut rec).await, (i, json!(i)));
@@ -720,18 +710,17 @@ async fn an_sse_stream_resuming_past_the_relays_history_is_told_of_the_gap() {
         }
         proxy.set_mode(Mode::Forward);
     };
-    let subscribed = async |rec: &mut Recorder| {
-        rec.until(LIMIT, |e| match e {
-            Event::Subscribed { recovered, .. } => Some(*recovered),
-            _ => None,
-        })
-        .await
-    };
-    assert!(!subscribed(&mut rec).await, "a new stream");
+    assert!(!rec.until_subscribed(LIMIT).await, "a new stream");
     away_while(&mut rec, 2).await;
-    assert!(subscribed(&mut rec).await, "2 missed, 3 kept: recovered");
+    assert!(
+        rec.until_subscribed(LIMIT).await,
+        "2 missed, 3 kept: recovered"
+    );
     away_while(&mut rec, 5).await;
-    assert!(!subscribed(&mut rec).await, "5 missed, 3 kept: a gap");
+    assert!(
+        !rec.until_subscribed(LIMIT).await,
+        "5 missed, 3 kept: a gap"
+    );
     drop(sse);
     relay.shutdown().await;
 }

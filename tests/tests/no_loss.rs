@@ -49,6 +49,14 @@ fn client(url: impl Into<String>) -> (Client, Recorder) {
     (c, Recorder::new(e))
 }
 
+/// A client subscribed to "room" (its `subscribed` received).
+async fn room_reader(url: impl Into<String>) -> (Client, Recorder) {
+    let (reader, mut rec) = client(url);
+    reader.subscribe("room").unwrap();
+    rec.until_subscribed(LIMIT).await;
+    (reader, rec)
+}
+
 fn payload_of(m: &tether::InboundMessage) -> serde_json::Value {
     match &m.payload {
         Payload::Json(v) => v.clone(),
@@ -121,27 +129,41 @@ async fn until_settled<K: std::hash::Hash + Eq, V>(
     rec.collect_for(ms(300)).await; // anything reported twice comes now
 }
 
-#[tokio::test]
-async fn publishes_in_a_tight_loop_across_a_relay_restart_end_exactly_once() {
-    let relay = relay_with(RelayConfig::default()).await;
+/// Publishes `count` acked messages to "room" in a tight loop; the relay is aborted after
+/// publish `abort_at` and a new one (no history, no dedupe memory) starts on its address
+/// after publish `back_at`. Returns the message ids and the new relay.
+async fn publish_across_a_restart(
+    publisher: &Client,
+    relay: RelayHandle,
+    count: u32,
+    abort_at: u32,
+    back_at: u32,
+) -> (Vec<MessageId>, RelayHandle) {
     let addr = relay.local_addr();
-    let (publisher, mut prec) = client(relay.ws_url());
-    prec.until_open(LIMIT).await;
-
     let mut ids = Vec::new();
     let mut relay = Some(relay);
-    for i in 0..400u32 {
+    for i in 0..count {
         ids.push(publisher.publish("room", json!(i)).unwrap());
-        if i == 150 {
+        if i == abort_at {
             relay.take().unwrap().abort().await;
         }
-        if i == 250 {
+        if i == back_at {
             relay = Some(relay_at(addr, RelayConfig::default()).await);
         }
         if i % 10 == 0 {
             tokio::task::yield_now().await;
         }
     }
+    (ids, relay.expect("the new relay"))
+}
+
+#[tokio::test]
+async fn publishes_in_a_tight_loop_across_a_relay_restart_end_exactly_once() {
+    let relay = relay_with(RelayConfig::default()).await;
+    let (publisher, mut prec) = client(relay.ws_url());
+    prec.until_open(LIMIT).await;
+
+    let (ids, relay) = publish_across_a_restart(&publisher, relay, 400, 150, 250).await;
     until_settled(&mut prec, &ids, outcomes).await;
     let settled = outcomes(&prec);
     for id in &ids {
@@ -154,7 +176,7 @@ async fn publishes_in_a_tight_loop_across_a_relay_restart_end_exactly_once() {
         );
     }
     publisher.shutdown().await;
-    relay.unwrap().shutdown().await;
+    relay.shutdown().await;
 }
 
 /// Requests in flight while the connection drops: each ends once, replied or failed with
@@ -216,9 +238,7 @@ async fn a_subscriber_away_during_a_relay_restart_is_told_and_gets_the_new_histo
     let relay = relay_with(RelayConfig::default()).await;
     let addr = relay.local_addr();
     let proxy = ChaosProxy::start(addr).await.unwrap();
-    let (reader, mut rec) = client(proxy.ws_url("/"));
-    reader.subscribe("room").unwrap();
-    rec.until_subscribed(LIMIT).await;
+    let (reader, mut rec) = room_reader(proxy.ws_url("/")).await;
     let (writer, mut wrec) = client(relay.ws_url());
     wrec.until_open(LIMIT).await;
     for i in 1..=5 {
@@ -239,12 +259,7 @@ async fn a_subscriber_away_during_a_relay_restart_is_told_and_gets_the_new_histo
         writer.publish_acked("room", json!(i)).await.unwrap();
     }
     proxy.set_mode(Mode::Forward);
-    let recovered = rec
-        .until(LIMIT, |e| match e {
-            Event::Subscribed { recovered, .. } => Some(*recovered),
-            _ => None,
-        })
-        .await;
+    let recovered = rec.until_subscribed(LIMIT).await;
     assert!(!recovered, "a new epoch: the client must be told");
     writer.publish_acked("room", json!(9)).await.unwrap();
     rec.until(LIMIT, |e| {
@@ -269,9 +284,7 @@ async fn a_resume_older_than_the_history_is_reported_and_replays_what_is_kept() 
     };
     let relay = relay_with(config).await;
     let proxy = ChaosProxy::start(relay.local_addr()).await.unwrap();
-    let (reader, mut rec) = client(proxy.ws_url("/"));
-    reader.subscribe("room").unwrap();
-    rec.until_subscribed(LIMIT).await;
+    let (reader, mut rec) = room_reader(proxy.ws_url("/")).await;
     let (writer, mut wrec) = client(relay.ws_url());
     wrec.until_open(LIMIT).await;
     writer.publish_acked("room", json!(1)).await.unwrap();
@@ -283,12 +296,7 @@ async fn a_resume_older_than_the_history_is_reported_and_replays_what_is_kept() 
         writer.publish_acked("room", json!(i)).await.unwrap();
     }
     proxy.set_mode(Mode::Forward);
-    let recovered = rec
-        .until(LIMIT, |e| match e {
-            Event::Subscribed { recovered, .. } => Some(*recovered),
-            _ => None,
-        })
-        .await;
+    let recovered = rec.until_subscribed(LIMIT).await;
     assert!(
         !recovered,
         "messages 2..=7 are gone: the client must be told"
@@ -314,9 +322,7 @@ async fn a_resume_older_than_the_history_is_reported_and_replays_what_is_kept() 
 async fn unsubscribe_and_resubscribe_while_away_keeps_the_channel() {
     let relay = relay_with(RelayConfig::default()).await;
     let proxy = ChaosProxy::start(relay.local_addr()).await.unwrap();
-    let (reader, mut rec) = client(proxy.ws_url("/"));
-    reader.subscribe("room").unwrap();
-    rec.until_subscribed(LIMIT).await;
+    let (reader, mut rec) = room_reader(proxy.ws_url("/")).await;
     proxy.set_mode(Mode::Refuse);
     proxy.kill_all();
     rec.until_state(LIMIT, |s| matches!(s, State::Waiting { .. }))
@@ -345,9 +351,7 @@ async fn publishes_through_repeated_cuts_reach_a_cut_subscriber_exactly_once_in_
     let relay = relay_with(RelayConfig::default()).await;
     let wproxy = ChaosProxy::start(relay.local_addr()).await.unwrap();
     let rproxy = ChaosProxy::start(relay.local_addr()).await.unwrap();
-    let (reader, mut rec) = client(rproxy.ws_url("/"));
-    reader.subscribe("room").unwrap();
-    rec.until_subscribed(LIMIT).await;
+    let (reader, mut rec) = room_reader(rproxy.ws_url("/")).await;
     let (writer, mut wrec) = client(wproxy.ws_url("/"));
     wrec.until_open(LIMIT).await;
 
@@ -450,9 +454,7 @@ async fn a_slow_consumer_closed_by_the_relay_resumes_without_gaps_or_duplicates(
 async fn a_drain_asked_while_offline_delivers_what_was_queued_once_the_relay_is_back() {
     let relay = relay_with(RelayConfig::default()).await;
     let proxy = ChaosProxy::start(relay.local_addr()).await.unwrap();
-    let (reader, mut rec) = client(relay.ws_url());
-    reader.subscribe("room").unwrap();
-    rec.until_subscribed(LIMIT).await;
+    let (reader, mut rec) = room_reader(relay.ws_url()).await;
     let (writer, mut wrec) = client(proxy.ws_url("/"));
     wrec.until_open(LIMIT).await;
     proxy.set_mode(Mode::Refuse);
@@ -496,9 +498,7 @@ async fn a_drain_asked_while_offline_delivers_what_was_queued_once_the_relay_is_
 async fn two_clients_sharing_a_client_id_lose_none_of_each_others_publishes() {
     let relay = relay_with(RelayConfig::default()).await;
     let proxy = ChaosProxy::start(relay.local_addr()).await.unwrap();
-    let (reader, mut rec) = client(relay.ws_url());
-    reader.subscribe("room").unwrap();
-    rec.until_subscribed(LIMIT).await;
+    let (_reader, mut rec) = room_reader(relay.ws_url()).await;
     let tab = |url: String| {
         let (c, e) = fast(url).client_id("alice").connect().unwrap();
         (c, Recorder::new(e))
@@ -598,26 +598,10 @@ async fn pending_work_at_shutdown_is_reported_once_before_the_events_end() {
 #[tokio::test]
 async fn what_the_restarted_relay_acknowledged_reaches_a_subscriber_once_in_order() {
     let relay = relay_with(RelayConfig::default()).await;
-    let addr = relay.local_addr();
-    let (reader, mut rec) = client(relay.ws_url());
-    reader.subscribe("room").unwrap();
-    rec.until_subscribed(LIMIT).await;
+    let (reader, mut rec) = room_reader(relay.ws_url()).await;
     let (publisher, mut prec) = client(relay.ws_url());
     prec.until_open(LIMIT).await;
-    let mut ids = Vec::new();
-    let mut relay = Some(relay);
-    for i in 0..600u32 {
-        ids.push(publisher.publish("room", json!(i)).unwrap());
-        if i == 200 {
-            relay.take().unwrap().abort().await;
-        }
-        if i == 300 {
-            relay = Some(relay_at(addr, RelayConfig::default()).await);
-        }
-        if i % 10 == 0 {
-            tokio::task::yield_now().await;
-        }
-    }
+    let (ids, relay) = publish_across_a_restart(&publisher, relay, 600, 200, 300).await;
     until_settled(&mut prec, &ids, outcomes).await;
     let settled = outcomes(&prec);
     for id in &ids {
@@ -654,7 +638,7 @@ async fn what_the_restarted_relay_acknowledged_reaches_a_subscriber_once_in_orde
     assert_eq!(after, (1..=top).collect::<Vec<_>>());
     reader.shutdown().await;
     publisher.shutdown().await;
-    relay.unwrap().shutdown().await;
+    relay.shutdown().await;
 }
 
 /// The app closes while acks are withheld, calls `connect` during the close handshake and
@@ -664,9 +648,7 @@ async fn what_the_restarted_relay_acknowledged_reaches_a_subscriber_once_in_orde
 async fn publishes_around_a_connect_during_a_close_end_exactly_once() {
     let relay = relay_with(RelayConfig::default()).await;
     let proxy = ChaosProxy::start(relay.local_addr()).await.unwrap();
-    let (reader, mut rec) = client(relay.ws_url());
-    reader.subscribe("room").unwrap();
-    rec.until_subscribed(LIMIT).await;
+    let (reader, mut rec) = room_reader(relay.ws_url()).await;
     let (writer, events) = fast(proxy.ws_url("/"))
         .close_timeout(ms(500))
         .heartbeat_interval(ms(60_000))
@@ -848,9 +830,7 @@ async fn seeded_chaos_loses_and_repeats_nothing() {
         let relay = relay_with(RelayConfig::default()).await;
         let wproxy = ChaosProxy::start(relay.local_addr()).await.unwrap();
         let rproxy = ChaosProxy::start(relay.local_addr()).await.unwrap();
-        let (reader, mut rec) = client(rproxy.ws_url("/"));
-        reader.subscribe("room").unwrap();
-        rec.until_subscribed(LIMIT).await;
+        let (reader, mut rec) = room_reader(rproxy.ws_url("/")).await;
         let (writer, mut wrec) = client(wproxy.ws_url("/"));
         wrec.until_open(LIMIT).await;
         let mut rng = XorShift(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
@@ -905,9 +885,7 @@ async fn seeded_chaos_loses_and_repeats_nothing() {
 async fn offline_sends_beyond_the_outbox_bound_are_reported_and_the_rest_delivered() {
     let relay = relay_with(RelayConfig::default()).await;
     let proxy = ChaosProxy::start(relay.local_addr()).await.unwrap();
-    let (reader, mut rec) = client(relay.ws_url());
-    reader.subscribe("room").unwrap();
-    rec.until_subscribed(LIMIT).await;
+    let (reader, mut rec) = room_reader(relay.ws_url()).await;
     let (writer, events) = fast(proxy.ws_url("/"))
         .outbox_max_messages(5)
         .connect()

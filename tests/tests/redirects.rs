@@ -7,25 +7,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tether::{Client, DisconnectCause, Event, TokenPlacement};
 use tether_tests::listen::Listener;
+use tether_tests::servers::read_request_head;
 use tether_tests::tls::TlsServer;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The token the client is given, and must only ever send to its own server.
 const SECRET: &str = "s3cret-token";
-
-/// An HTTP request's head, up to its blank line (at most 16 KiB).
-async fn request_head(tcp: &mut (impl AsyncRead + Unpin)) -> Option<String> {
-    let mut head = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        match tcp.read(&mut buf).await {
-            Ok(0) | Err(_) => return None,
-            Ok(n) if head.len() + n > 16 * 1024 => return None,
-            Ok(n) => head.extend_from_slice(&buf[..n]),
-        }
-    }
-    Some(String::from_utf8_lossy(&head).into_owned())
-}
 
 /// A server that records every request head it gets and answers `response`.
 async fn recording_server(response: String) -> (Listener, Arc<Mutex<Vec<String>>>) {
@@ -34,7 +21,7 @@ async fn recording_server(response: String) -> (Listener, Arc<Mutex<Vec<String>>
     let listener = Listener::start(move |mut tcp| {
         let (log, response) = (log.clone(), response.clone());
         async move {
-            if let Some(head) = request_head(&mut tcp).await {
+            if let Some(head) = read_request_head(&mut tcp).await {
                 log.lock().unwrap().push(head);
                 let _ = tcp.write_all(response.as_bytes()).await;
                 let _ = tcp.shutdown().await;
@@ -44,6 +31,23 @@ async fn recording_server(response: String) -> (Listener, Arc<Mutex<Vec<String>>
     .await
     .unwrap();
     (listener, heads)
+}
+
+/// The payload of the first message the client gets (within 10 s), which must come before
+/// any reconnect.
+async fn first_payload(events: &mut tether::Events) -> tether::Payload {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match events.recv().await {
+                Some(Event::Message(m)) => return m.payload,
+                Some(Event::ReconnectScheduled { cause, .. }) => panic!("{cause}"),
+                Some(_) => continue,
+                None => panic!("the client's events ended"),
+            }
+        }
+    })
+    .await
+    .expect("a message within 10 s")
 }
 
 /// The first reconnect the client schedules (within 5 s): its cause.
@@ -109,7 +113,7 @@ async fn an_sse_redirect_within_the_origin_is_followed() {
     let server = Listener::start(move |mut tcp| {
         let log = log.clone();
         async move {
-            let Some(head) = request_head(&mut tcp).await else {
+            let Some(head) = read_request_head(&mut tcp).await else {
                 return;
             };
             let moved = head.starts_with("GET /old ");
@@ -131,18 +135,7 @@ async fn an_sse_redirect_within_the_origin_is_followed() {
         .token_provider(|_refresh| async { Ok::<_, std::io::Error>(SECRET.to_owned()) })
         .connect()
         .unwrap();
-    let data = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            match events.recv().await {
-                Some(Event::Message(m)) => return m.payload,
-                Some(Event::ReconnectScheduled { cause, .. }) => panic!("{cause}"),
-                Some(_) => continue,
-                None => panic!("the client's events ended"),
-            }
-        }
-    })
-    .await
-    .expect("the event within 5 s");
+    let data = first_payload(&mut events).await;
     client.shutdown().await;
     assert_eq!(data, tether::Payload::Text("moved here".to_owned()));
     let asked = heads.lock().unwrap().clone();
@@ -165,7 +158,7 @@ async fn an_sse_redirect_to_https_on_the_same_host_keeps_the_token() {
     let secure = TlsServer::start(move |mut tls| {
         let log = log.clone();
         async move {
-            let Some(head) = request_head(&mut tls).await else {
+            let Some(head) = read_request_head(&mut tls).await else {
                 return;
             };
             log.lock().unwrap().push(head);
@@ -190,18 +183,7 @@ async fn an_sse_redirect_to_https_on_the_same_host_keeps_the_token() {
             .token_provider(|_refresh| async { Ok::<_, std::io::Error>(SECRET.to_owned()) })
             .connect()
             .unwrap();
-    let data = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match events.recv().await {
-                Some(Event::Message(m)) => return m.payload,
-                Some(Event::ReconnectScheduled { cause, .. }) => panic!("{cause}"),
-                Some(_) => continue,
-                None => panic!("the client's events ended"),
-            }
-        }
-    })
-    .await
-    .expect("the event within 10 s");
+    let data = first_payload(&mut events).await;
     client.shutdown().await;
     assert_eq!(data, tether::Payload::Text("over tls".to_owned()));
     assert_eq!(plain_heads.lock().unwrap().len(), 1);
