@@ -57,7 +57,9 @@ pub enum ClientEvent {
         /// What became of it.
         status: Unacked,
     },
-    /// A channel subscription became active (on every open, for every channel).
+    /// A channel subscription became active (on every open, for every channel). An event
+    /// stream (an `http(s)://` URL, Tether protocol) gets one for its channel at the start of
+    /// every stream from a server that says where it starts (the reference relay does).
     Subscribed {
         /// The channel.
         channel: String,

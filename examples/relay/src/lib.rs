@@ -9,7 +9,9 @@
 //!   (`doc_sync`/`doc_change`/`doc_close`: one server order per document, a change log for
 //!   resyncs, snapshots after a restart).
 //! - **Server-Sent Events**: `GET /sse/{channel}` streams a channel's messages, replaying
-//!   after `Last-Event-ID` (header or `?lastEventId=`).
+//!   after `Last-Event-ID` (header or `?lastEventId=`) as a `subscribe` resumes, and says
+//!   first where the stream starts and whether its replay is the whole gap (a `position`
+//!   event carrying the `subscribed` a subscribe would get).
 //!
 //! Misbehaving clients get `error` frames (`bad_frame`, `unsupported_version`,
 //! `invalid_channel`, `rate_limited`, `too_large`) and keep their connection; an oversized message closes
