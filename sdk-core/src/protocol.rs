@@ -29,7 +29,9 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// instead of as a new stream, which would miss what was published meanwhile, and learns
 /// whether a resume was complete (`recovered`). The engine in Tether mode takes the id and
 /// reports the `subscribed` as [`Event::Subscribed`](crate::Event::Subscribed) (an empty data
-/// line, from an older server, is only the id). A browser driver listens for this name:
+/// line, from an older server, is only the id; so is one over `max_message_bytes`, which a
+/// limit under about 100 bytes plus the channel's name makes it, reported as too large). A
+/// browser driver listens for this name:
 /// `EventSource` hands a page only the named events it listens for. Clients that do not
 /// listen for the name (a plain `EventSource`'s `onmessage`) see nothing, though their own
 /// last event id is set.
