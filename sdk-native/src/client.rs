@@ -12,6 +12,7 @@ use crate::transport::tls::TlsRoots;
 use futures_util::Stream;
 use serde_json::Value;
 use std::collections::HashMap;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -416,6 +417,11 @@ impl Client {
     /// it, with the stored offset if any. Waits as long as that takes (or until the message is
     /// dropped); see [`send_acked_with`](Self::send_acked_with) for a timeout.
     ///
+    /// The message is accepted (or refused: the future's output says why) when this is
+    /// called, not when the future is first polled: it takes its place in the outbox in the
+    /// order of the calls, as [`send`](Self::send) does, and the future only waits. The same
+    /// holds for every acknowledged send, [`request`](Self::request) and the close commands.
+    ///
     /// # Waiting while events are unread
     ///
     /// The engine's clock runs the wait, so it pauses with the client: while the app leaves
@@ -424,8 +430,11 @@ impl Client {
     /// unless a close or drain the app asked for is under way.
     /// Awaiting this from the task that reads [`Events`], with more than that unread, waits
     /// until events are read: the acknowledgement, and any timeout, can come only then.
-    pub async fn send_acked(&self, payload: impl Into<Payload>) -> Result<Option<u64>, AckError> {
-        self.send_acked_with(payload, AckedOptions::default()).await
+    pub fn send_acked(
+        &self,
+        payload: impl Into<Payload>,
+    ) -> impl Future<Output = Result<Option<u64>, AckError>> + Send + 'static {
+        self.send_acked_with(payload, AckedOptions::default())
     }
 
     /// [`send_acked`](Self::send_acked) with a timeout and a TTL (see [`AckedOptions`]).
@@ -456,14 +465,13 @@ impl Client {
     /// }
     /// # }
     /// ```
-    pub async fn send_acked_with(
+    pub fn send_acked_with(
         &self,
         payload: impl Into<Payload>,
         options: AckedOptions,
-    ) -> Result<Option<u64>, AckError> {
+    ) -> impl Future<Output = Result<Option<u64>, AckError>> + Send + 'static {
         let payload = payload.into();
-        self.acked(options, |e, now, send| e.send_with(now, payload, send))
-            .await
+        ack_wait(self.accept_acked(options, |e, now, send| e.send_with(now, payload, send)))
     }
 
     /// Publishes to `channel` (Tether mode; acknowledged by default, re-sent after a
@@ -490,13 +498,12 @@ impl Client {
     /// unless a close or drain the app asked for is under way.
     /// Awaiting this from the task that reads [`Events`], with more than that unread, waits
     /// until events are read: the acknowledgement, and any timeout, can come only then.
-    pub async fn publish_acked(
+    pub fn publish_acked(
         &self,
         channel: &str,
         payload: impl Into<Payload>,
-    ) -> Result<Option<u64>, AckError> {
+    ) -> impl Future<Output = Result<Option<u64>, AckError>> + Send + 'static {
         self.publish_acked_with(channel, payload, AckedOptions::default())
-            .await
     }
 
     /// Publishes with options (`ack: Some(false)` for fire-and-forget; a `ttl`; a `timeout`
@@ -524,45 +531,45 @@ impl Client {
     /// let offset = client.publish_acked_with("room", "hello", options).await?;
     /// # Ok(()) }
     /// ```
-    pub async fn publish_acked_with(
+    pub fn publish_acked_with(
         &self,
         channel: &str,
         payload: impl Into<Payload>,
         options: AckedOptions,
-    ) -> Result<Option<u64>, AckError> {
+    ) -> impl Future<Output = Result<Option<u64>, AckError>> + Send + 'static {
         let payload = payload.into();
-        self.acked(options, |e, now, send| {
+        ack_wait(self.accept_acked(options, |e, now, send| {
             e.publish(now, channel, payload, send)
-        })
-        .await
+        }))
     }
 
-    /// Accepts an acknowledged message and waits for its ack. The engine applies
-    /// `options.timeout` (as the message's TTL cap and an ack deadline); the task resolves the
-    /// wait from the `Acked`, `Dropped` or `AckTimedOut` event that comes first.
-    async fn acked(
+    /// Accepts an acknowledged message now, and returns what its wait (`ack_wait`) waits on.
+    /// The engine applies `options.timeout` (as the message's TTL cap and an ack deadline);
+    /// the task resolves the wait from the `Acked`, `Dropped` or `AckTimedOut` event that
+    /// comes first. Accepted at the call, not when first polled: the outbox's order is the
+    /// order of the calls (as for `send`), and a wait dropped unpolled leaves its message to
+    /// its TTL.
+    fn accept_acked(
         &self,
         options: AckedOptions,
         f: impl FnOnce(&mut Engine, tether_core::Instant, SendOptions) -> Result<MessageId, SendError>,
-    ) -> Result<Option<u64>, AckError> {
+    ) -> Result<AckReceiver, AckError> {
         let send = SendOptions {
             ack: Some(true),
             ttl: options.ttl,
             timeout: options.timeout,
         };
-        let rx = self
-            .shared
-            .with_inner(|inner, now| -> Result<_, AckError> {
-                let id = f(&mut inner.engine, now, send)?;
-                let (tx, rx) = oneshot::channel();
-                inner.waiters.acks.insert(id, tx);
-                Ok(rx)
-            })?;
-        rx.await.map_err(|_| AckError::ClientGone)?
+        self.shared.with_inner(|inner, now| -> Result<_, AckError> {
+            let id = f(&mut inner.engine, now, send)?;
+            let (tx, rx) = oneshot::channel();
+            inner.waiters.acks.insert(id, tx);
+            Ok(rx)
+        })
     }
 
     /// Sends a request (Tether mode) and waits for its reply, at most `timeout` (default: the
-    /// configured request timeout).
+    /// configured request timeout). The request is accepted when this is called; dropping the
+    /// future abandons only the wait (the reply, or the failure, still comes as an event).
     ///
     /// # Waiting while events are unread
     ///
@@ -572,11 +579,11 @@ impl Client {
     /// unless a close or drain the app asked for is under way.
     /// Awaiting this from the task that reads [`Events`], with more than that unread, waits
     /// until events are read: the reply, and the timeout, can come only then.
-    pub async fn request(
+    pub fn request(
         &self,
         payload: impl Into<Payload>,
         timeout: Option<Duration>,
-    ) -> Result<Value, RequestError> {
+    ) -> impl Future<Output = Result<Value, RequestError>> + Send + 'static {
         let payload = payload.into();
         let rx = self
             .shared
@@ -585,10 +592,12 @@ impl Client {
                 let (tx, rx) = oneshot::channel();
                 inner.waiters.requests.insert(id, tx);
                 Ok(rx)
-            })?;
-        rx.await
-            .map_err(|_| RequestError::ClientGone)?
-            .map_err(RequestError::Failed)
+            });
+        async move {
+            rx?.await
+                .map_err(|_| RequestError::ClientGone)?
+                .map_err(RequestError::Failed)
+        }
     }
 
     /// The shared document on `channel` (Tether mode): edits show at once and converge to the
@@ -679,28 +688,41 @@ impl Client {
     }
 
     /// Closes with code 1000 and waits until closed. Pending messages are reported dropped.
-    pub async fn close(&self) -> CloseReason {
+    /// The close begins at the call, not when the future is first polled (see
+    /// [`shutdown`](Self::shutdown)); the future only waits, and owns what it needs.
+    pub fn close(&self) -> impl Future<Output = CloseReason> + Send + 'static {
         let _ = self.shared.close_command(|e, now| e.close(now, 1000, ""));
-        self.closed().await
+        self.closed_owned()
     }
 
     /// Closes with `code` (1000 or 3000–4999) and `reason`, and waits until closed.
-    pub async fn close_with(&self, code: u16, reason: &str) -> Result<CloseReason, CloseError> {
+    /// Begins at the call, like [`close`](Self::close).
+    pub fn close_with(
+        &self,
+        code: u16,
+        reason: &str,
+    ) -> impl Future<Output = Result<CloseReason, CloseError>> + Send + 'static {
         // Checked first: refused the same way whether or not the client task still runs.
-        Engine::check_close_code(code)?;
-        self.shared
-            .close_command(|e, now| e.close(now, code, reason))?;
-        Ok(self.closed().await)
+        let begun = Engine::check_close_code(code).and_then(|()| {
+            self.shared
+                .close_command(|e, now| e.close(now, code, reason))
+        });
+        let closed = begun.map(|()| self.closed_owned());
+        async move { Ok(closed?.await) }
     }
 
     /// Stops taking new messages, delivers (and gets acknowledged) everything pending —
     /// reconnecting if needed — then closes; at `timeout` at the latest, reporting the rest as
     /// dropped. Waits until closed. A [`Client::connect`] meanwhile takes messages again (they
-    /// are drained with the rest) and starts the client again once it is closed.
-    pub async fn close_after_drain(&self, timeout: Duration) -> CloseReason {
+    /// are drained with the rest) and starts the client again once it is closed. The drain
+    /// begins at the call, like [`close`](Self::close).
+    pub fn close_after_drain(
+        &self,
+        timeout: Duration,
+    ) -> impl Future<Output = CloseReason> + Send + 'static {
         self.shared
             .close_command(|e, now| e.close_after_drain(now, timeout));
-        self.closed().await
+        self.closed_owned()
     }
 
     /// Closes (code 1000, pending messages reported dropped) and stops the client's task,
@@ -742,25 +764,46 @@ impl Client {
     /// client's task ended without the client reaching `Closed` (it panicked), the engine's
     /// close reason if it has one, else [`CloseReason::stopped_running`] (1001, going away),
     /// what the engine reports when its driver stops running it.
-    pub async fn closed(&self) -> CloseReason {
+    ///
+    /// The wait starts at the call: a close that happens before the future is first polled
+    /// (even one that `connect()` already followed) resolves it. The future owns what it
+    /// needs, without keeping the client alive, so it can be spawned.
+    pub fn closed(&self) -> impl Future<Output = CloseReason> + Send + 'static {
+        self.closed_owned()
+    }
+
+    /// [`closed`](Self::closed), as the close commands return it.
+    fn closed_owned(&self) -> impl Future<Output = CloseReason> + Send + 'static {
         let mut rx = self.watch_state();
         let closes_before = self.shared.lock_events().closes;
-        loop {
-            if let State::Closed { reason } = &*rx.borrow_and_update() {
-                return reason.clone();
-            }
-            // Closed and already started again (`connect()` during the close handshake).
-            if let Some(reason) = self.shared.lock_events().closed_since(closes_before) {
-                return reason;
-            }
-            if rx.changed().await.is_err() {
-                return match self.shared.lock().engine.state() {
-                    State::Closed { reason } => reason.clone(),
-                    _ => CloseReason::stopped_running(),
-                };
+        let shared = self.shared.clone();
+        async move {
+            loop {
+                if let State::Closed { reason } = &*rx.borrow_and_update() {
+                    return reason.clone();
+                }
+                // Closed and already started again (`connect()` during the close handshake).
+                if let Some(reason) = shared.lock_events().closed_since(closes_before) {
+                    return reason;
+                }
+                if rx.changed().await.is_err() {
+                    return match shared.lock().engine.state() {
+                        State::Closed { reason } => reason.clone(),
+                        _ => CloseReason::stopped_running(),
+                    };
+                }
             }
         }
     }
+}
+
+/// What an accepted acknowledged message waits on.
+type AckReceiver = oneshot::Receiver<Result<Option<u64>, AckError>>;
+
+/// The wait of an acknowledged send: a future of its own type, holding no borrow of what the
+/// message was built from (it was accepted already).
+async fn ack_wait(accepted: Result<AckReceiver, AckError>) -> Result<Option<u64>, AckError> {
+    accepted?.await.map_err(|_| AckError::ClientGone)?
 }
 
 /// The client's events, in order. Ends when the client shuts down.
