@@ -25,6 +25,11 @@ pub enum BuildError {
     /// `build`/`connect` was called outside a tokio runtime.
     #[error("a tether client must be built inside a tokio runtime")]
     NoRuntime,
+    /// The tokio runtime lacks what the client's task needs: its timers or its I/O driver
+    /// (build the runtime with `enable_all()`, as `#[tokio::main]` does). The client would
+    /// otherwise start, and its task die at its first timer or socket.
+    #[error("the tokio runtime has {0} disabled: build it with enable_all()")]
+    RuntimeFeatures(&'static str),
 }
 
 /// Options of the native driver itself.

@@ -342,6 +342,7 @@ impl Client {
         roots: TlsRoots,
     ) -> Result<(Client, Events), BuildError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
+        check_runtime_features()?;
         let link_ctx = link_context(&native, &config, &roots).map_err(BuildError::Tls)?;
         let url = config.url().to_owned();
         let engine = Engine::new(config, os_entropy());
@@ -984,6 +985,30 @@ fn link_context(
         },
         http: ctx.http.clone(),
     })
+}
+
+/// Refuses a runtime without the timers or the I/O driver the client's task needs: its first
+/// timer or socket would panic the task, and the client would be closed (1001) right after
+/// `build` said it was fine. tokio has no query for them, so each is tried the way the task
+/// uses it, and the panic that says it is missing is caught (its message is still printed,
+/// by the panic hook: once, for a runtime that is wrong).
+fn check_runtime_features() -> Result<(), BuildError> {
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+    if catch_unwind(|| drop(tokio::time::sleep(Duration::ZERO))).is_err() {
+        return Err(BuildError::RuntimeFeatures("timers"));
+    }
+    // A socket only this probe uses (no traffic); one the OS will not give says nothing about
+    // the runtime, and is left for the connection attempts to report.
+    let Ok(socket) = std::net::UdpSocket::bind((std::net::Ipv4Addr::LOCALHOST, 0)) else {
+        return Ok(());
+    };
+    if socket.set_nonblocking(true).is_err() {
+        return Ok(());
+    }
+    match catch_unwind(AssertUnwindSafe(|| tokio::net::UdpSocket::from_std(socket))) {
+        Ok(_) => Ok(()),
+        Err(_) => Err(BuildError::RuntimeFeatures("I/O")),
+    }
 }
 
 /// 64 bits of OS randomness for the engine's seed, without a dependency: std's `RandomState`
