@@ -122,9 +122,9 @@ impl Client {
         timeout_ms: Option<u64>,
     ) -> Result<Option<u64>, ClientError> {
         let payload = tether::Payload::try_from(payload)?;
-        let client = self.inner.clone();
         let options = acked_options(timeout_ms);
-        let acked = run(async move { client.send_acked_with(payload, options).await });
+        // Accepted here, in the order of the calls; the runtime's task only waits.
+        let acked = run(self.inner.send_acked_with(payload, options));
         Ok(acked.await.ok_or_else(ClientError::closed)??)
     }
 
@@ -138,9 +138,9 @@ impl Client {
         timeout_ms: Option<u64>,
     ) -> Result<Option<u64>, ClientError> {
         let payload = tether::Payload::try_from(payload)?;
-        let client = self.inner.clone();
         let options = acked_options(timeout_ms);
-        let acked = run(async move { client.publish_acked_with(&channel, payload, options).await });
+        // Accepted here, in the order of the calls; the runtime's task only waits.
+        let acked = run(self.inner.publish_acked_with(&channel, payload, options));
         Ok(acked.await.ok_or_else(ClientError::closed)??)
     }
 
@@ -152,9 +152,8 @@ impl Client {
         timeout_ms: Option<u64>,
     ) -> Result<String, ClientError> {
         let payload = tether::Payload::try_from(payload)?;
-        let client = self.inner.clone();
         let timeout = timeout_ms.map(Duration::from_millis);
-        let reply = run(async move { client.request(payload, timeout).await })
+        let reply = run(self.inner.request(payload, timeout))
             .await
             .ok_or_else(ClientError::closed)??;
         Ok(reply.to_string())
@@ -187,8 +186,7 @@ impl Client {
     /// reported dropped. `connect()` starts again. (Named `disconnect` because Kotlin's
     /// `close()` is `AutoCloseable.close`, which releases the whole client.)
     pub async fn disconnect(&self) -> CloseReason {
-        let client = self.inner.clone();
-        run(async move { client.close().await })
+        run(self.inner.close())
             .await
             .map_or(CloseReason::App { code: 1000 }, Into::into)
     }
@@ -199,8 +197,7 @@ impl Client {
         code: u16,
         reason: String,
     ) -> Result<CloseReason, ClientError> {
-        let client = self.inner.clone();
-        let closed = run(async move { client.close_with(code, &reason).await })
+        let closed = run(self.inner.close_with(code, &reason))
             .await
             .ok_or_else(ClientError::closed)??;
         Ok(closed.into())
@@ -211,9 +208,8 @@ impl Client {
     /// `connect()` meanwhile takes messages again (drained with the rest) and starts the client
     /// again once it is closed.
     pub async fn disconnect_after_drain(&self, timeout_ms: u64) -> CloseReason {
-        let client = self.inner.clone();
         let timeout = Duration::from_millis(timeout_ms);
-        run(async move { client.close_after_drain(timeout).await })
+        run(self.inner.close_after_drain(timeout))
             .await
             .map_or(CloseReason::App { code: 1000 }, Into::into)
     }
