@@ -100,3 +100,66 @@ fn a_client_whose_runtime_was_dropped_answers_from_a_plain_thread() {
         assert!(n < 100, "the events end");
     }
 }
+
+#[tokio::test]
+async fn closing_a_client_that_never_connected_resolves() {
+    for how in [
+        "close",
+        "drain",
+        "drain zero",
+        "drain max",
+        "drain with a message",
+    ] {
+        let (client, _events) = Client::builder("ws://127.0.0.1:9/")
+            .protocol(tether::Protocol::Tether)
+            .build()
+            .unwrap();
+        let closing = match how {
+            "close" => tokio::spawn(client.close()),
+            "drain" => tokio::spawn(client.close_after_drain(Duration::from_secs(1))),
+            "drain zero" => tokio::spawn(client.close_after_drain(Duration::ZERO)),
+            "drain max" => tokio::spawn(client.close_after_drain(Duration::MAX)),
+            _ => {
+                client.publish("room", "x").unwrap();
+                tokio::spawn(client.close_after_drain(Duration::from_millis(300)))
+            }
+        };
+        let reason = tokio::time::timeout(Duration::from_secs(10), closing)
+            .await
+            .unwrap_or_else(|_| panic!("{how}: closed within 10 s ({})", client.state()))
+            .unwrap();
+        assert!(
+            matches!(reason, tether::CloseReason::App { code: 1000 }),
+            "{how}: {reason}"
+        );
+        client.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn zero_timeouts_are_refused_with_a_typed_error_not_a_hang() {
+    let (client, _events) = Client::builder("ws://127.0.0.1:9/")
+        .protocol(tether::Protocol::Tether)
+        .build()
+        .unwrap();
+    let limit = Duration::from_secs(5);
+    let acked = tokio::time::timeout(
+        limit,
+        client.publish_acked_with("room", "x", tether::AckedOptions::timeout(Duration::ZERO)),
+    )
+    .await
+    .expect("answered at once");
+    assert!(matches!(acked, Err(AckError::Send(_))), "{acked:?}");
+    let ttl = tether::AckedOptions::default().with_ttl(Duration::ZERO);
+    let acked = tokio::time::timeout(limit, client.send_acked_with("x", ttl))
+        .await
+        .expect("answered at once");
+    assert!(matches!(acked, Err(AckError::Send(_))), "{acked:?}");
+    let reply = tokio::time::timeout(limit, client.request("x", Some(Duration::ZERO)))
+        .await
+        .expect("answered at once");
+    assert!(matches!(reply, Err(RequestError::Send(_))), "{reply:?}");
+    assert!(client.close_with(999, "x").await.is_err());
+    assert_eq!(client.outbox_len(), 0);
+    client.shutdown().await;
+}
