@@ -184,7 +184,8 @@ impl ClientBuilder {
         self
     }
 
-    /// Where the provider's token goes. Default `Authorization: Bearer <token>`.
+    /// Where the provider's token goes. Default `Authorization: Bearer <token>`. Without a
+    /// [`token_provider`](Self::token_provider), [`build`](Self::build) refuses it.
     pub fn token_placement(mut self, placement: TokenPlacement) -> Self {
         self.token_placement = Some(placement);
         self
@@ -256,6 +257,14 @@ impl ClientBuilder {
                 }));
             }
         }
+        if self.native.token_provider.is_none() && self.token_placement.is_some() {
+            // Dropped silently, the client would connect with no token at all, and the app
+            // would learn of it from the server's refusal.
+            return Err(BuildError::Config(ConfigError {
+                field: "token_placement",
+                reason: "set without a token_provider: no token would ever be sent".to_owned(),
+            }));
+        }
         if self.native.token_provider.is_some() {
             let placement = self
                 .token_placement
@@ -306,6 +315,27 @@ mod tests {
             .write_buffer_size(MAX_BUFFER_BYTES)
             .build()
             .is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_token_placement_without_a_provider_is_a_config_error_not_ignored() {
+        // Without a provider the placement was dropped: the client connected with no token
+        // at all, and the app learnt of its slip from the server's refusal.
+        let result = Client::builder("ws://127.0.0.1:9/")
+            .token_placement(TokenPlacement::Query {
+                param: "token".to_owned(),
+            })
+            .build();
+        assert!(
+            matches!(
+                result,
+                Err(BuildError::Config(ConfigError {
+                    field: "token_placement",
+                    ..
+                }))
+            ),
+            "{result:?}"
+        );
     }
 
     #[test]
