@@ -931,16 +931,21 @@ mod tests {
         panic!("alice never left {channel}");
     }
 
-    // The instance's next connection takes over a grace period it then does not end (it
-    // does not resubscribe there), and the grace period ends while that connection holds it.
-    // When that connection drops in turn, what it passes on must not include the ended grace
-    // period: no timer is left to forget it, so it would be kept for good.
-    #[tokio::test]
-    async fn a_grace_period_that_ends_while_a_return_holds_it_is_not_kept() {
-        let (hub, _run) = hub(Duration::from_millis(50));
+    /// A watcher (peer 1, whose queue is returned) in "room" and "hall"; alice's instance
+    /// "i1" subscribed to both on peer 2, which dropped; back on peer 3, resubscribed to
+    /// "room" only (so "hall"'s grace period is still running).
+    fn back_in_room_only(
+        grace: Duration,
+    ) -> (
+        Arc<Hub>,
+        watch::Sender<RunState>,
+        crate::peer::PeerQueue,
+        Instance,
+    ) {
+        let (hub, run) = hub(grace);
         let alice = member("alice");
         let instance: Instance = (alice.clone(), "i1".into());
-        let (w, mut qw) = Peer::new(1, 100, 0);
+        let (w, qw) = Peer::new(1, 100, 0);
         hub.subscribe(&w, &member("watcher"), "room", None, None);
         hub.subscribe(&w, &member("watcher"), "hall", None, None);
         let (a1, _q1) = Peer::new(2, 100, 0);
@@ -950,11 +955,21 @@ mod tests {
             hub.instance_channel(&instance, 2, name, true);
         }
         hub.end_instance_connection(&instance, 2, ["room", "hall"], false);
-        // Back, but only in "room": "hall"'s grace period runs out while it is connected.
         let (a2, _q2) = Peer::new(3, 100, 0);
         hub.connect_instance(&instance, &a2);
         hub.subscribe(&a2, &alice, "room", None, None);
         hub.instance_channel(&instance, 3, "room", true);
+        (hub, run, qw, instance)
+    }
+
+    // The instance's next connection takes over a grace period it then does not end (it
+    // does not resubscribe there), and the grace period ends while that connection holds it.
+    // When that connection drops in turn, what it passes on must not include the ended grace
+    // period: no timer is left to forget it, so it would be kept for good.
+    #[tokio::test]
+    async fn a_grace_period_that_ends_while_a_return_holds_it_is_not_kept() {
+        // Back, but only in "room": "hall"'s grace period runs out while it is connected.
+        let (hub, _run, mut qw, instance) = back_in_room_only(Duration::from_millis(50));
         until_alice_leaves(&mut qw, "hall").await;
         // It drops too, and nobody comes back.
         hub.end_instance_connection(&instance, 3, ["room"], false);
@@ -969,28 +984,13 @@ mod tests {
         }
         assert_eq!(kept, 0, "every grace period ended: nothing is kept");
     }
+
     // A client back from a dropped connection resubscribes to fewer channels than it had,
     // then closes on purpose: it is not coming back, so it leaves the channels it did not
     // resubscribe to at once too, not when their grace periods end.
     #[tokio::test]
     async fn a_returning_client_that_closes_leaves_the_channels_it_did_not_resubscribe_to() {
-        let (hub, _run) = hub(Duration::from_secs(3600));
-        let alice = member("alice");
-        let instance: Instance = (alice.clone(), "i1".into());
-        let (w, mut qw) = Peer::new(1, 100, 0);
-        hub.subscribe(&w, &member("watcher"), "room", None, None);
-        hub.subscribe(&w, &member("watcher"), "hall", None, None);
-        let (a1, _q1) = Peer::new(2, 100, 0);
-        hub.connect_instance(&instance, &a1);
-        for name in ["room", "hall"] {
-            hub.subscribe(&a1, &alice, name, None, None);
-            hub.instance_channel(&instance, 2, name, true);
-        }
-        hub.end_instance_connection(&instance, 2, ["room", "hall"], false);
-        let (a2, _q2) = Peer::new(3, 100, 0);
-        hub.connect_instance(&instance, &a2);
-        hub.subscribe(&a2, &alice, "room", None, None);
-        hub.instance_channel(&instance, 3, "room", true);
+        let (hub, _run, mut qw, instance) = back_in_room_only(Duration::from_secs(3600));
         qw.drain_messages();
         hub.end_instance_connection(&instance, 3, ["room"], true);
         let mut left: Vec<String> = qw
