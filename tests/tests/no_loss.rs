@@ -77,6 +77,16 @@ fn messages(rec: &Recorder, channel: &str) -> Vec<(Option<u64>, serde_json::Valu
         .collect()
 }
 
+/// Receives events until `rec` has `n` messages on "room" (or `limit` passes), then for
+/// `more` (anything delivered twice comes then).
+async fn until_room_messages(rec: &mut Recorder, n: usize, limit: Duration, more: Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while messages(rec, "room").len() < n && tokio::time::Instant::now() < deadline {
+        rec.collect_for(ms(50)).await;
+    }
+    rec.collect_for(more).await;
+}
+
 /// Acked and Dropped events per message id.
 fn outcomes(rec: &Recorder) -> HashMap<MessageId, Vec<String>> {
     let mut out: HashMap<MessageId, Vec<String>> = HashMap::new();
@@ -376,11 +386,7 @@ async fn publishes_through_repeated_cuts_reach_a_cut_subscriber_exactly_once_in_
             Some(&["acked".to_owned()][..])
         );
     }
-    let deadline = tokio::time::Instant::now() + LIMIT;
-    while messages(&rec, "room").len() < N as usize && tokio::time::Instant::now() < deadline {
-        rec.collect_for(ms(50)).await;
-    }
-    rec.collect_for(ms(300)).await;
+    until_room_messages(&mut rec, N as usize, LIMIT, ms(300)).await;
     let got: Vec<_> = messages(&rec, "room").into_iter().map(|(_, p)| p).collect();
     let want: Vec<_> = (0..N).map(|i| json!(i)).collect();
     assert_eq!(got, want, "each once, in order");
@@ -420,11 +426,7 @@ async fn a_slow_consumer_closed_by_the_relay_resumes_without_gaps_or_duplicates(
             .await
             .unwrap();
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while messages(&rec, "room").len() < N as usize && tokio::time::Instant::now() < deadline {
-        rec.collect_for(ms(50)).await;
-    }
-    rec.collect_for(ms(300)).await;
+    until_room_messages(&mut rec, N as usize, Duration::from_secs(30), ms(300)).await;
     let got: Vec<u64> = messages(&rec, "room")
         .into_iter()
         .map(|(_, p)| p["i"].as_u64().unwrap())
@@ -481,10 +483,7 @@ async fn a_drain_asked_while_offline_delivers_what_was_queued_once_the_relay_is_
             wrec.names()
         );
     }
-    let deadline = tokio::time::Instant::now() + LIMIT;
-    while messages(&rec, "room").len() < 20 && tokio::time::Instant::now() < deadline {
-        rec.collect_for(ms(50)).await;
-    }
+    until_room_messages(&mut rec, 20, LIMIT, ms(0)).await;
     let got: Vec<_> = messages(&rec, "room").into_iter().map(|(_, p)| p).collect();
     assert_eq!(got, (0..20).map(|i| json!(i)).collect::<Vec<_>>());
     reader.shutdown().await;
@@ -527,11 +526,7 @@ async fn two_clients_sharing_a_client_id_lose_none_of_each_others_publishes() {
             );
         }
     }
-    let deadline = tokio::time::Instant::now() + LIMIT;
-    while messages(&rec, "room").len() < 100 && tokio::time::Instant::now() < deadline {
-        rec.collect_for(ms(50)).await;
-    }
-    rec.collect_for(ms(200)).await;
+    until_room_messages(&mut rec, 100, LIMIT, ms(200)).await;
     let mut got: Vec<String> = messages(&rec, "room")
         .into_iter()
         .map(|(_, p)| p.as_str().unwrap().to_owned())
@@ -685,11 +680,7 @@ async fn publishes_around_a_connect_during_a_close_end_exactly_once() {
         let got = settled.get(id).cloned().unwrap_or_default();
         assert_eq!(got, ["acked"], "{id:?}: {:?}", wrec.names());
     }
-    let deadline = tokio::time::Instant::now() + LIMIT;
-    while messages(&rec, "room").len() < 10 && tokio::time::Instant::now() < deadline {
-        rec.collect_for(ms(50)).await;
-    }
-    rec.collect_for(ms(200)).await;
+    until_room_messages(&mut rec, 10, LIMIT, ms(200)).await;
     let got: Vec<String> = messages(&rec, "room")
         .into_iter()
         .map(|(_, p)| p.as_str().unwrap().to_owned())
@@ -863,11 +854,7 @@ async fn seeded_chaos_loses_and_repeats_nothing() {
             let got = settled.get(id).cloned().unwrap_or_default();
             assert_eq!(got, ["acked"], "seed {seed}: {id:?}: {:?}", wrec.names());
         }
-        let deadline = tokio::time::Instant::now() + LIMIT;
-        while messages(&rec, "room").len() < N as usize && tokio::time::Instant::now() < deadline {
-            rec.collect_for(ms(50)).await;
-        }
-        rec.collect_for(ms(300)).await;
+        until_room_messages(&mut rec, N as usize, LIMIT, ms(300)).await;
         let got: Vec<u64> = messages(&rec, "room")
             .into_iter()
             .map(|(_, p)| p.as_u64().unwrap())
@@ -911,11 +898,7 @@ async fn offline_sends_beyond_the_outbox_bound_are_reported_and_the_rest_deliver
         })
         .collect();
     assert_eq!(ended, want);
-    let deadline = tokio::time::Instant::now() + LIMIT;
-    while messages(&rec, "room").len() < 5 && tokio::time::Instant::now() < deadline {
-        rec.collect_for(ms(50)).await;
-    }
-    rec.collect_for(ms(200)).await;
+    until_room_messages(&mut rec, 5, LIMIT, ms(200)).await;
     let got: Vec<_> = messages(&rec, "room").into_iter().map(|(_, p)| p).collect();
     assert_eq!(got, (3..8).map(|i| json!(i)).collect::<Vec<_>>());
     writer.shutdown().await;
