@@ -692,8 +692,10 @@ impl Client {
     /// The close begins at the call, not when the future is first polled (see
     /// [`shutdown`](Self::shutdown)); the future only waits, and owns what it needs.
     pub fn close(&self) -> impl Future<Output = CloseReason> + Send + 'static {
+        // The wait first: it counts the closes from before this one (see `closed_owned`).
+        let closed = self.closed_owned();
         let _ = self.shared.close_command(|e, now| e.close(now, 1000, ""));
-        self.closed_owned()
+        closed
     }
 
     /// Closes with `code` (1000 or 3000–4999) and `reason`, and waits until closed.
@@ -705,11 +707,13 @@ impl Client {
     ) -> impl Future<Output = Result<CloseReason, CloseError>> + Send + 'static {
         // Checked first: refused the same way whether or not the client task still runs.
         let begun = Engine::check_close_code(code).and_then(|()| {
+            // The wait first: it counts the closes from before this one.
+            let closed = self.closed_owned();
             self.shared
                 .close_command(|e, now| e.close(now, code, reason))
+                .map(|()| closed)
         });
-        let closed = begun.map(|()| self.closed_owned());
-        async move { Ok(closed?.await) }
+        async move { Ok(begun?.await) }
     }
 
     /// Stops taking new messages, delivers (and gets acknowledged) everything pending —
@@ -721,9 +725,11 @@ impl Client {
         &self,
         timeout: Duration,
     ) -> impl Future<Output = CloseReason> + Send + 'static {
+        // The wait first: it counts the closes from before this one.
+        let closed = self.closed_owned();
         self.shared
             .close_command(|e, now| e.close_after_drain(now, timeout));
-        self.closed_owned()
+        closed
     }
 
     /// Closes (code 1000, pending messages reported dropped) and stops the client's task,
@@ -773,7 +779,10 @@ impl Client {
         self.closed_owned()
     }
 
-    /// [`closed`](Self::closed), as the close commands return it.
+    /// [`closed`](Self::closed), as the close commands return it. A close command takes this
+    /// before it reaches the engine: on a multi-thread runtime the task can report that close
+    /// before the command returns, and a count taken after it would not see it, so a
+    /// `connect()` before the future's first poll left it waiting for the next close.
     fn closed_owned(&self) -> impl Future<Output = CloseReason> + Send + 'static {
         let mut rx = self.watch_state();
         let closes_before = self.shared.lock_events().closes;
