@@ -202,9 +202,9 @@ impl<T> Refusal for Result<T, RequestError> {
 }
 
 /// Closing a client whose task has ended is a no-op, as closing a closed engine is.
-impl Refusal for Result<(), CloseError> {
+impl<T: Default> Refusal for Result<T, CloseError> {
     fn task_ended() -> Self {
-        Ok(())
+        Ok(T::default())
     }
 }
 
@@ -692,10 +692,28 @@ impl Client {
     /// The close begins at the call, not when the future is first polled (see
     /// [`shutdown`](Self::shutdown)); the future only waits, and owns what it needs.
     pub fn close(&self) -> impl Future<Output = CloseReason> + Send + 'static {
-        // The wait first: it counts the closes from before this one (see `closed_owned`).
         let closed = self.closed_owned();
-        let _ = self.shared.close_command(|e, now| e.close(now, 1000, ""));
-        closed
+        let already = self.close_noting(|e, now| e.close(now, 1000, ""));
+        // Code 1000 is always valid: never refused.
+        close_wait(already.unwrap_or(None), closed)
+    }
+
+    /// Runs a close command, answering the close the engine had reached already, if any (the
+    /// command then does nothing). A close command's wait is built before this: it counts the
+    /// closes from before this one (see `closed_owned`); and on an engine closed already it
+    /// resolves with that close at once (`close_wait`): counting from now, a `connect()`
+    /// before the future's first poll would leave it waiting for a close nobody asks for.
+    fn close_noting(
+        &self,
+        command: impl FnOnce(&mut Engine, tether_core::Instant) -> Result<(), CloseError>,
+    ) -> Result<Option<CloseReason>, CloseError> {
+        self.shared.close_command(|e, now| {
+            let already = match e.state() {
+                State::Closed { reason } => Some(reason.clone()),
+                _ => None,
+            };
+            command(e, now).map(|()| already)
+        })
     }
 
     /// Closes with `code` (1000 or 3000–4999) and `reason`, and waits until closed.
@@ -706,14 +724,10 @@ impl Client {
         reason: &str,
     ) -> impl Future<Output = Result<CloseReason, CloseError>> + Send + 'static {
         // Checked first: refused the same way whether or not the client task still runs.
-        let begun = Engine::check_close_code(code).and_then(|()| {
-            // The wait first: it counts the closes from before this one.
-            let closed = self.closed_owned();
-            self.shared
-                .close_command(|e, now| e.close(now, code, reason))
-                .map(|()| closed)
-        });
-        async move { Ok(begun?.await) }
+        let closed = self.closed_owned();
+        let begun = Engine::check_close_code(code)
+            .and_then(|()| self.close_noting(|e, now| e.close(now, code, reason)));
+        async move { Ok(close_wait(begun?, closed).await) }
     }
 
     /// Stops taking new messages, delivers (and gets acknowledged) everything pending —
@@ -725,11 +739,12 @@ impl Client {
         &self,
         timeout: Duration,
     ) -> impl Future<Output = CloseReason> + Send + 'static {
-        // The wait first: it counts the closes from before this one.
         let closed = self.closed_owned();
-        self.shared
-            .close_command(|e, now| e.close_after_drain(now, timeout));
-        closed
+        let already = self.close_noting(|e, now| {
+            e.close_after_drain(now, timeout);
+            Ok(())
+        });
+        close_wait(already.unwrap_or(None), closed)
     }
 
     /// Closes (code 1000, pending messages reported dropped) and stops the client's task,
@@ -804,6 +819,18 @@ impl Client {
                 }
             }
         }
+    }
+}
+
+/// The wait of a close command: the close the engine had reached already when the command
+/// ran, if any, else the next one.
+async fn close_wait(
+    already: Option<CloseReason>,
+    closed: impl Future<Output = CloseReason>,
+) -> CloseReason {
+    match already {
+        Some(reason) => reason,
+        None => closed.await,
     }
 }
 

@@ -44,3 +44,42 @@ fn a_close_reported_before_the_command_returns_still_resolves_its_future() {
         client.shutdown().await;
     });
 }
+
+/// `close()` on a client that is closed already does nothing to the engine, and its future
+/// resolves with that close: a `connect()` before the future is first polled must not leave it
+/// waiting for a close nobody asks for (the bindings' `disconnect()` never returned).
+#[tokio::test]
+async fn closing_a_closed_client_resolves_though_connect_follows_before_the_first_poll() {
+    let (client, mut events) = Client::builder("ws://127.0.0.1:9/").connect().unwrap();
+    tokio::spawn(async move { while events.next().await.is_some() {} });
+    let first = client.close().await;
+    assert!(client.state().is_closed());
+
+    let closing = client.close();
+    let closing_with = client.close_with(4000, "again");
+    let draining = client.close_after_drain(Duration::from_secs(1));
+    client.connect();
+    // The task reports the new attempt before the futures are polled.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let limit = Duration::from_secs(5);
+    assert_eq!(
+        tokio::time::timeout(limit, closing)
+            .await
+            .expect("close resolved"),
+        first
+    );
+    assert_eq!(
+        tokio::time::timeout(limit, closing_with)
+            .await
+            .expect("close_with resolved")
+            .unwrap(),
+        first
+    );
+    assert_eq!(
+        tokio::time::timeout(limit, draining)
+            .await
+            .expect("close_after_drain resolved"),
+        first
+    );
+    client.shutdown().await;
+}
