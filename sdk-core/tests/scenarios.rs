@@ -351,6 +351,20 @@ fn a_transport_given_up_on_while_opening_is_released_at_once() {
     assert_eq!(engine.poll_timeout(), None, "nothing left to wait for");
 }
 
+/// An engine (entropy 7) connected and its transport reported open at `at`, driven by hand
+/// rather than by `Sim`, to see every action it takes; returns it with its transport. The
+/// actions of the open (hello, pings...) are left to drain.
+fn opened_engine(config: Config, at: Instant) -> (tether_core::Engine, tether_core::TransportId) {
+    let mut engine = tether_core::Engine::new(config, 7);
+    engine.connect(at);
+    let Some(tether_core::Action::Open(open)) = engine.poll_action() else {
+        panic!("no open")
+    };
+    let t = open.transport;
+    engine.transport_opened(at, t);
+    (engine, t)
+}
+
 /// While the transport pushes back, the server's application pings are answered once, with
 /// the latest one's id, when it takes frames again: a pong per ping, each handed over at
 /// once, piled up without bound behind a socket a server never reads.
@@ -360,13 +374,7 @@ fn pings_that_come_while_the_transport_pushes_back_get_one_pong_for_the_latest()
         .protocol(Protocol::Tether)
         .build()
         .unwrap();
-    let mut engine = tether_core::Engine::new(config, 7);
-    engine.connect(Instant::ZERO);
-    let Some(tether_core::Action::Open(open)) = engine.poll_action() else {
-        panic!("no open")
-    };
-    let t = open.transport;
-    engine.transport_opened(Instant::ZERO, t);
+    let (mut engine, t) = opened_engine(config, Instant::ZERO);
     while engine.poll_action().is_some() {}
     let ping = |id: u32| {
         let msg = tether_core::protocol::ServerMessage::Ping {
@@ -1421,13 +1429,7 @@ fn an_answered_pings_deadline_does_not_judge_a_probe_sent_after_it_when_only_pon
         .build()
         .unwrap();
     let at = |d: Duration| Instant::ZERO + d;
-    let mut engine = tether_core::Engine::new(config, 7);
-    engine.connect(at(secs(0)));
-    let Some(tether_core::Action::Open(open)) = engine.poll_action() else {
-        panic!("no open")
-    };
-    let t = open.transport;
-    engine.transport_opened(at(secs(0)), t);
+    let (mut engine, t) = opened_engine(config, at(secs(0)));
     drained_pings(&mut engine);
 
     engine.handle_timeout(at(secs(10)));
@@ -3286,12 +3288,7 @@ fn a_clock_at_its_end_does_not_make_the_heartbeat_spin() {
                 .seed(5)
                 .build()
                 .unwrap();
-            let mut engine = tether_core::Engine::new(config, 7);
-            engine.connect(Instant::ZERO);
-            let Some(tether_core::Action::Open(open)) = engine.poll_action() else {
-                panic!("no open")
-            };
-            engine.transport_opened(Instant::ZERO, open.transport);
+            let (mut engine, _) = opened_engine(config, Instant::ZERO);
             while engine.poll_action().is_some() {}
             engine.handle_timeout(Instant::MAX);
             let _ = tx.send(std::iter::from_fn(|| engine.poll_action()).count());
@@ -3314,13 +3311,7 @@ fn nothing_is_written_after_the_close_frame() {
         .seed(3)
         .build()
         .unwrap();
-    let mut engine = tether_core::Engine::new(config, 7);
-    engine.connect(Instant::ZERO);
-    let Some(tether_core::Action::Open(open)) = engine.poll_action() else {
-        panic!("no open")
-    };
-    let t = open.transport;
-    engine.transport_opened(Instant::ZERO, t);
+    let (mut engine, t) = opened_engine(config, Instant::ZERO);
     while engine.poll_action().is_some() {}
     engine.close(Instant::ZERO + secs(1), 1000, "bye").unwrap();
     let closing: Vec<tether_core::Action> = std::iter::from_fn(|| engine.poll_action()).collect();
