@@ -843,6 +843,17 @@ async fn ack_wait(accepted: Result<AckReceiver, AckError>) -> Result<Option<u64>
     accepted?.await.map_err(|_| AckError::ClientGone)?
 }
 
+/// Why [`Events::try_recv`] returned no event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TryRecvError {
+    /// No event is waiting now; the client is still running.
+    #[error("no event is waiting")]
+    Empty,
+    /// The client has shut down and every event was taken: none will come.
+    #[error("the client has shut down")]
+    Shutdown,
+}
+
 /// The client's events, in order. Ends when the client shuts down.
 ///
 /// A slow consumer is not given an ever-growing queue: once `event_capacity` events are
@@ -865,16 +876,26 @@ impl Events {
         std::future::poll_fn(|cx| self.poll_recv(cx)).await
     }
 
-    /// The next event if one is ready now.
-    pub fn try_recv(&mut self) -> Option<Event> {
+    /// The next event if one is ready now, without waiting.
+    ///
+    /// [`TryRecvError::Empty`] means nothing is waiting yet (the client is alive: try later or
+    /// [`recv`](Self::recv)); [`TryRecvError::Shutdown`] means the stream has ended, as `recv`
+    /// returning `None` does: every event was taken and the client has shut down.
+    pub fn try_recv(&mut self) -> Result<Event, TryRecvError> {
         let mut queue = self.shared.lock_events();
-        let event = queue.events.pop_front()?;
+        let Some(event) = queue.events.pop_front() else {
+            return Err(if queue.sender_gone {
+                TryRecvError::Shutdown
+            } else {
+                TryRecvError::Empty
+            });
+        };
         let room = queue.room_made();
         drop(queue);
         if let Some(task) = room {
             task.wake();
         }
-        Some(event)
+        Ok(event)
     }
 
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event>> {

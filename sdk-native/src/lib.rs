@@ -66,7 +66,7 @@ mod token;
 mod transport;
 
 pub use builder::{BuildError, ClientBuilder};
-pub use client::{AckError, AckedOptions, Client, Events, RequestError};
+pub use client::{AckError, AckedOptions, Client, Events, RequestError, TryRecvError};
 pub use document::{Document, DocumentChanges, DocumentEvent};
 pub use token::{TokenFuture, TokenProvider};
 

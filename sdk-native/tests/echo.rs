@@ -218,7 +218,7 @@ async fn client_stalled_by_unread_events() -> (Client, tether::Events, tokio::ta
 
 /// The events already queued (the task has put everything up to `Closed` there).
 fn queued_events(events: &mut tether::Events) -> Vec<Event> {
-    std::iter::from_fn(|| events.try_recv())
+    std::iter::from_fn(|| events.try_recv().ok())
         .take(1_000)
         .collect()
 }
@@ -631,7 +631,7 @@ async fn a_token_provider_that_always_panics_ends_in_gave_up_and_refused_sends()
     assert_eq!(reason, tether::CloseReason::GaveUp { attempts: 2 });
     assert_eq!(client.send("late"), Err(tether::SendError::Closed));
     let mut dropped = Vec::new();
-    while let Some(event) = events.try_recv() {
+    while let Ok(event) = events.try_recv() {
         if let Event::Dropped { ids, .. } = event {
             dropped.extend(ids);
         }
@@ -846,4 +846,45 @@ fn a_request_error_reads_as_text_not_as_a_debug_dump() {
         RequestError::Failed(rejected).to_string(),
         "request failed: forbidden: not yours"
     );
+}
+
+/// `try_recv` tells "nothing yet" from "never again": `Empty` while the client runs with no
+/// event waiting, each waiting event after shutdown, and then `Shutdown`.
+#[tokio::test]
+async fn try_recv_tells_an_empty_queue_from_a_shut_down_client() {
+    let (client, mut events, server) = open_echo_client().await;
+    while events.try_recv().is_ok() {}
+    assert_eq!(events.try_recv().unwrap_err(), tether::TryRecvError::Empty);
+
+    client.send("echo me").unwrap();
+    let echoed = timeout(Duration::from_secs(5), async {
+        loop {
+            match events.try_recv() {
+                Ok(Event::Message(m)) => return m.payload,
+                Ok(_) | Err(tether::TryRecvError::Empty) => {
+                    tokio::time::sleep(Duration::from_millis(5)).await
+                }
+                Err(e) => panic!("stream ended before the echo: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("echo within 5 s");
+    assert_eq!(echoed, Payload::Text("echo me".into()));
+
+    client.shutdown().await;
+    let mut after_shutdown = 0;
+    let end = loop {
+        match events.try_recv() {
+            Ok(_) => after_shutdown += 1,
+            Err(e) => break e,
+        }
+        assert!(after_shutdown < 100, "a shut-down client's queue ends");
+    };
+    assert_eq!(end, tether::TryRecvError::Shutdown);
+    assert!(
+        after_shutdown > 0,
+        "the close's state change was still waiting"
+    );
+    server.abort();
 }

@@ -154,7 +154,7 @@ async fn a_close_reports_what_the_socket_never_took() {
         .unwrap();
     let _ = go_tx.send(());
     let mut dropped = BTreeSet::new();
-    while let Some(event) = events.try_recv() {
+    while let Ok(event) = events.try_recv() {
         if let tether::Event::Dropped { ids, .. } = event {
             dropped.extend(ids);
         }

@@ -127,7 +127,7 @@ async fn messages_queued_in_the_link_are_not_lost_silently_when_the_connection_i
     let mut reconnected = false;
     let settled = timeout(Duration::from_secs(10), async {
         loop {
-            while let Some(event) = events.try_recv() {
+            while let Ok(event) = events.try_recv() {
                 match event {
                     tether::Event::Dropped { ids, .. } => dropped += ids.len(),
                     tether::Event::ReconnectScheduled { .. } => reconnected = true,

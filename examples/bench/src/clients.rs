@@ -158,8 +158,8 @@ pub async fn pipelined(
                 tether_echoed(first, &mut stamps, &mut meter)?;
                 while meter.latencies.len() < n {
                     match events.try_recv() {
-                        Some(event) => tether_echoed(Some(event), &mut stamps, &mut meter)?,
-                        None => break,
+                        Ok(event) => tether_echoed(Some(event), &mut stamps, &mut meter)?,
+                        Err(_) => break,
                     }
                 }
             }
