@@ -440,7 +440,8 @@ impl ConfigBuilder {
         self
     }
     /// Adds a WebSocket subprotocol to offer. Default none. Like a header name it must be
-    /// an HTTP token, and offered once.
+    /// an HTTP token, and offered once; an event stream (`http`/`https` URL) has none, so
+    /// `build` refuses one there.
     pub fn subprotocol(mut self, name: impl Into<String>) -> Self {
         self.config.subprotocols.push(name.into());
         self
@@ -726,6 +727,15 @@ impl ConfigBuilder {
                     format!("{} is offered twice", Quoted(name)),
                 ));
             }
+        }
+        if !c.subprotocols.is_empty() && c.transport == TransportKind::Sse {
+            // An event stream has no subprotocol negotiation: the offer would be dropped
+            // without a word, and a server that requires it refuses for reasons the app
+            // cannot see.
+            return Err(ConfigError::new(
+                "subprotocol",
+                "an event stream (http/https URL) has no subprotocols: they are WebSocket only",
+            ));
         }
         if let Some(id) = &c.client_id {
             validate_client_id(id).map_err(|reason| ConfigError::new("client_id", reason))?;
@@ -1058,6 +1068,16 @@ mod tests {
                 "{good}"
             );
         }
+    }
+
+    #[test]
+    fn subprotocols_are_refused_on_an_event_stream() {
+        let err = Config::builder("https://example.com/events")
+            .subprotocol("v1")
+            .build()
+            .unwrap_err();
+        assert_eq!(err.field, "subprotocol");
+        assert!(err.reason.contains("WebSocket only"), "{err}");
     }
 
     #[test]
