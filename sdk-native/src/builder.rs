@@ -179,6 +179,11 @@ impl ClientBuilder {
     /// after the server refused the previous one). The token goes into
     /// `Authorization: Bearer <token>` unless [`token_placement`](Self::token_placement)
     /// says otherwise. Default: no provider.
+    ///
+    /// The client keeps the provider for as long as it runs. A provider that holds a
+    /// [`Client`] handle of its own client keeps that client running after the app drops
+    /// every other handle (a cycle): keep the client out of its own provider, or end it with
+    /// [`Client::shutdown`].
     pub fn token_provider<P: TokenProvider>(mut self, provider: P) -> Self {
         self.native.token_provider = Some(Arc::new(provider));
         self
@@ -207,7 +212,9 @@ impl ClientBuilder {
     /// WebSocket read buffer, allocated per connection. Default 4 KiB: thousands of idle
     /// connections stay cheap (tungstenite's own default is 128 KiB), and one read still takes
     /// dozens of small messages at once. At most 64 MiB (`build` refuses more: it is allocated
-    /// up front, and a larger read per call gains nothing).
+    /// up front, and a larger read per call gains nothing). Sizes under 256 B are raised to
+    /// 256 B (a read needs room for at least a frame header); below 4 KiB the size saves no
+    /// memory, as the connection keeps its 4 KiB handshake buffer.
     pub fn read_buffer_size(mut self, bytes: usize) -> Self {
         self.native.read_buffer_size = bytes.max(256);
         self
