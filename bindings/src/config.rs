@@ -317,7 +317,8 @@ impl ClientConfig {
     pub fn header(self: Arc<Self>, name: String, value: String) -> Arc<Self> {
         self.with(|o| o.headers.push((name, value)))
     }
-    /// Offers a WebSocket subprotocol. Default none.
+    /// Offers a WebSocket subprotocol. Default none. An event-stream (`http(s)`) URL has none:
+    /// `Client(config)` refuses one there with `InvalidConfig`.
     pub fn subprotocol(self: Arc<Self>, name: String) -> Arc<Self> {
         self.with(|o| o.subprotocols.push(name))
     }

@@ -274,7 +274,7 @@ export interface TetherClientOptions {
   clientId?: string;
   /** Fixes the PRNG seed (tests). [crypto.getRandomValues] */
   seed?: number;
-  /** WebSocket subprotocols to offer. */
+  /** WebSocket subprotocols to offer (an `http(s)` event-stream URL has none: refused). */
   subprotocols?: string[];
   /**
    * SSE: the `event:` names to receive. Unnamed events always arrive; a named one arrives
