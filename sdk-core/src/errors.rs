@@ -220,6 +220,10 @@ pub enum TransportFailure {
         status: u16,
         /// The parsed `Retry-After`, if the response had one.
         retry_after: Option<Duration>,
+        /// The `Location` of a redirect (3xx) the driver did not follow, so the error can
+        /// say where the server pointed. Only its scheme, host and path are shown: a query
+        /// may carry a token.
+        location: Option<String>,
     },
     /// Anything else: refused, reset, DNS, TLS, protocol violation.
     Io(String),
@@ -228,10 +232,33 @@ pub enum TransportFailure {
 impl std::fmt::Display for TransportFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            TransportFailure::Http { status, .. } => HttpStatus(*status).fmt(f),
+            TransportFailure::Http {
+                status, location, ..
+            } => {
+                HttpStatus(*status).fmt(f)?;
+                match location {
+                    Some(location) => write!(
+                        f,
+                        " redirecting to {}, not followed",
+                        Quoted(shown_location(location))
+                    ),
+                    None => Ok(()),
+                }
+            }
             TransportFailure::Io(msg) => f.write_str(msg),
         }
     }
+}
+
+/// What an error shows of a redirect's `Location`: no query or fragment (a token may be
+/// there), and at most 200 bytes of what is left (a server chooses its length).
+fn shown_location(location: &str) -> &str {
+    let end = location.find(['?', '#']).unwrap_or(location.len());
+    let mut end = end.min(200);
+    while !location.is_char_boundary(end) {
+        end -= 1;
+    }
+    &location[..end]
 }
 
 /// `HTTP status N`; for a 2xx, which failed the attempt by answering with something other
@@ -290,11 +317,44 @@ mod tests {
         let http = |status| TransportFailure::Http {
             status,
             retry_after: None,
+            location: None,
         };
         assert_eq!(http(503).to_string(), "HTTP status 503");
         assert_eq!(
             http(200).to_string(),
             "HTTP status 200 instead of a WebSocket upgrade or an event stream (is the URL right?)"
         );
+    }
+
+    #[test]
+    fn an_unfollowed_redirect_says_where_without_its_query() {
+        let redirect = |location: &str| {
+            TransportFailure::Http {
+                status: 301,
+                retry_after: None,
+                location: Some(location.to_owned()),
+            }
+            .to_string()
+        };
+        assert_eq!(
+            redirect("wss://example.com/ws?token=secret#x"),
+            r#"HTTP status 301 redirecting to "wss://example.com/ws", not followed"#
+        );
+        assert_eq!(
+            redirect("/next#frag"),
+            r#"HTTP status 301 redirecting to "/next", not followed"#
+        );
+        // 20 bytes of origin and 90 two-byte characters make the 200 shown; the cut
+        // never splits a character (201 would).
+        let long = format!("https://example.com/{}", "é".repeat(300));
+        assert_eq!(
+            redirect(&long),
+            format!(
+                r#"HTTP status 301 redirecting to "https://example.com/{}", not followed"#,
+                "é".repeat(90)
+            )
+        );
+        let odd = format!("https://example.com/x{}", "é".repeat(300));
+        assert!(redirect(&odd).contains(&format!("/x{}\"", "é".repeat(89))));
     }
 }

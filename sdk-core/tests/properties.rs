@@ -429,6 +429,7 @@ impl Harness {
                             TransportFailure::Http {
                                 status,
                                 retry_after: (status == 503).then(|| Duration::from_secs(2)),
+                                location: None,
                             }
                         }
                         None => TransportFailure::Io("reset".into()),

@@ -430,7 +430,7 @@ fn feed(engine: &mut Engine, now: Instant, id: tether_core::TransportId, input: 
         LinkInput::Writable(w) => engine.transport_writable(now, id, w),
         LinkInput::Progress(taken) => engine.transport_progress(now, id, taken),
         LinkInput::Closed { code, reason } => engine.transport_closed(now, id, code, &reason),
-        LinkInput::Failed(failure) => engine.transport_failed(now, id, failure),
+        LinkInput::Failed(failure) => engine.transport_failed(now, id, *failure),
     }
 }
 

@@ -164,3 +164,31 @@ async fn retry_after_in_more_seconds_than_a_u64_holds_the_client_off_for_the_cap
     let cap = tether::ClosePolicy::default().max_server_delay;
     assert!(delay >= cap, "{delay:?} < {cap:?}");
 }
+
+/// A redirect the client does not follow (any, for a WebSocket; to another server, for an
+/// event stream) is reported with where it pointed, without the query a token may be in.
+#[tokio::test]
+async fn an_unfollowed_redirect_is_reported_with_its_location() {
+    let server = http_server(|| {
+        "HTTP/1.1 301 Moved Permanently\r\nLocation: wss://elsewhere.example/ws?token=secret\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            .to_owned()
+    })
+    .await;
+    let addr = server.addr();
+    for url in [format!("ws://{addr}/ws"), format!("http://{addr}/sse")] {
+        let (client, mut events) = Client::builder(&url)
+            .backoff_initial(Duration::from_millis(10))
+            .connect()
+            .unwrap();
+        let message = loop {
+            if let Event::Error(EngineError::Transport(m)) = next_event(&mut events).await {
+                break m;
+            }
+        };
+        assert_eq!(
+            message, r#"HTTP status 301 redirecting to "wss://elsewhere.example/ws", not followed"#,
+            "{url}"
+        );
+        client.shutdown().await;
+    }
+}

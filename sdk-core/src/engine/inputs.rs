@@ -421,6 +421,7 @@ impl Engine {
             TransportFailure::Http {
                 status,
                 retry_after,
+                ..
             } => (
                 DisconnectCause::Http { status },
                 self.config.close_policy.classify_http(status, retry_after),

@@ -401,6 +401,7 @@ impl Sim {
                         Input::Failed(TransportFailure::Http {
                             status,
                             retry_after,
+                            location: None,
                         }),
                     ),
                     Behaviour::Hang => {}

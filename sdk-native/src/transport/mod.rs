@@ -31,7 +31,9 @@ pub(crate) enum LinkInput {
         code: Option<u16>,
         reason: String,
     },
-    Failed(TransportFailure),
+    /// Boxed: failures are rare, and an HTTP one (with a redirect's `Location`) is the
+    /// largest input.
+    Failed(Box<TransportFailure>),
 }
 
 /// Signs of the peer a link noted between its inputs (see [`Link::take_peer_signs`]).
@@ -197,6 +199,15 @@ pub(crate) fn redacted_url(url: &str) -> std::borrow::Cow<'_, str> {
 pub(crate) fn retry_after(headers: &http_headers::HeaderMap) -> Option<Duration> {
     let value = headers.get("retry-after")?.to_str().ok()?;
     parse_retry_after(value, SystemTime::now())
+}
+
+/// The `Location` of a redirect response, for the error that reports it unfollowed.
+pub(crate) fn redirect_location(status: u16, headers: &http_headers::HeaderMap) -> Option<String> {
+    if !(300..400).contains(&status) {
+        return None;
+    }
+    let location = headers.get("location")?;
+    Some(String::from_utf8_lossy(location.as_bytes()).into_owned())
 }
 
 fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {

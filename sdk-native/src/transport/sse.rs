@@ -5,7 +5,7 @@
 //! has its own retry loop. Here the link only reads: when the stream ends or fails, the engine
 //! decides what happens next, and a reconnect is a new link carrying `Last-Event-ID`.
 
-use super::{retry_after, LinkInput};
+use super::{redirect_location, retry_after, LinkInput};
 use futures_util::{FutureExt, Stream, StreamExt};
 use std::future::Future;
 use std::pin::Pin;
@@ -84,7 +84,7 @@ impl SseLink {
                 Poll::Ready(Ok(response)) => Poll::Ready(self.on_response(response)),
                 Poll::Ready(Err(failure)) => {
                     self.state = State::Done;
-                    Poll::Ready(LinkInput::Failed(failure))
+                    Poll::Ready(LinkInput::Failed(Box::new(failure)))
                 }
                 Poll::Pending => Poll::Pending,
             },
@@ -99,7 +99,7 @@ impl SseLink {
                     }
                     Poll::Ready(Some(Err(e))) => {
                         self.state = State::Done;
-                        return Poll::Ready(LinkInput::Failed(io_failure(e)));
+                        return Poll::Ready(LinkInput::Failed(Box::new(io_failure(e))));
                     }
                     Poll::Ready(None) => {
                         self.state = State::Done;
@@ -135,10 +135,12 @@ impl SseLink {
         // Terminal)` makes it stop, with `Closed { Refused }`.
         if status != 200 || !is_event_stream {
             self.state = State::Done;
-            return LinkInput::Failed(TransportFailure::Http {
+            // A redirect here is one `get_following` would not follow (to another server).
+            return LinkInput::Failed(Box::new(TransportFailure::Http {
                 status,
                 retry_after: retry_after(response.headers()),
-            });
+                location: redirect_location(status, response.headers()),
+            }));
         }
         self.state = State::Streaming(Box::pin(response.bytes_stream()));
         LinkInput::Opened

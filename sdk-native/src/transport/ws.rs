@@ -17,7 +17,7 @@
 //! large message is still coming in or going out (see `tether_core::Engine::bytes_received` and
 //! `bytes_acknowledged`) without a call per read or write.
 
-use super::{retry_after, LinkInput, PeerSigns};
+use super::{redirect_location, retry_after, LinkInput, PeerSigns};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use std::collections::VecDeque;
 use std::future::Future;
@@ -270,7 +270,7 @@ impl WsLink {
                 }
                 Poll::Ready(Err(failure)) => {
                     self.state = State::Done;
-                    return Poll::Ready(LinkInput::Failed(failure));
+                    return Poll::Ready(LinkInput::Failed(Box::new(failure)));
                 }
                 Poll::Pending => return Poll::Pending,
             },
@@ -442,7 +442,7 @@ fn failure(e: WsError) -> LinkInput {
             code: None,
             reason: String::new(),
         },
-        other => LinkInput::Failed(TransportFailure::Io(other.to_string())),
+        other => LinkInput::Failed(Box::new(TransportFailure::Io(other.to_string()))),
     }
 }
 
@@ -485,6 +485,8 @@ async fn connect(
         Err(WsError::Http(response)) => Err(TransportFailure::Http {
             status: response.status().as_u16(),
             retry_after: retry_after(response.headers()),
+            // A WebSocket handshake follows no redirect (tungstenite's neither).
+            location: redirect_location(response.status().as_u16(), response.headers()),
         }),
         Err(e) => Err(TransportFailure::Io(e.to_string())),
     }
