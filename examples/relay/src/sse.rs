@@ -78,8 +78,10 @@ pub(crate) async fn serve(
     );
     let (mut reader, mut writer) = stream.split();
     let keepalive = shared.config.sse_keepalive;
+    // Starts with the position event; outlives the writing, which a shutdown cancels.
+    let mut unsent = Unsent::new(position.into_bytes());
     let end = tokio::select! {
-        result = write_events(&mut writer, &mut queue, epoch, &position, keepalive) => {
+        result = write_events(&mut writer, &mut queue, epoch, &mut unsent, keepalive) => {
             if let Err(e) = result {
                 tracing::debug!(peer = peer.id(), error = %e, "sse stream write failed");
             }
@@ -94,11 +96,12 @@ pub(crate) async fn serve(
         .hub
         .disconnect(peer.id(), std::iter::once(channel.as_str()));
     if end == Some(RunState::Draining) {
-        // Graceful: what was accepted before the shutdown still goes out, then EOF.
-        let mut rest = Vec::new();
-        drain_into(&mut rest, &mut queue, epoch, usize::MAX);
+        // Graceful: what was accepted before the shutdown still goes out, then EOF. First
+        // the rest of what the writer had taken from the queue (cut off mid-write, or not
+        // begun), so that no event is lost or broken between the ones around it.
+        drain_into(&mut unsent.buf, &mut queue, epoch, usize::MAX);
         let finish = async {
-            writer.write_all(&rest).await?;
+            writer.write_all(unsent.rest()).await?;
             writer.shutdown().await
         };
         let _ = tokio::time::timeout(END_TIMEOUT, finish).await;
@@ -126,52 +129,78 @@ fn position_event(epoch: &str, channel: &str, start: StreamStart) -> String {
     )
 }
 
-/// Writes `first`, then the queued events as they come, and keepalives while there are none.
+/// Bytes of events taken from the queue and not all written yet, with how many were. Kept
+/// outside the writing future: a graceful shutdown cancels that future wherever it is, and
+/// then sends the rest of these before the events still queued. Dropped with the writing, a
+/// batch cut off mid-write (or not begun) left a gap, or a broken event, between the events
+/// before it and those the shutdown still sent, and the client resumed past it.
+#[derive(Debug)]
+struct Unsent {
+    buf: Vec<u8>,
+    written: usize,
+}
+
+impl Unsent {
+    fn new(buf: Vec<u8>) -> Unsent {
+        Unsent { buf, written: 0 }
+    }
+
+    fn rest(&self) -> &[u8] {
+        &self.buf[self.written..]
+    }
+}
+
+/// Writes what `unsent` starts with (the position event), then the queued events as they
+/// come, and keepalives while there are none.
 async fn write_events(
     writer: &mut (impl AsyncWrite + Unpin),
     queue: &mut PeerQueue,
     epoch: &str,
-    first: &str,
+    unsent: &mut Unsent,
     keepalive: Duration,
 ) -> io::Result<()> {
     let start = tokio::time::Instant::now() + keepalive;
     let mut keepalives = tokio::time::interval_at(start, keepalive);
     keepalives.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let stall = keepalive.saturating_mul(2);
-    write_all_within(writer, first.as_bytes(), stall).await?;
+    write_all_within(writer, unsent, stall).await?;
     loop {
         tokio::select! {
             item = queue.recv() => {
                 let Some(item) = item else { return Ok(()) };
-                let mut buf = Vec::new();
-                encode(&mut buf, epoch, item);
-                drain_into(&mut buf, queue, epoch, 63);
-                write_all_within(writer, &buf, stall).await?;
+                encode(&mut unsent.buf, epoch, item);
+                drain_into(&mut unsent.buf, queue, epoch, 63);
+                write_all_within(writer, unsent, stall).await?;
                 // Activity counts as keepalive.
                 keepalives.reset();
             }
-            _ = keepalives.tick() => write_all_within(writer, b":keepalive\n\n", stall).await?,
+            _ = keepalives.tick() => {
+                unsent.buf.extend_from_slice(b":keepalive\n\n");
+                write_all_within(writer, unsent, stall).await?;
+            }
         }
     }
 }
 
-/// Writes all of `buf`, failing with `TimedOut` once the socket has accepted nothing for
-/// `stall`. Progress, not the total, is bounded: a large replay to a slow but reading client
-/// still goes out.
+/// Writes all of `unsent`, counting each write in it as it goes (so a cancelled call leaves
+/// exactly the unwritten rest), and then empties it, freeing the batch. Fails with
+/// `TimedOut` once the socket has accepted nothing for `stall`. Progress, not the total, is
+/// bounded: a large replay to a slow but reading client still goes out.
 async fn write_all_within(
     writer: &mut (impl AsyncWrite + Unpin),
-    mut buf: &[u8],
+    unsent: &mut Unsent,
     stall: Duration,
 ) -> io::Result<()> {
-    while !buf.is_empty() {
-        let written = tokio::time::timeout(stall, writer.write(buf))
+    while !unsent.rest().is_empty() {
+        let written = tokio::time::timeout(stall, writer.write(unsent.rest()))
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "the reader stalled"))??;
         if written == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }
-        buf = &buf[written..];
+        unsent.written += written;
     }
+    *unsent = Unsent::new(Vec::new());
     Ok(())
 }
 

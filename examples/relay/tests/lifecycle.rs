@@ -137,3 +137,89 @@ async fn graceful_shutdown_under_backpressure_sends_every_queued_message_in_orde
     .await;
     within("shutdown", shutdown).await.unwrap();
 }
+
+/// An SSE reader whose socket is full when the relay shuts down gracefully still gets every
+/// message, whole and in order, before the end of the stream: the events the writer had
+/// taken from the queue and not yet written (all of them, or the rest of one cut mid-write)
+/// go out before the ones still queued, not lost between them.
+#[tokio::test]
+async fn graceful_shutdown_of_a_backed_up_sse_stream_sends_every_queued_message_whole() {
+    use serde_json::json;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let relay = relay(RelayConfig {
+        rate_limit: None,
+        ..RelayConfig::default()
+    })
+    .await;
+    // A reader with a tiny receive window, which reads nothing until the shutdown.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut reader = within("tcp connect", socket.connect(relay.local_addr()))
+        .await
+        .unwrap();
+    reader
+        .write_all(b"GET /sse/firehose HTTP/1.1\r\nHost: relay\r\n\r\n")
+        .await
+        .unwrap();
+    let mut publisher = Client::hello(&relay.ws_url(), "publisher").await;
+    // The stream must be attached before the first publish (bounded poll, then a moment
+    // for the hub to register it after the connection is counted).
+    within("the stream to open", async {
+        while relay.open_connections() < 2 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let payload = json!("y".repeat(48 * 1024));
+    let total = 150u64;
+    for i in 1..=total {
+        publisher
+            .publish("firehose", &format!("f{i}"), payload.clone(), false)
+            .await;
+    }
+    publisher.barrier().await;
+    // Let the writer block on the full socket.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let shutdown = tokio::spawn(relay.shutdown());
+    let mut body = String::new();
+    within("end of stream", reader.read_to_string(&mut body))
+        .await
+        .unwrap();
+    let (_head, events) = body.split_once("\r\n\r\n").unwrap();
+    let mut offsets = Vec::new();
+    for event in events.split("\n\n").filter(|e| !e.is_empty()) {
+        if event.starts_with("retry:") || event.starts_with("event: position") {
+            continue;
+        }
+        let (id, data) = event
+            .split_once('\n')
+            .unwrap_or_else(|| panic!("a broken event: {:.200}", event));
+        let offset: u64 = id
+            .rsplit_once('-')
+            .and_then(|(_, o)| o.parse().ok())
+            .unwrap_or_else(|| panic!("a broken id line: {:.200}", id));
+        let message = data
+            .strip_prefix("data: ")
+            .unwrap_or_else(|| panic!("event {offset}: a broken data line: {:.200}", data));
+        assert!(
+            tether_core::protocol::ServerMessage::decode(message).is_ok(),
+            "event {offset}: data is not a whole message: {:.200}",
+            message
+        );
+        offsets.push(offset);
+    }
+    assert_eq!(
+        offsets,
+        (1..=total).collect::<Vec<_>>(),
+        "no gap, nothing missing"
+    );
+    within("publisher closed", async {
+        use futures_util::StreamExt;
+        while let Some(Ok(_)) = publisher.ws.next().await {}
+    })
+    .await;
+    within("shutdown", shutdown).await.unwrap();
+}
