@@ -51,7 +51,11 @@ impl ChaosProxy {
                     drop(client);
                     continue;
                 }
-                connections.spawn(pipe(client, upstream, mode_rx.clone(), gen_rx.clone()));
+                // Marked seen here, not once the upstream connection is made: a kill while
+                // it is being made must end it too.
+                let mut generation = gen_rx.clone();
+                generation.borrow_and_update();
+                connections.spawn(pipe(client, upstream, mode_rx.clone(), generation));
                 while connections.try_join_next().is_some() {}
             }
         });
@@ -114,7 +118,6 @@ async fn pipe(
     let _ = server.set_nodelay(true);
     let (cr, cw) = client.into_split();
     let (sr, sw) = server.into_split();
-    generation.borrow_and_update();
     tokio::select! {
         _ = copy(cr, sw, mode.clone()) => {}
         _ = copy(sr, cw, mode) => {}
@@ -190,6 +193,33 @@ mod tests {
             }
             Poll::Ready(Ok(()))
         }
+    }
+
+    /// A connection the proxy accepted before a `kill_all` ends even if its upstream
+    /// connection was still being made when the kill came (it used to take the kill as seen
+    /// once connected, and lived on).
+    #[tokio::test]
+    async fn a_kill_while_the_upstream_connection_is_made_ends_it() {
+        let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client_side = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (_client, (accepted, _)) = tokio::try_join!(
+            TcpStream::connect(client_side.local_addr().unwrap()),
+            client_side.accept()
+        )
+        .unwrap();
+        let (_mode, mode_rx) = watch::channel(Mode::Forward);
+        let (kill, mut generation) = watch::channel(0u64);
+        generation.borrow_and_update(); // as the accept loop does
+        kill.send_modify(|g| *g += 1); // the kill, before `pipe` has connected upstream
+        let piping = pipe(
+            accepted,
+            upstream.local_addr().unwrap(),
+            mode_rx,
+            generation,
+        );
+        tokio::time::timeout(Duration::from_secs(5), piping)
+            .await
+            .expect("the connection ends at once");
     }
 
     /// A black hole delays, it does not cut: what the proxy read as one began reaches the
