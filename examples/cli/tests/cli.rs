@@ -316,6 +316,8 @@ async fn bad_options_exit_with_status_1_and_name_the_option() {
             "nonexistent",
         ),
         (vec!["frobnicate"], "frobnicate"),
+        // It ran on one thread and reported "0 threads".
+        (vec!["storm", "--threads", "0"], "--threads"),
         // Options that could never work: refused up front instead of failing line by line.
         (
             vec![

@@ -87,9 +87,9 @@ pub(crate) struct StormArgs {
     /// Print the results as one JSON object instead of a table.
     #[arg(long)]
     json: bool,
-    /// Worker threads (default: the number of cores). Results do not depend on it.
-    #[arg(long)]
-    threads: Option<usize>,
+    /// Worker threads, 1 to 1024 (default: the number of cores). Results do not depend on it.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    threads: Option<u16>,
 }
 
 pub(crate) fn run(args: StormArgs) -> ExitCode {
@@ -101,9 +101,10 @@ pub(crate) fn run(args: StormArgs) -> ExitCode {
         }
     };
     let strategies = chosen(&args.jitter);
-    let threads = args.threads.unwrap_or_else(|| {
-        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
-    });
+    let threads = args.threads.map_or_else(
+        || std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+        usize::from,
+    );
 
     let started = std::time::Instant::now();
     let timelines = match sim::run(&scenario, &strategies, threads) {
