@@ -20,7 +20,8 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::thread::ThreadId;
 use tracing::field::{Field, Visit};
 use tracing::subscriber::Interest;
 use tracing::{Event, Level, Metadata, Subscriber};
@@ -111,33 +112,135 @@ pub enum LogError {
 }
 
 /// Sends the library's log records at `level` and more severe to `sink`, or stops sending with
-/// a null sink. Replaces any earlier sink (records already queued for it are still delivered
-/// to it). Call it early, e.g. in `Application.onCreate`.
+/// a null sink. Replaces any earlier sink, which gets no record after this returns, not even
+/// one queued for it, and is released here, on the calling thread: a record being delivered to
+/// it on the log thread is waited for, up to [`RELEASE_WAIT`] (not when called from inside
+/// `log`). So once `setLogSink(null, …)` returns, no library thread calls into or holds the app's
+/// sink (what a Python interpreter about to finalise needs: a thread that calls into it then
+/// aborts the process). Call it early, e.g. in `Application.onCreate`.
 #[uniffi::export]
 pub fn set_log_sink(sink: Option<Arc<dyn LogSink>>, level: LogLevel) -> Result<(), LogError> {
     let bridge = bridge()?;
     let mut current = bridge.sender.lock().unwrap_or_else(|p| p.into_inner());
-    // Dropping the old sender lets the old thread finish what it has queued and end.
-    *current = None;
     bridge.level.store(0, Ordering::Relaxed);
-    let Some(sink) = sink else {
-        return Ok(());
+    // Dropping the old sender ends the old thread once it wakes; the old sink is taken from it
+    // below, outside this lock.
+    let old = current.take();
+    let installed = match sink {
+        None => Ok(()),
+        Some(sink) => {
+            let (tx, rx) = sync_channel(QUEUE);
+            let slot = Arc::new(SinkSlot::new(sink));
+            let delivering = slot.clone();
+            match std::thread::Builder::new()
+                .name("tether-log".to_owned())
+                .spawn(move || deliver(rx, &delivering))
+            {
+                Ok(_) => {
+                    *current = Some(Delivery { tx, slot });
+                    bridge.level.store(level.rank(), Ordering::Relaxed);
+                    Ok(())
+                }
+                Err(e) => {
+                    // The closure, and its reference to the slot, are gone: the sink is
+                    // released below, on this thread, with no lock held.
+                    Err((
+                        LogError::ThreadFailed {
+                            reason: e.to_string(),
+                        },
+                        slot,
+                    ))
+                }
+            }
+        }
     };
-    let (tx, rx) = sync_channel(QUEUE);
-    std::thread::Builder::new()
-        .name("tether-log".to_owned())
-        .spawn(move || deliver(rx, sink))
-        .map_err(|e| LogError::ThreadFailed {
-            reason: e.to_string(),
-        })?;
-    *current = Some(tx);
-    bridge.level.store(level.rank(), Ordering::Relaxed);
-    Ok(())
+    // Not held while waiting for the old sink: every thread that logs takes this lock.
+    drop(current);
+    let installed = installed.map_err(|(e, slot)| {
+        drop(slot.take());
+        e
+    });
+    if let Some(old) = old {
+        old.slot.release();
+    }
+    installed
+}
+
+/// How long [`set_log_sink`] waits for a record being delivered to the sink it replaces.
+/// Bounded, as a client's release is: a sink that waits for the thread replacing it slows it
+/// instead of deadlocking it.
+const RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The current sink's queue, and the sink as its thread holds it.
+struct Delivery {
+    tx: SyncSender<LogRecord>,
+    slot: Arc<SinkSlot>,
+}
+
+/// The app's sink, which the log thread takes a reference to for one record at a time, and
+/// which [`set_log_sink`] takes away (and waits for the record in progress).
+struct SinkSlot {
+    state: Mutex<SinkState>,
+    returned: Condvar,
+}
+
+struct SinkState {
+    sink: Option<Arc<dyn LogSink>>,
+    /// The log thread, while it holds a reference to the sink for a record.
+    calling: Option<ThreadId>,
+}
+
+impl SinkSlot {
+    fn new(sink: Arc<dyn LogSink>) -> Self {
+        SinkSlot {
+            state: Mutex::new(SinkState {
+                sink: Some(sink),
+                calling: None,
+            }),
+            returned: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, SinkState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn take(&self) -> Option<Arc<dyn LogSink>> {
+        self.lock().sink.take()
+    }
+
+    /// Takes the sink away, waits for a record in progress on another thread (up to
+    /// [`RELEASE_WAIT`]), and releases the sink on this thread. Past the wait, the log thread
+    /// releases its own reference when the record returns.
+    fn release(&self) {
+        let here = std::thread::current().id();
+        let (sink, outlasted) = {
+            let mut state = self.lock();
+            let sink = state.sink.take();
+            let (_state, waited) = self
+                .returned
+                .wait_timeout_while(state, RELEASE_WAIT, |s| {
+                    s.calling.is_some_and(|t| t != here)
+                })
+                .unwrap_or_else(PoisonError::into_inner);
+            (sink, waited.timed_out())
+        };
+        if outlasted {
+            // To the new sink, if any (the bridge's lock is not held here).
+            tracing::warn!(
+                "the log sink was replaced while it handled a record for more than {} ms; it \
+                 is released when that call returns",
+                RELEASE_WAIT.as_millis()
+            );
+        }
+        // Outside the lock: a foreign release may run foreign code.
+        drop(sink);
+    }
 }
 
 /// The installed bridge: the current sink's queue and the level it wants (0: none).
 struct Bridge {
-    sender: Mutex<Option<SyncSender<LogRecord>>>,
+    sender: Mutex<Option<Delivery>>,
     level: AtomicU8,
     dropped: AtomicU64,
 }
@@ -167,10 +270,24 @@ fn bridge() -> Result<&'static Arc<Bridge>, LogError> {
         .map_err(Clone::clone)
 }
 
-fn deliver(rx: Receiver<LogRecord>, sink: Arc<dyn LogSink>) {
+fn deliver(rx: Receiver<LogRecord>, slot: &SinkSlot) {
+    let me = std::thread::current().id();
     for record in rx {
+        let sink = {
+            let mut state = slot.lock();
+            let Some(sink) = state.sink.clone() else {
+                return; // replaced: nothing more for it, not even what was queued
+            };
+            state.calling = Some(me);
+            sink
+        };
         // A thrower (or a panic in UniFFI's lifting) loses this record only.
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sink.log(record)));
+        // The reference goes before the mark: a release waiting for this call then holds the
+        // last one (or, if it gave up waiting, this is the last one, released here).
+        drop(sink);
+        slot.lock().calling = None;
+        slot.returned.notify_all();
     }
 }
 
@@ -224,7 +341,7 @@ where
             dropped_before: bridge.dropped.swap(0, Ordering::Relaxed),
         };
         let sender = bridge.sender.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(tx) = sender.as_ref() else {
+        let Some(Delivery { tx, .. }) = sender.as_ref() else {
             return; // the sink was removed meanwhile
         };
         if let Err(TrySendError::Full(r) | TrySendError::Disconnected(r)) = tx.try_send(record) {

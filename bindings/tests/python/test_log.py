@@ -1,8 +1,12 @@
 """The library's log handed to Python through `set_log_sink` (a `LogSink`), as an app would
 route it into `logging`."""
 
+import os
 import queue
 import socket
+import subprocess
+import sys
+import textwrap
 import time
 
 import tether_ffi as t
@@ -60,3 +64,48 @@ def test_log_sink_gets_the_clients_records_at_its_level_then_nothing_once_remove
     finally:
         t.set_log_sink(None, t.LogLevel.INFO)
         run(c.shutdown())
+
+
+# An app that routes the library's log into `logging` and exits while its clients are busy
+# reconnecting (and so logging). It removes the sink first, as README.md says; once
+# `set_log_sink(None, ...)` has returned, no library thread may call into Python any more.
+# Before the fix the "tether-log" thread went on delivering what was queued, and CPython,
+# finalising, killed it with pthread_exit inside the callback: the process aborted
+# ("FATAL: exception not rethrown", exit status 134) every time.
+LOGGING_APP = textwrap.dedent(
+    """
+    import time
+    import tether_ffi as t
+
+    class Sink(t.LogSink):
+        def log(self, record):
+            time.sleep(0.001)  # a handler that writes somewhere
+
+    t.set_log_sink(Sink(), t.LogLevel.TRACE)
+    config = t.ClientConfig(URL).backoff_initial_ms(1).backoff_max_ms(2)
+    clients = [t.Client(config) for _ in range(4)]
+    try:
+        for c in clients:
+            c.connect()
+        time.sleep(0.3)
+    finally:
+        t.set_log_sink(None, t.LogLevel.ERROR)
+    print("exiting", flush=True)
+    """
+)
+
+
+def test_a_removed_log_sink_is_not_called_while_the_interpreter_exits(tmp_path):
+    script = tmp_path / "logging_app.py"
+    # Nothing listens there: every client reconnects (and logs) every few milliseconds.
+    script.write_text(f"URL = {f'ws://127.0.0.1:{free_port()}/'!r}\n" + LOGGING_APP)
+    for _ in range(3):
+        done = subprocess.run(
+            [sys.executable, str(script)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=dict(os.environ),
+        )
+        assert (done.returncode, done.stdout) == (0, "exiting\n"), (done.returncode, done.stdout, done.stderr)
+        assert "FATAL" not in done.stderr, done.stderr
