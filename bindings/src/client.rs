@@ -378,6 +378,18 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_ca_pem_is_named_as_every_other_field_is() {
+        // Every `InvalidConfig.field` is the setting's snake_case name (`client_id`,
+        // `event_capacity`, `listener_queue_capacity`), which an app may match on.
+        let config =
+            ClientConfig::new("wss://127.0.0.1:9/".to_owned()).ca_pem("garbage".to_owned());
+        match Client::new(config) {
+            Err(ClientError::InvalidConfig { field, .. }) => assert_eq!(field, "ca_pem"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn a_message_too_large_names_the_limit_it_exceeds() {
         let config = ClientConfig::new("ws://127.0.0.1:9/".to_owned())
             .max_message_bytes(8)

@@ -366,7 +366,7 @@ impl From<tether::BuildError> for ClientError {
                 reason: c.reason,
             },
             tether::BuildError::Tls(reason) => ClientError::InvalidConfig {
-                field: "caPem".to_owned(),
+                field: "ca_pem".to_owned(),
                 reason,
             },
             other => ClientError::InvalidConfig {
