@@ -95,7 +95,9 @@ impl Engine {
             }
             ServerMessage::Ping { id } => self.answer_ping(id),
             ServerMessage::Pong { id } => {
-                let seq = id.as_deref().and_then(|s| s.parse().ok());
+                // An id that is not one of our ping numbers names no ping (`u64::MAX` is
+                // above any sent): it answers nothing, as a number never sent does.
+                let seq = id.map(|s| s.parse().unwrap_or(u64::MAX));
                 self.record_pong(now, seq);
             }
             #[cfg(feature = "documents")]

@@ -1,0 +1,62 @@
+//! A server that speaks the Tether protocol wrongly, or unusually: what the engine does with
+//! frames no well-behaved relay sends. Each test runs one engine against the scripted server
+//! of `sim` in virtual time with a fixed seed.
+#![allow(clippy::unwrap_used)]
+
+mod sim;
+
+use serde_json::{json, Value};
+use sim::Sim;
+use std::time::Duration;
+use tether_core::{
+    Config, DisconnectCause, Event, Frame, HeartbeatConfig, HeartbeatMode, Protocol,
+};
+
+fn ms(m: u64) -> Duration {
+    Duration::from_millis(m)
+}
+
+/// The server sends `frame` now; it arrives after the link's latency.
+fn push(sim: &mut Sim, frame: Value) {
+    sim.server_push(Frame::Text(frame.to_string()));
+    sim.run_for(ms(50));
+}
+
+#[test]
+fn a_pong_whose_id_names_no_ping_answers_nothing() {
+    // A server that sends `pong`s of its own (a keepalive, an id of its own making) does not
+    // answer the engine's pings: no round-trip time is measured from them, and where only
+    // pongs count as liveness, a connection whose pings go unanswered is still found dead.
+    let mut sim = Sim::new(
+        Config::builder("ws://relay")
+            .protocol(Protocol::Tether)
+            .heartbeat(HeartbeatConfig {
+                mode: HeartbeatMode::AppMessage,
+                interval: Duration::from_secs(10),
+                max_missed: 2,
+                any_frame_is_liveness: false,
+                ..HeartbeatConfig::default()
+            })
+            .seed(5)
+            .build()
+            .unwrap(),
+        true,
+    );
+    sim.server.answer_pings = false;
+    sim.connect_open();
+    for _ in 0..8 {
+        sim.run_for(Duration::from_secs(5));
+        push(&mut sim, json!({"type": "pong", "id": "keepalive"}));
+    }
+    let rtts = sim.events_matching(|e| match e {
+        Event::Rtt { rtt } => Some(*rtt),
+        _ => None,
+    });
+    assert_eq!(rtts, [], "no ping was answered");
+    let causes: Vec<_> = sim.reconnects().into_iter().map(|r| r.3).collect();
+    assert_eq!(
+        causes.first(),
+        Some(&DisconnectCause::HeartbeatTimeout),
+        "{causes:?}"
+    );
+}
