@@ -58,6 +58,7 @@ pub struct Envelope {
     /// Application payload: any JSON value.
     pub payload: Option<Value>,
     /// Sender's wall-clock time in Unix milliseconds (set by servers; clients may omit it).
+    /// Decoded as absent when it is not a non-negative integer (a float, say).
     pub ts: Option<u64>,
     /// Position of a message in its channel's history.
     pub offset: Option<u64>,
@@ -481,7 +482,9 @@ impl Envelope {
             Field::Id => self.id = Some(string(value)?),
             Field::Channel => self.channel = Some(string(value)?),
             Field::Payload => self.payload = Some(value),
-            Field::Ts => self.ts = Some(uint(value)?),
+            // Unused by the engine, and "a number" to other servers (a float, say): of
+            // another form it is read as absent rather than losing the message it stamps.
+            Field::Ts => self.ts = uint(value).ok(),
             Field::Offset => self.offset = Some(uint(value)?),
             Field::Since => self.since = Some(uint(value)?),
             Field::Epoch => self.epoch = Some(string(value)?),

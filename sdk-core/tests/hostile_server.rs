@@ -60,3 +60,33 @@ fn a_pong_whose_id_names_no_ping_answers_nothing() {
         "{causes:?}"
     );
 }
+
+#[test]
+fn a_message_is_delivered_whatever_number_its_unused_timestamp_is() {
+    // `ts` is "a number" (docs/protocol.md), Unix ms, which the engine does not use: a server
+    // that writes it as a float (`time.time() * 1000`) or before 1970 still has its messages
+    // delivered, not each one lost as undecodable.
+    let mut sim = Sim::new(
+        Config::builder("ws://relay")
+            .protocol(Protocol::Tether)
+            .seed(3)
+            .build()
+            .unwrap(),
+        true,
+    );
+    sim.engine.subscribe(sim.now, "room").unwrap();
+    sim.connect_open();
+    sim.run_for(ms(100));
+    for (offset, ts) in [
+        (1, json!(1_712_345_678_901.5)),
+        (2, json!(-5)),
+        (3, json!(7)),
+    ] {
+        push(
+            &mut sim,
+            json!({"type": "message", "channel": "room", "offset": offset, "payload": offset, "ts": ts}),
+        );
+    }
+    let offsets: Vec<_> = sim.delivered().iter().map(|m| m.offset).collect();
+    assert_eq!(offsets, [Some(1), Some(2), Some(3)], "{:?}", sim.errors());
+}

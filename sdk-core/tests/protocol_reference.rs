@@ -34,7 +34,11 @@ struct RefEnvelope {
     channel: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     payload: Option<Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "u64_or_absent"
+    )]
     ts: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     offset: Option<u64>,
@@ -94,6 +98,12 @@ fn string_or_absent<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Str
         serde_json::Value::String(s) => Some(s),
         _ => None,
     })
+}
+
+/// `ts` as the codec reads it: a non-negative integer, or absent when of another form.
+fn u64_or_absent<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    use serde::Deserialize;
+    Ok(serde_json::Value::deserialize(d)?.as_u64())
 }
 
 /// `protocol::Op` as it was.
