@@ -73,7 +73,8 @@ pub(crate) struct Channels {
 pub(crate) enum Admission {
     Deliver,
     Duplicate,
-    /// Sent before the server read the app's unsubscribe: the app no longer wants it.
+    /// On a channel the app is not subscribed to, or sent before the server read the app's
+    /// unsubscribe: the app does not want it.
     Unsubscribed,
 }
 
@@ -165,11 +166,13 @@ impl Channels {
     }
 
     /// Dedupe by offset: a message at or below the last seen offset was delivered already.
+    /// One on a channel the app is not subscribed to (any more) is not wanted.
     pub(crate) fn admit(&mut self, channel: &str, offset: Option<u64>) -> Admission {
-        if self.leaving.iter().any(|c| c == channel) {
-            return Admission::Unsubscribed;
-        }
-        let (Some(sub), Some(offset)) = (self.subs.get_mut(channel), offset) else {
+        let sub = match self.subs.get_mut(channel) {
+            Some(sub) if !self.leaving.iter().any(|c| c == channel) => sub,
+            _ => return Admission::Unsubscribed,
+        };
+        let Some(offset) = offset else {
             return Admission::Deliver;
         };
         match sub.last_offset {

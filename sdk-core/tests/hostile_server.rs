@@ -90,3 +90,39 @@ fn a_message_is_delivered_whatever_number_its_unused_timestamp_is() {
     let offsets: Vec<_> = sim.delivered().iter().map(|m| m.offset).collect();
     assert_eq!(offsets, [Some(1), Some(2), Some(3)], "{:?}", sim.errors());
 }
+
+#[test]
+fn messages_on_a_channel_the_app_is_not_subscribed_to_are_not_delivered() {
+    // The server keeps sending on a channel after answering the app's unsubscribe, or sends
+    // on one the app never subscribed to: the app said it does not want them (its
+    // `subscribed` answers are ignored for the same reason), so neither is delivered.
+    let mut sim = Sim::new(
+        Config::builder("ws://relay")
+            .protocol(Protocol::Tether)
+            .seed(3)
+            .build()
+            .unwrap(),
+        true,
+    );
+    sim.engine.subscribe(sim.now, "room").unwrap();
+    sim.connect_open();
+    sim.run_for(ms(100));
+    sim.engine.unsubscribe(sim.now, "room").unwrap();
+    sim.run_for(ms(100)); // the server answered `unsubscribed`
+    assert!(sim
+        .server_texts()
+        .iter()
+        .any(|t| t.contains(r#""type":"unsubscribe""#)));
+    push(
+        &mut sim,
+        json!({"type": "message", "channel": "room", "offset": 9, "payload": "late"}),
+    );
+    push(
+        &mut sim,
+        json!({"type": "message", "channel": "never", "offset": 1, "payload": "stray"}),
+    );
+    // A channel-less (direct) message is still delivered.
+    push(&mut sim, json!({"type": "message", "payload": "direct"}));
+    let payloads: Vec<_> = sim.delivered().into_iter().map(|m| m.payload).collect();
+    assert_eq!(payloads, [tether_core::Payload::Json(json!("direct"))]);
+}

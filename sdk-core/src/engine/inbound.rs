@@ -16,7 +16,8 @@ impl Engine {
                 payload,
                 ..
             } => {
-                if let Some(name) = channel.as_deref() {
+                // An event stream's channel is in its URL, not among the subscriptions.
+                if let Some(name) = channel.as_deref().filter(|_| self.can_write_frames()) {
                     match self.channels.admit(name, offset) {
                         Admission::Deliver => {}
                         Admission::Duplicate => {
