@@ -321,11 +321,13 @@ impl Inner {
             return false;
         };
         // Stopped at the mark, not only above it: the engine hands over a batch of exactly
-        // the mark, and one more batch on top would double what waits in the browser.
+        // the mark, and one more batch on top would double what waits in the browser. But
+        // never at a level that resumes: with the marks equal (`highWaterBytes: 0` makes
+        // both 0) that level would stop and resume in turn, 10,000 times per call.
         let writable = if self.blocked {
             buffered <= self.low_water
         } else {
-            buffered < self.high_water
+            buffered < self.high_water || buffered <= self.low_water
         };
         if writable != self.blocked {
             return false;
