@@ -113,6 +113,7 @@ impl Shared {
         let result = {
             let mut inner = self.inner.try_borrow_mut().ok()?;
             let now = js::now();
+            inner.note_closing(now);
             let result = f(&mut inner, now);
             inner.drain(self, now);
             result
@@ -309,6 +310,19 @@ impl Inner {
     fn note_upload(&mut self, now: Instant) {
         if let Some((id, Some(buffered))) = self.socket.as_ref().map(|s| (s.id(), s.buffered())) {
             self.engine.send_buffer_level(now, id, buffered.into());
+        }
+    }
+
+    /// Stops the engine writing to a WebSocket that is closing, before anything else it is told
+    /// (it would hand over what it is sent: lost unseen, never reported `dropped`). What it
+    /// sends waits in the outbox for the next connection, which the `close` event leads to.
+    fn note_closing(&mut self, now: Instant) {
+        match &self.socket {
+            Some(socket) if !self.blocked && socket.closing() => {
+                self.blocked = true;
+                self.engine.transport_writable(now, socket.id(), false);
+            }
+            _ => {}
         }
     }
 

@@ -231,6 +231,13 @@ impl Socket {
         }
     }
 
+    /// Whether a WebSocket is closing or closed (the server's close frame came, or ours went)
+    /// though its `close` event, which ends it for the engine, may be seconds away: what is
+    /// sent to it meanwhile the browser discards without a word.
+    pub(crate) fn closing(&self) -> bool {
+        matches!(&self.kind, Kind::Ws(ws) if ws.ready_state() > WebSocket::OPEN)
+    }
+
     /// Bytes the browser holds unsent, for an open WebSocket.
     pub(crate) fn buffered(&self) -> Option<u32> {
         match &self.kind {

@@ -8,7 +8,7 @@ import path from 'node:path';
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
-import { behaviours, freePort, proxy, relay, silentServer, sleep, slowProxy, sseServer, staticServer, stopAll, until, wsServer } from './servers.mjs';
+import { behaviours, freePort, lingeringCloseServer, proxy, relay, silentServer, sleep, slowProxy, sseServer, staticServer, stopAll, until, wsServer } from './servers.mjs';
 
 const require = createRequire(import.meta.url);
 const { chromium } = require(path.resolve(process.env.WEB_TOOLS, 'node_modules/playwright-core'));
@@ -547,6 +547,31 @@ test('accept-then-close server: delays grow instead of a hot loop', async ({ pag
   assert.ok(srv.connections.length >= 5, `${srv.connections.length} connections`);
   const gaps = srv.connections.slice(1, 5).map((c, i) => c.at - srv.connections[i].at);
   gaps.forEach((gap, i) => assert.ok(gap >= r[i].delayMs - 5, `gap ${i + 1}: ${gap.toFixed(1)} ms < ${r[i].delayMs} ms (gaps ${gaps.map(Math.round)})`));
+});
+
+test('a message sent after the server\'s close frame, before the close event, waits for the next connection instead of being lost', async ({ page }) => {
+  // The browser discards what is sent to a closing WebSocket, without a word; its close event
+  // comes only once the server ends the TCP connection (here: seconds later). Sent meanwhile,
+  // a message was handed over all the same: never at any server, never reported dropped.
+  const srv = await lingeringCloseServer(300);
+  const r = await page.evaluate(async (url) => {
+    const c = new tether.TetherClient(url, { backoff: { initialMs: 50, maxMs: 50 } });
+    const log = record(c);
+    await until(() => c.state.name === 'open', 5000, 'open');
+    await sleep(800); // the close frame came 300 ms after the handshake; the close event has not
+    const stateAtSend = c.state.name;
+    c.send('sent while closing');
+    await until(() => log.filter((e) => e.type === 'state' && e.state.name === 'open').length === 2, 10000, 'the next connection');
+    await sleep(300);
+    const out = { stateAtSend, dropped: log.filter((e) => e.type === 'dropped'), stats: c.stats };
+    c.dispose();
+    return out;
+  }, srv.url);
+  assert.equal(r.stateAtSend, 'open', 'sent before the close event');
+  assert.deepEqual(r.dropped, []);
+  assert.deepEqual(srv.connections[0], ['close 1000'], 'nothing after the close frame on the closing connection');
+  assert.deepEqual(srv.connections[1].slice(0, 1), ['sent while closing'], 'sent on the next connection');
+  assert.equal(r.stats.framesSent, 1);
 });
 
 test('error details: the server\'s own code and the frame sizes travel in TetherError.details', async ({ page }) => {

@@ -274,3 +274,43 @@ export const behaviours = {
   /** Accepts and never answers anything (app pings go unanswered). */
   blackHole: () => {},
 };
+
+/**
+ * A hand-written WebSocket server whose first connection gets a close frame (1000) `afterMs`
+ * after the handshake while its TCP connection stays open: the browser answers the close at
+ * once but fires its `close` event only when the server ends the connection, or gives up on
+ * it seconds later. Later connections stay open. Each connection's frames from the client
+ * (unfragmented, under 126 bytes: text, or `close <code>`) are recorded in `connections`.
+ */
+export async function lingeringCloseServer(afterMs) {
+  const { createHash } = await import('node:crypto');
+  const connections = [];
+  const sockets = new Set();
+  const server = createServer();
+  server.on('upgrade', (req, socket) => {
+    const frames = [];
+    connections.push(frames);
+    sockets.add(socket);
+    socket.on('error', () => {});
+    socket.on('close', () => sockets.delete(socket));
+    const accept = createHash('sha1').update(`${req.headers['sec-websocket-key']}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest('base64');
+    socket.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`);
+    let buf = Buffer.alloc(0);
+    socket.on('data', (chunk) => {
+      buf = Buffer.concat([buf, chunk]);
+      for (let len = buf[1] & 0x7f; buf.length >= 6 + len && len < 126; len = buf[1] & 0x7f) {
+        const mask = buf.subarray(2, 6);
+        const payload = Buffer.from(buf.subarray(6, 6 + len).map((b, i) => b ^ mask[i % 4]));
+        frames.push((buf[0] & 0x0f) === 8 ? `close ${payload.length >= 2 ? payload.readUInt16BE(0) : ''}` : payload.toString());
+        buf = buf.subarray(6 + len);
+      }
+    });
+    if (connections.length === 1) setTimeout(() => socket.write(Buffer.from([0x88, 0x02, 0x03, 0xe8])), afterMs);
+  });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  const stop = track(() => new Promise((r) => {
+    for (const socket of sockets) socket.destroy();
+    server.close(() => r());
+  }));
+  return { url: `ws://127.0.0.1:${server.address().port}/`, connections, stop };
+}
