@@ -240,7 +240,7 @@ impl std::fmt::Display for TransportFailure {
                     Some(location) => write!(
                         f,
                         " redirecting to {}, not followed",
-                        Quoted(shown_location(location))
+                        Quoted(&shown_location(location))
                     ),
                     None => Ok(()),
                 }
@@ -251,14 +251,37 @@ impl std::fmt::Display for TransportFailure {
 }
 
 /// What an error shows of a redirect's `Location`: no query or fragment (a token may be
-/// there), and at most 200 bytes of what is left (a server chooses its length).
-fn shown_location(location: &str) -> &str {
+/// there), no user name or password before the host (`https://user:secret@host`), and at
+/// most 200 bytes of what is left (a server chooses its length).
+fn shown_location(location: &str) -> std::borrow::Cow<'_, str> {
     let end = location.find(['?', '#']).unwrap_or(location.len());
-    let mut end = end.min(200);
-    while !location.is_char_boundary(end) {
+    let location = &location[..end];
+    let mut shown = std::borrow::Cow::Borrowed(location);
+    // The authority follows `scheme://` (or a bare `//`) and ends at the path.
+    if let Some((scheme, rest)) = location.split_once("//") {
+        let is_scheme = scheme.is_empty()
+            || scheme.strip_suffix(':').is_some_and(|name| {
+                !name.is_empty()
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+            });
+        let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+        if let Some(at) = authority.rfind('@').filter(|_| is_scheme) {
+            shown = format!("{scheme}//{}", &rest[at + 1..]).into();
+        }
+    }
+    let mut end = shown.len().min(200);
+    while !shown.is_char_boundary(end) {
         end -= 1;
     }
-    &location[..end]
+    match shown {
+        std::borrow::Cow::Borrowed(s) => s[..end].into(),
+        std::borrow::Cow::Owned(mut s) => {
+            s.truncate(end);
+            s.into()
+        }
+    }
 }
 
 /// `HTTP status N`; for a 2xx, which failed the attempt by answering with something other
@@ -356,5 +379,19 @@ mod tests {
         );
         let odd = format!("https://example.com/x{}", "é".repeat(300));
         assert!(redirect(&odd).contains(&format!("/x{}\"", "é".repeat(89))));
+        // A user name and password before the host are credentials too, in the authority
+        // only: an `@` in the path stays.
+        assert_eq!(
+            redirect("https://user:secret@example.com/ws?token=x"),
+            r#"HTTP status 301 redirecting to "https://example.com/ws", not followed"#
+        );
+        assert_eq!(
+            redirect("//user:secret@example.com"),
+            r#"HTTP status 301 redirecting to "//example.com", not followed"#
+        );
+        assert_eq!(
+            redirect("https://example.com/a@b"),
+            r#"HTTP status 301 redirecting to "https://example.com/a@b", not followed"#
+        );
     }
 }
