@@ -73,9 +73,11 @@ pub(crate) struct Channels {
 pub(crate) enum Admission {
     Deliver,
     Duplicate,
-    /// On a channel the app is not subscribed to, or sent before the server read the app's
-    /// unsubscribe: the app does not want it.
+    /// Sent before the server read the app's unsubscribe: the app does not want it.
     Unsubscribed,
+    /// On a channel the app is not subscribed to (the server answered its unsubscribe, or it
+    /// never asked): not wanted either, and a frame the server should not have sent.
+    NotSubscribed,
 }
 
 impl Channels {
@@ -168,9 +170,11 @@ impl Channels {
     /// Dedupe by offset: a message at or below the last seen offset was delivered already.
     /// One on a channel the app is not subscribed to (any more) is not wanted.
     pub(crate) fn admit(&mut self, channel: &str, offset: Option<u64>) -> Admission {
-        let sub = match self.subs.get_mut(channel) {
-            Some(sub) if !self.leaving.iter().any(|c| c == channel) => sub,
-            _ => return Admission::Unsubscribed,
+        if self.leaving.iter().any(|c| c == channel) {
+            return Admission::Unsubscribed;
+        }
+        let Some(sub) = self.subs.get_mut(channel) else {
+            return Admission::NotSubscribed;
         };
         let Some(offset) = offset else {
             return Admission::Deliver;

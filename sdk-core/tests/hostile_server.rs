@@ -125,4 +125,21 @@ fn messages_on_a_channel_the_app_is_not_subscribed_to_are_not_delivered() {
     push(&mut sim, json!({"type": "message", "payload": "direct"}));
     let payloads: Vec<_> = sim.delivered().into_iter().map(|m| m.payload).collect();
     assert_eq!(payloads, [tether_core::Payload::Json(json!("direct"))]);
+    // Not silently gone: each is a frame the server should not have sent, reported as a
+    // reply to no request is.
+    let unexpected: Vec<_> = sim
+        .errors()
+        .into_iter()
+        .filter_map(|e| match e {
+            tether_core::EngineError::UnexpectedFrame(text) => Some(text),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        unexpected,
+        [
+            r#"message on channel "room", which the app is not subscribed to"#,
+            r#"message on channel "never", which the app is not subscribed to"#,
+        ]
+    );
 }

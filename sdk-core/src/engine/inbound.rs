@@ -25,6 +25,13 @@ impl Engine {
                             return;
                         }
                         Admission::Unsubscribed => return,
+                        Admission::NotSubscribed => {
+                            self.emit_error(EngineError::UnexpectedFrame(format!(
+                                "message on channel {}, which the app is not subscribed to",
+                                crate::errors::Quoted(name)
+                            )));
+                            return;
+                        }
                     }
                 }
                 self.deliver(channel, offset, Payload::Json(payload));
