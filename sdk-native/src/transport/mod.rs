@@ -201,13 +201,47 @@ pub(crate) fn retry_after(headers: &http_headers::HeaderMap) -> Option<Duration>
     parse_retry_after(value, SystemTime::now())
 }
 
-/// The `Location` of a redirect response, for the error that reports it unfollowed.
+/// The `Location` of a redirect response, for the error that reports it unfollowed
+/// (`TransportFailure::Http::location`), as the error may show it: see [`shown_location`].
 pub(crate) fn redirect_location(status: u16, headers: &http_headers::HeaderMap) -> Option<String> {
     if !(300..400).contains(&status) {
         return None;
     }
     let location = headers.get("location")?;
-    Some(String::from_utf8_lossy(location.as_bytes()).into_owned())
+    Some(shown_location(&String::from_utf8_lossy(
+        location.as_bytes(),
+    )))
+}
+
+/// What an error, and so the app's logs, may show of a redirect's `Location`: no query or
+/// fragment (a token may be there), no user name or password before the host
+/// (`https://user:secret@host`), and at most 200 bytes of what is left (a server chooses its
+/// length).
+fn shown_location(location: &str) -> String {
+    let end = location.find(['?', '#']).unwrap_or(location.len());
+    let location = &location[..end];
+    // The authority follows `scheme://` (or a bare `//`) and ends at the path; an `@` in
+    // the path is not user info.
+    let mut shown = location.to_owned();
+    if let Some((scheme, rest)) = location.split_once("//") {
+        let is_scheme = scheme.is_empty()
+            || scheme.strip_suffix(':').is_some_and(|name| {
+                !name.is_empty()
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+            });
+        let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+        if let Some(at) = authority.rfind('@').filter(|_| is_scheme) {
+            shown = format!("{scheme}//{}", &rest[at + 1..]);
+        }
+    }
+    let mut end = shown.len().min(200);
+    while !shown.is_char_boundary(end) {
+        end -= 1;
+    }
+    shown.truncate(end);
+    shown
 }
 
 fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
@@ -248,6 +282,38 @@ mod tests {
             redacted_url("ws://h/a@b"),
             "ws://h/a@b",
             "an @ in the path stays"
+        );
+    }
+
+    #[test]
+    fn a_redirect_location_is_shown_without_what_may_be_a_credential() {
+        assert_eq!(
+            shown_location("wss://example.com/ws?token=secret#x"),
+            "wss://example.com/ws"
+        );
+        assert_eq!(shown_location("/next#frag"), "/next");
+        // 20 bytes of origin and 90 two-byte characters make the 200 shown; the cut
+        // never splits a character (201 would).
+        let long = format!("https://example.com/{}", "é".repeat(300));
+        assert_eq!(
+            shown_location(&long),
+            format!("https://example.com/{}", "é".repeat(90))
+        );
+        let odd = format!("https://example.com/x{}", "é".repeat(300));
+        assert_eq!(
+            shown_location(&odd),
+            format!("https://example.com/x{}", "é".repeat(89))
+        );
+        // A user name and password before the host are credentials too, in the authority
+        // only: an `@` in the path stays.
+        assert_eq!(
+            shown_location("https://user:secret@example.com/ws?token=x"),
+            "https://example.com/ws"
+        );
+        assert_eq!(shown_location("//user:secret@example.com"), "//example.com");
+        assert_eq!(
+            shown_location("https://example.com/a@b"),
+            "https://example.com/a@b"
         );
     }
 
