@@ -400,3 +400,62 @@ fn a_local_change_to_the_shown_value_reports_local_pending_then_confirmed() {
         "one LocalPending for the change, then its Confirmed"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// A server acknowledges one of our changes before we wrote it (its id is guessable: the
+// client's prefix and a counter). The outbox rightly ignores that ack and sends the change
+// later, but the document took it as applied at the version it named: it then ignored the
+// other client's change the server really made at that version, and never showed it.
+// ---------------------------------------------------------------------------------------------
+#[test]
+fn an_ack_for_a_change_not_yet_written_is_not_taken_as_its_confirmation() {
+    let mut hand = Hand::synced_at(0);
+    // A first change, written and acknowledged, shows how our ids are made.
+    let first = hand
+        .engine
+        .change_document(hand.now, DOC, set("first", json!(1)))
+        .unwrap();
+    hand.drain();
+    let written = hand.changes_sent().pop().unwrap();
+    hand.send(ServerMessage::Ack {
+        id: written.clone(),
+        offset: Some(1),
+    });
+    let prefix = written.strip_suffix(&first.get().to_string()).unwrap();
+    // The transport pushes back: the next change waits in the outbox.
+    let t = hand.transport.unwrap();
+    hand.engine.transport_writable(hand.now, t, false);
+    let id = hand
+        .engine
+        .change_document(hand.now, DOC, set("mine", json!(1)))
+        .unwrap();
+    hand.drain();
+    let wire = format!("{prefix}{}", id.get());
+    assert_eq!(hand.changes_sent(), [written], "not written yet");
+    hand.send(ServerMessage::Ack {
+        id: wire.clone(),
+        offset: Some(2),
+    });
+    // What the server really applied as version 2: another client's change.
+    hand.send(ServerMessage::DocChange {
+        channel: DOC.into(),
+        version: 2,
+        id: "other-1".into(),
+        client_id: Some("other".into()),
+        ops: set("theirs", json!(1)),
+    });
+    // Writable again: our change goes out, is applied as version 3 and acknowledged.
+    hand.engine.transport_writable(hand.now, t, true);
+    hand.drain();
+    assert_eq!(hand.changes_sent().last(), Some(&wire), "written now");
+    hand.send(ServerMessage::Ack {
+        id: wire,
+        offset: Some(3),
+    });
+    assert_eq!(
+        (hand.view(), hand.doc().version(), hand.doc().pending()),
+        (json!({"first": 1, "mine": 1, "theirs": 1}), Some(3), 0),
+        "the server's state at version 3; events: {:#?}",
+        hand.events
+    );
+}

@@ -38,9 +38,14 @@ impl Engine {
             }
             ServerMessage::Ack { id, offset } => {
                 // Unknown ids are normal under at-least-once: a resent message is acked twice.
+                let acked = self.outbox.acknowledge(&id);
+                // One for a message still queued answers nothing we wrote on this connection:
+                // the outbox keeps it to send, so its document must not take it as applied.
                 #[cfg(feature = "documents")]
-                self.on_doc_ack(&id, offset);
-                if let Some(message) = self.outbox.acknowledge(&id) {
+                if acked.is_some() || self.outbox.id_for_wire(&id).is_none() {
+                    self.on_doc_ack(&id, offset);
+                }
+                if let Some(message) = acked {
                     self.stats.messages_settled += 1;
                     self.events.push_back(Event::Acked {
                         id: message,
