@@ -459,3 +459,41 @@ fn an_ack_for_a_change_not_yet_written_is_not_taken_as_its_confirmation() {
         hand.events
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// The connection drops after a change was applied and before its ack; the resume is answered
+// by a snapshot (the server's log no longer reaches back), which holds the change — listed in
+// its `applied`, or not any more — and then the resend is acknowledged. The change was settled
+// without a `DocumentChanged { Confirmed }`, so an app marking keys saved on it (as the
+// bindings' README shows) showed that key unsaved for good.
+// ---------------------------------------------------------------------------------------------
+#[test]
+fn a_change_settled_by_a_snapshot_after_a_reconnect_is_reported_confirmed() {
+    for listed in [true, false] {
+        let mut hand = Hand::synced_at(0);
+        hand.engine
+            .change_document(hand.now, DOC, set("k", json!(1)))
+            .unwrap();
+        hand.drain();
+        let wire = hand.changes_sent().pop().unwrap();
+        // Applied as version 1; the ack is lost with the connection. Many changes later, the
+        // server answers the resume with a snapshot, then acknowledges the resend.
+        hand.reconnect();
+        let applied: &[&str] = if listed { &[&wire] } else { &[] };
+        hand.snapshot(50, "e", json!({"k": 1}), applied);
+        assert!(hand.changes_sent().contains(&wire), "resent");
+        hand.send(ServerMessage::Ack {
+            id: wire.clone(),
+            offset: Some(1),
+        });
+        assert_eq!((hand.view(), hand.doc().pending()), (json!({"k": 1}), 0));
+        let origins: Vec<ChangeOrigin> =
+            doc_events(&hand.events).into_iter().map(|e| e.0).collect();
+        assert_eq!(
+            origins,
+            [ChangeOrigin::LocalPending, ChangeOrigin::Confirmed],
+            "listed in the snapshot: {listed}; events: {:#?}",
+            hand.events
+        );
+    }
+}

@@ -254,15 +254,20 @@ impl Document {
         // Acked past a gap: the snapshot holds them even when its `applied` (the server's
         // recent log) no longer lists them, or they went with the server's old epoch like
         // every other applied change. Replayed on top, they would count twice for ever.
-        self.pending.retain(|p| !p.acked);
+        // Those it lists are taken as applied too. Either way their keys are reported saved.
+        let mut saved = SortedSet::default();
         let mut i = 0;
         while i < self.pending.len() {
-            if applied.contains(&self.pending[i].wire) {
+            let p = &self.pending[i];
+            if p.acked || applied.contains(&p.wire) {
                 let p = self.pending.remove(i);
-                self.unacked.push(Unacked {
-                    id: p.id,
-                    wire: p.wire,
-                });
+                saved.extend(p.ops.iter().map(|op| op.key().to_owned()));
+                if !p.acked {
+                    self.unacked.push(Unacked {
+                        id: p.id,
+                        wire: p.wire,
+                    });
+                }
             } else {
                 i += 1;
             }
@@ -274,8 +279,12 @@ impl Document {
         self.resync_from = None;
         self.needs_snapshot = false;
         let changes = self.refresh(&keys, |_| false);
+        let saved = self.or_unmoved(Vec::new(), &saved);
         Reaction {
-            changes: vec![(ChangeOrigin::Remote, changes)],
+            changes: vec![
+                (ChangeOrigin::Remote, changes),
+                (ChangeOrigin::Confirmed, saved),
+            ],
             resync: false,
         }
     }
@@ -358,9 +367,10 @@ impl Document {
                 let Some(p) = self.take_pending(pos) else {
                     return Reaction::default();
                 };
-                let changes = self.refresh(&keys_of(&p.ops), |_| false);
+                let keys = keys_of(&p.ops);
+                let changes = self.refresh(&keys, |_| false);
                 Reaction {
-                    changes: vec![(ChangeOrigin::Confirmed, changes)],
+                    changes: vec![(ChangeOrigin::Confirmed, self.or_unmoved(changes, &keys))],
                     resync: false,
                 }
             }
