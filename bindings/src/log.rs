@@ -114,7 +114,7 @@ pub enum LogError {
 /// Sends the library's log records at `level` and more severe to `sink`, or stops sending with
 /// a null sink. Replaces any earlier sink, which gets no record after this returns, not even
 /// one queued for it, and is released here, on the calling thread: a record being delivered to
-/// it on the log thread is waited for, up to [`RELEASE_WAIT`] (not when called from inside
+/// it on the log thread is waited for, up to 1 s (not when called from inside
 /// `log`). So once `setLogSink(null, …)` returns, no library thread calls into or holds the app's
 /// sink (what a Python interpreter about to finalise needs: a thread that calls into it then
 /// aborts the process). Call it early, e.g. in `Application.onCreate`.
