@@ -22,6 +22,22 @@ fn push(sim: &mut Sim, frame: Value) {
     sim.run_for(ms(50));
 }
 
+/// A Tether engine (seed 3) open on the scripted server, subscribed to `room`.
+fn subscribed_to_room() -> Sim {
+    let mut sim = Sim::new(
+        Config::builder("ws://relay")
+            .protocol(Protocol::Tether)
+            .seed(3)
+            .build()
+            .unwrap(),
+        true,
+    );
+    sim.engine.subscribe(sim.now, "room").unwrap();
+    sim.connect_open();
+    sim.run_for(ms(100));
+    sim
+}
+
 #[test]
 fn a_pong_whose_id_names_no_ping_answers_nothing() {
     // A server that sends `pong`s of its own (a keepalive, an id of its own making) does not
@@ -66,17 +82,7 @@ fn a_message_is_delivered_whatever_number_its_unused_timestamp_is() {
     // `ts` is "a number" (docs/protocol.md), Unix ms, which the engine does not use: a server
     // that writes it as a float (`time.time() * 1000`) or before 1970 still has its messages
     // delivered, not each one lost as undecodable.
-    let mut sim = Sim::new(
-        Config::builder("ws://relay")
-            .protocol(Protocol::Tether)
-            .seed(3)
-            .build()
-            .unwrap(),
-        true,
-    );
-    sim.engine.subscribe(sim.now, "room").unwrap();
-    sim.connect_open();
-    sim.run_for(ms(100));
+    let mut sim = subscribed_to_room();
     for (offset, ts) in [
         (1, json!(1_712_345_678_901.5)),
         (2, json!(-5)),
@@ -96,17 +102,7 @@ fn messages_on_a_channel_the_app_is_not_subscribed_to_are_not_delivered() {
     // The server keeps sending on a channel after answering the app's unsubscribe, or sends
     // on one the app never subscribed to: the app said it does not want them (its
     // `subscribed` answers are ignored for the same reason), so neither is delivered.
-    let mut sim = Sim::new(
-        Config::builder("ws://relay")
-            .protocol(Protocol::Tether)
-            .seed(3)
-            .build()
-            .unwrap(),
-        true,
-    );
-    sim.engine.subscribe(sim.now, "room").unwrap();
-    sim.connect_open();
-    sim.run_for(ms(100));
+    let mut sim = subscribed_to_room();
     sim.engine.unsubscribe(sim.now, "room").unwrap();
     sim.run_for(ms(100)); // the server answered `unsubscribed`
     assert!(sim

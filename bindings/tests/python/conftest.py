@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 
@@ -342,6 +343,22 @@ async def until(what, cond, timeout=10.0):
         if time.monotonic() > deadline:
             raise AssertionError(f"not {what} within {timeout} s")
         await asyncio.sleep(0.01)
+
+
+def run_app_three_times(script):
+    """Runs the Python app `script` in a fresh interpreter three times (what it guards
+    against depends on thread timing at exit) and yields each `CompletedProcess`, after
+    checking that none aborted ("FATAL" from CPython killing a thread in a callback)."""
+    for _ in range(3):
+        done = subprocess.run(
+            [sys.executable, str(script)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=dict(os.environ),
+        )
+        assert "FATAL" not in done.stderr, (done.returncode, done.stdout, done.stderr)
+        yield done
 
 
 def config(url, client_id, tokens):

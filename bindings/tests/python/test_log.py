@@ -1,15 +1,13 @@
 """The library's log handed to Python through `set_log_sink` (a `LogSink`), as an app would
 route it into `logging`."""
 
-import os
 import queue
 import socket
-import subprocess
-import sys
 import textwrap
 import time
 
 import tether_ffi as t
+from conftest import run_app_three_times
 
 
 def free_port():
@@ -99,13 +97,5 @@ def test_a_removed_log_sink_is_not_called_while_the_interpreter_exits(tmp_path):
     script = tmp_path / "logging_app.py"
     # Nothing listens there: every client reconnects (and logs) every few milliseconds.
     script.write_text(f"URL = {f'ws://127.0.0.1:{free_port()}/'!r}\n" + LOGGING_APP)
-    for _ in range(3):
-        done = subprocess.run(
-            [sys.executable, str(script)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=dict(os.environ),
-        )
+    for done in run_app_three_times(script):
         assert (done.returncode, done.stdout) == (0, "exiting\n"), (done.returncode, done.stdout, done.stderr)
-        assert "FATAL" not in done.stderr, done.stderr

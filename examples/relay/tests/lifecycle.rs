@@ -95,13 +95,26 @@ async fn graceful_shutdown_ends_sse_streams() {
     within("shutdown", shutdown).await.unwrap();
 }
 
+/// Publishes 150 messages of 48 KiB (offsets 1 to 150) to `firehose`, more than a reader's
+/// socket holds, and waits until the relay has taken them all. Returns how many.
+async fn fill_firehose(publisher: &mut Client) -> u64 {
+    let payload = serde_json::json!("y".repeat(48 * 1024));
+    let total = 150u64;
+    for i in 1..=total {
+        publisher
+            .publish("firehose", &format!("f{i}"), payload.clone(), false)
+            .await;
+    }
+    publisher.barrier().await;
+    total
+}
+
 /// A subscriber whose socket is full when the relay shuts down gracefully still gets every
 /// message, in order, before the 1012: the frame the writer was holding when the shutdown
 /// came is not dropped while the ones after it go out.
 #[tokio::test]
 async fn graceful_shutdown_under_backpressure_sends_every_queued_message_in_order() {
     use futures_util::StreamExt;
-    use serde_json::json;
 
     let relay = relay(RelayConfig {
         rate_limit: None,
@@ -113,14 +126,7 @@ async fn graceful_shutdown_under_backpressure_sends_every_queued_message_in_orde
     slow.subscribe("firehose", None, None).await;
 
     let mut publisher = Client::hello(&url, "publisher").await;
-    let payload = json!("y".repeat(48 * 1024));
-    let total = 150u64;
-    for i in 1..=total {
-        publisher
-            .publish("firehose", &format!("f{i}"), payload.clone(), false)
-            .await;
-    }
-    publisher.barrier().await;
+    let total = fill_firehose(&mut publisher).await;
 
     let shutdown = tokio::spawn(relay.shutdown());
     let (offsets, close) = slow.offsets_until_close().await;
@@ -144,7 +150,6 @@ async fn graceful_shutdown_under_backpressure_sends_every_queued_message_in_orde
 /// go out before the ones still queued, not lost between them.
 #[tokio::test]
 async fn graceful_shutdown_of_a_backed_up_sse_stream_sends_every_queued_message_whole() {
-    use serde_json::json;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let relay = relay(RelayConfig {
@@ -172,14 +177,7 @@ async fn graceful_shutdown_of_a_backed_up_sse_stream_sends_every_queued_message_
     })
     .await;
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let payload = json!("y".repeat(48 * 1024));
-    let total = 150u64;
-    for i in 1..=total {
-        publisher
-            .publish("firehose", &format!("f{i}"), payload.clone(), false)
-            .await;
-    }
-    publisher.barrier().await;
+    let total = fill_firehose(&mut publisher).await;
     // Let the writer block on the full socket.
     tokio::time::sleep(Duration::from_millis(200)).await;
 
