@@ -395,7 +395,11 @@ fun documents(relay: Relay, tokens: Tokens, test: Test) {
             recBob.waitFor("Bob told of n=1", beforeSet, 5_000) { evs ->
                 evs.any { it is ClientEvent.DocumentChanged && it.channel == "kt-notes" }
             }
-            ev.waitFor("Bob's document listener told of n=1", beforeSetDoc, 5_000) { it.isNotEmpty() }
+            // The change itself, not just any event: the listener's first event, its
+            // Snapshot, may arrive after the mark, and then n=1 came after the close's mark.
+            ev.waitFor("Bob's document listener told of n=1", beforeSetDoc, 5_000) { evs ->
+                evs.changed(ChangeOrigin.REMOTE, "n") { it.value == "1" }
+            }
             check(notesA.confirmed() == mapOf("n" to "1") && notesB.confirmed() == mapOf("n" to "1")) { notesB.confirmed() }
 
             notesB.closeDocument()
