@@ -42,8 +42,7 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
-use std::thread::ThreadId;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -51,14 +50,10 @@ use tracing::warn;
 
 use crate::document_event::DocumentEvent;
 use crate::event::ClientEvent;
+use crate::foreign_slot::{ForeignSlot, RELEASE_WAIT};
 use crate::listener::{ClientListener, DocumentListener, ListenerError};
 use crate::runtime::runtime;
 use crate::state::{ConnectionState, EngineClock};
-
-/// How long a release waits, in all, for callbacks in progress on other threads. Bounded so
-/// that an app releasing the client on a thread a callback blocks on (a callback that waits
-/// for the UI thread while the UI thread releases) is slowed, not deadlocked.
-const RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// One event in the ring, with the state the sequence was in just before it (what a listener
 /// that lagged up to this point should be told).
@@ -107,102 +102,34 @@ impl std::fmt::Debug for Attached {
 }
 
 /// One listener thread's stop signal and foreign listener. The thread takes a reference to the
-/// listener for each callback only; [`Hub::release_listeners`] can take the listener away.
+/// listener for each callback only; [`Hub::release_listeners`] can take the listener away and
+/// wait for a callback in progress ([`ForeignSlot`]).
 struct Attached {
     cancel: CancellationToken,
-    slot: Mutex<Slot>,
-    /// Notified when a callback has returned and its reference is let go.
-    returned: Condvar,
-}
-
-/// What [`Attached`]'s lock guards. Held only to look up, take or mark, never during a
-/// callback, and nothing foreign is released under it.
-struct Slot {
-    /// The listener, until released.
-    listener: Option<Foreign>,
-    /// The thread in a callback, from when it took its reference to the listener (under this
-    /// lock) until it has let go of it.
-    calling: Option<ThreadId>,
+    listener: ForeignSlot<Foreign>,
 }
 
 impl Attached {
     fn new(cancel: CancellationToken, listener: Foreign) -> Arc<Self> {
         Arc::new(Attached {
             cancel,
-            slot: Mutex::new(Slot {
-                listener: Some(listener),
-                calling: None,
-            }),
-            returned: Condvar::new(),
+            listener: ForeignSlot::new(listener),
         })
     }
 
-    fn slot(&self) -> MutexGuard<'_, Slot> {
-        self.slot.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Calls `call` with the listener `pick` finds, unless it was cancelled or released. The
-    /// reference is taken, and the callback marked in progress, under the lock that
-    /// [`Hub::release_listeners`] takes the listener away under: either the release sees the
-    /// callback and waits for it, or the callback does not start.
+    /// Calls `call` with the listener `pick` finds, unless it was cancelled or released.
     fn call<L>(&self, pick: impl FnOnce(&Foreign) -> Option<L>, call: impl FnOnce(&L)) {
-        let in_call = {
-            let mut slot = self.slot();
-            if self.cancel.is_cancelled() {
-                return;
-            }
-            let Some(listener) = slot.listener.as_ref().and_then(pick) else {
-                return;
-            };
-            slot.calling = Some(std::thread::current().id());
-            InCall {
-                attached: self,
-                listener: Some(listener),
-            }
-        };
-        if let Some(listener) = &in_call.listener {
-            call(listener);
-        }
+        let cancel = &self.cancel;
+        self.listener.call(
+            |listener| (!cancel.is_cancelled()).then(|| pick(listener)).flatten(),
+            call,
+        );
     }
-}
 
-impl Attached {
     /// The listener thread ends (cancelled, or the client shut): it releases its listener
-    /// itself, marked in progress like a callback, so that a release of the client meanwhile
-    /// waits for the foreign release to be over instead of finding nothing left to wait for.
+    /// itself, seen by a release of the client ([`ForeignSlot::release_here`]).
     fn release_here(&self) {
-        let listener = {
-            let mut slot = self.slot();
-            let listener = slot.listener.take();
-            if listener.is_some() {
-                slot.calling = Some(std::thread::current().id());
-            }
-            listener
-        };
-        if listener.is_some() {
-            // Outside the lock: a foreign release may run foreign code.
-            drop(listener);
-            self.slot().calling = None;
-            self.returned.notify_all();
-        }
-    }
-}
-
-/// A callback in progress: when dropped (also by an unwind), lets go of the reference to the
-/// listener, then clears the mark and wakes a release waiting for it, which then holds the
-/// last reference.
-struct InCall<'a, L> {
-    attached: &'a Attached,
-    listener: Option<L>,
-}
-
-impl<L> Drop for InCall<'_, L> {
-    fn drop(&mut self) {
-        // Outside the lock: if the release already ran on this thread (from inside the
-        // callback), this is the last reference, and its release may run foreign code.
-        drop(self.listener.take());
-        self.attached.slot().calling = None;
-        self.attached.returned.notify_all();
+        self.listener.release_here();
     }
 }
 
@@ -276,21 +203,14 @@ impl Hub {
             // Taken before the thread is told to stop: a thread that ends releases a
             // listener still in its slot itself (`release_here`), on a Rust thread, which is
             // what this release is for avoiding (a finalising Python interpreter aborts).
-            listeners.push(a.slot().listener.take());
+            listeners.push(a.listener.take());
             a.cancel.cancel();
         }
-        let here = std::thread::current().id();
         let deadline = std::time::Instant::now() + RELEASE_WAIT;
-        let mut outlasted = 0;
-        for a in &attached {
-            let slot = a.slot();
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            let (_slot, waited) = a
-                .returned
-                .wait_timeout_while(slot, left, |s| s.calling.is_some_and(|t| t != here))
-                .unwrap_or_else(PoisonError::into_inner);
-            outlasted += usize::from(waited.timed_out());
-        }
+        let outlasted = attached
+            .iter()
+            .filter(|a| a.listener.wait_for_call(deadline))
+            .count();
         if outlasted > 0 {
             warn!(
                 callbacks = outlasted,

@@ -30,6 +30,7 @@ mod document;
 mod document_event;
 mod error;
 mod event;
+mod foreign_slot;
 mod listener;
 mod log;
 mod options;

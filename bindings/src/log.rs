@@ -20,13 +20,14 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
-use std::thread::ThreadId;
+use std::sync::{Arc, Mutex, OnceLock};
 use tracing::field::{Field, Visit};
 use tracing::subscriber::Interest;
 use tracing::{Event, Level, Metadata, Subscriber};
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
+
+use crate::foreign_slot::{ForeignSlot, RELEASE_WAIT};
 
 /// Records waiting for a slow sink before new ones are dropped.
 const QUEUE: usize = 1024;
@@ -161,15 +162,10 @@ pub fn set_log_sink(sink: Option<Arc<dyn LogSink>>, level: LogLevel) -> Result<(
         e
     });
     if let Some(old) = old {
-        old.slot.release();
+        release(&old.slot);
     }
     installed
 }
-
-/// How long [`set_log_sink`] waits for a record being delivered to the sink it replaces.
-/// Bounded, as a client's release is: a sink that waits for the thread replacing it slows it
-/// instead of deadlocking it.
-const RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The current sink's queue, and the sink as its thread holds it.
 struct Delivery {
@@ -178,64 +174,24 @@ struct Delivery {
 }
 
 /// The app's sink, which the log thread takes a reference to for one record at a time, and
-/// which [`set_log_sink`] takes away (and waits for the record in progress).
-struct SinkSlot {
-    state: Mutex<SinkState>,
-    returned: Condvar,
-}
+/// which [`set_log_sink`] takes away (waiting for the record in progress).
+type SinkSlot = ForeignSlot<Arc<dyn LogSink>>;
 
-struct SinkState {
-    sink: Option<Arc<dyn LogSink>>,
-    /// The log thread, while it holds a reference to the sink for a record.
-    calling: Option<ThreadId>,
-}
-
-impl SinkSlot {
-    fn new(sink: Arc<dyn LogSink>) -> Self {
-        SinkSlot {
-            state: Mutex::new(SinkState {
-                sink: Some(sink),
-                calling: None,
-            }),
-            returned: Condvar::new(),
-        }
+/// Takes the sink away, waits for a record in progress on another thread (up to
+/// [`RELEASE_WAIT`]), and releases the sink on this thread. Past the wait, the log thread
+/// releases its own reference when the record returns.
+fn release(slot: &SinkSlot) {
+    let sink = slot.take();
+    if slot.wait_for_call(std::time::Instant::now() + RELEASE_WAIT) {
+        // To the new sink, if any (the bridge's lock is not held here).
+        tracing::warn!(
+            "the log sink was replaced while it handled a record for more than {} ms; it \
+             is released when that call returns",
+            RELEASE_WAIT.as_millis()
+        );
     }
-
-    fn lock(&self) -> MutexGuard<'_, SinkState> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn take(&self) -> Option<Arc<dyn LogSink>> {
-        self.lock().sink.take()
-    }
-
-    /// Takes the sink away, waits for a record in progress on another thread (up to
-    /// [`RELEASE_WAIT`]), and releases the sink on this thread. Past the wait, the log thread
-    /// releases its own reference when the record returns.
-    fn release(&self) {
-        let here = std::thread::current().id();
-        let (sink, outlasted) = {
-            let mut state = self.lock();
-            let sink = state.sink.take();
-            let (_state, waited) = self
-                .returned
-                .wait_timeout_while(state, RELEASE_WAIT, |s| {
-                    s.calling.is_some_and(|t| t != here)
-                })
-                .unwrap_or_else(PoisonError::into_inner);
-            (sink, waited.timed_out())
-        };
-        if outlasted {
-            // To the new sink, if any (the bridge's lock is not held here).
-            tracing::warn!(
-                "the log sink was replaced while it handled a record for more than {} ms; it \
-                 is released when that call returns",
-                RELEASE_WAIT.as_millis()
-            );
-        }
-        // Outside the lock: a foreign release may run foreign code.
-        drop(sink);
-    }
+    // Outside the lock: a foreign release may run foreign code.
+    drop(sink);
 }
 
 /// The installed bridge: the current sink's queue and the level it wants (0: none).
@@ -271,23 +227,17 @@ fn bridge() -> Result<&'static Arc<Bridge>, LogError> {
 }
 
 fn deliver(rx: Receiver<LogRecord>, slot: &SinkSlot) {
-    let me = std::thread::current().id();
     for record in rx {
-        let sink = {
-            let mut state = slot.lock();
-            let Some(sink) = state.sink.clone() else {
-                return; // replaced: nothing more for it, not even what was queued
-            };
-            state.calling = Some(me);
-            sink
-        };
         // A thrower (or a panic in UniFFI's lifting) loses this record only.
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sink.log(record)));
-        // The reference goes before the mark: a release waiting for this call then holds the
-        // last one (or, if it gave up waiting, this is the last one, released here).
-        drop(sink);
-        slot.lock().calling = None;
-        slot.returned.notify_all();
+        let called = slot.call(
+            |sink| Some(sink.clone()),
+            |sink| {
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sink.log(record)));
+            },
+        );
+        if !called {
+            return; // replaced: nothing more for it, not even what was queued
+        }
     }
 }
 
