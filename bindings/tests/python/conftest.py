@@ -345,20 +345,26 @@ async def until(what, cond, timeout=10.0):
         await asyncio.sleep(0.01)
 
 
+def run_app(script):
+    """Runs the Python app `script` in a fresh interpreter (at most 60 s) and returns its
+    `CompletedProcess`, after checking that it did not abort ("FATAL" from CPython killing a
+    thread in a callback)."""
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(os.environ),
+    )
+    assert "FATAL" not in done.stderr, (done.returncode, done.stdout, done.stderr)
+    return done
+
+
 def run_app_three_times(script):
-    """Runs the Python app `script` in a fresh interpreter three times (what it guards
-    against depends on thread timing at exit) and yields each `CompletedProcess`, after
-    checking that none aborted ("FATAL" from CPython killing a thread in a callback)."""
+    """`run_app` three times (what it guards against depends on thread timing at exit),
+    yielding each run."""
     for _ in range(3):
-        done = subprocess.run(
-            [sys.executable, str(script)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=dict(os.environ),
-        )
-        assert "FATAL" not in done.stderr, (done.returncode, done.stdout, done.stderr)
-        yield done
+        yield run_app(script)
 
 
 def config(url, client_id, tokens):
