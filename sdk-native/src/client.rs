@@ -692,7 +692,7 @@ impl Client {
     /// The close begins at the call, not when the future is first polled (see
     /// [`shutdown`](Self::shutdown)); the future only waits, and owns what it needs.
     pub fn close(&self) -> impl Future<Output = CloseReason> + Send + 'static {
-        let closed = self.closed_owned();
+        let closed = self.closed();
         let already = self.close_noting(|e, now| e.close(now, 1000, ""));
         // Code 1000 is always valid: never refused.
         close_wait(already.unwrap_or(None), closed)
@@ -700,7 +700,7 @@ impl Client {
 
     /// Runs a close command, answering the close the engine had reached already, if any (the
     /// command then does nothing). A close command's wait is built before this: it counts the
-    /// closes from before this one (see `closed_owned`); and on an engine closed already it
+    /// closes from before this one (see `closed`); and on an engine closed already it
     /// resolves with that close at once (`close_wait`): counting from now, a `connect()`
     /// before the future's first poll would leave it waiting for a close nobody asks for.
     fn close_noting(
@@ -724,7 +724,7 @@ impl Client {
         reason: &str,
     ) -> impl Future<Output = Result<CloseReason, CloseError>> + Send + 'static {
         // Checked first: refused the same way whether or not the client task still runs.
-        let closed = self.closed_owned();
+        let closed = self.closed();
         let begun = Engine::check_close_code(code)
             .and_then(|()| self.close_noting(|e, now| e.close(now, code, reason)));
         async move { Ok(close_wait(begun?, closed).await) }
@@ -739,7 +739,7 @@ impl Client {
         &self,
         timeout: Duration,
     ) -> impl Future<Output = CloseReason> + Send + 'static {
-        let closed = self.closed_owned();
+        let closed = self.closed();
         let already = self.close_noting(|e, now| {
             e.close_after_drain(now, timeout);
             Ok(())
@@ -790,15 +790,12 @@ impl Client {
     /// The wait starts at the call: a close that happens before the future is first polled
     /// (even one that `connect()` already followed) resolves it. The future owns what it
     /// needs, without keeping the client alive, so it can be spawned.
+    ///
+    /// The close commands take this wait before they reach the engine: on a multi-thread
+    /// runtime the task can report their close before the command returns, and a count taken
+    /// after it would not see it (a `connect()` before the future's first poll then left it
+    /// waiting for the next close).
     pub fn closed(&self) -> impl Future<Output = CloseReason> + Send + 'static {
-        self.closed_owned()
-    }
-
-    /// [`closed`](Self::closed), as the close commands return it. A close command takes this
-    /// before it reaches the engine: on a multi-thread runtime the task can report that close
-    /// before the command returns, and a count taken after it would not see it, so a
-    /// `connect()` before the future's first poll left it waiting for the next close.
-    fn closed_owned(&self) -> impl Future<Output = CloseReason> + Send + 'static {
         let mut rx = self.watch_state();
         let closes_before = self.shared.lock_events().closes;
         let shared = self.shared.clone();
