@@ -218,24 +218,33 @@ pub(crate) fn redirect_location(status: u16, headers: &http_headers::HeaderMap) 
 /// (`https://user:secret@host`), and at most 200 bytes of what is left (a server chooses its
 /// length).
 fn shown_location(location: &str) -> String {
-    let end = location.find(['?', '#']).unwrap_or(location.len());
-    let location = &location[..end];
-    // The authority follows `scheme://` (or a bare `//`) and ends at the path; an `@` in
-    // the path is not user info.
-    let mut shown = location.to_owned();
-    if let Some((scheme, rest)) = location.split_once("//") {
-        let is_scheme = scheme.is_empty()
-            || scheme.strip_suffix(':').is_some_and(|name| {
-                !name.is_empty()
-                    && name
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
-            });
-        let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
-        if let Some(at) = authority.rfind('@').filter(|_| is_scheme) {
-            shown = format!("{scheme}//{}", &rest[at + 1..]);
+    let shown = match reqwest::Url::parse(location) {
+        Ok(mut url) => {
+            // Each `Err` is for a URL that cannot have the part (`mailto:`): nothing to drop.
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            url.set_query(None);
+            url.set_fragment(None);
+            url.into()
         }
-    }
+        // Relative (`/next`, `//user@host/path`): its query and fragment go, and a
+        // network path's user info (up to the authority's last `@`).
+        Err(_) => {
+            let end = location.find(['?', '#']).unwrap_or(location.len());
+            let relative = &location[..end];
+            let path = relative.strip_prefix("//").unwrap_or_default();
+            let authority = &path[..path.find('/').unwrap_or(path.len())];
+            match authority.rfind('@') {
+                Some(at) => format!("//{}", &path[at + 1..]),
+                None => relative.to_owned(),
+            }
+        }
+    };
+    truncated(shown)
+}
+
+/// At most 200 bytes of `shown`, cut on a character boundary.
+fn truncated(mut shown: String) -> String {
     let mut end = shown.len().min(200);
     while !shown.is_char_boundary(end) {
         end -= 1;
@@ -292,18 +301,14 @@ mod tests {
             "wss://example.com/ws"
         );
         assert_eq!(shown_location("/next#frag"), "/next");
-        // 20 bytes of origin and 90 two-byte characters make the 200 shown; the cut
-        // never splits a character (201 would).
+        // At most 200 bytes, and the cut never splits a character: a relative location is
+        // shown as sent (`/` and 99 two-byte characters make 199; the 100th would end at 201).
+        let long = format!("/{}", "é".repeat(300));
+        assert_eq!(shown_location(&long), format!("/{}", "é".repeat(99)));
+        // An absolute one as the URL parser writes it (non-ASCII percent-encoded).
         let long = format!("https://example.com/{}", "é".repeat(300));
-        assert_eq!(
-            shown_location(&long),
-            format!("https://example.com/{}", "é".repeat(90))
-        );
-        let odd = format!("https://example.com/x{}", "é".repeat(300));
-        assert_eq!(
-            shown_location(&odd),
-            format!("https://example.com/x{}", "é".repeat(89))
-        );
+        assert_eq!(shown_location(&long).len(), 200);
+        assert!(shown_location(&long).starts_with("https://example.com/%C3%A9"));
         // A user name and password before the host are credentials too, in the authority
         // only: an `@` in the path stays.
         assert_eq!(
@@ -311,6 +316,11 @@ mod tests {
             "https://example.com/ws"
         );
         assert_eq!(shown_location("//user:secret@example.com"), "//example.com");
+        assert_eq!(
+            shown_location("//us@r:p@ss@example.com/x"),
+            "//example.com/x"
+        );
+        assert_eq!(shown_location("/a@b"), "/a@b");
         assert_eq!(
             shown_location("https://example.com/a@b"),
             "https://example.com/a@b"
