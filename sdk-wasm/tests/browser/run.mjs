@@ -773,21 +773,24 @@ test('relay restart: graceful 1012 and a crash both reconnect with backoff', asy
   await page.evaluate(async (url) => {
     window.c = new tether.TetherClient(url, { protocol: 'tether', backoff: { initialMs: 100, maxMs: 400 } });
     window.log = record(c);
+    window.subscribedCount = () => log.filter((e) => e.type === 'subscribed').length;
     c.subscribe('room');
-    await until(() => c.state.name === 'open', 5000, 'open');
+    // Subscribed, not only open: a relay stopped between the two would count one
+    // `subscribed` fewer, and the count below would be the test's race, not the client's.
+    await until(() => subscribedCount() === 1, 5000, 'subscribed');
   }, rl.ws);
   await rl.terminate(); // SIGTERM: close 1012 with {"reconnect_within_ms": N}
   await page.evaluate(() => until(() => log.some((e) => e.type === 'reconnecting'), 5000, 'reconnecting'));
   rl = await relay(port);
-  await page.evaluate(() => until(() => c.state.name === 'open' && c.stats.opens === 2, 15000, 'reopened'));
+  await page.evaluate(() => until(() => c.state.name === 'open' && c.stats.opens === 2 && subscribedCount() === 2, 15000, 'reopened'));
   await rl.stop(); // SIGKILL: no close frame
   await page.evaluate(() => until(() => log.filter((e) => e.type === 'reconnecting').length >= 4, 8000, 'retries while down'));
   rl = await relay(port);
   const r = await page.evaluate(async () => {
     await until(() => c.state.name === 'open' && c.stats.opens === 3, 8000, 'reopened again');
     // At least: a fourth would be a failure the assertion below names, not a timeout here.
-    await until(() => log.filter((e) => e.type === 'subscribed').length >= 3, 5000, 'resubscribed');
-    return { rec: log.filter((e) => e.type === 'reconnecting'), subs: log.filter((e) => e.type === 'subscribed').length, stats: c.stats };
+    await until(() => subscribedCount() >= 3, 5000, 'resubscribed');
+    return { rec: log.filter((e) => e.type === 'reconnecting'), subs: subscribedCount(), stats: c.stats };
   });
   assert.equal(r.rec[0].cause.kind, 'closed');
   assert.equal(r.rec[0].cause.code, 1012);
