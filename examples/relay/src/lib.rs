@@ -11,7 +11,8 @@
 //! - **Server-Sent Events**: `GET /sse/{channel}` streams a channel's messages, replaying
 //!   after `Last-Event-ID` (header or `?lastEventId=`) as a `subscribe` resumes, and says
 //!   first where the stream starts and whether its replay is the whole gap (a `position`
-//!   event carrying the `subscribed` a subscribe would get).
+//!   event carrying the `subscribed` a subscribe would get). A WebSocket upgrade on an
+//!   `/sse/` path is refused with 400, which clients take as final, not retried.
 //!
 //! Misbehaving clients get `error` frames (`bad_frame`, `unsupported_version`,
 //! `invalid_channel`, `rate_limited`, `too_large`) and keep their connection; an oversized message closes

@@ -319,6 +319,18 @@ async fn route(
     };
 
     if let Some(raw) = head.path.strip_prefix("/sse/") {
+        if head.header_lists("upgrade", "websocket") {
+            // An event stream answered with 200 fails a WebSocket handshake in a way clients
+            // retry for ever; a 400 is final for them and says what the path is.
+            return http::respond(
+                &mut stream,
+                400,
+                "Bad Request",
+                &[],
+                "/sse/{channel} serves Server-Sent Events; connect WebSockets to another path\n",
+            )
+            .await;
+        }
         let channel =
             http::percent_decode(raw, false).filter(|c| tether_core::validate_channel(c).is_ok());
         let Some(channel) = channel else {

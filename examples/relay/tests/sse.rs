@@ -139,6 +139,16 @@ async fn other_requests_get_plain_http_answers() {
     assert_eq!(status(bad_channel), "400");
     let garbage = http_request(&relay, "HELLO\r\n\r\n").await;
     assert_eq!(status(garbage), "400");
+    // A WebSocket pointed at an event-stream path: a 200 event stream would fail the
+    // client's handshake in a way it retries for ever; a 400 is final and says why.
+    let ws_on_sse = http_request(
+        &relay,
+        "GET /sse/c HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status(ws_on_sse.clone()), "400", "{ws_on_sse}");
+    assert!(ws_on_sse.contains("Server-Sent Events"), "{ws_on_sse}");
 
     // None of that disturbed the relay.
     let mut c = Client::hello(&relay.ws_url(), "c").await;
