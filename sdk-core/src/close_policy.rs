@@ -17,6 +17,10 @@
 //! | HTTP 503 | `Retry` | at least Retry-After, if sent |
 //! | every other code or status, and transport errors | `Retry` | backoff |
 //!
+//! A proxy's status (`TransportFailure::Proxy`: the server was never reached) follows the same
+//! table and overrides, except that `Reauth` becomes `Terminal` ([`ClosePolicy::classify_proxy`]):
+//! a proxy's 407 or 403 stops the client, its 502, 503 or 504 is retried.
+//!
 //! A close reason that is a JSON object may carry advice that overrides the table:
 //! `{"reconnect": false}` makes the close terminal, `{"reconnect_within_ms": N}` asks clients
 //! to spread their reconnects uniformly over the next N ms (graceful restarts), and
@@ -225,6 +229,23 @@ impl ClosePolicy {
             _ => None,
         };
         Verdict { disposition, hint }
+    }
+
+    /// Classifies a proxy's answer that kept the client from the server
+    /// (`TransportFailure::Proxy`): as [`classify_http`](Self::classify_http) would the same
+    /// status (the table and the overrides), except that `Reauth` becomes `Terminal`. A
+    /// fresh token cannot help: the token is for the server, which was never reached, and the
+    /// proxy's own credentials are the client's configuration, the same on every attempt. So
+    /// by default a 407 (the proxy wants credentials, or refused them) and a 403 (the proxy
+    /// forbids the destination) stop the client with `Refused`, while a 502, 503 or 504 (the
+    /// proxy could not reach the server) is retried; `with_status(407..=407, Retry)` retries
+    /// a 407 too (no server answers 407, so that override concerns proxies alone).
+    pub fn classify_proxy(&self, status: u16, retry_after: Option<Duration>) -> Verdict {
+        let mut verdict = self.classify_http(status, retry_after);
+        if verdict.disposition == Disposition::Reauth {
+            verdict.disposition = Disposition::Terminal;
+        }
+        verdict
     }
 
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {

@@ -226,6 +226,17 @@ pub enum TransportFailure {
         /// its length, as the native driver does.
         location: Option<String>,
     },
+    /// The HTTP proxy between the client and the server answered with this status instead of
+    /// opening the way (a `CONNECT` refused; a `407 Proxy Authentication Required`, whatever
+    /// the request): the server was never reached. Classified like [`TransportFailure::Http`]
+    /// (same table, same overrides), except that it never asks for a new token: the token is
+    /// the server's, and a proxy cannot judge it (see `ClosePolicy::classify_proxy`).
+    Proxy {
+        /// The proxy's status code.
+        status: u16,
+        /// The parsed `Retry-After`, if the proxy sent one.
+        retry_after: Option<Duration>,
+    },
     /// Anything else: refused, reset, DNS, TLS, protocol violation.
     Io(String),
 }
@@ -244,8 +255,18 @@ impl std::fmt::Display for TransportFailure {
                     None => Ok(()),
                 }
             }
+            TransportFailure::Proxy { status, .. } => ProxyStatus(*status).fmt(f),
             TransportFailure::Io(msg) => f.write_str(msg),
         }
+    }
+}
+
+/// `proxy answered HTTP status N`: what the proxy said, never the server.
+pub(crate) struct ProxyStatus(pub(crate) u16);
+
+impl fmt::Display for ProxyStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "proxy answered HTTP status {}", self.0)
     }
 }
 
@@ -312,6 +333,15 @@ mod tests {
             http(200).to_string(),
             "HTTP status 200 instead of a WebSocket upgrade or an event stream (is the URL right?)"
         );
+    }
+
+    #[test]
+    fn a_proxy_refusal_says_it_came_from_the_proxy() {
+        let failure = TransportFailure::Proxy {
+            status: 407,
+            retry_after: None,
+        };
+        assert_eq!(failure.to_string(), "proxy answered HTTP status 407");
     }
 
     #[test]

@@ -259,6 +259,12 @@ pub enum DisconnectCause {
         /// The status.
         status: u16,
     },
+    /// The HTTP proxy on the way answered with this status instead of opening the way to
+    /// the server (`TransportFailure::Proxy`): the server was never reached.
+    Proxy {
+        /// The proxy's status.
+        status: u16,
+    },
     /// The transport failed (refused, reset, TLS, DNS…).
     Failed {
         /// The driver's description.
@@ -276,12 +282,13 @@ pub enum DisconnectCause {
 }
 
 impl DisconnectCause {
-    /// A stable machine-readable name: `closed`, `http`, `failed`, `heartbeat_timeout`,
-    /// `connect_timeout` or `token_unavailable`.
+    /// A stable machine-readable name: `closed`, `http`, `proxy`, `failed`,
+    /// `heartbeat_timeout`, `connect_timeout` or `token_unavailable`.
     pub fn name(&self) -> &'static str {
         match self {
             DisconnectCause::Closed { .. } => "closed",
             DisconnectCause::Http { .. } => "http",
+            DisconnectCause::Proxy { .. } => "proxy",
             DisconnectCause::Failed { .. } => "failed",
             DisconnectCause::HeartbeatTimeout => "heartbeat_timeout",
             DisconnectCause::ConnectTimeout => "connect_timeout",
@@ -302,6 +309,7 @@ impl fmt::Display for DisconnectCause {
             DisconnectCause::Closed { code: Some(c), .. } => write!(f, "closed with code {c}"),
             DisconnectCause::Closed { code: None, .. } => f.write_str("connection lost"),
             DisconnectCause::Http { status } => crate::errors::HttpStatus(*status).fmt(f),
+            DisconnectCause::Proxy { status } => crate::errors::ProxyStatus(*status).fmt(f),
             DisconnectCause::Failed { message } => write!(f, "transport failed: {message}"),
             DisconnectCause::HeartbeatTimeout => f.write_str("heartbeat timeout"),
             DisconnectCause::ConnectTimeout => f.write_str("connect timeout"),

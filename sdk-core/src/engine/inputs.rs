@@ -426,6 +426,13 @@ impl Engine {
                 DisconnectCause::Http { status },
                 self.config.close_policy.classify_http(status, retry_after),
             ),
+            TransportFailure::Proxy {
+                status,
+                retry_after,
+            } => (
+                DisconnectCause::Proxy { status },
+                self.config.close_policy.classify_proxy(status, retry_after),
+            ),
             TransportFailure::Io(message) => (DisconnectCause::Failed { message }, Verdict::RETRY),
         };
         self.connection_lost(now, cause, verdict, None);

@@ -157,7 +157,9 @@ impl Engine {
         self.teardown_connection();
         let (code, status) = match &cause {
             DisconnectCause::Closed { code, .. } => (*code, None),
-            DisconnectCause::Http { status } => (None, Some(*status)),
+            DisconnectCause::Http { status } | DisconnectCause::Proxy { status } => {
+                (None, Some(*status))
+            }
             _ => (None, None),
         };
         match verdict.disposition {
