@@ -1,9 +1,10 @@
 //! [`ClientBuilder`]: the engine's configuration (forwarded to `tether_core::ConfigBuilder`,
 //! which validates it) plus what only the native driver needs: the token provider, TLS roots,
-//! WebSocket buffer sizes and the event queue's capacity.
+//! the proxy, WebSocket buffer sizes and the event queue's capacity.
 
 use crate::client::{Client, Events};
 use crate::token::{BoxTokenProvider, TokenProvider};
+use crate::transport::proxy::{Proxy, ProxyRule};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +23,16 @@ pub enum BuildError {
     /// A CA file could not be read or holds no certificate.
     #[error("TLS roots: {0}")]
     Tls(String),
+    /// A proxy URL, given to [`ClientBuilder::proxy`] or found in the environment, is not an
+    /// `http://` proxy this client can use. The text never repeats the URL (it may hold a
+    /// password).
+    #[error("proxy from {setting}: {reason}")]
+    Proxy {
+        /// Where the URL came from: `ClientBuilder::proxy`, or the environment variable.
+        setting: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// `build`/`connect` was called outside a tokio runtime.
     #[error("a tether client must be built inside a tokio runtime")]
     NoRuntime,
@@ -38,6 +49,7 @@ pub(crate) struct NativeOptions {
     pub(crate) token_provider: Option<BoxTokenProvider>,
     pub(crate) ca_files: Vec<PathBuf>,
     pub(crate) ca_pems: Vec<Vec<u8>>,
+    pub(crate) proxy: Proxy,
     pub(crate) read_buffer_size: usize,
     pub(crate) write_buffer_size: usize,
     pub(crate) event_capacity: usize,
@@ -48,6 +60,7 @@ impl std::fmt::Debug for NativeOptions {
         f.debug_struct("NativeOptions")
             .field("token_provider", &self.token_provider.is_some())
             .field("ca_files", &self.ca_files)
+            .field("proxy", &self.proxy)
             .field("read_buffer_size", &self.read_buffer_size)
             .field("write_buffer_size", &self.write_buffer_size)
             .field("event_capacity", &self.event_capacity)
@@ -61,6 +74,7 @@ impl Default for NativeOptions {
             token_provider: None,
             ca_files: Vec::new(),
             ca_pems: Vec::new(),
+            proxy: Proxy::FromEnvironment,
             read_buffer_size: 4 * 1024,
             write_buffer_size: 8 * 1024,
             event_capacity: 1024,
@@ -209,6 +223,43 @@ impl ClientBuilder {
         self
     }
 
+    /// Which HTTP proxy the client's connections go through, WebSocket and event stream
+    /// alike. Default [`Proxy::FromEnvironment`]: `HTTP_PROXY` for `ws://` and `http://`,
+    /// `HTTPS_PROXY` for `wss://` and `https://`, either falling back to `ALL_PROXY`, minus the
+    /// targets `NO_PROXY` names and loopback targets (`localhost`, 127.0.0.0/8, `::1`: a proxy
+    /// elsewhere cannot reach this machine's loopback), read when the client is built.
+    ///
+    /// A WebSocket goes through the proxy with `CONNECT host:port` (a `wss://` one stays
+    /// encrypted end to end), sending `Proxy-Authorization: Basic …` when the proxy URL has a
+    /// user name or password. A proxy that refuses (`407 Proxy Authentication Required`, a
+    /// `502` when it cannot reach the server…) is reported as the proxy's answer, not the
+    /// server's: `DisconnectCause::Proxy { status }`, classified by the close policy as the
+    /// same status from the server except that no new token is fetched (the default stops on
+    /// a 407 or 403, retries a 5xx; see `ClosePolicy::classify_proxy`).
+    ///
+    /// Only `http://` proxies: [`build`](Self::build) refuses an `https://` proxy URL (TLS to
+    /// the proxy itself), a SOCKS one or one that does not parse, from here or from the
+    /// environment, with [`BuildError::Proxy`].
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tether::{Client, Proxy};
+    ///
+    /// // Through the corporate proxy, whatever the environment says.
+    /// let (client, events) = Client::builder("wss://relay.example.com/ws")
+    ///     .proxy(Proxy::url("http://alice:s3cret@proxy.corp.example:3128"))
+    ///     .connect()?;
+    /// // Directly, whatever the environment says.
+    /// let (direct, _) = Client::builder("wss://relay.example.com/ws")
+    ///     .proxy(Proxy::Direct)
+    ///     .connect()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn proxy(mut self, proxy: Proxy) -> Self {
+        self.native.proxy = proxy;
+        self
+    }
+
     /// WebSocket read buffer, allocated per connection. Default 4 KiB: thousands of idle
     /// connections stay cheap (tungstenite's own default is 128 KiB), and one read still takes
     /// dozens of small messages at once. At most 64 MiB (`build` refuses more: it is allocated
@@ -281,7 +332,8 @@ impl ClientBuilder {
         }
         let config = self.core.build()?;
         let tls = crate::transport::tls::TlsRoots::load(&self.native)?;
-        Client::start(config, self.native, tls)
+        let proxy = ProxyRule::new(&self.native.proxy)?;
+        Client::start(config, self.native, tls, proxy)
     }
 
     /// [`build`](Self::build), then start connecting.

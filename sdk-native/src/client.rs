@@ -8,6 +8,7 @@
 
 use crate::builder::{BuildError, ClientBuilder, NativeOptions};
 use crate::driver::{self, Waiters};
+use crate::transport::proxy::ProxyRule;
 use crate::transport::tls::TlsRoots;
 use futures_util::Stream;
 use serde_json::Value;
@@ -340,10 +341,11 @@ impl Client {
         config: Config,
         native: NativeOptions,
         roots: TlsRoots,
+        proxy: ProxyRule,
     ) -> Result<(Client, Events), BuildError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
         check_runtime_features()?;
-        let link_ctx = link_context(&native, &config, &roots).map_err(BuildError::Tls)?;
+        let link_ctx = link_context(&native, &config, &roots, proxy).map_err(BuildError::Tls)?;
         let url = config.url().to_owned();
         let engine = Engine::new(config, os_entropy());
         let state = engine.state().clone();
@@ -1011,28 +1013,41 @@ impl EventQueue {
 /// identical for every client that trusts no extra CA, so those clients share one pair, built
 /// by the first of them. (They then also share reqwest's idle-connection pool and rustls's
 /// session-resumption cache, which only saves handshakes.)
+///
+/// The reqwest client holds the proxy rule, so the pair is shared only with clients whose
+/// rule is the same as its first client's (as it is for every client reading the same
+/// environment): a client with a proxy of its own, or none, builds its own pair, and never
+/// sends its event stream through another client's proxy.
 fn link_context(
     native: &NativeOptions,
     config: &Config,
     roots: &TlsRoots,
+    proxy: ProxyRule,
 ) -> Result<crate::transport::LinkContext, String> {
     use crate::transport::{ws::WsOptions, LinkContext};
     static DEFAULT_ROOTS: Mutex<Option<LinkContext>> = Mutex::new(None);
+    let proxy = Arc::new(proxy);
     if !native.ca_files.is_empty() || !native.ca_pems.is_empty() {
-        return LinkContext::new(native, config, roots);
+        return LinkContext::new(native, config, roots, &proxy);
     }
     let mut shared = DEFAULT_ROOTS
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let Some(ctx) = shared.as_ref() else {
-        let ctx = LinkContext::new(native, config, roots)?;
-        *shared = Some(ctx.clone());
-        return Ok(ctx);
+    let ctx = match shared.as_ref() {
+        Some(ctx) if *ctx.ws.proxy == *proxy => ctx,
+        Some(_) => return LinkContext::new(native, config, roots, &proxy),
+        None => {
+            let ctx = LinkContext::new(native, config, roots, &proxy)?;
+            *shared = Some(ctx.clone());
+            return Ok(ctx);
+        }
     };
-    // The same per-client settings LinkContext::new takes, over the shared TLS and HTTP parts.
+    // The same per-client settings LinkContext::new takes, over the shared TLS, HTTP and
+    // proxy parts.
     Ok(LinkContext {
         ws: WsOptions {
             tls: ctx.ws.tls.clone(),
+            proxy: ctx.ws.proxy.clone(),
             read_buffer_size: native.read_buffer_size,
             write_buffer_size: native.write_buffer_size,
             max_message_bytes: config.max_message_bytes(),

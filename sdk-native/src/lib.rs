@@ -48,10 +48,15 @@
 //! which are `debug`: they are the normal news of a reconnect, and their text is in the cause
 //! of the `info` line that follows (the reconnect scheduled, or the close).
 //!
-//! Proxies: an event stream (`http://`, `https://`) goes through the proxy that the
-//! `HTTP_PROXY`/`HTTPS_PROXY`/`ALL_PROXY` environment variables name (minus `NO_PROXY`), as
-//! reqwest does by default; a WebSocket connects directly, whatever they say (behind a proxy
-//! that is the only way out, only event streams connect). Redirects of an
+//! Proxies: WebSockets and event streams follow one rule, set with
+//! [`ClientBuilder::proxy`]. By default it is the environment's, read when the client is
+//! built: `HTTP_PROXY` for `ws://` and `http://`, `HTTPS_PROXY` for `wss://` and `https://`,
+//! either falling back to `ALL_PROXY`, minus the targets `NO_PROXY` names and loopback targets
+//! (a proxy elsewhere cannot reach this machine's loopback). A WebSocket goes through the
+//! proxy with `CONNECT` (TLS end to end for `wss://`); a proxy's refusal, such as `407 Proxy
+//! Authentication Required`, is reported as the proxy's (`DisconnectCause::Proxy`), never as
+//! the server's. Only `http://` proxies (with an optional `user:password@`) are supported: an
+//! `https://` or SOCKS proxy URL is a [`BuildError::Proxy`]. Redirects of an
 //! event stream are followed only to the same server (the same origin, or from `http` to
 //! `https` on the same host): the request carries the client's token and headers.
 
@@ -69,6 +74,7 @@ pub use builder::{BuildError, ClientBuilder};
 pub use client::{AckError, AckedOptions, Client, Events, RequestError, TryRecvError};
 pub use document::{Document, DocumentChanges, DocumentEvent};
 pub use token::{TokenFuture, TokenProvider};
+pub use transport::proxy::Proxy;
 
 pub use tether_core::sync::{ChangeOrigin, KeyChange, Op};
 pub use tether_core::{

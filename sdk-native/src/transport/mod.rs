@@ -3,8 +3,10 @@
 //! reports what happened as [`LinkInput`]s; it decides nothing.
 
 pub(crate) mod connect;
+pub(crate) mod proxy;
 pub(crate) mod sse;
 pub(crate) mod tls;
+pub(crate) mod tunnel;
 pub(crate) mod ws;
 
 use std::sync::Arc;
@@ -45,7 +47,8 @@ pub(crate) struct PeerSigns {
     pub(crate) acknowledged: bool,
 }
 
-/// What every link of one client shares: TLS roots and buffer sizes.
+/// What every link of one client shares: TLS roots, buffer sizes and the proxy rule (the HTTP
+/// client holds it too).
 #[derive(Clone)]
 pub(crate) struct LinkContext {
     pub(crate) ws: ws::WsOptions,
@@ -57,15 +60,17 @@ impl LinkContext {
         native: &crate::builder::NativeOptions,
         config: &tether_core::Config,
         roots: &tls::TlsRoots,
+        proxy: &Arc<proxy::ProxyRule>,
     ) -> Result<Self, String> {
         Ok(LinkContext {
             ws: ws::WsOptions {
                 tls: roots.rustls_config()?,
+                proxy: proxy.clone(),
                 read_buffer_size: native.read_buffer_size,
                 write_buffer_size: native.write_buffer_size,
                 max_message_bytes: config.max_message_bytes(),
             },
-            http: roots.http_client()?,
+            http: roots.http_client(proxy)?,
         })
     }
 }
@@ -198,6 +203,11 @@ pub(crate) fn redacted_url(url: &str) -> std::borrow::Cow<'_, str> {
 /// read against the system clock as a delay from now (zero once it has passed).
 pub(crate) fn retry_after(headers: &http_headers::HeaderMap) -> Option<Duration> {
     let value = headers.get("retry-after")?.to_str().ok()?;
+    parse_retry_after(value, SystemTime::now())
+}
+
+/// A `Retry-After` value (see [`retry_after`]).
+pub(crate) fn retry_after_value(value: &str) -> Option<Duration> {
     parse_retry_after(value, SystemTime::now())
 }
 

@@ -133,6 +133,15 @@ impl SseLink {
         // policy retries it with the backoff and reports it on every attempt (an error naming
         // the status, a cause of `Http { status: 200 }`); only `with_status(200..=299,
         // Terminal)` makes it stop, with `Closed { Refused }`.
+        if status == 407 {
+            // Only a proxy answers 407 (RFC 9110 §15.5.8): for a plain `http://` stream the
+            // proxy answers the request itself.
+            self.state = State::Done;
+            return LinkInput::Failed(Box::new(TransportFailure::Proxy {
+                status,
+                retry_after: retry_after(response.headers()),
+            }));
+        }
         if status != 200 || !is_event_stream {
             self.state = State::Done;
             // A redirect here is one `get_following` would not follow (to another server).
@@ -222,6 +231,12 @@ fn may_follow(from: &reqwest::Url, to: &reqwest::Url) -> bool {
 /// `DisconnectCause::Failed` and the logs.
 fn io_failure(e: reqwest::Error) -> TransportFailure {
     let e = e.without_url();
+    if refused_by_proxy_auth(&e) {
+        return TransportFailure::Proxy {
+            status: 407,
+            retry_after: None,
+        };
+    }
     let mut text = e.to_string();
     // Bounded: a cause chain is a handful of links deep.
     let causes = std::iter::successors(std::error::Error::source(&e), |c| c.source()).take(8);
@@ -230,6 +245,18 @@ fn io_failure(e: reqwest::Error) -> TransportFailure {
         text.push_str(&cause.to_string());
     }
     TransportFailure::Io(text)
+}
+
+/// Whether reqwest's `CONNECT` to the proxy (for an `https://` stream) was answered with a 407:
+/// reqwest reports it as an error, not a response, with no status but this cause (hyper-util's
+/// `TunnelError::ProxyAuthRequired`, reqwest's "tunnel error: proxy authorization required",
+/// matched by its text as no type of it is ours to name;
+/// `a_407_to_a_tls_event_stream_is_the_proxys_too` in tests/tests/proxy.rs notices a change).
+/// Its other refusals carry no status at all: they stay I/O failures, retried.
+fn refused_by_proxy_auth(e: &reqwest::Error) -> bool {
+    std::iter::successors(std::error::Error::source(e), |c| c.source())
+        .take(8)
+        .any(|cause| cause.to_string().ends_with("proxy authorization required"))
 }
 
 /// Whether a `Content-Type` value names `text/event-stream`: the media type before any

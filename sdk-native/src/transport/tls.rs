@@ -53,18 +53,23 @@ impl TlsRoots {
     }
 
     /// An HTTP client for SSE trusting the same roots (the certificates parsed by `load`,
-    /// handed over as DER: the PEM text is read once).
+    /// handed over as DER: the PEM text is read once), going through the proxies `proxy`
+    /// names and no others (the same rule as the WebSocket link's).
     ///
     /// Without a pool of idle connections: clients that trust no extra CA share one HTTP
     /// client, and a pooled connection's task lives on the runtime that opened it, so a client
     /// on another runtime could send its request on a connection nothing drives any more and
     /// hang until the connect timeout. An event stream lives for minutes or hours, so reusing
     /// a connection after one ended saves nothing worth that.
-    pub(crate) fn http_client(&self) -> Result<reqwest::Client, String> {
-        let mut builder = reqwest::Client::builder()
+    pub(crate) fn http_client(
+        &self,
+        proxy: &Arc<super::proxy::ProxyRule>,
+    ) -> Result<reqwest::Client, String> {
+        let builder = reqwest::Client::builder()
             .pool_max_idle_per_host(0)
             // The SSE link follows the redirects it may itself (`sse::get_following`).
             .redirect(reqwest::redirect::Policy::none());
+        let mut builder = proxy.apply(builder);
         for cert in &self.extra {
             let cert = reqwest::Certificate::from_der(cert).map_err(|e| e.to_string())?;
             builder = builder.add_root_certificate(cert);

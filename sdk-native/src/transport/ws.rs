@@ -180,6 +180,8 @@ const MIN_MEMORY_CEILING: usize = 1 << 20;
 #[derive(Clone)]
 pub(crate) struct WsOptions {
     pub(crate) tls: Arc<rustls::ClientConfig>,
+    /// Whether to connect through a proxy, and which.
+    pub(crate) proxy: Arc<super::proxy::ProxyRule>,
     pub(crate) read_buffer_size: usize,
     pub(crate) write_buffer_size: usize,
     pub(crate) max_message_bytes: usize,
@@ -480,8 +482,17 @@ async fn connect(
         .max(MIN_MEMORY_CEILING);
     config.max_message_size = Some(ceiling);
     config.max_frame_size = Some(ceiling);
-    match handshake(http, config, &options).await {
+    let (socket, plain) = open_socket(&request.url, &http, &options).await?;
+    match handshake(http, socket, plain, config, &options).await {
         Ok(opened) => Ok(opened),
+        // Only a proxy answers 407 (RFC 9110 §15.5.8): one that intercepts connections made
+        // directly, or the proxy the rule chose, asking again on the tunnel.
+        Err(WsError::Http(response)) if response.status().as_u16() == 407 => {
+            Err(TransportFailure::Proxy {
+                status: 407,
+                retry_after: retry_after(response.headers()),
+            })
+        }
         Err(WsError::Http(response)) => Err(TransportFailure::Http {
             status: response.status().as_u16(),
             retry_after: retry_after(response.headers()),
@@ -492,17 +503,19 @@ async fn connect(
     }
 }
 
-/// What `tokio_tungstenite::connect_async_tls_with_config` does (same host and port rules,
-/// same errors), except that a `ws://` stream is not wrapped in `MaybeTlsStream`.
-async fn handshake(
-    http: tokio_tungstenite::tungstenite::handshake::client::Request,
-    config: WebSocketConfig,
+/// The TCP connection under the WebSocket, directly or through the proxy the rule names for
+/// `url`, and whether it stays plain (`ws://`). The same host and port rules, and the same
+/// errors, as `tokio_tungstenite::connect_async_tls_with_config`.
+async fn open_socket(
+    url: &str,
+    http: &tokio_tungstenite::tungstenite::handshake::client::Request,
     options: &WsOptions,
-) -> Result<Opened, WsError> {
+) -> Result<(Noted<TcpStream>, bool), TransportFailure> {
+    let url_error = |e: UrlError| TransportFailure::Io(WsError::Url(e).to_string());
     let host = http
         .uri()
         .host()
-        .ok_or(WsError::Url(UrlError::NoHostName))?;
+        .ok_or_else(|| url_error(UrlError::NoHostName))?;
     // An IPv6 literal without its brackets, as rustls wants it.
     let host = host
         .strip_prefix('[')
@@ -517,13 +530,31 @@ async fn handshake(
             Some("ws") => Some(80),
             _ => None,
         })
-        .ok_or(WsError::Url(UrlError::UnsupportedUrlScheme))?;
-    let socket = super::connect::connect(host, port)
-        .await
-        .map_err(WsError::Io)?;
+        .ok_or_else(|| url_error(UrlError::UnsupportedUrlScheme))?;
+    // The URL parsed into a request already: one the rule's parser refuses goes direct, and
+    // fails as it would have.
+    let url = reqwest::Url::parse(url).ok();
+    let proxy = url.as_ref().and_then(|url| options.proxy.for_url(url));
+    let io = |e: std::io::Error| TransportFailure::Io(WsError::Io(e).to_string());
+    let socket = match proxy {
+        Some(proxy) => super::tunnel::open(proxy, host, port).await?,
+        None => super::connect::connect(host, port).await.map_err(io)?,
+    };
     // Nagle off: small frames (pings, acks, chat messages) must not wait 40 ms for company.
-    socket.set_nodelay(true)?;
-    let socket = Noted::new(socket);
+    socket.set_nodelay(true).map_err(io)?;
+    Ok((Noted::new(socket), plain))
+}
+
+/// The WebSocket handshake (with TLS first for `wss://`) on `socket`: what
+/// `tokio_tungstenite::connect_async_tls_with_config` does after connecting, except that a
+/// `ws://` stream is not wrapped in `MaybeTlsStream`.
+async fn handshake(
+    http: tokio_tungstenite::tungstenite::handshake::client::Request,
+    socket: Noted<TcpStream>,
+    plain: bool,
+    config: WebSocketConfig,
+    options: &WsOptions,
+) -> Result<Opened, WsError> {
     if plain {
         let (stream, _response) =
             tokio_tungstenite::client_async_with_config(http, socket, Some(config)).await?;
