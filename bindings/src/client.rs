@@ -390,6 +390,28 @@ mod tests {
     }
 
     #[test]
+    fn a_proxy_is_a_url_or_empty_for_direct_and_a_bad_one_is_named_without_its_password() {
+        let base = || ClientConfig::new("wss://127.0.0.1:9/".to_owned());
+        for ok in [
+            "",
+            "http://user:pw@proxy.example:3128",
+            "proxy.example:8080",
+        ] {
+            let client = Client::new(base().proxy(ok.to_owned()));
+            assert!(client.is_ok(), "{ok:?}: {:?}", client.err());
+        }
+        let config = base().proxy("https://user:s3cret@proxy.example".to_owned());
+        match Client::new(config) {
+            Err(ClientError::InvalidConfig { field, reason }) => {
+                assert_eq!(field, "proxy");
+                assert!(reason.contains("https:// proxies"), "{reason}");
+                assert!(!reason.contains("s3cret"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn a_message_too_large_names_the_limit_it_exceeds() {
         let config = ClientConfig::new("ws://127.0.0.1:9/".to_owned())
             .max_message_bytes(8)

@@ -118,6 +118,7 @@ struct Options {
     token_provider: Option<Arc<dyn TokenProvider>>,
     token_placement: Option<TokenPlacement>,
     ca_pems: Vec<String>,
+    proxy: Option<String>,
     event_capacity: Option<u32>,
     listener_queue_capacity: Option<u32>,
 }
@@ -291,6 +292,11 @@ impl ClientConfig {
         for pem in &o.ca_pems {
             b = b.ca_pem(pem.clone().into_bytes());
         }
+        match o.proxy.as_deref() {
+            None => {}
+            Some("") => b = b.proxy(tether::Proxy::Direct),
+            Some(url) => b = b.proxy(tether::Proxy::url(url)),
+        }
         if let Some(v) = o.event_capacity {
             b = b.event_capacity(v as usize);
         }
@@ -439,6 +445,15 @@ impl ClientConfig {
     /// web PKI roots only.
     pub fn ca_pem(self: Arc<Self>, pem: String) -> Arc<Self> {
         self.with(|o| o.ca_pems.push(pem))
+    }
+    /// The HTTP proxy for WebSockets and event streams alike:
+    /// `http://[user:password@]host[:port]`, or `""` to connect directly. Default (never
+    /// set): the `HTTP_PROXY`/`HTTPS_PROXY`/`ALL_PROXY`/`NO_PROXY` environment variables, read
+    /// when the client is created (mobile apps rarely have them: they connect directly). An
+    /// `https://`, SOCKS or unparsable URL makes `Client(config)` fail with `InvalidConfig`
+    /// naming `proxy`; its text never repeats the URL (it may hold a password).
+    pub fn proxy(self: Arc<Self>, proxy: String) -> Arc<Self> {
+        self.with(|o| o.proxy = Some(proxy))
     }
     /// Events the client itself buffers (Rust side). Default 1,024; 0 is `InvalidConfig`.
     pub fn event_capacity(self: Arc<Self>, events: u32) -> Arc<Self> {

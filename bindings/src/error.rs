@@ -369,6 +369,11 @@ impl From<tether::BuildError> for ClientError {
                 field: "ca_pem".to_owned(),
                 reason,
             },
+            // The text names the variable when the URL came from the environment.
+            e @ tether::BuildError::Proxy { .. } => ClientError::InvalidConfig {
+                field: "proxy".to_owned(),
+                reason: e.to_string(),
+            },
             other => ClientError::InvalidConfig {
                 field: "runtime".to_owned(),
                 reason: other.to_string(),
