@@ -205,7 +205,7 @@ impl ProxyRule {
                 .map(|(name, value)| ProxyServer::parse(&value, name))
                 .transpose()
         };
-        Ok(ProxyRule {
+        let rule = ProxyRule {
             http: parse(first(http_names))?,
             https: parse(first(&[
                 "HTTPS_PROXY",
@@ -217,6 +217,12 @@ impl ProxyRule {
                 .map(|(_, v)| NoProxy::parse(&v))
                 .unwrap_or_default(),
             bypass_loopback: true,
+        };
+        // No proxy at all is one rule, however it was said: clients with equal rules share
+        // their HTTP client (`client::link_context`).
+        Ok(match rule.is_direct() {
+            true => ProxyRule::default(),
+            false => rule,
         })
     }
 
@@ -488,17 +494,11 @@ mod tests {
         assert_eq!(via(&rule, "wss://relay.example/"), "direct");
         assert_eq!(
             rule,
-            ProxyRule::new(&Proxy::Direct)
-                .unwrap()
-                .with_loopback_bypass()
+            ProxyRule::new(&Proxy::Direct).unwrap(),
+            "no proxy at all is one rule, however it was said"
         );
-    }
-
-    impl ProxyRule {
-        fn with_loopback_bypass(mut self) -> Self {
-            self.bypass_loopback = true;
-            self
-        }
+        let no_proxy_alone = env(&[("NO_PROXY", "example.com")]).unwrap();
+        assert_eq!(no_proxy_alone, ProxyRule::new(&Proxy::Direct).unwrap());
     }
 
     #[test]
