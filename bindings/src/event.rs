@@ -146,6 +146,13 @@ pub enum DisconnectCause {
         /// The status.
         status: u16,
     },
+    /// The HTTP proxy on the way (`ClientConfig.proxy`, or the environment's) answered with
+    /// this status instead of opening the way: the server was never reached. A 407 or 403
+    /// stops the client; a 502, 503 or 504 is retried.
+    Proxy {
+        /// The proxy's status.
+        status: u16,
+    },
     /// The transport failed (refused, reset, TLS, DNS…).
     Failed {
         /// What the transport said.
@@ -354,6 +361,7 @@ impl From<tether::DisconnectCause> for DisconnectCause {
                 DisconnectCause::Closed { code, reason }
             }
             tether::DisconnectCause::Http { status } => DisconnectCause::Http { status },
+            tether::DisconnectCause::Proxy { status } => DisconnectCause::Proxy { status },
             tether::DisconnectCause::Failed { message } => DisconnectCause::Failed { message },
             tether::DisconnectCause::HeartbeatTimeout => DisconnectCause::HeartbeatTimeout,
             tether::DisconnectCause::ConnectTimeout => DisconnectCause::ConnectTimeout,
