@@ -18,6 +18,9 @@ use tokio::task::AbortHandle;
 pub enum ProxyMode {
     /// Opens the way to the target.
     Forward,
+    /// Opens the way to the target, a tunnel's `200` preceded by an interim
+    /// `100 Continue` (which a client must skip, RFC 9110 §15.2).
+    InterimFirst,
     /// Answers with this status (and `Content-Length: 0`), then closes.
     Refuse(u16),
     /// Sends part of a status line, then closes.
@@ -159,7 +162,8 @@ async fn serve(mut tcp: TcpStream, state: Arc<Mutex<State>>) {
         return;
     }
     match mode {
-        ProxyMode::Forward => forward(tcp, &head, &request_line, &aliases).await,
+        ProxyMode::Forward => forward(tcp, &head, &request_line, &aliases, false).await,
+        ProxyMode::InterimFirst => forward(tcp, &head, &request_line, &aliases, true).await,
         ProxyMode::Refuse(status) => {
             let answer = format!("HTTP/1.1 {status} Refused\r\nContent-Length: 0\r\n\r\n");
             let _ = tcp.write_all(answer.as_bytes()).await;
@@ -187,6 +191,7 @@ async fn forward(
     head: &str,
     request_line: &str,
     aliases: &HashMap<String, SocketAddr>,
+    interim: bool,
 ) {
     let mut parts = request_line.split(' ');
     let (Some(method), Some(target)) = (parts.next(), parts.next()) else {
@@ -220,6 +225,14 @@ async fn forward(
     };
     match rest {
         None => {
+            if interim
+                && client
+                    .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                    .await
+                    .is_err()
+            {
+                return;
+            }
             let established = b"HTTP/1.1 200 Connection established\r\n\r\n";
             if client.write_all(established).await.is_err() {
                 return;

@@ -213,6 +213,27 @@ async fn a_proxy_that_cannot_reach_the_server_is_retried_and_named_as_the_proxy(
 }
 
 #[tokio::test]
+async fn an_interim_answer_before_the_proxys_200_is_skipped() {
+    // RFC 9110 §15.2: a client must parse 1xx answers before the final one, even unasked.
+    // Taken for the final answer, a 100 was a refusal retried for ever: the client never
+    // opened.
+    let relay = relay().await;
+    let proxy = ConnectProxy::start().await.unwrap();
+    proxy.set_mode(ProxyMode::InterimFirst);
+    let (client, events) = via(relay.ws_url(), &proxy.url()).connect().unwrap();
+    let mut rec = Recorder::new(events);
+    let outcome = rec
+        .until(LIMIT, |e| match e {
+            Event::StateChanged { to, .. } if to.is_open() => Some(None),
+            Event::ReconnectScheduled { cause, .. } => Some(Some(cause.clone())),
+            _ => None,
+        })
+        .await;
+    assert_eq!(outcome, None, "the first attempt opens");
+    client.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_proxy_that_closes_mid_answer_or_never_ends_it_fails_the_attempt() {
     let relay = relay().await;
     let proxy = ConnectProxy::start().await.unwrap();

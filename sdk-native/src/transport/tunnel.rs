@@ -4,7 +4,8 @@
 //!
 //! The answer is read up to [`MAX_HEAD_BYTES`]: a proxy that never ends its head fails the
 //! attempt, it does not grow memory. Time is bounded by the engine's connect timeout, which
-//! covers the whole attempt (this future is dropped when it passes). Any answer but a 2xx is
+//! covers the whole attempt (this future is dropped when it passes). Interim 1xx answers are
+//! skipped; any final answer but a 2xx is
 //! the proxy's refusal, reported as `TransportFailure::Proxy` with its status, so the engine
 //! can tell it from the server's own answer (see `ClosePolicy::classify_proxy`).
 
@@ -99,17 +100,35 @@ struct Answer {
     retry_after: Option<Duration>,
 }
 
-/// The proxy's answer, once its head is complete (`None` until then). A 2xx must be the end
-/// of what the proxy sent: the tunnel carries nothing before the client speaks.
+/// The proxy's answer, once its final head is complete (`None` until then). Interim 1xx
+/// answers before it are skipped: RFC 9110 §15.2 has a client parse them even unasked (101
+/// Switching Protocols is final, and no way through). A 2xx must be the end of what the proxy
+/// sent: the tunnel carries nothing before the client speaks.
 fn parse_answer(head: &[u8]) -> Result<Option<Answer>, String> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut response = httparse::Response::new(&mut headers);
-    let length = match response.parse(head).map_err(|e| e.to_string())? {
-        httparse::Status::Complete(length) => length,
-        httparse::Status::Partial => return Ok(None),
-    };
-    let status = response.code.ok_or("no status")?;
-    if (200..300).contains(&status) && length < head.len() {
+    let mut head = head;
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut response = httparse::Response::new(&mut headers);
+        let length = match response.parse(head).map_err(|e| e.to_string())? {
+            httparse::Status::Complete(length) => length,
+            httparse::Status::Partial => return Ok(None),
+        };
+        let status = response.code.ok_or("no status")?;
+        if (100..200).contains(&status) && status != 101 {
+            head = &head[length..];
+            continue;
+        }
+        return final_answer(&response, status, length < head.len());
+    }
+}
+
+/// A final answer's status and `Retry-After`; `more` says bytes followed its head.
+fn final_answer(
+    response: &httparse::Response<'_, '_>,
+    status: u16,
+    more: bool,
+) -> Result<Option<Answer>, String> {
+    if (200..300).contains(&status) && more {
         return Err("bytes after a successful answer, before the tunnel was used".to_owned());
     }
     let retry_after = response
@@ -158,6 +177,28 @@ mod tests {
             }))
         );
         assert!(parse_answer(b"HTTP/1.1 200 OK\r\n\r\nearly").is_err());
+        // Interim answers before the final one are skipped, whole or in pieces.
+        let interim =
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n";
+        assert_eq!(parse_answer(&interim[..20]), Ok(None));
+        assert_eq!(parse_answer(interim), Ok(None));
+        let mut whole = interim.to_vec();
+        whole.extend_from_slice(b"HTTP/1.1 200 Connection established\r\n\r\n");
+        assert_eq!(
+            parse_answer(&whole),
+            Ok(Some(Answer {
+                status: 200,
+                retry_after: None
+            }))
+        );
+        // 101 is no interim answer to CONNECT, and no way through either.
+        assert_eq!(
+            parse_answer(b"HTTP/1.1 101 Switching Protocols\r\n\r\n"),
+            Ok(Some(Answer {
+                status: 101,
+                retry_after: None
+            }))
+        );
         assert!(parse_answer(b"SSH-2.0-OpenSSH\r\n\r\n").is_err());
     }
 }
