@@ -184,6 +184,47 @@ async fn proxy_credentials_reach_the_proxy_and_appear_nowhere_else() {
     client.shutdown().await;
 }
 
+#[tokio::test]
+async fn credentials_that_are_not_utf8_reach_the_proxy_alike_from_both_transports() {
+    // `u%E9:p%FF` is the bytes 75 E9 : 70 FF (a Latin-1 user name, a binary password), sent
+    // as they are, as curl sends them. The WebSocket's CONNECT sent these bytes while reqwest,
+    // given the URL, decoded it as UTF-8 and sent U+FFFD for each (`Basic de+/vTpw77+9`): the
+    // event stream was refused with a 407 by the proxy the WebSocket got through.
+    let relay = relay().await;
+    let proxy = ConnectProxy::start().await.unwrap();
+    let expected = "Basic dek6cP8=";
+    proxy.require(expected);
+    let proxy_url = format!("http://u%E9:p%FF@{}", proxy.addr());
+    let sse_url = format!("http://{}/sse/room", relay.local_addr());
+    for url in [relay.ws_url(), sse_url] {
+        let (client, events) = via(&url, &proxy_url).connect().unwrap();
+        let mut rec = Recorder::new(events);
+        let outcome = rec
+            .until(LIMIT, |e| match e {
+                Event::StateChanged { to, .. } if to.is_open() => Some(None),
+                Event::StateChanged { to, .. } if matches!(to, State::Closed { .. }) => {
+                    Some(Some(to.clone()))
+                }
+                _ => None,
+            })
+            .await;
+        assert_eq!(outcome, None, "{url}: {:?}", proxy.asked());
+        client.shutdown().await;
+    }
+    // reqwest's own CONNECT, for an `https://` stream, carries them too (no server listens at
+    // the target: the proxy's 502 is retried, shutdown ends it).
+    let (tls, events) = via("https://localhost:9/sse/room", &proxy_url)
+        .connect()
+        .unwrap();
+    next_cause(&mut Recorder::new(events)).await;
+    tls.shutdown().await;
+    let asked = proxy.asked();
+    assert_eq!(asked.len(), 3, "{asked:?}");
+    for a in &asked {
+        assert_eq!(a.proxy_authorization.as_deref(), Some(expected), "{a:?}");
+    }
+}
+
 fn state_text(state: &State) -> String {
     match state {
         State::Closed { reason } => reason.to_string(),

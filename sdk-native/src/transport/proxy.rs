@@ -71,7 +71,9 @@ impl std::fmt::Debug for Proxy {
 /// A proxy to go through, parsed.
 #[derive(Clone, PartialEq, Eq)]
 pub(crate) struct ProxyServer {
-    /// The URL as reqwest takes it (credentials included: reqwest sends them itself).
+    /// The URL as reqwest takes it, without the credentials: reqwest would decode them as
+    /// UTF-8, lossily, so it is handed [`authorization`](Self::authorization) instead
+    /// (`ProxyRule::apply`), the same bytes the tunnel sends.
     url: reqwest::Url,
     /// The host to connect to (an IPv6 address without its brackets).
     host: String,
@@ -131,6 +133,10 @@ impl ProxyServer {
             credentials.extend(percent_decode(url.password().unwrap_or_default()));
             format!("Basic {}", base64(&credentials))
         });
+        let mut url = url;
+        // Cannot fail: an http:// URL with a host.
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
         Ok(ProxyServer {
             url,
             host,
@@ -256,14 +262,30 @@ impl ProxyRule {
         self: &Arc<Self>,
         builder: reqwest::ClientBuilder,
     ) -> reqwest::ClientBuilder {
-        let builder = builder.no_proxy();
-        if self.is_direct() {
-            return builder;
+        let mut builder = builder.no_proxy();
+        // One reqwest proxy per target scheme, each with its own server's credentials as the
+        // header (reqwest has one per proxy): the bytes percent-decoded from the URL, as the
+        // tunnel sends them, not reqwest's UTF-8 reading of them, which turns a byte that is
+        // not UTF-8 into U+FFFD and gets the event stream a 407 the WebSocket did not get.
+        for (scheme, server) in [("http", &self.http), ("https", &self.https)] {
+            let Some(server) = server else { continue };
+            let rule = self.clone();
+            let mut proxy = reqwest::Proxy::custom(move |url| {
+                (url.scheme() == scheme)
+                    .then(|| rule.for_url(url))
+                    .flatten()
+                    .map(|server| server.url.clone())
+            });
+            if let Some(authorization) = server.authorization() {
+                // Base64 after `Basic `: always a valid header value.
+                if let Ok(mut value) = reqwest::header::HeaderValue::from_str(authorization) {
+                    value.set_sensitive(true);
+                    proxy = proxy.custom_http_auth(value);
+                }
+            }
+            builder = builder.proxy(proxy);
         }
-        let rule = self.clone();
-        builder.proxy(reqwest::Proxy::custom(move |url| {
-            rule.for_url(url).map(|server| server.url.clone())
-        }))
+        builder
     }
 }
 
