@@ -16,10 +16,10 @@
 //! program (`REQUEST_METHOD` set) `HTTP_PROXY` is ignored: there it is the request's `Proxy:`
 //! header, chosen by whoever sent the request ("httpoxy"); `http_proxy` still counts.
 //!
-//! Loopback targets (`localhost`, `*.localhost`, 127.0.0.0/8, `::1`) bypass a proxy from the
-//! environment, as in Go's net/http: a process-wide variable names the way out of the
-//! machine, and a proxy elsewhere that is sent `CONNECT 127.0.0.1:…` reaches its own loopback,
-//! never this machine's. An explicit [`Proxy::Url`] is the app's own choice and is used for
+//! Loopback targets (`localhost`, `*.localhost`, 127.0.0.0/8 also IPv4-mapped, `::1`) bypass a
+//! proxy from the environment, as in Go's net/http: a process-wide variable names the way out
+//! of the machine, and a proxy elsewhere that is sent `CONNECT 127.0.0.1:…` reaches its own
+//! loopback, never this machine's. An explicit [`Proxy::Url`] is the app's own choice and is used for
 //! every target, loopback included (a local debugging proxy sees local traffic).
 
 use crate::BuildError;
@@ -299,8 +299,11 @@ enum Target {
 impl Target {
     fn of(url: &reqwest::Url) -> Option<Target> {
         let host = unbracketed(url.host_str()?);
-        Some(match host.parse() {
-            Ok(ip) => Target::Ip(ip),
+        Some(match host.parse::<IpAddr>() {
+            // An IPv4-mapped IPv6 address (`::ffff:127.0.0.1`) is the IPv4 address it maps:
+            // loopback if that is, and in NO_PROXY's IPv4 entries and blocks (as Go's
+            // net.IP compares them).
+            Ok(ip) => Target::Ip(ip.to_canonical()),
             Err(_) => Target::Name(host.trim_end_matches('.').to_ascii_lowercase()),
         })
     }
@@ -551,6 +554,7 @@ mod tests {
             "ws://127.0.0.1:9000/",
             "ws://127.1.2.3/",
             "http://[::1]:8080/sse",
+            "ws://[::ffff:127.0.0.1]:9000/", // IPv4-mapped: 127.0.0.1 (Go's rule too)
         ] {
             assert_eq!(via(&rule, target), "direct", "{target}");
         }
@@ -605,6 +609,7 @@ mod tests {
             "ws://[fd00::1]/",
             "ws://[2001:db8:ffff::5]/",
             "ws://172.16.0.1:8080/",
+            "ws://[::ffff:10.1.2.3]/", // IPv4-mapped: an IPv4 address, as Go compares them
         ] {
             assert_eq!(via(&r, direct), "direct", "{direct}");
         }
