@@ -148,7 +148,9 @@ pub enum DisconnectCause {
     },
     /// The HTTP proxy on the way (`ClientConfig.proxy`, or the environment's) answered with
     /// this status instead of opening the way: the server was never reached. A 407 or 403
-    /// stops the client; a 502, 503 or 504 is retried.
+    /// stops the client; a 502, 503 or 504 is retried. Any refusal of a WebSocket's tunnel;
+    /// for an event stream, a 407 only (its other refusals are `Failed` for `https://`, and
+    /// the server's `Http` for a plain `http://` stream, whose request the proxy answers).
     Proxy {
         /// The proxy's status.
         status: u16,

@@ -235,7 +235,11 @@ impl ClientBuilder {
     /// `502` when it cannot reach the server…) is reported as the proxy's answer, not the
     /// server's: `DisconnectCause::Proxy { status }`, classified by the close policy as the
     /// same status from the server except that no new token is fetched (the default stops on
-    /// a 407 or 403, retries a 5xx; see `ClosePolicy::classify_proxy`).
+    /// a 407 or 403, retries a 5xx; see `ClosePolicy::classify_proxy`). An event stream goes
+    /// through the same proxy by reqwest, which reports a 407 the same way but another
+    /// refusal of an `https://` stream's `CONNECT` only as a transport failure (retried); a
+    /// plain `http://` stream's request is answered by the proxy itself, so a 403 or 502 from
+    /// it is taken for the server's.
     ///
     /// Only `http://` proxies: [`build`](Self::build) refuses an `https://` proxy URL (TLS to
     /// the proxy itself), a SOCKS one or one that does not parse, from here or from the

@@ -53,9 +53,12 @@
 //! built: `HTTP_PROXY` for `ws://` and `http://`, `HTTPS_PROXY` for `wss://` and `https://`,
 //! either falling back to `ALL_PROXY`, minus the targets `NO_PROXY` names and loopback targets
 //! (a proxy elsewhere cannot reach this machine's loopback). A WebSocket goes through the
-//! proxy with `CONNECT` (TLS end to end for `wss://`); a proxy's refusal, such as `407 Proxy
-//! Authentication Required`, is reported as the proxy's (`DisconnectCause::Proxy`), never as
-//! the server's. Only `http://` proxies (with an optional `user:password@`) are supported: an
+//! proxy with `CONNECT` (TLS end to end for `wss://`); the proxy's refusal of it, such as
+//! `407 Proxy Authentication Required`, is reported as the proxy's (`DisconnectCause::Proxy`),
+//! never as the server's. An event stream goes through reqwest, which tells less: a 407 is
+//! the proxy's too, but another refusal of an `https://` stream's `CONNECT` is a transport
+//! failure without its status (retried), and for a plain `http://` stream the proxy answers
+//! the request itself, so its 403 or 502 cannot be told from the server's. Only `http://` proxies (with an optional `user:password@`) are supported: an
 //! `https://` or SOCKS proxy URL is a [`BuildError::Proxy`]. Redirects of an
 //! event stream are followed only to the same server (the same origin, or from `http` to
 //! `https` on the same host): the request carries the client's token and headers.
