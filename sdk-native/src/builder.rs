@@ -242,8 +242,10 @@ impl ClientBuilder {
     /// it is taken for the server's.
     ///
     /// Only `http://` proxies: [`build`](Self::build) refuses an `https://` proxy URL (TLS to
-    /// the proxy itself), a SOCKS one or one that does not parse, from here or from the
-    /// environment, with [`BuildError::Proxy`].
+    /// the proxy itself), a SOCKS one or one that does not parse, with
+    /// [`BuildError::Proxy`]: given here, or in the environment variable this client's URL
+    /// would go through (one it would not, say `ALL_PROXY=socks5://…` for a loopback relay
+    /// or a `NO_PROXY` host, is left out).
     ///
     /// ```no_run
     /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -336,7 +338,7 @@ impl ClientBuilder {
         }
         let config = self.core.build()?;
         let tls = crate::transport::tls::TlsRoots::load(&self.native)?;
-        let proxy = ProxyRule::new(&self.native.proxy)?;
+        let proxy = ProxyRule::new(&self.native.proxy, config.url())?;
         Client::start(config, self.native, tls, proxy)
     }
 

@@ -58,8 +58,10 @@
 //! never as the server's. An event stream goes through reqwest, which tells less: a 407 is
 //! the proxy's too, but another refusal of an `https://` stream's `CONNECT` is a transport
 //! failure without its status (retried), and for a plain `http://` stream the proxy answers
-//! the request itself, so its 403 or 502 cannot be told from the server's. Only `http://` proxies (with an optional `user:password@`) are supported: an
-//! `https://` or SOCKS proxy URL is a [`BuildError::Proxy`]. Redirects of an
+//! the request itself, so its 403 or 502 cannot be told from the server's. Only `http://`
+//! proxies (with an optional `user:password@`) are supported: an `https://` or SOCKS proxy URL
+//! is a [`BuildError::Proxy`] (from the environment, only when this client's URL would go
+//! through it: `ALL_PROXY=socks5://…` does not stop a client of a loopback relay). Redirects of an
 //! event stream are followed only to the same server (the same origin, or from `http` to
 //! `https` on the same host): the request carries the client's token and headers.
 

@@ -173,10 +173,11 @@ pub(crate) struct ProxyRule {
 }
 
 impl ProxyRule {
-    /// The rule for the builder's option, reading the environment (now) if it says so.
-    pub(crate) fn new(option: &Proxy) -> Result<Self, BuildError> {
+    /// The rule for the builder's option, reading the environment (now) if it says so, for a
+    /// client of `target` (the client's URL).
+    pub(crate) fn new(option: &Proxy, target: &str) -> Result<Self, BuildError> {
         match option {
-            Proxy::FromEnvironment => Self::from_vars(|name| std::env::var(name).ok()),
+            Proxy::FromEnvironment => Self::from_vars(|name| std::env::var(name).ok(), target),
             Proxy::Direct => Ok(ProxyRule::default()),
             Proxy::Url(url) => {
                 let server = ProxyServer::parse(url, "ClientBuilder::proxy")?;
@@ -190,9 +191,17 @@ impl ProxyRule {
         }
     }
 
-    /// The rule the environment variables `var` gives describe (a pure function of them, so
-    /// it is tested without touching the process's environment).
-    pub(crate) fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, BuildError> {
+    /// The rule the environment variables `var` gives describe, for a client of `target` (a
+    /// pure function of them, so it is tested without touching the process's environment).
+    ///
+    /// A variable naming a proxy this client cannot use (`ALL_PROXY=socks5://…`, common on
+    /// developer machines, or an `https://` proxy) fails the build only when `target` would
+    /// go through it; otherwise it is left out, so that a loopback relay, a `NO_PROXY` host or
+    /// the other scheme still connects as it did before proxies were read.
+    pub(crate) fn from_vars(
+        var: impl Fn(&str) -> Option<String>,
+        target: &str,
+    ) -> Result<Self, BuildError> {
         // The first of `names` that is set and not empty.
         let first = |names: &[&'static str]| {
             names.iter().find_map(|&name| {
@@ -211,19 +220,31 @@ impl ProxyRule {
                 .map(|(name, value)| ProxyServer::parse(&value, name))
                 .transpose()
         };
+        let http = parse(first(http_names));
+        let https = parse(first(&[
+            "HTTPS_PROXY",
+            "https_proxy",
+            "ALL_PROXY",
+            "all_proxy",
+        ]));
         let rule = ProxyRule {
-            http: parse(first(http_names))?,
-            https: parse(first(&[
-                "HTTPS_PROXY",
-                "https_proxy",
-                "ALL_PROXY",
-                "all_proxy",
-            ]))?,
+            http: http.as_ref().ok().cloned().flatten(),
+            https: https.as_ref().ok().cloned().flatten(),
             no_proxy: first(&["NO_PROXY", "no_proxy"])
                 .map(|(_, v)| NoProxy::parse(&v))
                 .unwrap_or_default(),
             bypass_loopback: true,
         };
+        let target = reqwest::Url::parse(target).ok();
+        for (found, schemes) in [(http, ["ws", "http"]), (https, ["wss", "https"])] {
+            let Err(error) = found else { continue };
+            let used = target
+                .as_ref()
+                .is_some_and(|url| schemes.contains(&url.scheme()) && !rule.goes_direct(url));
+            if used {
+                return Err(error);
+            }
+        }
         // No proxy at all is one rule, however it was said: clients with equal rules share
         // their HTTP client (`client::link_context`).
         Ok(match rule.is_direct() {
@@ -245,15 +266,17 @@ impl ProxyRule {
             "wss" | "https" => self.https.as_ref(),
             _ => None,
         }?;
-        let host = Target::of(url)?;
-        let port = url.port_or_known_default();
-        if self.bypass_loopback && host.is_loopback() {
-            return None;
-        }
-        if self.no_proxy.matches(&host, port) {
-            return None;
-        }
-        Some(server)
+        (!self.goes_direct(url)).then_some(server)
+    }
+
+    /// Whether `url`'s host is one this rule never proxies: loopback (from the environment),
+    /// a `NO_PROXY` entry, or no host at all.
+    fn goes_direct(&self, url: &reqwest::Url) -> bool {
+        let Some(host) = Target::of(url) else {
+            return true;
+        };
+        (self.bypass_loopback && host.is_loopback())
+            || self.no_proxy.matches(&host, url.port_or_known_default())
     }
 
     /// The HTTP client's proxy setting: this rule, and nothing else (not reqwest's own reading
@@ -469,12 +492,17 @@ mod tests {
         reqwest::Url::parse(s).unwrap()
     }
 
+    /// The rule `vars` give a client of a remote `wss://` relay.
     fn env(vars: &[(&str, &str)]) -> Result<ProxyRule, BuildError> {
+        env_for(vars, "wss://relay.example/ws")
+    }
+
+    fn env_for(vars: &[(&str, &str)], target: &str) -> Result<ProxyRule, BuildError> {
         let vars: HashMap<String, String> = vars
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        ProxyRule::from_vars(|name| vars.get(name).cloned())
+        ProxyRule::from_vars(|name| vars.get(name).cloned(), target)
     }
 
     /// Where the rule sends `target`: the proxy as shown, or "direct".
@@ -519,11 +547,14 @@ mod tests {
         assert_eq!(via(&rule, "wss://relay.example/"), "direct");
         assert_eq!(
             rule,
-            ProxyRule::new(&Proxy::Direct).unwrap(),
+            ProxyRule::new(&Proxy::Direct, "ws://x").unwrap(),
             "no proxy at all is one rule, however it was said"
         );
         let no_proxy_alone = env(&[("NO_PROXY", "example.com")]).unwrap();
-        assert_eq!(no_proxy_alone, ProxyRule::new(&Proxy::Direct).unwrap());
+        assert_eq!(
+            no_proxy_alone,
+            ProxyRule::new(&Proxy::Direct, "ws://x").unwrap()
+        );
     }
 
     #[test]
@@ -561,7 +592,7 @@ mod tests {
         assert_eq!(via(&rule, "ws://localhost.example/"), "http://proxy:3128");
         assert_eq!(via(&rule, "ws://10.0.0.1/"), "http://proxy:3128");
 
-        let explicit = ProxyRule::new(&Proxy::url("http://proxy:3128")).unwrap();
+        let explicit = ProxyRule::new(&Proxy::url("http://proxy:3128"), "ws://x").unwrap();
         assert_eq!(via(&explicit, "ws://127.0.0.1:9000/"), "http://proxy:3128");
         assert_eq!(via(&explicit, "https://localhost/sse"), "http://proxy:3128");
     }
@@ -689,6 +720,26 @@ mod tests {
             ("ALL_PROXY", "socks5://p:1080"),
         ]);
         assert!(rule.is_ok());
+        // One this client would never go through fails nothing: a developer machine's
+        // `ALL_PROXY=socks5://…` and a relay on loopback, in NO_PROXY, or of the other scheme.
+        let socks = [
+            ("ALL_PROXY", "socks5://user:secret@p:1080"),
+            ("NO_PROXY", "corp.example"),
+        ];
+        for target in [
+            "ws://127.0.0.1:8080/ws",
+            "wss://localhost/ws",
+            "wss://relay.corp.example/ws",
+        ] {
+            let rule = env_for(&socks, target).expect(target);
+            assert_eq!(via(&rule, target), "direct", "{target}");
+        }
+        let rule = env_for(&[("HTTPS_PROXY", "https://p")], "ws://relay.example/ws").unwrap();
+        assert_eq!(via(&rule, "ws://relay.example/ws"), "direct");
+        // One it would go through still fails the build, naming the variable.
+        let error = env_for(&socks, "wss://relay.example/ws").unwrap_err();
+        assert!(error.to_string().contains("ALL_PROXY"), "{error}");
+        assert!(!error.to_string().contains("secret"), "{error}");
         // The public option's Debug shows no credential either.
         let option = Proxy::url("http://user:secret@proxy:1/?token=x");
         assert_eq!(format!("{option:?}"), "Url(\"http://…@proxy:1/?…\")");
