@@ -59,12 +59,16 @@ struct Subscription {
     members: SortedSet<String>,
 }
 
+/// Unanswered unsubscribes remembered at most (see [`Channels::unsubscribe_sent`]).
+const MAX_LEAVING: usize = 256;
+
 #[derive(Debug, Default)]
 pub(crate) struct Channels {
     subs: SortedMap<String, Subscription>,
     /// The channel of every unsubscribe sent on this connection that the server has not
     /// answered yet (see the module docs), once per unsubscribe; emptied when a connection
-    /// opens. Short: a channel is in it only until its answer comes back.
+    /// opens. Short: a channel is in it only until its answer comes back; oldest first, at
+    /// most [`MAX_LEAVING`].
     leaving: Vec<String>,
 }
 
@@ -99,7 +103,15 @@ impl Channels {
     /// An unsubscribe for `channel` was sent on this connection (or the app unsubscribed while
     /// it closes, when none can be written): until its `unsubscribed` answer, or the end of
     /// the connection, what the server sends on the channel belongs to the ended subscription.
+    ///
+    /// A server that never answers would grow the list with every unsubscribe of the
+    /// connection, so past [`MAX_LEAVING`] the oldest is forgotten: at worst its late messages
+    /// are delivered (if the app subscribed again) or reported as unexpected, and its late
+    /// answer is taken for the server's own removal.
     pub(crate) fn unsubscribe_sent(&mut self, channel: &str) {
+        if self.leaving.len() >= MAX_LEAVING {
+            self.leaving.remove(0);
+        }
         self.leaving.push(channel.to_owned());
     }
 
@@ -109,7 +121,7 @@ impl Channels {
     pub(crate) fn on_unsubscribed(&mut self, channel: &str) -> bool {
         match self.leaving.iter().position(|c| c == channel) {
             Some(i) => {
-                self.leaving.swap_remove(i);
+                self.leaving.remove(i);
                 false
             }
             None => self.remove(channel),
@@ -362,6 +374,25 @@ mod tests {
         c.unsubscribe_sent("room");
         c.connection_opened();
         assert_eq!(c.admit("room", Some(10)), Admission::Deliver);
+    }
+
+    #[test]
+    fn a_server_that_never_answers_unsubscribes_is_remembered_for_the_latest_only() {
+        let mut c = Channels::default();
+        let name = |i: usize| format!("room:{i}");
+        for i in 0..MAX_LEAVING * 4 {
+            c.add(&name(i));
+            c.remove(&name(i));
+            c.unsubscribe_sent(&name(i));
+        }
+        assert_eq!(c.leaving.len(), MAX_LEAVING, "bounded");
+        // The latest are still recognised: their messages dropped quietly, answers ours.
+        let latest = name(MAX_LEAVING * 4 - 1);
+        assert_eq!(c.admit(&latest, Some(1)), Admission::Unsubscribed);
+        assert!(!c.on_unsubscribed(&latest));
+        // The oldest was forgotten: its late answer ends nothing the app has.
+        assert_eq!(c.admit(&name(0), Some(1)), Admission::NotSubscribed);
+        assert!(!c.on_unsubscribed(&name(0)));
     }
 
     #[test]
