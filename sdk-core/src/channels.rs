@@ -8,7 +8,9 @@
 //! the missed messages after `subscribed`, and any message at or below the last seen offset is
 //! a duplicate and is dropped. When the server could not recover (`recovered: false`: history
 //! trimmed, or a new epoch after a server restart) the client adopts the server's starting
-//! point, the retained history is replayed, and the app is told there may be a gap.
+//! point, the retained history is replayed, and the app is told there may be a gap. A
+//! `recovered: true` in another epoch than the one resumed is no recovery (its offsets are
+//! another history's) and is taken as `false`.
 //!
 //! Unsubscribing: the subscription ends for the app when it asks, but the server ends it only
 //! when it reads the `unsubscribe`, and answers with `unsubscribed`. Until that answer comes,
@@ -163,20 +165,25 @@ impl Channels {
 
     /// The server confirmed a subscription. Unless it resumes from our offset (`recovered`),
     /// adopt its starting point: after a server restart (new epoch) offsets start over, so the
-    /// old offset must not be kept or every new message would look like a duplicate.
+    /// old offset must not be kept or every new message would look like a duplicate. Returns
+    /// whether it is a recovery: of a position we have, in the epoch we resumed, whatever the
+    /// server says (a `recovered: true` from another epoch resumed nothing of ours).
     pub(crate) fn on_subscribed(
         &mut self,
         channel: &str,
         start: u64,
         epoch: Option<String>,
         recovered: bool,
-    ) {
-        if let Some(sub) = self.subs.get_mut(channel) {
-            if sub.last_offset.is_none() || !recovered {
-                sub.last_offset = Some(start);
-            }
-            sub.epoch = epoch;
+    ) -> bool {
+        let Some(sub) = self.subs.get_mut(channel) else {
+            return recovered;
+        };
+        let recovered = recovered && sub.last_offset.is_some() && sub.epoch == epoch;
+        if !recovered {
+            sub.last_offset = Some(start);
         }
+        sub.epoch = epoch;
+        recovered
     }
 
     /// Dedupe by offset: a message at or below the last seen offset was delivered already.
@@ -323,12 +330,13 @@ mod tests {
         let mut c = Channels::default();
         c.add("room");
         c.on_subscribed("room", 3, None, false);
-        c.on_subscribed("room", 9, None, true);
+        assert!(c.on_subscribed("room", 9, None, true));
         assert_eq!(c.admit("room", Some(4)), Admission::Deliver);
         c.on_subscribed("room", 20, None, false);
         assert_eq!(c.last_offset("room"), Some(20));
-        // A restarted server (new epoch) starts over at a lower head: adopt it.
-        c.on_subscribed("room", 0, Some("e2".into()), false);
+        // A restarted server (new epoch) starts over at a lower head: adopt it, even if it
+        // claims to have recovered (from another epoch, it recovered nothing of ours).
+        assert!(!c.on_subscribed("room", 0, Some("e2".into()), true));
         assert_eq!(c.admit("room", Some(1)), Admission::Deliver);
     }
 

@@ -604,7 +604,9 @@ pub enum Event {
         /// Where the stream resumes: the messages that follow have greater offsets.
         offset: u64,
         /// Whether the messages missed since the last seen offset were replayed. `false`
-        /// after a reconnect means there may be a gap: resync from your own source. An
+        /// after a reconnect means there may be a gap: resync from your own source. A
+        /// server's `recovered: true` from another epoch than the one resumed is reported
+        /// `false` (it recovered nothing of ours). An
         /// event stream (SSE, Tether mode) reports one at the start of every stream whose
         /// server says where it starts (the reference relay does:
         /// [`SSE_POSITION_EVENT`](crate::protocol::SSE_POSITION_EVENT)).

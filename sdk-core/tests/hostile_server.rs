@@ -139,3 +139,52 @@ fn messages_on_a_channel_the_app_is_not_subscribed_to_are_not_delivered() {
         ]
     );
 }
+
+// ---- channel positions: epochs, gaps, huge offsets ------------------------------------------
+
+/// The offsets of the messages delivered so far on `room`.
+fn room_offsets(sim: &Sim) -> Vec<u64> {
+    sim.delivered()
+        .iter()
+        .filter(|m| m.channel.as_deref() == Some("room"))
+        .filter_map(|m| m.offset)
+        .collect()
+}
+
+/// `recovered` of every `Subscribed` event so far.
+fn recoveries(sim: &Sim) -> Vec<bool> {
+    sim.events_matching(|e| match e {
+        Event::Subscribed { recovered, .. } => Some(*recovered),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_recovered_answer_from_another_epoch_is_no_recovery() {
+    // A restarted server (new epoch, offsets start over at 1) that still says `recovered:
+    // true`: keeping the old position would drop the new history's messages 1..=3 as
+    // duplicates. A recovery is only one in the epoch the client resumed: the answer is taken
+    // as `recovered: false` (its offset adopted) and reported to the app as such.
+    let mut sim = subscribed_to_room();
+    for i in 1..=3 {
+        sim.other_publishes("room", json!(i));
+    }
+    sim.run_for(ms(100));
+    sim.kill_connection();
+    sim.server.channels.clear();
+    sim.server.epoch = "epoch-2".into();
+    sim.server.lie_recovered = true;
+    sim.run_until_state(Duration::from_secs(30), |e| e.state().is_open());
+    sim.run_for(ms(100));
+    for i in 1..=4 {
+        sim.other_publishes("room", json!(i));
+    }
+    sim.run_for(ms(100));
+    assert_eq!(room_offsets(&sim), [1, 2, 3, 1, 2, 3, 4]);
+    assert_eq!(
+        recoveries(&sim),
+        [false, false],
+        "the app may have missed messages"
+    );
+    assert_eq!(sim.engine.stats().duplicates_dropped, 0);
+}

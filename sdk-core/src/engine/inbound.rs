@@ -82,10 +82,12 @@ impl Engine {
                 // `position` event), and the stream's ids are its resume position.
                 let stream = !self.can_write_frames();
                 if stream || self.channels.contains(&channel) {
-                    if !stream {
+                    let recovered = if stream {
+                        recovered
+                    } else {
                         self.channels
-                            .on_subscribed(&channel, offset, epoch, recovered);
-                    }
+                            .on_subscribed(&channel, offset, epoch, recovered)
+                    };
                     self.events.push_back(Event::Subscribed {
                         channel,
                         offset,

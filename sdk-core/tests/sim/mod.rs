@@ -102,6 +102,9 @@ pub struct Server {
     /// When set, a frame larger than this closes the connection with 1009 (message too big),
     /// unprocessed.
     pub max_frame: Option<usize>,
+    /// A hostile server: every `subscribed` says `recovered: true`, whatever the resume (the
+    /// offset and the replay are still the honest ones).
+    pub lie_recovered: bool,
 }
 
 impl Server {
@@ -124,6 +127,7 @@ impl Server {
             others_present: BTreeSet::new(),
             replay_overlap: 0,
             max_frame: None,
+            lie_recovered: false,
         }
     }
 
@@ -195,7 +199,7 @@ impl Server {
                     channel: channel.clone(),
                     offset: head,
                     epoch: Some(self.epoch.clone()),
-                    recovered,
+                    recovered: recovered || self.lie_recovered,
                 })];
                 if recovered {
                     let from = since.unwrap_or(0).saturating_sub(self.replay_overlap);
