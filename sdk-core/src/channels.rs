@@ -12,6 +12,12 @@
 //! `recovered: true` in another epoch than the one resumed is no recovery (its offsets are
 //! another history's) and is taken as `false`.
 //!
+//! Gaps: offsets go 1, 2, 3… within an epoch and every subscriber gets every message, so a
+//! message past the next offset means some went missing. It is not delivered (nor taken as
+//! the position: one huge offset would make every later message a duplicate); the channel is
+//! subscribed again from the last delivered offset, once until that subscribe is answered,
+//! and the replay brings the missed messages and the held-back ones in order.
+//!
 //! Unsubscribing: the subscription ends for the app when it asks, but the server ends it only
 //! when it reads the `unsubscribe`, and answers with `unsubscribed`. Until that answer comes,
 //! the channel is *leaving*: messages the server sent before it read the unsubscribe are
@@ -58,7 +64,23 @@ pub(crate) fn check_name(name: &str, max: usize) -> Result<(), String> {
 struct Subscription {
     last_offset: Option<u64>,
     epoch: Option<String>,
+    /// A subscribe was sent on this connection and its `subscribed` has not come yet: a gap
+    /// seen meanwhile asks for no other, as the answer's replay covers it.
+    answer_due: bool,
     members: SortedSet<String>,
+}
+
+impl Subscription {
+    /// The subscribe that resumes this subscription after its last delivered offset, in its
+    /// epoch; the caller sends it, so its answer is due.
+    fn resume(&mut self, channel: &str) -> ClientMessage {
+        self.answer_due = true;
+        ClientMessage::Subscribe {
+            channel: channel.to_owned(),
+            since: self.last_offset,
+            epoch: self.epoch.clone(),
+        }
+    }
 }
 
 /// Unanswered unsubscribes remembered at most (see [`Channels::unsubscribe_sent`]).
@@ -84,6 +106,13 @@ pub(crate) enum Admission {
     /// On a channel the app is not subscribed to (the server answered its unsubscribe, or it
     /// never asked): not wanted either, and a frame the server should not have sent.
     NotSubscribed,
+    /// At `offset`, past a gap after `last`: held back for the replay of a resubscribe, which
+    /// is to be sent if `resubscribe` (none is awaiting its answer yet).
+    Gap {
+        last: u64,
+        offset: u64,
+        resubscribe: bool,
+    },
 }
 
 impl Channels {
@@ -143,19 +172,18 @@ impl Channels {
         self.subs.keys().map(String::as_str)
     }
 
-    /// The subscribe message for `channel`, resuming after its last seen offset.
-    pub(crate) fn subscribe_message(&self, channel: &str) -> ClientMessage {
-        let sub = self.subs.get(channel);
-        ClientMessage::Subscribe {
-            channel: channel.to_owned(),
-            since: sub.and_then(|s| s.last_offset),
-            epoch: sub.and_then(|s| s.epoch.clone()),
-        }
+    /// The subscribe for `channel`, resuming after its last delivered offset (none if the app
+    /// is not subscribed); the caller sends it, so its answer is due.
+    pub(crate) fn subscribe_message(&mut self, channel: &str) -> Option<ClientMessage> {
+        self.subs.get_mut(channel).map(|sub| sub.resume(channel))
     }
 
     /// Subscribe messages for every channel, in name order (sent on every open).
-    pub(crate) fn resubscribe_all(&self) -> Vec<ClientMessage> {
-        self.names().map(|c| self.subscribe_message(c)).collect()
+    pub(crate) fn resubscribe_all(&mut self) -> Vec<ClientMessage> {
+        self.subs
+            .iter_mut()
+            .map(|(channel, sub)| sub.resume(channel))
+            .collect()
     }
 
     /// The last offset seen on `channel`.
@@ -183,6 +211,7 @@ impl Channels {
             sub.last_offset = Some(start);
         }
         sub.epoch = epoch;
+        sub.answer_due = false;
         recovered
     }
 
@@ -200,6 +229,12 @@ impl Channels {
         };
         match sub.last_offset {
             Some(last) if offset <= last => Admission::Duplicate,
+            // Not `last + 1`: some went missing (no overflow: `offset` is above `last`).
+            Some(last) if offset - last > 1 => Admission::Gap {
+                last,
+                offset,
+                resubscribe: !sub.answer_due,
+            },
             _ => {
                 sub.last_offset = Some(offset);
                 Admission::Deliver
@@ -316,7 +351,7 @@ mod tests {
         assert_eq!(c.admit("room", Some(6)), Admission::Deliver);
         assert_eq!(c.admit("room", Some(6)), Admission::Duplicate);
         assert_eq!(
-            c.subscribe_message("room"),
+            c.subscribe_message("room").unwrap(),
             ClientMessage::Subscribe {
                 channel: "room".into(),
                 since: Some(6),
@@ -401,6 +436,35 @@ mod tests {
         // The oldest was forgotten: its late answer ends nothing the app has.
         assert_eq!(c.admit(&name(0), Some(1)), Admission::NotSubscribed);
         assert!(!c.on_unsubscribed(&name(0)));
+    }
+
+    #[test]
+    fn a_gap_asks_for_one_resubscribe_until_its_answer() {
+        let mut c = Channels::default();
+        c.add("room");
+        assert!(c.subscribe_message("room").is_some());
+        c.on_subscribed("room", 1, Some("e1".into()), false);
+        let gap = |resubscribe| Admission::Gap {
+            last: 1,
+            offset: 3,
+            resubscribe,
+        };
+        assert_eq!(c.admit("room", Some(3)), gap(true));
+        c.subscribe_message("room");
+        assert_eq!(c.admit("room", Some(3)), gap(false), "answer due");
+        assert!(c.on_subscribed("room", 1, Some("e1".into()), true));
+        assert_eq!(c.admit("room", Some(2)), Admission::Deliver);
+        // A recovery claimed in another epoch is none: its offset is adopted.
+        assert!(!c.on_subscribed("room", 0, Some("e2".into()), true));
+        assert_eq!(c.last_offset("room"), Some(0));
+        assert_eq!(
+            c.admit("room", Some(u64::MAX)),
+            Admission::Gap {
+                last: 0,
+                offset: u64::MAX,
+                resubscribe: true,
+            }
+        );
     }
 
     #[test]

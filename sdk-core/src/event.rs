@@ -448,7 +448,9 @@ pub enum EngineError {
     /// An inbound frame could not be decoded as a protocol message; it was discarded.
     #[error("undecodable frame: {0}")]
     Decode(#[from] DecodeError),
-    /// A frame the protocol does not allow here (e.g. binary in Tether mode); discarded.
+    /// A frame the protocol does not allow here (e.g. binary in Tether mode, or a channel
+    /// message past a gap in its offsets, which the resubscribe's replay brings again in
+    /// order); discarded.
     #[error("unexpected frame: {0}")]
     UnexpectedFrame(String),
     /// The server sent an `error` message.
@@ -597,16 +599,17 @@ pub enum Event {
         /// Why.
         reason: RequestFailure,
     },
-    /// A subscription became active (on every open, for every channel).
+    /// A subscription became active (on every open, for every channel; and again after the
+    /// engine resubscribed a channel whose messages skipped offsets).
     Subscribed {
         /// Channel.
         channel: String,
         /// Where the stream resumes: the messages that follow have greater offsets.
         offset: u64,
         /// Whether the messages missed since the last seen offset were replayed. `false`
-        /// after a reconnect means there may be a gap: resync from your own source. A
-        /// server's `recovered: true` from another epoch than the one resumed is reported
-        /// `false` (it recovered nothing of ours). An
+        /// after a reconnect, or after a resubscribe for skipped offsets, means there may be
+        /// a gap: resync from your own source. A server's `recovered: true` from another
+        /// epoch than the one resumed is reported `false` (it recovered nothing of ours). An
         /// event stream (SSE, Tether mode) reports one at the start of every stream whose
         /// server says where it starts (the reference relay does:
         /// [`SSE_POSITION_EVENT`](crate::protocol::SSE_POSITION_EVENT)).

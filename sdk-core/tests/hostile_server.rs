@@ -8,6 +8,7 @@ mod sim;
 use serde_json::{json, Value};
 use sim::Sim;
 use std::time::Duration;
+use tether_core::protocol::ClientMessage;
 use tether_core::{
     Config, DisconnectCause, Event, Frame, HeartbeatConfig, HeartbeatMode, Protocol,
 };
@@ -159,6 +160,32 @@ fn recoveries(sim: &Sim) -> Vec<bool> {
     })
 }
 
+/// The `since` of every `subscribe` the server received for `room` (`None`: a fresh one).
+fn subscribes(sim: &Sim) -> Vec<Option<u64>> {
+    sim.server_texts()
+        .iter()
+        .filter_map(|t| match ClientMessage::decode(t) {
+            Ok(ClientMessage::Subscribe { channel, since, .. }) if channel == "room" => Some(since),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The `unexpected_frame` errors reported so far.
+fn unexpected(sim: &Sim) -> Vec<String> {
+    sim.errors()
+        .into_iter()
+        .filter_map(|e| match e {
+            tether_core::EngineError::UnexpectedFrame(text) => Some(text),
+            _ => None,
+        })
+        .collect()
+}
+
+fn room_message(offset: u64) -> Value {
+    json!({"type": "message", "channel": "room", "offset": offset, "payload": offset})
+}
+
 #[test]
 fn a_recovered_answer_from_another_epoch_is_no_recovery() {
     // A restarted server (new epoch, offsets start over at 1) that still says `recovered:
@@ -187,4 +214,141 @@ fn a_recovered_answer_from_another_epoch_is_no_recovery() {
         "the app may have missed messages"
     );
     assert_eq!(sim.engine.stats().duplicates_dropped, 0);
+}
+
+#[test]
+fn a_gap_in_a_channel_resubscribes_once_and_its_replay_fills_it_in_order() {
+    // Every subscriber gets every message of its channel, so offset 3 after 1 means 2 went
+    // missing. 3 is not delivered out of order: the client resubscribes from 1, once, and
+    // the replay brings 2, 3, 4, 5 in order. 4 and 5 arrive before that answer and show the
+    // same gap: no second subscribe, and not delivered (the replay holds them: the server
+    // stored them before it read the subscribe). 6 is live after the answer.
+    let mut sim = subscribed_to_room();
+    sim.other_publishes("room", json!(1));
+    sim.run_for(ms(100));
+    sim.server.store("room", json!(2), "lost"); // never sent to this subscriber
+    sim.other_publishes("room", json!(3));
+    sim.other_publishes("room", json!(4));
+    sim.run_for(ms(15)); // 3 and 4 arrived: the subscribe is on its way
+    sim.other_publishes("room", json!(5)); // arrives before the answer
+    sim.run_for(ms(10)); // the server answered, with 2..=5
+    sim.other_publishes("room", json!(6));
+    sim.run_for(ms(100));
+    assert_eq!(room_offsets(&sim), [1, 2, 3, 4, 5, 6]);
+    assert_eq!(
+        subscribes(&sim),
+        [None, Some(1)],
+        "one resubscribe for the gap"
+    );
+    assert_eq!(recoveries(&sim), [false, true], "the gap was filled");
+    assert_eq!(
+        unexpected(&sim),
+        [r#"message on channel "room" skips from offset 1 to 3"#]
+    );
+    assert_eq!(sim.engine.last_offset("room"), Some(6));
+}
+
+#[test]
+fn a_gap_the_server_no_longer_holds_is_reported_as_possibly_missed() {
+    // The messages after the client's position were trimmed from the history: the
+    // resubscribe's answer says `recovered: false` from just before the oldest kept, which the
+    // client adopts; the app gets the retained ones in order and is told it may have missed
+    // some.
+    let mut sim = subscribed_to_room();
+    for i in 1..=2 {
+        sim.other_publishes("room", json!(i));
+    }
+    sim.run_for(ms(100));
+    for i in 3..=5 {
+        sim.server.store("room", json!(i), &format!("lost-{i}"));
+    }
+    let history = &mut sim.server.channels.get_mut("room").unwrap().history;
+    history.retain(|m| m.0 > 3); // 3 is gone
+    sim.other_publishes("room", json!(6));
+    sim.run_for(ms(100));
+    assert_eq!(room_offsets(&sim), [1, 2, 4, 5, 6]);
+    assert_eq!(subscribes(&sim), [None, Some(2)]);
+    assert_eq!(recoveries(&sim), [false, false]);
+    sim.other_publishes("room", json!(7));
+    sim.run_for(ms(100));
+    assert_eq!(room_offsets(&sim), [1, 2, 4, 5, 6, 7]);
+}
+
+#[test]
+fn a_huge_offset_is_a_gap_not_the_channel_position() {
+    // One message at u64::MAX (or 2^60) used to become the channel's position: every later
+    // message was then dropped as a duplicate until a `recovered: false`. It is a gap: not
+    // delivered, and the position stays the last delivered one.
+    let mut sim = subscribed_to_room();
+    sim.other_publishes("room", json!(1));
+    sim.run_for(ms(100));
+    push(&mut sim, room_message(u64::MAX));
+    for i in 2..=3 {
+        sim.other_publishes("room", json!(i));
+    }
+    sim.run_for(ms(100));
+    push(&mut sim, room_message(1 << 60));
+    sim.other_publishes("room", json!(4));
+    sim.run_for(ms(100));
+    assert_eq!(room_offsets(&sim), [1, 2, 3, 4]);
+    assert_eq!(sim.engine.last_offset("room"), Some(4));
+    assert_eq!(subscribes(&sim), [None, Some(1), Some(3)]);
+    assert_eq!(sim.engine.stats().duplicates_dropped, 0);
+}
+
+#[test]
+fn a_server_that_keeps_skipping_offsets_gets_one_resubscribe_at_a_time() {
+    // A flood of messages past a gap before the answer comes: one subscribe, however many.
+    let mut sim = subscribed_to_room();
+    sim.other_publishes("room", json!(1));
+    sim.run_for(ms(100));
+    for offset in (10..1_010).step_by(2) {
+        sim.server_push(Frame::Text(room_message(offset).to_string()));
+    }
+    sim.run_for(ms(25)); // all arrived, and the one subscribe reached the server
+    assert_eq!(subscribes(&sim), [None, Some(1)]);
+    sim.run_for(ms(100));
+    assert_eq!(room_offsets(&sim), [1], "the server holds none of them");
+    assert_eq!(subscribes(&sim), [None, Some(1)]);
+    assert_eq!(unexpected(&sim).len(), 1);
+}
+
+#[test]
+fn a_gap_on_a_channel_being_left_is_dropped_quietly() {
+    // Between the app's unsubscribe and its answer, the server's messages on the channel
+    // belong to the ended subscription, gap or not: no resubscribe, no error.
+    let mut sim = subscribed_to_room();
+    sim.other_publishes("room", json!(1));
+    sim.run_for(ms(100));
+    sim.engine.unsubscribe(sim.now, "room").unwrap();
+    sim.server_push(Frame::Text(room_message(5).to_string())); // before the answer
+    sim.run_for(ms(100));
+    assert_eq!(room_offsets(&sim), [1]);
+    assert_eq!(subscribes(&sim), [None]);
+    assert_eq!(unexpected(&sim), Vec::<String>::new());
+}
+
+#[test]
+fn an_event_stream_delivers_its_messages_in_the_order_the_server_sends_them() {
+    // An event stream cannot carry a subscribe, and its ids are opaque to the client (its
+    // resume position, sent back as Last-Event-ID): the engine keeps no offsets for it, so it
+    // neither drops duplicates nor holds back a message past a gap (docs/protocol.md).
+    let config = Config::builder("http://relay/sse/room")
+        .protocol(Protocol::Tether)
+        .seed(3)
+        .build()
+        .unwrap();
+    let mut sim = Sim::new(config, true);
+    sim.connect_open();
+    for offset in [1, 5, 5] {
+        sim.server_push_sse(tether_core::SseEvent {
+            event: "message".into(),
+            id: Some(format!("e1-{offset}")),
+            data: room_message(offset).to_string(),
+            ..tether_core::SseEvent::default()
+        });
+    }
+    sim.run_for(ms(100));
+    assert_eq!(room_offsets(&sim), [1, 5, 5]);
+    assert_eq!(sim.errors(), []);
 }

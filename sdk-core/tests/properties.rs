@@ -691,11 +691,13 @@ impl Harness {
                 }
             }
             Event::Message(m) => {
-                // Offsets are deduplicated on subscribed channels (others pass through).
+                // Offsets are deduplicated on subscribed channels (others pass through), and
+                // one past a gap is held back for the replay: each is the next one.
                 let subscribed = |c: &String| self.engine.channels().any(|ch| ch == c);
                 if let (Some(c), Some(o)) = (m.channel.filter(subscribed), m.offset) {
                     if let Some(last) = self.last_offsets.get(&c) {
                         assert!(o > *last, "duplicate offset {o} on {c} (last {last})");
+                        assert_eq!(o - last, 1, "offset {o} on {c} skips some (last {last})");
                     }
                     self.last_offsets.insert(c, o);
                 }

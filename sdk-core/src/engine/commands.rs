@@ -262,8 +262,9 @@ impl Engine {
         self.check_channel_command(channel)?;
         let _ = self.observe(now);
         if self.channels.add(channel) && self.state.is_open() {
-            let msg = self.channels.subscribe_message(channel);
-            self.send_control(&msg);
+            if let Some(msg) = self.channels.subscribe_message(channel) {
+                self.send_control(&msg);
+            }
         }
         Ok(())
     }

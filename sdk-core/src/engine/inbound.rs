@@ -25,6 +25,16 @@ impl Engine {
                             return;
                         }
                         Admission::Unsubscribed => return,
+                        Admission::Gap {
+                            last,
+                            offset,
+                            resubscribe,
+                        } => {
+                            if resubscribe {
+                                self.resubscribe_after_gap(name, last, offset);
+                            }
+                            return;
+                        }
                         Admission::NotSubscribed => {
                             self.emit_error(EngineError::UnexpectedFrame(format!(
                                 "message on channel {}, which the app is not subscribed to",
@@ -138,6 +148,20 @@ impl Engine {
                 let ours = self.is_own_change(client_id.as_deref());
                 self.on_doc_change(channel, version, id, ours, ops)
             }
+        }
+    }
+
+    /// A message on `channel` skipped the offsets after `last` (to `offset`): the app is told
+    /// the server broke the protocol, and the channel is subscribed again from `last`, so the
+    /// replay brings what is missing and what was held back, in order. Its `subscribed`
+    /// reaches the app as usual: `recovered: false` if the server no longer has them all.
+    fn resubscribe_after_gap(&mut self, channel: &str, last: u64, offset: u64) {
+        self.emit_error(EngineError::UnexpectedFrame(format!(
+            "message on channel {} skips from offset {last} to {offset}",
+            crate::errors::Quoted(channel)
+        )));
+        if let Some(msg) = self.channels.subscribe_message(channel) {
+            self.send_control(&msg);
         }
     }
 

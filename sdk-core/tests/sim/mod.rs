@@ -193,16 +193,28 @@ impl Server {
             } => {
                 self.subscribed.insert(channel.clone());
                 let head = self.head(&channel);
-                let recovered =
+                let same_epoch =
                     since.is_some_and(|s| s <= head) && epoch.as_ref() == Some(&self.epoch);
+                // A history trimmed past `since` (tests remove its oldest entries) resumes as
+                // the relay does: from just before the oldest kept, all of it replayed.
+                let oldest = self
+                    .channels
+                    .get(&channel)
+                    .and_then(|c| c.history.first())
+                    .map_or(head + 1, |m| m.0);
+                let trimmed = same_epoch && since.is_some_and(|s| s + 1 < oldest);
+                let recovered = same_epoch && !trimmed;
                 let mut frames = vec![out(ServerMessage::Subscribed {
                     channel: channel.clone(),
-                    offset: head,
+                    offset: if trimmed { oldest - 1 } else { head },
                     epoch: Some(self.epoch.clone()),
                     recovered: recovered || self.lie_recovered,
                 })];
-                if recovered {
-                    let from = since.unwrap_or(0).saturating_sub(self.replay_overlap);
+                if recovered || trimmed {
+                    let from = match since {
+                        Some(s) if recovered => s.saturating_sub(self.replay_overlap),
+                        _ => 0,
+                    };
                     if let Some(ch) = self.channels.get(&channel) {
                         for (offset, payload, id) in &ch.history {
                             if *offset > from {
