@@ -57,7 +57,8 @@ pub enum ClientEvent {
         /// What became of it.
         status: Unacked,
     },
-    /// A channel subscription became active (on every open, for every channel). An event
+    /// A channel subscription became active (on every open, for every channel, and after the
+    /// engine resubscribed a channel whose messages skipped offsets). An event
     /// stream (an `http(s)://` URL, Tether protocol) gets one for its channel at the start of
     /// every stream from a server that says where it starts (the reference relay does).
     Subscribed {
@@ -66,7 +67,8 @@ pub enum ClientEvent {
         /// Where the stream resumes: the messages that follow have greater offsets.
         offset: u64,
         /// Whether everything missed since the last seen offset was replayed. `false` after a
-        /// reconnect means there may be a gap: resync this channel from your own source.
+        /// reconnect (or such a resubscribe) means there may be a gap: resync this channel
+        /// from your own source.
         recovered: bool,
     },
     /// A subscription ended (by `unsubscribe` or by the server).

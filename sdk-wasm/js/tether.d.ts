@@ -136,8 +136,9 @@ export interface TetherEventMap {
   /** An acknowledged message's `timeoutMs` passed without its ack (once per message). */
   ack_timed_out: { id: number; status: Unacked };
   /**
-   * A subscription became active (after every reconnect too); `recovered: false` after a
-   * reconnect means a gap. An event stream (`http(s)://`, Tether protocol) gets one at the
+   * A subscription became active (after every reconnect too, and after the client
+   * resubscribed a channel whose messages skipped offsets); `recovered: false` after a
+   * reconnect or such a resubscribe means a gap. An event stream (`http(s)://`, Tether protocol) gets one at the
    * start of every stream from a server that says where it starts (the reference relay).
    */
   subscribed: { channel: string; offset: number; recovered: boolean };
