@@ -89,11 +89,11 @@ const MAX_LEAVING: usize = 256;
 #[derive(Debug, Default)]
 pub(crate) struct Channels {
     subs: SortedMap<String, Subscription>,
-    /// The channel of every unsubscribe sent on this connection that the server has not
-    /// answered yet (see the module docs), once per unsubscribe; emptied when a connection
-    /// opens. Short: a channel is in it only until its answer comes back; oldest first, at
-    /// most [`MAX_LEAVING`].
-    leaving: Vec<String>,
+    /// Each channel with unsubscribes sent on this connection that the server has not
+    /// answered yet (see the module docs), and how many; emptied when a connection opens.
+    /// Short: a channel is in it only until its answers come back; oldest first, at most
+    /// [`MAX_LEAVING`] besides channels subscribed again.
+    leaving: Vec<(String, usize)>,
 }
 
 /// What to do with an inbound channel message.
@@ -135,24 +135,34 @@ impl Channels {
     /// it closes, when none can be written): until its `unsubscribed` answer, or the end of
     /// the connection, what the server sends on the channel belongs to the ended subscription.
     ///
-    /// A server that never answers would grow the list with every unsubscribe of the
-    /// connection, so past [`MAX_LEAVING`] the oldest is forgotten: at worst its late messages
-    /// are delivered (if the app subscribed again) or reported as unexpected, and its late
-    /// answer is taken for the server's own removal.
+    /// A server that never answers would grow the list with every channel unsubscribed on the
+    /// connection, so past [`MAX_LEAVING`] the oldest not subscribed again is forgotten: at
+    /// worst its late messages are reported as unexpected. One subscribed again is kept (as
+    /// many as the app has subscriptions): its late answer would end the new subscription.
     pub(crate) fn unsubscribe_sent(&mut self, channel: &str) {
-        if self.leaving.len() >= MAX_LEAVING {
-            self.leaving.remove(0);
+        if let Some(entry) = self.leaving.iter_mut().find(|(c, _)| c == channel) {
+            entry.1 += 1;
+            return;
         }
-        self.leaving.push(channel.to_owned());
+        if self.leaving.len() >= MAX_LEAVING {
+            let subs = &self.subs;
+            if let Some(i) = self.leaving.iter().position(|(c, _)| !subs.contains_key(c)) {
+                self.leaving.remove(i);
+            }
+        }
+        self.leaving.push((channel.to_owned(), 1));
     }
 
     /// The server said `unsubscribed`: the answer to one of our unsubscribes, or the server
     /// ending the subscription itself. True if that ended a subscription the app has (the
     /// app must be told); an answer to ours ends only the leaving.
     pub(crate) fn on_unsubscribed(&mut self, channel: &str) -> bool {
-        match self.leaving.iter().position(|c| c == channel) {
+        match self.leaving.iter().position(|(c, _)| c == channel) {
             Some(i) => {
-                self.leaving.remove(i);
+                self.leaving[i].1 -= 1;
+                if self.leaving[i].1 == 0 {
+                    self.leaving.remove(i);
+                }
                 false
             }
             None => self.remove(channel),
@@ -218,7 +228,7 @@ impl Channels {
     /// Dedupe by offset: a message at or below the last seen offset was delivered already.
     /// One on a channel the app is not subscribed to (any more) is not wanted.
     pub(crate) fn admit(&mut self, channel: &str, offset: Option<u64>) -> Admission {
-        if self.leaving.iter().any(|c| c == channel) {
+        if self.leaving.iter().any(|(c, _)| c == channel) {
             return Admission::Unsubscribed;
         }
         let Some(sub) = self.subs.get_mut(channel) else {
@@ -436,6 +446,21 @@ mod tests {
         // The oldest was forgotten: its late answer ends nothing the app has.
         assert_eq!(c.admit(&name(0), Some(1)), Admission::NotSubscribed);
         assert!(!c.on_unsubscribed(&name(0)));
+        // One subscribed again is never forgotten, however often it is unsubscribed.
+        c.add("again");
+        for _ in 0..MAX_LEAVING * 2 {
+            c.remove("again");
+            c.unsubscribe_sent("again");
+            c.add("again");
+        }
+        for i in 0..MAX_LEAVING * 2 {
+            c.unsubscribe_sent(&name(i));
+        }
+        assert_eq!(c.leaving.len(), MAX_LEAVING, "still bounded");
+        for _ in 0..MAX_LEAVING * 2 {
+            assert!(!c.on_unsubscribed("again"), "the answer to ours");
+        }
+        assert!(c.contains("again"));
     }
 
     #[test]

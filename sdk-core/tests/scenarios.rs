@@ -3050,6 +3050,34 @@ fn subscribe_unsubscribe_subscribe_before_any_answer_keeps_the_subscription() {
 }
 
 #[test]
+fn many_unsubscribes_answered_late_end_no_subscription_made_again() {
+    // Past 256 unanswered unsubscribes the oldest were forgotten, even those of channels the
+    // app had subscribed again (a route change re-mounting 300 channels; a toggle repeated
+    // 300 times): their late answers then ended the app's new subscriptions.
+    let name = |i: usize| format!("c{i}");
+    let mut sim = tether(Config::builder("ws://relay"));
+    for i in 0..300 {
+        sim.engine.subscribe(sim.now, &name(i)).unwrap();
+    }
+    sim.connect_open();
+    sim.run_for(ms(100));
+    for i in 0..300 {
+        sim.engine.unsubscribe(sim.now, &name(i)).unwrap();
+        sim.engine.subscribe(sim.now, &name(i)).unwrap();
+    }
+    for _ in 0..300 {
+        sim.engine.unsubscribe(sim.now, "c0").unwrap();
+        sim.engine.subscribe(sim.now, "c0").unwrap();
+    }
+    sim.run_for(ms(100));
+    assert_eq!(sim.engine.channels().count(), 300);
+    let unsubscribed = sim
+        .events_matching(|e| matches!(e, Event::Unsubscribed { .. }).then_some(()))
+        .len();
+    assert_eq!(unsubscribed, 600, "only the app's own");
+}
+
+#[test]
 fn no_channel_message_is_delivered_after_the_app_unsubscribed() {
     let mut sim = tether(Config::builder("ws://relay"));
     sim.engine.subscribe(sim.now, "room").unwrap();
