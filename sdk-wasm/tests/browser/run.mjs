@@ -2379,6 +2379,119 @@ test('close({drain}) then connect(): the drain finishes, then the client starts 
   assert.deepEqual({ ...r, ...r2 }, { sent: 'ok', first: ['ok', 1], state: 'open', opens: 2 });
 });
 
+// ---- the READMEs' examples, run as written ----------------------------------------------
+// Users copy these first. Each ```js block of the npm package's README (sdk-wasm/js/README.md,
+// the one in pkg/) and of sdk-wasm/README.md is read when the test runs and run in a page as
+// the body of an async function. Around it goes only what the README leaves to the app: its
+// imports become the page's modules (`tether`, `tetherDocs`), the example URLs the test
+// relay's, and the app's own functions (show, render, toast, fetch for the token, console)
+// are parameters that record what the example did. A block no test runs fails the first test.
+
+const README_BLOCKS = ['sdk-wasm/js/README.md', 'sdk-wasm/README.md'].flatMap((file) =>
+  [...fs.readFileSync(path.join(ROOT, file), 'utf8').matchAll(/^```js\n([\s\S]*?)^```$/gm)].map((m) => m[1]));
+const README_MARKERS = {
+  usage: "const client = await TetherClient.connect('wss://example.com/ws', {",
+  docsImport: "import { TetherClient } from 'tether-web/documents';",
+  docs: "todo.set('title', 'Groceries');",
+  crateDocs: "todo.insert('item:1', { text: 'milk', done: false });",
+  closePolicy: '{ from: 4500, to: 4599, action: \'stop\' },',
+  sse: "const feed = await TetherClient.connect('https://example.com/events'",
+};
+function readmeBlock(key) {
+  const found = README_BLOCKS.filter((b) => b.includes(README_MARKERS[key]));
+  assert.equal(found.length, 1, `README blocks containing ${README_MARKERS[key]}`);
+  // `import { … } from 'tether-web'` cannot stand in a function body: the page has the modules.
+  return found[0].replace(/^import \{([^}]*)\} from 'tether-web(\/documents)?';$/gm,
+    (_, names, docs) => `const {${names}} = ${docs ? 'tetherDocs' : 'tether'};`);
+}
+
+/** Runs `body` in `page` with `vars` (serialisable) in scope and the recording app functions;
+ * returns what it recorded and what `body` returned. */
+function runInPage(page, body, vars = {}) {
+  return page.evaluate(async ({ body, vars }) => {
+    const calls = [];
+    const app = {
+      show: (...a) => calls.push(['show', ...a]),
+      render: (...a) => calls.push(['render', ...a]),
+      toast: (...a) => calls.push(['toast', ...a]),
+      fetch: async (...a) => { calls.push(['fetch', ...a]); return new Response('s3cret'); },
+      console: { log: (...a) => calls.push(['log', ...a]), warn: (...a) => calls.push(['warn', ...a]) },
+    };
+    const names = [...Object.keys(app), ...Object.keys(vars)];
+    const AsyncFunction = (async () => {}).constructor;
+    const result = await new AsyncFunction(...names, body)(...Object.values(app), ...Object.values(vars));
+    return { calls: JSON.parse(JSON.stringify(calls)), result };
+  }, { body, vars });
+}
+
+test('README: every ```js block is run by a test', async () => {
+  for (const b of README_BLOCKS) {
+    assert.ok(Object.values(README_MARKERS).some((m) => b.includes(m)), `no test runs:\n${b}`);
+  }
+});
+
+test('README: the usage example connects with a token, publishes, requests, and closes', async ({ page }) => {
+  const rl = await relay(await freePort(), { token: 's3cret' });
+  const body = readmeBlock('usage').replace('wss://example.com/ws', rl.ws) + `
+    return { answer };`;
+  // Another client on "room", subscribed first, sees what the example publishes.
+  await page.evaluate(async (url) => {
+    window.watcher = new tether.TetherClient(url, { protocol: 'tether', token: () => 's3cret' });
+    window.watched = record(window.watcher);
+    window.watcher.subscribe('room');
+    await until(() => window.watched.some((e) => e.type === 'subscribed'), 5000, 'subscribed');
+  }, rl.ws);
+  const r = await runInPage(page, body);
+  const seen = await page.evaluate(async () => {
+    const messages = () => window.watched.filter((e) => e.type === 'message').map((e) => e.data);
+    await until(() => messages().length >= 2, 5000, 'both messages');
+    window.watcher.dispose();
+    return messages();
+  });
+  assert.deepEqual(seen, [{ text: 'hello' }, { text: 'saved?' }]);
+  assert.deepEqual(r.result.answer, { op: 'time' }, 'the relay echoes the request');
+  assert.ok(r.calls.some((c) => c[0] === 'fetch' && c[1] === '/token'), 'the token came from fetch');
+  assert.ok(r.calls.some((c) => c[0] === 'show' && c[1] === 'connected'), JSON.stringify(r.calls));
+  assert.deepEqual(r.calls.filter((c) => c[0] === 'warn'), [], 'no error or dropped message');
+});
+
+test('README: the shared-document examples edit, and the server confirms', async ({ page }) => {
+  for (const [blocks, expected] of [
+    [[readmeBlock('docsImport'), readmeBlock('docs')],
+      { title: 'Groceries', done: 0, 'seat:12': 'me' }],
+    [[readmeBlock('crateDocs')], { 'item:1': { text: 'milk', done: true }, completed: 1 }],
+  ]) {
+    const rl = await relay(await freePort()); // both edit "todo": each its own relay
+    // The README's `client`: a documents-entry client (the first block imports its TetherClient).
+    const body = `const { TetherClient: Docs } = tetherDocs;
+      const client = new Docs(url, { protocol: 'tether' });
+      ${blocks.join('\n')}
+      await until(() => todo.pending === 0, 5000, 'every change confirmed');
+      const out = todo.toJSON();
+      client.dispose();
+      return out;`;
+    const r = await runInPage(page, body, { url: rl.ws });
+    assert.deepEqual(r.result, expected);
+    assert.deepEqual(r.calls.filter((c) => c[0] === 'toast' || c[0] === 'warn'), [], 'nothing rejected');
+    assert.ok(r.calls.some((c) => c[0] === 'render'), 'change events rendered');
+  }
+});
+
+test('README: the close-policy and SSE examples are accepted and connect', async ({ page }) => {
+  const rl = await relay(await freePort());
+  // These blocks use the TetherClient the usage example imported.
+  const closePolicy = `const { TetherClient } = tether;
+    ${readmeBlock('closePolicy')}
+    await until(() => client.state.name === 'open', 5000, 'open');
+    client.dispose();`;
+  await runInPage(page, closePolicy, { url: rl.ws });
+  const sse = `const { TetherClient } = tether;
+    ${readmeBlock('sse').replace("'https://example.com/events'", 'url')}
+    await until(() => feed.state.name === 'open', 5000, 'open');
+    feed.dispose();`;
+  await runInPage(page, sse, { url: `${rl.http}/sse/room` });
+});
+
 // ---- runner --------------------------------------------------------------------------------
 
 async function main() {
