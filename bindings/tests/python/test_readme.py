@@ -8,9 +8,15 @@ block goes only what the README leaves to the app (a `session` that hands out to
 here runs fails `test_every_block_is_run`.
 """
 
+import os
 import re
+import signal
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
+
+import pytest
 
 from conftest import TOKEN, run_app
 
@@ -40,6 +46,24 @@ def run_example(tmp_path, before, example, after=""):
     done = run_app(script)
     assert done.returncode == 0, (script.read_text(), done.stdout, done.stderr)
     return done.stdout
+
+
+def run_async_example(tmp_path, before, example):
+    """As `run_example`, for a block that awaits the module's async calls, and so meets a known
+    abort at exit: UniFFI's Python wakes an awaited call from a Rust thread through a ctypes
+    callback, and a wake still leaving Python when `asyncio.run` returns and the interpreter
+    finalises is killed by CPython ("FATAL: exception not rethrown", SIGABRT). Under CPU load
+    about 1 run in 4 of the quick start did so, even without a token provider or a document
+    (bindings/README.md, Python, says it). Everything before the exit is still asserted: the
+    example's output, and no other error; such an abort marks the test xfail, not passed."""
+    script = tmp_path / "example.py"
+    script.write_text(textwrap.dedent(before) + example)
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, env=dict(os.environ)
+    )
+    aborted_at_exit = done.returncode == -signal.SIGABRT and done.stderr.strip() == "FATAL: exception not rethrown"
+    assert done.returncode == 0 or aborted_at_exit, (script.read_text(), done.stdout, done.stderr)
+    return done.stdout, aborted_at_exit
 
 
 def test_every_block_is_run():
@@ -82,8 +106,10 @@ def test_quick_start_example_publishes_acked(relay, tmp_path):
     """
     example = block(QUICK_START)
     assert README_URL in example
-    out = run_example(tmp_path, before, example.replace(README_URL, relay.url))
+    out, aborted_at_exit = run_async_example(tmp_path, before, example.replace(README_URL, relay.url))
     assert re.fullmatch(r"\d+\n", out), out
+    if aborted_at_exit:
+        pytest.xfail("the example's work was done; it aborted at interpreter exit (see run_async_example)")
 
 
 def test_sync_shutdown_example(relay, tmp_path):
