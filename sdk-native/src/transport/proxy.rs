@@ -418,7 +418,7 @@ impl Entry {
 }
 
 /// An IPv6 address without the brackets a URL writes it in.
-fn unbracketed(host: &str) -> &str {
+pub(crate) fn unbracketed(host: &str) -> &str {
     host.strip_prefix('[')
         .and_then(|h| h.strip_suffix(']'))
         .unwrap_or(host)
@@ -439,29 +439,10 @@ fn in_block(ip: IpAddr, net: IpAddr, prefix: u8) -> bool {
     }
 }
 
-/// `%XX` sequences as the bytes they stand for; anything else as it is.
+/// `%XX` sequences as the bytes they stand for; anything else as it is (the `url` crate's
+/// own decoder, which reqwest already brings).
 fn percent_decode(s: &str) -> Vec<u8> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .filter(|_| bytes[i] == b'%')
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match hex {
-            Some(byte) => {
-                out.push(byte);
-                i += 3;
-            }
-            None => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    out
+    percent_encoding::percent_decode_str(s).collect()
 }
 
 /// Standard base64 with padding (RFC 4648 §4), as `Basic` credentials are written.

@@ -517,10 +517,7 @@ async fn open_socket(
         .host()
         .ok_or_else(|| url_error(UrlError::NoHostName))?;
     // An IPv6 literal without its brackets, as rustls wants it.
-    let host = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
+    let host = super::proxy::unbracketed(host);
     let plain = http.uri().scheme_str() == Some("ws");
     let port = http
         .uri()
