@@ -8,17 +8,14 @@ block goes only what the README leaves to the app (a `session` that hands out to
 here runs fails `test_every_block_is_run`.
 """
 
-import os
 import re
 import signal
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from conftest import TOKEN, run_app
+from conftest import TOKEN, run_app, spawn_app
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 README_URL = "ws://127.0.0.1:9000/"
@@ -58,9 +55,7 @@ def run_async_example(tmp_path, before, example):
     example's output, and no other error; such an abort marks the test xfail, not passed."""
     script = tmp_path / "example.py"
     script.write_text(textwrap.dedent(before) + example)
-    done = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, env=dict(os.environ)
-    )
+    done = spawn_app(script)
     aborted_at_exit = done.returncode == -signal.SIGABRT and done.stderr.strip() == "FATAL: exception not rethrown"
     assert done.returncode == 0 or aborted_at_exit, (script.read_text(), done.stdout, done.stderr)
     return done.stdout, aborted_at_exit
