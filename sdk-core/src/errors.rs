@@ -230,7 +230,9 @@ pub enum TransportFailure {
     /// opening the way (a `CONNECT` refused; a `407 Proxy Authentication Required`, whatever
     /// the request): the server was never reached. Classified like [`TransportFailure::Http`]
     /// (same table, same overrides), except that it never asks for a new token: the token is
-    /// the server's, and a proxy cannot judge it (see `ClosePolicy::classify_proxy`).
+    /// the server's, and a proxy cannot judge it (see `ClosePolicy::classify_proxy`). An
+    /// [`TransportFailure::Http`] with status 407 is taken as this: only proxies send 407,
+    /// so a driver reports the status it saw and the engine tells whose it is.
     Proxy {
         /// The proxy's status code.
         status: u16,

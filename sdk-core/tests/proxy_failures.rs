@@ -165,3 +165,41 @@ fn an_override_can_retry_a_proxy_407_and_a_proxy_retry_after_is_honoured() {
         }
     )));
 }
+
+#[test]
+fn a_407_reported_as_an_http_status_is_the_proxys_too() {
+    // Only a proxy answers 407: a driver that met one in a handshake or a response reports
+    // the status it saw, and the engine tells whose it is (once, for every driver).
+    let (mut engine, transport) = attempting(ClosePolicy::default());
+    let failure = TransportFailure::Http {
+        status: 407,
+        retry_after: None,
+        location: None,
+    };
+    engine.transport_failed(Instant::ZERO, transport, failure);
+    let drained = drain(&mut engine);
+    assert_eq!(drained.token, None, "a new token cannot satisfy a proxy");
+    assert!(
+        matches!(
+            engine.state(),
+            State::Closed {
+                reason: CloseReason::Refused {
+                    status: Some(407),
+                    ..
+                }
+            }
+        ),
+        "{:?}",
+        engine.state()
+    );
+    let error = drained.events.iter().find_map(|e| match e {
+        Event::Error(e) => Some(e.to_string()),
+        _ => None,
+    });
+    assert!(
+        error
+            .as_deref()
+            .is_some_and(|e| e.contains("proxy answered HTTP status 407")),
+        "{error:?}"
+    );
+}

@@ -416,6 +416,19 @@ impl Engine {
             self.closing_finished(now, app_code);
             return;
         }
+        // Only a proxy answers 407 (RFC 9110 §15.5.8), whichever transport met it: one that
+        // intercepts connections made directly, or the one the driver went through.
+        let failure = match failure {
+            TransportFailure::Http {
+                status: 407,
+                retry_after,
+                ..
+            } => TransportFailure::Proxy {
+                status: 407,
+                retry_after,
+            },
+            failure => failure,
+        };
         self.emit_error(EngineError::Transport(failure.to_string()));
         let (cause, verdict) = match failure {
             TransportFailure::Http {

@@ -133,15 +133,6 @@ impl SseLink {
         // policy retries it with the backoff and reports it on every attempt (an error naming
         // the status, a cause of `Http { status: 200 }`); only `with_status(200..=299,
         // Terminal)` makes it stop, with `Closed { Refused }`.
-        if status == 407 {
-            // Only a proxy answers 407 (RFC 9110 §15.5.8): for a plain `http://` stream the
-            // proxy answers the request itself.
-            self.state = State::Done;
-            return LinkInput::Failed(Box::new(TransportFailure::Proxy {
-                status,
-                retry_after: retry_after(response.headers()),
-            }));
-        }
         if status != 200 || !is_event_stream {
             self.state = State::Done;
             // A redirect here is one `get_following` would not follow (to another server).

@@ -485,14 +485,6 @@ async fn connect(
     let (socket, plain) = open_socket(&request.url, &http, &options).await?;
     match handshake(http, socket, plain, config, &options).await {
         Ok(opened) => Ok(opened),
-        // Only a proxy answers 407 (RFC 9110 §15.5.8): one that intercepts connections made
-        // directly, or the proxy the rule chose, asking again on the tunnel.
-        Err(WsError::Http(response)) if response.status().as_u16() == 407 => {
-            Err(TransportFailure::Proxy {
-                status: 407,
-                retry_after: retry_after(response.headers()),
-            })
-        }
         Err(WsError::Http(response)) => Err(TransportFailure::Http {
             status: response.status().as_u16(),
             retry_after: retry_after(response.headers()),
