@@ -21,6 +21,7 @@ use crate::runtime::{run, runtime};
 use crate::state::{CloseReason, ConnectionState, EngineClock};
 use crate::stats::ClientStats;
 use crate::token::TokenSlot;
+use crate::wake_fence::fenced;
 
 /// A real-time connection that survives the network. Created `Idle`; call `connect()`.
 /// `shutdown()` closes it, delivers every listener its last events (down to `Closed`) and
@@ -241,7 +242,10 @@ impl Client {
             shutdown.await;
             hub.finished().await;
         });
-        let _ = teardown.await;
+        // Fenced, as `run` is: the app resumes only once the worker that woke it has left
+        // the foreign language (a Python interpreter finalising right after this call would
+        // otherwise kill that worker mid-callback, aborting the process).
+        let _ = fenced(teardown).await;
     }
 
     /// [`shutdown`](Self::shutdown) for code that cannot await: a synchronous Python app's

@@ -19,9 +19,10 @@
 //! | `error.rs` | `ClientError`, `SizeLimit` (which limit `TooLarge` exceeds), `Unacked` (what `AckTimedOut` found) |
 //! | `stats.rs` | `ClientStats` |
 //!
-//! Internals: `runtime.rs` (the library's lazily started tokio runtime) and `dispatch.rs`
-//! (how events reach foreign listeners without foreign code ever stalling or crashing the
-//! client). See bindings/README.md for building the Android and iOS libraries and for usage.
+//! Internals: `runtime.rs` (the library's lazily started tokio runtime), `wake_fence.rs` (an
+//! awaited call returns only once the thread that woke it has left the foreign language) and
+//! `dispatch.rs` (how events reach foreign listeners without foreign code ever stalling or
+//! crashing the client). See bindings/README.md for building the Android and iOS libraries and for usage.
 
 mod client;
 mod config;
@@ -38,6 +39,7 @@ mod runtime;
 mod state;
 mod stats;
 mod token;
+mod wake_fence;
 
 pub use client::Client;
 pub use config::{

@@ -11,6 +11,8 @@ use std::sync::OnceLock;
 use tokio::runtime::{Builder, Runtime};
 use tokio::task::JoinHandle;
 
+use crate::wake_fence::fenced;
+
 /// Two workers: a phone has few cores and a client is mostly idle; the work per event is tiny.
 const WORKER_THREADS: usize = 2;
 
@@ -46,9 +48,10 @@ where
 struct AbortOnDrop<T>(JoinHandle<T>);
 
 impl<T> AbortOnDrop<T> {
-    /// `None` when the task panicked or the runtime shut down.
+    /// `None` when the task panicked or the runtime shut down. Fenced: the foreign caller
+    /// resumes only once the runtime thread that woke it has left the foreign language.
     async fn join(mut self) -> Option<T> {
-        (&mut self.0).await.ok()
+        fenced(&mut self.0).await.ok()
     }
 }
 

@@ -345,22 +345,17 @@ async def until(what, cond, timeout=10.0):
         await asyncio.sleep(0.01)
 
 
-def spawn_app(script):
+def run_app(script):
     """Runs the Python app `script` in a fresh interpreter (at most 60 s) and returns its
-    `CompletedProcess`, whatever happened."""
-    return subprocess.run(
+    `CompletedProcess`, after checking that the app did not abort ("FATAL" from CPython killing
+    a thread in a callback)."""
+    done = subprocess.run(
         [sys.executable, str(script)],
         capture_output=True,
         text=True,
         timeout=60,
         env=dict(os.environ),
     )
-
-
-def run_app(script):
-    """`spawn_app`, after checking that the app did not abort ("FATAL" from CPython killing a
-    thread in a callback)."""
-    done = spawn_app(script)
     assert "FATAL" not in done.stderr, (done.returncode, done.stdout, done.stderr)
     return done
 

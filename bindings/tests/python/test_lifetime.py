@@ -158,3 +158,64 @@ def test_shutdown_blocking_tears_a_synchronous_app_down_in_finally(relay, tmp_pa
     assert done.returncode == 1, (done.returncode, done.stdout, done.stderr)
     assert "RuntimeError: some unrelated app bug" in done.stderr, done.stderr
     assert done.stdout == "done=True closed=True\n", (done.stdout, done.stderr)
+
+
+# An awaited call is resumed by UniFFI through a callback made on the runtime thread that
+# completed it. That thread is preempted here right after it has woken the event loop, before
+# it leaves Python (the callback spins for 0.3 s with the GIL handed back and forth): the app
+# resumes, returns from asyncio.run and finalises meanwhile. Before the fix CPython then killed
+# that thread mid-callback ("FATAL: exception not rethrown", exit status 134: the README's
+# quick start did so after `await client.shutdown()`, about 1 run in 20 under load); now the
+# call's last poll waits (up to 1 s, in Rust with the GIL released) until that thread has left
+# Python.
+LAST_AWAIT_APP = textwrap.dedent(
+    """
+    import asyncio, threading, time
+    import tether_ffi as t
+
+    MAIN = threading.get_ident()
+    wake = t._uniffi_continuation_callback
+
+    @t._UNIFFI_RUST_FUTURE_CONTINUATION_CALLBACK
+    def slow_to_leave(future, poll_code):
+        wake(future, poll_code)
+        if threading.get_ident() != MAIN:
+            end = time.monotonic() + 0.3
+            while time.monotonic() < end:
+                pass
+
+    t._uniffi_continuation_callback = slow_to_leave
+
+    async def main():
+        config = t.ClientConfig(URL).wire_protocol(t.WireProtocol.TETHER)
+        client = t.Client(config.header("Authorization", f"Bearer {TOKEN}"))
+        client.connect()
+        offset = await client.publish_acked("room", t.Payload.TEXT("hello"), 5000)
+        if LAST == "publish_acked":
+            print(f"acked {offset is not None}", flush=True)
+            return client
+        if LAST == "disconnect":
+            print(await client.disconnect(), flush=True)
+            return client
+        await client.shutdown()
+        print("shut down", flush=True)
+
+    kept = asyncio.run(main())
+    """
+)
+
+
+@pytest.mark.parametrize(
+    "last, out",
+    [
+        ("shutdown", "shut down\n"),
+        ("publish_acked", "acked True\n"),
+        ("disconnect", "CloseReason.APP(code=1000)\n"),
+    ],
+)
+def test_the_last_awaited_call_returns_only_once_its_waking_thread_left_python(relay, tmp_path, last, out):
+    script = tmp_path / "last_await.py"
+    script.write_text(f"URL = {relay.url!r}\nTOKEN = {TOKEN!r}\nLAST = {last!r}\n" + LAST_AWAIT_APP)
+    done = run_app(script)
+    assert done.returncode == 0, (done.returncode, done.stdout, done.stderr)
+    assert done.stdout == out, (done.stdout, done.stderr)
