@@ -33,6 +33,9 @@ pub struct ClientStats {
     pub dropped_rejected: u64,
     /// Inbound duplicates removed.
     pub duplicates_dropped: u64,
+    /// Inbound channel messages dropped as unexpected (on a channel the app is not subscribed
+    /// to); only the first per channel and connection is also an error event.
+    pub unexpected_dropped: u64,
     /// Error events.
     pub errors: u64,
     /// The latest round-trip time, in milliseconds.
@@ -64,6 +67,7 @@ impl From<tether::Stats> for ClientStats {
             dropped_closed: s.dropped_closed,
             dropped_rejected: s.dropped_rejected,
             duplicates_dropped: s.duplicates_dropped,
+            unexpected_dropped: s.unexpected_dropped,
             errors: s.errors,
             last_rtt_ms: s.last_rtt.map(|d| d.as_secs_f64() * 1000.0),
             outbox_len: 0,

@@ -23,6 +23,8 @@
 //! the channel is *leaving*: messages the server sent before it read the unsubscribe are
 //! dropped (the app was told `Unsubscribed`), and the answer is recognised as ours, so it
 //! neither reports a second `Unsubscribed` nor ends a subscription the app made again since.
+//! A message on a channel the app is not subscribed to at all is unexpected: reported once
+//! per channel and connection (see [`Channels::first_unexpected`]), then only counted.
 
 use crate::event::Event;
 use crate::protocol::{ClientMessage, PresenceChange};
@@ -86,6 +88,10 @@ impl Subscription {
 /// Unanswered unsubscribes remembered at most (see [`Channels::unsubscribe_sent`]).
 const MAX_LEAVING: usize = 256;
 
+/// Channels whose unexpected messages were reported, remembered at most per connection (see
+/// [`Channels::first_unexpected`]).
+const MAX_REPORTED: usize = 256;
+
 #[derive(Debug, Default)]
 pub(crate) struct Channels {
     subs: SortedMap<String, Subscription>,
@@ -94,6 +100,9 @@ pub(crate) struct Channels {
     /// Short: a channel is in it only until its answers come back; oldest first, at most
     /// [`MAX_LEAVING`] besides channels subscribed again.
     leaving: Vec<(String, usize)>,
+    /// The channels whose unexpected messages were reported on this connection, at most
+    /// [`MAX_REPORTED`]; emptied when a connection opens. Empty unless the server misbehaves.
+    reported: Vec<String>,
 }
 
 /// What to do with an inbound channel message.
@@ -169,9 +178,29 @@ impl Channels {
         }
     }
 
-    /// A connection opened: unsubscribes sent on an earlier one will not be answered.
+    /// A connection opened: unsubscribes sent on an earlier one will not be answered, and
+    /// what the server does wrong on it is news again.
     pub(crate) fn connection_opened(&mut self) {
         self.leaving.clear();
+        self.reported.clear();
+    }
+
+    /// An unexpected message arrived on `channel` ([`Admission::NotSubscribed`]): whether it
+    /// is the first on the channel on this connection, to be reported. A server that keeps
+    /// streaming a channel would otherwise raise an error per message; one report says it all,
+    /// and the rest are counted.
+    ///
+    /// A server could use a new name for every message, so at most [`MAX_REPORTED`] channels
+    /// are remembered, and past that none is reported any more: forgetting the oldest to make
+    /// room would report the flood again, one per name, and 256 reports on one connection
+    /// have told the app all it can do something about (`Stats::unexpected_dropped` keeps
+    /// counting).
+    pub(crate) fn first_unexpected(&mut self, channel: &str) -> bool {
+        if self.reported.len() >= MAX_REPORTED || self.reported.iter().any(|c| c == channel) {
+            return false;
+        }
+        self.reported.push(channel.to_owned());
+        true
     }
 
     pub(crate) fn contains(&self, channel: &str) -> bool {

@@ -42,6 +42,12 @@ pub struct Stats {
     pub dropped_rejected: u64,
     /// Inbound channel messages dropped as duplicates (offset already seen).
     pub duplicates_dropped: u64,
+    /// Inbound channel messages dropped as unexpected: on a channel the app is not subscribed
+    /// to (its unsubscribe answered, or never asked for). The first on each channel per
+    /// connection is also reported as an `UnexpectedFrame` error event; the rest only counted
+    /// here. Those that the server sent before it read the app's unsubscribe are expected,
+    /// and not counted.
+    pub unexpected_dropped: u64,
     /// Error events emitted.
     pub errors: u64,
     /// Inputs about an abandoned transport, ignored.

@@ -141,6 +141,72 @@ fn messages_on_a_channel_the_app_is_not_subscribed_to_are_not_delivered() {
     );
 }
 
+#[test]
+fn a_server_streaming_a_channel_the_app_left_is_reported_once_per_channel_and_connection() {
+    // A server that keeps streaming a channel after answering the app's unsubscribe (or one
+    // the app never joined) used to raise one error event per message: a flood. The first
+    // message on each channel is reported, once per connection; the others are counted.
+    let mut sim = subscribed_to_room();
+    sim.engine.unsubscribe(sim.now, "room").unwrap();
+    sim.run_for(ms(100)); // the server answered `unsubscribed`
+    for offset in 1..=50 {
+        for channel in ["room", "never"] {
+            let frame =
+                json!({"type": "message", "channel": channel, "offset": offset, "payload": offset});
+            sim.server_push(Frame::Text(frame.to_string()));
+        }
+    }
+    sim.run_for(ms(100));
+    assert_eq!(sim.delivered(), []);
+    assert_eq!(
+        unexpected(&sim),
+        [
+            r#"message on channel "room", which the app is not subscribed to"#,
+            r#"message on channel "never", which the app is not subscribed to"#,
+        ]
+    );
+    assert_eq!(sim.engine.stats().unexpected_dropped, 100);
+    // A new connection is a new server session: its first stray message is news again.
+    sim.kill_connection();
+    sim.run_until_state(Duration::from_secs(30), |e| e.state().is_open());
+    for offset in 51..=52 {
+        push(
+            &mut sim,
+            json!({"type": "message", "channel": "room", "offset": offset, "payload": offset}),
+        );
+    }
+    assert_eq!(unexpected(&sim).len(), 3, "{:?}", unexpected(&sim));
+    assert_eq!(sim.engine.stats().unexpected_dropped, 102);
+}
+
+#[test]
+fn stray_messages_on_endless_channel_names_are_reported_for_the_first_256_only() {
+    // A server could use a new channel name for every message: the channels already reported
+    // are remembered for the connection, at most 256 of them, and past that the stray
+    // messages are only counted (reporting more would be the flood again).
+    let mut sim = subscribed_to_room();
+    for i in 0..1_000 {
+        let frame =
+            json!({"type": "message", "channel": format!("c{i}"), "offset": 1, "payload": i});
+        sim.server_push(Frame::Text(frame.to_string()));
+    }
+    // The first ones again: still remembered.
+    for i in 0..10 {
+        let frame =
+            json!({"type": "message", "channel": format!("c{i}"), "offset": 2, "payload": i});
+        sim.server_push(Frame::Text(frame.to_string()));
+    }
+    sim.run_for(ms(100));
+    let reported = unexpected(&sim);
+    assert_eq!(reported.len(), 256);
+    assert_eq!(
+        reported[255],
+        r#"message on channel "c255", which the app is not subscribed to"#
+    );
+    assert_eq!(sim.delivered(), []);
+    assert_eq!(sim.engine.stats().unexpected_dropped, 1_010, "all counted");
+}
+
 // ---- channel positions: epochs, gaps, huge offsets ------------------------------------------
 
 /// The offsets of the messages delivered so far on `room`.

@@ -794,6 +794,7 @@ pub(crate) fn write_stats(out: &mut String, e: &Engine) {
             ("droppedClosed", s.dropped_closed),
             ("droppedRejected", s.dropped_rejected),
             ("duplicatesDropped", s.duplicates_dropped),
+            ("unexpectedDropped", s.unexpected_dropped),
             ("errors", s.errors),
             ("staleInputs", s.stale_inputs),
             ("outboxLength", e.outbox_len() as u64),

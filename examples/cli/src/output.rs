@@ -321,6 +321,7 @@ pub(crate) fn stats_json(s: &Stats) -> Value {
         "dropped_closed": s.dropped_closed,
         "dropped_rejected": s.dropped_rejected,
         "duplicates_dropped": s.duplicates_dropped,
+        "unexpected_dropped": s.unexpected_dropped,
         "errors": s.errors,
         "last_rtt_ms": s.last_rtt.map(|d| d.as_secs_f64() * 1000.0),
     })

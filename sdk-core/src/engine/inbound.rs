@@ -36,10 +36,15 @@ impl Engine {
                             return;
                         }
                         Admission::NotSubscribed => {
-                            self.emit_error(EngineError::UnexpectedFrame(format!(
-                                "message on channel {}, which the app is not subscribed to",
-                                crate::errors::Quoted(name)
-                            )));
+                            // Reported once per channel and connection, not per message: a
+                            // server that keeps streaming the channel is no error flood.
+                            self.stats.unexpected_dropped += 1;
+                            if self.channels.first_unexpected(name) {
+                                self.emit_error(EngineError::UnexpectedFrame(format!(
+                                    "message on channel {}, which the app is not subscribed to",
+                                    crate::errors::Quoted(name)
+                                )));
+                            }
                             return;
                         }
                     }
