@@ -4,7 +4,9 @@
 //!
 //! Offsets: `subscribed.offset` is where the server's stream for this subscriber starts. A fresh
 //! subscription adopts it (the head), so even a client that has received nothing yet resumes
-//! from the right place after a reconnect. On a resume (`recovered: true`) the server replays
+//! from the right place after a reconnect. A message with an offset that comes before the
+//! connection's first `subscribed` for its channel is outside that stream and is not
+//! delivered (see [`Admission::Early`]). On a resume (`recovered: true`) the server replays
 //! the missed messages after `subscribed`, and any message at or below the last seen offset is
 //! a duplicate and is dropped. When the server could not recover (`recovered: false`: history
 //! trimmed, or a new epoch after a server restart) the client adopts the server's starting
@@ -69,6 +71,9 @@ struct Subscription {
     /// A subscribe was sent on this connection and its `subscribed` has not come yet: a gap
     /// seen meanwhile asks for no other, as the answer's replay covers it.
     answer_due: bool,
+    /// A `subscribed` came on this connection: the server's stream for this subscription has
+    /// started, and the position is one its messages can be checked against.
+    started: bool,
     members: SortedSet<String>,
 }
 
@@ -115,6 +120,15 @@ pub(crate) enum Admission {
     /// On a channel the app is not subscribed to (the server answered its unsubscribe, or it
     /// never asked): not wanted either, and a frame the server should not have sent.
     NotSubscribed,
+    /// On a subscribed channel, but before the answer to its subscribe on this connection:
+    /// also a frame the server should not have sent (the messages follow the `subscribed`
+    /// that says where they start), and one that cannot be placed. A fresh subscription has
+    /// no position to check it against, and after a reconnect the position is the old
+    /// connection's, maybe in an epoch the server no longer has: taken as it came, it was
+    /// delivered ahead of the messages before it, which then came again with it. Not
+    /// delivered: if it is one the subscription wants, the stream after the answer has it
+    /// (the next message shows the gap, and the resubscribe brings it).
+    Early,
     /// At `offset`, past a gap after `last`: held back for the replay of a resubscribe, which
     /// is to be sent if `resubscribe` (none is awaiting its answer yet).
     Gap {
@@ -217,11 +231,15 @@ impl Channels {
         self.subs.get_mut(channel).map(|sub| sub.resume(channel))
     }
 
-    /// Subscribe messages for every channel, in name order (sent on every open).
+    /// Subscribe messages for every channel, in name order (sent on every open: no stream
+    /// has started on the new connection).
     pub(crate) fn resubscribe_all(&mut self) -> Vec<ClientMessage> {
         self.subs
             .iter_mut()
-            .map(|(channel, sub)| sub.resume(channel))
+            .map(|(channel, sub)| {
+                sub.started = false;
+                sub.resume(channel)
+            })
             .collect()
     }
 
@@ -251,11 +269,13 @@ impl Channels {
         }
         sub.epoch = epoch;
         sub.answer_due = false;
+        sub.started = true;
         recovered
     }
 
     /// Dedupe by offset: a message at or below the last seen offset was delivered already.
-    /// One on a channel the app is not subscribed to (any more) is not wanted.
+    /// One on a channel the app is not subscribed to (any more) is not wanted, nor one before
+    /// the connection's first `subscribed` for the channel ([`Admission::Early`]).
     pub(crate) fn admit(&mut self, channel: &str, offset: Option<u64>) -> Admission {
         if self.leaving.iter().any(|(c, _)| c == channel) {
             return Admission::Unsubscribed;
@@ -263,9 +283,14 @@ impl Channels {
         let Some(sub) = self.subs.get_mut(channel) else {
             return Admission::NotSubscribed;
         };
+        // Without an offset there is nothing to check, and nothing a resubscribe could bring
+        // back: delivered as it comes, whenever it comes.
         let Some(offset) = offset else {
             return Admission::Deliver;
         };
+        if !sub.started {
+            return Admission::Early;
+        }
         match sub.last_offset {
             Some(last) if offset <= last => Admission::Duplicate,
             // Not `last + 1`: some went missing (no overflow: `offset` is above `last`).
@@ -430,6 +455,12 @@ mod tests {
         assert_eq!(c.admit("room", Some(3)), Admission::Unsubscribed);
         assert!(!c.on_unsubscribed("room"));
         assert!(c.contains("room"), "the newer subscription stands");
+        assert_eq!(
+            c.admit("room", Some(4)),
+            Admission::Early,
+            "not answered yet"
+        );
+        c.on_subscribed("room", 3, None, false);
         assert_eq!(c.admit("room", Some(4)), Admission::Deliver);
         // The server ending the subscription itself is news for the app.
         assert!(c.on_unsubscribed("room"));

@@ -43,7 +43,8 @@ pub struct Stats {
     /// Inbound channel messages dropped as duplicates (offset already seen).
     pub duplicates_dropped: u64,
     /// Inbound channel messages dropped as unexpected: on a channel the app is not subscribed
-    /// to (its unsubscribe answered, or never asked for). The first on each channel per
+    /// to (its unsubscribe answered, or never asked for), or, with an offset, before the
+    /// server's `subscribed` for the channel on that connection. The first on each channel per
     /// connection is also reported as an `UnexpectedFrame` error event; the rest only counted
     /// here. Those that the server sent before it read the app's unsubscribe are expected,
     /// and not counted.

@@ -6,6 +6,7 @@
 mod sim;
 
 use serde_json::{json, Value};
+use sim::Behaviour;
 use sim::Sim;
 use std::time::Duration;
 use tether_core::protocol::ClientMessage;
@@ -359,6 +360,56 @@ fn a_huge_offset_is_a_gap_not_the_channel_position() {
     assert_eq!(room_offsets(&sim), [1, 2, 3, 4]);
     assert_eq!(sim.engine.last_offset("room"), Some(4));
     assert_eq!(subscribes(&sim), [None, Some(1), Some(3)]);
+    assert_eq!(sim.engine.stats().duplicates_dropped, 0);
+}
+
+/// The server's `subscribed` for `room`.
+fn room_subscribed(offset: u64, epoch: &str, recovered: bool) -> Value {
+    json!({"type": "subscribed", "channel": "room", "offset": offset, "epoch": epoch, "recovered": recovered})
+}
+
+#[test]
+fn a_message_before_the_answer_to_its_subscribe_is_not_delivered_out_of_order() {
+    // A channel's messages come after its `subscribed`, which says where they start. One that
+    // comes before it (a server that sends live messages to a subscriber it has not answered
+    // yet) cannot be placed: a fresh subscription has no position to check it against, and
+    // after a reconnect the position is the old connection's, maybe of another epoch. It was
+    // delivered and taken as the position, ahead of the messages before it, which then came
+    // again with it. It is dropped as unexpected: the stream that follows the answer holds it.
+    let mut sim = Sim::new(
+        Config::builder("ws://relay")
+            .protocol(Protocol::Tether)
+            .seed(3)
+            .build()
+            .unwrap(),
+        true,
+    );
+    sim.connect_open();
+    sim.server.behaviour = Behaviour::BlackHole; // the script below is the server
+    sim.engine.subscribe(sim.now, "room").unwrap();
+    push(&mut sim, room_message(7)); // live, before the answer
+    push(&mut sim, room_subscribed(5, "e1", false));
+    for offset in 6..=8 {
+        push(&mut sim, room_message(offset));
+    }
+    assert_eq!(room_offsets(&sim), [6, 7, 8]);
+
+    // The connection drops, and the server restarts (a new epoch, offsets start over): the
+    // resume from 8 of "e1" is answered from before its oldest message, all of it replayed.
+    // Its live 9 came before that answer, and 9 is 8 + 1 in the old epoch's terms.
+    sim.kill_connection();
+    sim.run_until_state(Duration::from_secs(30), |e| e.state().is_open());
+    push(&mut sim, room_message(9));
+    push(&mut sim, room_subscribed(0, "e2", false));
+    for offset in 1..=9 {
+        push(&mut sim, room_message(offset));
+    }
+    assert_eq!(room_offsets(&sim), [6, 7, 8, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    assert_eq!(sim.engine.last_offset("room"), Some(9));
+    assert_eq!(
+        unexpected(&sim),
+        [r#"message on channel "room" before the answer to its subscribe"#; 2]
+    );
     assert_eq!(sim.engine.stats().duplicates_dropped, 0);
 }
 

@@ -35,13 +35,18 @@ impl Engine {
                             }
                             return;
                         }
-                        Admission::NotSubscribed => {
+                        unexpected @ (Admission::NotSubscribed | Admission::Early) => {
                             // Reported once per channel and connection, not per message: a
                             // server that keeps streaming the channel is no error flood.
                             self.stats.unexpected_dropped += 1;
                             if self.channels.first_unexpected(name) {
+                                let why = if unexpected == Admission::Early {
+                                    " before the answer to its subscribe"
+                                } else {
+                                    ", which the app is not subscribed to"
+                                };
                                 self.emit_error(EngineError::UnexpectedFrame(format!(
-                                    "message on channel {}, which the app is not subscribed to",
+                                    "message on channel {}{why}",
                                     crate::errors::Quoted(name)
                                 )));
                             }
