@@ -34,7 +34,8 @@ pub struct ClientStats {
     /// Inbound duplicates removed.
     pub duplicates_dropped: u64,
     /// Inbound channel messages dropped as unexpected (on a channel the app is not subscribed
-    /// to); only the first per channel and connection is also an error event.
+    /// to, or before the server's answer to its subscribe); only the first per channel and
+    /// connection is also an error event.
     pub unexpected_dropped: u64,
     /// Error events.
     pub errors: u64,

@@ -353,7 +353,7 @@ export interface TetherStats {
   droppedClosed: number;
   droppedRejected: number;
   duplicatesDropped: number;
-  /** Channel messages dropped as unexpected (on a channel not subscribed to); only the first per channel and connection is also an `error` event. */
+  /** Channel messages dropped as unexpected (on a channel not subscribed to, or before the answer to its subscribe); only the first per channel and connection is also an `error` event. */
   unexpectedDropped: number;
   errors: number;
   /** Inputs for a transport that was already replaced (late events of an old socket), ignored. */
