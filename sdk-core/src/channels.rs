@@ -12,7 +12,9 @@
 //! trimmed, or a new epoch after a server restart) the client adopts the server's starting
 //! point, the retained history is replayed, and the app is told there may be a gap. A
 //! `recovered: true` in another epoch than the one resumed is no recovery (its offsets are
-//! another history's) and is taken as `false`.
+//! another history's) and is taken as `false`. Only the answer to a subscribe in flight moves
+//! the position: another `subscribed` (stale, or forged) is ignored (see
+//! [`Channels::on_subscribed`]).
 //!
 //! Gaps: offsets go 1, 2, 3… within an epoch and every subscriber gets every message, so a
 //! message past the next offset means some went missing. It is not delivered (nor taken as
@@ -24,7 +26,8 @@
 //! when it reads the `unsubscribe`, and answers with `unsubscribed`. Until that answer comes,
 //! the channel is *leaving*: messages the server sent before it read the unsubscribe are
 //! dropped (the app was told `Unsubscribed`), and the answer is recognised as ours, so it
-//! neither reports a second `Unsubscribed` nor ends a subscription the app made again since.
+//! neither reports a second `Unsubscribed` nor ends a subscription the app made again since;
+//! a `subscribed` that comes meanwhile answers the ended subscription, not a new one.
 //! A message on a channel the app is not subscribed to at all is unexpected: reported once
 //! per channel and connection (see [`Channels::first_unexpected`]), then only counted.
 
@@ -217,10 +220,6 @@ impl Channels {
         true
     }
 
-    pub(crate) fn contains(&self, channel: &str) -> bool {
-        self.subs.contains_key(channel)
-    }
-
     pub(crate) fn names(&self) -> impl Iterator<Item = &str> {
         self.subs.keys().map(String::as_str)
     }
@@ -253,16 +252,26 @@ impl Channels {
     /// old offset must not be kept or every new message would look like a duplicate. Returns
     /// whether it is a recovery: of a position we have, in the epoch we resumed, whatever the
     /// server says (a `recovered: true` from another epoch resumed nothing of ours).
+    ///
+    /// Only the answer to a subscribe in flight places the subscription; any other is
+    /// ignored (`None`). One for a subscription answered already (stale, or forged) would
+    /// move its position: back, and the next message looks like a gap whose resubscribe
+    /// replays what the app has; forward, and the messages up to it are dropped as
+    /// duplicates; either way the next resume starts from the wrong place. One that comes
+    /// while an unsubscribe of the channel is unanswered answers a subscribe sent before
+    /// that unsubscribe: the ended subscription's, not a new one's (the server answers in
+    /// order, so a new one's answer follows the `unsubscribed`).
     pub(crate) fn on_subscribed(
         &mut self,
         channel: &str,
         start: u64,
         epoch: Option<String>,
         recovered: bool,
-    ) -> bool {
-        let Some(sub) = self.subs.get_mut(channel) else {
-            return recovered;
-        };
+    ) -> Option<bool> {
+        if self.leaving.iter().any(|(c, _)| c == channel) {
+            return None;
+        }
+        let sub = self.subs.get_mut(channel).filter(|sub| sub.answer_due)?;
         let recovered = recovered && sub.last_offset.is_some() && sub.epoch == epoch;
         if !recovered {
             sub.last_offset = Some(start);
@@ -270,7 +279,7 @@ impl Channels {
         sub.epoch = epoch;
         sub.answer_due = false;
         sub.started = true;
-        recovered
+        Some(recovered)
     }
 
     /// Dedupe by offset: a message at or below the last seen offset was delivered already.
@@ -406,14 +415,32 @@ mod tests {
         }
     }
 
+    /// The subscribe for `channel` is sent and answered; whether that is a recovery.
+    fn answered(
+        c: &mut Channels,
+        channel: &str,
+        start: u64,
+        epoch: Option<&str>,
+        recovered: bool,
+    ) -> bool {
+        assert!(c.subscribe_message(channel).is_some());
+        let epoch = epoch.map(str::to_owned);
+        c.on_subscribed(channel, start, epoch, recovered).unwrap()
+    }
+
     #[test]
     fn fresh_subscription_adopts_head_then_dedupes() {
         let mut c = Channels::default();
         c.add("room");
-        c.on_subscribed("room", 5, Some("e1".into()), false);
+        answered(&mut c, "room", 5, Some("e1"), false);
         assert_eq!(c.admit("room", Some(5)), Admission::Duplicate);
         assert_eq!(c.admit("room", Some(6)), Admission::Deliver);
         assert_eq!(c.admit("room", Some(6)), Admission::Duplicate);
+        // Answered already: another `subscribed` is asked for by nothing, and moves nothing.
+        assert_eq!(c.on_subscribed("room", 1, Some("e1".into()), false), None);
+        assert_eq!(c.on_subscribed("room", 9, Some("e1".into()), false), None);
+        assert_eq!(c.on_subscribed("other", 9, Some("e1".into()), false), None);
+        assert_eq!(c.last_offset("room"), Some(6));
         assert_eq!(
             c.subscribe_message("room").unwrap(),
             ClientMessage::Subscribe {
@@ -428,14 +455,14 @@ mod tests {
     fn recovered_resume_keeps_offset_so_replay_is_delivered() {
         let mut c = Channels::default();
         c.add("room");
-        c.on_subscribed("room", 3, None, false);
-        assert!(c.on_subscribed("room", 9, None, true));
+        answered(&mut c, "room", 3, None, false);
+        assert!(answered(&mut c, "room", 9, None, true));
         assert_eq!(c.admit("room", Some(4)), Admission::Deliver);
-        c.on_subscribed("room", 20, None, false);
+        answered(&mut c, "room", 20, None, false);
         assert_eq!(c.last_offset("room"), Some(20));
         // A restarted server (new epoch) starts over at a lower head: adopt it, even if it
         // claims to have recovered (from another epoch, it recovered nothing of ours).
-        assert!(!c.on_subscribed("room", 0, Some("e2".into()), true));
+        assert!(!answered(&mut c, "room", 0, Some("e2"), true));
         assert_eq!(c.admit("room", Some(1)), Admission::Deliver);
     }
 
@@ -443,7 +470,7 @@ mod tests {
     fn a_leaving_channel_drops_messages_until_the_server_answers_each_unsubscribe() {
         let mut c = Channels::default();
         c.add("room");
-        c.on_subscribed("room", 1, None, false);
+        answered(&mut c, "room", 1, None, false);
         // Unsubscribe, subscribe again, unsubscribe again: two answers due.
         for _ in 0..2 {
             assert!(c.remove("room"));
@@ -454,17 +481,17 @@ mod tests {
         assert!(!c.on_unsubscribed("room"), "the answer to ours");
         assert_eq!(c.admit("room", Some(3)), Admission::Unsubscribed);
         assert!(!c.on_unsubscribed("room"));
-        assert!(c.contains("room"), "the newer subscription stands");
+        assert!(c.subs.contains_key("room"), "the newer subscription stands");
         assert_eq!(
             c.admit("room", Some(4)),
             Admission::Early,
             "not answered yet"
         );
-        c.on_subscribed("room", 3, None, false);
+        answered(&mut c, "room", 3, None, false);
         assert_eq!(c.admit("room", Some(4)), Admission::Deliver);
         // The server ending the subscription itself is news for the app.
         assert!(c.on_unsubscribed("room"));
-        assert!(!c.contains("room"));
+        assert!(!c.subs.contains_key("room"));
         assert!(!c.on_unsubscribed("room"));
     }
 
@@ -473,16 +500,20 @@ mod tests {
         // subscribe, unsubscribe, subscribe before the first answer (React StrictMode's
         // double effect): the first `subscribed` must not take the unsubscribe sent after it
         // for answered, or its `unsubscribed` would end the app's subscription.
+        // Nor does it place the new subscription: it answers the ended one.
         let mut c = Channels::default();
         c.add("room");
+        assert!(c.subscribe_message("room").is_some());
         c.remove("room");
         c.unsubscribe_sent("room");
         c.add("room");
-        c.on_subscribed("room", 7, None, false);
+        assert!(c.subscribe_message("room").is_some());
+        assert_eq!(c.on_subscribed("room", 7, None, false), None);
         assert_eq!(c.admit("room", Some(8)), Admission::Unsubscribed);
         assert!(!c.on_unsubscribed("room"), "the answer to ours");
-        assert!(c.contains("room"));
-        c.on_subscribed("room", 8, None, false);
+        assert!(c.subs.contains_key("room"));
+        assert_eq!(c.admit("room", Some(9)), Admission::Early);
+        assert_eq!(c.on_subscribed("room", 8, None, false), Some(false));
         assert_eq!(c.admit("room", Some(9)), Admission::Deliver);
         c.unsubscribe_sent("room");
         c.connection_opened();
@@ -520,15 +551,14 @@ mod tests {
         for _ in 0..MAX_LEAVING * 2 {
             assert!(!c.on_unsubscribed("again"), "the answer to ours");
         }
-        assert!(c.contains("again"));
+        assert!(c.subs.contains_key("again"));
     }
 
     #[test]
     fn a_gap_asks_for_one_resubscribe_until_its_answer() {
         let mut c = Channels::default();
         c.add("room");
-        assert!(c.subscribe_message("room").is_some());
-        c.on_subscribed("room", 1, Some("e1".into()), false);
+        answered(&mut c, "room", 1, Some("e1"), false);
         let gap = |resubscribe| Admission::Gap {
             last: 1,
             offset: 3,
@@ -537,10 +567,13 @@ mod tests {
         assert_eq!(c.admit("room", Some(3)), gap(true));
         c.subscribe_message("room");
         assert_eq!(c.admit("room", Some(3)), gap(false), "answer due");
-        assert!(c.on_subscribed("room", 1, Some("e1".into()), true));
+        assert_eq!(
+            c.on_subscribed("room", 1, Some("e1".into()), true),
+            Some(true)
+        );
         assert_eq!(c.admit("room", Some(2)), Admission::Deliver);
         // A recovery claimed in another epoch is none: its offset is adopted.
-        assert!(!c.on_subscribed("room", 0, Some("e2".into()), true));
+        assert!(!answered(&mut c, "room", 0, Some("e2"), true));
         assert_eq!(c.last_offset("room"), Some(0));
         assert_eq!(
             c.admit("room", Some(u64::MAX)),

@@ -414,6 +414,46 @@ fn a_message_before_the_answer_to_its_subscribe_is_not_delivered_out_of_order() 
 }
 
 #[test]
+fn a_subscribed_the_client_did_not_ask_for_moves_no_position() {
+    // A `subscribed` for a channel whose subscribe was answered already (a stale or forged
+    // one) was taken as an answer: one that rewinds the position had the next message look
+    // like a gap, whose resubscribe replayed messages the app had (2, 3 again); one that
+    // advances it had the next ones dropped as duplicates (5 lost), and the next resume
+    // start from the wrong place. Only the answer to a subscribe in flight places a
+    // subscription; any other is ignored, as one for a channel not subscribed to is.
+    let mut sim = subscribed_to_room();
+    for i in 1..=3 {
+        sim.other_publishes("room", json!(i));
+    }
+    sim.run_for(ms(100));
+    push(&mut sim, room_subscribed(1, "epoch-1", false));
+    sim.other_publishes("room", json!(4));
+    sim.run_for(ms(100));
+    push(&mut sim, room_subscribed(100, "epoch-1", false));
+    sim.other_publishes("room", json!(5));
+    sim.run_for(ms(100));
+    assert_eq!(room_offsets(&sim), [1, 2, 3, 4, 5]);
+    assert_eq!(
+        recoveries(&sim),
+        [false],
+        "only the answer to the subscribe"
+    );
+    assert_eq!(subscribes(&sim), [None]);
+    // Nor does one whose `recovered: true` names another epoch.
+    push(&mut sim, room_subscribed(0, "epoch-2", true));
+    sim.kill_connection();
+    sim.run_until_state(Duration::from_secs(30), |e| e.state().is_open());
+    sim.run_for(ms(100));
+    assert_eq!(
+        subscribes(&sim),
+        [None, Some(5)],
+        "resumed from the last delivered"
+    );
+    assert_eq!(recoveries(&sim), [false, true]);
+    assert_eq!(sim.engine.stats().duplicates_dropped, 0);
+}
+
+#[test]
 fn a_server_that_keeps_skipping_offsets_gets_one_resubscribe_at_a_time() {
     // A flood of messages past a gap before the answer comes: one subscribe, however many.
     let mut sim = subscribed_to_room();

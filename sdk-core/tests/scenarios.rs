@@ -3050,6 +3050,35 @@ fn subscribe_unsubscribe_subscribe_before_any_answer_keeps_the_subscription() {
 }
 
 #[test]
+fn the_answer_to_a_subscribe_the_app_took_back_does_not_place_the_new_subscription() {
+    // subscribe, unsubscribe, subscribe again before the first answer. The first
+    // `subscribed` comes while the unsubscribe is unanswered: it answers the ended
+    // subscription (whose start, 1, is before a message published meanwhile, 2), not the new
+    // one, which starts after 2. Taken for the new one's answer, it was reported to the app
+    // (a second `Subscribed`), and it would leave the new subscription's real answer unasked.
+    let mut sim = tether(Config::builder("ws://relay"));
+    sim.other_publishes("room", json!(1));
+    sim.connect_open();
+    sim.engine.subscribe(sim.now, "room").unwrap();
+    sim.run_for(ms(1));
+    sim.engine.unsubscribe(sim.now, "room").unwrap();
+    sim.engine.subscribe(sim.now, "room").unwrap();
+    sim.run_for(ms(9)); // the server read the first subscribe, not the rest
+    sim.other_publishes("room", json!(2)); // to the first subscription only
+    sim.run_for(ms(100));
+    let subscribed = sim.events_matching(|e| match e {
+        Event::Subscribed { offset, .. } => Some(*offset),
+        _ => None,
+    });
+    assert_eq!(subscribed, [2], "the answer for the subscription in force");
+    assert_eq!(sim.engine.last_offset("room"), Some(2));
+    sim.other_publishes("room", json!(3));
+    sim.run_for(ms(100));
+    let delivered: Vec<Option<u64>> = sim.delivered().iter().map(|m| m.offset).collect();
+    assert_eq!(delivered, [Some(3)]);
+}
+
+#[test]
 fn many_unsubscribes_answered_late_end_no_subscription_made_again() {
     // Past 256 unanswered unsubscribes the oldest were forgotten, even those of channels the
     // app had subscribed again (a route change re-mounting 300 channels; a toggle repeated

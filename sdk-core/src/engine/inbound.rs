@@ -100,14 +100,14 @@ impl Engine {
                 // An event stream subscribes by its URL: its server says where the stream
                 // starts and whether its resume was complete (the data of the stream's
                 // `position` event), and the stream's ids are its resume position.
-                let stream = !self.can_write_frames();
-                if stream || self.channels.contains(&channel) {
-                    let recovered = if stream {
-                        recovered
-                    } else {
-                        self.channels
-                            .on_subscribed(&channel, offset, epoch, recovered)
-                    };
+                // A WebSocket's is the answer to a subscribe, or ignored (see on_subscribed).
+                let recovered = if self.can_write_frames() {
+                    self.channels
+                        .on_subscribed(&channel, offset, epoch, recovered)
+                } else {
+                    Some(recovered)
+                };
+                if let Some(recovered) = recovered {
                     self.events.push_back(Event::Subscribed {
                         channel,
                         offset,
