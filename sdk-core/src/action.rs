@@ -43,6 +43,16 @@ impl Frame {
         }
     }
 
+    /// What this frame counts for in
+    /// [`Engine::transport_progress`](crate::Engine::transport_progress): its payload size,
+    /// and 1 for an empty frame. A socket that takes an empty frame takes no payload byte, so
+    /// counted as 0 its taking could never be reported: the message would stay in the outbox
+    /// after it went out, and be reported dropped when the connection closed. A driver that
+    /// reports progress counts every data frame it is handed by this.
+    pub fn progress_len(&self) -> u64 {
+        self.len().max(1) as u64
+    }
+
     /// Whether the payload is empty.
     pub fn is_empty(&self) -> bool {
         self.len() == 0

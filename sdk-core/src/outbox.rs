@@ -237,7 +237,7 @@ impl Outbox {
     fn hand_over(&mut self, mut entry: Entry, handed: Option<u64>) -> Outgoing {
         let resend = entry.written && matches!(entry.awaiting, Awaiting::Ack(_));
         if let (Awaiting::Nothing, Some(handed)) = (&entry.awaiting, handed) {
-            entry.awaiting = Awaiting::Taken(handed + entry.frame.len() as u64);
+            entry.awaiting = Awaiting::Taken(handed + entry.frame.progress_len());
             self.taking += 1;
             self.taking_bytes += entry.frame.len();
         }

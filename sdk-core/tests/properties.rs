@@ -225,7 +225,8 @@ struct Harness {
     opened: HashSet<TransportId>,
     /// Transports released while still opening (no close before: there is no handshake).
     released_opening: HashSet<TransportId>,
-    /// Bytes of data frames handed to the current transport (as the native link counts them).
+    /// Bytes of data frames handed to the current transport (as the native link counts them:
+    /// `Frame::progress_len`).
     link_handed: u64,
 }
 
@@ -563,15 +564,11 @@ impl Harness {
                         );
                     }
                 },
-                Action::Send {
-                    frame: Frame::Binary(b),
-                    ..
-                } => self.link_handed += b.len() as u64,
-                Action::Send {
-                    frame: Frame::Text(t),
-                    ..
-                } => {
-                    self.link_handed += t.len() as u64;
+                Action::Send { frame, .. } => {
+                    self.link_handed += frame.progress_len();
+                    let Frame::Text(t) = frame else {
+                        continue;
+                    };
                     if let Ok(tether_core::protocol::ClientMessage::Publish { id, .. }) =
                         tether_core::protocol::ClientMessage::decode(&t)
                     {

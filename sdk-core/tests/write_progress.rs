@@ -1,8 +1,8 @@
 //! The write-progress mechanism (`ConfigBuilder::driver_reports_progress`): a driver that
 //! reports the bytes its socket took (`Engine::transport_progress`) gets messages re-sent, not
 //! lost, when its transport ends with frames in its own queue. The drivers here play the
-//! native WebSocket link: they count `Frame::len` of every `Action::Send` they were handed, and
-//! report that count as far as their socket took it.
+//! native WebSocket link: they count `Frame::progress_len` of every `Action::Send` they were
+//! handed, and report that count as far as their socket took it.
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
@@ -12,7 +12,7 @@ use tether_core::{Action, Config, Engine, Event, Frame, HeartbeatMode, Instant, 
 #[derive(Default)]
 struct Link {
     frames: Vec<String>,
-    /// `Frame::len` of every data frame handed over (the link's `started`).
+    /// `Frame::progress_len` of every data frame handed over (the link's `started`).
     handed: u64,
 }
 
@@ -22,7 +22,7 @@ fn drain(engine: &mut Engine, link: &mut Link) -> Option<TransportId> {
         match a {
             Action::Open(open) => opened = Some(open.transport),
             Action::Send { frame, .. } => {
-                link.handed += frame.len() as u64;
+                link.handed += frame.progress_len();
                 if let Frame::Text(t) = frame {
                     link.frames.push(t);
                 }
@@ -98,6 +98,54 @@ fn raw_app_pings_are_counted_like_the_link_counts_them() {
     assert_eq!(link.frames, ["bbbb"], "the untaken message is re-sent");
 }
 
+/// An empty message takes no payload byte, yet its taking must show: counted as 0 it never
+/// could, and it stayed in the outbox after its socket took it, to be reported dropped when
+/// the connection closed. Counted as 1 (`Frame::progress_len`), it is settled by the report
+/// that covers it, and not by one from before it was handed over.
+#[test]
+fn an_empty_message_is_settled_when_the_socket_took_it() {
+    let config = Config::builder("ws://relay")
+        .driver_reports_progress(true)
+        .build()
+        .unwrap();
+    let mut engine = Engine::new(config, 1);
+    let mut link = Link::default();
+    let t0 = Instant::ZERO;
+    let transport = open(&mut engine, &mut link, t0);
+
+    engine.send(t0, "aaaa").unwrap();
+    drain(&mut engine, &mut link);
+    engine.transport_progress(t0, transport, link.handed);
+    drain(&mut engine, &mut link);
+    assert_eq!(engine.stats().messages_settled, 1);
+
+    engine.send(t0, "").unwrap();
+    engine.send(t0, Frame::Binary(Vec::new())).unwrap();
+    drain(&mut engine, &mut link);
+    assert_eq!(
+        link.frames,
+        ["aaaa", ""],
+        "handed over (the binary one too)"
+    );
+    // A report of what was taken before they were handed over settles neither.
+    engine.transport_progress(t0, transport, 4);
+    drain(&mut engine, &mut link);
+    assert_eq!(engine.outbox_len(), 2, "not taken yet");
+
+    engine.transport_progress(t0, transport, link.handed);
+    drain(&mut engine, &mut link);
+    assert_eq!(engine.outbox_len(), 0, "taken: settled");
+    assert_eq!(engine.stats().messages_settled, 3);
+    engine.close(t0, 1000, "").unwrap();
+    let mut dropped = Vec::new();
+    while let Some(e) = engine.poll_event() {
+        if let Event::Dropped { ids, .. } = e {
+            dropped.extend(ids);
+        }
+    }
+    assert!(dropped.is_empty(), "nothing to report dropped: {dropped:?}");
+}
+
 /// With the default bounds (1 MiB, 1,000 messages) and the default `write_batch_bytes`
 /// (1 MiB), the entries the link is taking fill the outbox's whole byte bound by themselves.
 /// While the socket has not reported progress, every new message then drops the one queued
@@ -132,7 +180,7 @@ fn the_untaken_window_does_not_leave_room_for_one_queued_message() {
             engine.transport_progress(t0, transport, link.handed);
             while let Some(a) = engine.poll_action() {
                 if let Action::Send { frame, .. } = a {
-                    link.handed += frame.len() as u64;
+                    link.handed += frame.progress_len();
                 }
             }
             while let Some(e) = engine.poll_event() {

@@ -737,7 +737,7 @@ impl Engine {
     pub(super) fn count_written(&mut self, frame: &Frame) {
         self.stats.frames_sent += 1;
         self.stats.bytes_sent += frame.len() as u64;
-        self.conn.handed += frame.len() as u64;
+        self.conn.handed += frame.progress_len();
         self.conn.largest_written = self.conn.largest_written.max(frame.len());
     }
 }

@@ -356,8 +356,8 @@ impl Engine {
     }
 
     /// The transport's socket has taken `taken` bytes of the frames handed to it (the sum of
-    /// their [`Frame::len`](crate::Frame::len), counted from its `Open`, in the order of the
-    /// `Send` actions); only with
+    /// their [`Frame::progress_len`](crate::Frame::progress_len), counted from its `Open`, in
+    /// the order of the `Send` actions); only with
     /// [`ConfigBuilder::driver_reports_progress`](crate::ConfigBuilder::driver_reports_progress).
     /// The messages it took are settled, and more are handed over.
     pub fn transport_progress(&mut self, now: Instant, transport: TransportId, taken: u64) {

@@ -27,7 +27,8 @@ pub(crate) enum LinkInput {
     Ping,
     Pong(Vec<u8>),
     Writable(bool),
-    /// The bytes of frames the socket has taken since the link opened (`Frame::len` of each).
+    /// The bytes of frames the socket has taken since the link opened (`Frame::progress_len`
+    /// of each: an empty frame counts as 1).
     Progress(u64),
     Closed {
         code: Option<u16>,

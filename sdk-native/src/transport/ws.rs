@@ -200,11 +200,13 @@ pub(crate) struct WsLink {
 
 /// The write side's bookkeeping, whatever the stream.
 struct Io {
-    /// Frames accepted from the engine but not yet taken by the socket.
-    pending: VecDeque<Message>,
+    /// Frames accepted from the engine but not yet taken by the socket, each with what it
+    /// counts for in `started` (`Frame::progress_len`; 0 for a ping or a close).
+    pending: VecDeque<(Message, u64)>,
     needs_flush: bool,
     writable: bool,
-    /// Bytes of data frames handed to tungstenite; of them, those flushed to the socket (in
+    /// Bytes of data frames handed to tungstenite (by the engine's measure, in which an empty
+    /// frame counts as 1: its taking must show too); of them, those flushed to the socket (in
     /// the operating system's hands: tungstenite's own buffer would go with the link), and
     /// those the engine was told of.
     started: u64,
@@ -238,21 +240,26 @@ impl WsLink {
     }
 
     pub(crate) fn send(&mut self, frame: Frame) {
-        self.io.pending.push_back(match frame {
+        let units = frame.progress_len();
+        let msg = match frame {
             Frame::Text(text) => Message::text(text),
             Frame::Binary(bytes) => Message::binary(bytes),
-        });
+        };
+        self.io.pending.push_back((msg, units));
     }
 
     pub(crate) fn ping(&mut self, payload: Vec<u8>) {
-        self.io.pending.push_back(Message::Ping(payload.into()));
+        self.io
+            .pending
+            .push_back((Message::Ping(payload.into()), 0));
     }
 
     pub(crate) fn close(&mut self, code: u16, reason: String) {
-        self.io.pending.push_back(Message::Close(Some(CloseFrame {
+        let msg = Message::Close(Some(CloseFrame {
             code: CloseCode::from(code),
             reason: reason.into(),
-        })));
+        }));
+        self.io.pending.push_back((msg, 0));
     }
 
     /// What the peer showed since the last call (the handshake's bytes included).
@@ -330,18 +337,13 @@ impl Io {
         while !self.pending.is_empty() {
             match stream.poll_ready_unpin(cx) {
                 Poll::Ready(Ok(())) => {
-                    let Some(msg) = self.pending.pop_front() else {
+                    let Some((msg, units)) = self.pending.pop_front() else {
                         break;
-                    };
-                    let data_len = match &msg {
-                        Message::Text(text) => text.len(),
-                        Message::Binary(bytes) => bytes.len(),
-                        _ => 0,
                     };
                     if let Err(e) = stream.start_send_unpin(msg) {
                         return Poll::Ready(failure(e));
                     }
-                    self.started += data_len as u64;
+                    self.started += units;
                     self.needs_flush = true;
                     if self.started - self.taken >= self.flush_every {
                         match self.poll_flush(stream, cx) {
