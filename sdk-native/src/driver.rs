@@ -135,6 +135,16 @@ impl Driver {
                 _ = &mut notified => {
                     notified.set(shared.wake.notified());
                     notified.as_mut().enable();
+                    // The same for an app that calls the client faster than this loop turns
+                    // (each call wakes it): a passed deadline is handled here too, or a
+                    // reconnect retry, a heartbeat or a timeout would wait for the calls to
+                    // pause. (The clock is read only when there is a deadline.)
+                    if let Some(at) = deadline {
+                        let now = self.shared.now();
+                        if at <= now {
+                            handle_timeout(&mut self.shared.lock().engine, &mut link, now);
+                        }
+                    }
                 }
                 _ = &mut sleep => {
                     // Elapsed: it must be re-armed even if the deadline is unchanged.
