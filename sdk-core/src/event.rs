@@ -561,7 +561,10 @@ pub enum Event {
     },
     /// A message arrived (duplicates by offset are already removed).
     Message(InboundMessage),
-    /// Accepted messages left the outbox undelivered. Never silent.
+    /// Accepted messages left the outbox undelivered. Never silent. Drops for the same reason
+    /// with no other event between them come as one event, their ids in order (so a driver
+    /// that stops taking events while the app keeps sending into a full outbox holds one
+    /// growing event, not one event per send).
     Dropped {
         /// Which.
         ids: Vec<MessageId>,

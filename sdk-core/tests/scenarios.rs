@@ -2799,6 +2799,37 @@ fn a_message_evicted_by_overflow_is_dropped_once_and_never_times_out() {
     );
 }
 
+/// A driver that stops draining the engine (the native task pauses while the app leaves
+/// `event_capacity` events unread) while the app keeps sending into a full outbox: each send
+/// drops the oldest message, and each drop used to queue an event of its own, so the engine's
+/// queue grew by one event per send for as long as the pause lasted. Drops in a row, for the
+/// same reason, with nothing reported between them, are one event: every id, in order.
+#[test]
+fn drops_in_a_row_while_nobody_drains_are_one_event() {
+    let mut sim = tether(Config::builder("ws://relay").outbox_max_messages(1));
+    sim.server.behaviour = Behaviour::Hang;
+    sim.connect();
+    while sim.engine.poll_event().is_some() {}
+    let ids: Vec<MessageId> = (0..1_000)
+        .map(|i| sim.engine.send(sim.now, format!("m{i}")).unwrap())
+        .collect();
+    let events: Vec<Event> = std::iter::from_fn(|| sim.engine.poll_event()).collect();
+    assert_eq!(
+        events,
+        vec![Event::Dropped {
+            ids: ids[..999].to_vec(),
+            reason: DropReason::Overflow
+        }]
+    );
+    assert_eq!(sim.engine.stats().dropped_overflow, 999);
+    // Once drained, the next drop is an event of its own.
+    sim.engine.send(sim.now, "after").unwrap();
+    assert_eq!(
+        drained_outcomes(&mut sim.engine),
+        vec![Outcome::Dropped(vec![ids[999]], DropReason::Overflow)]
+    );
+}
+
 // ---- channels, resume, presence -----------------------------------------------------------------
 
 fn offsets(sim: &Sim) -> Vec<u64> {

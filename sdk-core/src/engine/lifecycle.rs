@@ -424,6 +424,21 @@ impl Engine {
             DropReason::Closed => self.stats.dropped_closed += n,
             DropReason::Rejected { .. } => self.stats.dropped_rejected += n,
         }
+        // Drops in a row for the same reason, with nothing queued between them, are one event
+        // (the ids in order): a driver that stops draining (the native task pauses while its
+        // app leaves events unread) while the app keeps sending into a full outbox would
+        // otherwise hold one event per send for as long as the pause lasts. Nothing is lost,
+        // and the order of events is kept.
+        if let Some(Event::Dropped {
+            ids: queued,
+            reason: last,
+        }) = self.events.back_mut()
+        {
+            if *last == reason {
+                queued.extend(ids);
+                return;
+            }
+        }
         self.events.push_back(Event::Dropped { ids, reason });
     }
 
