@@ -993,6 +993,11 @@ impl EventQueue {
         self.last_close.as_deref().cloned()
     }
 
+    /// The app's `event_capacity`.
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     /// Whether the task may go on: the queue holds at most `capacity` events.
     pub(crate) fn has_room(&self) -> bool {
         self.events.len() <= self.capacity

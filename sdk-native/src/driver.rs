@@ -9,7 +9,7 @@ use crate::transport::{Link, LinkContext, LinkInput};
 use futures_util::FutureExt;
 use serde_json::Value;
 use std::collections::HashMap;
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -229,9 +229,11 @@ impl Driver {
 
     /// Waits while the app's queue holds more than `event_capacity` events (a slow app
     /// stops the reading, so TCP pushes back); not at all once nobody listens any more, once
-    /// the client is stopping, or while a close the app asked for is under way.
+    /// the client is stopping, or while a close the app asked for is under way. A wait of
+    /// [`STALL_WARNING`] is logged, once per wait: an app that keeps `Events` without reading
+    /// it stalls its client, and nothing else would say so.
     async fn room_for_events(&self) {
-        poll_fn(|cx| {
+        let mut room = std::pin::pin!(poll_fn(|cx| {
             let mut queue = self.shared.lock_events();
             if queue.receiver_gone || queue.has_room() {
                 return Poll::Ready(());
@@ -246,10 +248,39 @@ impl Driver {
                 return Poll::Ready(());
             }
             Poll::Pending
-        })
-        .await
+        }));
+        // The common case, room at once, sets no timer.
+        if poll_fn(|cx| Poll::Ready(room.as_mut().poll(cx)))
+            .await
+            .is_ready()
+        {
+            return;
+        }
+        if tokio::time::timeout(STALL_WARNING, room.as_mut())
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        let (waiting, capacity) = {
+            let queue = self.shared.lock_events();
+            (queue.events.len(), queue.capacity())
+        };
+        warn!(
+            waiting,
+            event_capacity = capacity,
+            paused_s = STALL_WARNING.as_secs(),
+            "the client is paused: the app has not taken its events (more than event_capacity \
+             wait), so it neither reads, writes nor fires timers; sends still go to the outbox, \
+             which drops its oldest when full. Read `Events` (recv or try_recv), drop it if \
+             the events are not wanted, or raise event_capacity"
+        );
+        room.await;
     }
 }
+
+/// How long the task waits for the app to take events before it logs that it is paused.
+const STALL_WARNING: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Drop for Driver {
     /// `Events` ends once it has handed over what is queued; document change streams end.
