@@ -13,13 +13,16 @@ pub struct ClientStats {
     pub messages_accepted: u64,
     /// Messages delivered (written; or acknowledged, if acked).
     pub messages_settled: u64,
-    /// Frames written (including resends and control frames).
+    /// Messages written (data frames: the app's, resends, and the protocol's own, such as
+    /// subscribes and acks). WebSocket ping, pong and close frames are not counted (the
+    /// heartbeat's pings are ping frames here).
     pub frames_sent: u64,
-    /// Frames received.
+    /// Messages received (data frames, or SSE events). WebSocket ping, pong and close frames
+    /// and SSE comments are not counted.
     pub frames_received: u64,
-    /// Bytes written.
+    /// Bytes of the messages `frames_sent` counts (payloads, without framing).
     pub bytes_sent: u64,
-    /// Bytes received.
+    /// Bytes of the messages `frames_received` counts (payloads, without framing).
     pub bytes_received: u64,
     /// Acked messages written again after a reconnect.
     pub resent: u64,

@@ -20,13 +20,18 @@ pub struct Stats {
     pub messages_accepted: u64,
     /// Messages that left the outbox successfully (written; or acknowledged if acked).
     pub messages_settled: u64,
-    /// Frames handed to the transport (including resends and control frames).
+    /// Messages handed to the transport (data frames): the app's, resends, and the
+    /// protocol's own (subscribes, acks, and the heartbeat's pings when they are messages,
+    /// `HeartbeatMode::AppMessage`, as in the browser, which cannot send ping frames).
+    /// WebSocket control frames (ping, pong, close) are not counted: the native client's
+    /// heartbeat pings are ping frames, so they are not in this count there.
     pub frames_sent: u64,
-    /// Frames received from the transport.
+    /// Messages received from the transport (data frames, or SSE events), discarded ones
+    /// included. WebSocket ping, pong and close frames and SSE comments are not counted.
     pub frames_received: u64,
-    /// Bytes handed to the transport.
+    /// Bytes of the messages `frames_sent` counts (their payloads, without framing).
     pub bytes_sent: u64,
-    /// Bytes received from the transport.
+    /// Bytes of the messages `frames_received` counts (their payloads, without framing).
     pub bytes_received: u64,
     /// Acked messages written again after a reconnect. Requests written again (kept across
     /// a drop by `fail_requests_on_disconnect(false)`) are not counted: like every message

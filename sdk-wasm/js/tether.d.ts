@@ -343,9 +343,13 @@ export interface TetherStats {
   reconnects: number;
   messagesAccepted: number;
   messagesSettled: number;
+  /** Messages handed to the socket: the app's, resends, and the protocol's own (subscribes, acks, and the heartbeat's pings, which are messages in the browser). */
   framesSent: number;
+  /** Messages (or SSE events) received; the browser hands over no WebSocket ping, pong or close frame, and those are not counted. */
   framesReceived: number;
+  /** Payload bytes of the messages `framesSent` counts. */
   bytesSent: number;
+  /** Payload bytes of the messages `framesReceived` counts. */
   bytesReceived: number;
   resent: number;
   droppedOverflow: number;
