@@ -272,8 +272,8 @@ impl Driver {
             paused_s = STALL_WARNING.as_secs(),
             "the client is paused: the app has not taken its events (more than event_capacity \
              wait), so it neither reads, writes nor fires timers; sends still go to the outbox, \
-             which drops its oldest when full. Read `Events` (recv or try_recv), drop it if \
-             the events are not wanted, or raise event_capacity"
+             whose overflow policy applies when it is full. Read `Events` (recv or try_recv), \
+             drop it if the events are not wanted, or raise event_capacity"
         );
         room.await;
     }
