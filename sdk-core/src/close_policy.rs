@@ -21,6 +21,12 @@
 //! table and overrides, except that `Reauth` becomes `Terminal` ([`ClosePolicy::classify_proxy`]):
 //! a proxy's 407 or 403 stops the client, its 502, 503 or 504 is retried.
 //!
+//! A subprotocol mismatch (`TransportFailure::Subprotocol`: the server completed the
+//! handshake without one of the subprotocols offered) is always `Terminal`, with no override:
+//! it is the deployment's configuration, and the server makes the same choice on every
+//! attempt. The client stops with `Refused` (no code, no status) whose reason names what was
+//! offered and what the server chose.
+//!
 //! A close reason that is a JSON object may carry advice that overrides the table:
 //! `{"reconnect": false}` makes the close terminal, `{"reconnect_within_ms": N}` asks clients
 //! to spread their reconnects uniformly over the next N ms (graceful restarts), and
@@ -88,6 +94,10 @@ pub struct Verdict {
 impl Verdict {
     pub(crate) const RETRY: Verdict = Verdict {
         disposition: Disposition::Retry,
+        hint: None,
+    };
+    pub(crate) const TERMINAL: Verdict = Verdict {
+        disposition: Disposition::Terminal,
         hint: None,
     };
 }

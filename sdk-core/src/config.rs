@@ -441,7 +441,10 @@ impl ConfigBuilder {
     }
     /// Adds a WebSocket subprotocol to offer. Default none. Like a header name it must be
     /// an HTTP token, and offered once; an event stream (`http`/`https` URL) has none, so
-    /// `build` refuses one there.
+    /// `build` refuses one there. A server that completes the handshake without one of them
+    /// (a driver's [`TransportFailure::Subprotocol`](crate::TransportFailure::Subprotocol))
+    /// stops the client with `CloseReason::Refused`, whose reason names the offer and the
+    /// server's choice.
     pub fn subprotocol(mut self, name: impl Into<String>) -> Self {
         self.config.subprotocols.push(name.into());
         self

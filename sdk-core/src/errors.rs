@@ -239,6 +239,16 @@ pub enum TransportFailure {
         /// The parsed `Retry-After`, if the proxy sent one.
         retry_after: Option<Duration>,
     },
+    /// The server accepted the WebSocket handshake without one of the subprotocols offered
+    /// (`Sec-WebSocket-Protocol`): it chose none of them, or one that was not offered, or one
+    /// when none was offered. RFC 6455 §4.1 has the client fail such a connection, and no
+    /// retry changes the server's choice, so the engine stops with `CloseReason::Refused`
+    /// naming what was offered (from its config) and this.
+    Subprotocol {
+        /// The server's choice: `None` if it named none; an empty string if it named one
+        /// that the driver could not read (tungstenite does not say which).
+        chosen: Option<String>,
+    },
     /// Anything else: refused, reset, DNS, TLS, protocol violation.
     Io(String),
 }
@@ -258,7 +268,40 @@ impl std::fmt::Display for TransportFailure {
                 }
             }
             TransportFailure::Proxy { status, .. } => ProxyStatus(*status).fmt(f),
+            TransportFailure::Subprotocol { chosen } => SubprotocolMismatch(None, chosen).fmt(f),
             TransportFailure::Io(msg) => f.write_str(msg),
+        }
+    }
+}
+
+/// `subprotocol mismatch: offered "a", "b"; the server chose "c"` (or `none`, or `one not
+/// offered` for a name the driver could not read); without the offer when it is not known.
+pub(crate) struct SubprotocolMismatch<'a>(
+    pub(crate) Option<&'a [String]>,
+    pub(crate) &'a Option<String>,
+);
+
+impl fmt::Display for SubprotocolMismatch<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("subprotocol mismatch: ")?;
+        if let Some(offered) = self.0 {
+            f.write_str("offered ")?;
+            if offered.is_empty() {
+                f.write_str("none")?;
+            }
+            for (i, name) in offered.iter().enumerate() {
+                if i > 0 {
+                    f.write_str(", ")?;
+                }
+                Quoted(name).fmt(f)?;
+            }
+            f.write_str("; ")?;
+        }
+        f.write_str("the server chose ")?;
+        match self.1.as_deref() {
+            None => f.write_str("none"),
+            Some("") => f.write_str("one not offered"),
+            Some(name) => Quoted(name).fmt(f),
         }
     }
 }
@@ -344,6 +387,34 @@ mod tests {
             retry_after: None,
         };
         assert_eq!(failure.to_string(), "proxy answered HTTP status 407");
+    }
+
+    #[test]
+    fn a_subprotocol_mismatch_says_what_was_offered_and_chosen() {
+        let chose = |chosen: Option<&str>| TransportFailure::Subprotocol {
+            chosen: chosen.map(str::to_owned),
+        };
+        assert_eq!(
+            chose(None).to_string(),
+            "subprotocol mismatch: the server chose none"
+        );
+        let offered = ["a".to_owned(), "b c".to_owned()];
+        let full = |chosen: Option<&str>| {
+            let chosen = chosen.map(str::to_owned);
+            SubprotocolMismatch(Some(&offered), &chosen).to_string()
+        };
+        assert_eq!(
+            full(Some("x")),
+            r#"subprotocol mismatch: offered "a", "b c"; the server chose "x""#
+        );
+        assert_eq!(
+            full(Some("")),
+            r#"subprotocol mismatch: offered "a", "b c"; the server chose one not offered"#
+        );
+        assert_eq!(
+            SubprotocolMismatch(Some(&[]), &Some("x".to_owned())).to_string(),
+            r#"subprotocol mismatch: offered none; the server chose "x""#
+        );
     }
 
     #[test]

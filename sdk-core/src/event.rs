@@ -143,7 +143,10 @@ pub enum CloseReason {
         /// included (they do not count against `max_attempts`, so this may be more).
         attempts: u32,
     },
-    /// The close policy classified the server's close code or HTTP status as terminal.
+    /// The close policy classified the server's close code or HTTP status as terminal; or,
+    /// with neither, the server completed the WebSocket handshake without one of the
+    /// subprotocols offered (`TransportFailure::Subprotocol`; the reason names the offer and
+    /// the server's choice).
     Refused {
         /// The WebSocket close code, if any.
         code: Option<u16>,

@@ -8,7 +8,7 @@ use super::Engine;
 use crate::action::{Action, Frame, TransportId};
 use crate::close_policy::Verdict;
 use crate::config::{is_header_value, HeartbeatMode, Protocol, TokenPlacement};
-use crate::errors::{SseEvent, TransportFailure};
+use crate::errors::{SseEvent, SubprotocolMismatch, TransportFailure};
 use crate::event::{DisconnectCause, EngineError, Event, InboundMessage, Payload, State};
 use crate::heartbeat::Beat;
 use crate::protocol::{ClientMessage, ServerMessage};
@@ -429,7 +429,14 @@ impl Engine {
             },
             failure => failure,
         };
-        self.emit_error(EngineError::Transport(failure.to_string()));
+        let text = match &failure {
+            // What was offered is the engine's to say: the driver reports the server's choice.
+            TransportFailure::Subprotocol { chosen } => {
+                SubprotocolMismatch(Some(&self.config.subprotocols), chosen).to_string()
+            }
+            failure => failure.to_string(),
+        };
+        self.emit_error(EngineError::Transport(text.clone()));
         let (cause, verdict) = match failure {
             TransportFailure::Http {
                 status,
@@ -447,6 +454,10 @@ impl Engine {
                 self.config.close_policy.classify_proxy(status, retry_after),
             ),
             TransportFailure::Io(message) => (DisconnectCause::Failed { message }, Verdict::RETRY),
+            // The server's choice is the same on every attempt: stop, with the facts.
+            TransportFailure::Subprotocol { .. } => {
+                (DisconnectCause::Failed { message: text }, Verdict::TERMINAL)
+            }
         };
         self.connection_lost(now, cause, verdict, None);
     }

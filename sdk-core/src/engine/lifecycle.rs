@@ -165,7 +165,9 @@ impl Engine {
         match verdict.disposition {
             Disposition::Terminal => {
                 let reason = match &cause {
-                    DisconnectCause::Closed { reason, .. } => reason.clone(),
+                    // A failure's own words (a subprotocol mismatch), not "transport failed: ".
+                    DisconnectCause::Closed { reason, .. }
+                    | DisconnectCause::Failed { message: reason } => reason.clone(),
                     other => other.to_string(),
                 };
                 self.finish_closed(CloseReason::Refused {
