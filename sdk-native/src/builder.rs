@@ -133,7 +133,14 @@ impl ClientBuilder {
         protocol(protocol: Protocol);
         /// Adds a handshake header.
         header(name: impl Into<String>, value: impl Into<String>);
-        /// Offers a WebSocket subprotocol.
+        /// Offers a WebSocket subprotocol (in the order added). A server must choose one of
+        /// those offered: if it chooses none (as the reference relay does), or one not
+        /// offered, the client stops at once with `CloseReason::Refused` (no code, no status)
+        /// whose reason names what was offered and what the server chose
+        /// (`subprotocol mismatch: offered "v2"; the server chose none`; a name not offered
+        /// is not kept by tungstenite, so it reads `one not offered`); it is the
+        /// deployment's configuration, which no retry changes. A server that chooses one when
+        /// none was offered stops the client the same way.
         subprotocol(name: impl Into<String>);
         /// Replaces all backoff settings.
         backoff(backoff: BackoffConfig);

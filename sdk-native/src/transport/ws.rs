@@ -29,7 +29,7 @@ use tether_core::{Frame, OpenRequest, TransportFailure};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::error::UrlError;
+use tokio_tungstenite::tungstenite::error::{ProtocolError, SubProtocolError, UrlError};
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
@@ -493,6 +493,16 @@ async fn connect(
             // A WebSocket handshake follows no redirect (tungstenite's neither).
             location: redirect_location(response.status().as_u16(), response.headers()),
         }),
+        // The server's choice of subprotocol, for the engine to judge (it stops the client):
+        // none, or (unread: tungstenite does not keep it) one that was not offered.
+        Err(WsError::Protocol(ProtocolError::SecWebSocketSubProtocolError(e))) => {
+            Err(TransportFailure::Subprotocol {
+                chosen: match e {
+                    SubProtocolError::NoSubProtocol => None,
+                    _ => Some(String::new()),
+                },
+            })
+        }
         Err(e) => Err(TransportFailure::Io(e.to_string())),
     }
 }
