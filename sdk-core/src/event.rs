@@ -661,6 +661,11 @@ pub enum Event {
     /// Also a change a broadcast had already confirmed, then refused (`duplicate_id`: that
     /// broadcast was another client's under this `client_id` and id): nothing rolls back, as
     /// the document already shows the broadcast's change, the one the server applied.
+    ///
+    /// A change dropped after it was written (`closed`, `expired`, `overflow`) may have been
+    /// applied all the same, its ack lost: the server's replay on the next sync then brings it
+    /// back as `DocumentChanged { origin: Confirmed }` (in a snapshot instead, when the server's
+    /// log no longer reaches back, as part of its `Remote` changes).
     #[cfg(feature = "documents")]
     ChangeRejected {
         /// The document's channel.

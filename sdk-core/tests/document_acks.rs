@@ -497,3 +497,99 @@ fn a_change_settled_by_a_snapshot_after_a_reconnect_is_reported_confirmed() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// A change written, then dropped by the app's `close` before its ack (`Dropped { Closed }`): it
+// is rolled back and reported, as its outcome is unknown. The server had applied it, and after
+// `connect` its replay (our author, our id) brings it back into the view. It came as another
+// client's change (`Remote`, flagged `overwrote_local` over the author's own confirmed value),
+// so the app was never told its change took effect after all, and was told it lost a race with
+// itself. Had the server not applied it, nothing is replayed and the rollback stands.
+// ---------------------------------------------------------------------------------------------
+#[test]
+fn a_written_change_dropped_by_close_yet_applied_is_reported_confirmed_after_reconnecting() {
+    for applied in [true, false] {
+        let mut hand = Hand::synced_at(0);
+        hand.engine.doc_set(hand.now, DOC, "k", json!(1)).unwrap();
+        hand.drain();
+        let set_wire = hand.changes_sent().pop().unwrap();
+        hand.send(ServerMessage::Ack {
+            id: set_wire,
+            offset: Some(1),
+        });
+        let delete = hand.engine.doc_delete(hand.now, DOC, "k").unwrap();
+        hand.drain();
+        let wire = hand.changes_sent().pop().unwrap();
+        assert_eq!(hand.view(), json!({}), "shown at once");
+        hand.events.clear();
+        hand.engine.close(hand.now, 1000, "").unwrap();
+        hand.drain();
+        assert!(
+            hand.events.iter().any(|e| matches!(e,
+                Event::ChangeRejected { change, code, .. } if *change == delete && code == "closed")),
+            "{:#?}",
+            hand.events
+        );
+        assert_eq!(hand.view(), json!({"k": 1}), "rolled back");
+        let t = hand.transport.unwrap();
+        hand.engine.transport_closed(hand.now, t, Some(1000), "");
+        hand.drain();
+        assert!(hand.engine.state().is_closed());
+
+        hand.events.clear();
+        hand.sent.clear();
+        hand.engine.connect(hand.now);
+        hand.open();
+        assert!(
+            hand.sent.iter().any(|m| matches!(
+                m,
+                ClientMessage::DocSync {
+                    version: Some(1),
+                    ..
+                }
+            )),
+            "resumes from version 1: {:?}",
+            hand.sent
+        );
+        assert!(!hand.changes_sent().contains(&wire), "dropped: not resent");
+        if applied {
+            hand.send(ServerMessage::DocChange {
+                channel: DOC.into(),
+                version: 2,
+                id: wire.clone(),
+                client_id: Some("hand".into()),
+                ops: vec![Op::delete("k")],
+            });
+            assert_eq!(
+                (hand.view(), hand.doc().version()),
+                (json!({}), Some(2)),
+                "the server's state"
+            );
+            let told: Vec<_> = hand
+                .events
+                .iter()
+                .filter_map(|e| match e {
+                    Event::DocumentChanged {
+                        origin, changes, ..
+                    } => Some((*origin, changes.clone())),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(
+                told,
+                [(
+                    ChangeOrigin::Confirmed,
+                    vec![tether_core::sync::KeyChange {
+                        key: "k".into(),
+                        value: None,
+                        overwrote_local: false,
+                    }]
+                )],
+                "our own change, confirmed after all; events: {:#?}",
+                hand.events
+            );
+        } else {
+            assert_eq!(hand.view(), json!({"k": 1}), "the rollback stands");
+        }
+    }
+}

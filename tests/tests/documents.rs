@@ -328,3 +328,83 @@ async fn a_closed_document_stops_reaching_its_client_while_others_edit_it() {
         .unwrap();
     relay.shutdown().await;
 }
+
+// A delete written, then dropped by `close` before its ack (the relay applied it; the ack was
+// lost on the way): reported `closed` and rolled back, its key shown again. After `connect`
+// the relay's replay brings the delete back (the key gone again, as on the relay), and it must
+// come as this client's own change confirmed after all: it came as another client's, flagged
+// as a race the author lost, to itself.
+#[tokio::test]
+async fn a_delete_dropped_by_close_yet_applied_by_the_relay_is_confirmed_after_reconnecting() {
+    let relay = Relay::bind("127.0.0.1:0", RelayConfig::default())
+        .await
+        .unwrap();
+    let proxy = tether_tests::oneway::OneWayProxy::start(relay.local_addr())
+        .await
+        .unwrap();
+    let observer = client(relay.ws_url());
+    // No heartbeat within the test: the muted relay must not get the connection judged dead
+    // (and the delete re-sent) before the app's close.
+    let author = builder(proxy.url())
+        .heartbeat_interval(Duration::from_secs(60))
+        .close_timeout(Duration::from_millis(300))
+        .connect()
+        .unwrap()
+        .0;
+    let doc_o = observer.document("notes").unwrap();
+    let doc_a = author.document("notes").unwrap();
+    synced(&doc_a).await;
+    doc_a.set("k", 1).unwrap();
+    until(&doc_a, "the author's set is confirmed", |d| {
+        d.get("k") == Some(&json!(1))
+    })
+    .await;
+    let mut events = doc_a.changes();
+
+    proxy.mute(true); // the relay's answers are lost from now on
+    let delete = doc_a.delete("k").unwrap();
+    assert_eq!(doc_a.get("k"), None, "shown at once");
+    let applied = eventually(LIMIT, || !doc_o.snapshot().contains_key("k")).await;
+    assert!(applied, "the relay never applied the delete");
+    tokio::time::timeout(LIMIT, author.close()).await.unwrap();
+    assert_eq!(doc_a.get("k"), Some(json!(1)), "dropped: rolled back");
+
+    proxy.mute(false);
+    author.connect();
+    until(&doc_a, "the author shows the relay's state", |d| {
+        !d.contains_key("k")
+    })
+    .await;
+    let mut seen = Vec::new();
+    while let Ok(Some(event)) =
+        tokio::time::timeout(Duration::from_millis(200), events.recv()).await
+    {
+        seen.push(event);
+    }
+    let rejected = seen.iter().position(|e| {
+        matches!(e, DocumentEvent::Rejected { change, code } if *change == delete && code == "closed")
+    });
+    let confirmed = seen.iter().rposition(|e| {
+        matches!(e, DocumentEvent::Changed { origin: ChangeOrigin::Confirmed, changes }
+            if changes.iter().any(|c| c.key == "k" && c.value.is_none() && !c.overwrote_local))
+    });
+    assert!(
+        matches!((rejected, confirmed), (Some(r), Some(c)) if r < c),
+        "told it was dropped, then that it took effect: {seen:#?}"
+    );
+    assert!(
+        !seen
+            .iter()
+            .any(|e| matches!(e, DocumentEvent::Changed { changes, .. }
+            if changes.iter().any(|c| c.overwrote_local))),
+        "no race lost to itself: {seen:#?}"
+    );
+    assert_eq!(doc_a.snapshot(), doc_o.snapshot());
+    tokio::time::timeout(LIMIT, author.shutdown())
+        .await
+        .unwrap();
+    tokio::time::timeout(LIMIT, observer.shutdown())
+        .await
+        .unwrap();
+    relay.shutdown().await;
+}

@@ -155,7 +155,10 @@ impl Engine {
                 client_id,
                 ops,
             } => {
-                let ours = self.is_own_change(client_id.as_deref());
+                // Ours by its author and an id this engine made (with an older server that
+                // names no author, every change passes the first test).
+                let ours =
+                    self.is_own_change(client_id.as_deref()) && id.starts_with(&self.wire_prefix);
                 self.on_doc_change(channel, version, id, ours, ops)
             }
         }

@@ -16,7 +16,9 @@ pub enum ChangeOrigin {
     /// A local change, applied at once, not yet acknowledged by the server.
     LocalPending,
     /// The server accepted a local change (the view usually does not move; the keys are
-    /// listed so the app can mark them as saved).
+    /// listed so the app can mark them as saved). Also one reported dropped after it was
+    /// written (`ChangeRejected` with a drop reason) that the server's replay shows it applied
+    /// after all: the view then moves back to it.
     Confirmed,
     /// Another client's change, or a resync from a snapshot.
     Remote,
@@ -290,9 +292,10 @@ impl Document {
     }
 
     /// A change from the server at `version`: another client's, or ours replayed. `ours`: its
-    /// author is this client (or the server does not say). Only then can it confirm the
-    /// pending change with id `wire`: ids are unique only within their author, so another
-    /// client's change under our next id is a remote change like any other.
+    /// author is this client (or the server does not say) and its id one this engine makes.
+    /// Only then can it confirm the pending change with id `wire`: ids are unique only within
+    /// their author, so another client's change under our next id is a remote change like any
+    /// other. One of ours no longer pending (dropped unacknowledged) is reported `Confirmed`.
     pub(crate) fn remote(
         &mut self,
         version: u64,
@@ -326,19 +329,26 @@ impl Document {
             return self.cannot_apply();
         }
         self.advance(version);
-        let lost: SortedSet<String> = keys
-            .iter()
-            .filter(|k| {
-                let overwrote = ops
-                    .iter()
-                    .any(|op| op.key() == k.as_str() && !matches!(op, Op::Increment { .. }));
-                overwrote && self.mine.remove(k)
-            })
-            .cloned()
-            .collect();
+        // Ours yet not pending: written, then dropped from the outbox before its ack (closed,
+        // expired, overflow) and reported so, as its outcome was unknown. The server applied
+        // it after all: confirmed, not a race this client lost to itself.
+        let mut lost = SortedSet::default();
+        for op in ops.iter().filter(|op| !matches!(op, Op::Increment { .. })) {
+            let key = op.key().to_owned();
+            if ours {
+                self.mine.insert(key);
+            } else if self.mine.remove(&key) {
+                lost.insert(key);
+            }
+        }
         let changes = self.refresh(&keys, |k| lost.contains(k));
+        let (origin, changes) = if ours {
+            (ChangeOrigin::Confirmed, self.or_unmoved(changes, &keys))
+        } else {
+            (ChangeOrigin::Remote, changes)
+        };
         Reaction {
-            changes: vec![(ChangeOrigin::Remote, changes)],
+            changes: vec![(origin, changes)],
             resync: false,
         }
     }
