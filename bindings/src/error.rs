@@ -333,6 +333,10 @@ impl From<tether::SyncError> for ClientError {
                 argument: "ops".to_owned(),
                 reason: "a change needs at least one operation".to_owned(),
             },
+            tether::SyncError::TooDeep => ClientError::InvalidArgument {
+                argument: "value".to_owned(),
+                reason: e.to_string(),
+            },
             tether::SyncError::Rejected(rejection) => ClientError::Rejected {
                 code: rejection.code.to_owned(),
                 reason: rejection.message,

@@ -177,6 +177,13 @@ pub enum SyncError {
     /// `increment` of a non-number or past the integer range); it was not sent.
     #[error(transparent)]
     Rejected(#[from] crate::sync::Rejection),
+    /// A `set` or `insert` value nests arrays and objects deeper than
+    /// [`MAX_VALUE_DEPTH`](crate::sync::MAX_VALUE_DEPTH): no frame could carry it. Not sent.
+    #[error(
+        "a value nests deeper than {} arrays and objects",
+        crate::sync::MAX_VALUE_DEPTH
+    )]
+    TooDeep,
     /// The outbox refused it.
     #[error(transparent)]
     Send(#[from] SendError),
@@ -185,14 +192,15 @@ pub enum SyncError {
 #[cfg(feature = "documents")]
 impl SyncError {
     /// A stable machine-readable name (see [`SendError::code`]): `needs_tether_protocol`,
-    /// `not_open`, `invalid_channel`, `empty_change`, the rejection's own code (`conflict`,
-    /// `type_mismatch`, `out_of_range`), or the outbox's refusal.
+    /// `not_open`, `invalid_channel`, `empty_change`, `too_deep`, the rejection's own code
+    /// (`conflict`, `type_mismatch`, `out_of_range`), or the outbox's refusal.
     pub fn code(&self) -> &'static str {
         match self {
             SyncError::NeedsTetherProtocol => "needs_tether_protocol",
             SyncError::NotOpen(_) => "not_open",
             SyncError::InvalidChannel(_) => "invalid_channel",
             SyncError::EmptyChange => "empty_change",
+            SyncError::TooDeep => "too_deep",
             SyncError::Rejected(r) => r.code,
             SyncError::Send(e) => e.code(),
         }

@@ -607,3 +607,51 @@ proptest! {
         prop_assert_eq!(total, net.acknowledged_increments());
     }
 }
+
+// A value nested deeper than a frame may (the protocol's 127 arrays and objects, the frame's
+// own object and its `ops` array and op object included) was accepted, shown at once, sent,
+// and only then refused by the relay (`bad_frame`: its decoder stops at that depth) and rolled
+// back. It is refused up front now, as any other change that cannot be sent, and never shown.
+#[test]
+fn a_value_nested_deeper_than_a_frame_allows_is_refused_up_front() {
+    use tether_core::sync::MAX_VALUE_DEPTH;
+    let nested = |levels: usize| (0..levels).fold(json!(1), |v, _| json!([v]));
+    let frame = |value: serde_json::Value| {
+        ClientMessage::DocChange {
+            id: "c1".into(),
+            channel: DOC.into(),
+            base: 0,
+            ops: vec![Op::set("k", value)],
+        }
+        .encode()
+    };
+    // The limit is exactly the relay's decoder's.
+    assert!(ClientMessage::decode(&frame(nested(MAX_VALUE_DEPTH))).is_ok());
+    assert!(ClientMessage::decode(&frame(nested(MAX_VALUE_DEPTH + 1))).is_err());
+
+    let config = Config::builder("ws://relay/")
+        .protocol(Protocol::Tether)
+        .build()
+        .unwrap();
+    let mut engine = Engine::new(config, 1);
+    engine.open_document(Instant::ZERO, DOC).unwrap();
+    engine
+        .doc_set(Instant::ZERO, DOC, "fits", nested(MAX_VALUE_DEPTH))
+        .unwrap();
+    let deep = json!({"a": nested(MAX_VALUE_DEPTH)});
+    for ops in [
+        vec![Op::set("k", deep.clone())],
+        vec![Op::insert("k", deep.clone())],
+        vec![Op::delete("fits"), Op::set("k", deep)],
+    ] {
+        assert_eq!(
+            engine.change_document(Instant::ZERO, DOC, ops),
+            Err(SyncError::TooDeep)
+        );
+    }
+    assert_eq!(SyncError::TooDeep.code(), "too_deep");
+    let doc = engine.document(DOC).unwrap();
+    assert_eq!((doc.get("k"), doc.pending()), (None, 1), "never shown");
+    assert!(doc.get("fits").is_some());
+    assert_eq!(engine.outbox_len(), 1, "never queued");
+}

@@ -8,7 +8,7 @@ use crate::errors::SyncError;
 use crate::event::{DropReason, Event, MessageId};
 use crate::outbox::Awaiting;
 use crate::protocol::{ClientMessage, Op};
-use crate::sync::{ChangeOrigin, Document, KeyChange, Undelivered};
+use crate::sync::{ChangeOrigin, Document, KeyChange, Undelivered, MAX_VALUE_DEPTH};
 use crate::time::Instant;
 use serde_json::{Map, Value};
 
@@ -73,7 +73,8 @@ impl Engine {
     /// Changes the document on `channel`: applied to the local view at once
     /// (`DocumentChanged { origin: LocalPending }`), queued, and sent through the acknowledged
     /// path (re-sent after a reconnect until the server acknowledges or rejects it). A change
-    /// that cannot apply to the current view is refused here and never sent.
+    /// that cannot apply to the current view, or with a value no frame could carry (nested
+    /// deeper than [`MAX_VALUE_DEPTH`]), is refused here and never sent.
     pub fn change_document(
         &mut self,
         now: Instant,
@@ -82,6 +83,12 @@ impl Engine {
     ) -> Result<MessageId, SyncError> {
         if ops.is_empty() {
             return Err(SyncError::EmptyChange);
+        }
+        if ops.iter().any(|op| match op {
+            Op::Set { value, .. } | Op::Insert { value, .. } => deeper_than(value, MAX_VALUE_DEPTH),
+            _ => false,
+        }) {
+            return Err(SyncError::TooDeep);
         }
         let doc = self
             .documents
@@ -317,6 +324,15 @@ impl Engine {
             origin,
             changes,
         });
+    }
+}
+
+/// Whether `value` nests more than `levels` arrays and objects (recursing at most that deep).
+fn deeper_than(value: &Value, levels: usize) -> bool {
+    match value {
+        Value::Array(items) => levels == 0 || items.iter().any(|v| deeper_than(v, levels - 1)),
+        Value::Object(map) => levels == 0 || map.values().any(|v| deeper_than(v, levels - 1)),
+        _ => false,
     }
 }
 

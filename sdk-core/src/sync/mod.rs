@@ -27,6 +27,12 @@ mod document;
 mod server;
 
 pub use crate::protocol::Op;
+
+/// How deeply a `set` or `insert` value may nest arrays and objects: a `doc_change` frame holds
+/// it inside its own object, its `ops` array and the op's object, and a frame nests at most
+/// [`json::MAX_DEPTH`](crate::json::MAX_DEPTH) levels (deeper, the relay refuses it as
+/// `bad_frame`). A change with a deeper value is refused locally ([`crate::SyncError::TooDeep`]).
+pub const MAX_VALUE_DEPTH: usize = crate::json::MAX_DEPTH - 3;
 pub use document::{ChangeOrigin, Document, KeyChange};
 pub(crate) use document::{Reaction, Undelivered};
 pub use server::{ChangeOutcome, DocumentServer, LoggedChange, SyncReply};
