@@ -13,7 +13,8 @@
 //!
 //! So the future the foreign code polls is woken through a relay that counts the wake-ups
 //! still inside their callback, and the poll that returns the result first waits (the app's
-//! thread is in Rust then, with the GIL released) until none is. The wait is bounded: a
+//! thread is in Rust then, with the GIL released) until none is; so does dropping the future
+//! (a call the app cancelled, as `asyncio.run` does with the tasks left when it returns). The wait is bounded: a
 //! callback that never returns (CPython 3.14 parks such a thread for ever) costs the app at
 //! most [`WAKE_RETURN_WAIT`] once.
 
@@ -113,6 +114,17 @@ impl Wake for Relay {
     }
 }
 
+/// A call the foreign side gives up on (a cancelled coroutine or task: UniFFI frees its
+/// future) waits the same way: `asyncio.run` cancels the tasks still pending and finalises
+/// right after, while a runtime thread may be waking one of them.
+impl<F> Drop for Fenced<F> {
+    fn drop(&mut self) {
+        // Also ends the cycle relay -> foreign waker -> UniFFI's future -> this.
+        self.relay.lock().waker = None;
+        self.relay.wait_for_callbacks();
+    }
+}
+
 impl<F: Future + Unpin> Future for Fenced<F> {
     type Output = F::Output;
 
@@ -180,6 +192,36 @@ mod tests {
         assert_eq!(app.join().unwrap(), Poll::Ready(Ok(7)));
         waking.join().unwrap();
         assert_eq!(*log.lock().unwrap(), ["wake returned", "output returned"]);
+    }
+
+    #[test]
+    fn a_call_given_up_on_is_released_only_after_the_wake_up_left_its_callback() {
+        let (complete, completion) = tokio::sync::oneshot::channel::<u32>();
+        let mut call = fenced(completion);
+        let (woken_tx, woken) = mpsc::channel();
+        let (leave, leave_rx) = mpsc::channel();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let foreign = Waker::from(Arc::new(SlowForeignWaker {
+            woken: Mutex::new(woken_tx),
+            leave: Mutex::new(leave_rx),
+            log: log.clone(),
+        }));
+        assert!(Pin::new(&mut call)
+            .poll(&mut Context::from_waker(&foreign))
+            .is_pending());
+        let waking = thread::spawn(move || complete.send(7).unwrap());
+        woken.recv().unwrap();
+        // The app cancels the call while the wake-up is still in its callback.
+        let drop_log = log.clone();
+        let app = thread::spawn(move || {
+            drop(call);
+            drop_log.lock().unwrap().push("call released");
+        });
+        thread::sleep(Duration::from_millis(50));
+        leave.send(()).unwrap();
+        app.join().unwrap();
+        waking.join().unwrap();
+        assert_eq!(*log.lock().unwrap(), ["wake returned", "call released"]);
     }
 
     /// An executor that polls inline from its wake callback (Kotlin's `Unconfined`).

@@ -129,8 +129,9 @@ pub(crate) enum Admission {
     /// no position to check it against, and after a reconnect the position is the old
     /// connection's, maybe in an epoch the server no longer has: taken as it came, it was
     /// delivered ahead of the messages before it, which then came again with it. Not
-    /// delivered: if it is one the subscription wants, the stream after the answer has it
-    /// (the next message shows the gap, and the resubscribe brings it).
+    /// delivered. One at or below the answer's offset is then lost to the app (the answer
+    /// says the stream starts after it); one above it is brought back by the resubscribe once
+    /// a later message shows the gap. docs/protocol.md makes it a rule for servers.
     Early,
     /// At `offset`, past a gap after `last`: held back for the replay of a resubscribe, which
     /// is to be sent if `resubscribe` (none is awaiting its answer yet).
@@ -202,10 +203,12 @@ impl Channels {
         self.reported.clear();
     }
 
-    /// An unexpected message arrived on `channel` ([`Admission::NotSubscribed`]): whether it
-    /// is the first on the channel on this connection, to be reported. A server that keeps
-    /// streaming a channel would otherwise raise an error per message; one report says it all,
-    /// and the rest are counted.
+    /// An unexpected message arrived on `channel` ([`Admission::NotSubscribed`] or
+    /// [`Admission::Early`]): whether it is the first on the channel on this connection, to be
+    /// reported. A server that keeps streaming a channel would otherwise raise an error per
+    /// message; one report says it all, and the rest are counted. The two kinds share the
+    /// list: after one report of either, a channel's later unexpected messages of the other
+    /// kind on that connection are only counted.
     ///
     /// A server could use a new name for every message, so at most [`MAX_REPORTED`] channels
     /// are remembered, and past that none is reported any more: forgetting the oldest to make

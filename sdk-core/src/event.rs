@@ -564,10 +564,12 @@ pub enum Event {
     },
     /// A message arrived (duplicates by offset are already removed).
     Message(InboundMessage),
-    /// Accepted messages left the outbox undelivered. Never silent. Drops for the same reason
-    /// with no other event between them come as one event, their ids in order (so a driver
-    /// that stops taking events while the app keeps sending into a full outbox holds one
-    /// growing event, not one event per send).
+    /// Accepted messages left the outbox undelivered. Never silent. A drop for the same reason
+    /// as a `Dropped` event still waiting in the engine's queue (the last one queued) is added
+    /// to it, its ids in order, so a driver that stops taking events while the app keeps
+    /// sending into a full outbox holds one growing event, not one event per send. Do not
+    /// count on one event per drop, nor on one per run of drops (a driver that takes events
+    /// in between gets several).
     Dropped {
         /// Which.
         ids: Vec<MessageId>,

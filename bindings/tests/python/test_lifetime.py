@@ -167,7 +167,8 @@ def test_shutdown_blocking_tears_a_synchronous_app_down_in_finally(relay, tmp_pa
 # that thread mid-callback ("FATAL: exception not rethrown", exit status 134: the README's
 # quick start did so after `await client.shutdown()`, about 1 run in 20 under load); now the
 # call's last poll waits (up to 1 s, in Rust with the GIL released) until that thread has left
-# Python.
+# Python; so does the release of a call left pending, which asyncio.run cancels as it returns
+# ("cancelled").
 LAST_AWAIT_APP = textwrap.dedent(
     """
     import asyncio, threading, time
@@ -175,11 +176,13 @@ LAST_AWAIT_APP = textwrap.dedent(
 
     MAIN = threading.get_ident()
     wake = t._uniffi_continuation_callback
+    in_callback = threading.Event()
 
     @t._UNIFFI_RUST_FUTURE_CONTINUATION_CALLBACK
     def slow_to_leave(future, poll_code):
         wake(future, poll_code)
         if threading.get_ident() != MAIN:
+            in_callback.set()
             end = time.monotonic() + 0.3
             while time.monotonic() < end:
                 pass
@@ -190,6 +193,15 @@ LAST_AWAIT_APP = textwrap.dedent(
         config = t.ClientConfig(URL).wire_protocol(t.WireProtocol.TETHER)
         client = t.Client(config.header("Authorization", f"Bearer {TOKEN}"))
         client.connect()
+        if LAST == "cancelled":
+            # Left pending: asyncio.run cancels it as it returns, while its wake-up is still
+            # in the callback.
+            asyncio.create_task(client.publish_acked("room", t.Payload.TEXT("hello"), 5000))
+            await asyncio.sleep(0)  # the task starts the call
+            # Blocking, not awaiting: the loop must not resume the task before it is cancelled.
+            assert in_callback.wait(10)
+            print("returning", flush=True)
+            return client
         offset = await client.publish_acked("room", t.Payload.TEXT("hello"), 5000)
         if LAST == "publish_acked":
             print(f"acked {offset is not None}", flush=True)
@@ -211,6 +223,7 @@ LAST_AWAIT_APP = textwrap.dedent(
         ("shutdown", "shut down\n"),
         ("publish_acked", "acked True\n"),
         ("disconnect", "CloseReason.APP(code=1000)\n"),
+        ("cancelled", "returning\n"),
     ],
 )
 def test_the_last_awaited_call_returns_only_once_its_waking_thread_left_python(relay, tmp_path, last, out):
