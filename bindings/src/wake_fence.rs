@@ -149,7 +149,7 @@ mod tests {
     struct SlowForeignWaker {
         woken: Mutex<mpsc::Sender<()>>,
         leave: Mutex<mpsc::Receiver<()>>,
-        log: Arc<Mutex<Vec<&'static str>>>,
+        log: Log,
     }
 
     impl Wake for SlowForeignWaker {
@@ -160,29 +160,43 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_output_is_returned_only_after_the_wake_up_left_its_callback() {
+    type Log = Arc<Mutex<Vec<&'static str>>>;
+
+    /// A call polled once with a [`SlowForeignWaker`], then completed on another thread
+    /// (returned, to be joined): its wake-up is inside the foreign callback when this
+    /// returns, and stays there until `leave` is sent.
+    fn call_being_woken() -> (
+        Fenced<tokio::sync::oneshot::Receiver<u32>>,
+        mpsc::Sender<()>,
+        Log,
+        thread::JoinHandle<()>,
+    ) {
         let (complete, completion) = tokio::sync::oneshot::channel::<u32>();
         let mut call = fenced(completion);
         let (woken_tx, woken) = mpsc::channel();
         let (leave, leave_rx) = mpsc::channel();
-        let log = Arc::new(Mutex::new(Vec::new()));
+        let log = Log::default();
         let foreign = Waker::from(Arc::new(SlowForeignWaker {
             woken: Mutex::new(woken_tx),
             leave: Mutex::new(leave_rx),
             log: log.clone(),
         }));
-        let mut cx = Context::from_waker(&foreign);
-        assert!(Pin::new(&mut call).poll(&mut cx).is_pending());
-
-        // The runtime thread completes the call and wakes the foreign executor, whose callback
-        // has not returned yet when the app's thread polls again.
+        assert!(Pin::new(&mut call)
+            .poll(&mut Context::from_waker(&foreign))
+            .is_pending());
         let waking = thread::spawn(move || complete.send(7).unwrap());
         woken.recv().unwrap();
+        (call, leave, log, waking)
+    }
+
+    #[test]
+    fn the_output_is_returned_only_after_the_wake_up_left_its_callback() {
+        // The runtime thread completed the call and woke the foreign executor, whose callback
+        // has not returned yet when the app's thread polls again.
+        let (mut call, leave, log, waking) = call_being_woken();
         let poll_log = log.clone();
         let app = thread::spawn(move || {
-            let foreign = Waker::noop();
-            let output = Pin::new(&mut call).poll(&mut Context::from_waker(foreign));
+            let output = Pin::new(&mut call).poll(&mut Context::from_waker(Waker::noop()));
             poll_log.lock().unwrap().push("output returned");
             output
         });
@@ -196,22 +210,8 @@ mod tests {
 
     #[test]
     fn a_call_given_up_on_is_released_only_after_the_wake_up_left_its_callback() {
-        let (complete, completion) = tokio::sync::oneshot::channel::<u32>();
-        let mut call = fenced(completion);
-        let (woken_tx, woken) = mpsc::channel();
-        let (leave, leave_rx) = mpsc::channel();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let foreign = Waker::from(Arc::new(SlowForeignWaker {
-            woken: Mutex::new(woken_tx),
-            leave: Mutex::new(leave_rx),
-            log: log.clone(),
-        }));
-        assert!(Pin::new(&mut call)
-            .poll(&mut Context::from_waker(&foreign))
-            .is_pending());
-        let waking = thread::spawn(move || complete.send(7).unwrap());
-        woken.recv().unwrap();
         // The app cancels the call while the wake-up is still in its callback.
+        let (call, leave, log, waking) = call_being_woken();
         let drop_log = log.clone();
         let app = thread::spawn(move || {
             drop(call);
