@@ -9,7 +9,7 @@ use crate::transport::{Link, LinkContext, LinkInput};
 use futures_util::FutureExt;
 use serde_json::Value;
 use std::collections::HashMap;
-use std::future::{poll_fn, Future};
+use std::future::poll_fn;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -241,19 +241,17 @@ impl Driver {
             queue.room = Some(cx.waker().clone());
             drop(queue);
             // An app that holds `Events` without reading must not stall a shutdown or its own
-            // close (or drain): the close handshake still runs. Checked after registering the waker (and without holding
-            // the queue's lock, taken after the engine's elsewhere), so a stop that comes in
-            // between finds the waker (`Shared::wake_for_stop`).
+            // close (or drain): the close handshake still runs. Checked after registering the
+            // waker (and without holding the queue's lock, taken after the engine's
+            // elsewhere), so a stop that comes in between finds the waker
+            // (`Shared::wake_for_stop`).
             if self.shared.stopping() {
                 return Poll::Ready(());
             }
             Poll::Pending
         }));
         // The common case, room at once, sets no timer.
-        if poll_fn(|cx| Poll::Ready(room.as_mut().poll(cx)))
-            .await
-            .is_ready()
-        {
+        if room.as_mut().now_or_never().is_some() {
             return;
         }
         if tokio::time::timeout(STALL_WARNING, room.as_mut())
