@@ -211,6 +211,16 @@ fn stray_messages_on_endless_channel_names_are_reported_for_the_first_256_only()
 // ---- channel positions: epochs, gaps, huge offsets ------------------------------------------
 
 /// The offsets of the messages delivered so far on `room`.
+/// Subscribed to "room", where another client published 1, 2 and 3, all delivered.
+fn room_with_three_messages() -> Sim {
+    let mut sim = subscribed_to_room();
+    for i in 1..=3 {
+        sim.other_publishes("room", json!(i));
+    }
+    sim.run_for(ms(100));
+    sim
+}
+
 fn room_offsets(sim: &Sim) -> Vec<u64> {
     sim.delivered()
         .iter()
@@ -259,11 +269,7 @@ fn a_recovered_answer_from_another_epoch_is_no_recovery() {
     // true`: keeping the old position would drop the new history's messages 1..=3 as
     // duplicates. A recovery is only one in the epoch the client resumed: the answer is taken
     // as `recovered: false` (its offset adopted) and reported to the app as such.
-    let mut sim = subscribed_to_room();
-    for i in 1..=3 {
-        sim.other_publishes("room", json!(i));
-    }
-    sim.run_for(ms(100));
+    let mut sim = room_with_three_messages();
     sim.kill_connection();
     sim.server.channels.clear();
     sim.server.epoch = "epoch-2".into();
@@ -421,11 +427,7 @@ fn a_subscribed_the_client_did_not_ask_for_moves_no_position() {
     // advances it had the next ones dropped as duplicates (5 lost), and the next resume
     // start from the wrong place. Only the answer to a subscribe in flight places a
     // subscription; any other is ignored, as one for a channel not subscribed to is.
-    let mut sim = subscribed_to_room();
-    for i in 1..=3 {
-        sim.other_publishes("room", json!(i));
-    }
-    sim.run_for(ms(100));
+    let mut sim = room_with_three_messages();
     push(&mut sim, room_subscribed(1, "epoch-1", false));
     sim.other_publishes("room", json!(4));
     sim.run_for(ms(100));

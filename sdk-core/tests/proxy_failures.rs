@@ -18,6 +18,20 @@ struct Drained {
     events: Vec<Event>,
 }
 
+impl Drained {
+    /// The first error event's text contains `text`.
+    fn assert_error_says(&self, text: &str) {
+        let error = self.events.iter().find_map(|e| match e {
+            Event::Error(e) => Some(e.to_string()),
+            _ => None,
+        });
+        assert!(
+            error.as_deref().is_some_and(|e| e.contains(text)),
+            "{error:?}"
+        );
+    }
+}
+
 fn drain(engine: &mut Engine) -> Drained {
     let mut out = Drained::default();
     while let Some(a) = engine.poll_action() {
@@ -72,16 +86,7 @@ fn a_proxy_407_stops_the_client_as_refused_without_asking_for_a_new_token() {
             }
         }
     );
-    let error = drained.events.iter().find_map(|e| match e {
-        Event::Error(e) => Some(e.to_string()),
-        _ => None,
-    });
-    assert!(
-        error
-            .as_deref()
-            .is_some_and(|e| e.contains("proxy answered HTTP status 407")),
-        "{error:?}"
-    );
+    drained.assert_error_says("proxy answered HTTP status 407");
 }
 
 #[test]
@@ -192,14 +197,5 @@ fn a_407_reported_as_an_http_status_is_the_proxys_too() {
         "{:?}",
         engine.state()
     );
-    let error = drained.events.iter().find_map(|e| match e {
-        Event::Error(e) => Some(e.to_string()),
-        _ => None,
-    });
-    assert!(
-        error
-            .as_deref()
-            .is_some_and(|e| e.contains("proxy answered HTTP status 407")),
-        "{error:?}"
-    );
+    drained.assert_error_says("proxy answered HTTP status 407");
 }

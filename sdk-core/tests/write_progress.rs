@@ -49,6 +49,19 @@ fn open(engine: &mut Engine, link: &mut Link, now: Instant) -> TransportId {
 /// `count_written`). Every ping shifts the link's offsets ahead of the engine's, so a
 /// progress report settles messages the socket has not taken yet; if the connection then
 /// ends they are lost (counted settled, never re-sent).
+/// An engine with the default config (progress reports as `reports` says), opened at time
+/// zero on a fresh link.
+fn opened(reports: bool) -> (Engine, Link, TransportId) {
+    let config = Config::builder("ws://relay")
+        .driver_reports_progress(reports)
+        .build()
+        .unwrap();
+    let mut engine = Engine::new(config, 1);
+    let mut link = Link::default();
+    let transport = open(&mut engine, &mut link, Instant::ZERO);
+    (engine, link, transport)
+}
+
 #[test]
 fn raw_app_pings_are_counted_like_the_link_counts_them() {
     let config = Config::builder("ws://relay")
@@ -104,14 +117,8 @@ fn raw_app_pings_are_counted_like_the_link_counts_them() {
 /// that covers it, and not by one from before it was handed over.
 #[test]
 fn an_empty_message_is_settled_when_the_socket_took_it() {
-    let config = Config::builder("ws://relay")
-        .driver_reports_progress(true)
-        .build()
-        .unwrap();
-    let mut engine = Engine::new(config, 1);
-    let mut link = Link::default();
+    let (mut engine, mut link, transport) = opened(true);
     let t0 = Instant::ZERO;
-    let transport = open(&mut engine, &mut link, t0);
 
     engine.send(t0, "aaaa").unwrap();
     drain(&mut engine, &mut link);
@@ -155,14 +162,8 @@ fn an_empty_message_is_settled_when_the_socket_took_it() {
 #[test]
 fn the_untaken_window_does_not_leave_room_for_one_queued_message() {
     for reports in [false, true] {
-        let config = Config::builder("ws://relay")
-            .driver_reports_progress(reports)
-            .build()
-            .unwrap();
-        let mut engine = Engine::new(config, 1);
-        let mut link = Link::default();
+        let (mut engine, mut link, transport) = opened(reports);
         let t0 = Instant::ZERO;
-        let transport = open(&mut engine, &mut link, t0);
         let mut dropped = 0;
         for i in 0..530 {
             engine
