@@ -1,5 +1,6 @@
 //! Attempts, failures, reconnect scheduling, opening and closing: every state transition is
-//! made here.
+//! made here, but one: a wait cut short to the server's minimum (`Waiting` with an earlier
+//! `until`) is set by `retry_early` in `commands.rs`.
 
 use super::{Connection, Engine, Lingering};
 use crate::action::{append_query, Action, OpenRequest, TransportId};
