@@ -20,9 +20,10 @@
 //! | `stats.rs` | `ClientStats` |
 //!
 //! Internals: `runtime.rs` (the library's lazily started tokio runtime), `wake_fence.rs` (an
-//! awaited call returns only once the thread that woke it has left the foreign language) and
+//! awaited call returns only once the thread that woke it has left the foreign language),
 //! `dispatch.rs` (how events reach foreign listeners without foreign code ever stalling or
-//! crashing the client). See bindings/README.md for building the Android and iOS libraries and for usage.
+//! crashing the client) and `foreign_slot.rs` (a listener or the log sink, released on the
+//! app's thread once no library thread is calling it). See bindings/README.md for building the Android and iOS libraries and for usage.
 
 mod client;
 mod config;
