@@ -50,7 +50,7 @@ export type TetherDocumentEventType = keyof TetherDocumentEventMap;
  * A shared document (Tether protocol): a JSON map that this client changes locally at once
  * and that converges to the server's order for every client. From `client.document(channel)`.
  * Mutations return the change id and throw a `TetherError` (`conflict`, `type_mismatch`,
- * `out_of_range`, `empty_change`, `invalid_op`, `not_open`, `outbox_full`, ...) when refused locally.
+ * `out_of_range`, `empty_change`, `invalid_op`, `too_deep`, `not_open`, `outbox_full`, ...) when refused locally.
  */
 export class TetherDocument<T extends object = DocumentShape> {
   readonly channel: string;

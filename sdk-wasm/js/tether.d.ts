@@ -30,7 +30,7 @@ export type TetherErrorCode =
   // documents (the 'tether-web/documents' entry; 'unsupported' from client.document() in the
   // default entry): thrown by client.document() and TetherDocument methods
   | 'unsupported' | 'not_open' | 'empty_change' | 'invalid_op' | 'conflict' | 'type_mismatch'
-  | 'out_of_range'
+  | 'out_of_range' | 'too_deep'
   // 'error' events (problems the client already handled)
   | 'frame_too_large' | 'decode' | 'unexpected_frame' | 'server' | 'transport' | 'token'
   | 'sse_line_too_long'
