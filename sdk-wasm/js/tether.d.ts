@@ -244,6 +244,9 @@ export interface TetherClientOptions {
   /**
    * Called before every connection attempt; return the token (or a promise of it). Browsers
    * cannot set headers, so the token goes in the URL (`?token=`) or in the first message.
+   * Only the latest call's answer is used: one that settles after the client asked again (its
+   * attempt timed out, or `close()` then `connect()`, which numbers attempts from 1 again) is
+   * ignored, so a slow fetch for the last session never opens the next one.
    */
   token?: (request: TokenRequest) => string | Promise<string>;
   /** ['query'] ('first-message' needs the Tether protocol) */

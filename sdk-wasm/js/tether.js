@@ -601,6 +601,11 @@ export class TetherClient extends Emitter {
   // The engine's Action::FetchToken: ask the app's provider, answer the engine.
   _fetchToken(attempt, refresh) {
     const raw = this._raw;
+    // Only the latest request may answer, as in the native driver: attempt numbers start at 1
+    // again after close() and connect(), and a late answer for the old attempt 1 (the last
+    // session's token) would open the new one.
+    const ask = (this._ask = {});
+    const live = () => this._raw === raw && this._ask === ask;
     const fail = (e) => {
       // Whatever the provider threw: `String(e)` itself throws for an object without a
       // prototype, and the attempt would then wait out connectTimeoutMs unanswered.
@@ -608,7 +613,7 @@ export class TetherClient extends Emitter {
       try {
         message = String(e && typeof e.message === 'string' ? e.message : e);
       } catch (_) { /* the default */ }
-      if (this._raw === raw) call(() => raw.token_failed(attempt, message));
+      if (live()) call(() => raw.token_failed(attempt, message));
     };
     let result;
     try {
@@ -618,7 +623,7 @@ export class TetherClient extends Emitter {
       return;
     }
     Promise.resolve(result).then((token) => {
-      if (this._raw !== raw) return;
+      if (!live()) return;
       if (typeof token !== 'string') fail(new Error('the token provider returned ' + typeof token + ', not a string'));
       else call(() => raw.token_ready(attempt, token));
     }, fail);

@@ -2294,6 +2294,35 @@ test('a token provider failing with an unprintable value fails the attempt at on
   assert.ok(r.took < 3000, `opened after ${r.took} ms`);
 });
 
+test('a token that arrives after its attempt was superseded (close, then connect) is not used for the new attempt', async ({ page }) => {
+  // Logout then login: close() while the old session's token is still being fetched, then
+  // connect(). The new attempt is numbered 1 again; the old fetch, answering late, must not
+  // open the new connection with the old session's token (the native driver drops a fetch
+  // that a newer one replaces).
+  const srv = await wsServer(behaviours.echo);
+  const r = await page.evaluate(async (url) => {
+    const pending = [];
+    const c = new tether.TetherClient(url, {
+      token: (req) => new Promise((resolve) => pending.push({ req, resolve })),
+    });
+    await until(() => pending.length === 1, 5000, 'the first token request');
+    c.close();
+    c.connect();
+    await until(() => pending.length === 2, 5000, 'the second token request');
+    pending[0].resolve('old-session');
+    await sleep(200);
+    pending[1].resolve('new-session');
+    await until(() => c.state.name === 'open', 5000, 'open');
+    await sleep(100);
+    const out = { requests: pending.map((p) => p.req), opens: c.stats.opens };
+    c.dispose();
+    return out;
+  }, srv.url);
+  assert.deepEqual(r.requests, [{ attempt: 1, refresh: false }, { attempt: 1, refresh: false }]);
+  assert.deepEqual(srv.connections.map((c) => new URL(c.url, 'ws://x').searchParams.get('token')), ['new-session']);
+  assert.equal(r.opens, 1);
+});
+
 test('dispose(): the handlers of its own close events can still read the client and its documents', async ({ page }) => {
   // The close's events reach the handlers during dispose() (README), e.g. a document's
   // `rolled_back` change, whose handler re-renders from doc.toJSON(): the reads must work
