@@ -370,6 +370,11 @@ export interface TetherStats {
   lastRttMs: number | null;
 }
 
+/**
+ * A string (text), an `ArrayBuffer` or view (binary), or a JSON value: a plain object, array,
+ * boxed primitive, or anything with a `toJSON`. Another object (a `Blob`, `Map`, `Error`,
+ * `FormData`...), which JSON would write as `{}`, is refused with `invalid_argument`.
+ */
 export type Payload = string | ArrayBuffer | ArrayBufferView | unknown;
 
 export class TetherClient {

@@ -107,20 +107,25 @@ function state(s) {
 // (an iframe, a worker's transfer).
 const tag = (v) => Object.prototype.toString.call(v).slice(8, -1);
 
-// Values JSON would write as `{}` (binary data as an object of indices), their content lost.
-const LOSSY = ['Blob', 'File', 'Map', 'Set', 'WeakMap', 'WeakSet', 'Promise', 'ArrayBuffer', 'SharedArrayBuffer'];
+// The objects JSON writes with their content: plain objects and arrays, boxed primitives (and
+// `arguments`). Any other kind that reaches the replacer (one with a `toJSON`, a Date, has
+// been turned into its result by then) keeps its content out of reach of JSON and would be
+// written as `{}` or as its few enumerable properties: a Blob, Map or Set, an Error (message
+// and stack not enumerable), URLSearchParams, FormData, a RegExp, a DOM Event or node.
+const PLAIN = ['Object', 'Array', 'String', 'Number', 'Boolean', 'Arguments'];
 
 // `data` as JSON text, for payloads and document values alike. Strings as in text: a lone
 // surrogate (an emoji cut by `slice`) becomes U+FFFD instead of the `\ud83d` escape
 // JSON.stringify writes, which is not valid UTF-16 and is refused. A value whose content JSON
-// would lose is refused at any depth (`{ a: new Map() }` too) rather than sent as `{}`.
+// would lose is refused at any depth (`{ a: new Map() }`, `{ error: err }` too) rather than
+// sent as `{}`.
 function jsonText(data) {
   let text;
   try {
     text = JSON.stringify(data, (_, v) => {
       if (typeof v === 'string') return v.toWellFormed ? v.toWellFormed() : v;
       const kind = v !== null && typeof v === 'object' ? tag(v) : '';
-      if (ArrayBuffer.isView(v) || LOSSY.includes(kind)) {
+      if (ArrayBuffer.isView(v) || (kind && !PLAIN.includes(kind))) {
         const hint = kind === 'Blob' || kind === 'File' ? ': read it first (await blob.arrayBuffer())' : '';
         throw new TetherError('invalid_argument', `a ${kind} cannot be sent as JSON${hint}`);
       }

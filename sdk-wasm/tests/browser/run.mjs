@@ -2246,6 +2246,36 @@ test('document values and nested payload values JSON would lose are refused; lon
   });
 });
 
+test('objects JSON would empty (an Error, URLSearchParams, FormData, RegExp, an Event) are refused, not sent as {}', async ({ page }) => {
+  // JSON.stringify makes {} of any object whose content is not in own enumerable properties:
+  // `send({ error: err })` sent {"error":{}}, the message and stack gone without a word, as a
+  // Map's entries were before the Map was refused. Plain data, arrays, boxed primitives and
+  // objects with toJSON (a Date) still go.
+  const srv = await wsServer(behaviours.echo);
+  const r = await page.evaluate(async (url) => {
+    const c = new tether.TetherClient(url);
+    await until(() => c.state.name === 'open', 5000, 'open');
+    const code = (f) => { try { f(); return 'sent'; } catch (e) { return e instanceof tether.TetherError ? e.code : String(e); } };
+    const out = {
+      error: code(() => c.send(new Error('boom'))),
+      nestedError: code(() => c.send({ type: 'failure', error: new TypeError('bad') })),
+      params: code(() => c.send(new URLSearchParams('a=1'))),
+      form: code(() => c.send({ form: new FormData() })),
+      regexp: code(() => c.send({ pattern: /a+/ })),
+      event: code(() => c.send(new Event('click'))),
+      plain: code(() => c.send({ a: [1, 'x', null, true], o: Object.create(null), n: new Number(2), s: new String('s'), d: new Date(0) })),
+    };
+    await sleep(300);
+    c.dispose();
+    return out;
+  }, srv.url);
+  assert.deepEqual(r, {
+    error: 'invalid_argument', nestedError: 'invalid_argument', params: 'invalid_argument', form: 'invalid_argument',
+    regexp: 'invalid_argument', event: 'invalid_argument', plain: 'sent',
+  });
+  assert.deepEqual(srv.frames.map((f) => JSON.parse(f)), [{ a: [1, 'x', null, true], o: {}, n: 2, s: 's', d: '1970-01-01T00:00:00.000Z' }]);
+});
+
 test('an SSE URL with credentials is refused (invalid_config) instead of failing every attempt', async ({ page }) => {
   // EventSource cannot fetch a URL with user:password@ (the native driver sends them as Basic
   // auth): the client failed every attempt with "EventSource failed" and retried for ever.
