@@ -390,7 +390,8 @@ export class TetherClient {
   /**
    * Adds a handler; returns a function that removes it. An event name that is not one of
    * `TetherEventMap`'s, or a handler that is not a function, throws a `TetherError` with code
-   * `invalid_argument` (as does `once`).
+   * `invalid_argument` (as do `once` and `off`: `off(type)` without the handler removes
+   * nothing; removing a handler never added does nothing).
    */
   on<K extends TetherEventType>(type: K, handler: (event: TetherEventMap[K]) => void): () => void;
   off<K extends TetherEventType>(type: K, handler: (event: TetherEventMap[K]) => void): void;

@@ -214,20 +214,20 @@ class Emitter {
    * never, or as an exception at every event.
    */
   on(type, handler) {
-    if (!this._types.includes(type)) {
-      throw new TetherError('invalid_argument', `unknown event ${String(type)} (known: ${this._types.join(', ')})`);
-    }
-    if (typeof handler !== 'function') {
-      throw new TetherError('invalid_argument', `the ${type} handler must be a function, not ${typeof handler}`);
-    }
+    this._check(type, handler);
     let set = this._handlers.get(type);
     if (!set) this._handlers.set(type, (set = new Set()));
     set.add(handler);
     return () => this.off(type, handler);
   }
 
-  /** Removes a handler added with `on` or `once`. */
+  /**
+   * Removes a handler added with `on` or `once` (one never added: nothing to do). Refused as
+   * by `on`: a misspelt name would remove nothing, and a missing handler matched every
+   * handler added with `on`.
+   */
   off(type, handler) {
+    this._check(type, handler);
     const set = this._handlers.get(type);
     if (!set) return;
     set.delete(handler);
@@ -237,7 +237,7 @@ class Emitter {
 
   /** Like `on`, for the next event only. */
   once(type, handler) {
-    if (typeof handler !== 'function') this.on(type, handler); // refused, as by on()
+    this._check(type, handler);
     const wrapper = (ev) => {
       off();
       handler(ev);
@@ -245,6 +245,16 @@ class Emitter {
     wrapper._once = handler;
     const off = this.on(type, wrapper);
     return off;
+  }
+
+  // An event name this emitter has, and a function.
+  _check(type, handler) {
+    if (!this._types.includes(type)) {
+      throw new TetherError('invalid_argument', `unknown event ${String(type)} (known: ${this._types.join(', ')})`);
+    }
+    if (typeof handler !== 'function') {
+      throw new TetherError('invalid_argument', `the ${type} handler must be a function, not ${typeof handler}`);
+    }
   }
 
   _emit(type, ev) {

@@ -2144,6 +2144,39 @@ test('on() refuses an unknown event name or a handler that is not a function (in
     onceNotFunction: 'invalid_argument', docTypo: 'invalid_argument', docOk: 'accepted', got: ['still works'] });
 });
 
+test('off() without a handler, or with a misspelt event, is refused instead of removing every other handler or none', async ({ page }) => {
+  // off(type) with no handler (a variable not set yet, or mitt's "remove all" habit) removed
+  // every handler added with on() for the type, other components' included, but kept those
+  // added with once(): their messages then went nowhere, without a word. A misspelt type
+  // removed nothing, so a remounted component's second on() handled every message twice.
+  const srv = await wsServer(behaviours.echo);
+  const r = await page.evaluate(async (url) => {
+    const code = (f) => { try { f(); return 'accepted'; } catch (e) { return e instanceof tether.TetherError ? e.code : String(e); } };
+    const c = new tether.TetherClient(url);
+    const got = [];
+    const mine = (e) => got.push(`on:${e.data}`);
+    c.on('message', mine);
+    c.once('message', (e) => got.push(`once:${e.data}`));
+    const out = {
+      noHandler: code(() => c.off('message')),
+      nullHandler: code(() => c.off('message', null)),
+      typo: code(() => c.off('mesage', mine)),
+      neverAdded: code(() => c.off('message', () => {})),
+    };
+    await until(() => c.state.name === 'open', 5000, 'open');
+    c.send('x');
+    await until(() => got.length >= 2, 3000, 'both handlers').catch(() => {});
+    await sleep(100);
+    const d = new tetherDocs.TetherClient(url, { protocol: 'tether', autoConnect: false });
+    out.docNoHandler = code(() => d.document('todo').off('change'));
+    out.got = got.sort();
+    c.dispose(); d.dispose();
+    return out;
+  }, srv.url);
+  assert.deepEqual(r, { noHandler: 'invalid_argument', nullHandler: 'invalid_argument', typo: 'invalid_argument',
+    neverAdded: 'accepted', docNoHandler: 'invalid_argument', got: ['on:x', 'once:x'] });
+});
+
 test('send() of a detached (transferred) ArrayBuffer is refused with a TetherError', async ({ page }) => {
   const r = await page.evaluate(async () => {
     const c = new tether.TetherClient('ws://127.0.0.1:9/ws', { autoConnect: false });
