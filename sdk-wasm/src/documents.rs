@@ -70,8 +70,12 @@ impl WasmClient {
     /// sends it acknowledged; a change that cannot apply to the current view is refused.
     pub fn change_document(&self, channel: &str, ops: &str) -> Result<f64, JsValue> {
         // The engine's own decoder of the `ops` field; whether they apply is its call too.
-        let ops = tether_core::protocol::parse_ops(ops)
-            .map_err(|e| convert::error("invalid_op", &e.to_string()))?;
+        // Past the parser's depth only a value can be (the ops around it are two levels): it
+        // is the engine's `too_deep`, as for a value one level less deep, not a malformed op.
+        let ops = tether_core::protocol::parse_ops(ops).map_err(|e| match e.kind() {
+            text::ErrorKind::TooDeep => sync_error(SyncError::TooDeep),
+            _ => convert::error("invalid_op", &e.to_string()),
+        })?;
         self.refusable(
             |i, now| {
                 i.engine

@@ -2309,6 +2309,26 @@ test('objects JSON would empty (an Error, URLSearchParams, FormData, RegExp, an 
   assert.deepEqual(srv.frames.map((f) => JSON.parse(f)), [{ a: [1, 'x', null, true], o: {}, n: 2, s: 's', d: '1970-01-01T00:00:00.000Z' }]);
 });
 
+test('a document value nested too deep is refused as too_deep however deep it is, not as a malformed op', async ({ page }) => {
+  // A value 125 levels deep was refused by the engine as too_deep; one level more and the ops'
+  // JSON (the value inside an op inside the array) passed the parser's depth, which refused it
+  // as invalid_op "nested deeper than 127 levels at line 1 column 157", a column of the
+  // wrapper's own text: an app branching on too_deep missed it.
+  const r = await page.evaluate(() => {
+    const c = new tetherDocs.TetherClient('ws://127.0.0.1:9/ws', { protocol: 'tether', autoConnect: false });
+    const doc = c.document('d');
+    const out = {};
+    for (const depth of [124, 125, 126, 200]) {
+      let v = 1;
+      for (let i = 0; i < depth; i++) v = [v];
+      try { doc.set('k', v); out[depth] = 'accepted'; } catch (e) { out[depth] = e instanceof tether.TetherError ? e.code : String(e); }
+    }
+    c.dispose();
+    return out;
+  });
+  assert.deepEqual(r, { 124: 'accepted', 125: 'too_deep', 126: 'too_deep', 200: 'too_deep' });
+});
+
 test('an SSE URL with credentials is refused (invalid_config) instead of failing every attempt', async ({ page }) => {
   // EventSource cannot fetch a URL with user:password@ (the native driver sends them as Basic
   // auth): the client failed every attempt with "EventSource failed" and retried for ever.
