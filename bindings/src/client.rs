@@ -205,7 +205,7 @@ impl Client {
     }
 
     /// Stops taking messages, delivers (and gets acked) everything pending, reconnecting if
-    /// needed, then closes; after `timeout_ms` at the latest, reporting the rest dropped. A
+    /// needed (at once if waiting to, unless the server set a later minimum), then closes; after `timeout_ms` at the latest, reporting the rest dropped. A
     /// `connect()` meanwhile takes messages again (drained with the rest) and starts the client
     /// again once it is closed.
     pub async fn disconnect_after_drain(&self, timeout_ms: u64) -> CloseReason {

@@ -2017,6 +2017,81 @@ fn close_after_drain_delivers_everything_then_closes() {
     assert_eq!(sim.engine.stats().dropped_total(), 0);
 }
 
+/// A client waiting out a long backoff with a message queued, the server back up, and the
+/// close's drain shorter than the wait: `(the drain ended after, what the server got, the
+/// drops reported)`, from `close_after_drain(5 s)`.
+fn drained_close_while_waiting(server_minimum: Option<Duration>) -> (Duration, usize, usize) {
+    let mut sim = tether(
+        Config::builder("ws://relay")
+            .backoff_initial(secs(60))
+            .backoff_max(secs(60)),
+    );
+    sim.server.behaviour = match server_minimum {
+        Some(at_least) => Behaviour::Http {
+            status: 503,
+            retry_after: Some(at_least),
+        },
+        None => Behaviour::Down,
+    };
+    sim.connect();
+    sim.run_for(ms(100));
+    let State::Waiting { until, .. } = *sim.engine.state() else {
+        panic!("waiting after a failed attempt: {:?}", sim.engine.state())
+    };
+    assert!(until > sim.now + secs(10), "a long wait: {until:?}");
+    sim.server.behaviour = Behaviour::Normal;
+    sim.engine
+        .publish(sim.now, "room", json!("last words"), SendOptions::default())
+        .unwrap();
+    let closed_from = sim.now;
+    sim.engine.close_after_drain(sim.now, secs(5));
+    sim.run_for(secs(6));
+    assert!(sim.engine.state().is_closed(), "{:?}", sim.engine.state());
+    // Where the drain ended: the close handshake (Closing) after delivering, or Closed
+    // without a connection.
+    let ended = sim
+        .events
+        .iter()
+        .find_map(|(at, e)| match e {
+            Event::StateChanged {
+                to: State::Closing | State::Closed { .. },
+                ..
+            } => Some(*at),
+            _ => None,
+        })
+        .expect("closed");
+    let dropped = sim.events_matching(|e| match e {
+        Event::Dropped { ids, .. } => Some(ids.len()),
+        _ => None,
+    });
+    (
+        ended.saturating_duration_since(closed_from),
+        sim.server_publishes().len(),
+        dropped.iter().sum(),
+    )
+}
+
+#[test]
+fn a_drained_close_while_waiting_reconnects_now_to_deliver_what_is_queued() {
+    // The app asked for its queue to be delivered within 5 s; the next attempt was a minute
+    // away. It waited out the drain and dropped the message although the server was up.
+    let (ended, delivered, dropped) = drained_close_while_waiting(None);
+    assert_eq!((delivered, dropped), (1, 0));
+    assert!(
+        ended < secs(1),
+        "closing once delivered, not at the deadline: {ended:?}"
+    );
+}
+
+#[test]
+fn a_drained_close_while_waiting_keeps_the_servers_minimum() {
+    // A server that asked for 30 s (Retry-After) is not called on sooner for a drain: the
+    // drain ends at its deadline with the message dropped, reported.
+    let (ended, delivered, dropped) = drained_close_while_waiting(Some(secs(30)));
+    assert_eq!((delivered, dropped), (0, 1));
+    assert_eq!(ended, secs(5));
+}
+
 #[test]
 fn connect_during_a_drained_close_starts_again_when_a_lost_connection_ends_the_drain() {
     // close_after_drain, then connect: the drain waits for a request's reply, and the
@@ -2104,8 +2179,9 @@ fn close_after_drain_gives_up_at_its_deadline_and_reports_the_rest() {
 
 #[test]
 fn close_after_drain_closes_when_the_last_message_expires_while_waiting() {
-    // Disconnected, with the retry far off: the only pending message leaves by its TTL, which
-    // finishes the drain then and there, not at the drain deadline nor after reconnecting.
+    // Disconnected, the server down, with the retry far off: the drain's one attempt at the
+    // close fails, and the only pending message leaves by its TTL, which finishes the drain
+    // then and there, not at the drain deadline nor after reconnecting.
     let mut sim = tether(
         Config::builder("ws://relay")
             .backoff_initial(secs(20))
@@ -2141,8 +2217,8 @@ fn close_after_drain_closes_when_the_last_message_expires_while_waiting() {
     assert_eq!(dropped, vec![(vec![id], DropReason::Expired)]);
     assert_eq!(
         sim.server.opens.len(),
-        opens,
-        "no connection opened to close"
+        opens + 1,
+        "one attempt to deliver at the close (the server was down), none after"
     );
 }
 
@@ -2179,8 +2255,8 @@ fn close_after_drain_closes_when_the_last_request_times_out_while_waiting() {
     assert_eq!(failed, [RequestFailure::TimedOut]);
     assert_eq!(
         sim.server.opens.len(),
-        opens,
-        "no connection opened to close"
+        opens + 1,
+        "one attempt to deliver at the close (the server was down), none after"
     );
 }
 

@@ -427,7 +427,8 @@ export class TetherClient {
   /**
    * Closes and stops reconnecting: queued messages are reported `dropped` (reason `closed`,
    * which rejects their `sendAcked`/`publishAcked` promises) and pending requests reject. With
-   * `{drain: timeoutMs}` it first delivers what is pending, for at most that long. Sends are
+   * `{drain: timeoutMs}` it first delivers what is pending, for at most that long (a client
+   * waiting to reconnect tries at once, unless the server asked for a later retry). Sends are
    * refused with `closing` until the close is done, unless `connect()` is called meanwhile (an
    * effect's cleanup and remount): the close then finishes (`closed` is reported), the client
    * connects again, and what is sent after that `connect()` is accepted for the new connection

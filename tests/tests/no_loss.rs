@@ -490,6 +490,49 @@ async fn a_drain_asked_while_offline_delivers_what_was_queued_once_the_relay_is_
     relay.shutdown().await;
 }
 
+/// The same with the next attempt a minute away: the drain (5 s) is far shorter than the
+/// wait, so it attempts at once. Before, it waited out its 5 s and dropped all with the relay
+/// back up.
+#[tokio::test]
+async fn a_drain_shorter_than_the_backoff_reconnects_at_once_to_deliver() {
+    let relay = relay_with(RelayConfig::default()).await;
+    let proxy = ChaosProxy::start(relay.local_addr()).await.unwrap();
+    let (reader, mut rec) = room_reader(relay.ws_url()).await;
+    let (writer, events) = fast(proxy.ws_url("/"))
+        .backoff_initial(Duration::from_secs(60))
+        .backoff_max(Duration::from_secs(60))
+        .connect()
+        .unwrap();
+    let mut wrec = Recorder::new(events);
+    wrec.until_open(LIMIT).await;
+    proxy.set_mode(Mode::Refuse);
+    proxy.kill_all();
+    wrec.until_state(LIMIT, |s| matches!(s, State::Waiting { .. }))
+        .await;
+    let ids: Vec<_> = (0..5)
+        .map(|i| writer.publish("room", json!(i)).unwrap())
+        .collect();
+    proxy.set_mode(Mode::Forward);
+    let reason = tokio::time::timeout(LIMIT, writer.close_after_drain(Duration::from_secs(5)))
+        .await
+        .expect("closed within the drain's time");
+    until_settled(&mut wrec, &ids, outcomes).await;
+    let settled = outcomes(&wrec);
+    for id in &ids {
+        assert_eq!(
+            settled.get(id).map(Vec::as_slice),
+            Some(&["acked".to_owned()][..]),
+            "closed: {reason:?}; {:?}",
+            wrec.names()
+        );
+    }
+    until_room_messages(&mut rec, 5, LIMIT, ms(0)).await;
+    let got: Vec<_> = messages(&rec, "room").into_iter().map(|(_, p)| p).collect();
+    assert_eq!(got, (0..5).map(|i| json!(i)).collect::<Vec<_>>());
+    reader.shutdown().await;
+    relay.shutdown().await;
+}
+
 /// Two clients (tabs) with the same `client_id` publish acked messages to the same channel
 /// through cuts: the relay keys resends on (`client_id`, id), so neither's publish may be
 /// taken for a resend of the other's.

@@ -377,8 +377,9 @@ impl Engine {
         }
     }
 
-    /// Closes once everything pending is written and acknowledged (reconnecting if needed), or
-    /// at `timeout` at the latest, when what is left is dropped with reason `Closed`. New
+    /// Closes once everything pending is written and acknowledged (reconnecting if needed: a
+    /// client waiting to reconnect attempts at once, or at the server's minimum if it set one
+    /// later), or at `timeout` at the latest, when what is left is dropped with reason `Closed`. New
     /// messages are refused with [`SendError::Closing`] meanwhile, until the app calls
     /// [`Engine::connect`]: from then on they are accepted and drained with the rest, and once
     /// closed (`Closed` is reported) the client starts again. A close given after that
@@ -397,6 +398,13 @@ impl Engine {
             self.start_attempt(now);
         }
         self.check_drain(now);
+        // What is pending can only be delivered over a connection: the backoff's wait (up to
+        // its cap, 30 s by default) would outlast a drain of a few seconds and drop it all
+        // with the server back. One attempt now, as for an `online` report; a minimum the
+        // server set still holds.
+        if self.drain.is_some() {
+            self.retry_early(now);
+        }
     }
 
     /// Tells the engine the device's network went `online` or offline. An online report while
