@@ -184,7 +184,8 @@ impl Client {
     }
 
     /// Closes the connection with code 1000 and waits until closed; pending messages are
-    /// reported dropped. `connect()` starts again. (Named `disconnect` because Kotlin's
+    /// reported dropped (acknowledged ones already written only if their ack has not come
+    /// when the close handshake ends). `connect()` starts again. (Named `disconnect` because Kotlin's
     /// `close()` is `AutoCloseable.close`, which releases the whole client.)
     pub async fn disconnect(&self) -> CloseReason {
         run(self.inner.close())

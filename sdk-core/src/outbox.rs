@@ -282,23 +282,28 @@ impl Outbox {
         removed
     }
 
-    /// Empties the outbox but for the entries the transport is still taking (the app closes:
-    /// the driver writes them ahead of its close frame, and the socket's progress settles
-    /// them); returns every other entry's id and what it awaited.
-    pub(crate) fn drain_all_but_taking(&mut self) -> Vec<(MessageId, Awaiting)> {
+    /// Empties the outbox but for what the server may still settle during a close handshake:
+    /// the entries the transport is still taking (the driver writes them ahead of its close
+    /// frame, and the socket's progress settles them) and the written ones awaiting their ack
+    /// (a server answers what came before the close frame before it answers the close).
+    /// Returns every other entry's id and what it awaited: what was never written, and the
+    /// requests (the app's wait for a reply ends with the close).
+    pub(crate) fn drain_all_but_written_messages(&mut self) -> Vec<(MessageId, Awaiting)> {
         let mut removed = Vec::new();
-        let mut kept = VecDeque::with_capacity(self.taking);
-        for e in self.in_flight.drain(..).chain(self.queued.drain(..)) {
-            if matches!(e.awaiting, Awaiting::Taken(_)) {
+        let mut kept = VecDeque::new();
+        let mut kept_bytes = 0;
+        for e in self.in_flight.drain(..) {
+            if matches!(e.awaiting, Awaiting::Taken(_) | Awaiting::Ack(_)) {
+                kept_bytes += e.frame.len();
                 kept.push_back(e);
             } else {
                 removed.push((e.id, e.awaiting));
             }
         }
+        removed.extend(self.queued.drain(..).map(|e| (e.id, e.awaiting)));
         self.in_flight = kept;
-        self.bytes = self.taking_bytes;
+        self.bytes = kept_bytes;
         self.next_expiry = None;
-        self.next_ack_due = None;
         removed
     }
 

@@ -1978,6 +1978,72 @@ fn a_drain_ends_when_backpressure_lifts_and_the_last_message_is_written() {
 }
 
 #[test]
+fn a_close_settles_the_written_messages_the_server_acks_before_answering_the_close() {
+    // Three acked publishes written, then `close()` before their acks: the server takes them
+    // ahead of the close frame and acks them before it answers the close. They were reported
+    // `Dropped { Closed }` at the call, so the app was told three stored messages were lost
+    // (and one that resends them duplicates them). A message still queued (never written) is
+    // dropped at once, as before.
+    let mut sim = tether(Config::builder("ws://relay"));
+    sim.server.answers_close = true;
+    sim.connect_open();
+    let written: Vec<_> = (0..3)
+        .map(|i| {
+            sim.engine
+                .publish(sim.now, "room", json!(i), SendOptions::default())
+                .unwrap()
+        })
+        .collect();
+    sim.run_for(ms(1));
+    assert_eq!(sim.engine.stats().messages_settled, 0, "none acked yet");
+    sim.engine.close(sim.now, 1000, "bye").unwrap();
+    sim.run_for(secs(5));
+    assert_eq!(
+        sim.engine.state(),
+        &State::Closed {
+            reason: CloseReason::App { code: 1000 }
+        }
+    );
+    assert_eq!(sim.server_publishes().len(), 3);
+    let acked = sim.events_matching(|e| match e {
+        Event::Acked { id, .. } => Some(*id),
+        _ => None,
+    });
+    let dropped = sim.events_matching(|e| match e {
+        Event::Dropped { ids, .. } => Some(ids.clone()),
+        _ => None,
+    });
+    assert_eq!((acked, dropped), (written, vec![]));
+}
+
+#[test]
+fn a_written_message_whose_ack_never_comes_is_dropped_when_the_close_ends() {
+    // The same close, the server answering it but not the publish: reported once, when the
+    // close handshake ends, not lost and not left waiting.
+    let mut sim = tether(Config::builder("ws://relay"));
+    sim.server.answers_close = true;
+    sim.server.send_acks = false;
+    sim.connect_open();
+    let id = sim
+        .engine
+        .publish(sim.now, "room", json!(1), SendOptions::default())
+        .unwrap();
+    sim.run_for(ms(1));
+    sim.engine.close(sim.now, 1000, "").unwrap();
+    sim.run_for(ms(0));
+    assert_eq!(sim.engine.state(), &State::Closing);
+    let at_close = sim.events_matching(|e| matches!(e, Event::Dropped { .. }).then_some(()));
+    assert!(at_close.is_empty(), "not before the close ends");
+    sim.run_for(secs(5));
+    assert!(sim.engine.state().is_closed());
+    let dropped = sim.events_matching(|e| match e {
+        Event::Dropped { ids, reason } => Some((ids.clone(), reason.clone())),
+        _ => None,
+    });
+    assert_eq!(dropped, [(vec![id], DropReason::Closed)]);
+}
+
+#[test]
 fn close_after_drain_delivers_everything_then_closes() {
     let mut sim = tether(Config::builder("ws://relay"));
     sim.server.behaviour = Behaviour::Down;

@@ -310,7 +310,10 @@ impl Engine {
     }
 
     /// Closes the connection with `code` (1000 or 3000–4999) and stops reconnecting. Pending
-    /// messages and requests are reported as dropped / failed with reason `Closed`. Closing an
+    /// messages and requests are reported as dropped / failed with reason `Closed`: at once,
+    /// but for the messages already written and awaiting their ack, which an ack received
+    /// during the close handshake still settles (`Acked`); those left are reported dropped
+    /// when the close ends. Closing an
     /// already closed engine is a no-op. A close cancels an [`Engine::connect`] made during a
     /// close handshake or drain: the close is the app's last word again, and what was
     /// accepted for the next connection is dropped with reason `Closed` with the rest (during
@@ -338,10 +341,13 @@ impl Engine {
             State::Closed { .. } | State::Closing => {}
             State::Open => {
                 // What the transport is taking goes out ahead of the close frame, as anything
-                // handed over does: it stays until the socket's progress settles it, and what
-                // the socket has not taken when the close ends (its timeout, the peer's own
-                // close) is reported dropped with the rest, never forgotten.
-                let removed = self.outbox.drain_all_but_taking();
+                // handed over does: it stays until the socket's progress settles it. A written
+                // message awaiting its ack stays too: the server answers what came before the
+                // close frame before it answers the close, and reporting it dropped at once
+                // told the app a message the server stored was lost (an app resending it
+                // would duplicate it). What is still unsettled when the close ends (answered,
+                // its timeout, the connection lost) is reported dropped, never forgotten.
+                let removed = self.outbox.drain_all_but_written_messages();
                 self.report_removed(removed, DropReason::Closed);
                 self.fail_all_requests();
                 self.begin_close(now, code, reason);

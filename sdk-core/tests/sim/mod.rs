@@ -52,6 +52,8 @@ enum Input {
     Failed(TransportFailure),
     /// A frame arriving at the server.
     ToServer(Frame),
+    /// The client's close frame arriving at the server (with `answers_close`).
+    CloseToServer(u16),
 }
 
 #[derive(Debug)]
@@ -105,6 +107,10 @@ pub struct Server {
     /// A hostile server: every `subscribed` says `recovered: true`, whatever the resume (the
     /// offset and the replay are still the honest ones).
     pub lie_recovered: bool,
+    /// Whether the client's close frame travels to the server behind what the client wrote
+    /// before it, and is answered (a close handshake, as a real server has). Off, the server
+    /// forgets the connection when the client closes, and the close ends at its timeout.
+    pub answers_close: bool,
 }
 
 impl Server {
@@ -116,6 +122,7 @@ impl Server {
             answer_requests: true,
             send_acks: true,
             answer_pings: true,
+            answers_close: false,
             epoch: "epoch-1".into(),
             channels: BTreeMap::new(),
             seen_ids: HashMap::new(),
@@ -463,10 +470,16 @@ impl Sim {
                     self.schedule(delay, transport, Input::Pong(payload));
                 }
             }
-            Action::Close { transport, .. } => {
+            Action::Close {
+                transport, code, ..
+            } => {
                 self.closes.push((self.now, transport));
                 if self.server.conn == Some(transport) {
-                    self.server.conn = None;
+                    if self.server.answers_close {
+                        self.schedule(self.latency, transport, Input::CloseToServer(code));
+                    } else {
+                        self.server.conn = None;
+                    }
                 }
             }
             Action::Release { transport } => {
@@ -482,7 +495,7 @@ impl Sim {
     fn deliver(&mut self, s: Scheduled) {
         let now = self.now;
         let t = s.transport;
-        if !matches!(s.input, Input::ToServer(_)) {
+        if !matches!(s.input, Input::ToServer(_) | Input::CloseToServer(_)) {
             self.bytes_noted = now;
         }
         match s.input {
@@ -497,6 +510,12 @@ impl Sim {
                 self.engine.transport_closed(now, t, code, &reason)
             }
             Input::Failed(f) => self.engine.transport_failed(now, t, f),
+            Input::CloseToServer(code) => {
+                if self.server.conn == Some(t) {
+                    self.server.conn = None;
+                    self.schedule(self.latency, t, Input::Closed(Some(code), String::new()));
+                }
+            }
             Input::ToServer(frame) => {
                 if self.server.conn != Some(t) || self.server.behaviour == Behaviour::BlackHole {
                     return;
