@@ -533,6 +533,49 @@ async fn a_drain_shorter_than_the_backoff_reconnects_at_once_to_deliver() {
     relay.shutdown().await;
 }
 
+/// `close()` right after a burst of acked publishes: what the client had written reaches the
+/// relay ahead of the close frame, and the relay acks it before it answers the close. Every
+/// message is reported once, and none the relay stored (the reader got it) is reported
+/// dropped. Before, everything unacknowledged at the call was `Dropped { Closed }` at once.
+#[tokio::test]
+async fn a_close_right_after_publishing_reports_no_stored_message_as_dropped() {
+    let relay = relay_with(RelayConfig::default()).await;
+    let (reader, mut rec) = room_reader(relay.ws_url()).await;
+    let (writer, mut wrec) = client(relay.ws_url());
+    wrec.until_open(LIMIT).await;
+    let ids: Vec<_> = (0..200)
+        .map(|i| writer.publish("room", json!(i)).unwrap())
+        .collect();
+    let reason = tokio::time::timeout(LIMIT, writer.close())
+        .await
+        .expect("closed");
+    until_settled(&mut wrec, &ids, outcomes).await;
+    rec.collect_for(ms(300)).await;
+    let stored: Vec<usize> = messages(&rec, "room")
+        .into_iter()
+        .map(|(_, p)| p.as_u64().unwrap() as usize)
+        .collect();
+    let settled = outcomes(&wrec);
+    let acked = ids.iter().filter(|id| settled[id] == ["acked"]).count();
+    for (i, id) in ids.iter().enumerate() {
+        let outcome = settled.get(id).map(Vec::as_slice).unwrap_or_default();
+        let expected: &[&str] = if stored.contains(&i) {
+            &["acked"]
+        } else {
+            &["dropped closed"]
+        };
+        assert_eq!(
+            outcome,
+            expected,
+            "message {i}; closed {reason:?}; {acked} acked; {:?}",
+            wrec.names()
+        );
+    }
+    assert!(acked > 0, "some were written before the close: {acked}");
+    reader.shutdown().await;
+    relay.shutdown().await;
+}
+
 /// Two clients (tabs) with the same `client_id` publish acked messages to the same channel
 /// through cuts: the relay keys resends on (`client_id`, id), so neither's publish may be
 /// taken for a resend of the other's.

@@ -116,6 +116,8 @@ struct Shared {
     /// the n-th item queued is still waiting while fewer than n were taken.
     enqueued_total: AtomicU64,
     taken_total: AtomicU64,
+    /// Notified whenever the writer takes an item (see [`Peer::taken_up_to`]).
+    taken: Notify,
     /// Set once the client said `hello`: only then is it sent the protocol's own `ping`
     /// (a raw WebSocket client would get it as data), see [`Peer::said_hello`].
     said_hello: AtomicBool,
@@ -201,6 +203,7 @@ impl Peer {
             replies_sent: Notify::new(),
             enqueued_total: AtomicU64::new(0),
             taken_total: AtomicU64::new(0),
+            taken: Notify::new(),
             said_hello: AtomicBool::new(false),
             replaced: Notify::new(),
         });
@@ -319,6 +322,27 @@ impl Peer {
         self.shared.taken_total.load(Ordering::Relaxed)
     }
 
+    /// How many items were ever queued: once [`taken_total`](Self::taken_total) reaches the
+    /// count read after queuing an item, that item was taken (the queue is first in, first
+    /// out, and the count was read after the item was in it).
+    pub(crate) fn enqueued_total(&self) -> u64 {
+        self.shared.enqueued_total.load(Ordering::Relaxed)
+    }
+
+    /// Resolves once the writer has taken `count` items in all.
+    pub(crate) async fn taken_up_to(&self, count: u64) {
+        loop {
+            let taken = self.shared.taken.notified();
+            tokio::pin!(taken);
+            // Registered before the check, so a take between the two is not missed.
+            taken.as_mut().enable();
+            if self.taken_total() >= count {
+                return;
+            }
+            taken.await;
+        }
+    }
+
     /// Records that the client said `hello`, so it speaks the Tether protocol: from now on
     /// its writer also sends it the protocol's `ping` messages (see
     /// [`PeerQueue::said_hello`]).
@@ -382,6 +406,7 @@ impl PeerQueue {
     fn taken(&self, cost: Cost) {
         self.shared.count(cost, false);
         self.shared.taken_total.fetch_add(1, Ordering::Relaxed);
+        self.shared.taken.notify_waiters();
     }
 }
 

@@ -302,10 +302,17 @@ async fn read_frames(
     arrived: &AtomicBool,
 ) -> Ending {
     let mut last_inbound = Instant::now();
+    // What was queued by the time the last frame was handled, if handling it queued anything.
+    let mut answered = 0;
     loop {
         match replies_sent(peer, silence_limit).await {
             Ok(false) => {}
             // The client was reading all along: silence is counted from now.
+            Ok(true) => last_inbound = Instant::now(),
+            Err(ending) => return ending,
+        }
+        match answers_taken(peer, answered, silence_limit).await {
+            Ok(false) => {}
             Ok(true) => last_inbound = Instant::now(),
             Err(ending) => return ending,
         }
@@ -341,6 +348,7 @@ async fn read_frames(
         // Any frame is a sign of life, pongs and pings included (and its bytes with it).
         last_inbound = Instant::now();
         arrived.store(false, Ordering::Relaxed);
+        let queued_before = peer.enqueued_total();
         let flow = match next {
             None => return Ending::Gone,
             Some(Ok(Message::Text(text))) => {
@@ -362,6 +370,49 @@ async fn read_frames(
         };
         if let Flow::Close { code, reason } = flow {
             return Ending::close(code, &reason);
+        }
+        let queued = peer.enqueued_total();
+        if queued != queued_before {
+            answered = queued;
+        }
+    }
+}
+
+/// Waits until the writer has taken the first `answered` items queued for `peer` (the
+/// answers to the frames read so far) into the socket's sink, ahead of anything read next.
+/// `Ok(true)` if it waited.
+///
+/// The next frame may be the client's close, and tungstenite answers a close as it reads it;
+/// after that nothing more can be sent. A client that wrote acknowledged messages and then
+/// closed would miss their acks and report messages the relay stored as dropped (it may resend
+/// them, as duplicates). So what came before a close is answered before the close is: the
+/// rule docs/protocol.md gives servers. The wait is short unless the client does not read:
+/// then, as in [`replies_sent`], a client that takes nothing for `silence_limit` is closed.
+async fn answers_taken(
+    peer: &Peer,
+    answered: u64,
+    silence_limit: Option<Duration>,
+) -> Result<bool, Ending> {
+    if peer.taken_total() >= answered {
+        return Ok(false);
+    }
+    let Some(limit) = silence_limit else {
+        peer.taken_up_to(answered).await;
+        return Ok(true);
+    };
+    loop {
+        let progress = peer.taken_total();
+        match tokio::time::timeout(limit, peer.taken_up_to(answered)).await {
+            Ok(()) => return Ok(true),
+            Err(_) if peer.taken_total() == progress => {
+                tracing::debug!("closing: none of the answers read for two ping intervals");
+                return Err(Ending::Close {
+                    code: CLOSE_HEARTBEAT_TIMEOUT,
+                    reason: "heartbeat timeout".to_owned(),
+                    flush: false,
+                });
+            }
+            Err(_) => {}
         }
     }
 }
