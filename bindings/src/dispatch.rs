@@ -53,20 +53,20 @@ use crate::event::ClientEvent;
 use crate::foreign_slot::{ForeignSlot, RELEASE_WAIT};
 use crate::listener::{ClientListener, DocumentListener, ListenerError};
 use crate::runtime::runtime;
-use crate::state::{ConnectionState, EngineClock};
+use crate::state::{ConnectionState, EngineClock, Stamped};
 
 /// One event in the ring, with the state the sequence was in just before it (what a listener
 /// that lagged up to this point should be told).
 #[derive(Debug)]
 struct Item {
-    state_before: ConnectionState,
+    state_before: Stamped,
     event: ClientEvent,
 }
 
 #[derive(Debug)]
 struct HubState {
     /// The state after the last event pushed.
-    state: ConnectionState,
+    state: Stamped,
     /// `None` once the client has shut down.
     tx: Option<broadcast::Sender<Arc<Item>>>,
 }
@@ -147,7 +147,7 @@ impl Hub {
         let (tx, _) = broadcast::channel(capacity.max(1));
         Arc::new(Hub {
             inner: Mutex::new(HubState {
-                state: initial,
+                state: Stamped::new(initial),
                 tx: Some(tx),
             }),
             missed: AtomicU64::new(0),
@@ -246,7 +246,7 @@ impl Hub {
         let mut hub = self.lock();
         let state_before = hub.state.clone();
         if let ClientEvent::StateChanged { current, .. } = &event {
-            hub.state = current.clone();
+            hub.state = Stamped::new(current.clone());
         }
         if let Some(tx) = &hub.tx {
             // An error only means nobody listens right now.
@@ -370,10 +370,11 @@ struct Dispatcher {
 }
 
 impl Dispatcher {
-    fn run(self, snapshot: ConnectionState, rx: Option<broadcast::Receiver<Arc<Item>>>) {
+    fn run(self, snapshot: Stamped, rx: Option<broadcast::Receiver<Arc<Item>>>) {
+        // As of now, not of the transition: a `Waiting`'s time left has run since.
         self.deliver(ClientEvent::StateChanged {
             previous: None,
-            current: snapshot,
+            current: snapshot.now(),
         });
         let Some(mut rx) = rx else { return };
         let handle = runtime().handle();
@@ -393,7 +394,7 @@ impl Dispatcher {
                         self.deliver(ClientEvent::Lagged { missed });
                         self.deliver(ClientEvent::StateChanged {
                             previous: None,
-                            current: item.state_before.clone(),
+                            current: item.state_before.now(),
                         });
                         missed = 0;
                     }
@@ -405,7 +406,7 @@ impl Dispatcher {
                 }
                 Some(Err(RecvError::Closed)) => {
                     if missed > 0 {
-                        let state = self.hub.lock().state.clone();
+                        let state = self.hub.lock().state.now();
                         self.deliver(ClientEvent::Lagged { missed });
                         self.deliver(ClientEvent::StateChanged {
                             previous: None,

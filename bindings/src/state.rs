@@ -26,8 +26,9 @@ pub enum ConnectionState {
     /// `connect()` skip the wait, but not a minimum the server set (Retry-After, close 1013,
     /// `reconnect_after_ms`): the attempt then moves to it (a `Waiting` with an earlier time).
     ///
-    /// Both are computed when the value is made (the event is converted, or `state()` is
-    /// called) from the time left on the client's monotonic clock, so they are right after the
+    /// Both are computed when the value is made (the event is converted, a listener's state
+    /// snapshot is delivered, or `state()` is called) from the time left on the client's
+    /// monotonic clock, so they are right after the
     /// device slept or the wall clock was set; a value kept from before does not update: ask
     /// `state()` again.
     Waiting {
@@ -142,6 +143,55 @@ impl EngineClock {
     }
 }
 
+/// A converted state and when it was converted: a listener's snapshot of the state (its first
+/// event, and the one after `Lagged`) is delivered later than that, and a `Waiting`'s time
+/// left is brought up to the moment of delivery, as `state()` would give it then. Kept as the
+/// time left on the monotonic clock, like [`EngineClock`], and placed on the wall clock only
+/// when delivered.
+#[derive(Debug, Clone)]
+pub(crate) struct Stamped {
+    state: ConnectionState,
+    made: tokio::time::Instant,
+}
+
+impl Stamped {
+    /// `state`, converted just now.
+    pub(crate) fn new(state: ConnectionState) -> Self {
+        Stamped {
+            state,
+            made: tokio::time::Instant::now(),
+        }
+    }
+
+    /// The state as of now: a `Waiting` with the time that has passed since it was made taken
+    /// off its time left.
+    pub(crate) fn now(&self) -> ConnectionState {
+        aged(self.state.clone(), self.made.elapsed(), SystemTime::now())
+    }
+}
+
+/// `state`, made `elapsed` ago, as of wall time `wall_now`.
+fn aged(state: ConnectionState, elapsed: Duration, wall_now: SystemTime) -> ConnectionState {
+    match state {
+        ConnectionState::Waiting {
+            attempt,
+            retry_in_ms,
+            ..
+        } => {
+            let left = Duration::from_millis(retry_in_ms).saturating_sub(elapsed);
+            let at = (wall_now + left)
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default();
+            ConnectionState::Waiting {
+                attempt,
+                retry_at_unix_ms: millis(at),
+                retry_in_ms: millis(left),
+            }
+        }
+        other => other,
+    }
+}
+
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -243,6 +293,43 @@ mod tests {
             ((ms(before) + 2_000).saturating_sub(elapsed + 1)..=ms(after) + 2_000)
                 .contains(&retry_at_unix_ms),
             "{retry_at_unix_ms} is not about now + 2 s"
+        );
+    }
+
+    #[test]
+    fn a_snapshot_delivered_later_has_the_time_left_then() {
+        let waiting = ConnectionState::Waiting {
+            attempt: 2,
+            retry_at_unix_ms: 1_700_000_003_000,
+            retry_in_ms: 3_000,
+        };
+        // Delivered 1.2 s after it was made, the wall clock set an hour ahead meanwhile: 1.8 s
+        // left, from the wall clock of the delivery.
+        assert_eq!(
+            aged(
+                waiting.clone(),
+                Duration::from_millis(1_200),
+                unix(1_700_003_601_200)
+            ),
+            ConnectionState::Waiting {
+                attempt: 2,
+                retry_at_unix_ms: 1_700_003_603_000,
+                retry_in_ms: 1_800,
+            }
+        );
+        // Past its time: the attempt is due now.
+        assert_eq!(
+            aged(waiting, Duration::from_secs(5), unix(1_700_000_005_000)),
+            ConnectionState::Waiting {
+                attempt: 2,
+                retry_at_unix_ms: 1_700_000_005_000,
+                retry_in_ms: 0,
+            }
+        );
+        // Other states have no time in them.
+        assert_eq!(
+            aged(ConnectionState::Open, Duration::from_secs(5), unix(0)),
+            ConnectionState::Open
         );
     }
 

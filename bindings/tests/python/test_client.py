@@ -74,6 +74,44 @@ def test_typed_errors_name_the_field_and_raw_mode_refuses_channels():
     assert (fuller.value.size, fuller.value.max, fuller.value.limit) == (6, 4, t.SizeLimit.OUTBOX_MAX_BYTES)
 
 
+def test_a_listener_added_while_waiting_gets_the_time_left_now_not_at_the_transition():
+    """The first event of a listener is the current state: a backoff's `retry_in_ms` and
+    `retry_at_unix_ms` are as of now, as `state()` gives them, not as of the transition into
+    `WAITING` (an app re-adding its listener after a screen rotation shows the countdown from
+    it). No server: port refused, then 3 s of backoff."""
+    c = t.Client(
+        t.ClientConfig(f"ws://127.0.0.1:{free_port()}/")
+        .backoff_initial_ms(3000)
+        .backoff_max_ms(3000)
+        .jitter(t.Jitter.NONE)
+    )
+    c.connect()
+    deadline = time.monotonic() + 10
+    while not c.state().is_WAITING():
+        assert time.monotonic() < deadline, c.state()
+        time.sleep(0.01)
+    time.sleep(1.5)
+    first = []
+    arrived = threading.Event()
+
+    class First(t.ClientListener):
+        def on_event(self, event):
+            if not first:
+                first.append(event)
+                arrived.set()
+
+    handle = c.add_listener(First())
+    now = c.state()
+    assert arrived.wait(10)
+    snapshot = first[0].current
+    assert snapshot.is_WAITING() and now.is_WAITING(), (snapshot, now)
+    # About 1,500 ms left; the snapshot said 3,000 when it was the state at the transition.
+    assert snapshot.retry_in_ms <= now.retry_in_ms + 100, (snapshot, now)
+    assert abs(snapshot.retry_at_unix_ms - now.retry_at_unix_ms) <= 100, (snapshot, now)
+    handle.cancel()
+    assert c.shutdown_blocking(5000)
+
+
 def test_listener_gets_current_state_first_then_transitions_in_order(relay, tokens, run):
     async def scenario():
         c = t.Client(config(relay.url, "py-order", tokens))
