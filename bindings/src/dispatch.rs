@@ -10,8 +10,9 @@
 //! - The `tether` crate's `Events` queue is bounded and a full queue makes the client stop
 //!   reading its socket and stop its timers until there is room. So the pump must drain it
 //!   promptly: it converts each event and hands it to the hub, whose `send` never waits.
-//! - The hub is a `tokio::sync::broadcast` ring of `listenerQueueCapacity` events. A listener
-//!   too slow to keep up loses the oldest events it has not read (it is told how many with
+//! - The hub is a `tokio::sync::broadcast` ring of `listenerQueueCapacity` events (its slots
+//!   rounded up to a power of two; the dispatcher keeps the bound as given). A listener too
+//!   slow to keep up loses the oldest events it has not read (it is told how many with
 //!   `Lagged`, then gets a state snapshot), instead of stalling everyone else.
 //! - A document's events come from `tether`'s own per-document broadcast ring (the client task
 //!   hands each event over without waiting), read the same way: a lagging document listener
@@ -85,6 +86,9 @@ pub(crate) struct Hub {
     attached: Mutex<Vec<Weak<Attached>>>,
     /// Set by [`Hub::release_listeners`]: listeners added after it are released at once.
     released: AtomicBool,
+    /// `listenerQueueCapacity`: how many events a listener may fall behind. The ring has a
+    /// power of two of slots, at least this many; a listener skips what is beyond this.
+    capacity: usize,
 }
 
 /// A foreign listener, as its dispatcher thread holds it.
@@ -144,7 +148,10 @@ impl Drop for Live {
 
 impl Hub {
     pub(crate) fn new(initial: ConnectionState, capacity: usize) -> Arc<Self> {
-        let (tx, _) = broadcast::channel(capacity.max(1));
+        let capacity = capacity.max(1);
+        // `broadcast` rounds the slots up to a power of two (3 becomes 4, 1,000 becomes
+        // 1,024): the bound the app gave is kept by the dispatcher (`Dispatcher::run`).
+        let (tx, _) = broadcast::channel(capacity);
         Arc::new(Hub {
             inner: Mutex::new(HubState {
                 state: Stamped::new(initial),
@@ -156,6 +163,7 @@ impl Hub {
             live: watch::Sender::new(0),
             attached: Mutex::new(Vec::new()),
             released: AtomicBool::new(false),
+            capacity,
         })
     }
 
@@ -390,6 +398,14 @@ impl Dispatcher {
             match next {
                 None => return,
                 Some(Ok(item)) => {
+                    // This event and those queued behind it: more than the capacity the app
+                    // set (the ring may hold more) and this one, the oldest, is skipped, as
+                    // a ring of exactly that capacity would have overwritten it.
+                    if rx.len() >= self.hub.capacity {
+                        self.hub.missed.fetch_add(1, Ordering::Relaxed);
+                        missed += 1;
+                        continue;
+                    }
                     if missed > 0 {
                         self.deliver(ClientEvent::Lagged { missed });
                         self.deliver(ClientEvent::StateChanged {
@@ -618,6 +634,36 @@ mod tests {
             assert_eq!(next(&rx), rtt(ms));
         }
         assert_eq!(hub.missed.load(Ordering::Relaxed), 6);
+    }
+
+    #[test]
+    fn a_capacity_that_is_not_a_power_of_two_is_the_bound_as_given() {
+        // The ring rounds 3 up to 4 slots; the listener may still fall only 3 events behind.
+        let hub = Hub::new(ConnectionState::Idle, 3);
+        let (tx, rx) = mpsc::channel();
+        let (release, gate) = mpsc::channel();
+        let listener = Arc::new(Probe {
+            tx: Mutex::new(tx),
+            gate: Some(Mutex::new(gate)),
+            fail: false,
+            panic: false,
+        });
+        let _cancel = hub.attach(listener);
+        // Stuck in its first callback (the snapshot) while five events come.
+        hub.publish(changed(Some(ConnectionState::Idle), ConnectionState::Open));
+        for ms in 1..=4 {
+            hub.publish(rtt(ms));
+        }
+        for _ in 0..20 {
+            let _ = release.send(());
+        }
+        assert_eq!(next(&rx), changed(None, ConnectionState::Idle));
+        assert_eq!(next(&rx), ClientEvent::Lagged { missed: 2 });
+        assert_eq!(next(&rx), changed(None, ConnectionState::Open));
+        for ms in 2..=4 {
+            assert_eq!(next(&rx), rtt(ms));
+        }
+        assert_eq!(hub.missed.load(Ordering::Relaxed), 2);
     }
 
     #[test]
