@@ -39,7 +39,10 @@ pub enum HeartbeatMode {
     Auto,
     /// WebSocket ping/pong frames.
     PingFrame,
-    /// Application ping messages.
+    /// Application ping messages: `{"type":"ping"}` in Tether mode; in raw mode the text
+    /// frame `rawPing` (default `ping`), answered by the text frame `rawPong` (default
+    /// `pong`), which is consumed: a data message with exactly that text never reaches the
+    /// app.
     AppMessage,
     /// The server must show life within `interval × (maxMissedPongs + 1)`.
     ServerDriven,
@@ -102,6 +105,8 @@ struct Options {
     heartbeat_interval_ms: Option<u64>,
     max_missed_pongs: Option<u32>,
     pong_timeout_ms: Option<Option<u64>>,
+    raw_ping: Option<String>,
+    raw_pong: Option<String>,
     outbox_max_messages: Option<u32>,
     outbox_max_bytes: Option<u64>,
     overflow: Option<OverflowPolicy>,
@@ -213,6 +218,17 @@ impl ClientConfig {
         }
         if let Some(v) = o.min_uptime_ms {
             b = b.min_uptime(ms(v));
+        }
+        // All heartbeat settings at once, so first: the single setters below apply on top.
+        if o.raw_ping.is_some() || o.raw_pong.is_some() {
+            let mut heartbeat = tether::HeartbeatConfig::default();
+            if let Some(text) = &o.raw_ping {
+                heartbeat.raw_ping = text.clone();
+            }
+            if let Some(text) = &o.raw_pong {
+                heartbeat.raw_pong = text.clone();
+            }
+            b = b.heartbeat(heartbeat);
         }
         if let Some(v) = o.heartbeat_mode {
             b = b.heartbeat_mode(v.into());
@@ -368,6 +384,19 @@ impl ClientConfig {
     /// Deadline for each ping. Default `null` (none).
     pub fn pong_timeout_ms(self: Arc<Self>, ms: Option<u64>) -> Arc<Self> {
         self.with(|o| o.pong_timeout_ms = Some(ms))
+    }
+    /// The text frame a raw-mode client sends as an application ping
+    /// (`heartbeatMode(APP_MESSAGE)`). Default `ping`. Not used in Tether mode, whose pings
+    /// are protocol messages. Empty is `InvalidConfig` (`heartbeat.raw_ping`).
+    pub fn raw_ping(self: Arc<Self>, text: String) -> Arc<Self> {
+        self.with(|o| o.raw_ping = Some(text))
+    }
+    /// The text frame a raw-mode client takes as the answer to its application ping
+    /// (`heartbeatMode(APP_MESSAGE)`): such frames are consumed, never delivered as
+    /// `Message`s, so choose a text that no data message can be. Default `pong`. Not used in
+    /// Tether mode.
+    pub fn raw_pong(self: Arc<Self>, text: String) -> Arc<Self> {
+        self.with(|o| o.raw_pong = Some(text))
     }
     /// Outbox bound in messages. Default 1,000.
     pub fn outbox_max_messages(self: Arc<Self>, n: u32) -> Arc<Self> {

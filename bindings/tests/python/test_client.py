@@ -405,3 +405,134 @@ def test_disconnect_then_connect_again_then_cancel_stops_events(pair, run):
         assert rec_a.mark() == seen, rec_a.snapshot()[seen:]
 
     run(scenario())
+
+
+class RawServer:
+    """A raw WebSocket server on 127.0.0.1 for one connection: after the handshake it sends
+    `messages` as text frames, answers the text `ping` with `pong`, and records the text frames
+    it receives. Small frames only (under 126 bytes)."""
+
+    GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+    def __init__(self, messages, ping, pong):
+        self.messages, self.ping, self.pong = messages, ping, pong
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(1)
+        self.url = f"ws://127.0.0.1:{self.sock.getsockname()[1]}/"
+        self.received = []
+        self.conn = None
+        self.thread = threading.Thread(target=self._serve, name="raw-server", daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        import base64
+        import hashlib
+
+        try:
+            self.conn, _ = self.sock.accept()
+        except OSError:
+            return
+        conn = self.conn
+        conn.settimeout(10)
+        try:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    return
+                head += chunk
+            key = next(
+                line.split(b":", 1)[1].strip()
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"sec-websocket-key:")
+            )
+            accept = base64.b64encode(hashlib.sha1(key + self.GUID).digest())
+            conn.sendall(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+            )
+            for m in self.messages:
+                self._send(m)
+            buf = b""
+            while True:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    return
+                buf += chunk
+                while len(buf) >= 6 and len(buf) >= 6 + (buf[1] & 0x7F):
+                    n = buf[1] & 0x7F  # client frames are masked
+                    mask, data = buf[2:6], buf[6 : 6 + n]
+                    op, buf = buf[0] & 0x0F, buf[6 + n :]
+                    if op == 0x8:
+                        conn.sendall(b"\x88\x00")
+                        return
+                    if op == 0x1:
+                        text = bytes(b ^ mask[i % 4] for i, b in enumerate(data)).decode()
+                        self.received.append(text)
+                        if text == self.ping:
+                            self._send(self.pong)
+        except OSError:
+            pass
+
+    def _send(self, text):
+        data = text.encode()
+        self.conn.sendall(bytes([0x81, len(data)]) + data)
+
+    def close(self):
+        for s in (self.sock, self.conn):
+            if s is not None:
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                s.close()
+        self.thread.join(5)
+
+
+def test_raw_app_pings_use_the_configured_texts_so_a_data_message_pong_is_not_eaten():
+    """Raw mode with `HeartbeatMode.APP_MESSAGE`: the client pings with a text frame and takes
+    the answer's text frames as pongs, consumed. By default those are `ping` and `pong`, so a
+    server's data message that reads `pong` never reaches the app; `raw_ping`/`raw_pong` choose
+    texts that cannot be data."""
+
+    def run_against(server, config):
+        c = t.Client(config.heartbeat_mode(t.HeartbeatMode.APP_MESSAGE).heartbeat_interval_ms(100))
+        got = []
+        done = threading.Event()
+
+        class Messages(t.ClientListener):
+            def on_event(self, event):
+                if event.is_MESSAGE():
+                    got.append(event.message.payload.text)
+                    if event.message.payload.text == "hello":
+                        done.set()
+
+        handle = c.add_listener(Messages())
+        c.connect()
+        try:
+            assert done.wait(10), got
+            deadline = time.monotonic() + 10
+            while not server.received:
+                assert time.monotonic() < deadline, "no ping"
+                time.sleep(0.01)
+            return got, list(server.received)
+        finally:
+            handle.cancel()
+            assert c.shutdown_blocking(5000)
+            server.close()
+
+    # The defaults: the server's data "pong" is taken for the answer to a ping.
+    server = RawServer(["pong", "hello"], ping="ping", pong="pong")
+    got, sent = run_against(server, t.ClientConfig(server.url))
+    assert got == ["hello"] and sent[0] == "ping", (got, sent)
+    # Texts of the app's choosing: every data message arrives, the pings are answered.
+    server = RawServer(["pong", "hello"], ping='{"op":"ping"}', pong='{"op":"pong"}')
+    config = t.ClientConfig(server.url).raw_ping('{"op":"ping"}').raw_pong('{"op":"pong"}')
+    got, sent = run_against(server, config)
+    assert got == ["pong", "hello"] and sent[0] == '{"op":"ping"}', (got, sent)
+    with pytest.raises(t.ClientError.InvalidConfig) as empty:
+        t.Client(
+            t.ClientConfig(server.url).heartbeat_mode(t.HeartbeatMode.APP_MESSAGE).raw_ping("")
+        )
+    assert empty.value.field == "heartbeat.raw_ping"
