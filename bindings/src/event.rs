@@ -189,10 +189,13 @@ pub enum DropReason {
     },
 }
 
-/// The content of a message.
+/// The content of a message. Received in Tether mode, it is always `Json`: a `Text` sent in
+/// Tether mode is a JSON string, and arrives as `Json` with that string's JSON text
+/// (`"\"hi\""`). `Text` and `Binary` arrive only in raw mode (`Text` also on a raw event
+/// stream).
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Enum)]
 pub enum Payload {
-    /// A text frame (raw mode), SSE data, or in Tether mode a JSON string.
+    /// A text frame (raw mode) or SSE data (raw mode). Sent in Tether mode: a JSON string.
     Text {
         /// The text.
         text: String,
@@ -216,7 +219,7 @@ pub struct InboundMessage {
     pub channel: Option<String>,
     /// The channel offset (Tether mode) or the SSE event id, when numeric.
     pub offset: Option<u64>,
-    /// The content.
+    /// The content: in Tether mode always `Json`.
     pub payload: Payload,
     /// A named Server-Sent Event's type (`event:`); null for unnamed events and WebSocket
     /// messages.

@@ -147,6 +147,10 @@ def test_publish_is_acked_and_received_with_presence(pair, run):
         m = await rec_b.next("message on B", lambda e: e.is_MESSAGE())
         assert m.message.channel == "room" and m.message.offset == 1
         assert m.message.payload == json('{"n":1}')
+        # In Tether mode a Text is sent as a JSON string and arrives as JSON (README, "Events").
+        await a.publish_acked("room", t.Payload.TEXT("hi"), 5000)
+        m = await rec_b.next("text message on B", lambda e: e.is_MESSAGE())
+        assert m.message.payload == json('"hi"')
         await rec_b.wait_for(
             "A in B's presence",
             lambda evs: any(e.is_PRESENCE() and "py-a" in e.members for e in evs),
