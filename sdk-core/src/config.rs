@@ -765,6 +765,7 @@ pub fn validate_client_id(id: &str) -> Result<(), String> {
 }
 
 fn transport_for_url(url: &str) -> Result<TransportKind, ConfigError> {
+    let shown = without_credentials(url);
     let lower = url.get(..8).unwrap_or(url).to_ascii_lowercase();
     let (kind, rest) = if lower.starts_with("ws://") {
         (TransportKind::WebSocket, &url[5..])
@@ -779,14 +780,14 @@ fn transport_for_url(url: &str) -> Result<TransportKind, ConfigError> {
             "url",
             format!(
                 "{} must start with ws://, wss://, http:// or https://",
-                Quoted(url)
+                Quoted(&shown)
             ),
         ));
     };
     if url.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
         return Err(ConfigError::new(
             "url",
-            format!("{} contains whitespace", Quoted(url)),
+            format!("{} contains whitespace", Quoted(&shown)),
         ));
     }
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
@@ -796,11 +797,40 @@ fn transport_for_url(url: &str) -> Result<TransportKind, ConfigError> {
             format!(
                 "{} needs a host (an IPv6 address in [brackets]) and, if it names a port, \
                  a port from 1 to 65535",
-                Quoted(url)
+                Quoted(&shown)
             ),
         ));
     }
     Ok(kind)
+}
+
+/// `url` as an error shows it: a `user:password@` as `…@`, and the query and fragment, where
+/// tokens go (`?token=`), as `?…` and `#…`, as drivers show a proxy's URL or a redirect's
+/// `Location`: an error's text reaches logs and crash reports.
+fn without_credentials(url: &str) -> String {
+    // A scheme, if there is one: `://` after letters only (not inside a query).
+    let start = match url.find("://") {
+        Some(i) if url[..i].bytes().all(|b| b.is_ascii_alphanumeric()) => i + 3,
+        _ => 0,
+    };
+    let end = url[start..]
+        .find(['?', '#'])
+        .map_or(url.len(), |i| start + i);
+    let authority_end = url[start..end].find('/').map_or(end, |i| start + i);
+    let host = url[start..authority_end]
+        .rfind('@')
+        .map_or(start, |at| start + at + 1);
+    let mut shown = String::with_capacity(end + 4);
+    shown.push_str(&url[..start]);
+    if host > start {
+        shown.push_str("…@");
+    }
+    shown.push_str(&url[host..end]);
+    if let Some(mark) = url[end..].chars().next() {
+        shown.push(mark);
+        shown.push('…');
+    }
+    shown
 }
 
 /// Whether a URL's `[userinfo@]host[:port]` has a host (an IPv6 literal in balanced
@@ -968,6 +998,29 @@ mod tests {
             param: "t".to_owned(),
         });
         assert!(named.build().is_ok());
+    }
+
+    #[test]
+    fn a_refused_url_is_shown_without_its_credentials() {
+        // Error texts reach logs and crash reports: a `user:password@` and a query (often
+        // `?token=`) are left out, as the proxy's and a redirect's are; the rest is shown.
+        for (url, shown) in [
+            ("ws://bob:s3cret@host:99999/x", "\"ws://…@host:99999/x\""),
+            ("wss://bob:s3cret@ho st/", "\"wss://…@ho st/\""),
+            ("wss://h/feed?token=s3cret&x=1 2", "\"wss://h/feed?…\""),
+            ("ws://:s3cret@/x#s3cret", "\"ws://…@/x#…\""),
+            ("ftp://bob:s3cret@h/?token=s3cret", "\"ftp://…@h/?…\""),
+            ("bob:s3cret@h", "\"…@h\""),
+            ("bob:s3cret@h?next=ws://x", "\"…@h?…\""),
+        ] {
+            let e = Config::builder(url).build().unwrap_err();
+            assert_eq!(e.field, "url");
+            assert!(!e.reason.contains("s3cret"), "{url}: {}", e.reason);
+            assert!(e.reason.starts_with(shown), "{url}: {}", e.reason);
+        }
+        // Without credentials the URL is shown as it is.
+        let e = Config::builder("ws://h:0/a").build().unwrap_err();
+        assert!(e.reason.starts_with("\"ws://h:0/a\""), "{}", e.reason);
     }
 
     #[test]
