@@ -126,7 +126,8 @@ impl Client {
         let options = acked_options(timeout_ms);
         // Accepted here, in the order of the calls; the runtime's task only waits.
         let acked = run(self.inner.send_acked_with(payload, options));
-        Ok(acked.await.ok_or_else(ClientError::closed)??)
+        let acked = acked.await.ok_or_else(ClientError::closed)?;
+        acked.map_err(|e| timeout_refused(e.into(), ACK_TIMEOUT))
     }
 
     /// Publishes to `channel` and waits for the server's ack, at most `timeout_ms` (`null`:
@@ -142,7 +143,8 @@ impl Client {
         let options = acked_options(timeout_ms);
         // Accepted here, in the order of the calls; the runtime's task only waits.
         let acked = run(self.inner.publish_acked_with(&channel, payload, options));
-        Ok(acked.await.ok_or_else(ClientError::closed)??)
+        let acked = acked.await.ok_or_else(ClientError::closed)?;
+        acked.map_err(|e| timeout_refused(e.into(), ACK_TIMEOUT))
     }
 
     /// Sends a request (Tether mode) and returns the reply's JSON text. Fails with
@@ -156,7 +158,8 @@ impl Client {
         let timeout = timeout_ms.map(Duration::from_millis);
         let reply = run(self.inner.request(payload, timeout))
             .await
-            .ok_or_else(ClientError::closed)??;
+            .ok_or_else(ClientError::closed)?
+            .map_err(|e| timeout_refused(e.into(), REQUEST_TIMEOUT))?;
         Ok(reply.to_string())
     }
 
@@ -319,6 +322,26 @@ impl Drop for Client {
     fn drop(&mut self) {
         self.hub.release_listeners();
         self.tokens.release();
+    }
+}
+
+/// What `timeout_refused` says of a refused `timeoutMs` of `sendAcked`/`publishAcked`.
+const ACK_TIMEOUT: &str = "must be at least 1 ms (null: wait until acked or dropped)";
+/// What `timeout_refused` says of a refused `timeoutMs` of `request`.
+const REQUEST_TIMEOUT: &str = "must be at least 1 ms (null: the configured request timeout)";
+
+/// The only option `sendAcked`, `publishAcked` and `request` pass is the app's `timeoutMs`, so
+/// a refusal of their options (a 0, under the engine's microsecond) names that argument, in
+/// the unit the app wrote, rather than `options` and microseconds the app never saw.
+fn timeout_refused(e: ClientError, reason: &str) -> ClientError {
+    match e {
+        ClientError::InvalidArgument { argument, .. } if argument == "options" => {
+            ClientError::InvalidArgument {
+                argument: "timeout_ms".to_owned(),
+                reason: reason.to_owned(),
+            }
+        }
+        other => other,
     }
 }
 

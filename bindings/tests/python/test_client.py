@@ -74,6 +74,27 @@ def test_typed_errors_name_the_field_and_raw_mode_refuses_channels():
     assert (fuller.value.size, fuller.value.max, fuller.value.limit) == (6, 4, t.SizeLimit.OUTBOX_MAX_BYTES)
 
 
+def test_a_zero_timeout_is_refused_naming_the_timeout_the_app_passed(run):
+    """`send_acked`/`publish_acked`/`request` take `timeout_ms`; 0 is refused as that argument,
+    in milliseconds, not as the `options` (and microseconds) of the engine underneath."""
+    c = t.Client(t.ClientConfig("ws://127.0.0.1:9/").wire_protocol(t.WireProtocol.TETHER))
+
+    async def scenario():
+        for call in (
+            c.send_acked(json("1"), 0),
+            c.publish_acked("room", json("1"), 0),
+            c.request(json("1"), 0),
+        ):
+            with pytest.raises(t.ClientError.InvalidArgument) as refused:
+                await call
+            assert refused.value.argument == "timeout_ms", refused.value
+            assert "at least 1 ms" in refused.value.reason, refused.value
+        assert c.stats().outbox_len == 0, "nothing was accepted"
+        await c.shutdown()
+
+    run(scenario())
+
+
 def test_a_listener_added_while_waiting_gets_the_time_left_now_not_at_the_transition():
     """The first event of a listener is the current state: a backoff's `retry_in_ms` and
     `retry_at_unix_ms` are as of now, as `state()` gives them, not as of the transition into
