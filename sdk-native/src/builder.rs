@@ -343,7 +343,14 @@ impl ClientBuilder {
                 .unwrap_or_else(TokenPlacement::bearer_header);
             self.core = self.core.token(placement);
         }
-        let config = self.core.build()?;
+        let config = self.core.build().map_err(|mut e| {
+            // The engine's builder method is `token`; this one's is `token_placement` (so is
+            // the refusal of a placement without a provider, above).
+            if e.field == "token" {
+                e.field = "token_placement";
+            }
+            e
+        })?;
         let tls = crate::transport::tls::TlsRoots::load(&self.native)?;
         let proxy = ProxyRule::new(&self.native.proxy, config.url())?;
         Client::start(config, self.native, tls, proxy)
@@ -408,6 +415,37 @@ mod tests {
             ),
             "{result:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_refused_token_placement_is_named_as_the_method_that_set_it() {
+        // The engine's builder calls the setting `token`; here it is `token_placement`, which
+        // is also what a placement without a provider is refused as: one name for one setting.
+        for placement in [
+            TokenPlacement::Header {
+                name: "bad name".to_owned(),
+                prefix: String::new(),
+            },
+            TokenPlacement::Query {
+                param: String::new(),
+            },
+            TokenPlacement::FirstMessage,
+        ] {
+            let result = Client::builder("ws://127.0.0.1:9/")
+                .token_provider(|_refresh: bool| async { Ok::<_, String>("t".to_owned()) })
+                .token_placement(placement.clone())
+                .build();
+            assert!(
+                matches!(
+                    &result,
+                    Err(BuildError::Config(ConfigError {
+                        field: "token_placement",
+                        ..
+                    }))
+                ),
+                "{placement:?}: {result:?}"
+            );
+        }
     }
 
     #[test]
