@@ -290,7 +290,10 @@ impl Client {
         self.inner.set_foreground(foreground);
     }
 
-    /// The current state.
+    /// The current state, as of the client's latest `StateChanged` event: a command's effect
+    /// shows once the client's task has taken it up, a moment later (`connect()` then
+    /// `state()` may still say `Idle`). Show the state from `StateChanged` events rather than
+    /// by reading this right after a command.
     pub fn state(&self) -> ConnectionState {
         self.clock.state(self.inner.state())
     }
