@@ -6,9 +6,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 /// token. Implemented by the app (Kotlin `suspend fun`, Swift `async`, Python `async def`).
 ///
 /// `refresh` is true when the server refused the previous token: do not return a cached one.
-/// The call counts against `connectTimeoutMs`; a provider that throws or never answers fails
-/// that attempt (reported as `DisconnectCause.TokenUnavailable`) and the client retries with
-/// backoff. The provider is never called while the client holds a lock, and a slow provider
+/// The call counts against `connectTimeoutMs`. A provider that throws fails that attempt
+/// (reported as `DisconnectCause.TokenUnavailable` with its error); one that never answers
+/// fails it at the connect timeout (reported as `DisconnectCause.ConnectTimeout`, as a
+/// handshake that hangs is: in Python, what a provider looks like whose event loop was never
+/// set with `uniffi_set_event_loop`). Either way the client retries with backoff. The provider is never called while the client holds a lock, and a slow provider
 /// delays only the attempt it serves.
 #[uniffi::export(foreign)]
 #[async_trait::async_trait]

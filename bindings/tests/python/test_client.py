@@ -95,6 +95,31 @@ def test_a_zero_timeout_is_refused_naming_the_timeout_the_app_passed(run):
     run(scenario())
 
 
+def test_a_token_provider_that_never_answers_fails_the_attempt_at_the_connect_timeout(run):
+    """What TokenProvider's docs say a provider that never answers is reported as: the
+    connect timeout (they said TOKEN_UNAVAILABLE, which only a provider that throws gets)."""
+
+    class Never(t.TokenProvider):
+        async def token(self, refresh):
+            await asyncio.Event().wait()
+
+    async def scenario():
+        c = t.Client(
+            t.ClientConfig(f"ws://127.0.0.1:{free_port()}/")
+            .token_provider(Never())
+            .connect_timeout_ms(300)
+        )
+        rec = Recorder()
+        handle = c.add_listener(rec)
+        c.connect()
+        retry = await rec.next("a retry", lambda e: e.is_RECONNECT_SCHEDULED())
+        assert retry.cause == t.DisconnectCause.CONNECT_TIMEOUT(), retry.cause
+        handle.cancel()
+        await c.shutdown()
+
+    run(scenario())
+
+
 def test_a_listener_added_while_waiting_gets_the_time_left_now_not_at_the_transition():
     """The first event of a listener is the current state: a backoff's `retry_in_ms` and
     `retry_at_unix_ms` are as of now, as `state()` gives them, not as of the transition into
