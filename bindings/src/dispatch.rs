@@ -606,9 +606,15 @@ mod tests {
         assert_eq!(next(&rx), rtt(1));
     }
 
-    #[test]
-    fn a_slow_listener_skips_the_oldest_is_told_how_many_and_gets_a_snapshot() {
-        let hub = Hub::new(ConnectionState::Idle, 4);
+    /// A listener whose every callback waits for a `release`, attached to `hub`: the
+    /// events it receives, its gate, and its attachment's token.
+    fn gated_listener(
+        hub: &Arc<Hub>,
+    ) -> (
+        mpsc::Receiver<ClientEvent>,
+        mpsc::Sender<()>,
+        CancellationToken,
+    ) {
         let (tx, rx) = mpsc::channel();
         let (release, gate) = mpsc::channel();
         let listener = Arc::new(Probe {
@@ -617,7 +623,13 @@ mod tests {
             fail: false,
             panic: false,
         });
-        let _cancel = hub.attach(listener);
+        (rx, release, hub.attach(listener))
+    }
+
+    #[test]
+    fn a_slow_listener_skips_the_oldest_is_told_how_many_and_gets_a_snapshot() {
+        let hub = Hub::new(ConnectionState::Idle, 4);
+        let (rx, release, _cancel) = gated_listener(&hub);
         // The listener is now stuck in its first callback (the snapshot).
         hub.publish(changed(Some(ConnectionState::Idle), ConnectionState::Open));
         for ms in 1..=9 {
@@ -640,15 +652,7 @@ mod tests {
     fn a_capacity_that_is_not_a_power_of_two_is_the_bound_as_given() {
         // The ring rounds 3 up to 4 slots; the listener may still fall only 3 events behind.
         let hub = Hub::new(ConnectionState::Idle, 3);
-        let (tx, rx) = mpsc::channel();
-        let (release, gate) = mpsc::channel();
-        let listener = Arc::new(Probe {
-            tx: Mutex::new(tx),
-            gate: Some(Mutex::new(gate)),
-            fail: false,
-            panic: false,
-        });
-        let _cancel = hub.attach(listener);
+        let (rx, release, _cancel) = gated_listener(&hub);
         // Stuck in its first callback (the snapshot) while five events come.
         hub.publish(changed(Some(ConnectionState::Idle), ConnectionState::Open));
         for ms in 1..=4 {

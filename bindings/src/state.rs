@@ -179,16 +179,21 @@ fn aged(state: ConnectionState, elapsed: Duration, wall_now: SystemTime) -> Conn
             ..
         } => {
             let left = Duration::from_millis(retry_in_ms).saturating_sub(elapsed);
-            let at = (wall_now + left)
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default();
-            ConnectionState::Waiting {
-                attempt,
-                retry_at_unix_ms: millis(at),
-                retry_in_ms: millis(left),
-            }
+            waiting(attempt, left, wall_now)
         }
         other => other,
+    }
+}
+
+/// `Waiting` for `attempt`, due in `left` from wall time `wall_now`.
+fn waiting(attempt: u32, left: Duration, wall_now: SystemTime) -> ConnectionState {
+    let at = (wall_now + left)
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    ConnectionState::Waiting {
+        attempt,
+        retry_at_unix_ms: millis(at),
+        retry_in_ms: millis(left),
     }
 }
 
@@ -205,14 +210,7 @@ fn convert(state: tether::State, engine_now: Duration, wall_now: SystemTime) -> 
         tether::State::Closing => ConnectionState::Closing,
         tether::State::Waiting { attempt, until } => {
             let left = Duration::from_micros(until.as_micros()).saturating_sub(engine_now);
-            let at = (wall_now + left)
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default();
-            ConnectionState::Waiting {
-                attempt,
-                retry_at_unix_ms: millis(at),
-                retry_in_ms: millis(left),
-            }
+            waiting(attempt, left, wall_now)
         }
         tether::State::Closed { reason } => ConnectionState::Closed {
             reason: reason.into(),

@@ -449,30 +449,47 @@ async fn a_slow_consumer_closed_by_the_relay_resumes_without_gaps_or_duplicates(
     relay.shutdown().await;
 }
 
-/// Acked publishes accepted while the relay is unreachable wait in the outbox (within its
-/// bounds); `close_after_drain` asked meanwhile still delivers them once the relay is back,
-/// then closes: each is acked once, and the subscriber gets each once, in order.
-#[tokio::test]
-async fn a_drain_asked_while_offline_delivers_what_was_queued_once_the_relay_is_back() {
+/// When the relay comes back in [`drain_across_an_outage`]: before the drain is asked, or
+/// this long after.
+enum Back {
+    BeforeTheDrain,
+    After(Duration),
+}
+
+/// A writer (`builder` of the proxy's URL) publishes `count` acked messages while the relay is
+/// unreachable, then asks `close_after_drain(drain)`, the relay coming back as `back` says:
+/// each is acked once, and the subscriber gets each once, in order.
+async fn drain_across_an_outage(
+    builder: impl FnOnce(String) -> ClientBuilder,
+    count: u64,
+    drain: Duration,
+    back: Back,
+) {
     let relay = relay_with(RelayConfig::default()).await;
     let proxy = ChaosProxy::start(relay.local_addr()).await.unwrap();
     let (reader, mut rec) = room_reader(relay.ws_url()).await;
-    let (writer, mut wrec) = client(proxy.ws_url("/"));
+    let (writer, events) = builder(proxy.ws_url("/")).connect().unwrap();
+    let mut wrec = Recorder::new(events);
     wrec.until_open(LIMIT).await;
     proxy.set_mode(Mode::Refuse);
     proxy.kill_all();
     wrec.until_state(LIMIT, |s| matches!(s, State::Waiting { .. }))
         .await;
-    let ids: Vec<_> = (0..20)
+    let ids: Vec<_> = (0..count)
         .map(|i| writer.publish("room", json!(i)).unwrap())
         .collect();
-    let drain = {
-        let w = writer.clone();
-        tokio::spawn(async move { w.close_after_drain(Duration::from_secs(8)).await })
-    };
-    tokio::time::sleep(ms(300)).await;
-    proxy.set_mode(Mode::Forward);
-    let reason = tokio::time::timeout(LIMIT, drain).await.unwrap().unwrap();
+    if let Back::BeforeTheDrain = back {
+        proxy.set_mode(Mode::Forward);
+    }
+    let closed = tokio::spawn(writer.close_after_drain(drain));
+    if let Back::After(delay) = back {
+        tokio::time::sleep(delay).await;
+        proxy.set_mode(Mode::Forward);
+    }
+    let reason = tokio::time::timeout(LIMIT, closed)
+        .await
+        .expect("closed within the drain's time")
+        .unwrap();
     until_settled(&mut wrec, &ids, outcomes).await;
     let settled = outcomes(&wrec);
     for id in &ids {
@@ -483,11 +500,19 @@ async fn a_drain_asked_while_offline_delivers_what_was_queued_once_the_relay_is_
             wrec.names()
         );
     }
-    until_room_messages(&mut rec, 20, LIMIT, ms(0)).await;
+    until_room_messages(&mut rec, count as usize, LIMIT, ms(0)).await;
     let got: Vec<_> = messages(&rec, "room").into_iter().map(|(_, p)| p).collect();
-    assert_eq!(got, (0..20).map(|i| json!(i)).collect::<Vec<_>>());
+    assert_eq!(got, (0..count).map(|i| json!(i)).collect::<Vec<_>>());
     reader.shutdown().await;
     relay.shutdown().await;
+}
+
+/// Acked publishes accepted while the relay is unreachable wait in the outbox (within its
+/// bounds); `close_after_drain` asked meanwhile still delivers them once the relay is back,
+/// then closes.
+#[tokio::test]
+async fn a_drain_asked_while_offline_delivers_what_was_queued_once_the_relay_is_back() {
+    drain_across_an_outage(fast, 20, Duration::from_secs(8), Back::After(ms(300))).await;
 }
 
 /// The same with the next attempt a minute away: the drain (5 s) is far shorter than the
@@ -495,42 +520,12 @@ async fn a_drain_asked_while_offline_delivers_what_was_queued_once_the_relay_is_
 /// back up.
 #[tokio::test]
 async fn a_drain_shorter_than_the_backoff_reconnects_at_once_to_deliver() {
-    let relay = relay_with(RelayConfig::default()).await;
-    let proxy = ChaosProxy::start(relay.local_addr()).await.unwrap();
-    let (reader, mut rec) = room_reader(relay.ws_url()).await;
-    let (writer, events) = fast(proxy.ws_url("/"))
-        .backoff_initial(Duration::from_secs(60))
-        .backoff_max(Duration::from_secs(60))
-        .connect()
-        .unwrap();
-    let mut wrec = Recorder::new(events);
-    wrec.until_open(LIMIT).await;
-    proxy.set_mode(Mode::Refuse);
-    proxy.kill_all();
-    wrec.until_state(LIMIT, |s| matches!(s, State::Waiting { .. }))
-        .await;
-    let ids: Vec<_> = (0..5)
-        .map(|i| writer.publish("room", json!(i)).unwrap())
-        .collect();
-    proxy.set_mode(Mode::Forward);
-    let reason = tokio::time::timeout(LIMIT, writer.close_after_drain(Duration::from_secs(5)))
-        .await
-        .expect("closed within the drain's time");
-    until_settled(&mut wrec, &ids, outcomes).await;
-    let settled = outcomes(&wrec);
-    for id in &ids {
-        assert_eq!(
-            settled.get(id).map(Vec::as_slice),
-            Some(&["acked".to_owned()][..]),
-            "closed: {reason:?}; {:?}",
-            wrec.names()
-        );
-    }
-    until_room_messages(&mut rec, 5, LIMIT, ms(0)).await;
-    let got: Vec<_> = messages(&rec, "room").into_iter().map(|(_, p)| p).collect();
-    assert_eq!(got, (0..5).map(|i| json!(i)).collect::<Vec<_>>());
-    reader.shutdown().await;
-    relay.shutdown().await;
+    let slow = |url: String| {
+        fast(url)
+            .backoff_initial(Duration::from_secs(60))
+            .backoff_max(Duration::from_secs(60))
+    };
+    drain_across_an_outage(slow, 5, Duration::from_secs(5), Back::BeforeTheDrain).await;
 }
 
 /// `close()` right after a burst of acked publishes: what the client had written reaches the
