@@ -806,32 +806,31 @@ fn transport_for_url(url: &str) -> Result<TransportKind, ConfigError> {
 
 /// `url` as an error shows it: a `user:password@` as `…@`, and the query and fragment, where
 /// tokens go (`?token=`), as `?…` and `#…`, as drivers show a proxy's URL or a redirect's
-/// `Location`: an error's text reaches logs and crash reports.
+/// `Location`: an error's text reaches logs and crash reports. Only refused URLs come here,
+/// malformed ones included (`wss:/bob:pw@h`, a password with an unencoded `/` or `#`), so it
+/// over-redacts rather than parse: everything after the scheme up to the last `@` anywhere
+/// goes, even an `@` in a query (`?mail=a@b` shows as `…@b`).
 fn without_credentials(url: &str) -> String {
     // Byte searches over ASCII marks (so every cut is a char boundary): `str::find` with a
     // `&str` or a char set links searchers that cost the browser package ~1.5 KB gzipped.
     let bytes = url.as_bytes();
-    let position = |from: usize, to: usize, marks: &[u8]| {
-        bytes[from..to]
-            .iter()
-            .position(|b| marks.contains(b))
-            .map_or(to, |i| from + i)
-    };
-    // A scheme, if there is one: letters and digits, then `://`.
+    // A scheme, if there is one (RFC 3986: letters, digits, `+`, `-`, `.`), then `://`.
     let scheme = bytes
         .iter()
-        .take_while(|b| b.is_ascii_alphanumeric())
+        .take_while(|b| b.is_ascii_alphanumeric() || b"+-.".contains(b))
         .count();
     let start = match bytes[scheme..].starts_with(b"://") {
         true => scheme + 3,
         false => 0,
     };
-    let end = position(start, bytes.len(), b"?#");
-    let authority_end = position(start, end, b"/");
-    let host = bytes[start..authority_end]
+    let host = bytes[start..]
         .iter()
         .rposition(|b| *b == b'@')
         .map_or(start, |at| start + at + 1);
+    let end = bytes[host..]
+        .iter()
+        .position(|b| b"?#".contains(b))
+        .map_or(bytes.len(), |i| host + i);
     let mut shown = String::with_capacity(end + 8);
     shown.push_str(&url[..start]);
     if host > start {
@@ -1023,6 +1022,15 @@ mod tests {
             ("ftp://bob:s3cret@h/?token=s3cret", "\"ftp://…@h/?…\""),
             ("bob:s3cret@h", "\"…@h\""),
             ("bob:s3cret@h?next=ws://x", "\"…@h?…\""),
+            // Malformed, as refused URLs often are: the secret still goes.
+            ("wss:/bob:s3cret@h/x", "\"…@h/x\""),
+            ("wss//bob:s3cret@h", "\"…@h\""),
+            ("wss:///bob:s3cret@h", "\"wss://…@h\""),
+            ("//bob:s3cret@h", "\"…@h\""),
+            ("ws+unix://bob:s3cret@h", "\"ws+unix://…@h\""),
+            ("wss://bob:s3/cret@host/x y", "\"wss://…@host/x y\""),
+            ("wss://bob:s3#cret@h/ x", "\"wss://…@h/ x\""),
+            ("wss://bob:s3?cret@h/ x", "\"wss://…@h/ x\""),
         ] {
             let e = Config::builder(url).build().unwrap_err();
             assert_eq!(e.field, "url");
