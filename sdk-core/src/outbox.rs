@@ -307,6 +307,22 @@ impl Outbox {
         removed
     }
 
+    /// Removes the written entries awaiting an ack (those a close kept for its handshake,
+    /// [`Outbox::drain_all_but_written_messages`]); returns their ids, oldest first.
+    pub(crate) fn drain_awaiting_acks(&mut self) -> Vec<(MessageId, Awaiting)> {
+        let mut removed = Vec::new();
+        let bytes = &mut self.bytes;
+        self.in_flight.retain_mut(|e| match e.awaiting {
+            Awaiting::Ack(_) => {
+                *bytes -= e.frame.len();
+                removed.push((e.id, std::mem::replace(&mut e.awaiting, Awaiting::Nothing)));
+                false
+            }
+            _ => true,
+        });
+        removed
+    }
+
     /// Removes the in-flight entry awaiting ack `wire_id`. Acks usually come in order, so the
     /// front is checked first.
     pub(crate) fn acknowledge(&mut self, wire_id: &str) -> Option<MessageId> {

@@ -2044,6 +2044,78 @@ fn a_written_message_whose_ack_never_comes_is_dropped_when_the_close_ends() {
 }
 
 #[test]
+fn a_connect_during_the_close_drops_what_it_kept_for_acks_before_taking_new_messages() {
+    // close() kept three written messages for their acks (the server never sends them), then
+    // connect() (a remount) and three new sends into an outbox of three. The kept ones counted
+    // against the bound: each new send evicted one of them as an overflow, or the new one
+    // before it. Now the connect reports the kept ones closed, as the close used to, and the
+    // new ones wait, whole, for the next connection.
+    let mut sim = tether(Config::builder("ws://relay").outbox_max_messages(3));
+    sim.server.answers_close = true;
+    sim.server.send_acks = false;
+    sim.connect_open();
+    let kept: Vec<_> = (0..3)
+        .map(|i| {
+            sim.engine
+                .publish(sim.now, "room", json!(i), SendOptions::default())
+                .unwrap()
+        })
+        .collect();
+    sim.run_for(ms(1));
+    sim.engine.close(sim.now, 1000, "").unwrap();
+    sim.engine.connect(sim.now);
+    let fresh: Vec<_> = (10..13)
+        .map(|i| {
+            sim.engine
+                .publish(sim.now, "room", json!(i), SendOptions::default())
+                .unwrap()
+        })
+        .collect();
+    sim.run_for(ms(0));
+    let dropped = sim.events_matching(|e| match e {
+        Event::Dropped { ids, reason } => Some((ids.clone(), reason.clone())),
+        _ => None,
+    });
+    assert_eq!(dropped, [(kept, DropReason::Closed)]);
+    sim.server.send_acks = true;
+    sim.run_for(secs(5));
+    assert!(sim.engine.state().is_open(), "{:?}", sim.engine.state());
+    let acked = sim.events_matching(|e| match e {
+        Event::Acked { id, .. } => Some(*id),
+        _ => None,
+    });
+    assert_eq!(acked, fresh);
+}
+
+#[test]
+fn a_drained_close_asked_again_while_waiting_makes_no_attempt_of_its_own() {
+    // The first close_after_drain cuts the wait once; an app repeating it (a close button
+    // pressed again) makes no more attempts than the backoff's.
+    let mut sim = tether(
+        Config::builder("ws://relay")
+            .backoff_initial(secs(60))
+            .backoff_max(secs(60))
+            .jitter(Jitter::None),
+    );
+    sim.server.behaviour = Behaviour::Down;
+    sim.connect();
+    sim.run_until_state(secs(1), |e| matches!(e.state(), State::Waiting { .. }));
+    sim.engine
+        .publish(sim.now, "room", json!(1), SendOptions::default())
+        .unwrap();
+    let opens = sim.server.opens.len();
+    for _ in 0..20 {
+        sim.engine.close_after_drain(sim.now, secs(30));
+        sim.run_for(ms(100));
+    }
+    assert_eq!(
+        sim.server.opens.len(),
+        opens + 1,
+        "one attempt for the drain"
+    );
+}
+
+#[test]
 fn close_after_drain_delivers_everything_then_closes() {
     let mut sim = tether(Config::builder("ws://relay"));
     sim.server.behaviour = Behaviour::Down;

@@ -109,7 +109,15 @@ impl Engine {
                 self.start_attempt(now);
             }
             State::Waiting { .. } => self.retry_early(now),
-            State::Closing => self.connect_after_close = true,
+            State::Closing => {
+                self.connect_after_close = true;
+                // What the close kept for its acks would count against the outbox's bounds
+                // ahead of what the app now sends for the next connection (overflowing it,
+                // or evicting the new messages): their outcome stays unknown, as before
+                // the close kept them.
+                let kept = self.outbox.drain_awaiting_acks();
+                self.report_removed(kept, DropReason::Closed);
+            }
             State::Connecting { .. } | State::Open => {}
         }
     }
@@ -385,7 +393,9 @@ impl Engine {
 
     /// Closes once everything pending is written and acknowledged (reconnecting if needed: a
     /// client waiting to reconnect attempts at once, or at the server's minimum if it set one
-    /// later), or at `timeout` at the latest, when what is left is dropped with reason `Closed`. New
+    /// later), or at `timeout` at the latest, when what is left is dropped with reason `Closed`
+    /// (what was written and awaits its ack then, during the close handshake, as after
+    /// [`Engine::close`]: settled by an ack that comes before the server's close). New
     /// messages are refused with [`SendError::Closing`] meanwhile, until the app calls
     /// [`Engine::connect`]: from then on they are accepted and drained with the rest, and once
     /// closed (`Closed` is reported) the client starts again. A close given after that
@@ -397,6 +407,7 @@ impl Engine {
         if self.state.is_closed() || self.state == State::Closing {
             return;
         }
+        let first = self.drain.is_none();
         self.drain = Some(Drain {
             deadline: now + timeout,
         });
@@ -407,8 +418,9 @@ impl Engine {
         // What is pending can only be delivered over a connection: the backoff's wait (up to
         // its cap, 30 s by default) would outlast a drain of a few seconds and drop it all
         // with the server back. One attempt now, as for an `online` report; a minimum the
-        // server set still holds.
-        if self.drain.is_some() {
+        // server set still holds. Only for the first drain asked: an app repeating its close
+        // must not make an attempt per call.
+        if first && self.drain.is_some() {
             self.retry_early(now);
         }
     }
