@@ -737,7 +737,8 @@ impl Client {
     /// Stops taking new messages, delivers (and gets acknowledged) everything pending —
     /// reconnecting if needed, at once if the client was waiting to (or at the server's
     /// minimum, if it set one) — then closes; at `timeout` at the latest, reporting the rest as
-    /// dropped. Waits until closed. A [`Client::connect`] meanwhile takes messages again (they
+    /// dropped (what was written and awaits its ack, during the close handshake that follows,
+    /// as after [`close`](Self::close)). Waits until closed. A [`Client::connect`] meanwhile takes messages again (they
     /// are drained with the rest) and starts the client again once it is closed. The drain
     /// begins at the call, like [`close`](Self::close).
     pub fn close_after_drain(

@@ -456,6 +456,8 @@ export class TetherClient extends Emitter {
     if (!raw || this._disposing) return;
     // The close's own events reach the handlers, which may read the client (its state, a
     // document's rolled-back view) as usual: it is released only once the close returns.
+    // Written messages awaiting their ack are settled only when the handshake ends: for them
+    // only the promises below say anything.
     this._disposing = true;
     try {
       raw.close(1000, '');
