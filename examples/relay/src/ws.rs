@@ -393,28 +393,12 @@ async fn answers_taken(
     answered: u64,
     silence_limit: Option<Duration>,
 ) -> Result<bool, Ending> {
-    if peer.taken_total() >= answered {
-        return Ok(false);
+    let mut waited = false;
+    while peer.taken_total() < answered {
+        waited = true;
+        writer_wait(peer, silence_limit, peer.taken_up_to(answered)).await?;
     }
-    let Some(limit) = silence_limit else {
-        peer.taken_up_to(answered).await;
-        return Ok(true);
-    };
-    loop {
-        let progress = peer.taken_total();
-        match tokio::time::timeout(limit, peer.taken_up_to(answered)).await {
-            Ok(()) => return Ok(true),
-            Err(_) if peer.taken_total() == progress => {
-                tracing::debug!("closing: none of the answers read for two ping intervals");
-                return Err(Ending::Close {
-                    code: CLOSE_HEARTBEAT_TIMEOUT,
-                    reason: "heartbeat timeout".to_owned(),
-                    flush: false,
-                });
-            }
-            Err(_) => {}
-        }
-    }
+    Ok(waited)
 }
 
 /// Waits while `peer` has as many replies it asked for queued as its reader lets pile up
@@ -426,22 +410,32 @@ async fn replies_sent(peer: &Peer, silence_limit: Option<Duration>) -> Result<bo
     let mut waited = false;
     while peer.replies_pending() {
         waited = true;
-        let Some(limit) = silence_limit else {
-            peer.replies_sent().await;
-            continue;
-        };
-        let progress = peer.taken_total();
-        let woken = tokio::time::timeout(limit, peer.replies_sent()).await;
-        if woken.is_err() && peer.taken_total() == progress {
-            tracing::debug!("closing: none of the replies read for two ping intervals");
-            return Err(Ending::Close {
-                code: CLOSE_HEARTBEAT_TIMEOUT,
-                reason: "heartbeat timeout".to_owned(),
-                flush: false,
-            });
-        }
+        writer_wait(peer, silence_limit, peer.replies_sent()).await?;
     }
     Ok(waited)
+}
+
+/// One wait for the writer (until `woken`), bounded by `silence_limit`: a client of which the
+/// writer took nothing for that long reads nothing, and is closed with 4000 as a silent one.
+async fn writer_wait(
+    peer: &Peer,
+    silence_limit: Option<Duration>,
+    woken: impl std::future::Future<Output = ()>,
+) -> Result<(), Ending> {
+    let Some(limit) = silence_limit else {
+        woken.await;
+        return Ok(());
+    };
+    let progress = peer.taken_total();
+    if tokio::time::timeout(limit, woken).await.is_err() && peer.taken_total() == progress {
+        tracing::debug!("closing: nothing queued for it taken for two ping intervals");
+        return Err(Ending::Close {
+            code: CLOSE_HEARTBEAT_TIMEOUT,
+            reason: "heartbeat timeout".to_owned(),
+            flush: false,
+        });
+    }
+    Ok(())
 }
 
 /// Waits until the rate limit lets the frame that arrived at `arrived` (`text`, or `None`
