@@ -184,10 +184,7 @@ fn max_attempts_gives_up_with_a_terminal_state() {
         }
     );
     assert_eq!(sim.server.opens.len(), 3);
-    let dropped = sim.events_matching(|e| match e {
-        Event::Dropped { ids, reason } => Some((ids.clone(), reason.clone())),
-        _ => None,
-    });
+    let dropped = sim.dropped();
     assert_eq!(dropped, vec![(vec![first_id()], DropReason::Closed)]);
     assert_eq!(
         sim.engine.poll_timeout(),
@@ -294,10 +291,7 @@ fn what_is_sent_after_a_connect_during_the_close_handshake_goes_on_the_next_conn
     sim.engine.close(sim.now, 1000, "really").unwrap();
     sim.run_for(secs(3));
     assert!(sim.engine.state().is_closed());
-    let dropped = sim.events_matching(|e| match e {
-        Event::Dropped { ids, reason } => Some((ids.clone(), reason.clone())),
-        _ => None,
-    });
+    let dropped = sim.dropped();
     assert_eq!(dropped, [(vec![id], DropReason::Closed)]);
 }
 
@@ -2005,10 +1999,7 @@ fn a_close_settles_the_written_messages_the_server_acks_before_answering_the_clo
         }
     );
     assert_eq!(sim.server_publishes().len(), 3);
-    let acked = sim.events_matching(|e| match e {
-        Event::Acked { id, .. } => Some(*id),
-        _ => None,
-    });
+    let acked = sim.acked();
     let dropped = sim.events_matching(|e| match e {
         Event::Dropped { ids, .. } => Some(ids.clone()),
         _ => None,
@@ -2036,10 +2027,7 @@ fn a_written_message_whose_ack_never_comes_is_dropped_when_the_close_ends() {
     assert!(at_close.is_empty(), "not before the close ends");
     sim.run_for(secs(5));
     assert!(sim.engine.state().is_closed());
-    let dropped = sim.events_matching(|e| match e {
-        Event::Dropped { ids, reason } => Some((ids.clone(), reason.clone())),
-        _ => None,
-    });
+    let dropped = sim.dropped();
     assert_eq!(dropped, [(vec![id], DropReason::Closed)]);
 }
 
@@ -2072,18 +2060,12 @@ fn a_connect_during_the_close_drops_what_it_kept_for_acks_before_taking_new_mess
         })
         .collect();
     sim.run_for(ms(0));
-    let dropped = sim.events_matching(|e| match e {
-        Event::Dropped { ids, reason } => Some((ids.clone(), reason.clone())),
-        _ => None,
-    });
+    let dropped = sim.dropped();
     assert_eq!(dropped, [(kept, DropReason::Closed)]);
     sim.server.send_acks = true;
     sim.run_for(secs(5));
     assert!(sim.engine.state().is_open(), "{:?}", sim.engine.state());
-    let acked = sim.events_matching(|e| match e {
-        Event::Acked { id, .. } => Some(*id),
-        _ => None,
-    });
+    let acked = sim.acked();
     assert_eq!(acked, fresh);
 }
 
@@ -2348,10 +2330,7 @@ fn close_after_drain_closes_when_the_last_message_expires_while_waiting() {
             reason: CloseReason::App { code: 1000 }
         }
     );
-    let dropped = sim.events_matching(|e| match e {
-        Event::Dropped { ids, reason } => Some((ids.clone(), reason.clone())),
-        _ => None,
-    });
+    let dropped = sim.dropped();
     assert_eq!(dropped, vec![(vec![id], DropReason::Expired)]);
     assert_eq!(
         sim.server.opens.len(),
@@ -2470,10 +2449,7 @@ fn a_message_the_server_closes_1009_on_is_dropped_instead_of_resent_forever() {
         .publish(sim.now, "room", json!("after"), SendOptions::default())
         .unwrap();
     sim.run_for(secs(10));
-    let dropped = sim.events_matching(|e| match e {
-        Event::Dropped { ids, reason } => Some((ids.clone(), reason.clone())),
-        _ => None,
-    });
+    let dropped = sim.dropped();
     assert_eq!(
         dropped,
         [(
@@ -2483,10 +2459,7 @@ fn a_message_the_server_closes_1009_on_is_dropped_instead_of_resent_forever() {
             }
         )]
     );
-    let acked = sim.events_matching(|e| match e {
-        Event::Acked { id, .. } => Some(*id),
-        _ => None,
-    });
+    let acked = sim.acked();
     assert_eq!(acked, [small, after], "the rest got through");
     let reconnects = sim.reconnects().len();
     assert_eq!(reconnects, 1, "one reconnect, not a loop");
@@ -2624,10 +2597,7 @@ fn a_publish_the_server_rejects_is_dropped_and_reported() {
         .encode(),
     ));
     sim.run_for(ms(50));
-    let dropped = sim.events_matching(|e| match e {
-        Event::Dropped { ids, reason } => Some((ids.clone(), reason.clone())),
-        _ => None,
-    });
+    let dropped = sim.dropped();
     assert_eq!(
         dropped,
         vec![(

@@ -702,6 +702,22 @@ impl Sim {
     }
 
     /// Why request `id` failed, every time it was reported (once, or the test found a bug).
+    /// Every `Dropped` event so far: its ids and reason.
+    pub fn dropped(&self) -> Vec<(Vec<tether_core::MessageId>, tether_core::DropReason)> {
+        self.events_matching(|e| match e {
+            Event::Dropped { ids, reason } => Some((ids.clone(), reason.clone())),
+            _ => None,
+        })
+    }
+
+    /// The ids of every `Acked` event so far.
+    pub fn acked(&self) -> Vec<tether_core::MessageId> {
+        self.events_matching(|e| match e {
+            Event::Acked { id, .. } => Some(*id),
+            _ => None,
+        })
+    }
+
     pub fn request_failures(&self, id: tether_core::RequestId) -> Vec<tether_core::RequestFailure> {
         self.events_matching(|e| match e {
             Event::RequestFailed { id: r, reason } if *r == id => Some(reason.clone()),
