@@ -1981,13 +1981,7 @@ fn a_close_settles_the_written_messages_the_server_acks_before_answering_the_clo
     let mut sim = tether(Config::builder("ws://relay"));
     sim.server.answers_close = true;
     sim.connect_open();
-    let written: Vec<_> = (0..3)
-        .map(|i| {
-            sim.engine
-                .publish(sim.now, "room", json!(i), SendOptions::default())
-                .unwrap()
-        })
-        .collect();
+    let written = sim.publish_each(0..3);
     sim.run_for(ms(1));
     assert_eq!(sim.engine.stats().messages_settled, 0, "none acked yet");
     sim.engine.close(sim.now, 1000, "bye").unwrap();
@@ -2042,23 +2036,11 @@ fn a_connect_during_the_close_drops_what_it_kept_for_acks_before_taking_new_mess
     sim.server.answers_close = true;
     sim.server.send_acks = false;
     sim.connect_open();
-    let kept: Vec<_> = (0..3)
-        .map(|i| {
-            sim.engine
-                .publish(sim.now, "room", json!(i), SendOptions::default())
-                .unwrap()
-        })
-        .collect();
+    let kept = sim.publish_each(0..3);
     sim.run_for(ms(1));
     sim.engine.close(sim.now, 1000, "").unwrap();
     sim.engine.connect(sim.now);
-    let fresh: Vec<_> = (10..13)
-        .map(|i| {
-            sim.engine
-                .publish(sim.now, "room", json!(i), SendOptions::default())
-                .unwrap()
-        })
-        .collect();
+    let fresh = sim.publish_each(10..13);
     sim.run_for(ms(0));
     let dropped = sim.dropped();
     assert_eq!(dropped, [(kept, DropReason::Closed)]);
@@ -2102,11 +2084,7 @@ fn close_after_drain_delivers_everything_then_closes() {
     let mut sim = tether(Config::builder("ws://relay"));
     sim.server.behaviour = Behaviour::Down;
     sim.connect();
-    for i in 0..3 {
-        sim.engine
-            .publish(sim.now, "room", json!(i), SendOptions::default())
-            .unwrap();
-    }
+    sim.publish_each(0..3);
     assert!(!sim.engine.is_closing());
     sim.engine.close_after_drain(sim.now, secs(30));
     assert!(sim.engine.is_closing(), "the drain is a close under way");
@@ -2503,11 +2481,7 @@ fn acked_publishes_survive_a_drop_with_no_loss_and_no_duplicate_delivery() {
     sim.connect_open();
     sim.run_for(ms(100));
     // The server stores the publishes but the connection dies before any ack is back.
-    for i in 0..5 {
-        sim.engine
-            .publish(sim.now, "room", json!(i), SendOptions::default())
-            .unwrap();
-    }
+    sim.publish_each(0..5);
     sim.run_for(ms(15)); // frames reached the server; acks are still in flight
     sim.kill_connection();
     sim.run_until_state(secs(10), |e| e.state().is_open());

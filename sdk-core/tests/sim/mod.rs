@@ -702,6 +702,26 @@ impl Sim {
     }
 
     /// Why request `id` failed, every time it was reported (once, or the test found a bug).
+    /// Publishes `json!(i)` to "room" for each `i` (default options); their ids.
+    pub fn publish_each(
+        &mut self,
+        values: impl IntoIterator<Item = i32>,
+    ) -> Vec<tether_core::MessageId> {
+        values
+            .into_iter()
+            .map(|i| {
+                self.engine
+                    .publish(
+                        self.now,
+                        "room",
+                        json!(i),
+                        tether_core::SendOptions::default(),
+                    )
+                    .unwrap()
+            })
+            .collect()
+    }
+
     /// Every `Dropped` event so far: its ids and reason.
     pub fn dropped(&self) -> Vec<(Vec<tether_core::MessageId>, tether_core::DropReason)> {
         self.events_matching(|e| match e {
