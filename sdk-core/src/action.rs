@@ -13,9 +13,16 @@ use std::fmt;
 pub struct TransportId(pub(crate) u64);
 
 impl TransportId {
-    /// The raw number, for logs.
+    /// The raw number, for logs, or for a driver that hands the id to another language.
     pub fn get(self) -> u64 {
         self.0
+    }
+
+    /// The id whose [`get`](Self::get) is `raw`: for a driver that handed an id to another
+    /// language and has it back (the browser driver's token requests). An id this engine
+    /// never gave, or no longer uses, is ignored as stale like any other.
+    pub fn from_raw(raw: u64) -> Self {
+        TransportId(raw)
     }
 }
 
@@ -145,7 +152,10 @@ pub enum Action {
     /// (or `Engine::token_failed`). `refresh` is true when the previous token was refused,
     /// so a cached token must not be returned.
     FetchToken {
-        /// The attempt the token is for; echo it back.
+        /// The transport the token is for; echo it back. The engine ignores the answer to
+        /// any request but the current one, so a driver need not cancel a slow provider.
+        transport: TransportId,
+        /// The attempt's number, for the provider (it starts at 1 again after `close`).
         attempt: u32,
         /// Whether the server refused the last token.
         refresh: bool,

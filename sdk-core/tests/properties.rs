@@ -207,7 +207,7 @@ struct Harness {
     now: Instant,
     transport: Option<TransportId>,
     stale: Option<TransportId>,
-    token_attempt: Option<u32>,
+    token_request: Option<TransportId>,
     wire_ids: Vec<String>,
     request_ids: Vec<String>,
     last_offsets: HashMap<String, u64>,
@@ -264,7 +264,7 @@ impl Harness {
             now: Instant::ZERO,
             transport: None,
             stale: None,
-            token_attempt: None,
+            token_request: None,
             wire_ids: Vec::new(),
             request_ids: Vec::new(),
             last_offsets: HashMap::new(),
@@ -379,13 +379,13 @@ impl Harness {
                 }
             }
             Op::TokenReady => {
-                if let Some(a) = self.token_attempt {
-                    e.token_ready(now, a, "tok".into());
+                if let Some(t) = self.token_request {
+                    e.token_ready(now, t, "tok".into());
                 }
             }
             Op::TokenFailed => {
-                if let Some(a) = self.token_attempt {
-                    e.token_failed(now, a, "no");
+                if let Some(t) = self.token_request {
+                    e.token_failed(now, t, "no");
                 }
             }
             Op::RawFrame(bytes, text) => {
@@ -542,7 +542,7 @@ impl Harness {
                     self.stale = self.transport.replace(o.transport).or(self.stale);
                     self.link_handed = 0;
                 }
-                Action::FetchToken { attempt, .. } => self.token_attempt = Some(attempt),
+                Action::FetchToken { transport, .. } => self.token_request = Some(transport),
                 Action::Close { transport, .. } => {
                     self.told_to_close.insert(transport, false);
                 }

@@ -14,7 +14,7 @@ use tether_core::{
 #[derive(Default)]
 struct Drained {
     opened: Option<TransportId>,
-    token: Option<bool>,
+    token: Option<(TransportId, bool)>,
     events: Vec<Event>,
 }
 
@@ -37,7 +37,9 @@ fn drain(engine: &mut Engine) -> Drained {
     while let Some(a) = engine.poll_action() {
         match a {
             Action::Open(open) => out.opened = Some(open.transport),
-            Action::FetchToken { refresh, .. } => out.token = Some(refresh),
+            Action::FetchToken {
+                transport, refresh, ..
+            } => out.token = Some((transport, refresh)),
             _ => {}
         }
     }
@@ -57,8 +59,9 @@ fn attempting(policy: ClosePolicy) -> (Engine, TransportId) {
         .unwrap();
     let mut engine = Engine::new(config, 7);
     engine.connect(Instant::ZERO);
-    assert_eq!(drain(&mut engine).token, Some(false));
-    engine.token_ready(Instant::ZERO, 1, "tok".to_owned());
+    let (request, refresh) = drain(&mut engine).token.unwrap();
+    assert!(!refresh);
+    engine.token_ready(Instant::ZERO, request, "tok".to_owned());
     let transport = drain(&mut engine).opened.unwrap();
     (engine, transport)
 }

@@ -798,11 +798,15 @@ fn a_header_token_with_a_newline_is_a_token_failure_not_a_doomed_handshake() {
         .unwrap();
     let mut engine = tether_core::Engine::new(config, 1);
     engine.connect(Instant::ZERO);
-    assert!(matches!(
-        engine.poll_action(),
-        Some(tether_core::Action::FetchToken { attempt: 1, .. })
-    ));
-    engine.token_ready(Instant::ZERO, 1, "tok\n".into());
+    let request = match engine.poll_action() {
+        Some(tether_core::Action::FetchToken {
+            transport,
+            attempt: 1,
+            ..
+        }) => transport,
+        other => panic!("{other:?}"),
+    };
+    engine.token_ready(Instant::ZERO, request, "tok\n".into());
     let mut actions = Vec::new();
     while let Some(a) = engine.poll_action() {
         actions.push(a);
@@ -3575,6 +3579,47 @@ fn nothing_is_written_after_the_close_frame() {
 }
 
 #[test]
+fn a_late_token_for_the_last_session_does_not_open_the_next_one() {
+    // Attempt numbers start at 1 again after close() and connect(): the engine, not each
+    // driver, must tell the old request's answer from the new one's.
+    let config = Config::builder("ws://relay")
+        .token(TokenPlacement::bearer_header())
+        .build()
+        .unwrap();
+    let mut engine = tether_core::Engine::new(config, 1);
+    let fetch = |engine: &mut tether_core::Engine| match engine.poll_action() {
+        Some(tether_core::Action::FetchToken {
+            transport,
+            attempt: 1,
+            ..
+        }) => transport,
+        other => panic!("{other:?}"),
+    };
+    engine.connect(Instant::ZERO);
+    let old = fetch(&mut engine);
+    engine.close(Instant::from_millis(10), 1000, "bye").unwrap();
+    while engine.poll_action().is_some() {}
+    engine.connect(Instant::from_millis(20));
+    let new = fetch(&mut engine);
+    engine.token_ready(Instant::from_millis(30), old, "old-session".into());
+    let opened: Vec<_> = std::iter::from_fn(|| engine.poll_action()).collect();
+    assert_eq!(
+        opened,
+        [],
+        "the old request's answer opened the new attempt"
+    );
+    engine.token_ready(Instant::from_millis(40), new, "new-session".into());
+    match engine.poll_action() {
+        Some(tether_core::Action::Open(req)) => assert!(
+            req.headers.iter().any(|(_, v)| v == "Bearer new-session"),
+            "{:?}",
+            req.headers
+        ),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
 fn inputs_in_the_wrong_state_are_harmless() {
     let mut sim = Sim::raw("ws://relay");
     let engine = &mut sim.engine;
@@ -3588,7 +3633,7 @@ fn inputs_in_the_wrong_state_are_harmless() {
         }
     };
     engine.transport_opened(Instant::ZERO, bogus);
-    engine.token_ready(Instant::ZERO, 1, "t".into());
+    engine.token_ready(Instant::ZERO, bogus, "t".into());
     engine.handle_timeout(Instant::from_millis(5));
     engine.network_changed(Instant::ZERO, true);
     engine.set_foreground(Instant::ZERO, true);

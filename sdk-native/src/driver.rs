@@ -63,7 +63,7 @@ impl Driver {
 
     pub(crate) async fn run(mut self) {
         let mut link: Option<Link> = None;
-        let mut token: Option<(u32, TokenFuture)> = None;
+        let mut token: Option<(TransportId, TokenFuture)> = None;
         let mut shutting_down = false;
         let sleep = tokio::time::sleep(std::time::Duration::from_secs(86_400));
         tokio::pin!(sleep);
@@ -128,8 +128,8 @@ impl Driver {
                     let now = self.shared.now();
                     let mut inner = self.shared.lock();
                     match result {
-                        (attempt, Ok(t)) => inner.engine.token_ready(now, attempt, t),
-                        (attempt, Err(e)) => inner.engine.token_failed(now, attempt, &e),
+                        (request, Ok(t)) => inner.engine.token_ready(now, request, t),
+                        (request, Err(e)) => inner.engine.token_failed(now, request, &e),
                     }
                 }
                 _ = &mut notified => {
@@ -165,7 +165,7 @@ impl Driver {
     fn pump(
         &mut self,
         link: &mut Option<Link>,
-        token: &mut Option<(u32, TokenFuture)>,
+        token: &mut Option<(TransportId, TokenFuture)>,
     ) -> Option<Instant> {
         let receiver;
         let mut fetch = None;
@@ -175,7 +175,9 @@ impl Driver {
             let inner = &mut *inner;
             while let Some(action) = inner.engine.poll_action() {
                 match action {
-                    Action::FetchToken { attempt, refresh } => fetch = Some((attempt, refresh)),
+                    Action::FetchToken {
+                        transport, refresh, ..
+                    } => fetch = Some((transport, refresh)),
                     other => perform(link, other, &self.ctx, &mut log),
                 }
             }
@@ -191,10 +193,11 @@ impl Driver {
         // builder does only together with a provider.
         // A provider that panics fails its attempt, like one that returns an error: the
         // engine decides what follows, and the task goes on.
-        if let Some(((attempt, refresh), provider)) = fetch.zip(self.token_provider.as_ref()) {
+        if let Some(((request, refresh), provider)) = fetch.zip(self.token_provider.as_ref()) {
             let fetching = catch_unwind(AssertUnwindSafe(|| provider.token(refresh)))
                 .unwrap_or_else(|_| Box::pin(std::future::ready(Err(PROVIDER_PANICKED.into()))));
-            *token = Some((attempt, fetching));
+            // A newer request replaces one still pending: the engine would ignore its answer.
+            *token = Some((request, fetching));
         }
         deadline
     }
@@ -442,15 +445,17 @@ fn poll_link(link: &mut Option<Link>, cx: &mut std::task::Context<'_>) -> Poll<V
 /// The token failure reported for a provider that panicked (calling it, or polling its future).
 const PROVIDER_PANICKED: &str = "token provider panicked";
 
-async fn poll_token(token: &mut Option<(u32, TokenFuture)>) -> (u32, Result<String, String>) {
+async fn poll_token(
+    token: &mut Option<(TransportId, TokenFuture)>,
+) -> (TransportId, Result<String, String>) {
     poll_fn(|cx| match token.as_mut() {
-        Some((attempt, fut)) => match catch_unwind(AssertUnwindSafe(|| fut.poll_unpin(cx)))
+        Some((request, fut)) => match catch_unwind(AssertUnwindSafe(|| fut.poll_unpin(cx)))
             .unwrap_or_else(|_| Poll::Ready(Err(PROVIDER_PANICKED.to_owned())))
         {
             Poll::Ready(result) => {
-                let attempt = *attempt;
+                let request = *request;
                 *token = None;
-                Poll::Ready((attempt, result))
+                Poll::Ready((request, result))
             }
             Poll::Pending => Poll::Pending,
         },

@@ -607,7 +607,7 @@ export class TetherClient extends Emitter {
         this._emit('error', new TetherError(d.code, d.message, d.details));
         break;
       case 'token':
-        this._fetchToken(d.attempt, d.refresh);
+        this._fetchToken(d.request, d.attempt, d.refresh);
         break;
       // The documents entry's events (doc_*) are dispatched by js/document.js before this.
       default: // subscribed, unsubscribed, presence
@@ -616,13 +616,11 @@ export class TetherClient extends Emitter {
   }
 
   // The engine's Action::FetchToken: ask the app's provider, answer the engine.
-  _fetchToken(attempt, refresh) {
+  // The engine ignores an answer to any request but its current one (a late token from
+  // before close() and connect() included), so every answer is passed on.
+  _fetchToken(request, attempt, refresh) {
     const raw = this._raw;
-    // Only the latest request may answer, as in the native driver: attempt numbers start at 1
-    // again after close() and connect(), and a late answer for the old attempt 1 (the last
-    // session's token) would open the new one.
-    const ask = (this._ask = {});
-    const live = () => this._raw === raw && this._ask === ask;
+    const live = () => this._raw === raw;
     const fail = (e) => {
       // Whatever the provider threw: `String(e)` itself throws for an object without a
       // prototype, and the attempt would then wait out connectTimeoutMs unanswered.
@@ -630,7 +628,7 @@ export class TetherClient extends Emitter {
       try {
         message = String(e && typeof e.message === 'string' ? e.message : e);
       } catch (_) { /* the default */ }
-      if (live()) call(() => raw.token_failed(attempt, message));
+      if (live()) call(() => raw.token_failed(request, message));
     };
     let result;
     try {
@@ -642,7 +640,7 @@ export class TetherClient extends Emitter {
     Promise.resolve(result).then((token) => {
       if (!live()) return;
       if (typeof token !== 'string') fail(new Error('the token provider returned ' + typeof token + ', not a string'));
-      else call(() => raw.token_ready(attempt, token));
+      else call(() => raw.token_ready(request, token));
     }, fail);
   }
 }

@@ -15,6 +15,7 @@ use tether_core::{
     BackoffConfig, ClosePolicy, CloseReason, Config, ConfigBuilder, DisconnectCause, Disposition,
     DropReason, Engine, EngineError, Event, HeartbeatConfig, HeartbeatMode, Jitter, OutboxConfig,
     OverflowPolicy, Payload, Protocol, RequestFailure, SendError, State, TokenPlacement,
+    TransportId,
 };
 
 /// Options the driver itself uses besides the engine config.
@@ -766,9 +767,10 @@ fn server_code(w: &mut ObjectWriter<'_>, code: &str) {
     write_object(w.key("details"), |d| d.str("serverCode", code));
 }
 
-/// `{attempt, refresh}` for the wrapper's token request.
-pub(crate) fn token_request(attempt: u32, refresh: bool) -> String {
+/// `{request, attempt, refresh}` for the wrapper's token request.
+pub(crate) fn token_request(request: TransportId, attempt: u32, refresh: bool) -> String {
     object(|w| {
+        w.u64("request", request.get());
         w.u64("attempt", u64::from(attempt));
         w.bool("refresh", refresh);
     })

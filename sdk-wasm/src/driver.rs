@@ -29,6 +29,7 @@ pub(crate) enum Out {
     /// The engine's `Action::FetchToken`: JS calls the app's token provider and answers
     /// with `token_ready` / `token_failed`.
     FetchToken {
+        request: TransportId,
         attempt: u32,
         refresh: bool,
     },
@@ -228,11 +229,16 @@ impl Inner {
 
     fn perform(&mut self, shared: &Rc<Shared>, action: Action, now: Instant) {
         match action {
-            Action::FetchToken { attempt, refresh } => {
-                shared
-                    .out
-                    .borrow_mut()
-                    .push_back(Out::FetchToken { attempt, refresh });
+            Action::FetchToken {
+                transport,
+                attempt,
+                refresh,
+            } => {
+                shared.out.borrow_mut().push_back(Out::FetchToken {
+                    request: transport,
+                    attempt,
+                    refresh,
+                });
             }
             Action::Open(req) => {
                 // No socket is left to drop here: the engine releases one still closing

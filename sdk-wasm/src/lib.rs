@@ -34,7 +34,7 @@ use std::rc::Rc;
 use std::time::Duration;
 use tether_core::json;
 use tether_core::serde_json::Value;
-use tether_core::{Engine, Payload, SendError, SendOptions, SubscribeError};
+use tether_core::{Engine, Payload, SendError, SendOptions, SubscribeError, TransportId};
 use wasm_bindgen::prelude::*;
 
 /// The low-level client: one engine and its browser driver. Used through `TetherClient` in
@@ -270,9 +270,15 @@ impl WasmClient {
                     Some(e) => e,
                     None => return,
                 },
-                Out::FetchToken { attempt, refresh } => {
-                    ("token", convert::token_request(attempt, refresh), None)
-                }
+                Out::FetchToken {
+                    request,
+                    attempt,
+                    refresh,
+                } => (
+                    "token",
+                    convert::token_request(request, attempt, refresh),
+                    None,
+                ),
             };
             let bytes = bytes.map_or(JsValue::UNDEFINED, |b| {
                 js_sys::Uint8Array::from(&b[..]).into()
@@ -361,14 +367,16 @@ impl WasmClient {
         self.act(|i, now| i.engine.close_after_drain(now, timeout))
     }
 
-    /// The token provider's answer for `attempt`.
-    pub fn token_ready(&self, attempt: u32, token: String) -> Result<(), JsValue> {
-        self.act(|i, now| i.engine.token_ready(now, attempt, token))
+    /// The token provider's answer to `request` (the engine ignores one it no longer awaits).
+    pub fn token_ready(&self, request: f64, token: String) -> Result<(), JsValue> {
+        let request = TransportId::from_raw(request as u64);
+        self.act(|i, now| i.engine.token_ready(now, request, token))
     }
 
-    /// The token provider failed for `attempt`.
-    pub fn token_failed(&self, attempt: u32, message: &str) -> Result<(), JsValue> {
-        self.act(|i, now| i.engine.token_failed(now, attempt, message))
+    /// The token provider failed `request`.
+    pub fn token_failed(&self, request: f64, message: &str) -> Result<(), JsValue> {
+        let request = TransportId::from_raw(request as u64);
+        self.act(|i, now| i.engine.token_failed(now, request, message))
     }
 
     /// A command that takes at most a channel, by number (see [`numbers`]).

@@ -21,30 +21,33 @@ use crate::time::Instant;
 const ABANDON_CODE: u16 = 4000;
 
 impl Engine {
-    /// The token provider answered for `attempt` (from [`Action::FetchToken`]).
-    pub fn token_ready(&mut self, now: Instant, attempt: u32, token: String) {
+    /// The token provider answered the request for `transport` (from
+    /// [`Action::FetchToken`]). An answer to any request but the current one is ignored: a
+    /// slow provider's token for an attempt that timed out, or for the last session (attempt
+    /// numbers start again after `close` and `connect`), never opens another attempt.
+    pub fn token_ready(&mut self, now: Instant, transport: TransportId, token: String) {
         let now = self.observe(now);
-        if self.state != (State::Connecting { attempt }) || !self.conn.awaiting_token {
-            self.stats.stale_inputs += 1;
+        let Some(attempt) = self.awaited_token(transport) else {
             return;
-        }
+        };
         if matches!(self.config.token, Some(TokenPlacement::Header { .. }))
             && !is_header_value(&token)
         {
             // It could never be sent (a trailing newline, say): a provider failure, retried
             // with backoff, rather than a handshake that fails locally every time.
-            return self.token_failed(now, attempt, "the token contains control characters");
+            return self.token_failed(now, transport, "the token contains control characters");
         }
         self.conn.awaiting_token = false;
         self.auth.refresh_next = false;
         self.open_transport(attempt, Some(token));
     }
 
-    /// The token provider failed for `attempt`: the attempt fails and is retried with backoff.
-    pub fn token_failed(&mut self, now: Instant, attempt: u32, message: &str) {
+    /// The token provider failed the request for `transport`: the attempt fails and is
+    /// retried with backoff. Ignored, like [`token_ready`](Self::token_ready), unless it is
+    /// the current request.
+    pub fn token_failed(&mut self, now: Instant, transport: TransportId, message: &str) {
         let now = self.observe(now);
-        if self.state != (State::Connecting { attempt }) || !self.conn.awaiting_token {
-            self.stats.stale_inputs += 1;
+        if self.awaited_token(transport).is_none() {
             return;
         }
         self.emit_error(EngineError::Token(message.to_owned()));
@@ -52,6 +55,20 @@ impl Engine {
             message: message.to_owned(),
         };
         self.connection_lost(now, cause, Verdict::RETRY, None);
+    }
+
+    /// The attempt whose token request `transport` names, if that request is still awaited
+    /// (an input for any other one is counted stale).
+    fn awaited_token(&mut self, transport: TransportId) -> Option<u32> {
+        match self.state {
+            State::Connecting { attempt } if self.conn.awaiting_token => {
+                self.is_current(transport).then_some(attempt)
+            }
+            _ => {
+                self.stats.stale_inputs += 1;
+                None
+            }
+        }
     }
 
     /// The transport from [`Action::Open`] completed its handshake.

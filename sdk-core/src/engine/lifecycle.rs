@@ -26,8 +26,9 @@ impl Engine {
         self.timers.retry = None;
         self.timers.not_before = None;
         self.next_transport += 1;
+        let transport = TransportId(self.next_transport);
         self.conn = Connection {
-            transport: Some(TransportId(self.next_transport)),
+            transport: Some(transport),
             ..Connection::default()
         };
         self.stats.attempts += 1;
@@ -39,8 +40,11 @@ impl Engine {
             // provider failed, the connect timeout) must ask for a fresh one again, not let a
             // provider hand back the token the server just refused.
             let refresh = self.auth.refresh_next;
-            self.actions
-                .push_back(Action::FetchToken { attempt, refresh });
+            self.actions.push_back(Action::FetchToken {
+                transport,
+                attempt,
+                refresh,
+            });
         } else {
             self.open_transport(attempt, None);
         }

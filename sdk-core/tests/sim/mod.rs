@@ -396,13 +396,18 @@ impl Sim {
 
     fn perform(&mut self, action: Action) {
         match action {
-            Action::FetchToken { attempt, refresh } => {
+            Action::FetchToken {
+                transport,
+                attempt,
+                refresh,
+            } => {
                 self.token_requests.push((attempt, refresh));
                 if self.token_fails {
-                    self.engine.token_failed(self.now, attempt, "provider down");
+                    self.engine
+                        .token_failed(self.now, transport, "provider down");
                 } else {
                     let token = format!("tok{}", self.token_requests.len());
-                    self.engine.token_ready(self.now, attempt, token);
+                    self.engine.token_ready(self.now, transport, token);
                 }
             }
             Action::Open(req) => {
