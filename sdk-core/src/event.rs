@@ -39,6 +39,14 @@ impl RequestId {
     pub fn get(self) -> u64 {
         self.0
     }
+
+    /// The id whose [`get`](Self::get) is `raw`: for a driver that handed an id to another
+    /// language and has it back (the browser's aborted requests). An id the engine does not
+    /// know is not pending, and [`Engine::cancel_request`](crate::Engine::cancel_request)
+    /// says so.
+    pub fn from_raw(raw: u64) -> Self {
+        RequestId(raw)
+    }
 }
 
 impl fmt::Display for RequestId {
@@ -371,11 +379,13 @@ pub enum RequestFailure {
         /// Explanation.
         message: String,
     },
+    /// The app gave it up (`Engine::cancel_request`).
+    Cancelled,
 }
 
 impl RequestFailure {
     /// A stable machine-readable code: `timeout`, `connection_lost`, `closed`,
-    /// `outbox_full` or `rejected` (the server's own code is in `Rejected`).
+    /// `outbox_full`, `rejected` (the server's own code is in `Rejected`) or `cancelled`.
     pub fn code(&self) -> &'static str {
         match self {
             RequestFailure::TimedOut => "timeout",
@@ -383,6 +393,7 @@ impl RequestFailure {
             RequestFailure::Closed => "closed",
             RequestFailure::Overflow => "outbox_full",
             RequestFailure::Rejected { .. } => "rejected",
+            RequestFailure::Cancelled => "cancelled",
         }
     }
 }
@@ -396,6 +407,7 @@ impl fmt::Display for RequestFailure {
             RequestFailure::Overflow => f.write_str("dropped from a full outbox"),
             RequestFailure::Rejected { code, message } if message.is_empty() => f.write_str(code),
             RequestFailure::Rejected { code, message } => write!(f, "{code}: {message}"),
+            RequestFailure::Cancelled => f.write_str("cancelled by the app"),
         }
     }
 }

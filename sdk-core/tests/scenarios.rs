@@ -3436,6 +3436,68 @@ fn requests_can_survive_a_drop_when_configured() {
 }
 
 #[test]
+fn a_request_cancelled_while_queued_is_never_sent() {
+    let mut sim = tether(Config::builder("ws://relay"));
+    let id = sim.engine.request(sim.now, json!("stale"), None).unwrap();
+    assert!(sim.engine.cancel_request(sim.now, id));
+    assert_eq!(sim.engine.outbox_len(), 0);
+    sim.connect_open();
+    sim.run_for(ms(100));
+    assert!(
+        !sim.server_texts().iter().any(|t| t.contains("stale")),
+        "{:?}",
+        sim.server_texts()
+    );
+    assert_eq!(sim.request_failures(id), [RequestFailure::Cancelled]);
+    assert_eq!(sim.engine.pending_requests(), 0);
+}
+
+#[test]
+fn a_cancelled_requests_late_reply_is_ignored_and_it_ends_once() {
+    let mut sim = tether(Config::builder("ws://relay"));
+    sim.connect_open();
+    sim.latency = ms(50);
+    let id = sim.engine.request(sim.now, json!("ping"), None).unwrap();
+    sim.run_for(ms(60)); // written and read; the reply is on its way
+    assert!(sim.engine.cancel_request(sim.now, id));
+    assert!(!sim.engine.cancel_request(sim.now, id), "cancelled twice");
+    sim.run_for(ms(200));
+    let outcomes = sim.events_matching(|e| match e {
+        Event::Replied { id, .. } => Some((*id, None)),
+        Event::RequestFailed { id, reason } => Some((*id, Some(reason.clone()))),
+        _ => None,
+    });
+    assert_eq!(outcomes, [(id, Some(RequestFailure::Cancelled))]);
+    assert_eq!(sim.errors(), [], "a late reply is not an error");
+    // Nothing to cancel once answered.
+    let answered = sim.engine.request(sim.now, json!("ping"), None).unwrap();
+    sim.run_for(ms(200));
+    assert!(!sim.engine.cancel_request(sim.now, answered));
+}
+
+#[test]
+fn a_drain_waiting_only_for_a_request_closes_when_it_is_cancelled() {
+    let mut sim = tether(Config::builder("ws://relay"));
+    sim.connect_open();
+    sim.server.answer_requests = false;
+    let id = sim
+        .engine
+        .request(sim.now, json!(1), Some(secs(30)))
+        .unwrap();
+    sim.run_for(ms(50));
+    sim.engine.close_after_drain(sim.now, secs(20));
+    sim.run_for(ms(50));
+    assert_eq!(sim.engine.state(), &State::Open);
+    sim.engine.cancel_request(sim.now, id);
+    sim.run_for(ms(1));
+    let state = sim.engine.state();
+    assert!(
+        state == &State::Closing || state.is_closed(),
+        "the drain still waits: {state:?}"
+    );
+}
+
+#[test]
 fn resent_counts_acked_messages_not_requests() {
     // `Stats::resent` is "acked messages written again after a reconnect"; a request kept
     // across the drop is written again too, but requests are not messages in `Stats`.

@@ -328,7 +328,14 @@ export interface SendOptions {
 export type AckedOptions = Omit<SendOptions, 'ack'>;
 
 /** `request()`'s options; unknown keys are refused as for `SendOptions`. */
-export type RequestOptions =
+export type RequestOptions = {
+  /**
+   * Gives the request up when it aborts: the promise rejects with `signal.reason` (as `fetch`
+   * does), a request still queued is never sent, and a reply that comes later is ignored. An
+   * already aborted signal rejects at once and sends nothing.
+   */
+  signal?: AbortSignal;
+} & (
   | {
       /** Reject with `timeout` if no reply came within this time. [the client's `requestTimeoutMs`] */
       timeoutMs?: number;
@@ -338,7 +345,8 @@ export type RequestOptions =
       /** @deprecated the old name of `timeoutMs`, still accepted; giving both is refused (`invalid_argument`). */
       timeout?: number;
       timeoutMs?: never;
-    };
+    }
+);
 
 export interface TetherStats {
   attempts: number;
@@ -413,7 +421,8 @@ export class TetherClient {
   publishAcked(channel: string, data: unknown, options?: AckedOptions): Promise<number | null>;
   /**
    * Resolves with the reply's payload. Rejects with a `TetherError`: a refusal, `timeout` after
-   * `timeoutMs`, `connection_lost`, `rejected` (the server's code in `details.serverCode`).
+   * `timeoutMs`, `connection_lost`, `rejected` (the server's code in `details.serverCode`); or
+   * with `signal.reason` once the `signal` option aborts.
    */
   request<T = unknown>(data: unknown, options?: RequestOptions): Promise<T>;
   /**

@@ -388,16 +388,44 @@ export class TetherClient extends Emitter {
   /**
    * Sends a request (Tether protocol) and resolves with the reply's payload; `{timeoutMs}`
    * overrides the client's `requestTimeoutMs`. `timeout` is its old name, still accepted
-   * (deprecated); both at once are refused.
+   * (deprecated); both at once are refused. `{signal}` (an `AbortSignal`) gives it up.
    */
   request(data, options) {
-    return this._pending(this._requests, (raw) => {
-      const p = encode(data);
-      const o = known(options, { timeoutMs: 'number', timeout: 'number' });
-      if (o.timeoutMs != null && o.timeout != null) {
-        throw new TetherError('invalid_argument', 'timeout is the deprecated name of timeoutMs: give timeoutMs only');
+    return new Promise((resolve, reject) => {
+      let id, signal;
+      try {
+        const raw = this._live();
+        const p = encode(data);
+        const o = known(options, { timeoutMs: 'number', timeout: 'number', signal: 'object' });
+        if (o.timeoutMs != null && o.timeout != null) {
+          throw new TetherError('invalid_argument', 'timeout is the deprecated name of timeoutMs: give timeoutMs only');
+        }
+        signal = o.signal;
+        if (signal != null && !(signal instanceof AbortSignal)) {
+          throw new TetherError('invalid_argument', 'signal must be an AbortSignal');
+        }
+        // Aborted already: not sent, and rejected with the signal's reason, as by fetch().
+        if (signal?.aborted) return reject(signal.reason);
+        id = raw.request(p.text, p.json, p.bytes, o.timeoutMs ?? o.timeout);
+      } catch (e) {
+        return reject(toError(e));
       }
-      return raw.request(p.text, p.json, p.bytes, o.timeoutMs ?? o.timeout);
+      if (!signal) return this._requests.set(id, { resolve, reject });
+      // Aborted later: rejected with the reason, and the engine gives the request up (its
+      // `request_failed` event then finds nothing left to settle here).
+      const abort = () => {
+        forget();
+        if (this._requests.delete(id)) {
+          reject(signal.reason);
+          call(() => this._live().cancel_request(id));
+        }
+      };
+      const forget = () => signal.removeEventListener('abort', abort);
+      signal.addEventListener('abort', abort);
+      this._requests.set(id, {
+        resolve: (v) => (forget(), resolve(v)),
+        reject: (e) => (forget(), reject(e)),
+      });
     });
   }
 

@@ -344,6 +344,13 @@ impl WasmClient {
         )
     }
 
+    /// Gives up request `id` (its `AbortSignal` fired): not sent if still queued, its reply
+    /// ignored if written. False if it was no longer pending.
+    pub fn cancel_request(&self, id: f64) -> Result<bool, JsValue> {
+        let id = tether_core::RequestId::from_raw(id as u64);
+        self.act(|i, now| i.engine.cancel_request(now, id))
+    }
+
     /// Closes with `code` (1000 or 3000-4999) and stops reconnecting. The code comes as a JS
     /// number: a `u16` parameter would wrap 66536 to 1000 before the engine could refuse it.
     pub fn close(&self, code: f64, reason: &str) -> Result<(), JsValue> {

@@ -5,7 +5,9 @@ use crate::action::{Action, Frame, TransportId};
 use crate::channels::validate_channel;
 use crate::config::{Protocol, TransportKind};
 use crate::errors::{CloseError, SendError, SizeLimit, SubscribeError};
-use crate::event::{CloseReason, DropReason, Event, MessageId, Payload, RequestId, State, Unacked};
+use crate::event::{
+    CloseReason, DropReason, Event, MessageId, Payload, RequestFailure, RequestId, State, Unacked,
+};
 use crate::outbox::{Awaiting, Entry, Outgoing, PushError};
 use crate::protocol::ClientMessage;
 use crate::requests::Requests;
@@ -261,6 +263,26 @@ impl Engine {
         let timeout = timeout.unwrap_or(self.config.request_timeout);
         self.requests.insert(id, now + timeout);
         Ok(id)
+    }
+
+    /// Gives up request `id`: the app no longer wants its reply (an aborted fetch in a
+    /// browser, a screen the user left). Still queued, it is never sent; written, its reply
+    /// is ignored when it comes. It ends, as every request does, with one outcome:
+    /// [`Event::RequestFailed`] with [`RequestFailure::Cancelled`], and a drain waiting for
+    /// it is over. False, and nothing happens, if `id` is not pending (it was answered,
+    /// failed or cancelled before).
+    pub fn cancel_request(&mut self, now: Instant, id: RequestId) -> bool {
+        let now = self.observe(now);
+        if !self.requests.complete(id) {
+            return false;
+        }
+        self.outbox.remove_request(id);
+        self.events.push_back(Event::RequestFailed {
+            id,
+            reason: RequestFailure::Cancelled,
+        });
+        self.check_drain(now);
+        true
     }
 
     /// Subscribes to `channel` (Tether mode). The subscription is renewed on every open with

@@ -105,6 +105,57 @@ test('dispose() from inside an event handler: no error, no further events', asyn
   assert.deepEqual(r, { disposedIn: 'message', after: 'disposed', states: ['connecting', 'open'] });
 });
 
+test('request takes an AbortSignal: rejects with its reason; queued, never sent; aborted first, nothing sent', async ({ page }) => {
+  // A Tether-protocol server that answers nothing and records every frame it receives.
+  const srv = await wsServer(behaviours.blackHole);
+  const r = await page.evaluate(async (url) => {
+    const c = new tether.TetherClient(url, { protocol: 'tether', heartbeat: { mode: 'off' } });
+    const outcome = (p) => p.then((v) => ['resolved', v], (e) => ['rejected', e]);
+    // Queued (the client is still connecting), then aborted: it must never reach the server.
+    const queued = new AbortController();
+    const whileQueued = outcome(c.request('queued', { signal: queued.signal }));
+    const gone = new Error('the user left');
+    queued.abort(gone);
+    const q = await whileQueued;
+    // Aborted before the call: rejected at once with the signal's reason, nothing sent.
+    const before = AbortSignal.abort();
+    const early = await outcome(c.request('aborted first', { signal: before }));
+    const notASignal = await outcome(c.request('x', { signal: {} }));
+    await until(() => c.state.name === 'open', 5000, 'open');
+    // Written, waiting for a reply that never comes: the abort ends it long before its timeout.
+    const written = new AbortController();
+    const t0 = performance.now();
+    const pending = outcome(c.request('written', { signal: written.signal, timeoutMs: 20000 }));
+    await sleep(200);
+    written.abort();
+    const w = await pending;
+    const ms = performance.now() - t0;
+    c.publish('room', 'marker', { ack: false });
+    // A drain waits for pending requests: the aborted ones are not, so it ends at once.
+    await sleep(100);
+    const d0 = performance.now();
+    c.close(1000, '', { drain: 20000 });
+    await until(() => c.state.name !== 'open', 10000, 'the close');
+    return {
+      drainMs: performance.now() - d0,
+      queued: [q[0], q[1] === gone],
+      early: [early[0], early[1] instanceof DOMException && early[1].name],
+      notASignal: [notASignal[0], notASignal[1].code, notASignal[1].message],
+      written: [w[0], w[1] instanceof DOMException && w[1].name],
+      ms,
+    };
+  }, srv.url);
+  await until(() => srv.frames.some((f) => f.includes('marker')), 5000, 'the marker at the server');
+  assert.deepEqual(r.queued, ['rejected', true], 'rejected with the reason given to abort()');
+  assert.deepEqual(r.early, ['rejected', 'AbortError']);
+  assert.deepEqual(r.notASignal, ['rejected', 'invalid_argument', 'signal must be an AbortSignal']);
+  assert.deepEqual(r.written, ['rejected', 'AbortError']);
+  assert.ok(r.ms < 5000, `the abort took ${r.ms} ms`);
+  assert.ok(r.drainMs < 5000, `the drain waited ${r.drainMs} ms: the engine still holds an aborted request`);
+  const seen = srv.frames.map((f) => JSON.parse(f));
+  assert.deepEqual(seen.map((m) => m.payload ?? m.type), ['hello', 'written', 'marker'], JSON.stringify(seen));
+});
+
 test('relay: channels, presence, acked publish and request/reply between two clients', async ({ page }) => {
   const rl = await relay(await freePort());
   const r = await page.evaluate(async (url) => {
@@ -258,7 +309,7 @@ test('per-call options: request takes timeoutMs; an unknown key is refused (inva
     publishAckedTimeout: ia('rejected', 'unknown option timeout (known: ttlMs, timeoutMs)'),
     sendMisspelt: ia('threw', 'unknown option timeoutMS (known: ack, ttlMs, timeoutMs)'),
     sendAckedAck: ia('rejected', 'unknown option ack (known: ttlMs, timeoutMs)'),
-    requestMisspelt: ia('rejected', 'unknown option timout (known: timeoutMs, timeout)'),
+    requestMisspelt: ia('rejected', 'unknown option timout (known: timeoutMs, timeout, signal)'),
     requestBoth: ia('rejected', 'timeout is the deprecated name of timeoutMs: give timeoutMs only'),
     requestWrongType: ia('rejected', 'timeoutMs must be a number'),
     notAnObject: ia('threw', 'options must be an object'),

@@ -38,6 +38,10 @@ async function main(): Promise<void> {
   client.send(new Uint8Array([1, 2]));
   const answer = await client.request<{ time: number }>({ op: 'time' }, { timeoutMs: 2000 });
   await client.request('old name', { timeout: 2000 }); // deprecated alias of timeoutMs, still typed
+  const search = new AbortController();
+  await client.request('search', { signal: search.signal, timeoutMs: 2000 });
+  // @ts-expect-error a signal is an AbortSignal, not its controller
+  await client.request('search', { signal: search });
   // @ts-expect-error timeoutMs or its deprecated alias timeout, not both
   await client.request('both', { timeoutMs: 2000, timeout: 2000 });
   // @ts-expect-error per-call option names end in Ms: `ttl` is not one
