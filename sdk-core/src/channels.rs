@@ -10,7 +10,9 @@
 //! the missed messages after `subscribed`, and any message at or below the last seen offset is
 //! a duplicate and is dropped. When the server could not recover (`recovered: false`: history
 //! trimmed, or a new epoch after a server restart) the client adopts the server's starting
-//! point, the retained history is replayed, and the app is told there may be a gap. A
+//! point, the retained history is replayed, and the app is told there may be a gap; in the
+//! same named epoch a starting point below the last seen offset is not adopted (what it
+//! replays up to that offset the app has). A
 //! `recovered: true` in another epoch than the one resumed is no recovery (its offsets are
 //! another history's) and is taken as `false`. Only the answer to a subscribe in flight moves
 //! the position: another `subscribed` (stale, or forged) is ignored (see
@@ -275,9 +277,16 @@ impl Channels {
             return None;
         }
         let sub = self.subs.get_mut(channel).filter(|sub| sub.answer_due)?;
-        let recovered = recovered && sub.last_offset.is_some() && sub.epoch == epoch;
+        let same_epoch = sub.last_offset.is_some() && sub.epoch == epoch;
+        let recovered = recovered && same_epoch;
         if !recovered {
-            sub.last_offset = Some(start);
+            // In the same named epoch, offsets name the same messages: a start below ours
+            // replays what the app has (a server that does not resume), and those are
+            // duplicates. Without an epoch, a start below ours may be a restarted server's.
+            sub.last_offset = match sub.last_offset {
+                Some(last) if same_epoch && epoch.is_some() => Some(start.max(last)),
+                _ => Some(start),
+            };
         }
         sub.epoch = epoch;
         sub.answer_due = false;
@@ -467,6 +476,22 @@ mod tests {
         // claims to have recovered (from another epoch, it recovered nothing of ours).
         assert!(!answered(&mut c, "room", 0, Some("e2"), true));
         assert_eq!(c.admit("room", Some(1)), Admission::Deliver);
+    }
+
+    #[test]
+    fn an_unrecovered_start_below_the_position_is_adopted_only_without_a_shared_epoch() {
+        let mut c = Channels::default();
+        c.add("room");
+        answered(&mut c, "room", 8, Some("e1"), false);
+        // The same epoch: offsets up to 8 are messages the app has.
+        assert!(!answered(&mut c, "room", 2, Some("e1"), false));
+        assert_eq!(c.admit("room", Some(5)), Admission::Duplicate);
+        assert_eq!(c.admit("room", Some(9)), Admission::Deliver);
+        // No epoch named: a lower start may be a restarted server's new history.
+        c.add("bare");
+        answered(&mut c, "bare", 8, None, false);
+        assert!(!answered(&mut c, "bare", 2, None, false));
+        assert_eq!(c.admit("bare", Some(3)), Admission::Deliver);
     }
 
     #[test]

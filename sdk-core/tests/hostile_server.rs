@@ -295,6 +295,26 @@ fn a_recovered_answer_from_another_epoch_is_no_recovery() {
 }
 
 #[test]
+fn a_same_epoch_replay_from_before_the_position_delivers_no_duplicates() {
+    // A server that does not resume says `recovered: false` and replays all it kept, from
+    // offset 1 again. The epoch is the same, so offsets 1..=3 are the messages the app has:
+    // only 4 and 5 are new. (The answer stays `recovered: false`: the server's word.)
+    let mut sim = room_with_three_messages();
+    sim.kill_connection();
+    sim.server.never_resumes = true;
+    for i in 4..=5 {
+        sim.other_publishes("room", json!(i));
+    }
+    sim.run_until_state(Duration::from_secs(30), |e| e.state().is_open());
+    sim.run_for(ms(100));
+    assert_eq!(subscribes(&sim), [None, Some(3)]);
+    assert_eq!(room_offsets(&sim), [1, 2, 3, 4, 5]);
+    assert_eq!(recoveries(&sim), [false, false]);
+    assert_eq!(sim.engine.stats().duplicates_dropped, 3);
+    assert_eq!(sim.engine.last_offset("room"), Some(5));
+}
+
+#[test]
 fn a_gap_in_a_channel_resubscribes_once_and_its_replay_fills_it_in_order() {
     // Every subscriber gets every message of its channel, so offset 3 after 1 means 2 went
     // missing. 3 is not delivered out of order: the client resubscribes from 1, once, and

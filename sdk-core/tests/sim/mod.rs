@@ -107,6 +107,9 @@ pub struct Server {
     /// A hostile server: every `subscribed` says `recovered: true`, whatever the resume (the
     /// offset and the replay are still the honest ones).
     pub lie_recovered: bool,
+    /// A server that never resumes: every `subscribed` says `recovered: false` from offset 0
+    /// of the same epoch, and its whole retained history is replayed.
+    pub never_resumes: bool,
     /// Whether the client's close frame travels to the server behind what the client wrote
     /// before it, and is answered (a close handshake, as a real server has). Off, the server
     /// forgets the connection when the client closes, and the close ends at its timeout.
@@ -135,6 +138,7 @@ impl Server {
             replay_overlap: 0,
             max_frame: None,
             lie_recovered: false,
+            never_resumes: false,
         }
     }
 
@@ -209,7 +213,8 @@ impl Server {
                     .get(&channel)
                     .and_then(|c| c.history.first())
                     .map_or(head + 1, |m| m.0);
-                let trimmed = same_epoch && since.is_some_and(|s| s + 1 < oldest);
+                let trimmed =
+                    same_epoch && since.is_some_and(|s| s + 1 < oldest) || self.never_resumes;
                 let recovered = same_epoch && !trimmed;
                 let mut frames = vec![out(ServerMessage::Subscribed {
                     channel: channel.clone(),
