@@ -285,15 +285,17 @@ impl Outbox {
     /// Empties the outbox but for what the server may still settle during a close handshake:
     /// the entries the transport is still taking (the driver writes them ahead of its close
     /// frame, and the socket's progress settles them) and the written ones awaiting their ack
-    /// (a server answers what came before the close frame before it answers the close).
-    /// Returns every other entry's id and what it awaited: what was never written, and the
-    /// requests (the app's wait for a reply ends with the close).
-    pub(crate) fn drain_all_but_written_messages(&mut self) -> Vec<(MessageId, Awaiting)> {
+    /// or reply (a server answers what came before the close frame before it answers the
+    /// close). Returns every other entry's id and what it awaited: what was never written.
+    pub(crate) fn drain_all_but_written(&mut self) -> Vec<(MessageId, Awaiting)> {
         let mut removed = Vec::new();
         let mut kept = VecDeque::new();
         let mut kept_bytes = 0;
         for e in self.in_flight.drain(..) {
-            if matches!(e.awaiting, Awaiting::Taken(_) | Awaiting::Ack(_)) {
+            if matches!(
+                e.awaiting,
+                Awaiting::Taken(_) | Awaiting::Ack(_) | Awaiting::Reply(_)
+            ) {
                 kept_bytes += e.frame.len();
                 kept.push_back(e);
             } else {
@@ -307,13 +309,13 @@ impl Outbox {
         removed
     }
 
-    /// Removes the written entries awaiting an ack (those a close kept for its handshake,
-    /// [`Outbox::drain_all_but_written_messages`]); returns their ids, oldest first.
-    pub(crate) fn drain_awaiting_acks(&mut self) -> Vec<(MessageId, Awaiting)> {
+    /// Removes the written entries awaiting an ack or a reply (those a close kept for its
+    /// handshake, [`Outbox::drain_all_but_written`]); returns their ids, oldest first.
+    pub(crate) fn drain_awaiting_answers(&mut self) -> Vec<(MessageId, Awaiting)> {
         let mut removed = Vec::new();
         let bytes = &mut self.bytes;
         self.in_flight.retain_mut(|e| match e.awaiting {
-            Awaiting::Ack(_) => {
+            Awaiting::Ack(_) | Awaiting::Reply(_) => {
                 *bytes -= e.frame.len();
                 removed.push((e.id, std::mem::replace(&mut e.awaiting, Awaiting::Nothing)));
                 false

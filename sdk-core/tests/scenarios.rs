@@ -2030,6 +2030,77 @@ fn a_written_message_whose_ack_never_comes_is_dropped_when_the_close_ends() {
 }
 
 #[test]
+fn a_close_lets_a_written_request_get_the_reply_the_server_sends_before_answering_the_close() {
+    // A request written, then close() before its reply: the server read it ahead of the close
+    // frame and replies before it answers the close. It was failed `Closed` at the call, so
+    // the app was told a request the server carried out had failed (one that retries it
+    // repeats it). A request never written still fails at the call.
+    let mut sim = tether(Config::builder("ws://relay"));
+    sim.server.answers_close = true;
+    sim.connect_open();
+    let written = sim.engine.request(sim.now, json!("done?"), None).unwrap();
+    sim.run_for(ms(1));
+    sim.engine.close(sim.now, 1000, "bye").unwrap();
+    sim.run_for(secs(5));
+    assert!(sim.engine.state().is_closed(), "{:?}", sim.engine.state());
+    let outcomes = sim.events_matching(|e| match e {
+        Event::Replied { id, payload } => Some((*id, Ok(payload.clone()))),
+        Event::RequestFailed { id, reason } => Some((*id, Err(reason.clone()))),
+        _ => None,
+    });
+    assert_eq!(outcomes, [(written, Ok(json!({"echo": "done?"})))]);
+}
+
+#[test]
+fn a_written_request_whose_reply_never_comes_fails_when_the_close_ends() {
+    let mut sim = tether(Config::builder("ws://relay"));
+    sim.server.answers_close = true;
+    sim.server.answer_requests = false;
+    sim.connect_open();
+    let written = sim.engine.request(sim.now, json!(1), None).unwrap();
+    sim.run_for(ms(1));
+    sim.engine.close(sim.now, 1000, "").unwrap();
+    let queued = {
+        // Offline-queued requests have nothing coming: they fail at the call.
+        let mut other = tether(Config::builder("ws://relay"));
+        let id = other.engine.request(other.now, json!(2), None).unwrap();
+        other.engine.close(other.now, 1000, "").unwrap();
+        other.run_for(ms(0));
+        other.request_failures(id)
+    };
+    assert_eq!(queued, [RequestFailure::Closed]);
+    sim.run_for(ms(0));
+    assert_eq!(sim.engine.state(), &State::Closing);
+    assert_eq!(
+        sim.request_failures(written),
+        [],
+        "not before the close ends"
+    );
+    sim.run_for(secs(5));
+    assert!(sim.engine.state().is_closed());
+    assert_eq!(sim.request_failures(written), [RequestFailure::Closed]);
+    assert_eq!(sim.engine.pending_requests(), 0);
+}
+
+#[test]
+fn a_connect_during_the_close_fails_the_request_it_kept_for_its_reply() {
+    // As for the messages kept for their acks (below): the next connection starts without it.
+    let mut sim = tether(Config::builder("ws://relay"));
+    sim.server.answers_close = true;
+    sim.server.answer_requests = false;
+    sim.connect_open();
+    let kept = sim.engine.request(sim.now, json!(1), None).unwrap();
+    sim.run_for(ms(1));
+    sim.engine.close(sim.now, 1000, "").unwrap();
+    sim.run_for(ms(0));
+    assert_eq!(sim.request_failures(kept), []);
+    sim.engine.connect(sim.now);
+    sim.run_for(ms(0));
+    assert_eq!(sim.request_failures(kept), [RequestFailure::Closed]);
+    assert_eq!(sim.engine.outbox_len(), 0);
+}
+
+#[test]
 fn a_connect_during_the_close_drops_what_it_kept_for_acks_before_taking_new_messages() {
     // close() kept three written messages for their acks (the server never sends them), then
     // connect() (a remount) and three new sends into an outbox of three. The kept ones counted

@@ -690,9 +690,10 @@ impl Client {
         self.shared.lock().engine.outbox_len()
     }
 
-    /// Closes with code 1000 and waits until closed. Pending messages are reported dropped:
-    /// at once, but for acknowledged ones already written, which an ack received during the
-    /// close handshake still settles (the rest are dropped when it ends; see
+    /// Closes with code 1000 and waits until closed. Pending messages are reported dropped
+    /// and pending requests failed: at once, but for acknowledged messages and requests
+    /// already written, which an ack or reply received during the close handshake still
+    /// settles (the rest are dropped or failed when it ends; see
     /// docs/protocol.md, "Acknowledgements"). The close begins at the call, not when the future is first polled (see
     /// [`shutdown`](Self::shutdown)); the future only waits, and owns what it needs.
     pub fn close(&self) -> impl Future<Output = CloseReason> + Send + 'static {

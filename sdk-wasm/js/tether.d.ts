@@ -436,7 +436,8 @@ export class TetherClient {
   /**
    * Closes and stops reconnecting: queued messages are reported `dropped` (reason `closed`,
    * which rejects their `sendAcked`/`publishAcked` promises; acknowledged ones already written
-   * when the close handshake ends) and pending requests reject. With
+   * when the close handshake ends) and pending requests reject (those already written when the
+   * close handshake ends: a reply that comes before it resolves them). With
    * `{drain: timeoutMs}` it first delivers what is pending, for at most that long (a client
    * waiting to reconnect tries at once, unless the server asked for a later retry). Sends are
    * refused with `closing` until the close is done, unless `connect()` is called meanwhile (an

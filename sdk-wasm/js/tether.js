@@ -456,7 +456,8 @@ export class TetherClient extends Emitter {
 
   /**
    * Closes and stops reconnecting. Pending messages are reported as `dropped` (reason
-   * `closed`) and pending requests rejected. With `{drain: timeoutMs}` it first delivers what
+   * `closed`) and pending requests rejected (those written already, when the close
+   * handshake ends). With `{drain: timeoutMs}` it first delivers what
    * is pending, for at most that long.
    */
   close(code, reason, options) {

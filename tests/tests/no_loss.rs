@@ -571,6 +571,41 @@ async fn a_close_right_after_publishing_reports_no_stored_message_as_dropped() {
     relay.shutdown().await;
 }
 
+/// `close()` right after a burst of requests: the relay replies to every request the client
+/// had written before it answers the close frame behind them, so each of those resolves;
+/// only those never written fail `Closed`. Before, every request was failed `Closed` at the
+/// call, also those the relay had carried out (an app retrying them repeats them).
+#[tokio::test]
+async fn a_close_right_after_requesting_fails_no_request_the_relay_answered() {
+    let relay = relay_with(RelayConfig::default()).await;
+    let (c, mut rec) = client(relay.ws_url());
+    rec.until_open(LIMIT).await;
+    let frames_before = c.stats().frames_sent;
+    let pending: Vec<_> = (0..200).map(|i| c.request(json!(i), Some(LIMIT))).collect();
+    let reason = tokio::time::timeout(LIMIT, c.close())
+        .await
+        .expect("closed");
+    let results = tokio::time::timeout(LIMIT, futures_util::future::join_all(pending))
+        .await
+        .expect("every request ended");
+    let written = c.stats().frames_sent - frames_before;
+    let replied = results.iter().filter(|r| r.is_ok()).count() as u64;
+    let failed: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(
+        failed.iter().all(|e| matches!(
+            e,
+            tether::RequestError::Failed(tether::RequestFailure::Closed)
+        )),
+        "{failed:?}"
+    );
+    assert_eq!(
+        replied, written,
+        "every request written before the close is answered; closed {reason:?}"
+    );
+    assert!(written > 0, "some were written before the close");
+    relay.shutdown().await;
+}
+
 /// Two clients (tabs) with the same `client_id` publish acked messages to the same channel
 /// through cuts: the relay keys resends on (`client_id`, id), so neither's publish may be
 /// taken for a resend of the other's.

@@ -113,11 +113,11 @@ impl Engine {
             State::Waiting { .. } => self.retry_early(now),
             State::Closing => {
                 self.connect_after_close = true;
-                // What the close kept for its acks would count against the outbox's bounds
-                // ahead of what the app now sends for the next connection (overflowing it,
-                // or evicting the new messages): their outcome stays unknown, as before
-                // the close kept them.
-                let kept = self.outbox.drain_awaiting_acks();
+                // What the close kept for its acks and replies would count against the
+                // outbox's bounds ahead of what the app now sends for the next connection
+                // (overflowing it, or evicting the new messages): their outcome stays
+                // unknown, as before the close kept them.
+                let kept = self.outbox.drain_awaiting_answers();
                 self.report_removed(kept, DropReason::Closed);
             }
             State::Connecting { .. } | State::Open => {}
@@ -341,8 +341,9 @@ impl Engine {
 
     /// Closes the connection with `code` (1000 or 3000–4999) and stops reconnecting. Pending
     /// messages and requests are reported as dropped / failed with reason `Closed`: at once,
-    /// but for the messages already written and awaiting their ack, which an ack received
-    /// during the close handshake still settles (`Acked`); those left are reported dropped
+    /// but for the messages already written and awaiting their ack, and the requests already
+    /// written and awaiting their reply, which an ack or reply received during the close
+    /// handshake still settles (`Acked`, `Replied`); those left are reported dropped / failed
     /// when the close ends. Closing an
     /// already closed engine is a no-op. A close cancels an [`Engine::connect`] made during a
     /// close handshake or drain: the close is the app's last word again, and what was
@@ -372,14 +373,16 @@ impl Engine {
             State::Open => {
                 // What the transport is taking goes out ahead of the close frame, as anything
                 // handed over does: it stays until the socket's progress settles it. A written
-                // message awaiting its ack stays too: the server answers what came before the
-                // close frame before it answers the close, and reporting it dropped at once
-                // told the app a message the server stored was lost (an app resending it
-                // would duplicate it). What is still unsettled when the close ends (answered,
-                // its timeout, the connection lost) is reported dropped, never forgotten.
-                let removed = self.outbox.drain_all_but_written_messages();
+                // message awaiting its ack stays too, and a written request awaiting its
+                // reply: the server answers what came before the close frame before it
+                // answers the close, and reporting them lost at once told the app that a
+                // message the server stored was dropped, or that a request it carried out
+                // failed (an app retrying either would repeat it). What is still unsettled
+                // when the close ends (answered, its timeout, the connection lost) is
+                // reported dropped or failed, never forgotten. What was never written has
+                // nothing coming, and is reported now.
+                let removed = self.outbox.drain_all_but_written();
                 self.report_removed(removed, DropReason::Closed);
-                self.fail_all_requests();
                 self.begin_close(now, code, reason);
             }
             // A drain's deadline, with a `connect` since: closed, then started again.

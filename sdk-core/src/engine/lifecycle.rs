@@ -357,16 +357,18 @@ impl Engine {
                 self.close_transport(transport, 1000, String::new());
             }
         }
-        self.teardown_connection();
-        self.timers = Default::default();
-        self.drain = None;
-        // Only a close the app asked for starts again (`closing_finished`).
-        self.connect_after_close = false;
+        // Before the teardown, which fails written requests as `ConnectionLost`: one a close
+        // kept for its handshake ends `Closed`, as the app's close is why.
         if !keep_queued {
             self.drop_everything_pending();
             #[cfg(feature = "documents")]
             self.doc_changes.clear();
         }
+        self.teardown_connection();
+        self.timers = Default::default();
+        self.drain = None;
+        // Only a close the app asked for starts again (`closing_finished`).
+        self.connect_after_close = false;
         // Closed, the engine can no longer know who is there: a member list kept from the last
         // connection would show them present forever.
         let presence = self.channels.forget_presence();
