@@ -2559,6 +2559,7 @@ const README_MARKERS = {
   crateDocs: "todo.insert('item:1', { text: 'milk', done: false });",
   closePolicy: '{ from: 4500, to: 4599, action: \'stop\' },',
   sse: "const feed = await TetherClient.connect('https://example.com/events'",
+  abort: "{ signal: controller.signal }",
 };
 function readmeBlock(key) {
   const found = README_BLOCKS.filter((b) => b.includes(README_MARKERS[key]));
@@ -2591,6 +2592,22 @@ test('README: every ```js block is run by a test', async () => {
   for (const b of README_BLOCKS) {
     assert.ok(Object.values(README_MARKERS).some((m) => b.includes(m)), `no test runs:\n${b}`);
   }
+});
+
+test('README: the AbortSignal example gives the request up before it is sent', async ({ page }) => {
+  const srv = await wsServer(behaviours.blackHole);
+  const body = `const client = await tether.TetherClient.connect(url, { protocol: 'tether' });
+    const q = 'milk';
+    ${readmeBlock('abort')}
+    const outcome = await answer.then(() => 'resolved', (e) => e.name);
+    client.publish('room', 'marker', { ack: false });
+    await new Promise((done) => setTimeout(done, 100));
+    client.dispose();
+    return { outcome };`;
+  const r = await runInPage(page, body, { url: srv.url });
+  assert.equal(r.result.outcome, 'AbortError');
+  await until(() => srv.frames.some((f) => f.includes('marker')), 5000, 'the marker at the server');
+  assert.ok(!srv.frames.some((f) => f.includes('search')), JSON.stringify(srv.frames));
 });
 
 test('README: the usage example connects with a token, publishes, requests, and closes', async ({ page }) => {
