@@ -4,10 +4,13 @@
 //!
 //! ```text
 //! cargo run --release -p tether-bench -- [all|rtt|throughput|memory|reconnect] [options]
+//! cargo run --release -p tether-bench -- relay [--relay-exe OTHER-BUILD]... [options]
 //! ```
 //!
 //! Prints every figure for both clients and the ratio tether/raw, then which targets were met.
-//! Figures are printed, never asserted: machines are shared and noisy.
+//! `relay` (not part of `all`: it measures the relay, not the clients) prints the reference
+//! relay's acked-publish figures instead, for this build's relay and any other given (see
+//! `relay.rs`). Figures are printed, never asserted: machines are shared and noisy.
 
 // A bench binary's output is its report.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -15,6 +18,7 @@
 mod clients;
 mod memory;
 mod reconnect;
+mod relay;
 mod stats;
 
 use clap::{Parser, ValueEnum};
@@ -38,6 +42,8 @@ enum What {
     Memory,
     /// Reconnect after a server outage.
     Reconnect,
+    /// The reference relay: pipelined acked publishes (not part of `all`).
+    Relay,
     /// (internal) open idle connections and report RSS.
     #[value(hide = true)]
     MemoryChild,
@@ -56,14 +62,21 @@ struct Cli {
     /// Pipelined messages per repeat.
     #[arg(long, default_value_t = 200_000, value_parser = at_least_one::<usize>)]
     tput_count: usize,
-    /// Pipelined messages in flight.
+    /// Pipelined messages in flight (also publishes awaiting their ack, for `relay`).
     #[arg(long, default_value_t = 100, value_parser = at_least_one::<usize>)]
     window: usize,
-    /// Message size in bytes (text).
+    /// Acked publishes per repeat of the relay benchmark.
+    #[arg(long, default_value_t = 100_000, value_parser = at_least_one::<usize>)]
+    relay_count: usize,
+    /// Another executable whose `relay-serve` runs its own build of the relay (a tether-bench
+    /// built from another commit), measured beside this build's, interleaved. Repeatable.
+    #[arg(long, value_name = "PATH")]
+    relay_exe: Vec<std::path::PathBuf>,
+    /// Message size in bytes (text; the payload of each publish for `relay`).
     #[arg(long, default_value_t = 64)]
     size: usize,
-    /// Repeats of the round-trip and throughput phases (raw and tether interleaved); the
-    /// table shows medians.
+    /// Repeats of the round-trip, throughput and relay phases (raw and tether, or the relays,
+    /// interleaved); the table shows medians.
     #[arg(long, default_value_t = 5, value_parser = at_least_one::<usize>)]
     repeat: usize,
     /// Idle connections for the memory figure.
@@ -135,6 +148,16 @@ fn main() -> std::process::ExitCode {
             }
         };
     }
+    // A relay child (`relay::measure`), for this executable's build of the relay.
+    if let Some(addr) = relay::serve_command(&args) {
+        return match relay::serve(addr) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("relay: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     let cli = Cli::parse();
     let runtime = match cli.runtime {
         Runtime::MultiThread => tokio::runtime::Builder::new_multi_thread()
@@ -171,6 +194,9 @@ struct Results {
 }
 
 async fn run(cli: &Cli) -> Result<(), BoxError> {
+    if cli.what == What::Relay {
+        return run_relay(cli).await;
+    }
     let all = cli.what == What::All;
     let payload = "x".repeat(cli.size);
     println!(
@@ -255,6 +281,67 @@ async fn run(cli: &Cli) -> Result<(), BoxError> {
         }
     }
     print_report(cli, &results);
+    Ok(())
+}
+
+/// The relay benchmark (see `relay.rs`) and its report.
+async fn run_relay(cli: &Cli) -> Result<(), BoxError> {
+    println!(
+        "tether-bench relay: {}; relay: child process, multi-thread tokio, rate limit off; \
+         client: raw tokio-tungstenite",
+        sys::machine()
+    );
+    let opts = relay::Options {
+        count: cli.relay_count,
+        window: cli.window,
+        size: cli.size,
+        repeat: cli.repeat,
+        verbose: cli.verbose,
+    };
+    let figures = relay::measure(&cli.relay_exe, opts).await?;
+    println!();
+    println!(
+        "pipelined acked publishes ({} × {} B payload, window {}, median of {})",
+        cli.relay_count, cli.size, cli.window, cli.repeat
+    );
+    let head = |label: &str, cells: [&str; 5]| {
+        println!(
+            "  {label:<28} {:>10} {:>9} {:>9} {:>17} {:>15}",
+            cells[0], cells[1], cells[2], cells[3], cells[4]
+        );
+    };
+    head(
+        "relay",
+        [
+            "acks/s",
+            "p50 µs",
+            "p99 µs",
+            "relay CPU µs/ack",
+            "segments/ack",
+        ],
+    );
+    let Some(base) = figures.first().map(relay::RelayFigures::median) else {
+        return Ok(());
+    };
+    type Figure = fn(&relay::RelaySample) -> f64;
+    let columns: [(Figure, usize); 5] = [
+        (|r| r.sample.msgs_per_s, 0),
+        (|r| r.sample.p50_us, 1),
+        (|r| r.sample.p99_us, 1),
+        (|r| r.sample.cpu_us, 2),
+        (|r| r.segments_per_ack, 3),
+    ];
+    for f in &figures {
+        let m = f.median();
+        let cells = columns.map(|(get, decimals)| figure(get(&m), decimals));
+        head(&f.label, cells.each_ref().map(String::as_str));
+        let spread = columns.map(|(get, _)| format!("±{:.0}%", f.noise(get)));
+        head("  spread", spread.each_ref().map(String::as_str));
+        if !std::ptr::eq(f, &figures[0]) {
+            let ratios = columns.map(|(get, _)| ratio(get(&m), get(&base)));
+            head("  ÷ this build", ratios.each_ref().map(String::as_str));
+        }
+    }
     Ok(())
 }
 

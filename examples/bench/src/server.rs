@@ -19,6 +19,7 @@ use crate::sys;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use std::io;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
@@ -62,21 +63,24 @@ pub fn serve(addr: &str) -> io::Result<()> {
                 }
             }
         };
-        let parent_gone = async {
-            let mut stdin = tokio::io::stdin();
-            let mut buf = [0u8; 64];
-            while let Ok(n) = stdin.read(&mut buf).await {
-                if n == 0 {
-                    break;
-                }
-            }
-        };
         tokio::select! {
             () = accept => {}
-            () = parent_gone => {}
+            () = parent_gone() => {}
         }
         Ok(())
     })
+}
+
+/// Resolves when standard input closes: the parent holds its write end, so a child server
+/// that waits for this cannot outlive it.
+pub async fn parent_gone() {
+    let mut stdin = tokio::io::stdin();
+    let mut buf = [0u8; 64];
+    while let Ok(n) = stdin.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+    }
 }
 
 /// Binds, retrying briefly: after a kill the port may take a moment to be free again.
@@ -147,9 +151,15 @@ impl ServerProcess {
     /// Starts this executable again as `EXE serve --addr ADDR` (see the module docs: the
     /// executable must answer that command line with [`serve`]) and waits until it listens.
     pub async fn spawn(addr: &str) -> io::Result<ServerProcess> {
-        let exe = std::env::current_exe()?;
+        ServerProcess::spawn_command(&std::env::current_exe()?, SERVE, addr).await
+    }
+
+    /// Starts `exe WORD --addr ADDR` and waits until it prints `listening ADDR`: another
+    /// server that a bench executable answers (the relay benchmark's `relay-serve`), possibly
+    /// in another build of it.
+    pub async fn spawn_command(exe: &Path, word: &str, addr: &str) -> io::Result<ServerProcess> {
         let mut child = Command::new(exe)
-            .args([SERVE, ADDR, addr])
+            .args([word, ADDR, addr])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -164,7 +174,9 @@ impl ServerProcess {
         let read = reader.read_line(&mut line);
         tokio::time::timeout(Duration::from_secs(10), read)
             .await
-            .map_err(|_| io::Error::other("echo server did not start in 10 s"))??;
+            .map_err(|_| {
+                io::Error::other(format!("{} {word} did not start in 10 s", exe.display()))
+            })??;
         let ready_at = Instant::now();
         let addr = line
             .trim()
@@ -176,6 +188,11 @@ impl ServerProcess {
             addr,
             ready_at,
         })
+    }
+
+    /// The child's process id (gone once it was killed and reaped).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
     }
 
     /// The `ws://` URL of the server.
