@@ -153,6 +153,13 @@ impl RelayHandle {
         self.shared.stats.messages_published()
     }
 
+    /// Writes the relay made to its WebSocket connections' sockets after their upgrade: one
+    /// system call each, carrying one frame or a batch of them. Against the frames sent, it
+    /// shows how well the writers batch (a burst of acks goes out in a few writes).
+    pub fn websocket_writes(&self) -> u64 {
+        self.shared.stats.websocket_writes()
+    }
+
     /// Graceful shutdown: stops accepting, closes every WebSocket with 1012 and the reason
     /// `{"reconnect_within_ms": N}` (N from [`RelayConfig::reconnect_window`]), ends every
     /// SSE stream, and resolves once every connection is closed and the port is released.

@@ -8,6 +8,7 @@ use std::sync::Arc;
 pub(crate) struct Stats {
     open_connections: AtomicUsize,
     messages_published: AtomicU64,
+    websocket_writes: AtomicU64,
 }
 
 impl Stats {
@@ -22,12 +23,20 @@ impl Stats {
         self.messages_published.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub(crate) fn websocket_written(&self) {
+        self.websocket_writes.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn open_connections(&self) -> usize {
         self.open_connections.load(Ordering::Relaxed)
     }
 
     pub(crate) fn messages_published(&self) -> u64 {
         self.messages_published.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn websocket_writes(&self) -> u64 {
+        self.websocket_writes.load(Ordering::Relaxed)
     }
 }
 

@@ -12,6 +12,7 @@ use crate::hub::frame;
 use crate::peer::{Peer, PeerQueue};
 use crate::server::{aborted, stopping, RunState, Shared};
 use crate::session::{Flow, Session};
+use crate::stats::Stats;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use std::io;
@@ -38,10 +39,21 @@ type Ws = WebSocketStream<NotedTcp>;
 /// sign of life, so a large message on a slow uplink (whose client can only answer a ping
 /// after the frame it is writing) is not closed as silent mid-message, and again after every
 /// reconnect. The flag is shared with the reader, which looks at it only when the silence
-/// limit passes.
+/// limit passes. It also counts the writes (see [`RelayHandle::websocket_writes`]).
+///
+/// [`RelayHandle::websocket_writes`]: crate::RelayHandle::websocket_writes
 struct NotedTcp {
     tcp: TcpStream,
     arrived: Arc<AtomicBool>,
+    stats: Arc<Stats>,
+}
+
+impl NotedTcp {
+    fn count_write(&self, written: &Poll<io::Result<usize>>) {
+        if matches!(written, Poll::Ready(Ok(n)) if *n > 0) {
+            self.stats.websocket_written();
+        }
+    }
 }
 
 impl AsyncRead for NotedTcp {
@@ -66,7 +78,10 @@ impl AsyncWrite for NotedTcp {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().tcp).poll_write(cx, buf)
+        let this = self.get_mut();
+        let written = Pin::new(&mut this.tcp).poll_write(cx, buf);
+        this.count_write(&written);
+        written
     }
 
     fn poll_write_vectored(
@@ -74,7 +89,10 @@ impl AsyncWrite for NotedTcp {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().tcp).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let written = Pin::new(&mut this.tcp).poll_write_vectored(cx, bufs);
+        this.count_write(&written);
+        written
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -206,6 +224,7 @@ pub(crate) async fn serve(
     let stream = NotedTcp {
         tcp: stream,
         arrived: arrived.clone(),
+        stats: shared.stats.clone(),
     };
     let ws = WebSocketStream::from_partially_read(
         stream,
