@@ -118,6 +118,9 @@ struct Shared {
     taken_total: AtomicU64,
     /// Notified whenever the writer takes an item (see [`Peer::taken_up_to`]).
     taken: Notify,
+    /// The `taken_total` the connection's reader waits for before it reads its next frame;
+    /// 0 while it waits for none (see [`PeerQueue::reader_reads_on`]).
+    reader_waits_for: AtomicU64,
     /// Set once the client said `hello`: only then is it sent the protocol's own `ping`
     /// (a raw WebSocket client would get it as data), see [`Peer::said_hello`].
     said_hello: AtomicBool,
@@ -204,6 +207,7 @@ impl Peer {
             enqueued_total: AtomicU64::new(0),
             taken_total: AtomicU64::new(0),
             taken: Notify::new(),
+            reader_waits_for: AtomicU64::new(0),
             said_hello: AtomicBool::new(false),
             replaced: Notify::new(),
         });
@@ -343,6 +347,13 @@ impl Peer {
         }
     }
 
+    /// Records that the reader waits until the writer has taken `count` items in all before
+    /// it reads its next frame (0: it no longer waits), for
+    /// [`PeerQueue::reader_reads_on`].
+    pub(crate) fn reader_waits_for(&self, count: u64) {
+        self.shared.reader_waits_for.store(count, Ordering::Relaxed);
+    }
+
     /// Records that the client said `hello`, so it speaks the Tether protocol: from now on
     /// its writer also sends it the protocol's `ping` messages (see
     /// [`PeerQueue::said_hello`]).
@@ -381,6 +392,14 @@ impl PeerQueue {
         let (item, cost) = self.rx.try_recv().ok()?;
         self.taken(cost);
         Some(item)
+    }
+
+    /// Whether the reader was waiting for the items just taken and, now that they are, reads
+    /// its next frame at once ([`Peer::reader_waits_for`]): the answer to that frame may be
+    /// queued in a moment, and can go out in the same write.
+    pub(crate) fn reader_reads_on(&self) -> bool {
+        let waits_for = self.shared.reader_waits_for.load(Ordering::Relaxed);
+        waits_for != 0 && self.shared.taken_total.load(Ordering::Relaxed) >= waits_for
     }
 
     /// Whether the client said `hello`. A connection that did not may be any WebSocket
@@ -596,6 +615,24 @@ mod tests {
         assert!(!peer.is_queued(first) && peer.is_queued(second));
         queue.recv().await;
         assert!(!peer.is_queued(second));
+    }
+
+    #[test]
+    fn the_reader_reads_on_once_what_it_waits_for_is_taken() {
+        let (peer, mut queue) = Peer::new(1, 10, 0);
+        peer.push(frame("a"));
+        peer.push(frame("b"));
+        assert!(!queue.reader_reads_on(), "it waits for nothing");
+        peer.reader_waits_for(peer.enqueued_total());
+        queue.try_recv();
+        assert!(
+            !queue.reader_reads_on(),
+            "one of its answers is still queued"
+        );
+        queue.try_recv();
+        assert!(queue.reader_reads_on(), "both taken: it reads on");
+        peer.reader_waits_for(0);
+        assert!(!queue.reader_reads_on(), "it read on");
     }
 
     #[tokio::test]

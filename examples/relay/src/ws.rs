@@ -415,7 +415,11 @@ async fn answers_taken(
     let mut waited = false;
     while peer.taken_total() < answered {
         waited = true;
-        writer_wait(peer, silence_limit, peer.taken_up_to(answered)).await?;
+        // The writer takes them without sending them until this reader has read on.
+        peer.reader_waits_for(answered);
+        let woken = writer_wait(peer, silence_limit, peer.taken_up_to(answered)).await;
+        peer.reader_waits_for(0);
+        woken?;
     }
     Ok(waited)
 }
@@ -469,7 +473,9 @@ async fn within_rate(session: &Session, text: Option<&str>, arrived: Instant) ->
     now
 }
 
-/// Sends queued frames (and pings) until the connection ends.
+/// Sends queued frames (and pings) until the connection ends, in batches: what is queued, up
+/// to [`MAX_BATCH`] frames, and what the reader is about to queue (see
+/// [`PeerQueue::reader_reads_on`]), in one write.
 ///
 /// This future is dropped whenever another branch of the connection's `select!` ends it, so
 /// it never holds a frame taken from the queue across an await: it waits until the sink has
@@ -523,17 +529,37 @@ async fn write_frames(
                 }
             }
         }
-        for _ in 1..MAX_BATCH {
+        let mut batch = 1;
+        loop {
+            // `ready` also moves the frame taken last into the WebSocket, past the sink's
+            // slot: what was taken is in its write buffer before anything is awaited.
             if ready(sink).await.is_err() {
                 return Ending::Gone;
             }
-            let Some(item) = queue.try_recv() else { break };
-            if sink
-                .start_send_unpin(Message::Text(item.into_frame()))
-                .is_err()
-            {
-                return Ending::Gone;
+            if batch == MAX_BATCH {
+                break;
             }
+            if let Some(item) = queue.try_recv() {
+                if sink
+                    .start_send_unpin(Message::Text(item.into_frame()))
+                    .is_err()
+                {
+                    return Ending::Gone;
+                }
+                batch += 1;
+                continue;
+            }
+            // The queue is empty, but the reader waited for exactly what was just taken, and
+            // reads its next frame now: under pipelined requests the answer to it comes in a
+            // moment. Let it run first, so a burst of answers goes out in one write, not one
+            // write each. (It waits for its answers to be taken, not sent, so this does not
+            // hold it up; nor does it let a close overtake them: they are in the write buffer,
+            // ahead of tungstenite's reply to a close.) Once the reader stops (nothing more
+            // to read, or a wait of another kind), the batch is sent.
+            if !queue.reader_reads_on() {
+                break;
+            }
+            tokio::task::yield_now().await;
         }
         if sink.flush().await.is_err() {
             return Ending::Gone;

@@ -5,10 +5,12 @@
 mod common;
 
 use common::{relay, Client};
+use futures_util::SinkExt;
 use serde_json::json;
 use std::time::Duration;
 use tether_core::protocol::{ClientMessage, ServerMessage};
 use tether_relay::RelayConfig;
+use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test]
 async fn a_publish_reaches_every_subscriber_including_the_sender() {
@@ -122,6 +124,40 @@ async fn publish_ids_are_deduplicated_per_client_and_a_reused_id_is_refused() {
     sub.barrier().await;
     assert_eq!(relay.messages_published(), 3, "nothing else was stored");
     common::stop(relay, [sub, victim, mallory]).await;
+}
+
+/// The acks to a burst of pipelined publishes go out in a few writes, not one write each: the
+/// writer sends what the reader answers while it reads on. (The reader reads no frame before
+/// the answers to those it read are taken, as the next one may be a close; a writer that sent
+/// whatever it had taken whenever its queue was empty sent every ack alone.)
+#[tokio::test]
+async fn the_acks_to_a_burst_of_publishes_go_out_in_a_few_writes() {
+    let relay = relay(RelayConfig::default()).await;
+    let mut c = Client::hello(&relay.ws_url(), "burst").await;
+    c.barrier().await;
+    let before = relay.websocket_writes();
+    let n = 200;
+    // One flush: the whole burst is in the relay's socket before it reads any of it.
+    for i in 0..n {
+        let publish = ClientMessage::Publish {
+            id: format!("p{i}"),
+            channel: Some("room".into()),
+            payload: json!(i),
+            ack: true,
+        };
+        c.ws.feed(Message::text(publish.encode())).await.unwrap();
+    }
+    c.ws.flush().await.unwrap();
+    for i in 0..n {
+        match c.recv().await {
+            ServerMessage::Ack { id, .. } => assert_eq!(id, format!("p{i}")),
+            other => panic!("expected the ack of p{i}, got {other:?}"),
+        }
+    }
+    let writes = relay.websocket_writes() - before;
+    // 4 batches of at most 64 frames; one write per ack is what this guards against.
+    assert!(writes <= n / 5, "{writes} writes for {n} acks");
+    common::stop(relay, [c]).await;
 }
 
 #[tokio::test]
