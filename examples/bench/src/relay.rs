@@ -92,7 +92,7 @@ pub struct RelaySample {
 /// One relay build's runs.
 #[derive(Debug)]
 pub struct RelayFigures {
-    /// "this build", or the executable given.
+    /// "this build", or the file name of the executable given.
     pub label: String,
     pub runs: Vec<RelaySample>,
 }
@@ -131,7 +131,11 @@ pub async fn measure(others: &[PathBuf], opts: Options) -> Result<Vec<RelayFigur
         .chain(
             others
                 .iter()
-                .map(|p| (p.display().to_string(), p.as_path())),
+                // Its file name: a whole path would not fit the report's column.
+                .map(|p| {
+                    let name = p.file_name().unwrap_or(p.as_os_str());
+                    (name.to_string_lossy().into_owned(), p.as_path())
+                }),
         )
         .collect();
     let mut relays = Vec::new();

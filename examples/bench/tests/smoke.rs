@@ -114,6 +114,18 @@ fn every_benchmark_runs_end_to_end_with_tiny_counts() {
 }
 
 #[test]
+fn the_relay_benchmark_runs_end_to_end_with_tiny_counts() {
+    let output = bench(&["relay", "--relay-count", "500", "--repeat", "2"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "bench failed:\n{stdout}\n{stderr}");
+    for expected in ["pipelined acked publishes", "this build", "segments/ack"] {
+        assert!(stdout.contains(expected), "no {expected:?} in:\n{stdout}");
+    }
+    assert!(!stdout.contains("NaN"), "{stdout}");
+}
+
+#[test]
 fn zero_counts_are_refused_with_a_clear_error() {
     // Each under a benchmark that reads it, so a regression fails fast instead of running.
     for (what, flag) in [
@@ -124,6 +136,7 @@ fn zero_counts_are_refused_with_a_clear_error() {
         ("rtt", "--rtt-count"),
         ("throughput", "--tput-count"),
         ("reconnect", "--model-seeds"),
+        ("relay", "--relay-count"),
     ] {
         let output = bench(&[what, flag, "0"]);
         let stderr = String::from_utf8_lossy(&output.stderr);
