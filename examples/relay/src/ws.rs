@@ -531,8 +531,10 @@ async fn write_frames(
         }
         let mut batch = 1;
         loop {
-            // `ready` also moves the frame taken last into the WebSocket, past the sink's
-            // slot: what was taken is in its write buffer before anything is awaited.
+            // `ready` also moves the frame taken last from the sink's slot into tungstenite's
+            // write buffer, so it is there before the writer yields to the reader below. (A
+            // socket that pushes back keeps it in the slot while `ready` waits, as it always
+            // did: a close read meanwhile would still overtake it.)
             if ready(sink).await.is_err() {
                 return Ending::Gone;
             }
