@@ -257,6 +257,11 @@ pub enum TransportFailure {
         /// that the driver could not read (tungstenite does not say which).
         chosen: Option<String>,
     },
+    /// The platform refuses to open this URL from here, before any connection is made: a
+    /// browser's `SecurityError` (an insecure `ws://` URL from an `https://` page, which mixed
+    /// content rules block). Every attempt would fail the same way, so the engine stops with
+    /// `CloseReason::Refused` (no code, no status) whose reason is the platform's message.
+    Blocked(String),
     /// Anything else: refused, reset, DNS, TLS, protocol violation.
     Io(String),
 }
@@ -277,7 +282,7 @@ impl std::fmt::Display for TransportFailure {
             }
             TransportFailure::Proxy { status, .. } => ProxyStatus(*status).fmt(f),
             TransportFailure::Subprotocol { chosen } => SubprotocolMismatch(None, chosen).fmt(f),
-            TransportFailure::Io(msg) => f.write_str(msg),
+            TransportFailure::Blocked(msg) | TransportFailure::Io(msg) => f.write_str(msg),
         }
     }
 }

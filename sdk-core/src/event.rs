@@ -154,13 +154,15 @@ pub enum CloseReason {
     /// The close policy classified the server's close code or HTTP status as terminal; or,
     /// with neither, the server completed the WebSocket handshake without one of the
     /// subprotocols offered (`TransportFailure::Subprotocol`; the reason names the offer and
-    /// the server's choice).
+    /// the server's choice), or the platform refuses to open the URL from where the client
+    /// runs (`TransportFailure::Blocked`, e.g. a browser's mixed content; the reason is the
+    /// platform's message).
     Refused {
         /// The WebSocket close code, if any.
         code: Option<u16>,
         /// The HTTP status, if any.
         status: Option<u16>,
-        /// The server's reason text.
+        /// The server's reason text, or the failure's own words.
         reason: String,
     },
     /// The credentials were refused even after a fresh token.
@@ -216,7 +218,12 @@ impl fmt::Display for CloseReason {
                 status,
                 reason,
             } => {
-                f.write_str("refused by the server")?;
+                // "By the server" only when it said so: without a code or status the reason
+                // says who refused (a subprotocol the server chose, or the platform).
+                f.write_str("refused")?;
+                if code.is_some() || status.is_some() {
+                    f.write_str(" by the server")?;
+                }
                 write_code_and_status(f, *code, *status)?;
                 if !reason.is_empty() {
                     write!(f, ": {reason}")?;

@@ -572,6 +572,45 @@ fn close_1013_waits_at_least_the_try_again_delay() {
     );
 }
 
+/// A URL the platform refuses to open from where the client runs (a browser's `SecurityError`:
+/// an insecure `ws://` URL from an `https://` page) fails the same way on every attempt: the
+/// client stops at once with the platform's words, whatever the close policy, instead of
+/// retrying with backoff for ever; what was queued is dropped as at a close; a later
+/// `connect` tries again.
+#[test]
+fn a_url_the_platform_refuses_to_open_stops_the_client_instead_of_retrying_for_ever() {
+    let policy = tether_core::ClosePolicy::default()
+        .with_status(100..=599, tether_core::Disposition::Retry)
+        .with_code(1000..=4999, tether_core::Disposition::Retry);
+    let config = Config::builder("ws://relay").close_policy(policy);
+    let mut sim = Sim::new(config.build().unwrap(), false);
+    sim.server.behaviour = Behaviour::Blocked;
+    let queued = sim.engine.send(sim.now, "queued").unwrap();
+    sim.connect();
+    sim.run_for(secs(120));
+    assert_eq!(sim.server.opens.len(), 1, "one attempt");
+    assert!(sim.reconnects().is_empty(), "{:?}", sim.reconnects());
+    let reason = CloseReason::Refused {
+        code: None,
+        status: None,
+        reason: sim::BLOCKED.to_owned(),
+    };
+    assert_eq!(sim.engine.state(), &State::Closed { reason });
+    assert_eq!(
+        sim.engine.state().to_string(),
+        format!("closed (refused: {})", sim::BLOCKED)
+    );
+    assert_eq!(
+        sim.errors(),
+        vec![EngineError::Transport(sim::BLOCKED.to_owned())]
+    );
+    assert_eq!(sim.dropped(), vec![(vec![queued], DropReason::Closed)]);
+    // The page may have changed (another URL is the app's to give): `connect` tries again.
+    sim.server.behaviour = Behaviour::Normal;
+    sim.connect_open();
+    assert_eq!(sim.server.opens.len(), 2);
+}
+
 #[test]
 fn graceful_restart_window_spreads_reconnects_within_it() {
     let mut delays = Vec::new();

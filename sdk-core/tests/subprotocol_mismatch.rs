@@ -76,7 +76,7 @@ fn a_server_choosing_none_of_the_subprotocols_offered_stops_the_client() {
     );
     assert_eq!(
         engine.state().to_string(),
-        format!("closed (refused by the server: {reason})")
+        format!("closed (refused: {reason})")
     );
 }
 

@@ -105,6 +105,11 @@ export type TetherState =
       code: number | null;
       /** The HTTP status that refused the connection, if any. */
       status: number | null;
+      /**
+       * What happened, e.g. `refused by the server with close code 4004: no such room`. A
+       * `refused` with neither code nor status is the browser refusing the URL from this page
+       * (an insecure `ws://` from an `https://` page), in the browser's words.
+       */
       message: string;
     };
 

@@ -9,12 +9,12 @@
 
 use crate::convert::DriverOptions;
 use crate::js;
-use crate::transport::Socket;
+use crate::transport::{failure, Socket};
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::{Rc, Weak};
 use std::time::Duration;
-use tether_core::{Action, Engine, Event, Instant, TransportFailure, TransportId};
+use tether_core::{Action, Engine, Event, Instant, TransportId};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 
@@ -246,10 +246,7 @@ impl Inner {
                 self.blocked = false;
                 match Socket::open(&req, Rc::downgrade(shared), &self.sse_events) {
                     Ok(socket) => self.socket = Some(socket),
-                    Err(message) => {
-                        let failure = TransportFailure::Io(message);
-                        self.engine.transport_failed(now, req.transport, failure);
-                    }
+                    Err(e) => self.engine.transport_failed(now, req.transport, failure(e)),
                 }
             }
             Action::Send { transport, frame } => {

@@ -43,13 +43,14 @@ impl std::fmt::Debug for Socket {
 
 impl Socket {
     /// Opens the transport the engine asked for; an event stream listens for the event types
-    /// `sse_events` (`message`, unnamed events, among them). An `Err` is a synchronous failure
-    /// (bad URL) to report with `transport_failed`.
+    /// `sse_events` (`message`, unnamed events, among them). An `Err` is the constructor's
+    /// exception (a bad URL, or one the browser refuses from this page), to report with
+    /// `transport_failed` as [`failure`] says.
     pub(crate) fn open(
         req: &OpenRequest,
         shared: Weak<Shared>,
         sse_events: &[String],
-    ) -> Result<Socket, String> {
+    ) -> Result<Socket, JsValue> {
         let id = req.transport;
         // Set on `open`: a close before it is a failed handshake, after it a lost connection.
         let opened = Rc::new(Cell::new(false));
@@ -77,8 +78,7 @@ impl Socket {
                 .map(|p| JsValue::from_str(p))
                 .collect();
             WebSocket::new_with_str_sequence(url, &list)
-        }
-        .map_err(describe)?;
+        }?;
         ws.set_binary_type(BinaryType::Arraybuffer);
         let on_message = {
             let w = shared.clone();
@@ -121,12 +121,12 @@ impl Socket {
         opened: Rc<Cell<bool>>,
         on_open: Handler,
         sse_events: &[String],
-    ) -> Result<Socket, String> {
+    ) -> Result<Socket, JsValue> {
         let id = req.transport;
         // EventSource cannot send a Last-Event-ID header on its own first request: the
         // resume position goes in the query (the relay reads `lastEventId` there).
         let url = req.url_with_last_event_id("lastEventId");
-        let es = EventSource::new(&url).map_err(describe)?;
+        let es = EventSource::new(&url)?;
         let on_message = {
             let w = shared.clone();
             // Whether this EventSource has shown an id: its last-event-id buffer starts empty
@@ -271,11 +271,15 @@ fn handler(f: impl FnMut(JsValue) + 'static) -> Handler {
     Closure::new(f)
 }
 
-/// The message of a JS exception (e.g. `SyntaxError` for a bad URL).
-pub(crate) fn describe(err: JsValue) -> String {
+/// A constructor's exception as the engine's failure: a `SecurityError` (a `DOMException`, an
+/// `Error` too) is the browser refusing this URL from this page, e.g. an insecure `ws://` from
+/// an `https://` page, and [`TransportFailure::Blocked`]: the engine stops rather than retry
+/// what fails the same way every time. Anything else (a `SyntaxError`: a bad URL) is `Io`.
+pub(crate) fn failure(err: JsValue) -> TransportFailure {
     match err.dyn_ref::<js_sys::Error>() {
-        Some(e) => String::from(e.message()),
-        None => err.as_string().unwrap_or_else(|| "unknown error".into()),
+        Some(e) if e.name() == "SecurityError" => TransportFailure::Blocked(e.message().into()),
+        Some(e) => TransportFailure::Io(e.message().into()),
+        None => TransportFailure::Io(err.as_string().unwrap_or_else(|| "unknown error".into())),
     }
 }
 

@@ -471,8 +471,9 @@ impl Engine {
                 self.config.close_policy.classify_proxy(status, retry_after),
             ),
             TransportFailure::Io(message) => (DisconnectCause::Failed { message }, Verdict::RETRY),
-            // The server's choice is the same on every attempt: stop, with the facts.
-            TransportFailure::Subprotocol { .. } => {
+            // The server's choice, or the platform's refusal of the URL, is the same on every
+            // attempt: stop, with the facts.
+            TransportFailure::Subprotocol { .. } | TransportFailure::Blocked(_) => {
                 (DisconnectCause::Failed { message: text }, Verdict::TERMINAL)
             }
         };

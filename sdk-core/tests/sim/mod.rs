@@ -39,7 +39,15 @@ pub enum Behaviour {
     BlackHole,
     /// Accepts but never completes the handshake.
     Hang,
+    /// The platform refuses to open the URL: the driver's open fails at once, inside the call
+    /// (a browser's `SecurityError` from the `WebSocket` constructor).
+    Blocked,
 }
+
+/// The platform's words for a URL it refuses to open ([`Behaviour::Blocked`]), as Chromium's
+/// `WebSocket` constructor throws them from an `https://` page.
+pub const BLOCKED: &str = "Failed to construct 'WebSocket': An insecure WebSocket connection \
+    may not be initiated from a page loaded over HTTPS.";
 
 /// Something scheduled to reach the engine.
 #[derive(Debug, Clone)]
@@ -438,6 +446,10 @@ impl Sim {
                         }),
                     ),
                     Behaviour::Hang => {}
+                    Behaviour::Blocked => {
+                        let failure = TransportFailure::Blocked(BLOCKED.into());
+                        self.engine.transport_failed(self.now, t, failure);
+                    }
                     Behaviour::AcceptThenClose {
                         after,
                         code,

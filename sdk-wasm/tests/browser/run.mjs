@@ -2165,6 +2165,52 @@ test('a ws:// URL with a #fragment connects (the fragment is not sent), as with 
   assert.deepEqual(srv.connections.map((c) => c.url), ['/ws?a=1']);
 });
 
+// A page of the suite served as https://tether.test/ (requests routed to the static server),
+// so the browser applies the rules of a secure page (mixed content). Its own context: the
+// browser's console errors about what it blocks are the test's to read (`seen`), as are page
+// errors.
+async function securePage(browser, base) {
+  const ctx = await browser.newContext();
+  const page = await ctx.newPage();
+  const seen = [];
+  page.on('console', (m) => seen.push(`${m.type()}: ${m.text()}`));
+  page.on('pageerror', (e) => seen.push(`pageerror: ${e.message}`));
+  await page.route('https://tether.test/**', async (route) => {
+    const { pathname, search } = new URL(route.request().url());
+    await route.fulfill({ response: await route.fetch({ url: `${base}${pathname}${search}` }) });
+  });
+  await page.goto('https://tether.test/t/page.html');
+  await page.waitForSelector('body[data-ready]', { state: 'attached', timeout: 10000 });
+  return { page, seen, close: () => ctx.close() };
+}
+
+test('a ws:// URL an https:// page may not open (mixed content) stops the client instead of retrying for ever', async ({ browser, base }) => {
+  // Chromium's WebSocket constructor throws a SecurityError for it, at once and on every
+  // attempt: reported as an ordinary failure, the engine retried it with backoff for ever.
+  // (Loopback counts as secure, so the URL names another host; nothing is ever connected.)
+  const secure = await securePage(browser, base);
+  try {
+    const r = await secure.page.evaluate(async (url) => {
+      // A fast backoff: retries, if any, would come every 50-100 ms.
+      const c = new tether.TetherClient(url, { backoff: { initialMs: 50, maxMs: 100 } });
+      const log = record(c);
+      const id = c.send('queued');
+      await until(() => c.state.name === 'closed', 3000, 'closed');
+      await sleep(500);
+      const events = log.map((e) => (e.type === 'state' ? `state ${e.state.name}` : e.type === 'error' ? `error ${e.code}`
+        : e.type === 'dropped' ? `dropped ${e.ids} ${e.reason}` : e.type));
+      return { id, events, state: c.state, attempts: c.stats.attempts };
+    }, 'ws://tether.test:9/ws');
+    assert.deepEqual(r.events, ['state connecting', 'error transport', `dropped ${r.id} closed`, 'state closed']);
+    assert.equal(r.attempts, 1);
+    assert.deepEqual([r.state.name, r.state.reason, r.state.code, r.state.status], ['closed', 'refused', null, null]);
+    assert.match(r.state.message, /^refused: Failed to construct 'WebSocket': An insecure WebSocket connection may not be initiated from a page loaded over HTTPS\.$/);
+    assert.deepEqual(secure.seen.filter((m) => !/^error: Mixed Content: .* insecure WebSocket endpoint/.test(m)), []);
+  } finally {
+    await secure.close();
+  }
+});
+
 test('on() refuses an unknown event name or a handler that is not a function (invalid_argument)', async ({ page }) => {
   // Both used to be accepted: a misspelt event never fired, and a non-function threw
   // "... is not a function" as an uncaught error at every event.
