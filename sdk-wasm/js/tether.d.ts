@@ -459,9 +459,9 @@ export class TetherClient {
    * Closes (if still open) and frees the client's memory in the module: the only way to free
    * it. Pending `request` promises reject with a `closed` `TetherError`, pending
    * `sendAcked`/`publishAcked` ones with `dropped` (`details.reason: 'closed'`): the close's own
-   * events (`dropped`, `state`) still reach the handlers during the call (but for messages
-   * already written and awaiting their ack, which a close settles only when its handshake
-   * ends: their promises reject, with no `dropped` event), which may read the
+   * events (`dropped`, `state`) still reach the handlers during the call (the close's handshake
+   * is not waited for, so messages already written and awaiting their ack are in a `dropped`
+   * event too, where `close()` reports them when the handshake ends), which may read the
    * client there (a `connect()` there throws `disposed`), unless `dispose()` is called from inside an event handler; every handler is then removed, so nothing arrives after
    * it returns. Afterwards `connect()`, `send()` and every other call into
    * the client, and `state`/`stats`/`clientId`, throw `disposed`. Calling it again does nothing.

@@ -13,7 +13,7 @@ import initModule, { WasmClient } from './tether_wasm.js';
 // each instead of one per command. Written here only: src/lib.rs (module `numbers`) reads
 // every `NAME = number` of these two lines when it compiles, and fails to build without one.
 const CONNECT = 0, SUBSCRIBE = 1, UNSUBSCRIBE = 2, OPEN_DOCUMENT = 3, CLOSE_DOCUMENT = 4,
-  ONLINE = 5, OFFLINE = 6, FOREGROUND = 7, BACKGROUND = 8;
+  ONLINE = 5, OFFLINE = 6, FOREGROUND = 7, BACKGROUND = 8, ABANDON = 9;
 const STATE = 0, STATS = 1, PRESENCE = 2, CLIENT_ID = 3;
 
 let ready = null;
@@ -485,11 +485,12 @@ export class TetherClient extends Emitter {
     if (!raw || this._disposing) return;
     // The close's own events reach the handlers, which may read the client (its state, a
     // document's rolled-back view) as usual: it is released only once the close returns.
-    // Written messages awaiting their ack are settled only when the handshake ends: for them
-    // only the promises below say anything.
+    // Its handshake cannot be waited for: the engine is told it is no longer run (`abandon`),
+    // so it ends the close now and reports what it kept for its acks (`dropped`, `closed`).
     this._disposing = true;
     try {
       raw.close(1000, '');
+      raw.command(ABANDON, '');
     } catch (_) { /* already closed */ }
     this._raw = null;
     this._handlers.clear();

@@ -151,6 +151,9 @@ mod numbers {
     pub(crate) const OFFLINE: u32 = js_const(b"OFFLINE");
     pub(crate) const FOREGROUND: u32 = js_const(b"FOREGROUND");
     pub(crate) const BACKGROUND: u32 = js_const(b"BACKGROUND");
+    /// The wrapper stops running the client (`dispose()`, after its close): the engine ends
+    /// the close at once and reports what it kept for the handshake (`Engine::abandon`).
+    pub(crate) const ABANDON: u32 = js_const(b"ABANDON");
 
     /// Readings.
     pub(crate) const STATE: u32 = js_const(b"STATE");
@@ -413,6 +416,7 @@ impl WasmClient {
                 self.act(|i, now| i.set_foreground(now, op == numbers::FOREGROUND))
             }
             numbers::CONNECT => self.act(|i, now| i.engine.connect(now)),
+            numbers::ABANDON => self.act(|i, now| i.engine.abandon(now)),
             _ => Err(unknown_number("command")),
         }
     }

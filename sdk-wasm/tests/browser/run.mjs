@@ -2145,6 +2145,29 @@ test('dispose() inside a handler: pending acked sends reject as dropped (reason 
   assert.deepEqual(r.second, { code: 'dropped', reason: 'closed' });
 });
 
+test('dispose() reports written messages still awaiting their ack as dropped (reason closed) before it returns', async ({ page }) => {
+  // close() keeps them for its handshake and reports what is left when that ends; dispose()
+  // cannot wait for it. It rejected their promises but emitted no `dropped` event, so an app
+  // that resends what `dropped` names lost them without a word.
+  const rl = await relay(await freePort());
+  const r = await page.evaluate(async (url) => {
+    const settle = (p) => p.then((v) => ({ ok: v }), (e) => ({ code: e.code, reason: e.details && e.details.reason }));
+    const c = new tether.TetherClient(url, { protocol: 'tether', heartbeat: { mode: 'off' } });
+    await until(() => c.state.name === 'open', 5000, 'open');
+    const seen = [];
+    c.on('dropped', ({ ids, reason }) => seen.push(['dropped', ids, reason]));
+    c.on('state', ({ state }) => seen.push(['state', state.name, state.reason]));
+    // Written at once (open), their acks still to come: nothing can arrive within this task.
+    const acked = [settle(c.publishAcked('room', { n: 1 })), settle(c.sendAcked('plain'))];
+    const written = c.stats.framesSent;
+    c.dispose();
+    return { seen, written, acked: await Promise.all(acked) };
+  }, rl.ws);
+  assert.ok(r.written >= 3, `hello and both messages written (${r.written} frames)`);
+  assert.deepEqual(r.seen, [['state', 'closing', undefined], ['dropped', [1, 2], 'closed'], ['state', 'closed', 'app']]);
+  assert.deepEqual(r.acked, [{ code: 'dropped', reason: 'closed' }, { code: 'dropped', reason: 'closed' }]);
+});
+
 test('a ws:// URL with a #fragment connects (the fragment is not sent), as with the native driver', async ({ page }) => {
   // Chromium's WebSocket constructor throws on a fragment: every attempt failed and the client
   // retried for ever, where the native driver (http::Uri) drops the fragment and connects.
