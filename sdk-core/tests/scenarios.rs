@@ -10,7 +10,7 @@ use std::time::Duration;
 use tether_core::{
     BackoffConfig, CloseReason, Config, DisconnectCause, DropReason, EngineError, Event, Frame,
     HeartbeatMode, Instant, Jitter, MessageId, OutboxStatus, Payload, Protocol, RequestFailure,
-    SendOptions, SizeLimit, SseEvent, State, TokenPlacement, Unacked,
+    SendOptions, SizeLimit, SseEvent, State, SubscribeError, TokenPlacement, Unacked,
 };
 
 fn secs(s: u64) -> Duration {
@@ -3182,6 +3182,29 @@ fn a_restarted_server_with_a_new_epoch_is_not_mistaken_for_duplicates() {
     let last = sim.delivered().pop().unwrap();
     assert_eq!(last.payload, Payload::Json(json!("after restart")));
     assert_eq!(last.offset, Some(1));
+}
+
+/// A raw client has no channels: reading presence is refused as subscribing is, where
+/// `presence` alone answers "not subscribed" (`None`) for ever.
+#[test]
+fn presence_on_a_raw_client_is_refused_as_subscribe_is() {
+    let mut raw = Sim::raw("ws://relay");
+    raw.connect_open();
+    assert_eq!(
+        raw.engine.check_presence(),
+        Err(SubscribeError::NeedsTetherProtocol)
+    );
+    assert_eq!(
+        raw.engine.subscribe(raw.now, "room"),
+        Err(SubscribeError::NeedsTetherProtocol)
+    );
+    let mut sim = tether(Config::builder("ws://relay"));
+    assert_eq!(sim.engine.check_presence(), Ok(()), "before any subscribe");
+    sim.engine.subscribe(sim.now, "room").unwrap();
+    sim.connect_open();
+    sim.run_for(ms(100));
+    assert_eq!(sim.engine.check_presence(), Ok(()));
+    assert!(sim.engine.presence("room").is_some());
 }
 
 #[test]

@@ -437,6 +437,10 @@ export class TetherClient {
    */
   subscribe(channel: string): void;
   unsubscribe(channel: string): void;
+  /**
+   * The members of a subscribed channel, `undefined` if it is not subscribed. On a raw-protocol
+   * client, which has no channels, throws `needs_tether_protocol` as `subscribe` does.
+   */
   presence(channel: string): string[] | undefined;
   /**
    * Closes and stops reconnecting: queued messages are reported `dropped` (reason `closed`,

@@ -448,7 +448,10 @@ export class TetherClient extends Emitter {
       "shared documents are in the 'tether-web/documents' entry (a larger module): import { TetherClient } from 'tether-web/documents'");
   }
 
-  /** The current members of a subscribed channel (`undefined` if not subscribed). */
+  /**
+   * The current members of a subscribed channel (`undefined` if not subscribed); throws
+   * `needs_tether_protocol` on a raw-protocol client, as `subscribe` does.
+   */
   presence(channel) {
     const members = JSON.parse(this._do((raw) => raw.read(PRESENCE, channelName(channel))));
     return members === null ? undefined : members;

@@ -429,11 +429,15 @@ impl WasmClient {
                 // `until` in `performance.now()` microseconds.
                 numbers::STATE => convert::write_state(&mut out, e.state()),
                 numbers::STATS => convert::write_stats(&mut out, e),
-                // The members of a subscribed channel (`null` if not subscribed).
-                numbers::PRESENCE => match e.presence(channel) {
-                    Some(members) => json::write_strings(&mut out, members),
-                    None => out.push_str("null"),
-                },
+                // The members of a subscribed channel (`null` if not subscribed); a raw client
+                // has none to read, refused as its `subscribe` is.
+                numbers::PRESENCE => {
+                    e.check_presence().map_err(subscribe_error)?;
+                    match e.presence(channel) {
+                        Some(members) => json::write_strings(&mut out, members),
+                        None => out.push_str("null"),
+                    }
+                }
                 // The identity sent in `hello` and used as presence member name (plain text).
                 numbers::CLIENT_ID => out.push_str(e.client_id()),
                 _ => return Err(unknown_number("reading")),

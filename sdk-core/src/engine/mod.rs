@@ -19,7 +19,8 @@ mod lifecycle;
 use crate::action::{Action, TransportId};
 use crate::backoff::Backoff;
 use crate::channels::Channels;
-use crate::config::{Config, HeartbeatMode};
+use crate::config::{Config, HeartbeatMode, Protocol};
+use crate::errors::SubscribeError;
 use crate::event::{Event, MessageId, State};
 use crate::heartbeat::Heartbeat;
 use crate::outbox::Outbox;
@@ -336,6 +337,18 @@ impl Engine {
     /// meanwhile); once closed it is empty, each member reported as `left`.
     pub fn presence(&self, channel: &str) -> Option<&[String]> {
         self.channels.members(channel)
+    }
+
+    /// Whether this client has presence to read at all: a raw client has no channels, so the
+    /// reading is refused as [`Engine::subscribe`] is ([`SubscribeError::NeedsTetherProtocol`])
+    /// rather than answered "not subscribed" by [`Engine::presence`], which an app may wait on
+    /// for members that can never come. A query for drivers whose reading can refuse (the
+    /// browser's `presence()` throws).
+    pub fn check_presence(&self) -> Result<(), SubscribeError> {
+        if self.config.protocol != Protocol::Tether {
+            return Err(SubscribeError::NeedsTetherProtocol);
+        }
+        Ok(())
     }
 
     /// The latest time the engine has seen (inputs earlier than it are clamped to it).

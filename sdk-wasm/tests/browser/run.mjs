@@ -356,6 +356,27 @@ test('every client method reaches the engine: unsubscribe, clientId, presence; u
   assert.equal(r.state, 'open');
 });
 
+test('presence() on a raw-protocol client is refused (needs_tether_protocol), as subscribe() is', async ({ page }) => {
+  // A raw client has no channels: presence() answered `undefined`, as for a channel not
+  // subscribed yet, so an app polling it waited for members that could never come.
+  const r = await page.evaluate(() => {
+    const code = (f) => { try { return ['returned', f()]; } catch (e) { return [e instanceof tether.TetherError, e.code, e.message]; } };
+    const raw = new tether.TetherClient('ws://127.0.0.1:9/ws', { autoConnect: false });
+    const t = new tether.TetherClient('ws://127.0.0.1:9/ws', { protocol: 'tether', autoConnect: false });
+    const out = {
+      subscribe: code(() => raw.subscribe('room')),
+      presence: code(() => raw.presence('room')),
+      tether: code(() => t.presence('room')),
+    };
+    raw.dispose();
+    t.dispose();
+    return out;
+  });
+  assert.deepEqual(r.subscribe, [true, 'needs_tether_protocol', 'channels need the Tether protocol']);
+  assert.deepEqual(r.presence, r.subscribe);
+  assert.deepEqual(r.tether, ['returned', undefined], 'not subscribed: undefined, as before');
+});
+
 test('networkChanged and setForeground: offline and background wait, online and foreground reconnect at once', async ({ page }) => {
   // Each of the four numbered commands has its own effect on a client waiting out a long
   // backoff, so a command number mapped to another command fails here. The DOM-event tests
