@@ -1876,6 +1876,42 @@ test('close() right after new TetherClient() stays closed: autoConnect does not 
     { later: 'closed', connections: 0, states: ['closed'] }, 'the app closed it: no connection may be opened');
 });
 
+test('close() or dispose() while still connecting logs no console error, page error or unhandled rejection', async ({ page }) => {
+  // An unmount during a connection attempt. The suite's console filter hides messages naming a
+  // "WebSocket connection", so every console message of the page is watched here. (Chromium
+  // logs one *warning* per handshake cut short, "WebSocket is closed before the connection is
+  // established": the engine releases a transport still opening at once, and a socket left
+  // to finish its handshake would hold up the next one to the same host and port.)
+  const silent = await silentServer(); // the handshake never completes
+  const rl = await relay(await freePort());
+  const logged = [];
+  page.on('console', (m) => { if (m.type() === 'error') logged.push(m.text()); });
+  page.on('pageerror', (e) => logged.push(`pageerror: ${e.message}`));
+  const r = await page.evaluate(async ({ silentUrl, ws, sse }) => {
+    window.addEventListener('unhandledrejection', (e) => console.error(`unhandled rejection: ${e.reason}`));
+    const out = [];
+    const cases = [[silentUrl, {}], [ws, { protocol: 'tether' }], [sse, { protocol: 'tether' }],
+      [ws, { token: () => new Promise((r) => setTimeout(() => r('t'), 100)) }]];
+    for (const how of ['close', 'dispose']) {
+      for (const [url, options] of cases) {
+        const c = new tether.TetherClient(url, options);
+        const pending = [c.request('q').catch((e) => e.code)];
+        if (options.protocol) pending.push(c.sendAcked('a').catch((e) => e.code));
+        // Right after the attempt began: a WebSocket is still connecting.
+        c.on('state', ({ state }) => { if (state.name === 'connecting') c[how](); });
+        await sleep(300);
+        out.push(how === 'close' ? c.state.name : 'disposed', ...(await Promise.all(pending)));
+        if (how === 'close') c.dispose();
+      }
+    }
+    return out;
+  }, { silentUrl: silent.url, ws: rl.ws, sse: `${rl.http}/sse/room` });
+  assert.deepEqual(r, ['closed', 'needs_tether_protocol', 'closed', 'closed', 'dropped', 'closed', 'receive_only', 'receive_only',
+    'closed', 'needs_tether_protocol', 'disposed', 'needs_tether_protocol', 'disposed', 'closed', 'dropped',
+    'disposed', 'receive_only', 'receive_only', 'disposed', 'needs_tether_protocol']);
+  assert.deepEqual(logged, []);
+});
+
 test('send(blob) is refused with a TetherError, not sent as the JSON text "{}"', async ({ page }) => {
   // Blob (and File) is the browser's other binary type and WebSocket.send takes it; the
   // wrapper's encode() only knows ArrayBuffer and views, so a Blob falls through to
