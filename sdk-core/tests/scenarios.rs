@@ -2166,6 +2166,43 @@ fn a_connect_during_the_close_drops_what_it_kept_for_acks_before_taking_new_mess
 }
 
 #[test]
+fn a_drain_that_times_out_after_a_connect_drops_what_it_kept_before_taking_new_messages() {
+    // As `a_connect_during_the_close_drops_what_it_kept_...` above, but the `connect` came
+    // during a drained close, before its deadline: the drain times out into a close
+    // handshake that keeps three written requests for their replies (the server never
+    // answers them), and the app, whose last word was `connect`, sends three messages into
+    // an outbox of three. The kept requests counted against the bound: the first new send
+    // failed a written request as an overflow, and each later one evicted the new message
+    // before it.
+    let mut sim = tether(Config::builder("ws://relay").outbox_max_messages(3));
+    sim.server.answer_requests = false;
+    sim.connect_open();
+    let kept: Vec<_> = (0..3)
+        .map(|i| {
+            sim.engine
+                .request(sim.now, json!(i), Some(secs(60)))
+                .unwrap()
+        })
+        .collect();
+    sim.run_for(ms(1));
+    sim.engine.close_after_drain(sim.now, secs(1));
+    sim.engine.connect(sim.now);
+    sim.run_until_state(secs(2), |e| e.state() == &State::Closing);
+    let fresh = sim.publish_each(10..13);
+    sim.run_for(secs(10));
+    assert!(sim.engine.state().is_open(), "{:?}", sim.engine.state());
+    for id in &kept {
+        assert_eq!(
+            sim.request_failures(*id),
+            [RequestFailure::Closed],
+            "{id:?}"
+        );
+    }
+    assert_eq!(sim.dropped(), [], "a new message was evicted");
+    assert_eq!(sim.acked(), fresh);
+}
+
+#[test]
 fn a_drained_close_asked_again_while_waiting_makes_no_attempt_of_its_own() {
     // The first close_after_drain cuts the wait once; an app repeating it (a close button
     // pressed again) makes no more attempts than the backoff's.

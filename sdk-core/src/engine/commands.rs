@@ -381,7 +381,16 @@ impl Engine {
                 // when the close ends (answered, its timeout, the connection lost) is
                 // reported dropped or failed, never forgotten. What was never written has
                 // nothing coming, and is reported now.
-                let removed = self.outbox.drain_all_but_written();
+                let mut removed = self.outbox.drain_all_but_written();
+                // A drain's deadline after a `connect` made during the drain: what the app
+                // sends from now on is for the next connection, and what this close would keep
+                // for its handshake would count against the outbox's bounds ahead of it (as
+                // at a `connect` during the handshake, see `connect`): it is reported now.
+                if self.connect_after_close {
+                    let mut kept = self.outbox.drain_awaiting_answers();
+                    kept.append(&mut removed);
+                    removed = kept;
+                }
                 self.report_removed(removed, DropReason::Closed);
                 self.begin_close(now, code, reason);
             }
