@@ -417,7 +417,10 @@ export class TetherClient extends Emitter {
         forget();
         if (this._requests.delete(id)) {
           reject(signal.reason);
-          call(() => this._live().cancel_request(id));
+          // Not once dispose() has let the module go (its pending promises fail in a moment):
+          // a `disposed` thrown here would reach the page as an uncaught error.
+          const raw = this._raw;
+          if (raw) call(() => raw.cancel_request(id));
         }
       };
       const forget = () => signal.removeEventListener('abort', abort);

@@ -156,6 +156,28 @@ test('request takes an AbortSignal: rejects with its reason; queued, never sent;
   assert.deepEqual(seen.map((m) => m.payload ?? m.type), ['hello', 'written', 'marker'], JSON.stringify(seen));
 });
 
+test('an abort right after dispose() throws nothing at the page', async ({ page }) => {
+  // A cleanup that disposes the client, then aborts what it asked: the abort listener called
+  // into the released client and threw `disposed` as an uncaught error.
+  const srv = await wsServer(behaviours.blackHole);
+  const r = await page.evaluate(async (url) => {
+    const c = new tether.TetherClient(url, { protocol: 'tether', heartbeat: { mode: 'off' } });
+    await until(() => c.state.name === 'open', 5000, 'open');
+    const uncaught = [];
+    const onError = (e) => uncaught.push(String(e.error && e.error.code || e.message));
+    window.addEventListener('error', onError);
+    const controller = new AbortController();
+    const pending = c.request('x', { signal: controller.signal }).then(() => 'resolved', (e) => e.name);
+    c.dispose();
+    controller.abort();
+    const outcome = await pending;
+    await sleep(50);
+    window.removeEventListener('error', onError);
+    return { outcome, uncaught };
+  }, srv.url);
+  assert.deepEqual(r, { outcome: 'AbortError', uncaught: [] });
+});
+
 test('relay: channels, presence, acked publish and request/reply between two clients', async ({ page }) => {
   const rl = await relay(await freePort());
   const r = await page.evaluate(async (url) => {
