@@ -42,6 +42,12 @@ enum Op {
     Progress(u8),
     /// A message of this size the driver left unread (`reads_message_of` said no, or not).
     TooLarge(usize),
+    /// The app gives up the i-th request it made (review).
+    CancelRequest(usize),
+    /// The driver stops running the engine (review).
+    Abandon,
+    /// The platform refuses to open the current transport's URL (review).
+    Blocked,
     /// Part of a message arrived (`false`), or the socket took more of ours (`true`).
     PeerSign(bool),
     /// `send_buffer_level` with this many unsent bytes.
@@ -110,6 +116,9 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0usize..5_000).prop_map(Op::TooLarge),
         1 => any::<bool>().prop_map(Op::PeerSign),
         1 => (0u64..3).prop_map(|k| Op::SendBufferLevel(k * 1000)),
+        2 => (0usize..8).prop_map(Op::CancelRequest),
+        1 => Just(Op::Abandon),
+        1 => Just(Op::Blocked),
     ]
 }
 
@@ -219,6 +228,10 @@ struct Harness {
     sse_retry_seen: bool,
     /// Acknowledged messages sent with a timeout, and how they have ended so far.
     timed: HashMap<MessageId, Timed>,
+    /// Every request accepted, in order, and whether its one outcome came (review).
+    requests: Vec<(tether_core::RequestId, bool)>,
+    /// Every message id an `Acked` or `Dropped` named (review): each at most once.
+    ended_messages: HashSet<MessageId>,
     /// Transports told to close, and whether each was released since.
     told_to_close: HashMap<TransportId, bool>,
     /// Transports reported open: only these have a close handshake before their release.
@@ -276,6 +289,8 @@ impl Harness {
             not_before: None,
             sse_retry_seen: false,
             timed: HashMap::new(),
+            requests: Vec::new(),
+            ended_messages: HashSet::new(),
             link_handed: 0,
         }
     }
@@ -329,7 +344,21 @@ impl Harness {
                 }
             }
             Op::Request(ms) => {
-                let _ = e.request(now, json!("q"), Some(Duration::from_millis(ms)));
+                if let Ok(id) = e.request(now, json!("q"), Some(Duration::from_millis(ms))) {
+                    self.requests.push((id, false));
+                }
+            }
+            Op::CancelRequest(i) => {
+                if let Some((id, ended)) = self.requests.get(i).copied() {
+                    let cancelled = e.cancel_request(now, id);
+                    assert!(!(ended && cancelled), "{id:?} cancelled after it ended");
+                }
+            }
+            Op::Abandon => e.abandon(now),
+            Op::Blocked => {
+                if let Some(t) = self.transport {
+                    e.transport_failed(now, t, TransportFailure::Blocked("blocked".into()));
+                }
             }
             Op::Subscribe(c) => {
                 let name = CHANNELS[c as usize];
@@ -665,7 +694,17 @@ impl Harness {
                 );
                 t.timed_out = Some(status);
             }
+            Event::Replied { id, .. } | Event::RequestFailed { id, .. } => {
+                let r = self
+                    .requests
+                    .iter_mut()
+                    .find(|(r, _)| *r == id)
+                    .expect("an outcome for a request made");
+                assert!(!r.1, "{id:?} ended twice");
+                r.1 = true;
+            }
             Event::Acked { id, .. } => {
+                assert!(self.ended_messages.insert(id), "{id:?} ended twice");
                 if let Some(t) = self.timed.get_mut(&id) {
                     assert!(!t.ended, "{id:?} ended twice");
                     assert_ne!(
@@ -678,6 +717,7 @@ impl Harness {
             }
             Event::Dropped { ids, reason } => {
                 for id in ids {
+                    assert!(self.ended_messages.insert(id), "{id:?} ended twice");
                     if let Some(t) = self.timed.get_mut(&id) {
                         assert!(!t.ended, "{id:?} ended twice");
                         if t.timed_out == Some(Unacked::Expired) {
@@ -735,6 +775,12 @@ impl Harness {
             }
         }
         assert_eq!(e.state(), &self.state);
+        let open_requests = self.requests.iter().filter(|(_, ended)| !ended).count();
+        assert_eq!(
+            e.pending_requests(),
+            open_requests,
+            "requests without an outcome"
+        );
         // An `Expired` timeout's `Dropped` comes in the same drain.
         for (id, t) in &self.timed {
             if t.timed_out == Some(Unacked::Expired) {
@@ -801,6 +847,8 @@ proptest! {
         }
         h.now = h.now + Duration::from_secs(3_600);
         h.settle_timers();
+        // Every request has a timeout: each has had its one outcome by now.
+        assert!(h.requests.iter().all(|(_, ended)| *ended), "{:?}", h.requests);
     }
 }
 
