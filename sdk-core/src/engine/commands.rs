@@ -428,8 +428,10 @@ impl Engine {
     /// Closes once everything pending is written and acknowledged (reconnecting if needed: a
     /// client waiting to reconnect attempts at once, or at the server's minimum if it set one
     /// later), or at `timeout` at the latest, when what is left is dropped with reason `Closed`
-    /// (what was written and awaits its ack then, during the close handshake, as after
-    /// [`Engine::close`]: settled by an ack that comes before the server's close). New
+    /// (what was written and awaits its ack or reply then, during the close handshake, as
+    /// after [`Engine::close`]: settled by an answer that comes before the server's close;
+    /// at once if the app called [`Engine::connect`] during the drain, so that it does not
+    /// count against the outbox's bounds ahead of what is sent for the next connection). New
     /// messages are refused with [`SendError::Closing`] meanwhile, until the app calls
     /// [`Engine::connect`]: from then on they are accepted and drained with the rest, and once
     /// closed (`Closed` is reported) the client starts again. A close given after that
