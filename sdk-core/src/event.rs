@@ -377,7 +377,8 @@ pub enum RequestFailure {
     ConnectionLost,
     /// The engine closed.
     Closed,
-    /// It was still queued when the outbox overflowed.
+    /// The outbox overflowed and evicted it: still queued, or written and awaiting its reply
+    /// (an outbox full of unanswered requests evicts the oldest as the overflow policy says).
     Overflow,
     /// The server answered with an error.
     Rejected {

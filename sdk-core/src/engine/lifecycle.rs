@@ -382,9 +382,9 @@ impl Engine {
     pub(super) fn closing_finished(&mut self, now: Instant, code: u16) {
         let again = self.connect_after_close;
         // Then what the app gave since its `connect` is for the next connection: the close
-        // left nothing else queued nor pending (it dropped what was queued and failed every
-        // request, or the drain delivered everything), and what the socket was still taking
-        // goes now.
+        // left nothing else queued nor pending (it dropped what was queued, and what it kept
+        // for its handshake went at the `connect`; or the drain delivered everything), and
+        // what the socket was still taking goes now.
         if again {
             let removed = self.outbox.drain_in_flight();
             self.report_removed(removed, DropReason::Closed);
