@@ -274,11 +274,7 @@ fn what_is_sent_after_a_connect_during_the_close_handshake_goes_on_the_next_conn
         [id],
         "acknowledged on the new connection, not dropped"
     );
-    let replies = sim.events_matching(|e| match e {
-        Event::Replied { id, payload } => Some((*id, Ok(payload.clone()))),
-        Event::RequestFailed { id, reason } => Some((*id, Err(reason.clone()))),
-        _ => None,
-    });
+    let replies = sim.request_outcomes();
     assert_eq!(replies, [(request, Ok(json!({"echo": "q"})))]);
 
     // A close after that connect is the last word again: what was given since is dropped.
@@ -2082,11 +2078,7 @@ fn a_close_lets_a_written_request_get_the_reply_the_server_sends_before_answerin
     sim.engine.close(sim.now, 1000, "bye").unwrap();
     sim.run_for(secs(5));
     assert!(sim.engine.state().is_closed(), "{:?}", sim.engine.state());
-    let outcomes = sim.events_matching(|e| match e {
-        Event::Replied { id, payload } => Some((*id, Ok(payload.clone()))),
-        Event::RequestFailed { id, reason } => Some((*id, Err(reason.clone()))),
-        _ => None,
-    });
+    let outcomes = sim.request_outcomes();
     assert_eq!(outcomes, [(written, Ok(json!({"echo": "done?"})))]);
 }
 
@@ -3542,11 +3534,7 @@ fn requests_get_replies_or_time_out() {
         .unwrap();
     let sent_at = sim.now;
     sim.run_for(secs(3));
-    let outcomes = sim.events_matching(|e| match e {
-        Event::Replied { id, payload } => Some((*id, Ok(payload.clone()))),
-        Event::RequestFailed { id, reason } => Some((*id, Err(reason.clone()))),
-        _ => None,
-    });
+    let outcomes = sim.request_outcomes();
     assert_eq!(
         outcomes,
         vec![
@@ -3632,12 +3620,8 @@ fn a_cancelled_requests_late_reply_is_ignored_and_it_ends_once() {
     assert!(sim.engine.cancel_request(sim.now, id));
     assert!(!sim.engine.cancel_request(sim.now, id), "cancelled twice");
     sim.run_for(ms(200));
-    let outcomes = sim.events_matching(|e| match e {
-        Event::Replied { id, .. } => Some((*id, None)),
-        Event::RequestFailed { id, reason } => Some((*id, Some(reason.clone()))),
-        _ => None,
-    });
-    assert_eq!(outcomes, [(id, Some(RequestFailure::Cancelled))]);
+    let outcomes = sim.request_outcomes();
+    assert_eq!(outcomes, [(id, Err(RequestFailure::Cancelled))]);
     assert_eq!(sim.errors(), [], "a late reply is not an error");
     // Nothing to cancel once answered.
     let answered = sim.engine.request(sim.now, json!("ping"), None).unwrap();

@@ -752,6 +752,20 @@ impl Sim {
         })
     }
 
+    /// Every request's outcome so far, in order: its reply's payload, or why it failed.
+    pub fn request_outcomes(
+        &self,
+    ) -> Vec<(
+        tether_core::RequestId,
+        Result<Value, tether_core::RequestFailure>,
+    )> {
+        self.events_matching(|e| match e {
+            Event::Replied { id, payload } => Some((*id, Ok(payload.clone()))),
+            Event::RequestFailed { id, reason } => Some((*id, Err(reason.clone()))),
+            _ => None,
+        })
+    }
+
     /// The ids of every `Acked` event so far.
     pub fn acked(&self) -> Vec<tether_core::MessageId> {
         self.events_matching(|e| match e {
