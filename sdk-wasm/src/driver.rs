@@ -14,7 +14,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::{Rc, Weak};
 use std::time::Duration;
-use tether_core::{Action, Engine, Event, Instant, TransportId};
+use tether_core::{Action, Engine, Event, Instant, TransportFailure, TransportId};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 
@@ -244,10 +244,23 @@ impl Inner {
                 // No socket is left to drop here: the engine releases one still closing
                 // (`Action::Release`) before it opens another, and one that ended is forgotten.
                 self.blocked = false;
-                match Socket::open(&req, Rc::downgrade(shared), &self.sse_events) {
-                    Ok(socket) => self.socket = Some(socket),
-                    Err(e) => self.engine.transport_failed(now, req.transport, failure(e)),
-                }
+                let failed = match Socket::open(&req, Rc::downgrade(shared), &self.sse_events) {
+                    // Chromium throws nothing for a URL the page's Content-Security-Policy
+                    // blocks: the WebSocket it makes is closed already, on every attempt, and
+                    // its only events (`error`, and no `close`) would leave the attempt to its
+                    // connect timeout. Dropped unheard, and the platform's refusal.
+                    Ok(socket) if socket.closed_at_once() => TransportFailure::Blocked(
+                        "the browser closed the WebSocket as it was made \
+                         (the page's Content-Security-Policy?)"
+                            .into(),
+                    ),
+                    Ok(socket) => {
+                        self.socket = Some(socket);
+                        return;
+                    }
+                    Err(e) => failure(e),
+                };
+                self.engine.transport_failed(now, req.transport, failed);
             }
             Action::Send { transport, frame } => {
                 if let Some(socket) = self.current(transport) {

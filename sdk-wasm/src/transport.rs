@@ -231,6 +231,12 @@ impl Socket {
         }
     }
 
+    /// Whether a WebSocket is closed already (asked right after [`Socket::open`]): what
+    /// Chromium makes of a URL the page's Content-Security-Policy blocks, instead of throwing.
+    pub(crate) fn closed_at_once(&self) -> bool {
+        matches!(&self.kind, Kind::Ws(ws) if ws.ready_state() == WebSocket::CLOSED)
+    }
+
     /// Whether a WebSocket is closing or closed (the server's close frame came, or ours went)
     /// though its `close` event, which ends it for the engine, may be seconds away: what is
     /// sent to it meanwhile the browser discards without a word.

@@ -2277,8 +2277,8 @@ test('a ws:// URL with a #fragment connects (the fragment is not sent), as with 
 // A page of the suite served as https://tether.test/ (requests routed to the static server),
 // so the browser applies the rules of a secure page (mixed content). Its own context: the
 // browser's console errors about what it blocks are the test's to read (`seen`), as are page
-// errors.
-async function securePage(browser, base) {
+// errors. `headers` are added to every response (a Content-Security-Policy, say).
+async function securePage(browser, base, headers = {}) {
   const ctx = await browser.newContext();
   const page = await ctx.newPage();
   const seen = [];
@@ -2286,11 +2286,28 @@ async function securePage(browser, base) {
   page.on('pageerror', (e) => seen.push(`pageerror: ${e.message}`));
   await page.route('https://tether.test/**', async (route) => {
     const { pathname, search } = new URL(route.request().url());
-    await route.fulfill({ response: await route.fetch({ url: `${base}${pathname}${search}` }) });
+    const response = await route.fetch({ url: `${base}${pathname}${search}` });
+    await route.fulfill({ response, headers: { ...response.headers(), ...headers } });
   });
   await page.goto('https://tether.test/t/page.html');
   await page.waitForSelector('body[data-ready]', { state: 'attached', timeout: 10000 });
   return { page, seen, close: () => ctx.close() };
+}
+
+// A client with one queued message on `url`, which the page may not open: what it reports,
+// up to 500 ms after it is closed (3 s at the most).
+function blockedRun(page, url) {
+  return page.evaluate(async (url) => {
+    // A fast backoff: retries, if any, would come every 50-100 ms.
+    const c = new tether.TetherClient(url, { backoff: { initialMs: 50, maxMs: 100 } });
+    const log = record(c);
+    const id = c.send('queued');
+    await until(() => c.state.name === 'closed', 3000, 'closed');
+    await sleep(500);
+    const events = log.map((e) => (e.type === 'state' ? `state ${e.state.name}` : e.type === 'error' ? `error ${e.code}`
+      : e.type === 'dropped' ? `dropped ${e.ids} ${e.reason}` : e.type));
+    return { id, events, state: c.state, attempts: c.stats.attempts };
+  }, url);
 }
 
 test('a ws:// URL an https:// page may not open (mixed content) stops the client instead of retrying for ever', async ({ browser, base }) => {
@@ -2299,22 +2316,29 @@ test('a ws:// URL an https:// page may not open (mixed content) stops the client
   // (Loopback counts as secure, so the URL names another host; nothing is ever connected.)
   const secure = await securePage(browser, base);
   try {
-    const r = await secure.page.evaluate(async (url) => {
-      // A fast backoff: retries, if any, would come every 50-100 ms.
-      const c = new tether.TetherClient(url, { backoff: { initialMs: 50, maxMs: 100 } });
-      const log = record(c);
-      const id = c.send('queued');
-      await until(() => c.state.name === 'closed', 3000, 'closed');
-      await sleep(500);
-      const events = log.map((e) => (e.type === 'state' ? `state ${e.state.name}` : e.type === 'error' ? `error ${e.code}`
-        : e.type === 'dropped' ? `dropped ${e.ids} ${e.reason}` : e.type));
-      return { id, events, state: c.state, attempts: c.stats.attempts };
-    }, 'ws://tether.test:9/ws');
+    const r = await blockedRun(secure.page, 'ws://tether.test:9/ws');
     assert.deepEqual(r.events, ['state connecting', 'error transport', `dropped ${r.id} closed`, 'state closed']);
     assert.equal(r.attempts, 1);
     assert.deepEqual([r.state.name, r.state.reason, r.state.code, r.state.status], ['closed', 'refused', null, null]);
     assert.match(r.state.message, /^refused: Failed to construct 'WebSocket': An insecure WebSocket connection may not be initiated from a page loaded over HTTPS\.$/);
     assert.deepEqual(secure.seen.filter((m) => !/^error: Mixed Content: .* insecure WebSocket endpoint/.test(m)), []);
+  } finally {
+    await secure.close();
+  }
+});
+
+test('a WebSocket URL the page\'s Content-Security-Policy blocks stops the client instead of retrying for ever', async ({ browser, base }) => {
+  // Chromium throws nothing for it: the new WebSocket is already CLOSED when its constructor
+  // returns, on every attempt, and fires `error` but no `close`: each attempt waited out the
+  // connect timeout, and the client retried for ever.
+  const secure = await securePage(browser, base, { 'content-security-policy': "connect-src 'self'" });
+  try {
+    const r = await blockedRun(secure.page, 'ws://127.0.0.1:9/ws');
+    assert.deepEqual(r.events, ['state connecting', 'error transport', `dropped ${r.id} closed`, 'state closed']);
+    assert.equal(r.attempts, 1);
+    assert.deepEqual([r.state.name, r.state.reason, r.state.code, r.state.status], ['closed', 'refused', null, null]);
+    assert.match(r.state.message, /^refused: the browser closed the WebSocket as it was made/);
+    assert.deepEqual(secure.seen.filter((m) => !/^error: Connecting to 'ws:\/\/127\.0\.0\.1:9\/ws' violates the following Content Security Policy directive/.test(m)), []);
   } finally {
     await secure.close();
   }
