@@ -34,7 +34,7 @@ use std::rc::Rc;
 use std::time::Duration;
 use tether_core::json;
 use tether_core::serde_json::Value;
-use tether_core::{Engine, Payload, SendError, SendOptions, SubscribeError, TransportId};
+use tether_core::{Engine, Payload, Protocol, SendError, SendOptions, SubscribeError, TransportId};
 use wasm_bindgen::prelude::*;
 
 /// The low-level client: one engine and its browser driver. Used through `TetherClient` in
@@ -79,6 +79,12 @@ impl WasmClient {
         json: bool,
         bytes: Option<js_sys::Uint8Array>,
     ) -> Result<Payload, JsValue> {
+        // A raw server gets JSON as the app's `JSON.stringify` wrote it, as text: read into a
+        // value and printed again, its keys came out sorted and its numbers re-printed (a
+        // server checking a signature over the body, or reading `type` first, would see
+        // another text). The Tether protocol embeds it in an envelope, so it is read.
+        let raw = self.peek(|e| e.config().protocol() == Protocol::Raw)?;
+        let json = json && !raw;
         let size = match &bytes {
             Some(b) => b.length(),
             None if json => 0,

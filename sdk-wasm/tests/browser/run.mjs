@@ -48,6 +48,25 @@ test('raw WebSocket: connects, echoes text and binary, counts frames', async ({ 
   assert.deepEqual(srv.frames.map((f) => (typeof f === 'string' ? f : [...f])), ['hello', [1, 2, 3], '{"json":true}']);
 });
 
+test('raw WebSocket: a JSON payload goes as JSON.stringify wrote it (key order and numbers kept)', async ({ page }) => {
+  // A raw server sees exactly the text the app's value makes: one that checks a signature
+  // over the body, or reads `type` first, must not get its keys re-sorted or its numbers
+  // re-printed by a round trip through the module's JSON.
+  const srv = await wsServer(behaviours.echo);
+  const r = await page.evaluate(async (url) => {
+    const c = new tether.TetherClient(url);
+    await until(() => c.state.name === 'open', 5000, 'open');
+    const value = { type: 'order', b: [1.5e300, 0.1, -0], a: { z: 1, y: 2 } };
+    c.send(value);
+    await until(() => c.stats.framesSent >= 1, 3000, 'sent');
+    c.close();
+    return JSON.stringify(value);
+  }, srv.url);
+  await until(() => srv.frames.length >= 1, 3000, 'the frame at the server');
+  assert.equal(srv.frames[0], r);
+  assert.equal(srv.frames[0], '{"type":"order","b":[1.5e+300,0.1,0],"a":{"z":1,"y":2}}');
+});
+
 test('in a module Web Worker (no window): connects and echoes; the visibility hook is skipped', async ({ page }) => {
   // A worker (e.g. one connection shared by the tabs of an app) has no window and no document:
   // the driver must skip the visibility hook rather than fail (online/offline it takes from
