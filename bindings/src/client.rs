@@ -34,6 +34,8 @@ use crate::wake_fence::fenced;
 #[derive(Debug, uniffi::Object)]
 pub struct Client {
     inner: tether::Client,
+    /// What a JSON payload becomes ([`Payload::into_core`]).
+    protocol: tether::Protocol,
     hub: Arc<Hub>,
     clock: EngineClock,
     tokens: TokenSlot,
@@ -49,11 +51,13 @@ impl Client {
         let clock = EngineClock::now();
         let listener_queue = config.listener_queue()?;
         let (builder, tokens) = config.to_builder();
+        let protocol = config.protocol();
         let (inner, events) = builder.build()?;
         let hub = Hub::new(clock.state(inner.state()), listener_queue);
         runtime.spawn(pump(events, hub.clone(), clock));
         Ok(Arc::new(Client {
             inner,
+            protocol,
             hub,
             clock,
             tokens,
@@ -74,7 +78,7 @@ impl Client {
     /// Queues a message for the server and returns its id. Raw mode: a frame. Tether mode: a
     /// channel-less publish. Queued while disconnected; delivered, or reported in `Dropped`.
     pub fn send(&self, payload: Payload) -> Result<u64, ClientError> {
-        let id = self.inner.send(tether::Payload::try_from(payload)?)?;
+        let id = self.inner.send(payload.into_core(self.protocol)?)?;
         Ok(id.get())
     }
 
@@ -83,14 +87,14 @@ impl Client {
     pub fn publish(&self, channel: String, payload: Payload) -> Result<u64, ClientError> {
         let id = self
             .inner
-            .publish(&channel, tether::Payload::try_from(payload)?)?;
+            .publish(&channel, payload.into_core(self.protocol)?)?;
         Ok(id.get())
     }
 
     /// `send` with per-message options: `ack = false` to write it once without an ack,
     /// `ttlMs` to drop it (reason `Expired`) if it cannot be sent in time.
     pub fn send_with(&self, payload: Payload, options: SendOptions) -> Result<u64, ClientError> {
-        let payload = tether::Payload::try_from(payload)?;
+        let payload = payload.into_core(self.protocol)?;
         Ok(self.inner.send_with(payload, options.into())?.get())
     }
 
@@ -103,7 +107,7 @@ impl Client {
         payload: Payload,
         options: SendOptions,
     ) -> Result<u64, ClientError> {
-        let payload = tether::Payload::try_from(payload)?;
+        let payload = payload.into_core(self.protocol)?;
         Ok(self
             .inner
             .publish_with(&channel, payload, options.into())?
@@ -122,7 +126,7 @@ impl Client {
         payload: Payload,
         timeout_ms: Option<u64>,
     ) -> Result<Option<u64>, ClientError> {
-        let payload = tether::Payload::try_from(payload)?;
+        let payload = payload.into_core(self.protocol)?;
         let options = acked_options(timeout_ms);
         // Accepted here, in the order of the calls; the runtime's task only waits.
         let acked = run(self.inner.send_acked_with(payload, options));
@@ -139,7 +143,7 @@ impl Client {
         payload: Payload,
         timeout_ms: Option<u64>,
     ) -> Result<Option<u64>, ClientError> {
-        let payload = tether::Payload::try_from(payload)?;
+        let payload = payload.into_core(self.protocol)?;
         let options = acked_options(timeout_ms);
         // Accepted here, in the order of the calls; the runtime's task only waits.
         let acked = run(self.inner.publish_acked_with(&channel, payload, options));
@@ -154,7 +158,7 @@ impl Client {
         payload: Payload,
         timeout_ms: Option<u64>,
     ) -> Result<String, ClientError> {
-        let payload = tether::Payload::try_from(payload)?;
+        let payload = payload.into_core(self.protocol)?;
         let timeout = timeout_ms.map(Duration::from_millis);
         let reply = run(self.inner.request(payload, timeout))
             .await

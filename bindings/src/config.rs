@@ -185,6 +185,13 @@ impl ClientConfig {
         }
     }
 
+    /// The wire protocol the client speaks (raw unless set).
+    pub(crate) fn protocol(&self) -> tether::Protocol {
+        self.options
+            .protocol
+            .map_or(tether::Protocol::Raw, Into::into)
+    }
+
     /// The `tether` builder these options describe (validated later by its `build`), and the
     /// slot holding the token provider it asks, which the `Client` releases when it is dropped.
     pub(crate) fn to_builder(&self) -> (tether::ClientBuilder, TokenSlot) {

@@ -404,14 +404,25 @@ pub(crate) fn parse_json(
     })
 }
 
-impl TryFrom<Payload> for tether::Payload {
-    type Error = ClientError;
-
-    fn try_from(payload: Payload) -> Result<Self, ClientError> {
-        Ok(match payload {
+impl Payload {
+    /// The core payload this is for a client speaking `protocol`: JSON text is checked here,
+    /// and becomes what the engine says (`tether::Payload::from_json_text`: in the raw
+    /// protocol the text as the app wrote it, in the Tether protocol the parsed value).
+    pub(crate) fn into_core(
+        self,
+        protocol: tether::Protocol,
+    ) -> Result<tether::Payload, ClientError> {
+        Ok(match self {
             Payload::Text { text } => tether::Payload::Text(text),
             Payload::Binary { data } => tether::Payload::Binary(data),
-            Payload::Json { json } => tether::Payload::Json(parse_json("payload", &json)?),
+            Payload::Json { json } => {
+                tether::Payload::from_json_text(json, protocol).map_err(|e| {
+                    ClientError::InvalidArgument {
+                        argument: "payload".to_owned(),
+                        reason: format!("not JSON: {e}"),
+                    }
+                })?
+            }
         })
     }
 }
@@ -558,20 +569,27 @@ mod tests {
     }
 
     #[test]
-    fn json_payloads_are_parsed_once_at_the_edge() {
-        let ok = tether::Payload::try_from(Payload::Json {
-            json: r#"{"n":1}"#.to_owned(),
-        });
+    fn json_payloads_are_checked_at_the_edge_and_kept_as_written_in_the_raw_protocol() {
+        let json = |text: &str| Payload::Json {
+            json: text.to_owned(),
+        };
+        let written = r#"{"type":"order","b":1.50,"a":2}"#;
         assert_eq!(
-            ok,
-            Ok(tether::Payload::Json(tether::serde_json::json!({"n": 1})))
+            json(written).into_core(tether::Protocol::Tether),
+            Ok(tether::Payload::Json(
+                tether::serde_json::json!({"type": "order", "b": 1.5, "a": 2})
+            ))
         );
-        let bad = tether::Payload::try_from(Payload::Json {
-            json: "{not json".to_owned(),
-        });
-        assert!(matches!(
-            bad,
-            Err(ClientError::InvalidArgument { ref argument, .. }) if argument == "payload"
-        ));
+        // A raw server gets the app's text: its key order and its numbers as written.
+        assert_eq!(
+            json(written).into_core(tether::Protocol::Raw),
+            Ok(tether::Payload::Text(written.to_owned()))
+        );
+        for protocol in [tether::Protocol::Raw, tether::Protocol::Tether] {
+            assert!(matches!(
+                json("{not json").into_core(protocol),
+                Err(ClientError::InvalidArgument { ref argument, .. }) if argument == "payload"
+            ));
+        }
     }
 }

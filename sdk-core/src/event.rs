@@ -432,6 +432,25 @@ pub enum Payload {
     Json(Value),
 }
 
+impl Payload {
+    /// The payload for JSON an app gave as text (a browser's `JSON.stringify`, a mobile app's
+    /// string), checked to be JSON either way. In the raw protocol it is the text itself, so a
+    /// server gets it as the app wrote it: read into a value and printed again, its keys came
+    /// out sorted and its numbers re-printed (a server checking a signature over the body, or
+    /// reading `type` first, saw another text). In the Tether protocol it is the parsed value,
+    /// which the message's envelope embeds.
+    pub fn from_json_text(
+        text: String,
+        protocol: crate::config::Protocol,
+    ) -> Result<Payload, crate::json::JsonError> {
+        let value = crate::json::parse(&text)?;
+        Ok(match protocol {
+            crate::config::Protocol::Raw => Payload::Text(text),
+            _ => Payload::Json(value),
+        })
+    }
+}
+
 impl From<Frame> for Payload {
     fn from(frame: Frame) -> Self {
         match frame {
@@ -706,4 +725,28 @@ pub enum Event {
         /// The snapshot's version.
         version: u64,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Protocol;
+
+    #[test]
+    fn json_text_is_kept_as_written_in_the_raw_protocol_and_parsed_in_the_tethers() {
+        let written = r#"{"type":"order","b":1.50,"a":2}"#;
+        assert_eq!(
+            Payload::from_json_text(written.to_owned(), Protocol::Raw),
+            Ok(Payload::Text(written.to_owned()))
+        );
+        assert_eq!(
+            Payload::from_json_text(written.to_owned(), Protocol::Tether),
+            Ok(Payload::Json(
+                serde_json::json!({"type": "order", "b": 1.5, "a": 2})
+            ))
+        );
+        for protocol in [Protocol::Raw, Protocol::Tether] {
+            assert!(Payload::from_json_text("{\"a\":".to_owned(), protocol).is_err());
+        }
+    }
 }

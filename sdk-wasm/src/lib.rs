@@ -33,8 +33,7 @@ use driver::{Out, Shared};
 use std::rc::Rc;
 use std::time::Duration;
 use tether_core::json;
-use tether_core::serde_json::Value;
-use tether_core::{Engine, Payload, Protocol, SendError, SendOptions, SubscribeError, TransportId};
+use tether_core::{Engine, Payload, SendError, SendOptions, SubscribeError, TransportId};
 use wasm_bindgen::prelude::*;
 
 /// The low-level client: one engine and its browser driver. Used through `TetherClient` in
@@ -61,15 +60,11 @@ pub(crate) fn busy() -> JsValue {
     convert::error("busy", "the client is busy (called from inside the driver)")
 }
 
-/// JSON text from the wrapper, through the engine's own parser (no serde_json parser linked).
-fn parse(text: &str) -> Result<Value, JsValue> {
-    json::parse(text).map_err(|e| convert::error("invalid_json", &e.to_string()))
-}
-
 impl WasmClient {
-    /// `bytes` travel as binary; otherwise text is sent as is and `json` text is parsed so it
-    /// travels as a JSON payload. Whether the protocol allows the kind is the engine's call.
-    /// Text and bytes the engine would refuse as too large are refused before they are copied
+    /// `bytes` travel as binary; otherwise text is sent as is, and `json` text becomes what
+    /// `Payload::from_json_text` says for the protocol. Whether the protocol allows the kind
+    /// is the engine's call.
+    /// Text, JSON and bytes the engine would refuse as too large are refused before they are copied
     /// into the module (`Engine::check_message_size`): one copied would grow its memory for
     /// good. A string's UTF-16 length is at most its UTF-8 size, so a copy is at most 3× the
     /// limit, which the engine then measures.
@@ -79,22 +74,18 @@ impl WasmClient {
         json: bool,
         bytes: Option<js_sys::Uint8Array>,
     ) -> Result<Payload, JsValue> {
-        // A raw server gets JSON as the app's `JSON.stringify` wrote it, as text: read into a
-        // value and printed again, its keys came out sorted and its numbers re-printed (a
-        // server checking a signature over the body, or reading `type` first, would see
-        // another text). The Tether protocol embeds it in an envelope, so it is read.
-        let raw = self.peek(|e| e.config().protocol() == Protocol::Raw)?;
-        let json = json && !raw;
-        let size = match &bytes {
-            Some(b) => b.length(),
-            None if json => 0,
-            None => data.length(),
-        };
-        self.peek(|e| e.check_message_size(size as usize))?
-            .map_err(send_error)?;
+        // JSON text too: a frame carrying it (in an envelope or not) is at least as large.
+        let size = bytes.as_ref().map_or(data.length(), |b| b.length());
+        let protocol = self.peek(|e| {
+            e.check_message_size(size as usize)
+                .map(|()| e.config().protocol())
+        })?;
+        let protocol = protocol.map_err(send_error)?;
         match bytes {
             Some(b) => Ok(Payload::Binary(b.to_vec())),
-            None if json => parse(&String::from(data)).map(Payload::Json),
+            // As the engine says (the raw protocol sends the text as the app wrote it).
+            None if json => Payload::from_json_text(data.into(), protocol)
+                .map_err(|e| convert::error("invalid_json", &e.to_string())),
             None => Ok(Payload::Text(data.into())),
         }
     }
