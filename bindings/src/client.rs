@@ -152,7 +152,10 @@ impl Client {
     }
 
     /// Sends a request (Tether mode) and returns the reply's JSON text. Fails with
-    /// `TimedOut` after `timeout_ms` (`null`: the configured request timeout).
+    /// `TimedOut` after `timeout_ms` (`null`: the configured request timeout). Cancelling the
+    /// call (its coroutine, Swift task or asyncio task) cancels the request: still queued, it
+    /// is never sent; written, its reply is ignored. It ends as `Cancelled`, as a
+    /// `RequestFailed` event.
     pub async fn request(
         &self,
         payload: Payload,
@@ -160,7 +163,9 @@ impl Client {
     ) -> Result<String, ClientError> {
         let payload = payload.into_core(self.protocol)?;
         let timeout = timeout_ms.map(Duration::from_millis);
-        let reply = run(self.inner.request(payload, timeout))
+        // A cancelled coroutine or Swift task drops this call, and with it the request: the
+        // app no longer wants its reply, so a queued request is never sent.
+        let reply = run(self.inner.request(payload, timeout).cancel_on_drop())
             .await
             .ok_or_else(ClientError::closed)?
             .map_err(|e| timeout_refused(e.into(), REQUEST_TIMEOUT))?;
@@ -185,9 +190,10 @@ impl Client {
         Ok(self.inner.unsubscribe(&channel)?)
     }
 
-    /// The members present on a subscribed channel, or `null` if not subscribed.
-    pub fn presence(&self, channel: String) -> Option<Vec<String>> {
-        self.inner.presence(&channel)
+    /// The members present on a subscribed channel, or `null` if not subscribed. Throws
+    /// `NeedsTetherProtocol` in raw mode, as `subscribe` does.
+    pub fn presence(&self, channel: String) -> Result<Option<Vec<String>>, ClientError> {
+        Ok(self.inner.presence(&channel)?)
     }
 
     /// Closes the connection with code 1000 and waits until closed; pending messages are

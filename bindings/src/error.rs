@@ -319,6 +319,9 @@ impl From<tether::RequestFailure> for ClientError {
                 code,
                 reason: message,
             },
+            // Only this library cancels a request, when the call awaiting it was itself
+            // cancelled (and its caller is gone): no app ever sees this one.
+            tether::RequestFailure::Cancelled => ClientError::closed(),
             _ => ClientError::connection_lost(),
         }
     }

@@ -21,7 +21,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 use tether_core::{
     CloseError, CloseReason, Config, DropReason, Engine, Event, MessageId, Payload, RequestFailure,
-    SendError, SendOptions, State, Stats, SubscribeError, Unacked,
+    RequestId, SendError, SendOptions, State, Stats, SubscribeError, Unacked,
 };
 use tokio::sync::{oneshot, watch, Notify};
 
@@ -293,6 +293,143 @@ pub enum RequestError {
     /// The client shut down.
     #[error("the client shut down")]
     ClientGone,
+}
+
+/// A request on its way, from [`Client::request`]: a future of its reply that can also give
+/// the request up.
+///
+/// The request was accepted (or refused) when it was made, not when this is first polled.
+/// Awaiting it after a [`cancel`](Self::cancel) gives
+/// `Err(RequestError::Failed(RequestFailure::Cancelled))`, unless the reply or another
+/// failure came first.
+///
+/// ```no_run
+/// # async fn demo(client: tether::Client, leave: tokio::sync::oneshot::Receiver<()>) {
+/// let mut reply = client.request(serde_json::json!({"search": "rust"}), None);
+/// tokio::select! {
+///     answer = &mut reply => println!("{answer:?}"),
+///     _ = leave => {
+///         // The user left the screen: a request still queued is never sent, and a reply
+///         // to one already written is ignored.
+///         reply.cancel();
+///     }
+/// }
+/// # }
+/// ```
+pub struct PendingRequest {
+    shared: Arc<Shared>,
+    id: Option<RequestId>,
+    wait: RequestWait,
+    cancel_on_drop: bool,
+}
+
+impl std::fmt::Debug for PendingRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingRequest")
+            .field("id", &self.id)
+            .field("wait", &self.wait)
+            .field("cancel_on_drop", &self.cancel_on_drop)
+            .finish()
+    }
+}
+
+/// Where a [`PendingRequest`] is.
+#[derive(Debug)]
+enum RequestWait {
+    /// Refused when it was made; the error is handed out by the first poll.
+    Refused(RequestError),
+    /// Accepted; the client task answers through this.
+    Waiting(oneshot::Receiver<Result<Value, RequestFailure>>),
+    /// Its outcome was handed out.
+    Done,
+}
+
+impl PendingRequest {
+    fn new(
+        shared: Arc<Shared>,
+        accepted: Result<
+            (RequestId, oneshot::Receiver<Result<Value, RequestFailure>>),
+            RequestError,
+        >,
+    ) -> Self {
+        let (id, wait) = match accepted {
+            Ok((id, rx)) => (Some(id), RequestWait::Waiting(rx)),
+            Err(e) => (None, RequestWait::Refused(e)),
+        };
+        PendingRequest {
+            shared,
+            id,
+            wait,
+            cancel_on_drop: false,
+        }
+    }
+
+    /// The request's id, as [`Event::Replied`] and [`Event::RequestFailed`] name it; `None`
+    /// if it was refused (awaiting it gives the reason).
+    pub fn id(&self) -> Option<RequestId> {
+        self.id
+    }
+
+    /// Gives the request up: still queued, it is never sent; written, its reply is ignored.
+    /// It ends with `RequestFailure::Cancelled` (awaited here, and as an
+    /// [`Event::RequestFailed`]). False, and nothing happens, if it had already ended (or
+    /// was refused, or the client's task has ended).
+    pub fn cancel(&self) -> bool {
+        let Some(id) = self.id else { return false };
+        if !matches!(self.wait, RequestWait::Waiting(_)) {
+            return false;
+        }
+        self.shared
+            .command(|engine, now| Cancelled(engine.cancel_request(now, id)))
+            .0
+    }
+
+    /// Makes dropping this before its outcome came [`cancel`](Self::cancel) the request, as
+    /// dropping a future cancels its work elsewhere: for a request raced in `select!` or
+    /// under `timeout`, or owned by a task that may be aborted. By default a dropped
+    /// `PendingRequest` abandons only the wait.
+    pub fn cancel_on_drop(mut self) -> Self {
+        self.cancel_on_drop = true;
+        self
+    }
+}
+
+/// What [`PendingRequest::cancel`] learnt; false when the client's task has ended.
+struct Cancelled(bool);
+
+impl Refusal for Cancelled {
+    fn task_ended() -> Self {
+        Cancelled(false)
+    }
+}
+
+impl Future for PendingRequest {
+    type Output = Result<Value, RequestError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let outcome = match std::mem::replace(&mut self.wait, RequestWait::Done) {
+            RequestWait::Refused(e) => Err(e),
+            RequestWait::Waiting(mut rx) => match Pin::new(&mut rx).poll(cx) {
+                Poll::Pending => {
+                    self.wait = RequestWait::Waiting(rx);
+                    return Poll::Pending;
+                }
+                Poll::Ready(Ok(Ok(reply))) => Ok(reply),
+                Poll::Ready(Ok(Err(failure))) => Err(RequestError::Failed(failure)),
+                Poll::Ready(Err(_)) => Err(RequestError::ClientGone),
+            },
+            RequestWait::Done => panic!("a PendingRequest was polled after it completed"),
+        };
+        Poll::Ready(outcome)
+    }
+}
+
+impl Drop for PendingRequest {
+    fn drop(&mut self) {
+        if self.cancel_on_drop {
+            self.cancel();
+        }
+    }
 }
 
 /// A real-time client that survives the network. Cheap to clone; every clone drives the same
@@ -572,7 +709,9 @@ impl Client {
 
     /// Sends a request (Tether mode) and waits for its reply, at most `timeout` (default: the
     /// configured request timeout). The request is accepted when this is called; dropping the
-    /// future abandons only the wait (the reply, or the failure, still comes as an event).
+    /// returned [`PendingRequest`] abandons only the wait (the reply, or the failure, still
+    /// comes as an event), unless it was made [`cancel_on_drop`](PendingRequest::cancel_on_drop).
+    /// [`PendingRequest::cancel`] gives the request up.
     ///
     /// # Waiting while events are unread
     ///
@@ -586,21 +725,17 @@ impl Client {
         &self,
         payload: impl Into<Payload>,
         timeout: Option<Duration>,
-    ) -> impl Future<Output = Result<Value, RequestError>> + Send + 'static {
+    ) -> PendingRequest {
         let payload = payload.into();
-        let rx = self
+        let accepted = self
             .shared
             .with_inner(|inner, now| -> Result<_, RequestError> {
                 let id = inner.engine.request(now, payload, timeout)?;
                 let (tx, rx) = oneshot::channel();
                 inner.waiters.requests.insert(id, tx);
-                Ok(rx)
+                Ok((id, rx))
             });
-        async move {
-            rx?.await
-                .map_err(|_| RequestError::ClientGone)?
-                .map_err(RequestError::Failed)
-        }
+        PendingRequest::new(self.shared.clone(), accepted)
     }
 
     /// The shared document on `channel` (Tether mode): edits show at once and converge to the
@@ -623,10 +758,14 @@ impl Client {
         self.shared.command(|e, now| e.unsubscribe(now, channel))
     }
 
-    /// The current members of a subscribed channel.
-    pub fn presence(&self, channel: &str) -> Option<Vec<String>> {
+    /// The current members of a subscribed channel (`None` if not subscribed). Refused with
+    /// [`SubscribeError::NeedsTetherProtocol`] in raw mode, as [`subscribe`](Self::subscribe)
+    /// is: a raw client has no channels, and an app waiting for members there would wait for
+    /// ever.
+    pub fn presence(&self, channel: &str) -> Result<Option<Vec<String>>, SubscribeError> {
         let inner = self.shared.lock();
-        inner.engine.presence(channel).map(|m| m.to_vec())
+        inner.engine.check_presence()?;
+        Ok(inner.engine.presence(channel).map(|m| m.to_vec()))
     }
 
     /// Tells the client the network went online or offline (from the OS's reachability).

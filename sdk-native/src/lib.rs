@@ -76,7 +76,9 @@ mod token;
 mod transport;
 
 pub use builder::{BuildError, ClientBuilder};
-pub use client::{AckError, AckedOptions, Client, Events, RequestError, TryRecvError};
+pub use client::{
+    AckError, AckedOptions, Client, Events, PendingRequest, RequestError, TryRecvError,
+};
 pub use document::{Document, DocumentChanges, DocumentEvent};
 pub use token::{TokenFuture, TokenProvider};
 pub use transport::proxy::Proxy;

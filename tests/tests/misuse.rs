@@ -133,3 +133,21 @@ async fn several_tasks_awaiting_closed_all_see_the_close_even_one_connect_follow
     client.shutdown().await;
     relay.shutdown().await;
 }
+
+#[tokio::test]
+async fn presence_on_a_raw_client_is_refused_not_answered_not_subscribed() {
+    let relay = relay().await;
+    let (raw, _raw_events) = Client::builder(url(&relay)).connect().unwrap();
+    // `None` would read "not subscribed yet", which an app may wait on for ever.
+    assert_eq!(
+        raw.presence("room"),
+        Err(tether::SubscribeError::NeedsTetherProtocol)
+    );
+    let (tether_client, _events) = Client::builder(url(&relay))
+        .protocol(Protocol::Tether)
+        .connect()
+        .unwrap();
+    assert_eq!(tether_client.presence("room"), Ok(None));
+    raw.shutdown().await;
+    tether_client.shutdown().await;
+}

@@ -804,7 +804,13 @@ async fn a_quick_reconnect_never_looks_like_leaving() {
         |(_, e)| matches!(e, Event::Presence { left, .. } if left.contains(&"flaky".to_owned())),
     );
     assert!(!left_flaky, "{:?}", wrec.names());
-    assert_eq!(watcher.presence("lobby").unwrap(), vec!["flaky", "watcher"]);
+    assert_eq!(
+        watcher
+            .presence("lobby")
+            .expect("tether mode")
+            .expect("subscribed"),
+        vec!["flaky", "watcher"]
+    );
 
     drop(flaky);
     until_presence(&mut wrec, "flaky", false).await;
@@ -822,7 +828,13 @@ async fn a_client_that_closes_leaves_at_once_not_after_the_grace_period() {
 
     leaver.close().await;
     until_presence(&mut wrec, "leaver", false).await;
-    assert_eq!(watcher.presence("lobby").unwrap(), vec!["watcher"]);
+    assert_eq!(
+        watcher
+            .presence("lobby")
+            .expect("tether mode")
+            .expect("subscribed"),
+        vec!["watcher"]
+    );
     relay.shutdown().await;
 }
 
@@ -857,7 +869,13 @@ async fn a_member_back_within_grace_stays_when_its_other_tab_leaves() {
         })
         .collect();
     assert!(flicker.is_empty(), "alice never left, yet: {flicker:#?}");
-    assert_eq!(watcher.presence("lobby").unwrap(), vec!["alice", "watcher"]);
+    assert_eq!(
+        watcher
+            .presence("lobby")
+            .expect("tether mode")
+            .expect("subscribed"),
+        vec!["alice", "watcher"]
+    );
     // Had tab A not come back, alice would leave when its grace period ends.
     drop((tab_a, tab_b));
     until_presence(&mut wrec, "alice", false).await;
@@ -882,7 +900,13 @@ async fn a_client_that_reconnected_past_a_dead_path_leaves_on_close() {
     alice.close().await;
     // No grace for a close with 1000 (and the grace period, 1 s, is far below the limit).
     until_presence(&mut wrec, "alice", false).await;
-    assert_eq!(watcher.presence("lobby").unwrap(), vec!["watcher"]);
+    assert_eq!(
+        watcher
+            .presence("lobby")
+            .expect("tether mode")
+            .expect("subscribed"),
+        vec!["watcher"]
+    );
     relay.shutdown().await;
 }
 
@@ -1082,6 +1106,12 @@ async fn a_client_back_from_a_dropped_connection_leaves_at_once_on_close() {
     arec.until_subscribed(LIMIT).await;
     alice.close().await;
     until_presence(&mut wrec, "alice", false).await;
-    assert_eq!(watcher.presence("lobby").unwrap(), vec!["watcher"]);
+    assert_eq!(
+        watcher
+            .presence("lobby")
+            .expect("tether mode")
+            .expect("subscribed"),
+        vec!["watcher"]
+    );
     relay.shutdown().await;
 }

@@ -516,6 +516,8 @@ fun main() {
                 check("this needs the Tether protocol (the client is in raw mode)" in (refused.message ?: "")) { "message: ${refused.message}" }
                 check(refused.reason == "this needs the Tether protocol (the client is in raw mode)") { refused }
                 expectThrows<ClientException.NeedsTetherProtocol> { raw.document("list") }
+                // Not `null` ("not subscribed"), which an app may wait on for ever.
+                expectThrows<ClientException.NeedsTetherProtocol> { raw.presence("room") }
                 val arg = expectThrows<ClientException.InvalidArgument> { raw.send(json("{not json")) }
                 check(arg.argument == "payload") { arg }
                 check(raw.state() == ConnectionState.Idle)
@@ -711,6 +713,17 @@ fun main() {
                     withTimeout(2_000) { job.join() }
                     check(job.isCancelled)
                     check(c.stats().outboxLen == 1uL) { c.stats() } // no timeout: it still waits
+                    // A cancelled request is given up, not only its wait: it leaves the outbox
+                    // and is never sent (a screen the user left needs no answer).
+                    val asked = launch(Dispatchers.Default) { c.request(json("7"), null) }
+                    val queuedBy = System.nanoTime() + 2_000_000_000L
+                    while (c.stats().outboxLen < 2uL && System.nanoTime() < queuedBy) delay(10)
+                    check(c.stats().outboxLen == 2uL) { "the request is queued: ${c.stats()}" }
+                    asked.cancel()
+                    withTimeout(2_000) { asked.join() }
+                    val goneBy = System.nanoTime() + 2_000_000_000L
+                    while (c.stats().outboxLen > 1uL && System.nanoTime() < goneBy) delay(10)
+                    check(c.stats().outboxLen == 1uL) { "the cancelled request left the outbox: ${c.stats()}" }
                     val id = c.publishWith("room", json("3"), SendOptions(ttlMs = 100uL))
                     val dropped = rec.next("expired by its TTL", 5_000) { it is ClientEvent.Dropped && id in it.ids } as ClientEvent.Dropped
                     check(dropped.reason == DropReason.Expired) { dropped }

@@ -10,7 +10,7 @@ import time
 import pytest
 
 import tether_ffi as t
-from conftest import BURST, CHUNK, Recorder, config
+from conftest import BURST, CHUNK, Recorder, config, until
 
 OPEN = t.ConnectionState.OPEN()
 
@@ -60,6 +60,9 @@ def test_typed_errors_name_the_field_and_raw_mode_refuses_channels():
     assert "Tether protocol" in f"subscribe failed: {refused.value}"
     with pytest.raises(t.ClientError.NeedsTetherProtocol):
         raw.document("list")
+    # Not None ("not subscribed"), which an app may wait on for ever.
+    with pytest.raises(t.ClientError.NeedsTetherProtocol):
+        raw.presence("room")
     with pytest.raises(t.ClientError.InvalidArgument) as arg:
         raw.send(json("{not json"))
     assert arg.value.argument == "payload"
@@ -315,6 +318,14 @@ def test_unreachable_timed_out_acked_send_is_dropped_not_sent_later_cancel_and_t
         with pytest.raises(asyncio.CancelledError):
             await asyncio.wait_for(task, 2)
         assert c.stats().outbox_len == 1  # no timeout: it still waits
+        # A cancelled request is given up, not only its wait: it leaves the outbox and is never
+        # sent (a screen the user left needs no answer).
+        asked = asyncio.ensure_future(c.request(json("7"), None))
+        await until("the request queued", lambda: c.stats().outbox_len == 2, 2)
+        asked.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(asked, 2)
+        await until("the cancelled request out of the outbox", lambda: c.stats().outbox_len == 1, 2)
         msg_id = c.publish_with("room", json("3"), t.SendOptions(ttl_ms=100))
         dropped = await rec.next("expired by its TTL", lambda e: e.is_DROPPED() and msg_id in e.ids, 5)
         assert dropped.reason == expired
