@@ -778,6 +778,14 @@ async fn in_lobby(url: String, id: &str) -> (Client, Recorder) {
 }
 
 /// Waits for a presence update in which `member` is present, or (`present` false) has left.
+/// The members present on a channel `client` is subscribed to.
+fn members(client: &Client, channel: &str) -> Vec<String> {
+    client
+        .presence(channel)
+        .expect("tether mode")
+        .expect("subscribed")
+}
+
 async fn until_presence(rec: &mut Recorder, member: &str, present: bool) {
     rec.until(LIMIT, |e| match e {
         Event::Presence { members, left, .. } => {
@@ -804,13 +812,7 @@ async fn a_quick_reconnect_never_looks_like_leaving() {
         |(_, e)| matches!(e, Event::Presence { left, .. } if left.contains(&"flaky".to_owned())),
     );
     assert!(!left_flaky, "{:?}", wrec.names());
-    assert_eq!(
-        watcher
-            .presence("lobby")
-            .expect("tether mode")
-            .expect("subscribed"),
-        vec!["flaky", "watcher"]
-    );
+    assert_eq!(members(&watcher, "lobby"), vec!["flaky", "watcher"]);
 
     drop(flaky);
     until_presence(&mut wrec, "flaky", false).await;
@@ -828,13 +830,7 @@ async fn a_client_that_closes_leaves_at_once_not_after_the_grace_period() {
 
     leaver.close().await;
     until_presence(&mut wrec, "leaver", false).await;
-    assert_eq!(
-        watcher
-            .presence("lobby")
-            .expect("tether mode")
-            .expect("subscribed"),
-        vec!["watcher"]
-    );
+    assert_eq!(members(&watcher, "lobby"), vec!["watcher"]);
     relay.shutdown().await;
 }
 
@@ -869,13 +865,7 @@ async fn a_member_back_within_grace_stays_when_its_other_tab_leaves() {
         })
         .collect();
     assert!(flicker.is_empty(), "alice never left, yet: {flicker:#?}");
-    assert_eq!(
-        watcher
-            .presence("lobby")
-            .expect("tether mode")
-            .expect("subscribed"),
-        vec!["alice", "watcher"]
-    );
+    assert_eq!(members(&watcher, "lobby"), vec!["alice", "watcher"]);
     // Had tab A not come back, alice would leave when its grace period ends.
     drop((tab_a, tab_b));
     until_presence(&mut wrec, "alice", false).await;
@@ -900,13 +890,7 @@ async fn a_client_that_reconnected_past_a_dead_path_leaves_on_close() {
     alice.close().await;
     // No grace for a close with 1000 (and the grace period, 1 s, is far below the limit).
     until_presence(&mut wrec, "alice", false).await;
-    assert_eq!(
-        watcher
-            .presence("lobby")
-            .expect("tether mode")
-            .expect("subscribed"),
-        vec!["watcher"]
-    );
+    assert_eq!(members(&watcher, "lobby"), vec!["watcher"]);
     relay.shutdown().await;
 }
 
@@ -1106,12 +1090,6 @@ async fn a_client_back_from_a_dropped_connection_leaves_at_once_on_close() {
     arec.until_subscribed(LIMIT).await;
     alice.close().await;
     until_presence(&mut wrec, "alice", false).await;
-    assert_eq!(
-        watcher
-            .presence("lobby")
-            .expect("tether mode")
-            .expect("subscribed"),
-        vec!["watcher"]
-    );
+    assert_eq!(members(&watcher, "lobby"), vec!["watcher"]);
     relay.shutdown().await;
 }

@@ -33,6 +33,19 @@ fn replied(rec: &Recorder, id: RequestId) -> bool {
         .any(|(_, e)| matches!(e, Event::Replied { id: got, .. } if *got == id))
 }
 
+/// A Tether client connected to a relay through a tap, open.
+async fn open_through_tap() -> (RelayHandle, WsTap, Client, Recorder) {
+    let relay = relay().await;
+    let tap = WsTap::start(relay.local_addr()).await.unwrap();
+    let (client, events) = Client::builder(tap.ws_url())
+        .protocol(Protocol::Tether)
+        .connect()
+        .unwrap();
+    let mut rec = Recorder::new(events);
+    rec.until_open(LIMIT).await;
+    (relay, tap, client, rec)
+}
+
 /// How the events seen say request `id` failed, if they do.
 fn failure(rec: &Recorder, id: RequestId) -> Option<RequestFailure> {
     rec.seen.iter().find_map(|(_, e)| match e {
@@ -88,14 +101,7 @@ async fn a_request_cancelled_while_queued_is_never_sent_and_ends_cancelled() {
 
 #[tokio::test]
 async fn a_request_cancelled_after_it_was_written_ignores_its_late_reply() {
-    let relay = relay().await;
-    let tap = WsTap::start(relay.local_addr()).await.unwrap();
-    let (client, events) = Client::builder(tap.ws_url())
-        .protocol(Protocol::Tether)
-        .connect()
-        .unwrap();
-    let mut rec = Recorder::new(events);
-    rec.until_open(LIMIT).await;
+    let (_relay, tap, client, mut rec) = open_through_tap().await;
     tap.hold(true);
     let mut asked = client.request(json!("asked"), None);
     let asked_id = asked.id().unwrap();
@@ -125,14 +131,7 @@ async fn a_request_cancelled_after_it_was_written_ignores_its_late_reply() {
 
 #[tokio::test]
 async fn a_cancel_on_drop_request_dropped_under_a_timeout_is_cancelled_and_a_plain_one_is_not() {
-    let relay = relay().await;
-    let tap = WsTap::start(relay.local_addr()).await.unwrap();
-    let (client, events) = Client::builder(tap.ws_url())
-        .protocol(Protocol::Tether)
-        .connect()
-        .unwrap();
-    let mut rec = Recorder::new(events);
-    rec.until_open(LIMIT).await;
+    let (_relay, tap, client, mut rec) = open_through_tap().await;
     tap.hold(true);
 
     let raced = client.request(json!("raced"), None).cancel_on_drop();
