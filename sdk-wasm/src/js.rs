@@ -32,6 +32,18 @@ extern "C" {
     /// `EventTarget` too (Deno), which must not read as offline.
     #[wasm_bindgen(method, getter, js_name = onLine)]
     fn on_line(this: &Navigator) -> JsValue;
+    /// A `securitypolicyviolation` event, with the three fields the driver reads as strings
+    /// (web-sys's binding turns `disposition` into an enum, with its conversion code).
+    pub(crate) type Violation;
+    /// The URL blocked, without its fragment.
+    #[wasm_bindgen(method, getter, js_name = blockedURI)]
+    pub(crate) fn blocked_uri(this: &Violation) -> String;
+    /// `connect-src` for a connection, whichever directive of the policy names the rule.
+    #[wasm_bindgen(method, getter, js_name = effectiveDirective)]
+    pub(crate) fn effective_directive(this: &Violation) -> String;
+    /// `enforce`, or `report` for a report-only policy, which blocks nothing.
+    #[wasm_bindgen(method, getter)]
+    pub(crate) fn disposition(this: &Violation) -> String;
 }
 
 /// The global scope, if it is one that fires `online`/`offline`: a window, or a worker's

@@ -12,6 +12,7 @@
 //! `lastEventId` query parameter (the convention of the common EventSource polyfills).
 
 use crate::driver::{input, Shared};
+use crate::js;
 use std::cell::Cell;
 use std::rc::{Rc, Weak};
 use tether_core::{
@@ -19,13 +20,18 @@ use tether_core::{
 };
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
-use web_sys::{BinaryType, CloseEvent, EventSource, MessageEvent, WebSocket};
+use web_sys::{BinaryType, CloseEvent, EventSource, EventTarget, MessageEvent, WebSocket};
 
 type Handler = Closure<dyn FnMut(JsValue)>;
 
+/// The event a Content-Security-Policy's violation fires at the global scope.
+const VIOLATION: &str = "securitypolicyviolation";
+
 enum Kind {
     Ws(WebSocket),
-    Sse(EventSource),
+    /// With the `securitypolicyviolation` listener on the global scope (see
+    /// [`Socket::open_sse`]), removed on drop.
+    Sse(EventSource, Option<(EventTarget, Handler)>),
 }
 
 /// The current transport and the handlers that feed the engine.
@@ -64,11 +70,8 @@ impl Socket {
         if req.kind == TransportKind::Sse {
             return Self::open_sse(req, shared, opened, on_open, sse_events);
         }
-        // Chromium's WebSocket throws on a URL with a `#fragment`, at every attempt; a
-        // fragment never reaches the server, and the native driver drops it (`http::Uri`).
-        // (A byte search: `split('#')` links a char searcher.)
-        let end = req.url.bytes().position(|b| b == b'#');
-        let url = &req.url[..end.unwrap_or(req.url.len())];
+        // Chromium's WebSocket throws on a URL with a `#fragment`, at every attempt.
+        let url = without_fragment(&req.url);
         let ws = if req.subprotocols.is_empty() {
             WebSocket::new(url)
         } else {
@@ -126,7 +129,8 @@ impl Socket {
         // EventSource cannot send a Last-Event-ID header on its own first request: the
         // resume position goes in the query (the relay reads `lastEventId` there).
         let url = req.url_with_last_event_id("lastEventId");
-        let es = EventSource::new(&url)?;
+        // Without its fragment, the URL the `securitypolicyviolation` event names (below).
+        let es = EventSource::new(without_fragment(&url))?;
         let on_message = {
             let w = shared.clone();
             // Whether this EventSource has shown an id: its last-event-id buffer starts empty
@@ -165,6 +169,32 @@ impl Socket {
                 });
             })
         };
+        // Chromium throws nothing for a URL the page's Content-Security-Policy blocks, and the
+        // `error` that follows is the one an HTTP error status gives (which may be fixed by
+        // the next attempt). What tells them apart is the `securitypolicyviolation` event the
+        // global scope (a window, or a worker's) gets first, naming this URL: enforced, it
+        // blocked the request. Should the `error` come first, the attempt is an ordinary
+        // failure, as before. (Mixed content, an `http://` URL from an `https://` page, gives
+        // no such sign: it looks like an error status, and is retried.)
+        let csp_blocked = Rc::new(Cell::new(false));
+        let on_violation = {
+            // As the browser writes it, as the event does (host lower-cased, and so on).
+            let (blocked, url) = (csp_blocked.clone(), es.url());
+            handler(move |ev| {
+                let ev = ev.unchecked_into::<js::Violation>();
+                if ev.blocked_uri() == url
+                    && ev.disposition() == "enforce"
+                    && ev.effective_directive() == "connect-src"
+                {
+                    blocked.set(true);
+                }
+            })
+        };
+        let scope = js::event_scope();
+        if let Some(scope) = &scope {
+            let f = on_violation.as_ref().unchecked_ref();
+            let _ = scope.add_event_listener_with_callback(VIOLATION, f);
+        }
         let on_error = {
             let es = es.clone();
             handler(move |_| {
@@ -174,7 +204,15 @@ impl Socket {
                     if opened.get() {
                         i.engine.transport_closed(now, id, None, "");
                     } else {
-                        let failure = TransportFailure::Io("EventSource failed".into());
+                        let failure = if csp_blocked.get() {
+                            TransportFailure::Blocked(
+                                "the page's Content-Security-Policy blocked the EventSource \
+                                 (connect-src)"
+                                    .into(),
+                            )
+                        } else {
+                            TransportFailure::Io("EventSource failed".into())
+                        };
                         i.engine.transport_failed(now, id, failure);
                     }
                     i.forget(id);
@@ -193,7 +231,7 @@ impl Socket {
         es.set_onerror(Some(on_error.as_ref().unchecked_ref()));
         Ok(Socket {
             id,
-            kind: Kind::Sse(es),
+            kind: Kind::Sse(es, scope.map(|scope| (scope, on_violation))),
             _handlers: [on_open, on_message, on_error],
         })
     }
@@ -224,7 +262,7 @@ impl Socket {
                 let _ = ws.close_with_code_and_reason(code, reason);
                 false
             }
-            Kind::Sse(es) => {
+            Kind::Sse(es, _) => {
                 es.close();
                 true
             }
@@ -264,10 +302,14 @@ impl Drop for Socket {
                     let _ = ws.close_with_code_and_reason(1000, "");
                 }
             }
-            Kind::Sse(es) => {
+            Kind::Sse(es, violations) => {
                 es.set_onopen(None);
                 es.set_onerror(None);
                 es.close();
+                if let Some((scope, f)) = violations {
+                    let f = f.as_ref().unchecked_ref();
+                    let _ = scope.remove_event_listener_with_callback(VIOLATION, f);
+                }
             }
         }
     }
@@ -275,6 +317,12 @@ impl Drop for Socket {
 
 fn handler(f: impl FnMut(JsValue) + 'static) -> Handler {
     Closure::new(f)
+}
+
+/// `url` without its `#fragment`, which never reaches the server (the native driver drops it
+/// too: `http::Uri`). A byte search: `split('#')` links a char searcher.
+fn without_fragment(url: &str) -> &str {
+    &url[..url.bytes().position(|b| b == b'#').unwrap_or(url.len())]
 }
 
 /// A constructor's exception as the engine's failure: a `SecurityError` (a `DOMException`, an

@@ -2296,8 +2296,11 @@ test('a ws:// URL with a #fragment connects (the fragment is not sent), as with 
 // A page of the suite served as https://tether.test/ (requests routed to the static server),
 // so the browser applies the rules of a secure page (mixed content). Its own context: the
 // browser's console errors about what it blocks are the test's to read (`seen`), as are page
-// errors. `headers` are added to every response (a Content-Security-Policy, say).
-async function securePage(browser, base, headers = {}) {
+// errors. `headers` are added to every response (a Content-Security-Policy, say). `others`
+// routes more https:// origins to servers of the test ({ 'https://other.test': url }), which
+// a page served from 127.0.0.1 could not stand in for: an https:// page may not reach
+// loopback (Chromium's Private Network Access), whatever its Content-Security-Policy says.
+async function securePage(browser, base, headers = {}, others = {}) {
   const ctx = await browser.newContext();
   const page = await ctx.newPage();
   const seen = [];
@@ -2308,19 +2311,28 @@ async function securePage(browser, base, headers = {}) {
     const response = await route.fetch({ url: `${base}${pathname}${search}` });
     await route.fulfill({ response, headers: { ...response.headers(), ...headers } });
   });
+  for (const [origin, to] of Object.entries(others)) {
+    await page.route(`${origin}/**`, async (route) => {
+      const { pathname, search } = new URL(route.request().url());
+      await route.fulfill({ response: await route.fetch({ url: `${new URL(to).origin}${pathname}${search}` }) });
+    });
+  }
   await page.goto('https://tether.test/t/page.html');
   await page.waitForSelector('body[data-ready]', { state: 'attached', timeout: 10000 });
-  return { page, seen, close: () => ctx.close() };
+  // A request still routed when the test ends is dropped quietly, not an uncaught error.
+  const close = () => page.unrouteAll({ behavior: 'ignoreErrors' }).finally(() => ctx.close());
+  return { page, seen, close };
 }
 
-// A client with one queued message on `url`, which the page may not open: what it reports,
-// up to 500 ms after it is closed (3 s at the most).
+// A client with one queued message on `url` (none on an event stream, which sends nothing),
+// which the page may not open: what it reports, up to 500 ms after it is closed (3 s at the
+// most).
 function blockedRun(page, url) {
   return page.evaluate(async (url) => {
     // A fast backoff: retries, if any, would come every 50-100 ms.
     const c = new tether.TetherClient(url, { backoff: { initialMs: 50, maxMs: 100 } });
     const log = record(c);
-    const id = c.send('queued');
+    const id = url.startsWith('http') ? null : c.send('queued');
     await until(() => c.state.name === 'closed', 3000, 'closed');
     await sleep(500);
     const events = log.map((e) => (e.type === 'state' ? `state ${e.state.name}` : e.type === 'error' ? `error ${e.code}`
@@ -2358,6 +2370,83 @@ test('a WebSocket URL the page\'s Content-Security-Policy blocks stops the clien
     assert.deepEqual([r.state.name, r.state.reason, r.state.code, r.state.status], ['closed', 'refused', null, null]);
     assert.match(r.state.message, /^refused: the browser closed the WebSocket as it was made/);
     assert.deepEqual(secure.seen.filter((m) => !/^error: Connecting to 'ws:\/\/127\.0\.0\.1:9\/ws' violates the following Content Security Policy directive/.test(m)), []);
+  } finally {
+    await secure.close();
+  }
+});
+
+test('an EventSource URL the page\'s Content-Security-Policy blocks stops the client instead of retrying for ever', async ({ browser, base }) => {
+  // Chromium throws nothing for it, and the EventSource's `error` (readyState CLOSED) is the
+  // one an HTTP error status gives: reported as an ordinary failure, the engine retried it
+  // with backoff for ever. What tells it apart is the `securitypolicyviolation` event the
+  // page gets first, naming the URL (without its fragment, which is never sent). (The URL's
+  // server is up: without the policy it opens.)
+  const sse = await sseServer(['data: a\n\n']);
+  const secure = await securePage(browser, base, { 'content-security-policy': "connect-src 'self'" }, { 'https://other.test': sse.url });
+  try {
+    const r = await blockedRun(secure.page, 'https://other.test/events?room=a#top');
+    assert.deepEqual(r.events, ['state connecting', 'error transport', 'state closed']);
+    assert.equal(r.attempts, 1);
+    assert.deepEqual([r.state.name, r.state.reason, r.state.code, r.state.status], ['closed', 'refused', null, null]);
+    assert.match(r.state.message, /^refused: the page's Content-Security-Policy blocked the EventSource/);
+    assert.deepEqual(secure.seen.filter((m) => !/^error: Connecting to 'https:\/\/other\.test\/events\?room=a' violates the following Content Security Policy directive/.test(m)), []);
+    // In a worker, whose global scope gets the event (it has no document), the same.
+    const inWorker = await secure.page.evaluate(async (url) => {
+      const src = `import * as tether from '${location.origin}/pkg/tether.js';
+        onmessage = async ({ data: url }) => {
+          await tether.init();
+          const c = new tether.TetherClient(url, { backoff: { initialMs: 50, maxMs: 100 } });
+          const end = Date.now() + 3000;
+          while (c.state.name !== 'closed' && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
+          postMessage({ state: c.state, attempts: c.stats.attempts });
+        };`;
+      const worker = new Worker(URL.createObjectURL(new Blob([src], { type: 'text/javascript' })), { type: 'module' });
+      const answer = new Promise((done, fail) => {
+        worker.onmessage = ({ data }) => done(data);
+        worker.onerror = (e) => fail(new Error(`worker error: ${e.message}`));
+      });
+      worker.postMessage(url);
+      const out = await answer;
+      worker.terminate();
+      return out;
+    }, 'https://other.test/events');
+    assert.equal(inWorker.attempts, 1);
+    assert.deepEqual([inWorker.state.name, inWorker.state.reason], ['closed', 'refused']);
+    assert.match(inWorker.state.message, /^refused: the page's Content-Security-Policy blocked the EventSource/);
+    assert.deepEqual(sse.urls, []);
+  } finally {
+    await secure.close();
+  }
+});
+
+test('an SSE URL that fails otherwise (server down; HTTP 500 under a report-only policy it violates) is still retried', async ({ browser, base, page }) => {
+  // A guard for the test above: only the browser's refusal of the URL is terminal. An error
+  // status and a server that is down may be fixed by the next attempt; so may a URL that a
+  // report-only Content-Security-Policy reports (its violation event says `report`) but
+  // lets through.
+  const retried = (page, url) => page.evaluate(async (url) => {
+    const c = new tether.TetherClient(url, { backoff: { initialMs: 50, maxMs: 100 } });
+    const log = record(c);
+    // The fourth begins once the third failed: by then the server has answered three.
+    await until(() => c.stats.attempts >= 4, 3000, 'four attempts');
+    const out = { state: c.state.name, attempts: c.stats.attempts, errors: log.filter((e) => e.type === 'error').map((e) => e.code) };
+    c.dispose();
+    return out;
+  }, url);
+  const down = await retried(page, `http://127.0.0.1:${await freePort()}/events`);
+  assert.notEqual(down.state, 'closed');
+  assert.deepEqual(down.errors.slice(0, 3), ['transport', 'transport', 'transport']);
+  const failing = await sseServer(['data: a\n\n'], 500);
+  const secure = await securePage(browser, base, { 'content-security-policy-report-only': "connect-src 'self'" }, { 'https://other.test': failing.url });
+  try {
+    await secure.page.evaluate(() => {
+      window.violations = [];
+      addEventListener('securitypolicyviolation', (e) => violations.push([e.blockedURI, e.disposition]));
+    });
+    const r = await retried(secure.page, 'https://other.test/events');
+    assert.notEqual(r.state, 'closed');
+    assert.ok(failing.urls.length >= 3, JSON.stringify(failing.urls));
+    assert.deepEqual((await secure.page.evaluate(() => violations))[0], ['https://other.test/events', 'report']);
   } finally {
     await secure.close();
   }

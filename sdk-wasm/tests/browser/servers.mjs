@@ -178,13 +178,14 @@ export async function proxy(targetPort) {
 
 /**
  * An SSE server: the n-th request gets `bodies[n]` (the last one again after that) as an event
- * stream, then the response ends. `urls` records each request's path and query.
+ * stream, then the response ends; with another `status`, an error response with that body.
+ * `urls` records each request's path and query.
  */
-export async function sseServer(bodies) {
+export async function sseServer(bodies, status = 200) {
   const urls = [];
   const server = createServer((req, res) => {
     urls.push(req.url);
-    res.writeHead(200, { 'Content-Type': 'text/event-stream', 'Access-Control-Allow-Origin': '*', 'Cache-Control': 'no-store' });
+    res.writeHead(status, { 'Content-Type': 'text/event-stream', 'Access-Control-Allow-Origin': '*', 'Cache-Control': 'no-store' });
     res.end(bodies[Math.min(urls.length, bodies.length) - 1]);
   });
   await new Promise((r) => server.listen(0, '127.0.0.1', r));
