@@ -391,44 +391,18 @@ export class TetherClient extends Emitter {
    * (deprecated); both at once are refused. `{signal}` (an `AbortSignal`) gives it up.
    */
   request(data, options) {
-    return new Promise((resolve, reject) => {
-      let id, signal;
-      try {
-        const raw = this._live();
-        const p = encode(data);
-        const o = known(options, { timeoutMs: 'number', timeout: 'number', signal: 'object' });
-        if (o.timeoutMs != null && o.timeout != null) {
-          throw new TetherError('invalid_argument', 'timeout is the deprecated name of timeoutMs: give timeoutMs only');
-        }
-        signal = o.signal;
-        if (signal != null && !(signal instanceof AbortSignal)) {
-          throw new TetherError('invalid_argument', 'signal must be an AbortSignal');
-        }
-        // Aborted already: not sent, and rejected with the signal's reason, as by fetch().
-        if (signal?.aborted) return reject(signal.reason);
-        id = raw.request(p.text, p.json, p.bytes, o.timeoutMs ?? o.timeout);
-      } catch (e) {
-        return reject(toError(e));
+    return this._pending(this._requests, (raw, watch) => {
+      const p = encode(data);
+      const o = known(options, { timeoutMs: 'number', timeout: 'number', signal: 'object' });
+      if (o.timeoutMs != null && o.timeout != null) {
+        throw new TetherError('invalid_argument', 'timeout is the deprecated name of timeoutMs: give timeoutMs only');
       }
-      if (!signal) return this._requests.set(id, { resolve, reject });
-      // Aborted later: rejected with the reason, and the engine gives the request up (its
-      // `request_failed` event then finds nothing left to settle here).
-      const abort = () => {
-        forget();
-        if (this._requests.delete(id)) {
-          reject(signal.reason);
-          // Not once dispose() has let the module go (its pending promises fail in a moment):
-          // a `disposed` thrown here would reach the page as an uncaught error.
-          const raw = this._raw;
-          if (raw) call(() => raw.cancel_request(id));
-        }
-      };
-      const forget = () => signal.removeEventListener('abort', abort);
-      signal.addEventListener('abort', abort);
-      this._requests.set(id, {
-        resolve: (v) => (forget(), resolve(v)),
-        reject: (e) => (forget(), reject(e)),
-      });
+      const signal = o.signal;
+      if (signal != null && !(signal instanceof AbortSignal)) {
+        throw new TetherError('invalid_argument', 'signal must be an AbortSignal');
+      }
+      // Aborted already: not sent (see _pending).
+      if (!watch(signal)?.aborted) return raw.request(p.text, p.json, p.bytes, o.timeoutMs ?? o.timeout);
     });
   }
 
@@ -563,15 +537,38 @@ export class TetherClient extends Emitter {
     });
   }
 
-  // A promise settled by the event that names the id `submit(raw)` returns. A promise-returning
-  // call rejects rather than throws: a refusal rejects it at once.
+  // A promise settled by the event that names the id `submit(raw, watch)` returns. A
+  // promise-returning call rejects rather than throws: a refusal rejects it at once. A request
+  // may `watch(signal)` an AbortSignal (it returns the signal): aborted already, `submit`
+  // returns no id and sends nothing, and the promise rejects with the signal's reason, as
+  // fetch() does; aborted later, it rejects so too, and the engine gives the request up (its
+  // `request_failed` event then finds nothing left to settle here).
   _pending(waiting, submit) {
     return new Promise((resolve, reject) => {
+      let id, signal;
       try {
-        waiting.set(submit(this._live()), { resolve, reject });
+        id = submit(this._live(), (s) => (signal = s));
       } catch (e) {
-        reject(toError(e));
+        return reject(toError(e));
       }
+      if (id === undefined) return reject(signal.reason);
+      if (!signal) return waiting.set(id, { resolve, reject });
+      const abort = () => {
+        forget();
+        if (waiting.delete(id)) {
+          reject(signal.reason);
+          // Not once dispose() has let the module go (its pending promises fail in a moment):
+          // a `disposed` thrown here would reach the page as an uncaught error.
+          const raw = this._raw;
+          if (raw) call(() => raw.cancel_request(id));
+        }
+      };
+      const forget = () => signal.removeEventListener('abort', abort);
+      signal.addEventListener('abort', abort);
+      waiting.set(id, {
+        resolve: (v) => (forget(), resolve(v)),
+        reject: (e) => (forget(), reject(e)),
+      });
     });
   }
 
