@@ -569,6 +569,8 @@ export class TetherClient extends Emitter {
         resolve: (v) => (forget(), resolve(v)),
         reject: (e) => (forget(), reject(e)),
       });
+      // Aborted by a handler the submit's own events ran (before the listener was there).
+      if (signal.aborted) abort();
     });
   }
 

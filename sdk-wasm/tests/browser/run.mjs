@@ -175,6 +175,35 @@ test('request takes an AbortSignal: rejects with its reason; queued, never sent;
   assert.deepEqual(seen.map((m) => m.payload ?? m.type), ['hello', 'written', 'marker'], JSON.stringify(seen));
 });
 
+test('a signal aborted by a handler while request() runs rejects the request and never sends it', async ({ page }) => {
+  // The request overflows the outbox: its `dropped` event reaches the app's handler during the
+  // request() call, before request() could listen for the abort that handler makes.
+  const srv = await wsServer(behaviours.blackHole);
+  const r = await page.evaluate(async (url) => {
+    const c = new tether.TetherClient(url, {
+      protocol: 'tether',
+      heartbeat: { mode: 'off' },
+      outbox: { maxMessages: 1, overflow: 'drop-oldest' },
+      autoConnect: false,
+    });
+    c.send('older');
+    const controller = new AbortController();
+    c.on('dropped', () => controller.abort());
+    const outcome = await Promise.race([
+      c.request('asked', { signal: controller.signal, timeoutMs: 20000 }).then(() => 'resolved', (e) => e.name),
+      sleep(2000).then(() => 'still pending'),
+    ]);
+    c.connect();
+    await until(() => c.state.name === 'open', 5000, 'open');
+    c.publish('room', 'marker', { ack: false });
+    return { outcome };
+  }, srv.url);
+  await until(() => srv.frames.some((f) => f.includes('marker')), 5000, 'the marker at the server');
+  assert.deepEqual(r.outcome, 'AbortError');
+  const seen = srv.frames.map((f) => JSON.parse(f));
+  assert.deepEqual(seen.map((m) => m.payload ?? m.type), ['hello', 'marker'], JSON.stringify(seen));
+});
+
 test('an abort right after dispose() throws nothing at the page', async ({ page }) => {
   // A cleanup that disposes the client, then aborts what it asked: the abort listener called
   // into the released client and threw `disposed` as an uncaught error.
