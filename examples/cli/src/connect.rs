@@ -4,6 +4,11 @@
 //! (bounded by `--drain-timeout`) and the connection closed cleanly; if a message was not
 //! delivered after all, the exit status is [`EXIT_UNDELIVERED`].
 //!
+//! Stdin is read only as fast as the outbox empties: a line the full outbox refuses is held,
+//! and stdin not read, until the outbox takes it ([`Held`]). A file piped in faster than the
+//! network takes it is delivered whole; before, the outbox's default policy dropped the oldest
+//! lines to make room for each new one.
+//!
 //! Ctrl-C (SIGINT) or SIGTERM does the same as the end of stdin: reading stops, what was
 //! accepted is delivered within `--drain-timeout` (or reported as dropped) and the client
 //! closes cleanly (1000); the exit status is then the signal's ([`Signal::exit_status`]:
@@ -27,7 +32,8 @@ use serde_json::Value;
 use std::process::ExitCode;
 use std::time::Duration;
 use tether::{
-    Client, ClientBuilder, HeartbeatMode, Jitter, Payload, Protocol, SendOptions, TransportKind,
+    Client, ClientBuilder, HeartbeatMode, Jitter, OutboxConfig, OverflowPolicy, Payload, Protocol,
+    SendError, SendOptions, SyncError, TransportKind,
 };
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -128,10 +134,10 @@ pub(crate) struct ConnectArgs {
     /// Uptime in ms after which the backoff resets (default 5000).
     #[arg(long, value_name = "MS")]
     pub min_uptime: Option<u64>,
-    /// Outbox bound in messages (default 1000).
+    /// Outbox bound in messages (default 1000). While it is full, stdin is not read.
     #[arg(long, value_name = "N")]
     pub outbox_messages: Option<usize>,
-    /// Outbox bound in bytes (default 1 MiB).
+    /// Outbox bound in bytes (default 1 MiB). While it is full, stdin is not read.
     #[arg(long, value_name = "N")]
     pub outbox_bytes: Option<usize>,
     /// Largest message in either direction, in bytes (default 1 MiB).
@@ -223,7 +229,16 @@ impl ConnectArgs {
 
     /// The client builder these options describe; errors name the option.
     pub(crate) fn builder(&self) -> Result<ClientBuilder, String> {
-        let mut b = Client::builder(&self.url).protocol(self.protocol());
+        // A full outbox refuses the next line instead of dropping the oldest: the line is
+        // then held, and stdin not read, until there is room (see `Held`). Set before the
+        // bounds below, which it would otherwise reset.
+        let outbox = OutboxConfig {
+            overflow: OverflowPolicy::RejectNew,
+            ..OutboxConfig::default()
+        };
+        let mut b = Client::builder(&self.url)
+            .protocol(self.protocol())
+            .outbox(outbox);
         for header in &self.headers {
             let (name, value) = header
                 .split_once(':')
@@ -356,14 +371,16 @@ pub(crate) async fn run(args: ConnectArgs) -> ExitCode {
     let mut stdin_open = args.reads_stdin();
     let mut closing = false;
     let mut interrupted: Option<Signal> = None;
+    // A line the outbox had no room for: stdin is not read until it is taken.
+    let mut held: Option<Held> = None;
     loop {
         tokio::select! {
             // `next_line` is cancel safe: a line half read when another branch wins is kept.
-            read = stdin.next_line(), if stdin_open => {
+            read = stdin.next_line(), if stdin_open && held.is_none() => {
                 let at_end = match read {
                     Ok(None) => true,
                     Ok(Some(line)) => {
-                        take_line(line, &mut input, document.as_ref(), &client, &args, &out);
+                        held = take_line(line, &mut input, document.as_ref(), &client, &args, &out);
                         false
                     }
                     Err(e) => {
@@ -378,17 +395,25 @@ pub(crate) async fn run(args: ConnectArgs) -> ExitCode {
                     drain_and_close(&client, &args);
                 }
             },
+            // Room comes back as the outbox empties, which an event does not always say (a
+            // message the socket took): the held line is offered again now and then.
+            () = tokio::time::sleep(ROOM_RETRY), if held.is_some() => {
+                held = offer_again(held, &mut input, document.as_ref(), &client, &args, &out);
+            },
             signal = signals.recv() => {
                 if interrupted.is_some() {
                     // Asked twice: no more waiting for the close. What is still pending is
                     // lost with the process, and said so.
+                    give_up_held(held.take(), &mut input, &out, "the process exits");
                     let stats = client.stats();
                     out.exited(signal, &stats, stats.undelivered(), input.skipped);
                     return ExitCode::from(exit_status(None, &stats, &input, Some(signal)));
                 }
                 interrupted = Some(signal);
-                // As at the end of input: a line half read is dropped with the rest.
+                // As at the end of input: a line half read is dropped with the rest, and a
+                // line still waiting for room cannot be taken by a closing client.
                 stdin_open = false;
+                give_up_held(held.take(), &mut input, &out, "reading stopped");
                 out.interrupted(signal, client.outbox_len(), ms(args.drain_timeout));
                 if !closing {
                     closing = true;
@@ -402,9 +427,14 @@ pub(crate) async fn run(args: ConnectArgs) -> ExitCode {
                         out.document(doc, *origin);
                     }
                     if let tether::Event::StateChanged { to: tether::State::Closed { reason }, .. } = &event {
+                        give_up_held(held.take(), &mut input, &out, "the client closed");
                         let stats = client.stats();
                         out.closed(reason, &stats, stats.undelivered(), input.skipped);
                         return ExitCode::from(exit_status(Some(reason), &stats, &input, interrupted));
+                    }
+                    // An event often means the outbox has room again (an ack, a drop).
+                    if held.is_some() {
+                        held = offer_again(held, &mut input, document.as_ref(), &client, &args, &out);
                     }
                 }
                 None => return ExitCode::SUCCESS,
@@ -427,7 +457,8 @@ fn drain_and_close(client: &Client, args: &ConnectArgs) {
 struct Input {
     /// Lines read.
     lines: u64,
-    /// Lines that never became a message: not UTF-8, or refused by `send`/`publish`.
+    /// Lines that never became a message: not UTF-8, refused by `send`/`publish`, or still
+    /// waiting for room in the outbox when the run ended ([`Held`]).
     skipped: u64,
     /// Reading failed (not the end of input): lines after it may be lost.
     read_failed: bool,
@@ -444,8 +475,35 @@ fn decode_line(mut bytes: Vec<u8>) -> Result<String, std::string::FromUtf8Error>
     String::from_utf8(bytes)
 }
 
+/// How often a line held for want of room is offered again, besides after every event.
+const ROOM_RETRY: Duration = Duration::from_millis(10);
+
+/// A stdin line the outbox had no room for. It is offered again until the outbox takes it,
+/// and stdin is not read meanwhile: a pipe then waits for the network, as a pipe into a slow
+/// reader does, instead of the outbox dropping lines to make room (its default policy,
+/// `DropOldest`, dropped nearly every line of a file piped in faster than the relay
+/// acknowledged).
+#[derive(Debug)]
+struct Held {
+    /// Its line number.
+    line: u64,
+    text: String,
+}
+
+/// What became of a line offered to the client.
+#[derive(Debug, PartialEq, Eq)]
+enum Offer {
+    /// Accepted (or, for a document command, refused as a bad edit: reported, not lost input).
+    Taken,
+    /// Refused by `send` (reported): a skipped line.
+    Refused,
+    /// The outbox is full: to be offered again.
+    Full,
+}
+
 /// One line of stdin, as bytes with its line ending: a document command or a message. A line
-/// that is too long, not UTF-8, or that `send` refuses is reported, skipped and counted.
+/// that is too long, not UTF-8, or that `send` refuses is reported, skipped and counted. One
+/// the outbox has no room for yet is returned, to be held.
 fn take_line(
     line: Line,
     input: &mut Input,
@@ -453,7 +511,7 @@ fn take_line(
     client: &Client,
     args: &ConnectArgs,
     out: &Output,
-) {
+) -> Option<Held> {
     input.lines += 1;
     let bytes = match line {
         Line::Complete(bytes) => bytes,
@@ -467,7 +525,7 @@ fn take_line(
                      (--max-message-bytes {limit}); skipped"
                 ),
             );
-            return;
+            return None;
         }
     };
     let line = match decode_line(bytes) {
@@ -480,17 +538,53 @@ fn take_line(
                 "stdin",
                 &format!("line {line} is not valid UTF-8 (byte {at}); skipped"),
             );
-            return;
+            return None;
         }
     };
-    match document {
+    let held = Held {
+        line: input.lines,
+        text: line,
+    };
+    offer_again(Some(held), input, document, client, args, out)
+}
+
+/// Offers a held line to the client again: `None` once it was taken (or refused, and
+/// counted), else the line, still held.
+fn offer_again(
+    held: Option<Held>,
+    input: &mut Input,
+    document: Option<&tether::Document>,
+    client: &Client,
+    args: &ConnectArgs,
+    out: &Output,
+) -> Option<Held> {
+    let held = held?;
+    let offer = match document {
         // A refused edit (a conflict, a bad command) is reported; it is not lost input.
-        Some(doc) => edit_document(doc, out, &line),
-        None => {
-            if !send_line(client, args, out, line) {
-                input.skipped += 1;
-            }
+        Some(doc) => edit_document(doc, out, &held.text),
+        None => send_line(client, args, out, &held.text),
+    };
+    match offer {
+        Offer::Taken => None,
+        Offer::Refused => {
+            input.skipped += 1;
+            None
         }
+        Offer::Full => Some(held),
+    }
+}
+
+/// A held line that will never be taken (`why`): reported and counted as skipped.
+fn give_up_held(held: Option<Held>, input: &mut Input, out: &Output, why: &str) {
+    if let Some(held) = held {
+        input.skipped += 1;
+        out.error(
+            "stdin",
+            &format!(
+                "line {} was still waiting for room in the outbox when {why}; skipped",
+                held.line
+            ),
+        );
     }
 }
 
@@ -518,7 +612,7 @@ fn exit_status(
 
 /// One document command from stdin: `set KEY JSON`, `insert KEY JSON`, `delete KEY`,
 /// `inc KEY NUMBER`. A JSON argument that does not parse is taken as a string.
-fn edit_document(doc: &tether::Document, out: &Output, line: &str) {
+fn edit_document(doc: &tether::Document, out: &Output, line: &str) -> Offer {
     let mut parts = line.trim().splitn(3, char::is_whitespace);
     let (verb, key, arg) = (parts.next(), parts.next(), parts.next().map(str::trim));
     let json =
@@ -530,39 +624,49 @@ fn edit_document(doc: &tether::Document, out: &Output, line: &str) {
         (Some("inc" | "increment"), Some(key), by) => {
             match serde_json::from_str::<serde_json::Number>(by.unwrap_or("1")) {
                 Ok(n) => doc.increment(key, n),
-                Err(_) => return out.error("document", &format!("not a number: {line:?}")),
+                Err(_) => {
+                    out.error("document", &format!("not a number: {line:?}"));
+                    return Offer::Taken;
+                }
             }
         }
         _ => {
-            return out.error(
+            out.error(
                 "document",
                 &format!("expected `set KEY JSON`, `insert KEY JSON`, `delete KEY` or `inc KEY N`, got {line:?}"),
-            )
+            );
+            return Offer::Taken;
         }
     };
-    if let Err(e) = result {
-        out.error("document", &e.to_string());
+    match result {
+        Ok(_) => {}
+        Err(SyncError::Send(SendError::OutboxFull)) => return Offer::Full,
+        Err(e) => out.error("document", &e.to_string()),
     }
+    Offer::Taken
 }
 
-/// Sends (or publishes) one stdin line; `false` if it was refused (and reported).
-fn send_line(client: &Client, args: &ConnectArgs, out: &Output, line: String) -> bool {
+/// Sends (or publishes) one stdin line; a refusal is reported, but for a full outbox, which
+/// the caller waits out.
+fn send_line(client: &Client, args: &ConnectArgs, out: &Output, line: &str) -> Offer {
     let result = match &args.publish {
         Some(channel) => {
-            let value: Value = serde_json::from_str(&line).unwrap_or(Value::String(line));
+            let value: Value =
+                serde_json::from_str(line).unwrap_or_else(|_| Value::String(line.to_owned()));
             let options = match args.ack_timeout {
                 Some(t) => SendOptions::acked().with_timeout(ms(t)),
                 None => SendOptions::default(),
             };
             client.publish_with(channel, Payload::Json(value), options)
         }
-        None => client.send(line),
+        None => client.send(line.to_owned()),
     };
     match result {
-        Ok(_) => true,
+        Ok(_) => Offer::Taken,
+        Err(SendError::OutboxFull) => Offer::Full,
         Err(e) => {
             out.error("send", &e.to_string());
-            false
+            Offer::Refused
         }
     }
 }

@@ -6,8 +6,9 @@
 //! the bad option), 2 when the client gave up or the server refused it (terminal close code,
 //! unauthorized after a token refresh, max attempts reached), 3 when `tether connect` closed
 //! cleanly but not everything it was given got through: a message was dropped (the drain
-//! timeout passed with messages pending, the outbox overflowed, a TTL passed, the server
-//! rejected it), or a stdin line was skipped (not UTF-8, or refused by send). 2 wins over 3:
+//! timeout passed with messages pending, a TTL passed, the server rejected it), or a stdin
+//! line was skipped (not UTF-8, refused by send, or still waiting for room in a full outbox
+//! when the run ended). 2 wins over 3:
 //! a client that gave up may have lost messages too. `tether connect` stopped by Ctrl-C or
 //! SIGTERM closes cleanly and exits with 130 (SIGINT) or 143 (SIGTERM), 128 + the signal as
 //! a shell reports a process the signal killed, unless 2 or 3 applies: those report a loss
