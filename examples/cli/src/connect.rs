@@ -26,7 +26,7 @@
 use crate::lines::{Line, LineReader};
 use crate::output::Output;
 use crate::signals::{Signal, Signals};
-use crate::{EXIT_GAVE_UP, EXIT_UNDELIVERED, EXIT_USAGE};
+use crate::{EXIT_GAVE_UP, EXIT_STDOUT_LOST, EXIT_UNDELIVERED, EXIT_USAGE};
 use clap::{Args, ValueEnum};
 use serde_json::Value;
 use std::process::ExitCode;
@@ -373,7 +373,24 @@ pub(crate) async fn run(args: ConnectArgs) -> ExitCode {
     let mut interrupted: Option<Signal> = None;
     // A line the outbox had no room for: stdin is not read until it is taken.
     let mut held: Option<Held> = None;
+    // Stdout can no longer be written: whatever arrives would be printed for nobody.
+    let mut stdout_lost = false;
     loop {
+        // Found when something was printed (an event, an error about a line): the run ends as
+        // at the first signal. It went on for ever, printing into a closed pipe.
+        if let (false, Some(kind)) = (stdout_lost, out.stdout_lost()) {
+            stdout_lost = true;
+            eprintln!(
+                "tether connect: cannot write to stdout ({kind}): closing once what was \
+                 accepted is delivered"
+            );
+            stdin_open = false;
+            give_up_held(held.take(), &mut input, &out, "stdout was lost");
+            if !closing {
+                closing = true;
+                drain_and_close(&client, &args);
+            }
+        }
         tokio::select! {
             // `next_line` is cancel safe: a line half read when another branch wins is kept.
             read = stdin.next_line(), if stdin_open && held.is_none() => {
@@ -407,7 +424,8 @@ pub(crate) async fn run(args: ConnectArgs) -> ExitCode {
                     give_up_held(held.take(), &mut input, &out, "the process exits");
                     let stats = client.stats();
                     out.exited(signal, &stats, stats.undelivered(), input.skipped);
-                    return ExitCode::from(exit_status(None, &stats, &input, Some(signal)));
+                    let stop = Stop::signal(Some(signal), stdout_lost);
+                    return ExitCode::from(exit_status(None, &stats, &input, stop));
                 }
                 interrupted = Some(signal);
                 // As at the end of input: a line half read is dropped with the rest, and a
@@ -430,7 +448,8 @@ pub(crate) async fn run(args: ConnectArgs) -> ExitCode {
                         give_up_held(held.take(), &mut input, &out, "the client closed");
                         let stats = client.stats();
                         out.closed(reason, &stats, stats.undelivered(), input.skipped);
-                        return ExitCode::from(exit_status(Some(reason), &stats, &input, interrupted));
+                        let stop = Stop::signal(interrupted, stdout_lost);
+                        return ExitCode::from(exit_status(Some(reason), &stats, &input, stop));
                     }
                     // An event often means the outbox has room again (an ack, a drop).
                     if held.is_some() {
@@ -588,25 +607,50 @@ fn give_up_held(held: Option<Held>, input: &mut Input, out: &Output, why: &str) 
     }
 }
 
+/// What stopped the run before the end of its input, if anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// Neither: it ran to the end of stdin (or, listening, to a close).
+    No,
+    /// A signal.
+    Signal(Signal),
+    /// Stdout could no longer be written (and no signal came).
+    StdoutLost,
+}
+
+impl Stop {
+    /// A signal, if one came, says what stopped the run (the user's act); else a lost stdout.
+    fn signal(signal: Option<Signal>, stdout_lost: bool) -> Stop {
+        match (signal, stdout_lost) {
+            (Some(signal), _) => Stop::Signal(signal),
+            (None, true) => Stop::StdoutLost,
+            (None, false) => Stop::No,
+        }
+    }
+}
+
 /// The exit status once closed (`reason`), or exiting unclosed on a second signal (`None`):
 /// giving up or being refused is [`EXIT_GAVE_UP`] (whatever was lost with it); a message left
 /// undelivered, or input that never became a message, is [`EXIT_UNDELIVERED`]; otherwise a
-/// run a signal stopped says so with the signal's status, as stdin may not have been read to
-/// its end (the statuses that report a loss keep their meaning, whatever ended the run).
+/// run a signal stopped says so with the signal's status, and one stopped by a lost stdout
+/// with [`EXIT_STDOUT_LOST`], as stdin may not have been read to its end (the statuses that
+/// report a loss keep their meaning, whatever ended the run).
 fn exit_status(
     reason: Option<&tether::CloseReason>,
     stats: &tether::Stats,
     input: &Input,
-    interrupted: Option<Signal>,
+    stop: Stop,
 ) -> u8 {
     if reason.is_some_and(tether::CloseReason::is_failure) {
         EXIT_GAVE_UP
     } else if stats.undelivered() > 0 || input.skipped > 0 || input.read_failed {
         EXIT_UNDELIVERED
-    } else if let Some(signal) = interrupted {
-        signal.exit_status()
     } else {
-        0
+        match stop {
+            Stop::Signal(signal) => signal.exit_status(),
+            Stop::StdoutLost => EXIT_STDOUT_LOST,
+            Stop::No => 0,
+        }
     }
 }
 
@@ -688,19 +732,20 @@ mod tests {
         let app = tether::CloseReason::App { code: 1000 };
         let app = Some(&app);
         let clean = Input::default();
-        assert_eq!(exit_status(app, &stats(2, 2, 0), &clean, None), 0);
+        let none = Stop::No;
+        assert_eq!(exit_status(app, &stats(2, 2, 0), &clean, none), 0);
         assert_eq!(
-            exit_status(app, &stats(2, 1, 1), &clean, None),
+            exit_status(app, &stats(2, 1, 1), &clean, none),
             EXIT_UNDELIVERED
         );
         // Still pending (not yet reported dropped) counts as undelivered too.
         assert_eq!(
-            exit_status(app, &stats(2, 1, 0), &clean, None),
+            exit_status(app, &stats(2, 1, 0), &clean, none),
             EXIT_UNDELIVERED
         );
         let gave_up = tether::CloseReason::GaveUp { attempts: 3 };
         assert_eq!(
-            exit_status(Some(&gave_up), &stats(2, 0, 2), &clean, None),
+            exit_status(Some(&gave_up), &stats(2, 0, 2), &clean, none),
             EXIT_GAVE_UP
         );
         let skipped = Input {
@@ -709,7 +754,7 @@ mod tests {
             read_failed: false,
         };
         assert_eq!(
-            exit_status(app, &stats(2, 2, 0), &skipped, None),
+            exit_status(app, &stats(2, 2, 0), &skipped, none),
             EXIT_UNDELIVERED
         );
     }
@@ -719,8 +764,8 @@ mod tests {
         let app = tether::CloseReason::App { code: 1000 };
         let app = Some(&app);
         let clean = Input::default();
-        let int = Some(Signal::Interrupt);
-        let term = Some(Signal::Terminate);
+        let int = Stop::Signal(Signal::Interrupt);
+        let term = Stop::Signal(Signal::Terminate);
         assert_eq!(exit_status(app, &stats(2, 2, 0), &clean, int), 130);
         assert_eq!(exit_status(app, &stats(0, 0, 0), &clean, term), 143);
         assert_eq!(
@@ -739,6 +784,14 @@ mod tests {
             EXIT_UNDELIVERED
         );
         assert_eq!(exit_status(None, &stats(2, 2, 0), &clean, int), 130);
+        // Stopped by a lost stdout: SIGPIPE's status, unless a loss or a signal says more.
+        let lost = Stop::StdoutLost;
+        assert_eq!(exit_status(app, &stats(2, 2, 0), &clean, lost), 141);
+        assert_eq!(
+            exit_status(app, &stats(2, 1, 1), &clean, lost),
+            EXIT_UNDELIVERED
+        );
+        assert_eq!(Stop::signal(Some(Signal::Interrupt), true), int);
     }
 
     #[test]

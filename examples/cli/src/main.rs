@@ -12,7 +12,8 @@
 //! a client that gave up may have lost messages too. `tether connect` stopped by Ctrl-C or
 //! SIGTERM closes cleanly and exits with 130 (SIGINT) or 143 (SIGTERM), 128 + the signal as
 //! a shell reports a process the signal killed, unless 2 or 3 applies: those report a loss
-//! whatever ended the run.
+//! whatever ended the run. Likewise, stopped because its stdout could no longer be written
+//! (its reader went away, `| head`), it closes cleanly and exits with 141 (128 + SIGPIPE).
 
 // Printing to stdout/stderr is this program's job.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -54,7 +55,8 @@ enum Command {
 /// The end of `tether connect --help`: what its exit status means, and what a signal does.
 const CONNECT_EXIT_STATUS: &str = "\
 Ctrl-C or SIGTERM stops reading stdin, delivers what is pending (at most --drain-timeout),
-then closes cleanly; a second one exits at once without closing.
+then closes cleanly; a second one exits at once without closing. A stdout that can no
+longer be written (its reader went away) ends the run as the first signal does.
 
 Exit status:
   0    closed cleanly, every message delivered
@@ -63,6 +65,7 @@ Exit status:
   3    not everything got through: a message dropped or still pending at the close, or a
        stdin line skipped
   130  stopped by Ctrl-C (SIGINT), nothing lost (stdin may not have been read to its end)
+  141  stopped because stdout's reader went away (`| head`), nothing sent lost (likewise)
   143  stopped by SIGTERM, nothing lost (likewise)";
 
 /// Exit status for usage and configuration errors.
@@ -72,6 +75,10 @@ pub(crate) const EXIT_GAVE_UP: u8 = 2;
 /// Exit status of `tether connect` when it closed cleanly but a message was not delivered:
 /// without it a script could not tell that a line it piped in was lost.
 pub(crate) const EXIT_UNDELIVERED: u8 = 3;
+/// Exit status of `tether connect` stopped because its stdout could no longer be written (its
+/// reader went away: `| head`): 128 + SIGPIPE, what a shell reports for a program that
+/// SIGPIPE ended, as it ends most programs in a pipeline whose reader left.
+pub(crate) const EXIT_STDOUT_LOST: u8 = 141;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {

@@ -4,6 +4,7 @@
 
 use crate::signals::Signal;
 use serde_json::{json, Map, Value};
+use std::cell::Cell;
 use std::io::Write;
 use std::time::{Duration, Instant};
 use tether::{CloseReason, Event, Payload, State, Stats};
@@ -12,6 +13,9 @@ use tether::{CloseReason, Event, Payload, State, Stats};
 pub(crate) struct Output {
     json: bool,
     start: Instant,
+    /// Why stdout could not be written, once it could not: its reader went away (`| head`,
+    /// a consumer that died: broken pipe), or it fails. Nothing is written to it after that.
+    stdout_lost: Cell<Option<std::io::ErrorKind>>,
 }
 
 impl Output {
@@ -19,6 +23,25 @@ impl Output {
         Output {
             json,
             start: Instant::now(),
+            stdout_lost: Cell::new(None),
+        }
+    }
+
+    /// Why stdout could not be written, if it could not: what is printed from then on reaches
+    /// nobody, so the run stops (see `connect::run`).
+    pub(crate) fn stdout_lost(&self) -> Option<std::io::ErrorKind> {
+        self.stdout_lost.get()
+    }
+
+    /// Writes one line to stdout, flushed; a failure is noted (`stdout_lost`), not a panic
+    /// as `println!` would make it.
+    fn stdout_line(&self, line: impl std::fmt::Display) {
+        if self.stdout_lost.get().is_some() {
+            return;
+        }
+        let mut out = std::io::stdout().lock();
+        if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+            self.stdout_lost.set(Some(e.kind()));
         }
     }
 
@@ -34,10 +57,7 @@ impl Output {
         if let Value::Object(extra) = fields {
             map.extend(extra);
         }
-        let mut out = std::io::stdout().lock();
-        // A closed stdout (e.g. piped into `head`) is not worth crashing over.
-        let _ = writeln!(out, "{}", Value::Object(map));
-        let _ = out.flush();
+        self.stdout_line(Value::Object(map));
     }
 
     /// Prints an event: JSON with `--json`; otherwise messages go to stdout as plain data and
@@ -50,11 +70,7 @@ impl Output {
             return;
         }
         match event {
-            Event::Message(m) => {
-                let mut out = std::io::stdout().lock();
-                let _ = writeln!(out, "{}", payload_text(&m.payload));
-                let _ = out.flush();
-            }
+            Event::Message(m) => self.stdout_line(payload_text(&m.payload)),
             other => {
                 if let Some(line) = human(other) {
                     eprintln!("[{:>7.3}s] {line}", self.t_ms() as f64 / 1000.0);
@@ -72,9 +88,7 @@ impl Output {
                 json!({"channel": doc.channel(), "origin": origin.name(), "version": doc.version(), "pending": doc.pending(), "doc": state}),
             );
         } else {
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "{state}");
-            let _ = out.flush();
+            self.stdout_line(state);
         }
     }
 

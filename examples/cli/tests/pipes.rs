@@ -4,9 +4,11 @@
 
 mod common;
 
-use common::{start_relay, JsonConnect};
+use common::{exit_code, start_relay, tether, tether_with_stdin, JsonConnect, LIMIT};
 use serde_json::Value;
-use tokio::io::AsyncWriteExt;
+use std::process::Stdio;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::time::timeout;
 
 /// A file piped in (`cat lines | tether connect --publish`) is read much faster than the relay
 /// acknowledges: every line must still be delivered. Reading stdin paid no attention to the
@@ -42,6 +44,56 @@ async fn a_piped_stdin_faster_than_the_network_loses_no_line() {
             "{mode}: {closed}"
         );
         assert_eq!(run.exit_code().await, 0, "{mode}");
+    }
+    relay.shutdown().await;
+}
+
+/// `tether connect … --listen | head -1`: once the reader of its stdout is gone, nothing it
+/// prints reaches anyone, so the run ends, closing cleanly, with 141 (128 + SIGPIPE, what a
+/// shell reports for a program SIGPIPE ended). It went on for ever, taking every message
+/// off the relay only to print it into the closed pipe, and never exited.
+#[tokio::test]
+async fn a_stdout_whose_reader_went_away_ends_the_run() {
+    let relay = start_relay().await;
+    let url = relay.ws_url();
+    for json in [true, false] {
+        let mut args = vec!["connect", &url, "--subscribe", "room", "--listen"];
+        if json {
+            args.push("--json");
+        }
+        let mut child = tether_with_stdin(&args, Stdio::null());
+        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+        if json {
+            // Subscribed, so the message below is for it.
+            while let Some(line) = timeout(LIMIT, stdout.next_line()).await.unwrap().unwrap() {
+                if line.contains(r#""event":"subscribed""#) {
+                    break;
+                }
+            }
+        } else {
+            // The readable output says so on stderr.
+            let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+            while let Some(line) = timeout(LIMIT, stderr.next_line()).await.unwrap().unwrap() {
+                if line.contains("subscribed to room") {
+                    break;
+                }
+            }
+            child.stderr = Some(stderr.into_inner().into_inner());
+        }
+        drop(stdout); // `head` has what it wanted and exits
+        let mut publisher = tether(&["connect", &url, "--publish", "room"]);
+        let mut stdin = publisher.stdin.take().unwrap();
+        stdin.write_all(b"for nobody\n").await.unwrap();
+        drop(stdin);
+        assert_eq!(exit_code(&mut publisher).await, 0);
+        assert_eq!(exit_code(&mut child).await, 141, "json: {json}");
+        let mut stderr = String::new();
+        let mut pipe = child.stderr.take().unwrap();
+        timeout(LIMIT, pipe.read_to_string(&mut stderr))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(stderr.contains("stdout"), "json: {json}: {stderr}");
     }
     relay.shutdown().await;
 }
