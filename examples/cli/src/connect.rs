@@ -414,7 +414,7 @@ pub(crate) async fn run(args: ConnectArgs) -> ExitCode {
             },
             // Room comes back as the outbox empties, which an event does not always say (a
             // message the socket took): the held line is offered again now and then.
-            () = tokio::time::sleep(ROOM_RETRY), if held.is_some() => {
+            () = tokio::time::sleep(held.as_ref().map_or(ROOM_RETRY, Held::retry_in)), if held.is_some() => {
                 held = offer_again(held, &mut input, document.as_ref(), &client, &args, &out);
             },
             signal = signals.recv() => {
@@ -494,8 +494,10 @@ fn decode_line(mut bytes: Vec<u8>) -> Result<String, std::string::FromUtf8Error>
     String::from_utf8(bytes)
 }
 
-/// How often a line held for want of room is offered again, besides after every event.
+/// How soon a line held for want of room is first offered again, besides after every event;
+/// each refusal doubles the wait, up to [`ROOM_RETRY_MAX`] (a server away for long).
 const ROOM_RETRY: Duration = Duration::from_millis(10);
+const ROOM_RETRY_MAX: Duration = Duration::from_millis(250);
 
 /// A stdin line the outbox had no room for. It is offered again until the outbox takes it,
 /// and stdin is not read meanwhile: a pipe then waits for the network, as a pipe into a slow
@@ -507,6 +509,17 @@ struct Held {
     /// Its line number.
     line: u64,
     text: String,
+    /// Times it was refused for want of room.
+    refused: u32,
+}
+
+impl Held {
+    /// How long to wait before offering it again.
+    fn retry_in(&self) -> Duration {
+        ROOM_RETRY
+            .saturating_mul(1 << self.refused.min(8))
+            .min(ROOM_RETRY_MAX)
+    }
 }
 
 /// What became of a line offered to the client.
@@ -563,6 +576,7 @@ fn take_line(
     let held = Held {
         line: input.lines,
         text: line,
+        refused: 0,
     };
     offer_again(Some(held), input, document, client, args, out)
 }
@@ -577,7 +591,7 @@ fn offer_again(
     args: &ConnectArgs,
     out: &Output,
 ) -> Option<Held> {
-    let held = held?;
+    let mut held = held?;
     let offer = match document {
         // A refused edit (a conflict, a bad command) is reported; it is not lost input.
         Some(doc) => edit_document(doc, out, &held.text),
@@ -589,7 +603,10 @@ fn offer_again(
             input.skipped += 1;
             None
         }
-        Offer::Full => Some(held),
+        Offer::Full => {
+            held.refused = held.refused.saturating_add(1);
+            Some(held)
+        }
     }
 }
 
