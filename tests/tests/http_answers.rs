@@ -3,11 +3,14 @@
 //! date.
 #![allow(clippy::unwrap_used)]
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tether::{
     Client, ClosePolicy, CloseReason, DisconnectCause, Disposition, EngineError, Event, Events,
 };
-use tether_tests::servers::{Behaviour, MisbehavingServer};
+use tether_tests::servers::{read_request_head, Behaviour, MisbehavingServer};
+use tether_tests::tls::TlsServer;
+use tokio::io::AsyncWriteExt;
 
 /// The next event, within 5 s.
 async fn next_event(events: &mut Events) -> Event {
@@ -191,4 +194,66 @@ async fn an_unfollowed_redirect_is_reported_with_its_location() {
         );
         client.shutdown().await;
     }
+}
+
+/// The answer of a server that speaks HTTP/1.0 (Python's `http.server`, a small embedded
+/// one, an old proxy's or load balancer's error page) to a WebSocket upgrade.
+const HTTP_1_0_UNAUTHORIZED: &str = "HTTP/1.0 401 Unauthorized\r\nContent-Length: 0\r\n\r\n";
+
+/// An HTTP/1.0 refusal of a WebSocket upgrade counts by its status, as an HTTP/1.1 one does:
+/// here a 401 gets the token refreshed once, then stops the client as unauthorized.
+/// tungstenite refuses a response older than HTTP/1.1 before it looks at the status, so the
+/// client saw only "HTTP version must be 1.1 or higher", an I/O failure retried for ever: a
+/// 401 never got a new token, a 403 or 404 never stopped the client, a 503's `Retry-After`
+/// was ignored. Plain and over TLS.
+#[tokio::test]
+async fn an_http_1_0_refusal_of_a_websocket_upgrade_counts_by_its_status() {
+    let plain = http_server(|| HTTP_1_0_UNAUTHORIZED.to_owned()).await;
+    refused_as_unauthorized(plain.ws_url(), None).await;
+    assert_eq!(plain.arrivals().len(), 2);
+
+    let tls = TlsServer::start(|mut tls| async move {
+        if read_request_head(&mut tls).await.is_some() {
+            let _ = tls.write_all(HTTP_1_0_UNAUTHORIZED.as_bytes()).await;
+            let _ = tls.shutdown().await;
+        }
+    })
+    .await
+    .unwrap();
+    let url = format!("wss://localhost:{}/", tls.addr().port());
+    refused_as_unauthorized(url, Some(tls.ca_file())).await;
+}
+
+/// Connects to `url` (trusting `ca`) with a token provider, and checks that the client stops
+/// as unauthorized by HTTP status 401 after asking for a fresh token once.
+async fn refused_as_unauthorized(url: String, ca: Option<&std::path::Path>) {
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let record = asked.clone();
+    let mut builder = Client::builder(&url)
+        .backoff_initial(Duration::from_millis(10))
+        // Bounded: the old code retried for ever.
+        .max_attempts(Some(4))
+        .token_provider(move |refresh| {
+            record.lock().unwrap().push(refresh);
+            async { Ok::<_, String>("token".to_owned()) }
+        });
+    if let Some(ca) = ca {
+        builder = builder.ca_file(ca);
+    }
+    let (client, mut events) = builder.connect().unwrap();
+    let seen = events_until_closed(&mut events).await;
+    assert_eq!(
+        client.closed().await,
+        CloseReason::Unauthorized {
+            code: None,
+            status: Some(401)
+        },
+        "{url}: {seen:#?}"
+    );
+    assert_eq!(
+        *asked.lock().unwrap(),
+        [false, true],
+        "{url}: refreshed once"
+    );
+    client.shutdown().await;
 }

@@ -29,12 +29,12 @@ use tether_core::{Frame, OpenRequest, TransportFailure};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::error::{ProtocolError, SubProtocolError, UrlError};
-use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::error::{ProtocolError, SubProtocolError, TlsError, UrlError};
+use tokio_tungstenite::tungstenite::http::{HeaderMap, HeaderName, HeaderValue};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// `ws://`: 320 bytes.
 type PlainStream = WebSocketStream<Noted<TcpStream>>;
@@ -485,7 +485,8 @@ async fn connect(
     config.max_message_size = Some(ceiling);
     config.max_frame_size = Some(ceiling);
     let (socket, plain) = open_socket(&request.url, &http, &options).await?;
-    match handshake(http, socket, plain, config, &options).await {
+    let heard = Heard::default();
+    match handshake(http, socket, plain, config, &options, &heard).await {
         Ok(opened) => Ok(opened),
         Err(WsError::Http(response)) => Err(TransportFailure::Http {
             status: response.status().as_u16(),
@@ -503,8 +504,128 @@ async fn connect(
                 },
             })
         }
-        Err(e) => Err(TransportFailure::Io(e.to_string())),
+        // tungstenite refuses some answers before looking at their status, an HTTP/1.0 one
+        // above all ("HTTP version must be 1.1 or higher"): a refusal as any other, whose
+        // status the engine must see (a 401 refreshes the token, a 404 stops, a 503's
+        // `Retry-After` holds the client off), not an I/O failure retried for ever.
+        Err(e) => Err(refusal_heard(&heard).unwrap_or_else(|| TransportFailure::Io(e.to_string()))),
     }
+}
+
+/// Everything the server sent during the WebSocket handshake, up to [`MAX_HEARD`] bytes:
+/// shared with the [`Recorder`] it reads through, which tungstenite drops when it fails.
+type Heard = Arc<std::sync::Mutex<Vec<u8>>>;
+
+/// The most of the server's handshake answer kept: its head and what followed it in the same
+/// reads. A head this long is no server's.
+const MAX_HEARD: usize = 64 << 10;
+
+/// The stream the handshake runs on, keeping what it reads in [`Heard`]: the head of a
+/// refusal tungstenite will not read, and the bytes that followed the head of an upgrade
+/// (the first frames), which the WebSocket made over the stream itself must still read
+/// (`upgrade`). Only for the handshake: the connection itself reads the stream directly.
+struct Recorder<S> {
+    inner: S,
+    heard: Heard,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Recorder<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let read = &buf.filled()[before..];
+        if !read.is_empty() {
+            let mut heard = self.heard.lock().unwrap_or_else(|p| p.into_inner());
+            let room = MAX_HEARD.saturating_sub(heard.len());
+            heard.extend_from_slice(&read[..read.len().min(room)]);
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Recorder<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// As many header lines as tungstenite reads in a handshake answer.
+const MAX_HEADERS: usize = 124;
+
+/// The WebSocket upgrade on `stream` (TLS already done for `wss://`), read through a
+/// [`Recorder`]: the WebSocket is then made over `stream` itself, with the bytes that followed
+/// the answer's head, as tungstenite makes it.
+async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
+    http: tokio_tungstenite::tungstenite::handshake::client::Request,
+    stream: S,
+    config: WebSocketConfig,
+    heard: &Heard,
+) -> Result<WebSocketStream<S>, WsError> {
+    let recorder = Recorder {
+        inner: stream,
+        heard: heard.clone(),
+    };
+    let (ws, _response) =
+        tokio_tungstenite::client_async_with_config(http, recorder, Some(config)).await?;
+    let stream = ws.into_inner().inner;
+    let tail = {
+        let heard = heard.lock().unwrap_or_else(|p| p.into_inner());
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        match httparse::Response::new(&mut headers).parse(&heard) {
+            Ok(httparse::Status::Complete(head)) if heard.len() < MAX_HEARD => {
+                heard[head..].to_vec()
+            }
+            // What followed the head was not all kept.
+            _ => {
+                let e = std::io::Error::other("the server's handshake answer is too long");
+                return Err(WsError::Io(e));
+            }
+        }
+    };
+    Ok(WebSocketStream::from_partially_read(stream, tail, Role::Client, Some(config)).await)
+}
+
+/// The refusal the server answered the handshake with, if what it sent is a complete HTTP
+/// answer other than the upgrade (HTTP/1.0 included): its status, `Retry-After` and
+/// redirect `Location`, as for any refusal.
+fn refusal_heard(heard: &Heard) -> Option<TransportFailure> {
+    let heard = heard.lock().unwrap_or_else(|p| p.into_inner());
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut headers);
+    if !response.parse(&heard).ok()?.is_complete() {
+        return None;
+    }
+    let status = response.code.filter(|status| *status >= 200)?;
+    let mut map = HeaderMap::new();
+    for header in response.headers.iter() {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(header.name.as_bytes()),
+            HeaderValue::from_bytes(header.value),
+        ) {
+            map.append(name, value);
+        }
+    }
+    Some(TransportFailure::Http {
+        status,
+        retry_after: retry_after(&map),
+        location: redirect_location(status, &map),
+    })
 }
 
 /// The TCP connection under the WebSocket, directly or through the proxy the rule names for
@@ -548,27 +669,34 @@ async fn open_socket(
 
 /// The WebSocket handshake (with TLS first for `wss://`) on `socket`: what
 /// `tokio_tungstenite::connect_async_tls_with_config` does after connecting, except that a
-/// `ws://` stream is not wrapped in `MaybeTlsStream`.
+/// `ws://` stream is not wrapped in `MaybeTlsStream`, and that the upgrade reads through a
+/// recorder of what the server answered (`heard`, see [`upgrade`]).
 async fn handshake(
     http: tokio_tungstenite::tungstenite::handshake::client::Request,
     socket: Noted<TcpStream>,
     plain: bool,
     config: WebSocketConfig,
     options: &WsOptions,
+    heard: &Heard,
 ) -> Result<Opened, WsError> {
     if plain {
-        let (stream, _response) =
-            tokio_tungstenite::client_async_with_config(http, socket, Some(config)).await?;
+        let stream = upgrade(http, socket, config, heard).await?;
         Ok(Opened::Plain(Box::new(stream)))
     } else {
-        let connector = Connector::Rustls(options.tls.clone());
-        let (stream, _response) = tokio_tungstenite::client_async_tls_with_config(
-            http,
-            socket,
-            Some(config),
-            Some(connector),
-        )
-        .await?;
+        // As tokio-tungstenite's rustls connector: the host without an IPv6 address's
+        // brackets, a TLS failure as an I/O error.
+        let host = http
+            .uri()
+            .host()
+            .ok_or(WsError::Url(UrlError::NoHostName))?;
+        let domain = rustls_pki_types::ServerName::try_from(super::proxy::unbracketed(host))
+            .map_err(|_| WsError::Tls(TlsError::InvalidDnsName))?
+            .to_owned();
+        let tls = tokio_rustls::TlsConnector::from(options.tls.clone())
+            .connect(domain, socket)
+            .await
+            .map_err(WsError::Io)?;
+        let stream = upgrade(http, MaybeTlsStream::Rustls(tls), config, heard).await?;
         Ok(Opened::Tls(Box::new(stream)))
     }
 }
