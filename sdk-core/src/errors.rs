@@ -335,12 +335,21 @@ impl fmt::Display for ProxyStatus {
 /// than a WebSocket upgrade or an event stream, also what that usually means.
 pub(crate) struct HttpStatus(pub(crate) u16);
 
+impl HttpStatus {
+    /// What `status` usually means where its number alone does not say it: a 2xx that failed
+    /// the attempt. Not for 204: that is a server's deliberate "do not reconnect" to an event
+    /// stream.
+    pub(crate) fn advice(status: u16) -> Option<&'static str> {
+        ((200..300).contains(&status) && status != 204)
+            .then_some("instead of a WebSocket upgrade or an event stream (is the URL right?)")
+    }
+}
+
 impl fmt::Display for HttpStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "HTTP status {}", self.0)?;
-        // Not for 204: that is a server's deliberate "do not reconnect" to an event stream.
-        if (200..300).contains(&self.0) && self.0 != 204 {
-            f.write_str(" instead of a WebSocket upgrade or an event stream (is the URL right?)")?;
+        if let Some(advice) = Self::advice(self.0) {
+            write!(f, " {advice}")?;
         }
         Ok(())
     }

@@ -212,6 +212,7 @@ impl fmt::Display for CloseReason {
                 code: Self::STOPPED_RUNNING,
             } => f.write_str("closed: the client stopped running"),
             CloseReason::App { code } => write!(f, "closed by the app with code {code}"),
+            CloseReason::GaveUp { attempts: 1 } => f.write_str("gave up after 1 attempt"),
             CloseReason::GaveUp { attempts } => write!(f, "gave up after {attempts} attempts"),
             CloseReason::Refused {
                 code,

@@ -812,15 +812,36 @@ fn http_404_is_terminal() {
     };
     sim.connect();
     sim.run_for(secs(10));
-    assert!(matches!(
-        sim.engine.state(),
-        State::Closed {
-            reason: CloseReason::Refused {
+    let State::Closed { reason } = sim.engine.state() else {
+        panic!("not closed: {:?}", sim.engine.state());
+    };
+    assert!(
+        matches!(
+            reason,
+            CloseReason::Refused {
                 status: Some(404),
                 ..
             }
-        }
-    ));
+        ),
+        "{reason:?}"
+    );
+    // The status said once, not again as the reason.
+    assert_eq!(
+        reason.to_string(),
+        "refused by the server with HTTP status 404"
+    );
+}
+
+#[test]
+fn a_client_that_gives_up_after_one_attempt_says_attempt() {
+    assert_eq!(
+        CloseReason::GaveUp { attempts: 1 }.to_string(),
+        "gave up after 1 attempt"
+    );
+    assert_eq!(
+        CloseReason::GaveUp { attempts: 3 }.to_string(),
+        "gave up after 3 attempts"
+    );
 }
 
 // ---- auth -------------------------------------------------------------------------------------

@@ -173,6 +173,12 @@ impl Engine {
                     // A failure's own words (a subprotocol mismatch), not "transport failed: ".
                     DisconnectCause::Closed { reason, .. }
                     | DisconnectCause::Failed { message: reason } => reason.clone(),
+                    // The status is the refusal's own field, which its text shows: the reason
+                    // adds only what the number does not say ("refused by the server with
+                    // HTTP status 404", not "…: HTTP status 404" after it).
+                    DisconnectCause::Http { status } => crate::errors::HttpStatus::advice(*status)
+                        .unwrap_or_default()
+                        .to_owned(),
                     other => other.to_string(),
                 };
                 self.finish_closed(CloseReason::Refused {
