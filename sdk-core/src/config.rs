@@ -706,6 +706,19 @@ impl ConfigBuilder {
                     format!("invalid header name {}: {TOKEN_RULE}", Quoted(name)),
                 ));
             }
+            // Two of them on every handshake, the app's and the provider's token: which one a
+            // server reads is its own choice, so a stale credential could win.
+            if let Some(TokenPlacement::Header { name: token, .. }) = &c.token {
+                if token.eq_ignore_ascii_case(name) {
+                    return Err(ConfigError::new(
+                        "header",
+                        format!(
+                            "{} is where the token provider's token goes: set one or the other",
+                            Quoted(name)
+                        ),
+                    ));
+                }
+            }
             // A control character (a stray newline) would make every handshake fail locally,
             // attempt after attempt, without ever reaching the server.
             if !is_header_value(value) {
@@ -1142,6 +1155,25 @@ mod tests {
                 Config::builder("ws://h").header(good, "v").build().is_ok(),
                 "{good}"
             );
+        }
+    }
+
+    #[test]
+    fn a_header_where_the_token_goes_is_refused_not_sent_twice() {
+        let err = Config::builder("ws://h")
+            .header("authorization", "Basic c3RhbGU=")
+            .token(TokenPlacement::bearer_header())
+            .build()
+            .unwrap_err();
+        assert_eq!(err.field, "header");
+        assert!(err.reason.contains("token provider"), "{err}");
+        // Without a provider, or with its token elsewhere, the header is the app's to set.
+        for token in [None, Some(TokenPlacement::Query { param: "t".into() })] {
+            let mut builder = Config::builder("ws://h").header("Authorization", "Basic eA==");
+            if let Some(token) = token {
+                builder = builder.token(token);
+            }
+            assert!(builder.build().is_ok());
         }
     }
 
