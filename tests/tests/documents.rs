@@ -408,3 +408,82 @@ async fn a_delete_dropped_by_close_yet_applied_by_the_relay_is_confirmed_after_r
         .unwrap();
     relay.shutdown().await;
 }
+
+// An increment the relay applied, its ack lost with the connection, is re-sent on the next
+// connection after its hello and one doc_sync per document. With those using the rate limit's
+// burst, the relay refused the resend as `rate_limited` (it let only publish resends through):
+// the author, whose doc_sync replay had just shown the increment as its own, reported it
+// rejected — an edit every other client shows, and that an app retrying it would count twice.
+#[tokio::test]
+async fn a_resend_of_an_applied_change_over_the_rate_limit_is_not_reported_rejected() {
+    let config = RelayConfig {
+        rate_limit: Some(tether_relay::RateLimit {
+            per_second: 1,
+            burst: 3,
+        }),
+        ..RelayConfig::default()
+    };
+    let relay = Relay::bind("127.0.0.1:0", config).await.unwrap();
+    let proxy = tether_tests::oneway::OneWayProxy::start(relay.local_addr())
+        .await
+        .unwrap();
+    let observer = client(relay.ws_url());
+    let (author, mut client_events) = builder(proxy.url())
+        .heartbeat_interval(Duration::from_secs(60))
+        .connect()
+        .unwrap();
+    let doc_o = observer.document("votes").unwrap();
+    // Its hello and two doc_syncs take the burst on every connection.
+    let doc_a = author.document("votes").unwrap();
+    let _other = author.document("other").unwrap();
+    synced(&doc_a).await;
+    synced(&doc_o).await;
+    // A token for the increment (one a second).
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let mut events = doc_a.changes();
+
+    proxy.mute(true); // the relay's ack is lost
+    let vote = doc_a.increment("n", 1).unwrap();
+    let applied = eventually(LIMIT, || doc_o.get("n") == Some(json!(1))).await;
+    assert!(applied, "the relay never applied the increment");
+    proxy.mute(false);
+    proxy.kill_all(); // the author reconnects and re-sends it
+
+    until(&doc_a, "the author settles", |d| {
+        d.get("n") == Some(&json!(1))
+    })
+    .await;
+    let mut seen = Vec::new();
+    while let Ok(Some(event)) =
+        tokio::time::timeout(Duration::from_millis(300), events.recv()).await
+    {
+        seen.push(event);
+    }
+    assert!(
+        !seen
+            .iter()
+            .any(|e| matches!(e, DocumentEvent::Rejected { change, .. } if *change == vote)),
+        "an applied change reported rejected: {seen:#?}"
+    );
+    let mut acked = false;
+    while let Ok(Some(event)) =
+        tokio::time::timeout(Duration::from_millis(100), client_events.recv()).await
+    {
+        match event {
+            tether::Event::Acked { id, .. } if id == vote => acked = true,
+            tether::Event::Dropped { ids, reason } if ids.contains(&vote) => {
+                panic!("an applied change reported dropped: {reason:?}")
+            }
+            _ => {}
+        }
+    }
+    assert!(acked, "its resend was never acknowledged");
+    assert_eq!(doc_a.snapshot(), doc_o.snapshot());
+    tokio::time::timeout(LIMIT, author.shutdown())
+        .await
+        .unwrap();
+    tokio::time::timeout(LIMIT, observer.shutdown())
+        .await
+        .unwrap();
+    relay.shutdown().await;
+}

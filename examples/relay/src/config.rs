@@ -31,9 +31,9 @@ pub struct RelayConfig {
     /// (the client's frames wait in the socket), so a client that subscribes to more
     /// channels than the burst on every reconnect gets every `subscribed`, the later ones at
     /// the sustained rate. (With `per_second: 0` nothing could be waited for: those are
-    /// refused too, with an error naming nothing.) A resend of a publish the relay holds
-    /// (same `client_id` and `id`) is not counted, up to `dedupe_capacity` per connection: it
-    /// is acknowledged even over the limit.
+    /// refused too, with an error naming nothing.) A resend of a publish or a document
+    /// change the relay holds (same `client_id` and `id`) is not counted, up to
+    /// `dedupe_capacity` per connection: it is acknowledged even over the limit.
     /// Default: 1,000 messages/s with a burst of 2,000.
     pub rate_limit: Option<RateLimit>,
     /// Messages kept per channel for resume (`since`) and SSE `Last-Event-ID` replay.

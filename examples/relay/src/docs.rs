@@ -217,7 +217,9 @@ impl Docs {
     }
 
     /// `doc_change` from `author`: apply, acknowledge, broadcast — or reject (with a
-    /// snapshot when the author's view was wrong).
+    /// snapshot when the author's view was wrong). Returns whether the change was one the
+    /// document remembers (a resend, acknowledged again, or a reuse of its id, refused):
+    /// answered without applying anything.
     pub(crate) fn change(
         &self,
         author: Author<'_>,
@@ -225,21 +227,39 @@ impl Docs {
         channel: &str,
         id: String,
         ops: Vec<Op>,
-    ) {
+    ) -> bool {
         let mut docs = self.docs();
         let Some(doc) = self.doc(&mut docs, channel) else {
             self.too_many(author.peer, channel, Some(id));
-            return;
+            return false;
         };
-        match doc.server.earlier_change(author.member, &id, &ops) {
+        let held = match doc.server.earlier_change(author.member, &id, &ops) {
             // A resend: acknowledged again, whatever the limits say now.
-            Some(ChangeOutcome::Duplicate { version }) => ack(author.peer, id, version),
-            Some(ChangeOutcome::IdReused { version }) => id_reused(author.peer, id, version),
-            _ => self.apply(doc, author, queued, channel, id, ops),
-        }
+            Some(ChangeOutcome::Duplicate { version }) => {
+                ack(author.peer, id, version);
+                true
+            }
+            Some(ChangeOutcome::IdReused { version }) => {
+                id_reused(author.peer, id, version);
+                true
+            }
+            _ => {
+                self.apply(doc, author, queued, channel, id, ops);
+                false
+            }
+        };
         if doc.is_idle() {
             docs.remove(channel);
         }
+        held
+    }
+
+    /// Whether the document `channel` remembers `member`'s change `id` (see
+    /// [`change`](Self::change)).
+    pub(crate) fn holds(&self, channel: &str, member: &str, id: &str) -> bool {
+        self.docs()
+            .get(channel)
+            .is_some_and(|doc| doc.server.remembers(member, id))
     }
 
     fn apply(
@@ -386,6 +406,17 @@ impl Docs {
     #[cfg(test)]
     fn len(&self) -> usize {
         self.docs().len()
+    }
+
+    /// The version and state of the document `channel`, if held.
+    #[cfg(test)]
+    pub(crate) fn snapshot_of(&self, channel: &str) -> Option<(u64, Value)> {
+        let docs = self.docs();
+        let doc = docs.get(channel)?;
+        Some((
+            doc.server.version(),
+            Value::Object(doc.server.state().clone()),
+        ))
     }
 }
 

@@ -71,11 +71,12 @@ pub(crate) struct Session {
     /// The client closed with 1000 (normal closure): it is leaving, not reconnecting, so its
     /// members leave at once instead of after the presence grace period.
     leaving: bool,
-    /// Set while a frame is handled if it was a publish the relay already held (a resend,
-    /// acknowledged; or a reuse of its id, refused): it stored and delivered nothing.
+    /// Set while a frame is handled if it was a publish or a document change the relay
+    /// already held (a resend, acknowledged; or a reuse of its id, refused): it stored,
+    /// applied and delivered nothing.
     held: bool,
-    /// How many more held publishes this connection may have handled without taking a rate
-    /// limit token (see [`Session::on_text`]).
+    /// How many more held publishes and document changes this connection may have handled
+    /// without taking a rate limit token (see [`Session::on_text`]).
     free_resends: usize,
 }
 
@@ -144,10 +145,12 @@ impl Session {
     /// A publish the relay already holds (same `client_id` and `id`: a resend after a
     /// reconnect whose ack was lost) takes no rate limit token, and is handled even over the
     /// limit: it stores and delivers nothing, and refusing it would make the client report
-    /// as dropped a message every subscriber has. Over the limit only the frame's head is
-    /// read to recognise it. A client re-sends each unacked publish once per connection, so
-    /// a connection gets at most `dedupe_capacity` such frames free (the relay remembers no
-    /// more per channel); past that they are charged like any other.
+    /// as dropped a message every subscriber has. So does a `doc_change` its document
+    /// remembers, which applies nothing: refused, its client reported as rejected a change
+    /// every other client shows. Over the limit only the frame's head is read to recognise
+    /// it. A client re-sends each unacked message once per connection, so a connection gets
+    /// at most `dedupe_capacity` such frames free (the relay remembers no more per channel);
+    /// past that they are charged like any other.
     ///
     /// A frame let through over the limit on the strength of its head is charged to that
     /// allowance when it is let through, whatever its handling then finds: its body may fail
@@ -182,8 +185,8 @@ impl Session {
         flow
     }
 
-    /// True if `text` is a publish the relay already holds and this connection may still
-    /// have one handled for free.
+    /// True if `text` is a publish or a document change the relay already holds and this
+    /// connection may still have one handled for free.
     fn holds_resend(&self, text: &str) -> bool {
         // Without an identity yet nothing can be held (and naming one here would refuse a
         // `hello` that follows).
@@ -191,10 +194,13 @@ impl Session {
             return false;
         };
         let head = head_of(text);
-        let (Some("publish"), Some(id)) = (head.kind.as_deref(), head.id.as_deref()) else {
-            return false;
-        };
-        self.hub.holds(head.channel.as_deref(), member, id)
+        match (head.kind.as_deref(), head.id.as_deref(), head.channel) {
+            (Some("publish"), Some(id), channel) => self.hub.holds(channel.as_deref(), member, id),
+            (Some("doc_change"), Some(id), Some(channel)) => {
+                self.hub.docs.holds(&channel, member, id)
+            }
+            _ => false,
+        }
     }
 
     fn handle_text(&mut self, text: &str) -> Flow {
@@ -371,7 +377,7 @@ impl Session {
                         member: &member,
                     };
                     let snapshots = &mut self.snapshots;
-                    self.hub.docs.change(author, snapshots, &channel, id, ops);
+                    self.held = self.hub.docs.change(author, snapshots, &channel, id, ops);
                 }
             }
             other => {
@@ -825,6 +831,61 @@ mod tests {
             error_code(&q.drain_messages()[0]),
             Some(("rate_limited", Some("p1")))
         );
+    }
+
+    /// A `doc_change` of `id` to document `d`: one increment.
+    fn change_to_d(id: &str) -> String {
+        format!(
+            r#"{{"type":"doc_change","id":"{id}","channel":"d","base":0,"ops":[{{"op":"increment","key":"n","by":1}}]}}"#
+        )
+    }
+
+    // Changes the relay applied and whose acks were lost with their connection come again on
+    // the client's next one, after its hello, resubscribes and doc_syncs. Refused there as
+    // `rate_limited`, the client took that for the verdict on a change every other client
+    // has: it reported it rejected (having taken it as applied from its doc_sync's replay,
+    // as if another client had sent it under its name). They are what held publishes are:
+    // answered without storing or sending anything, so they are handled as those are.
+    #[tokio::test]
+    async fn resends_of_applied_document_changes_take_no_token_even_over_the_limit() {
+        let config = Arc::new(never_refilling(3, 4));
+        let hub = hub(&config);
+        let now = Instant::now();
+        let connection = |id| {
+            let (peer, queue) = Peer::new(id, 100, 0);
+            let session = Session::new(peer, hub.clone(), config.clone(), Access::Granted, now);
+            (session, queue)
+        };
+        let (mut first, _lost) = connection(1);
+        first.on_text(r#"{"type":"hello","client_id":"alice"}"#, now);
+        first.on_text(&change_to_d("c1"), now);
+        first.on_text(&change_to_d("c2"), now);
+
+        let (mut s, mut q) = connection(2);
+        s.on_text(r#"{"type":"hello","client_id":"alice"}"#, now);
+        // Within the limit, a resend leaves its token...
+        s.on_text(&change_to_d("c1"), now);
+        s.on_text(r#"{"type":"doc_sync","channel":"d"}"#, now);
+        s.on_text(r#"{"type":"doc_sync","channel":"other"}"#, now);
+        // ... and over it, it is acknowledged all the same, and applied only once.
+        s.on_text(&change_to_d("c2"), now);
+        s.on_text(&change_to_d("c3"), now);
+        let got = q.drain_messages();
+        let answers: Vec<_> = got
+            .iter()
+            .filter_map(|m| match m {
+                ServerMessage::Ack { id, offset } => Some((id.as_str(), *offset)),
+                other => error_code(other).map(|(code, id)| (code, id.map(|_| 0))),
+            })
+            .collect();
+        assert_eq!(
+            answers,
+            [("c1", Some(1)), ("c2", Some(2)), ("rate_limited", Some(0))],
+            "{got:?}"
+        );
+        let docs = &hub.docs;
+        let snapshot = docs.snapshot_of("d");
+        assert_eq!(snapshot, Some((2, serde_json::json!({"n": 2}))));
     }
 
     #[tokio::test]

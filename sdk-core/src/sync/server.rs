@@ -156,6 +156,14 @@ impl DocumentServer {
         })
     }
 
+    /// Whether `author`'s change `id` is remembered: [`apply`](Self::apply) would answer it
+    /// from memory ([`ChangeOutcome::Duplicate`] or [`ChangeOutcome::IdReused`]), applying
+    /// nothing. What a server that has not read a change's ops yet can tell (the relay lets
+    /// such resends through its rate limit, as they cost it nothing).
+    pub fn remembers(&self, author: &str, id: &str) -> bool {
+        self.ids.contains_key(&(author.to_owned(), id.to_owned()))
+    }
+
     /// Orders and applies change `id` made by `author` (any stable name of the client, such
     /// as its `client_id`). A resend of a change still remembered is recognised by the pair
     /// and not applied again; see [`earlier_change`](Self::earlier_change).
@@ -305,6 +313,8 @@ mod tests {
             Some(ChangeOutcome::Duplicate { version: 1 })
         );
         assert_eq!(s.earlier_change("me", "b", &set("x", 1)), None);
+        assert!(s.remembers("me", "a"));
+        assert!(!s.remembers("me", "b") && !s.remembers("you", "a"));
         s.apply("me", "b", &set("x", 2));
         s.apply("me", "c", &set("y", 3));
         match s.sync(Some(1), Some("e")) {
