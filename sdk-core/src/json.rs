@@ -790,7 +790,8 @@ impl<'a> Parser<'a> {
         let f = if exact || significand == 0 {
             approx
         } else {
-            nearest_float(digits, written - fraction_digits, approx)
+            let exact_significand = (!long && !dropping).then_some(significand);
+            nearest_float(digits, written - fraction_digits, exact_significand, approx)
                 .ok_or_else(|| self.error(ErrorKind::NumberOutOfRange))?
         };
         self.float(if positive { f } else { -f })
@@ -838,72 +839,34 @@ const MAX_EXACT_DIGITS: usize = 800;
 /// The float nearest to the decimal `digits × 10^exp10` (ties to even), from `approx`, a
 /// non-negative float a few units in the last place from it (infinite: past `f64::MAX`);
 /// `None` if it rounds past `f64::MAX`. `digits` is the number's text before its exponent,
-/// without the sign, a `.` included (skipped), with at least one digit that is not 0.
+/// without the sign, a `.` included (skipped), with at least one digit that is not 0;
+/// `significand` is their value when it fits in a `u64`.
 ///
 /// Compares the decimal, exactly, with the points halfway between `approx` and its
 /// neighbours, and steps towards it: what Clinger's AlgorithmR and the "bigcomp" step of
 /// strtod do. The default conversion alone is off by one or two units for about one float
 /// in ten of those the writer prints (17 significant digits), so a float read back was not
 /// the one written: a client's value and the server's copy of it differed for good.
-fn nearest_float(digits: &[u8], exp10: i64, approx: f64) -> Option<f64> {
-    // The significant digits, exactly: the first MAX_EXACT_DIGITS, then one more 1 if any
-    // later one is not 0 (the value lies strictly between what was read and the next
-    // number of as many digits, and no halfway point lies there either).
-    let mut value = Big::default();
-    let (mut chunk, mut chunk_len, mut kept) = (0u64, 0u32, 0usize);
-    let (mut exp10, mut sticky) = (exp10, false);
-    for &b in digits {
-        if b == b'.' || (kept == 0 && b == b'0') {
-            continue;
-        }
-        if kept == MAX_EXACT_DIGITS {
-            exp10 += 1;
-            sticky |= b != b'0';
-            continue;
-        }
-        kept += 1;
-        chunk = chunk * 10 + u64::from(b - b'0');
-        chunk_len += 1;
-        if chunk_len == 19 {
-            value.mul_add(10u64.pow(19), chunk);
-            (chunk, chunk_len) = (0, 0);
-        }
-    }
-    value.mul_add(10u64.pow(chunk_len), chunk);
-    if sticky {
-        value.mul_add(10, 1);
-        exp10 -= 1;
-    }
+fn nearest_float(digits: &[u8], exp10: i64, significand: Option<u64>, approx: f64) -> Option<f64> {
     // Below 10^-330 (half the smallest float is 2.5e-324): zero, as `approx` says.
-    if kept as i64 + exp10 < -330 {
+    let significant = digits
+        .iter()
+        .skip_while(|&&b| b == b'0' || b == b'.')
+        .filter(|&&b| b != b'.')
+        .count();
+    if significant as i64 + exp10 < -330 {
         return Some(0.0);
     }
-    // digits × 10^exp10 = digits × 5^exp10 × 2^exp10: the powers of 5 go to one side or
-    // the other once, the powers of 2 per comparison.
-    let mut scaled = value;
-    let mut pow5 = Big::from(1);
-    if exp10 >= 0 {
-        scaled.mul_pow5(exp10.unsigned_abs());
-    } else {
-        pow5.mul_pow5(exp10.unsigned_abs());
-    }
-    // How the decimal compares with the point halfway between `f` and the next float up.
-    let versus_halfway_above = |f: f64| {
-        let bits = f.to_bits();
-        let (m, k) = match bits >> 52 {
-            0 => (bits, -1074),
-            e => ((bits & ((1 << 52) - 1)) | 1 << 52, e as i64 - 1075),
-        };
-        // Halfway: (2m + 1) × 2^(k - 1).
-        let (mut left, mut right) = (scaled.clone(), pow5.clone());
-        right.mul_add(2 * m + 1, 0);
-        let shift = exp10 - (k - 1);
-        if shift >= 0 {
-            left.shl(shift.unsigned_abs());
-        } else {
-            right.shl(shift.unsigned_abs());
-        }
-        left.cmp(&right)
+    // Most numbers compare in 128 bits; the others with the big integers, made once.
+    let mut exact: Option<Decimal> = None;
+    let mut versus_halfway_above = |f: f64| {
+        significand
+            .and_then(|s| versus_halfway_small(s, exp10, f))
+            .unwrap_or_else(|| {
+                exact
+                    .get_or_insert_with(|| Decimal::new(digits, exp10))
+                    .versus_halfway_above(f)
+            })
     };
     let mut f = if approx.is_infinite() {
         f64::MAX
@@ -932,6 +895,106 @@ fn nearest_float(digits: &[u8], exp10: i64, approx: f64) -> Option<f64> {
         break;
     }
     Some(f)
+}
+
+/// `f` (finite, not negative) as `m × 2^k`, `m` an integer below 2^53.
+fn parts(f: f64) -> (u64, i64) {
+    let bits = f.to_bits();
+    match bits >> 52 {
+        0 => (bits, -1074),
+        e => ((bits & ((1 << 52) - 1)) | 1 << 52, e as i64 - 1075),
+    }
+}
+
+/// How `s × 10^exp10` compares with the point halfway between `f` and the next float up,
+/// `(2m + 1) × 2^(k − 1)`, if both sides fit in 128 bits.
+fn versus_halfway_small(s: u64, exp10: i64, f: f64) -> Option<std::cmp::Ordering> {
+    let (m, k) = parts(f);
+    let pow5 = 5u128.checked_pow(u32::try_from(exp10.unsigned_abs()).ok()?)?;
+    let (mut left, mut right) = (u128::from(s), u128::from(2 * m + 1));
+    if exp10 >= 0 {
+        left = left.checked_mul(pow5)?;
+    } else {
+        right = right.checked_mul(pow5)?;
+    }
+    let shl = |x: u128, n: u64| (u64::from(x.leading_zeros()) >= n).then(|| x << n);
+    let shift = exp10 - (k - 1);
+    if shift >= 0 {
+        left = shl(left, shift.unsigned_abs())?;
+    } else {
+        right = shl(right, shift.unsigned_abs())?;
+    }
+    Some(left.cmp(&right))
+}
+
+/// A decimal `digits × 10^exp10` as big integers, for comparisons with floats:
+/// `digits × 5^exp10` when `exp10` is positive, else `5^-exp10` beside it.
+struct Decimal {
+    scaled: Big,
+    pow5: Big,
+    exp10: i64,
+}
+
+impl Decimal {
+    fn new(digits: &[u8], exp10: i64) -> Decimal {
+        // The significant digits, exactly: the first MAX_EXACT_DIGITS, then one more 1 if any
+        // later one is not 0 (the value lies strictly between what was read and the next
+        // number of as many digits, and no halfway point lies there either).
+        let mut value = Big::default();
+        let (mut chunk, mut chunk_len, mut kept) = (0u64, 0u32, 0usize);
+        let (mut exp10, mut sticky) = (exp10, false);
+        for &b in digits {
+            if b == b'.' || (kept == 0 && b == b'0') {
+                continue;
+            }
+            if kept == MAX_EXACT_DIGITS {
+                exp10 += 1;
+                sticky |= b != b'0';
+                continue;
+            }
+            kept += 1;
+            chunk = chunk * 10 + u64::from(b - b'0');
+            chunk_len += 1;
+            if chunk_len == 19 {
+                value.mul_add(10u64.pow(19), chunk);
+                (chunk, chunk_len) = (0, 0);
+            }
+        }
+        value.mul_add(10u64.pow(chunk_len), chunk);
+        if sticky {
+            value.mul_add(10, 1);
+            exp10 -= 1;
+        }
+        // digits × 10^exp10 = digits × 5^exp10 × 2^exp10: the powers of 5 go to one side or
+        // the other once, the powers of 2 per comparison.
+        let mut scaled = value;
+        let mut pow5 = Big::from(1);
+        if exp10 >= 0 {
+            scaled.mul_pow5(exp10.unsigned_abs());
+        } else {
+            pow5.mul_pow5(exp10.unsigned_abs());
+        }
+        Decimal {
+            scaled,
+            pow5,
+            exp10,
+        }
+    }
+
+    /// How the decimal compares with the point halfway between `f` and the next float up.
+    fn versus_halfway_above(&self, f: f64) -> std::cmp::Ordering {
+        let (m, k) = parts(f);
+        // Halfway: (2m + 1) × 2^(k - 1).
+        let (mut left, mut right) = (self.scaled.clone(), self.pow5.clone());
+        right.mul_add(2 * m + 1, 0);
+        let shift = self.exp10 - (k - 1);
+        if shift >= 0 {
+            left.shl(shift.unsigned_abs());
+        } else {
+            right.shl(shift.unsigned_abs());
+        }
+        left.cmp(&right)
+    }
 }
 
 /// An unsigned integer of any size, for [`nearest_float`]: little-endian 32-bit limbs.
