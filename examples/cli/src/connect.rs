@@ -380,10 +380,10 @@ pub(crate) async fn run(args: ConnectArgs) -> ExitCode {
         // at the first signal. It went on for ever, printing into a closed pipe.
         if let (false, Some(kind)) = (stdout_lost, out.stdout_lost()) {
             stdout_lost = true;
-            eprintln!(
+            out.stderr_line(format_args!(
                 "tether connect: cannot write to stdout ({kind}): closing once what was \
                  accepted is delivered"
-            );
+            ));
             stdin_open = false;
             give_up_held(held.take(), &mut input, &out, "stdout was lost");
             if !closing {

@@ -45,6 +45,14 @@ impl Output {
         }
     }
 
+    /// Writes one line to stderr. A failure is ignored, not a panic as `eprintln!` would make
+    /// it: stderr is often the same pipe as stdout (`2>&1 | head`), gone with it, and the run
+    /// must still close cleanly (the loss is found, and acted on, on stdout).
+    pub(crate) fn stderr_line(&self, line: impl std::fmt::Display) {
+        let mut err = std::io::stderr().lock();
+        let _ = writeln!(err, "{line}");
+    }
+
     fn t_ms(&self) -> u64 {
         u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
@@ -73,7 +81,7 @@ impl Output {
             Event::Message(m) => self.stdout_line(payload_text(&m.payload)),
             other => {
                 if let Some(line) = human(other) {
-                    eprintln!("[{:>7.3}s] {line}", self.t_ms() as f64 / 1000.0);
+                    self.stderr_line(format_args!("[{:>7.3}s] {line}", self.t_ms() as f64 / 1000.0));
                 }
             }
         }
@@ -97,7 +105,7 @@ impl Output {
         if self.json {
             self.json_line("error", json!({"kind": kind, "message": message}));
         } else {
-            eprintln!("tether: {kind}: {message}");
+            self.stderr_line(format_args!("tether: {kind}: {message}"));
         }
     }
 
@@ -155,7 +163,7 @@ impl Output {
             if skipped_lines > 0 {
                 line.push_str(&format!("; {skipped_lines} input line(s) skipped"));
             }
-            eprintln!("{line}");
+            self.stderr_line(line);
         }
     }
 
@@ -179,11 +187,11 @@ impl Output {
         } else {
             String::new()
         };
-        eprintln!(
+        self.stderr_line(format_args!(
             "[{:>7.3}s] {}: closing{waiting}; another signal exits at once",
             self.t_ms() as f64 / 1000.0,
             signal.name()
-        );
+        ));
     }
 }
 

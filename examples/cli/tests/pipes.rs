@@ -97,3 +97,51 @@ async fn a_stdout_whose_reader_went_away_ends_the_run() {
     }
     relay.shutdown().await;
 }
+
+/// `tether connect … 2>&1 | head -1`: stderr goes to the same pipe as stdout, so it is gone
+/// too when the reader leaves. The run must still end as above (closed cleanly, 141), not
+/// with a panic: a write to stderr that fails (the notice that stdout was lost, or a
+/// readable event line) panicked in `eprintln!` ("failed printing to stderr"), exit 101,
+/// without the clean close.
+#[tokio::test]
+async fn a_stdout_and_stderr_whose_reader_went_away_end_the_run_without_a_panic() {
+    let relay = start_relay().await;
+    let url = relay.ws_url();
+    for json in [true, false] {
+        let mut args = vec!["connect", &url, "--subscribe", "room", "--listen"];
+        if json {
+            args.push("--json");
+        }
+        // `sh -c 'exec tether … 2>&1'`: stderr is stdout's pipe.
+        let mut child = tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(r#"exec "$0" "$@" 2>&1"#)
+            .arg(env!("CARGO_BIN_EXE_tether"))
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut both = BufReader::new(child.stdout.take().unwrap()).lines();
+        let subscribed = if json {
+            r#""event":"subscribed""#
+        } else {
+            "subscribed to room"
+        };
+        while let Some(line) = timeout(LIMIT, both.next_line()).await.unwrap().unwrap() {
+            if line.contains(subscribed) {
+                break;
+            }
+        }
+        drop(both); // `head` has what it wanted and exits
+        let mut publisher = tether(&["connect", &url, "--publish", "room"]);
+        let mut stdin = publisher.stdin.take().unwrap();
+        stdin.write_all(b"for nobody\n").await.unwrap();
+        drop(stdin);
+        assert_eq!(exit_code(&mut publisher).await, 0);
+        assert_eq!(exit_code(&mut child).await, 141, "json: {json}");
+    }
+    relay.shutdown().await;
+}
