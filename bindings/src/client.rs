@@ -154,8 +154,9 @@ impl Client {
     /// Sends a request (Tether mode) and returns the reply's JSON text. Fails with
     /// `TimedOut` after `timeout_ms` (`null`: the configured request timeout). Cancelling the
     /// call (its coroutine, Swift task or asyncio task) cancels the request: still queued, it
-    /// is never sent; written, its reply is ignored. It ends as `Cancelled`, as a
-    /// `RequestFailed` event.
+    /// is never sent; written, its reply is ignored. The call ends as the language ends a
+    /// cancelled one (`CancellationException`, `CancellationError`, `CancelledError`); no
+    /// listener event reports it (listeners get no request events).
     pub async fn request(
         &self,
         payload: Payload,

@@ -777,7 +777,6 @@ async fn in_lobby(url: String, id: &str) -> (Client, Recorder) {
     (client, rec)
 }
 
-/// Waits for a presence update in which `member` is present, or (`present` false) has left.
 /// The members present on a channel `client` is subscribed to.
 fn members(client: &Client, channel: &str) -> Vec<String> {
     client
@@ -786,6 +785,7 @@ fn members(client: &Client, channel: &str) -> Vec<String> {
         .expect("subscribed")
 }
 
+/// Waits for a presence update in which `member` is present, or (`present` false) has left.
 async fn until_presence(rec: &mut Recorder, member: &str, present: bool) {
     rec.until(LIMIT, |e| match e {
         Event::Presence { members, left, .. } => {
