@@ -81,7 +81,10 @@ impl Output {
             Event::Message(m) => self.stdout_line(payload_text(&m.payload)),
             other => {
                 if let Some(line) = human(other) {
-                    self.stderr_line(format_args!("[{:>7.3}s] {line}", self.t_ms() as f64 / 1000.0));
+                    self.stderr_line(format_args!(
+                        "[{:>7.3}s] {line}",
+                        self.t_ms() as f64 / 1000.0
+                    ));
                 }
             }
         }
