@@ -10,6 +10,37 @@ use std::process::Stdio;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::time::timeout;
 
+/// `connect URL --subscribe room --listen`, with `--json` if asked.
+fn listen_args(url: &str, json: bool) -> Vec<&str> {
+    let mut args = vec!["connect", url, "--subscribe", "room", "--listen"];
+    if json {
+        args.push("--json");
+    }
+    args
+}
+
+/// Reads `lines` until one contains `needle` (each line within `LIMIT`).
+async fn until_line<R: tokio::io::AsyncBufRead + Unpin>(
+    lines: &mut tokio::io::Lines<R>,
+    needle: &str,
+) {
+    while let Some(line) = timeout(LIMIT, lines.next_line()).await.unwrap().unwrap() {
+        if line.contains(needle) {
+            return;
+        }
+    }
+    panic!("the output ended before a line with {needle:?}");
+}
+
+/// Publishes one line on `room` through a second `tether connect`, which must succeed.
+async fn publish_one(url: &str) {
+    let mut publisher = tether(&["connect", url, "--publish", "room"]);
+    let mut stdin = publisher.stdin.take().unwrap();
+    stdin.write_all(b"for nobody\n").await.unwrap();
+    drop(stdin);
+    assert_eq!(exit_code(&mut publisher).await, 0);
+}
+
 /// A file piped in (`cat lines | tether connect --publish`) is read much faster than the relay
 /// acknowledges: every line must still be delivered. Reading stdin paid no attention to the
 /// outbox, whose default policy drops the oldest message to make room: with a small outbox,
@@ -57,35 +88,19 @@ async fn a_stdout_whose_reader_went_away_ends_the_run() {
     let relay = start_relay().await;
     let url = relay.ws_url();
     for json in [true, false] {
-        let mut args = vec!["connect", &url, "--subscribe", "room", "--listen"];
-        if json {
-            args.push("--json");
-        }
-        let mut child = tether_with_stdin(&args, Stdio::null());
+        let mut child = tether_with_stdin(&listen_args(&url, json), Stdio::null());
         let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
         if json {
             // Subscribed, so the message below is for it.
-            while let Some(line) = timeout(LIMIT, stdout.next_line()).await.unwrap().unwrap() {
-                if line.contains(r#""event":"subscribed""#) {
-                    break;
-                }
-            }
+            until_line(&mut stdout, r#""event":"subscribed""#).await;
         } else {
             // The readable output says so on stderr.
             let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
-            while let Some(line) = timeout(LIMIT, stderr.next_line()).await.unwrap().unwrap() {
-                if line.contains("subscribed to room") {
-                    break;
-                }
-            }
+            until_line(&mut stderr, "subscribed to room").await;
             child.stderr = Some(stderr.into_inner().into_inner());
         }
         drop(stdout); // `head` has what it wanted and exits
-        let mut publisher = tether(&["connect", &url, "--publish", "room"]);
-        let mut stdin = publisher.stdin.take().unwrap();
-        stdin.write_all(b"for nobody\n").await.unwrap();
-        drop(stdin);
-        assert_eq!(exit_code(&mut publisher).await, 0);
+        publish_one(&url).await;
         assert_eq!(exit_code(&mut child).await, 141, "json: {json}");
         let mut stderr = String::new();
         let mut pipe = child.stderr.take().unwrap();
@@ -108,10 +123,7 @@ async fn a_stdout_and_stderr_whose_reader_went_away_end_the_run_without_a_panic(
     let relay = start_relay().await;
     let url = relay.ws_url();
     for json in [true, false] {
-        let mut args = vec!["connect", &url, "--subscribe", "room", "--listen"];
-        if json {
-            args.push("--json");
-        }
+        let args = listen_args(&url, json);
         // `sh -c 'exec tether … 2>&1'`: stderr is stdout's pipe.
         let mut child = tokio::process::Command::new("sh")
             .arg("-c")
@@ -130,17 +142,9 @@ async fn a_stdout_and_stderr_whose_reader_went_away_end_the_run_without_a_panic(
         } else {
             "subscribed to room"
         };
-        while let Some(line) = timeout(LIMIT, both.next_line()).await.unwrap().unwrap() {
-            if line.contains(subscribed) {
-                break;
-            }
-        }
+        until_line(&mut both, subscribed).await;
         drop(both); // `head` has what it wanted and exits
-        let mut publisher = tether(&["connect", &url, "--publish", "room"]);
-        let mut stdin = publisher.stdin.take().unwrap();
-        stdin.write_all(b"for nobody\n").await.unwrap();
-        drop(stdin);
-        assert_eq!(exit_code(&mut publisher).await, 0);
+        publish_one(&url).await;
         assert_eq!(exit_code(&mut child).await, 141, "json: {json}");
     }
     relay.shutdown().await;
