@@ -369,6 +369,12 @@ fn human(event: &Event) -> Option<String> {
             to: State::Closed { .. },
             ..
         } => return None,
+        // The `ReconnectScheduled` line says the same, with the wait in seconds from now
+        // rather than an engine instant: one line per wait, not two.
+        Event::StateChanged {
+            to: State::Waiting { .. },
+            ..
+        } => return None,
         Event::StateChanged { to, .. } => format!("{to}"),
         Event::ReconnectScheduled {
             attempt,
@@ -403,6 +409,30 @@ fn human(event: &Event) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_scheduled_reconnect_reads_as_one_line_not_a_state_line_as_well() {
+        let waiting = State::Waiting {
+            attempt: 2,
+            until: tether_core::Instant::ZERO,
+        };
+        let state = Event::StateChanged {
+            from: State::Idle,
+            to: waiting,
+        };
+        assert_eq!(human(&state), None);
+        let scheduled = Event::ReconnectScheduled {
+            attempt: 2,
+            delay: std::time::Duration::from_millis(360),
+            cause: tether::DisconnectCause::Failed {
+                message: "connection refused".into(),
+            },
+        };
+        assert_eq!(
+            human(&scheduled).as_deref(),
+            Some("transport failed: connection refused; reconnecting (attempt 2) in 0.4 s")
+        );
+    }
 
     #[test]
     fn every_close_reason_reads_as_one_close_line() {
