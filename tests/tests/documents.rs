@@ -166,7 +166,7 @@ async fn change_streams_end_when_the_document_closes_or_the_client_shuts_down() 
 
     let other = c.document("b").unwrap();
     let mut b_changes = other.changes();
-    tokio::time::timeout(LIMIT, c.shutdown()).await.unwrap();
+    shut_down(&c).await;
     let drained =
         tokio::time::timeout(LIMIT, async { while b_changes.recv().await.is_some() {} }).await;
     assert!(drained.is_ok(), "shutdown ends every stream");
@@ -182,6 +182,13 @@ async fn change_streams_end_when_the_document_closes_or_the_client_shuts_down() 
     let acked = tokio::time::timeout(LIMIT, c.publish_acked("a", "x")).await;
     assert!(matches!(acked, Ok(Err(_))), "{acked:?}");
     relay.shutdown().await;
+}
+
+/// Shuts `client` down, within `LIMIT`.
+async fn shut_down(client: &Client) {
+    tokio::time::timeout(LIMIT, client.shutdown())
+        .await
+        .unwrap();
 }
 
 async fn synced(doc: &Document) {
@@ -219,8 +226,8 @@ async fn an_applied_change_evicted_from_a_full_outbox_still_shows_for_its_author
     assert!(b_sees, "the relay applied it: b shows it");
     let a_sees = eventually(LIMIT, || doc_a.get("title") == Some(json!("mine"))).await;
     let (view_a, view_b) = (doc_a.snapshot(), doc_b.snapshot());
-    tokio::time::timeout(LIMIT, a.shutdown()).await.unwrap();
-    tokio::time::timeout(LIMIT, b.shutdown()).await.unwrap();
+    shut_down(&a).await;
+    shut_down(&b).await;
     relay.shutdown().await;
     assert!(a_sees, "its author converges: a {view_a:?}, b {view_b:?}");
 }
@@ -254,8 +261,8 @@ async fn a_document_reopened_while_cut_off_shows_its_queued_change() {
     assert!(b_sees, "the relay applied it: b shows it");
     let a_sees = eventually(LIMIT, || doc_a.get("title") == Some(json!("mine"))).await;
     let (view_a, view_b) = (doc_a.snapshot(), doc_b.snapshot());
-    tokio::time::timeout(LIMIT, a.shutdown()).await.unwrap();
-    tokio::time::timeout(LIMIT, b.shutdown()).await.unwrap();
+    shut_down(&a).await;
+    shut_down(&b).await;
     drop(proxy);
     relay.shutdown().await;
     assert!(
@@ -320,12 +327,8 @@ async fn a_closed_document_stops_reaching_its_client_while_others_edit_it() {
         d.get("n") == Some(&json!(20))
     })
     .await;
-    tokio::time::timeout(LIMIT, writer.shutdown())
-        .await
-        .unwrap();
-    tokio::time::timeout(LIMIT, closer.shutdown())
-        .await
-        .unwrap();
+    shut_down(&writer).await;
+    shut_down(&closer).await;
     relay.shutdown().await;
 }
 
@@ -400,12 +403,8 @@ async fn a_delete_dropped_by_close_yet_applied_by_the_relay_is_confirmed_after_r
         "no race lost to itself: {seen:#?}"
     );
     assert_eq!(doc_a.snapshot(), doc_o.snapshot());
-    tokio::time::timeout(LIMIT, author.shutdown())
-        .await
-        .unwrap();
-    tokio::time::timeout(LIMIT, observer.shutdown())
-        .await
-        .unwrap();
+    shut_down(&author).await;
+    shut_down(&observer).await;
     relay.shutdown().await;
 }
 
@@ -479,11 +478,7 @@ async fn a_resend_of_an_applied_change_over_the_rate_limit_is_not_reported_rejec
     }
     assert!(acked, "its resend was never acknowledged");
     assert_eq!(doc_a.snapshot(), doc_o.snapshot());
-    tokio::time::timeout(LIMIT, author.shutdown())
-        .await
-        .unwrap();
-    tokio::time::timeout(LIMIT, observer.shutdown())
-        .await
-        .unwrap();
+    shut_down(&author).await;
+    shut_down(&observer).await;
     relay.shutdown().await;
 }
