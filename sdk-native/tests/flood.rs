@@ -10,25 +10,12 @@ use tether::Client;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::time::timeout;
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 /// Reads a WebSocket upgrade request on `tcp` and answers it (101): from here on the test
 /// speaks raw frames. `None` if the request or the answer did not go through.
 async fn accept_upgrade(tcp: &mut tokio::net::TcpStream) -> Option<()> {
     let head = common::read_request_head(tcp).await?;
-    let key = head
-        .lines()
-        .find_map(|l| {
-            let (name, value) = l.split_once(':')?;
-            name.eq_ignore_ascii_case("sec-websocket-key")
-                .then(|| value.trim().to_owned())
-        })
-        .unwrap_or_default();
-    let answer = format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
-         Connection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
-        derive_accept_key(key.as_bytes())
-    );
+    let answer = common::upgrade_answer(&head);
     tcp.write_all(answer.as_bytes()).await.ok()
 }
 

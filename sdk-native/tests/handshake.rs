@@ -8,7 +8,6 @@ use std::time::Duration;
 use tether::{Client, Event, Payload};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 /// An unmasked text frame (server to client) of `text`, under 126 bytes.
 fn text_frame(text: &str) -> Vec<u8> {
@@ -27,20 +26,7 @@ async fn frames_sent_with_the_upgrade_answer_are_the_first_messages() {
     let server = tokio::spawn(async move {
         let (mut tcp, _) = listener.accept().await.unwrap();
         let head = common::read_request_head(&mut tcp).await.unwrap();
-        let key = head
-            .lines()
-            .find_map(|l| {
-                let (name, value) = l.split_once(':')?;
-                name.eq_ignore_ascii_case("sec-websocket-key")
-                    .then(|| value.trim().to_owned())
-            })
-            .unwrap();
-        let mut answer = format!(
-            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
-             Connection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
-            derive_accept_key(key.as_bytes())
-        )
-        .into_bytes();
+        let mut answer = common::upgrade_answer(&head).into_bytes();
         for n in 0..3 {
             answer.extend(text_frame(&format!("welcome {n}")));
         }

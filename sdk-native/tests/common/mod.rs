@@ -30,6 +30,25 @@ pub async fn read_request_head(tcp: &mut TcpStream) -> Option<String> {
     Some(String::from_utf8_lossy(&head).into_owned())
 }
 
+/// The `101 Switching Protocols` answer to the WebSocket upgrade request `head` (its
+/// `Sec-WebSocket-Accept` derived from the request's key), for a test server that then speaks
+/// raw frames.
+pub fn upgrade_answer(head: &str) -> String {
+    let key = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("sec-websocket-key")
+                .then(|| value.trim().to_owned())
+        })
+        .unwrap_or_default();
+    format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+        tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes())
+    )
+}
+
 /// The size of the first message `events` delivers, or the reconnect (its cause) that came
 /// first, or what ended the wait (5 s at most).
 pub async fn first_message_or_reconnect(events: &mut Events) -> Result<usize, String> {
