@@ -342,7 +342,9 @@ impl ClientConfig {
     pub fn wire_protocol(self: Arc<Self>, protocol: WireProtocol) -> Arc<Self> {
         self.with(|o| o.protocol = Some(protocol))
     }
-    /// Adds a handshake header. Default none.
+    /// Adds a handshake header. Default none. One the handshake sets itself (`Host`,
+    /// `Upgrade`, `Sec-WebSocket-*`, `Last-Event-ID`, …) or the token's own header is refused
+    /// by `Client(config)` with `InvalidConfig`.
     pub fn header(self: Arc<Self>, name: String, value: String) -> Arc<Self> {
         self.with(|o| o.headers.push((name, value)))
     }

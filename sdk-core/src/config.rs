@@ -433,8 +433,10 @@ impl ConfigBuilder {
         self
     }
     /// Adds a handshake header (native drivers). Default none. The name must be an HTTP
-    /// token (RFC 7230: letters, digits, ``!#$%&'*+-.^_`|~``) and the value free of control
-    /// characters, or [`build`](Self::build) refuses it (field `header`).
+    /// token (RFC 7230: letters, digits, ``!#$%&'*+-.^_`|~``), not one the handshake sets
+    /// itself (`Host`, `Connection`, `Upgrade`, `Sec-WebSocket-*`, `Content-Length`,
+    /// `Transfer-Encoding`, `Last-Event-ID`), nor the token provider's header, and the value
+    /// free of control characters, or [`build`](Self::build) refuses it (field `header`).
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.config.headers.push((name.into(), value.into()));
         self
@@ -719,6 +721,15 @@ impl ConfigBuilder {
                     ));
                 }
             }
+            // A second Host, Upgrade or Sec-WebSocket-Key makes a server refuse every handshake
+            // (400), an offered extension the driver cannot speak breaks the connection once
+            // accepted, and a Last-Event-ID of the app's would fight the engine's resume.
+            if let Some(owner) = handshake_owned(name) {
+                return Err(ConfigError::new(
+                    "header",
+                    format!("{} is set by {owner}, not by the app", Quoted(name)),
+                ));
+            }
             // A control character (a stray newline) would make every handshake fail locally,
             // attempt after attempt, without ever reaching the server.
             if !is_header_value(value) {
@@ -983,6 +994,22 @@ fn is_token(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
+/// Who sets header `name` on a handshake when it is not the app: the HTTP request line
+/// (`Host` and the framing headers), the WebSocket handshake (`Connection`, `Upgrade`,
+/// `Sec-WebSocket-*`; subprotocols have their own option) or the engine's SSE resume position.
+fn handshake_owned(name: &str) -> Option<&'static str> {
+    let lower = name.to_ascii_lowercase();
+    match lower.as_str() {
+        "host" | "content-length" | "transfer-encoding" | "connection" | "upgrade" => {
+            Some("the handshake")
+        }
+        "sec-websocket-protocol" => Some("the subprotocol option"),
+        "last-event-id" => Some("the engine's resume position"),
+        _ if lower.starts_with("sec-websocket-") => Some("the handshake"),
+        _ => None,
+    }
+}
+
 /// Whether `value` can be sent as an HTTP header value: no control characters but tab.
 pub(crate) fn is_header_value(value: &str) -> bool {
     value
@@ -1174,6 +1201,42 @@ mod tests {
                 builder = builder.token(token);
             }
             assert!(builder.build().is_ok());
+        }
+    }
+
+    #[test]
+    fn headers_the_handshake_sets_itself_are_refused() {
+        for (name, owner) in [
+            ("Host", "the handshake"),
+            ("connection", "the handshake"),
+            ("Upgrade", "the handshake"),
+            ("Sec-WebSocket-Key", "the handshake"),
+            ("sec-websocket-extensions", "the handshake"),
+            ("Sec-WebSocket-Protocol", "the subprotocol option"),
+            ("Last-Event-ID", "the engine's resume position"),
+            ("Content-Length", "the handshake"),
+        ] {
+            let err = Config::builder("ws://h")
+                .header(name, "x")
+                .build()
+                .unwrap_err();
+            assert_eq!(err.field, "header", "{name}");
+            assert!(err.reason.contains(owner), "{name}: {err}");
+            assert!(err.reason.contains(name), "{name}: {err}");
+        }
+        // Names that only look like them stay the app's.
+        for name in [
+            "X-Host",
+            "Hosts",
+            "Sec-Fetch-Mode",
+            "Origin",
+            "User-Agent",
+            "Accept",
+        ] {
+            assert!(
+                Config::builder("ws://h").header(name, "v").build().is_ok(),
+                "{name}"
+            );
         }
     }
 

@@ -131,7 +131,8 @@ impl ClientBuilder {
     forward! {
         /// Wire protocol: raw frames or the Tether envelope.
         protocol(protocol: Protocol);
-        /// Adds a handshake header.
+        /// Adds a handshake header. One the handshake sets itself (`Host`, `Upgrade`,
+        /// `Sec-WebSocket-*`, `Last-Event-ID`, …) is refused by `build()`.
         header(name: impl Into<String>, value: impl Into<String>);
         /// Offers a WebSocket subprotocol (in the order added). A server must choose one of
         /// those offered: if it chooses none (as the reference relay does), or one not
