@@ -395,11 +395,15 @@ impl ConfigError {
 #[derive(Debug, Clone)]
 pub struct ConfigBuilder {
     config: Config,
+    /// The first header [`header`](Self::header) refused, for `build` to return. Checked as
+    /// it is added, so a driver that never adds one (a browser's) links none of the checks.
+    refused_header: Option<ConfigError>,
 }
 
 impl ConfigBuilder {
     fn new(url: impl Into<String>) -> Self {
         ConfigBuilder {
+            refused_header: None,
             config: Config {
                 url: url.into(),
                 transport: TransportKind::WebSocket,
@@ -438,7 +442,11 @@ impl ConfigBuilder {
     /// `Transfer-Encoding`, `Last-Event-ID`), nor the token provider's header, and the value
     /// free of control characters, or [`build`](Self::build) refuses it (field `header`).
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.config.headers.push((name.into(), value.into()));
+        let (name, value) = (name.into(), value.into());
+        if self.refused_header.is_none() {
+            self.refused_header = check_header(&name, &value).err();
+        }
+        self.config.headers.push((name, value));
         self
     }
     /// Adds a WebSocket subprotocol to offer. Default none. Like a header name it must be
@@ -699,15 +707,10 @@ impl ConfigBuilder {
             }
             _ => {}
         }
-        for (name, value) in &c.headers {
-            // Refused here, once: on the handshake every attempt would fail with a transport
-            // error, retried forever.
-            if !is_token(name) {
-                return Err(ConfigError::new(
-                    "header",
-                    format!("invalid header name {}: {TOKEN_RULE}", Quoted(name)),
-                ));
-            }
+        if let Some(refused) = self.refused_header {
+            return Err(refused);
+        }
+        for (name, _) in &c.headers {
             // Two of them on every handshake, the app's and the provider's token: which one a
             // server reads is its own choice, so a stale credential could win.
             if let Some(TokenPlacement::Header { name: token, .. }) = &c.token {
@@ -720,23 +723,6 @@ impl ConfigBuilder {
                         ),
                     ));
                 }
-            }
-            // A second Host, Upgrade or Sec-WebSocket-Key makes a server refuse every handshake
-            // (400), an offered extension the driver cannot speak breaks the connection once
-            // accepted, and a Last-Event-ID of the app's would fight the engine's resume.
-            if let Some(owner) = handshake_owned(name) {
-                return Err(ConfigError::new(
-                    "header",
-                    format!("{} is set by {owner}, not by the app", Quoted(name)),
-                ));
-            }
-            // A control character (a stray newline) would make every handshake fail locally,
-            // attempt after attempt, without ever reaching the server.
-            if !is_header_value(value) {
-                return Err(ConfigError::new(
-                    "header",
-                    format!("the value of {} contains control characters", Quoted(name)),
-                ));
             }
         }
         // Same failure mode (tungstenite cannot build the header; a browser's `WebSocket`
@@ -992,6 +978,35 @@ fn is_token(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// A header the app may add to the handshake. Refused here, once: on the handshake every
+/// attempt would fail with a transport error (or a server's 400), retried for ever.
+fn check_header(name: &str, value: &str) -> Result<(), ConfigError> {
+    if !is_token(name) {
+        return Err(ConfigError::new(
+            "header",
+            format!("invalid header name {}: {TOKEN_RULE}", Quoted(name)),
+        ));
+    }
+    // A second Host, Upgrade or Sec-WebSocket-Key makes a server refuse every handshake
+    // (400), an offered extension the driver cannot speak breaks the connection once
+    // accepted, and a Last-Event-ID of the app's would fight the engine's resume.
+    if let Some(owner) = handshake_owned(name) {
+        return Err(ConfigError::new(
+            "header",
+            format!("{} is set by {owner}, not by the app", Quoted(name)),
+        ));
+    }
+    // A control character (a stray newline) would make every handshake fail locally,
+    // attempt after attempt, without ever reaching the server.
+    if !is_header_value(value) {
+        return Err(ConfigError::new(
+            "header",
+            format!("the value of {} contains control characters", Quoted(name)),
+        ));
+    }
+    Ok(())
 }
 
 /// Who sets header `name` on a handshake when it is not the app: the HTTP request line
