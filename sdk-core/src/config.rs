@@ -319,6 +319,25 @@ impl Config {
     pub fn connect_timeout(&self) -> Duration {
         self.connect_timeout
     }
+    /// Time the engine gives an attempt to open: `connect_timeout`, or on an event stream
+    /// (SSE) the heartbeat's silence limit (`interval × (max_missed + 1)`, 75 s by default)
+    /// when that is longer. Many SSE servers send their response head only with the first
+    /// event (WSGI servers such as Flask and Django must; Node's `writeHead` without a flush
+    /// does), so a quiet stream is silent before its head as after it, and a browser's
+    /// `EventSource` waits for it: cut off at the connect timeout, such a stream never opened
+    /// while it had nothing to say, and the events it sent between attempts were lost.
+    pub fn open_timeout(&self) -> Duration {
+        match self.transport {
+            TransportKind::Sse => {
+                let silence = self
+                    .heartbeat
+                    .interval
+                    .saturating_mul(self.heartbeat.max_missed.saturating_add(1));
+                self.connect_timeout.max(silence)
+            }
+            TransportKind::WebSocket => self.connect_timeout,
+        }
+    }
     /// Largest message accepted in either direction, in bytes. Default 1 MiB.
     pub fn max_message_bytes(&self) -> usize {
         self.max_message_bytes
@@ -554,7 +573,8 @@ impl ConfigBuilder {
         self.config.token = Some(placement);
         self
     }
-    /// Time allowed for token fetch + handshake. Default 10 s.
+    /// Time allowed for token fetch + handshake. Default 10 s. An event stream (SSE) is given
+    /// its heartbeat's silence limit when that is longer (see [`Config::open_timeout`]).
     pub fn connect_timeout(mut self, d: Duration) -> Self {
         self.config.connect_timeout = d;
         self

@@ -309,6 +309,46 @@ fn connect_timeout_abandons_a_hanging_handshake() {
     assert_eq!(r[0].3, DisconnectCause::ConnectTimeout);
 }
 
+/// Many SSE servers send their response head only with their first event (WSGI servers must),
+/// so a quiet stream waiting for its head is given the silence limit an open stream has, not
+/// the connect timeout: cut off at that, it never opened while it had nothing to say.
+#[test]
+fn an_event_stream_waits_for_its_head_as_long_as_an_open_stream_may_be_silent() {
+    use tether_core::HeartbeatConfig;
+    let stream = |heartbeat: Option<HeartbeatConfig>| {
+        let mut b = Config::builder("http://relay/events").connect_timeout(secs(3));
+        if let Some(h) = heartbeat {
+            b = b.heartbeat(h);
+        }
+        let mut sim = Sim::new(b.build().unwrap(), false);
+        sim.server.behaviour = Behaviour::Hang;
+        sim.connect();
+        sim.run_for(secs(100));
+        sim.reconnects()
+            .first()
+            .map(|r| (r.0, r.3.clone()))
+            .expect("given up on at last")
+    };
+    // The default heartbeat: 25 s × (2 + 1).
+    assert_eq!(
+        stream(None),
+        (
+            Instant::from_millis(75_000),
+            DisconnectCause::ConnectTimeout
+        )
+    );
+    // A silence limit shorter than the connect timeout leaves the connect timeout.
+    let short = HeartbeatConfig {
+        interval: secs(1),
+        max_missed: 1,
+        ..HeartbeatConfig::default()
+    };
+    assert_eq!(
+        stream(Some(short)),
+        (Instant::from_millis(3_000), DisconnectCause::ConnectTimeout)
+    );
+}
+
 /// A transport still opening has no close handshake: given up on (its connect timeout, the
 /// app's close), it is released at once, not told to close and kept for the close timeout.
 #[test]

@@ -319,3 +319,34 @@ async fn a_large_sse_event_on_a_slow_link_is_not_cut_off_by_the_silence_limit() 
         .unwrap();
     assert_eq!(got, Ok(SIZE), "the event arrives on the first connection");
 }
+
+/// A server that sends its response head only with its first event (WSGI servers must; Node's
+/// `writeHead` without a flush does) is waited for as an open stream would be, not cut off at
+/// the connect timeout: on each attempt it was, so a quiet stream never opened.
+#[tokio::test]
+async fn a_stream_whose_head_comes_with_its_first_event_is_waited_for() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (mut tcp, _) = listener.accept().await.unwrap();
+        common::read_request_head(&mut tcp).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        let first = format!("{HEAD}data: late\n\n");
+        tcp.write_all(first.as_bytes()).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    });
+    let (client, mut events) = Client::builder(format!("http://{addr}/sse"))
+        .connect_timeout(Duration::from_millis(500))
+        .backoff_initial(Duration::from_millis(10))
+        .connect()
+        .unwrap();
+    assert_eq!(
+        common::first_message_or_reconnect(&mut events).await,
+        Ok("late".len())
+    );
+    assert_eq!(client.stats().attempts, 1);
+    tokio::time::timeout(Duration::from_secs(5), client.shutdown())
+        .await
+        .unwrap();
+    server.abort();
+}

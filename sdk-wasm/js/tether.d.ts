@@ -258,7 +258,7 @@ export interface TetherClientOptions {
   tokenPlacement?: 'query' | 'first-message';
   /** Query parameter name for the token. ['token'] */
   tokenParam?: string;
-  /** Token fetch + handshake. [10000] */
+  /** Token fetch + handshake. [10000] An event stream waits for its head up to the heartbeat's silence limit (75 s by default) when longer: many SSE servers send it only with their first event. */
   connectTimeoutMs?: number;
   /** Close handshake. [2000] */
   closeTimeoutMs?: number;

@@ -143,7 +143,8 @@ pub(crate) struct ConnectArgs {
     /// Largest message in either direction, in bytes (default 1 MiB).
     #[arg(long, value_name = "N")]
     pub max_message_bytes: Option<usize>,
-    /// Connect timeout in ms (default 10000).
+    /// Connect timeout in ms (default 10000). An SSE URL waits for its response head up to
+    /// the heartbeat's silence limit (75 s by default) when that is longer.
     #[arg(long, value_name = "MS")]
     pub connect_timeout: Option<u64>,
     /// Seed for the jitter PRNG (reproducible delays).

@@ -32,7 +32,7 @@ impl Engine {
             ..Connection::default()
         };
         self.stats.attempts += 1;
-        self.timers.connect = Some(now + self.config.connect_timeout);
+        self.timers.connect = Some(now + self.config.open_timeout());
         self.set_state(State::Connecting { attempt });
         if self.config.token.is_some() {
             self.conn.awaiting_token = true;
