@@ -350,3 +350,68 @@ async fn a_stream_whose_head_comes_with_its_first_event_is_waited_for() {
         .unwrap();
     server.abort();
 }
+
+/// `data: hi\n\n`, gzip-compressed.
+const GZIPPED_EVENT: &[u8] = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff\x4b\x49\x2c\x49\xb4\x52\
+    \xc8\xc8\xe4\xe2\x02\x00\xb8\xa4\xcb\xb2\x0a\x00\x00\x00";
+
+/// A request without `Accept-Encoding` accepts any content coding (RFC 9110 §12.5.3), so a
+/// server (or a CDN in front of it) may compress the stream. The link cannot decompress: the
+/// compressed bytes went to the parser as if they were text, the stream stayed open and
+/// delivered nothing (or whatever garbage happened to look like a field), with no error. It
+/// asks for the stream as it is (`identity`), and one encoded all the same is refused, said as
+/// what it is.
+#[tokio::test]
+async fn a_compressed_event_stream_is_refused_not_read_as_text() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let heads = Arc::new(Mutex::new(Vec::new()));
+    let record = heads.clone();
+    let server = tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let Some(head) = common::read_request_head(&mut tcp).await else {
+                continue;
+            };
+            record.lock().unwrap().push(head);
+            let mut response = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\
+                Content-Encoding: gzip\r\nConnection: close\r\n\r\n"
+                .to_vec();
+            response.extend_from_slice(GZIPPED_EVENT);
+            let _ = tcp.write_all(&response).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    let (client, mut events) = Client::builder(format!("http://{addr}/sse"))
+        .backoff_initial(Duration::from_millis(10))
+        .connect()
+        .unwrap();
+    let mut seen = Vec::new();
+    let error = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match common::next_event(&mut events).await {
+                Event::Error(EngineError::Transport(message)) => return message,
+                event => seen.push(format!("{event:?}")),
+            }
+        }
+    })
+    .await;
+    tokio::time::timeout(Duration::from_secs(5), client.shutdown())
+        .await
+        .unwrap();
+    server.abort();
+    let error = error.unwrap_or_else(|_| panic!("no transport error; events: {seen:?}"));
+    assert!(error.contains("gzip"), "{error}");
+    assert!(
+        !seen
+            .iter()
+            .any(|e| e.contains("Message") || e.contains("to: Open")),
+        "{seen:?}"
+    );
+    let heads = heads.lock().unwrap();
+    let accept_encoding = heads[0].lines().find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        name.eq_ignore_ascii_case("accept-encoding")
+            .then(|| value.trim().to_owned())
+    });
+    assert_eq!(accept_encoding.as_deref(), Some("identity"));
+}

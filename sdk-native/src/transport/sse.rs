@@ -41,6 +41,10 @@ impl SseLink {
         let mut headers = vec![
             ("Accept".to_owned(), "text/event-stream".to_owned()),
             ("Cache-Control".to_owned(), "no-cache".to_owned()),
+            // The body goes to the parser as it comes: a request without `Accept-Encoding`
+            // accepts any content coding (RFC 9110 §12.5.3), so a server or a CDN could
+            // compress it, and the parser would read the compressed bytes as text.
+            ("Accept-Encoding".to_owned(), "identity".to_owned()),
         ];
         headers.extend(request.headers.iter().cloned());
         if let Some(id) = &request.last_event_id {
@@ -141,6 +145,16 @@ impl SseLink {
                 retry_after: retry_after(response.headers()),
                 location: redirect_location(status, response.headers()),
             }));
+        }
+        if let Some(coding) = content_coding(response.headers()) {
+            // Sent all the same: unreadable, and read as text it was an open stream that
+            // delivered nothing (or garbage that happened to look like a field), silently.
+            // Reported as the failure it is; the engine retries it like any I/O failure.
+            self.state = State::Done;
+            return LinkInput::Failed(Box::new(TransportFailure::Io(format!(
+                "the event stream came with Content-Encoding {coding:?}, which was not asked \
+                 for (Accept-Encoding: identity) and cannot be read"
+            ))));
         }
         self.state = State::Streaming(Box::pin(response.bytes_stream()));
         LinkInput::Opened
@@ -250,6 +264,22 @@ fn refused_by_proxy_auth(e: &reqwest::Error) -> bool {
         .any(|cause| cause.to_string().ends_with("proxy authorization required"))
 }
 
+/// The response's content coding, if it has one other than `identity` (the body is then not
+/// the event stream's text), as the server wrote it (at most 64 characters of it).
+fn content_coding(headers: &reqwest::header::HeaderMap) -> Option<String> {
+    headers
+        .get_all(reqwest::header::CONTENT_ENCODING)
+        .iter()
+        .find_map(|value| {
+            let value = String::from_utf8_lossy(value.as_bytes());
+            value
+                .split(',')
+                .map(str::trim)
+                .find(|coding| !coding.is_empty() && !coding.eq_ignore_ascii_case("identity"))
+                .map(|coding| coding.chars().take(64).collect())
+        })
+}
+
 /// Whether a `Content-Type` value names `text/event-stream`: the media type before any
 /// parameters (`; charset=utf-8`), compared without regard to case as MIME types are.
 fn is_event_stream_type(content_type: &str) -> bool {
@@ -291,6 +321,25 @@ mod tests {
     }
 
     use super::is_event_stream_type;
+
+    #[test]
+    fn content_codings_other_than_identity() {
+        use reqwest::header::{HeaderMap, HeaderValue, CONTENT_ENCODING};
+        let coding = |values: &[&str]| {
+            let mut headers = HeaderMap::new();
+            for value in values {
+                headers.append(CONTENT_ENCODING, HeaderValue::from_str(value).unwrap());
+            }
+            super::content_coding(&headers)
+        };
+        assert_eq!(coding(&[]), None);
+        assert_eq!(coding(&["identity"]), None);
+        assert_eq!(coding(&["Identity", ""]), None);
+        assert_eq!(coding(&["gzip"]).as_deref(), Some("gzip"));
+        assert_eq!(coding(&["identity, br"]).as_deref(), Some("br"));
+        assert_eq!(coding(&["identity", "deflate"]).as_deref(), Some("deflate"));
+        assert_eq!(coding(&[&"x".repeat(100)]).unwrap().len(), 64);
+    }
 
     #[test]
     fn event_stream_content_types() {
