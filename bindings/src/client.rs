@@ -309,6 +309,13 @@ impl Client {
         self.clock.state(self.inner.state())
     }
 
+    /// An event stream's position: the last event id it sent, sent back on every reconnect
+    /// (null on a WebSocket). It may be ahead of events the listener has not handled yet: to
+    /// save a position to resume from, save the `lastEventId` of the last message handled.
+    pub fn last_event_id(&self) -> Option<String> {
+        self.inner.last_event_id()
+    }
+
     /// A snapshot of the counters.
     pub fn stats(&self) -> ClientStats {
         ClientStats {

@@ -95,6 +95,7 @@ struct Options {
     protocol: Option<WireProtocol>,
     headers: Vec<(String, String)>,
     subprotocols: Vec<String>,
+    last_event_id: Option<String>,
     backoff_initial_ms: Option<u64>,
     backoff_max_ms: Option<u64>,
     backoff_factor: Option<f64>,
@@ -207,6 +208,9 @@ impl ClientConfig {
         }
         for name in &o.subprotocols {
             b = b.subprotocol(name.clone());
+        }
+        if let Some(id) = &o.last_event_id {
+            b = b.last_event_id(id.clone());
         }
         if let Some(v) = o.backoff_initial_ms {
             b = b.backoff_initial(ms(v));
@@ -352,6 +356,12 @@ impl ClientConfig {
     /// `Client(config)` refuses one there with `InvalidConfig`.
     pub fn subprotocol(self: Arc<Self>, name: String) -> Arc<Self> {
         self.with(|o| o.subprotocols.push(name))
+    }
+    /// An event stream's position to resume from on the first attempt (its `Last-Event-ID`):
+    /// the `lastEventId` of the last message the app handled before it stopped. Default none.
+    /// `Client(config)` refuses one on a WebSocket URL with `InvalidConfig`.
+    pub fn last_event_id(self: Arc<Self>, id: String) -> Arc<Self> {
+        self.with(|o| o.last_event_id = Some(id))
     }
     /// Scale of the first retry delay. Default 500 ms.
     pub fn backoff_initial_ms(self: Arc<Self>, ms: u64) -> Arc<Self> {

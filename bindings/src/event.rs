@@ -224,6 +224,10 @@ pub struct InboundMessage {
     /// A named Server-Sent Event's type (`event:`); null for unnamed events and WebSocket
     /// messages.
     pub event: Option<String>,
+    /// An event stream's position once this message is handled (its `id:`, or the last one
+    /// before it): save it after handling the message and give it to
+    /// `ClientConfig.lastEventId` to resume there after a restart. Null on a WebSocket.
+    pub last_event_id: Option<String>,
 }
 
 /// A problem the client reports and has already handled.
@@ -418,6 +422,7 @@ impl From<tether::InboundMessage> for InboundMessage {
             offset: m.offset,
             payload: m.payload.into(),
             event: m.event,
+            last_event_id: m.last_event_id,
         }
     }
 }

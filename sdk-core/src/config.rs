@@ -258,6 +258,8 @@ pub struct Config {
     pub(crate) protocol: Protocol,
     pub(crate) headers: Vec<(String, String)>,
     pub(crate) subprotocols: Vec<String>,
+    /// An event stream's position to resume from on the first attempt (`last_event_id`).
+    pub(crate) resume_from: Option<String>,
     pub(crate) backoff: BackoffConfig,
     pub(crate) heartbeat: HeartbeatConfig,
     pub(crate) outbox: OutboxConfig,
@@ -318,6 +320,11 @@ impl Config {
     /// Time allowed for a connection attempt (token fetch + handshake). Default 10 s.
     pub fn connect_timeout(&self) -> Duration {
         self.connect_timeout
+    }
+    /// The position an event stream resumes from on its first attempt, if the app gave one
+    /// ([`ConfigBuilder::last_event_id`]).
+    pub fn last_event_id(&self) -> Option<&str> {
+        self.resume_from.as_deref()
     }
     /// Time the engine gives an attempt to open: `connect_timeout`, or on an event stream
     /// (SSE) the heartbeat's silence limit (`interval × (max_missed + 1)`, 75 s by default)
@@ -429,6 +436,7 @@ impl ConfigBuilder {
                 protocol: Protocol::Raw,
                 headers: Vec::new(),
                 subprotocols: Vec::new(),
+                resume_from: None,
                 backoff: BackoffConfig::default(),
                 heartbeat: HeartbeatConfig::default(),
                 outbox: OutboxConfig::default(),
@@ -466,6 +474,19 @@ impl ConfigBuilder {
             self.refused_header = check_header(&name, &value).err();
         }
         self.config.headers.push((name, value));
+        self
+    }
+    /// An event stream's position to resume from on the first attempt, sent as its
+    /// `Last-Event-ID` (a browser's `EventSource` cannot send the header: there it goes in the
+    /// URL, as every resume does): typically one the app saved from
+    /// `Engine::last_event_id` before it stopped. Default none; an empty id is none. After
+    /// that, the engine keeps the position from the stream's `id:` fields as usual. `build`
+    /// refuses it (field `last_event_id`) on a WebSocket URL, and when it is longer than
+    /// [`MAX_EVENT_ID_LEN`](crate::sse::MAX_EVENT_ID_LEN) or holds a control character, which
+    /// no header could carry.
+    pub fn last_event_id(mut self, id: impl Into<String>) -> Self {
+        let id = id.into();
+        self.config.resume_from = (!id.is_empty()).then_some(id);
         self
     }
     /// Adds a WebSocket subprotocol to offer. Default none. Like a header name it must be
@@ -769,6 +790,25 @@ impl ConfigBuilder {
                 "subprotocol",
                 "an event stream (http/https URL) has no subprotocols: they are WebSocket only",
             ));
+        }
+        if let Some(id) = &c.resume_from {
+            if c.transport != TransportKind::Sse {
+                return Err(ConfigError::new(
+                    "last_event_id",
+                    "a WebSocket has no event ids: a resume position is for an event stream \
+                     (http/https URL)",
+                ));
+            }
+            if !crate::sse::is_resumable_id(id) {
+                return Err(ConfigError::new(
+                    "last_event_id",
+                    format!(
+                        "must be at most {} bytes with no control characters, as a header \
+                         must carry it",
+                        crate::sse::MAX_EVENT_ID_LEN
+                    ),
+                ));
+            }
         }
         if let Some(id) = &c.client_id {
             validate_client_id(id).map_err(|reason| ConfigError::new("client_id", reason))?;
@@ -1273,6 +1313,22 @@ mod tests {
                 "{name}"
             );
         }
+    }
+
+    #[test]
+    fn a_resume_position_is_for_an_event_stream_and_must_fit_a_header() {
+        let sse = |id: &str| {
+            Config::builder("https://example.com/events")
+                .last_event_id(id)
+                .build()
+        };
+        assert_eq!(sse("e1-42").unwrap().last_event_id(), Some("e1-42"));
+        assert_eq!(sse("").unwrap().last_event_id(), None);
+        for bad in ["a\nb", "\0", &"9".repeat(crate::sse::MAX_EVENT_ID_LEN + 1)] {
+            assert_eq!(sse(bad).unwrap_err().field, "last_event_id", "{bad:?}");
+        }
+        let ws = Config::builder("ws://h").last_event_id("7").build();
+        assert_eq!(ws.unwrap_err().field, "last_event_id");
     }
 
     #[test]

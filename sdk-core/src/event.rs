@@ -474,6 +474,12 @@ pub struct InboundMessage {
     /// several can tell them apart; `None` for an unnamed (`message`) event and for every
     /// WebSocket message.
     pub event: Option<String>,
+    /// An event stream's position once this message is handled: its `id:`, or the last one
+    /// the stream sent before it. An app that saves it after handling the message resumes
+    /// from there after a restart (`ConfigBuilder::last_event_id`), missing nothing and
+    /// getting nothing twice from a server that honours `Last-Event-ID`. `None` on a
+    /// WebSocket, and on a stream that has sent no id (or reset it with an empty `id:`).
+    pub last_event_id: Option<String>,
 }
 
 /// Something went wrong that the app may want to see; the engine has already handled it.

@@ -4066,6 +4066,53 @@ fn a_named_sse_event_says_its_type() {
     );
 }
 
+/// An app that saved the stream's position before it stopped resumes from it: the first
+/// attempt sends it, and the stream's own ids take over from there.
+#[test]
+fn sse_resumes_from_a_position_the_app_saved() {
+    let mut sim = Sim::new(
+        Config::builder("http://relay/sse/room")
+            .last_event_id("e1-41")
+            .jitter(Jitter::None)
+            .build()
+            .unwrap(),
+        false,
+    );
+    assert_eq!(sim.engine.last_event_id(), Some("e1-41"));
+    sim.connect_open();
+    assert_eq!(
+        sim.server.opens[0].1.last_event_id.as_deref(),
+        Some("e1-41")
+    );
+    sim.server_push_sse(SseEvent {
+        id: Some("e1-42".into()),
+        event: "message".into(),
+        data: "tick".into(),
+        retry: None,
+    });
+    // No id of its own: the stream's position is still the one before it.
+    sim.server_push_sse(SseEvent {
+        id: None,
+        event: "message".into(),
+        data: "tock".into(),
+        retry: None,
+    });
+    sim.run_for(ms(50));
+    assert_eq!(sim.engine.last_event_id(), Some("e1-42"));
+    let positions: Vec<Option<String>> = sim
+        .delivered()
+        .into_iter()
+        .map(|m| m.last_event_id)
+        .collect();
+    assert_eq!(positions, [Some("e1-42".into()), Some("e1-42".into())]);
+    sim.kill_connection();
+    sim.run_until_state(secs(10), |e| e.state().is_open());
+    assert_eq!(
+        sim.server.opens[1].1.last_event_id.as_deref(),
+        Some("e1-42")
+    );
+}
+
 #[test]
 fn sse_resumes_with_last_event_id_and_honours_retry() {
     let mut sim = Sim::new(

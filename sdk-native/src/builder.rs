@@ -143,6 +143,11 @@ impl ClientBuilder {
         /// deployment's configuration, which no retry changes. A server that chooses one when
         /// none was offered stops the client the same way.
         subprotocol(name: impl Into<String>);
+        /// An event stream's position to resume from on the first attempt, sent as its
+        /// `Last-Event-ID`: typically the `last_event_id` of the last message the app handled
+        /// before it stopped ([`InboundMessage::last_event_id`](crate::InboundMessage)).
+        /// Refused by `build()` on a WebSocket URL, or when no header could carry it.
+        last_event_id(id: impl Into<String>);
         /// Replaces all backoff settings.
         backoff(backoff: BackoffConfig);
         /// First retry delay scale.

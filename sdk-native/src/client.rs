@@ -813,6 +813,13 @@ impl Client {
         self.shared.lock().engine.stats().clone()
     }
 
+    /// An event stream's position: the last event id it sent, sent back on every reconnect
+    /// (`None` on a WebSocket). It may be ahead of the messages still unread in [`Events`]:
+    /// to save a position to resume from, save the `last_event_id` of the last message handled.
+    pub fn last_event_id(&self) -> Option<String> {
+        self.shared.lock().engine.last_event_id().map(str::to_owned)
+    }
+
     /// The largest message, in bytes, this client sends or accepts
     /// ([`ClientBuilder::max_message_bytes`](crate::ClientBuilder::max_message_bytes)),
     /// measured encoded (with the Tether protocol, envelope included): larger sends are

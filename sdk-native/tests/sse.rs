@@ -126,6 +126,36 @@ async fn oversized_events_are_reported_and_unsendable_ids_never_reach_a_header()
     assert_eq!(client.stats().reconnects, 1);
 }
 
+/// An app that saved the position of the last message it handled resumes from it after a
+/// restart: the first request sends it, and every message says the position to save.
+#[tokio::test]
+async fn a_stream_resumes_from_the_position_the_app_saved() {
+    let first = vec![b"id: 8\ndata: a\n\ndata: b\n\n".to_vec()];
+    let second = vec![b"id: 9\ndata: c\n\n".to_vec()];
+    let (addr, seen) = sse_server(vec![first, second]).await;
+    let (client, mut events) = Client::builder(format!("http://{addr}/sse"))
+        .last_event_id("7")
+        .backoff_initial(Duration::from_millis(10))
+        .connect()
+        .unwrap();
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        if let Event::Message(m) = common::next_event(&mut events).await {
+            got.push((m.payload, m.last_event_id));
+        }
+    }
+    let text = |t: &str, id: &str| (Payload::Text(t.into()), Some(id.to_owned()));
+    assert_eq!(got, [text("a", "8"), text("b", "8"), text("c", "9")]);
+    assert_eq!(client.last_event_id().as_deref(), Some("9"));
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [Some("7".to_owned()), Some("8".to_owned())]
+    );
+    tokio::time::timeout(Duration::from_secs(5), client.shutdown())
+        .await
+        .unwrap();
+}
+
 /// The text of the first transport error, and of the cause of the reconnect that follows it.
 async fn first_failure(events: &mut Events) -> (String, String) {
     let mut error = None;

@@ -131,7 +131,8 @@ export interface TetherEventMap {
    * A message: JSON payload (Tether protocol), text, or bytes (raw binary frames). `event` is
    * a named SSE event's type (one listed in `sseEvents`); absent for unnamed events.
    */
-  message: { data: unknown; channel?: string; offset?: number; event?: string };
+  /** `lastEventId`: an event stream's position once this message is handled (its `id:`, or the last before it); save it and pass it as the `lastEventId` option to resume there. */
+  message: { data: unknown; channel?: string; offset?: number; event?: string; lastEventId?: string };
   /** The connection ended or an attempt failed; attempt `attempt` starts in `delayMs`. */
   reconnecting: { attempt: number; delayMs: number; cause: DisconnectCause };
   /** Accepted messages that will not be delivered, and why. Never silent. */
@@ -285,6 +286,8 @@ export interface TetherClientOptions {
   seed?: number;
   /** WebSocket subprotocols to offer (an `http(s)` event-stream URL has none: refused). */
   subprotocols?: string[];
+  /** An event stream's position to resume from on the first attempt: the `lastEventId` of the last message handled before the page was closed. It goes in the URL as `?lastEventId=` (EventSource cannot send the `Last-Event-ID` header), as every resume does. Refused on a `ws(s)` URL. */
+  lastEventId?: string;
   /**
    * SSE: the `event:` names to receive. Unnamed events always arrive; a named one arrives
    * (and its `id:` becomes the resume position) only if listed here, since `EventSource` hands

@@ -609,6 +609,7 @@ export class TetherClient extends Emitter {
         if (d.channel != null) ev.channel = d.channel;
         if (d.offset != null) ev.offset = d.offset;
         if (d.event != null) ev.event = d.event; // a named SSE event's type
+        if (d.lastEventId != null) ev.lastEventId = d.lastEventId; // the stream's position
         this._emit('message', ev);
         break;
       }

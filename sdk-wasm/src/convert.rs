@@ -383,6 +383,9 @@ fn engine_options(r: &mut Reader<'_>, url: &str) -> ConfigBuilder {
     for p in &strings(r, "subprotocols") {
         b = b.subprotocol(p.as_str());
     }
+    if let Some(id) = r.text("", "lastEventId") {
+        b = b.last_event_id(id);
+    }
     b
 }
 
@@ -639,6 +642,7 @@ pub(crate) fn event(mut e: Event) -> Option<(&'static str, String, Option<Vec<u8
             w.opt_str("channel", m.channel.as_ref());
             w.opt_u64("offset", m.offset);
             w.opt_str("event", m.event.as_ref());
+            w.opt_str("lastEventId", m.last_event_id.as_ref());
             match &m.payload {
                 Payload::Json(p) => w.value("json", p),
                 Payload::Text(t) => w.str("text", t),

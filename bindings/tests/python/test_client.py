@@ -210,6 +210,47 @@ def test_publish_is_acked_and_received_with_presence(pair, run):
     run(scenario())
 
 
+def test_an_event_stream_resumes_from_the_position_of_the_last_message_handled(pair, relay, run):
+    a = pair[0]
+    sse_url = f"http://127.0.0.1:{relay.port}/sse/resume-room?token=s3cret"
+    with pytest.raises(t.ClientError.InvalidConfig) as ws:
+        t.Client(t.ClientConfig(relay.url).last_event_id("1"))
+    assert ws.value.field == "last_event_id"
+
+    # The relay's raw event stream carries its envelopes: a `subscribed`, then each `message`.
+    def published(e, n=None):
+        if not (e.is_MESSAGE() and e.message.payload.is_TEXT()):
+            return False
+        text = e.message.payload.text
+        return '"type":"message"' in text and (n is None or f'"n":{n}' in text)
+
+    async def scenario():
+        first, rec = t.Client(t.ClientConfig(sse_url)), Recorder()
+        handle = first.add_listener(rec)
+        first.connect()
+        await rec.state("first stream open", lambda s: s == t.ConnectionState.OPEN())
+        for n in (1, 2):
+            await a.publish_acked("resume-room", json(f'{{"n":{n}}}'), 5000)
+        m = await rec.next("message 1", lambda e: published(e, 1))
+        saved = m.message.last_event_id
+        assert saved, m.message
+        m2 = await rec.next("message 2", lambda e: published(e, 2))
+        assert m2.message.last_event_id not in (None, saved)
+        assert first.last_event_id() == m2.message.last_event_id
+        handle.cancel()
+        assert first.shutdown_blocking(5000)
+        # Restarted from the position saved after message 1: message 2 again, not message 1.
+        again, rec2 = t.Client(t.ClientConfig(sse_url).last_event_id(saved)), Recorder()
+        handle2 = again.add_listener(rec2)
+        again.connect()
+        m = await rec2.next("the message after the saved position", lambda e: published(e))
+        assert published(m, 2), m.message
+        handle2.cancel()
+        assert again.shutdown_blocking(5000)
+
+    run(scenario())
+
+
 def test_request_gets_the_echo_and_publish_gets_an_acked_event_unless_unacked(pair, run):
     a, b, rec_a, rec_b, _ = pair
 

@@ -104,6 +104,10 @@ pub(crate) struct ConnectArgs {
     /// Extra handshake header 'Name: value' (repeatable).
     #[arg(long = "header", value_name = "'K: V'")]
     pub headers: Vec<String>,
+    /// SSE: resume the stream from this event id (sent as `Last-Event-ID` on the first
+    /// attempt), e.g. the `last_event_id` of the last message a `--json` run printed.
+    #[arg(long, value_name = "ID")]
+    pub last_event_id: Option<String>,
     /// Token sent as `Authorization: Bearer T` on every attempt.
     #[arg(long)]
     pub token: Option<String>,
@@ -246,6 +250,9 @@ impl ConnectArgs {
                 .ok_or_else(|| format!("--header {header:?}: expected 'Name: value'"))?;
             b = b.header(name.trim(), value.trim());
         }
+        if let Some(id) = &self.last_event_id {
+            b = b.last_event_id(id.clone());
+        }
         if let Some(token) = self.token.clone() {
             b = b.token_provider(move |_refresh| {
                 let token = token.clone();
@@ -321,6 +328,7 @@ fn option_for_field(field: &str) -> &'static str {
         "max_message_bytes" => "--max-message-bytes",
         "connect_timeout" => "--connect-timeout",
         "header" => "--header",
+        "last_event_id" => "--last-event-id",
         "client_id" => "--client-id",
         "token" => "--token",
         _ => "an option",

@@ -234,6 +234,10 @@ pub(crate) fn event_json(event: &Event) -> Option<(&'static str, Value)> {
             if let Some(name) = &m.event {
                 fields["sse_event"] = json!(name);
             }
+            // The position to resume from with --last-event-id once this line is handled.
+            if let Some(id) = &m.last_event_id {
+                fields["last_event_id"] = json!(id);
+            }
             ("message", fields)
         }
         Event::Dropped { ids, reason } => (

@@ -228,6 +228,32 @@ async fn an_sse_url_does_not_read_stdin() {
     relay.shutdown().await;
 }
 
+/// `--json` prints each message's stream position; a later run given it with
+/// `--last-event-id` resumes after that message: the next one again, not the one before.
+#[tokio::test]
+async fn an_sse_run_resumes_from_the_last_event_id_a_run_printed() {
+    let relay = start_relay().await;
+    let url = relay.ws_url();
+    let sse = format!("http://{}/sse/room", relay.local_addr());
+    let mut first = JsonConnect::spawn(&sse, &["--protocol", "tether"]);
+    first.until(|v| v["to"] == "open").await;
+    publish_once(&url, "one\n").await;
+    let one = first.until(|v| v["event"] == "message").await;
+    let saved = one["last_event_id"]
+        .as_str()
+        .expect("a position")
+        .to_owned();
+    publish_once(&url, "two\n").await;
+    first.until(|v| v["data"] == "two").await;
+    first.child.kill().await.unwrap();
+    let options = ["--protocol", "tether", "--last-event-id", saved.as_str()];
+    let mut again = JsonConnect::spawn(&sse, &options);
+    let next = again.until(|v| v["event"] == "message").await;
+    assert_eq!(next["data"], "two", "{:#?}", again.seen);
+    again.child.kill().await.unwrap();
+    relay.shutdown().await;
+}
+
 #[tokio::test]
 async fn the_readable_output_ends_with_one_close_line() {
     let relay = start_relay().await;

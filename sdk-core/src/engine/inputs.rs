@@ -7,7 +7,7 @@
 use super::Engine;
 use crate::action::{Action, Frame, TransportId};
 use crate::close_policy::Verdict;
-use crate::config::{is_header_value, HeartbeatMode, Protocol, TokenPlacement};
+use crate::config::{is_header_value, HeartbeatMode, Protocol, TokenPlacement, TransportKind};
 use crate::errors::{SseEvent, SubprotocolMismatch, TransportFailure};
 use crate::event::{DisconnectCause, EngineError, Event, InboundMessage, Payload, State};
 use crate::heartbeat::Beat;
@@ -213,6 +213,7 @@ impl Engine {
                     offset,
                     payload: Payload::Text(event.data),
                     event: name,
+                    last_event_id: self.last_event_id.clone(),
                 }));
             }
         }
@@ -613,6 +614,11 @@ impl Engine {
             offset,
             payload,
             event: None,
+            // A Tether message over an event stream: the stream's position is its id too.
+            last_event_id: match self.config.transport {
+                TransportKind::Sse => self.last_event_id.clone(),
+                TransportKind::WebSocket => None,
+            },
         }));
     }
 }

@@ -245,7 +245,7 @@ impl Engine {
             foreground: true,
             auth: AuthState::default(),
             sse_retry: None,
-            last_event_id: None,
+            last_event_id: config.resume_from.clone(),
             refused_event_id: None,
             drain: None,
             lingering: None,
@@ -282,6 +282,15 @@ impl Engine {
     /// The heartbeat mode in effect (after resolving `Auto`).
     pub fn heartbeat_mode(&self) -> HeartbeatMode {
         self.heartbeat.mode()
+    }
+
+    /// An event stream's position: the last event id it sent (or the one the app resumed
+    /// from, `ConfigBuilder::last_event_id`, until the stream sends one), sent back on every
+    /// reconnect. `None` on a WebSocket, and once the stream said `id:` with no value. It may
+    /// be ahead of the messages the app has handled: to save a position to resume from, save
+    /// the `last_event_id` of the last message handled (`InboundMessage::last_event_id`).
+    pub fn last_event_id(&self) -> Option<&str> {
+        self.last_event_id.as_deref()
     }
 
     /// A snapshot of the counters.

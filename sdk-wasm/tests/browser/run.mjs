@@ -1414,6 +1414,27 @@ test('SSE: an id too long to send back is reported and not resumed from', async 
   assert.equal(srv.urls[1], '/events?lastEventId=1', 'resumed after the last id that can be sent back');
 });
 
+test('SSE: a stream resumes from the lastEventId the app saved, and each message says its position', async ({ page }) => {
+  const srv = await sseServer(['id: 8\ndata: a\n\ndata: b\n\n', 'id: 9\ndata: c\n\n']);
+  const r = await page.evaluate(async (url) => {
+    let refused;
+    try {
+      new tether.TetherClient('ws://x', { lastEventId: '7', autoConnect: false });
+    } catch (e) {
+      refused = e.code;
+    }
+    const c = new tether.TetherClient(url, { lastEventId: '7', backoff: { initialMs: 50, jitter: 'none' } });
+    const got = [];
+    c.on('message', (m) => got.push([m.data, m.lastEventId]));
+    await until(() => got.length >= 3, 5000, 'the resumed stream');
+    c.close();
+    return { refused, got };
+  }, srv.url);
+  assert.equal(r.refused, 'invalid_config', 'a WebSocket has no event ids');
+  assert.deepEqual(r.got, [['a', '8'], ['b', '8'], ['c', '9']]);
+  assert.deepEqual(srv.urls.slice(0, 2), ['/events?lastEventId=7', '/events?lastEventId=8']);
+});
+
 test('SSE: named events arrive when listed, and their ids are resumed from', async ({ page }) => {
   // EventSource gives `event: update` only to a listener for `update`: without `sseEvents`
   // it would be lost, and the resume position would stay at id 1.
