@@ -84,7 +84,9 @@ pub struct BackoffConfig {
     pub jitter: Jitter,
     /// Give up (state `Closed { GaveUp }`) after this many failed attempts in a row.
     /// Attempts that fail while the app reports the network offline
-    /// ([`Engine::network_changed`](crate::Engine::network_changed)) are not counted.
+    /// ([`Engine::network_changed`](crate::Engine::network_changed)) are not counted, nor is an
+    /// event stream that dispatched an event before it ended, however short (a server ending
+    /// its stream after each batch, as SSE allows).
     /// Default `None`: never give up.
     pub max_attempts: Option<u32>,
     /// A connection must stay open this long before the attempt counter and the backoff are

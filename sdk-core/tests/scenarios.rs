@@ -4015,6 +4015,52 @@ fn an_sse_retry_shapes_the_backoff_but_an_app_connect_or_online_is_not_held_by_i
     assert_eq!(sim.server.opens.len(), 2, "coming online attempts at once");
 }
 
+#[test]
+fn an_sse_stream_that_delivered_events_and_ended_is_not_a_failed_attempt() {
+    // A server that ends its stream after each batch of events (PHP, a serverless function
+    // cut at its time limit) and lets the client come back with `Last-Event-ID`, as the SSE
+    // spec invites: every stream works, yet each was counted as a failed attempt (it ended
+    // before `min_uptime`), and `max_attempts(3)` gave up after the third one.
+    let mut sim = Sim::new(
+        Config::builder("http://relay/sse/room")
+            .max_attempts(Some(3))
+            .build()
+            .unwrap(),
+        false,
+    );
+    sim.connect_open();
+    for i in 1..=5 {
+        sim.server_push_sse(SseEvent {
+            id: Some(i.to_string()),
+            event: "message".into(),
+            data: format!("batch {i}"),
+            retry: None,
+        });
+        sim.run_for(ms(50));
+        sim.kill_connection();
+        sim.run_until_state(secs(60), |e| e.state().is_open());
+    }
+    assert_eq!(sim.delivered().len(), 5);
+    assert_eq!(sim.server.opens.len(), 6);
+    assert_eq!(sim.server.opens[5].1.last_event_id.as_deref(), Some("5"));
+    // The streams' ends are not failures: each reconnect is the first attempt after one.
+    let attempts: Vec<u32> = sim.reconnects().into_iter().map(|r| r.1).collect();
+    assert_eq!(attempts, [1; 5]);
+
+    // A stream that ends without an event (a server that answers and hangs up at once) is
+    // still a failed attempt, and meets the limit.
+    for _ in 0..3 {
+        sim.run_until_state(secs(60), |e| e.state().is_open());
+        sim.kill_connection();
+    }
+    assert_eq!(
+        sim.engine.state(),
+        &State::Closed {
+            reason: CloseReason::GaveUp { attempts: 3 }
+        }
+    );
+}
+
 /// What a raw-mode SSE client delivers of `stream`, read by the engine's own parser.
 fn raw_sse_delivered(stream: &[u8]) -> Vec<tether_core::InboundMessage> {
     let mut sim = Sim::new(

@@ -445,3 +445,38 @@ async fn a_compressed_event_stream_is_refused_not_read_as_text() {
     });
     assert_eq!(accept_encoding.as_deref(), Some("identity"));
 }
+
+/// A server that ends its stream after each event, as PHP scripts and serverless functions
+/// do, and expects the client back with `Last-Event-ID`: every stream works, so however many
+/// there are, `max_attempts` is never reached (each one counted as a failed attempt, the
+/// client gave up after the second).
+#[tokio::test]
+async fn a_server_that_ends_each_stream_after_an_event_is_not_given_up_on() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        for n in 1..=4 {
+            let Ok((mut tcp, _)) = listener.accept().await else {
+                return;
+            };
+            if common::read_request_head(&mut tcp).await.is_none() {
+                return;
+            }
+            let stream = format!("{HEAD}retry: 10\nid: {n}\ndata: {n}\n\n");
+            let _ = tcp.write_all(stream.as_bytes()).await;
+        }
+    });
+    let (client, mut events) = Client::builder(format!("http://{addr}/sse"))
+        .max_attempts(Some(2))
+        .backoff_initial(Duration::from_millis(10))
+        .backoff_max(Duration::from_millis(50))
+        .connect()
+        .unwrap();
+    let got = until_message(&mut events, "4").await;
+    let texts: Vec<_> = got.into_iter().map(Result::unwrap).collect();
+    assert_eq!(texts, ["1", "2", "3", "4"]);
+    tokio::time::timeout(Duration::from_secs(5), client.shutdown())
+        .await
+        .unwrap();
+    server.abort();
+}

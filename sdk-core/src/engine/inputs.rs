@@ -192,6 +192,7 @@ impl Engine {
             _ => {}
         }
         // No type: not a dispatched event, only a new id or retry (see `SseEvent::event`).
+        self.conn.sse_dispatched |= !event.event.is_empty();
         // A dispatched one with empty data (`data` alone on a line) is a message of ""
         // in raw mode, as browsers deliver it; the Tether protocol has no empty message.
         let not_a_message = event.event.is_empty() || self.config.protocol == Protocol::Tether;

@@ -145,7 +145,11 @@ impl Engine {
         }
         // A connection that dropped before proving stable counts as a failed attempt, so an
         // accept-then-drop server meets growing delays; one that was stable starts afresh.
-        if !std::mem::take(&mut self.stable) {
+        // An event stream that dispatched an event did its work, however short it was: ending
+        // a stream after a batch is how an SSE server says "come back" (the spec's `retry:`
+        // is for it), so it does not count towards `max_attempts`. It does not reset the
+        // backoff either: its delays keep growing until a connection stays up `min_uptime`.
+        if !std::mem::take(&mut self.stable) && !self.conn.sse_dispatched {
             if self.online {
                 self.backoff.record_failure();
             } else {

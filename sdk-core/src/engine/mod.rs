@@ -139,6 +139,10 @@ struct Connection {
     /// The driver reported the transport open (`transport_opened`): until then there is no
     /// close handshake to run on it.
     opened: bool,
+    /// The event stream dispatched an event (a message, or the relay's `position`): the
+    /// server answered with its stream, so the stream's end is not a failed attempt (see
+    /// `Engine::connection_lost`).
+    sse_dispatched: bool,
     /// The token for a `hello` (FirstMessage placement).
     hello_token: Option<String>,
     /// The close code and reason requested by the app while `Closing`.
