@@ -48,9 +48,9 @@ pub fn delay_bounds(config: &BackoffConfig, n: u32) -> (Duration, Duration) {
 pub(crate) struct Backoff {
     config: BackoffConfig,
     failures: u32,
-    /// Those of `failures` that happened while the app reported the network offline: they
-    /// shape the delays but do not count against `max_attempts`.
-    offline_failures: u32,
+    /// Those of `failures` that do not count against `max_attempts` (see
+    /// [`record_uncounted_failure`](Self::record_uncounted_failure)); they shape the delays.
+    uncounted_failures: u32,
     waits: u32,
     previous: Duration,
 }
@@ -61,7 +61,7 @@ impl Backoff {
         Backoff {
             config,
             failures: 0,
-            offline_failures: 0,
+            uncounted_failures: 0,
             waits: 0,
             previous,
         }
@@ -72,17 +72,16 @@ impl Backoff {
         self.failures
     }
 
-    /// Whether the configured attempt limit has been reached by the failures that count
-    /// (those while online).
+    /// Whether the configured attempt limit has been reached by the failures that count.
     pub(crate) fn exhausted(&self) -> bool {
-        let counted = self.failures - self.offline_failures;
+        let counted = self.failures - self.uncounted_failures;
         self.config.max_attempts.is_some_and(|max| counted >= max)
     }
 
     /// Forget past failures: the connection proved stable.
     pub(crate) fn reset(&mut self) {
         self.failures = 0;
-        self.offline_failures = 0;
+        self.uncounted_failures = 0;
         self.waits = 0;
         self.previous = self.config.initial;
     }
@@ -92,13 +91,14 @@ impl Backoff {
         self.failures = self.failures.saturating_add(1);
     }
 
-    /// [`record_failure`](Self::record_failure) while the app reports the network offline:
-    /// the delays grow as usual, but the attempt limit is for attempts that had a network
-    /// (a client must not give up in airplane mode).
-    pub(crate) fn record_offline_failure(&mut self) {
+    /// [`record_failure`](Self::record_failure) for a failure that is not one of the server's:
+    /// the delays grow as usual, but the attempt limit is not nearer. While the app reports the
+    /// network offline (a client must not give up in airplane mode), or when an event stream
+    /// ended after it dispatched events (how an SSE server says "come back").
+    pub(crate) fn record_uncounted_failure(&mut self) {
         if self.failures < u32::MAX {
             self.failures += 1;
-            self.offline_failures += 1;
+            self.uncounted_failures += 1;
         }
     }
 

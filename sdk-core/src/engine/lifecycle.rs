@@ -147,13 +147,14 @@ impl Engine {
         // accept-then-drop server meets growing delays; one that was stable starts afresh.
         // An event stream that dispatched an event did its work, however short it was: ending
         // a stream after a batch is how an SSE server says "come back" (the spec's `retry:`
-        // is for it), so it does not count towards `max_attempts`. It does not reset the
-        // backoff either: its delays keep growing until a connection stays up `min_uptime`.
-        if !std::mem::take(&mut self.stable) && !self.conn.sse_dispatched {
-            if self.online {
+        // is for it), so it does not count towards `max_attempts`. Its delays still grow, as
+        // an attempt's while offline do, until a connection stays up `min_uptime`: a server
+        // that sends one event and drops in a loop meets growing delays, not a hot loop.
+        if !std::mem::take(&mut self.stable) {
+            if self.online && !self.conn.sse_dispatched {
                 self.backoff.record_failure();
             } else {
-                self.backoff.record_offline_failure();
+                self.backoff.record_uncounted_failure();
             }
         }
         if let DisconnectCause::Closed {
