@@ -468,7 +468,8 @@ impl ConfigBuilder {
     /// Adds a handshake header (native drivers). Default none. The name must be an HTTP
     /// token (RFC 7230: letters, digits, ``!#$%&'*+-.^_`|~``), not one the handshake sets
     /// itself (`Host`, `Connection`, `Upgrade`, `Sec-WebSocket-*`, `Content-Length`,
-    /// `Transfer-Encoding`, `Last-Event-ID`), nor the token provider's header, and the value
+    /// `Transfer-Encoding`, `Last-Event-ID`, `Accept-Encoding`), nor the token provider's
+    /// header, and the value
     /// free of control characters, or [`build`](Self::build) refuses it (field `header`).
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         let (name, value) = (name.into(), value.into());
@@ -1073,7 +1074,8 @@ fn check_header(name: &str, value: &str) -> Result<(), ConfigError> {
 
 /// Who sets header `name` on a handshake when it is not the app: the HTTP request line
 /// (`Host` and the framing headers), the WebSocket handshake (`Connection`, `Upgrade`,
-/// `Sec-WebSocket-*`; subprotocols have their own option) or the engine's SSE resume position.
+/// `Sec-WebSocket-*`; subprotocols have their own option), the engine's SSE resume position,
+/// or the driver (`Accept-Encoding`: an event stream's body goes to the parser as it comes).
 fn handshake_owned(name: &str) -> Option<&'static str> {
     let lower = name.to_ascii_lowercase();
     match lower.as_str() {
@@ -1082,6 +1084,8 @@ fn handshake_owned(name: &str) -> Option<&'static str> {
         }
         "sec-websocket-protocol" => Some("the subprotocol option"),
         "last-event-id" => Some("the engine's resume position"),
+        // An event stream is read as it comes: a compressed one is refused.
+        "accept-encoding" => Some("the driver (it reads the stream uncompressed)"),
         _ if lower.starts_with("sec-websocket-") => Some("the handshake"),
         _ => None,
     }
@@ -1291,6 +1295,7 @@ mod tests {
             ("sec-websocket-extensions", "the handshake"),
             ("Sec-WebSocket-Protocol", "the subprotocol option"),
             ("Last-Event-ID", "the engine's resume position"),
+            ("accept-encoding", "uncompressed"),
             ("Content-Length", "the handshake"),
         ] {
             let err = Config::builder("ws://h")
