@@ -469,8 +469,8 @@ impl ConfigBuilder {
     /// token (RFC 7230: letters, digits, ``!#$%&'*+-.^_`|~``), not one the handshake sets
     /// itself (`Host`, `Connection`, `Upgrade`, `Sec-WebSocket-*`, `Content-Length`,
     /// `Transfer-Encoding`, `Last-Event-ID`, `Accept-Encoding`), nor the token provider's
-    /// header, and the value
-    /// free of control characters, or [`build`](Self::build) refuses it (field `header`).
+    /// header, and the value free of control characters, or [`build`](Self::build) refuses it
+    /// (field `header`).
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         let (name, value) = (name.into(), value.into());
         if self.refused_header.is_none() {
