@@ -17,7 +17,8 @@
 //! Misbehaving clients get `error` frames (`bad_frame`, `unsupported_version`,
 //! `invalid_channel`, `rate_limited`, `too_large`) and keep their connection; an oversized message closes
 //! with 1009, invalid UTF-8 with 1007, a missing or wrong token with HTTP 401 or close 4001.
-//! Graceful shutdown closes every WebSocket with 1012 and `{"reconnect_within_ms": N}`.
+//! Graceful shutdown closes every WebSocket with 1012 and `{"reconnect_within_ms": N}`, and
+//! ends every event stream with a `retry:` drawn from that window.
 //!
 //! Everything lives in memory: a restarted relay starts a new epoch, so clients can tell
 //! that offsets from before the restart mean nothing now. It is a reference server, not a

@@ -100,13 +100,34 @@ pub(crate) async fn serve(
         // the rest of what the writer had taken from the queue (cut off mid-write, or not
         // begun), so that no event is lost or broken between the ones around it.
         drain_into(&mut unsent.buf, &mut queue, epoch, usize::MAX);
+        let spread = restart_retry(
+            shared.config.reconnect_after,
+            shared.config.reconnect_window,
+        );
         let finish = async {
             writer.write_all(unsent.rest()).await?;
+            writer.write_all(spread.as_bytes()).await?;
             writer.shutdown().await
         };
         let _ = tokio::time::timeout(END_TIMEOUT, finish).await;
     }
     Ok(())
+}
+
+/// The last words of a stream a graceful shutdown ends: a `retry:` drawn from the reconnect
+/// window (`reconnect_after..=reconnect_window`), what a WebSocket's 1012 close advises. An
+/// event stream has no close reason to carry the window, so without it every client came
+/// back at its own backoff's first delay, together; a client takes `retry:` as the least it
+/// waits, so the draws spread them over the window. The stream's next start sets the usual
+/// `retry:` again.
+fn restart_retry(after: Duration, window: Duration) -> String {
+    let (low, high) = (after.as_millis() as u64, window.as_millis() as u64);
+    let ms = if high > low {
+        rand::random_range(low..=high)
+    } else {
+        low
+    };
+    format!("retry: {ms}\n\n")
 }
 
 /// Where the stream starts (`SSE_POSITION_EVENT`, documented there): an event named
@@ -242,6 +263,23 @@ mod tests {
     use super::*;
     use crate::history::Stored;
     use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+    #[test]
+    fn a_restart_retry_is_drawn_from_the_window() {
+        let ms = |a, b| restart_retry(Duration::from_millis(a), Duration::from_millis(b));
+        let draws: std::collections::BTreeSet<String> = (0..200).map(|_| ms(100, 300)).collect();
+        for draw in &draws {
+            let n: u64 = draw
+                .strip_prefix("retry: ")
+                .and_then(|r| r.strip_suffix("\n\n"))
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!((100..=300).contains(&n), "{draw:?}");
+        }
+        assert!(draws.len() > 50, "spread, not one value: {}", draws.len());
+        assert_eq!(ms(500, 500), "retry: 500\n\n");
+    }
 
     #[test]
     fn events_carry_the_epoch_and_offset_as_id() {

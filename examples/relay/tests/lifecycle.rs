@@ -74,9 +74,16 @@ async fn dropping_the_handle_stops_the_relay() {
     .await;
 }
 
+/// A stream's last words are a `retry:` drawn from the reconnect window, the advice a
+/// WebSocket gets in its 1012 close: without it, every SSE client came back at once.
 #[tokio::test]
-async fn graceful_shutdown_ends_sse_streams() {
-    let relay = relay(RelayConfig::default()).await;
+async fn graceful_shutdown_ends_sse_streams_with_a_retry_from_the_reconnect_window() {
+    let relay = relay(RelayConfig {
+        reconnect_after: Duration::from_millis(1000),
+        reconnect_window: Duration::from_millis(1234),
+        ..RelayConfig::default()
+    })
+    .await;
     let mut sse = Sse::get(&relay, "/sse/room", &[]).await;
     assert_eq!(sse.status, 200);
     let _retry = sse.next_event().await;
@@ -91,7 +98,13 @@ async fn graceful_shutdown_ends_sse_streams() {
         "{position:?}"
     );
     let shutdown = tokio::spawn(relay.shutdown());
-    assert_eq!(sse.read_to_end().await, "");
+    let rest = sse.read_to_end().await;
+    let retry: u64 = rest
+        .strip_prefix("retry: ")
+        .and_then(|r| r.strip_suffix("\n\n"))
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or_else(|| panic!("{rest:?}"));
+    assert!((1000..=1234).contains(&retry), "{retry}");
     within("shutdown", shutdown).await.unwrap();
 }
 
