@@ -109,6 +109,11 @@ pub struct Envelope {
     /// Documents: the authors (`client_id`s) of the changes in `applied`, index by index, so
     /// a client recognises its own changes by author and id, not by the id alone.
     pub applied_by: Option<Vec<String>>,
+    #[cfg(feature = "documents")]
+    /// Documents: on `doc_sync`, the ids of the client's changes to the document still
+    /// awaiting the server's answer, so that a snapshot answering it can say which of them it
+    /// contains (in `applied`) even when they are older than the server's log.
+    pub pending: Option<Vec<String>>,
 }
 
 #[cfg(feature = "documents")]
@@ -285,6 +290,10 @@ pub enum ClientMessage {
         version: Option<u64>,
         /// The epoch `version` belongs to.
         epoch: Option<String>,
+        /// The ids of this client's changes to the document that await the server's answer
+        /// (sent, or about to be re-sent, unacknowledged). A snapshot answering this lists in
+        /// its `applied` those it contains, however old (on the wire only when not empty).
+        pending: Vec<String>,
     },
     #[cfg(feature = "documents")]
     /// Stop syncing a document: the server sends this connection no more of its changes or
@@ -393,7 +402,8 @@ pub enum ServerMessage {
         epoch: Option<String>,
         /// The whole map.
         state: Map<String, Value>,
-        /// Ids of recent changes included in `state`.
+        /// Ids of recent changes included in `state` (the server's log), then, in the answer
+        /// to a `doc_sync` listing `pending` ids, those of the requester's it holds too.
         applied: Vec<String>,
         /// Their authors' `client_id`s, index by index (`None` from a server that does not
         /// send them: the client then recognises its changes by id alone).
@@ -512,6 +522,8 @@ impl Envelope {
             Field::Applied => self.applied = Some(strings(value)?),
             #[cfg(feature = "documents")]
             Field::AppliedBy => self.applied_by = Some(strings(value)?),
+            #[cfg(feature = "documents")]
+            Field::Pending => self.pending = Some(strings(value)?),
         }
         Ok(())
     }
@@ -554,6 +566,8 @@ impl Envelope {
             applied: self.applied.as_ref(),
             #[cfg(feature = "documents")]
             applied_by: self.applied_by.as_ref(),
+            #[cfg(feature = "documents")]
+            pending: self.pending.as_ref(),
         }
     }
 
@@ -605,6 +619,7 @@ impl ClientMessage {
                 channel: env.take_channel("doc_sync")?,
                 version: env.version,
                 epoch: env.epoch.take(),
+                pending: env.pending.take().unwrap_or_default(),
             },
             #[cfg(feature = "documents")]
             "doc_close" => ClientMessage::DocClose {
@@ -693,10 +708,12 @@ impl ClientMessage {
                 channel,
                 version,
                 epoch,
+                pending,
             } => Fields {
                 channel: Some(channel),
                 version: *version,
                 epoch: epoch.as_ref(),
+                pending: (!pending.is_empty()).then_some(pending),
                 ..Fields::new("doc_sync")
             },
             #[cfg(feature = "documents")]
@@ -964,6 +981,8 @@ enum Field {
     Applied,
     #[cfg(feature = "documents")]
     AppliedBy,
+    #[cfg(feature = "documents")]
+    Pending,
 }
 
 /// Wire names of the envelope's fields.
@@ -999,6 +1018,8 @@ const FIELDS: &[(&str, Field)] = &[
     ("applied", Field::Applied),
     #[cfg(feature = "documents")]
     ("applied_by", Field::AppliedBy),
+    #[cfg(feature = "documents")]
+    ("pending", Field::Pending),
 ];
 
 /// An envelope borrowed from a message or an [`Envelope`]: what `encode` writes.
@@ -1035,6 +1056,8 @@ struct Fields<'a> {
     applied: Option<&'a Vec<String>>,
     #[cfg(feature = "documents")]
     applied_by: Option<&'a Vec<String>>,
+    #[cfg(feature = "documents")]
+    pending: Option<&'a Vec<String>>,
 }
 
 impl<'a> Fields<'a> {
@@ -1087,6 +1110,7 @@ impl<'a> Fields<'a> {
             }
             w.opt_strings("applied", self.applied);
             w.opt_strings("applied_by", self.applied_by);
+            w.opt_strings("pending", self.pending);
         }
         w.finish();
         out
@@ -1125,6 +1149,8 @@ impl<'a> Fields<'a> {
             applied: self.applied.cloned(),
             #[cfg(feature = "documents")]
             applied_by: self.applied_by.cloned(),
+            #[cfg(feature = "documents")]
+            pending: self.pending.cloned(),
         }
     }
 }
@@ -1365,6 +1391,13 @@ mod tests {
                 channel: "todo".into(),
                 version: Some(3),
                 epoch: Some("e".into()),
+                pending: Vec::new(),
+            },
+            ClientMessage::DocSync {
+                channel: "todo".into(),
+                version: None,
+                epoch: Some("e".into()),
+                pending: vec!["c-1".into(), "c-2".into()],
             },
             ClientMessage::DocClose {
                 channel: "todo".into(),
@@ -1699,6 +1732,8 @@ mod tests {
             "applied",
             #[cfg(feature = "documents")]
             "applied_by",
+            #[cfg(feature = "documents")]
+            "pending",
         ] {
             let text = format!(r#"{{"type":"pong","{field}":null,"{field}":null}}"#);
             assert!(

@@ -595,3 +595,93 @@ fn a_written_change_dropped_by_close_yet_applied_is_reported_confirmed_after_rec
         }
     }
 }
+
+/// Answers every `doc_sync` the engine wrote since the last call as `server` does (for the
+/// client "hand", with the `pending` it listed), in order.
+fn answer_syncs(hand: &mut Hand, server: &tether_core::sync::DocumentServer) {
+    let syncs: Vec<_> = hand
+        .sent
+        .iter()
+        .filter_map(|m| match m {
+            ClientMessage::DocSync {
+                version,
+                epoch,
+                pending,
+                ..
+            } => Some((*version, epoch.clone(), pending.clone())),
+            _ => None,
+        })
+        .collect();
+    hand.sent
+        .retain(|m| !matches!(m, ClientMessage::DocSync { .. }));
+    for (version, epoch, pending) in syncs {
+        let answer = docnet::sync_answer(server, DOC, "hand", version, epoch.as_deref(), &pending);
+        for msg in answer {
+            hand.send(msg);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The connection drops after an increment was applied and before its ack. By the time the
+// client is back, the server's log (4 changes) no longer reaches back to it, so the resume is
+// answered with a snapshot that holds the increment, but whose `applied` (the recent log) no
+// longer named it. The client replayed it on top of the snapshot: its view counted it twice
+// until the resend's ack came. Its `doc_sync` now lists the changes it awaits (`pending`),
+// and the snapshot names those it holds.
+// ---------------------------------------------------------------------------------------------
+#[test]
+fn a_snapshot_holding_a_pending_change_older_than_its_log_does_not_count_it_twice() {
+    use tether_core::sync::{ChangeOutcome, DocumentServer};
+    let mut server = DocumentServer::new("e", 4);
+    let mut hand = Hand::new(Hand::config().build().unwrap());
+    answer_syncs(&mut hand, &server);
+    hand.engine.doc_increment(hand.now, DOC, "n", 1).unwrap();
+    hand.drain();
+    let wire = hand.changes_sent().pop().unwrap();
+    assert_eq!(
+        server.apply("hand", &wire, &inc("n", 1)),
+        ChangeOutcome::Applied { version: 1 }
+    );
+    // The ack is lost with the connection; another client increments ten times meanwhile.
+    hand.reconnect();
+    for i in 0..10 {
+        server.apply("other", &format!("o{i}"), &inc("n", 1));
+    }
+    assert!(
+        hand.sent.iter().any(|m| matches!(m,
+            ClientMessage::DocSync { version: Some(0), pending, .. } if *pending == [wire.clone()])),
+        "the resume lists the change it awaits: {:?}",
+        hand.sent
+    );
+    hand.events.clear();
+    answer_syncs(&mut hand, &server);
+    let shown: Vec<_> = doc_events(&hand.events)
+        .into_iter()
+        .flat_map(|(_, changes)| changes)
+        .filter(|(key, _)| key == "n")
+        .map(|(_, value)| value)
+        .collect();
+    assert_eq!(
+        (hand.view(), hand.doc().pending()),
+        (json!({"n": 11}), 0),
+        "counted once; shown: {shown:?}"
+    );
+    assert!(
+        !shown.contains(&Some(json!(12))),
+        "never shown twice: {shown:?}"
+    );
+    // The resend is acknowledged with its original version: nothing moves.
+    assert!(hand.changes_sent().contains(&wire), "resent");
+    let ChangeOutcome::Duplicate { version } = server.apply("hand", &wire, &inc("n", 1)) else {
+        panic!("a resend")
+    };
+    hand.send(ServerMessage::Ack {
+        id: wire,
+        offset: Some(version),
+    });
+    assert_eq!(
+        (hand.view(), hand.doc().pending(), hand.doc().version()),
+        (json!({"n": 11}), 0, Some(11))
+    );
+}

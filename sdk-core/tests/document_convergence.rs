@@ -297,11 +297,18 @@ impl Wire {
         let mut out = Vec::new();
         for msg in std::mem::take(&mut self.sent) {
             match msg {
-                ClientMessage::DocSync { version, epoch, .. } => out.extend(docnet::sync_answer(
+                ClientMessage::DocSync {
+                    version,
+                    epoch,
+                    pending,
+                    ..
+                } => out.extend(docnet::sync_answer(
                     server,
                     docnet::DOC,
+                    ME,
                     version,
                     epoch.as_deref(),
+                    &pending,
                 )),
                 ClientMessage::DocChange { id, ops, .. } => match server.apply(ME, &id, &ops) {
                     ChangeOutcome::Applied { version } | ChangeOutcome::Duplicate { version } => {

@@ -89,6 +89,9 @@ struct RefEnvelope {
     #[cfg(feature = "documents")]
     #[serde(skip_serializing_if = "Option::is_none")]
     applied_by: Option<Vec<String>>,
+    #[cfg(feature = "documents")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pending: Option<Vec<String>>,
 }
 
 /// `hello.instance` as the codec reads it: a string, or absent when of another type.
@@ -177,6 +180,8 @@ fn to_ref(env: Envelope) -> RefEnvelope {
         applied: env.applied,
         #[cfg(feature = "documents")]
         applied_by: env.applied_by,
+        #[cfg(feature = "documents")]
+        pending: env.pending,
     }
 }
 
@@ -210,6 +215,7 @@ fn from_ref(env: RefEnvelope) -> Envelope {
         e.state = env.state;
         e.applied = env.applied;
         e.applied_by = env.applied_by;
+        e.pending = env.pending;
     }
     e
 }
@@ -321,7 +327,7 @@ fn op_text() -> impl Strategy<Value = String> {
         })
 }
 
-const FIELDS: [&str; 25] = [
+const FIELDS: [&str; 26] = [
     "v",
     "type",
     "id",
@@ -347,6 +353,7 @@ const FIELDS: [&str; 25] = [
     "state",
     "applied",
     "applied_by",
+    "pending",
 ];
 
 /// A member of an envelope: a known field with a value of the right type most of the time.
@@ -465,13 +472,14 @@ fn arb_envelope() -> impl Strategy<Value = Envelope> {
     })
 }
 
-/// An envelope's document fields: version, base, ops, state, applied, applied_by.
+/// An envelope's document fields: version, base, ops, state, applied, applied_by, pending.
 #[cfg(feature = "documents")]
 type DocFields = (
     Option<u64>,
     Option<u64>,
     Option<Vec<Op>>,
     Option<Vec<(String, Value)>>,
+    Option<Vec<String>>,
     Option<Vec<String>>,
     Option<Vec<String>>,
 );
@@ -488,6 +496,7 @@ fn arb_doc_fields() -> BoxedStrategy<DocFields> {
         opt(prop::collection::vec(("[a-z]{1,3}", any_value()), 0..3)),
         opt(prop::collection::vec(small_string(), 0..3)),
         opt(prop::collection::vec(small_string(), 0..3)),
+        opt(prop::collection::vec(small_string(), 0..3)),
     )
         .boxed()
 }
@@ -498,9 +507,12 @@ fn arb_doc_fields() -> BoxedStrategy<DocFields> {
 }
 
 #[cfg(feature = "documents")]
-fn set_doc_fields(env: &mut Envelope, (version, base, ops, state, applied, applied_by): DocFields) {
+fn set_doc_fields(
+    env: &mut Envelope,
+    (version, base, ops, state, applied, applied_by, pending): DocFields,
+) {
     (env.version, env.base, env.ops) = (version, base, ops);
-    (env.applied, env.applied_by) = (applied, applied_by);
+    (env.applied, env.applied_by, env.pending) = (applied, applied_by, pending);
     env.state = state.map(|m| m.into_iter().collect());
 }
 
@@ -552,13 +564,20 @@ fn core_client_message() -> impl Strategy<Value = ClientMessage> {
 #[cfg(feature = "documents")]
 fn doc_client_message() -> impl Strategy<Value = ClientMessage> {
     prop_oneof![
-        (small_string(), opt(any::<u64>()), opt(small_string())).prop_map(
-            |(channel, version, epoch)| ClientMessage::DocSync {
-                channel,
-                version,
-                epoch
-            }
-        ),
+        (
+            small_string(),
+            opt(any::<u64>()),
+            opt(small_string()),
+            prop::collection::vec(small_string(), 0..3)
+        )
+            .prop_map(
+                |(channel, version, epoch, pending)| ClientMessage::DocSync {
+                    channel,
+                    version,
+                    epoch,
+                    pending
+                }
+            ),
         small_string().prop_map(|channel| ClientMessage::DocClose { channel }),
         (
             small_string(),

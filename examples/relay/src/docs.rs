@@ -94,6 +94,54 @@ impl Doc {
         )
     }
 
+    /// The snapshot frame of the current version for `member`, whose `doc_sync` listed
+    /// `pending` (the changes it awaits an answer for): the shared one, unless the state holds
+    /// some of those that the log no longer lists. Then a frame of its own lists them too,
+    /// after the log's (the client would otherwise replay them on top, counting them twice
+    /// until their acks came), if it fits in a message; else the shared one.
+    fn snapshot_for(
+        &mut self,
+        channel: &str,
+        member: &str,
+        pending: &[String],
+        max_message_size: usize,
+    ) -> Utf8Bytes {
+        let unlisted: Vec<&str> = self
+            .server
+            .pending_applied(member, pending)
+            .into_iter()
+            .filter(|id| {
+                !self
+                    .log
+                    .iter()
+                    .any(|c| c.id == *id && c.client_id == member)
+            })
+            .collect();
+        if unlisted.is_empty() {
+            return self.snapshot(channel);
+        }
+        let log = &self.log;
+        let (mut applied, mut applied_by): (Vec<String>, Vec<String>) = log
+            .iter()
+            .map(|c| (c.id.clone(), c.client_id.clone()))
+            .unzip();
+        applied.extend(unlisted.iter().map(|id| (*id).to_owned()));
+        applied_by.extend(unlisted.iter().map(|_| member.to_owned()));
+        let own = frame(&ServerMessage::DocSnapshot {
+            channel: channel.to_owned(),
+            version: self.server.version(),
+            epoch: Some(self.server.epoch().to_owned()),
+            state: self.server.state().clone(),
+            applied,
+            applied_by: Some(applied_by),
+        });
+        if own.len() <= max_message_size {
+            own
+        } else {
+            self.snapshot(channel)
+        }
+    }
+
     /// The snapshot frame of the current version, encoded once per version.
     fn snapshot(&mut self, channel: &str) -> Utf8Bytes {
         let server = &self.server;
@@ -119,11 +167,32 @@ impl Doc {
             return;
         }
         let snapshot = self.snapshot(channel);
+        self.push_snapshot_frame(peer, channel, queued, snapshot);
+    }
+
+    fn push_snapshot_frame(
+        &mut self,
+        peer: &Peer,
+        channel: &str,
+        queued: &mut QueuedSnapshots,
+        snapshot: Utf8Bytes,
+    ) {
         match peer.push_tracked(Outbound::Frame(snapshot)) {
             Some(ticket) => queued.insert(channel.to_owned(), ticket),
             None => queued.remove(channel),
         };
     }
+}
+
+/// A `doc_sync`: from whom (`hello.client_id`, under which the changes it awaits are
+/// remembered), from which version of which epoch, and the ids of the changes it awaits an
+/// answer for (`pending`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SyncRequest<'a> {
+    pub(crate) member: &'a str,
+    pub(crate) version: Option<u64>,
+    pub(crate) epoch: Option<&'a str>,
+    pub(crate) pending: &'a [String],
 }
 
 /// Who sent a `doc_change`: the connection, and the client (`hello.client_id`) whose change
@@ -182,13 +251,14 @@ impl Docs {
     /// `doc_sync`: registers `peer` and queues what it needs — the changes after `version`, or
     /// a snapshot — under the lock, so no live change can slip in before them. Returns
     /// whether `peer` now syncs the document (not when there is no room for another one).
+    /// A snapshot also lists which of the changes the request awaits it holds (see
+    /// `Doc::snapshot_for`).
     pub(crate) fn sync(
         &self,
         peer: &Peer,
         queued: &mut QueuedSnapshots,
         channel: &str,
-        version: Option<u64>,
-        epoch: Option<&str>,
+        request: SyncRequest<'_>,
     ) -> bool {
         let mut docs = self.docs();
         let Some(doc) = self.doc(&mut docs, channel) else {
@@ -198,10 +268,12 @@ impl Docs {
         let syncing = doc.syncers.contains_key(&peer.id());
         if syncing && queued.get(channel).is_some_and(|t| peer.is_queued(*t)) {
             // A snapshot is on its way, followed by every change since: that answers this
-            // request too, without queuing another copy of the document.
+            // request too, without queuing another copy of the document. (Of the changes this
+            // request awaits, those the queued one holds were answered before it on this
+            // connection, or listed by the request it answers.)
             return true;
         }
-        match doc.missing(version, epoch) {
+        match doc.missing(request.version, request.epoch) {
             Some(changes) => {
                 for change in changes {
                     peer.push(Outbound::Frame(change));
@@ -209,7 +281,13 @@ impl Docs {
             }
             None => {
                 queued.remove(channel);
-                doc.push_snapshot(peer, channel, queued);
+                let snapshot = doc.snapshot_for(
+                    channel,
+                    request.member,
+                    request.pending,
+                    self.max_message_size,
+                );
+                doc.push_snapshot_frame(peer, channel, queued, snapshot);
             }
         }
         doc.syncers.insert(peer.id(), peer.clone());
@@ -507,6 +585,14 @@ mod tests {
         Docs::new(Arc::from("e1"), &config)
     }
 
+    /// A first `doc_sync` from "a", awaiting nothing.
+    const FIRST_SYNC: SyncRequest<'static> = SyncRequest {
+        member: "a",
+        version: None,
+        epoch: None,
+        pending: &[],
+    };
+
     fn author(peer: &Peer) -> Author<'_> {
         Author { peer, member: "a" }
     }
@@ -567,8 +653,8 @@ mod tests {
         let docs = docs(RelayConfig::default());
         let (a, _qa) = Peer::new(1, 1000, 0);
         let mut queued = QueuedSnapshots::new();
-        assert!(docs.sync(&a, &mut queued, "empty", None, None));
-        assert!(docs.sync(&a, &mut queued, "kept", None, None));
+        assert!(docs.sync(&a, &mut queued, "empty", FIRST_SYNC));
+        assert!(docs.sync(&a, &mut queued, "kept", FIRST_SYNC));
         docs.change(
             author(&a),
             &mut queued,
@@ -586,8 +672,8 @@ mod tests {
         let (a, mut qa) = Peer::new(1, 1000, 0);
         let (b, mut qb) = Peer::new(2, 1000, 0);
         let mut queued = QueuedSnapshots::new();
-        assert!(docs.sync(&a, &mut queued, "empty", None, None));
-        assert!(docs.sync(&a, &mut queued, "d", None, None));
+        assert!(docs.sync(&a, &mut queued, "empty", FIRST_SYNC));
+        assert!(docs.sync(&a, &mut queued, "d", FIRST_SYNC));
         docs.close(&a, &mut queued, "empty");
         assert_eq!(docs.len(), 1, "never changed, nobody syncs it: dropped");
         docs.close(&a, &mut queued, "d");
@@ -616,7 +702,7 @@ mod tests {
         let (a, mut qa) = Peer::new(1, 1000, 0);
         let (b, _qb) = Peer::new(2, 1000, 0);
         let mut queued = QueuedSnapshots::new();
-        assert!(docs.sync(&a, &mut queued, "d", None, None));
+        assert!(docs.sync(&a, &mut queued, "d", FIRST_SYNC));
         let insert = || {
             vec![Op::Insert {
                 key: "seat".into(),
@@ -645,7 +731,7 @@ mod tests {
         );
         assert!(queued.is_empty());
         // A syncer's view was wrong: it still gets the snapshot.
-        assert!(docs.sync(&a, &mut queued, "d", None, None));
+        assert!(docs.sync(&a, &mut queued, "d", FIRST_SYNC));
         qa.drain_messages();
         docs.change(author(&a), &mut queued, "d", "c3".into(), insert());
         let got = qa.drain_messages();
@@ -657,6 +743,63 @@ mod tests {
                     ServerMessage::DocSnapshot { .. }
                 ]
             ),
+            "{got:?}"
+        );
+    }
+
+    // A change applied, its ack lost with its connection, then pushed out of the log by
+    // others: a snapshot listed only the log, so its author, which still awaited the change,
+    // replayed it on top and counted it twice until the resend's ack. Its `doc_sync` now
+    // names the changes it awaits, and the snapshot answering it lists those it holds.
+    #[test]
+    fn a_snapshot_lists_the_changes_its_requester_awaits_that_it_holds() {
+        let docs = docs(RelayConfig {
+            document_log_capacity: 2,
+            ..RelayConfig::default()
+        });
+        let (a, _qa) = Peer::new(1, 1000, 0);
+        let (b, _qb) = Peer::new(2, 1000, 0);
+        let mut queued = QueuedSnapshots::new();
+        let inc = || {
+            vec![Op::Increment {
+                key: "n".into(),
+                by: 1.into(),
+            }]
+        };
+        docs.change(author(&a), &mut queued, "d", "a1".into(), inc());
+        let b_author = Author {
+            peer: &b,
+            member: "b",
+        };
+        for i in 0..3 {
+            let mut none = QueuedSnapshots::new();
+            docs.change(b_author, &mut none, "d", format!("b{i}"), inc());
+        }
+        let (a2, mut qa2) = Peer::new(3, 1000, 0);
+        let pending = ["a1".to_owned(), "a-unsent".to_owned()];
+        let request = SyncRequest {
+            pending: &pending,
+            ..FIRST_SYNC
+        };
+        assert!(docs.sync(&a2, &mut QueuedSnapshots::new(), "d", request));
+        let got = qa2.drain_messages();
+        assert!(
+            matches!(got.as_slice(), [ServerMessage::DocSnapshot { version: 4, applied, applied_by: Some(by), .. }]
+                if applied == &["b1", "b2", "a1"] && by == &["b", "b", "a"]),
+            "{got:?}"
+        );
+        // Another client's sync naming the same ids gets the shared snapshot: they are not its.
+        let (c, mut qc) = Peer::new(4, 1000, 0);
+        let request = SyncRequest {
+            member: "c",
+            pending: &pending,
+            ..FIRST_SYNC
+        };
+        assert!(docs.sync(&c, &mut QueuedSnapshots::new(), "d", request));
+        let got = qc.drain_messages();
+        assert!(
+            matches!(got.as_slice(), [ServerMessage::DocSnapshot { applied, .. }]
+                if applied == &["b1", "b2"]),
             "{got:?}"
         );
     }
@@ -675,12 +818,12 @@ mod tests {
         );
         qa.drain_messages();
         for _ in 0..10 {
-            docs.sync(&a, &mut queued, "d", None, None);
+            docs.sync(&a, &mut queued, "d", FIRST_SYNC);
         }
         let got = qa.drain_messages();
         assert_eq!(got.len(), 1, "{got:?}");
         // Sent: the next request gets a snapshot again.
-        docs.sync(&a, &mut queued, "d", None, None);
+        docs.sync(&a, &mut queued, "d", FIRST_SYNC);
         assert!(matches!(
             qa.drain_messages().as_slice(),
             [ServerMessage::DocSnapshot { version: 1, .. }]

@@ -9,7 +9,7 @@
 
 use crate::auth::{token_matches, Access};
 use crate::config::RelayConfig;
-use crate::docs::{Author, QueuedSnapshots};
+use crate::docs::{Author, QueuedSnapshots, SyncRequest};
 use crate::head::head_of;
 use crate::hub::{frame, Connected, Echo, Hub, Instance, Published};
 use crate::peer::{Outbound, Peer};
@@ -348,11 +348,19 @@ impl Session {
                 channel,
                 version,
                 epoch,
+                pending,
             } => {
                 if self.check_channel(&channel, None) {
+                    // The changes it awaits are remembered under its `client_id`.
+                    let member = self.member();
+                    let request = SyncRequest {
+                        member: &member,
+                        version,
+                        epoch: epoch.as_deref(),
+                        pending: &pending,
+                    };
                     let docs = &self.hub.docs;
-                    let snapshots = &mut self.snapshots;
-                    if docs.sync(&self.peer, snapshots, &channel, version, epoch.as_deref()) {
+                    if docs.sync(&self.peer, &mut self.snapshots, &channel, request) {
                         self.documents.insert(channel);
                     }
                 }

@@ -15,6 +15,7 @@ async fn sync(c: &mut Client, version: Option<u64>, epoch: Option<&str>) -> Vec<
         channel: "doc".into(),
         version,
         epoch: epoch.map(str::to_owned),
+        pending: Vec::new(),
     })
     .await;
     until_barrier(c).await

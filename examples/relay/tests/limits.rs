@@ -98,6 +98,7 @@ fn doc_sync(channel: &str) -> ClientMessage {
         channel: channel.into(),
         version: None,
         epoch: None,
+        pending: Vec::new(),
     }
 }
 

@@ -175,10 +175,12 @@ impl Engine {
             return;
         };
         let (version, epoch) = doc.sync_from();
+        let pending = doc.awaiting_answer();
         self.send_control(&ClientMessage::DocSync {
             channel: channel.to_owned(),
             version,
             epoch,
+            pending,
         });
     }
 

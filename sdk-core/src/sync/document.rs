@@ -9,6 +9,12 @@ use crate::event::MessageId;
 use crate::sorted::SortedSet;
 use serde_json::{Map, Value};
 
+/// At most this many pending change ids go in one `doc_sync` (`pending`), so that the
+/// request stays a small frame whatever the outbox holds. The oldest are listed, the ones
+/// most likely written (and applied) before a connection was lost; a pending change beyond
+/// them that a snapshot contains without listing it is replayed on top until its ack comes.
+pub const MAX_SYNC_PENDING: usize = 64;
+
 /// Why the view of a document changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -200,6 +206,19 @@ impl Document {
         (version, self.epoch.clone())
     }
 
+    /// The ids of our changes that await the server's answer, the oldest first, at most
+    /// [`MAX_SYNC_PENDING`]: what a `doc_sync` lists in `pending`, so that a snapshot
+    /// answering it can say which of them it contains even when the server's log no longer
+    /// holds them (see `snapshot`). Those acked past a gap are known applied already.
+    pub(crate) fn awaiting_answer(&self) -> Vec<String> {
+        self.pending
+            .iter()
+            .filter(|p| !p.acked)
+            .take(MAX_SYNC_PENDING)
+            .map(|p| p.wire.clone())
+            .collect()
+    }
+
     /// A new connection (its resume is about to be sent): a sync asked for on the old one will
     /// never be answered, so it no longer holds back a new request.
     pub(crate) fn reconnected(&mut self) {
@@ -244,6 +263,13 @@ impl Document {
     /// contains (`applied`: the ids of this client's changes in it — the engine leaves out
     /// those of other authors, as ids are unique only within their author) are dropped; the
     /// rest are replayed on top.
+    ///
+    /// A snapshot's `applied` is the server's recent log, plus the changes of ours it
+    /// contains among those our `doc_sync` listed as awaiting an answer (`pending`, see
+    /// `awaiting_answer`), however old. Without that (a server older than `pending`, or a
+    /// change past [`MAX_SYNC_PENDING`]), a change applied before the log's start, whose
+    /// ack was lost with its connection, cannot be told from one not applied yet: it is
+    /// replayed on top, counting twice (an increment) until its ack comes.
     pub(crate) fn snapshot(
         &mut self,
         version: u64,

@@ -33,7 +33,7 @@ pub use crate::protocol::Op;
 /// [`json::MAX_DEPTH`](crate::json::MAX_DEPTH) levels (deeper, the relay refuses it as
 /// `bad_frame`). A change with a deeper value is refused locally ([`crate::SyncError::TooDeep`]).
 pub const MAX_VALUE_DEPTH: usize = crate::json::MAX_DEPTH - 3;
-pub use document::{ChangeOrigin, Document, KeyChange};
+pub use document::{ChangeOrigin, Document, KeyChange, MAX_SYNC_PENDING};
 pub(crate) use document::{Reaction, Undelivered};
 pub use server::{ChangeOutcome, DocumentServer, LoggedChange, SyncReply};
 

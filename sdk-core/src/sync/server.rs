@@ -62,7 +62,9 @@ pub enum SyncReply {
         version: u64,
         /// The state.
         state: Map<String, Value>,
-        /// Ids of the changes in the log (all included in `state`).
+        /// Ids of the changes in the log (all included in `state`), then, from
+        /// [`sync_for`](DocumentServer::sync_for), those of the requester's pending changes
+        /// it holds that the log does not.
         applied: Vec<String>,
         /// Their authors, index by index.
         applied_by: Vec<String>,
@@ -268,6 +270,55 @@ impl DocumentServer {
         }
     }
 
+    /// [`sync`](Self::sync) for `author`, whose `doc_sync` listed `pending`: the ids of its
+    /// changes that still await an answer. A snapshot then also lists, after the log's
+    /// changes, those of `pending` this document remembers as `author`'s
+    /// ([`pending_applied`](Self::pending_applied)) and the log no longer holds: the state
+    /// contains them, and a client not told so would replay them on top, counting an
+    /// increment twice until its ack came.
+    pub fn sync_for(
+        &self,
+        author: &str,
+        version: Option<u64>,
+        epoch: Option<&str>,
+        pending: &[String],
+    ) -> SyncReply {
+        let mut reply = self.sync(version, epoch);
+        if let SyncReply::Snapshot {
+            applied,
+            applied_by,
+            ..
+        } = &mut reply
+        {
+            let logged = applied.len();
+            for id in self.pending_applied(author, pending) {
+                let listed = (0..logged).any(|i| applied[i] == id && applied_by[i] == author);
+                if !listed {
+                    applied.push(id.to_owned());
+                    applied_by.push(author.to_owned());
+                }
+            }
+        }
+        reply
+    }
+
+    /// The ids of `pending` (changes `author` awaits an answer for) that this document
+    /// remembers as `author`'s, each once: applied, so contained in the state, though the log
+    /// (and so a snapshot's `applied`) may no longer hold them. The same bound as for
+    /// resends: a change forgotten here would be applied again when re-sent, so it is rightly
+    /// not listed. One remembered under the id with other ops (a reuse,
+    /// [`ChangeOutcome::IdReused`]) is listed too, as a logged one would be: what the server
+    /// applied under it is in the state, and the author's own change is refused.
+    pub fn pending_applied<'p>(&self, author: &str, pending: &'p [String]) -> Vec<&'p str> {
+        let mut listed: Vec<&'p str> = Vec::new();
+        for id in pending {
+            if !listed.contains(&id.as_str()) && self.remembers(author, id) {
+                listed.push(id);
+            }
+        }
+        listed
+    }
+
     /// Forgets the change log but keeps the state and the applied ids (e.g. a restart that
     /// kept the document but not its log): older clients must then resync from a snapshot,
     /// and their resends are still recognised.
@@ -417,6 +468,39 @@ mod tests {
         assert!(matches!(
             s.snapshot(),
             SyncReply::Snapshot { applied_by, .. } if applied_by == ["mallory", "alice"]
+        ));
+    }
+
+    #[test]
+    fn a_snapshot_for_a_client_lists_its_pending_changes_the_log_no_longer_holds() {
+        let mut s = DocumentServer::new("e", 2);
+        s.apply("me", "m1", &set("x", 1));
+        s.apply("you", "y1", &set("y", 1));
+        s.apply("you", "y2", &set("y", 2));
+        s.apply("me", "m2", &set("x", 2));
+        // The log holds y2 and m2; m1 is remembered only. "m3" was never applied, and "y1"
+        // is another author's.
+        let pending: Vec<String> = ["m1", "m2", "m3", "y1", "m1"].map(String::from).into();
+        assert_eq!(s.pending_applied("me", &pending), ["m1", "m2"]);
+        match s.sync_for("me", None, Some("e"), &pending) {
+            SyncReply::Snapshot {
+                applied,
+                applied_by,
+                ..
+            } => assert_eq!(
+                (applied, applied_by),
+                (
+                    ["y2", "m2", "m1"].map(String::from).to_vec(),
+                    ["you", "me", "me"].map(String::from).to_vec()
+                ),
+                "m2 once (logged), m1 after the log"
+            ),
+            other => panic!("{other:?}"),
+        }
+        // A replay answers the same way as `sync`: it holds the pending changes it reaches.
+        assert!(matches!(
+            s.sync_for("me", Some(3), Some("e"), &pending),
+            SyncReply::Changes(c) if c.len() == 1
         ));
     }
 

@@ -332,10 +332,18 @@ impl DocNet {
                 channel,
                 version,
                 epoch,
-            } => sync_answer(&self.server, &channel, version, epoch.as_deref())
-                .into_iter()
-                .map(|m| (m, None))
-                .collect(),
+                pending,
+            } => sync_answer(
+                &self.server,
+                &channel,
+                client,
+                version,
+                epoch.as_deref(),
+                &pending,
+            )
+            .into_iter()
+            .map(|m| (m, None))
+            .collect(),
             ClientMessage::DocChange {
                 id, channel, ops, ..
             } => match self.server.apply(client, &id, &ops) {
@@ -626,15 +634,18 @@ impl DocNet {
     }
 }
 
-/// The server's answer to a `doc_sync` of `channel` from `version` in `epoch`: the changes
-/// after it, or a snapshot (the reference relay's answer too).
+/// The server's answer to `client`'s `doc_sync` of `channel` from `version` in `epoch`,
+/// listing `pending`: the changes after it, or a snapshot that also lists which of `pending` it
+/// holds (the reference relay's answer too).
 pub fn sync_answer(
     server: &DocumentServer,
     channel: &str,
+    client: &str,
     version: Option<u64>,
     epoch: Option<&str>,
+    pending: &[String],
 ) -> Vec<ServerMessage> {
-    match server.sync(version, epoch) {
+    match server.sync_for(client, version, epoch, pending) {
         SyncReply::Changes(changes) => changes
             .into_iter()
             .map(|c| ServerMessage::DocChange {
