@@ -339,6 +339,7 @@ impl ClientEvent {
                 channel,
                 origin,
                 changes,
+                ..
             } => ClientEvent::DocumentChanged {
                 channel,
                 origin: origin.into(),
@@ -348,14 +349,15 @@ impl ClientEvent {
                 channel,
                 change,
                 code,
+                ..
             } => ClientEvent::ChangeRejected {
                 channel,
                 change: change.get(),
                 code,
             },
-            tether::Event::DocumentResynced { channel, version } => {
-                ClientEvent::DocumentResynced { channel, version }
-            }
+            tether::Event::DocumentResynced {
+                channel, version, ..
+            } => ClientEvent::DocumentResynced { channel, version },
             _ => return None,
         })
     }

@@ -699,6 +699,11 @@ pub enum Event {
     DocumentChanged {
         /// The document's channel.
         channel: String,
+        /// Which opening of the document on `channel` this is about
+        /// ([`Document::generation`](crate::sync::Document::generation)): a document closed
+        /// and opened again is a new one, and the closed one's events still queued name the
+        /// old number.
+        generation: u64,
         /// Why: a local change, its confirmation, another client, or a rollback.
         origin: ChangeOrigin,
         /// The keys that changed, with their new values.
@@ -718,6 +723,8 @@ pub enum Event {
     ChangeRejected {
         /// The document's channel.
         channel: String,
+        /// Which opening of the document on `channel` this is about (see `DocumentChanged`).
+        generation: u64,
         /// The change (the id `change_document` returned).
         change: MessageId,
         /// The server's code (`conflict`, `type_mismatch`, `out_of_range`) or the drop reason.
@@ -729,6 +736,8 @@ pub enum Event {
     DocumentResynced {
         /// The document's channel.
         channel: String,
+        /// Which opening of the document on `channel` this is about (see `DocumentChanged`).
+        generation: u64,
         /// The snapshot's version.
         version: u64,
     },

@@ -236,3 +236,48 @@ fn an_older_relay_that_refuses_doc_close_costs_one_error_event_and_nothing_else(
         "{after:?}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// A document closed and opened again before the driver drained the engine: the closed one's
+// last events were still queued, named by channel only, so a driver handed them to the new
+// document's listeners. Each opening now has its own generation, which its events carry.
+// ---------------------------------------------------------------------------------------------
+#[test]
+fn a_document_opened_again_is_a_new_generation_and_its_events_say_so() {
+    use tether_core::{Config, Engine, Instant, Protocol};
+    let config = Config::builder("ws://relay/")
+        .protocol(Protocol::Tether)
+        .build()
+        .unwrap();
+    let mut engine = Engine::new(config, 1);
+    let now = Instant::ZERO;
+    engine.open_document(now, DOC).unwrap();
+    let first = engine.document(DOC).unwrap().generation();
+    engine.open_document(now, DOC).unwrap();
+    assert_eq!(
+        engine.document(DOC).unwrap().generation(),
+        first,
+        "opening an open document changes nothing"
+    );
+    engine.doc_set(now, DOC, "old", json!(1)).unwrap();
+    assert!(engine.close_document(DOC));
+    engine.open_document(now, DOC).unwrap();
+    let second = engine.document(DOC).unwrap().generation();
+    assert_ne!(first, second, "a new document");
+    engine.doc_set(now, DOC, "new", json!(1)).unwrap();
+    let mut changed = Vec::new();
+    while let Some(event) = engine.poll_event() {
+        if let Event::DocumentChanged {
+            generation,
+            changes,
+            ..
+        } = event
+        {
+            changed.push((generation, changes[0].key.clone()));
+        }
+    }
+    assert_eq!(
+        changed,
+        [(first, "old".to_owned()), (second, "new".to_owned())]
+    );
+}

@@ -187,20 +187,29 @@ impl Document {
     }
 
     /// A stream of this document's events from now on. Ends when the document is closed or
-    /// the client shuts down.
+    /// the client shuts down. Only the events of the document open on the channel now: if it
+    /// was closed and opened again, none of the closed one's, even those the client had not
+    /// handed over yet.
     pub fn changes(&self) -> DocumentChanges {
         let mut inner = self.shared.lock();
-        if inner.waiters.task_ended || inner.engine.document(&self.channel).is_none() {
+        let generation = match inner.engine.document(&self.channel) {
+            Some(doc) if !inner.waiters.task_ended => doc.generation(),
             // Nothing will ever be sent: a stream that ends at once.
-            let (_, rx) = broadcast::channel(1);
-            return DocumentChanges::new(rx);
-        }
-        let tx = inner
+            _ => {
+                let (_, rx) = broadcast::channel(1);
+                return DocumentChanges::new(rx);
+            }
+        };
+        let entry = inner
             .waiters
             .documents
             .entry(self.channel.to_string())
-            .or_insert_with(|| broadcast::channel(DOCUMENT_EVENT_CAPACITY).0);
-        DocumentChanges::new(tx.subscribe())
+            .or_insert_with(|| (generation, broadcast::channel(DOCUMENT_EVENT_CAPACITY).0));
+        if entry.0 != generation {
+            // The streams of a document no longer open: they end, as `close` ends them.
+            *entry = (generation, broadcast::channel(DOCUMENT_EVENT_CAPACITY).0);
+        }
+        DocumentChanges::new(entry.1.subscribe())
     }
 
     fn read<T>(&self, f: impl FnOnce(&tether_core::sync::Document) -> T) -> Option<T> {

@@ -26,8 +26,11 @@ use tracing::{debug, info, warn};
 pub(crate) struct Waiters {
     pub(crate) acks: AckWaiters,
     pub(crate) requests: HashMap<RequestId, oneshot::Sender<Result<Value, RequestFailure>>>,
-    /// Change streams of open documents, by channel.
-    pub(crate) documents: HashMap<String, tokio::sync::broadcast::Sender<DocumentEvent>>,
+    /// Change streams of open documents, by channel, with the
+    /// [`generation`](tether_core::sync::Document::generation) of the document they follow:
+    /// a document closed and opened again is a new one, and the engine's events still queued
+    /// for the closed one (which name its generation) must not reach the new one's streams.
+    pub(crate) documents: HashMap<String, (u64, tokio::sync::broadcast::Sender<DocumentEvent>)>,
     /// The client task has ended: no stream created from now on would ever get an event.
     pub(crate) task_ended: bool,
 }
@@ -512,33 +515,45 @@ fn resolve_waiters(waiters: &mut Waiters, event: &Event) {
         }
         Event::DocumentChanged {
             channel,
+            generation,
             origin,
             changes,
-        } => forward(waiters, channel, || DocumentEvent::Changed {
+        } => forward(waiters, channel, *generation, || DocumentEvent::Changed {
             origin: *origin,
             changes: changes.clone(),
         }),
         Event::ChangeRejected {
             channel,
+            generation,
             change,
             code,
-        } => forward(waiters, channel, || DocumentEvent::Rejected {
+        } => forward(waiters, channel, *generation, || DocumentEvent::Rejected {
             change: *change,
             code: code.clone(),
         }),
-        Event::DocumentResynced { channel, version } => forward(waiters, channel, || {
-            DocumentEvent::Resynced { version: *version }
+        Event::DocumentResynced {
+            channel,
+            generation,
+            version,
+        } => forward(waiters, channel, *generation, || DocumentEvent::Resynced {
+            version: *version,
         }),
         _ => {}
     }
 }
 
-/// Hands a document event to that document's change streams, if anyone listens.
-fn forward(waiters: &Waiters, channel: &str, event: impl FnOnce() -> DocumentEvent) {
-    if let Some(tx) = waiters
+/// Hands a document event to that document's change streams, if anyone listens: those of
+/// the document open on `channel` as `generation`, not those of one opened there since.
+fn forward(
+    waiters: &Waiters,
+    channel: &str,
+    generation: u64,
+    event: impl FnOnce() -> DocumentEvent,
+) {
+    if let Some((_, tx)) = waiters
         .documents
         .get(channel)
-        .filter(|tx| tx.receiver_count() > 0)
+        .filter(|(open, tx)| *open == generation && tx.receiver_count() > 0)
     {
         let _ = tx.send(event());
     }

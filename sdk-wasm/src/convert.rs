@@ -721,6 +721,7 @@ pub(crate) fn event(mut e: Event) -> Option<(&'static str, String, Option<Vec<u8
             channel,
             origin,
             changes,
+            ..
         } => {
             w.str("channel", channel);
             w.str("origin", origin.name());
@@ -732,6 +733,7 @@ pub(crate) fn event(mut e: Event) -> Option<(&'static str, String, Option<Vec<u8
             channel,
             change,
             code,
+            ..
         } => {
             w.str("channel", channel);
             w.u64("change", change.get());
@@ -739,7 +741,9 @@ pub(crate) fn event(mut e: Event) -> Option<(&'static str, String, Option<Vec<u8
             "doc_rejected"
         }
         #[cfg(feature = "documents")]
-        Event::DocumentResynced { channel, version } => {
+        Event::DocumentResynced {
+            channel, version, ..
+        } => {
             w.str("channel", channel);
             w.u64("version", *version);
             "doc_resynced"

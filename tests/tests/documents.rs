@@ -482,3 +482,40 @@ async fn a_resend_of_an_applied_change_over_the_rate_limit_is_not_reported_rejec
     shut_down(&observer).await;
     relay.shutdown().await;
 }
+
+// A document closed and opened again before the client task drained the engine: the engine
+// still held the closed document's last events (here its last local change), and the task
+// handed them to the change stream of the new one, found by channel alone. The app then
+// showed a change of a document it had closed as one of the document it had just opened.
+#[tokio::test]
+async fn a_reopened_documents_changes_carry_none_of_the_closed_ones_events() {
+    let relay = Relay::bind("127.0.0.1:0", RelayConfig::default())
+        .await
+        .unwrap();
+    let c = client(relay.ws_url());
+    let doc = c.document("d").unwrap();
+    synced(&doc).await;
+    // No await until the new stream is read: on this current-thread runtime the client task
+    // cannot drain the engine in between.
+    doc.set("old", 1).unwrap();
+    doc.close();
+    let doc = c.document("d").unwrap();
+    let mut changes = doc.changes();
+    doc.set("new", 1).unwrap();
+    let first = tokio::time::timeout(LIMIT, changes.recv()).await;
+    shut_down(&c).await;
+    relay.shutdown().await;
+    let Ok(Some(DocumentEvent::Changed {
+        origin: ChangeOrigin::LocalPending,
+        changes,
+    })) = &first
+    else {
+        panic!("expected the new document's local change first, got {first:?}");
+    };
+    let keys: Vec<&str> = changes.iter().map(|c| c.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["new"],
+        "the closed document's change reached the new stream"
+    );
+}

@@ -278,6 +278,7 @@ pub(crate) fn event_json(event: &Event) -> Option<(&'static str, Value)> {
             channel,
             origin,
             changes,
+            ..
         } => (
             "document_changed",
             json!({
@@ -290,11 +291,14 @@ pub(crate) fn event_json(event: &Event) -> Option<(&'static str, Value)> {
             channel,
             change,
             code,
+            ..
         } => (
             "change_rejected",
             json!({"channel": channel, "id": change.get(), "code": code}),
         ),
-        Event::DocumentResynced { channel, version } => (
+        Event::DocumentResynced {
+            channel, version, ..
+        } => (
             "document_resynced",
             json!({"channel": channel, "version": version}),
         ),

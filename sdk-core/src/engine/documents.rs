@@ -15,7 +15,9 @@ use serde_json::{Map, Value};
 impl Engine {
     /// Starts syncing the shared document on `channel` (Tether mode). Synced again on every
     /// open: the server replays the changes after the last known version, or sends a snapshot.
-    /// Opening twice is a no-op.
+    /// Opening twice is a no-op. Each document opened gets a new
+    /// [`generation`](Document::generation), which its events carry: one closed and opened
+    /// again is a new document, and the old one's events still queued are told apart by it.
     pub fn open_document(&mut self, now: Instant, channel: &str) -> Result<(), SyncError> {
         if self.config.protocol != Protocol::Tether {
             return Err(SyncError::NeedsTetherProtocol);
@@ -30,7 +32,9 @@ impl Engine {
         if self.documents.contains_key(channel) {
             return Ok(());
         }
-        self.documents.insert(channel.to_owned(), Document::new());
+        self.doc_opens += 1;
+        self.documents
+            .insert(channel.to_owned(), Document::opened(self.doc_opens));
         if self.state.is_open() {
             self.send_doc_sync(channel);
         }
@@ -221,9 +225,11 @@ impl Engine {
         let Some(doc) = self.documents.get_mut(&channel) else {
             return;
         };
+        let generation = doc.generation();
         let reaction = doc.snapshot(version, epoch, state, &ours);
         self.events.push_back(Event::DocumentResynced {
             channel: channel.clone(),
+            generation,
             version,
         });
         self.react(&channel, reaction);
@@ -295,10 +301,10 @@ impl Engine {
     /// confirmed state already holds theirs, as the server does). Dropped here instead
     /// (expired, overflow, closing), it was most likely applied as ours.
     pub(super) fn on_doc_discarded(&mut self, id: MessageId, reason: &DropReason) {
-        let Some((channel, undelivered)) = self
+        let Some((channel, generation, undelivered)) = self
             .documents
             .iter_mut()
-            .find_map(|(c, d)| Some((c.clone(), d.discard(id)?)))
+            .find_map(|(c, d)| Some((c.clone(), d.generation(), d.discard(id)?)))
         else {
             return;
         };
@@ -309,6 +315,7 @@ impl Engine {
         };
         self.events.push_back(Event::ChangeRejected {
             channel: channel.clone(),
+            generation,
             change: id,
             code,
         });
@@ -317,12 +324,17 @@ impl Engine {
         }
     }
 
+    /// Reports `changes` of the document open on `channel`, if any.
     fn emit_doc_changes(&mut self, channel: &str, origin: ChangeOrigin, changes: Vec<KeyChange>) {
         if changes.is_empty() {
             return;
         }
+        let Some(generation) = self.documents.get(channel).map(Document::generation) else {
+            return;
+        };
         self.events.push_back(Event::DocumentChanged {
             channel: channel.to_owned(),
+            generation,
             origin,
             changes,
         });

@@ -114,6 +114,9 @@ pub struct Engine {
     /// Shared documents by channel (Tether mode).
     #[cfg(feature = "documents")]
     documents: SortedMap<String, crate::sync::Document>,
+    /// How many documents `open_document` has opened: the last one's `generation`.
+    #[cfg(feature = "documents")]
+    doc_opens: u64,
     /// The channel of every document change whose ack may still come: `(wire id, channel)`.
     /// An ack names no channel, and the change may have left its document before the ack
     /// (dropped from the outbox after it was written, its document closed and reopened,
@@ -257,6 +260,8 @@ impl Engine {
             connect_after_close: false,
             #[cfg(feature = "documents")]
             documents: Default::default(),
+            #[cfg(feature = "documents")]
+            doc_opens: 0,
             #[cfg(feature = "documents")]
             doc_changes: Vec::new(),
             config,

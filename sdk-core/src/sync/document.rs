@@ -109,6 +109,8 @@ pub struct Document {
     /// and leaves on its ack or when its message leaves the outbox otherwise
     /// (`unacked_dropped`), so there are never more than the outbox holds.
     unacked: Vec<Unacked>,
+    /// Which opening this is (see `generation`).
+    generation: u64,
 }
 
 impl Default for Document {
@@ -140,7 +142,26 @@ impl Document {
             resync_from: None,
             needs_snapshot: false,
             unacked: Vec::new(),
+            generation: 0,
         }
+    }
+
+    /// An empty document, opened as the engine's `generation`th document.
+    pub(crate) fn opened(generation: u64) -> Self {
+        Document {
+            generation,
+            ..Document::new()
+        }
+    }
+
+    /// Which opening of a document this is: the engine numbers each `open_document` that
+    /// opens one (1, 2, 3 … over all channels; 0 for a `Document` made by hand), and its
+    /// document events carry the number (`Event::DocumentChanged`, `ChangeRejected`,
+    /// `DocumentResynced`). A document closed and opened again on the same channel is a new
+    /// one with a new number, so a driver can tell the closed one's events that were still
+    /// queued from the new one's.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// The value the app sees for `key` (local changes included).
