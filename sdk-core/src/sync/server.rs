@@ -309,9 +309,12 @@ impl DocumentServer {
     /// not listed. One remembered under the id with other ops (a reuse,
     /// [`ChangeOutcome::IdReused`]) is listed too, as a logged one would be: what the server
     /// applied under it is in the state, and the author's own change is refused.
+    ///
+    /// Only the first [`MAX_SYNC_PENDING`](super::MAX_SYNC_PENDING) ids are read (as many
+    /// as the engine sends), so a request listing many more costs no more than that.
     pub fn pending_applied<'p>(&self, author: &str, pending: &'p [String]) -> Vec<&'p str> {
         let mut listed: Vec<&'p str> = Vec::new();
-        for id in pending {
+        for id in pending.iter().take(super::MAX_SYNC_PENDING) {
             if !listed.contains(&id.as_str()) && self.remembers(author, id) {
                 listed.push(id);
             }
@@ -502,6 +505,17 @@ mod tests {
             s.sync_for("me", Some(3), Some("e"), &pending),
             SyncReply::Changes(c) if c.len() == 1
         ));
+        // At most MAX_SYNC_PENDING ids are read.
+        let many: Vec<String> = (0..crate::sync::MAX_SYNC_PENDING + 10)
+            .map(|i| format!("x{i}"))
+            .collect();
+        for id in &many {
+            s.apply("me", id, &set("z", 0));
+        }
+        assert_eq!(
+            s.pending_applied("me", &many).len(),
+            crate::sync::MAX_SYNC_PENDING
+        );
     }
 
     #[test]
