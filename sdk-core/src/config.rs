@@ -167,6 +167,15 @@ pub struct HeartbeatConfig {
     pub raw_pong: String,
 }
 
+impl HeartbeatConfig {
+    /// How long a connection may go without a sign of life before it is declared dead:
+    /// `interval × (max_missed + 1)` (75 s by default).
+    pub fn silence_limit(&self) -> Duration {
+        self.interval
+            .saturating_mul(self.max_missed.saturating_add(1))
+    }
+}
+
 impl Default for HeartbeatConfig {
     fn default() -> Self {
         HeartbeatConfig {
@@ -328,22 +337,16 @@ impl Config {
     pub fn last_event_id(&self) -> Option<&str> {
         self.resume_from.as_deref()
     }
-    /// Time the engine gives an attempt to open: `connect_timeout`, or on an event stream
-    /// (SSE) the heartbeat's silence limit (`interval × (max_missed + 1)`, 75 s by default)
-    /// when that is longer. Many SSE servers send their response head only with the first
+    /// Time the engine gives an attempt to open once its request goes out (the token fetch
+    /// before it has `connect_timeout`): `connect_timeout`, or on an event stream (SSE) the
+    /// heartbeat's [silence limit](HeartbeatConfig::silence_limit) when that is longer. Many SSE servers send their response head only with the first
     /// event (WSGI servers such as Flask and Django must; Node's `writeHead` without a flush
     /// does), so a quiet stream is silent before its head as after it, and a browser's
     /// `EventSource` waits for it: cut off at the connect timeout, such a stream never opened
     /// while it had nothing to say, and the events it sent between attempts were lost.
     pub fn open_timeout(&self) -> Duration {
         match self.transport {
-            TransportKind::Sse => {
-                let silence = self
-                    .heartbeat
-                    .interval
-                    .saturating_mul(self.heartbeat.max_missed.saturating_add(1));
-                self.connect_timeout.max(silence)
-            }
+            TransportKind::Sse => self.connect_timeout.max(self.heartbeat.silence_limit()),
             TransportKind::WebSocket => self.connect_timeout,
         }
     }
@@ -597,8 +600,9 @@ impl ConfigBuilder {
         self.config.token = Some(placement);
         self
     }
-    /// Time allowed for token fetch + handshake. Default 10 s. An event stream (SSE) is given
-    /// its heartbeat's silence limit when that is longer (see [`Config::open_timeout`]).
+    /// Time allowed for token fetch + handshake. Default 10 s. An event stream (SSE), once
+    /// its request is sent, is given its heartbeat's silence limit when that is longer (see
+    /// [`Config::open_timeout`]).
     pub fn connect_timeout(mut self, d: Duration) -> Self {
         self.config.connect_timeout = d;
         self

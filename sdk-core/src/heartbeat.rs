@@ -87,9 +87,7 @@ impl Heartbeat {
     }
 
     fn silence_limit(&self) -> Duration {
-        self.config
-            .interval
-            .saturating_mul(self.config.max_missed.saturating_add(1))
+        self.config.silence_limit()
     }
 
     /// A connection opened: start the cycle.

@@ -309,6 +309,36 @@ fn connect_timeout_abandons_a_hanging_handshake() {
     assert_eq!(r[0].3, DisconnectCause::ConnectTimeout);
 }
 
+/// The longer wait is for the stream's head, once its request is out: a token provider that
+/// never answers holds an event stream's attempt for the connect timeout, as a WebSocket's.
+#[test]
+fn an_event_streams_token_fetch_has_the_connect_timeout() {
+    use tether_core::{Action, Engine};
+    let config = Config::builder("http://relay/events")
+        .connect_timeout(secs(3))
+        .token(TokenPlacement::Query {
+            param: "token".into(),
+        })
+        .build()
+        .unwrap();
+    let mut engine = Engine::new(config, 7);
+    engine.connect(Instant::from_millis(0));
+    let mut fetches = 0;
+    while let Some(action) = engine.poll_action() {
+        fetches += usize::from(matches!(action, Action::FetchToken { .. }));
+    }
+    assert_eq!(fetches, 1);
+    assert_eq!(engine.poll_timeout(), Some(Instant::from_millis(3_000)));
+    engine.handle_timeout(Instant::from_millis(3_000));
+    let mut causes = Vec::new();
+    while let Some(event) = engine.poll_event() {
+        if let Event::ReconnectScheduled { cause, .. } = event {
+            causes.push(cause);
+        }
+    }
+    assert_eq!(causes, [DisconnectCause::ConnectTimeout]);
+}
+
 /// Many SSE servers send their response head only with their first event (WSGI servers must),
 /// so a quiet stream waiting for its head is given the silence limit an open stream has, not
 /// the connect timeout: cut off at that, it never opened while it had nothing to say.

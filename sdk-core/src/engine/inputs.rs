@@ -39,7 +39,7 @@ impl Engine {
         }
         self.conn.awaiting_token = false;
         self.auth.refresh_next = false;
-        self.open_transport(attempt, Some(token));
+        self.open_transport(now, attempt, Some(token));
     }
 
     /// The token provider failed the request for `transport`: the attempt fails and is

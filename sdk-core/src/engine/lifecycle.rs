@@ -32,7 +32,9 @@ impl Engine {
             ..Connection::default()
         };
         self.stats.attempts += 1;
-        self.timers.connect = Some(now + self.config.open_timeout());
+        // The token fetch has the connect timeout; an event stream's request, once sent, may
+        // wait longer for its head (`open_transport`).
+        self.timers.connect = Some(now + self.config.connect_timeout());
         self.set_state(State::Connecting { attempt });
         if self.config.token.is_some() {
             self.conn.awaiting_token = true;
@@ -46,12 +48,14 @@ impl Engine {
                 refresh,
             });
         } else {
-            self.open_transport(attempt, None);
+            self.open_transport(now, attempt, None);
         }
     }
 
-    /// Emits the `Open` action for the current transport, placing the token.
-    pub(super) fn open_transport(&mut self, attempt: u32, token: Option<String>) {
+    /// Emits the `Open` action for the current transport, placing the token. From here an
+    /// attempt has `Config::open_timeout` to open: longer than the connect timeout only for
+    /// an event stream, whose head may come with its first event.
+    pub(super) fn open_transport(&mut self, now: Instant, attempt: u32, token: Option<String>) {
         let Some(transport) = self.conn.transport else {
             return;
         };
@@ -75,6 +79,9 @@ impl Engine {
         };
         // The transport being replaced is not waited for any longer.
         self.release_lingering();
+        if self.config.transport == TransportKind::Sse {
+            self.timers.connect = Some(now + self.config.open_timeout());
+        }
         self.actions.push_back(Action::Open(Box::new(OpenRequest {
             transport,
             kind: self.config.transport,
