@@ -379,8 +379,9 @@ impl ClientConfig {
     pub fn jitter(self: Arc<Self>, jitter: Jitter) -> Arc<Self> {
         self.with(|o| o.jitter = Some(jitter))
     }
-    /// Give up (`Closed(GaveUp)`) after this many failed attempts in a row; `null` never
-    /// gives up. Default `null`.
+    /// Give up (`Closed(GaveUp)`) after this many failed attempts in a row (not counting
+    /// those made offline, nor an event stream that delivered events before it ended); `null`
+    /// never gives up. Default `null`.
     pub fn max_attempts(self: Arc<Self>, attempts: Option<u32>) -> Arc<Self> {
         self.with(|o| o.max_attempts = Some(attempts))
     }

@@ -531,7 +531,8 @@ impl ConfigBuilder {
         self
     }
     /// Give up after this many consecutive failed attempts, not counting those that fail
-    /// while the app reports the network offline. Default unlimited.
+    /// while the app reports the network offline, nor an event stream that dispatched an
+    /// event before it ended (a server ending its stream after each batch). Default unlimited.
     pub fn max_attempts(mut self, attempts: Option<u32>) -> Self {
         self.config.backoff.max_attempts = attempts;
         self

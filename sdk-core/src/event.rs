@@ -475,10 +475,12 @@ pub struct InboundMessage {
     /// WebSocket message.
     pub event: Option<String>,
     /// An event stream's position once this message is handled: its `id:`, or the last one
-    /// the stream sent before it. An app that saves it after handling the message resumes
-    /// from there after a restart (`ConfigBuilder::last_event_id`), missing nothing and
-    /// getting nothing twice from a server that honours `Last-Event-ID`. `None` on a
-    /// WebSocket, and on a stream that has sent no id (or reset it with an empty `id:`).
+    /// the stream sent before it (the one the app resumed from, `ConfigBuilder::last_event_id`,
+    /// until the stream sends one). An app that saves it after handling the message resumes
+    /// from there after a restart: from a server that honours `Last-Event-ID` and gives every
+    /// event an id, it misses nothing and gets nothing twice (messages without an id of their
+    /// own after the last id come again). `None` on a WebSocket, and on a stream with no
+    /// position (no id yet, or one reset by an empty `id:`).
     pub last_event_id: Option<String>,
 }
 

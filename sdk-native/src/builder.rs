@@ -158,7 +158,8 @@ impl ClientBuilder {
         backoff_factor(factor: f64);
         /// Jitter strategy.
         jitter(jitter: Jitter);
-        /// Give up after this many consecutive failed attempts.
+        /// Give up after this many consecutive failed attempts (not counting those made while
+        /// offline, nor an event stream that delivered events before it ended).
         max_attempts(attempts: Option<u32>);
         /// Uptime after which backoff resets.
         min_uptime(d: Duration);

@@ -186,8 +186,8 @@ export interface TetherClientOptions {
     jitter?: 'none' | 'full' | 'equal' | 'decorrelated';
     /**
      * Give up (state `closed`, reason `gave_up`) after this many failed attempts, not
-     * counting those that fail while the browser is offline (`navigator.onLine` false).
-     * [unlimited]
+     * counting those that fail while the browser is offline (`navigator.onLine` false), nor an
+     * event stream that delivered events before it ended. [unlimited]
      */
     maxAttempts?: number;
     /** Uptime after which the backoff resets. [5000] */
