@@ -106,21 +106,12 @@ impl Doc {
         pending: &[String],
         max_message_size: usize,
     ) -> Utf8Bytes {
-        let unlisted: Vec<&str> = self
-            .server
-            .pending_applied(member, pending)
-            .into_iter()
-            .filter(|id| {
-                !self
-                    .log
-                    .iter()
-                    .any(|c| c.id == *id && c.client_id == member)
-            })
-            .collect();
+        let log = &self.log;
+        let in_log = |id: &str| log.iter().any(|c| c.id == id && c.client_id == member);
+        let unlisted = self.server.pending_applied(member, pending, in_log);
         if unlisted.is_empty() {
             return self.snapshot(channel);
         }
-        let log = &self.log;
         let (mut applied, mut applied_by): (Vec<String>, Vec<String>) = log
             .iter()
             .map(|c| (c.id.clone(), c.client_id.clone()))

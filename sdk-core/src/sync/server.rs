@@ -291,20 +291,22 @@ impl DocumentServer {
         } = &mut reply
         {
             let logged = applied.len();
-            for id in self.pending_applied(author, pending) {
-                let listed = (0..logged).any(|i| applied[i] == id && applied_by[i] == author);
-                if !listed {
-                    applied.push(id.to_owned());
-                    applied_by.push(author.to_owned());
-                }
+            let in_log =
+                |id: &str| (0..logged).any(|i| applied[i] == id && applied_by[i] == author);
+            let unlisted = self.pending_applied(author, pending, in_log);
+            for id in unlisted {
+                applied.push(id.to_owned());
+                applied_by.push(author.to_owned());
             }
         }
         reply
     }
 
     /// The ids of `pending` (changes `author` awaits an answer for) that this document
-    /// remembers as `author`'s, each once: applied, so contained in the state, though the log
-    /// (and so a snapshot's `applied`) may no longer hold them. The same bound as for
+    /// remembers as `author`'s and that `in_log` says a snapshot's `applied` does not list
+    /// already, each once: applied, so contained in the state, though the log (and so a
+    /// snapshot's `applied`) may no longer hold them. `in_log` is the caller's log (the relay
+    /// keeps its own, encoded). The same bound as for
     /// resends: a change forgotten here would be applied again when re-sent, so it is rightly
     /// not listed. One remembered under the id with other ops (a reuse,
     /// [`ChangeOutcome::IdReused`]) is listed too, as a logged one would be: what the server
@@ -312,10 +314,15 @@ impl DocumentServer {
     ///
     /// Only the first [`MAX_SYNC_PENDING`](super::MAX_SYNC_PENDING) ids are read (as many
     /// as the engine sends), so a request listing many more costs no more than that.
-    pub fn pending_applied<'p>(&self, author: &str, pending: &'p [String]) -> Vec<&'p str> {
+    pub fn pending_applied<'p>(
+        &self,
+        author: &str,
+        pending: &'p [String],
+        in_log: impl Fn(&str) -> bool,
+    ) -> Vec<&'p str> {
         let mut listed: Vec<&'p str> = Vec::new();
         for id in pending.iter().take(super::MAX_SYNC_PENDING) {
-            if !listed.contains(&id.as_str()) && self.remembers(author, id) {
+            if !listed.contains(&id.as_str()) && !in_log(id) && self.remembers(author, id) {
                 listed.push(id);
             }
         }
@@ -484,7 +491,8 @@ mod tests {
         // The log holds y2 and m2; m1 is remembered only. "m3" was never applied, and "y1"
         // is another author's.
         let pending: Vec<String> = ["m1", "m2", "m3", "y1", "m1"].map(String::from).into();
-        assert_eq!(s.pending_applied("me", &pending), ["m1", "m2"]);
+        assert_eq!(s.pending_applied("me", &pending, |_| false), ["m1", "m2"]);
+        assert_eq!(s.pending_applied("me", &pending, |id| id == "m2"), ["m1"]);
         match s.sync_for("me", None, Some("e"), &pending) {
             SyncReply::Snapshot {
                 applied,
@@ -513,7 +521,7 @@ mod tests {
             s.apply("me", id, &set("z", 0));
         }
         assert_eq!(
-            s.pending_applied("me", &many).len(),
+            s.pending_applied("me", &many, |_| false).len(),
             crate::sync::MAX_SYNC_PENDING
         );
     }
