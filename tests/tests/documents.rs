@@ -519,3 +519,74 @@ async fn a_reopened_documents_changes_carry_none_of_the_closed_ones_events() {
         "the closed document's change reached the new stream"
     );
 }
+
+// An increment the relay applied, its ack lost with the connection, then pushed out of the
+// relay's change log (2 changes here) by another client's changes. The author's resume is
+// answered with a snapshot that holds the increment; its `applied` (the log) no longer named
+// it, so the author replayed it on top: its view counted it twice until the resend's ack.
+// The resume now lists the changes it awaits (`doc_sync.pending`), and the relay's snapshot
+// names those it holds. End to end: the engine's request, the relay's session and snapshot.
+#[tokio::test]
+async fn an_applied_increment_older_than_the_relays_log_is_not_counted_twice_after_a_reconnect() {
+    let config = RelayConfig {
+        document_log_capacity: 2,
+        ..RelayConfig::default()
+    };
+    let relay = Relay::bind("127.0.0.1:0", config).await.unwrap();
+    let proxy = tether_tests::oneway::OneWayProxy::start(relay.local_addr())
+        .await
+        .unwrap();
+    let observer = client(relay.ws_url());
+    // No heartbeat within the test: the muted relay must not get the connection judged dead
+    // before the other client's changes have pushed the increment out of the log.
+    let author = builder(proxy.url())
+        .heartbeat_interval(Duration::from_secs(60))
+        .connect()
+        .unwrap()
+        .0;
+    let doc_o = observer.document("votes").unwrap();
+    let doc_a = author.document("votes").unwrap();
+    synced(&doc_a).await;
+    synced(&doc_o).await;
+    let mut events = doc_a.changes();
+
+    proxy.mute(true); // the relay's ack is lost
+    doc_a.increment("n", 1).unwrap();
+    let applied = eventually(LIMIT, || doc_o.get("n") == Some(json!(1))).await;
+    assert!(applied, "the relay never applied the increment");
+    for _ in 0..3 {
+        doc_o.increment("n", 1).unwrap();
+    }
+    until(&doc_o, "the observer's increments are applied", |d| {
+        d.get("n") == Some(&json!(4))
+    })
+    .await;
+    proxy.mute(false);
+    proxy.kill_all(); // the author reconnects: its resume is answered with a snapshot
+
+    until(&doc_a, "the author settles", |d| {
+        d.get("n") == Some(&json!(4))
+    })
+    .await;
+    let mut shown = Vec::new();
+    while let Ok(Some(event)) =
+        tokio::time::timeout(Duration::from_millis(300), events.recv()).await
+    {
+        if let DocumentEvent::Changed { changes, .. } = event {
+            shown.extend(
+                changes
+                    .into_iter()
+                    .filter(|c| c.key == "n")
+                    .filter_map(|c| c.value),
+            );
+        }
+    }
+    shut_down(&author).await;
+    shut_down(&observer).await;
+    relay.shutdown().await;
+    assert!(
+        shown.iter().all(|n| n.as_i64() <= Some(4)),
+        "the author's increment was counted twice: n went {shown:?}"
+    );
+    assert!(shown.contains(&json!(4)), "{shown:?}");
+}
