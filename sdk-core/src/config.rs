@@ -339,11 +339,14 @@ impl Config {
     }
     /// Time the engine gives an attempt to open once its request goes out (the token fetch
     /// before it has `connect_timeout`): `connect_timeout`, or on an event stream (SSE) the
-    /// heartbeat's [silence limit](HeartbeatConfig::silence_limit) when that is longer. Many SSE servers send their response head only with the first
-    /// event (WSGI servers such as Flask and Django must; Node's `writeHead` without a flush
-    /// does), so a quiet stream is silent before its head as after it, and a browser's
-    /// `EventSource` waits for it: cut off at the connect timeout, such a stream never opened
-    /// while it had nothing to say, and the events it sent between attempts were lost.
+    /// heartbeat's [silence limit](HeartbeatConfig::silence_limit) when that is longer. The
+    /// connection itself (TCP, a proxy's tunnel, TLS) still has `connect_timeout` in the
+    /// native driver: only the wait for the response head is longer. Many SSE servers send
+    /// their response head only with the first event (WSGI servers such as Flask and Django
+    /// must; Node's `writeHead` without a flush does), so a quiet stream is silent before its
+    /// head as after it, and a browser's `EventSource` waits for it: cut off at the connect
+    /// timeout, such a stream never opened while it had nothing to say, and the events it
+    /// sent between attempts were lost.
     pub fn open_timeout(&self) -> Duration {
         match self.transport {
             TransportKind::Sse => self.connect_timeout.max(self.heartbeat.silence_limit()),

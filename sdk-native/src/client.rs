@@ -1170,10 +1170,11 @@ impl EventQueue {
 /// by the first of them. (They then also share reqwest's idle-connection pool and rustls's
 /// session-resumption cache, which only saves handshakes.)
 ///
-/// The reqwest client holds the proxy rule, so the pair is shared only with clients whose
-/// rule is the same as its first client's (as it is for every client reading the same
-/// environment): a client with a proxy of its own, or none, builds its own pair, and never
-/// sends its event stream through another client's proxy.
+/// The reqwest client holds the proxy rule and the connect timeout, so the pair is shared
+/// only with clients whose rule and timeout are the same as its first client's (as they are
+/// for every client reading the same environment with the default timeout): a client with a
+/// proxy of its own, or none, builds its own pair, and never sends its event stream through
+/// another client's proxy.
 fn link_context(
     native: &NativeOptions,
     config: &Config,
@@ -1181,7 +1182,7 @@ fn link_context(
     proxy: ProxyRule,
 ) -> Result<crate::transport::LinkContext, String> {
     use crate::transport::{ws::WsOptions, LinkContext};
-    static DEFAULT_ROOTS: Mutex<Option<LinkContext>> = Mutex::new(None);
+    static DEFAULT_ROOTS: Mutex<Option<(LinkContext, Duration)>> = Mutex::new(None);
     let proxy = Arc::new(proxy);
     if !native.ca_files.is_empty() || !native.ca_pems.is_empty() {
         return LinkContext::new(native, config, roots, &proxy);
@@ -1190,11 +1191,13 @@ fn link_context(
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     let ctx = match shared.as_ref() {
-        Some(ctx) if *ctx.ws.proxy == *proxy => ctx,
+        Some((ctx, timeout)) if *ctx.ws.proxy == *proxy && *timeout == config.connect_timeout() => {
+            ctx
+        }
         Some(_) => return LinkContext::new(native, config, roots, &proxy),
         None => {
             let ctx = LinkContext::new(native, config, roots, &proxy)?;
-            *shared = Some(ctx.clone());
+            *shared = Some((ctx.clone(), config.connect_timeout()));
             return Ok(ctx);
         }
     };

@@ -381,6 +381,38 @@ async fn a_stream_whose_head_comes_with_its_first_event_is_waited_for() {
     server.abort();
 }
 
+/// The longer wait for the response head is not one for the connection itself: a host that
+/// takes the TCP connection and never answers the TLS ClientHello (as a black hole or a
+/// wedged proxy does) is given up at the connect timeout, as a WebSocket's would be. The
+/// attempt used to wait out the heartbeat's silence limit (75 s) there.
+#[tokio::test]
+async fn a_tls_handshake_that_never_answers_ends_at_the_connect_timeout() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = listener.accept().await {
+            held.push(tcp); // read nothing, answer nothing
+        }
+    });
+    let (client, mut events) = Client::builder(format!("https://{addr}/sse"))
+        .connect_timeout(Duration::from_millis(500))
+        .backoff_initial(Duration::from_millis(10))
+        .connect()
+        .unwrap();
+    let outcome = common::first_message_or_reconnect(&mut events).await;
+    assert!(
+        outcome
+            .as_ref()
+            .is_err_and(|e| e.starts_with("reconnect scheduled")),
+        "{outcome:?}"
+    );
+    tokio::time::timeout(Duration::from_secs(5), client.shutdown())
+        .await
+        .unwrap();
+    server.abort();
+}
+
 /// `data: hi\n\n`, gzip-compressed.
 const GZIPPED_EVENT: &[u8] = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff\x4b\x49\x2c\x49\xb4\x52\
     \xc8\xc8\xe4\xe2\x02\x00\xb8\xa4\xcb\xb2\x0a\x00\x00\x00";

@@ -71,7 +71,7 @@ impl LinkContext {
                 write_buffer_size: native.write_buffer_size,
                 max_message_bytes: config.max_message_bytes(),
             },
-            http: roots.http_client(proxy)?,
+            http: roots.http_client(proxy, config.connect_timeout())?,
         })
     }
 }

@@ -57,16 +57,23 @@ impl TlsRoots {
     /// names and no others (the same rule as the WebSocket link's).
     ///
     /// Without a pool of idle connections: clients that trust no extra CA share one HTTP
-    /// client, and a pooled connection's task lives on the runtime that opened it, so a client
-    /// on another runtime could send its request on a connection nothing drives any more and
-    /// hang until the connect timeout. An event stream lives for minutes or hours, so reusing
-    /// a connection after one ended saves nothing worth that.
+    /// client (`client::link_context`), and a pooled connection's task lives on the runtime
+    /// that opened it, so a client on another runtime could send its request on a connection
+    /// nothing drives any more and hang until the connect timeout. An event stream lives for
+    /// minutes or hours, so reusing a connection after one ended saves nothing worth that.
+    ///
+    /// `connect_timeout` bounds the TCP connect, the proxy tunnel and the TLS handshake, as
+    /// the engine's connect timeout bounds a WebSocket's: an event stream's attempt as a whole
+    /// waits longer for its response head (`Config::open_timeout`, the heartbeat's silence
+    /// limit), which a host that never answers a SYN or a ClientHello must not get.
     pub(crate) fn http_client(
         &self,
         proxy: &Arc<super::proxy::ProxyRule>,
+        connect_timeout: std::time::Duration,
     ) -> Result<reqwest::Client, String> {
         let builder = reqwest::Client::builder()
             .pool_max_idle_per_host(0)
+            .connect_timeout(connect_timeout)
             // The SSE link follows the redirects it may itself (`sse::get_following`).
             .redirect(reqwest::redirect::Policy::none());
         let mut builder = proxy.apply(builder);
