@@ -476,7 +476,8 @@ impl ConfigBuilder {
     /// itself (`Host`, `Connection`, `Upgrade`, `Sec-WebSocket-*`, `Content-Length`,
     /// `Transfer-Encoding`, `Last-Event-ID`, `Accept-Encoding`), nor the token provider's
     /// header, and the value free of control characters, or [`build`](Self::build) refuses it
-    /// (field `header`).
+    /// (field `header`). On an event stream an app's `Accept` or `Cache-Control` replaces the
+    /// driver's own (`text/event-stream`, `no-cache`).
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         let (name, value) = (name.into(), value.into());
         if self.refused_header.is_none() {

@@ -413,6 +413,49 @@ async fn a_tls_handshake_that_never_answers_ends_at_the_connect_timeout() {
     server.abort();
 }
 
+/// An app's own `Accept` or `Cache-Control` replaces the link's instead of going beside it:
+/// the request carried two of each, and which one a server reads is its own choice.
+#[tokio::test]
+async fn an_apps_accept_header_replaces_the_links_own() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(String::new()));
+    let record = seen.clone();
+    let server = tokio::spawn(async move {
+        let (mut tcp, _) = listener.accept().await.unwrap();
+        *record.lock().unwrap() = common::read_request_head(&mut tcp).await.unwrap();
+        let first = format!("{HEAD}data: hi\n\n");
+        tcp.write_all(first.as_bytes()).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    });
+    let (client, mut events) = Client::builder(format!("http://{addr}/sse"))
+        .header("accept", "text/event-stream; charset=utf-8")
+        .connect()
+        .unwrap();
+    assert_eq!(
+        common::first_message_or_reconnect(&mut events).await,
+        Ok("hi".len())
+    );
+    tokio::time::timeout(Duration::from_secs(5), client.shutdown())
+        .await
+        .unwrap();
+    server.abort();
+    let head = seen.lock().unwrap().clone();
+    let values = |name: &str| -> Vec<String> {
+        head.lines()
+            .filter_map(|l| l.split_once(':'))
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim().to_owned())
+            .collect()
+    };
+    assert_eq!(values("accept"), ["text/event-stream; charset=utf-8"]);
+    assert_eq!(
+        values("cache-control"),
+        ["no-cache"],
+        "the link's, as the app set none"
+    );
+}
+
 /// `data: hi\n\n`, gzip-compressed.
 const GZIPPED_EVENT: &[u8] = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff\x4b\x49\x2c\x49\xb4\x52\
     \xc8\xc8\xe4\xe2\x02\x00\xb8\xa4\xcb\xb2\x0a\x00\x00\x00";

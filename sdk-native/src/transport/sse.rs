@@ -38,14 +38,24 @@ impl SseLink {
         http: &reqwest::Client,
         max_message_bytes: usize,
     ) -> Self {
-        let mut headers = vec![
-            ("Accept".to_owned(), "text/event-stream".to_owned()),
-            ("Cache-Control".to_owned(), "no-cache".to_owned()),
-            // The body goes to the parser as it comes: a request without `Accept-Encoding`
-            // accepts any content coding (RFC 9110 §12.5.3), so a server or a CDN could
-            // compress it, and the parser would read the compressed bytes as text.
-            ("Accept-Encoding".to_owned(), "identity".to_owned()),
-        ];
+        // The body goes to the parser as it comes: a request without `Accept-Encoding`
+        // accepts any content coding (RFC 9110 §12.5.3), so a server or a CDN could compress
+        // it, and the parser would read the compressed bytes as text.
+        let mut headers = vec![("Accept-Encoding".to_owned(), "identity".to_owned())];
+        // The app's own `Accept` or `Cache-Control` replaces the link's: sent beside it, the
+        // request would carry two, and which one a server reads is its own choice.
+        for (name, value) in [
+            ("Accept", "text/event-stream"),
+            ("Cache-Control", "no-cache"),
+        ] {
+            if !request
+                .headers
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case(name))
+            {
+                headers.push((name.to_owned(), value.to_owned()));
+            }
+        }
         headers.extend(request.headers.iter().cloned());
         if let Some(id) = &request.last_event_id {
             headers.push(("Last-Event-ID".to_owned(), id.clone()));
