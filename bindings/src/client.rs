@@ -290,13 +290,16 @@ impl Client {
     /// `ConnectivityManager.NetworkCallback`, iOS `NWPathMonitor`): an online report skips the
     /// backoff wait, also a repeated one (a handover reports the new network before losing the
     /// old one), but not a minimum the server set, such as Retry-After; any report probes an
-    /// open connection.
+    /// open WebSocket, and an online report restarts an open event stream that has a position
+    /// from that position (`DisconnectCause.StreamRestarted`), as a stream cannot be probed.
     pub fn network_changed(&self, online: bool) {
         self.inner.network_changed(online);
     }
 
     /// Tell the client when the app enters the foreground (`true`) or background (Android
-    /// `ProcessLifecycleOwner`, iOS `scenePhase`/`UIApplication` notifications).
+    /// `ProcessLifecycleOwner`, iOS `scenePhase`/`UIApplication` notifications). Back in the
+    /// foreground, it acts as an online report, except that an event stream is restarted only
+    /// if the app was away for the heartbeat interval (25 s by default).
     pub fn set_foreground(&self, foreground: bool) {
         self.inner.set_foreground(foreground);
     }

@@ -171,6 +171,10 @@ pub enum DisconnectCause {
         /// The provider's error.
         message: String,
     },
+    /// The client ended an open event stream to open it again at once from its position,
+    /// after `networkChanged(true)` or a return to the foreground: a stream cannot send a
+    /// ping to find out whether its socket survived.
+    StreamRestarted,
 }
 
 /// Why accepted messages were dropped.
@@ -381,6 +385,7 @@ impl From<tether::DisconnectCause> for DisconnectCause {
             tether::DisconnectCause::TokenUnavailable { message } => {
                 DisconnectCause::TokenUnavailable { message }
             }
+            tether::DisconnectCause::StreamRestarted => DisconnectCause::StreamRestarted,
             other => DisconnectCause::Failed {
                 message: other.to_string(),
             },

@@ -298,11 +298,18 @@ pub enum DisconnectCause {
         /// The provider's error.
         message: String,
     },
+    /// The engine ended an open event stream to open it again at once, from its position
+    /// (`Last-Event-ID`), after a network change or the app's return to the foreground: a
+    /// stream cannot send a ping to find out whether its socket survived. Only a stream that
+    /// has a position and has been up `min_uptime` is restarted, and after a return to the
+    /// foreground only if the app was away for the heartbeat interval (see
+    /// `Engine::network_changed`, `Engine::set_foreground`).
+    StreamRestarted,
 }
 
 impl DisconnectCause {
     /// A stable machine-readable name: `closed`, `http`, `proxy`, `failed`,
-    /// `heartbeat_timeout`, `connect_timeout` or `token_unavailable`.
+    /// `heartbeat_timeout`, `connect_timeout`, `token_unavailable` or `stream_restarted`.
     pub fn name(&self) -> &'static str {
         match self {
             DisconnectCause::Closed { .. } => "closed",
@@ -312,6 +319,7 @@ impl DisconnectCause {
             DisconnectCause::HeartbeatTimeout => "heartbeat_timeout",
             DisconnectCause::ConnectTimeout => "connect_timeout",
             DisconnectCause::TokenUnavailable { .. } => "token_unavailable",
+            DisconnectCause::StreamRestarted => "stream_restarted",
         }
     }
 }
@@ -334,6 +342,9 @@ impl fmt::Display for DisconnectCause {
             DisconnectCause::ConnectTimeout => f.write_str("connect timeout"),
             DisconnectCause::TokenUnavailable { message } => {
                 write!(f, "token unavailable: {message}")
+            }
+            DisconnectCause::StreamRestarted => {
+                f.write_str("event stream restarted to check its connection")
             }
         }
     }

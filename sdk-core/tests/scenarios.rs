@@ -4193,6 +4193,91 @@ fn sse_resumes_from_a_position_the_app_saved() {
     );
 }
 
+/// An event stream cannot send a ping to find out whether its socket survived a network
+/// change: it used to be found dead only at the heartbeat's silence limit (75 s). An online
+/// report, or a return to the foreground after the heartbeat interval, restarts a stable
+/// stream that has a position, at once and from that position; a stream without one, or one
+/// not yet stable, or an offline report, or a short time away, leaves it be.
+#[test]
+fn an_open_sse_stream_with_a_position_is_restarted_on_a_network_change() {
+    let open_sse = |id: Option<&str>| {
+        let mut sim = Sim::new(
+            Config::builder("http://relay/sse/room")
+                .jitter(Jitter::None)
+                .build()
+                .unwrap(),
+            false,
+        );
+        sim.connect_open();
+        sim.server_push_sse(SseEvent {
+            id: id.map(str::to_owned),
+            event: "message".into(),
+            data: "tick".into(),
+            retry: None,
+        });
+        sim.run_for(ms(50));
+        sim
+    };
+    let restarted = |sim: &Sim| {
+        sim.reconnects()
+            .iter()
+            .filter(|r| r.3 == DisconnectCause::StreamRestarted)
+            .count()
+    };
+
+    // Not yet stable (5 s of uptime): a platform reporting the network over and over must
+    // not restart the stream as often.
+    let mut sim = open_sse(Some("e1-5"));
+    sim.engine.network_changed(sim.now, true);
+    sim.run_for(ms(10));
+    assert_eq!(restarted(&sim), 0);
+    assert!(sim.engine.state().is_open());
+
+    sim.run_for(secs(6));
+    // An offline report: a restart now would fail.
+    sim.engine.network_changed(sim.now, false);
+    sim.run_for(ms(10));
+    assert_eq!(restarted(&sim), 0);
+    assert!(sim.engine.state().is_open());
+
+    let restart_at = sim.elapsed();
+    sim.engine.network_changed(sim.now, true);
+    assert!(
+        matches!(sim.engine.state(), State::Connecting { attempt: 1 }),
+        "at once, not after a backoff delay, and no failure counted: {:?}",
+        sim.engine.state()
+    );
+    sim.run_until_state(secs(5), |e| e.state().is_open());
+    assert_eq!(restarted(&sim), 1);
+    assert_eq!(sim.server.opens.len(), 2);
+    assert_eq!(sim.server.opens[1].1.last_event_id.as_deref(), Some("e1-5"));
+    let took = sim.elapsed() - restart_at;
+    assert!(took < ms(100), "{took:?}");
+
+    // The foreground: a tab switched away and back (1 s) is not worth a new request; an app
+    // away for the heartbeat interval (25 s) may have had its socket die while suspended.
+    sim.run_for(secs(6));
+    sim.engine.set_foreground(sim.now, false);
+    sim.run_for(secs(1));
+    sim.engine.set_foreground(sim.now, true);
+    sim.run_for(ms(10));
+    assert_eq!(restarted(&sim), 1);
+    sim.engine.set_foreground(sim.now, false);
+    sim.run_for(secs(25));
+    sim.engine.set_foreground(sim.now, true);
+    sim.run_until_state(secs(5), |e| e.state().is_open());
+    assert_eq!(restarted(&sim), 2);
+    assert_eq!(sim.server.opens.len(), 3);
+
+    // No position: a restart would lose what a healthy stream sent meanwhile.
+    let mut sim = open_sse(None);
+    sim.run_for(secs(6));
+    sim.engine.network_changed(sim.now, true);
+    sim.run_for(secs(1));
+    assert_eq!(restarted(&sim), 0);
+    assert_eq!(sim.server.opens.len(), 1);
+}
+
 #[test]
 fn sse_resumes_with_last_event_id_and_honours_retry() {
     let mut sim = Sim::new(

@@ -769,11 +769,19 @@ impl Client {
     }
 
     /// Tells the client the network went online or offline (from the OS's reachability).
+    /// While waiting, an online report reconnects at once (a server's minimum delay still
+    /// holds); while open, any report probes a WebSocket with a ping that has a short
+    /// deadline, and an online report restarts an event stream that has a position from that
+    /// position ([`DisconnectCause::StreamRestarted`](tether_core::DisconnectCause::StreamRestarted)):
+    /// a stream cannot be probed, and its socket may have died with the old network.
     pub fn network_changed(&self, online: bool) {
         self.shared.command(|e, now| e.network_changed(now, online));
     }
 
-    /// Tells the client the app moved to the foreground (`true`) or background.
+    /// Tells the client the app moved to the foreground (`true`) or background. Back in the
+    /// foreground, it acts as an online report (see [`Client::network_changed`]), except that
+    /// an event stream is restarted only if the app was away for the heartbeat interval (25 s
+    /// by default): long enough for a suspended app's socket to have died.
     pub fn set_foreground(&self, foreground: bool) {
         self.shared
             .command(|e, now| e.set_foreground(now, foreground));

@@ -456,6 +456,64 @@ async fn an_apps_accept_header_replaces_the_links_own() {
     );
 }
 
+/// An online report restarts a stable event stream from its position (an event stream has
+/// no ping to probe its socket with): the old request's connection is closed, and the new
+/// one carries the position, so nothing is lost or delivered twice.
+#[tokio::test]
+async fn an_online_report_restarts_a_stream_from_its_position() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let (first_closed_tx, first_closed) = tokio::sync::oneshot::channel();
+    let server = tokio::spawn(async move {
+        let (mut first, _) = listener.accept().await.unwrap();
+        let head = common::read_request_head(&mut first).await.unwrap();
+        record.lock().unwrap().push(head);
+        let one = format!("{HEAD}id: 7\ndata: one\n\n");
+        first.write_all(one.as_bytes()).await.unwrap();
+        let watch_first = tokio::spawn(async move {
+            // The client's end of the old stream: it must close it, not leave it open.
+            let mut buf = [0u8; 64];
+            let closed = matches!(
+                tokio::io::AsyncReadExt::read(&mut first, &mut buf).await,
+                Ok(0) | Err(_)
+            );
+            let _ = first_closed_tx.send(closed);
+        });
+        let (mut second, _) = listener.accept().await.unwrap();
+        let head = common::read_request_head(&mut second).await.unwrap();
+        record.lock().unwrap().push(head);
+        let two = format!("{HEAD}id: 8\ndata: two\n\n");
+        second.write_all(two.as_bytes()).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        watch_first.abort();
+    });
+    let (client, mut events) = Client::builder(format!("http://{addr}/sse"))
+        .min_uptime(Duration::from_millis(100))
+        .connect()
+        .unwrap();
+    assert_eq!(until_message(&mut events, "one").await, [Ok("one".into())]);
+    tokio::time::sleep(Duration::from_millis(300)).await; // stable
+    client.network_changed(true);
+    assert_eq!(until_message(&mut events, "two").await, [Ok("two".into())]);
+    let first_closed = tokio::time::timeout(Duration::from_secs(5), first_closed).await;
+    assert!(matches!(first_closed, Ok(Ok(true))), "{first_closed:?}");
+    let heads = seen.lock().unwrap().clone();
+    let last_event_id = |head: &str| {
+        head.lines()
+            .find(|l| l.to_ascii_lowercase().starts_with("last-event-id:"))
+            .map(|l| l["last-event-id:".len()..].trim().to_owned())
+    };
+    assert_eq!(heads.len(), 2);
+    assert_eq!(last_event_id(&heads[0]), None);
+    assert_eq!(last_event_id(&heads[1]).as_deref(), Some("7"));
+    tokio::time::timeout(Duration::from_secs(5), client.shutdown())
+        .await
+        .unwrap();
+    server.abort();
+}
+
 /// `data: hi\n\n`, gzip-compressed.
 const GZIPPED_EVENT: &[u8] = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff\x4b\x49\x2c\x49\xb4\x52\
     \xc8\xc8\xe4\xe2\x02\x00\xb8\xa4\xcb\xb2\x0a\x00\x00\x00";

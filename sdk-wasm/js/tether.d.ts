@@ -115,7 +115,7 @@ export type TetherState =
 
 export type DisconnectCause = {
   /** `'other'` is reserved for causes a later engine version adds. */
-  kind: 'closed' | 'http' | 'failed' | 'heartbeat_timeout' | 'connect_timeout' | 'token_unavailable' | 'other';
+  kind: 'closed' | 'http' | 'failed' | 'heartbeat_timeout' | 'connect_timeout' | 'token_unavailable' | 'stream_restarted' | 'other';
   code: number | null;
   status: number | null;
   message: string;
@@ -474,7 +474,19 @@ export class TetherClient {
    * the client, and `state`/`stats`/`clientId`, throw `disposed`. Calling it again does nothing.
    */
   dispose(): void;
+  /**
+   * What the window's (or a worker's) `online`/`offline` events tell the client already. While
+   * waiting, online reconnects at once (a server's minimum delay still holds). While open, a
+   * WebSocket is probed with a ping that has a short deadline (Tether protocol), and online
+   * restarts an event stream that has a position and has been up `minUptimeMs` from that
+   * position (`reconnecting` with cause `stream_restarted`): EventSource cannot be probed.
+   */
   networkChanged(online: boolean): void;
+  /**
+   * What `visibilitychange` tells the client already. Back in the foreground, as online, but
+   * an event stream is restarted only after the page was hidden for the heartbeat's
+   * `intervalMs` (25 s by default): a tab switched away and back is not worth a new request.
+   */
   setForeground(foreground: boolean): void;
 
   readonly state: TetherState;

@@ -251,6 +251,41 @@ def test_an_event_stream_resumes_from_the_position_of_the_last_message_handled(p
     run(scenario())
 
 
+def test_an_online_report_restarts_an_event_stream_from_its_position(pair, relay, run):
+    a = pair[0]
+    sse_url = f"http://127.0.0.1:{relay.port}/sse/restart-room?token=s3cret"
+
+    def published(e, n):
+        return (
+            e.is_MESSAGE()
+            and e.message.payload.is_TEXT()
+            and '"type":"message"' in e.message.payload.text
+            and f'"n":{n}' in e.message.payload.text
+        )
+
+    async def scenario():
+        sse, rec = t.Client(t.ClientConfig(sse_url).min_uptime_ms(100)), Recorder()
+        handle = sse.add_listener(rec)
+        sse.connect()
+        await rec.state("stream open", lambda s: s == t.ConnectionState.OPEN())
+        await a.publish_acked("restart-room", json('{"n":1}'), 5000)
+        await rec.next("message 1", lambda e: published(e, 1))
+        await asyncio.sleep(0.3)  # up longer than min_uptime: stable
+        # A stream cannot be probed with a ping: it is restarted from its position.
+        sse.network_changed(True)
+        restart = await rec.next("the restart", lambda e: e.is_RECONNECT_SCHEDULED())
+        assert restart.cause == t.DisconnectCause.STREAM_RESTARTED(), restart.cause
+        await rec.state("stream open again", lambda s: s == t.ConnectionState.OPEN())
+        await a.publish_acked("restart-room", json('{"n":2}'), 5000)
+        await rec.next("message 2", lambda e: published(e, 2))
+        ones = [e for e in rec.snapshot() if published(e, 1)]
+        assert len(ones) == 1, "message 1 again after the restart: it resumed from before it"
+        handle.cancel()
+        assert sse.shutdown_blocking(5000)
+
+    run(scenario())
+
+
 def test_request_gets_the_echo_and_publish_gets_an_acked_event_unless_unacked(pair, run):
     a, b, rec_a, rec_b, _ = pair
 

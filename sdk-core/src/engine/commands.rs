@@ -467,7 +467,9 @@ impl Engine {
     /// handover) before or without losing the old one, and the socket may have died with it;
     /// the server's minimum, never cut, is what protects a struggling server. Any report while
     /// open sends a probe ping with a short deadline, so a socket that died with the old
-    /// network is found in seconds without killing a healthy one.
+    /// network is found in seconds without killing a healthy one. An event stream has no way
+    /// to send a ping: an online report restarts it instead, from its position (see
+    /// [`DisconnectCause::StreamRestarted`](crate::DisconnectCause::StreamRestarted)).
     ///
     /// While offline, attempts go on with the usual growing delays (an offline report can be
     /// wrong, and an attempt without a network fails fast), but those that fail do not count
@@ -477,30 +479,48 @@ impl Engine {
         let was_online = std::mem::replace(&mut self.online, online);
         match self.state {
             State::Waiting { .. } if online => self.retry_early(now),
-            State::Open if online != was_online || online => self.probe(now),
+            State::Open if online => self.recheck_open(now),
+            // An offline report: a WebSocket is probed, for the socket may be gone with the
+            // network; a stream is left be, as a restart now would fail offline.
+            State::Open if was_online && self.can_write_frames() => self.probe(now),
             _ => {}
         }
     }
 
     /// Tells the engine the app moved to the foreground (`true`) or background. Returning to
     /// the foreground (from the background) reconnects at once if waiting, or at the server's
-    /// minimum if it set one (see [`Engine::connect`]), and probes an open connection.
+    /// minimum if it set one (see [`Engine::connect`]), and probes an open WebSocket. An open
+    /// event stream is restarted as [`Engine::network_changed`] does, if the app was away for
+    /// at least the heartbeat interval (25 s by default): long enough for a suspended app's
+    /// socket to have died, where a browser tab switched away and back is not worth a new
+    /// request.
     pub fn set_foreground(&mut self, now: Instant, foreground: bool) {
         let now = self.observe(now);
         let was = std::mem::replace(&mut self.foreground, foreground);
-        if !foreground || was {
+        if !foreground {
+            if was {
+                self.background_since = Some(now);
+            }
             return;
         }
+        if was {
+            return;
+        }
+        let away = self
+            .background_since
+            .take()
+            .map_or(Duration::MAX, |since| now.saturating_duration_since(since));
         match self.state {
             State::Waiting { .. } => self.retry_early(now),
-            State::Open => self.probe(now),
+            State::Open if self.can_write_frames() => self.probe(now),
+            State::Open if away >= self.config.heartbeat.interval => self.restart_stream(now),
             _ => {}
         }
     }
 
     /// Cuts a wait short: attempts now, unless the server set a minimum that has not passed,
     /// in which case the attempt moves to that minimum (`Waiting`'s `until` moves earlier).
-    fn retry_early(&mut self, now: Instant) {
+    pub(super) fn retry_early(&mut self, now: Instant) {
         let State::Waiting { attempt, until } = self.state else {
             return;
         };

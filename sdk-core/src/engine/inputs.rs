@@ -556,6 +556,38 @@ impl Engine {
         }
     }
 
+    /// Finds out whether the open connection survived a network change: a WebSocket is
+    /// probed (a ping with a short deadline), an event stream, which cannot send one, is
+    /// restarted from its position.
+    pub(super) fn recheck_open(&mut self, now: Instant) {
+        if self.can_write_frames() {
+            self.probe(now);
+        } else {
+            self.restart_stream(now);
+        }
+    }
+
+    /// Ends the open event stream and opens it again at once, resuming from its position: on
+    /// a network that changed its socket may be dead, and the only sign would be the
+    /// heartbeat's silence limit (75 s by default), while a restart with a `Last-Event-ID`
+    /// loses nothing. Not without a position (the events the server sent between the two
+    /// streams would be lost, from a healthy stream), and not before the stream has been up
+    /// `min_uptime`: a platform reporting the network over and over would otherwise restart
+    /// the stream as often, and the restart counts no failure only because the stream was
+    /// stable. A server's minimum delay still holds (see [`Engine::connect`]).
+    pub(super) fn restart_stream(&mut self, now: Instant) {
+        if self.last_event_id.is_none() || !self.stable {
+            return;
+        }
+        self.connection_lost(
+            now,
+            DisconnectCause::StreamRestarted,
+            Verdict::RETRY,
+            Some(ABANDON_CODE),
+        );
+        self.retry_early(now);
+    }
+
     /// Sends a probe ping with a short deadline on an open connection.
     pub(super) fn probe(&mut self, now: Instant) {
         if let Some(Beat::SendPing { seq }) = self.heartbeat.probe(now) {

@@ -96,6 +96,8 @@ pub struct Engine {
     client_id: String,
     online: bool,
     foreground: bool,
+    /// When the app last went to the background (`set_foreground(false)`), while it is there.
+    background_since: Option<Instant>,
     auth: AuthState,
     /// The server's SSE `retry:` advice, applied to every later reconnect.
     sse_retry: Option<Duration>,
@@ -250,6 +252,7 @@ impl Engine {
             client_id,
             online: true,
             foreground: true,
+            background_since: None,
             auth: AuthState::default(),
             sse_retry: None,
             last_event_id: config.resume_from.clone(),

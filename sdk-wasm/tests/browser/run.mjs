@@ -1435,6 +1435,32 @@ test('SSE: a stream resumes from the lastEventId the app saved, and each message
   assert.deepEqual(srv.urls.slice(0, 2), ['/events?lastEventId=7', '/events?lastEventId=8']);
 });
 
+test('SSE: an online event restarts an open stream from its position, as a stream cannot be probed', async ({ page }) => {
+  const srv = await sseServer(['id: 7\ndata: a\n\n', 'id: 8\ndata: b\n\n'], 200, { hold: true });
+  const r = await page.evaluate(async (url) => {
+    const c = new tether.TetherClient(url, { backoff: { minUptimeMs: 100, jitter: 'none' } });
+    const log = record(c);
+    const got = (data) => log.some((e) => e.type === 'message' && e.data === data);
+    await until(() => got('a'), 5000, 'the first stream');
+    // Not yet stable: a platform reporting the network over and over must not restart it.
+    window.dispatchEvent(new Event('online'));
+    await new Promise((res) => setTimeout(res, 400));
+    const early = log.filter((e) => e.type === 'reconnecting').length;
+    window.dispatchEvent(new Event('online'));
+    await until(() => got('b'), 5000, 'the restarted stream');
+    c.close();
+    return {
+      early,
+      causes: log.filter((e) => e.type === 'reconnecting').map((e) => e.cause.kind),
+      messages: log.filter((e) => e.type === 'message').map((e) => [e.data, e.lastEventId]),
+    };
+  }, srv.url);
+  assert.equal(r.early, 0, 'no restart before minUptimeMs');
+  assert.deepEqual(r.causes, ['stream_restarted']);
+  assert.deepEqual(r.messages, [['a', '7'], ['b', '8']]);
+  assert.deepEqual(srv.urls, ['/events', '/events?lastEventId=7']);
+});
+
 test('SSE: named events arrive when listed, and their ids are resumed from', async ({ page }) => {
   // EventSource gives `event: update` only to a listener for `update`: without `sseEvents`
   // it would be lost, and the resume position would stay at id 1.

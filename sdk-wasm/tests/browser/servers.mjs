@@ -181,12 +181,15 @@ export async function proxy(targetPort) {
  * stream, then the response ends; with another `status`, an error response with that body.
  * `urls` records each request's path and query.
  */
-export async function sseServer(bodies, status = 200) {
+export async function sseServer(bodies, status = 200, { hold = false } = {}) {
   const urls = [];
   const server = createServer((req, res) => {
     urls.push(req.url);
     res.writeHead(status, { 'Content-Type': 'text/event-stream', 'Access-Control-Allow-Origin': '*', 'Cache-Control': 'no-store' });
-    res.end(bodies[Math.min(urls.length, bodies.length) - 1]);
+    const body = bodies[Math.min(urls.length, bodies.length) - 1];
+    // `hold`: the stream stays open after its body, as a live one does, until stopped.
+    if (hold) res.write(body);
+    else res.end(body);
   });
   await new Promise((r) => server.listen(0, '127.0.0.1', r));
   const stop = track(() => new Promise((r) => {
