@@ -477,7 +477,8 @@ impl From<Frame> for Payload {
 pub struct InboundMessage {
     /// The channel, in Tether mode when the message came from one.
     pub channel: Option<String>,
-    /// The channel offset (Tether mode) or SSE event id parsed as a number.
+    /// The channel offset (Tether mode), or a raw SSE event's id when it is a decimal number
+    /// (digits only: `+5`, ` 5` or `5.0` are none).
     pub offset: Option<u64>,
     /// The content.
     pub payload: Payload,

@@ -4095,6 +4095,25 @@ fn an_sse_stream_that_delivered_events_and_ended_is_not_a_failed_attempt() {
     );
 }
 
+#[test]
+fn a_raw_sse_ids_offset_is_its_number_only_when_it_is_all_digits() {
+    let got: Vec<(Option<u64>, Option<String>)> = raw_sse_delivered(
+        b"id: 5\ndata: a\n\nid: +6\ndata: b\n\nid: 0x7\ndata: c\n\nid: 18446744073709551616\ndata: d\n\n",
+    )
+    .into_iter()
+    .map(|m| (m.offset, m.last_event_id))
+    .collect();
+    assert_eq!(
+        got,
+        [
+            (Some(5), Some("5".into())),
+            (None, Some("+6".into())),
+            (None, Some("0x7".into())),
+            (None, Some("18446744073709551616".into())),
+        ]
+    );
+}
+
 /// What a raw-mode SSE client delivers of `stream`, read by the engine's own parser.
 fn raw_sse_delivered(stream: &[u8]) -> Vec<tether_core::InboundMessage> {
     let mut sim = Sim::new(

@@ -206,7 +206,13 @@ impl Engine {
                 if !self.count_frame(now, event.data.len()) {
                     return;
                 }
-                let offset = event.id.as_deref().and_then(|id| id.parse().ok());
+                // Digits only: `u64::from_str` also takes a leading `+`, and an id `+5` is
+                // not the number 5 to a server that compares ids as text.
+                let offset = event
+                    .id
+                    .as_deref()
+                    .filter(|id| id.bytes().all(|b| b.is_ascii_digit()))
+                    .and_then(|id| id.parse().ok());
                 let named = !event.event.is_empty() && event.event != "message";
                 let name = named.then_some(event.event);
                 self.events.push_back(Event::Message(InboundMessage {
