@@ -148,7 +148,8 @@ pub enum CloseReason {
     /// reported the network offline).
     GaveUp {
         /// How many failed in a row, those made while the app reported the network offline
-        /// included (they do not count against `max_attempts`, so this may be more).
+        /// and event streams that delivered events before they ended included (they do not
+        /// count against `max_attempts`, so this may be more).
         attempts: u32,
     },
     /// The close policy classified the server's close code or HTTP status as terminal; or,
