@@ -768,11 +768,17 @@ mod tests {
 
         let again = client.document("todo".to_owned()).expect("opens again");
         assert!(again.set("milk".to_owned(), "4".to_owned()).is_ok());
+        assert_eq!(again.get("milk".to_owned()).as_deref(), Some("4"));
+        // The closed opening's handles stay closed: they do not reach the new one.
+        assert_eq!(doc.get("milk".to_owned()), None);
+        assert_eq!(doc.set("milk".to_owned(), "5".to_owned()), closed);
+        doc.close_document();
         assert_eq!(
-            doc.get("milk".to_owned()).as_deref(),
+            again.get("milk".to_owned()).as_deref(),
             Some("4"),
-            "same channel"
+            "still open"
         );
+        assert!(again.set("milk".to_owned(), "6".to_owned()).is_ok());
         runtime().block_on(client.shutdown());
     }
 }

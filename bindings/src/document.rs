@@ -24,7 +24,8 @@ use crate::listener::{DocumentListener, ListenerHandle};
 /// only releases this handle: syncing goes on). Once closed, on this handle or another one on
 /// the same channel, reads see an empty document (`get` and `version` and `epoch` are `null`,
 /// `snapshot` and `confirmed` empty, `pending` 0) and changes fail with
-/// `ClientError.DocumentClosed`; `Client.document(channel)` opens it again.
+/// `ClientError.DocumentClosed`; `Client.document(channel)` opens it again, for the handles
+/// it returns: those of the closed opening stay closed.
 #[derive(Debug, uniffi::Object)]
 pub struct Document {
     inner: tether::Document,
@@ -139,8 +140,9 @@ impl Document {
     /// listeners get no more events (their threads end). Changes already made stay in the
     /// outbox and are still delivered: their outcome reaches the client's listener as
     /// `Acked` or `Dropped` events, no longer the document's listeners. Every handle on the
-    /// same channel is closed; `Client.document(channel)` opens it again. Closing a closed
-    /// document does nothing.
+    /// same channel is closed; `Client.document(channel)` opens it again (a new opening,
+    /// which this handle does not reach). Closing a closed document does nothing, also after
+    /// it was opened again.
     ///
     /// Named `closeDocument` because in Kotlin `close()` is `AutoCloseable.close`, which
     /// releases the handle object itself.

@@ -69,10 +69,17 @@ pub(crate) const DOCUMENT_EVENT_CAPACITY: usize = 256;
 /// }
 /// # Ok(()) }
 /// ```
+///
+/// A handle is bound to the opening it came from: once that document is closed, the handle
+/// reads as empty and its changes are refused (`not_open`), even after the channel's document
+/// is opened again, which only the new opening's handles reach.
 #[derive(Clone)]
 pub struct Document {
     shared: Arc<Shared>,
     channel: Arc<str>,
+    /// Which opening of the channel's document this handle is for
+    /// (`tether_core::sync::Document::generation`).
+    generation: u64,
 }
 
 impl std::fmt::Debug for Document {
@@ -87,6 +94,7 @@ impl Document {
     /// Opens (or reuses) the document on `channel`; refused once the client task has ended,
     /// since nothing would ever sync it.
     pub(crate) fn open(shared: Arc<Shared>, channel: &str) -> Result<Document, SyncError> {
+        let generation;
         {
             let now = shared.now();
             let mut inner = shared.lock();
@@ -94,11 +102,16 @@ impl Document {
                 return Err(SyncError::Send(tether_core::SendError::Closed));
             }
             inner.engine.open_document(now, channel)?;
+            generation = inner
+                .engine
+                .document(channel)
+                .map_or(0, |doc| doc.generation());
         }
         shared.wake.notify_one();
         Ok(Document {
             shared,
             channel: Arc::from(channel),
+            generation,
         })
     }
 
@@ -155,8 +168,12 @@ impl Document {
     pub fn change(&self, ops: Vec<Op>) -> Result<MessageId, SyncError> {
         // Refused, as a send is, once the client task has ended: a task that panicked left
         // an engine that would accept a change nothing will ever write or report.
-        self.shared
-            .command(|e, now| e.change_document(now, &self.channel, ops))
+        self.shared.command(|e, now| {
+            if !is_opening(e.document(&self.channel), self.generation) {
+                return Err(SyncError::NotOpen(self.channel.to_string()));
+            }
+            e.change_document(now, &self.channel, ops)
+        })
     }
 
     /// The document's state as the server last confirmed it (without pending local changes).
@@ -174,10 +191,14 @@ impl Document {
     /// no longer re-synced on reconnects, and its change streams end. Pending changes stay in
     /// the outbox and are still delivered; their outcome comes as
     /// [`Event::Acked`](crate::Event::Acked) or [`Event::Dropped`](crate::Event::Dropped),
-    /// no longer as document events. Every handle on the same channel is affected;
-    /// [`Client::document`](crate::Client::document) opens it again.
+    /// no longer as document events. Every handle on the same opening is affected;
+    /// [`Client::document`](crate::Client::document) opens it again. Closing a handle whose
+    /// opening is closed already does nothing: it does not close a later opening.
     pub fn close(&self) {
         let mut inner = self.shared.lock();
+        if !is_opening(inner.engine.document(&self.channel), self.generation) {
+            return;
+        }
         inner.engine.close_document(&self.channel);
         inner.waiters.documents.remove(&*self.channel);
         drop(inner);
@@ -187,13 +208,16 @@ impl Document {
     }
 
     /// A stream of this document's events from now on. Ends when the document is closed or
-    /// the client shuts down. Only the events of the document open on the channel now: if it
-    /// was closed and opened again, none of the closed one's, even those the client had not
+    /// the client shuts down, and at once if this handle's opening is closed already. Only
+    /// the events of this handle's opening: if the document was closed and opened again, a
+    /// new handle's stream gets none of the closed one's, even those the client had not
     /// handed over yet.
     pub fn changes(&self) -> DocumentChanges {
         let mut inner = self.shared.lock();
         let generation = match inner.engine.document(&self.channel) {
-            Some(doc) if !inner.waiters.task_ended => doc.generation(),
+            Some(doc) if doc.generation() == self.generation && !inner.waiters.task_ended => {
+                doc.generation()
+            }
             // Nothing will ever be sent: a stream that ends at once.
             _ => {
                 let (_, rx) = broadcast::channel(1);
@@ -212,9 +236,17 @@ impl Document {
         DocumentChanges::new(entry.1.subscribe())
     }
 
+    /// `f` of this handle's opening, if it is still open.
     fn read<T>(&self, f: impl FnOnce(&tether_core::sync::Document) -> T) -> Option<T> {
-        self.shared.lock().engine.document(&self.channel).map(f)
+        let inner = self.shared.lock();
+        let doc = inner.engine.document(&self.channel);
+        is_opening(doc, self.generation).then(|| doc.map(f))?
     }
+}
+
+/// Whether `doc` (the channel's document now) is the opening `generation`.
+fn is_opening(doc: Option<&tether_core::sync::Document>, generation: u64) -> bool {
+    doc.is_some_and(|doc| doc.generation() == generation)
 }
 
 /// The events of one document. Ends when the client shuts down.

@@ -520,6 +520,52 @@ async fn a_reopened_documents_changes_carry_none_of_the_closed_ones_events() {
     );
 }
 
+// A handle kept from a document that was closed, then opened again: it reached the channel's
+// new document, so a late `close()` from the old owner (a UI component unmounting after its
+// replacement mounted) closed the new one, and its changes went into the new one. A handle is
+// bound to its opening: the stale one reads empty, its changes are refused `not_open`, its
+// close does nothing and its change stream ends at once; the new opening syncs on.
+#[tokio::test]
+async fn a_handle_on_a_closed_document_does_not_reach_the_reopened_one() {
+    let relay = Relay::bind("127.0.0.1:0", RelayConfig::default())
+        .await
+        .unwrap();
+    let c = client(relay.ws_url());
+    let old = c.document("d").unwrap();
+    synced(&old).await;
+    old.set("k", 1).unwrap();
+    old.close();
+    let new = c.document("d").unwrap();
+    synced(&new).await;
+    assert!(
+        eventually(LIMIT, || new.get("k") == Some(json!(1))).await,
+        "the closed document's pending change is still delivered"
+    );
+    assert_eq!(old.get("k"), None);
+    assert_eq!(old.version(), None);
+    assert!(old.snapshot().is_empty());
+    assert_eq!(old.set("k", 2).unwrap_err().code(), "not_open");
+    let mut stale = old.changes();
+    assert!(
+        tokio::time::timeout(LIMIT, stale.recv())
+            .await
+            .unwrap()
+            .is_none(),
+        "the stale handle's stream ends at once"
+    );
+    old.close();
+    let mut changes = new.changes();
+    new.set("k", 3).unwrap();
+    let event = tokio::time::timeout(LIMIT, changes.recv()).await.unwrap();
+    assert!(
+        matches!(event, Some(DocumentEvent::Changed { .. })),
+        "the stale close closed the new document: {event:?}"
+    );
+    assert_eq!(new.get("k"), Some(json!(3)));
+    shut_down(&c).await;
+    relay.shutdown().await;
+}
+
 // An increment the relay applied, its ack lost with the connection, then pushed out of the
 // relay's change log (2 changes here) by another client's changes. The author's resume is
 // answered with a snapshot that holds the increment; its `applied` (the log) no longer named
