@@ -16,6 +16,9 @@
 //! ([`EXIT_GAVE_UP`]). A second signal while that close runs exits at once: the
 //! connection is dropped, and whatever was still pending counts as not delivered.
 //!
+//! Blank lines (empty, or nothing but whitespace) are skipped unless `--send-blank` asks for
+//! them; each was sent as an empty message.
+//!
 //! Stdin is read as bytes: a line that is not UTF-8, or longer than the largest message
 //! (`--max-message-bytes`; such a line is not kept in memory while it is read), is reported
 //! (an `error` event, kind `stdin`, naming the line) and skipped, and reading goes on. A scripting user piping a
@@ -162,6 +165,11 @@ pub(crate) struct ConnectArgs {
     /// is 3.
     #[arg(long, value_name = "MS", default_value_t = 10_000)]
     pub drain_timeout: u64,
+    /// Send blank stdin lines (empty, or nothing but whitespace) as messages too. By default
+    /// they are skipped (still counted as lines, as error messages number them); a document
+    /// (--document) always skips them.
+    #[arg(long, conflicts_with_all = ["document", "listen"])]
+    pub send_blank: bool,
     /// Print one JSON object per line on stdout.
     #[arg(long)]
     pub json: bool,
@@ -582,6 +590,12 @@ fn take_line(
             return None;
         }
     };
+    // A blank line is no message anyone meant: a file's last empty line, a paragraph break.
+    // It was sent as an empty message. Whitespace is what `str::trim` strips, so a `\r`
+    // left by a CRLF file is blank too.
+    if line.trim().is_empty() && (document.is_some() || !args.send_blank) {
+        return None;
+    }
     let held = Held {
         line: input.lines,
         text: line,
@@ -777,7 +791,7 @@ mod tests {
         let skipped = Input {
             lines: 3,
             skipped: 1,
-            read_failed: false,
+            ..Input::default()
         };
         assert_eq!(
             exit_status(app, &stats(2, 2, 0), &skipped, none),

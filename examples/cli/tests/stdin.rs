@@ -1,0 +1,77 @@
+//! What `tether connect` makes of its stdin lines.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{start_relay, JsonConnect};
+use serde_json::Value;
+use tokio::io::AsyncWriteExt;
+
+/// Runs `connect URL OPTIONS --json` with `input` on stdin to its end; returns the `closed`
+/// line, every line seen and the exit status.
+async fn run_with(url: &str, options: &[&str], input: &[u8]) -> (Value, Vec<Value>, i32) {
+    let mut run = JsonConnect::spawn(url, options);
+    let mut stdin = run.stdin();
+    stdin.write_all(input).await.unwrap();
+    drop(stdin);
+    let closed = run.until(|v| v["event"] == "closed").await;
+    let code = run.exit_code().await;
+    (closed, run.seen, code)
+}
+
+fn events<'a>(seen: &'a [Value], event: &str) -> Vec<&'a Value> {
+    seen.iter().filter(|v| v["event"] == event).collect()
+}
+
+/// An empty line (or one of only spaces and tabs) is not a message anyone meant to send: a
+/// file's trailing blank line, the paragraph breaks of a text piped in. Each was sent as an
+/// empty message (published as `""`). Now every mode that reads stdin skips them, counts
+/// them as lines (so the line numbers of errors still match the file) and not as lost;
+/// `--send-blank` sends them as they are.
+#[tokio::test]
+async fn blank_lines_are_skipped_in_every_mode_that_reads_stdin() {
+    let relay = start_relay().await;
+    let url = relay.ws_url();
+    let input = b"one\n\n \t\r\n\r\ntwo\n\n";
+    for options in [
+        &["--publish", "room"][..],
+        &["--protocol", "tether"][..],
+        &["--protocol", "raw"][..],
+    ] {
+        let (closed, seen, code) = run_with(&url, options, input).await;
+        assert_eq!(
+            (&closed["stats"]["accepted"], &closed["skipped_lines"]),
+            (&Value::from(2), &Value::from(0)),
+            "{options:?}: {closed}"
+        );
+        assert!(events(&seen, "error").is_empty(), "{options:?}: {seen:?}");
+        assert_eq!(code, 0, "{options:?}");
+        // Asked for, they are sent as they came (without their line ending).
+        let send_blank: Vec<&str> = options.iter().copied().chain(["--send-blank"]).collect();
+        let (closed, _, code) = run_with(&url, &send_blank, input).await;
+        assert_eq!(closed["stats"]["accepted"], 6, "{options:?}: {closed}");
+        assert_eq!(code, 0, "{options:?}");
+    }
+    // A blank line is still a line: the next error names the line as the file numbers it.
+    let (closed, seen, code) = run_with(&url, &["--publish", "room"], b"\n\nok\n\xff\n").await;
+    let errors = events(&seen, "error");
+    assert_eq!(errors.len(), 1, "{seen:?}");
+    assert!(
+        errors[0]["message"].as_str().unwrap().contains("line 4 "),
+        "{}",
+        errors[0]
+    );
+    assert_eq!(
+        (&closed["stats"]["accepted"], &closed["skipped_lines"]),
+        (&Value::from(1), &Value::from(1)),
+        "{closed}"
+    );
+    assert_eq!(code, 3);
+    // A document: a blank line is no command, and not reported as a bad one.
+    let (closed, seen, code) =
+        run_with(&url, &["--document", "todo"], b"set a 1\n\n   \ninc b 2\n").await;
+    assert!(events(&seen, "error").is_empty(), "{seen:?}");
+    assert_eq!(closed["undelivered"], 0, "{closed}");
+    assert_eq!(code, 0);
+    relay.shutdown().await;
+}
