@@ -17,7 +17,8 @@
 //! connection is dropped, and whatever was still pending counts as not delivered.
 //!
 //! Blank lines (empty, or nothing but whitespace) are skipped unless `--send-blank` asks for
-//! them; each was sent as an empty message.
+//! them; each was sent as an empty message. Lines are sent at most `--rate` a second
+//! ([`Pacer`]), stdin not read faster.
 //!
 //! Stdin is read as bytes: a line that is not UTF-8, or longer than the largest message
 //! (`--max-message-bytes`; such a line is not kept in memory while it is read), is reported
@@ -165,6 +166,12 @@ pub(crate) struct ConnectArgs {
     /// is 3.
     #[arg(long, value_name = "MS", default_value_t = 10_000)]
     pub drain_timeout: u64,
+    /// Send stdin lines at most this many a second (messages, or document edits), in bursts
+    /// of at most a tenth of that; stdin is not read faster. 0: no limit. The default is the
+    /// reference relay's sustained limit (it refuses a connection's messages past it once
+    /// its burst of 2,000 is spent: `rate_limited`); a server with a stricter one needs less.
+    #[arg(long, value_name = "N", default_value_t = 1_000)]
+    pub rate: u32,
     /// Send blank stdin lines (empty, or nothing but whitespace) as messages too. By default
     /// they are skipped (still counted as lines, as error messages number them); a document
     /// (--document) always skips them.
@@ -392,6 +399,7 @@ pub(crate) async fn run(args: ConnectArgs) -> ExitCode {
     let mut held: Option<Held> = None;
     // Stdout can no longer be written: whatever arrives would be printed for nobody.
     let mut stdout_lost = false;
+    let mut pacer = Pacer::new(args.rate, tokio::time::Instant::now());
     loop {
         // Found when something was printed (an event, an error about a line): the run ends as
         // at the first signal. It went on for ever, printing into a closed pipe.
@@ -408,13 +416,24 @@ pub(crate) async fn run(args: ConnectArgs) -> ExitCode {
                 drain_and_close(&client, &args);
             }
         }
+        // Stdin is read only when the next line may be sent at once: `--rate` allows it, and
+        // no line waits for room.
+        let reading = stdin_open && held.is_none();
+        let pace = match &mut pacer {
+            Some(pacer) if reading => pacer.wait(tokio::time::Instant::now()),
+            _ => None,
+        };
         tokio::select! {
             // `next_line` is cancel safe: a line half read when another branch wins is kept.
-            read = stdin.next_line(), if stdin_open && held.is_none() => {
+            read = stdin.next_line(), if reading && pace.is_none() => {
                 let at_end = match read {
                     Ok(None) => true,
                     Ok(Some(line)) => {
+                        let offered = input.offered;
                         held = take_line(line, &mut input, document.as_ref(), &client, &args, &out);
+                        if let (Some(pacer), true) = (&mut pacer, input.offered > offered) {
+                            pacer.take(tokio::time::Instant::now());
+                        }
                         false
                     }
                     Err(e) => {
@@ -429,6 +448,7 @@ pub(crate) async fn run(args: ConnectArgs) -> ExitCode {
                     drain_and_close(&client, &args);
                 }
             },
+            () = tokio::time::sleep(pace.unwrap_or_default()), if pace.is_some() => {},
             // Room comes back as the outbox empties, which an event does not always say (a
             // message the socket took): the held line is offered again now and then.
             () = tokio::time::sleep(held.as_ref().map_or(ROOM_RETRY, Held::retry_in)), if held.is_some() => {
@@ -493,6 +513,9 @@ fn drain_and_close(client: &Client, args: &ConnectArgs) {
 struct Input {
     /// Lines read.
     lines: u64,
+    /// Lines offered to the client as a message or a document edit (each once, however
+    /// often a full outbox refused it): what `--rate` paces.
+    offered: u64,
     /// Lines that never became a message: not UTF-8, refused by `send`/`publish`, or still
     /// waiting for room in the outbox when the run ended ([`Held`]).
     skipped: u64,
@@ -509,6 +532,56 @@ fn decode_line(mut bytes: Vec<u8>) -> Result<String, std::string::FromUtf8Error>
         }
     }
     String::from_utf8(bytes)
+}
+
+/// Paces stdin to `--rate` lines a second: a token bucket holding at most a tenth of a
+/// second's worth, refilled continuously, one token per line offered to the client. The run
+/// reads the next line only once a token is there, so a long input waits in its pipe
+/// (memory stays bounded) instead of going out as fast as the outbox empties: the reference
+/// relay refused every message past its burst of 2,000 (`rate_limited`), which dropped
+/// nearly every line of a long file after the first few thousand.
+///
+/// Small bursts leave the server's own burst for what a reconnect re-sends at once (what is
+/// pending: at most `--outbox-messages`).
+#[derive(Debug)]
+struct Pacer {
+    per_second: f64,
+    burst: f64,
+    tokens: f64,
+    last: tokio::time::Instant,
+}
+
+impl Pacer {
+    /// `None` for a rate of 0: no limit.
+    fn new(per_second: u32, now: tokio::time::Instant) -> Option<Pacer> {
+        let per_second = f64::from(per_second);
+        let burst = (per_second / 10.0).max(1.0);
+        (per_second > 0.0).then_some(Pacer {
+            per_second,
+            burst,
+            tokens: burst,
+            last: now,
+        })
+    }
+
+    fn refill(&mut self, now: tokio::time::Instant) {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.per_second).min(self.burst);
+        self.last = now.max(self.last);
+    }
+
+    /// How long until a line may be sent: `None` if one may be now.
+    fn wait(&mut self, now: tokio::time::Instant) -> Option<Duration> {
+        self.refill(now);
+        let missing = 1.0 - self.tokens;
+        (missing > 0.0).then(|| Duration::from_secs_f64(missing / self.per_second))
+    }
+
+    /// A line was sent.
+    fn take(&mut self, now: tokio::time::Instant) {
+        self.refill(now);
+        self.tokens -= 1.0;
+    }
 }
 
 /// How soon a line held for want of room is first offered again, besides after every event;
@@ -596,6 +669,7 @@ fn take_line(
     if line.trim().is_empty() && (document.is_some() || !args.send_blank) {
         return None;
     }
+    input.offered += 1;
     let held = Held {
         line: input.lines,
         text: line,
@@ -832,6 +906,37 @@ mod tests {
             EXIT_UNDELIVERED
         );
         assert_eq!(Stop::signal(Some(Signal::Interrupt), true), int);
+    }
+
+    #[test]
+    fn the_pacer_allows_a_tenth_of_a_second_at_once_then_the_rate() {
+        let t0 = tokio::time::Instant::now();
+        assert!(Pacer::new(0, t0).is_none(), "0: no limit");
+        let mut pacer = Pacer::new(100, t0).unwrap();
+        for _ in 0..10 {
+            assert_eq!(pacer.wait(t0), None);
+            pacer.take(t0);
+        }
+        let wait = pacer.wait(t0).unwrap();
+        assert!(
+            wait > Duration::from_millis(9) && wait <= Duration::from_millis(10),
+            "{wait:?}"
+        );
+        let t1 = t0 + Duration::from_millis(10);
+        assert_eq!(pacer.wait(t1), None);
+        pacer.take(t1);
+        assert!(pacer.wait(t1).is_some());
+        // A long pause saves no more than the burst.
+        let t2 = t1 + Duration::from_secs(60);
+        for _ in 0..10 {
+            assert_eq!(pacer.wait(t2), None);
+            pacer.take(t2);
+        }
+        assert!(pacer.wait(t2).is_some());
+        // Below 10 a second, one at a time.
+        let mut slow = Pacer::new(2, t0).unwrap();
+        slow.take(t0);
+        assert_eq!(slow.wait(t0), Some(Duration::from_millis(500)));
     }
 
     #[test]

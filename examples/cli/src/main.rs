@@ -43,8 +43,8 @@ enum Command {
     /// the tether-relay binary.
     Relay(tether_relay::RelayOptions),
     /// Connect to a WebSocket or SSE URL and stay connected: stdin lines are sent (blank ones
-    /// skipped), received messages are printed. With --listen (or an SSE URL) stdin is not
-    /// read.
+    /// skipped, at most --rate a second), received messages are printed. With --listen (or an
+    /// SSE URL) stdin is not read.
     #[command(after_help = CONNECT_EXIT_STATUS)]
     Connect(Box<connect::ConnectArgs>),
     /// Watch the engine survive a relay restart, a black hole and an outbox overflow.

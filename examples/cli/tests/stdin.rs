@@ -1,10 +1,13 @@
-//! What `tether connect` makes of its stdin lines.
+//! What `tether connect` makes of its stdin lines: blank lines, and a long input against a
+//! server that limits its clients' message rate.
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
 use common::{start_relay, JsonConnect};
 use serde_json::Value;
+use std::time::{Duration, Instant};
+use tether_relay::{RateLimit, Relay, RelayConfig};
 use tokio::io::AsyncWriteExt;
 
 /// Runs `connect URL OPTIONS --json` with `input` on stdin to its end; returns the `closed`
@@ -73,5 +76,68 @@ async fn blank_lines_are_skipped_in_every_mode_that_reads_stdin() {
     assert!(events(&seen, "error").is_empty(), "{seen:?}");
     assert_eq!(closed["undelivered"], 0, "{closed}");
     assert_eq!(code, 0);
+    relay.shutdown().await;
+}
+
+/// The reference relay takes 1,000 messages a second from a connection, in bursts of up to
+/// 2,000, and refuses the rest (`rate_limited`). `tether connect` sent a piped file as fast
+/// as the outbox emptied, so every line past about the 2,000th was refused and dropped
+/// (exit 3). It now paces what it sends (`--rate`, by default the relay's 1,000 a second),
+/// reading stdin no faster than that.
+#[tokio::test]
+async fn a_file_longer_than_the_relays_burst_is_delivered_whole() {
+    const LINES: usize = 5_000;
+    let relay = start_relay().await;
+    let input: String = (0..LINES).map(|n| format!("line {n}\n")).collect();
+    let (closed, seen, code) =
+        run_with(&relay.ws_url(), &["--publish", "room"], input.as_bytes()).await;
+    let dropped = events(&seen, "dropped");
+    assert!(
+        dropped.is_empty(),
+        "{} dropped: {:?}",
+        dropped.len(),
+        dropped.first()
+    );
+    assert_eq!(
+        (&closed["undelivered"], &closed["stats"]["accepted"]),
+        (&Value::from(0), &Value::from(LINES)),
+        "{closed}"
+    );
+    assert_eq!(code, 0);
+    relay.shutdown().await;
+}
+
+/// `--rate N` keeps to a stricter server's limit: every line gets through, and the run takes
+/// as long as the rate says (stdin is read no faster), where the default rate overruns it.
+#[tokio::test]
+async fn rate_keeps_to_a_stricter_servers_limit() {
+    const LINES: usize = 120;
+    let config = RelayConfig {
+        rate_limit: Some(RateLimit {
+            per_second: 100,
+            burst: 20,
+        }),
+        ..RelayConfig::default()
+    };
+    let relay = Relay::bind("127.0.0.1:0", config).await.unwrap();
+    let url = relay.ws_url();
+    let input: String = (0..LINES).map(|n| format!("line {n}\n")).collect();
+    let started = Instant::now();
+    let (closed, seen, code) = run_with(
+        &url,
+        &["--publish", "room", "--rate", "100"],
+        input.as_bytes(),
+    )
+    .await;
+    let took = started.elapsed();
+    assert!(events(&seen, "dropped").is_empty(), "{seen:?}");
+    assert_eq!(closed["stats"]["accepted"], LINES, "{closed}");
+    assert_eq!(code, 0);
+    // At most a tenth of a second's worth at once, then 100 a second.
+    assert!(took >= Duration::from_millis(1_000), "{took:?}");
+    // The default rate is this relay's tenfold: lines are refused, and the run says so.
+    let (closed, _, code) = run_with(&url, &["--publish", "room"], input.as_bytes()).await;
+    assert!(closed["undelivered"].as_u64().unwrap() > 0, "{closed}");
+    assert_eq!(code, 3);
     relay.shutdown().await;
 }
