@@ -417,7 +417,7 @@ impl Payload {
     ) -> Result<tether::Payload, ClientError> {
         Ok(match self {
             Payload::Text { text } => tether::Payload::Text(text),
-            Payload::Binary { data } => tether::Payload::Binary(data),
+            Payload::Binary { data } => tether::Payload::Binary(data.0),
             Payload::Json { json } => {
                 tether::Payload::from_json_text(json, protocol).map_err(|e| {
                     ClientError::InvalidArgument {

@@ -207,7 +207,7 @@ pub enum Payload {
     /// A binary frame (raw mode only).
     Binary {
         /// The bytes.
-        data: Vec<u8>,
+        data: PayloadBytes,
     },
     /// A JSON value (Tether mode), as JSON text.
     Json {
@@ -215,6 +215,18 @@ pub enum Payload {
         json: String,
     },
 }
+
+/// The bytes of a binary payload: `ByteArray` in Kotlin, `Data` in Swift, `bytes` in Python.
+///
+/// Its own type, not `Vec<u8>`, only so that uniffi.toml can say how Python lowers it: UniFFI's
+/// Python converter for bytes copies them with `ctypes.memmove`, which takes a `bytes` and
+/// nothing else, so a `bytearray` or `memoryview` (what a Python app that builds or slices a
+/// buffer has) failed with `ctypes.ArgumentError` although the type check had let it through.
+/// Python now copies any bytes-like object into a `bytes` first (see uniffi.toml).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PayloadBytes(pub Vec<u8>);
+
+uniffi::custom_newtype!(PayloadBytes, Vec<u8>);
 
 /// A received message.
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
@@ -411,7 +423,9 @@ impl From<tether::Payload> for Payload {
     fn from(payload: tether::Payload) -> Self {
         match payload {
             tether::Payload::Text(text) => Payload::Text { text },
-            tether::Payload::Binary(data) => Payload::Binary { data },
+            tether::Payload::Binary(data) => Payload::Binary {
+                data: PayloadBytes(data),
+            },
             tether::Payload::Json(value) => Payload::Json {
                 json: value.to_string(),
             },

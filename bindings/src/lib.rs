@@ -49,7 +49,9 @@ pub use config::{
 pub use document::{Document, DocumentOp};
 pub use document_event::{ChangeOrigin, DocumentEvent, KeyChange};
 pub use error::{ClientError, SizeLimit, Unacked};
-pub use event::{ClientEvent, DisconnectCause, DropReason, EngineIssue, InboundMessage, Payload};
+pub use event::{
+    ClientEvent, DisconnectCause, DropReason, EngineIssue, InboundMessage, Payload, PayloadBytes,
+};
 pub use listener::{ClientListener, DocumentListener, ListenerError, ListenerHandle};
 pub use log::{set_log_sink, LogError, LogLevel, LogRecord, LogSink};
 pub use options::SendOptions;

@@ -546,8 +546,9 @@ def test_disconnect_then_connect_again_then_cancel_stops_events(pair, run):
 
 class RawServer:
     """A raw WebSocket server on 127.0.0.1 for one connection: after the handshake it sends
-    `messages` as text frames, answers the text `ping` with `pong`, and records the text frames
-    it receives. Small frames only (under 126 bytes)."""
+    `messages` as text frames (a `bytes` message as a binary frame), answers the text `ping`
+    with `pong`, and records the text frames it receives (the binary ones in
+    `received_binary`). Small frames only (under 126 bytes)."""
 
     GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -558,6 +559,7 @@ class RawServer:
         self.sock.listen(1)
         self.url = f"ws://127.0.0.1:{self.sock.getsockname()[1]}/"
         self.received = []
+        self.received_binary = []
         self.conn = None
         self.thread = threading.Thread(target=self._serve, name="raw-server", daemon=True)
         self.thread.start()
@@ -604,6 +606,8 @@ class RawServer:
                     if op == 0x8:
                         conn.sendall(b"\x88\x00")
                         return
+                    if op == 0x2:
+                        self.received_binary.append(bytes(b ^ mask[i % 4] for i, b in enumerate(data)))
                     if op == 0x1:
                         text = bytes(b ^ mask[i % 4] for i, b in enumerate(data)).decode()
                         self.received.append(text)
@@ -612,8 +616,11 @@ class RawServer:
         except OSError:
             pass
 
-    def _send(self, text):
-        data = text.encode()
+    def _send(self, message):
+        if isinstance(message, bytes):
+            self.conn.sendall(bytes([0x82, len(message)]) + message)
+            return
+        data = message.encode()
         self.conn.sendall(bytes([0x81, len(data)]) + data)
 
     def close(self):
@@ -673,3 +680,52 @@ def test_raw_app_pings_use_the_configured_texts_so_a_data_message_pong_is_not_ea
             t.ClientConfig(server.url).heartbeat_mode(t.HeartbeatMode.APP_MESSAGE).raw_ping("")
         )
     assert empty.value.field == "heartbeat.raw_ping"
+
+
+def test_a_binary_payload_takes_any_bytes_like_object():
+    """`Payload.BINARY(data)` takes what a Python app holds its bytes in: `bytes`, and also a
+    `bytearray` or a `memoryview` (a slice of a buffer), which UniFFI's converter let through
+    its type check and then failed to copy (`ctypes.ArgumentError: wrong type`). Each is sent
+    as the bytes it holds; what is not bytes-like is still refused with a TypeError. A binary
+    frame received arrives as `bytes`."""
+    server = RawServer([b"\x00from server"], ping=None, pong=None)
+    c = t.Client(t.ClientConfig(server.url))
+    got = []
+    received = threading.Event()
+
+    class Messages(t.ClientListener):
+        def on_event(self, event):
+            if event.is_MESSAGE() and event.message.payload.is_BINARY():
+                got.append(event.message.payload.data)
+                received.set()
+
+    handle = c.add_listener(Messages())
+    try:
+        buffer = bytearray(b"..in a buffer..")
+        words = memoryview(bytes(range(8))).cast("H")  # 4 items of 2 bytes: all 8 are sent
+        payloads = [
+            b"bytes",
+            bytearray(b"bytearray"),
+            memoryview(b"memoryview"),
+            memoryview(buffer)[2:-2],
+            words,
+            b"",
+        ]
+        for data in payloads:
+            c.send(t.Payload.BINARY(data))
+        for wrong in ["text", 3, None, [1, 2]]:
+            with pytest.raises(TypeError):
+                c.send(t.Payload.BINARY(wrong))
+        c.connect()
+        expected = [b"bytes", b"bytearray", b"memoryview", b"in a buffer", bytes(range(8)), b""]
+        deadline = time.monotonic() + 10
+        while len(server.received_binary) < len(expected):
+            assert time.monotonic() < deadline, server.received_binary
+            time.sleep(0.01)
+        assert server.received_binary == expected
+        assert received.wait(10), got
+        assert got == [b"\x00from server"] and type(got[0]) is bytes, got
+    finally:
+        handle.cancel()
+        assert c.shutdown_blocking(5000)
+        server.close()
