@@ -328,6 +328,32 @@ impl ConnectArgs {
     }
 }
 
+/// A config error in the CLI's terms: the option that sets the field, and, where the SDK's
+/// reason speaks of its own names (fields, enum variants, `None`), what to type instead.
+fn config_error(args: &ConnectArgs, field: &str, reason: &str) -> String {
+    match field {
+        // Also when only --backoff-initial was given, over the default cap: it named
+        // --backoff-max alone, and `backoff.initial`, which no option is called.
+        "backoff.max" if reason.contains("backoff.initial") => format!(
+            "--backoff-max ({} ms) must be at least --backoff-initial ({} ms)",
+            args.backoff_max.unwrap_or(30_000),
+            args.backoff_initial.unwrap_or(500)
+        ),
+        "backoff.max_attempts" => {
+            "--max-attempts: must be at least 1 (leave it out to retry for ever)".to_owned()
+        }
+        "heartbeat.mode" if reason.contains("receive-only") => {
+            "--ping-mode: an event stream (http/https URL) is receive-only: use --ping-mode \
+             server or off"
+                .to_owned()
+        }
+        "heartbeat.mode" if reason.contains("AppMessage") => {
+            "--ping-mode: this client cannot send ping frames: use --ping-mode message".to_owned()
+        }
+        _ => format!("{}: {reason}", option_for_field(field)),
+    }
+}
+
 /// Maps a config error's field to the option that sets it, so the message names what to fix.
 fn option_for_field(field: &str) -> &'static str {
     match field {
@@ -361,7 +387,9 @@ pub(crate) async fn run(args: ConnectArgs) -> ExitCode {
     let mut signals = Signals::install();
     let built = args.builder().and_then(|b| {
         b.connect().map_err(|e| match e {
-            tether::BuildError::Config(c) => format!("{}: {}", option_for_field(c.field), c.reason),
+            tether::BuildError::Config(c) => config_error(&args, c.field, &c.reason),
+            // It names the file, not the option.
+            tether::BuildError::Tls(reason) => format!("--ca-file: {reason}"),
             other => other.to_string(),
         })
     });

@@ -339,7 +339,27 @@ async fn bad_options_exit_with_status_1_and_name_the_option() {
                 "--ca-file",
                 "/nonexistent.pem",
             ],
-            "nonexistent",
+            "--ca-file: cannot read /nonexistent.pem",
+        ),
+        // Over the default cap (30 s): it blamed --backoff-max alone, by a field name.
+        (
+            vec!["connect", "ws://127.0.0.1:1/", "--backoff-initial", "60000"],
+            "--backoff-max (30000 ms) must be at least --backoff-initial (60000 ms)",
+        ),
+        // It said "use None for unlimited".
+        (
+            vec!["connect", "ws://127.0.0.1:1/", "--max-attempts", "0"],
+            "--max-attempts: must be at least 1 (leave it out to retry for ever)",
+        ),
+        // It said "use ServerDriven or Off", values the option does not take.
+        (
+            vec![
+                "connect",
+                "http://127.0.0.1:1/sse/room",
+                "--ping-mode",
+                "frame",
+            ],
+            "use --ping-mode server or off",
         ),
         (vec!["frobnicate"], "frobnicate"),
         // It ran on one thread and reported "0 threads".
