@@ -230,6 +230,12 @@ impl ConnectArgs {
         if self.publish.is_some() && matches!(self.protocol, Some(ProtocolArg::Raw)) {
             return Err("--publish: channels need the Tether protocol, not --protocol raw".into());
         }
+        // As --subscribe and --document are: a name the client refuses would make every line
+        // a refused send (exit 3) instead of one clear error.
+        if let Some(channel) = &self.publish {
+            tether_core::validate_channel(channel)
+                .map_err(|e| format!("--publish {channel:?}: invalid channel name: {e}"))?;
+        }
         Ok(())
     }
 

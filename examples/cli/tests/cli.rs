@@ -361,6 +361,12 @@ async fn bad_options_exit_with_status_1_and_name_the_option() {
             ],
             "use --ping-mode server or off",
         ),
+        // Each line was refused by send (exit 3); --subscribe and --document were refused
+        // up front.
+        (
+            vec!["connect", "ws://127.0.0.1:1/", "--publish", ""],
+            "--publish \"\": invalid channel name",
+        ),
         (vec!["frobnicate"], "frobnicate"),
         // It ran on one thread and reported "0 threads".
         (vec!["storm", "--threads", "0"], "--threads"),
