@@ -13,7 +13,8 @@
 //! SIGTERM closes cleanly and exits with 130 (SIGINT) or 143 (SIGTERM), 128 + the signal as
 //! a shell reports a process the signal killed, unless 2 or 3 applies: those report a loss
 //! whatever ended the run. Likewise, stopped because its stdout could no longer be written
-//! (its reader went away, `| head`), it closes cleanly and exits with 141 (128 + SIGPIPE).
+//! (its reader went away, `| head`), it closes cleanly and exits with 141 (128 + SIGPIPE);
+//! `tether demo` exits with 141 at once then.
 
 // Printing to stdout/stderr is this program's job.
 #![allow(clippy::print_stdout, clippy::print_stderr)]

@@ -479,6 +479,30 @@ async fn the_relay_command_announces_its_address_and_stops_on_sigterm() {
     assert_eq!(exit_code(&mut child).await, 0);
 }
 
+/// `tether demo | head -2`: the reader goes away after two lines. The next `println!`
+/// panicked (exit 101, a panic message and a backtrace on the terminal) from whichever
+/// task printed it; now the demo ends at once as a program SIGPIPE ended does (141).
+#[tokio::test]
+async fn the_demo_piped_into_head_ends_quietly() {
+    let mut child = tether(&["demo"]);
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    for _ in 0..2 {
+        timeout(LIMIT, stdout.next_line())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+    }
+    drop(stdout);
+    let output = timeout(LIMIT, child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(output.status.code(), Some(141), "{stderr}");
+}
+
 #[tokio::test]
 async fn the_demo_holds_its_summary() {
     let child = tether(&["demo"]);

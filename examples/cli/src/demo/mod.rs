@@ -14,7 +14,7 @@
 mod tally;
 
 use crate::output::payload_value;
-use crate::EXIT_GAVE_UP;
+use crate::{EXIT_GAVE_UP, EXIT_STDOUT_LOST};
 use clap::Args;
 use serde_json::json;
 use std::process::ExitCode;
@@ -24,6 +24,19 @@ use tally::Tally;
 use tether::{Client, Event, Events, Protocol, State};
 use tether_relay::chaos::{ChaosProxy, Mode};
 use tether_relay::{Relay, RelayConfig, RelayHandle};
+
+/// Prints one line of the story. A stdout that can no longer be written (its reader went
+/// away: `tether demo | head`) ends the demo at once with [`EXIT_STDOUT_LOST`], as SIGPIPE
+/// ends most programs in such a pipeline: the story has no reader left, and the demo's relay
+/// and clients live in this process. `println!` panicked instead, in whichever task printed
+/// next (exit 101, with a panic message on the terminal).
+fn print_line(line: impl std::fmt::Display) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+        std::process::exit(i32::from(EXIT_STDOUT_LOST));
+    }
+}
 
 /// Options of `tether demo`.
 #[derive(Debug, Args)]
@@ -43,11 +56,11 @@ struct Stage {
 
 impl Stage {
     fn say(&self, who: &str, what: impl AsRef<str>) {
-        println!(
+        print_line(format_args!(
             "[{:>6.2}s] {who:<6} {}",
             self.start.elapsed().as_secs_f64(),
             what.as_ref()
-        );
+        ));
     }
 
     fn tally(&self) -> std::sync::MutexGuard<'_, Tally> {
@@ -185,17 +198,17 @@ async fn scenario(args: DemoArgs) -> Result<bool, Box<dyn std::error::Error>> {
     relay.shutdown().await;
 
     let summary = stage.tally().summary();
-    println!();
-    println!("{}", summary.line());
+    print_line("");
+    print_line(summary.line());
     if summary.holds() {
-        println!(
-            "every message was delivered exactly once or reported dropped: nothing lost silently"
+        print_line(
+            "every message was delivered exactly once or reported dropped: nothing lost silently",
         );
     } else {
-        println!(
+        print_line(format_args!(
             "FAILED: some messages vanished without a report: seq {:?}",
             stage.tally().lost()
-        );
+        ));
     }
     Ok(summary.holds())
 }
