@@ -112,7 +112,7 @@ export class TetherDocument extends Emitter {
     return call(() => f(raw));
   }
 
-  // {version, epoch, pending}, with `map`: the view (false) or the confirmed state (true).
+  // {generation, version, epoch, pending}, with `map`: the view (false) or the confirmed state (true).
   _info(map) {
     return JSON.parse(this._do((raw) => raw.document_info(this.channel, map)));
   }
@@ -135,17 +135,21 @@ Object.assign(TetherClient.prototype, {
     if (!doc) {
       this._do((raw) => raw.command(OPEN_DOCUMENT, channel));
       docs.set(channel, (doc = new TetherDocument(this, channel)));
+      // Which opening of the channel's document it is: the engine's events name theirs.
+      doc._generation = doc._info().generation;
     }
     return doc;
   },
 
   // A document's events (doc_change, doc_rejected, doc_resynced) go to its TetherDocument as
-  // change, rejected and resynced; the client's own events to the client.
+  // change, rejected and resynced; the client's own events to the client. Only to the
+  // TetherDocument of the opening they name: a handler that closes and reopens a document
+  // while a batch of events is delivered must not pass the closed one's rest to the new one.
   _dispatch(kind, json, bytes) {
     if (!kind.startsWith('doc_')) return dispatchClientEvent.call(this, kind, json, bytes);
-    const d = JSON.parse(json);
+    const { generation, ...d } = JSON.parse(json);
     const doc = this._docs && this._docs.get(d.channel);
-    if (!doc) return;
+    if (!doc || doc._generation !== generation) return;
     if (kind === 'doc_change') for (const c of d.changes) c.deleted = c.value === undefined;
     doc._emit(kind.slice(4), d);
   },

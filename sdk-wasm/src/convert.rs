@@ -719,11 +719,13 @@ pub(crate) fn event(mut e: Event) -> Option<(&'static str, String, Option<Vec<u8
         #[cfg(feature = "documents")]
         Event::DocumentChanged {
             channel,
+            generation,
             origin,
             changes,
-            ..
         } => {
             w.str("channel", channel);
+            // Which opening: the wrapper hands it only to the TetherDocument of that one.
+            w.u64("generation", *generation);
             w.str("origin", origin.name());
             crate::documents::write_key_changes(w.key("changes"), changes);
             "doc_change"
@@ -731,20 +733,24 @@ pub(crate) fn event(mut e: Event) -> Option<(&'static str, String, Option<Vec<u8
         #[cfg(feature = "documents")]
         Event::ChangeRejected {
             channel,
+            generation,
             change,
             code,
-            ..
         } => {
             w.str("channel", channel);
+            w.u64("generation", *generation);
             w.u64("change", change.get());
             w.str("code", code);
             "doc_rejected"
         }
         #[cfg(feature = "documents")]
         Event::DocumentResynced {
-            channel, version, ..
+            channel,
+            generation,
+            version,
         } => {
             w.str("channel", channel);
+            w.u64("generation", *generation);
             w.u64("version", *version);
             "doc_resynced"
         }

@@ -44,9 +44,12 @@ pub(crate) fn write_key_changes(out: &mut String, changes: &[KeyChange]) {
     });
 }
 
-/// `{version, epoch, pending}` of a document, plus `map` when asked for.
+/// `{generation, version, epoch, pending}` of a document, plus `map` when asked for.
+/// `generation` says which opening of the channel's document this is: the wrapper's
+/// TetherDocument takes only the events that name it.
 fn document_info(doc: &Document, map: Option<&Map<String, Value>>) -> String {
     object(|w| {
+        w.u64("generation", doc.generation());
         match doc.version() {
             Some(v) => w.u64("version", v),
             None => w.null("version"),
@@ -109,9 +112,9 @@ impl WasmClient {
         })
     }
 
-    /// `{version, epoch, pending}` of the document on `channel` as JSON, plus `map`: with
-    /// `Some(false)` the whole view, with `Some(true)` the server's confirmed state. `None`
-    /// if it is not open.
+    /// `{generation, version, epoch, pending}` of the document on `channel` as JSON, plus
+    /// `map`: with `Some(false)` the whole view, with `Some(true)` the server's confirmed
+    /// state. `None` if it is not open.
     pub fn document_info(
         &self,
         channel: &str,

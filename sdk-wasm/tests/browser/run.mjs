@@ -1707,6 +1707,74 @@ test('documents: an insert conflict is rejected and rolled back; a dropped chang
   ]);
 });
 
+test('documents: a handler that closes and reopens a document mid-batch passes none of the closed one\'s events to the new one', async ({ page, newPage }) => {
+  // The engine hands over several document events at once (an expiry: `rejected` then the
+  // rollback's `change`; a snapshot: `resynced` then the `change` of the keys it moved). A
+  // handler of the first that closes the document and opens it again makes a new
+  // TetherDocument on the same channel while the rest of the batch, the closed one's, is
+  // still to be delivered: it must not reach the new one. The batch is delivered within the
+  // task that fired it, so a microtask queued by the handler sees what the new one got from it.
+  const offline = await page.evaluate(async () => {
+    const c = new tetherDocs.TetherClient('ws://127.0.0.1:9/ws', { protocol: 'tether', autoConnect: false, outbox: { ttlMs: 200 } });
+    const first = c.document('local');
+    const firstLog = recordDoc(first);
+    let second, secondLog, fromBatch;
+    first.on('rejected', () => {
+      first.close();
+      second = c.document('local');
+      secondLog = recordDoc(second);
+      queueMicrotask(() => { fromBatch = secondLog.slice(); });
+    });
+    first.set('draft', 'hello');
+    await until(() => fromBatch, 3000, 'the expiry, and the rest of its batch');
+    const view = second.toJSON();
+    // The new document's own events still reach it.
+    second.set('mine', 1);
+    const out = {
+      first: firstLog.map(({ type, origin, code }) => [type, origin || code]),
+      fromBatch, view, newDoc: second !== first,
+      own: secondLog.map(({ type, origin, changes }) => [type, origin, changes.map((ch) => ch.key)]),
+    };
+    c.dispose();
+    return out;
+  });
+  assert.deepEqual(offline.first, [['change', 'local_pending'], ['rejected', 'expired']], 'the old one: up to its close');
+  assert.deepEqual(offline.fromBatch, [], 'the rollback of the closed document\'s change is not the new one\'s');
+  assert.deepEqual([offline.newDoc, offline.view], [true, {}]);
+  assert.deepEqual(offline.own, [['change', 'local_pending', ['mine']]]);
+
+  // Against the relay: the first sync's snapshot of a document another page filled.
+  const rl = await relay(await freePort());
+  const pb = await newPage();
+  await openDoc(pb, rl.ws, 'bob');
+  await pb.evaluate(() => { doc.set('milk', 1); doc.set('eggs', 2); return until(() => doc.pending === 0, 5000, 'saved'); });
+  const synced = await page.evaluate(async (url) => {
+    const c = new tetherDocs.TetherClient(url, { protocol: 'tether', clientId: 'alice' });
+    const first = c.document('todo');
+    const firstLog = recordDoc(first);
+    let second, secondLog, fromBatch;
+    first.on('resynced', () => {
+      first.close();
+      second = c.document('todo');
+      secondLog = recordDoc(second);
+      queueMicrotask(() => { fromBatch = secondLog.slice(); });
+    });
+    await until(() => fromBatch, 5000, 'the first snapshot, and the rest of its batch');
+    // Its own sync: a snapshot of its own.
+    await until(() => secondLog.some((e) => e.type === 'resynced'), 5000, 'the new document\'s own sync');
+    const out = {
+      first: firstLog.map(({ type }) => type), fromBatch, view: second.toJSON(), version: second.version,
+      own: secondLog.map(({ type, origin, changes }) => [type, origin, changes && changes.map((ch) => ch.key).sort()]),
+    };
+    c.dispose();
+    return out;
+  }, rl.ws);
+  assert.deepEqual(synced.first, ['resynced']);
+  assert.deepEqual(synced.fromBatch, [], 'the closed document\'s `change` of its snapshot is not the new one\'s');
+  assert.deepEqual([synced.view, synced.version], [{ milk: 1, eggs: 2 }, 2]);
+  assert.deepEqual(synced.own, [['resynced', undefined, undefined], ['change', 'remote', ['eggs', 'milk']]]);
+});
+
 test('documents: refusals are TetherErrors with a code, and nothing is sent', async ({ page }) => {
   const r = await page.evaluate(() => {
     const code = (f) => { try { f(); return 'no error'; } catch (e) { return [e instanceof tetherDocs.TetherError, e.code]; } };
