@@ -728,6 +728,162 @@ mod tests {
         assert!(matches!(client.state(), ConnectionState::Closed { .. }));
     }
 
+    /// The kind, channel, generation and origin of a client event about a document.
+    fn doc_event(e: &ClientEvent) -> Option<(&'static str, &str, u64, Option<ChangeOrigin>)> {
+        match e {
+            ClientEvent::DocumentChanged {
+                channel,
+                generation,
+                origin,
+                ..
+            } => Some(("changed", channel, *generation, Some(*origin))),
+            ClientEvent::ChangeRejected {
+                channel,
+                generation,
+                ..
+            } => Some(("rejected", channel, *generation, None)),
+            ClientEvent::DocumentResynced {
+                channel,
+                generation,
+                ..
+            } => Some(("resynced", channel, *generation, None)),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn the_client_listeners_document_events_name_the_opening_they_are_about() {
+        // An app that follows its documents through the client listener gets the events of
+        // an opening it closed after it opened the document again (the listener runs behind
+        // the app): only `generation` tells them from the new opening's.
+        let config = ClientConfig::new("ws://127.0.0.1:9/".to_owned())
+            .wire_protocol(WireProtocol::Tether)
+            .message_ttl_ms(Some(150));
+        let client = Client::new(config).expect("a valid config");
+        let (tx, rx) = mpsc::channel();
+        let _c = client.add_listener(Arc::new(Events(Mutex::new(tx))));
+        let doc = client.document("todo".to_owned()).expect("Tether mode");
+        let first = doc.generation();
+        doc.set("draft".to_owned(), "1".to_owned()).expect("set");
+        doc.close_document();
+        let again = client.document("todo".to_owned()).expect("opens again");
+        let second = again.generation();
+        assert!(second > first, "{second} after {first}");
+        assert_eq!(doc.generation(), first, "a handle stays its opening's");
+        again.set("mine".to_owned(), "2".to_owned()).expect("set");
+
+        // Both changes expire (never connected): the closed opening's only as `Dropped`,
+        // the open one's as its rejection and rollback.
+        let mut seen = Vec::new();
+        while !seen.iter().any(|e: &(_, String, _, _)| e.0 == "rejected") {
+            let event = rx.recv_timeout(WAIT).expect("the expiry");
+            if let Some((kind, channel, generation, origin)) = doc_event(&event) {
+                seen.push((kind, channel.to_owned(), generation, origin));
+            }
+        }
+        let changed = |generation, origin| ("changed", "todo".to_owned(), generation, Some(origin));
+        assert_eq!(
+            seen,
+            [
+                changed(first, ChangeOrigin::LocalPending),
+                changed(second, ChangeOrigin::LocalPending),
+                ("rejected", "todo".to_owned(), second, None),
+            ]
+        );
+        let rollback = std::iter::from_fn(|| rx.recv_timeout(WAIT).ok())
+            .find_map(|e| doc_event(&e).map(|(k, _, g, o)| (k, g, o)));
+        assert_eq!(
+            rollback,
+            Some(("changed", second, Some(ChangeOrigin::RolledBack)))
+        );
+        runtime().block_on(client.shutdown());
+    }
+
+    /// A document listener that reports each event, and blocks in its first callback until
+    /// released.
+    struct GatedDocs {
+        tx: Mutex<mpsc::Sender<DocumentEvent>>,
+        gate: Mutex<Option<mpsc::Receiver<()>>>,
+    }
+
+    impl DocumentListener for GatedDocs {
+        fn on_event(&self, event: DocumentEvent) -> Result<(), ListenerError> {
+            let _ = self.tx.lock().map(|tx| tx.send(event));
+            let gate = self.gate.lock().ok().and_then(|mut g| g.take());
+            if let Some(gate) = gate {
+                // Long: 300 changes take seconds in a debug build on a busy machine. A test
+                // that fails before releasing it drops the sender, which ends the wait.
+                let _ = gate.recv_timeout(Duration::from_secs(60));
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_lagging_document_listener_never_gets_a_snapshot_of_the_document_opened_after_its_own() {
+        // A listener follows one opening of a document. Behind by more than its ring holds, it
+        // is told `Lagged` and given a fresh snapshot: if the document was closed and opened
+        // again meanwhile, that snapshot must be of its own opening (closed: empty), not the
+        // new one's, which a read by channel would give (the handle it reads through is bound
+        // to its opening).
+        let client = offline();
+        let (tx, rx) = mpsc::channel();
+        let _c = client.add_listener(Arc::new(Events(Mutex::new(tx))));
+        let doc = client.document("todo".to_owned()).expect("Tether mode");
+        let (doc_tx, doc_rx) = mpsc::channel();
+        let (release, gate) = mpsc::channel();
+        let _d = doc.add_listener(Arc::new(GatedDocs {
+            tx: Mutex::new(doc_tx),
+            gate: Mutex::new(Some(gate)),
+        }));
+        assert!(matches!(
+            doc_rx.recv_timeout(WAIT),
+            Ok(DocumentEvent::Snapshot { .. })
+        ));
+        // The listener is blocked in that callback: 300 changes overrun its ring (256).
+        const CHANGES: usize = 300;
+        for i in 0..CHANGES {
+            doc.set(format!("k{i}"), "1".to_owned()).expect("set");
+        }
+        // Handed to the document's ring before the client listener gets them: wait for those.
+        let mut forwarded = 0;
+        while forwarded < CHANGES {
+            let event = rx.recv_timeout(WAIT).expect("the changes");
+            forwarded += usize::from(matches!(event, ClientEvent::DocumentChanged { .. }));
+        }
+        doc.close_document();
+        let again = client.document("todo".to_owned()).expect("opens again");
+        again.set("new".to_owned(), "2".to_owned()).expect("set");
+        release.send(()).expect("the listener waits");
+
+        // Until its thread ends with the closed opening's stream (and drops the listener).
+        let rest: Vec<DocumentEvent> =
+            std::iter::from_fn(|| doc_rx.recv_timeout(WAIT).ok()).collect();
+        let lagged = rest
+            .iter()
+            .position(|e| matches!(e, DocumentEvent::Lagged { .. }))
+            .unwrap_or_else(|| panic!("no Lagged: {:?}", &rest[..rest.len().min(3)]));
+        assert_eq!(
+            rest.get(lagged + 1),
+            Some(&DocumentEvent::Snapshot {
+                values: Default::default(),
+                version: None,
+                pending: 0
+            }),
+            "the snapshot after Lagged is of the closed opening, not {:?}",
+            again.snapshot()
+        );
+        assert!(
+            !rest.iter().any(|e| match e {
+                DocumentEvent::Changed { changes, .. } => changes.iter().any(|c| c.key == "new"),
+                DocumentEvent::Snapshot { values, .. } => values.contains_key("new"),
+                _ => false,
+            }),
+            "the new opening's change reached the closed one's listener"
+        );
+        runtime().block_on(client.shutdown());
+    }
+
     #[test]
     fn a_closed_document_ends_its_listener_refuses_changes_and_opens_again() {
         let client = offline();

@@ -128,6 +128,17 @@ impl Document {
         json_map(self.inner.confirmed())
     }
 
+    /// Which opening of the channel's document this handle is bound to. A document closed and
+    /// opened again (`Client.document(channel)`) is a new opening with a greater number, whose
+    /// handles this one is not. The client listener's `DocumentChanged`, `ChangeRejected` and
+    /// `DocumentResynced` carry the number of the opening they are about: an app that follows
+    /// documents through the client listener tells the closed one's late events from the new
+    /// one's by it. (A `DocumentListener` needs none of this: it gets the events of its
+    /// handle's opening, and ends with it.)
+    pub fn generation(&self) -> u64 {
+        self.inner.generation()
+    }
+
     /// The epoch of `version()` (`null` before the first sync). A server that lost its
     /// change log (an in-memory relay restarting) starts a new epoch, and versions start over
     /// in it: compare versions only within one epoch.

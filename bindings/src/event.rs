@@ -110,6 +110,10 @@ pub enum ClientEvent {
     DocumentChanged {
         /// The document's channel.
         channel: String,
+        /// Which opening of the document on `channel` this is about (`Document.generation()`
+        /// while it is open): a document closed and opened again is a new one, with a greater
+        /// number, and events of the closed one may still arrive after the new one is opened.
+        generation: u64,
         /// Why.
         origin: ChangeOrigin,
         /// Which keys, with their new values as JSON text.
@@ -119,6 +123,8 @@ pub enum ClientEvent {
     ChangeRejected {
         /// The document's channel.
         channel: String,
+        /// Which opening of the document on `channel` this is about (see `DocumentChanged`).
+        generation: u64,
         /// The id the change returned.
         change: u64,
         /// The server's code (`conflict`, `type_mismatch`) or the drop reason.
@@ -128,6 +134,8 @@ pub enum ClientEvent {
     DocumentResynced {
         /// The document's channel.
         channel: String,
+        /// Which opening of the document on `channel` this is about (see `DocumentChanged`).
+        generation: u64,
         /// The snapshot's version.
         version: u64,
     },
@@ -353,27 +361,35 @@ impl ClientEvent {
             tether::Event::Error(e) => ClientEvent::Error { issue: e.into() },
             tether::Event::DocumentChanged {
                 channel,
+                generation,
                 origin,
                 changes,
-                ..
             } => ClientEvent::DocumentChanged {
                 channel,
+                generation,
                 origin: origin.into(),
                 changes: changes.into_iter().map(Into::into).collect(),
             },
             tether::Event::ChangeRejected {
                 channel,
+                generation,
                 change,
                 code,
-                ..
             } => ClientEvent::ChangeRejected {
                 channel,
+                generation,
                 change: change.get(),
                 code,
             },
             tether::Event::DocumentResynced {
-                channel, version, ..
-            } => ClientEvent::DocumentResynced { channel, version },
+                channel,
+                generation,
+                version,
+            } => ClientEvent::DocumentResynced {
+                channel,
+                generation,
+                version,
+            },
             _ => return None,
         })
     }

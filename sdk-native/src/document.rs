@@ -181,6 +181,18 @@ impl Document {
         self.read(|d| d.confirmed().clone()).unwrap_or_default()
     }
 
+    /// Which opening of the channel's document this handle is bound to: a document closed and
+    /// opened again is a new one, with a greater number (and new handles). The client's
+    /// [`Event::DocumentChanged`](crate::Event::DocumentChanged),
+    /// [`Event::ChangeRejected`](crate::Event::ChangeRejected) and
+    /// [`Event::DocumentResynced`](crate::Event::DocumentResynced) name the opening they are
+    /// about, so an app that follows documents through the client's events can tell a closed
+    /// one's events (still queued when it was opened again) from the new one's. The number
+    /// stays the handle's after its opening is closed.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
     /// The epoch of [`version`](Self::version): a server that lost its change log (an
     /// in-memory relay restarting) starts a new one.
     pub fn epoch(&self) -> Option<String> {
