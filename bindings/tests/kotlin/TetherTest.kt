@@ -392,8 +392,10 @@ fun documents(relay: Relay, tokens: Tokens, test: Test) {
             until("Bob has it") { notesB.get("n") == "1" && notesA.pending() == 0u }
             // Its events reach the listeners on their own thread, maybe after the state: waited
             // for, or they would land after the marks below and look like changes after the close.
+            // Named by the opening they are about: this handle's.
+            val opening = notesB.generation()
             recBob.waitFor("Bob told of n=1", beforeSet, 5_000) { evs ->
-                evs.any { it is ClientEvent.DocumentChanged && it.channel == "kt-notes" }
+                evs.any { it is ClientEvent.DocumentChanged && it.channel == "kt-notes" && it.generation == opening }
             }
             // The change itself, not just any event: the listener's first event, its
             // Snapshot, may arrive after the mark, and then n=1 came after the close's mark.
@@ -423,9 +425,16 @@ fun documents(relay: Relay, tokens: Tokens, test: Test) {
             check(closed.channel == "kt-notes") { closed }
             notesB.closeDocument() // again: nothing happens
 
+            val beforeReopen = recBob.mark()
             val again = bob.document("kt-notes")
             until("opened again and resynced") { again.get("n") == "2" }
             check(again.epoch() == notesA.epoch()) { "${again.epoch()} ${notesA.epoch()}" }
+            // A new opening: a greater number, which its events carry and the old one's do not.
+            val reopened = again.generation()
+            check(reopened > opening && notesB.generation() == opening) { "$opening, then $reopened" }
+            recBob.waitFor("the new opening's sync on the client listener", beforeReopen, 5_000) { evs ->
+                evs.any { it is ClientEvent.DocumentResynced && it.channel == "kt-notes" && it.generation == reopened }
+            }
         }
 
         test("shutdown: returns once closed and every listener has had its last event; nothing restarts it") {

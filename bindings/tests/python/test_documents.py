@@ -249,9 +249,14 @@ def test_a_closed_document_gets_no_more_remote_changes_and_opens_again(people, r
         assert notes_a.confirmed() == {"n": "1"} and notes_b.confirmed() == {"n": "1"}
         # Its events reach the listeners on their own thread, maybe after the state: waited for,
         # or they would land after the marks below and look like changes after the close.
+        # Named by the opening they are about: this handle's.
+        opening = notes_b.generation()
         await rec_bob.wait_for(
             "Bob told of n=1",
-            lambda evs: any(e.is_DOCUMENT_CHANGED() and e.channel == "py-notes" for e in evs),
+            lambda evs: any(
+                e.is_DOCUMENT_CHANGED() and e.channel == "py-notes" and e.generation == opening
+                for e in evs
+            ),
             before_set,
             5,
         )
@@ -279,9 +284,22 @@ def test_a_closed_document_gets_no_more_remote_changes_and_opens_again(people, r
         assert closed.value.channel == "py-notes"
         notes_b.close_document()  # again: nothing happens
 
+        before_reopen = rec_bob.mark()
         again = bob.document("py-notes")
         await until("opened again and resynced", lambda: again.get("n") == "2")
         assert again.epoch() == notes_a.epoch()
+        # A new opening: a greater number, which its events carry and the old one's do not.
+        reopened = again.generation()
+        assert reopened > opening and notes_b.generation() == opening, (opening, reopened)
+        await rec_bob.wait_for(
+            "the new opening's sync on the client listener",
+            lambda evs: any(
+                e.is_DOCUMENT_RESYNCED() and e.channel == "py-notes" and e.generation == reopened
+                for e in evs
+            ),
+            before_reopen,
+            5,
+        )
 
     run(scenario())
 
