@@ -102,7 +102,8 @@ pub(crate) struct ConnectArgs {
     pub ack_timeout: Option<u64>,
     /// Edit the shared document on CHANNEL (Tether protocol) and print it as it converges.
     /// Stdin lines are commands: `set KEY JSON`, `insert KEY JSON`, `delete KEY`,
-    /// `inc KEY NUMBER`.
+    /// `inc KEY NUMBER`. One that is not a command, or that the client refuses (an `insert`
+    /// of a key it sees), is reported and skipped (exit status 3).
     #[arg(long, value_name = "CHANNEL", conflicts_with = "publish")]
     pub document: Option<String>,
     /// Extra handshake header 'Name: value' (repeatable).
@@ -649,9 +650,11 @@ impl Held {
 /// What became of a line offered to the client.
 #[derive(Debug, PartialEq, Eq)]
 enum Offer {
-    /// Accepted (or, for a document command, refused as a bad edit: reported, not lost input).
+    /// Accepted.
     Taken,
-    /// Refused by `send` (reported): a skipped line.
+    /// Refused by `send`, or a document command that is not one or that the client refused
+    /// (reported): a skipped line. (A change the server rejects later was taken: it is
+    /// reported as its own event.)
     Refused,
     /// The outbox is full: to be offered again.
     Full,
@@ -724,7 +727,6 @@ fn offer_again(
 ) -> Option<Held> {
     let mut held = held?;
     let offer = match document {
-        // A refused edit (a conflict, a bad command) is reported; it is not lost input.
         Some(doc) => edit_document(doc, out, &held.text),
         None => send_line(client, args, out, &held.text),
     };
@@ -818,7 +820,7 @@ fn edit_document(doc: &tether::Document, out: &Output, line: &str) -> Offer {
                 Ok(n) => doc.increment(key, n),
                 Err(_) => {
                     out.error("document", &format!("not a number: {line:?}"));
-                    return Offer::Taken;
+                    return Offer::Refused;
                 }
             }
         }
@@ -827,15 +829,20 @@ fn edit_document(doc: &tether::Document, out: &Output, line: &str) -> Offer {
                 "document",
                 &format!("expected `set KEY JSON`, `insert KEY JSON`, `delete KEY` or `inc KEY N`, got {line:?}"),
             );
-            return Offer::Taken;
+            return Offer::Refused;
         }
     };
+    // A command with a typo, or one the client refuses (an `insert` of a key it sees), is a
+    // line that never became a change: skipped, and the exit status says so (3), as for a
+    // message `send` refuses. It exited 0, and a script of commands looked applied.
     match result {
-        Ok(_) => {}
-        Err(SyncError::Send(SendError::OutboxFull)) => return Offer::Full,
-        Err(e) => out.error("document", &e.to_string()),
+        Ok(_) => Offer::Taken,
+        Err(SyncError::Send(SendError::OutboxFull)) => Offer::Full,
+        Err(e) => {
+            out.error("document", &e.to_string());
+            Offer::Refused
+        }
     }
-    Offer::Taken
 }
 
 /// Sends (or publishes) one stdin line; a refusal is reported, but for a full outbox, which

@@ -79,6 +79,31 @@ async fn blank_lines_are_skipped_in_every_mode_that_reads_stdin() {
     relay.shutdown().await;
 }
 
+/// A document command with a typo, or one the client refuses, never became a change: it is
+/// reported, counted as a skipped line, and the run exits 3. It exited 0 with
+/// `skipped_lines: 0`, so a script of commands with a typo looked applied.
+#[tokio::test]
+async fn a_document_command_that_is_not_applied_is_a_skipped_line() {
+    let relay = start_relay().await;
+    let url = relay.ws_url();
+    let (closed, seen, code) = run_with(
+        &url,
+        &["--document", "todo"],
+        b"set a 1
+set
+inc b abc
+frobnicate x 1
+insert a 2
+inc b 2
+",
+    )
+    .await;
+    assert_eq!(events(&seen, "error").len(), 4, "{seen:?}");
+    assert_eq!(closed["skipped_lines"], 4, "{closed}");
+    assert_eq!(code, 3);
+    relay.shutdown().await;
+}
+
 /// The reference relay takes 1,000 messages a second from a connection, in bursts of up to
 /// 2,000, and refuses the rest (`rate_limited`). `tether connect` sent a piped file as fast
 /// as the outbox emptied, so every line past about the 2,000th was refused and dropped
