@@ -357,6 +357,11 @@ fn config_error(args: &ConnectArgs, field: &str, reason: &str) -> String {
         "heartbeat.mode" if reason.contains("AppMessage") => {
             "--ping-mode: this client cannot send ping frames: use --ping-mode message".to_owned()
         }
+        // The SDK's clock counts microseconds, but these options take milliseconds: "at
+        // least 1 µs" asked for a value no one can type.
+        _ if reason.contains("under a microsecond") => {
+            format!("{}: must be at least 1 (ms)", option_for_field(field))
+        }
         _ => format!("{}: {reason}", option_for_field(field)),
     }
 }
@@ -395,8 +400,10 @@ pub(crate) async fn run(args: ConnectArgs) -> ExitCode {
     let built = args.builder().and_then(|b| {
         b.connect().map_err(|e| match e {
             tether::BuildError::Config(c) => config_error(&args, c.field, &c.reason),
-            // It names the file, not the option.
-            tether::BuildError::Tls(reason) => format!("--ca-file: {reason}"),
+            // It names the file, not the option; without --ca-file it is no fault of one.
+            tether::BuildError::Tls(reason) if args.ca_file.is_some() => {
+                format!("--ca-file: {reason}")
+            }
             other => other.to_string(),
         })
     });

@@ -319,9 +319,14 @@ async fn a_client_that_gave_up_exits_while_stdin_stays_open() {
 #[tokio::test]
 async fn bad_options_exit_with_status_1_and_name_the_option() {
     for (args, expected) in [
+        // It said "must be at least 1 µs", a value these millisecond options cannot take.
         (
             vec!["connect", "ws://127.0.0.1:1/", "--backoff-initial", "0"],
-            "--backoff-initial",
+            "--backoff-initial: must be at least 1 (ms)",
+        ),
+        (
+            vec!["connect", "ws://127.0.0.1:1/", "--connect-timeout", "0"],
+            "--connect-timeout: must be at least 1 (ms)",
         ),
         (
             vec!["connect", "ws://127.0.0.1:1/", "--jitter", "sometimes"],
