@@ -289,9 +289,10 @@ impl Client {
     /// Tell the client when the OS reports the network online or offline (Android
     /// `ConnectivityManager.NetworkCallback`, iOS `NWPathMonitor`): an online report skips the
     /// backoff wait, also a repeated one (a handover reports the new network before losing the
-    /// old one), but not a minimum the server set, such as Retry-After; any report probes an
-    /// open WebSocket, and an online report restarts an open event stream that has a position
-    /// from that position (`DisconnectCause.StreamRestarted`), as a stream cannot be probed.
+    /// old one), but not a minimum the server set, such as Retry-After; an online report, or
+    /// the first offline one, probes an open WebSocket, and an online report restarts an open
+    /// event stream that has a position from that position (`DisconnectCause.StreamRestarted`,
+    /// unless `ClientConfig.restartStreams(false)`), as a stream cannot be probed.
     pub fn network_changed(&self, online: bool) {
         self.inner.network_changed(online);
     }
@@ -299,7 +300,8 @@ impl Client {
     /// Tell the client when the app enters the foreground (`true`) or background (Android
     /// `ProcessLifecycleOwner`, iOS `scenePhase`/`UIApplication` notifications). Back in the
     /// foreground, it acts as an online report, except that an event stream is restarted only
-    /// if the app was away for the heartbeat interval (25 s by default).
+    /// if it was open all the while the app was away, for at least the heartbeat interval
+    /// (25 s by default), and not while the app has reported the network offline.
     pub fn set_foreground(&self, foreground: bool) {
         self.inner.set_foreground(foreground);
     }

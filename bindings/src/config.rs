@@ -119,6 +119,7 @@ struct Options {
     max_message_bytes: Option<u64>,
     request_timeout_ms: Option<u64>,
     fail_requests_on_disconnect: Option<bool>,
+    restart_streams: Option<bool>,
     client_id: Option<String>,
     seed: Option<u64>,
     token_provider: Option<Arc<dyn TokenProvider>>,
@@ -303,6 +304,9 @@ impl ClientConfig {
         if let Some(v) = o.fail_requests_on_disconnect {
             b = b.fail_requests_on_disconnect(v);
         }
+        if let Some(v) = o.restart_streams {
+            b = b.restart_streams(v);
+        }
         if let Some(v) = &o.client_id {
             b = b.client_id(v.clone());
         }
@@ -475,6 +479,14 @@ impl ClientConfig {
     /// being re-sent after the reconnect. Default `true`.
     pub fn fail_requests_on_disconnect(self: Arc<Self>, fail: bool) -> Arc<Self> {
         self.with(|o| o.fail_requests_on_disconnect = Some(fail))
+    }
+    /// Whether an open event stream is restarted from its position after
+    /// `networkChanged(true)` or a return to the foreground (`DisconnectCause.StreamRestarted`),
+    /// as a stream cannot be probed with a ping. Default `true`. Turn it off for a server that
+    /// sends `id:` fields but does not resume from the `Last-Event-ID` header: a restart there
+    /// loses or repeats what it sent meanwhile.
+    pub fn restart_streams(self: Arc<Self>, restart: bool) -> Arc<Self> {
+        self.with(|o| o.restart_streams = Some(restart))
     }
     /// Stable identity for presence (1–128 bytes). Default: random per client.
     pub fn client_id(self: Arc<Self>, id: String) -> Arc<Self> {

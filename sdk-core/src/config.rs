@@ -282,6 +282,7 @@ pub struct Config {
     pub(crate) write_batch_bytes: usize,
     pub(crate) request_timeout: Duration,
     pub(crate) fail_requests_on_disconnect: bool,
+    pub(crate) restart_streams: bool,
     pub(crate) client_id: Option<String>,
     pub(crate) seed: Option<u64>,
     pub(crate) can_send_ping_frames: bool,
@@ -456,6 +457,7 @@ impl ConfigBuilder {
                 write_batch_bytes: 1 << 20,
                 request_timeout: Duration::from_secs(10),
                 fail_requests_on_disconnect: true,
+                restart_streams: true,
                 client_id: None,
                 seed: None,
                 can_send_ping_frames: true,
@@ -644,6 +646,17 @@ impl ConfigBuilder {
     /// drops, rather than being re-sent after the reconnect. Default `true`.
     pub fn fail_requests_on_disconnect(mut self, fail: bool) -> Self {
         self.config.fail_requests_on_disconnect = fail;
+        self
+    }
+    /// Whether an open event stream is restarted from its position after an online report or
+    /// a return to the foreground ([`DisconnectCause::StreamRestarted`](crate::DisconnectCause::StreamRestarted)),
+    /// as a stream cannot be probed with a ping. Default `true`. Turn it off for a server that
+    /// sends `id:` fields but does not resume from them (natively the `Last-Event-ID` header,
+    /// in a browser the `lastEventId` query parameter, which an `EventSource` must use): a
+    /// restart there loses or repeats what the server sent meanwhile. Off, a stream whose
+    /// socket died with the old network is found at the heartbeat's silence limit.
+    pub fn restart_streams(mut self, restart: bool) -> Self {
+        self.config.restart_streams = restart;
         self
     }
     /// Stable identity for presence, sent in `hello` (Tether mode). Default: random per engine.

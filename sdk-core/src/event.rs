@@ -303,8 +303,11 @@ pub enum DisconnectCause {
     /// (`Last-Event-ID`), after a network change or the app's return to the foreground: a
     /// stream cannot send a ping to find out whether its socket survived. Only a stream that
     /// has a position and has been up `min_uptime` is restarted, and after a return to the
-    /// foreground only if the app was away for the heartbeat interval (see
-    /// `Engine::network_changed`, `Engine::set_foreground`).
+    /// foreground only if it was open all the while the app was away, for at least the
+    /// heartbeat interval (see `Engine::network_changed`, `Engine::set_foreground`). The
+    /// attempt starts at once: its `ReconnectScheduled` has a zero delay. It loses nothing
+    /// only from a server that resumes from the position; `ConfigBuilder::restart_streams`
+    /// turns it off.
     StreamRestarted,
 }
 
@@ -479,7 +482,7 @@ pub struct InboundMessage {
     /// The channel, in Tether mode when the message came from one.
     pub channel: Option<String>,
     /// The channel offset (Tether mode), or a raw SSE event's id when it is a decimal number
-    /// (digits only: `+5`, ` 5` or `5.0` are none).
+    /// written with digits only and no leading zero (`+5`, `05`, ` 5` or `5.0` are none).
     pub offset: Option<u64>,
     /// The content.
     pub payload: Payload,

@@ -4096,9 +4096,9 @@ fn an_sse_stream_that_delivered_events_and_ended_is_not_a_failed_attempt() {
 }
 
 #[test]
-fn a_raw_sse_ids_offset_is_its_number_only_when_it_is_all_digits() {
+fn a_raw_sse_ids_offset_is_its_number_only_when_written_one_way() {
     let got: Vec<(Option<u64>, Option<String>)> = raw_sse_delivered(
-        b"id: 5\ndata: a\n\nid: +6\ndata: b\n\nid: 0x7\ndata: c\n\nid: 18446744073709551616\ndata: d\n\n",
+        b"id: 5\ndata: a\n\nid: +6\ndata: b\n\nid: 0x7\ndata: c\n\nid: 18446744073709551616\ndata: d\n\nid: 08\ndata: e\n\nid: 0\ndata: f\n\n",
     )
     .into_iter()
     .map(|m| (m.offset, m.last_event_id))
@@ -4110,6 +4110,8 @@ fn a_raw_sse_ids_offset_is_its_number_only_when_it_is_all_digits() {
             (None, Some("+6".into())),
             (None, Some("0x7".into())),
             (None, Some("18446744073709551616".into())),
+            (None, Some("08".into())),
+            (Some(0), Some("0".into())),
         ]
     );
 }
@@ -4219,10 +4221,11 @@ fn sse_resumes_from_a_position_the_app_saved() {
 /// not yet stable, or an offline report, or a short time away, leaves it be.
 #[test]
 fn an_open_sse_stream_with_a_position_is_restarted_on_a_network_change() {
-    let open_sse = |id: Option<&str>| {
+    let open_sse_with = |id: Option<&str>, restart_streams: bool| {
         let mut sim = Sim::new(
             Config::builder("http://relay/sse/room")
                 .jitter(Jitter::None)
+                .restart_streams(restart_streams)
                 .build()
                 .unwrap(),
             false,
@@ -4232,11 +4235,13 @@ fn an_open_sse_stream_with_a_position_is_restarted_on_a_network_change() {
             id: id.map(str::to_owned),
             event: "message".into(),
             data: "tick".into(),
-            retry: None,
+            // A server's advice for reconnects: a restart is none, and does not wait for it.
+            retry: Some(secs(10)),
         });
         sim.run_for(ms(50));
         sim
     };
+    let open_sse = |id: Option<&str>| open_sse_with(id, true);
     let restarted = |sim: &Sim| {
         sim.reconnects()
             .iter()
@@ -4272,6 +4277,18 @@ fn an_open_sse_stream_with_a_position_is_restarted_on_a_network_change() {
     assert_eq!(sim.server.opens[1].1.last_event_id.as_deref(), Some("e1-5"));
     let took = sim.elapsed() - restart_at;
     assert!(took < ms(100), "{took:?}");
+    // Said as what it is: an attempt now, not a wait (the server's retry: is 10 s), and no
+    // `Waiting` state announcing one.
+    let restart = sim.reconnects().last().cloned().unwrap();
+    assert_eq!((restart.1, restart.2), (1, Duration::ZERO));
+    let waits = sim.events_matching(|e| match e {
+        Event::StateChanged {
+            to: State::Waiting { .. },
+            ..
+        } => Some(()),
+        _ => None,
+    });
+    assert!(waits.is_empty(), "{} waits", waits.len());
 
     // The foreground: a tab switched away and back (1 s) is not worth a new request; an app
     // away for the heartbeat interval (25 s) may have had its socket die while suspended.
@@ -4287,6 +4304,40 @@ fn an_open_sse_stream_with_a_position_is_restarted_on_a_network_change() {
     sim.run_until_state(secs(5), |e| e.state().is_open());
     assert_eq!(restarted(&sim), 2);
     assert_eq!(sim.server.opens.len(), 3);
+
+    // Not while the app says it is offline: the restart would fail.
+    sim.run_for(secs(6));
+    sim.engine.network_changed(sim.now, false);
+    sim.engine.set_foreground(sim.now, false);
+    sim.run_for(secs(30));
+    sim.engine.set_foreground(sim.now, true);
+    sim.run_for(ms(10));
+    assert_eq!(restarted(&sim), 2);
+    assert!(sim.engine.state().is_open());
+    sim.engine.network_changed(sim.now, true);
+    sim.run_until_state(secs(5), |e| e.state().is_open());
+    assert_eq!(restarted(&sim), 3);
+
+    // Not a stream that reopened while the app was away: it is as fresh as a restart.
+    sim.run_for(secs(6));
+    sim.engine.set_foreground(sim.now, false);
+    sim.run_for(secs(20));
+    sim.kill_connection();
+    sim.run_until_state(secs(20), |e| e.state().is_open()); // the server's retry: 10 s
+    sim.run_for(secs(10));
+    let opens = sim.server.opens.len();
+    sim.engine.set_foreground(sim.now, true);
+    sim.run_for(ms(10));
+    assert_eq!(restarted(&sim), 3);
+    assert_eq!(sim.server.opens.len(), opens);
+
+    // Turned off, for a server that sends ids but does not resume from them.
+    let mut sim = open_sse_with(Some("e1-5"), false);
+    sim.run_for(secs(6));
+    sim.engine.network_changed(sim.now, true);
+    sim.run_for(secs(1));
+    assert_eq!(restarted(&sim), 0);
+    assert_eq!(sim.server.opens.len(), 1);
 
     // No position: a restart would lose what a healthy stream sent meanwhile.
     let mut sim = open_sse(None);

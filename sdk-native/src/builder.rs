@@ -197,6 +197,10 @@ impl ClientBuilder {
         request_timeout(d: Duration);
         /// Whether sent requests fail when the connection drops.
         fail_requests_on_disconnect(fail: bool);
+        /// Whether an open event stream is restarted from its position after an online report
+        /// or a return to the foreground (default `true`); off for a server that sends `id:`
+        /// fields but does not resume from `Last-Event-ID`.
+        restart_streams(restart: bool);
         /// Stable identity for presence.
         client_id(id: impl Into<String>);
         /// Fixes the PRNG seed (reproducible jitter).

@@ -770,18 +770,21 @@ impl Client {
 
     /// Tells the client the network went online or offline (from the OS's reachability).
     /// While waiting, an online report reconnects at once (a server's minimum delay still
-    /// holds); while open, any report probes a WebSocket with a ping that has a short
-    /// deadline, and an online report restarts an event stream that has a position from that
-    /// position ([`DisconnectCause::StreamRestarted`](tether_core::DisconnectCause::StreamRestarted)):
-    /// a stream cannot be probed, and its socket may have died with the old network.
+    /// holds); while open, an online report, or the first offline one, probes a WebSocket
+    /// with a ping that has a short deadline, and an online report restarts an event stream
+    /// that has a position from that position
+    /// ([`DisconnectCause::StreamRestarted`](tether_core::DisconnectCause::StreamRestarted),
+    /// unless [`ClientBuilder::restart_streams`](crate::ClientBuilder::restart_streams) is
+    /// off): a stream cannot be probed, and its socket may have died with the old network.
     pub fn network_changed(&self, online: bool) {
         self.shared.command(|e, now| e.network_changed(now, online));
     }
 
     /// Tells the client the app moved to the foreground (`true`) or background. Back in the
     /// foreground, it acts as an online report (see [`Client::network_changed`]), except that
-    /// an event stream is restarted only if the app was away for the heartbeat interval (25 s
-    /// by default): long enough for a suspended app's socket to have died.
+    /// an event stream is restarted only if it was open all the while the app was away, for
+    /// at least the heartbeat interval (25 s by default: long enough for a suspended app's
+    /// socket to have died), and not while the app has reported the network offline.
     pub fn set_foreground(&self, foreground: bool) {
         self.shared
             .command(|e, now| e.set_foreground(now, foreground));
@@ -1179,10 +1182,10 @@ impl EventQueue {
 /// session-resumption cache, which only saves handshakes.)
 ///
 /// The reqwest client holds the proxy rule and the connect timeout, so the pair is shared
-/// only with clients whose rule and timeout are the same as its first client's (as they are
-/// for every client reading the same environment with the default timeout): a client with a
-/// proxy of its own, or none, builds its own pair, and never sends its event stream through
-/// another client's proxy.
+/// only with clients whose rule is the same as its first client's (as it is for every client
+/// reading the same environment): a client with a proxy of its own, or none, builds its own
+/// pair, and never sends its event stream through another client's proxy. A client with the
+/// same rule but another connect timeout shares the TLS part and builds its own HTTP client.
 fn link_context(
     native: &NativeOptions,
     config: &Config,
@@ -1198,9 +1201,14 @@ fn link_context(
     let mut shared = DEFAULT_ROOTS
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let ctx = match shared.as_ref() {
-        Some((ctx, timeout)) if *ctx.ws.proxy == *proxy && *timeout == config.connect_timeout() => {
-            ctx
+    let (ctx, http) = match shared.as_ref() {
+        Some((ctx, timeout)) if *ctx.ws.proxy == *proxy => {
+            let http = if *timeout == config.connect_timeout() {
+                ctx.http.clone()
+            } else {
+                roots.http_client(&ctx.ws.proxy, config.connect_timeout())?
+            };
+            (ctx, http)
         }
         Some(_) => return LinkContext::new(native, config, roots, &proxy),
         None => {
@@ -1219,7 +1227,7 @@ fn link_context(
             write_buffer_size: native.write_buffer_size,
             max_message_bytes: config.max_message_bytes(),
         },
-        http: ctx.http.clone(),
+        http,
     })
 }
 

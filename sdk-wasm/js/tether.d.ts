@@ -280,6 +280,15 @@ export interface TetherClientOptions {
   maxMessageBytes?: number;
   /** Fail sent requests at once when the connection drops. [true] */
   failRequestsOnDisconnect?: boolean;
+  /**
+   * Restart an open event stream from its position on an `online` event, or when the page
+   * comes back after being hidden for the heartbeat's `intervalMs` (`reconnecting` with cause
+   * `stream_restarted`): an `EventSource` cannot be probed, and its socket may have died with
+   * the old network. Off for a server that sends `id:` fields but does not read the
+   * `lastEventId` query parameter an `EventSource` resumes with: a restart there loses or
+   * repeats what it sent meanwhile. [true]
+   */
+  restartStreams?: boolean;
   /** Presence identity sent in `hello`. [random] */
   clientId?: string;
   /** Fixes the PRNG seed (tests). [crypto.getRandomValues] */
@@ -477,15 +486,17 @@ export class TetherClient {
   /**
    * What the window's (or a worker's) `online`/`offline` events tell the client already. While
    * waiting, online reconnects at once (a server's minimum delay still holds). While open, a
-   * WebSocket is probed with a ping that has a short deadline (Tether protocol), and online
-   * restarts an event stream that has a position and has been up `minUptimeMs` from that
-   * position (`reconnecting` with cause `stream_restarted`): EventSource cannot be probed.
+   * WebSocket with heartbeats (Tether protocol, or `rawPing`) is probed with a ping that has a
+   * short deadline, and online restarts an event stream that has a position and has been up
+   * `minUptimeMs` from that position (`reconnecting` with cause `stream_restarted`, unless
+   * `restartStreams` is false): EventSource cannot be probed.
    */
   networkChanged(online: boolean): void;
   /**
    * What `visibilitychange` tells the client already. Back in the foreground, as online, but
-   * an event stream is restarted only after the page was hidden for the heartbeat's
-   * `intervalMs` (25 s by default): a tab switched away and back is not worth a new request.
+   * an event stream is restarted only if it was open all the while the page was hidden, for
+   * at least the heartbeat's `intervalMs` (25 s by default: a tab switched away and back is
+   * not worth a new request), and not while offline.
    */
   setForeground(foreground: boolean): void;
 

@@ -374,6 +374,9 @@ fn engine_options(r: &mut Reader<'_>, url: &str) -> ConfigBuilder {
     if let Some(f) = r.flag("", "failRequestsOnDisconnect") {
         b = b.fail_requests_on_disconnect(f);
     }
+    if let Some(f) = r.flag("", "restartStreams") {
+        b = b.restart_streams(f);
+    }
     if let Some(id) = r.text("", "clientId") {
         b = b.client_id(id);
     }

@@ -465,11 +465,13 @@ impl Engine {
     /// waiting reconnects at once, or at the server's minimum if it set one (see
     /// [`Engine::connect`]): also a repeated one, as platforms report a new network (a
     /// handover) before or without losing the old one, and the socket may have died with it;
-    /// the server's minimum, never cut, is what protects a struggling server. Any report while
-    /// open sends a probe ping with a short deadline, so a socket that died with the old
-    /// network is found in seconds without killing a healthy one. An event stream has no way
-    /// to send a ping: an online report restarts it instead, from its position (see
-    /// [`DisconnectCause::StreamRestarted`](crate::DisconnectCause::StreamRestarted)).
+    /// the server's minimum, never cut, is what protects a struggling server. While open, an
+    /// online report, or the first offline one, sends a probe ping with a short deadline, so a
+    /// socket that died with the old network is found in seconds without killing a healthy
+    /// one. An event stream has no way to send a ping: an online report restarts it instead,
+    /// from its position (see
+    /// [`DisconnectCause::StreamRestarted`](crate::DisconnectCause::StreamRestarted) and
+    /// [`ConfigBuilder::restart_streams`](crate::ConfigBuilder::restart_streams)).
     ///
     /// While offline, attempts go on with the usual growing delays (an offline report can be
     /// wrong, and an attempt without a network fails fast), but those that fail do not count
@@ -490,10 +492,11 @@ impl Engine {
     /// Tells the engine the app moved to the foreground (`true`) or background. Returning to
     /// the foreground (from the background) reconnects at once if waiting, or at the server's
     /// minimum if it set one (see [`Engine::connect`]), and probes an open WebSocket. An open
-    /// event stream is restarted as [`Engine::network_changed`] does, if the app was away for
-    /// at least the heartbeat interval (25 s by default): long enough for a suspended app's
-    /// socket to have died, where a browser tab switched away and back is not worth a new
-    /// request.
+    /// event stream is restarted as [`Engine::network_changed`] does, if it was open all the
+    /// while the app was away, for at least the heartbeat interval (25 s by default: long
+    /// enough for a suspended app's socket to have died, where a browser tab switched away
+    /// and back is not worth a new request), and the app has not reported the network
+    /// offline.
     pub fn set_foreground(&mut self, now: Instant, foreground: bool) {
         let now = self.observe(now);
         let was = std::mem::replace(&mut self.foreground, foreground);
@@ -506,21 +509,28 @@ impl Engine {
         if was {
             return;
         }
-        let away = self
-            .background_since
-            .take()
-            .map_or(Duration::MAX, |since| now.saturating_duration_since(since));
+        let since = self.background_since.take();
         match self.state {
             State::Waiting { .. } => self.retry_early(now),
             State::Open if self.can_write_frames() => self.probe(now),
-            State::Open if away >= self.config.heartbeat.interval => self.restart_stream(now),
+            // An event stream that was up all the while the app was away for long enough; and
+            // not while the app says it is offline, where a restart would fail.
+            State::Open => {
+                let long_enough = since.is_some_and(|since| {
+                    now.saturating_duration_since(since) >= self.config.heartbeat.interval
+                        && self.conn.opened_at.is_some_and(|opened| opened <= since)
+                });
+                if self.online && long_enough {
+                    self.restart_stream(now);
+                }
+            }
             _ => {}
         }
     }
 
     /// Cuts a wait short: attempts now, unless the server set a minimum that has not passed,
     /// in which case the attempt moves to that minimum (`Waiting`'s `until` moves earlier).
-    pub(super) fn retry_early(&mut self, now: Instant) {
+    fn retry_early(&mut self, now: Instant) {
         let State::Waiting { attempt, until } = self.state else {
             return;
         };

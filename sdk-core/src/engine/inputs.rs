@@ -206,12 +206,14 @@ impl Engine {
                 if !self.count_frame(now, event.data.len()) {
                     return;
                 }
-                // Digits only: `u64::from_str` also takes a leading `+`, and an id `+5` is
-                // not the number 5 to a server that compares ids as text.
+                // A number written one way only: `u64::from_str` also takes a leading `+`
+                // or `0`, and `+5` or `05` is not the id `5` to a server that compares ids as
+                // text, so an app that orders or deduplicates by offset would be misled.
                 let offset = event
                     .id
                     .as_deref()
                     .filter(|id| id.bytes().all(|b| b.is_ascii_digit()))
+                    .filter(|id| *id == "0" || !id.starts_with('0'))
                     .and_then(|id| id.parse().ok());
                 let named = !event.event.is_empty() && event.event != "message";
                 let name = named.then_some(event.event);
@@ -576,22 +578,33 @@ impl Engine {
     /// Ends the open event stream and opens it again at once, resuming from its position: on
     /// a network that changed its socket may be dead, and the only sign would be the
     /// heartbeat's silence limit (75 s by default), while a restart with a `Last-Event-ID`
-    /// loses nothing. Not without a position (the events the server sent between the two
-    /// streams would be lost, from a healthy stream), and not before the stream has been up
-    /// `min_uptime`: a platform reporting the network over and over would otherwise restart
-    /// the stream as often, and the restart counts no failure only because the stream was
-    /// stable. A server's minimum delay still holds (see [`Engine::connect`]).
+    /// loses nothing from a server that resumes from it ([`ConfigBuilder::restart_streams`]
+    /// turns it off for one that does not). Not without a position (the events the server
+    /// sent between the two streams would be lost, from a healthy stream), and not before the
+    /// stream has been up `min_uptime`: a platform reporting the network over and over would
+    /// otherwise restart the stream as often.
+    ///
+    /// Not a failure, and not a wait: the attempt starts now (`ReconnectScheduled` says so
+    /// with a zero delay), and neither the backoff nor its random draws move, so an attempt
+    /// that fails then meets the delays a stable connection's drop meets.
+    ///
+    /// [`ConfigBuilder::restart_streams`]: crate::ConfigBuilder::restart_streams
     pub(super) fn restart_stream(&mut self, now: Instant) {
-        if self.last_event_id.is_none() || !self.stable {
+        if !self.config.restart_streams || self.last_event_id.is_none() || !self.stable {
             return;
         }
-        self.connection_lost(
-            now,
-            DisconnectCause::StreamRestarted,
-            Verdict::RETRY,
-            Some(ABANDON_CODE),
-        );
-        self.retry_early(now);
+        let Some(transport) = self.conn.transport else {
+            return;
+        };
+        let cause = DisconnectCause::StreamRestarted;
+        self.close_transport(transport, ABANDON_CODE, cause.to_string());
+        self.teardown_connection();
+        self.events.push_back(Event::ReconnectScheduled {
+            attempt: self.backoff.failures() + 1,
+            delay: std::time::Duration::ZERO,
+            cause,
+        });
+        self.start_attempt(now);
     }
 
     /// Sends a probe ping with a short deadline on an open connection.

@@ -97,6 +97,7 @@ impl Engine {
     pub(super) fn on_opened(&mut self, now: Instant) {
         self.timers.connect = None;
         self.conn.opened = true;
+        self.conn.opened_at = Some(now);
         self.stats.opens += 1;
         if self.stats.opens > 1 {
             self.stats.reconnects += 1;
@@ -240,7 +241,7 @@ impl Engine {
     }
 
     /// Forgets the current transport and everything tied to it.
-    fn teardown_connection(&mut self) {
+    pub(super) fn teardown_connection(&mut self) {
         self.conn = Connection::default();
         self.stable = false;
         self.heartbeat.stop();
@@ -316,7 +317,7 @@ impl Engine {
     /// connect timeout) or after the app was told `Closed`, holding a socket to a server
     /// that never answered, and a handshake completing meanwhile opened a connection the
     /// engine no longer wanted, only to close it.
-    fn close_transport(&mut self, transport: TransportId, code: u16, reason: String) {
+    pub(super) fn close_transport(&mut self, transport: TransportId, code: u16, reason: String) {
         if self.conn.transport == Some(transport) && self.conn.awaiting_token {
             return; // never opened (its token was still awaited): nothing to close
         }

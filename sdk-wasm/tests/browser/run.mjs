@@ -1449,16 +1449,26 @@ test('SSE: an online event restarts an open stream from its position, as a strea
     window.dispatchEvent(new Event('online'));
     await until(() => got('b'), 5000, 'the restarted stream');
     c.close();
+    // Turned off, for a server that does not resume from lastEventId.
+    const off = new tether.TetherClient(url, { restartStreams: false, backoff: { minUptimeMs: 100 } });
+    const offLog = record(off);
+    await until(() => offLog.some((e) => e.type === 'message'), 5000, 'the third stream');
+    await new Promise((res) => setTimeout(res, 300));
+    window.dispatchEvent(new Event('online'));
+    await new Promise((res) => setTimeout(res, 500));
+    off.close();
     return {
       early,
-      causes: log.filter((e) => e.type === 'reconnecting').map((e) => e.cause.kind),
+      restarts: log.filter((e) => e.type === 'reconnecting').map((e) => [e.cause.kind, e.delayMs]),
       messages: log.filter((e) => e.type === 'message').map((e) => [e.data, e.lastEventId]),
+      offRestarts: offLog.filter((e) => e.type === 'reconnecting').length,
     };
   }, srv.url);
   assert.equal(r.early, 0, 'no restart before minUptimeMs');
-  assert.deepEqual(r.causes, ['stream_restarted']);
+  assert.deepEqual(r.restarts, [['stream_restarted', 0]], 'at once, not after a delay');
   assert.deepEqual(r.messages, [['a', '7'], ['b', '8']]);
-  assert.deepEqual(srv.urls, ['/events', '/events?lastEventId=7']);
+  assert.equal(r.offRestarts, 0, 'restartStreams: false');
+  assert.deepEqual(srv.urls, ['/events', '/events?lastEventId=7', '/events']);
 });
 
 test('SSE: named events arrive when listed, and their ids are resumed from', async ({ page }) => {
