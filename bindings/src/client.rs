@@ -300,8 +300,8 @@ impl Client {
     /// Tell the client when the app enters the foreground (`true`) or background (Android
     /// `ProcessLifecycleOwner`, iOS `scenePhase`/`UIApplication` notifications). Back in the
     /// foreground, it acts as an online report, except that an event stream is restarted only
-    /// if it was open all the while the app was away, for at least the heartbeat interval
-    /// (25 s by default), and not while the app has reported the network offline.
+    /// if it was open for at least the heartbeat interval while the app was away (25 s by
+    /// default), and not while the app has reported the network offline.
     pub fn set_foreground(&self, foreground: bool) {
         self.inner.set_foreground(foreground);
     }

@@ -303,8 +303,8 @@ pub enum DisconnectCause {
     /// (`Last-Event-ID`), after a network change or the app's return to the foreground: a
     /// stream cannot send a ping to find out whether its socket survived. Only a stream that
     /// has a position and has been up `min_uptime` is restarted, and after a return to the
-    /// foreground only if it was open all the while the app was away, for at least the
-    /// heartbeat interval (see `Engine::network_changed`, `Engine::set_foreground`). The
+    /// foreground only if it was open for at least the heartbeat interval while the app was
+    /// away (see `Engine::network_changed`, `Engine::set_foreground`). The
     /// attempt starts at once: its `ReconnectScheduled` has a zero delay. It loses nothing
     /// only from a server that resumes from the position; `ConfigBuilder::restart_streams`
     /// turns it off.

@@ -226,6 +226,9 @@ struct Harness {
     /// The server's minimum for the next attempt (a floor advised with the last reconnect).
     not_before: Option<Instant>,
     sse_retry_seen: bool,
+    /// The state went from `Open` straight to `Connecting`: an event stream's restart, whose
+    /// `ReconnectScheduled` (zero delay) must come next.
+    restarting: bool,
     /// Acknowledged messages sent with a timeout, and how they have ended so far.
     timed: HashMap<MessageId, Timed>,
     /// Every request accepted, in order, and whether its one outcome came (review).
@@ -288,6 +291,7 @@ impl Harness {
             advice: None,
             not_before: None,
             sse_retry_seen: false,
+            restarting: false,
             timed: HashMap::new(),
             requests: Vec::new(),
             ended_messages: HashSet::new(),
@@ -622,6 +626,11 @@ impl Harness {
             Event::StateChanged { from, to } => {
                 assert_eq!(from, self.state, "from must be the previous state");
                 assert!(legal(&from, &to), "illegal transition {from:?} -> {to:?}");
+                assert!(!self.restarting, "a restart without its ReconnectScheduled");
+                if let (State::Open, State::Connecting { .. }) = (&from, &to) {
+                    assert!(self.setup.sse, "only an event stream is restarted");
+                    self.restarting = true;
+                }
                 // Nothing cuts a wait (network back, foreground, connect) below the server's
                 // minimum.
                 if let (State::Waiting { .. }, State::Connecting { .. }, Some(at)) =
@@ -639,7 +648,28 @@ impl Harness {
                 attempt,
                 delay,
                 cause,
+            } if std::mem::take(&mut self.restarting) => {
+                // An attempt now, not a wait, and no failure counted.
+                assert_eq!(
+                    (attempt, delay, cause),
+                    (
+                        1,
+                        Duration::ZERO,
+                        tether_core::DisconnectCause::StreamRestarted
+                    )
+                );
+                self.not_before = None;
+            }
+            Event::ReconnectScheduled {
+                attempt,
+                delay,
+                cause,
             } => {
+                assert_ne!(
+                    cause,
+                    tether_core::DisconnectCause::StreamRestarted,
+                    "without a restart"
+                );
                 let backoff = self.engine.config().backoff().clone();
                 let server_cap = self.engine.config().close_policy().max_server_delay;
                 assert!(
@@ -827,6 +857,8 @@ fn legal(from: &State, to: &State) -> bool {
             | (Connecting { .. }, Waiting { .. })
             | (Connecting { .. }, Closed { .. })
             | (Open, Waiting { .. })
+            // An event stream's restart (checked with its `ReconnectScheduled`).
+            | (Open, Connecting { attempt: 1 })
             | (Open, Closing)
             | (Open, Closed { .. })
             | (Closing, Closed { .. })
@@ -849,6 +881,51 @@ proptest! {
         h.settle_timers();
         // Every request has a timeout: each has had its one outcome by now.
         assert!(h.requests.iter().all(|(_, ended)| *ended), "{:?}", h.requests);
+    }
+}
+
+/// The random ops rarely reach a stable event stream with a position followed by an online
+/// report: the restart it makes is driven here on purpose, through every invariant.
+#[test]
+fn an_event_stream_restart_keeps_every_invariant() {
+    for jitter in [Jitter::None, Jitter::Full] {
+        let setup = Setup {
+            tether: false,
+            sse: true,
+            jitter,
+            token: true,
+            max_messages: 5,
+            max_bytes: 1_000,
+            app_pings: false,
+            max_attempts: Some(3),
+            progress: false,
+        };
+        let mut h = Harness::new(setup, 7);
+        for op in [
+            Op::Connect,
+            Op::TokenReady,
+            Op::Opened,
+            Op::Sse(Some(3), Some(1_000)),
+            Op::Advance(5_100),
+            Op::Network(true),
+            Op::TokenReady,
+            Op::Opened,
+            Op::Sse(Some(4), None),
+            Op::Advance(6_000),
+            Op::Foreground(false),
+            Op::Advance(30_000),
+            Op::Foreground(true),
+            Op::TokenFailed,
+            Op::Advance(8_000),
+            Op::TokenReady,
+            Op::Opened,
+            Op::Advance(1_000),
+        ] {
+            h.apply(op);
+        }
+        h.now = h.now + Duration::from_secs(3_600);
+        h.settle_timers();
+        assert!(h.engine.stats().reconnects >= 2, "{:?}", h.engine.stats());
     }
 }
 

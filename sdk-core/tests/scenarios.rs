@@ -4318,7 +4318,8 @@ fn an_open_sse_stream_with_a_position_is_restarted_on_a_network_change() {
     sim.run_until_state(secs(5), |e| e.state().is_open());
     assert_eq!(restarted(&sim), 3);
 
-    // Not a stream that reopened while the app was away: it is as fresh as a restart.
+    // A stream that reopened while the app was away counts from its opening: 10 s is too
+    // fresh to doubt, though the app was away for 30 s.
     sim.run_for(secs(6));
     sim.engine.set_foreground(sim.now, false);
     sim.run_for(secs(20));
@@ -4330,6 +4331,37 @@ fn an_open_sse_stream_with_a_position_is_restarted_on_a_network_change() {
     sim.run_for(ms(10));
     assert_eq!(restarted(&sim), 3);
     assert_eq!(sim.server.opens.len(), opens);
+    // Open 30 s of a longer time away: doubted.
+    sim.engine.set_foreground(sim.now, false);
+    sim.kill_connection();
+    sim.run_until_state(secs(20), |e| e.state().is_open());
+    sim.run_for(secs(30));
+    sim.engine.set_foreground(sim.now, true);
+    sim.run_until_state(secs(5), |e| e.state().is_open());
+    assert_eq!(restarted(&sim), 4);
+
+    // An engine made in the background (a page opened in a hidden tab): its first return
+    // doubts a stream that was open long enough meanwhile.
+    let mut sim = Sim::new(
+        Config::builder("http://relay/sse/room")
+            .jitter(Jitter::None)
+            .build()
+            .unwrap(),
+        false,
+    );
+    sim.engine.set_foreground(sim.now, false);
+    sim.connect_open();
+    sim.server_push_sse(SseEvent {
+        id: Some("e1-9".into()),
+        event: "message".into(),
+        data: "tick".into(),
+        retry: None,
+    });
+    sim.run_for(secs(60));
+    sim.engine.set_foreground(sim.now, true);
+    sim.run_until_state(secs(5), |e| e.state().is_open());
+    assert_eq!(restarted(&sim), 1);
+    assert_eq!(sim.server.opens[1].1.last_event_id.as_deref(), Some("e1-9"));
 
     // Turned off, for a server that sends ids but does not resume from them.
     let mut sim = open_sse_with(Some("e1-5"), false);

@@ -782,9 +782,9 @@ impl Client {
 
     /// Tells the client the app moved to the foreground (`true`) or background. Back in the
     /// foreground, it acts as an online report (see [`Client::network_changed`]), except that
-    /// an event stream is restarted only if it was open all the while the app was away, for
-    /// at least the heartbeat interval (25 s by default: long enough for a suspended app's
-    /// socket to have died), and not while the app has reported the network offline.
+    /// an event stream is restarted only if it was open for at least the heartbeat interval
+    /// while the app was away (25 s by default: long enough for a suspended app's socket to
+    /// have died), and not while the app has reported the network offline.
     pub fn set_foreground(&self, foreground: bool) {
         self.shared
             .command(|e, now| e.set_foreground(now, foreground));

@@ -282,8 +282,9 @@ export interface TetherClientOptions {
   failRequestsOnDisconnect?: boolean;
   /**
    * Restart an open event stream from its position on an `online` event, or when the page
-   * comes back after being hidden for the heartbeat's `intervalMs` (`reconnecting` with cause
-   * `stream_restarted`): an `EventSource` cannot be probed, and its socket may have died with
+   * comes back after the stream was open for the heartbeat's `intervalMs` while it was hidden
+   * (see `setForeground`; `reconnecting` with cause `stream_restarted`, delay 0): an
+   * `EventSource` cannot be probed, and its socket may have died with
    * the old network. Off for a server that sends `id:` fields but does not read the
    * `lastEventId` query parameter an `EventSource` resumes with: a restart there loses or
    * repeats what it sent meanwhile. [true]
@@ -494,8 +495,8 @@ export class TetherClient {
   networkChanged(online: boolean): void;
   /**
    * What `visibilitychange` tells the client already. Back in the foreground, as online, but
-   * an event stream is restarted only if it was open all the while the page was hidden, for
-   * at least the heartbeat's `intervalMs` (25 s by default: a tab switched away and back is
+   * an event stream is restarted only if it was open for at least the heartbeat's
+   * `intervalMs` while the page was hidden (25 s by default: a tab switched away and back is
    * not worth a new request), and not while offline.
    */
   setForeground(foreground: boolean): void;

@@ -492,11 +492,10 @@ impl Engine {
     /// Tells the engine the app moved to the foreground (`true`) or background. Returning to
     /// the foreground (from the background) reconnects at once if waiting, or at the server's
     /// minimum if it set one (see [`Engine::connect`]), and probes an open WebSocket. An open
-    /// event stream is restarted as [`Engine::network_changed`] does, if it was open all the
-    /// while the app was away, for at least the heartbeat interval (25 s by default: long
-    /// enough for a suspended app's socket to have died, where a browser tab switched away
-    /// and back is not worth a new request), and the app has not reported the network
-    /// offline.
+    /// event stream is restarted as [`Engine::network_changed`] does, if it was open for at
+    /// least the heartbeat interval while the app was away (25 s by default: long enough for
+    /// a suspended app's socket to have died, where a browser tab switched away and back is
+    /// not worth a new request), and the app has not reported the network offline.
     pub fn set_foreground(&mut self, now: Instant, foreground: bool) {
         let now = self.observe(now);
         let was = std::mem::replace(&mut self.foreground, foreground);
@@ -513,12 +512,16 @@ impl Engine {
         match self.state {
             State::Waiting { .. } => self.retry_early(now),
             State::Open if self.can_write_frames() => self.probe(now),
-            // An event stream that was up all the while the app was away for long enough; and
-            // not while the app says it is offline, where a restart would fail.
+            // An event stream that was open for long enough while the app was away (one that
+            // opened meanwhile counts from its opening); and not while the app says it is
+            // offline, where a restart would fail.
             State::Open => {
                 let long_enough = since.is_some_and(|since| {
-                    now.saturating_duration_since(since) >= self.config.heartbeat.interval
-                        && self.conn.opened_at.is_some_and(|opened| opened <= since)
+                    let from = self
+                        .conn
+                        .opened_at
+                        .map_or(since, |opened| opened.max(since));
+                    now.saturating_duration_since(from) >= self.config.heartbeat.interval
                 });
                 if self.online && long_enough {
                     self.restart_stream(now);

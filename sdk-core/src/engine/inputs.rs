@@ -599,12 +599,15 @@ impl Engine {
         let cause = DisconnectCause::StreamRestarted;
         self.close_transport(transport, ABANDON_CODE, cause.to_string());
         self.teardown_connection();
+        let attempt = self.backoff.failures() + 1;
+        self.start_attempt(now);
+        // After the state change (`Open` → `Connecting`), as every `ReconnectScheduled`
+        // follows its own (to `Waiting`).
         self.events.push_back(Event::ReconnectScheduled {
-            attempt: self.backoff.failures() + 1,
+            attempt,
             delay: std::time::Duration::ZERO,
             cause,
         });
-        self.start_attempt(now);
     }
 
     /// Sends a probe ping with a short deadline on an open connection.
