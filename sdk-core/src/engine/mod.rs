@@ -144,8 +144,8 @@ struct Connection {
     /// The driver reported the transport open (`transport_opened`): until then there is no
     /// close handshake to run on it.
     opened: bool,
-    /// When it opened: an event stream that reopened while the app was in the background is
-    /// not restarted when it returns (`Engine::set_foreground`).
+    /// When it opened: an event stream that reopened while the app was in the background
+    /// counts its time away from then (`Engine::set_foreground`).
     opened_at: Option<Instant>,
     /// The event stream dispatched an event (a message, or the relay's `position`): the
     /// server answered with its stream, so the stream's end is not a failed attempt (see
