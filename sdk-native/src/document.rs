@@ -94,19 +94,14 @@ impl Document {
     /// Opens (or reuses) the document on `channel`; refused once the client task has ended,
     /// since nothing would ever sync it.
     pub(crate) fn open(shared: Arc<Shared>, channel: &str) -> Result<Document, SyncError> {
-        let generation;
-        {
+        let generation = {
             let now = shared.now();
             let mut inner = shared.lock();
             if inner.finished() {
                 return Err(SyncError::Send(tether_core::SendError::Closed));
             }
-            inner.engine.open_document(now, channel)?;
-            generation = inner
-                .engine
-                .document(channel)
-                .map_or(0, |doc| doc.generation());
-        }
+            inner.engine.open_document(now, channel)?
+        };
         shared.wake.notify_one();
         Ok(Document {
             shared,

@@ -398,7 +398,7 @@ impl WasmClient {
             // Opening twice is a no-op.
             #[cfg(feature = "documents")]
             numbers::OPEN_DOCUMENT => self.refusable(
-                |i, now| i.engine.open_document(now, channel),
+                |i, now| i.engine.open_document(now, channel).map(drop),
                 documents::sync_error,
             ),
             // Its pending changes are still delivered.

@@ -18,7 +18,9 @@ impl Engine {
     /// Opening twice is a no-op. Each document opened gets a new
     /// [`generation`](Document::generation), which its events carry: one closed and opened
     /// again is a new document, and the old one's events still queued are told apart by it.
-    pub fn open_document(&mut self, now: Instant, channel: &str) -> Result<(), SyncError> {
+    /// Returns the generation of the document open on `channel` (the existing one's, when
+    /// it was open already), for a handle that must follow that opening only.
+    pub fn open_document(&mut self, now: Instant, channel: &str) -> Result<u64, SyncError> {
         if self.config.protocol != Protocol::Tether {
             return Err(SyncError::NeedsTetherProtocol);
         }
@@ -29,8 +31,8 @@ impl Engine {
         }
         crate::validate_channel(channel).map_err(SyncError::InvalidChannel)?;
         let _ = self.observe(now);
-        if self.documents.contains_key(channel) {
-            return Ok(());
+        if let Some(doc) = self.documents.get(channel) {
+            return Ok(doc.generation());
         }
         self.doc_opens += 1;
         self.documents
@@ -38,7 +40,7 @@ impl Engine {
         if self.state.is_open() {
             self.send_doc_sync(channel);
         }
-        Ok(())
+        Ok(self.doc_opens)
     }
 
     /// Stops syncing the document on `channel` and forgets it; whether it was open.
@@ -354,6 +356,26 @@ fn deeper_than(value: &Value, levels: usize) -> bool {
 mod tests {
     use crate::{Config, Engine, Instant, Protocol};
     use serde_json::json;
+
+    #[test]
+    fn opening_a_document_says_which_opening_it_is() {
+        let config = Config::builder("ws://relay/")
+            .protocol(Protocol::Tether)
+            .build()
+            .unwrap();
+        let mut engine = Engine::new(config, 1);
+        let first = engine.open_document(Instant::ZERO, "d").unwrap();
+        assert_eq!(
+            engine.open_document(Instant::ZERO, "d"),
+            Ok(first),
+            "the same one"
+        );
+        assert_eq!(engine.document("d").map(|d| d.generation()), Some(first));
+        let other = engine.open_document(Instant::ZERO, "e").unwrap();
+        assert!(engine.close_document("d"));
+        let again = engine.open_document(Instant::ZERO, "d").unwrap();
+        assert!(again > first && again != other, "{first} {other} {again}");
+    }
 
     #[test]
     fn changes_dropped_unwritten_are_not_remembered_for_ever() {
