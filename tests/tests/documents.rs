@@ -6,7 +6,7 @@ use serde_json::json;
 use std::future::Future;
 use std::time::Duration;
 use tether::{ChangeOrigin, Client, Document, DocumentEvent, Protocol};
-use tether_relay::{Relay, RelayConfig};
+use tether_relay::{Relay, RelayConfig, RelayHandle};
 use tether_tests::proxy::{ChaosProxy, Mode};
 use tether_tests::tap::WsTap;
 use tether_tests::wait::eventually;
@@ -23,6 +23,19 @@ fn builder(url: String) -> tether::ClientBuilder {
 
 fn client(url: String) -> Client {
     builder(url).connect().unwrap().0
+}
+
+/// A proxy in front of `relay` that can mute the relay's answers, and a builder for an author
+/// behind it whose heartbeat does not fire within a test: the muted relay must not get the
+/// connection judged dead (and its changes re-sent) before the test says so.
+async fn behind_a_muting_proxy(
+    relay: &RelayHandle,
+) -> (tether_tests::oneway::OneWayProxy, tether::ClientBuilder) {
+    let proxy = tether_tests::oneway::OneWayProxy::start(relay.local_addr())
+        .await
+        .unwrap();
+    let author = builder(proxy.url()).heartbeat_interval(Duration::from_secs(60));
+    (proxy, author)
 }
 
 /// Waits until `doc`'s view satisfies `pred` (bounded).
@@ -342,14 +355,9 @@ async fn a_delete_dropped_by_close_yet_applied_by_the_relay_is_confirmed_after_r
     let relay = Relay::bind("127.0.0.1:0", RelayConfig::default())
         .await
         .unwrap();
-    let proxy = tether_tests::oneway::OneWayProxy::start(relay.local_addr())
-        .await
-        .unwrap();
+    let (proxy, author) = behind_a_muting_proxy(&relay).await;
     let observer = client(relay.ws_url());
-    // No heartbeat within the test: the muted relay must not get the connection judged dead
-    // (and the delete re-sent) before the app's close.
-    let author = builder(proxy.url())
-        .heartbeat_interval(Duration::from_secs(60))
+    let author = author
         .close_timeout(Duration::from_millis(300))
         .connect()
         .unwrap()
@@ -423,14 +431,9 @@ async fn a_resend_of_an_applied_change_over_the_rate_limit_is_not_reported_rejec
         ..RelayConfig::default()
     };
     let relay = Relay::bind("127.0.0.1:0", config).await.unwrap();
-    let proxy = tether_tests::oneway::OneWayProxy::start(relay.local_addr())
-        .await
-        .unwrap();
+    let (proxy, author) = behind_a_muting_proxy(&relay).await;
     let observer = client(relay.ws_url());
-    let (author, mut client_events) = builder(proxy.url())
-        .heartbeat_interval(Duration::from_secs(60))
-        .connect()
-        .unwrap();
+    let (author, mut client_events) = author.connect().unwrap();
     let doc_o = observer.document("votes").unwrap();
     // Its hello and two doc_syncs take the burst on every connection.
     let doc_a = author.document("votes").unwrap();
@@ -579,17 +582,9 @@ async fn an_applied_increment_older_than_the_relays_log_is_not_counted_twice_aft
         ..RelayConfig::default()
     };
     let relay = Relay::bind("127.0.0.1:0", config).await.unwrap();
-    let proxy = tether_tests::oneway::OneWayProxy::start(relay.local_addr())
-        .await
-        .unwrap();
+    let (proxy, author) = behind_a_muting_proxy(&relay).await;
     let observer = client(relay.ws_url());
-    // No heartbeat within the test: the muted relay must not get the connection judged dead
-    // before the other client's changes have pushed the increment out of the log.
-    let author = builder(proxy.url())
-        .heartbeat_interval(Duration::from_secs(60))
-        .connect()
-        .unwrap()
-        .0;
+    let author = author.connect().unwrap().0;
     let doc_o = observer.document("votes").unwrap();
     let doc_a = author.document("votes").unwrap();
     synced(&doc_a).await;
