@@ -656,6 +656,9 @@ export class TetherClient extends Emitter {
   // before close() and connect() included), so every answer is passed on.
   _fetchToken(request, attempt, refresh) {
     const raw = this._raw;
+    // A handler earlier in the same batch may have disposed of the client: its queued
+    // request is not the app's business any more.
+    if (!raw) return;
     const live = () => this._raw === raw;
     const fail = (e) => {
       // Whatever the provider threw: `String(e)` itself throws for an object without a

@@ -233,6 +233,34 @@ test('an abort right after dispose() throws nothing at the page', async ({ page 
   assert.deepEqual(r, { outcome: 'AbortError', uncaught: [] });
 });
 
+test('a token request queued behind a handler that disposes is not passed to the provider', async ({ page }) => {
+  // A handler's connect() queues its token request behind the rest of the batch; a later
+  // handler of the same batch disposes. The provider was still asked, and its answer was
+  // handed to the released client: an uncaught TypeError.
+  const srv = await wsServer(behaviours.acceptThenClose(1000));
+  const r = await page.evaluate(async (url) => {
+    const asked = [];
+    let disposed = false;
+    const uncaught = [];
+    const onError = (e) => uncaught.push(String(e.message || e.reason));
+    const onRejection = (e) => uncaught.push(String(e.reason && e.reason.message || e.reason));
+    window.addEventListener('error', onError);
+    window.addEventListener('unhandledrejection', onRejection);
+    const c = new tether.TetherClient(url, {
+      token: () => { asked.push(disposed); return 't'; },
+      backoff: { initialMs: 5000, jitter: 'none' },
+    });
+    c.on('state', ({ state }) => { if (state.name === 'waiting') c.connect(); });
+    c.on('reconnecting', () => { disposed = true; c.dispose(); });
+    await until(() => disposed, 5000, 'the first reconnect');
+    await sleep(300);
+    window.removeEventListener('error', onError);
+    window.removeEventListener('unhandledrejection', onRejection);
+    return { asked, uncaught };
+  }, srv.url);
+  assert.deepEqual(r, { asked: [false], uncaught: [] });
+});
+
 test('relay: channels, presence, acked publish and request/reply between two clients', async ({ page }) => {
   const rl = await relay(await freePort());
   const r = await page.evaluate(async (url) => {
