@@ -131,7 +131,7 @@ export interface TetherEventMap {
    * A message: JSON payload (Tether protocol), text, or bytes (raw binary frames). `event` is
    * a named SSE event's type (one listed in `sseEvents`); absent for unnamed events.
    */
-  /** `lastEventId`: an event stream's position once this message is handled (its `id:`, or the last before it); save it and pass it as the `lastEventId` option to resume there. */
+  /** `lastEventId`: an event stream's position once this message is handled (its `id:`, or the last before it); save it and pass it as the `lastEventId` option to resume there. An empty `id:` resets it only after a non-empty one on the same stream (a resumed `EventSource` starts with an empty id of its own). */
   message: { data: unknown; channel?: string; offset?: number; event?: string; lastEventId?: string };
   /** The connection ended or an attempt failed; attempt `attempt` starts in `delayMs`. */
   reconnecting: { attempt: number; delayMs: number; cause: DisconnectCause };

@@ -174,8 +174,8 @@ pub(crate) struct ConnectArgs {
     #[arg(long, value_name = "N", default_value_t = 1_000)]
     pub rate: u32,
     /// Send blank stdin lines (empty, or nothing but whitespace) as messages too. By default
-    /// they are skipped (still counted as lines, as error messages number them); a document
-    /// (--document) always skips them.
+    /// they are skipped (still counted as lines, as error messages number them). Not with
+    /// --document or --listen.
     #[arg(long, conflicts_with_all = ["document", "listen"])]
     pub send_blank: bool,
     /// Print one JSON object per line on stdout.
