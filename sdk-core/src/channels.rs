@@ -358,6 +358,12 @@ impl Channels {
         channel: &str,
         change: PresenceChange,
     ) -> Option<Event> {
+        // While the app's unsubscribe is unanswered, what the server sends for the channel is
+        // about the subscription that ended (as in `admit`), even if the app subscribed again:
+        // the new one's snapshot follows its `subscribed`.
+        if self.leaving.iter().any(|(c, _)| c == channel) {
+            return None;
+        }
         let sub = self.subs.get_mut(channel)?;
         let (joined, left) = match change {
             PresenceChange::Snapshot(list) => {

@@ -1191,6 +1191,19 @@ fn version(value: Value) -> Result<u32, &'static str> {
     u32::try_from(n).map_err(|_| EXPECTED)
 }
 
+/// `text` as a number written one way only: decimal digits, no sign, no leading zero (but
+/// `0` itself). `u64::from_str` also takes `+5` and `05`, which are not the id `5` to a peer
+/// that compares ids as text.
+pub(crate) fn canonical_u64(text: &str) -> Option<u64> {
+    let canonical =
+        text.bytes().all(|b| b.is_ascii_digit()) && (text == "0" || !text.starts_with('0'));
+    if canonical {
+        text.parse().ok()
+    } else {
+        None
+    }
+}
+
 fn uint(value: Value) -> Result<u64, &'static str> {
     value.as_u64().ok_or("a non-negative integer")
 }

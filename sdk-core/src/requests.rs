@@ -21,7 +21,9 @@ impl Requests {
     }
 
     pub(crate) fn parse_wire_id(wire: &str) -> Option<RequestId> {
-        wire.strip_prefix('q')?.parse().ok().map(RequestId)
+        wire.strip_prefix('q')
+            .and_then(crate::protocol::canonical_u64)
+            .map(RequestId)
     }
 
     pub(crate) fn insert(&mut self, id: RequestId, deadline: Instant) {
@@ -78,6 +80,10 @@ mod tests {
         assert_eq!(Requests::parse_wire_id("x42"), None);
         assert_eq!(Requests::parse_wire_id("q-1"), None);
         assert_eq!(Requests::parse_wire_id("q"), None);
+        // Only as the engine writes them: a peer that echoes ids does not add these.
+        assert_eq!(Requests::parse_wire_id("q05"), None);
+        assert_eq!(Requests::parse_wire_id("q+5"), None);
+        assert_eq!(Requests::parse_wire_id("q0"), Some(RequestId(0)));
     }
 
     #[test]

@@ -3525,6 +3525,45 @@ fn the_answer_to_a_subscribe_the_app_took_back_does_not_place_the_new_subscripti
 }
 
 #[test]
+fn presence_for_a_subscription_the_app_ended_does_not_reach_the_new_one() {
+    // Unsubscribe and subscribe again (a remount) while the unsubscribe is unanswered: a
+    // presence change the server sent for the old subscription meanwhile was applied to the
+    // new one, and the app saw a member join who then left at the new snapshot.
+    let mut sim = tether(Config::builder("ws://relay").client_id("me"));
+    sim.server.others_present = ["alice"].into_iter().map(String::from).collect();
+    sim.engine.subscribe(sim.now, "room").unwrap();
+    sim.connect_open();
+    sim.run_for(ms(100));
+    let seen_before = sim
+        .events_matching(|e| matches!(e, Event::Presence { .. }).then_some(()))
+        .len();
+    sim.engine.unsubscribe(sim.now, "room").unwrap();
+    sim.engine.subscribe(sim.now, "room").unwrap();
+    // Sent by the server before it reads the unsubscribe: it arrives while that is unanswered.
+    let join = json!({"type": "presence", "channel": "room", "join": "ghost"});
+    sim.server_push(Frame::Text(join.to_string()));
+    sim.run_for(ms(100));
+    let joined: Vec<Vec<String>> = sim
+        .events_matching(|e| match e {
+            Event::Presence { joined, .. } => Some(joined.clone()),
+            _ => None,
+        })
+        .split_off(seen_before);
+    assert!(
+        joined.iter().all(|j| !j.contains(&"ghost".to_owned())),
+        "{joined:?}"
+    );
+    let members: Vec<&str> = sim
+        .engine
+        .presence("room")
+        .unwrap()
+        .iter()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(members, ["alice", "me"]);
+}
+
+#[test]
 fn many_unsubscribes_answered_late_end_no_subscription_made_again() {
     // Past 256 unanswered unsubscribes the oldest were forgotten, even those of channels the
     // app had subscribed again (a route change re-mounting 300 channels; a toggle repeated
@@ -3718,6 +3757,75 @@ fn a_cancelled_requests_late_reply_is_ignored_and_it_ends_once() {
     let answered = sim.engine.request(sim.now, json!("ping"), None).unwrap();
     sim.run_for(ms(200));
     assert!(!sim.engine.cancel_request(sim.now, answered));
+}
+
+/// The wire id (`"id"`) of the last request frame the server read.
+fn last_request_wire_id(sim: &Sim) -> String {
+    let frame = sim
+        .server_texts()
+        .into_iter()
+        .rfind(|t| t.contains(r#""type":"request""#))
+        .expect("a request frame");
+    let value: serde_json::Value = serde_json::from_str(&frame).unwrap();
+    value["id"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn a_refusal_of_a_request_the_app_gave_up_on_is_ignored_like_a_late_reply() {
+    // Cancelled (an AbortSignal, a dropped handle) or timed out, then refused by the server
+    // (`rate_limited`, `too_large`): the refusal was reported as a stray server error about a
+    // request the app no longer waits for, where a late reply is ignored.
+    for timed_out in [false, true] {
+        let mut sim = tether(Config::builder("ws://relay"));
+        sim.connect_open();
+        sim.server.answer_requests = false;
+        let id = sim
+            .engine
+            .request(sim.now, json!("ask"), Some(ms(100)))
+            .unwrap();
+        sim.run_for(ms(50));
+        let wire = last_request_wire_id(&sim);
+        if timed_out {
+            sim.run_for(ms(100));
+        } else {
+            assert!(sim.engine.cancel_request(sim.now, id));
+        }
+        let refusal =
+            json!({"type": "error", "id": wire, "code": "rate_limited", "message": "slow down"});
+        sim.server_push(Frame::Text(refusal.to_string()));
+        sim.run_for(ms(100));
+        let expected = if timed_out {
+            RequestFailure::TimedOut
+        } else {
+            RequestFailure::Cancelled
+        };
+        assert_eq!(sim.request_failures(id), [expected]);
+        assert_eq!(sim.errors(), [], "timed out: {timed_out}");
+    }
+}
+
+#[test]
+fn a_reply_whose_id_is_written_another_way_settles_no_request() {
+    // `q05` or `q+5` is not the id `q5` the engine wrote: a server that echoes ids does not
+    // write them so, and a reply under one must not settle request 5.
+    let mut sim = tether(Config::builder("ws://relay"));
+    sim.connect_open();
+    sim.server.answer_requests = false;
+    let id = sim.engine.request(sim.now, json!("ask"), None).unwrap();
+    sim.run_for(ms(50));
+    let wire = last_request_wire_id(&sim);
+    let number = wire.strip_prefix('q').unwrap();
+    for other in [format!("q0{number}"), format!("q+{number}")] {
+        let reply = json!({"type": "reply", "id": other, "payload": "not yours"});
+        sim.server_push(Frame::Text(reply.to_string()));
+    }
+    sim.run_for(ms(100));
+    assert_eq!(sim.request_outcomes(), []);
+    assert_eq!(sim.engine.pending_requests(), 1);
+    let reply = json!({"type": "reply", "id": wire, "payload": "yours"});
+    sim.server_push(Frame::Text(reply.to_string()));
+    sim.run_for(ms(100));
+    assert_eq!(sim.request_outcomes(), [(id, Ok(json!("yours")))]);
 }
 
 #[test]

@@ -209,8 +209,10 @@ impl Engine {
                         reason: RequestFailure::Rejected { code, message },
                     });
                     self.check_drain(now);
-                    return;
                 }
+                // Otherwise the request was cancelled or timed out: the app gave up on it, and
+                // its late refusal is no more news than a late reply.
+                return;
             }
             if let Some(msg_id) = self.outbox.id_for_wire(wire) {
                 // Refused: not applied, so no ack will follow.

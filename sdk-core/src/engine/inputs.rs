@@ -206,15 +206,9 @@ impl Engine {
                 if !self.count_frame(now, event.data.len()) {
                     return;
                 }
-                // A number written one way only: `u64::from_str` also takes a leading `+`
-                // or `0`, and `+5` or `05` is not the id `5` to a server that compares ids as
-                // text, so an app that orders or deduplicates by offset would be misled.
-                let offset = event
-                    .id
-                    .as_deref()
-                    .filter(|id| id.bytes().all(|b| b.is_ascii_digit()))
-                    .filter(|id| *id == "0" || !id.starts_with('0'))
-                    .and_then(|id| id.parse().ok());
+                // `+5` or `05` is not the id `5` to a server that compares ids as text, so an
+                // app that orders or deduplicates by offset would be misled.
+                let offset = event.id.as_deref().and_then(crate::protocol::canonical_u64);
                 let named = !event.event.is_empty() && event.event != "message";
                 let name = named.then_some(event.event);
                 self.events.push_back(Event::Message(InboundMessage {
