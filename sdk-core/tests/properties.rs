@@ -10,7 +10,8 @@ use tether_core::backoff::delay_bounds;
 use tether_core::protocol::{PresenceChange, ServerMessage};
 use tether_core::{
     Action, BackoffConfig, Config, Engine, Event, Frame, HeartbeatMode, Instant, Jitter, MessageId,
-    Protocol, SendOptions, SseEvent, State, TokenPlacement, TransportFailure, TransportId, Unacked,
+    OutboxStatus, Protocol, SendOptions, SseEvent, State, TokenPlacement, TransportFailure,
+    TransportId, Unacked,
 };
 
 #[derive(Debug, Clone)]
@@ -235,6 +236,11 @@ struct Harness {
     requests: Vec<(tether_core::RequestId, bool)>,
     /// Every message id an `Acked` or `Dropped` named (review): each at most once.
     ended_messages: HashSet<MessageId>,
+    /// Every message the engine accepted (send or publish), for `check_nothing_waits`.
+    accepted: Vec<MessageId>,
+    /// What the harness last told the engine about its current transport's backpressure
+    /// (a new transport starts writable).
+    writable: bool,
     /// Transports told to close, and whether each was released since.
     told_to_close: HashMap<TransportId, bool>,
     /// Transports reported open: only these have a close handshake before their release.
@@ -295,6 +301,8 @@ impl Harness {
             timed: HashMap::new(),
             requests: Vec::new(),
             ended_messages: HashSet::new(),
+            accepted: Vec::new(),
+            writable: true,
             link_handed: 0,
         }
     }
@@ -325,7 +333,9 @@ impl Harness {
                     ttl: ttl.map(Duration::from_millis),
                     ..SendOptions::default()
                 };
-                let _ = e.send_with(now, "x".repeat(n), opts);
+                if let Ok(id) = e.send_with(now, "x".repeat(n), opts) {
+                    self.accepted.push(id);
+                }
             }
             Op::Publish(c, ack, timeout) => {
                 let mut opts = if ack {
@@ -337,6 +347,9 @@ impl Harness {
                     opts = opts.with_timeout(Duration::from_millis(ms));
                 }
                 let sent = e.publish(now, CHANNELS[c as usize], json!({"n": 1}), opts);
+                if let Ok(id) = sent {
+                    self.accepted.push(id);
+                }
                 if let (Ok(id), Some(ms)) = (sent, timeout) {
                     let due = e.now() + Duration::from_millis(ms);
                     let timed = Timed {
@@ -385,6 +398,7 @@ impl Harness {
             Op::Writable(w) => {
                 if let Some(t) = self.transport {
                     e.transport_writable(now, t, w);
+                    self.writable = w;
                 }
             }
             Op::TooLarge(size) => {
@@ -407,8 +421,12 @@ impl Harness {
             }
             Op::Opened => {
                 if let Some(t) = self.transport {
+                    let was_open = e.state().is_open();
                     e.transport_opened(now, t);
                     self.opened.insert(t);
+                    if !was_open && e.state().is_open() {
+                        self.writable = true;
+                    }
                 }
             }
             Op::TokenReady => {
@@ -561,6 +579,7 @@ impl Harness {
                 }
                 _ => {
                     self.check_deadlines();
+                    self.check_nothing_waits();
                     return;
                 }
             }
@@ -822,6 +841,27 @@ impl Harness {
     /// Once the timers have settled at the harness's clock, every wait whose time has come has
     /// ended: acknowledged, dropped, or told it timed out. (The harness's clock, not the
     /// engine's: a deadline `poll_timeout` forgot would leave the engine's clock behind.)
+    /// Once the timers have settled, a message is not left queued while it could be written:
+    /// the connection open and writable (a driver that reports its socket's progress may hold
+    /// the rest back until the socket takes more, so not there).
+    fn check_nothing_waits(&self) {
+        let could_write = !self.setup.progress
+            && !self.setup.sse
+            && self.writable
+            && self.engine.state().is_open();
+        if !could_write {
+            return;
+        }
+        for id in &self.accepted {
+            assert_ne!(
+                self.engine.outbox_status(*id),
+                Some(OutboxStatus::Queued),
+                "{id:?} queued on an open, writable connection at {:?}",
+                self.now
+            );
+        }
+    }
+
     fn check_deadlines(&self) {
         for (id, t) in &self.timed {
             if self.now >= t.due && !t.ended {
