@@ -3,8 +3,10 @@
 //! Synchronous methods (`connect`, `send`, `publish`, `subscribe`, `document`, `state`, …)
 //! take the client's lock for one engine call and return; they are safe on a UI thread. Async
 //! methods (`sendAcked`, `publishAcked`, `request`, `disconnect…`, `shutdown`) run on the
-//! library's runtime and are cancellable: cancelling the coroutine or Swift task abandons the
-//! wait (an acked message stays in the outbox; its `Acked` or `Dropped` event will still come).
+//! library's runtime and are cancellable in Kotlin and Python: cancelling the coroutine or
+//! asyncio task abandons the wait (an acked message stays in the outbox; its `Acked` or
+//! `Dropped` event will still come). UniFFI 0.32's Swift code does not pass a task's
+//! cancellation on: a Swift call waits until it ends by itself (see the README).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -153,10 +155,11 @@ impl Client {
 
     /// Sends a request (Tether mode) and returns the reply's JSON text. Fails with
     /// `TimedOut` after `timeout_ms` (`null`: the configured request timeout). Cancelling the
-    /// call (its coroutine, Swift task or asyncio task) cancels the request: still queued, it
-    /// is never sent; written, its reply is ignored. The call ends as the language ends a
-    /// cancelled one (`CancellationException`, `CancellationError`, `CancelledError`); no
-    /// listener event reports it (listeners get no request events).
+    /// call (its Kotlin coroutine or asyncio task) cancels the request: still queued, it is
+    /// never sent; written, its reply is ignored. The call ends as the language ends a
+    /// cancelled one (`CancellationException`, `CancelledError`); no listener event reports
+    /// it (listeners get no request events). A cancelled Swift task is not seen (UniFFI 0.32):
+    /// the call ends with the reply or `TimedOut`.
     pub async fn request(
         &self,
         payload: Payload,
@@ -164,7 +167,7 @@ impl Client {
     ) -> Result<String, ClientError> {
         let payload = payload.into_core(self.protocol)?;
         let timeout = timeout_ms.map(Duration::from_millis);
-        // A cancelled coroutine or Swift task drops this call, and with it the request: the
+        // A cancelled coroutine or asyncio task drops this call, and with it the request: the
         // app no longer wants its reply, so a queued request is never sent.
         let reply = run(self.inner.request(payload, timeout).cancel_on_drop())
             .await

@@ -33,8 +33,9 @@ pub(crate) fn runtime() -> &'static Runtime {
 }
 
 /// Runs `future` on the library's runtime and waits for its output from whatever executor
-/// polls the returned future. Dropping the returned future (a cancelled coroutine or Swift
-/// task) aborts the spawned work, so cancellation reaches Rust.
+/// polls the returned future. Dropping the returned future (a cancelled Kotlin coroutine or
+/// asyncio task) aborts the spawned work, so cancellation reaches Rust. UniFFI 0.32's Swift
+/// code drops it only once it completes: a cancelled Swift task does not reach here.
 pub(crate) async fn run<F>(future: F) -> Option<F::Output>
 where
     F: Future + Send + 'static,
