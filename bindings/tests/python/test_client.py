@@ -123,6 +123,56 @@ def test_a_token_provider_that_never_answers_fails_the_attempt_at_the_connect_ti
     run(scenario())
 
 
+def test_an_abandoned_token_fetch_is_cancelled_from_the_runtimes_thread_safely(run):
+    """A token fetch the client no longer waits for (its attempt timed out) is dropped on a
+    Rust thread, and UniFFI cancelled its coroutine with `loop.call_soon`, which is not
+    thread-safe: the loop saw it only when something else woke it, and a loop in debug mode
+    refused it (the coroutine was never cancelled; one more piled up per attempt)."""
+
+    class Hangs(t.TokenProvider):
+        def __init__(self):
+            self.started = 0
+            self.cancelled = 0
+
+        async def token(self, refresh):
+            self.started += 1
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                self.cancelled += 1
+                raise
+
+    provider = Hangs()
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        loop.set_debug(True)
+        try:
+            c = t.Client(
+                t.ClientConfig(f"ws://127.0.0.1:{free_port()}/")
+                .token_provider(provider)
+                .connect_timeout_ms(200)
+                .backoff_initial_ms(50)
+                .backoff_max_ms(50)
+            )
+            c.connect()
+            deadline = time.monotonic() + 10
+            while provider.started < 3:
+                assert time.monotonic() < deadline, provider.started
+                await asyncio.sleep(0.05)
+            # Let the loop idle, so only a thread-safe wake-up can run the cancellation.
+            await asyncio.sleep(0.5)
+            await c.shutdown()
+        finally:
+            loop.set_debug(False)
+        deadline = time.monotonic() + 5
+        while provider.cancelled < provider.started - 1:
+            assert time.monotonic() < deadline, (provider.started, provider.cancelled)
+            await asyncio.sleep(0.05)
+
+    run(scenario())
+
+
 def test_a_listener_added_while_waiting_gets_the_time_left_now_not_at_the_transition():
     """The first event of a listener is the current state: a backoff's `retry_in_ms` and
     `retry_at_unix_ms` are as of now, as `state()` gives them, not as of the transition into
