@@ -1130,7 +1130,9 @@ pub(crate) fn at_least_a_microsecond(field: &'static str, d: Duration) -> Result
             field,
             // Not `{d:?}`: Duration's Debug brings its own number formatting into the
             // browser module (~2 KB gzipped) for one message.
-            "is under a microsecond, zero on the engine's clock: it must be at least 1 µs",
+            // Said without a unit of its own: the SDKs take milliseconds, a Rust app a
+            // `Duration`, and "at least 1 µs" is a value a milliseconds option cannot take.
+            "must be more than zero (the engine's clock counts whole microseconds)",
         ))
     } else {
         Ok(())
@@ -1465,7 +1467,7 @@ mod tests {
             for d in [Duration::ZERO, Duration::from_nanos(1), short] {
                 let err = with(set, d).unwrap_err();
                 assert_eq!(err.field, field, "{d:?}: {err}");
-                assert!(err.reason.contains("at least 1 µs"), "{err}");
+                assert!(err.reason.contains("more than zero"), "{err}");
             }
             assert!(with(set, Duration::from_micros(1)).is_ok(), "{field}");
         }

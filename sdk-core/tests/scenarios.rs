@@ -3110,7 +3110,7 @@ fn a_timeout_without_an_acknowledgement_is_refused() {
         assert_eq!(
             sim.engine.publish(sim.now, "room", "x", zero),
             Err(tether_core::SendError::InvalidOptions(
-                "a ttl or timeout must be at least a microsecond"
+                "a ttl or timeout must be more than zero (the engine's clock counts whole microseconds)"
             ))
         );
     }
@@ -3128,7 +3128,7 @@ fn a_timeout_without_an_acknowledgement_is_refused() {
         sim.engine
             .request(sim.now, "q", Some(Duration::from_nanos(999))),
         Err(tether_core::SendError::InvalidOptions(
-            "a request timeout must be at least a microsecond"
+            "a request timeout must be more than zero (the engine's clock counts whole microseconds)"
         ))
     );
     assert_eq!(sim.engine.outbox_len(), before);

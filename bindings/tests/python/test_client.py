@@ -39,6 +39,8 @@ def test_typed_errors_name_the_field_and_raw_mode_refuses_channels():
     with pytest.raises(t.ClientError.InvalidConfig) as zero:
         t.Client(t.ClientConfig("ws://127.0.0.1:9/").backoff_initial_ms(0))
     assert zero.value.field == "backoff.initial"
+    # In no unit a milliseconds setting cannot take (it said "at least 1 µs").
+    assert zero.value.reason.startswith("must be more than zero"), zero.value.reason
     for config, field in [
         (t.ClientConfig("ws://127.0.0.1:9/").event_capacity(0), "event_capacity"),
         (t.ClientConfig("ws://127.0.0.1:9/").listener_queue_capacity(0), "listener_queue_capacity"),

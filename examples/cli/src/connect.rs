@@ -359,7 +359,7 @@ fn config_error(args: &ConnectArgs, field: &str, reason: &str) -> String {
         }
         // The SDK's clock counts microseconds, but these options take milliseconds: "at
         // least 1 µs" asked for a value no one can type.
-        _ if reason.contains("under a microsecond") => {
+        _ if reason.starts_with("must be more than zero") => {
             format!("{}: must be at least 1 (ms)", option_for_field(field))
         }
         _ => format!("{}: {reason}", option_for_field(field)),

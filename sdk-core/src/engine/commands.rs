@@ -74,7 +74,7 @@ impl SendOptions {
         }
         if under_a_microsecond(self.ttl) || under_a_microsecond(self.timeout) {
             return Err(SendError::InvalidOptions(
-                "a ttl or timeout must be at least a microsecond",
+                "a ttl or timeout must be more than zero (the engine's clock counts whole microseconds)",
             ));
         }
         Ok(ack)
@@ -243,7 +243,7 @@ impl Engine {
         // As for sends: it would end during the call, after being written.
         if under_a_microsecond(timeout) {
             return Err(SendError::InvalidOptions(
-                "a request timeout must be at least a microsecond",
+                "a request timeout must be more than zero (the engine's clock counts whole microseconds)",
             ));
         }
         let now = self.observe(now);

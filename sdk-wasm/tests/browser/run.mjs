@@ -438,7 +438,7 @@ test('per-call options: request takes timeoutMs; an unknown key is refused (inva
     inheritedWrongType: ia('threw', 'ttlMs must be a number'),
     arrayOptions: ia('threw', 'options must be an object'),
     mapOptions: ia('threw', 'options must be an object'),
-    requestZero: ['rejected', true, 'invalid_options', 'invalid send options: a request timeout must be at least a microsecond'],
+    requestZero: ['rejected', true, 'invalid_options', "invalid send options: a request timeout must be more than zero (the engine's clock counts whole microseconds)"],
   });
   assert.deepEqual([r.shiftyOutcome, r.reads], ['accepted', 1], 'the getter read once');
   assert.deepEqual(r.after, r.before, 'no refused call reached the outbox or the socket');
