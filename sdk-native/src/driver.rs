@@ -111,6 +111,18 @@ impl Driver {
 
             tokio::select! {
                 biased;
+                // First: while a token is awaited the link is the previous connection's,
+                // kept only for its close handshake, and one that always has input (a
+                // server still sending) would starve the new attempt's token until its
+                // connect timeout. A token is ready at most once per attempt.
+                result = poll_token(&mut token) => {
+                    let now = self.shared.now();
+                    let mut inner = self.shared.lock();
+                    match result {
+                        (request, Ok(t)) => inner.engine.token_ready(now, request, t),
+                        (request, Err(e)) => inner.engine.token_failed(now, request, &e),
+                    }
+                }
                 inputs = poll_fn(|cx| poll_link(&mut link, cx)) => {
                     let now = self.shared.now();
                     let mut inner = self.shared.lock();
@@ -125,14 +137,6 @@ impl Driver {
                     // deadline that has passed is handled here too (a spurious call is a no-op).
                     if deadline.is_some_and(|at| at <= now) {
                         handle_timeout(&mut inner.engine, &mut link, now);
-                    }
-                }
-                result = poll_token(&mut token) => {
-                    let now = self.shared.now();
-                    let mut inner = self.shared.lock();
-                    match result {
-                        (request, Ok(t)) => inner.engine.token_ready(now, request, t),
-                        (request, Err(e)) => inner.engine.token_failed(now, request, &e),
                     }
                 }
                 _ = &mut notified => {

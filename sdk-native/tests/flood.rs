@@ -162,3 +162,58 @@ async fn a_close_reports_what_the_socket_never_took() {
     assert!(written + dropped.len() >= accepted.len(), "{outcome}");
     assert!(written + dropped.len() <= accepted.len() + 9, "{outcome}");
 }
+
+/// The heartbeat gives up on a connection whose server floods it and answers no ping; the
+/// engine keeps that link for its close handshake (which the server never answers) while the
+/// next attempt asks the token provider. The driver read the old link first on every turn,
+/// so the provider's future, ready at once, was not polled until the close timeout released
+/// the link: the new attempt failed at its connect timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_is_not_starved_by_the_flood_of_a_connection_being_closed() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = flooding_server(listener).await;
+    let asked = Arc::new(AtomicU32::new(0));
+    let counter = asked.clone();
+    let heartbeat = tether::HeartbeatConfig {
+        mode: tether::HeartbeatMode::PingFrame,
+        interval: Duration::from_millis(100),
+        max_missed: 1,
+        any_frame_is_liveness: false,
+        ..Default::default()
+    };
+    let (client, mut events) = Client::builder(format!("ws://{addr}"))
+        .heartbeat(heartbeat)
+        .close_timeout(Duration::from_secs(5))
+        .connect_timeout(Duration::from_secs(1))
+        .token_provider(move |_refresh| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            async { Ok::<_, std::io::Error>("t".to_owned()) }
+        })
+        .connect()
+        .unwrap();
+    let mut causes = Vec::new();
+    let outcome = timeout(Duration::from_secs(8), async {
+        while let Some(event) = events.recv().await {
+            if let tether::Event::ReconnectScheduled { cause, .. } = event {
+                causes.push(cause.to_string());
+                if causes.len() == 2 {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    server.abort();
+    let _ = timeout(Duration::from_secs(1), client.shutdown()).await;
+    assert!(outcome.is_ok(), "two reconnects within 8 s: {causes:?}");
+    // Each connection is given up by the heartbeat, none by the connect timeout.
+    assert_eq!(
+        causes,
+        ["heartbeat timeout", "heartbeat timeout"],
+        "{causes:?}"
+    );
+    assert!(asked.load(Ordering::SeqCst) >= 2);
+}
