@@ -3327,13 +3327,25 @@ fn presence_on_a_raw_client_is_refused_as_subscribe_is() {
     assert!(sim.engine.presence("room").is_some());
 }
 
-#[test]
-fn presence_is_empty_once_closed_and_everyone_reported_as_left() {
+/// A Tether engine as "me", open and subscribed to `room`, where `others` are present.
+fn in_room_with(others: &[&str]) -> Sim {
     let mut sim = tether(Config::builder("ws://relay").client_id("me"));
-    sim.server.others_present = ["alice"].into_iter().map(String::from).collect();
+    sim.server.others_present = others.iter().map(|m| m.to_string()).collect();
     sim.engine.subscribe(sim.now, "room").unwrap();
     sim.connect_open();
     sim.run_for(ms(100));
+    sim
+}
+
+/// The engine's members of `room`, sorted.
+fn room_members(sim: &Sim) -> Vec<&str> {
+    let members = sim.engine.presence("room").expect("subscribed to room");
+    members.iter().map(String::as_str).collect()
+}
+
+#[test]
+fn presence_is_empty_once_closed_and_everyone_reported_as_left() {
+    let mut sim = in_room_with(&["alice"]);
     assert_eq!(sim.engine.presence("room").unwrap().len(), 2);
     sim.engine.close(sim.now, 1000, "bye").unwrap();
     sim.run_for(secs(5));
@@ -3373,31 +3385,13 @@ fn presence_is_empty_once_closed_and_everyone_reported_as_left() {
 
 #[test]
 fn presence_snapshot_after_reconnect_removes_ghosts() {
-    let mut sim = tether(Config::builder("ws://relay").client_id("me"));
-    sim.server.others_present = ["alice", "ghost"].into_iter().map(String::from).collect();
-    sim.engine.subscribe(sim.now, "room").unwrap();
-    sim.connect_open();
-    sim.run_for(ms(100));
-    let members: Vec<&str> = sim
-        .engine
-        .presence("room")
-        .unwrap()
-        .iter()
-        .map(String::as_str)
-        .collect();
-    assert_eq!(members, ["alice", "ghost", "me"]);
+    let mut sim = in_room_with(&["alice", "ghost"]);
+    assert_eq!(room_members(&sim), ["alice", "ghost", "me"]);
     sim.kill_connection();
     sim.server.others_present = ["alice", "bob"].into_iter().map(String::from).collect();
     sim.run_until_state(secs(30), |e| e.state().is_open());
     sim.run_for(ms(100));
-    let members: Vec<&str> = sim
-        .engine
-        .presence("room")
-        .unwrap()
-        .iter()
-        .map(String::as_str)
-        .collect();
-    assert_eq!(members, ["alice", "bob", "me"]);
+    assert_eq!(room_members(&sim), ["alice", "bob", "me"]);
     let last = sim
         .events_matching(|e| match e {
             Event::Presence { joined, left, .. } => Some((joined.clone(), left.clone())),
@@ -3529,11 +3523,7 @@ fn presence_for_a_subscription_the_app_ended_does_not_reach_the_new_one() {
     // Unsubscribe and subscribe again (a remount) while the unsubscribe is unanswered: a
     // presence change the server sent for the old subscription meanwhile was applied to the
     // new one, and the app saw a member join who then left at the new snapshot.
-    let mut sim = tether(Config::builder("ws://relay").client_id("me"));
-    sim.server.others_present = ["alice"].into_iter().map(String::from).collect();
-    sim.engine.subscribe(sim.now, "room").unwrap();
-    sim.connect_open();
-    sim.run_for(ms(100));
+    let mut sim = in_room_with(&["alice"]);
     let seen_before = sim
         .events_matching(|e| matches!(e, Event::Presence { .. }).then_some(()))
         .len();
@@ -3553,14 +3543,7 @@ fn presence_for_a_subscription_the_app_ended_does_not_reach_the_new_one() {
         joined.iter().all(|j| !j.contains(&"ghost".to_owned())),
         "{joined:?}"
     );
-    let members: Vec<&str> = sim
-        .engine
-        .presence("room")
-        .unwrap()
-        .iter()
-        .map(String::as_str)
-        .collect();
-    assert_eq!(members, ["alice", "me"]);
+    assert_eq!(room_members(&sim), ["alice", "me"]);
 }
 
 #[test]
