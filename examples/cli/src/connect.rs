@@ -357,8 +357,7 @@ fn config_error(args: &ConnectArgs, field: &str, reason: &str) -> String {
         "heartbeat.mode" if reason.contains("AppMessage") => {
             "--ping-mode: this client cannot send ping frames: use --ping-mode message".to_owned()
         }
-        // The SDK's clock counts microseconds, but these options take milliseconds: "at
-        // least 1 µs" asked for a value no one can type.
+        // These options take milliseconds: the smallest a zero can become is 1 (ms).
         _ if reason.starts_with("must be more than zero") => {
             format!("{}: must be at least 1 (ms)", option_for_field(field))
         }
