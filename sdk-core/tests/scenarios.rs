@@ -3784,6 +3784,11 @@ fn a_refusal_of_a_request_the_app_gave_up_on_is_ignored_like_a_late_reply() {
         };
         assert_eq!(sim.request_failures(id), [expected]);
         assert_eq!(sim.errors(), [], "timed out: {timed_out}");
+        // One naming a request never made is still the server's error to report.
+        let stray = json!({"type": "error", "id": "q999", "code": "rate_limited", "message": "?"});
+        sim.server_push(Frame::Text(stray.to_string()));
+        sim.run_for(ms(100));
+        assert_eq!(sim.errors().len(), 1, "{:?}", sim.errors());
     }
 }
 

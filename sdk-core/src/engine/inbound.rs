@@ -209,10 +209,14 @@ impl Engine {
                         reason: RequestFailure::Rejected { code, message },
                     });
                     self.check_drain(now);
+                    return;
                 }
-                // Otherwise the request was cancelled or timed out: the app gave up on it, and
-                // its late refusal is no more news than a late reply.
-                return;
+                // One this engine made that was cancelled or timed out: the app gave up on
+                // it, and its late refusal is no more news than a late reply. (One never made
+                // is the server's mistake, reported below.)
+                if (1..=self.next_request).contains(&request.0) {
+                    return;
+                }
             }
             if let Some(msg_id) = self.outbox.id_for_wire(wire) {
                 // Refused: not applied, so no ack will follow.
