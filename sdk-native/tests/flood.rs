@@ -74,29 +74,20 @@ async fn a_close_times_out_while_the_server_floods_and_never_answers_it() {
 }
 
 /// Counts the text frames in what a client wrote (masked frames, as clients send them).
-fn client_text_frames(mut bytes: &[u8]) -> usize {
-    let mut count = 0;
-    while bytes.len() >= 2 {
-        let opcode = bytes[0] & 0x0f;
-        let (len, mut at) = match bytes[1] & 0x7f {
-            126 if bytes.len() >= 4 => (u16::from_be_bytes([bytes[2], bytes[3]]) as usize, 4),
-            127 if bytes.len() >= 10 => (
-                u64::from_be_bytes(bytes[2..10].try_into().unwrap()) as usize,
-                10,
-            ),
-            n if n < 126 => (n as usize, 2),
-            _ => break,
-        };
-        at += 4; // the mask
-        if bytes.len() < at + len {
-            break;
-        }
-        if opcode == 1 {
-            count += 1;
-        }
-        bytes = &bytes[at + len..];
-    }
-    count
+fn client_text_frames(bytes: &[u8]) -> usize {
+    client_opcodes(bytes)
+        .iter()
+        .filter(|&&opcode| opcode == 1)
+        .count()
+}
+
+/// A loopback listener whose connections have a 4 KiB receive buffer: a peer that stops
+/// reading makes the client's socket push back soon.
+fn slow_reading_listener() -> TcpListener {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    socket.listen(8).unwrap()
 }
 
 /// The app closes while its socket pushes back (the server reads nothing, nor answers the
@@ -105,10 +96,7 @@ fn client_text_frames(mut bytes: &[u8]) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_close_reports_what_the_socket_never_took() {
     use std::collections::BTreeSet;
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let listener = socket.listen(8).unwrap();
+    let listener = slow_reading_listener();
     let addr = listener.local_addr().unwrap();
     let (read_tx, read_rx) = tokio::sync::oneshot::channel();
     let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
@@ -216,4 +204,91 @@ async fn a_token_is_not_starved_by_the_flood_of_a_connection_being_closed() {
         "{causes:?}"
     );
     assert!(asked.load(Ordering::SeqCst) >= 2);
+}
+
+/// The opcodes of the whole frames a client wrote (masked frames), in order.
+fn client_opcodes(mut bytes: &[u8]) -> Vec<u8> {
+    let mut opcodes = Vec::new();
+    while bytes.len() >= 2 {
+        let (len, mut at) = match bytes[1] & 0x7f {
+            126 if bytes.len() >= 4 => (u16::from_be_bytes([bytes[2], bytes[3]]) as usize, 4),
+            127 if bytes.len() >= 10 => (
+                u64::from_be_bytes(bytes[2..10].try_into().unwrap()) as usize,
+                10,
+            ),
+            n if n < 126 => (n as usize, 2),
+            _ => break,
+        };
+        at += 4; // the mask
+        if bytes.len() < at + len {
+            break;
+        }
+        opcodes.push(bytes[0] & 0x0f);
+        bytes = &bytes[at + len..];
+    }
+    opcodes
+}
+
+/// The server closes while the client's socket pushes back (the server had stopped reading):
+/// the client's close reply cannot be written at once. It was written once, and the socket
+/// dropped with the reply still in tungstenite's buffer, so the server saw the connection
+/// end without a close frame. It is written out once the server reads again (while the link
+/// is not yet replaced by the next attempt's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reply_to_a_servers_close_is_written_out_when_the_socket_pushes_back() {
+    let listener = slow_reading_listener();
+    let addr = listener.local_addr().unwrap();
+    let (close_tx, close_rx) = tokio::sync::oneshot::channel::<()>();
+    let (read_tx, read_rx) = tokio::sync::oneshot::channel();
+    let server = tokio::spawn(async move {
+        let (mut tcp, _) = listener.accept().await.unwrap();
+        accept_upgrade(&mut tcp).await.unwrap();
+        // Reads nothing until the client's socket pushes back, then closes (1000) and reads
+        // everything until the client's end.
+        let _ = close_rx.await;
+        tcp.write_all(b"\x88\x02\x03\xe8").await.unwrap();
+        // Not at once: the client reads the close while its socket still pushes back.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut all = Vec::new();
+        let _ = timeout(Duration::from_secs(10), tcp.read_to_end(&mut all)).await;
+        let _ = read_tx.send(client_opcodes(&all));
+    });
+    let (client, mut events) = Client::builder(format!("ws://{addr}"))
+        .write_buffer_size(8 << 10)
+        .outbox_max_messages(20_000)
+        .outbox_max_bytes(64 << 20)
+        // The next attempt 5 s away: the driver has one link slot, and an attempt opened
+        // before the reply is out replaces the old link (and drops what it still held).
+        .backoff_initial(Duration::from_secs(5))
+        .jitter(tether::Jitter::None)
+        .connect()
+        .unwrap();
+    common::wait_open(&client).await;
+    // More than the kernel's buffers hold: the socket pushes back, and the rest stays in the
+    // outbox once the link has written what it could.
+    for _ in 0..16_000 {
+        client.send("x".repeat(1000)).unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(client.outbox_len() > 0, "the socket never pushed back");
+    let _ = close_tx.send(());
+    let closed = timeout(Duration::from_secs(5), async {
+        while let Some(event) = events.recv().await {
+            if matches!(event, tether::Event::ReconnectScheduled { .. }) {
+                return;
+            }
+        }
+    })
+    .await;
+    let opcodes = timeout(Duration::from_secs(15), read_rx).await;
+    server.abort();
+    let _ = timeout(Duration::from_secs(1), client.shutdown()).await;
+    assert!(closed.is_ok(), "the client saw the server's close");
+    let opcodes = opcodes.unwrap().unwrap();
+    assert!(opcodes.len() > 1, "{} frames", opcodes.len());
+    assert_eq!(
+        opcodes.last(),
+        Some(&8),
+        "the last whole frame is the close reply"
+    );
 }

@@ -152,6 +152,11 @@ impl Link {
     /// is finished and returns `Pending` forever.
     pub(crate) fn poll_input(&mut self, cx: &mut Context<'_>) -> Poll<LinkInput> {
         if self.ended {
+            // Nothing more to report; a WebSocket may still be writing out its reply to the
+            // server's close (it only ever answers `Pending` now).
+            if let Kind::Ws(ws) = &mut self.kind {
+                let _ = ws.poll_input(cx);
+            }
             return Poll::Pending;
         }
         let input = match &mut self.kind {

@@ -56,6 +56,25 @@ impl Opened {
         }
     }
 
+    /// Writes out what tungstenite holds (after a server's close: its reply, and what was
+    /// queued before it). `Ready` once done or once writing failed.
+    fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        // Twice: a flush that finds tungstenite's write buffer full puts the close reply back
+        // and still returns `Ok` once the buffer is out; the next one writes the reply.
+        for _ in 0..2 {
+            let flushed = match self {
+                Opened::Plain(stream) => stream.poll_flush_unpin(cx),
+                Opened::Tls(stream) => stream.poll_flush_unpin(cx),
+            };
+            match flushed {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(_)) => return Poll::Ready(()),
+                Poll::Ready(Ok(())) => {}
+            }
+        }
+        Poll::Ready(())
+    }
+
     /// What the peer showed since the last call.
     fn take_peer_signs(&self) -> PeerSigns {
         match self {
@@ -190,6 +209,11 @@ pub(crate) struct WsOptions {
 enum State {
     Connecting(Connecting),
     Open(Opened),
+    /// Ended (reported), with bytes still to write: the reply to a server's close that the
+    /// socket could not take at once. Kept until they are out or the socket fails, so the
+    /// server sees a clean close instead of a dropped connection; but only while the link
+    /// holds the driver's one slot: an attempt that opens sooner replaces it.
+    WritingOut(Opened),
     Done,
 }
 
@@ -284,10 +308,26 @@ impl WsLink {
                 Poll::Pending => return Poll::Pending,
             },
             State::Open(stream) => stream.poll_input(&mut self.io, cx),
+            State::WritingOut(stream) => {
+                if stream.poll_write_out(cx).is_ready() {
+                    self.state = State::Done;
+                }
+                return Poll::Pending;
+            }
             State::Done => return Poll::Pending,
         };
-        if let Poll::Ready(LinkInput::Closed { .. } | LinkInput::Failed(_)) = &input {
-            self.state = State::Done;
+        match &input {
+            Poll::Ready(LinkInput::Closed { .. }) => {
+                self.state = match std::mem::replace(&mut self.state, State::Done) {
+                    State::Open(mut stream) => match stream.poll_write_out(cx) {
+                        Poll::Pending => State::WritingOut(stream),
+                        Poll::Ready(()) => State::Done,
+                    },
+                    _ => State::Done,
+                };
+            }
+            Poll::Ready(LinkInput::Failed(_)) => self.state = State::Done,
+            _ => {}
         }
         input
     }
