@@ -4113,15 +4113,20 @@ fn an_sse_stream_says_whether_its_resume_was_complete() {
     );
 }
 
-#[test]
-fn an_sse_retry_shapes_the_backoff_but_an_app_connect_or_online_is_not_held_by_it() {
-    let mut sim = Sim::new(
+/// A raw event stream on the scripted server (`/sse/room`), without jitter.
+fn sse_room() -> Sim {
+    Sim::new(
         Config::builder("http://relay/sse/room")
             .jitter(Jitter::None)
             .build()
             .unwrap(),
         false,
-    );
+    )
+}
+
+#[test]
+fn an_sse_retry_shapes_the_backoff_but_an_app_connect_or_online_is_not_held_by_it() {
+    let mut sim = sse_room();
     sim.connect_open();
     sim.server_push_sse(SseEvent {
         retry: Some(secs(30)),
@@ -4438,13 +4443,7 @@ fn an_open_sse_stream_with_a_position_is_restarted_on_a_network_change() {
 
     // An engine made in the background (a page opened in a hidden tab): its first return
     // doubts a stream that was open long enough meanwhile.
-    let mut sim = Sim::new(
-        Config::builder("http://relay/sse/room")
-            .jitter(Jitter::None)
-            .build()
-            .unwrap(),
-        false,
-    );
+    let mut sim = sse_room();
     sim.engine.set_foreground(sim.now, false);
     sim.connect_open();
     sim.server_push_sse(SseEvent {
@@ -4478,13 +4477,7 @@ fn an_open_sse_stream_with_a_position_is_restarted_on_a_network_change() {
 
 #[test]
 fn sse_resumes_with_last_event_id_and_honours_retry() {
-    let mut sim = Sim::new(
-        Config::builder("http://relay/sse/room")
-            .jitter(Jitter::None)
-            .build()
-            .unwrap(),
-        false,
-    );
+    let mut sim = sse_room();
     sim.connect_open();
     assert_eq!(sim.server.opens[0].1.last_event_id, None);
     sim.server_push_sse(SseEvent {
