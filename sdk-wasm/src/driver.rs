@@ -7,6 +7,7 @@
 //! the engine is borrowed: events wait in a queue and are delivered afterwards, in order, by
 //! the outermost call only.
 
+use crate::backpressure;
 use crate::convert::DriverOptions;
 use crate::js;
 use crate::transport::{failure, Socket};
@@ -350,15 +351,8 @@ impl Inner {
         let (id, Some(buffered)) = (socket.id(), socket.buffered()) else {
             return false;
         };
-        // Stopped at the mark, not only above it: the engine hands over a batch of exactly
-        // the mark, and one more batch on top would double what waits in the browser. But
-        // never at a level that resumes: with the marks equal (`highWaterBytes: 0` makes
-        // both 0) that level would stop and resume in turn, 10,000 times per call.
-        let writable = if self.blocked {
-            buffered <= self.low_water
-        } else {
-            buffered < self.high_water || buffered <= self.low_water
-        };
+        let writable =
+            backpressure::writable(self.blocked, buffered, self.high_water, self.low_water);
         if writable != self.blocked {
             return false;
         }

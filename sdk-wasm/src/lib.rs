@@ -22,6 +22,7 @@
 #[global_allocator]
 static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
 
+mod backpressure;
 mod convert;
 #[cfg(feature = "documents")]
 mod documents;
