@@ -445,7 +445,6 @@ export class TetherClient extends Emitter {
     code = typed(code, 'number', 'code') ?? 1000;
     reason = typed(reason, 'string', 'reason') ?? '';
     const { drain } = known(options, { drain: 'number' });
-    this._told = true; // a close that was refused above does not count
     if (drain != null) {
       // A drained close ends with 1000: a code or reason given with it would be dropped.
       if (code !== 1000 || reason !== '') {
@@ -453,6 +452,9 @@ export class TetherClient extends Emitter {
       }
       this._do((raw) => raw.close_after_drain(drain));
     } else this._do((raw) => raw.close(code, reason));
+    // Only a close that took effect counts: one refused above (a bad code, a drain with a
+    // code) leaves the first connect to happen as if it had not been called.
+    this._told = true;
   }
 
   /**

@@ -2126,6 +2126,24 @@ test('close() right after new TetherClient() stays closed: autoConnect does not 
     { later: 'closed', connections: 0, states: ['closed'] }, 'the app closed it: no connection may be opened');
 });
 
+test('a close() refused right after new TetherClient() does not stop the automatic connect', async ({ page }) => {
+  // The wrapper took any close() for "the app has spoken" before the module had refused it (a
+  // code out of range, a drain with a code): nothing was closed, and the client stayed idle.
+  const srv = await wsServer(behaviours.echo);
+  const r = await page.evaluate(async (url) => {
+    const c = new tether.TetherClient(url);
+    const codes = [];
+    for (const bad of [() => c.close(1001), () => c.close(4000, 'bye', { drain: 100 })]) {
+      try { bad(); codes.push('accepted'); } catch (e) { codes.push(e.code); }
+    }
+    await until(() => c.state.name === 'open', 5000, 'open');
+    c.dispose();
+    return codes;
+  }, srv.url);
+  assert.deepEqual(r, ['invalid_close_code', 'invalid_argument']);
+  assert.equal(srv.connections.length, 1);
+});
+
 test('close() or dispose() while still connecting logs no console error, page error or unhandled rejection', async ({ page }) => {
   // An unmount during a connection attempt. The suite's console filter hides messages naming a
   // "WebSocket connection", so every console message of the page is watched here. (Chromium
