@@ -325,16 +325,18 @@ fn without_fragment(url: &str) -> &str {
     &url[..url.bytes().position(|b| b == b'#').unwrap_or(url.len())]
 }
 
-/// A constructor's exception as the engine's failure: a `SecurityError` (a `DOMException`, an
-/// `Error` too) is the browser refusing this URL from this page, e.g. an insecure `ws://` from
-/// an `https://` page, and [`TransportFailure::Blocked`]: the engine stops rather than retry
-/// what fails the same way every time. Anything else (a `SyntaxError`: a bad URL) is `Io`.
+/// A constructor's exception as the engine's failure: always [`TransportFailure::Blocked`],
+/// so the engine stops rather than retry what fails the same way every time. A constructor
+/// throws before any connection is made, for what this page and URL always get: a
+/// `SecurityError` (the browser refusing the URL from this page, e.g. an insecure `ws://`
+/// from an `https://` page), a `SyntaxError` (a URL the browser's parser refuses though the
+/// engine's check let it through), a `ReferenceError` (no `WebSocket` or `EventSource` in
+/// this runtime, e.g. Node 20).
 pub(crate) fn failure(err: JsValue) -> TransportFailure {
-    match err.dyn_ref::<js_sys::Error>() {
-        Some(e) if e.name() == "SecurityError" => TransportFailure::Blocked(e.message().into()),
-        Some(e) => TransportFailure::Io(e.message().into()),
-        None => TransportFailure::Io(err.as_string().unwrap_or_else(|| "unknown error".into())),
-    }
+    TransportFailure::Blocked(match err.dyn_ref::<js_sys::Error>() {
+        Some(e) => e.message().into(),
+        None => err.as_string().unwrap_or_else(|| "unknown error".into()),
+    })
 }
 
 /// The message a `WebSocket` or `EventSource` event holds, copied into the module only if the

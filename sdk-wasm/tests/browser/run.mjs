@@ -2578,6 +2578,17 @@ test('a ws:// URL an https:// page may not open (mixed content) stops the client
   }
 });
 
+test('a URL the browser\'s parser refuses stops the client instead of retrying for ever', async ({ page }) => {
+  // The engine's URL check lets `[zz]` through (it does not parse IPv6 literals); the
+  // browser's WebSocket constructor throws a SyntaxError for it, on every attempt. Taken for
+  // a network failure, it was retried with backoff for ever.
+  const r = await blockedRun(page, 'ws://[zz]/ws');
+  assert.deepEqual(r.events, ['state connecting', 'error transport', `dropped ${r.id} closed`, 'state closed']);
+  assert.equal(r.attempts, 1);
+  assert.deepEqual([r.state.name, r.state.reason], ['closed', 'refused']);
+  assert.match(r.state.message, /^refused: .*'ws:\/\/\[zz\]\/ws'/);
+});
+
 test('a WebSocket URL the page\'s Content-Security-Policy blocks stops the client instead of retrying for ever', async ({ browser, base }) => {
   // Chromium throws nothing for it: the new WebSocket is already CLOSED when its constructor
   // returns, on every attempt, and fires `error` but no `close`: each attempt waited out the
