@@ -105,12 +105,12 @@ fn every_benchmark_runs_end_to_end_with_tiny_counts() {
     ] {
         assert!(stdout.contains(expected), "no {expected:?} in:\n{stdout}");
     }
-    // Informative only: the smoke run is meant to stay quick.
-    assert!(
-        started.elapsed() < Duration::from_secs(60),
-        "took {:?}",
-        started.elapsed()
-    );
+    // Informative only (a hang is caught by the kill timeout): the smoke run is meant to
+    // stay quick, and a shared machine's speed is no reason to fail it.
+    #[allow(clippy::print_stderr)]
+    {
+        eprintln!("the smoke run took {:?}", started.elapsed());
+    }
 }
 
 #[test]

@@ -26,7 +26,7 @@ const MAX_IN_FLIGHT: usize = 4;
 /// Resolves `host` and connects to the first of its addresses that answers.
 pub(crate) async fn connect(host: &str, port: u16) -> io::Result<TcpStream> {
     let addrs = tokio::net::lookup_host((host, port)).await?.collect();
-    connect_first(interleave(addrs)).await
+    connect_first(interleave(addrs), ATTEMPT_DELAY).await
 }
 
 /// The addresses with their families alternating, starting with the resolver's first choice
@@ -49,10 +49,10 @@ fn interleave(addrs: Vec<SocketAddr>) -> Vec<SocketAddr> {
 }
 
 /// Connects to the first of `addrs` to answer: an attempt per address, each started when an
-/// attempt failed or after [`ATTEMPT_DELAY`], the earlier ones still running (at most
-/// [`MAX_IN_FLIGHT`]). The others are dropped (closed) once one connects. All failed: the
-/// last error.
-async fn connect_first(addrs: Vec<SocketAddr>) -> io::Result<TcpStream> {
+/// attempt failed or after `attempt_delay` ([`ATTEMPT_DELAY`]; the tests choose others), the
+/// earlier ones still running (at most [`MAX_IN_FLIGHT`]). The others are dropped (closed)
+/// once one connects. All failed: the last error.
+async fn connect_first(addrs: Vec<SocketAddr>, attempt_delay: Duration) -> io::Result<TcpStream> {
     let mut next = addrs.into_iter();
     let mut attempts = FuturesUnordered::new();
     let mut error = None;
@@ -61,7 +61,7 @@ async fn connect_first(addrs: Vec<SocketAddr>) -> io::Result<TcpStream> {
             attempts.push(TcpStream::connect(addr));
         }
         let more = next.len() > 0 && attempts.len() < MAX_IN_FLIGHT;
-        let delay = tokio::time::sleep(ATTEMPT_DELAY);
+        let delay = tokio::time::sleep(attempt_delay);
         tokio::pin!(delay);
         // Until an attempt ends, or it is time for the next address. An attempt that ends as
         // the delay does comes first: no attempt is started only to be dropped.
@@ -134,7 +134,7 @@ mod tests {
         // One after another, this waits for the operating system's SYN retries (minutes).
         let stream = tokio::time::timeout(
             Duration::from_secs(10),
-            connect_first(vec![hole, good_addr]),
+            connect_first(vec![hole, good_addr], ATTEMPT_DELAY),
         )
         .await
         .expect("held up by the first address")
@@ -152,14 +152,18 @@ mod tests {
         let good = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let good_addr = good.local_addr().unwrap();
         let three_holes = vec![hole, hole, hole, good_addr];
-        let stream = tokio::time::timeout(Duration::from_secs(10), connect_first(three_holes))
-            .await
-            .expect("the fourth address was tried")
-            .unwrap();
+        let stream = tokio::time::timeout(
+            Duration::from_secs(10),
+            connect_first(three_holes, ATTEMPT_DELAY),
+        )
+        .await
+        .expect("the fourth address was tried")
+        .unwrap();
         assert_eq!(stream.peer_addr().unwrap(), good_addr);
         // Four attempts hang: the fifth address waits for one of them to end.
         let four_holes = vec![hole, hole, hole, hole, good_addr];
-        let waited = tokio::time::timeout(ATTEMPT_DELAY * 8, connect_first(four_holes)).await;
+        let waited =
+            tokio::time::timeout(ATTEMPT_DELAY * 8, connect_first(four_holes, ATTEMPT_DELAY)).await;
         assert!(waited.is_err(), "a fifth attempt was started");
     }
 
@@ -173,14 +177,23 @@ mod tests {
             .unwrap();
         let good = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let good_addr = good.local_addr().unwrap();
-        let started = std::time::Instant::now();
-        let stream = connect_first(vec![closed, good_addr]).await.unwrap();
+        // A delay no test waits out: had the refusal not started the next attempt, the
+        // timeout would end the wait first.
+        let never = Duration::from_secs(3_600);
+        let stream = tokio::time::timeout(
+            Duration::from_secs(10),
+            connect_first(vec![closed, good_addr], never),
+        )
+        .await
+        .expect("waited after a refusal")
+        .unwrap();
         assert_eq!(stream.peer_addr().unwrap(), good_addr);
-        assert!(started.elapsed() < ATTEMPT_DELAY, "waited after a refusal");
 
-        let err = connect_first(vec![closed, closed]).await.unwrap_err();
+        let err = connect_first(vec![closed, closed], never)
+            .await
+            .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
-        let err = connect_first(vec![]).await.unwrap_err();
+        let err = connect_first(vec![], never).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::NotFound);
     }
 }

@@ -2936,14 +2936,13 @@ test('a token provider failing with an unprintable value fails the attempt at on
     });
     const errors = [];
     c.on('error', (e) => errors.push(e.code));
-    const t0 = performance.now();
+    // Within 5 s, against a connect timeout of 30 s: a failure the attempt waited out would
+    // not open in time.
     await until(() => c.state.name === 'open', 5000, 'open after three failed token fetches');
-    const took = performance.now() - t0;
     c.dispose();
-    return { calls, errors, took };
+    return { calls, errors };
   }, srv.url);
   assert.equal(r.calls, 4);
-  assert.ok(r.took < 3000, `opened after ${r.took} ms`);
 });
 
 test('a token that arrives after its attempt was superseded (close, then connect) is not used for the new attempt', async ({ page }) => {
