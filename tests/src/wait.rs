@@ -107,3 +107,13 @@ pub async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Awaits `fut` for at most `limit`, or panics. For the SDK's own waits that have no deadline
+/// (an acknowledged publish waits as long as its ack takes): a lost ack fails the test with a
+/// message instead of hanging the run.
+pub async fn within<T>(limit: Duration, fut: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(out) => out,
+        Err(_) => panic!("not finished within {limit:?}"),
+    }
+}

@@ -15,7 +15,7 @@ use tether_relay::{Relay, RelayConfig, RelayHandle};
 use tether_tests::proxy::{ChaosProxy, Mode};
 use tether_tests::servers::{Behaviour, MisbehavingServer};
 use tether_tests::tls::TlsEchoServer;
-use tether_tests::wait::{eventually, Recorder};
+use tether_tests::wait::{eventually, within, Recorder};
 
 const LIMIT: Duration = Duration::from_secs(10);
 
@@ -87,8 +87,7 @@ async fn reconnects_after_the_relay_restarts_and_resubscribes() {
     assert!(!recovered, "a new relay has a new epoch: nothing to resume");
     let (publisher, mut prec) = tether_client(relay.ws_url());
     prec.until_open(LIMIT).await;
-    publisher
-        .publish_acked("room", "after restart")
+    within(LIMIT, publisher.publish_acked("room", "after restart"))
         .await
         .unwrap();
     assert_eq!(next_message(&mut rec).await, (1, json!("after restart")));
@@ -130,7 +129,9 @@ async fn resubscribe_replays_what_was_missed_without_duplicates() {
     let (writer, mut wrec) = tether_client(relay.ws_url());
     wrec.until_open(LIMIT).await;
     for i in 1..=3 {
-        writer.publish_acked("room", json!(i)).await.unwrap();
+        within(LIMIT, writer.publish_acked("room", json!(i)))
+            .await
+            .unwrap();
     }
     for i in 1..=3 {
         assert_eq!(next_message(&mut rec).await, (i, json!(i)));
@@ -139,7 +140,9 @@ async fn resubscribe_replays_what_was_missed_without_duplicates() {
     proxy.set_mode(Mode::Refuse);
     proxy.kill_all();
     for i in 4..=6 {
-        writer.publish_acked("room", json!(i)).await.unwrap();
+        within(LIMIT, writer.publish_acked("room", json!(i)))
+            .await
+            .unwrap();
     }
     proxy.set_mode(Mode::Forward);
     let recovered = rec.until_subscribed(LIMIT).await;
@@ -181,7 +184,9 @@ async fn leaving_and_rejoining_a_channel_at_once_keeps_the_subscription_across_r
     rec.until_subscribed(LIMIT).await;
     let (writer, mut wrec) = tether_client(relay.ws_url());
     wrec.until_open(LIMIT).await;
-    writer.publish_acked("room", json!("after")).await.unwrap();
+    within(LIMIT, writer.publish_acked("room", json!("after")))
+        .await
+        .unwrap();
     assert_eq!(next_message(&mut rec).await.1, json!("after"));
     relay.shutdown().await;
 }
@@ -247,7 +252,6 @@ async fn a_black_hole_is_detected_within_the_heartbeat_bound() {
     rec.until(LIMIT, |e| matches!(e, Event::Rtt { .. }).then_some(()))
         .await;
 
-    let went_dark = std::time::Instant::now();
     proxy.set_mode(Mode::BlackHole);
     let cause = rec
         .until(LIMIT, |e| match e {
@@ -255,13 +259,12 @@ async fn a_black_hole_is_detected_within_the_heartbeat_bound() {
             _ => None,
         })
         .await;
-    let took = went_dark.elapsed();
+    // The bound is interval × (missed + 1) = 600 ms, checked exactly in virtual time
+    // (sdk-core's scenarios: black_hole_is_detected_within_interval_times_missed_plus_one).
+    // Over real sockets the heartbeat is what must find it, within LIMIT: without a working
+    // detector only the TCP stack would, minutes later. No tighter wall-clock bound: on a
+    // loaded shared machine the timers and the event delivery can each lag by hundreds of ms.
     assert_eq!(cause, DisconnectCause::HeartbeatTimeout);
-    // The bound is interval × (missed + 1) = 600 ms. The allowance is about four times that:
-    // on a loaded shared 2-core CI box the timers and the event delivery can each lag by
-    // hundreds of ms, while a broken detector (no heartbeat timeout at all) would only be
-    // found by the TCP stack, far beyond this and beyond LIMIT.
-    assert!(took <= ms(2_500), "detected after {took:?}");
     proxy.set_mode(Mode::Forward);
     rec.until_open(LIMIT).await;
     drop(client);
@@ -536,12 +539,21 @@ async fn oversized_frames_close_only_the_offender_at_the_relay() {
         ),
         "{cause:?}"
     );
-    bystander.publish_acked("room", "still here").await.unwrap();
+    within(LIMIT, bystander.publish_acked("room", "still here"))
+        .await
+        .unwrap();
     assert_eq!(next_message(&mut brec).await.1, json!("still here"));
     // And what the offender sends next gets through.
-    offender.publish_acked("room", "small").await.unwrap();
+    within(LIMIT, offender.publish_acked("room", "small"))
+        .await
+        .unwrap();
     assert_eq!(next_message(&mut brec).await.1, json!("small"));
     assert!(offender.stats().reconnects <= 3, "{:?}", offender.stats());
+    assert_eq!(
+        (bystander.stats().opens, bystander.stats().reconnects),
+        (1, 0),
+        "only the offender's connection was closed"
+    );
     drop(offender);
     relay.shutdown().await;
 }
@@ -622,7 +634,9 @@ async fn sse_resumes_with_last_event_id_and_honours_retry() {
     let (writer, mut wrec) = tether_client(relay.ws_url());
     wrec.until_open(LIMIT).await;
     for i in 1..=3 {
-        writer.publish_acked("news", json!(i)).await.unwrap();
+        within(LIMIT, writer.publish_acked("news", json!(i)))
+            .await
+            .unwrap();
     }
     let offsets = next_envelope_offsets(&mut rec, 3).await;
     assert_eq!(offsets, vec![1, 2, 3]);
@@ -640,7 +654,9 @@ async fn sse_resumes_with_last_event_id_and_honours_retry() {
         "the relay's retry: 300 raises the 50 ms backoff: {delay:?}"
     );
     for i in 4..=5 {
-        writer.publish_acked("news", json!(i)).await.unwrap();
+        within(LIMIT, writer.publish_acked("news", json!(i)))
+            .await
+            .unwrap();
     }
     proxy.set_mode(Mode::Forward);
     let resumed = next_envelope_offsets(&mut rec, 2).await;
@@ -662,7 +678,9 @@ async fn an_sse_stream_that_received_nothing_yet_misses_nothing_across_a_reconne
     let (writer, mut wrec) = tether_client(relay.ws_url());
     wrec.until_open(LIMIT).await;
     // History before the stream opens, which it must not get.
-    writer.publish_acked("news", json!(0)).await.unwrap();
+    within(LIMIT, writer.publish_acked("news", json!(0)))
+        .await
+        .unwrap();
     let proxy = ChaosProxy::start(relay.local_addr()).await.unwrap();
     let (sse, events) = fast(proxy.http_url("/sse/news")).connect().unwrap();
     let mut rec = Recorder::new(events);
@@ -673,7 +691,9 @@ async fn an_sse_stream_that_received_nothing_yet_misses_nothing_across_a_reconne
     rec.until_state(LIMIT, |s| matches!(s, State::Waiting { .. }))
         .await;
     for i in 1..=2 {
-        writer.publish_acked("news", json!(i)).await.unwrap();
+        within(LIMIT, writer.publish_acked("news", json!(i)))
+            .await
+            .unwrap();
     }
     proxy.set_mode(Mode::Forward);
     let resumed = next_envelope_offsets(&mut rec, 2).await;
@@ -706,7 +726,9 @@ async fn an_sse_stream_resuming_past_the_relays_history_is_told_of_the_gap() {
         rec.until_state(LIMIT, |s| matches!(s, State::Waiting { .. }))
             .await;
         for i in 0..published {
-            writer.publish_acked("news", json!(i)).await.unwrap();
+            within(LIMIT, writer.publish_acked("news", json!(i)))
+                .await
+                .unwrap();
         }
         proxy.set_mode(Mode::Forward);
     };
@@ -843,7 +865,7 @@ async fn a_member_back_within_grace_stays_when_its_other_tab_leaves() {
     let proxy = ChaosProxy::start(relay.local_addr()).await.unwrap();
     let (watcher, mut wrec) = in_lobby(relay.ws_url(), "watcher").await;
     let (tab_a, mut arec) = in_lobby(proxy.ws_url("/"), "alice").await;
-    let (tab_b, mut brec) = in_lobby(relay.ws_url(), "alice").await;
+    let (tab_b, _brec) = in_lobby(relay.ws_url(), "alice").await;
     until_presence(&mut wrec, "alice", true).await;
     let before = wrec.seen.len();
     // Tab A's connection drops (it will be back within the 1 s grace period) ...
@@ -851,10 +873,12 @@ async fn a_member_back_within_grace_stays_when_its_other_tab_leaves() {
     proxy.kill_all();
     arec.until_state(LIMIT, |s| matches!(s, State::Waiting { .. }))
         .await;
-    tokio::time::sleep(ms(100)).await; // the relay has seen the drop
-                                       // ... and tab B leaves the channel on purpose meanwhile.
+    // Watcher and tab B: the relay has seen the drop.
+    assert!(eventually(LIMIT, || relay.open_connections() == 2).await);
+    // ... and tab B leaves the channel on purpose meanwhile. A round trip behind the
+    // unsubscribe: once its reply is in, the relay has read the unsubscribe.
     tab_b.unsubscribe("lobby").unwrap();
-    brec.collect_for(ms(100)).await; // the relay has read the unsubscribe
+    tab_b.request(json!("barrier"), Some(LIMIT)).await.unwrap();
     proxy.set_mode(Mode::Forward);
     arec.until_subscribed(LIMIT).await;
     wrec.collect_for(ms(1_500)).await; // past the grace period
@@ -1003,7 +1027,9 @@ async fn an_acked_send_written_before_its_timeout_awaits_its_ack_and_is_never_re
     wrec.until_state(LIMIT, |s| !s.is_open()).await;
     proxy.set_mode(Mode::Forward);
     assert_eq!(dropped(&mut wrec, id).await, DropReason::Expired);
-    writer.publish_acked("room", json!("after")).await.unwrap();
+    within(LIMIT, writer.publish_acked("room", json!("after")))
+        .await
+        .unwrap();
     assert_eq!(
         next_message(&mut rec).await.1,
         json!("after"),
@@ -1061,7 +1087,9 @@ async fn an_idle_healthy_client_is_not_closed_by_the_relays_liveness_check() {
     }
     let (publisher, mut prec) = tether_client(relay.ws_url());
     prec.until_open(LIMIT).await;
-    publisher.publish_acked("idle", "still here").await.unwrap();
+    within(LIMIT, publisher.publish_acked("idle", "still here"))
+        .await
+        .unwrap();
     assert_eq!(next_message(&mut own_rec).await.1, json!("still here"));
     assert_eq!(next_message(&mut none_rec).await.1, json!("still here"));
     drop((own, none, publisher));

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tether::{Client, ClientBuilder, Event, MessageId, Payload, Protocol, RequestId, State};
 use tether_relay::{Relay, RelayConfig, RelayHandle};
 use tether_tests::proxy::{ChaosProxy, Mode};
-use tether_tests::wait::Recorder;
+use tether_tests::wait::{within, Recorder};
 
 const LIMIT: Duration = Duration::from_secs(10);
 
@@ -252,7 +252,9 @@ async fn a_subscriber_away_during_a_relay_restart_is_told_and_gets_the_new_histo
     let (writer, mut wrec) = client(relay.ws_url());
     wrec.until_open(LIMIT).await;
     for i in 1..=5 {
-        writer.publish_acked("room", json!(i)).await.unwrap();
+        within(LIMIT, writer.publish_acked("room", json!(i)))
+            .await
+            .unwrap();
     }
     rec.until(LIMIT, |e| {
         matches!(e, Event::Message(m) if m.offset == Some(5)).then_some(())
@@ -266,12 +268,16 @@ async fn a_subscriber_away_during_a_relay_restart_is_told_and_gets_the_new_histo
     // The writer comes back first and publishes fewer messages than the reader had seen.
     wrec.until_state(LIMIT, State::is_open).await;
     for i in 6..=8 {
-        writer.publish_acked("room", json!(i)).await.unwrap();
+        within(LIMIT, writer.publish_acked("room", json!(i)))
+            .await
+            .unwrap();
     }
     proxy.set_mode(Mode::Forward);
     let recovered = rec.until_subscribed(LIMIT).await;
     assert!(!recovered, "a new epoch: the client must be told");
-    writer.publish_acked("room", json!(9)).await.unwrap();
+    within(LIMIT, writer.publish_acked("room", json!(9)))
+        .await
+        .unwrap();
     rec.until(LIMIT, |e| {
         matches!(e, Event::Message(m) if payload_of(m) == json!(9)).then_some(())
     })
@@ -297,13 +303,17 @@ async fn a_resume_older_than_the_history_is_reported_and_replays_what_is_kept() 
     let (reader, mut rec) = room_reader(proxy.ws_url("/")).await;
     let (writer, mut wrec) = client(relay.ws_url());
     wrec.until_open(LIMIT).await;
-    writer.publish_acked("room", json!(1)).await.unwrap();
+    within(LIMIT, writer.publish_acked("room", json!(1)))
+        .await
+        .unwrap();
     rec.until(LIMIT, |e| matches!(e, Event::Message(_)).then_some(()))
         .await;
     proxy.set_mode(Mode::Refuse);
     proxy.kill_all();
     for i in 2..=10 {
-        writer.publish_acked("room", json!(i)).await.unwrap();
+        within(LIMIT, writer.publish_acked("room", json!(i)))
+            .await
+            .unwrap();
     }
     proxy.set_mode(Mode::Forward);
     let recovered = rec.until_subscribed(LIMIT).await;
@@ -343,7 +353,9 @@ async fn unsubscribe_and_resubscribe_while_away_keeps_the_channel() {
     rec.until_subscribed(LIMIT).await;
     let (writer, mut wrec) = client(relay.ws_url());
     wrec.until_open(LIMIT).await;
-    writer.publish_acked("room", json!("live")).await.unwrap();
+    within(LIMIT, writer.publish_acked("room", json!("live")))
+        .await
+        .unwrap();
     rec.until(LIMIT, |e| {
         matches!(e, Event::Message(m) if payload_of(m) == json!("live")).then_some(())
     })
@@ -421,10 +433,12 @@ async fn a_slow_consumer_closed_by_the_relay_resumes_without_gaps_or_duplicates(
     const N: u64 = 400;
     let filler = "x".repeat(32 * 1024);
     for i in 1..=N {
-        writer
-            .publish_acked("room", json!({"i": i, "fill": filler}))
-            .await
-            .unwrap();
+        within(
+            LIMIT,
+            writer.publish_acked("room", json!({"i": i, "fill": filler})),
+        )
+        .await
+        .unwrap();
     }
     until_room_messages(&mut rec, N as usize, Duration::from_secs(30), ms(300)).await;
     let got: Vec<u64> = messages(&rec, "room")
@@ -882,8 +896,7 @@ async fn resubscribing_more_channels_than_the_rate_limit_burst_misses_nothing() 
     rec.until_state(LIMIT, |s| matches!(s, State::Waiting { .. }))
         .await;
     for c in 0..N {
-        writer
-            .publish_acked(&format!("c{c}"), json!(c))
+        within(LIMIT, writer.publish_acked(&format!("c{c}"), json!(c)))
             .await
             .unwrap();
         tokio::time::sleep(ms(30)).await; // within the writer's own rate

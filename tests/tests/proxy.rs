@@ -13,7 +13,7 @@ use tether::{
 use tether_relay::{Relay, RelayConfig, RelayHandle};
 use tether_tests::connect_proxy::{ConnectProxy, ProxyMode};
 use tether_tests::tls::TlsEchoServer;
-use tether_tests::wait::Recorder;
+use tether_tests::wait::{within, Recorder};
 
 const LIMIT: Duration = Duration::from_secs(10);
 
@@ -56,7 +56,9 @@ async fn next_cause(rec: &mut Recorder) -> DisconnectCause {
 
 /// Publishes `value` on `room` and waits until `rec`'s client receives it.
 async fn round_trip(client: &Client, rec: &mut Recorder, value: i64) {
-    client.publish_acked("room", json!(value)).await.unwrap();
+    within(LIMIT, client.publish_acked("room", json!(value)))
+        .await
+        .unwrap();
     rec.until(LIMIT, |e| match e {
         Event::Message(m) if m.payload == Payload::Json(json!(value)) => Some(()),
         _ => None,
@@ -327,7 +329,9 @@ async fn an_event_stream_goes_through_the_same_proxy_and_reconnects_through_it()
         .connect()
         .unwrap();
     Recorder::new(wevents).until_open(LIMIT).await;
-    writer.publish_acked("room", json!(1)).await.unwrap();
+    within(LIMIT, writer.publish_acked("room", json!(1)))
+        .await
+        .unwrap();
     rec.until(LIMIT, |e| match e {
         Event::Message(m) => Some(m.payload.clone()),
         _ => None,
