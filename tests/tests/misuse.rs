@@ -125,11 +125,18 @@ async fn several_tasks_awaiting_closed_all_see_the_close_even_one_connect_follow
         CloseReason::App { code: 4000 }
     );
     rec.until_open(LIMIT).await;
-    // connect() twice while open changes nothing.
+    // connect() twice while open changes nothing: no new connection, no state change.
+    let (opens, seen) = (client.stats().opens, rec.seen.len());
     client.connect();
     client.connect();
     rec.collect_for(Duration::from_millis(300)).await;
     assert!(client.state().is_open(), "{}", client.state());
+    assert_eq!(client.stats().opens, opens);
+    let changes: Vec<_> = rec.seen[seen..]
+        .iter()
+        .filter(|(_, e)| matches!(e, Event::StateChanged { .. }))
+        .collect();
+    assert!(changes.is_empty(), "{changes:?}");
     client.shutdown().await;
     relay.shutdown().await;
 }

@@ -181,21 +181,24 @@ async fn graceful_shutdown_of_a_backed_up_sse_stream_sends_every_queued_message_
         .await
         .unwrap();
     let mut publisher = Client::hello(&relay.ws_url(), "publisher").await;
-    // The stream must be attached before the first publish (bounded poll, then a moment
-    // for the hub to register it after the connection is counted).
-    within("the stream to open", async {
-        while relay.open_connections() < 2 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
+    // The stream must be attached before the first publish: the relay writes its `position`
+    // event right after it follows the channel.
+    let mut start = Vec::new();
+    within("the stream's position event", async {
+        let mut chunk = [0u8; 1024];
+        while !String::from_utf8_lossy(&start).contains("event: position") {
+            let n = reader.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "the stream ended before its position event");
+            start.extend_from_slice(&chunk[..n]);
         }
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
     let total = fill_firehose(&mut publisher).await;
     // Let the writer block on the full socket.
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     let shutdown = tokio::spawn(relay.shutdown());
-    let mut body = String::new();
+    let mut body = String::from_utf8(start).unwrap();
     within("end of stream", reader.read_to_string(&mut body))
         .await
         .unwrap();
