@@ -34,8 +34,9 @@ async fn the_binary_announces_its_address_and_shuts_down_gracefully_on_sigterm()
     client.barrier().await;
 
     let pid = child.id().unwrap().to_string();
-    let killed = Command::new("kill")
-        .args(["-TERM", &pid])
+    // The shell's own `kill`: slim images have no kill binary.
+    let killed = Command::new("sh")
+        .args(["-c", &format!("kill -s TERM {pid}")])
         .status()
         .await
         .unwrap();
