@@ -711,8 +711,8 @@ impl ConfigBuilder {
     /// server in the outbox until the socket took it, re-sends it on the next connection if the
     /// transport ends first (a driver's own queue would otherwise lose it unreported), and
     /// hands over at most [`write_batch_bytes`](Self::write_batch_bytes) not yet taken. Default
-    /// `false` (a message leaves the outbox when handed over); the native driver sets `true`.
-    /// A browser cannot: `WebSocket.send` takes every frame into its own buffer.
+    /// `false` (a message leaves the outbox when handed over); the native driver sets `true`,
+    /// and so does the browser's, from the bytes `bufferedAmount` says it still holds.
     pub fn driver_reports_progress(mut self, reports: bool) -> Self {
         self.config.reports_progress = reports;
         self

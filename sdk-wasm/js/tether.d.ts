@@ -371,6 +371,7 @@ export interface TetherStats {
   opens: number;
   reconnects: number;
   messagesAccepted: number;
+  /** Messages done with: acknowledged, or (awaiting no ack) passed on by the browser's send buffer, or dropped. */
   messagesSettled: number;
   /** Messages handed to the socket: the app's, resends, and the protocol's own (subscribes, acks, and the heartbeat's pings, which are messages in the browser). */
   framesSent: number;
@@ -391,6 +392,7 @@ export interface TetherStats {
   errors: number;
   /** Inputs for a transport that was already replaced (late events of an old socket), ignored. */
   staleInputs: number;
+  /** Messages not yet settled: waiting to be sent, awaiting an ack, or still in the browser's send buffer (sent again on the next connection if this one ends). */
   outboxLength: number;
   outboxBytes: number;
   lastRttMs: number | null;

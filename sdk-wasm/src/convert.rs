@@ -337,7 +337,9 @@ fn engine_options(r: &mut Reader<'_>, url: &str) -> ConfigBuilder {
     let mut b = Config::builder(url)
         .driver_can_send_ping_frames(false)
         .driver_sees_ping_frames(false)
-        .driver_sees_sse_comments(false);
+        .driver_sees_sse_comments(false)
+        // From `bufferedAmount`: see `Inner::note_passed_on`.
+        .driver_reports_progress(true);
     if let Some(p) = r.choice("", "protocol", PROTOCOLS) {
         b = b.protocol(p);
     }

@@ -19,8 +19,8 @@ use tether_core::{Action, Engine, Event, Instant, TransportFailure, TransportId}
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 
-/// While the browser's send buffer is above the high-water mark, check it this often (the
-/// browser has no "drained" event).
+/// While the browser's send buffer is above the high-water mark, or holds what the engine has
+/// not heard it pass on, check it this often (the browser has no "drained" event).
 const DRAIN_POLL: Duration = Duration::from_millis(20);
 
 /// Something for JavaScript, delivered once the engine is released.
@@ -211,7 +211,7 @@ impl Inner {
                 busy = true;
                 shared.out.borrow_mut().push_back(Out::Event(event));
             }
-            if busy || self.check_backpressure(now) {
+            if busy || self.note_passed_on(now) || self.check_backpressure(now) {
                 continue;
             }
             // A deadline already due (the next batch of an outbox flush): run it now rather
@@ -343,6 +343,18 @@ impl Inner {
         }
     }
 
+    /// Tells the engine how much of what it sent the browser has passed on
+    /// ([`Socket::passed_on`]): those messages are settled, and the rest stay in the outbox,
+    /// to be sent again if the connection ends first (what the browser still held when it
+    /// closed is lost otherwise, unreported). Returns whether the engine was told.
+    pub(crate) fn note_passed_on(&mut self, now: Instant) -> bool {
+        let Some((id, Some(units))) = self.socket.as_ref().map(|s| (s.id(), s.passed_on())) else {
+            return false;
+        };
+        self.engine.transport_progress(now, id, units);
+        true
+    }
+
     /// Reports `bufferedAmount` crossing the watermarks. Returns whether the engine was told.
     fn check_backpressure(&mut self, now: Instant) -> bool {
         let Some(socket) = &self.socket else {
@@ -364,7 +376,7 @@ impl Inner {
     /// One `setTimeout` at a time, for the engine's next deadline (or the drain poll).
     fn arm_timer(&mut self, shared: &Shared, now: Instant) {
         let mut deadline = self.engine.poll_timeout();
-        if self.blocked {
+        if self.blocked || self.socket.as_ref().is_some_and(Socket::holds_unsent) {
             let poll = now + DRAIN_POLL;
             deadline = Some(deadline.map_or(poll, |d| d.min(poll)));
         }

@@ -13,7 +13,8 @@
 
 use crate::driver::{input, Shared};
 use crate::js;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::rc::{Rc, Weak};
 use tether_core::{
     Engine, Frame, OpenRequest, SseEvent, TransportFailure, TransportId, TransportKind,
@@ -34,10 +35,30 @@ enum Kind {
     Sse(EventSource, Option<(EventTarget, Handler)>),
 }
 
+/// What a WebSocket's sends handed the browser, to tell the engine how much of it the browser
+/// has passed on (`Engine::transport_progress`): `bufferedAmount` counts the bytes handed and
+/// not yet passed on, so the rest were. Counted in the engine's units (`Frame::progress_len`),
+/// where an empty frame counts one, though it adds nothing to `bufferedAmount`.
+#[derive(Default)]
+struct Handed {
+    /// Bytes of every frame sent.
+    bytes: Cell<u64>,
+    /// The same frames in the engine's units.
+    units: Cell<u64>,
+    /// Where (after how many bytes) each empty frame not yet passed on was sent: it is passed
+    /// on once those bytes are.
+    empties: RefCell<VecDeque<u64>>,
+    /// Empty frames passed on.
+    empties_passed: Cell<u64>,
+    /// The progress last reported, in the engine's units.
+    reported: Cell<u64>,
+}
+
 /// The current transport and the handlers that feed the engine.
 pub(crate) struct Socket {
     id: TransportId,
     kind: Kind,
+    handed: Handed,
     _handlers: [Handler; 3],
 }
 
@@ -97,6 +118,9 @@ impl Socket {
             let ev = ev.unchecked_into::<CloseEvent>();
             let (code, reason) = (ev.code(), ev.reason());
             input(&shared, |i, now| {
+                // First what the browser passed on before the end: the engine sends the rest
+                // again on the next connection.
+                i.note_passed_on(now);
                 if opened.get() {
                     // 1005 (no status) and 1006 (abnormal) mean there was no close frame.
                     let code = (code != 1005 && code != 1006).then_some(code);
@@ -114,6 +138,7 @@ impl Socket {
         Ok(Socket {
             id,
             kind: Kind::Ws(ws),
+            handed: Handed::default(),
             _handlers: [on_open, on_message, on_close],
         })
     }
@@ -232,6 +257,7 @@ impl Socket {
         Ok(Socket {
             id,
             kind: Kind::Sse(es, scope.map(|scope| (scope, on_violation))),
+            handed: Handed::default(),
             _handlers: [on_open, on_message, on_error],
         })
     }
@@ -248,7 +274,39 @@ impl Socket {
                 Frame::Text(text) => ws.send_with_str(text),
                 Frame::Binary(bytes) => ws.send_with_u8_array(bytes),
             };
+            let h = &self.handed;
+            if frame.is_empty() {
+                h.empties.borrow_mut().push_back(h.bytes.get());
+            }
+            h.bytes.set(h.bytes.get() + frame.len() as u64);
+            h.units.set(h.units.get() + frame.progress_len());
         }
+    }
+
+    /// How much of what was sent the browser has passed on, in the engine's units, when it is
+    /// more than last reported. Read in any state: a closed socket's `bufferedAmount` still
+    /// counts what it never sent, which the engine then sends again on the next connection.
+    pub(crate) fn passed_on(&self) -> Option<u64> {
+        let Kind::Ws(ws) = &self.kind else {
+            return None;
+        };
+        let h = &self.handed;
+        let bytes = h.bytes.get().saturating_sub(ws.buffered_amount().into());
+        let mut empties = h.empties.borrow_mut();
+        while empties.front().is_some_and(|&at| at <= bytes) {
+            empties.pop_front();
+            h.empties_passed.set(h.empties_passed.get() + 1);
+        }
+        let units = bytes + h.empties_passed.get();
+        (units > h.reported.get()).then(|| {
+            h.reported.set(units);
+            units
+        })
+    }
+
+    /// Whether the browser holds something sent that it has not been seen to pass on.
+    pub(crate) fn holds_unsent(&self) -> bool {
+        self.handed.reported.get() < self.handed.units.get()
     }
 
     /// Starts closing. Returns `true` when the transport is already closed (an `EventSource`

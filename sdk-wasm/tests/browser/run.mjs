@@ -1234,6 +1234,52 @@ test('backpressure: bufferedAmount above the high-water mark keeps messages in t
   assert.equal(done.messagesSettled, r.n);
 });
 
+test('a cut connection sends again what the browser still held unsent, and nothing it passed on', async ({ page }) => {
+  // A raw client writes to a stalled peer until the engine holds messages back, then the
+  // connection is cut. The driver used to count a message as sent once it handed it to the
+  // browser, so what the browser still held when the socket closed was lost, unreported.
+  // Now the engine settles only what the browser passed on (bufferedAmount) and sends the
+  // rest again. (What the kernel had taken is lost with the connection, as natively.)
+  const srv = await wsServer(behaviours.blackHole);
+  const px = await proxy(srv.port);
+  px.stall(true);
+  const r = await page.evaluate(async (url) => {
+    const c = new tether.TetherClient(url, {
+      backpressure: { highWaterBytes: 256 * 1024, lowWaterBytes: 64 * 1024 },
+      outbox: { maxMessages: 5000, maxBytes: 128 << 20 },
+      backoff: { initialMs: 50, maxMs: 100 },
+    });
+    window.c = c;
+    window.cLog = record(c);
+    await until(() => c.state.name === 'open', 5000, 'open');
+    const chunk = 'x'.repeat(16 * 1024);
+    let n = 0;
+    while (n < 4000 && c.stats.outboxLength < 50) {
+      c.send(`${String(n).padStart(5, '0')}${chunk}`);
+      n++;
+      if (n % 16 === 0) await sleep(2);
+    }
+    await sleep(300); // what the kernel still takes, the browser passes on meanwhile
+    return { n, atCut: c.stats };
+  }, px.ws);
+  const { n, atCut } = r;
+  assert.ok(atCut.framesSent > atCut.messagesSettled,
+    `the browser holds messages it has not passed on, and they are not settled: ${JSON.stringify(atCut)}`);
+  px.cut();
+  px.stall(false);
+  await until(() => srv.connections.length >= 2 && srv.connections.at(-1).frames.length > 0
+    && Number(srv.connections.at(-1).frames.at(-1).slice(0, 5)) === n - 1, 30000, 'the last message on a new connection');
+  const again = srv.connections.slice(1).flatMap((conn) => conn.frames).map((f) => Number(f.slice(0, 5)));
+  const first = again[0];
+  assert.deepEqual(again, Array.from({ length: n - first }, (_, i) => first + i), 'each once, in order, to the last');
+  assert.ok(first >= atCut.messagesSettled && first < atCut.framesSent,
+    `sent again from ${first}: settled ${atCut.messagesSettled}, handed to the browser ${atCut.framesSent} at the cut`);
+  const done = await page.evaluate(() => until(() => c.stats.outboxLength === 0, 5000, 'all sent').then(() => ({
+    stats: c.stats, dropped: cLog.filter((e) => e.type === 'dropped').length })));
+  assert.equal(done.dropped, 0);
+  assert.equal(done.stats.messagesSettled, n);
+});
+
 test('backpressure: highWaterBytes 0 (marks equal) still sends everything, in order', async ({ page }) => {
   // Both marks 0: an empty buffer is at the stop mark and at the resume mark. The rule that
   // must not flip between the two at one level is checked level by level in
