@@ -306,6 +306,8 @@ export interface TetherClientOptions {
    * (EventSource's own events, not messages). [none]
    */
   sseEvents?: string[];
+  /** SSE: send the page's cookies with a cross-origin stream (`EventSource`'s `withCredentials`; the server must allow credentials for the page's origin). Refused on a `ws(s)` URL, whose handshake carries them anyway. [false] */
+  withCredentials?: boolean;
   /**
    * Stop writing once the socket's `bufferedAmount` reaches `highWaterBytes` (messages wait
    * in the outbox), resume at `lowWaterBytes`. Messages are handed to the socket at most

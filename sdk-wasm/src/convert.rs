@@ -24,8 +24,16 @@ pub(crate) struct DriverOptions {
     pub(crate) high_water: u32,
     pub(crate) low_water: u32,
     pub(crate) lifecycle: bool,
-    /// The SSE event types to listen for: `sseEvents` and `message` (unnamed events).
-    pub(crate) sse_events: Vec<String>,
+    pub(crate) sse: SseOptions,
+}
+
+/// How an event stream's `EventSource` is made.
+#[derive(Debug)]
+pub(crate) struct SseOptions {
+    /// The event types to listen for: `sseEvents` and `message` (unnamed events).
+    pub(crate) events: Vec<String>,
+    /// `withCredentials`: the page's cookies go with a cross-origin request too.
+    pub(crate) with_credentials: bool,
 }
 
 /// An error for JS: `code:message`, split by the wrapper into a `TetherError`.
@@ -312,7 +320,7 @@ pub(crate) fn config(url: &str, options: &str) -> Result<(Config, DriverOptions)
     let o = text::parse(options).map_err(|e| e.to_string())?;
     let mut r = Reader::new(&o);
     let builder = engine_options(&mut r, url);
-    let mut driver = driver_options(&mut r);
+    let mut driver = driver_options(&mut r, url);
     r.finish()?;
     // A flush hands over at most the high-water mark (plus one message) before the driver
     // checks `bufferedAmount`: an outbox queued offline does not all land in the browser's
@@ -325,7 +333,7 @@ pub(crate) fn config(url: &str, options: &str) -> Result<(Config, DriverOptions)
     // A Tether server's event stream says where it starts in a named event (see
     // `SSE_POSITION_EVENT`), which `EventSource` gives only to a listener for its name.
     if config.protocol() == Protocol::Tether {
-        driver.sse_events.push(SSE_POSITION_EVENT.to_owned());
+        driver.sse.events.push(SSE_POSITION_EVENT.to_owned());
     }
     Ok((config, driver))
 }
@@ -460,7 +468,7 @@ fn strings(r: &mut Reader<'_>, key: &'static str) -> Vec<String> {
 }
 
 /// The driver's own options (read before [`Reader::finish`], so that they count as known).
-fn driver_options(r: &mut Reader<'_>) -> DriverOptions {
+fn driver_options(r: &mut Reader<'_>, url: &str) -> DriverOptions {
     let s = "backpressure";
     let high = r.count(s, "highWaterBytes").unwrap_or(1 << 20);
     let low = r.count(s, "lowWaterBytes").unwrap_or(high / 4);
@@ -483,11 +491,24 @@ fn driver_options(r: &mut Reader<'_>) -> DriverOptions {
         );
     }
     sse_events.push("message".to_owned());
+    let with_credentials = r.flag("", "withCredentials").unwrap_or(false);
+    // A WebSocket's handshake carries the page's cookies for its host whatever the page's
+    // origin: the option would do nothing there, which would look as if it worked.
+    if with_credentials && url.get(..2).is_some_and(|s| s.eq_ignore_ascii_case("ws")) {
+        r.fail(
+            "",
+            "withCredentials",
+            "left out for a ws(s) URL (only an event stream has it)",
+        );
+    }
     DriverOptions {
         high_water: u32_of(high),
         low_water: u32_of(low),
         lifecycle,
-        sse_events,
+        sse: SseOptions {
+            events: sse_events,
+            with_credentials,
+        },
     }
 }
 

@@ -8,7 +8,7 @@
 //! the outermost call only.
 
 use crate::backpressure;
-use crate::convert::DriverOptions;
+use crate::convert::{DriverOptions, SseOptions};
 use crate::js;
 use crate::transport::{failure, Socket};
 use std::cell::{Cell, RefCell};
@@ -67,8 +67,8 @@ pub(crate) struct Inner {
     /// Backpressure watermarks on `bufferedAmount`: stop above `high`, resume at `low`.
     high_water: u32,
     low_water: u32,
-    /// The named SSE events to listen for ([`DriverOptions::sse_events`]).
-    sse_events: Vec<String>,
+    /// How an event stream is opened.
+    sse: SseOptions,
 }
 
 /// Runs `f` on the driver behind `weak` (if the client still exists), then drains.
@@ -88,7 +88,7 @@ impl Shared {
                 blocked: false,
                 high_water: opts.high_water,
                 low_water: opts.low_water, // at most `high`: the options are validated
-                sse_events: opts.sse_events,
+                sse: opts.sse,
             }),
             out: RefCell::default(),
             delivering: Cell::new(false),
@@ -245,7 +245,7 @@ impl Inner {
                 // No socket is left to drop here: the engine releases one still closing
                 // (`Action::Release`) before it opens another, and one that ended is forgotten.
                 self.blocked = false;
-                let failed = match Socket::open(&req, Rc::downgrade(shared), &self.sse_events) {
+                let failed = match Socket::open(&req, Rc::downgrade(shared), &self.sse) {
                     // Chromium throws nothing for a URL the page's Content-Security-Policy
                     // blocks: the WebSocket it makes is closed already, on every attempt, and
                     // its only events (`error`, and no `close`) would leave the attempt to its

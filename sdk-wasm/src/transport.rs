@@ -11,6 +11,7 @@
 //! `EventSource` cannot set the `Last-Event-ID` header, the resume position travels as the
 //! `lastEventId` query parameter (the convention of the common EventSource polyfills).
 
+use crate::convert::SseOptions;
 use crate::driver::{input, Shared};
 use crate::js;
 use std::cell::{Cell, RefCell};
@@ -69,14 +70,14 @@ impl std::fmt::Debug for Socket {
 }
 
 impl Socket {
-    /// Opens the transport the engine asked for; an event stream listens for the event types
-    /// `sse_events` (`message`, unnamed events, among them). An `Err` is the constructor's
+    /// Opens the transport the engine asked for; an event stream as `sse` says (the event types
+    /// it listens for, `message`, unnamed events, among them). An `Err` is the constructor's
     /// exception (a bad URL, or one the browser refuses from this page), to report with
     /// `transport_failed` as [`failure`] says.
     pub(crate) fn open(
         req: &OpenRequest,
         shared: Weak<Shared>,
-        sse_events: &[String],
+        sse: &SseOptions,
     ) -> Result<Socket, JsValue> {
         let id = req.transport;
         // Set on `open`: a close before it is a failed handshake, after it a lost connection.
@@ -89,7 +90,7 @@ impl Socket {
             })
         };
         if req.kind == TransportKind::Sse {
-            return Self::open_sse(req, shared, opened, on_open, sse_events);
+            return Self::open_sse(req, shared, opened, on_open, sse);
         }
         // Chromium's WebSocket throws on a URL with a `#fragment`, at every attempt.
         let url = without_fragment(&req.url);
@@ -148,14 +149,21 @@ impl Socket {
         shared: Weak<Shared>,
         opened: Rc<Cell<bool>>,
         on_open: Handler,
-        sse_events: &[String],
+        sse: &SseOptions,
     ) -> Result<Socket, JsValue> {
         let id = req.transport;
         // EventSource cannot send a Last-Event-ID header on its own first request: the
         // resume position goes in the query (the relay reads `lastEventId` there).
         let url = req.url_with_last_event_id("lastEventId");
         // Without its fragment, the URL the `securitypolicyviolation` event names (below).
-        let es = EventSource::new(without_fragment(&url))?;
+        let url = without_fragment(&url);
+        let es = if sse.with_credentials {
+            let init = web_sys::EventSourceInit::new();
+            init.set_with_credentials(true);
+            EventSource::new_with_event_source_init_dict(url, &init)
+        } else {
+            EventSource::new(url)
+        }?;
         let on_message = {
             let w = shared.clone();
             // Whether this EventSource has shown an id: its last-event-id buffer starts empty
@@ -249,7 +257,7 @@ impl Socket {
         // no catch-all: the app lists the names, each heard like unnamed events (`message`). A
         // name listed twice is one listener. No removal on drop: a closed `EventSource`
         // dispatches nothing.
-        for name in sse_events {
+        for name in &sse.events {
             let f = on_message.as_ref().unchecked_ref();
             let _ = es.add_event_listener_with_callback(name, f);
         }

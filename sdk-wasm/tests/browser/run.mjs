@@ -2964,6 +2964,32 @@ test('an SSE URL with credentials is refused (invalid_config) instead of failing
   assert.deepEqual(r, { sse: 'invalid_config', ssePath: 'made', ws: 'open' });
 });
 
+test('withCredentials sends the page\'s cookies with a cross-origin event stream; refused on a ws:// URL', async ({ page }) => {
+  // The stream's server is another origin (another port); cookies ignore ports, so the
+  // page's cookie is its to send, but EventSource sends it only with withCredentials. There
+  // was no option for it: a cookie session over SSE failed every attempt, unreadably.
+  const sse = await sseServer(['data: hello\n\n']);
+  const r = await page.evaluate(async (url) => {
+    document.cookie = 'session=abc; path=/';
+    const first = async (options) => {
+      const c = new tether.TetherClient(url, { backoff: { initialMs: 5000 }, ...options });
+      const log = record(c);
+      await until(() => log.some((e) => e.type === 'message'), 5000, 'the first event');
+      c.dispose();
+      return log.find((e) => e.type === 'message').data;
+    };
+    const refused = (u) => { try { new tether.TetherClient(u, { withCredentials: true, autoConnect: false }).dispose(); return 'made'; } catch (e) { return [e.code, e.message]; } };
+    const out = { plain: await first({}), credentialed: await first({ withCredentials: true }), off: await first({ withCredentials: false }) };
+    out.ws = refused('ws://127.0.0.1:9/ws');
+    document.cookie = 'session=; max-age=0; path=/';
+    return out;
+  }, sse.url);
+  assert.deepEqual([r.plain, r.credentialed, r.off], ['hello', 'hello', 'hello']);
+  assert.deepEqual(sse.cookies, [null, 'session=abc', null]);
+  assert.equal(r.ws[0], 'invalid_config');
+  assert.match(r.ws[1], /withCredentials/);
+});
+
 test('a token provider failing with an unprintable value fails the attempt at once', async ({ page }) => {
   // String(e) throws for an object without a prototype: the failure never reached the engine
   // (an uncaught error, or an unhandled rejection), and the attempt waited out connectTimeoutMs.

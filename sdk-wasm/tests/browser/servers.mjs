@@ -179,13 +179,17 @@ export async function proxy(targetPort) {
 /**
  * An SSE server: the n-th request gets `bodies[n]` (the last one again after that) as an event
  * stream, then the response ends; with another `status`, an error response with that body.
- * `urls` records each request's path and query.
+ * `urls` records each request's path and query, `cookies` its Cookie header (or null).
  */
 export async function sseServer(bodies, status = 200, { hold = false } = {}) {
   const urls = [];
+  const cookies = [];
   const server = createServer((req, res) => {
     urls.push(req.url);
-    res.writeHead(status, { 'Content-Type': 'text/event-stream', 'Access-Control-Allow-Origin': '*', 'Cache-Control': 'no-store' });
+    cookies.push(req.headers.cookie ?? null);
+    // CORS that also lets a credentialed request through (the page's own origin, not `*`).
+    res.writeHead(status, { 'Content-Type': 'text/event-stream', 'Access-Control-Allow-Origin': req.headers.origin ?? '*',
+      'Access-Control-Allow-Credentials': 'true', 'Cache-Control': 'no-store' });
     const body = bodies[Math.min(urls.length, bodies.length) - 1];
     // `hold`: the stream stays open after its body, as a live one does, until stopped.
     if (hold) res.write(body);
@@ -196,7 +200,7 @@ export async function sseServer(bodies, status = 200, { hold = false } = {}) {
     server.closeAllConnections();
     server.close(() => r());
   }));
-  return { url: `http://127.0.0.1:${server.address().port}/events`, urls, stop };
+  return { url: `http://127.0.0.1:${server.address().port}/events`, urls, cookies, stop };
 }
 
 /** A TCP proxy that reads what clients send slowly: one read (at most 64 KiB) every 8 ms,

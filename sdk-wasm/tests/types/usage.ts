@@ -126,6 +126,9 @@ async function main(): Promise<void> {
   new TetherClient('https://x/events', { sseEvents: ['update', 'delete'] });
   // @ts-expect-error: sseEvents is a list of event names
   new TetherClient('https://x/events', { sseEvents: 'update' });
+  new TetherClient('https://x/events', { withCredentials: true });
+  // @ts-expect-error: withCredentials is a boolean
+  new TetherClient('https://x/events', { withCredentials: 'include' });
   // @ts-expect-error: retryInMs exists only on the waiting state
   console.log(client.state.retryInMs);
   try {
