@@ -1186,41 +1186,15 @@ test('backpressure: bufferedAmount above the high-water mark keeps messages in t
   const px = await proxy(srv.port);
   px.stall(true);
   const r = await page.evaluate(async (url) => {
-    const c = new tether.TetherClient(url, {
-      backpressure: { highWaterBytes: 256 * 1024, lowWaterBytes: 64 * 1024 },
-      outbox: { maxMessages: 5000, maxBytes: 128 << 20 },
-    });
+    const w = await stalledWriter(url);
+    const { c, log } = w;
     window.c = c;
-    const log = record(c);
-    await until(() => c.state.name === 'open', 5000, 'open');
-    const chunk = 'x'.repeat(16 * 1024);
-    let n = 0;
-    // Write until the engine has to hold messages back (bounded: at most 64 MB in all).
-    const fill = async () => {
-      while (n < 4000 && c.stats.outboxLength < 50) {
-        c.send(`${String(n).padStart(5, '0')}${chunk}`);
-        n++;
-        if (n % 16 === 0) await sleep(2);
-      }
-    };
-    await fill();
+    // Write until the engine has to hold messages back.
+    await w.fill();
     const held = c.stats;
-    // The browser's network process keeps moving bytes into the kernel until loopback's buffers
-    // are full too; each time bufferedAmount falls under the low-water mark the engine rightly
-    // hands more. Once nothing drains any more, nothing more may be handed: watch 300 ms windows
-    // (at most 20) until one hands at most one batch, topping the outbox up in between.
-    const windows = [];
-    for (let round = 0; round < 20; round++) {
-      const before = c.stats;
-      await sleep(300);
-      const after = c.stats;
-      windows.push(after.framesSent - before.framesSent);
-      if (after.framesSent - before.framesSent <= 16) {
-        return { n, held, quiet: after, windows, drops: log.filter((e) => e.type === 'dropped').length };
-      }
-      await fill();
-    }
-    return { n, held, windows, quiet: null };
+    // Once nothing drains any more, nothing more may be handed to the browser.
+    const quiet = await w.fillUntilQuiet();
+    return { n: w.n, held, quiet, windows: w.windows, drops: log.filter((e) => e.type === 'dropped').length };
   }, px.ws);
   assert.ok(r.held.outboxLength >= 50, `the engine held messages back after ${r.n} sends: ${JSON.stringify(r.held)}`);
   assert.ok(r.quiet, `once the buffers were full, nothing more handed to the browser: frames per 300 ms ${r.windows}`);
@@ -1244,25 +1218,15 @@ test('a cut connection sends again what the browser still held unsent, and nothi
   const px = await proxy(srv.port);
   px.stall(true);
   const r = await page.evaluate(async (url) => {
-    const c = new tether.TetherClient(url, {
-      backpressure: { highWaterBytes: 256 * 1024, lowWaterBytes: 64 * 1024 },
-      outbox: { maxMessages: 5000, maxBytes: 128 << 20 },
-      backoff: { initialMs: 50, maxMs: 100 },
-    });
-    window.c = c;
-    window.cLog = record(c);
-    await until(() => c.state.name === 'open', 5000, 'open');
-    const chunk = 'x'.repeat(16 * 1024);
-    let n = 0;
-    while (n < 4000 && c.stats.outboxLength < 50) {
-      c.send(`${String(n).padStart(5, '0')}${chunk}`);
-      n++;
-      if (n % 16 === 0) await sleep(2);
-    }
-    await sleep(300); // what the kernel still takes, the browser passes on meanwhile
-    return { n, atCut: c.stats };
+    const w = await stalledWriter(url, { backoff: { initialMs: 50, maxMs: 100 } });
+    window.c = w.c;
+    window.cLog = w.log;
+    // Until every buffer on the way is full: the browser holds what it cannot pass on.
+    const atCut = await w.fillUntilQuiet();
+    return { n: w.n, atCut, windows: w.windows };
   }, px.ws);
   const { n, atCut } = r;
+  assert.ok(atCut, `the buffers filled up: frames per 300 ms ${r.windows}`);
   assert.ok(atCut.framesSent > atCut.messagesSettled,
     `the browser holds messages it has not passed on, and they are not settled: ${JSON.stringify(atCut)}`);
   px.cut();
