@@ -813,8 +813,14 @@ fn exit_status(
 /// One document command from stdin: `set KEY JSON`, `insert KEY JSON`, `delete KEY`,
 /// `inc KEY NUMBER`. A JSON argument that does not parse is taken as a string.
 fn edit_document(doc: &tether::Document, out: &Output, line: &str) -> Offer {
-    let mut parts = line.trim().splitn(3, char::is_whitespace);
-    let (verb, key, arg) = (parts.next(), parts.next(), parts.next().map(str::trim));
+    // Words apart by any run of whitespace: split at each single space, `set  milk 1` (two
+    // spaces) set the key "" to the text "milk 1", and exited 0.
+    let (verb, rest) = first_word(line);
+    let (key, arg) = match rest.map(first_word) {
+        Some((key, arg)) => (Some(key), arg),
+        None => (None, None),
+    };
+    let (verb, arg) = (Some(verb).filter(|v| !v.is_empty()), arg.map(str::trim));
     let json =
         |arg: &str| serde_json::from_str(arg).unwrap_or_else(|_| Value::String(arg.to_owned()));
     let result = match (verb, key, arg) {
@@ -848,6 +854,16 @@ fn edit_document(doc: &tether::Document, out: &Output, line: &str) -> Offer {
             out.error("document", &e.to_string());
             Offer::Refused
         }
+    }
+}
+
+/// The first word of `text` and what follows it, if anything: words are apart by any run of
+/// whitespace.
+fn first_word(text: &str) -> (&str, Option<&str>) {
+    let text = text.trim_start();
+    match text.split_once(char::is_whitespace) {
+        Some((word, rest)) => (word, Some(rest.trim_start()).filter(|r| !r.is_empty())),
+        None => (text, None),
     }
 }
 

@@ -104,6 +104,28 @@ inc b 2
     relay.shutdown().await;
 }
 
+/// Document commands with their words apart by more than one space, or a tab, are the same
+/// commands. Split at each single space, `set  milk 1` set the key "" to the text "milk 1"
+/// and exited 0: a wrong change to a shared document, reported nowhere.
+#[tokio::test]
+async fn document_command_words_may_be_apart_by_any_whitespace() {
+    let relay = start_relay().await;
+    let (_closed, seen, code) = run_with(
+        &relay.ws_url(),
+        &["--document", "todo"],
+        b"set  milk   1\ninsert\tbread\t{\"n\": 2}\n  inc  count\t 3 \n",
+    )
+    .await;
+    assert!(events(&seen, "error").is_empty(), "{seen:?}");
+    let last = events(&seen, "document").last().cloned().unwrap();
+    assert_eq!(
+        last["doc"],
+        serde_json::json!({"milk": 1, "bread": {"n": 2}, "count": 3})
+    );
+    assert_eq!(code, 0);
+    relay.shutdown().await;
+}
+
 /// The reference relay takes 1,000 messages a second from a connection, in bursts of up to
 /// 2,000, and refuses the rest (`rate_limited`). `tether connect` sent a piped file as fast
 /// as the outbox emptied, so every line past about the 2,000th was refused and dropped
