@@ -373,6 +373,31 @@ async fn bad_options_exit_with_status_1_and_name_the_option() {
             "--publish \"\": invalid channel name",
         ),
         (vec!["frobnicate"], "frobnicate"),
+        // It said "cannot listen on 127.0.0.1:9000: reconnect_after ...": the port was fine.
+        (
+            vec![
+                "relay",
+                "--listen",
+                "127.0.0.1:0",
+                "--reconnect-after",
+                "6000",
+                "--reconnect-window",
+                "5000",
+            ],
+            "tether relay: reconnect_after (--reconnect-after) must be at most",
+        ),
+        // A debug build's connections panicked on the write buffer's size; a release build's
+        // wrapped to 9 KiB and dropped the first larger frame.
+        (
+            vec![
+                "relay",
+                "--listen",
+                "127.0.0.1:0",
+                "--max-message-bytes",
+                "18446744073709551615",
+            ],
+            "tether relay: max_message_size (--max-message-bytes) must be at most 1 GiB",
+        ),
         // It ran on one thread and reported "0 threads".
         (vec!["storm", "--threads", "0"], "--threads"),
         // Options that could never work: refused up front instead of failing line by line.
@@ -476,8 +501,9 @@ async fn the_relay_command_announces_its_address_and_stops_on_sigterm() {
         .unwrap();
     assert!(line.starts_with("listening on ws://127.0.0.1:"), "{line}");
     let pid = child.id().unwrap();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
+    // The shell's own `kill`: slim images have no kill binary.
+    let status = std::process::Command::new("sh")
+        .args(["-c", &format!("kill -s TERM {pid}")])
         .status()
         .unwrap();
     assert!(status.success());

@@ -37,7 +37,7 @@ pub struct RelayOptions {
     /// Messages kept per channel for resume.
     #[arg(long, value_name = "N", default_value_t = RelayConfig::default().history_capacity)]
     pub history: usize,
-    /// Largest accepted message in bytes.
+    /// Largest accepted message in bytes (at most 1 GiB).
     #[arg(long, value_name = "N", value_parser = at_least_one,
           default_value_t = RelayConfig::default().max_message_size)]
     pub max_message_bytes: usize,
@@ -70,7 +70,8 @@ impl RelayOptions {
     /// The relay configuration these options describe (the rest at its defaults). Without
     /// `--token`, [`TOKEN_ENV`] gives the token; set but empty, it means none (an empty
     /// `--token` is a usage error: no client could present it); set but not valid UTF-8, it
-    /// is [`ConfigError::TokenNotUnicode`], never read as none.
+    /// is [`ConfigError::TokenNotUnicode`], never read as none. The configuration is validated
+    /// ([`RelayConfig::validate`]).
     pub fn config(&self) -> Result<RelayConfig, ConfigError> {
         self.config_from_env(std::env::var(TOKEN_ENV))
     }
@@ -80,15 +81,20 @@ impl RelayOptions {
         &self,
         env: Result<String, std::env::VarError>,
     ) -> Result<RelayConfig, ConfigError> {
-        match env {
-            Ok(token) => Ok(self.config_with_env(Some(token))),
-            Err(std::env::VarError::NotPresent) => Ok(self.config_with_env(None)),
+        let config = match env {
+            Ok(token) => self.config_with_env(Some(token)),
+            Err(std::env::VarError::NotPresent) => self.config_with_env(None),
             // The flag wins, so the variable does not matter.
             Err(std::env::VarError::NotUnicode(_)) if self.token.is_some() => {
-                Ok(self.config_with_env(None))
+                self.config_with_env(None)
             }
-            Err(std::env::VarError::NotUnicode(_)) => Err(ConfigError::TokenNotUnicode),
-        }
+            Err(std::env::VarError::NotUnicode(_)) => return Err(ConfigError::TokenNotUnicode),
+        };
+        // Checked here, not only in `Relay::bind`: there the error comes out as the listener's
+        // ("cannot listen on 127.0.0.1:9000: reconnect_after must be ..."), which sends the
+        // user looking for a port conflict.
+        config.validate()?;
+        Ok(config)
     }
 
     fn config_with_env(&self, env_token: Option<String>) -> RelayConfig {
@@ -205,6 +211,27 @@ mod tests {
     fn parse(args: &[&str]) -> Result<RelayOptions, clap::Error> {
         let argv = std::iter::once("relay").chain(args.iter().copied());
         Front::try_parse_from(argv).map(|f| f.relay)
+    }
+
+    /// Validated as they are read, so a front end reports a bad value as itself, not as the
+    /// listener's failure when `Relay::bind` finds it.
+    #[test]
+    fn options_the_relay_refuses_are_refused_by_config() {
+        let late = parse(&["--reconnect-after", "6000", "--reconnect-window", "5000"]).unwrap();
+        assert!(matches!(
+            late.config_from_env(Err(std::env::VarError::NotPresent)),
+            Err(ConfigError::ReconnectAfterBeyondWindow)
+        ));
+        let huge = parse(&["--max-message-bytes", &usize::MAX.to_string()]).unwrap();
+        assert!(matches!(
+            huge.config_from_env(Err(std::env::VarError::NotPresent)),
+            Err(ConfigError::MaxMessageSizeTooLarge)
+        ));
+        let limit = crate::MAX_MESSAGE_SIZE_LIMIT.to_string();
+        let largest = parse(&["--max-message-bytes", &limit]).unwrap();
+        assert!(largest
+            .config_from_env(Err(std::env::VarError::NotPresent))
+            .is_ok());
     }
 
     #[test]
@@ -328,6 +355,7 @@ mod tests {
     #[test]
     fn the_help_lists_every_flag_and_the_listen_default() {
         let help = Front::try_parse_from(["relay", "--help"]).expect_err("help");
+        assert!(help.to_string().contains("at most 1 GiB"));
         let help = help.to_string();
         for flag in [
             "--listen <ADDR>",

@@ -17,10 +17,16 @@ use std::time::Duration;
 /// };
 /// assert!(config.validate().is_ok());
 /// ```
+/// The largest [`RelayConfig::max_message_size`] accepted: 1 GiB. A relay holds messages whole
+/// (history, queues, the write buffer takes two more), so a larger "unlimited" value only
+/// overflows the sizes computed from it.
+pub const MAX_MESSAGE_SIZE_LIMIT: usize = 1 << 30;
+
 #[derive(Clone)]
 pub struct RelayConfig {
-    /// Largest inbound WebSocket message (and frame) in bytes. A larger one closes the
-    /// connection with 1009. Default: 1 MiB.
+    /// Largest inbound WebSocket message (and frame) in bytes, at most
+    /// [`MAX_MESSAGE_SIZE_LIMIT`] (1 GiB). A larger one closes the connection with 1009.
+    /// Default: 1 MiB.
     pub max_message_size: usize,
     /// Per-connection inbound message rate; `None` disables the limit. Over the limit, a
     /// message that names an `id` (`publish`, `request`, `doc_change`) is answered
@@ -142,6 +148,9 @@ pub enum ConfigError {
     /// `max_message_size` is 0: no message could ever be received.
     #[error("max_message_size must be at least 1 byte")]
     MaxMessageSize,
+    /// `max_message_size` is over [`MAX_MESSAGE_SIZE_LIMIT`].
+    #[error("max_message_size (--max-message-bytes) must be at most 1 GiB (1073741824 bytes)")]
+    MaxMessageSizeTooLarge,
     /// `rate_limit.burst` is 0: every message would be refused.
     #[error("rate_limit.burst must be at least 1 (use rate_limit: None for no limit)")]
     RateLimitBurst,
@@ -222,6 +231,9 @@ impl RelayConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.max_message_size == 0 {
             return Err(ConfigError::MaxMessageSize);
+        }
+        if self.max_message_size > MAX_MESSAGE_SIZE_LIMIT {
+            return Err(ConfigError::MaxMessageSizeTooLarge);
         }
         if matches!(self.rate_limit, Some(RateLimit { burst: 0, .. })) {
             return Err(ConfigError::RateLimitBurst);

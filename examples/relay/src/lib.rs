@@ -67,5 +67,5 @@ mod stats;
 mod ws;
 
 pub use cli::RelayOptions;
-pub use config::{ConfigError, RateLimit, RelayConfig};
+pub use config::{ConfigError, RateLimit, RelayConfig, MAX_MESSAGE_SIZE_LIMIT};
 pub use server::{Relay, RelayHandle};

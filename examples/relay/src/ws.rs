@@ -133,7 +133,12 @@ fn ws_config(config: &RelayConfig) -> WebSocketConfig {
         .write_buffer_size(WRITE_BUFFER)
         // Writes never fail for long without the connection being closed, so this only
         // needs room for one maximal message beyond the target.
-        .max_write_buffer_size(WRITE_BUFFER + 2 * config.max_message_size + 1024)
+        // (Saturating: `validate` caps the size, but a size computed from it must not wrap.)
+        .max_write_buffer_size(
+            WRITE_BUFFER
+                .saturating_add(config.max_message_size.saturating_mul(2))
+                .saturating_add(1024),
+        )
         .max_message_size(Some(config.max_message_size))
         .max_frame_size(Some(config.max_message_size))
 }
