@@ -43,8 +43,16 @@ impl ChaosProxy {
         let accept = tokio::spawn(async move {
             let mut connections = JoinSet::new();
             loop {
-                let Ok((client, _)) = listener.accept().await else {
-                    return;
+                // A failed accept (out of file descriptors, say) is passing, as in the relay's
+                // own accept loop: ending here dropped the listener and, with the JoinSet,
+                // every connection through the proxy, for good and without a word.
+                let client = match listener.accept().await {
+                    Ok((client, _)) => client,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "chaos proxy: accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        continue;
+                    }
                 };
                 counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if *mode_rx.borrow() == Mode::Refuse {
