@@ -398,6 +398,11 @@ async fn bad_options_exit_with_status_1_and_name_the_option() {
             ],
             "tether relay: max_message_size (--max-message-bytes) must be at most 1 GiB",
         ),
+        // It modelled advice the relay refuses to give (a return after the window's end).
+        (
+            vec!["storm", "--graceful", "1000", "--advise-downtime"],
+            "--advise-downtime: the outage (2 s, --outage) is longer than the window",
+        ),
         // It ran on one thread and reported "0 threads".
         (vec!["storm", "--threads", "0"], "--threads"),
         // Options that could never work: refused up front instead of failing line by line.

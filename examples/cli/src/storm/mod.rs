@@ -199,6 +199,18 @@ fn scenario(args: &StormArgs) -> Result<Scenario, String> {
         curve.factor = factor;
     }
     let outage = (outage_s * 1e6).round() as Micros;
+    // The relay refuses to advise a return after the end of its window (its config's
+    // reconnect_after must be at most reconnect_window), and the engine would cap it: modelled
+    // anyway, every client came back at the window's end, while the relay was still down.
+    if let (Some(window_ms), true) = (args.graceful, args.advise_downtime) {
+        if outage / 1_000 > window_ms {
+            return Err(format!(
+                "--advise-downtime: the outage ({outage_s} s, --outage) is longer than the \
+                 window (--graceful {window_ms} ms), advice no relay gives; raise --graceful \
+                 or shorten --outage"
+            ));
+        }
+    }
     let scenario = Scenario {
         clients: args.clients,
         outage,
