@@ -14,7 +14,9 @@
 //! a shell reports a process the signal killed, unless 2 or 3 applies: those report a loss
 //! whatever ended the run. Likewise, stopped because its stdout could no longer be written
 //! (its reader went away, `| head`), it closes cleanly and exits with 141 (128 + SIGPIPE);
-//! `tether demo` exits with 141 at once then.
+//! `tether demo` exits with 141 at once then. `tether demo` has statuses of its own
+//! ([`DEMO_EXIT_STATUS`]): 2 when a message was lost or delivered twice, 1 when it could not
+//! run.
 
 // Printing to stdout/stderr is this program's job.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -49,10 +51,19 @@ enum Command {
     #[command(after_help = CONNECT_EXIT_STATUS)]
     Connect(Box<connect::ConnectArgs>),
     /// Watch the engine survive a relay restart, a black hole and an outbox overflow.
+    #[command(after_help = DEMO_EXIT_STATUS)]
     Demo(demo::DemoArgs),
     /// Simulate N clients reconnecting after an outage, in virtual time, per jitter strategy.
     Storm(storm::StormArgs),
 }
+
+/// The end of `tether demo --help`: its exit status, which is the demo's verdict.
+const DEMO_EXIT_STATUS: &str = "\
+Exit status:
+  0    every message sent was delivered once or reported dropped
+  1    the demo could not run (its relay or proxy could not start or restart)
+  2    a message was lost (neither delivered nor reported dropped) or delivered twice
+  141  stopped because stdout's reader went away (`| head`)";
 
 /// The end of `tether connect --help`: what its exit status means, and what a signal does.
 const CONNECT_EXIT_STATUS: &str = "\
