@@ -3113,6 +3113,7 @@ const README_MARKERS = {
   closePolicy: '{ from: 4500, to: 4599, action: \'stop\' },',
   sse: "const feed = await TetherClient.connect('https://example.com/events'",
   abort: "{ signal: controller.signal }",
+  credentials: '{ withCredentials: true }',
 };
 function readmeBlock(key) {
   const found = README_BLOCKS.filter((b) => b.includes(README_MARKERS[key]));
@@ -3223,6 +3224,13 @@ test('README: the close-policy and SSE examples are accepted and connect', async
     await until(() => feed.state.name === 'open', 5000, 'open');
     feed.dispose();`;
   await runInPage(page, sse, { url: `${rl.http}/sse/room` });
+  // A credentialed stream needs a server that allows credentials for the page's origin.
+  const credentialed = await sseServer(['data: hi\n\n'], 200, { hold: true });
+  const withCookies = `const { TetherClient } = tether;
+    ${readmeBlock('credentials').replace("'https://api.example.com/events'", 'url')}
+    await until(() => feed.state.name === 'open', 5000, 'open');
+    feed.dispose();`;
+  await runInPage(page, withCookies, { url: credentialed.url });
 });
 
 // ---- runner --------------------------------------------------------------------------------
