@@ -260,8 +260,8 @@ pub enum TransportFailure {
     /// The platform refuses to open this URL from here, before any connection is made: a
     /// browser's `SecurityError` (an insecure `ws://` URL from an `https://` page, which mixed
     /// content rules block) or any other exception its `WebSocket` or `EventSource`
-    /// constructor throws (a URL its parser refuses), or a WebSocket the browser made closed, or an EventSource that
-    /// failed after the page's `securitypolicyviolation` event named its URL (a URL the page's
+    /// constructor throws (a URL its parser refuses), or a WebSocket the browser made closed,
+    /// or an EventSource that failed after the page's `securitypolicyviolation` event named its URL (a URL the page's
     /// Content-Security-Policy blocks, in Chromium). Every attempt would fail the same way, so
     /// the engine stops with `CloseReason::Refused` (no code, no status) whose reason is the
     /// platform's message.

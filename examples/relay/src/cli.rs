@@ -355,8 +355,8 @@ mod tests {
     #[test]
     fn the_help_lists_every_flag_and_the_listen_default() {
         let help = Front::try_parse_from(["relay", "--help"]).expect_err("help");
-        assert!(help.to_string().contains("at most 1 GiB"));
         let help = help.to_string();
+        assert!(help.contains("at most 1 GiB"), "{help}");
         for flag in [
             "--listen <ADDR>",
             "--token <TOKEN>",

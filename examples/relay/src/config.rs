@@ -3,6 +3,11 @@
 
 use std::time::Duration;
 
+/// The largest [`RelayConfig::max_message_size`] accepted: 1 GiB. A relay holds messages whole
+/// (history, queues, the write buffer takes two more), so a larger "unlimited" value only
+/// overflows the sizes computed from it.
+pub const MAX_MESSAGE_SIZE_LIMIT: usize = 1 << 30;
+
 /// How a [`Relay`](crate::Relay) behaves. Every field has a documented default; start from
 /// [`RelayConfig::default()`] and change what you need:
 ///
@@ -17,11 +22,6 @@ use std::time::Duration;
 /// };
 /// assert!(config.validate().is_ok());
 /// ```
-/// The largest [`RelayConfig::max_message_size`] accepted: 1 GiB. A relay holds messages whole
-/// (history, queues, the write buffer takes two more), so a larger "unlimited" value only
-/// overflows the sizes computed from it.
-pub const MAX_MESSAGE_SIZE_LIMIT: usize = 1 << 30;
-
 #[derive(Clone)]
 pub struct RelayConfig {
     /// Largest inbound WebSocket message (and frame) in bytes, at most
