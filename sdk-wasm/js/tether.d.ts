@@ -303,7 +303,8 @@ export interface TetherClientOptions {
    * (and its `id:` becomes the resume position) only if listed here, since `EventSource` hands
    * an `event: name` event only to a listener for that name and has no catch-all. Listed ones
    * arrive as `message` events, like unnamed ones. `open`, `error` and `""` are refused
-   * (EventSource's own events, not messages). [none]
+   * (EventSource's own events, not messages), and so is a non-empty list on a `ws(s)` URL
+   * (a WebSocket has no named events). [none]
    */
   sseEvents?: string[];
   /** SSE: send the page's cookies with a cross-origin stream (`EventSource`'s `withCredentials`; the server must allow credentials for the page's origin). Refused on a `ws(s)` URL, whose handshake carries them anyway. [false] */

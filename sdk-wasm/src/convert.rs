@@ -477,7 +477,17 @@ fn driver_options(r: &mut Reader<'_>, url: &str) -> DriverOptions {
         r.fail(s, "lowWaterBytes", "at most backpressure.highWaterBytes");
     }
     let lifecycle = r.flag("", "lifecycle").unwrap_or(true);
+    // The event-stream options would do nothing on a WebSocket, which would look as if they
+    // worked: refused there.
+    let ws_url = url.get(..2).is_some_and(|s| s.eq_ignore_ascii_case("ws"));
     let mut sse_events = strings(r, "sseEvents");
+    if ws_url && !sse_events.is_empty() {
+        r.fail(
+            "",
+            "sseEvents",
+            "left out for a ws(s) URL (only an event stream has it)",
+        );
+    }
     // `open` and `error` are EventSource's own events, not messages: listening for them as
     // messages would read a plain `Event` as a `MessageEvent`.
     if sse_events
@@ -493,8 +503,8 @@ fn driver_options(r: &mut Reader<'_>, url: &str) -> DriverOptions {
     sse_events.push("message".to_owned());
     let with_credentials = r.flag("", "withCredentials").unwrap_or(false);
     // A WebSocket's handshake carries the page's cookies for its host whatever the page's
-    // origin: the option would do nothing there, which would look as if it worked.
-    if with_credentials && url.get(..2).is_some_and(|s| s.eq_ignore_ascii_case("ws")) {
+    // origin.
+    if with_credentials && ws_url {
         r.fail(
             "",
             "withCredentials",

@@ -1521,21 +1521,27 @@ test('SSE: named events arrive when listed, and their ids are resumed from', asy
     'data: again\n\n',
   ]);
   const r = await page.evaluate(async (url) => {
-    const refuse = (sseEvents) => {
+    const refuse = (sseEvents, on = url) => {
       try {
-        new tether.TetherClient(url, { sseEvents, autoConnect: false });
+        new tether.TetherClient(on, { sseEvents, autoConnect: false }).dispose();
+        return 'made';
       } catch (e) {
         return [e.code, e.message];
       }
     };
     const refused = refuse('update');
     const reserved = refuse(['update', 'error']);
+    // A WebSocket has no named events: the option would do nothing there.
+    const onWs = refuse(['update'], 'ws://127.0.0.1:9/ws');
+    const emptyOnWs = refuse([], 'ws://127.0.0.1:9/ws');
     const c = new tether.TetherClient(url, { sseEvents: ['update'], backoff: { initialMs: 50, jitter: 'none' } });
     const log = record(c);
     await until(() => log.some((e) => e.type === 'message' && e.data === 'again'), 5000, 'the resumed stream');
     c.close();
-    return { refused, reserved, messages: log.filter((e) => e.type === 'message').map((e) => e.data) };
+    return { refused, reserved, onWs, emptyOnWs, messages: log.filter((e) => e.type === 'message').map((e) => e.data) };
   }, srv.url);
+  assert.deepEqual(r.onWs, ['invalid_config', 'sseEvents must be left out for a ws(s) URL (only an event stream has it)']);
+  assert.equal(r.emptyOnWs, 'made', 'an empty list asks for nothing');
   assert.deepEqual(r.refused, ['invalid_config', 'sseEvents must be an array of strings']);
   // EventSource's own events are not messages.
   assert.deepEqual(r.reserved, ['invalid_config', 'sseEvents must be event names other than "", open and error']);
