@@ -332,13 +332,13 @@ export class TetherClient extends Emitter {
       // read as "not set": they travel as an object naming them, which no option's type
       // accepts, so the module refuses the option by name (as text, `tokenParam: Symbol()`
       // would have been read as a string). A bigint would throw, and a cycle does.
-      text = JSON.stringify({ ...rest, hasToken: !!token }, (_, v) =>
+      text = JSON.stringify(rest, (_, v) =>
         ((typeof v === 'number' && !isFinite(v)) || ['function', 'symbol', 'bigint'].includes(typeof v)
           ? { unencodable: `${typeof v} ${String(v)}` } : v));
     } catch (e) {
       throw new TetherError('invalid_config', `options cannot be read: ${e.message}`);
     }
-    this._raw = call(() => new WasmClient(String(url), text, (kind, json, bytes) => this._dispatch(kind, json, bytes)));
+    this._raw = call(() => new WasmClient(String(url), text, token != null, (kind, json, bytes) => this._dispatch(kind, json, bytes)));
     // Connect after the caller had the chance to attach handlers.
     this._told = false; // the app has called connect() or close() itself
     this._auto = autoConnect !== false;

@@ -316,10 +316,15 @@ fn u32_of(n: u64) -> u32 {
 
 /// Builds the engine config for `url` from the wrapper's options object. The engine's
 /// builder validates; this only maps names and types (and names the option at fault).
-pub(crate) fn config(url: &str, options: &str) -> Result<(Config, DriverOptions), String> {
+/// `has_token`: the app gave a token provider (a function, which the options text cannot hold).
+pub(crate) fn config(
+    url: &str,
+    options: &str,
+    has_token: bool,
+) -> Result<(Config, DriverOptions), String> {
     let o = text::parse(options).map_err(|e| e.to_string())?;
     let mut r = Reader::new(&o);
-    let builder = engine_options(&mut r, url);
+    let builder = engine_options(&mut r, url, has_token);
     let mut driver = driver_options(&mut r, url);
     r.finish()?;
     // A flush hands over at most the high-water mark (plus one message) before the driver
@@ -339,7 +344,7 @@ pub(crate) fn config(url: &str, options: &str) -> Result<(Config, DriverOptions)
 }
 
 /// The engine's settings; [`Config`]'s builder validates them.
-fn engine_options(r: &mut Reader<'_>, url: &str) -> ConfigBuilder {
+fn engine_options(r: &mut Reader<'_>, url: &str, has_token: bool) -> ConfigBuilder {
     // Browsers can neither send ping frames nor see the server's (they answer them
     // themselves), nor an event stream's comment keep-alives.
     let mut b = Config::builder(url)
@@ -360,7 +365,7 @@ fn engine_options(r: &mut Reader<'_>, url: &str) -> ConfigBuilder {
     // either way, not ignored until the day a provider is added.
     let in_first_message = r.choice("", "tokenPlacement", TOKEN_IN_FIRST_MESSAGE);
     let param = r.text("", "tokenParam");
-    if r.flag("", "hasToken") == Some(true) {
+    if has_token {
         // Browsers cannot set handshake headers: the token goes in the URL or in `hello`.
         b = b.token(match in_first_message {
             Some(true) => TokenPlacement::FirstMessage,

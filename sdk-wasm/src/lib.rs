@@ -258,12 +258,18 @@ impl WasmClient {
 #[wasm_bindgen]
 impl WasmClient {
     /// Creates a client for `url` (`ws(s)://` WebSocket, `http(s)://` SSE) with `options`
-    /// (JSON, see js/tether.d.ts). `sink(kind, json, bytes)` receives every event and token
-    /// request. Throws `"invalid_config:<message>"` when an option is invalid.
+    /// (JSON, see js/tether.d.ts), `has_token` when the app gave a token provider.
+    /// `sink(kind, json, bytes)` receives every event and token request. Throws
+    /// `"invalid_config:<message>"` when an option is invalid.
     #[wasm_bindgen(constructor)]
-    pub fn new(url: &str, options: &str, sink: js_sys::Function) -> Result<WasmClient, JsValue> {
-        let (config, opts) =
-            convert::config(url, options).map_err(|m| convert::error("invalid_config", &m))?;
+    pub fn new(
+        url: &str,
+        options: &str,
+        has_token: bool,
+        sink: js_sys::Function,
+    ) -> Result<WasmClient, JsValue> {
+        let (config, opts) = convert::config(url, options, has_token)
+            .map_err(|m| convert::error("invalid_config", &m))?;
         let engine = Engine::new(config, js::entropy());
         let deliver = move |out: Out| {
             let (kind, json, bytes) = match out {

@@ -612,6 +612,8 @@ test('errors are TetherErrors with a code', async ({ page, base }) => {
       // A text option too: sent as text, "symbol Symbol(t)" would have been a valid name.
       symbolTextOption: code(() => new tether.TetherClient('ws://x', { tokenParam: Symbol('t') })),
       nullOptions: code(() => new tether.TetherClient('ws://x', null)),
+      // How the wrapper tells the module of a token provider is not an option.
+      internalKey: code(() => new tether.TetherClient('ws://x', { hasToken: true })),
       // Arguments of the wrong type are refused, not coerced by the bindings.
       ackString: code(() => raw.send('x', { ack: 'no' })),
       ttlString: code(() => raw.send('x', { ttlMs: '100' })),
@@ -642,6 +644,9 @@ test('errors are TetherErrors with a code', async ({ page, base }) => {
   assert.match(r.misspelt[2], /unknown option backoff\.intialMs \(known: initialMs, /);
   assert.equal(r.misspelt[2], 'unknown option backoff.intialMs (known: initialMs, maxMs, factor, jitter, maxAttempts, minUptimeMs)');
   assert.match(r.misspeltTop[2], /unknown option heartbeats \(known: protocol, backoff, heartbeat, outbox, closePolicy, /);
+  assert.doesNotMatch(r.misspeltTop[2], /hasToken/);
+  assert.deepEqual(r.internalKey.slice(0, 2), [true, 'invalid_config']);
+  assert.match(r.internalKey[2], /^unknown option hasToken \(known: /);
   assert.deepEqual(r.misspeltDriver.slice(0, 2), [true, 'invalid_config']);
   assert.equal(r.misspeltDriver[2], 'unknown option backpressure.highWater (known: highWaterBytes, lowWaterBytes)');
   assert.match(r.misplaced[2], /^unknown option outbox\.maxAttempts \(known: maxMessages, maxBytes, overflow, ttlMs\)$/);
