@@ -1249,6 +1249,32 @@ test('a cut connection sends again what the browser still held unsent, and nothi
   assert.equal(done.stats.messagesSettled, n);
 });
 
+test('dispose() with messages the browser still holds reports each one: passed on, or dropped (closed)', async ({ page }) => {
+  // dispose() cannot wait for the browser to pass on what its send buffer holds: the engine
+  // stops being run. What it had not seen passed on must then be reported dropped, not vanish
+  // with the module; what it had is settled and not reported.
+  const srv = await wsServer(behaviours.blackHole);
+  const px = await proxy(srv.port);
+  px.stall(true);
+  const r = await page.evaluate(async (url) => {
+    const w = await stalledWriter(url);
+    const atDispose = await w.fillUntilQuiet();
+    if (!atDispose) return { windows: w.windows };
+    const before = w.c.stats;
+    w.c.dispose();
+    const dropped = w.log.filter((e) => e.type === 'dropped');
+    return { n: w.n, before, ids: dropped.flatMap((e) => e.ids), reasons: [...new Set(dropped.map((e) => e.reason))] };
+  }, px.ws);
+  assert.ok(r.before, `the buffers filled up: frames per 300 ms ${r.windows}`);
+  assert.ok(r.before.framesSent > r.before.messagesSettled, `the browser held messages: ${JSON.stringify(r.before)}`);
+  assert.deepEqual(r.reasons, ['closed']);
+  // Every message accepted is either settled (passed on) or reported, each once.
+  assert.equal(new Set(r.ids).size, r.ids.length, 'no message reported twice');
+  assert.equal(r.before.messagesSettled + r.ids.length, r.n,
+    `settled ${r.before.messagesSettled} + dropped ${r.ids.length} = accepted ${r.n}`);
+  px.stall(false);
+});
+
 test('backpressure: highWaterBytes 0 (marks equal) still sends everything, in order', async ({ page }) => {
   // Both marks 0: an empty buffer is at the stop mark and at the resume mark. The rule that
   // must not flip between the two at one level is checked level by level in
