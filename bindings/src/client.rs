@@ -625,6 +625,37 @@ mod tests {
         }
     }
 
+    /// A provider whose fetch says it started, then never answers (a slow auth server).
+    struct SlowTokens(Mutex<mpsc::Sender<()>>, #[allow(dead_code)] Released);
+
+    #[async_trait::async_trait]
+    impl crate::token::TokenProvider for SlowTokens {
+        async fn token(&self, _refresh: bool) -> Result<String, crate::token::TokenError> {
+            let _ = self.0.lock().map(|tx| tx.send(()));
+            std::future::pending().await
+        }
+    }
+
+    #[test]
+    fn a_client_released_during_a_token_fetch_releases_the_provider_and_the_fetch_on_that_thread() {
+        // The fetch holds the provider (and, for a foreign one, UniFFI's foreign future): it
+        // used to live on in the client task, which dropped it later on a runtime thread.
+        let tokens_on = Arc::new(Mutex::new(None));
+        let (tx, fetching) = mpsc::channel();
+        let config = ClientConfig::new("ws://127.0.0.1:9/".to_owned()).token_provider(Arc::new(
+            SlowTokens(Mutex::new(tx), Released(tokens_on.clone())),
+        ));
+        let client = Client::new(config).expect("a valid config");
+        client.connect();
+        fetching.recv_timeout(WAIT).expect("the fetch started");
+        drop(client);
+        assert_eq!(
+            *tokens_on.lock().unwrap(),
+            Some(std::thread::current().id()),
+            "the provider, held by its fetch, released here and now"
+        );
+    }
+
     #[test]
     fn a_client_released_without_shutdown_releases_its_foreign_objects_on_that_thread_at_once() {
         let on = |_| Arc::new(Mutex::new(None));

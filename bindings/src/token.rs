@@ -1,6 +1,8 @@
 //! [`TokenProvider`]: the app's credential source, asked before every connection attempt.
 
+use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 
 /// Supplies a credential for each connection attempt, so a reconnect always carries a fresh
 /// token. Implemented by the app (Kotlin `suspend fun`, Swift `async`, Python `async def`).
@@ -38,12 +40,25 @@ impl From<uniffi::UnexpectedUniFFICallbackError> for TokenError {
     }
 }
 
-/// The app's provider, shared by the client task (which asks it for tokens) and the `Client`
-/// object, which takes it away when the app releases the client: it is then released on the
-/// app's thread, not later by the client task on a runtime thread (which a Python interpreter
-/// that is finalising does not survive).
+/// The app's provider and the token fetch it is running, shared by the client task (which
+/// asks for tokens and polls the fetch) and the `Client` object, which takes both away when the
+/// app releases the client. They are then released on the app's thread, not later by the
+/// client task on a runtime thread (which a Python interpreter that is finalising does not
+/// survive): a fetch left running would hold the provider, and UniFFI's foreign future, until
+/// the task dropped it.
 #[derive(Clone, Default)]
-pub(crate) struct TokenSlot(Arc<Mutex<Option<Arc<dyn TokenProvider>>>>);
+pub(crate) struct TokenSlot(Arc<Mutex<Slot>>);
+
+#[derive(Default)]
+struct Slot {
+    provider: Option<Arc<dyn TokenProvider>>,
+    /// The fetches the client task awaits (normally one), each with its number. One is out
+    /// of the list only while the task polls it, without the lock: a foreign call may wait for
+    /// the interpreter's lock, which the releasing thread may hold while it waits for this one.
+    fetches: Vec<(u64, tether::TokenFuture)>,
+    next: u64,
+    released: bool,
+}
 
 impl std::fmt::Debug for TokenSlot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -51,23 +66,102 @@ impl std::fmt::Debug for TokenSlot {
     }
 }
 
+/// What the client task's fetch gets once the client was released.
+const RELEASED: &str = "the client was released";
+
 impl TokenSlot {
     pub(crate) fn new(provider: Arc<dyn TokenProvider>) -> Self {
-        TokenSlot(Arc::new(Mutex::new(Some(provider))))
+        TokenSlot(Arc::new(Mutex::new(Slot {
+            provider: Some(provider),
+            ..Slot::default()
+        })))
     }
 
-    fn get(&self) -> Option<Arc<dyn TokenProvider>> {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+    fn lock(&self) -> std::sync::MutexGuard<'_, Slot> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Takes the provider away and releases it on the calling thread. A token fetch already
-    /// running keeps its own reference until it ends; later attempts get no token.
+    /// Takes the provider and the fetches away and releases them on the calling thread. A
+    /// fetch the client task is polling at this very moment is dropped by it when that poll
+    /// returns.
     pub(crate) fn release(&self) {
-        let provider = self.0.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let (provider, fetches) = {
+            let mut slot = self.lock();
+            slot.released = true;
+            (slot.provider.take(), std::mem::take(&mut slot.fetches))
+        };
+        drop(fetches);
         drop(provider);
+    }
+
+    /// Starts a fetch; its number, or none once released.
+    fn start(&self, refresh: bool) -> Option<u64> {
+        let mut slot = self.lock();
+        let provider = slot.provider.clone()?;
+        slot.next += 1;
+        let n = slot.next;
+        // The foreign call starts when the client task first polls this, after it has
+        // released the engine lock.
+        slot.fetches.push((
+            n,
+            Box::pin(async move {
+                provider
+                    .token(refresh)
+                    .await
+                    .map_err(|TokenError::Unavailable { reason }| reason)
+            }),
+        ));
+        Some(n)
+    }
+
+    fn take(&self, n: u64) -> Option<tether::TokenFuture> {
+        let mut slot = self.lock();
+        let i = slot.fetches.iter().position(|(m, _)| *m == n)?;
+        Some(slot.fetches.swap_remove(i).1)
+    }
+
+    /// Polls fetch number `n` outside the lock, and puts it back while it is pending.
+    fn poll(&self, n: u64, cx: &mut Context<'_>) -> Poll<Result<String, String>> {
+        let Some(mut fetch) = self.take(n) else {
+            return Poll::Ready(Err(RELEASED.to_owned()));
+        };
+        let polled = fetch.as_mut().poll(cx);
+        if polled.is_pending() {
+            let mut slot = self.lock();
+            if slot.released {
+                // Released while it was polled: over (and dropped here, the one case).
+                drop(slot);
+                return Poll::Ready(Err(RELEASED.to_owned()));
+            }
+            slot.fetches.push((n, fetch));
+        }
+        polled
+    }
+}
+
+/// The client task's side of a fetch: polls it through the slot, and ends it when dropped
+/// (where the task drops a fetch it no longer awaits, as it would drop the fetch itself).
+struct Fetch {
+    slot: TokenSlot,
+    n: Option<u64>,
+}
+
+impl Future for Fetch {
+    type Output = Result<String, String>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.n {
+            Some(n) => self.slot.poll(n, cx),
+            None => Poll::Ready(Err(RELEASED.to_owned())),
+        }
+    }
+}
+
+impl Drop for Fetch {
+    fn drop(&mut self) {
+        if let Some(n) = self.n {
+            drop(self.slot.take(n));
+        }
     }
 }
 
@@ -76,17 +170,8 @@ pub(crate) struct ForeignTokens(pub(crate) TokenSlot);
 
 impl tether::TokenProvider for ForeignTokens {
     fn token(&self, refresh: bool) -> tether::TokenFuture {
-        let provider = self.0.get();
-        // The foreign call starts when the client task first polls this future, after it has
-        // released the engine lock.
-        Box::pin(async move {
-            let Some(provider) = provider else {
-                return Err("the client was released".to_owned());
-            };
-            provider
-                .token(refresh)
-                .await
-                .map_err(|TokenError::Unavailable { reason }| reason)
-        })
+        let slot = self.0.clone();
+        let n = slot.start(refresh);
+        Box::pin(Fetch { slot, n })
     }
 }
