@@ -57,7 +57,6 @@ struct Slot {
     /// the interpreter's lock, which the releasing thread may hold while it waits for this one.
     fetches: Vec<(u64, tether::TokenFuture)>,
     next: u64,
-    released: bool,
 }
 
 impl std::fmt::Debug for TokenSlot {
@@ -87,7 +86,6 @@ impl TokenSlot {
     pub(crate) fn release(&self) {
         let (provider, fetches) = {
             let mut slot = self.lock();
-            slot.released = true;
             (slot.provider.take(), std::mem::take(&mut slot.fetches))
         };
         drop(fetches);
@@ -128,7 +126,8 @@ impl TokenSlot {
         let polled = fetch.as_mut().poll(cx);
         if polled.is_pending() {
             let mut slot = self.lock();
-            if slot.released {
+            // A fetch is only started with a provider, which only `release` takes away.
+            if slot.provider.is_none() {
                 // Released while it was polled: over (and dropped here, the one case).
                 drop(slot);
                 return Poll::Ready(Err(RELEASED.to_owned()));
@@ -143,25 +142,20 @@ impl TokenSlot {
 /// (where the task drops a fetch it no longer awaits, as it would drop the fetch itself).
 struct Fetch {
     slot: TokenSlot,
-    n: Option<u64>,
+    n: u64,
 }
 
 impl Future for Fetch {
     type Output = Result<String, String>;
 
     fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.n {
-            Some(n) => self.slot.poll(n, cx),
-            None => Poll::Ready(Err(RELEASED.to_owned())),
-        }
+        self.slot.poll(self.n, cx)
     }
 }
 
 impl Drop for Fetch {
     fn drop(&mut self) {
-        if let Some(n) = self.n {
-            drop(self.slot.take(n));
-        }
+        drop(self.slot.take(self.n));
     }
 }
 
@@ -171,7 +165,9 @@ pub(crate) struct ForeignTokens(pub(crate) TokenSlot);
 impl tether::TokenProvider for ForeignTokens {
     fn token(&self, refresh: bool) -> tether::TokenFuture {
         let slot = self.0.clone();
-        let n = slot.start(refresh);
-        Box::pin(Fetch { slot, n })
+        match slot.start(refresh) {
+            Some(n) => Box::pin(Fetch { slot, n }),
+            None => Box::pin(std::future::ready(Err(RELEASED.to_owned()))),
+        }
     }
 }
