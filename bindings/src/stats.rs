@@ -42,6 +42,9 @@ pub struct ClientStats {
     pub unexpected_dropped: u64,
     /// Error events.
     pub errors: u64,
+    /// Reports about a transport the client had already replaced (late events of an old
+    /// socket), ignored.
+    pub stale_inputs: u64,
     /// The latest round-trip time, in milliseconds.
     pub last_rtt_ms: Option<f64>,
     /// Messages in the outbox now (queued or awaiting an ack).
@@ -73,10 +76,33 @@ impl From<tether::Stats> for ClientStats {
             duplicates_dropped: s.duplicates_dropped,
             unexpected_dropped: s.unexpected_dropped,
             errors: s.errors,
+            stale_inputs: s.stale_inputs,
             last_rtt_ms: s.last_rtt.map(|d| d.as_secs_f64() * 1000.0),
             outbox_len: 0,
             listener_events_missed: 0,
             listener_failures: 0,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_core_counter_reaches_the_bindings() {
+        let mut core = tether::Stats::default();
+        core.errors = 7;
+        core.stale_inputs = 3;
+        core.unexpected_dropped = 2;
+        let stats = ClientStats::from(core);
+        assert_eq!(
+            (stats.errors, stats.stale_inputs, stats.unexpected_dropped),
+            (7, 3, 2)
+        );
+        assert_eq!(
+            stats.outbox_len, 0,
+            "the client's own counters start at zero"
+        );
     }
 }

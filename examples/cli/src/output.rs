@@ -356,6 +356,7 @@ pub(crate) fn stats_json(s: &Stats) -> Value {
         "duplicates_dropped": s.duplicates_dropped,
         "unexpected_dropped": s.unexpected_dropped,
         "errors": s.errors,
+        "stale_inputs": s.stale_inputs,
         "last_rtt_ms": s.last_rtt.map(|d| d.as_secs_f64() * 1000.0),
     })
 }
