@@ -8,7 +8,7 @@ import path from 'node:path';
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
-import { behaviours, freePort, lingeringCloseServer, proxy, relay, silentServer, sleep, slowProxy, sseServer, staticServer, stopAll, until, wsServer } from './servers.mjs';
+import { behaviours, freePort, lingeringCloseServer, proxy, relay, silentServer, sleep, slowProxy, sseServer, stalledPeer, staticServer, stopAll, until, wsServer } from './servers.mjs';
 
 const require = createRequire(import.meta.url);
 const { chromium } = require(path.resolve(process.env.WEB_TOOLS, 'node_modules/playwright-core'));
@@ -1187,9 +1187,7 @@ test('outbox overflow is reported, and what is kept is flushed in order', async 
 test('backpressure: bufferedAmount above the high-water mark keeps messages in the outbox', async ({ page }) => {
   // A slow consumer: the proxy stops reading once the handshake is done, so the kernel's and
   // the browser's buffers fill up (loopback absorbs ~10 MB first) and bufferedAmount climbs.
-  const srv = await wsServer(behaviours.blackHole);
-  const px = await proxy(srv.port);
-  px.stall(true);
+  const { srv, px } = await stalledPeer();
   const r = await page.evaluate(async (url) => {
     const w = await stalledWriter(url);
     const { c, log } = w;
@@ -1219,9 +1217,7 @@ test('a cut connection sends again what the browser still held unsent, and nothi
   // browser, so what the browser still held when the socket closed was lost, unreported.
   // Now the engine settles only what the browser passed on (bufferedAmount) and sends the
   // rest again. (What the kernel had taken is lost with the connection, as natively.)
-  const srv = await wsServer(behaviours.blackHole);
-  const px = await proxy(srv.port);
-  px.stall(true);
+  const { srv, px } = await stalledPeer();
   const r = await page.evaluate(async (url) => {
     const w = await stalledWriter(url, { backoff: { initialMs: 50, maxMs: 100 } });
     window.c = w.c;
@@ -1253,9 +1249,7 @@ test('dispose() with messages the browser still holds reports each one: passed o
   // dispose() cannot wait for the browser to pass on what its send buffer holds: the engine
   // stops being run. What it had not seen passed on must then be reported dropped, not vanish
   // with the module; what it had is settled and not reported.
-  const srv = await wsServer(behaviours.blackHole);
-  const px = await proxy(srv.port);
-  px.stall(true);
+  const { px } = await stalledPeer();
   const r = await page.evaluate(async (url) => {
     const w = await stalledWriter(url);
     const atDispose = await w.fillUntilQuiet();
@@ -1272,7 +1266,6 @@ test('dispose() with messages the browser still holds reports each one: passed o
   assert.equal(new Set(r.ids).size, r.ids.length, 'no message reported twice');
   assert.equal(r.before.messagesSettled + r.ids.length, r.n,
     `settled ${r.before.messagesSettled} + dropped ${r.ids.length} = accepted ${r.n}`);
-  px.stall(false);
 });
 
 test('backpressure: highWaterBytes 0 (marks equal) still sends everything, in order', async ({ page }) => {
@@ -2459,9 +2452,7 @@ test('an outbox flushed on open respects bufferedAmount (highWaterBytes)', async
   // socket opened: bufferedAmount jumped to the whole outbox, far above highWaterBytes, and a
   // drop right then lost all of it (raw messages count as settled once handed over). The
   // engine now hands over a batch of highWaterBytes, then the driver checks bufferedAmount.
-  const srv = await wsServer(behaviours.blackHole);
-  const px = await proxy(srv.port);
-  px.stall(true);
+  const { px } = await stalledPeer();
   const r = await page.evaluate(async (url) => {
     const c = new tether.TetherClient(url, {
       autoConnect: false,

@@ -133,6 +133,18 @@ export async function relay(port, { token, history } = {}) {
   };
 }
 
+/**
+ * A peer that reads nothing: a WebSocket server that swallows everything, behind a proxy that
+ * stops reading once the handshake is done, so every buffer on the way (the kernel's, the
+ * browser's) fills up. `px.stall(false)` lets it read again, `px.cut()` cuts the connection.
+ */
+export async function stalledPeer() {
+  const srv = await wsServer(behaviours.blackHole);
+  const px = await proxy(srv.port);
+  px.stall(true);
+  return { srv, px };
+}
+
 /** A TCP proxy to `target` whose connections can be cut, and which can refuse new ones. */
 export async function proxy(targetPort) {
   const sockets = new Set();
