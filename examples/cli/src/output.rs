@@ -321,14 +321,25 @@ pub(crate) fn payload_value(payload: &Payload) -> Value {
     }
 }
 
-/// A payload as one line of text: strings unquoted, other JSON compact.
+/// A payload as one line of text: strings unquoted, other JSON compact, binary in hex.
 pub(crate) fn payload_text(payload: &Payload) -> String {
     match payload {
-        Payload::Json(Value::String(s)) => s.clone(),
+        Payload::Json(Value::String(s)) | Payload::Text(s) => one_line(s),
         Payload::Json(v) => v.to_string(),
-        Payload::Text(t) => t.clone(),
         Payload::Binary(b) => hex(b),
         _ => String::new(),
+    }
+}
+
+/// Text as it came, or, if it holds a line break or another control character, as a JSON
+/// string (quoted, escaped): a reader of stdout takes one line for one message, and a
+/// message's own newline must not split it into several, nor a stray `\r` or escape
+/// sequence rewrite the terminal.
+fn one_line(text: &str) -> String {
+    if text.chars().any(char::is_control) {
+        Value::String(text.to_owned()).to_string()
+    } else {
+        text.to_owned()
     }
 }
 
@@ -418,6 +429,25 @@ fn human(event: &Event) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_message_prints_as_one_line() {
+        let text = |s: &str| payload_text(&Payload::Text(s.to_owned()));
+        let json_string = |s: &str| payload_text(&Payload::Json(json!(s)));
+        assert_eq!(text("hello, world"), "hello, world");
+        assert_eq!(
+            json_string("héllo \"you\""),
+            "héllo \"you\"",
+            "plain text unquoted"
+        );
+        assert_eq!(text("two\nlines"), r#""two\nlines""#);
+        assert_eq!(json_string("a\r\nb"), r#""a\r\nb""#);
+        assert_eq!(text("\u{1b}[2Jcleared"), r#""\u001b[2Jcleared""#);
+        assert_eq!(
+            payload_text(&Payload::Json(json!({"k": "x\ny"}))),
+            r#"{"k":"x\ny"}"#
+        );
+    }
 
     #[test]
     fn a_scheduled_reconnect_reads_as_one_line_not_a_state_line_as_well() {
