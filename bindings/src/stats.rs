@@ -43,7 +43,7 @@ pub struct ClientStats {
     /// Error events.
     pub errors: u64,
     /// Reports about a transport the client had already replaced (late events of an old
-    /// socket), ignored.
+    /// socket), ignored. The end of one the client was closing itself is not counted.
     pub stale_inputs: u64,
     /// The latest round-trip time, in milliseconds.
     pub last_rtt_ms: Option<f64>,

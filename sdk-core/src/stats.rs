@@ -56,7 +56,9 @@ pub struct Stats {
     pub unexpected_dropped: u64,
     /// Error events emitted.
     pub errors: u64,
-    /// Inputs about an abandoned transport, ignored.
+    /// Inputs about a transport the engine had let go of (late events of an old socket),
+    /// ignored. The end of one the engine was closing itself is not counted: it answers the
+    /// engine's own request.
     pub stale_inputs: u64,
     /// The latest round-trip time measured.
     pub last_rtt: Option<Duration>,

@@ -3900,6 +3900,80 @@ fn malformed_and_oversized_frames_are_reported_and_the_connection_survives() {
 }
 
 #[test]
+fn the_end_of_a_transport_the_engine_closed_itself_is_not_a_stale_input() {
+    // A dead link found by the heartbeat is closed by the engine and replaced: the driver's
+    // report of that close answers the engine's own request, it is not late news. Counted as
+    // stale, `stale_inputs` grew with every such reconnect (and every restarted event stream
+    // in the browser), and told an app nothing.
+    let config = Config::builder("ws://relay")
+        .heartbeat_interval(secs(10))
+        .max_missed_pongs(1)
+        .build()
+        .unwrap();
+    let (mut engine, t) = opened_engine(config, Instant::ZERO);
+    while engine.poll_action().is_some() {}
+    let mut now = Instant::ZERO;
+    let mut closed = false;
+    for _ in 0..100 {
+        let Some(deadline) = engine.poll_timeout() else {
+            break;
+        };
+        now = deadline;
+        engine.handle_timeout(now);
+        closed = std::iter::from_fn(|| engine.poll_action())
+            .any(|a| matches!(a, tether_core::Action::Close { transport, .. } if transport == t));
+        if closed {
+            break;
+        }
+    }
+    assert!(closed, "the silent link was closed");
+    assert!(matches!(engine.state(), State::Waiting { .. }));
+    engine.transport_closed(now + ms(5), t, Some(4000), "");
+    assert_eq!(engine.stats().stale_inputs, 0, "the close it asked for");
+    // Anything about it after that is late news.
+    engine.transport_failed(
+        now + ms(6),
+        t,
+        tether_core::TransportFailure::Io("reset".into()),
+    );
+    engine.frame_received(now + ms(7), t, Frame::from("late"));
+    assert_eq!(engine.stats().stale_inputs, 2);
+    assert!(matches!(engine.state(), State::Waiting { .. }));
+}
+
+#[test]
+fn the_end_of_a_restarted_stream_is_not_a_stale_input() {
+    // An online report restarts an open event stream: the engine closes it and opens the
+    // next attempt at once, which releases the one closing. The driver's report of that
+    // stream's end comes after the release; it still answers the engine's own close.
+    let config = Config::builder("http://relay/events")
+        .last_event_id("7")
+        .build()
+        .unwrap();
+    let (mut engine, t) = opened_engine(config, Instant::ZERO);
+    // Stable (`min_uptime`): a stream that just opened is not restarted.
+    engine.handle_timeout(Instant::ZERO + secs(20));
+    while engine.poll_action().is_some() {}
+    engine.network_changed(Instant::ZERO + secs(60), true);
+    let actions: Vec<tether_core::Action> = std::iter::from_fn(|| engine.poll_action()).collect();
+    assert!(
+        matches!(
+            actions[..],
+            [
+                tether_core::Action::Close { transport: c, .. },
+                tether_core::Action::Release { transport: r },
+                tether_core::Action::Open(_),
+            ] if c == t && r == t
+        ),
+        "{actions:?}"
+    );
+    engine.transport_closed(Instant::ZERO + secs(60), t, Some(4000), "");
+    assert_eq!(engine.stats().stale_inputs, 0, "the close it asked for");
+    engine.transport_closed(Instant::ZERO + secs(61), t, None, "");
+    assert_eq!(engine.stats().stale_inputs, 1, "a second end is late news");
+}
+
+#[test]
 fn time_going_backwards_is_clamped_and_stale_inputs_are_ignored() {
     let mut sim = Sim::raw("ws://relay");
     sim.connect_open();

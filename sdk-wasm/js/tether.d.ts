@@ -393,7 +393,7 @@ export interface TetherStats {
   /** Channel messages dropped as unexpected (on a channel not subscribed to, or before the answer to its subscribe); only the first per channel and connection is also an `error` event. */
   unexpectedDropped: number;
   errors: number;
-  /** Inputs for a transport that was already replaced (late events of an old socket), ignored. */
+  /** Inputs for a transport that was already replaced (late events of an old socket), ignored. The end of one the client was closing itself is not counted. */
   staleInputs: number;
   /** Messages not yet settled: waiting to be sent, awaiting an ack, or still in the browser's send buffer (sent again on the next connection if this one ends). */
   outboxLength: number;

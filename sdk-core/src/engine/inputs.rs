@@ -1,7 +1,8 @@
 //! What the driver reports: token results, transport events, and `handle_timeout`.
 //!
 //! Every input names its transport; inputs about a transport the engine has abandoned are
-//! counted in `Stats::stale_inputs` and otherwise ignored. Inputs in a state where they make no
+//! counted in `Stats::stale_inputs` (except the end of one it was closing, which it asked for)
+//! and otherwise ignored. Inputs in a state where they make no
 //! sense are ignored the same way, so every input is total.
 
 use super::Engine;
@@ -69,6 +70,16 @@ impl Engine {
                 None
             }
         }
+    }
+
+    /// Notes `transport`'s end (closed or failed) and returns whether it is the current one.
+    /// The end of a transport the engine was closing is what it asked for, not a stale input:
+    /// only the end of one it had let go of (released, or replaced) is counted as stale.
+    fn end_of_current(&mut self, transport: TransportId) -> bool {
+        if self.ended(transport) && self.conn.transport != Some(transport) {
+            return false;
+        }
+        self.is_current(transport)
     }
 
     /// The transport from [`Action::Open`] completed its handshake.
@@ -405,8 +416,7 @@ impl Engine {
         reason: &str,
     ) {
         let now = self.observe(now);
-        self.ended(transport);
-        if !self.is_current(transport) {
+        if !self.end_of_current(transport) {
             return;
         }
         if let Some(app_code) = self.conn.closing {
@@ -429,8 +439,7 @@ impl Engine {
         failure: TransportFailure,
     ) {
         let now = self.observe(now);
-        self.ended(transport);
-        if !self.is_current(transport) {
+        if !self.end_of_current(transport) {
             return;
         }
         if let Some(app_code) = self.conn.closing {

@@ -353,13 +353,18 @@ impl Engine {
             self.actions.push_back(Action::Release {
                 transport: l.transport,
             });
+            self.released_unended = Some(l.transport);
         }
     }
 
     /// The driver reported `transport`'s end: its close handshake needs no deadline any more.
-    pub(super) fn ended(&mut self, transport: TransportId) {
+    /// Returns whether the engine had asked for this end (closed the transport itself).
+    pub(super) fn ended(&mut self, transport: TransportId) -> bool {
         if self.lingering.is_some_and(|l| l.transport == transport) {
             self.lingering = None;
+            true
+        } else {
+            self.released_unended.take_if(|t| *t == transport).is_some()
         }
     }
 

@@ -109,6 +109,10 @@ pub struct Engine {
     /// A transport told to close whose end the driver has not reported yet: released when
     /// its close handshake outlasts the close timeout. Outside `timers`, which closing clears.
     lingering: Option<Lingering>,
+    /// The last lingering transport released before its end was reported (the next attempt
+    /// replaced it, or its close timeout passed): its end, if the driver still reports it,
+    /// answers the engine's own close and is not counted as a stale input.
+    released_unended: Option<TransportId>,
     /// The current connection has stayed open for `min_uptime` (backoff was reset).
     stable: bool,
     /// `connect` was called while the close handshake ran: start again once it is done.
@@ -262,6 +266,7 @@ impl Engine {
             refused_event_id: None,
             drain: None,
             lingering: None,
+            released_unended: None,
             stable: false,
             connect_after_close: false,
             #[cfg(feature = "documents")]

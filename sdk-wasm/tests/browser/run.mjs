@@ -1514,6 +1514,7 @@ test('SSE: an online event restarts an open stream from its position, as a strea
     const early = log.filter((e) => e.type === 'reconnecting').length;
     window.dispatchEvent(new Event('online'));
     await until(() => got('b'), 5000, 'the restarted stream');
+    const stale = c.stats.staleInputs;
     c.close();
     // Turned off, for a server that does not resume from lastEventId.
     const off = new tether.TetherClient(url, { restartStreams: false, backoff: { minUptimeMs: 100 } });
@@ -1528,9 +1529,11 @@ test('SSE: an online event restarts an open stream from its position, as a strea
       restarts: log.filter((e) => e.type === 'reconnecting').map((e) => [e.cause.kind, e.delayMs]),
       messages: log.filter((e) => e.type === 'message').map((e) => [e.data, e.lastEventId]),
       offRestarts: offLog.filter((e) => e.type === 'reconnecting').length,
+      stale,
     };
   }, srv.url);
   assert.equal(r.early, 0, 'no restart before minUptimeMs');
+  assert.equal(r.stale, 0, 'the end of the stream the engine closed is not a stale input');
   assert.deepEqual(r.restarts, [['stream_restarted', 0]], 'at once, not after a delay');
   assert.deepEqual(r.messages, [['a', '7'], ['b', '8']]);
   assert.equal(r.offRestarts, 0, 'restartStreams: false');
