@@ -3974,6 +3974,23 @@ fn the_end_of_a_restarted_stream_is_not_a_stale_input() {
 }
 
 #[test]
+fn a_frame_too_large_of_any_size_is_counted_without_overflow() {
+    // The size is the driver's word; `usize::MAX` must neither panic (debug) nor wrap the
+    // byte counter (release).
+    let (mut engine, t) = opened_engine(
+        Config::builder("ws://relay").build().unwrap(),
+        Instant::ZERO,
+    );
+    while engine.poll_action().is_some() {}
+    engine.frame_too_large(Instant::ZERO + ms(1), t, usize::MAX);
+    engine.frame_received(Instant::ZERO + ms(2), t, Frame::from("hi"));
+    let stats = engine.stats();
+    assert_eq!(stats.bytes_received, u64::MAX);
+    assert_eq!(stats.frames_received, 2);
+    assert!(engine.state().is_open());
+}
+
+#[test]
 fn time_going_backwards_is_clamped_and_stale_inputs_are_ignored() {
     let mut sim = Sim::raw("ws://relay");
     sim.connect_open();

@@ -263,7 +263,9 @@ impl Engine {
     /// [`EngineError::FrameTooLarge`] and goes no further.
     fn count_frame(&mut self, now: Instant, size: usize) -> bool {
         self.stats.frames_received += 1;
-        self.stats.bytes_received += size as u64;
+        // Saturating: `size` is the driver's word (a platform's length, a parser's count),
+        // and an input must never panic or wrap the counter.
+        self.stats.bytes_received = self.stats.bytes_received.saturating_add(size as u64);
         self.heartbeat.activity(now);
         let fits = self.reads_message_of(size);
         if !fits {
