@@ -457,7 +457,8 @@ impl ClientConfig {
     ) -> Arc<Self> {
         self.with(|o| o.status_policy.push((first, last, disposition)))
     }
-    /// Time allowed for token fetch + handshake. Default 10,000 ms. An event stream waits for
+    /// Time allowed for the token fetch, and again for the handshake once the request is
+    /// sent. Default 10,000 ms. An event stream waits for
     /// its response head up to the heartbeat's silence limit (75 s by default) when that is
     /// longer: many SSE servers send it only with their first event.
     pub fn connect_timeout_ms(self: Arc<Self>, ms: u64) -> Arc<Self> {

@@ -329,7 +329,7 @@ impl Config {
     pub fn token_placement(&self) -> Option<&TokenPlacement> {
         self.token.as_ref()
     }
-    /// Time allowed for a connection attempt (token fetch + handshake). Default 10 s.
+    /// Time allowed for an attempt's token fetch, and again for its handshake. Default 10 s.
     pub fn connect_timeout(&self) -> Duration {
         self.connect_timeout
     }
@@ -607,9 +607,10 @@ impl ConfigBuilder {
         self.config.token = Some(placement);
         self
     }
-    /// Time allowed for token fetch + handshake. Default 10 s. An event stream (SSE), once
-    /// its request is sent, is given its heartbeat's silence limit when that is longer (see
-    /// [`Config::open_timeout`]).
+    /// Time allowed for an attempt's token fetch, and again for its handshake once the
+    /// request is sent (so an attempt with a token provider may take up to twice this).
+    /// Default 10 s. An event stream (SSE), once its request is sent, is given its
+    /// heartbeat's silence limit when that is longer (see [`Config::open_timeout`]).
     pub fn connect_timeout(mut self, d: Duration) -> Self {
         self.config.connect_timeout = d;
         self

@@ -292,7 +292,8 @@ pub enum DisconnectCause {
     },
     /// No pong (or other sign of life) in time.
     HeartbeatTimeout,
-    /// The attempt (token + handshake) took longer than the connect timeout.
+    /// The attempt's token fetch, or its handshake once the request was sent, took longer
+    /// than the connect timeout (an event stream's head: see `Config::open_timeout`).
     ConnectTimeout,
     /// The token provider failed.
     TokenUnavailable {

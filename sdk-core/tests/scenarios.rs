@@ -4073,6 +4073,46 @@ fn nothing_is_written_after_the_close_frame() {
 }
 
 #[test]
+fn a_slow_token_fetch_does_not_shorten_the_handshake() {
+    // The token fetch has the connect timeout, and the request, once sent, has it again: a
+    // provider that took 9 of the 10 s left the handshake 1 s, and a healthy server behind
+    // a slow provider failed every attempt at the connect timeout.
+    let config = Config::builder("ws://relay")
+        .token(TokenPlacement::Query { param: "t".into() })
+        .build()
+        .unwrap();
+    let mut engine = tether_core::Engine::new(config, 1);
+    engine.connect(Instant::ZERO);
+    let Some(tether_core::Action::FetchToken { transport, .. }) = engine.poll_action() else {
+        panic!("no token fetch")
+    };
+    let fetched = Instant::ZERO + secs(9);
+    engine.token_ready(fetched, transport, "tok".into());
+    assert!(matches!(
+        engine.poll_action(),
+        Some(tether_core::Action::Open(_))
+    ));
+    assert_eq!(engine.poll_timeout(), Some(fetched + secs(10)));
+    engine.handle_timeout(Instant::ZERO + secs(12));
+    assert!(
+        matches!(engine.state(), State::Connecting { .. }),
+        "still opening"
+    );
+    engine.transport_opened(Instant::ZERO + secs(12), transport);
+    assert!(engine.state().is_open());
+    // The fetch itself still has the connect timeout.
+    let mut engine = tether_core::Engine::new(
+        Config::builder("ws://relay")
+            .token(TokenPlacement::Query { param: "t".into() })
+            .build()
+            .unwrap(),
+        1,
+    );
+    engine.connect(Instant::ZERO);
+    assert_eq!(engine.poll_timeout(), Some(Instant::ZERO + secs(10)));
+}
+
+#[test]
 fn a_late_token_for_the_last_session_does_not_open_the_next_one() {
     // Attempt numbers start at 1 again after close() and connect(): the engine, not each
     // driver, must tell the old request's answer from the new one's.

@@ -183,7 +183,8 @@ impl ClientBuilder {
         message_ttl(ttl: Option<Duration>);
         /// Close-code and HTTP-status policy.
         close_policy(policy: ClosePolicy);
-        /// Time allowed for token fetch + handshake.
+        /// Time allowed for the token fetch, and again for the handshake once the request is
+        /// sent.
         connect_timeout(d: Duration);
         /// Time allowed for the close handshake.
         close_timeout(d: Duration);

@@ -259,7 +259,7 @@ export interface TetherClientOptions {
   tokenPlacement?: 'query' | 'first-message';
   /** Query parameter name for the token. ['token'] */
   tokenParam?: string;
-  /** Token fetch + handshake. [10000] An event stream waits for its head up to the heartbeat's silence limit (75 s by default) when longer: many SSE servers send it only with their first event. */
+  /** Time for the token fetch, and again for the handshake once the request is sent. [10000] An event stream waits for its head up to the heartbeat's silence limit (75 s by default) when longer: many SSE servers send it only with their first event. */
   connectTimeoutMs?: number;
   /** Close handshake. [2000] */
   closeTimeoutMs?: number;

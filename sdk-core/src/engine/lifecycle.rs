@@ -32,8 +32,8 @@ impl Engine {
             ..Connection::default()
         };
         self.stats.attempts += 1;
-        // The token fetch has the connect timeout; an event stream's request, once sent, may
-        // wait longer for its head (`open_transport`).
+        // The token fetch has the connect timeout; the request, once sent, has its own
+        // (`open_transport`).
         self.timers.connect = Some(now + self.config.connect_timeout());
         self.set_state(State::Connecting { attempt });
         if self.config.token.is_some() {
@@ -53,8 +53,9 @@ impl Engine {
     }
 
     /// Emits the `Open` action for the current transport, placing the token. From here an
-    /// attempt has `Config::open_timeout` to open: longer than the connect timeout only for
-    /// an event stream, whose head may come with its first event.
+    /// attempt has `Config::open_timeout` to open, however long its token took: the connect
+    /// timeout again, longer only for an event stream, whose head may come with its first
+    /// event.
     pub(super) fn open_transport(&mut self, now: Instant, attempt: u32, token: Option<String>) {
         let Some(transport) = self.conn.transport else {
             return;
@@ -79,9 +80,10 @@ impl Engine {
         };
         // The transport being replaced is not waited for any longer.
         self.release_lingering();
-        if self.config.transport == TransportKind::Sse {
-            self.timers.connect = Some(now + self.config.open_timeout());
-        }
+        // A fresh deadline for the open, whatever the token fetch took: a slow provider (a
+        // cold OAuth refresh, an app waking up) must not leave a healthy server a moment to
+        // answer, and fail every attempt at the connect timeout.
+        self.timers.connect = Some(now + self.config.open_timeout());
         self.actions.push_back(Action::Open(Box::new(OpenRequest {
             transport,
             kind: self.config.transport,
