@@ -132,6 +132,9 @@ pub enum HeartbeatMode {
     Off,
 }
 
+const DEFAULT_RAW_PING: &str = "ping";
+const DEFAULT_RAW_PONG: &str = "pong";
+
 /// Dead-connection detection.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HeartbeatConfig {
@@ -160,10 +163,12 @@ pub struct HeartbeatConfig {
     /// `any_frame_is_liveness`, a pong to a ping sent before the probe does not meet it.
     /// Default 5 s.
     pub probe_timeout: Duration,
-    /// Ping text for [`HeartbeatMode::AppMessage`] in raw mode. Default `"ping"`.
+    /// Ping text for [`HeartbeatMode::AppMessage`] in raw mode. Default `"ping"`. Another
+    /// text with any other mode or protocol is refused (`heartbeat.raw_ping`): it would not
+    /// be sent.
     pub raw_ping: String,
     /// Pong text for [`HeartbeatMode::AppMessage`] in raw mode; such frames are consumed, not
-    /// delivered. Default `"pong"`.
+    /// delivered. Default `"pong"`; refused as `raw_ping` is with another mode or protocol.
     pub raw_pong: String,
 }
 
@@ -185,8 +190,8 @@ impl Default for HeartbeatConfig {
             pong_timeout: None,
             any_frame_is_liveness: true,
             probe_timeout: Duration::from_secs(5),
-            raw_ping: "ping".to_owned(),
-            raw_pong: "pong".to_owned(),
+            raw_ping: DEFAULT_RAW_PING.to_owned(),
+            raw_pong: DEFAULT_RAW_PONG.to_owned(),
         }
     }
 }
@@ -1021,6 +1026,25 @@ fn validate_backoff(b: &BackoffConfig) -> Result<(), ConfigError> {
 fn validate_heartbeat(c: &Config) -> Result<(), ConfigError> {
     let h = &c.heartbeat;
     let mode = c.effective_heartbeat_mode();
+    // Texts of the app's own would be ignored, and its server's pings never sent, with no
+    // sign: refused where no raw application ping is sent (`Auto` is ping frames, or off in
+    // a browser; the Tether protocol's pings are its own messages).
+    let uses_raw_texts = mode == HeartbeatMode::AppMessage && c.protocol == Protocol::Raw;
+    if !uses_raw_texts {
+        let field = if h.raw_ping != DEFAULT_RAW_PING {
+            "heartbeat.raw_ping"
+        } else if h.raw_pong != DEFAULT_RAW_PONG {
+            "heartbeat.raw_pong"
+        } else {
+            ""
+        };
+        if !field.is_empty() {
+            return Err(ConfigError::new(
+                field,
+                "used only by HeartbeatMode::AppMessage on the raw protocol",
+            ));
+        }
+    }
     if mode == HeartbeatMode::Off {
         return Ok(());
     }
@@ -1143,6 +1167,51 @@ pub(crate) fn at_least_a_microsecond(field: &'static str, d: Duration) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn raw_ping_texts_are_refused_where_no_raw_ping_is_sent() {
+        let with_texts = |url: &str, protocol, mode, ping: &str, pong: &str| {
+            let mut b = Config::builder(url).protocol(protocol);
+            let mut hb = HeartbeatConfig {
+                mode,
+                ..HeartbeatConfig::default()
+            };
+            hb.raw_ping = ping.to_owned();
+            hb.raw_pong = pong.to_owned();
+            b = b.heartbeat(hb);
+            b.build().map(|_| ()).map_err(|e| e.field)
+        };
+        let (raw, tether) = (Protocol::Raw, Protocol::Tether);
+        use HeartbeatMode::*;
+        assert_eq!(with_texts("ws://x", raw, AppMessage, "hb", "hb!"), Ok(()));
+        // Auto is ping frames natively (off in a browser): the texts would never be sent.
+        assert_eq!(
+            with_texts("ws://x", raw, Auto, "hb", "pong"),
+            Err("heartbeat.raw_ping")
+        );
+        assert_eq!(
+            with_texts("ws://x", raw, Auto, "ping", "hb!"),
+            Err("heartbeat.raw_pong")
+        );
+        assert_eq!(
+            with_texts("ws://x", raw, PingFrame, "hb", "pong"),
+            Err("heartbeat.raw_ping")
+        );
+        assert_eq!(
+            with_texts("ws://x", raw, Off, "hb", "pong"),
+            Err("heartbeat.raw_ping")
+        );
+        assert_eq!(
+            with_texts("ws://x", tether, AppMessage, "hb", "pong"),
+            Err("heartbeat.raw_ping")
+        );
+        assert_eq!(
+            with_texts("http://x", raw, Auto, "ping", "hb!"),
+            Err("heartbeat.raw_pong")
+        );
+        // The defaults, named or not, are not the app's texts.
+        assert_eq!(with_texts("ws://x", tether, Auto, "ping", "pong"), Ok(()));
+    }
 
     #[test]
     fn token_names_must_not_be_empty() {

@@ -214,7 +214,7 @@ export interface TetherClientOptions {
     probeTimeoutMs?: number;
     /** Any inbound frame proves the connection alive. [true] */
     anyFrameIsLiveness?: boolean;
-    /** Raw-mode app ping/pong texts. ['ping' / 'pong'] */
+    /** Raw-mode app ping/pong texts, sent only with `mode: 'app'` on the raw protocol (refused otherwise: they would not be sent). ['ping' / 'pong'] */
     rawPing?: string;
     rawPong?: string;
   };
@@ -257,7 +257,7 @@ export interface TetherClientOptions {
   token?: (request: TokenRequest) => string | Promise<string>;
   /** ['query'] ('first-message' needs the Tether protocol) */
   tokenPlacement?: 'query' | 'first-message';
-  /** Query parameter name for the token. ['token'] */
+  /** Query parameter name for the token (refused with `'first-message'`). ['token'] */
   tokenParam?: string;
   /** Time for the token fetch, and again for the handshake once the request is sent. [10000] An event stream waits for its head up to the heartbeat's silence limit (75 s by default) when longer: many SSE servers send it only with their first event. */
   connectTimeoutMs?: number;
@@ -312,7 +312,8 @@ export interface TetherClientOptions {
   /**
    * Stop writing once the socket's `bufferedAmount` reaches `highWaterBytes` (messages wait
    * in the outbox), resume at `lowWaterBytes`. Messages are handed to the socket at most
-   * `highWaterBytes` (plus one message) at a time. [1 MiB / 256 KiB]
+   * `highWaterBytes` (plus one message) at a time. Refused on an `http(s)` URL (an event
+   * stream sends nothing). [1 MiB / 256 KiB]
    */
   backpressure?: { highWaterBytes?: number; lowWaterBytes?: number };
   /** Wire `online`/`offline` (window or worker scope) and `visibilitychange`. [true] */
@@ -492,7 +493,7 @@ export class TetherClient {
   /**
    * What the window's (or a worker's) `online`/`offline` events tell the client already. While
    * waiting, online reconnects at once (a server's minimum delay still holds). While open, a
-   * WebSocket with heartbeats (Tether protocol, or `rawPing`) is probed with a ping that has a
+   * WebSocket with heartbeats (the Tether protocol, or `heartbeat.mode: 'app'`) is probed with a ping that has a
    * short deadline, and online restarts an event stream that has a position and has been up
    * `minUptimeMs` from that position (`reconnecting` with cause `stream_restarted`, unless
    * `restartStreams` is false): EventSource cannot be probed.

@@ -365,6 +365,14 @@ fn engine_options(r: &mut Reader<'_>, url: &str, has_token: bool) -> ConfigBuild
     // either way, not ignored until the day a provider is added.
     let in_first_message = r.choice("", "tokenPlacement", TOKEN_IN_FIRST_MESSAGE);
     let param = r.text("", "tokenParam");
+    if in_first_message == Some(true) && param.is_some() {
+        // The query parameter's name, for a token that goes in no query.
+        r.fail(
+            "",
+            "tokenParam",
+            "left out with tokenPlacement 'first-message'",
+        );
+    }
     if has_token {
         // Browsers cannot set handshake headers: the token goes in the URL or in `hello`.
         b = b.token(match in_first_message {
@@ -474,17 +482,26 @@ fn strings(r: &mut Reader<'_>, key: &'static str) -> Vec<String> {
 
 /// The driver's own options (read before [`Reader::finish`], so that they count as known).
 fn driver_options(r: &mut Reader<'_>, url: &str) -> DriverOptions {
+    // Options for one transport would do nothing on the other, which would look as if they
+    // worked: refused there.
+    let ws_url = url.get(..2).is_some_and(|s| s.eq_ignore_ascii_case("ws"));
     let s = "backpressure";
-    let high = r.count(s, "highWaterBytes").unwrap_or(1 << 20);
-    let low = r.count(s, "lowWaterBytes").unwrap_or(high / 4);
+    let given_high = r.count(s, "highWaterBytes");
+    let given_low = r.count(s, "lowWaterBytes");
+    if !ws_url && (given_high.is_some() || given_low.is_some()) {
+        r.fail(
+            "",
+            s,
+            "left out for an http(s) URL (an event stream sends nothing)",
+        );
+    }
+    let high = given_high.unwrap_or(1 << 20);
+    let low = given_low.unwrap_or(high / 4);
     if low > high {
         // Writing resumes at the low mark: above the high one, once paused it never would.
         r.fail(s, "lowWaterBytes", "at most backpressure.highWaterBytes");
     }
     let lifecycle = r.flag("", "lifecycle").unwrap_or(true);
-    // The event-stream options would do nothing on a WebSocket, which would look as if they
-    // worked: refused there.
-    let ws_url = url.get(..2).is_some_and(|s| s.eq_ignore_ascii_case("ws"));
     let mut sse_events = strings(r, "sseEvents");
     if ws_url && !sse_events.is_empty() {
         r.fail(

@@ -589,15 +589,24 @@ test('errors are TetherErrors with a code', async ({ page, base }) => {
         protocol: 'tether',
         backoff: { initialMs: 500, maxMs: 20000, factor: 1.5, jitter: 'equal', maxAttempts: 9, minUptimeMs: 1000 },
         heartbeat: { mode: 'app', intervalMs: 10000, maxMissed: 3, pongTimeoutMs: 4000, probeTimeoutMs: 2000,
-          anyFrameIsLiveness: false, rawPing: 'p', rawPong: 'q' },
+          anyFrameIsLiveness: false },
         outbox: { maxMessages: 10, maxBytes: 10000, overflow: 'reject-new', ttlMs: 1000 },
         closePolicy: { codes: [{ from: 4500, to: 4599, action: 'stop' }], serviceRestartWindowMs: 1000,
           tryAgainLaterDelayMs: 1000, maxServerDelayMs: 60000 },
-        token: () => 't', tokenPlacement: 'first-message', tokenParam: 'auth', connectTimeoutMs: 5000,
+        token: () => 't', tokenPlacement: 'first-message', connectTimeoutMs: 5000,
         closeTimeoutMs: 1000, requestTimeoutMs: 5000, maxMessageBytes: 65536, failRequestsOnDisconnect: false,
         clientId: 'everything', seed: 7, subprotocols: ['chat'], backpressure: { highWaterBytes: 4096, lowWaterBytes: 1024 },
         lifecycle: false, autoConnect: false,
       }).dispose()),
+      // The options every client of the other kind takes (raw app pings, a query token).
+      rawTexts: code(() => new tether.TetherClient('ws://127.0.0.1:9/ws', { autoConnect: false,
+        heartbeat: { mode: 'app', rawPing: 'p', rawPong: 'q' }, token: () => 't', tokenParam: 'auth' }).dispose()),
+      // Options that would do nothing where they are given.
+      rawPingUnsent: code(() => new tether.TetherClient('ws://x', { heartbeat: { rawPing: 'hb' } })),
+      rawPongTether: code(() => new tether.TetherClient('ws://x', { protocol: 'tether', heartbeat: { mode: 'app', rawPong: 'hb' } })),
+      tokenParamFirstMessage: code(() => new tether.TetherClient('ws://x', { protocol: 'tether', token: () => 't',
+        tokenPlacement: 'first-message', tokenParam: 'auth' })),
+      backpressureSse: code(() => new tether.TetherClient('http://x/events', { backpressure: { highWaterBytes: 4096 } })),
       sectionNotObject: code(() => new tether.TetherClient('ws://x', { backoff: 500 })),
       subprotocolsString: code(() => new tether.TetherClient('ws://x', { subprotocols: 'chat' })),
       subprotocolsNumbers: code(() => new tether.TetherClient('ws://x', { subprotocols: ['chat', 2] })),
@@ -651,6 +660,12 @@ test('errors are TetherErrors with a code', async ({ page, base }) => {
   assert.equal(r.misspeltDriver[2], 'unknown option backpressure.highWater (known: highWaterBytes, lowWaterBytes)');
   assert.match(r.misplaced[2], /^unknown option outbox\.maxAttempts \(known: maxMessages, maxBytes, overflow, ttlMs\)$/);
   assert.equal(r.everyOption, 'no error', 'every option tether.d.ts documents is known');
+  assert.equal(r.rawTexts, 'no error');
+  assert.deepEqual(r.rawPingUnsent.slice(0, 2), [true, 'invalid_config']);
+  assert.match(r.rawPingUnsent[2], /heartbeat\.raw_ping.*used only by HeartbeatMode::AppMessage on the raw protocol/);
+  assert.match(r.rawPongTether[2], /heartbeat\.raw_pong.*used only by/);
+  assert.deepEqual(r.tokenParamFirstMessage.slice(1), ['invalid_config', "tokenParam must be left out with tokenPlacement 'first-message'"]);
+  assert.deepEqual(r.backpressureSse.slice(1), ['invalid_config', 'backpressure must be left out for an http(s) URL (an event stream sends nothing)']);
   assert.deepEqual([r.sectionNotObject[1], r.sectionNotObject[2]], ['invalid_config', 'backoff must be an object']);
   assert.deepEqual([r.subprotocolsString[1], r.subprotocolsString[2]], ['invalid_config', 'subprotocols must be an array of strings']);
   assert.equal(r.subprotocolsNumbers[1], 'invalid_config');
