@@ -411,14 +411,16 @@ impl ClientConfig {
     }
     /// The text frame a raw-mode client sends as an application ping
     /// (`heartbeatMode(APP_MESSAGE)`). Default `ping`. Not used in Tether mode, whose pings
-    /// are protocol messages. Empty is `InvalidConfig` (`heartbeat.raw_ping`).
+    /// are protocol messages. Empty is `InvalidConfig` (`heartbeat.raw_ping`), and so is
+    /// another text with any mode but `APP_MESSAGE` on the raw protocol: it would not be sent.
     pub fn raw_ping(self: Arc<Self>, text: String) -> Arc<Self> {
         self.with(|o| o.raw_ping = Some(text))
     }
     /// The text frame a raw-mode client takes as the answer to its application ping
     /// (`heartbeatMode(APP_MESSAGE)`): such frames are consumed, never delivered as
-    /// `Message`s, so choose a text that no data message can be. Default `pong`. Not used in
-    /// Tether mode.
+    /// `Message`s, so choose a text that no data message can be. Default `pong`. Another
+    /// text with any mode but `APP_MESSAGE` on the raw protocol is `InvalidConfig`
+    /// (`heartbeat.raw_pong`).
     pub fn raw_pong(self: Arc<Self>, text: String) -> Arc<Self> {
         self.with(|o| o.raw_pong = Some(text))
     }
