@@ -3991,6 +3991,25 @@ fn a_frame_too_large_of_any_size_is_counted_without_overflow() {
 }
 
 #[test]
+fn at_the_clocks_end_attempts_do_not_loop() {
+    // A driver clock that jumps to the end (`Instant::from_millis_f64(inf)` saturates there):
+    // every deadline `now + d` is `now`, so the connect timeout and the backoff's wait were
+    // due at once, in every call: an attempt per `handle_timeout`, without backoff.
+    let mut engine = tether_core::Engine::new(Config::builder("ws://relay").build().unwrap(), 1);
+    engine.connect(Instant::ZERO);
+    while engine.poll_action().is_some() {}
+    let mut calls = 0;
+    while engine.poll_timeout().is_some() && calls < 50 {
+        engine.handle_timeout(Instant::MAX);
+        while engine.poll_action().is_some() {}
+        calls += 1;
+    }
+    assert_eq!(engine.stats().attempts, 1, "after {calls} calls");
+    assert!(calls < 50, "the engine still asks to be woken at once");
+    assert!(matches!(engine.state(), State::Waiting { .. }));
+}
+
+#[test]
 fn time_going_backwards_is_clamped_and_stale_inputs_are_ignored() {
     let mut sim = Sim::raw("ws://relay");
     sim.connect_open();

@@ -11,7 +11,7 @@ use crate::event::{
 };
 use crate::outbox::Awaiting;
 use crate::protocol::ClientMessage;
-use crate::time::Instant;
+use crate::time::{deadline_after, Instant};
 
 /// Close reasons travel in a WebSocket close frame, which allows 123 bytes.
 const MAX_CLOSE_REASON: usize = 123;
@@ -34,7 +34,7 @@ impl Engine {
         self.stats.attempts += 1;
         // The token fetch has the connect timeout; the request, once sent, has its own
         // (`open_transport`).
-        self.timers.connect = Some(now + self.config.connect_timeout());
+        self.timers.connect = deadline_after(now, self.config.connect_timeout());
         self.set_state(State::Connecting { attempt });
         if self.config.token.is_some() {
             self.conn.awaiting_token = true;
@@ -83,7 +83,7 @@ impl Engine {
         // A fresh deadline for the open, whatever the token fetch took: a slow provider (a
         // cold OAuth refresh, an app waking up) must not leave a healthy server a moment to
         // answer, and fail every attempt at the connect timeout.
-        self.timers.connect = Some(now + self.config.open_timeout());
+        self.timers.connect = deadline_after(now, self.config.open_timeout());
         self.actions.push_back(Action::Open(Box::new(OpenRequest {
             transport,
             kind: self.config.transport,
@@ -286,7 +286,7 @@ impl Engine {
         }
         let attempt = self.backoff.failures() + 1;
         let until = now + delay;
-        self.timers.retry = Some(until);
+        self.timers.retry = deadline_after(now, delay);
         self.timers.not_before = not_before;
         self.set_state(State::Waiting { attempt, until });
         self.events.push_back(Event::ReconnectScheduled {
