@@ -1185,30 +1185,24 @@ mod tests {
         use HeartbeatMode::*;
         assert_eq!(with_texts("ws://x", raw, AppMessage, "hb", "hb!"), Ok(()));
         // Auto is ping frames natively (off in a browser): the texts would never be sent.
-        assert_eq!(
-            with_texts("ws://x", raw, Auto, "hb", "pong"),
-            Err("heartbeat.raw_ping")
-        );
-        assert_eq!(
-            with_texts("ws://x", raw, Auto, "ping", "hb!"),
-            Err("heartbeat.raw_pong")
-        );
-        assert_eq!(
-            with_texts("ws://x", raw, PingFrame, "hb", "pong"),
-            Err("heartbeat.raw_ping")
-        );
-        assert_eq!(
-            with_texts("ws://x", raw, Off, "hb", "pong"),
-            Err("heartbeat.raw_ping")
-        );
-        assert_eq!(
-            with_texts("ws://x", tether, AppMessage, "hb", "pong"),
-            Err("heartbeat.raw_ping")
-        );
-        assert_eq!(
-            with_texts("http://x", raw, Auto, "ping", "hb!"),
-            Err("heartbeat.raw_pong")
-        );
+        for (url, protocol, mode, ping, pong, refused) in [
+            ("ws://x", raw, Auto, "hb", "pong", "heartbeat.raw_ping"),
+            ("ws://x", raw, Auto, "ping", "hb!", "heartbeat.raw_pong"),
+            ("ws://x", raw, PingFrame, "hb", "pong", "heartbeat.raw_ping"),
+            ("ws://x", raw, Off, "hb", "pong", "heartbeat.raw_ping"),
+            (
+                "ws://x",
+                tether,
+                AppMessage,
+                "hb",
+                "pong",
+                "heartbeat.raw_ping",
+            ),
+            ("http://x", raw, Auto, "ping", "hb!", "heartbeat.raw_pong"),
+        ] {
+            let got = with_texts(url, protocol, mode, ping, pong);
+            assert_eq!(got, Err(refused), "{url} {protocol:?} {mode:?}");
+        }
         // The defaults, named or not, are not the app's texts.
         assert_eq!(with_texts("ws://x", tether, Auto, "ping", "pong"), Ok(()));
     }
