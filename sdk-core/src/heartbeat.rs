@@ -30,6 +30,10 @@ pub(crate) enum Beat {
 struct Outstanding {
     seq: u64,
     sent_at: Instant,
+    /// When the oldest ping still unanswered went out: this ping's `sent_at`, or for a probe
+    /// that replaced an unanswered ping, that ping's. The tick judges a miss from it, so a
+    /// probe cannot hide the miss of the ping it replaced (and stretch the dead-link bound).
+    unanswered_since: Instant,
     /// Whether any inbound traffic arrived since this ping was sent.
     answered_by_traffic: bool,
 }
@@ -132,9 +136,10 @@ impl Heartbeat {
                 // A ping younger than an interval is a probe sent since the last tick: it
                 // has its own deadline and has not had the time a regular ping gets, so it
                 // is not a miss yet (with `max_missed` 1, counting it killed a healthy
-                // connection whose network changed just before the tick).
+                // connection whose network changed just before the tick). A probe that
+                // replaced an unanswered ping is judged from that ping's time (`probe`).
                 let due = self.outstanding.filter(|out| {
-                    now.saturating_duration_since(out.sent_at) >= self.config.interval
+                    now.saturating_duration_since(out.unanswered_since) >= self.config.interval
                 });
                 if let Some(out) = due {
                     let alive = out.answered_by_traffic && self.config.any_frame_is_liveness;
@@ -148,17 +153,23 @@ impl Heartbeat {
                 let next = now + self.config.interval;
                 self.next_ping = (next > now).then_some(next);
                 let deadline = self.config.pong_timeout.map(|t| now + t);
-                Some(self.send_ping(now, deadline))
+                Some(self.send_ping(now, deadline, now))
             }
             _ => None,
         }
     }
 
-    fn send_ping(&mut self, now: Instant, deadline: Option<Instant>) -> Beat {
+    fn send_ping(
+        &mut self,
+        now: Instant,
+        deadline: Option<Instant>,
+        unanswered_since: Instant,
+    ) -> Beat {
         self.seq += 1;
         self.outstanding = Some(Outstanding {
             seq: self.seq,
             sent_at: now,
+            unanswered_since,
             answered_by_traffic: false,
         });
         // A pending probe deadline survives a regular ping: it was a promise to decide soon.
@@ -181,7 +192,18 @@ impl Heartbeat {
             return None;
         }
         let deadline = now + self.config.probe_timeout;
-        Some(self.send_ping(now, Some(deadline)))
+        // The ping the probe replaces is judged now: unanswered, its time keeps running for
+        // the next tick; answered by traffic, that traffic proved the link alive, which the
+        // tick can no longer see on the probe.
+        let unanswered_since = match self.outstanding {
+            Some(out) if out.answered_by_traffic && self.config.any_frame_is_liveness => {
+                self.missed = 0;
+                now
+            }
+            Some(out) => out.unanswered_since,
+            None => now,
+        };
+        Some(self.send_ping(now, Some(deadline), unanswered_since))
     }
 
     /// A pong arrived. Returns the round-trip time when it answers the latest ping.
@@ -312,6 +334,33 @@ mod tests {
             h.tick(just_before + Duration::from_secs(5)),
             Some(Beat::Dead)
         );
+    }
+
+    #[test]
+    fn a_probe_does_not_hide_the_miss_of_the_unanswered_ping_it_replaces() {
+        // Pings at 10 and 20 s unanswered; a probe at 29 s. The tick at 30 s still judges
+        // the ping of 20 s, a full interval old: dead at the bound, interval × (2 + 1), not
+        // at the probe's own deadline (34 s).
+        let mut h = hb(2);
+        h.start(at(0));
+        assert_eq!(h.tick(at(10)), Some(Beat::SendPing { seq: 1 }));
+        assert_eq!(h.tick(at(20)), Some(Beat::SendPing { seq: 2 }));
+        assert_eq!(h.probe(at(29)), Some(Beat::SendPing { seq: 3 }));
+        assert_eq!(h.tick(at(30)), Some(Beat::Dead));
+        // Traffic after the ping of 20 s answered it: the probe is then judged on its own.
+        let mut h = hb(2);
+        h.start(at(0));
+        h.tick(at(10));
+        h.tick(at(20));
+        h.activity(at(21));
+        h.probe(at(29));
+        h.activity(at(29) + Duration::from_millis(500));
+        assert_eq!(h.tick(at(30)), Some(Beat::SendPing { seq: 4 }));
+        // And the traffic that answered the ping the probe replaced reset the count of
+        // misses: one miss at 40 s (the ping of 30 s), not two. It was dead at 40 s, 10.5 s
+        // after the last sign of life (the probe's answer), where the bound is 30 s.
+        assert_eq!(h.tick(at(40)), Some(Beat::SendPing { seq: 5 }));
+        assert_eq!(h.tick(at(50)), Some(Beat::Dead));
     }
 
     #[test]
