@@ -225,7 +225,7 @@ impl Client {
     /// Stops taking messages, delivers (and gets acked) everything pending, reconnecting if
     /// needed (at once if waiting to, unless the server set a later minimum), then closes; after `timeout_ms` at the latest, reporting the rest dropped. A
     /// `connect()` meanwhile takes messages again (drained with the rest) and starts the client
-    /// again once it is closed.
+    /// again once it is closed (at the server's minimum, if a refusal ending the close set one).
     pub async fn disconnect_after_drain(&self, timeout_ms: u64) -> CloseReason {
         let timeout = Duration::from_millis(timeout_ms);
         run(self.inner.close_after_drain(timeout))

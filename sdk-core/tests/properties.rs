@@ -905,6 +905,9 @@ fn legal(from: &State, to: &State) -> bool {
             | (Waiting { .. }, Connecting { .. })
             | (Waiting { .. }, Closed { .. })
             | (Closed { .. }, Connecting { .. })
+            // A restart the app asked for during a close, which ended with a server's
+            // minimum still ahead: a fresh start, waiting for it.
+            | (Closed { .. }, Waiting { attempt: 1, .. })
     )
 }
 

@@ -1181,6 +1181,24 @@ fn black_hole_is_detected_within_interval_times_missed_plus_one() {
     }
 }
 
+/// With the defaults (a ping every 25 s, 2 missed), a link that went silent is declared dead
+/// 75 s after its last sign of life, even when an online report sent a probe just before:
+/// the probe replaced the unanswered ping, hid its miss, and the link was declared dead only
+/// when the probe timed out, at 79 s.
+#[test]
+fn a_probe_just_before_the_bound_does_not_delay_it() {
+    let mut sim = Sim::raw("ws://relay");
+    sim.connect_open();
+    let opened = sim.now;
+    sim.server.behaviour = Behaviour::BlackHole;
+    sim.run_until(opened + secs(74));
+    sim.engine.network_changed(sim.now, true);
+    sim.run_for(secs(10));
+    let (at, _, _, cause) = sim.reconnects()[0].clone();
+    assert_eq!(cause, DisconnectCause::HeartbeatTimeout);
+    assert_eq!(at.saturating_duration_since(opened), secs(75));
+}
+
 #[test]
 fn inbound_traffic_counts_as_liveness_when_pongs_are_lost() {
     let mut sim = heartbeat_sim(HeartbeatMode::PingFrame, Protocol::Raw);
@@ -2496,6 +2514,132 @@ fn connect_during_a_drained_close_starts_again_once_it_is_done() {
     sim.server.behaviour = Behaviour::Normal;
     sim.run_for(secs(40));
     assert!(sim.engine.state().is_open(), "{:?}", sim.engine.state());
+}
+
+/// The attempts the client opened from `since` on, as times after `since`.
+fn opens_after(sim: &Sim, since: Instant) -> Vec<Duration> {
+    sim.server
+        .opens
+        .iter()
+        .filter(|(at, _)| *at >= since)
+        .map(|(at, _)| at.saturating_duration_since(since))
+        .collect()
+}
+
+/// A restart the app asked for during a drained close (`close_after_drain`, then `connect`)
+/// waits for the minimum a server set as the close ended (close 1013: 5 s by default, and a
+/// quarter of it as spread). It used to start at once, whichever way the drain ended: the
+/// close reset the timers that held the minimum, and the restart was a fresh `connect`.
+#[test]
+fn a_restart_after_a_drained_close_waits_for_the_servers_minimum() {
+    let busy = || DisconnectCause::Closed {
+        code: Some(1013),
+        reason: "busy".into(),
+    };
+    let assert_waited = |sim: &Sim, refused: Instant, case: &str| {
+        let opens = opens_after(sim, refused);
+        assert_eq!(opens.len(), 1, "{case}: {opens:?}");
+        assert!(
+            opens[0] >= secs(5) && opens[0] <= ms(6_250),
+            "{case}: the restart after {:?}",
+            opens[0]
+        );
+        let waits = sim.reconnects();
+        let (_, attempt, _, cause) = waits.last().unwrap();
+        assert_eq!((*attempt, cause), (1, &busy()), "{case}: a fresh start");
+        assert!(sim.engine.state().is_open(), "{case}");
+    };
+
+    // The refusal ends the drain: the connection took the last request along.
+    let mut sim = tether(Config::builder("ws://relay"));
+    sim.server.answer_requests = false;
+    sim.connect_open();
+    sim.engine.request(sim.now, json!("q"), None).unwrap();
+    sim.run_for(ms(100));
+    sim.engine.close_after_drain(sim.now, secs(30));
+    sim.engine.connect(sim.now);
+    let refused = sim.now;
+    sim.server_close(1013, "busy");
+    sim.run_for(secs(10));
+    assert_waited(&sim, refused, "the refusal ended the drain");
+
+    // The drain ends while the client waits for the server's minimum: the last message
+    // expired.
+    let mut sim = tether(Config::builder("ws://relay"));
+    sim.server.send_acks = false;
+    sim.connect_open();
+    let options = SendOptions {
+        ttl: Some(secs(1)),
+        ..SendOptions::default()
+    };
+    sim.engine
+        .publish(sim.now, "room", json!(1), options)
+        .unwrap();
+    sim.run_for(ms(100));
+    sim.engine.close_after_drain(sim.now, secs(30));
+    sim.engine.connect(sim.now);
+    let refused = sim.now;
+    sim.server_close(1013, "busy");
+    sim.run_for(secs(10));
+    assert_eq!(sim.engine.stats().dropped_expired, 1);
+    assert_waited(&sim, refused, "the last message expired while waiting");
+
+    // The drain's deadline comes while the client waits for the server's minimum.
+    let mut sim = tether(Config::builder("ws://relay"));
+    sim.server.send_acks = false;
+    sim.connect_open();
+    sim.engine
+        .publish(sim.now, "room", json!(1), SendOptions::default())
+        .unwrap();
+    sim.run_for(ms(100));
+    sim.engine.close_after_drain(sim.now, secs(2));
+    sim.engine.connect(sim.now);
+    let refused = sim.now;
+    sim.server_close(1013, "busy");
+    sim.run_for(secs(10));
+    assert_eq!(sim.engine.stats().dropped_closed, 1);
+    assert_waited(&sim, refused, "the drain's deadline while waiting");
+}
+
+/// A server that answers the app's close with a code of its own (1013) sets the minimum for
+/// the restart the app asked for meanwhile; one that echoes the app's code sets none.
+#[test]
+fn a_restart_after_a_close_answered_with_1013_waits_for_the_servers_minimum() {
+    for (answer, waits) in [(1013, true), (1000, false)] {
+        let mut sim = tether(Config::builder("ws://relay"));
+        sim.connect_open();
+        let transport = sim.server.opens.last().unwrap().1.transport;
+        sim.engine.close(sim.now, 1000, "bye").unwrap();
+        sim.engine.connect(sim.now);
+        sim.run_for(ms(1));
+        let answered = sim.now;
+        sim.engine
+            .transport_closed(sim.now, transport, Some(answer), "busy");
+        sim.run_for(secs(10));
+        let opens = opens_after(&sim, answered);
+        assert_eq!(opens.len(), 1, "{answer}: {opens:?}");
+        assert_eq!(opens[0] >= secs(5), waits, "{answer}: after {:?}", opens[0]);
+        assert!(sim.engine.state().is_open(), "{answer}");
+    }
+}
+
+/// A restart after a drained close that a token refusal (close 4001) ended asks the provider
+/// for a fresh token: it used to ask without `refresh`, and a caching provider handed back
+/// the token the server had just refused.
+#[test]
+fn a_restart_after_a_drained_close_ended_by_a_token_refusal_refreshes_the_token() {
+    let mut sim = tether(Config::builder("ws://relay").token(TokenPlacement::bearer_header()));
+    sim.server.answer_requests = false;
+    sim.connect_open();
+    sim.engine.request(sim.now, json!("q"), None).unwrap();
+    sim.run_for(ms(100));
+    sim.engine.close_after_drain(sim.now, secs(30));
+    sim.engine.connect(sim.now);
+    sim.server_close(4001, "token expired");
+    sim.run_for(secs(5));
+    assert!(sim.engine.state().is_open(), "{:?}", sim.engine.state());
+    let refreshes: Vec<bool> = sim.token_requests.iter().map(|r| r.1).collect();
+    assert_eq!(refreshes, [false, true]);
 }
 
 #[test]

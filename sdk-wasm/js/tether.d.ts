@@ -470,7 +470,7 @@ export class TetherClient {
    * waiting to reconnect tries at once, unless the server asked for a later retry). Sends are
    * refused with `closing` until the close is done, unless `connect()` is called meanwhile (an
    * effect's cleanup and remount): the close then finishes (`closed` is reported), the client
-   * connects again, and what is sent after that `connect()` is accepted for the new connection
+   * connects again (at the server's minimum, if a refusal ending the close set one), and what is sent after that `connect()` is accepted for the new connection
    * (with `{drain}`, delivered with the rest); a `close()` after that `connect()` is the last
    * word again. The client
    * is kept, handlers and all, for a later `connect()`, and so is its memory: the module holds

@@ -96,8 +96,11 @@ impl Engine {
     /// messages and requests given from then on are accepted for the next connection (not
     /// refused as `Closing`, nor dropped with the old connection's). So too during a drained
     /// close ([`Engine::close_after_drain`]), in any state: it finishes (what is given
-    /// meanwhile is drained with the rest), then the client starts again. Otherwise ignored
-    /// while `Connecting` or `Open`.
+    /// meanwhile is drained with the rest), then the client starts again. Such a restart is a
+    /// fresh start too, but what the server said as the close ended still holds: a minimum it
+    /// set (close 1013, Retry-After) is waited for (`Waiting`, with a `ReconnectScheduled`
+    /// naming the refusal), and after a token refusal the token is fetched with `refresh`.
+    /// Otherwise ignored while `Connecting` or `Open`.
     pub fn connect(&mut self, now: Instant) {
         let now = self.observe(now);
         // A drained close under way finishes first, as a close handshake does.
@@ -394,12 +397,14 @@ impl Engine {
                 self.report_removed(removed, DropReason::Closed);
                 self.begin_close(now, code, reason);
             }
-            // A drain's deadline, with a `connect` since: closed, then started again.
+            // A drain's deadline, with a `connect` since: closed, then started again (at the
+            // server's minimum, if a refusal set one).
             _ => {
-                let again = std::mem::take(&mut self.connect_after_close);
+                let restart =
+                    std::mem::take(&mut self.connect_after_close).then(|| self.restart_plan(now));
                 self.finish_closed(CloseReason::App { code });
-                if again {
-                    self.connect(now);
+                if let Some(restart) = restart {
+                    self.restart_after_close(now, restart);
                 }
             }
         }
@@ -537,7 +542,13 @@ impl Engine {
         let State::Waiting { attempt, until } = self.state else {
             return;
         };
-        match self.timers.not_before.filter(|at| *at > now) {
+        match self
+            .timers
+            .not_before
+            .as_ref()
+            .map(|m| m.at)
+            .filter(|at| *at > now)
+        {
             None => self.start_attempt(now),
             Some(at) if at < until => {
                 self.timers.retry = Some(at);

@@ -5,7 +5,7 @@
 //! and otherwise ignored. Inputs in a state where they make no
 //! sense are ignored the same way, so every input is total.
 
-use super::Engine;
+use super::{Engine, ServerMinimum};
 use crate::action::{Action, Frame, TransportId};
 use crate::close_policy::Verdict;
 use crate::config::{is_header_value, HeartbeatMode, Protocol, TokenPlacement, TransportKind};
@@ -421,15 +421,21 @@ impl Engine {
         if !self.end_of_current(transport) {
             return;
         }
-        if let Some(app_code) = self.conn.closing {
-            self.closing_finished(now, app_code);
-            return;
-        }
         let verdict = self.config.close_policy.classify_close(code, reason);
         let cause = DisconnectCause::Closed {
             code,
             reason: reason.to_owned(),
         };
+        if let Some(app_code) = self.conn.closing {
+            // A server that answers the app's close with a code of its own (1013, "try again
+            // later") sets a minimum for a restart the app asked for meanwhile; an echo of the
+            // app's code says nothing.
+            if code.is_some_and(|code| code != app_code) {
+                self.timers.not_before = ServerMinimum::after(now, verdict.hint, &cause);
+            }
+            self.closing_finished(now, app_code);
+            return;
+        }
         self.connection_lost(now, cause, verdict, None);
     }
 

@@ -2,7 +2,7 @@
 //! made here, but one: a wait cut short to the server's minimum (`Waiting` with an earlier
 //! `until`) is set by `retry_early` in `commands.rs`.
 
-use super::{Connection, Engine, Lingering};
+use super::{AuthState, Connection, Engine, Lingering, ServerMinimum};
 use crate::action::{append_query, Action, OpenRequest, TransportId};
 use crate::close_policy::{DelayHint, Disposition, Verdict};
 use crate::config::{Protocol, TokenPlacement, TransportKind};
@@ -12,6 +12,7 @@ use crate::event::{
 use crate::outbox::Awaiting;
 use crate::protocol::ClientMessage;
 use crate::time::{deadline_after, Instant};
+use std::time::Duration;
 
 /// Close reasons travel in a WebSocket close frame, which allows 123 bytes.
 const MAX_CLOSE_REASON: usize = 123;
@@ -211,6 +212,10 @@ impl Engine {
             // a drain completes otherwise (`check_drain`).
             _ if self.drain_complete() => {
                 self.drain = None;
+                // A restart the app asked for meanwhile still owes the server what it said:
+                // its minimum (1013, Retry-After), and a fresh token after a refusal.
+                self.timers.not_before = ServerMinimum::after(now, verdict.hint, &cause);
+                self.auth.refresh_next |= verdict.disposition == Disposition::Reauth;
                 self.closing_finished(now, 1000);
             }
             Disposition::Reauth => {
@@ -271,7 +276,7 @@ impl Engine {
     fn schedule_retry(&mut self, now: Instant, cause: DisconnectCause, hint: Option<DelayHint>) {
         // A minimum this verdict's server set (Retry-After, 1013, `reconnect_after_ms`) holds
         // against an early attempt; the SSE `retry:` field below only shapes the backoff.
-        let not_before = hint.and_then(DelayHint::floor).map(|floor| now + floor);
+        let not_before = ServerMinimum::after(now, hint, &cause);
         // The SSE `retry:` field is standing advice for every later reconnect.
         let hint = match (hint, self.sse_retry) {
             (None, Some(retry)) => Some(DelayHint::AtLeast(retry)),
@@ -284,6 +289,17 @@ impl Engine {
             });
             return;
         }
+        self.wait(now, delay, not_before, cause);
+    }
+
+    /// Waits `delay` for the next attempt, reporting why.
+    fn wait(
+        &mut self,
+        now: Instant,
+        delay: Duration,
+        not_before: Option<ServerMinimum>,
+        cause: DisconnectCause,
+    ) {
         let attempt = self.backoff.failures() + 1;
         let until = now + delay;
         self.timers.retry = deadline_after(now, delay);
@@ -294,6 +310,37 @@ impl Engine {
             delay,
             cause,
         });
+    }
+
+    /// What a restart after a close must keep of what the server said before it ended
+    /// (`restart_after_close`); taken before the close clears the timers.
+    pub(super) fn restart_plan(&mut self, now: Instant) -> Restart {
+        Restart {
+            not_before: self.timers.not_before.take().filter(|m| m.at > now),
+            refresh: self.auth.refresh_next,
+        }
+    }
+
+    /// Starts again after a close the app followed with `connect`: a fresh start, as
+    /// `connect` from `Closed` is (the backoff reset), except that what the server said as
+    /// the close ended still holds. Its minimum (a 1013, a Retry-After) is waited for, with
+    /// the spread every wait for it gets, so that a crowd told the same does not return in
+    /// one instant; a refused token is not asked for again (a refresh, the one a refusal
+    /// gets).
+    pub(super) fn restart_after_close(&mut self, now: Instant, restart: Restart) {
+        self.backoff.reset();
+        self.auth = AuthState {
+            refresh_next: restart.refresh,
+            refreshed_once: restart.refresh,
+        };
+        let Some(minimum) = restart.not_before else {
+            self.start_attempt(now);
+            return;
+        };
+        let hint = DelayHint::AtLeast(minimum.at.saturating_duration_since(now));
+        let delay = self.backoff.next_delay(&mut self.rng, Some(hint));
+        let cause = minimum.cause.clone();
+        self.wait(now, delay, Some(minimum), cause);
     }
 
     /// Starts the close handshake on an open connection.
@@ -407,6 +454,7 @@ impl Engine {
     /// meanwhile.
     pub(super) fn closing_finished(&mut self, now: Instant, code: u16) {
         let again = self.connect_after_close;
+        let restart = again.then(|| self.restart_plan(now));
         // Then what the app gave since its `connect` is for the next connection: the close
         // left nothing else queued nor pending (it dropped what was queued, and what it kept
         // for its handshake went at the `connect`; or the drain delivered everything), and
@@ -416,8 +464,8 @@ impl Engine {
             self.report_removed(removed, DropReason::Closed);
         }
         self.end_closed(CloseReason::App { code }, again);
-        if again {
-            self.connect(now);
+        if let Some(restart) = restart {
+            self.restart_after_close(now, restart);
         }
     }
 
@@ -511,6 +559,27 @@ impl Engine {
             // Nothing is pending: closed, then started again after a `connect`.
             _ => self.closing_finished(now, 1000),
         }
+    }
+}
+
+/// What a restart after a close keeps of the connection before it.
+pub(super) struct Restart {
+    not_before: Option<ServerMinimum>,
+    refresh: bool,
+}
+
+impl ServerMinimum {
+    /// The minimum a verdict's timing advice sets from `now`, if it sets one.
+    pub(super) fn after(
+        now: Instant,
+        hint: Option<DelayHint>,
+        cause: &DisconnectCause,
+    ) -> Option<ServerMinimum> {
+        let floor = hint.and_then(DelayHint::floor)?;
+        Some(ServerMinimum {
+            at: now + floor,
+            cause: cause.clone(),
+        })
     }
 }
 

@@ -21,7 +21,7 @@ use crate::backoff::Backoff;
 use crate::channels::Channels;
 use crate::config::{Config, HeartbeatMode, Protocol};
 use crate::errors::SubscribeError;
-use crate::event::{Event, MessageId, State};
+use crate::event::{DisconnectCause, Event, MessageId, State};
 use crate::heartbeat::Heartbeat;
 use crate::outbox::Outbox;
 use crate::requests::Requests;
@@ -197,14 +197,23 @@ struct Lingering {
     until: Instant,
 }
 
+/// The earliest moment the server allows the next attempt, and the refusal that said so (a
+/// restart after a close reports it as the cause of its wait).
+#[derive(Debug, Clone)]
+struct ServerMinimum {
+    at: Instant,
+    cause: DisconnectCause,
+}
+
 /// The engine's own deadlines (heartbeat, outbox TTLs and requests keep theirs).
 #[derive(Debug, Default)]
 struct Timers {
     connect: Option<Instant>,
     retry: Option<Instant>,
     /// Not a deadline: the server's earliest moment for the next attempt (Retry-After, 1013,
-    /// `reconnect_after_ms`), which a wait cut short still respects.
-    not_before: Option<Instant>,
+    /// `reconnect_after_ms`), which a wait cut short still respects, and so does a restart
+    /// the app asked for during a close (`closing_finished`).
+    not_before: Option<ServerMinimum>,
     min_uptime: Option<Instant>,
     close: Option<Instant>,
     /// A flush stopped at `write_batch_bytes` with more queued: it goes on at this deadline
