@@ -67,7 +67,9 @@ impl Client {
     }
 
     /// Starts connecting (from `Idle` or `Closed`), or retries at once while `Waiting` (not
-    /// before a minimum the server set: Retry-After, close 1013, `reconnect_after_ms`); while
+    /// before a minimum the server set: Retry-After, close 1013, `reconnect_after_ms`; from
+    /// `Closed` too, when it set one before the close; and a token it refused is fetched with
+    /// `refresh`); while
     /// `Closing` or draining (`disconnect_after_drain`), once the close is done (a
     /// `disconnect()` waiting for it returns); what is sent after it is then accepted for the
     /// next connection (during a drain, drained with the rest). Returns at
@@ -225,7 +227,7 @@ impl Client {
     /// Stops taking messages, delivers (and gets acked) everything pending, reconnecting if
     /// needed (at once if waiting to, unless the server set a later minimum), then closes; after `timeout_ms` at the latest, reporting the rest dropped. A
     /// `connect()` meanwhile takes messages again (drained with the rest) and starts the client
-    /// again once it is closed (at the server's minimum, if a refusal ending the close set one).
+    /// again once it is closed (at the server's minimum if it set one, as any `connect()` waits).
     pub async fn disconnect_after_drain(&self, timeout_ms: u64) -> CloseReason {
         let timeout = Duration::from_millis(timeout_ms);
         run(self.inner.close_after_drain(timeout))

@@ -651,14 +651,17 @@ impl Harness {
                     self.restarting = true;
                 }
                 // Nothing cuts a wait (network back, foreground, connect) below the server's
-                // minimum.
-                if let (State::Waiting { .. }, State::Connecting { .. }, Some(at)) =
-                    (&from, &to, self.not_before)
+                // minimum, nor does a close and a fresh `connect`.
+                if let (
+                    State::Waiting { .. } | State::Closed { .. },
+                    State::Connecting { .. },
+                    Some(at),
+                ) = (&from, &to, self.not_before)
                 {
                     let now = self.engine.now();
                     assert!(now >= at, "attempt at {now:?} before the server's {at:?}");
                 }
-                if matches!(to, State::Connecting { .. } | State::Closed { .. }) {
+                if matches!(to, State::Connecting { .. }) {
                     self.not_before = None;
                 }
                 self.state = to;
@@ -699,6 +702,17 @@ impl Harness {
                 // attempt-th after a stable connection dropped: the curve's own range.
                 let lo = delay_bounds(&backoff, (attempt - 1).max(1)).0;
                 let hi = delay_bounds(&backoff, attempt).1;
+                // A fresh start after a close waits for what is left of a minimum the server
+                // set before it (with the spread a minimum gets).
+                let now = self.engine.now();
+                let kept = self.not_before.filter(|at| *at > now);
+                let (lo, hi) = match kept {
+                    Some(at) => {
+                        let floor = at.saturating_duration_since(now);
+                        (lo.max(floor), hi.max(floor + floor / 4))
+                    }
+                    None => (lo, hi),
+                };
                 // Server advice may shorten the curve only for the first wait after a stable
                 // connection (attempt 1: no failure since the reset), and only a window; a
                 // minimum, or a window after failures, is combined with it, never below it.
@@ -717,8 +731,8 @@ impl Harness {
                     self.setup.jitter
                 );
                 self.not_before = match self.advice {
-                    Some(Advice::Floor(floor)) => Some(self.engine.now() + floor),
-                    _ => None,
+                    Some(Advice::Floor(floor)) => Some(now + floor),
+                    _ => kept,
                 };
             }
             Event::Subscribed {

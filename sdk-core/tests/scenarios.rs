@@ -2601,6 +2601,51 @@ fn a_restart_after_a_drained_close_waits_for_the_servers_minimum() {
     assert_waited(&sim, refused, "the drain's deadline while waiting");
 }
 
+/// A server's minimum outlives a close: an app that closes while waiting for it and connects
+/// again (an effect cleaned up and remounted, a page's "reconnect" button) waits for it too,
+/// where it used to call at once. A token the server refused is refreshed then, and so is one
+/// after the close that a second refusal ended (`Unauthorized`: the user may have signed in
+/// again), where the provider used to be asked without `refresh`.
+#[test]
+fn a_connect_after_a_close_keeps_what_the_server_said() {
+    let mut sim = tether(Config::builder("ws://relay"));
+    sim.connect_open();
+    sim.run_for(secs(1));
+    let refused = sim.now;
+    sim.server_close(1013, "busy");
+    sim.run_for(secs(1));
+    sim.engine.close(sim.now, 1000, "unmount").unwrap();
+    sim.engine.connect(sim.now);
+    assert!(
+        matches!(sim.engine.state(), State::Waiting { attempt: 1, .. }),
+        "{:?}",
+        sim.engine.state()
+    );
+    sim.run_for(secs(10));
+    let opens = opens_after(&sim, refused);
+    assert_eq!(opens.len(), 1, "{opens:?}");
+    assert!(opens[0] >= secs(5) && opens[0] <= ms(6_250), "{opens:?}");
+
+    let mut sim = tether(Config::builder("ws://relay").token(TokenPlacement::bearer_header()));
+    sim.connect_open();
+    sim.server_close(4001, "token expired");
+    sim.engine.close(sim.now, 1000, "unmount").unwrap();
+    sim.engine.connect(sim.now);
+    sim.run_until_state(secs(5), |e| e.state().is_open());
+    // Refused again: the refresh was the one a refusal gets, so the client stops.
+    sim.server_close(4001, "token expired");
+    assert!(matches!(
+        sim.engine.state(),
+        State::Closed {
+            reason: CloseReason::Unauthorized { .. }
+        }
+    ));
+    sim.engine.connect(sim.now);
+    sim.run_until_state(secs(5), |e| e.state().is_open());
+    let refreshes: Vec<bool> = sim.token_requests.iter().map(|r| r.1).collect();
+    assert_eq!(refreshes, [false, true, true]);
+}
+
 /// A server that answers the app's close with a code of its own (1013) sets the minimum for
 /// the restart the app asked for meanwhile; one that echoes the app's code sets none.
 #[test]

@@ -515,7 +515,9 @@ impl Client {
     /// minimum if it set one: Retry-After, close 1013, `reconnect_after_ms`). During a close
     /// handshake, the close finishes first (a `close()` waiting for it resolves) and the client
     /// starts again right after; so too during a drained close ([`Client::close_after_drain`]),
-    /// once it is drained (at the server's minimum, if a refusal ending the close set one).
+    /// once it is drained. From idle or closed, a minimum the server set before (Retry-After,
+    /// close 1013) still holds: the client waits for it (`Waiting`), and a token the server
+    /// refused is fetched with `refresh`.
     /// Messages and requests given after this call are accepted (not
     /// refused as closing) and kept for the next connection (during a drain, drained with the
     /// rest). Does nothing

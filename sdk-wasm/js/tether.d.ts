@@ -429,6 +429,12 @@ export class TetherClient {
   off<K extends TetherEventType>(type: K, handler: (event: TetherEventMap[K]) => void): void;
   once<K extends TetherEventType>(type: K, handler: (event: TetherEventMap[K]) => void): () => void;
 
+  /**
+   * Starts connecting (from `idle` or `closed`), or tries at once while `waiting`. Never
+   * before a minimum the server set (Retry-After, close 1013), also after a `close()`: the
+   * client then waits for it (`reconnecting` names the refusal), and a token the server refused
+   * is asked for with `refresh: true`.
+   */
   connect(): void;
   /**
    * Returns the message id; throws `TetherError` (`outbox_full`, `too_large`, `closed`...;
@@ -470,7 +476,8 @@ export class TetherClient {
    * waiting to reconnect tries at once, unless the server asked for a later retry). Sends are
    * refused with `closing` until the close is done, unless `connect()` is called meanwhile (an
    * effect's cleanup and remount): the close then finishes (`closed` is reported), the client
-   * connects again (at the server's minimum, if a refusal ending the close set one), and what is sent after that `connect()` is accepted for the new connection
+   * connects again (at the server's minimum, if it set one: a later `connect()` waits for it
+   * too), and what is sent after that `connect()` is accepted for the new connection
    * (with `{drain}`, delivered with the rest); a `close()` after that `connect()` is the last
    * word again. The client
    * is kept, handlers and all, for a later `connect()`, and so is its memory: the module holds

@@ -88,7 +88,10 @@ impl SendOptions {
 }
 
 impl Engine {
-    /// Starts connecting: from `Idle` or `Closed` (a fresh start, backoff reset), or from
+    /// Starts connecting: from `Idle` or `Closed` (a fresh start, backoff reset; but a minimum
+    /// the server set before the close still holds, waited for in `Waiting` with a
+    /// `ReconnectScheduled` naming that refusal, and a token it refused is fetched with
+    /// `refresh`), or from
     /// `Waiting` (the app asks for an attempt now: skips the remaining backoff wait, but not a
     /// minimum the server set — Retry-After, close 1013, `reconnect_after_ms` — which moves
     /// the attempt to that minimum instead). While `Closing`, the close finishes first (its
@@ -96,11 +99,8 @@ impl Engine {
     /// messages and requests given from then on are accepted for the next connection (not
     /// refused as `Closing`, nor dropped with the old connection's). So too during a drained
     /// close ([`Engine::close_after_drain`]), in any state: it finishes (what is given
-    /// meanwhile is drained with the rest), then the client starts again. Such a restart is a
-    /// fresh start too, but what the server said as the close ended still holds: a minimum it
-    /// set (close 1013, Retry-After) is waited for (`Waiting`, with a `ReconnectScheduled`
-    /// naming the refusal), and after a token refusal the token is fetched with `refresh`.
-    /// Otherwise ignored while `Connecting` or `Open`.
+    /// meanwhile is drained with the rest), then the client starts again (a fresh start, as
+    /// above). Otherwise ignored while `Connecting` or `Open`.
     pub fn connect(&mut self, now: Instant) {
         let now = self.observe(now);
         // A drained close under way finishes first, as a close handshake does.
@@ -108,11 +108,7 @@ impl Engine {
             self.connect_after_close = true;
         }
         match self.state {
-            State::Idle | State::Closed { .. } => {
-                self.backoff.reset();
-                self.auth = Default::default();
-                self.start_attempt(now);
-            }
+            State::Idle | State::Closed { .. } => self.start_afresh(now),
             State::Waiting { .. } => self.retry_early(now),
             State::Closing => {
                 self.connect_after_close = true;
@@ -397,14 +393,12 @@ impl Engine {
                 self.report_removed(removed, DropReason::Closed);
                 self.begin_close(now, code, reason);
             }
-            // A drain's deadline, with a `connect` since: closed, then started again (at the
-            // server's minimum, if a refusal set one).
+            // A drain's deadline, with a `connect` since: closed, then started again.
             _ => {
-                let restart =
-                    std::mem::take(&mut self.connect_after_close).then(|| self.restart_plan(now));
+                let again = std::mem::take(&mut self.connect_after_close);
                 self.finish_closed(CloseReason::App { code });
-                if let Some(restart) = restart {
-                    self.restart_after_close(now, restart);
+                if again {
+                    self.connect(now);
                 }
             }
         }

@@ -204,6 +204,8 @@ impl Engine {
                 });
             }
             Disposition::Reauth if self.auth.refreshed_once => {
+                // An app that connects again (the user signed in again) gets a fresh token.
+                self.auth.refresh_next = true;
                 self.finish_closed(CloseReason::Unauthorized { code, status });
             }
             // The app asked to close once everything was delivered, and the connection took
@@ -212,8 +214,8 @@ impl Engine {
             // a drain completes otherwise (`check_drain`).
             _ if self.drain_complete() => {
                 self.drain = None;
-                // A restart the app asked for meanwhile still owes the server what it said:
-                // its minimum (1013, Retry-After), and a fresh token after a refusal.
+                // What the server said still holds for a restart (`start_afresh`): its
+                // minimum (1013, Retry-After), and a fresh token after a refusal.
                 self.timers.not_before = ServerMinimum::after(now, verdict.hint, &cause);
                 self.auth.refresh_next |= verdict.disposition == Disposition::Reauth;
                 self.closing_finished(now, 1000);
@@ -312,28 +314,19 @@ impl Engine {
         });
     }
 
-    /// What a restart after a close must keep of what the server said before it ended
-    /// (`restart_after_close`); taken before the close clears the timers.
-    pub(super) fn restart_plan(&mut self, now: Instant) -> Restart {
-        Restart {
-            not_before: self.timers.not_before.take().filter(|m| m.at > now),
-            refresh: self.auth.refresh_next,
-        }
-    }
-
-    /// Starts again after a close the app followed with `connect`: a fresh start, as
-    /// `connect` from `Closed` is (the backoff reset), except that what the server said as
-    /// the close ended still holds. Its minimum (a 1013, a Retry-After) is waited for, with
-    /// the spread every wait for it gets, so that a crowd told the same does not return in
-    /// one instant; a refused token is not asked for again (a refresh, the one a refusal
-    /// gets).
-    pub(super) fn restart_after_close(&mut self, now: Instant, restart: Restart) {
+    /// A fresh start (`connect` from `Idle` or `Closed`): the backoff reset, but what a server
+    /// said before the close still holds. Its minimum (a 1013, a Retry-After) is waited for,
+    /// with the spread every wait for it gets, so that a crowd told the same (a page reloaded
+    /// everywhere, an effect remounted) does not return in one instant; a token it refused is
+    /// not asked for again (a refresh, the one a refusal gets).
+    pub(super) fn start_afresh(&mut self, now: Instant) {
         self.backoff.reset();
+        let refresh = self.auth.refresh_next;
         self.auth = AuthState {
-            refresh_next: restart.refresh,
-            refreshed_once: restart.refresh,
+            refresh_next: refresh,
+            refreshed_once: refresh,
         };
-        let Some(minimum) = restart.not_before else {
+        let Some(minimum) = self.timers.not_before.take().filter(|m| m.at > now) else {
             self.start_attempt(now);
             return;
         };
@@ -438,7 +431,12 @@ impl Engine {
             self.doc_changes.clear();
         }
         self.teardown_connection();
-        self.timers = Default::default();
+        // The server's minimum outlives the close: a `connect` (an app's restart, an effect
+        // remounted) must not call on a server sooner than it asked (`start_afresh`).
+        self.timers = super::Timers {
+            not_before: self.timers.not_before.take(),
+            ..Default::default()
+        };
         self.drain = None;
         // Only a close the app asked for starts again (`closing_finished`).
         self.connect_after_close = false;
@@ -454,7 +452,6 @@ impl Engine {
     /// meanwhile.
     pub(super) fn closing_finished(&mut self, now: Instant, code: u16) {
         let again = self.connect_after_close;
-        let restart = again.then(|| self.restart_plan(now));
         // Then what the app gave since its `connect` is for the next connection: the close
         // left nothing else queued nor pending (it dropped what was queued, and what it kept
         // for its handshake went at the `connect`; or the drain delivered everything), and
@@ -464,8 +461,8 @@ impl Engine {
             self.report_removed(removed, DropReason::Closed);
         }
         self.end_closed(CloseReason::App { code }, again);
-        if let Some(restart) = restart {
-            self.restart_after_close(now, restart);
+        if again {
+            self.connect(now);
         }
     }
 
@@ -560,12 +557,6 @@ impl Engine {
             _ => self.closing_finished(now, 1000),
         }
     }
-}
-
-/// What a restart after a close keeps of the connection before it.
-pub(super) struct Restart {
-    not_before: Option<ServerMinimum>,
-    refresh: bool,
 }
 
 impl ServerMinimum {

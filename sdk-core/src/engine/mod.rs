@@ -211,8 +211,8 @@ struct Timers {
     connect: Option<Instant>,
     retry: Option<Instant>,
     /// Not a deadline: the server's earliest moment for the next attempt (Retry-After, 1013,
-    /// `reconnect_after_ms`), which a wait cut short still respects, and so does a restart
-    /// the app asked for during a close (`closing_finished`).
+    /// `reconnect_after_ms`), which a wait cut short still respects, and so does a fresh
+    /// start after a close (`start_afresh`): it outlives the close.
     not_before: Option<ServerMinimum>,
     min_uptime: Option<Instant>,
     close: Option<Instant>,
