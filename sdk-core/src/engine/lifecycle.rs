@@ -33,11 +33,11 @@ impl Engine {
             ..Connection::default()
         };
         self.stats.attempts += 1;
-        // The token fetch has the connect timeout; the request, once sent, has its own
-        // (`open_transport`).
-        self.timers.connect = deadline_after(now, self.config.connect_timeout());
         self.set_state(State::Connecting { attempt });
         if self.config.token.is_some() {
+            // The token fetch has the connect timeout; the request, once sent, has its own
+            // (`open_transport`).
+            self.timers.connect = deadline_after(now, self.config.connect_timeout());
             self.conn.awaiting_token = true;
             // Cleared only once a token arrives (`token_ready`): an attempt that ends first (the
             // provider failed, the connect timeout) must ask for a fresh one again, not let a
