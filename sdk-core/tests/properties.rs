@@ -226,6 +226,9 @@ struct Harness {
     advice: Option<Advice>,
     /// The server's minimum for the next attempt (a floor advised with the last reconnect).
     not_before: Option<Instant>,
+    /// The code of the app's last `close`: a server's echo of it ends the close handshake
+    /// without advice.
+    close_code: u16,
     sse_retry_seen: bool,
     /// The state went from `Open` straight to `Connecting`: an event stream's restart, whose
     /// `ReconnectScheduled` (zero delay) must come next.
@@ -296,6 +299,7 @@ impl Harness {
             state: State::Idle,
             advice: None,
             not_before: None,
+            close_code: 1000,
             sse_retry_seen: false,
             restarting: false,
             timed: HashMap::new(),
@@ -326,6 +330,7 @@ impl Harness {
             Op::Connect => e.connect(now),
             Op::Close(code) => {
                 let _ = e.close(now, code, "app");
+                self.close_code = code;
             }
             Op::Drain(ms) => e.close_after_drain(now, Duration::from_millis(ms)),
             Op::Send(n, ttl) => {
@@ -459,8 +464,12 @@ impl Harness {
                 if let Some(t) = self.transport {
                     // What the default close policy reads in this close (the reasons the
                     // strategy draws: only the window is advice; `reconnect: false` stops).
+                    let closing = self.state == State::Closing;
                     self.advice = match code {
                         None => None,
+                        // The end of the app's close handshake: only a server's own code
+                        // (1013 instead of the echo) is advice.
+                        Some(code) if closing && code == self.close_code => None,
                         Some(_) if reason.contains("within") => Some(Advice::Spread(secs(3))),
                         Some(1012) => Some(Advice::Spread(secs(5))),
                         Some(1013) => Some(Advice::Floor(secs(5))),
@@ -473,7 +482,10 @@ impl Harness {
                 if let Some(t) = self.transport {
                     let failure = match status {
                         Some(status) => {
+                            // A failure ends the app's close handshake without advice.
+                            let closing = self.state == State::Closing;
                             self.advice = match status {
+                                _ if closing => None,
                                 429 => Some(Advice::Floor(secs(5))),
                                 503 => Some(Advice::Floor(secs(2))),
                                 _ => None,
@@ -663,6 +675,14 @@ impl Harness {
                 }
                 if matches!(to, State::Connecting { .. }) {
                     self.not_before = None;
+                }
+                // Closed by the failure that gave a minimum (a drain it ended, the last
+                // attempt): the minimum outlives the close. A refusal that stops the client
+                // (`reconnect: false`) leaves a later `connect` to the app.
+                if let (State::Closed { reason }, Some(Advice::Floor(floor))) = (&to, self.advice) {
+                    if !matches!(reason, tether_core::CloseReason::Refused { .. }) {
+                        self.not_before = Some(self.engine.now() + floor);
+                    }
                 }
                 self.state = to;
             }

@@ -286,6 +286,8 @@ impl Engine {
         };
         let delay = self.backoff.next_delay(&mut self.rng, hint);
         if self.backoff.exhausted() {
+            // The minimum outlives the close, for a `connect` after it (`start_afresh`).
+            self.timers.not_before = not_before;
             self.finish_closed(CloseReason::GaveUp {
                 attempts: self.backoff.failures(),
             });
