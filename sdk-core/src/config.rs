@@ -754,7 +754,7 @@ impl ConfigBuilder {
         if c.token == Some(TokenPlacement::FirstMessage) && c.protocol != Protocol::Tether {
             return Err(ConfigError::new(
                 "token",
-                "FirstMessage placement needs Protocol::Tether (a raw server would not know it)",
+                "a first-message token needs the tether protocol (a raw server would not know it)",
             ));
         }
         if c.token == Some(TokenPlacement::FirstMessage) && c.transport == TransportKind::Sse {
@@ -763,7 +763,7 @@ impl ConfigBuilder {
             return Err(ConfigError::new(
                 "token",
                 "an event stream (http/https URL) sends nothing, so it cannot carry a \
-                 FirstMessage token: use a header or query placement",
+                 first-message token: use a header or query placement",
             ));
         }
         match &c.token {
@@ -1017,7 +1017,7 @@ fn validate_backoff(b: &BackoffConfig) -> Result<(), ConfigError> {
     if b.max_attempts == Some(0) {
         return Err(ConfigError::new(
             "backoff.max_attempts",
-            "must be at least 1 (use None for unlimited)",
+            "must be at least 1 (unset, attempts are unlimited)",
         ));
     }
     Ok(())
@@ -1041,7 +1041,7 @@ fn validate_heartbeat(c: &Config) -> Result<(), ConfigError> {
         if !field.is_empty() {
             return Err(ConfigError::new(
                 field,
-                "used only by HeartbeatMode::AppMessage on the raw protocol",
+                "used only by the app-message heartbeat mode on the raw protocol",
             ));
         }
     }
@@ -1063,12 +1063,12 @@ fn validate_heartbeat(c: &Config) -> Result<(), ConfigError> {
         (HeartbeatMode::PingFrame | HeartbeatMode::AppMessage, TransportKind::Sse) => {
             Err(ConfigError::new(
                 "heartbeat.mode",
-                "SSE is receive-only: use ServerDriven or Off",
+                "an event stream (http/https URL) is receive-only: use the server-driven mode or off",
             ))
         }
         (HeartbeatMode::PingFrame, _) if !c.can_send_ping_frames => Err(ConfigError::new(
             "heartbeat.mode",
-            "this driver cannot send ping frames: use AppMessage",
+            "this driver cannot send ping frames: use the app-message mode",
         )),
         (HeartbeatMode::AppMessage, _) if c.protocol == Protocol::Raw && h.raw_ping.is_empty() => {
             Err(ConfigError::new("heartbeat.raw_ping", "must not be empty"))

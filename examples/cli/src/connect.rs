@@ -354,7 +354,7 @@ fn config_error(args: &ConnectArgs, field: &str, reason: &str) -> String {
              server or off"
                 .to_owned()
         }
-        "heartbeat.mode" if reason.contains("AppMessage") => {
+        "heartbeat.mode" if reason.contains("ping frames") => {
             "--ping-mode: this client cannot send ping frames: use --ping-mode message".to_owned()
         }
         // These options take milliseconds: the smallest a zero can become is 1 (ms).

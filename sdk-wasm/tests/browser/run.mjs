@@ -662,7 +662,7 @@ test('errors are TetherErrors with a code', async ({ page, base }) => {
   assert.equal(r.everyOption, 'no error', 'every option tether.d.ts documents is known');
   assert.equal(r.rawTexts, 'no error');
   assert.deepEqual(r.rawPingUnsent.slice(0, 2), [true, 'invalid_config']);
-  assert.match(r.rawPingUnsent[2], /heartbeat\.raw_ping.*used only by HeartbeatMode::AppMessage on the raw protocol/);
+  assert.match(r.rawPingUnsent[2], /heartbeat\.raw_ping.*used only by the app-message heartbeat mode on the raw protocol/);
   assert.match(r.rawPongTether[2], /heartbeat\.raw_pong.*used only by/);
   assert.deepEqual(r.tokenParamFirstMessage.slice(1), ['invalid_config', "tokenParam must be left out with tokenPlacement 'first-message'"]);
   assert.deepEqual(r.backpressureSse.slice(1), ['invalid_config', 'backpressure must be left out for an http(s) URL (an event stream sends nothing)']);
