@@ -418,6 +418,34 @@ async fn try_again_later_and_service_restart_delay_the_retry() {
     assert!(arrivals[1].at - arrivals[0].at >= ms(400));
     drop(client);
 
+    // The server's minimum outlives a close: an app that closes while waiting for it and
+    // connects again (a reconnect button, a view rebuilt) does not call on the server sooner.
+    let server = MisbehavingServer::start(Behaviour::AcceptThenClose(Some((1013, "busy".into()))))
+        .await
+        .unwrap();
+    let policy = ClosePolicy::default().with_try_again_later_delay(ms(800));
+    let (client, events) = fast(server.ws_url())
+        .close_policy(policy)
+        .connect()
+        .unwrap();
+    let mut rec = Recorder::new(events);
+    rec.until(LIMIT, |e| match e {
+        Event::ReconnectScheduled { .. } => Some(()),
+        _ => None,
+    })
+    .await;
+    client.close().await;
+    client.connect();
+    eventually(LIMIT, || server.arrivals().len() >= 2).await;
+    let arrivals = server.arrivals();
+    assert!(
+        arrivals.len() >= 2,
+        "no attempt after connect() within {LIMIT:?}"
+    );
+    let waited = arrivals[1].at - arrivals[0].at;
+    assert!(waited >= ms(800), "called again after {waited:?}");
+    drop(client);
+
     let server = MisbehavingServer::start(Behaviour::AcceptThenClose(Some((
         1012,
         r#"{"reconnect_within_ms": 300}"#.into(),
