@@ -2465,6 +2465,34 @@ test('connect() right after close() reconnects once the close handshake is done'
   assert.equal(r.end, 'open', 'connect() after close() left the client closed');
 });
 
+test('connect() after close() waits for the minimum a busy server set (close 1013)', async ({ page }) => {
+  // The server's minimum outlives a close: an app that closes while waiting for it and
+  // connects again (a reconnect button, a component remounted) used to call again at once.
+  const srv = await wsServer(behaviours.acceptThenClose(1013));
+  const r = await page.evaluate(async (url) => {
+    const c = new tether.TetherClient(url, { closePolicy: { tryAgainLaterDelayMs: 800 } });
+    const waits = [];
+    c.on('reconnecting', (e) => waits.push(e));
+    await until(() => waits.length === 1, 5000, 'the first wait');
+    c.close();
+    const closed = c.state.name;
+    c.connect();
+    const after = c.state.name;
+    // The attempt after that wait, refused too.
+    await until(() => waits.length === 3, 5000, 'the next attempt');
+    c.dispose();
+    return { closed, after, cause: waits[0].cause, again: waits[1] };
+  }, srv.url);
+  assert.equal(r.closed, 'closed');
+  assert.equal(r.after, 'waiting', 'connect() after close() called the busy server at once');
+  assert.equal(r.again.attempt, 1);
+  assert.deepEqual(r.again.cause, r.cause);
+  assert.equal(r.cause.code, 1013);
+  assert.ok(srv.connections.length >= 2, `${srv.connections.length} connections`);
+  const waited = srv.connections[1].at - srv.connections[0].at;
+  assert.ok(waited >= 800, `called again after ${waited} ms`);
+});
+
 test('an outbox flushed on open respects bufferedAmount (highWaterBytes)', async ({ page }) => {
   // Messages queued while disconnected used to be handed to the browser in one go when the
   // socket opened: bufferedAmount jumped to the whole outbox, far above highWaterBytes, and a
