@@ -428,8 +428,8 @@ impl Engine {
         };
         if let Some(app_code) = self.conn.closing {
             // A server that answers the app's close with a code of its own (1013, "try again
-            // later") sets a minimum for a restart the app asked for meanwhile; an echo of the
-            // app's code says nothing.
+            // later") sets a minimum for the next start (`start_afresh`: a `connect` made
+            // meanwhile, or later); an echo of the app's code says nothing.
             if code.is_some_and(|code| code != app_code) {
                 self.timers.not_before = ServerMinimum::after(now, verdict.hint, &cause);
             }

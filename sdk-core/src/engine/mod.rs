@@ -199,7 +199,7 @@ struct Lingering {
 
 /// The earliest moment the server allows the next attempt, and the refusal that said so (a
 /// restart after a close reports it as the cause of its wait).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct ServerMinimum {
     at: Instant,
     cause: DisconnectCause,
