@@ -2526,6 +2526,19 @@ fn opens_after(sim: &Sim, since: Instant) -> Vec<Duration> {
         .collect()
 }
 
+/// Open, with a request whose reply never comes, then `close_after_drain` and `connect`: the
+/// drain waits for the reply, and the client is to start again once it is over.
+fn draining_a_request(builder: tether_core::ConfigBuilder) -> Sim {
+    let mut sim = tether(builder);
+    sim.server.answer_requests = false;
+    sim.connect_open();
+    sim.engine.request(sim.now, json!("q"), None).unwrap();
+    sim.run_for(ms(100));
+    sim.engine.close_after_drain(sim.now, secs(30));
+    sim.engine.connect(sim.now);
+    sim
+}
+
 /// A restart the app asked for during a drained close (`close_after_drain`, then `connect`)
 /// waits for the minimum a server set as the close ended (close 1013: 5 s by default, and a
 /// quarter of it as spread). It used to start at once, whichever way the drain ended: the
@@ -2551,52 +2564,41 @@ fn a_restart_after_a_drained_close_waits_for_the_servers_minimum() {
     };
 
     // The refusal ends the drain: the connection took the last request along.
-    let mut sim = tether(Config::builder("ws://relay"));
-    sim.server.answer_requests = false;
-    sim.connect_open();
-    sim.engine.request(sim.now, json!("q"), None).unwrap();
-    sim.run_for(ms(100));
-    sim.engine.close_after_drain(sim.now, secs(30));
-    sim.engine.connect(sim.now);
+    let mut sim = draining_a_request(Config::builder("ws://relay"));
     let refused = sim.now;
     sim.server_close(1013, "busy");
     sim.run_for(secs(10));
     assert_waited(&sim, refused, "the refusal ended the drain");
 
-    // The drain ends while the client waits for the server's minimum: the last message
-    // expired.
-    let mut sim = tether(Config::builder("ws://relay"));
-    sim.server.send_acks = false;
-    sim.connect_open();
-    let options = SendOptions {
-        ttl: Some(secs(1)),
-        ..SendOptions::default()
+    // A written message awaits its ack (which never comes) when the server refuses: the
+    // client waits for the server's minimum, and the drain ends meanwhile.
+    let drain_while_waiting = |ttl: Option<Duration>, drain: Duration| {
+        let mut sim = tether(Config::builder("ws://relay"));
+        sim.server.send_acks = false;
+        sim.connect_open();
+        let options = SendOptions {
+            ttl,
+            ..SendOptions::default()
+        };
+        sim.engine
+            .publish(sim.now, "room", json!(1), options)
+            .unwrap();
+        sim.run_for(ms(100));
+        sim.engine.close_after_drain(sim.now, drain);
+        sim.engine.connect(sim.now);
+        let refused = sim.now;
+        sim.server_close(1013, "busy");
+        sim.run_for(secs(10));
+        (sim, refused)
     };
-    sim.engine
-        .publish(sim.now, "room", json!(1), options)
-        .unwrap();
-    sim.run_for(ms(100));
-    sim.engine.close_after_drain(sim.now, secs(30));
-    sim.engine.connect(sim.now);
-    let refused = sim.now;
-    sim.server_close(1013, "busy");
-    sim.run_for(secs(10));
+
+    // The last message expired.
+    let (sim, refused) = drain_while_waiting(Some(secs(1)), secs(30));
     assert_eq!(sim.engine.stats().dropped_expired, 1);
     assert_waited(&sim, refused, "the last message expired while waiting");
 
-    // The drain's deadline comes while the client waits for the server's minimum.
-    let mut sim = tether(Config::builder("ws://relay"));
-    sim.server.send_acks = false;
-    sim.connect_open();
-    sim.engine
-        .publish(sim.now, "room", json!(1), SendOptions::default())
-        .unwrap();
-    sim.run_for(ms(100));
-    sim.engine.close_after_drain(sim.now, secs(2));
-    sim.engine.connect(sim.now);
-    let refused = sim.now;
-    sim.server_close(1013, "busy");
-    sim.run_for(secs(10));
+    // The drain's deadline came.
+    let (sim, refused) = drain_while_waiting(None, secs(2));
     assert_eq!(sim.engine.stats().dropped_closed, 1);
     assert_waited(&sim, refused, "the drain's deadline while waiting");
 }
@@ -2673,13 +2675,8 @@ fn a_restart_after_a_close_answered_with_1013_waits_for_the_servers_minimum() {
 /// the token the server had just refused.
 #[test]
 fn a_restart_after_a_drained_close_ended_by_a_token_refusal_refreshes_the_token() {
-    let mut sim = tether(Config::builder("ws://relay").token(TokenPlacement::bearer_header()));
-    sim.server.answer_requests = false;
-    sim.connect_open();
-    sim.engine.request(sim.now, json!("q"), None).unwrap();
-    sim.run_for(ms(100));
-    sim.engine.close_after_drain(sim.now, secs(30));
-    sim.engine.connect(sim.now);
+    let mut sim =
+        draining_a_request(Config::builder("ws://relay").token(TokenPlacement::bearer_header()));
     sim.server_close(4001, "token expired");
     sim.run_for(secs(5));
     assert!(sim.engine.state().is_open(), "{:?}", sim.engine.state());

@@ -392,12 +392,13 @@ async fn policy_violation_refreshes_the_token_once_then_stops() {
     drop(client);
 }
 
-#[tokio::test]
-async fn try_again_later_and_service_restart_delay_the_retry() {
+/// A server that closes every connection with 1013 (try again later), and a client told to
+/// wait `minimum` after it, past its first refusal; with the wait it announced.
+async fn refused_as_busy(minimum: Duration) -> (MisbehavingServer, Client, Recorder, Duration) {
     let server = MisbehavingServer::start(Behaviour::AcceptThenClose(Some((1013, "busy".into()))))
         .await
         .unwrap();
-    let policy = ClosePolicy::default().with_try_again_later_delay(ms(400));
+    let policy = ClosePolicy::default().with_try_again_later_delay(minimum);
     let (client, events) = fast(server.ws_url())
         .close_policy(policy)
         .connect()
@@ -409,6 +410,12 @@ async fn try_again_later_and_service_restart_delay_the_retry() {
             _ => None,
         })
         .await;
+    (server, client, rec, delay)
+}
+
+#[tokio::test]
+async fn try_again_later_and_service_restart_delay_the_retry() {
+    let (server, client, _rec, delay) = refused_as_busy(ms(400)).await;
     assert!(delay >= ms(400), "{delay:?}");
     // The retry comes after the announced delay (about 0.4-0.5 s), later on a loaded machine:
     // wait for it as long as LIMIT, then check it did not come early.
@@ -420,20 +427,7 @@ async fn try_again_later_and_service_restart_delay_the_retry() {
 
     // The server's minimum outlives a close: an app that closes while waiting for it and
     // connects again (a reconnect button, a view rebuilt) does not call on the server sooner.
-    let server = MisbehavingServer::start(Behaviour::AcceptThenClose(Some((1013, "busy".into()))))
-        .await
-        .unwrap();
-    let policy = ClosePolicy::default().with_try_again_later_delay(ms(800));
-    let (client, events) = fast(server.ws_url())
-        .close_policy(policy)
-        .connect()
-        .unwrap();
-    let mut rec = Recorder::new(events);
-    rec.until(LIMIT, |e| match e {
-        Event::ReconnectScheduled { .. } => Some(()),
-        _ => None,
-    })
-    .await;
+    let (server, client, _rec, _) = refused_as_busy(ms(800)).await;
     client.close().await;
     client.connect();
     eventually(LIMIT, || server.arrivals().len() >= 2).await;
