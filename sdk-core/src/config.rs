@@ -1031,18 +1031,17 @@ fn validate_heartbeat(c: &Config) -> Result<(), ConfigError> {
     // a browser; the Tether protocol's pings are its own messages).
     let uses_raw_texts = mode == HeartbeatMode::AppMessage && c.protocol == Protocol::Raw;
     if !uses_raw_texts {
-        let field = if h.raw_ping != DEFAULT_RAW_PING {
-            "heartbeat.raw_ping"
-        } else if h.raw_pong != DEFAULT_RAW_PONG {
-            "heartbeat.raw_pong"
-        } else {
-            ""
-        };
-        if !field.is_empty() {
-            return Err(ConfigError::new(
+        let unsent = |field| {
+            ConfigError::new(
                 field,
                 "used only by the app-message heartbeat mode on the raw protocol",
-            ));
+            )
+        };
+        if h.raw_ping != DEFAULT_RAW_PING {
+            return Err(unsent("heartbeat.raw_ping"));
+        }
+        if h.raw_pong != DEFAULT_RAW_PONG {
+            return Err(unsent("heartbeat.raw_pong"));
         }
     }
     if mode == HeartbeatMode::Off {

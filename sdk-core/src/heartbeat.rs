@@ -14,7 +14,7 @@
 //! `interval × (max_missed + 1)`.
 
 use crate::config::{HeartbeatConfig, HeartbeatMode};
-use crate::time::Instant;
+use crate::time::{deadline_after, Instant};
 use std::time::Duration;
 
 /// What the heartbeat wants the engine to do.
@@ -98,7 +98,7 @@ impl Heartbeat {
     pub(crate) fn start(&mut self, now: Instant) {
         self.stop();
         if self.sends_pings() {
-            self.next_ping = Some(now + self.config.interval);
+            self.next_ping = deadline_after(now, self.config.interval);
         } else if self.mode == HeartbeatMode::ServerDriven {
             self.silence_deadline = Some(now + self.silence_limit());
         }
@@ -148,10 +148,8 @@ impl Heartbeat {
                         return Some(Beat::Dead);
                     }
                 }
-                // The engine's clock saturates: at its end `now + interval` is `now`, a ping
-                // due again at once, for ever, in the caller's loop. No later ping then.
-                let next = now + self.config.interval;
-                self.next_ping = (next > now).then_some(next);
+                // At the clock's end no later ping: one due at once would be due for ever.
+                self.next_ping = deadline_after(now, self.config.interval);
                 let deadline = self.config.pong_timeout.map(|t| now + t);
                 Some(self.send_ping(now, deadline, now))
             }

@@ -84,7 +84,7 @@ pub(crate) fn under_a_microsecond(d: Duration) -> bool {
 
 /// `now + d` as a deadline, or `None` (never) when the sum saturated to `now` although `d` is
 /// not zero: at the clock's end a deadline would be due at once in every call, for ever (an
-/// attempt per call, without backoff). The heartbeat has the same rule for its pings.
+/// attempt per call, without backoff), and a ping due again in every call.
 pub(crate) fn deadline_after(now: Instant, d: Duration) -> Option<Instant> {
     let at = now + d;
     (at > now || under_a_microsecond(d)).then_some(at)
