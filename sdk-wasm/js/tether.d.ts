@@ -214,7 +214,10 @@ export interface TetherClientOptions {
     probeTimeoutMs?: number;
     /** Any inbound frame proves the connection alive. [true] */
     anyFrameIsLiveness?: boolean;
-    /** Raw-mode app ping/pong texts, sent only with `mode: 'app'` on the raw protocol (refused otherwise: they would not be sent). ['ping' / 'pong'] */
+    /**
+     * Raw-mode app ping/pong texts, sent only with `mode: 'app'` on the raw protocol (refused
+     * otherwise: they would not be sent). ['ping' / 'pong']
+     */
     rawPing?: string;
     rawPong?: string;
   };
@@ -500,8 +503,8 @@ export class TetherClient {
   /**
    * What the window's (or a worker's) `online`/`offline` events tell the client already. While
    * waiting, online reconnects at once (a server's minimum delay still holds). While open, a
-   * WebSocket with heartbeats (the Tether protocol, or `heartbeat.mode: 'app'`) is probed with a ping that has a
-   * short deadline, and online restarts an event stream that has a position and has been up
+   * WebSocket with heartbeats (the Tether protocol, or `heartbeat.mode: 'app'`) is probed with
+   * a ping that has a short deadline, and online restarts an event stream that has a position and has been up
    * `minUptimeMs` from that position (`reconnecting` with cause `stream_restarted`, unless
    * `restartStreams` is false): EventSource cannot be probed.
    */

@@ -15,7 +15,7 @@ use tether_core::{
     BackoffConfig, ClosePolicy, CloseReason, Config, ConfigBuilder, DisconnectCause, Disposition,
     DropReason, Engine, EngineError, Event, HeartbeatConfig, HeartbeatMode, Jitter, OutboxConfig,
     OverflowPolicy, Payload, Protocol, RequestFailure, SendError, State, TokenPlacement,
-    TransportId,
+    TransportId, TransportKind,
 };
 
 /// Options the driver itself uses besides the engine config.
@@ -483,12 +483,13 @@ fn strings(r: &mut Reader<'_>, key: &'static str) -> Vec<String> {
 /// The driver's own options (read before [`Reader::finish`], so that they count as known).
 fn driver_options(r: &mut Reader<'_>, url: &str) -> DriverOptions {
     // Options for one transport would do nothing on the other, which would look as if they
-    // worked: refused there.
-    let ws_url = url.get(..2).is_some_and(|s| s.eq_ignore_ascii_case("ws"));
+    // worked: refused there. (A URL of neither kind is the engine's to refuse.)
+    let transport = TransportKind::for_url(url).ok();
+    let ws_url = transport == Some(TransportKind::WebSocket);
     let s = "backpressure";
     let given_high = r.count(s, "highWaterBytes");
     let given_low = r.count(s, "lowWaterBytes");
-    if !ws_url && (given_high.is_some() || given_low.is_some()) {
+    if transport == Some(TransportKind::Sse) && (given_high.is_some() || given_low.is_some()) {
         r.fail(
             "",
             s,
